@@ -1,0 +1,60 @@
+# agora's front door. `make run` and `make test` do everything on a fresh Debian machine.
+.PHONY: all bootstrap build debug run test bench fuzz fmt lint tsan clean help
+SHELL := /bin/bash
+JOBS ?= $(shell nproc)
+WERROR := $(if $(CI),ON,OFF)
+FUZZ_SECONDS ?= 60
+
+all: build
+
+help:
+	@echo "make run | test | build | bench | bench-<name> | fuzz | tsan | fmt | lint | clean"
+
+bootstrap:
+	@bash scripts/bootstrap.sh
+
+build: bootstrap
+	@cmake --preset release -DAG_WERROR=$(WERROR) >/dev/null
+	@cmake --build --preset release -j $(JOBS)
+	@echo "built build/release/agora"
+
+debug: bootstrap
+	@cmake --preset debug -DAG_WERROR=$(WERROR) >/dev/null
+	@cmake --build --preset debug -j $(JOBS)
+
+run: build
+	./build/release/agora run $(ARGS)
+
+test: debug
+	@cd build/debug && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  ctest --output-on-failure -j $(JOBS) $(CTEST_ARGS)
+
+tsan: bootstrap
+	@cmake --preset tsan >/dev/null
+	@cmake --build --preset tsan -j $(JOBS)
+	@cd build/tsan && TSAN_OPTIONS=halt_on_error=1 ctest --output-on-failure -R 'unit\.(resil|store|base)' $(CTEST_ARGS)
+
+bench: build
+	@for s in bench/*/run.sh; do bash "$$s" || exit 1; done
+
+bench-%: build
+	@bash bench/$*/run.sh
+
+fuzz: bootstrap
+	@cmake --preset fuzz >/dev/null
+	@cmake --build --preset fuzz -j $(JOBS)
+	@for f in build/fuzz/fuzz_*; do n=$${f##*/fuzz_}; mkdir -p fuzz/corpus/$$n; \
+	  echo "fuzzing $$n for $(FUZZ_SECONDS)s"; \
+	  $$f -max_total_time=$(FUZZ_SECONDS) fuzz/corpus/$$n || exit 1; done
+
+fmt:
+	@clang-format -i $$(git ls-files '*.c' '*.h')
+
+lint:
+	@cmake --preset release >/dev/null
+	@clang-format --dry-run --Werror $$(git ls-files '*.c' '*.h')
+	@clang-tidy -p build/release --quiet $$(git ls-files 'src/*.c') 2>/dev/null
+
+clean:
+	rm -rf build

@@ -1,0 +1,185 @@
+/*
+ * agora base library: allocation (with failure injection), growable buffers,
+ * string helpers, an injectable clock and RNG, UUIDv7, a structured JSON logger
+ * and XXH3 hashing. Everything above `base` builds on these; nothing here does I/O
+ * except the logger (stderr by default).
+ *
+ * Ownership: functions returning `char *` or a pointer from ag_malloc return owned
+ * memory the caller frees with ag_free unless the comment says "borrowed".
+ */
+#ifndef AGORA_BASE_H
+#define AGORA_BASE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdarg.h>
+
+#include "agora/error.h"
+
+#define AG_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define AG_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define AG_MAX(a, b) ((a) > (b) ? (a) : (b))
+#define AG_UNUSED(x) ((void)(x))
+#define AG_LIKELY(x) __builtin_expect(!!(x), 1)
+#define AG_UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+/* ---- allocation ---- */
+
+/* All agora allocation goes through these so tests can inject failures. */
+AG_EXTERN void *ag_malloc(size_t n);
+AG_EXTERN void *ag_calloc(size_t count, size_t size);
+AG_EXTERN void *ag_realloc(void *p, size_t n);
+AG_EXTERN void ag_free(void *p);
+AG_EXTERN char *ag_strdup(const char *s);
+AG_EXTERN char *ag_strndup(const char *s, size_t n);
+/* Make the Nth allocation from now (1-based) and every later one fail; 0 disables.
+ * Process-wide, thread-safe. */
+AG_EXTERN void ag_alloc_fail_at(long n);
+/* Number of allocations attempted since the process started (for torture loops). */
+AG_EXTERN long ag_alloc_count(void);
+
+/* ---- growable byte buffer ---- */
+
+struct ag_buf {
+    char *data; /* owned; NUL-terminated when len < cap */
+    size_t len; /* bytes used */
+    size_t cap; /* bytes allocated */
+};
+
+AG_EXTERN void ag_buf_init(struct ag_buf *b);
+AG_EXTERN void ag_buf_free(struct ag_buf *b);
+AG_EXTERN void ag_buf_reset(struct ag_buf *b); /* len = 0, keeps memory */
+AG_EXTERN int ag_buf_reserve(struct ag_buf *b, size_t extra);
+AG_EXTERN int ag_buf_append(struct ag_buf *b, const void *p, size_t n);
+AG_EXTERN int ag_buf_puts(struct ag_buf *b, const char *s);
+AG_EXTERN int ag_buf_putc(struct ag_buf *b, char c);
+AG_EXTERN int ag_buf_printf(struct ag_buf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+AG_EXTERN int ag_buf_vprintf(struct ag_buf *b, const char *fmt, va_list ap);
+/* Append `s` as a quoted JSON string with RFC 8259 escaping. */
+AG_EXTERN int ag_buf_json_str(struct ag_buf *b, const char *s, size_t n);
+/* Detach the data (caller frees with ag_free); the buffer is left empty. */
+AG_EXTERN char *ag_buf_steal(struct ag_buf *b, size_t *len_out);
+
+/* ---- strings ---- */
+
+/* True when s[0..n) is well-formed UTF-8 (no overlongs, no surrogates). */
+AG_EXTERN bool ag_utf8_valid(const char *s, size_t n);
+/* Parse a decimal int64 from the whole of s; AG_EINVAL when not a number. */
+AG_EXTERN int ag_parse_i64(const char *s, int64_t *out);
+AG_EXTERN int ag_parse_u64(const char *s, uint64_t *out);
+
+/* ---- clock ---- */
+
+/* An injectable clock: wall time (Unix ns) and monotonic time (ns). */
+struct ag_clock {
+    uint64_t (*now_ns)(void *ctx);  /* wall clock, ns since the Unix epoch */
+    uint64_t (*mono_ns)(void *ctx); /* monotonic, ns from an arbitrary origin */
+    void *ctx;
+};
+
+/* The process's real clock (borrowed, static). */
+AG_EXTERN const struct ag_clock *ag_clock_system(void);
+
+/* A fake clock for tests: both wall and monotonic advance only when told. */
+struct ag_fake_clock {
+    struct ag_clock clock;  /* pass &fc.clock wherever a clock is wanted */
+    uint64_t now_ns;        /* current wall time */
+    uint64_t mono_ns;       /* current monotonic time */
+};
+AG_EXTERN void ag_fake_clock_init(struct ag_fake_clock *fc, uint64_t start_wall_ns);
+AG_EXTERN void ag_fake_clock_advance(struct ag_fake_clock *fc, uint64_t ns);
+
+static inline uint64_t ag_clock_now(const struct ag_clock *c) { return c->now_ns(c->ctx); }
+static inline uint64_t ag_clock_mono(const struct ag_clock *c) { return c->mono_ns(c->ctx); }
+/* Format Unix ns as RFC 3339 UTC with microseconds ("2026-11-21T12:00:00.123456Z");
+ * `out` must hold 32 bytes. Returns the length. */
+AG_EXTERN size_t ag_time_rfc3339(uint64_t unix_ns, char out[32]);
+
+/* ---- random numbers ---- */
+
+/* An injectable RNG returning uniformly distributed 64-bit values. */
+struct ag_rng {
+    uint64_t (*next)(void *ctx);
+    void *ctx;
+};
+/* xoshiro256** state; seed it with ag_xoshiro_seed for deterministic tests. */
+struct ag_xoshiro {
+    struct ag_rng rng; /* pass &x.rng wherever an RNG is wanted */
+    uint64_t s[4];
+};
+AG_EXTERN void ag_xoshiro_seed(struct ag_xoshiro *x, uint64_t seed);
+/* A thread-safe RNG seeded from the OS (borrowed, static; one state per thread). */
+AG_EXTERN const struct ag_rng *ag_rng_system(void);
+static inline uint64_t ag_rng_next(const struct ag_rng *r) { return r->next(r->ctx); }
+/* Uniform double in [0, 1). */
+AG_EXTERN double ag_rng_double(const struct ag_rng *r);
+/* Uniform integer in [0, n) without modulo bias; n > 0. */
+AG_EXTERN uint64_t ag_rng_below(const struct ag_rng *r, uint64_t n);
+
+/* ---- UUIDv7 (RFC 9562) ---- */
+
+struct ag_uuid {
+    uint8_t b[16];
+};
+#define AG_UUID_STRLEN 36
+/* A new UUIDv7: 48-bit ms timestamp, then a 12-bit sequence that keeps ids
+ * monotonic within one millisecond in this process, then 62 random bits.
+ * NULL clock/rng mean the system ones. */
+AG_EXTERN void ag_uuid_v7(struct ag_uuid *out, const struct ag_clock *clock, const struct ag_rng *rng);
+/* Lower-case canonical form into out[37] (NUL-terminated). */
+AG_EXTERN void ag_uuid_format(const struct ag_uuid *u, char out[AG_UUID_STRLEN + 1]);
+/* Parse the canonical 36-char form (either case); AG_EINVAL otherwise. */
+AG_EXTERN int ag_uuid_parse(const char *s, size_t n, struct ag_uuid *out);
+AG_EXTERN bool ag_uuid_is_nil(const struct ag_uuid *u);
+
+/* ---- structured JSON logger ---- */
+
+enum ag_log_level { AG_LOG_DEBUG, AG_LOG_INFO, AG_LOG_WARN, AG_LOG_ERROR, AG_LOG_OFF };
+
+enum ag_log_kind { AG_LF_NONE, AG_LF_STR, AG_LF_INT, AG_LF_UINT, AG_LF_DBL, AG_LF_BOOL, AG_LF_RAW };
+struct ag_log_field {
+    const char *key; /* NULL marks an unused slot */
+    int kind;        /* enum ag_log_kind */
+    union {
+        const char *s; /* AG_LF_STR (escaped), AG_LF_RAW (inserted as-is: valid JSON) */
+        long long i;
+        unsigned long long u;
+        double d;
+    } v;
+};
+#define AG_LS(k, x) ((struct ag_log_field){(k), AG_LF_STR, {.s = (x)}})
+#define AG_LI(k, x) ((struct ag_log_field){(k), AG_LF_INT, {.i = (long long)(x)}})
+#define AG_LU(k, x) ((struct ag_log_field){(k), AG_LF_UINT, {.u = (unsigned long long)(x)}})
+#define AG_LD(k, x) ((struct ag_log_field){(k), AG_LF_DBL, {.d = (double)(x)}})
+#define AG_LB(k, x) ((struct ag_log_field){(k), AG_LF_BOOL, {.i = !!(x)}})
+#define AG_LRAW(k, x) ((struct ag_log_field){(k), AG_LF_RAW, {.s = (x)}})
+
+/* Writes one JSON object per line: {"ts":..., "level":..., "msg":..., fields...}. */
+AG_EXTERN void ag_log_write(int level, const char *msg, const struct ag_log_field *f, size_t n);
+AG_EXTERN void ag_log_set_level(int level);
+AG_EXTERN int ag_log_get_level(void);
+/* Redirect output (default: stderr). The fd is borrowed. */
+AG_EXTERN void ag_log_set_fd(int fd);
+/* Parse "debug|info|warn|error|off"; -1 when unknown. */
+AG_EXTERN int ag_log_level_parse(const char *s);
+
+#define AG_LOG(level, msg, ...)                                                     \
+    do {                                                                            \
+        if ((level) >= ag_log_get_level()) {                                        \
+            const struct ag_log_field ag_lf_[] = {{0}, __VA_ARGS__};                \
+            ag_log_write((level), (msg), ag_lf_, AG_ARRAY_SIZE(ag_lf_));            \
+        }                                                                           \
+    } while (0)
+#define AG_DEBUG(msg, ...) AG_LOG(AG_LOG_DEBUG, msg, __VA_ARGS__)
+#define AG_INFO(msg, ...) AG_LOG(AG_LOG_INFO, msg, __VA_ARGS__)
+#define AG_WARN(msg, ...) AG_LOG(AG_LOG_WARN, msg, __VA_ARGS__)
+#define AG_ERROR(msg, ...) AG_LOG(AG_LOG_ERROR, msg, __VA_ARGS__)
+
+/* ---- hashing ---- */
+
+AG_EXTERN uint64_t ag_xxh3(const void *p, size_t n);
+AG_EXTERN uint64_t ag_xxh3_seed(const void *p, size_t n, uint64_t seed);
+
+#endif

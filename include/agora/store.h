@@ -1,0 +1,259 @@
+/*
+ * The event store port.
+ *
+ * A store holds streams of events. Each recorded event has a 16-byte id (UUIDv7),
+ * a type, a JSON payload ("data"), JSON metadata, its stream version (0-based,
+ * gapless per stream) and a global position (0-based, gapless across the store,
+ * in commit order). Callers see only this header; adapters (the embedded log in
+ * `store_log.h`, PostgreSQL later) fill a `struct ag_store_ops` table and
+ * `cli/` chooses which one to open.
+ *
+ * Semantics every adapter keeps:
+ * - append is atomic for the batch and durable when acknowledged;
+ * - an expected-version mismatch is AG_ECONFLICT with the actual version in
+ *   `err->aux` (-1 when the stream does not exist);
+ * - re-appending the same event ids to the same stream returns the original
+ *   result and stores nothing; the same id with other content is AG_EIDEMPOTENCY;
+ * - reads only ever see acknowledged (durable) events;
+ * - subscriptions deliver `$all` in commit (= position) order, catch-up then live,
+ *   and never hold up writers: a subscriber pulls, it is never pushed to.
+ *
+ * Memory: inputs are borrowed for the duration of a call (for the async append,
+ * until its callback runs). Results (`struct ag_event_page`, snapshots) are owned
+ * by the caller and freed with the matching *_free function.
+ */
+#ifndef AGORA_STORE_H
+#define AGORA_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "agora/base.h"
+
+struct uv_loop_s;
+
+/* Expected-version sentinels; any value >= 0 is an exact version. */
+#define AG_STORE_ANY (-2)           /* no check */
+#define AG_STORE_NO_STREAM (-1)     /* the stream must not exist */
+#define AG_STORE_STREAM_EXISTS (-4) /* the stream must exist (any version) */
+
+#define AG_STORE_STREAM_MAX 255 /* bytes of a stream name */
+#define AG_STORE_TYPE_MAX 255   /* bytes of an event type */
+#define AG_STORE_BATCH_MAX 4096 /* events in one append */
+#define AG_STORE_EVENT_MAX_DEFAULT (1u << 20)
+
+/* An event to append. Everything is borrowed. */
+struct ag_event_data {
+    struct ag_uuid id;    /* nil → the store assigns a UUIDv7 */
+    const char *type;     /* required, 1..255 bytes of UTF-8, no control characters */
+    size_t type_len;
+    const char *data;     /* JSON text (any JSON value); NULL/0 → "{}" */
+    size_t data_len;
+    const char *metadata; /* JSON object text; NULL/0 → "{}" */
+    size_t metadata_len;
+};
+
+/* A recorded event. Pointers borrow from the page (or snapshot) that holds it. */
+struct ag_event {
+    const char *stream;
+    size_t stream_len;
+    int64_t version;   /* 0-based, gapless within the stream */
+    uint64_t position; /* 0-based, gapless across the store, commit order */
+    struct ag_uuid id;
+    const char *type;
+    size_t type_len;
+    uint64_t time_ns;  /* commit time, Unix ns */
+    const char *data;
+    size_t data_len;
+    const char *metadata;
+    size_t metadata_len;
+};
+
+/* A page of events returned by a read. Owned by the caller: ag_event_page_free. */
+struct ag_event_page {
+    struct ag_event *events; /* `count` events */
+    size_t count;
+    bool end;                /* true when the read reached the end (no more now) */
+    int64_t next_version;    /* stream reads: version to pass to continue */
+    uint64_t next_position;  /* $all reads: position to pass to continue */
+    void *mem;               /* adapter-owned backing memory */
+};
+AG_EXTERN void ag_event_page_free(struct ag_event_page *page);
+
+struct ag_append_result {
+    int64_t first_version;   /* version of the first event of the batch */
+    int64_t last_version;    /* version of the last (= the stream's new version) */
+    uint64_t first_position; /* position of the first event */
+    uint64_t last_position;  /* position of the last event */
+};
+
+enum ag_read_dir { AG_READ_FORWARD, AG_READ_BACKWARD };
+
+/* A stored snapshot. Owned by the caller: ag_snapshot_free. */
+struct ag_snapshot {
+    int64_t version; /* stream version the state includes */
+    char *state;     /* the state bytes (opaque to the store; usually JSON) */
+    size_t state_len;
+};
+AG_EXTERN void ag_snapshot_free(struct ag_snapshot *snap);
+
+struct ag_store_stats {
+    uint64_t events;         /* events in the store (= next position) */
+    uint64_t streams;        /* streams with at least one event */
+    uint64_t bytes;          /* bytes of log on disk */
+    uint64_t segments;       /* segment files */
+    uint64_t appends;        /* append calls acknowledged since open */
+    uint64_t commits;        /* group commits (fdatasync calls) since open */
+    uint64_t index_bytes;    /* approximate memory of the in-memory index */
+};
+
+struct ag_store_options {
+    size_t max_event_bytes;    /* data + metadata + type per event; 0 → 1 MiB */
+    uint64_t segment_bytes;    /* segment roll size; 0 → 256 MiB */
+    bool read_only;            /* open without the writer lock (inspection) */
+    bool repair;               /* truncate at the first bad record instead of refusing */
+    bool no_sync;              /* skip fdatasync (benchmarks/tests only: NOT durable) */
+    const struct ag_clock *clock; /* NULL → system clock */
+    const struct ag_rng *rng;     /* NULL → system RNG */
+};
+
+struct ag_store;
+struct ag_store_sub;
+struct ag_store_loop;
+
+typedef void (*ag_append_cb)(void *ud, int status, const struct ag_append_result *res,
+                             const struct ag_err *err);
+
+/* An asynchronous append, owned by the caller and untouched by it until `cb` runs
+ * on the loop the request was submitted to (like a uv_fs_t). */
+struct ag_append_req {
+    const char *stream;
+    size_t stream_len;
+    int64_t expected_version;
+    const struct ag_event_data *events;
+    size_t count;
+    ag_append_cb cb;
+    void *ud;
+    /* private, filled by the store */
+    struct ag_append_result result;
+    struct ag_err err;
+    int status;
+    struct ag_append_req *next_done;
+    struct ag_store_loop *loop;
+};
+
+/* The operations an adapter provides. Validation of names, sizes and JSON is done
+ * by the port before an adapter sees the call. */
+struct ag_store_ops {
+    const char *name;
+    int (*append)(struct ag_store *s, const char *stream, size_t stream_len, int64_t expected,
+                  const struct ag_event_data *ev, size_t n, struct ag_append_result *out,
+                  struct ag_err *err);
+    int (*append_async)(struct ag_store *s, struct ag_append_req *req);
+    int (*read_stream)(struct ag_store *s, const char *stream, size_t stream_len, int64_t from,
+                       enum ag_read_dir dir, size_t max, struct ag_event_page *out,
+                       struct ag_err *err);
+    int (*read_all)(struct ag_store *s, uint64_t from, enum ag_read_dir dir, size_t max,
+                    struct ag_event_page *out, struct ag_err *err);
+    int (*stream_version)(struct ag_store *s, const char *stream, size_t stream_len,
+                          int64_t *version);
+    /* Calls `cb` for each stream (name, last version) until it returns non-zero. */
+    int (*list_streams)(struct ag_store *s, int (*cb)(void *ud, const char *name, size_t len,
+                                                       int64_t version), void *ud);
+    /* Block until head > `after` (returns 0), timeout (AG_ETIMEDOUT) or close (AG_ECLOSED). */
+    int (*wait_head)(struct ag_store *s, uint64_t after, int timeout_ms);
+    int (*save_snapshot)(struct ag_store *s, const char *stream, size_t stream_len,
+                         int64_t version, const void *state, size_t state_len, struct ag_err *err);
+    int (*load_snapshot)(struct ag_store *s, const char *stream, size_t stream_len,
+                         struct ag_snapshot *out, struct ag_err *err);
+    int (*stats)(struct ag_store *s, struct ag_store_stats *out);
+    /* Loop binding for async completions. */
+    int (*loop_init)(struct ag_store *s, struct uv_loop_s *loop, struct ag_store_loop **out);
+    void (*loop_close)(struct ag_store_loop *l);
+    void (*close)(struct ag_store *s);
+};
+
+/* Every adapter's handle starts with this. */
+struct ag_store {
+    const struct ag_store_ops *ops;
+    struct ag_store_options opts; /* as given, defaults filled in */
+};
+
+/* ---- the API callers use (validates, then calls the adapter) ---- */
+
+/* Append `n` events atomically. Blocks until durable. On AG_ECONFLICT,
+ * err->aux holds the stream's actual version (-1: no stream). */
+AG_EXTERN int ag_store_append(struct ag_store *s, const char *stream, size_t stream_len,
+                              int64_t expected_version, const struct ag_event_data *events,
+                              size_t n, struct ag_append_result *out, struct ag_err *err);
+
+/* Bind a libuv loop for async appends. Must be closed (ag_store_loop_close, on the
+ * loop's thread, before the loop is closed and before the store is closed). */
+AG_EXTERN int ag_store_loop_init(struct ag_store *s, struct uv_loop_s *loop,
+                                 struct ag_store_loop **out);
+AG_EXTERN void ag_store_loop_close(struct ag_store_loop *l);
+
+/* Submit an async append; `req->cb` runs on `l`'s loop once it is durable or has
+ * failed. Validation failures are reported through the callback too. Returns 0, or
+ * an error if the request could not be queued at all (then no callback). */
+AG_EXTERN int ag_store_append_async(struct ag_store_loop *l, struct ag_append_req *req);
+
+/* Read up to `max` events of a stream starting at version `from` (inclusive), going
+ * forward or backward (backward from -1 means "from the end"). A missing stream is
+ * AG_ENOTFOUND. */
+AG_EXTERN int ag_store_read_stream(struct ag_store *s, const char *stream, size_t stream_len,
+                                   int64_t from, enum ag_read_dir dir, size_t max,
+                                   struct ag_event_page *out, struct ag_err *err);
+
+/* Read up to `max` events of `$all` from position `from` (inclusive). Backward
+ * from UINT64_MAX means "from the end". */
+AG_EXTERN int ag_store_read_all(struct ag_store *s, uint64_t from, enum ag_read_dir dir,
+                                size_t max, struct ag_event_page *out, struct ag_err *err);
+
+/* The stream's current version (-1 if it does not exist). */
+AG_EXTERN int ag_store_stream_version(struct ag_store *s, const char *stream, size_t stream_len,
+                                      int64_t *version);
+AG_EXTERN int ag_store_list_streams(struct ag_store *s,
+                                    int (*cb)(void *ud, const char *name, size_t len,
+                                              int64_t version),
+                                    void *ud);
+
+/* Subscriptions to $all (stream = NULL) or to one stream: catch-up from `from`
+ * (a position, or a version for a stream), then live. The subscriber pulls pages
+ * with ag_store_sub_next; writers never wait for it. */
+AG_EXTERN int ag_store_subscribe(struct ag_store *s, const char *stream, size_t stream_len,
+                                 uint64_t from, struct ag_store_sub **out, struct ag_err *err);
+/* Next page of up to `max` events; waits up to `timeout_ms` (-1: forever) for new
+ * events when caught up. AG_ETIMEDOUT when none came; AG_ECLOSED after the store or
+ * the subscription was closed. */
+AG_EXTERN int ag_store_sub_next(struct ag_store_sub *sub, size_t max, int timeout_ms,
+                                struct ag_event_page *out, struct ag_err *err);
+/* Position (or version) the next page starts at: a subscriber's checkpoint. */
+AG_EXTERN uint64_t ag_store_sub_checkpoint(const struct ag_store_sub *sub);
+AG_EXTERN void ag_store_sub_free(struct ag_store_sub *sub);
+
+AG_EXTERN int ag_store_save_snapshot(struct ag_store *s, const char *stream, size_t stream_len,
+                                     int64_t version, const void *state, size_t state_len,
+                                     struct ag_err *err);
+/* AG_ENOTFOUND when the stream has no snapshot. */
+AG_EXTERN int ag_store_load_snapshot(struct ag_store *s, const char *stream, size_t stream_len,
+                                     struct ag_snapshot *out, struct ag_err *err);
+
+AG_EXTERN int ag_store_stats(struct ag_store *s, struct ag_store_stats *out);
+/* Close the store: pending appends finish first. Subscriptions must be freed first. */
+AG_EXTERN void ag_store_close(struct ag_store *s);
+
+/* ---- validation (shared by adapters and the CLI) ---- */
+
+/* Stream names: 1..255 bytes of UTF-8, no control characters. */
+AG_EXTERN int ag_store_check_stream(const char *stream, size_t len, struct ag_err *err);
+AG_EXTERN int ag_store_check_event(const struct ag_store *s, size_t index,
+                                   const struct ag_event_data *ev, struct ag_err *err);
+/* Parse "any", "no-stream", "exists" or a version number. */
+AG_EXTERN int ag_store_parse_expected(const char *s, int64_t *out);
+/* Append one event as a JSON object line (stream, version, position, id, type,
+ * time, data, metadata) to `b`, without the newline. */
+AG_EXTERN int ag_event_to_json(const struct ag_event *ev, struct ag_buf *b);
+
+#endif

@@ -1,0 +1,58 @@
+/*
+ * Allocation wrappers. Every allocation in agora goes through here so tests can
+ * fail the Nth allocation (curl's torture runs, SQLite's OOM tests) and prove that
+ * no path crashes or leaks when memory runs out.
+ */
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agora/base.h"
+
+static atomic_long alloc_count;   /* allocations attempted so far */
+static atomic_long fail_at_count; /* 0 = off; else fail when alloc_count reaches it */
+
+void ag_alloc_fail_at(long n)
+{
+    atomic_store(&fail_at_count, n > 0 ? atomic_load(&alloc_count) + n : 0);
+}
+
+long ag_alloc_count(void) { return atomic_load(&alloc_count); }
+
+static bool should_fail(void)
+{
+    long n = atomic_fetch_add_explicit(&alloc_count, 1, memory_order_relaxed) + 1;
+    long f = atomic_load_explicit(&fail_at_count, memory_order_relaxed);
+    return AG_UNLIKELY(f != 0 && n >= f);
+}
+
+void *ag_malloc(size_t n)
+{
+    if (should_fail()) return NULL;
+    return malloc(n ? n : 1);
+}
+
+void *ag_calloc(size_t count, size_t size)
+{
+    if (should_fail()) return NULL;
+    return calloc(count ? count : 1, size ? size : 1);
+}
+
+void *ag_realloc(void *p, size_t n)
+{
+    if (should_fail()) return NULL;
+    return realloc(p, n ? n : 1);
+}
+
+void ag_free(void *p) { free(p); }
+
+char *ag_strndup(const char *s, size_t n)
+{
+    char *d = ag_malloc(n + 1);
+    if (!d) return NULL;
+    memcpy(d, s, n);
+    d[n] = '\0';
+    return d;
+}
+
+char *ag_strdup(const char *s) { return ag_strndup(s, strlen(s)); }

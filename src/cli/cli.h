@@ -1,0 +1,26 @@
+/* The agora command line: subcommand table and shared option helpers. */
+#ifndef AGORA_CLI_H
+#define AGORA_CLI_H
+
+#include <stdbool.h>
+#include <stdio.h>
+
+struct ag_cli_cmd {
+    const char *name;    /* "store", "version", ... */
+    const char *summary; /* one line for `agora --help` */
+    int (*run)(int argc, char **argv); /* argv[0] is the subcommand name; returns exit code */
+};
+
+/* True if argv holds -h or --help (before a "--"). */
+bool ag_cli_wants_help(int argc, char **argv);
+/* Print "agora: <msg>" to stderr and return the usage exit code (2). */
+int ag_cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Print the top-level help to stdout; returns 0. */
+int ag_cli_print_help(void);
+
+extern const struct ag_cli_cmd ag_cli_cmd_version;
+extern const struct ag_cli_cmd ag_cli_cmd_store;
+extern const struct ag_cli_cmd ag_cli_cmd_run;
+
+#endif

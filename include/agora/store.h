@@ -168,9 +168,6 @@ struct ag_store_ops {
     int (*load_snapshot)(struct ag_store *s, const char *stream, size_t stream_len,
                          struct ag_snapshot *out, struct ag_err *err);
     int (*stats)(struct ag_store *s, struct ag_store_stats *out);
-    /* Loop binding for async completions. */
-    int (*loop_init)(struct ag_store *s, struct uv_loop_s *loop, struct ag_store_loop **out);
-    void (*loop_close)(struct ag_store_loop *l);
     void (*close)(struct ag_store *s);
 };
 

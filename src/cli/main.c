@@ -7,7 +7,7 @@
 
 static const struct ag_cli_cmd *const commands[] = {
     &ag_cli_cmd_run,
-    // STORE_CMD
+    &ag_cli_cmd_store,
     &ag_cli_cmd_version,
 };
 

@@ -1,0 +1,45 @@
+/*
+ * The embedded event log: agora's default event store adapter.
+ *
+ * Append-only segment files under a data directory, group-committed by one writer
+ * thread, with an in-memory stream index rebuilt at open from an index checkpoint
+ * plus a scan of the tail. The format and the recovery rule are documented at the
+ * top of src/store/log/log.c and in docs/internals/store.md.
+ */
+#ifndef AGORA_STORE_LOG_H
+#define AGORA_STORE_LOG_H
+
+#include "agora/store.h"
+
+/* Open (creating if needed) the log in directory `dir`. On success `*out` is an
+ * owned store; close with ag_store_close. Errors: AG_ELOCKED (another process has
+ * it open for writing), AG_ECORRUPT (a bad record before the tail; err names the
+ * file and offset — open with opts->repair or run `agora store verify --repair`),
+ * AG_EIO. */
+AG_EXTERN int ag_store_log_open(const char *dir, const struct ag_store_options *opts,
+                                struct ag_store **out, struct ag_err *err);
+
+/* What `verify` found. */
+struct ag_log_verify_report {
+    uint64_t segments;      /* segment files checked */
+    uint64_t records;       /* intact records */
+    uint64_t events;        /* intact events */
+    uint64_t bytes;         /* bytes checked */
+    bool ok;                /* no problem found */
+    bool repaired;          /* a problem was found and the log was cut there */
+    char problem[512];      /* the first problem: file, offset, what */
+};
+
+/* Check every record of every segment (checksums, sizes, positions, versions,
+ * batches) without the index checkpoint. With `repair`, cut the log at the first
+ * bad record: the cut-off bytes are kept beside the segment as
+ * `<segment>.corrupt-<unix-time>` and the index checkpoint is dropped. Needs the
+ * writer lock. Returns 0 when the check ran (see report->ok), or an error. */
+AG_EXTERN int ag_store_log_verify(const char *dir, bool repair, struct ag_log_verify_report *report,
+                                  struct ag_err *err);
+
+/* Decode-and-recover arbitrary bytes as if they were segment 0 (fuzzing hook):
+ * never crashes; returns the number of intact events found, or a negative code. */
+AG_EXTERN long ag__store_log_fuzz_segment(const uint8_t *bytes, size_t len);
+
+#endif

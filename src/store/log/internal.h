@@ -1,0 +1,283 @@
+/* Private declarations of the embedded log (see the design comment in log.c). */
+#ifndef AGORA_STORE_LOG_INTERNAL_H
+#define AGORA_STORE_LOG_INTERNAL_H
+
+#include <pthread.h>
+#include <semaphore.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "agora/store.h"
+#include "agora/store_log.h"
+#include "store/internal.h"
+
+/* ---- record format ---- */
+
+#define LOG_REC_HDR 64      /* fixed header bytes */
+#define LOG_REC_TRAILER 8   /* XXH3 checksum */
+#define LOG_REC_MIN (LOG_REC_HDR + LOG_REC_TRAILER)
+#define LOG_REC_ALIGN 8
+#define LOG_SEG_HDR 64
+#define LOG_SEG_MAGIC "AGORALG1"
+#define LOG_FORMAT_VERSION 1u
+#define LOG_SPARSE_EVERY 32 /* one sparse-index entry per this many positions */
+#define LOG_ANY_DEDUP_WINDOW 10000 /* events scanned for an ANY re-append */
+
+enum log_kind { LOG_KIND_EVENT = 1, LOG_KIND_SNAPSHOT = 2 };
+
+/* A decoded record header; pointers borrow from the bytes decoded. */
+struct log_rec {
+    uint32_t size;       /* total bytes, multiple of 8 */
+    uint8_t kind;        /* enum log_kind */
+    uint64_t position;   /* global position (events) */
+    int64_t version;     /* stream version */
+    struct ag_uuid id;
+    uint64_t time_ns;
+    uint32_t batch_left; /* events after this one in its batch */
+    const char *stream;
+    uint16_t stream_len;
+    const char *type;
+    uint16_t type_len;
+    const char *meta;
+    uint32_t meta_len;
+    const char *data;
+    uint32_t data_len;
+};
+
+/* Bytes a record with these field sizes occupies. */
+size_t ag__log_rec_size(size_t stream_len, size_t type_len, size_t meta_len, size_t data_len);
+/* Encode a record at `p` (which has ag__log_rec_size bytes); checksum left zero. */
+void ag__log_rec_encode(uint8_t *p, const struct log_rec *r);
+/* Patch position/version/time into an encoded record and seal its checksum. */
+void ag__log_rec_seal(uint8_t *p, uint64_t position, int64_t version, uint64_t time_ns);
+/* Decode the record at `p` with `avail` readable bytes. 0, or AG_ECORRUPT with a
+ * static reason in *why. */
+int ag__log_rec_decode(const uint8_t *p, size_t avail, struct log_rec *r, const char **why);
+void ag__log_seg_header(uint8_t out[LOG_SEG_HDR], uint64_t segno, uint64_t base_position,
+                        uint64_t now_ns);
+int ag__log_seg_header_check(const uint8_t *p, size_t avail, uint64_t segno, const char **why);
+
+static inline uint32_t ag__le32(const uint8_t *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+static inline uint64_t ag__le64(const uint8_t *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
+static inline void ag__put32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
+static inline void ag__put64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
+
+/* ---- locations ---- */
+
+/* A record's place: segment number in the high 24 bits, byte offset in the low 40. */
+#define LOC_OFF_BITS 40
+static inline uint64_t loc_make(uint64_t seg, uint64_t off) { return seg << LOC_OFF_BITS | off; }
+static inline uint64_t loc_seg(uint64_t loc) { return loc >> LOC_OFF_BITS; }
+static inline uint64_t loc_off(uint64_t loc) { return loc & ((1ull << LOC_OFF_BITS) - 1); }
+
+/* ---- the stream index ---- */
+
+/* One event of a stream: where it is and a hash of its id (for re-append checks). */
+struct __attribute__((packed)) lentry {
+    uint64_t loc;
+    uint32_t idh;
+};
+
+struct lstream {
+    uint64_t hash;           /* XXH3 of the name */
+    uint64_t snap_loc;       /* latest snapshot record, UINT64_MAX when none */
+    int64_t pending_version; /* writer only: version after this group's accepted batches */
+    uint32_t pending_gen;    /* writer only: group generation pending_version belongs to */
+    uint32_t count;          /* durable events (last version = count - 1) */
+    uint32_t cap;            /* entries allocated; 1 = the inline entry */
+    union {
+        struct lentry one;   /* cap == 1 */
+        struct lentry *many; /* cap > 1 */
+    } e;
+    uint16_t name_len;
+    char name[];             /* not NUL-terminated */
+};
+
+static inline struct lentry *lstream_entries(struct lstream *s)
+{
+    return s->cap <= 1 ? &s->e.one : s->e.many;
+}
+
+struct lindex {
+    struct lstream **slots; /* open addressing, linear probing, power-of-two size */
+    size_t mask;            /* slots - 1 */
+    size_t count;           /* streams */
+    size_t bytes;           /* approximate memory held */
+};
+
+int ag__lindex_init(struct lindex *ix, size_t hint);
+void ag__lindex_free(struct lindex *ix);
+struct lstream *ag__lindex_find(const struct lindex *ix, const char *name, size_t len, uint64_t h);
+/* Insert a new, empty stream (must not exist). NULL on ENOMEM. */
+struct lstream *ag__lindex_add(struct lindex *ix, const char *name, size_t len, uint64_t h);
+/* Make room for `extra` more entries. */
+int ag__lindex_reserve(struct lindex *ix, struct lstream *s, size_t extra);
+static inline uint32_t ag__id_hash(const struct ag_uuid *id) { return (uint32_t)ag_xxh3(id->b, 16); }
+
+/* ---- segments ---- */
+
+struct lseg {
+    uint64_t segno;          /* number in the file name */
+    uint64_t base_position;  /* position of its first event */
+    int fd;
+    const uint8_t *map;      /* read-only mapping of `map_len` bytes */
+    size_t map_len;
+    uint64_t end;            /* bytes of intact, durable records (incl. header) */
+};
+
+/* ---- the store ---- */
+
+/* An append or snapshot request inside the log. */
+struct lreq {
+    struct lreq *next;
+    uint8_t kind;            /* enum log_kind */
+    const char *stream;
+    size_t stream_len;
+    uint64_t hash;
+    int64_t expected;
+    size_t n;                /* records in enc */
+    const struct ag_event_data *events; /* borrowed: for re-append comparison */
+    struct ag_buf enc;       /* the encoded records, checksums unsealed */
+    uint64_t *locs;          /* OUT (writer): where each record landed */
+    struct lstream *st;      /* writer: the stream, once planned */
+    bool accepted;           /* writer: goes into this group's write */
+    bool dedup;              /* writer: answered from an earlier identical append */
+    int status;
+    struct ag_append_result res;
+    struct ag_err err;
+    sem_t *done;             /* sync callers wait here */
+    struct ag_append_req *areq; /* async request, or NULL */
+};
+
+struct lstore {
+    struct ag_store base;
+    char *dir;
+    int dir_fd;
+    int lock_fd;             /* -1 when read-only */
+    bool read_only;
+
+    pthread_rwlock_t ix_lock; /* guards index, sparse, segs array and ends */
+    struct lindex ix;
+    uint64_t *sparse;        /* loc of position k*LOG_SPARSE_EVERY */
+    size_t sparse_len, sparse_cap;
+    struct lseg *segs;
+    size_t nsegs, segs_cap;
+    uint64_t head;           /* next position = events durable */
+
+    /* writer */
+    pthread_t writer;
+    bool writer_started;
+    pthread_mutex_t q_lock;
+    pthread_cond_t q_cond;
+    struct lreq *q_head, *q_tail;
+    bool closing;
+    bool failed;             /* a write or fsync failed: appends refused until reopen */
+    uint32_t gen;            /* group generation */
+    struct ag_buf group;     /* bytes of the group being written */
+    uint64_t ckpt_end_seg;   /* segment the last checkpoint covers */
+
+    /* head waiters (subscriptions) */
+    pthread_mutex_t head_lock;
+    pthread_cond_t head_cond;
+
+    /* counters */
+    uint64_t appends, commits;
+};
+
+static inline uint64_t ag__log_head(const struct lstore *ls)
+{
+    return __atomic_load_n(&ls->head, __ATOMIC_ACQUIRE);
+}
+static inline void ag__log_set_head(struct lstore *ls, uint64_t v)
+{
+    __atomic_store_n(&ls->head, v, __ATOMIC_RELEASE);
+}
+/* The bytes of the record at `loc` (segments are mapped for the store's life). */
+static inline const uint8_t *ag__log_rec_at(const struct lstore *ls, uint64_t loc)
+{
+    return ls->segs[loc_seg(loc) - ls->segs[0].segno].map + loc_off(loc);
+}
+
+/* log.c */
+/* Open and map an existing segment and add it to the store (caller holds the lock). */
+int ag__log_seg_attach(struct lstore *ls, uint64_t segno, struct ag_err *err);
+int ag__log_seg_create(struct lstore *ls, uint64_t segno, uint64_t base_position, struct ag_err *err);
+
+/* writer.c */
+void *ag__log_writer_main(void *arg);
+int ag__log_append(struct ag_store *s, const char *stream, size_t stream_len, int64_t expected,
+                   const struct ag_event_data *ev, size_t n, struct ag_append_result *out,
+                   struct ag_err *err);
+int ag__log_append_async(struct ag_store *s, struct ag_append_req *req);
+int ag__log_save_snapshot(struct ag_store *s, const char *stream, size_t stream_len,
+                          int64_t version, const void *state, size_t state_len, struct ag_err *err);
+
+/* read.c */
+int ag__log_read_stream(struct ag_store *s, const char *stream, size_t stream_len, int64_t from,
+                        enum ag_read_dir dir, size_t max, struct ag_event_page *out,
+                        struct ag_err *err);
+int ag__log_read_all(struct ag_store *s, uint64_t from, enum ag_read_dir dir, size_t max,
+                     struct ag_event_page *out, struct ag_err *err);
+int ag__log_stream_version(struct ag_store *s, const char *stream, size_t stream_len,
+                           int64_t *version);
+int ag__log_list_streams(struct ag_store *s,
+                         int (*cb)(void *ud, const char *name, size_t len, int64_t version),
+                         void *ud);
+int ag__log_wait_head(struct ag_store *s, uint64_t after, int timeout_ms);
+int ag__log_load_snapshot(struct ag_store *s, const char *stream, size_t stream_len,
+                          struct ag_snapshot *out, struct ag_err *err);
+int ag__log_stats(struct ag_store *s, struct ag_store_stats *out);
+/* Read-only stores: pick up records another process appended since. */
+int ag__log_refresh(struct lstore *ls);
+
+/* checkpoint (ckpt.c) */
+int ag__log_ckpt_save(struct lstore *ls, struct ag_err *err);
+/* Loads the checkpoint if present and consistent with the segments; sets *loaded.
+ * On return the index is either loaded (with `*seg`/`*off` where it ends) or empty. */
+int ag__log_ckpt_load(struct lstore *ls, bool *loaded, uint64_t *seg, uint64_t *off);
+
+/* recovery scan (scan.c) */
+struct log_scan_batch;
+struct log_scan {
+    struct lstore *ls;       /* index to fill, NULL to only check */
+    uint64_t next_position;  /* expected position of the next event */
+    uint64_t records, events;
+    /* the batch being assembled */
+    uint64_t batch_start_off;
+    uint32_t batch_left;     /* records still expected in the open batch */
+    size_t batch_n;
+    struct lentry *batch;    /* locations and id hashes of the open batch */
+    size_t batch_cap;
+    const char *batch_stream;
+    size_t batch_stream_len;
+    int64_t batch_next_version;
+    uint64_t batch_first_position;
+    /* result of a scan */
+    uint64_t good_end;       /* offset after the last complete batch */
+    uint64_t bad_off;        /* offset of the first bad record (if any) */
+    const char *why;         /* what was wrong there */
+    bool incomplete;         /* the segment ended inside a batch (bad_off = its start) */
+};
+/* Scan `seg` from `off` to `len`: fill the index with complete batches. Returns 0
+ * when clean to the end, AG_ECORRUPT when a bad record was met (scan->bad_off), or
+ * AG_ENOMEM. */
+int ag__log_scan(struct log_scan *sc, const struct lseg *seg, const uint8_t *map, uint64_t off,
+                 uint64_t len);
+/* True when an intact record starts somewhere in [off, len). */
+bool ag__log_intact_after(const uint8_t *map, uint64_t off, uint64_t len);
+void ag__log_scan_free(struct log_scan *sc);
+/* Apply one record to the index (used by the scan and the writer). */
+int ag__log_index_event(struct lstore *ls, const char *stream, size_t stream_len, uint64_t loc,
+                        uint64_t position, uint32_t idh);
+
+#endif

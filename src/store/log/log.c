@@ -1,0 +1,542 @@
+/*
+ * The embedded event log.
+ *
+ * FILES (in the data directory)
+ *   seg-<20-digit number>.log   append-only segments, numbered from 0, rolled at
+ *                               `segment_bytes` (256 MiB); a batch never spans two
+ *   index.ckpt                  the index checkpoint (ckpt.c): derived, disposable
+ *   LOCK                        flock(2)ed by the one writer process; holds its pid
+ *
+ * SEGMENT HEADER (64 bytes, little-endian)
+ *   0  "AGORALG1"   8  u32 format version (1)   12 u32 header size (64)
+ *   16 u64 position of the segment's first event   24 u64 segment number
+ *   32 u64 creation time (Unix ns)   40..55 zero   56 u64 XXH3-64 of bytes 0..55
+ *
+ * RECORD (8-byte aligned, little-endian; records follow the header back to back)
+ *   0  u32 size         whole record incl. padding and checksum (multiple of 8)
+ *   4  u8  kind         1 = event, 2 = snapshot
+ *   5  u8  flags        0
+ *   6  u16 stream_len   1..255
+ *   8  u64 position     global position (events; 0 for snapshots)
+ *   16 u64 version      stream version (snapshot: the version its state includes)
+ *   24 16B event id     UUID (zero for snapshots)
+ *   40 u64 time         commit time, Unix ns
+ *   48 u32 batch_left   events after this one in the same append (0 = last)
+ *   52 u16 type_len     54 u16 zero
+ *   56 u32 meta_len     60 u32 data_len
+ *   64 stream | type | metadata | data | zero padding
+ *   size-8 u64 XXH3-64 of bytes [0, size-8)
+ *
+ * WRITING
+ *   Callers encode records in their own thread and queue the request. One writer
+ *   thread takes everything queued, checks expected versions against the index
+ *   (plus what earlier requests of the same group made pending), assigns versions,
+ *   positions and the commit time, seals checksums, writes the whole group with
+ *   one pwrite and one fdatasync (group commit), then publishes the new events to
+ *   the index under a write lock and wakes the callers. Nothing is visible to a
+ *   reader before it is durable. If a write or fdatasync fails the store refuses
+ *   further appends (AG_EFAILED): after a failed fsync the page cache cannot be
+ *   trusted, so the only safe step is to reopen and let recovery decide.
+ *
+ * RECOVERY RULE (open)
+ *   Load index.ckpt if it is intact and no segment is shorter than it says; else
+ *   start from an empty index. Scan every record after the checkpoint in order,
+ *   checking checksum, size, kind, gapless positions, gapless versions per stream
+ *   and batch completeness. At the first record that fails:
+ *   - in the last segment, with no intact record anywhere after it: a torn tail
+ *     (a crash mid-write). Cut the segment at the end of the last complete batch
+ *     (an incomplete batch goes with it: appends are atomic), log a warning, open.
+ *   - anywhere else (an earlier segment, or intact records follow it): corruption
+ *     in the middle of the log. Refuse to open, naming the file and the offset.
+ *     `agora store verify --repair` cuts there, keeping the cut bytes in a
+ *     `.corrupt-<time>` file beside the segment; nothing is deleted.
+ *   A read-only open never cuts: it stops reading at the tail.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "store/log/internal.h"
+
+static const struct ag_store_ops log_ops;
+
+/* ---- segments ---- */
+
+static void seg_name(uint64_t segno, char out[40])
+{
+    snprintf(out, 40, "seg-%020llu.log", (unsigned long long)segno);
+}
+
+static size_t page_round(uint64_t n)
+{
+    size_t pg = (size_t)sysconf(_SC_PAGESIZE);
+    return (size_t)((n + pg - 1) / pg * pg);
+}
+
+static int seg_map(struct lseg *sg, uint64_t want)
+{
+    sg->map_len = page_round(want < 4096 ? 4096 : want);
+    void *m = mmap(NULL, sg->map_len, PROT_READ, MAP_SHARED, sg->fd, 0);
+    if (m == MAP_FAILED) return -errno;
+    sg->map = m;
+    return 0;
+}
+
+static int segs_push(struct lstore *ls, const struct lseg *sg)
+{
+    if (ls->nsegs == ls->segs_cap) {
+        size_t cap = ls->segs_cap ? ls->segs_cap * 2 : 8;
+        struct lseg *s = ag_realloc(ls->segs, cap * sizeof *s);
+        if (!s) return AG_ENOMEM;
+        ls->segs = s;
+        ls->segs_cap = cap;
+    }
+    ls->segs[ls->nsegs++] = *sg;
+    return 0;
+}
+
+static uint64_t seg_bytes(const struct lstore *ls) { return ls->base.opts.segment_bytes; }
+
+/* Open an existing segment file and map it (big enough to grow if it is the last). */
+static int seg_open(struct lstore *ls, uint64_t segno, struct lseg *sg, struct ag_err *err)
+{
+    char name[40];
+    seg_name(segno, name);
+    memset(sg, 0, sizeof *sg);
+    sg->segno = segno;
+    sg->fd = openat(ls->dir_fd, name, (ls->read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+    if (sg->fd < 0) return ag_err_set(err, AG_EIO, "%s/%s: %s", ls->dir, name, strerror(errno));
+    struct stat st;
+    int rc = fstat(sg->fd, &st) ? -errno : 0;
+    uint64_t size = rc ? 0 : (uint64_t)st.st_size;
+    if (!rc) rc = seg_map(sg, size > seg_bytes(ls) ? size : seg_bytes(ls));
+    if (rc) {
+        close(sg->fd);
+        return ag_err_set(err, AG_EIO, "%s/%s: %s", ls->dir, name, strerror(-rc));
+    }
+    const char *why;
+    if (ag__log_seg_header_check(sg->map, size, segno, &why)) {
+        munmap((void *)sg->map, sg->map_len);
+        close(sg->fd);
+        return ag_err_set(err, AG_ECORRUPT, "%s/%s: offset 0: %s", ls->dir, name, why);
+    }
+    sg->base_position = ag__le64(sg->map + 16);
+    sg->end = LOG_SEG_HDR;
+    return 0;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Find seg-*.log files, sorted by number; *out is owned by the caller. */
+static int list_segments(struct lstore *ls, uint64_t **out, size_t *n)
+{
+    DIR *d = fdopendir(dup(ls->dir_fd));
+    if (!d) return -errno;
+    size_t cap = 16;
+    uint64_t *v = ag_malloc(cap * sizeof *v);
+    *n = 0;
+    struct dirent *de;
+    while (v && (de = readdir(d))) {
+        unsigned long long no;
+        char tail[8];
+        if (sscanf(de->d_name, "seg-%20llu.%7s", &no, tail) != 2 || strcmp(tail, "log") != 0 ||
+            strlen(de->d_name) != 28)
+            continue;
+        if (*n == cap) {
+            uint64_t *nv = ag_realloc(v, (cap *= 2) * sizeof *v);
+            if (!nv) ag_free(v);
+            v = nv;
+            if (!v) break;
+        }
+        v[(*n)++] = no;
+    }
+    closedir(d);
+    if (!v) return AG_ENOMEM;
+    qsort(v, *n, sizeof *v, cmp_u64);
+    *out = v;
+    return 0;
+}
+
+static int segs_load(struct lstore *ls, struct ag_err *err)
+{
+    uint64_t *nums = NULL;
+    size_t n = 0;
+    int rc = list_segments(ls, &nums, &n);
+    if (rc) return ag_err_set(err, rc == AG_ENOMEM ? rc : AG_EIO, "%s: cannot list: %s", ls->dir,
+                              ag_strerror(rc));
+    for (size_t i = 0; i < n && !rc; i++) {
+        if (i > 0 && nums[i] != nums[i - 1] + 1) {
+            rc = ag_err_set(err, AG_ECORRUPT, "%s: segment %llu is missing (found %llu after it)",
+                            ls->dir, (unsigned long long)nums[i - 1] + 1,
+                            (unsigned long long)nums[i]);
+            break;
+        }
+        struct lseg sg;
+        rc = seg_open(ls, nums[i], &sg, err);
+        if (!rc && (rc = segs_push(ls, &sg))) {
+            munmap((void *)sg.map, sg.map_len);
+            close(sg.fd);
+        }
+    }
+    ag_free(nums);
+    return rc;
+}
+
+int ag__log_seg_attach(struct lstore *ls, uint64_t segno, struct ag_err *err)
+{
+    struct lseg sg;
+    int rc = seg_open(ls, segno, &sg, err);
+    if (rc) return rc;
+    if ((rc = segs_push(ls, &sg))) {
+        munmap((void *)sg.map, sg.map_len);
+        close(sg.fd);
+    }
+    return rc;
+}
+
+static int fsync_dir(struct lstore *ls)
+{
+    return ls->base.opts.no_sync || fsync(ls->dir_fd) == 0 ? 0 : -errno;
+}
+
+int ag__log_seg_create(struct lstore *ls, uint64_t segno, uint64_t base_position, struct ag_err *err)
+{
+    char name[40];
+    uint8_t hdr[LOG_SEG_HDR];
+    seg_name(segno, name);
+    struct lseg sg = {.segno = segno, .base_position = base_position, .end = LOG_SEG_HDR};
+    sg.fd = openat(ls->dir_fd, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (sg.fd < 0) return ag_err_set(err, AG_EIO, "%s/%s: %s", ls->dir, name, strerror(errno));
+    ag__log_seg_header(hdr, segno, base_position, ag_clock_now(ls->base.opts.clock));
+    int rc = pwrite(sg.fd, hdr, sizeof hdr, 0) == (ssize_t)sizeof hdr ? 0 : -EIO;
+    if (!rc && !ls->base.opts.no_sync && fdatasync(sg.fd)) rc = -errno;
+    if (!rc) rc = fsync_dir(ls);
+    if (!rc) rc = seg_map(&sg, seg_bytes(ls));
+    if (rc) {
+        close(sg.fd);
+        unlinkat(ls->dir_fd, name, 0);
+        return ag_err_set(err, AG_EIO, "%s/%s: %s", ls->dir, name, strerror(-rc));
+    }
+    pthread_rwlock_wrlock(&ls->ix_lock);
+    rc = segs_push(ls, &sg);
+    pthread_rwlock_unlock(&ls->ix_lock);
+    if (rc) {
+        munmap((void *)sg.map, sg.map_len);
+        close(sg.fd);
+    }
+    return rc;
+}
+
+/* ---- recovery ---- */
+
+static int keep_cut_bytes(struct lstore *ls, struct lseg *sg, uint64_t from, uint64_t to)
+{
+    char name[40], keep[96];
+    seg_name(sg->segno, name);
+    snprintf(keep, sizeof keep, "%s.corrupt-%lld", name, (long long)time(NULL));
+    int fd = openat(ls->dir_fd, keep, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) return -errno;
+    int rc = 0;
+    if (to > from && write(fd, sg->map + from, to - from) != (ssize_t)(to - from)) rc = -EIO;
+    if (!rc && fsync(fd)) rc = -errno;
+    close(fd);
+    if (!rc) AG_WARN("store.repair_kept", AG_LS("file", keep), AG_LU("bytes", to - from));
+    return rc;
+}
+
+/* Move segments after index `i` aside (verify --repair after mid-log corruption). */
+static int drop_later_segments(struct lstore *ls, size_t i)
+{
+    for (size_t k = ls->nsegs; k-- > i + 1;) {
+        struct lseg *sg = &ls->segs[k];
+        char name[40], keep[96];
+        seg_name(sg->segno, name);
+        snprintf(keep, sizeof keep, "%s.corrupt-%lld", name, (long long)time(NULL));
+        munmap((void *)sg->map, sg->map_len);
+        close(sg->fd);
+        if (renameat(ls->dir_fd, name, ls->dir_fd, keep)) return -errno;
+        AG_WARN("store.repair_moved_segment", AG_LS("file", name), AG_LS("to", keep));
+    }
+    ls->nsegs = i + 1;
+    return 0;
+}
+
+static int cut_tail(struct lstore *ls, size_t i, uint64_t cut, uint64_t size, bool keep)
+{
+    struct lseg *sg = &ls->segs[i];
+    int rc = keep ? keep_cut_bytes(ls, sg, cut, size) : 0;
+    if (!rc && ftruncate(sg->fd, (off_t)cut)) rc = -errno;
+    if (!rc && fdatasync(sg->fd)) rc = -errno;
+    if (!rc && i + 1 < ls->nsegs) rc = drop_later_segments(ls, i);
+    if (!rc) unlinkat(ls->dir_fd, "index.ckpt", 0);
+    return rc;
+}
+
+struct recover_ctx {
+    bool repair;         /* cut at any bad record (verify --repair / opts.repair) */
+    struct ag_log_verify_report *report;
+};
+
+static uint64_t file_size(int fd)
+{
+    struct stat st;
+    return fstat(fd, &st) ? 0 : (uint64_t)st.st_size;
+}
+
+/* Apply the recovery rule to a bad record found by the scan in segment i. */
+static int on_bad_record(struct lstore *ls, size_t i, struct log_scan *sc, uint64_t size,
+                         const struct recover_ctx *rc_ctx, struct ag_err *err)
+{
+    struct lseg *sg = &ls->segs[i];
+    bool last = i + 1 == ls->nsegs;
+    bool torn = last && (sc->incomplete || !ag__log_intact_after(sg->map, sc->bad_off, size));
+    char name[40];
+    seg_name(sg->segno, name);
+    if (rc_ctx->report && !rc_ctx->report->problem[0])
+        snprintf(rc_ctx->report->problem, sizeof rc_ctx->report->problem,
+                 "%s/%s: offset %llu: %s%s", ls->dir, name, (unsigned long long)sc->bad_off, sc->why,
+                 torn ? " (torn tail)" : "");
+    if (!torn && !rc_ctx->repair)
+        return ag_err_set(err, AG_ECORRUPT,
+                          "%s/%s: bad record at offset %llu (%s), and intact records follow it: "
+                          "this is not a torn tail. Run 'agora store verify --repair' to cut the "
+                          "log there (the cut bytes are kept beside the segment).",
+                          ls->dir, name, (unsigned long long)sc->bad_off, sc->why);
+    sg->end = sc->good_end;
+    if (ls->read_only) return 1; /* stop reading here, touch nothing */
+    AG_WARN(torn ? "store.torn_tail_truncated" : "store.repair_cut", AG_LS("file", name),
+            AG_LU("offset", sc->good_end), AG_LU("bytes", size - sc->good_end), AG_LS("why", sc->why));
+    int rc = cut_tail(ls, i, sc->good_end, size, !torn || rc_ctx->repair);
+    if (rc) return ag_err_set(err, AG_EIO, "%s/%s: cannot truncate: %s", ls->dir, name, strerror(-rc));
+    if (rc_ctx->report) rc_ctx->report->repaired = true;
+    return 1;
+}
+
+static int recover(struct lstore *ls, size_t from_seg, uint64_t from_off,
+                   const struct recover_ctx *rctx, struct ag_err *err)
+{
+    struct log_scan sc = {.ls = ls, .next_position = ls->head};
+    int rc = 0;
+    for (size_t i = from_seg; i < ls->nsegs; i++) {
+        struct lseg *sg = &ls->segs[i];
+        uint64_t off = i == from_seg ? from_off : LOG_SEG_HDR;
+        uint64_t size = file_size(sg->fd);
+        if (size > sg->map_len) size = sg->map_len;
+        if (off == LOG_SEG_HDR && sg->base_position != sc.next_position) {
+            sc.bad_off = 0, sc.why = "segment's first position does not follow the previous segment";
+            sc.good_end = LOG_SEG_HDR;
+            rc = on_bad_record(ls, i, &sc, size, rctx, err);
+        } else {
+            rc = ag__log_scan(&sc, sg, sg->map, off, size);
+            if (rc == AG_ECORRUPT) rc = on_bad_record(ls, i, &sc, size, rctx, err);
+            else sg->end = sc.good_end;
+        }
+        if (rctx->report) rctx->report->bytes += sg->end;
+        if (rc) break;
+    }
+    if (rctx->report) {
+        rctx->report->segments = ls->nsegs;
+        rctx->report->records = sc.records;
+        rctx->report->events = sc.events;
+    }
+    ag__log_set_head(ls, sc.next_position);
+    ag__log_scan_free(&sc);
+    return rc < 0 ? rc : 0;
+}
+
+/* ---- open / close ---- */
+
+static int take_lock(struct lstore *ls, struct ag_err *err)
+{
+    ls->lock_fd = openat(ls->dir_fd, "LOCK", O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (ls->lock_fd < 0) return ag_err_set(err, AG_EIO, "%s/LOCK: %s", ls->dir, strerror(errno));
+    if (flock(ls->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        char pid[32] = {0};
+        ssize_t n = pread(ls->lock_fd, pid, sizeof pid - 1, 0);
+        while (n > 0 && (pid[n - 1] == '\n' || pid[n - 1] == ' ')) pid[--n] = 0;
+        close(ls->lock_fd);
+        ls->lock_fd = -1;
+        return ag_err_set(err, AG_ELOCKED,
+                          "%s is in use by another agora process (pid %s); stop it first, or use a "
+                          "read-only command",
+                          ls->dir, n > 0 ? pid : "unknown");
+    }
+    char pid[32];
+    int n = snprintf(pid, sizeof pid, "%d\n", (int)getpid());
+    if (ftruncate(ls->lock_fd, 0) == 0 && pwrite(ls->lock_fd, pid, (size_t)n, 0) < 0) { /* advisory */ }
+    return 0;
+}
+
+static void store_free(struct lstore *ls)
+{
+    for (size_t i = 0; i < ls->nsegs; i++) {
+        munmap((void *)ls->segs[i].map, ls->segs[i].map_len);
+        close(ls->segs[i].fd);
+    }
+    ag_free(ls->segs);
+    ag__lindex_free(&ls->ix);
+    ag_free(ls->sparse);
+    ag_buf_free(&ls->group);
+    if (ls->lock_fd >= 0) close(ls->lock_fd); /* releases the flock */
+    if (ls->dir_fd >= 0) close(ls->dir_fd);
+    pthread_rwlock_destroy(&ls->ix_lock);
+    pthread_mutex_destroy(&ls->q_lock);
+    pthread_cond_destroy(&ls->q_cond);
+    pthread_mutex_destroy(&ls->head_lock);
+    pthread_cond_destroy(&ls->head_cond);
+    ag_free(ls->dir);
+    ag_free(ls);
+}
+
+static int store_alloc(const char *dir, const struct ag_store_options *opts, struct lstore **out,
+                       struct ag_err *err)
+{
+    struct lstore *ls = ag_calloc(1, sizeof *ls);
+    if (!ls) return ag_err_set(err, AG_ENOMEM, "out of memory opening %s", dir);
+    ls->base.ops = &log_ops;
+    if (opts) ls->base.opts = *opts;
+    struct ag_store_options *o = &ls->base.opts;
+    if (!o->max_event_bytes) o->max_event_bytes = AG_STORE_EVENT_MAX_DEFAULT;
+    if (!o->segment_bytes) o->segment_bytes = 256ull << 20;
+    if (o->segment_bytes < (4u << 20) + LOG_SEG_HDR) o->segment_bytes = (4u << 20) + LOG_SEG_HDR;
+    if (!o->clock) o->clock = ag_clock_system();
+    if (!o->rng) o->rng = ag_rng_system();
+    ls->read_only = o->read_only;
+    ls->gen = 1;
+    ls->dir_fd = ls->lock_fd = -1;
+    pthread_rwlock_init(&ls->ix_lock, NULL);
+    pthread_mutex_init(&ls->q_lock, NULL);
+    pthread_cond_init(&ls->q_cond, NULL);
+    pthread_mutex_init(&ls->head_lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&ls->head_cond, &ca);
+    pthread_condattr_destroy(&ca);
+    ag_buf_init(&ls->group);
+    *out = ls;
+    if (!(ls->dir = ag_strdup(dir)) || ag__lindex_init(&ls->ix, 0))
+        return ag_err_set(err, AG_ENOMEM, "out of memory opening %s", dir);
+    return 0;
+}
+
+static int open_dir(struct lstore *ls, struct ag_err *err)
+{
+    if (!ls->read_only && mkdir(ls->dir, 0755) != 0 && errno != EEXIST)
+        return ag_err_set(err, AG_EIO, "%s: cannot create: %s", ls->dir, strerror(errno));
+    ls->dir_fd = open(ls->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (ls->dir_fd < 0)
+        return ag_err_set(err, errno == ENOENT ? AG_ENOTFOUND : AG_EIO, "%s: %s", ls->dir,
+                          strerror(errno));
+    return ls->read_only ? 0 : take_lock(ls, err);
+}
+
+static int log_open(const char *dir, const struct ag_store_options *opts, bool use_ckpt,
+                    const struct recover_ctx *rctx, struct lstore **out, struct ag_err *err)
+{
+    struct lstore *ls = NULL;
+    int rc = store_alloc(dir, opts, &ls, err);
+    if (!rc) rc = open_dir(ls, err);
+    if (!rc) rc = segs_load(ls, err);
+    if (!rc && ls->nsegs == 0 && !ls->read_only) rc = ag__log_seg_create(ls, 0, 0, err);
+    bool loaded = false;
+    uint64_t seg = 0, off = LOG_SEG_HDR;
+    if (!rc && use_ckpt && ls->nsegs) rc = ag__log_ckpt_load(ls, &loaded, &seg, &off);
+    if (!rc && ls->nsegs) rc = recover(ls, (size_t)seg, off, rctx, err);
+    if (!rc && !ls->read_only) {
+        if (pthread_create(&ls->writer, NULL, ag__log_writer_main, ls) != 0)
+            rc = ag_err_set(err, AG_ENOMEM, "cannot start the writer thread");
+        else ls->writer_started = true;
+    }
+    if (rc) {
+        if (rc == AG_ENOMEM && err && !err->msg[0]) ag_err_set(err, rc, "out of memory opening %s", dir);
+        if (ls) store_free(ls);
+        return rc;
+    }
+    AG_DEBUG("store.opened", AG_LS("dir", dir), AG_LU("events", ag__log_head(ls)),
+             AG_LU("streams", ls->ix.count), AG_LB("checkpoint", loaded));
+    *out = ls;
+    return 0;
+}
+
+int ag_store_log_open(const char *dir, const struct ag_store_options *opts, struct ag_store **out,
+                      struct ag_err *err)
+{
+    struct recover_ctx rctx = {.repair = opts && opts->repair};
+    struct lstore *ls;
+    int rc = log_open(dir, opts, true, &rctx, &ls, err);
+    if (!rc) *out = &ls->base;
+    return rc;
+}
+
+int ag_store_log_verify(const char *dir, bool repair, struct ag_log_verify_report *report,
+                        struct ag_err *err)
+{
+    memset(report, 0, sizeof *report);
+    struct recover_ctx rctx = {.repair = repair, .report = report};
+    struct ag_store_options o = {.read_only = !repair};
+    struct lstore *ls;
+    struct ag_err e2;
+    ag_err_clear(&e2);
+    int rc = log_open(dir, &o, false, &rctx, &ls, &e2);
+    if (rc == AG_ECORRUPT) {
+        report->ok = false;
+        if (!report->problem[0]) snprintf(report->problem, sizeof report->problem, "%s", e2.msg);
+        return 0;
+    }
+    if (rc) {
+        if (err) *err = e2;
+        return rc;
+    }
+    report->ok = report->problem[0] == 0;
+    ag_store_close(&ls->base);
+    return 0;
+}
+
+static void log_close(struct ag_store *s)
+{
+    struct lstore *ls = (struct lstore *)s;
+    if (ls->writer_started) {
+        pthread_mutex_lock(&ls->q_lock);
+        ls->closing = true;
+        pthread_cond_signal(&ls->q_cond);
+        pthread_mutex_unlock(&ls->q_lock);
+        pthread_join(ls->writer, NULL);
+    }
+    pthread_mutex_lock(&ls->head_lock);
+    ls->closing = true;
+    pthread_cond_broadcast(&ls->head_cond);
+    pthread_mutex_unlock(&ls->head_lock);
+    if (!ls->read_only && !ls->failed) {
+        struct ag_err err;
+        if (ag__log_ckpt_save(ls, &err))
+            AG_WARN("store.checkpoint_failed", AG_LS("error", err.msg));
+    }
+    store_free(ls);
+}
+
+static const struct ag_store_ops log_ops = {
+    .name = "log",
+    .append = ag__log_append,
+    .append_async = ag__log_append_async,
+    .read_stream = ag__log_read_stream,
+    .read_all = ag__log_read_all,
+    .stream_version = ag__log_stream_version,
+    .list_streams = ag__log_list_streams,
+    .wait_head = ag__log_wait_head,
+    .save_snapshot = ag__log_save_snapshot,
+    .load_snapshot = ag__log_load_snapshot,
+    .stats = ag__log_stats,
+    .close = log_close,
+};

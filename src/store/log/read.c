@@ -1,0 +1,303 @@
+/*
+ * Reads of the embedded log. The index (under a read lock) says where records
+ * are; the records are copied out of the segments' read-only mappings into the
+ * caller's page, so a page stays valid whatever the store does next. Records were
+ * verified when written or recovered, so reads trust their sizes and skip the
+ * checksum.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "store/log/internal.h"
+
+/* Decode without checking the checksum: the record is known good. */
+static void rec_fields(const uint8_t *p, struct log_rec *r)
+{
+    r->size = ag__le32(p);
+    r->kind = p[4];
+    r->stream_len = (uint16_t)(p[6] | p[7] << 8);
+    r->position = ag__le64(p + 8);
+    r->version = (int64_t)ag__le64(p + 16);
+    memcpy(r->id.b, p + 24, 16);
+    r->time_ns = ag__le64(p + 40);
+    r->type_len = (uint16_t)(p[52] | p[53] << 8);
+    r->meta_len = ag__le32(p + 56);
+    r->data_len = ag__le32(p + 60);
+    const char *b = (const char *)p + LOG_REC_HDR;
+    r->stream = b, b += r->stream_len;
+    r->type = b, b += r->type_len;
+    r->meta = b, b += r->meta_len;
+    r->data = b;
+}
+
+/* Build a page from `n` record pointers (copies the records). */
+static int page_build(const uint8_t *const *recs, size_t n, struct ag_event_page *out)
+{
+    size_t bytes = 0;
+    for (size_t i = 0; i < n; i++) bytes += ag__le32(recs[i]);
+    uint8_t *mem = ag_malloc(n * sizeof(struct ag_event) + bytes);
+    if (!mem) return AG_ENOMEM;
+    struct ag_event *ev = (struct ag_event *)mem;
+    uint8_t *cp = mem + n * sizeof(struct ag_event);
+    for (size_t i = 0; i < n; i++) {
+        uint32_t size = ag__le32(recs[i]);
+        memcpy(cp, recs[i], size);
+        struct log_rec r;
+        rec_fields(cp, &r);
+        ev[i] = (struct ag_event){
+            .stream = r.stream, .stream_len = r.stream_len, .version = r.version,
+            .position = r.position, .id = r.id, .type = r.type, .type_len = r.type_len,
+            .time_ns = r.time_ns, .data = r.data, .data_len = r.data_len, .metadata = r.meta,
+            .metadata_len = r.meta_len,
+        };
+        cp += size;
+    }
+    out->events = n ? ev : NULL;
+    out->count = n;
+    out->mem = mem;
+    return 0;
+}
+
+int ag__log_read_stream(struct ag_store *s, const char *stream, size_t stream_len, int64_t from,
+                        enum ag_read_dir dir, size_t max, struct ag_event_page *out,
+                        struct ag_err *err)
+{
+    struct lstore *ls = (struct lstore *)s;
+    if (ls->read_only) ag__log_refresh(ls);
+    memset(out, 0, sizeof *out);
+    const uint8_t **recs = max ? ag_malloc(max * sizeof *recs) : NULL;
+    if (max && !recs) return ag_err_set(err, AG_ENOMEM, "out of memory");
+    pthread_rwlock_rdlock(&ls->ix_lock);
+    struct lstream *st = ag__lindex_find(&ls->ix, stream, stream_len, ag_xxh3(stream, stream_len));
+    int64_t c = st ? st->count : 0;
+    if (c == 0) {
+        pthread_rwlock_unlock(&ls->ix_lock);
+        ag_free(recs);
+        return ag_err_set(err, AG_ENOTFOUND, "stream '%.*s' not found", (int)stream_len, stream);
+    }
+    struct lentry *e = lstream_entries(st);
+    size_t n = 0;
+    if (dir == AG_READ_FORWARD) {
+        if (from < 0) from = 0;
+        for (int64_t v = from; v < c && n < max; v++) recs[n++] = ag__log_rec_at(ls, e[v].loc);
+        out->next_version = from + (int64_t)n;
+        out->end = out->next_version >= c;
+    } else {
+        if (from < 0 || from >= c) from = c - 1;
+        for (int64_t v = from; v >= 0 && n < max; v--) recs[n++] = ag__log_rec_at(ls, e[v].loc);
+        out->next_version = from - (int64_t)n;
+        out->end = out->next_version < 0;
+    }
+    pthread_rwlock_unlock(&ls->ix_lock);
+    int rc = page_build(recs, n, out);
+    ag_free(recs);
+    return rc ? ag_err_set(err, rc, "out of memory reading '%.*s'", (int)stream_len, stream) : 0;
+}
+
+/* Step from the record at (*si, *off) to the next event record. */
+static const uint8_t *next_event(const struct lstore *ls, size_t *si, uint64_t *off)
+{
+    for (;;) {
+        while (*off >= ls->segs[*si].end) {
+            if (*si + 1 >= ls->nsegs) return NULL;
+            (*si)++;
+            *off = LOG_SEG_HDR;
+        }
+        const uint8_t *p = ls->segs[*si].map + *off;
+        *off += ag__le32(p);
+        if (p[4] == LOG_KIND_EVENT) return p;
+    }
+}
+
+/* Collect pointers to events [from, from+n) (caller holds the read lock). */
+static size_t collect(const struct lstore *ls, uint64_t from, size_t n, const uint8_t **recs)
+{
+    uint64_t k = from / LOG_SPARSE_EVERY;
+    uint64_t loc = ls->sparse[k];
+    size_t si = (size_t)(loc_seg(loc) - ls->segs[0].segno);
+    uint64_t off = loc_off(loc);
+    uint64_t pos = k * LOG_SPARSE_EVERY;
+    size_t got = 0;
+    const uint8_t *p;
+    while (got < n && (p = next_event(ls, &si, &off))) {
+        if (pos++ >= from) recs[got++] = p;
+    }
+    return got;
+}
+
+int ag__log_read_all(struct ag_store *s, uint64_t from, enum ag_read_dir dir, size_t max,
+                     struct ag_event_page *out, struct ag_err *err)
+{
+    struct lstore *ls = (struct lstore *)s;
+    if (ls->read_only) ag__log_refresh(ls);
+    memset(out, 0, sizeof *out);
+    const uint8_t **recs = max ? ag_malloc(max * sizeof *recs) : NULL;
+    if (max && !recs) return ag_err_set(err, AG_ENOMEM, "out of memory");
+    pthread_rwlock_rdlock(&ls->ix_lock);
+    uint64_t head = ag__log_head(ls);
+    uint64_t start;
+    size_t want;
+    if (dir == AG_READ_FORWARD) {
+        start = from;
+        want = from >= head ? 0 : (size_t)AG_MIN((uint64_t)max, head - from);
+        out->next_position = from + want;
+        out->end = out->next_position >= head;
+    } else {
+        uint64_t top = from >= head ? head - 1 : from; /* head == 0: want is 0 below */
+        want = head == 0 ? 0 : (size_t)AG_MIN((uint64_t)max, top + 1);
+        start = head == 0 ? 0 : top + 1 - want;
+        out->next_position = start == 0 ? 0 : start - 1;
+        out->end = start == 0;
+    }
+    size_t n = want ? collect(ls, start, want, recs) : 0;
+    pthread_rwlock_unlock(&ls->ix_lock);
+    if (dir == AG_READ_BACKWARD)
+        for (size_t i = 0; i < n / 2; i++) {
+            const uint8_t *t = recs[i];
+            recs[i] = recs[n - 1 - i];
+            recs[n - 1 - i] = t;
+        }
+    int rc = page_build(recs, n, out);
+    ag_free(recs);
+    return rc ? ag_err_set(err, rc, "out of memory reading $all") : 0;
+}
+
+int ag__log_stream_version(struct ag_store *s, const char *stream, size_t stream_len,
+                           int64_t *version)
+{
+    struct lstore *ls = (struct lstore *)s;
+    if (ls->read_only) ag__log_refresh(ls);
+    pthread_rwlock_rdlock(&ls->ix_lock);
+    struct lstream *st = ag__lindex_find(&ls->ix, stream, stream_len, ag_xxh3(stream, stream_len));
+    *version = st ? (int64_t)st->count - 1 : -1;
+    pthread_rwlock_unlock(&ls->ix_lock);
+    return 0;
+}
+
+int ag__log_list_streams(struct ag_store *s,
+                         int (*cb)(void *ud, const char *name, size_t len, int64_t version),
+                         void *ud)
+{
+    struct lstore *ls = (struct lstore *)s;
+    if (ls->read_only) ag__log_refresh(ls);
+    int rc = 0;
+    pthread_rwlock_rdlock(&ls->ix_lock);
+    for (size_t i = 0; i <= ls->ix.mask && !rc; i++) {
+        struct lstream *st = ls->ix.slots[i];
+        if (st && st->count) rc = cb(ud, st->name, st->name_len, (int64_t)st->count - 1);
+    }
+    pthread_rwlock_unlock(&ls->ix_lock);
+    return rc;
+}
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+int ag__log_wait_head(struct ag_store *s, uint64_t after, int timeout_ms)
+{
+    struct lstore *ls = (struct lstore *)s;
+    uint64_t deadline = timeout_ms < 0 ? UINT64_MAX : mono_ms() + (uint64_t)timeout_ms;
+    if (ls->read_only) { /* another process writes: poll the files */
+        for (;;) {
+            ag__log_refresh(ls);
+            if (ag__log_head(ls) > after) return 0;
+            if (mono_ms() >= deadline) return AG_ETIMEDOUT;
+            usleep(20000);
+        }
+    }
+    int rc = 0;
+    pthread_mutex_lock(&ls->head_lock);
+    while (ag__log_head(ls) <= after && !ls->closing && rc == 0) {
+        if (timeout_ms < 0) {
+            pthread_cond_wait(&ls->head_cond, &ls->head_lock);
+            continue;
+        }
+        struct timespec ts = {(time_t)(deadline / 1000), (long)(deadline % 1000) * 1000000};
+        if (pthread_cond_timedwait(&ls->head_cond, &ls->head_lock, &ts) == ETIMEDOUT)
+            rc = ag__log_head(ls) > after ? 0 : AG_ETIMEDOUT;
+    }
+    if (rc == 0 && ag__log_head(ls) <= after) rc = AG_ECLOSED;
+    pthread_mutex_unlock(&ls->head_lock);
+    return rc;
+}
+
+int ag__log_load_snapshot(struct ag_store *s, const char *stream, size_t stream_len,
+                          struct ag_snapshot *out, struct ag_err *err)
+{
+    struct lstore *ls = (struct lstore *)s;
+    memset(out, 0, sizeof *out);
+    pthread_rwlock_rdlock(&ls->ix_lock);
+    struct lstream *st = ag__lindex_find(&ls->ix, stream, stream_len, ag_xxh3(stream, stream_len));
+    int rc = 0;
+    if (!st || st->snap_loc == UINT64_MAX) {
+        rc = ag_err_set(err, AG_ENOTFOUND, "stream '%.*s' has no snapshot", (int)stream_len, stream);
+    } else {
+        struct log_rec r;
+        rec_fields(ag__log_rec_at(ls, st->snap_loc), &r);
+        out->version = r.version;
+        out->state_len = r.data_len;
+        out->state = ag_malloc(r.data_len + 1);
+        if (!out->state) rc = ag_err_set(err, AG_ENOMEM, "out of memory");
+        else memcpy(out->state, r.data, r.data_len), out->state[r.data_len] = 0;
+    }
+    pthread_rwlock_unlock(&ls->ix_lock);
+    return rc;
+}
+
+int ag__log_stats(struct ag_store *s, struct ag_store_stats *out)
+{
+    struct lstore *ls = (struct lstore *)s;
+    if (ls->read_only) ag__log_refresh(ls);
+    memset(out, 0, sizeof *out);
+    pthread_rwlock_rdlock(&ls->ix_lock);
+    out->events = ag__log_head(ls);
+    for (size_t i = 0; i <= ls->ix.mask; i++)
+        if (ls->ix.slots[i] && ls->ix.slots[i]->count) out->streams++;
+    for (size_t i = 0; i < ls->nsegs; i++) out->bytes += ls->segs[i].end;
+    out->segments = ls->nsegs;
+    out->index_bytes = ls->ix.bytes + ls->sparse_cap * sizeof(uint64_t);
+    pthread_rwlock_unlock(&ls->ix_lock);
+    out->appends = ls->appends;
+    out->commits = ls->commits;
+    return 0;
+}
+
+/* ---- read-only follow ---- */
+
+static int open_next_segment(struct lstore *ls)
+{
+    char name[40];
+    uint64_t segno = ls->segs[ls->nsegs - 1].segno + 1;
+    snprintf(name, sizeof name, "seg-%020llu.log", (unsigned long long)segno);
+    struct stat st;
+    if (fstatat(ls->dir_fd, name, &st, 0) != 0) return AG_ENOTFOUND;
+    return ag__log_seg_attach(ls, segno, NULL);
+}
+
+int ag__log_refresh(struct lstore *ls)
+{
+    if (!ls->nsegs) return 0;
+    pthread_rwlock_wrlock(&ls->ix_lock);
+    struct log_scan sc = {.ls = ls, .next_position = ag__log_head(ls)};
+    int rc = 0;
+    for (;;) {
+        struct lseg *sg = &ls->segs[ls->nsegs - 1];
+        struct stat st;
+        uint64_t size = fstat(sg->fd, &st) ? 0 : (uint64_t)st.st_size;
+        if (size > sg->map_len) size = sg->map_len;
+        rc = ag__log_scan(&sc, sg, sg->map, sg->end, size);
+        sg->end = sc.good_end;
+        if (rc || sg->end < size || open_next_segment(ls) != 0) break;
+    }
+    ag__log_set_head(ls, sc.next_position);
+    ag__log_scan_free(&sc);
+    pthread_rwlock_unlock(&ls->ix_lock);
+    return 0;
+}

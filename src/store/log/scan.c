@@ -1,0 +1,151 @@
+/*
+ * The recovery scan: walks a segment's records in order, checks each one
+ * (checksum, size, kind) and the log's invariants across records (positions
+ * gapless, versions gapless per stream, a batch's records consecutive and
+ * complete), and adds every complete batch to the index. It stops at the first
+ * record that breaks a rule and reports where; the caller (log.c) applies the
+ * recovery rule.
+ */
+#include "store/log/internal.h"
+
+int ag__log_index_event(struct lstore *ls, const char *stream, size_t stream_len, uint64_t loc,
+                        uint64_t position, uint32_t idh)
+{
+    uint64_t h = ag_xxh3(stream, stream_len);
+    struct lstream *st = ag__lindex_find(&ls->ix, stream, stream_len, h);
+    if (!st && !(st = ag__lindex_add(&ls->ix, stream, stream_len, h))) return AG_ENOMEM;
+    if (ag__lindex_reserve(&ls->ix, st, 1)) return AG_ENOMEM;
+    if (position % LOG_SPARSE_EVERY == 0) {
+        size_t k = position / LOG_SPARSE_EVERY;
+        if (k >= ls->sparse_cap) {
+            size_t cap = ls->sparse_cap ? ls->sparse_cap * 2 : 1024;
+            while (cap <= k) cap *= 2;
+            uint64_t *sp = ag_realloc(ls->sparse, cap * sizeof *sp);
+            if (!sp) return AG_ENOMEM;
+            ls->sparse = sp;
+            ls->sparse_cap = cap;
+        }
+        ls->sparse[k] = loc;
+        ls->sparse_len = k + 1;
+    }
+    struct lentry *e = lstream_entries(st);
+    e[st->count].loc = loc;
+    e[st->count].idh = idh;
+    st->count++;
+    return 0;
+}
+
+static int bad(struct log_scan *sc, uint64_t off, const char *why)
+{
+    sc->bad_off = off;
+    sc->why = why;
+    return AG_ECORRUPT;
+}
+
+static int batch_push(struct log_scan *sc, uint64_t loc, const struct log_rec *r)
+{
+    if (sc->batch_n == sc->batch_cap) {
+        size_t cap = sc->batch_cap ? sc->batch_cap * 2 : 16;
+        struct lentry *b = ag_realloc(sc->batch, cap * sizeof *b);
+        if (!b) return AG_ENOMEM;
+        sc->batch = b;
+        sc->batch_cap = cap;
+    }
+    sc->batch[sc->batch_n].loc = loc;
+    sc->batch[sc->batch_n].idh = ag__id_hash(&r->id);
+    sc->batch_n++;
+    return 0;
+}
+
+static int batch_apply(struct log_scan *sc)
+{
+    for (size_t i = 0; i < sc->batch_n; i++) {
+        int rc = ag__log_index_event(sc->ls, sc->batch_stream, sc->batch_stream_len,
+                                     sc->batch[i].loc, sc->batch_first_position + i,
+                                     sc->batch[i].idh);
+        if (rc) return rc;
+    }
+    sc->next_position += sc->batch_n;
+    sc->events += sc->batch_n;
+    sc->batch_n = 0;
+    sc->batch_left = 0;
+    return 0;
+}
+
+static int scan_snapshot(struct log_scan *sc, const struct log_rec *r, uint64_t loc, uint64_t off)
+{
+    if (sc->batch_left) return bad(sc, off, "snapshot record inside an event batch");
+    uint64_t h = ag_xxh3(r->stream, r->stream_len);
+    struct lstream *st = ag__lindex_find(&sc->ls->ix, r->stream, r->stream_len, h);
+    if (!st || r->version >= (int64_t)st->count)
+        return bad(sc, off, "snapshot of a version its stream does not have");
+    st->snap_loc = loc;
+    return 0;
+}
+
+static int scan_event(struct log_scan *sc, const struct log_rec *r, uint64_t loc, uint64_t off)
+{
+    if (sc->batch_left == 0) { /* a new batch starts */
+        uint64_t h = ag_xxh3(r->stream, r->stream_len);
+        struct lstream *st = ag__lindex_find(&sc->ls->ix, r->stream, r->stream_len, h);
+        sc->batch_start_off = off;
+        sc->batch_stream = r->stream;
+        sc->batch_stream_len = r->stream_len;
+        sc->batch_next_version = st ? st->count : 0;
+        sc->batch_first_position = sc->next_position;
+        sc->batch_n = 0;
+    } else if (r->stream_len != sc->batch_stream_len ||
+               memcmp(r->stream, sc->batch_stream, r->stream_len) != 0 ||
+               r->batch_left != sc->batch_left - 1) {
+        return bad(sc, off, "event batch interrupted by another record");
+    }
+    if (r->position != sc->batch_first_position + sc->batch_n)
+        return bad(sc, off, "global position out of sequence");
+    if (r->version != sc->batch_next_version + (int64_t)sc->batch_n)
+        return bad(sc, off, "stream version out of sequence");
+    int rc = batch_push(sc, loc, r);
+    if (rc) return rc;
+    sc->batch_left = r->batch_left;
+    return r->batch_left == 0 ? batch_apply(sc) : 0;
+}
+
+int ag__log_scan(struct log_scan *sc, const struct lseg *seg, const uint8_t *map, uint64_t off,
+                 uint64_t len)
+{
+    sc->good_end = off;
+    while (off < len) {
+        struct log_rec r;
+        const char *why;
+        if (ag__log_rec_decode(map + off, len - off, &r, &why)) return bad(sc, off, why);
+        uint64_t loc = loc_make(seg->segno, off);
+        int rc = r.kind == LOG_KIND_SNAPSHOT ? scan_snapshot(sc, &r, loc, off)
+                                             : scan_event(sc, &r, loc, off);
+        if (rc) return rc;
+        sc->records++;
+        off += r.size;
+        if (sc->batch_left == 0) sc->good_end = off;
+    }
+    if (sc->batch_left) {
+        sc->incomplete = true;
+        return bad(sc, sc->batch_start_off, "event batch incomplete at the end");
+    }
+    return 0;
+}
+
+bool ag__log_intact_after(const uint8_t *map, uint64_t off, uint64_t len)
+{
+    for (uint64_t o = (off + LOG_REC_ALIGN) & ~(uint64_t)(LOG_REC_ALIGN - 1); o + LOG_REC_MIN <= len;
+         o += LOG_REC_ALIGN) {
+        struct log_rec r;
+        const char *why;
+        if (ag__log_rec_decode(map + o, len - o, &r, &why) == 0) return true;
+    }
+    return false;
+}
+
+void ag__log_scan_free(struct log_scan *sc)
+{
+    ag_free(sc->batch);
+    sc->batch = NULL;
+    sc->batch_cap = sc->batch_n = 0;
+}

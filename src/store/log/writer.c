@@ -1,0 +1,511 @@
+/*
+ * The log's single writer thread and the append paths that feed it.
+ *
+ * Callers encode their records (in their own thread, so encoding scales with the
+ * callers) and queue a `struct lreq`. The writer drains the queue into a group:
+ * for each request it checks the expected version against the durable index plus
+ * what earlier requests of this group made pending (`lstream.pending_*`, valid for
+ * one group generation), answers idempotent re-appends from the log, assigns
+ * versions and positions, seals the checksums and copies the records into the
+ * group buffer. One pwrite + one fdatasync make the group durable; only then is
+ * the index updated (readers never see undurable events) and the callers woken.
+ * All memory the publish step needs is reserved while planning, so a durable
+ * group can always be published.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <unistd.h>
+
+#include "store/log/internal.h"
+
+/* ---- encoding (caller's thread) ---- */
+
+static int encode(struct lstore *ls, struct lreq *r, const struct ag_event_data *ev, size_t n)
+{
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t ml = ev[i].metadata_len ? ev[i].metadata_len : 2;
+        size_t dl = ev[i].data_len ? ev[i].data_len : 2;
+        total += ag__log_rec_size(r->stream_len, ev[i].type_len, ml, dl);
+    }
+    if (ag_buf_reserve(&r->enc, total)) return AG_ENOMEM;
+    r->locs = ag_malloc(n * sizeof *r->locs);
+    if (!r->locs) return AG_ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        struct log_rec rec = {
+            .kind = LOG_KIND_EVENT,
+            .id = ev[i].id,
+            .batch_left = (uint32_t)(n - 1 - i),
+            .stream = r->stream,
+            .stream_len = (uint16_t)r->stream_len,
+            .type = ev[i].type,
+            .type_len = (uint16_t)ev[i].type_len,
+            .meta = ev[i].metadata_len ? ev[i].metadata : "{}",
+            .meta_len = (uint32_t)(ev[i].metadata_len ? ev[i].metadata_len : 2),
+            .data = ev[i].data_len ? ev[i].data : "{}",
+            .data_len = (uint32_t)(ev[i].data_len ? ev[i].data_len : 2),
+        };
+        if (ag_uuid_is_nil(&rec.id)) ag_uuid_v7(&rec.id, ls->base.opts.clock, ls->base.opts.rng);
+        rec.size = (uint32_t)ag__log_rec_size(rec.stream_len, rec.type_len, rec.meta_len, rec.data_len);
+        ag__log_rec_encode((uint8_t *)r->enc.data + r->enc.len, &rec);
+        r->enc.len += rec.size;
+    }
+    r->n = n;
+    return 0;
+}
+
+static int enqueue(struct lstore *ls, struct lreq *r)
+{
+    pthread_mutex_lock(&ls->q_lock);
+    if (ls->closing) {
+        pthread_mutex_unlock(&ls->q_lock);
+        return AG_ECLOSED;
+    }
+    r->next = NULL;
+    if (ls->q_tail) ls->q_tail->next = r;
+    else ls->q_head = r;
+    ls->q_tail = r;
+    pthread_cond_signal(&ls->q_cond);
+    pthread_mutex_unlock(&ls->q_lock);
+    return 0;
+}
+
+static void lreq_init(struct lreq *r, uint8_t kind, const char *stream, size_t len, int64_t expected)
+{
+    memset(r, 0, sizeof *r);
+    r->kind = kind;
+    r->stream = stream;
+    r->stream_len = len;
+    r->hash = ag_xxh3(stream, len);
+    r->expected = expected;
+    ag_buf_init(&r->enc);
+}
+
+static void lreq_release(struct lreq *r)
+{
+    ag_buf_free(&r->enc);
+    ag_free(r->locs);
+}
+
+/* Queue `r` and wait for the writer's answer. */
+static int run_sync(struct lstore *ls, struct lreq *r, struct ag_err *err)
+{
+    sem_t done;
+    sem_init(&done, 0, 0);
+    r->done = &done;
+    int rc = enqueue(ls, r);
+    if (rc) {
+        ag_err_set(err, rc, "store is closing");
+    } else {
+        while (sem_wait(&done) != 0 && errno == EINTR) {}
+        rc = r->status;
+        if (rc && err) *err = r->err;
+    }
+    sem_destroy(&done);
+    return rc;
+}
+
+int ag__log_append(struct ag_store *s, const char *stream, size_t stream_len, int64_t expected,
+                   const struct ag_event_data *ev, size_t n, struct ag_append_result *out,
+                   struct ag_err *err)
+{
+    struct lstore *ls = (struct lstore *)s;
+    if (ls->read_only) return ag_err_set(err, AG_EINVAL, "store is open read-only");
+    struct lreq r;
+    lreq_init(&r, LOG_KIND_EVENT, stream, stream_len, expected);
+    r.events = ev;
+    int rc = encode(ls, &r, ev, n);
+    if (rc) ag_err_set(err, rc, "out of memory encoding %zu events", n);
+    else rc = run_sync(ls, &r, err);
+    if (!rc && out) *out = r.res;
+    lreq_release(&r);
+    return rc;
+}
+
+int ag__log_append_async(struct ag_store *s, struct ag_append_req *req)
+{
+    struct lstore *ls = (struct lstore *)s;
+    if (ls->read_only) return AG_EINVAL;
+    struct lreq *r = ag_malloc(sizeof *r);
+    if (!r) return AG_ENOMEM;
+    lreq_init(r, LOG_KIND_EVENT, req->stream, req->stream_len, req->expected_version);
+    r->events = req->events;
+    r->areq = req;
+    int rc = encode(ls, r, req->events, req->count);
+    if (!rc) rc = enqueue(ls, r);
+    if (rc) {
+        lreq_release(r);
+        ag_free(r);
+    }
+    return rc;
+}
+
+int ag__log_save_snapshot(struct ag_store *s, const char *stream, size_t stream_len,
+                          int64_t version, const void *state, size_t state_len, struct ag_err *err)
+{
+    struct lstore *ls = (struct lstore *)s;
+    if (ls->read_only) return ag_err_set(err, AG_EINVAL, "store is open read-only");
+    struct lreq r;
+    lreq_init(&r, LOG_KIND_SNAPSHOT, stream, stream_len, version);
+    struct log_rec rec = {
+        .kind = LOG_KIND_SNAPSHOT, .version = version, .stream = stream,
+        .stream_len = (uint16_t)stream_len, .data = state, .data_len = (uint32_t)state_len,
+    };
+    rec.size = (uint32_t)ag__log_rec_size(stream_len, 0, 0, state_len);
+    int rc = ag_buf_reserve(&r.enc, rec.size);
+    if (!rc && !(r.locs = ag_malloc(sizeof *r.locs))) rc = AG_ENOMEM;
+    if (rc) {
+        lreq_release(&r);
+        return ag_err_set(err, rc, "out of memory encoding a snapshot");
+    }
+    ag__log_rec_encode((uint8_t *)r.enc.data, &rec);
+    r.enc.len = rec.size;
+    r.n = 1;
+    rc = run_sync(ls, &r, err);
+    lreq_release(&r);
+    return rc;
+}
+
+/* ---- planning (writer thread) ---- */
+
+static int64_t current_version(const struct lstore *ls, const struct lstream *st)
+{
+    if (!st) return -1;
+    return st->pending_gen == ls->gen ? st->pending_version : (int64_t)st->count - 1;
+}
+
+static bool expected_ok(int64_t expected, int64_t cur)
+{
+    switch (expected) {
+    case AG_STORE_ANY: return true;
+    case AG_STORE_NO_STREAM: return cur == -1;
+    case AG_STORE_STREAM_EXISTS: return cur >= 0;
+    default: return expected == cur;
+    }
+}
+
+static void expected_str(int64_t e, char out[32])
+{
+    switch (e) {
+    case AG_STORE_ANY: snprintf(out, 32, "any"); break;
+    case AG_STORE_NO_STREAM: snprintf(out, 32, "no-stream"); break;
+    case AG_STORE_STREAM_EXISTS: snprintf(out, 32, "exists"); break;
+    default: snprintf(out, 32, "%lld", (long long)e); break;
+    }
+}
+
+/* Same content? Compares type, metadata and data of a stored record with an
+ * encoded one. */
+static bool same_content(const struct log_rec *a, const struct log_rec *b)
+{
+    return a->type_len == b->type_len && a->meta_len == b->meta_len &&
+           a->data_len == b->data_len && memcmp(a->type, b->type, a->type_len) == 0 &&
+           memcmp(a->meta, b->meta, a->meta_len) == 0 && memcmp(a->data, b->data, a->data_len) == 0;
+}
+
+static int64_t find_first_id(const struct lstore *ls, struct lstream *st, const struct lreq *r,
+                             const struct ag_uuid *id)
+{
+    int64_t c = st->count;
+    if (r->expected >= 0) return r->expected + 1 < c ? r->expected + 1 : -1;
+    if (r->expected == AG_STORE_NO_STREAM) return 0;
+    uint32_t h = ag__id_hash(id);
+    struct lentry *e = lstream_entries(st);
+    int64_t stop = c > LOG_ANY_DEDUP_WINDOW ? c - LOG_ANY_DEDUP_WINDOW : 0;
+    for (int64_t i = c - 1; i >= stop; i--)
+        if (e[i].idh == h && memcmp(ag__log_rec_at(ls, e[i].loc) + 24, id->b, 16) == 0) return i;
+    return -1;
+}
+
+/* 1: `r` repeats an append already in the log (r->res filled); 0: it does not;
+ * AG_EIDEMPOTENCY: its ids are in the log with other content. */
+static int dedup(struct lstore *ls, struct lreq *r, struct lstream *st)
+{
+    struct log_rec old;
+    struct ag_uuid first;
+    const char *why;
+    const uint8_t *p = (const uint8_t *)r->enc.data;
+    memcpy(first.b, p + 24, 16);
+    int64_t idx = find_first_id(ls, st, r, &first);
+    if (idx < 0) return 0;
+    struct lentry *e = lstream_entries(st);
+    for (size_t k = 0; k < r->n; k++, p += ag__le32(p)) {
+        struct log_rec mine;
+        memset(&mine, 0, sizeof mine);
+        bool have = idx + (int64_t)k < (int64_t)st->count;
+        if (have) ag__log_rec_decode(ag__log_rec_at(ls, e[idx + k].loc), UINT32_MAX, &old, &why);
+        /* our own record is not sealed yet (no checksum): read its fields directly */
+        mine.type_len = (uint16_t)(p[52] | p[53] << 8);
+        mine.meta_len = ag__le32(p + 56);
+        mine.data_len = ag__le32(p + 60);
+        mine.type = (const char *)p + LOG_REC_HDR + r->stream_len;
+        mine.meta = mine.type + mine.type_len;
+        mine.data = mine.meta + mine.meta_len;
+        bool same_id = have && memcmp(old.id.b, p + 24, 16) == 0;
+        if (!same_id) return k == 0 ? 0 : ag_err_set(&r->err, AG_EIDEMPOTENCY,
+                                                     "stream '%.*s': event %zu of the batch differs "
+                                                     "from the append it repeats",
+                                                     (int)r->stream_len, r->stream, k);
+        if (!same_content(&old, &mine)) {
+            char ids[AG_UUID_STRLEN + 1];
+            ag_uuid_format(&old.id, ids);
+            return ag_err_set(&r->err, AG_EIDEMPOTENCY,
+                              "event id %s is already in stream '%.*s' with different content", ids,
+                              (int)r->stream_len, r->stream);
+        }
+        if (k == 0) r->res.first_position = old.position;
+        r->res.last_position = old.position;
+    }
+    r->res.first_version = idx;
+    r->res.last_version = idx + (int64_t)r->n - 1;
+    return 1;
+}
+
+static int reserve(struct lstore *ls, struct lreq *r, struct lstream **stp, int64_t cur,
+                   uint64_t last_pos)
+{
+    int rc = 0;
+    pthread_rwlock_wrlock(&ls->ix_lock);
+    struct lstream *st = *stp;
+    if (!st && !(st = ag__lindex_add(&ls->ix, r->stream, r->stream_len, r->hash))) rc = AG_ENOMEM;
+    if (!rc && r->kind == LOG_KIND_EVENT)
+        rc = ag__lindex_reserve(&ls->ix, st, (size_t)(cur + 1 - (int64_t)st->count) + r->n);
+    size_t need = (size_t)(last_pos / LOG_SPARSE_EVERY) + 1;
+    if (!rc && need > ls->sparse_cap) {
+        size_t cap = ls->sparse_cap ? ls->sparse_cap : 1024;
+        while (cap < need) cap *= 2;
+        uint64_t *sp = ag_realloc(ls->sparse, cap * sizeof *sp);
+        if (sp) ls->sparse = sp, ls->sparse_cap = cap;
+        else rc = AG_ENOMEM;
+    }
+    pthread_rwlock_unlock(&ls->ix_lock);
+    *stp = st;
+    return rc;
+}
+
+/* Seal `r`'s records and add them to the group. */
+static int place(struct lstore *ls, struct lreq *r, uint64_t pos0, int64_t ver0)
+{
+    const struct lseg *sg = &ls->segs[ls->nsegs - 1];
+    uint64_t now = ag_clock_now(ls->base.opts.clock);
+    uint8_t *p = (uint8_t *)r->enc.data;
+    for (size_t k = 0; k < r->n; k++) {
+        uint32_t size = ag__le32(p);
+        uint64_t off = sg->end + ls->group.len + (uint64_t)(p - (uint8_t *)r->enc.data);
+        if (r->kind == LOG_KIND_EVENT) ag__log_rec_seal(p, pos0 + k, ver0 + (int64_t)k, now);
+        else ag__log_rec_seal(p, 0, r->expected, now);
+        r->locs[k] = loc_make(sg->segno, off);
+        p += size;
+    }
+    return ag_buf_append(&ls->group, r->enc.data, r->enc.len);
+}
+
+static void plan_snapshot(struct lstore *ls, struct lreq *r)
+{
+    struct lstream *st = ag__lindex_find(&ls->ix, r->stream, r->stream_len, r->hash);
+    int64_t cur = current_version(ls, st);
+    if (cur < 0) {
+        r->status = ag_err_set(&r->err, AG_ENOTFOUND, "stream '%.*s' has no events to snapshot",
+                               (int)r->stream_len, r->stream);
+        return;
+    }
+    if (r->expected > cur) {
+        r->status = ag_err_set(&r->err, AG_EINVAL,
+                               "snapshot version %lld is beyond stream '%.*s' (at %lld)",
+                               (long long)r->expected, (int)r->stream_len, r->stream, (long long)cur);
+        return;
+    }
+    if (place(ls, r, 0, 0)) {
+        r->status = ag_err_set(&r->err, AG_ENOMEM, "out of memory");
+        return;
+    }
+    r->st = st;
+    r->accepted = true;
+}
+
+static void plan_events(struct lstore *ls, struct lreq *r, uint64_t *group_events)
+{
+    struct lstream *st = ag__lindex_find(&ls->ix, r->stream, r->stream_len, r->hash);
+    int64_t cur = current_version(ls, st);
+    bool ok = expected_ok(r->expected, cur);
+    if (st && st->count && (!ok || r->expected == AG_STORE_ANY || r->expected == AG_STORE_STREAM_EXISTS)) {
+        int d = dedup(ls, r, st);
+        if (d) {
+            r->dedup = d == 1;
+            r->status = d == 1 ? 0 : d;
+            return;
+        }
+    }
+    if (!ok) {
+        char want[32];
+        expected_str(r->expected, want);
+        r->err.aux = cur;
+        r->status = ag_err_set(&r->err, AG_ECONFLICT,
+                               "stream '%.*s': expected version %s, but the stream is at %lld%s",
+                               (int)r->stream_len, r->stream, want, (long long)cur,
+                               cur < 0 ? " (no stream)" : "");
+        r->err.aux = cur;
+        return;
+    }
+    uint64_t pos0 = ag__log_head(ls) + *group_events;
+    if (reserve(ls, r, &st, cur, pos0 + r->n) || place(ls, r, pos0, cur + 1)) {
+        r->status = ag_err_set(&r->err, AG_ENOMEM, "out of memory appending to '%.*s'",
+                               (int)r->stream_len, r->stream);
+        return;
+    }
+    st->pending_version = cur + (int64_t)r->n;
+    st->pending_gen = ls->gen;
+    r->st = st;
+    r->accepted = true;
+    r->res = (struct ag_append_result){cur + 1, cur + (int64_t)r->n, pos0, pos0 + r->n - 1};
+    *group_events += r->n;
+}
+
+/* ---- committing (writer thread) ---- */
+
+static int write_group(struct lstore *ls)
+{
+    struct lseg *sg = &ls->segs[ls->nsegs - 1];
+    const char *p = ls->group.data;
+    size_t left = ls->group.len;
+    off_t off = (off_t)sg->end;
+    while (left) {
+        ssize_t w = pwrite(sg->fd, p, left, off);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return w < 0 ? -errno : -EIO;
+        p += w, left -= (size_t)w, off += w;
+    }
+    if (!ls->base.opts.no_sync && fdatasync(sg->fd) != 0) return -errno;
+    return 0;
+}
+
+static void publish(struct lstore *ls, struct lreq *from, struct lreq *stop, uint64_t events)
+{
+    pthread_rwlock_wrlock(&ls->ix_lock);
+    uint64_t pos = ag__log_head(ls);
+    for (struct lreq *r = from; r != stop; r = r->next) {
+        if (!r->accepted) continue;
+        if (r->kind == LOG_KIND_SNAPSHOT) {
+            r->st->snap_loc = r->locs[0];
+            continue;
+        }
+        const uint8_t *p = (const uint8_t *)r->enc.data;
+        struct lentry *e = lstream_entries(r->st);
+        for (size_t k = 0; k < r->n; k++, pos++, p += ag__le32(p)) {
+            e[r->st->count].loc = r->locs[k];
+            e[r->st->count].idh = ag__id_hash((const struct ag_uuid *)(p + 24));
+            r->st->count++;
+            if (pos % LOG_SPARSE_EVERY == 0) {
+                ls->sparse[pos / LOG_SPARSE_EVERY] = r->locs[k];
+                ls->sparse_len = pos / LOG_SPARSE_EVERY + 1;
+            }
+        }
+    }
+    ls->segs[ls->nsegs - 1].end += ls->group.len;
+    ag__log_set_head(ls, ag__log_head(ls) + events);
+    pthread_rwlock_unlock(&ls->ix_lock);
+    pthread_mutex_lock(&ls->head_lock);
+    pthread_cond_broadcast(&ls->head_cond);
+    pthread_mutex_unlock(&ls->head_lock);
+}
+
+static void complete(struct lreq *r)
+{
+    struct ag_append_req *a = r->areq;
+    if (!a) {
+        sem_post(r->done); /* r lives on the caller's stack: untouched after this */
+        return;
+    }
+    a->status = r->status;
+    a->result = r->res;
+    a->err = r->err;
+    lreq_release(r);
+    ag_free(r);
+    ag__store_loop_complete(a);
+}
+
+/* Write the group (requests from..stop), publish it and answer every request. */
+static void commit(struct lstore *ls, struct lreq *from, struct lreq *stop, uint64_t events)
+{
+    int wrc = 0;
+    if (ls->group.len) {
+        wrc = write_group(ls);
+        if (wrc) {
+            ls->failed = true;
+            AG_ERROR("store.write_failed", AG_LS("dir", ls->dir), AG_LS("error", strerror(-wrc)));
+        } else {
+            publish(ls, from, stop, events);
+            ls->commits++;
+        }
+    }
+    for (struct lreq *r = from, *next; r != stop; r = next) {
+        next = r->next;
+        if (r->accepted && wrc)
+            r->status = ag_err_set(&r->err, AG_EIO, "writing the log failed: %s; the store must "
+                                   "be reopened", strerror(-wrc));
+        else if (r->status == 0) ls->appends++;
+        complete(r);
+    }
+    ag_buf_reset(&ls->group);
+    if (++ls->gen == 0) ls->gen = 1; /* 0 marks "never pending" in a new lstream */
+}
+
+static void roll(struct lstore *ls)
+{
+    struct ag_err err;
+    ag_err_clear(&err);
+    uint64_t next = ls->segs[ls->nsegs - 1].segno + 1;
+    if (ag__log_seg_create(ls, next, ag__log_head(ls), &err)) {
+        ls->failed = true;
+        AG_ERROR("store.roll_failed", AG_LS("error", err.msg));
+        return;
+    }
+    if (ag__log_ckpt_save(ls, &err)) AG_WARN("store.checkpoint_failed", AG_LS("error", err.msg));
+}
+
+static void run_group(struct lstore *ls, struct lreq *list)
+{
+    uint64_t max = ls->base.opts.segment_bytes - LOG_SEG_HDR;
+    struct lreq *from = list;
+    uint64_t events = 0;
+    for (struct lreq *r = list; r; r = r->next) {
+        if (ls->failed) {
+            r->status = ag_err_set(&r->err, AG_EFAILED, "an earlier write to %s failed; the "
+                                   "store must be reopened", ls->dir);
+            continue;
+        }
+        if (r->enc.len > max) {
+            r->status = ag_err_set(&r->err, AG_ETOOBIG, "batch of %zu bytes exceeds a segment",
+                                   r->enc.len);
+            continue;
+        }
+        uint64_t end = ls->segs[ls->nsegs - 1].end;
+        if (end + ls->group.len + r->enc.len > ls->base.opts.segment_bytes) {
+            commit(ls, from, r, events);
+            from = r, events = 0;
+            if (!ls->failed) roll(ls);
+        }
+        if (ls->failed) {
+            r->status = ag_err_set(&r->err, AG_EFAILED, "store failed; reopen required");
+            continue;
+        }
+        if (r->kind == LOG_KIND_SNAPSHOT) plan_snapshot(ls, r);
+        else plan_events(ls, r, &events);
+    }
+    commit(ls, from, NULL, events);
+}
+
+void *ag__log_writer_main(void *arg)
+{
+    struct lstore *ls = arg;
+    for (;;) {
+        pthread_mutex_lock(&ls->q_lock);
+        while (!ls->q_head && !ls->closing) pthread_cond_wait(&ls->q_cond, &ls->q_lock);
+        struct lreq *list = ls->q_head;
+        ls->q_head = ls->q_tail = NULL;
+        pthread_mutex_unlock(&ls->q_lock);
+        if (!list) break;
+        run_group(ls, list);
+    }
+    return NULL;
+}

@@ -1,0 +1,346 @@
+/*
+ * The event store port: validation shared by every adapter, dispatch through the
+ * adapter's ops table, subscriptions (built on read + wait_head, so every adapter
+ * gets them for free), the libuv binding for async appends, and the JSON form of
+ * an event used by the CLI and the HTTP layer.
+ */
+#include <jansson.h>
+#include <stdio.h>
+#include <string.h>
+#include <uv.h>
+
+#include "store/internal.h"
+
+/* ---- validation ---- */
+
+static bool has_control(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c == 0x7f) return true;
+    }
+    return false;
+}
+
+int ag_store_check_stream(const char *stream, size_t len, struct ag_err *err)
+{
+    if (!stream || len == 0) return ag_err_set(err, AG_EINVAL, "stream name is empty");
+    if (len > AG_STORE_STREAM_MAX)
+        return ag_err_set(err, AG_EINVAL, "stream name is %zu bytes; the limit is %d", len,
+                          AG_STORE_STREAM_MAX);
+    if (!ag_utf8_valid(stream, len)) return ag_err_set(err, AG_EINVAL, "stream name is not valid UTF-8");
+    if (has_control(stream, len))
+        return ag_err_set(err, AG_EINVAL, "stream name contains a control character");
+    if (stream[0] == '$')
+        return ag_err_set(err, AG_EINVAL, "stream names starting with '$' are reserved ('%.*s')",
+                          (int)len, stream);
+    return 0;
+}
+
+static int check_json(const char *what, size_t index, const char *p, size_t n, bool object,
+                      struct ag_err *err)
+{
+    json_error_t je;
+    json_t *j = json_loadb(p, n, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &je);
+    if (!j)
+        return ag_err_set(err, AG_EJSON, "event %zu: %s is not valid JSON: %s (line %d, column %d)",
+                          index, what, je.text, je.line, je.column);
+    bool ok = !object || json_is_object(j);
+    json_decref(j);
+    if (!ok) return ag_err_set(err, AG_EJSON, "event %zu: %s must be a JSON object", index, what);
+    return 0;
+}
+
+int ag_store_check_event(const struct ag_store *s, size_t index, const struct ag_event_data *ev,
+                         struct ag_err *err)
+{
+    if (!ev->type || ev->type_len == 0)
+        return ag_err_set(err, AG_EINVAL, "event %zu: type is empty", index);
+    if (ev->type_len > AG_STORE_TYPE_MAX)
+        return ag_err_set(err, AG_EINVAL, "event %zu: type is %zu bytes; the limit is %d", index,
+                          ev->type_len, AG_STORE_TYPE_MAX);
+    if (!ag_utf8_valid(ev->type, ev->type_len) || has_control(ev->type, ev->type_len))
+        return ag_err_set(err, AG_EINVAL, "event %zu: type must be UTF-8 without control characters",
+                          index);
+    size_t total = ev->type_len + ev->data_len + ev->metadata_len;
+    size_t max = s && s->opts.max_event_bytes ? s->opts.max_event_bytes : AG_STORE_EVENT_MAX_DEFAULT;
+    if (total > max)
+        return ag_err_set(err, AG_ETOOBIG, "event %zu: %zu bytes; the limit is %zu", index, total, max);
+    int rc = 0;
+    if (ev->data_len) rc = check_json("data", index, ev->data, ev->data_len, false, err);
+    if (!rc && ev->metadata_len)
+        rc = check_json("metadata", index, ev->metadata, ev->metadata_len, true, err);
+    return rc;
+}
+
+static int check_append(const struct ag_store *s, const char *stream, size_t stream_len,
+                        int64_t expected, const struct ag_event_data *ev, size_t n,
+                        struct ag_err *err)
+{
+    int rc = ag_store_check_stream(stream, stream_len, err);
+    if (rc) return rc;
+    if (expected < 0 && expected != AG_STORE_ANY && expected != AG_STORE_NO_STREAM &&
+        expected != AG_STORE_STREAM_EXISTS)
+        return ag_err_set(err, AG_EINVAL, "invalid expected version %lld", (long long)expected);
+    if (n == 0 || !ev) return ag_err_set(err, AG_EINVAL, "no events to append");
+    if (n > AG_STORE_BATCH_MAX)
+        return ag_err_set(err, AG_ETOOBIG, "%zu events in one append; the limit is %d", n,
+                          AG_STORE_BATCH_MAX);
+    for (size_t i = 0; i < n && !rc; i++) rc = ag_store_check_event(s, i, &ev[i], err);
+    for (size_t i = 0; i < n && !rc; i++)
+        for (size_t j = i + 1; j < n && !ag_uuid_is_nil(&ev[i].id); j++)
+            if (memcmp(ev[i].id.b, ev[j].id.b, 16) == 0)
+                rc = ag_err_set(err, AG_EINVAL, "events %zu and %zu have the same id", i, j);
+    return rc;
+}
+
+int ag_store_parse_expected(const char *s, int64_t *out)
+{
+    if (strcmp(s, "any") == 0) return *out = AG_STORE_ANY, 0;
+    if (strcmp(s, "no-stream") == 0) return *out = AG_STORE_NO_STREAM, 0;
+    if (strcmp(s, "exists") == 0) return *out = AG_STORE_STREAM_EXISTS, 0;
+    int64_t v;
+    if (ag_parse_i64(s, &v) || v < 0) return AG_EINVAL;
+    *out = v;
+    return 0;
+}
+
+/* ---- dispatch ---- */
+
+int ag_store_append(struct ag_store *s, const char *stream, size_t stream_len,
+                    int64_t expected_version, const struct ag_event_data *events, size_t n,
+                    struct ag_append_result *out, struct ag_err *err)
+{
+    int rc = check_append(s, stream, stream_len, expected_version, events, n, err);
+    if (rc) return rc;
+    return s->ops->append(s, stream, stream_len, expected_version, events, n, out, err);
+}
+
+int ag_store_read_stream(struct ag_store *s, const char *stream, size_t stream_len, int64_t from,
+                         enum ag_read_dir dir, size_t max, struct ag_event_page *out,
+                         struct ag_err *err)
+{
+    int rc = ag_store_check_stream(stream, stream_len, err);
+    if (rc) return rc;
+    return s->ops->read_stream(s, stream, stream_len, from, dir, max, out, err);
+}
+
+int ag_store_read_all(struct ag_store *s, uint64_t from, enum ag_read_dir dir, size_t max,
+                      struct ag_event_page *out, struct ag_err *err)
+{
+    return s->ops->read_all(s, from, dir, max, out, err);
+}
+
+int ag_store_stream_version(struct ag_store *s, const char *stream, size_t stream_len,
+                            int64_t *version)
+{
+    return s->ops->stream_version(s, stream, stream_len, version);
+}
+
+int ag_store_list_streams(struct ag_store *s,
+                          int (*cb)(void *ud, const char *name, size_t len, int64_t version),
+                          void *ud)
+{
+    return s->ops->list_streams(s, cb, ud);
+}
+
+int ag_store_save_snapshot(struct ag_store *s, const char *stream, size_t stream_len,
+                           int64_t version, const void *state, size_t state_len,
+                           struct ag_err *err)
+{
+    int rc = ag_store_check_stream(stream, stream_len, err);
+    if (rc) return rc;
+    if (version < 0) return ag_err_set(err, AG_EINVAL, "snapshot version must be >= 0");
+    if (state_len > 64u << 20) return ag_err_set(err, AG_ETOOBIG, "snapshot larger than 64 MiB");
+    return s->ops->save_snapshot(s, stream, stream_len, version, state, state_len, err);
+}
+
+int ag_store_load_snapshot(struct ag_store *s, const char *stream, size_t stream_len,
+                           struct ag_snapshot *out, struct ag_err *err)
+{
+    int rc = ag_store_check_stream(stream, stream_len, err);
+    if (rc) return rc;
+    return s->ops->load_snapshot(s, stream, stream_len, out, err);
+}
+
+int ag_store_stats(struct ag_store *s, struct ag_store_stats *out) { return s->ops->stats(s, out); }
+
+void ag_store_close(struct ag_store *s)
+{
+    if (s) s->ops->close(s);
+}
+
+void ag_event_page_free(struct ag_event_page *page)
+{
+    if (!page) return;
+    ag_free(page->mem);
+    memset(page, 0, sizeof *page);
+}
+
+void ag_snapshot_free(struct ag_snapshot *snap)
+{
+    if (!snap) return;
+    ag_free(snap->state);
+    memset(snap, 0, sizeof *snap);
+}
+
+/* ---- subscriptions ---- */
+
+struct ag_store_sub {
+    struct ag_store *store;
+    char *stream;     /* NULL: $all */
+    size_t stream_len;
+    uint64_t next;    /* next position ($all) or version (stream) */
+};
+
+int ag_store_subscribe(struct ag_store *s, const char *stream, size_t stream_len, uint64_t from,
+                       struct ag_store_sub **out, struct ag_err *err)
+{
+    if (stream) {
+        int rc = ag_store_check_stream(stream, stream_len, err);
+        if (rc) return rc;
+    }
+    struct ag_store_sub *sub = ag_calloc(1, sizeof *sub);
+    if (!sub || (stream && !(sub->stream = ag_strndup(stream, stream_len)))) {
+        ag_free(sub);
+        return ag_err_set(err, AG_ENOMEM, "out of memory");
+    }
+    sub->store = s;
+    sub->stream_len = stream_len;
+    sub->next = from;
+    *out = sub;
+    return 0;
+}
+
+static int sub_read(struct ag_store_sub *sub, size_t max, struct ag_event_page *out,
+                    struct ag_err *err)
+{
+    if (!sub->stream) return sub->store->ops->read_all(sub->store, sub->next, AG_READ_FORWARD, max, out, err);
+    int rc = sub->store->ops->read_stream(sub->store, sub->stream, sub->stream_len,
+                                          (int64_t)sub->next, AG_READ_FORWARD, max, out, err);
+    if (rc == AG_ENOTFOUND) {
+        ag_err_clear(err);
+        memset(out, 0, sizeof *out);
+        return 0;
+    }
+    return rc;
+}
+
+int ag_store_sub_next(struct ag_store_sub *sub, size_t max, int timeout_ms,
+                      struct ag_event_page *out, struct ag_err *err)
+{
+    for (;;) {
+        struct ag_store_stats st;
+        sub->store->ops->stats(sub->store, &st);
+        int rc = sub_read(sub, max, out, err);
+        if (rc) return rc;
+        if (out->count) {
+            sub->next = sub->stream ? (uint64_t)out->next_version : out->next_position;
+            return 0;
+        }
+        ag_event_page_free(out);
+        uint64_t after = sub->stream ? st.events : sub->next;
+        rc = sub->store->ops->wait_head(sub->store, after, timeout_ms);
+        if (rc) return ag_err_set(err, rc, rc == AG_ETIMEDOUT ? "no new events" : "store closed");
+    }
+}
+
+uint64_t ag_store_sub_checkpoint(const struct ag_store_sub *sub) { return sub->next; }
+
+void ag_store_sub_free(struct ag_store_sub *sub)
+{
+    if (!sub) return;
+    ag_free(sub->stream);
+    ag_free(sub);
+}
+
+/* ---- async appends on a libuv loop ---- */
+
+static void on_async(uv_async_t *a)
+{
+    struct ag_store_loop *l = a->data;
+    pthread_mutex_lock(&l->lock);
+    struct ag_append_req *r = l->head;
+    l->head = l->tail = NULL;
+    pthread_mutex_unlock(&l->lock);
+    while (r) {
+        struct ag_append_req *next = r->next_done;
+        r->cb(r->ud, r->status, r->status ? NULL : &r->result, r->status ? &r->err : NULL);
+        r = next;
+    }
+}
+
+int ag_store_loop_init(struct ag_store *s, struct uv_loop_s *loop, struct ag_store_loop **out)
+{
+    struct ag_store_loop *l = ag_calloc(1, sizeof *l);
+    uv_async_t *a = ag_malloc(sizeof *a);
+    if (!l || !a || uv_async_init(loop, a, on_async) != 0) {
+        ag_free(l);
+        ag_free(a);
+        return AG_ENOMEM;
+    }
+    a->data = l;
+    l->async = a;
+    l->store = s;
+    pthread_mutex_init(&l->lock, NULL);
+    *out = l;
+    return 0;
+}
+
+static void on_loop_closed(uv_handle_t *h)
+{
+    struct ag_store_loop *l = h->data;
+    pthread_mutex_destroy(&l->lock);
+    ag_free(h);
+    ag_free(l);
+}
+
+void ag_store_loop_close(struct ag_store_loop *l)
+{
+    if (l) uv_close((uv_handle_t *)l->async, on_loop_closed);
+}
+
+void ag__store_loop_complete(struct ag_append_req *req)
+{
+    struct ag_store_loop *l = req->loop;
+    req->next_done = NULL;
+    pthread_mutex_lock(&l->lock);
+    if (l->tail) l->tail->next_done = req;
+    else l->head = req;
+    l->tail = req;
+    pthread_mutex_unlock(&l->lock);
+    uv_async_send(l->async);
+}
+
+int ag_store_append_async(struct ag_store_loop *l, struct ag_append_req *req)
+{
+    req->loop = l;
+    ag_err_clear(&req->err);
+    memset(&req->result, 0, sizeof req->result);
+    req->status = check_append(l->store, req->stream, req->stream_len, req->expected_version,
+                               req->events, req->count, &req->err);
+    if (req->status) {
+        ag__store_loop_complete(req);
+        return 0;
+    }
+    return l->store->ops->append_async(l->store, req);
+}
+
+/* ---- JSON ---- */
+
+int ag_event_to_json(const struct ag_event *ev, struct ag_buf *b)
+{
+    char id[AG_UUID_STRLEN + 1], ts[32];
+    ag_uuid_format(&ev->id, id);
+    ag_time_rfc3339(ev->time_ns, ts);
+    int rc = ag_buf_puts(b, "{\"stream\":");
+    rc = rc ? rc : ag_buf_json_str(b, ev->stream, ev->stream_len);
+    rc = rc ? rc : ag_buf_printf(b, ",\"version\":%lld,\"position\":%llu,\"id\":\"%s\",\"type\":",
+                                 (long long)ev->version, (unsigned long long)ev->position, id);
+    rc = rc ? rc : ag_buf_json_str(b, ev->type, ev->type_len);
+    rc = rc ? rc : ag_buf_printf(b, ",\"time\":\"%s\",\"data\":", ts);
+    rc = rc ? rc : ag_buf_append(b, ev->data, ev->data_len);
+    rc = rc ? rc : ag_buf_puts(b, ",\"metadata\":");
+    rc = rc ? rc : ag_buf_append(b, ev->metadata, ev->metadata_len);
+    return rc ? rc : ag_buf_putc(b, '}');
+}

@@ -248,7 +248,7 @@ typedef bool (*ag_retry_pred_fn)(void *ctx, int rc);
 struct ag_retry_budget;
 
 struct ag_retry_config {
-    unsigned max_attempts;   /* total attempts including the first (default 3) */
+    unsigned max_attempts;   /* total attempts including the first; 0 or 1 = no retry */
     enum ag_backoff backoff; /* how the un-jittered delay grows */
     uint64_t base_ns;        /* first delay (default 100 ms) */
     uint64_t cap_ns;         /* never wait longer (default 10 s) */

@@ -47,4 +47,17 @@ const char *ag__bulkhead_name(const struct ag_bulkhead *bh);
 const struct ag_resil_hooks *ag__bulkhead_hooks(const struct ag_bulkhead *bh);
 uint64_t ag__bulkhead_max_wait(const struct ag_bulkhead *bh);
 
+/* ---- pipeline pieces shared by the sync (pipeline.c) and async (async.c) runs ---- */
+
+/* Apply the fallback to a failed call; returns the final code. */
+int ag__resil_fallback(const struct ag_fallback *f, int rc, struct ag_resil_ctx *ctx);
+/* The outcome to report for a call that ended with first_rc, then final_rc. */
+enum ag_resil_outcome ag__resil_outcome(int first_rc, int final_rc);
+/* The earlier of ctx's deadline and now + overall_timeout_ns (0 = none). */
+uint64_t ag__resil_overall_deadline(const struct ag_pipeline *p, const struct ag_resil_ctx *ctx);
+/* The wait before the attempt after `attempt` failed with rc, or 0 to stop.
+ * `prev` carries the previous delay (decorrelated jitter); consumes the budget. */
+uint64_t ag__resil_next_delay(const struct ag_pipeline *p, unsigned attempt, uint64_t *prev, int rc,
+                              uint64_t retry_after_ns, uint64_t deadline);
+
 #endif

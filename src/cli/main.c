@@ -1,8 +1,10 @@
 /* agora's entry point: dispatch to a subcommand. */
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "agora/base.h"
 #include "cli/cli.h"
 
 static const struct ag_cli_cmd *const commands[] = {
@@ -48,6 +50,8 @@ int ag_cli_print_help(void)
 
 int main(int argc, char **argv)
 {
+    const char *lvl = getenv("AGORA_LOG_LEVEL");
+    if (lvl && ag_log_level_parse(lvl) >= 0) ag_log_set_level(ag_log_level_parse(lvl));
     if (argc < 2) {
         usage(stderr);
         return 2;

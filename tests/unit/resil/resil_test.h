@@ -33,12 +33,12 @@ static inline void tclock_sleep(void *ctx, uint64_t ns) { tclock_advance(ctx, ns
 /* Counts what hooks report. */
 struct hook_log {
     _Atomic int transitions;          /* state_change calls */
-    enum ag_cb_state last_from, last_to;
+    _Atomic int last_from, last_to;   /* enum ag_cb_state of the last transition */
     _Atomic int outcomes[6];          /* call() by outcome */
     _Atomic int rejected;             /* rejected() calls */
-    int last_reject_code;
+    _Atomic int last_reject_code;
     _Atomic int retries;              /* retry() calls */
-    uint64_t retry_delays[16];        /* delays of the first retries */
+    uint64_t retry_delays[16];        /* delays of the first retries (single-threaded tests) */
 };
 
 static void hl_state(void *ctx, const char *name, enum ag_cb_state from, enum ag_cb_state to)

@@ -1,0 +1,268 @@
+/*
+ * agora HTTP: an HTTP/1.1 server and client on libuv, a router with middleware,
+ * JSON and RFC 9457 problem+json helpers. Parsing is http-parser's; this module
+ * owns connection state, limits, ordering and timeouts.
+ *
+ * Server. N worker threads, each with its own uv loop and its own listening socket
+ * bound to the same address with SO_REUSEPORT (the kernel spreads connections).
+ * A connection belongs to one worker for its life; so does each request on it.
+ * Keep-alive and pipelining are supported; responses leave in request order even
+ * when handlers answer out of order.
+ *
+ * Handlers. A handler runs on the connection's loop thread and either answers at
+ * once (ag_http_respond*) or keeps the request and answers later from the same
+ * loop (a uv_async or a store completion on that loop); ag_http_req_loop tells
+ * which loop. The request object stays valid until it has been answered, even if
+ * the client went away meanwhile (the answer is then dropped). A handler that
+ * returns a negative AG_E* code without answering gets a problem+json response
+ * mapped from the code; every 4xx/5xx without a body gets a problem+json body.
+ *
+ * Ownership. The router is owned by the caller and must outlive the servers using
+ * it; routes and middleware are registered before the server starts. Strings
+ * returned by ag_http_req_* are borrowed and live as long as the request.
+ *
+ * Client. An upstream is a connection pool to one host:port on one loop. Requests
+ * complete through a callback on that loop with either a response or a distinct
+ * error: AG_ECONNECT (could not connect), AG_ERESET (connection closed or reset
+ * before the response completed), AG_EPROTOCOL (malformed response),
+ * AG_EPOOL_TIMEOUT (no pooled connection became free in time), AG_ETIMEDOUT (the
+ * request's deadline passed), AG_ETOOBIG (response body over the limit).
+ */
+#ifndef AGORA_HTTP_H
+#define AGORA_HTTP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+#include <uv.h>
+
+#include "agora/base.h"
+#include "agora/obs.h"
+
+struct ag_http_server;
+struct ag_http_router;
+struct ag_http_req;
+struct ag_http_upstream;
+
+/* ---- router and middleware ---- */
+
+/* Returns 0 once it has answered or will answer later; a negative AG_E* code
+ * without answering makes the server answer with the mapped problem+json. */
+typedef int (*ag_http_handler_fn)(struct ag_http_req *req, void *ud);
+
+struct ag_http_middleware {
+    const char *name; /* for logs; borrowed, static */
+    /* Before the handler, in registration order. Return 0 to continue, 1 after
+     * answering (stops the chain), or a negative AG_E* code (mapped answer). */
+    int (*on_request)(struct ag_http_req *req, void *ud);
+    /* When the answer is final but not yet written, in reverse order: may read the
+     * status and add headers. */
+    void (*on_response)(struct ag_http_req *req, void *ud);
+    void *ud; /* borrowed user data */
+};
+
+/* What the built-in middleware does (ag_http_router_observe). */
+struct ag_http_observe {
+    struct ag_obs_registry *metrics; /* RED metrics per route + GET /metrics; NULL = none */
+    struct ag_obs_health *health;    /* checks for /health/live|ready; NULL = no checks */
+    bool request_id;                 /* keep a valid X-Request-ID or create one; echo it */
+    bool trace;                      /* parse or create traceparent; echo the server span */
+    bool access_log;                 /* one JSON line per request via the base logger */
+    bool ops_routes;                 /* mount GET /metrics, /health/live, /health/ready */
+};
+
+/* A new router; caller frees with ag_http_router_free after every server using it. */
+AG_EXTERN int ag_http_router_new(struct ag_http_router **out);
+AG_EXTERN void ag_http_router_free(struct ag_http_router *r);
+/* Route `method` (upper case, e.g. "GET") + `pattern` to `fn`. A pattern is
+ * "/"-separated segments; "{name}" matches one non-empty segment and binds it as
+ * a parameter. Literal segments win over parameters. AG_EEXISTS when the same
+ * method and pattern are already routed, AG_EINVAL for a bad pattern. Strings are
+ * copied. GET routes also answer HEAD (without a body) unless HEAD is routed. */
+AG_EXTERN int ag_http_route(struct ag_http_router *r, const char *method, const char *pattern,
+                            ag_http_handler_fn fn, void *ud);
+/* Append a middleware (the struct is copied, its name and ud are borrowed). */
+AG_EXTERN int ag_http_router_use(struct ag_http_router *r, const struct ag_http_middleware *mw);
+/* Enable the built-in middleware (request id, traceparent, metrics, access log) and
+ * ops routes. They run before (on_request) and after (on_response) the user's
+ * middleware. Call once, before serving; `o` is copied, its pointers borrowed. */
+AG_EXTERN int ag_http_router_observe(struct ag_http_router *r, const struct ag_http_observe *o);
+
+/* ---- server ---- */
+
+struct ag_http_server_config {
+    const char *host;           /* numeric IPv4/IPv6 address; NULL = "127.0.0.1" */
+    uint16_t port;              /* 0 = an ephemeral port (see ag_http_server_port) */
+    int workers;                /* worker loops; 0 = number of CPUs */
+    size_t max_header_bytes;    /* request line + headers; 0 = 16 KiB (else 431) */
+    size_t max_body_bytes;      /* decoded body; 0 = 1 MiB (else 413) */
+    uint32_t header_timeout_ms; /* first byte to end of headers; 0 = 10 s (else 408) */
+    uint32_t body_timeout_ms;   /* end of headers to end of body; 0 = 30 s (else 408) */
+    uint32_t idle_timeout_ms;   /* keep-alive idle before closing; 0 = 60 s */
+    uint32_t max_connections;   /* over all workers; 0 = 10000; more wait in the backlog */
+    uint32_t max_pipeline;      /* requests queued per connection; 0 = 32 */
+    int backlog;                /* listen(2) backlog; 0 = 1024 */
+};
+
+/* A server for `router` (borrowed). Not listening until ag_http_server_start.
+ * Caller frees with ag_http_server_free after ag_http_server_wait. */
+AG_EXTERN int ag_http_server_new(const struct ag_http_server_config *cfg, struct ag_http_router *router,
+                                 struct ag_http_server **out);
+/* Bind (AG_EIO with the reason in `err` when the address is taken) and start the
+ * worker threads. */
+AG_EXTERN int ag_http_server_start(struct ag_http_server *s, struct ag_err *err);
+/* The bound port (useful with port 0). */
+AG_EXTERN uint16_t ag_http_server_port(const struct ag_http_server *s);
+/* Start a graceful drain (thread-safe, returns at once): stop accepting, report
+ * not ready, close idle connections, answer in-flight requests with
+ * "Connection: close", and force-close what is left after `timeout_ms`. */
+AG_EXTERN void ag_http_server_drain(struct ag_http_server *s, uint32_t timeout_ms);
+AG_EXTERN bool ag_http_server_draining(const struct ag_http_server *s);
+/* Wait until every worker has finished (after a drain). */
+AG_EXTERN int ag_http_server_wait(struct ag_http_server *s);
+AG_EXTERN void ag_http_server_free(struct ag_http_server *s);
+/* Block the calling thread until SIGINT or SIGTERM, then drain with `drain_ms`
+ * and wait. The helper a CLI's main calls after ag_http_server_start. */
+AG_EXTERN int ag_http_server_run_until_signal(struct ag_http_server *s, uint32_t drain_ms);
+
+/* ---- requests ---- */
+
+AG_EXTERN const char *ag_http_req_method(const struct ag_http_req *req); /* "GET", ... */
+/* The path without the query, as sent (not percent-decoded). */
+AG_EXTERN const char *ag_http_req_path(const struct ag_http_req *req);
+/* The raw query after '?', or "" when none. */
+AG_EXTERN const char *ag_http_req_query(const struct ag_http_req *req);
+/* The percent-decoded value of query parameter `name` into a new string the
+ * request owns; NULL when absent. */
+AG_EXTERN const char *ag_http_req_query_param(struct ag_http_req *req, const char *name);
+/* First header named `name` (case-insensitive), or NULL. */
+AG_EXTERN const char *ag_http_req_header(const struct ag_http_req *req, const char *name);
+AG_EXTERN size_t ag_http_req_header_count(const struct ag_http_req *req);
+AG_EXTERN void ag_http_req_header_at(const struct ag_http_req *req, size_t i, const char **name /* OUT */,
+                                     const char **value /* OUT */);
+/* The decoded body (chunked bodies are reassembled); *len may be 0. */
+AG_EXTERN const char *ag_http_req_body(const struct ag_http_req *req, size_t *len /* OUT */);
+/* A path parameter bound by the route pattern, percent-decoded; NULL when absent. */
+AG_EXTERN const char *ag_http_req_param(const struct ag_http_req *req, const char *name);
+/* The matched route pattern, or NULL when no route matched. */
+AG_EXTERN const char *ag_http_req_route(const struct ag_http_req *req);
+/* The request id (kept from X-Request-ID or created) when the request_id
+ * middleware is on, else NULL. */
+AG_EXTERN const char *ag_http_req_id(const struct ag_http_req *req);
+/* The server span's trace context when the trace middleware is on, else NULL. */
+AG_EXTERN const struct ag_obs_trace *ag_http_req_trace(const struct ag_http_req *req);
+/* The loop the request lives on: answer from this loop only. */
+AG_EXTERN uv_loop_t *ag_http_req_loop(const struct ag_http_req *req);
+/* Monotonic ns when the request's first byte was parsed. */
+AG_EXTERN uint64_t ag_http_req_start_ns(const struct ag_http_req *req);
+/* User data carried from a middleware to a handler (borrowed). */
+AG_EXTERN void ag_http_req_set_data(struct ag_http_req *req, void *data);
+AG_EXTERN void *ag_http_req_data(const struct ag_http_req *req);
+/* Parse the body as JSON (object or array, duplicate keys rejected) into a new
+ * reference the caller decrefs. AG_EJSON with the position in `err` when malformed. */
+AG_EXTERN int ag_http_req_json(const struct ag_http_req *req, json_t **out, struct ag_err *err);
+/* Arena allocation freed with the request (NULL on failure). */
+AG_EXTERN void *ag_http_req_alloc(struct ag_http_req *req, size_t n);
+
+/* ---- responses (on the request's loop, once per request) ---- */
+
+/* Add a response header. AG_EINVAL when the name is not an HTTP token or the
+ * value holds CR, LF or NUL (no response splitting); both are copied. The server
+ * sets Date, Content-Length and Connection itself. */
+AG_EXTERN int ag_http_resp_header(struct ag_http_req *req, const char *name, const char *value);
+/* The status of the answer (0 until answered); for on_response middleware. */
+AG_EXTERN int ag_http_resp_status(const struct ag_http_req *req);
+/* Answer with `status` and a body (copied; NULL/0 for none). AG_EINVAL when the
+ * request was already answered. The request must not be used afterwards. */
+AG_EXTERN int ag_http_respond(struct ag_http_req *req, int status, const char *content_type,
+                              const void *body, size_t len);
+/* Answer with a JSON body; takes the reference to `body` (NULL answers 500). */
+AG_EXTERN int ag_http_respond_json(struct ag_http_req *req, int status, json_t *body);
+/* Answer with an RFC 9457 application/problem+json body {type, title, status,
+ * detail, instance?, errors?}. NULL type = "about:blank", NULL title = the reason
+ * phrase, NULL detail omitted. Takes the reference to `errors` (may be NULL). */
+AG_EXTERN int ag_http_respond_problem(struct ag_http_req *req, int status, const char *type,
+                                      const char *title, const char *detail, json_t *errors);
+/* Append {"pointer": pointer, "detail": detail} to *errors (created when NULL). */
+AG_EXTERN int ag_http_problem_error_add(json_t **errors, const char *pointer, const char *detail);
+/* Answer with the problem for an AG_E* code (ag_http_status_for) and `detail`
+ * (NULL = ag_strerror(code)). */
+AG_EXTERN int ag_http_respond_error(struct ag_http_req *req, int code, const char *detail);
+/* The HTTP status an AG_E* code maps to: EINVAL/EJSON 400, ENOTFOUND 404,
+ * ECONFLICT/EEXISTS 409, EIDEMPOTENCY 422, EDOMAIN 422, ETOOBIG 413, ERATE_LIMITED
+ * 429, ECIRCUIT_OPEN/EBULKHEAD_FULL/EPOOL_TIMEOUT 503, ETIMEDOUT 504,
+ * ECONNECT/ERESET/EPROTOCOL/EUPSTREAM 502, EUNSUPPORTED 501, anything else 500. */
+AG_EXTERN int ag_http_status_for(int code);
+/* The reason phrase for a status ("Not Found"), "Unknown" when unlisted. */
+AG_EXTERN const char *ag_http_reason(int status);
+
+/* ---- client ---- */
+
+struct ag_http_upstream_config {
+    const char *host;                /* numeric IPv4/IPv6 address (no DNS on the loop) */
+    uint16_t port;                   /* TCP port */
+    uint32_t max_connections;        /* open connections; 0 = 8 */
+    uint32_t max_pending;            /* requests waiting for a connection; 0 = 256 */
+    uint32_t max_requests_per_conn;  /* close after this many; 0 = unlimited */
+    uint32_t connect_timeout_ms;     /* 0 = 2 s (AG_ECONNECT) */
+    uint32_t pool_timeout_ms;        /* wait for a free connection; 0 = 1 s */
+    uint32_t idle_timeout_ms;        /* keep an idle connection; 0 = 30 s */
+    size_t max_response_bytes;       /* response body limit; 0 = 8 MiB (AG_ETOOBIG) */
+};
+
+struct ag_http_header {
+    const char *name;  /* borrowed */
+    const char *value; /* borrowed */
+};
+
+struct ag_http_client_req {
+    const char *method;                       /* "GET", ...; borrowed */
+    const char *path;                         /* origin-form with query; borrowed */
+    const struct ag_http_header *headers;     /* extra headers; borrowed, copied at submit */
+    size_t nheaders;                          /* entries in headers */
+    const void *body;                         /* borrowed, copied at submit; NULL = none */
+    size_t body_len;                          /* bytes of body */
+    uint32_t timeout_ms;                      /* deadline from submit; 0 = 10 s */
+    const char *request_id;                   /* sent as X-Request-ID when not NULL */
+    char traceparent[AG_OBS_TRACEPARENT_LEN + 1]; /* sent when non-empty */
+};
+
+struct ag_http_client_resp {
+    int status;                       /* HTTP status */
+    const struct ag_http_header *headers; /* borrowed for the callback's duration */
+    size_t nheaders;                  /* entries in headers */
+    const char *body;                 /* decoded body, NUL-terminated; borrowed */
+    size_t body_len;                  /* bytes of body */
+};
+
+/* Completion: rc is 0 with `resp`, or a negative code (see the top) with resp NULL. */
+typedef void (*ag_http_client_cb)(int rc, const struct ag_http_client_resp *resp, void *ud);
+
+/* A pool to one upstream on `loop` (borrowed). Caller closes it with
+ * ag_http_upstream_close. */
+AG_EXTERN int ag_http_upstream_new(uv_loop_t *loop, const struct ag_http_upstream_config *cfg,
+                                   struct ag_http_upstream **out);
+/* Submit a request; `cb` runs later on the loop, exactly once. AG_EAGAIN at once
+ * when max_pending requests already wait, AG_EINVAL for a bad method, path or
+ * header (CR/LF), AG_ECLOSED after close. */
+AG_EXTERN int ag_http_upstream_request(struct ag_http_upstream *u, const struct ag_http_client_req *r,
+                                       ag_http_client_cb cb, void *ud);
+/* Fail waiting and in-flight requests with AG_ECANCELED, close the connections and
+ * free the pool once libuv has closed every handle. */
+AG_EXTERN void ag_http_upstream_close(struct ag_http_upstream *u);
+/* Pool statistics (tests, admin). */
+struct ag_http_upstream_stats {
+    uint32_t open;      /* open connections */
+    uint32_t idle;      /* idle, reusable connections */
+    uint32_t pending;   /* requests waiting for a connection */
+    uint64_t connects;  /* connections opened so far */
+    uint64_t reused;    /* requests sent on a reused connection */
+};
+AG_EXTERN void ag_http_upstream_stats(const struct ag_http_upstream *u, struct ag_http_upstream_stats *out);
+/* Fill `out`'s request_id and traceparent from a server request being served (a
+ * child span of its trace), so calls made on its behalf carry them. */
+AG_EXTERN void ag_http_propagate(const struct ag_http_req *in, struct ag_http_client_req *out);
+
+#endif

@@ -1,0 +1,87 @@
+#include <string.h>
+
+#include "testrouter.h"
+
+struct ag_http_req *test_deferred[8];
+int test_ndeferred;
+
+static int hello(struct ag_http_req *req, void *ud)
+{
+    (void)ud;
+    const char *name = ag_http_req_query_param(req, "name");
+    if (name) {
+        char buf[128];
+        size_t n = (size_t)snprintf(buf, sizeof buf, "hello %s", name);
+        return ag_http_respond(req, 200, "text/plain", buf, n);
+    }
+    return ag_http_respond(req, 200, "text/plain", "hello", 5);
+}
+
+static int echo(struct ag_http_req *req, void *ud)
+{
+    (void)ud;
+    size_t n;
+    const char *b = ag_http_req_body(req, &n);
+    return ag_http_respond(req, 200, "application/octet-stream", b, n);
+}
+
+static int order(struct ag_http_req *req, void *ud)
+{
+    (void)ud;
+    return ag_http_respond_json(req, 200, json_pack("{s:s}", "id", ag_http_req_param(req, "id")));
+}
+
+static int search(struct ag_http_req *req, void *ud)
+{
+    (void)ud;
+    return ag_http_respond(req, 200, "text/plain", "search", 6);
+}
+
+static int fail(struct ag_http_req *req, void *ud)
+{
+    (void)req, (void)ud;
+    return AG_ENOTFOUND;
+}
+
+static int bad_header(struct ag_http_req *req, void *ud)
+{
+    (void)ud;
+    int rc = ag_http_resp_header(req, "X-Split", "a\r\nSet-Cookie: evil=1");
+    int rc2 = ag_http_resp_header(req, "Content-Length", "0");
+    const char *msg = rc == AG_EINVAL && rc2 == AG_EINVAL ? "refused" : "accepted";
+    return ag_http_respond(req, 200, "text/plain", msg, strlen(msg));
+}
+
+static int problem(struct ag_http_req *req, void *ud)
+{
+    (void)ud;
+    json_t *errors = NULL;
+    ag_http_problem_error_add(&errors, "/items/0/quantity", "must be positive");
+    return ag_http_respond_problem(req, 422, "https://agora.dev/problems/validation", "Invalid order",
+                                   "one field is invalid", errors);
+}
+
+static int later(struct ag_http_req *req, void *ud)
+{
+    (void)ud;
+    if (test_ndeferred == 8) return AG_EAGAIN;
+    test_deferred[test_ndeferred++] = req;
+    return 0;
+}
+
+struct ag_http_router *test_router_new(void)
+{
+    struct ag_http_router *r;
+    if (ag_http_router_new(&r)) return NULL;
+    ag_http_route(r, "GET", "/hello", hello, NULL);
+    ag_http_route(r, "POST", "/echo", echo, NULL);
+    ag_http_route(r, "GET", "/orders/{id}", order, NULL);
+    ag_http_route(r, "PUT", "/orders/{id}", order, NULL);
+    ag_http_route(r, "GET", "/orders/search", search, NULL);
+    ag_http_route(r, "GET", "/fail", fail, NULL);
+    ag_http_route(r, "GET", "/bad-header", bad_header, NULL);
+    ag_http_route(r, "GET", "/problem", problem, NULL);
+    ag_http_route(r, "GET", "/later/{n}", later, NULL);
+    test_ndeferred = 0;
+    return r;
+}

@@ -1,0 +1,154 @@
+/*
+ * The event-sourcing kernel: aggregate repository, projections and the inbox.
+ *
+ * Repository. An aggregate type (`struct ag_es_type`) says how to fold events into
+ * a state. `ag_es_execute` loads a stream's state (latest snapshot + the events
+ * after it; kept in a bounded in-memory cache and caught up from the store on each
+ * use), runs the caller's decide function, appends the new events with the exact
+ * expected version, and on a concurrency conflict reloads, re-decides and retries
+ * (bounded) before reporting AG_ECONFLICT. A snapshot is saved every N events.
+ * Commands on one stream are serialised in-process (a lock per cached aggregate),
+ * so conflicts only come from other processes. Blocking: call it from worker
+ * threads (the libuv threadpool), never from a loop thread.
+ *
+ * Projections. A projection is a named read model in its own SQLite file under
+ * `<data>/readmodels/<name>.db`: a schema, and an apply function that turns one
+ * event into rows. The runner subscribes to `$all` from the projection's
+ * checkpoint and writes each page of rows and the new checkpoint in one SQLite
+ * transaction (exactly-once projection). Its lag (events and seconds) is exposed.
+ *
+ * Inbox. `ag_es_inbox_seen` records an event id per consumer in the projection's
+ * database, inside the same transaction, so an at-least-once consumer acts once.
+ *
+ * Ownership: handles from the _new and _start functions are freed with the matching
+ * _free and _stop functions.
+ */
+#ifndef AGORA_ES_H
+#define AGORA_ES_H
+
+#include <jansson.h>
+#include <sqlite3.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "agora/store.h"
+
+/* ---- aggregates ---- */
+
+struct ag_es_type {
+    const char *name;  /* for logs and metrics ("order") */
+    size_t state_size; /* bytes of the state struct */
+    void (*init)(void *state);
+    void (*free)(void *state);
+    int (*evolve)(void *state, const char *type, const json_t *data);
+    json_t *(*snapshot)(const void *state); /* new reference */
+    int (*restore)(void *state, const json_t *snap);
+};
+
+/* New events a decide function produces: type (static string) + data (owned). */
+struct ag_es_new {
+    const char *type;
+    json_t *data;
+};
+struct ag_es_batch {
+    struct ag_es_new *v;
+    size_t n, cap;
+};
+AG_EXTERN int ag_es_batch_push(struct ag_es_batch *b, const char *type, json_t *data /* stolen */);
+AG_EXTERN void ag_es_batch_free(struct ag_es_batch *b);
+
+/* Decide: look at `state` (at `version`, -1 = new stream) and push events to `out`.
+ * Return 0 (no events = nothing to do) or an AG_E* code with `err` filled. */
+typedef int (*ag_es_decide_fn)(const void *state, int64_t version, void *ud,
+                               struct ag_es_batch *out, struct ag_err *err);
+/* Read the state after a command (under the aggregate's lock). */
+typedef void (*ag_es_view_fn)(const void *state, int64_t version, void *ud);
+
+struct ag_es_repo_config {
+    struct ag_store *store;    /* borrowed */
+    uint32_t snapshot_every;   /* 0 → 100 */
+    uint32_t max_retries;      /* on conflict; 0 → 5 */
+    size_t cache_capacity;     /* aggregates kept in memory; 0 → 100000 */
+};
+struct ag_es_repo;
+
+AG_EXTERN int ag_es_repo_new(const struct ag_es_repo_config *cfg, struct ag_es_repo **out);
+AG_EXTERN void ag_es_repo_free(struct ag_es_repo *r);
+
+struct ag_es_result {
+    int64_t version;   /* the stream's version after the command */
+    size_t appended;   /* events appended (0 for a no-op) */
+    uint64_t position; /* global position of the last appended event */
+};
+
+/* Run a command against `stream` of type `t`. `metadata` (JSON object text or
+ * NULL) is stored with every new event. `view` (optional) sees the state after the
+ * command, under the lock. */
+AG_EXTERN int ag_es_execute(struct ag_es_repo *r, const struct ag_es_type *t, const char *stream,
+                            ag_es_decide_fn decide, void *ud, const char *metadata,
+                            ag_es_view_fn view, void *view_ud, struct ag_es_result *res,
+                            struct ag_err *err);
+/* Read the current state (caught up from the store) without a command.
+ * AG_ENOTFOUND when the stream has no events. */
+AG_EXTERN int ag_es_read(struct ag_es_repo *r, const struct ag_es_type *t, const char *stream,
+                         ag_es_view_fn view, void *ud, struct ag_err *err);
+
+/* ---- projections ---- */
+
+/* Called for each event, inside the page's transaction. `data` is the parsed
+ * payload. Return 0, or an error to roll back the page and stop the projection. */
+typedef int (*ag_es_apply_fn)(sqlite3 *db, const struct ag_event *ev, const json_t *data,
+                              void *ud);
+
+struct ag_projection {
+    const char *name;       /* file name and checkpoint key ("orders") */
+    const char *schema;     /* SQL run at start (CREATE TABLE IF NOT EXISTS ...) */
+    const char *const *types; /* event types it wants (NULL-terminated); NULL = all */
+    ag_es_apply_fn apply;
+    void *ud;
+};
+
+struct ag_projector;
+
+struct ag_projection_stats {
+    const char *name;        /* borrowed */
+    uint64_t checkpoint;     /* next position it will read */
+    uint64_t head;           /* events in the store */
+    uint64_t lag_events;     /* head - checkpoint */
+    double lag_seconds;      /* age of the oldest unprojected event (0 when caught up) */
+    uint64_t applied;        /* events applied since start */
+    bool failed;             /* stopped on an error */
+    char error[512];         /* the error, when failed */
+};
+
+/* Start one thread per projection. `dir` is the read-model directory (created).
+ * `projs` is borrowed and must outlive the projector. */
+AG_EXTERN int ag_projector_start(struct ag_store *s, const char *dir,
+                                 const struct ag_projection *projs, size_t n,
+                                 struct ag_projector **out, struct ag_err *err);
+AG_EXTERN void ag_projector_stop(struct ag_projector *p);
+AG_EXTERN size_t ag_projector_count(const struct ag_projector *p);
+AG_EXTERN void ag_projector_stats(struct ag_projector *p, size_t i, struct ag_projection_stats *out);
+/* Wait until every projection has passed `position` (i.e. checkpoint > position)
+ * or `timeout_ms` ran out (AG_ETIMEDOUT). */
+AG_EXTERN int ag_projector_wait(struct ag_projector *p, uint64_t position, int timeout_ms);
+/* Lowest checkpoint over all projections (what reads are consistent with). */
+AG_EXTERN uint64_t ag_projector_position(struct ag_projector *p);
+
+/* Rebuild one projection from position 0 synchronously (the runner must not be
+ * running on that directory). `progress` (optional) is called with done/total. */
+AG_EXTERN int ag_projection_rebuild(struct ag_store *s, const char *dir,
+                                    const struct ag_projection *proj,
+                                    void (*progress)(void *ud, uint64_t done, uint64_t total),
+                                    void *ud, struct ag_err *err);
+
+/* Open a projection's database for queries (read-only, WAL, shared-cache off).
+ * Caller closes with sqlite3_close. */
+AG_EXTERN int ag_projection_open_ro(const char *dir, const char *name, sqlite3 **out);
+
+/* Inbox for idempotent consumers: returns 1 when `consumer` already saw `event_id`
+ * (skip it), 0 when it is new (and now recorded), or an error. Use inside the
+ * consumer's transaction. */
+AG_EXTERN int ag_es_inbox_seen(sqlite3 *db, const char *consumer, const struct ag_uuid *event_id);
+
+#endif

@@ -1,0 +1,355 @@
+/*
+ * The aggregate repository.
+ *
+ * Cache. Loaded aggregates live in a hash table of `struct centry` (stream name →
+ * state + version), each with its own mutex, so commands on one aggregate run one
+ * at a time while different aggregates proceed in parallel. Before every use the
+ * entry is caught up with the store (an in-memory version check, then the events
+ * after the cached version), so another process writing the same store is seen.
+ * Entries nobody holds are evicted in LRU order beyond `cache_capacity`.
+ *
+ * Snapshots. After an append that crosses a multiple of `snapshot_every`, the
+ * state is snapshotted. A cold load starts from the latest snapshot; a snapshot
+ * that fails to restore is ignored (the events are the truth).
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "agora/es.h"
+
+struct centry {
+    struct centry *hnext;        /* hash chain */
+    struct centry *prev, *next;  /* LRU list (most recent at head) */
+    pthread_mutex_t lock;        /* held while a command runs */
+    const struct ag_es_type *type;
+    uint64_t hash;
+    unsigned refs;               /* users holding it (not evictable while > 0) */
+    bool loaded;                 /* state initialised */
+    int64_t version;             /* version the state includes (-1: none) */
+    void *state;
+    char stream[];               /* NUL-terminated */
+};
+
+struct ag_es_repo {
+    struct ag_es_repo_config cfg;
+    pthread_mutex_t lock;        /* guards the table, LRU and refs */
+    struct centry **buckets;
+    size_t nbuckets, count;
+    struct centry *lru_head, *lru_tail;
+};
+
+int ag_es_batch_push(struct ag_es_batch *b, const char *type, json_t *data)
+{
+    if (!data) return AG_ENOMEM;
+    if (b->n == b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 8;
+        struct ag_es_new *v = ag_realloc(b->v, cap * sizeof *v);
+        if (!v) {
+            json_decref(data);
+            return AG_ENOMEM;
+        }
+        b->v = v, b->cap = cap;
+    }
+    b->v[b->n++] = (struct ag_es_new){type, data};
+    return 0;
+}
+
+void ag_es_batch_free(struct ag_es_batch *b)
+{
+    for (size_t i = 0; i < b->n; i++) json_decref(b->v[i].data);
+    ag_free(b->v);
+    memset(b, 0, sizeof *b);
+}
+
+int ag_es_repo_new(const struct ag_es_repo_config *cfg, struct ag_es_repo **out)
+{
+    struct ag_es_repo *r = ag_calloc(1, sizeof *r);
+    if (!r) return AG_ENOMEM;
+    r->cfg = *cfg;
+    if (!r->cfg.snapshot_every) r->cfg.snapshot_every = 100;
+    if (!r->cfg.max_retries) r->cfg.max_retries = 5;
+    if (!r->cfg.cache_capacity) r->cfg.cache_capacity = 100000;
+    r->nbuckets = 1024;
+    while (r->nbuckets < r->cfg.cache_capacity) r->nbuckets *= 2;
+    r->buckets = ag_calloc(r->nbuckets, sizeof *r->buckets);
+    if (!r->buckets) {
+        ag_free(r);
+        return AG_ENOMEM;
+    }
+    pthread_mutex_init(&r->lock, NULL);
+    *out = r;
+    return 0;
+}
+
+static void entry_free(struct centry *e)
+{
+    if (e->loaded) e->type->free(e->state);
+    pthread_mutex_destroy(&e->lock);
+    ag_free(e->state);
+    ag_free(e);
+}
+
+void ag_es_repo_free(struct ag_es_repo *r)
+{
+    if (!r) return;
+    for (size_t i = 0; i < r->nbuckets; i++)
+        for (struct centry *e = r->buckets[i], *n; e; e = n) {
+            n = e->hnext;
+            entry_free(e);
+        }
+    ag_free(r->buckets);
+    pthread_mutex_destroy(&r->lock);
+    ag_free(r);
+}
+
+/* ---- cache (r->lock held) ---- */
+
+static void lru_unlink(struct ag_es_repo *r, struct centry *e)
+{
+    if (e->prev) e->prev->next = e->next;
+    else r->lru_head = e->next;
+    if (e->next) e->next->prev = e->prev;
+    else r->lru_tail = e->prev;
+    e->prev = e->next = NULL;
+}
+
+static void lru_push(struct ag_es_repo *r, struct centry *e)
+{
+    e->next = r->lru_head;
+    e->prev = NULL;
+    if (r->lru_head) r->lru_head->prev = e;
+    r->lru_head = e;
+    if (!r->lru_tail) r->lru_tail = e;
+}
+
+static void evict(struct ag_es_repo *r)
+{
+    for (struct centry *e = r->lru_tail; e && r->count > r->cfg.cache_capacity;) {
+        struct centry *prev = e->prev;
+        if (e->refs == 0) {
+            struct centry **pp = &r->buckets[e->hash & (r->nbuckets - 1)];
+            while (*pp != e) pp = &(*pp)->hnext;
+            *pp = e->hnext;
+            lru_unlink(r, e);
+            r->count--;
+            entry_free(e);
+        }
+        e = prev;
+    }
+}
+
+static struct centry *acquire(struct ag_es_repo *r, const struct ag_es_type *t, const char *stream)
+{
+    size_t len = strlen(stream);
+    uint64_t h = ag_xxh3(stream, len);
+    pthread_mutex_lock(&r->lock);
+    struct centry *e = r->buckets[h & (r->nbuckets - 1)];
+    while (e && !(e->hash == h && e->type == t && strcmp(e->stream, stream) == 0)) e = e->hnext;
+    if (e) {
+        lru_unlink(r, e);
+    } else if ((e = ag_calloc(1, sizeof *e + len + 1)) && (e->state = ag_calloc(1, t->state_size))) {
+        memcpy(e->stream, stream, len + 1);
+        e->hash = h;
+        e->type = t;
+        e->version = -1;
+        pthread_mutex_init(&e->lock, NULL);
+        e->hnext = r->buckets[h & (r->nbuckets - 1)];
+        r->buckets[h & (r->nbuckets - 1)] = e;
+        r->count++;
+    } else {
+        ag_free(e);
+        e = NULL;
+    }
+    if (e) {
+        e->refs++;
+        lru_push(r, e);
+        evict(r);
+    }
+    pthread_mutex_unlock(&r->lock);
+    if (e) pthread_mutex_lock(&e->lock);
+    return e;
+}
+
+static void release(struct ag_es_repo *r, struct centry *e)
+{
+    pthread_mutex_unlock(&e->lock);
+    pthread_mutex_lock(&r->lock);
+    e->refs--;
+    evict(r);
+    pthread_mutex_unlock(&r->lock);
+}
+
+/* ---- loading (e->lock held) ---- */
+
+static void reset_state(struct centry *e)
+{
+    if (e->loaded) e->type->free(e->state);
+    memset(e->state, 0, e->type->state_size);
+    e->type->init(e->state);
+    e->loaded = true;
+    e->version = -1;
+}
+
+static void try_snapshot(struct ag_es_repo *r, struct centry *e)
+{
+    struct ag_snapshot snap;
+    if (ag_store_load_snapshot(r->cfg.store, e->stream, strlen(e->stream), &snap, NULL)) return;
+    json_t *j = json_loadb(snap.state, snap.state_len, 0, NULL);
+    if (j && e->type->restore(e->state, j) == 0) {
+        e->version = snap.version;
+    } else {
+        AG_WARN("es.snapshot_ignored", AG_LS("stream", e->stream));
+        reset_state(e);
+    }
+    json_decref(j);
+    ag_snapshot_free(&snap);
+}
+
+static int apply_page(struct centry *e, const struct ag_event_page *p, struct ag_err *err)
+{
+    for (size_t i = 0; i < p->count; i++) {
+        const struct ag_event *ev = &p->events[i];
+        json_error_t je;
+        json_t *data = json_loadb(ev->data, ev->data_len, JSON_DECODE_ANY, &je);
+        char type[AG_STORE_TYPE_MAX + 1];
+        memcpy(type, ev->type, ev->type_len);
+        type[ev->type_len] = 0;
+        int rc = data ? e->type->evolve(e->state, type, data) : AG_EJSON;
+        json_decref(data);
+        if (rc)
+            return ag_err_set(err, rc, "%s v%lld (%s): cannot apply: %s", e->stream,
+                              (long long)ev->version, type, ag_strerror(rc));
+        e->version = ev->version;
+    }
+    return 0;
+}
+
+/* Bring the cached state up to the store's version of the stream. */
+static int catch_up(struct ag_es_repo *r, struct centry *e, struct ag_err *err)
+{
+    size_t len = strlen(e->stream);
+    int64_t head;
+    ag_store_stream_version(r->cfg.store, e->stream, len, &head);
+    if (e->loaded && head == e->version) return 0;
+    if (!e->loaded || head < e->version) {
+        reset_state(e);
+        if (head >= 0) try_snapshot(r, e);
+    }
+    while (e->version < head) {
+        struct ag_event_page p;
+        int rc = ag_store_read_stream(r->cfg.store, e->stream, len, e->version + 1,
+                                      AG_READ_FORWARD, 512, &p, err);
+        if (rc) return rc;
+        rc = apply_page(e, &p, err);
+        size_t got = p.count;
+        ag_event_page_free(&p);
+        if (rc) {
+            e->loaded = false; /* half-applied: rebuild next time */
+            e->type->free(e->state);
+            return rc;
+        }
+        if (got == 0) break;
+    }
+    return 0;
+}
+
+/* ---- commands ---- */
+
+static int append_batch(struct ag_es_repo *r, struct centry *e, const struct ag_es_batch *b,
+                        const char *metadata, struct ag_es_result *res, struct ag_err *err)
+{
+    struct ag_event_data *ev = ag_calloc(b->n, sizeof *ev);
+    char **texts = ag_calloc(b->n, sizeof *texts);
+    int rc = ev && texts ? 0 : AG_ENOMEM;
+    for (size_t i = 0; i < b->n && !rc; i++) {
+        texts[i] = json_dumps(b->v[i].data, JSON_COMPACT | JSON_ENCODE_ANY);
+        if (!texts[i]) rc = AG_ENOMEM;
+        else
+            ev[i] = (struct ag_event_data){.type = b->v[i].type, .type_len = strlen(b->v[i].type),
+                                           .data = texts[i], .data_len = strlen(texts[i]),
+                                           .metadata = metadata,
+                                           .metadata_len = metadata ? strlen(metadata) : 0};
+    }
+    struct ag_append_result ar;
+    if (!rc)
+        rc = ag_store_append(r->cfg.store, e->stream, strlen(e->stream),
+                             e->version < 0 ? AG_STORE_NO_STREAM : e->version, ev, b->n, &ar, err);
+    if (!rc) {
+        res->appended = b->n;
+        res->position = ar.last_position;
+    }
+    for (size_t i = 0; texts && i < b->n; i++) free(texts[i]); /* jansson's allocator */
+    ag_free(texts);
+    ag_free(ev);
+    return rc == AG_ENOMEM && err && !err->msg[0] ? ag_err_set(err, rc, "out of memory") : rc;
+}
+
+static void evolve_batch(struct centry *e, const struct ag_es_batch *b)
+{
+    for (size_t i = 0; i < b->n; i++) {
+        if (e->type->evolve(e->state, b->v[i].type, b->v[i].data)) {
+            e->loaded = false; /* decide produced an event evolve rejects: reload later */
+            e->type->free(e->state);
+            return;
+        }
+        e->version++;
+    }
+}
+
+static void maybe_snapshot(struct ag_es_repo *r, struct centry *e, int64_t before)
+{
+    uint32_t n = r->cfg.snapshot_every;
+    if (!e->loaded || (before + 1) / n == (e->version + 1) / n) return;
+    json_t *j = e->type->snapshot(e->state);
+    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    if (text) {
+        struct ag_err err;
+        if (ag_store_save_snapshot(r->cfg.store, e->stream, strlen(e->stream), e->version, text,
+                                   strlen(text), &err))
+            AG_WARN("es.snapshot_failed", AG_LS("stream", e->stream), AG_LS("error", err.msg));
+    }
+    free(text);
+    json_decref(j);
+}
+
+int ag_es_execute(struct ag_es_repo *r, const struct ag_es_type *t, const char *stream,
+                  ag_es_decide_fn decide, void *ud, const char *metadata, ag_es_view_fn view,
+                  void *view_ud, struct ag_es_result *res, struct ag_err *err)
+{
+    struct ag_es_result local;
+    if (!res) res = &local;
+    memset(res, 0, sizeof *res);
+    struct centry *e = acquire(r, t, stream);
+    if (!e) return ag_err_set(err, AG_ENOMEM, "out of memory");
+    int rc = AG_ECONFLICT;
+    for (uint32_t attempt = 0; attempt <= r->cfg.max_retries && rc == AG_ECONFLICT; attempt++) {
+        ag_err_clear(err);
+        if ((rc = catch_up(r, e, err))) break;
+        struct ag_es_batch b = {0};
+        rc = decide(e->state, e->version, ud, &b, err);
+        int64_t before = e->version;
+        if (!rc && b.n) rc = append_batch(r, e, &b, metadata, res, err);
+        if (!rc && b.n) {
+            evolve_batch(e, &b);
+            maybe_snapshot(r, e, before);
+        }
+        ag_es_batch_free(&b);
+    }
+    res->version = e->version;
+    if (!rc && view && e->loaded) view(e->state, e->version, view_ud);
+    release(r, e);
+    return rc;
+}
+
+int ag_es_read(struct ag_es_repo *r, const struct ag_es_type *t, const char *stream,
+               ag_es_view_fn view, void *ud, struct ag_err *err)
+{
+    struct centry *e = acquire(r, t, stream);
+    if (!e) return ag_err_set(err, AG_ENOMEM, "out of memory");
+    int rc = catch_up(r, e, err);
+    if (!rc && e->version < 0) rc = ag_err_set(err, AG_ENOTFOUND, "%s not found", stream);
+    if (!rc) view(e->state, e->version, ud);
+    release(r, e);
+    return rc;
+}

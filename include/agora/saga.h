@@ -1,0 +1,89 @@
+/*
+ * Durable orchestrated sagas.
+ *
+ * A saga definition is a list of steps, each an action and a compensation. A saga
+ * instance is a stream `saga-<id>` in the event store: SagaStarted {type, data},
+ * then StepSucceeded / StepFailed, CompensationSucceeded / CompensationFailed, and
+ * one terminal event: SagaCompleted, SagaCompensated {reason} or SagaFailed
+ * {reason}. Because the state is in the store, a process killed mid-saga resumes
+ * every unfinished saga when its engine starts.
+ *
+ * Steps run on the engine's worker threads. Each action and compensation gets the
+ * idempotency key "<sagaId>:<step>" and must honour it: a resumed saga re-runs the
+ * step whose success was not yet recorded, so the participant must recognise the
+ * repeat (agora's aggregates key reservations, charges and shipments by order).
+ * Actions run through the definition's resilience pipeline (retry, timeout,
+ * breaker); when an action finally fails, the completed steps are compensated in
+ * reverse order. A compensation that keeps failing leaves the saga Failed, logged
+ * at error level.
+ *
+ * Fault injection (for demos and chaos tests): per step, an error rate and an added
+ * latency for the action and for the compensation.
+ */
+#ifndef AGORA_SAGA_H
+#define AGORA_SAGA_H
+
+#include <jansson.h>
+
+#include "agora/es.h"
+#include "agora/resil.h"
+#include "agora/store.h"
+
+/* An action or a compensation: 0 or an AG_E* code with `err` filled. `data` is the
+ * saga's data (SagaStarted), `reason` the failure being compensated (NULL for
+ * actions). Runs on a worker thread; may block. */
+typedef int (*ag_saga_fn)(void *ud, const json_t *data, const char *key, const char *reason,
+                          struct ag_err *err);
+
+struct ag_saga_fault {
+    double error_rate;        /* probability an action fails with AG_EUPSTREAM */
+    uint32_t latency_ms;      /* added before the action */
+    double comp_error_rate;   /* probability a compensation fails */
+};
+
+struct ag_saga_step {
+    const char *name;          /* "ReserveInventory" */
+    ag_saga_fn action;         /* required */
+    ag_saga_fn compensate;     /* NULL: nothing to undo */
+    struct ag_saga_fault fault; /* zero = none */
+};
+
+struct ag_saga_def {
+    const char *type;                  /* "PlaceOrder" */
+    const struct ag_saga_step *steps;  /* borrowed */
+    size_t nsteps;
+    void *ud;                          /* passed to every step */
+    const struct ag_pipeline *policy;  /* per action attempt policy; NULL = one attempt */
+    unsigned comp_attempts;            /* compensation attempts before giving up (0 → 5) */
+    uint64_t comp_backoff_ns;          /* wait between them (0 → 50 ms) */
+};
+
+struct ag_saga_engine;
+
+/* Start `threads` workers and resume every unfinished saga found in the store.
+ * `defs` is borrowed and must outlive the engine. */
+AG_EXTERN int ag_saga_engine_start(struct ag_store *s, const struct ag_saga_def *defs, size_t n,
+                                   unsigned threads, struct ag_saga_engine **out,
+                                   struct ag_err *err);
+/* Stop: workers finish the step they are in; unfinished sagas resume next start. */
+AG_EXTERN void ag_saga_engine_stop(struct ag_saga_engine *e);
+
+/* Record SagaStarted for `saga_id` (idempotent: starting it again only makes sure
+ * it runs) and queue it. `data` is borrowed. */
+AG_EXTERN int ag_saga_start(struct ag_saga_engine *e, const char *type, const char *saga_id,
+                            const json_t *data, struct ag_err *err);
+
+struct ag_saga_engine_stats {
+    uint64_t started, completed, compensated, failed; /* since start */
+    uint64_t resumed;                                 /* unfinished sagas found at start */
+    uint64_t queued;                                  /* waiting for a worker now */
+};
+AG_EXTERN void ag_saga_engine_stats(struct ag_saga_engine *e, struct ag_saga_engine_stats *out);
+
+/* The saga read model: table sagas(id, type, status, current_step, reason, steps,
+ * updated_at) where steps is a JSON array [{"name","status"}]; statuses running /
+ * completed / compensated / failed; step statuses pending / succeeded / failed /
+ * compensated / compensation_failed. `defs` gives step names (borrowed). */
+AG_EXTERN void ag_saga_projection(const struct ag_saga_def *defs, size_t n, struct ag_projection *out);
+
+#endif

@@ -1,0 +1,503 @@
+/*
+ * The saga engine (see include/agora/saga.h for the model).
+ *
+ * Workers take saga ids from a queue and drive one saga at a time: rebuild its
+ * state from its stream, run the next step, record the outcome with the exact
+ * expected version, and so on until a terminal event. A saga id is in the queue or
+ * being run at most once (the `active` set), so one saga never runs on two threads.
+ * Recording with the exact expected version also guards against another process
+ * driving the same saga: the loser stops and leaves it to the winner.
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "agora/saga.h"
+
+#define SAGA_STREAM_MAX 128
+
+struct qitem {
+    struct qitem *next;
+    char id[SAGA_STREAM_MAX];
+};
+
+struct ag_saga_engine {
+    struct ag_store *store;
+    const struct ag_saga_def *defs;
+    size_t ndefs;
+    pthread_t *threads;
+    unsigned nthreads;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    struct qitem *head, *tail;
+    bool stopping;
+    /* ids queued or running: a small open-addressing set of hashes */
+    uint64_t *active;
+    size_t active_cap, active_n;
+    struct ag_saga_engine_stats stats;
+};
+
+/* The saga as its events say. */
+struct saga_state {
+    const struct ag_saga_def *def;
+    json_t *data;          /* from SagaStarted (owned) */
+    int64_t version;       /* stream version */
+    size_t next;           /* next step to run forward */
+    bool compensating;
+    int64_t comp;          /* next step to compensate (-1: done) */
+    bool terminal;
+    char reason[512];
+};
+
+/* ---- active set (lock held) ---- */
+
+static bool active_add(struct ag_saga_engine *e, uint64_t h)
+{
+    if ((e->active_n + 1) * 2 > e->active_cap) {
+        size_t cap = e->active_cap ? e->active_cap * 2 : 1024;
+        uint64_t *a = ag_calloc(cap, sizeof *a);
+        if (!a) return false;
+        for (size_t i = 0; i < e->active_cap; i++) {
+            if (!e->active[i]) continue;
+            size_t j = e->active[i] & (cap - 1);
+            while (a[j]) j = (j + 1) & (cap - 1);
+            a[j] = e->active[i];
+        }
+        ag_free(e->active);
+        e->active = a;
+        e->active_cap = cap;
+    }
+    size_t j = h & (e->active_cap - 1);
+    while (e->active[j]) {
+        if (e->active[j] == h) return false;
+        j = (j + 1) & (e->active_cap - 1);
+    }
+    e->active[j] = h;
+    e->active_n++;
+    return true;
+}
+
+static void active_del(struct ag_saga_engine *e, uint64_t h)
+{
+    size_t mask = e->active_cap - 1, j = h & mask;
+    while (e->active[j] && e->active[j] != h) j = (j + 1) & mask;
+    if (!e->active[j]) return;
+    e->active[j] = 0;
+    e->active_n--;
+    for (size_t k = (j + 1) & mask; e->active[k]; k = (k + 1) & mask) { /* re-place the run */
+        uint64_t v = e->active[k];
+        e->active[k] = 0;
+        size_t m = v & mask;
+        while (e->active[m]) m = (m + 1) & mask;
+        e->active[m] = v;
+    }
+}
+
+static uint64_t id_hash(const char *id)
+{
+    uint64_t h = ag_xxh3(id, strlen(id));
+    return h ? h : 1;
+}
+
+static void enqueue(struct ag_saga_engine *e, const char *id)
+{
+    struct qitem *q = ag_calloc(1, sizeof *q);
+    if (!q) return;
+    snprintf(q->id, sizeof q->id, "%s", id);
+    pthread_mutex_lock(&e->lock);
+    if (!active_add(e, id_hash(id))) {
+        pthread_mutex_unlock(&e->lock);
+        ag_free(q);
+        return;
+    }
+    if (e->tail) e->tail->next = q;
+    else e->head = q;
+    e->tail = q;
+    e->stats.queued++;
+    pthread_cond_signal(&e->cond);
+    pthread_mutex_unlock(&e->lock);
+}
+
+/* ---- state from events ---- */
+
+static const struct ag_saga_def *find_def(const struct ag_saga_engine *e, const char *type)
+{
+    for (size_t i = 0; i < e->ndefs; i++)
+        if (strcmp(e->defs[i].type, type) == 0) return &e->defs[i];
+    return NULL;
+}
+
+static void evolve(const struct ag_saga_engine *e, struct saga_state *s, const char *type,
+                   json_t *d)
+{
+    const char *reason = json_string_value(json_object_get(d, "reason"));
+    const char *error = json_string_value(json_object_get(d, "error"));
+    if (strcmp(type, "SagaStarted") == 0) {
+        s->def = find_def(e, json_string_value(json_object_get(d, "type")) ?: "");
+        json_decref(s->data);
+        s->data = json_incref(json_object_get(d, "data"));
+    } else if (strcmp(type, "StepSucceeded") == 0) {
+        s->next++;
+    } else if (strcmp(type, "StepFailed") == 0) {
+        s->compensating = true;
+        s->comp = (int64_t)s->next - 1;
+        snprintf(s->reason, sizeof s->reason, "%s", error ? error : "step failed");
+    } else if (strcmp(type, "CompensationSucceeded") == 0) {
+        s->comp--;
+    } else if (strcmp(type, "SagaCompleted") == 0 || strcmp(type, "SagaCompensated") == 0 ||
+               strcmp(type, "SagaFailed") == 0) {
+        s->terminal = true;
+        if (reason) snprintf(s->reason, sizeof s->reason, "%s", reason);
+    }
+}
+
+static int load(struct ag_saga_engine *e, const char *stream, struct saga_state *s,
+                struct ag_err *err)
+{
+    memset(s, 0, sizeof *s);
+    s->version = -1;
+    s->comp = -1;
+    for (;;) {
+        struct ag_event_page p;
+        int rc = ag_store_read_stream(e->store, stream, strlen(stream), s->version + 1,
+                                      AG_READ_FORWARD, 256, &p, err);
+        if (rc) return rc;
+        for (size_t i = 0; i < p.count; i++) {
+            char type[64];
+            snprintf(type, sizeof type, "%.*s", (int)p.events[i].type_len, p.events[i].type);
+            json_t *d = json_loadb(p.events[i].data, p.events[i].data_len, 0, NULL);
+            evolve(e, s, type, d);
+            json_decref(d);
+            s->version = p.events[i].version;
+        }
+        bool end = p.end || p.count == 0;
+        ag_event_page_free(&p);
+        if (end) break;
+    }
+    if (!s->def) return ag_err_set(err, AG_ENOTFOUND, "%s: no known saga type", stream);
+    return 0;
+}
+
+static int record(struct ag_saga_engine *e, const char *stream, struct saga_state *s,
+                  const char *type, json_t *data, struct ag_err *err)
+{
+    char *text = json_dumps(data, JSON_COMPACT);
+    json_decref(data);
+    if (!text) return ag_err_set(err, AG_ENOMEM, "out of memory");
+    struct ag_event_data ev = {.type = type, .type_len = strlen(type), .data = text,
+                               .data_len = strlen(text)};
+    int rc = ag_store_append(e->store, stream, strlen(stream), s->version, &ev, 1, NULL, err);
+    free(text);
+    if (!rc) s->version++;
+    return rc;
+}
+
+/* ---- running steps ---- */
+
+static void sleep_ms(uint32_t ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
+    nanosleep(&ts, NULL);
+}
+
+struct step_call {
+    const struct ag_saga_def *def;
+    const struct ag_saga_step *step;
+    const json_t *data;
+    const char *key;
+    const char *reason;
+    bool compensation;
+};
+
+static int injected(const struct ag_saga_step *st, bool comp, struct ag_err *err)
+{
+    if (!comp && st->fault.latency_ms) sleep_ms(st->fault.latency_ms);
+    double rate = comp ? st->fault.comp_error_rate : st->fault.error_rate;
+    if (rate > 0 && ag_rng_double(ag_rng_system()) < rate)
+        return ag_err_set(err, AG_EUPSTREAM, "injected fault in %s%s", comp ? "compensation of " : "",
+                          st->name);
+    return 0;
+}
+
+static int step_op(void *arg, struct ag_resil_ctx *ctx)
+{
+    struct step_call *c = arg;
+    int rc = injected(c->step, c->compensation, ctx->err);
+    if (rc) return rc;
+    ag_saga_fn fn = c->compensation ? c->step->compensate : c->step->action;
+    return fn(c->def->ud, c->data, c->key, c->reason, ctx->err);
+}
+
+static int run_action(const struct saga_state *s, size_t i, const char *key, struct ag_err *err)
+{
+    struct step_call c = {s->def, &s->def->steps[i], s->data, key, NULL, false};
+    struct ag_resil_ctx ctx = {.err = err};
+    if (!s->def->policy) return step_op(&c, &ctx);
+    return ag_pipeline_run(s->def->policy, step_op, &c, &ctx);
+}
+
+static int run_compensation(const struct saga_state *s, size_t i, const char *key,
+                            struct ag_err *err)
+{
+    const struct ag_saga_step *st = &s->def->steps[i];
+    if (!st->compensate) return 0;
+    struct step_call c = {s->def, st, s->data, key, s->reason, true};
+    unsigned attempts = s->def->comp_attempts ? s->def->comp_attempts : 5;
+    uint64_t backoff = s->def->comp_backoff_ns ? s->def->comp_backoff_ns : 50000000ull;
+    int rc = 0;
+    for (unsigned a = 0; a < attempts; a++) {
+        struct ag_resil_ctx ctx = {.attempt = a + 1, .err = err};
+        ag_err_clear(err);
+        if ((rc = step_op(&c, &ctx)) == 0) return 0;
+        if (a + 1 < attempts) sleep_ms((uint32_t)(backoff / 1000000ull) << (a < 4 ? a : 4));
+    }
+    return rc;
+}
+
+static json_t *step_json(size_t i, const char *name, const char *error)
+{
+    json_t *j = json_pack("{s:I, s:s}", (json_int_t)i, "step", name);
+    if (j && error) json_object_set_new(j, "error", json_string(error));
+    return j;
+}
+
+static int run_forward(struct ag_saga_engine *e, const char *id, struct saga_state *s,
+                       struct ag_err *err)
+{
+    char stream[SAGA_STREAM_MAX + 8], key[SAGA_STREAM_MAX + 64];
+    snprintf(stream, sizeof stream, "saga-%s", id);
+    while (s->next < s->def->nsteps) {
+        const struct ag_saga_step *st = &s->def->steps[s->next];
+        snprintf(key, sizeof key, "%s:%s", id, st->name);
+        struct ag_err serr;
+        ag_err_clear(&serr);
+        int rc = run_action(s, s->next, key, &serr);
+        if (rc == 0) {
+            if ((rc = record(e, stream, s, "StepSucceeded", step_json(s->next, st->name, NULL), err)))
+                return rc;
+            s->next++;
+            continue;
+        }
+        const char *why = ag_err_msg(&serr, rc);
+        AG_INFO("saga.step_failed", AG_LS("saga", id), AG_LS("step", st->name), AG_LS("error", why));
+        if ((rc = record(e, stream, s, "StepFailed", step_json(s->next, st->name, why), err)))
+            return rc;
+        s->compensating = true;
+        s->comp = (int64_t)s->next - 1;
+        snprintf(s->reason, sizeof s->reason, "%s", why);
+        return 0;
+    }
+    return record(e, stream, s, "SagaCompleted", json_object(), err);
+}
+
+static int run_backward(struct ag_saga_engine *e, const char *id, struct saga_state *s,
+                        bool *failed, struct ag_err *err)
+{
+    char stream[SAGA_STREAM_MAX + 8], key[SAGA_STREAM_MAX + 64];
+    snprintf(stream, sizeof stream, "saga-%s", id);
+    *failed = false;
+    for (; s->comp >= 0; s->comp--) {
+        const struct ag_saga_step *st = &s->def->steps[s->comp];
+        snprintf(key, sizeof key, "%s:%s:compensate", id, st->name);
+        struct ag_err cerr;
+        ag_err_clear(&cerr);
+        int rc = run_compensation(s, (size_t)s->comp, key, &cerr);
+        if (rc) {
+            const char *why = ag_err_msg(&cerr, rc);
+            AG_ERROR("saga.compensation_failed", AG_LS("saga", id), AG_LS("step", st->name),
+                     AG_LS("error", why));
+            *failed = true;
+            int r2 = record(e, stream, s, "CompensationFailed", step_json((size_t)s->comp, st->name, why), err);
+            if (r2) return r2;
+            return record(e, stream, s, "SagaFailed",
+                          json_pack("{s:s, s:s}", "reason", s->reason, "error", why), err);
+        }
+        rc = record(e, stream, s, "CompensationSucceeded", step_json((size_t)s->comp, st->name, NULL), err);
+        if (rc) return rc;
+    }
+    return record(e, stream, s, "SagaCompensated", json_pack("{s:s}", "reason", s->reason), err);
+}
+
+static void count(struct ag_saga_engine *e, uint64_t *field)
+{
+    pthread_mutex_lock(&e->lock);
+    (*field)++;
+    pthread_mutex_unlock(&e->lock);
+}
+
+static void run_saga(struct ag_saga_engine *e, const char *id)
+{
+    char stream[SAGA_STREAM_MAX + 8];
+    snprintf(stream, sizeof stream, "saga-%s", id);
+    struct saga_state s;
+    struct ag_err err;
+    ag_err_clear(&err);
+    int rc = load(e, stream, &s, &err);
+    if (!rc && !s.terminal) {
+        if (!s.compensating) rc = run_forward(e, id, &s, &err);
+        bool failed = false;
+        if (!rc && s.compensating) {
+            rc = run_backward(e, id, &s, &failed, &err);
+            if (!rc) count(e, failed ? &e->stats.failed : &e->stats.compensated);
+        } else if (!rc) {
+            count(e, &e->stats.completed);
+        }
+    }
+    if (rc && rc != AG_ECLOSED)
+        AG_WARN("saga.interrupted", AG_LS("saga", id), AG_LS("error", ag_err_msg(&err, rc)));
+    json_decref(s.data);
+}
+
+static void *worker(void *arg)
+{
+    struct ag_saga_engine *e = arg;
+    for (;;) {
+        pthread_mutex_lock(&e->lock);
+        while (!e->head && !e->stopping) pthread_cond_wait(&e->cond, &e->lock);
+        if (e->stopping) {
+            pthread_mutex_unlock(&e->lock);
+            return NULL;
+        }
+        struct qitem *q = e->head;
+        e->head = q->next;
+        if (!e->head) e->tail = NULL;
+        e->stats.queued--;
+        pthread_mutex_unlock(&e->lock);
+        run_saga(e, q->id);
+        pthread_mutex_lock(&e->lock);
+        active_del(e, id_hash(q->id));
+        pthread_mutex_unlock(&e->lock);
+        ag_free(q);
+    }
+}
+
+/* ---- start / stop / resume ---- */
+
+struct names {
+    char **v;
+    size_t n, cap;
+};
+
+static int collect_saga(void *ud, const char *name, size_t len, int64_t version)
+{
+    AG_UNUSED(version);
+    struct names *ns = ud;
+    if (len < 6 || memcmp(name, "saga-", 5) != 0 || len >= SAGA_STREAM_MAX) return 0;
+    if (ns->n == ns->cap) {
+        size_t cap = ns->cap ? ns->cap * 2 : 64;
+        char **v = ag_realloc(ns->v, cap * sizeof *v);
+        if (!v) return AG_ENOMEM;
+        ns->v = v, ns->cap = cap;
+    }
+    if (!(ns->v[ns->n] = ag_strndup(name + 5, len - 5))) return AG_ENOMEM;
+    ns->n++;
+    return 0;
+}
+
+static bool is_terminal(struct ag_store *s, const char *id)
+{
+    char stream[SAGA_STREAM_MAX + 8];
+    snprintf(stream, sizeof stream, "saga-%s", id);
+    struct ag_event_page p;
+    if (ag_store_read_stream(s, stream, strlen(stream), -1, AG_READ_BACKWARD, 1, &p, NULL)) return true;
+    bool t = false;
+    if (p.count) {
+        const struct ag_event *ev = &p.events[0];
+        t = (ev->type_len == 13 && memcmp(ev->type, "SagaCompleted", 13) == 0) ||
+            (ev->type_len == 15 && memcmp(ev->type, "SagaCompensated", 15) == 0) ||
+            (ev->type_len == 10 && memcmp(ev->type, "SagaFailed", 10) == 0);
+    }
+    ag_event_page_free(&p);
+    return t;
+}
+
+static void resume_unfinished(struct ag_saga_engine *e)
+{
+    struct names ns = {0};
+    ag_store_list_streams(e->store, collect_saga, &ns);
+    for (size_t i = 0; i < ns.n; i++) {
+        if (!is_terminal(e->store, ns.v[i])) {
+            enqueue(e, ns.v[i]);
+            e->stats.resumed++;
+        }
+        ag_free(ns.v[i]);
+    }
+    ag_free(ns.v);
+    if (e->stats.resumed) AG_INFO("saga.resumed", AG_LU("sagas", e->stats.resumed));
+}
+
+int ag_saga_engine_start(struct ag_store *s, const struct ag_saga_def *defs, size_t n,
+                         unsigned threads, struct ag_saga_engine **out, struct ag_err *err)
+{
+    struct ag_saga_engine *e = ag_calloc(1, sizeof *e);
+    if (!threads) threads = 4;
+    if (!e || !(e->threads = ag_calloc(threads, sizeof *e->threads))) {
+        ag_free(e);
+        return ag_err_set(err, AG_ENOMEM, "out of memory");
+    }
+    e->store = s;
+    e->defs = defs;
+    e->ndefs = n;
+    pthread_mutex_init(&e->lock, NULL);
+    pthread_cond_init(&e->cond, NULL);
+    resume_unfinished(e);
+    for (unsigned i = 0; i < threads; i++) {
+        if (pthread_create(&e->threads[i], NULL, worker, e) != 0) break;
+        e->nthreads++;
+    }
+    if (!e->nthreads) {
+        ag_saga_engine_stop(e);
+        return ag_err_set(err, AG_ENOMEM, "cannot start saga workers");
+    }
+    *out = e;
+    return 0;
+}
+
+void ag_saga_engine_stop(struct ag_saga_engine *e)
+{
+    if (!e) return;
+    pthread_mutex_lock(&e->lock);
+    e->stopping = true;
+    pthread_cond_broadcast(&e->cond);
+    pthread_mutex_unlock(&e->lock);
+    for (unsigned i = 0; i < e->nthreads; i++) pthread_join(e->threads[i], NULL);
+    for (struct qitem *q = e->head, *n; q; q = n) {
+        n = q->next;
+        ag_free(q);
+    }
+    ag_free(e->active);
+    ag_free(e->threads);
+    pthread_cond_destroy(&e->cond);
+    pthread_mutex_destroy(&e->lock);
+    ag_free(e);
+}
+
+int ag_saga_start(struct ag_saga_engine *e, const char *type, const char *saga_id,
+                  const json_t *data, struct ag_err *err)
+{
+    if (!find_def(e, type)) return ag_err_set(err, AG_EINVAL, "unknown saga type '%s'", type);
+    if (strlen(saga_id) + 6 > SAGA_STREAM_MAX) return ag_err_set(err, AG_EINVAL, "saga id too long");
+    char stream[SAGA_STREAM_MAX + 8];
+    snprintf(stream, sizeof stream, "saga-%s", saga_id);
+    json_t *d = json_pack("{s:s, s:O}", "type", type, "data", data);
+    char *text = d ? json_dumps(d, JSON_COMPACT) : NULL;
+    json_decref(d);
+    if (!text) return ag_err_set(err, AG_ENOMEM, "out of memory");
+    struct ag_event_data ev = {.type = "SagaStarted", .type_len = 11, .data = text,
+                               .data_len = strlen(text)};
+    int rc = ag_store_append(e->store, stream, strlen(stream), AG_STORE_NO_STREAM, &ev, 1, NULL, err);
+    free(text);
+    if (rc == AG_ECONFLICT) rc = 0, ag_err_clear(err); /* already started: make sure it runs */
+    if (rc) return rc;
+    count(e, &e->stats.started);
+    enqueue(e, saga_id);
+    return 0;
+}
+
+void ag_saga_engine_stats(struct ag_saga_engine *e, struct ag_saga_engine_stats *out)
+{
+    pthread_mutex_lock(&e->lock);
+    *out = e->stats;
+    pthread_mutex_unlock(&e->lock);
+}

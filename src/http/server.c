@@ -41,6 +41,7 @@ struct uvconn {
     uv_tcp_t tcp;              /* the socket */
     uv_timer_t timer;          /* header/body/idle deadline */
     uv_write_t wreq;           /* the write in flight */
+    uv_shutdown_t sreq;        /* lingering close: our FIN */
     struct ag_buf wbuf;        /* bytes being written */
     struct worker *w;          /* owner */
     struct uvconn *prev;       /* worker's list */
@@ -48,6 +49,7 @@ struct uvconn {
     int open_handles;          /* tcp + timer not yet closed */
     bool writing;              /* wreq in flight */
     bool closing;              /* uv_close called */
+    bool lingering;            /* FIN sent, discarding input until EOF or timeout */
 };
 
 struct worker {
@@ -125,6 +127,35 @@ static void uc_close(struct ag__http_conn *c)
 }
 
 static void uc_flush(struct ag__http_conn *c);
+static void uc_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf);
+static void uc_read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf);
+
+static void linger_timeout(uv_timer_t *t) { uc_close(&((struct uvconn *)t->data)->conn); }
+
+static void linger_shutdown_cb(uv_shutdown_t *req, int status)
+{
+    struct uvconn *uc = req->data;
+    if (status < 0) uc_close(&uc->conn);
+    ag__http_conn_unref(&uc->conn); /* the shutdown's reference */
+}
+
+/* Lingering close (as nginx does): after the last answer, send FIN and keep
+ * reading and discarding for a while, so a client still sending its body gets
+ * our answer instead of a reset that could destroy it. */
+static void uc_linger(struct ag__http_conn *c)
+{
+    struct uvconn *uc = uc_of(c);
+    if (uc->lingering || uc->closing) return;
+    uc->lingering = true;
+    uc->sreq.data = uc;
+    if (uv_shutdown(&uc->sreq, (uv_stream_t *)&uc->tcp, linger_shutdown_cb) != 0) {
+        uc_close(c);
+        return;
+    }
+    c->refs++;
+    uv_read_start((uv_stream_t *)&uc->tcp, uc_alloc, uc_read_cb);
+    uv_timer_start(&uc->timer, linger_timeout, AG_MIN(c->ctx->lim.idle_timeout_ms, 2000), 0);
+}
 
 static void uc_write_cb(uv_write_t *wr, int status)
 {
@@ -144,7 +175,7 @@ static void uc_flush(struct ag__http_conn *c)
     struct uvconn *uc = uc_of(c);
     if (uc->writing || uc->closing) return;
     if (c->out.len == 0) {
-        if (c->close_after_flush) uc_close(c);
+        if (c->close_after_flush) uc_linger(c);
         return;
     }
     struct ag_buf tmp = uc->wbuf;
@@ -176,7 +207,7 @@ static void uc_timer_cb(uv_timer_t *t) { ag__http_conn_timeout(&((struct uvconn 
 static void uc_set_timer(struct ag__http_conn *c, uint64_t ms)
 {
     struct uvconn *uc = uc_of(c);
-    if (uc->closing) return;
+    if (uc->closing || uc->lingering) return;
     if (ms) uv_timer_start(&uc->timer, uc_timer_cb, ms, 0);
     else uv_timer_stop(&uc->timer);
 }
@@ -191,6 +222,10 @@ static void uc_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 static void uc_read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 {
     struct uvconn *uc = s->data;
+    if (uc->lingering) {
+        if (n < 0) uc_close(&uc->conn);
+        return;
+    }
     if (n > 0) ag__http_conn_feed(&uc->conn, buf->base, (size_t)n);
     else if (n == UV_EOF) ag__http_conn_eof(&uc->conn);
     else if (n < 0) uc_close(&uc->conn);
@@ -199,7 +234,7 @@ static void uc_read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 static void uc_read(struct ag__http_conn *c, bool on)
 {
     struct uvconn *uc = uc_of(c);
-    if (uc->closing) return;
+    if (uc->closing || uc->lingering) return;
     if (on) uv_read_start((uv_stream_t *)&uc->tcp, uc_alloc, uc_read_cb);
     else uv_read_stop((uv_stream_t *)&uc->tcp);
 }

@@ -1,0 +1,629 @@
+/*
+ * The HTTP/1.1 client: a connection pool to one upstream on one loop.
+ *
+ * Requests. A submitted request is serialized at once (so the caller's buffers
+ * are free on return) and either given to an idle connection, to a new
+ * connection when fewer than max_connections are open, or queued (at most
+ * max_pending). One request at a time per connection (no client pipelining:
+ * a failed pipelined request cannot be retried safely).
+ *
+ * Deadlines. A request's deadline runs from submit. While queued, the pool timer
+ * watches min(deadline, pool timeout): the first to pass fails the request with
+ * AG_ETIMEDOUT or AG_EPOOL_TIMEOUT. On a connection, the connection's timer
+ * watches the connect timeout (AG_ECONNECT), the deadline (AG_ETIMEDOUT) and,
+ * when idle, the idle timeout (the connection is closed).
+ *
+ * Failures. Connect errors are AG_ECONNECT; EOF or reset before the response is
+ * complete is AG_ERESET; a malformed response is AG_EPROTOCOL; an oversized body
+ * AG_ETOOBIG. A reused keep-alive connection that the upstream closed just as we
+ * sent (EOF before any response byte) is retried once on a fresh connection for
+ * idempotent methods: that race is normal with keep-alive, not an upstream fault.
+ *
+ * Lifetime. Connections and the pool are freed only in libuv close callbacks;
+ * the pool goes once its timer and every connection are closed.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "http/internal.h"
+
+struct creq {
+    struct creq *next;           /* wait queue */
+    struct ag_buf wire;          /* serialized request */
+    ag_http_client_cb cb;        /* completion */
+    void *ud;                    /* borrowed */
+    uint64_t deadline_ms;        /* loop time when AG_ETIMEDOUT */
+    uint64_t pool_deadline_ms;   /* loop time when AG_EPOOL_TIMEOUT (while queued) */
+    bool idempotent;             /* safe to retry on a stale connection */
+    bool head;                   /* HEAD: no response body */
+    int attempts;                /* sends so far */
+};
+
+enum cstate { CS_CONNECTING, CS_BUSY, CS_IDLE, CS_CLOSING };
+
+struct cconn {
+    struct ag_http_upstream *u;  /* owner */
+    struct cconn *next;          /* pool list */
+    uv_tcp_t tcp;                /* socket */
+    uv_connect_t creq;           /* connect request */
+    uv_timer_t timer;            /* connect / deadline / idle */
+    uv_write_t wreq;             /* write in flight */
+    http_parser parser;          /* response parser */
+    enum cstate state;           /* where the connection is */
+    struct creq *req;            /* request in flight */
+    uint32_t served;             /* requests completed on this connection */
+    bool reused;                 /* req was sent on a connection that served before */
+    bool got_bytes;              /* response bytes seen for req */
+    bool complete;               /* response complete */
+    bool keep;                   /* response allows keep-alive */
+    int fail;                    /* error chosen in a parser callback */
+    int status;                  /* response status */
+    struct ag_buf hdrs;          /* name NUL value NUL ... */
+    size_t nhdrs;                /* headers in hdrs */
+    bool in_value;               /* last header callback was a value */
+    struct ag_buf body;          /* response body */
+    int open_handles;            /* tcp + timer */
+};
+
+struct ag_http_upstream {
+    uv_loop_t *loop;                     /* borrowed */
+    struct ag_http_upstream_config cfg;  /* resolved copy; host -> host_copy */
+    char host_copy[64];                  /* numeric address */
+    char host_header[80];                /* "host:port" */
+    struct sockaddr_storage addr;        /* resolved address */
+    struct cconn *conns;                 /* open connections */
+    uint32_t nconns;                     /* in the list */
+    struct creq *wq_head;                /* waiting requests, oldest first */
+    struct creq *wq_tail;                /* newest */
+    uint32_t nwaiting;                   /* in the queue */
+    uv_timer_t pool_timer;               /* queue deadlines */
+    bool closing;                        /* ag_http_upstream_close called */
+    int open_handles;                    /* pool_timer + connections */
+    uint64_t connects;                   /* statistics */
+    uint64_t reused;                     /* statistics */
+};
+
+static const http_parser_settings resp_settings;
+static void service_queue(struct ag_http_upstream *u);
+static void conn_start(struct cconn *c, struct creq *r);
+
+/* ---- requests ---- */
+
+static void creq_finish(struct creq *r, int rc, const struct ag_http_client_resp *resp)
+{
+    r->cb(rc, resp, r->ud);
+    ag_buf_free(&r->wire);
+    ag_free(r);
+}
+
+static bool token_ok(const char *s)
+{
+    if (!s || !*s) return false;
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c <= 32 || c >= 127 || strchr("\"(),/:;<=>?@[\\]{}", c)) return false;
+    }
+    return true;
+}
+
+static bool value_ok(const char *s)
+{
+    return s && !strpbrk(s, "\r\n");
+}
+
+static bool path_ok(const char *s)
+{
+    if (!s || s[0] != '/') return false;
+    for (; *s; s++)
+        if ((unsigned char)*s <= 32 || (unsigned char)*s == 127) return false;
+    return true;
+}
+
+static int serialize(struct ag_http_upstream *u, const struct ag_http_client_req *q, struct ag_buf *w)
+{
+    int rc = ag_buf_printf(w, "%s %s HTTP/1.1\r\nHost: %s\r\n", q->method, q->path, u->host_header);
+    for (size_t i = 0; !rc && i < q->nheaders; i++)
+        rc = ag_buf_printf(w, "%s: %s\r\n", q->headers[i].name, q->headers[i].value);
+    if (!rc && q->request_id) rc = ag_buf_printf(w, "X-Request-ID: %s\r\n", q->request_id);
+    if (!rc && q->traceparent[0]) rc = ag_buf_printf(w, "traceparent: %s\r\n", q->traceparent);
+    bool has_body = q->body_len || strcmp(q->method, "POST") == 0 || strcmp(q->method, "PUT") == 0 ||
+                    strcmp(q->method, "PATCH") == 0;
+    if (!rc && has_body) rc = ag_buf_printf(w, "Content-Length: %zu\r\n", q->body_len);
+    if (!rc) rc = ag_buf_puts(w, "\r\n");
+    if (!rc && q->body_len) rc = ag_buf_append(w, q->body, q->body_len);
+    return rc;
+}
+
+static int validate(const struct ag_http_client_req *q)
+{
+    if (!token_ok(q->method) || !path_ok(q->path) || (q->body_len && !q->body)) return AG_EINVAL;
+    if (q->request_id && !ag_obs_request_id_valid(q->request_id, strlen(q->request_id))) return AG_EINVAL;
+    if (!value_ok(q->traceparent)) return AG_EINVAL;
+    for (size_t i = 0; i < q->nheaders; i++) {
+        const char *n = q->headers[i].name;
+        if (!token_ok(n) || !value_ok(q->headers[i].value)) return AG_EINVAL;
+        if (strcasecmp(n, "content-length") == 0 || strcasecmp(n, "transfer-encoding") == 0 ||
+            strcasecmp(n, "host") == 0)
+            return AG_EINVAL;
+    }
+    return 0;
+}
+
+/* ---- pool queue ---- */
+
+static void queue_push(struct ag_http_upstream *u, struct creq *r, bool front)
+{
+    r->next = NULL;
+    if (!u->wq_head) u->wq_head = u->wq_tail = r;
+    else if (front) r->next = u->wq_head, u->wq_head = r;
+    else u->wq_tail->next = r, u->wq_tail = r;
+    u->nwaiting++;
+}
+
+static struct creq *queue_pop(struct ag_http_upstream *u)
+{
+    struct creq *r = u->wq_head;
+    if (!r) return NULL;
+    u->wq_head = r->next;
+    if (!u->wq_head) u->wq_tail = NULL;
+    u->nwaiting--;
+    r->next = NULL;
+    return r;
+}
+
+static void pool_timer_cb(uv_timer_t *t);
+
+static void arm_pool_timer(struct ag_http_upstream *u)
+{
+    uint64_t next = 0;
+    for (struct creq *r = u->wq_head; r; r = r->next) {
+        uint64_t d = AG_MIN(r->deadline_ms, r->pool_deadline_ms);
+        if (!next || d < next) next = d;
+    }
+    if (!next || u->closing) {
+        uv_timer_stop(&u->pool_timer);
+        return;
+    }
+    uint64_t now = uv_now(u->loop);
+    uv_timer_start(&u->pool_timer, pool_timer_cb, next > now ? next - now : 0, 0);
+}
+
+static void pool_timer_cb(uv_timer_t *t)
+{
+    struct ag_http_upstream *u = t->data;
+    uint64_t now = uv_now(u->loop);
+    struct creq **pp = &u->wq_head, *expired = NULL;
+    u->wq_tail = NULL;
+    while (*pp) {
+        struct creq *r = *pp;
+        if (now >= r->deadline_ms || now >= r->pool_deadline_ms) {
+            *pp = r->next;
+            u->nwaiting--;
+            r->next = expired;
+            expired = r;
+        } else {
+            u->wq_tail = r;
+            pp = &r->next;
+        }
+    }
+    arm_pool_timer(u);
+    while (expired) {
+        struct creq *r = expired;
+        expired = r->next;
+        creq_finish(r, now >= r->deadline_ms ? AG_ETIMEDOUT : AG_EPOOL_TIMEOUT, NULL);
+    }
+}
+
+/* ---- connections ---- */
+
+static void maybe_free_upstream(struct ag_http_upstream *u)
+{
+    if (u->closing && u->open_handles == 0) ag_free(u);
+}
+
+static void conn_handle_closed(uv_handle_t *h)
+{
+    struct cconn *c = h->data;
+    if (--c->open_handles > 0) return;
+    struct ag_http_upstream *u = c->u;
+    ag_buf_free(&c->hdrs);
+    ag_buf_free(&c->body);
+    ag_free(c);
+    u->open_handles--;
+    maybe_free_upstream(u);
+}
+
+static void conn_close(struct cconn *c)
+{
+    if (c->state == CS_CLOSING) return;
+    struct ag_http_upstream *u = c->u;
+    for (struct cconn **pp = &u->conns; *pp; pp = &(*pp)->next) {
+        if (*pp == c) {
+            *pp = c->next;
+            u->nconns--;
+            break;
+        }
+    }
+    c->state = CS_CLOSING;
+    uv_close((uv_handle_t *)&c->tcp, conn_handle_closed);
+    uv_close((uv_handle_t *)&c->timer, conn_handle_closed);
+}
+
+/* Fail (or retry) the request in flight and close the connection. */
+static void conn_fail(struct cconn *c, int rc)
+{
+    struct creq *r = c->req;
+    struct ag_http_upstream *u = c->u;
+    c->req = NULL;
+    conn_close(c);
+    if (!r) return;
+    bool stale = rc == AG_ERESET && c->reused && !c->got_bytes && r->idempotent && r->attempts < 2;
+    if (stale && !u->closing && uv_now(u->loop) < r->deadline_ms) {
+        queue_push(u, r, true);
+        service_queue(u);
+        return;
+    }
+    creq_finish(r, rc, NULL);
+    if (!u->closing) service_queue(u);
+}
+
+static void conn_timer_cb(uv_timer_t *t)
+{
+    struct cconn *c = t->data;
+    if (c->state == CS_IDLE) {
+        conn_close(c);
+        return;
+    }
+    bool connect_timeout = c->state == CS_CONNECTING && (!c->req || uv_now(c->u->loop) < c->req->deadline_ms);
+    conn_fail(c, connect_timeout ? AG_ECONNECT : AG_ETIMEDOUT);
+}
+
+static void arm_conn_timer(struct cconn *c, uint64_t at)
+{
+    uint64_t now = uv_now(c->u->loop);
+    uv_timer_start(&c->timer, conn_timer_cb, at > now ? at - now : 0, 0);
+}
+
+static void reset_response(struct cconn *c)
+{
+    http_parser_init(&c->parser, HTTP_RESPONSE);
+    c->parser.data = c;
+    ag_buf_reset(&c->hdrs);
+    ag_buf_reset(&c->body);
+    c->nhdrs = 0;
+    c->in_value = false;
+    c->got_bytes = c->complete = c->keep = false;
+    c->fail = 0;
+    c->status = 0;
+}
+
+/* Deliver the complete response, then reuse or close the connection. */
+static void conn_deliver(struct cconn *c)
+{
+    struct ag_http_upstream *u = c->u;
+    struct creq *r = c->req;
+    c->req = NULL;
+    c->served++;
+    struct ag_http_header *hv = ag_calloc(c->nhdrs ? c->nhdrs : 1, sizeof *hv);
+    if (!hv) {
+        creq_finish(r, AG_ENOMEM, NULL);
+        conn_close(c);
+        if (!u->closing) service_queue(u);
+        return;
+    }
+    const char *p = c->hdrs.data;
+    for (size_t i = 0; i < c->nhdrs; i++) {
+        hv[i].name = p;
+        p += strlen(p) + 1;
+        hv[i].value = p;
+        p += strlen(p) + 1;
+    }
+    struct ag_http_client_resp resp = {c->status, hv, c->nhdrs, c->body.data ? c->body.data : "", c->body.len};
+    bool keep = c->keep && (!u->cfg.max_requests_per_conn || c->served < u->cfg.max_requests_per_conn);
+    creq_finish(r, 0, &resp);
+    ag_free(hv);
+    if (c->state == CS_CLOSING) return; /* the callback closed the pool */
+    if (!keep || u->closing) {
+        conn_close(c);
+    } else {
+        c->state = CS_IDLE;
+        reset_response(c);
+        arm_conn_timer(c, uv_now(u->loop) + u->cfg.idle_timeout_ms);
+    }
+    if (!u->closing) service_queue(u);
+}
+
+static void conn_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
+{
+    AG_UNUSED(h);
+    size_t n = AG_MIN(hint, (size_t)65536);
+    char *p = ag_malloc(n);
+    *b = uv_buf_init(p, p ? (unsigned)n : 0);
+}
+
+static void conn_read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    struct cconn *c = s->data;
+    if (c->state == CS_IDLE && n != 0) {
+        conn_close(c); /* EOF, error or unsolicited bytes on an idle connection */
+    } else if (c->state == CS_BUSY && n > 0) {
+        c->got_bytes = true;
+        size_t used = http_parser_execute(&c->parser, &resp_settings, buf->base, (size_t)n);
+        if (c->complete) conn_deliver(c);
+        else if (c->fail || HTTP_PARSER_ERRNO(&c->parser) != HPE_OK || used != (size_t)n)
+            conn_fail(c, c->fail ? c->fail : AG_EPROTOCOL);
+    } else if (c->state == CS_BUSY && n < 0) {
+        if (n == UV_EOF && c->got_bytes) http_parser_execute(&c->parser, &resp_settings, NULL, 0);
+        if (c->complete) conn_deliver(c);
+        else conn_fail(c, AG_ERESET);
+    }
+    ag_free(buf->base);
+}
+
+static void conn_write_cb(uv_write_t *w, int status)
+{
+    struct cconn *c = w->data;
+    if (status < 0 && c->state == CS_BUSY) conn_fail(c, AG_ERESET);
+}
+
+static void conn_send(struct cconn *c)
+{
+    struct creq *r = c->req;
+    c->state = CS_BUSY;
+    r->attempts++;
+    reset_response(c);
+    c->got_bytes = false;
+    arm_conn_timer(c, r->deadline_ms);
+    uv_buf_t b = uv_buf_init(r->wire.data, (unsigned)r->wire.len);
+    c->wreq.data = c;
+    int rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, conn_write_cb);
+    if (!rc) rc = uv_read_start((uv_stream_t *)&c->tcp, conn_alloc, conn_read_cb);
+    if (rc && rc != UV_EALREADY) conn_fail(c, AG_ERESET);
+}
+
+static void conn_connect_cb(uv_connect_t *cr, int status)
+{
+    struct cconn *c = cr->data;
+    if (c->state == CS_CLOSING) return;
+    if (status < 0) {
+        conn_fail(c, AG_ECONNECT);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    conn_send(c);
+}
+
+/* Open a new connection for r. */
+static void conn_start(struct cconn *c, struct creq *r)
+{
+    struct ag_http_upstream *u = c->u;
+    c->req = r;
+    c->reused = false;
+    c->state = CS_CONNECTING;
+    uv_tcp_init(u->loop, &c->tcp);
+    uv_timer_init(u->loop, &c->timer);
+    c->tcp.data = c->timer.data = c->creq.data = c;
+    c->open_handles = 2;
+    u->open_handles++;
+    c->next = u->conns;
+    u->conns = c;
+    u->nconns++;
+    u->connects++;
+    arm_conn_timer(c, AG_MIN(r->deadline_ms, uv_now(u->loop) + u->cfg.connect_timeout_ms));
+    if (uv_tcp_connect(&c->creq, &c->tcp, (struct sockaddr *)&u->addr, conn_connect_cb) != 0)
+        conn_fail(c, AG_ECONNECT);
+}
+
+/* Give queued requests to idle connections or new ones while allowed. */
+static void service_queue(struct ag_http_upstream *u)
+{
+    while (u->wq_head && !u->closing) {
+        struct cconn *idle = NULL;
+        for (struct cconn *c = u->conns; c && !idle; c = c->next)
+            if (c->state == CS_IDLE) idle = c;
+        if (idle) {
+            idle->req = queue_pop(u);
+            idle->reused = true;
+            u->reused++;
+            conn_send(idle);
+            continue;
+        }
+        if (u->nconns >= u->cfg.max_connections) break;
+        struct cconn *c = ag_calloc(1, sizeof *c);
+        if (!c) break;
+        c->u = u;
+        conn_start(c, queue_pop(u));
+    }
+    arm_pool_timer(u);
+}
+
+/* ---- response parsing ---- */
+
+static int on_status_done(http_parser *p)
+{
+    struct cconn *c = p->data;
+    c->status = p->status_code;
+    c->keep = http_should_keep_alive(p);
+    return c->req && c->req->head ? 1 : 0; /* 1: no body follows */
+}
+
+static int on_hfield(http_parser *p, const char *at, size_t n)
+{
+    struct cconn *c = p->data;
+    if (c->in_value || c->nhdrs == 0) {
+        if (c->nhdrs && ag_buf_putc(&c->hdrs, '\0')) return -1;
+        c->nhdrs++;
+        c->in_value = false;
+    }
+    return ag_buf_append(&c->hdrs, at, n) ? -1 : 0;
+}
+
+static int on_hvalue(http_parser *p, const char *at, size_t n)
+{
+    struct cconn *c = p->data;
+    if (!c->in_value) {
+        if (ag_buf_putc(&c->hdrs, '\0')) return -1;
+        c->in_value = true;
+    }
+    return ag_buf_append(&c->hdrs, at, n) ? -1 : 0;
+}
+
+static int on_rheaders_complete(http_parser *p)
+{
+    struct cconn *c = p->data;
+    if (c->nhdrs && ag_buf_putc(&c->hdrs, '\0')) return -1;
+    if (p->status_code < 200) { /* an interim 1xx: wait for the final answer */
+        ag_buf_reset(&c->hdrs);
+        c->nhdrs = 0;
+        c->in_value = false;
+        return 0;
+    }
+    return on_status_done(p);
+}
+
+static int on_rbody(http_parser *p, const char *at, size_t n)
+{
+    struct cconn *c = p->data;
+    if (c->body.len + n > c->u->cfg.max_response_bytes) {
+        c->fail = AG_ETOOBIG;
+        return -1;
+    }
+    return ag_buf_append(&c->body, at, n) ? -1 : 0;
+}
+
+static int on_rcomplete(http_parser *p)
+{
+    struct cconn *c = p->data;
+    if (p->status_code < 200) {
+        http_parser_init(p, HTTP_RESPONSE); /* the final response follows */
+        p->data = c;
+        return 0;
+    }
+    c->complete = true;
+    http_parser_pause(p, 1); /* nothing after it belongs to us */
+    return 0;
+}
+
+static const http_parser_settings resp_settings = {
+    .on_header_field = on_hfield,
+    .on_header_value = on_hvalue,
+    .on_headers_complete = on_rheaders_complete,
+    .on_body = on_rbody,
+    .on_message_complete = on_rcomplete,
+};
+
+/* ---- public API ---- */
+
+int ag_http_upstream_new(uv_loop_t *loop, const struct ag_http_upstream_config *cfg, struct ag_http_upstream **out)
+{
+    if (!loop || !cfg || !cfg->host) return AG_EINVAL;
+    struct ag_http_upstream *u = ag_calloc(1, sizeof *u);
+    if (!u) return AG_ENOMEM;
+    u->loop = loop;
+    u->cfg = *cfg;
+    snprintf(u->host_copy, sizeof u->host_copy, "%s", cfg->host);
+    u->cfg.host = u->host_copy;
+    bool v6 = strchr(cfg->host, ':') != NULL;
+    snprintf(u->host_header, sizeof u->host_header, v6 ? "[%s]:%u" : "%s:%u", cfg->host, cfg->port);
+    if (uv_ip4_addr(cfg->host, cfg->port, (struct sockaddr_in *)&u->addr) != 0 &&
+        uv_ip6_addr(cfg->host, cfg->port, (struct sockaddr_in6 *)&u->addr) != 0) {
+        ag_free(u);
+        return AG_EINVAL;
+    }
+#define DEFAULT(f, v) if (!u->cfg.f) u->cfg.f = (v)
+    DEFAULT(max_connections, 8);
+    DEFAULT(max_pending, 256);
+    DEFAULT(connect_timeout_ms, 2000);
+    DEFAULT(pool_timeout_ms, 1000);
+    DEFAULT(idle_timeout_ms, 30000);
+    DEFAULT(max_response_bytes, 8 * 1024 * 1024);
+#undef DEFAULT
+    signal(SIGPIPE, SIG_IGN);
+    uv_timer_init(loop, &u->pool_timer);
+    u->pool_timer.data = u;
+    u->open_handles = 1;
+    *out = u;
+    return 0;
+}
+
+static bool idempotent(const char *m)
+{
+    return !strcmp(m, "GET") || !strcmp(m, "HEAD") || !strcmp(m, "PUT") || !strcmp(m, "DELETE") ||
+           !strcmp(m, "OPTIONS");
+}
+
+int ag_http_upstream_request(struct ag_http_upstream *u, const struct ag_http_client_req *q, ag_http_client_cb cb,
+                             void *ud)
+{
+    if (!u || !q || !cb) return AG_EINVAL;
+    if (u->closing) return AG_ECLOSED;
+    int rc = validate(q);
+    if (rc) return rc;
+    if (u->nwaiting >= u->cfg.max_pending) return AG_EAGAIN;
+    struct creq *r = ag_calloc(1, sizeof *r);
+    if (!r) return AG_ENOMEM;
+    ag_buf_init(&r->wire);
+    if ((rc = serialize(u, q, &r->wire)) != 0) {
+        ag_buf_free(&r->wire);
+        ag_free(r);
+        return rc;
+    }
+    uint64_t now = uv_now(u->loop);
+    r->cb = cb;
+    r->ud = ud;
+    r->deadline_ms = now + (q->timeout_ms ? q->timeout_ms : 10000);
+    r->pool_deadline_ms = now + u->cfg.pool_timeout_ms;
+    r->idempotent = idempotent(q->method);
+    r->head = strcmp(q->method, "HEAD") == 0;
+    queue_push(u, r, false);
+    service_queue(u);
+    return 0;
+}
+
+static void pool_timer_closed(uv_handle_t *h)
+{
+    struct ag_http_upstream *u = h->data;
+    u->open_handles--;
+    maybe_free_upstream(u);
+}
+
+void ag_http_upstream_close(struct ag_http_upstream *u)
+{
+    if (!u || u->closing) return;
+    u->closing = true;
+    struct creq *r;
+    while ((r = queue_pop(u))) creq_finish(r, AG_ECANCELED, NULL);
+    while (u->conns) {
+        struct cconn *c = u->conns;
+        struct creq *inflight = c->req;
+        c->req = NULL;
+        conn_close(c);
+        if (inflight) creq_finish(inflight, AG_ECANCELED, NULL);
+    }
+    uv_close((uv_handle_t *)&u->pool_timer, pool_timer_closed);
+}
+
+void ag_http_upstream_stats(const struct ag_http_upstream *u, struct ag_http_upstream_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    out->open = u->nconns;
+    out->pending = u->nwaiting;
+    out->connects = u->connects;
+    out->reused = u->reused;
+    for (const struct cconn *c = u->conns; c; c = c->next)
+        if (c->state == CS_IDLE) out->idle++;
+}
+
+void ag_http_propagate(const struct ag_http_req *in, struct ag_http_client_req *out)
+{
+    out->request_id = ag_http_req_id(in);
+    const struct ag_obs_trace *t = ag_http_req_trace(in);
+    out->traceparent[0] = '\0';
+    if (t) {
+        struct ag_obs_trace child;
+        ag_obs_trace_child(t, &child, NULL);
+        ag_obs_trace_format(&child, out->traceparent);
+    }
+}

@@ -1,3 +1,4 @@
+#include <stdlib.h>
 #include <string.h>
 
 #include "testrouter.h"
@@ -69,6 +70,45 @@ static int later(struct ag_http_req *req, void *ud)
     return 0;
 }
 
+struct sleeper {
+    uv_timer_t timer;         /* fires once */
+    struct ag_http_req *req;  /* answered from the timer */
+};
+
+static void sleeper_closed(uv_handle_t *h) { ag_free(h->data); }
+
+static void sleeper_fire(uv_timer_t *t)
+{
+    struct sleeper *s = t->data;
+    ag_http_respond(s->req, 200, "text/plain", "slept", 5);
+    uv_close((uv_handle_t *)&s->timer, sleeper_closed);
+}
+
+/* Answers later, from a timer on the request's own loop (needs a real loop). */
+static int sleep_ms(struct ag_http_req *req, void *ud)
+{
+    (void)ud;
+    struct sleeper *s = ag_calloc(1, sizeof *s);
+    if (!s || !ag_http_req_loop(req)) {
+        ag_free(s);
+        return AG_EUNSUPPORTED;
+    }
+    s->req = req;
+    uv_timer_init(ag_http_req_loop(req), &s->timer);
+    s->timer.data = s;
+    uv_timer_start(&s->timer, sleeper_fire, strtoull(ag_http_req_param(req, "ms"), NULL, 10), 0);
+    return 0;
+}
+
+static int headers(struct ag_http_req *req, void *ud)
+{
+    (void)ud;
+    return ag_http_respond_json(req, 200, json_pack("{s:s?, s:s?, s:s?}", "requestId",
+                                                    ag_http_req_header(req, "x-request-id"), "traceparent",
+                                                    ag_http_req_header(req, "traceparent"), "custom",
+                                                    ag_http_req_header(req, "x-custom")));
+}
+
 struct ag_http_router *test_router_new(void)
 {
     struct ag_http_router *r;
@@ -82,6 +122,8 @@ struct ag_http_router *test_router_new(void)
     ag_http_route(r, "GET", "/bad-header", bad_header, NULL);
     ag_http_route(r, "GET", "/problem", problem, NULL);
     ag_http_route(r, "GET", "/later/{n}", later, NULL);
+    ag_http_route(r, "GET", "/sleep/{ms}", sleep_ms, NULL);
+    ag_http_route(r, "GET", "/headers", headers, NULL);
     test_ndeferred = 0;
     return r;
 }

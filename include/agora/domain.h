@@ -72,6 +72,10 @@ AG_EXTERN int ag_money_mul(const struct ag_money *a, int64_t k, struct ag_money 
 AG_EXTERN int ag_money_cmp(const struct ag_money *a, const struct ag_money *b);
 /* True when both amount and currency are equal. */
 AG_EXTERN bool ag_money_eq(const struct ag_money *a, const struct ag_money *b);
+/* Human-readable money for messages: "19.99 USD", "500 JPY", "1.250 KWD" (the
+ * ISO 4217 minor-unit exponent of common currencies; 2 for any other code).
+ * Returns `buf`. */
+AG_EXTERN const char *ag_money_format(const struct ag_money *m, char buf[48]);
 /* a × basis_points / 10000 rounded half away from zero (half-up for the usual
  * non-negative amounts): 1999 × 10% = 199.9 → 200; 5 × 10% = 0.5 → 1.
  * AG_EINVAL when the result does not fit in int64. */

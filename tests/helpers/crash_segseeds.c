@@ -1,0 +1,146 @@
+/*
+ * crash_segseeds OUTDIR: writes the seed corpus of the segment fuzzer
+ * (fuzz/store_segment.c) into OUTDIR: small real segments made through the API
+ * (deterministic: fake clock, seeded RNG), then damaged the ways the recovery
+ * tests damage them. Regenerate with
+ *   build/debug/crash_segseeds fuzz/corpus/store_segment
+ */
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "agora/store_log.h"
+
+#define SEG "seg-00000000000000000000.log"
+
+static void die(const char *what)
+{
+    fprintf(stderr, "crash_segseeds: %s\n", what);
+    exit(1);
+}
+
+static uint8_t *seg_bytes(const char *dir, size_t *len)
+{
+    char p[256];
+    snprintf(p, sizeof p, "%s/%s", dir, SEG);
+    int fd = open(p, O_RDONLY);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st)) die("cannot read the segment");
+    uint8_t *b = malloc((size_t)st.st_size);
+    if (!b || read(fd, b, (size_t)st.st_size) != st.st_size) die("short read");
+    close(fd);
+    *len = (size_t)st.st_size;
+    return b;
+}
+
+static void put(const char *out, const char *name, const uint8_t *p, size_t len)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", out, name);
+    FILE *f = fopen(path, "wb");
+    if (!f || fwrite(p, 1, len, f) != len || fclose(f)) die(path);
+    printf("%s: %zu bytes\n", path, len);
+}
+
+static void append(struct ag_store *s, const char *stream, size_t n, const char *data)
+{
+    struct ag_event_data ev[8];
+    for (size_t i = 0; i < n; i++)
+        ev[i] = (struct ag_event_data){.type = "Seeded", .type_len = 6, .data = data,
+                                       .data_len = strlen(data), .metadata = "{\"m\":1}",
+                                       .metadata_len = 7};
+    struct ag_err err;
+    if (ag_store_append(s, stream, strlen(stream), AG_STORE_ANY, ev, n, NULL, &err)) die(err.msg);
+}
+
+/* The log every seed starts from; returns the offset of its last record. */
+static size_t build(const char *dir, bool snapshots, bool last_batch3)
+{
+    struct ag_fake_clock fc;
+    ag_fake_clock_init(&fc, 1763726400000000000ull);
+    struct ag_xoshiro x;
+    ag_xoshiro_seed(&x, 42);
+    struct ag_store_options o = {.no_sync = true, .clock = &fc.clock, .rng = &x.rng};
+    struct ag_store *s;
+    struct ag_err err;
+    if (ag_store_log_open(dir, &o, &s, &err)) die(err.msg);
+    static const size_t sizes[] = {1, 2, 1, 1, 3, 1, 2, 1, 1, 1};
+    for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
+        append(s, i % 3 ? "order-1" : "cart-7", sizes[i], i % 2 ? "{\"qty\":2,\"sku\":\"A-1\"}" : "[1,true,null]");
+        ag_fake_clock_advance(&fc, 1000);
+        if (snapshots && i % 4 == 3 && ag_store_save_snapshot(s, "order-1", 7, 0, "{\"s\":1}", 7, &err))
+            die(err.msg);
+    }
+    if (last_batch3) append(s, "cart-7", 3, "{}");
+    ag_store_close(s);
+    size_t len;
+    uint8_t *b = seg_bytes(dir, &len);
+    size_t off = 64, last = 64;
+    while (off < len) {
+        uint32_t sz;
+        memcpy(&sz, b + off, 4);
+        last = off;
+        off += sz;
+    }
+    free(b);
+    return last;
+}
+
+static void scratch(char *dir)
+{
+    strcpy(dir, "/tmp/agora-seeds-XXXXXX");
+    if (!mkdtemp(dir)) die("mkdtemp");
+}
+
+static void clean(const char *dir)
+{
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd)) die("rm");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 2) die("usage: crash_segseeds OUTDIR");
+    const char *out = argv[1];
+    char dir[64];
+    size_t len;
+    uint8_t *b;
+
+    scratch(dir);
+    size_t last = build(dir, false, false);
+    b = seg_bytes(dir, &len);
+    put(out, "clean.seg", b, len);
+    put(out, "header_only.seg", b, 64);
+    put(out, "torn_mid_record.seg", b, last + (len - last) / 2);
+    uint8_t *g = malloc(len + 200);
+    memcpy(g, b, len);
+    for (size_t i = 0; i < 200; i++) g[len + i] = (uint8_t)(i * 37 + 11);
+    put(out, "garbage_tail.seg", g, len + 200);
+    memcpy(g, b, len);
+    g[64 + (len - 64) / 3] ^= 0x20; /* a flipped bit with intact records after it */
+    put(out, "flipped_middle.seg", g, len);
+    free(g);
+    free(b);
+    clean(dir);
+
+    scratch(dir);
+    build(dir, true, false);
+    b = seg_bytes(dir, &len);
+    put(out, "snapshots.seg", b, len);
+    free(b);
+    clean(dir);
+
+    scratch(dir);
+    last = build(dir, false, true);
+    b = seg_bytes(dir, &len);
+    uint32_t sz;
+    memcpy(&sz, b + last, 4);
+    put(out, "incomplete_batch.seg", b, last); /* the 3-event batch without its 3rd record */
+    free(b);
+    clean(dir);
+    return 0;
+}

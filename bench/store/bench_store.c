@@ -22,9 +22,11 @@
  * ENVIRONMENT
  *   AG_BENCH_DIR     scratch directory (same filesystem for all impls); required
  *   AG_BENCH_PG      libpq conninfo; postgres is skipped when unset
- *   AG_BENCH_SECONDS, AG_BENCH_WRITERS, AG_BENCH_OPEN_EVENTS (10000000),
+ *   AG_BENCH_SECONDS (per point, 3), AG_BENCH_ROUNDS (3), AG_BENCH_WRITERS,
+ *   AG_BENCH_OPEN_EVENTS (10000000),
  *   AG_BENCH_BUILD_BUDGET (seconds allowed to build the open/read store, 60),
- *   AG_BENCH_STREAMS (1000000), AG_BENCH_ONLY (subset of "append,open,memory").
+ *   AG_BENCH_STREAMS (1000000), AG_BENCH_ONLY (subset of "append,open,memory"),
+ *   AG_BENCH_IMPLS (subset of "agora,raw,postgres").
  *
  * Output: one JSON object per line on stdout (run.sh appends them to
  * bench/results/store.jsonl), a human-readable table on stderr. Never pass/fail.
@@ -108,6 +110,13 @@ static bool phase_on(const char *phase)
 {
     const char *only = getenv("AG_BENCH_ONLY");
     return !only || !*only || strstr(only, phase) != NULL;
+}
+
+/* AG_BENCH_IMPLS narrows the append phase (e.g. "agora" under perf). */
+static bool impl_on(const char *impl)
+{
+    const char *only = getenv("AG_BENCH_IMPLS");
+    return !only || !*only || strstr(only, impl) != NULL;
 }
 
 static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *f)
@@ -217,6 +226,19 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
+/* What one implementation accumulated at one writer count over all its rounds. */
+struct acc {
+    const char *impl;
+    int writers;
+    struct lat lat;   /* every append's latency */
+    uint64_t ops;     /* appends acknowledged */
+    double secs;      /* sum over rounds of start -> last acknowledgement */
+    uint64_t commits; /* fdatasync calls (agora, raw) */
+    int err;          /* first failure, 0 if none */
+    bool ran;
+};
+
+/* The figures of one accumulator, as printed. */
 struct result {
     const char *impl;
     int writers;
@@ -225,34 +247,36 @@ struct result {
     bool ran;
 };
 
-/* Merge the workers' samples into one result. Throughput counts from the common
- * start to the last acknowledgement, so in-flight appends at `stop` are counted
- * with the time they took. */
-static struct result summarize(struct worker *ws, int n, uint64_t start_ns)
+/* Fold a round's workers into `a`. Throughput counts from the common start to the
+ * last acknowledgement, so appends in flight at `stop` count with the time they took. */
+static void fold(struct acc *a, struct worker *ws, int n, uint64_t start_ns)
 {
-    struct result r = {.writers = n, .ran = true};
-    size_t total = 0;
-    uint64_t ops = 0, end = start_ns;
-    for (int i = 0; i < n; i++) total += ws[i].lat.n;
-    uint32_t *all = malloc((total ? total : 1) * sizeof *all);
-    size_t k = 0;
+    uint64_t end = start_ns;
     for (int i = 0; i < n; i++) {
-        if (all) memcpy(all + k, ws[i].lat.v, ws[i].lat.n * sizeof *all);
-        k += ws[i].lat.n;
-        ops += ws[i].ops;
+        for (size_t k = 0; k < ws[i].lat.n; k++) lat_push(&a->lat, ws[i].lat.v[k]);
+        a->ops += ws[i].ops;
         if (ws[i].last_ns > end) end = ws[i].last_ns;
-        if (ws[i].err && !r.err) r.err = ws[i].err;
+        if (ws[i].err && !a->err) a->err = ws[i].err;
         free(ws[i].lat.v);
     }
-    if (all) qsort(all, total, sizeof *all, cmp_u32);
-    r.ops_per_s = end > start_ns ? (double)ops / ((double)(end - start_ns) / 1e9) : 0;
-    r.p50_us = all ? pct_us(all, total, 0.50) : 0;
-    r.p99_us = all ? pct_us(all, total, 0.99) : 0;
-    free(all);
+    a->secs += (double)(end - start_ns) / 1e9;
+    a->ran = true;
+}
+
+static struct result finish(struct acc *a)
+{
+    struct result r = {.impl = a->impl, .writers = a->writers, .err = a->err, .ran = a->ran};
+    qsort(a->lat.v, a->lat.n, sizeof *a->lat.v, cmp_u32);
+    r.ops_per_s = a->secs > 0 ? (double)a->ops / a->secs : 0;
+    r.p50_us = pct_us(a->lat.v, a->lat.n, 0.50);
+    r.p99_us = pct_us(a->lat.v, a->lat.n, 0.99);
+    free(a->lat.v);
+    a->lat = (struct lat){0};
     return r;
 }
 
-static struct result run_point(const struct impl *im, int writers, double seconds)
+/* One round: `writers` threads append for `seconds`; the samples go into `a`. */
+static void run_point(const struct impl *im, int writers, double seconds, struct acc *a)
 {
     struct point pt = {.im = im, .writers = writers};
     pthread_barrier_init(&pt.start, NULL, (unsigned)writers + 1);
@@ -268,11 +292,9 @@ static struct result run_point(const struct impl *im, int writers, double second
     while (nanosleep(&d, &d) && errno == EINTR) {}
     atomic_store(&pt.stop, true);
     for (int i = 0; i < writers; i++) pthread_join(ws[i].th, NULL);
-    struct result r = summarize(ws, writers, start);
-    r.impl = im->name;
+    fold(a, ws, writers, start);
     free(ws);
     pthread_barrier_destroy(&pt.start);
-    return r;
 }
 
 static void print_append(const struct result *r, const char *extra)
@@ -315,7 +337,8 @@ static int agora_append(void *ts, int64_t version)
 
 static void agora_close_t(void *ts) { free(ts); }
 
-static struct result bench_agora(const char *dir, int writers, double seconds)
+/* One round in a fresh directory. */
+static void bench_agora(const char *dir, int writers, double seconds, struct acc *a)
 {
     char path[4096];
     snprintf(path, sizeof path, "%s/agora-w%d", dir, writers);
@@ -325,19 +348,16 @@ static struct result bench_agora(const char *dir, int writers, double seconds)
     int rc = ag_store_log_open(path, &o, &s, &err);
     if (rc) {
         fprintf(stderr, "agora open %s: %s\n", path, ag_err_msg(&err, rc));
-        return (struct result){.impl = "agora", .writers = writers, .err = rc};
+        a->err = rc;
+        return;
     }
     struct impl im = {"agora", s, agora_open_t, agora_append, agora_close_t};
-    struct result r = run_point(&im, writers, seconds);
+    run_point(&im, writers, seconds, a);
     struct ag_store_stats st = {0};
     ag_store_stats(s, &st);
+    a->commits += st.commits;
     ag_store_close(s);
     rm_tree(path);
-    char extra[128];
-    snprintf(extra, sizeof extra, ",\"commits\":%llu,\"events_per_commit\":%.1f",
-             (unsigned long long)st.commits, st.commits ? (double)st.events / (double)st.commits : 0);
-    print_append(&r, extra);
-    return r;
 }
 
 /* ---- raw: the ceiling (one file, group commit, nothing else) ---- */
@@ -472,27 +492,26 @@ static void raw_stop(struct raw *r)
     free(r->gbuf);
 }
 
-static struct result bench_raw(const char *dir, int writers, double seconds)
+/* One round on a fresh file. */
+static void bench_raw(const char *dir, int writers, double seconds, struct acc *a)
 {
     char path[4096];
     snprintf(path, sizeof path, "%s/raw-w%d.log", dir, writers);
     struct raw r = {.fd = open(path, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0644)};
     if (r.fd < 0) {
         perror(path);
-        return (struct result){.impl = "raw", .writers = writers, .err = -errno};
+        a->err = -errno;
+        return;
     }
     pthread_mutex_init(&r.lock, NULL);
     pthread_cond_init(&r.cond, NULL);
     pthread_create(&r.th, NULL, raw_writer, &r);
     struct impl im = {"raw", &r, raw_open_t, raw_append, raw_close_t};
-    struct result res = run_point(&im, writers, seconds);
+    run_point(&im, writers, seconds, a);
     raw_stop(&r);
+    a->commits += r.commits;
+    if (r.err && !a->err) a->err = r.err;
     unlink(path);
-    char extra[128];
-    snprintf(extra, sizeof extra, ",\"commits\":%llu,\"bytes_per_event\":%zu",
-             (unsigned long long)r.commits, record_bytes(strlen("order-w000-0000")));
-    print_append(&res, extra);
-    return res;
 }
 
 /* ---- postgres: message-db / Eventuous style table through libpq ---- */
@@ -574,20 +593,21 @@ static bool pg_reset(const char *conninfo)
     return ok;
 }
 
-static struct result bench_pg(const char *conninfo, int writers, double seconds)
+/* One round on a fresh table. */
+static void bench_pg(const char *conninfo, int writers, double seconds, struct acc *a)
 {
-    if (!pg_reset(conninfo)) return (struct result){.impl = "postgres", .writers = writers, .err = -1};
+    if (!pg_reset(conninfo)) {
+        a->err = -1;
+        return;
+    }
     struct impl im = {"postgres", (void *)conninfo, pg_open_t, pg_append, pg_close_t};
-    struct result r = run_point(&im, writers, seconds);
-    print_append(&r, NULL);
-    return r;
+    run_point(&im, writers, seconds, a);
 }
 #else
-static struct result bench_pg(const char *conninfo, int writers, double seconds)
+static void bench_pg(const char *conninfo, int writers, double seconds, struct acc *a)
 {
-    (void)conninfo, (void)seconds;
+    (void)conninfo, (void)writers, (void)seconds, (void)a;
     fprintf(stderr, "postgres: built without libpq, skipped\n");
-    return (struct result){.impl = "postgres", .writers = writers};
 }
 #endif
 
@@ -778,7 +798,11 @@ static int parse_writers(int *ws)
     return n;
 }
 
-static double ratio(double a, double b) { return b > 0 ? a / b : 0; }
+static void print_ratio(double a, double b)
+{
+    if (a > 0 && b > 0) fprintf(stderr, " %8.2fx", a / b);
+    else fprintf(stderr, " %9s", "-");
+}
 
 static void print_table(const struct result (*r)[3], int n)
 {
@@ -793,23 +817,49 @@ static void print_table(const struct result (*r)[3], int n)
                         r[i][k].p99_us);
             else fprintf(stderr, " %24s |", "-");
         }
-        fprintf(stderr, " %8.2fx %8.2fx\n", ratio(r[i][0].ops_per_s, r[i][1].ops_per_s),
-                ratio(r[i][0].ops_per_s, r[i][2].ops_per_s));
+        print_ratio(r[i][0].ops_per_s, r[i][1].ops_per_s);
+        print_ratio(r[i][0].ops_per_s, r[i][2].ops_per_s);
+        fputc('\n', stderr);
     }
     fprintf(stderr, "targets at 64 writers: agora/raw >= 0.80, agora/pg >= 10x, p99 <= 2000 us\n");
 }
 
+/* Print the three lines of one writer count; the extras say how well each batched. */
+static void print_point(struct acc *a, struct result *out)
+{
+    char extra[160];
+    for (int k = 0; k < 3; k++) {
+        if (!a[k].ran) continue;
+        uint64_t ops = a[k].ops, commits = a[k].commits;
+        out[k] = finish(&a[k]);
+        if (commits)
+            snprintf(extra, sizeof extra, ",\"seconds\":%.2f,\"commits\":%llu,\"events_per_commit\":%.1f",
+                     a[k].secs, (unsigned long long)commits, (double)ops / (double)commits);
+        else snprintf(extra, sizeof extra, ",\"seconds\":%.2f", a[k].secs);
+        print_append(&out[k], extra);
+    }
+}
+
+/* Round-robin the implementations in short rounds, so a burst of noise from a
+ * shared disk hits all of them alike instead of one whole point. */
 static void bench_append(const char *dir, const char *pg)
 {
     int ws[MAX_POINTS];
     int n = parse_writers(ws);
     double secs = (double)env_long("AG_BENCH_SECONDS", 3);
+    long rounds = env_long("AG_BENCH_ROUNDS", 3);
+    if (rounds < 1) rounds = 1;
     struct result r[MAX_POINTS][3];
     memset(r, 0, sizeof r);
     for (int i = 0; i < n; i++) {
-        r[i][0] = bench_agora(dir, ws[i], secs);
-        r[i][1] = bench_raw(dir, ws[i], secs);
-        r[i][2] = pg && *pg ? bench_pg(pg, ws[i], secs) : (struct result){.writers = ws[i]};
+        struct acc a[3] = {{.impl = "agora"}, {.impl = "raw"}, {.impl = "postgres"}};
+        for (int k = 0; k < 3; k++) a[k].writers = r[i][k].writers = ws[i];
+        for (long round = 0; round < rounds; round++) {
+            if (impl_on("agora")) bench_agora(dir, ws[i], secs / (double)rounds, &a[0]);
+            if (impl_on("raw")) bench_raw(dir, ws[i], secs / (double)rounds, &a[1]);
+            if (pg && *pg && impl_on("postgres")) bench_pg(pg, ws[i], secs / (double)rounds, &a[2]);
+        }
+        print_point(a, r[i]);
     }
     print_table(r, n);
 }

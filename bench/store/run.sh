@@ -75,6 +75,6 @@ EOF
 conninfo=""
 start_pg
 mkdir -p "$(dirname "$results")"
-echo "bench-store: $(nproc) CPUs, scratch $work ($(df -h --output=source,fstype "$work" | tail -1))" >&2
+echo "bench-store: $(nproc) CPUs, load $(cut -d" " -f1-3 /proc/loadavg), scratch $work ($(df --output=source,fstype "$work" | tail -1 | tr -s " "))" >&2
 
 AG_BENCH_DIR=$work AG_BENCH_PG=$conninfo "$bin" | tee -a "$results"

@@ -46,6 +46,7 @@ struct ag_saga_step {
     ag_saga_fn action;         /* required */
     ag_saga_fn compensate;     /* NULL: nothing to undo */
     struct ag_saga_fault fault; /* zero = none */
+    const struct ag_pipeline *policy; /* this step's policy; NULL = the definition's */
 };
 
 struct ag_saga_def {

@@ -3,6 +3,7 @@
 #define AGORA_CLI_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 
 struct ag_cli_cmd {
@@ -22,5 +23,8 @@ int ag_cli_print_help(void);
 extern const struct ag_cli_cmd ag_cli_cmd_version;
 extern const struct ag_cli_cmd ag_cli_cmd_store;
 extern const struct ag_cli_cmd ag_cli_cmd_run;
+extern const struct ag_cli_cmd ag_cli_cmd_projections;
+/* Parse HOST:PORT ([v6]:PORT too); -1 when malformed. */
+int ag_cli_parse_listen(const char *s, char host[64], uint16_t *port);
 
 #endif

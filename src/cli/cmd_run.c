@@ -1,19 +1,84 @@
-/* agora run: start every context in one process (the services land in a later issue). */
+/* agora run: every context of the platform in one process, on the embedded store. */
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
+#include "agora/platform.h"
 #include "cli/cli.h"
+
+static const char usage_text[] =
+    "usage: agora run [--data DIR] [--listen HOST:PORT] [--workers N] [--no-seed]\n"
+    "\n"
+    "Start the commerce platform in one process: customers, catalog, ordering,\n"
+    "inventory, payments and shipping over the embedded event store, their read\n"
+    "models, the PlaceOrder saga and the HTTP API. Ctrl-C stops it gracefully.\n"
+    "\n"
+    "  --data DIR          event log and read models (default ./data, env AGORA_DATA)\n"
+    "  --listen HOST:PORT  where to serve (default 127.0.0.1:8080, env AGORA_LISTEN)\n"
+    "  --workers N         HTTP worker loops (default: number of cores)\n"
+    "  --no-seed           no demo catalog and customers on first start\n"
+    "\n"
+    "Fault injection for demos: AGORA_FAULT_<STEP>=rate[,latency_ms[,comp_rate]] with\n"
+    "STEP one of PLACEORDER, RESERVEINVENTORY, PROCESSPAYMENT, ARRANGESHIPMENT,\n"
+    "CONFIRMORDER (e.g. AGORA_FAULT_PROCESSPAYMENT=0.5).\n";
+
+int ag_cli_parse_listen(const char *s, char host[64], uint16_t *port)
+{
+    const char *colon = strrchr(s, ':');
+    if (!colon || colon == s || (size_t)(colon - s) >= 64) return -1;
+    char *end;
+    long p = strtol(colon + 1, &end, 10);
+    if (*end || p < 0 || p > 65535) return -1;
+    memcpy(host, s, (size_t)(colon - s));
+    host[colon - s] = 0;
+    if (host[0] == '[' && host[strlen(host) - 1] == ']') { /* [::1]:8080 */
+        memmove(host, host + 1, strlen(host));
+        host[strlen(host) - 1] = 0;
+    }
+    *port = (uint16_t)p;
+    return 0;
+}
 
 static int run(int argc, char **argv)
 {
     if (ag_cli_wants_help(argc, argv)) {
-        puts("usage: agora run [--data DIR] [--listen ADDR]\n\n"
-             "Start the commerce platform in one process. The services are not built yet;\n"
-             "today 'agora store ...' works on a data directory.");
+        fputs(usage_text, stdout);
         return 0;
     }
-    fputs("agora run: the commerce services are not part of this build yet.\n"
-          "What works today: the event store — try 'agora store --help'.\n\n", stderr);
-    return ag_cli_print_help();
+    const char *data = getenv("AGORA_DATA") ? getenv("AGORA_DATA") : "./data";
+    const char *listen = getenv("AGORA_LISTEN") ? getenv("AGORA_LISTEN") : "127.0.0.1:8080";
+    bool seed = true;
+    int workers = 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--data") == 0 && i + 1 < argc) data = argv[++i];
+        else if (strcmp(argv[i], "--listen") == 0 && i + 1 < argc) listen = argv[++i];
+        else if (strcmp(argv[i], "--workers") == 0 && i + 1 < argc) workers = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--no-seed") == 0) seed = false;
+        else return ag_cli_usage_error("run: unknown or incomplete option '%s' (see 'agora run --help')", argv[i]);
+    }
+    char host[64];
+    uint16_t port;
+    if (ag_cli_parse_listen(listen, host, &port))
+        return ag_cli_usage_error("run: --listen takes HOST:PORT, e.g. 127.0.0.1:8080 (got '%s')", listen);
+    if (workers < 0 || workers > 256) return ag_cli_usage_error("run: --workers takes 1..256");
+    /* commands wait on group commit in the threadpool: give it room before libuv starts it */
+    setenv("UV_THREADPOOL_SIZE", "64", 0);
+    struct ag_platform_config cfg = {.data_dir = data, .host = host, .port = port, .workers = workers,
+                                     .seed = seed};
+    struct ag_platform *p;
+    struct ag_err err;
+    ag_err_clear(&err);
+    int rc = ag_platform_start(&cfg, &p, &err);
+    if (rc) {
+        fprintf(stderr, "agora run: %s\n", ag_err_msg(&err, rc));
+        return 1;
+    }
+    fprintf(stderr, "agora: serving http://%s:%u (data in %s); Ctrl-C to stop\n", host,
+            ag_platform_port(p), data);
+    ag_platform_run_until_signal(p);
+    ag_platform_stop(p);
+    fprintf(stderr, "agora: stopped\n");
+    return 0;
 }
 
 const struct ag_cli_cmd ag_cli_cmd_run = {"run", "start the platform (every context in one process)", run};

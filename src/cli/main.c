@@ -9,6 +9,7 @@
 
 static const struct ag_cli_cmd *const commands[] = {
     &ag_cli_cmd_run,
+    &ag_cli_cmd_projections,
     &ag_cli_cmd_store,
     &ag_cli_cmd_version,
 };

@@ -19,6 +19,8 @@
 
 struct qitem {
     struct qitem *next;
+    uint64_t due_ms;          /* delayed list: when to queue it again */
+    unsigned tries;           /* interrupted runs so far */
     char id[SAGA_STREAM_MAX];
 };
 
@@ -31,6 +33,9 @@ struct ag_saga_engine {
     pthread_mutex_t lock;
     pthread_cond_t cond;
     struct qitem *head, *tail;
+    struct qitem *delayed;    /* interrupted sagas waiting to be retried */
+    pthread_t retry_thread;
+    bool retry_started;
     bool stopping;
     /* ids queued or running: a small open-addressing set of hashes */
     uint64_t *active;
@@ -115,7 +120,7 @@ static void enqueue(struct ag_saga_engine *e, const char *id)
     else e->head = q;
     e->tail = q;
     e->stats.queued++;
-    pthread_cond_signal(&e->cond);
+    pthread_cond_broadcast(&e->cond); /* the retry thread waits on it too */
     pthread_mutex_unlock(&e->lock);
 }
 
@@ -233,8 +238,9 @@ static int run_action(const struct saga_state *s, size_t i, const char *key, str
 {
     struct step_call c = {s->def, &s->def->steps[i], s->data, key, NULL, false};
     struct ag_resil_ctx ctx = {.err = err};
-    if (!s->def->policy) return step_op(&c, &ctx);
-    return ag_pipeline_run(s->def->policy, step_op, &c, &ctx);
+    const struct ag_pipeline *policy = c.step->policy ? c.step->policy : s->def->policy;
+    if (!policy) return step_op(&c, &ctx);
+    return ag_pipeline_run(policy, step_op, &c, &ctx);
 }
 
 static int run_compensation(const struct saga_state *s, size_t i, const char *key,
@@ -257,7 +263,7 @@ static int run_compensation(const struct saga_state *s, size_t i, const char *ke
 
 static json_t *step_json(size_t i, const char *name, const char *error)
 {
-    json_t *j = json_pack("{s:I, s:s}", (json_int_t)i, "step", name);
+    json_t *j = json_pack("{s:I, s:s}", "step", (json_int_t)i, "name", name);
     if (j && error) json_object_set_new(j, "error", json_string(error));
     return j;
 }
@@ -326,7 +332,8 @@ static void count(struct ag_saga_engine *e, uint64_t *field)
     pthread_mutex_unlock(&e->lock);
 }
 
-static void run_saga(struct ag_saga_engine *e, const char *id)
+/* Returns 0 when the saga reached a terminal state (or cannot run at all). */
+static int run_saga(struct ag_saga_engine *e, const char *id)
 {
     char stream[SAGA_STREAM_MAX + 8];
     snprintf(stream, sizeof stream, "saga-%s", id);
@@ -347,6 +354,52 @@ static void run_saga(struct ag_saga_engine *e, const char *id)
     if (rc && rc != AG_ECLOSED)
         AG_WARN("saga.interrupted", AG_LS("saga", id), AG_LS("error", ag_err_msg(&err, rc)));
     json_decref(s.data);
+    return rc == AG_ENOTFOUND || rc == AG_ECONFLICT ? 0 : rc;
+}
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* An interrupted saga (I/O error, out of memory) is retried with a growing delay. */
+static void delay(struct ag_saga_engine *e, struct qitem *q)
+{
+    q->tries++;
+    q->due_ms = now_ms() + (100ull << (q->tries < 8 ? q->tries : 8));
+    pthread_mutex_lock(&e->lock);
+    q->next = e->delayed;
+    e->delayed = q;
+    pthread_mutex_unlock(&e->lock);
+}
+
+static void *retry_main(void *arg)
+{
+    struct ag_saga_engine *e = arg;
+    pthread_mutex_lock(&e->lock);
+    while (!e->stopping) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 100000000;
+        if (ts.tv_nsec >= 1000000000) ts.tv_sec++, ts.tv_nsec -= 1000000000;
+        pthread_cond_timedwait(&e->cond, &e->lock, &ts);
+        uint64_t now = now_ms();
+        for (struct qitem **pp = &e->delayed; *pp;) {
+            struct qitem *q = *pp;
+            if (q->due_ms > now) { pp = &q->next; continue; }
+            *pp = q->next;
+            q->next = NULL;
+            if (e->tail) e->tail->next = q;
+            else e->head = q;
+            e->tail = q;
+            e->stats.queued++;
+            pthread_cond_broadcast(&e->cond);
+        }
+    }
+    pthread_mutex_unlock(&e->lock);
+    return NULL;
 }
 
 static void *worker(void *arg)
@@ -364,7 +417,10 @@ static void *worker(void *arg)
         if (!e->head) e->tail = NULL;
         e->stats.queued--;
         pthread_mutex_unlock(&e->lock);
-        run_saga(e, q->id);
+        if (run_saga(e, q->id) && q->tries < 20) {
+            delay(e, q); /* stays in the active set */
+            continue;
+        }
         pthread_mutex_lock(&e->lock);
         active_del(e, id_hash(q->id));
         pthread_mutex_unlock(&e->lock);
@@ -446,7 +502,8 @@ int ag_saga_engine_start(struct ag_store *s, const struct ag_saga_def *defs, siz
         if (pthread_create(&e->threads[i], NULL, worker, e) != 0) break;
         e->nthreads++;
     }
-    if (!e->nthreads) {
+    e->retry_started = pthread_create(&e->retry_thread, NULL, retry_main, e) == 0;
+    if (!e->nthreads || !e->retry_started) {
         ag_saga_engine_stop(e);
         return ag_err_set(err, AG_ENOMEM, "cannot start saga workers");
     }
@@ -462,7 +519,12 @@ void ag_saga_engine_stop(struct ag_saga_engine *e)
     pthread_cond_broadcast(&e->cond);
     pthread_mutex_unlock(&e->lock);
     for (unsigned i = 0; i < e->nthreads; i++) pthread_join(e->threads[i], NULL);
+    if (e->retry_started) pthread_join(e->retry_thread, NULL);
     for (struct qitem *q = e->head, *n; q; q = n) {
+        n = q->next;
+        ag_free(q);
+    }
+    for (struct qitem *q = e->delayed, *n; q; q = n) {
         n = q->next;
         ag_free(q);
     }

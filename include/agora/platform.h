@@ -1,0 +1,45 @@
+/*
+ * The commerce platform in one process: every bounded context (customers,
+ * catalog, ordering, inventory, payments, shipping) over one event store, their
+ * read models, the PlaceOrder saga and the HTTP API of ARCHITECTURE §6.1. This is
+ * what `agora run` starts; tests start it in-process on an ephemeral port.
+ */
+#ifndef AGORA_PLATFORM_H
+#define AGORA_PLATFORM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "agora/base.h"
+
+struct ag_platform_config {
+    const char *data_dir;  /* event log + readmodels/ (created); required */
+    const char *host;      /* listen address; NULL = 127.0.0.1 */
+    uint16_t port;         /* 0 = ephemeral */
+    int workers;           /* HTTP worker loops; 0 = cores */
+    bool seed;             /* demo catalog, stock and funded customers on first start */
+    bool no_sync;          /* store without fdatasync (tests only: not durable) */
+    unsigned saga_threads; /* 0 = 8 */
+};
+
+struct ag_platform;
+
+/* Open the store, start projections, the saga engine (resuming unfinished sagas)
+ * and the HTTP server. Owned; stop with ag_platform_stop. */
+AG_EXTERN int ag_platform_start(const struct ag_platform_config *cfg, struct ag_platform **out,
+                                struct ag_err *err);
+AG_EXTERN uint16_t ag_platform_port(const struct ag_platform *p);
+/* Serve until SIGINT/SIGTERM, then drain. */
+AG_EXTERN int ag_platform_run_until_signal(struct ag_platform *p);
+/* Drain HTTP, stop sagas (unfinished ones resume next start), projections, store. */
+AG_EXTERN void ag_platform_stop(struct ag_platform *p);
+
+/* Rebuild the read model `name` from position 0 (the platform must not be running
+ * on `data_dir`). Prints progress through `progress` when not NULL. */
+AG_EXTERN int ag_platform_rebuild_projection(const char *data_dir, const char *name,
+                                             void (*progress)(void *ud, uint64_t done, uint64_t total),
+                                             void *ud, struct ag_err *err);
+/* Names of the read models, NULL-terminated. */
+AG_EXTERN const char *const *ag_platform_projection_names(void);
+
+#endif

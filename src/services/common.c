@@ -1,0 +1,401 @@
+/*
+ * What every context's HTTP handlers share: moving the work off the loop thread
+ * (the libuv threadpool runs commands, which wait on group commit, and queries,
+ * which run SQL), problem+json answers with field errors, running domain decide
+ * functions through the repository, Idempotency-Key records, and read-model
+ * queries.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "services/internal.h"
+
+/* ---- aggregate types ---- */
+
+#define SVC_TYPE(var, dom)                                                                  \
+    const struct ag_es_type var = {#dom, sizeof(struct ag_##dom), ag_##dom##_init,          \
+                                   ag_##dom##_free, ag_##dom##_evolve, ag_##dom##_snapshot, \
+                                   ag_##dom##_restore}
+SVC_TYPE(svc_customer_type, customer);
+SVC_TYPE(svc_product_type, product);
+SVC_TYPE(svc_order_type, order);
+SVC_TYPE(svc_stock_type, stock);
+SVC_TYPE(svc_account_type, account);
+SVC_TYPE(svc_shipment_type, shipment);
+
+/* ---- ids and time ---- */
+
+int64_t svc_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void svc_new_id(char out[AG_UUID_STRLEN + 1], const char *scope, const char *key)
+{
+    struct ag_uuid u;
+    if (!key || !*key) {
+        ag_uuid_v7(&u, NULL, NULL);
+    } else { /* UUIDv8 (RFC 9562 §5.8) from the scope and the key: retries map to one id */
+        uint64_t a = ag_xxh3_seed(key, strlen(key), ag_xxh3(scope, strlen(scope)));
+        uint64_t b = ag_xxh3_seed(key, strlen(key), a);
+        memcpy(u.b, &a, 8);
+        memcpy(u.b + 8, &b, 8);
+        u.b[6] = (uint8_t)(0x80 | (u.b[6] & 0x0F));
+        u.b[8] = (uint8_t)(0x80 | (u.b[8] & 0x3F));
+    }
+    ag_uuid_format(&u, out);
+}
+
+void svc_stream(char *out, size_t n, const char *prefix, const char *id)
+{
+    snprintf(out, n, "%s-%s", prefix, id);
+}
+
+bool svc_stream_exists(struct ag_platform *p, const char *prefix, const char *id)
+{
+    char stream[256];
+    svc_stream(stream, sizeof stream, prefix, id);
+    if (ag_store_check_stream(stream, strlen(stream), NULL)) return false;
+    int64_t v;
+    ag_store_stream_version(p->store, stream, strlen(stream), &v);
+    return v >= 0;
+}
+
+/* ---- commands ---- */
+
+struct dom_call {
+    svc_dom_fn fn;
+    const void *cmd;
+};
+
+static int run_dom(const void *state, int64_t version, void *ud, struct ag_es_batch *out,
+                   struct ag_err *err)
+{
+    AG_UNUSED(version);
+    struct dom_call *c = ud;
+    struct ag_dom_events evs;
+    ag_dom_events_init(&evs);
+    int rc = c->fn(state, c->cmd, &evs, err);
+    for (size_t i = 0; i < evs.n && !rc; i++) {
+        rc = ag_es_batch_push(out, evs.v[i].type, evs.v[i].data);
+        evs.v[i].data = NULL; /* moved (push releases it on failure) */
+    }
+    ag_dom_events_free(&evs);
+    return rc;
+}
+
+int svc_exec(struct ag_platform *p, const struct ag_es_type *t, const char *stream, svc_dom_fn fn,
+             const void *cmd, const char *meta, ag_es_view_fn view, void *view_ud,
+             struct ag_es_result *res, struct ag_err *err)
+{
+    struct dom_call c = {fn, cmd};
+    return ag_es_execute(p->repo, t, stream, run_dom, &c, meta, view, view_ud, res, err);
+}
+
+int svc_read(struct ag_platform *p, const struct ag_es_type *t, const char *stream,
+             ag_es_view_fn view, void *ud, struct ag_err *err)
+{
+    return ag_es_read(p->repo, t, stream, view, ud, err);
+}
+
+/* ---- answers ---- */
+
+int svc_ok(struct svc_job *j, int status, json_t *body)
+{
+    j->status = status;
+    json_decref(j->resp);
+    j->resp = body;
+    j->problem = false;
+    return 0;
+}
+
+int svc_problem(struct svc_job *j, int status, const char *title, const char *fmt, ...)
+{
+    j->status = status;
+    j->problem = true;
+    snprintf(j->title, sizeof j->title, "%s", title ? title : ag_http_reason(status));
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(j->detail, sizeof j->detail, fmt, ap);
+    va_end(ap);
+    return 0;
+}
+
+int svc_error(struct svc_job *j, int code, const struct ag_err *err)
+{
+    int status = ag_http_status_for(code);
+    const char *title = code == AG_EDOMAIN ? "Business rule violated" : NULL;
+    if (code == AG_ECONFLICT) title = "Concurrent modification";
+    if (status >= 500) AG_ERROR("api.error", AG_LS("code", ag_errname(code)), AG_LS("detail", ag_err_msg(err, code)));
+    return svc_problem(j, status, title, "%s", ag_err_msg(err, code));
+}
+
+void svc_field_error(struct svc_job *j, const char *pointer, const char *fmt, ...)
+{
+    char detail[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(detail, sizeof detail, fmt, ap);
+    va_end(ap);
+    ag_http_problem_error_add(&j->errors, pointer, detail);
+}
+
+int svc_fields_failed(struct svc_job *j, int status)
+{
+    size_t n = json_array_size(j->errors);
+    if (!n) return 0;
+    const char *first = json_string_value(json_object_get(json_array_get(j->errors, 0), "detail"));
+    svc_problem(j, status, status == 400 ? "Invalid request" : "Unprocessable request",
+                n == 1 ? "%s" : "%s (and %zu more problems)", first ? first : "invalid field", n - 1);
+    return 1;
+}
+
+int svc_limit(struct svc_job *j, const char *s, int *out)
+{
+    *out = 20;
+    if (!s) return 0;
+    int64_t v;
+    if (ag_parse_i64(s, &v) || v < 1 || v > 100) {
+        svc_field_error(j, "/limit", "limit must be an integer from 1 to 100");
+        return AG_EINVAL;
+    }
+    *out = (int)v;
+    return 0;
+}
+
+/* ---- running a job ---- */
+
+static void work_cb(uv_work_t *w)
+{
+    struct svc_job *j = w->data;
+    int rc = j->fn(j);
+    if (rc && !j->status) {
+        struct ag_err err;
+        ag_err_set(&err, rc, "%s", ag_strerror(rc));
+        svc_error(j, rc, &err);
+    }
+}
+
+static void after_cb(uv_work_t *w, int status)
+{
+    struct svc_job *j = w->data;
+    AG_UNUSED(status);
+    struct ag_http_req *req = j->req;
+    if (j->location[0]) ag_http_resp_header(req, "Location", j->location);
+    if (j->replayed) ag_http_resp_header(req, "Idempotent-Replayed", "true");
+    if (j->rm_position) {
+        char pos[32];
+        snprintf(pos, sizeof pos, "%llu", (unsigned long long)j->rm_position);
+        ag_http_resp_header(req, "X-Projection-Position", pos);
+    }
+    if (j->problem) {
+        ag_http_respond_problem(req, j->status, NULL, j->title, j->detail, j->errors);
+        j->errors = NULL;
+    } else if (j->resp) {
+        ag_http_respond_json(req, j->status ? j->status : 200, j->resp);
+        j->resp = NULL;
+    } else {
+        ag_http_respond(req, j->status ? j->status : 204, NULL, NULL, 0);
+    }
+    json_decref(j->body);
+    json_decref(j->resp);
+    json_decref(j->errors);
+    for (int i = 0; i < 4; i++) ag_free((void *)j->q[i]);
+    ag_free(j);
+}
+
+static void copy_meta(struct svc_job *j, struct ag_http_req *req)
+{
+    struct ag_buf b;
+    ag_buf_init(&b);
+    ag_buf_putc(&b, '{');
+    const char *rid = ag_http_req_id(req);
+    const struct ag_obs_trace *t = ag_http_req_trace(req);
+    if (rid) {
+        ag_buf_puts(&b, "\"requestId\":");
+        ag_buf_json_str(&b, rid, strlen(rid));
+    }
+    if (t) {
+        char tp[AG_OBS_TRACEPARENT_LEN + 1];
+        ag_obs_trace_format(t, tp);
+        ag_buf_printf(&b, "%s\"traceparent\":\"%s\"", rid ? "," : "", tp);
+    }
+    ag_buf_putc(&b, '}');
+    if (b.data && b.len < sizeof j->meta) memcpy(j->meta, b.data, b.len + 1);
+    else snprintf(j->meta, sizeof j->meta, "{}");
+    ag_buf_free(&b);
+}
+
+int svc_offload(struct ag_platform *p, struct ag_http_req *req, int (*fn)(struct svc_job *),
+                const char *param, const char *const *query_names)
+{
+    struct svc_job *j = ag_calloc(1, sizeof *j);
+    if (!j) return AG_ENOMEM;
+    j->req = req;
+    j->p = p;
+    j->fn = fn;
+    j->work.data = j;
+    const char *v = param ? ag_http_req_param(req, param) : NULL;
+    if (v) snprintf(j->param, sizeof j->param, "%s", v);
+    for (int i = 0; query_names && i < 4 && query_names[i]; i++) {
+        const char *q = ag_http_req_query_param(req, query_names[i]);
+        j->q[i] = q ? ag_strdup(q) : NULL;
+    }
+    const char *key = ag_http_req_header(req, "Idempotency-Key");
+    if (key) snprintf(j->idem_key, sizeof j->idem_key, "%s", key);
+    copy_meta(j, req);
+    size_t blen = 0;
+    ag_http_req_body(req, &blen);
+    if (strcmp(ag_http_req_method(req), "POST") == 0 && blen) {
+        struct ag_err err;
+        ag_err_clear(&err);
+        if (ag_http_req_json(req, &j->body, &err)) {
+            ag_free(j);
+            return ag_http_respond_problem(req, 400, NULL, "Malformed JSON", err.msg, NULL);
+        }
+    }
+    if (uv_queue_work(ag_http_req_loop(req), &j->work, work_cb, after_cb) != 0) {
+        json_decref(j->body);
+        ag_free(j);
+        return AG_ENOMEM;
+    }
+    return 0;
+}
+
+/* ---- idempotency keys ---- */
+
+/* The record of a key: IdempotencyKeyClaimed {requestHash, at}, then
+ * IdempotentResponse {status, body, location}. */
+static void idem_stream(const struct svc_job *j, const char *scope, char out[64])
+{
+    uint64_t h = ag_xxh3_seed(j->idem_key, strlen(j->idem_key), ag_xxh3(scope, strlen(scope)));
+    snprintf(out, 64, "idempotency-%016llx", (unsigned long long)h);
+}
+
+static uint64_t body_hash(const struct svc_job *j)
+{
+    char *t = j->body ? json_dumps(j->body, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    uint64_t h = t ? ag_xxh3(t, strlen(t)) : 0;
+    free(t);
+    return h;
+}
+
+static int replay(struct svc_job *j, const json_t *resp)
+{
+    j->replayed = 1;
+    j->status = (int)json_integer_value(json_object_get(resp, "status"));
+    const char *loc = json_string_value(json_object_get(resp, "location"));
+    if (loc) snprintf(j->location, sizeof j->location, "%s", loc);
+    json_t *body = json_object_get(resp, "body");
+    if (json_object_get(resp, "problem") == json_true()) {
+        j->problem = true;
+        snprintf(j->title, sizeof j->title, "%s", json_string_value(json_object_get(body, "title")) ?: "");
+        snprintf(j->detail, sizeof j->detail, "%s", json_string_value(json_object_get(body, "detail")) ?: "");
+        j->errors = json_incref(json_object_get(body, "errors"));
+    } else {
+        j->resp = json_incref(body);
+    }
+    return 1;
+}
+
+int svc_idem_begin(struct svc_job *j, const char *scope)
+{
+    if (!j->idem_key[0]) return 0;
+    if (strlen(j->idem_key) > 200) {
+        svc_problem(j, 400, "Invalid Idempotency-Key", "Idempotency-Key is longer than 200 bytes");
+        return 1;
+    }
+    char stream[64];
+    idem_stream(j, scope, stream);
+    char hash[32];
+    snprintf(hash, sizeof hash, "%016llx", (unsigned long long)body_hash(j));
+    for (int attempt = 0; attempt < 3; attempt++) {
+        struct ag_event_page pg;
+        int rc = ag_store_read_stream(j->p->store, stream, strlen(stream), 0, AG_READ_FORWARD, 2, &pg, NULL);
+        if (rc == AG_ENOTFOUND) {
+            char data[128];
+            snprintf(data, sizeof data, "{\"requestHash\":\"%s\",\"at\":%lld}", hash, (long long)svc_now_ms());
+            struct ag_event_data ev = {.type = "IdempotencyKeyClaimed", .type_len = 21, .data = data,
+                                       .data_len = strlen(data)};
+            rc = ag_store_append(j->p->store, stream, strlen(stream), AG_STORE_NO_STREAM, &ev, 1, NULL, NULL);
+            if (rc == 0) return 0;
+            continue; /* a concurrent request claimed it: look again */
+        }
+        if (rc) return 0;
+        json_t *claim = json_loadb(pg.events[0].data, pg.events[0].data_len, 0, NULL);
+        json_t *resp = pg.count > 1 ? json_loadb(pg.events[1].data, pg.events[1].data_len, 0, NULL) : NULL;
+        ag_event_page_free(&pg);
+        const char *h = json_string_value(json_object_get(claim, "requestHash"));
+        int out;
+        out = 1;
+        if (!h || strcmp(h, hash) != 0)
+            svc_problem(j, 422, "Idempotency-Key reused",
+                        "this Idempotency-Key was used with a different request body");
+        else if (resp)
+            replay(j, resp);
+        else
+            svc_problem(j, 409, "Request in progress",
+                        "a request with this Idempotency-Key is still being processed");
+        json_decref(claim);
+        json_decref(resp);
+        return out;
+    }
+    return 0;
+}
+
+void svc_idem_end(struct svc_job *j, const char *scope)
+{
+    if (!j->idem_key[0] || j->replayed || j->status >= 500 || j->status == 409) return;
+    char stream[64];
+    idem_stream(j, scope, stream);
+    json_t *body = j->problem ? json_pack("{s:s, s:s, s:O?}", "title", j->title, "detail", j->detail,
+                                          "errors", j->errors)
+                              : json_incref(j->resp);
+    json_t *rec = json_pack("{s:i, s:o, s:b}", "status", j->status, "body", body ? body : json_null(),
+                            "problem", j->problem);
+    if (rec && j->location[0]) json_object_set_new(rec, "location", json_string(j->location));
+    char *text = rec ? json_dumps(rec, JSON_COMPACT) : NULL;
+    json_decref(rec);
+    if (!text) return;
+    struct ag_event_data ev = {.type = "IdempotentResponse", .type_len = 18, .data = text,
+                               .data_len = strlen(text)};
+    struct ag_err err;
+    if (ag_store_append(j->p->store, stream, strlen(stream), 0, &ev, 1, NULL, &err))
+        AG_WARN("api.idempotency_record_failed", AG_LS("error", err.msg));
+    free(text);
+}
+
+/* ---- read models ---- */
+
+void svc_rm_catch_up(struct ag_platform *p)
+{
+    struct ag_store_stats st;
+    ag_store_stats(p->store, &st);
+    if (st.events) ag_projector_wait(p->projector, st.events - 1, 2000);
+}
+
+json_t *svc_rm_query(struct ag_platform *p, enum rm_id rm, const char *sql, const char *const *args,
+                     size_t nargs, json_t *(*row)(sqlite3_stmt *st))
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(p->rm[rm], sql, -1, &st, NULL) != SQLITE_OK) {
+        AG_ERROR("rm.query_failed", AG_LS("sql", sql), AG_LS("error", sqlite3_errmsg(p->rm[rm])));
+        return NULL;
+    }
+    for (size_t i = 0; i < nargs; i++)
+        if (args[i]) sqlite3_bind_text(st, (int)i + 1, args[i], -1, SQLITE_TRANSIENT);
+    json_t *rows = json_array();
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) json_array_append_new(rows, row(st));
+    if (rc != SQLITE_DONE) {
+        AG_ERROR("rm.query_failed", AG_LS("sql", sql), AG_LS("error", sqlite3_errmsg(p->rm[rm])));
+        json_decref(rows);
+        rows = NULL;
+    }
+    sqlite3_finalize(st);
+    return rows;
+}

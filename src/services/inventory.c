@@ -1,0 +1,77 @@
+/*
+ * The inventory context: stock levels per product (on hand, reserved, available)
+ * and the stock read model. Reservations are made and released by the PlaceOrder
+ * saga (ordering.c) through the StockItem aggregate.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "services/internal.h"
+
+static json_t *row(sqlite3_stmt *st)
+{
+    json_int_t on = sqlite3_column_int64(st, 1), res = sqlite3_column_int64(st, 2);
+    return json_pack("{s:s, s:I, s:I, s:I}", "productId", (const char *)sqlite3_column_text(st, 0),
+                     "onHand", on, "reserved", res, "available", on - res);
+}
+
+static int get(struct svc_job *j)
+{
+    static const char sql[] = "SELECT product_id, on_hand, reserved FROM stock WHERE product_id=?";
+    const char *args[] = {j->param};
+    json_t *rows = svc_rm_query(j->p, RM_STOCK, sql, args, 1, row);
+    if (rows && !json_array_size(rows) && svc_stream_exists(j->p, "stock", j->param)) {
+        svc_rm_catch_up(j->p);
+        json_decref(rows);
+        rows = svc_rm_query(j->p, RM_STOCK, sql, args, 1, row);
+    }
+    if (!rows) return AG_EIO;
+    if (!json_array_size(rows)) {
+        json_decref(rows);
+        return svc_problem(j, 404, "No stock", "no stock is recorded for product %s", j->param);
+    }
+    j->rm_position = ag_projector_position(j->p->projector);
+    svc_ok(j, 200, json_incref(json_array_get(rows, 0)));
+    json_decref(rows);
+    return 0;
+}
+
+static int h_get(struct ag_http_req *req, void *ud) { return svc_offload(ud, req, get, "productId", NULL); }
+
+void svc_inventory_routes(struct ag_platform *p)
+{
+    ag_http_route(p->router, "GET", "/api/v1/inventory/{productId}", h_get, p);
+}
+
+static const char schema[] =
+    "CREATE TABLE IF NOT EXISTS stock(product_id TEXT PRIMARY KEY, on_hand INTEGER NOT NULL,"
+    " reserved INTEGER NOT NULL);";
+
+static const char *const types[] = {AG_EV_STOCK_ADDED, AG_EV_STOCK_RESERVED, AG_EV_STOCK_RELEASED, NULL};
+
+static int apply(sqlite3 *db, const struct ag_event *ev, const json_t *d, void *ud)
+{
+    AG_UNUSED(ud);
+    char id[128], type[64];
+    snprintf(id, sizeof id, "%.*s", (int)ev->stream_len - 6, ev->stream + 6); /* "stock-" */
+    snprintf(type, sizeof type, "%.*s", (int)ev->type_len, ev->type);
+    json_int_t q = json_integer_value(json_object_get(d, "quantity"));
+    const char *sql = strcmp(type, AG_EV_STOCK_ADDED) == 0
+                          ? "INSERT INTO stock VALUES(?1, ?2, 0) ON CONFLICT(product_id) DO UPDATE"
+                            " SET on_hand = on_hand + ?2"
+                      : strcmp(type, AG_EV_STOCK_RESERVED) == 0
+                          ? "UPDATE stock SET reserved = reserved + ?2 WHERE product_id=?1"
+                          : "UPDATE stock SET reserved = reserved - ?2 WHERE product_id=?1";
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) return AG_EIO;
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 2, q);
+    int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : AG_EIO;
+    sqlite3_finalize(st);
+    return rc;
+}
+
+void svc_inventory_projection(struct ag_projection *out)
+{
+    *out = (struct ag_projection){.name = "stock", .schema = schema, .types = types, .apply = apply};
+}

@@ -1,0 +1,202 @@
+/*
+ * The payments context: customer wallet accounts (deposits, and the charges and
+ * refunds the PlaceOrder saga makes) and the accounts read model, which answers
+ * "balance ≥ X" queries.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "services/internal.h"
+
+static json_t *account_json(const char *id, json_int_t amount, const char *currency,
+                            const char *status, json_int_t tx, const char *last)
+{
+    return json_pack("{s:s, s:{s:I, s:s}, s:s, s:I, s:s?}", "id", id, "balance", "amount", amount,
+                     "currency", currency, "status", status, "transactionCount", tx, "lastActivity",
+                     last);
+}
+
+static void view_account(const void *state, int64_t version, void *ud)
+{
+    AG_UNUSED(version);
+    const struct ag_account *a = state;
+    char ts[32];
+    ag_time_rfc3339((uint64_t)a->last_activity_ms * 1000000ull, ts);
+    *(json_t **)ud = account_json(a->id, a->balance.amount, a->balance.currency,
+                                  ag_account_status_name(a), a->tx_count, a->tx_count ? ts : NULL);
+}
+
+static int dom_deposit(const void *st, const void *cmd, struct ag_dom_events *out, struct ag_err *err)
+{
+    const struct ag_account *a = st;
+    if (!a->exists) return ag_err_set(err, AG_ENOTFOUND, "account not found");
+    return ag_account_deposit(st, cmd, out, err);
+}
+
+int svc_deposit(struct ag_platform *p, const char *account_id, const struct ag_money *amount,
+                const char *meta, struct ag_err *err)
+{
+    char stream[128];
+    svc_stream(stream, sizeof stream, "account", account_id);
+    struct ag_account_deposit d = {*amount, svc_now_ms()};
+    return svc_exec(p, &svc_account_type, stream, dom_deposit, &d, meta, NULL, NULL, NULL, err);
+}
+
+static int deposit(struct svc_job *j)
+{
+    if (!json_is_object(j->body)) return svc_problem(j, 400, "Invalid request", "the body must be a JSON object");
+    struct ag_money amount;
+    struct ag_err err;
+    ag_err_clear(&err);
+    json_t *a = json_object_get(j->body, "amount");
+    if (!a) svc_field_error(j, "/amount", "amount is required: {\"amount\": 1000, \"currency\": \"USD\"}");
+    else if (ag_money_from_json(a, &amount, "/amount", &err)) {
+        const char *colon = strstr(err.msg, ": ");
+        char ptr[64];
+        snprintf(ptr, sizeof ptr, "%.*s", colon ? (int)(colon - err.msg) : 7, colon ? err.msg : "/amount");
+        svc_field_error(j, ptr, "%s", colon ? colon + 2 : err.msg);
+    } else if (amount.amount <= 0) {
+        svc_field_error(j, "/amount/amount", "a deposit must be greater than zero");
+    }
+    if (svc_fields_failed(j, 400)) return 0;
+    if (!svc_stream_exists(j->p, "account", j->param))
+        return svc_problem(j, 404, "Account not found", "no account with id %s", j->param);
+    if (svc_idem_begin(j, j->param)) return 0;
+    char stream[128];
+    svc_stream(stream, sizeof stream, "account", j->param);
+    struct ag_account_deposit d = {amount, svc_now_ms()};
+    json_t *view = NULL;
+    int rc = svc_exec(j->p, &svc_account_type, stream, dom_deposit, &d, j->meta, view_account, &view,
+                      NULL, &err);
+    if (rc == AG_EDOMAIN && strstr(err.msg, "currency")) {
+        svc_field_error(j, "/amount/currency", "%s", err.msg);
+        svc_fields_failed(j, 422);
+    } else if (rc) {
+        svc_error(j, rc, &err);
+    } else {
+        svc_ok(j, 200, view);
+        view = NULL;
+    }
+    json_decref(view);
+    svc_idem_end(j, j->param);
+    return 0;
+}
+
+static json_t *row(sqlite3_stmt *st)
+{
+    return account_json((const char *)sqlite3_column_text(st, 0), sqlite3_column_int64(st, 1),
+                        (const char *)sqlite3_column_text(st, 2), (const char *)sqlite3_column_text(st, 3),
+                        sqlite3_column_int64(st, 4), (const char *)sqlite3_column_text(st, 5));
+}
+
+static const char cols[] = "SELECT id, balance, currency, status, tx_count, last_activity FROM accounts";
+
+static int get(struct svc_job *j)
+{
+    char sql[256];
+    snprintf(sql, sizeof sql, "%s WHERE id=?", cols);
+    const char *args[] = {j->param};
+    json_t *rows = svc_rm_query(j->p, RM_ACCOUNTS, sql, args, 1, row);
+    if (rows && !json_array_size(rows) && svc_stream_exists(j->p, "account", j->param)) {
+        svc_rm_catch_up(j->p);
+        json_decref(rows);
+        rows = svc_rm_query(j->p, RM_ACCOUNTS, sql, args, 1, row);
+    }
+    if (!rows) return AG_EIO;
+    if (!json_array_size(rows)) {
+        json_decref(rows);
+        return svc_problem(j, 404, "Account not found", "no account with id %s", j->param);
+    }
+    j->rm_position = ag_projector_position(j->p->projector);
+    svc_ok(j, 200, json_incref(json_array_get(rows, 0)));
+    json_decref(rows);
+    return 0;
+}
+
+/* GET /api/v1/accounts?minBalance=N&limit&cursor: accounts with balance ≥ N. */
+static int list(struct svc_job *j)
+{
+    int limit;
+    int64_t min = 0;
+    if (j->q[0] && (ag_parse_i64(j->q[0], &min) || min < 0))
+        svc_field_error(j, "/minBalance", "minBalance must be a non-negative integer (minor units)");
+    svc_limit(j, j->q[1], &limit);
+    if (svc_fields_failed(j, 400)) return 0;
+    char sql[256], lim[16], minb[32];
+    snprintf(sql, sizeof sql, "%s WHERE balance >= ? AND id > ? ORDER BY id LIMIT ?", cols);
+    snprintf(lim, sizeof lim, "%d", limit + 1);
+    snprintf(minb, sizeof minb, "%lld", (long long)min);
+    const char *args[] = {minb, j->q[2] ? j->q[2] : "", lim};
+    json_t *rows = svc_rm_query(j->p, RM_ACCOUNTS, sql, args, 3, row);
+    if (!rows) return AG_EIO;
+    json_t *next = json_null();
+    if (json_array_size(rows) > (size_t)limit) {
+        json_array_remove(rows, (size_t)limit);
+        next = json_incref(json_object_get(json_array_get(rows, (size_t)limit - 1), "id"));
+    }
+    return svc_ok(j, 200, json_pack("{s:o, s:o}", "items", rows, "nextCursor", next));
+}
+
+static int h_deposit(struct ag_http_req *req, void *ud) { return svc_offload(ud, req, deposit, "id", NULL); }
+static int h_get(struct ag_http_req *req, void *ud) { return svc_offload(ud, req, get, "id", NULL); }
+static int h_list(struct ag_http_req *req, void *ud)
+{
+    static const char *const q[] = {"minBalance", "limit", "cursor", NULL};
+    return svc_offload(ud, req, list, NULL, q);
+}
+
+void svc_payments_routes(struct ag_platform *p)
+{
+    ag_http_route(p->router, "POST", "/api/v1/accounts/{id}/deposits", h_deposit, p);
+    ag_http_route(p->router, "GET", "/api/v1/accounts/{id}", h_get, p);
+    ag_http_route(p->router, "GET", "/api/v1/accounts", h_list, p);
+}
+
+/* ---- projection ---- */
+
+static const char schema[] =
+    "CREATE TABLE IF NOT EXISTS accounts(id TEXT PRIMARY KEY, customer_id TEXT NOT NULL,"
+    " balance INTEGER NOT NULL, currency TEXT NOT NULL, status TEXT NOT NULL,"
+    " tx_count INTEGER NOT NULL, last_activity TEXT);"
+    "CREATE INDEX IF NOT EXISTS accounts_balance ON accounts(balance);";
+
+static const char *const types[] = {AG_EV_ACCOUNT_OPENED, AG_EV_MONEY_DEPOSITED, AG_EV_MONEY_WITHDRAWN,
+                                    AG_EV_PAYMENT_CAPTURED, AG_EV_PAYMENT_REFUNDED, AG_EV_ACCOUNT_CLOSED,
+                                    NULL};
+
+static int apply(sqlite3 *db, const struct ag_event *ev, const json_t *d, void *ud)
+{
+    AG_UNUSED(ud);
+    char id[128], ts[32];
+    snprintf(id, sizeof id, "%.*s", (int)ev->stream_len - 8, ev->stream + 8); /* "account-" */
+    json_int_t at = json_integer_value(json_object_get(d, "at"));
+    ag_time_rfc3339((uint64_t)at * 1000000ull, ts);
+    bool opened = ev->type_len == strlen(AG_EV_ACCOUNT_OPENED) &&
+                  memcmp(ev->type, AG_EV_ACCOUNT_OPENED, ev->type_len) == 0;
+    bool closed = ev->type_len == strlen(AG_EV_ACCOUNT_CLOSED) &&
+                  memcmp(ev->type, AG_EV_ACCOUNT_CLOSED, ev->type_len) == 0;
+    const char *sql = opened ? "INSERT OR REPLACE INTO accounts VALUES(?1, ?2, 0, ?3, 'open', 0, NULL)"
+                      : closed ? "UPDATE accounts SET status='closed' WHERE id=?1"
+                               : "UPDATE accounts SET balance=?4, tx_count=tx_count+1, last_activity=?5"
+                                 " WHERE id=?1";
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) return AG_EIO;
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
+    int n = sqlite3_bind_parameter_count(st);
+    if (n >= 3) {
+        sqlite3_bind_text(st, 2, json_string_value(json_object_get(d, "customerId")), -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 3, json_string_value(json_object_get(d, "currency")), -1, SQLITE_TRANSIENT);
+    }
+    if (n >= 5) {
+        sqlite3_bind_int64(st, 4, json_integer_value(json_object_get(json_object_get(d, "balance"), "amount")));
+        sqlite3_bind_text(st, 5, ts, -1, SQLITE_TRANSIENT);
+    }
+    int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : AG_EIO;
+    sqlite3_finalize(st);
+    return rc;
+}
+
+void svc_payments_projection(struct ag_projection *out)
+{
+    *out = (struct ag_projection){.name = "accounts", .schema = schema, .types = types, .apply = apply};
+}

@@ -1,0 +1,305 @@
+/*
+ * The PlaceOrder saga's steps. Each participant call is a repository command on
+ * the participant's aggregate, keyed by the order id, so a step re-run after a
+ * crash finds its own earlier effect and does nothing:
+ *   ReserveInventory  stock-<productId>   StockReserved per order (released on failure)
+ *   ProcessPayment    account-<id>        PaymentCaptured per order (refunded)
+ *   ArrangeShipment   shipment-<orderId>  one shipment per order (cancelled)
+ *   ConfirmOrder      order-<id>          OrderConfirmed
+ * The first step, PlaceOrder, checks the order is still pending; its compensation
+ * cancels the order with the failure as the reason.
+ *
+ * Fault injection: AGORA_FAULT_<STEP>="rate[,latency_ms[,compensation_rate]]",
+ * e.g. AGORA_FAULT_PROCESSPAYMENT=0.3 fails 30% of payment attempts.
+ */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "services/internal.h"
+
+struct order_view {
+    bool exists;
+    enum ag_order_status status;
+    char customer_id[AG_DOM_ID_MAX];
+    struct ag_price_line lines[100];
+    size_t n;
+    struct ag_money total;
+    struct ag_address address;
+};
+
+static void view_order(const void *state, int64_t version, void *ud)
+{
+    AG_UNUSED(version);
+    const struct ag_order *o = state;
+    struct order_view *v = ud;
+    v->exists = o->exists;
+    v->status = o->status;
+    snprintf(v->customer_id, sizeof v->customer_id, "%s", o->customer_id);
+    v->n = o->nlines < 100 ? o->nlines : 100;
+    memcpy(v->lines, o->lines, v->n * sizeof *v->lines);
+    v->total = o->total;
+    v->address = o->shipping_address;
+}
+
+static int load_order(struct ag_platform *p, const json_t *data, struct order_view *v,
+                      const char **id, struct ag_err *err)
+{
+    *id = json_string_value(json_object_get(data, "orderId"));
+    if (!*id) return ag_err_set(err, AG_EINVAL, "saga data has no orderId");
+    char stream[128];
+    svc_stream(stream, sizeof stream, "order", *id);
+    memset(v, 0, sizeof *v);
+    return svc_read(p, &svc_order_type, stream, view_order, v, err);
+}
+
+static void view_account_id(const void *state, int64_t version, void *ud)
+{
+    AG_UNUSED(version);
+    snprintf(ud, AG_DOM_ID_MAX, "%s", ((const struct ag_customer *)state)->account_id);
+}
+
+static int account_stream(struct ag_platform *p, const char *customer_id, char out[128],
+                          struct ag_err *err)
+{
+    char stream[128], account[AG_DOM_ID_MAX] = "";
+    svc_stream(stream, sizeof stream, "customer", customer_id);
+    int rc = svc_read(p, &svc_customer_type, stream, view_account_id, account, err);
+    if (!rc) svc_stream(out, 128, "account", account);
+    return rc;
+}
+
+/* ---- decide adapters ---- */
+
+#define DOM(fn, T)                                                                             \
+    static int d_##fn(const void *st, const void *cmd, struct ag_dom_events *out,              \
+                      struct ag_err *err)                                                      \
+    {                                                                                          \
+        return ag_##fn(st, cmd, out, err);                                                     \
+    }
+DOM(stock_reserve, ag_stock)
+DOM(stock_release, ag_stock)
+DOM(account_charge, ag_account)
+DOM(account_refund, ag_account)
+DOM(shipment_arrange, ag_shipment)
+DOM(shipment_cancel, ag_shipment)
+DOM(order_confirm, ag_order)
+DOM(order_cancel, ag_order)
+
+/* ---- steps ---- */
+
+static int place_check(void *ud, const json_t *data, const char *key, const char *reason,
+                       struct ag_err *err)
+{
+    AG_UNUSED(key), AG_UNUSED(reason);
+    struct order_view v;
+    const char *id;
+    int rc = load_order(ud, data, &v, &id, err);
+    if (rc) return rc;
+    if (v.status != AG_ORDER_PENDING)
+        return ag_err_set(err, AG_EDOMAIN, "order %s is %s", id, ag_order_status_name(v.status));
+    return 0;
+}
+
+static int place_undo(void *ud, const json_t *data, const char *key, const char *reason,
+                      struct ag_err *err)
+{
+    AG_UNUSED(key);
+    const char *id = json_string_value(json_object_get(data, "orderId"));
+    char stream[128];
+    svc_stream(stream, sizeof stream, "order", id ? id : "");
+    struct ag_order_cancel c = {reason};
+    return svc_exec(ud, &svc_order_type, stream, d_order_cancel, &c, NULL, NULL, NULL, NULL, err);
+}
+
+static int release_lines(struct ag_platform *p, const char *order_id, const struct order_view *v,
+                         size_t upto, const char *reason, struct ag_err *err)
+{
+    int rc = 0;
+    for (size_t i = 0; i < upto; i++) {
+        char stream[128];
+        svc_stream(stream, sizeof stream, "stock", v->lines[i].product_id);
+        struct ag_stock_release r = {order_id, reason};
+        int r1 = svc_exec(p, &svc_stock_type, stream, d_stock_release, &r, NULL, NULL, NULL, NULL, err);
+        if (r1 && !rc) rc = r1;
+    }
+    return rc;
+}
+
+static int reserve(void *ud, const json_t *data, const char *key, const char *reason,
+                   struct ag_err *err)
+{
+    AG_UNUSED(key), AG_UNUSED(reason);
+    struct order_view v;
+    const char *id;
+    int rc = load_order(ud, data, &v, &id, err);
+    for (size_t i = 0; i < v.n && !rc; i++) {
+        char stream[128];
+        svc_stream(stream, sizeof stream, "stock", v.lines[i].product_id);
+        struct ag_stock_reserve r = {id, v.lines[i].quantity, v.lines[i].product_id};
+        rc = svc_exec(ud, &svc_stock_type, stream, d_stock_reserve, &r, NULL, NULL, NULL, NULL, err);
+        if (rc) { /* all or nothing: give back what this step took */
+            struct ag_err e2;
+            release_lines(ud, id, &v, i, "reservation incomplete", &e2);
+        }
+    }
+    return rc;
+}
+
+static int release(void *ud, const json_t *data, const char *key, const char *reason,
+                   struct ag_err *err)
+{
+    AG_UNUSED(key);
+    struct order_view v;
+    const char *id;
+    int rc = load_order(ud, data, &v, &id, err);
+    return rc ? rc : release_lines(ud, id, &v, v.n, reason, err);
+}
+
+static int charge(void *ud, const json_t *data, const char *key, const char *reason, struct ag_err *err)
+{
+    AG_UNUSED(key), AG_UNUSED(reason);
+    struct order_view v;
+    const char *id;
+    char stream[128];
+    int rc = load_order(ud, data, &v, &id, err);
+    if (!rc) rc = account_stream(ud, v.customer_id, stream, err);
+    if (rc) return rc;
+    if (v.total.amount == 0) return 0;
+    struct ag_account_charge c = {id, v.total, svc_now_ms()};
+    return svc_exec(ud, &svc_account_type, stream, d_account_charge, &c, NULL, NULL, NULL, NULL, err);
+}
+
+static int refund(void *ud, const json_t *data, const char *key, const char *reason, struct ag_err *err)
+{
+    AG_UNUSED(key), AG_UNUSED(reason);
+    struct order_view v;
+    const char *id;
+    char stream[128];
+    int rc = load_order(ud, data, &v, &id, err);
+    if (!rc) rc = account_stream(ud, v.customer_id, stream, err);
+    if (rc) return rc;
+    struct ag_account_refund r = {id, svc_now_ms()};
+    return svc_exec(ud, &svc_account_type, stream, d_account_refund, &r, NULL, NULL, NULL, NULL, err);
+}
+
+static void tracking_number(const char *order_id, char out[32])
+{
+    snprintf(out, 32, "AG%012llX", (unsigned long long)(ag_xxh3(order_id, strlen(order_id)) >> 16));
+}
+
+static int arrange(void *ud, const json_t *data, const char *key, const char *reason, struct ag_err *err)
+{
+    AG_UNUSED(key), AG_UNUSED(reason);
+    struct order_view v;
+    const char *id;
+    int rc = load_order(ud, data, &v, &id, err);
+    if (rc) return rc;
+    char stream[128], ship_id[AG_UUID_STRLEN + 1], track[32];
+    svc_new_id(ship_id, "shipments", id);
+    tracking_number(id, track);
+    svc_stream(stream, sizeof stream, "shipment", id);
+    struct ag_shipment_arrange a = {ship_id, id, &v.address, track};
+    return svc_exec(ud, &svc_shipment_type, stream, d_shipment_arrange, &a, NULL, NULL, NULL, NULL, err);
+}
+
+static int unarrange(void *ud, const json_t *data, const char *key, const char *reason, struct ag_err *err)
+{
+    AG_UNUSED(key);
+    const char *id = json_string_value(json_object_get(data, "orderId"));
+    char stream[128];
+    svc_stream(stream, sizeof stream, "shipment", id ? id : "");
+    if (!svc_stream_exists(ud, "shipment", id ? id : "")) return 0;
+    struct ag_shipment_cancel c = {reason};
+    return svc_exec(ud, &svc_shipment_type, stream, d_shipment_cancel, &c, NULL, NULL, NULL, NULL, err);
+}
+
+static int confirm(void *ud, const json_t *data, const char *key, const char *reason, struct ag_err *err)
+{
+    AG_UNUSED(key), AG_UNUSED(reason);
+    const char *id = json_string_value(json_object_get(data, "orderId"));
+    char stream[128], track[32];
+    tracking_number(id ? id : "", track);
+    svc_stream(stream, sizeof stream, "order", id ? id : "");
+    struct ag_order_confirm c = {track};
+    return svc_exec(ud, &svc_order_type, stream, d_order_confirm, &c, NULL, NULL, NULL, NULL, err);
+}
+
+/* ---- the definition ---- */
+
+static void fault_from_env(struct ag_saga_step *st)
+{
+    char name[64] = "AGORA_FAULT_";
+    size_t n = strlen(name);
+    for (const char *c = st->name; *c && n < sizeof name - 1; c++) name[n++] = (char)toupper((unsigned char)*c);
+    name[n] = 0;
+    const char *v = getenv(name);
+    if (!v) return;
+    double rate = 0, comp = 0;
+    unsigned lat = 0;
+    if (sscanf(v, "%lf,%u,%lf", &rate, &lat, &comp) < 1 || rate < 0 || rate > 1 || comp < 0 || comp > 1) {
+        AG_WARN("saga.bad_fault_config", AG_LS("variable", name), AG_LS("value", v),
+                AG_LS("expected", "rate[,latency_ms[,compensation_rate]] with rates in 0..1"));
+        return;
+    }
+    st->fault = (struct ag_saga_fault){rate, lat, comp};
+    AG_INFO("saga.fault_injection", AG_LS("step", st->name), AG_LD("errorRate", rate),
+            AG_LU("latencyMs", lat), AG_LD("compensationErrorRate", comp));
+}
+
+int svc_place_order_saga(struct ag_platform *p, struct ag_err *err)
+{
+    static const struct ag_saga_step steps[5] = {
+        {"PlaceOrder", place_check, place_undo, {0}, NULL},
+        {"ReserveInventory", reserve, release, {0}, NULL},
+        {"ProcessPayment", charge, refund, {0}, NULL},
+        {"ArrangeShipment", arrange, unarrange, {0}, NULL},
+        {"ConfirmOrder", confirm, NULL, {0}, NULL},
+    };
+    memcpy(p->place_order_steps, steps, sizeof steps);
+    for (size_t i = 0; i < 5; i++) {
+        struct ag_saga_step *st = &p->place_order_steps[i];
+        fault_from_env(st);
+        struct ag_cb_config cb = {.name = st->name, .failure_threshold = 20, .open_ns = 5000000000ull,
+                                  .half_open_permits = 2};
+        int rc = ag_cb_new(&cb, &p->breakers[i], err);
+        if (rc) return rc;
+        p->step_policy[i] = (struct ag_pipeline){
+            .name = st->name, .breaker = p->breakers[i],
+            .retry = {.max_attempts = 3, .backoff = AG_BACKOFF_EXPONENTIAL, .base_ns = 20000000ull,
+                      .cap_ns = 500000000ull, .jitter = AG_JITTER_FULL},
+            .attempt_timeout_ns = 5000000000ull,
+        };
+        st->policy = &p->step_policy[i];
+    }
+    p->saga_defs[0] = (struct ag_saga_def){.type = "PlaceOrder", .steps = p->place_order_steps,
+                                           .nsteps = 5, .ud = p};
+    return 0;
+}
+
+/* ---- starting sagas from OrderPlaced ---- */
+
+static int start_saga(sqlite3 *db, const struct ag_event *ev, const json_t *d, void *ud)
+{
+    AG_UNUSED(db);
+    struct ag_platform *p = ud;
+    const char *saga = json_string_value(json_object_get(d, "sagaId"));
+    if (!saga || ev->stream_len <= 6) return 0;
+    char order[128];
+    snprintf(order, sizeof order, "%.*s", (int)ev->stream_len - 6, ev->stream + 6);
+    json_t *data = json_pack("{s:s}", "orderId", order);
+    struct ag_err err;
+    ag_err_clear(&err);
+    int rc = ag_saga_start(p->sagas, "PlaceOrder", saga, data, &err);
+    json_decref(data);
+    if (rc) AG_ERROR("saga.start_failed", AG_LS("saga", saga), AG_LS("error", err.msg));
+    return rc;
+}
+
+void svc_saga_starter_projection(struct ag_platform *p, struct ag_projection *out)
+{
+    static const char *const types[] = {AG_EV_ORDER_PLACED, NULL};
+    *out = (struct ag_projection){.name = "saga_starter", .schema = NULL, .types = types,
+                                  .apply = start_saga, .ud = p};
+}

@@ -1,0 +1,219 @@
+/*
+ * Wiring of the whole platform for one process (`agora run`): the store, the
+ * repository, the saga engine, the projections (read models + the saga starter),
+ * the HTTP router with every context's routes and the ops endpoints, and a small
+ * monitor thread that publishes projection lag and saga counts as metrics.
+ *
+ * Start order matters: the saga engine before the projections (the saga starter
+ * projection starts sagas), the projections before HTTP (queries need them).
+ * Stop order is the reverse.
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "agora/store_log.h"
+#include "services/internal.h"
+
+static const char *const rm_names[RM_COUNT] = {"customers", "products", "accounts", "stock",
+                                               "orders", "shipments", "sagas"};
+
+const char *const *ag_platform_projection_names(void)
+{
+    static const char *const names[] = {"customers", "products", "accounts", "stock", "orders",
+                                        "shipments", "sagas", "saga_starter", NULL};
+    return names;
+}
+
+static void fill_projections(struct ag_platform *p)
+{
+    svc_customers_projection(&p->projs[RM_CUSTOMERS]);
+    svc_catalog_projection(&p->projs[RM_PRODUCTS]);
+    svc_payments_projection(&p->projs[RM_ACCOUNTS]);
+    svc_inventory_projection(&p->projs[RM_STOCK]);
+    svc_ordering_projection(&p->projs[RM_ORDERS]);
+    svc_shipping_projection(&p->projs[RM_SHIPMENTS]);
+    ag_saga_projection(p->saga_defs, 1, &p->projs[RM_SAGAS]);
+    svc_saga_starter_projection(p, &p->projs[RM_COUNT]);
+}
+
+/* ---- ops endpoints ---- */
+
+static int h_projections(struct ag_http_req *req, void *ud)
+{
+    struct ag_platform *p = ud;
+    json_t *items = json_array();
+    for (size_t i = 0; i < ag_projector_count(p->projector); i++) {
+        struct ag_projection_stats s;
+        ag_projector_stats(p->projector, i, &s);
+        json_array_append_new(items, json_pack("{s:s, s:I, s:I, s:I, s:f, s:I, s:s, s:s?}", "name",
+                                               s.name, "checkpoint", (json_int_t)s.checkpoint, "head",
+                                               (json_int_t)s.head, "lagEvents", (json_int_t)s.lag_events,
+                                               "lagSeconds", s.lag_seconds, "applied",
+                                               (json_int_t)s.applied, "status",
+                                               s.failed ? "failed" : "running", "error",
+                                               s.failed ? s.error : NULL));
+    }
+    return ag_http_respond_json(req, 200, json_pack("{s:o}", "items", items));
+}
+
+static int h_breakers(struct ag_http_req *req, void *ud)
+{
+    struct ag_platform *p = ud;
+    json_t *items = json_array();
+    for (size_t i = 0; i < 5; i++) {
+        struct ag_cb_stats st;
+        ag_cb_stats(p->breakers[i], &st);
+        json_array_append_new(items, json_pack("{s:s, s:s, s:i, s:I, s:I}", "name",
+                                               ag_cb_name(p->breakers[i]), "state",
+                                               ag_cb_state_name(st.state), "consecutiveFailures",
+                                               (int)st.consecutive_failures, "windowCalls",
+                                               (json_int_t)st.window_calls, "windowFailures",
+                                               (json_int_t)st.window_failures));
+    }
+    return ag_http_respond_json(req, 200, json_pack("{s:o}", "items", items));
+}
+
+void svc_admin_routes(struct ag_platform *p)
+{
+    ag_http_route(p->router, "GET", "/admin/projections", h_projections, p);
+    ag_http_route(p->router, "GET", "/admin/circuit-breakers", h_breakers, p);
+}
+
+static int ready_check(void *ud, struct ag_buf *detail)
+{
+    struct ag_platform *p = ud;
+    for (size_t i = 0; i < ag_projector_count(p->projector); i++) {
+        struct ag_projection_stats s;
+        ag_projector_stats(p->projector, i, &s);
+        if (s.failed) {
+            ag_buf_printf(detail, "projection %s failed: %s", s.name, s.error);
+            return AG_EFAILED;
+        }
+    }
+    ag_buf_puts(detail, "store open, projections running");
+    return 0;
+}
+
+/* ---- start / stop ---- */
+
+static int open_read_models(struct ag_platform *p, struct ag_err *err)
+{
+    for (int i = 0; i < RM_COUNT; i++)
+        if (ag_projection_open_ro(p->rm_dir, rm_names[i], &p->rm[i]))
+            return ag_err_set(err, AG_EIO, "%s/%s.db: cannot open for queries", p->rm_dir, rm_names[i]);
+    return 0;
+}
+
+static int start_http(struct ag_platform *p, struct ag_err *err)
+{
+    int rc = ag_http_router_new(&p->router);
+    if (!rc) rc = ag_obs_registry_new(&p->metrics);
+    if (!rc) rc = ag_obs_health_new(&p->health);
+    if (rc) return ag_err_set(err, rc, "out of memory");
+    ag_obs_health_add(p->health, AG_OBS_READY, "platform", ready_check, p);
+    struct ag_http_observe o = {.metrics = p->metrics, .health = p->health, .request_id = true,
+                                .trace = true, .access_log = getenv("AGORA_ACCESS_LOG") != NULL,
+                                .ops_routes = true};
+    ag_http_router_observe(p->router, &o);
+    svc_customers_routes(p);
+    svc_catalog_routes(p);
+    svc_payments_routes(p);
+    svc_inventory_routes(p);
+    svc_ordering_routes(p);
+    svc_admin_routes(p);
+    struct ag_http_server_config hc = {.host = p->cfg.host, .port = p->cfg.port, .workers = p->cfg.workers};
+    rc = ag_http_server_new(&hc, p->router, &p->server);
+    if (rc) return ag_err_set(err, rc, "cannot create the HTTP server");
+    return ag_http_server_start(p->server, err);
+}
+
+static int open_store(struct ag_platform *p, struct ag_err *err)
+{
+    struct ag_store_options o = {.no_sync = p->cfg.no_sync};
+    int rc = ag_store_log_open(p->cfg.data_dir, &o, &p->store, err);
+    if (rc) return rc;
+    struct ag_es_repo_config rc_cfg = {.store = p->store};
+    if (ag_es_repo_new(&rc_cfg, &p->repo)) return ag_err_set(err, AG_ENOMEM, "out of memory");
+    size_t n = strlen(p->cfg.data_dir) + 16;
+    if (!(p->rm_dir = ag_malloc(n))) return ag_err_set(err, AG_ENOMEM, "out of memory");
+    snprintf(p->rm_dir, n, "%s/readmodels", p->cfg.data_dir);
+    return 0;
+}
+
+int ag_platform_start(const struct ag_platform_config *cfg, struct ag_platform **out, struct ag_err *err)
+{
+    struct ag_platform *p = ag_calloc(1, sizeof *p);
+    if (!p) return ag_err_set(err, AG_ENOMEM, "out of memory");
+    p->cfg = *cfg;
+    int rc = open_store(p, err);
+    struct ag_store_stats st = {0};
+    if (!rc) ag_store_stats(p->store, &st);
+    if (!rc) rc = svc_place_order_saga(p, err);
+    if (!rc) rc = ag_saga_engine_start(p->store, p->saga_defs, 1, cfg->saga_threads ? cfg->saga_threads : 8,
+                                       &p->sagas, err);
+    if (!rc) fill_projections(p);
+    if (!rc) rc = ag_projector_start(p->store, p->rm_dir, p->projs, RM_COUNT + 1, &p->projector, err);
+    if (!rc) rc = open_read_models(p, err);
+    if (!rc && cfg->seed && st.events == 0) rc = svc_seed(p, err);
+    if (!rc) rc = start_http(p, err);
+    if (rc) {
+        ag_platform_stop(p);
+        return rc;
+    }
+    *out = p;
+    return 0;
+}
+
+uint16_t ag_platform_port(const struct ag_platform *p) { return ag_http_server_port(p->server); }
+
+int ag_platform_run_until_signal(struct ag_platform *p)
+{
+    return ag_http_server_run_until_signal(p->server, 5000);
+}
+
+void ag_platform_stop(struct ag_platform *p)
+{
+    if (!p) return;
+    if (p->server) {
+        if (!ag_http_server_draining(p->server)) ag_http_server_drain(p->server, 2000);
+        ag_http_server_wait(p->server);
+        ag_http_server_free(p->server);
+    }
+    ag_saga_engine_stop(p->sagas);
+    ag_projector_stop(p->projector);
+    for (int i = 0; i < RM_COUNT; i++) sqlite3_close(p->rm[i]);
+    ag_es_repo_free(p->repo);
+    ag_store_close(p->store);
+    for (int i = 0; i < 5; i++) ag_cb_free(p->breakers[i]);
+    ag_http_router_free(p->router);
+    ag_obs_health_free(p->health);
+    ag_obs_registry_free(p->metrics);
+    ag_free(p->rm_dir);
+    ag_free(p);
+}
+
+int ag_platform_rebuild_projection(const char *data_dir, const char *name,
+                                   void (*progress)(void *ud, uint64_t done, uint64_t total), void *ud,
+                                   struct ag_err *err)
+{
+    struct ag_platform tmp;
+    memset(&tmp, 0, sizeof tmp);
+    tmp.cfg.data_dir = data_dir;
+    fill_projections(&tmp);
+    const struct ag_projection *proj = NULL;
+    for (int i = 0; i <= RM_COUNT; i++)
+        if (strcmp(tmp.projs[i].name, name) == 0) proj = &tmp.projs[i];
+    if (!proj) return ag_err_set(err, AG_ENOTFOUND, "no projection named '%s'", name);
+    if (proj->apply == tmp.projs[RM_COUNT].apply)
+        return ag_err_set(err, AG_EINVAL, "'%s' starts sagas; it is not a read model to rebuild", name);
+    int rc = open_store(&tmp, err);
+    if (!rc) rc = ag_projection_rebuild(tmp.store, tmp.rm_dir, proj, progress, ud, err);
+    ag_es_repo_free(tmp.repo);
+    ag_store_close(tmp.store);
+    ag_free(tmp.rm_dir);
+    return rc;
+}

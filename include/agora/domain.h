@@ -7,7 +7,10 @@
  * Every aggregate is a state struct plus
  *   - `init`/`free`            an empty state / release what the state owns;
  *   - `evolve(state, type, data)` apply one recorded event (unknown types are
- *                               ignored and return 0; malformed data → AG_EINVAL);
+ *                               ignored and return 0; malformed data → AG_EINVAL;
+ *                               AG_ENOMEM when a growing state cannot grow).
+ *                               Events are facts: evolve checks their shape, not
+ *                               the business rules decide already applied;
  *   - `snapshot`/`restore`     the state as a JSON object and back;
  *   - decide functions         `ag_<agg>_<verb>(st, &cmd, out, err)`: check the
  *                               command against the state and append the new

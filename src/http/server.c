@@ -470,7 +470,7 @@ int ag_http_server_start(struct ag_http_server *s, struct ag_err *err)
     int rc = 0;
     uint16_t port = s->cfg.port;
     for (int i = 0; i < s->nworkers && !rc; i++) {
-        int fd;
+        int fd = -1;
         rc = bind_socket(s->cfg.host, port, err, &fd);
         if (!rc && i == 0) port = bound_port(fd);
         if (!rc) rc = worker_setup(s, &s->workers[i], fd, err);

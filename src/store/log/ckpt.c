@@ -124,7 +124,7 @@ static bool load_segs(struct lstore *ls, struct rd *r, uint64_t nsegs)
     return true;
 }
 
-static bool load_streams(struct lstore *ls, struct rd *r, uint64_t nstreams)
+static int load_streams(struct lstore *ls, struct rd *r, uint64_t nstreams)
 {
     for (uint64_t i = 0; i < nstreams; i++) {
         uint16_t nl;
@@ -133,43 +133,44 @@ static bool load_streams(struct lstore *ls, struct rd *r, uint64_t nstreams)
         char name[AG_STORE_STREAM_MAX];
         if (!take(r, &nl, 2) || nl == 0 || nl > AG_STORE_STREAM_MAX || !take(r, name, nl) ||
             !take(r, &count, 4) || !take(r, &snap, 8))
-            return false;
+            return 1;
         size_t bytes = (size_t)count * sizeof(struct lentry);
-        if ((size_t)(r->end - r->p) < bytes) return false;
+        if ((size_t)(r->end - r->p) < bytes) return 1;
         uint64_t h = ag_xxh3(name, nl);
-        if (ag__lindex_find(&ls->ix, name, nl, h)) return false;
+        if (ag__lindex_find(&ls->ix, name, nl, h)) return 1;
         struct lstream *st = ag__lindex_add(&ls->ix, name, nl, h);
-        if (!st || ag__lindex_reserve(&ls->ix, st, count)) return false;
+        if (!st || ag__lindex_reserve(&ls->ix, st, count)) return AG_ENOMEM;
         memcpy(lstream_entries(st), r->p, bytes);
         r->p += bytes;
         st->count = count;
         st->snap_loc = snap;
     }
-    return true;
+    return 0;
 }
 
-static bool load_sparse(struct lstore *ls, struct rd *r, uint64_t nsparse, uint64_t head)
+static int load_sparse(struct lstore *ls, struct rd *r, uint64_t nsparse, uint64_t head)
 {
-    if (nsparse != (head + LOG_SPARSE_EVERY - 1) / LOG_SPARSE_EVERY) return false;
-    if ((uint64_t)(r->end - r->p) != nsparse * 8) return false;
+    if (nsparse != (head + LOG_SPARSE_EVERY - 1) / LOG_SPARSE_EVERY) return 1;
+    if ((uint64_t)(r->end - r->p) != nsparse * 8) return 1;
     size_t cap = nsparse < 1024 ? 1024 : nsparse;
     ls->sparse = ag_malloc(cap * 8);
-    if (!ls->sparse) return false;
+    if (!ls->sparse) return AG_ENOMEM;
     memcpy(ls->sparse, r->p, nsparse * 8);
     ls->sparse_len = nsparse;
     ls->sparse_cap = cap;
-    return true;
+    return 0;
 }
 
-static void reset_index(struct lstore *ls)
+static int reset_index(struct lstore *ls)
 {
     ag__lindex_free(&ls->ix);
-    ag__lindex_init(&ls->ix, 0);
+    int rc = ag__lindex_init(&ls->ix, 0);
     ag_free(ls->sparse);
     ls->sparse = NULL;
     ls->sparse_len = ls->sparse_cap = 0;
     for (size_t i = 0; i < ls->nsegs; i++) ls->segs[i].end = LOG_SEG_HDR;
     ls->head = 0;
+    return rc;
 }
 
 int ag__log_ckpt_load(struct lstore *ls, bool *loaded, uint64_t *seg, uint64_t *off)
@@ -184,14 +185,22 @@ int ag__log_ckpt_load(struct lstore *ls, bool *loaded, uint64_t *seg, uint64_t *
         ag__le64((uint8_t *)b.data + b.len - 8) != ag_xxh3(b.data, b.len - 8))
         goto out_ignore;
     struct rd r = {(const uint8_t *)b.data + 16, (const uint8_t *)b.data + b.len - 8};
-    uint64_t nsegs, head, nstreams, nsparse;
+    uint64_t nsegs = 0, head = 0, nstreams = 0, nsparse = 0;
     take(&r, &nsegs, 8), take(&r, &head, 8), take(&r, &nstreams, 8), take(&r, &nsparse, 8);
-    size_t idx_hint = nstreams < (1u << 30) ? (size_t)nstreams : 0;
+    size_t idx_hint = nstreams < (1u << 24) ? (size_t)nstreams : 0;
     ag__lindex_free(&ls->ix);
-    if (ag__lindex_init(&ls->ix, idx_hint)) goto out_ignore;
-    if (!load_segs(ls, &r, nsegs) || !load_streams(ls, &r, nstreams) ||
-        !load_sparse(ls, &r, nsparse, head))
+    if (ag__lindex_init(&ls->ix, idx_hint)) {
+        rc = AG_ENOMEM;
+        goto out_reset;
+    }
+    /* each loader: 0 ok, 1 inconsistent (ignore the checkpoint), AG_ENOMEM */
+    if ((rc = load_segs(ls, &r, nsegs) ? 0 : 1) == 0) rc = load_streams(ls, &r, nstreams);
+    if (rc == 0) rc = load_sparse(ls, &r, nsparse, head);
+    if (rc == 1) {
+        rc = 0;
         goto out_ignore;
+    }
+    if (rc) goto out_reset;
     ls->head = head;
     *seg = nsegs - 1;
     *off = ls->segs[nsegs - 1].end;
@@ -200,7 +209,8 @@ int ag__log_ckpt_load(struct lstore *ls, bool *loaded, uint64_t *seg, uint64_t *
 out_ignore:
     AG_WARN("store.checkpoint_ignored", AG_LS("dir", ls->dir),
             AG_LS("reason", "index checkpoint inconsistent with the log; rebuilding by scan"));
-    reset_index(ls);
+out_reset:
+    if (reset_index(ls) && !rc) rc = AG_ENOMEM;
 out_free_buf:
     ag_buf_free(&b);
     return rc == AG_ENOMEM ? rc : 0;

@@ -2,18 +2,20 @@
  * as segment 0 of a scratch directory, exactly as open would, then read back
  * everything that survived. */
 #include <fcntl.h>
+#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
 
 #include "store/log/internal.h"
 
-static void rm_dir(const char *dir)
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    if (system(cmd)) {}
+    AG_UNUSED(st), AG_UNUSED(flag), AG_UNUSED(ftw);
+    return remove(path);
 }
+
+static void rm_dir(const char *dir) { nftw(dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS); }
 
 static long read_everything(struct ag_store *s)
 {

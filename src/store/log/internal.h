@@ -208,6 +208,11 @@ static inline const uint8_t *ag__log_rec_at(const struct lstore *ls, uint64_t lo
     return ls->segs[loc_seg(loc) - ls->segs[0].segno].map + loc_off(loc);
 }
 
+/* The record at `loc` after checking that it lies inside its segment's durable
+ * bytes and that its checksum holds: 0, or AG_ECORRUPT naming the file and offset
+ * (the disk changed under a record the index trusts). */
+int ag__log_rec_checked(const struct lstore *ls, uint64_t loc, const uint8_t **out, struct ag_err *err);
+
 /* log.c */
 /* Open and map an existing segment and add it to the store (caller holds the lock). */
 int ag__log_seg_attach(struct lstore *ls, uint64_t segno, struct ag_err *err);

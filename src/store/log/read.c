@@ -33,6 +33,23 @@ static void rec_fields(const uint8_t *p, struct log_rec *r)
     r->data = b;
 }
 
+int ag__log_rec_checked(const struct lstore *ls, uint64_t loc, const uint8_t **out, struct ag_err *err)
+{
+    size_t si = (size_t)(loc_seg(loc) - ls->segs[0].segno);
+    uint64_t off = loc_off(loc);
+    const struct lseg *sg = si < ls->nsegs ? &ls->segs[si] : NULL;
+    struct log_rec r;
+    const char *why = "record outside its segment";
+    if (sg && off < sg->end && ag__log_rec_decode(sg->map + off, sg->end - off, &r, &why) == 0) {
+        *out = sg->map + off;
+        return 0;
+    }
+    return ag_err_set(err, AG_ECORRUPT,
+                      "%s/seg-%020llu.log: offset %llu: %s (the file changed after it was "
+                      "written; run 'agora store verify')",
+                      ls->dir, (unsigned long long)loc_seg(loc), (unsigned long long)off, why);
+}
+
 /* Build a page from `n` record pointers (copies the records). */
 static int page_build(const uint8_t *const *recs, size_t n, struct ag_event_page *out)
 {
@@ -80,52 +97,62 @@ int ag__log_read_stream(struct ag_store *s, const char *stream, size_t stream_le
     }
     struct lentry *e = lstream_entries(st);
     size_t n = 0;
+    int rc = 0;
     if (dir == AG_READ_FORWARD) {
         if (from < 0) from = 0;
-        for (int64_t v = from; v < c && n < max; v++) recs[n++] = ag__log_rec_at(ls, e[v].loc);
+        for (int64_t v = from; v < c && n < max && !rc; v++) rc = ag__log_rec_checked(ls, e[v].loc, &recs[n++], err);
         out->next_version = from + (int64_t)n;
         out->end = out->next_version >= c;
     } else {
         if (from < 0 || from >= c) from = c - 1;
-        for (int64_t v = from; v >= 0 && n < max; v--) recs[n++] = ag__log_rec_at(ls, e[v].loc);
+        for (int64_t v = from; v >= 0 && n < max && !rc; v--) rc = ag__log_rec_checked(ls, e[v].loc, &recs[n++], err);
         out->next_version = from - (int64_t)n;
         out->end = out->next_version < 0;
     }
     pthread_rwlock_unlock(&ls->ix_lock);
-    int rc = page_build(recs, n, out);
+    if (!rc && (rc = page_build(recs, n, out)))
+        ag_err_set(err, rc, "out of memory reading '%.*s'", (int)stream_len, stream);
     ag_free(recs);
-    return rc ? ag_err_set(err, rc, "out of memory reading '%.*s'", (int)stream_len, stream) : 0;
+    if (rc) memset(out, 0, sizeof *out);
+    return rc;
 }
 
-/* Step from the record at (*si, *off) to the next event record. */
-static const uint8_t *next_event(const struct lstore *ls, size_t *si, uint64_t *off)
+/* Step from the record at (*si, *off) to the next event record (*out NULL at the
+ * end). Each record is checked before its size is trusted. */
+static int next_event(const struct lstore *ls, size_t *si, uint64_t *off, const uint8_t **out,
+                      struct ag_err *err)
 {
     for (;;) {
         while (*off >= ls->segs[*si].end) {
-            if (*si + 1 >= ls->nsegs) return NULL;
+            if (*si + 1 >= ls->nsegs) return *out = NULL, 0;
             (*si)++;
             *off = LOG_SEG_HDR;
         }
-        const uint8_t *p = ls->segs[*si].map + *off;
+        const uint8_t *p;
+        int rc = ag__log_rec_checked(ls, loc_make(ls->segs[*si].segno, *off), &p, err);
+        if (rc) return rc;
         *off += ag__le32(p);
-        if (p[4] == LOG_KIND_EVENT) return p;
+        if (p[4] == LOG_KIND_EVENT) return *out = p, 0;
     }
 }
 
 /* Collect pointers to events [from, from+n) (caller holds the read lock). */
-static size_t collect(const struct lstore *ls, uint64_t from, size_t n, const uint8_t **recs)
+static int collect(const struct lstore *ls, uint64_t from, size_t n, const uint8_t **recs,
+                   size_t *got, struct ag_err *err)
 {
     uint64_t k = from / LOG_SPARSE_EVERY;
     uint64_t loc = ls->sparse[k];
     size_t si = (size_t)(loc_seg(loc) - ls->segs[0].segno);
     uint64_t off = loc_off(loc);
     uint64_t pos = k * LOG_SPARSE_EVERY;
-    size_t got = 0;
-    const uint8_t *p;
-    while (got < n && (p = next_event(ls, &si, &off))) {
-        if (pos++ >= from) recs[got++] = p;
+    const uint8_t *p = NULL;
+    *got = 0;
+    while (*got < n) {
+        int rc = next_event(ls, &si, &off, &p, err);
+        if (rc || !p) return rc;
+        if (pos++ >= from) recs[(*got)++] = p;
     }
-    return got;
+    return 0;
 }
 
 int ag__log_read_all(struct ag_store *s, uint64_t from, enum ag_read_dir dir, size_t max,
@@ -152,15 +179,21 @@ int ag__log_read_all(struct ag_store *s, uint64_t from, enum ag_read_dir dir, si
         out->next_position = start == 0 ? 0 : start - 1;
         out->end = start == 0;
     }
-    size_t n = want ? collect(ls, start, want, recs) : 0;
+    size_t n = 0;
+    int rc = want ? collect(ls, start, want, recs, &n, err) : 0;
     pthread_rwlock_unlock(&ls->ix_lock);
+    if (rc) {
+        ag_free(recs);
+        memset(out, 0, sizeof *out);
+        return rc;
+    }
     if (dir == AG_READ_BACKWARD)
         for (size_t i = 0; i < n / 2; i++) {
             const uint8_t *t = recs[i];
             recs[i] = recs[n - 1 - i];
             recs[n - 1 - i] = t;
         }
-    int rc = page_build(recs, n, out);
+    rc = page_build(recs, n, out);
     ag_free(recs);
     return rc ? ag_err_set(err, rc, "out of memory reading $all") : 0;
 }
@@ -240,13 +273,17 @@ int ag__log_load_snapshot(struct ag_store *s, const char *stream, size_t stream_
         rc = ag_err_set(err, AG_ENOTFOUND, "stream '%.*s' has no snapshot", (int)stream_len, stream);
     } else {
         struct log_rec r;
-        rec_fields(ag__log_rec_at(ls, st->snap_loc), &r);
+        const uint8_t *p = NULL;
+        rc = ag__log_rec_checked(ls, st->snap_loc, &p, err);
+        if (rc) goto out_unlock;
+        rec_fields(p, &r);
         out->version = r.version;
         out->state_len = r.data_len;
         out->state = ag_malloc(r.data_len + 1);
         if (!out->state) rc = ag_err_set(err, AG_ENOMEM, "out of memory");
         else memcpy(out->state, r.data, r.data_len), out->state[r.data_len] = 0;
     }
+out_unlock:
     pthread_rwlock_unlock(&ls->ix_lock);
     return rc;
 }

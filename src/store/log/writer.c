@@ -212,8 +212,12 @@ static int64_t find_first_id(const struct lstore *ls, struct lstream *st, const 
     uint32_t h = ag__id_hash(id);
     struct lentry *e = lstream_entries(st);
     int64_t stop = c > LOG_ANY_DEDUP_WINDOW ? c - LOG_ANY_DEDUP_WINDOW : 0;
-    for (int64_t i = c - 1; i >= stop; i--)
-        if (e[i].idh == h && memcmp(ag__log_rec_at(ls, e[i].loc) + 24, id->b, 16) == 0) return i;
+    for (int64_t i = c - 1; i >= stop; i--) {
+        const uint8_t *p;
+        if (e[i].idh == h && ag__log_rec_checked(ls, e[i].loc, &p, NULL) == 0 &&
+            memcmp(p + 24, id->b, 16) == 0)
+            return i;
+    }
     return -1;
 }
 
@@ -232,8 +236,10 @@ static int dedup(struct lstore *ls, struct lreq *r, struct lstream *st)
     for (size_t k = 0; k < r->n; k++, p += ag__le32(p)) {
         struct log_rec mine;
         memset(&mine, 0, sizeof mine);
-        bool have = idx + (int64_t)k < (int64_t)st->count;
-        if (have) ag__log_rec_decode(ag__log_rec_at(ls, e[idx + k].loc), UINT32_MAX, &old, &why);
+        const uint8_t *stored = NULL;
+        bool have = idx + (int64_t)k < (int64_t)st->count &&
+                    ag__log_rec_checked(ls, e[idx + k].loc, &stored, NULL) == 0 &&
+                    ag__log_rec_decode(stored, ag__le32(stored), &old, &why) == 0;
         /* our own record is not sealed yet (no checksum): read its fields directly */
         mine.type_len = (uint16_t)(p[52] | p[53] << 8);
         mine.meta_len = ag__le32(p + 56);

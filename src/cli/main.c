@@ -12,6 +12,7 @@ static const struct ag_cli_cmd *const commands[] = {
     &ag_cli_cmd_projections,
     &ag_cli_cmd_store,
     &ag_cli_cmd_version,
+    &ag_cli_cmd_load,
 };
 
 bool ag_cli_wants_help(int argc, char **argv)

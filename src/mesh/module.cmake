@@ -1,0 +1,1 @@
+target_link_libraries(agora_mesh PUBLIC agora_http agora_resil agora_obs)

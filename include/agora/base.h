@@ -177,6 +177,14 @@ AG_EXTERN int ag_log_level_parse(const char *s);
 #define AG_WARN(msg, ...) AG_LOG(AG_LOG_WARN, msg, __VA_ARGS__)
 #define AG_ERROR(msg, ...) AG_LOG(AG_LOG_ERROR, msg, __VA_ARGS__)
 
+/* ---- JSON validation ---- */
+
+/* Check that s[0..n) is one well-formed JSON value (RFC 8259: UTF-8, escapes,
+ * numbers, depth ≤ 512, no duplicate keys in an object); with `object_only` it must
+ * be an object. 0, or AG_EJSON with "what (line L, column C)" in msg. Allocates
+ * nothing unless an object has more than 64 keys open at once. */
+AG_EXTERN int ag_json_check(const char *s, size_t n, bool object_only, char *msg, size_t msg_len);
+
 /* ---- hashing ---- */
 
 AG_EXTERN uint64_t ag_xxh3(const void *p, size_t n);

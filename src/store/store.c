@@ -4,7 +4,6 @@
  * gets them for free), the libuv binding for async appends, and the JSON form of
  * an event used by the CLI and the HTTP layer.
  */
-#include <jansson.h>
 #include <stdio.h>
 #include <string.h>
 #include <uv.h>
@@ -40,15 +39,11 @@ int ag_store_check_stream(const char *stream, size_t len, struct ag_err *err)
 static int check_json(const char *what, size_t index, const char *p, size_t n, bool object,
                       struct ag_err *err)
 {
-    json_error_t je;
-    json_t *j = json_loadb(p, n, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &je);
-    if (!j)
-        return ag_err_set(err, AG_EJSON, "event %zu: %s is not valid JSON: %s (line %d, column %d)",
-                          index, what, je.text, je.line, je.column);
-    bool ok = !object || json_is_object(j);
-    json_decref(j);
-    if (!ok) return ag_err_set(err, AG_EJSON, "event %zu: %s must be a JSON object", index, what);
-    return 0;
+    char msg[160];
+    if (ag_json_check(p, n, object, msg, sizeof msg) == 0) return 0;
+    if (object && strncmp(msg, "must be a JSON object", 21) == 0)
+        return ag_err_set(err, AG_EJSON, "event %zu: %s must be a JSON object", index, what);
+    return ag_err_set(err, AG_EJSON, "event %zu: %s is not valid JSON: %s", index, what, msg);
 }
 
 int ag_store_check_event(const struct ag_store *s, size_t index, const struct ag_event_data *ev,

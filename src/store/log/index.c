@@ -63,9 +63,9 @@ static int grow(struct lindex *ix)
 struct lstream *ag__lindex_add(struct lindex *ix, const char *name, size_t len, uint64_t h)
 {
     if ((ix->count + 1) * 2 > ix->mask + 1 && grow(ix)) return NULL;
-    struct lstream *s = ag_malloc(sizeof *s + len);
+    struct lstream *s = ag_malloc(LSTREAM_BYTES(len) < sizeof *s ? sizeof *s : LSTREAM_BYTES(len));
     if (!s) return NULL;
-    memset(s, 0, sizeof *s);
+    memset(s, 0, offsetof(struct lstream, name));
     s->hash = h;
     s->snap_loc = UINT64_MAX;
     s->cap = 1;
@@ -75,7 +75,7 @@ struct lstream *ag__lindex_add(struct lindex *ix, const char *name, size_t len, 
     while (ix->slots[i]) i = (i + 1) & ix->mask;
     ix->slots[i] = s;
     ix->count++;
-    ix->bytes += sizeof *s + len + 16; /* + allocator overhead */
+    ix->bytes += ((LSTREAM_BYTES(len) + 8 + 15) & ~(size_t)15); /* malloc's chunk size */
     return s;
 }
 

@@ -4,6 +4,7 @@
 
 #include <pthread.h>
 #include <semaphore.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -91,8 +92,6 @@ struct __attribute__((packed)) lentry {
 struct lstream {
     uint64_t hash;           /* XXH3 of the name */
     uint64_t snap_loc;       /* latest snapshot record, UINT64_MAX when none */
-    int64_t pending_version; /* writer only: version after this group's accepted batches */
-    uint32_t pending_gen;    /* writer only: group generation pending_version belongs to */
     uint32_t count;          /* durable events (last version = count - 1) */
     uint32_t cap;            /* entries allocated; 1 = the inline entry */
     union {
@@ -101,6 +100,14 @@ struct lstream {
     } e;
     uint16_t name_len;
     char name[];             /* not NUL-terminated */
+};
+/* A stream's allocation: the header up to the name, then the name (no padding). */
+#define LSTREAM_BYTES(len) (offsetof(struct lstream, name) + (len))
+
+/* Writer only: versions made pending by the group being planned, per stream. */
+struct lpend {
+    struct lstream *st;      /* NULL = free slot */
+    int64_t version;         /* the stream's version after this group's accepted batches */
 };
 
 static inline struct lentry *lstream_entries(struct lstream *s)
@@ -182,7 +189,8 @@ struct lstore {
     struct lreq *q_head, *q_tail;
     bool closing;
     bool failed;             /* a write or fsync failed: appends refused until reopen */
-    uint32_t gen;            /* group generation */
+    struct lpend *pend;      /* open addressing on the stream pointer; power-of-two size */
+    size_t pend_cap, pend_n;
     struct ag_buf group;     /* bytes of the group being written */
     uint64_t ckpt_end_seg;   /* segment the last checkpoint covers */
 

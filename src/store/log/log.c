@@ -388,6 +388,7 @@ static void store_free(struct lstore *ls)
     ag__lindex_free(&ls->ix);
     ag_free(ls->sparse);
     ag_buf_free(&ls->group);
+    ag_free(ls->pend);
     if (ls->lock_fd >= 0) close(ls->lock_fd); /* releases the flock */
     if (ls->dir_fd >= 0) close(ls->dir_fd);
     pthread_rwlock_destroy(&ls->ix_lock);
@@ -413,7 +414,6 @@ static int store_alloc(const char *dir, const struct ag_store_options *opts, str
     if (!o->clock) o->clock = ag_clock_system();
     if (!o->rng) o->rng = ag_rng_system();
     ls->read_only = o->read_only;
-    ls->gen = 1;
     ls->dir_fd = ls->lock_fd = -1;
     pthread_rwlock_init(&ls->ix_lock, NULL);
     pthread_mutex_init(&ls->q_lock, NULL);

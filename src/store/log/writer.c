@@ -4,8 +4,8 @@
  * Callers encode their records (in their own thread, so encoding scales with the
  * callers) and queue a `struct lreq`. The writer drains the queue into a group:
  * for each request it checks the expected version against the durable index plus
- * what earlier requests of this group made pending (`lstream.pending_*`, valid for
- * one group generation), answers idempotent re-appends from the log, assigns
+ * what earlier requests of this group made pending (`lstore.pend`, cleared after
+ * each group), answers idempotent re-appends from the log, assigns
  * versions and positions, seals the checksums and copies the records into the
  * group buffer. One pwrite + one fdatasync make the group durable; only then is
  * the index updated (readers never see undurable events) and the callers woken.
@@ -168,10 +168,54 @@ int ag__log_save_snapshot(struct ag_store *s, const char *stream, size_t stream_
 
 /* ---- planning (writer thread) ---- */
 
+/* ---- pending versions of the group being planned ---- */
+
+static size_t pend_slot(const struct lstore *ls, const struct lstream *st)
+{
+    size_t mask = ls->pend_cap - 1, i = (size_t)(st->hash * 0x9E3779B97F4A7C15ull >> 20) & mask;
+    while (ls->pend[i].st && ls->pend[i].st != st) i = (i + 1) & mask;
+    return i;
+}
+
+static const struct lpend *pend_get(const struct lstore *ls, const struct lstream *st)
+{
+    if (!ls->pend_n) return NULL;
+    const struct lpend *p = &ls->pend[pend_slot(ls, st)];
+    return p->st ? p : NULL;
+}
+
+static int pend_set(struct lstore *ls, struct lstream *st, int64_t version)
+{
+    if ((ls->pend_n + 1) * 2 > ls->pend_cap) {
+        size_t cap = ls->pend_cap ? ls->pend_cap * 2 : 64;
+        struct lpend *old = ls->pend;
+        size_t old_cap = ls->pend_cap;
+        if (!(ls->pend = ag_calloc(cap, sizeof *ls->pend))) {
+            ls->pend = old;
+            return AG_ENOMEM;
+        }
+        ls->pend_cap = cap;
+        for (size_t i = 0; i < old_cap; i++)
+            if (old[i].st) ls->pend[pend_slot(ls, old[i].st)] = old[i];
+        ag_free(old);
+    }
+    struct lpend *p = &ls->pend[pend_slot(ls, st)];
+    if (!p->st) ls->pend_n++;
+    *p = (struct lpend){st, version};
+    return 0;
+}
+
+static void pend_clear(struct lstore *ls)
+{
+    if (ls->pend_n) memset(ls->pend, 0, ls->pend_cap * sizeof *ls->pend);
+    ls->pend_n = 0;
+}
+
 static int64_t current_version(const struct lstore *ls, const struct lstream *st)
 {
     if (!st) return -1;
-    return st->pending_gen == ls->gen ? st->pending_version : (int64_t)st->count - 1;
+    const struct lpend *p = pend_get(ls, st);
+    return p ? p->version : (int64_t)st->count - 1;
 }
 
 static bool expected_ok(int64_t expected, int64_t cur)
@@ -354,13 +398,15 @@ static void plan_events(struct lstore *ls, struct lreq *r, uint64_t *group_event
         return;
     }
     uint64_t pos0 = ag__log_head(ls) + *group_events;
-    if (reserve(ls, r, &st, cur, pos0 + r->n) || place(ls, r, pos0, cur + 1)) {
+    size_t glen = ls->group.len;
+    /* pend_set last: a failure rolls back only the bytes this request added */
+    if (reserve(ls, r, &st, cur, pos0 + r->n) || place(ls, r, pos0, cur + 1) ||
+        pend_set(ls, st, cur + (int64_t)r->n)) {
+        ls->group.len = glen;
         r->status = ag_err_set(&r->err, AG_ENOMEM, "out of memory appending to '%.*s'",
                                (int)r->stream_len, r->stream);
         return;
     }
-    st->pending_version = cur + (int64_t)r->n;
-    st->pending_gen = ls->gen;
     r->st = st;
     r->accepted = true;
     r->res = (struct ag_append_result){cur + 1, cur + (int64_t)r->n, pos0, pos0 + r->n - 1};
@@ -453,7 +499,7 @@ static void commit(struct lstore *ls, struct lreq *from, struct lreq *stop, uint
         complete(r);
     }
     ag_buf_reset(&ls->group);
-    if (++ls->gen == 0) ls->gen = 1; /* 0 marks "never pending" in a new lstream */
+    pend_clear(ls);
 }
 
 static void roll(struct lstore *ls)

@@ -31,9 +31,7 @@ test: debug
 	  ctest --output-on-failure -j $(JOBS) $(CTEST_ARGS)
 
 tsan: bootstrap
-	@cmake --preset tsan >/dev/null
-	@cmake --build --preset tsan -j $(JOBS)
-	@cd build/tsan && TSAN_OPTIONS=halt_on_error=1 ctest --output-on-failure -R 'unit\.(resil|store|base)' $(CTEST_ARGS)
+	@bash scripts/tsan.sh resil store
 
 bench: build
 	@for s in bench/*/run.sh; do bash "$$s" || exit 1; done

@@ -225,8 +225,8 @@ int ag_store_sub_next(struct ag_store_sub *sub, size_t max, int timeout_ms,
                       struct ag_event_page *out, struct ag_err *err)
 {
     for (;;) {
-        struct ag_store_stats st;
-        sub->store->ops->stats(sub->store, &st);
+        struct ag_store_stats st = {0};
+        if (sub->stream) sub->store->ops->stats(sub->store, &st); /* head before the read */
         int rc = sub_read(sub, max, out, err);
         if (rc) return rc;
         if (out->count) {

@@ -143,6 +143,7 @@ static int load_streams(struct lstore *ls, struct rd *r, uint64_t nstreams)
         memcpy(lstream_entries(st), r->p, bytes);
         r->p += bytes;
         st->count = count;
+        if (count) ls->ix.live++;
         st->snap_loc = snap;
     }
     return 0;

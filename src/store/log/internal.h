@@ -119,6 +119,7 @@ struct lindex {
     struct lstream **slots; /* open addressing, linear probing, power-of-two size */
     size_t mask;            /* slots - 1 */
     size_t count;           /* streams */
+    size_t live;            /* streams with at least one durable event */
     size_t bytes;           /* approximate memory held */
 };
 

@@ -295,14 +295,13 @@ int ag__log_stats(struct ag_store *s, struct ag_store_stats *out)
     memset(out, 0, sizeof *out);
     pthread_rwlock_rdlock(&ls->ix_lock);
     out->events = ag__log_head(ls);
-    for (size_t i = 0; i <= ls->ix.mask; i++)
-        if (ls->ix.slots[i] && ls->ix.slots[i]->count) out->streams++;
+    out->streams = ls->ix.live;
     for (size_t i = 0; i < ls->nsegs; i++) out->bytes += ls->segs[i].end;
     out->segments = ls->nsegs;
     out->index_bytes = ls->ix.bytes + ls->sparse_cap * sizeof(uint64_t);
     pthread_rwlock_unlock(&ls->ix_lock);
-    out->appends = ls->appends;
-    out->commits = ls->commits;
+    out->appends = __atomic_load_n(&ls->appends, __ATOMIC_RELAXED);
+    out->commits = __atomic_load_n(&ls->commits, __ATOMIC_RELAXED);
     return 0;
 }
 

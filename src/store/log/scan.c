@@ -31,7 +31,7 @@ int ag__log_index_event(struct lstore *ls, const char *stream, size_t stream_len
     struct lentry *e = lstream_entries(st);
     e[st->count].loc = loc;
     e[st->count].idh = idh;
-    st->count++;
+    if (st->count++ == 0) ls->ix.live++;
     return 0;
 }
 

@@ -446,7 +446,7 @@ static void publish(struct lstore *ls, struct lreq *from, struct lreq *stop, uin
         for (size_t k = 0; k < r->n; k++, pos++, p += ag__le32(p)) {
             e[r->st->count].loc = r->locs[k];
             e[r->st->count].idh = ag__id_hash((const struct ag_uuid *)(p + 24));
-            r->st->count++;
+            if (r->st->count++ == 0) ls->ix.live++;
             if (pos % LOG_SPARSE_EVERY == 0) {
                 ls->sparse[pos / LOG_SPARSE_EVERY] = r->locs[k];
                 ls->sparse_len = pos / LOG_SPARSE_EVERY + 1;
@@ -487,7 +487,7 @@ static void commit(struct lstore *ls, struct lreq *from, struct lreq *stop, uint
             AG_ERROR("store.write_failed", AG_LS("dir", ls->dir), AG_LS("error", strerror(-wrc)));
         } else {
             publish(ls, from, stop, events);
-            ls->commits++;
+            __atomic_add_fetch(&ls->commits, 1, __ATOMIC_RELAXED);
         }
     }
     for (struct lreq *r = from, *next; r != stop; r = next) {
@@ -495,7 +495,7 @@ static void commit(struct lstore *ls, struct lreq *from, struct lreq *stop, uint
         if (r->accepted && wrc)
             r->status = ag_err_set(&r->err, AG_EIO, "writing the log failed: %s; the store must "
                                    "be reopened", strerror(-wrc));
-        else if (r->status == 0) ls->appends++;
+        else if (r->status == 0) __atomic_add_fetch(&ls->appends, 1, __ATOMIC_RELAXED);
         complete(r);
     }
     ag_buf_reset(&ls->group);

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# ThreadSanitizer run of the concurrent modules' unit tests (make tsan).
+# Criterion cannot start under TSan on this platform (Snaipe/Criterion#274), so the
+# tests are compiled against a minimal Criterion stand-in
+# (tests/unit/resil/tsan-shim) and run in one process. Usage: scripts/tsan.sh [MODULE...]
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+out=${AG_TSAN_BUILD:-$root/build/tsan-shim}
+mods=("$@")
+((${#mods[@]})) || mods=(resil store)
+cmake -S "$root" -B "$out" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang \
+  -DAG_TSAN=ON -DAG_TESTS=OFF -DCMAKE_C_FLAGS="-O1 -g" >/dev/null
+shim=$root/tests/unit/resil/tsan-shim
+cp "$shim/shim_main.c.in" "$out/shim_main.c"
+for m in "${mods[@]}"; do
+  ninja -C "$out" "agora_$m" agora_base >/dev/null
+  clang -std=c11 -D_GNU_SOURCE -O1 -g -fsanitize=thread -I"$shim" -I"$root/include" -I"$root/src" \
+    -I"$root/tests" "$root"/tests/unit/"$m"/test_*.c "$out/shim_main.c" "$out/libagora_$m.a" \
+    "$out/libagora_base.a" $(pkg-config --cflags --libs libuv libxxhash jansson sqlite3) -lpthread -lm \
+    -o "$out/test_${m}_tsan"
+  echo "tsan: $m"
+  TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1} "$out/test_${m}_tsan"
+done

@@ -295,7 +295,8 @@ static int replay(struct svc_job *j, const json_t *resp)
         j->problem = true;
         snprintf(j->title, sizeof j->title, "%s", json_string_value(json_object_get(body, "title")) ?: "");
         snprintf(j->detail, sizeof j->detail, "%s", json_string_value(json_object_get(body, "detail")) ?: "");
-        j->errors = json_incref(json_object_get(body, "errors"));
+        json_t *errors = json_object_get(body, "errors"); /* null when the first had none */
+        j->errors = json_is_array(errors) ? json_incref(errors) : NULL;
     } else {
         j->resp = json_incref(body);
     }
@@ -349,7 +350,11 @@ int svc_idem_begin(struct svc_job *j, const char *scope)
 
 void svc_idem_end(struct svc_job *j, const char *scope)
 {
-    if (!j->idem_key[0] || j->replayed || j->status >= 500 || j->status == 409) return;
+    /* A 409 from a lost concurrency race is transient and not recorded; any other
+     * 4xx (a duplicate email, say) is the answer every replay must get. */
+    if (!j->idem_key[0] || j->replayed || j->status >= 500 ||
+        (j->status == 409 && strcmp(j->title, "Concurrent modification") == 0))
+        return;
     char stream[64];
     idem_stream(j, scope, stream);
     json_t *body = j->problem ? json_pack("{s:s, s:s, s:O?}", "title", j->title, "detail", j->detail,

@@ -167,7 +167,8 @@ static int create(struct svc_job *j)
     struct place *pl = ag_calloc(1, sizeof *pl);
     if (!pl) return AG_ENOMEM;
     parse_order(j, pl);
-    int done = svc_fields_failed(j, json_array_size(j->errors) && strstr(j->detail, "unknown") ? 422 : 400);
+    const char *first = json_string_value(json_object_get(json_array_get(j->errors, 0), "detail"));
+    int done = svc_fields_failed(j, first && strstr(first, "unknown") ? 422 : 400);
     if (!done) done = svc_idem_begin(j, "orders");
     if (!done && !price_order(j, pl)) {
         char order_id[AG_UUID_STRLEN + 1], saga_id[AG_UUID_STRLEN + 1], stream[128];

@@ -68,7 +68,7 @@ static int deposit(struct svc_job *j)
     json_t *view = NULL;
     int rc = svc_exec(j->p, &svc_account_type, stream, dom_deposit, &d, j->meta, view_account, &view,
                       NULL, &err);
-    if (rc == AG_EDOMAIN && strstr(err.msg, "currency")) {
+    if (rc == AG_EDOMAIN && (strstr(err.msg, "currency") || strstr(err.msg, " is in "))) {
         svc_field_error(j, "/amount/currency", "%s", err.msg);
         svc_fields_failed(j, 422);
     } else if (rc) {

@@ -1,0 +1,454 @@
+#!/usr/bin/env bash
+# Integration: the README tour (docs/tour.md) against a real `agora run`, and the HTTP
+# contract. Every request goes through curl and is recorded; the tour checks the
+# answers' meaning (statuses, balances, stock, saga outcomes) as it goes, and at the
+# end tests/integration/api_validate.js checks EVERY recorded answer — status code,
+# Content-Type, headers and body — against docs/openapi.yaml.
+#
+#   register → deposit → list products (paginated) → order → confirmed (saga completed,
+#   balance and stock moved); an order beyond the balance and an out-of-stock order end
+#   cancelled with the reason and nothing kept; Idempotency-Key replays and misuse; bad
+#   input → 4xx problem+json naming the field; 404s, 405 + Allow, 409 on cancelling a
+#   confirmed order; ops endpoints.
+#
+# Env: AGORA_BIN, AG_SOURCE_DIR, AG_BUILD_DIR (from CTest). API_TOUR_KEEP=DIR keeps the
+# recorded exchanges (NNN.req/.hdr/.body) in DIR.
+set -euo pipefail
+BIN="${AGORA_BIN:?AGORA_BIN not set}"
+SRC="${AG_SOURCE_DIR:?AG_SOURCE_DIR not set}"
+[ -x "$BIN" ] || { echo "missing $BIN"; exit 1; }
+command -v curl >/dev/null || { echo "FAIL: curl is needed"; exit 1; }
+TMP=$(mktemp -d)
+EX="$TMP/ex"
+mkdir -p "$EX"
+SPID=""
+cleanup() {
+    if [ -n "$SPID" ]; then kill "$SPID" 2>/dev/null || true; wait "$SPID" 2>/dev/null || true; fi
+    if [ -n "${API_TOUR_KEEP:-}" ]; then mkdir -p "$API_TOUR_KEEP" && cp -r "$EX/." "$API_TOUR_KEEP/"; fi
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+fail() {
+    echo "FAIL: $*" >&2
+    if [ -n "${H:-}" ] && [ -f "${H:-}" ]; then
+        echo "--- last exchange: $(cat "${H%.hdr}.req")" >&2
+        cat "$H" "$B" >&2 && echo >&2
+    fi
+    echo "--- server log (tail)" >&2
+    tail -20 "$TMP/server.log" >&2 || true
+    exit 1
+}
+pass() { echo "ok - $*"; }
+
+# ---- node tools (ajv for the contract check), as openapi_lint.sh installs them ----
+cd "$SRC"
+command -v node >/dev/null && command -v npm >/dev/null ||
+    fail "node and npm are needed (scripts/bootstrap.sh installs them)"
+(
+    flock 9
+    if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ] ||
+        [ ! -d node_modules/ajv ]; then
+        echo "# npm ci --no-audit --no-fund"
+        npm ci --no-audit --no-fund >"$TMP/npm.log" 2>&1 || { cat "$TMP/npm.log"; exit 1; }
+    fi
+) 9>"${AG_BUILD_DIR:-$TMP}/.npm-ci.lock" || fail "npm ci failed"
+
+# ---- helpers ----
+N=0
+# req METHOD PATH [curl args...]: records the exchange; sets ST (status), H (headers
+# file), B (body file).
+req() {
+    local m=$1 p=$2
+    shift 2
+    N=$((N + 1))
+    local id
+    id=$(printf '%03d' "$N")
+    H="$EX/$id.hdr" B="$EX/$id.body"
+    echo "$m $p" >"$EX/$id.req"
+    curl -sS --max-time 10 -X "$m" -D "$H" -o "$B" "$@" "$BASE$p" || fail "curl $m $p"
+    touch "$B"
+    ST=$(awk 'NR==1{print $2}' "$H")
+}
+JSON=(-H 'Content-Type: application/json')
+post() { local p=$1 d=$2; shift 2; req POST "$p" "${JSON[@]}" "$@" --data-binary "$d"; }
+# hdr NAME: the value of a response header of the last exchange
+hdr() { awk -v n="$(echo "$1" | tr 'A-Z' 'a-z')" 'BEGIN{FS=": "} tolower($1)==n{sub(/^[^:]*: /,""); sub(/\r$/,""); print}' "$H"; }
+# j EXPR...: evaluate JS expressions on the last body (b); one line each
+j() {
+    node -e 'const b=JSON.parse(require("fs").readFileSync(process.argv[1],"utf8"));
+        for (const e of process.argv.slice(2)) { const v=eval(e); console.log(typeof v==="object"?JSON.stringify(v):String(v)); }' "$B" "$@"
+}
+# check EXPR...: each JS expression on the last body (b) must be true
+check() {
+    node -e 'const b=JSON.parse(require("fs").readFileSync(process.argv[1],"utf8"));
+        for (const e of process.argv.slice(2)) if (!eval(e)) { console.error("not true: "+e); process.exit(1); }' "$B" "$@" ||
+        fail "$(cat "${H%.hdr}.req") → $ST"
+}
+status() { [ "$ST" = "$1" ] || fail "expected $1, got $ST"; }
+# problem STATUS [POINTER...]: a problem+json with this status naming these fields
+problem() {
+    local s=$1
+    shift
+    status "$s"
+    case "$(hdr Content-Type)" in application/problem+json*) ;; *) fail "not problem+json: $(hdr Content-Type)" ;; esac
+    local exprs=("b.status===$s" "typeof b.title==='string'" "typeof b.detail==='string' && b.detail.length>0")
+    for p in "$@"; do exprs+=("Array.isArray(b.errors) && b.errors.some(e=>e.pointer==='$p' && e.detail.length>0)"); done
+    check "${exprs[@]}"
+}
+# poll PATH EXPR: GET PATH until EXPR (on b) holds, at most 20 s
+poll() {
+    local p=$1 e=$2 t
+    for t in $(seq 200); do
+        req GET "$p"
+        if [ "$ST" = 200 ] && [ "$(j "$e")" = true ]; then return 0; fi
+        sleep 0.1
+    done
+    fail "GET $p: never true: $e"
+}
+
+# ---- start agora ----
+"$BIN" run --data "$TMP/data" --listen 127.0.0.1:0 >"$TMP/server.log" 2>&1 &
+SPID=$!
+BASE=""
+for _ in $(seq 300); do
+    BASE=$(grep -o 'serving http://[0-9.]*:[0-9]*' "$TMP/server.log" | head -1 | sed 's/^serving //') || true
+    [ -n "$BASE" ] && break
+    kill -0 "$SPID" 2>/dev/null || fail "agora run exited"
+    sleep 0.1
+done
+[ -n "$BASE" ] || fail "agora run did not start"
+for _ in $(seq 100); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "$BASE/health/ready")" = 200 ] && break
+    sleep 0.1
+done
+req GET /health/ready
+status 200
+check "b.status==='up'"
+pass "agora run is ready at $BASE"
+
+# ---- 1. register a customer ----
+post /api/v1/customers '{"email": "ada@example.com", "name": "Ada Lovelace"}'
+status 201
+read -r CID AID <<<"$(j "b.id+' '+b.accountId")"
+[ "$(hdr Location)" = "/api/v1/customers/$CID" ] || fail "Location $(hdr Location)"
+check "b.email==='ada@example.com'" "b.name==='Ada Lovelace'" "b.tier==='standard'"
+[ -n "$(hdr X-Request-ID)" ] && [ -n "$(hdr traceparent)" ] || fail "no X-Request-ID/traceparent"
+req GET "/api/v1/customers/$CID"
+status 200
+check "b.id==='$CID'" "b.email==='ada@example.com'" "b.accountId==='$AID'"
+[ -n "$(hdr X-Projection-Position)" ] || fail "no X-Projection-Position on a read"
+pass "register a customer: 201 + Location, GET it back"
+
+# ---- 2. deposit ----
+req GET "/api/v1/accounts/$AID"
+status 200
+check "b.balance.amount===0" "b.balance.currency==='USD'" "b.status==='open'" "b.transactionCount===0" "b.lastActivity===null"
+post "/api/v1/accounts/$AID/deposits" '{"amount": {"amount": 20000, "currency": "USD"}}'
+status 200
+check "b.id==='$AID'" "b.balance.amount===20000" "b.transactionCount===1" "typeof b.lastActivity==='string'"
+poll "/api/v1/accounts/$AID" "b.balance.amount===20000"
+pass "deposit 200.00 USD: 200, balance 20000"
+
+# ---- 3. products, paginated ----
+req GET /api/v1/products
+status 200
+TOTAL=$(j b.items.length)
+[ "$TOTAL" -ge 5 ] || fail "fewer than 5 products: $TOTAL"
+check "b.nextCursor===null" "b.items.every(p=>p.active && p.price.amount>0 && p.price.currency==='USD')"
+SEEN=""
+CURSOR=""
+PAGES=0
+while :; do
+    req GET "/api/v1/products?limit=2${CURSOR:+&cursor=$CURSOR}"
+    status 200
+    check "b.items.length>=1 && b.items.length<=2"
+    read -r CURSOR PAGE <<<"$(j "b.nextCursor+' '+b.items.map(p=>p.sku+'='+p.id+'='+p.price.amount).join(' ')")"
+    SEEN="$SEEN $PAGE"
+    PAGES=$((PAGES + 1))
+    [ "$CURSOR" = null ] && break
+    [ "$PAGES" -lt 100 ] || fail "pagination does not end"
+done
+COUNT=$(echo "$SEEN" | wc -w)
+[ "$COUNT" = "$TOTAL" ] || fail "paginated $COUNT products, listed $TOTAL"
+[ "$(echo "$SEEN" | tr ' ' '\n' | grep -v '^$' | sort -u | wc -l)" = "$TOTAL" ] || fail "duplicates across pages"
+sku() { echo "$SEEN" | tr ' ' '\n' | awk -F= -v s="$1" '$1==s{print $'"$2"'}'; }
+KB=$(sku KB-01 2) KB_PRICE=$(sku KB-01 3)
+MN=$(sku MN-03 2) MN_PRICE=$(sku MN-03 3)
+WC=$(sku WC-06 2)
+CB=$(sku CB-05 2) CB_PRICE=$(sku CB-05 3)
+[ -n "$KB" ] && [ -n "$MN" ] && [ -n "$WC" ] && [ -n "$CB" ] || fail "seeded products missing: $SEEN"
+req GET "/api/v1/products/$KB"
+status 200
+check "b.sku==='KB-01'" "b.price.amount===$KB_PRICE"
+pass "products: $TOTAL listed, $PAGES pages of limit=2 to nextCursor null"
+
+# ---- 4. inventory ----
+stock() { # stock PRODUCT: sets ON, RES, AV (onHand, reserved, available)
+    req GET "/api/v1/inventory/$1"
+    status 200
+    check "b.productId==='$1'" "b.available===b.onHand-b.reserved"
+    read -r ON RES AV <<<"$(j "b.onHand+' '+b.reserved+' '+b.available")"
+}
+stock "$KB"
+KB_RES=$RES KB_AV=$AV
+[ "$KB_AV" -ge 2 ] || fail "KB-01 has no stock"
+pass "inventory of KB-01: onHand $ON, reserved $KB_RES, available $KB_AV"
+
+# ---- 5. place an order → confirmed ----
+ADDR='"shippingAddress": {"street": "1 Main St", "city": "Springfield", "state": "IL", "zipCode": "62701", "country": "US"}'
+order() { # order PRODUCT QUANTITY [curl args]: POST and check the 202
+    local prod=$1 qty=$2
+    shift 2
+    post /api/v1/orders "{\"customerId\": \"$CID\", \"items\": [{\"productId\": \"$prod\", \"quantity\": $qty}], $ADDR}" "$@"
+    status 202
+    read -r OID SID <<<"$(j "b.orderId+' '+b.sagaId")"
+    [ "$(hdr Location)" = "/api/v1/orders/$OID" ] || fail "Location $(hdr Location)"
+    check "b.status==='pending'"
+}
+order "$KB" 2
+O1=$OID S1=$SID
+poll "/api/v1/orders/$O1" "b.status==='confirmed' || b.status==='cancelled'"
+T1=$((2 * KB_PRICE))
+check "b.status==='confirmed'" "typeof b.trackingNumber==='string' && b.trackingNumber.length>0" \
+    "b.customerId==='$CID'" "b.total.amount===$T1" "b.items.length===1" \
+    "b.items[0].productId==='$KB' && b.items[0].quantity===2 && b.items[0].unitPrice.amount===$KB_PRICE" \
+    "b.items[0].subtotal.amount===$T1" "b.cancellationReason===undefined"
+poll "/api/v1/sagas/$S1" "b.status!=='running'"
+check "b.status==='completed'" "b.type==='PlaceOrder'" "b.steps.length===5" "b.steps.every(s=>s.status==='succeeded')"
+BAL=$((20000 - T1))
+poll "/api/v1/accounts/$AID" "b.balance.amount===$BAL"
+check "b.transactionCount===2"
+poll "/api/v1/inventory/$KB" "b.reserved===$((KB_RES + 2)) && b.available===$((KB_AV - 2))"
+pass "order 2 × KB-01: 202 + Location, confirmed with a tracking number, saga completed, balance $BAL, 2 reserved"
+
+# ---- 6. an order beyond the balance → cancelled, stock released ----
+stock "$MN"
+MN_ON=$ON MN_RES=$RES MN_AV=$AV
+[ "$MN_PRICE" -gt "$BAL" ] || fail "MN-03 is not beyond the balance"
+order "$MN" 1
+O2=$OID S2=$SID
+poll "/api/v1/orders/$O2" "b.status==='confirmed' || b.status==='cancelled'"
+check "b.status==='cancelled'" "/insufficient funds/.test(b.cancellationReason)" "b.trackingNumber===undefined"
+poll "/api/v1/sagas/$S2" "b.status!=='running'"
+check "b.status==='compensated'" "/insufficient funds/.test(b.reason)" \
+    "b.steps.find(s=>s.name==='ReserveInventory').status==='compensated'" \
+    "b.steps.find(s=>s.name==='ProcessPayment').status==='failed'"
+poll "/api/v1/inventory/$MN" "b.onHand===$MN_ON && b.reserved===$MN_RES && b.available===$MN_AV"
+poll "/api/v1/accounts/$AID" "b.balance.amount===$BAL"
+check "b.transactionCount===2"
+pass "order beyond the balance: cancelled (insufficient funds), stock released, nothing charged"
+
+# ---- 7. an out-of-stock order → cancelled, nothing charged ----
+stock "$WC"
+WC_RES=$RES WC_AV=$AV
+order "$WC" $((WC_AV + 1))
+O3=$OID S3=$SID
+poll "/api/v1/orders/$O3" "b.status==='confirmed' || b.status==='cancelled'"
+check "b.status==='cancelled'" "/insufficient stock/.test(b.cancellationReason)"
+poll "/api/v1/sagas/$S3" "b.status!=='running'"
+check "b.status==='compensated'" "b.steps.find(s=>s.name==='ReserveInventory').status==='failed'" \
+    "b.steps.find(s=>s.name==='ProcessPayment').status==='pending'"
+poll "/api/v1/inventory/$WC" "b.reserved===$WC_RES && b.available===$WC_AV"
+req GET "/api/v1/accounts/$AID"
+check "b.balance.amount===$BAL" "b.transactionCount===2"
+pass "out-of-stock order ($((WC_AV + 1)) × WC-06, $WC_AV available): cancelled (insufficient stock), nothing charged"
+
+# ---- 8. Idempotency-Key ----
+post "/api/v1/accounts/$AID/deposits" '{"amount": {"amount": 500, "currency": "USD"}}' -H 'Idempotency-Key: tour-deposit-1'
+status 200
+cp "$B" "$TMP/first"
+[ -z "$(hdr Idempotent-Replayed)" ] || fail "first request marked replayed"
+BAL=$((BAL + 500))
+check "b.balance.amount===$BAL"
+post "/api/v1/accounts/$AID/deposits" '{"amount": {"amount": 500, "currency": "USD"}}' -H 'Idempotency-Key: tour-deposit-1'
+status 200
+[ "$(hdr Idempotent-Replayed)" = true ] || fail "replay without Idempotent-Replayed: true"
+cmp -s "$TMP/first" "$B" || fail "replayed body differs: $(cat "$TMP/first") vs $(cat "$B")"
+post "/api/v1/accounts/$AID/deposits" '{"amount": {"amount": 700, "currency": "USD"}}' -H 'Idempotency-Key: tour-deposit-1'
+problem 422
+poll "/api/v1/accounts/$AID" "b.balance.amount===$BAL"
+check "b.transactionCount===3"
+order "$CB" 1 -H 'Idempotency-Key: tour-order-1'
+O4=$OID
+LOC=$(hdr Location)
+cp "$B" "$TMP/first"
+order "$CB" 1 -H 'Idempotency-Key: tour-order-1'
+[ "$(hdr Idempotent-Replayed)" = true ] || fail "order replay without Idempotent-Replayed: true"
+[ "$(hdr Location)" = "$LOC" ] || fail "replayed Location differs"
+cmp -s "$TMP/first" "$B" || fail "replayed order differs"
+post /api/v1/orders "{\"customerId\": \"$CID\", \"items\": [{\"productId\": \"$CB\", \"quantity\": 2}], $ADDR}" -H 'Idempotency-Key: tour-order-1'
+problem 422
+poll "/api/v1/orders/$O4" "b.status==='confirmed'"
+BAL=$((BAL - CB_PRICE))
+poll "/api/v1/accounts/$AID" "b.balance.amount===$BAL"
+check "b.transactionCount===4"
+post /api/v1/customers '{"email": "grace@example.com", "name": "Grace Hopper", "tier": "premium"}' -H 'Idempotency-Key: tour-customer-1'
+status 201
+cp "$B" "$TMP/first"
+LOC=$(hdr Location)
+check "b.tier==='premium'"
+post /api/v1/customers '{"email": "grace@example.com", "name": "Grace Hopper", "tier": "premium"}' -H 'Idempotency-Key: tour-customer-1'
+status 201
+[ "$(hdr Idempotent-Replayed)" = true ] && [ "$(hdr Location)" = "$LOC" ] && cmp -s "$TMP/first" "$B" ||
+    fail "customer replay differs"
+post /api/v1/customers '{"email": "ada@example.com", "name": "Ada again"}' -H 'Idempotency-Key: tour-customer-2'
+problem 409 /email
+cp "$B" "$TMP/first"
+post /api/v1/customers '{"email": "ada@example.com", "name": "Ada again"}' -H 'Idempotency-Key: tour-customer-2'
+problem 409 /email
+[ "$(hdr Idempotent-Replayed)" = true ] || fail "a recorded 409 is not replayed"
+pass "Idempotency-Key: replays (deposit, order, customer, a 409) with Idempotent-Replayed: true; another body → 422; charged once"
+
+# ---- 9. bad input → 4xx problem+json naming the field ----
+post /api/v1/customers '{"email": "x@example.com", "name": '
+problem 400
+post /api/v1/orders '{"customerId": '
+problem 400
+post "/api/v1/accounts/$AID/deposits" 'not json'
+problem 400
+post /api/v1/customers '[1, 2]'
+problem 400
+post /api/v1/customers '{}'
+problem 400 /email /name
+post /api/v1/customers '{"email": 5, "name": ["Ada"]}'
+problem 400 /email /name
+post /api/v1/customers '{"email": "eve@example.com", "name": "Eve", "tier": "gold"}'
+problem 400 /tier
+post /api/v1/customers '{"email": "not-an-email", "name": "Eve"}'
+problem 400 /email
+post /api/v1/customers '{"email": "ADA@example.com", "name": "Ada twice"}'
+problem 409 /email
+post /api/v1/orders '{}'
+problem 400 /customerId /items /shippingAddress
+post /api/v1/orders "{\"customerId\": 42, \"items\": {\"productId\": \"$KB\"}, \"shippingAddress\": \"here\"}"
+problem 400 /customerId /items /shippingAddress
+post /api/v1/orders "{\"customerId\": \"$CID\", \"items\": [], $ADDR}"
+problem 400 /items
+post /api/v1/orders "{\"customerId\": \"$CID\", \"items\": [{\"productId\": \"$KB\", \"quantity\": -1}], $ADDR}"
+problem 400 /items/0/quantity
+post /api/v1/orders "{\"customerId\": \"$CID\", \"items\": [{\"productId\": \"$KB\", \"quantity\": 0}], $ADDR}"
+problem 400 /items/0/quantity
+post /api/v1/orders "{\"customerId\": \"$CID\", \"items\": [{\"productId\": \"$KB\", \"quantity\": \"2\"}], $ADDR}"
+problem 400 /items/0/quantity
+post /api/v1/orders "{\"customerId\": \"$CID\", \"items\": [{\"productId\": \"$KB\", \"quantity\": 1}, {\"quantity\": 1}], $ADDR}"
+problem 400 /items/1/productId
+post /api/v1/orders "{\"customerId\": \"$CID\", \"items\": [{\"productId\": \"no-such-product\", \"quantity\": 1}], $ADDR}"
+problem 422 /items/0/productId
+post /api/v1/orders "{\"customerId\": \"no-such-customer\", \"items\": [{\"productId\": \"$KB\", \"quantity\": 1}], $ADDR}"
+problem 422 /customerId
+post /api/v1/orders "{\"customerId\": \"$CID\", \"items\": [{\"productId\": \"$KB\", \"quantity\": 1}], \"shippingAddress\": {\"street\": \"1 Main St\", \"city\": \"Springfield\", \"state\": \"IL\", \"zipCode\": \"62701\", \"country\": \"USA\"}}"
+problem 400 /shippingAddress/country
+post /api/v1/orders "{\"customerId\": \"$CID\", \"items\": [{\"productId\": \"$KB\", \"quantity\": 1}], \"shippingAddress\": {\"street\": \"1 Main St\", \"state\": \"IL\", \"zipCode\": \"62701\", \"country\": \"US\"}}"
+problem 400 /shippingAddress/city
+post "/api/v1/accounts/$AID/deposits" '{}'
+problem 400 /amount
+post "/api/v1/accounts/$AID/deposits" '{"amount": {"amount": -100, "currency": "USD"}}'
+problem 400 /amount/amount
+post "/api/v1/accounts/$AID/deposits" '{"amount": {"amount": "100", "currency": "USD"}}'
+problem 400 /amount/amount
+post "/api/v1/accounts/$AID/deposits" '{"amount": {"amount": 100, "currency": "usd"}}'
+problem 400 /amount/currency
+post "/api/v1/accounts/$AID/deposits" '{"amount": {"amount": 100, "currency": "EUR"}}'
+problem 422 /amount/currency
+post "/api/v1/orders/$O1/cancel" '{"reason": 5}'
+problem 400 /reason
+req GET "/api/v1/products?limit=0"
+problem 400 /limit
+req GET "/api/v1/products?limit=lots"
+problem 400 /limit
+req GET "/api/v1/orders?status=lost"
+problem 400 /status
+req GET "/api/v1/accounts/$AID"
+check "b.balance.amount===$BAL" "b.transactionCount===4"
+req GET "/api/v1/inventory/$KB"
+check "b.reserved===$((KB_RES + 2))"
+pass "bad input: malformed JSON, missing fields, wrong types, negative/zero quantity, unknown product/customer (422), empty items, bad address, tier, currency → problem+json naming the field"
+
+# ---- 10. 404, 405 + Allow, 409 ----
+for p in /api/v1/customers/nope /api/v1/accounts/nope /api/v1/products/nope /api/v1/inventory/nope \
+    /api/v1/orders/nope /api/v1/sagas/nope /api/v1/nothing-here "/api/v1/customers/$CID/nothing"; do
+    req GET "$p"
+    problem 404
+done
+post /api/v1/accounts/nope/deposits '{"amount": {"amount": 100, "currency": "USD"}}'
+problem 404
+post /api/v1/orders/nope/cancel '{}'
+problem 404
+req DELETE "/api/v1/customers/$CID"
+problem 405
+[ "$(hdr Allow)" = "GET, HEAD" ] || fail "Allow: $(hdr Allow)"
+req PUT /api/v1/orders "${JSON[@]}" --data-binary '{}'
+problem 405
+[ "$(hdr Allow)" = "GET, POST, HEAD" ] || fail "Allow: $(hdr Allow)"
+req GET "/api/v1/accounts/$AID/deposits"
+problem 405
+[ "$(hdr Allow)" = "POST" ] || fail "Allow: $(hdr Allow)"
+post "/api/v1/orders/$O1/cancel" '{"reason": "changed my mind"}'
+problem 409
+req GET "/api/v1/orders/$O1"
+check "b.status==='confirmed'"
+post "/api/v1/orders/$O2/cancel" ''
+status 202
+check "b.orderId==='$O2'" "b.status==='cancelled'"
+req GET "/api/v1/orders/$O2"
+check "b.status==='cancelled'" "/insufficient funds/.test(b.cancellationReason)"
+pass "404 for unknown ids and paths, 405 with Allow, 409 cancelling a confirmed order (a cancelled one: 202, unchanged)"
+
+# ---- 11. order lists ----
+req GET "/api/v1/orders?customerId=$CID"
+status 200
+check "b.items.length===4" "b.nextCursor===null" "b.items.every(o=>o.customerId==='$CID')"
+req GET "/api/v1/orders?customerId=$CID&status=cancelled"
+status 200
+check "b.items.length===2" "b.items.every(o=>o.status==='cancelled' && o.cancellationReason)"
+CURSOR=""
+PAGES=0
+while :; do
+    req GET "/api/v1/orders?customerId=$CID&limit=1${CURSOR:+&cursor=$CURSOR}"
+    status 200
+    CURSOR=$(j "b.items.length===1 ? b.nextCursor : 'bad page'")
+    [ "$CURSOR" != "bad page" ] || fail "not one order per page"
+    PAGES=$((PAGES + 1))
+    [ "$CURSOR" = null ] && break
+    [ "$PAGES" -lt 10 ] || fail "order pagination does not end"
+done
+[ "$PAGES" = 4 ] || fail "4 orders in $PAGES pages of 1"
+pass "orders by customer and status, paginated with limit=1"
+
+# ---- 12. request id, trace context, ops endpoints ----
+req GET "/api/v1/customers/$CID" -H 'X-Request-ID: tour-request-42' \
+    -H 'traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01'
+status 200
+[ "$(hdr X-Request-ID)" = tour-request-42 ] || fail "X-Request-ID not kept: $(hdr X-Request-ID)"
+case "$(hdr traceparent)" in 00-4bf92f3577b34da6a3ce929d0e0e4736-*) ;; *) fail "trace not continued: $(hdr traceparent)" ;; esac
+req GET /health/live
+status 200
+req GET /metrics
+status 200
+grep -q '^agora_http_request_duration_seconds_count{method="POST",route="/api/v1/orders"}' "$B" || fail "no RED metrics for POST /api/v1/orders"
+req GET /admin/projections
+status 200
+check "b.items.length>=7" "b.items.every(p=>p.status==='running')"
+req GET "/admin/sagas?status=compensated"
+status 200
+check "b.items.some(s=>s.id==='$S2')" "b.items.some(s=>s.id==='$S3')" "b.items.every(s=>s.status==='compensated')"
+req GET "/admin/sagas?status=failed"
+status 200
+check "b.items.length===0"
+req GET /admin/circuit-breakers
+status 200
+check "b.items.length===5" "b.items.every(c=>c.state==='closed')"
+pass "X-Request-ID kept, traceparent continued; /health/live, /metrics, /admin/projections, /admin/sagas, /admin/circuit-breakers"
+
+# ---- every answer against docs/openapi.yaml ----
+node "$SRC/tests/integration/api_validate.js" "$SRC/docs/openapi.yaml" "$EX" || fail "answers do not match docs/openapi.yaml"
+pass "all $N answers match docs/openapi.yaml"
+
+# ---- graceful stop ----
+kill -TERM "$SPID"
+rc=0
+wait "$SPID" || rc=$?
+SPID=""
+[ "$rc" = 0 ] || fail "agora run exited with $rc on SIGTERM"
+if grep -q 'ERROR: AddressSanitizer\|runtime error:' "$TMP/server.log"; then fail "sanitizer report in the server log"; fi
+pass "agora run stops cleanly on SIGTERM"

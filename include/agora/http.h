@@ -265,4 +265,10 @@ AG_EXTERN void ag_http_upstream_stats(const struct ag_http_upstream *u, struct a
  * child span of its trace), so calls made on its behalf carry them. */
 AG_EXTERN void ag_http_propagate(const struct ag_http_req *in, struct ag_http_client_req *out);
 
+/* ---- for the gateway ---- */
+
+/* The client's address as "ip:port" (borrowed, lives as long as the request), or
+ * NULL for memory transports. For X-Forwarded-For and per-IP rate limits. */
+AG_EXTERN const char *ag_http_req_peer(const struct ag_http_req *req);
+
 #endif

@@ -24,6 +24,7 @@ extern const struct ag_cli_cmd ag_cli_cmd_version;
 extern const struct ag_cli_cmd ag_cli_cmd_store;
 extern const struct ag_cli_cmd ag_cli_cmd_run;
 extern const struct ag_cli_cmd ag_cli_cmd_projections;
+extern const struct ag_cli_cmd ag_cli_cmd_gateway, ag_cli_cmd_token;
 extern const struct ag_cli_cmd ag_cli_cmd_load;
 /* Parse HOST:PORT ([v6]:PORT too); -1 when malformed. */
 int ag_cli_parse_listen(const char *s, char host[64], uint16_t *port);

@@ -13,6 +13,7 @@ static const struct ag_cli_cmd *const commands[] = {
     &ag_cli_cmd_store,
     &ag_cli_cmd_version,
     &ag_cli_cmd_load,
+    &ag_cli_cmd_gateway, &ag_cli_cmd_token,
 };
 
 bool ag_cli_wants_help(int argc, char **argv)

@@ -1,0 +1,311 @@
+/*
+ * Starting, reloading and stopping a gateway, and the signal loop of the CLI.
+ *
+ * Routing into the gateway. The HTTP router matches literal segments and
+ * "{param}" segments, with no catch-all; the gateway registers, for every method
+ * it proxies, the patterns "/", "/{p0}", "/{p0}/{p1}", ... up to eight segments
+ * (the router's parameter limit) to one handler, and literal routes for its own
+ * endpoints (/admin/..., /bff/..., /metrics, /health/...), which win over
+ * parameters. Route selection proper happens in the handler against the
+ * current snapshot (match.c), so a reload changes routing without touching the
+ * router.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gateway/internal.h"
+
+#define CATCH_ALL_DEPTH 8
+
+static int read_text(const char *path, char **out, size_t *len, struct ag_err *err)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return ag_err_set(err, AG_ECONFIG, "%s: cannot open: %s", path, strerror(errno));
+    struct ag_buf b;
+    ag_buf_init(&b);
+    char chunk[8192];
+    size_t n;
+    int rc = 0;
+    while (!rc && (n = fread(chunk, 1, sizeof chunk, f)) > 0) rc = ag_buf_append(&b, chunk, n);
+    fclose(f);
+    if (!rc) rc = ag_buf_putc(&b, '\0');
+    if (rc) {
+        ag_buf_free(&b);
+        return ag_err_set(err, AG_ENOMEM, "out of memory reading %s", path);
+    }
+    *len = b.len - 1;
+    *out = ag_buf_steal(&b, NULL);
+    return 0;
+}
+
+/* Compile the options' configuration (or `yaml`). */
+static int compile_opts(const struct ag_gateway_options *o, const char *yaml, struct ag_obs_registry *metrics,
+                        struct gw_conf **out, struct ag_err *err)
+{
+    char *text = NULL;
+    size_t len;
+    const char *src = o->config_path && !yaml ? o->config_path : "config";
+    if (yaml) {
+        len = strlen(yaml);
+    } else if (o->config_path) {
+        int rc = read_text(o->config_path, &text, &len, err);
+        if (rc) return rc;
+        yaml = text;
+    } else if (o->config_yaml) {
+        yaml = o->config_yaml;
+        len = strlen(yaml);
+    } else {
+        return ag_err_set(err, AG_ECONFIG, "no configuration given");
+    }
+    struct gw_compile_env env = {o->clock ? o->clock : ag_clock_system(), NULL, metrics, src};
+    int rc = ag__gw_conf_compile(yaml, len, &env, out, err);
+    ag_free(text);
+    return rc;
+}
+
+int ag_gateway_config_check(const struct ag_gateway_options *opts, struct ag_err *err)
+{
+    struct gw_conf *c;
+    int rc = compile_opts(opts, NULL, NULL, &c, err);
+    if (!rc) ag__gw_conf_unref(c);
+    return rc;
+}
+
+int ag_gateway_token(const struct ag_gateway_options *opts, const struct ag_gateway_token_request *req, char **token,
+                     struct ag_err *err)
+{
+    if (!req || !req->sub || !*req->sub) return ag_err_set(err, AG_EINVAL, "a token needs a subject");
+    struct gw_conf *c;
+    int rc = compile_opts(opts, NULL, NULL, &c, err);
+    if (rc) return rc;
+    const struct ag_clock *clk = opts->clock ? opts->clock : ag_clock_system();
+    rc = ag__gw_jwt_mint(&c->jwt, req, ag_clock_now(clk) / 1000000000ull, token, err);
+    ag__gw_conf_unref(c);
+    return rc;
+}
+
+/* ---- health-checker hand-over ---- */
+
+static void conf_retain(void *ctx) { ag__gw_conf_ref(ctx); }
+static void conf_release(void *ctx) { ag__gw_conf_unref(ctx); }
+
+static void check_clusters(struct ag_gateway *gw, struct gw_conf *c)
+{
+    ag_mesh_health_set(gw->checker, c->clusters, c->nclusters, conf_retain, conf_release, c);
+}
+
+static int ready_check(void *ud, struct ag_buf *detail)
+{
+    struct ag_gateway *gw = ud;
+    if (atomic_load(&gw->stopping)) return ag_buf_puts(detail, "stopping"), AG_ECLOSED;
+    return 0;
+}
+
+/* ---- router ---- */
+
+static int register_catch_all(struct ag_gateway *gw)
+{
+    static const char *const methods[] = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"};
+    char pat[CATCH_ALL_DEPTH * 6 + 2];
+    for (size_t m = 0; m < AG_ARRAY_SIZE(methods); m++) {
+        int rc = ag_http_route(gw->router, methods[m], "/", ag__gw_proxy, gw);
+        size_t o = 0;
+        for (int d = 0; !rc && d < CATCH_ALL_DEPTH; d++) {
+            o += (size_t)snprintf(pat + o, sizeof pat - o, "/{p%d}", d);
+            rc = ag_http_route(gw->router, methods[m], pat, ag__gw_proxy, gw);
+        }
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+static int build_router(struct ag_gateway *gw)
+{
+    int rc = ag_http_router_new(&gw->router);
+    if (!rc) rc = ag_obs_health_new(&gw->health);
+    if (!rc) rc = ag_obs_health_add(gw->health, AG_OBS_READY, "gateway", ready_check, gw);
+    struct ag_http_observe ob = {.metrics = gw->metrics, .health = gw->health, .request_id = true, .trace = true,
+                                 .access_log = gw->conf->access_log, .ops_routes = true};
+    if (!rc) rc = ag_http_router_observe(gw->router, &ob);
+    if (!rc) rc = ag_http_route(gw->router, "GET", "/admin/upstreams", ag__gw_admin_upstreams, gw);
+    if (!rc) rc = ag_http_route(gw->router, "GET", "/admin/circuit-breakers", ag__gw_admin_breakers, gw);
+    if (!rc) rc = ag_http_route(gw->router, "GET", "/admin/config", ag__gw_admin_config, gw);
+    if (!rc) rc = ag_http_route(gw->router, "GET", "/bff/{client}/home", ag__gw_bff, gw);
+    if (!rc) rc = register_catch_all(gw);
+    return rc;
+}
+
+/* ---- start / stop ---- */
+
+static int gw_alloc(const struct ag_gateway_options *o, struct ag_gateway **out)
+{
+    struct ag_gateway *gw = ag_calloc(1, sizeof *gw);
+    if (!gw) return AG_ENOMEM;
+    gw->opts = *o;
+    gw->clock = o->clock ? o->clock : ag_clock_system();
+    pthread_mutex_init(&gw->conf_lock, NULL);
+    pthread_mutex_init(&gw->loops_lock, NULL);
+    if ((o->config_path && !(gw->config_path = ag_strdup(o->config_path))) ||
+        (o->config_yaml && !(gw->config_yaml = ag_strdup(o->config_yaml)))) {
+        ag_free(gw->config_path);
+        ag_free(gw);
+        return AG_ENOMEM;
+    }
+    gw->opts.config_path = gw->config_path;
+    gw->opts.config_yaml = gw->config_yaml;
+    gw->metrics = o->metrics;
+    if (!gw->metrics) {
+        if (ag_obs_registry_new(&gw->metrics)) return ag_free(gw->config_path), ag_free(gw->config_yaml), ag_free(gw), AG_ENOMEM;
+        gw->own_metrics = true;
+    }
+    *out = gw;
+    return 0;
+}
+
+static void gw_free(struct ag_gateway *gw)
+{
+    if (gw->checker) ag_mesh_health_stop(gw->checker);
+    if (gw->server) ag_http_server_free(gw->server);
+    if (gw->router) ag_http_router_free(gw->router);
+    if (gw->health) ag_obs_health_free(gw->health);
+    if (gw->conf) ag__gw_conf_unref(gw->conf);
+    if (gw->idem) ag__gw_idem_free(gw->idem);
+    if (gw->own_metrics) ag_obs_registry_free(gw->metrics);
+    pthread_mutex_destroy(&gw->conf_lock);
+    pthread_mutex_destroy(&gw->loops_lock);
+    ag_free(gw->config_path);
+    ag_free(gw->config_yaml);
+    ag_free(gw);
+}
+
+static int listen_addr(const struct ag_gateway *gw, char host[64], uint16_t *port, struct ag_err *err)
+{
+    const char *s = gw->opts.listen ? gw->opts.listen : gw->conf->listen[0] ? gw->conf->listen : "127.0.0.1:8080";
+    const char *colon = strrchr(s, ':');
+    char *end;
+    long p = colon ? strtol(colon + 1, &end, 10) : -1;
+    if (!colon || colon == s || *end || p < 0 || p > 65535 || (size_t)(colon - s) >= 64)
+        return ag_err_set(err, AG_EINVAL, "listen address '%s' is not HOST:PORT", s);
+    size_t hl = (size_t)(colon - s);
+    if (s[0] == '[' && colon[-1] == ']') memcpy(host, s + 1, hl -= 2);
+    else memcpy(host, s, hl);
+    host[hl] = '\0';
+    *port = (uint16_t)p;
+    return 0;
+}
+
+static int start_server(struct ag_gateway *gw, struct ag_err *err)
+{
+    char host[64];
+    uint16_t port;
+    int rc = listen_addr(gw, host, &port, err);
+    if (rc) return rc;
+    struct ag_http_server_config sc = {.host = host, .port = port,
+                                       .workers = gw->opts.workers ? gw->opts.workers : gw->conf->workers,
+                                       .max_body_bytes = gw->conf->max_body};
+    if ((rc = ag_http_server_new(&sc, gw->router, &gw->server))) return ag_err_set(err, rc, "cannot create the server");
+    return ag_http_server_start(gw->server, err);
+}
+
+int ag_gateway_start(const struct ag_gateway_options *opts, struct ag_gateway **out, struct ag_err *err)
+{
+    struct ag_gateway *gw;
+    if (!opts || gw_alloc(opts, &gw)) return ag_err_set(err, opts ? AG_ENOMEM : AG_EINVAL, "cannot start the gateway");
+    int rc = compile_opts(&gw->opts, NULL, gw->metrics, &gw->conf, err);
+    if (rc) goto out_free;
+    gw->conf->generation = 1;
+    atomic_store(&gw->generation, 1);
+    if ((rc = ag__gw_idem_new(gw->conf->idem_max, gw->conf->idem_ttl_ns, gw->clock, &gw->idem)) ||
+        (rc = build_router(gw))) {
+        ag_err_set(err, rc, "cannot set up the gateway: %s", ag_strerror(rc));
+        goto out_free;
+    }
+    if ((rc = ag_mesh_health_start(&gw->checker, err))) goto out_free;
+    check_clusters(gw, gw->conf);
+    if ((rc = start_server(gw, err))) goto out_free;
+    *out = gw;
+    return 0;
+out_free:
+    atomic_store(&gw->stopping, true);
+    gw_free(gw);
+    return rc;
+}
+
+uint16_t ag_gateway_port(const struct ag_gateway *gw) { return ag_http_server_port(gw->server); }
+uint64_t ag_gateway_generation(const struct ag_gateway *gw) { return atomic_load(&gw->generation); }
+
+int ag_gateway_reload(struct ag_gateway *gw, const char *yaml, struct ag_err *err)
+{
+    struct gw_conf *c;
+    int rc = compile_opts(&gw->opts, yaml, gw->metrics, &c, err);
+    if (rc) {
+        ag_log_write(AG_LOG_ERROR, "gateway: reload refused; the running configuration stays",
+                     (struct ag_log_field[]){AG_LS("error", ag_err_msg(err, rc))}, 1);
+        return rc;
+    }
+    pthread_mutex_lock(&gw->conf_lock);
+    struct gw_conf *old = gw->conf;
+    c->generation = old->generation + 1;
+    gw->conf = c;
+    atomic_store_explicit(&gw->generation, c->generation, memory_order_release);
+    pthread_mutex_unlock(&gw->conf_lock);
+    check_clusters(gw, c);
+    ag__gw_conf_unref(old);
+    ag_log_write(AG_LOG_INFO, "gateway: configuration reloaded",
+                 (struct ag_log_field[]){AG_LU("generation", c->generation), AG_LU("routes", c->nroutes)}, 2);
+    return 0;
+}
+
+void ag_gateway_stop(struct ag_gateway *gw, uint32_t drain_ms)
+{
+    if (!gw) return;
+    ag_http_server_drain(gw->server, drain_ms);
+    pthread_mutex_lock(&gw->loops_lock);
+    atomic_store(&gw->stopping, true);
+    size_t n = atomic_load(&gw->nloops);
+    pthread_mutex_unlock(&gw->loops_lock);
+    for (size_t i = 0; i < n; i++) ag__gw_loop_stop(gw->loops[i]);
+    ag_http_server_wait(gw->server);
+    gw_free(gw);
+}
+
+/* ---- signals ---- */
+
+struct sigloop {
+    struct ag_gateway *gw;
+    uv_signal_t hup, intr, term;
+};
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    struct sigloop *s = h->data;
+    if (signum == SIGHUP) {
+        struct ag_err err;
+        ag_err_clear(&err);
+        if (ag_gateway_reload(s->gw, NULL, &err) != 0) fprintf(stderr, "agora gateway: reload refused: %s\n", err.msg);
+        return;
+    }
+    uv_close((uv_handle_t *)&s->hup, NULL);
+    uv_close((uv_handle_t *)&s->intr, NULL);
+    uv_close((uv_handle_t *)&s->term, NULL);
+}
+
+int ag_gateway_run_until_signal(struct ag_gateway *gw)
+{
+    uv_loop_t loop;
+    if (uv_loop_init(&loop)) return AG_EIO;
+    struct sigloop s = {.gw = gw};
+    uv_signal_init(&loop, &s.hup);
+    uv_signal_init(&loop, &s.intr);
+    uv_signal_init(&loop, &s.term);
+    s.hup.data = s.intr.data = s.term.data = &s;
+    uv_signal_start(&s.hup, on_signal, SIGHUP);
+    uv_signal_start(&s.intr, on_signal, SIGINT);
+    uv_signal_start(&s.term, on_signal, SIGTERM);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+    return 0;
+}

@@ -1,0 +1,444 @@
+/*
+ * The proxy handler: one request through the gateway.
+ *
+ *   route -> body limit -> fault abort -> authenticate -> authorise -> rate limit
+ *   -> idempotency -> fault delay -> forward (mesh call) -> answer
+ *
+ * Each refusal is a problem+json answer made here; the upstream answer is
+ * passed through with hop-by-hop headers removed. Forwarded requests carry the
+ * client's headers minus hop-by-hop ones and minus every identity header the
+ * client might forge (x-user-id, x-user-roles, x-forwarded-*), plus the
+ * verified identity, X-Forwarded-For/Proto/Host, X-Request-ID and a child
+ * traceparent.
+ *
+ * The per-request state (struct pctx) is heap-allocated because a fault delay
+ * needs a timer whose memory must outlive uv_close; everything else it points
+ * at lives in the request's arena, valid until the answer.
+ */
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "gateway/internal.h"
+
+#define MAX_FWD_HEADERS 110
+
+struct pctx {
+    struct ag_gateway *gw;
+    struct gw_loop *loop;
+    void *conf_token;                 /* ag__gw_loop_release */
+    struct gw_conf *conf;
+    const struct gw_route *route;
+    struct ag_http_req *req;
+    struct gw_principal who;          /* valid when authed */
+    bool authed;
+    const char *idem_key;             /* reserved idempotency key, or NULL */
+    char idem_user[160];              /* its user part */
+    struct ag_mesh_call call;         /* the forward */
+    struct ag_http_header hdrs[MAX_FWD_HEADERS];
+    uv_timer_t timer;                 /* fault delay */
+    bool timer_used;
+};
+
+static bool hop_by_hop(const char *n, const char *connection)
+{
+    static const char *const names[] = {"connection", "keep-alive", "proxy-connection", "te", "trailer",
+                                        "transfer-encoding", "upgrade", "proxy-authenticate", "proxy-authorization",
+                                        "content-length", "host", "date"};
+    for (size_t i = 0; i < AG_ARRAY_SIZE(names); i++)
+        if (!strcasecmp(n, names[i])) return true;
+    if (connection) { /* headers named by Connection are hop-by-hop too */
+        size_t nl = strlen(n);
+        for (const char *p = connection; *p;) {
+            while (*p == ' ' || *p == ',') p++;
+            size_t l = strcspn(p, " ,");
+            if (l == nl && !strncasecmp(p, n, l)) return true;
+            p += l;
+        }
+    }
+    return false;
+}
+
+static bool identity_header(const char *n)
+{
+    return !strcasecmp(n, "x-user-id") || !strcasecmp(n, "x-user-roles") || !strncasecmp(n, "x-forwarded-", 12) ||
+           !strcasecmp(n, "x-request-id") || !strcasecmp(n, "traceparent") || !strcasecmp(n, "forwarded");
+}
+
+int ag__gw_problem(struct ag_http_req *req, int status, const char *detail)
+{
+    return ag_http_respond_problem(req, status, NULL, NULL, detail, NULL);
+}
+
+/* ---- finishing ---- */
+
+static void metrics(const struct pctx *p, int status)
+{
+    const struct gw_route *r = p->route;
+    if (!r || !r->m_dur) return;
+    int cls = status >= 100 && status < 600 ? status / 100 : 0;
+    ag_obs_counter_inc(r->m_req[cls]);
+    double secs = (double)(ag_clock_mono(ag_clock_system()) - ag_http_req_start_ns(p->req)) / 1e9;
+    ag_obs_histogram_observe(r->m_dur, secs);
+}
+
+static void pctx_closed(uv_handle_t *h) { ag_free(h->data); }
+
+/* Release everything but the answer (already sent or about to be). */
+static void pctx_done(struct pctx *p)
+{
+    ag__gw_loop_release(p->loop, p->conf_token);
+    if (p->timer_used) uv_close((uv_handle_t *)&p->timer, pctx_closed);
+    else ag_free(p);
+}
+
+static void idem_abandon(struct pctx *p)
+{
+    if (p->idem_key) ag__gw_idem_finish(p->gw->idem, p->idem_key, p->idem_user, NULL);
+    p->idem_key = NULL;
+}
+
+/* Refuse with a problem and finish. */
+static int refuse(struct pctx *p, int status, const char *detail)
+{
+    metrics(p, status);
+    idem_abandon(p);
+    ag__gw_problem(p->req, status, detail);
+    pctx_done(p);
+    return 0;
+}
+
+static int status_for(int rc)
+{
+    switch (rc) {
+    case AG_ETIMEDOUT:
+        return 504;
+    case AG_ECIRCUIT_OPEN:
+    case AG_EBULKHEAD_FULL:
+    case AG_EPOOL_TIMEOUT:
+    case AG_EUPSTREAM:
+    case AG_ECANCELED:
+    case AG_ECLOSED:
+        return 503;
+    default:
+        return 502;
+    }
+}
+
+static const char *detail_for(int rc)
+{
+    switch (rc) {
+    case AG_ETIMEDOUT: return "the upstream did not answer in time";
+    case AG_ECIRCUIT_OPEN: return "the upstream's circuit breaker is open";
+    case AG_EUPSTREAM: return "no healthy upstream endpoint";
+    case AG_EBULKHEAD_FULL:
+    case AG_EPOOL_TIMEOUT: return "the upstream connection pool is full";
+    case AG_ECONNECT: return "could not connect to the upstream";
+    case AG_ERESET: return "the upstream closed the connection";
+    default: return "the upstream failed";
+    }
+}
+
+/* Store the answer for idempotent replay (copies what it needs). */
+static void idem_store(struct pctx *p, const struct ag_http_client_resp *r, const char *ctype, struct ag_buf *hdrs)
+{
+    struct gw_idem_resp s = {.status = r->status};
+    s.body = ag_malloc(r->body_len + 1);
+    s.headers = hdrs->data ? ag_strdup(hdrs->data) : NULL;
+    s.content_type = ctype ? ag_strdup(ctype) : NULL;
+    if (s.body) memcpy(s.body, r->body, r->body_len), s.body[r->body_len] = 0;
+    s.body_len = r->body_len;
+    if (!s.body) {
+        ag__gw_idem_resp_free(&s);
+        idem_abandon(p);
+        return;
+    }
+    ag__gw_idem_finish(p->gw->idem, p->idem_key, p->idem_user, &s);
+    p->idem_key = NULL;
+}
+
+static void on_upstream(const struct ag_mesh_result *res, void *ud)
+{
+    struct pctx *p = ud;
+    struct ag_http_req *req = p->req;
+    if (res->rc) {
+        refuse(p, status_for(res->rc), detail_for(res->rc));
+        return;
+    }
+    const struct ag_http_client_resp *r = res->resp;
+    const char *ctype = NULL, *conn = NULL;
+    for (size_t i = 0; i < r->nheaders; i++)
+        if (!strcasecmp(r->headers[i].name, "connection")) conn = r->headers[i].value;
+    struct ag_buf saved;
+    ag_buf_init(&saved);
+    for (size_t i = 0; i < r->nheaders; i++) {
+        const char *n = r->headers[i].name, *v = r->headers[i].value;
+        if (!strcasecmp(n, "content-type")) ctype = v;
+        else if (!hop_by_hop(n, conn) && strcasecmp(n, "x-request-id")) {
+            ag_http_resp_header(req, n, v);
+            if (p->idem_key) ag_buf_printf(&saved, "%s: %s\n", n, v);
+        }
+    }
+    if (p->idem_key) idem_store(p, r, ctype, &saved);
+    ag_buf_free(&saved);
+    metrics(p, r->status);
+    ag_http_respond(req, r->status, ctype, r->body, r->body_len);
+    pctx_done(p);
+}
+
+/* ---- forwarding ---- */
+
+static void add_hdr(struct pctx *p, size_t *n, const char *name, const char *value)
+{
+    if (*n < MAX_FWD_HEADERS && value) p->hdrs[(*n)++] = (struct ag_http_header){name, value};
+}
+
+static char *xff(struct pctx *p)
+{
+    const char *prev = ag_http_req_header(p->req, "x-forwarded-for");
+    const char *peer = ag_http_req_peer(p->req);
+    char ip[64] = "";
+    if (peer) {
+        snprintf(ip, sizeof ip, "%s", peer);
+        char *c = strrchr(ip, ':');
+        if (c) *c = '\0';
+    }
+    size_t n = (prev ? strlen(prev) + 2 : 0) + strlen(ip) + 1;
+    char *s = ag_http_req_alloc(p->req, n);
+    if (s) snprintf(s, n, "%s%s%s", prev ? prev : "", prev ? ", " : "", ip);
+    return s;
+}
+
+static size_t build_headers(struct pctx *p)
+{
+    struct ag_http_req *req = p->req;
+    const char *conn = ag_http_req_header(req, "connection");
+    size_t n = 0;
+    for (size_t i = 0; i < ag_http_req_header_count(req); i++) {
+        const char *name, *value;
+        ag_http_req_header_at(req, i, &name, &value);
+        if (hop_by_hop(name, conn) || identity_header(name)) continue;
+        if (!strcasecmp(name, "authorization") && p->authed) continue; /* verified: identity goes as x-user-* */
+        add_hdr(p, &n, name, value);
+    }
+    add_hdr(p, &n, "X-Forwarded-For", xff(p));
+    add_hdr(p, &n, "X-Forwarded-Proto", "http");
+    add_hdr(p, &n, "X-Forwarded-Host", ag_http_req_header(req, "host"));
+    if (p->authed) {
+        add_hdr(p, &n, "x-user-id", p->who.sub);
+        add_hdr(p, &n, "x-user-roles", p->who.roles_csv);
+    }
+    return n;
+}
+
+static char *upstream_path(struct pctx *p, size_t prefix_len)
+{
+    const char *path = ag_http_req_path(p->req), *q = ag_http_req_query(p->req);
+    const char *rw = p->route->rewrite;
+    const char *rest = rw ? path + prefix_len : path;
+    if (rw && rw[strlen(rw) - 1] == '/' && *rest == '/') rest++;
+    size_t n = (rw ? strlen(rw) : 0) + strlen(rest) + strlen(q) + 3;
+    char *s = ag_http_req_alloc(p->req, n);
+    if (s) snprintf(s, n, "%s%s%s%s", rw ? rw : "", rest, *q ? "?" : "", q);
+    if (s && !*s) s = "/";
+    return s;
+}
+
+static const struct gw_dest *pick_dest(const struct gw_route *r, uint64_t rnd)
+{
+    uint64_t x = rnd % r->total_weight;
+    for (size_t i = 0; i < r->ndests; i++) {
+        if (x < r->dests[i].weight) return &r->dests[i];
+        x -= r->dests[i].weight;
+    }
+    return &r->dests[r->ndests - 1];
+}
+
+static uint64_t hash_key(struct pctx *p, struct ag_mesh_cluster *c)
+{
+    for (size_t i = 0; i < p->conf->nclusters; i++) {
+        if (p->conf->clusters[i] != c) continue;
+        const char *h = p->conf->cluster_hash_hdr[i] ? ag_http_req_header(p->req, p->conf->cluster_hash_hdr[i]) : NULL;
+        if (!h) h = p->authed ? p->who.sub : ag_http_req_peer(p->req);
+        return h ? ag_xxh3(h, strlen(h)) : 0;
+    }
+    return 0;
+}
+
+static void forward(struct pctx *p)
+{
+    size_t prefix_len = 0;
+    struct ag_http_req *req = p->req;
+    ag__gw_route_find(p->conf, ag_http_req_method(req), ag_http_req_path(req), req, &prefix_len);
+    const struct gw_dest *d = pick_dest(p->route, ag_rng_next(ag_rng_system()));
+    struct ag_mesh_call *c = &p->call;
+    c->cluster = d->cluster;
+    c->subset = d->subset;
+    c->hash = hash_key(p, d->cluster);
+    c->retry = p->route->retry;
+    c->req.method = ag_http_req_method(req);
+    c->req.path = upstream_path(p, prefix_len);
+    c->req.headers = p->hdrs;
+    c->req.nheaders = build_headers(p);
+    c->req.body = ag_http_req_body(req, &c->req.body_len);
+    c->req.timeout_ms = p->route->timeout_ms;
+    ag_http_propagate(req, &c->req);
+    if (!c->req.path) {
+        refuse(p, 500, "out of memory");
+        return;
+    }
+    int rc = ag_mesh_call_start(ag__gw_loop_pools(p->loop), c, on_upstream, p);
+    if (rc) refuse(p, rc == AG_EINVAL ? 400 : status_for(rc), rc == AG_EINVAL ? "the request cannot be forwarded" : detail_for(rc));
+}
+
+static void on_delay(uv_timer_t *t) { forward(t->data); }
+
+/* ---- admission ---- */
+
+/* 429 with Retry-After and the IETF RateLimit headers, or 0 to continue. */
+static int rate_limit(struct pctx *p)
+{
+    const struct gw_route *r = p->route;
+    if (!r->limiter) return 0;
+    const char *key = NULL;
+    char buf[200];
+    if (r->key_kind == GW_KEY_HEADER || r->key_kind == GW_KEY_API_KEY) key = ag_http_req_header(p->req, r->key_header);
+    else if (r->key_kind == GW_KEY_USER_OR_IP && p->authed) key = p->who.sub;
+    if (!key) {
+        const char *peer = ag_http_req_peer(p->req);
+        snprintf(buf, sizeof buf, "ip:%s", peer ? peer : "local");
+        char *c = strrchr(buf, ':');
+        if (c && c > buf + 3) *c = '\0';
+        key = buf;
+    }
+    uint64_t wait = 0;
+    uint64_t window_s = (r->rate.period_ns + 999999999) / 1000000000;
+    char policy[96];
+    snprintf(policy, sizeof policy, "\"route\";q=%llu;w=%llu", (unsigned long long)r->rate.limit,
+             (unsigned long long)(window_s ? window_s : 1));
+    ag_http_resp_header(p->req, "RateLimit-Policy", policy);
+    if (ag_ratelimit_acquire(r->limiter, key, strlen(key), 1, &wait) == 0) return 0;
+    char v[64];
+    uint64_t secs = (wait + 999999999) / 1000000000;
+    snprintf(v, sizeof v, "%llu", (unsigned long long)(secs ? secs : 1));
+    ag_http_resp_header(p->req, "Retry-After", v);
+    snprintf(v, sizeof v, "\"route\";r=0;t=%llu", (unsigned long long)(secs ? secs : 1));
+    ag_http_resp_header(p->req, "RateLimit", v);
+    return refuse(p, 429, "rate limit exceeded"), 1;
+}
+
+static bool has_role(const struct gw_principal *w, const char *role)
+{
+    for (size_t i = 0; i < w->nroles; i++)
+        if (!strcmp(w->roles[i], role)) return true;
+    return false;
+}
+
+static bool has_scope(const struct gw_principal *w, const char *scope)
+{
+    for (size_t i = 0; i < w->nscopes; i++)
+        if (!strcmp(w->scopes[i], scope)) return true;
+    return false;
+}
+
+static int authorise(struct pctx *p)
+{
+    const struct gw_route *r = p->route;
+    if (r->auth_required && !p->authed) {
+        ag_http_resp_header(p->req, "WWW-Authenticate", "Bearer");
+        return refuse(p, 401, "a bearer token is required"), 1;
+    }
+    if (!r->nroles && !r->nscopes) return 0;
+    bool ok = r->nroles == 0;
+    for (size_t i = 0; i < r->nroles && !ok; i++) ok = has_role(&p->who, r->roles[i]);
+    for (size_t i = 0; i < r->nscopes && ok; i++) ok = has_scope(&p->who, r->scopes[i]);
+    return ok ? 0 : (refuse(p, 403, "the token does not grant access to this resource"), 1);
+}
+
+/* Idempotency-Key on POST: replay, refuse a concurrent duplicate, or reserve. */
+static int idempotency(struct pctx *p)
+{
+    const char *key = ag_http_req_header(p->req, "idempotency-key");
+    if (!key || !p->route->idempotency || strcmp(ag_http_req_method(p->req), "POST")) return 0;
+    if (!*key || strlen(key) > 255) return refuse(p, 400, "Idempotency-Key must be 1..255 characters"), 1;
+    const char *peer = ag_http_req_peer(p->req);
+    snprintf(p->idem_user, sizeof p->idem_user, "%s", p->authed ? p->who.sub : peer ? peer : "anonymous");
+    char *port = p->authed ? NULL : strrchr(p->idem_user, ':');
+    if (port) *port = '\0'; /* the client's IP, not its ephemeral port */
+    size_t blen;
+    const char *body = ag_http_req_body(p->req, &blen);
+    uint64_t fp = ag_xxh3_seed(body, blen, ag_xxh3(ag_http_req_path(p->req), strlen(ag_http_req_path(p->req))));
+    struct gw_idem_resp r = {0};
+    switch (ag__gw_idem_begin(p->gw->idem, key, p->idem_user, fp, &r)) {
+    case GW_IDEM_NEW:
+        p->idem_key = key;
+        return 0;
+    case GW_IDEM_IN_PROGRESS:
+        return refuse(p, 409, "a request with this Idempotency-Key is still being processed"), 1;
+    case GW_IDEM_MISMATCH:
+        return refuse(p, 422, "this Idempotency-Key was used for a different request"), 1;
+    case GW_IDEM_DONE:
+        break;
+    }
+    for (char *line = r.headers, *nl; line && *line; line = nl + 1) {
+        if (!(nl = strchr(line, '\n'))) break;
+        *nl = '\0';
+        char *colon = strstr(line, ": ");
+        if (colon) *colon = '\0', ag_http_resp_header(p->req, line, colon + 2);
+    }
+    ag_http_resp_header(p->req, "Idempotent-Replayed", "true");
+    metrics(p, r.status);
+    ag_http_respond(p->req, r.status, r.content_type, r.body, r.body_len);
+    ag__gw_idem_resp_free(&r);
+    pctx_done(p);
+    return 1;
+}
+
+static bool chance(double pct)
+{
+    return pct > 0 && (pct >= 100 || ag_rng_double(ag_rng_system()) * 100 < pct);
+}
+
+/* Route, admit, then forward (maybe after an injected delay). */
+static int admit(struct pctx *p)
+{
+    size_t prefix_len, blen;
+    struct ag_http_req *req = p->req;
+    p->route = ag__gw_route_find(p->conf, ag_http_req_method(req), ag_http_req_path(req), req, &prefix_len);
+    if (!p->route) return refuse(p, 404, "no route for this request");
+    ag_http_req_body(req, &blen);
+    size_t max = p->route->max_body ? p->route->max_body : p->conf->max_body;
+    if (blen > max) return refuse(p, 413, "the request body is too large");
+    if (chance(p->route->abort_pct)) return refuse(p, p->route->abort_status, "fault injected");
+    bool has = false;
+    if (ag__gw_authenticate(p->gw, p->loop, p->conf, req, &p->who, &has)) {
+        metrics(p, 401);
+        pctx_done(p);
+        return 0;
+    }
+    p->authed = has;
+    if (authorise(p) || rate_limit(p) || idempotency(p)) return 0;
+    if (chance(p->route->delay_pct) && p->route->delay_ms) {
+        uv_timer_init(ag_http_req_loop(req), &p->timer);
+        p->timer.data = p;
+        p->timer_used = true;
+        uv_timer_start(&p->timer, on_delay, p->route->delay_ms, 0);
+        return 0;
+    }
+    forward(p);
+    return 0;
+}
+
+int ag__gw_proxy(struct ag_http_req *req, void *ud)
+{
+    struct ag_gateway *gw = ud;
+    struct gw_loop *l = ag__gw_loop_get(gw, req);
+    if (!l) return ag__gw_problem(req, 503, "the gateway is shutting down");
+    struct pctx *p = ag_calloc(1, sizeof *p);
+    if (!p) return ag__gw_problem(req, 503, "out of memory");
+    p->gw = gw;
+    p->loop = l;
+    p->req = req;
+    p->conf = ag__gw_loop_acquire(l, &p->conf_token);
+    return admit(p);
+}

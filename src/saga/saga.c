@@ -7,6 +7,16 @@
  * being run at most once (the `active` set), so one saga never runs on two threads.
  * Recording with the exact expected version also guards against another process
  * driving the same saga: the loser stops and leaves it to the winner.
+ *
+ * A failed step is compensated too, not only the steps before it. Its outcome is
+ * uncertain: a process killed after the action took effect but before
+ * StepSucceeded was recorded re-runs the action on resume, and if that re-run
+ * fails (a transient error, an injected fault) the effect of the first run is
+ * still there. Compensations are idempotent and do nothing when their action had
+ * no effect, so compensating the failed step is always safe. A compensation of
+ * the failed step that answers AG_EEXISTS says the action did take effect and
+ * cannot be undone (a pivot such as ConfirmOrder): the step is then recorded as
+ * succeeded and the saga goes forward again (forward recovery).
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -143,10 +153,14 @@ static void evolve(const struct ag_saga_engine *e, struct saga_state *s, const c
         json_decref(s->data);
         s->data = json_incref(json_object_get(d, "data"));
     } else if (strcmp(type, "StepSucceeded") == 0) {
+        if (s->compensating) { /* forward recovery of the failed step (see the top) */
+            s->compensating = false;
+            s->comp = -1;
+        }
         s->next++;
     } else if (strcmp(type, "StepFailed") == 0) {
         s->compensating = true;
-        s->comp = (int64_t)s->next - 1;
+        s->comp = (int64_t)s->next; /* the failed step itself first (see the top) */
         snprintf(s->reason, sizeof s->reason, "%s", error ? error : "step failed");
     } else if (strcmp(type, "CompensationSucceeded") == 0) {
         s->comp--;
@@ -255,7 +269,7 @@ static int run_compensation(const struct saga_state *s, size_t i, const char *ke
     for (unsigned a = 0; a < attempts; a++) {
         struct ag_resil_ctx ctx = {.attempt = a + 1, .err = err};
         ag_err_clear(err);
-        if ((rc = step_op(&c, &ctx)) == 0) return 0;
+        if ((rc = step_op(&c, &ctx)) == 0 || rc == AG_EEXISTS) return rc; /* EEXISTS: see the top */
         if (a + 1 < attempts) sleep_ms((uint32_t)(backoff / 1000000ull) << (a < 4 ? a : 4));
     }
     return rc;
@@ -290,11 +304,28 @@ static int run_forward(struct ag_saga_engine *e, const char *id, struct saga_sta
         if ((rc = record(e, stream, s, "StepFailed", step_json(s->next, st->name, why), err)))
             return rc;
         s->compensating = true;
-        s->comp = (int64_t)s->next - 1;
+        s->comp = (int64_t)s->next; /* its effect may exist: compensate it too */
         snprintf(s->reason, sizeof s->reason, "%s", why);
         return 0;
     }
     return record(e, stream, s, "SagaCompleted", json_object(), err);
+}
+
+/* The failed step's compensation found its effect in place for good: record the
+ * step as succeeded and go forward (only before any other compensation ran). */
+static int recover_forward(struct ag_saga_engine *e, const char *id, const char *stream,
+                           struct saga_state *s, const char *why, struct ag_err *err)
+{
+    const struct ag_saga_step *st = &s->def->steps[s->next];
+    AG_WARN("saga.step_recovered", AG_LS("saga", id), AG_LS("step", st->name), AG_LS("detail", why));
+    json_t *j = step_json(s->next, st->name, NULL);
+    if (j) json_object_set_new(j, "recovered", json_true());
+    int rc = record(e, stream, s, "StepSucceeded", j, err);
+    if (rc) return rc;
+    s->compensating = false;
+    s->comp = -1;
+    s->next++;
+    return 0;
 }
 
 static int run_backward(struct ag_saga_engine *e, const char *id, struct saga_state *s,
@@ -309,6 +340,8 @@ static int run_backward(struct ag_saga_engine *e, const char *id, struct saga_st
         struct ag_err cerr;
         ag_err_clear(&cerr);
         int rc = run_compensation(s, (size_t)s->comp, key, &cerr);
+        if (rc == AG_EEXISTS && s->comp == (int64_t)s->next)
+            return recover_forward(e, id, stream, s, ag_err_msg(&cerr, rc), err);
         if (rc) {
             const char *why = ag_err_msg(&cerr, rc);
             AG_ERROR("saga.compensation_failed", AG_LS("saga", id), AG_LS("step", st->name),
@@ -341,14 +374,22 @@ static int run_saga(struct ag_saga_engine *e, const char *id)
     struct ag_err err;
     ag_err_clear(&err);
     int rc = load(e, stream, &s, &err);
-    if (!rc && !s.terminal) {
-        if (!s.compensating) rc = run_forward(e, id, &s, &err);
+    /* Forward until completed or a step fails, backward until compensated/failed or
+     * the failed step is recovered forward (see the top), which goes forward again. */
+    while (!rc && !s.terminal) {
         bool failed = false;
-        if (!rc && s.compensating) {
+        if (s.compensating) {
             rc = run_backward(e, id, &s, &failed, &err);
-            if (!rc) count(e, failed ? &e->stats.failed : &e->stats.compensated);
-        } else if (!rc) {
-            count(e, &e->stats.completed);
+            if (!rc && s.compensating) {
+                count(e, failed ? &e->stats.failed : &e->stats.compensated);
+                break;
+            }
+        } else {
+            rc = run_forward(e, id, &s, &err);
+            if (!rc && !s.compensating) {
+                count(e, &e->stats.completed);
+                break;
+            }
         }
     }
     if (rc && rc != AG_ECLOSED)

@@ -226,6 +226,23 @@ static int confirm(void *ud, const json_t *data, const char *key, const char *re
     return svc_exec(ud, &svc_order_type, stream, d_order_confirm, &c, NULL, NULL, NULL, NULL, err);
 }
 
+/* ConfirmOrder is the pivot: a confirmed order is never cancelled. The engine
+ * compensates a failed step too, since a crash can hide that it took effect; if
+ * the order is confirmed after all, AG_EEXISTS makes the engine record the step as
+ * succeeded instead of refunding a confirmed order (see src/saga/saga.c). */
+static int unconfirm(void *ud, const json_t *data, const char *key, const char *reason,
+                     struct ag_err *err)
+{
+    AG_UNUSED(key), AG_UNUSED(reason);
+    struct order_view v;
+    const char *id;
+    int rc = load_order(ud, data, &v, &id, err);
+    if (rc) return rc;
+    if (v.status == AG_ORDER_CONFIRMED || v.status == AG_ORDER_SHIPPED)
+        return ag_err_set(err, AG_EEXISTS, "order %s is already %s", id, ag_order_status_name(v.status));
+    return 0;
+}
+
 /* ---- the definition ---- */
 
 static void fault_from_env(struct ag_saga_step *st)
@@ -255,7 +272,7 @@ int svc_place_order_saga(struct ag_platform *p, struct ag_err *err)
         {"ReserveInventory", reserve, release, {0}, NULL},
         {"ProcessPayment", charge, refund, {0}, NULL},
         {"ArrangeShipment", arrange, unarrange, {0}, NULL},
-        {"ConfirmOrder", confirm, NULL, {0}, NULL},
+        {"ConfirmOrder", confirm, unconfirm, {0}, NULL},
     };
     memcpy(p->place_order_steps, steps, sizeof steps);
     for (size_t i = 0; i < 5; i++) {

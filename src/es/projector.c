@@ -113,8 +113,10 @@ static int apply_page(sqlite3 *db, const struct ag_projection *p, const struct a
         json_t *data = json_loadb(ev->data, ev->data_len, JSON_DECODE_ANY, &je);
         rc = data ? p->apply(db, ev, data, p->ud) : AG_EJSON;
         if (rc)
-            ag_err_set(err, rc, "position %llu (%.*s): %s", (unsigned long long)ev->position,
-                       (int)ev->type_len, ev->type, sqlite3_errmsg(db));
+            ag_err_set(err, rc, "position %llu (%.*s): %s%s%s", (unsigned long long)ev->position,
+                       (int)ev->type_len, ev->type, ag_strerror(rc),
+                       sqlite3_errcode(db) != SQLITE_OK ? "; sqlite: " : "",
+                       sqlite3_errcode(db) != SQLITE_OK ? sqlite3_errmsg(db) : "");
         json_decref(data);
     }
     sqlite3_stmt *st = NULL;

@@ -8,6 +8,14 @@
  * after the cached version), so another process writing the same store is seen.
  * Entries nobody holds are evicted in LRU order beyond `cache_capacity`.
  *
+ * Batching. Commands on one aggregate are combined: the first caller becomes the
+ * aggregate's leader and runs every command queued meanwhile as one batch —
+ * decide each against the state the previous ones left, then append all their
+ * events in one atomic append with the exact expected version. A hot aggregate
+ * (a product's stock, under many orders) thus costs one group commit per batch,
+ * not per command. If the append fails the whole batch is re-decided on fresh
+ * state (conflict) or fails together.
+ *
  * Snapshots. After an append that crosses a multiple of `snapshot_every`, the
  * state is snapshotted. A cold load starts from the latest snapshot; a snapshot
  * that fails to restore is ignored (the events are the truth).
@@ -18,10 +26,15 @@
 
 #include "agora/es.h"
 
+struct cmd;
+
 struct centry {
     struct centry *hnext;        /* hash chain */
     struct centry *prev, *next;  /* LRU list (most recent at head) */
-    pthread_mutex_t lock;        /* held while a command runs */
+    pthread_mutex_t lock;        /* guards the queue and `leader` */
+    pthread_cond_t done;         /* a batch finished */
+    struct cmd *qhead, *qtail;   /* commands waiting for the leader */
+    bool leader;                 /* a thread is running batches (only it touches the state) */
     const struct ag_es_type *type;
     uint64_t hash;
     unsigned refs;               /* users holding it (not evictable while > 0) */
@@ -86,6 +99,7 @@ static void entry_free(struct centry *e)
 {
     if (e->loaded) e->type->free(e->state);
     pthread_mutex_destroy(&e->lock);
+    pthread_cond_destroy(&e->done);
     ag_free(e->state);
     ag_free(e);
 }
@@ -154,6 +168,7 @@ static struct centry *acquire(struct ag_es_repo *r, const struct ag_es_type *t, 
         e->type = t;
         e->version = -1;
         pthread_mutex_init(&e->lock, NULL);
+        pthread_cond_init(&e->done, NULL);
         e->hnext = r->buckets[h & (r->nbuckets - 1)];
         r->buckets[h & (r->nbuckets - 1)] = e;
         r->count++;
@@ -167,13 +182,11 @@ static struct centry *acquire(struct ag_es_repo *r, const struct ag_es_type *t, 
         evict(r);
     }
     pthread_mutex_unlock(&r->lock);
-    if (e) pthread_mutex_lock(&e->lock);
     return e;
 }
 
 static void release(struct ag_es_repo *r, struct centry *e)
 {
-    pthread_mutex_unlock(&e->lock);
     pthread_mutex_lock(&r->lock);
     e->refs--;
     evict(r);
@@ -256,45 +269,100 @@ static int catch_up(struct ag_es_repo *r, struct centry *e, struct ag_err *err)
 
 /* ---- commands ---- */
 
-static int append_batch(struct ag_es_repo *r, struct centry *e, const struct ag_es_batch *b,
-                        const char *metadata, struct ag_es_result *res, struct ag_err *err)
-{
-    struct ag_event_data *ev = ag_calloc(b->n, sizeof *ev);
-    char **texts = ag_calloc(b->n, sizeof *texts);
-    int rc = ev && texts ? 0 : AG_ENOMEM;
-    for (size_t i = 0; i < b->n && !rc; i++) {
-        texts[i] = json_dumps(b->v[i].data, JSON_COMPACT | JSON_ENCODE_ANY);
-        if (!texts[i]) rc = AG_ENOMEM;
-        else
-            ev[i] = (struct ag_event_data){.type = b->v[i].type, .type_len = strlen(b->v[i].type),
-                                           .data = texts[i], .data_len = strlen(texts[i]),
-                                           .metadata = metadata,
-                                           .metadata_len = metadata ? strlen(metadata) : 0};
-    }
-    struct ag_append_result ar;
-    if (!rc)
-        rc = ag_store_append(r->cfg.store, e->stream, strlen(e->stream),
-                             e->version < 0 ? AG_STORE_NO_STREAM : e->version, ev, b->n, &ar, err);
-    if (!rc) {
-        res->appended = b->n;
-        res->position = ar.last_position;
-    }
-    for (size_t i = 0; texts && i < b->n; i++) free(texts[i]); /* jansson's allocator */
-    ag_free(texts);
-    ag_free(ev);
-    return rc == AG_ENOMEM && err && !err->msg[0] ? ag_err_set(err, rc, "out of memory") : rc;
-}
+#define BATCH_MAX_CMDS 256
 
-static void evolve_batch(struct centry *e, const struct ag_es_batch *b)
+struct cmd {
+    struct cmd *next;
+    ag_es_decide_fn decide;   /* NULL: a read (view only) */
+    void *ud;
+    const char *metadata;
+    ag_es_view_fn view;
+    void *view_ud;
+    size_t first, n;          /* its events in the combined batch */
+    int rc;
+    struct ag_es_result res;
+    struct ag_err *err;
+    struct ag_err local_err;
+    bool done;
+};
+
+static void evolve_events(struct centry *e, const struct ag_es_new *v, size_t n)
 {
-    for (size_t i = 0; i < b->n; i++) {
-        if (e->type->evolve(e->state, b->v[i].type, b->v[i].data)) {
-            e->loaded = false; /* decide produced an event evolve rejects: reload later */
+    for (size_t i = 0; i < n && e->loaded; i++) {
+        if (e->type->evolve(e->state, v[i].type, v[i].data)) {
+            AG_ERROR("es.evolve_rejected_own_event", AG_LS("stream", e->stream), AG_LS("type", v[i].type));
+            e->loaded = false; /* reload from the store next time */
             e->type->free(e->state);
-            return;
         }
         e->version++;
     }
+}
+
+/* Decide every command against the state the previous ones left (tentatively
+ * evolving the cached state), gathering their events into `all`. */
+static void decide_all(struct centry *e, struct cmd *list, struct ag_es_batch *all)
+{
+    for (struct cmd *c = list; c; c = c->next) {
+        c->first = all->n;
+        c->n = 0;
+        ag_err_clear(c->err);
+        if (!e->loaded) {
+            c->rc = ag_err_set(c->err, AG_ECONFLICT, "%s: state lost in this batch", e->stream);
+            continue;
+        }
+        if (!c->decide) {
+            c->rc = e->version < 0 ? ag_err_set(c->err, AG_ENOTFOUND, "%s not found", e->stream) : 0;
+            if (!c->rc) c->view(e->state, e->version, c->view_ud);
+            continue;
+        }
+        struct ag_es_batch b = {0};
+        c->rc = c->decide(e->state, e->version, c->ud, &b, c->err);
+        for (size_t i = 0; i < b.n && !c->rc; i++) {
+            c->rc = ag_es_batch_push(all, b.v[i].type, b.v[i].data);
+            b.v[i].data = NULL;
+        }
+        if (!c->rc) {
+            c->n = all->n - c->first;
+            evolve_events(e, all->v + c->first, c->n);
+            c->res.version = e->version;
+            if (c->view && e->loaded) c->view(e->state, e->version, c->view_ud);
+        } else {
+            all->n = c->first; /* drop what this command pushed (its data was moved) */
+        }
+        ag_es_batch_free(&b);
+    }
+}
+
+/* Append the combined events of `list` with the exact expected version `base`. */
+static int append_all(struct ag_es_repo *r, struct centry *e, struct cmd *list,
+                      const struct ag_es_batch *all, int64_t base, struct ag_err *err)
+{
+    struct ag_event_data *ev = ag_calloc(all->n, sizeof *ev);
+    char **texts = ag_calloc(all->n, sizeof *texts);
+    int rc = ev && texts ? 0 : ag_err_set(err, AG_ENOMEM, "out of memory");
+    for (struct cmd *c = list; c && !rc; c = c->next)
+        for (size_t i = c->first; i < c->first + c->n && !rc; i++) {
+            texts[i] = json_dumps(all->v[i].data, JSON_COMPACT | JSON_ENCODE_ANY);
+            if (!texts[i]) rc = ag_err_set(err, AG_ENOMEM, "out of memory");
+            else
+                ev[i] = (struct ag_event_data){.type = all->v[i].type, .type_len = strlen(all->v[i].type),
+                                               .data = texts[i], .data_len = strlen(texts[i]),
+                                               .metadata = c->metadata,
+                                               .metadata_len = c->metadata ? strlen(c->metadata) : 0};
+        }
+    struct ag_append_result ar;
+    if (!rc)
+        rc = ag_store_append(r->cfg.store, e->stream, strlen(e->stream),
+                             base < 0 ? AG_STORE_NO_STREAM : base, ev, all->n, &ar, err);
+    for (struct cmd *c = list; !rc && c; c = c->next)
+        if (c->n) {
+            c->res.appended = c->n;
+            c->res.position = ar.first_position + (c->first + c->n - 1);
+        }
+    for (size_t i = 0; texts && i < all->n; i++) free(texts[i]); /* jansson's allocator */
+    ag_free(texts);
+    ag_free(ev);
+    return rc;
 }
 
 static void maybe_snapshot(struct ag_es_repo *r, struct centry *e, int64_t before)
@@ -313,43 +381,86 @@ static void maybe_snapshot(struct ag_es_repo *r, struct centry *e, int64_t befor
     json_decref(j);
 }
 
+/* Run one batch to its end (the leader, without the entry lock). */
+static void run_batch(struct ag_es_repo *r, struct centry *e, struct cmd *list)
+{
+    for (uint32_t attempt = 0;; attempt++) {
+        struct ag_err err;
+        ag_err_clear(&err);
+        int rc = catch_up(r, e, &err);
+        for (struct cmd *c = list; rc && c; c = c->next) c->rc = rc, *c->err = err;
+        if (rc) return;
+        int64_t base = e->version;
+        struct ag_es_batch all = {0};
+        decide_all(e, list, &all);
+        rc = all.n ? append_all(r, e, list, &all, base, &err) : 0;
+        ag_es_batch_free(&all);
+        if (!rc) {
+            maybe_snapshot(r, e, base);
+            return;
+        }
+        e->loaded = false; /* the tentative state is not in the store: rebuild */
+        e->type->free(e->state);
+        if (rc != AG_ECONFLICT || attempt >= r->cfg.max_retries) {
+            for (struct cmd *c = list; c; c = c->next)
+                if (c->n || c->rc == 0) c->rc = rc, *c->err = err;
+            return;
+        }
+    }
+}
+
+/* Become the leader if nobody is, and run batches until the queue is empty. */
+static void lead(struct ag_es_repo *r, struct centry *e)
+{
+    e->leader = true;
+    while (e->qhead) {
+        struct cmd *list = e->qhead, *last = list;
+        for (int n = 1; last->next && n < BATCH_MAX_CMDS; n++) last = last->next;
+        e->qhead = last->next;
+        if (!e->qhead) e->qtail = NULL;
+        last->next = NULL;
+        pthread_mutex_unlock(&e->lock);
+        run_batch(r, e, list);
+        pthread_mutex_lock(&e->lock);
+        for (struct cmd *c = list; c; c = c->next) c->done = true;
+        pthread_cond_broadcast(&e->done);
+    }
+    e->leader = false;
+    pthread_cond_broadcast(&e->done); /* a waiter may have to lead now */
+}
+
+static int submit(struct ag_es_repo *r, const struct ag_es_type *t, const char *stream,
+                  struct cmd *c, struct ag_err *err)
+{
+    struct centry *e = acquire(r, t, stream);
+    if (!e) return ag_err_set(err, AG_ENOMEM, "out of memory");
+    c->err = err ? err : &c->local_err;
+    pthread_mutex_lock(&e->lock);
+    if (e->qtail) e->qtail->next = c;
+    else e->qhead = c;
+    e->qtail = c;
+    while (!c->done) {
+        if (!e->leader) lead(r, e);
+        else pthread_cond_wait(&e->done, &e->lock);
+    }
+    pthread_mutex_unlock(&e->lock);
+    release(r, e);
+    return c->rc;
+}
+
 int ag_es_execute(struct ag_es_repo *r, const struct ag_es_type *t, const char *stream,
                   ag_es_decide_fn decide, void *ud, const char *metadata, ag_es_view_fn view,
                   void *view_ud, struct ag_es_result *res, struct ag_err *err)
 {
-    struct ag_es_result local;
-    if (!res) res = &local;
-    memset(res, 0, sizeof *res);
-    struct centry *e = acquire(r, t, stream);
-    if (!e) return ag_err_set(err, AG_ENOMEM, "out of memory");
-    int rc = AG_ECONFLICT;
-    for (uint32_t attempt = 0; attempt <= r->cfg.max_retries && rc == AG_ECONFLICT; attempt++) {
-        ag_err_clear(err);
-        if ((rc = catch_up(r, e, err))) break;
-        struct ag_es_batch b = {0};
-        rc = decide(e->state, e->version, ud, &b, err);
-        int64_t before = e->version;
-        if (!rc && b.n) rc = append_batch(r, e, &b, metadata, res, err);
-        if (!rc && b.n) {
-            evolve_batch(e, &b);
-            maybe_snapshot(r, e, before);
-        }
-        ag_es_batch_free(&b);
-    }
-    res->version = e->version;
-    if (!rc && view && e->loaded) view(e->state, e->version, view_ud);
-    release(r, e);
+    struct cmd c = {.decide = decide, .ud = ud, .metadata = metadata, .view = view, .view_ud = view_ud};
+    int rc = submit(r, t, stream, &c, err);
+    if (res) *res = c.res;
     return rc;
 }
 
 int ag_es_read(struct ag_es_repo *r, const struct ag_es_type *t, const char *stream,
                ag_es_view_fn view, void *ud, struct ag_err *err)
 {
-    struct centry *e = acquire(r, t, stream);
-    if (!e) return ag_err_set(err, AG_ENOMEM, "out of memory");
-    int rc = catch_up(r, e, err);
-    if (!rc && e->version < 0) rc = ag_err_set(err, AG_ENOTFOUND, "%s not found", stream);
-    if (!rc) view(e->state, e->version, ud);
-    release(r, e);
-    return rc;
+    struct cmd c = {.view = view, .view_ud = ud};
+    return submit(r, t, stream, &c, err);
 }

@@ -1,0 +1,300 @@
+/* The event-sourcing kernel: repository (load, decide, append, conflicts,
+ * batching, snapshots) and the projection runner (exactly-once, checkpoint, lag,
+ * rebuild, inbox). A tiny counter aggregate stands in for the domain. */
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "agora/es.h"
+#include "agora/store_log.h"
+
+struct counter {
+    long long total;
+    int adds;
+};
+
+static void c_init(void *s) { memset(s, 0, sizeof(struct counter)); }
+static void c_free(void *s) { AG_UNUSED(s); }
+static int c_evolve(void *s, const char *type, const json_t *d)
+{
+    struct counter *c = s;
+    if (strcmp(type, "Added") != 0) return 0;
+    if (!json_is_integer(json_object_get(d, "n"))) return AG_EINVAL;
+    c->total += json_integer_value(json_object_get(d, "n"));
+    c->adds++;
+    return 0;
+}
+static json_t *c_snapshot(const void *s)
+{
+    const struct counter *c = s;
+    return json_pack("{s:I, s:i}", "total", (json_int_t)c->total, "adds", c->adds);
+}
+static int c_restore(void *s, const json_t *j)
+{
+    struct counter *c = s;
+    c->total = json_integer_value(json_object_get(j, "total"));
+    c->adds = (int)json_integer_value(json_object_get(j, "adds"));
+    return 0;
+}
+static const struct ag_es_type counter_type = {"counter", sizeof(struct counter), c_init, c_free,
+                                               c_evolve, c_snapshot, c_restore};
+
+static char dir[64];
+static struct ag_store *store;
+static struct ag_es_repo *repo;
+
+static void setup(void)
+{
+    strcpy(dir, "/tmp/agora-es-XXXXXX");
+    cr_assert_not_null(mkdtemp(dir));
+    struct ag_store_options o = {.no_sync = true};
+    cr_assert_eq(ag_store_log_open(dir, &o, &store, NULL), 0);
+    struct ag_es_repo_config rc = {.store = store, .snapshot_every = 10};
+    cr_assert_eq(ag_es_repo_new(&rc, &repo), 0);
+}
+
+static void teardown(void)
+{
+    ag_es_repo_free(repo);
+    ag_store_close(store);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+/* decide: add n unless the total would pass `limit` (a business rule) */
+struct add {
+    int n;
+    long long limit;
+};
+
+static int decide_add(const void *state, int64_t version, void *ud, struct ag_es_batch *out,
+                      struct ag_err *err)
+{
+    AG_UNUSED(version);
+    const struct counter *c = state;
+    const struct add *a = ud;
+    if (a->limit && c->total + a->n > a->limit)
+        return ag_err_set(err, AG_EDOMAIN, "limit %lld reached", a->limit);
+    return ag_es_batch_push(out, "Added", json_pack("{s:i}", "n", a->n));
+}
+
+static void view_total(const void *state, int64_t version, void *ud)
+{
+    AG_UNUSED(version);
+    *(long long *)ud = ((const struct counter *)state)->total;
+}
+
+TestSuite(repo, .init = setup, .fini = teardown);
+
+Test(repo, execute_appends_and_state_follows)
+{
+    struct ag_es_result res;
+    long long total = 0;
+    for (int i = 1; i <= 25; i++) {
+        struct add a = {i, 0};
+        cr_assert_eq(ag_es_execute(repo, &counter_type, "counter-1", decide_add, &a, "{\"actor\":\"t\"}",
+                                   view_total, &total, &res, NULL), 0);
+        cr_assert_eq(res.version, i - 1);
+        cr_assert_eq(res.appended, 1);
+    }
+    cr_assert_eq(total, 325);
+    struct ag_event_page p;
+    cr_assert_eq(ag_store_read_stream(store, "counter-1", 9, 24, AG_READ_FORWARD, 1, &p, NULL), 0);
+    cr_assert_eq(memcmp(p.events[0].metadata, "{\"actor\":\"t\"}", p.events[0].metadata_len), 0);
+    ag_event_page_free(&p);
+    struct ag_snapshot snap;
+    cr_assert_eq(ag_store_load_snapshot(store, "counter-1", 9, &snap, NULL), 0, "snapshot every 10");
+    cr_assert_eq(snap.version, 19);
+    ag_snapshot_free(&snap);
+}
+
+Test(repo, business_errors_store_nothing)
+{
+    struct add a = {5, 7};
+    cr_assert_eq(ag_es_execute(repo, &counter_type, "c", decide_add, &a, NULL, NULL, NULL, NULL, NULL), 0);
+    struct ag_err err;
+    ag_err_clear(&err);
+    cr_assert_eq(ag_es_execute(repo, &counter_type, "c", decide_add, &a, NULL, NULL, NULL, NULL, &err),
+                 AG_EDOMAIN);
+    cr_assert_str_eq(err.msg, "limit 7 reached");
+    int64_t v;
+    ag_store_stream_version(store, "c", 1, &v);
+    cr_assert_eq(v, 0);
+}
+
+Test(repo, read_sees_writes_from_another_process_view)
+{
+    /* another writer (here: the store directly) appends: the cache catches up */
+    long long total = 0;
+    struct add a = {1, 0};
+    cr_assert_eq(ag_es_execute(repo, &counter_type, "x", decide_add, &a, NULL, NULL, NULL, NULL, NULL), 0);
+    struct ag_event_data ev = {.type = "Added", .type_len = 5, .data = "{\"n\":41}", .data_len = 8};
+    cr_assert_eq(ag_store_append(store, "x", 1, 0, &ev, 1, NULL, NULL), 0);
+    cr_assert_eq(ag_es_read(repo, &counter_type, "x", view_total, &total, NULL), 0);
+    cr_assert_eq(total, 42);
+    cr_assert_eq(ag_es_read(repo, &counter_type, "nothing", view_total, &total, NULL), AG_ENOTFOUND);
+}
+
+Test(repo, cold_load_uses_the_snapshot)
+{
+    struct add a = {2, 0};
+    for (int i = 0; i < 15; i++)
+        cr_assert_eq(ag_es_execute(repo, &counter_type, "s", decide_add, &a, NULL, NULL, NULL, NULL, NULL), 0);
+    /* a second repository starts cold: snapshot at v9 + 5 events */
+    struct ag_es_repo *r2;
+    struct ag_es_repo_config rc = {.store = store};
+    cr_assert_eq(ag_es_repo_new(&rc, &r2), 0);
+    long long total = 0;
+    cr_assert_eq(ag_es_read(r2, &counter_type, "s", view_total, &total, NULL), 0);
+    cr_assert_eq(total, 30);
+    ag_es_repo_free(r2);
+}
+
+Test(repo, conflict_from_a_second_repository_is_retried)
+{
+    struct ag_es_repo *r2;
+    struct ag_es_repo_config rc = {.store = store};
+    cr_assert_eq(ag_es_repo_new(&rc, &r2), 0);
+    struct add a = {1, 0};
+    long long t1 = 0, t2 = 0;
+    cr_assert_eq(ag_es_execute(repo, &counter_type, "k", decide_add, &a, NULL, view_total, &t1, NULL, NULL), 0);
+    cr_assert_eq(ag_es_execute(r2, &counter_type, "k", decide_add, &a, NULL, view_total, &t2, NULL, NULL), 0);
+    /* repo's cache is stale (version 0); it catches up before deciding */
+    cr_assert_eq(ag_es_execute(repo, &counter_type, "k", decide_add, &a, NULL, view_total, &t1, NULL, NULL), 0);
+    cr_assert_eq(t1, 3);
+    ag_es_repo_free(r2);
+}
+
+struct hammer {
+    int adds;
+    int failures;
+};
+
+static void *hammer(void *arg)
+{
+    struct hammer *h = arg;
+    for (int i = 0; i < h->adds; i++) {
+        struct add a = {1, 0};
+        if (ag_es_execute(repo, &counter_type, "hot", decide_add, &a, NULL, NULL, NULL, NULL, NULL)) h->failures++;
+    }
+    return NULL;
+}
+
+Test(repo, concurrent_commands_on_one_aggregate_are_batched_and_none_lost)
+{
+    pthread_t th[8];
+    struct hammer h[8];
+    for (int i = 0; i < 8; i++) {
+        h[i] = (struct hammer){200, 0};
+        pthread_create(&th[i], NULL, hammer, &h[i]);
+    }
+    for (int i = 0; i < 8; i++) {
+        pthread_join(th[i], NULL);
+        cr_assert_eq(h[i].failures, 0);
+    }
+    long long total = 0;
+    cr_assert_eq(ag_es_read(repo, &counter_type, "hot", view_total, &total, NULL), 0);
+    cr_assert_eq(total, 1600);
+    int64_t v;
+    ag_store_stream_version(store, "hot", 3, &v);
+    cr_assert_eq(v, 1599, "one event per command, versions gapless");
+    struct ag_store_stats st;
+    ag_store_stats(store, &st);
+    cr_assert_lt(st.appends, 1600 + 200, "commands were combined into fewer appends (%llu)",
+                 (unsigned long long)st.appends);
+}
+
+/* ---- projections ---- */
+
+static int apply_sum(sqlite3 *db, const struct ag_event *ev, const json_t *d, void *ud)
+{
+    AG_UNUSED(ud);
+    if (ag_es_inbox_seen(db, "sum", &ev->id) == 1) return 0;
+    sqlite3_stmt *st;
+    sqlite3_prepare_v2(db, "INSERT INTO sums(stream, total) VALUES(?, ?) ON CONFLICT(stream) DO UPDATE"
+                           " SET total = total + excluded.total", -1, &st, NULL);
+    sqlite3_bind_text(st, 1, ev->stream, (int)ev->stream_len, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 2, json_integer_value(json_object_get(d, "n")));
+    int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : AG_EIO;
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static const char *const only_added[] = {"Added", NULL};
+static const struct ag_projection sum_proj = {"sums", "CREATE TABLE IF NOT EXISTS sums(stream TEXT PRIMARY KEY, total INTEGER);",
+                                              only_added, apply_sum, NULL};
+
+static long long query_total(const char *rmdir, const char *stream)
+{
+    sqlite3 *db;
+    cr_assert_eq(ag_projection_open_ro(rmdir, "sums", &db), 0);
+    sqlite3_stmt *st;
+    sqlite3_prepare_v2(db, "SELECT total FROM sums WHERE stream=?", -1, &st, NULL);
+    sqlite3_bind_text(st, 1, stream, -1, SQLITE_STATIC);
+    long long t = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return t;
+}
+
+TestSuite(projector, .init = setup, .fini = teardown);
+
+Test(projector, projects_exactly_once_across_restarts_and_rebuilds)
+{
+    char rm[128];
+    snprintf(rm, sizeof rm, "%s/readmodels", dir);
+    struct add a = {3, 0};
+    for (int i = 0; i < 50; i++)
+        ag_es_execute(repo, &counter_type, i % 2 ? "a" : "b", decide_add, &a, NULL, NULL, NULL, NULL, NULL);
+    struct ag_event_data other = {.type = "Ignored", .type_len = 7, .data = "{}", .data_len = 2};
+    ag_store_append(store, "z", 1, AG_STORE_ANY, &other, 1, NULL, NULL);
+    struct ag_projector *p;
+    cr_assert_eq(ag_projector_start(store, rm, &sum_proj, 1, &p, NULL), 0);
+    cr_assert_eq(ag_projector_wait(p, 50, 5000), 0);
+    struct ag_projection_stats s;
+    ag_projector_stats(p, 0, &s);
+    cr_assert_eq(s.checkpoint, 51);
+    cr_assert_eq(s.lag_events, 0);
+    ag_projector_stop(p);
+    cr_assert_eq(query_total(rm, "a"), 75);
+    /* restart: resumes from its checkpoint, nothing applied twice */
+    for (int i = 0; i < 10; i++)
+        ag_es_execute(repo, &counter_type, "a", decide_add, &a, NULL, NULL, NULL, NULL, NULL);
+    cr_assert_eq(ag_projector_start(store, rm, &sum_proj, 1, &p, NULL), 0);
+    cr_assert_eq(ag_projector_wait(p, 60, 5000), 0);
+    ag_projector_stop(p);
+    cr_assert_eq(query_total(rm, "a"), 105);
+    cr_assert_eq(query_total(rm, "b"), 75);
+    /* rebuild from zero gives the same rows */
+    cr_assert_eq(ag_projection_rebuild(store, rm, &sum_proj, NULL, NULL, NULL), 0);
+    cr_assert_eq(query_total(rm, "a"), 105);
+}
+
+static int apply_fail(sqlite3 *db, const struct ag_event *ev, const json_t *d, void *ud)
+{
+    AG_UNUSED(db), AG_UNUSED(d), AG_UNUSED(ud);
+    return ev->position == 3 ? AG_EIO : 0;
+}
+
+Test(projector, a_failing_projection_stops_and_says_why)
+{
+    char rm[128];
+    snprintf(rm, sizeof rm, "%s/readmodels", dir);
+    struct add a = {1, 0};
+    for (int i = 0; i < 6; i++)
+        ag_es_execute(repo, &counter_type, "f", decide_add, &a, NULL, NULL, NULL, NULL, NULL);
+    struct ag_projection bad = {"bad", NULL, NULL, apply_fail, NULL};
+    struct ag_projector *p;
+    cr_assert_eq(ag_projector_start(store, rm, &bad, 1, &p, NULL), 0);
+    ag_projector_wait(p, 5, 2000);
+    struct ag_projection_stats s;
+    ag_projector_stats(p, 0, &s);
+    cr_assert(s.failed);
+    cr_assert_eq(s.checkpoint, 0, "the failing page was rolled back");
+    cr_assert(strstr(s.error, "position 3"), "%s", s.error);
+    ag_projector_stop(p);
+}

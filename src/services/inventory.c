@@ -36,11 +36,56 @@ static int get(struct svc_job *j)
     return 0;
 }
 
+static int d_stock_add(const void *st, const void *cmd, struct ag_dom_events *out, struct ag_err *err)
+{
+    return ag_stock_add(st, cmd, out, err);
+}
+
+static void view_stock(const void *state, int64_t version, void *ud)
+{
+    AG_UNUSED(version);
+    const struct ag_stock *s = state;
+    json_decref(*(json_t **)ud);
+    *(json_t **)ud = json_pack("{s:s, s:I, s:I, s:I}", "productId", s->product_id, "onHand",
+                               (json_int_t)s->on_hand, "reserved", (json_int_t)s->reserved,
+                               "available", (json_int_t)ag_stock_available(s));
+}
+
+/* POST /api/v1/inventory/{productId}/restock {"quantity": N}: goods arrived. */
+static int restock(struct svc_job *j)
+{
+    if (!json_is_object(j->body)) return svc_problem(j, 400, "Invalid request", "the body must be a JSON object");
+    json_t *q = json_object_get(j->body, "quantity");
+    if (!json_is_integer(q) || json_integer_value(q) <= 0 || json_integer_value(q) > 1000000000)
+        svc_field_error(j, "/quantity", "quantity must be an integer from 1 to 1000000000");
+    if (svc_fields_failed(j, 400)) return 0;
+    if (!svc_stream_exists(j->p, "product", j->param))
+        return svc_problem(j, 404, "Product not found", "no product with id %s", j->param);
+    if (svc_idem_begin(j, "restock")) return 0;
+    char stream[128];
+    svc_stream(stream, sizeof stream, "stock", j->param);
+    struct ag_stock_add a = {j->param, json_integer_value(q)};
+    struct ag_err err;
+    ag_err_clear(&err);
+    json_t *view = NULL;
+    int rc = svc_exec(j->p, &svc_stock_type, stream, d_stock_add, &a, j->meta, view_stock, &view, NULL, &err);
+    if (rc) svc_error(j, rc, &err);
+    else svc_ok(j, 200, view), view = NULL;
+    json_decref(view);
+    svc_idem_end(j, "restock");
+    return 0;
+}
+
 static int h_get(struct ag_http_req *req, void *ud) { return svc_offload(ud, req, get, "productId", NULL); }
+static int h_restock(struct ag_http_req *req, void *ud)
+{
+    return svc_offload(ud, req, restock, "productId", NULL);
+}
 
 void svc_inventory_routes(struct ag_platform *p)
 {
     ag_http_route(p->router, "GET", "/api/v1/inventory/{productId}", h_get, p);
+    ag_http_route(p->router, "POST", "/api/v1/inventory/{productId}/restock", h_restock, p);
 }
 
 static const char schema[] =

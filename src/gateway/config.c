@@ -235,8 +235,10 @@ static int compile_cluster(struct cctx *x, unsigned i)
     c->name = d->host;
     c->clock = x->env->clock;
     c->rng = x->env->rng;
-    if ((rc = compile_endpoints(x, base, d, c, hosts, labels)) || (rc = compile_policies(x, base, d->trafficPolicy, c)) ||
-        (rc = compile_outlier(x, base, d->trafficPolicy, c)))
+    char tp[96];
+    snprintf(tp, sizeof tp, "%s.trafficPolicy", base);
+    if ((rc = compile_endpoints(x, base, d, c, hosts, labels)) || (rc = compile_policies(x, tp, d->trafficPolicy, c)) ||
+        (rc = compile_outlier(x, tp, d->trafficPolicy, c)))
         goto out_free;
     if (d->subsets_count > AG_MESH_MAX_SUBSETS) {
         rc = cerr(x, base, "too many subsets (max %d)", AG_MESH_MAX_SUBSETS);

@@ -209,7 +209,7 @@ enum gw_jwt_fail ag__gw_jwt_verify(const struct gw_jwt *j, const char *token, si
     memset(p, 0, sizeof *p);
     const char *d1 = len < MAX_TOKEN ? memchr(token, '.', len) : NULL;
     const char *d2 = d1 ? memchr(d1 + 1, '.', len - (size_t)(d1 + 1 - token)) : NULL;
-    if (!d2 || memchr(d2 + 1, '.', len - (size_t)(d2 + 1 - token)) || d2 + 1 == token + len) return GW_JWT_MALFORMED;
+    if (!d2 || memchr(d2 + 1, '.', len - (size_t)(d2 + 1 - token))) return GW_JWT_MALFORMED;
     json_t *hdr = decode_json_part(token, (size_t)(d1 - token));
     json_t *pl = decode_json_part(d1 + 1, (size_t)(d2 - d1 - 1));
     enum gw_jwt_fail f = GW_JWT_MALFORMED;
@@ -221,6 +221,8 @@ enum gw_jwt_fail ag__gw_jwt_verify(const struct gw_jwt *j, const char *token, si
     if (!hdr || !pl) goto out;
     f = GW_JWT_ALG;
     if (!a || ag__gw_alg_parse(a, &alg)) goto out; /* "none" and unknown algorithms */
+    f = GW_JWT_SIGNATURE;
+    if (d2 + 1 == token + len) goto out; /* no signature at all */
     f = GW_JWT_ISSUER;
     if (!(is = find_issuer(j, json_string_value(json_object_get(pl, "iss"))))) goto out;
     if ((f = find_key(is, kid, alg, &key)) != GW_JWT_OK) goto out;

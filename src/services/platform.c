@@ -153,7 +153,7 @@ int ag_platform_start(const struct ag_platform_config *cfg, struct ag_platform *
     struct ag_store_stats st = {0};
     if (!rc) ag_store_stats(p->store, &st);
     if (!rc) rc = svc_place_order_saga(p, err);
-    if (!rc) rc = ag_saga_engine_start(p->store, p->saga_defs, 1, cfg->saga_threads ? cfg->saga_threads : 8,
+    if (!rc) rc = ag_saga_engine_start(p->store, p->saga_defs, 1, cfg->saga_threads ? cfg->saga_threads : 64,
                                        &p->sagas, err);
     if (!rc) fill_projections(p);
     if (!rc) rc = ag_projector_start(p->store, p->rm_dir, p->projs, RM_COUNT + 1, &p->projector, err);
@@ -183,8 +183,9 @@ void ag_platform_stop(struct ag_platform *p)
         ag_http_server_wait(p->server);
         ag_http_server_free(p->server);
     }
-    ag_saga_engine_stop(p->sagas);
+    /* projections first: the saga starter projection calls into the saga engine */
     ag_projector_stop(p->projector);
+    ag_saga_engine_stop(p->sagas);
     for (int i = 0; i < RM_COUNT; i++) sqlite3_close(p->rm[i]);
     ag_es_repo_free(p->repo);
     ag_store_close(p->store);

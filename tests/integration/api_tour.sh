@@ -232,7 +232,8 @@ check "b.status==='cancelled'" "/insufficient funds/.test(b.cancellationReason)"
 poll "/api/v1/sagas/$S2" "b.status!=='running'"
 check "b.status==='compensated'" "/insufficient funds/.test(b.reason)" \
     "b.steps.find(s=>s.name==='ReserveInventory').status==='compensated'" \
-    "b.steps.find(s=>s.name==='ProcessPayment').status==='failed'"
+    "['failed','compensated'].includes(b.steps.find(s=>s.name==='ProcessPayment').status)" \
+    "b.steps.find(s=>s.name==='ConfirmOrder').status==='pending'"
 poll "/api/v1/inventory/$MN" "b.onHand===$MN_ON && b.reserved===$MN_RES && b.available===$MN_AV"
 poll "/api/v1/accounts/$AID" "b.balance.amount===$BAL"
 check "b.transactionCount===2"
@@ -246,7 +247,7 @@ O3=$OID S3=$SID
 poll "/api/v1/orders/$O3" "b.status==='confirmed' || b.status==='cancelled'"
 check "b.status==='cancelled'" "/insufficient stock/.test(b.cancellationReason)"
 poll "/api/v1/sagas/$S3" "b.status!=='running'"
-check "b.status==='compensated'" "b.steps.find(s=>s.name==='ReserveInventory').status==='failed'" \
+check "b.status==='compensated'" "['failed','compensated'].includes(b.steps.find(s=>s.name==='ReserveInventory').status)" \
     "b.steps.find(s=>s.name==='ProcessPayment').status==='pending'"
 poll "/api/v1/inventory/$WC" "b.reserved===$WC_RES && b.available===$WC_AV"
 req GET "/api/v1/accounts/$AID"

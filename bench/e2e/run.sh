@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# End-to-end order benchmark: `agora run` (release build, fsync on — the default) on
+# a fresh data directory, `agora load` with N concurrent keep-alive clients for
+# DURATION seconds (default 10), N in CLIENTS (default "16 64"). While it runs,
+# /admin/projections is sampled every 100 ms for the projection lag. One JSON line
+# per N on stdout, appended to bench/results/e2e.jsonl:
+#   ops_per_s       orders confirmed per second (POST → confirmed, whole pipeline)
+#   p50_us, p99_us  POST /api/v1/orders → 202
+#   confirm_p99_us  POST → confirmed as seen by polling (resolution: POLL_MS)
+#   projection_lag_p99_ms  p99 over samples of the largest lagSeconds of any projection
+# Targets (reported, not asserted): ≥ 5,000 orders/s, p99 POST ≤ 10 ms, lag p99 ≤ 50 ms.
+#
+#   AGORA_BIN  the agora binary (default build/release/agora)
+#   CLIENTS, DURATION, CUSTOMERS (default 256), POLL_MS (default 100), WORKERS (default: cores)
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+AGORA=${AGORA_BIN:-$ROOT/build/release/agora}
+CLIENTS=${CLIENTS:-16 64}
+DURATION=${DURATION:-10}
+CUSTOMERS=${CUSTOMERS:-256}
+POLL_MS=${POLL_MS:-100}
+OUT=$ROOT/bench/results/e2e.jsonl
+[[ -x $AGORA ]] || { echo "missing $AGORA: run 'make build' first" >&2; exit 1; }
+mkdir -p "$ROOT/bench/results"
+TMP=$(mktemp -d /tmp/agora-bench-e2e-XXXXXX)
+SPID= SAMPLER=
+cleanup() {
+  [[ -n $SAMPLER ]] && kill "$SAMPLER" 2>/dev/null
+  [[ -n $SPID ]] && kill "$SPID" 2>/dev/null && wait "$SPID" 2>/dev/null
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+# A catalog with stock that no run exhausts (there is no HTTP call that adds stock;
+# the platform then runs with --no-seed). 20 products spread the reservations over
+# 20 stock streams, as a real catalog would.
+seed_catalog() { # data dir
+  python3 - "$1" "$AGORA" <<'PY'
+import json, subprocess, sys, uuid
+data, agora = sys.argv[1], sys.argv[2]
+for i in range(20):
+    pid = str(uuid.uuid4())
+    product = {"productId": pid, "sku": f"BE-{i:02d}", "name": f"Bench item {i}",
+               "price": {"amount": 499 + 250 * i, "currency": "USD"}}
+    for stream, typ, payload in ((f"product-{pid}", "ProductAdded", product),
+                                 (f"stock-{pid}", "StockAdded", {"productId": pid, "quantity": 1000000000})):
+        subprocess.run([agora, "store", "append", stream, "--data", data, "--type", typ,
+                        "--expected-version", "no-stream", "--payload", json.dumps(payload)],
+                       check=True, stdout=subprocess.DEVNULL)
+PY
+}
+
+start_server() { # data dir
+  local args=(run --data "$1" --listen 127.0.0.1:0 --no-seed)
+  [[ -n ${WORKERS:-} ]] && args+=(--workers "$WORKERS")
+  "$AGORA" "${args[@]}" 2>"$TMP/server.err" >/dev/null &
+  SPID=$!
+  PORT=
+  for _ in $(seq 200); do
+    PORT=$(grep -o 'serving http://127.0.0.1:[0-9]*' "$TMP/server.err" | grep -o '[0-9]*$' || true)
+    [[ -n $PORT ]] && return 0
+    sleep 0.05
+  done
+  echo "agora did not start: $(tail -n 5 "$TMP/server.err")" >&2
+  exit 1
+}
+
+# Largest lagSeconds over the projections, one sample per line, every 100 ms.
+sample_lag() { # port out
+  while :; do
+    curl -sf "http://127.0.0.1:$1/admin/projections" |
+      python3 -c 'import json,sys; print(max(p["lagSeconds"] for p in json.load(sys.stdin)["items"]))' \
+        >>"$2" 2>/dev/null || true
+    sleep 0.1
+  done
+}
+
+for N in $CLIENTS; do
+  DATA=$TMP/data-$N
+  mkdir -p "$DATA"
+  seed_catalog "$DATA"
+  start_server "$DATA"
+  : >"$TMP/lag"
+  sample_lag "$PORT" "$TMP/lag" &
+  SAMPLER=$!
+  "$AGORA" load --target "http://127.0.0.1:$PORT" --concurrency "$N" --duration "$DURATION" \
+    --customers "$CUSTOMERS" --poll-ms "$POLL_MS" --quiet >"$TMP/load.json"
+  kill "$SAMPLER" 2>/dev/null; wait "$SAMPLER" 2>/dev/null || true
+  SAMPLER=
+  kill -TERM "$SPID"; wait "$SPID" || true
+  SPID=
+  line=$(python3 - "$TMP/load.json" "$TMP/lag" "$N" "$DURATION" <<'PY'
+import json, sys
+s = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
+lags = sorted(float(x) for x in open(sys.argv[2]) if x.strip())
+p99 = lags[min(len(lags) - 1, int(0.99 * len(lags)))] * 1000 if lags else None
+print(json.dumps({"bench": "e2e.orders", "impl": "agora", "params": {"clients": int(sys.argv[3])},
+                  "ops_per_s": round(s["confirmedPerSec"]), "p50_us": s["postP50Us"], "p99_us": s["postP99Us"],
+                  "confirm_p99_us": s["finalP99Us"], "confirm_p50_us": s["finalP50Us"],
+                  "projection_lag_p99_ms": round(p99, 1) if p99 is not None else None,
+                  "placed_per_s": round(s["ordersPerSec"]), "placed": s["placed"], "confirmed": s["confirmed"],
+                  "cancelled": s["compensated"], "pending": s["pending"], "errors": s["errors"],
+                  "duration_s": int(sys.argv[4]), "fsync": True}, separators=(",", ":")))
+PY
+)
+  echo "$line"
+  echo "$line" >>"$OUT"
+done

@@ -294,7 +294,7 @@ static int strmatch(struct cctx *x, const char *path, const struct y_strmatch *m
 
 static int compile_headers(struct cctx *x, const char *base, const struct y_match *m, struct gw_match *o)
 {
-    char path[200];
+    char path[400];
     if (!m->headers_count) return 0;
     if (!(o->headers = ag_calloc(m->headers_count, sizeof *o->headers))) return AG_ENOMEM;
     for (unsigned h = 0; h < m->headers_count; h++, o->nheaders++) {
@@ -313,7 +313,7 @@ static int compile_headers(struct cctx *x, const char *base, const struct y_matc
 
 static int compile_matches(struct cctx *x, const char *base, const struct y_http *h, struct gw_route *r)
 {
-    char path[200];
+    char path[320];
     if (!h->match_count) return 0;
     if (!(r->matches = ag_calloc(h->match_count, sizeof *r->matches))) return AG_ENOMEM;
     for (unsigned i = 0; i < h->match_count; i++, r->nmatches++) {
@@ -336,7 +336,7 @@ static int find_cluster(const struct gw_conf *c, const char *host)
 
 static int compile_dests(struct cctx *x, const char *base, const struct y_http *h, struct gw_route *r)
 {
-    char path[200];
+    char path[320];
     snprintf(path, sizeof path, "%s.route", base);
     if (!h->route_count) return cerr(x, path, "a route needs at least one destination");
     if (!(r->dests = ag_calloc(h->route_count, sizeof *r->dests))) return AG_ENOMEM;
@@ -365,7 +365,7 @@ static int compile_dests(struct cctx *x, const char *base, const struct y_http *
 
 static int compile_retries_fault(struct cctx *x, const char *base, const struct y_http *h, struct gw_route *r)
 {
-    char path[200];
+    char path[320];
     r->timeout_ms = 15000;
     snprintf(path, sizeof path, "%s.timeout", base);
     if (dur_ms(x, path, h->timeout, &r->timeout_ms)) return AG_ECONFIG;
@@ -410,7 +410,7 @@ static int dup_list(char **src, unsigned n, char ***dst, size_t *dn)
 
 static int compile_limit(struct cctx *x, const char *base, const struct y_rl *y, struct gw_route *r)
 {
-    char path[200];
+    char path[320];
     r->key_kind = GW_KEY_USER_OR_IP;
     if (!y) return 0;
     snprintf(path, sizeof path, "%s.rateLimit.requests", base);

@@ -200,7 +200,7 @@ static int listen_addr(const struct ag_gateway *gw, char host[64], uint16_t *por
 static int start_server(struct ag_gateway *gw, struct ag_err *err)
 {
     char host[64];
-    uint16_t port;
+    uint16_t port = 0;
     int rc = listen_addr(gw, host, &port, err);
     if (rc) return rc;
     struct ag_http_server_config sc = {.host = host, .port = port,

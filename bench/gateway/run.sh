@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# Gateway benchmark: the same upstream (gw_upstream, 2 workers) reached four ways
+# with wrk, same connections, same request (with an Authorization header):
+#   direct   the upstream itself
+#   agora    agora gateway with JWT verification (HS256), a rate limit and routing on
+#   nginx    nginx proxy_pass with upstream keepalive
+#   haproxy  HAProxy, http-reuse always
+# Proxies run 2 workers/threads. DURATION seconds per run (default 5),
+# CONNECTIONS (default "50"). One JSON line per run on stdout and appended to
+# bench/results/gateway.jsonl, then a table with the ratio to nginx.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+BUILD="${AG_BENCH_BUILD:-$ROOT/build/release}"
+DURATION="${DURATION:-5}"
+CONNECTIONS="${CONNECTIONS:-50}"
+OUT="$ROOT/bench/results/gateway.jsonl"
+for b in agora gw_upstream; do
+    [ -x "$BUILD/$b" ] || { echo "missing $BUILD/$b: cmake -S . -B $BUILD -DCMAKE_BUILD_TYPE=Release && ninja -C $BUILD agora gw_upstream" >&2; exit 1; }
+done
+command -v wrk >/dev/null || { echo "wrk not installed" >&2; exit 1; }
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
+mkdir -p "$ROOT/bench/results"
+TMP=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$TMP"; }
+trap cleanup EXIT
+
+to_us() { awk -v v="$1" 'BEGIN { n = v + 0; u = v; sub(/^[0-9.]+/, "", u);
+    f = u == "us" ? 1 : u == "ms" ? 1000 : u == "s" ? 1000000 : 1; printf "%.0f", n * f }'; }
+wait_port() { for _ in $(seq 100); do p=$(awk '/^PORT/{print $2}' "$1" 2>/dev/null || true); [ -n "$p" ] && { echo "$p"; return 0; }; sleep 0.05; done; return 1; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+"$BUILD/gw_upstream" --name bench --workers 2 >"$TMP/up.out" 2>"$TMP/up.err" &
+PIDS+=($!)
+UP=$(wait_port "$TMP/up.out") || { echo "upstream did not start" >&2; exit 1; }
+
+SECRET="bench-secret-0123456789abcdef0123456789"
+cat >"$TMP/gw.yaml" <<YAML
+gateway: {listen: 127.0.0.1:0, workers: 2}
+jwt:
+  issuers:
+    - issuer: bench
+      audiences: [agora]
+      keys: [{kid: b, alg: HS256, secret: "$SECRET"}]
+destinationRules:
+  - host: up
+    endpoints: [{address: 127.0.0.1:$UP}]
+    trafficPolicy:
+      connectionPool: {tcp: {maxConnections: 64}, http: {http1MaxPendingRequests: 4096}}
+virtualServices:
+  - name: bench
+    http:
+      - name: api
+        match: [{uri: {prefix: /api/}}]
+        route: [{destination: {host: up}}]
+        auth: {required: true, roles: [customer]}
+        rateLimit: {requests: 100000000, per: 1s, burst: 1000000, key: user}
+YAML
+TOKEN=$("$BUILD/agora" token --sub bench-user --role customer --ttl 3600 --config "$TMP/gw.yaml")
+"$BUILD/agora" gateway --config "$TMP/gw.yaml" >"$TMP/gw.out" 2>"$TMP/gw.err" &
+PIDS+=($!)
+GW=$(wait_port "$TMP/gw.out") || { echo "gateway did not start: $(cat "$TMP/gw.err")" >&2; exit 1; }
+
+NG=$(free_port)
+mkdir -p "$TMP/nginx/logs"
+cat >"$TMP/nginx/nginx.conf" <<CONF
+worker_processes 2;
+pid $TMP/nginx/nginx.pid;
+error_log $TMP/nginx/logs/error.log warn;
+events { worker_connections 20000; }
+http {
+    access_log off;
+    upstream up { server 127.0.0.1:$UP; keepalive 64; }
+    server {
+        listen 127.0.0.1:$NG reuseport;
+        location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; }
+    }
+}
+CONF
+"$NGINX" -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -g 'daemon off;' 2>"$TMP/nginx.err" &
+PIDS+=($!)
+
+HP=$(free_port)
+cat >"$TMP/haproxy.cfg" <<CONF
+global
+    nbthread 2
+    maxconn 4000
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+    http-reuse always
+frontend fe
+    bind 127.0.0.1:$HP
+    default_backend be
+backend be
+    server s1 127.0.0.1:$UP maxconn 64
+CONF
+"$HAPROXY" -f "$TMP/haproxy.cfg" -db 2>"$TMP/haproxy.err" &
+PIDS+=($!)
+sleep 0.5
+
+run() { # impl port conns
+    curl -sf -o /dev/null -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$2/api/bench" || { echo "$1 is not answering" >&2; return 1; }
+    local out rps p50 p99 line
+    out=$(wrk -t2 -c"$3" -d"${DURATION}s" --latency -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$2/api/bench")
+    grep -q 'Non-2xx\|Socket errors' <<<"$out" && echo "warning: $1 had errors: $(grep 'Non-2xx\|Socket' <<<"$out")" >&2
+    rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
+    p50=$(to_us "$(awk '$1 == "50%" {print $2}' <<<"$out")")
+    p99=$(to_us "$(awk '$1 == "99%" {print $2}' <<<"$out")")
+    line=$(printf '{"bench":"gateway.proxy","impl":"%s","params":{"connections":%d,"workers":2},"ops_per_s":%.0f,"p50_us":%d,"p99_us":%d,"duration_s":%d}' \
+        "$1" "$3" "$rps" "$p50" "$p99" "$DURATION")
+    echo "$line"
+    echo "$line" >>"$OUT"
+    echo "$1 $3 $rps $p50 $p99" >>"$TMP/table"
+}
+
+for c in $CONNECTIONS; do
+    run direct "$UP" "$c"
+    run agora "$GW" "$c"
+    run nginx "$NG" "$c"
+    run haproxy "$HP" "$c"
+done
+
+echo
+awk '{ rps[$1" "$2] = $3; p50[$1" "$2] = $4; p99[$1" "$2] = $5; conns[$2] = 1 }
+END {
+    printf "%-8s %6s %10s %8s %8s %10s %12s\n", "impl", "conns", "req/s", "p50_us", "p99_us", "vs nginx", "added p50_us"
+    n = split("direct agora nginx haproxy", impls, " ")
+    for (c in conns) for (i = 1; i <= n; i++) { k = impls[i] " " c; if (!(k in rps)) continue
+        printf "%-8s %6s %10.0f %8d %8d %9.2fx %12d\n", impls[i], c, rps[k], p50[k], p99[k],
+            rps["nginx " c] ? rps[k] / rps["nginx " c] : 0, p50[k] - p50["direct " c] }
+}' "$TMP/table"

@@ -106,6 +106,10 @@ struct ag_projection {
     const char *const *types; /* event types it wants (NULL-terminated); NULL = all */
     ag_es_apply_fn apply;
     void *ud;
+    /* Optional: called after a page's events were applied, before its checkpoint
+     * is committed; an error rolls the page back. For side effects that must be
+     * durable before the projection may move past the events (starting sagas). */
+    int (*flush)(void *ud);
 };
 
 struct ag_projector;

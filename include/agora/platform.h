@@ -19,7 +19,7 @@ struct ag_platform_config {
     int workers;           /* HTTP worker loops; 0 = cores */
     bool seed;             /* demo catalog, stock and funded customers on first start */
     bool no_sync;          /* store without fdatasync (tests only: not durable) */
-    unsigned saga_threads; /* 0 = 8 */
+    unsigned saga_threads; /* 0 = 64 (they mostly wait on group commit) */
 };
 
 struct ag_platform;

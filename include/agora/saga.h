@@ -74,6 +74,15 @@ AG_EXTERN void ag_saga_engine_stop(struct ag_saga_engine *e);
 AG_EXTERN int ag_saga_start(struct ag_saga_engine *e, const char *type, const char *saga_id,
                             const json_t *data, struct ag_err *err);
 
+/* Queue the start of a saga without waiting: a worker records SagaStarted and runs
+ * it. `data` is copied. Pair with ag_saga_wait_starts before relying on the start
+ * being durable (e.g. before a projection commits past the triggering event). */
+AG_EXTERN int ag_saga_start_async(struct ag_saga_engine *e, const char *type, const char *saga_id,
+                                  const json_t *data, struct ag_err *err);
+/* Wait until every start queued so far is durable. AG_ETIMEDOUT, or AG_EIO when a
+ * start could not be recorded since the last wait (it is not queued any more). */
+AG_EXTERN int ag_saga_wait_starts(struct ag_saga_engine *e, int timeout_ms);
+
 struct ag_saga_engine_stats {
     uint64_t started, completed, compensated, failed; /* since start */
     uint64_t resumed;                                 /* unfinished sagas found at start */

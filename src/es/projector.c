@@ -119,6 +119,8 @@ static int apply_page(sqlite3 *db, const struct ag_projection *p, const struct a
                        sqlite3_errcode(db) != SQLITE_OK ? sqlite3_errmsg(db) : "");
         json_decref(data);
     }
+    if (!rc && p->flush && (rc = p->flush(p->ud)))
+        ag_err_set(err, rc, "flushing the page's side effects: %s", ag_strerror(rc));
     sqlite3_stmt *st = NULL;
     if (!rc && sqlite3_prepare_v2(db, "INSERT INTO ag_checkpoint(name, position) VALUES(?, ?) "
                                       "ON CONFLICT(name) DO UPDATE SET position=excluded.position",

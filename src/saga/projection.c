@@ -72,7 +72,10 @@ static int update(sqlite3 *db, const char *id, int idx, const char *step_status,
     json_t *steps = load_steps(db, id);
     if (!steps) return 0; /* SagaStarted not seen (projection began later) */
     json_t *s = idx >= 0 ? json_array_get(steps, (size_t)idx) : NULL;
-    if (s && step_status) json_object_set_new(s, "status", json_string(step_status));
+    const char *was = s ? json_string_value(json_object_get(s, "status")) : NULL;
+    bool keep_failed = was && strcmp(was, "failed") == 0 && step_status && strcmp(step_status, "compensated") == 0;
+    if (s && step_status && !keep_failed) /* the step that failed stays "failed" once undone */
+        json_object_set_new(s, "status", json_string(step_status));
     json_t *cur = next_is_current ? json_array_get(steps, (size_t)idx + 1) : s;
     const char *current = cur ? json_string_value(json_object_get(cur, "name")) : NULL;
     char *text = json_dumps(steps, JSON_COMPACT);

@@ -18,6 +18,7 @@
  * cannot be undone (a pivot such as ConfirmOrder): the step is then recorded as
  * succeeded and the saga goes forward again (forward recovery).
  */
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
@@ -29,6 +30,7 @@
 
 struct qitem {
     struct qitem *next;
+    char *start;              /* SagaStarted data to record first (owned), or NULL */
     uint64_t due_ms;          /* delayed list: when to queue it again */
     unsigned tries;           /* interrupted runs so far */
     char id[SAGA_STREAM_MAX];
@@ -47,6 +49,8 @@ struct ag_saga_engine {
     pthread_t retry_thread;
     bool retry_started;
     bool stopping;
+    uint64_t starts_pending;  /* async starts not yet durable */
+    uint64_t starts_failed;   /* async starts that could not be recorded */
     /* ids queued or running: a small open-addressing set of hashes */
     uint64_t *active;
     size_t active_cap, active_n;
@@ -115,24 +119,33 @@ static uint64_t id_hash(const char *id)
     return h ? h : 1;
 }
 
-static void enqueue(struct ag_saga_engine *e, const char *id)
+static int enqueue_item(struct ag_saga_engine *e, const char *id, char *start)
 {
     struct qitem *q = ag_calloc(1, sizeof *q);
-    if (!q) return;
-    snprintf(q->id, sizeof q->id, "%s", id);
-    pthread_mutex_lock(&e->lock);
-    if (!active_add(e, id_hash(id))) {
-        pthread_mutex_unlock(&e->lock);
-        ag_free(q);
-        return;
+    if (!q) {
+        ag_free(start);
+        return AG_ENOMEM;
     }
+    snprintf(q->id, sizeof q->id, "%s", id);
+    q->start = start;
+    pthread_mutex_lock(&e->lock);
+    if (!active_add(e, id_hash(id))) { /* already queued or running: it was started */
+        pthread_mutex_unlock(&e->lock);
+        ag_free(q->start);
+        ag_free(q);
+        return 0;
+    }
+    if (start) e->starts_pending++;
     if (e->tail) e->tail->next = q;
     else e->head = q;
     e->tail = q;
     e->stats.queued++;
     pthread_cond_broadcast(&e->cond); /* the retry thread waits on it too */
     pthread_mutex_unlock(&e->lock);
+    return 0;
 }
+
+static void enqueue(struct ag_saga_engine *e, const char *id) { enqueue_item(e, id, NULL); }
 
 /* ---- state from events ---- */
 
@@ -443,6 +456,29 @@ static void *retry_main(void *arg)
     return NULL;
 }
 
+/* Record SagaStarted for an async start; wake whoever waits for starts. */
+static int record_start(struct ag_saga_engine *e, struct qitem *q)
+{
+    char stream[SAGA_STREAM_MAX + 8];
+    snprintf(stream, sizeof stream, "saga-%s", q->id);
+    struct ag_event_data ev = {.type = "SagaStarted", .type_len = 11, .data = q->start,
+                               .data_len = strlen(q->start)};
+    struct ag_err err;
+    ag_err_clear(&err);
+    int rc = ag_store_append(e->store, stream, strlen(stream), AG_STORE_NO_STREAM, &ev, 1, NULL, &err);
+    if (rc == AG_ECONFLICT) rc = 0; /* started before */
+    ag_free(q->start);
+    q->start = NULL;
+    pthread_mutex_lock(&e->lock);
+    e->starts_pending--;
+    if (rc) e->starts_failed++;
+    else e->stats.started++;
+    pthread_cond_broadcast(&e->cond);
+    pthread_mutex_unlock(&e->lock);
+    if (rc) AG_ERROR("saga.start_failed", AG_LS("saga", q->id), AG_LS("error", err.msg));
+    return rc;
+}
+
 static void *worker(void *arg)
 {
     struct ag_saga_engine *e = arg;
@@ -458,6 +494,13 @@ static void *worker(void *arg)
         if (!e->head) e->tail = NULL;
         e->stats.queued--;
         pthread_mutex_unlock(&e->lock);
+        if (q->start && record_start(e, q)) {
+            pthread_mutex_lock(&e->lock);
+            active_del(e, id_hash(q->id));
+            pthread_mutex_unlock(&e->lock);
+            ag_free(q);
+            continue;
+        }
         if (run_saga(e, q->id) && q->tries < 20) {
             delay(e, q); /* stays in the active set */
             continue;
@@ -563,6 +606,7 @@ void ag_saga_engine_stop(struct ag_saga_engine *e)
     if (e->retry_started) pthread_join(e->retry_thread, NULL);
     for (struct qitem *q = e->head, *n; q; q = n) {
         n = q->next;
+        ag_free(q->start);
         ag_free(q);
     }
     for (struct qitem *q = e->delayed, *n; q; q = n) {
@@ -596,6 +640,45 @@ int ag_saga_start(struct ag_saga_engine *e, const char *type, const char *saga_i
     count(e, &e->stats.started);
     enqueue(e, saga_id);
     return 0;
+}
+
+static char *start_text(const char *type, const json_t *data)
+{
+    json_t *d = json_pack("{s:s, s:O}", "type", type, "data", data);
+    char *text = d ? json_dumps(d, JSON_COMPACT) : NULL;
+    json_decref(d);
+    char *own = text ? ag_strdup(text) : NULL;
+    free(text);
+    return own;
+}
+
+int ag_saga_start_async(struct ag_saga_engine *e, const char *type, const char *saga_id,
+                        const json_t *data, struct ag_err *err)
+{
+    if (!find_def(e, type)) return ag_err_set(err, AG_EINVAL, "unknown saga type '%s'", type);
+    if (strlen(saga_id) + 6 > SAGA_STREAM_MAX) return ag_err_set(err, AG_EINVAL, "saga id too long");
+    char *text = start_text(type, data);
+    if (!text) return ag_err_set(err, AG_ENOMEM, "out of memory");
+    return enqueue_item(e, saga_id, text);
+}
+
+int ag_saga_wait_starts(struct ag_saga_engine *e, int timeout_ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += timeout_ms / 1000;
+    ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
+    if (ts.tv_nsec >= 1000000000) ts.tv_sec++, ts.tv_nsec -= 1000000000;
+    int rc = 0;
+    pthread_mutex_lock(&e->lock);
+    while (e->starts_pending && !rc)
+        if (pthread_cond_timedwait(&e->cond, &e->lock, &ts) == ETIMEDOUT) rc = AG_ETIMEDOUT;
+    if (!rc && e->starts_failed) {
+        e->starts_failed = 0;
+        rc = AG_EIO;
+    }
+    pthread_mutex_unlock(&e->lock);
+    return rc;
 }
 
 void ag_saga_engine_stats(struct ag_saga_engine *e, struct ag_saga_engine_stats *out)

@@ -308,15 +308,22 @@ static int start_saga(sqlite3 *db, const struct ag_event *ev, const json_t *d, v
     json_t *data = json_pack("{s:s}", "orderId", order);
     struct ag_err err;
     ag_err_clear(&err);
-    int rc = ag_saga_start(p->sagas, "PlaceOrder", saga, data, &err);
+    int rc = ag_saga_start_async(p->sagas, "PlaceOrder", saga, data, &err);
     json_decref(data);
     if (rc) AG_ERROR("saga.start_failed", AG_LS("saga", saga), AG_LS("error", err.msg));
     return rc;
+}
+
+/* Before the starter's checkpoint moves past a page, its sagas must be durable. */
+static int starts_durable(void *ud)
+{
+    struct ag_platform *p = ud;
+    return ag_saga_wait_starts(p->sagas, 30000);
 }
 
 void svc_saga_starter_projection(struct ag_platform *p, struct ag_projection *out)
 {
     static const char *const types[] = {AG_EV_ORDER_PLACED, NULL};
     *out = (struct ag_projection){.name = "saga_starter", .schema = NULL, .types = types,
-                                  .apply = start_saga, .ud = p};
+                                  .apply = start_saga, .ud = p, .flush = starts_durable};
 }

@@ -22,6 +22,7 @@ static void view_account(const void *state, int64_t version, void *ud)
     const struct ag_account *a = state;
     char ts[32];
     ag_time_rfc3339((uint64_t)a->last_activity_ms * 1000000ull, ts);
+    json_decref(*(json_t **)ud); /* a retried batch shows the state again */
     *(json_t **)ud = account_json(a->id, a->balance.amount, a->balance.currency,
                                   ag_account_status_name(a), a->tx_count, a->tx_count ? ts : NULL);
 }

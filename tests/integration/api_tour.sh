@@ -254,6 +254,17 @@ req GET "/api/v1/accounts/$AID"
 check "b.balance.amount===$BAL" "b.transactionCount===2"
 pass "out-of-stock order ($((WC_AV + 1)) × WC-06, $WC_AV available): cancelled (insufficient stock), nothing charged"
 
+# ---- 7b. restock ----
+post "/api/v1/inventory/$WC/restock" '{"quantity": 5}'
+status 200
+check "b.productId==='$WC'" "b.available===$((WC_AV + 5))" "b.available===b.onHand-b.reserved"
+poll "/api/v1/inventory/$WC" "b.available===$((WC_AV + 5))"
+post "/api/v1/inventory/$WC/restock" '{"quantity": 0}'
+problem 400 /quantity
+post /api/v1/inventory/nope/restock '{"quantity": 1}'
+problem 404
+pass "restock WC-06 by 5: 200, available $((WC_AV + 5))"
+
 # ---- 8. Idempotency-Key ----
 post "/api/v1/accounts/$AID/deposits" '{"amount": {"amount": 500, "currency": "USD"}}' -H 'Idempotency-Key: tour-deposit-1'
 status 200

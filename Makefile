@@ -25,7 +25,11 @@ debug: bootstrap
 run: build
 	./build/release/agora run $(ARGS)
 
-test: debug
+# npm packages the tests use (@redocly/cli, ajv, jose), installed once before ctest
+node_modules/.package-lock.json: package.json package-lock.json
+	@npm ci --no-audit --no-fund --loglevel=error
+
+test: debug node_modules/.package-lock.json
 	@cd build/debug && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --output-on-failure -j $(JOBS) $(CTEST_ARGS)

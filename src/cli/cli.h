@@ -6,6 +6,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "agora/error.h"
+
 struct ag_cli_cmd {
     const char *name;    /* "store", "version", ... */
     const char *summary; /* one line for `agora --help` */
@@ -26,6 +28,11 @@ extern const struct ag_cli_cmd ag_cli_cmd_run;
 extern const struct ag_cli_cmd ag_cli_cmd_projections;
 extern const struct ag_cli_cmd ag_cli_cmd_gateway, ag_cli_cmd_token;
 extern const struct ag_cli_cmd ag_cli_cmd_load;
+/* The development JWT secret: AGORA_JWT_SECRET, else DATA/jwt-secret (created when
+ * `create`). out holds 32..64 characters. */
+int ag_cli_jwt_secret(const char *data_dir, bool create, char out[65], struct ag_err *err);
+/* The gateway configuration agora run serves with (owned, ag_free). */
+char *ag_cli_run_gateway_yaml(const char *listen, const char *secret, uint16_t platform_port);
 /* Parse HOST:PORT ([v6]:PORT too); -1 when malformed. */
 int ag_cli_parse_listen(const char *s, char host[64], uint16_t *port);
 

@@ -3,20 +3,28 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "agora/gateway.h"
 #include "agora/platform.h"
 #include "cli/cli.h"
 
 static const char usage_text[] =
-    "usage: agora run [--data DIR] [--listen HOST:PORT] [--workers N] [--no-seed]\n"
+    "usage: agora run [--data DIR] [--listen HOST:PORT] [--workers N] [--no-seed] [--no-gateway]\n"
     "\n"
     "Start the commerce platform in one process: customers, catalog, ordering,\n"
     "inventory, payments and shipping over the embedded event store, their read\n"
-    "models, the PlaceOrder saga and the HTTP API. Ctrl-C stops it gracefully.\n"
+    "models, the PlaceOrder saga and the HTTP API, behind the API gateway. Reads are\n"
+    "public; writes need a token: agora token --data DIR --sub ID --role customer\n"
+    "(restocking needs --role admin). Ctrl-C stops it gracefully; SIGHUP reloads the\n"
+    "gateway's configuration.\n"
     "\n"
     "  --data DIR          event log and read models (default ./data, env AGORA_DATA)\n"
     "  --listen HOST:PORT  where to serve (default 127.0.0.1:8080, env AGORA_LISTEN)\n"
     "  --workers N         HTTP worker loops (default: number of cores)\n"
     "  --no-seed           no demo catalog and customers on first start\n"
+    "  --no-gateway        serve the services directly on --listen (no auth, no rate\n"
+    "                      limits): for benchmarks and tests of the services alone\n"
+    "\n"
+    "The JWT secret is AGORA_JWT_SECRET when set, else a random one kept in DIR/jwt-secret.\n"
     "\n"
     "Fault injection for demos: AGORA_FAULT_<STEP>=rate[,latency_ms[,comp_rate]] with\n"
     "STEP one of PLACEORDER, RESERVEINVENTORY, PROCESSPAYMENT, ARRANGESHIPMENT,\n"
@@ -39,6 +47,33 @@ int ag_cli_parse_listen(const char *s, char host[64], uint16_t *port)
     return 0;
 }
 
+static int serve_gateway(struct ag_platform *p, const char *listen, const char *secret, int workers,
+                         const char *data)
+{
+    char *yaml = ag_cli_run_gateway_yaml(listen, secret, ag_platform_port(p));
+    struct ag_gateway_options go = {.config_yaml = yaml, .listen = listen, .workers = workers};
+    struct ag_gateway *gw = NULL;
+    struct ag_err err;
+    ag_err_clear(&err);
+    int rc = yaml ? ag_gateway_start(&go, &gw, &err) : ag_err_set(&err, AG_ENOMEM, "out of memory");
+    ag_free(yaml);
+    if (rc) {
+        fprintf(stderr, "agora run: gateway: %s\n", ag_err_msg(&err, rc));
+        ag_platform_stop(p);
+        return 1;
+    }
+    fprintf(stderr,
+            "agora: serving http://%s through the gateway (services on 127.0.0.1:%u, data in %s)\n"
+            "       writes need a token: agora token --data %s --sub <id> --role customer\n"
+            "       Ctrl-C to stop\n",
+            listen, ag_platform_port(p), data, data);
+    ag_gateway_run_until_signal(gw);
+    ag_gateway_stop(gw, 5000);
+    ag_platform_stop(p);
+    fprintf(stderr, "agora: stopped\n");
+    return 0;
+}
+
 static int run(int argc, char **argv)
 {
     if (ag_cli_wants_help(argc, argv)) {
@@ -47,13 +82,14 @@ static int run(int argc, char **argv)
     }
     const char *data = getenv("AGORA_DATA") ? getenv("AGORA_DATA") : "./data";
     const char *listen = getenv("AGORA_LISTEN") ? getenv("AGORA_LISTEN") : "127.0.0.1:8080";
-    bool seed = true;
+    bool seed = true, gateway = true;
     int workers = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--data") == 0 && i + 1 < argc) data = argv[++i];
         else if (strcmp(argv[i], "--listen") == 0 && i + 1 < argc) listen = argv[++i];
         else if (strcmp(argv[i], "--workers") == 0 && i + 1 < argc) workers = atoi(argv[++i]);
         else if (strcmp(argv[i], "--no-seed") == 0) seed = false;
+        else if (strcmp(argv[i], "--no-gateway") == 0) gateway = false;
         else return ag_cli_usage_error("run: unknown or incomplete option '%s' (see 'agora run --help')", argv[i]);
     }
     char host[64];
@@ -65,20 +101,27 @@ static int run(int argc, char **argv)
     setenv("UV_THREADPOOL_SIZE", "64", 0);
     struct ag_platform_config cfg = {.data_dir = data, .host = host, .port = port, .workers = workers,
                                      .seed = seed};
+    if (gateway) cfg.port = 0; /* the services listen on an ephemeral loopback port */
+    if (gateway) cfg.host = "127.0.0.1";
     struct ag_platform *p;
     struct ag_err err;
     ag_err_clear(&err);
-    int rc = ag_platform_start(&cfg, &p, &err);
+    char secret[65];
+    int rc = gateway ? ag_cli_jwt_secret(data, true, secret, &err) : 0;
+    if (!rc) rc = ag_platform_start(&cfg, &p, &err);
     if (rc) {
         fprintf(stderr, "agora run: %s\n", ag_err_msg(&err, rc));
         return 1;
     }
-    fprintf(stderr, "agora: serving http://%s:%u (data in %s); Ctrl-C to stop\n", host,
-            ag_platform_port(p), data);
-    ag_platform_run_until_signal(p);
-    ag_platform_stop(p);
-    fprintf(stderr, "agora: stopped\n");
-    return 0;
+    if (!gateway) {
+        fprintf(stderr, "agora: serving http://%s:%u without the gateway (data in %s); Ctrl-C to stop\n",
+                host, ag_platform_port(p), data);
+        ag_platform_run_until_signal(p);
+        ag_platform_stop(p);
+        fprintf(stderr, "agora: stopped\n");
+        return 0;
+    }
+    return serve_gateway(p, listen, secret, workers, data);
 }
 
 const struct ag_cli_cmd ag_cli_cmd_run = {"run", "start the platform (every context in one process)", run};

@@ -7,18 +7,22 @@
 #include "cli/cli.h"
 
 static const char usage_text[] =
-    "usage: agora token --sub ID [--role ROLE]... [--scope S] [--ttl SECONDS] [--issuer ISS] [--config FILE]\n"
+    "usage: agora token --sub ID [--role ROLE]... [--scope S] [--ttl SECONDS] [--data DIR]\n"
+    "       agora token --sub ID ... --config FILE [--issuer ISS]\n"
     "\n"
-    "Print a JWT signed with the first signing key of the configured issuer (an HS\n"
-    "secret, or privateKeyFile for RS/ES), for development and tests:\n"
+    "Print a JWT for development and tests. Without --config it is signed with the\n"
+    "secret `agora run --data DIR` uses (AGORA_JWT_SECRET, else DIR/jwt-secret):\n"
     "  curl -H \"Authorization: Bearer $(agora token --sub u1 --role customer)\" ...\n"
+    "With --config FILE it is signed with the first signing key of the configured\n"
+    "issuer of that gateway configuration (an HS secret, or privateKeyFile for RS/ES).\n"
     "\n"
     "  --sub ID         subject (the user id forwarded as x-user-id)\n"
     "  --role ROLE      a role (repeatable), forwarded as x-user-roles\n"
     "  --scope S        scope claim (space-separated scopes)\n"
     "  --ttl SECONDS    lifetime (default 3600)\n"
     "  --issuer ISS     which configured issuer (default the first)\n"
-    "  --config FILE    the gateway configuration (default config/gateway.yaml, env AGORA_GATEWAY_CONFIG)\n";
+    "  --data DIR       agora run's data directory (default ./data, env AGORA_DATA)\n"
+    "  --config FILE    a gateway configuration instead (env AGORA_GATEWAY_CONFIG)\n";
 
 static int run(int argc, char **argv)
 {
@@ -26,7 +30,8 @@ static int run(int argc, char **argv)
         fputs(usage_text, stdout);
         return 0;
     }
-    const char *cfg = getenv("AGORA_GATEWAY_CONFIG") ? getenv("AGORA_GATEWAY_CONFIG") : "config/gateway.yaml";
+    const char *cfg = getenv("AGORA_GATEWAY_CONFIG");
+    const char *data = getenv("AGORA_DATA") ? getenv("AGORA_DATA") : "./data";
     const char *roles[16];
     struct ag_gateway_token_request t = {.roles = roles};
     for (int i = 1; i < argc; i++) {
@@ -36,14 +41,23 @@ static int run(int argc, char **argv)
         else if (strcmp(argv[i], "--ttl") == 0 && i + 1 < argc) t.ttl_s = strtoull(argv[++i], NULL, 10);
         else if (strcmp(argv[i], "--issuer") == 0 && i + 1 < argc) t.issuer = argv[++i];
         else if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) cfg = argv[++i];
+        else if (strcmp(argv[i], "--data") == 0 && i + 1 < argc) data = argv[++i];
         else return ag_cli_usage_error("token: unknown or incomplete option '%s' (see 'agora token --help')", argv[i]);
     }
     if (!t.sub) return ag_cli_usage_error("token: --sub is required");
     struct ag_gateway_options o = {.config_path = cfg};
     struct ag_err err;
     ag_err_clear(&err);
-    char *tok;
-    int rc = ag_gateway_token(&o, &t, &tok, &err);
+    char *tok = NULL, *yaml = NULL, secret[65];
+    int rc = 0;
+    if (!cfg) { /* the configuration agora run uses for DATA */
+        rc = ag_cli_jwt_secret(data, false, secret, &err);
+        if (!rc && !(yaml = ag_cli_run_gateway_yaml("127.0.0.1:0", secret, 1)))
+            rc = ag_err_set(&err, AG_ENOMEM, "out of memory");
+        o.config_yaml = yaml;
+    }
+    if (!rc) rc = ag_gateway_token(&o, &t, &tok, &err);
+    ag_free(yaml);
     if (rc) {
         fprintf(stderr, "agora token: %s\n", ag_err_msg(&err, rc));
         return 1;

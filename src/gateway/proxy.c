@@ -174,7 +174,8 @@ static void on_upstream(const struct ag_mesh_result *res, void *ud)
     for (size_t i = 0; i < r->nheaders; i++) {
         const char *n = r->headers[i].name, *v = r->headers[i].value;
         if (!strcasecmp(n, "content-type")) ctype = v;
-        else if (!hop_by_hop(n, conn) && strcasecmp(n, "x-request-id")) {
+        /* the gateway answers with its own X-Request-ID and traceparent (its span) */
+        else if (!hop_by_hop(n, conn) && strcasecmp(n, "x-request-id") && strcasecmp(n, "traceparent")) {
             ag_http_resp_header(req, n, v);
             if (p->idem_key) ag_buf_printf(&saved, "%s: %s\n", n, v);
         }

@@ -1,0 +1,145 @@
+/*
+ * The gateway `agora run` puts in front of the services: reads are public, writes
+ * need a JWT (any role; restocking needs the admin role), every route is rate
+ * limited, the platform's ops endpoints are routed through. The development JWT
+ * secret is AGORA_JWT_SECRET when set, else a random secret kept in the data
+ * directory (`<data>/jwt-secret`, created on first use, mode 0600), so `agora
+ * token --data DIR` mints tokens the running instance accepts and no secret is
+ * built into the binary.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "agora/base.h"
+#include "cli/cli.h"
+
+static int read_secret(const char *path, char out[65])
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -errno;
+    ssize_t n = read(fd, out, 64);
+    close(fd);
+    if (n < 32) return -EINVAL;
+    out[n] = 0;
+    for (ssize_t i = 0; i < n; i++)
+        if (out[i] == '\n' || out[i] == '\r') out[i] = 0;
+    return strlen(out) >= 32 ? 0 : -EINVAL;
+}
+
+static int create_secret(const char *path, char out[65])
+{
+    uint8_t raw[32];
+    if (getrandom(raw, sizeof raw, 0) != (ssize_t)sizeof raw) return -EIO;
+    for (int i = 0; i < 32; i++) snprintf(out + 2 * i, 3, "%02x", raw[i]);
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) return -errno;
+    int rc = write(fd, out, 64) == 64 && fsync(fd) == 0 ? 0 : -EIO;
+    close(fd);
+    return rc;
+}
+
+int ag_cli_jwt_secret(const char *data_dir, bool create, char out[65], struct ag_err *err)
+{
+    const char *env = getenv("AGORA_JWT_SECRET");
+    if (env && *env) {
+        if (strlen(env) < 32 || strlen(env) > 64 || strchr(env, '"') || strchr(env, '\\'))
+            return ag_err_set(err, AG_EINVAL, "AGORA_JWT_SECRET must be 32 to 64 characters without quotes");
+        snprintf(out, 65, "%s", env);
+        return 0;
+    }
+    char path[1024];
+    snprintf(path, sizeof path, "%s/jwt-secret", data_dir);
+    int rc = read_secret(path, out);
+    if (rc == -ENOENT && create) {
+        if (mkdir(data_dir, 0755) != 0 && errno != EEXIST)
+            return ag_err_set(err, AG_EIO, "%s: %s", data_dir, strerror(errno));
+        rc = create_secret(path, out);
+        if (rc == -EEXIST) rc = read_secret(path, out); /* another process made it first */
+    }
+    if (rc == -ENOENT)
+        return ag_err_set(err, AG_ENOTFOUND,
+                          "%s does not exist: start 'agora run --data %s' once, or set AGORA_JWT_SECRET",
+                          path, data_dir);
+    if (rc) return ag_err_set(err, AG_EIO, "%s: %s", path, strerror(-rc));
+    return 0;
+}
+
+static const char template_yaml[] =
+    "gateway:\n"
+    "  listen: %s\n"
+    "  maxBodyBytes: 1048576\n"
+    "jwt:\n"
+    "  clockSkew: 30s\n"
+    "  issuers:\n"
+    "    - issuer: agora-dev\n"
+    "      audiences: [agora]\n"
+    "      keys:\n"
+    "        - {kid: dev, alg: HS256, secret: \"%s\"}\n"
+    "destinationRules:\n"
+    "  - host: platform\n"
+    "    endpoints:\n"
+    "      - {address: \"127.0.0.1:%u\"}\n"
+    "    trafficPolicy:\n"
+    "      connectionPool:\n"
+    "        tcp: {maxConnections: 256, connectTimeout: 1s}\n"
+    "        http: {http1MaxPendingRequests: 4096}\n"
+    "      healthCheck: {path: /health/live, interval: 5s, timeout: 1s}\n"
+    "virtualServices:\n"
+    "  - name: agora\n"
+    "    http:\n"
+    "      - name: ops\n"
+    "        match:\n"
+    "          - uri: {prefix: /admin/projections}\n"
+    "          - uri: {prefix: /admin/sagas}\n"
+    "        route: [{destination: {host: platform}}]\n"
+    "        timeout: 10s\n"
+    "      - name: platform-ops\n"
+    "        match:\n"
+    "          - uri: {prefix: /platform/}\n"
+    "        rewrite: {uri: /}\n"
+    "        route: [{destination: {host: platform}}]\n"
+    "      - name: reads\n"
+    "        match:\n"
+    "          - uri: {prefix: /api/v1/}\n"
+    "            method: {regex: \"GET|HEAD\"}\n"
+    "        route: [{destination: {host: platform}}]\n"
+    "        timeout: 10s\n"
+    "        retries: {attempts: 2, perTryTimeout: 5s, retryOn: \"connect-failure,reset\"}\n"
+    "        rateLimit: {requests: 5000, per: 1s, burst: 10000, key: ip}\n"
+    "      - name: restock\n"
+    "        match:\n"
+    "          - uri: {pattern: \"/api/v1/inventory/{id}/restock\"}\n"
+    "        route: [{destination: {host: platform}}]\n"
+    "        timeout: 15s\n"
+    "        auth: {required: true, roles: [admin]}\n"
+    "        idempotency: false\n"
+    "      - name: writes\n"
+    "        match:\n"
+    "          - uri: {prefix: /api/v1/}\n"
+    "        route: [{destination: {host: platform}}]\n"
+    "        timeout: 15s\n"
+    "        retries: {attempts: 1, perTryTimeout: 15s, retryOn: connect-failure}\n"
+    "        auth: {required: true}\n"
+    "        rateLimit: {requests: 2000, per: 1s, burst: 4000, key: user}\n"
+    "        idempotency: false\n"
+    "bff:\n"
+    "  customers: {host: platform, path: \"/api/v1/customers/{user}\", timeout: 300ms}\n"
+    "  catalog: {host: platform, path: \"/api/v1/products?limit={limit}\", timeout: 300ms}\n"
+    "  ordering: {host: platform, path: \"/api/v1/orders?customerId={user}&limit={limit}\", timeout: 300ms}\n";
+
+char *ag_cli_run_gateway_yaml(const char *listen, const char *secret, uint16_t platform_port)
+{
+    struct ag_buf b;
+    ag_buf_init(&b);
+    if (ag_buf_printf(&b, template_yaml, listen, secret, (unsigned)platform_port)) {
+        ag_buf_free(&b);
+        return NULL;
+    }
+    return ag_buf_steal(&b, NULL);
+}

@@ -51,7 +51,7 @@ PY
 }
 
 start_server() { # data dir
-  local args=(run --data "$1" --listen 127.0.0.1:0 --no-seed)
+  local args=(run --data "$1" --listen 127.0.0.1:0 --no-seed --no-gateway)
   [[ -n ${WORKERS:-} ]] && args+=(--workers "$WORKERS")
   "$AGORA" "${args[@]}" 2>"$TMP/server.err" >/dev/null &
   SPID=$!

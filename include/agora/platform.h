@@ -29,6 +29,10 @@ struct ag_platform;
 AG_EXTERN int ag_platform_start(const struct ag_platform_config *cfg, struct ag_platform **out,
                                 struct ag_err *err);
 AG_EXTERN uint16_t ag_platform_port(const struct ag_platform *p);
+/* The platform's metrics registry (borrowed; e.g. for a gateway in front to render
+ * with its own at /metrics). */
+struct ag_obs_registry;
+AG_EXTERN struct ag_obs_registry *ag_platform_metrics(struct ag_platform *p);
 /* Serve until SIGINT/SIGTERM, then drain. */
 AG_EXTERN int ag_platform_run_until_signal(struct ag_platform *p);
 /* Drain HTTP, stop sagas (unfinished ones resume next start), projections, store. */

@@ -28,7 +28,7 @@
 static const char usage_text[] =
     "usage: agora load [--target URL] [--rate N | --concurrency C] [--duration S | --orders N]\n"
     "                  [--customers K] [--seed-funds CENTS] [--poor-ratio R] [--poor-funds CENTS]\n"
-    "                  [--connections N] [--poll-ms MS] [--order-timeout S] [--quiet]\n"
+    "                  [--connections N] [--poll-ms MS] [--order-timeout S] [--token JWT] [--quiet]\n"
     "\n"
     "Place orders against a running `agora run` and report what became of them.\n"
     "Sets up K customers (unique emails, funded wallets), reads the product list,\n"
@@ -37,6 +37,8 @@ static const char usage_text[] =
     "\n"
     "  --target URL         the platform, http://HOST:PORT with a numeric host\n"
     "                       (default http://127.0.0.1:8080, env AGORA_TARGET)\n"
+    "  --token JWT          sent as a bearer token (env AGORA_TOKEN): writes through the\n"
+    "                       gateway need one, e.g. --token $(agora token --sub load --role customer)\n"
     "  --rate N             open loop: start N orders per second, whatever the answers\n"
     "  --concurrency C      closed loop: C clients, each placing its next order once the\n"
     "                       previous one was answered (default 16 when --rate is not given)\n"
@@ -74,6 +76,7 @@ struct opts {
     uint64_t orders;
     int64_t funds, poor_funds;
     bool quiet;
+    char auth[2048];  /* "Bearer <token>" for a target behind the gateway, or "" */
 };
 
 struct lat {
@@ -175,6 +178,8 @@ static int opt_value(struct opts *o, const char *name, const char *v)
         {"--poll-ms", 1, 60000},    {"--order-timeout", 0.001, 1e6},
     };
     if (strcmp(name, "--target") == 0) return parse_target(v, o);
+    if (strcmp(name, "--token") == 0)
+        return snprintf(o->auth, sizeof o->auth, "Bearer %s", v) < (int)sizeof o->auth ? 0 : -1;
     for (size_t i = 0; i < sizeof r / sizeof r[0]; i++) {
         if (strcmp(name, r[i].name) != 0) continue;
         if (num(v, r[i].lo, r[i].hi, &d)) return -1;
@@ -201,6 +206,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
     *o = (struct opts){.customers = 16, .funds = 1000000000, .poor_funds = 1000, .poll_ms = 50,
                        .duration_s = 10, .order_timeout_s = 30};
     const char *t = getenv("AGORA_TARGET") ? getenv("AGORA_TARGET") : "http://127.0.0.1:8080";
+    if (getenv("AGORA_TOKEN")) snprintf(o->auth, sizeof o->auth, "Bearer %s", getenv("AGORA_TOKEN"));
     if (parse_target(t, o)) return ag_cli_usage_error("load: bad target '%s' (want http://HOST:PORT, numeric host)", t);
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--quiet") == 0) {
@@ -242,8 +248,10 @@ static int call(struct load *L, const char *method, const char *path, json_t *bo
 {
     char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
     json_decref(body);
-    struct ag_http_header h = {"Content-Type", "application/json"};
-    struct ag_http_client_req r = {.method = method, .path = path, .headers = &h, .nheaders = text ? 1 : 0,
+    struct ag_http_header h[2] = {{"Content-Type", "application/json"}, {"Authorization", L->o.auth}};
+    size_t nh = text ? 1 : 0;
+    if (L->o.auth[0]) h[nh++] = (struct ag_http_header){"Authorization", L->o.auth};
+    struct ag_http_client_req r = {.method = method, .path = path, .headers = h, .nheaders = nh,
                                    .body = text, .body_len = text ? strlen(text) : 0, .timeout_ms = 10000};
     struct sync_call c = {0};
     int rc = ag_http_upstream_request(L->up, &r, sync_cb, &c);
@@ -427,8 +435,10 @@ static void place(struct load *L)
     char key[64];
     /* a unique Idempotency-Key per order, so the server could dedup a retried POST */
     snprintf(key, sizeof key, "load-%s-%llu", L->run_id, (unsigned long long)L->attempted);
-    struct ag_http_header h[2] = {{"Content-Type", "application/json"}, {"Idempotency-Key", key}};
-    struct ag_http_client_req r = {.method = "POST", .path = "/api/v1/orders", .headers = h, .nheaders = 2,
+    struct ag_http_header h[3] = {{"Content-Type", "application/json"}, {"Idempotency-Key", key},
+                                  {"Authorization", L->o.auth}};
+    struct ag_http_client_req r = {.method = "POST", .path = "/api/v1/orders", .headers = h,
+                                   .nheaders = L->o.auth[0] ? 3 : 2,
                                    .body = text, .body_len = text ? strlen(text) : 0, .timeout_ms = 10000};
     L->attempted++;
     if (!text || !c) {

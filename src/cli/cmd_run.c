@@ -51,7 +51,9 @@ static int serve_gateway(struct ag_platform *p, const char *listen, const char *
                          const char *data)
 {
     char *yaml = ag_cli_run_gateway_yaml(listen, secret, ag_platform_port(p));
-    struct ag_gateway_options go = {.config_yaml = yaml, .listen = listen, .workers = workers};
+    /* one registry: /metrics at the gateway shows the services' RED metrics too */
+    struct ag_gateway_options go = {.config_yaml = yaml, .listen = listen, .workers = workers,
+                                    .metrics = ag_platform_metrics(p)};
     struct ag_gateway *gw = NULL;
     struct ag_err err;
     ag_err_clear(&err);
@@ -62,11 +64,14 @@ static int serve_gateway(struct ag_platform *p, const char *listen, const char *
         ag_platform_stop(p);
         return 1;
     }
+    char host[64];
+    uint16_t port;
+    ag_cli_parse_listen(listen, host, &port);
     fprintf(stderr,
-            "agora: serving http://%s through the gateway (services on 127.0.0.1:%u, data in %s)\n"
+            "agora: serving http://%s:%u through the gateway (services on 127.0.0.1:%u, data in %s)\n"
             "       writes need a token: agora token --data %s --sub <id> --role customer\n"
             "       Ctrl-C to stop\n",
-            listen, ag_platform_port(p), data, data);
+            host, ag_gateway_port(gw), ag_platform_port(p), data, data);
     ag_gateway_run_until_signal(gw);
     ag_gateway_stop(gw, 5000);
     ag_platform_stop(p);

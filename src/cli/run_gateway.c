@@ -90,6 +90,7 @@ static const char template_yaml[] =
     "        tcp: {maxConnections: 256, connectTimeout: 1s}\n"
     "        http: {http1MaxPendingRequests: 4096}\n"
     "      healthCheck: {path: /health/live, interval: 5s, timeout: 1s}\n"
+    "      circuitBreaker: {consecutiveErrors: 50, openTime: 5s}\n"
     "virtualServices:\n"
     "  - name: agora\n"
     "    http:\n"

@@ -170,6 +170,8 @@ int ag_platform_start(const struct ag_platform_config *cfg, struct ag_platform *
 
 uint16_t ag_platform_port(const struct ag_platform *p) { return ag_http_server_port(p->server); }
 
+struct ag_obs_registry *ag_platform_metrics(struct ag_platform *p) { return p->metrics; }
+
 int ag_platform_run_until_signal(struct ag_platform *p)
 {
     return ag_http_server_run_until_signal(p->server, 5000);

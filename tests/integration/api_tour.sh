@@ -65,7 +65,10 @@ req() {
     id=$(printf '%03d' "$N")
     H="$EX/$id.hdr" B="$EX/$id.body"
     echo "$m $p" >"$EX/$id.req"
-    curl -sS --max-time 10 -X "$m" -D "$H" -o "$B" "$@" "$BASE$p" || fail "curl $m $p"
+    local auth=()
+    # writes go through the gateway with a token (AUTH; NOAUTH=1 sends none)
+    if [ "$m" != GET ] && [ "$m" != HEAD ] && [ -z "${NOAUTH:-}" ]; then auth=(-H "Authorization: Bearer $AUTH"); fi
+    curl -sS --max-time 10 -X "$m" -D "$H" -o "$B" "${auth[@]}" "$@" "$BASE$p" || fail "curl $m $p"
     touch "$B"
     ST=$(awk 'NR==1{print $2}' "$H")
 }
@@ -125,6 +128,15 @@ req GET /health/ready
 status 200
 check "b.status==='up'"
 pass "agora run is ready at $BASE"
+
+# ---- tokens: writes go through the gateway with a JWT ----
+AUTH=$("$BIN" token --data "$TMP/data" --sub tour --role customer) || fail "agora token"
+ADMIN=$("$BIN" token --data "$TMP/data" --sub ops --role admin) || fail "agora token (admin)"
+NOAUTH=1 post /api/v1/customers '{"email": "nobody@example.com", "name": "No Token"}'
+problem 401
+NOAUTH=1 post /api/v1/customers '{"email": "nobody@example.com", "name": "Bad"}' -H "Authorization: Bearer ${AUTH%?}x"
+problem 401
+pass "writes without a valid token are refused with 401"
 
 # ---- 1. register a customer ----
 post /api/v1/customers '{"email": "ada@example.com", "name": "Ada Lovelace"}'
@@ -254,14 +266,17 @@ req GET "/api/v1/accounts/$AID"
 check "b.balance.amount===$BAL" "b.transactionCount===2"
 pass "out-of-stock order ($((WC_AV + 1)) × WC-06, $WC_AV available): cancelled (insufficient stock), nothing charged"
 
-# ---- 7b. restock ----
+# ---- 7b. restock (the admin role) ----
 post "/api/v1/inventory/$WC/restock" '{"quantity": 5}'
+problem 403
+ADM=(-H "Authorization: Bearer $ADMIN")
+NOAUTH=1 post "/api/v1/inventory/$WC/restock" '{"quantity": 5}' "${ADM[@]}"
 status 200
 check "b.productId==='$WC'" "b.available===$((WC_AV + 5))" "b.available===b.onHand-b.reserved"
 poll "/api/v1/inventory/$WC" "b.available===$((WC_AV + 5))"
-post "/api/v1/inventory/$WC/restock" '{"quantity": 0}'
+NOAUTH=1 post "/api/v1/inventory/$WC/restock" '{"quantity": 0}' "${ADM[@]}"
 problem 400 /quantity
-post /api/v1/inventory/nope/restock '{"quantity": 1}'
+NOAUTH=1 post /api/v1/inventory/nope/restock '{"quantity": 1}' "${ADM[@]}"
 problem 404
 pass "restock WC-06 by 5: 200, available $((WC_AV + 5))"
 
@@ -448,6 +463,9 @@ req GET "/admin/sagas?status=failed"
 status 200
 check "b.items.length===0"
 req GET /admin/circuit-breakers
+status 200
+check "b.breakers.some(c=>c.name==='platform' && c.state==='closed')"
+req GET /platform/admin/circuit-breakers
 status 200
 check "b.items.length===5" "b.items.every(c=>c.state==='closed')"
 pass "X-Request-ID kept, traceparent continued; /health/live, /metrics, /admin/projections, /admin/sagas, /admin/circuit-breakers"

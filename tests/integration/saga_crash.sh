@@ -62,7 +62,7 @@ seed_catalog() {
 start_server() {
   local log=$1
   shift
-  env "$@" "$AGORA" run --data "$DATA" --listen 127.0.0.1:0 --no-seed --workers 2 2>"$log" >/dev/null &
+  env "$@" "$AGORA" run --data "$DATA" --listen 127.0.0.1:0 --no-seed --no-gateway --workers 2 2>"$log" >/dev/null &
   SPID=$!
   PORT=
   for _ in $(seq 400); do

@@ -19,7 +19,7 @@ struct ag_platform_config {
     int workers;           /* HTTP worker loops; 0 = cores */
     bool seed;             /* demo catalog, stock and funded customers on first start */
     bool no_sync;          /* store without fdatasync (tests only: not durable) */
-    unsigned saga_threads; /* 0 = 64 (they mostly wait on group commit) */
+    unsigned saga_threads; /* 0 = 256 (they mostly wait on group commit); env AGORA_SAGA_THREADS */
 };
 
 struct ag_platform;

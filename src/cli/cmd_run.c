@@ -25,6 +25,7 @@ static const char usage_text[] =
     "                      limits): for benchmarks and tests of the services alone\n"
     "\n"
     "The JWT secret is AGORA_JWT_SECRET when set, else a random one kept in DIR/jwt-secret.\n"
+    "AGORA_SAGA_THREADS sets the saga workers (default 256).\n"
     "\n"
     "Fault injection for demos: AGORA_FAULT_<STEP>=rate[,latency_ms[,comp_rate]] with\n"
     "STEP one of PLACEORDER, RESERVEINVENTORY, PROCESSPAYMENT, ARRANGESHIPMENT,\n"
@@ -106,6 +107,8 @@ static int run(int argc, char **argv)
     setenv("UV_THREADPOOL_SIZE", "64", 0);
     struct ag_platform_config cfg = {.data_dir = data, .host = host, .port = port, .workers = workers,
                                      .seed = seed};
+    const char *st = getenv("AGORA_SAGA_THREADS");
+    if (st && atoi(st) > 0 && atoi(st) <= 1024) cfg.saga_threads = (unsigned)atoi(st);
     if (gateway) cfg.port = 0; /* the services listen on an ephemeral loopback port */
     if (gateway) cfg.host = "127.0.0.1";
     struct ag_platform *p;

@@ -3,6 +3,7 @@
 #define AGORA_SERVICES_INTERNAL_H
 
 #include <jansson.h>
+#include <pthread.h>
 #include <sqlite3.h>
 #include <uv.h>
 
@@ -32,7 +33,17 @@ struct ag_platform {
     struct ag_http_server *server;
     struct ag_obs_registry *metrics;
     struct ag_obs_health *health;
+    /* the monitor thread: publishes projection lag, saga and store figures as metrics */
+    pthread_t monitor;
+    bool monitor_started;
+    pthread_mutex_t monitor_lock;
+    pthread_cond_t monitor_cond;
+    bool monitor_stop;
 };
+
+/* Start/stop the metrics monitor (platform.c). */
+int svc_monitor_start(struct ag_platform *p);
+void svc_monitor_stop(struct ag_platform *p);
 
 /* Aggregate types for the repository (from the domain's tables). */
 extern const struct ag_es_type svc_customer_type, svc_product_type, svc_order_type,

@@ -160,6 +160,7 @@ int ag_platform_start(const struct ag_platform_config *cfg, struct ag_platform *
     if (!rc) rc = open_read_models(p, err);
     if (!rc && cfg->seed && st.events == 0) rc = svc_seed(p, err);
     if (!rc) rc = start_http(p, err);
+    if (!rc && svc_monitor_start(p)) rc = ag_err_set(err, AG_ENOMEM, "cannot start the monitor thread");
     if (rc) {
         ag_platform_stop(p);
         return rc;
@@ -180,6 +181,7 @@ int ag_platform_run_until_signal(struct ag_platform *p)
 void ag_platform_stop(struct ag_platform *p)
 {
     if (!p) return;
+    svc_monitor_stop(p);
     if (p->server) {
         if (!ag_http_server_draining(p->server)) ag_http_server_drain(p->server, 2000);
         ag_http_server_wait(p->server);

@@ -1,0 +1,126 @@
+/*
+ * The platform's monitor: twice a second it turns the projector's, the saga
+ * engine's and the store's figures into Prometheus metrics (the sources keep
+ * plain counters; only this thread touches the gauges it sets).
+ *   agora_projection_lag_events{projection}    events not yet projected
+ *   agora_projection_lag_seconds{projection}   age of the oldest unprojected event
+ *   agora_projection_checkpoint{projection}    next position it will read
+ *   agora_saga_sagas{outcome}                  started/completed/compensated/failed since start
+ *   agora_saga_queued                          sagas waiting for a worker
+ *   agora_store_events, agora_store_streams, agora_store_commits, agora_store_bytes
+ */
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "services/internal.h"
+
+#define MAX_PROJ 16
+
+struct gauges {
+    struct ag_obs_series *lag_events[MAX_PROJ], *lag_seconds[MAX_PROJ], *checkpoint[MAX_PROJ];
+    struct ag_obs_series *sagas[4], *queued;
+    struct ag_obs_series *store[4];
+};
+
+static struct ag_obs_series *series(struct ag_obs_registry *r, const char *name, const char *help,
+                                    const char *label, const char *value)
+{
+    struct ag_obs_family *f;
+    struct ag_obs_series *s = NULL;
+    const char *labels[] = {label};
+    const char *values[] = {value};
+    if (ag_obs_family_new(r, AG_OBS_GAUGE, name, help, label ? 1 : 0, labels, NULL, 0, &f) == 0)
+        ag_obs_series_get(f, label ? values : NULL, &s);
+    return s;
+}
+
+static void make_gauges(struct ag_platform *p, struct gauges *g)
+{
+    memset(g, 0, sizeof *g);
+    struct ag_obs_registry *r = p->metrics;
+    size_t n = ag_projector_count(p->projector);
+    for (size_t i = 0; i < n && i < MAX_PROJ; i++) {
+        struct ag_projection_stats st;
+        ag_projector_stats(p->projector, i, &st);
+        g->lag_events[i] = series(r, "agora_projection_lag_events", "Events not yet projected.", "projection", st.name);
+        g->lag_seconds[i] = series(r, "agora_projection_lag_seconds", "Age of the oldest unprojected event.",
+                                   "projection", st.name);
+        g->checkpoint[i] = series(r, "agora_projection_checkpoint", "Next $all position the projection reads.",
+                                  "projection", st.name);
+    }
+    static const char *const outcomes[] = {"started", "completed", "compensated", "failed"};
+    for (int i = 0; i < 4; i++)
+        g->sagas[i] = series(r, "agora_saga_sagas", "Sagas by outcome since start.", "outcome", outcomes[i]);
+    g->queued = series(r, "agora_saga_queued", "Sagas waiting for a worker.", NULL, NULL);
+    g->store[0] = series(r, "agora_store_events", "Events in the store.", NULL, NULL);
+    g->store[1] = series(r, "agora_store_streams", "Streams with events.", NULL, NULL);
+    g->store[2] = series(r, "agora_store_commits", "Group commits (fdatasync) since open.", NULL, NULL);
+    g->store[3] = series(r, "agora_store_bytes", "Bytes of event log.", NULL, NULL);
+}
+
+static void publish(struct ag_platform *p, const struct gauges *g)
+{
+    size_t n = ag_projector_count(p->projector);
+    for (size_t i = 0; i < n && i < MAX_PROJ; i++) {
+        struct ag_projection_stats st;
+        ag_projector_stats(p->projector, i, &st);
+        ag_obs_gauge_set(g->lag_events[i], (double)st.lag_events);
+        ag_obs_gauge_set(g->lag_seconds[i], st.lag_seconds);
+        ag_obs_gauge_set(g->checkpoint[i], (double)st.checkpoint);
+    }
+    struct ag_saga_engine_stats ss;
+    ag_saga_engine_stats(p->sagas, &ss);
+    ag_obs_gauge_set(g->sagas[0], (double)ss.started);
+    ag_obs_gauge_set(g->sagas[1], (double)ss.completed);
+    ag_obs_gauge_set(g->sagas[2], (double)ss.compensated);
+    ag_obs_gauge_set(g->sagas[3], (double)ss.failed);
+    ag_obs_gauge_set(g->queued, (double)ss.queued);
+    struct ag_store_stats st;
+    ag_store_stats(p->store, &st);
+    ag_obs_gauge_set(g->store[0], (double)st.events);
+    ag_obs_gauge_set(g->store[1], (double)st.streams);
+    ag_obs_gauge_set(g->store[2], (double)st.commits);
+    ag_obs_gauge_set(g->store[3], (double)st.bytes);
+}
+
+static void *monitor_main(void *arg)
+{
+    struct ag_platform *p = arg;
+    struct gauges g;
+    make_gauges(p, &g);
+    pthread_mutex_lock(&p->monitor_lock);
+    while (!p->monitor_stop) {
+        pthread_mutex_unlock(&p->monitor_lock);
+        publish(p, &g);
+        pthread_mutex_lock(&p->monitor_lock);
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 500000000;
+        if (ts.tv_nsec >= 1000000000) ts.tv_sec++, ts.tv_nsec -= 1000000000;
+        if (!p->monitor_stop) pthread_cond_timedwait(&p->monitor_cond, &p->monitor_lock, &ts);
+    }
+    pthread_mutex_unlock(&p->monitor_lock);
+    return NULL;
+}
+
+int svc_monitor_start(struct ag_platform *p)
+{
+    pthread_mutex_init(&p->monitor_lock, NULL);
+    pthread_cond_init(&p->monitor_cond, NULL);
+    p->monitor_started = pthread_create(&p->monitor, NULL, monitor_main, p) == 0;
+    return p->monitor_started ? 0 : AG_ENOMEM;
+}
+
+void svc_monitor_stop(struct ag_platform *p)
+{
+    if (!p->monitor_started) return;
+    pthread_mutex_lock(&p->monitor_lock);
+    p->monitor_stop = true;
+    pthread_cond_signal(&p->monitor_cond);
+    pthread_mutex_unlock(&p->monitor_lock);
+    pthread_join(p->monitor, NULL);
+    pthread_cond_destroy(&p->monitor_cond);
+    pthread_mutex_destroy(&p->monitor_lock);
+    p->monitor_started = false;
+}

@@ -30,7 +30,8 @@ static int param(struct ag_http_req *req, void *ud)
 {
     (void)ud;
     const char *q = ag_http_req_query_param(req, "q");
-    return ag_http_respond_json(req, 200, json_pack("{s:s, s:s?}", "id", ag_http_req_param(req, "id"), "q", q));
+    return ag_http_respond_json(
+        req, 200, json_pack("{s:s, s:s?}", "id", ag_http_req_param(req, "id"), "q", q));
 }
 
 static int later(struct ag_http_req *req, void *ud)
@@ -68,8 +69,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static struct ag_http_router *router;
     if (!router) router = make_router();
-    struct ag_http_server_config cfg = {.max_header_bytes = 2048, .max_body_bytes = 4096, .max_pipeline = 4,
-                                        .header_timeout_ms = 50, .body_timeout_ms = 50, .idle_timeout_ms = 100};
+    struct ag_http_server_config cfg = {.max_header_bytes = 2048,
+                                        .max_body_bytes = 4096,
+                                        .max_pipeline = 4,
+                                        .header_timeout_ms = 50,
+                                        .body_timeout_ms = 50,
+                                        .idle_timeout_ms = 100};
     struct ag__http_memconn *m;
     if (ag__http_memconn_new(router, &cfg, &m)) return 0;
     ndeferred = 0;

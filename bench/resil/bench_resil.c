@@ -27,8 +27,12 @@ static volatile int sink;
 static double bench_breaker(long iters)
 {
     struct ag_cb *cb;
-    struct ag_cb_config c = {.name = "bench", .failure_threshold = 5, .window_type = AG_CB_WINDOW_COUNT,
-                             .window_size = 100, .min_calls = 20, .failure_rate_pct = 50};
+    struct ag_cb_config c = {.name = "bench",
+                             .failure_threshold = 5,
+                             .window_type = AG_CB_WINDOW_COUNT,
+                             .window_size = 100,
+                             .min_calls = 20,
+                             .failure_rate_pct = 50};
     if (ag_cb_new(&c, &cb, NULL)) exit(1);
     uint64_t t0 = now_ns();
     for (long i = 0; i < iters; i++) {
@@ -57,7 +61,9 @@ static double bench_gcra(int threads, long iters)
 {
     struct ag_gcra g;
     /* a rate high enough that most calls are admitted: the CAS path is exercised */
-    ag_gcra_init(&g, &(struct ag_rate){.limit = 1000000000, .period_ns = 1000000000ull, .burst = 1000}, NULL);
+    ag_gcra_init(&g,
+                 &(struct ag_rate){.limit = 1000000000, .period_ns = 1000000000ull, .burst = 1000},
+                 NULL);
     pthread_t t[16];
     struct gcra_arg a[16];
     uint64_t t0 = now_ns();
@@ -86,11 +92,18 @@ static double bench_pipeline(long iters)
     ag_bulkhead_new(&(struct ag_bulkhead_config){.name = "bench", .max_concurrent = 64}, &bh, NULL);
     ag_retry_budget_new(&(struct ag_retry_budget_config){.ratio = 0.2, .min_per_sec = 10}, &budget);
     static const int fallback_value = 0;
-    struct ag_pipeline p = {
-        .name = "bench", .breaker = cb, .bulkhead = bh,
-        .fallback = {.on = AG_FALLBACK_ON_REJECTED, .value = &fallback_value, .value_size = sizeof(int)},
-        .retry = {.max_attempts = 3, .backoff = AG_BACKOFF_EXPONENTIAL, .jitter = AG_JITTER_FULL, .budget = budget},
-        .attempt_timeout_ns = 1000000000ull, .overall_timeout_ns = 3000000000ull};
+    struct ag_pipeline p = {.name = "bench",
+                            .breaker = cb,
+                            .bulkhead = bh,
+                            .fallback = {.on = AG_FALLBACK_ON_REJECTED,
+                                         .value = &fallback_value,
+                                         .value_size = sizeof(int)},
+                            .retry = {.max_attempts = 3,
+                                      .backoff = AG_BACKOFF_EXPONENTIAL,
+                                      .jitter = AG_JITTER_FULL,
+                                      .budget = budget},
+                            .attempt_timeout_ns = 1000000000ull,
+                            .overall_timeout_ns = 3000000000ull};
     int result = 0;
     uint64_t t0 = now_ns();
     for (long i = 0; i < iters; i++) {
@@ -111,10 +124,14 @@ int main(int argc, char **argv)
     long iters = argc > 3 ? atol(argv[3]) : 20000000;
     if (threads < 1 || threads > 16 || iters < 1) return 2;
     double ns;
-    if (!strcmp(what, "breaker")) ns = bench_breaker(iters);
-    else if (!strcmp(what, "gcra")) ns = bench_gcra(threads, iters);
-    else if (!strcmp(what, "pipeline")) ns = bench_pipeline(iters);
-    else return 2;
+    if (!strcmp(what, "breaker"))
+        ns = bench_breaker(iters);
+    else if (!strcmp(what, "gcra"))
+        ns = bench_gcra(threads, iters);
+    else if (!strcmp(what, "pipeline"))
+        ns = bench_pipeline(iters);
+    else
+        return 2;
     printf("ns_per_op %.2f\n", ns);
     return 0;
 }

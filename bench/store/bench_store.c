@@ -70,17 +70,20 @@ static const char EV_META[] =
 
 static struct ag_event_data bench_event(void)
 {
-    return (struct ag_event_data){.type = EV_TYPE, .type_len = sizeof EV_TYPE - 1,
-                                  .data = EV_DATA, .data_len = sizeof EV_DATA - 1,
-                                  .metadata = EV_META, .metadata_len = sizeof EV_META - 1};
+    return (struct ag_event_data){.type = EV_TYPE,
+                                  .type_len = sizeof EV_TYPE - 1,
+                                  .data = EV_DATA,
+                                  .data_len = sizeof EV_DATA - 1,
+                                  .metadata = EV_META,
+                                  .metadata_len = sizeof EV_META - 1};
 }
 
 /* agora's on-disk record size (log.c: 64-byte header, body, 8-byte checksum, 8-aligned):
  * what raw writes per event so the ceiling moves exactly the same bytes. */
 static size_t record_bytes(size_t stream_len)
 {
-    size_t n = 64 + stream_len + (sizeof EV_TYPE - 1) + (sizeof EV_META - 1) +
-               (sizeof EV_DATA - 1) + 8;
+    size_t n =
+        64 + stream_len + (sizeof EV_TYPE - 1) + (sizeof EV_META - 1) + (sizeof EV_DATA - 1) + 8;
     return (n + 7) & ~(size_t)7;
 }
 
@@ -126,7 +129,10 @@ static int rm_entry(const char *path, const struct stat *st, int flag, struct FT
 }
 
 /* Scratch stores are gigabytes: remove each as soon as its phase is over. */
-static void rm_tree(const char *path) { nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS); }
+static void rm_tree(const char *path)
+{
+    nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
 
 static uint64_t rss_bytes(void)
 {
@@ -289,7 +295,8 @@ static void run_point(const struct impl *im, int writers, double seconds, struct
     pthread_barrier_wait(&pt.start);
     uint64_t start = now_ns();
     struct timespec d = {(time_t)seconds, (long)((seconds - (double)(time_t)seconds) * 1e9)};
-    while (nanosleep(&d, &d) && errno == EINTR) {}
+    while (nanosleep(&d, &d) && errno == EINTR) {
+    }
     atomic_store(&pt.stop, true);
     for (int i = 0; i < writers; i++) pthread_join(ws[i].th, NULL);
     fold(a, ws, writers, start);
@@ -335,7 +342,10 @@ static int agora_append(void *ts, int64_t version)
     return rc;
 }
 
-static void agora_close_t(void *ts) { free(ts); }
+static void agora_close_t(void *ts)
+{
+    free(ts);
+}
 
 /* One round in a fresh directory. */
 static void bench_agora(const char *dir, int writers, double seconds, struct acc *a)
@@ -404,7 +414,8 @@ static int raw_write_group(struct raw *r, struct raw_req *list)
         r->gbuf = b, r->gcap = len * 2;
     }
     size_t at = 0;
-    for (struct raw_req *q = list; q; q = q->next) memcpy(r->gbuf + at, q->buf, q->len), at += q->len;
+    for (struct raw_req *q = list; q; q = q->next)
+        memcpy(r->gbuf + at, q->buf, q->len), at += q->len;
     for (size_t done = 0; done < len;) {
         ssize_t w = pwrite(r->fd, r->gbuf + done, len - done, r->off + (off_t)done);
         if (w < 0) return -errno;
@@ -464,12 +475,15 @@ static int raw_append(void *ts, int64_t version)
     (void)version; /* no index: nothing to check, that is the point of the ceiling */
     sem_init(&q.done, 0, 0);
     pthread_mutex_lock(&r->lock);
-    if (r->tail) r->tail->next = &q;
-    else r->head = &q;
+    if (r->tail)
+        r->tail->next = &q;
+    else
+        r->head = &q;
     r->tail = &q;
     pthread_cond_signal(&r->cond);
     pthread_mutex_unlock(&r->lock);
-    while (sem_wait(&q.done) && errno == EINTR) {}
+    while (sem_wait(&q.done) && errno == EINTR) {
+    }
     sem_destroy(&q.done);
     return r->err;
 }
@@ -556,7 +570,8 @@ static void *pg_open_t(void *ctx, int idx, int writers)
     if (!t) return NULL;
     snprintf(t->stream, sizeof t->stream, "order-w%03d-%04d", writers, idx);
     t->c = pg_connect(ctx);
-    if (t->c && pg_ok(PQprepare(t->c, "ins", PG_INSERT, 6, NULL), PGRES_COMMAND_OK, "prepare", t->c))
+    if (t->c &&
+        pg_ok(PQprepare(t->c, "ins", PG_INSERT, 6, NULL), PGRES_COMMAND_OK, "prepare", t->c))
         return t;
     if (t->c) PQfinish(t->c);
     free(t);
@@ -634,8 +649,8 @@ static void *build_main(void *arg)
         int n = snprintf(name, sizeof name, "order-%010llu", (unsigned long long)k);
         struct ag_append_result res;
         struct ag_err err;
-        int rc = ag_store_append(b->s, name, (size_t)n, AG_STORE_NO_STREAM, ev, b->per_stream,
-                                 &res, &err);
+        int rc = ag_store_append(b->s, name, (size_t)n, AG_STORE_NO_STREAM, ev, b->per_stream, &res,
+                                 &err);
         if (rc) {
             fprintf(stderr, "build append: %s\n", ag_err_msg(&err, rc));
             break;
@@ -647,8 +662,8 @@ static void *build_main(void *arg)
 static int build_store(struct ag_store *s, uint64_t streams, size_t per_stream, int threads,
                        double budget_s)
 {
-    struct build b = {.s = s, .streams = streams, .per_stream = per_stream,
-                      .deadline = now_s() + budget_s};
+    struct build b = {
+        .s = s, .streams = streams, .per_stream = per_stream, .deadline = now_s() + budget_s};
     atomic_init(&b.next_stream, 0);
     pthread_t th[64];
     if (threads > 64) threads = 64;
@@ -800,22 +815,25 @@ static int parse_writers(int *ws)
 
 static void print_ratio(double a, double b)
 {
-    if (a > 0 && b > 0) fprintf(stderr, " %8.2fx", a / b);
-    else fprintf(stderr, " %9s", "-");
+    if (a > 0 && b > 0)
+        fprintf(stderr, " %8.2fx", a / b);
+    else
+        fprintf(stderr, " %9s", "-");
 }
 
 static void print_table(const struct result (*r)[3], int n)
 {
     fprintf(stderr, "\nstore.append (events/s, p50/p99 us), single-event batches, exact version\n");
-    fprintf(stderr, "%7s | %24s | %24s | %24s | %9s %9s\n", "writers", "agora", "raw",
-            "postgres", "agora/raw", "agora/pg");
+    fprintf(stderr, "%7s | %24s | %24s | %24s | %9s %9s\n", "writers", "agora", "raw", "postgres",
+            "agora/raw", "agora/pg");
     for (int i = 0; i < n; i++) {
         fprintf(stderr, "%7d |", r[i][0].writers);
         for (int k = 0; k < 3; k++) {
             if (r[i][k].ran)
                 fprintf(stderr, " %8.0f %6.0f/%-7.0f |", r[i][k].ops_per_s, r[i][k].p50_us,
                         r[i][k].p99_us);
-            else fprintf(stderr, " %24s |", "-");
+            else
+                fprintf(stderr, " %24s |", "-");
         }
         print_ratio(r[i][0].ops_per_s, r[i][1].ops_per_s);
         print_ratio(r[i][0].ops_per_s, r[i][2].ops_per_s);
@@ -833,9 +851,11 @@ static void print_point(struct acc *a, struct result *out)
         uint64_t ops = a[k].ops, commits = a[k].commits;
         out[k] = finish(&a[k]);
         if (commits)
-            snprintf(extra, sizeof extra, ",\"seconds\":%.2f,\"commits\":%llu,\"events_per_commit\":%.1f",
-                     a[k].secs, (unsigned long long)commits, (double)ops / (double)commits);
-        else snprintf(extra, sizeof extra, ",\"seconds\":%.2f", a[k].secs);
+            snprintf(extra, sizeof extra,
+                     ",\"seconds\":%.2f,\"commits\":%llu,\"events_per_commit\":%.1f", a[k].secs,
+                     (unsigned long long)commits, (double)ops / (double)commits);
+        else
+            snprintf(extra, sizeof extra, ",\"seconds\":%.2f", a[k].secs);
         print_append(&out[k], extra);
     }
 }

@@ -18,11 +18,11 @@
 #include "agora/error.h"
 
 #define AG_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
-#define AG_MIN(a, b) ((a) < (b) ? (a) : (b))
-#define AG_MAX(a, b) ((a) > (b) ? (a) : (b))
-#define AG_UNUSED(x) ((void)(x))
-#define AG_LIKELY(x) __builtin_expect(!!(x), 1)
-#define AG_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define AG_MIN(a, b)     ((a) < (b) ? (a) : (b))
+#define AG_MAX(a, b)     ((a) > (b) ? (a) : (b))
+#define AG_UNUSED(x)     ((void)(x))
+#define AG_LIKELY(x)     __builtin_expect(!!(x), 1)
+#define AG_UNLIKELY(x)   __builtin_expect(!!(x), 0)
 
 /* ---- allocation ---- */
 
@@ -84,15 +84,21 @@ AG_EXTERN const struct ag_clock *ag_clock_system(void);
 
 /* A fake clock for tests: both wall and monotonic advance only when told. */
 struct ag_fake_clock {
-    struct ag_clock clock;  /* pass &fc.clock wherever a clock is wanted */
-    uint64_t now_ns;        /* current wall time */
-    uint64_t mono_ns;       /* current monotonic time */
+    struct ag_clock clock; /* pass &fc.clock wherever a clock is wanted */
+    uint64_t now_ns;       /* current wall time */
+    uint64_t mono_ns;      /* current monotonic time */
 };
 AG_EXTERN void ag_fake_clock_init(struct ag_fake_clock *fc, uint64_t start_wall_ns);
 AG_EXTERN void ag_fake_clock_advance(struct ag_fake_clock *fc, uint64_t ns);
 
-static inline uint64_t ag_clock_now(const struct ag_clock *c) { return c->now_ns(c->ctx); }
-static inline uint64_t ag_clock_mono(const struct ag_clock *c) { return c->mono_ns(c->ctx); }
+static inline uint64_t ag_clock_now(const struct ag_clock *c)
+{
+    return c->now_ns(c->ctx);
+}
+static inline uint64_t ag_clock_mono(const struct ag_clock *c)
+{
+    return c->mono_ns(c->ctx);
+}
 /* Format Unix ns as RFC 3339 UTC with microseconds ("2026-11-21T12:00:00.123456Z");
  * `out` must hold 32 bytes. Returns the length. */
 AG_EXTERN size_t ag_time_rfc3339(uint64_t unix_ns, char out[32]);
@@ -112,7 +118,10 @@ struct ag_xoshiro {
 AG_EXTERN void ag_xoshiro_seed(struct ag_xoshiro *x, uint64_t seed);
 /* A thread-safe RNG seeded from the OS (borrowed, static; one state per thread). */
 AG_EXTERN const struct ag_rng *ag_rng_system(void);
-static inline uint64_t ag_rng_next(const struct ag_rng *r) { return r->next(r->ctx); }
+static inline uint64_t ag_rng_next(const struct ag_rng *r)
+{
+    return r->next(r->ctx);
+}
 /* Uniform double in [0, 1). */
 AG_EXTERN double ag_rng_double(const struct ag_rng *r);
 /* Uniform integer in [0, n) without modulo bias; n > 0. */
@@ -127,7 +136,8 @@ struct ag_uuid {
 /* A new UUIDv7: 48-bit ms timestamp, then a 12-bit sequence that keeps ids
  * monotonic within one millisecond in this process, then 62 random bits.
  * NULL clock/rng mean the system ones. */
-AG_EXTERN void ag_uuid_v7(struct ag_uuid *out, const struct ag_clock *clock, const struct ag_rng *rng);
+AG_EXTERN void ag_uuid_v7(struct ag_uuid *out, const struct ag_clock *clock,
+                          const struct ag_rng *rng);
 /* Lower-case canonical form into out[37] (NUL-terminated). */
 AG_EXTERN void ag_uuid_format(const struct ag_uuid *u, char out[AG_UUID_STRLEN + 1]);
 /* Parse the canonical 36-char form (either case); AG_EINVAL otherwise. */
@@ -149,11 +159,11 @@ struct ag_log_field {
         double d;
     } v;
 };
-#define AG_LS(k, x) ((struct ag_log_field){(k), AG_LF_STR, {.s = (x)}})
-#define AG_LI(k, x) ((struct ag_log_field){(k), AG_LF_INT, {.i = (long long)(x)}})
-#define AG_LU(k, x) ((struct ag_log_field){(k), AG_LF_UINT, {.u = (unsigned long long)(x)}})
-#define AG_LD(k, x) ((struct ag_log_field){(k), AG_LF_DBL, {.d = (double)(x)}})
-#define AG_LB(k, x) ((struct ag_log_field){(k), AG_LF_BOOL, {.i = !!(x)}})
+#define AG_LS(k, x)   ((struct ag_log_field){(k), AG_LF_STR, {.s = (x)}})
+#define AG_LI(k, x)   ((struct ag_log_field){(k), AG_LF_INT, {.i = (long long)(x)}})
+#define AG_LU(k, x)   ((struct ag_log_field){(k), AG_LF_UINT, {.u = (unsigned long long)(x)}})
+#define AG_LD(k, x)   ((struct ag_log_field){(k), AG_LF_DBL, {.d = (double)(x)}})
+#define AG_LB(k, x)   ((struct ag_log_field){(k), AG_LF_BOOL, {.i = !!(x)}})
 #define AG_LRAW(k, x) ((struct ag_log_field){(k), AG_LF_RAW, {.s = (x)}})
 
 /* Writes one JSON object per line: {"ts":..., "level":..., "msg":..., fields...}. */
@@ -165,16 +175,16 @@ AG_EXTERN void ag_log_set_fd(int fd);
 /* Parse "debug|info|warn|error|off"; -1 when unknown. */
 AG_EXTERN int ag_log_level_parse(const char *s);
 
-#define AG_LOG(level, msg, ...)                                                     \
-    do {                                                                            \
-        if ((level) >= ag_log_get_level()) {                                        \
-            const struct ag_log_field ag_lf_[] = {{0}, __VA_ARGS__};                \
-            ag_log_write((level), (msg), ag_lf_, AG_ARRAY_SIZE(ag_lf_));            \
-        }                                                                           \
+#define AG_LOG(level, msg, ...)                                                                    \
+    do {                                                                                           \
+        if ((level) >= ag_log_get_level()) {                                                       \
+            const struct ag_log_field ag_lf_[] = {{0}, __VA_ARGS__};                               \
+            ag_log_write((level), (msg), ag_lf_, AG_ARRAY_SIZE(ag_lf_));                           \
+        }                                                                                          \
     } while (0)
 #define AG_DEBUG(msg, ...) AG_LOG(AG_LOG_DEBUG, msg, __VA_ARGS__)
-#define AG_INFO(msg, ...) AG_LOG(AG_LOG_INFO, msg, __VA_ARGS__)
-#define AG_WARN(msg, ...) AG_LOG(AG_LOG_WARN, msg, __VA_ARGS__)
+#define AG_INFO(msg, ...)  AG_LOG(AG_LOG_INFO, msg, __VA_ARGS__)
+#define AG_WARN(msg, ...)  AG_LOG(AG_LOG_WARN, msg, __VA_ARGS__)
 #define AG_ERROR(msg, ...) AG_LOG(AG_LOG_ERROR, msg, __VA_ARGS__)
 
 /* ---- JSON validation ---- */

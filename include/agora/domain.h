@@ -46,7 +46,7 @@
 
 /* An amount of money: integer minor units (cents) in one ISO 4217 currency. */
 struct ag_money {
-    int64_t amount;  /* minor units; may be negative in arithmetic results */
+    int64_t amount;   /* minor units; may be negative in arithmetic results */
     char currency[4]; /* three upper-case letters, NUL-terminated */
 };
 
@@ -144,31 +144,31 @@ struct ag_dom_idmap {
 };
 
 /* Event type names. */
-#define AG_EV_CUSTOMER_REGISTERED "CustomerRegistered"
+#define AG_EV_CUSTOMER_REGISTERED   "CustomerRegistered"
 #define AG_EV_CUSTOMER_TIER_CHANGED "CustomerTierChanged"
-#define AG_EV_ADDRESS_ADDED "AddressAdded"
-#define AG_EV_PRODUCT_ADDED "ProductAdded"
+#define AG_EV_ADDRESS_ADDED         "AddressAdded"
+#define AG_EV_PRODUCT_ADDED         "ProductAdded"
 #define AG_EV_PRODUCT_PRICE_CHANGED "ProductPriceChanged"
-#define AG_EV_PRODUCT_DISCONTINUED "ProductDiscontinued"
-#define AG_EV_ORDER_CREATED "OrderCreated"
-#define AG_EV_ITEM_ADDED "ItemAdded"
-#define AG_EV_ITEM_REMOVED "ItemRemoved"
-#define AG_EV_ORDER_PLACED "OrderPlaced"
-#define AG_EV_ORDER_CONFIRMED "OrderConfirmed"
-#define AG_EV_ORDER_CANCELLED "OrderCancelled"
-#define AG_EV_ORDER_SHIPPED "OrderShipped"
-#define AG_EV_STOCK_ADDED "StockAdded"
-#define AG_EV_STOCK_RESERVED "StockReserved"
-#define AG_EV_STOCK_RELEASED "StockReleased"
-#define AG_EV_ACCOUNT_OPENED "AccountOpened"
-#define AG_EV_MONEY_DEPOSITED "MoneyDeposited"
-#define AG_EV_MONEY_WITHDRAWN "MoneyWithdrawn"
-#define AG_EV_PAYMENT_CAPTURED "PaymentCaptured"
-#define AG_EV_PAYMENT_REFUNDED "PaymentRefunded"
-#define AG_EV_ACCOUNT_CLOSED "AccountClosed"
-#define AG_EV_SHIPMENT_ARRANGED "ShipmentArranged"
-#define AG_EV_SHIPMENT_CANCELLED "ShipmentCancelled"
-#define AG_EV_SHIPMENT_DISPATCHED "ShipmentDispatched"
+#define AG_EV_PRODUCT_DISCONTINUED  "ProductDiscontinued"
+#define AG_EV_ORDER_CREATED         "OrderCreated"
+#define AG_EV_ITEM_ADDED            "ItemAdded"
+#define AG_EV_ITEM_REMOVED          "ItemRemoved"
+#define AG_EV_ORDER_PLACED          "OrderPlaced"
+#define AG_EV_ORDER_CONFIRMED       "OrderConfirmed"
+#define AG_EV_ORDER_CANCELLED       "OrderCancelled"
+#define AG_EV_ORDER_SHIPPED         "OrderShipped"
+#define AG_EV_STOCK_ADDED           "StockAdded"
+#define AG_EV_STOCK_RESERVED        "StockReserved"
+#define AG_EV_STOCK_RELEASED        "StockReleased"
+#define AG_EV_ACCOUNT_OPENED        "AccountOpened"
+#define AG_EV_MONEY_DEPOSITED       "MoneyDeposited"
+#define AG_EV_MONEY_WITHDRAWN       "MoneyWithdrawn"
+#define AG_EV_PAYMENT_CAPTURED      "PaymentCaptured"
+#define AG_EV_PAYMENT_REFUNDED      "PaymentRefunded"
+#define AG_EV_ACCOUNT_CLOSED        "AccountClosed"
+#define AG_EV_SHIPMENT_ARRANGED     "ShipmentArranged"
+#define AG_EV_SHIPMENT_CANCELLED    "ShipmentCancelled"
+#define AG_EV_SHIPMENT_DISPATCHED   "ShipmentDispatched"
 
 /* ---- the aggregate table (what the event-sourcing kernel calls) ---- */
 
@@ -208,7 +208,7 @@ struct ag_price_quote {
     struct ag_money total;    /* what the customer pays, >= 0 */
 };
 
-#define AG_PRICING_PREMIUM_BP 1000 /* premium customers: 10% off */
+#define AG_PRICING_PREMIUM_BP     1000 /* premium customers: 10% off */
 #define AG_PRICING_MAX_PERCENT_BP 5000 /* percentage discounts together: at most 50% */
 
 /* Price lines for a customer. Stacking rule:
@@ -229,13 +229,13 @@ AG_EXTERN int ag_pricing_quote(const struct ag_price_line *lines, size_t n, bool
 #define AG_CUSTOMER_MAX_ADDRESSES 8
 
 struct ag_customer {
-    bool exists;                            /* CustomerRegistered seen */
-    char id[AG_DOM_ID_MAX];                 /* customer id */
-    char email[256];                        /* as registered (≤ 254 bytes) */
-    char name[256];                         /* display name */
-    char account_id[AG_DOM_ID_MAX];         /* the customer's wallet account */
-    bool premium;                           /* tier: premium (true) or standard */
-    size_t naddresses;                      /* addresses used */
+    bool exists;                                            /* CustomerRegistered seen */
+    char id[AG_DOM_ID_MAX];                                 /* customer id */
+    char email[256];                                        /* as registered (≤ 254 bytes) */
+    char name[256];                                         /* display name */
+    char account_id[AG_DOM_ID_MAX];                         /* the customer's wallet account */
+    bool premium;                                           /* tier: premium (true) or standard */
+    size_t naddresses;                                      /* addresses used */
     struct ag_address addresses[AG_CUSTOMER_MAX_ADDRESSES]; /* in the order added */
 };
 
@@ -261,7 +261,8 @@ AG_EXTERN int ag_customer_restore(void *state, const json_t *snap);
 /* "standard" or "premium". */
 AG_EXTERN const char *ag_customer_tier_name(bool premium);
 /* CustomerRegistered {customerId, email, name, tier, accountId}. */
-AG_EXTERN int ag_customer_register(const struct ag_customer *st, const struct ag_customer_register *cmd,
+AG_EXTERN int ag_customer_register(const struct ag_customer *st,
+                                   const struct ag_customer_register *cmd,
                                    struct ag_dom_events *out, struct ag_err *err);
 /* CustomerTierChanged {tier}. */
 AG_EXTERN int ag_customer_change_tier(const struct ag_customer *st,
@@ -326,22 +327,22 @@ enum ag_order_status {
 };
 
 struct ag_order {
-    bool exists;                      /* OrderCreated seen */
-    enum ag_order_status status;      /* lifecycle */
-    char id[AG_DOM_ID_MAX];           /* order id */
-    char customer_id[AG_DOM_ID_MAX];  /* who ordered */
-    char currency[4];                 /* every line and amount is in this currency */
-    struct ag_price_line *lines;      /* owned; one line per product, in the order added */
-    size_t nlines;                    /* lines used */
-    size_t cap;                       /* lines allocated */
-    bool has_address;                 /* shipping_address is set (at OrderPlaced) */
+    bool exists;                        /* OrderCreated seen */
+    enum ag_order_status status;        /* lifecycle */
+    char id[AG_DOM_ID_MAX];             /* order id */
+    char customer_id[AG_DOM_ID_MAX];    /* who ordered */
+    char currency[4];                   /* every line and amount is in this currency */
+    struct ag_price_line *lines;        /* owned; one line per product, in the order added */
+    size_t nlines;                      /* lines used */
+    size_t cap;                         /* lines allocated */
+    bool has_address;                   /* shipping_address is set (at OrderPlaced) */
     struct ag_address shipping_address; /* where to ship */
-    struct ag_money subtotal;         /* Σ lines (kept current while draft) */
-    struct ag_money discount;         /* set by OrderPlaced; 0 before */
-    struct ag_money total;            /* subtotal - discount */
-    char cancellation_reason[256];    /* set by OrderCancelled */
-    char tracking_number[64];         /* set by OrderConfirmed */
-    char saga_id[AG_DOM_ID_MAX];      /* the PlaceOrder saga, set by OrderPlaced */
+    struct ag_money subtotal;           /* Σ lines (kept current while draft) */
+    struct ag_money discount;           /* set by OrderPlaced; 0 before */
+    struct ag_money total;              /* subtotal - discount */
+    char cancellation_reason[256];      /* set by OrderCancelled */
+    char tracking_number[64];           /* set by OrderConfirmed */
+    char saga_id[AG_DOM_ID_MAX];        /* the PlaceOrder saga, set by OrderPlaced */
 };
 
 struct ag_order_create {
@@ -383,7 +384,8 @@ AG_EXTERN const char *ag_order_status_name(enum ag_order_status s);
 /* The status named `name`; AG_EINVAL when unknown. */
 AG_EXTERN int ag_order_status_parse(const char *name, enum ag_order_status *out /* OUT */);
 /* The line for `product_id` (borrowed from st) or NULL. */
-AG_EXTERN const struct ag_price_line *ag_order_line(const struct ag_order *st, const char *product_id);
+AG_EXTERN const struct ag_price_line *ag_order_line(const struct ag_order *st,
+                                                    const char *product_id);
 /* OrderCreated {orderId, customerId, currency}. */
 AG_EXTERN int ag_order_create(const struct ag_order *st, const struct ag_order_create *cmd,
                               struct ag_dom_events *out, struct ag_err *err);
@@ -391,7 +393,8 @@ AG_EXTERN int ag_order_create(const struct ag_order *st, const struct ag_order_c
 AG_EXTERN int ag_order_add_item(const struct ag_order *st, const struct ag_order_add_item *cmd,
                                 struct ag_dom_events *out, struct ag_err *err);
 /* ItemRemoved {productId}. */
-AG_EXTERN int ag_order_remove_item(const struct ag_order *st, const struct ag_order_remove_item *cmd,
+AG_EXTERN int ag_order_remove_item(const struct ag_order *st,
+                                   const struct ag_order_remove_item *cmd,
                                    struct ag_dom_events *out, struct ag_err *err);
 /* OrderPlaced {shippingAddress, subtotal, discount, total, sagaId}. */
 AG_EXTERN int ag_order_place(const struct ag_order *st, const struct ag_order_place *cmd,
@@ -410,10 +413,10 @@ AG_EXTERN extern const struct ag_dom_aggregate ag_order_aggregate;
 /* ==== StockItem ==== */
 
 struct ag_stock {
-    bool exists;                    /* StockAdded seen */
-    char product_id[AG_DOM_ID_MAX]; /* the product this stock is of */
-    int64_t on_hand;                /* units in the warehouse */
-    int64_t reserved;               /* units held for orders; Σ reservations ≤ on_hand */
+    bool exists;                      /* StockAdded seen */
+    char product_id[AG_DOM_ID_MAX];   /* the product this stock is of */
+    int64_t on_hand;                  /* units in the warehouse */
+    int64_t reserved;                 /* units held for orders; Σ reservations ≤ on_hand */
     struct ag_dom_idmap reservations; /* active reservations: order id → quantity */
 };
 
@@ -511,8 +514,9 @@ AG_EXTERN int ag_account_open(const struct ag_account *st, const struct ag_accou
 AG_EXTERN int ag_account_deposit(const struct ag_account *st, const struct ag_account_deposit *cmd,
                                  struct ag_dom_events *out, struct ag_err *err);
 /* MoneyWithdrawn {amount, balance, at}; AG_EDOMAIN "insufficient funds: balance X, requested Y". */
-AG_EXTERN int ag_account_withdraw(const struct ag_account *st, const struct ag_account_withdraw *cmd,
-                                  struct ag_dom_events *out, struct ag_err *err);
+AG_EXTERN int ag_account_withdraw(const struct ag_account *st,
+                                  const struct ag_account_withdraw *cmd, struct ag_dom_events *out,
+                                  struct ag_err *err);
 /* PaymentCaptured {orderId, amount, balance, at}. */
 AG_EXTERN int ag_account_charge(const struct ag_account *st, const struct ag_account_charge *cmd,
                                 struct ag_dom_events *out, struct ag_err *err);
@@ -571,8 +575,9 @@ AG_EXTERN int ag_shipment_restore(void *state, const json_t *snap);
 /* "arranged", "cancelled", "dispatched". */
 AG_EXTERN const char *ag_shipment_status_name(enum ag_shipment_status s);
 /* ShipmentArranged {shipmentId, orderId, address, trackingNumber}. */
-AG_EXTERN int ag_shipment_arrange(const struct ag_shipment *st, const struct ag_shipment_arrange *cmd,
-                                  struct ag_dom_events *out, struct ag_err *err);
+AG_EXTERN int ag_shipment_arrange(const struct ag_shipment *st,
+                                  const struct ag_shipment_arrange *cmd, struct ag_dom_events *out,
+                                  struct ag_err *err);
 /* ShipmentCancelled {reason}; dispatched → AG_EDOMAIN; cancelled → no events. */
 AG_EXTERN int ag_shipment_cancel(const struct ag_shipment *st, const struct ag_shipment_cancel *cmd,
                                  struct ag_dom_events *out, struct ag_err *err);

@@ -15,34 +15,34 @@
 #define AG_EXTERN __attribute__((visibility("default")))
 
 /* X(name, message) */
-#define AG_ERROR_TABLE(X)                                                        \
-    X(NOMEM, "out of memory")                                                    \
-    X(INVAL, "invalid argument")                                                 \
-    X(IO, "input/output error")                                                  \
-    X(AGAIN, "resource temporarily unavailable")                                 \
-    X(NOTFOUND, "not found")                                                     \
-    X(EXISTS, "already exists")                                                  \
-    X(CONFLICT, "wrong expected version")                                        \
-    X(IDEMPOTENCY, "event id already used with different content")              \
-    X(CORRUPT, "corrupt data")                                                   \
-    X(LOCKED, "locked by another process")                                       \
-    X(TOOBIG, "too large")                                                       \
-    X(CLOSED, "closed")                                                          \
-    X(TIMEDOUT, "timed out")                                                     \
-    X(CANCELED, "canceled")                                                      \
-    X(JSON, "malformed JSON")                                                    \
-    X(FAILED, "store failed; reopen required")                                   \
-    X(UNSUPPORTED, "not supported")                                              \
-    X(REJECTED, "rejected")                                                      \
-    X(CIRCUIT_OPEN, "circuit breaker open")                                      \
-    X(BULKHEAD_FULL, "bulkhead full")                                            \
-    X(RATE_LIMITED, "rate limited")                                              \
-    X(CONNECT, "connection failed")                                              \
-    X(RESET, "connection reset")                                                 \
-    X(PROTOCOL, "protocol error")                                                \
-    X(POOL_TIMEOUT, "timed out waiting for a pooled connection")                \
-    X(UPSTREAM, "upstream error")                                                \
-    X(DOMAIN, "business rule violated")                                          \
+#define AG_ERROR_TABLE(X)                                                                          \
+    X(NOMEM, "out of memory")                                                                      \
+    X(INVAL, "invalid argument")                                                                   \
+    X(IO, "input/output error")                                                                    \
+    X(AGAIN, "resource temporarily unavailable")                                                   \
+    X(NOTFOUND, "not found")                                                                       \
+    X(EXISTS, "already exists")                                                                    \
+    X(CONFLICT, "wrong expected version")                                                          \
+    X(IDEMPOTENCY, "event id already used with different content")                                 \
+    X(CORRUPT, "corrupt data")                                                                     \
+    X(LOCKED, "locked by another process")                                                         \
+    X(TOOBIG, "too large")                                                                         \
+    X(CLOSED, "closed")                                                                            \
+    X(TIMEDOUT, "timed out")                                                                       \
+    X(CANCELED, "canceled")                                                                        \
+    X(JSON, "malformed JSON")                                                                      \
+    X(FAILED, "store failed; reopen required")                                                     \
+    X(UNSUPPORTED, "not supported")                                                                \
+    X(REJECTED, "rejected")                                                                        \
+    X(CIRCUIT_OPEN, "circuit breaker open")                                                        \
+    X(BULKHEAD_FULL, "bulkhead full")                                                              \
+    X(RATE_LIMITED, "rate limited")                                                                \
+    X(CONNECT, "connection failed")                                                                \
+    X(RESET, "connection reset")                                                                   \
+    X(PROTOCOL, "protocol error")                                                                  \
+    X(POOL_TIMEOUT, "timed out waiting for a pooled connection")                                   \
+    X(UPSTREAM, "upstream error")                                                                  \
+    X(DOMAIN, "business rule violated")                                                            \
     X(CONFIG, "invalid configuration")
 
 enum ag__err_index {
@@ -62,9 +62,9 @@ enum ag_errno {
 /* Context for an error: the code plus a human-readable message naming what failed.
  * Callers may pass NULL wherever a `struct ag_err *` is accepted. */
 struct ag_err {
-    int code;       /* the AG_E* code (or 0) */
-    long long aux;  /* code-specific detail: the actual version on AG_ECONFLICT, ... */
-    char msg[512];  /* NUL-terminated message, empty when none */
+    int code;      /* the AG_E* code (or 0) */
+    long long aux; /* code-specific detail: the actual version on AG_ECONFLICT, ... */
+    char msg[512]; /* NUL-terminated message, empty when none */
 };
 
 /* Static message for a code; also maps negative errno values (-ENOENT...). */

@@ -65,10 +65,10 @@ typedef int (*ag_es_decide_fn)(const void *state, int64_t version, void *ud,
 typedef void (*ag_es_view_fn)(const void *state, int64_t version, void *ud);
 
 struct ag_es_repo_config {
-    struct ag_store *store;    /* borrowed */
-    uint32_t snapshot_every;   /* 0 → 100 */
-    uint32_t max_retries;      /* on conflict; 0 → 5 */
-    size_t cache_capacity;     /* aggregates kept in memory; 0 → 100000 */
+    struct ag_store *store;  /* borrowed */
+    uint32_t snapshot_every; /* 0 → 100 */
+    uint32_t max_retries;    /* on conflict; 0 → 5 */
+    size_t cache_capacity;   /* aggregates kept in memory; 0 → 100000 */
 };
 struct ag_es_repo;
 
@@ -97,12 +97,11 @@ AG_EXTERN int ag_es_read(struct ag_es_repo *r, const struct ag_es_type *t, const
 
 /* Called for each event, inside the page's transaction. `data` is the parsed
  * payload. Return 0, or an error to roll back the page and stop the projection. */
-typedef int (*ag_es_apply_fn)(sqlite3 *db, const struct ag_event *ev, const json_t *data,
-                              void *ud);
+typedef int (*ag_es_apply_fn)(sqlite3 *db, const struct ag_event *ev, const json_t *data, void *ud);
 
 struct ag_projection {
-    const char *name;       /* file name and checkpoint key ("orders") */
-    const char *schema;     /* SQL run at start (CREATE TABLE IF NOT EXISTS ...) */
+    const char *name;         /* file name and checkpoint key ("orders") */
+    const char *schema;       /* SQL run at start (CREATE TABLE IF NOT EXISTS ...) */
     const char *const *types; /* event types it wants (NULL-terminated); NULL = all */
     ag_es_apply_fn apply;
     void *ud;
@@ -115,14 +114,14 @@ struct ag_projection {
 struct ag_projector;
 
 struct ag_projection_stats {
-    const char *name;        /* borrowed */
-    uint64_t checkpoint;     /* next position it will read */
-    uint64_t head;           /* events in the store */
-    uint64_t lag_events;     /* head - checkpoint */
-    double lag_seconds;      /* age of the oldest unprojected event (0 when caught up) */
-    uint64_t applied;        /* events applied since start */
-    bool failed;             /* stopped on an error */
-    char error[512];         /* the error, when failed */
+    const char *name;    /* borrowed */
+    uint64_t checkpoint; /* next position it will read */
+    uint64_t head;       /* events in the store */
+    uint64_t lag_events; /* head - checkpoint */
+    double lag_seconds;  /* age of the oldest unprojected event (0 when caught up) */
+    uint64_t applied;    /* events applied since start */
+    bool failed;         /* stopped on an error */
+    char error[512];     /* the error, when failed */
 };
 
 /* Start one thread per projection. `dir` is the read-model directory (created).
@@ -132,7 +131,8 @@ AG_EXTERN int ag_projector_start(struct ag_store *s, const char *dir,
                                  struct ag_projector **out, struct ag_err *err);
 AG_EXTERN void ag_projector_stop(struct ag_projector *p);
 AG_EXTERN size_t ag_projector_count(const struct ag_projector *p);
-AG_EXTERN void ag_projector_stats(struct ag_projector *p, size_t i, struct ag_projection_stats *out);
+AG_EXTERN void ag_projector_stats(struct ag_projector *p, size_t i,
+                                  struct ag_projection_stats *out);
 /* Wait until every projection has passed `position` (i.e. checkpoint > position)
  * or `timeout_ms` ran out (AG_ETIMEDOUT). */
 AG_EXTERN int ag_projector_wait(struct ag_projector *p, uint64_t position, int timeout_ms);

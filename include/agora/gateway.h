@@ -34,19 +34,19 @@
 struct ag_gateway;
 
 struct ag_gateway_options {
-    const char *config_path;          /* YAML file (re-read on reload), or NULL ... */
-    const char *config_yaml;          /* ... the YAML text itself (copied) */
-    const char *listen;               /* "HOST:PORT"; NULL = gateway.listen, else 127.0.0.1:8080 */
-    int workers;                      /* worker loops; 0 = gateway.workers, else CPUs */
-    struct ag_obs_registry *metrics;  /* borrowed; NULL = the gateway owns one */
-    const struct ag_clock *clock;     /* JWT times, limiters, ejections; NULL = system */
+    const char *config_path;         /* YAML file (re-read on reload), or NULL ... */
+    const char *config_yaml;         /* ... the YAML text itself (copied) */
+    const char *listen;              /* "HOST:PORT"; NULL = gateway.listen, else 127.0.0.1:8080 */
+    int workers;                     /* worker loops; 0 = gateway.workers, else CPUs */
+    struct ag_obs_registry *metrics; /* borrowed; NULL = the gateway owns one */
+    const struct ag_clock *clock;    /* JWT times, limiters, ejections; NULL = system */
 };
 
 /* Compile the configuration, bind and start serving. AG_ECONFIG with
  * "file:line: ..." in `err` for a bad configuration, AG_EIO when the address is
  * taken. On success *out is owned (ag_gateway_stop). */
-AG_EXTERN int ag_gateway_start(const struct ag_gateway_options *opts, struct ag_gateway **out /* OUT */,
-                               struct ag_err *err);
+AG_EXTERN int ag_gateway_start(const struct ag_gateway_options *opts,
+                               struct ag_gateway **out /* OUT */, struct ag_err *err);
 /* The bound port (useful with port 0). */
 AG_EXTERN uint16_t ag_gateway_port(const struct ag_gateway *gw);
 /* Load a new configuration: `yaml` when not NULL, else the options' file again.
@@ -66,18 +66,19 @@ AG_EXTERN int ag_gateway_config_check(const struct ag_gateway_options *opts, str
 /* ---- development tokens (agora token) ---- */
 
 struct ag_gateway_token_request {
-    const char *sub;           /* subject (user id); required */
-    const char *const *roles;  /* "roles" claim */
+    const char *sub;          /* subject (user id); required */
+    const char *const *roles; /* "roles" claim */
     size_t nroles;
-    const char *scope;         /* "scope" claim (space-separated), NULL = none */
-    uint64_t ttl_s;            /* lifetime; 0 = 3600 */
-    const char *issuer;        /* which configured issuer; NULL = the first */
+    const char *scope;  /* "scope" claim (space-separated), NULL = none */
+    uint64_t ttl_s;     /* lifetime; 0 = 3600 */
+    const char *issuer; /* which configured issuer; NULL = the first */
 };
 
 /* Mint a token signed with the configured issuer's first key that can sign (a
  * secret for HS*, privateKeyFile for RS/ES), with iss, aud (the first audience),
  * sub, roles, iat, nbf, exp and kid. *token is owned (ag_free). */
-AG_EXTERN int ag_gateway_token(const struct ag_gateway_options *opts, const struct ag_gateway_token_request *req,
-                               char **token /* OUT */, struct ag_err *err);
+AG_EXTERN int ag_gateway_token(const struct ag_gateway_options *opts,
+                               const struct ag_gateway_token_request *req, char **token /* OUT */,
+                               struct ag_err *err);
 
 #endif

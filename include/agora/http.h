@@ -108,8 +108,8 @@ struct ag_http_server_config {
 
 /* A server for `router` (borrowed). Not listening until ag_http_server_start.
  * Caller frees with ag_http_server_free after ag_http_server_wait. */
-AG_EXTERN int ag_http_server_new(const struct ag_http_server_config *cfg, struct ag_http_router *router,
-                                 struct ag_http_server **out);
+AG_EXTERN int ag_http_server_new(const struct ag_http_server_config *cfg,
+                                 struct ag_http_router *router, struct ag_http_server **out);
 /* Bind (AG_EIO with the reason in `err` when the address is taken) and start the
  * worker threads. */
 AG_EXTERN int ag_http_server_start(struct ag_http_server *s, struct ag_err *err);
@@ -140,8 +140,8 @@ AG_EXTERN const char *ag_http_req_query_param(struct ag_http_req *req, const cha
 /* First header named `name` (case-insensitive), or NULL. */
 AG_EXTERN const char *ag_http_req_header(const struct ag_http_req *req, const char *name);
 AG_EXTERN size_t ag_http_req_header_count(const struct ag_http_req *req);
-AG_EXTERN void ag_http_req_header_at(const struct ag_http_req *req, size_t i, const char **name /* OUT */,
-                                     const char **value /* OUT */);
+AG_EXTERN void ag_http_req_header_at(const struct ag_http_req *req, size_t i,
+                                     const char **name /* OUT */, const char **value /* OUT */);
 /* The decoded body (chunked bodies are reassembled); *len may be 0. */
 AG_EXTERN const char *ag_http_req_body(const struct ag_http_req *req, size_t *len /* OUT */);
 /* A path parameter bound by the route pattern, percent-decoded; NULL when absent. */
@@ -201,15 +201,15 @@ AG_EXTERN const char *ag_http_reason(int status);
 /* ---- client ---- */
 
 struct ag_http_upstream_config {
-    const char *host;                /* numeric IPv4/IPv6 address (no DNS on the loop) */
-    uint16_t port;                   /* TCP port */
-    uint32_t max_connections;        /* open connections; 0 = 8 */
-    uint32_t max_pending;            /* requests waiting for a connection; 0 = 256 */
-    uint32_t max_requests_per_conn;  /* close after this many; 0 = unlimited */
-    uint32_t connect_timeout_ms;     /* 0 = 2 s (AG_ECONNECT) */
-    uint32_t pool_timeout_ms;        /* wait for a free connection; 0 = 1 s */
-    uint32_t idle_timeout_ms;        /* keep an idle connection; 0 = 30 s */
-    size_t max_response_bytes;       /* response body limit; 0 = 8 MiB (AG_ETOOBIG) */
+    const char *host;               /* numeric IPv4/IPv6 address (no DNS on the loop) */
+    uint16_t port;                  /* TCP port */
+    uint32_t max_connections;       /* open connections; 0 = 8 */
+    uint32_t max_pending;           /* requests waiting for a connection; 0 = 256 */
+    uint32_t max_requests_per_conn; /* close after this many; 0 = unlimited */
+    uint32_t connect_timeout_ms;    /* 0 = 2 s (AG_ECONNECT) */
+    uint32_t pool_timeout_ms;       /* wait for a free connection; 0 = 1 s */
+    uint32_t idle_timeout_ms;       /* keep an idle connection; 0 = 30 s */
+    size_t max_response_bytes;      /* response body limit; 0 = 8 MiB (AG_ETOOBIG) */
 };
 
 struct ag_http_header {
@@ -218,23 +218,23 @@ struct ag_http_header {
 };
 
 struct ag_http_client_req {
-    const char *method;                       /* "GET", ...; borrowed */
-    const char *path;                         /* origin-form with query; borrowed */
-    const struct ag_http_header *headers;     /* extra headers; borrowed, copied at submit */
-    size_t nheaders;                          /* entries in headers */
-    const void *body;                         /* borrowed, copied at submit; NULL = none */
-    size_t body_len;                          /* bytes of body */
-    uint32_t timeout_ms;                      /* deadline from submit; 0 = 10 s */
-    const char *request_id;                   /* sent as X-Request-ID when not NULL */
+    const char *method;                           /* "GET", ...; borrowed */
+    const char *path;                             /* origin-form with query; borrowed */
+    const struct ag_http_header *headers;         /* extra headers; borrowed, copied at submit */
+    size_t nheaders;                              /* entries in headers */
+    const void *body;                             /* borrowed, copied at submit; NULL = none */
+    size_t body_len;                              /* bytes of body */
+    uint32_t timeout_ms;                          /* deadline from submit; 0 = 10 s */
+    const char *request_id;                       /* sent as X-Request-ID when not NULL */
     char traceparent[AG_OBS_TRACEPARENT_LEN + 1]; /* sent when non-empty */
 };
 
 struct ag_http_client_resp {
-    int status;                       /* HTTP status */
+    int status;                           /* HTTP status */
     const struct ag_http_header *headers; /* borrowed for the callback's duration */
-    size_t nheaders;                  /* entries in headers */
-    const char *body;                 /* decoded body, NUL-terminated; borrowed */
-    size_t body_len;                  /* bytes of body */
+    size_t nheaders;                      /* entries in headers */
+    const char *body;                     /* decoded body, NUL-terminated; borrowed */
+    size_t body_len;                      /* bytes of body */
 };
 
 /* Completion: rc is 0 with `resp`, or a negative code (see the top) with resp NULL. */
@@ -247,20 +247,22 @@ AG_EXTERN int ag_http_upstream_new(uv_loop_t *loop, const struct ag_http_upstrea
 /* Submit a request; `cb` runs later on the loop, exactly once. AG_EAGAIN at once
  * when max_pending requests already wait, AG_EINVAL for a bad method, path or
  * header (CR/LF), AG_ECLOSED after close. */
-AG_EXTERN int ag_http_upstream_request(struct ag_http_upstream *u, const struct ag_http_client_req *r,
-                                       ag_http_client_cb cb, void *ud);
+AG_EXTERN int ag_http_upstream_request(struct ag_http_upstream *u,
+                                       const struct ag_http_client_req *r, ag_http_client_cb cb,
+                                       void *ud);
 /* Fail waiting and in-flight requests with AG_ECANCELED, close the connections and
  * free the pool once libuv has closed every handle. */
 AG_EXTERN void ag_http_upstream_close(struct ag_http_upstream *u);
 /* Pool statistics (tests, admin). */
 struct ag_http_upstream_stats {
-    uint32_t open;      /* open connections */
-    uint32_t idle;      /* idle, reusable connections */
-    uint32_t pending;   /* requests waiting for a connection */
-    uint64_t connects;  /* connections opened so far */
-    uint64_t reused;    /* requests sent on a reused connection */
+    uint32_t open;     /* open connections */
+    uint32_t idle;     /* idle, reusable connections */
+    uint32_t pending;  /* requests waiting for a connection */
+    uint64_t connects; /* connections opened so far */
+    uint64_t reused;   /* requests sent on a reused connection */
 };
-AG_EXTERN void ag_http_upstream_stats(const struct ag_http_upstream *u, struct ag_http_upstream_stats *out);
+AG_EXTERN void ag_http_upstream_stats(const struct ag_http_upstream *u,
+                                      struct ag_http_upstream_stats *out);
 /* Fill `out`'s request_id and traceparent from a server request being served (a
  * child span of its trace), so calls made on its behalf carry them. */
 AG_EXTERN void ag_http_propagate(const struct ag_http_req *in, struct ag_http_client_req *out);

@@ -50,8 +50,8 @@
 #include "agora/resil.h"
 
 #define AG_MESH_MAX_ENDPOINTS 64 /* per cluster */
-#define AG_MESH_MAX_LABELS 8     /* per endpoint or subset */
-#define AG_MESH_MAX_SUBSETS 16   /* per cluster */
+#define AG_MESH_MAX_LABELS    8  /* per endpoint or subset */
+#define AG_MESH_MAX_SUBSETS   16 /* per cluster */
 
 enum ag_mesh_lb {
     AG_MESH_LB_ROUND_ROBIN,   /* next endpoint in turn */
@@ -61,15 +61,15 @@ enum ag_mesh_lb {
 };
 
 struct ag_mesh_endpoint_config {
-    const char *host;                         /* numeric IPv4/IPv6 address */
-    uint16_t port;                            /* TCP port */
-    const char *labels[AG_MESH_MAX_LABELS];   /* "key=value" strings (e.g. "version=v1") */
-    size_t nlabels;                           /* labels in use */
+    const char *host;                       /* numeric IPv4/IPv6 address */
+    uint16_t port;                          /* TCP port */
+    const char *labels[AG_MESH_MAX_LABELS]; /* "key=value" strings (e.g. "version=v1") */
+    size_t nlabels;                         /* labels in use */
 };
 
 struct ag_mesh_subset_config {
-    const char *name;                         /* "v1", "canary", ... */
-    const char *labels[AG_MESH_MAX_LABELS];   /* an endpoint belongs when it has all of them */
+    const char *name;                       /* "v1", "canary", ... */
+    const char *labels[AG_MESH_MAX_LABELS]; /* an endpoint belongs when it has all of them */
     size_t nlabels;
 };
 
@@ -80,7 +80,8 @@ struct ag_mesh_outlier_config {
     uint64_t base_ejection_ns;    /* first ejection length (default 30 s) */
     uint64_t max_ejection_ns;     /* cap (default 300 s) */
     uint32_t max_ejection_pct;    /* at most this share ejected at once (default 10) */
-    uint32_t panic_threshold_pct; /* below this share healthy: ignore health; 0 = off (gateway default 50) */
+    uint32_t panic_threshold_pct; /* below this share healthy: ignore health; 0 = off (gateway
+                                     default 50) */
 };
 
 struct ag_mesh_health_config {
@@ -92,19 +93,19 @@ struct ag_mesh_health_config {
 };
 
 struct ag_mesh_cluster_config {
-    const char *name;                                    /* copied */
+    const char *name; /* copied */
     struct ag_mesh_endpoint_config endpoints[AG_MESH_MAX_ENDPOINTS];
-    size_t nendpoints;                                   /* 1..AG_MESH_MAX_ENDPOINTS */
+    size_t nendpoints; /* 1..AG_MESH_MAX_ENDPOINTS */
     struct ag_mesh_subset_config subsets[AG_MESH_MAX_SUBSETS];
     size_t nsubsets;
-    struct ag_http_upstream_config pool;                 /* limits per endpoint per loop (host/port ignored) */
+    struct ag_http_upstream_config pool; /* limits per endpoint per loop (host/port ignored) */
     enum ag_mesh_lb lb;
     struct ag_mesh_outlier_config outlier;
     struct ag_mesh_health_config health;
-    uint32_t cb_failures;        /* breaker: consecutive failed calls that open it; 0 = no breaker */
-    uint64_t cb_open_ns;         /* how long it stays open (default 30 s) */
-    double retry_budget_ratio;   /* retries per call over 10 s (default 0.2) */
-    uint32_t retry_budget_min;   /* retries per second always allowed (default 10) */
+    uint32_t cb_failures;      /* breaker: consecutive failed calls that open it; 0 = no breaker */
+    uint64_t cb_open_ns;       /* how long it stays open (default 30 s) */
+    double retry_budget_ratio; /* retries per call over 10 s (default 0.2) */
+    uint32_t retry_budget_min; /* retries per second always allowed (default 10) */
     const struct ag_clock *clock; /* borrowed; NULL = system */
     const struct ag_rng *rng;     /* borrowed; NULL = system */
 };
@@ -113,8 +114,8 @@ struct ag_mesh_cluster;
 
 /* Create a cluster (owned; ag_mesh_cluster_free). AG_EINVAL/AG_ECONFIG with `err`
  * naming the bad field. */
-AG_EXTERN int ag_mesh_cluster_new(const struct ag_mesh_cluster_config *cfg, struct ag_mesh_cluster **out /* OUT */,
-                                  struct ag_err *err);
+AG_EXTERN int ag_mesh_cluster_new(const struct ag_mesh_cluster_config *cfg,
+                                  struct ag_mesh_cluster **out /* OUT */, struct ag_err *err);
 /* Frees the cluster; no call, pool or health checker may still use it. */
 AG_EXTERN void ag_mesh_cluster_free(struct ag_mesh_cluster *c);
 AG_EXTERN const char *ag_mesh_cluster_name(const struct ag_mesh_cluster *c); /* borrowed */
@@ -126,10 +127,11 @@ AG_EXTERN size_t ag_mesh_cluster_size(const struct ag_mesh_cluster *c);
  * `hash` is the key for AG_MESH_LB_HASH; endpoints whose bit is set in `avoid`
  * (indexes < 64) are skipped while another is available. 0 with *idx, or
  * AG_EUPSTREAM when the subset is empty. */
-AG_EXTERN int ag_mesh_cluster_pick(struct ag_mesh_cluster *c, int subset, uint64_t hash, uint64_t avoid,
-                                   size_t *idx /* OUT */);
+AG_EXTERN int ag_mesh_cluster_pick(struct ag_mesh_cluster *c, int subset, uint64_t hash,
+                                   uint64_t avoid, size_t *idx /* OUT */);
 /* The endpoint's address (borrowed). */
-AG_EXTERN const struct ag_mesh_endpoint_config *ag_mesh_cluster_endpoint(const struct ag_mesh_cluster *c, size_t idx);
+AG_EXTERN const struct ag_mesh_endpoint_config *
+ag_mesh_cluster_endpoint(const struct ag_mesh_cluster *c, size_t idx);
 /* Report one try on endpoint `idx`: rc 0 with the HTTP `status`, or a negative
  * client error (AG_ECONNECT, AG_ERESET, AG_ETIMEDOUT, ...). Drives outlier
  * detection. ag_mesh_cluster_begin/end bracket a try (least-request counts). */
@@ -160,25 +162,25 @@ enum ag_mesh_retry_on {
 AG_EXTERN int ag_mesh_retry_on_parse(const char *s, unsigned *bits /* OUT */, struct ag_err *err);
 
 struct ag_mesh_retry {
-    unsigned attempts;         /* retries after the first try (Istio's attempts); 0 = none */
+    unsigned attempts;           /* retries after the first try (Istio's attempts); 0 = none */
     uint32_t per_try_timeout_ms; /* 0 = the route timeout */
-    unsigned retry_on;         /* enum ag_mesh_retry_on bits */
-    uint32_t backoff_ms;       /* base of the jittered exponential backoff (default 25) */
+    unsigned retry_on;           /* enum ag_mesh_retry_on bits */
+    uint32_t backoff_ms;         /* base of the jittered exponential backoff (default 25) */
 };
 
 struct ag_mesh_call {
-    struct ag_mesh_cluster *cluster;  /* borrowed; must outlive the call */
-    int subset;                       /* -1 = every endpoint */
-    uint64_t hash;                    /* key for AG_MESH_LB_HASH */
-    struct ag_http_client_req req;    /* borrowed until the callback; timeout_ms = route timeout */
+    struct ag_mesh_cluster *cluster; /* borrowed; must outlive the call */
+    int subset;                      /* -1 = every endpoint */
+    uint64_t hash;                   /* key for AG_MESH_LB_HASH */
+    struct ag_http_client_req req;   /* borrowed until the callback; timeout_ms = route timeout */
     struct ag_mesh_retry retry;
 };
 
 struct ag_mesh_result {
-    int rc;                                /* 0 with resp, else the last error (AG_ECIRCUIT_OPEN, ...) */
+    int rc; /* 0 with resp, else the last error (AG_ECIRCUIT_OPEN, ...) */
     const struct ag_http_client_resp *resp; /* borrowed for the callback; NULL when rc != 0 */
-    unsigned tries;                        /* tries made */
-    int endpoint;                          /* index of the last endpoint tried, -1 when none */
+    unsigned tries;                         /* tries made */
+    int endpoint;                           /* index of the last endpoint tried, -1 when none */
 };
 typedef void (*ag_mesh_cb)(const struct ag_mesh_result *res, void *ud);
 
@@ -194,7 +196,8 @@ AG_EXTERN uint32_t ag_mesh_pools_open(const struct ag_mesh_pools *p);
 
 /* Start a call; `cb` runs exactly once on the loop, never from inside this call.
  * 0, or AG_ENOMEM / AG_EINVAL (then cb is not called). */
-AG_EXTERN int ag_mesh_call_start(struct ag_mesh_pools *p, const struct ag_mesh_call *call, ag_mesh_cb cb, void *ud);
+AG_EXTERN int ag_mesh_call_start(struct ag_mesh_pools *p, const struct ag_mesh_call *call,
+                                 ag_mesh_cb cb, void *ud);
 
 /* ---- active health checks ---- */
 
@@ -206,8 +209,9 @@ AG_EXTERN int ag_mesh_health_start(struct ag_mesh_health **out /* OUT */, struct
  * must stay alive until this returns; the checker holds none afterwards once
  * the call returns, except through `retain`/`release`: when set, the checker
  * calls retain(ctx) before using the new set and release(ctx) when done with it. */
-AG_EXTERN void ag_mesh_health_set(struct ag_mesh_health *h, struct ag_mesh_cluster *const *clusters, size_t n,
-                                  void (*retain)(void *ctx), void (*release)(void *ctx), void *ctx);
+AG_EXTERN void ag_mesh_health_set(struct ag_mesh_health *h, struct ag_mesh_cluster *const *clusters,
+                                  size_t n, void (*retain)(void *ctx), void (*release)(void *ctx),
+                                  void *ctx);
 /* Stop the thread, wait for it and free. */
 AG_EXTERN void ag_mesh_health_stop(struct ag_mesh_health *h);
 

@@ -30,7 +30,7 @@
 
 enum ag_obs_type { AG_OBS_COUNTER, AG_OBS_GAUGE, AG_OBS_HISTOGRAM };
 
-#define AG_OBS_MAX_LABELS 8   /* label names per family */
+#define AG_OBS_MAX_LABELS  8  /* label names per family */
 #define AG_OBS_MAX_BUCKETS 32 /* histogram upper bounds (without +Inf) */
 
 struct ag_obs_registry;
@@ -62,7 +62,10 @@ AG_EXTERN int ag_obs_series_get(struct ag_obs_family *f, const char *const *valu
 /* Hot-path updates: lock-free, any thread. Calls on a series of the wrong type are
  * ignored. */
 AG_EXTERN void ag_obs_counter_add(struct ag_obs_series *s, uint64_t n);
-static inline void ag_obs_counter_inc(struct ag_obs_series *s) { ag_obs_counter_add(s, 1); }
+static inline void ag_obs_counter_inc(struct ag_obs_series *s)
+{
+    ag_obs_counter_add(s, 1);
+}
 AG_EXTERN void ag_obs_gauge_add(struct ag_obs_series *s, double d);
 /* Set the gauge; meant for a gauge with a single writer (a set racing with adds
  * from other threads may lose those adds). */
@@ -99,10 +102,11 @@ AG_EXTERN int ag_obs_trace_parse(const char *s, size_t n, struct ag_obs_trace *o
 /* A new root context (random ids, sampled). NULL rng = ag_rng_system(). */
 AG_EXTERN void ag_obs_trace_new(struct ag_obs_trace *out /* OUT */, const struct ag_rng *rng);
 /* A child context: the parent's trace id and flags, a new span id. */
-AG_EXTERN void ag_obs_trace_child(const struct ag_obs_trace *parent, struct ag_obs_trace *out /* OUT */,
-                                  const struct ag_rng *rng);
+AG_EXTERN void ag_obs_trace_child(const struct ag_obs_trace *parent,
+                                  struct ag_obs_trace *out /* OUT */, const struct ag_rng *rng);
 /* Format as version 00 into out[56] (NUL-terminated). */
-AG_EXTERN void ag_obs_trace_format(const struct ag_obs_trace *t, char out[AG_OBS_TRACEPARENT_LEN + 1]);
+AG_EXTERN void ag_obs_trace_format(const struct ag_obs_trace *t,
+                                   char out[AG_OBS_TRACEPARENT_LEN + 1]);
 
 /* ---- request ids ---- */
 
@@ -132,6 +136,7 @@ AG_EXTERN int ag_obs_health_add(struct ag_obs_health *h, enum ag_obs_probe probe
 /* Run the probe's checks and append the JSON body
  * {"status":"up"|"down","checks":[{"name":..,"status":..,"detail":..}]} to `out`.
  * Returns 1 when every check passed, 0 when one failed, negative on error. */
-AG_EXTERN int ag_obs_health_render(struct ag_obs_health *h, enum ag_obs_probe probe, struct ag_buf *out);
+AG_EXTERN int ag_obs_health_render(struct ag_obs_health *h, enum ag_obs_probe probe,
+                                   struct ag_buf *out);
 
 #endif

@@ -41,7 +41,8 @@ AG_EXTERN void ag_platform_stop(struct ag_platform *p);
 /* Rebuild the read model `name` from position 0 (the platform must not be running
  * on `data_dir`). Prints progress through `progress` when not NULL. */
 AG_EXTERN int ag_platform_rebuild_projection(const char *data_dir, const char *name,
-                                             void (*progress)(void *ud, uint64_t done, uint64_t total),
+                                             void (*progress)(void *ud, uint64_t done,
+                                                              uint64_t total),
                                              void *ud, struct ag_err *err);
 /* Names of the read models, NULL-terminated. */
 AG_EXTERN const char *const *ag_platform_projection_names(void);

@@ -119,9 +119,9 @@ struct ag_cb_config {
     uint32_t success_threshold; /* successes that close (default = permits) */
     uint64_t half_open_max_ns;  /* reopen when stuck longer (default = open_ns) */
     /* open duration: open_ns * multiplier^(n-1) capped by open_max_ns, or a function */
-    uint64_t open_ns;              /* default 60 s */
-    double open_multiplier;        /* <= 1: fixed */
-    uint64_t open_max_ns;          /* cap for growth; 0 = no cap */
+    uint64_t open_ns;                /* default 60 s */
+    double open_multiplier;          /* <= 1: fixed */
+    uint64_t open_max_ns;            /* cap for growth; 0 = no cap */
     ag_cb_interval_fn open_interval; /* overrides the three above when set */
     void *open_interval_ctx;
     /* which return codes count (default ag_cb_classify_default) */
@@ -146,7 +146,8 @@ struct ag_cb;
 AG_EXTERN enum ag_resil_outcome ag_cb_classify_default(void *ctx, int rc);
 
 /* Create a breaker (owned; ag_cb_free). AG_EINVAL/AG_ENOMEM with `err` filled. */
-AG_EXTERN int ag_cb_new(const struct ag_cb_config *cfg, struct ag_cb **out /* OUT */, struct ag_err *err);
+AG_EXTERN int ag_cb_new(const struct ag_cb_config *cfg, struct ag_cb **out /* OUT */,
+                        struct ag_err *err);
 AG_EXTERN void ag_cb_free(struct ag_cb *cb);
 
 /* Ask to make a call. 0 with a permit to pass to ag_cb_record, or AG_ECIRCUIT_OPEN
@@ -195,10 +196,12 @@ struct ag_gcra {
     uint32_t burst;                    /* largest single acquire */
     const struct ag_clock *clock;      /* borrowed */
 };
-AG_EXTERN int ag_gcra_init(struct ag_gcra *g, const struct ag_rate *rate, const struct ag_clock *clock);
+AG_EXTERN int ag_gcra_init(struct ag_gcra *g, const struct ag_rate *rate,
+                           const struct ag_clock *clock);
 /* Take `n` (1..burst) units now. 0, or AG_ERATE_LIMITED with *wait_ns = how long
  * until the same request would be admitted (for Retry-After). */
-AG_EXTERN int ag_gcra_acquire(struct ag_gcra *g, uint32_t n, uint64_t *wait_ns /* OUT, may be NULL */);
+AG_EXTERN int ag_gcra_acquire(struct ag_gcra *g, uint32_t n,
+                              uint64_t *wait_ns /* OUT, may be NULL */);
 
 /* A token bucket: capacity `burst` tokens, refilled continuously at limit/period.
  * Guarded by a mutex (two words of state); exact under concurrency. */
@@ -226,11 +229,11 @@ struct ag_ratelimit_config {
  * loses nothing. When a shard is full of busy keys a new key is rejected with
  * AG_ERATE_LIMITED (fail closed) rather than forgetting another key's debt. */
 struct ag_ratelimit;
-AG_EXTERN int ag_ratelimit_new(const struct ag_ratelimit_config *cfg, struct ag_ratelimit **out /* OUT */,
-                               struct ag_err *err);
+AG_EXTERN int ag_ratelimit_new(const struct ag_ratelimit_config *cfg,
+                               struct ag_ratelimit **out /* OUT */, struct ag_err *err);
 AG_EXTERN void ag_ratelimit_free(struct ag_ratelimit *rl);
-AG_EXTERN int ag_ratelimit_acquire(struct ag_ratelimit *rl, const void *key, size_t key_len, uint32_t n,
-                                   uint64_t *wait_ns /* OUT, may be NULL */);
+AG_EXTERN int ag_ratelimit_acquire(struct ag_ratelimit *rl, const void *key, size_t key_len,
+                                   uint32_t n, uint64_t *wait_ns /* OUT, may be NULL */);
 /* Keys currently held. */
 AG_EXTERN size_t ag_ratelimit_keys(struct ag_ratelimit *rl);
 
@@ -256,8 +259,8 @@ struct ag_retry_config {
     enum ag_jitter jitter;
     ag_retry_pred_fn retryable; /* NULL = ag_retry_default_retryable */
     void *retryable_ctx;
-    bool honor_retry_after;        /* wait at least the op's retry_after_ns hint */
-    uint64_t max_retry_after_ns;   /* a longer hint ends retrying (0 = cap_ns) */
+    bool honor_retry_after;         /* wait at least the op's retry_after_ns hint */
+    uint64_t max_retry_after_ns;    /* a longer hint ends retrying (0 = cap_ns) */
     struct ag_retry_budget *budget; /* borrowed, shared per dependency; NULL = none */
 };
 
@@ -266,8 +269,8 @@ struct ag_retry_config {
 AG_EXTERN bool ag_retry_default_retryable(void *ctx, int rc);
 /* The delay before attempt `attempt` + 1 (attempt >= 1 is the one that just
  * failed); `prev_ns` is the previous delay (decorrelated jitter), 0 at first. */
-AG_EXTERN uint64_t ag_retry_delay(const struct ag_retry_config *cfg, unsigned attempt, uint64_t prev_ns,
-                                  const struct ag_rng *rng);
+AG_EXTERN uint64_t ag_retry_delay(const struct ag_retry_config *cfg, unsigned attempt,
+                                  uint64_t prev_ns, const struct ag_rng *rng);
 
 /* A retry budget (Finagle RetryBudget / Envoy retry budgets): over a sliding `ttl`,
  * retries may not exceed ratio * requests + min_per_sec * ttl seconds. */
@@ -277,7 +280,8 @@ struct ag_retry_budget_config {
     uint64_t ttl_ns;              /* window (default 10 s) */
     const struct ag_clock *clock; /* borrowed; NULL = system */
 };
-AG_EXTERN int ag_retry_budget_new(const struct ag_retry_budget_config *cfg, struct ag_retry_budget **out /* OUT */);
+AG_EXTERN int ag_retry_budget_new(const struct ag_retry_budget_config *cfg,
+                                  struct ag_retry_budget **out /* OUT */);
 AG_EXTERN void ag_retry_budget_free(struct ag_retry_budget *b);
 /* Count one original request (done once per call by the retry policy). */
 AG_EXTERN void ag_retry_budget_deposit(struct ag_retry_budget *b);
@@ -289,16 +293,16 @@ AG_EXTERN uint64_t ag_retry_budget_balance(struct ag_retry_budget *b);
 /* ---- bulkhead ---- */
 
 struct ag_bulkhead_config {
-    const char *name;        /* copied */
-    uint32_t max_concurrent; /* calls running at once (>= 1) */
-    uint32_t max_queue;      /* calls allowed to wait for a slot (0 = none) */
-    uint64_t max_wait_ns;    /* longest wait in the queue (0 with a queue = forever) */
+    const char *name;                   /* copied */
+    uint32_t max_concurrent;            /* calls running at once (>= 1) */
+    uint32_t max_queue;                 /* calls allowed to wait for a slot (0 = none) */
+    uint64_t max_wait_ns;               /* longest wait in the queue (0 with a queue = forever) */
     const struct ag_clock *clock;       /* borrowed; NULL = system */
     const struct ag_resil_hooks *hooks; /* borrowed; NULL = none */
 };
 struct ag_bulkhead;
-AG_EXTERN int ag_bulkhead_new(const struct ag_bulkhead_config *cfg, struct ag_bulkhead **out /* OUT */,
-                              struct ag_err *err);
+AG_EXTERN int ag_bulkhead_new(const struct ag_bulkhead_config *cfg,
+                              struct ag_bulkhead **out /* OUT */, struct ag_err *err);
 AG_EXTERN void ag_bulkhead_free(struct ag_bulkhead *bh);
 /* Take a slot, waiting in the FIFO queue (blocking this thread) up to max_wait or
  * `deadline_ns` (absolute mono, 0 = none), whichever is first. AG_EBULKHEAD_FULL
@@ -326,11 +330,11 @@ enum ag_fallback_on {
 /* Produce a fallback answer into ctx->result; return 0 or an error. */
 typedef int (*ag_fallback_fn)(void *ctx, int rc, struct ag_resil_ctx *call);
 struct ag_fallback {
-    unsigned on;          /* enum ag_fallback_on bits; 0 = no fallback */
-    ag_fallback_fn fn;    /* used when set ... */
+    unsigned on;       /* enum ag_fallback_on bits; 0 = no fallback */
+    ag_fallback_fn fn; /* used when set ... */
     void *fn_ctx;
-    const void *value;    /* ... else this static value is copied into ctx->result */
-    size_t value_size;    /* must equal ctx->result_size */
+    const void *value; /* ... else this static value is copied into ctx->result */
+    size_t value_size; /* must equal ctx->result_size */
 };
 
 /* ---- pipeline ---- */
@@ -350,14 +354,14 @@ struct ag_resil_env {
 /* fallback(ratelimit(bulkhead(circuit(retry(timeout(op)))))) for one dependency.
  * Every policy is optional (NULL / zero = skipped); shared objects are borrowed. */
 struct ag_pipeline {
-    const char *name;                /* borrowed; names the dependency in hooks */
-    struct ag_fallback fallback;     /* outermost */
-    struct ag_gcra *limiter;         /* borrowed; rejects with AG_ERATE_LIMITED */
-    struct ag_bulkhead *bulkhead;    /* borrowed */
-    struct ag_cb *breaker;           /* borrowed; sees the result after retries */
-    struct ag_retry_config retry;    /* max_attempts <= 1 = no retry */
-    uint64_t attempt_timeout_ns;     /* per attempt; 0 = none */
-    uint64_t overall_timeout_ns;     /* whole call including retries; 0 = none */
+    const char *name;             /* borrowed; names the dependency in hooks */
+    struct ag_fallback fallback;  /* outermost */
+    struct ag_gcra *limiter;      /* borrowed; rejects with AG_ERATE_LIMITED */
+    struct ag_bulkhead *bulkhead; /* borrowed */
+    struct ag_cb *breaker;        /* borrowed; sees the result after retries */
+    struct ag_retry_config retry; /* max_attempts <= 1 = no retry */
+    uint64_t attempt_timeout_ns;  /* per attempt; 0 = none */
+    uint64_t overall_timeout_ns;  /* whole call including retries; 0 = none */
     struct ag_resil_env env;
     const struct ag_resil_hooks *hooks; /* borrowed; retries, rejections, outcomes */
 };
@@ -389,7 +393,8 @@ struct ag_resil_timers {
 struct uv_loop_s;
 /* Timers on a libuv loop (owned; free with ag_resil_timers_uv_free after every
  * call using them has completed and the loop has run their close callbacks). */
-AG_EXTERN int ag_resil_timers_uv_new(struct uv_loop_s *loop, struct ag_resil_timers **out /* OUT */);
+AG_EXTERN int ag_resil_timers_uv_new(struct uv_loop_s *loop,
+                                     struct ag_resil_timers **out /* OUT */);
 AG_EXTERN void ag_resil_timers_uv_free(struct ag_resil_timers *t);
 
 struct ag_resil_attempt;

@@ -36,27 +36,27 @@ typedef int (*ag_saga_fn)(void *ud, const json_t *data, const char *key, const c
                           struct ag_err *err);
 
 struct ag_saga_fault {
-    double error_rate;        /* probability an action fails with AG_EUPSTREAM */
-    uint32_t latency_ms;      /* added before the action */
-    double comp_error_rate;   /* probability a compensation fails */
+    double error_rate;      /* probability an action fails with AG_EUPSTREAM */
+    uint32_t latency_ms;    /* added before the action */
+    double comp_error_rate; /* probability a compensation fails */
 };
 
 struct ag_saga_step {
-    const char *name;          /* "ReserveInventory" */
-    ag_saga_fn action;         /* required */
-    ag_saga_fn compensate;     /* NULL: nothing to undo */
-    struct ag_saga_fault fault; /* zero = none */
+    const char *name;                 /* "ReserveInventory" */
+    ag_saga_fn action;                /* required */
+    ag_saga_fn compensate;            /* NULL: nothing to undo */
+    struct ag_saga_fault fault;       /* zero = none */
     const struct ag_pipeline *policy; /* this step's policy; NULL = the definition's */
 };
 
 struct ag_saga_def {
-    const char *type;                  /* "PlaceOrder" */
-    const struct ag_saga_step *steps;  /* borrowed */
+    const char *type;                 /* "PlaceOrder" */
+    const struct ag_saga_step *steps; /* borrowed */
     size_t nsteps;
-    void *ud;                          /* passed to every step */
-    const struct ag_pipeline *policy;  /* per action attempt policy; NULL = one attempt */
-    unsigned comp_attempts;            /* compensation attempts before giving up (0 → 5) */
-    uint64_t comp_backoff_ns;          /* wait between them (0 → 50 ms) */
+    void *ud;                         /* passed to every step */
+    const struct ag_pipeline *policy; /* per action attempt policy; NULL = one attempt */
+    unsigned comp_attempts;           /* compensation attempts before giving up (0 → 5) */
+    uint64_t comp_backoff_ns;         /* wait between them (0 → 50 ms) */
 };
 
 struct ag_saga_engine;
@@ -94,6 +94,7 @@ AG_EXTERN void ag_saga_engine_stats(struct ag_saga_engine *e, struct ag_saga_eng
  * updated_at) where steps is a JSON array [{"name","status"}]; statuses running /
  * completed / compensated / failed; step statuses pending / succeeded / failed /
  * compensated / compensation_failed. `defs` gives step names (borrowed). */
-AG_EXTERN void ag_saga_projection(const struct ag_saga_def *defs, size_t n, struct ag_projection *out);
+AG_EXTERN void ag_saga_projection(const struct ag_saga_def *defs, size_t n,
+                                  struct ag_projection *out);
 
 #endif

@@ -34,21 +34,21 @@
 struct uv_loop_s;
 
 /* Expected-version sentinels; any value >= 0 is an exact version. */
-#define AG_STORE_ANY (-2)           /* no check */
-#define AG_STORE_NO_STREAM (-1)     /* the stream must not exist */
+#define AG_STORE_ANY           (-2) /* no check */
+#define AG_STORE_NO_STREAM     (-1) /* the stream must not exist */
 #define AG_STORE_STREAM_EXISTS (-4) /* the stream must exist (any version) */
 
-#define AG_STORE_STREAM_MAX 255 /* bytes of a stream name */
-#define AG_STORE_TYPE_MAX 255   /* bytes of an event type */
-#define AG_STORE_BATCH_MAX 4096 /* events in one append */
+#define AG_STORE_STREAM_MAX        255  /* bytes of a stream name */
+#define AG_STORE_TYPE_MAX          255  /* bytes of an event type */
+#define AG_STORE_BATCH_MAX         4096 /* events in one append */
 #define AG_STORE_EVENT_MAX_DEFAULT (1u << 20)
 
 /* An event to append. Everything is borrowed. */
 struct ag_event_data {
-    struct ag_uuid id;    /* nil → the store assigns a UUIDv7 */
-    const char *type;     /* required, 1..255 bytes of UTF-8, no control characters */
+    struct ag_uuid id; /* nil → the store assigns a UUIDv7 */
+    const char *type;  /* required, 1..255 bytes of UTF-8, no control characters */
     size_t type_len;
-    const char *data;     /* JSON text (any JSON value); NULL/0 → "{}" */
+    const char *data; /* JSON text (any JSON value); NULL/0 → "{}" */
     size_t data_len;
     const char *metadata; /* JSON object text; NULL/0 → "{}" */
     size_t metadata_len;
@@ -63,7 +63,7 @@ struct ag_event {
     struct ag_uuid id;
     const char *type;
     size_t type_len;
-    uint64_t time_ns;  /* commit time, Unix ns */
+    uint64_t time_ns; /* commit time, Unix ns */
     const char *data;
     size_t data_len;
     const char *metadata;
@@ -74,10 +74,10 @@ struct ag_event {
 struct ag_event_page {
     struct ag_event *events; /* `count` events */
     size_t count;
-    bool end;                /* true when the read reached the end (no more now) */
-    int64_t next_version;    /* stream reads: version to pass to continue */
-    uint64_t next_position;  /* $all reads: position to pass to continue */
-    void *mem;               /* adapter-owned backing memory */
+    bool end;               /* true when the read reached the end (no more now) */
+    int64_t next_version;   /* stream reads: version to pass to continue */
+    uint64_t next_position; /* $all reads: position to pass to continue */
+    void *mem;              /* adapter-owned backing memory */
 };
 AG_EXTERN void ag_event_page_free(struct ag_event_page *page);
 
@@ -99,21 +99,21 @@ struct ag_snapshot {
 AG_EXTERN void ag_snapshot_free(struct ag_snapshot *snap);
 
 struct ag_store_stats {
-    uint64_t events;         /* events in the store (= next position) */
-    uint64_t streams;        /* streams with at least one event */
-    uint64_t bytes;          /* bytes of log on disk */
-    uint64_t segments;       /* segment files */
-    uint64_t appends;        /* append calls acknowledged since open */
-    uint64_t commits;        /* group commits (fdatasync calls) since open */
-    uint64_t index_bytes;    /* approximate memory of the in-memory index */
+    uint64_t events;      /* events in the store (= next position) */
+    uint64_t streams;     /* streams with at least one event */
+    uint64_t bytes;       /* bytes of log on disk */
+    uint64_t segments;    /* segment files */
+    uint64_t appends;     /* append calls acknowledged since open */
+    uint64_t commits;     /* group commits (fdatasync calls) since open */
+    uint64_t index_bytes; /* approximate memory of the in-memory index */
 };
 
 struct ag_store_options {
-    size_t max_event_bytes;    /* data + metadata + type per event; 0 → 1 MiB */
-    uint64_t segment_bytes;    /* segment roll size; 0 → 256 MiB */
-    bool read_only;            /* open without the writer lock (inspection) */
-    bool repair;               /* truncate at the first bad record instead of refusing */
-    bool no_sync;              /* skip fdatasync (benchmarks/tests only: NOT durable) */
+    size_t max_event_bytes;       /* data + metadata + type per event; 0 → 1 MiB */
+    uint64_t segment_bytes;       /* segment roll size; 0 → 256 MiB */
+    bool read_only;               /* open without the writer lock (inspection) */
+    bool repair;                  /* truncate at the first bad record instead of refusing */
+    bool no_sync;                 /* skip fdatasync (benchmarks/tests only: NOT durable) */
     const struct ag_clock *clock; /* NULL → system clock */
     const struct ag_rng *rng;     /* NULL → system RNG */
 };
@@ -159,12 +159,13 @@ struct ag_store_ops {
     int (*stream_version)(struct ag_store *s, const char *stream, size_t stream_len,
                           int64_t *version);
     /* Calls `cb` for each stream (name, last version) until it returns non-zero. */
-    int (*list_streams)(struct ag_store *s, int (*cb)(void *ud, const char *name, size_t len,
-                                                       int64_t version), void *ud);
+    int (*list_streams)(struct ag_store *s,
+                        int (*cb)(void *ud, const char *name, size_t len, int64_t version),
+                        void *ud);
     /* Block until head > `after` (returns 0), timeout (AG_ETIMEDOUT) or close (AG_ECLOSED). */
     int (*wait_head)(struct ag_store *s, uint64_t after, int timeout_ms);
-    int (*save_snapshot)(struct ag_store *s, const char *stream, size_t stream_len,
-                         int64_t version, const void *state, size_t state_len, struct ag_err *err);
+    int (*save_snapshot)(struct ag_store *s, const char *stream, size_t stream_len, int64_t version,
+                         const void *state, size_t state_len, struct ag_err *err);
     int (*load_snapshot)(struct ag_store *s, const char *stream, size_t stream_len,
                          struct ag_snapshot *out, struct ag_err *err);
     int (*stats)(struct ag_store *s, struct ag_store_stats *out);
@@ -205,16 +206,15 @@ AG_EXTERN int ag_store_read_stream(struct ag_store *s, const char *stream, size_
 
 /* Read up to `max` events of `$all` from position `from` (inclusive). Backward
  * from UINT64_MAX means "from the end". */
-AG_EXTERN int ag_store_read_all(struct ag_store *s, uint64_t from, enum ag_read_dir dir,
-                                size_t max, struct ag_event_page *out, struct ag_err *err);
+AG_EXTERN int ag_store_read_all(struct ag_store *s, uint64_t from, enum ag_read_dir dir, size_t max,
+                                struct ag_event_page *out, struct ag_err *err);
 
 /* The stream's current version (-1 if it does not exist). */
 AG_EXTERN int ag_store_stream_version(struct ag_store *s, const char *stream, size_t stream_len,
                                       int64_t *version);
-AG_EXTERN int ag_store_list_streams(struct ag_store *s,
-                                    int (*cb)(void *ud, const char *name, size_t len,
-                                              int64_t version),
-                                    void *ud);
+AG_EXTERN int
+ag_store_list_streams(struct ag_store *s,
+                      int (*cb)(void *ud, const char *name, size_t len, int64_t version), void *ud);
 
 /* Subscriptions to $all (stream = NULL) or to one stream: catch-up from `from`
  * (a position, or a version for a stream), then live. The subscriber pulls pages

@@ -21,13 +21,13 @@ AG_EXTERN int ag_store_log_open(const char *dir, const struct ag_store_options *
 
 /* What `verify` found. */
 struct ag_log_verify_report {
-    uint64_t segments;      /* segment files checked */
-    uint64_t records;       /* intact records */
-    uint64_t events;        /* intact events */
-    uint64_t bytes;         /* bytes checked */
-    bool ok;                /* no problem found */
-    bool repaired;          /* a problem was found and the log was cut there */
-    char problem[512];      /* the first problem: file, offset, what */
+    uint64_t segments; /* segment files checked */
+    uint64_t records;  /* intact records */
+    uint64_t events;   /* intact events */
+    uint64_t bytes;    /* bytes checked */
+    bool ok;           /* no problem found */
+    bool repaired;     /* a problem was found and the log was cut there */
+    char problem[512]; /* the first problem: file, offset, what */
 };
 
 /* Check every record of every segment (checksums, sizes, positions, versions,

@@ -17,7 +17,10 @@ void ag_alloc_fail_at(long n)
     atomic_store(&fail_at_count, n > 0 ? atomic_load(&alloc_count) + n : 0);
 }
 
-long ag_alloc_count(void) { return atomic_load(&alloc_count); }
+long ag_alloc_count(void)
+{
+    return atomic_load(&alloc_count);
+}
 
 static bool should_fail(void)
 {
@@ -44,7 +47,10 @@ void *ag_realloc(void *p, size_t n)
     return realloc(p, n ? n : 1);
 }
 
-void ag_free(void *p) { free(p); }
+void ag_free(void *p)
+{
+    free(p);
+}
 
 char *ag_strndup(const char *s, size_t n)
 {
@@ -55,4 +61,7 @@ char *ag_strndup(const char *s, size_t n)
     return d;
 }
 
-char *ag_strdup(const char *s) { return ag_strndup(s, strlen(s)); }
+char *ag_strdup(const char *s)
+{
+    return ag_strndup(s, strlen(s));
+}

@@ -6,7 +6,10 @@
 
 #include "agora/base.h"
 
-void ag_buf_init(struct ag_buf *b) { memset(b, 0, sizeof *b); }
+void ag_buf_init(struct ag_buf *b)
+{
+    memset(b, 0, sizeof *b);
+}
 
 void ag_buf_free(struct ag_buf *b)
 {
@@ -44,9 +47,15 @@ int ag_buf_append(struct ag_buf *b, const void *p, size_t n)
     return 0;
 }
 
-int ag_buf_puts(struct ag_buf *b, const char *s) { return ag_buf_append(b, s, strlen(s)); }
+int ag_buf_puts(struct ag_buf *b, const char *s)
+{
+    return ag_buf_append(b, s, strlen(s));
+}
 
-int ag_buf_putc(struct ag_buf *b, char c) { return ag_buf_append(b, &c, 1); }
+int ag_buf_putc(struct ag_buf *b, char c)
+{
+    return ag_buf_append(b, &c, 1);
+}
 
 int ag_buf_vprintf(struct ag_buf *b, const char *fmt, va_list ap)
 {
@@ -81,14 +90,29 @@ int ag_buf_json_str(struct ag_buf *b, const char *s, size_t n)
         unsigned char c = (unsigned char)s[i];
         char esc = 0;
         switch (c) {
-        case '"': esc = '"'; break;
-        case '\\': esc = '\\'; break;
-        case '\n': esc = 'n'; break;
-        case '\r': esc = 'r'; break;
-        case '\t': esc = 't'; break;
-        case '\b': esc = 'b'; break;
-        case '\f': esc = 'f'; break;
-        default: break;
+        case '"':
+            esc = '"';
+            break;
+        case '\\':
+            esc = '\\';
+            break;
+        case '\n':
+            esc = 'n';
+            break;
+        case '\r':
+            esc = 'r';
+            break;
+        case '\t':
+            esc = 't';
+            break;
+        case '\b':
+            esc = 'b';
+            break;
+        case '\f':
+            esc = 'f';
+            break;
+        default:
+            break;
         }
         if (esc) {
             char e[2] = {'\\', esc};
@@ -120,13 +144,26 @@ bool ag_utf8_valid(const char *str, size_t n)
     size_t i = 0;
     while (i < n) {
         unsigned c = s[i];
-        if (c < 0x80) { i++; continue; }
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
         size_t len;
         unsigned min;
-        if ((c & 0xE0) == 0xC0) { len = 2; min = 0x80; c &= 0x1F; }
-        else if ((c & 0xF0) == 0xE0) { len = 3; min = 0x800; c &= 0x0F; }
-        else if ((c & 0xF8) == 0xF0) { len = 4; min = 0x10000; c &= 0x07; }
-        else return false;
+        if ((c & 0xE0) == 0xC0) {
+            len = 2;
+            min = 0x80;
+            c &= 0x1F;
+        } else if ((c & 0xF0) == 0xE0) {
+            len = 3;
+            min = 0x800;
+            c &= 0x0F;
+        } else if ((c & 0xF8) == 0xF0) {
+            len = 4;
+            min = 0x10000;
+            c &= 0x07;
+        } else
+            return false;
         if (i + len > n) return false;
         for (size_t k = 1; k < len; k++) {
             if ((s[i + k] & 0xC0) != 0x80) return false;

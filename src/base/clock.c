@@ -25,10 +25,19 @@ static uint64_t sys_mono(void *ctx)
 
 static const struct ag_clock system_clock = {sys_now, sys_mono, NULL};
 
-const struct ag_clock *ag_clock_system(void) { return &system_clock; }
+const struct ag_clock *ag_clock_system(void)
+{
+    return &system_clock;
+}
 
-static uint64_t fake_now(void *ctx) { return ((struct ag_fake_clock *)ctx)->now_ns; }
-static uint64_t fake_mono(void *ctx) { return ((struct ag_fake_clock *)ctx)->mono_ns; }
+static uint64_t fake_now(void *ctx)
+{
+    return ((struct ag_fake_clock *)ctx)->now_ns;
+}
+static uint64_t fake_mono(void *ctx)
+{
+    return ((struct ag_fake_clock *)ctx)->mono_ns;
+}
 
 void ag_fake_clock_init(struct ag_fake_clock *fc, uint64_t start_wall_ns)
 {

@@ -4,7 +4,10 @@
 
 #include "agora/base.h"
 
-uint64_t ag_xxh3(const void *p, size_t n) { return XXH3_64bits(p, n); }
+uint64_t ag_xxh3(const void *p, size_t n)
+{
+    return XXH3_64bits(p, n);
+}
 
 uint64_t ag_xxh3_seed(const void *p, size_t n, uint64_t seed)
 {

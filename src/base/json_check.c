@@ -46,7 +46,8 @@ static int fail(struct jv *v, const unsigned char *at, const char *why)
 
 static void skip_ws(struct jv *v)
 {
-    while (v->p < v->end && (*v->p == ' ' || *v->p == '\t' || *v->p == '\n' || *v->p == '\r')) v->p++;
+    while (v->p < v->end && (*v->p == ' ' || *v->p == '\t' || *v->p == '\n' || *v->p == '\r'))
+        v->p++;
 }
 
 static int hexval(unsigned c)
@@ -69,7 +70,10 @@ static int read_u4(struct jv *v, const unsigned char *p, unsigned *out)
     return 0;
 }
 
-static uint64_t fnv(uint64_t h, unsigned char c) { return (h ^ c) * 0x100000001b3ull; }
+static uint64_t fnv(uint64_t h, unsigned char c)
+{
+    return (h ^ c) * 0x100000001b3ull;
+}
 
 /* Hash a code point in one canonical form, however the text spelled it. */
 static uint64_t hash_cp(uint64_t h, unsigned cp)
@@ -100,13 +104,15 @@ static int scan_string(struct jv *v, uint64_t *hash)
                 v->p += 2;
                 continue;
             }
-            if (e != 'u' || read_u4(v, v->p + 2, &cp)) return fail(v, v->p, "invalid escape in a string");
+            if (e != 'u' || read_u4(v, v->p + 2, &cp))
+                return fail(v, v->p, "invalid escape in a string");
             v->p += 6;
-            if (cp >= 0xDC00 && cp <= 0xDFFF) return fail(v, v->p - 6, "lone low surrogate \\u escape");
+            if (cp >= 0xDC00 && cp <= 0xDFFF)
+                return fail(v, v->p - 6, "lone low surrogate \\u escape");
             if (cp >= 0xD800 && cp <= 0xDBFF) {
                 unsigned lo;
-                if (v->end - v->p < 6 || v->p[0] != '\\' || v->p[1] != 'u' || read_u4(v, v->p + 2, &lo) ||
-                    lo < 0xDC00 || lo > 0xDFFF)
+                if (v->end - v->p < 6 || v->p[0] != '\\' || v->p[1] != 'u' ||
+                    read_u4(v, v->p + 2, &lo) || lo < 0xDC00 || lo > 0xDFFF)
                     return fail(v, v->p - 6, "high surrogate \\u escape without its low half");
                 cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
                 v->p += 6;
@@ -151,7 +157,9 @@ static int number_fits(struct jv *v, const unsigned char *s, size_t n, bool inte
         ok = !(errno == ERANGE && (d == HUGE_VAL || d == -HUGE_VAL));
     }
     if (buf != stack) ag_free(buf);
-    return ok ? 0 : fail(v, s, integer ? "integer out of the 64-bit range" : "number overflows a double");
+    return ok ? 0
+              : fail(v, s,
+                     integer ? "integer out of the 64-bit range" : "number overflows a double");
 }
 
 static int scan_number(struct jv *v)
@@ -160,9 +168,12 @@ static int scan_number(struct jv *v)
     bool integer = true;
     if (p < v->end && *p == '-') p++;
     if (p >= v->end) return fail(v, v->p, "invalid number");
-    if (*p == '0') p++;
-    else if (*p >= '1' && *p <= '9') while (p < v->end && *p >= '0' && *p <= '9') p++;
-    else return fail(v, v->p, "invalid number");
+    if (*p == '0')
+        p++;
+    else if (*p >= '1' && *p <= '9')
+        while (p < v->end && *p >= '0' && *p <= '9') p++;
+    else
+        return fail(v, v->p, "invalid number");
     if (p < v->end && *p == '.') {
         integer = false;
         const unsigned char *d = ++p;
@@ -201,7 +212,8 @@ static int push_key(struct jv *v, uint64_t hash, const unsigned char *start)
 {
     if (v->nkeys == v->cap) {
         size_t cap = v->cap * 2;
-        struct key *k = v->keys == v->small ? ag_malloc(cap * sizeof *k) : ag_realloc(v->keys, cap * sizeof *k);
+        struct key *k =
+            v->keys == v->small ? ag_malloc(cap * sizeof *k) : ag_realloc(v->keys, cap * sizeof *k);
         if (!k) return fail(v, start, "out of memory");
         if (v->keys == v->small) memcpy(k, v->small, sizeof v->small);
         v->keys = k;
@@ -252,7 +264,8 @@ static size_t decode(const unsigned char *s, unsigned char *out, size_t cap)
 static bool same_key(const struct jv *v, const struct key *a, const struct key *b)
 {
     static _Thread_local unsigned char x[4096], y[4096];
-    size_t nx = decode(v->base + a->start, x, sizeof x), ny = decode(v->base + b->start, y, sizeof y);
+    size_t nx = decode(v->base + a->start, x, sizeof x),
+           ny = decode(v->base + b->start, y, sizeof y);
     return nx == ny && memcmp(x, y, nx) == 0;
 }
 
@@ -272,11 +285,13 @@ static int check_keys(struct jv *v, size_t from)
         size_t lim = n > 16 ? AG_MIN(i + 2, n) : n;
         for (size_t j = i + 1; j < lim; j++)
             if (k[i].hash == k[j].hash && same_key(v, &k[i], &k[j]))
-                return fail(v, v->base + AG_MAX(k[i].start, k[j].start), "duplicate key in an object");
+                return fail(v, v->base + AG_MAX(k[i].start, k[j].start),
+                            "duplicate key in an object");
         if (n > 16) /* sorted: equal hashes are adjacent, possibly in a run */
             for (size_t j = i + 2; j < n && k[j].hash == k[i].hash; j++)
                 if (same_key(v, &k[i], &k[j]))
-                    return fail(v, v->base + AG_MAX(k[i].start, k[j].start), "duplicate key in an object");
+                    return fail(v, v->base + AG_MAX(k[i].start, k[j].start),
+                                "duplicate key in an object");
     }
     v->nkeys = from;
     return 0;
@@ -285,8 +300,8 @@ static int check_keys(struct jv *v, size_t from)
 /* ---- the walk ---- */
 
 struct frame {
-    char close;     /* '}' or ']' */
-    size_t keys_at; /* objects: where their keys start in v->keys */
+    unsigned char close; /* the closing bracket */
+    size_t keys_at;      /* objects: where their keys start in v->keys */
 };
 
 enum state { S_VALUE, S_KEY, S_AFTER };
@@ -303,8 +318,9 @@ static int value(struct jv *v, struct frame *stack, int *depth, enum state *st)
 {
     unsigned c = *v->p;
     if (c != '{' && c != '[') {
-        int r = c == '"' ? scan_string(v, NULL)
-                : (c == '-' || (c >= '0' && c <= '9')) ? scan_number(v) : scan_literal(v);
+        int r = c == '"'                               ? scan_string(v, NULL)
+                : (c == '-' || (c >= '0' && c <= '9')) ? scan_number(v)
+                                                       : scan_literal(v);
         *st = S_AFTER;
         return r;
     }
@@ -341,19 +357,25 @@ static int walk(struct jv *v)
     for (;;) {
         skip_ws(v);
         if (st == S_AFTER && depth == 0) return 0;
-        if (v->p >= v->end) return fail(v, v->p, depth ? "unexpected end of input" : "no JSON value");
+        if (v->p >= v->end)
+            return fail(v, v->p, depth ? "unexpected end of input" : "no JSON value");
         int r = 0;
-        if (st == S_VALUE) r = value(v, stack, &depth, &st);
-        else if (st == S_KEY) r = key(v, &st);
+        if (st == S_VALUE)
+            r = value(v, stack, &depth, &st);
+        else if (st == S_KEY)
+            r = key(v, &st);
         else if (*v->p == ',') {
             v->p++;
             st = stack[depth - 1].close == '}' ? S_KEY : S_VALUE;
             skip_ws(v);
-            if (v->p < v->end && *v->p == stack[depth - 1].close) return fail(v, v->p, "trailing comma");
+            if (v->p < v->end && *v->p == stack[depth - 1].close)
+                return fail(v, v->p, "trailing comma");
         } else if (*v->p == stack[depth - 1].close) {
             r = pop(v, stack, &depth);
         } else {
-            return fail(v, v->p, stack[depth - 1].close == '}' ? "expected ',' or '}'" : "expected ',' or ']'");
+            return fail(v, v->p,
+                        stack[depth - 1].close == '}' ? "expected ',' or '}'"
+                                                      : "expected ',' or ']'");
         }
         if (r) return -1;
     }
@@ -361,8 +383,11 @@ static int walk(struct jv *v)
 
 int ag_json_check(const char *s, size_t n, bool object_only, char *msg, size_t msg_len)
 {
-    struct jv v = {.p = (const unsigned char *)s, .end = (const unsigned char *)s + n,
-                   .base = (const unsigned char *)s, .keys = NULL, .cap = 64};
+    struct jv v = {.p = (const unsigned char *)s,
+                   .end = (const unsigned char *)s + n,
+                   .base = (const unsigned char *)s,
+                   .keys = NULL,
+                   .cap = 64};
     v.keys = v.small;
     int rc = 0;
     skip_ws(&v);
@@ -378,8 +403,10 @@ int ag_json_check(const char *s, size_t n, bool object_only, char *msg, size_t m
     if (rc && msg) {
         int line = 1, col = 1;
         for (const unsigned char *q = v.base; q < v.at && q < v.end; q++) {
-            if (*q == '\n') line++, col = 1;
-            else col++;
+            if (*q == '\n')
+                line++, col = 1;
+            else
+                col++;
         }
         snprintf(msg, msg_len, "%s (line %d, column %d)", v.why, line, col);
     }

@@ -12,9 +12,18 @@ static atomic_int log_fd = 2;
 
 static const char *const level_names[] = {"debug", "info", "warn", "error", "off"};
 
-void ag_log_set_level(int level) { atomic_store(&log_level, level); }
-int ag_log_get_level(void) { return atomic_load_explicit(&log_level, memory_order_relaxed); }
-void ag_log_set_fd(int fd) { atomic_store(&log_fd, fd); }
+void ag_log_set_level(int level)
+{
+    atomic_store(&log_level, level);
+}
+int ag_log_get_level(void)
+{
+    return atomic_load_explicit(&log_level, memory_order_relaxed);
+}
+void ag_log_set_fd(int fd)
+{
+    atomic_store(&log_fd, fd);
+}
 
 int ag_log_level_parse(const char *s)
 {
@@ -31,15 +40,29 @@ static void put_field(struct ag_buf *b, const struct ag_log_field *f)
     ag_buf_putc(b, ':');
     switch (f->kind) {
     case AG_LF_STR:
-        if (f->v.s) ag_buf_json_str(b, f->v.s, strlen(f->v.s));
-        else ag_buf_puts(b, "null");
+        if (f->v.s)
+            ag_buf_json_str(b, f->v.s, strlen(f->v.s));
+        else
+            ag_buf_puts(b, "null");
         break;
-    case AG_LF_RAW: ag_buf_puts(b, f->v.s ? f->v.s : "null"); break;
-    case AG_LF_INT: ag_buf_printf(b, "%lld", f->v.i); break;
-    case AG_LF_UINT: ag_buf_printf(b, "%llu", f->v.u); break;
-    case AG_LF_DBL: ag_buf_printf(b, "%.6g", f->v.d); break;
-    case AG_LF_BOOL: ag_buf_puts(b, f->v.i ? "true" : "false"); break;
-    default: ag_buf_puts(b, "null"); break;
+    case AG_LF_RAW:
+        ag_buf_puts(b, f->v.s ? f->v.s : "null");
+        break;
+    case AG_LF_INT:
+        ag_buf_printf(b, "%lld", f->v.i);
+        break;
+    case AG_LF_UINT:
+        ag_buf_printf(b, "%llu", f->v.u);
+        break;
+    case AG_LF_DBL:
+        ag_buf_printf(b, "%.6g", f->v.d);
+        break;
+    case AG_LF_BOOL:
+        ag_buf_puts(b, f->v.i ? "true" : "false");
+        break;
+    default:
+        ag_buf_puts(b, "null");
+        break;
     }
 }
 

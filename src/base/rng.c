@@ -5,7 +5,10 @@
 
 #include "agora/base.h"
 
-static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+static inline uint64_t rotl(uint64_t x, int k)
+{
+    return (x << k) | (x >> (64 - k));
+}
 
 static uint64_t xoshiro_next_state(uint64_t s[4])
 {
@@ -28,7 +31,10 @@ static uint64_t splitmix64(uint64_t *x)
     return z ^ (z >> 31);
 }
 
-static uint64_t xoshiro_next(void *ctx) { return xoshiro_next_state(((struct ag_xoshiro *)ctx)->s); }
+static uint64_t xoshiro_next(void *ctx)
+{
+    return xoshiro_next_state(((struct ag_xoshiro *)ctx)->s);
+}
 
 void ag_xoshiro_seed(struct ag_xoshiro *x, uint64_t seed)
 {
@@ -58,9 +64,15 @@ static uint64_t system_next(void *ctx)
 
 static const struct ag_rng system_rng = {system_next, NULL};
 
-const struct ag_rng *ag_rng_system(void) { return &system_rng; }
+const struct ag_rng *ag_rng_system(void)
+{
+    return &system_rng;
+}
 
-double ag_rng_double(const struct ag_rng *r) { return (double)(ag_rng_next(r) >> 11) * 0x1.0p-53; }
+double ag_rng_double(const struct ag_rng *r)
+{
+    return (double)(ag_rng_next(r) >> 11) * 0x1.0p-53;
+}
 
 uint64_t ag_rng_below(const struct ag_rng *r, uint64_t n)
 {

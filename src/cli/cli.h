@@ -9,8 +9,8 @@
 #include "agora/error.h"
 
 struct ag_cli_cmd {
-    const char *name;    /* "store", "version", ... */
-    const char *summary; /* one line for `agora --help` */
+    const char *name;                  /* "store", "version", ... */
+    const char *summary;               /* one line for `agora --help` */
     int (*run)(int argc, char **argv); /* argv[0] is the subcommand name; returns exit code */
 };
 

@@ -14,7 +14,8 @@ static const char usage_text[] =
     "configuration without dropping connections (a bad file is refused and the running\n"
     "one stays); SIGINT/SIGTERM drain and stop. See docs/gateway.md.\n"
     "\n"
-    "  --config FILE       the YAML configuration (default config/gateway.yaml, env AGORA_GATEWAY_CONFIG)\n"
+    "  --config FILE       the YAML configuration (default config/gateway.yaml, env "
+    "AGORA_GATEWAY_CONFIG)\n"
     "  --listen HOST:PORT  override gateway.listen (default 127.0.0.1:8080)\n"
     "  --workers N         worker loops (default gateway.workers, else the number of cores)\n"
     "  --check             compile the configuration, report errors and exit\n";
@@ -25,16 +26,23 @@ static int run(int argc, char **argv)
         fputs(usage_text, stdout);
         return 0;
     }
-    const char *cfg = getenv("AGORA_GATEWAY_CONFIG") ? getenv("AGORA_GATEWAY_CONFIG") : "config/gateway.yaml";
+    const char *cfg =
+        getenv("AGORA_GATEWAY_CONFIG") ? getenv("AGORA_GATEWAY_CONFIG") : "config/gateway.yaml";
     const char *listen = NULL;
     int workers = 0;
     bool check = false;
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) cfg = argv[++i];
-        else if (strcmp(argv[i], "--listen") == 0 && i + 1 < argc) listen = argv[++i];
-        else if (strcmp(argv[i], "--workers") == 0 && i + 1 < argc) workers = atoi(argv[++i]);
-        else if (strcmp(argv[i], "--check") == 0) check = true;
-        else return ag_cli_usage_error("gateway: unknown or incomplete option '%s' (see 'agora gateway --help')", argv[i]);
+        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
+            cfg = argv[++i];
+        else if (strcmp(argv[i], "--listen") == 0 && i + 1 < argc)
+            listen = argv[++i];
+        else if (strcmp(argv[i], "--workers") == 0 && i + 1 < argc)
+            workers = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--check") == 0)
+            check = true;
+        else
+            return ag_cli_usage_error(
+                "gateway: unknown or incomplete option '%s' (see 'agora gateway --help')", argv[i]);
     }
     char host[64];
     uint16_t port;
@@ -46,8 +54,10 @@ static int run(int argc, char **argv)
     ag_err_clear(&err);
     if (check) {
         int rc = ag_gateway_config_check(&o, &err);
-        if (rc) fprintf(stderr, "agora gateway: %s\n", ag_err_msg(&err, rc));
-        else fprintf(stderr, "agora gateway: %s is valid\n", cfg);
+        if (rc)
+            fprintf(stderr, "agora gateway: %s\n", ag_err_msg(&err, rc));
+        else
+            fprintf(stderr, "agora gateway: %s is valid\n", cfg);
         return rc ? 1 : 0;
     }
     struct ag_gateway *gw;
@@ -66,4 +76,5 @@ static int run(int argc, char **argv)
     return 0;
 }
 
-const struct ag_cli_cmd ag_cli_cmd_gateway = {"gateway", "run the API gateway from a YAML configuration", run};
+const struct ag_cli_cmd ag_cli_cmd_gateway = {"gateway",
+                                              "run the API gateway from a YAML configuration", run};

@@ -28,7 +28,8 @@
 static const char usage_text[] =
     "usage: agora load [--target URL] [--rate N | --concurrency C] [--duration S | --orders N]\n"
     "                  [--customers K] [--seed-funds CENTS] [--poor-ratio R] [--poor-funds CENTS]\n"
-    "                  [--connections N] [--poll-ms MS] [--order-timeout S] [--token JWT] [--quiet]\n"
+    "                  [--connections N] [--poll-ms MS] [--order-timeout S] [--token JWT] "
+    "[--quiet]\n"
     "\n"
     "Place orders against a running `agora run` and report what became of them.\n"
     "Sets up K customers (unique emails, funded wallets), reads the product list,\n"
@@ -38,7 +39,8 @@ static const char usage_text[] =
     "  --target URL         the platform, http://HOST:PORT with a numeric host\n"
     "                       (default http://127.0.0.1:8080, env AGORA_TARGET)\n"
     "  --token JWT          sent as a bearer token (env AGORA_TOKEN): writes through the\n"
-    "                       gateway need one, e.g. --token $(agora token --sub load --role customer)\n"
+    "                       gateway need one, e.g. --token $(agora token --sub load --role "
+    "customer)\n"
     "  --rate N             open loop: start N orders per second, whatever the answers\n"
     "  --concurrency C      closed loop: C clients, each placing its next order once the\n"
     "                       previous one was answered (default 16 when --rate is not given)\n"
@@ -64,7 +66,7 @@ static const char usage_text[] =
     "Exit status: 0 done, 1 the target was unreachable (at start, or for 2 s during the\n"
     "run: the summary then says \"unreachable\": true), 2 usage.\n";
 
-#define ID_MAX 64
+#define ID_MAX     64
 #define GIVE_UP_NS 2000000000ull /* no answer at all for this long: the target is gone */
 
 struct opts {
@@ -76,7 +78,7 @@ struct opts {
     uint64_t orders;
     int64_t funds, poor_funds;
     bool quiet;
-    char auth[2048];  /* "Bearer <token>" for a target behind the gateway, or "" */
+    char auth[2048]; /* "Bearer <token>" for a target behind the gateway, or "" */
 };
 
 struct lat {
@@ -113,7 +115,10 @@ struct load {
     bool placing_done, unreachable, tty;
 };
 
-static uint64_t mono_ns(void) { return ag_clock_mono(ag_clock_system()); }
+static uint64_t mono_ns(void)
+{
+    return ag_clock_mono(ag_clock_system());
+}
 
 static int lat_add(struct lat *l, uint64_t ns)
 {
@@ -171,11 +176,14 @@ static int num(const char *s, double lo, double hi, double *out)
 static int opt_value(struct opts *o, const char *name, const char *v)
 {
     double d;
-    static const struct { const char *name; double lo, hi; } r[] = {
-        {"--rate", 0.001, 1e7},     {"--concurrency", 1, 100000}, {"--duration", 0.001, 1e6},
-        {"--orders", 1, 1e12},      {"--customers", 1, 100000},   {"--seed-funds", 1, 1e15},
-        {"--poor-ratio", 0, 1},     {"--poor-funds", 1, 1e15},    {"--connections", 1, 100000},
-        {"--poll-ms", 1, 60000},    {"--order-timeout", 0.001, 1e6},
+    static const struct {
+        const char *name;
+        double lo, hi;
+    } r[] = {
+        {"--rate", 0.001, 1e7},  {"--concurrency", 1, 100000},    {"--duration", 0.001, 1e6},
+        {"--orders", 1, 1e12},   {"--customers", 1, 100000},      {"--seed-funds", 1, 1e15},
+        {"--poor-ratio", 0, 1},  {"--poor-funds", 1, 1e15},       {"--connections", 1, 100000},
+        {"--poll-ms", 1, 60000}, {"--order-timeout", 0.001, 1e6},
     };
     if (strcmp(name, "--target") == 0) return parse_target(v, o);
     if (strcmp(name, "--token") == 0)
@@ -184,17 +192,39 @@ static int opt_value(struct opts *o, const char *name, const char *v)
         if (strcmp(name, r[i].name) != 0) continue;
         if (num(v, r[i].lo, r[i].hi, &d)) return -1;
         switch (i) {
-        case 0: o->rate = d; break;
-        case 1: o->concurrency = (unsigned)d; break;
-        case 2: o->duration_s = d; break;
-        case 3: o->orders = (uint64_t)d; break;
-        case 4: o->customers = (unsigned)d; break;
-        case 5: o->funds = (int64_t)d; break;
-        case 6: o->poor_ratio = d; break;
-        case 7: o->poor_funds = (int64_t)d; break;
-        case 8: o->connections = (unsigned)d; break;
-        case 9: o->poll_ms = (unsigned)d; break;
-        default: o->order_timeout_s = d; break;
+        case 0:
+            o->rate = d;
+            break;
+        case 1:
+            o->concurrency = (unsigned)d;
+            break;
+        case 2:
+            o->duration_s = d;
+            break;
+        case 3:
+            o->orders = (uint64_t)d;
+            break;
+        case 4:
+            o->customers = (unsigned)d;
+            break;
+        case 5:
+            o->funds = (int64_t)d;
+            break;
+        case 6:
+            o->poor_ratio = d;
+            break;
+        case 7:
+            o->poor_funds = (int64_t)d;
+            break;
+        case 8:
+            o->connections = (unsigned)d;
+            break;
+        case 9:
+            o->poll_ms = (unsigned)d;
+            break;
+        default:
+            o->order_timeout_s = d;
+            break;
         }
         return 0;
     }
@@ -203,22 +233,33 @@ static int opt_value(struct opts *o, const char *name, const char *v)
 
 static int parse_opts(int argc, char **argv, struct opts *o)
 {
-    *o = (struct opts){.customers = 16, .funds = 1000000000, .poor_funds = 1000, .poll_ms = 50,
-                       .duration_s = 10, .order_timeout_s = 30};
+    *o = (struct opts){.customers = 16,
+                       .funds = 1000000000,
+                       .poor_funds = 1000,
+                       .poll_ms = 50,
+                       .duration_s = 10,
+                       .order_timeout_s = 30};
     const char *t = getenv("AGORA_TARGET") ? getenv("AGORA_TARGET") : "http://127.0.0.1:8080";
-    if (getenv("AGORA_TOKEN")) snprintf(o->auth, sizeof o->auth, "Bearer %s", getenv("AGORA_TOKEN"));
-    if (parse_target(t, o)) return ag_cli_usage_error("load: bad target '%s' (want http://HOST:PORT, numeric host)", t);
+    if (getenv("AGORA_TOKEN"))
+        snprintf(o->auth, sizeof o->auth, "Bearer %s", getenv("AGORA_TOKEN"));
+    if (parse_target(t, o))
+        return ag_cli_usage_error("load: bad target '%s' (want http://HOST:PORT, numeric host)", t);
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--quiet") == 0) {
             o->quiet = true;
             continue;
         }
         int rc = i + 1 < argc ? opt_value(o, argv[i], argv[i + 1]) : 1;
-        if (rc == 1) return ag_cli_usage_error("load: unknown or incomplete option '%s' (see 'agora load --help')", argv[i]);
-        if (rc < 0) return ag_cli_usage_error("load: bad value '%s' for %s (see 'agora load --help')", argv[i + 1], argv[i]);
+        if (rc == 1)
+            return ag_cli_usage_error(
+                "load: unknown or incomplete option '%s' (see 'agora load --help')", argv[i]);
+        if (rc < 0)
+            return ag_cli_usage_error("load: bad value '%s' for %s (see 'agora load --help')",
+                                      argv[i + 1], argv[i]);
         i++;
     }
-    if (o->rate > 0 && o->concurrency) return ag_cli_usage_error("load: --rate and --concurrency exclude each other");
+    if (o->rate > 0 && o->concurrency)
+        return ag_cli_usage_error("load: --rate and --concurrency exclude each other");
     if (!o->rate && !o->concurrency) o->concurrency = 16;
     if (!o->connections) o->connections = o->rate > 0 ? 64 : o->concurrency;
     return 0;
@@ -248,28 +289,39 @@ static int call(struct load *L, const char *method, const char *path, json_t *bo
 {
     char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
     json_decref(body);
-    struct ag_http_header h[2] = {{"Content-Type", "application/json"}, {"Authorization", L->o.auth}};
+    struct ag_http_header h[2] = {{"Content-Type", "application/json"},
+                                  {"Authorization", L->o.auth}};
     size_t nh = text ? 1 : 0;
     if (L->o.auth[0]) h[nh++] = (struct ag_http_header){"Authorization", L->o.auth};
-    struct ag_http_client_req r = {.method = method, .path = path, .headers = h, .nheaders = nh,
-                                   .body = text, .body_len = text ? strlen(text) : 0, .timeout_ms = 10000};
+    struct ag_http_client_req r = {.method = method,
+                                   .path = path,
+                                   .headers = h,
+                                   .nheaders = nh,
+                                   .body = text,
+                                   .body_len = text ? strlen(text) : 0,
+                                   .timeout_ms = 10000};
     struct sync_call c = {0};
     int rc = ag_http_upstream_request(L->up, &r, sync_cb, &c);
     free(text);
     if (rc) return rc;
     while (!c.done) uv_run(&L->loop, UV_RUN_ONCE);
     *status = c.status;
-    if (out) *out = c.body;
-    else json_decref(c.body);
+    if (out)
+        *out = c.body;
+    else
+        json_decref(c.body);
     return c.rc;
 }
 
 static int setup_fail(struct load *L, const char *what, int rc, int status, json_t *body)
 {
     const char *detail = json_string_value(json_object_get(body, "detail"));
-    if (rc) fprintf(stderr, "agora load: cannot reach http://%s:%u (%s): %s\n", L->o.host, L->o.port, what,
-                    ag_strerror(rc));
-    else fprintf(stderr, "agora load: %s: HTTP %d%s%s\n", what, status, detail ? ": " : "", detail ? detail : "");
+    if (rc)
+        fprintf(stderr, "agora load: cannot reach http://%s:%u (%s): %s\n", L->o.host, L->o.port,
+                what, ag_strerror(rc));
+    else
+        fprintf(stderr, "agora load: %s: HTTP %d%s%s\n", what, status, detail ? ": " : "",
+                detail ? detail : "");
     json_decref(body);
     return rc ? 1 : 3;
 }
@@ -284,9 +336,11 @@ static int read_products(struct load *L)
         if (rc || status != 200) return setup_fail(L, "listing products", rc, status, b);
         size_t i;
         json_t *it;
-        json_array_foreach(json_object_get(b, "items"), i, it) {
+        json_array_foreach(json_object_get(b, "items"), i, it)
+        {
             const char *id = json_string_value(json_object_get(it, "id"));
-            if (!id || !json_is_true(json_object_get(it, "active")) || strlen(id) >= ID_MAX) continue;
+            if (!id || !json_is_true(json_object_get(it, "active")) || strlen(id) >= ID_MAX)
+                continue;
             void *p = ag_realloc(L->products, (L->nproducts + 1) * sizeof *L->products);
             if (!p) return json_decref(b), 1;
             L->products = p;
@@ -308,16 +362,18 @@ static int add_customer(struct load *L, size_t i, int64_t funds)
     snprintf(email, sizeof email, "load-%s-%zu@load.example", L->run_id, i);
     int status = 0;
     json_t *b = NULL;
-    int rc = call(L, "POST", "/api/v1/customers", json_pack("{s:s, s:s}", "email", email, "name", "Load Tester"),
-                  &status, &b);
+    int rc = call(L, "POST", "/api/v1/customers",
+                  json_pack("{s:s, s:s}", "email", email, "name", "Load Tester"), &status, &b);
     const char *id = json_string_value(json_object_get(b, "id"));
     const char *acct = json_string_value(json_object_get(b, "accountId"));
-    if (rc || status != 201 || !id || !acct || strlen(id) >= ID_MAX) return setup_fail(L, "registering a customer", rc, status, b);
+    if (rc || status != 201 || !id || !acct || strlen(id) >= ID_MAX)
+        return setup_fail(L, "registering a customer", rc, status, b);
     snprintf(L->customers[i], ID_MAX, "%s", id);
     snprintf(path, sizeof path, "/api/v1/accounts/%s/deposits", acct);
     json_decref(b);
     b = NULL;
-    rc = call(L, "POST", path, json_pack("{s:{s:I, s:s}}", "amount", "amount", (json_int_t)funds, "currency", "USD"),
+    rc = call(L, "POST", path,
+              json_pack("{s:{s:I, s:s}}", "amount", "amount", (json_int_t)funds, "currency", "USD"),
               &status, &b);
     if (rc || status != 200) return setup_fail(L, "depositing", rc, status, b);
     json_decref(b);
@@ -359,8 +415,8 @@ static void transport_failed(struct load *L)
     L->transport++;
     if (mono_ns() - L->last_ok > GIVE_UP_NS && !L->unreachable) {
         L->unreachable = true;
-        fprintf(stderr, "%sagora load: no answer from http://%s:%u for 2 s: stopping\n", L->tty ? "\n" : "",
-                L->o.host, L->o.port);
+        fprintf(stderr, "%sagora load: no answer from http://%s:%u for 2 s: stopping\n",
+                L->tty ? "\n" : "", L->o.host, L->o.port);
     }
 }
 
@@ -407,9 +463,12 @@ static void posted(int rc, const struct ag_http_client_resp *resp, void *ud)
         json_decref(b);
     }
     ag_free(c);
-    /* after a transport error a client rests until the next tick, not spinning on a refused connect */
-    if (L->o.concurrency && rc) L->resting++;
-    else if (L->o.concurrency && placing_open(L, now)) place(L);
+    /* after a transport error a client rests until the next tick, not spinning on a refused connect
+     */
+    if (L->o.concurrency && rc)
+        L->resting++;
+    else if (L->o.concurrency && placing_open(L, now))
+        place(L);
 }
 
 static json_t *order_body(struct load *L)
@@ -417,13 +476,15 @@ static json_t *order_body(struct load *L)
     const struct ag_rng *r = &L->rng.rng;
     size_t n = 1 + (size_t)ag_rng_below(r, 3), first = (size_t)ag_rng_below(r, L->nproducts);
     json_t *items = json_array();
-    for (size_t i = 0; i < n && i < L->nproducts; i++) /* distinct products: consecutive from a random one */
-        json_array_append_new(items, json_pack("{s:s, s:I}", "productId", L->products[(first + i) % L->nproducts],
-                                               "quantity", (json_int_t)(1 + ag_rng_below(r, 3))));
+    for (size_t i = 0; i < n && i < L->nproducts;
+         i++) /* distinct products: consecutive from a random one */
+        json_array_append_new(items, json_pack("{s:s, s:I}", "productId",
+                                               L->products[(first + i) % L->nproducts], "quantity",
+                                               (json_int_t)(1 + ag_rng_below(r, 3))));
     return json_pack("{s:s, s:o, s:{s:s, s:s, s:s, s:s, s:s}}", "customerId",
-                     L->customers[ag_rng_below(r, L->ncustomers)], "items", items, "shippingAddress",
-                     "street", "1 Load Street", "city", "Springfield", "state", "IL", "zipCode", "62701",
-                     "country", "US");
+                     L->customers[ag_rng_below(r, L->ncustomers)], "items", items,
+                     "shippingAddress", "street", "1 Load Street", "city", "Springfield", "state",
+                     "IL", "zipCode", "62701", "country", "US");
 }
 
 static void place(struct load *L)
@@ -435,19 +496,26 @@ static void place(struct load *L)
     char key[64];
     /* a unique Idempotency-Key per order, so the server could dedup a retried POST */
     snprintf(key, sizeof key, "load-%s-%llu", L->run_id, (unsigned long long)L->attempted);
-    struct ag_http_header h[3] = {{"Content-Type", "application/json"}, {"Idempotency-Key", key},
+    struct ag_http_header h[3] = {{"Content-Type", "application/json"},
+                                  {"Idempotency-Key", key},
                                   {"Authorization", L->o.auth}};
-    struct ag_http_client_req r = {.method = "POST", .path = "/api/v1/orders", .headers = h,
+    struct ag_http_client_req r = {.method = "POST",
+                                   .path = "/api/v1/orders",
+                                   .headers = h,
                                    .nheaders = L->o.auth[0] ? 3 : 2,
-                                   .body = text, .body_len = text ? strlen(text) : 0, .timeout_ms = 10000};
+                                   .body = text,
+                                   .body_len = text ? strlen(text) : 0,
+                                   .timeout_ms = 10000};
     L->attempted++;
     if (!text || !c) {
         L->dropped++;
     } else {
         c->L = L;
         c->t0 = mono_ns();
-        if (ag_http_upstream_request(L->up, &r, posted, c) == 0) L->inflight_posts++, c = NULL;
-        else L->dropped++; /* the client's own queue is full: it cannot keep up with --rate */
+        if (ag_http_upstream_request(L->up, &r, posted, c) == 0)
+            L->inflight_posts++, c = NULL;
+        else
+            L->dropped++; /* the client's own queue is full: it cannot keep up with --rate */
     }
     ag_free(c);
     free(text);
@@ -516,7 +584,8 @@ static void scan_pending(struct load *L, uint64_t now)
             continue;
         }
         bool expired = now - o->t0 > timeout || L->unreachable;
-        if (!o->polling && !o->done && !expired && o->next_poll <= now && L->inflight_polls < max_polls)
+        if (!o->polling && !o->done && !expired && o->next_poll <= now &&
+            L->inflight_polls < max_polls)
             poll_one(L, o);
         if (expired && !o->polling) { /* given up: it stays counted as pending */
             ag_free(o);
@@ -532,14 +601,18 @@ static void scan_pending(struct load *L, uint64_t now)
 static void print_progress(struct load *L, uint64_t now)
 {
     double s = (double)(now - L->t_start) / 1e9;
-    fprintf(stderr, "\r\033[Kagora load: %5.1fs  placed %llu  confirmed %llu  cancelled %llu  pending %zu"
-                    "  errors %llu  %.0f orders/s",
+    fprintf(stderr,
+            "\r\033[Kagora load: %5.1fs  placed %llu  confirmed %llu  cancelled %llu  pending %zu"
+            "  errors %llu  %.0f orders/s",
             s, (unsigned long long)L->placed, (unsigned long long)L->confirmed,
-            (unsigned long long)L->cancelled, L->npending, (unsigned long long)(L->errors + L->transport),
-            s > 0 ? (double)L->placed / s : 0.0);
+            (unsigned long long)L->cancelled, L->npending,
+            (unsigned long long)(L->errors + L->transport), s > 0 ? (double)L->placed / s : 0.0);
 }
 
-static void on_progress(uv_timer_t *t) { print_progress(t->data, mono_ns()); }
+static void on_progress(uv_timer_t *t)
+{
+    print_progress(t->data, mono_ns());
+}
 
 static void stop_run(struct load *L)
 {
@@ -561,7 +634,8 @@ static void on_tick(uv_timer_t *t)
         for (unsigned n = 0; L->attempted < due && n < 1000 && placing_open(L, now); n++) place(L);
     }
     placing_open(L, now);
-    for (; L->resting && placing_open(L, now) && now - L->last_scan >= 5000000ull; L->resting--) place(L);
+    for (; L->resting && placing_open(L, now) && now - L->last_scan >= 5000000ull; L->resting--)
+        place(L);
     if (now - L->last_scan >= 5000000ull) { /* the pending list can be long: not every tick */
         L->last_scan = now;
         scan_pending(L, now);
@@ -578,18 +652,20 @@ static json_t *summary(struct load *L)
     qsort(L->post.v, L->post.n, sizeof *L->post.v, cmp_u32);
     qsort(L->final.v, L->final.n, sizeof *L->final.v, cmp_u32);
     json_int_t pending = (json_int_t)(L->placed - L->confirmed - L->cancelled);
-    return json_pack("{s:s, s:s, s:f, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:f,"
-                     " s:I, s:I, s:I, s:I, s:I, s:I, s:b}",
-                     "target", L->o.host, "mode", L->o.rate > 0 ? "rate" : "concurrency", "durationS",
-                     place_s, "customers", (json_int_t)L->ncustomers, "attempted", (json_int_t)L->attempted,
-                     "placed", (json_int_t)L->placed, "confirmed", (json_int_t)L->confirmed, "compensated",
-                     (json_int_t)L->cancelled, "pending", pending, "errors", (json_int_t)L->errors,
-                     "transportErrors", (json_int_t)(L->transport + L->dropped), "confirmedPerSec",
-                     final_s > 0 ? (double)L->confirmed / final_s : 0.0, "ordersPerSec",
-                     place_s > 0 ? (double)L->placed / place_s : 0.0, "postP50Us", pct(&L->post, 0.50),
-                     "postP99Us", pct(&L->post, 0.99), "postMaxUs", L->post.n ? (json_int_t)L->post.v[L->post.n - 1] : 0,
-                     "finalP50Us", pct(&L->final, 0.50), "finalP99Us", pct(&L->final, 0.99), "finalMaxUs",
-                     L->final.n ? (json_int_t)L->final.v[L->final.n - 1] : 0, "unreachable", L->unreachable);
+    return json_pack(
+        "{s:s, s:s, s:f, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:f,"
+        " s:I, s:I, s:I, s:I, s:I, s:I, s:b}",
+        "target", L->o.host, "mode", L->o.rate > 0 ? "rate" : "concurrency", "durationS", place_s,
+        "customers", (json_int_t)L->ncustomers, "attempted", (json_int_t)L->attempted, "placed",
+        (json_int_t)L->placed, "confirmed", (json_int_t)L->confirmed, "compensated",
+        (json_int_t)L->cancelled, "pending", pending, "errors", (json_int_t)L->errors,
+        "transportErrors", (json_int_t)(L->transport + L->dropped), "confirmedPerSec",
+        final_s > 0 ? (double)L->confirmed / final_s : 0.0, "ordersPerSec",
+        place_s > 0 ? (double)L->placed / place_s : 0.0, "postP50Us", pct(&L->post, 0.50),
+        "postP99Us", pct(&L->post, 0.99), "postMaxUs",
+        L->post.n ? (json_int_t)L->post.v[L->post.n - 1] : 0, "finalP50Us", pct(&L->final, 0.50),
+        "finalP99Us", pct(&L->final, 0.99), "finalMaxUs",
+        L->final.n ? (json_int_t)L->final.v[L->final.n - 1] : 0, "unreachable", L->unreachable);
 }
 
 static void run_orders(struct load *L)
@@ -610,8 +686,11 @@ static void run_orders(struct load *L)
 
 static int open_pools(struct load *L)
 {
-    struct ag_http_upstream_config c = {.host = L->o.host, .port = L->o.port, .max_connections = L->o.connections,
-                                        .max_pending = 100000, .pool_timeout_ms = 10000};
+    struct ag_http_upstream_config c = {.host = L->o.host,
+                                        .port = L->o.port,
+                                        .max_connections = L->o.connections,
+                                        .max_pending = 100000,
+                                        .pool_timeout_ms = 10000};
     if (ag_http_upstream_new(&L->loop, &c, &L->up)) return -1;
     c.max_connections = L->o.connections < 16 ? L->o.connections : 16;
     return ag_http_upstream_new(&L->loop, &c, &L->pollup) ? -1 : 0;
@@ -663,4 +742,5 @@ static int run(int argc, char **argv)
     return rc == 3 ? 1 : rc;
 }
 
-const struct ag_cli_cmd ag_cli_cmd_load = {"load", "place orders against a running platform and report", run};
+const struct ag_cli_cmd ag_cli_cmd_load = {
+    "load", "place orders against a running platform and report", run};

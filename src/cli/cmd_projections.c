@@ -32,16 +32,22 @@ static int run(int argc, char **argv)
     const char *data = getenv("AGORA_DATA") ? getenv("AGORA_DATA") : "./data";
     const char *name = NULL;
     for (int i = 2; i < argc; i++) {
-        if (strcmp(argv[i], "--data") == 0 && i + 1 < argc) data = argv[++i];
-        else if (!name && argv[i][0] != '-') name = argv[i];
-        else return ag_cli_usage_error("projections: unexpected '%s'", argv[i]);
+        if (strcmp(argv[i], "--data") == 0 && i + 1 < argc)
+            data = argv[++i];
+        else if (!name && argv[i][0] != '-')
+            name = argv[i];
+        else
+            return ag_cli_usage_error("projections: unexpected '%s'", argv[i]);
     }
     if (strcmp(argv[1], "list") == 0) {
         for (const char *const *n = ag_platform_projection_names(); *n; n++) puts(*n);
         return 0;
     }
-    if (strcmp(argv[1], "rebuild") != 0) return ag_cli_usage_error("projections: unknown command '%s'", argv[1]);
-    if (!name) return ag_cli_usage_error("projections rebuild: which NAME? (see 'agora projections list')");
+    if (strcmp(argv[1], "rebuild") != 0)
+        return ag_cli_usage_error("projections: unknown command '%s'", argv[1]);
+    if (!name)
+        return ag_cli_usage_error(
+            "projections rebuild: which NAME? (see 'agora projections list')");
     struct ag_err err;
     ag_err_clear(&err);
     bool tty = isatty(2);
@@ -55,4 +61,5 @@ static int run(int argc, char **argv)
     return 0;
 }
 
-const struct ag_cli_cmd ag_cli_cmd_projections = {"projections", "list or rebuild read models", run};
+const struct ag_cli_cmd ag_cli_cmd_projections = {"projections", "list or rebuild read models",
+                                                  run};

@@ -53,7 +53,9 @@ static int serve_gateway(struct ag_platform *p, const char *listen, const char *
 {
     char *yaml = ag_cli_run_gateway_yaml(listen, secret, ag_platform_port(p));
     /* one registry: /metrics at the gateway shows the services' RED metrics too */
-    struct ag_gateway_options go = {.config_yaml = yaml, .listen = listen, .workers = workers,
+    struct ag_gateway_options go = {.config_yaml = yaml,
+                                    .listen = listen,
+                                    .workers = workers,
                                     .metrics = ag_platform_metrics(p)};
     struct ag_gateway *gw = NULL;
     struct ag_err err;
@@ -68,11 +70,12 @@ static int serve_gateway(struct ag_platform *p, const char *listen, const char *
     char host[64];
     uint16_t port;
     ag_cli_parse_listen(listen, host, &port);
-    fprintf(stderr,
-            "agora: serving http://%s:%u through the gateway (services on 127.0.0.1:%u, data in %s)\n"
-            "       writes need a token: agora token --data %s --sub <id> --role customer\n"
-            "       Ctrl-C to stop\n",
-            host, ag_gateway_port(gw), ag_platform_port(p), data, data);
+    fprintf(
+        stderr,
+        "agora: serving http://%s:%u through the gateway (services on 127.0.0.1:%u, data in %s)\n"
+        "       writes need a token: agora token --data %s --sub <id> --role customer\n"
+        "       Ctrl-C to stop\n",
+        host, ag_gateway_port(gw), ag_platform_port(p), data, data);
     ag_gateway_run_until_signal(gw);
     ag_gateway_stop(gw, 5000);
     ag_platform_stop(p);
@@ -91,22 +94,30 @@ static int run(int argc, char **argv)
     bool seed = true, gateway = true;
     int workers = 0;
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--data") == 0 && i + 1 < argc) data = argv[++i];
-        else if (strcmp(argv[i], "--listen") == 0 && i + 1 < argc) listen = argv[++i];
-        else if (strcmp(argv[i], "--workers") == 0 && i + 1 < argc) workers = atoi(argv[++i]);
-        else if (strcmp(argv[i], "--no-seed") == 0) seed = false;
-        else if (strcmp(argv[i], "--no-gateway") == 0) gateway = false;
-        else return ag_cli_usage_error("run: unknown or incomplete option '%s' (see 'agora run --help')", argv[i]);
+        if (strcmp(argv[i], "--data") == 0 && i + 1 < argc)
+            data = argv[++i];
+        else if (strcmp(argv[i], "--listen") == 0 && i + 1 < argc)
+            listen = argv[++i];
+        else if (strcmp(argv[i], "--workers") == 0 && i + 1 < argc)
+            workers = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--no-seed") == 0)
+            seed = false;
+        else if (strcmp(argv[i], "--no-gateway") == 0)
+            gateway = false;
+        else
+            return ag_cli_usage_error(
+                "run: unknown or incomplete option '%s' (see 'agora run --help')", argv[i]);
     }
     char host[64];
     uint16_t port;
     if (ag_cli_parse_listen(listen, host, &port))
-        return ag_cli_usage_error("run: --listen takes HOST:PORT, e.g. 127.0.0.1:8080 (got '%s')", listen);
+        return ag_cli_usage_error("run: --listen takes HOST:PORT, e.g. 127.0.0.1:8080 (got '%s')",
+                                  listen);
     if (workers < 0 || workers > 256) return ag_cli_usage_error("run: --workers takes 1..256");
     /* commands wait on group commit in the threadpool: give it room before libuv starts it */
     setenv("UV_THREADPOOL_SIZE", "64", 0);
-    struct ag_platform_config cfg = {.data_dir = data, .host = host, .port = port, .workers = workers,
-                                     .seed = seed};
+    struct ag_platform_config cfg = {
+        .data_dir = data, .host = host, .port = port, .workers = workers, .seed = seed};
     const char *st = getenv("AGORA_SAGA_THREADS");
     if (st && atoi(st) > 0 && atoi(st) <= 1024) cfg.saga_threads = (unsigned)atoi(st);
     if (gateway) cfg.port = 0; /* the services listen on an ephemeral loopback port */
@@ -122,7 +133,8 @@ static int run(int argc, char **argv)
         return 1;
     }
     if (!gateway) {
-        fprintf(stderr, "agora: serving http://%s:%u without the gateway (data in %s); Ctrl-C to stop\n",
+        fprintf(stderr,
+                "agora: serving http://%s:%u without the gateway (data in %s); Ctrl-C to stop\n",
                 host, ag_platform_port(p), data);
         ag_platform_run_until_signal(p);
         ag_platform_stop(p);
@@ -132,4 +144,5 @@ static int run(int argc, char **argv)
     return serve_gateway(p, listen, secret, workers, data);
 }
 
-const struct ag_cli_cmd ag_cli_cmd_run = {"run", "start the platform (every context in one process)", run};
+const struct ag_cli_cmd ag_cli_cmd_run = {"run",
+                                          "start the platform (every context in one process)", run};

@@ -12,19 +12,19 @@
 #include "cli/cli.h"
 
 struct store_args {
-    const char *data;       /* --data DIR */
-    const char *sub;        /* subcommand */
-    const char *stream;     /* positional STREAM */
-    const char *type;       /* --type */
-    const char *payload;    /* --payload */
-    const char *metadata;   /* --metadata */
-    const char *id;         /* --id */
-    const char *expected;   /* --expected-version */
-    const char *from;       /* --from */
-    const char *limit;      /* --limit */
-    bool backward;          /* --backward */
-    bool follow;            /* -f / --follow */
-    bool repair;            /* --repair */
+    const char *data;     /* --data DIR */
+    const char *sub;      /* subcommand */
+    const char *stream;   /* positional STREAM */
+    const char *type;     /* --type */
+    const char *payload;  /* --payload */
+    const char *metadata; /* --metadata */
+    const char *id;       /* --id */
+    const char *expected; /* --expected-version */
+    const char *from;     /* --from */
+    const char *limit;    /* --limit */
+    bool backward;        /* --backward */
+    bool follow;          /* -f / --follow */
+    bool repair;          /* --repair */
 };
 
 static const char usage_text[] =
@@ -46,7 +46,8 @@ static const char usage_text[] =
     "  verify [--repair]           check every record; --repair cuts the log at the first\n"
     "                              bad record, keeping the cut bytes beside the segment\n"
     "\n"
-    "Events print as {\"stream\",\"version\",\"position\",\"id\",\"type\",\"time\",\"data\",\"metadata\"}.\n"
+    "Events print as "
+    "{\"stream\",\"version\",\"position\",\"id\",\"type\",\"time\",\"data\",\"metadata\"}.\n"
     "Exit status: 0 ok, 1 error or bad input, 2 usage, 3 wrong expected version.\n";
 
 static int take_value(int argc, char **argv, int *i, const char *name, const char **out)
@@ -64,10 +65,11 @@ static int take_value(int argc, char **argv, int *i, const char *name, const cha
 
 static int parse_args(int argc, char **argv, struct store_args *a)
 {
-    static const char *const names[] = {"--data", "--type", "--payload", "--metadata", "--id",
-                                        "--expected-version", "--from", "--limit"};
-    const char **slots[] = {&a->data, &a->type, &a->payload, &a->metadata, &a->id,
-                            &a->expected, &a->from, &a->limit};
+    static const char *const names[] = {"--data",     "--type", "--payload",
+                                        "--metadata", "--id",   "--expected-version",
+                                        "--from",     "--limit"};
+    const char **slots[] = {&a->data, &a->type,     &a->payload, &a->metadata,
+                            &a->id,   &a->expected, &a->from,    &a->limit};
     for (int i = 1; i < argc; i++) {
         int hit = 0;
         for (size_t k = 0; k < sizeof names / sizeof names[0] && !hit; k++) {
@@ -75,13 +77,20 @@ static int parse_args(int argc, char **argv, struct store_args *a)
             if (hit < 0) return ag_cli_usage_error("store: %s needs a value", names[k]);
         }
         if (hit) continue;
-        if (strcmp(argv[i], "--backward") == 0) a->backward = true;
-        else if (strcmp(argv[i], "-f") == 0 || strcmp(argv[i], "--follow") == 0) a->follow = true;
-        else if (strcmp(argv[i], "--repair") == 0) a->repair = true;
-        else if (argv[i][0] == '-') return ag_cli_usage_error("store: unknown option '%s'", argv[i]);
-        else if (!a->sub) a->sub = argv[i];
-        else if (!a->stream) a->stream = argv[i];
-        else return ag_cli_usage_error("store: unexpected argument '%s'", argv[i]);
+        if (strcmp(argv[i], "--backward") == 0)
+            a->backward = true;
+        else if (strcmp(argv[i], "-f") == 0 || strcmp(argv[i], "--follow") == 0)
+            a->follow = true;
+        else if (strcmp(argv[i], "--repair") == 0)
+            a->repair = true;
+        else if (argv[i][0] == '-')
+            return ag_cli_usage_error("store: unknown option '%s'", argv[i]);
+        else if (!a->sub)
+            a->sub = argv[i];
+        else if (!a->stream)
+            a->stream = argv[i];
+        else
+            return ag_cli_usage_error("store: unexpected argument '%s'", argv[i]);
     }
     if (!a->data) a->data = getenv("AGORA_DATA") ? getenv("AGORA_DATA") : "./data";
     if (!a->sub) return ag_cli_usage_error("store: which command? (see 'agora store --help')");
@@ -130,7 +139,8 @@ static int cmd_read(const struct store_args *a, struct ag_store *s, bool all)
 {
     uint64_t limit, from_u = a->backward ? UINT64_MAX : 0;
     int64_t from_v = a->backward ? -1 : 0;
-    if (parse_limit(a->limit, &limit)) return ag_cli_usage_error("store: --limit takes a positive number");
+    if (parse_limit(a->limit, &limit))
+        return ag_cli_usage_error("store: --limit takes a positive number");
     if (a->from && (all ? ag_parse_u64(a->from, &from_u) : ag_parse_i64(a->from, &from_v)))
         return ag_cli_usage_error("store: --from takes a number");
     if (!all && !a->stream) return ag_cli_usage_error("store read: which STREAM?");
@@ -140,8 +150,9 @@ static int cmd_read(const struct store_args *a, struct ag_store *s, bool all)
         struct ag_err err;
         ag_err_clear(&err);
         size_t max = (size_t)AG_MIN(limit - done, 1024);
-        int rc = all ? ag_store_read_all(s, from_u, dir, max, &p, &err)
-                     : ag_store_read_stream(s, a->stream, strlen(a->stream), from_v, dir, max, &p, &err);
+        int rc =
+            all ? ag_store_read_all(s, from_u, dir, max, &p, &err)
+                : ag_store_read_stream(s, a->stream, strlen(a->stream), from_v, dir, max, &p, &err);
         if (rc) return fail(a->sub, rc, &err);
         int prc = print_page(&p);
         done += p.count;
@@ -166,7 +177,8 @@ static int cmd_tail(const struct store_args *a, struct ag_store *s)
     struct ag_store_stats st;
     ag_store_stats(s, &st);
     uint64_t from = st.events > 10 ? st.events - 10 : 0;
-    if (a->from && ag_parse_u64(a->from, &from)) return ag_cli_usage_error("store: --from takes a number");
+    if (a->from && ag_parse_u64(a->from, &from))
+        return ag_cli_usage_error("store: --from takes a number");
     if (!a->follow) {
         struct store_args b = *a;
         char buf[32];
@@ -201,8 +213,11 @@ static int cmd_append(const struct store_args *a, struct ag_store *s)
     if (!a->payload) return ag_cli_usage_error("store append: --payload is required");
     int64_t expected = AG_STORE_ANY;
     if (a->expected && ag_store_parse_expected(a->expected, &expected))
-        return ag_cli_usage_error("store append: --expected-version takes a number, any, no-stream or exists");
-    struct ag_event_data ev = {.type = a->type, .type_len = strlen(a->type), .data = a->payload,
+        return ag_cli_usage_error(
+            "store append: --expected-version takes a number, any, no-stream or exists");
+    struct ag_event_data ev = {.type = a->type,
+                               .type_len = strlen(a->type),
+                               .data = a->payload,
                                .data_len = strlen(a->payload)};
     if (a->metadata) ev.metadata = a->metadata, ev.metadata_len = strlen(a->metadata);
     if (a->id && ag_uuid_parse(a->id, strlen(a->id), &ev.id))
@@ -275,8 +290,9 @@ static int cmd_verify(const struct store_args *a)
     }
     printf("}\n");
     if (!r.ok && !r.repaired)
-        fprintf(stderr, "agora store verify: %s\n  run 'agora store verify --repair --data %s' to cut "
-                        "the log there (the cut bytes are kept beside the segment)\n",
+        fprintf(stderr,
+                "agora store verify: %s\n  run 'agora store verify --repair --data %s' to cut "
+                "the log there (the cut bytes are kept beside the segment)\n",
                 r.problem, a->data);
     return r.ok || r.repaired ? 0 : 1;
 }
@@ -294,16 +310,23 @@ static int run(int argc, char **argv)
     static const char *const known[] = {"stats", "streams", "read", "all", "tail", "append"};
     bool ok = false;
     for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) ok |= strcmp(a.sub, known[i]) == 0;
-    if (!ok) return ag_cli_usage_error("store: unknown command '%s' (see 'agora store --help')", a.sub);
+    if (!ok)
+        return ag_cli_usage_error("store: unknown command '%s' (see 'agora store --help')", a.sub);
     bool writable = strcmp(a.sub, "append") == 0;
     struct ag_store *s;
     if ((rc = open_store(&a, writable, &s))) return rc;
-    if (strcmp(a.sub, "stats") == 0) rc = cmd_stats(&a, s);
-    else if (strcmp(a.sub, "streams") == 0) rc = cmd_streams(s);
-    else if (strcmp(a.sub, "read") == 0) rc = cmd_read(&a, s, false);
-    else if (strcmp(a.sub, "all") == 0) rc = cmd_read(&a, s, true);
-    else if (strcmp(a.sub, "tail") == 0) rc = cmd_tail(&a, s);
-    else rc = cmd_append(&a, s);
+    if (strcmp(a.sub, "stats") == 0)
+        rc = cmd_stats(&a, s);
+    else if (strcmp(a.sub, "streams") == 0)
+        rc = cmd_streams(s);
+    else if (strcmp(a.sub, "read") == 0)
+        rc = cmd_read(&a, s, false);
+    else if (strcmp(a.sub, "all") == 0)
+        rc = cmd_read(&a, s, true);
+    else if (strcmp(a.sub, "tail") == 0)
+        rc = cmd_tail(&a, s);
+    else
+        rc = cmd_append(&a, s);
     ag_store_close(s);
     return rc;
 }

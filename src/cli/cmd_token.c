@@ -35,14 +35,23 @@ static int run(int argc, char **argv)
     const char *roles[16];
     struct ag_gateway_token_request t = {.roles = roles};
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--sub") == 0 && i + 1 < argc) t.sub = argv[++i];
-        else if (strcmp(argv[i], "--role") == 0 && i + 1 < argc && t.nroles < 16) roles[t.nroles++] = argv[++i];
-        else if (strcmp(argv[i], "--scope") == 0 && i + 1 < argc) t.scope = argv[++i];
-        else if (strcmp(argv[i], "--ttl") == 0 && i + 1 < argc) t.ttl_s = strtoull(argv[++i], NULL, 10);
-        else if (strcmp(argv[i], "--issuer") == 0 && i + 1 < argc) t.issuer = argv[++i];
-        else if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) cfg = argv[++i];
-        else if (strcmp(argv[i], "--data") == 0 && i + 1 < argc) data = argv[++i];
-        else return ag_cli_usage_error("token: unknown or incomplete option '%s' (see 'agora token --help')", argv[i]);
+        if (strcmp(argv[i], "--sub") == 0 && i + 1 < argc)
+            t.sub = argv[++i];
+        else if (strcmp(argv[i], "--role") == 0 && i + 1 < argc && t.nroles < 16)
+            roles[t.nroles++] = argv[++i];
+        else if (strcmp(argv[i], "--scope") == 0 && i + 1 < argc)
+            t.scope = argv[++i];
+        else if (strcmp(argv[i], "--ttl") == 0 && i + 1 < argc)
+            t.ttl_s = strtoull(argv[++i], NULL, 10);
+        else if (strcmp(argv[i], "--issuer") == 0 && i + 1 < argc)
+            t.issuer = argv[++i];
+        else if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
+            cfg = argv[++i];
+        else if (strcmp(argv[i], "--data") == 0 && i + 1 < argc)
+            data = argv[++i];
+        else
+            return ag_cli_usage_error(
+                "token: unknown or incomplete option '%s' (see 'agora token --help')", argv[i]);
     }
     if (!t.sub) return ag_cli_usage_error("token: --sub is required");
     struct ag_gateway_options o = {.config_path = cfg};
@@ -67,4 +76,5 @@ static int run(int argc, char **argv)
     return 0;
 }
 
-const struct ag_cli_cmd ag_cli_cmd_token = {"token", "mint a development JWT from the gateway's key", run};
+const struct ag_cli_cmd ag_cli_cmd_token = {"token",
+                                            "mint a development JWT from the gateway's key", run};

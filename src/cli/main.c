@@ -8,12 +8,8 @@
 #include "cli/cli.h"
 
 static const struct ag_cli_cmd *const commands[] = {
-    &ag_cli_cmd_run,
-    &ag_cli_cmd_projections,
-    &ag_cli_cmd_store,
-    &ag_cli_cmd_version,
-    &ag_cli_cmd_load,
-    &ag_cli_cmd_gateway, &ag_cli_cmd_token,
+    &ag_cli_cmd_run,  &ag_cli_cmd_projections, &ag_cli_cmd_store, &ag_cli_cmd_version,
+    &ag_cli_cmd_load, &ag_cli_cmd_gateway,     &ag_cli_cmd_token,
 };
 
 bool ag_cli_wants_help(int argc, char **argv)
@@ -39,7 +35,8 @@ int ag_cli_usage_error(const char *fmt, ...)
 static void usage(FILE *f)
 {
     fputs("agora — an event-sourced commerce platform\n\n"
-          "usage: agora <command> [options]\n\ncommands:\n", f);
+          "usage: agora <command> [options]\n\ncommands:\n",
+          f);
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(f, "  %-12s %s\n", commands[i]->name, commands[i]->summary);
     fputs("\nRun 'agora <command> --help' for a command's options.\n", f);
@@ -59,7 +56,8 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0) {
+    if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 ||
+        strcmp(argv[1], "help") == 0) {
         usage(stdout);
         return 0;
     }

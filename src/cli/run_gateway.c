@@ -49,7 +49,8 @@ int ag_cli_jwt_secret(const char *data_dir, bool create, char out[65], struct ag
     const char *env = getenv("AGORA_JWT_SECRET");
     if (env && *env) {
         if (strlen(env) < 32 || strlen(env) > 64 || strchr(env, '"') || strchr(env, '\\'))
-            return ag_err_set(err, AG_EINVAL, "AGORA_JWT_SECRET must be 32 to 64 characters without quotes");
+            return ag_err_set(err, AG_EINVAL,
+                              "AGORA_JWT_SECRET must be 32 to 64 characters without quotes");
         snprintf(out, 65, "%s", env);
         return 0;
     }
@@ -63,9 +64,10 @@ int ag_cli_jwt_secret(const char *data_dir, bool create, char out[65], struct ag
         if (rc == -EEXIST) rc = read_secret(path, out); /* another process made it first */
     }
     if (rc == -ENOENT)
-        return ag_err_set(err, AG_ENOTFOUND,
-                          "%s does not exist: start 'agora run --data %s' once, or set AGORA_JWT_SECRET",
-                          path, data_dir);
+        return ag_err_set(
+            err, AG_ENOTFOUND,
+            "%s does not exist: start 'agora run --data %s' once, or set AGORA_JWT_SECRET", path,
+            data_dir);
     if (rc) return ag_err_set(err, AG_EIO, "%s: %s", path, strerror(-rc));
     return 0;
 }
@@ -132,7 +134,8 @@ static const char template_yaml[] =
     "bff:\n"
     "  customers: {host: platform, path: \"/api/v1/customers/{user}\", timeout: 300ms}\n"
     "  catalog: {host: platform, path: \"/api/v1/products?limit={limit}\", timeout: 300ms}\n"
-    "  ordering: {host: platform, path: \"/api/v1/orders?customerId={user}&limit={limit}\", timeout: 300ms}\n";
+    "  ordering: {host: platform, path: \"/api/v1/orders?customerId={user}&limit={limit}\", "
+    "timeout: 300ms}\n";
 
 char *ag_cli_run_gateway_yaml(const char *listen, const char *secret, uint16_t platform_port)
 {

@@ -29,22 +29,18 @@ static size_t home(const struct ag_dom_idmap *m, const char *key)
 
 struct ag_dom_idmap_slot *ag__idmap_get(const struct ag_dom_idmap *m, const char *key)
 {
-    if (!m->cap || !key || !key[0])
-        return NULL;
+    if (!m->cap || !key || !key[0]) return NULL;
     for (size_t i = home(m, key);; i = (i + 1) & (m->cap - 1)) {
         struct ag_dom_idmap_slot *s = &m->slots[i];
-        if (!s->key[0])
-            return NULL;
-        if (strcmp(s->key, key) == 0)
-            return s;
+        if (!s->key[0]) return NULL;
+        if (strcmp(s->key, key) == 0) return s;
     }
 }
 
 static void place(struct ag_dom_idmap *m, const struct ag_dom_idmap_slot *src)
 {
     size_t i = home(m, src->key);
-    while (m->slots[i].key[0])
-        i = (i + 1) & (m->cap - 1);
+    while (m->slots[i].key[0]) i = (i + 1) & (m->cap - 1);
     m->slots[i] = *src;
 }
 
@@ -54,13 +50,11 @@ static int grow(struct ag_dom_idmap *m)
     struct ag_dom_idmap_slot *old = m->slots;
     size_t ocap = m->cap;
     struct ag_dom_idmap_slot *ns = ag_calloc(ncap, sizeof *ns);
-    if (!ns)
-        return AG_ENOMEM;
+    if (!ns) return AG_ENOMEM;
     m->slots = ns;
     m->cap = ncap;
     for (size_t i = 0; i < ocap; i++)
-        if (old[i].key[0])
-            place(m, &old[i]);
+        if (old[i].key[0]) place(m, &old[i]);
     ag_free(old);
     return 0;
 }
@@ -69,8 +63,7 @@ int ag__idmap_put(struct ag_dom_idmap *m, const char *key, int64_t value, bool f
 {
     struct ag_dom_idmap_slot s;
     memset(&s, 0, sizeof s);
-    if (ag__dom_copy(s.key, sizeof s.key, key))
-        return AG_EINVAL;
+    if (ag__dom_copy(s.key, sizeof s.key, key)) return AG_EINVAL;
     struct ag_dom_idmap_slot *cur = ag__idmap_get(m, key);
     if (cur) {
         cur->value = value;
@@ -79,8 +72,7 @@ int ag__idmap_put(struct ag_dom_idmap *m, const char *key, int64_t value, bool f
     }
     if ((m->n + 1) * 10 > m->cap * 7) {
         int rc = grow(m);
-        if (rc)
-            return rc;
+        if (rc) return rc;
     }
     s.value = value;
     s.flag = flag;
@@ -92,8 +84,7 @@ int ag__idmap_put(struct ag_dom_idmap *m, const char *key, int64_t value, bool f
 void ag__idmap_del(struct ag_dom_idmap *m, const char *key)
 {
     struct ag_dom_idmap_slot *s = ag__idmap_get(m, key);
-    if (!s)
-        return;
+    if (!s) return;
     size_t mask = m->cap - 1, hole = (size_t)(s - m->slots);
     memset(s, 0, sizeof *s);
     m->n--;
@@ -102,8 +93,7 @@ void ag__idmap_del(struct ag_dom_idmap *m, const char *key)
     for (size_t i = (hole + 1) & mask; m->slots[i].key[0]; i = (i + 1) & mask) {
         size_t h = home(m, m->slots[i].key);
         bool stays = hole <= i ? (hole < h && h <= i) : (hole < h || h <= i);
-        if (stays)
-            continue;
+        if (stays) continue;
         m->slots[hole] = m->slots[i];
         memset(&m->slots[i], 0, sizeof m->slots[i]);
         hole = i;

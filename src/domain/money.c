@@ -20,27 +20,24 @@
 
 bool ag_currency_valid(const char *s)
 {
-    if (!s)
-        return false;
+    if (!s) return false;
     for (int i = 0; i < 3; i++)
-        if (s[i] < 'A' || s[i] > 'Z')
-            return false;
+        if (s[i] < 'A' || s[i] > 'Z') return false;
     return s[3] == '\0';
 }
 
 struct ag_money ag_money_zero(const char *currency)
 {
     struct ag_money m = {0};
-    if (ag_currency_valid(currency))
-        memcpy(m.currency, currency, 4);
+    if (ag_currency_valid(currency)) memcpy(m.currency, currency, 4);
     return m;
 }
 
-int ag_money_from_json(const json_t *j, struct ag_money *out, const char *pointer, struct ag_err *err)
+int ag_money_from_json(const json_t *j, struct ag_money *out, const char *pointer,
+                       struct ag_err *err)
 {
     const char *p = pointer ? pointer : "";
-    if (!json_is_object(j))
-        return ag_err_set(err, AG_EINVAL, "%s: must be an object", p);
+    if (!json_is_object(j)) return ag_err_set(err, AG_EINVAL, "%s: must be an object", p);
     json_t *amount = json_object_get(j, "amount");
     if (!json_is_integer(amount))
         return ag_err_set(err, AG_EINVAL, "%s/amount: must be an integer", p);
@@ -60,7 +57,8 @@ json_t *ag_money_to_json(const struct ag_money *m)
 static int same_currency(const struct ag_money *a, const struct ag_money *b, struct ag_err *err)
 {
     if (strcmp(a->currency, b->currency) != 0)
-        return ag_err_set(err, AG_EDOMAIN, "currency mismatch: %s and %s", a->currency, b->currency);
+        return ag_err_set(err, AG_EDOMAIN, "currency mismatch: %s and %s", a->currency,
+                          b->currency);
     return 0;
 }
 
@@ -69,8 +67,7 @@ int ag_money_add(const struct ag_money *a, const struct ag_money *b, struct ag_m
 {
     int64_t r;
     int rc = same_currency(a, b, err);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     if (__builtin_add_overflow(a->amount, b->amount, &r))
         return ag_err_set(err, AG_EINVAL, "money overflow: %lld + %lld %s", (long long)a->amount,
                           (long long)b->amount, a->currency);
@@ -84,8 +81,7 @@ int ag_money_sub(const struct ag_money *a, const struct ag_money *b, struct ag_m
 {
     int64_t r;
     int rc = same_currency(a, b, err);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     if (__builtin_sub_overflow(a->amount, b->amount, &r))
         return ag_err_set(err, AG_EINVAL, "money overflow: %lld - %lld %s", (long long)a->amount,
                           (long long)b->amount, a->currency);
@@ -120,10 +116,8 @@ int ag_money_percent(const struct ag_money *a, int64_t basis_points, struct ag_m
     __int128 p = (__int128)a->amount * basis_points;
     bool neg = p < 0;
     __int128 q = ((neg ? -p : p) + 5000) / 10000;
-    if (neg)
-        q = -q;
-    if (q > INT64_MAX || q < INT64_MIN)
-        return AG_EINVAL;
+    if (neg) q = -q;
+    if (q > INT64_MAX || q < INT64_MIN) return AG_EINVAL;
     memmove(out->currency, a->currency, 4);
     out->amount = (int64_t)q;
     return 0;
@@ -136,11 +130,9 @@ static int exponent_of(const char *cur)
                                    "RWF", "UGX", "UYI", "VND", "VUV", "XAF", "XOF", "XPF"};
     static const char three[][4] = {"BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"};
     for (size_t i = 0; i < AG_ARRAY_SIZE(zero); i++)
-        if (strcmp(cur, zero[i]) == 0)
-            return 0;
+        if (strcmp(cur, zero[i]) == 0) return 0;
     for (size_t i = 0; i < AG_ARRAY_SIZE(three); i++)
-        if (strcmp(cur, three[i]) == 0)
-            return 3;
+        if (strcmp(cur, three[i]) == 0) return 3;
     return 2;
 }
 
@@ -187,12 +179,14 @@ int ag__dom_address_check(const struct ag_address *a, const char *pointer, struc
         const char *s = (const char *)a + f->off;
         size_t n = strnlen(s, f->cap);
         if (n == 0 || n == f->cap || !ag_utf8_valid(s, n))
-            return ag_err_set(err, AG_EINVAL, "%s/%s: must be a non-empty string of at most %zu bytes",
-                              p, f->name, f->cap - 1);
+            return ag_err_set(err, AG_EINVAL,
+                              "%s/%s: must be a non-empty string of at most %zu bytes", p, f->name,
+                              f->cap - 1);
     }
     if (!country_valid(a->country))
         return ag_err_set(err, AG_EINVAL,
-                          "%s/country: must be an ISO 3166-1 alpha-2 code (2 upper-case letters)", p);
+                          "%s/country: must be an ISO 3166-1 alpha-2 code (2 upper-case letters)",
+                          p);
     return 0;
 }
 
@@ -202,25 +196,24 @@ int ag_address_from_json(const json_t *j, struct ag_address *out, const char *po
     const char *p = pointer ? pointer : "";
     struct ag_address a;
     memset(&a, 0, sizeof a);
-    if (!json_is_object(j))
-        return ag_err_set(err, AG_EINVAL, "%s: must be an object", p);
+    if (!json_is_object(j)) return ag_err_set(err, AG_EINVAL, "%s: must be an object", p);
     for (size_t i = 0; i < AG_ARRAY_SIZE(addr_fields); i++) {
         const struct addr_field *f = &addr_fields[i];
         const char *s = json_string_value(json_object_get(j, f->name));
         if (ag__dom_copy((char *)&a + f->off, f->cap, s))
-            return ag_err_set(err, AG_EINVAL, "%s/%s: must be a non-empty string of at most %zu bytes",
-                              p, f->name, f->cap - 1);
+            return ag_err_set(err, AG_EINVAL,
+                              "%s/%s: must be a non-empty string of at most %zu bytes", p, f->name,
+                              f->cap - 1);
     }
     int rc = ag__dom_address_check(&a, pointer, err);
-    if (rc == 0)
-        *out = a;
+    if (rc == 0) *out = a;
     return rc;
 }
 
 json_t *ag_address_to_json(const struct ag_address *a)
 {
-    return json_pack("{s:s,s:s,s:s,s:s,s:s}", "street", a->street, "city", a->city, "state", a->state,
-                     "zipCode", a->zip_code, "country", a->country);
+    return json_pack("{s:s,s:s,s:s,s:s,s:s}", "street", a->street, "city", a->city, "state",
+                     a->state, "zipCode", a->zip_code, "country", a->country);
 }
 
 bool ag_address_eq(const struct ag_address *a, const struct ag_address *b)

@@ -23,22 +23,22 @@ static int subtotal_of(const struct ag_price_line *lines, size_t n, struct ag_mo
                        struct ag_err *err)
 {
     int rc;
-    if (n == 0)
-        return ag_err_set(err, AG_EDOMAIN, "cannot price an empty order");
+    if (n == 0) return ag_err_set(err, AG_EDOMAIN, "cannot price an empty order");
     if (!ag_currency_valid(lines[0].unit_price.currency))
         return ag_err_set(err, AG_EINVAL, "line 0: currency must be a 3-letter ISO 4217 code");
     *sub = ag_money_zero(lines[0].unit_price.currency);
     for (size_t i = 0; i < n; i++) {
         struct ag_money line;
         if (lines[i].quantity <= 0)
-            return ag_err_set(err, AG_EINVAL, "line %zu (product %s): quantity must be positive",
-                              i, lines[i].product_id);
+            return ag_err_set(err, AG_EINVAL, "line %zu (product %s): quantity must be positive", i,
+                              lines[i].product_id);
         if (lines[i].unit_price.amount < 0)
-            return ag_err_set(err, AG_EINVAL, "line %zu (product %s): unit price must not be negative",
-                              i, lines[i].product_id);
+            return ag_err_set(err, AG_EINVAL,
+                              "line %zu (product %s): unit price must not be negative", i,
+                              lines[i].product_id);
         if (strcmp(lines[i].unit_price.currency, sub->currency) != 0)
-            return ag_err_set(err, AG_EDOMAIN, "mixed currencies: line %zu is in %s, line 0 in %s", i,
-                              lines[i].unit_price.currency, sub->currency);
+            return ag_err_set(err, AG_EDOMAIN, "mixed currencies: line %zu is in %s, line 0 in %s",
+                              i, lines[i].unit_price.currency, sub->currency);
         if ((rc = ag_money_mul(&lines[i].unit_price, lines[i].quantity, &line, err)) ||
             (rc = ag_money_add(sub, &line, sub, err)))
             return rc;
@@ -47,8 +47,8 @@ static int subtotal_of(const struct ag_price_line *lines, size_t n, struct ag_mo
 }
 
 /* Sum of percentage (capped) and fixed promotions. */
-static int promo_sums(bool premium, const struct ag_promotion *promos, size_t npromos,
-                      int64_t *bp, int64_t *fixed, struct ag_err *err)
+static int promo_sums(bool premium, const struct ag_promotion *promos, size_t npromos, int64_t *bp,
+                      int64_t *fixed, struct ag_err *err)
 {
     *bp = premium ? AG_PRICING_PREMIUM_BP : 0;
     *fixed = 0;
@@ -77,8 +77,7 @@ int ag_pricing_quote(const struct ag_price_line *lines, size_t n, bool premium,
     if ((rc = subtotal_of(lines, n, &sub, err)) ||
         (rc = promo_sums(premium, promos, npromos, &bp, &fixed, err)))
         return rc;
-    if (ag_money_percent(&sub, bp, &pct))
-        return ag_err_set(err, AG_EINVAL, "discount overflow");
+    if (ag_money_percent(&sub, bp, &pct)) return ag_err_set(err, AG_EINVAL, "discount overflow");
     if (__builtin_add_overflow(pct.amount, fixed, &discount) || discount > sub.amount)
         discount = sub.amount;
     out->subtotal = sub;
@@ -101,9 +100,12 @@ static int transfer_check(const struct ag_account *from, const struct ag_account
     if (from == to || strcmp(from->id, to->id) == 0)
         return ag_err_set(err, AG_EDOMAIN, "cannot transfer from account %s to itself", from->id);
     if (from->closed || to->closed)
-        return ag_err_set(err, AG_EDOMAIN, "account %s is closed", from->closed ? from->id : to->id);
-    if (strcmp(amount->currency, from->balance.currency) || strcmp(amount->currency, to->balance.currency))
-        return ag_err_set(err, AG_EDOMAIN, "transfer currency %.3s must match both accounts (%s, %s)",
+        return ag_err_set(err, AG_EDOMAIN, "account %s is closed",
+                          from->closed ? from->id : to->id);
+    if (strcmp(amount->currency, from->balance.currency) ||
+        strcmp(amount->currency, to->balance.currency))
+        return ag_err_set(err, AG_EDOMAIN,
+                          "transfer currency %.3s must match both accounts (%s, %s)",
                           amount->currency, from->balance.currency, to->balance.currency);
     if (amount->amount <= 0)
         return ag_err_set(err, AG_EINVAL, "amount must be positive (got %lld)",
@@ -131,8 +133,7 @@ int ag_account_transfer(const struct ag_account *from, const struct ag_account *
 {
     struct ag_money fbal, tbal;
     int rc = transfer_check(from, to, amount, err);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     ag_money_sub(&from->balance, amount, &fbal, NULL);
     ag_money_add(&to->balance, amount, &tbal, NULL);
     json_t *w = leg(amount, &fbal, now_ms, "toAccountId", to->id);

@@ -20,8 +20,7 @@ void ag_dom_events_init(struct ag_dom_events *e)
 
 int ag_dom_events_push(struct ag_dom_events *e, const char *type, json_t *data)
 {
-    if (!data)
-        return AG_EINVAL;
+    if (!data) return AG_EINVAL;
     if (e->n == e->cap) {
         size_t ncap = e->cap ? e->cap * 2 : 4;
         struct ag_dom_event *v = ag_realloc(e->v, ncap * sizeof *v);
@@ -40,8 +39,7 @@ int ag_dom_events_push(struct ag_dom_events *e, const char *type, json_t *data)
 
 void ag_dom_events_free(struct ag_dom_events *e)
 {
-    for (size_t i = 0; i < e->n; i++)
-        json_decref(e->v[i].data);
+    for (size_t i = 0; i < e->n; i++) json_decref(e->v[i].data);
     ag_free(e->v);
     ag_dom_events_init(e);
 }
@@ -57,11 +55,9 @@ int ag__dom_emit(struct ag_dom_events *out, const char *type, json_t *data, stru
 
 int ag__dom_copy(char *dst, size_t cap, const char *src)
 {
-    if (!src || !src[0])
-        return AG_EINVAL;
+    if (!src || !src[0]) return AG_EINVAL;
     size_t n = strlen(src);
-    if (n >= cap)
-        return AG_EINVAL;
+    if (n >= cap) return AG_EINVAL;
     memcpy(dst, src, n + 1);
     return 0;
 }
@@ -74,7 +70,8 @@ int ag__dom_copy_or(char *dst, size_t cap, const char *src, const char *dflt)
 int ag__dom_need(char *dst, size_t cap, const char *src, const char *what, struct ag_err *err)
 {
     if (ag__dom_copy(dst, cap, src) || !ag_utf8_valid(dst, strlen(dst)))
-        return ag_err_set(err, AG_EINVAL, "%s must be a non-empty UTF-8 string of at most %zu bytes", what,
+        return ag_err_set(err, AG_EINVAL,
+                          "%s must be a non-empty UTF-8 string of at most %zu bytes", what,
                           cap - 1);
     return 0;
 }
@@ -82,8 +79,7 @@ int ag__dom_need(char *dst, size_t cap, const char *src, const char *what, struc
 void ag__dom_reason(char *dst, size_t cap, const char *src, const char *dflt)
 {
     size_t n = src ? strlen(src) : 0;
-    if (n == 0 || !ag_utf8_valid(src, n))
-        src = dflt, n = strlen(dflt);
+    if (n == 0 || !ag_utf8_valid(src, n)) src = dflt, n = strlen(dflt);
     if (n >= cap) {
         n = cap - 1;
         while (n > 0 && ((unsigned char)src[n] & 0xC0) == 0x80)
@@ -108,8 +104,7 @@ int ag__dom_get_str_opt(const json_t *o, const char *key, char *dst, size_t cap)
         return 0;
     }
     const char *s = json_string_value(v);
-    if (!s || strlen(s) >= cap)
-        return AG_EINVAL;
+    if (!s || strlen(s) >= cap) return AG_EINVAL;
     memcpy(dst, s, strlen(s) + 1);
     return 0;
 }
@@ -117,8 +112,7 @@ int ag__dom_get_str_opt(const json_t *o, const char *key, char *dst, size_t cap)
 int ag__dom_get_i64(const json_t *o, const char *key, int64_t *out)
 {
     json_t *v = json_object_get(o, key);
-    if (!json_is_integer(v))
-        return AG_EINVAL;
+    if (!json_is_integer(v)) return AG_EINVAL;
     *out = json_integer_value(v);
     return 0;
 }
@@ -126,8 +120,7 @@ int ag__dom_get_i64(const json_t *o, const char *key, int64_t *out)
 int ag__dom_get_bool(const json_t *o, const char *key, bool *out)
 {
     json_t *v = json_object_get(o, key);
-    if (!json_is_boolean(v))
-        return AG_EINVAL;
+    if (!json_is_boolean(v)) return AG_EINVAL;
     *out = json_is_true(v);
     return 0;
 }

@@ -37,7 +37,7 @@ struct runner {
 struct ag_projector {
     struct ag_store *store;
     pthread_mutex_t lock;
-    pthread_cond_t moved;   /* a checkpoint advanced */
+    pthread_cond_t moved; /* a checkpoint advanced */
     bool stopping;
     size_t n;
     struct runner *r;
@@ -122,12 +122,14 @@ static int apply_page(sqlite3 *db, const struct ag_projection *p, const struct a
     if (!rc && p->flush && (rc = p->flush(p->ud)))
         ag_err_set(err, rc, "flushing the page's side effects: %s", ag_strerror(rc));
     sqlite3_stmt *st = NULL;
-    if (!rc && sqlite3_prepare_v2(db, "INSERT INTO ag_checkpoint(name, position) VALUES(?, ?) "
-                                      "ON CONFLICT(name) DO UPDATE SET position=excluded.position",
+    if (!rc && sqlite3_prepare_v2(db,
+                                  "INSERT INTO ag_checkpoint(name, position) VALUES(?, ?) "
+                                  "ON CONFLICT(name) DO UPDATE SET position=excluded.position",
                                   -1, &st, NULL) == SQLITE_OK) {
         sqlite3_bind_text(st, 1, p->name, -1, SQLITE_STATIC);
         sqlite3_bind_int64(st, 2, (sqlite3_int64)next);
-        if (sqlite3_step(st) != SQLITE_DONE) rc = ag_err_set(err, AG_EIO, "checkpoint: %s", sqlite3_errmsg(db));
+        if (sqlite3_step(st) != SQLITE_DONE)
+            rc = ag_err_set(err, AG_EIO, "checkpoint: %s", sqlite3_errmsg(db));
     }
     sqlite3_finalize(st);
     if (rc || sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
@@ -236,7 +238,8 @@ int ag_projector_start(struct ag_store *s, const char *dir, const struct ag_proj
     for (size_t i = 0; i < n && !rc; i++) {
         if (pthread_create(&o->r[i].thread, NULL, runner_main, &o->r[i]) != 0)
             rc = ag_err_set(err, AG_ENOMEM, "cannot start projection thread");
-        else o->r[i].started = true;
+        else
+            o->r[i].started = true;
     }
     if (rc) {
         ag_projector_stop(o);
@@ -262,7 +265,10 @@ void ag_projector_stop(struct ag_projector *o)
     ag_free(o);
 }
 
-size_t ag_projector_count(const struct ag_projector *o) { return o->n; }
+size_t ag_projector_count(const struct ag_projector *o)
+{
+    return o->n;
+}
 
 void ag_projector_stats(struct ag_projector *o, size_t i, struct ag_projection_stats *out)
 {
@@ -271,9 +277,12 @@ void ag_projector_stats(struct ag_projector *o, size_t i, struct ag_projection_s
     pthread_mutex_lock(&o->lock);
     struct runner *r = &o->r[i];
     *out = (struct ag_projection_stats){
-        .name = r->proj->name, .checkpoint = r->checkpoint, .head = st.events,
+        .name = r->proj->name,
+        .checkpoint = r->checkpoint,
+        .head = st.events,
         .lag_events = st.events > r->checkpoint ? st.events - r->checkpoint : 0,
-        .lag_seconds = st.events > r->checkpoint ? r->lag_seconds : 0, .applied = r->applied,
+        .lag_seconds = st.events > r->checkpoint ? r->lag_seconds : 0,
+        .applied = r->applied,
         .failed = r->failed,
     };
     snprintf(out->error, sizeof out->error, "%s", r->error);
@@ -348,7 +357,8 @@ int ag_projection_open_ro(const char *dir, const char *name, sqlite3 **out)
 {
     char path[1024];
     snprintf(path, sizeof path, "%s/%s.db", dir, name);
-    if (sqlite3_open_v2(path, out, SQLITE_OPEN_READONLY | SQLITE_OPEN_FULLMUTEX, NULL) != SQLITE_OK) {
+    if (sqlite3_open_v2(path, out, SQLITE_OPEN_READONLY | SQLITE_OPEN_FULLMUTEX, NULL) !=
+        SQLITE_OK) {
         sqlite3_close(*out);
         *out = NULL;
         return AG_EIO;
@@ -360,8 +370,8 @@ int ag_projection_open_ro(const char *dir, const char *name, sqlite3 **out)
 int ag_es_inbox_seen(sqlite3 *db, const char *consumer, const struct ag_uuid *event_id)
 {
     sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(db, "INSERT OR IGNORE INTO ag_inbox(consumer, event_id) VALUES(?, ?)", -1,
-                           &st, NULL) != SQLITE_OK)
+    if (sqlite3_prepare_v2(db, "INSERT OR IGNORE INTO ag_inbox(consumer, event_id) VALUES(?, ?)",
+                           -1, &st, NULL) != SQLITE_OK)
         return AG_EIO;
     sqlite3_bind_text(st, 1, consumer, -1, SQLITE_STATIC);
     sqlite3_bind_blob(st, 2, event_id->b, 16, SQLITE_STATIC);

@@ -29,24 +29,24 @@
 struct cmd;
 
 struct centry {
-    struct centry *hnext;        /* hash chain */
-    struct centry *prev, *next;  /* LRU list (most recent at head) */
-    pthread_mutex_t lock;        /* guards the queue and `leader` */
-    pthread_cond_t done;         /* a batch finished */
-    struct cmd *qhead, *qtail;   /* commands waiting for the leader */
-    bool leader;                 /* a thread is running batches (only it touches the state) */
+    struct centry *hnext;       /* hash chain */
+    struct centry *prev, *next; /* LRU list (most recent at head) */
+    pthread_mutex_t lock;       /* guards the queue and `leader` */
+    pthread_cond_t done;        /* a batch finished */
+    struct cmd *qhead, *qtail;  /* commands waiting for the leader */
+    bool leader;                /* a thread is running batches (only it touches the state) */
     const struct ag_es_type *type;
     uint64_t hash;
-    unsigned refs;               /* users holding it (not evictable while > 0) */
-    bool loaded;                 /* state initialised */
-    int64_t version;             /* version the state includes (-1: none) */
+    unsigned refs;   /* users holding it (not evictable while > 0) */
+    bool loaded;     /* state initialised */
+    int64_t version; /* version the state includes (-1: none) */
     void *state;
-    char stream[];               /* NUL-terminated */
+    char stream[]; /* NUL-terminated */
 };
 
 struct ag_es_repo {
     struct ag_es_repo_config cfg;
-    pthread_mutex_t lock;        /* guards the table, LRU and refs */
+    pthread_mutex_t lock; /* guards the table, LRU and refs */
     struct centry **buckets;
     size_t nbuckets, count;
     struct centry *lru_head, *lru_tail;
@@ -121,10 +121,14 @@ void ag_es_repo_free(struct ag_es_repo *r)
 
 static void lru_unlink(struct ag_es_repo *r, struct centry *e)
 {
-    if (e->prev) e->prev->next = e->next;
-    else r->lru_head = e->next;
-    if (e->next) e->next->prev = e->prev;
-    else r->lru_tail = e->prev;
+    if (e->prev)
+        e->prev->next = e->next;
+    else
+        r->lru_head = e->next;
+    if (e->next)
+        e->next->prev = e->prev;
+    else
+        r->lru_tail = e->prev;
     e->prev = e->next = NULL;
 }
 
@@ -162,7 +166,8 @@ static struct centry *acquire(struct ag_es_repo *r, const struct ag_es_type *t, 
     while (e && !(e->hash == h && e->type == t && strcmp(e->stream, stream) == 0)) e = e->hnext;
     if (e) {
         lru_unlink(r, e);
-    } else if ((e = ag_calloc(1, sizeof *e + len + 1)) && (e->state = ag_calloc(1, t->state_size))) {
+    } else if ((e = ag_calloc(1, sizeof *e + len + 1)) &&
+               (e->state = ag_calloc(1, t->state_size))) {
         memcpy(e->stream, stream, len + 1);
         e->hash = h;
         e->type = t;
@@ -251,8 +256,8 @@ static int catch_up(struct ag_es_repo *r, struct centry *e, struct ag_err *err)
     }
     while (e->version < head) {
         struct ag_event_page p;
-        int rc = ag_store_read_stream(r->cfg.store, e->stream, len, e->version + 1,
-                                      AG_READ_FORWARD, 512, &p, err);
+        int rc = ag_store_read_stream(r->cfg.store, e->stream, len, e->version + 1, AG_READ_FORWARD,
+                                      512, &p, err);
         if (rc) return rc;
         rc = apply_page(e, &p, err);
         size_t got = p.count;
@@ -273,12 +278,12 @@ static int catch_up(struct ag_es_repo *r, struct centry *e, struct ag_err *err)
 
 struct cmd {
     struct cmd *next;
-    ag_es_decide_fn decide;   /* NULL: a read (view only) */
+    ag_es_decide_fn decide; /* NULL: a read (view only) */
     void *ud;
     const char *metadata;
     ag_es_view_fn view;
     void *view_ud;
-    size_t first, n;          /* its events in the combined batch */
+    size_t first, n; /* its events in the combined batch */
     int rc;
     struct ag_es_result res;
     struct ag_err *err;
@@ -290,7 +295,8 @@ static void evolve_events(struct centry *e, const struct ag_es_new *v, size_t n)
 {
     for (size_t i = 0; i < n && e->loaded; i++) {
         if (e->type->evolve(e->state, v[i].type, v[i].data)) {
-            AG_ERROR("es.evolve_rejected_own_event", AG_LS("stream", e->stream), AG_LS("type", v[i].type));
+            AG_ERROR("es.evolve_rejected_own_event", AG_LS("stream", e->stream),
+                     AG_LS("type", v[i].type));
             e->loaded = false; /* reload from the store next time */
             e->type->free(e->state);
         }
@@ -311,7 +317,8 @@ static void decide_all(struct centry *e, struct cmd *list, struct ag_es_batch *a
             continue;
         }
         if (!c->decide) {
-            c->rc = e->version < 0 ? ag_err_set(c->err, AG_ENOTFOUND, "%s not found", e->stream) : 0;
+            c->rc =
+                e->version < 0 ? ag_err_set(c->err, AG_ENOTFOUND, "%s not found", e->stream) : 0;
             if (!c->rc) c->view(e->state, e->version, c->view_ud);
             continue;
         }
@@ -343,12 +350,16 @@ static int append_all(struct ag_es_repo *r, struct centry *e, struct cmd *list,
     for (struct cmd *c = list; c && !rc; c = c->next)
         for (size_t i = c->first; i < c->first + c->n && !rc; i++) {
             texts[i] = json_dumps(all->v[i].data, JSON_COMPACT | JSON_ENCODE_ANY);
-            if (!texts[i]) rc = ag_err_set(err, AG_ENOMEM, "out of memory");
+            if (!texts[i])
+                rc = ag_err_set(err, AG_ENOMEM, "out of memory");
             else
-                ev[i] = (struct ag_event_data){.type = all->v[i].type, .type_len = strlen(all->v[i].type),
-                                               .data = texts[i], .data_len = strlen(texts[i]),
-                                               .metadata = c->metadata,
-                                               .metadata_len = c->metadata ? strlen(c->metadata) : 0};
+                ev[i] =
+                    (struct ag_event_data){.type = all->v[i].type,
+                                           .type_len = strlen(all->v[i].type),
+                                           .data = texts[i],
+                                           .data_len = strlen(texts[i]),
+                                           .metadata = c->metadata,
+                                           .metadata_len = c->metadata ? strlen(c->metadata) : 0};
         }
     struct ag_append_result ar;
     if (!rc)
@@ -436,12 +447,16 @@ static int submit(struct ag_es_repo *r, const struct ag_es_type *t, const char *
     if (!e) return ag_err_set(err, AG_ENOMEM, "out of memory");
     c->err = err ? err : &c->local_err;
     pthread_mutex_lock(&e->lock);
-    if (e->qtail) e->qtail->next = c;
-    else e->qhead = c;
+    if (e->qtail)
+        e->qtail->next = c;
+    else
+        e->qhead = c;
     e->qtail = c;
     while (!c->done) {
-        if (!e->leader) lead(r, e);
-        else pthread_cond_wait(&e->done, &e->lock);
+        if (!e->leader)
+            lead(r, e);
+        else
+            pthread_cond_wait(&e->done, &e->lock);
     }
     pthread_mutex_unlock(&e->lock);
     release(r, e);
@@ -452,7 +467,8 @@ int ag_es_execute(struct ag_es_repo *r, const struct ag_es_type *t, const char *
                   ag_es_decide_fn decide, void *ud, const char *metadata, ag_es_view_fn view,
                   void *view_ud, struct ag_es_result *res, struct ag_err *err)
 {
-    struct cmd c = {.decide = decide, .ud = ud, .metadata = metadata, .view = view, .view_ud = view_ud};
+    struct cmd c = {
+        .decide = decide, .ud = ud, .metadata = metadata, .view = view, .view_ud = view_ud};
     int rc = submit(r, t, stream, &c, err);
     if (res) *res = c.res;
     return rc;

@@ -23,8 +23,8 @@ struct bctx {
     void *conf_token;
     struct ag_http_req *req;
     bool mobile;
-    int pending;                 /* calls not answered yet */
-    json_t *parts[NCALLS];       /* parsed answers; NULL = failed */
+    int pending;           /* calls not answered yet */
+    json_t *parts[NCALLS]; /* parsed answers; NULL = failed */
     struct ag_mesh_call calls[NCALLS];
     char paths[NCALLS][512];
 };
@@ -37,7 +37,8 @@ static void expand(char *out, size_t cap, const char *tpl, const char *user, int
         if (!strncmp(tpl, "{user}", 6)) {
             for (const char *u = user; *u && o + 4 < cap; u++) {
                 unsigned char ch = (unsigned char)*u;
-                if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || strchr("-._~", ch))
+                if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                    (ch >= '0' && ch <= '9') || strchr("-._~", ch))
                     out[o++] = (char)ch;
                 else
                     o += (size_t)snprintf(out + o, cap - o, "%%%02X", ch);
@@ -69,11 +70,13 @@ static json_t *shape_list(json_t *src, const char *const *keys, size_t nkeys, si
     json_t *out = json_array();
     size_t i;
     json_t *v;
-    json_array_foreach(items, i, v) {
+    json_array_foreach(items, i, v)
+    {
         if (i >= max) break;
         json_t *e = pick(v, keys, nkeys);
         json_t *its = json_object_get(v, "items");
-        if (json_is_array(its) && nkeys > 3) json_object_set_new(e, "itemCount", json_integer((json_int_t)json_array_size(its)));
+        if (json_is_array(its) && nkeys > 3)
+            json_object_set_new(e, "itemCount", json_integer((json_int_t)json_array_size(its)));
         json_array_append_new(out, e);
     }
     return out;
@@ -81,20 +84,27 @@ static json_t *shape_list(json_t *src, const char *const *keys, size_t nkeys, si
 
 static json_t *shape(struct bctx *b)
 {
-    static const char *const web_user[] = {"id", "name", "email", "tier"}, *const mob_user[] = {"id", "name"};
+    static const char *const web_user[] = {"id", "name", "email", "tier"}, *const mob_user[] = {
+                                                                               "id", "name"};
     static const char *const prod[] = {"id", "name", "price", "sku"};
-    static const char *const web_ord[] = {"id", "status", "total", "createdAt"}, *const mob_ord[] = {"id", "status", "total"};
+    static const char *const web_ord[] = {"id", "status", "total", "createdAt"},
+                             *const mob_ord[] = {"id", "status", "total"};
     json_t *degraded = json_array();
     for (int i = 0; i < NCALLS; i++)
         if (!b->parts[i]) json_array_append_new(degraded, json_string(call_names[i]));
-    json_t *user = b->parts[CUSTOMERS] ? pick(b->parts[CUSTOMERS], b->mobile ? mob_user : web_user, b->mobile ? 2 : 4) : json_null();
-    json_t *rec = b->parts[CATALOG] ? shape_list(b->parts[CATALOG], prod, b->mobile ? 3 : 4, b->mobile ? 5 : 10) : json_array();
-    json_t *ord = b->parts[ORDERING] ? shape_list(b->parts[ORDERING], b->mobile ? mob_ord : web_ord, b->mobile ? 3 : 4,
-                                                  b->mobile ? 3 : 5)
+    json_t *user = b->parts[CUSTOMERS] ? pick(b->parts[CUSTOMERS], b->mobile ? mob_user : web_user,
+                                              b->mobile ? 2 : 4)
+                                       : json_null();
+    json_t *rec = b->parts[CATALOG]
+                      ? shape_list(b->parts[CATALOG], prod, b->mobile ? 3 : 4, b->mobile ? 5 : 10)
+                      : json_array();
+    json_t *ord = b->parts[ORDERING] ? shape_list(b->parts[ORDERING], b->mobile ? mob_ord : web_ord,
+                                                  b->mobile ? 3 : 4, b->mobile ? 3 : 5)
                                      : json_array();
     bool partial = json_array_size(degraded) > 0;
-    return json_pack("{s:s, s:o, s:o, s:o, s:b, s:o}", "client", b->mobile ? "mobile" : "web", "user", user,
-                     "recommendations", rec, "recentOrders", ord, "partial", partial, "degraded", degraded);
+    return json_pack("{s:s, s:o, s:o, s:o, s:b, s:o}", "client", b->mobile ? "mobile" : "web",
+                     "user", user, "recommendations", rec, "recentOrders", ord, "partial", partial,
+                     "degraded", degraded);
 }
 
 static void bff_finish(struct bctx *b)
@@ -115,7 +125,8 @@ static void on_part(const struct ag_mesh_result *res, void *ud)
     struct bslot *s = ud;
     struct bctx *b = s->b;
     if (res->rc == 0 && res->resp->status == 200)
-        b->parts[s->which] = json_loadb(res->resp->body, res->resp->body_len, JSON_REJECT_DUPLICATES, NULL);
+        b->parts[s->which] =
+            json_loadb(res->resp->body, res->resp->body_len, JSON_REJECT_DUPLICATES, NULL);
     if (--b->pending == 0) bff_finish(b);
 }
 
@@ -147,7 +158,8 @@ int ag__gw_bff(struct ag_http_req *req, void *ud)
     struct ag_gateway *gw = ud;
     const char *client = ag_http_req_param(req, "client");
     bool mobile = client && !strcmp(client, "mobile");
-    if (!mobile && (!client || strcmp(client, "web"))) return ag__gw_problem(req, 404, "BFF clients are web and mobile");
+    if (!mobile && (!client || strcmp(client, "web")))
+        return ag__gw_problem(req, 404, "BFF clients are web and mobile");
     struct gw_loop *l = ag__gw_loop_get(gw, req);
     if (!l) return ag__gw_problem(req, 503, "the gateway is shutting down");
     struct bctx *b = ag_calloc(1, sizeof *b);

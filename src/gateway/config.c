@@ -27,7 +27,8 @@ struct cctx {
     const struct y_root *root;
 };
 
-static int cerr(struct cctx *x, const char *path, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int cerr(struct cctx *x, const char *path, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static int cerr(struct cctx *x, const char *path, const char *fmt, ...)
 {
     char msg[384];
@@ -36,7 +37,8 @@ static int cerr(struct cctx *x, const char *path, const char *fmt, ...)
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     unsigned line = ag__yamlpos_line(x->pos, path);
-    return ag_err_set(x->err, AG_ECONFIG, "%s:%u: %s: %s", x->env->source ? x->env->source : "config", line, path, msg);
+    return ag_err_set(x->err, AG_ECONFIG, "%s:%u: %s: %s",
+                      x->env->source ? x->env->source : "config", line, path, msg);
 }
 
 /* ---- scalars ---- */
@@ -48,13 +50,20 @@ int ag__gw_duration(const char *s, uint64_t *ns)
     double v = strtod(s, &end);
     if (end == s || v < 0) return AG_EINVAL;
     double mul;
-    if (!strcmp(end, "ns")) mul = 1;
-    else if (!strcmp(end, "us")) mul = 1e3;
-    else if (!strcmp(end, "ms")) mul = 1e6;
-    else if (!strcmp(end, "s")) mul = 1e9;
-    else if (!strcmp(end, "m")) mul = 60e9;
-    else if (!strcmp(end, "h")) mul = 3600e9;
-    else return AG_EINVAL;
+    if (!strcmp(end, "ns"))
+        mul = 1;
+    else if (!strcmp(end, "us"))
+        mul = 1e3;
+    else if (!strcmp(end, "ms"))
+        mul = 1e6;
+    else if (!strcmp(end, "s"))
+        mul = 1e9;
+    else if (!strcmp(end, "m"))
+        mul = 60e9;
+    else if (!strcmp(end, "h"))
+        mul = 3600e9;
+    else
+        return AG_EINVAL;
     double r = v * mul;
     if (r > 1e19) return AG_EINVAL;
     *ns = (uint64_t)r;
@@ -65,7 +74,8 @@ int ag__gw_duration(const char *s, uint64_t *ns)
 static int dur(struct cctx *x, const char *path, const char *s, uint64_t *ns)
 {
     if (!s) return 0;
-    if (ag__gw_duration(s, ns)) return cerr(x, path, "'%s' is not a duration (e.g. 250ms, 2s, 5m)", s);
+    if (ag__gw_duration(s, ns))
+        return cerr(x, path, "'%s' is not a duration (e.g. 250ms, 2s, 5m)", s);
     return 0;
 }
 
@@ -85,12 +95,16 @@ static int parse_address(const char *s, char host[64], uint16_t *port)
     long p = strtol(colon + 1, &end, 10);
     if (*end || p <= 0 || p > 65535) return AG_EINVAL;
     size_t hl = (size_t)(colon - s);
-    if (s[0] == '[' && colon[-1] == ']') memcpy(host, s + 1, hl -= 2);
-    else memcpy(host, s, hl);
+    if (s[0] == '[' && colon[-1] == ']')
+        memcpy(host, s + 1, hl -= 2);
+    else
+        memcpy(host, s, hl);
     host[hl] = '\0';
     *port = (uint16_t)p;
     char buf[sizeof(struct sockaddr_in6)];
-    return uv_ip4_addr(host, 1, (void *)buf) == 0 || uv_ip6_addr(host, 1, (void *)buf) == 0 ? 0 : AG_EINVAL;
+    return uv_ip4_addr(host, 1, (void *)buf) == 0 || uv_ip6_addr(host, 1, (void *)buf) == 0
+               ? 0
+               : AG_EINVAL;
 }
 
 /* ---- DestinationRule -> cluster ---- */
@@ -109,7 +123,8 @@ static void labels_into(const struct y_labels *l, const char **out, size_t *n, c
     }
 }
 
-static int compile_pool(struct cctx *x, const char *base, const struct y_pool *p, struct ag_http_upstream_config *o)
+static int compile_pool(struct cctx *x, const char *base, const struct y_pool *p,
+                        struct ag_http_upstream_config *o)
 {
     char path[160];
     if (!p) return 0;
@@ -127,7 +142,8 @@ static int compile_pool(struct cctx *x, const char *base, const struct y_pool *p
     return 0;
 }
 
-static int compile_lb(struct cctx *x, const char *base, const struct y_lb *lb, struct ag_mesh_cluster_config *c)
+static int compile_lb(struct cctx *x, const char *base, const struct y_lb *lb,
+                      struct ag_mesh_cluster_config *c)
 {
     char path[160];
     if (!lb) return 0;
@@ -136,16 +152,22 @@ static int compile_lb(struct cctx *x, const char *base, const struct y_lb *lb, s
         return 0;
     }
     if (!lb->simple) return 0;
-    static const struct { const char *n; enum ag_mesh_lb v; } names[] = {
-        {"ROUND_ROBIN", AG_MESH_LB_ROUND_ROBIN}, {"LEAST_REQUEST", AG_MESH_LB_LEAST_REQUEST},
-        {"LEAST_CONN", AG_MESH_LB_LEAST_REQUEST}, {"RANDOM", AG_MESH_LB_RANDOM}};
+    static const struct {
+        const char *n;
+        enum ag_mesh_lb v;
+    } names[] = {{"ROUND_ROBIN", AG_MESH_LB_ROUND_ROBIN},
+                 {"LEAST_REQUEST", AG_MESH_LB_LEAST_REQUEST},
+                 {"LEAST_CONN", AG_MESH_LB_LEAST_REQUEST},
+                 {"RANDOM", AG_MESH_LB_RANDOM}};
     for (size_t i = 0; i < AG_ARRAY_SIZE(names); i++)
         if (!strcmp(lb->simple, names[i].n)) return c->lb = names[i].v, 0;
     snprintf(path, sizeof path, "%s.loadBalancer.simple", base);
-    return cerr(x, path, "unknown load balancer '%s' (ROUND_ROBIN, LEAST_REQUEST, RANDOM)", lb->simple);
+    return cerr(x, path, "unknown load balancer '%s' (ROUND_ROBIN, LEAST_REQUEST, RANDOM)",
+                lb->simple);
 }
 
-static int compile_outlier(struct cctx *x, const char *base, const struct y_tp *tp, struct ag_mesh_cluster_config *c)
+static int compile_outlier(struct cctx *x, const char *base, const struct y_tp *tp,
+                           struct ag_mesh_cluster_config *c)
 {
     char path[160];
     c->outlier.panic_threshold_pct = 50;
@@ -169,7 +191,8 @@ static int compile_outlier(struct cctx *x, const char *base, const struct y_tp *
     const struct y_hc *h = tp ? tp->healthCheck : NULL;
     if (h) {
         snprintf(path, sizeof path, "%s.healthCheck.path", base);
-        if (!h->path || h->path[0] != '/') return cerr(x, path, "a health check needs a path starting with /");
+        if (!h->path || h->path[0] != '/')
+            return cerr(x, path, "a health check needs a path starting with /");
         c->health.path = h->path;
         c->health.healthy_threshold = h->healthyThreshold;
         c->health.unhealthy_threshold = h->unhealthyThreshold;
@@ -181,7 +204,8 @@ static int compile_outlier(struct cctx *x, const char *base, const struct y_tp *
     return 0;
 }
 
-static int compile_policies(struct cctx *x, const char *base, const struct y_tp *tp, struct ag_mesh_cluster_config *c)
+static int compile_policies(struct cctx *x, const char *base, const struct y_tp *tp,
+                            struct ag_mesh_cluster_config *c)
 {
     char path[160];
     if (!tp) return 0;
@@ -198,8 +222,9 @@ static int compile_policies(struct cctx *x, const char *base, const struct y_tp 
     return compile_lb(x, base, tp->loadBalancer, c);
 }
 
-static int compile_endpoints(struct cctx *x, const char *base, const struct y_dr *d, struct ag_mesh_cluster_config *c,
-                             char (*hosts)[64], char (*labels)[4][80])
+static int compile_endpoints(struct cctx *x, const char *base, const struct y_dr *d,
+                             struct ag_mesh_cluster_config *c, char (*hosts)[64],
+                             char (*labels)[4][80])
 {
     char path[160];
     if (!d->endpoints_count || d->endpoints_count > AG_MESH_MAX_ENDPOINTS) {
@@ -212,7 +237,8 @@ static int compile_endpoints(struct cctx *x, const char *base, const struct y_dr
         if (!a || parse_address(a, hosts[i], &c->endpoints[i].port))
             return cerr(x, path, "'%s' is not a numeric HOST:PORT", a ? a : "");
         c->endpoints[i].host = hosts[i];
-        labels_into(d->endpoints[i].labels, c->endpoints[i].labels, &c->endpoints[i].nlabels, labels[i]);
+        labels_into(d->endpoints[i].labels, c->endpoints[i].labels, &c->endpoints[i].nlabels,
+                    labels[i]);
     }
     c->nendpoints = d->endpoints_count;
     return 0;
@@ -226,10 +252,11 @@ static int compile_cluster(struct cctx *x, unsigned i)
     snprintf(path, sizeof path, "%s.host", base);
     if (!d->host || !*d->host) return cerr(x, path, "a DestinationRule needs a host");
     for (size_t k = 0; k < i; k++)
-        if (!strcmp(x->conf->cluster_hosts[k], d->host)) return cerr(x, path, "host '%s' defined twice", d->host);
+        if (!strcmp(x->conf->cluster_hosts[k], d->host))
+            return cerr(x, path, "host '%s' defined twice", d->host);
     struct ag_mesh_cluster_config *c = ag_calloc(1, sizeof *c);
-    char (*hosts)[64] = ag_calloc(AG_MESH_MAX_ENDPOINTS, 64);
-    char (*labels)[4][80] = ag_calloc(AG_MESH_MAX_ENDPOINTS + AG_MESH_MAX_SUBSETS, sizeof *labels);
+    char(*hosts)[64] = ag_calloc(AG_MESH_MAX_ENDPOINTS, 64);
+    char(*labels)[4][80] = ag_calloc(AG_MESH_MAX_ENDPOINTS + AG_MESH_MAX_SUBSETS, sizeof *labels);
     int rc = AG_ENOMEM;
     if (!c || !hosts || !labels) goto out_free;
     c->name = d->host;
@@ -237,7 +264,8 @@ static int compile_cluster(struct cctx *x, unsigned i)
     c->rng = x->env->rng;
     char tp[96];
     snprintf(tp, sizeof tp, "%s.trafficPolicy", base);
-    if ((rc = compile_endpoints(x, base, d, c, hosts, labels)) || (rc = compile_policies(x, tp, d->trafficPolicy, c)) ||
+    if ((rc = compile_endpoints(x, base, d, c, hosts, labels)) ||
+        (rc = compile_policies(x, tp, d->trafficPolicy, c)) ||
         (rc = compile_outlier(x, tp, d->trafficPolicy, c)))
         goto out_free;
     if (d->subsets_count > AG_MESH_MAX_SUBSETS) {
@@ -246,7 +274,8 @@ static int compile_cluster(struct cctx *x, unsigned i)
     }
     for (unsigned s = 0; s < d->subsets_count; s++) {
         c->subsets[s].name = d->subsets[s].name;
-        labels_into(d->subsets[s].labels, c->subsets[s].labels, &c->subsets[s].nlabels, labels[AG_MESH_MAX_ENDPOINTS + s]);
+        labels_into(d->subsets[s].labels, c->subsets[s].labels, &c->subsets[s].nlabels,
+                    labels[AG_MESH_MAX_ENDPOINTS + s]);
     }
     c->nsubsets = d->subsets_count;
     struct ag_err e;
@@ -268,15 +297,24 @@ out_free:
 
 /* ---- VirtualService http route ---- */
 
-static int strmatch(struct cctx *x, const char *path, const struct y_strmatch *m, struct gw_strmatch *o, bool uri)
+static int strmatch(struct cctx *x, const char *path, const struct y_strmatch *m,
+                    struct gw_strmatch *o, bool uri)
 {
     o->kind = GW_M_ANY;
     if (!m) return 0;
     int set = !!m->exact + !!m->prefix + !!m->regex + !!m->pattern;
-    if (set != 1 || (m->pattern && !uri)) return cerr(x, path, "give exactly one of exact, prefix, regex%s", uri ? ", pattern" : "");
-    const char *v = m->exact ? m->exact : m->prefix ? m->prefix : m->pattern ? m->pattern : m->regex;
-    o->kind = m->exact ? GW_M_EXACT : m->prefix ? GW_M_PREFIX : m->pattern ? GW_M_PATTERN : GW_M_REGEX;
-    if (uri && o->kind != GW_M_REGEX && v[0] != '/') return cerr(x, path, "'%s' must start with /", v);
+    if (set != 1 || (m->pattern && !uri))
+        return cerr(x, path, "give exactly one of exact, prefix, regex%s", uri ? ", pattern" : "");
+    const char *v = m->exact     ? m->exact
+                    : m->prefix  ? m->prefix
+                    : m->pattern ? m->pattern
+                                 : m->regex;
+    o->kind = m->exact     ? GW_M_EXACT
+              : m->prefix  ? GW_M_PREFIX
+              : m->pattern ? GW_M_PATTERN
+                           : GW_M_REGEX;
+    if (uri && o->kind != GW_M_REGEX && v[0] != '/')
+        return cerr(x, path, "'%s' must start with /", v);
     if (!(o->value = ag_strdup(v))) return AG_ENOMEM;
     if (o->kind == GW_M_REGEX) {
         char *anchored = ag_calloc(1, strlen(v) + 5); /* "^(" v ")$" NUL */
@@ -292,7 +330,8 @@ static int strmatch(struct cctx *x, const char *path, const struct y_strmatch *m
     return 0;
 }
 
-static int compile_headers(struct cctx *x, const char *base, const struct y_match *m, struct gw_match *o)
+static int compile_headers(struct cctx *x, const char *base, const struct y_match *m,
+                           struct gw_match *o)
 {
     char path[400];
     if (!m->headers_count) return 0;
@@ -303,15 +342,18 @@ static int compile_headers(struct cctx *x, const char *base, const struct y_matc
         if (!y->name) return cerr(x, path, "a header match needs a name");
         struct y_strmatch sm = {y->exact, y->prefix, y->regex, NULL};
         struct gw_strmatch *g = &o->headers[h];
-        if (y->present && !y->exact && !y->prefix && !y->regex) g->kind = GW_M_PRESENT;
-        else if (strmatch(x, path, &sm, g, false)) return AG_ECONFIG;
+        if (y->present && !y->exact && !y->prefix && !y->regex)
+            g->kind = GW_M_PRESENT;
+        else if (strmatch(x, path, &sm, g, false))
+            return AG_ECONFIG;
         g->hvalue = g->value;
         if (!(g->value = ag_strdup(y->name))) return AG_ENOMEM;
     }
     return 0;
 }
 
-static int compile_matches(struct cctx *x, const char *base, const struct y_http *h, struct gw_route *r)
+static int compile_matches(struct cctx *x, const char *base, const struct y_http *h,
+                           struct gw_route *r)
 {
     char path[320];
     if (!h->match_count) return 0;
@@ -334,7 +376,8 @@ static int find_cluster(const struct gw_conf *c, const char *host)
     return -1;
 }
 
-static int compile_dests(struct cctx *x, const char *base, const struct y_http *h, struct gw_route *r)
+static int compile_dests(struct cctx *x, const char *base, const struct y_http *h,
+                         struct gw_route *r)
 {
     char path[320];
     snprintf(path, sizeof path, "%s.route", base);
@@ -343,15 +386,19 @@ static int compile_dests(struct cctx *x, const char *base, const struct y_http *
     for (unsigned i = 0; i < h->route_count; i++, r->ndests++) {
         const struct y_rdest *y = &h->route[i];
         snprintf(path, sizeof path, "%s.route[%u].destination.host", base, i);
-        if (!y->destination || !y->destination->host) return cerr(x, path, "missing destination host");
+        if (!y->destination || !y->destination->host)
+            return cerr(x, path, "missing destination host");
         int ci = find_cluster(x->conf, y->destination->host);
         if (ci < 0) return cerr(x, path, "no DestinationRule for host '%s'", y->destination->host);
         r->dests[i].cluster = x->conf->clusters[ci];
         r->dests[i].subset = -1;
         if (y->destination->subset) {
             snprintf(path, sizeof path, "%s.route[%u].destination.subset", base, i);
-            r->dests[i].subset = ag_mesh_cluster_subset(r->dests[i].cluster, y->destination->subset);
-            if (r->dests[i].subset < 0) return cerr(x, path, "host '%s' has no subset '%s'", y->destination->host, y->destination->subset);
+            r->dests[i].subset =
+                ag_mesh_cluster_subset(r->dests[i].cluster, y->destination->subset);
+            if (r->dests[i].subset < 0)
+                return cerr(x, path, "host '%s' has no subset '%s'", y->destination->host,
+                            y->destination->subset);
         }
         snprintf(path, sizeof path, "%s.route[%u].weight", base, i);
         if (y->weight < 0 || y->weight > 100) return cerr(x, path, "weight must be 0..100");
@@ -359,26 +406,31 @@ static int compile_dests(struct cctx *x, const char *base, const struct y_http *
         r->total_weight += r->dests[i].weight;
     }
     snprintf(path, sizeof path, "%s.route", base);
-    if (r->total_weight != 100) return cerr(x, path, "weights add up to %u, not 100", r->total_weight);
+    if (r->total_weight != 100)
+        return cerr(x, path, "weights add up to %u, not 100", r->total_weight);
     return 0;
 }
 
-static int compile_retries_fault(struct cctx *x, const char *base, const struct y_http *h, struct gw_route *r)
+static int compile_retries_fault(struct cctx *x, const char *base, const struct y_http *h,
+                                 struct gw_route *r)
 {
     char path[320];
     r->timeout_ms = 15000;
     snprintf(path, sizeof path, "%s.timeout", base);
     if (dur_ms(x, path, h->timeout, &r->timeout_ms)) return AG_ECONFIG;
-    r->retry.retry_on = AG_MESH_RETRY_CONNECT_FAILURE | AG_MESH_RETRY_RESET | AG_MESH_RETRY_GATEWAY_ERROR;
+    r->retry.retry_on =
+        AG_MESH_RETRY_CONNECT_FAILURE | AG_MESH_RETRY_RESET | AG_MESH_RETRY_GATEWAY_ERROR;
     if (h->retries) {
         r->retry.attempts = h->retries->attempts;
         snprintf(path, sizeof path, "%s.retries.perTryTimeout", base);
-        if (dur_ms(x, path, h->retries->perTryTimeout, &r->retry.per_try_timeout_ms)) return AG_ECONFIG;
+        if (dur_ms(x, path, h->retries->perTryTimeout, &r->retry.per_try_timeout_ms))
+            return AG_ECONFIG;
         snprintf(path, sizeof path, "%s.retries.backoff", base);
         if (dur_ms(x, path, h->retries->backoff, &r->retry.backoff_ms)) return AG_ECONFIG;
         struct ag_err e;
         snprintf(path, sizeof path, "%s.retries.retryOn", base);
-        if (h->retries->retryOn && ag_mesh_retry_on_parse(h->retries->retryOn, &r->retry.retry_on, &e))
+        if (h->retries->retryOn &&
+            ag_mesh_retry_on_parse(h->retries->retryOn, &r->retry.retry_on, &e))
             return cerr(x, path, "%s", e.msg);
     }
     const struct y_fault *f = h->fault;
@@ -392,7 +444,8 @@ static int compile_retries_fault(struct cctx *x, const char *base, const struct 
         r->abort_pct = f->abort->percentage ? f->abort->percentage->value : 100;
         r->abort_status = f->abort->httpStatus;
         snprintf(path, sizeof path, "%s.fault.abort.httpStatus", base);
-        if (r->abort_status < 200 || r->abort_status > 599) return cerr(x, path, "httpStatus must be 200..599");
+        if (r->abort_status < 200 || r->abort_status > 599)
+            return cerr(x, path, "httpStatus must be 200..599");
     }
     if (r->delay_pct < 0 || r->delay_pct > 100 || r->abort_pct < 0 || r->abort_pct > 100)
         return cerr(x, base, "fault percentages must be 0..100");
@@ -419,16 +472,21 @@ static int compile_limit(struct cctx *x, const char *base, const struct y_rl *y,
     snprintf(path, sizeof path, "%s.rateLimit.per", base);
     if (dur(x, path, y->per, &per) || !per) return cerr(x, path, "per must be a positive duration");
     const char *k = y->key ? y->key : "user";
-    if (!strcmp(k, "user")) r->key_kind = GW_KEY_USER_OR_IP;
-    else if (!strcmp(k, "ip")) r->key_kind = GW_KEY_IP;
-    else if (!strcmp(k, "apiKey")) r->key_kind = GW_KEY_API_KEY, k = "header:x-api-key";
+    if (!strcmp(k, "user"))
+        r->key_kind = GW_KEY_USER_OR_IP;
+    else if (!strcmp(k, "ip"))
+        r->key_kind = GW_KEY_IP;
+    else if (!strcmp(k, "apiKey"))
+        r->key_kind = GW_KEY_API_KEY, k = "header:x-api-key";
     else if (strncmp(k, "header:", 7) != 0 || !k[7]) {
         snprintf(path, sizeof path, "%s.rateLimit.key", base);
         return cerr(x, path, "key must be user, ip, apiKey or header:NAME");
-    } else r->key_kind = GW_KEY_HEADER;
+    } else
+        r->key_kind = GW_KEY_HEADER;
     if (!strncmp(k, "header:", 7) && !(r->key_header = ag_strdup(k + 7))) return AG_ENOMEM;
     r->rate = (struct ag_rate){y->requests, per, y->burst ? y->burst : 1};
-    struct ag_ratelimit_config rc = {.algo = AG_RL_GCRA, .rate = r->rate, .max_keys = y->maxKeys, .clock = x->env->clock};
+    struct ag_ratelimit_config rc = {
+        .algo = AG_RL_GCRA, .rate = r->rate, .max_keys = y->maxKeys, .clock = x->env->clock};
     struct ag_err e;
     if (ag_ratelimit_new(&rc, &r->limiter, &e)) return cerr(x, base, "rateLimit: %s", e.msg);
     return 0;
@@ -440,8 +498,10 @@ static int route_metrics(struct cctx *x, struct gw_route *r)
     static const char *const lbl[] = {"route", "code"};
     struct ag_obs_family *f, *h;
     if (ag_obs_family_new(x->env->metrics, AG_OBS_COUNTER, "agora_gateway_requests_total",
-                          "Requests answered by the gateway, by route and status class", 2, lbl, NULL, 0, &f) ||
-        ag_obs_family_new(x->env->metrics, AG_OBS_HISTOGRAM, "agora_gateway_request_duration_seconds",
+                          "Requests answered by the gateway, by route and status class", 2, lbl,
+                          NULL, 0, &f) ||
+        ag_obs_family_new(x->env->metrics, AG_OBS_HISTOGRAM,
+                          "agora_gateway_request_duration_seconds",
                           "Time from request to answer, by route", 1, lbl, NULL, 0, &h))
         return AG_ENOMEM;
     static const char *const classes[] = {"other", "1xx", "2xx", "3xx", "4xx", "5xx"};
@@ -467,7 +527,8 @@ static int compile_route(struct cctx *x, unsigned vi, unsigned hi)
     r->max_body = h->maxBodyBytes;
     int rc;
     if ((rc = compile_matches(x, base, h, r)) || (rc = compile_dests(x, base, h, r)) ||
-        (rc = compile_retries_fault(x, base, h, r)) || (rc = compile_limit(x, base, h->rateLimit, r)))
+        (rc = compile_retries_fault(x, base, h, r)) ||
+        (rc = compile_limit(x, base, h->rateLimit, r)))
         return rc;
     if (h->rewrite && h->rewrite->uri) {
         if (h->rewrite->uri[0] != '/') return cerr(x, base, "rewrite.uri must start with /");
@@ -478,7 +539,8 @@ static int compile_route(struct cctx *x, unsigned vi, unsigned hi)
         if (dup_list(h->auth->roles, h->auth->roles_count, &r->roles, &r->nroles) ||
             dup_list(h->auth->scopes, h->auth->scopes_count, &r->scopes, &r->nscopes))
             return AG_ENOMEM;
-        if (r->auth_required && !x->conf->jwt.nissuers) return cerr(x, base, "auth needs a jwt section with issuers");
+        if (r->auth_required && !x->conf->jwt.nissuers)
+            return cerr(x, base, "auth needs a jwt section with issuers");
     }
     return route_metrics(x, r);
 }
@@ -486,7 +548,8 @@ static int compile_route(struct cctx *x, unsigned vi, unsigned hi)
 static int compile_routes(struct cctx *x)
 {
     size_t n = 0;
-    for (unsigned v = 0; v < x->root->virtualServices_count; v++) n += x->root->virtualServices[v].http_count;
+    for (unsigned v = 0; v < x->root->virtualServices_count; v++)
+        n += x->root->virtualServices[v].http_count;
     if (!n) return 0;
     if (!(x->conf->routes = ag_calloc(n, sizeof *x->conf->routes))) return AG_ENOMEM;
     for (unsigned v = 0; v < x->root->virtualServices_count; v++)
@@ -524,8 +587,12 @@ static int key_material(struct cctx *x, const char *path, const struct y_key *y,
 {
     bool hmac = k->alg <= GW_HS512;
     if (hmac) {
-        const char *s = y->secretEnv && getenv(y->secretEnv) && *getenv(y->secretEnv) ? getenv(y->secretEnv) : y->secret;
-        if (!s || strlen(s) < 32) return cerr(x, path, "an HS key needs a secret of at least 32 bytes (secret or secretEnv)");
+        const char *s = y->secretEnv && getenv(y->secretEnv) && *getenv(y->secretEnv)
+                            ? getenv(y->secretEnv)
+                            : y->secret;
+        if (!s || strlen(s) < 32)
+            return cerr(x, path,
+                        "an HS key needs a secret of at least 32 bytes (secret or secretEnv)");
         if (!(k->key = (unsigned char *)ag_strdup(s))) return AG_ENOMEM;
         k->key_len = strlen(s);
         return 0;
@@ -559,7 +626,9 @@ static int compile_issuer(struct cctx *x, unsigned i)
         struct gw_key *gk = &is->keys[k];
         snprintf(path, sizeof path, "jwt.issuers[%u].keys[%u].alg", i, k);
         if (!yk->alg || ag__gw_alg_parse(yk->alg, &gk->alg))
-            return cerr(x, path, "alg must be one of HS256/384/512, RS256/384/512, ES256/384/512 (got '%s')", yk->alg ? yk->alg : "");
+            return cerr(x, path,
+                        "alg must be one of HS256/384/512, RS256/384/512, ES256/384/512 (got '%s')",
+                        yk->alg ? yk->alg : "");
         if (yk->kid && !(gk->kid = ag_strdup(yk->kid))) return AG_ENOMEM;
         snprintf(path, sizeof path, "jwt.issuers[%u].keys[%u]", i, k);
         int rc = key_material(x, path, yk, gk);
@@ -610,7 +679,8 @@ static int compile_gateway(struct cctx *x)
     if (g->listen) {
         char host[64];
         uint16_t port;
-        if (parse_address(g->listen, host, &port) && strcmp(g->listen + strlen(g->listen) - 2, ":0"))
+        if (parse_address(g->listen, host, &port) &&
+            strcmp(g->listen + strlen(g->listen) - 2, ":0"))
             return cerr(x, "gateway.listen", "'%s' is not a numeric HOST:PORT", g->listen);
         snprintf(c->listen, sizeof c->listen, "%s", g->listen);
     }
@@ -621,8 +691,8 @@ static int compile_gateway(struct cctx *x)
     return dur(x, "gateway.idempotencyTtl", g->idempotencyTtl, &c->idem_ttl_ns);
 }
 
-static int compile_bffcall(struct cctx *x, const char *name, const struct y_bffcall *y, struct gw_bffcall *o,
-                           const char *def_path)
+static int compile_bffcall(struct cctx *x, const char *name, const struct y_bffcall *y,
+                           struct gw_bffcall *o, const char *def_path)
 {
     char path[96];
     if (!y) return 0;
@@ -642,9 +712,14 @@ static int compile_bff(struct cctx *x)
 {
     const struct y_bff *b = x->root->bff;
     if (!b) return 0;
-    int rc = compile_bffcall(x, "customers", b->customers, &x->conf->bff[0], "/api/v1/customers/{user}");
-    if (!rc) rc = compile_bffcall(x, "catalog", b->catalog, &x->conf->bff[1], "/api/v1/products?limit={limit}");
-    if (!rc) rc = compile_bffcall(x, "ordering", b->ordering, &x->conf->bff[2], "/api/v1/orders?customerId={user}&limit={limit}");
+    int rc =
+        compile_bffcall(x, "customers", b->customers, &x->conf->bff[0], "/api/v1/customers/{user}");
+    if (!rc)
+        rc = compile_bffcall(x, "catalog", b->catalog, &x->conf->bff[1],
+                             "/api/v1/products?limit={limit}");
+    if (!rc)
+        rc = compile_bffcall(x, "ordering", b->ordering, &x->conf->bff[2],
+                             "/api/v1/orders?customerId={user}&limit={limit}");
     return rc;
 }
 
@@ -673,7 +748,10 @@ static void *cyaml_mem_cb(void *ctx, void *ptr, size_t size)
 
 static const cyaml_config_t *cy_config(struct cylog *l, cyaml_config_t *c)
 {
-    *c = (cyaml_config_t){.log_fn = cyaml_log_cb, .log_ctx = l, .mem_fn = cyaml_mem_cb, .log_level = CYAML_LOG_ERROR,
+    *c = (cyaml_config_t){.log_fn = cyaml_log_cb,
+                          .log_ctx = l,
+                          .mem_fn = cyaml_mem_cb,
+                          .log_level = CYAML_LOG_ERROR,
                           .flags = CYAML_CFG_DEFAULT};
     return c;
 }
@@ -685,7 +763,8 @@ static void flatten(char *s)
         if (*p == '\n') *p = p[1] ? ';' : '\0';
 }
 
-static int load_yaml(const char *text, size_t len, const char *source, struct y_root **root, struct ag_err *err)
+static int load_yaml(const char *text, size_t len, const char *source, struct y_root **root,
+                     struct ag_err *err)
 {
     struct cylog l;
     ag_buf_init(&l.buf);
@@ -731,16 +810,18 @@ static int compile_all(struct cctx *x)
     return 0;
 }
 
-int ag__gw_conf_compile(const char *text, size_t len, const struct gw_compile_env *env, struct gw_conf **out,
-                        struct ag_err *err)
+int ag__gw_conf_compile(const char *text, size_t len, const struct gw_compile_env *env,
+                        struct gw_conf **out, struct ag_err *err)
 {
     struct y_root *root = NULL;
     int rc = load_yaml(text, len, env->source, &root, err);
     if (rc) return rc;
     struct gw_conf *c = ag_calloc(1, sizeof *c);
     struct cctx x = {env, ag__yamlpos_new(text, len), err, c, root};
-    if (!c) rc = AG_ENOMEM;
-    else rc = compile_all(&x);
+    if (!c)
+        rc = AG_ENOMEM;
+    else
+        rc = compile_all(&x);
     if (rc == AG_ENOMEM) ag_err_set(err, AG_ENOMEM, "out of memory compiling the configuration");
     ag__yamlpos_free(x.pos);
     free_yaml(root);
@@ -756,7 +837,10 @@ int ag__gw_conf_compile(const char *text, size_t len, const struct gw_compile_en
     return 0;
 }
 
-void ag__gw_conf_ref(struct gw_conf *c) { atomic_fetch_add(&c->refs, 1); }
+void ag__gw_conf_ref(struct gw_conf *c)
+{
+    atomic_fetch_add(&c->refs, 1);
+}
 
 static void strmatch_free(struct gw_strmatch *m)
 {
@@ -770,7 +854,8 @@ static void route_free(struct gw_route *r)
     for (size_t i = 0; i < r->nmatches; i++) {
         strmatch_free(&r->matches[i].uri);
         strmatch_free(&r->matches[i].method);
-        for (size_t h = 0; h < r->matches[i].nheaders; h++) strmatch_free(&r->matches[i].headers[h]);
+        for (size_t h = 0; h < r->matches[i].nheaders; h++)
+            strmatch_free(&r->matches[i].headers[h]);
         ag_free(r->matches[i].headers);
     }
     ag_free(r->matches);

@@ -24,14 +24,14 @@
 #define TOKEN_CACHE 256
 
 struct lconf {
-    struct lconf *next;      /* loop's list */
-    struct gw_conf *conf;    /* holds a shared reference */
-    uint32_t inflight;       /* requests using it on this loop */
+    struct lconf *next;   /* loop's list */
+    struct gw_conf *conf; /* holds a shared reference */
+    uint32_t inflight;    /* requests using it on this loop */
 };
 
 struct tcache {
-    uint64_t hash;           /* of the token; 0 = empty */
-    char *token;             /* owned copy */
+    uint64_t hash; /* of the token; 0 = empty */
+    char *token;   /* owned copy */
     size_t len;
     struct gw_principal who; /* verified identity */
 };
@@ -79,7 +79,10 @@ static void on_stop(uv_async_t *a)
     if (!l->inflight) loop_close(l);
 }
 
-void ag__gw_loop_stop(struct gw_loop *l) { uv_async_send(&l->stop); }
+void ag__gw_loop_stop(struct gw_loop *l)
+{
+    uv_async_send(&l->stop);
+}
 
 struct gw_loop *ag__gw_loop_get(struct ag_gateway *gw, struct ag_http_req *req)
 {
@@ -112,7 +115,10 @@ struct gw_loop *ag__gw_loop_get(struct ag_gateway *gw, struct ag_http_req *req)
     return l;
 }
 
-struct ag_mesh_pools *ag__gw_loop_pools(struct gw_loop *l) { return l->pools; }
+struct ag_mesh_pools *ag__gw_loop_pools(struct gw_loop *l)
+{
+    return l->pools;
+}
 
 struct gw_conf *ag__gw_loop_acquire(struct gw_loop *l, void **token)
 {
@@ -129,7 +135,8 @@ struct gw_conf *ag__gw_loop_acquire(struct gw_loop *l, void **token)
             l->all = c;
             struct lconf *old = l->cur;
             l->cur = c;
-            if (old && !old->inflight) ag__gw_loop_release(l, old); /* frees it: not current any more */
+            if (old && !old->inflight)
+                ag__gw_loop_release(l, old); /* frees it: not current any more */
         }
     }
     l->cur->inflight++;
@@ -154,16 +161,19 @@ void ag__gw_loop_release(struct gw_loop *l, void *token)
 
 /* ---- token cache ---- */
 
-bool ag__gw_loop_token_cached(struct gw_loop *l, const char *tok, size_t len, uint64_t now_s, struct gw_principal *p)
+bool ag__gw_loop_token_cached(struct gw_loop *l, const char *tok, size_t len, uint64_t now_s,
+                              struct gw_principal *p)
 {
     uint64_t h = ag_xxh3(tok, len) | 1;
     struct tcache *e = &l->cache[h % TOKEN_CACHE];
-    if (e->hash != h || e->len != len || memcmp(e->token, tok, len) || e->who.exp + 0 <= now_s) return false;
+    if (e->hash != h || e->len != len || memcmp(e->token, tok, len) || e->who.exp + 0 <= now_s)
+        return false;
     *p = e->who;
     return true;
 }
 
-void ag__gw_loop_token_store(struct gw_loop *l, const char *tok, size_t len, const struct gw_principal *p)
+void ag__gw_loop_token_store(struct gw_loop *l, const char *tok, size_t len,
+                             const struct gw_principal *p)
 {
     uint64_t h = ag_xxh3(tok, len) | 1;
     struct tcache *e = &l->cache[h % TOKEN_CACHE];
@@ -174,8 +184,8 @@ void ag__gw_loop_token_store(struct gw_loop *l, const char *tok, size_t len, con
     *e = (struct tcache){h, copy, len, *p};
 }
 
-int ag__gw_authenticate(struct ag_gateway *gw, struct gw_loop *l, const struct gw_conf *conf, struct ag_http_req *req,
-                        struct gw_principal *p, bool *has)
+int ag__gw_authenticate(struct ag_gateway *gw, struct gw_loop *l, const struct gw_conf *conf,
+                        struct ag_http_req *req, struct gw_principal *p, bool *has)
 {
     *has = false;
     const char *auth = ag_http_req_header(req, "authorization");
@@ -185,7 +195,8 @@ int ag__gw_authenticate(struct ag_gateway *gw, struct gw_loop *l, const struct g
     size_t len = strlen(tok);
     uint64_t now = ag_clock_now(gw->clock) / 1000000000ull;
     /* the cache is per snapshot generation: a reload may change keys */
-    if (l->gen == conf->generation && ag__gw_loop_token_cached(l, tok, len, now, p)) return *has = true, 0;
+    if (l->gen == conf->generation && ag__gw_loop_token_cached(l, tok, len, now, p))
+        return *has = true, 0;
     enum gw_jwt_fail f = ag__gw_jwt_verify(&conf->jwt, tok, len, now, p);
     if (f == GW_JWT_OK) {
         /* a cached identity must still expire on time: cache only within exp - skew */
@@ -194,8 +205,10 @@ int ag__gw_authenticate(struct ag_gateway *gw, struct gw_loop *l, const struct g
         return *has = true, 0;
     }
     ag_log_write(AG_LOG_INFO, "gateway: token refused",
-                 (struct ag_log_field[]){AG_LS("reason", ag__gw_jwt_fail_name(f)), AG_LS("path", ag_http_req_path(req)),
-                                         AG_LS("request_id", ag_http_req_id(req) ? ag_http_req_id(req) : "")}, 3);
+                 (struct ag_log_field[]){
+                     AG_LS("reason", ag__gw_jwt_fail_name(f)), AG_LS("path", ag_http_req_path(req)),
+                     AG_LS("request_id", ag_http_req_id(req) ? ag_http_req_id(req) : "")},
+                 3);
     ag_http_resp_header(req, "WWW-Authenticate", "Bearer error=\"invalid_token\"");
     ag__gw_problem(req, 401, "invalid token");
     return 1;

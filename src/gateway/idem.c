@@ -15,10 +15,10 @@
 #include "gateway/internal.h"
 
 struct ientry {
-    struct ientry *next;      /* hash chain */
-    struct ientry *older;     /* insertion order (oldest first list) */
+    struct ientry *next;  /* hash chain */
+    struct ientry *older; /* insertion order (oldest first list) */
     struct ientry *newer;
-    char *key;                /* "user\0key" (owned) */
+    char *key; /* "user\0key" (owned) */
     size_t key_len;
     uint64_t fp;              /* request fingerprint */
     uint64_t expires;         /* mono ns */
@@ -29,14 +29,15 @@ struct ientry {
 struct gw_idem {
     pthread_mutex_t lock;
     struct ientry **buckets;
-    size_t nbuckets;          /* power of two */
+    size_t nbuckets; /* power of two */
     size_t n, max;
     uint64_t ttl;
     struct ientry *oldest, *newest;
     const struct ag_clock *clock;
 };
 
-int ag__gw_idem_new(uint32_t max_entries, uint64_t ttl_ns, const struct ag_clock *clock, struct gw_idem **out)
+int ag__gw_idem_new(uint32_t max_entries, uint64_t ttl_ns, const struct ag_clock *clock,
+                    struct gw_idem **out)
 {
     struct gw_idem *s = ag_calloc(1, sizeof *s);
     if (!s) return AG_ENOMEM;
@@ -67,10 +68,14 @@ static void entry_unlink(struct gw_idem *s, struct ientry *e)
     struct ientry **pp = &s->buckets[ag_xxh3(e->key, e->key_len) & (s->nbuckets - 1)];
     while (*pp != e) pp = &(*pp)->next;
     *pp = e->next;
-    if (e->older) e->older->newer = e->newer;
-    else s->oldest = e->newer;
-    if (e->newer) e->newer->older = e->older;
-    else s->newest = e->older;
+    if (e->older)
+        e->older->newer = e->newer;
+    else
+        s->oldest = e->newer;
+    if (e->newer)
+        e->newer->older = e->older;
+    else
+        s->newest = e->older;
     s->n--;
     ag__gw_idem_resp_free(&e->resp);
     ag_free(e->key);
@@ -128,15 +133,16 @@ static int copy_resp(const struct gw_idem_resp *src, struct gw_idem_resp *dst)
         memcpy(dst->body, src->body ? src->body : "", src->body_len);
         dst->body[src->body_len] = 0;
     }
-    if (!dst->body || (src->headers && !dst->headers) || (src->content_type && !dst->content_type)) {
+    if (!dst->body || (src->headers && !dst->headers) ||
+        (src->content_type && !dst->content_type)) {
         ag__gw_idem_resp_free(dst);
         return AG_ENOMEM;
     }
     return 0;
 }
 
-enum gw_idem_state ag__gw_idem_begin(struct gw_idem *s, const char *key, const char *user, uint64_t fp,
-                                     struct gw_idem_resp *resp)
+enum gw_idem_state ag__gw_idem_begin(struct gw_idem *s, const char *key, const char *user,
+                                     uint64_t fp, struct gw_idem_resp *resp)
 {
     char k[512];
     size_t kl = make_key(k, sizeof k, key, user);
@@ -147,8 +153,10 @@ enum gw_idem_state ag__gw_idem_begin(struct gw_idem *s, const char *key, const c
     struct ientry *e = lookup(s, k, kl);
     if (e && e->expires <= now && e->done) entry_unlink(s, e), e = NULL;
     if (e) {
-        st = e->fp != fp ? GW_IDEM_MISMATCH : !e->done ? GW_IDEM_IN_PROGRESS
-             : copy_resp(&e->resp, resp) == 0 ? GW_IDEM_DONE : GW_IDEM_IN_PROGRESS;
+        st = e->fp != fp                      ? GW_IDEM_MISMATCH
+             : !e->done                       ? GW_IDEM_IN_PROGRESS
+             : copy_resp(&e->resp, resp) == 0 ? GW_IDEM_DONE
+                                              : GW_IDEM_IN_PROGRESS;
         goto out_unlock;
     }
     if (!make_room(s, now) || !(e = ag_calloc(1, sizeof *e)) || !(e->key = ag_malloc(kl))) {
@@ -163,8 +171,10 @@ enum gw_idem_state ag__gw_idem_begin(struct gw_idem *s, const char *key, const c
     e->next = s->buckets[b];
     s->buckets[b] = e;
     e->older = s->newest;
-    if (s->newest) s->newest->newer = e;
-    else s->oldest = e;
+    if (s->newest)
+        s->newest->newer = e;
+    else
+        s->oldest = e;
     s->newest = e;
     s->n++;
     st = GW_IDEM_NEW;
@@ -173,7 +183,8 @@ out_unlock:
     return st;
 }
 
-void ag__gw_idem_finish(struct gw_idem *s, const char *key, const char *user, struct gw_idem_resp *resp)
+void ag__gw_idem_finish(struct gw_idem *s, const char *key, const char *user,
+                        struct gw_idem_resp *resp)
 {
     char k[512];
     size_t kl = make_key(k, sizeof k, key, user);

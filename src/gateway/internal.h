@@ -20,22 +20,54 @@
 
 /* ---- the raw document (libcyaml fills these) ---- */
 
-struct y_labels { char *version, *zone, *track, *app; };
-struct y_endpoint { char *address; struct y_labels *labels; };
-struct y_subset { char *name; struct y_labels *labels; };
-struct y_tcp { unsigned maxConnections; char *connectTimeout; };
-struct y_httppool { unsigned http1MaxPendingRequests, maxRequestsPerConnection; char *idleTimeout; };
-struct y_pool { struct y_tcp *tcp; struct y_httppool *http; };
-struct y_hash { char *httpHeaderName; bool useUser; };
-struct y_lb { char *simple; struct y_hash *consistentHash; };
+struct y_labels {
+    char *version, *zone, *track, *app;
+};
+struct y_endpoint {
+    char *address;
+    struct y_labels *labels;
+};
+struct y_subset {
+    char *name;
+    struct y_labels *labels;
+};
+struct y_tcp {
+    unsigned maxConnections;
+    char *connectTimeout;
+};
+struct y_httppool {
+    unsigned http1MaxPendingRequests, maxRequestsPerConnection;
+    char *idleTimeout;
+};
+struct y_pool {
+    struct y_tcp *tcp;
+    struct y_httppool *http;
+};
+struct y_hash {
+    char *httpHeaderName;
+    bool useUser;
+};
+struct y_lb {
+    char *simple;
+    struct y_hash *consistentHash;
+};
 struct y_outlier {
     unsigned consecutive5xxErrors, consecutiveGatewayErrors, maxEjectionPercent;
     char *interval, *baseEjectionTime, *maxEjectionTime;
     int minHealthPercent;
 };
-struct y_hc { char *path, *interval, *timeout; unsigned healthyThreshold, unhealthyThreshold; };
-struct y_cb { unsigned consecutiveErrors; char *openTime; };
-struct y_budget { float ratio; unsigned minRetriesPerSecond; };
+struct y_hc {
+    char *path, *interval, *timeout;
+    unsigned healthyThreshold, unhealthyThreshold;
+};
+struct y_cb {
+    unsigned consecutiveErrors;
+    char *openTime;
+};
+struct y_budget {
+    float ratio;
+    unsigned minRetriesPerSecond;
+};
 struct y_tp {
     struct y_pool *connectionPool;
     struct y_lb *loadBalancer;
@@ -46,28 +78,71 @@ struct y_tp {
 };
 struct y_dr {
     char *name, *host;
-    struct y_endpoint *endpoints; unsigned endpoints_count;
+    struct y_endpoint *endpoints;
+    unsigned endpoints_count;
     struct y_tp *trafficPolicy;
-    struct y_subset *subsets; unsigned subsets_count;
+    struct y_subset *subsets;
+    unsigned subsets_count;
 };
-struct y_strmatch { char *exact, *prefix, *regex, *pattern; };
-struct y_hdrmatch { char *name, *exact, *prefix, *regex; bool present; };
-struct y_match { struct y_strmatch *uri, *method; struct y_hdrmatch *headers; unsigned headers_count; };
-struct y_dest { char *host, *subset; };
-struct y_rdest { struct y_dest *destination; int weight; };
-struct y_retries { unsigned attempts; char *perTryTimeout, *retryOn, *backoff; };
-struct y_pct { float value; };
-struct y_delay { struct y_pct *percentage; char *fixedDelay; };
-struct y_abort { struct y_pct *percentage; int httpStatus; };
-struct y_fault { struct y_delay *delay; struct y_abort *abort; };
-struct y_rewrite { char *uri; };
-struct y_auth { bool required; char **roles; unsigned roles_count; char **scopes; unsigned scopes_count; };
-struct y_rl { unsigned requests, burst, maxKeys; char *per, *key; };
+struct y_strmatch {
+    char *exact, *prefix, *regex, *pattern;
+};
+struct y_hdrmatch {
+    char *name, *exact, *prefix, *regex;
+    bool present;
+};
+struct y_match {
+    struct y_strmatch *uri, *method;
+    struct y_hdrmatch *headers;
+    unsigned headers_count;
+};
+struct y_dest {
+    char *host, *subset;
+};
+struct y_rdest {
+    struct y_dest *destination;
+    int weight;
+};
+struct y_retries {
+    unsigned attempts;
+    char *perTryTimeout, *retryOn, *backoff;
+};
+struct y_pct {
+    float value;
+};
+struct y_delay {
+    struct y_pct *percentage;
+    char *fixedDelay;
+};
+struct y_abort {
+    struct y_pct *percentage;
+    int httpStatus;
+};
+struct y_fault {
+    struct y_delay *delay;
+    struct y_abort *abort;
+};
+struct y_rewrite {
+    char *uri;
+};
+struct y_auth {
+    bool required;
+    char **roles;
+    unsigned roles_count;
+    char **scopes;
+    unsigned scopes_count;
+};
+struct y_rl {
+    unsigned requests, burst, maxKeys;
+    char *per, *key;
+};
 struct y_http {
     char *name;
-    struct y_match *match; unsigned match_count;
+    struct y_match *match;
+    unsigned match_count;
     struct y_rewrite *rewrite;
-    struct y_rdest *route; unsigned route_count;
+    struct y_rdest *route;
+    unsigned route_count;
     struct y_retries *retries;
     char *timeout;
     struct y_fault *fault;
@@ -76,23 +151,47 @@ struct y_http {
     bool *idempotency;
     unsigned maxBodyBytes;
 };
-struct y_vs { char *name; char **hosts; unsigned hosts_count; struct y_http *http; unsigned http_count; };
-struct y_key { char *kid, *alg, *secret, *secretEnv, *publicKey, *publicKeyFile, *privateKeyFile; };
+struct y_vs {
+    char *name;
+    char **hosts;
+    unsigned hosts_count;
+    struct y_http *http;
+    unsigned http_count;
+};
+struct y_key {
+    char *kid, *alg, *secret, *secretEnv, *publicKey, *publicKeyFile, *privateKeyFile;
+};
 struct y_issuer {
     char *issuer;
-    char **audiences; unsigned audiences_count;
-    struct y_key *keys; unsigned keys_count;
+    char **audiences;
+    unsigned audiences_count;
+    struct y_key *keys;
+    unsigned keys_count;
     char *jwksFile;
 };
-struct y_jwt { struct y_issuer *issuers; unsigned issuers_count; char *clockSkew, *rolesClaim; };
-struct y_gw { char *listen, *idempotencyTtl; unsigned workers, maxBodyBytes, idempotencyMaxEntries; bool accessLog; };
-struct y_bffcall { char *host, *path, *timeout; };
-struct y_bff { struct y_bffcall *customers, *catalog, *ordering; };
+struct y_jwt {
+    struct y_issuer *issuers;
+    unsigned issuers_count;
+    char *clockSkew, *rolesClaim;
+};
+struct y_gw {
+    char *listen, *idempotencyTtl;
+    unsigned workers, maxBodyBytes, idempotencyMaxEntries;
+    bool accessLog;
+};
+struct y_bffcall {
+    char *host, *path, *timeout;
+};
+struct y_bff {
+    struct y_bffcall *customers, *catalog, *ordering;
+};
 struct y_root {
     struct y_gw *gateway;
     struct y_jwt *jwt;
-    struct y_dr *destinationRules; unsigned destinationRules_count;
-    struct y_vs *virtualServices; unsigned virtualServices_count;
+    struct y_dr *destinationRules;
+    unsigned destinationRules_count;
+    struct y_vs *virtualServices;
+    unsigned virtualServices_count;
     struct y_bff *bff;
 };
 
@@ -112,20 +211,31 @@ void ag__yamlpos_free(struct ag__yamlpos *p);
 
 #define GW_MAX_ROLES 16
 
-enum gw_alg { GW_HS256, GW_HS384, GW_HS512, GW_RS256, GW_RS384, GW_RS512, GW_ES256, GW_ES384, GW_ES512, GW_ALG_N };
+enum gw_alg {
+    GW_HS256,
+    GW_HS384,
+    GW_HS512,
+    GW_RS256,
+    GW_RS384,
+    GW_RS512,
+    GW_ES256,
+    GW_ES384,
+    GW_ES512,
+    GW_ALG_N
+};
 
 struct gw_key {
-    char *kid;              /* NULL = matches a token without kid */
-    enum gw_alg alg;        /* pinned: a token must name exactly this alg */
-    unsigned char *key;     /* secret bytes or PEM public key (owned) */
+    char *kid;          /* NULL = matches a token without kid */
+    enum gw_alg alg;    /* pinned: a token must name exactly this alg */
+    unsigned char *key; /* secret bytes or PEM public key (owned) */
     size_t key_len;
-    char *sign_pem;         /* PEM private key for minting (RS/ES), or NULL */
+    char *sign_pem; /* PEM private key for minting (RS/ES), or NULL */
     size_t sign_pem_len;
 };
 
 struct gw_issuer {
-    char *iss;              /* exact match of the iss claim */
-    char **aud;             /* accepted audiences (any one in the token's aud) */
+    char *iss;  /* exact match of the iss claim */
+    char **aud; /* accepted audiences (any one in the token's aud) */
     size_t naud;
     struct gw_key *keys;
     size_t nkeys;
@@ -134,38 +244,46 @@ struct gw_issuer {
 struct gw_jwt {
     struct gw_issuer *issuers;
     size_t nissuers;
-    uint64_t skew_s;        /* clock skew allowed on exp/nbf/iat */
-    char *roles_claim;      /* "roles" */
+    uint64_t skew_s;   /* clock skew allowed on exp/nbf/iat */
+    char *roles_claim; /* "roles" */
 };
 
 /* The verified identity of a request. */
 struct gw_principal {
-    char sub[128];                  /* sub claim */
-    char roles[GW_MAX_ROLES][64];   /* roles claim (array or space-separated string) */
+    char sub[128];                /* sub claim */
+    char roles[GW_MAX_ROLES][64]; /* roles claim (array or space-separated string) */
     size_t nroles;
-    char scopes[GW_MAX_ROLES][64];  /* scope / scp claim */
+    char scopes[GW_MAX_ROLES][64]; /* scope / scp claim */
     size_t nscopes;
     char roles_csv[GW_MAX_ROLES * 65]; /* for x-user-roles */
-    uint64_t exp;                   /* expiry (Unix s) */
+    uint64_t exp;                      /* expiry (Unix s) */
 };
 
 /* Why a token was refused (logged; clients only ever see "invalid token"). */
 enum gw_jwt_fail {
-    GW_JWT_OK, GW_JWT_MALFORMED, GW_JWT_ALG, GW_JWT_NO_KEY, GW_JWT_SIGNATURE, GW_JWT_EXPIRED,
-    GW_JWT_NOT_YET, GW_JWT_ISSUER, GW_JWT_AUDIENCE, GW_JWT_CLAIMS,
+    GW_JWT_OK,
+    GW_JWT_MALFORMED,
+    GW_JWT_ALG,
+    GW_JWT_NO_KEY,
+    GW_JWT_SIGNATURE,
+    GW_JWT_EXPIRED,
+    GW_JWT_NOT_YET,
+    GW_JWT_ISSUER,
+    GW_JWT_AUDIENCE,
+    GW_JWT_CLAIMS,
 };
 const char *ag__gw_jwt_fail_name(enum gw_jwt_fail f);
 int ag__gw_alg_parse(const char *s, enum gw_alg *out);
 const char *ag__gw_alg_name(enum gw_alg a);
 /* Verify a compact JWS; fills `p`. `now_s` is Unix seconds. */
-enum gw_jwt_fail ag__gw_jwt_verify(const struct gw_jwt *j, const char *token, size_t len, uint64_t now_s,
-                                   struct gw_principal *p /* OUT */);
+enum gw_jwt_fail ag__gw_jwt_verify(const struct gw_jwt *j, const char *token, size_t len,
+                                   uint64_t now_s, struct gw_principal *p /* OUT */);
 /* Load a JWKS file's keys (kty oct/RSA/EC with alg) into `iss`. */
 int ag__gw_jwks_load(struct gw_issuer *iss, const char *path, struct ag_err *err);
 void ag__gw_jwt_free(struct gw_jwt *j);
 /* Mint (jwt.c): see ag_gateway_token. */
-int ag__gw_jwt_mint(const struct gw_jwt *j, const struct ag_gateway_token_request *req, uint64_t now_s, char **out,
-                    struct ag_err *err);
+int ag__gw_jwt_mint(const struct gw_jwt *j, const struct ag_gateway_token_request *req,
+                    uint64_t now_s, char **out, struct ag_err *err);
 
 /* ---- the compiled configuration ---- */
 
@@ -173,9 +291,9 @@ enum gw_match_kind { GW_M_ANY, GW_M_EXACT, GW_M_PREFIX, GW_M_REGEX, GW_M_PATTERN
 
 struct gw_strmatch {
     enum gw_match_kind kind;
-    char *value;            /* exact / prefix / pattern text, or the header name for headers */
-    char *hvalue;           /* header matches: the value (exact/prefix) */
-    regex_t re;             /* GW_M_REGEX (anchored) */
+    char *value;  /* exact / prefix / pattern text, or the header name for headers */
+    char *hvalue; /* header matches: the value (exact/prefix) */
+    regex_t re;   /* GW_M_REGEX (anchored) */
 };
 
 struct gw_match {
@@ -193,31 +311,31 @@ struct gw_dest {
 enum gw_key_kind { GW_KEY_USER_OR_IP, GW_KEY_USER, GW_KEY_IP, GW_KEY_API_KEY, GW_KEY_HEADER };
 
 struct gw_route {
-    char *name;                    /* for metrics and logs */
-    struct gw_match *matches;      /* any one matches; none = everything */
+    char *name;               /* for metrics and logs */
+    struct gw_match *matches; /* any one matches; none = everything */
     size_t nmatches;
-    char *rewrite;                 /* replaces the matched uri prefix; NULL = none */
+    char *rewrite; /* replaces the matched uri prefix; NULL = none */
     struct gw_dest *dests;
     size_t ndests;
     uint32_t total_weight;
     struct ag_mesh_retry retry;
-    uint32_t timeout_ms;           /* covers retries */
-    double delay_pct, abort_pct;   /* fault injection, 0..100 */
+    uint32_t timeout_ms;         /* covers retries */
+    double delay_pct, abort_pct; /* fault injection, 0..100 */
     uint32_t delay_ms;
     int abort_status;
-    bool auth_required;            /* a valid token is needed */
-    char **roles;                  /* any one of these roles */
+    bool auth_required; /* a valid token is needed */
+    char **roles;       /* any one of these roles */
     size_t nroles;
-    char **scopes;                 /* every one of these scopes */
+    char **scopes; /* every one of these scopes */
     size_t nscopes;
-    struct ag_ratelimit *limiter;  /* NULL = no limit */
-    struct ag_rate rate;           /* for the RateLimit headers */
+    struct ag_ratelimit *limiter; /* NULL = no limit */
+    struct ag_rate rate;          /* for the RateLimit headers */
     enum gw_key_kind key_kind;
-    char *key_header;              /* GW_KEY_HEADER / GW_KEY_API_KEY: header name */
-    bool idempotency;              /* Idempotency-Key handled on POST */
-    size_t max_body;               /* 0 = the gateway's */
-    struct ag_obs_series *m_req[6];   /* requests by class 1xx..5xx (index 1..5), 0 = other */
-    struct ag_obs_series *m_dur;      /* duration histogram */
+    char *key_header;               /* GW_KEY_HEADER / GW_KEY_API_KEY: header name */
+    bool idempotency;               /* Idempotency-Key handled on POST */
+    size_t max_body;                /* 0 = the gateway's */
+    struct ag_obs_series *m_req[6]; /* requests by class 1xx..5xx (index 1..5), 0 = other */
+    struct ag_obs_series *m_dur;    /* duration histogram */
 };
 
 struct gw_bffcall {
@@ -231,17 +349,17 @@ struct gw_conf {
     uint64_t generation;               /* 1, 2, ... */
     struct ag_mesh_cluster **clusters; /* one per DestinationRule */
     char **cluster_hosts;              /* their host names */
-    char **cluster_hash_hdr;           /* consistent-hash header per cluster; NULL = the user (or IP) */
+    char **cluster_hash_hdr; /* consistent-hash header per cluster; NULL = the user (or IP) */
     size_t nclusters;
-    struct gw_route *routes;           /* flattened, in order */
+    struct gw_route *routes; /* flattened, in order */
     size_t nroutes;
-    struct gw_jwt jwt;                 /* may have no issuers */
-    struct gw_bffcall bff[3];          /* customers, catalog, ordering */
-    char listen[80];                   /* gateway.listen or "" */
-    int workers;                       /* gateway.workers */
-    size_t max_body;                   /* gateway.maxBodyBytes */
-    uint64_t idem_ttl_ns;              /* gateway.idempotencyTtl */
-    uint32_t idem_max;                 /* gateway.idempotencyMaxEntries */
+    struct gw_jwt jwt;        /* may have no issuers */
+    struct gw_bffcall bff[3]; /* customers, catalog, ordering */
+    char listen[80];          /* gateway.listen or "" */
+    int workers;              /* gateway.workers */
+    size_t max_body;          /* gateway.maxBodyBytes */
+    uint64_t idem_ttl_ns;     /* gateway.idempotencyTtl */
+    uint32_t idem_max;        /* gateway.idempotencyMaxEntries */
     bool access_log;
 };
 
@@ -249,13 +367,13 @@ struct gw_compile_env {
     const struct ag_clock *clock;
     const struct ag_rng *rng;
     struct ag_obs_registry *metrics;
-    const char *source;               /* file name for messages */
+    const char *source; /* file name for messages */
 };
 
 /* Compile YAML text into a new snapshot (refs = 1). AG_ECONFIG with "file:line:
  * path: reason" in err. */
-int ag__gw_conf_compile(const char *text, size_t len, const struct gw_compile_env *env, struct gw_conf **out,
-                        struct ag_err *err);
+int ag__gw_conf_compile(const char *text, size_t len, const struct gw_compile_env *env,
+                        struct gw_conf **out, struct ag_err *err);
 void ag__gw_conf_ref(struct gw_conf *c);
 void ag__gw_conf_unref(struct gw_conf *c);
 /* Parse "250ms", "2s", "1.5s", "5m", "1h", "10us" into ns. */
@@ -264,8 +382,9 @@ int ag__gw_duration(const char *s, uint64_t *ns);
 /* ---- matching (match.c) ---- */
 
 /* The first route matching the request, or NULL; *prefix_len = matched uri prefix length. */
-const struct gw_route *ag__gw_route_find(const struct gw_conf *c, const char *method, const char *path,
-                                         const struct ag_http_req *req, size_t *prefix_len /* OUT */);
+const struct gw_route *ag__gw_route_find(const struct gw_conf *c, const char *method,
+                                         const char *path, const struct ag_http_req *req,
+                                         size_t *prefix_len /* OUT */);
 bool ag__gw_pattern_match(const char *pattern, const char *path);
 
 /* ---- idempotency store (idem.c) ---- */
@@ -274,21 +393,23 @@ struct gw_idem;
 enum gw_idem_state { GW_IDEM_NEW, GW_IDEM_IN_PROGRESS, GW_IDEM_DONE, GW_IDEM_MISMATCH };
 struct gw_idem_resp {
     int status;
-    char *headers;       /* "Name: value\n" lines (owned) */
-    char *body;          /* owned */
+    char *headers; /* "Name: value\n" lines (owned) */
+    char *body;    /* owned */
     size_t body_len;
-    char *content_type;  /* owned or NULL */
+    char *content_type; /* owned or NULL */
 };
-int ag__gw_idem_new(uint32_t max_entries, uint64_t ttl_ns, const struct ag_clock *clock, struct gw_idem **out);
+int ag__gw_idem_new(uint32_t max_entries, uint64_t ttl_ns, const struct ag_clock *clock,
+                    struct gw_idem **out);
 void ag__gw_idem_free(struct gw_idem *s);
 /* Begin (key, user, request fingerprint): NEW reserves the key; DONE copies the
  * stored answer into *resp (caller frees with ag__gw_idem_resp_free);
  * IN_PROGRESS: a concurrent duplicate; MISMATCH: same key, different request. */
-enum gw_idem_state ag__gw_idem_begin(struct gw_idem *s, const char *key, const char *user, uint64_t fingerprint,
-                                     struct gw_idem_resp *resp /* OUT */);
+enum gw_idem_state ag__gw_idem_begin(struct gw_idem *s, const char *key, const char *user,
+                                     uint64_t fingerprint, struct gw_idem_resp *resp /* OUT */);
 /* Store the answer for a reserved key (takes ownership of resp's strings); a
  * 5xx answer releases the key instead so the client may retry. */
-void ag__gw_idem_finish(struct gw_idem *s, const char *key, const char *user, struct gw_idem_resp *resp);
+void ag__gw_idem_finish(struct gw_idem *s, const char *key, const char *user,
+                        struct gw_idem_resp *resp);
 void ag__gw_idem_resp_free(struct gw_idem_resp *r);
 size_t ag__gw_idem_size(struct gw_idem *s);
 
@@ -297,22 +418,22 @@ size_t ag__gw_idem_size(struct gw_idem *s);
 struct gw_loop;
 
 struct ag_gateway {
-    struct ag_gateway_options opts;     /* copy; strings below */
-    char *config_path;                  /* owned */
-    char *config_yaml;                  /* owned */
-    pthread_mutex_t conf_lock;          /* guards conf (pointer swap + ref) */
-    struct gw_conf *conf;               /* current snapshot */
-    _Atomic uint64_t generation;        /* conf->generation, read lock-free */
+    struct ag_gateway_options opts; /* copy; strings below */
+    char *config_path;              /* owned */
+    char *config_yaml;              /* owned */
+    pthread_mutex_t conf_lock;      /* guards conf (pointer swap + ref) */
+    struct gw_conf *conf;           /* current snapshot */
+    _Atomic uint64_t generation;    /* conf->generation, read lock-free */
     struct ag_http_router *router;
     struct ag_http_server *server;
-    struct ag_obs_registry *metrics;    /* borrowed or owned */
+    struct ag_obs_registry *metrics; /* borrowed or owned */
     bool own_metrics;
-    struct ag_obs_health *health;       /* readiness checks */
-    struct ag_mesh_health *checker;     /* active health checks */
-    struct gw_idem *idem;               /* idempotency store */
+    struct ag_obs_health *health;   /* readiness checks */
+    struct ag_mesh_health *checker; /* active health checks */
+    struct gw_idem *idem;           /* idempotency store */
     const struct ag_clock *clock;
-    pthread_mutex_t loops_lock;         /* guards loops[] growth */
-    struct gw_loop *loops[256];         /* per worker loop state */
+    pthread_mutex_t loops_lock; /* guards loops[] growth */
+    struct gw_loop *loops[256]; /* per worker loop state */
     _Atomic size_t nloops;
     _Atomic bool stopping;
     struct ag_obs_family *f_route_req, *f_route_dur, *f_up_req;
@@ -328,8 +449,10 @@ struct ag_mesh_pools *ag__gw_loop_pools(struct gw_loop *l);
 /* Ask the loop to close its pools once its requests are done (any thread). */
 void ag__gw_loop_stop(struct gw_loop *l);
 /* A verified-token cache on the loop (no locks). */
-bool ag__gw_loop_token_cached(struct gw_loop *l, const char *tok, size_t len, uint64_t now_s, struct gw_principal *p);
-void ag__gw_loop_token_store(struct gw_loop *l, const char *tok, size_t len, const struct gw_principal *p);
+bool ag__gw_loop_token_cached(struct gw_loop *l, const char *tok, size_t len, uint64_t now_s,
+                              struct gw_principal *p);
+void ag__gw_loop_token_store(struct gw_loop *l, const char *tok, size_t len,
+                             const struct gw_principal *p);
 
 /* Handlers (proxy.c, bff.c, admin.c). */
 int ag__gw_proxy(struct ag_http_req *req, void *ud);

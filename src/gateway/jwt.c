@@ -30,10 +30,15 @@
 
 #define MAX_TOKEN 8192
 
-static const struct { const char *name; jwt_alg_t lib; } algs[GW_ALG_N] = {
-    [GW_HS256] = {"HS256", JWT_ALG_HS256}, [GW_HS384] = {"HS384", JWT_ALG_HS384}, [GW_HS512] = {"HS512", JWT_ALG_HS512},
-    [GW_RS256] = {"RS256", JWT_ALG_RS256}, [GW_RS384] = {"RS384", JWT_ALG_RS384}, [GW_RS512] = {"RS512", JWT_ALG_RS512},
-    [GW_ES256] = {"ES256", JWT_ALG_ES256}, [GW_ES384] = {"ES384", JWT_ALG_ES384}, [GW_ES512] = {"ES512", JWT_ALG_ES512},
+static const struct {
+    const char *name;
+    jwt_alg_t lib;
+} algs[GW_ALG_N] = {
+    [GW_HS256] = {"HS256", JWT_ALG_HS256}, [GW_HS384] = {"HS384", JWT_ALG_HS384},
+    [GW_HS512] = {"HS512", JWT_ALG_HS512}, [GW_RS256] = {"RS256", JWT_ALG_RS256},
+    [GW_RS384] = {"RS384", JWT_ALG_RS384}, [GW_RS512] = {"RS512", JWT_ALG_RS512},
+    [GW_ES256] = {"ES256", JWT_ALG_ES256}, [GW_ES384] = {"ES384", JWT_ALG_ES384},
+    [GW_ES512] = {"ES512", JWT_ALG_ES512},
 };
 
 int ag__gw_alg_parse(const char *s, enum gw_alg *out)
@@ -43,12 +48,16 @@ int ag__gw_alg_parse(const char *s, enum gw_alg *out)
     return AG_EINVAL;
 }
 
-const char *ag__gw_alg_name(enum gw_alg a) { return a < GW_ALG_N ? algs[a].name : "?"; }
+const char *ag__gw_alg_name(enum gw_alg a)
+{
+    return a < GW_ALG_N ? algs[a].name : "?";
+}
 
 const char *ag__gw_jwt_fail_name(enum gw_jwt_fail f)
 {
-    static const char *const n[] = {"ok", "malformed", "algorithm", "no key", "signature", "expired",
-                                    "not yet valid", "issuer", "audience", "claims"};
+    static const char *const n[] = {"ok",        "malformed", "algorithm",     "no key",
+                                    "signature", "expired",   "not yet valid", "issuer",
+                                    "audience",  "claims"};
     return f <= GW_JWT_CLAIMS ? n[f] : "?";
 }
 
@@ -109,7 +118,8 @@ static const struct gw_issuer *find_issuer(const struct gw_jwt *j, const char *i
 }
 
 /* The key for (kid, alg): a kid must match exactly; without kid, keys without one. */
-static enum gw_jwt_fail find_key(const struct gw_issuer *is, const char *kid, enum gw_alg alg, const struct gw_key **out)
+static enum gw_jwt_fail find_key(const struct gw_issuer *is, const char *kid, enum gw_alg alg,
+                                 const struct gw_key **out)
 {
     bool kid_seen = false;
     for (size_t i = 0; i < is->nkeys; i++) {
@@ -132,7 +142,8 @@ static enum gw_jwt_fail check_signature(const struct gw_key *k, const char *toke
     buf[len] = '\0';
     jwt_t *jwt = NULL;
     int rc = jwt_decode(&jwt, buf, k->key, (int)k->key_len);
-    enum gw_jwt_fail f = rc == 0 && jwt && jwt_get_alg(jwt) == algs[k->alg].lib ? GW_JWT_OK : GW_JWT_SIGNATURE;
+    enum gw_jwt_fail f =
+        rc == 0 && jwt && jwt_get_alg(jwt) == algs[k->alg].lib ? GW_JWT_OK : GW_JWT_SIGNATURE;
     if (jwt) jwt_free(jwt);
     return f;
 }
@@ -146,7 +157,8 @@ static bool aud_ok(const struct gw_issuer *is, json_t *aud)
         if (json_is_string(aud) && !strcmp(json_string_value(aud), is->aud[a])) return true;
         size_t i;
         json_t *v;
-        json_array_foreach(aud, i, v) if (json_is_string(v) && !strcmp(json_string_value(v), is->aud[a])) return true;
+        json_array_foreach(aud, i, v) if (json_is_string(v) &&
+                                          !strcmp(json_string_value(v), is->aud[a])) return true;
     }
     return false;
 }
@@ -179,32 +191,37 @@ static bool valid_header_value(const char *s)
     return true;
 }
 
-static enum gw_jwt_fail check_claims(const struct gw_jwt *j, const struct gw_issuer *is, json_t *pl, uint64_t now,
-                                     struct gw_principal *p)
+static enum gw_jwt_fail check_claims(const struct gw_jwt *j, const struct gw_issuer *is, json_t *pl,
+                                     uint64_t now, struct gw_principal *p)
 {
-    json_t *exp = json_object_get(pl, "exp"), *nbf = json_object_get(pl, "nbf"), *sub = json_object_get(pl, "sub");
-    if (!json_is_integer(exp) || (nbf && !json_is_integer(nbf)) || !json_is_string(sub)) return GW_JWT_CLAIMS;
-    if ((uint64_t)json_integer_value(exp) + j->skew_s <= now || json_integer_value(exp) < 0) return GW_JWT_EXPIRED;
+    json_t *exp = json_object_get(pl, "exp"), *nbf = json_object_get(pl, "nbf"),
+           *sub = json_object_get(pl, "sub");
+    if (!json_is_integer(exp) || (nbf && !json_is_integer(nbf)) || !json_is_string(sub))
+        return GW_JWT_CLAIMS;
+    if ((uint64_t)json_integer_value(exp) + j->skew_s <= now || json_integer_value(exp) < 0)
+        return GW_JWT_EXPIRED;
     if (nbf && (int64_t)now + (int64_t)j->skew_s < json_integer_value(nbf)) return GW_JWT_NOT_YET;
     if (!aud_ok(is, json_object_get(pl, "aud"))) return GW_JWT_AUDIENCE;
     const char *s = json_string_value(sub);
     if (!*s || strlen(s) >= sizeof p->sub || !valid_header_value(s)) return GW_JWT_CLAIMS;
     snprintf(p->sub, sizeof p->sub, "%s", s);
     p->exp = (uint64_t)json_integer_value(exp);
-    p->nroles = collect(json_object_get(pl, j->roles_claim ? j->roles_claim : "roles"), p->roles, GW_MAX_ROLES);
+    p->nroles = collect(json_object_get(pl, j->roles_claim ? j->roles_claim : "roles"), p->roles,
+                        GW_MAX_ROLES);
     json_t *sc = json_object_get(pl, "scope");
     p->nscopes = collect(sc ? sc : json_object_get(pl, "scp"), p->scopes, GW_MAX_ROLES);
     size_t o = 0;
     p->roles_csv[0] = '\0';
     for (size_t i = 0; i < p->nroles; i++) {
         if (!valid_header_value(p->roles[i])) return GW_JWT_CLAIMS;
-        o += (size_t)snprintf(p->roles_csv + o, sizeof p->roles_csv - o, "%s%s", i ? "," : "", p->roles[i]);
+        o += (size_t)snprintf(p->roles_csv + o, sizeof p->roles_csv - o, "%s%s", i ? "," : "",
+                              p->roles[i]);
     }
     return GW_JWT_OK;
 }
 
-enum gw_jwt_fail ag__gw_jwt_verify(const struct gw_jwt *j, const char *token, size_t len, uint64_t now_s,
-                                   struct gw_principal *p)
+enum gw_jwt_fail ag__gw_jwt_verify(const struct gw_jwt *j, const char *token, size_t len,
+                                   uint64_t now_s, struct gw_principal *p)
 {
     memset(p, 0, sizeof *p);
     const char *d1 = len < MAX_TOKEN ? memchr(token, '.', len) : NULL;
@@ -236,12 +253,14 @@ out:
 
 /* ---- minting ---- */
 
-static int mint_claims(jwt_t *jwt, const struct gw_issuer *is, const struct ag_gateway_token_request *r, uint64_t now)
+static int mint_claims(jwt_t *jwt, const struct gw_issuer *is,
+                       const struct ag_gateway_token_request *r, uint64_t now)
 {
     uint64_t ttl = r->ttl_s ? r->ttl_s : 3600;
     int rc = jwt_add_grant(jwt, "iss", is->iss) || jwt_add_grant(jwt, "sub", r->sub) ||
-             (is->naud && jwt_add_grant(jwt, "aud", is->aud[0])) || jwt_add_grant_int(jwt, "iat", (long)now) ||
-             jwt_add_grant_int(jwt, "nbf", (long)now) || jwt_add_grant_int(jwt, "exp", (long)(now + ttl)) ||
+             (is->naud && jwt_add_grant(jwt, "aud", is->aud[0])) ||
+             jwt_add_grant_int(jwt, "iat", (long)now) || jwt_add_grant_int(jwt, "nbf", (long)now) ||
+             jwt_add_grant_int(jwt, "exp", (long)(now + ttl)) ||
              (r->scope && jwt_add_grant(jwt, "scope", r->scope));
     if (rc) return AG_EINVAL;
     json_t *roles = json_array();
@@ -254,16 +273,22 @@ static int mint_claims(jwt_t *jwt, const struct gw_issuer *is, const struct ag_g
     return rc ? AG_EINVAL : 0;
 }
 
-int ag__gw_jwt_mint(const struct gw_jwt *j, const struct ag_gateway_token_request *req, uint64_t now_s, char **out,
-                    struct ag_err *err)
+int ag__gw_jwt_mint(const struct gw_jwt *j, const struct ag_gateway_token_request *req,
+                    uint64_t now_s, char **out, struct ag_err *err)
 {
-    const struct gw_issuer *is = req->issuer ? find_issuer(j, req->issuer) : j->nissuers ? &j->issuers[0] : NULL;
-    if (!is) return ag_err_set(err, AG_ECONFIG, "no jwt issuer %s%s in the configuration", req->issuer ? "named " : "",
-                               req->issuer ? req->issuer : "");
+    const struct gw_issuer *is = req->issuer   ? find_issuer(j, req->issuer)
+                                 : j->nissuers ? &j->issuers[0]
+                                               : NULL;
+    if (!is)
+        return ag_err_set(err, AG_ECONFIG, "no jwt issuer %s%s in the configuration",
+                          req->issuer ? "named " : "", req->issuer ? req->issuer : "");
     const struct gw_key *k = NULL;
     for (size_t i = 0; i < is->nkeys && !k; i++)
         if (is->keys[i].alg <= GW_HS512 || is->keys[i].sign_pem) k = &is->keys[i];
-    if (!k) return ag_err_set(err, AG_ECONFIG, "issuer %s has no key that can sign (a secret or privateKeyFile)", is->iss);
+    if (!k)
+        return ag_err_set(err, AG_ECONFIG,
+                          "issuer %s has no key that can sign (a secret or privateKeyFile)",
+                          is->iss);
     jwt_t *jwt = NULL;
     if (jwt_new(&jwt)) return ag_err_set(err, AG_ENOMEM, "out of memory");
     const unsigned char *key = k->alg <= GW_HS512 ? k->key : (const unsigned char *)k->sign_pem;
@@ -304,10 +329,14 @@ static EVP_PKEY *jwk_pkey(json_t *k, const char *kty)
              OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, b);
     } else if (ok) {
         const char *crv = json_string_value(json_object_get(k, "crv"));
-        const char *group = !crv ? NULL : !strcmp(crv, "P-256") ? "prime256v1" : !strcmp(crv, "P-384") ? "secp384r1"
-                                        : !strcmp(crv, "P-521") ? "secp521r1" : NULL;
+        const char *group = !crv                    ? NULL
+                            : !strcmp(crv, "P-256") ? "prime256v1"
+                            : !strcmp(crv, "P-384") ? "secp384r1"
+                            : !strcmp(crv, "P-521") ? "secp521r1"
+                                                    : NULL;
         size_t fl = !crv ? 0 : !strcmp(crv, "P-256") ? 32 : !strcmp(crv, "P-384") ? 48 : 66;
-        const char *xs = json_string_value(json_object_get(k, "x")), *ys = json_string_value(json_object_get(k, "y"));
+        const char *xs = json_string_value(json_object_get(k, "x")),
+                   *ys = json_string_value(json_object_get(k, "y"));
         unsigned char xb[100], yb[100];
         long xl = xs && strlen(xs) < 120 ? b64url_decode(xs, strlen(xs), xb) : -1;
         long yl = ys && strlen(ys) < 120 ? b64url_decode(ys, strlen(ys), yb) : -1;
@@ -323,7 +352,8 @@ static EVP_PKEY *jwk_pkey(json_t *k, const char *kty)
     }
     OSSL_PARAM *params = ok ? OSSL_PARAM_BLD_to_param(bld) : NULL;
     EVP_PKEY_CTX *ctx = params ? EVP_PKEY_CTX_new_from_name(NULL, name, NULL) : NULL;
-    if (ctx && EVP_PKEY_fromdata_init(ctx) > 0) EVP_PKEY_fromdata(ctx, &pk, EVP_PKEY_PUBLIC_KEY, params);
+    if (ctx && EVP_PKEY_fromdata_init(ctx) > 0)
+        EVP_PKEY_fromdata(ctx, &pk, EVP_PKEY_PUBLIC_KEY, params);
     EVP_PKEY_CTX_free(ctx);
     OSSL_PARAM_free(params);
     OSSL_PARAM_BLD_free(bld);
@@ -356,7 +386,8 @@ static int jwk_key(json_t *k, struct gw_key *gk, struct ag_err *err)
     const char *alg = json_string_value(json_object_get(k, "alg"));
     const char *kid = json_string_value(json_object_get(k, "kid"));
     if (!kty || !alg || ag__gw_alg_parse(alg, &gk->alg))
-        return ag_err_set(err, AG_EINVAL, "a JWKS key needs kty and a supported alg (alg is pinned per key)");
+        return ag_err_set(err, AG_EINVAL,
+                          "a JWKS key needs kty and a supported alg (alg is pinned per key)");
     if (kid && !(gk->kid = ag_strdup(kid))) return AG_ENOMEM;
     bool hmac = gk->alg <= GW_HS512, rsa = gk->alg <= GW_RS512 && !hmac;
     if (!strcmp(kty, "oct") && hmac) {
@@ -372,7 +403,9 @@ static int jwk_key(json_t *k, struct gw_key *gk, struct ag_err *err)
         EVP_PKEY *pk = jwk_pkey(k, kty);
         int rc = pk ? pkey_pem(pk, gk) : AG_EINVAL;
         EVP_PKEY_free(pk);
-        return rc ? ag_err_set(err, AG_EINVAL, "bad %s key%s%s", kty, kid ? " " : "", kid ? kid : "") : 0;
+        return rc ? ag_err_set(err, AG_EINVAL, "bad %s key%s%s", kty, kid ? " " : "",
+                               kid ? kid : "")
+                  : 0;
     }
     return ag_err_set(err, AG_EINVAL, "kty %s does not fit alg %s", kty, alg);
 }
@@ -381,9 +414,12 @@ int ag__gw_jwks_load(struct gw_issuer *iss, const char *path, struct ag_err *err
 {
     json_error_t je;
     json_t *doc = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
-    if (!doc) return ag_err_set(err, AG_EINVAL, "cannot load JWKS %s: %s (line %d)", path, je.text, je.line);
+    if (!doc)
+        return ag_err_set(err, AG_EINVAL, "cannot load JWKS %s: %s (line %d)", path, je.text,
+                          je.line);
     json_t *keys = json_object_get(doc, "keys");
-    int rc = json_is_array(keys) ? 0 : ag_err_set(err, AG_EINVAL, "JWKS %s has no keys array", path);
+    int rc =
+        json_is_array(keys) ? 0 : ag_err_set(err, AG_EINVAL, "JWKS %s has no keys array", path);
     size_t n = json_array_size(keys);
     struct gw_key *nk = rc ? NULL : ag_realloc(iss->keys, (iss->nkeys + n + 1) * sizeof *nk);
     if (!rc && !nk) rc = ag_err_set(err, AG_ENOMEM, "out of memory");

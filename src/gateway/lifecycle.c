@@ -42,8 +42,8 @@ static int read_text(const char *path, char **out, size_t *len, struct ag_err *e
 }
 
 /* Compile the options' configuration (or `yaml`). */
-static int compile_opts(const struct ag_gateway_options *o, const char *yaml, struct ag_obs_registry *metrics,
-                        struct gw_conf **out, struct ag_err *err)
+static int compile_opts(const struct ag_gateway_options *o, const char *yaml,
+                        struct ag_obs_registry *metrics, struct gw_conf **out, struct ag_err *err)
 {
     char *text = NULL;
     size_t len;
@@ -74,10 +74,11 @@ int ag_gateway_config_check(const struct ag_gateway_options *opts, struct ag_err
     return rc;
 }
 
-int ag_gateway_token(const struct ag_gateway_options *opts, const struct ag_gateway_token_request *req, char **token,
-                     struct ag_err *err)
+int ag_gateway_token(const struct ag_gateway_options *opts,
+                     const struct ag_gateway_token_request *req, char **token, struct ag_err *err)
 {
-    if (!req || !req->sub || !*req->sub) return ag_err_set(err, AG_EINVAL, "a token needs a subject");
+    if (!req || !req->sub || !*req->sub)
+        return ag_err_set(err, AG_EINVAL, "a token needs a subject");
     struct gw_conf *c;
     int rc = compile_opts(opts, NULL, NULL, &c, err);
     if (rc) return rc;
@@ -89,8 +90,14 @@ int ag_gateway_token(const struct ag_gateway_options *opts, const struct ag_gate
 
 /* ---- health-checker hand-over ---- */
 
-static void conf_retain(void *ctx) { ag__gw_conf_ref(ctx); }
-static void conf_release(void *ctx) { ag__gw_conf_unref(ctx); }
+static void conf_retain(void *ctx)
+{
+    ag__gw_conf_ref(ctx);
+}
+static void conf_release(void *ctx)
+{
+    ag__gw_conf_unref(ctx);
+}
 
 static void check_clusters(struct ag_gateway *gw, struct gw_conf *c)
 {
@@ -108,7 +115,8 @@ static int ready_check(void *ud, struct ag_buf *detail)
 
 static int register_catch_all(struct ag_gateway *gw)
 {
-    static const char *const methods[] = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"};
+    static const char *const methods[] = {"GET",   "HEAD",   "POST",   "PUT",
+                                          "PATCH", "DELETE", "OPTIONS"};
     char pat[CATCH_ALL_DEPTH * 6 + 2];
     for (size_t m = 0; m < AG_ARRAY_SIZE(methods); m++) {
         int rc = ag_http_route(gw->router, methods[m], "/", ag__gw_proxy, gw);
@@ -127,11 +135,16 @@ static int build_router(struct ag_gateway *gw)
     int rc = ag_http_router_new(&gw->router);
     if (!rc) rc = ag_obs_health_new(&gw->health);
     if (!rc) rc = ag_obs_health_add(gw->health, AG_OBS_READY, "gateway", ready_check, gw);
-    struct ag_http_observe ob = {.metrics = gw->metrics, .health = gw->health, .request_id = true, .trace = true,
-                                 .access_log = gw->conf->access_log, .ops_routes = true};
+    struct ag_http_observe ob = {.metrics = gw->metrics,
+                                 .health = gw->health,
+                                 .request_id = true,
+                                 .trace = true,
+                                 .access_log = gw->conf->access_log,
+                                 .ops_routes = true};
     if (!rc) rc = ag_http_router_observe(gw->router, &ob);
     if (!rc) rc = ag_http_route(gw->router, "GET", "/admin/upstreams", ag__gw_admin_upstreams, gw);
-    if (!rc) rc = ag_http_route(gw->router, "GET", "/admin/circuit-breakers", ag__gw_admin_breakers, gw);
+    if (!rc)
+        rc = ag_http_route(gw->router, "GET", "/admin/circuit-breakers", ag__gw_admin_breakers, gw);
     if (!rc) rc = ag_http_route(gw->router, "GET", "/admin/config", ag__gw_admin_config, gw);
     if (!rc) rc = ag_http_route(gw->router, "GET", "/bff/{client}/home", ag__gw_bff, gw);
     if (!rc) rc = register_catch_all(gw);
@@ -158,7 +171,8 @@ static int gw_alloc(const struct ag_gateway_options *o, struct ag_gateway **out)
     gw->opts.config_yaml = gw->config_yaml;
     gw->metrics = o->metrics;
     if (!gw->metrics) {
-        if (ag_obs_registry_new(&gw->metrics)) return ag_free(gw->config_path), ag_free(gw->config_yaml), ag_free(gw), AG_ENOMEM;
+        if (ag_obs_registry_new(&gw->metrics))
+            return ag_free(gw->config_path), ag_free(gw->config_yaml), ag_free(gw), AG_ENOMEM;
         gw->own_metrics = true;
     }
     *out = gw;
@@ -181,17 +195,22 @@ static void gw_free(struct ag_gateway *gw)
     ag_free(gw);
 }
 
-static int listen_addr(const struct ag_gateway *gw, char host[64], uint16_t *port, struct ag_err *err)
+static int listen_addr(const struct ag_gateway *gw, char host[64], uint16_t *port,
+                       struct ag_err *err)
 {
-    const char *s = gw->opts.listen ? gw->opts.listen : gw->conf->listen[0] ? gw->conf->listen : "127.0.0.1:8080";
+    const char *s = gw->opts.listen       ? gw->opts.listen
+                    : gw->conf->listen[0] ? gw->conf->listen
+                                          : "127.0.0.1:8080";
     const char *colon = strrchr(s, ':');
     char *end;
     long p = colon ? strtol(colon + 1, &end, 10) : -1;
     if (!colon || colon == s || *end || p < 0 || p > 65535 || (size_t)(colon - s) >= 64)
         return ag_err_set(err, AG_EINVAL, "listen address '%s' is not HOST:PORT", s);
     size_t hl = (size_t)(colon - s);
-    if (s[0] == '[' && colon[-1] == ']') memcpy(host, s + 1, hl -= 2);
-    else memcpy(host, s, hl);
+    if (s[0] == '[' && colon[-1] == ']')
+        memcpy(host, s + 1, hl -= 2);
+    else
+        memcpy(host, s, hl);
     host[hl] = '\0';
     *port = (uint16_t)p;
     return 0;
@@ -203,17 +222,22 @@ static int start_server(struct ag_gateway *gw, struct ag_err *err)
     uint16_t port = 0;
     int rc = listen_addr(gw, host, &port, err);
     if (rc) return rc;
-    struct ag_http_server_config sc = {.host = host, .port = port,
-                                       .workers = gw->opts.workers ? gw->opts.workers : gw->conf->workers,
+    struct ag_http_server_config sc = {.host = host,
+                                       .port = port,
+                                       .workers =
+                                           gw->opts.workers ? gw->opts.workers : gw->conf->workers,
                                        .max_body_bytes = gw->conf->max_body};
-    if ((rc = ag_http_server_new(&sc, gw->router, &gw->server))) return ag_err_set(err, rc, "cannot create the server");
+    if ((rc = ag_http_server_new(&sc, gw->router, &gw->server)))
+        return ag_err_set(err, rc, "cannot create the server");
     return ag_http_server_start(gw->server, err);
 }
 
-int ag_gateway_start(const struct ag_gateway_options *opts, struct ag_gateway **out, struct ag_err *err)
+int ag_gateway_start(const struct ag_gateway_options *opts, struct ag_gateway **out,
+                     struct ag_err *err)
 {
     struct ag_gateway *gw;
-    if (!opts || gw_alloc(opts, &gw)) return ag_err_set(err, opts ? AG_ENOMEM : AG_EINVAL, "cannot start the gateway");
+    if (!opts || gw_alloc(opts, &gw))
+        return ag_err_set(err, opts ? AG_ENOMEM : AG_EINVAL, "cannot start the gateway");
     int rc = compile_opts(&gw->opts, NULL, gw->metrics, &gw->conf, err);
     if (rc) goto out_free;
     gw->conf->generation = 1;
@@ -234,8 +258,14 @@ out_free:
     return rc;
 }
 
-uint16_t ag_gateway_port(const struct ag_gateway *gw) { return ag_http_server_port(gw->server); }
-uint64_t ag_gateway_generation(const struct ag_gateway *gw) { return atomic_load(&gw->generation); }
+uint16_t ag_gateway_port(const struct ag_gateway *gw)
+{
+    return ag_http_server_port(gw->server);
+}
+uint64_t ag_gateway_generation(const struct ag_gateway *gw)
+{
+    return atomic_load(&gw->generation);
+}
 
 int ag_gateway_reload(struct ag_gateway *gw, const char *yaml, struct ag_err *err)
 {
@@ -254,8 +284,10 @@ int ag_gateway_reload(struct ag_gateway *gw, const char *yaml, struct ag_err *er
     pthread_mutex_unlock(&gw->conf_lock);
     check_clusters(gw, c);
     ag__gw_conf_unref(old);
-    ag_log_write(AG_LOG_INFO, "gateway: configuration reloaded",
-                 (struct ag_log_field[]){AG_LU("generation", c->generation), AG_LU("routes", c->nroutes)}, 2);
+    ag_log_write(
+        AG_LOG_INFO, "gateway: configuration reloaded",
+        (struct ag_log_field[]){AG_LU("generation", c->generation), AG_LU("routes", c->nroutes)},
+        2);
     return 0;
 }
 
@@ -285,7 +317,8 @@ static void on_signal(uv_signal_t *h, int signum)
     if (signum == SIGHUP) {
         struct ag_err err;
         ag_err_clear(&err);
-        if (ag_gateway_reload(s->gw, NULL, &err) != 0) fprintf(stderr, "agora gateway: reload refused: %s\n", err.msg);
+        if (ag_gateway_reload(s->gw, NULL, &err) != 0)
+            fprintf(stderr, "agora gateway: reload refused: %s\n", err.msg);
         return;
     }
     uv_close((uv_handle_t *)&s->hup, NULL);

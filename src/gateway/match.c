@@ -57,16 +57,19 @@ static bool str_ok(const struct gw_strmatch *m, const char *s, bool ci)
     }
 }
 
-static bool block_ok(const struct gw_match *m, const char *method, const char *path, const struct ag_http_req *req)
+static bool block_ok(const struct gw_match *m, const char *method, const char *path,
+                     const struct ag_http_req *req)
 {
     if (!str_ok(&m->uri, path, false) || !str_ok(&m->method, method, false)) return false;
     for (size_t h = 0; h < m->nheaders; h++)
-        if (!str_ok(&m->headers[h], ag_http_req_header(req, m->headers[h].value), false)) return false;
+        if (!str_ok(&m->headers[h], ag_http_req_header(req, m->headers[h].value), false))
+            return false;
     return true;
 }
 
-const struct gw_route *ag__gw_route_find(const struct gw_conf *c, const char *method, const char *path,
-                                         const struct ag_http_req *req, size_t *prefix_len)
+const struct gw_route *ag__gw_route_find(const struct gw_conf *c, const char *method,
+                                         const char *path, const struct ag_http_req *req,
+                                         size_t *prefix_len)
 {
     for (size_t i = 0; i < c->nroutes; i++) {
         const struct gw_route *r = &c->routes[i];

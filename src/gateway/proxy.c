@@ -26,25 +26,34 @@
 struct pctx {
     struct ag_gateway *gw;
     struct gw_loop *loop;
-    void *conf_token;                 /* ag__gw_loop_release */
+    void *conf_token; /* ag__gw_loop_release */
     struct gw_conf *conf;
     const struct gw_route *route;
     struct ag_http_req *req;
-    struct gw_principal who;          /* valid when authed */
+    struct gw_principal who; /* valid when authed */
     bool authed;
-    const char *idem_key;             /* reserved idempotency key, or NULL */
-    char idem_user[160];              /* its user part */
-    struct ag_mesh_call call;         /* the forward */
+    const char *idem_key;     /* reserved idempotency key, or NULL */
+    char idem_user[160];      /* its user part */
+    struct ag_mesh_call call; /* the forward */
     struct ag_http_header hdrs[MAX_FWD_HEADERS];
-    uv_timer_t timer;                 /* fault delay */
+    uv_timer_t timer; /* fault delay */
     bool timer_used;
 };
 
 static bool hop_by_hop(const char *n, const char *connection)
 {
-    static const char *const names[] = {"connection", "keep-alive", "proxy-connection", "te", "trailer",
-                                        "transfer-encoding", "upgrade", "proxy-authenticate", "proxy-authorization",
-                                        "content-length", "host", "date"};
+    static const char *const names[] = {"connection",
+                                        "keep-alive",
+                                        "proxy-connection",
+                                        "te",
+                                        "trailer",
+                                        "transfer-encoding",
+                                        "upgrade",
+                                        "proxy-authenticate",
+                                        "proxy-authorization",
+                                        "content-length",
+                                        "host",
+                                        "date"};
     for (size_t i = 0; i < AG_ARRAY_SIZE(names); i++)
         if (!strcasecmp(n, names[i])) return true;
     if (connection) { /* headers named by Connection are hop-by-hop too */
@@ -61,8 +70,9 @@ static bool hop_by_hop(const char *n, const char *connection)
 
 static bool identity_header(const char *n)
 {
-    return !strcasecmp(n, "x-user-id") || !strcasecmp(n, "x-user-roles") || !strncasecmp(n, "x-forwarded-", 12) ||
-           !strcasecmp(n, "x-request-id") || !strcasecmp(n, "traceparent") || !strcasecmp(n, "forwarded");
+    return !strcasecmp(n, "x-user-id") || !strcasecmp(n, "x-user-roles") ||
+           !strncasecmp(n, "x-forwarded-", 12) || !strcasecmp(n, "x-request-id") ||
+           !strcasecmp(n, "traceparent") || !strcasecmp(n, "forwarded");
 }
 
 int ag__gw_problem(struct ag_http_req *req, int status, const char *detail)
@@ -82,14 +92,19 @@ static void metrics(const struct pctx *p, int status)
     ag_obs_histogram_observe(r->m_dur, secs);
 }
 
-static void pctx_closed(uv_handle_t *h) { ag_free(h->data); }
+static void pctx_closed(uv_handle_t *h)
+{
+    ag_free(h->data);
+}
 
 /* Release everything but the answer (already sent or about to be). */
 static void pctx_done(struct pctx *p)
 {
     ag__gw_loop_release(p->loop, p->conf_token);
-    if (p->timer_used) uv_close((uv_handle_t *)&p->timer, pctx_closed);
-    else ag_free(p);
+    if (p->timer_used)
+        uv_close((uv_handle_t *)&p->timer, pctx_closed);
+    else
+        ag_free(p);
 }
 
 static void idem_abandon(struct pctx *p)
@@ -128,19 +143,27 @@ static int status_for(int rc)
 static const char *detail_for(int rc)
 {
     switch (rc) {
-    case AG_ETIMEDOUT: return "the upstream did not answer in time";
-    case AG_ECIRCUIT_OPEN: return "the upstream's circuit breaker is open";
-    case AG_EUPSTREAM: return "no healthy upstream endpoint";
+    case AG_ETIMEDOUT:
+        return "the upstream did not answer in time";
+    case AG_ECIRCUIT_OPEN:
+        return "the upstream's circuit breaker is open";
+    case AG_EUPSTREAM:
+        return "no healthy upstream endpoint";
     case AG_EBULKHEAD_FULL:
-    case AG_EPOOL_TIMEOUT: return "the upstream connection pool is full";
-    case AG_ECONNECT: return "could not connect to the upstream";
-    case AG_ERESET: return "the upstream closed the connection";
-    default: return "the upstream failed";
+    case AG_EPOOL_TIMEOUT:
+        return "the upstream connection pool is full";
+    case AG_ECONNECT:
+        return "could not connect to the upstream";
+    case AG_ERESET:
+        return "the upstream closed the connection";
+    default:
+        return "the upstream failed";
     }
 }
 
 /* Store the answer for idempotent replay (copies what it needs). */
-static void idem_store(struct pctx *p, const struct ag_http_client_resp *r, const char *ctype, struct ag_buf *hdrs)
+static void idem_store(struct pctx *p, const struct ag_http_client_resp *r, const char *ctype,
+                       struct ag_buf *hdrs)
 {
     struct gw_idem_resp s = {.status = r->status};
     s.body = ag_malloc(r->body_len + 1);
@@ -175,7 +198,8 @@ static void on_upstream(const struct ag_mesh_result *res, void *ud)
         const char *n = r->headers[i].name, *v = r->headers[i].value;
         if (!strcasecmp(n, "content-type")) ctype = v;
         /* the gateway answers with its own X-Request-ID and traceparent (its span) */
-        else if (!hop_by_hop(n, conn) && strcasecmp(n, "x-request-id") && strcasecmp(n, "traceparent")) {
+        else if (!hop_by_hop(n, conn) && strcasecmp(n, "x-request-id") &&
+                 strcasecmp(n, "traceparent")) {
             ag_http_resp_header(req, n, v);
             if (p->idem_key) ag_buf_printf(&saved, "%s: %s\n", n, v);
         }
@@ -219,7 +243,8 @@ static size_t build_headers(struct pctx *p)
         const char *name, *value;
         ag_http_req_header_at(req, i, &name, &value);
         if (hop_by_hop(name, conn) || identity_header(name)) continue;
-        if (!strcasecmp(name, "authorization") && p->authed) continue; /* verified: identity goes as x-user-* */
+        if (!strcasecmp(name, "authorization") && p->authed)
+            continue; /* verified: identity goes as x-user-* */
         add_hdr(p, &n, name, value);
     }
     add_hdr(p, &n, "X-Forwarded-For", xff(p));
@@ -259,7 +284,9 @@ static uint64_t hash_key(struct pctx *p, struct ag_mesh_cluster *c)
 {
     for (size_t i = 0; i < p->conf->nclusters; i++) {
         if (p->conf->clusters[i] != c) continue;
-        const char *h = p->conf->cluster_hash_hdr[i] ? ag_http_req_header(p->req, p->conf->cluster_hash_hdr[i]) : NULL;
+        const char *h = p->conf->cluster_hash_hdr[i]
+                            ? ag_http_req_header(p->req, p->conf->cluster_hash_hdr[i])
+                            : NULL;
         if (!h) h = p->authed ? p->who.sub : ag_http_req_peer(p->req);
         return h ? ag_xxh3(h, strlen(h)) : 0;
     }
@@ -289,10 +316,15 @@ static void forward(struct pctx *p)
         return;
     }
     int rc = ag_mesh_call_start(ag__gw_loop_pools(p->loop), c, on_upstream, p);
-    if (rc) refuse(p, rc == AG_EINVAL ? 400 : status_for(rc), rc == AG_EINVAL ? "the request cannot be forwarded" : detail_for(rc));
+    if (rc)
+        refuse(p, rc == AG_EINVAL ? 400 : status_for(rc),
+               rc == AG_EINVAL ? "the request cannot be forwarded" : detail_for(rc));
 }
 
-static void on_delay(uv_timer_t *t) { forward(t->data); }
+static void on_delay(uv_timer_t *t)
+{
+    forward(t->data);
+}
 
 /* ---- admission ---- */
 
@@ -303,8 +335,10 @@ static int rate_limit(struct pctx *p)
     if (!r->limiter) return 0;
     const char *key = NULL;
     char buf[200];
-    if (r->key_kind == GW_KEY_HEADER || r->key_kind == GW_KEY_API_KEY) key = ag_http_req_header(p->req, r->key_header);
-    else if (r->key_kind == GW_KEY_USER_OR_IP && p->authed) key = p->who.sub;
+    if (r->key_kind == GW_KEY_HEADER || r->key_kind == GW_KEY_API_KEY)
+        key = ag_http_req_header(p->req, r->key_header);
+    else if (r->key_kind == GW_KEY_USER_OR_IP && p->authed)
+        key = p->who.sub;
     if (!key) {
         const char *peer = ag_http_req_peer(p->req);
         snprintf(buf, sizeof buf, "ip:%s", peer ? peer : "local");
@@ -361,14 +395,19 @@ static int idempotency(struct pctx *p)
 {
     const char *key = ag_http_req_header(p->req, "idempotency-key");
     if (!key || !p->route->idempotency || strcmp(ag_http_req_method(p->req), "POST")) return 0;
-    if (!*key || strlen(key) > 255) return refuse(p, 400, "Idempotency-Key must be 1..255 characters"), 1;
+    if (!*key || strlen(key) > 255)
+        return refuse(p, 400, "Idempotency-Key must be 1..255 characters"), 1;
     const char *peer = ag_http_req_peer(p->req);
-    snprintf(p->idem_user, sizeof p->idem_user, "%s", p->authed ? p->who.sub : peer ? peer : "anonymous");
+    snprintf(p->idem_user, sizeof p->idem_user, "%s",
+             p->authed ? p->who.sub
+             : peer    ? peer
+                       : "anonymous");
     char *port = p->authed ? NULL : strrchr(p->idem_user, ':');
     if (port) *port = '\0'; /* the client's IP, not its ephemeral port */
     size_t blen;
     const char *body = ag_http_req_body(p->req, &blen);
-    uint64_t fp = ag_xxh3_seed(body, blen, ag_xxh3(ag_http_req_path(p->req), strlen(ag_http_req_path(p->req))));
+    uint64_t fp = ag_xxh3_seed(body, blen,
+                               ag_xxh3(ag_http_req_path(p->req), strlen(ag_http_req_path(p->req))));
     struct gw_idem_resp r = {0};
     switch (ag__gw_idem_begin(p->gw->idem, key, p->idem_user, fp, &r)) {
     case GW_IDEM_NEW:
@@ -405,7 +444,8 @@ static int admit(struct pctx *p)
 {
     size_t prefix_len, blen;
     struct ag_http_req *req = p->req;
-    p->route = ag__gw_route_find(p->conf, ag_http_req_method(req), ag_http_req_path(req), req, &prefix_len);
+    p->route = ag__gw_route_find(p->conf, ag_http_req_method(req), ag_http_req_path(req), req,
+                                 &prefix_len);
     if (!p->route) return refuse(p, 404, "no route for this request");
     ag_http_req_body(req, &blen);
     size_t max = p->route->max_body ? p->route->max_body : p->conf->max_body;

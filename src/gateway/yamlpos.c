@@ -16,8 +16,8 @@
 #define MAX_DEPTH 32
 
 struct entry {
-    char *path;     /* owned */
-    unsigned line;  /* 1-based */
+    char *path;    /* owned */
+    unsigned line; /* 1-based */
 };
 
 struct ag__yamlpos {
@@ -26,10 +26,10 @@ struct ag__yamlpos {
 };
 
 struct frame {
-    bool seq;          /* sequence (else mapping) */
-    size_t index;      /* next item index (sequence) */
-    bool want_key;     /* mapping: next scalar is a key */
-    size_t path_len;   /* path length at this frame's start */
+    bool seq;        /* sequence (else mapping) */
+    size_t index;    /* next item index (sequence) */
+    bool want_key;   /* mapping: next scalar is a key */
+    size_t path_len; /* path length at this frame's start */
 };
 
 struct walker {
@@ -72,7 +72,8 @@ static int node_begin(struct walker *w, unsigned line)
 static int on_key(struct walker *w, const char *key, unsigned line)
 {
     struct frame *f = &w->st[w->depth - 1];
-    int n = snprintf(w->path + f->path_len, sizeof w->path - f->path_len, "%s%s", f->path_len ? "." : "", key);
+    int n = snprintf(w->path + f->path_len, sizeof w->path - f->path_len, "%s%s",
+                     f->path_len ? "." : "", key);
     if (n < 0 || (size_t)n >= sizeof w->path - f->path_len) return AG_EINVAL;
     w->len = f->path_len + (size_t)n;
     f->want_key = false;

@@ -30,59 +30,59 @@
 #include "http/internal.h"
 
 struct creq {
-    struct creq *next;           /* wait queue */
-    struct ag_buf wire;          /* serialized request */
-    ag_http_client_cb cb;        /* completion */
-    void *ud;                    /* borrowed */
-    uint64_t deadline_ms;        /* loop time when AG_ETIMEDOUT */
-    uint64_t pool_deadline_ms;   /* loop time when AG_EPOOL_TIMEOUT (while queued) */
-    bool idempotent;             /* safe to retry on a stale connection */
-    bool head;                   /* HEAD: no response body */
-    int attempts;                /* sends so far */
+    struct creq *next;         /* wait queue */
+    struct ag_buf wire;        /* serialized request */
+    ag_http_client_cb cb;      /* completion */
+    void *ud;                  /* borrowed */
+    uint64_t deadline_ms;      /* loop time when AG_ETIMEDOUT */
+    uint64_t pool_deadline_ms; /* loop time when AG_EPOOL_TIMEOUT (while queued) */
+    bool idempotent;           /* safe to retry on a stale connection */
+    bool head;                 /* HEAD: no response body */
+    int attempts;              /* sends so far */
 };
 
 enum cstate { CS_CONNECTING, CS_BUSY, CS_IDLE, CS_CLOSING };
 
 struct cconn {
-    struct ag_http_upstream *u;  /* owner */
-    struct cconn *next;          /* pool list */
-    uv_tcp_t tcp;                /* socket */
-    uv_connect_t creq;           /* connect request */
-    uv_timer_t timer;            /* connect / deadline / idle */
-    uv_write_t wreq;             /* write in flight */
-    http_parser parser;          /* response parser */
-    enum cstate state;           /* where the connection is */
-    struct creq *req;            /* request in flight */
-    uint32_t served;             /* requests completed on this connection */
-    bool reused;                 /* req was sent on a connection that served before */
-    bool got_bytes;              /* response bytes seen for req */
-    bool complete;               /* response complete */
-    bool keep;                   /* response allows keep-alive */
-    int fail;                    /* error chosen in a parser callback */
-    int status;                  /* response status */
-    struct ag_buf hdrs;          /* name NUL value NUL ... */
-    size_t nhdrs;                /* headers in hdrs */
-    bool in_value;               /* last header callback was a value */
-    struct ag_buf body;          /* response body */
-    int open_handles;            /* tcp + timer */
+    struct ag_http_upstream *u; /* owner */
+    struct cconn *next;         /* pool list */
+    uv_tcp_t tcp;               /* socket */
+    uv_connect_t creq;          /* connect request */
+    uv_timer_t timer;           /* connect / deadline / idle */
+    uv_write_t wreq;            /* write in flight */
+    http_parser parser;         /* response parser */
+    enum cstate state;          /* where the connection is */
+    struct creq *req;           /* request in flight */
+    uint32_t served;            /* requests completed on this connection */
+    bool reused;                /* req was sent on a connection that served before */
+    bool got_bytes;             /* response bytes seen for req */
+    bool complete;              /* response complete */
+    bool keep;                  /* response allows keep-alive */
+    int fail;                   /* error chosen in a parser callback */
+    int status;                 /* response status */
+    struct ag_buf hdrs;         /* name NUL value NUL ... */
+    size_t nhdrs;               /* headers in hdrs */
+    bool in_value;              /* last header callback was a value */
+    struct ag_buf body;         /* response body */
+    int open_handles;           /* tcp + timer */
 };
 
 struct ag_http_upstream {
-    uv_loop_t *loop;                     /* borrowed */
-    struct ag_http_upstream_config cfg;  /* resolved copy; host -> host_copy */
-    char host_copy[64];                  /* numeric address */
-    char host_header[80];                /* "host:port" */
-    struct sockaddr_storage addr;        /* resolved address */
-    struct cconn *conns;                 /* open connections */
-    uint32_t nconns;                     /* in the list */
-    struct creq *wq_head;                /* waiting requests, oldest first */
-    struct creq *wq_tail;                /* newest */
-    uint32_t nwaiting;                   /* in the queue */
-    uv_timer_t pool_timer;               /* queue deadlines */
-    bool closing;                        /* ag_http_upstream_close called */
-    int open_handles;                    /* pool_timer + connections */
-    uint64_t connects;                   /* statistics */
-    uint64_t reused;                     /* statistics */
+    uv_loop_t *loop;                    /* borrowed */
+    struct ag_http_upstream_config cfg; /* resolved copy; host -> host_copy */
+    char host_copy[64];                 /* numeric address */
+    char host_header[80];               /* "host:port" */
+    struct sockaddr_storage addr;       /* resolved address */
+    struct cconn *conns;                /* open connections */
+    uint32_t nconns;                    /* in the list */
+    struct creq *wq_head;               /* waiting requests, oldest first */
+    struct creq *wq_tail;               /* newest */
+    uint32_t nwaiting;                  /* in the queue */
+    uv_timer_t pool_timer;              /* queue deadlines */
+    bool closing;                       /* ag_http_upstream_close called */
+    int open_handles;                   /* pool_timer + connections */
+    uint64_t connects;                  /* statistics */
+    uint64_t reused;                    /* statistics */
 };
 
 static const http_parser_settings resp_settings;
@@ -121,15 +121,16 @@ static bool path_ok(const char *s)
     return true;
 }
 
-static int serialize(struct ag_http_upstream *u, const struct ag_http_client_req *q, struct ag_buf *w)
+static int serialize(struct ag_http_upstream *u, const struct ag_http_client_req *q,
+                     struct ag_buf *w)
 {
     int rc = ag_buf_printf(w, "%s %s HTTP/1.1\r\nHost: %s\r\n", q->method, q->path, u->host_header);
     for (size_t i = 0; !rc && i < q->nheaders; i++)
         rc = ag_buf_printf(w, "%s: %s\r\n", q->headers[i].name, q->headers[i].value);
     if (!rc && q->request_id) rc = ag_buf_printf(w, "X-Request-ID: %s\r\n", q->request_id);
     if (!rc && q->traceparent[0]) rc = ag_buf_printf(w, "traceparent: %s\r\n", q->traceparent);
-    bool has_body = q->body_len || strcmp(q->method, "POST") == 0 || strcmp(q->method, "PUT") == 0 ||
-                    strcmp(q->method, "PATCH") == 0;
+    bool has_body = q->body_len || strcmp(q->method, "POST") == 0 ||
+                    strcmp(q->method, "PUT") == 0 || strcmp(q->method, "PATCH") == 0;
     if (!rc && has_body) rc = ag_buf_printf(w, "Content-Length: %zu\r\n", q->body_len);
     if (!rc) rc = ag_buf_puts(w, "\r\n");
     if (!rc && q->body_len) rc = ag_buf_append(w, q->body, q->body_len);
@@ -139,7 +140,8 @@ static int serialize(struct ag_http_upstream *u, const struct ag_http_client_req
 static int validate(const struct ag_http_client_req *q)
 {
     if (!token_ok(q->method) || !path_ok(q->path) || (q->body_len && !q->body)) return AG_EINVAL;
-    if (q->request_id && !ag_obs_request_id_valid(q->request_id, strlen(q->request_id))) return AG_EINVAL;
+    if (q->request_id && !ag_obs_request_id_valid(q->request_id, strlen(q->request_id)))
+        return AG_EINVAL;
     if (!value_ok(q->traceparent)) return AG_EINVAL;
     for (size_t i = 0; i < q->nheaders; i++) {
         const char *n = q->headers[i].name;
@@ -156,9 +158,12 @@ static int validate(const struct ag_http_client_req *q)
 static void queue_push(struct ag_http_upstream *u, struct creq *r, bool front)
 {
     r->next = NULL;
-    if (!u->wq_head) u->wq_head = u->wq_tail = r;
-    else if (front) r->next = u->wq_head, u->wq_head = r;
-    else u->wq_tail->next = r, u->wq_tail = r;
+    if (!u->wq_head)
+        u->wq_head = u->wq_tail = r;
+    else if (front)
+        r->next = u->wq_head, u->wq_head = r;
+    else
+        u->wq_tail->next = r, u->wq_tail = r;
     u->nwaiting++;
 }
 
@@ -276,7 +281,8 @@ static void conn_timer_cb(uv_timer_t *t)
         conn_close(c);
         return;
     }
-    bool connect_timeout = c->state == CS_CONNECTING && (!c->req || uv_now(c->u->loop) < c->req->deadline_ms);
+    bool connect_timeout =
+        c->state == CS_CONNECTING && (!c->req || uv_now(c->u->loop) < c->req->deadline_ms);
     conn_fail(c, connect_timeout ? AG_ECONNECT : AG_ETIMEDOUT);
 }
 
@@ -320,8 +326,10 @@ static void conn_deliver(struct cconn *c)
         hv[i].value = p;
         p += strlen(p) + 1;
     }
-    struct ag_http_client_resp resp = {c->status, hv, c->nhdrs, c->body.data ? c->body.data : "", c->body.len};
-    bool keep = c->keep && (!u->cfg.max_requests_per_conn || c->served < u->cfg.max_requests_per_conn);
+    struct ag_http_client_resp resp = {c->status, hv, c->nhdrs, c->body.data ? c->body.data : "",
+                                       c->body.len};
+    bool keep =
+        c->keep && (!u->cfg.max_requests_per_conn || c->served < u->cfg.max_requests_per_conn);
     creq_finish(r, 0, &resp);
     ag_free(hv);
     if (c->state == CS_CLOSING) return; /* the callback closed the pool */
@@ -351,13 +359,16 @@ static void conn_read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     } else if (c->state == CS_BUSY && n > 0) {
         c->got_bytes = true;
         size_t used = http_parser_execute(&c->parser, &resp_settings, buf->base, (size_t)n);
-        if (c->complete) conn_deliver(c);
+        if (c->complete)
+            conn_deliver(c);
         else if (c->fail || HTTP_PARSER_ERRNO(&c->parser) != HPE_OK || used != (size_t)n)
             conn_fail(c, c->fail ? c->fail : AG_EPROTOCOL);
     } else if (c->state == CS_BUSY && n < 0) {
         if (n == UV_EOF && c->got_bytes) http_parser_execute(&c->parser, &resp_settings, NULL, 0);
-        if (c->complete) conn_deliver(c);
-        else conn_fail(c, AG_ERESET);
+        if (c->complete)
+            conn_deliver(c);
+        else
+            conn_fail(c, AG_ERESET);
     }
     ag_free(buf->base);
 }
@@ -516,7 +527,8 @@ static const http_parser_settings resp_settings = {
 
 /* ---- public API ---- */
 
-int ag_http_upstream_new(uv_loop_t *loop, const struct ag_http_upstream_config *cfg, struct ag_http_upstream **out)
+int ag_http_upstream_new(uv_loop_t *loop, const struct ag_http_upstream_config *cfg,
+                         struct ag_http_upstream **out)
 {
     if (!loop || !cfg || !cfg->host) return AG_EINVAL;
     struct ag_http_upstream *u = ag_calloc(1, sizeof *u);
@@ -532,7 +544,8 @@ int ag_http_upstream_new(uv_loop_t *loop, const struct ag_http_upstream_config *
         ag_free(u);
         return AG_EINVAL;
     }
-#define DEFAULT(f, v) if (!u->cfg.f) u->cfg.f = (v)
+#define DEFAULT(f, v)                                                                              \
+    if (!u->cfg.f) u->cfg.f = (v)
     DEFAULT(max_connections, 8);
     DEFAULT(max_pending, 256);
     DEFAULT(connect_timeout_ms, 2000);
@@ -554,8 +567,8 @@ static bool idempotent(const char *m)
            !strcmp(m, "OPTIONS");
 }
 
-int ag_http_upstream_request(struct ag_http_upstream *u, const struct ag_http_client_req *q, ag_http_client_cb cb,
-                             void *ud)
+int ag_http_upstream_request(struct ag_http_upstream *u, const struct ag_http_client_req *q,
+                             ag_http_client_cb cb, void *ud)
 {
     if (!u || !q || !cb) return AG_EINVAL;
     if (u->closing) return AG_ECLOSED;

@@ -43,7 +43,8 @@ void ag__http_limits_from(const struct ag_http_server_config *cfg, struct ag__ht
     out->max_pipeline = cfg->max_pipeline ? cfg->max_pipeline : 32;
 }
 
-void ag__http_conn_init(struct ag__http_conn *c, struct ag__http_ctx *ctx, const struct ag__http_io *io)
+void ag__http_conn_init(struct ag__http_conn *c, struct ag__http_ctx *ctx,
+                        const struct ag__http_io *io)
 {
     memset(c, 0, sizeof *c);
     c->io = io;
@@ -57,7 +58,10 @@ void ag__http_conn_init(struct ag__http_conn *c, struct ag__http_ctx *ctx, const
     c->idle_deadline_ms = io->now_ms(c) + ctx->lim.header_timeout_ms;
 }
 
-bool ag__http_conn_idle(const struct ag__http_conn *c) { return !c->head && !c->cur; }
+bool ag__http_conn_idle(const struct ag__http_conn *c)
+{
+    return !c->head && !c->cur;
+}
 
 void ag__http_conn_unref(struct ag__http_conn *c)
 {
@@ -79,8 +83,10 @@ void ag__http_conn_unref(struct ag__http_conn *c)
 static void queue_push(struct ag__http_conn *c, struct ag_http_req *req)
 {
     req->queued = true;
-    if (c->tail) c->tail->next = req;
-    else c->head = req;
+    if (c->tail)
+        c->tail->next = req;
+    else
+        c->head = req;
     c->tail = req;
     c->queued++;
 }
@@ -102,9 +108,12 @@ static void conn_rearm(struct ag__http_conn *c)
 {
     uint64_t dl = 0;
     if (c->closed) return;
-    if (c->closing) dl = c->close_after_flush ? c->idle_deadline_ms : 0;
-    else if (c->cur) dl = c->cur->deadline_ms;
-    else if (!c->head) dl = c->idle_deadline_ms;
+    if (c->closing)
+        dl = c->close_after_flush ? c->idle_deadline_ms : 0;
+    else if (c->cur)
+        dl = c->cur->deadline_ms;
+    else if (!c->head)
+        dl = c->idle_deadline_ms;
     if (dl == c->armed_ms) return;
     c->armed_ms = dl;
     uint64_t now = c->io->now_ms(c);
@@ -144,7 +153,8 @@ void ag__http_conn_advance(struct ag__http_conn *c)
         struct ag_http_req *req = queue_pop(c);
         bool close = req->close_after;
         popped = true;
-        if (req->out.len && !c->closed && ag_buf_append(&c->out, req->out.data, req->out.len) != 0) close = true;
+        if (req->out.len && !c->closed && ag_buf_append(&c->out, req->out.data, req->out.len) != 0)
+            close = true;
         ag__http_req_unref(req);
         if (close) {
             c->closing = c->close_after_flush = true;
@@ -173,8 +183,8 @@ void ag__http_conn_advance(struct ag__http_conn *c)
 static const char *conn_problem(int status, const char *detail, struct ag_buf *b)
 {
     ag_buf_reset(b);
-    ag_buf_printf(b, "{\"type\":\"about:blank\",\"title\":\"%s\",\"status\":%d,\"detail\":", ag_http_reason(status),
-                  status);
+    ag_buf_printf(b, "{\"type\":\"about:blank\",\"title\":\"%s\",\"status\":%d,\"detail\":",
+                  ag_http_reason(status), status);
     ag_buf_json_str(b, detail, strlen(detail));
     ag_buf_putc(b, '}');
     return b->data;
@@ -202,7 +212,8 @@ void ag__http_conn_fail(struct ag__http_conn *c, int status, const char *detail)
     ag_buf_init(&body);
     conn_problem(status, detail, &body);
     struct ag_buf *dst = (req == c->head) ? &c->out : &req->out;
-    if (!body.data || ag__http_serialize(req, "application/problem+json", body.data, body.len, dst) != 0)
+    if (!body.data ||
+        ag__http_serialize(req, "application/problem+json", body.data, body.len, dst) != 0)
         req->out.len = 0;
     ag_buf_free(&body);
     req->state = AG__RS_DONE;
@@ -211,7 +222,10 @@ void ag__http_conn_fail(struct ag__http_conn *c, int status, const char *detail)
 
 /* ---- parser callbacks ---- */
 
-static struct ag_http_req *cb_req(http_parser *p) { return ((struct ag__http_conn *)p->data)->cur; }
+static struct ag_http_req *cb_req(http_parser *p)
+{
+    return ((struct ag__http_conn *)p->data)->cur;
+}
 
 static int fail_cb(http_parser *p, int status)
 {
@@ -345,11 +359,13 @@ static int check_framing(struct ag_http_req *req, bool *expect_continue, const c
             *why = "invalid header name";
             return 400;
         }
-        if (strcasecmp(name, "content-length") == 0) req->n_content_length++;
+        if (strcasecmp(name, "content-length") == 0)
+            req->n_content_length++;
         else if (strcasecmp(name, "transfer-encoding") == 0) {
             req->n_transfer_encoding++;
             if (strcasecmp(value, "chunked") != 0) return 400;
-        } else if (strcasecmp(name, "host") == 0) host = true;
+        } else if (strcasecmp(name, "host") == 0)
+            host = true;
         else if (strcasecmp(name, "expect") == 0) {
             *why = "only Expect: 100-continue is supported";
             if (strcasecmp(value, "100-continue") != 0) return 417;
@@ -382,13 +398,15 @@ static int on_headers_complete(http_parser *p)
     req->method = http_method_str(p->method);
     req->head = p->method == HTTP_HEAD;
     req->keep_alive = http_should_keep_alive(p);
-    if (p->http_major != 1 || p->http_minor > 1) return fail_why(p, 505, "only HTTP/1.0 and HTTP/1.1 are served");
+    if (p->http_major != 1 || p->http_minor > 1)
+        return fail_why(p, 505, "only HTTP/1.0 and HTTP/1.1 are served");
     bool expect = false;
     const char *why;
     int status = check_framing(req, &expect, &why);
     if (status) return fail_why(p, status, why);
     if (split_url(req)) return fail_why(p, 400, "the request target must be an absolute path");
-    if (req->n_content_length && p->content_length > c->ctx->lim.max_body_bytes) return fail_cb(p, 413);
+    if (req->n_content_length && p->content_length > c->ctx->lim.max_body_bytes)
+        return fail_cb(p, 413);
     req->state = AG__RS_BODY;
     req->deadline_ms = c->io->now_ms(c) + c->ctx->lim.body_timeout_ms;
     if (expect && (req->n_content_length ? p->content_length > 0 : req->n_transfer_encoding > 0))
@@ -437,10 +455,14 @@ static const char *detail_for(struct ag__http_conn *c, int status, enum http_err
 {
     if (c->fail_detail) return c->fail_detail;
     switch (status) {
-    case 413: return "the request body exceeds the limit";
-    case 431: return "the request line and headers exceed the limit";
-    case 503: return "the server is out of memory";
-    default: return http_errno_description(e);
+    case 413:
+        return "the request body exceeds the limit";
+    case 431:
+        return "the request line and headers exceed the limit";
+    case 503:
+        return "the server is out of memory";
+    default:
+        return http_errno_description(e);
     }
 }
 

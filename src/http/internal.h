@@ -16,7 +16,7 @@
 
 #include "agora/http.h"
 
-#define AG__HTTP_MAX_PARAMS 8   /* path parameters per route */
+#define AG__HTTP_MAX_PARAMS  8   /* path parameters per route */
 #define AG__HTTP_MAX_HEADERS 100 /* request headers (else 431) */
 
 /* ---- arena: bump allocation freed with the request ---- */
@@ -48,16 +48,17 @@ struct ag__http_limits {
 };
 
 /* Resolve zeros in a server config to the defaults. */
-void ag__http_limits_from(const struct ag_http_server_config *cfg, struct ag__http_limits *out /* OUT */);
+void ag__http_limits_from(const struct ag_http_server_config *cfg,
+                          struct ag__http_limits *out /* OUT */);
 
 /* What every connection of one loop shares. */
 struct ag__http_ctx {
-    struct ag_http_router *router;   /* borrowed */
-    struct ag__http_limits lim;      /* resolved limits */
-    uv_loop_t *loop;                 /* NULL for memory transports */
-    struct ag_http_server *server;   /* NULL for memory transports */
-    long date_sec;                   /* second the cached Date line is for */
-    char date[48];                   /* "Date: ...\r\n" */
+    struct ag_http_router *router; /* borrowed */
+    struct ag__http_limits lim;    /* resolved limits */
+    uv_loop_t *loop;               /* NULL for memory transports */
+    struct ag_http_server *server; /* NULL for memory transports */
+    long date_sec;                 /* second the cached Date line is for */
+    char date[48];                 /* "Date: ...\r\n" */
 };
 
 /* ---- requests ---- */
@@ -93,26 +94,26 @@ struct ag_http_req {
     bool queued;                /* still in the connection's queue */
 
     /* parsing */
-    struct ag_buf raw;            /* url NUL, then name NUL value NUL ... */
-    uint32_t url_len;             /* bytes of url at raw[0] */
-    bool url_done;                /* url terminated */
-    bool in_value;                /* last header callback was a value */
-    const char *value_end;        /* end of the last value piece (fold detection) */
-    struct ag__hdr *hdrs;         /* headers (owned array) */
-    size_t nhdrs;                 /* headers in use */
-    size_t hdrs_cap;              /* headers allocated */
-    size_t header_bytes;          /* request line + header bytes seen */
-    int n_content_length;         /* Content-Length headers seen */
-    int n_transfer_encoding;      /* Transfer-Encoding headers seen */
-    struct ag_buf body;           /* decoded body */
-    const char *method;           /* static method name */
-    char *path;                   /* into raw */
-    char *query;                  /* into raw, or "" */
-    bool keep_alive;              /* per http_should_keep_alive */
-    bool head;                    /* HEAD: no body in the answer */
-    bool http10;                  /* HTTP/1.0 request */
-    uint64_t start_ns;            /* monotonic ns of the first byte */
-    uint64_t deadline_ms;         /* header or body deadline (transport ms) */
+    struct ag_buf raw;       /* url NUL, then name NUL value NUL ... */
+    uint32_t url_len;        /* bytes of url at raw[0] */
+    bool url_done;           /* url terminated */
+    bool in_value;           /* last header callback was a value */
+    const char *value_end;   /* end of the last value piece (fold detection) */
+    struct ag__hdr *hdrs;    /* headers (owned array) */
+    size_t nhdrs;            /* headers in use */
+    size_t hdrs_cap;         /* headers allocated */
+    size_t header_bytes;     /* request line + header bytes seen */
+    int n_content_length;    /* Content-Length headers seen */
+    int n_transfer_encoding; /* Transfer-Encoding headers seen */
+    struct ag_buf body;      /* decoded body */
+    const char *method;      /* static method name */
+    char *path;              /* into raw */
+    char *query;             /* into raw, or "" */
+    bool keep_alive;         /* per http_should_keep_alive */
+    bool head;               /* HEAD: no body in the answer */
+    bool http10;             /* HTTP/1.0 request */
+    uint64_t start_ns;       /* monotonic ns of the first byte */
+    uint64_t deadline_ms;    /* header or body deadline (transport ms) */
 
     /* routing and middleware */
     struct ag__route *route;                      /* matched route, the router's
@@ -147,34 +148,35 @@ struct ag__http_io {
 };
 
 struct ag__http_conn {
-    const struct ag__http_io *io;  /* transport */
-    struct ag__http_ctx *ctx;      /* shared per loop */
-    http_parser parser;            /* http-parser state */
-    int refs;                      /* transport + one per live request */
-    struct ag_http_req *head;      /* oldest queued request */
-    struct ag_http_req *tail;      /* newest queued request */
-    struct ag_http_req *cur;       /* request being parsed, or NULL */
-    struct ag_http_req *ready;     /* parsed, to dispatch after the parser pauses */
-    struct ag_http_req *spare;     /* a recycled request */
-    size_t queued;                 /* requests in the queue */
-    struct ag_buf out;             /* bytes ready for the transport */
-    struct ag_buf inbuf;           /* input held back while the pipeline is full */
-    uint64_t idle_deadline_ms;     /* when an idle connection closes */
-    uint64_t armed_ms;             /* deadline the timer is armed for (0 = none) */
-    int fail_status;               /* status chosen by a callback that failed */
-    const char *fail_detail;       /* static detail for that status, or NULL */
-    const char *feed_start;        /* start of the buffer being parsed */
-    const char *feed_end;          /* end of the buffer being parsed */
-    int in_feed;                   /* >0 while feeding (no re-entrant feed) */
-    bool paused;                   /* input held back (pipeline full) */
-    bool closing;                  /* no more input is read or parsed */
-    bool close_after_flush;        /* close once out is written */
-    bool closed;                   /* transport closed */
-    bool draining;                 /* server drain: finish what is queued, then close */
-    char peer[64];                 /* "ip:port" of the client */
+    const struct ag__http_io *io; /* transport */
+    struct ag__http_ctx *ctx;     /* shared per loop */
+    http_parser parser;           /* http-parser state */
+    int refs;                     /* transport + one per live request */
+    struct ag_http_req *head;     /* oldest queued request */
+    struct ag_http_req *tail;     /* newest queued request */
+    struct ag_http_req *cur;      /* request being parsed, or NULL */
+    struct ag_http_req *ready;    /* parsed, to dispatch after the parser pauses */
+    struct ag_http_req *spare;    /* a recycled request */
+    size_t queued;                /* requests in the queue */
+    struct ag_buf out;            /* bytes ready for the transport */
+    struct ag_buf inbuf;          /* input held back while the pipeline is full */
+    uint64_t idle_deadline_ms;    /* when an idle connection closes */
+    uint64_t armed_ms;            /* deadline the timer is armed for (0 = none) */
+    int fail_status;              /* status chosen by a callback that failed */
+    const char *fail_detail;      /* static detail for that status, or NULL */
+    const char *feed_start;       /* start of the buffer being parsed */
+    const char *feed_end;         /* end of the buffer being parsed */
+    int in_feed;                  /* >0 while feeding (no re-entrant feed) */
+    bool paused;                  /* input held back (pipeline full) */
+    bool closing;                 /* no more input is read or parsed */
+    bool close_after_flush;       /* close once out is written */
+    bool closed;                  /* transport closed */
+    bool draining;                /* server drain: finish what is queued, then close */
+    char peer[64];                /* "ip:port" of the client */
 };
 
-void ag__http_conn_init(struct ag__http_conn *c, struct ag__http_ctx *ctx, const struct ag__http_io *io);
+void ag__http_conn_init(struct ag__http_conn *c, struct ag__http_ctx *ctx,
+                        const struct ag__http_io *io);
 /* Feed bytes read from the client. */
 void ag__http_conn_feed(struct ag__http_conn *c, const char *data, size_t n);
 /* The client closed its side (EOF). */
@@ -197,8 +199,8 @@ void ag__http_req_unref(struct ag_http_req *req);
 /* Percent-decode s[0..n) into the request's arena; NULL on allocation failure. */
 char *ag__http_decode(struct ag_http_req *req, const char *s, size_t n);
 /* Serialize the answer (status, headers, body) into `out`. */
-int ag__http_serialize(struct ag_http_req *req, const char *content_type, const void *body, size_t len,
-                       struct ag_buf *out);
+int ag__http_serialize(struct ag_http_req *req, const char *content_type, const void *body,
+                       size_t len, struct ag_buf *out);
 /* Queue bookkeeping after `req` was answered: move finished answers to conn->out
  * in order and flush. */
 void ag__http_conn_advance(struct ag__http_conn *c);
@@ -213,7 +215,8 @@ void ag__http_dispatch(struct ag_http_req *req);
 void ag__http_run_on_response(struct ag_http_req *req);
 /* The built-in middleware on the router (observe.c). */
 struct ag__observe;
-int ag__http_observe_init(struct ag_http_router *r, const struct ag_http_observe *o, struct ag__observe **out);
+int ag__http_observe_init(struct ag_http_router *r, const struct ag_http_observe *o,
+                          struct ag__observe **out);
 void ag__http_observe_free(struct ag__observe *ob);
 void ag__http_observe_request(struct ag__observe *ob, struct ag_http_req *req);
 void ag__http_observe_response(struct ag__observe *ob, struct ag_http_req *req);

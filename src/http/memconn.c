@@ -40,9 +40,18 @@ static void mem_set_timer(struct ag__http_conn *c, uint64_t ms)
     m->timer_at_ms = ms ? m->now_ms + ms : 0;
 }
 
-static void mem_read(struct ag__http_conn *c, bool on) { mem_of(c)->reading = on; }
-static uint64_t mem_now(struct ag__http_conn *c) { return mem_of(c)->now_ms; }
-static void mem_release(struct ag__http_conn *c) { AG_UNUSED(c); }
+static void mem_read(struct ag__http_conn *c, bool on)
+{
+    mem_of(c)->reading = on;
+}
+static uint64_t mem_now(struct ag__http_conn *c)
+{
+    return mem_of(c)->now_ms;
+}
+static void mem_release(struct ag__http_conn *c)
+{
+    AG_UNUSED(c);
+}
 
 static const struct ag__http_io mem_io = {
     .flush = mem_flush,

@@ -17,10 +17,10 @@ struct route_metrics {
 };
 
 struct ag__observe {
-    struct ag_http_observe cfg;           /* what is on */
-    struct ag_obs_family *requests;       /* agora_http_requests_total */
-    struct ag_obs_family *duration;       /* agora_http_request_duration_seconds */
-    struct ag_obs_series *in_flight;      /* agora_http_requests_in_flight */
+    struct ag_http_observe cfg;      /* what is on */
+    struct ag_obs_family *requests;  /* agora_http_requests_total */
+    struct ag_obs_family *duration;  /* agora_http_request_duration_seconds */
+    struct ag_obs_series *in_flight; /* agora_http_requests_in_flight */
 };
 
 /* ---- metrics ---- */
@@ -31,12 +31,13 @@ static int define_metrics(struct ag__observe *ob)
     struct ag_obs_registry *reg = ob->cfg.metrics;
     struct ag_obs_family *fl;
     int rc = ag_obs_family_new(reg, AG_OBS_COUNTER, "agora_http_requests_total",
-                               "HTTP requests answered, by method, route and status.", 3, red, NULL, 0,
-                               &ob->requests);
+                               "HTTP requests answered, by method, route and status.", 3, red, NULL,
+                               0, &ob->requests);
     if (!rc)
-        rc = ag_obs_family_new(reg, AG_OBS_HISTOGRAM, "agora_http_request_duration_seconds",
-                               "Time from the first byte of a request to its answer, by method and route.", 2,
-                               red, NULL, 0, &ob->duration);
+        rc = ag_obs_family_new(
+            reg, AG_OBS_HISTOGRAM, "agora_http_request_duration_seconds",
+            "Time from the first byte of a request to its answer, by method and route.", 2, red,
+            NULL, 0, &ob->duration);
     if (!rc)
         rc = ag_obs_family_new(reg, AG_OBS_GAUGE, "agora_http_requests_in_flight",
                                "HTTP requests being handled.", 0, NULL, NULL, 0, &fl);
@@ -58,7 +59,8 @@ static struct route_metrics *route_metrics(struct ag__route *rt)
 }
 
 static struct ag_obs_series *series_for(struct ag__observe *ob, struct ag__route *rt, int status,
-                                        struct ag_obs_series *_Atomic *slot, struct ag_obs_family *f)
+                                        struct ag_obs_series *_Atomic *slot,
+                                        struct ag_obs_family *f)
 {
     struct ag_obs_series *s = atomic_load_explicit(slot, memory_order_acquire);
     if (s) return s;
@@ -76,7 +78,8 @@ static void record_metrics(struct ag__observe *ob, struct ag_http_req *req, doub
     ag_obs_gauge_add(ob->in_flight, -1);
     struct route_metrics *rm = req->route ? route_metrics(req->route) : NULL;
     if (!rm || req->status < 100 || req->status > 599) return;
-    struct ag_obs_series *s = series_for(ob, req->route, req->status, &rm->by_status[req->status - 100], ob->requests);
+    struct ag_obs_series *s =
+        series_for(ob, req->route, req->status, &rm->by_status[req->status - 100], ob->requests);
     ag_obs_counter_inc(s);
     s = series_for(ob, req->route, 0, &rm->duration, ob->duration);
     ag_obs_histogram_observe(s, seconds);
@@ -88,14 +91,18 @@ void ag__http_observe_request(struct ag__observe *ob, struct ag_http_req *req)
 {
     if (ob->cfg.request_id) {
         const char *h = ag_http_req_header(req, "x-request-id");
-        if (h && ag_obs_request_id_valid(h, strlen(h))) memcpy(req->id, h, strlen(h) + 1);
-        else ag_obs_request_id_new(req->id);
+        if (h && ag_obs_request_id_valid(h, strlen(h)))
+            memcpy(req->id, h, strlen(h) + 1);
+        else
+            ag_obs_request_id_new(req->id);
     }
     if (ob->cfg.trace) {
         const char *h = ag_http_req_header(req, "traceparent");
         struct ag_obs_trace parent;
-        if (h && ag_obs_trace_parse(h, strlen(h), &parent) == 0) ag_obs_trace_child(&parent, &req->trace, NULL);
-        else ag_obs_trace_new(&req->trace, NULL);
+        if (h && ag_obs_trace_parse(h, strlen(h), &parent) == 0)
+            ag_obs_trace_child(&parent, &req->trace, NULL);
+        else
+            ag_obs_trace_new(&req->trace, NULL);
         req->has_trace = true;
     }
     if (ob->cfg.metrics) ag_obs_gauge_add(ob->in_flight, 1);
@@ -109,7 +116,8 @@ static void access_log(struct ag_http_req *req, double seconds)
     AG_INFO("http request", AG_LS("method", req->method), AG_LS("path", req->path),
             AG_LS("route", route ? route : "unmatched"), AG_LI("status", req->status),
             AG_LD("duration_ms", seconds * 1000.0), AG_LU("bytes_in", req->body.len),
-            AG_LU("bytes_out", req->resp_body_len), AG_LS("request_id", req->id[0] ? req->id : NULL),
+            AG_LU("bytes_out", req->resp_body_len),
+            AG_LS("request_id", req->id[0] ? req->id : NULL),
             AG_LS("traceparent", tp[0] ? tp : NULL), AG_LS("peer", req->conn->peer));
 }
 
@@ -147,8 +155,9 @@ static int health(struct ag_http_req *req, struct ag__observe *ob, enum ag_obs_p
     bool up = false;
     int rc;
     if (probe == AG_OBS_READY && ag__http_ctx_draining(req->conn->ctx)) {
-        rc = ag_buf_puts(&b, "{\"status\":\"down\",\"checks\":[{\"name\":\"server\",\"status\":\"down\","
-                             "\"detail\":\"draining\"}]}");
+        rc = ag_buf_puts(
+            &b, "{\"status\":\"down\",\"checks\":[{\"name\":\"server\",\"status\":\"down\","
+                "\"detail\":\"draining\"}]}");
     } else {
         int res = ag_obs_health_render(ob->cfg.health, probe, &b);
         rc = res < 0 ? res : 0;
@@ -160,20 +169,31 @@ static int health(struct ag_http_req *req, struct ag__observe *ob, enum ag_obs_p
     return rc;
 }
 
-static int live_handler(struct ag_http_req *req, void *ud) { return health(req, ud, AG_OBS_LIVE); }
-static int ready_handler(struct ag_http_req *req, void *ud) { return health(req, ud, AG_OBS_READY); }
+static int live_handler(struct ag_http_req *req, void *ud)
+{
+    return health(req, ud, AG_OBS_LIVE);
+}
+static int ready_handler(struct ag_http_req *req, void *ud)
+{
+    return health(req, ud, AG_OBS_READY);
+}
 
-int ag__http_observe_init(struct ag_http_router *r, const struct ag_http_observe *o, struct ag__observe **out)
+int ag__http_observe_init(struct ag_http_router *r, const struct ag_http_observe *o,
+                          struct ag__observe **out)
 {
     struct ag__observe *ob = ag_calloc(1, sizeof *ob);
     if (!ob) return AG_ENOMEM;
     ob->cfg = *o;
     int rc = o->metrics ? define_metrics(ob) : 0;
-    if (!rc && o->ops_routes && o->metrics) rc = ag_http_route(r, "GET", "/metrics", metrics_handler, ob);
+    if (!rc && o->ops_routes && o->metrics)
+        rc = ag_http_route(r, "GET", "/metrics", metrics_handler, ob);
     if (!rc && o->ops_routes) rc = ag_http_route(r, "GET", "/health/live", live_handler, ob);
     if (!rc && o->ops_routes) rc = ag_http_route(r, "GET", "/health/ready", ready_handler, ob);
     *out = ob; /* kept even on failure: routes registered so far point at it */
     return rc;
 }
 
-void ag__http_observe_free(struct ag__observe *ob) { ag_free(ob); }
+void ag__http_observe_free(struct ag__observe *ob)
+{
+    ag_free(ob);
+}

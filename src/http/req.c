@@ -81,8 +81,10 @@ static void req_reset(struct ag_http_req *req)
 struct ag_http_req *ag__http_req_new(struct ag__http_conn *c)
 {
     struct ag_http_req *req = c->spare;
-    if (req) c->spare = NULL;
-    else if (!(req = ag_calloc(1, sizeof *req))) return NULL;
+    if (req)
+        c->spare = NULL;
+    else if (!(req = ag_calloc(1, sizeof *req)))
+        return NULL;
     req->conn = c;
     req->refs = 1;
     req->state = AG__RS_HEADERS;
@@ -110,33 +112,65 @@ void ag__http_req_unref(struct ag_http_req *req)
 
 /* ---- accessors ---- */
 
-const char *ag_http_req_method(const struct ag_http_req *req) { return req->method ? req->method : ""; }
-const char *ag_http_req_path(const struct ag_http_req *req) { return req->path ? req->path : "/"; }
-const char *ag_http_req_query(const struct ag_http_req *req) { return req->query; }
-size_t ag_http_req_header_count(const struct ag_http_req *req) { return req->nhdrs; }
+const char *ag_http_req_method(const struct ag_http_req *req)
+{
+    return req->method ? req->method : "";
+}
+const char *ag_http_req_path(const struct ag_http_req *req)
+{
+    return req->path ? req->path : "/";
+}
+const char *ag_http_req_query(const struct ag_http_req *req)
+{
+    return req->query;
+}
+size_t ag_http_req_header_count(const struct ag_http_req *req)
+{
+    return req->nhdrs;
+}
 const char *ag_http_req_route(const struct ag_http_req *req)
 {
     return req->routed ? ag__http_route_pattern(req->route) : NULL;
 }
-const char *ag_http_req_id(const struct ag_http_req *req) { return req->id[0] ? req->id : NULL; }
+const char *ag_http_req_id(const struct ag_http_req *req)
+{
+    return req->id[0] ? req->id : NULL;
+}
 const struct ag_obs_trace *ag_http_req_trace(const struct ag_http_req *req)
 {
     return req->has_trace ? &req->trace : NULL;
 }
-uv_loop_t *ag_http_req_loop(const struct ag_http_req *req) { return req->conn->ctx->loop; }
-uint64_t ag_http_req_start_ns(const struct ag_http_req *req) { return req->start_ns; }
-void ag_http_req_set_data(struct ag_http_req *req, void *data) { req->data = data; }
-void *ag_http_req_data(const struct ag_http_req *req) { return req->data; }
-void *ag_http_req_alloc(struct ag_http_req *req, size_t n) { return ag__arena_alloc(&req->arena, n); }
+uv_loop_t *ag_http_req_loop(const struct ag_http_req *req)
+{
+    return req->conn->ctx->loop;
+}
+uint64_t ag_http_req_start_ns(const struct ag_http_req *req)
+{
+    return req->start_ns;
+}
+void ag_http_req_set_data(struct ag_http_req *req, void *data)
+{
+    req->data = data;
+}
+void *ag_http_req_data(const struct ag_http_req *req)
+{
+    return req->data;
+}
+void *ag_http_req_alloc(struct ag_http_req *req, size_t n)
+{
+    return ag__arena_alloc(&req->arena, n);
+}
 
 const char *ag_http_req_header(const struct ag_http_req *req, const char *name)
 {
     for (size_t i = 0; i < req->nhdrs; i++)
-        if (strcasecmp(req->raw.data + req->hdrs[i].name, name) == 0) return req->raw.data + req->hdrs[i].value;
+        if (strcasecmp(req->raw.data + req->hdrs[i].name, name) == 0)
+            return req->raw.data + req->hdrs[i].value;
     return NULL;
 }
 
-void ag_http_req_header_at(const struct ag_http_req *req, size_t i, const char **name, const char **value)
+void ag_http_req_header_at(const struct ag_http_req *req, size_t i, const char **name,
+                           const char **value)
 {
     *name = i < req->nhdrs ? req->raw.data + req->hdrs[i].name : NULL;
     *value = i < req->nhdrs ? req->raw.data + req->hdrs[i].value : NULL;
@@ -205,7 +239,8 @@ const char *ag_http_req_query_param(struct ag_http_req *req, const char *name)
 int ag_http_req_json(const struct ag_http_req *req, json_t **out, struct ag_err *err)
 {
     json_error_t je;
-    json_t *j = json_loadb(req->body.data ? req->body.data : "", req->body.len, JSON_REJECT_DUPLICATES, &je);
+    json_t *j = json_loadb(req->body.data ? req->body.data : "", req->body.len,
+                           JSON_REJECT_DUPLICATES, &je);
     if (!j) return ag_err_set(err, AG_EJSON, "line %d column %d: %s", je.line, je.column, je.text);
     *out = j;
     return 0;

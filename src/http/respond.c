@@ -19,36 +19,66 @@
 const char *ag_http_reason(int status)
 {
     switch (status) {
-    case 100: return "Continue";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 304: return "Not Modified";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 412: return "Precondition Failed";
-    case 413: return "Content Too Large";
-    case 415: return "Unsupported Media Type";
-    case 417: return "Expectation Failed";
-    case 422: return "Unprocessable Content";
-    case 428: return "Precondition Required";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 505: return "HTTP Version Not Supported";
-    default: return "Unknown";
+    case 100:
+        return "Continue";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 204:
+        return "No Content";
+    case 301:
+        return "Moved Permanently";
+    case 302:
+        return "Found";
+    case 304:
+        return "Not Modified";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 409:
+        return "Conflict";
+    case 412:
+        return "Precondition Failed";
+    case 413:
+        return "Content Too Large";
+    case 415:
+        return "Unsupported Media Type";
+    case 417:
+        return "Expectation Failed";
+    case 422:
+        return "Unprocessable Content";
+    case 428:
+        return "Precondition Required";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    case 505:
+        return "HTTP Version Not Supported";
+    default:
+        return "Unknown";
     }
 }
 
@@ -56,24 +86,35 @@ int ag_http_status_for(int code)
 {
     switch (code) {
     case AG_EINVAL:
-    case AG_EJSON: return 400;
-    case AG_ENOTFOUND: return 404;
+    case AG_EJSON:
+        return 400;
+    case AG_ENOTFOUND:
+        return 404;
     case AG_ECONFLICT:
-    case AG_EEXISTS: return 409;
+    case AG_EEXISTS:
+        return 409;
     case AG_EIDEMPOTENCY:
-    case AG_EDOMAIN: return 422;
-    case AG_ETOOBIG: return 413;
-    case AG_ERATE_LIMITED: return 429;
+    case AG_EDOMAIN:
+        return 422;
+    case AG_ETOOBIG:
+        return 413;
+    case AG_ERATE_LIMITED:
+        return 429;
     case AG_ECIRCUIT_OPEN:
     case AG_EBULKHEAD_FULL:
-    case AG_EPOOL_TIMEOUT: return 503;
-    case AG_ETIMEDOUT: return 504;
+    case AG_EPOOL_TIMEOUT:
+        return 503;
+    case AG_ETIMEDOUT:
+        return 504;
     case AG_ECONNECT:
     case AG_ERESET:
     case AG_EPROTOCOL:
-    case AG_EUPSTREAM: return 502;
-    case AG_EUNSUPPORTED: return 501;
-    default: return 500;
+    case AG_EUPSTREAM:
+        return 502;
+    case AG_EUNSUPPORTED:
+        return 501;
+    default:
+        return 500;
     }
 }
 
@@ -108,7 +149,10 @@ int ag_http_resp_header(struct ag_http_req *req, const char *name, const char *v
     return ag_buf_append(&req->resp_hdrs, "\r\n", 2);
 }
 
-int ag_http_resp_status(const struct ag_http_req *req) { return req->status; }
+int ag_http_resp_status(const struct ag_http_req *req)
+{
+    return req->status;
+}
 
 /* ---- serialization ---- */
 
@@ -133,8 +177,8 @@ static void put_uint(struct ag_buf *b, size_t v)
     ag_buf_append(b, p, (size_t)(tmp + sizeof tmp - p));
 }
 
-int ag__http_serialize(struct ag_http_req *req, const char *content_type, const void *body, size_t len,
-                       struct ag_buf *out)
+int ag__http_serialize(struct ag_http_req *req, const char *content_type, const void *body,
+                       size_t len, struct ag_buf *out)
 {
     struct ag__http_conn *c = req->conn;
     int status = req->status;
@@ -143,7 +187,8 @@ int ag__http_serialize(struct ag_http_req *req, const char *content_type, const 
     req->close_after = close;
     const char *reason = ag_http_reason(status);
     const char *date = date_line(c->ctx);
-    size_t need = 128 + strlen(reason) + strlen(date) + req->resp_hdrs.len + (content_type ? strlen(content_type) : 0);
+    size_t need = 128 + strlen(reason) + strlen(date) + req->resp_hdrs.len +
+                  (content_type ? strlen(content_type) : 0);
     int rc = ag_buf_reserve(out, need + (req->head ? 0 : len));
     if (rc) return rc;
     char line[64];
@@ -163,8 +208,10 @@ int ag__http_serialize(struct ag_http_req *req, const char *content_type, const 
         }
     }
     if (req->resp_hdrs.len) ag_buf_append(out, req->resp_hdrs.data, req->resp_hdrs.len);
-    if (close) ag_buf_append(out, "Connection: close\r\n", 19);
-    else if (req->http10) ag_buf_append(out, "Connection: keep-alive\r\n", 24);
+    if (close)
+        ag_buf_append(out, "Connection: close\r\n", 19);
+    else if (req->http10)
+        ag_buf_append(out, "Connection: keep-alive\r\n", 24);
     ag_buf_append(out, "\r\n", 2);
     if (!bodyless && !req->head && len) ag_buf_append(out, body, len);
     return 0;
@@ -172,10 +219,12 @@ int ag__http_serialize(struct ag_http_req *req, const char *content_type, const 
 
 /* ---- answering ---- */
 
-static int problem_body(struct ag_buf *b, int status, const char *type, const char *title, const char *detail)
+static int problem_body(struct ag_buf *b, int status, const char *type, const char *title,
+                        const char *detail)
 {
     int rc = ag_buf_puts(b, "{\"type\":");
-    if (!rc) rc = ag_buf_json_str(b, type ? type : "about:blank", strlen(type ? type : "about:blank"));
+    if (!rc)
+        rc = ag_buf_json_str(b, type ? type : "about:blank", strlen(type ? type : "about:blank"));
     if (!rc) rc = ag_buf_puts(b, ",\"title\":");
     if (!title) title = ag_http_reason(status);
     if (!rc) rc = ag_buf_json_str(b, title, strlen(title));
@@ -206,7 +255,8 @@ static int finish(struct ag_http_req *req, const char *content_type, const void 
     return 0;
 }
 
-int ag_http_respond(struct ag_http_req *req, int status, const char *content_type, const void *body, size_t len)
+int ag_http_respond(struct ag_http_req *req, int status, const char *content_type, const void *body,
+                    size_t len)
 {
     if (!req || req->status || req->state != AG__RS_DISPATCHED) return AG_EINVAL;
     if (status < 200 || status > 599) status = 500;
@@ -238,15 +288,16 @@ int ag_http_respond_json(struct ag_http_req *req, int status, json_t *body)
     json_decref(body);
     if (rc != 0) {
         ag_buf_free(&b);
-        return ag_http_respond_problem(req, 500, NULL, NULL, "the response could not be encoded", NULL);
+        return ag_http_respond_problem(req, 500, NULL, NULL, "the response could not be encoded",
+                                       NULL);
     }
     rc = ag_http_respond(req, status, "application/json", b.data, b.len);
     ag_buf_free(&b);
     return rc;
 }
 
-int ag_http_respond_problem(struct ag_http_req *req, int status, const char *type, const char *title,
-                            const char *detail, json_t *errors)
+int ag_http_respond_problem(struct ag_http_req *req, int status, const char *type,
+                            const char *title, const char *detail, json_t *errors)
 {
     if (!req || req->status || req->state != AG__RS_DISPATCHED) {
         json_decref(errors);

@@ -19,31 +19,31 @@
 #define MAX_MW 16
 
 struct ag__route {
-    struct ag__route *next;                   /* next route on the node */
-    char *method;                             /* "GET", ... */
-    char *pattern;                            /* as registered */
-    ag_http_handler_fn fn;                    /* handler */
-    void *ud;                                 /* borrowed */
+    struct ag__route *next;                       /* next route on the node */
+    char *method;                                 /* "GET", ... */
+    char *pattern;                                /* as registered */
+    ag_http_handler_fn fn;                        /* handler */
+    void *ud;                                     /* borrowed */
     const char *param_names[AG__HTTP_MAX_PARAMS]; /* names in order, into pattern copies */
-    char *names_mem;                          /* owned copy backing param_names */
-    size_t nparams;                           /* parameters in the pattern */
-    void *_Atomic metrics;                    /* observe.c's per-route cache (owned) */
+    char *names_mem;                              /* owned copy backing param_names */
+    size_t nparams;                               /* parameters in the pattern */
+    void *_Atomic metrics;                        /* observe.c's per-route cache (owned) */
 };
 
 struct rnode {
-    char *seg;             /* literal segment; NULL for the parameter child */
-    struct rnode *sib;     /* next literal sibling */
-    struct rnode *kids;    /* literal children */
-    struct rnode *param;   /* parameter child */
+    char *seg;                /* literal segment; NULL for the parameter child */
+    struct rnode *sib;        /* next literal sibling */
+    struct rnode *kids;       /* literal children */
+    struct rnode *param;      /* parameter child */
     struct ag__route *routes; /* routes ending here */
 };
 
 struct ag_http_router {
-    struct rnode root;                      /* "/" */
-    struct ag_http_middleware mw[MAX_MW];   /* user middleware */
-    size_t nmw;                             /* in use */
-    struct ag__observe *observe;            /* built-ins, or NULL */
-    struct ag__route unmatched;             /* pseudo-route for metrics of 404/405 */
+    struct rnode root;                    /* "/" */
+    struct ag_http_middleware mw[MAX_MW]; /* user middleware */
+    size_t nmw;                           /* in use */
+    struct ag__observe *observe;          /* built-ins, or NULL */
+    struct ag__route unmatched;           /* pseudo-route for metrics of 404/405 */
 };
 
 int ag_http_router_new(struct ag_http_router **out)
@@ -94,10 +94,22 @@ void ag_http_router_free(struct ag_http_router *r)
     ag_free(r);
 }
 
-const char *ag__http_route_pattern(const struct ag__route *rt) { return rt->pattern; }
-void *_Atomic *ag__http_route_metrics_slot(struct ag__route *rt) { return &rt->metrics; }
-const char *ag__http_route_method(const struct ag__route *rt) { return rt->method; }
-struct ag__observe *ag__http_router_observer(struct ag_http_router *r) { return r->observe; }
+const char *ag__http_route_pattern(const struct ag__route *rt)
+{
+    return rt->pattern;
+}
+void *_Atomic *ag__http_route_metrics_slot(struct ag__route *rt)
+{
+    return &rt->metrics;
+}
+const char *ag__http_route_method(const struct ag__route *rt)
+{
+    return rt->method;
+}
+struct ag__observe *ag__http_router_observer(struct ag_http_router *r)
+{
+    return r->observe;
+}
 
 /* ---- registration ---- */
 
@@ -121,7 +133,8 @@ static struct rnode *child_for(struct rnode *n, const char *seg, size_t len, boo
 }
 
 /* Walk/extend the trie along `pattern`, recording parameter names in rt. */
-static int insert_path(struct ag_http_router *r, const char *pattern, struct ag__route *rt, struct rnode **out)
+static int insert_path(struct ag_http_router *r, const char *pattern, struct ag__route *rt,
+                       struct rnode **out)
 {
     struct rnode *n = &r->root;
     const char *p = pattern + 1;
@@ -146,8 +159,8 @@ static int insert_path(struct ag_http_router *r, const char *pattern, struct ag_
     return 0;
 }
 
-int ag_http_route(struct ag_http_router *r, const char *method, const char *pattern, ag_http_handler_fn fn,
-                  void *ud)
+int ag_http_route(struct ag_http_router *r, const char *method, const char *pattern,
+                  ag_http_handler_fn fn, void *ud)
 {
     if (!r || !method || !*method || !pattern || pattern[0] != '/' || !fn) return AG_EINVAL;
     struct ag__route *rt = ag_calloc(1, sizeof *rt);
@@ -158,7 +171,8 @@ int ag_http_route(struct ag_http_router *r, const char *method, const char *patt
     rt->fn = fn;
     rt->ud = ud;
     struct rnode *n = NULL;
-    int rc = (rt->method && rt->pattern && rt->names_mem) ? insert_path(r, pattern, rt, &n) : AG_ENOMEM;
+    int rc =
+        (rt->method && rt->pattern && rt->names_mem) ? insert_path(r, pattern, rt, &n) : AG_ENOMEM;
     for (struct ag__route *o = n ? n->routes : NULL; !rc && o; o = o->next)
         if (strcmp(o->method, method) == 0) rc = AG_EEXISTS;
     if (rc) {
@@ -203,7 +217,8 @@ static struct ag__route *route_for(struct rnode *n, const char *method, bool hea
     return get;
 }
 
-static struct ag__route *match(struct rnode *n, const char *p, const char *method, bool head, struct match *m)
+static struct ag__route *match(struct rnode *n, const char *p, const char *method, bool head,
+                               struct match *m)
 {
     if (!*p) {
         struct ag__route *rt = route_for(n, method, head);
@@ -240,11 +255,13 @@ static void answer_405(struct ag_http_req *req, struct rnode *n)
     if (get && !head) ag_buf_puts(&allow, ", HEAD");
     if (allow.data) ag_http_resp_header(req, "Allow", allow.data);
     ag_buf_free(&allow);
-    ag_http_respond_problem(req, 405, NULL, NULL, "the method is not allowed on this resource", NULL);
+    ag_http_respond_problem(req, 405, NULL, NULL, "the method is not allowed on this resource",
+                            NULL);
 }
 
 /* Returns the matched route, or NULL after answering 404/405. */
-static struct ag__route *route_request(struct ag_http_router *r, struct ag_http_req *req, struct rnode **miss)
+static struct ag__route *route_request(struct ag_http_router *r, struct ag_http_req *req,
+                                       struct rnode **miss)
 {
     struct match m = {0};
     const char *path = req->path;
@@ -294,10 +311,14 @@ void ag__http_dispatch(struct ag_http_req *req)
     req->mw_started = true;
     int rc = run_on_request(r, req);
     if (rc < 0 && !req->status) ag_http_respond_error(req, rc, NULL);
-    if (rc > 0 && !req->status) ag_http_respond_problem(req, 500, NULL, NULL, "a middleware stopped without answering", NULL);
+    if (rc > 0 && !req->status)
+        ag_http_respond_problem(req, 500, NULL, NULL, "a middleware stopped without answering",
+                                NULL);
     if (rc == 0 && !rt) {
-        if (miss) answer_405(req, miss);
-        else ag_http_respond_problem(req, 404, NULL, NULL, "no resource at this path", NULL);
+        if (miss)
+            answer_405(req, miss);
+        else
+            ag_http_respond_problem(req, 404, NULL, NULL, "no resource at this path", NULL);
     } else if (rc == 0) {
         rc = rt->fn(req, rt->ud);
         if (rc < 0 && !req->status) ag_http_respond_error(req, rc, NULL);

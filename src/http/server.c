@@ -89,12 +89,21 @@ bool ag__http_ctx_draining(const struct ag__http_ctx *ctx)
     return ctx->server && atomic_load(&ctx->server->draining);
 }
 
-bool ag_http_server_draining(const struct ag_http_server *s) { return atomic_load(&s->draining); }
-uint16_t ag_http_server_port(const struct ag_http_server *s) { return s->port; }
+bool ag_http_server_draining(const struct ag_http_server *s)
+{
+    return atomic_load(&s->draining);
+}
+uint16_t ag_http_server_port(const struct ag_http_server *s)
+{
+    return s->port;
+}
 
 /* ---- connection transport ---- */
 
-static struct uvconn *uc_of(struct ag__http_conn *c) { return (struct uvconn *)c; }
+static struct uvconn *uc_of(struct ag__http_conn *c)
+{
+    return (struct uvconn *)c;
+}
 
 static void accept_one(struct worker *w);
 
@@ -103,8 +112,10 @@ static void uc_handle_closed(uv_handle_t *h)
     struct uvconn *uc = h->data;
     if (--uc->open_handles > 0) return;
     struct worker *w = uc->w;
-    if (uc->prev) uc->prev->next = uc->next;
-    else w->conns = uc->next;
+    if (uc->prev)
+        uc->prev->next = uc->next;
+    else
+        w->conns = uc->next;
     if (uc->next) uc->next->prev = uc->prev;
     uc->prev = uc->next = NULL;
     w->nconns--;
@@ -130,7 +141,10 @@ static void uc_flush(struct ag__http_conn *c);
 static void uc_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf);
 static void uc_read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf);
 
-static void linger_timeout(uv_timer_t *t) { uc_close(&((struct uvconn *)t->data)->conn); }
+static void linger_timeout(uv_timer_t *t)
+{
+    uc_close(&((struct uvconn *)t->data)->conn);
+}
 
 static void linger_shutdown_cb(uv_shutdown_t *req, int status)
 {
@@ -202,14 +216,19 @@ static void uc_flush(struct ag__http_conn *c)
     c->refs++;
 }
 
-static void uc_timer_cb(uv_timer_t *t) { ag__http_conn_timeout(&((struct uvconn *)t->data)->conn); }
+static void uc_timer_cb(uv_timer_t *t)
+{
+    ag__http_conn_timeout(&((struct uvconn *)t->data)->conn);
+}
 
 static void uc_set_timer(struct ag__http_conn *c, uint64_t ms)
 {
     struct uvconn *uc = uc_of(c);
     if (uc->closing || uc->lingering) return;
-    if (ms) uv_timer_start(&uc->timer, uc_timer_cb, ms, 0);
-    else uv_timer_stop(&uc->timer);
+    if (ms)
+        uv_timer_start(&uc->timer, uc_timer_cb, ms, 0);
+    else
+        uv_timer_stop(&uc->timer);
 }
 
 static void uc_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
@@ -226,20 +245,28 @@ static void uc_read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         if (n < 0) uc_close(&uc->conn);
         return;
     }
-    if (n > 0) ag__http_conn_feed(&uc->conn, buf->base, (size_t)n);
-    else if (n == UV_EOF) ag__http_conn_eof(&uc->conn);
-    else if (n < 0) uc_close(&uc->conn);
+    if (n > 0)
+        ag__http_conn_feed(&uc->conn, buf->base, (size_t)n);
+    else if (n == UV_EOF)
+        ag__http_conn_eof(&uc->conn);
+    else if (n < 0)
+        uc_close(&uc->conn);
 }
 
 static void uc_read(struct ag__http_conn *c, bool on)
 {
     struct uvconn *uc = uc_of(c);
     if (uc->closing || uc->lingering) return;
-    if (on) uv_read_start((uv_stream_t *)&uc->tcp, uc_alloc, uc_read_cb);
-    else uv_read_stop((uv_stream_t *)&uc->tcp);
+    if (on)
+        uv_read_start((uv_stream_t *)&uc->tcp, uc_alloc, uc_read_cb);
+    else
+        uv_read_stop((uv_stream_t *)&uc->tcp);
 }
 
-static uint64_t uc_now(struct ag__http_conn *c) { return uv_now(&uc_of(c)->w->loop); }
+static uint64_t uc_now(struct ag__http_conn *c)
+{
+    return uv_now(&uc_of(c)->w->loop);
+}
 
 static void uc_release(struct ag__http_conn *c)
 {
@@ -388,14 +415,16 @@ int ag_http_server_new(const struct ag_http_server_config *cfg, struct ag_http_r
 static int bind_socket(const char *host, uint16_t port, struct ag_err *err, int *fd_out)
 {
     struct sockaddr_storage ss;
-    if (uv_ip4_addr(host, port, (struct sockaddr_in *)&ss) != 0 && uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss) != 0)
+    if (uv_ip4_addr(host, port, (struct sockaddr_in *)&ss) != 0 &&
+        uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss) != 0)
         return ag_err_set(err, AG_EINVAL, "not a numeric address: %s", host);
     int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) return ag_err_set(err, AG_EIO, "socket: %s", strerror(errno));
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
-    socklen_t len = ss.ss_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+    socklen_t len =
+        ss.ss_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
     if (bind(fd, (struct sockaddr *)&ss, len) != 0) {
         int e = errno;
         close(fd);
@@ -436,7 +465,9 @@ static int worker_setup(struct ag_http_server *s, struct worker *w, int fd, stru
     uv_timer_init(&w->loop, &w->drain_timer);
     w->drain_timer.data = w;
     int rc = uv_tcp_open(&w->listener, fd);
-    if (rc == 0) rc = uv_listen((uv_stream_t *)&w->listener, s->cfg.backlog ? s->cfg.backlog : 1024, on_connection);
+    if (rc == 0)
+        rc = uv_listen((uv_stream_t *)&w->listener, s->cfg.backlog ? s->cfg.backlog : 1024,
+                       on_connection);
     if (rc != 0) return ag_err_set(err, AG_EIO, "listen: %s", uv_strerror(rc));
     return 0;
 }

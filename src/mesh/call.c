@@ -22,35 +22,35 @@
 #include "mesh/internal.h"
 
 struct pool_slot {
-    uint64_t key;                /* endpoint pool key; 0 = free */
-    struct ag_http_upstream *u;  /* the pool */
+    uint64_t key;               /* endpoint pool key; 0 = free */
+    struct ag_http_upstream *u; /* the pool */
 };
 
 struct ag_mesh_pools {
-    uv_loop_t *loop;             /* borrowed */
-    struct pool_slot *slots;     /* open addressing, power-of-two size */
-    size_t cap;                  /* slots */
-    size_t used;                 /* occupied slots */
-    struct mcall *calls;         /* live calls */
-    int refs;                    /* 1 (owner) + live calls */
-    bool closing;                /* ag_mesh_pools_close ran */
+    uv_loop_t *loop;         /* borrowed */
+    struct pool_slot *slots; /* open addressing, power-of-two size */
+    size_t cap;              /* slots */
+    size_t used;             /* occupied slots */
+    struct mcall *calls;     /* live calls */
+    int refs;                /* 1 (owner) + live calls */
+    bool closing;            /* ag_mesh_pools_close ran */
 };
 
 struct mcall {
-    struct ag_mesh_pools *p;     /* owner (holds a reference) */
-    struct mcall *prev, *next;   /* p->calls */
-    struct ag_mesh_call call;    /* copy; request fields borrowed */
-    ag_mesh_cb cb;               /* completion */
-    void *ud;                    /* borrowed */
-    uint64_t deadline_ms;        /* loop time when the route timeout ends */
-    uint64_t avoid;              /* endpoints already tried */
-    unsigned tries;              /* tries made */
-    int ep;                      /* endpoint of the current/last try, -1 none */
-    struct ag_cb_permit permit;  /* breaker admission */
-    bool has_permit;             /* permit to record */
-    uv_timer_t timer;            /* backoff */
-    bool timer_init;             /* timer initialised (close before free) */
-    bool in_backoff;             /* waiting on the timer */
+    struct ag_mesh_pools *p;    /* owner (holds a reference) */
+    struct mcall *prev, *next;  /* p->calls */
+    struct ag_mesh_call call;   /* copy; request fields borrowed */
+    ag_mesh_cb cb;              /* completion */
+    void *ud;                   /* borrowed */
+    uint64_t deadline_ms;       /* loop time when the route timeout ends */
+    uint64_t avoid;             /* endpoints already tried */
+    unsigned tries;             /* tries made */
+    int ep;                     /* endpoint of the current/last try, -1 none */
+    struct ag_cb_permit permit; /* breaker admission */
+    bool has_permit;            /* permit to record */
+    uv_timer_t timer;           /* backoff */
+    bool timer_init;            /* timer initialised (close before free) */
+    bool in_backoff;            /* waiting on the timer */
 };
 
 /* ---- pools ---- */
@@ -95,7 +95,8 @@ static int pools_grow(struct ag_mesh_pools *p)
     return 0;
 }
 
-struct ag_http_upstream *ag__mesh_pools_get(struct ag_mesh_pools *p, struct ag_mesh_cluster *c, size_t idx)
+struct ag_http_upstream *ag__mesh_pools_get(struct ag_mesh_pools *p, struct ag_mesh_cluster *c,
+                                            size_t idx)
 {
     const struct ag__mesh_ep *e = &c->eps[idx];
     size_t j = e->pool_key & (p->cap - 1);
@@ -131,10 +132,16 @@ uint32_t ag_mesh_pools_open(const struct ag_mesh_pools *p)
 
 int ag_mesh_retry_on_parse(const char *s, unsigned *bits, struct ag_err *err)
 {
-    static const struct { const char *name; unsigned bit; } names[] = {
-        {"5xx", AG_MESH_RETRY_5XX}, {"gateway-error", AG_MESH_RETRY_GATEWAY_ERROR},
-        {"connect-failure", AG_MESH_RETRY_CONNECT_FAILURE}, {"reset", AG_MESH_RETRY_RESET},
-        {"retriable-4xx", AG_MESH_RETRY_RETRIABLE_4XX}, {"refused-stream", AG_MESH_RETRY_CONNECT_FAILURE},
+    static const struct {
+        const char *name;
+        unsigned bit;
+    } names[] = {
+        {"5xx", AG_MESH_RETRY_5XX},
+        {"gateway-error", AG_MESH_RETRY_GATEWAY_ERROR},
+        {"connect-failure", AG_MESH_RETRY_CONNECT_FAILURE},
+        {"reset", AG_MESH_RETRY_RESET},
+        {"retriable-4xx", AG_MESH_RETRY_RETRIABLE_4XX},
+        {"refused-stream", AG_MESH_RETRY_CONNECT_FAILURE},
     };
     *bits = 0;
     while (s && *s) {
@@ -145,8 +152,10 @@ int ag_mesh_retry_on_parse(const char *s, unsigned *bits, struct ag_err *err)
         while (k && tok[k - 1] == ' ') k--;
         bool found = false;
         for (size_t i = 0; i < AG_ARRAY_SIZE(names) && !found; i++)
-            if (strlen(names[i].name) == k && strncmp(names[i].name, tok, k) == 0) *bits |= names[i].bit, found = true;
-        if (!found && k) return ag_err_set(err, AG_EINVAL, "unknown retryOn condition '%.*s'", (int)k, tok);
+            if (strlen(names[i].name) == k && strncmp(names[i].name, tok, k) == 0)
+                *bits |= names[i].bit, found = true;
+        if (!found && k)
+            return ag_err_set(err, AG_EINVAL, "unknown retryOn condition '%.*s'", (int)k, tok);
         s = tok + n;
         if (*s == ',') s++;
     }
@@ -157,13 +166,15 @@ static bool retryable(unsigned on, int rc, int status)
 {
     if (rc == 0) {
         bool gw = status == 502 || status == 503 || status == 504;
-        return (status >= 500 && (on & AG_MESH_RETRY_5XX)) || (gw && (on & AG_MESH_RETRY_GATEWAY_ERROR)) ||
+        return (status >= 500 && (on & AG_MESH_RETRY_5XX)) ||
+               (gw && (on & AG_MESH_RETRY_GATEWAY_ERROR)) ||
                (status == 409 && (on & AG_MESH_RETRY_RETRIABLE_4XX));
     }
     switch (rc) {
     case AG_ECONNECT:
     case AG_EPOOL_TIMEOUT:
-        return on & (AG_MESH_RETRY_CONNECT_FAILURE | AG_MESH_RETRY_5XX | AG_MESH_RETRY_GATEWAY_ERROR);
+        return on &
+               (AG_MESH_RETRY_CONNECT_FAILURE | AG_MESH_RETRY_5XX | AG_MESH_RETRY_GATEWAY_ERROR);
     case AG_ERESET:
         return on & (AG_MESH_RETRY_RESET | AG_MESH_RETRY_5XX | AG_MESH_RETRY_GATEWAY_ERROR);
     case AG_ETIMEDOUT: /* the per-try timeout */
@@ -182,14 +193,19 @@ static void call_free(struct mcall *m)
     pools_unref(p);
 }
 
-static void timer_closed(uv_handle_t *h) { call_free(h->data); }
+static void timer_closed(uv_handle_t *h)
+{
+    call_free(h->data);
+}
 
 /* Deliver the result, record the breaker and release the call. */
 static void call_finish(struct mcall *m, int rc, const struct ag_http_client_resp *resp)
 {
     struct ag_mesh_pools *p = m->p;
-    if (m->prev) m->prev->next = m->next;
-    else p->calls = m->next;
+    if (m->prev)
+        m->prev->next = m->next;
+    else
+        p->calls = m->next;
     if (m->next) m->next->prev = m->prev;
     if (m->has_permit) {
         int outcome = rc ? rc : resp->status >= 500 ? AG_EUPSTREAM : 0;
@@ -197,8 +213,10 @@ static void call_finish(struct mcall *m, int rc, const struct ag_http_client_res
     }
     struct ag_mesh_result res = {rc, rc ? NULL : resp, m->tries, m->ep};
     m->cb(&res, m->ud);
-    if (m->timer_init) uv_close((uv_handle_t *)&m->timer, timer_closed);
-    else call_free(m);
+    if (m->timer_init)
+        uv_close((uv_handle_t *)&m->timer, timer_closed);
+    else
+        call_free(m);
 }
 
 static int try_start(struct mcall *m);
@@ -267,7 +285,8 @@ static int try_start(struct mcall *m)
     return 0;
 }
 
-int ag_mesh_call_start(struct ag_mesh_pools *p, const struct ag_mesh_call *call, ag_mesh_cb cb, void *ud)
+int ag_mesh_call_start(struct ag_mesh_pools *p, const struct ag_mesh_call *call, ag_mesh_cb cb,
+                       void *ud)
 {
     if (!p || !call || !call->cluster || !cb) return AG_EINVAL;
     if (p->closing) return AG_ECLOSED;
@@ -291,7 +310,8 @@ int ag_mesh_call_start(struct ag_mesh_pools *p, const struct ag_mesh_call *call,
     ag_retry_budget_deposit(c->budget);
     int rc = try_start(m);
     if (rc) {
-        if (m->has_permit) ag_cb_record(c->breaker, &m->permit, rc == AG_EUPSTREAM ? rc : AG_ECANCELED);
+        if (m->has_permit)
+            ag_cb_record(c->breaker, &m->permit, rc == AG_EUPSTREAM ? rc : AG_ECANCELED);
         ag_free(m);
         return rc;
     }

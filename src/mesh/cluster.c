@@ -26,7 +26,10 @@
 
 /* ---- masks ---- */
 
-static unsigned popcount64(uint64_t m) { return (unsigned)__builtin_popcountll(m); }
+static unsigned popcount64(uint64_t m)
+{
+    return (unsigned)__builtin_popcountll(m);
+}
 
 /* Index of the k-th (0-based) set bit of m; m must have more than k bits set. */
 static size_t nth_bit(uint64_t m, unsigned k)
@@ -43,10 +46,13 @@ static bool ep_healthy(const struct ag__mesh_ep *e, uint64_t now)
 
 /* ---- creation ---- */
 
-static int copy_labels(char **dst, const char **view, const char *const *src, size_t n, struct ag_err *err)
+static int copy_labels(char **dst, const char **view, const char *const *src, size_t n,
+                       struct ag_err *err)
 {
     for (size_t i = 0; i < n; i++) {
-        if (!src[i] || !strchr(src[i], '=')) return ag_err_set(err, AG_EINVAL, "label '%s' is not key=value", src[i] ? src[i] : "(null)");
+        if (!src[i] || !strchr(src[i], '='))
+            return ag_err_set(err, AG_EINVAL, "label '%s' is not key=value",
+                              src[i] ? src[i] : "(null)");
         if (!(dst[i] = ag_strdup(src[i]))) return ag_err_set(err, AG_ENOMEM, "out of memory");
         view[i] = dst[i];
     }
@@ -83,8 +89,10 @@ static int endpoint_init(struct ag_mesh_cluster *c, size_t i, struct ag_err *err
     const struct ag_mesh_endpoint_config *src = &c->cfg.endpoints[i];
     struct ag__mesh_ep *e = &c->eps[i];
     if (!src->host || !*src->host || strlen(src->host) >= sizeof e->host || !src->port)
-        return ag_err_set(err, AG_EINVAL, "cluster %s: endpoint %zu needs a numeric host and a port", c->name, i);
-    if (src->nlabels > AG_MESH_MAX_LABELS) return ag_err_set(err, AG_EINVAL, "cluster %s: too many labels", c->name);
+        return ag_err_set(err, AG_EINVAL,
+                          "cluster %s: endpoint %zu needs a numeric host and a port", c->name, i);
+    if (src->nlabels > AG_MESH_MAX_LABELS)
+        return ag_err_set(err, AG_EINVAL, "cluster %s: too many labels", c->name);
     snprintf(e->host, sizeof e->host, "%s", src->host);
     e->cfg.host = e->host;
     e->cfg.port = src->port;
@@ -93,8 +101,9 @@ static int endpoint_init(struct ag_mesh_cluster *c, size_t i, struct ag_err *err
     if (rc) return rc;
     char key[256];
     const struct ag_http_upstream_config *p = &c->cfg.pool;
-    int n = snprintf(key, sizeof key, "%s|%s|%u|%u|%u|%u|%u|%u", c->name, e->host, e->cfg.port, p->max_connections,
-                     p->max_pending, p->max_requests_per_conn, p->connect_timeout_ms, p->idle_timeout_ms);
+    int n = snprintf(key, sizeof key, "%s|%s|%u|%u|%u|%u|%u|%u", c->name, e->host, e->cfg.port,
+                     p->max_connections, p->max_pending, p->max_requests_per_conn,
+                     p->connect_timeout_ms, p->idle_timeout_ms);
     e->pool_key = ag_xxh3(key, (size_t)n) | 1; /* never 0: 0 marks a free slot */
     return 0;
 }
@@ -102,11 +111,14 @@ static int endpoint_init(struct ag_mesh_cluster *c, size_t i, struct ag_err *err
 static int subset_init(struct ag_mesh_cluster *c, size_t s, struct ag_err *err)
 {
     const struct ag_mesh_subset_config *sc = &c->cfg.subsets[s];
-    if (!sc->name || !*sc->name) return ag_err_set(err, AG_EINVAL, "cluster %s: subset %zu has no name", c->name, s);
+    if (!sc->name || !*sc->name)
+        return ag_err_set(err, AG_EINVAL, "cluster %s: subset %zu has no name", c->name, s);
     for (size_t j = 0; j < s; j++)
         if (strcmp(c->subset_names[j], sc->name) == 0)
-            return ag_err_set(err, AG_EINVAL, "cluster %s: subset %s defined twice", c->name, sc->name);
-    if (!(c->subset_names[s] = ag_strdup(sc->name))) return ag_err_set(err, AG_ENOMEM, "out of memory");
+            return ag_err_set(err, AG_EINVAL, "cluster %s: subset %s defined twice", c->name,
+                              sc->name);
+    if (!(c->subset_names[s] = ag_strdup(sc->name)))
+        return ag_err_set(err, AG_ENOMEM, "out of memory");
     uint64_t m = 0;
     for (size_t i = 0; i < c->neps; i++) {
         bool all = true;
@@ -122,7 +134,8 @@ static int subset_init(struct ag_mesh_cluster *c, size_t s, struct ag_err *err)
 
 static int ring_cmp(const void *a, const void *b)
 {
-    uint64_t x = ((const struct ag__mesh_ring_node *)a)->hash, y = ((const struct ag__mesh_ring_node *)b)->hash;
+    uint64_t x = ((const struct ag__mesh_ring_node *)a)->hash,
+             y = ((const struct ag__mesh_ring_node *)b)->hash;
     return x < y ? -1 : x > y;
 }
 
@@ -135,7 +148,8 @@ static int ring_build(struct ag_mesh_cluster *c)
         for (uint32_t v = 0; v < RING_VNODES; v++) {
             char key[96];
             int n = snprintf(key, sizeof key, "%s:%u#%u", c->eps[i].host, c->eps[i].cfg.port, v);
-            c->ring[i * RING_VNODES + v] = (struct ag__mesh_ring_node){ag_xxh3(key, (size_t)n), (uint32_t)i};
+            c->ring[i * RING_VNODES + v] =
+                (struct ag__mesh_ring_node){ag_xxh3(key, (size_t)n), (uint32_t)i};
         }
     }
     qsort(c->ring, c->nring, sizeof *c->ring, ring_cmp);
@@ -145,23 +159,32 @@ static int ring_build(struct ag_mesh_cluster *c)
 static int policies_init(struct ag_mesh_cluster *c, struct ag_err *err)
 {
     if (c->cfg.cb_failures) {
-        struct ag_cb_config cb = {.name = c->name, .failure_threshold = c->cfg.cb_failures,
-                                  .open_ns = c->cfg.cb_open_ns, .half_open_permits = 1, .clock = c->cfg.clock};
+        struct ag_cb_config cb = {.name = c->name,
+                                  .failure_threshold = c->cfg.cb_failures,
+                                  .open_ns = c->cfg.cb_open_ns,
+                                  .half_open_permits = 1,
+                                  .clock = c->cfg.clock};
         int rc = ag_cb_new(&cb, &c->breaker, err);
         if (rc) return rc;
     }
-    struct ag_retry_budget_config b = {.ratio = c->cfg.retry_budget_ratio, .min_per_sec = c->cfg.retry_budget_min,
-                                       .ttl_ns = 10000000000ull, .clock = c->cfg.clock};
+    struct ag_retry_budget_config b = {.ratio = c->cfg.retry_budget_ratio,
+                                       .min_per_sec = c->cfg.retry_budget_min,
+                                       .ttl_ns = 10000000000ull,
+                                       .clock = c->cfg.clock};
     if (ag_retry_budget_new(&b, &c->budget)) return ag_err_set(err, AG_ENOMEM, "out of memory");
     return c->cfg.lb == AG_MESH_LB_HASH ? ring_build(c) : 0;
 }
 
-int ag_mesh_cluster_new(const struct ag_mesh_cluster_config *cfg, struct ag_mesh_cluster **out, struct ag_err *err)
+int ag_mesh_cluster_new(const struct ag_mesh_cluster_config *cfg, struct ag_mesh_cluster **out,
+                        struct ag_err *err)
 {
-    if (!cfg || !cfg->name || !*cfg->name) return ag_err_set(err, AG_EINVAL, "a cluster needs a name");
+    if (!cfg || !cfg->name || !*cfg->name)
+        return ag_err_set(err, AG_EINVAL, "a cluster needs a name");
     if (cfg->nendpoints < 1 || cfg->nendpoints > AG_MESH_MAX_ENDPOINTS)
-        return ag_err_set(err, AG_EINVAL, "cluster %s: 1..%d endpoints", cfg->name, AG_MESH_MAX_ENDPOINTS);
-    if (cfg->nsubsets > AG_MESH_MAX_SUBSETS) return ag_err_set(err, AG_EINVAL, "cluster %s: too many subsets", cfg->name);
+        return ag_err_set(err, AG_EINVAL, "cluster %s: 1..%d endpoints", cfg->name,
+                          AG_MESH_MAX_ENDPOINTS);
+    if (cfg->nsubsets > AG_MESH_MAX_SUBSETS)
+        return ag_err_set(err, AG_EINVAL, "cluster %s: too many subsets", cfg->name);
     struct ag_mesh_cluster *c = ag_calloc(1, sizeof *c);
     if (!c) return ag_err_set(err, AG_ENOMEM, "out of memory");
     int rc = AG_ENOMEM;
@@ -207,10 +230,22 @@ void ag_mesh_cluster_free(struct ag_mesh_cluster *c)
     ag_free(c);
 }
 
-const char *ag_mesh_cluster_name(const struct ag_mesh_cluster *c) { return c->name; }
-size_t ag_mesh_cluster_size(const struct ag_mesh_cluster *c) { return c->neps; }
-struct ag_cb *ag_mesh_cluster_breaker(struct ag_mesh_cluster *c) { return c->breaker; }
-struct ag_retry_budget *ag_mesh_cluster_budget(struct ag_mesh_cluster *c) { return c->budget; }
+const char *ag_mesh_cluster_name(const struct ag_mesh_cluster *c)
+{
+    return c->name;
+}
+size_t ag_mesh_cluster_size(const struct ag_mesh_cluster *c)
+{
+    return c->neps;
+}
+struct ag_cb *ag_mesh_cluster_breaker(struct ag_mesh_cluster *c)
+{
+    return c->breaker;
+}
+struct ag_retry_budget *ag_mesh_cluster_budget(struct ag_mesh_cluster *c)
+{
+    return c->budget;
+}
 
 int ag_mesh_cluster_subset(const struct ag_mesh_cluster *c, const char *name)
 {
@@ -219,7 +254,8 @@ int ag_mesh_cluster_subset(const struct ag_mesh_cluster *c, const char *name)
     return -1;
 }
 
-const struct ag_mesh_endpoint_config *ag_mesh_cluster_endpoint(const struct ag_mesh_cluster *c, size_t idx)
+const struct ag_mesh_endpoint_config *ag_mesh_cluster_endpoint(const struct ag_mesh_cluster *c,
+                                                               size_t idx)
 {
     return idx < c->neps ? &c->eps[idx].cfg : NULL;
 }
@@ -235,7 +271,8 @@ static uint64_t candidates(struct ag_mesh_cluster *c, uint64_t members, uint64_t
         if (ep_healthy(&c->eps[i], now)) healthy |= 1ull << i;
     }
     uint32_t panic = c->cfg.outlier.panic_threshold_pct;
-    if (panic && (uint64_t)popcount64(healthy) * 100 < (uint64_t)panic * popcount64(members)) return members;
+    if (panic && (uint64_t)popcount64(healthy) * 100 < (uint64_t)panic * popcount64(members))
+        return members;
     return healthy;
 }
 
@@ -244,8 +281,10 @@ static size_t pick_hash(struct ag_mesh_cluster *c, uint64_t allowed, uint64_t ha
     size_t lo = 0, hi = c->nring;
     while (lo < hi) { /* first node with ring hash >= key */
         size_t mid = lo + (hi - lo) / 2;
-        if (c->ring[mid].hash < hash) lo = mid + 1;
-        else hi = mid;
+        if (c->ring[mid].hash < hash)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
     for (size_t k = 0; k < c->nring; k++) {
         const struct ag__mesh_ring_node *n = &c->ring[(lo + k) % c->nring];
@@ -265,7 +304,8 @@ static size_t pick_p2c(struct ag_mesh_cluster *c, uint64_t allowed)
     return lb < la ? b : a;
 }
 
-int ag_mesh_cluster_pick(struct ag_mesh_cluster *c, int subset, uint64_t hash, uint64_t avoid, size_t *idx)
+int ag_mesh_cluster_pick(struct ag_mesh_cluster *c, int subset, uint64_t hash, uint64_t avoid,
+                         size_t *idx)
 {
     if (subset >= (int)c->nsubsets) return AG_EINVAL;
     uint64_t members = subset < 0 ? c->all_mask : c->subset_mask[subset];
@@ -284,8 +324,9 @@ int ag_mesh_cluster_pick(struct ag_mesh_cluster *c, int subset, uint64_t hash, u
         *idx = nth_bit(allowed, (unsigned)ag_rng_below(c->rng, popcount64(allowed)));
         break;
     default:
-        *idx = nth_bit(allowed, (unsigned)(atomic_fetch_add_explicit(&c->rr, 1, memory_order_relaxed) %
-                                           popcount64(allowed)));
+        *idx =
+            nth_bit(allowed, (unsigned)(atomic_fetch_add_explicit(&c->rr, 1, memory_order_relaxed) %
+                                        popcount64(allowed)));
     }
     return 0;
 }
@@ -315,14 +356,17 @@ static void eject(struct ag_mesh_cluster *c, size_t idx, uint64_t now)
     e->ejections++;
     e->total_ejections++;
     uint64_t len = o->base_ejection_ns * e->ejections;
-    if (len > o->max_ejection_ns || len / e->ejections != o->base_ejection_ns) len = o->max_ejection_ns;
+    if (len > o->max_ejection_ns || len / e->ejections != o->base_ejection_ns)
+        len = o->max_ejection_ns;
     e->last_eject_end = now + len;
     atomic_store(&e->ejected_until, now + len);
     atomic_store(&e->cons_5xx, 0);
     atomic_store(&e->cons_gw, 0);
     ag_log_write(AG_LOG_WARN, "mesh: endpoint ejected",
-                 (struct ag_log_field[]){AG_LS("cluster", c->name), AG_LS("host", e->host), AG_LU("port", e->cfg.port),
-                                         AG_LU("ejection_ms", len / 1000000)}, 4);
+                 (struct ag_log_field[]){AG_LS("cluster", c->name), AG_LS("host", e->host),
+                                         AG_LU("port", e->cfg.port),
+                                         AG_LU("ejection_ms", len / 1000000)},
+                 4);
 out_unlock:
     pthread_mutex_unlock(&c->lock);
 }
@@ -348,8 +392,10 @@ void ag_mesh_cluster_end(struct ag_mesh_cluster *c, size_t idx, int rc, int stat
     atomic_fetch_add_explicit(&e->failures, 1, memory_order_relaxed);
     const struct ag_mesh_outlier_config *o = &c->cfg.outlier;
     uint32_t n5 = atomic_fetch_add(&e->cons_5xx, 1) + 1;
-    uint32_t ng = gateway ? atomic_fetch_add(&e->cons_gw, 1) + 1 : (atomic_store(&e->cons_gw, 0), 0);
-    if ((o->consecutive_5xx && n5 >= o->consecutive_5xx) || (o->consecutive_gateway && ng >= o->consecutive_gateway))
+    uint32_t ng =
+        gateway ? atomic_fetch_add(&e->cons_gw, 1) + 1 : (atomic_store(&e->cons_gw, 0), 0);
+    if ((o->consecutive_5xx && n5 >= o->consecutive_5xx) ||
+        (o->consecutive_gateway && ng >= o->consecutive_gateway))
         eject(c, idx, ag_clock_mono(c->clock));
 }
 
@@ -361,12 +407,16 @@ void ag_mesh_cluster_health_result(struct ag_mesh_cluster *c, size_t idx, bool o
         e->hc_fail_streak = 0;
         if (++e->hc_ok_streak >= h->healthy_threshold && atomic_exchange(&e->hc_down, false))
             ag_log_write(AG_LOG_INFO, "mesh: endpoint healthy again",
-                         (struct ag_log_field[]){AG_LS("cluster", c->name), AG_LS("host", e->host), AG_LU("port", e->cfg.port)}, 3);
+                         (struct ag_log_field[]){AG_LS("cluster", c->name), AG_LS("host", e->host),
+                                                 AG_LU("port", e->cfg.port)},
+                         3);
     } else {
         e->hc_ok_streak = 0;
         if (++e->hc_fail_streak >= h->unhealthy_threshold && !atomic_exchange(&e->hc_down, true))
             ag_log_write(AG_LOG_WARN, "mesh: endpoint failed health checks",
-                         (struct ag_log_field[]){AG_LS("cluster", c->name), AG_LS("host", e->host), AG_LU("port", e->cfg.port)}, 3);
+                         (struct ag_log_field[]){AG_LS("cluster", c->name), AG_LS("host", e->host),
+                                                 AG_LU("port", e->cfg.port)},
+                         3);
     }
 }
 
@@ -378,17 +428,21 @@ static json_t *endpoint_json(struct ag_mesh_cluster *c, size_t i, uint64_t now)
     char addr[96];
     snprintf(addr, sizeof addr, strchr(e->host, ':') ? "[%s]:%u" : "%s:%u", e->host, e->cfg.port);
     json_t *labels = json_array();
-    for (size_t l = 0; l < e->cfg.nlabels; l++) json_array_append_new(labels, json_string(e->cfg.labels[l]));
+    for (size_t l = 0; l < e->cfg.nlabels; l++)
+        json_array_append_new(labels, json_string(e->cfg.labels[l]));
     uint64_t until = atomic_load(&e->ejected_until);
     pthread_mutex_lock(&c->lock);
     uint64_t total = e->total_ejections;
     pthread_mutex_unlock(&c->lock);
-    return json_pack("{s:s, s:o, s:b, s:b, s:I, s:s, s:I, s:I, s:I, s:I}", "address", addr, "labels", labels,
-                     "healthy", ep_healthy(e, now), "ejected", until > now,
-                     "ejectedForMs", (json_int_t)(until > now ? (until - now) / 1000000 : 0), "activeHealth",
-                     !c->cfg.health.path ? "off" : atomic_load(&e->hc_down) ? "down" : "up",
-                     "ejections", (json_int_t)total, "inFlight", (json_int_t)atomic_load(&e->active),
-                     "requests", (json_int_t)atomic_load(&e->requests), "failures", (json_int_t)atomic_load(&e->failures));
+    return json_pack(
+        "{s:s, s:o, s:b, s:b, s:I, s:s, s:I, s:I, s:I, s:I}", "address", addr, "labels", labels,
+        "healthy", ep_healthy(e, now), "ejected", until > now, "ejectedForMs",
+        (json_int_t)(until > now ? (until - now) / 1000000 : 0), "activeHealth",
+        !c->cfg.health.path        ? "off"
+        : atomic_load(&e->hc_down) ? "down"
+                                   : "up",
+        "ejections", (json_int_t)total, "inFlight", (json_int_t)atomic_load(&e->active), "requests",
+        (json_int_t)atomic_load(&e->requests), "failures", (json_int_t)atomic_load(&e->failures));
 }
 
 json_t *ag_mesh_cluster_json(struct ag_mesh_cluster *c)
@@ -401,10 +455,12 @@ json_t *ag_mesh_cluster_json(struct ag_mesh_cluster *c)
     for (size_t s = 0; s < c->nsubsets; s++) {
         json_t *m = json_array();
         for (size_t i = 0; i < c->neps; i++)
-            if (c->subset_mask[s] & (1ull << i)) json_array_append_new(m, json_integer((json_int_t)i));
+            if (c->subset_mask[s] & (1ull << i))
+                json_array_append_new(m, json_integer((json_int_t)i));
         json_object_set_new(subs, c->subset_names[s], m);
     }
-    return json_pack("{s:s, s:s, s:s, s:I, s:o, s:o}", "name", c->name, "loadBalancer", lbs[c->cfg.lb], "breaker",
-                     c->breaker ? ag_cb_state_name(ag_cb_state(c->breaker)) : "off", "retryBudget",
-                     (json_int_t)ag_retry_budget_balance(c->budget), "subsets", subs, "endpoints", eps);
+    return json_pack(
+        "{s:s, s:s, s:s, s:I, s:o, s:o}", "name", c->name, "loadBalancer", lbs[c->cfg.lb],
+        "breaker", c->breaker ? ag_cb_state_name(ag_cb_state(c->breaker)) : "off", "retryBudget",
+        (json_int_t)ag_retry_budget_balance(c->budget), "subsets", subs, "endpoints", eps);
 }

@@ -22,28 +22,28 @@
 struct hset {
     struct ag_mesh_cluster **clusters; /* owned array, borrowed clusters */
     size_t n;
-    void (*release)(void *ctx);        /* called when the set is dropped */
+    void (*release)(void *ctx); /* called when the set is dropped */
     void *ctx;
-    int refs;                          /* loop thread only */
+    int refs; /* loop thread only */
 };
 
 struct hcheck {
-    struct hset *set;         /* holds a reference */
+    struct hset *set; /* holds a reference */
     struct ag_mesh_cluster *c;
-    size_t idx;               /* endpoint */
+    size_t idx; /* endpoint */
 };
 
 struct ag_mesh_health {
-    uv_loop_t loop;            /* the checker's loop */
-    uv_thread_t thread;        /* runs it */
-    uv_async_t wake;           /* new set or stop */
-    uv_timer_t tick;           /* periodic walk */
+    uv_loop_t loop;              /* the checker's loop */
+    uv_thread_t thread;          /* runs it */
+    uv_async_t wake;             /* new set or stop */
+    uv_timer_t tick;             /* periodic walk */
     struct ag_mesh_pools *pools; /* this loop's pools */
-    pthread_mutex_t lock;      /* guards pending, stop */
-    struct hset *pending;      /* set handed over, not yet taken */
-    bool has_pending;          /* pending is meaningful (may be NULL = empty set) */
-    bool stop;                 /* stop requested */
-    struct hset *cur;          /* the set being checked */
+    pthread_mutex_t lock;        /* guards pending, stop */
+    struct hset *pending;        /* set handed over, not yet taken */
+    bool has_pending;            /* pending is meaningful (may be NULL = empty set) */
+    bool stop;                   /* stop requested */
+    struct hset *cur;            /* the set being checked */
 };
 
 static void set_unref(struct hset *s)
@@ -78,7 +78,8 @@ static void start_check(struct ag_mesh_health *h, struct ag_mesh_cluster *c, siz
     struct hcheck *hc = u ? ag_calloc(1, sizeof *hc) : NULL;
     if (!hc) return;
     *hc = (struct hcheck){h->cur, c, idx};
-    struct ag_http_client_req req = {.method = "GET", .path = c->cfg.health.path,
+    struct ag_http_client_req req = {.method = "GET",
+                                     .path = c->cfg.health.path,
                                      .timeout_ms = (uint32_t)(c->cfg.health.timeout_ns / 1000000)};
     c->eps[idx].hc_inflight = true;
     h->cur->refs++;

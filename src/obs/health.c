@@ -84,7 +84,9 @@ int ag_obs_health_render(struct ag_obs_health *h, enum ag_obs_probe probe, struc
         if (!rc) rc = render_check(&h->checks[i], &checks, &detail, &up);
     }
     if (!rc) rc = ag_buf_putc(&checks, ']');
-    if (!rc) rc = ag_buf_printf(out, "{\"status\":\"%s\",\"checks\":%s}", up ? "up" : "down", checks.data);
+    if (!rc)
+        rc = ag_buf_printf(out, "{\"status\":\"%s\",\"checks\":%s}", up ? "up" : "down",
+                           checks.data);
     ag_buf_free(&checks);
     ag_buf_free(&detail);
     return rc ? rc : (up ? 1 : 0);

@@ -28,7 +28,7 @@
 #define AG__OBS_SHARDS 16
 
 const double ag_obs_default_buckets[13] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-                                           0.1,    0.25,  0.5,    1.0,   2.5,   10.0};
+                                           0.1,    0.25,  0.5,    1.0,   2.5,  10.0};
 
 /* One shard of a series: counter/gauge use v; histograms use the tail array. */
 struct shard {
@@ -47,20 +47,20 @@ struct ag_obs_series {
 };
 
 struct ag_obs_family {
-    struct ag_obs_family *_Atomic next;  /* next family of the registry */
-    struct ag_obs_registry *reg;         /* owner */
-    enum ag_obs_type type;               /* counter, gauge or histogram */
-    char *name;                          /* metric name */
-    char *help;                          /* HELP text */
-    size_t nlabels;                      /* number of label names */
-    char *labels[AG_OBS_MAX_LABELS];     /* label names */
-    size_t nbounds;                      /* histogram bucket count without +Inf */
-    double bounds[AG_OBS_MAX_BUCKETS];   /* histogram upper bounds */
+    struct ag_obs_family *_Atomic next;   /* next family of the registry */
+    struct ag_obs_registry *reg;          /* owner */
+    enum ag_obs_type type;                /* counter, gauge or histogram */
+    char *name;                           /* metric name */
+    char *help;                           /* HELP text */
+    size_t nlabels;                       /* number of label names */
+    char *labels[AG_OBS_MAX_LABELS];      /* label names */
+    size_t nbounds;                       /* histogram bucket count without +Inf */
+    double bounds[AG_OBS_MAX_BUCKETS];    /* histogram upper bounds */
     struct ag_obs_series *_Atomic series; /* newest first */
 };
 
 struct ag_obs_registry {
-    pthread_mutex_t lock;                  /* serialises definitions and lookups */
+    pthread_mutex_t lock;                   /* serialises definitions and lookups */
     struct ag_obs_family *_Atomic families; /* newest first */
 };
 
@@ -71,7 +71,8 @@ static _Thread_local int my_shard = -1;
 
 static inline struct shard *shard_of(struct ag_obs_series *s)
 {
-    if (AG_UNLIKELY(my_shard < 0)) my_shard = (int)(atomic_fetch_add(&next_shard, 1) % AG__OBS_SHARDS);
+    if (AG_UNLIKELY(my_shard < 0))
+        my_shard = (int)(atomic_fetch_add(&next_shard, 1) % AG__OBS_SHARDS);
     return &s->shard[my_shard];
 }
 
@@ -148,8 +149,8 @@ static bool valid_name(const char *s, bool colon)
     if (!s || !*s) return false;
     for (size_t i = 0; s[i]; i++) {
         char c = s[i];
-        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || (colon && c == ':') ||
-                  (i > 0 && c >= '0' && c <= '9');
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' ||
+                  (colon && c == ':') || (i > 0 && c >= '0' && c <= '9');
         if (!ok) return false;
     }
     return true;
@@ -195,7 +196,8 @@ static struct ag_obs_family *family_build(enum ag_obs_type type, const char *nam
         ok = ok && f->labels[i];
     }
     if (type == AG_OBS_HISTOGRAM) {
-        if (!bounds) bounds = ag_obs_default_buckets, nbounds = AG_ARRAY_SIZE(ag_obs_default_buckets);
+        if (!bounds)
+            bounds = ag_obs_default_buckets, nbounds = AG_ARRAY_SIZE(ag_obs_default_buckets);
         memcpy(f->bounds, bounds, nbounds * sizeof *bounds);
         f->nbounds = nbounds;
     }
@@ -249,12 +251,14 @@ static struct ag_obs_series *series_build(struct ag_obs_family *f, const char *c
     s->family = f;
     s->values = ag_calloc(f->nlabels ? f->nlabels : 1, sizeof *s->values);
     bool ok = s->values != NULL;
-    for (size_t i = 0; ok && i < f->nlabels; i++) ok = (s->values[i] = ag_strdup(values[i])) != NULL;
+    for (size_t i = 0; ok && i < f->nlabels; i++)
+        ok = (s->values[i] = ag_strdup(values[i])) != NULL;
     if (ok && f->type == AG_OBS_HISTOGRAM) {
         size_t per = f->nbounds + 1;
         s->bucket_mem = ag_calloc(AG__OBS_SHARDS * per, sizeof *s->bucket_mem);
         ok = s->bucket_mem != NULL;
-        for (size_t i = 0; ok && i < AG__OBS_SHARDS; i++) s->shard[i].bucket = s->bucket_mem + i * per;
+        for (size_t i = 0; ok && i < AG__OBS_SHARDS; i++)
+            s->shard[i].bucket = s->bucket_mem + i * per;
     }
     if (!ok) {
         series_free(s, f->nlabels);
@@ -263,7 +267,8 @@ static struct ag_obs_series *series_build(struct ag_obs_family *f, const char *c
     return s;
 }
 
-int ag_obs_series_get(struct ag_obs_family *f, const char *const *values, struct ag_obs_series **out)
+int ag_obs_series_get(struct ag_obs_family *f, const char *const *values,
+                      struct ag_obs_series **out)
 {
     for (size_t i = 0; i < f->nlabels; i++)
         if (!values || !values[i]) return AG_EINVAL;
@@ -326,7 +331,8 @@ void ag_obs_histogram_observe(struct ag_obs_series *s, double v)
 uint64_t ag_obs_counter_value(const struct ag_obs_series *s)
 {
     uint64_t v = 0;
-    for (size_t i = 0; i < AG__OBS_SHARDS; i++) v += atomic_load_explicit(&s->shard[i].v, memory_order_relaxed);
+    for (size_t i = 0; i < AG__OBS_SHARDS; i++)
+        v += atomic_load_explicit(&s->shard[i].v, memory_order_relaxed);
     return v;
 }
 
@@ -337,7 +343,8 @@ double ag_obs_gauge_value(const struct ag_obs_series *s)
     return v;
 }
 
-void ag_obs_histogram_value(const struct ag_obs_series *s, uint64_t *buckets, double *sum, uint64_t *count)
+void ag_obs_histogram_value(const struct ag_obs_series *s, uint64_t *buckets, double *sum,
+                            uint64_t *count)
 {
     const struct ag_obs_family *f = s->family;
     uint64_t cum = 0, n = 0;
@@ -362,10 +369,14 @@ static int put_escaped(struct ag_buf *b, const char *s, bool quote)
 {
     int rc = 0;
     for (; *s && !rc; s++) {
-        if (*s == '\\') rc = ag_buf_puts(b, "\\\\");
-        else if (*s == '\n') rc = ag_buf_puts(b, "\\n");
-        else if (quote && *s == '"') rc = ag_buf_puts(b, "\\\"");
-        else rc = ag_buf_putc(b, *s);
+        if (*s == '\\')
+            rc = ag_buf_puts(b, "\\\\");
+        else if (*s == '\n')
+            rc = ag_buf_puts(b, "\\n");
+        else if (quote && *s == '"')
+            rc = ag_buf_puts(b, "\\\"");
+        else
+            rc = ag_buf_putc(b, *s);
     }
     return rc;
 }
@@ -395,8 +406,8 @@ static int put_double(struct ag_buf *b, double v)
 }
 
 /* `name{l1="v1",...,extra}` where extra is an already formatted `le="..."` or NULL. */
-static int put_series_name(struct ag_buf *b, const struct ag_obs_family *f, const struct ag_obs_series *s,
-                           const char *suffix, const char *extra)
+static int put_series_name(struct ag_buf *b, const struct ag_obs_family *f,
+                           const struct ag_obs_series *s, const char *suffix, const char *extra)
 {
     int rc = ag_buf_puts(b, f->name);
     if (!rc && suffix) rc = ag_buf_puts(b, suffix);
@@ -412,7 +423,8 @@ static int put_series_name(struct ag_buf *b, const struct ag_obs_family *f, cons
     return rc;
 }
 
-static int render_histogram(struct ag_buf *b, const struct ag_obs_family *f, const struct ag_obs_series *s)
+static int render_histogram(struct ag_buf *b, const struct ag_obs_family *f,
+                            const struct ag_obs_series *s)
 {
     uint64_t cum[AG_OBS_MAX_BUCKETS + 1], count;
     double sum;
@@ -423,7 +435,8 @@ static int render_histogram(struct ag_buf *b, const struct ag_obs_family *f, con
         fmt_double(num, i < f->nbounds ? f->bounds[i] : INFINITY);
         snprintf(le, sizeof le, "le=\"%s\"", num);
         rc = put_series_name(b, f, s, "_bucket", le);
-        if (!rc) rc = ag_buf_printf(b, " %llu\n", (unsigned long long)(i < f->nbounds ? cum[i] : count));
+        if (!rc)
+            rc = ag_buf_printf(b, " %llu\n", (unsigned long long)(i < f->nbounds ? cum[i] : count));
     }
     if (!rc) rc = put_series_name(b, f, s, "_sum", NULL);
     if (!rc) rc = ag_buf_putc(b, ' ');

@@ -45,7 +45,8 @@ int ag_obs_trace_parse(const char *s, size_t n, struct ag_obs_trace *out)
     if (n > AG_OBS_TRACEPARENT_LEN && s[AG_OBS_TRACEPARENT_LEN] != '-') return AG_EINVAL;
     if (s[2] != '-' || s[35] != '-' || s[52] != '-') return AG_EINVAL;
     struct ag_obs_trace t;
-    if (!unhex(s + 3, t.trace_id, 16) || !unhex(s + 36, t.span_id, 8) || !unhex(s + 53, &t.flags, 1))
+    if (!unhex(s + 3, t.trace_id, 16) || !unhex(s + 36, t.span_id, 8) ||
+        !unhex(s + 53, &t.flags, 1))
         return AG_EINVAL;
     if (all_zero(t.trace_id, 16) || all_zero(t.span_id, 8)) return AG_EINVAL;
     *out = t;
@@ -70,7 +71,8 @@ void ag_obs_trace_new(struct ag_obs_trace *out, const struct ag_rng *rng)
     out->flags = 1;
 }
 
-void ag_obs_trace_child(const struct ag_obs_trace *parent, struct ag_obs_trace *out, const struct ag_rng *rng)
+void ag_obs_trace_child(const struct ag_obs_trace *parent, struct ag_obs_trace *out,
+                        const struct ag_rng *rng)
 {
     if (!rng) rng = ag_rng_system();
     memcpy(out->trace_id, parent->trace_id, sizeof out->trace_id);

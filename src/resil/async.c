@@ -35,23 +35,23 @@
 enum phase { PH_BEGIN, PH_QUEUED, PH_GRANTED, PH_ATTEMPT, PH_BACKOFF, PH_DONE };
 
 struct call {
-    const struct ag_pipeline *p;     /* the policies (borrowed) */
-    struct ag_resil_timers *timers;  /* borrowed */
-    struct ag_resil_async_op op;     /* copy */
-    struct ag_resil_ctx ctx;         /* the caller's ctx (copy) */
-    ag_resil_done_fn done;           /* final callback */
+    const struct ag_pipeline *p;    /* the policies (borrowed) */
+    struct ag_resil_timers *timers; /* borrowed */
+    struct ag_resil_async_op op;    /* copy */
+    struct ag_resil_ctx ctx;        /* the caller's ctx (copy) */
+    ag_resil_done_fn done;          /* final callback */
     void *done_arg;
-    uint64_t deadline;               /* overall, 0 = none */
-    struct ag_resil_timer timer;     /* the one timer */
-    enum phase phase;                /* what the timer means now */
-    struct ag__bh_waiter waiter;     /* bulkhead queue node */
-    bool holds_slot;                 /* a bulkhead slot is ours */
-    bool has_permit;                 /* a breaker permit is ours */
+    uint64_t deadline;           /* overall, 0 = none */
+    struct ag_resil_timer timer; /* the one timer */
+    enum phase phase;            /* what the timer means now */
+    struct ag__bh_waiter waiter; /* bulkhead queue node */
+    bool holds_slot;             /* a bulkhead slot is ours */
+    bool has_permit;             /* a breaker permit is ours */
     struct ag_cb_permit permit;
-    unsigned attempt;                /* attempts started */
-    uint64_t prev_delay;             /* for decorrelated jitter */
-    struct ag_resil_attempt *cur;    /* the attempt in flight, NULL when none */
-    int refs;                        /* 1 for the call + 1 per live attempt */
+    unsigned attempt;             /* attempts started */
+    uint64_t prev_delay;          /* for decorrelated jitter */
+    struct ag_resil_attempt *cur; /* the attempt in flight, NULL when none */
+    int refs;                     /* 1 for the call + 1 per live attempt */
 };
 
 struct ag_resil_attempt {
@@ -60,7 +60,10 @@ struct ag_resil_attempt {
     bool abandoned;          /* timed out: the result is ignored */
 };
 
-static void call_free(void *arg) { ag_free(arg); }
+static void call_free(void *arg)
+{
+    ag_free(arg);
+}
 
 static void call_unref(struct call *c)
 {
@@ -98,7 +101,8 @@ static void attempt_result(struct call *c, int rc)
         finish(c, 0);
         return;
     }
-    uint64_t delay = ag__resil_next_delay(p, c->attempt, &c->prev_delay, rc, c->ctx.retry_after_ns, c->deadline);
+    uint64_t delay =
+        ag__resil_next_delay(p, c->attempt, &c->prev_delay, rc, c->ctx.retry_after_ns, c->deadline);
     if (!delay) {
         finish(c, rc);
         return;
@@ -138,7 +142,10 @@ static void start_attempt(struct call *c)
     c->op.start(c->op.arg, a);
 }
 
-struct ag_resil_ctx *ag_resil_attempt_ctx(struct ag_resil_attempt *a) { return &a->ctx; }
+struct ag_resil_ctx *ag_resil_attempt_ctx(struct ag_resil_attempt *a)
+{
+    return &a->ctx;
+}
 
 void ag_resil_attempt_done(struct ag_resil_attempt *a, int rc)
 {
@@ -226,7 +233,8 @@ static void begin(struct call *c)
 static void queue_timed_out(struct call *c)
 {
     if (!ag__bulkhead_cancel(c->p->bulkhead, &c->waiter)) return; /* granted meanwhile */
-    ag__hook_rejected(ag__bulkhead_hooks(c->p->bulkhead), ag__bulkhead_name(c->p->bulkhead), AG_EBULKHEAD_FULL);
+    ag__hook_rejected(ag__bulkhead_hooks(c->p->bulkhead), ag__bulkhead_name(c->p->bulkhead),
+                      AG_EBULKHEAD_FULL);
     finish(c, AG_EBULKHEAD_FULL);
 }
 
@@ -257,8 +265,8 @@ static void on_timer(struct ag_resil_timer *t)
 }
 
 int ag_pipeline_start(const struct ag_pipeline *p, struct ag_resil_timers *timers,
-                      const struct ag_resil_async_op *op, const struct ag_resil_ctx *ctx, ag_resil_done_fn done,
-                      void *done_arg)
+                      const struct ag_resil_async_op *op, const struct ag_resil_ctx *ctx,
+                      ag_resil_done_fn done, void *done_arg)
 {
     struct call *c = ag_calloc(1, sizeof *c);
     if (!c) return AG_ENOMEM;
@@ -289,12 +297,15 @@ struct uv_timers {
 };
 
 struct uv_slot {
-    uv_timer_t handle;          /* handle.data = the ag_resil_timer */
-    void (*done)(void *arg);    /* release continuation */
+    uv_timer_t handle;       /* handle.data = the ag_resil_timer */
+    void (*done)(void *arg); /* release continuation */
     void *done_arg;
 };
 
-static void uvt_fire(uv_timer_t *h) { ((struct ag_resil_timer *)h->data)->cb(h->data); }
+static void uvt_fire(uv_timer_t *h)
+{
+    ((struct ag_resil_timer *)h->data)->cb(h->data);
+}
 
 static int uvt_start(void *ctx, struct ag_resil_timer *t, uint64_t delay_ns)
 {
@@ -351,4 +362,7 @@ int ag_resil_timers_uv_new(struct uv_loop_s *loop, struct ag_resil_timers **out)
     return 0;
 }
 
-void ag_resil_timers_uv_free(struct ag_resil_timers *t) { ag_free(t); }
+void ag_resil_timers_uv_free(struct ag_resil_timers *t)
+{
+    ag_free(t);
+}

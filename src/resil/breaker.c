@@ -41,17 +41,29 @@
 
 /* ---- the state word ---- */
 
-#define W_STATE_BITS 3
-#define W_COUNT_BITS 15
-#define W_COUNT_MAX ((1u << W_COUNT_BITS) - 1)
-#define W_ADM_SHIFT W_STATE_BITS
-#define W_SUC_SHIFT (W_ADM_SHIFT + W_COUNT_BITS)
+#define W_STATE_BITS  3
+#define W_COUNT_BITS  15
+#define W_COUNT_MAX   ((1u << W_COUNT_BITS) - 1)
+#define W_ADM_SHIFT   W_STATE_BITS
+#define W_SUC_SHIFT   (W_ADM_SHIFT + W_COUNT_BITS)
 #define W_EPOCH_SHIFT (W_SUC_SHIFT + W_COUNT_BITS)
 
-static inline enum ag_cb_state w_state(uint64_t w) { return (enum ag_cb_state)(w & 7u); }
-static inline uint32_t w_admitted(uint64_t w) { return (uint32_t)(w >> W_ADM_SHIFT) & W_COUNT_MAX; }
-static inline uint32_t w_successes(uint64_t w) { return (uint32_t)(w >> W_SUC_SHIFT) & W_COUNT_MAX; }
-static inline uint64_t w_epoch(uint64_t w) { return w >> W_EPOCH_SHIFT; }
+static inline enum ag_cb_state w_state(uint64_t w)
+{
+    return (enum ag_cb_state)(w & 7u);
+}
+static inline uint32_t w_admitted(uint64_t w)
+{
+    return (uint32_t)(w >> W_ADM_SHIFT) & W_COUNT_MAX;
+}
+static inline uint32_t w_successes(uint64_t w)
+{
+    return (uint32_t)(w >> W_SUC_SHIFT) & W_COUNT_MAX;
+}
+static inline uint64_t w_epoch(uint64_t w)
+{
+    return w >> W_EPOCH_SHIFT;
+}
 static inline uint64_t w_make(enum ag_cb_state s, uint64_t epoch, uint32_t adm, uint32_t suc)
 {
     return (uint64_t)s | ((uint64_t)adm << W_ADM_SHIFT) | ((uint64_t)suc << W_SUC_SHIFT) |
@@ -75,13 +87,13 @@ struct time_bucket {
 
 struct window {
     enum ag_cb_window_type type;
-    uint8_t *ring;               /* COUNT: one OUT_* byte per call */
-    struct time_bucket *buckets; /* TIME: ring of buckets */
-    uint32_t size;               /* ring length (calls or buckets) */
-    uint32_t head;               /* COUNT: next slot to write */
-    uint32_t filled;             /* COUNT: slots holding a call */
-    uint64_t width_ns;           /* TIME: bucket width */
-    uint64_t last_idx;           /* TIME: newest bucket index seen */
+    uint8_t *ring;                  /* COUNT: one OUT_* byte per call */
+    struct time_bucket *buckets;    /* TIME: ring of buckets */
+    uint32_t size;                  /* ring length (calls or buckets) */
+    uint32_t head;                  /* COUNT: next slot to write */
+    uint32_t filled;                /* COUNT: slots holding a call */
+    uint64_t width_ns;              /* TIME: bucket width */
+    uint64_t last_idx;              /* TIME: newest bucket index seen */
     uint64_t calls, failures, slow; /* running totals over the window */
 };
 
@@ -156,8 +168,10 @@ static void window_add_time(struct window *w, unsigned out, uint64_t now)
 
 static void window_add(struct window *w, unsigned out, uint64_t now)
 {
-    if (w->type == AG_CB_WINDOW_COUNT) window_add_count(w, out);
-    else window_add_time(w, out, now);
+    if (w->type == AG_CB_WINDOW_COUNT)
+        window_add_count(w, out);
+    else
+        window_add_time(w, out, now);
     w->calls++;
     w->failures += !!(out & OUT_FAIL);
     w->slow += !!(out & OUT_SLOW);
@@ -172,14 +186,17 @@ static int config_check(const struct ag_cb_config *c, struct ag_err *err)
         return ag_err_set(err, AG_EINVAL, "breaker: rate percentages must be 0..100");
     if (rates && c->window_type == AG_CB_WINDOW_NONE)
         return ag_err_set(err, AG_EINVAL, "breaker: rate rules need a sliding window");
-    if (c->window_type == AG_CB_WINDOW_COUNT && (c->window_size == 0 || c->window_size > (1u << 24)))
+    if (c->window_type == AG_CB_WINDOW_COUNT &&
+        (c->window_size == 0 || c->window_size > (1u << 24)))
         return ag_err_set(err, AG_EINVAL, "breaker: count window size must be 1..16777216");
     if (c->window_type == AG_CB_WINDOW_TIME && (c->window_ns == 0 || c->window_buckets > 1024))
-        return ag_err_set(err, AG_EINVAL, "breaker: time window needs window_ns and <= 1024 buckets");
+        return ag_err_set(err, AG_EINVAL,
+                          "breaker: time window needs window_ns and <= 1024 buckets");
     if (c->slow_rate_pct && c->slow_call_ns == 0)
         return ag_err_set(err, AG_EINVAL, "breaker: slow-call rate needs slow_call_ns");
     if (c->burst_failures && (c->burst_window_ns == 0 || c->burst_failures > (1u << 20)))
-        return ag_err_set(err, AG_EINVAL, "breaker: burst rule needs burst_window_ns and <= 2^20 failures");
+        return ag_err_set(err, AG_EINVAL,
+                          "breaker: burst rule needs burst_window_ns and <= 2^20 failures");
     if (c->half_open_permits > W_COUNT_MAX)
         return ag_err_set(err, AG_EINVAL, "breaker: at most %u half-open permits", W_COUNT_MAX);
     if (c->success_threshold > W_COUNT_MAX)
@@ -191,7 +208,8 @@ static int config_check(const struct ag_cb_config *c, struct ag_err *err)
 
 static void config_defaults(struct ag_cb_config *c)
 {
-    if (c->half_open_permits == 0) c->half_open_permits = c->success_threshold ? c->success_threshold : 1;
+    if (c->half_open_permits == 0)
+        c->half_open_permits = c->success_threshold ? c->success_threshold : 1;
     if (c->success_threshold == 0) c->success_threshold = c->half_open_permits;
     if (c->open_ns == 0) c->open_ns = 60ull * 1000000000ull;
     if (c->half_open_max_ns == 0) c->half_open_max_ns = c->open_ns;
@@ -341,8 +359,8 @@ static bool transition_locked(struct ag_cb *cb, uint64_t seen, enum ag_cb_state 
     return true;
 }
 
-static bool transition(struct ag_cb *cb, uint64_t seen, enum ag_cb_state to, uint32_t adm, uint64_t now,
-                       uint64_t *out)
+static bool transition(struct ag_cb *cb, uint64_t seen, enum ag_cb_state to, uint32_t adm,
+                       uint64_t now, uint64_t *out)
 {
     pthread_mutex_lock(&cb->lock);
     bool ok = transition_locked(cb, seen, to, adm, now, out);
@@ -406,7 +424,8 @@ static int allow_half_open(struct ag_cb *cb, uint64_t *w, uint64_t *wait_ns, str
     return 1;
 }
 
-int ag_cb_allow(struct ag_cb *cb, struct ag_cb_permit *permit, uint64_t *wait_ns, struct ag_err *err)
+int ag_cb_allow(struct ag_cb *cb, struct ag_cb_permit *permit, uint64_t *wait_ns,
+                struct ag_err *err)
 {
     uint64_t w = atomic_load_explicit(&cb->word, memory_order_acquire);
     for (;;) {
@@ -441,7 +460,8 @@ static bool window_trips(struct ag_cb *cb)
     const struct ag_cb_config *c = &cb->cfg;
     const struct window *w = &cb->win;
     if (w->type == AG_CB_WINDOW_NONE || w->calls == 0 || w->calls < c->min_calls) return false;
-    if (c->failure_rate_pct && w->failures * 100 >= (uint64_t)c->failure_rate_pct * w->calls) return true;
+    if (c->failure_rate_pct && w->failures * 100 >= (uint64_t)c->failure_rate_pct * w->calls)
+        return true;
     if (c->slow_rate_pct && w->slow * 100 >= (uint64_t)c->slow_rate_pct * w->calls) return true;
     return false;
 }
@@ -482,7 +502,8 @@ static void record_closed(struct ag_cb *cb, uint64_t seen, unsigned out, uint64_
     if (threshold) {
         if (out & OUT_FAIL) {
             uint32_t n = atomic_fetch_add_explicit(&cb->consecutive, 1, memory_order_relaxed) + 1;
-            if (n >= threshold) transition(cb, w, AG_CB_OPEN, 0, now ? now : ag_clock_mono(cb->cfg.clock), NULL);
+            if (n >= threshold)
+                transition(cb, w, AG_CB_OPEN, 0, now ? now : ag_clock_mono(cb->cfg.clock), NULL);
         } else if (atomic_load_explicit(&cb->consecutive, memory_order_relaxed) != 0) {
             atomic_store_explicit(&cb->consecutive, 0, memory_order_relaxed);
         }
@@ -498,12 +519,14 @@ static void record_half_open(struct ag_cb *cb, uint64_t seen, enum ag_resil_outc
             transition(cb, w, AG_CB_OPEN, 0, now ? now : ag_clock_mono(cb->cfg.clock), NULL);
             return;
         }
-        uint64_t next = o == AG_RESIL_IGNORED ? w - (1ull << W_ADM_SHIFT) : w + (1ull << W_SUC_SHIFT);
+        uint64_t next =
+            o == AG_RESIL_IGNORED ? w - (1ull << W_ADM_SHIFT) : w + (1ull << W_SUC_SHIFT);
         if (o == AG_RESIL_IGNORED && w_admitted(w) == 0) return;
         if (atomic_compare_exchange_weak_explicit(&cb->word, &w, next, memory_order_acq_rel,
                                                   memory_order_acquire)) {
             if (o == AG_RESIL_SUCCESS && w_successes(next) >= cb->cfg.success_threshold)
-                transition(cb, next, AG_CB_CLOSED, 0, now ? now : ag_clock_mono(cb->cfg.clock), NULL);
+                transition(cb, next, AG_CB_CLOSED, 0, now ? now : ag_clock_mono(cb->cfg.clock),
+                           NULL);
             return;
         }
     }
@@ -523,7 +546,8 @@ void ag_cb_record(struct ag_cb *cb, const struct ag_cb_permit *permit, int rc)
         record_closed(cb, permit->word, out, now);
     } else if (s == AG_CB_HALF_OPEN) {
         /* a slow probe is not a healthy one */
-        if (o == AG_RESIL_SUCCESS && (out & OUT_SLOW) && cb->cfg.slow_rate_pct) o = AG_RESIL_FAILURE;
+        if (o == AG_RESIL_SUCCESS && (out & OUT_SLOW) && cb->cfg.slow_rate_pct)
+            o = AG_RESIL_FAILURE;
         record_half_open(cb, permit->word, o, now);
     }
 }
@@ -541,7 +565,10 @@ const char *ag_cb_state_name(enum ag_cb_state s)
     return (unsigned)s < AG_ARRAY_SIZE(names) ? names[s] : "unknown";
 }
 
-const char *ag_cb_name(const struct ag_cb *cb) { return cb->name; }
+const char *ag_cb_name(const struct ag_cb *cb)
+{
+    return cb->name;
+}
 
 void ag_cb_stats(struct ag_cb *cb, struct ag_cb_stats *out)
 {

@@ -35,9 +35,11 @@ struct sync_waiter {
     bool granted;           /* the slot was handed over (under lock) */
 };
 
-int ag_bulkhead_new(const struct ag_bulkhead_config *cfg, struct ag_bulkhead **out, struct ag_err *err)
+int ag_bulkhead_new(const struct ag_bulkhead_config *cfg, struct ag_bulkhead **out,
+                    struct ag_err *err)
 {
-    if (cfg->max_concurrent == 0) return ag_err_set(err, AG_EINVAL, "bulkhead: max_concurrent must be >= 1");
+    if (cfg->max_concurrent == 0)
+        return ag_err_set(err, AG_EINVAL, "bulkhead: max_concurrent must be >= 1");
     struct ag_bulkhead *bh = ag_calloc(1, sizeof *bh);
     if (!bh) goto out_nomem;
     bh->cfg = *cfg;
@@ -65,8 +67,10 @@ void ag_bulkhead_free(struct ag_bulkhead *bh)
 static void queue_push(struct ag_bulkhead *bh, struct ag__bh_waiter *w)
 {
     w->next = NULL;
-    if (bh->tail) bh->tail->next = w;
-    else bh->head = w;
+    if (bh->tail)
+        bh->tail->next = w;
+    else
+        bh->head = w;
     bh->tail = w;
     bh->waiting++;
 }
@@ -76,8 +80,10 @@ static bool queue_remove(struct ag_bulkhead *bh, struct ag__bh_waiter *w)
     struct ag__bh_waiter *prev = NULL;
     for (struct ag__bh_waiter *p = bh->head; p; prev = p, p = p->next) {
         if (p != w) continue;
-        if (prev) prev->next = p->next;
-        else bh->head = p->next;
+        if (prev)
+            prev->next = p->next;
+        else
+            bh->head = p->next;
         if (bh->tail == p) bh->tail = prev;
         bh->waiting--;
         return true;
@@ -226,6 +232,15 @@ bool ag__bulkhead_cancel(struct ag_bulkhead *bh, struct ag__bh_waiter *w)
     return removed;
 }
 
-const char *ag__bulkhead_name(const struct ag_bulkhead *bh) { return bh->name; }
-const struct ag_resil_hooks *ag__bulkhead_hooks(const struct ag_bulkhead *bh) { return bh->cfg.hooks; }
-uint64_t ag__bulkhead_max_wait(const struct ag_bulkhead *bh) { return bh->cfg.max_wait_ns; }
+const char *ag__bulkhead_name(const struct ag_bulkhead *bh)
+{
+    return bh->name;
+}
+const struct ag_resil_hooks *ag__bulkhead_hooks(const struct ag_bulkhead *bh)
+{
+    return bh->cfg.hooks;
+}
+uint64_t ag__bulkhead_max_wait(const struct ag_bulkhead *bh)
+{
+    return bh->cfg.max_wait_ns;
+}

@@ -22,7 +22,8 @@ static inline uint64_t ag__sat_add(uint64_t a, uint64_t b)
 }
 
 /* Hook helpers: each is a no-op when the hook or the table is missing. */
-static inline void ag__hook_call(const struct ag_resil_hooks *h, const char *name, enum ag_resil_outcome o)
+static inline void ag__hook_call(const struct ag_resil_hooks *h, const char *name,
+                                 enum ag_resil_outcome o)
 {
     if (h && h->call) h->call(h->ctx, name, o);
 }
@@ -36,8 +37,8 @@ static inline void ag__hook_rejected(const struct ag_resil_hooks *h, const char 
 /* A queued asynchronous caller. Granted on the thread that releases a slot; an
  * async pipeline's bulkhead is therefore used from its loop thread only. */
 struct ag__bh_waiter {
-    struct ag__bh_waiter *next;                /* FIFO link */
-    void (*granted)(struct ag__bh_waiter *w);  /* the slot is now ours */
+    struct ag__bh_waiter *next;               /* FIFO link */
+    void (*granted)(struct ag__bh_waiter *w); /* the slot is now ours */
 };
 /* 0: slot taken now; 1: queued (granted later); AG_EBULKHEAD_FULL: queue full. */
 int ag__bulkhead_enqueue(struct ag_bulkhead *bh, struct ag__bh_waiter *w);

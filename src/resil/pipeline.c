@@ -32,14 +32,14 @@ static uint64_t earlier(uint64_t a, uint64_t b)
     return a < b ? a : b;
 }
 
-void ag_resil_ctx_child(const struct ag_resil_ctx *parent, const struct ag_clock *clock, uint64_t timeout_ns,
-                        struct ag_resil_ctx *child)
+void ag_resil_ctx_child(const struct ag_resil_ctx *parent, const struct ag_clock *clock,
+                        uint64_t timeout_ns, struct ag_resil_ctx *child)
 {
     *child = *parent;
     child->retry_after_ns = 0;
     if (timeout_ns)
-        child->deadline_ns =
-            earlier(parent->deadline_ns, ag__sat_add(ag_clock_mono(ag__resil_clock(clock)), timeout_ns));
+        child->deadline_ns = earlier(
+            parent->deadline_ns, ag__sat_add(ag_clock_mono(ag__resil_clock(clock)), timeout_ns));
 }
 
 /* ---- layers ---- */
@@ -67,7 +67,8 @@ static int run_attempt(struct run *r, unsigned attempt)
     uint64_t now = ag_clock_mono(r->clock);
     if (r->deadline && now >= r->deadline) return AG_ETIMEDOUT;
     uint64_t attempt_deadline = r->deadline;
-    if (r->p->attempt_timeout_ns) attempt_deadline = earlier(r->deadline, ag__sat_add(now, r->p->attempt_timeout_ns));
+    if (r->p->attempt_timeout_ns)
+        attempt_deadline = earlier(r->deadline, ag__sat_add(now, r->p->attempt_timeout_ns));
     struct ag_resil_ctx child = *r->ctx;
     child.deadline_ns = attempt_deadline;
     child.attempt = attempt;
@@ -87,11 +88,13 @@ uint64_t ag__resil_next_delay(const struct ag_pipeline *p, unsigned attempt, uin
     uint64_t delay = ag_retry_delay(c, attempt, *prev, p->env.rng);
     *prev = delay;
     if (c->honor_retry_after && hint) {
-        uint64_t max = c->max_retry_after_ns ? c->max_retry_after_ns : (c->cap_ns ? c->cap_ns : 10000000000ull);
+        uint64_t max = c->max_retry_after_ns ? c->max_retry_after_ns
+                                             : (c->cap_ns ? c->cap_ns : 10000000000ull);
         if (hint > max) return 0;
         if (hint > delay) delay = hint;
     }
-    if (deadline && ag__sat_add(ag_clock_mono(ag__resil_clock(p->env.clock)), delay) >= deadline) return 0;
+    if (deadline && ag__sat_add(ag_clock_mono(ag__resil_clock(p->env.clock)), delay) >= deadline)
+        return 0;
     if (c->budget && !ag_retry_budget_withdraw(c->budget)) return 0;
     return delay ? delay : 1; /* 0 means stop: a zero delay becomes 1 ns */
 }
@@ -105,11 +108,15 @@ static int run_retry(struct run *r)
     for (unsigned attempt = 1;; attempt++) {
         int rc = run_attempt(r, attempt);
         if (rc == 0) return 0;
-        uint64_t delay = ag__resil_next_delay(p, attempt, &prev, rc, r->ctx->retry_after_ns, r->deadline);
+        uint64_t delay =
+            ag__resil_next_delay(p, attempt, &prev, rc, r->ctx->retry_after_ns, r->deadline);
         if (!delay) return rc;
-        if (p->hooks && p->hooks->retry) p->hooks->retry(p->hooks->ctx, p->name, attempt + 1, delay);
-        if (p->env.sleep) p->env.sleep(p->env.sleep_ctx, delay);
-        else default_sleep(NULL, delay);
+        if (p->hooks && p->hooks->retry)
+            p->hooks->retry(p->hooks->ctx, p->name, attempt + 1, delay);
+        if (p->env.sleep)
+            p->env.sleep(p->env.sleep_ctx, delay);
+        else
+            default_sleep(NULL, delay);
     }
 }
 
@@ -139,7 +146,8 @@ static int run_guarded(struct run *r)
         if (ag_gcra_acquire(p->limiter, 1, &wait)) {
             r->ctx->retry_after_ns = wait;
             ag__hook_rejected(p->hooks, p->name, AG_ERATE_LIMITED);
-            return ag_err_set(r->ctx->err, AG_ERATE_LIMITED, "'%s': rate limited", p->name ? p->name : "pipeline");
+            return ag_err_set(r->ctx->err, AG_ERATE_LIMITED, "'%s': rate limited",
+                              p->name ? p->name : "pipeline");
         }
     }
     if (!p->bulkhead) return run_breaker(r);
@@ -189,7 +197,8 @@ uint64_t ag__resil_overall_deadline(const struct ag_pipeline *p, const struct ag
     return earlier(ctx->deadline_ns, ag__sat_add(now, p->overall_timeout_ns));
 }
 
-int ag_pipeline_run(const struct ag_pipeline *p, ag_resil_op_fn op, void *arg, struct ag_resil_ctx *ctx)
+int ag_pipeline_run(const struct ag_pipeline *p, ag_resil_op_fn op, void *arg,
+                    struct ag_resil_ctx *ctx)
 {
     struct run r = {p, ag__resil_clock(p->env.clock), op, arg, ctx, 0};
     r.deadline = ag__resil_overall_deadline(p, ctx);

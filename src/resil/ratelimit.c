@@ -51,7 +51,8 @@ int ag_gcra_init(struct ag_gcra *g, const struct ag_rate *rate, const struct ag_
 }
 
 /* One GCRA decision: the new tat, or 0 with *wait set when refused. */
-static inline uint64_t gcra_step(uint64_t tat, uint64_t now, uint64_t cost, uint64_t tol, uint64_t *wait)
+static inline uint64_t gcra_step(uint64_t tat, uint64_t now, uint64_t cost, uint64_t tol,
+                                 uint64_t *wait)
 {
     uint64_t base = tat > now ? tat : now;
     uint64_t next = base + cost;
@@ -91,12 +92,12 @@ struct tb_state {
 };
 
 struct ag_tbucket {
-    pthread_mutex_t lock;          /* guards st */
-    struct tb_state st;            /* the bucket */
-    uint64_t interval_ns;          /* T: ns per token */
-    uint64_t capacity;             /* burst * T */
-    uint32_t burst;                /* capacity in tokens */
-    const struct ag_clock *clock;  /* borrowed */
+    pthread_mutex_t lock;         /* guards st */
+    struct tb_state st;           /* the bucket */
+    uint64_t interval_ns;         /* T: ns per token */
+    uint64_t capacity;            /* burst * T */
+    uint32_t burst;               /* capacity in tokens */
+    const struct ag_clock *clock; /* borrowed */
 };
 
 static void tb_refill(struct tb_state *s, uint64_t cap, uint64_t now)
@@ -121,7 +122,8 @@ static int tb_take(struct tb_state *s, uint64_t cap, uint64_t cost, uint64_t now
     return AG_ERATE_LIMITED;
 }
 
-int ag_tbucket_new(const struct ag_rate *rate, const struct ag_clock *clock, struct ag_tbucket **out)
+int ag_tbucket_new(const struct ag_rate *rate, const struct ag_clock *clock,
+                   struct ag_tbucket **out)
 {
     struct ag_tbucket *tb = ag_calloc(1, sizeof *tb);
     if (!tb) return AG_ENOMEM;
@@ -150,7 +152,8 @@ int ag_tbucket_acquire(struct ag_tbucket *tb, uint32_t n, uint64_t *wait_ns)
     if (n == 0 || n > tb->burst) return AG_EINVAL;
     uint64_t wait;
     pthread_mutex_lock(&tb->lock);
-    int rc = tb_take(&tb->st, tb->capacity, (uint64_t)n * tb->interval_ns, ag_clock_mono(tb->clock), &wait);
+    int rc = tb_take(&tb->st, tb->capacity, (uint64_t)n * tb->interval_ns, ag_clock_mono(tb->clock),
+                     &wait);
     pthread_mutex_unlock(&tb->lock);
     if (wait_ns) *wait_ns = wait;
     return rc;
@@ -168,10 +171,10 @@ uint64_t ag_tbucket_available(struct ag_tbucket *tb)
 /* ---- keyed limiter ---- */
 
 struct rl_entry {
-    uint64_t key;            /* seeded XXH3 of the key bytes */
-    struct tb_state st;      /* GCRA: st.level holds tat; bucket: level + last */
-    uint32_t chain;          /* next entry in the same hash slot */
-    uint32_t prev, next;     /* LRU list: head = most recent */
+    uint64_t key;        /* seeded XXH3 of the key bytes */
+    struct tb_state st;  /* GCRA: st.level holds tat; bucket: level + last */
+    uint32_t chain;      /* next entry in the same hash slot */
+    uint32_t prev, next; /* LRU list: head = most recent */
 };
 
 struct rl_shard {
@@ -196,10 +199,14 @@ struct ag_ratelimit {
 static void lru_unlink(struct rl_shard *s, uint32_t i)
 {
     struct rl_entry *e = &s->entries[i];
-    if (e->prev != NIL) s->entries[e->prev].next = e->next;
-    else s->lru_head = e->next;
-    if (e->next != NIL) s->entries[e->next].prev = e->prev;
-    else s->lru_tail = e->prev;
+    if (e->prev != NIL)
+        s->entries[e->prev].next = e->next;
+    else
+        s->lru_head = e->next;
+    if (e->next != NIL)
+        s->entries[e->next].prev = e->prev;
+    else
+        s->lru_tail = e->prev;
 }
 
 static void lru_push_front(struct rl_shard *s, uint32_t i)
@@ -212,7 +219,10 @@ static void lru_push_front(struct rl_shard *s, uint32_t i)
     if (s->lru_tail == NIL) s->lru_tail = i;
 }
 
-static uint32_t *slot_of(struct rl_shard *s, uint64_t key) { return &s->slots[(key >> 7) & (s->nslots - 1)]; }
+static uint32_t *slot_of(struct rl_shard *s, uint64_t key)
+{
+    return &s->slots[(key >> 7) & (s->nslots - 1)];
+}
 
 static uint32_t shard_find(struct rl_shard *s, uint64_t key)
 {
@@ -236,13 +246,15 @@ static bool at_rest(const struct ag_ratelimit *rl, const struct tb_state *st, ui
 
 /* Find a free entry for a new key: unused pool, else the LRU tail if at rest.
  * NIL when every entry is busy (*wait = when the tail comes to rest). */
-static uint32_t shard_alloc(struct ag_ratelimit *rl, struct rl_shard *s, uint64_t now, uint64_t *wait)
+static uint32_t shard_alloc(struct ag_ratelimit *rl, struct rl_shard *s, uint64_t now,
+                            uint64_t *wait)
 {
     if (s->used < s->cap) return s->used++;
     uint32_t t = s->lru_tail;
     struct tb_state *st = &s->entries[t].st;
     if (!at_rest(rl, st, now)) {
-        *wait = rl->algo == AG_RL_GCRA ? st->level - now : rl->tolerance_ns - st->level - (now - st->last);
+        *wait = rl->algo == AG_RL_GCRA ? st->level - now
+                                       : rl->tolerance_ns - st->level - (now - st->last);
         return NIL;
     }
     lru_unlink(s, t);
@@ -250,7 +262,8 @@ static uint32_t shard_alloc(struct ag_ratelimit *rl, struct rl_shard *s, uint64_
     return t;
 }
 
-static void entry_init(struct ag_ratelimit *rl, struct rl_shard *s, uint32_t i, uint64_t key, uint64_t now)
+static void entry_init(struct ag_ratelimit *rl, struct rl_shard *s, uint32_t i, uint64_t key,
+                       uint64_t now)
 {
     struct rl_entry *e = &s->entries[i];
     e->key = key;
@@ -262,7 +275,8 @@ static void entry_init(struct ag_ratelimit *rl, struct rl_shard *s, uint32_t i, 
     lru_push_front(s, i);
 }
 
-static int entry_take(struct ag_ratelimit *rl, struct rl_entry *e, uint64_t cost, uint64_t now, uint64_t *wait)
+static int entry_take(struct ag_ratelimit *rl, struct rl_entry *e, uint64_t cost, uint64_t now,
+                      uint64_t *wait)
 {
     if (rl->algo == AG_RL_TOKEN_BUCKET) return tb_take(&e->st, rl->tolerance_ns, cost, now, wait);
     uint64_t next = gcra_step(e->st.level, now, cost, rl->tolerance_ns, wait);
@@ -272,7 +286,8 @@ static int entry_take(struct ag_ratelimit *rl, struct rl_entry *e, uint64_t cost
     return 0;
 }
 
-int ag_ratelimit_acquire(struct ag_ratelimit *rl, const void *key, size_t key_len, uint32_t n, uint64_t *wait_ns)
+int ag_ratelimit_acquire(struct ag_ratelimit *rl, const void *key, size_t key_len, uint32_t n,
+                         uint64_t *wait_ns)
 {
     if (n == 0 || n > rl->burst) return AG_EINVAL;
     uint64_t h = ag_xxh3_seed(key, key_len, rl->seed);
@@ -325,7 +340,8 @@ void ag_ratelimit_free(struct ag_ratelimit *rl)
 {
     if (!rl) return;
     for (uint32_t i = 0; rl->shards && i < rl->nshards; i++) {
-        if (rl->shards[i].entries && rl->shards[i].slots) pthread_mutex_destroy(&rl->shards[i].lock);
+        if (rl->shards[i].entries && rl->shards[i].slots)
+            pthread_mutex_destroy(&rl->shards[i].lock);
         ag_free(rl->shards[i].entries);
         ag_free(rl->shards[i].slots);
     }
@@ -333,12 +349,14 @@ void ag_ratelimit_free(struct ag_ratelimit *rl)
     ag_free(rl);
 }
 
-int ag_ratelimit_new(const struct ag_ratelimit_config *cfg, struct ag_ratelimit **out, struct ag_err *err)
+int ag_ratelimit_new(const struct ag_ratelimit_config *cfg, struct ag_ratelimit **out,
+                     struct ag_err *err)
 {
     uint32_t nshards = cfg->shards ? cfg->shards : 16;
     uint32_t max_keys = cfg->max_keys ? cfg->max_keys : 65536;
     if (nshards & (nshards - 1) || nshards > max_keys)
-        return ag_err_set(err, AG_EINVAL, "rate limiter: shards must be a power of two <= max_keys");
+        return ag_err_set(err, AG_EINVAL,
+                          "rate limiter: shards must be a power of two <= max_keys");
     struct ag_ratelimit *rl = ag_calloc(1, sizeof *rl);
     if (!rl) return ag_err_set(err, AG_ENOMEM, "rate limiter: out of memory");
     if (rate_params(&cfg->rate, &rl->interval_ns, &rl->tolerance_ns)) {

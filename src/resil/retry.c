@@ -42,7 +42,8 @@ bool ag_retry_default_retryable(void *ctx, int rc)
 }
 
 /* Un-jittered delay before the retry that follows failed attempt `attempt`. */
-static uint64_t backoff(const struct ag_retry_config *c, unsigned attempt, uint64_t base, uint64_t cap)
+static uint64_t backoff(const struct ag_retry_config *c, unsigned attempt, uint64_t base,
+                        uint64_t cap)
 {
     double d;
     switch (c->backoff) {

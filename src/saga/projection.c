@@ -18,9 +18,9 @@ static const char schema[] =
     " reason TEXT, steps TEXT NOT NULL, started_at TEXT, updated_at TEXT NOT NULL);"
     "CREATE INDEX IF NOT EXISTS sagas_status ON sagas(status, id);";
 
-static const char *const types[] = {"SagaStarted", "StepSucceeded", "StepFailed",
+static const char *const types[] = {"SagaStarted",           "StepSucceeded",      "StepFailed",
                                     "CompensationSucceeded", "CompensationFailed", "SagaCompleted",
-                                    "SagaCompensated", "SagaFailed", NULL};
+                                    "SagaCompensated",       "SagaFailed",         NULL};
 
 static int exec(sqlite3 *db, const char *sql, const char *const *args, size_t n)
 {
@@ -54,34 +54,40 @@ static int started(sqlite3 *db, const struct defs_ud *u, const char *id, const j
         if (strcmp(u->defs[i].type, type) == 0) def = &u->defs[i];
     json_t *steps = json_array();
     for (size_t i = 0; def && i < def->nsteps; i++)
-        json_array_append_new(steps, json_pack("{s:s, s:s}", "name", def->steps[i].name, "status", "pending"));
+        json_array_append_new(
+            steps, json_pack("{s:s, s:s}", "name", def->steps[i].name, "status", "pending"));
     char *text = json_dumps(steps, JSON_COMPACT);
     json_decref(steps);
     const char *first = def && def->nsteps ? def->steps[0].name : NULL;
     const char *args[] = {id, type ? type : "?", first, text, ts, ts};
-    int rc = exec(db, "INSERT OR IGNORE INTO sagas(id, type, status, current_step, steps, started_at,"
-                      " updated_at) VALUES(?, ?, 'running', ?, ?, ?, ?)", args, 6);
+    int rc = exec(db,
+                  "INSERT OR IGNORE INTO sagas(id, type, status, current_step, steps, started_at,"
+                  " updated_at) VALUES(?, ?, 'running', ?, ?, ?, ?)",
+                  args, 6);
     free(text);
     return rc;
 }
 
 /* Set step `idx`'s status and the saga's status/current step. */
-static int update(sqlite3 *db, const char *id, int idx, const char *step_status,
-                  const char *status, bool next_is_current, const char *reason, const char *ts)
+static int update(sqlite3 *db, const char *id, int idx, const char *step_status, const char *status,
+                  bool next_is_current, const char *reason, const char *ts)
 {
     json_t *steps = load_steps(db, id);
     if (!steps) return 0; /* SagaStarted not seen (projection began later) */
     json_t *s = idx >= 0 ? json_array_get(steps, (size_t)idx) : NULL;
     const char *was = s ? json_string_value(json_object_get(s, "status")) : NULL;
-    bool keep_failed = was && strcmp(was, "failed") == 0 && step_status && strcmp(step_status, "compensated") == 0;
+    bool keep_failed =
+        was && strcmp(was, "failed") == 0 && step_status && strcmp(step_status, "compensated") == 0;
     if (s && step_status && !keep_failed) /* the step that failed stays "failed" once undone */
         json_object_set_new(s, "status", json_string(step_status));
     json_t *cur = next_is_current ? json_array_get(steps, (size_t)idx + 1) : s;
     const char *current = cur ? json_string_value(json_object_get(cur, "name")) : NULL;
     char *text = json_dumps(steps, JSON_COMPACT);
     const char *args[] = {text, status, current, reason, ts, id};
-    int rc = exec(db, "UPDATE sagas SET steps=?, status=COALESCE(?, status), current_step=?,"
-                      " reason=COALESCE(?, reason), updated_at=? WHERE id=?", args, 6);
+    int rc = exec(db,
+                  "UPDATE sagas SET steps=?, status=COALESCE(?, status), current_step=?,"
+                  " reason=COALESCE(?, reason), updated_at=? WHERE id=?",
+                  args, 6);
     free(text);
     json_decref(steps);
     return rc;
@@ -98,16 +104,20 @@ static int apply(sqlite3 *db, const struct ag_event *ev, const json_t *d, void *
     const char *reason = json_string_value(json_object_get(d, "reason"));
     const char *error = json_string_value(json_object_get(d, "error"));
     if (strcmp(type, "SagaStarted") == 0) return started(db, ud, id, d, ts);
-    if (strcmp(type, "StepSucceeded") == 0) return update(db, id, idx, "succeeded", NULL, true, NULL, ts);
-    if (strcmp(type, "StepFailed") == 0) return update(db, id, idx, "failed", NULL, false, error, ts);
+    if (strcmp(type, "StepSucceeded") == 0)
+        return update(db, id, idx, "succeeded", NULL, true, NULL, ts);
+    if (strcmp(type, "StepFailed") == 0)
+        return update(db, id, idx, "failed", NULL, false, error, ts);
     if (strcmp(type, "CompensationSucceeded") == 0)
         return update(db, id, idx, "compensated", NULL, false, NULL, ts);
     if (strcmp(type, "CompensationFailed") == 0)
         return update(db, id, idx, "compensation_failed", NULL, false, NULL, ts);
-    if (strcmp(type, "SagaCompleted") == 0) return update(db, id, -1, NULL, "completed", false, NULL, ts);
+    if (strcmp(type, "SagaCompleted") == 0)
+        return update(db, id, -1, NULL, "completed", false, NULL, ts);
     if (strcmp(type, "SagaCompensated") == 0)
         return update(db, id, -1, NULL, "compensated", false, reason, ts);
-    if (strcmp(type, "SagaFailed") == 0) return update(db, id, -1, NULL, "failed", false, reason, ts);
+    if (strcmp(type, "SagaFailed") == 0)
+        return update(db, id, -1, NULL, "failed", false, reason, ts);
     return 0;
 }
 
@@ -116,6 +126,6 @@ void ag_saga_projection(const struct ag_saga_def *defs, size_t n, struct ag_proj
     static struct defs_ud u; /* one saga projection per process */
     u.defs = defs;
     u.n = n;
-    *out = (struct ag_projection){.name = "sagas", .schema = schema, .types = types,
-                                  .apply = apply, .ud = &u};
+    *out = (struct ag_projection){
+        .name = "sagas", .schema = schema, .types = types, .apply = apply, .ud = &u};
 }

@@ -30,9 +30,9 @@
 
 struct qitem {
     struct qitem *next;
-    char *start;              /* SagaStarted data to record first (owned), or NULL */
-    uint64_t due_ms;          /* delayed list: when to queue it again */
-    unsigned tries;           /* interrupted runs so far */
+    char *start;     /* SagaStarted data to record first (owned), or NULL */
+    uint64_t due_ms; /* delayed list: when to queue it again */
+    unsigned tries;  /* interrupted runs so far */
     char id[SAGA_STREAM_MAX];
 };
 
@@ -45,12 +45,12 @@ struct ag_saga_engine {
     pthread_mutex_t lock;
     pthread_cond_t cond;
     struct qitem *head, *tail;
-    struct qitem *delayed;    /* interrupted sagas waiting to be retried */
+    struct qitem *delayed; /* interrupted sagas waiting to be retried */
     pthread_t retry_thread;
     bool retry_started;
     bool stopping;
-    uint64_t starts_pending;  /* async starts not yet durable */
-    uint64_t starts_failed;   /* async starts that could not be recorded */
+    uint64_t starts_pending; /* async starts not yet durable */
+    uint64_t starts_failed;  /* async starts that could not be recorded */
     /* ids queued or running: a small open-addressing set of hashes */
     uint64_t *active;
     size_t active_cap, active_n;
@@ -60,11 +60,11 @@ struct ag_saga_engine {
 /* The saga as its events say. */
 struct saga_state {
     const struct ag_saga_def *def;
-    json_t *data;          /* from SagaStarted (owned) */
-    int64_t version;       /* stream version */
-    size_t next;           /* next step to run forward */
+    json_t *data;    /* from SagaStarted (owned) */
+    int64_t version; /* stream version */
+    size_t next;     /* next step to run forward */
     bool compensating;
-    int64_t comp;          /* next step to compensate (-1: done) */
+    int64_t comp; /* next step to compensate (-1: done) */
     bool terminal;
     char reason[512];
 };
@@ -136,8 +136,10 @@ static int enqueue_item(struct ag_saga_engine *e, const char *id, char *start)
         return 0;
     }
     if (start) e->starts_pending++;
-    if (e->tail) e->tail->next = q;
-    else e->head = q;
+    if (e->tail)
+        e->tail->next = q;
+    else
+        e->head = q;
     e->tail = q;
     e->stats.queued++;
     pthread_cond_broadcast(&e->cond); /* the retry thread waits on it too */
@@ -145,7 +147,10 @@ static int enqueue_item(struct ag_saga_engine *e, const char *id, char *start)
     return 0;
 }
 
-static void enqueue(struct ag_saga_engine *e, const char *id) { enqueue_item(e, id, NULL); }
+static void enqueue(struct ag_saga_engine *e, const char *id)
+{
+    enqueue_item(e, id, NULL);
+}
 
 /* ---- state from events ---- */
 
@@ -217,8 +222,8 @@ static int record(struct ag_saga_engine *e, const char *stream, struct saga_stat
     char *text = json_dumps(data, JSON_COMPACT);
     json_decref(data);
     if (!text) return ag_err_set(err, AG_ENOMEM, "out of memory");
-    struct ag_event_data ev = {.type = type, .type_len = strlen(type), .data = text,
-                               .data_len = strlen(text)};
+    struct ag_event_data ev = {
+        .type = type, .type_len = strlen(type), .data = text, .data_len = strlen(text)};
     int rc = ag_store_append(e->store, stream, strlen(stream), s->version, &ev, 1, NULL, err);
     free(text);
     if (!rc) s->version++;
@@ -247,8 +252,8 @@ static int injected(const struct ag_saga_step *st, bool comp, struct ag_err *err
     if (!comp && st->fault.latency_ms) sleep_ms(st->fault.latency_ms);
     double rate = comp ? st->fault.comp_error_rate : st->fault.error_rate;
     if (rate > 0 && ag_rng_double(ag_rng_system()) < rate)
-        return ag_err_set(err, AG_EUPSTREAM, "injected fault in %s%s", comp ? "compensation of " : "",
-                          st->name);
+        return ag_err_set(err, AG_EUPSTREAM, "injected fault in %s%s",
+                          comp ? "compensation of " : "", st->name);
     return 0;
 }
 
@@ -307,13 +312,15 @@ static int run_forward(struct ag_saga_engine *e, const char *id, struct saga_sta
         ag_err_clear(&serr);
         int rc = run_action(s, s->next, key, &serr);
         if (rc == 0) {
-            if ((rc = record(e, stream, s, "StepSucceeded", step_json(s->next, st->name, NULL), err)))
+            if ((rc = record(e, stream, s, "StepSucceeded", step_json(s->next, st->name, NULL),
+                             err)))
                 return rc;
             s->next++;
             continue;
         }
         const char *why = ag_err_msg(&serr, rc);
-        AG_INFO("saga.step_failed", AG_LS("saga", id), AG_LS("step", st->name), AG_LS("error", why));
+        AG_INFO("saga.step_failed", AG_LS("saga", id), AG_LS("step", st->name),
+                AG_LS("error", why));
         if ((rc = record(e, stream, s, "StepFailed", step_json(s->next, st->name, why), err)))
             return rc;
         s->compensating = true;
@@ -330,7 +337,8 @@ static int recover_forward(struct ag_saga_engine *e, const char *id, const char 
                            struct saga_state *s, const char *why, struct ag_err *err)
 {
     const struct ag_saga_step *st = &s->def->steps[s->next];
-    AG_WARN("saga.step_recovered", AG_LS("saga", id), AG_LS("step", st->name), AG_LS("detail", why));
+    AG_WARN("saga.step_recovered", AG_LS("saga", id), AG_LS("step", st->name),
+            AG_LS("detail", why));
     json_t *j = step_json(s->next, st->name, NULL);
     if (j) json_object_set_new(j, "recovered", json_true());
     int rc = record(e, stream, s, "StepSucceeded", j, err);
@@ -360,12 +368,14 @@ static int run_backward(struct ag_saga_engine *e, const char *id, struct saga_st
             AG_ERROR("saga.compensation_failed", AG_LS("saga", id), AG_LS("step", st->name),
                      AG_LS("error", why));
             *failed = true;
-            int r2 = record(e, stream, s, "CompensationFailed", step_json((size_t)s->comp, st->name, why), err);
+            int r2 = record(e, stream, s, "CompensationFailed",
+                            step_json((size_t)s->comp, st->name, why), err);
             if (r2) return r2;
             return record(e, stream, s, "SagaFailed",
                           json_pack("{s:s, s:s}", "reason", s->reason, "error", why), err);
         }
-        rc = record(e, stream, s, "CompensationSucceeded", step_json((size_t)s->comp, st->name, NULL), err);
+        rc = record(e, stream, s, "CompensationSucceeded",
+                    step_json((size_t)s->comp, st->name, NULL), err);
         if (rc) return rc;
     }
     return record(e, stream, s, "SagaCompensated", json_pack("{s:s}", "reason", s->reason), err);
@@ -442,11 +452,16 @@ static void *retry_main(void *arg)
         uint64_t now = now_ms();
         for (struct qitem **pp = &e->delayed; *pp;) {
             struct qitem *q = *pp;
-            if (q->due_ms > now) { pp = &q->next; continue; }
+            if (q->due_ms > now) {
+                pp = &q->next;
+                continue;
+            }
             *pp = q->next;
             q->next = NULL;
-            if (e->tail) e->tail->next = q;
-            else e->head = q;
+            if (e->tail)
+                e->tail->next = q;
+            else
+                e->head = q;
             e->tail = q;
             e->stats.queued++;
             pthread_cond_broadcast(&e->cond);
@@ -461,18 +476,21 @@ static int record_start(struct ag_saga_engine *e, struct qitem *q)
 {
     char stream[SAGA_STREAM_MAX + 8];
     snprintf(stream, sizeof stream, "saga-%s", q->id);
-    struct ag_event_data ev = {.type = "SagaStarted", .type_len = 11, .data = q->start,
-                               .data_len = strlen(q->start)};
+    struct ag_event_data ev = {
+        .type = "SagaStarted", .type_len = 11, .data = q->start, .data_len = strlen(q->start)};
     struct ag_err err;
     ag_err_clear(&err);
-    int rc = ag_store_append(e->store, stream, strlen(stream), AG_STORE_NO_STREAM, &ev, 1, NULL, &err);
+    int rc =
+        ag_store_append(e->store, stream, strlen(stream), AG_STORE_NO_STREAM, &ev, 1, NULL, &err);
     if (rc == AG_ECONFLICT) rc = 0; /* started before */
     ag_free(q->start);
     q->start = NULL;
     pthread_mutex_lock(&e->lock);
     e->starts_pending--;
-    if (rc) e->starts_failed++;
-    else e->stats.started++;
+    if (rc)
+        e->starts_failed++;
+    else
+        e->stats.started++;
     pthread_cond_broadcast(&e->cond);
     pthread_mutex_unlock(&e->lock);
     if (rc) AG_ERROR("saga.start_failed", AG_LS("saga", q->id), AG_LS("error", err.msg));
@@ -540,7 +558,8 @@ static bool is_terminal(struct ag_store *s, const char *id)
     char stream[SAGA_STREAM_MAX + 8];
     snprintf(stream, sizeof stream, "saga-%s", id);
     struct ag_event_page p;
-    if (ag_store_read_stream(s, stream, strlen(stream), -1, AG_READ_BACKWARD, 1, &p, NULL)) return true;
+    if (ag_store_read_stream(s, stream, strlen(stream), -1, AG_READ_BACKWARD, 1, &p, NULL))
+        return true;
     bool t = false;
     if (p.count) {
         const struct ag_event *ev = &p.events[0];
@@ -624,16 +643,18 @@ int ag_saga_start(struct ag_saga_engine *e, const char *type, const char *saga_i
                   const json_t *data, struct ag_err *err)
 {
     if (!find_def(e, type)) return ag_err_set(err, AG_EINVAL, "unknown saga type '%s'", type);
-    if (strlen(saga_id) + 6 > SAGA_STREAM_MAX) return ag_err_set(err, AG_EINVAL, "saga id too long");
+    if (strlen(saga_id) + 6 > SAGA_STREAM_MAX)
+        return ag_err_set(err, AG_EINVAL, "saga id too long");
     char stream[SAGA_STREAM_MAX + 8];
     snprintf(stream, sizeof stream, "saga-%s", saga_id);
     json_t *d = json_pack("{s:s, s:O}", "type", type, "data", data);
     char *text = d ? json_dumps(d, JSON_COMPACT) : NULL;
     json_decref(d);
     if (!text) return ag_err_set(err, AG_ENOMEM, "out of memory");
-    struct ag_event_data ev = {.type = "SagaStarted", .type_len = 11, .data = text,
-                               .data_len = strlen(text)};
-    int rc = ag_store_append(e->store, stream, strlen(stream), AG_STORE_NO_STREAM, &ev, 1, NULL, err);
+    struct ag_event_data ev = {
+        .type = "SagaStarted", .type_len = 11, .data = text, .data_len = strlen(text)};
+    int rc =
+        ag_store_append(e->store, stream, strlen(stream), AG_STORE_NO_STREAM, &ev, 1, NULL, err);
     free(text);
     if (rc == AG_ECONFLICT) rc = 0, ag_err_clear(err); /* already started: make sure it runs */
     if (rc) return rc;
@@ -656,7 +677,8 @@ int ag_saga_start_async(struct ag_saga_engine *e, const char *type, const char *
                         const json_t *data, struct ag_err *err)
 {
     if (!find_def(e, type)) return ag_err_set(err, AG_EINVAL, "unknown saga type '%s'", type);
-    if (strlen(saga_id) + 6 > SAGA_STREAM_MAX) return ag_err_set(err, AG_EINVAL, "saga id too long");
+    if (strlen(saga_id) + 6 > SAGA_STREAM_MAX)
+        return ag_err_set(err, AG_EINVAL, "saga id too long");
     char *text = start_text(type, data);
     if (!text) return ag_err_set(err, AG_ENOMEM, "out of memory");
     return enqueue_item(e, saga_id, text);

@@ -25,10 +25,11 @@ static int list(struct svc_job *j)
     char lim[16];
     snprintf(lim, sizeof lim, "%d", limit + 1);
     const char *args[] = {j->q[1] ? j->q[1] : "", lim};
-    json_t *rows = svc_rm_query(j->p, RM_PRODUCTS,
-                                "SELECT id, sku, name, price_amount, price_currency, active FROM products"
-                                " WHERE id > ? ORDER BY id LIMIT ?",
-                                args, 2, product_row);
+    json_t *rows =
+        svc_rm_query(j->p, RM_PRODUCTS,
+                     "SELECT id, sku, name, price_amount, price_currency, active FROM products"
+                     " WHERE id > ? ORDER BY id LIMIT ?",
+                     args, 2, product_row);
     if (!rows) return AG_EIO;
     json_t *next = json_null();
     if (json_array_size(rows) > (size_t)limit) {
@@ -42,10 +43,11 @@ static int list(struct svc_job *j)
 static int get(struct svc_job *j)
 {
     const char *args[] = {j->param};
-    json_t *rows = svc_rm_query(j->p, RM_PRODUCTS,
-                                "SELECT id, sku, name, price_amount, price_currency, active FROM products"
-                                " WHERE id = ?",
-                                args, 1, product_row);
+    json_t *rows =
+        svc_rm_query(j->p, RM_PRODUCTS,
+                     "SELECT id, sku, name, price_amount, price_currency, active FROM products"
+                     " WHERE id = ?",
+                     args, 1, product_row);
     if (!rows) return AG_EIO;
     if (!json_array_size(rows)) {
         json_decref(rows);
@@ -61,7 +63,10 @@ static int h_list(struct ag_http_req *req, void *ud)
     static const char *const q[] = {"limit", "cursor", NULL};
     return svc_offload(ud, req, list, NULL, q);
 }
-static int h_get(struct ag_http_req *req, void *ud) { return svc_offload(ud, req, get, "id", NULL); }
+static int h_get(struct ag_http_req *req, void *ud)
+{
+    return svc_offload(ud, req, get, "id", NULL);
+}
 
 void svc_catalog_routes(struct ag_platform *p)
 {
@@ -72,7 +77,8 @@ void svc_catalog_routes(struct ag_platform *p)
 /* ---- projection ---- */
 
 static const char schema[] =
-    "CREATE TABLE IF NOT EXISTS products(id TEXT PRIMARY KEY, sku TEXT NOT NULL, name TEXT NOT NULL,"
+    "CREATE TABLE IF NOT EXISTS products(id TEXT PRIMARY KEY, sku TEXT NOT NULL, name TEXT NOT "
+    "NULL,"
     " price_amount INTEGER NOT NULL, price_currency TEXT NOT NULL, active INTEGER NOT NULL);";
 
 static const char *const types[] = {AG_EV_PRODUCT_ADDED, AG_EV_PRODUCT_PRICE_CHANGED,
@@ -94,12 +100,15 @@ static int apply(sqlite3 *db, const struct ag_event *ev, const json_t *d, void *
     if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) return AG_EIO;
     sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
     if (sqlite3_bind_parameter_count(st) >= 2)
-        sqlite3_bind_text(st, 2, json_string_value(json_object_get(d, "sku")), -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 2, json_string_value(json_object_get(d, "sku")), -1,
+                          SQLITE_TRANSIENT);
     if (sqlite3_bind_parameter_count(st) >= 3)
-        sqlite3_bind_text(st, 3, json_string_value(json_object_get(d, "name")), -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 3, json_string_value(json_object_get(d, "name")), -1,
+                          SQLITE_TRANSIENT);
     if (sqlite3_bind_parameter_count(st) >= 4) {
         sqlite3_bind_int64(st, 4, json_integer_value(json_object_get(price, "amount")));
-        sqlite3_bind_text(st, 5, json_string_value(json_object_get(price, "currency")), -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 5, json_string_value(json_object_get(price, "currency")), -1,
+                          SQLITE_TRANSIENT);
     }
     int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : AG_EIO;
     sqlite3_finalize(st);
@@ -108,5 +117,6 @@ static int apply(sqlite3 *db, const struct ag_event *ev, const json_t *d, void *
 
 void svc_catalog_projection(struct ag_projection *out)
 {
-    *out = (struct ag_projection){.name = "products", .schema = schema, .types = types, .apply = apply};
+    *out = (struct ag_projection){
+        .name = "products", .schema = schema, .types = types, .apply = apply};
 }

@@ -14,9 +14,13 @@
 
 /* ---- aggregate types ---- */
 
-#define SVC_TYPE(var, dom)                                                                  \
-    const struct ag_es_type var = {#dom, sizeof(struct ag_##dom), ag_##dom##_init,          \
-                                   ag_##dom##_free, ag_##dom##_evolve, ag_##dom##_snapshot, \
+#define SVC_TYPE(var, dom)                                                                         \
+    const struct ag_es_type var = {#dom,                                                           \
+                                   sizeof(struct ag_##dom),                                        \
+                                   ag_##dom##_init,                                                \
+                                   ag_##dom##_free,                                                \
+                                   ag_##dom##_evolve,                                              \
+                                   ag_##dom##_snapshot,                                            \
                                    ag_##dom##_restore}
 SVC_TYPE(svc_customer_type, customer);
 SVC_TYPE(svc_product_type, product);
@@ -130,7 +134,9 @@ int svc_error(struct svc_job *j, int code, const struct ag_err *err)
     int status = ag_http_status_for(code);
     const char *title = code == AG_EDOMAIN ? "Business rule violated" : NULL;
     if (code == AG_ECONFLICT) title = "Concurrent modification";
-    if (status >= 500) AG_ERROR("api.error", AG_LS("code", ag_errname(code)), AG_LS("detail", ag_err_msg(err, code)));
+    if (status >= 500)
+        AG_ERROR("api.error", AG_LS("code", ag_errname(code)),
+                 AG_LS("detail", ag_err_msg(err, code)));
     return svc_problem(j, status, title, "%s", ag_err_msg(err, code));
 }
 
@@ -150,7 +156,8 @@ int svc_fields_failed(struct svc_job *j, int status)
     if (!n) return 0;
     const char *first = json_string_value(json_object_get(json_array_get(j->errors, 0), "detail"));
     svc_problem(j, status, status == 400 ? "Invalid request" : "Unprocessable request",
-                n == 1 ? "%s" : "%s (and %zu more problems)", first ? first : "invalid field", n - 1);
+                n == 1 ? "%s" : "%s (and %zu more problems)", first ? first : "invalid field",
+                n - 1);
     return 1;
 }
 
@@ -225,8 +232,10 @@ static void copy_meta(struct svc_job *j, struct ag_http_req *req)
         ag_buf_printf(&b, "%s\"traceparent\":\"%s\"", rid ? "," : "", tp);
     }
     ag_buf_putc(&b, '}');
-    if (b.data && b.len < sizeof j->meta) memcpy(j->meta, b.data, b.len + 1);
-    else snprintf(j->meta, sizeof j->meta, "{}");
+    if (b.data && b.len < sizeof j->meta)
+        memcpy(j->meta, b.data, b.len + 1);
+    else
+        snprintf(j->meta, sizeof j->meta, "{}");
     ag_buf_free(&b);
 }
 
@@ -293,8 +302,10 @@ static int replay(struct svc_job *j, const json_t *resp)
     json_t *body = json_object_get(resp, "body");
     if (json_object_get(resp, "problem") == json_true()) {
         j->problem = true;
-        snprintf(j->title, sizeof j->title, "%s", json_string_value(json_object_get(body, "title")) ?: "");
-        snprintf(j->detail, sizeof j->detail, "%s", json_string_value(json_object_get(body, "detail")) ?: "");
+        snprintf(j->title, sizeof j->title, "%s",
+                 json_string_value(json_object_get(body, "title")) ?: "");
+        snprintf(j->detail, sizeof j->detail, "%s",
+                 json_string_value(json_object_get(body, "detail")) ?: "");
         json_t *errors = json_object_get(body, "errors"); /* null when the first had none */
         j->errors = json_is_array(errors) ? json_incref(errors) : NULL;
     } else {
@@ -316,19 +327,25 @@ int svc_idem_begin(struct svc_job *j, const char *scope)
     snprintf(hash, sizeof hash, "%016llx", (unsigned long long)body_hash(j));
     for (int attempt = 0; attempt < 3; attempt++) {
         struct ag_event_page pg;
-        int rc = ag_store_read_stream(j->p->store, stream, strlen(stream), 0, AG_READ_FORWARD, 2, &pg, NULL);
+        int rc = ag_store_read_stream(j->p->store, stream, strlen(stream), 0, AG_READ_FORWARD, 2,
+                                      &pg, NULL);
         if (rc == AG_ENOTFOUND) {
             char data[128];
-            snprintf(data, sizeof data, "{\"requestHash\":\"%s\",\"at\":%lld}", hash, (long long)svc_now_ms());
-            struct ag_event_data ev = {.type = "IdempotencyKeyClaimed", .type_len = 21, .data = data,
+            snprintf(data, sizeof data, "{\"requestHash\":\"%s\",\"at\":%lld}", hash,
+                     (long long)svc_now_ms());
+            struct ag_event_data ev = {.type = "IdempotencyKeyClaimed",
+                                       .type_len = 21,
+                                       .data = data,
                                        .data_len = strlen(data)};
-            rc = ag_store_append(j->p->store, stream, strlen(stream), AG_STORE_NO_STREAM, &ev, 1, NULL, NULL);
+            rc = ag_store_append(j->p->store, stream, strlen(stream), AG_STORE_NO_STREAM, &ev, 1,
+                                 NULL, NULL);
             if (rc == 0) return 0;
             continue; /* a concurrent request claimed it: look again */
         }
         if (rc) return 0;
         json_t *claim = json_loadb(pg.events[0].data, pg.events[0].data_len, 0, NULL);
-        json_t *resp = pg.count > 1 ? json_loadb(pg.events[1].data, pg.events[1].data_len, 0, NULL) : NULL;
+        json_t *resp =
+            pg.count > 1 ? json_loadb(pg.events[1].data, pg.events[1].data_len, 0, NULL) : NULL;
         ag_event_page_free(&pg);
         const char *h = json_string_value(json_object_get(claim, "requestHash"));
         int out;
@@ -357,17 +374,17 @@ void svc_idem_end(struct svc_job *j, const char *scope)
         return;
     char stream[64];
     idem_stream(j, scope, stream);
-    json_t *body = j->problem ? json_pack("{s:s, s:s, s:O?}", "title", j->title, "detail", j->detail,
-                                          "errors", j->errors)
+    json_t *body = j->problem ? json_pack("{s:s, s:s, s:O?}", "title", j->title, "detail",
+                                          j->detail, "errors", j->errors)
                               : json_incref(j->resp);
-    json_t *rec = json_pack("{s:i, s:o, s:b}", "status", j->status, "body", body ? body : json_null(),
-                            "problem", j->problem);
+    json_t *rec = json_pack("{s:i, s:o, s:b}", "status", j->status, "body",
+                            body ? body : json_null(), "problem", j->problem);
     if (rec && j->location[0]) json_object_set_new(rec, "location", json_string(j->location));
     char *text = rec ? json_dumps(rec, JSON_COMPACT) : NULL;
     json_decref(rec);
     if (!text) return;
-    struct ag_event_data ev = {.type = "IdempotentResponse", .type_len = 18, .data = text,
-                               .data_len = strlen(text)};
+    struct ag_event_data ev = {
+        .type = "IdempotentResponse", .type_len = 18, .data = text, .data_len = strlen(text)};
     struct ag_err err;
     if (ag_store_append(j->p->store, stream, strlen(stream), 0, &ev, 1, NULL, &err))
         AG_WARN("api.idempotency_record_failed", AG_LS("error", err.msg));

@@ -28,13 +28,15 @@ static int claim_email(struct ag_platform *p, const char *email, const char *id,
     char stream[64], data[128];
     email_stream(email, stream);
     snprintf(data, sizeof data, "{\"customerId\":\"%s\"}", id);
-    struct ag_event_data ev = {.type = "EmailClaimed", .type_len = 12, .data = data, .data_len = strlen(data)};
+    struct ag_event_data ev = {
+        .type = "EmailClaimed", .type_len = 12, .data = data, .data_len = strlen(data)};
     int64_t expected = AG_STORE_NO_STREAM;
     for (int attempt = 0; attempt < 3; attempt++) {
         int rc = ag_store_append(p->store, stream, strlen(stream), expected, &ev, 1, NULL, err);
         if (rc != AG_ECONFLICT) return rc;
         struct ag_event_page pg;
-        if (ag_store_read_stream(p->store, stream, strlen(stream), -1, AG_READ_BACKWARD, 1, &pg, err))
+        if (ag_store_read_stream(p->store, stream, strlen(stream), -1, AG_READ_BACKWARD, 1, &pg,
+                                 err))
             return AG_EIO;
         json_t *d = json_loadb(pg.events[0].data, pg.events[0].data_len, 0, NULL);
         const char *owner = json_string_value(json_object_get(d, "customerId"));
@@ -49,7 +51,8 @@ static int claim_email(struct ag_platform *p, const char *email, const char *id,
     return ag_err_set(err, AG_ECONFLICT, "email %s: too many concurrent registrations", email);
 }
 
-static int dom_register(const void *st, const void *cmd, struct ag_dom_events *out, struct ag_err *err)
+static int dom_register(const void *st, const void *cmd, struct ag_dom_events *out,
+                        struct ag_err *err)
 {
     return ag_customer_register(st, cmd, out, err);
 }
@@ -86,17 +89,21 @@ static json_t *customer_json(const char *id, const char *email, const char *name
 static int create(struct svc_job *j)
 {
     json_t *b = j->body;
-    if (!json_is_object(b)) return svc_problem(j, 400, "Invalid request", "the body must be a JSON object");
+    if (!json_is_object(b))
+        return svc_problem(j, 400, "Invalid request", "the body must be a JSON object");
     const char *email = json_string_value(json_object_get(b, "email"));
     const char *name = json_string_value(json_object_get(b, "name"));
     json_t *tier = json_object_get(b, "tier");
     if (!email) svc_field_error(j, "/email", "email is required and must be a string");
-    if (!name || !*name) svc_field_error(j, "/name", "name is required and must be a non-empty string");
-    else if (strlen(name) > 255) svc_field_error(j, "/name", "name is longer than 255 bytes");
+    if (!name || !*name)
+        svc_field_error(j, "/name", "name is required and must be a non-empty string");
+    else if (strlen(name) > 255)
+        svc_field_error(j, "/name", "name is longer than 255 bytes");
     bool premium = false;
     if (tier && !json_is_null(tier)) {
         const char *t = json_string_value(tier);
-        if (t && strcmp(t, "premium") == 0) premium = true;
+        if (t && strcmp(t, "premium") == 0)
+            premium = true;
         else if (!t || strcmp(t, "standard") != 0)
             svc_field_error(j, "/tier", "tier must be \"standard\" or \"premium\"");
     }
@@ -126,9 +133,10 @@ static int create(struct svc_job *j)
 
 static json_t *row(sqlite3_stmt *st)
 {
-    return customer_json((const char *)sqlite3_column_text(st, 0), (const char *)sqlite3_column_text(st, 1),
-                         (const char *)sqlite3_column_text(st, 2), (const char *)sqlite3_column_text(st, 3),
-                         (const char *)sqlite3_column_text(st, 4));
+    return customer_json(
+        (const char *)sqlite3_column_text(st, 0), (const char *)sqlite3_column_text(st, 1),
+        (const char *)sqlite3_column_text(st, 2), (const char *)sqlite3_column_text(st, 3),
+        (const char *)sqlite3_column_text(st, 4));
 }
 
 static int get(struct svc_job *j)
@@ -152,8 +160,14 @@ static int get(struct svc_job *j)
     return 0;
 }
 
-static int h_create(struct ag_http_req *req, void *ud) { return svc_offload(ud, req, create, NULL, NULL); }
-static int h_get(struct ag_http_req *req, void *ud) { return svc_offload(ud, req, get, "id", NULL); }
+static int h_create(struct ag_http_req *req, void *ud)
+{
+    return svc_offload(ud, req, create, NULL, NULL);
+}
+static int h_get(struct ag_http_req *req, void *ud)
+{
+    return svc_offload(ud, req, get, "id", NULL);
+}
 
 void svc_customers_routes(struct ag_platform *p)
 {
@@ -164,7 +178,8 @@ void svc_customers_routes(struct ag_platform *p)
 /* ---- projection ---- */
 
 static const char schema[] =
-    "CREATE TABLE IF NOT EXISTS customers(id TEXT PRIMARY KEY, email TEXT NOT NULL, name TEXT NOT NULL,"
+    "CREATE TABLE IF NOT EXISTS customers(id TEXT PRIMARY KEY, email TEXT NOT NULL, name TEXT NOT "
+    "NULL,"
     " tier TEXT NOT NULL, account_id TEXT NOT NULL, registered_at TEXT NOT NULL);"
     "CREATE INDEX IF NOT EXISTS customers_email ON customers(email);";
 
@@ -183,13 +198,18 @@ static int apply(sqlite3 *db, const struct ag_event *ev, const json_t *d, void *
     if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) return AG_EIO;
     sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
     if (reg) {
-        sqlite3_bind_text(st, 2, json_string_value(json_object_get(d, "email")), -1, SQLITE_TRANSIENT);
-        sqlite3_bind_text(st, 3, json_string_value(json_object_get(d, "name")), -1, SQLITE_TRANSIENT);
-        sqlite3_bind_text(st, 4, json_string_value(json_object_get(d, "tier")), -1, SQLITE_TRANSIENT);
-        sqlite3_bind_text(st, 5, json_string_value(json_object_get(d, "accountId")), -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 2, json_string_value(json_object_get(d, "email")), -1,
+                          SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 3, json_string_value(json_object_get(d, "name")), -1,
+                          SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 4, json_string_value(json_object_get(d, "tier")), -1,
+                          SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 5, json_string_value(json_object_get(d, "accountId")), -1,
+                          SQLITE_TRANSIENT);
         sqlite3_bind_text(st, 6, ts, -1, SQLITE_TRANSIENT);
     } else {
-        sqlite3_bind_text(st, 2, json_string_value(json_object_get(d, "tier")), -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 2, json_string_value(json_object_get(d, "tier")), -1,
+                          SQLITE_TRANSIENT);
     }
     int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : AG_EIO;
     sqlite3_finalize(st);
@@ -198,5 +218,6 @@ static int apply(sqlite3 *db, const struct ag_event *ev, const json_t *d, void *
 
 void svc_customers_projection(struct ag_projection *out)
 {
-    *out = (struct ag_projection){.name = "customers", .schema = schema, .types = types, .apply = apply};
+    *out = (struct ag_projection){
+        .name = "customers", .schema = schema, .types = types, .apply = apply};
 }

@@ -14,16 +14,25 @@
 #include "agora/saga.h"
 
 /* Read models, one SQLite file each (index into platform.rm[]). */
-enum rm_id { RM_CUSTOMERS, RM_PRODUCTS, RM_ACCOUNTS, RM_STOCK, RM_ORDERS, RM_SHIPMENTS, RM_SAGAS, RM_COUNT };
+enum rm_id {
+    RM_CUSTOMERS,
+    RM_PRODUCTS,
+    RM_ACCOUNTS,
+    RM_STOCK,
+    RM_ORDERS,
+    RM_SHIPMENTS,
+    RM_SAGAS,
+    RM_COUNT
+};
 
 struct ag_platform {
     struct ag_platform_config cfg;
-    char *rm_dir;                      /* <data>/readmodels */
+    char *rm_dir; /* <data>/readmodels */
     struct ag_store *store;
     struct ag_es_repo *repo;
     struct ag_projector *projector;
     struct ag_projection projs[RM_COUNT + 1]; /* + the saga starter */
-    sqlite3 *rm[RM_COUNT];             /* read-only query handles (serialised) */
+    sqlite3 *rm[RM_COUNT];                    /* read-only query handles (serialised) */
     struct ag_saga_engine *sagas;
     struct ag_saga_def saga_defs[1];
     struct ag_saga_step place_order_steps[5];
@@ -46,8 +55,8 @@ int svc_monitor_start(struct ag_platform *p);
 void svc_monitor_stop(struct ag_platform *p);
 
 /* Aggregate types for the repository (from the domain's tables). */
-extern const struct ag_es_type svc_customer_type, svc_product_type, svc_order_type,
-    svc_stock_type, svc_account_type, svc_shipment_type;
+extern const struct ag_es_type svc_customer_type, svc_product_type, svc_order_type, svc_stock_type,
+    svc_account_type, svc_shipment_type;
 
 /* ---- work off the loop ---- */
 
@@ -59,21 +68,21 @@ struct svc_job {
     struct ag_http_req *req;
     struct ag_platform *p;
     int (*fn)(struct svc_job *j);
-    json_t *body;          /* parsed request body or NULL */
-    char param[128];       /* the route's {id} parameter, if any */
-    const char *q[4];      /* selected query parameters (copied) */
-    char idem_key[256];    /* Idempotency-Key header, "" when none */
-    char meta[512];        /* event metadata JSON (request id, traceparent) */
+    json_t *body;       /* parsed request body or NULL */
+    char param[128];    /* the route's {id} parameter, if any */
+    const char *q[4];   /* selected query parameters (copied) */
+    char idem_key[256]; /* Idempotency-Key header, "" when none */
+    char meta[512];     /* event metadata JSON (request id, traceparent) */
     /* answer */
-    int status;            /* HTTP status */
-    json_t *resp;          /* JSON body (success) */
-    bool problem;          /* answer with problem+json */
+    int status;   /* HTTP status */
+    json_t *resp; /* JSON body (success) */
+    bool problem; /* answer with problem+json */
     char title[64];
     char detail[512];
-    json_t *errors;        /* problem errors[] or NULL */
-    char location[256];    /* Location header, "" for none */
-    char replayed;         /* answered from the idempotency record */
-    uint64_t rm_position;  /* projection position the answer reflects (0: n/a) */
+    json_t *errors;       /* problem errors[] or NULL */
+    char location[256];   /* Location header, "" for none */
+    char replayed;        /* answered from the idempotency record */
+    uint64_t rm_position; /* projection position the answer reflects (0: n/a) */
 };
 
 /* Queue `fn` for `req` with its {id} parameter and these query names copied. */

@@ -36,7 +36,8 @@ static int get(struct svc_job *j)
     return 0;
 }
 
-static int d_stock_add(const void *st, const void *cmd, struct ag_dom_events *out, struct ag_err *err)
+static int d_stock_add(const void *st, const void *cmd, struct ag_dom_events *out,
+                       struct ag_err *err)
 {
     return ag_stock_add(st, cmd, out, err);
 }
@@ -54,7 +55,8 @@ static void view_stock(const void *state, int64_t version, void *ud)
 /* POST /api/v1/inventory/{productId}/restock {"quantity": N}: goods arrived. */
 static int restock(struct svc_job *j)
 {
-    if (!json_is_object(j->body)) return svc_problem(j, 400, "Invalid request", "the body must be a JSON object");
+    if (!json_is_object(j->body))
+        return svc_problem(j, 400, "Invalid request", "the body must be a JSON object");
     json_t *q = json_object_get(j->body, "quantity");
     if (!json_is_integer(q) || json_integer_value(q) <= 0 || json_integer_value(q) > 1000000000)
         svc_field_error(j, "/quantity", "quantity must be an integer from 1 to 1000000000");
@@ -68,15 +70,21 @@ static int restock(struct svc_job *j)
     struct ag_err err;
     ag_err_clear(&err);
     json_t *view = NULL;
-    int rc = svc_exec(j->p, &svc_stock_type, stream, d_stock_add, &a, j->meta, view_stock, &view, NULL, &err);
-    if (rc) svc_error(j, rc, &err);
-    else svc_ok(j, 200, view), view = NULL;
+    int rc = svc_exec(j->p, &svc_stock_type, stream, d_stock_add, &a, j->meta, view_stock, &view,
+                      NULL, &err);
+    if (rc)
+        svc_error(j, rc, &err);
+    else
+        svc_ok(j, 200, view), view = NULL;
     json_decref(view);
     svc_idem_end(j, "restock");
     return 0;
 }
 
-static int h_get(struct ag_http_req *req, void *ud) { return svc_offload(ud, req, get, "productId", NULL); }
+static int h_get(struct ag_http_req *req, void *ud)
+{
+    return svc_offload(ud, req, get, "productId", NULL);
+}
 static int h_restock(struct ag_http_req *req, void *ud)
 {
     return svc_offload(ud, req, restock, "productId", NULL);
@@ -92,7 +100,8 @@ static const char schema[] =
     "CREATE TABLE IF NOT EXISTS stock(product_id TEXT PRIMARY KEY, on_hand INTEGER NOT NULL,"
     " reserved INTEGER NOT NULL);";
 
-static const char *const types[] = {AG_EV_STOCK_ADDED, AG_EV_STOCK_RESERVED, AG_EV_STOCK_RELEASED, NULL};
+static const char *const types[] = {AG_EV_STOCK_ADDED, AG_EV_STOCK_RESERVED, AG_EV_STOCK_RELEASED,
+                                    NULL};
 
 static int apply(sqlite3 *db, const struct ag_event *ev, const json_t *d, void *ud)
 {
@@ -118,5 +127,6 @@ static int apply(sqlite3 *db, const struct ag_event *ev, const json_t *d, void *
 
 void svc_inventory_projection(struct ag_projection *out)
 {
-    *out = (struct ag_projection){.name = "stock", .schema = schema, .types = types, .apply = apply};
+    *out =
+        (struct ag_projection){.name = "stock", .schema = schema, .types = types, .apply = apply};
 }

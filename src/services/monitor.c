@@ -43,19 +43,23 @@ static void make_gauges(struct ag_platform *p, struct gauges *g)
     for (size_t i = 0; i < n && i < MAX_PROJ; i++) {
         struct ag_projection_stats st;
         ag_projector_stats(p->projector, i, &st);
-        g->lag_events[i] = series(r, "agora_projection_lag_events", "Events not yet projected.", "projection", st.name);
-        g->lag_seconds[i] = series(r, "agora_projection_lag_seconds", "Age of the oldest unprojected event.",
-                                   "projection", st.name);
-        g->checkpoint[i] = series(r, "agora_projection_checkpoint", "Next $all position the projection reads.",
+        g->lag_events[i] = series(r, "agora_projection_lag_events", "Events not yet projected.",
                                   "projection", st.name);
+        g->lag_seconds[i] = series(r, "agora_projection_lag_seconds",
+                                   "Age of the oldest unprojected event.", "projection", st.name);
+        g->checkpoint[i] =
+            series(r, "agora_projection_checkpoint", "Next $all position the projection reads.",
+                   "projection", st.name);
     }
     static const char *const outcomes[] = {"started", "completed", "compensated", "failed"};
     for (int i = 0; i < 4; i++)
-        g->sagas[i] = series(r, "agora_saga_sagas", "Sagas by outcome since start.", "outcome", outcomes[i]);
+        g->sagas[i] =
+            series(r, "agora_saga_sagas", "Sagas by outcome since start.", "outcome", outcomes[i]);
     g->queued = series(r, "agora_saga_queued", "Sagas waiting for a worker.", NULL, NULL);
     g->store[0] = series(r, "agora_store_events", "Events in the store.", NULL, NULL);
     g->store[1] = series(r, "agora_store_streams", "Streams with events.", NULL, NULL);
-    g->store[2] = series(r, "agora_store_commits", "Group commits (fdatasync) since open.", NULL, NULL);
+    g->store[2] =
+        series(r, "agora_store_commits", "Group commits (fdatasync) since open.", NULL, NULL);
     g->store[3] = series(r, "agora_store_bytes", "Bytes of event log.", NULL, NULL);
 }
 

@@ -20,7 +20,7 @@
 #include "services/internal.h"
 
 #define MAX_ITEMS 100
-#define MAX_QTY 10000
+#define MAX_QTY   10000
 
 /* ---- placing an order ---- */
 
@@ -33,7 +33,8 @@ struct place {
     struct ag_price_quote quote;
 };
 
-static int step_dom(struct ag_order *o, struct ag_dom_events *all, int rc, struct ag_dom_events *evs)
+static int step_dom(struct ag_order *o, struct ag_dom_events *all, int rc,
+                    struct ag_dom_events *evs)
 {
     for (size_t i = 0; i < evs->n && !rc; i++) {
         rc = ag_order_evolve(o, evs->v[i].type, evs->v[i].data);
@@ -58,7 +59,8 @@ static int decide_place(const void *state, int64_t version, void *ud, struct ag_
     struct ag_order_create c = {pl->order_id, pl->customer_id, pl->lines[0].unit_price.currency};
     int rc = step_dom(&o, &all, ag_order_create(&o, &c, &evs, err), &evs);
     for (size_t i = 0; i < pl->n && !rc; i++) {
-        struct ag_order_add_item a = {pl->lines[i].product_id, pl->lines[i].quantity, pl->lines[i].unit_price};
+        struct ag_order_add_item a = {pl->lines[i].product_id, pl->lines[i].quantity,
+                                      pl->lines[i].unit_price};
         rc = step_dom(&o, &all, ag_order_add_item(&o, &a, &evs, err), &evs);
     }
     struct ag_order_place p = {&pl->address, pl->quote, pl->saga_id};
@@ -93,7 +95,8 @@ static void parse_order(struct svc_job *j, struct place *pl)
 {
     json_t *b = j->body;
     pl->customer_id = json_string_value(json_object_get(b, "customerId"));
-    if (!pl->customer_id) svc_field_error(j, "/customerId", "customerId is required and must be a string");
+    if (!pl->customer_id)
+        svc_field_error(j, "/customerId", "customerId is required and must be a string");
     else if (!svc_stream_exists(j->p, "customer", pl->customer_id))
         svc_field_error(j, "/customerId", "unknown customer %s", pl->customer_id);
     json_t *items = json_object_get(b, "items");
@@ -103,19 +106,24 @@ static void parse_order(struct svc_job *j, struct place *pl)
         svc_field_error(j, "/items", "at most %d items per order", MAX_ITEMS);
     size_t i;
     json_t *it;
-    json_array_foreach(items, i, it) {
+    json_array_foreach(items, i, it)
+    {
         if (i >= MAX_ITEMS) break;
         char ptr[64];
         const char *pid = json_string_value(json_object_get(it, "productId"));
         json_t *q = json_object_get(it, "quantity");
         snprintf(ptr, sizeof ptr, "/items/%zu/productId", i);
-        if (!pid) svc_field_error(j, ptr, "productId is required and must be a string");
+        if (!pid)
+            svc_field_error(j, ptr, "productId is required and must be a string");
         else if (strlen(pid) >= AG_DOM_ID_MAX || !svc_stream_exists(j->p, "product", pid))
             svc_field_error(j, ptr, "unknown product %s", pid);
         snprintf(ptr, sizeof ptr, "/items/%zu/quantity", i);
-        if (!json_is_integer(q)) svc_field_error(j, ptr, "quantity is required and must be an integer");
-        else if (json_integer_value(q) <= 0) svc_field_error(j, ptr, "quantity must be greater than zero");
-        else if (json_integer_value(q) > MAX_QTY) svc_field_error(j, ptr, "quantity must be at most %d", MAX_QTY);
+        if (!json_is_integer(q))
+            svc_field_error(j, ptr, "quantity is required and must be an integer");
+        else if (json_integer_value(q) <= 0)
+            svc_field_error(j, ptr, "quantity must be greater than zero");
+        else if (json_integer_value(q) > MAX_QTY)
+            svc_field_error(j, ptr, "quantity must be at most %d", MAX_QTY);
         if (pid && strlen(pid) < AG_DOM_ID_MAX && json_is_integer(q)) {
             snprintf(pl->lines[pl->n].product_id, AG_DOM_ID_MAX, "%s", pid);
             pl->lines[pl->n++].quantity = json_integer_value(q);
@@ -124,11 +132,13 @@ static void parse_order(struct svc_job *j, struct place *pl)
     json_t *addr = json_object_get(b, "shippingAddress");
     struct ag_err err;
     ag_err_clear(&err);
-    if (!addr) svc_field_error(j, "/shippingAddress", "shippingAddress is required");
+    if (!addr)
+        svc_field_error(j, "/shippingAddress", "shippingAddress is required");
     else if (ag_address_from_json(addr, &pl->address, "/shippingAddress", &err)) {
         const char *colon = strstr(err.msg, ": ");
         char ptr[96];
-        snprintf(ptr, sizeof ptr, "%.*s", colon ? (int)(colon - err.msg) : 16, colon ? err.msg : "/shippingAddress");
+        snprintf(ptr, sizeof ptr, "%.*s", colon ? (int)(colon - err.msg) : 16,
+                 colon ? err.msg : "/shippingAddress");
         svc_field_error(j, ptr, "%s", colon ? colon + 2 : err.msg);
     }
 }
@@ -158,12 +168,14 @@ static int price_order(struct svc_job *j, struct place *pl)
 
 static json_t *placed_json(const char *order_id, const char *saga_id)
 {
-    return json_pack("{s:s, s:s, s:s}", "orderId", order_id, "sagaId", saga_id, "status", "pending");
+    return json_pack("{s:s, s:s, s:s}", "orderId", order_id, "sagaId", saga_id, "status",
+                     "pending");
 }
 
 static int create(struct svc_job *j)
 {
-    if (!json_is_object(j->body)) return svc_problem(j, 400, "Invalid request", "the body must be a JSON object");
+    if (!json_is_object(j->body))
+        return svc_problem(j, 400, "Invalid request", "the body must be a JSON object");
     struct place *pl = ag_calloc(1, sizeof *pl);
     if (!pl) return AG_ENOMEM;
     parse_order(j, pl);
@@ -206,7 +218,10 @@ static json_t *money(json_int_t amount, const char *currency)
     return json_pack("{s:I, s:s}", "amount", amount, "currency", currency);
 }
 
-static const char *col(sqlite3_stmt *st, int i) { return (const char *)sqlite3_column_text(st, i); }
+static const char *col(sqlite3_stmt *st, int i)
+{
+    return (const char *)sqlite3_column_text(st, i);
+}
 
 static json_t *order_row(sqlite3_stmt *st)
 {
@@ -253,11 +268,14 @@ static int list(struct svc_job *j)
     svc_limit(j, j->q[2], &limit);
     enum ag_order_status s;
     if (j->q[1] && ag_order_status_parse(j->q[1], &s))
-        svc_field_error(j, "/status", "status must be one of draft, pending, confirmed, shipped, cancelled");
+        svc_field_error(j, "/status",
+                        "status must be one of draft, pending, confirmed, shipped, cancelled");
     if (svc_fields_failed(j, 400)) return 0;
     char sql[768], lim[16];
-    snprintf(sql, sizeof sql, "%s WHERE (?1 IS NULL OR customer_id=?1) AND (?2 IS NULL OR status=?2)"
-             " AND id > ?3 ORDER BY id LIMIT ?4", order_cols);
+    snprintf(sql, sizeof sql,
+             "%s WHERE (?1 IS NULL OR customer_id=?1) AND (?2 IS NULL OR status=?2)"
+             " AND id > ?3 ORDER BY id LIMIT ?4",
+             order_cols);
     snprintf(lim, sizeof lim, "%d", limit + 1);
     const char *args[] = {j->q[0], j->q[1], j->q[3] ? j->q[3] : "", lim};
     json_t *rows = svc_rm_query(j->p, RM_ORDERS, sql, args, 4, order_row);
@@ -271,7 +289,8 @@ static int list(struct svc_job *j)
     return svc_ok(j, 200, json_pack("{s:o, s:o}", "items", rows, "nextCursor", next));
 }
 
-static int dom_cancel(const void *st, const void *cmd, struct ag_dom_events *out, struct ag_err *err)
+static int dom_cancel(const void *st, const void *cmd, struct ag_dom_events *out,
+                      struct ag_err *err)
 {
     const struct ag_order *o = st;
     if (!o->exists) return ag_err_set(err, AG_ENOTFOUND, "order not found");
@@ -281,8 +300,10 @@ static int dom_cancel(const void *st, const void *cmd, struct ag_dom_events *out
 static int cancel(struct svc_job *j)
 {
     const char *reason = json_string_value(json_object_get(j->body, "reason"));
-    if (j->body && !json_is_object(j->body)) return svc_problem(j, 400, "Invalid request", "the body must be a JSON object");
-    if (json_object_get(j->body, "reason") && !reason) svc_field_error(j, "/reason", "reason must be a string");
+    if (j->body && !json_is_object(j->body))
+        return svc_problem(j, 400, "Invalid request", "the body must be a JSON object");
+    if (json_object_get(j->body, "reason") && !reason)
+        svc_field_error(j, "/reason", "reason must be a string");
     if (svc_fields_failed(j, 400)) return 0;
     if (!svc_stream_exists(j->p, "order", j->param))
         return svc_problem(j, 404, "Order not found", "no order with id %s", j->param);
@@ -291,7 +312,8 @@ static int cancel(struct svc_job *j)
     struct ag_order_cancel c = {reason ? reason : "cancelled by the customer"};
     struct ag_err err;
     ag_err_clear(&err);
-    int rc = svc_exec(j->p, &svc_order_type, stream, dom_cancel, &c, j->meta, NULL, NULL, NULL, &err);
+    int rc =
+        svc_exec(j->p, &svc_order_type, stream, dom_cancel, &c, j->meta, NULL, NULL, NULL, &err);
     if (rc == AG_EDOMAIN) return svc_problem(j, 409, "Order cannot be cancelled", "%s", err.msg);
     if (rc) return svc_error(j, rc, &err);
     return svc_ok(j, 202, json_pack("{s:s, s:s}", "orderId", j->param, "status", "cancelled"));
@@ -308,7 +330,8 @@ static json_t *saga_row(sqlite3_stmt *st)
 
 static int get_saga(struct svc_job *j)
 {
-    static const char sql[] = "SELECT id, type, status, current_step, reason, steps, updated_at FROM sagas WHERE id=?";
+    static const char sql[] =
+        "SELECT id, type, status, current_step, reason, steps, updated_at FROM sagas WHERE id=?";
     const char *args[] = {j->param};
     json_t *rows = svc_rm_query(j->p, RM_SAGAS, sql, args, 1, saga_row);
     if (rows && !json_array_size(rows) && svc_stream_exists(j->p, "saga", j->param)) {
@@ -335,10 +358,11 @@ static int list_sagas(struct svc_job *j)
     char lim[16];
     snprintf(lim, sizeof lim, "%d", limit + 1);
     const char *args[] = {j->q[0], j->q[2] ? j->q[2] : "", lim};
-    json_t *rows = svc_rm_query(j->p, RM_SAGAS,
-                                "SELECT id, type, status, current_step, reason, steps, updated_at FROM sagas"
-                                " WHERE (?1 IS NULL OR status=?1) AND id > ?2 ORDER BY id LIMIT ?3",
-                                args, 3, saga_row);
+    json_t *rows =
+        svc_rm_query(j->p, RM_SAGAS,
+                     "SELECT id, type, status, current_step, reason, steps, updated_at FROM sagas"
+                     " WHERE (?1 IS NULL OR status=?1) AND id > ?2 ORDER BY id LIMIT ?3",
+                     args, 3, saga_row);
     if (!rows) return AG_EIO;
     json_t *next = json_null();
     if (json_array_size(rows) > (size_t)limit) {
@@ -348,10 +372,22 @@ static int list_sagas(struct svc_job *j)
     return svc_ok(j, 200, json_pack("{s:o, s:o}", "items", rows, "nextCursor", next));
 }
 
-static int h_create(struct ag_http_req *req, void *ud) { return svc_offload(ud, req, create, NULL, NULL); }
-static int h_get(struct ag_http_req *req, void *ud) { return svc_offload(ud, req, get, "id", NULL); }
-static int h_cancel(struct ag_http_req *req, void *ud) { return svc_offload(ud, req, cancel, "id", NULL); }
-static int h_saga(struct ag_http_req *req, void *ud) { return svc_offload(ud, req, get_saga, "id", NULL); }
+static int h_create(struct ag_http_req *req, void *ud)
+{
+    return svc_offload(ud, req, create, NULL, NULL);
+}
+static int h_get(struct ag_http_req *req, void *ud)
+{
+    return svc_offload(ud, req, get, "id", NULL);
+}
+static int h_cancel(struct ag_http_req *req, void *ud)
+{
+    return svc_offload(ud, req, cancel, "id", NULL);
+}
+static int h_saga(struct ag_http_req *req, void *ud)
+{
+    return svc_offload(ud, req, get_saga, "id", NULL);
+}
 static int h_list(struct ag_http_req *req, void *ud)
 {
     static const char *const q[] = {"customerId", "status", "limit", "cursor"};
@@ -384,9 +420,9 @@ static const char schema[] =
     "CREATE INDEX IF NOT EXISTS orders_customer ON orders(customer_id, id);"
     "CREATE INDEX IF NOT EXISTS orders_status ON orders(status, id);";
 
-static const char *const types[] = {AG_EV_ORDER_CREATED, AG_EV_ITEM_ADDED, AG_EV_ITEM_REMOVED,
-                                    AG_EV_ORDER_PLACED, AG_EV_ORDER_CONFIRMED, AG_EV_ORDER_CANCELLED,
-                                    AG_EV_ORDER_SHIPPED, NULL};
+static const char *const types[] = {
+    AG_EV_ORDER_CREATED,   AG_EV_ITEM_ADDED,      AG_EV_ITEM_REMOVED,  AG_EV_ORDER_PLACED,
+    AG_EV_ORDER_CONFIRMED, AG_EV_ORDER_CANCELLED, AG_EV_ORDER_SHIPPED, NULL};
 
 static int run_sql(sqlite3 *db, const char *sql, const char *id, const char *a, const char *b,
                    const char *c, const char *ts)
@@ -405,7 +441,8 @@ static json_t *load_items(sqlite3 *db, const char *id, const char **currency_out
 {
     sqlite3_stmt *st;
     json_t *items = NULL;
-    if (sqlite3_prepare_v2(db, "SELECT items, currency FROM orders WHERE id=?", -1, &st, NULL) != SQLITE_OK)
+    if (sqlite3_prepare_v2(db, "SELECT items, currency FROM orders WHERE id=?", -1, &st, NULL) !=
+        SQLITE_OK)
         return NULL;
     sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
     if (sqlite3_step(st) == SQLITE_ROW) {
@@ -426,29 +463,37 @@ static int apply_item(sqlite3 *db, const char *id, const json_t *d, bool add, co
     if (!items) return 0;
     const char *pid = json_string_value(json_object_get(d, "productId"));
     json_int_t q = json_integer_value(json_object_get(d, "quantity"));
-    json_int_t unit = json_integer_value(json_object_get(json_object_get(d, "unitPrice"), "amount"));
+    json_int_t unit =
+        json_integer_value(json_object_get(json_object_get(d, "unitPrice"), "amount"));
     size_t i;
     json_t *it;
     bool found = false;
-    json_array_foreach(items, i, it) {
-        if (!pid || strcmp(json_string_value(json_object_get(it, "productId")) ?: "", pid) != 0) continue;
+    json_array_foreach(items, i, it)
+    {
+        if (!pid || strcmp(json_string_value(json_object_get(it, "productId")) ?: "", pid) != 0)
+            continue;
         found = true;
-        if (!add) { json_array_remove(items, i); break; }
+        if (!add) {
+            json_array_remove(items, i);
+            break;
+        }
         q += json_integer_value(json_object_get(it, "quantity"));
         json_object_set_new(it, "quantity", json_integer(q));
         json_object_set_new(it, "subtotal", money(q * unit, currency));
     }
     if (add && !found)
-        json_array_append_new(items, json_pack("{s:s, s:I, s:o, s:o}", "productId", pid, "quantity", q,
-                                               "unitPrice", money(unit, currency), "subtotal",
+        json_array_append_new(items, json_pack("{s:s, s:I, s:o, s:o}", "productId", pid, "quantity",
+                                               q, "unitPrice", money(unit, currency), "subtotal",
                                                money(q * unit, currency)));
     json_int_t sub = 0;
-    json_array_foreach(items, i, it) sub += json_integer_value(json_object_get(json_object_get(it, "subtotal"), "amount"));
+    json_array_foreach(items, i, it) sub +=
+        json_integer_value(json_object_get(json_object_get(it, "subtotal"), "amount"));
     char *text = json_dumps(items, JSON_COMPACT);
     char subs[32];
     snprintf(subs, sizeof subs, "%lld", (long long)sub);
-    int rc = run_sql(db, "UPDATE orders SET items=?2, subtotal=?3, total=?3, updated_at=?5 WHERE id=?1",
-                     id, text, subs, NULL, ts);
+    int rc =
+        run_sql(db, "UPDATE orders SET items=?2, subtotal=?3, total=?3, updated_at=?5 WHERE id=?1",
+                id, text, subs, NULL, ts);
     free(text);
     json_decref(items);
     return rc;
@@ -457,16 +502,23 @@ static int apply_item(sqlite3 *db, const char *id, const json_t *d, bool add, co
 static int apply_placed(sqlite3 *db, const char *id, const json_t *d, const char *ts)
 {
     char sub[32], disc[32], tot[32];
-    snprintf(sub, sizeof sub, "%lld", (long long)json_integer_value(json_object_get(json_object_get(d, "subtotal"), "amount")));
-    snprintf(disc, sizeof disc, "%lld", (long long)json_integer_value(json_object_get(json_object_get(d, "discount"), "amount")));
-    snprintf(tot, sizeof tot, "%lld", (long long)json_integer_value(json_object_get(json_object_get(d, "total"), "amount")));
+    snprintf(
+        sub, sizeof sub, "%lld",
+        (long long)json_integer_value(json_object_get(json_object_get(d, "subtotal"), "amount")));
+    snprintf(
+        disc, sizeof disc, "%lld",
+        (long long)json_integer_value(json_object_get(json_object_get(d, "discount"), "amount")));
+    snprintf(tot, sizeof tot, "%lld",
+             (long long)json_integer_value(json_object_get(json_object_get(d, "total"), "amount")));
     char *addr = json_dumps(json_object_get(d, "shippingAddress"), JSON_COMPACT);
     sqlite3_stmt *st;
     int rc = AG_EIO;
-    if (sqlite3_prepare_v2(db, "UPDATE orders SET status='pending', subtotal=?2, discount=?3, total=?4,"
-                               " shipping_address=?5, saga_id=?6, updated_at=?7 WHERE id=?1",
+    if (sqlite3_prepare_v2(db,
+                           "UPDATE orders SET status='pending', subtotal=?2, discount=?3, total=?4,"
+                           " shipping_address=?5, saga_id=?6, updated_at=?7 WHERE id=?1",
                            -1, &st, NULL) == SQLITE_OK) {
-        const char *v[] = {id, sub, disc, tot, addr, json_string_value(json_object_get(d, "sagaId")), ts};
+        const char *v[] = {
+            id, sub, disc, tot, addr, json_string_value(json_object_get(d, "sagaId")), ts};
         for (int i = 0; i < 7; i++) sqlite3_bind_text(st, i + 1, v[i], -1, SQLITE_TRANSIENT);
         rc = sqlite3_step(st) == SQLITE_DONE ? 0 : AG_EIO;
         sqlite3_finalize(st);
@@ -483,28 +535,34 @@ static int apply(sqlite3 *db, const struct ag_event *ev, const json_t *d, void *
     snprintf(type, sizeof type, "%.*s", (int)ev->type_len, ev->type);
     ag_time_rfc3339(ev->time_ns, ts);
     if (strcmp(type, AG_EV_ORDER_CREATED) == 0)
-        return run_sql(db, "INSERT OR IGNORE INTO orders(id, customer_id, status, currency, created_at,"
-                           " updated_at) VALUES(?1, ?2, 'draft', ?3, ?5, ?5)",
+        return run_sql(db,
+                       "INSERT OR IGNORE INTO orders(id, customer_id, status, currency, created_at,"
+                       " updated_at) VALUES(?1, ?2, 'draft', ?3, ?5, ?5)",
                        id, json_string_value(json_object_get(d, "customerId")),
                        json_string_value(json_object_get(d, "currency")), NULL, ts);
     if (strcmp(type, AG_EV_ITEM_ADDED) == 0) return apply_item(db, id, d, true, ts);
     if (strcmp(type, AG_EV_ITEM_REMOVED) == 0) return apply_item(db, id, d, false, ts);
     if (strcmp(type, AG_EV_ORDER_PLACED) == 0) return apply_placed(db, id, d, ts);
     if (strcmp(type, AG_EV_ORDER_CONFIRMED) == 0)
-        return run_sql(db, "UPDATE orders SET status='confirmed', tracking_number=?2, updated_at=?5 WHERE id=?1",
-                       id, json_string_value(json_object_get(d, "trackingNumber")), NULL, NULL, ts);
+        return run_sql(
+            db,
+            "UPDATE orders SET status='confirmed', tracking_number=?2, updated_at=?5 WHERE id=?1",
+            id, json_string_value(json_object_get(d, "trackingNumber")), NULL, NULL, ts);
     if (strcmp(type, AG_EV_ORDER_CANCELLED) == 0)
-        return run_sql(db, "UPDATE orders SET status='cancelled', cancellation_reason=?2, updated_at=?5 WHERE id=?1",
+        return run_sql(db,
+                       "UPDATE orders SET status='cancelled', cancellation_reason=?2, "
+                       "updated_at=?5 WHERE id=?1",
                        id, json_string_value(json_object_get(d, "reason")), NULL, NULL, ts);
     if (strcmp(type, AG_EV_ORDER_SHIPPED) == 0)
-        return run_sql(db, "UPDATE orders SET status='shipped', updated_at=?5 WHERE id=?1", id, NULL,
-                       NULL, NULL, ts);
+        return run_sql(db, "UPDATE orders SET status='shipped', updated_at=?5 WHERE id=?1", id,
+                       NULL, NULL, NULL, ts);
     return 0;
 }
 
 void svc_ordering_projection(struct ag_projection *out)
 {
-    *out = (struct ag_projection){.name = "orders", .schema = schema, .types = types, .apply = apply};
+    *out =
+        (struct ag_projection){.name = "orders", .schema = schema, .types = types, .apply = apply};
 }
 
 /* ---- shipments read model ---- */
@@ -519,24 +577,26 @@ static int apply_shipment(sqlite3 *db, const struct ag_event *ev, const json_t *
 {
     AG_UNUSED(ud);
     char order[128], type[64], ts[32];
-    snprintf(order, sizeof order, "%.*s", (int)ev->stream_len - 9, ev->stream + 9); /* "shipment-" */
+    snprintf(order, sizeof order, "%.*s", (int)ev->stream_len - 9,
+             ev->stream + 9); /* "shipment-" */
     snprintf(type, sizeof type, "%.*s", (int)ev->type_len, ev->type);
     ag_time_rfc3339(ev->time_ns, ts);
     if (strcmp(type, AG_EV_SHIPMENT_ARRANGED) == 0) {
         char *addr = json_dumps(json_object_get(d, "address"), JSON_COMPACT);
-        int rc = run_sql(db, "INSERT OR REPLACE INTO shipments VALUES(?1, ?2, 'arranged', ?3, ?4, ?5)", order,
-                         json_string_value(json_object_get(d, "shipmentId")),
-                         json_string_value(json_object_get(d, "trackingNumber")), addr, ts);
+        int rc =
+            run_sql(db, "INSERT OR REPLACE INTO shipments VALUES(?1, ?2, 'arranged', ?3, ?4, ?5)",
+                    order, json_string_value(json_object_get(d, "shipmentId")),
+                    json_string_value(json_object_get(d, "trackingNumber")), addr, ts);
         free(addr);
         return rc;
     }
     const char *status = strcmp(type, AG_EV_SHIPMENT_CANCELLED) == 0 ? "cancelled" : "dispatched";
-    return run_sql(db, "UPDATE shipments SET status=?2, updated_at=?5 WHERE order_id=?1", order, status,
-                   NULL, NULL, ts);
+    return run_sql(db, "UPDATE shipments SET status=?2, updated_at=?5 WHERE order_id=?1", order,
+                   status, NULL, NULL, ts);
 }
 
 void svc_shipping_projection(struct ag_projection *out)
 {
-    *out = (struct ag_projection){.name = "shipments", .schema = ship_schema, .types = ship_types,
-                                  .apply = apply_shipment};
+    *out = (struct ag_projection){
+        .name = "shipments", .schema = ship_schema, .types = ship_types, .apply = apply_shipment};
 }

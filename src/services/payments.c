@@ -27,7 +27,8 @@ static void view_account(const void *state, int64_t version, void *ud)
                                   ag_account_status_name(a), a->tx_count, a->tx_count ? ts : NULL);
 }
 
-static int dom_deposit(const void *st, const void *cmd, struct ag_dom_events *out, struct ag_err *err)
+static int dom_deposit(const void *st, const void *cmd, struct ag_dom_events *out,
+                       struct ag_err *err)
 {
     const struct ag_account *a = st;
     if (!a->exists) return ag_err_set(err, AG_ENOTFOUND, "account not found");
@@ -45,16 +46,20 @@ int svc_deposit(struct ag_platform *p, const char *account_id, const struct ag_m
 
 static int deposit(struct svc_job *j)
 {
-    if (!json_is_object(j->body)) return svc_problem(j, 400, "Invalid request", "the body must be a JSON object");
+    if (!json_is_object(j->body))
+        return svc_problem(j, 400, "Invalid request", "the body must be a JSON object");
     struct ag_money amount;
     struct ag_err err;
     ag_err_clear(&err);
     json_t *a = json_object_get(j->body, "amount");
-    if (!a) svc_field_error(j, "/amount", "amount is required: {\"amount\": 1000, \"currency\": \"USD\"}");
+    if (!a)
+        svc_field_error(j, "/amount",
+                        "amount is required: {\"amount\": 1000, \"currency\": \"USD\"}");
     else if (ag_money_from_json(a, &amount, "/amount", &err)) {
         const char *colon = strstr(err.msg, ": ");
         char ptr[64];
-        snprintf(ptr, sizeof ptr, "%.*s", colon ? (int)(colon - err.msg) : 7, colon ? err.msg : "/amount");
+        snprintf(ptr, sizeof ptr, "%.*s", colon ? (int)(colon - err.msg) : 7,
+                 colon ? err.msg : "/amount");
         svc_field_error(j, ptr, "%s", colon ? colon + 2 : err.msg);
     } else if (amount.amount <= 0) {
         svc_field_error(j, "/amount/amount", "a deposit must be greater than zero");
@@ -67,8 +72,8 @@ static int deposit(struct svc_job *j)
     svc_stream(stream, sizeof stream, "account", j->param);
     struct ag_account_deposit d = {amount, svc_now_ms()};
     json_t *view = NULL;
-    int rc = svc_exec(j->p, &svc_account_type, stream, dom_deposit, &d, j->meta, view_account, &view,
-                      NULL, &err);
+    int rc = svc_exec(j->p, &svc_account_type, stream, dom_deposit, &d, j->meta, view_account,
+                      &view, NULL, &err);
     if (rc == AG_EDOMAIN && (strstr(err.msg, "currency") || strstr(err.msg, " is in "))) {
         svc_field_error(j, "/amount/currency", "%s", err.msg);
         svc_fields_failed(j, 422);
@@ -86,11 +91,13 @@ static int deposit(struct svc_job *j)
 static json_t *row(sqlite3_stmt *st)
 {
     return account_json((const char *)sqlite3_column_text(st, 0), sqlite3_column_int64(st, 1),
-                        (const char *)sqlite3_column_text(st, 2), (const char *)sqlite3_column_text(st, 3),
-                        sqlite3_column_int64(st, 4), (const char *)sqlite3_column_text(st, 5));
+                        (const char *)sqlite3_column_text(st, 2),
+                        (const char *)sqlite3_column_text(st, 3), sqlite3_column_int64(st, 4),
+                        (const char *)sqlite3_column_text(st, 5));
 }
 
-static const char cols[] = "SELECT id, balance, currency, status, tx_count, last_activity FROM accounts";
+static const char cols[] =
+    "SELECT id, balance, currency, status, tx_count, last_activity FROM accounts";
 
 static int get(struct svc_job *j)
 {
@@ -120,7 +127,8 @@ static int list(struct svc_job *j)
     int limit;
     int64_t min = 0;
     if (j->q[0] && (ag_parse_i64(j->q[0], &min) || min < 0))
-        svc_field_error(j, "/minBalance", "minBalance must be a non-negative integer (minor units)");
+        svc_field_error(j, "/minBalance",
+                        "minBalance must be a non-negative integer (minor units)");
     svc_limit(j, j->q[1], &limit);
     if (svc_fields_failed(j, 400)) return 0;
     char sql[256], lim[16], minb[32];
@@ -138,8 +146,14 @@ static int list(struct svc_job *j)
     return svc_ok(j, 200, json_pack("{s:o, s:o}", "items", rows, "nextCursor", next));
 }
 
-static int h_deposit(struct ag_http_req *req, void *ud) { return svc_offload(ud, req, deposit, "id", NULL); }
-static int h_get(struct ag_http_req *req, void *ud) { return svc_offload(ud, req, get, "id", NULL); }
+static int h_deposit(struct ag_http_req *req, void *ud)
+{
+    return svc_offload(ud, req, deposit, "id", NULL);
+}
+static int h_get(struct ag_http_req *req, void *ud)
+{
+    return svc_offload(ud, req, get, "id", NULL);
+}
 static int h_list(struct ag_http_req *req, void *ud)
 {
     static const char *const q[] = {"minBalance", "limit", "cursor", NULL};
@@ -161,8 +175,12 @@ static const char schema[] =
     " tx_count INTEGER NOT NULL, last_activity TEXT);"
     "CREATE INDEX IF NOT EXISTS accounts_balance ON accounts(balance);";
 
-static const char *const types[] = {AG_EV_ACCOUNT_OPENED, AG_EV_MONEY_DEPOSITED, AG_EV_MONEY_WITHDRAWN,
-                                    AG_EV_PAYMENT_CAPTURED, AG_EV_PAYMENT_REFUNDED, AG_EV_ACCOUNT_CLOSED,
+static const char *const types[] = {AG_EV_ACCOUNT_OPENED,
+                                    AG_EV_MONEY_DEPOSITED,
+                                    AG_EV_MONEY_WITHDRAWN,
+                                    AG_EV_PAYMENT_CAPTURED,
+                                    AG_EV_PAYMENT_REFUNDED,
+                                    AG_EV_ACCOUNT_CLOSED,
                                     NULL};
 
 static int apply(sqlite3 *db, const struct ag_event *ev, const json_t *d, void *ud)
@@ -176,20 +194,24 @@ static int apply(sqlite3 *db, const struct ag_event *ev, const json_t *d, void *
                   memcmp(ev->type, AG_EV_ACCOUNT_OPENED, ev->type_len) == 0;
     bool closed = ev->type_len == strlen(AG_EV_ACCOUNT_CLOSED) &&
                   memcmp(ev->type, AG_EV_ACCOUNT_CLOSED, ev->type_len) == 0;
-    const char *sql = opened ? "INSERT OR REPLACE INTO accounts VALUES(?1, ?2, 0, ?3, 'open', 0, NULL)"
-                      : closed ? "UPDATE accounts SET status='closed' WHERE id=?1"
-                               : "UPDATE accounts SET balance=?4, tx_count=tx_count+1, last_activity=?5"
-                                 " WHERE id=?1";
+    const char *sql =
+        opened   ? "INSERT OR REPLACE INTO accounts VALUES(?1, ?2, 0, ?3, 'open', 0, NULL)"
+        : closed ? "UPDATE accounts SET status='closed' WHERE id=?1"
+                 : "UPDATE accounts SET balance=?4, tx_count=tx_count+1, last_activity=?5"
+                   " WHERE id=?1";
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) return AG_EIO;
     sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
     int n = sqlite3_bind_parameter_count(st);
     if (n >= 3) {
-        sqlite3_bind_text(st, 2, json_string_value(json_object_get(d, "customerId")), -1, SQLITE_TRANSIENT);
-        sqlite3_bind_text(st, 3, json_string_value(json_object_get(d, "currency")), -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 2, json_string_value(json_object_get(d, "customerId")), -1,
+                          SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 3, json_string_value(json_object_get(d, "currency")), -1,
+                          SQLITE_TRANSIENT);
     }
     if (n >= 5) {
-        sqlite3_bind_int64(st, 4, json_integer_value(json_object_get(json_object_get(d, "balance"), "amount")));
+        sqlite3_bind_int64(
+            st, 4, json_integer_value(json_object_get(json_object_get(d, "balance"), "amount")));
         sqlite3_bind_text(st, 5, ts, -1, SQLITE_TRANSIENT);
     }
     int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : AG_EIO;
@@ -199,5 +221,6 @@ static int apply(sqlite3 *db, const struct ag_event *ev, const json_t *d, void *
 
 void svc_payments_projection(struct ag_projection *out)
 {
-    *out = (struct ag_projection){.name = "accounts", .schema = schema, .types = types, .apply = apply};
+    *out = (struct ag_projection){
+        .name = "accounts", .schema = schema, .types = types, .apply = apply};
 }

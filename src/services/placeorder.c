@@ -72,11 +72,11 @@ static int account_stream(struct ag_platform *p, const char *customer_id, char o
 
 /* ---- decide adapters ---- */
 
-#define DOM(fn, T)                                                                             \
-    static int d_##fn(const void *st, const void *cmd, struct ag_dom_events *out,              \
-                      struct ag_err *err)                                                      \
-    {                                                                                          \
-        return ag_##fn(st, cmd, out, err);                                                     \
+#define DOM(fn, T)                                                                                 \
+    static int d_##fn(const void *st, const void *cmd, struct ag_dom_events *out,                  \
+                      struct ag_err *err)                                                          \
+    {                                                                                              \
+        return ag_##fn(st, cmd, out, err);                                                         \
     }
 DOM(stock_reserve, ag_stock)
 DOM(stock_release, ag_stock)
@@ -121,7 +121,8 @@ static int release_lines(struct ag_platform *p, const char *order_id, const stru
         char stream[128];
         svc_stream(stream, sizeof stream, "stock", v->lines[i].product_id);
         struct ag_stock_release r = {order_id, reason};
-        int r1 = svc_exec(p, &svc_stock_type, stream, d_stock_release, &r, NULL, NULL, NULL, NULL, err);
+        int r1 =
+            svc_exec(p, &svc_stock_type, stream, d_stock_release, &r, NULL, NULL, NULL, NULL, err);
         if (r1 && !rc) rc = r1;
     }
     return rc;
@@ -138,7 +139,8 @@ static int reserve(void *ud, const json_t *data, const char *key, const char *re
         char stream[128];
         svc_stream(stream, sizeof stream, "stock", v.lines[i].product_id);
         struct ag_stock_reserve r = {id, v.lines[i].quantity, v.lines[i].product_id};
-        rc = svc_exec(ud, &svc_stock_type, stream, d_stock_reserve, &r, NULL, NULL, NULL, NULL, err);
+        rc =
+            svc_exec(ud, &svc_stock_type, stream, d_stock_reserve, &r, NULL, NULL, NULL, NULL, err);
         if (rc) { /* all or nothing: give back what this step took */
             struct ag_err e2;
             release_lines(ud, id, &v, i, "reservation incomplete", &e2);
@@ -157,7 +159,8 @@ static int release(void *ud, const json_t *data, const char *key, const char *re
     return rc ? rc : release_lines(ud, id, &v, v.n, reason, err);
 }
 
-static int charge(void *ud, const json_t *data, const char *key, const char *reason, struct ag_err *err)
+static int charge(void *ud, const json_t *data, const char *key, const char *reason,
+                  struct ag_err *err)
 {
     AG_UNUSED(key), AG_UNUSED(reason);
     struct order_view v;
@@ -168,10 +171,12 @@ static int charge(void *ud, const json_t *data, const char *key, const char *rea
     if (rc) return rc;
     if (v.total.amount == 0) return 0;
     struct ag_account_charge c = {id, v.total, svc_now_ms()};
-    return svc_exec(ud, &svc_account_type, stream, d_account_charge, &c, NULL, NULL, NULL, NULL, err);
+    return svc_exec(ud, &svc_account_type, stream, d_account_charge, &c, NULL, NULL, NULL, NULL,
+                    err);
 }
 
-static int refund(void *ud, const json_t *data, const char *key, const char *reason, struct ag_err *err)
+static int refund(void *ud, const json_t *data, const char *key, const char *reason,
+                  struct ag_err *err)
 {
     AG_UNUSED(key), AG_UNUSED(reason);
     struct order_view v;
@@ -181,7 +186,8 @@ static int refund(void *ud, const json_t *data, const char *key, const char *rea
     if (!rc) rc = account_stream(ud, v.customer_id, stream, err);
     if (rc) return rc;
     struct ag_account_refund r = {id, svc_now_ms()};
-    return svc_exec(ud, &svc_account_type, stream, d_account_refund, &r, NULL, NULL, NULL, NULL, err);
+    return svc_exec(ud, &svc_account_type, stream, d_account_refund, &r, NULL, NULL, NULL, NULL,
+                    err);
 }
 
 static void tracking_number(const char *order_id, char out[32])
@@ -189,7 +195,8 @@ static void tracking_number(const char *order_id, char out[32])
     snprintf(out, 32, "AG%012llX", (unsigned long long)(ag_xxh3(order_id, strlen(order_id)) >> 16));
 }
 
-static int arrange(void *ud, const json_t *data, const char *key, const char *reason, struct ag_err *err)
+static int arrange(void *ud, const json_t *data, const char *key, const char *reason,
+                   struct ag_err *err)
 {
     AG_UNUSED(key), AG_UNUSED(reason);
     struct order_view v;
@@ -201,10 +208,12 @@ static int arrange(void *ud, const json_t *data, const char *key, const char *re
     tracking_number(id, track);
     svc_stream(stream, sizeof stream, "shipment", id);
     struct ag_shipment_arrange a = {ship_id, id, &v.address, track};
-    return svc_exec(ud, &svc_shipment_type, stream, d_shipment_arrange, &a, NULL, NULL, NULL, NULL, err);
+    return svc_exec(ud, &svc_shipment_type, stream, d_shipment_arrange, &a, NULL, NULL, NULL, NULL,
+                    err);
 }
 
-static int unarrange(void *ud, const json_t *data, const char *key, const char *reason, struct ag_err *err)
+static int unarrange(void *ud, const json_t *data, const char *key, const char *reason,
+                     struct ag_err *err)
 {
     AG_UNUSED(key);
     const char *id = json_string_value(json_object_get(data, "orderId"));
@@ -212,10 +221,12 @@ static int unarrange(void *ud, const json_t *data, const char *key, const char *
     svc_stream(stream, sizeof stream, "shipment", id ? id : "");
     if (!svc_stream_exists(ud, "shipment", id ? id : "")) return 0;
     struct ag_shipment_cancel c = {reason};
-    return svc_exec(ud, &svc_shipment_type, stream, d_shipment_cancel, &c, NULL, NULL, NULL, NULL, err);
+    return svc_exec(ud, &svc_shipment_type, stream, d_shipment_cancel, &c, NULL, NULL, NULL, NULL,
+                    err);
 }
 
-static int confirm(void *ud, const json_t *data, const char *key, const char *reason, struct ag_err *err)
+static int confirm(void *ud, const json_t *data, const char *key, const char *reason,
+                   struct ag_err *err)
 {
     AG_UNUSED(key), AG_UNUSED(reason);
     const char *id = json_string_value(json_object_get(data, "orderId"));
@@ -239,7 +250,8 @@ static int unconfirm(void *ud, const json_t *data, const char *key, const char *
     int rc = load_order(ud, data, &v, &id, err);
     if (rc) return rc;
     if (v.status == AG_ORDER_CONFIRMED || v.status == AG_ORDER_SHIPPED)
-        return ag_err_set(err, AG_EEXISTS, "order %s is already %s", id, ag_order_status_name(v.status));
+        return ag_err_set(err, AG_EEXISTS, "order %s is already %s", id,
+                          ag_order_status_name(v.status));
     return 0;
 }
 
@@ -249,13 +261,15 @@ static void fault_from_env(struct ag_saga_step *st)
 {
     char name[64] = "AGORA_FAULT_";
     size_t n = strlen(name);
-    for (const char *c = st->name; *c && n < sizeof name - 1; c++) name[n++] = (char)toupper((unsigned char)*c);
+    for (const char *c = st->name; *c && n < sizeof name - 1; c++)
+        name[n++] = (char)toupper((unsigned char)*c);
     name[n] = 0;
     const char *v = getenv(name);
     if (!v) return;
     double rate = 0, comp = 0;
     unsigned lat = 0;
-    if (sscanf(v, "%lf,%u,%lf", &rate, &lat, &comp) < 1 || rate < 0 || rate > 1 || comp < 0 || comp > 1) {
+    if (sscanf(v, "%lf,%u,%lf", &rate, &lat, &comp) < 1 || rate < 0 || rate > 1 || comp < 0 ||
+        comp > 1) {
         AG_WARN("saga.bad_fault_config", AG_LS("variable", name), AG_LS("value", v),
                 AG_LS("expected", "rate[,latency_ms[,compensation_rate]] with rates in 0..1"));
         return;
@@ -278,20 +292,26 @@ int svc_place_order_saga(struct ag_platform *p, struct ag_err *err)
     for (size_t i = 0; i < 5; i++) {
         struct ag_saga_step *st = &p->place_order_steps[i];
         fault_from_env(st);
-        struct ag_cb_config cb = {.name = st->name, .failure_threshold = 20, .open_ns = 5000000000ull,
+        struct ag_cb_config cb = {.name = st->name,
+                                  .failure_threshold = 20,
+                                  .open_ns = 5000000000ull,
                                   .half_open_permits = 2};
         int rc = ag_cb_new(&cb, &p->breakers[i], err);
         if (rc) return rc;
         p->step_policy[i] = (struct ag_pipeline){
-            .name = st->name, .breaker = p->breakers[i],
-            .retry = {.max_attempts = 3, .backoff = AG_BACKOFF_EXPONENTIAL, .base_ns = 20000000ull,
-                      .cap_ns = 500000000ull, .jitter = AG_JITTER_FULL},
+            .name = st->name,
+            .breaker = p->breakers[i],
+            .retry = {.max_attempts = 3,
+                      .backoff = AG_BACKOFF_EXPONENTIAL,
+                      .base_ns = 20000000ull,
+                      .cap_ns = 500000000ull,
+                      .jitter = AG_JITTER_FULL},
             .attempt_timeout_ns = 5000000000ull,
         };
         st->policy = &p->step_policy[i];
     }
-    p->saga_defs[0] = (struct ag_saga_def){.type = "PlaceOrder", .steps = p->place_order_steps,
-                                           .nsteps = 5, .ud = p};
+    p->saga_defs[0] = (struct ag_saga_def){
+        .type = "PlaceOrder", .steps = p->place_order_steps, .nsteps = 5, .ud = p};
     return 0;
 }
 
@@ -324,6 +344,10 @@ static int starts_durable(void *ud)
 void svc_saga_starter_projection(struct ag_platform *p, struct ag_projection *out)
 {
     static const char *const types[] = {AG_EV_ORDER_PLACED, NULL};
-    *out = (struct ag_projection){.name = "saga_starter", .schema = NULL, .types = types,
-                                  .apply = start_saga, .ud = p, .flush = starts_durable};
+    *out = (struct ag_projection){.name = "saga_starter",
+                                  .schema = NULL,
+                                  .types = types,
+                                  .apply = start_saga,
+                                  .ud = p,
+                                  .flush = starts_durable};
 }

@@ -18,13 +18,13 @@
 #include "agora/store_log.h"
 #include "services/internal.h"
 
-static const char *const rm_names[RM_COUNT] = {"customers", "products", "accounts", "stock",
-                                               "orders", "shipments", "sagas"};
+static const char *const rm_names[RM_COUNT] = {"customers", "products",  "accounts", "stock",
+                                               "orders",    "shipments", "sagas"};
 
 const char *const *ag_platform_projection_names(void)
 {
-    static const char *const names[] = {"customers", "products", "accounts", "stock", "orders",
-                                        "shipments", "sagas", "saga_starter", NULL};
+    static const char *const names[] = {"customers", "products", "accounts",     "stock", "orders",
+                                        "shipments", "sagas",    "saga_starter", NULL};
     return names;
 }
 
@@ -49,13 +49,12 @@ static int h_projections(struct ag_http_req *req, void *ud)
     for (size_t i = 0; i < ag_projector_count(p->projector); i++) {
         struct ag_projection_stats s;
         ag_projector_stats(p->projector, i, &s);
-        json_array_append_new(items, json_pack("{s:s, s:I, s:I, s:I, s:f, s:I, s:s, s:s?}", "name",
-                                               s.name, "checkpoint", (json_int_t)s.checkpoint, "head",
-                                               (json_int_t)s.head, "lagEvents", (json_int_t)s.lag_events,
-                                               "lagSeconds", s.lag_seconds, "applied",
-                                               (json_int_t)s.applied, "status",
-                                               s.failed ? "failed" : "running", "error",
-                                               s.failed ? s.error : NULL));
+        json_array_append_new(
+            items, json_pack("{s:s, s:I, s:I, s:I, s:f, s:I, s:s, s:s?}", "name", s.name,
+                             "checkpoint", (json_int_t)s.checkpoint, "head", (json_int_t)s.head,
+                             "lagEvents", (json_int_t)s.lag_events, "lagSeconds", s.lag_seconds,
+                             "applied", (json_int_t)s.applied, "status",
+                             s.failed ? "failed" : "running", "error", s.failed ? s.error : NULL));
     }
     return ag_http_respond_json(req, 200, json_pack("{s:o}", "items", items));
 }
@@ -104,7 +103,8 @@ static int open_read_models(struct ag_platform *p, struct ag_err *err)
 {
     for (int i = 0; i < RM_COUNT; i++)
         if (ag_projection_open_ro(p->rm_dir, rm_names[i], &p->rm[i]))
-            return ag_err_set(err, AG_EIO, "%s/%s.db: cannot open for queries", p->rm_dir, rm_names[i]);
+            return ag_err_set(err, AG_EIO, "%s/%s.db: cannot open for queries", p->rm_dir,
+                              rm_names[i]);
     return 0;
 }
 
@@ -115,8 +115,11 @@ static int start_http(struct ag_platform *p, struct ag_err *err)
     if (!rc) rc = ag_obs_health_new(&p->health);
     if (rc) return ag_err_set(err, rc, "out of memory");
     ag_obs_health_add(p->health, AG_OBS_READY, "platform", ready_check, p);
-    struct ag_http_observe o = {.metrics = p->metrics, .health = p->health, .request_id = true,
-                                .trace = true, .access_log = getenv("AGORA_ACCESS_LOG") != NULL,
+    struct ag_http_observe o = {.metrics = p->metrics,
+                                .health = p->health,
+                                .request_id = true,
+                                .trace = true,
+                                .access_log = getenv("AGORA_ACCESS_LOG") != NULL,
                                 .ops_routes = true};
     ag_http_router_observe(p->router, &o);
     svc_customers_routes(p);
@@ -125,7 +128,8 @@ static int start_http(struct ag_platform *p, struct ag_err *err)
     svc_inventory_routes(p);
     svc_ordering_routes(p);
     svc_admin_routes(p);
-    struct ag_http_server_config hc = {.host = p->cfg.host, .port = p->cfg.port, .workers = p->cfg.workers};
+    struct ag_http_server_config hc = {
+        .host = p->cfg.host, .port = p->cfg.port, .workers = p->cfg.workers};
     rc = ag_http_server_new(&hc, p->router, &p->server);
     if (rc) return ag_err_set(err, rc, "cannot create the HTTP server");
     return ag_http_server_start(p->server, err);
@@ -144,7 +148,8 @@ static int open_store(struct ag_platform *p, struct ag_err *err)
     return 0;
 }
 
-int ag_platform_start(const struct ag_platform_config *cfg, struct ag_platform **out, struct ag_err *err)
+int ag_platform_start(const struct ag_platform_config *cfg, struct ag_platform **out,
+                      struct ag_err *err)
 {
     struct ag_platform *p = ag_calloc(1, sizeof *p);
     if (!p) return ag_err_set(err, AG_ENOMEM, "out of memory");
@@ -153,14 +158,17 @@ int ag_platform_start(const struct ag_platform_config *cfg, struct ag_platform *
     struct ag_store_stats st = {0};
     if (!rc) ag_store_stats(p->store, &st);
     if (!rc) rc = svc_place_order_saga(p, err);
-    if (!rc) rc = ag_saga_engine_start(p->store, p->saga_defs, 1, cfg->saga_threads ? cfg->saga_threads : 256,
-                                       &p->sagas, err);
+    if (!rc)
+        rc = ag_saga_engine_start(p->store, p->saga_defs, 1,
+                                  cfg->saga_threads ? cfg->saga_threads : 256, &p->sagas, err);
     if (!rc) fill_projections(p);
-    if (!rc) rc = ag_projector_start(p->store, p->rm_dir, p->projs, RM_COUNT + 1, &p->projector, err);
+    if (!rc)
+        rc = ag_projector_start(p->store, p->rm_dir, p->projs, RM_COUNT + 1, &p->projector, err);
     if (!rc) rc = open_read_models(p, err);
     if (!rc && cfg->seed && st.events == 0) rc = svc_seed(p, err);
     if (!rc) rc = start_http(p, err);
-    if (!rc && svc_monitor_start(p)) rc = ag_err_set(err, AG_ENOMEM, "cannot start the monitor thread");
+    if (!rc && svc_monitor_start(p))
+        rc = ag_err_set(err, AG_ENOMEM, "cannot start the monitor thread");
     if (rc) {
         ag_platform_stop(p);
         return rc;
@@ -169,9 +177,15 @@ int ag_platform_start(const struct ag_platform_config *cfg, struct ag_platform *
     return 0;
 }
 
-uint16_t ag_platform_port(const struct ag_platform *p) { return ag_http_server_port(p->server); }
+uint16_t ag_platform_port(const struct ag_platform *p)
+{
+    return ag_http_server_port(p->server);
+}
 
-struct ag_obs_registry *ag_platform_metrics(struct ag_platform *p) { return p->metrics; }
+struct ag_obs_registry *ag_platform_metrics(struct ag_platform *p)
+{
+    return p->metrics;
+}
 
 int ag_platform_run_until_signal(struct ag_platform *p)
 {
@@ -202,8 +216,8 @@ void ag_platform_stop(struct ag_platform *p)
 }
 
 int ag_platform_rebuild_projection(const char *data_dir, const char *name,
-                                   void (*progress)(void *ud, uint64_t done, uint64_t total), void *ud,
-                                   struct ag_err *err)
+                                   void (*progress)(void *ud, uint64_t done, uint64_t total),
+                                   void *ud, struct ag_err *err)
 {
     struct ag_platform tmp;
     memset(&tmp, 0, sizeof tmp);
@@ -214,7 +228,8 @@ int ag_platform_rebuild_projection(const char *data_dir, const char *name,
         if (strcmp(tmp.projs[i].name, name) == 0) proj = &tmp.projs[i];
     if (!proj) return ag_err_set(err, AG_ENOTFOUND, "no projection named '%s'", name);
     if (proj->apply == tmp.projs[RM_COUNT].apply)
-        return ag_err_set(err, AG_EINVAL, "'%s' starts sagas; it is not a read model to rebuild", name);
+        return ag_err_set(err, AG_EINVAL, "'%s' starts sagas; it is not a read model to rebuild",
+                          name);
     int rc = open_store(&tmp, err);
     if (!rc) rc = ag_projection_rebuild(tmp.store, tmp.rm_dir, proj, progress, ud, err);
     ag_es_repo_free(tmp.repo);

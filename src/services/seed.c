@@ -14,9 +14,9 @@ struct seed_product {
 };
 
 static const struct seed_product products[] = {
-    {"KB-01", "Mechanical keyboard", 8999, 50},  {"MS-02", "Wireless mouse", 2999, 100},
-    {"MN-03", "27-inch monitor", 24999, 20},     {"HP-04", "Noise-cancelling headphones", 19999, 30},
-    {"CB-05", "USB-C cable", 999, 500},          {"WC-06", "HD webcam", 4999, 3},
+    {"KB-01", "Mechanical keyboard", 8999, 50}, {"MS-02", "Wireless mouse", 2999, 100},
+    {"MN-03", "27-inch monitor", 24999, 20},    {"HP-04", "Noise-cancelling headphones", 19999, 30},
+    {"CB-05", "USB-C cable", 999, 500},         {"WC-06", "HD webcam", 4999, 3},
 };
 
 struct seed_customer {
@@ -31,12 +31,14 @@ static const struct seed_customer customers[] = {
     {"carol@example.com", "Carol Example", false, 1000},
 };
 
-static int d_product_add(const void *st, const void *cmd, struct ag_dom_events *out, struct ag_err *err)
+static int d_product_add(const void *st, const void *cmd, struct ag_dom_events *out,
+                         struct ag_err *err)
 {
     return ag_product_add(st, cmd, out, err);
 }
 
-static int d_stock_add(const void *st, const void *cmd, struct ag_dom_events *out, struct ag_err *err)
+static int d_stock_add(const void *st, const void *cmd, struct ag_dom_events *out,
+                       struct ag_err *err)
 {
     return ag_stock_add(st, cmd, out, err);
 }
@@ -47,13 +49,15 @@ static int seed_product(struct ag_platform *p, const struct seed_product *sp, st
     svc_new_id(id, NULL, NULL);
     struct ag_product_add a = {id, sp->sku, sp->name, {sp->cents, "USD"}};
     svc_stream(stream, sizeof stream, "product", id);
-    int rc = svc_exec(p, &svc_product_type, stream, d_product_add, &a, "{\"actor\":\"seed\"}", NULL, NULL,
-                      NULL, err);
+    int rc = svc_exec(p, &svc_product_type, stream, d_product_add, &a, "{\"actor\":\"seed\"}", NULL,
+                      NULL, NULL, err);
     struct ag_stock_add s = {id, sp->stock};
     svc_stream(stream, sizeof stream, "stock", id);
-    if (!rc) rc = svc_exec(p, &svc_stock_type, stream, d_stock_add, &s, "{\"actor\":\"seed\"}", NULL, NULL,
-                           NULL, err);
-    if (!rc) AG_INFO("seed.product", AG_LS("id", id), AG_LS("sku", sp->sku), AG_LI("stock", sp->stock));
+    if (!rc)
+        rc = svc_exec(p, &svc_stock_type, stream, d_stock_add, &s, "{\"actor\":\"seed\"}", NULL,
+                      NULL, NULL, err);
+    if (!rc)
+        AG_INFO("seed.product", AG_LS("id", id), AG_LS("sku", sp->sku), AG_LI("stock", sp->stock));
     return rc;
 }
 
@@ -66,15 +70,16 @@ static int seed_customer(struct ag_platform *p, const struct seed_customer *sc, 
     struct ag_money m = {sc->cents, "USD"};
     if (!rc) rc = svc_deposit(p, account, &m, "{\"actor\":\"seed\"}", err);
     if (!rc)
-        AG_INFO("seed.customer", AG_LS("id", id), AG_LS("email", sc->email), AG_LS("accountId", account),
-                AG_LI("balance", sc->cents));
+        AG_INFO("seed.customer", AG_LS("id", id), AG_LS("email", sc->email),
+                AG_LS("accountId", account), AG_LI("balance", sc->cents));
     return rc;
 }
 
 int svc_seed(struct ag_platform *p, struct ag_err *err)
 {
     int rc = 0;
-    for (size_t i = 0; i < sizeof products / sizeof products[0] && !rc; i++) rc = seed_product(p, &products[i], err);
+    for (size_t i = 0; i < sizeof products / sizeof products[0] && !rc; i++)
+        rc = seed_product(p, &products[i], err);
     for (size_t i = 0; i < sizeof customers / sizeof customers[0] && !rc; i++)
         rc = seed_customer(p, &customers[i], err);
     return rc;

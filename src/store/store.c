@@ -27,7 +27,8 @@ int ag_store_check_stream(const char *stream, size_t len, struct ag_err *err)
     if (len > AG_STORE_STREAM_MAX)
         return ag_err_set(err, AG_EINVAL, "stream name is %zu bytes; the limit is %d", len,
                           AG_STORE_STREAM_MAX);
-    if (!ag_utf8_valid(stream, len)) return ag_err_set(err, AG_EINVAL, "stream name is not valid UTF-8");
+    if (!ag_utf8_valid(stream, len))
+        return ag_err_set(err, AG_EINVAL, "stream name is not valid UTF-8");
     if (has_control(stream, len))
         return ag_err_set(err, AG_EINVAL, "stream name contains a control character");
     if (stream[0] == '$')
@@ -55,12 +56,14 @@ int ag_store_check_event(const struct ag_store *s, size_t index, const struct ag
         return ag_err_set(err, AG_EINVAL, "event %zu: type is %zu bytes; the limit is %d", index,
                           ev->type_len, AG_STORE_TYPE_MAX);
     if (!ag_utf8_valid(ev->type, ev->type_len) || has_control(ev->type, ev->type_len))
-        return ag_err_set(err, AG_EINVAL, "event %zu: type must be UTF-8 without control characters",
-                          index);
+        return ag_err_set(err, AG_EINVAL,
+                          "event %zu: type must be UTF-8 without control characters", index);
     size_t total = ev->type_len + ev->data_len + ev->metadata_len;
-    size_t max = s && s->opts.max_event_bytes ? s->opts.max_event_bytes : AG_STORE_EVENT_MAX_DEFAULT;
+    size_t max =
+        s && s->opts.max_event_bytes ? s->opts.max_event_bytes : AG_STORE_EVENT_MAX_DEFAULT;
     if (total > max)
-        return ag_err_set(err, AG_ETOOBIG, "event %zu: %zu bytes; the limit is %zu", index, total, max);
+        return ag_err_set(err, AG_ETOOBIG, "event %zu: %zu bytes; the limit is %zu", index, total,
+                          max);
     int rc = 0;
     if (ev->data_len) rc = check_json("data", index, ev->data, ev->data_len, false, err);
     if (!rc && ev->metadata_len)
@@ -140,8 +143,7 @@ int ag_store_list_streams(struct ag_store *s,
 }
 
 int ag_store_save_snapshot(struct ag_store *s, const char *stream, size_t stream_len,
-                           int64_t version, const void *state, size_t state_len,
-                           struct ag_err *err)
+                           int64_t version, const void *state, size_t state_len, struct ag_err *err)
 {
     int rc = ag_store_check_stream(stream, stream_len, err);
     if (rc) return rc;
@@ -158,7 +160,10 @@ int ag_store_load_snapshot(struct ag_store *s, const char *stream, size_t stream
     return s->ops->load_snapshot(s, stream, stream_len, out, err);
 }
 
-int ag_store_stats(struct ag_store *s, struct ag_store_stats *out) { return s->ops->stats(s, out); }
+int ag_store_stats(struct ag_store *s, struct ag_store_stats *out)
+{
+    return s->ops->stats(s, out);
+}
 
 void ag_store_close(struct ag_store *s)
 {
@@ -183,9 +188,9 @@ void ag_snapshot_free(struct ag_snapshot *snap)
 
 struct ag_store_sub {
     struct ag_store *store;
-    char *stream;     /* NULL: $all */
+    char *stream; /* NULL: $all */
     size_t stream_len;
-    uint64_t next;    /* next position ($all) or version (stream) */
+    uint64_t next; /* next position ($all) or version (stream) */
 };
 
 int ag_store_subscribe(struct ag_store *s, const char *stream, size_t stream_len, uint64_t from,
@@ -210,7 +215,8 @@ int ag_store_subscribe(struct ag_store *s, const char *stream, size_t stream_len
 static int sub_read(struct ag_store_sub *sub, size_t max, struct ag_event_page *out,
                     struct ag_err *err)
 {
-    if (!sub->stream) return sub->store->ops->read_all(sub->store, sub->next, AG_READ_FORWARD, max, out, err);
+    if (!sub->stream)
+        return sub->store->ops->read_all(sub->store, sub->next, AG_READ_FORWARD, max, out, err);
     int rc = sub->store->ops->read_stream(sub->store, sub->stream, sub->stream_len,
                                           (int64_t)sub->next, AG_READ_FORWARD, max, out, err);
     if (rc == AG_ENOTFOUND) {
@@ -240,7 +246,10 @@ int ag_store_sub_next(struct ag_store_sub *sub, size_t max, int timeout_ms,
     }
 }
 
-uint64_t ag_store_sub_checkpoint(const struct ag_store_sub *sub) { return sub->next; }
+uint64_t ag_store_sub_checkpoint(const struct ag_store_sub *sub)
+{
+    return sub->next;
+}
 
 void ag_store_sub_free(struct ag_store_sub *sub)
 {
@@ -300,8 +309,10 @@ void ag__store_loop_complete(struct ag_append_req *req)
     struct ag_store_loop *l = req->loop;
     req->next_done = NULL;
     pthread_mutex_lock(&l->lock);
-    if (l->tail) l->tail->next_done = req;
-    else l->head = req;
+    if (l->tail)
+        l->tail->next_done = req;
+    else
+        l->head = req;
     l->tail = req;
     pthread_mutex_unlock(&l->lock);
     uv_async_send(l->async);
@@ -330,8 +341,9 @@ int ag_event_to_json(const struct ag_event *ev, struct ag_buf *b)
     ag_time_rfc3339(ev->time_ns, ts);
     int rc = ag_buf_puts(b, "{\"stream\":");
     rc = rc ? rc : ag_buf_json_str(b, ev->stream, ev->stream_len);
-    rc = rc ? rc : ag_buf_printf(b, ",\"version\":%lld,\"position\":%llu,\"id\":\"%s\",\"type\":",
-                                 (long long)ev->version, (unsigned long long)ev->position, id);
+    rc = rc ? rc
+            : ag_buf_printf(b, ",\"version\":%lld,\"position\":%llu,\"id\":\"%s\",\"type\":",
+                            (long long)ev->version, (unsigned long long)ev->position, id);
     rc = rc ? rc : ag_buf_json_str(b, ev->type, ev->type_len);
     rc = rc ? rc : ag_buf_printf(b, ",\"time\":\"%s\",\"data\":", ts);
     rc = rc ? rc : ag_buf_append(b, ev->data, ev->data_len);

@@ -37,7 +37,7 @@ struct stream_ver {
     int64_t next;
 };
 
-static struct rec *recs;      /* $all, by position */
+static struct rec *recs; /* $all, by position */
 static size_t nrecs;
 static struct stream_ver *streams;
 static size_t nstreams;
@@ -118,7 +118,8 @@ static void check_stream_reads(struct ag_store *s)
         for (;;) {
             struct ag_event_page p;
             struct ag_err err;
-            int rc = ag_store_read_stream(s, name, strlen(name), from, AG_READ_FORWARD, 256, &p, &err);
+            int rc =
+                ag_store_read_stream(s, name, strlen(name), from, AG_READ_FORWARD, 256, &p, &err);
             if (rc) fail("read_stream %s from %lld: %s", name, (long long)from, err.msg);
             for (size_t i = 0; i < p.count; i++) {
                 while (at < nrecs && strcmp(recs[at].stream, name) != 0) at++;
@@ -140,7 +141,10 @@ static void check_stream_reads(struct ag_store *s)
     }
 }
 
-static int cmp_id(const void *a, const void *b) { return memcmp(a, b, sizeof(struct ag_uuid)); }
+static int cmp_id(const void *a, const void *b)
+{
+    return memcmp(a, b, sizeof(struct ag_uuid));
+}
 
 static void check_unique_ids(void)
 {
@@ -204,15 +208,17 @@ static size_t check_acks(const char *path, size_t *batches)
             uint64_t at = pos + i;
             if (at >= nrecs)
                 fail("acknowledged event %s (%s v%lld, position %llu) is missing: the store has "
-                     "%zu events", tok, stream, ver + (long long)i, (unsigned long long)at, nrecs);
+                     "%zu events",
+                     tok, stream, ver + (long long)i, (unsigned long long)at, nrecs);
             const struct rec *r = &recs[at];
             if (memcmp(&r->id, &id, sizeof id) != 0 || strcmp(r->stream, stream) != 0 ||
                 r->version != ver + (long long)i) {
                 char u[AG_UUID_STRLEN + 1];
                 ag_uuid_format(&r->id, u);
                 fail("acknowledged event %s (%s v%lld) expected at position %llu, found %s "
-                     "(%s v%lld) there", tok, stream, ver + (long long)i,
-                     (unsigned long long)at, u, r->stream, (long long)r->version);
+                     "(%s v%lld) there",
+                     tok, stream, ver + (long long)i, (unsigned long long)at, u, r->stream,
+                     (long long)r->version);
             }
             events++;
         }
@@ -273,7 +279,8 @@ int main(int argc, char **argv)
     check_append(s);
     ag_store_close(s);
     printf("crash_check: ok: %zu events in %zu streams, %zu acknowledged events in %zu batches "
-           "all present; torn tail cut: %s\n", nrecs, nstreams, acked, batches, torn ? "yes" : "no");
+           "all present; torn tail cut: %s\n",
+           nrecs, nstreams, acked, batches, torn ? "yes" : "no");
     free(recs);
     free(streams);
     return 0;

@@ -49,8 +49,11 @@ static void append(struct ag_store *s, const char *stream, size_t n, const char 
 {
     struct ag_event_data ev[8];
     for (size_t i = 0; i < n; i++)
-        ev[i] = (struct ag_event_data){.type = "Seeded", .type_len = 6, .data = data,
-                                       .data_len = strlen(data), .metadata = "{\"m\":1}",
+        ev[i] = (struct ag_event_data){.type = "Seeded",
+                                       .type_len = 6,
+                                       .data = data,
+                                       .data_len = strlen(data),
+                                       .metadata = "{\"m\":1}",
                                        .metadata_len = 7};
     struct ag_err err;
     if (ag_store_append(s, stream, strlen(stream), AG_STORE_ANY, ev, n, NULL, &err)) die(err.msg);
@@ -69,9 +72,11 @@ static size_t build(const char *dir, bool snapshots, bool last_batch3)
     if (ag_store_log_open(dir, &o, &s, &err)) die(err.msg);
     static const size_t sizes[] = {1, 2, 1, 1, 3, 1, 2, 1, 1, 1};
     for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
-        append(s, i % 3 ? "order-1" : "cart-7", sizes[i], i % 2 ? "{\"qty\":2,\"sku\":\"A-1\"}" : "[1,true,null]");
+        append(s, i % 3 ? "order-1" : "cart-7", sizes[i],
+               i % 2 ? "{\"qty\":2,\"sku\":\"A-1\"}" : "[1,true,null]");
         ag_fake_clock_advance(&fc, 1000);
-        if (snapshots && i % 4 == 3 && ag_store_save_snapshot(s, "order-1", 7, 0, "{\"s\":1}", 7, &err))
+        if (snapshots && i % 4 == 3 &&
+            ag_store_save_snapshot(s, "order-1", 7, 0, "{\"s\":1}", 7, &err))
             die(err.msg);
     }
     if (last_batch3) append(s, "cart-7", 3, "{}");

@@ -4,12 +4,12 @@
  *   crash_writer DIR [THREADS] [SEGMENT_MIB]
  *
  * Opens the log at DIR with fsync on and small segments (SEGMENT_MIB, default the
- * smallest the store allows, so rounds roll segments and write checkpoints) and starts THREADS (default 4) threads that
- * append forever, each to three streams of its own ("c<t>-<k>", exact expected
- * versions, no conflicts) and to one stream they all share ("shared", exact
- * expected versions, conflicts retried), in batches of 1 to 5 events, with an
- * occasional snapshot. After each acknowledged append it writes one line, with a
- * single write(2) so lines are whole, to stdout:
+ * smallest the store allows, so rounds roll segments and write checkpoints) and starts THREADS
+ * (default 4) threads that append forever, each to three streams of its own ("c<t>-<k>", exact
+ * expected versions, no conflicts) and to one stream they all share ("shared", exact expected
+ * versions, conflicts retried), in batches of 1 to 5 events, with an occasional snapshot. After
+ * each acknowledged append it writes one line, with a single write(2) so lines are whole, to
+ * stdout:
  *
  *   A <stream> <first_version> <count> <first_position> <id>[,<id>...]
  *
@@ -27,16 +27,16 @@
 #include "agora/store_log.h"
 
 #define OWN_STREAMS 3
-#define MAX_BATCH 5
+#define MAX_BATCH   5
 
 static struct ag_store *store;
 static const int out_fd = 1;
 
 struct worker {
-    int t;                          /* thread number */
-    uint64_t rng;                   /* xorshift state */
-    int64_t ver[OWN_STREAMS];       /* last version of each own stream (-1: none) */
-    char name[OWN_STREAMS][32];     /* own stream names */
+    int t;                      /* thread number */
+    uint64_t rng;               /* xorshift state */
+    int64_t ver[OWN_STREAMS];   /* last version of each own stream (-1: none) */
+    char name[OWN_STREAMS][32]; /* own stream names */
 };
 
 static uint64_t next_rand(struct worker *w)
@@ -52,7 +52,8 @@ static void die(const char *what, int rc, const struct ag_err *err)
     char line[800];
     int n = snprintf(line, sizeof line, "crash_writer: %s: %s (%s)\n", what, ag_errname(rc),
                      err && err->msg[0] ? err->msg : ag_strerror(rc));
-    if (write(2, line, (size_t)n) < 0) {}
+    if (write(2, line, (size_t)n) < 0) {
+    }
     _exit(2);
 }
 
@@ -74,8 +75,8 @@ static void report(const char *stream, const struct ag_append_result *res,
 }
 
 /* Fill `n` events of one batch; `meta`/`data` hold their JSON text. */
-static void make_batch(struct worker *w, struct ag_event_data *ev, size_t n,
-                       char meta[][96], char data[][64])
+static void make_batch(struct worker *w, struct ag_event_data *ev, size_t n, char meta[][96],
+                       char data[][64])
 {
     char first[AG_UUID_STRLEN + 1];
     for (size_t i = 0; i < n; i++) {
@@ -84,8 +85,8 @@ static void make_batch(struct worker *w, struct ag_event_data *ev, size_t n,
         if (i == 0) ag_uuid_format(&ev[0].id, first);
         ev[i].type = "CrashTested";
         ev[i].type_len = strlen(ev[i].type);
-        ev[i].metadata_len = (size_t)snprintf(meta[i], 96, "{\"b\":\"%s\",\"i\":%zu,\"n\":%zu}",
-                                              first, i, n);
+        ev[i].metadata_len =
+            (size_t)snprintf(meta[i], 96, "{\"b\":\"%s\",\"i\":%zu,\"n\":%zu}", first, i, n);
         ev[i].metadata = meta[i];
         ev[i].data_len = (size_t)snprintf(data[i], 64, "{\"t\":%d,\"r\":%llu}", w->t,
                                           (unsigned long long)(next_rand(w) % 1000000));
@@ -117,7 +118,8 @@ static void append_own(struct worker *w, int k, struct ag_event_data *ev, size_t
     const char *s = w->name[k];
     int rc = ag_store_append(store, s, strlen(s), w->ver[k], ev, n, &res, &err);
     if (rc) die("append(own stream)", rc, &err);
-    if (res.first_version != w->ver[k] + 1) die("append returned the wrong version", AG_EFAILED, NULL);
+    if (res.first_version != w->ver[k] + 1)
+        die("append returned the wrong version", AG_EFAILED, NULL);
     w->ver[k] = res.last_version;
     report(s, &res, ev, n);
 }
@@ -147,8 +149,10 @@ static void *worker_main(void *arg)
             continue;
         }
         make_batch(w, ev, n, meta, data);
-        if ((r >> 32) % 5 == 0) append_shared(ev, n);
-        else append_own(w, k, ev, n);
+        if ((r >> 32) % 5 == 0)
+            append_shared(ev, n);
+        else
+            append_own(w, k, ev, n);
     }
     return NULL;
 }
@@ -176,7 +180,8 @@ int main(int argc, char **argv)
             rc = ag_store_stream_version(store, w[t].name[k], strlen(w[t].name[k]), &w[t].ver[k]);
             if (rc) die("stream_version", rc, NULL);
         }
-        if (pthread_create(&th[t], NULL, worker_main, &w[t])) die("pthread_create", AG_ENOMEM, NULL);
+        if (pthread_create(&th[t], NULL, worker_main, &w[t]))
+            die("pthread_create", AG_ENOMEM, NULL);
     }
     for (int t = 0; t < nthreads; t++) pthread_join(th[t], NULL);
     return 0;

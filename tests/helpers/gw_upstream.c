@@ -24,7 +24,10 @@ struct later {
     json_t *body;
 };
 
-static void later_closed(uv_handle_t *h) { free(h->data); }
+static void later_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
 
 static void later_fire(uv_timer_t *t)
 {
@@ -35,8 +38,9 @@ static void later_fire(uv_timer_t *t)
 
 static json_t *describe(struct ag_http_req *req)
 {
-    static const char *const hs[] = {"x-user-id", "x-user-roles", "x-forwarded-for", "x-forwarded-proto",
-                                     "x-request-id", "traceparent", "authorization", "x-canary", "connection"};
+    static const char *const hs[] = {"x-user-id",         "x-user-roles", "x-forwarded-for",
+                                     "x-forwarded-proto", "x-request-id", "traceparent",
+                                     "authorization",     "x-canary",     "connection"};
     json_t *h = json_object();
     for (size_t i = 0; i < sizeof hs / sizeof hs[0]; i++) {
         const char *v = ag_http_req_header(req, hs[i]);
@@ -47,15 +51,17 @@ static json_t *describe(struct ag_http_req *req)
     snprintf(full, sizeof full, "%s%s%s", ag_http_req_path(req), *q ? "?" : "", q);
     size_t blen;
     ag_http_req_body(req, &blen);
-    return json_pack("{s:s, s:s, s:s, s:o, s:I, s:I}", "upstream", name, "method", ag_http_req_method(req), "path", full,
-                     "headers", h, "bodyBytes", (json_int_t)blen, "n", (json_int_t)atomic_load(&served));
+    return json_pack("{s:s, s:s, s:s, s:o, s:I, s:I}", "upstream", name, "method",
+                     ag_http_req_method(req), "path", full, "headers", h, "bodyBytes",
+                     (json_int_t)blen, "n", (json_int_t)atomic_load(&served));
 }
 
 static int any(struct ag_http_req *req, void *ud)
 {
     (void)ud;
     atomic_fetch_add(&served, 1);
-    if (atomic_load(&failing)) return ag_http_respond_problem(req, 503, NULL, NULL, "failing on command", NULL);
+    if (atomic_load(&failing))
+        return ag_http_respond_problem(req, 503, NULL, NULL, "failing on command", NULL);
     const char *st = ag_http_req_query_param(req, "status");
     if (st) return ag_http_respond_json(req, atoi(st), describe(req));
     const char *sl = ag_http_req_query_param(req, "sleep");
@@ -80,7 +86,8 @@ static int fail(struct ag_http_req *req, void *ud)
 static int count(struct ag_http_req *req, void *ud)
 {
     (void)ud;
-    return ag_http_respond_json(req, 200, json_pack("{s:I}", "served", (json_int_t)atomic_load(&served)));
+    return ag_http_respond_json(req, 200,
+                                json_pack("{s:I}", "served", (json_int_t)atomic_load(&served)));
 }
 
 static int healthz(struct ag_http_req *req, void *ud)
@@ -93,14 +100,18 @@ int main(int argc, char **argv)
 {
     int port = 0, workers = 1;
     for (int i = 1; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "--name")) name = argv[i + 1];
-        else if (!strcmp(argv[i], "--port")) port = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--workers")) workers = atoi(argv[i + 1]);
+        if (!strcmp(argv[i], "--name"))
+            name = argv[i + 1];
+        else if (!strcmp(argv[i], "--port"))
+            port = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--workers"))
+            workers = atoi(argv[i + 1]);
     }
     struct ag_http_router *r;
     ag_http_router_new(&r);
     static const char *const methods[] = {"GET", "POST", "PUT", "DELETE", "PATCH"};
-    const char *pats[] = {"/", "/{a}", "/{a}/{b}", "/{a}/{b}/{c}", "/{a}/{b}/{c}/{d}", "/{a}/{b}/{c}/{d}/{e}"};
+    const char *pats[] = {
+        "/", "/{a}", "/{a}/{b}", "/{a}/{b}/{c}", "/{a}/{b}/{c}/{d}", "/{a}/{b}/{c}/{d}/{e}"};
     for (size_t m = 0; m < 5; m++)
         for (size_t p = 0; p < 6; p++) ag_http_route(r, methods[m], pats[p], any, NULL);
     ag_http_route(r, "POST", "/admin/fail", fail, (void *)1);

@@ -33,16 +33,19 @@ static int order(struct ag_http_req *req, void *ud)
 {
     (void)ud;
     const char *rid = ag_http_req_id(req);
-    return ag_http_respond_json(req, 200, json_pack("{s:s, s:s?}", "id", ag_http_req_param(req, "id"),
-                                                    "requestId", rid));
+    return ag_http_respond_json(
+        req, 200, json_pack("{s:s, s:s?}", "id", ag_http_req_param(req, "id"), "requestId", rid));
 }
 
 struct slow {
-    uv_timer_t timer;         /* fires once */
-    struct ag_http_req *req;  /* answered from the timer */
+    uv_timer_t timer;        /* fires once */
+    struct ag_http_req *req; /* answered from the timer */
 };
 
-static void slow_closed(uv_handle_t *h) { ag_free(h->data); }
+static void slow_closed(uv_handle_t *h)
+{
+    ag_free(h->data);
+}
 
 static void slow_fire(uv_timer_t *t)
 {
@@ -69,8 +72,8 @@ static int problem(struct ag_http_req *req, void *ud)
     (void)ud;
     json_t *errors = NULL;
     ag_http_problem_error_add(&errors, "/items/0/quantity", "must be greater than 0");
-    return ag_http_respond_problem(req, 422, "https://agora.dev/problems/validation", "Invalid request",
-                                   "the order has invalid fields", errors);
+    return ag_http_respond_problem(req, 422, "https://agora.dev/problems/validation",
+                                   "Invalid request", "the order has invalid fields", errors);
 }
 
 static int drain(struct ag_http_req *req, void *ud)
@@ -115,7 +118,8 @@ int main(int argc, char **argv)
     ag_http_route(r, "GET", "/slow", slow, NULL);
     ag_http_route(r, "GET", "/problem", problem, NULL);
     ag_http_route(r, "POST", "/drain", drain, NULL);
-    struct ag_http_observe o = {reg, health, true, true, arg_flag(argc, argv, "--access-log"), true};
+    struct ag_http_observe o = {reg, health, true, true, arg_flag(argc, argv, "--access-log"),
+                                true};
     ag_http_router_observe(r, &o);
     struct ag_http_server_config cfg = {
         .port = (uint16_t)arg_u32(argc, argv, "--port", 0),

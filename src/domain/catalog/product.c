@@ -40,12 +40,10 @@ static int on_added(struct ag_product *p, const json_t *d)
 int ag_product_evolve(void *state, const char *type, const json_t *data)
 {
     struct ag_product *p = state;
-    if (strcmp(type, AG_EV_PRODUCT_ADDED) == 0)
-        return on_added(p, data);
+    if (strcmp(type, AG_EV_PRODUCT_ADDED) == 0) return on_added(p, data);
     if (strcmp(type, AG_EV_PRODUCT_PRICE_CHANGED) == 0)
         return ag__dom_get_money(data, "price", &p->price);
-    if (strcmp(type, AG_EV_PRODUCT_DISCONTINUED) == 0)
-        p->active = false;
+    if (strcmp(type, AG_EV_PRODUCT_DISCONTINUED) == 0) p->active = false;
     return 0;
 }
 
@@ -54,8 +52,7 @@ int ag_product_evolve(void *state, const char *type, const json_t *data)
 json_t *ag_product_snapshot(const void *state)
 {
     const struct ag_product *p = state;
-    if (!p->exists)
-        return json_pack("{s:b}", "exists", 0);
+    if (!p->exists) return json_pack("{s:b}", "exists", 0);
     return json_pack("{s:b,s:b,s:s,s:s,s:s,s:o}", "exists", 1, "active", p->active, "productId",
                      p->id, "sku", p->sku, "name", p->name, "price", ag_money_to_json(&p->price));
 }
@@ -65,10 +62,8 @@ int ag_product_restore(void *state, const json_t *snap)
     struct ag_product *p = state;
     bool exists, active;
     ag_product_free(p);
-    if (ag__dom_get_bool(snap, "exists", &exists))
-        return AG_EINVAL;
-    if (!exists)
-        return 0;
+    if (ag__dom_get_bool(snap, "exists", &exists)) return AG_EINVAL;
+    if (!exists) return 0;
     if (on_added(p, snap) || ag__dom_get_bool(snap, "active", &active)) {
         ag_product_init(p);
         return AG_EINVAL;
@@ -94,8 +89,7 @@ int ag_product_add(const struct ag_product *st, const struct ag_product_add *cmd
 {
     struct ag_product p;
     int rc;
-    if (st->exists)
-        return ag_err_set(err, AG_EDOMAIN, "product %s already exists", st->id);
+    if (st->exists) return ag_err_set(err, AG_EDOMAIN, "product %s already exists", st->id);
     if ((rc = ag__dom_need(p.id, sizeof p.id, cmd->id, "product id", err)) ||
         (rc = ag__dom_need(p.sku, sizeof p.sku, cmd->sku, "sku", err)) ||
         (rc = ag__dom_need(p.name, sizeof p.name, cmd->name, "name", err)) ||
@@ -110,17 +104,13 @@ int ag_product_change_price(const struct ag_product *st, const struct ag_product
                             struct ag_dom_events *out, struct ag_err *err)
 {
     int rc;
-    if (!st->exists)
-        return ag_err_set(err, AG_EDOMAIN, "product does not exist");
-    if (!st->active)
-        return ag_err_set(err, AG_EDOMAIN, "product %s is discontinued", st->id);
-    if ((rc = check_price(&cmd->price, err)))
-        return rc;
+    if (!st->exists) return ag_err_set(err, AG_EDOMAIN, "product does not exist");
+    if (!st->active) return ag_err_set(err, AG_EDOMAIN, "product %s is discontinued", st->id);
+    if ((rc = check_price(&cmd->price, err))) return rc;
     if (strcmp(cmd->price.currency, st->price.currency) != 0)
         return ag_err_set(err, AG_EDOMAIN, "product %s is priced in %s, not %s", st->id,
                           st->price.currency, cmd->price.currency);
-    if (cmd->price.amount == st->price.amount)
-        return 0;
+    if (cmd->price.amount == st->price.amount) return 0;
     json_t *d = json_pack("{s:o,s:o}", "price", ag_money_to_json(&cmd->price), "previousPrice",
                           ag_money_to_json(&st->price));
     return ag__dom_emit(out, AG_EV_PRODUCT_PRICE_CHANGED, d, err);
@@ -129,10 +119,8 @@ int ag_product_change_price(const struct ag_product *st, const struct ag_product
 int ag_product_discontinue(const struct ag_product *st, const struct ag_product_discontinue *cmd,
                            struct ag_dom_events *out, struct ag_err *err)
 {
-    if (!st->exists)
-        return ag_err_set(err, AG_EDOMAIN, "product does not exist");
-    if (!st->active)
-        return 0;
+    if (!st->exists) return ag_err_set(err, AG_EDOMAIN, "product does not exist");
+    if (!st->active) return 0;
     json_t *d = json_object();
     if (d && cmd && cmd->reason && cmd->reason[0]) {
         if (!ag_utf8_valid(cmd->reason, strlen(cmd->reason))) {
@@ -145,6 +133,6 @@ int ag_product_discontinue(const struct ag_product *st, const struct ag_product_
 }
 
 const struct ag_dom_aggregate ag_product_aggregate = {
-    "Product",          sizeof(struct ag_product), ag_product_init,   ag_product_free,
-    ag_product_evolve,  ag_product_snapshot,       ag_product_restore,
+    "Product",         sizeof(struct ag_product), ag_product_init,    ag_product_free,
+    ag_product_evolve, ag_product_snapshot,       ag_product_restore,
 };

@@ -27,8 +27,7 @@ const char *ag_customer_tier_name(bool premium)
 static int parse_tier(const json_t *o, bool *premium)
 {
     const char *t = json_string_value(json_object_get(o, "tier"));
-    if (!t)
-        return AG_EINVAL;
+    if (!t) return AG_EINVAL;
     if (strcmp(t, "premium") == 0)
         *premium = true;
     else if (strcmp(t, "standard") == 0)
@@ -64,10 +63,8 @@ static int on_registered(struct ag_customer *c, const json_t *d)
 
 static int on_address(struct ag_customer *c, const json_t *d)
 {
-    if (c->naddresses >= AG_CUSTOMER_MAX_ADDRESSES)
-        return AG_EINVAL;
-    if (ag__dom_get_address(d, "address", &c->addresses[c->naddresses]))
-        return AG_EINVAL;
+    if (c->naddresses >= AG_CUSTOMER_MAX_ADDRESSES) return AG_EINVAL;
+    if (ag__dom_get_address(d, "address", &c->addresses[c->naddresses])) return AG_EINVAL;
     c->naddresses++;
     return 0;
 }
@@ -75,12 +72,9 @@ static int on_address(struct ag_customer *c, const json_t *d)
 int ag_customer_evolve(void *state, const char *type, const json_t *data)
 {
     struct ag_customer *c = state;
-    if (strcmp(type, AG_EV_CUSTOMER_REGISTERED) == 0)
-        return on_registered(c, data);
-    if (strcmp(type, AG_EV_CUSTOMER_TIER_CHANGED) == 0)
-        return parse_tier(data, &c->premium);
-    if (strcmp(type, AG_EV_ADDRESS_ADDED) == 0)
-        return on_address(c, data);
+    if (strcmp(type, AG_EV_CUSTOMER_REGISTERED) == 0) return on_registered(c, data);
+    if (strcmp(type, AG_EV_CUSTOMER_TIER_CHANGED) == 0) return parse_tier(data, &c->premium);
+    if (strcmp(type, AG_EV_ADDRESS_ADDED) == 0) return on_address(c, data);
     return 0;
 }
 
@@ -89,16 +83,14 @@ int ag_customer_evolve(void *state, const char *type, const json_t *data)
 json_t *ag_customer_snapshot(const void *state)
 {
     const struct ag_customer *c = state;
-    if (!c->exists)
-        return json_pack("{s:b}", "exists", 0);
+    if (!c->exists) return json_pack("{s:b}", "exists", 0);
     json_t *addrs = json_array();
     for (size_t i = 0; addrs && i < c->naddresses; i++)
         if (json_array_append_new(addrs, ag_address_to_json(&c->addresses[i]))) {
             json_decref(addrs);
             addrs = NULL;
         }
-    if (!addrs)
-        return NULL;
+    if (!addrs) return NULL;
     return json_pack("{s:b,s:s,s:s,s:s,s:s,s:s,s:o}", "exists", 1, "customerId", c->id, "email",
                      c->email, "name", c->name, "tier", ag_customer_tier_name(c->premium),
                      "accountId", c->account_id, "addresses", addrs);
@@ -109,10 +101,8 @@ int ag_customer_restore(void *state, const json_t *snap)
     struct ag_customer *c = state;
     bool exists;
     ag_customer_free(c);
-    if (ag__dom_get_bool(snap, "exists", &exists))
-        return AG_EINVAL;
-    if (!exists)
-        return 0;
+    if (ag__dom_get_bool(snap, "exists", &exists)) return AG_EINVAL;
+    if (!exists) return 0;
     json_t *addrs = json_object_get(snap, "addresses");
     if (on_registered(c, snap) || !json_is_array(addrs) ||
         json_array_size(addrs) > AG_CUSTOMER_MAX_ADDRESSES)
@@ -133,11 +123,9 @@ static bool email_valid(const char *e)
 {
     size_t n = strlen(e);
     const char *at = strchr(e, '@');
-    if (n > EMAIL_MAX || !at || at == e || strchr(at + 1, '@'))
-        return false;
+    if (n > EMAIL_MAX || !at || at == e || strchr(at + 1, '@')) return false;
     for (const char *p = e; *p; p++)
-        if ((unsigned char)*p <= ' ' || *p == 0x7f)
-            return false;
+        if ((unsigned char)*p <= ' ' || *p == 0x7f) return false;
     const char *dom = at + 1, *dot = strchr(dom, '.');
     size_t dn = strlen(dom);
     /* a dot strictly inside the domain: "a@b.c" yes, "a@.c", "a@b." no */
@@ -149,30 +137,26 @@ int ag_customer_register(const struct ag_customer *st, const struct ag_customer_
 {
     struct ag_customer c;
     int rc;
-    if (st->exists)
-        return ag_err_set(err, AG_EDOMAIN, "customer %s is already registered", st->id);
+    if (st->exists) return ag_err_set(err, AG_EDOMAIN, "customer %s is already registered", st->id);
     memset(&c, 0, sizeof c);
-    if ((rc = ag__dom_need(c.id, sizeof c.id, cmd->id, "customer id", err)))
-        return rc;
+    if ((rc = ag__dom_need(c.id, sizeof c.id, cmd->id, "customer id", err))) return rc;
     if (!cmd->email || !email_valid(cmd->email) || !ag_utf8_valid(cmd->email, strlen(cmd->email)))
         return ag_err_set(err, AG_EINVAL,
                           "invalid email: needs one '@', a non-empty local part and a dot in the "
                           "domain, at most 254 bytes");
-    if (!cmd->name || !cmd->name[0])
-        return ag_err_set(err, AG_EINVAL, "name must not be empty");
+    if (!cmd->name || !cmd->name[0]) return ag_err_set(err, AG_EINVAL, "name must not be empty");
     if ((rc = ag__dom_need(c.name, sizeof c.name, cmd->name, "name", err)) ||
         (rc = ag__dom_need(c.account_id, sizeof c.account_id, cmd->account_id, "account id", err)))
         return rc;
-    json_t *d = json_pack("{s:s,s:s,s:s,s:s,s:s}", "customerId", c.id, "email", cmd->email, "name",
-                          c.name, "tier", ag_customer_tier_name(cmd->premium), "accountId",
-                          c.account_id);
+    json_t *d =
+        json_pack("{s:s,s:s,s:s,s:s,s:s}", "customerId", c.id, "email", cmd->email, "name", c.name,
+                  "tier", ag_customer_tier_name(cmd->premium), "accountId", c.account_id);
     return ag__dom_emit(out, AG_EV_CUSTOMER_REGISTERED, d, err);
 }
 
 static int need_customer(const struct ag_customer *st, struct ag_err *err)
 {
-    if (!st->exists)
-        return ag_err_set(err, AG_EDOMAIN, "customer is not registered");
+    if (!st->exists) return ag_err_set(err, AG_EDOMAIN, "customer is not registered");
     return 0;
 }
 
@@ -180,8 +164,7 @@ int ag_customer_change_tier(const struct ag_customer *st, const struct ag_custom
                             struct ag_dom_events *out, struct ag_err *err)
 {
     int rc = need_customer(st, err);
-    if (rc || st->premium == cmd->premium)
-        return rc;
+    if (rc || st->premium == cmd->premium) return rc;
     json_t *d = json_pack("{s:s}", "tier", ag_customer_tier_name(cmd->premium));
     return ag__dom_emit(out, AG_EV_CUSTOMER_TIER_CHANGED, d, err);
 }
@@ -190,15 +173,11 @@ int ag_customer_add_address(const struct ag_customer *st, const struct ag_custom
                             struct ag_dom_events *out, struct ag_err *err)
 {
     int rc = need_customer(st, err);
-    if (rc)
-        return rc;
-    if (!cmd->address)
-        return ag_err_set(err, AG_EINVAL, "address is required");
-    if ((rc = ag__dom_address_check(cmd->address, "/address", err)))
-        return rc;
+    if (rc) return rc;
+    if (!cmd->address) return ag_err_set(err, AG_EINVAL, "address is required");
+    if ((rc = ag__dom_address_check(cmd->address, "/address", err))) return rc;
     for (size_t i = 0; i < st->naddresses; i++)
-        if (ag_address_eq(&st->addresses[i], cmd->address))
-            return 0;
+        if (ag_address_eq(&st->addresses[i], cmd->address)) return 0;
     if (st->naddresses >= AG_CUSTOMER_MAX_ADDRESSES)
         return ag_err_set(err, AG_EDOMAIN, "customer %s already has the maximum of %d addresses",
                           st->id, AG_CUSTOMER_MAX_ADDRESSES);
@@ -207,6 +186,6 @@ int ag_customer_add_address(const struct ag_customer *st, const struct ag_custom
 }
 
 const struct ag_dom_aggregate ag_customer_aggregate = {
-    "Customer",          sizeof(struct ag_customer), ag_customer_init,   ag_customer_free,
-    ag_customer_evolve,  ag_customer_snapshot,       ag_customer_restore,
+    "Customer",         sizeof(struct ag_customer), ag_customer_init,    ag_customer_free,
+    ag_customer_evolve, ag_customer_snapshot,       ag_customer_restore,
 };

@@ -73,16 +73,14 @@ static int on_reserved(struct ag_stock *s, const json_t *d)
     if (old) /* a recorded duplicate replaces, never double-counts */
         s->reserved -= old->value;
     int rc = ag__idmap_put(&s->reservations, oid, q, false);
-    if (rc == 0)
-        s->reserved += q;
+    if (rc == 0) s->reserved += q;
     return rc;
 }
 
 static int on_released(struct ag_stock *s, const json_t *d)
 {
     char oid[AG_DOM_ID_MAX];
-    if (ag__dom_get_str(d, "orderId", oid, sizeof oid))
-        return AG_EINVAL;
+    if (ag__dom_get_str(d, "orderId", oid, sizeof oid)) return AG_EINVAL;
     const struct ag_dom_idmap_slot *r = ag__idmap_get(&s->reservations, oid);
     if (r) {
         s->reserved -= r->value;
@@ -94,12 +92,9 @@ static int on_released(struct ag_stock *s, const json_t *d)
 int ag_stock_evolve(void *state, const char *type, const json_t *data)
 {
     struct ag_stock *s = state;
-    if (strcmp(type, AG_EV_STOCK_ADDED) == 0)
-        return on_added(s, data);
-    if (strcmp(type, AG_EV_STOCK_RESERVED) == 0)
-        return on_reserved(s, data);
-    if (strcmp(type, AG_EV_STOCK_RELEASED) == 0)
-        return on_released(s, data);
+    if (strcmp(type, AG_EV_STOCK_ADDED) == 0) return on_added(s, data);
+    if (strcmp(type, AG_EV_STOCK_RESERVED) == 0) return on_reserved(s, data);
+    if (strcmp(type, AG_EV_STOCK_RELEASED) == 0) return on_released(s, data);
     return 0;
 }
 
@@ -108,8 +103,7 @@ int ag_stock_evolve(void *state, const char *type, const json_t *data)
 json_t *ag_stock_snapshot(const void *state)
 {
     const struct ag_stock *s = state;
-    if (!s->exists)
-        return json_pack("{s:b}", "exists", 0);
+    if (!s->exists) return json_pack("{s:b}", "exists", 0);
     json_t *res = json_object();
     for (size_t i = 0; res && i < s->reservations.cap; i++) {
         const struct ag_dom_idmap_slot *r = &s->reservations.slots[i];
@@ -132,17 +126,15 @@ static int restore_body(struct ag_stock *s, const json_t *snap)
         ag__dom_get_i64(snap, "onHand", &s->on_hand) ||
         ag__dom_get_i64(snap, "reserved", &reserved) || !json_is_object(res))
         return AG_EINVAL;
-    json_object_foreach(res, oid, v) {
+    json_object_foreach(res, oid, v)
+    {
         int rc;
-        if (!json_is_integer(v) || json_integer_value(v) <= 0)
-            return AG_EINVAL;
-        if ((rc = ag__idmap_put(&s->reservations, oid, json_integer_value(v), false)))
-            return rc;
+        if (!json_is_integer(v) || json_integer_value(v) <= 0) return AG_EINVAL;
+        if ((rc = ag__idmap_put(&s->reservations, oid, json_integer_value(v), false))) return rc;
         if (__builtin_add_overflow(s->reserved, json_integer_value(v), &s->reserved))
             return AG_EINVAL;
     }
-    if (s->reserved != reserved || s->on_hand < 0)
-        return AG_EINVAL;
+    if (s->reserved != reserved || s->on_hand < 0) return AG_EINVAL;
     s->exists = true;
     return 0;
 }
@@ -152,13 +144,10 @@ int ag_stock_restore(void *state, const json_t *snap)
     struct ag_stock *s = state;
     bool exists;
     ag_stock_free(s);
-    if (ag__dom_get_bool(snap, "exists", &exists))
-        return AG_EINVAL;
-    if (!exists)
-        return 0;
+    if (ag__dom_get_bool(snap, "exists", &exists)) return AG_EINVAL;
+    if (!exists) return 0;
     int rc = restore_body(s, snap);
-    if (rc)
-        ag_stock_free(s);
+    if (rc) ag_stock_free(s);
     return rc;
 }
 
@@ -170,12 +159,13 @@ int ag_stock_add(const struct ag_stock *st, const struct ag_stock_add *cmd,
     char pid[AG_DOM_ID_MAX];
     int64_t sum;
     int rc;
-    if ((rc = ag__dom_need(pid, sizeof pid, st->exists && !cmd->product_id ? st->product_id
-                                                                            : cmd->product_id,
+    if ((rc = ag__dom_need(pid, sizeof pid,
+                           st->exists && !cmd->product_id ? st->product_id : cmd->product_id,
                            "product id", err)))
         return rc;
     if (st->exists && strcmp(pid, st->product_id) != 0)
-        return ag_err_set(err, AG_EDOMAIN, "this stock item is product %s, not %s", st->product_id, pid);
+        return ag_err_set(err, AG_EDOMAIN, "this stock item is product %s, not %s", st->product_id,
+                          pid);
     if (cmd->quantity <= 0)
         return ag_err_set(err, AG_EINVAL, "quantity must be positive (got %lld)",
                           (long long)cmd->quantity);
@@ -190,17 +180,16 @@ int ag_stock_reserve(const struct ag_stock *st, const struct ag_stock_reserve *c
 {
     char oid[AG_DOM_ID_MAX];
     int rc;
-    if ((rc = ag__dom_need(oid, sizeof oid, cmd->order_id, "order id", err)))
-        return rc;
+    if ((rc = ag__dom_need(oid, sizeof oid, cmd->order_id, "order id", err))) return rc;
     if (cmd->quantity <= 0)
         return ag_err_set(err, AG_EINVAL, "quantity must be positive (got %lld)",
                           (long long)cmd->quantity);
-    if (ag__idmap_get(&st->reservations, oid))
-        return 0;
+    if (ag__idmap_get(&st->reservations, oid)) return 0;
     int64_t avail = ag_stock_available(st);
     if (avail < cmd->quantity) {
         const char *pid = st->exists ? st->product_id : cmd->product_id ? cmd->product_id : "?";
-        return ag_err_set(err, AG_EDOMAIN, "insufficient stock for product %.39s: requested %lld, available %lld",
+        return ag_err_set(err, AG_EDOMAIN,
+                          "insufficient stock for product %.39s: requested %lld, available %lld",
                           pid, (long long)cmd->quantity, (long long)avail);
     }
     json_t *d = json_pack("{s:s,s:I}", "orderId", oid, "quantity", (json_int_t)cmd->quantity);
@@ -212,8 +201,7 @@ int ag_stock_release(const struct ag_stock *st, const struct ag_stock_release *c
 {
     char reason[256];
     const struct ag_dom_idmap_slot *r = ag__idmap_get(&st->reservations, cmd->order_id);
-    if (!r)
-        return 0;
+    if (!r) return 0;
     ag__dom_reason(reason, sizeof reason, cmd->reason, "released");
     json_t *d = json_pack("{s:s,s:I,s:s}", "orderId", r->key, "quantity", (json_int_t)r->value,
                           "reason", reason);
@@ -221,6 +209,6 @@ int ag_stock_release(const struct ag_stock *st, const struct ag_stock_release *c
 }
 
 const struct ag_dom_aggregate ag_stock_aggregate = {
-    "StockItem",      sizeof(struct ag_stock), ag_stock_init,   ag_stock_free,
-    ag_stock_evolve,  ag_stock_snapshot,       ag_stock_restore,
+    "StockItem",     sizeof(struct ag_stock), ag_stock_init,    ag_stock_free,
+    ag_stock_evolve, ag_stock_snapshot,       ag_stock_restore,
 };

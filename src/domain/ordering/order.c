@@ -55,8 +55,7 @@ void ag_order_free(void *state)
 static struct ag_price_line *find_line(const struct ag_order *o, const char *product_id)
 {
     for (size_t i = 0; product_id && i < o->nlines; i++)
-        if (strcmp(o->lines[i].product_id, product_id) == 0)
-            return &o->lines[i];
+        if (strcmp(o->lines[i].product_id, product_id) == 0) return &o->lines[i];
     return NULL;
 }
 
@@ -98,8 +97,7 @@ static int append_line(struct ag_order *o, const struct ag_price_line *l)
     if (o->nlines == o->cap) {
         size_t ncap = o->cap ? o->cap * 2 : 4;
         struct ag_price_line *v = ag_realloc(o->lines, ncap * sizeof *v);
-        if (!v)
-            return AG_ENOMEM;
+        if (!v) return AG_ENOMEM;
         o->lines = v;
         o->cap = ncap;
     }
@@ -109,8 +107,7 @@ static int append_line(struct ag_order *o, const struct ag_price_line *l)
 
 static int refresh_totals(struct ag_order *o)
 {
-    if (lines_subtotal(o, &o->subtotal))
-        return AG_EINVAL;
+    if (lines_subtotal(o, &o->subtotal)) return AG_EINVAL;
     o->discount = ag_money_zero(o->currency);
     o->total = o->subtotal;
     return 0;
@@ -127,8 +124,7 @@ static int on_item_added(struct ag_order *o, const json_t *d)
     struct ag_price_line *cur = find_line(o, l.product_id);
     int rc;
     if (cur) {
-        if (__builtin_add_overflow(cur->quantity, l.quantity, &cur->quantity))
-            return AG_EINVAL;
+        if (__builtin_add_overflow(cur->quantity, l.quantity, &cur->quantity)) return AG_EINVAL;
     } else if ((rc = append_line(o, &l))) {
         return rc;
     }
@@ -138,8 +134,7 @@ static int on_item_added(struct ag_order *o, const json_t *d)
 static int on_item_removed(struct ag_order *o, const json_t *d)
 {
     char pid[AG_DOM_ID_MAX];
-    if (ag__dom_get_str(d, "productId", pid, sizeof pid))
-        return AG_EINVAL;
+    if (ag__dom_get_str(d, "productId", pid, sizeof pid)) return AG_EINVAL;
     struct ag_price_line *l = find_line(o, pid);
     if (l) {
         size_t i = (size_t)(l - o->lines);
@@ -165,8 +160,7 @@ static int on_placed(struct ag_order *o, const json_t *d)
 static int on_status(struct ag_order *o, enum ag_order_status s, const json_t *d, const char *key,
                      char *dst, size_t cap)
 {
-    if (key && ag__dom_get_str_opt(d, key, dst, cap))
-        return AG_EINVAL;
+    if (key && ag__dom_get_str_opt(d, key, dst, cap)) return AG_EINVAL;
     o->status = s;
     return 0;
 }
@@ -174,14 +168,10 @@ static int on_status(struct ag_order *o, enum ag_order_status s, const json_t *d
 int ag_order_evolve(void *state, const char *type, const json_t *data)
 {
     struct ag_order *o = state;
-    if (strcmp(type, AG_EV_ORDER_CREATED) == 0)
-        return on_created(o, data);
-    if (strcmp(type, AG_EV_ITEM_ADDED) == 0)
-        return on_item_added(o, data);
-    if (strcmp(type, AG_EV_ITEM_REMOVED) == 0)
-        return on_item_removed(o, data);
-    if (strcmp(type, AG_EV_ORDER_PLACED) == 0)
-        return on_placed(o, data);
+    if (strcmp(type, AG_EV_ORDER_CREATED) == 0) return on_created(o, data);
+    if (strcmp(type, AG_EV_ITEM_ADDED) == 0) return on_item_added(o, data);
+    if (strcmp(type, AG_EV_ITEM_REMOVED) == 0) return on_item_removed(o, data);
+    if (strcmp(type, AG_EV_ORDER_PLACED) == 0) return on_placed(o, data);
     if (strcmp(type, AG_EV_ORDER_CONFIRMED) == 0)
         return on_status(o, AG_ORDER_CONFIRMED, data, "trackingNumber", o->tracking_number,
                          sizeof o->tracking_number);
@@ -197,15 +187,14 @@ int ag_order_evolve(void *state, const char *type, const json_t *data)
 
 static json_t *line_json(const struct ag_price_line *l)
 {
-    return json_pack("{s:s,s:I,s:o}", "productId", l->product_id, "quantity", (json_int_t)l->quantity,
-                     "unitPrice", ag_money_to_json(&l->unit_price));
+    return json_pack("{s:s,s:I,s:o}", "productId", l->product_id, "quantity",
+                     (json_int_t)l->quantity, "unitPrice", ag_money_to_json(&l->unit_price));
 }
 
 json_t *ag_order_snapshot(const void *state)
 {
     const struct ag_order *o = state;
-    if (!o->exists)
-        return json_pack("{s:b}", "exists", 0);
+    if (!o->exists) return json_pack("{s:b}", "exists", 0);
     json_t *lines = json_array();
     for (size_t i = 0; lines && i < o->nlines; i++)
         if (json_array_append_new(lines, line_json(&o->lines[i]))) {
@@ -215,10 +204,10 @@ json_t *ag_order_snapshot(const void *state)
     json_t *s = json_pack("{s:b,s:s,s:s,s:s,s:s,s:o,s:o,s:o,s:o,s:s,s:s,s:s}", "exists", 1,
                           "orderId", o->id, "customerId", o->customer_id, "currency", o->currency,
                           "status", ag_order_status_name(o->status), "lines", lines, "subtotal",
-                          ag_money_to_json(&o->subtotal), "discount", ag_money_to_json(&o->discount),
-                          "total", ag_money_to_json(&o->total), "cancellationReason",
-                          o->cancellation_reason, "trackingNumber", o->tracking_number, "sagaId",
-                          o->saga_id);
+                          ag_money_to_json(&o->subtotal), "discount",
+                          ag_money_to_json(&o->discount), "total", ag_money_to_json(&o->total),
+                          "cancellationReason", o->cancellation_reason, "trackingNumber",
+                          o->tracking_number, "sagaId", o->saga_id);
     if (s && o->has_address &&
         json_object_set_new(s, "shippingAddress", ag_address_to_json(&o->shipping_address))) {
         json_decref(s);
@@ -235,19 +224,18 @@ static int restore_body(struct ag_order *o, const json_t *snap)
     if (on_created(o, snap) || !json_is_array(lines) || ag_order_status_parse(status, &o->status))
         return AG_EINVAL;
     for (size_t i = 0; i < json_array_size(lines); i++)
-        if ((rc = on_item_added(o, json_array_get(lines, i))))
-            return rc;
+        if ((rc = on_item_added(o, json_array_get(lines, i)))) return rc;
     if (ag__dom_get_money(snap, "subtotal", &o->subtotal) ||
         ag__dom_get_money(snap, "discount", &o->discount) ||
         ag__dom_get_money(snap, "total", &o->total) ||
         ag__dom_get_str_opt(snap, "cancellationReason", o->cancellation_reason,
                             sizeof o->cancellation_reason) ||
-        ag__dom_get_str_opt(snap, "trackingNumber", o->tracking_number, sizeof o->tracking_number) ||
+        ag__dom_get_str_opt(snap, "trackingNumber", o->tracking_number,
+                            sizeof o->tracking_number) ||
         ag__dom_get_str_opt(snap, "sagaId", o->saga_id, sizeof o->saga_id))
         return AG_EINVAL;
     if (json_object_get(snap, "shippingAddress")) {
-        if (ag__dom_get_address(snap, "shippingAddress", &o->shipping_address))
-            return AG_EINVAL;
+        if (ag__dom_get_address(snap, "shippingAddress", &o->shipping_address)) return AG_EINVAL;
         o->has_address = true;
     }
     return 0;
@@ -258,13 +246,10 @@ int ag_order_restore(void *state, const json_t *snap)
     struct ag_order *o = state;
     bool exists;
     ag_order_free(o);
-    if (ag__dom_get_bool(snap, "exists", &exists))
-        return AG_EINVAL;
-    if (!exists)
-        return 0;
+    if (ag__dom_get_bool(snap, "exists", &exists)) return AG_EINVAL;
+    if (!exists) return 0;
     int rc = restore_body(o, snap);
-    if (rc)
-        ag_order_free(o);
+    if (rc) ag_order_free(o);
     return rc;
 }
 
@@ -275,22 +260,20 @@ int ag_order_create(const struct ag_order *st, const struct ag_order_create *cmd
 {
     char id[AG_DOM_ID_MAX], cid[AG_DOM_ID_MAX];
     int rc;
-    if (st->exists)
-        return ag_err_set(err, AG_EDOMAIN, "order %s already exists", st->id);
+    if (st->exists) return ag_err_set(err, AG_EDOMAIN, "order %s already exists", st->id);
     if ((rc = ag__dom_need(id, sizeof id, cmd->id, "order id", err)) ||
         (rc = ag__dom_need(cid, sizeof cid, cmd->customer_id, "customer id", err)))
         return rc;
     if (!ag_currency_valid(cmd->currency))
         return ag_err_set(err, AG_EINVAL, "currency must be a 3-letter ISO 4217 code");
-    json_t *d = json_pack("{s:s,s:s,s:s}", "orderId", id, "customerId", cid, "currency",
-                          cmd->currency);
+    json_t *d =
+        json_pack("{s:s,s:s,s:s}", "orderId", id, "customerId", cid, "currency", cmd->currency);
     return ag__dom_emit(out, AG_EV_ORDER_CREATED, d, err);
 }
 
 static int need_order(const struct ag_order *st, struct ag_err *err)
 {
-    if (!st->exists)
-        return ag_err_set(err, AG_EDOMAIN, "order does not exist");
+    if (!st->exists) return ag_err_set(err, AG_EDOMAIN, "order does not exist");
     return 0;
 }
 
@@ -317,8 +300,8 @@ static int check_item(const struct ag_order *st, const struct ag_order_add_item 
     const struct ag_price_line *cur = find_line(st, cmd->product_id);
     int64_t sum;
     if (cur && cur->unit_price.amount != cmd->unit_price.amount)
-        return ag_err_set(err, AG_EDOMAIN, "product %s is already in order %s at %lld %s", cur->product_id,
-                          st->id, (long long)cur->unit_price.amount, st->currency);
+        return ag_err_set(err, AG_EDOMAIN, "product %s is already in order %s at %lld %s",
+                          cur->product_id, st->id, (long long)cur->unit_price.amount, st->currency);
     if (cur && __builtin_add_overflow(cur->quantity, cmd->quantity, &sum))
         return ag_err_set(err, AG_EINVAL, "quantity overflow");
     return 0;
@@ -342,14 +325,14 @@ int ag_order_remove_item(const struct ag_order *st, const struct ag_order_remove
                          struct ag_dom_events *out, struct ag_err *err)
 {
     int rc = need_draft(st, err);
-    if (rc || !find_line(st, cmd->product_id))
-        return rc;
+    if (rc || !find_line(st, cmd->product_id)) return rc;
     return ag__dom_emit(out, AG_EV_ITEM_REMOVED, json_pack("{s:s}", "productId", cmd->product_id),
                         err);
 }
 
 /* The quote must price exactly these lines, in the order's currency. */
-static int check_quote(const struct ag_order *st, const struct ag_price_quote *q, struct ag_err *err)
+static int check_quote(const struct ag_order *st, const struct ag_price_quote *q,
+                       struct ag_err *err)
 {
     struct ag_money sub, total;
     if (lines_subtotal(st, &sub))
@@ -359,10 +342,12 @@ static int check_quote(const struct ag_order *st, const struct ag_price_quote *q
         return ag_err_set(err, AG_EDOMAIN, "quote currency does not match order currency %s",
                           st->currency);
     if (q->subtotal.amount != sub.amount)
-        return ag_err_set(err, AG_EDOMAIN, "quote subtotal %lld does not match the order lines (%lld %s)",
+        return ag_err_set(err, AG_EDOMAIN,
+                          "quote subtotal %lld does not match the order lines (%lld %s)",
                           (long long)q->subtotal.amount, (long long)sub.amount, st->currency);
     if (q->discount.amount < 0 || q->discount.amount > sub.amount)
-        return ag_err_set(err, AG_EDOMAIN, "quote discount %lld must be between 0 and the subtotal %lld",
+        return ag_err_set(err, AG_EDOMAIN,
+                          "quote discount %lld must be between 0 and the subtotal %lld",
                           (long long)q->discount.amount, (long long)sub.amount);
     if (ag_money_sub(&sub, &q->discount, &total, NULL) || total.amount != q->total.amount)
         return ag_err_set(err, AG_EDOMAIN, "quote total %lld must equal subtotal - discount (%lld)",
@@ -375,10 +360,8 @@ int ag_order_place(const struct ag_order *st, const struct ag_order_place *cmd,
 {
     char saga[AG_DOM_ID_MAX];
     int rc;
-    if ((rc = need_draft(st, err)))
-        return rc;
-    if (st->nlines == 0)
-        return ag_err_set(err, AG_EDOMAIN, "cannot place an empty order");
+    if ((rc = need_draft(st, err))) return rc;
+    if (st->nlines == 0) return ag_err_set(err, AG_EDOMAIN, "cannot place an empty order");
     if (!cmd->shipping_address)
         return ag_err_set(err, AG_EDOMAIN, "a shipping address is required to place an order");
     if ((rc = ag__dom_address_check(cmd->shipping_address, "/shippingAddress", err)) ||
@@ -398,10 +381,10 @@ int ag_order_confirm(const struct ag_order *st, const struct ag_order_confirm *c
 {
     char tn[64];
     int rc = need_order(st, err);
-    if (rc || st->status == AG_ORDER_CONFIRMED || st->status == AG_ORDER_SHIPPED)
-        return rc;
+    if (rc || st->status == AG_ORDER_CONFIRMED || st->status == AG_ORDER_SHIPPED) return rc;
     if (st->status != AG_ORDER_PENDING)
-        return ag_err_set(err, AG_EDOMAIN, "cannot confirm a %s order", ag_order_status_name(st->status));
+        return ag_err_set(err, AG_EDOMAIN, "cannot confirm a %s order",
+                          ag_order_status_name(st->status));
     tn[0] = '\0';
     if (cmd->tracking_number && cmd->tracking_number[0] &&
         (rc = ag__dom_need(tn, sizeof tn, cmd->tracking_number, "tracking number", err)))
@@ -414,10 +397,10 @@ int ag_order_cancel(const struct ag_order *st, const struct ag_order_cancel *cmd
 {
     char reason[256];
     int rc = need_order(st, err);
-    if (rc || st->status == AG_ORDER_CANCELLED)
-        return rc;
+    if (rc || st->status == AG_ORDER_CANCELLED) return rc;
     if (st->status != AG_ORDER_DRAFT && st->status != AG_ORDER_PENDING)
-        return ag_err_set(err, AG_EDOMAIN, "cannot cancel a %s order", ag_order_status_name(st->status));
+        return ag_err_set(err, AG_EDOMAIN, "cannot cancel a %s order",
+                          ag_order_status_name(st->status));
     ag__dom_reason(reason, sizeof reason, cmd ? cmd->reason : NULL, "cancelled");
     return ag__dom_emit(out, AG_EV_ORDER_CANCELLED, json_pack("{s:s}", "reason", reason), err);
 }
@@ -426,15 +409,15 @@ int ag_order_ship(const struct ag_order *st, const struct ag_order_ship *cmd,
                   struct ag_dom_events *out, struct ag_err *err)
 {
     int rc = need_order(st, err);
-    if (rc || st->status == AG_ORDER_SHIPPED)
-        return rc;
+    if (rc || st->status == AG_ORDER_SHIPPED) return rc;
     if (st->status != AG_ORDER_CONFIRMED)
-        return ag_err_set(err, AG_EDOMAIN, "cannot ship a %s order", ag_order_status_name(st->status));
+        return ag_err_set(err, AG_EDOMAIN, "cannot ship a %s order",
+                          ag_order_status_name(st->status));
     json_t *d = json_pack("{s:I}", "shippedAt", (json_int_t)(cmd ? cmd->now_ms : 0));
     return ag__dom_emit(out, AG_EV_ORDER_SHIPPED, d, err);
 }
 
 const struct ag_dom_aggregate ag_order_aggregate = {
-    "Order",          sizeof(struct ag_order), ag_order_init,   ag_order_free,
-    ag_order_evolve,  ag_order_snapshot,       ag_order_restore,
+    "Order",         sizeof(struct ag_order), ag_order_init,    ag_order_free,
+    ag_order_evolve, ag_order_snapshot,       ag_order_restore,
 };

@@ -50,8 +50,7 @@ static int on_arranged(struct ag_shipment *s, const json_t *d)
 int ag_shipment_evolve(void *state, const char *type, const json_t *data)
 {
     struct ag_shipment *s = state;
-    if (strcmp(type, AG_EV_SHIPMENT_ARRANGED) == 0)
-        return on_arranged(s, data);
+    if (strcmp(type, AG_EV_SHIPMENT_ARRANGED) == 0) return on_arranged(s, data);
     if (strcmp(type, AG_EV_SHIPMENT_CANCELLED) == 0) {
         if (ag__dom_get_str_opt(data, "reason", s->cancel_reason, sizeof s->cancel_reason))
             return AG_EINVAL;
@@ -67,8 +66,7 @@ int ag_shipment_evolve(void *state, const char *type, const json_t *data)
 json_t *ag_shipment_snapshot(const void *state)
 {
     const struct ag_shipment *s = state;
-    if (!s->exists)
-        return json_pack("{s:b}", "exists", 0);
+    if (!s->exists) return json_pack("{s:b}", "exists", 0);
     return json_pack("{s:b,s:s,s:s,s:s,s:o,s:s,s:s}", "exists", 1, "shipmentId", s->id, "orderId",
                      s->order_id, "trackingNumber", s->tracking_number, "address",
                      ag_address_to_json(&s->address), "status", ag_shipment_status_name(s->status),
@@ -90,10 +88,8 @@ int ag_shipment_restore(void *state, const json_t *snap)
     struct ag_shipment *s = state;
     bool exists;
     ag_shipment_free(s);
-    if (ag__dom_get_bool(snap, "exists", &exists))
-        return AG_EINVAL;
-    if (!exists)
-        return 0;
+    if (ag__dom_get_bool(snap, "exists", &exists)) return AG_EINVAL;
+    if (!exists) return 0;
     if (on_arranged(s, snap) ||
         parse_status(json_string_value(json_object_get(snap, "status")), &s->status) ||
         ag__dom_get_str_opt(snap, "cancelReason", s->cancel_reason, sizeof s->cancel_reason)) {
@@ -111,8 +107,7 @@ int ag_shipment_arrange(const struct ag_shipment *st, const struct ag_shipment_a
     struct ag_shipment s;
     int rc;
     if (st->exists) {
-        if (cmd->order_id && strcmp(cmd->order_id, st->order_id) == 0)
-            return 0;
+        if (cmd->order_id && strcmp(cmd->order_id, st->order_id) == 0) return 0;
         return ag_err_set(err, AG_EDOMAIN, "shipment %s is already arranged for order %s", st->id,
                           st->order_id);
     }
@@ -121,10 +116,8 @@ int ag_shipment_arrange(const struct ag_shipment *st, const struct ag_shipment_a
         (rc = ag__dom_need(s.tracking_number, sizeof s.tracking_number, cmd->tracking_number,
                            "tracking number", err)))
         return rc;
-    if (!cmd->address)
-        return ag_err_set(err, AG_EINVAL, "a shipment needs an address");
-    if ((rc = ag__dom_address_check(cmd->address, "/address", err)))
-        return rc;
+    if (!cmd->address) return ag_err_set(err, AG_EINVAL, "a shipment needs an address");
+    if ((rc = ag__dom_address_check(cmd->address, "/address", err))) return rc;
     json_t *d = json_pack("{s:s,s:s,s:o,s:s}", "shipmentId", s.id, "orderId", s.order_id, "address",
                           ag_address_to_json(cmd->address), "trackingNumber", s.tracking_number);
     return ag__dom_emit(out, AG_EV_SHIPMENT_ARRANGED, d, err);
@@ -134,10 +127,8 @@ int ag_shipment_cancel(const struct ag_shipment *st, const struct ag_shipment_ca
                        struct ag_dom_events *out, struct ag_err *err)
 {
     char reason[256];
-    if (!st->exists)
-        return ag_err_set(err, AG_EDOMAIN, "shipment does not exist");
-    if (st->status == AG_SHIPMENT_CANCELLED)
-        return 0;
+    if (!st->exists) return ag_err_set(err, AG_EDOMAIN, "shipment does not exist");
+    if (st->status == AG_SHIPMENT_CANCELLED) return 0;
     if (st->status == AG_SHIPMENT_DISPATCHED)
         return ag_err_set(err, AG_EDOMAIN, "cannot cancel shipment %s: already dispatched", st->id);
     ag__dom_reason(reason, sizeof reason, cmd ? cmd->reason : NULL, "cancelled");
@@ -147,10 +138,8 @@ int ag_shipment_cancel(const struct ag_shipment *st, const struct ag_shipment_ca
 int ag_shipment_dispatch(const struct ag_shipment *st, const struct ag_shipment_dispatch *cmd,
                          struct ag_dom_events *out, struct ag_err *err)
 {
-    if (!st->exists)
-        return ag_err_set(err, AG_EDOMAIN, "shipment does not exist");
-    if (st->status == AG_SHIPMENT_DISPATCHED)
-        return 0;
+    if (!st->exists) return ag_err_set(err, AG_EDOMAIN, "shipment does not exist");
+    if (st->status == AG_SHIPMENT_DISPATCHED) return 0;
     if (st->status == AG_SHIPMENT_CANCELLED)
         return ag_err_set(err, AG_EDOMAIN, "cannot dispatch shipment %s: it was cancelled", st->id);
     json_t *d = json_pack("{s:I}", "dispatchedAt", (json_int_t)(cmd ? cmd->now_ms : 0));
@@ -158,6 +147,6 @@ int ag_shipment_dispatch(const struct ag_shipment *st, const struct ag_shipment_
 }
 
 const struct ag_dom_aggregate ag_shipment_aggregate = {
-    "Shipment",          sizeof(struct ag_shipment), ag_shipment_init,   ag_shipment_free,
-    ag_shipment_evolve,  ag_shipment_snapshot,       ag_shipment_restore,
+    "Shipment",         sizeof(struct ag_shipment), ag_shipment_init,    ag_shipment_free,
+    ag_shipment_evolve, ag_shipment_snapshot,       ag_shipment_restore,
 };

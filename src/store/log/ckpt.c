@@ -21,17 +21,22 @@
 #include "store/log/internal.h"
 
 #define CKPT_MAGIC "AGORAIX1"
-#define CKPT_NAME "index.ckpt"
+#define CKPT_NAME  "index.ckpt"
 
-static int put(struct ag_buf *b, const void *p, size_t n) { return ag_buf_append(b, p, n); }
-static int put64(struct ag_buf *b, uint64_t v) { return put(b, &v, 8); }
+static int put(struct ag_buf *b, const void *p, size_t n)
+{
+    return ag_buf_append(b, p, n);
+}
+static int put64(struct ag_buf *b, uint64_t v)
+{
+    return put(b, &v, 8);
+}
 
 static int serialize(struct lstore *ls, struct ag_buf *b)
 {
     uint32_t ver = LOG_FORMAT_VERSION, zero = 0;
-    int rc = put(b, CKPT_MAGIC, 8) || put(b, &ver, 4) || put(b, &zero, 4) ||
-             put64(b, ls->nsegs) || put64(b, ls->head) || put64(b, ls->ix.count) ||
-             put64(b, ls->sparse_len);
+    int rc = put(b, CKPT_MAGIC, 8) || put(b, &ver, 4) || put(b, &zero, 4) || put64(b, ls->nsegs) ||
+             put64(b, ls->head) || put64(b, ls->ix.count) || put64(b, ls->sparse_len);
     for (size_t i = 0; !rc && i < ls->nsegs; i++)
         rc = put64(b, ls->segs[i].segno) || put64(b, ls->segs[i].end);
     for (size_t i = 0; !rc && i <= ls->ix.mask; i++) {
@@ -102,8 +107,10 @@ static int read_file(int dir_fd, struct ag_buf *b)
     int rc = fstat(fd, &st) ? AG_EIO : ag_buf_reserve(b, (size_t)st.st_size);
     while (!rc && b->len < (size_t)st.st_size) {
         ssize_t n = read(fd, b->data + b->len, (size_t)st.st_size - b->len);
-        if (n <= 0) rc = AG_EIO;
-        else b->len += (size_t)n;
+        if (n <= 0)
+            rc = AG_EIO;
+        else
+            b->len += (size_t)n;
     }
     close(fd);
     return rc;

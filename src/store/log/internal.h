@@ -14,24 +14,24 @@
 
 /* ---- record format ---- */
 
-#define LOG_REC_HDR 64      /* fixed header bytes */
-#define LOG_REC_TRAILER 8   /* XXH3 checksum */
-#define LOG_REC_MIN (LOG_REC_HDR + LOG_REC_TRAILER)
-#define LOG_REC_ALIGN 8
-#define LOG_SEG_HDR 64
-#define LOG_SEG_MAGIC "AGORALG1"
-#define LOG_FORMAT_VERSION 1u
-#define LOG_SPARSE_EVERY 32 /* one sparse-index entry per this many positions */
+#define LOG_REC_HDR          64 /* fixed header bytes */
+#define LOG_REC_TRAILER      8  /* XXH3 checksum */
+#define LOG_REC_MIN          (LOG_REC_HDR + LOG_REC_TRAILER)
+#define LOG_REC_ALIGN        8
+#define LOG_SEG_HDR          64
+#define LOG_SEG_MAGIC        "AGORALG1"
+#define LOG_FORMAT_VERSION   1u
+#define LOG_SPARSE_EVERY     32    /* one sparse-index entry per this many positions */
 #define LOG_ANY_DEDUP_WINDOW 10000 /* events scanned for an ANY re-append */
 
 enum log_kind { LOG_KIND_EVENT = 1, LOG_KIND_SNAPSHOT = 2 };
 
 /* A decoded record header; pointers borrow from the bytes decoded. */
 struct log_rec {
-    uint32_t size;       /* total bytes, multiple of 8 */
-    uint8_t kind;        /* enum log_kind */
-    uint64_t position;   /* global position (events) */
-    int64_t version;     /* stream version */
+    uint32_t size;     /* total bytes, multiple of 8 */
+    uint8_t kind;      /* enum log_kind */
+    uint64_t position; /* global position (events) */
+    int64_t version;   /* stream version */
     struct ag_uuid id;
     uint64_t time_ns;
     uint32_t batch_left; /* events after this one in its batch */
@@ -70,16 +70,31 @@ static inline uint64_t ag__le64(const uint8_t *p)
     memcpy(&v, p, 8);
     return v;
 }
-static inline void ag__put32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
-static inline void ag__put64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
+static inline void ag__put32(uint8_t *p, uint32_t v)
+{
+    memcpy(p, &v, 4);
+}
+static inline void ag__put64(uint8_t *p, uint64_t v)
+{
+    memcpy(p, &v, 8);
+}
 
 /* ---- locations ---- */
 
 /* A record's place: segment number in the high 24 bits, byte offset in the low 40. */
 #define LOC_OFF_BITS 40
-static inline uint64_t loc_make(uint64_t seg, uint64_t off) { return seg << LOC_OFF_BITS | off; }
-static inline uint64_t loc_seg(uint64_t loc) { return loc >> LOC_OFF_BITS; }
-static inline uint64_t loc_off(uint64_t loc) { return loc & ((1ull << LOC_OFF_BITS) - 1); }
+static inline uint64_t loc_make(uint64_t seg, uint64_t off)
+{
+    return seg << LOC_OFF_BITS | off;
+}
+static inline uint64_t loc_seg(uint64_t loc)
+{
+    return loc >> LOC_OFF_BITS;
+}
+static inline uint64_t loc_off(uint64_t loc)
+{
+    return loc & ((1ull << LOC_OFF_BITS) - 1);
+}
 
 /* ---- the stream index ---- */
 
@@ -90,24 +105,24 @@ struct __attribute__((packed)) lentry {
 };
 
 struct lstream {
-    uint64_t hash;           /* XXH3 of the name */
-    uint64_t snap_loc;       /* latest snapshot record, UINT64_MAX when none */
-    uint32_t count;          /* durable events (last version = count - 1) */
-    uint32_t cap;            /* entries allocated; 1 = the inline entry */
+    uint64_t hash;     /* XXH3 of the name */
+    uint64_t snap_loc; /* latest snapshot record, UINT64_MAX when none */
+    uint32_t count;    /* durable events (last version = count - 1) */
+    uint32_t cap;      /* entries allocated; 1 = the inline entry */
     union {
         struct lentry one;   /* cap == 1 */
         struct lentry *many; /* cap > 1 */
     } e;
     uint16_t name_len;
-    char name[];             /* not NUL-terminated */
+    char name[]; /* not NUL-terminated */
 };
 /* A stream's allocation: the header up to the name, then the name (no padding). */
 #define LSTREAM_BYTES(len) (offsetof(struct lstream, name) + (len))
 
 /* Writer only: versions made pending by the group being planned, per stream. */
 struct lpend {
-    struct lstream *st;      /* NULL = free slot */
-    int64_t version;         /* the stream's version after this group's accepted batches */
+    struct lstream *st; /* NULL = free slot */
+    int64_t version;    /* the stream's version after this group's accepted batches */
 };
 
 static inline struct lentry *lstream_entries(struct lstream *s)
@@ -130,17 +145,20 @@ struct lstream *ag__lindex_find(const struct lindex *ix, const char *name, size_
 struct lstream *ag__lindex_add(struct lindex *ix, const char *name, size_t len, uint64_t h);
 /* Make room for `extra` more entries. */
 int ag__lindex_reserve(struct lindex *ix, struct lstream *s, size_t extra);
-static inline uint32_t ag__id_hash(const struct ag_uuid *id) { return (uint32_t)ag_xxh3(id->b, 16); }
+static inline uint32_t ag__id_hash(const struct ag_uuid *id)
+{
+    return (uint32_t)ag_xxh3(id->b, 16);
+}
 
 /* ---- segments ---- */
 
 struct lseg {
-    uint64_t segno;          /* number in the file name */
-    uint64_t base_position;  /* position of its first event */
+    uint64_t segno;         /* number in the file name */
+    uint64_t base_position; /* position of its first event */
     int fd;
-    const uint8_t *map;      /* read-only mapping of `map_len` bytes */
+    const uint8_t *map; /* read-only mapping of `map_len` bytes */
     size_t map_len;
-    uint64_t end;            /* bytes of intact, durable records (incl. header) */
+    uint64_t end; /* bytes of intact, durable records (incl. header) */
 };
 
 /* ---- the store ---- */
@@ -148,22 +166,22 @@ struct lseg {
 /* An append or snapshot request inside the log. */
 struct lreq {
     struct lreq *next;
-    uint8_t kind;            /* enum log_kind */
+    uint8_t kind; /* enum log_kind */
     const char *stream;
     size_t stream_len;
     uint64_t hash;
     int64_t expected;
-    size_t n;                /* records in enc */
+    size_t n;                           /* records in enc */
     const struct ag_event_data *events; /* borrowed: for re-append comparison */
-    struct ag_buf enc;       /* the encoded records, checksums unsealed */
-    uint64_t *locs;          /* OUT (writer): where each record landed */
-    struct lstream *st;      /* writer: the stream, once planned */
-    bool accepted;           /* writer: goes into this group's write */
-    bool dedup;              /* writer: answered from an earlier identical append */
+    struct ag_buf enc;                  /* the encoded records, checksums unsealed */
+    uint64_t *locs;                     /* OUT (writer): where each record landed */
+    struct lstream *st;                 /* writer: the stream, once planned */
+    bool accepted;                      /* writer: goes into this group's write */
+    bool dedup;                         /* writer: answered from an earlier identical append */
     int status;
     struct ag_append_result res;
     struct ag_err err;
-    sem_t *done;             /* sync callers wait here */
+    sem_t *done;                /* sync callers wait here */
     struct ag_append_req *areq; /* async request, or NULL */
 };
 
@@ -171,16 +189,16 @@ struct lstore {
     struct ag_store base;
     char *dir;
     int dir_fd;
-    int lock_fd;             /* -1 when read-only */
+    int lock_fd; /* -1 when read-only */
     bool read_only;
 
     pthread_rwlock_t ix_lock; /* guards index, sparse, segs array and ends */
     struct lindex ix;
-    uint64_t *sparse;        /* loc of position k*LOG_SPARSE_EVERY */
+    uint64_t *sparse; /* loc of position k*LOG_SPARSE_EVERY */
     size_t sparse_len, sparse_cap;
     struct lseg *segs;
     size_t nsegs, segs_cap;
-    uint64_t head;           /* next position = events durable */
+    uint64_t head; /* next position = events durable */
 
     /* writer */
     pthread_t writer;
@@ -189,11 +207,11 @@ struct lstore {
     pthread_cond_t q_cond;
     struct lreq *q_head, *q_tail;
     bool closing;
-    bool failed;             /* a write or fsync failed: appends refused until reopen */
-    struct lpend *pend;      /* open addressing on the stream pointer; power-of-two size */
+    bool failed;        /* a write or fsync failed: appends refused until reopen */
+    struct lpend *pend; /* open addressing on the stream pointer; power-of-two size */
     size_t pend_cap, pend_n;
-    struct ag_buf group;     /* bytes of the group being written */
-    uint64_t ckpt_end_seg;   /* segment the last checkpoint covers */
+    struct ag_buf group;   /* bytes of the group being written */
+    uint64_t ckpt_end_seg; /* segment the last checkpoint covers */
 
     /* head waiters (subscriptions) */
     pthread_mutex_t head_lock;
@@ -220,12 +238,14 @@ static inline const uint8_t *ag__log_rec_at(const struct lstore *ls, uint64_t lo
 /* The record at `loc` after checking that it lies inside its segment's durable
  * bytes and that its checksum holds: 0, or AG_ECORRUPT naming the file and offset
  * (the disk changed under a record the index trusts). */
-int ag__log_rec_checked(const struct lstore *ls, uint64_t loc, const uint8_t **out, struct ag_err *err);
+int ag__log_rec_checked(const struct lstore *ls, uint64_t loc, const uint8_t **out,
+                        struct ag_err *err);
 
 /* log.c */
 /* Open and map an existing segment and add it to the store (caller holds the lock). */
 int ag__log_seg_attach(struct lstore *ls, uint64_t segno, struct ag_err *err);
-int ag__log_seg_create(struct lstore *ls, uint64_t segno, uint64_t base_position, struct ag_err *err);
+int ag__log_seg_create(struct lstore *ls, uint64_t segno, uint64_t base_position,
+                       struct ag_err *err);
 
 /* writer.c */
 void *ag__log_writer_main(void *arg);
@@ -263,24 +283,24 @@ int ag__log_ckpt_load(struct lstore *ls, bool *loaded, uint64_t *seg, uint64_t *
 /* recovery scan (scan.c) */
 struct log_scan_batch;
 struct log_scan {
-    struct lstore *ls;       /* index to fill, NULL to only check */
-    uint64_t next_position;  /* expected position of the next event */
+    struct lstore *ls;      /* index to fill, NULL to only check */
+    uint64_t next_position; /* expected position of the next event */
     uint64_t records, events;
     /* the batch being assembled */
     uint64_t batch_start_off;
-    uint32_t batch_left;     /* records still expected in the open batch */
+    uint32_t batch_left; /* records still expected in the open batch */
     size_t batch_n;
-    struct lentry *batch;    /* locations and id hashes of the open batch */
+    struct lentry *batch; /* locations and id hashes of the open batch */
     size_t batch_cap;
     const char *batch_stream;
     size_t batch_stream_len;
     int64_t batch_next_version;
     uint64_t batch_first_position;
     /* result of a scan */
-    uint64_t good_end;       /* offset after the last complete batch */
-    uint64_t bad_off;        /* offset of the first bad record (if any) */
-    const char *why;         /* what was wrong there */
-    bool incomplete;         /* the segment ended inside a batch (bad_off = its start) */
+    uint64_t good_end; /* offset after the last complete batch */
+    uint64_t bad_off;  /* offset of the first bad record (if any) */
+    const char *why;   /* what was wrong there */
+    bool incomplete;   /* the segment ended inside a batch (bad_off = its start) */
 };
 /* Scan `seg` from `off` to `len`: fill the index with complete batches. Returns 0
  * when clean to the end, AG_ECORRUPT when a bad record was met (scan->bad_off), or

@@ -102,7 +102,10 @@ static int segs_push(struct lstore *ls, const struct lseg *sg)
     return 0;
 }
 
-static uint64_t seg_bytes(const struct lstore *ls) { return ls->base.opts.segment_bytes; }
+static uint64_t seg_bytes(const struct lstore *ls)
+{
+    return ls->base.opts.segment_bytes;
+}
 
 /* Open an existing segment file and map it (big enough to grow if it is the last). */
 static int seg_open(struct lstore *ls, uint64_t segno, struct lseg *sg, struct ag_err *err)
@@ -173,8 +176,9 @@ static int segs_load(struct lstore *ls, struct ag_err *err)
     uint64_t *nums = NULL;
     size_t n = 0;
     int rc = list_segments(ls, &nums, &n);
-    if (rc) return ag_err_set(err, rc == AG_ENOMEM ? rc : AG_EIO, "%s: cannot list: %s", ls->dir,
-                              ag_strerror(rc));
+    if (rc)
+        return ag_err_set(err, rc == AG_ENOMEM ? rc : AG_EIO, "%s: cannot list: %s", ls->dir,
+                          ag_strerror(rc));
     for (size_t i = 0; i < n && !rc; i++) {
         if (i > 0 && nums[i] != nums[i - 1] + 1) {
             rc = ag_err_set(err, AG_ECORRUPT, "%s: segment %llu is missing (found %llu after it)",
@@ -210,7 +214,8 @@ static int fsync_dir(struct lstore *ls)
     return ls->base.opts.no_sync || fsync(ls->dir_fd) == 0 ? 0 : -errno;
 }
 
-int ag__log_seg_create(struct lstore *ls, uint64_t segno, uint64_t base_position, struct ag_err *err)
+int ag__log_seg_create(struct lstore *ls, uint64_t segno, uint64_t base_position,
+                       struct ag_err *err)
 {
     char name[40];
     uint8_t hdr[LOG_SEG_HDR];
@@ -284,7 +289,7 @@ static int cut_tail(struct lstore *ls, size_t i, uint64_t cut, uint64_t size, bo
 }
 
 struct recover_ctx {
-    bool repair;         /* cut at any bad record (verify --repair / opts.repair) */
+    bool repair; /* cut at any bad record (verify --repair / opts.repair) */
     struct ag_log_verify_report *report;
 };
 
@@ -305,8 +310,8 @@ static int on_bad_record(struct lstore *ls, size_t i, struct log_scan *sc, uint6
     seg_name(sg->segno, name);
     if (rc_ctx->report && !rc_ctx->report->problem[0])
         snprintf(rc_ctx->report->problem, sizeof rc_ctx->report->problem,
-                 "%s/%s: offset %llu: %s%s", ls->dir, name, (unsigned long long)sc->bad_off, sc->why,
-                 torn ? " (torn tail)" : "");
+                 "%s/%s: offset %llu: %s%s", ls->dir, name, (unsigned long long)sc->bad_off,
+                 sc->why, torn ? " (torn tail)" : "");
     if (!torn && !rc_ctx->repair)
         return ag_err_set(err, AG_ECORRUPT,
                           "%s/%s: bad record at offset %llu (%s), and intact records follow it: "
@@ -316,9 +321,11 @@ static int on_bad_record(struct lstore *ls, size_t i, struct log_scan *sc, uint6
     sg->end = sc->good_end;
     if (ls->read_only) return 1; /* stop reading here, touch nothing */
     AG_WARN(torn ? "store.torn_tail_truncated" : "store.repair_cut", AG_LS("file", name),
-            AG_LU("offset", sc->good_end), AG_LU("bytes", size - sc->good_end), AG_LS("why", sc->why));
+            AG_LU("offset", sc->good_end), AG_LU("bytes", size - sc->good_end),
+            AG_LS("why", sc->why));
     int rc = cut_tail(ls, i, sc->good_end, size, !torn || rc_ctx->repair);
-    if (rc) return ag_err_set(err, AG_EIO, "%s/%s: cannot truncate: %s", ls->dir, name, strerror(-rc));
+    if (rc)
+        return ag_err_set(err, AG_EIO, "%s/%s: cannot truncate: %s", ls->dir, name, strerror(-rc));
     if (rc_ctx->report) rc_ctx->report->repaired = true;
     return 1;
 }
@@ -334,13 +341,16 @@ static int recover(struct lstore *ls, size_t from_seg, uint64_t from_off,
         uint64_t size = file_size(sg->fd);
         if (size > sg->map_len) size = sg->map_len;
         if (off == LOG_SEG_HDR && sg->base_position != sc.next_position) {
-            sc.bad_off = 0, sc.why = "segment's first position does not follow the previous segment";
+            sc.bad_off = 0,
+            sc.why = "segment's first position does not follow the previous segment";
             sc.good_end = LOG_SEG_HDR;
             rc = on_bad_record(ls, i, &sc, size, rctx, err);
         } else {
             rc = ag__log_scan(&sc, sg, sg->map, off, size);
-            if (rc == AG_ECORRUPT) rc = on_bad_record(ls, i, &sc, size, rctx, err);
-            else sg->end = sc.good_end;
+            if (rc == AG_ECORRUPT)
+                rc = on_bad_record(ls, i, &sc, size, rctx, err);
+            else
+                sg->end = sc.good_end;
         }
         if (rctx->report) rctx->report->bytes += sg->end;
         if (rc) break;
@@ -374,7 +384,9 @@ static int take_lock(struct lstore *ls, struct ag_err *err)
     }
     char pid[32];
     int n = snprintf(pid, sizeof pid, "%d\n", (int)getpid());
-    if (ftruncate(ls->lock_fd, 0) == 0 && pwrite(ls->lock_fd, pid, (size_t)n, 0) < 0) { /* advisory */ }
+    if (ftruncate(ls->lock_fd, 0) == 0 &&
+        pwrite(ls->lock_fd, pid, (size_t)n, 0) < 0) { /* advisory */
+    }
     return 0;
 }
 
@@ -457,10 +469,12 @@ static int log_open(const char *dir, const struct ag_store_options *opts, bool u
     if (!rc && !ls->read_only) {
         if (pthread_create(&ls->writer, NULL, ag__log_writer_main, ls) != 0)
             rc = ag_err_set(err, AG_ENOMEM, "cannot start the writer thread");
-        else ls->writer_started = true;
+        else
+            ls->writer_started = true;
     }
     if (rc) {
-        if (rc == AG_ENOMEM && err && !err->msg[0]) ag_err_set(err, rc, "out of memory opening %s", dir);
+        if (rc == AG_ENOMEM && err && !err->msg[0])
+            ag_err_set(err, rc, "out of memory opening %s", dir);
         if (ls) store_free(ls);
         return rc;
     }

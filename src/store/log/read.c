@@ -33,7 +33,8 @@ static void rec_fields(const uint8_t *p, struct log_rec *r)
     r->data = b;
 }
 
-int ag__log_rec_checked(const struct lstore *ls, uint64_t loc, const uint8_t **out, struct ag_err *err)
+int ag__log_rec_checked(const struct lstore *ls, uint64_t loc, const uint8_t **out,
+                        struct ag_err *err)
 {
     size_t si = (size_t)(loc_seg(loc) - ls->segs[0].segno);
     uint64_t off = loc_off(loc);
@@ -65,9 +66,17 @@ static int page_build(const uint8_t *const *recs, size_t n, struct ag_event_page
         struct log_rec r;
         rec_fields(cp, &r);
         ev[i] = (struct ag_event){
-            .stream = r.stream, .stream_len = r.stream_len, .version = r.version,
-            .position = r.position, .id = r.id, .type = r.type, .type_len = r.type_len,
-            .time_ns = r.time_ns, .data = r.data, .data_len = r.data_len, .metadata = r.meta,
+            .stream = r.stream,
+            .stream_len = r.stream_len,
+            .version = r.version,
+            .position = r.position,
+            .id = r.id,
+            .type = r.type,
+            .type_len = r.type_len,
+            .time_ns = r.time_ns,
+            .data = r.data,
+            .data_len = r.data_len,
+            .metadata = r.meta,
             .metadata_len = r.meta_len,
         };
         cp += size;
@@ -100,12 +109,14 @@ int ag__log_read_stream(struct ag_store *s, const char *stream, size_t stream_le
     int rc = 0;
     if (dir == AG_READ_FORWARD) {
         if (from < 0) from = 0;
-        for (int64_t v = from; v < c && n < max && !rc; v++) rc = ag__log_rec_checked(ls, e[v].loc, &recs[n++], err);
+        for (int64_t v = from; v < c && n < max && !rc; v++)
+            rc = ag__log_rec_checked(ls, e[v].loc, &recs[n++], err);
         out->next_version = from + (int64_t)n;
         out->end = out->next_version >= c;
     } else {
         if (from < 0 || from >= c) from = c - 1;
-        for (int64_t v = from; v >= 0 && n < max && !rc; v--) rc = ag__log_rec_checked(ls, e[v].loc, &recs[n++], err);
+        for (int64_t v = from; v >= 0 && n < max && !rc; v--)
+            rc = ag__log_rec_checked(ls, e[v].loc, &recs[n++], err);
         out->next_version = from - (int64_t)n;
         out->end = out->next_version < 0;
     }
@@ -270,7 +281,8 @@ int ag__log_load_snapshot(struct ag_store *s, const char *stream, size_t stream_
     struct lstream *st = ag__lindex_find(&ls->ix, stream, stream_len, ag_xxh3(stream, stream_len));
     int rc = 0;
     if (!st || st->snap_loc == UINT64_MAX) {
-        rc = ag_err_set(err, AG_ENOTFOUND, "stream '%.*s' has no snapshot", (int)stream_len, stream);
+        rc =
+            ag_err_set(err, AG_ENOTFOUND, "stream '%.*s' has no snapshot", (int)stream_len, stream);
     } else {
         struct log_rec r;
         const uint8_t *p = NULL;
@@ -280,8 +292,10 @@ int ag__log_load_snapshot(struct ag_store *s, const char *stream, size_t stream_
         out->version = r.version;
         out->state_len = r.data_len;
         out->state = ag_malloc(r.data_len + 1);
-        if (!out->state) rc = ag_err_set(err, AG_ENOMEM, "out of memory");
-        else memcpy(out->state, r.data, r.data_len), out->state[r.data_len] = 0;
+        if (!out->state)
+            rc = ag_err_set(err, AG_ENOMEM, "out of memory");
+        else
+            memcpy(out->state, r.data, r.data_len), out->state[r.data_len] = 0;
     }
 out_unlock:
     pthread_rwlock_unlock(&ls->ix_lock);

@@ -93,10 +93,13 @@ void ag__log_seg_header(uint8_t out[LOG_SEG_HDR], uint64_t segno, uint64_t base_
 int ag__log_seg_header_check(const uint8_t *p, size_t avail, uint64_t segno, const char **why)
 {
     if (avail < LOG_SEG_HDR) return *why = "segment header truncated", AG_ECORRUPT;
-    if (memcmp(p, LOG_SEG_MAGIC, 8) != 0) return *why = "not an agora segment (bad magic)", AG_ECORRUPT;
-    if (ag__le64(p + 56) != ag_xxh3(p, 56)) return *why = "segment header checksum mismatch", AG_ECORRUPT;
+    if (memcmp(p, LOG_SEG_MAGIC, 8) != 0)
+        return *why = "not an agora segment (bad magic)", AG_ECORRUPT;
+    if (ag__le64(p + 56) != ag_xxh3(p, 56))
+        return *why = "segment header checksum mismatch", AG_ECORRUPT;
     if (ag__le32(p + 8) != LOG_FORMAT_VERSION)
         return *why = "segment written by an unknown format version", AG_ECORRUPT;
-    if (ag__le64(p + 24) != segno) return *why = "segment number does not match its file name", AG_ECORRUPT;
+    if (ag__le64(p + 24) != segno)
+        return *why = "segment number does not match its file name", AG_ECORRUPT;
     return 0;
 }

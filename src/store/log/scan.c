@@ -60,9 +60,9 @@ static int batch_push(struct log_scan *sc, uint64_t loc, const struct log_rec *r
 static int batch_apply(struct log_scan *sc)
 {
     for (size_t i = 0; i < sc->batch_n; i++) {
-        int rc = ag__log_index_event(sc->ls, sc->batch_stream, sc->batch_stream_len,
-                                     sc->batch[i].loc, sc->batch_first_position + i,
-                                     sc->batch[i].idh);
+        int rc =
+            ag__log_index_event(sc->ls, sc->batch_stream, sc->batch_stream_len, sc->batch[i].loc,
+                                sc->batch_first_position + i, sc->batch[i].idh);
         if (rc) return rc;
     }
     sc->next_position += sc->batch_n;
@@ -134,8 +134,8 @@ int ag__log_scan(struct log_scan *sc, const struct lseg *seg, const uint8_t *map
 
 bool ag__log_intact_after(const uint8_t *map, uint64_t off, uint64_t len)
 {
-    for (uint64_t o = (off + LOG_REC_ALIGN) & ~(uint64_t)(LOG_REC_ALIGN - 1); o + LOG_REC_MIN <= len;
-         o += LOG_REC_ALIGN) {
+    for (uint64_t o = (off + LOG_REC_ALIGN) & ~(uint64_t)(LOG_REC_ALIGN - 1);
+         o + LOG_REC_MIN <= len; o += LOG_REC_ALIGN) {
         struct log_rec r;
         const char *why;
         if (ag__log_rec_decode(map + o, len - o, &r, &why) == 0) return true;

@@ -46,7 +46,8 @@ static int encode(struct lstore *ls, struct lreq *r, const struct ag_event_data 
             .data_len = (uint32_t)(ev[i].data_len ? ev[i].data_len : 2),
         };
         if (ag_uuid_is_nil(&rec.id)) ag_uuid_v7(&rec.id, ls->base.opts.clock, ls->base.opts.rng);
-        rec.size = (uint32_t)ag__log_rec_size(rec.stream_len, rec.type_len, rec.meta_len, rec.data_len);
+        rec.size =
+            (uint32_t)ag__log_rec_size(rec.stream_len, rec.type_len, rec.meta_len, rec.data_len);
         ag__log_rec_encode((uint8_t *)r->enc.data + r->enc.len, &rec);
         r->enc.len += rec.size;
     }
@@ -62,15 +63,18 @@ static int enqueue(struct lstore *ls, struct lreq *r)
         return AG_ECLOSED;
     }
     r->next = NULL;
-    if (ls->q_tail) ls->q_tail->next = r;
-    else ls->q_head = r;
+    if (ls->q_tail)
+        ls->q_tail->next = r;
+    else
+        ls->q_head = r;
     ls->q_tail = r;
     pthread_cond_signal(&ls->q_cond);
     pthread_mutex_unlock(&ls->q_lock);
     return 0;
 }
 
-static void lreq_init(struct lreq *r, uint8_t kind, const char *stream, size_t len, int64_t expected)
+static void lreq_init(struct lreq *r, uint8_t kind, const char *stream, size_t len,
+                      int64_t expected)
 {
     memset(r, 0, sizeof *r);
     r->kind = kind;
@@ -97,11 +101,13 @@ static int run_sync(struct lstore *ls, struct lreq *r, struct ag_err *err)
     if (rc) {
         ag_err_set(err, rc, "store is closing");
     } else {
-        while (sem_wait(&done) != 0 && errno == EINTR) {}
+        while (sem_wait(&done) != 0 && errno == EINTR) {
+        }
         rc = r->status;
         if (rc && err) *err = r->err;
     }
     sem_destroy(&done);
+    r->done = NULL; /* the semaphore lived in this frame */
     return rc;
 }
 
@@ -115,8 +121,10 @@ int ag__log_append(struct ag_store *s, const char *stream, size_t stream_len, in
     lreq_init(&r, LOG_KIND_EVENT, stream, stream_len, expected);
     r.events = ev;
     int rc = encode(ls, &r, ev, n);
-    if (rc) ag_err_set(err, rc, "out of memory encoding %zu events", n);
-    else rc = run_sync(ls, &r, err);
+    if (rc)
+        ag_err_set(err, rc, "out of memory encoding %zu events", n);
+    else
+        rc = run_sync(ls, &r, err);
     if (!rc && out) *out = r.res;
     lreq_release(&r);
     return rc;
@@ -148,8 +156,12 @@ int ag__log_save_snapshot(struct ag_store *s, const char *stream, size_t stream_
     struct lreq r;
     lreq_init(&r, LOG_KIND_SNAPSHOT, stream, stream_len, version);
     struct log_rec rec = {
-        .kind = LOG_KIND_SNAPSHOT, .version = version, .stream = stream,
-        .stream_len = (uint16_t)stream_len, .data = state, .data_len = (uint32_t)state_len,
+        .kind = LOG_KIND_SNAPSHOT,
+        .version = version,
+        .stream = stream,
+        .stream_len = (uint16_t)stream_len,
+        .data = state,
+        .data_len = (uint32_t)state_len,
     };
     rec.size = (uint32_t)ag__log_rec_size(stream_len, 0, 0, state_len);
     int rc = ag_buf_reserve(&r.enc, rec.size);
@@ -221,20 +233,32 @@ static int64_t current_version(const struct lstore *ls, const struct lstream *st
 static bool expected_ok(int64_t expected, int64_t cur)
 {
     switch (expected) {
-    case AG_STORE_ANY: return true;
-    case AG_STORE_NO_STREAM: return cur == -1;
-    case AG_STORE_STREAM_EXISTS: return cur >= 0;
-    default: return expected == cur;
+    case AG_STORE_ANY:
+        return true;
+    case AG_STORE_NO_STREAM:
+        return cur == -1;
+    case AG_STORE_STREAM_EXISTS:
+        return cur >= 0;
+    default:
+        return expected == cur;
     }
 }
 
 static void expected_str(int64_t e, char out[32])
 {
     switch (e) {
-    case AG_STORE_ANY: snprintf(out, 32, "any"); break;
-    case AG_STORE_NO_STREAM: snprintf(out, 32, "no-stream"); break;
-    case AG_STORE_STREAM_EXISTS: snprintf(out, 32, "exists"); break;
-    default: snprintf(out, 32, "%lld", (long long)e); break;
+    case AG_STORE_ANY:
+        snprintf(out, 32, "any");
+        break;
+    case AG_STORE_NO_STREAM:
+        snprintf(out, 32, "no-stream");
+        break;
+    case AG_STORE_STREAM_EXISTS:
+        snprintf(out, 32, "exists");
+        break;
+    default:
+        snprintf(out, 32, "%lld", (long long)e);
+        break;
     }
 }
 
@@ -242,8 +266,8 @@ static void expected_str(int64_t e, char out[32])
  * encoded one. */
 static bool same_content(const struct log_rec *a, const struct log_rec *b)
 {
-    return a->type_len == b->type_len && a->meta_len == b->meta_len &&
-           a->data_len == b->data_len && memcmp(a->type, b->type, a->type_len) == 0 &&
+    return a->type_len == b->type_len && a->meta_len == b->meta_len && a->data_len == b->data_len &&
+           memcmp(a->type, b->type, a->type_len) == 0 &&
            memcmp(a->meta, b->meta, a->meta_len) == 0 && memcmp(a->data, b->data, a->data_len) == 0;
 }
 
@@ -292,10 +316,12 @@ static int dedup(struct lstore *ls, struct lreq *r, struct lstream *st)
         mine.meta = mine.type + mine.type_len;
         mine.data = mine.meta + mine.meta_len;
         bool same_id = have && memcmp(old.id.b, p + 24, 16) == 0;
-        if (!same_id) return k == 0 ? 0 : ag_err_set(&r->err, AG_EIDEMPOTENCY,
-                                                     "stream '%.*s': event %zu of the batch differs "
-                                                     "from the append it repeats",
-                                                     (int)r->stream_len, r->stream, k);
+        if (!same_id)
+            return k == 0 ? 0
+                          : ag_err_set(&r->err, AG_EIDEMPOTENCY,
+                                       "stream '%.*s': event %zu of the batch differs "
+                                       "from the append it repeats",
+                                       (int)r->stream_len, r->stream, k);
         if (!same_content(&old, &mine)) {
             char ids[AG_UUID_STRLEN + 1];
             ag_uuid_format(&old.id, ids);
@@ -325,8 +351,10 @@ static int reserve(struct lstore *ls, struct lreq *r, struct lstream **stp, int6
         size_t cap = ls->sparse_cap ? ls->sparse_cap : 1024;
         while (cap < need) cap *= 2;
         uint64_t *sp = ag_realloc(ls->sparse, cap * sizeof *sp);
-        if (sp) ls->sparse = sp, ls->sparse_cap = cap;
-        else rc = AG_ENOMEM;
+        if (sp)
+            ls->sparse = sp, ls->sparse_cap = cap;
+        else
+            rc = AG_ENOMEM;
     }
     pthread_rwlock_unlock(&ls->ix_lock);
     *stp = st;
@@ -342,8 +370,10 @@ static int place(struct lstore *ls, struct lreq *r, uint64_t pos0, int64_t ver0)
     for (size_t k = 0; k < r->n; k++) {
         uint32_t size = ag__le32(p);
         uint64_t off = sg->end + ls->group.len + (uint64_t)(p - (uint8_t *)r->enc.data);
-        if (r->kind == LOG_KIND_EVENT) ag__log_rec_seal(p, pos0 + k, ver0 + (int64_t)k, now);
-        else ag__log_rec_seal(p, 0, r->expected, now);
+        if (r->kind == LOG_KIND_EVENT)
+            ag__log_rec_seal(p, pos0 + k, ver0 + (int64_t)k, now);
+        else
+            ag__log_rec_seal(p, 0, r->expected, now);
         r->locs[k] = loc_make(sg->segno, off);
         p += size;
     }
@@ -360,9 +390,9 @@ static void plan_snapshot(struct lstore *ls, struct lreq *r)
         return;
     }
     if (r->expected > cur) {
-        r->status = ag_err_set(&r->err, AG_EINVAL,
-                               "snapshot version %lld is beyond stream '%.*s' (at %lld)",
-                               (long long)r->expected, (int)r->stream_len, r->stream, (long long)cur);
+        r->status = ag_err_set(
+            &r->err, AG_EINVAL, "snapshot version %lld is beyond stream '%.*s' (at %lld)",
+            (long long)r->expected, (int)r->stream_len, r->stream, (long long)cur);
         return;
     }
     if (place(ls, r, 0, 0)) {
@@ -378,7 +408,8 @@ static void plan_events(struct lstore *ls, struct lreq *r, uint64_t *group_event
     struct lstream *st = ag__lindex_find(&ls->ix, r->stream, r->stream_len, r->hash);
     int64_t cur = current_version(ls, st);
     bool ok = expected_ok(r->expected, cur);
-    if (st && st->count && (!ok || r->expected == AG_STORE_ANY || r->expected == AG_STORE_STREAM_EXISTS)) {
+    if (st && st->count &&
+        (!ok || r->expected == AG_STORE_ANY || r->expected == AG_STORE_STREAM_EXISTS)) {
         int d = dedup(ls, r, st);
         if (d) {
             r->dedup = d == 1;
@@ -493,9 +524,12 @@ static void commit(struct lstore *ls, struct lreq *from, struct lreq *stop, uint
     for (struct lreq *r = from, *next; r != stop; r = next) {
         next = r->next;
         if (r->accepted && wrc)
-            r->status = ag_err_set(&r->err, AG_EIO, "writing the log failed: %s; the store must "
-                                   "be reopened", strerror(-wrc));
-        else if (r->status == 0) __atomic_add_fetch(&ls->appends, 1, __ATOMIC_RELAXED);
+            r->status = ag_err_set(&r->err, AG_EIO,
+                                   "writing the log failed: %s; the store must "
+                                   "be reopened",
+                                   strerror(-wrc));
+        else if (r->status == 0)
+            __atomic_add_fetch(&ls->appends, 1, __ATOMIC_RELAXED);
         complete(r);
     }
     ag_buf_reset(&ls->group);
@@ -522,13 +556,15 @@ static void run_group(struct lstore *ls, struct lreq *list)
     uint64_t events = 0;
     for (struct lreq *r = list; r; r = r->next) {
         if (ls->failed) {
-            r->status = ag_err_set(&r->err, AG_EFAILED, "an earlier write to %s failed; the "
-                                   "store must be reopened", ls->dir);
+            r->status = ag_err_set(&r->err, AG_EFAILED,
+                                   "an earlier write to %s failed; the "
+                                   "store must be reopened",
+                                   ls->dir);
             continue;
         }
         if (r->enc.len > max) {
-            r->status = ag_err_set(&r->err, AG_ETOOBIG, "batch of %zu bytes exceeds a segment",
-                                   r->enc.len);
+            r->status =
+                ag_err_set(&r->err, AG_ETOOBIG, "batch of %zu bytes exceeds a segment", r->enc.len);
             continue;
         }
         uint64_t end = ls->segs[ls->nsegs - 1].end;
@@ -541,8 +577,10 @@ static void run_group(struct lstore *ls, struct lreq *list)
             r->status = ag_err_set(&r->err, AG_EFAILED, "store failed; reopen required");
             continue;
         }
-        if (r->kind == LOG_KIND_SNAPSHOT) plan_snapshot(ls, r);
-        else plan_events(ls, r, &events);
+        if (r->kind == LOG_KIND_SNAPSHOT)
+            plan_snapshot(ls, r);
+        else
+            plan_events(ls, r, &events);
     }
     commit(ls, from, NULL, events);
 }

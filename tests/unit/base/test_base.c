@@ -110,7 +110,8 @@ Test(rng, deterministic_and_bounded)
         double d = ag_rng_double(&a.rng);
         cr_assert(d >= 0.0 && d < 1.0);
     }
-    for (int i = 0; i < 10; i++) cr_assert(hist[i] > 9000 && hist[i] < 11000, "bucket %d: %d", i, hist[i]);
+    for (int i = 0; i < 10; i++)
+        cr_assert(hist[i] > 9000 && hist[i] < 11000, "bucket %d: %d", i, hist[i]);
 }
 
 Test(uuid, v7_layout_order_and_roundtrip)
@@ -155,7 +156,8 @@ Test(log, writes_one_json_line)
     char buf[512] = {0};
     ssize_t n = read(fds[0], buf, sizeof buf - 1);
     cr_assert_gt(n, 0);
-    cr_assert(strstr(buf, "\"level\":\"warn\",\"msg\":\"store.truncated\",\"file\":\"a\\\"b\",\"offset\":42,\"ok\":true}\n"),
+    cr_assert(strstr(buf, "\"level\":\"warn\",\"msg\":\"store.truncated\",\"file\":\"a\\\"b\","
+                          "\"offset\":42,\"ok\":true}\n"),
               "got %s", buf);
     cr_assert_null(strstr(buf, "dropped"));
 }

@@ -80,8 +80,7 @@ static inline json_t *dt_ev(size_t i, const char *type)
 static inline json_int_t jint(const json_t *o, const char *path0, const char *path1)
 {
     const json_t *v = json_object_get(o, path0);
-    if (path1)
-        v = json_object_get(v, path1);
+    if (path1) v = json_object_get(v, path1);
     cr_assert(json_is_integer(v), "%s/%s is not an integer", path0, path1 ? path1 : "");
     return json_integer_value(v);
 }
@@ -126,7 +125,7 @@ static inline void dt_roundtrip(void *copy)
 #define USD(x) ((struct ag_money){(x), "USD"})
 #define EUR(x) ((struct ag_money){(x), "EUR"})
 
-#define ADDR ((struct ag_address){"1 Main St", "Springfield", "IL", "62701", "US"})
+#define ADDR  ((struct ag_address){"1 Main St", "Springfield", "IL", "62701", "US"})
 #define ADDR2 ((struct ag_address){"2 Side Rd", "Shelbyville", "IL", "62565", "US"})
 
 #endif

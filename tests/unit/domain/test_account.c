@@ -14,8 +14,7 @@ TestSuite(account, .init = setup, .fini = dt_end);
 static void opened(int64_t deposit)
 {
     cr_assert_eq(dt_ok(D(ag_account_open, {"a1", "c1", "USD", 1000})), 1);
-    if (deposit)
-        dt_ok(D(ag_account_deposit, {USD(deposit), 2000}));
+    if (deposit) dt_ok(D(ag_account_deposit, {USD(deposit), 2000}));
 }
 
 Test(account, open)
@@ -88,7 +87,8 @@ Test(account, charge_once_refund_once)
     cr_assert_eq(jint(d, "at", NULL), 5000);
     cr_assert_eq(a.balance.amount, 3000);
     cr_assert_eq(ag_account_charged(&a, "o1", NULL), 2000);
-    cr_assert_eq(dt_ok(D(ag_account_charge, {"o1", USD(2000), 6000})), 0, "charged twice: no events");
+    cr_assert_eq(dt_ok(D(ag_account_charge, {"o1", USD(2000), 6000})), 0,
+                 "charged twice: no events");
     cr_assert_eq(a.balance.amount, 3000);
 
     cr_assert_eq(dt_ok(D(ag_account_refund, {"o1", 7000})), 1);
@@ -122,7 +122,8 @@ Test(account, charge_declined_is_an_error_not_an_event)
 Test(account, close)
 {
     opened(100);
-    dt_fail(D(ag_account_close, {1}), AG_EDOMAIN, "cannot close account a1 with a positive balance (1.00 USD)");
+    dt_fail(D(ag_account_close, {1}), AG_EDOMAIN,
+            "cannot close account a1 with a positive balance (1.00 USD)");
     dt_ok(D(ag_account_charge, {"o1", USD(100), 2}));
     cr_assert_eq(dt_ok(D(ag_account_close, {3})), 1);
     cr_assert_eq(jint(dt_ev(0, "AccountClosed"), "at", NULL), 3);
@@ -178,11 +179,23 @@ Test(account, snapshot_round_trips)
 
 Test(account, evolve_requires_at_and_valid_amounts)
 {
-    cr_assert_eq(dt_apply("AccountOpened", "{\"accountId\":\"a\",\"customerId\":\"c\",\"currency\":\"USD\"}"), AG_EINVAL);
-    cr_assert_eq(dt_apply("AccountOpened", "{\"accountId\":\"a\",\"customerId\":\"c\",\"currency\":\"USD\",\"at\":1}"), 0);
-    cr_assert_eq(dt_apply("MoneyDeposited", "{\"amount\":{\"amount\":5,\"currency\":\"EUR\"},\"at\":2}"), AG_EINVAL);
-    cr_assert_eq(dt_apply("MoneyDeposited", "{\"amount\":{\"amount\":0,\"currency\":\"USD\"},\"at\":2}"), AG_EINVAL);
-    cr_assert_eq(dt_apply("MoneyDeposited", "{\"amount\":{\"amount\":5,\"currency\":\"USD\"},\"balance\":{\"amount\":999,\"currency\":\"USD\"},\"at\":2}"), 0);
+    cr_assert_eq(dt_apply("AccountOpened",
+                          "{\"accountId\":\"a\",\"customerId\":\"c\",\"currency\":\"USD\"}"),
+                 AG_EINVAL);
+    cr_assert_eq(
+        dt_apply("AccountOpened",
+                 "{\"accountId\":\"a\",\"customerId\":\"c\",\"currency\":\"USD\",\"at\":1}"),
+        0);
+    cr_assert_eq(
+        dt_apply("MoneyDeposited", "{\"amount\":{\"amount\":5,\"currency\":\"EUR\"},\"at\":2}"),
+        AG_EINVAL);
+    cr_assert_eq(
+        dt_apply("MoneyDeposited", "{\"amount\":{\"amount\":0,\"currency\":\"USD\"},\"at\":2}"),
+        AG_EINVAL);
+    cr_assert_eq(dt_apply("MoneyDeposited",
+                          "{\"amount\":{\"amount\":5,\"currency\":\"USD\"},\"balance\":{"
+                          "\"amount\":999,\"currency\":\"USD\"},\"at\":2}"),
+                 0);
     cr_assert_eq(a.balance.amount, 5, "balance comes from amounts, not from the event's balance");
     cr_assert_eq(dt_apply("Unrelated", "{}"), 0);
 }
@@ -300,8 +313,7 @@ Test(transfer, failure_on_the_second_leg_undoes_the_first)
     ag_dom_events_push(&t.ef, "X", json_object());
     json_decref(t.ef.v[0].data);
     t.ef.n = 0;
-    for (int i = 0; i < 4; i++)
-        ag_dom_events_push(&t.et, "X", json_object());
+    for (int i = 0; i < 4; i++) ag_dom_events_push(&t.et, "X", json_object());
     cr_assert_eq(t.et.n, t.et.cap);
     ag_alloc_fail_at(1);
     int rc = tx_run(&t, &t.from, &t.to, USD(1));

@@ -14,7 +14,8 @@ TestSuite(customer, .init = setup_c, .fini = dt_end);
 
 static void registered(bool premium)
 {
-    cr_assert_eq(dt_ok(D(ag_customer_register, {"c1", "ada@example.com", "Ada", premium, "a1"})), 1);
+    cr_assert_eq(dt_ok(D(ag_customer_register, {"c1", "ada@example.com", "Ada", premium, "a1"})),
+                 1);
 }
 
 Test(customer, register_event_and_state)
@@ -35,23 +36,38 @@ Test(customer, register_event_and_state)
 
 Test(customer, register_validation)
 {
-    const char *bad[] = {"", "ada", "@example.com", "ada@example", "ada@@example.com",
-                         "a@b@example.com", "ada@.com", "ada@example.", "a da@example.com", NULL};
+    const char *bad[] = {"",
+                         "ada",
+                         "@example.com",
+                         "ada@example",
+                         "ada@@example.com",
+                         "a@b@example.com",
+                         "ada@.com",
+                         "ada@example.",
+                         "a da@example.com",
+                         NULL};
     for (int i = 0; bad[i]; i++)
-        dt_fail(D(ag_customer_register, {"c1", bad[i], "Ada", false, "a1"}), AG_EINVAL, "invalid email");
+        dt_fail(D(ag_customer_register, {"c1", bad[i], "Ada", false, "a1"}), AG_EINVAL,
+                "invalid email");
     dt_fail(D(ag_customer_register, {"c1", NULL, "Ada", false, "a1"}), AG_EINVAL, "invalid email");
     char longmail[300];
     memset(longmail, 'a', 250);
     strcpy(longmail + 250, "@b.co"); /* 255 bytes */
-    dt_fail(D(ag_customer_register, {"c1", longmail, "Ada", false, "a1"}), AG_EINVAL, "at most 254 bytes");
+    dt_fail(D(ag_customer_register, {"c1", longmail, "Ada", false, "a1"}), AG_EINVAL,
+            "at most 254 bytes");
     cr_assert_eq(dt_ok(D(ag_customer_register, {"c1", "a@b.c", "A", false, "a1"})), 1);
     dt_end();
     dt_begin(&ag_customer_aggregate, &c);
-    dt_fail(D(ag_customer_register, {"c1", "ada@example.com", "", false, "a1"}), AG_EINVAL, "name must not be empty");
-    dt_fail(D(ag_customer_register, {"c1", "ada@example.com", NULL, false, "a1"}), AG_EINVAL, "name must not be empty");
-    dt_fail(D(ag_customer_register, {"", "ada@example.com", "Ada", false, "a1"}), AG_EINVAL, "customer id");
-    dt_fail(D(ag_customer_register, {"c1", "ada@example.com", "Ada", false, NULL}), AG_EINVAL, "account id");
-    dt_fail(D(ag_customer_register, {"c1", "ada@example.com", "\xff\xfe", false, "a1"}), AG_EINVAL, "UTF-8");
+    dt_fail(D(ag_customer_register, {"c1", "ada@example.com", "", false, "a1"}), AG_EINVAL,
+            "name must not be empty");
+    dt_fail(D(ag_customer_register, {"c1", "ada@example.com", NULL, false, "a1"}), AG_EINVAL,
+            "name must not be empty");
+    dt_fail(D(ag_customer_register, {"", "ada@example.com", "Ada", false, "a1"}), AG_EINVAL,
+            "customer id");
+    dt_fail(D(ag_customer_register, {"c1", "ada@example.com", "Ada", false, NULL}), AG_EINVAL,
+            "account id");
+    dt_fail(D(ag_customer_register, {"c1", "ada@example.com", "\xff\xfe", false, "a1"}), AG_EINVAL,
+            "UTF-8");
 }
 
 Test(customer, change_tier)
@@ -72,7 +88,8 @@ Test(customer, addresses)
 {
     registered(false);
     cr_assert_eq(dt_ok(D(ag_customer_add_address, {&ADDR})), 1);
-    cr_assert_str_eq(jstr(json_object_get(dt_ev(0, "AddressAdded"), "address"), "city"), "Springfield");
+    cr_assert_str_eq(jstr(json_object_get(dt_ev(0, "AddressAdded"), "address"), "city"),
+                     "Springfield");
     cr_assert_eq(c.naddresses, 1);
     cr_assert_eq(dt_ok(D(ag_customer_add_address, {&ADDR})), 0, "duplicate: no events");
     struct ag_address a = ADDR;
@@ -81,12 +98,14 @@ Test(customer, addresses)
         cr_assert_eq(dt_ok(D(ag_customer_add_address, {&a})), 1);
     }
     cr_assert_eq(c.naddresses, 8);
-    dt_fail(D(ag_customer_add_address, {&ADDR2}), AG_EDOMAIN, "customer c1 already has the maximum of 8 addresses");
+    dt_fail(D(ag_customer_add_address, {&ADDR2}), AG_EDOMAIN,
+            "customer c1 already has the maximum of 8 addresses");
     struct ag_address bad = ADDR2;
     strcpy(bad.country, "u");
     dt_fail(D(ag_customer_add_address, {&bad}), AG_EINVAL, "/address/country");
     dt_fail(D(ag_customer_add_address, {NULL}), AG_EINVAL, "address is required");
-    cr_assert_eq(dt_apply("AddressAdded", "{\"address\":{\"street\":\"s\",\"city\":\"c\",\"state\":\"s\",\"zipCode\":\"z\",\"country\":\"US\"}}"),
+    cr_assert_eq(dt_apply("AddressAdded", "{\"address\":{\"street\":\"s\",\"city\":\"c\",\"state\":"
+                                          "\"s\",\"zipCode\":\"z\",\"country\":\"US\"}}"),
                  AG_EINVAL, "a ninth address cannot be applied");
 }
 
@@ -109,7 +128,10 @@ Test(customer, snapshot_round_trips)
 
 Test(customer, evolve_malformed)
 {
-    cr_assert_eq(dt_apply("CustomerRegistered", "{\"customerId\":\"c\",\"email\":\"e@x.y\",\"name\":\"n\",\"tier\":\"gold\"}"), AG_EINVAL);
+    cr_assert_eq(
+        dt_apply("CustomerRegistered",
+                 "{\"customerId\":\"c\",\"email\":\"e@x.y\",\"name\":\"n\",\"tier\":\"gold\"}"),
+        AG_EINVAL);
     cr_assert_eq(dt_apply("CustomerTierChanged", "{}"), AG_EINVAL);
     cr_assert_eq(dt_apply("Whatever", "{}"), 0);
 }
@@ -133,16 +155,20 @@ Test(product, add_event_and_state)
     cr_assert_eq(jint(d, "price", "amount"), 2999);
     cr_assert(p.exists && p.active);
     cr_assert_eq(p.price.amount, 2999);
-    dt_fail(D(ag_product_add, {"p1", "SKU-1", "Kettle", USD(1)}), AG_EDOMAIN, "product p1 already exists");
+    dt_fail(D(ag_product_add, {"p1", "SKU-1", "Kettle", USD(1)}), AG_EDOMAIN,
+            "product p1 already exists");
 }
 
 Test(product, add_rules)
 {
     dt_fail(D(ag_product_add, {"p1", "", "Kettle", USD(1)}), AG_EINVAL, "sku must be");
     dt_fail(D(ag_product_add, {"p1", "S", "", USD(1)}), AG_EINVAL, "name must be");
-    dt_fail(D(ag_product_add, {"p1", "S", "K", USD(-1)}), AG_EINVAL, "price must not be negative (got -1)");
-    dt_fail(D(ag_product_add, {"p1", "S", "K", ((struct ag_money){1, "us"})}), AG_EINVAL, "currency");
-    cr_assert_eq(dt_ok(D(ag_product_add, {"p1", "S", "Free sample", USD(0)})), 1, "price 0 is allowed");
+    dt_fail(D(ag_product_add, {"p1", "S", "K", USD(-1)}), AG_EINVAL,
+            "price must not be negative (got -1)");
+    dt_fail(D(ag_product_add, {"p1", "S", "K", ((struct ag_money){1, "us"})}), AG_EINVAL,
+            "currency");
+    cr_assert_eq(dt_ok(D(ag_product_add, {"p1", "S", "Free sample", USD(0)})), 1,
+                 "price 0 is allowed");
 }
 
 Test(product, change_price)
@@ -155,7 +181,8 @@ Test(product, change_price)
     cr_assert_eq(jint(d, "previousPrice", "amount"), 2999);
     cr_assert_eq(p.price.amount, 2499);
     cr_assert_eq(dt_ok(D(ag_product_change_price, {USD(2499)})), 0, "same price: no events");
-    dt_fail(D(ag_product_change_price, {EUR(2000)}), AG_EDOMAIN, "product p1 is priced in USD, not EUR");
+    dt_fail(D(ag_product_change_price, {EUR(2000)}), AG_EDOMAIN,
+            "product p1 is priced in USD, not EUR");
     dt_fail(D(ag_product_change_price, {USD(-5)}), AG_EINVAL, "price must not be negative");
 }
 
@@ -187,6 +214,8 @@ Test(product, snapshot_round_trips)
 
 Test(product, evolve_malformed)
 {
-    cr_assert_eq(dt_apply("ProductAdded", "{\"productId\":\"p\",\"sku\":\"s\",\"name\":\"n\",\"price\":5}"), AG_EINVAL);
+    cr_assert_eq(
+        dt_apply("ProductAdded", "{\"productId\":\"p\",\"sku\":\"s\",\"name\":\"n\",\"price\":5}"),
+        AG_EINVAL);
     cr_assert_eq(dt_apply("ProductPriceChanged", "{\"price\":{\"amount\":1}}"), AG_EINVAL);
 }

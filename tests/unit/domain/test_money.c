@@ -118,7 +118,8 @@ Test(address, parse_and_errors)
     struct ag_address a;
     struct ag_err err = {0};
     json_t *j = json_loads("{\"street\":\"1 Main St\",\"city\":\"Springfield\",\"state\":\"IL\","
-                           "\"zipCode\":\"62701\",\"country\":\"US\"}", 0, NULL);
+                           "\"zipCode\":\"62701\",\"country\":\"US\"}",
+                           0, NULL);
     cr_assert_eq(ag_address_from_json(j, &a, "/shippingAddress", &err), 0);
     cr_assert(ag_address_eq(&a, &ADDR));
     json_t *back = ag_address_to_json(&a);
@@ -127,7 +128,8 @@ Test(address, parse_and_errors)
 
     json_object_set_new(j, "zipCode", json_string(""));
     cr_assert_eq(ag_address_from_json(j, &a, "/shippingAddress", &err), AG_EINVAL);
-    cr_assert_str_eq(err.msg, "/shippingAddress/zipCode: must be a non-empty string of at most 15 bytes");
+    cr_assert_str_eq(err.msg,
+                     "/shippingAddress/zipCode: must be a non-empty string of at most 15 bytes");
     json_object_set_new(j, "zipCode", json_string("12345678901234567"));
     cr_assert_eq(ag_address_from_json(j, &a, "/shippingAddress", &err), AG_EINVAL);
     cr_assert(strstr(err.msg, "/shippingAddress/zipCode"));

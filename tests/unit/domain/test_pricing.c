@@ -3,15 +3,15 @@
  * zero), rounding half-up, currency mixing and bad input. */
 #include "unit/domain/dom_test.h"
 
-static struct ag_price_line L(const char *pid, int64_t q, struct ag_money unit)
-{
+static struct ag_price_line L(const char *pid, int64_t q, struct ag_money unit) {
     struct ag_price_line l = {{0}, q, unit};
     strcpy(l.product_id, pid);
     return l;
 }
 
-static struct ag_price_quote quote(const struct ag_price_line *lines, size_t n, bool premium,
-                                   const struct ag_promotion *p, size_t np)
+static struct ag_price_quote
+quote(const struct ag_price_line *lines, size_t n, bool premium, const struct ag_promotion *p,
+      size_t np)
 {
     struct ag_price_quote q;
     struct ag_err err = {0};
@@ -89,8 +89,8 @@ Test(pricing, total_never_below_zero)
 Test(pricing, promotion_order_does_not_matter)
 {
     struct ag_price_line l[] = {L("a", 3, USD(3333))};
-    struct ag_promotion p1[] = {{AG_PROMO_PERCENT, 700, "A"}, {AG_PROMO_FIXED, 99, "B"},
-                                {AG_PROMO_PERCENT, 1300, "C"}};
+    struct ag_promotion p1[] = {
+        {AG_PROMO_PERCENT, 700, "A"}, {AG_PROMO_FIXED, 99, "B"}, {AG_PROMO_PERCENT, 1300, "C"}};
     struct ag_promotion p2[] = {p1[2], p1[1], p1[0]};
     struct ag_price_quote a = quote(l, 1, false, p1, 3), b = quote(l, 1, false, p2, 3);
     cr_assert_eq(a.total.amount, b.total.amount);

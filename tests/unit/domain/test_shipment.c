@@ -39,7 +39,8 @@ Test(shipment, arrange_rules)
     dt_fail(D(ag_shipment_arrange, {"", "o1", &ADDR, "T"}), AG_EINVAL, "shipment id");
     dt_fail(D(ag_shipment_arrange, {"sh1", NULL, &ADDR, "T"}), AG_EINVAL, "order id");
     dt_fail(D(ag_shipment_arrange, {"sh1", "o1", &ADDR, ""}), AG_EINVAL, "tracking number");
-    dt_fail(D(ag_shipment_arrange, {"sh1", "o1", NULL, "T"}), AG_EINVAL, "a shipment needs an address");
+    dt_fail(D(ag_shipment_arrange, {"sh1", "o1", NULL, "T"}), AG_EINVAL,
+            "a shipment needs an address");
     struct ag_address bad = ADDR;
     memset(bad.street, 'x', sizeof bad.street); /* not NUL-terminated */
     dt_fail(D(ag_shipment_arrange, {"sh1", "o1", &bad, "T"}), AG_EINVAL, "/address/street");
@@ -54,7 +55,8 @@ Test(shipment, cancel)
     cr_assert_eq(sh.status, AG_SHIPMENT_CANCELLED);
     cr_assert_str_eq(sh.cancel_reason, "payment failed");
     cr_assert_eq(dt_ok(D(ag_shipment_cancel, {"again"})), 0, "idempotent");
-    dt_fail(D(ag_shipment_dispatch, {1}), AG_EDOMAIN, "cannot dispatch shipment sh1: it was cancelled");
+    dt_fail(D(ag_shipment_dispatch, {1}), AG_EDOMAIN,
+            "cannot dispatch shipment sh1: it was cancelled");
 }
 
 Test(shipment, dispatch)
@@ -65,7 +67,8 @@ Test(shipment, dispatch)
     cr_assert_eq(jint(dt_ev(0, "ShipmentDispatched"), "dispatchedAt", NULL), 1234);
     cr_assert_eq(sh.status, AG_SHIPMENT_DISPATCHED);
     cr_assert_eq(dt_ok(D(ag_shipment_dispatch, {5})), 0, "idempotent");
-    dt_fail(D(ag_shipment_cancel, {NULL}), AG_EDOMAIN, "cannot cancel shipment sh1: already dispatched");
+    dt_fail(D(ag_shipment_cancel, {NULL}), AG_EDOMAIN,
+            "cannot cancel shipment sh1: already dispatched");
     cr_assert_str_eq(ag_shipment_status_name(sh.status), "dispatched");
 }
 
@@ -85,7 +88,9 @@ Test(shipment, snapshot_round_trips)
 
 Test(shipment, evolve_malformed)
 {
-    cr_assert_eq(dt_apply("ShipmentArranged", "{\"shipmentId\":\"s\",\"orderId\":\"o\",\"trackingNumber\":\"t\"}"), AG_EINVAL);
+    cr_assert_eq(dt_apply("ShipmentArranged",
+                          "{\"shipmentId\":\"s\",\"orderId\":\"o\",\"trackingNumber\":\"t\"}"),
+                 AG_EINVAL);
     cr_assert_eq(dt_apply("ShipmentCancelled", "{\"reason\":1}"), AG_EINVAL);
     cr_assert_eq(dt_apply("Other", "{}"), 0);
 }

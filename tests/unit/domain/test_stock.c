@@ -98,8 +98,7 @@ Test(stock, thousands_of_reservations)
     for (int i = 0; i < 5000; i++) {
         snprintf(oid, sizeof oid, "order-%d", i);
         bool released = false;
-        for (int j = 0; j < 5000 && !released; j += 2)
-            released = (j * 7919) % 5000 == i;
+        for (int j = 0; j < 5000 && !released; j += 2) released = (j * 7919) % 5000 == i;
         int64_t q = ag_stock_reservation(&s, oid);
         cr_assert_eq(q, released ? 0 : 1 + i % 7, "order %d", i);
         want += q;
@@ -141,7 +140,8 @@ Test(stock, snapshot_round_trips_and_restore_checks)
     cr_assert_eq(ag_stock_reservation(&copy, "o2"), 3);
     ag_stock_free(&copy);
     json_t *bad = json_loads("{\"exists\":true,\"productId\":\"p1\",\"onHand\":10,\"reserved\":4,"
-                             "\"reservations\":{\"o1\":2}}", 0, NULL);
+                             "\"reservations\":{\"o1\":2}}",
+                             0, NULL);
     ag_stock_init(&copy);
     cr_assert_eq(ag_stock_restore(&copy, bad), AG_EINVAL, "reserved must equal the sum");
     cr_assert_not(copy.exists);

@@ -6,14 +6,13 @@
 #include "unit/domain/dom_test.h"
 
 /* Decide with fn, then evolve; 0 or the first error. */
-#define STEP(agg, st, fn, ...)                                                          \
-    do {                                                                                \
-        rc = fn(st, &(struct fn)__VA_ARGS__, &ev, NULL);                                \
-        for (size_t i_ = 0; rc == 0 && i_ < ev.n; i_++)                                 \
-            rc = (agg)->evolve(st, ev.v[i_].type, ev.v[i_].data);                       \
-        ag_dom_events_free(&ev);                                                        \
-        if (rc)                                                                         \
-            goto out;                                                                   \
+#define STEP(agg, st, fn, ...)                                                                     \
+    do {                                                                                           \
+        rc = fn(st, &(struct fn)__VA_ARGS__, &ev, NULL);                                           \
+        for (size_t i_ = 0; rc == 0 && i_ < ev.n; i_++)                                            \
+            rc = (agg)->evolve(st, ev.v[i_].type, ev.v[i_].data);                                  \
+        ag_dom_events_free(&ev);                                                                   \
+        if (rc) goto out;                                                                          \
     } while (0)
 
 static int order_scenario(struct ag_order *o)
@@ -88,8 +87,7 @@ Test(torture, stock_under_failing_allocations)
         ag_alloc_fail_at(0);
         cr_assert(rc == 0 || rc == AG_ENOMEM, "n=%ld rc=%s", n, ag_errname(rc));
         ok += rc == 0;
-        if (rc == AG_ENOMEM)
-            cr_assert_leq(s.reserved, s.on_hand);
+        if (rc == AG_ENOMEM) cr_assert_leq(s.reserved, s.on_hand);
         ag_stock_free(&s);
     }
     cr_assert_gt(ok, 0);

@@ -16,8 +16,14 @@ struct counter {
     int adds;
 };
 
-static void c_init(void *s) { memset(s, 0, sizeof(struct counter)); }
-static void c_free(void *s) { AG_UNUSED(s); }
+static void c_init(void *s)
+{
+    memset(s, 0, sizeof(struct counter));
+}
+static void c_free(void *s)
+{
+    AG_UNUSED(s);
+}
 static int c_evolve(void *s, const char *type, const json_t *d)
 {
     struct counter *c = s;
@@ -39,8 +45,8 @@ static int c_restore(void *s, const json_t *j)
     c->adds = (int)json_integer_value(json_object_get(j, "adds"));
     return 0;
 }
-static const struct ag_es_type counter_type = {"counter", sizeof(struct counter), c_init, c_free,
-                                               c_evolve, c_snapshot, c_restore};
+static const struct ag_es_type counter_type = {
+    "counter", sizeof(struct counter), c_init, c_free, c_evolve, c_snapshot, c_restore};
 
 static char dir[64];
 static struct ag_store *store;
@@ -96,8 +102,9 @@ Test(repo, execute_appends_and_state_follows)
     long long total = 0;
     for (int i = 1; i <= 25; i++) {
         struct add a = {i, 0};
-        cr_assert_eq(ag_es_execute(repo, &counter_type, "counter-1", decide_add, &a, "{\"actor\":\"t\"}",
-                                   view_total, &total, &res, NULL), 0);
+        cr_assert_eq(ag_es_execute(repo, &counter_type, "counter-1", decide_add, &a,
+                                   "{\"actor\":\"t\"}", view_total, &total, &res, NULL),
+                     0);
         cr_assert_eq(res.version, i - 1);
         cr_assert_eq(res.appended, 1);
     }
@@ -107,7 +114,8 @@ Test(repo, execute_appends_and_state_follows)
     cr_assert_eq(memcmp(p.events[0].metadata, "{\"actor\":\"t\"}", p.events[0].metadata_len), 0);
     ag_event_page_free(&p);
     struct ag_snapshot snap;
-    cr_assert_eq(ag_store_load_snapshot(store, "counter-1", 9, &snap, NULL), 0, "snapshot every 10");
+    cr_assert_eq(ag_store_load_snapshot(store, "counter-1", 9, &snap, NULL), 0,
+                 "snapshot every 10");
     cr_assert_eq(snap.version, 19);
     ag_snapshot_free(&snap);
 }
@@ -115,11 +123,13 @@ Test(repo, execute_appends_and_state_follows)
 Test(repo, business_errors_store_nothing)
 {
     struct add a = {5, 7};
-    cr_assert_eq(ag_es_execute(repo, &counter_type, "c", decide_add, &a, NULL, NULL, NULL, NULL, NULL), 0);
+    cr_assert_eq(
+        ag_es_execute(repo, &counter_type, "c", decide_add, &a, NULL, NULL, NULL, NULL, NULL), 0);
     struct ag_err err;
     ag_err_clear(&err);
-    cr_assert_eq(ag_es_execute(repo, &counter_type, "c", decide_add, &a, NULL, NULL, NULL, NULL, &err),
-                 AG_EDOMAIN);
+    cr_assert_eq(
+        ag_es_execute(repo, &counter_type, "c", decide_add, &a, NULL, NULL, NULL, NULL, &err),
+        AG_EDOMAIN);
     cr_assert_str_eq(err.msg, "limit 7 reached");
     int64_t v;
     ag_store_stream_version(store, "c", 1, &v);
@@ -131,19 +141,23 @@ Test(repo, read_sees_writes_from_another_process_view)
     /* another writer (here: the store directly) appends: the cache catches up */
     long long total = 0;
     struct add a = {1, 0};
-    cr_assert_eq(ag_es_execute(repo, &counter_type, "x", decide_add, &a, NULL, NULL, NULL, NULL, NULL), 0);
+    cr_assert_eq(
+        ag_es_execute(repo, &counter_type, "x", decide_add, &a, NULL, NULL, NULL, NULL, NULL), 0);
     struct ag_event_data ev = {.type = "Added", .type_len = 5, .data = "{\"n\":41}", .data_len = 8};
     cr_assert_eq(ag_store_append(store, "x", 1, 0, &ev, 1, NULL, NULL), 0);
     cr_assert_eq(ag_es_read(repo, &counter_type, "x", view_total, &total, NULL), 0);
     cr_assert_eq(total, 42);
-    cr_assert_eq(ag_es_read(repo, &counter_type, "nothing", view_total, &total, NULL), AG_ENOTFOUND);
+    cr_assert_eq(ag_es_read(repo, &counter_type, "nothing", view_total, &total, NULL),
+                 AG_ENOTFOUND);
 }
 
 Test(repo, cold_load_uses_the_snapshot)
 {
     struct add a = {2, 0};
     for (int i = 0; i < 15; i++)
-        cr_assert_eq(ag_es_execute(repo, &counter_type, "s", decide_add, &a, NULL, NULL, NULL, NULL, NULL), 0);
+        cr_assert_eq(
+            ag_es_execute(repo, &counter_type, "s", decide_add, &a, NULL, NULL, NULL, NULL, NULL),
+            0);
     /* a second repository starts cold: snapshot at v9 + 5 events */
     struct ag_es_repo *r2;
     struct ag_es_repo_config rc = {.store = store};
@@ -161,10 +175,16 @@ Test(repo, conflict_from_a_second_repository_is_retried)
     cr_assert_eq(ag_es_repo_new(&rc, &r2), 0);
     struct add a = {1, 0};
     long long t1 = 0, t2 = 0;
-    cr_assert_eq(ag_es_execute(repo, &counter_type, "k", decide_add, &a, NULL, view_total, &t1, NULL, NULL), 0);
-    cr_assert_eq(ag_es_execute(r2, &counter_type, "k", decide_add, &a, NULL, view_total, &t2, NULL, NULL), 0);
+    cr_assert_eq(
+        ag_es_execute(repo, &counter_type, "k", decide_add, &a, NULL, view_total, &t1, NULL, NULL),
+        0);
+    cr_assert_eq(
+        ag_es_execute(r2, &counter_type, "k", decide_add, &a, NULL, view_total, &t2, NULL, NULL),
+        0);
     /* repo's cache is stale (version 0); it catches up before deciding */
-    cr_assert_eq(ag_es_execute(repo, &counter_type, "k", decide_add, &a, NULL, view_total, &t1, NULL, NULL), 0);
+    cr_assert_eq(
+        ag_es_execute(repo, &counter_type, "k", decide_add, &a, NULL, view_total, &t1, NULL, NULL),
+        0);
     cr_assert_eq(t1, 3);
     ag_es_repo_free(r2);
 }
@@ -179,7 +199,8 @@ static void *hammer(void *arg)
     struct hammer *h = arg;
     for (int i = 0; i < h->adds; i++) {
         struct add a = {1, 0};
-        if (ag_es_execute(repo, &counter_type, "hot", decide_add, &a, NULL, NULL, NULL, NULL, NULL)) h->failures++;
+        if (ag_es_execute(repo, &counter_type, "hot", decide_add, &a, NULL, NULL, NULL, NULL, NULL))
+            h->failures++;
     }
     return NULL;
 }
@@ -215,8 +236,10 @@ static int apply_sum(sqlite3 *db, const struct ag_event *ev, const json_t *d, vo
     AG_UNUSED(ud);
     if (ag_es_inbox_seen(db, "sum", &ev->id) == 1) return 0;
     sqlite3_stmt *st;
-    sqlite3_prepare_v2(db, "INSERT INTO sums(stream, total) VALUES(?, ?) ON CONFLICT(stream) DO UPDATE"
-                           " SET total = total + excluded.total", -1, &st, NULL);
+    sqlite3_prepare_v2(db,
+                       "INSERT INTO sums(stream, total) VALUES(?, ?) ON CONFLICT(stream) DO UPDATE"
+                       " SET total = total + excluded.total",
+                       -1, &st, NULL);
     sqlite3_bind_text(st, 1, ev->stream, (int)ev->stream_len, SQLITE_TRANSIENT);
     sqlite3_bind_int64(st, 2, json_integer_value(json_object_get(d, "n")));
     int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : AG_EIO;
@@ -225,8 +248,9 @@ static int apply_sum(sqlite3 *db, const struct ag_event *ev, const json_t *d, vo
 }
 
 static const char *const only_added[] = {"Added", NULL};
-static const struct ag_projection sum_proj = {"sums", "CREATE TABLE IF NOT EXISTS sums(stream TEXT PRIMARY KEY, total INTEGER);",
-                                              only_added, apply_sum, NULL};
+static const struct ag_projection sum_proj = {
+    "sums", "CREATE TABLE IF NOT EXISTS sums(stream TEXT PRIMARY KEY, total INTEGER);", only_added,
+    apply_sum, NULL};
 
 static long long query_total(const char *rmdir, const char *stream)
 {
@@ -249,7 +273,8 @@ Test(projector, projects_exactly_once_across_restarts_and_rebuilds)
     snprintf(rm, sizeof rm, "%s/readmodels", dir);
     struct add a = {3, 0};
     for (int i = 0; i < 50; i++)
-        ag_es_execute(repo, &counter_type, i % 2 ? "a" : "b", decide_add, &a, NULL, NULL, NULL, NULL, NULL);
+        ag_es_execute(repo, &counter_type, i % 2 ? "a" : "b", decide_add, &a, NULL, NULL, NULL,
+                      NULL, NULL);
     struct ag_event_data other = {.type = "Ignored", .type_len = 7, .data = "{}", .data_len = 2};
     ag_store_append(store, "z", 1, AG_STORE_ANY, &other, 1, NULL, NULL);
     struct ag_projector *p;

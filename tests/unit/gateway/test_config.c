@@ -6,7 +6,7 @@
 
 #include "gateway/internal.h"
 
-#define SEC 1000000000ull
+#define SEC    1000000000ull
 #define SECRET "unit-test-secret-0123456789abcdefgh"
 
 static struct ag_fake_clock fc;
@@ -64,13 +64,15 @@ Test(gateway_config, errors_name_file_line_and_path)
     struct gw_conf *c;
     struct ag_err err;
     cr_assert_eq(compile(bad, &c, &err), AG_ECONFIG);
-    cr_expect(strstr(err.msg, "test.yaml:9: virtualServices[0].http[0].route[1].destination.host"), "%s", err.msg);
+    cr_expect(strstr(err.msg, "test.yaml:9: virtualServices[0].http[0].route[1].destination.host"),
+              "%s", err.msg);
     cr_expect(strstr(err.msg, "nope"), "%s", err.msg);
     static const char typo[] = "destinationRules:\n  - host: svc\n    endpointz: []\n";
     cr_assert_eq(compile(typo, &c, &err), AG_ECONFIG);
     cr_expect(strstr(err.msg, "endpointz"), "unknown key named: %s", err.msg);
-    static const char dur[] = "destinationRules:\n  - host: svc\n    endpoints: [{address: 127.0.0.1:9}]\n"
-                              "    trafficPolicy:\n      outlierDetection:\n        baseEjectionTime: soon\n";
+    static const char dur[] =
+        "destinationRules:\n  - host: svc\n    endpoints: [{address: 127.0.0.1:9}]\n"
+        "    trafficPolicy:\n      outlierDetection:\n        baseEjectionTime: soon\n";
     cr_assert_eq(compile(dur, &c, &err), AG_ECONFIG);
     cr_expect(strstr(err.msg, "test.yaml:6:"), "%s", err.msg);
 }
@@ -115,17 +117,20 @@ Test(gateway_jwt, verify_and_refuse)
     cr_expect_eq(ag__gw_jwt_verify(&c->jwt, tok, strlen(tok), now, &p), GW_JWT_OK);
     cr_expect_str_eq(p.sub, "alice");
     cr_expect_str_eq(p.roles_csv, "admin");
-    cr_expect_eq(ag__gw_jwt_verify(&c->jwt, tok, strlen(tok), now + 60 + 9, &p), GW_JWT_OK, "within skew");
+    cr_expect_eq(ag__gw_jwt_verify(&c->jwt, tok, strlen(tok), now + 60 + 9, &p), GW_JWT_OK,
+                 "within skew");
     cr_expect_eq(ag__gw_jwt_verify(&c->jwt, tok, strlen(tok), now + 60 + 10, &p), GW_JWT_EXPIRED);
     cr_expect_eq(ag__gw_jwt_verify(&c->jwt, tok, strlen(tok), now - 11, &p), GW_JWT_NOT_YET);
     tok[strlen(tok) - 2] ^= 1; /* flip a signature bit */
     cr_expect_eq(ag__gw_jwt_verify(&c->jwt, tok, strlen(tok), now, &p), GW_JWT_SIGNATURE);
     ag_free(tok);
     /* alg none with an otherwise valid payload */
-    const char *none = "eyJhbGciOiJub25lIn0.eyJpc3MiOiJ1bml0Iiwic3ViIjoiYSIsImV4cCI6OTk5OTk5OTk5OX0.";
+    const char *none =
+        "eyJhbGciOiJub25lIn0.eyJpc3MiOiJ1bml0Iiwic3ViIjoiYSIsImV4cCI6OTk5OTk5OTk5OX0.";
     cr_expect_eq(ag__gw_jwt_verify(&c->jwt, none, strlen(none), now, &p), GW_JWT_ALG);
     /* HS384 header against a key pinned to HS256 */
-    const char *hs384 = "eyJhbGciOiJIUzM4NCIsImtpZCI6ImsifQ.eyJpc3MiOiJ1bml0Iiwic3ViIjoiYSIsImV4cCI6OTk5OTk5OTk5OX0.AAAA";
+    const char *hs384 = "eyJhbGciOiJIUzM4NCIsImtpZCI6ImsifQ."
+                        "eyJpc3MiOiJ1bml0Iiwic3ViIjoiYSIsImV4cCI6OTk5OTk5OTk5OX0.AAAA";
     cr_expect_eq(ag__gw_jwt_verify(&c->jwt, hs384, strlen(hs384), now, &p), GW_JWT_ALG);
     cr_expect_eq(ag__gw_jwt_verify(&c->jwt, "a.b", 3, now, &p), GW_JWT_MALFORMED);
     cr_expect_eq(ag__gw_jwt_verify(&c->jwt, "a.b.c.d", 7, now, &p), GW_JWT_MALFORMED);
@@ -150,7 +155,8 @@ Test(gateway_idem, replay_conflict_and_release)
     cr_expect_eq(ag__gw_idem_begin(s, "k", "u", 2, &r), GW_IDEM_MISMATCH);
     struct gw_idem_resp err5 = {.status = 503, .body = ag_strdup("x"), .body_len = 1};
     ag__gw_idem_finish(s, "k", "other-user", &err5);
-    cr_expect_eq(ag__gw_idem_begin(s, "k", "other-user", 1, &r), GW_IDEM_NEW, "a 5xx answer is not stored");
+    cr_expect_eq(ag__gw_idem_begin(s, "k", "other-user", 1, &r), GW_IDEM_NEW,
+                 "a 5xx answer is not stored");
     ag_fake_clock_advance(&fc, 11 * SEC);
     cr_expect_eq(ag__gw_idem_begin(s, "k", "u", 1, &r), GW_IDEM_NEW, "expired after the TTL");
     cr_expect_leq(ag__gw_idem_size(s), 2, "bounded");

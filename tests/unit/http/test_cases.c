@@ -111,7 +111,19 @@ static int run_group(const char *group)
     return count;
 }
 
-Test(cases, good) { cr_assert_gt(run_group("good"), 10); }
-Test(cases, edge) { cr_assert_gt(run_group("edge"), 5); }
-Test(cases, malformed) { cr_assert_gt(run_group("malformed"), 5); }
-Test(cases, smuggling) { cr_assert_gt(run_group("smuggling"), 10); }
+Test(cases, good)
+{
+    cr_assert_gt(run_group("good"), 10);
+}
+Test(cases, edge)
+{
+    cr_assert_gt(run_group("edge"), 5);
+}
+Test(cases, malformed)
+{
+    cr_assert_gt(run_group("malformed"), 5);
+}
+Test(cases, smuggling)
+{
+    cr_assert_gt(run_group("smuggling"), 10);
+}

@@ -37,10 +37,10 @@ static void stop_all(void)
 }
 
 struct result {
-    int done;          /* callbacks seen */
-    int rc;            /* last rc */
-    int status;        /* last status */
-    char body[256];    /* last body */
+    int done;       /* callbacks seen */
+    int rc;         /* last rc */
+    int status;     /* last status */
+    char body[256]; /* last body */
 };
 
 static void on_done(int rc, const struct ag_http_client_resp *resp, void *ud)
@@ -74,7 +74,10 @@ static int get(struct ag_http_upstream *u, const char *path, uint32_t timeout_ms
     return ag_http_upstream_request(u, &q, on_done, r);
 }
 
-static void timer_fired(uv_timer_t *t) { *(int *)t->data = 1; }
+static void timer_fired(uv_timer_t *t)
+{
+    *(int *)t->data = 1;
+}
 
 /* Run the loop for `ms` (the client's timers keep working meanwhile). */
 static void pause_ms(uint64_t ms)
@@ -94,10 +97,10 @@ static void pause_ms(uint64_t ms)
 enum raw_mode { RAW_GARBAGE, RAW_RESET, RAW_PARTIAL, RAW_CHUNKED, RAW_SILENT, RAW_EOF_BODY };
 
 struct raw_server {
-    uv_tcp_t tcp;                 /* listener */
-    enum raw_mode mode;           /* behaviour */
-    uv_tcp_t *clients[16];        /* accepted, closed at the end */
-    int nclients;                 /* in use */
+    uv_tcp_t tcp;          /* listener */
+    enum raw_mode mode;    /* behaviour */
+    uv_tcp_t *clients[16]; /* accepted, closed at the end */
+    int nclients;          /* in use */
 };
 
 static struct raw_server raw;
@@ -109,7 +112,10 @@ static void raw_alloc(uv_handle_t *h, size_t n, uv_buf_t *b)
     *b = uv_buf_init(raw_buf, sizeof raw_buf);
 }
 
-static void raw_closed(uv_handle_t *h) { ag_free(h); }
+static void raw_closed(uv_handle_t *h)
+{
+    ag_free(h);
+}
 
 static void raw_send(uv_tcp_t *c, const char *s)
 {
@@ -123,16 +129,22 @@ static void raw_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
     uv_tcp_t *c = (uv_tcp_t *)s;
     if (n <= 0 || uv_is_closing((uv_handle_t *)c)) return;
     switch (raw.mode) {
-    case RAW_GARBAGE: raw_send(c, "HELLO THERE\r\n\r\n"); break;
-    case RAW_RESET: uv_close((uv_handle_t *)c, raw_closed); break;
+    case RAW_GARBAGE:
+        raw_send(c, "HELLO THERE\r\n\r\n");
+        break;
+    case RAW_RESET:
+        uv_close((uv_handle_t *)c, raw_closed);
+        break;
     case RAW_PARTIAL:
         raw_send(c, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc");
         uv_close((uv_handle_t *)c, raw_closed);
         break;
     case RAW_CHUNKED:
-        raw_send(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n");
+        raw_send(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n "
+                    "world\r\n0\r\n\r\n");
         break;
-    case RAW_SILENT: break;
+    case RAW_SILENT:
+        break;
     case RAW_EOF_BODY:
         raw_send(c, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil-eof");
         uv_close((uv_handle_t *)c, raw_closed);
@@ -168,7 +180,8 @@ static uint16_t raw_start(enum raw_mode mode)
 static void raw_stop(void)
 {
     for (int i = 0; i < raw.nclients; i++)
-        if (!uv_is_closing((uv_handle_t *)raw.clients[i])) uv_close((uv_handle_t *)raw.clients[i], raw_closed);
+        if (!uv_is_closing((uv_handle_t *)raw.clients[i]))
+            uv_close((uv_handle_t *)raw.clients[i], raw_closed);
     uv_close((uv_handle_t *)&raw.tcp, NULL);
     stop_all();
 }
@@ -226,7 +239,8 @@ Test(client, connect_refused_is_econnect)
 Test(client, keep_alive_reuses_one_connection)
 {
     start_server(0);
-    struct ag_http_upstream *u = upstream(ag_http_server_port(server), (struct ag_http_upstream_config){0});
+    struct ag_http_upstream *u =
+        upstream(ag_http_server_port(server), (struct ag_http_upstream_config){0});
     struct result r = {0};
     for (int i = 0; i < 5; i++) {
         cr_assert_eq(get(u, "/orders/5", 0, &r), 0);
@@ -283,7 +297,8 @@ Test(client, max_pending_refuses_at_once)
 Test(client, upstream_closing_idle_keep_alive_connections)
 {
     start_server(100); /* the server closes idle connections after 100 ms */
-    struct ag_http_upstream *u = upstream(ag_http_server_port(server), (struct ag_http_upstream_config){0});
+    struct ag_http_upstream *u =
+        upstream(ag_http_server_port(server), (struct ag_http_upstream_config){0});
     struct result r = {0};
     for (int i = 0; i < 3; i++) {
         cr_assert_eq(get(u, "/hello", 0, &r), 0);
@@ -319,16 +334,18 @@ Test(client, max_requests_per_connection)
 Test(client, propagates_request_id_and_traceparent)
 {
     start_server(0);
-    struct ag_http_upstream *u = upstream(ag_http_server_port(server), (struct ag_http_upstream_config){0});
+    struct ag_http_upstream *u =
+        upstream(ag_http_server_port(server), (struct ag_http_upstream_config){0});
     struct ag_http_header h[] = {{"X-Custom", "v1"}};
-    struct ag_http_client_req q = {.method = "GET", .path = "/headers", .headers = h, .nheaders = 1,
-                                   .request_id = "rid-1"};
+    struct ag_http_client_req q = {
+        .method = "GET", .path = "/headers", .headers = h, .nheaders = 1, .request_id = "rid-1"};
     strcpy(q.traceparent, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
     struct result r = {0};
     cr_assert_eq(ag_http_upstream_request(u, &q, on_done, &r), 0);
     run_until(&r, 1);
-    cr_assert_str_eq(r.body, "{\"requestId\":\"rid-1\",\"traceparent\":"
-                             "\"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\",\"custom\":\"v1\"}");
+    cr_assert_str_eq(
+        r.body, "{\"requestId\":\"rid-1\",\"traceparent\":"
+                "\"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\",\"custom\":\"v1\"}");
     struct ag_http_header bad[] = {{"X-Split", "a\r\nHost: evil"}};
     q.headers = bad;
     cr_assert_eq(ag_http_upstream_request(u, &q, on_done, &r), AG_EINVAL);

@@ -23,8 +23,14 @@ static void teardown(void)
     ag_http_router_free(router);
 }
 
-static void feed(const char *s) { ag__http_memconn_feed(m, s, strlen(s)); }
-static const char *out(void) { return m->output.data ? m->output.data : ""; }
+static void feed(const char *s)
+{
+    ag__http_memconn_feed(m, s, strlen(s));
+}
+static const char *out(void)
+{
+    return m->output.data ? m->output.data : "";
+}
 
 static size_t count(const char *hay, const char *needle)
 {
@@ -168,7 +174,8 @@ Test(conn, body_over_limit_while_streaming_chunks)
 {
     struct ag_http_server_config cfg = {.max_body_bytes = 8};
     setup_with(&cfg);
-    feed("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n5\r\nworld\r\n0\r\n\r\n");
+    feed("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: "
+         "chunked\r\n\r\n5\r\nhello\r\n5\r\nworld\r\n0\r\n\r\n");
     cr_assert(strstr(out(), "HTTP/1.1 413 "));
     cr_assert(m->closed);
     teardown();
@@ -243,7 +250,8 @@ Test(conn, observe_keeps_request_id_and_continues_trace)
     setup_with(NULL);
     struct ag_obs_registry *reg;
     ag_obs_registry_new(&reg);
-    struct ag_http_observe o = {.metrics = reg, .request_id = true, .trace = true, .ops_routes = true};
+    struct ag_http_observe o = {
+        .metrics = reg, .request_id = true, .trace = true, .ops_routes = true};
     cr_assert_eq(ag_http_router_observe(router, &o), 0);
     feed("GET /hello HTTP/1.1\r\nHost: x\r\nX-Request-ID: abc-123\r\n"
          "traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n\r\n");
@@ -254,9 +262,12 @@ Test(conn, observe_keeps_request_id_and_continues_trace)
     cr_assert_null(strstr(out(), "bad id"));
     cr_assert_eq(count(out(), "X-Request-ID: "), 2);
     feed("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
-    cr_assert(strstr(out(), "agora_http_requests_total{method=\"GET\",route=\"/hello\",status=\"200\"} 2\n"), "%s",
-              out());
-    cr_assert(strstr(out(), "agora_http_request_duration_seconds_count{method=\"GET\",route=\"/hello\"} 2\n"));
+    cr_assert(
+        strstr(out(),
+               "agora_http_requests_total{method=\"GET\",route=\"/hello\",status=\"200\"} 2\n"),
+        "%s", out());
+    cr_assert(strstr(
+        out(), "agora_http_request_duration_seconds_count{method=\"GET\",route=\"/hello\"} 2\n"));
     cr_assert(strstr(out(), "agora_http_requests_in_flight 1\n"), "the scrape itself is in flight");
     teardown();
     ag_obs_registry_free(reg);
@@ -286,20 +297,25 @@ Test(conn, health_endpoints_list_checks)
     ag_http_router_observe(router, &o);
     feed("GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n");
     cr_assert(strstr(out(), "HTTP/1.1 200 OK"));
-    cr_assert(strstr(out(), "{\"status\":\"up\",\"checks\":[{\"name\":\"loop\",\"status\":\"up\"}]}"), "%s", out());
+    cr_assert(
+        strstr(out(), "{\"status\":\"up\",\"checks\":[{\"name\":\"loop\",\"status\":\"up\"}]}"),
+        "%s", out());
     ag_buf_reset(&m->output);
     feed("GET /health/ready HTTP/1.1\r\nHost: x\r\n\r\n");
     cr_assert(strstr(out(), "HTTP/1.1 503 "));
-    cr_assert(strstr(out(), "{\"status\":\"down\",\"checks\":[{\"name\":\"store\",\"status\":\"down\","
-                            "\"detail\":\"store closed\"}]}"), "%s", out());
+    cr_assert(strstr(out(),
+                     "{\"status\":\"down\",\"checks\":[{\"name\":\"store\",\"status\":\"down\","
+                     "\"detail\":\"store closed\"}]}"),
+              "%s", out());
     teardown();
     ag_obs_health_free(h);
 }
 
 Test(conn, allocation_failures_never_crash_or_leak)
 {
-    const char *input = "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nX-A: b\r\n\r\nhello"
-                        "GET /orders/9 HTTP/1.1\r\nHost: x\r\n\r\nGET /problem HTTP/1.1\r\nHost: x\r\n\r\n";
+    const char *input =
+        "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nX-A: b\r\n\r\nhello"
+        "GET /orders/9 HTTP/1.1\r\nHost: x\r\n\r\nGET /problem HTTP/1.1\r\nHost: x\r\n\r\n";
     for (long n = 1; n < 200; n++) {
         router = test_router_new();
         if (ag__http_memconn_new(router, NULL, &m) == 0) {

@@ -48,6 +48,7 @@ Test(router, problem_errors_builder)
     cr_assert_eq(ag_http_problem_error_add(&errors, "/a", "bad"), 0);
     cr_assert_eq(ag_http_problem_error_add(&errors, "/b/0", "worse"), 0);
     cr_assert_eq(json_array_size(errors), 2);
-    cr_assert_str_eq(json_string_value(json_object_get(json_array_get(errors, 1), "pointer")), "/b/0");
+    cr_assert_str_eq(json_string_value(json_object_get(json_array_get(errors, 1), "pointer")),
+                     "/b/0");
     json_decref(errors);
 }

@@ -58,8 +58,8 @@ static int problem(struct ag_http_req *req, void *ud)
     (void)ud;
     json_t *errors = NULL;
     ag_http_problem_error_add(&errors, "/items/0/quantity", "must be positive");
-    return ag_http_respond_problem(req, 422, "https://agora.dev/problems/validation", "Invalid order",
-                                   "one field is invalid", errors);
+    return ag_http_respond_problem(req, 422, "https://agora.dev/problems/validation",
+                                   "Invalid order", "one field is invalid", errors);
 }
 
 static int later(struct ag_http_req *req, void *ud)
@@ -71,11 +71,14 @@ static int later(struct ag_http_req *req, void *ud)
 }
 
 struct sleeper {
-    uv_timer_t timer;         /* fires once */
-    struct ag_http_req *req;  /* answered from the timer */
+    uv_timer_t timer;        /* fires once */
+    struct ag_http_req *req; /* answered from the timer */
 };
 
-static void sleeper_closed(uv_handle_t *h) { ag_free(h->data); }
+static void sleeper_closed(uv_handle_t *h)
+{
+    ag_free(h->data);
+}
 
 static void sleeper_fire(uv_timer_t *t)
 {
@@ -103,10 +106,11 @@ static int sleep_ms(struct ag_http_req *req, void *ud)
 static int headers(struct ag_http_req *req, void *ud)
 {
     (void)ud;
-    return ag_http_respond_json(req, 200, json_pack("{s:s?, s:s?, s:s?}", "requestId",
-                                                    ag_http_req_header(req, "x-request-id"), "traceparent",
-                                                    ag_http_req_header(req, "traceparent"), "custom",
-                                                    ag_http_req_header(req, "x-custom")));
+    return ag_http_respond_json(req, 200,
+                                json_pack("{s:s?, s:s?, s:s?}", "requestId",
+                                          ag_http_req_header(req, "x-request-id"), "traceparent",
+                                          ag_http_req_header(req, "traceparent"), "custom",
+                                          ag_http_req_header(req, "x-custom")));
 }
 
 struct ag_http_router *test_router_new(void)

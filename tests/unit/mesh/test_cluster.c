@@ -10,11 +10,13 @@
 static struct ag_fake_clock fc;
 static struct ag_xoshiro rng;
 
-static struct ag_mesh_cluster *make(size_t n, enum ag_mesh_lb lb, uint32_t c5xx, uint32_t pct, uint32_t panic)
+static struct ag_mesh_cluster *make(size_t n, enum ag_mesh_lb lb, uint32_t c5xx, uint32_t pct,
+                                    uint32_t panic)
 {
     ag_fake_clock_init(&fc, 1700000000ull * SEC);
     ag_xoshiro_seed(&rng, 42);
-    struct ag_mesh_cluster_config cfg = {.name = "svc", .nendpoints = n, .lb = lb, .clock = &fc.clock, .rng = &rng.rng};
+    struct ag_mesh_cluster_config cfg = {
+        .name = "svc", .nendpoints = n, .lb = lb, .clock = &fc.clock, .rng = &rng.rng};
     static char ports[AG_MESH_MAX_ENDPOINTS];
     for (size_t i = 0; i < n; i++) {
         cfg.endpoints[i].host = "127.0.0.1";
@@ -23,12 +25,17 @@ static struct ag_mesh_cluster *make(size_t n, enum ag_mesh_lb lb, uint32_t c5xx,
         cfg.endpoints[i].nlabels = 1;
         (void)ports;
     }
-    cfg.subsets[0] = (struct ag_mesh_subset_config){.name = "v1", .labels = {"version=v1"}, .nlabels = 1};
-    cfg.subsets[1] = (struct ag_mesh_subset_config){.name = "v2", .labels = {"version=v2"}, .nlabels = 1};
+    cfg.subsets[0] =
+        (struct ag_mesh_subset_config){.name = "v1", .labels = {"version=v1"}, .nlabels = 1};
+    cfg.subsets[1] =
+        (struct ag_mesh_subset_config){.name = "v2", .labels = {"version=v2"}, .nlabels = 1};
     cfg.nsubsets = 2;
-    cfg.outlier = (struct ag_mesh_outlier_config){.consecutive_5xx = c5xx, .interval_ns = 10 * SEC,
-                                                  .base_ejection_ns = 30 * SEC, .max_ejection_ns = 300 * SEC,
-                                                  .max_ejection_pct = pct, .panic_threshold_pct = panic};
+    cfg.outlier = (struct ag_mesh_outlier_config){.consecutive_5xx = c5xx,
+                                                  .interval_ns = 10 * SEC,
+                                                  .base_ejection_ns = 30 * SEC,
+                                                  .max_ejection_ns = 300 * SEC,
+                                                  .max_ejection_pct = pct,
+                                                  .panic_threshold_pct = panic};
     struct ag_mesh_cluster *c;
     struct ag_err err;
     cr_assert_eq(ag_mesh_cluster_new(&cfg, &c, &err), 0, "%s", err.msg);
@@ -144,7 +151,8 @@ Test(mesh, panic_spreads_over_all)
     c = make(4, AG_MESH_LB_ROUND_ROBIN, 1, 100, 0);
     for (size_t i = 0; i < 4; i++) fail_n(c, i, 1, 500);
     size_t idx;
-    cr_expect_eq(ag_mesh_cluster_pick(c, -1, 0, 0, &idx), AG_EUPSTREAM, "no panic mode: nothing healthy");
+    cr_expect_eq(ag_mesh_cluster_pick(c, -1, 0, 0, &idx), AG_EUPSTREAM,
+                 "no panic mode: nothing healthy");
     ag_mesh_cluster_free(c);
 }
 
@@ -152,7 +160,8 @@ Test(mesh, consistent_hash_is_stable)
 {
     struct ag_mesh_cluster *c = make(5, AG_MESH_LB_HASH, 1, 100, 0);
     size_t before[200];
-    for (uint64_t k = 0; k < 200; k++) cr_assert_eq(ag_mesh_cluster_pick(c, -1, ag_xxh3(&k, sizeof k), 0, &before[k]), 0);
+    for (uint64_t k = 0; k < 200; k++)
+        cr_assert_eq(ag_mesh_cluster_pick(c, -1, ag_xxh3(&k, sizeof k), 0, &before[k]), 0);
     for (uint64_t k = 0; k < 200; k++) {
         size_t idx;
         ag_mesh_cluster_pick(c, -1, ag_xxh3(&k, sizeof k), 0, &idx);

@@ -15,10 +15,13 @@ Test(metrics, counter_gauge_histogram_values)
     struct ag_obs_family *c, *g, *h, *again;
     const char *labels[] = {"route"};
     const double bounds[] = {0.1, 1};
-    cr_assert_eq(ag_obs_family_new(r, AG_OBS_COUNTER, "t_total", "help", 1, labels, NULL, 0, &c), 0);
-    cr_assert_eq(ag_obs_family_new(r, AG_OBS_COUNTER, "t_total", "help", 1, labels, NULL, 0, &again), 0);
+    cr_assert_eq(ag_obs_family_new(r, AG_OBS_COUNTER, "t_total", "help", 1, labels, NULL, 0, &c),
+                 0);
+    cr_assert_eq(
+        ag_obs_family_new(r, AG_OBS_COUNTER, "t_total", "help", 1, labels, NULL, 0, &again), 0);
     cr_assert_eq(c, again, "same name and shape returns the family");
-    cr_assert_eq(ag_obs_family_new(r, AG_OBS_GAUGE, "t_total", "h", 0, NULL, NULL, 0, &again), AG_EEXISTS);
+    cr_assert_eq(ag_obs_family_new(r, AG_OBS_GAUGE, "t_total", "h", 0, NULL, NULL, 0, &again),
+                 AG_EEXISTS);
     cr_assert_eq(ag_obs_family_new(r, AG_OBS_GAUGE, "t_g", "h", 0, NULL, NULL, 0, &g), 0);
     cr_assert_eq(ag_obs_family_new(r, AG_OBS_HISTOGRAM, "t_h", "h", 0, NULL, bounds, 2, &h), 0);
     struct ag_obs_series *s1, *s2, *sg, *sh;
@@ -56,7 +59,8 @@ Test(metrics, invalid_names_refused)
     cr_assert_eq(ag_obs_family_new(r, AG_OBS_COUNTER, "9bad", "", 0, NULL, NULL, 0, &f), AG_EINVAL);
     cr_assert_eq(ag_obs_family_new(r, AG_OBS_COUNTER, "ok", "", 1, bad, NULL, 0, &f), AG_EINVAL);
     cr_assert_eq(ag_obs_family_new(r, AG_OBS_HISTOGRAM, "h", "", 1, le, NULL, 0, &f), AG_EINVAL);
-    cr_assert_eq(ag_obs_family_new(r, AG_OBS_HISTOGRAM, "h", "", 0, NULL, unsorted, 2, &f), AG_EINVAL);
+    cr_assert_eq(ag_obs_family_new(r, AG_OBS_HISTOGRAM, "h", "", 0, NULL, unsorted, 2, &f),
+                 AG_EINVAL);
     ag_obs_registry_free(r);
 }
 
@@ -101,9 +105,10 @@ static struct ag_buf render_sample(void)
     ag_obs_registry_new(&r);
     struct ag_obs_family *c, *h;
     const char *labels[] = {"path"};
-    ag_obs_family_new(r, AG_OBS_COUNTER, "demo_requests_total", "Requests with \\ and\nnewline.", 1, labels, NULL,
-                      0, &c);
-    ag_obs_family_new(r, AG_OBS_HISTOGRAM, "demo_duration_seconds", "Durations.", 1, labels, NULL, 0, &h);
+    ag_obs_family_new(r, AG_OBS_COUNTER, "demo_requests_total", "Requests with \\ and\nnewline.", 1,
+                      labels, NULL, 0, &c);
+    ag_obs_family_new(r, AG_OBS_HISTOGRAM, "demo_duration_seconds", "Durations.", 1, labels, NULL,
+                      0, &h);
     struct ag_obs_series *s;
     const char *v[] = {"a\"b\\c\nd"};
     ag_obs_series_get(c, v, &s);
@@ -120,12 +125,16 @@ static struct ag_buf render_sample(void)
 Test(metrics, exposition_text_format)
 {
     struct ag_buf b = render_sample();
-    cr_assert(strstr(b.data, "# HELP demo_requests_total Requests with \\\\ and\\nnewline.\n"), "%s", b.data);
+    cr_assert(strstr(b.data, "# HELP demo_requests_total Requests with \\\\ and\\nnewline.\n"),
+              "%s", b.data);
     cr_assert(strstr(b.data, "# TYPE demo_requests_total counter\n"));
     cr_assert(strstr(b.data, "demo_requests_total{path=\"a\\\"b\\\\c\\nd\"} 5\n"));
-    cr_assert(strstr(b.data, "demo_duration_seconds_bucket{path=\"a\\\"b\\\\c\\nd\",le=\"0.0025\"} 0\n"));
-    cr_assert(strstr(b.data, "demo_duration_seconds_bucket{path=\"a\\\"b\\\\c\\nd\",le=\"0.005\"} 1\n"));
-    cr_assert(strstr(b.data, "demo_duration_seconds_bucket{path=\"a\\\"b\\\\c\\nd\",le=\"+Inf\"} 1\n"));
+    cr_assert(
+        strstr(b.data, "demo_duration_seconds_bucket{path=\"a\\\"b\\\\c\\nd\",le=\"0.0025\"} 0\n"));
+    cr_assert(
+        strstr(b.data, "demo_duration_seconds_bucket{path=\"a\\\"b\\\\c\\nd\",le=\"0.005\"} 1\n"));
+    cr_assert(
+        strstr(b.data, "demo_duration_seconds_bucket{path=\"a\\\"b\\\\c\\nd\",le=\"+Inf\"} 1\n"));
     cr_assert(strstr(b.data, "demo_duration_seconds_count{path=\"a\\\"b\\\\c\\nd\"} 1\n"));
     ag_buf_free(&b);
 }
@@ -166,13 +175,13 @@ Test(trace, rejects_invalid)
 {
     struct ag_obs_trace t;
     const char *bad[] = {
-        "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", /* version ff */
-        "00-00000000000000000000000000000000-b7ad6b7169203331-01", /* zero trace id */
-        "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01", /* zero parent */
-        "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01", /* upper case */
+        "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",   /* version ff */
+        "00-00000000000000000000000000000000-b7ad6b7169203331-01",   /* zero trace id */
+        "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",   /* zero parent */
+        "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01",   /* upper case */
         "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-x", /* 00 with extra */
-        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b716920333-01",  /* short */
-        "00_0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", /* separator */
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b716920333-01",    /* short */
+        "00_0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",   /* separator */
         "",
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
@@ -228,7 +237,8 @@ Test(health, render_reports_each_check)
     struct ag_buf b;
     ag_buf_init(&b);
     cr_assert_eq(ag_obs_health_render(h, AG_OBS_LIVE, &b), 1);
-    cr_assert_str_eq(b.data, "{\"status\":\"up\",\"checks\":[{\"name\":\"loop\",\"status\":\"up\"}]}");
+    cr_assert_str_eq(b.data,
+                     "{\"status\":\"up\",\"checks\":[{\"name\":\"loop\",\"status\":\"up\"}]}");
     ag_buf_reset(&b);
     cr_assert_eq(ag_obs_health_render(h, AG_OBS_READY, &b), 0);
     cr_assert_str_eq(b.data, "{\"status\":\"down\",\"checks\":[{\"name\":\"db\",\"status\":\"up\"},"

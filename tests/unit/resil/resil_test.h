@@ -7,15 +7,18 @@
 
 #include "agora/resil.h"
 
-#define MS 1000000ull
+#define MS  1000000ull
 #define SEC 1000000000ull
 
 struct tclock {
-    struct ag_clock clock;  /* pass &tc.clock */
-    _Atomic uint64_t mono;  /* monotonic ns */
+    struct ag_clock clock; /* pass &tc.clock */
+    _Atomic uint64_t mono; /* monotonic ns */
 };
 
-static uint64_t tclock_read(void *ctx) { return atomic_load(&((struct tclock *)ctx)->mono); }
+static uint64_t tclock_read(void *ctx)
+{
+    return atomic_load(&((struct tclock *)ctx)->mono);
+}
 
 static inline void tclock_init(struct tclock *tc)
 {
@@ -25,20 +28,26 @@ static inline void tclock_init(struct tclock *tc)
     atomic_init(&tc->mono, 1000 * SEC);
 }
 
-static inline void tclock_advance(struct tclock *tc, uint64_t ns) { atomic_fetch_add(&tc->mono, ns); }
+static inline void tclock_advance(struct tclock *tc, uint64_t ns)
+{
+    atomic_fetch_add(&tc->mono, ns);
+}
 
 /* A sleep for ag_resil_env that advances the fake clock instead of waiting. */
-static inline void tclock_sleep(void *ctx, uint64_t ns) { tclock_advance(ctx, ns); }
+static inline void tclock_sleep(void *ctx, uint64_t ns)
+{
+    tclock_advance(ctx, ns);
+}
 
 /* Counts what hooks report. */
 struct hook_log {
-    _Atomic int transitions;          /* state_change calls */
-    _Atomic int last_from, last_to;   /* enum ag_cb_state of the last transition */
-    _Atomic int outcomes[6];          /* call() by outcome */
-    _Atomic int rejected;             /* rejected() calls */
+    _Atomic int transitions;        /* state_change calls */
+    _Atomic int last_from, last_to; /* enum ag_cb_state of the last transition */
+    _Atomic int outcomes[6];        /* call() by outcome */
+    _Atomic int rejected;           /* rejected() calls */
     _Atomic int last_reject_code;
-    _Atomic int retries;              /* retry() calls */
-    uint64_t retry_delays[16];        /* delays of the first retries (single-threaded tests) */
+    _Atomic int retries;       /* retry() calls */
+    uint64_t retry_delays[16]; /* delays of the first retries (single-threaded tests) */
 };
 
 static void hl_state(void *ctx, const char *name, enum ag_cb_state from, enum ag_cb_state to)

@@ -76,7 +76,7 @@ struct adep {
     int script[8];
     int n;
     int starts, cancels;
-    bool hang;                       /* never completes by itself */
+    bool hang;                        /* never completes by itself */
     struct ag_resil_attempt *pending; /* a hanging attempt */
 };
 
@@ -119,8 +119,11 @@ static struct ag_pipeline base(void)
     struct ag_pipeline p = {.name = "shipping"};
     p.env.clock = &tc.clock;
     p.env.rng = &xr.rng;
-    p.retry = (struct ag_retry_config){.max_attempts = 3, .backoff = AG_BACKOFF_EXPONENTIAL, .base_ns = 100 * MS,
-                                       .cap_ns = SEC, .multiplier = 2};
+    p.retry = (struct ag_retry_config){.max_attempts = 3,
+                                       .backoff = AG_BACKOFF_EXPONENTIAL,
+                                       .base_ns = 100 * MS,
+                                       .cap_ns = SEC,
+                                       .multiplier = 2};
     return p;
 }
 
@@ -181,12 +184,14 @@ Test(async, abandoned_attempt_completing_late_is_harmless)
 Test(async, breaker_and_fallback)
 {
     struct ag_cb *cb;
-    ag_cb_new(&(struct ag_cb_config){.failure_threshold = 1, .open_ns = SEC, .clock = &tc.clock}, &cb, NULL);
+    ag_cb_new(&(struct ag_cb_config){.failure_threshold = 1, .open_ns = SEC, .clock = &tc.clock},
+              &cb, NULL);
     struct ag_pipeline p = base();
     p.retry.max_attempts = 1;
     p.breaker = cb;
     static const int v = 11;
-    p.fallback = (struct ag_fallback){.on = AG_FALLBACK_ON_REJECTED, .value = &v, .value_size = sizeof v};
+    p.fallback =
+        (struct ag_fallback){.on = AG_FALLBACK_ON_REJECTED, .value = &v, .value_size = sizeof v};
     struct adep d = {.script = {AG_EUPSTREAM}, .n = 1};
     struct ag_resil_async_op op = {adep_start, NULL, &d};
     int out = 0;
@@ -207,16 +212,19 @@ Test(async, breaker_and_fallback)
 Test(async, bulkhead_queues_without_blocking_and_times_out)
 {
     struct ag_bulkhead *bh;
-    ag_bulkhead_new(&(struct ag_bulkhead_config){.max_concurrent = 1, .max_queue = 1, .max_wait_ns = 200 * MS,
-                                                 .clock = &tc.clock}, &bh, NULL);
+    ag_bulkhead_new(
+        &(struct ag_bulkhead_config){
+            .max_concurrent = 1, .max_queue = 1, .max_wait_ns = 200 * MS, .clock = &tc.clock},
+        &bh, NULL);
     struct ag_pipeline p = base();
     p.retry.max_attempts = 1;
     p.bulkhead = bh;
     struct adep hang = {.hang = true}, quick = {.script = {0}, .n = 1};
-    struct ag_resil_async_op op_hang = {adep_start, NULL, &hang}, op_quick = {adep_start, NULL, &quick};
+    struct ag_resil_async_op op_hang = {adep_start, NULL, &hang},
+                             op_quick = {adep_start, NULL, &quick};
     struct ag_resil_ctx ctx = {0};
     struct result r1 = {0}, r2 = {0}, r3 = {0}, r4 = {0};
-    ag_pipeline_start(&p, &ft.ops, &op_hang, &ctx, on_done, &r1); /* holds the slot */
+    ag_pipeline_start(&p, &ft.ops, &op_hang, &ctx, on_done, &r1);  /* holds the slot */
     ag_pipeline_start(&p, &ft.ops, &op_quick, &ctx, on_done, &r2); /* queued */
     ag_pipeline_start(&p, &ft.ops, &op_quick, &ctx, on_done, &r3); /* queue full */
     ft_run();                                                      /* r2 waits 200 ms, gives up */
@@ -227,7 +235,7 @@ Test(async, bulkhead_queues_without_blocking_and_times_out)
     uint64_t before = ag_clock_mono(&tc.clock);
     struct ag_resil_timer *armed = ft.t[0] ? ft.t[0] : ft.t[1];
     ft.t[0] = ft.t[1] = NULL;
-    armed->cb(armed); /* begin: queues */
+    armed->cb(armed);                       /* begin: queues */
     ag_resil_attempt_done(hang.pending, 0); /* r1 ends, its slot passes to r4 */
     cr_assert_eq(r1.rc, 0);
     ft_run();

@@ -39,7 +39,8 @@ static int call(struct ag_cb *cb, int rc)
 /* The seeds' two tests, ported. */
 Test(breaker, seeds_opens_after_threshold_and_rejects_fourth)
 {
-    struct ag_cb *cb = mk((struct ag_cb_config){.failure_threshold = 3, .success_threshold = 2, .open_ns = 1 * SEC});
+    struct ag_cb *cb = mk(
+        (struct ag_cb_config){.failure_threshold = 3, .success_threshold = 2, .open_ns = 1 * SEC});
     for (int i = 0; i < 3; i++) cr_assert_eq(call(cb, AG_EUPSTREAM), 0, "call %d admitted", i);
     cr_assert_eq(ag_cb_state(cb), AG_CB_OPEN);
     cr_assert_eq(call(cb, 0), AG_ECIRCUIT_OPEN);
@@ -48,7 +49,8 @@ Test(breaker, seeds_opens_after_threshold_and_rejects_fourth)
 
 Test(breaker, seeds_closes_after_two_successes_in_half_open)
 {
-    struct ag_cb *cb = mk((struct ag_cb_config){.failure_threshold = 3, .success_threshold = 2, .open_ns = 1 * SEC});
+    struct ag_cb *cb = mk(
+        (struct ag_cb_config){.failure_threshold = 3, .success_threshold = 2, .open_ns = 1 * SEC});
     for (int i = 0; i < 3; i++) call(cb, AG_EUPSTREAM);
     tclock_advance(&tc, 1100 * MS);
     cr_assert_eq(call(cb, 0), 0);
@@ -63,7 +65,8 @@ Test(breaker, seeds_closes_after_two_successes_in_half_open)
 
 Test(breaker, rejection_carries_time_until_next_probe)
 {
-    struct ag_cb *cb = mk((struct ag_cb_config){.name = "payments", .failure_threshold = 1, .open_ns = 5 * SEC});
+    struct ag_cb *cb =
+        mk((struct ag_cb_config){.name = "payments", .failure_threshold = 1, .open_ns = 5 * SEC});
     call(cb, AG_ETIMEDOUT);
     tclock_advance(&tc, 2 * SEC);
     struct ag_cb_permit p;
@@ -99,8 +102,10 @@ Test(breaker, consecutive_failures_reset_by_success)
 
 Test(breaker, half_open_failure_reopens_and_open_duration_grows)
 {
-    struct ag_cb *cb = mk((struct ag_cb_config){
-        .failure_threshold = 1, .open_ns = 1 * SEC, .open_multiplier = 2.0, .open_max_ns = 3 * SEC});
+    struct ag_cb *cb = mk((struct ag_cb_config){.failure_threshold = 1,
+                                                .open_ns = 1 * SEC,
+                                                .open_multiplier = 2.0,
+                                                .open_max_ns = 3 * SEC});
     uint64_t wait;
     struct ag_cb_permit p;
     uint64_t expect[] = {1 * SEC, 2 * SEC, 3 * SEC, 3 * SEC};
@@ -145,7 +150,8 @@ Test(breaker, interval_function_decides_open_duration)
 
 Test(breaker, half_open_admits_only_permitted_probes)
 {
-    struct ag_cb *cb = mk((struct ag_cb_config){.failure_threshold = 1, .half_open_permits = 2, .open_ns = SEC});
+    struct ag_cb *cb =
+        mk((struct ag_cb_config){.failure_threshold = 1, .half_open_permits = 2, .open_ns = SEC});
     call(cb, AG_EIO);
     tclock_advance(&tc, SEC);
     struct ag_cb_permit p1, p2, p3;
@@ -177,8 +183,8 @@ Test(breaker, success_threshold_below_permits_closes_early)
 
 Test(breaker, half_open_max_wait_never_stuck)
 {
-    struct ag_cb *cb = mk((struct ag_cb_config){
-        .failure_threshold = 1, .open_ns = SEC, .half_open_max_ns = 4 * SEC});
+    struct ag_cb *cb = mk(
+        (struct ag_cb_config){.failure_threshold = 1, .open_ns = SEC, .half_open_max_ns = 4 * SEC});
     call(cb, AG_EIO);
     tclock_advance(&tc, SEC);
     struct ag_cb_permit lost, p;
@@ -217,8 +223,10 @@ Test(breaker, stale_permit_from_closed_is_not_counted)
 
 Test(breaker, count_window_failure_rate_with_min_calls)
 {
-    struct ag_cb *cb = mk((struct ag_cb_config){
-        .window_type = AG_CB_WINDOW_COUNT, .window_size = 10, .min_calls = 5, .failure_rate_pct = 50});
+    struct ag_cb *cb = mk((struct ag_cb_config){.window_type = AG_CB_WINDOW_COUNT,
+                                                .window_size = 10,
+                                                .min_calls = 5,
+                                                .failure_rate_pct = 50});
     for (int i = 0; i < 4; i++) call(cb, AG_EIO);
     cr_assert_eq(ag_cb_state(cb), AG_CB_CLOSED, "below min_calls never opens");
     call(cb, AG_EIO);
@@ -228,8 +236,10 @@ Test(breaker, count_window_failure_rate_with_min_calls)
 
 Test(breaker, count_window_subtracts_evicted_calls)
 {
-    struct ag_cb *cb = mk((struct ag_cb_config){
-        .window_type = AG_CB_WINDOW_COUNT, .window_size = 4, .min_calls = 4, .failure_rate_pct = 75});
+    struct ag_cb *cb = mk((struct ag_cb_config){.window_type = AG_CB_WINDOW_COUNT,
+                                                .window_size = 4,
+                                                .min_calls = 4,
+                                                .failure_rate_pct = 75});
     struct ag_cb_stats st;
     call(cb, AG_EIO);
     call(cb, AG_EIO);
@@ -238,7 +248,7 @@ Test(breaker, count_window_subtracts_evicted_calls)
     ag_cb_stats(cb, &st);
     cr_assert_eq(st.window_calls, 4);
     cr_assert_eq(st.window_failures, 2);
-    call(cb, 0); /* evicts an F: F S S S */
+    call(cb, 0);      /* evicts an F: F S S S */
     call(cb, AG_EIO); /* evicts an F: S S S F */
     ag_cb_stats(cb, &st);
     cr_assert_eq(st.window_calls, 4);
@@ -252,8 +262,11 @@ Test(breaker, count_window_subtracts_evicted_calls)
 
 Test(breaker, time_window_forgets_old_failures)
 {
-    struct ag_cb *cb = mk((struct ag_cb_config){.window_type = AG_CB_WINDOW_TIME, .window_ns = 10 * SEC,
-                                                .window_buckets = 10, .min_calls = 4, .failure_rate_pct = 50});
+    struct ag_cb *cb = mk((struct ag_cb_config){.window_type = AG_CB_WINDOW_TIME,
+                                                .window_ns = 10 * SEC,
+                                                .window_buckets = 10,
+                                                .min_calls = 4,
+                                                .failure_rate_pct = 50});
     struct ag_cb_stats st;
     call(cb, AG_EIO);
     call(cb, AG_EIO);
@@ -261,7 +274,8 @@ Test(breaker, time_window_forgets_old_failures)
     tclock_advance(&tc, 11 * SEC);
     call(cb, 0);
     ag_cb_stats(cb, &st);
-    cr_assert_eq(st.window_calls, 1, "old bucket evicted, calls=%llu", (unsigned long long)st.window_calls);
+    cr_assert_eq(st.window_calls, 1, "old bucket evicted, calls=%llu",
+                 (unsigned long long)st.window_calls);
     cr_assert_eq(st.window_failures, 0);
     call(cb, 0);
     call(cb, AG_EIO);
@@ -274,8 +288,12 @@ Test(breaker, time_window_forgets_old_failures)
 
 Test(breaker, slow_call_rate_opens)
 {
-    struct ag_cb *cb = mk((struct ag_cb_config){.window_type = AG_CB_WINDOW_COUNT, .window_size = 4, .min_calls = 4,
-                                                .slow_rate_pct = 50, .slow_call_ns = 100 * MS, .open_ns = SEC});
+    struct ag_cb *cb = mk((struct ag_cb_config){.window_type = AG_CB_WINDOW_COUNT,
+                                                .window_size = 4,
+                                                .min_calls = 4,
+                                                .slow_rate_pct = 50,
+                                                .slow_call_ns = 100 * MS,
+                                                .open_ns = SEC});
     struct ag_cb_permit p;
     for (int i = 0; i < 3; i++) {
         ag_cb_allow(cb, &p, NULL, NULL);
@@ -296,9 +314,13 @@ Test(breaker, slow_call_rate_opens)
 
 Test(breaker, slow_probe_reopens_when_slow_rule_on)
 {
-    struct ag_cb *cb = mk((struct ag_cb_config){.failure_threshold = 1, .window_type = AG_CB_WINDOW_COUNT,
-                                                .window_size = 4, .min_calls = 4, .slow_rate_pct = 50,
-                                                .slow_call_ns = 100 * MS, .open_ns = SEC});
+    struct ag_cb *cb = mk((struct ag_cb_config){.failure_threshold = 1,
+                                                .window_type = AG_CB_WINDOW_COUNT,
+                                                .window_size = 4,
+                                                .min_calls = 4,
+                                                .slow_rate_pct = 50,
+                                                .slow_call_ns = 100 * MS,
+                                                .open_ns = SEC});
     call(cb, AG_EIO);
     tclock_advance(&tc, SEC);
     struct ag_cb_permit p;
@@ -398,11 +420,13 @@ Test(breaker, config_validation)
     struct ag_cb *cb = NULL;
     struct ag_err err;
     struct ag_cb_config bad[] = {
-        {.failure_rate_pct = 50},                                           /* no window */
-        {.window_type = AG_CB_WINDOW_COUNT, .failure_rate_pct = 50},        /* size 0 */
+        {.failure_rate_pct = 50},                                    /* no window */
+        {.window_type = AG_CB_WINDOW_COUNT, .failure_rate_pct = 50}, /* size 0 */
         {.window_type = AG_CB_WINDOW_TIME, .window_ns = SEC, .failure_rate_pct = 101},
-        {.window_type = AG_CB_WINDOW_COUNT, .window_size = 5, .slow_rate_pct = 10}, /* no slow_call_ns */
-        {.burst_failures = 3},                                              /* no burst window */
+        {.window_type = AG_CB_WINDOW_COUNT,
+         .window_size = 5,
+         .slow_rate_pct = 10}, /* no slow_call_ns */
+        {.burst_failures = 3}, /* no burst window */
         {.half_open_permits = 2, .success_threshold = 3},
         {.half_open_permits = 40000},
     };
@@ -414,8 +438,11 @@ Test(breaker, config_validation)
 
 Test(breaker, allocation_failures_are_reported)
 {
-    struct ag_cb_config c = {.window_type = AG_CB_WINDOW_COUNT, .window_size = 8, .failure_rate_pct = 50,
-                             .burst_failures = 2, .burst_window_ns = SEC};
+    struct ag_cb_config c = {.window_type = AG_CB_WINDOW_COUNT,
+                             .window_size = 8,
+                             .failure_rate_pct = 50,
+                             .burst_failures = 2,
+                             .burst_window_ns = SEC};
     for (long n = 1; n <= 4; n++) {
         struct ag_cb *cb = NULL;
         ag_alloc_fail_at(n);

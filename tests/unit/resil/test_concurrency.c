@@ -8,7 +8,10 @@
 #define THREADS 4
 
 static struct tclock tc;
-static void setup(void) { tclock_init(&tc); }
+static void setup(void)
+{
+    tclock_init(&tc);
+}
 TestSuite(concurrency, .init = setup, .timeout = 120);
 
 struct hammer {
@@ -26,7 +29,8 @@ static void run_threads(void *(*fn)(void *), struct hammer *h, int n)
     for (int i = 0; i < n; i++) pthread_join(t[i], NULL);
 }
 
-static void hammer_init(struct hammer *h, pthread_barrier_t *b, void *obj, int iters, _Atomic long *adm)
+static void hammer_init(struct hammer *h, pthread_barrier_t *b, void *obj, int iters,
+                        _Atomic long *adm)
 {
     pthread_barrier_init(b, NULL, THREADS);
     for (int i = 0; i < THREADS; i++) h[i] = (struct hammer){b, obj, iters, i, adm};
@@ -51,8 +55,12 @@ static void *breaker_counts(void *p)
 Test(concurrency, breaker_loses_no_counts)
 {
     struct ag_cb *cb;
-    struct ag_cb_config c = {.window_type = AG_CB_WINDOW_COUNT, .window_size = 1 << 20, .min_calls = 1 << 20,
-                             .failure_rate_pct = 99, .failure_threshold = 1000000, .clock = &tc.clock};
+    struct ag_cb_config c = {.window_type = AG_CB_WINDOW_COUNT,
+                             .window_size = 1 << 20,
+                             .min_calls = 1 << 20,
+                             .failure_rate_pct = 99,
+                             .failure_threshold = 1000000,
+                             .clock = &tc.clock};
     cr_assert_eq(ag_cb_new(&c, &cb, NULL), 0);
     struct hammer h[THREADS];
     pthread_barrier_t b;
@@ -85,8 +93,11 @@ static void *breaker_probe(void *p)
 Test(concurrency, half_open_edge_admits_exactly_the_permits)
 {
     struct ag_cb *cb;
-    struct ag_cb_config c = {.failure_threshold = 1, .half_open_permits = 3, .open_ns = SEC,
-                             .half_open_max_ns = 3600 * SEC, .clock = &tc.clock};
+    struct ag_cb_config c = {.failure_threshold = 1,
+                             .half_open_permits = 3,
+                             .open_ns = SEC,
+                             .half_open_max_ns = 3600 * SEC,
+                             .clock = &tc.clock};
     cr_assert_eq(ag_cb_new(&c, &cb, NULL), 0);
     for (int round = 0; round < 200; round++) {
         ag_cb_transition(cb, AG_CB_OPEN);
@@ -121,7 +132,8 @@ Test(concurrency, concurrent_failures_open_once)
     struct hook_log hl = {0};
     struct ag_resil_hooks hooks = hook_log_hooks(&hl);
     struct ag_cb *cb;
-    struct ag_cb_config c = {.failure_threshold = 50, .open_ns = 3600 * SEC, .clock = &tc.clock, .hooks = &hooks};
+    struct ag_cb_config c = {
+        .failure_threshold = 50, .open_ns = 3600 * SEC, .clock = &tc.clock, .hooks = &hooks};
     cr_assert_eq(ag_cb_new(&c, &cb, NULL), 0);
     struct hammer h[THREADS];
     pthread_barrier_t b;
@@ -187,7 +199,8 @@ static void *keyed_hammer(void *p)
     for (int i = 0; i < h->iters; i++) {
         int k = i % 5;
         key[0] = (char)('a' + k);
-        if (ag_ratelimit_acquire(h->obj, key, 1, 1, NULL) == 0) atomic_fetch_add(&h->admitted[k], 1);
+        if (ag_ratelimit_acquire(h->obj, key, 1, 1, NULL) == 0)
+            atomic_fetch_add(&h->admitted[k], 1);
     }
     return NULL;
 }
@@ -195,8 +208,11 @@ static void *keyed_hammer(void *p)
 static void keyed_exact(enum ag_rl_algo algo)
 {
     struct ag_ratelimit *rl;
-    struct ag_ratelimit_config c = {.algo = algo, .rate = {.limit = 1, .period_ns = SEC, .burst = 25},
-                                    .max_keys = 64, .shards = 4, .clock = &tc.clock};
+    struct ag_ratelimit_config c = {.algo = algo,
+                                    .rate = {.limit = 1, .period_ns = SEC, .burst = 25},
+                                    .max_keys = 64,
+                                    .shards = 4,
+                                    .clock = &tc.clock};
     cr_assert_eq(ag_ratelimit_new(&c, &rl, NULL), 0);
     struct hammer h[THREADS];
     pthread_barrier_t b;
@@ -209,8 +225,14 @@ static void keyed_exact(enum ag_rl_algo algo)
     ag_ratelimit_free(rl);
 }
 
-Test(concurrency, keyed_gcra_exact_per_key) { keyed_exact(AG_RL_GCRA); }
-Test(concurrency, keyed_token_bucket_exact_per_key) { keyed_exact(AG_RL_TOKEN_BUCKET); }
+Test(concurrency, keyed_gcra_exact_per_key)
+{
+    keyed_exact(AG_RL_GCRA);
+}
+Test(concurrency, keyed_token_bucket_exact_per_key)
+{
+    keyed_exact(AG_RL_TOKEN_BUCKET);
+}
 
 static void *tb_hammer(void *p)
 {
@@ -251,7 +273,8 @@ static void *budget_hammer(void *p)
 Test(concurrency, retry_budget_exact)
 {
     struct ag_retry_budget *rb;
-    ag_retry_budget_new(&(struct ag_retry_budget_config){.ratio = 0.25, .min_per_sec = 0, .clock = &tc.clock}, &rb);
+    ag_retry_budget_new(
+        &(struct ag_retry_budget_config){.ratio = 0.25, .min_per_sec = 0, .clock = &tc.clock}, &rb);
     struct hammer h[THREADS];
     pthread_barrier_t b;
     _Atomic long adm = 0;
@@ -280,8 +303,9 @@ static void *bulkhead_hammer(void *p)
 Test(concurrency, bulkhead_never_exceeds_max_concurrent)
 {
     struct ag_bulkhead *bh;
-    ag_bulkhead_new(&(struct ag_bulkhead_config){.max_concurrent = 2, .max_queue = THREADS, .clock = &tc.clock},
-                    &bh, NULL);
+    ag_bulkhead_new(
+        &(struct ag_bulkhead_config){.max_concurrent = 2, .max_queue = THREADS, .clock = &tc.clock},
+        &bh, NULL);
     struct hammer h[THREADS];
     pthread_barrier_t b;
     _Atomic long violations = 0;

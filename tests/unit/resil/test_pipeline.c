@@ -23,12 +23,12 @@ TestSuite(bulkhead, .init = setup);
 /* A scripted dependency: returns script[i] on call i, taking `took` ns each. */
 struct dep {
     int script[16];
-    int n;             /* script length; later calls return the last entry */
-    int calls;         /* calls made */
-    uint64_t took;     /* fake time each call takes */
-    uint64_t hint;     /* Retry-After to report on failure */
+    int n;         /* script length; later calls return the last entry */
+    int calls;     /* calls made */
+    uint64_t took; /* fake time each call takes */
+    uint64_t hint; /* Retry-After to report on failure */
     uint64_t seen_deadline[16];
-    int value;         /* written to ctx->result on success */
+    int value; /* written to ctx->result on success */
 };
 
 static int dep_op(void *arg, struct ag_resil_ctx *ctx)
@@ -50,8 +50,11 @@ static struct ag_pipeline base_pipeline(void)
     p.env.rng = &xr.rng;
     p.env.sleep = tclock_sleep;
     p.env.sleep_ctx = &tc;
-    p.retry = (struct ag_retry_config){.max_attempts = 4, .backoff = AG_BACKOFF_EXPONENTIAL, .base_ns = 100 * MS,
-                                       .cap_ns = 5 * SEC, .multiplier = 2};
+    p.retry = (struct ag_retry_config){.max_attempts = 4,
+                                       .backoff = AG_BACKOFF_EXPONENTIAL,
+                                       .base_ns = 100 * MS,
+                                       .cap_ns = 5 * SEC,
+                                       .multiplier = 2};
     return p;
 }
 
@@ -165,7 +168,9 @@ Test(pipeline, breaker_sees_one_outcome_per_call_and_rejects_with_wait)
 {
     struct ag_pipeline p = base_pipeline();
     struct ag_cb *cb;
-    ag_cb_new(&(struct ag_cb_config){.failure_threshold = 2, .open_ns = 30 * SEC, .clock = &tc.clock}, &cb, NULL);
+    ag_cb_new(
+        &(struct ag_cb_config){.failure_threshold = 2, .open_ns = 30 * SEC, .clock = &tc.clock},
+        &cb, NULL);
     p.breaker = cb;
     struct dep d = {.script = {AG_EUPSTREAM}, .n = 1};
     struct ag_resil_ctx ctx = {0};
@@ -186,8 +191,10 @@ Test(pipeline, breaker_sees_one_outcome_per_call_and_rejects_with_wait)
 Test(pipeline, retry_budget_caps_retries_during_outage)
 {
     struct ag_retry_budget *b;
-    ag_retry_budget_new(&(struct ag_retry_budget_config){.ratio = 0.2, .min_per_sec = 1, .ttl_ns = 10 * SEC,
-                                                         .clock = &tc.clock}, &b);
+    ag_retry_budget_new(
+        &(struct ag_retry_budget_config){
+            .ratio = 0.2, .min_per_sec = 1, .ttl_ns = 10 * SEC, .clock = &tc.clock},
+        &b);
     struct ag_pipeline p = base_pipeline();
     p.retry.base_ns = 1 * MS;
     p.retry.cap_ns = 1 * MS;
@@ -225,7 +232,8 @@ Test(pipeline, fallback_static_value_and_function_for_chosen_classes)
     struct ag_pipeline p = base_pipeline();
     p.retry.max_attempts = 1;
     static const int cached = 7;
-    p.fallback = (struct ag_fallback){.on = AG_FALLBACK_ON_REJECTED | AG_FALLBACK_ON_FAILURE, .value = &cached,
+    p.fallback = (struct ag_fallback){.on = AG_FALLBACK_ON_REJECTED | AG_FALLBACK_ON_FAILURE,
+                                      .value = &cached,
                                       .value_size = sizeof cached};
     struct dep d = {.script = {AG_EUPSTREAM}, .n = 1};
     int out = 0;
@@ -268,8 +276,12 @@ Test(pipeline, rate_limiter_rejects_with_wait)
 static struct ag_bulkhead *mkbh(uint32_t conc, uint32_t queue, uint64_t wait)
 {
     struct ag_bulkhead *bh;
-    struct ag_bulkhead_config c = {.name = "db", .max_concurrent = conc, .max_queue = queue, .max_wait_ns = wait,
-                                   .clock = &tc.clock, .hooks = &hooks};
+    struct ag_bulkhead_config c = {.name = "db",
+                                   .max_concurrent = conc,
+                                   .max_queue = queue,
+                                   .max_wait_ns = wait,
+                                   .clock = &tc.clock,
+                                   .hooks = &hooks};
     cr_assert_eq(ag_bulkhead_new(&c, &bh, NULL), 0);
     return bh;
 }
@@ -361,7 +373,8 @@ Test(pipeline, bulkhead_full_goes_to_fallback)
     struct ag_pipeline p = base_pipeline();
     p.bulkhead = bh;
     static const int v = 5;
-    p.fallback = (struct ag_fallback){.on = AG_FALLBACK_ON_REJECTED, .value = &v, .value_size = sizeof v};
+    p.fallback =
+        (struct ag_fallback){.on = AG_FALLBACK_ON_REJECTED, .value = &v, .value_size = sizeof v};
     ag_bulkhead_acquire(bh, 0, NULL);
     struct dep d = {.script = {0}, .n = 1, .value = 1};
     int out = 0;

@@ -5,7 +5,10 @@
 #include "unit/resil/resil_test.h"
 
 static struct tclock tc;
-static void setup(void) { tclock_init(&tc); }
+static void setup(void)
+{
+    tclock_init(&tc);
+}
 TestSuite(gcra, .init = setup);
 TestSuite(tbucket, .init = setup);
 TestSuite(ratelimit, .init = setup);
@@ -60,14 +63,19 @@ Test(gcra, never_admits_more_than_rate_times_time_plus_burst)
         cr_assert_leq(admitted, 4 + elapsed * 7 / SEC, "over-admitted at step %d", i);
     }
     uint64_t elapsed = ag_clock_mono(&tc.clock) - start;
-    cr_assert_geq(admitted, elapsed * 7 / SEC, "under-admitted: %llu", (unsigned long long)admitted);
+    cr_assert_geq(admitted, elapsed * 7 / SEC, "under-admitted: %llu",
+                  (unsigned long long)admitted);
 }
 
 Test(gcra, invalid_arguments)
 {
     struct ag_gcra g;
-    cr_assert_eq(ag_gcra_init(&g, &(struct ag_rate){.limit = 0, .period_ns = SEC, .burst = 1}, &tc.clock), AG_EINVAL);
-    cr_assert_eq(ag_gcra_init(&g, &(struct ag_rate){.limit = 1, .period_ns = SEC, .burst = 0}, &tc.clock), AG_EINVAL);
+    cr_assert_eq(
+        ag_gcra_init(&g, &(struct ag_rate){.limit = 0, .period_ns = SEC, .burst = 1}, &tc.clock),
+        AG_EINVAL);
+    cr_assert_eq(
+        ag_gcra_init(&g, &(struct ag_rate){.limit = 1, .period_ns = SEC, .burst = 0}, &tc.clock),
+        AG_EINVAL);
     ag_gcra_init(&g, &(struct ag_rate){.limit = 1, .period_ns = SEC, .burst = 2}, &tc.clock);
     cr_assert_eq(ag_gcra_acquire(&g, 3, NULL), AG_EINVAL);
     cr_assert_eq(ag_gcra_acquire(&g, 0, NULL), AG_EINVAL);
@@ -76,7 +84,9 @@ Test(gcra, invalid_arguments)
 Test(tbucket, starts_full_refills_continuously_and_caps)
 {
     struct ag_tbucket *tb;
-    cr_assert_eq(ag_tbucket_new(&(struct ag_rate){.limit = 4, .period_ns = SEC, .burst = 8}, &tc.clock, &tb), 0);
+    cr_assert_eq(
+        ag_tbucket_new(&(struct ag_rate){.limit = 4, .period_ns = SEC, .burst = 8}, &tc.clock, &tb),
+        0);
     cr_assert_eq(ag_tbucket_available(tb), 8);
     cr_assert_eq(ag_tbucket_acquire(tb, 6, NULL), 0);
     uint64_t wait;
@@ -93,8 +103,11 @@ Test(tbucket, starts_full_refills_continuously_and_caps)
 
 static struct ag_ratelimit *mk(enum ag_rl_algo algo, uint32_t max_keys, uint32_t shards)
 {
-    struct ag_ratelimit_config c = {.algo = algo, .rate = {.limit = 1, .period_ns = SEC, .burst = 2},
-                                    .max_keys = max_keys, .shards = shards, .clock = &tc.clock};
+    struct ag_ratelimit_config c = {.algo = algo,
+                                    .rate = {.limit = 1, .period_ns = SEC, .burst = 2},
+                                    .max_keys = max_keys,
+                                    .shards = shards,
+                                    .clock = &tc.clock};
     struct ag_ratelimit *rl = NULL;
     struct ag_err err;
     cr_assert_eq(ag_ratelimit_new(&c, &rl, &err), 0, "%s", err.msg);
@@ -117,8 +130,14 @@ static void keys_are_independent(enum ag_rl_algo algo)
     ag_ratelimit_free(rl);
 }
 
-Test(ratelimit, gcra_keys_are_independent) { keys_are_independent(AG_RL_GCRA); }
-Test(ratelimit, token_bucket_keys_are_independent) { keys_are_independent(AG_RL_TOKEN_BUCKET); }
+Test(ratelimit, gcra_keys_are_independent)
+{
+    keys_are_independent(AG_RL_GCRA);
+}
+Test(ratelimit, token_bucket_keys_are_independent)
+{
+    keys_are_independent(AG_RL_TOKEN_BUCKET);
+}
 
 static void memory_is_bounded(enum ag_rl_algo algo)
 {
@@ -146,13 +165,20 @@ static void memory_is_bounded(enum ag_rl_algo algo)
     ag_ratelimit_free(rl);
 }
 
-Test(ratelimit, gcra_memory_bounded_idle_keys_evicted) { memory_is_bounded(AG_RL_GCRA); }
-Test(ratelimit, token_bucket_memory_bounded_idle_keys_evicted) { memory_is_bounded(AG_RL_TOKEN_BUCKET); }
+Test(ratelimit, gcra_memory_bounded_idle_keys_evicted)
+{
+    memory_is_bounded(AG_RL_GCRA);
+}
+Test(ratelimit, token_bucket_memory_bounded_idle_keys_evicted)
+{
+    memory_is_bounded(AG_RL_TOKEN_BUCKET);
+}
 
 Test(ratelimit, config_and_allocation_failures)
 {
     struct ag_ratelimit *rl;
-    struct ag_ratelimit_config c = {.rate = {.limit = 1, .period_ns = SEC, .burst = 1}, .shards = 3};
+    struct ag_ratelimit_config c = {.rate = {.limit = 1, .period_ns = SEC, .burst = 1},
+                                    .shards = 3};
     cr_assert_eq(ag_ratelimit_new(&c, &rl, NULL), AG_EINVAL);
     c.shards = 4;
     c.rate.burst = 0;

@@ -17,8 +17,8 @@ static struct ag_store *store;
 static pthread_mutex_t trace_lock = PTHREAD_MUTEX_INITIALIZER;
 static char trace[1024];
 static char keys[1024];
-static int fail_step = -1;      /* the action that fails */
-static int fail_comp = -1;      /* the compensation that always fails */
+static int fail_step = -1; /* the action that fails */
+static int fail_comp = -1; /* the compensation that always fails */
 
 static void note(const char *what, const char *key)
 {
@@ -30,20 +30,20 @@ static void note(const char *what, const char *key)
     pthread_mutex_unlock(&trace_lock);
 }
 
-#define STEP(i)                                                                              \
-    static int act##i(void *ud, const json_t *d, const char *key, const char *reason,        \
-                      struct ag_err *err)                                                    \
-    {                                                                                        \
-        AG_UNUSED(ud), AG_UNUSED(d), AG_UNUSED(reason);                                      \
-        note("do" #i, key);                                                                  \
-        return fail_step == i ? ag_err_set(err, AG_EDOMAIN, "step %d said no", i) : 0;       \
-    }                                                                                        \
-    static int undo##i(void *ud, const json_t *d, const char *key, const char *reason,       \
-                       struct ag_err *err)                                                   \
-    {                                                                                        \
-        AG_UNUSED(ud), AG_UNUSED(d), AG_UNUSED(reason);                                      \
-        note("undo" #i, key);                                                                \
-        return fail_comp == i ? ag_err_set(err, AG_EIO, "undo %d broken", i) : 0;           \
+#define STEP(i)                                                                                    \
+    static int act##i(void *ud, const json_t *d, const char *key, const char *reason,              \
+                      struct ag_err *err)                                                          \
+    {                                                                                              \
+        AG_UNUSED(ud), AG_UNUSED(d), AG_UNUSED(reason);                                            \
+        note("do" #i, key);                                                                        \
+        return fail_step == i ? ag_err_set(err, AG_EDOMAIN, "step %d said no", i) : 0;             \
+    }                                                                                              \
+    static int undo##i(void *ud, const json_t *d, const char *key, const char *reason,             \
+                       struct ag_err *err)                                                         \
+    {                                                                                              \
+        AG_UNUSED(ud), AG_UNUSED(d), AG_UNUSED(reason);                                            \
+        note("undo" #i, key);                                                                      \
+        return fail_comp == i ? ag_err_set(err, AG_EIO, "undo %d broken", i) : 0;                  \
     }
 STEP(1)
 STEP(2)
@@ -54,8 +54,8 @@ static const struct ag_saga_step steps[] = {
     {"Two", act2, undo2, {0}, NULL},
     {"Three", act3, undo3, {0}, NULL},
 };
-static const struct ag_saga_def def = {.type = "Test", .steps = steps, .nsteps = 3,
-                                       .comp_attempts = 2, .comp_backoff_ns = 1000000};
+static const struct ag_saga_def def = {
+    .type = "Test", .steps = steps, .nsteps = 3, .comp_attempts = 2, .comp_backoff_ns = 1000000};
 
 static void setup(void)
 {
@@ -83,7 +83,8 @@ static char *last_type(const char *saga)
     for (int i = 0; i < 500; i++) { /* up to 5 s for the workers */
         struct ag_event_page p;
         type[0] = 0;
-        if (ag_store_read_stream(store, stream, strlen(stream), -1, AG_READ_BACKWARD, 1, &p, NULL) == 0) {
+        if (ag_store_read_stream(store, stream, strlen(stream), -1, AG_READ_BACKWARD, 1, &p,
+                                 NULL) == 0) {
             snprintf(type, sizeof type, "%.*s", (int)p.events[0].type_len, p.events[0].type);
             ag_event_page_free(&p);
         }
@@ -140,15 +141,22 @@ Test(saga, a_compensation_that_keeps_failing_leaves_the_saga_failed)
     fail_comp = 2;
     run("s4");
     cr_assert_str_eq(last_type("s4"), "SagaFailed");
-    cr_assert_str_eq(trace, "do1 do2 do3 undo3 undo2 undo2 ", "retried comp_attempts times, then stopped; got %s", trace);
+    cr_assert_str_eq(trace, "do1 do2 do3 undo3 undo2 undo2 ",
+                     "retried comp_attempts times, then stopped; got %s", trace);
 }
 
 Test(saga, an_unfinished_saga_resumes_where_it_stopped)
 {
     /* a saga whose process died after step One succeeded */
     struct ag_event_data ev[2] = {
-        {.type = "SagaStarted", .type_len = 11, .data = "{\"type\":\"Test\",\"data\":{}}", .data_len = 25},
-        {.type = "StepSucceeded", .type_len = 13, .data = "{\"step\":0,\"name\":\"One\"}", .data_len = 23},
+        {.type = "SagaStarted",
+         .type_len = 11,
+         .data = "{\"type\":\"Test\",\"data\":{}}",
+         .data_len = 25},
+        {.type = "StepSucceeded",
+         .type_len = 13,
+         .data = "{\"step\":0,\"name\":\"One\"}",
+         .data_len = 23},
     };
     cr_assert_eq(ag_store_append(store, "saga-r1", 7, AG_STORE_NO_STREAM, ev, 2, NULL, NULL), 0);
     struct ag_saga_engine *e;
@@ -191,9 +199,10 @@ Test(saga, the_read_model_tracks_status_and_steps)
     sqlite3_prepare_v2(db, "SELECT status, steps, reason FROM sagas WHERE id='m1'", -1, &st, NULL);
     cr_assert_eq(sqlite3_step(st), SQLITE_ROW);
     cr_assert_str_eq((const char *)sqlite3_column_text(st, 0), "compensated");
-    cr_assert_str_eq((const char *)sqlite3_column_text(st, 1),
-                     "[{\"name\":\"One\",\"status\":\"compensated\"},{\"name\":\"Two\",\"status\":\"failed\"},"
-                     "{\"name\":\"Three\",\"status\":\"pending\"}]");
+    cr_assert_str_eq(
+        (const char *)sqlite3_column_text(st, 1),
+        "[{\"name\":\"One\",\"status\":\"compensated\"},{\"name\":\"Two\",\"status\":\"failed\"},"
+        "{\"name\":\"Three\",\"status\":\"pending\"}]");
     cr_assert_str_eq((const char *)sqlite3_column_text(st, 2), "step 2 said no");
     sqlite3_finalize(st);
     sqlite3_close(db);

@@ -40,8 +40,8 @@ static void teardown(void)
 
 static struct ag_event_data ev(const char *type, const char *data)
 {
-    return (struct ag_event_data){.type = type, .type_len = strlen(type), .data = data,
-                                  .data_len = data ? strlen(data) : 0};
+    return (struct ag_event_data){
+        .type = type, .type_len = strlen(type), .data = data, .data_len = data ? strlen(data) : 0};
 }
 
 static int append1(const char *stream, int64_t expected, const char *type, const char *data,
@@ -150,7 +150,8 @@ Test(store, reused_id_with_other_content_is_an_error)
     struct ag_event_data b = with_id("A", "{\"n\":2}", 9);
     struct ag_err err;
     ag_err_clear(&err);
-    cr_assert_eq(ag_store_append(s, "o", 1, AG_STORE_NO_STREAM, &b, 1, NULL, &err), AG_EIDEMPOTENCY);
+    cr_assert_eq(ag_store_append(s, "o", 1, AG_STORE_NO_STREAM, &b, 1, NULL, &err),
+                 AG_EIDEMPOTENCY);
     cr_assert(strstr(err.msg, "different content"), "%s", err.msg);
     cr_assert_eq(ag_store_append(s, "o", 1, AG_STORE_ANY, &b, 1, NULL, NULL), AG_EIDEMPOTENCY);
 }
@@ -264,7 +265,8 @@ Test(store, read_stream_pages_forward_and_backward)
     cr_assert_eq(p.count, 3);
     cr_assert(p.end);
     ag_event_page_free(&p);
-    cr_assert_eq(ag_store_read_stream(s, "nope", 4, 0, AG_READ_FORWARD, 10, &p, NULL), AG_ENOTFOUND);
+    cr_assert_eq(ag_store_read_stream(s, "nope", 4, 0, AG_READ_FORWARD, 10, &p, NULL),
+                 AG_ENOTFOUND);
 }
 
 Test(store, read_all_pages_in_commit_order)
@@ -309,10 +311,12 @@ Test(store, events_carry_all_fields)
     struct ag_buf b;
     ag_buf_init(&b);
     ag_event_to_json(&p.events[0], &b);
-    cr_assert(strstr(b.data, "\"stream\":\"order-1\",\"version\":0,\"position\":0,"
-                             "\"id\":\"05050505-0505-7005-0505-050505050505\",\"type\":\"OrderPlaced\""),
+    cr_assert(strstr(b.data,
+                     "\"stream\":\"order-1\",\"version\":0,\"position\":0,"
+                     "\"id\":\"05050505-0505-7005-0505-050505050505\",\"type\":\"OrderPlaced\""),
               "%s", b.data);
-    cr_assert(strstr(b.data, "\"data\":{\"total\":1999},\"metadata\":{\"correlationId\":\"c-1\"}}"));
+    cr_assert(
+        strstr(b.data, "\"data\":{\"total\":1999},\"metadata\":{\"correlationId\":\"c-1\"}}"));
     cr_assert(strstr(b.data, "\"time\":\"20"));
     ag_buf_free(&b);
     ag_event_page_free(&p);
@@ -447,8 +451,8 @@ static void *writer(void *p)
     struct writer_arg *a = p;
     for (int i = 0; i < a->n; i++) {
         struct ag_event_data e = ev("T", "{}");
-        int rc = ag_store_append(s, a->stream, strlen(a->stream), i == 0 ? AG_STORE_NO_STREAM : i - 1,
-                                 &e, 1, NULL, NULL);
+        int rc = ag_store_append(s, a->stream, strlen(a->stream),
+                                 i == 0 ? AG_STORE_NO_STREAM : i - 1, &e, 1, NULL, NULL);
         if (rc) return (void *)1;
     }
     return NULL;
@@ -548,13 +552,23 @@ Test(store, async_append_completes_on_the_loop)
     struct ag_event_data e = ev("T", "{}");
     struct ag_append_req reqs[11];
     for (int i = 0; i < 10; i++) {
-        reqs[i] = (struct ag_append_req){.stream = "as", .stream_len = 2, .expected_version = AG_STORE_ANY,
-                                         .events = &e, .count = 1, .cb = on_appended, .ud = &c};
+        reqs[i] = (struct ag_append_req){.stream = "as",
+                                         .stream_len = 2,
+                                         .expected_version = AG_STORE_ANY,
+                                         .events = &e,
+                                         .count = 1,
+                                         .cb = on_appended,
+                                         .ud = &c};
         cr_assert_eq(ag_store_append_async(l, &reqs[i]), 0);
     }
     while (c.done < 10) uv_run(&loop, UV_RUN_ONCE);
-    reqs[10] = (struct ag_append_req){.stream = "as", .stream_len = 2, .expected_version = 3,
-                                      .events = &e, .count = 1, .cb = on_appended, .ud = &c};
+    reqs[10] = (struct ag_append_req){.stream = "as",
+                                      .stream_len = 2,
+                                      .expected_version = 3,
+                                      .events = &e,
+                                      .count = 1,
+                                      .cb = on_appended,
+                                      .ud = &c};
     cr_assert_eq(ag_store_append_async(l, &reqs[10]), 0);
     while (c.done < 11) uv_run(&loop, UV_RUN_ONCE);
     cr_assert_eq(c.conflicts, 1);

@@ -58,9 +58,8 @@ static void fresh_copy(bool with_ckpt)
     closedir(d);
 }
 
-#define OK_OR_NOMEM(rc, what)                                                          \
-    cr_assert((rc) == 0 || (rc) == AG_ENOMEM, "k=%ld: %s returned %s", k, (what),       \
-              ag_errname(rc))
+#define OK_OR_NOMEM(rc, what)                                                                      \
+    cr_assert((rc) == 0 || (rc) == AG_ENOMEM, "k=%ld: %s returned %s", k, (what), ag_errname(rc))
 
 /* One run of the sequence; returns whether the append was stored. */
 static bool sequence(long k, const char *dir, bool *appended)
@@ -75,8 +74,8 @@ static bool sequence(long k, const char *dir, bool *appended)
 
     struct ag_event_data ev[3];
     for (int i = 0; i < 3; i++) {
-        ev[i] = (struct ag_event_data){.type = "Oom", .type_len = 3, .data = "{\"x\":1}",
-                                       .data_len = 7};
+        ev[i] = (struct ag_event_data){
+            .type = "Oom", .type_len = 3, .data = "{\"x\":1}", .data_len = 7};
         memset(&ev[i].id, 0, sizeof ev[i].id);
         ev[i].id.b[0] = 0x77, ev[i].id.b[15] = (uint8_t)(i + 1), ev[i].id.b[6] = 0x70;
     }
@@ -155,9 +154,18 @@ static void torture(bool with_ckpt, bool crashed_tail)
 
 TestSuite(alloc_fail, .init = setup, .fini = teardown);
 
-Test(alloc_fail, open_append_read_close_with_checkpoint) { torture(true, false); }
-Test(alloc_fail, open_append_read_close_full_scan) { torture(false, false); }
-Test(alloc_fail, open_append_read_close_checkpoint_then_tail) { torture(true, true); }
+Test(alloc_fail, open_append_read_close_with_checkpoint)
+{
+    torture(true, false);
+}
+Test(alloc_fail, open_append_read_close_full_scan)
+{
+    torture(false, false);
+}
+Test(alloc_fail, open_append_read_close_checkpoint_then_tail)
+{
+    torture(true, true);
+}
 
 /* Failures inside open only, then memory comes back: an open that failed halfway
  * must leave the files as they were, and one that carried on despite a failure

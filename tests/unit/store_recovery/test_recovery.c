@@ -46,15 +46,15 @@ static void teardown(void)
 /* ---- tail damage ---- */
 
 enum tail_damage {
-    TRUNC_MID,        /* cut the last record in half */
-    TRUNC_IN_HEADER,  /* cut inside the last record's fixed header */
-    FLIP_BYTES,       /* flip bytes in the last record's payload */
-    FLIP_SIZE,        /* flip a byte of the last record's size field */
-    ZERO_PAGE,        /* zero the last 4 KiB page of the file */
-    GARBAGE_AFTER,    /* random bytes after the last record */
-    ZEROS_AFTER,      /* a zero-filled page after the last record (preallocation) */
-    BATCH_CUT_3RD,    /* a 3-event batch last, cut inside its 3rd record */
-    BATCH_CUT_EDGE,   /* a 3-event batch last, cut exactly after its 2nd record */
+    TRUNC_MID,       /* cut the last record in half */
+    TRUNC_IN_HEADER, /* cut inside the last record's fixed header */
+    FLIP_BYTES,      /* flip bytes in the last record's payload */
+    FLIP_SIZE,       /* flip a byte of the last record's size field */
+    ZERO_PAGE,       /* zero the last 4 KiB page of the file */
+    GARBAGE_AFTER,   /* random bytes after the last record */
+    ZEROS_AFTER,     /* a zero-filled page after the last record (preallocation) */
+    BATCH_CUT_3RD,   /* a 3-event batch last, cut inside its 3rd record */
+    BATCH_CUT_EDGE,  /* a 3-event batch last, cut exactly after its 2nd record */
 };
 
 static const size_t first_part[] = {1, 1, 2, 1, 1, 3, 1, 1, 1, 2};
@@ -73,12 +73,16 @@ static uint64_t damage_tail(enum tail_damage d, const struct seg_rec *last)
         truncate_to(seg0, cut);
         return cut;
     }
-    case TRUNC_IN_HEADER: truncate_to(seg0, last->off + 5); return last->off + 5;
+    case TRUNC_IN_HEADER:
+        truncate_to(seg0, last->off + 5);
+        return last->off + 5;
     case FLIP_BYTES:
         flip_byte(seg0, last->off + last->size - 20);
         flip_byte(seg0, last->off + 70);
         return last->off + 70;
-    case FLIP_SIZE: flip_byte(seg0, last->off + 1); return last->off + 1;
+    case FLIP_SIZE:
+        flip_byte(seg0, last->off + 1);
+        return last->off + 1;
     case ZERO_PAGE: {
         uint64_t page = (size - 1) / 4096 * 4096;
         uint8_t *z = calloc(1, size - page);
@@ -89,7 +93,8 @@ static uint64_t damage_tail(enum tail_damage d, const struct seg_rec *last)
     case GARBAGE_AFTER: {
         uint8_t junk[1000];
         uint64_t x = 0x2545F4914F6CDD1Dull;
-        for (size_t i = 0; i < sizeof junk; i++) junk[i] = (uint8_t)((x = x * 6364136223846793005ull + 1442695040888963407ull) >> 56);
+        for (size_t i = 0; i < sizeof junk; i++)
+            junk[i] = (uint8_t)((x = x * 6364136223846793005ull + 1442695040888963407ull) >> 56);
         poke(seg0, size, junk, sizeof junk);
         return size;
     }
@@ -98,7 +103,9 @@ static uint64_t damage_tail(enum tail_damage d, const struct seg_rec *last)
         poke(seg0, size, z, sizeof z);
         return size;
     }
-    case BATCH_CUT_EDGE: truncate_to(seg0, last->off); return last->off;
+    case BATCH_CUT_EDGE:
+        truncate_to(seg0, last->off);
+        return last->off;
     }
     return 0;
 }
@@ -120,18 +127,22 @@ static void tail_case(enum tail_damage d)
     uint64_t bad = damage_tail(d, last);
     uint64_t end;
     size_t keep = survivors(recs, nr, bad, &end);
-    if (d == BATCH_CUT_3RD || d == BATCH_CUT_EDGE) cr_assert_eq(keep, m->n - 3, "the batch goes whole");
-    else if (d == GARBAGE_AFTER || d == ZEROS_AFTER) cr_assert_eq(keep, m->n);
-    else cr_assert_lt(keep, m->n);
+    if (d == BATCH_CUT_3RD || d == BATCH_CUT_EDGE)
+        cr_assert_eq(keep, m->n - 3, "the batch goes whole");
+    else if (d == GARBAGE_AFTER || d == ZEROS_AFTER)
+        cr_assert_eq(keep, m->n);
+    else
+        cr_assert_lt(keep, m->n);
 
     log_capture_start();
     struct ag_store *s = open_ok(dir, 0);
     cr_assert(log_capture_has("store.torn_tail_truncated"), "recovery logs a warning");
     log_capture_stop();
     assert_store_is(s, m, keep);
-    cr_assert_eq(file_size_of(seg0), end, "the segment is cut after the last whole batch "
-                 "(size %llu, expected %llu)", (unsigned long long)file_size_of(seg0),
-                 (unsigned long long)end);
+    cr_assert_eq(file_size_of(seg0), end,
+                 "the segment is cut after the last whole batch "
+                 "(size %llu, expected %llu)",
+                 (unsigned long long)file_size_of(seg0), (unsigned long long)end);
     m->n = keep;
     assert_appends_after(s, m);
     ag_store_close(s);
@@ -146,15 +157,42 @@ static void tail_case(enum tail_damage d)
 
 TestSuite(tail, .init = setup, .fini = teardown);
 
-Test(tail, truncated_mid_record) { tail_case(TRUNC_MID); }
-Test(tail, truncated_inside_record_header) { tail_case(TRUNC_IN_HEADER); }
-Test(tail, flipped_bytes_in_last_record) { tail_case(FLIP_BYTES); }
-Test(tail, flipped_size_field_of_last_record) { tail_case(FLIP_SIZE); }
-Test(tail, zeroed_last_page) { tail_case(ZERO_PAGE); }
-Test(tail, garbage_after_last_record) { tail_case(GARBAGE_AFTER); }
-Test(tail, zeros_after_last_record) { tail_case(ZEROS_AFTER); }
-Test(tail, incomplete_batch_cut_in_third_record) { tail_case(BATCH_CUT_3RD); }
-Test(tail, incomplete_batch_cut_at_record_edge) { tail_case(BATCH_CUT_EDGE); }
+Test(tail, truncated_mid_record)
+{
+    tail_case(TRUNC_MID);
+}
+Test(tail, truncated_inside_record_header)
+{
+    tail_case(TRUNC_IN_HEADER);
+}
+Test(tail, flipped_bytes_in_last_record)
+{
+    tail_case(FLIP_BYTES);
+}
+Test(tail, flipped_size_field_of_last_record)
+{
+    tail_case(FLIP_SIZE);
+}
+Test(tail, zeroed_last_page)
+{
+    tail_case(ZERO_PAGE);
+}
+Test(tail, garbage_after_last_record)
+{
+    tail_case(GARBAGE_AFTER);
+}
+Test(tail, zeros_after_last_record)
+{
+    tail_case(ZEROS_AFTER);
+}
+Test(tail, incomplete_batch_cut_in_third_record)
+{
+    tail_case(BATCH_CUT_3RD);
+}
+Test(tail, incomplete_batch_cut_at_record_edge)
+{
+    tail_case(BATCH_CUT_EDGE);
+}
 
 /* ---- damage in the middle ---- */
 
@@ -201,8 +239,8 @@ static void middle_case(size_t victim)
     cr_assert_eq(rc, AG_ECORRUPT, "open: %s: %s", ag_errname(rc), err.msg);
     char off[64];
     snprintf(off, sizeof off, "offset %llu", (unsigned long long)recs[victim].off);
-    cr_assert(strstr(err.msg, SEG0) && strstr(err.msg, off), "message names file and %s: %s",
-              off, err.msg);
+    cr_assert(strstr(err.msg, SEG0) && strstr(err.msg, off), "message names file and %s: %s", off,
+              err.msg);
     cr_assert_eq(file_size_of(seg0), size, "a refused open changes nothing");
 
     /* verify finds it without changing anything */
@@ -243,9 +281,18 @@ static void middle_case(size_t victim)
 
 TestSuite(middle, .init = setup, .fini = teardown);
 
-Test(middle, flipped_byte_in_early_record) { middle_case(2); }
-Test(middle, flipped_byte_inside_early_batch) { middle_case(5); /* 2nd of the 3-event batch */ }
-Test(middle, flipped_byte_in_first_record) { middle_case(0); }
+Test(middle, flipped_byte_in_early_record)
+{
+    middle_case(2);
+}
+Test(middle, flipped_byte_inside_early_batch)
+{
+    middle_case(5); /* 2nd of the 3-event batch */
+}
+Test(middle, flipped_byte_in_first_record)
+{
+    middle_case(0);
+}
 
 Test(middle, open_with_repair_option_cuts_too)
 {
@@ -464,8 +511,14 @@ static void damaged_size_under_checkpoint(uint32_t size)
     ag_store_close(s);
 }
 
-Test(checkpoint, damaged_size_field_under_checkpoint_huge) { damaged_size_under_checkpoint(0x40000000u); }
-Test(checkpoint, damaged_size_field_under_checkpoint_zero) { damaged_size_under_checkpoint(0); }
+Test(checkpoint, damaged_size_field_under_checkpoint_huge)
+{
+    damaged_size_under_checkpoint(0x40000000u);
+}
+Test(checkpoint, damaged_size_field_under_checkpoint_zero)
+{
+    damaged_size_under_checkpoint(0);
+}
 
 /* ---- the writer lock ---- */
 

@@ -25,7 +25,10 @@ static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *ft
     return remove(p);
 }
 
-void rm_tree(const char *dir) { nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS); }
+void rm_tree(const char *dir)
+{
+    nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
 
 void path_in(char *out, size_t cap, const char *dir, const char *name)
 {
@@ -113,8 +116,8 @@ void append_batch(struct ag_store *s, struct model *m, const char *stream, size_
         data[i] = malloc(data_bytes + 64);
         int len = snprintf(data[i], data_bytes + 64, "{\"p\":%zu,\"pad\":\"%0*d\"}", m->n + i,
                            (int)data_bytes, 0);
-        ev[i] = (struct ag_event_data){.type = "Tested", .type_len = 6, .data = data[i],
-                                       .data_len = (size_t)len};
+        ev[i] = (struct ag_event_data){
+            .type = "Tested", .type_len = 6, .data = data[i], .data_len = (size_t)len};
         ag_uuid_v7(&ev[i].id, NULL, NULL);
     }
     struct ag_append_result res;
@@ -206,8 +209,8 @@ size_t walk_segment(const char *path, struct seg_rec *out, size_t max)
     for (uint64_t off = 64; off + 72 <= len && n < max;) {
         uint32_t size = le32(p + off);
         if (size < 72 || off + size > len) break;
-        out[n++] = (struct seg_rec){.off = off, .size = size, .kind = p[off + 4],
-                                    .batch_left = le32(p + off + 48)};
+        out[n++] = (struct seg_rec){
+            .off = off, .size = size, .kind = p[off + 4], .batch_left = le32(p + off + 48)};
         off += size;
     }
     free(p);
@@ -242,8 +245,8 @@ void assert_store_is(struct ag_store *s, const struct model *m, size_t k)
     for (size_t i = 0; i < k; i++) {
         const struct ag_event *e = &p.events[i];
         cr_assert_eq(e->position, i);
-        cr_assert_eq(e->version, m->ev[i].version, "position %zu: version %lld, expected %lld",
-                     i, (long long)e->version, (long long)m->ev[i].version);
+        cr_assert_eq(e->version, m->ev[i].version, "position %zu: version %lld, expected %lld", i,
+                     (long long)e->version, (long long)m->ev[i].version);
         cr_assert_eq(memcmp(&e->id, &m->ev[i].id, 16), 0, "position %zu: wrong event id", i);
         cr_assert_eq(e->stream_len, strlen(m->ev[i].stream));
         cr_assert_eq(memcmp(e->stream, m->ev[i].stream, e->stream_len), 0);

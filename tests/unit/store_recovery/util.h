@@ -11,7 +11,7 @@
 
 #include "agora/store_log.h"
 
-#define SEG0 "seg-00000000000000000000.log"
+#define SEG0      "seg-00000000000000000000.log"
 #define MODEL_MAX 4096
 
 /* What the test wrote, in position order. */

@@ -26,36 +26,36 @@ struct shim_test {
 void shim_register(const char *name, void (*fn)(void), const struct shim_suite *suite);
 
 #define TestSuite(s, ...) static const struct shim_suite s##_shim_suite = {__VA_ARGS__}
-#define Test(s, n, ...)                                                         \
-    static void s##_##n(void);                                                  \
-    __attribute__((constructor)) static void s##_##n##_reg(void)                \
-    {                                                                           \
-        shim_register(#s "::" #n, s##_##n, &s##_shim_suite);                    \
-    }                                                                           \
+#define Test(s, n, ...)                                                                            \
+    static void s##_##n(void);                                                                     \
+    __attribute__((constructor)) static void s##_##n##_reg(void)                                   \
+    {                                                                                              \
+        shim_register(#s "::" #n, s##_##n, &s##_shim_suite);                                       \
+    }                                                                                              \
     static void s##_##n(void)
 
-#define SHIM_FAIL(...)                                                          \
-    do {                                                                        \
-        fprintf(stderr, "%s:%d: assertion failed: ", __FILE__, __LINE__);       \
-        fprintf(stderr, "" __VA_ARGS__);                                        \
-        fprintf(stderr, "\n");                                                  \
-        abort();                                                                \
+#define SHIM_FAIL(...)                                                                             \
+    do {                                                                                           \
+        fprintf(stderr, "%s:%d: assertion failed: ", __FILE__, __LINE__);                          \
+        fprintf(stderr, "" __VA_ARGS__);                                                           \
+        fprintf(stderr, "\n");                                                                     \
+        abort();                                                                                   \
     } while (0)
-#define SHIM_CHECK(cond, ...)                                                   \
-    do {                                                                        \
-        if (!(cond)) SHIM_FAIL(#cond " " __VA_ARGS__);                          \
+#define SHIM_CHECK(cond, ...)                                                                      \
+    do {                                                                                           \
+        if (!(cond)) SHIM_FAIL(#cond " " __VA_ARGS__);                                             \
     } while (0)
 
-#define cr_assert(c, ...) SHIM_CHECK((c), __VA_ARGS__)
-#define cr_assert_not(c, ...) SHIM_CHECK(!(c), __VA_ARGS__)
-#define cr_assert_eq(a, b, ...) SHIM_CHECK((a) == (b), __VA_ARGS__)
-#define cr_assert_neq(a, b, ...) SHIM_CHECK((a) != (b), __VA_ARGS__)
-#define cr_assert_lt(a, b, ...) SHIM_CHECK((a) < (b), __VA_ARGS__)
-#define cr_assert_leq(a, b, ...) SHIM_CHECK((a) <= (b), __VA_ARGS__)
-#define cr_assert_gt(a, b, ...) SHIM_CHECK((a) > (b), __VA_ARGS__)
-#define cr_assert_geq(a, b, ...) SHIM_CHECK((a) >= (b), __VA_ARGS__)
-#define cr_assert_null(a, ...) SHIM_CHECK((a) == NULL, __VA_ARGS__)
-#define cr_assert_not_null(a, ...) SHIM_CHECK((a) != NULL, __VA_ARGS__)
+#define cr_assert(c, ...)           SHIM_CHECK((c), __VA_ARGS__)
+#define cr_assert_not(c, ...)       SHIM_CHECK(!(c), __VA_ARGS__)
+#define cr_assert_eq(a, b, ...)     SHIM_CHECK((a) == (b), __VA_ARGS__)
+#define cr_assert_neq(a, b, ...)    SHIM_CHECK((a) != (b), __VA_ARGS__)
+#define cr_assert_lt(a, b, ...)     SHIM_CHECK((a) < (b), __VA_ARGS__)
+#define cr_assert_leq(a, b, ...)    SHIM_CHECK((a) <= (b), __VA_ARGS__)
+#define cr_assert_gt(a, b, ...)     SHIM_CHECK((a) > (b), __VA_ARGS__)
+#define cr_assert_geq(a, b, ...)    SHIM_CHECK((a) >= (b), __VA_ARGS__)
+#define cr_assert_null(a, ...)      SHIM_CHECK((a) == NULL, __VA_ARGS__)
+#define cr_assert_not_null(a, ...)  SHIM_CHECK((a) != NULL, __VA_ARGS__)
 #define cr_assert_str_eq(a, b, ...) SHIM_CHECK(strcmp((a), (b)) == 0, __VA_ARGS__)
 
 #endif

@@ -99,6 +99,9 @@ static inline uint64_t ag_clock_mono(const struct ag_clock *c)
 {
     return c->mono_ns(c->ctx);
 }
+/* The CLOCK_REALTIME instant `ms` milliseconds from now, for pthread_cond_timedwait
+ * (`ts` is a struct timespec *; kept as void * so this header needs no <time.h>). */
+AG_EXTERN void ag_deadline_in_ms(void *ts, long ms);
 /* Format Unix ns as RFC 3339 UTC with microseconds ("2026-11-21T12:00:00.123456Z");
  * `out` must hold 32 bytes. Returns the length. */
 AG_EXTERN size_t ag_time_rfc3339(uint64_t unix_ns, char out[32]);

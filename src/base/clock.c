@@ -64,3 +64,12 @@ size_t ag_time_rfc3339(uint64_t unix_ns, char out[32])
                      tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, us);
     return n > 0 ? (size_t)n : 0;
 }
+
+void ag_deadline_in_ms(void *out, long ms)
+{
+    struct timespec *ts = out;
+    clock_gettime(CLOCK_REALTIME, ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) ts->tv_sec++, ts->tv_nsec -= 1000000000L;
+}

@@ -302,10 +302,7 @@ uint64_t ag_projector_position(struct ag_projector *o)
 int ag_projector_wait(struct ag_projector *o, uint64_t position, int timeout_ms)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += timeout_ms / 1000;
-    ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
-    if (ts.tv_nsec >= 1000000000) ts.tv_sec++, ts.tv_nsec -= 1000000000;
+    ag_deadline_in_ms(&ts, timeout_ms);
     int rc = 0;
     pthread_mutex_lock(&o->lock);
     for (;;) {

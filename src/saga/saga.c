@@ -445,9 +445,7 @@ static void *retry_main(void *arg)
     pthread_mutex_lock(&e->lock);
     while (!e->stopping) {
         struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 100000000;
-        if (ts.tv_nsec >= 1000000000) ts.tv_sec++, ts.tv_nsec -= 1000000000;
+        ag_deadline_in_ms(&ts, 100);
         pthread_cond_timedwait(&e->cond, &e->lock, &ts);
         uint64_t now = now_ms();
         for (struct qitem **pp = &e->delayed; *pp;) {
@@ -687,10 +685,7 @@ int ag_saga_start_async(struct ag_saga_engine *e, const char *type, const char *
 int ag_saga_wait_starts(struct ag_saga_engine *e, int timeout_ms)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += timeout_ms / 1000;
-    ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
-    if (ts.tv_nsec >= 1000000000) ts.tv_sec++, ts.tv_nsec -= 1000000000;
+    ag_deadline_in_ms(&ts, timeout_ms);
     int rc = 0;
     pthread_mutex_lock(&e->lock);
     while (e->starts_pending && !rc)

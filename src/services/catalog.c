@@ -31,13 +31,8 @@ static int list(struct svc_job *j)
                      " WHERE id > ? ORDER BY id LIMIT ?",
                      args, 2, product_row);
     if (!rows) return AG_EIO;
-    json_t *next = json_null();
-    if (json_array_size(rows) > (size_t)limit) {
-        json_array_remove(rows, (size_t)limit);
-        next = json_incref(json_object_get(json_array_get(rows, (size_t)limit - 1), "id"));
-    }
     j->rm_position = ag_projector_position(j->p->projector);
-    return svc_ok(j, 200, json_pack("{s:o, s:o}", "items", rows, "nextCursor", next));
+    return svc_ok(j, 200, svc_page(rows, limit));
 }
 
 static int get(struct svc_job *j)

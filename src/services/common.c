@@ -393,6 +393,16 @@ void svc_idem_end(struct svc_job *j, const char *scope)
 
 /* ---- read models ---- */
 
+json_t *svc_page(json_t *rows, int limit)
+{
+    json_t *next = json_null();
+    if (json_array_size(rows) > (size_t)limit) { /* the query asked for one row more */
+        json_array_remove(rows, (size_t)limit);
+        next = json_incref(json_object_get(json_array_get(rows, (size_t)limit - 1), "id"));
+    }
+    return json_pack("{s:o, s:o}", "items", rows, "nextCursor", next);
+}
+
 void svc_rm_catch_up(struct ag_platform *p)
 {
     struct ag_store_stats st;

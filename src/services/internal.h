@@ -136,6 +136,9 @@ void svc_rm_catch_up(struct ag_platform *p);
  * `row` (column name → value). */
 json_t *svc_rm_query(struct ag_platform *p, enum rm_id rm, const char *sql, const char *const *args,
                      size_t nargs, json_t *(*row)(sqlite3_stmt *st));
+/* A list answer {items, nextCursor} from `rows` (stolen) fetched with LIMIT limit+1:
+ * the extra row, if any, says there is a next page, which starts after the last id. */
+json_t *svc_page(json_t *rows, int limit);
 /* Parse ?limit (default 20, 1..100). AG_EINVAL with a field error otherwise. */
 int svc_limit(struct svc_job *j, const char *s, int *out);
 

@@ -99,9 +99,7 @@ static void *monitor_main(void *arg)
         publish(p, &g);
         pthread_mutex_lock(&p->monitor_lock);
         struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 500000000;
-        if (ts.tv_nsec >= 1000000000) ts.tv_sec++, ts.tv_nsec -= 1000000000;
+        ag_deadline_in_ms(&ts, 500);
         if (!p->monitor_stop) pthread_cond_timedwait(&p->monitor_cond, &p->monitor_lock, &ts);
     }
     pthread_mutex_unlock(&p->monitor_lock);

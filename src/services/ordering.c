@@ -280,13 +280,8 @@ static int list(struct svc_job *j)
     const char *args[] = {j->q[0], j->q[1], j->q[3] ? j->q[3] : "", lim};
     json_t *rows = svc_rm_query(j->p, RM_ORDERS, sql, args, 4, order_row);
     if (!rows) return AG_EIO;
-    json_t *next = json_null();
-    if (json_array_size(rows) > (size_t)limit) {
-        json_array_remove(rows, (size_t)limit);
-        next = json_incref(json_object_get(json_array_get(rows, (size_t)limit - 1), "id"));
-    }
     j->rm_position = ag_projector_position(j->p->projector);
-    return svc_ok(j, 200, json_pack("{s:o, s:o}", "items", rows, "nextCursor", next));
+    return svc_ok(j, 200, svc_page(rows, limit));
 }
 
 static int dom_cancel(const void *st, const void *cmd, struct ag_dom_events *out,
@@ -364,12 +359,7 @@ static int list_sagas(struct svc_job *j)
                      " WHERE (?1 IS NULL OR status=?1) AND id > ?2 ORDER BY id LIMIT ?3",
                      args, 3, saga_row);
     if (!rows) return AG_EIO;
-    json_t *next = json_null();
-    if (json_array_size(rows) > (size_t)limit) {
-        json_array_remove(rows, (size_t)limit);
-        next = json_incref(json_object_get(json_array_get(rows, (size_t)limit - 1), "id"));
-    }
-    return svc_ok(j, 200, json_pack("{s:o, s:o}", "items", rows, "nextCursor", next));
+    return svc_ok(j, 200, svc_page(rows, limit));
 }
 
 static int h_create(struct ag_http_req *req, void *ud)

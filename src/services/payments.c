@@ -138,12 +138,7 @@ static int list(struct svc_job *j)
     const char *args[] = {minb, j->q[2] ? j->q[2] : "", lim};
     json_t *rows = svc_rm_query(j->p, RM_ACCOUNTS, sql, args, 3, row);
     if (!rows) return AG_EIO;
-    json_t *next = json_null();
-    if (json_array_size(rows) > (size_t)limit) {
-        json_array_remove(rows, (size_t)limit);
-        next = json_incref(json_object_get(json_array_get(rows, (size_t)limit - 1), "id"));
-    }
-    return svc_ok(j, 200, json_pack("{s:o, s:o}", "items", rows, "nextCursor", next));
+    return svc_ok(j, 200, svc_page(rows, limit));
 }
 
 static int h_deposit(struct ag_http_req *req, void *ud)

@@ -159,6 +159,14 @@ static int release(void *ud, const json_t *data, const char *key, const char *re
     return rc ? rc : release_lines(ud, id, &v, v.n, reason, err);
 }
 
+/* The order and its customer's account stream, for the payment step and its undo. */
+static int order_account(void *ud, const json_t *data, struct order_view *v, const char **id,
+                         char stream[128], struct ag_err *err)
+{
+    int rc = load_order(ud, data, v, id, err);
+    return rc ? rc : account_stream(ud, v->customer_id, stream, err);
+}
+
 static int charge(void *ud, const json_t *data, const char *key, const char *reason,
                   struct ag_err *err)
 {
@@ -166,10 +174,8 @@ static int charge(void *ud, const json_t *data, const char *key, const char *rea
     struct order_view v;
     const char *id;
     char stream[128];
-    int rc = load_order(ud, data, &v, &id, err);
-    if (!rc) rc = account_stream(ud, v.customer_id, stream, err);
-    if (rc) return rc;
-    if (v.total.amount == 0) return 0;
+    int rc = order_account(ud, data, &v, &id, stream, err);
+    if (rc || v.total.amount == 0) return rc;
     struct ag_account_charge c = {id, v.total, svc_now_ms()};
     return svc_exec(ud, &svc_account_type, stream, d_account_charge, &c, NULL, NULL, NULL, NULL,
                     err);
@@ -182,8 +188,7 @@ static int refund(void *ud, const json_t *data, const char *key, const char *rea
     struct order_view v;
     const char *id;
     char stream[128];
-    int rc = load_order(ud, data, &v, &id, err);
-    if (!rc) rc = account_stream(ud, v.customer_id, stream, err);
+    int rc = order_account(ud, data, &v, &id, stream, err);
     if (rc) return rc;
     struct ag_account_refund r = {id, svc_now_ms()};
     return svc_exec(ud, &svc_account_type, stream, d_account_refund, &r, NULL, NULL, NULL, NULL,

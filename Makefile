@@ -35,7 +35,7 @@ test: debug node_modules/.package-lock.json
 	  ctest --output-on-failure -j $(JOBS) $(CTEST_ARGS)
 
 tsan: bootstrap
-	@bash scripts/tsan.sh resil store
+	@bash scripts/tsan.sh resil store es saga
 
 bench: build
 	@for s in bench/*/run.sh; do bash "$$s" || exit 1; done

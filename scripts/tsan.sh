@@ -7,17 +7,21 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 out=${AG_TSAN_BUILD:-$root/build/tsan-shim}
 mods=("$@")
-((${#mods[@]})) || mods=(resil store)
+((${#mods[@]})) || mods=(resil store es saga)
 cmake -S "$root" -B "$out" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang \
   -DAG_TSAN=ON -DAG_TESTS=OFF -DCMAKE_C_FLAGS="-O1 -g" >/dev/null
 shim=$root/tests/unit/resil/tsan-shim
 cp "$shim/shim_main.c.in" "$out/shim_main.c"
+ninja -C "$out" agora_base agora_store agora_resil agora_es agora_saga >/dev/null
 for m in "${mods[@]}"; do
-  ninja -C "$out" "agora_$m" agora_base >/dev/null
+  libs=("$out/libagora_$m.a")
+  for dep in saga es resil store base; do # dependency order; the module's own first
+    [ "$dep" != "$m" ] && [ -f "$out/libagora_$dep.a" ] && libs+=("$out/libagora_$dep.a")
+  done
   clang -std=c11 -D_GNU_SOURCE -O1 -g -fsanitize=thread -I"$shim" -I"$root/include" -I"$root/src" \
-    -I"$root/tests" "$root"/tests/unit/"$m"/test_*.c "$out/shim_main.c" "$out/libagora_$m.a" \
-    "$out/libagora_base.a" $(pkg-config --cflags --libs libuv libxxhash jansson sqlite3) -lpthread -lm \
-    -o "$out/test_${m}_tsan"
+    -I"$root/tests" "$root"/tests/unit/"$m"/test_*.c "$out/shim_main.c" "${libs[@]}" \
+    $(pkg-config --cflags --libs libuv libxxhash jansson sqlite3) -lpthread -lm \
+    -o "$out/test_${m}_tsan" 2>/dev/null
   echo "tsan: $m"
   TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1} "$out/test_${m}_tsan"
 done

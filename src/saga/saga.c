@@ -43,7 +43,9 @@ struct ag_saga_engine {
     pthread_t *threads;
     unsigned nthreads;
     pthread_mutex_t lock;
-    pthread_cond_t cond;
+    pthread_cond_t work;      /* workers wait here for the queue (one woken per item) */
+    pthread_cond_t starts;    /* ag_saga_wait_starts waits here */
+    pthread_cond_t tick;      /* the retry thread's timed sleep; stop wakes it */
     struct qitem *head, *tail;
     struct qitem *delayed; /* interrupted sagas waiting to be retried */
     pthread_t retry_thread;
@@ -142,7 +144,7 @@ static int enqueue_item(struct ag_saga_engine *e, const char *id, char *start)
         e->head = q;
     e->tail = q;
     e->stats.queued++;
-    pthread_cond_broadcast(&e->cond); /* the retry thread waits on it too */
+    pthread_cond_signal(&e->work);
     pthread_mutex_unlock(&e->lock);
     return 0;
 }
@@ -446,7 +448,7 @@ static void *retry_main(void *arg)
     while (!e->stopping) {
         struct timespec ts;
         ag_deadline_in_ms(&ts, 100);
-        pthread_cond_timedwait(&e->cond, &e->lock, &ts);
+        pthread_cond_timedwait(&e->tick, &e->lock, &ts);
         uint64_t now = now_ms();
         for (struct qitem **pp = &e->delayed; *pp;) {
             struct qitem *q = *pp;
@@ -462,7 +464,7 @@ static void *retry_main(void *arg)
                 e->head = q;
             e->tail = q;
             e->stats.queued++;
-            pthread_cond_broadcast(&e->cond);
+            pthread_cond_signal(&e->work);
         }
     }
     pthread_mutex_unlock(&e->lock);
@@ -489,7 +491,7 @@ static int record_start(struct ag_saga_engine *e, struct qitem *q)
         e->starts_failed++;
     else
         e->stats.started++;
-    pthread_cond_broadcast(&e->cond);
+    pthread_cond_broadcast(&e->starts);
     pthread_mutex_unlock(&e->lock);
     if (rc) AG_ERROR("saga.start_failed", AG_LS("saga", q->id), AG_LS("error", err.msg));
     return rc;
@@ -500,7 +502,7 @@ static void *worker(void *arg)
     struct ag_saga_engine *e = arg;
     for (;;) {
         pthread_mutex_lock(&e->lock);
-        while (!e->head && !e->stopping) pthread_cond_wait(&e->cond, &e->lock);
+        while (!e->head && !e->stopping) pthread_cond_wait(&e->work, &e->lock);
         if (e->stopping) {
             pthread_mutex_unlock(&e->lock);
             return NULL;
@@ -597,7 +599,9 @@ int ag_saga_engine_start(struct ag_store *s, const struct ag_saga_def *defs, siz
     e->defs = defs;
     e->ndefs = n;
     pthread_mutex_init(&e->lock, NULL);
-    pthread_cond_init(&e->cond, NULL);
+    pthread_cond_init(&e->work, NULL);
+    pthread_cond_init(&e->starts, NULL);
+    pthread_cond_init(&e->tick, NULL);
     resume_unfinished(e);
     for (unsigned i = 0; i < threads; i++) {
         if (pthread_create(&e->threads[i], NULL, worker, e) != 0) break;
@@ -617,7 +621,9 @@ void ag_saga_engine_stop(struct ag_saga_engine *e)
     if (!e) return;
     pthread_mutex_lock(&e->lock);
     e->stopping = true;
-    pthread_cond_broadcast(&e->cond);
+    pthread_cond_broadcast(&e->work);
+    pthread_cond_broadcast(&e->starts);
+    pthread_cond_broadcast(&e->tick);
     pthread_mutex_unlock(&e->lock);
     for (unsigned i = 0; i < e->nthreads; i++) pthread_join(e->threads[i], NULL);
     if (e->retry_started) pthread_join(e->retry_thread, NULL);
@@ -632,7 +638,9 @@ void ag_saga_engine_stop(struct ag_saga_engine *e)
     }
     ag_free(e->active);
     ag_free(e->threads);
-    pthread_cond_destroy(&e->cond);
+    pthread_cond_destroy(&e->work);
+    pthread_cond_destroy(&e->starts);
+    pthread_cond_destroy(&e->tick);
     pthread_mutex_destroy(&e->lock);
     ag_free(e);
 }
@@ -689,7 +697,7 @@ int ag_saga_wait_starts(struct ag_saga_engine *e, int timeout_ms)
     int rc = 0;
     pthread_mutex_lock(&e->lock);
     while (e->starts_pending && !rc)
-        if (pthread_cond_timedwait(&e->cond, &e->lock, &ts) == ETIMEDOUT) rc = AG_ETIMEDOUT;
+        if (pthread_cond_timedwait(&e->starts, &e->lock, &ts) == ETIMEDOUT) rc = AG_ETIMEDOUT;
     if (!rc && e->starts_failed) {
         e->starts_failed = 0;
         rc = AG_EIO;

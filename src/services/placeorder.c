@@ -97,7 +97,9 @@ static int place_check(void *ud, const json_t *data, const char *key, const char
     const char *id;
     int rc = load_order(ud, data, &v, &id, err);
     if (rc) return rc;
-    if (v.status != AG_ORDER_PENDING)
+    /* confirmed: this saga confirmed it before a crash lost its step records, and it
+     * is re-running steps that will all find their effects in place */
+    if (v.status != AG_ORDER_PENDING && v.status != AG_ORDER_CONFIRMED)
         return ag_err_set(err, AG_EDOMAIN, "order %s is %s", id, ag_order_status_name(v.status));
     return 0;
 }

@@ -115,6 +115,9 @@ AG_EXTERN int ag_http_server_new(const struct ag_http_server_config *cfg,
 AG_EXTERN int ag_http_server_start(struct ag_http_server *s, struct ag_err *err);
 /* The bound port (useful with port 0). */
 AG_EXTERN uint16_t ag_http_server_port(const struct ag_http_server *s);
+/* 0 when nobody listens on host:port (port 0: always), else AG_EIO saying so. Servers
+ * check this themselves; a program may call it first to fail before doing work. */
+AG_EXTERN int ag_http_listen_check(const char *host, uint16_t port, struct ag_err *err);
 /* Start a graceful drain (thread-safe, returns at once): stop accepting, report
  * not ready, close idle connections, answer in-flight requests with
  * "Connection: close", and force-close what is left after `timeout_ms`. */

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "agora/gateway.h"
+#include "agora/http.h"
 #include "agora/platform.h"
 #include "cli/cli.h"
 
@@ -126,7 +127,8 @@ static int run(int argc, char **argv)
     struct ag_err err;
     ag_err_clear(&err);
     char secret[65];
-    int rc = gateway ? ag_cli_jwt_secret(data, true, secret, &err) : 0;
+    int rc = ag_http_listen_check(host, port, &err); /* before touching the data */
+    if (!rc && gateway) rc = ag_cli_jwt_secret(data, true, secret, &err);
     if (!rc) rc = ag_platform_start(&cfg, &p, &err);
     if (rc) {
         fprintf(stderr, "agora run: %s\n", ag_err_msg(&err, rc));

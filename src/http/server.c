@@ -434,6 +434,36 @@ static int bind_socket(const char *host, uint16_t port, struct ag_err *err, int 
     return 0;
 }
 
+/* SO_REUSEPORT lets any process of the same user bind the port too, and then the
+ * kernel splits connections between them without a word. Before our own sockets,
+ * a plain bind (no SO_REUSEPORT) tells whether someone already listens there. */
+static int probe_free(const char *host, uint16_t port, struct ag_err *err)
+{
+    struct sockaddr_storage ss;
+    if (port == 0) return 0;
+    if (uv_ip4_addr(host, port, (struct sockaddr_in *)&ss) != 0 &&
+        uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss) != 0)
+        return ag_err_set(err, AG_EINVAL, "not a numeric address: %s", host);
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return ag_err_set(err, AG_EIO, "socket: %s", strerror(errno));
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    socklen_t len =
+        ss.ss_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+    int rc = bind(fd, (struct sockaddr *)&ss, len) == 0 ? 0 : errno;
+    close(fd);
+    if (rc == EADDRINUSE)
+        return ag_err_set(err, AG_EIO,
+                          "bind %s:%u: address already in use (another process listens there)",
+                          host, port);
+    return rc ? ag_err_set(err, AG_EIO, "bind %s:%u: %s", host, port, strerror(rc)) : 0;
+}
+
+int ag_http_listen_check(const char *host, uint16_t port, struct ag_err *err)
+{
+    return probe_free(host ? host : "127.0.0.1", port, err);
+}
+
 static uint16_t bound_port(int fd)
 {
     struct sockaddr_storage ss;
@@ -498,8 +528,8 @@ int ag_http_server_start(struct ag_http_server *s, struct ag_err *err)
 {
     if (s->started) return ag_err_set(err, AG_EINVAL, "server already started");
     signal(SIGPIPE, SIG_IGN);
-    int rc = 0;
     uint16_t port = s->cfg.port;
+    int rc = probe_free(s->cfg.host, port, err);
     for (int i = 0; i < s->nworkers && !rc; i++) {
         int fd = -1;
         rc = bind_socket(s->cfg.host, port, err, &fd);

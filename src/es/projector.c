@@ -50,10 +50,41 @@ static const char base_schema[] =
     "CREATE TABLE IF NOT EXISTS ag_inbox(consumer TEXT NOT NULL, event_id BLOB NOT NULL,"
     " PRIMARY KEY(consumer, event_id)) WITHOUT ROWID;";
 
+/* A read model is derived data: when its file is not a database any more, keep it
+ * aside (nothing is deleted) and let the projection rebuild it from the log. */
+static bool set_aside_if_corrupt(sqlite3 *db, const char *path)
+{
+    int code = sqlite3_errcode(db);
+    if (code != SQLITE_NOTADB && code != SQLITE_CORRUPT) return false;
+    char aside[1100];
+    snprintf(aside, sizeof aside, "%s.corrupt-%lld", path, (long long)time(NULL));
+    if (rename(path, aside) != 0) return false;
+    for (const char *sfx = "-wal"; sfx; sfx = sfx[1] == 'w' ? "-shm" : NULL) {
+        char side[1100];
+        snprintf(side, sizeof side, "%s%s", path, sfx);
+        remove(side);
+    }
+    AG_WARN("projection.corrupt_rebuilding", AG_LS("file", path), AG_LS("kept_as", aside),
+            AG_LS("error", sqlite3_errmsg(db)));
+    return true;
+}
+
+static int db_open_once(const char *path, const struct ag_projection *p, sqlite3 **db, bool *retry,
+                        struct ag_err *err);
+
 static int db_open(const char *dir, const struct ag_projection *p, sqlite3 **db, struct ag_err *err)
 {
     char path[1024];
     snprintf(path, sizeof path, "%s/%s.db", dir, p->name);
+    bool retry = false;
+    int rc = db_open_once(path, p, db, &retry, err);
+    if (rc && retry) rc = db_open_once(path, p, db, &retry, err);
+    return rc;
+}
+
+static int db_open_once(const char *path, const struct ag_projection *p, sqlite3 **db, bool *retry,
+                        struct ag_err *err)
+{
     if (sqlite3_open_v2(path, db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                         NULL) != SQLITE_OK) {
         int rc = ag_err_set(err, AG_EIO, "%s: %s", path, *db ? sqlite3_errmsg(*db) : "cannot open");
@@ -67,6 +98,7 @@ static int db_open(const char *dir, const struct ag_projection *p, sqlite3 **db,
         (p->schema && sqlite3_exec(*db, p->schema, NULL, NULL, &msg) != SQLITE_OK)) {
         int rc = ag_err_set(err, AG_EIO, "%s: schema: %s", path, msg ? msg : "?");
         sqlite3_free(msg);
+        *retry = !*retry && set_aside_if_corrupt(*db, path);
         sqlite3_close(*db);
         *db = NULL;
         return rc;

@@ -323,3 +323,32 @@ Test(projector, a_failing_projection_stops_and_says_why)
     cr_assert(strstr(s.error, "position 3"), "%s", s.error);
     ag_projector_stop(p);
 }
+
+Test(projector, a_corrupt_read_model_is_set_aside_and_rebuilt)
+{
+    char rm[128], path[192];
+    snprintf(rm, sizeof rm, "%s/readmodels", dir);
+    struct add a = {2, 0};
+    for (int i = 0; i < 5; i++)
+        ag_es_execute(repo, &counter_type, "a", decide_add, &a, NULL, NULL, NULL, NULL, NULL);
+    struct ag_projector *p;
+    cr_assert_eq(ag_projector_start(store, rm, &sum_proj, 1, &p, NULL), 0);
+    cr_assert_eq(ag_projector_wait(p, 4, 5000), 0);
+    ag_projector_stop(p);
+    snprintf(path, sizeof path, "%s/sums.db", rm);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fputs("this is not a database, it is garbage written over the read model file....", f);
+    fclose(f);
+    snprintf(path, sizeof path, "%s/sums.db-wal", rm);
+    remove(path);
+    struct ag_err err;
+    ag_err_clear(&err);
+    cr_assert_eq(ag_projector_start(store, rm, &sum_proj, 1, &p, &err), 0, "%s", err.msg);
+    cr_assert_eq(ag_projector_wait(p, 4, 5000), 0);
+    ag_projector_stop(p);
+    cr_assert_eq(query_total(rm, "a"), 10, "rebuilt from the log");
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "ls %s | grep -q 'sums.db.corrupt-'", rm);
+    cr_assert_eq(system(cmd), 0, "the damaged file is kept aside");
+}

@@ -639,8 +639,29 @@ static int compile_issuer(struct cctx *x, unsigned i)
         snprintf(path, sizeof path, "jwt.issuers[%u].jwksFile", i);
         if (ag__gw_jwks_load(is, y->jwksFile, &e)) return cerr(x, path, "%s", e.msg);
     }
+    if (y->jwksUri) {
+        snprintf(path, sizeof path, "jwt.issuers[%u].jwksUri", i);
+        if (strncmp(y->jwksUri, "http://", 7) != 0)
+            return cerr(x, path, "must be an http:// URL with a numeric host (got '%s')",
+                        y->jwksUri);
+        if (!(is->jwks_uri = ag_strdup(y->jwksUri))) return AG_ENOMEM;
+        is->jwks_refresh_ns = 300000000000ull;
+        snprintf(path, sizeof path, "jwt.issuers[%u].jwksRefresh", i);
+        if (dur(x, path, y->jwksRefresh, &is->jwks_refresh_ns)) return AG_ECONFIG;
+        char *doc = ag__gw_jwks_cached(y->jwksUri);
+        struct ag_err e;
+        if (!doc && ag__gw_jwks_refresh(y->jwksUri, &e) >= 0) doc = ag__gw_jwks_cached(y->jwksUri);
+        if (doc && ag__gw_jwks_add(is, doc, y->jwksUri, &e)) {
+            ag_free(doc);
+            return cerr(x, path, "%s", e.msg);
+        }
+        if (!doc) /* not reachable yet: tokens of this issuer get 401 until it is */
+            AG_WARN("gateway.jwks_unavailable", AG_LS("uri", y->jwksUri),
+                    AG_LS("detail", "no keys yet; the fetcher keeps trying"));
+        ag_free(doc);
+    }
     snprintf(path, sizeof path, "jwt.issuers[%u]", i);
-    if (!is->nkeys) return cerr(x, path, "issuer '%s' has no keys", is->iss);
+    if (!is->nkeys && !is->jwks_uri) return cerr(x, path, "issuer '%s' has no keys", is->iss);
     return 0;
 }
 

@@ -34,6 +34,7 @@ struct tcache {
     char *token;   /* owned copy */
     size_t len;
     struct gw_principal who; /* verified identity */
+    uint64_t gen;            /* configuration generation it was verified under */
 };
 
 struct gw_loop {
@@ -166,7 +167,9 @@ bool ag__gw_loop_token_cached(struct gw_loop *l, const char *tok, size_t len, ui
 {
     uint64_t h = ag_xxh3(tok, len) | 1;
     struct tcache *e = &l->cache[h % TOKEN_CACHE];
-    if (e->hash != h || e->len != len || memcmp(e->token, tok, len) || e->who.exp + 0 <= now_s)
+    /* a reload may have changed the keys: only trust what this generation verified */
+    if (e->hash != h || e->gen != l->gen || e->len != len || memcmp(e->token, tok, len) ||
+        e->who.exp + 0 <= now_s)
         return false;
     *p = e->who;
     return true;
@@ -181,7 +184,7 @@ void ag__gw_loop_token_store(struct gw_loop *l, const char *tok, size_t len,
     if (!copy) return;
     memcpy(copy, tok, len);
     ag_free(e->token);
-    *e = (struct tcache){h, copy, len, *p};
+    *e = (struct tcache){h, copy, len, *p, l->gen};
 }
 
 int ag__gw_authenticate(struct ag_gateway *gw, struct gw_loop *l, const struct gw_conf *conf,

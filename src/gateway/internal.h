@@ -168,6 +168,8 @@ struct y_issuer {
     struct y_key *keys;
     unsigned keys_count;
     char *jwksFile;
+    char *jwksUri;     /* http://HOST:PORT/path (numeric host), fetched and cached */
+    char *jwksRefresh; /* how often to fetch it again (default 5m) */
 };
 struct y_jwt {
     struct y_issuer *issuers;
@@ -234,8 +236,10 @@ struct gw_key {
 };
 
 struct gw_issuer {
-    char *iss;  /* exact match of the iss claim */
-    char **aud; /* accepted audiences (any one in the token's aud) */
+    char *iss;                /* exact match of the iss claim */
+    char *jwks_uri;           /* keys also come from this URL (NULL: none) */
+    uint64_t jwks_refresh_ns; /* how often the fetcher fetches it */
+    char **aud;               /* accepted audiences (any one in the token's aud) */
     size_t naud;
     struct gw_key *keys;
     size_t nkeys;
@@ -280,6 +284,21 @@ enum gw_jwt_fail ag__gw_jwt_verify(const struct gw_jwt *j, const char *token, si
                                    uint64_t now_s, struct gw_principal *p /* OUT */);
 /* Load a JWKS file's keys (kty oct/RSA/EC with alg) into `iss`. */
 int ag__gw_jwks_load(struct gw_issuer *iss, const char *path, struct ag_err *err);
+/* Add the keys of a JWKS document (text) to `iss`. */
+int ag__gw_jwks_add(struct gw_issuer *iss, const char *text, const char *what, struct ag_err *err);
+
+/* ---- JWKS over HTTP (jwks.c) ---- */
+
+/* The last good document fetched from `uri` (owned copy; NULL when none yet). */
+char *ag__gw_jwks_cached(const char *uri);
+/* Fetch `uri` now (blocking, 5 s) and cache it when it parses as a JWKS. 1 when the
+ * cached document changed, 0 when unchanged, or an error (the cache keeps the last
+ * good one). */
+int ag__gw_jwks_refresh(const char *uri, struct ag_err *err);
+/* The fetcher thread: refreshes every issuer's jwksUri on its schedule and reloads
+ * the gateway's configuration when keys changed. */
+int ag__gw_jwks_start(struct ag_gateway *gw);
+void ag__gw_jwks_stop(struct ag_gateway *gw);
 void ag__gw_jwt_free(struct gw_jwt *j);
 /* Mint (jwt.c): see ag_gateway_token. */
 int ag__gw_jwt_mint(const struct gw_jwt *j, const struct ag_gateway_token_request *req,
@@ -437,6 +456,11 @@ struct ag_gateway {
     _Atomic size_t nloops;
     _Atomic bool stopping;
     struct ag_obs_family *f_route_req, *f_route_dur, *f_up_req;
+    pthread_t jwks_thread; /* the JWKS fetcher (when an issuer has a jwksUri) */
+    bool jwks_started;
+    pthread_mutex_t jwks_lock;
+    pthread_cond_t jwks_cond;
+    bool jwks_stop;
 };
 
 /* The state of the loop `req` runs on (created on first use); NULL when

@@ -410,6 +410,8 @@ static int jwk_key(json_t *k, struct gw_key *gk, struct ag_err *err)
     return ag_err_set(err, AG_EINVAL, "kty %s does not fit alg %s", kty, alg);
 }
 
+static int jwks_keys(struct gw_issuer *iss, json_t *doc, const char *path, struct ag_err *err);
+
 int ag__gw_jwks_load(struct gw_issuer *iss, const char *path, struct ag_err *err)
 {
     json_error_t je;
@@ -417,6 +419,20 @@ int ag__gw_jwks_load(struct gw_issuer *iss, const char *path, struct ag_err *err
     if (!doc)
         return ag_err_set(err, AG_EINVAL, "cannot load JWKS %s: %s (line %d)", path, je.text,
                           je.line);
+    return jwks_keys(iss, doc, path, err);
+}
+
+int ag__gw_jwks_add(struct gw_issuer *iss, const char *text, const char *what, struct ag_err *err)
+{
+    json_error_t je;
+    json_t *doc = json_loads(text, JSON_REJECT_DUPLICATES, &je);
+    if (!doc) return ag_err_set(err, AG_EINVAL, "JWKS %s: %s (line %d)", what, je.text, je.line);
+    return jwks_keys(iss, doc, what, err);
+}
+
+/* Adds the keys of `doc` (consumed) to `iss`. */
+static int jwks_keys(struct gw_issuer *iss, json_t *doc, const char *path, struct ag_err *err)
+{
     json_t *keys = json_object_get(doc, "keys");
     int rc =
         json_is_array(keys) ? 0 : ag_err_set(err, AG_EINVAL, "JWKS %s has no keys array", path);
@@ -447,6 +463,7 @@ void ag__gw_jwt_free(struct gw_jwt *j)
         for (size_t a = 0; a < is->naud; a++) ag_free(is->aud[a]);
         ag_free(is->aud);
         ag_free(is->iss);
+        ag_free(is->jwks_uri);
     }
     ag_free(j->issuers);
     ag_free(j->roles_claim);

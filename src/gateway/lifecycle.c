@@ -250,6 +250,8 @@ int ag_gateway_start(const struct ag_gateway_options *opts, struct ag_gateway **
     if ((rc = ag_mesh_health_start(&gw->checker, err))) goto out_free;
     check_clusters(gw, gw->conf);
     if ((rc = start_server(gw, err))) goto out_free;
+    if (ag__gw_jwks_start(gw))
+        AG_WARN("gateway.jwks_fetcher_not_started", AG_LS("error", "out of memory"));
     *out = gw;
     return 0;
 out_free:
@@ -294,6 +296,7 @@ int ag_gateway_reload(struct ag_gateway *gw, const char *yaml, struct ag_err *er
 void ag_gateway_stop(struct ag_gateway *gw, uint32_t drain_ms)
 {
     if (!gw) return;
+    ag__gw_jwks_stop(gw);
     ag_http_server_drain(gw->server, drain_ms);
     pthread_mutex_lock(&gw->loops_lock);
     atomic_store(&gw->stopping, true);

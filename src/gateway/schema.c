@@ -173,7 +173,10 @@ static const cyaml_schema_value_t key_entry = ENTRY(struct y_key, key_fields);
 static const cyaml_schema_field_t issuer_fields[] = {
     STR("issuer", struct y_issuer, issuer),
     SEQ("audiences", struct y_issuer, audiences, string_entry),
-    SEQ("keys", struct y_issuer, keys, key_entry), STR("jwksFile", struct y_issuer, jwksFile),
+    SEQ("keys", struct y_issuer, keys, key_entry),
+    STR("jwksFile", struct y_issuer, jwksFile),
+    STR("jwksUri", struct y_issuer, jwksUri),
+    STR("jwksRefresh", struct y_issuer, jwksRefresh),
     CYAML_FIELD_END};
 static const cyaml_schema_value_t issuer_entry = ENTRY(struct y_issuer, issuer_fields);
 static const cyaml_schema_field_t jwt_fields[] = {

@@ -621,9 +621,9 @@ static int compile_issuer(struct cctx *x, unsigned i)
     if (!(is->iss = ag_strdup(y->issuer))) return AG_ENOMEM;
     if (dup_list(y->audiences, y->audiences_count, &is->aud, &is->naud)) return AG_ENOMEM;
     if (y->keys_count && !(is->keys = ag_calloc(y->keys_count, sizeof *is->keys))) return AG_ENOMEM;
-    for (unsigned k = 0; k < y->keys_count; k++, is->nkeys++) {
+    for (unsigned k = 0; k < y->keys_count; k++) {
         const struct y_key *yk = &y->keys[k];
-        struct gw_key *gk = &is->keys[k];
+        struct gw_key *gk = &is->keys[is->nkeys++]; /* counted first: a failure frees it too */
         snprintf(path, sizeof path, "jwt.issuers[%u].keys[%u].alg", i, k);
         if (!yk->alg || ag__gw_alg_parse(yk->alg, &gk->alg))
             return cerr(x, path,

@@ -23,6 +23,7 @@
 
 #include "agora/base.h"
 #include "agora/http.h"
+#include "agora/gateway.h"
 #include "cli/cli.h"
 
 static const char usage_text[] =
@@ -710,6 +711,26 @@ static void cleanup(struct load *L)
     ag_free(L->final.v);
 }
 
+/* Without --token, a platform started by `agora run` on this machine (its data
+ * directory holds the gateway's secret) gets a token minted here, so
+ * `agora run` + `agora load` work together as they are. */
+static void default_token(struct opts *o)
+{
+    if (o->auth[0]) return;
+    const char *data = getenv("AGORA_DATA") ? getenv("AGORA_DATA") : "./data";
+    char secret[65], *yaml = NULL, *tok = NULL;
+    if (ag_cli_jwt_secret(data, false, secret, NULL)) return; /* no gateway secret: no token */
+    yaml = ag_cli_run_gateway_yaml("127.0.0.1:0", secret, 1);
+    const char *roles[] = {"customer"};
+    struct ag_gateway_token_request t = {
+        .sub = "agora-load", .roles = roles, .nroles = 1, .ttl_s = 86400};
+    struct ag_gateway_options go = {.config_yaml = yaml};
+    if (yaml && ag_gateway_token(&go, &t, &tok, NULL) == 0)
+        snprintf(o->auth, sizeof o->auth, "Bearer %s", tok);
+    ag_free(tok);
+    ag_free(yaml);
+}
+
 static int run(int argc, char **argv)
 {
     if (ag_cli_wants_help(argc, argv)) {
@@ -720,6 +741,7 @@ static int run(int argc, char **argv)
     if (!L) return 1;
     int rc = parse_opts(argc, argv, &L->o);
     if (rc) return ag_free(L), rc;
+    default_token(&L->o);
     uint64_t seed = ag_rng_next(ag_rng_system());
     ag_xoshiro_seed(&L->rng, seed);
     snprintf(L->run_id, sizeof L->run_id, "%016llx", (unsigned long long)seed);

@@ -46,9 +46,10 @@ bench-%: build
 fuzz: bootstrap
 	@cmake --preset fuzz >/dev/null
 	@cmake --build --preset fuzz -j $(JOBS)
-	@for f in build/fuzz/fuzz_*; do n=$${f##*/fuzz_}; mkdir -p fuzz/corpus/$$n; \
-	  echo "fuzzing $$n for $(FUZZ_SECONDS)s"; \
-	  $$f -max_total_time=$(FUZZ_SECONDS) fuzz/corpus/$$n || exit 1; done
+	@for f in build/fuzz/fuzz_*; do n=$${f##*/fuzz_}; mkdir -p build/fuzz/corpus-$$n; \
+	  echo "fuzzing $$n for $(FUZZ_SECONDS)s (new inputs in build/fuzz/corpus-$$n)"; \
+	  $$f -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=build/fuzz/ \
+	    build/fuzz/corpus-$$n fuzz/corpus/$$n || exit 1; done
 
 fmt:
 	@clang-format -i $$(git ls-files '*.c' '*.h')

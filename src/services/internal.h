@@ -150,6 +150,7 @@ void svc_payments_routes(struct ag_platform *p);
 void svc_inventory_routes(struct ag_platform *p);
 void svc_ordering_routes(struct ag_platform *p);
 void svc_admin_routes(struct ag_platform *p);
+void svc_shipping_routes(struct ag_platform *p);
 
 void svc_customers_projection(struct ag_projection *out);
 void svc_catalog_projection(struct ag_projection *out);

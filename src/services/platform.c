@@ -127,6 +127,7 @@ static int start_http(struct ag_platform *p, struct ag_err *err)
     svc_payments_routes(p);
     svc_inventory_routes(p);
     svc_ordering_routes(p);
+    svc_shipping_routes(p);
     svc_admin_routes(p);
     struct ag_http_server_config hc = {
         .host = p->cfg.host, .port = p->cfg.port, .workers = p->cfg.workers};

@@ -1,0 +1,109 @@
+/*
+ * The shipping context's API: read a shipment (by its order), and dispatch it —
+ * the warehouse handing the parcel to the carrier, which moves the order from
+ * confirmed to shipped. Dispatch runs two idempotent commands in order (shipment,
+ * then order), so a retry after a crash between them completes the second.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "services/internal.h"
+
+static json_t *shipment_row(sqlite3_stmt *st)
+{
+    const char *addr = (const char *)sqlite3_column_text(st, 4);
+    json_t *s =
+        json_pack("{s:s, s:s, s:s, s:s?, s:s}", "orderId", (const char *)sqlite3_column_text(st, 0),
+                  "id", (const char *)sqlite3_column_text(st, 1), "status",
+                  (const char *)sqlite3_column_text(st, 2), "trackingNumber",
+                  (const char *)sqlite3_column_text(st, 3), "updatedAt",
+                  (const char *)sqlite3_column_text(st, 5));
+    json_t *a = addr ? json_loads(addr, 0, NULL) : NULL;
+    if (a) json_object_set_new(s, "address", a);
+    return s;
+}
+
+static const char select_sql[] = "SELECT order_id, id, status, tracking_number, address, updated_at"
+                                 " FROM shipments WHERE order_id=?";
+
+static int get(struct svc_job *j)
+{
+    const char *args[] = {j->param};
+    json_t *rows = svc_rm_query(j->p, RM_SHIPMENTS, select_sql, args, 1, shipment_row);
+    if (rows && !json_array_size(rows) && svc_stream_exists(j->p, "shipment", j->param)) {
+        svc_rm_catch_up(j->p);
+        json_decref(rows);
+        rows = svc_rm_query(j->p, RM_SHIPMENTS, select_sql, args, 1, shipment_row);
+    }
+    if (!rows) return AG_EIO;
+    if (!json_array_size(rows)) {
+        json_decref(rows);
+        return svc_problem(j, 404, "Shipment not found", "no shipment for order %s", j->param);
+    }
+    j->rm_position = ag_projector_position(j->p->projector);
+    svc_ok(j, 200, json_incref(json_array_get(rows, 0)));
+    json_decref(rows);
+    return 0;
+}
+
+static int d_dispatch(const void *st, const void *cmd, struct ag_dom_events *out,
+                      struct ag_err *err)
+{
+    return ag_shipment_dispatch(st, cmd, out, err);
+}
+
+static int d_ship(const void *st, const void *cmd, struct ag_dom_events *out, struct ag_err *err)
+{
+    return ag_order_ship(st, cmd, out, err);
+}
+
+static void view_order_status(const void *state, int64_t version, void *ud)
+{
+    AG_UNUSED(version);
+    *(enum ag_order_status *)ud = ((const struct ag_order *)state)->status;
+}
+
+/* POST /api/v1/shipments/{orderId}/dispatch */
+static int dispatch(struct svc_job *j)
+{
+    char stream[128];
+    struct ag_err err;
+    ag_err_clear(&err);
+    enum ag_order_status status = AG_ORDER_DRAFT;
+    svc_stream(stream, sizeof stream, "order", j->param);
+    if (!svc_stream_exists(j->p, "order", j->param))
+        return svc_problem(j, 404, "Order not found", "no order with id %s", j->param);
+    svc_read(j->p, &svc_order_type, stream, view_order_status, &status, NULL);
+    if (status != AG_ORDER_CONFIRMED && status != AG_ORDER_SHIPPED)
+        return svc_problem(j, 409, "Order cannot be shipped", "order %s is %s, not confirmed",
+                           j->param, ag_order_status_name(status));
+    struct ag_shipment_dispatch d = {svc_now_ms()};
+    svc_stream(stream, sizeof stream, "shipment", j->param);
+    int rc =
+        svc_exec(j->p, &svc_shipment_type, stream, d_dispatch, &d, j->meta, NULL, NULL, NULL, &err);
+    struct ag_order_ship s = {svc_now_ms()};
+    svc_stream(stream, sizeof stream, "order", j->param);
+    if (!rc)
+        rc = svc_exec(j->p, &svc_order_type, stream, d_ship, &s, j->meta, NULL, NULL, NULL, &err);
+    if (rc == AG_EDOMAIN)
+        return svc_problem(j, 409, "Shipment cannot be dispatched", "%s", err.msg);
+    if (rc) return svc_error(j, rc, &err);
+    return svc_ok(j, 202,
+                  json_pack("{s:s, s:s, s:s}", "orderId", j->param, "status", "dispatched",
+                            "orderStatus", "shipped"));
+}
+
+static int h_get(struct ag_http_req *req, void *ud)
+{
+    return svc_offload(ud, req, get, "orderId", NULL);
+}
+static int h_dispatch(struct ag_http_req *req, void *ud)
+{
+    return svc_offload(ud, req, dispatch, "orderId", NULL);
+}
+
+void svc_shipping_routes(struct ag_platform *p)
+{
+    ag_http_route(p->router, "GET", "/api/v1/shipments/{orderId}", h_get, p);
+    ag_http_route(p->router, "POST", "/api/v1/shipments/{orderId}/dispatch", h_dispatch, p);
+}

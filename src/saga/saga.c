@@ -43,9 +43,9 @@ struct ag_saga_engine {
     pthread_t *threads;
     unsigned nthreads;
     pthread_mutex_t lock;
-    pthread_cond_t work;      /* workers wait here for the queue (one woken per item) */
-    pthread_cond_t starts;    /* ag_saga_wait_starts waits here */
-    pthread_cond_t tick;      /* the retry thread's timed sleep; stop wakes it */
+    pthread_cond_t work;   /* workers wait here for the queue (one woken per item) */
+    pthread_cond_t starts; /* ag_saga_wait_starts waits here */
+    pthread_cond_t tick;   /* the retry thread's timed sleep; stop wakes it */
     struct qitem *head, *tail;
     struct qitem *delayed; /* interrupted sagas waiting to be retried */
     pthread_t retry_thread;

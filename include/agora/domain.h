@@ -160,6 +160,7 @@ struct ag_dom_idmap {
 #define AG_EV_STOCK_ADDED           "StockAdded"
 #define AG_EV_STOCK_RESERVED        "StockReserved"
 #define AG_EV_STOCK_RELEASED        "StockReleased"
+#define AG_EV_STOCK_SHIPPED         "StockShipped"
 #define AG_EV_ACCOUNT_OPENED        "AccountOpened"
 #define AG_EV_MONEY_DEPOSITED       "MoneyDeposited"
 #define AG_EV_MONEY_WITHDRAWN       "MoneyWithdrawn"
@@ -439,6 +440,10 @@ AG_EXTERN void ag_stock_free(void *state);
 AG_EXTERN int ag_stock_evolve(void *state, const char *type, const json_t *data);
 AG_EXTERN json_t *ag_stock_snapshot(const void *state);
 AG_EXTERN int ag_stock_restore(void *state, const json_t *snap);
+struct ag_stock_ship {
+    const char *order_id; /* the order whose reserved units leave the warehouse */
+};
+
 /* on_hand - reserved. */
 AG_EXTERN int64_t ag_stock_available(const struct ag_stock *st);
 /* Units reserved for `order_id`, 0 when none. O(1). */
@@ -455,6 +460,10 @@ AG_EXTERN int ag_stock_reserve(const struct ag_stock *st, const struct ag_stock_
 /* StockReleased {orderId, quantity, reason}. */
 AG_EXTERN int ag_stock_release(const struct ag_stock *st, const struct ag_stock_release *cmd,
                                struct ag_dom_events *out, struct ag_err *err);
+/* StockShipped {orderId, quantity}: the order's reserved units left the warehouse
+ * (on hand and reserved both go down). No reservation → no events (idempotent). */
+AG_EXTERN int ag_stock_ship(const struct ag_stock *st, const struct ag_stock_ship *cmd,
+                            struct ag_dom_events *out, struct ag_err *err);
 AG_EXTERN extern const struct ag_dom_aggregate ag_stock_aggregate;
 
 /* ==== Account ==== */

@@ -101,7 +101,7 @@ static const char schema[] =
     " reserved INTEGER NOT NULL);";
 
 static const char *const types[] = {AG_EV_STOCK_ADDED, AG_EV_STOCK_RESERVED, AG_EV_STOCK_RELEASED,
-                                    NULL};
+                                    AG_EV_STOCK_SHIPPED, NULL};
 
 static int apply(sqlite3 *db, const struct ag_event *ev, const json_t *d, void *ud)
 {
@@ -115,6 +115,9 @@ static int apply(sqlite3 *db, const struct ag_event *ev, const json_t *d, void *
                             " SET on_hand = on_hand + ?2"
                       : strcmp(type, AG_EV_STOCK_RESERVED) == 0
                           ? "UPDATE stock SET reserved = reserved + ?2 WHERE product_id=?1"
+                      : strcmp(type, AG_EV_STOCK_SHIPPED) == 0
+                          ? "UPDATE stock SET reserved = reserved - ?2, on_hand = on_hand - ?2 "
+                            "WHERE product_id=?1"
                           : "UPDATE stock SET reserved = reserved - ?2 WHERE product_id=?1";
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) return AG_EIO;

@@ -1,8 +1,9 @@
 /*
  * The shipping context's API: read a shipment (by its order), and dispatch it —
  * the warehouse handing the parcel to the carrier, which moves the order from
- * confirmed to shipped. Dispatch runs two idempotent commands in order (shipment,
- * then order), so a retry after a crash between them completes the second.
+ * confirmed to shipped and takes its reserved units off the shelves. Dispatch runs
+ * idempotent commands in order (shipment, each stock item, order), so a retry after
+ * a crash between them completes the rest.
  */
 #include <stdio.h>
 #include <string.h>
@@ -57,10 +58,40 @@ static int d_ship(const void *st, const void *cmd, struct ag_dom_events *out, st
     return ag_order_ship(st, cmd, out, err);
 }
 
-static void view_order_status(const void *state, int64_t version, void *ud)
+struct order_lines {
+    enum ag_order_status status;
+    size_t n;
+    char product[100][AG_DOM_ID_MAX];
+};
+
+static void view_order(const void *state, int64_t version, void *ud)
 {
     AG_UNUSED(version);
-    *(enum ag_order_status *)ud = ((const struct ag_order *)state)->status;
+    const struct ag_order *o = state;
+    struct order_lines *v = ud;
+    v->status = o->status;
+    v->n = o->nlines < 100 ? o->nlines : 100;
+    for (size_t i = 0; i < v->n; i++) memcpy(v->product[i], o->lines[i].product_id, AG_DOM_ID_MAX);
+}
+
+static int d_stock_ship(const void *st, const void *cmd, struct ag_dom_events *out,
+                        struct ag_err *err)
+{
+    return ag_stock_ship(st, cmd, out, err);
+}
+
+/* The order's reserved units leave the warehouse (each stock item, idempotently). */
+static int ship_stock(struct svc_job *j, const struct order_lines *v, struct ag_err *err)
+{
+    int rc = 0;
+    for (size_t i = 0; i < v->n && !rc; i++) {
+        char stream[128];
+        svc_stream(stream, sizeof stream, "stock", v->product[i]);
+        struct ag_stock_ship s = {j->param};
+        rc = svc_exec(j->p, &svc_stock_type, stream, d_stock_ship, &s, j->meta, NULL, NULL, NULL,
+                      err);
+    }
+    return rc;
 }
 
 /* POST /api/v1/shipments/{orderId}/dispatch */
@@ -69,18 +100,26 @@ static int dispatch(struct svc_job *j)
     char stream[128];
     struct ag_err err;
     ag_err_clear(&err);
-    enum ag_order_status status = AG_ORDER_DRAFT;
+    struct order_lines *v = ag_calloc(1, sizeof *v);
+    if (!v) return AG_ENOMEM;
     svc_stream(stream, sizeof stream, "order", j->param);
-    if (!svc_stream_exists(j->p, "order", j->param))
+    if (!svc_stream_exists(j->p, "order", j->param)) {
+        ag_free(v);
         return svc_problem(j, 404, "Order not found", "no order with id %s", j->param);
-    svc_read(j->p, &svc_order_type, stream, view_order_status, &status, NULL);
-    if (status != AG_ORDER_CONFIRMED && status != AG_ORDER_SHIPPED)
-        return svc_problem(j, 409, "Order cannot be shipped", "order %s is %s, not confirmed",
-                           j->param, ag_order_status_name(status));
+    }
+    svc_read(j->p, &svc_order_type, stream, view_order, v, NULL);
+    if (v->status != AG_ORDER_CONFIRMED && v->status != AG_ORDER_SHIPPED) {
+        svc_problem(j, 409, "Order cannot be shipped", "order %s is %s, not confirmed", j->param,
+                    ag_order_status_name(v->status));
+        ag_free(v);
+        return 0;
+    }
     struct ag_shipment_dispatch d = {svc_now_ms()};
     svc_stream(stream, sizeof stream, "shipment", j->param);
     int rc =
         svc_exec(j->p, &svc_shipment_type, stream, d_dispatch, &d, j->meta, NULL, NULL, NULL, &err);
+    if (!rc) rc = ship_stock(j, v, &err);
+    ag_free(v);
     struct ag_order_ship s = {svc_now_ms()};
     svc_stream(stream, sizeof stream, "order", j->param);
     if (!rc)

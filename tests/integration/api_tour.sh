@@ -471,6 +471,8 @@ check "b.items.length===5" "b.items.every(c=>c.state==='closed')"
 pass "X-Request-ID kept, traceparent continued; /health/live, /metrics, /admin/projections, /admin/sagas, /admin/circuit-breakers"
 
 # ---- 13. shipping: the warehouse dispatches a confirmed order ----
+req GET "/api/v1/inventory/$KB"
+read -r KB_ON KB_RE <<<"$(j "b.onHand+' '+b.reserved")"
 req GET "/api/v1/shipments/$O1"
 status 200
 check "b.orderId==='$O1'" "b.status==='arranged'" "typeof b.trackingNumber==='string'" "b.address.city==='Springfield'"
@@ -483,13 +485,14 @@ NOAUTH=1 post "/api/v1/shipments/$O1/dispatch" '{}' "${ADM[@]}"
 status 202
 poll "/api/v1/orders/$O1" "b.status==='shipped'"
 poll "/api/v1/shipments/$O1" "b.status==='dispatched'"
+poll "/api/v1/inventory/$KB" "b.onHand===$((KB_ON - 2)) && b.reserved===$((KB_RE - 2))"
 NOAUTH=1 post "/api/v1/shipments/$O2/dispatch" '{}' "${ADM[@]}"
 problem 409
 NOAUTH=1 post /api/v1/shipments/no-such-order/dispatch '{}' "${ADM[@]}"
 problem 404
 req GET /api/v1/shipments/no-such-order
 problem 404
-pass "shipping: the shipment is arranged; dispatch (admin) ships the order, idempotently; a cancelled order cannot ship"
+pass "shipping: the shipment is arranged; dispatch (admin) ships the order and takes its 2 units off the shelves, idempotently; a cancelled order cannot ship"
 
 # ---- every answer against docs/openapi.yaml ----
 node "$SRC/tests/integration/api_validate.js" "$SRC/docs/openapi.yaml" "$EX" || fail "answers do not match docs/openapi.yaml"

@@ -3,6 +3,8 @@
  *
  * Events: StockAdded {productId, quantity}; StockReserved {orderId, quantity};
  * StockReleased {orderId, quantity, reason}.
+ * StockShipped {orderId, quantity}: reserved units left with the order (on hand and
+ * reserved both go down; the reservation is over).
  *
  * Invariants: 0 ≤ reserved ≤ on_hand; reserved = Σ active reservations; one active
  * reservation per order — reserving again for the same order is a no-op, and
@@ -89,12 +91,26 @@ static int on_released(struct ag_stock *s, const json_t *d)
     return 0;
 }
 
+static int on_shipped(struct ag_stock *s, const json_t *d)
+{
+    char oid[AG_DOM_ID_MAX];
+    if (ag__dom_get_str(d, "orderId", oid, sizeof oid)) return AG_EINVAL;
+    const struct ag_dom_idmap_slot *r = ag__idmap_get(&s->reservations, oid);
+    if (r) {
+        s->reserved -= r->value;
+        s->on_hand -= r->value;
+        ag__idmap_del(&s->reservations, oid);
+    }
+    return 0;
+}
+
 int ag_stock_evolve(void *state, const char *type, const json_t *data)
 {
     struct ag_stock *s = state;
     if (strcmp(type, AG_EV_STOCK_ADDED) == 0) return on_added(s, data);
     if (strcmp(type, AG_EV_STOCK_RESERVED) == 0) return on_reserved(s, data);
     if (strcmp(type, AG_EV_STOCK_RELEASED) == 0) return on_released(s, data);
+    if (strcmp(type, AG_EV_STOCK_SHIPPED) == 0) return on_shipped(s, data);
     return 0;
 }
 
@@ -206,6 +222,15 @@ int ag_stock_release(const struct ag_stock *st, const struct ag_stock_release *c
     json_t *d = json_pack("{s:s,s:I,s:s}", "orderId", r->key, "quantity", (json_int_t)r->value,
                           "reason", reason);
     return ag__dom_emit(out, AG_EV_STOCK_RELEASED, d, err);
+}
+
+int ag_stock_ship(const struct ag_stock *st, const struct ag_stock_ship *cmd,
+                  struct ag_dom_events *out, struct ag_err *err)
+{
+    const struct ag_dom_idmap_slot *r = ag__idmap_get(&st->reservations, cmd->order_id);
+    if (!r) return 0;
+    json_t *d = json_pack("{s:s,s:I}", "orderId", r->key, "quantity", (json_int_t)r->value);
+    return ag__dom_emit(out, AG_EV_STOCK_SHIPPED, d, err);
 }
 
 const struct ag_dom_aggregate ag_stock_aggregate = {

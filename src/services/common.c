@@ -393,6 +393,27 @@ void svc_idem_end(struct svc_job *j, const char *scope)
 
 /* ---- read models ---- */
 
+int svc_get_one(struct svc_job *j, enum rm_id rm, const char *sql, json_t *(*row)(sqlite3_stmt *),
+                const char *prefix, const char *title, const char *missing)
+{
+    const char *args[] = {j->param};
+    json_t *rows = svc_rm_query(j->p, rm, sql, args, 1, row);
+    if (rows && !json_array_size(rows) && svc_stream_exists(j->p, prefix, j->param)) {
+        svc_rm_catch_up(j->p); /* just written: wait for the read model */
+        json_decref(rows);
+        rows = svc_rm_query(j->p, rm, sql, args, 1, row);
+    }
+    if (!rows) return AG_EIO;
+    if (!json_array_size(rows)) {
+        json_decref(rows);
+        return svc_problem(j, 404, title, "%s %s", missing, j->param);
+    }
+    j->rm_position = ag_projector_position(j->p->projector);
+    svc_ok(j, 200, json_incref(json_array_get(rows, 0)));
+    json_decref(rows);
+    return 0;
+}
+
 json_t *svc_page(json_t *rows, int limit)
 {
     json_t *next = json_null();

@@ -142,22 +142,8 @@ static json_t *row(sqlite3_stmt *st)
 static int get(struct svc_job *j)
 {
     static const char sql[] = "SELECT id, email, name, tier, account_id FROM customers WHERE id=?";
-    const char *args[] = {j->param};
-    json_t *rows = svc_rm_query(j->p, RM_CUSTOMERS, sql, args, 1, row);
-    if (rows && json_array_size(rows) == 0 && svc_stream_exists(j->p, "customer", j->param)) {
-        svc_rm_catch_up(j->p); /* just registered: wait for the read model */
-        json_decref(rows);
-        rows = svc_rm_query(j->p, RM_CUSTOMERS, sql, args, 1, row);
-    }
-    if (!rows) return AG_EIO;
-    if (json_array_size(rows) == 0) {
-        json_decref(rows);
-        return svc_problem(j, 404, "Customer not found", "no customer with id %s", j->param);
-    }
-    j->rm_position = ag_projector_position(j->p->projector);
-    svc_ok(j, 200, json_incref(json_array_get(rows, 0)));
-    json_decref(rows);
-    return 0;
+    return svc_get_one(j, RM_CUSTOMERS, sql, row, "customer", "Customer not found",
+                       "no customer with id");
 }
 
 static int h_create(struct ag_http_req *req, void *ud)

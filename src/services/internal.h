@@ -136,6 +136,11 @@ void svc_rm_catch_up(struct ag_platform *p);
  * `row` (column name → value). */
 json_t *svc_rm_query(struct ag_platform *p, enum rm_id rm, const char *sql, const char *const *args,
                      size_t nargs, json_t *(*row)(sqlite3_stmt *st));
+/* GET one resource by the job's {id} from a read model (`sql` has one parameter).
+ * When the row is not there but the stream `<prefix>-<id>` exists (just written),
+ * waits for the read model first; 404 is `title` with "<missing> <id>". */
+int svc_get_one(struct svc_job *j, enum rm_id rm, const char *sql, json_t *(*row)(sqlite3_stmt *),
+                const char *prefix, const char *title, const char *missing);
 /* A list answer {items, nextCursor} from `rows` (stolen) fetched with LIMIT limit+1:
  * the extra row, if any, says there is a next page, which starts after the last id. */
 json_t *svc_page(json_t *rows, int limit);

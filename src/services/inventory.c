@@ -18,22 +18,8 @@ static json_t *row(sqlite3_stmt *st)
 static int get(struct svc_job *j)
 {
     static const char sql[] = "SELECT product_id, on_hand, reserved FROM stock WHERE product_id=?";
-    const char *args[] = {j->param};
-    json_t *rows = svc_rm_query(j->p, RM_STOCK, sql, args, 1, row);
-    if (rows && !json_array_size(rows) && svc_stream_exists(j->p, "stock", j->param)) {
-        svc_rm_catch_up(j->p);
-        json_decref(rows);
-        rows = svc_rm_query(j->p, RM_STOCK, sql, args, 1, row);
-    }
-    if (!rows) return AG_EIO;
-    if (!json_array_size(rows)) {
-        json_decref(rows);
-        return svc_problem(j, 404, "No stock", "no stock is recorded for product %s", j->param);
-    }
-    j->rm_position = ag_projector_position(j->p->projector);
-    svc_ok(j, 200, json_incref(json_array_get(rows, 0)));
-    json_decref(rows);
-    return 0;
+    return svc_get_one(j, RM_STOCK, sql, row, "stock", "No stock",
+                       "no stock is recorded for product");
 }
 
 static int d_stock_add(const void *st, const void *cmd, struct ag_dom_events *out,

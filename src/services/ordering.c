@@ -244,22 +244,8 @@ static int get(struct svc_job *j)
 {
     char sql[512];
     snprintf(sql, sizeof sql, "%s WHERE id=?", order_cols);
-    const char *args[] = {j->param};
-    json_t *rows = svc_rm_query(j->p, RM_ORDERS, sql, args, 1, order_row);
-    if (rows && !json_array_size(rows) && svc_stream_exists(j->p, "order", j->param)) {
-        svc_rm_catch_up(j->p);
-        json_decref(rows);
-        rows = svc_rm_query(j->p, RM_ORDERS, sql, args, 1, order_row);
-    }
-    if (!rows) return AG_EIO;
-    if (!json_array_size(rows)) {
-        json_decref(rows);
-        return svc_problem(j, 404, "Order not found", "no order with id %s", j->param);
-    }
-    j->rm_position = ag_projector_position(j->p->projector);
-    svc_ok(j, 200, json_incref(json_array_get(rows, 0)));
-    json_decref(rows);
-    return 0;
+    return svc_get_one(j, RM_ORDERS, sql, order_row, "order", "Order not found",
+                       "no order with id");
 }
 
 static int list(struct svc_job *j)
@@ -327,21 +313,7 @@ static int get_saga(struct svc_job *j)
 {
     static const char sql[] =
         "SELECT id, type, status, current_step, reason, steps, updated_at FROM sagas WHERE id=?";
-    const char *args[] = {j->param};
-    json_t *rows = svc_rm_query(j->p, RM_SAGAS, sql, args, 1, saga_row);
-    if (rows && !json_array_size(rows) && svc_stream_exists(j->p, "saga", j->param)) {
-        svc_rm_catch_up(j->p);
-        json_decref(rows);
-        rows = svc_rm_query(j->p, RM_SAGAS, sql, args, 1, saga_row);
-    }
-    if (!rows) return AG_EIO;
-    if (!json_array_size(rows)) {
-        json_decref(rows);
-        return svc_problem(j, 404, "Saga not found", "no saga with id %s", j->param);
-    }
-    svc_ok(j, 200, json_incref(json_array_get(rows, 0)));
-    json_decref(rows);
-    return 0;
+    return svc_get_one(j, RM_SAGAS, sql, saga_row, "saga", "Saga not found", "no saga with id");
 }
 
 /* GET /admin/sagas?status=failed */

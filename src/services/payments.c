@@ -103,22 +103,8 @@ static int get(struct svc_job *j)
 {
     char sql[256];
     snprintf(sql, sizeof sql, "%s WHERE id=?", cols);
-    const char *args[] = {j->param};
-    json_t *rows = svc_rm_query(j->p, RM_ACCOUNTS, sql, args, 1, row);
-    if (rows && !json_array_size(rows) && svc_stream_exists(j->p, "account", j->param)) {
-        svc_rm_catch_up(j->p);
-        json_decref(rows);
-        rows = svc_rm_query(j->p, RM_ACCOUNTS, sql, args, 1, row);
-    }
-    if (!rows) return AG_EIO;
-    if (!json_array_size(rows)) {
-        json_decref(rows);
-        return svc_problem(j, 404, "Account not found", "no account with id %s", j->param);
-    }
-    j->rm_position = ag_projector_position(j->p->projector);
-    svc_ok(j, 200, json_incref(json_array_get(rows, 0)));
-    json_decref(rows);
-    return 0;
+    return svc_get_one(j, RM_ACCOUNTS, sql, row, "account", "Account not found",
+                       "no account with id");
 }
 
 /* GET /api/v1/accounts?minBalance=N&limit&cursor: accounts with balance ≥ N. */

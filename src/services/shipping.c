@@ -29,22 +29,8 @@ static const char select_sql[] = "SELECT order_id, id, status, tracking_number, 
 
 static int get(struct svc_job *j)
 {
-    const char *args[] = {j->param};
-    json_t *rows = svc_rm_query(j->p, RM_SHIPMENTS, select_sql, args, 1, shipment_row);
-    if (rows && !json_array_size(rows) && svc_stream_exists(j->p, "shipment", j->param)) {
-        svc_rm_catch_up(j->p);
-        json_decref(rows);
-        rows = svc_rm_query(j->p, RM_SHIPMENTS, select_sql, args, 1, shipment_row);
-    }
-    if (!rows) return AG_EIO;
-    if (!json_array_size(rows)) {
-        json_decref(rows);
-        return svc_problem(j, 404, "Shipment not found", "no shipment for order %s", j->param);
-    }
-    j->rm_position = ag_projector_position(j->p->projector);
-    svc_ok(j, 200, json_incref(json_array_get(rows, 0)));
-    json_decref(rows);
-    return 0;
+    return svc_get_one(j, RM_SHIPMENTS, select_sql, shipment_row, "shipment", "Shipment not found",
+                       "no shipment for order");
 }
 
 static int d_dispatch(const void *st, const void *cmd, struct ag_dom_events *out,

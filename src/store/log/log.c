@@ -6,6 +6,8 @@
  *                               `segment_bytes` (256 MiB); a batch never spans two
  *   index.ckpt                  the index checkpoint (ckpt.c): derived, disposable
  *   LOCK                        flock(2)ed by the one writer process; holds its pid
+ *   seg-<n>.log.tmp             a segment being created (header written, then renamed);
+ *                               a leftover one is ignored
  *
  * SEGMENT HEADER (64 bytes, little-endian)
  *   0  "AGORALG1"   8  u32 format version (1)   12 u32 header size (64)
@@ -217,20 +219,24 @@ static int fsync_dir(struct lstore *ls)
 int ag__log_seg_create(struct lstore *ls, uint64_t segno, uint64_t base_position,
                        struct ag_err *err)
 {
-    char name[40];
+    char name[40], tmp[48];
     uint8_t hdr[LOG_SEG_HDR];
     seg_name(segno, name);
+    snprintf(tmp, sizeof tmp, "%s.tmp", name);
     struct lseg sg = {.segno = segno, .base_position = base_position, .end = LOG_SEG_HDR};
-    sg.fd = openat(ls->dir_fd, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (sg.fd < 0) return ag_err_set(err, AG_EIO, "%s/%s: %s", ls->dir, name, strerror(errno));
+    /* the header is written under a temporary name and renamed into place, so a crash
+     * mid-creation never leaves a segment without its header (open would refuse it) */
+    sg.fd = openat(ls->dir_fd, tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (sg.fd < 0) return ag_err_set(err, AG_EIO, "%s/%s: %s", ls->dir, tmp, strerror(errno));
     ag__log_seg_header(hdr, segno, base_position, ag_clock_now(ls->base.opts.clock));
     int rc = pwrite(sg.fd, hdr, sizeof hdr, 0) == (ssize_t)sizeof hdr ? 0 : -EIO;
     if (!rc && !ls->base.opts.no_sync && fdatasync(sg.fd)) rc = -errno;
+    if (!rc && renameat(ls->dir_fd, tmp, ls->dir_fd, name) != 0) rc = -errno;
     if (!rc) rc = fsync_dir(ls);
     if (!rc) rc = seg_map(&sg, seg_bytes(ls));
     if (rc) {
         close(sg.fd);
-        unlinkat(ls->dir_fd, name, 0);
+        unlinkat(ls->dir_fd, tmp, 0);
         return ag_err_set(err, AG_EIO, "%s/%s: %s", ls->dir, name, strerror(-rc));
     }
     pthread_rwlock_wrlock(&ls->ix_lock);

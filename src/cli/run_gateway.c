@@ -32,15 +32,21 @@ static int read_secret(const char *path, char out[65])
     return strlen(out) >= 32 ? 0 : -EINVAL;
 }
 
+/* Written under a temporary name and linked into place (never replacing one that a
+ * concurrent start made first), so a crash cannot leave a short, unusable secret. */
 static int create_secret(const char *path, char out[65])
 {
     uint8_t raw[32];
     if (getrandom(raw, sizeof raw, 0) != (ssize_t)sizeof raw) return -EIO;
     for (int i = 0; i < 32; i++) snprintf(out + 2 * i, 3, "%02x", raw[i]);
-    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    char tmp[1100];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0) return -errno;
     int rc = write(fd, out, 64) == 64 && fsync(fd) == 0 ? 0 : -EIO;
     close(fd);
+    if (!rc && link(tmp, path) != 0) rc = -errno;
+    unlink(tmp);
     return rc;
 }
 

@@ -69,15 +69,17 @@ static int serve_gateway(struct ag_platform *p, const char *listen, const char *
         ag_platform_stop(p);
         return 1;
     }
-    char host[64];
+    char host[64], self[512] = "agora";
     uint16_t port;
     ag_cli_parse_listen(listen, host, &port);
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1); /* the command to suggest */
+    if (n > 0) self[n] = 0;
     fprintf(
         stderr,
         "agora: serving http://%s:%u through the gateway (services on 127.0.0.1:%u, data in %s)\n"
-        "       writes need a token: agora token --data %s --sub <id> --role customer\n"
+        "       writes need a token: %s token --data %s --sub <id> --role customer\n"
         "       Ctrl-C to stop\n",
-        host, ag_gateway_port(gw), ag_platform_port(p), data, data);
+        host, ag_gateway_port(gw), ag_platform_port(p), data, self, data);
     ag_gateway_run_until_signal(gw);
     ag_gateway_stop(gw, 5000);
     ag_platform_stop(p);

@@ -62,6 +62,10 @@ AG_EXTERN int ag_buf_json_str(struct ag_buf *b, const char *s, size_t n);
 /* Detach the data (caller frees with ag_free); the buffer is left empty. */
 AG_EXTERN char *ag_buf_steal(struct ag_buf *b, size_t *len_out);
 
+/* Read a whole file into a NUL-terminated owned buffer (*len excludes the NUL).
+ * -errno when it cannot be opened or read, AG_ENOMEM. Caller frees with ag_free. */
+AG_EXTERN int ag_file_read(const char *path, char **out, size_t *len);
+
 /* ---- strings ---- */
 
 /* True when s[0..n) is well-formed UTF-8 (no overlongs, no surrogates). */

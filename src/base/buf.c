@@ -136,6 +136,28 @@ char *ag_buf_steal(struct ag_buf *b, size_t *len_out)
     return d;
 }
 
+int ag_file_read(const char *path, char **out, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return -errno;
+    struct ag_buf b;
+    ag_buf_init(&b);
+    char chunk[8192];
+    size_t n;
+    int rc = 0;
+    while (!rc && (n = fread(chunk, 1, sizeof chunk, f)) > 0) rc = ag_buf_append(&b, chunk, n);
+    if (!rc && ferror(f)) rc = -EIO;
+    fclose(f);
+    if (!rc) rc = ag_buf_putc(&b, '\0');
+    if (rc) {
+        ag_buf_free(&b);
+        return rc;
+    }
+    *len = b.len - 1;
+    *out = ag_buf_steal(&b, NULL);
+    return 0;
+}
+
 /* ---- strings ---- */
 
 bool ag_utf8_valid(const char *str, size_t n)

@@ -562,27 +562,6 @@ static int compile_routes(struct cctx *x)
 
 /* ---- jwt ---- */
 
-static int read_file(const char *path, char **out, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return AG_EIO;
-    struct ag_buf b;
-    ag_buf_init(&b);
-    char chunk[4096];
-    size_t n;
-    int rc = 0;
-    while (!rc && (n = fread(chunk, 1, sizeof chunk, f)) > 0) rc = ag_buf_append(&b, chunk, n);
-    fclose(f);
-    if (!rc) rc = ag_buf_putc(&b, '\0');
-    if (rc) {
-        ag_buf_free(&b);
-        return rc;
-    }
-    *len = b.len - 1;
-    *out = ag_buf_steal(&b, NULL);
-    return 0;
-}
-
 static int key_material(struct cctx *x, const char *path, const struct y_key *y, struct gw_key *k)
 {
     bool hmac = k->alg <= GW_HS512;
@@ -601,12 +580,12 @@ static int key_material(struct cctx *x, const char *path, const struct y_key *y,
         if (!(k->key = (unsigned char *)ag_strdup(y->publicKey))) return AG_ENOMEM;
         k->key_len = strlen(y->publicKey);
     } else if (y->publicKeyFile) {
-        if (read_file(y->publicKeyFile, (char **)&k->key, &k->key_len))
+        if (ag_file_read(y->publicKeyFile, (char **)&k->key, &k->key_len))
             return cerr(x, path, "cannot read publicKeyFile '%s'", y->publicKeyFile);
     } else if (!y->privateKeyFile) {
         return cerr(x, path, "an %s key needs publicKey or publicKeyFile", ag__gw_alg_name(k->alg));
     }
-    if (y->privateKeyFile && read_file(y->privateKeyFile, &k->sign_pem, &k->sign_pem_len))
+    if (y->privateKeyFile && ag_file_read(y->privateKeyFile, &k->sign_pem, &k->sign_pem_len))
         return cerr(x, path, "cannot read privateKeyFile '%s'", y->privateKeyFile);
     return 0;
 }

@@ -20,27 +20,6 @@
 
 #define CATCH_ALL_DEPTH 8
 
-static int read_text(const char *path, char **out, size_t *len, struct ag_err *err)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return ag_err_set(err, AG_ECONFIG, "%s: cannot open: %s", path, strerror(errno));
-    struct ag_buf b;
-    ag_buf_init(&b);
-    char chunk[8192];
-    size_t n;
-    int rc = 0;
-    while (!rc && (n = fread(chunk, 1, sizeof chunk, f)) > 0) rc = ag_buf_append(&b, chunk, n);
-    fclose(f);
-    if (!rc) rc = ag_buf_putc(&b, '\0');
-    if (rc) {
-        ag_buf_free(&b);
-        return ag_err_set(err, AG_ENOMEM, "out of memory reading %s", path);
-    }
-    *len = b.len - 1;
-    *out = ag_buf_steal(&b, NULL);
-    return 0;
-}
-
 /* Compile the options' configuration (or `yaml`). */
 static int compile_opts(const struct ag_gateway_options *o, const char *yaml,
                         struct ag_obs_registry *metrics, struct gw_conf **out, struct ag_err *err)
@@ -51,8 +30,10 @@ static int compile_opts(const struct ag_gateway_options *o, const char *yaml,
     if (yaml) {
         len = strlen(yaml);
     } else if (o->config_path) {
-        int rc = read_text(o->config_path, &text, &len, err);
-        if (rc) return rc;
+        int rc = ag_file_read(o->config_path, &text, &len);
+        if (rc)
+            return ag_err_set(err, rc == AG_ENOMEM ? rc : AG_ECONFIG, "%s: cannot read: %s",
+                              o->config_path, ag_strerror(rc));
         yaml = text;
     } else if (o->config_yaml) {
         yaml = o->config_yaml;

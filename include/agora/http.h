@@ -71,6 +71,10 @@ struct ag_http_observe {
     bool trace;                      /* parse or create traceparent; echo the server span */
     bool access_log;                 /* one JSON line per request via the base logger */
     bool ops_routes;                 /* mount GET /metrics, /health/live, /health/ready */
+    /* Who may read /metrics: called first; non-zero when it refused (and answered).
+     * NULL = anyone (a server reachable only by trusted peers). */
+    int (*metrics_guard)(struct ag_http_req *req, void *ud);
+    void *metrics_guard_ud;
 };
 
 /* A new router; caller frees with ag_http_router_free after every server using it. */

@@ -20,6 +20,12 @@ struct ag_platform_config {
     bool seed;             /* demo catalog, stock and funded customers on first start */
     bool no_sync;          /* store without fdatasync (tests only: not durable) */
     unsigned saga_threads; /* 0 = 256 (they mostly wait on group commit); env AGORA_SAGA_THREADS */
+    /* Identity comes from a gateway in front (x-user-id, x-user-roles); a request
+     * without it is anonymous. false (no gateway): a request without identity
+     * headers acts as the local operator, an admin — bind loopback only. */
+    bool behind_gateway;
+    /* Listen on this Unix socket (created 0600) instead of host:port. */
+    const char *unix_path;
 };
 
 struct ag_platform;
@@ -29,6 +35,8 @@ struct ag_platform;
 AG_EXTERN int ag_platform_start(const struct ag_platform_config *cfg, struct ag_platform **out,
                                 struct ag_err *err);
 AG_EXTERN uint16_t ag_platform_port(const struct ag_platform *p);
+/* The Unix socket the services listen on ("" when on TCP). */
+AG_EXTERN const char *ag_platform_socket(const struct ag_platform *p);
 /* The platform's metrics registry (borrowed; e.g. for a gateway in front to render
  * with its own at /metrics). */
 struct ag_obs_registry;

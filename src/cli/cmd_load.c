@@ -720,8 +720,8 @@ static void default_token(struct opts *o)
     const char *data = getenv("AGORA_DATA") ? getenv("AGORA_DATA") : "./data";
     char secret[65], *yaml = NULL, *tok = NULL;
     if (ag_cli_jwt_secret(data, false, secret, NULL)) return; /* no gateway secret: no token */
-    yaml = ag_cli_run_gateway_yaml("127.0.0.1:0", secret, 1);
-    const char *roles[] = {"customer"};
+    yaml = ag_cli_run_gateway_yaml("127.0.0.1:0", secret, "127.0.0.1:1");
+    const char *roles[] = {"admin"}; /* the load registers and funds many customers */
     struct ag_gateway_token_request t = {
         .sub = "agora-load", .roles = roles, .nroles = 1, .ttl_s = 86400};
     struct ag_gateway_options go = {.config_yaml = yaml};

@@ -1,7 +1,10 @@
 /* agora run: every context of the platform in one process, on the embedded store. */
+#include <errno.h>
+#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "agora/gateway.h"
@@ -14,17 +17,20 @@ static const char usage_text[] =
     "\n"
     "Start the commerce platform in one process: customers, catalog, ordering,\n"
     "inventory, payments and shipping over the embedded event store, their read\n"
-    "models, the PlaceOrder saga and the HTTP API, behind the API gateway. Reads are\n"
-    "public; writes need a token: agora token --data DIR --sub ID --role customer\n"
-    "(restocking needs --role admin). Ctrl-C stops it gracefully; SIGHUP reloads the\n"
-    "gateway's configuration.\n"
+    "models, the PlaceOrder saga and the HTTP API, behind the API gateway (the only\n"
+    "TCP listener; the services sit on DIR/services.sock). The catalog is public;\n"
+    "everything else needs a token: agora token --data DIR --sub ID --role customer.\n"
+    "A customer sees and acts on its own customer, account, orders only; restock,\n"
+    "dispatch, tiers, /admin/* and /metrics need --role admin. Ctrl-C stops it\n"
+    "gracefully; SIGHUP reloads the gateway's configuration.\n"
     "\n"
     "  --data DIR          event log and read models (default ./data, env AGORA_DATA)\n"
     "  --listen HOST:PORT  where to serve (default 127.0.0.1:8080, env AGORA_LISTEN)\n"
     "  --workers N         HTTP worker loops (default: number of cores)\n"
     "  --no-seed           no demo catalog and customers on first start\n"
-    "  --no-gateway        serve the services directly on --listen (no auth, no rate\n"
-    "                      limits): for benchmarks and tests of the services alone\n"
+    "  --no-gateway        serve the services directly on --listen, loopback only, with\n"
+    "                      NO authentication (every caller is an admin) and no rate\n"
+    "                      limits: for benchmarks and tests of the services alone\n"
     "\n"
     "The JWT secret is AGORA_JWT_SECRET when set, else a random one kept in DIR/jwt-secret.\n"
     "AGORA_SAGA_THREADS sets the saga workers (default 256).\n"
@@ -50,10 +56,47 @@ int ag_cli_parse_listen(const char *s, char host[64], uint16_t *port)
     return 0;
 }
 
+/* ---- the data directory: 0700, its files 0600 ---- */
+
+static int loose; /* entries tightened by tighten_one */
+
+static int tighten_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    AG_UNUSED(ftw);
+    mode_t want = flag == FTW_D || flag == FTW_DP ? 0700 : 0600;
+    if (flag == FTW_SL || (st->st_mode & 0777) == want || S_ISSOCK(st->st_mode)) return 0;
+    if ((st->st_mode & 0077) && chmod(path, want) == 0) loose++;
+    return 0;
+}
+
+/* umask 077 for everything this process creates; an existing data directory with
+ * looser permissions (from an older agora, or a copy) is tightened, with a warning. */
+static int secure_data_dir(const char *data, struct ag_err *err)
+{
+    umask(077);
+    if (mkdir(data, 0700) != 0 && errno != EEXIST)
+        return ag_err_set(err, AG_EIO, "%s: %s", data, strerror(errno));
+    loose = 0;
+    nftw(data, tighten_one, 16, FTW_PHYS);
+    if (loose)
+        fprintf(stderr,
+                "agora: warning: %d entries under %s were readable by other users; now 0700 "
+                "(directories) and 0600 (files)\n",
+                loose, data);
+    return 0;
+}
+
+bool ag_cli_loopback(const char *host)
+{
+    return !strncmp(host, "127.", 4) || !strcmp(host, "::1") || !strcmp(host, "localhost");
+}
+
 static int serve_gateway(struct ag_platform *p, const char *listen, const char *secret, int workers,
                          const char *data)
 {
-    char *yaml = ag_cli_run_gateway_yaml(listen, secret, ag_platform_port(p));
+    char upstream[1100];
+    snprintf(upstream, sizeof upstream, "unix:%s", ag_platform_socket(p));
+    char *yaml = ag_cli_run_gateway_yaml(listen, secret, upstream);
     /* one registry: /metrics at the gateway shows the services' RED metrics too */
     struct ag_gateway_options go = {.config_yaml = yaml,
                                     .listen = listen,
@@ -74,12 +117,12 @@ static int serve_gateway(struct ag_platform *p, const char *listen, const char *
     ag_cli_parse_listen(listen, host, &port);
     ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1); /* the command to suggest */
     if (n > 0) self[n] = 0;
-    fprintf(
-        stderr,
-        "agora: serving http://%s:%u through the gateway (services on 127.0.0.1:%u, data in %s)\n"
-        "       writes need a token: %s token --data %s --sub <id> --role customer\n"
-        "       Ctrl-C to stop\n",
-        host, ag_gateway_port(gw), ag_platform_port(p), data, self, data);
+    fprintf(stderr,
+            "agora: serving http://%s:%u through the gateway (services on %s, data in %s)\n"
+            "       the catalog is public; everything else needs a token:\n"
+            "         %s token --data %s --sub <id> --role customer   (or --role admin)\n"
+            "       Ctrl-C to stop\n",
+            host, ag_gateway_port(gw), ag_platform_socket(p), data, self, data);
     ag_gateway_run_until_signal(gw);
     ag_gateway_stop(gw, 5000);
     ag_platform_stop(p);
@@ -124,13 +167,22 @@ static int run(int argc, char **argv)
         .data_dir = data, .host = host, .port = port, .workers = workers, .seed = seed};
     const char *st = getenv("AGORA_SAGA_THREADS");
     if (st && atoi(st) > 0 && atoi(st) <= 1024) cfg.saga_threads = (unsigned)atoi(st);
-    if (gateway) cfg.port = 0; /* the services listen on an ephemeral loopback port */
-    if (gateway) cfg.host = "127.0.0.1";
+    char sock[1024];
+    snprintf(sock, sizeof sock, "%s/services.sock", data);
+    if (gateway) { /* the gateway is the only TCP listener; services sit on a Unix socket */
+        cfg.unix_path = sock;
+        cfg.behind_gateway = true;
+    } else if (!ag_cli_loopback(host)) {
+        return ag_cli_usage_error("run: --no-gateway serves without authentication and binds "
+                                  "loopback only (127.0.0.1 or ::1), not '%s'",
+                                  host);
+    }
     struct ag_platform *p;
     struct ag_err err;
     ag_err_clear(&err);
     char secret[65];
     int rc = ag_http_listen_check(host, port, &err); /* before touching the data */
+    if (!rc) rc = secure_data_dir(data, &err);
     if (!rc && gateway) rc = ag_cli_jwt_secret(data, true, secret, &err);
     if (!rc) rc = ag_platform_start(&cfg, &p, &err);
     if (rc) {
@@ -139,7 +191,9 @@ static int run(int argc, char **argv)
     }
     if (!gateway) {
         fprintf(stderr,
-                "agora: serving http://%s:%u without the gateway (data in %s); Ctrl-C to stop\n",
+                "agora: WARNING: serving http://%s:%u WITHOUT THE GATEWAY: no authentication,\n"
+                "       every caller acts as an admin. For benchmarks and tests on this machine\n"
+                "       only (data in %s); Ctrl-C to stop\n",
                 host, ag_platform_port(p), data);
         ag_platform_run_until_signal(p);
         ag_platform_stop(p);

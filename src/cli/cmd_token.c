@@ -61,7 +61,7 @@ static int run(int argc, char **argv)
     int rc = 0;
     if (!cfg) { /* the configuration agora run uses for DATA */
         rc = ag_cli_jwt_secret(data, false, secret, &err);
-        if (!rc && !(yaml = ag_cli_run_gateway_yaml("127.0.0.1:0", secret, 1)))
+        if (!rc && !(yaml = ag_cli_run_gateway_yaml("127.0.0.1:0", secret, "127.0.0.1:1")))
             rc = ag_err_set(&err, AG_ENOMEM, "out of memory");
         o.config_yaml = yaml;
     }

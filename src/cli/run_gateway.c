@@ -1,7 +1,10 @@
 /*
- * The gateway `agora run` puts in front of the services: reads are public, writes
- * need a JWT (any role; restocking needs the admin role), every route is rate
- * limited, the platform's ops endpoints are routed through. The development JWT
+ * The gateway `agora run` puts in front of the services: the catalog and stock
+ * levels are public, everything else needs a JWT (the services then let a
+ * customer touch only its own resources), restock, dispatch, tier changes and
+ * the platform's admin endpoints need the admin role, every route is rate
+ * limited. The gateway strips client-sent identity headers and passes the
+ * verified x-user-id / x-user-roles to the services on their Unix socket. The development JWT
  * secret is AGORA_JWT_SECRET when set, else a random secret kept in the data
  * directory (`<data>/jwt-secret`, created on first use, mode 0600), so `agora
  * token --data DIR` mints tokens the running instance accepts and no secret is
@@ -92,7 +95,7 @@ static const char template_yaml[] =
     "destinationRules:\n"
     "  - host: platform\n"
     "    endpoints:\n"
-    "      - {address: \"127.0.0.1:%u\"}\n"
+    "      - {address: \"%s\"}\n"
     "    trafficPolicy:\n"
     "      connectionPool:\n"
     "        tcp: {maxConnections: 256, connectTimeout: 1s}\n"
@@ -106,13 +109,31 @@ static const char template_yaml[] =
     "        match:\n"
     "          - uri: {prefix: /admin/projections}\n"
     "          - uri: {prefix: /admin/sagas}\n"
+    "          - uri: {prefix: /admin/audit}\n"
+    "          - uri: {prefix: /admin/saga-breakers}\n"
     "        route: [{destination: {host: platform}}]\n"
     "        timeout: 10s\n"
-    "      - name: platform-ops\n"
+    "        auth: {required: true, roles: [admin]}\n"
+    "        idempotency: false\n"
+    "      - name: admin-writes\n"
     "        match:\n"
-    "          - uri: {prefix: /platform/}\n"
-    "        rewrite: {uri: /}\n"
+    "          - uri: {pattern: \"/api/v1/inventory/{id}/restock\"}\n"
+    "          - uri: {pattern: \"/api/v1/shipments/{id}/dispatch\"}\n"
+    "          - uri: {pattern: \"/api/v1/customers/{id}/tier\"}\n"
     "        route: [{destination: {host: platform}}]\n"
+    "        timeout: 15s\n"
+    "        auth: {required: true, roles: [admin]}\n"
+    "        idempotency: false\n"
+    "      - name: public-reads\n"
+    "        match:\n"
+    "          - uri: {prefix: /api/v1/products}\n"
+    "            method: {regex: \"GET|HEAD\"}\n"
+    "          - uri: {prefix: /api/v1/inventory/}\n"
+    "            method: {regex: \"GET|HEAD\"}\n"
+    "        route: [{destination: {host: platform}}]\n"
+    "        timeout: 10s\n"
+    "        retries: {attempts: 2, perTryTimeout: 5s, retryOn: \"connect-failure,reset\"}\n"
+    "        rateLimit: {requests: 5000, per: 1s, burst: 10000, key: ip}\n"
     "      - name: reads\n"
     "        match:\n"
     "          - uri: {prefix: /api/v1/}\n"
@@ -120,21 +141,8 @@ static const char template_yaml[] =
     "        route: [{destination: {host: platform}}]\n"
     "        timeout: 10s\n"
     "        retries: {attempts: 2, perTryTimeout: 5s, retryOn: \"connect-failure,reset\"}\n"
-    "        rateLimit: {requests: 5000, per: 1s, burst: 10000, key: ip}\n"
-    "      - name: restock\n"
-    "        match:\n"
-    "          - uri: {pattern: \"/api/v1/inventory/{id}/restock\"}\n"
-    "        route: [{destination: {host: platform}}]\n"
-    "        timeout: 15s\n"
-    "        auth: {required: true, roles: [admin]}\n"
-    "        idempotency: false\n"
-    "      - name: dispatch\n"
-    "        match:\n"
-    "          - uri: {pattern: \"/api/v1/shipments/{id}/dispatch\"}\n"
-    "        route: [{destination: {host: platform}}]\n"
-    "        timeout: 15s\n"
-    "        auth: {required: true, roles: [admin]}\n"
-    "        idempotency: false\n"
+    "        auth: {required: true}\n"
+    "        rateLimit: {requests: 5000, per: 1s, burst: 10000, key: user}\n"
     "      - name: writes\n"
     "        match:\n"
     "          - uri: {prefix: /api/v1/}\n"
@@ -145,16 +153,15 @@ static const char template_yaml[] =
     "        rateLimit: {requests: 2000, per: 1s, burst: 4000, key: user}\n"
     "        idempotency: false\n"
     "bff:\n"
-    "  customers: {host: platform, path: \"/api/v1/customers/{user}\", timeout: 300ms}\n"
+    "  customers: {host: platform, path: \"/api/v1/customers/me\", timeout: 300ms}\n"
     "  catalog: {host: platform, path: \"/api/v1/products?limit={limit}\", timeout: 300ms}\n"
-    "  ordering: {host: platform, path: \"/api/v1/orders?customerId={user}&limit={limit}\", "
-    "timeout: 300ms}\n";
+    "  ordering: {host: platform, path: \"/api/v1/orders?limit={limit}\", timeout: 300ms}\n";
 
-char *ag_cli_run_gateway_yaml(const char *listen, const char *secret, uint16_t platform_port)
+char *ag_cli_run_gateway_yaml(const char *listen, const char *secret, const char *upstream)
 {
     struct ag_buf b;
     ag_buf_init(&b);
-    if (ag_buf_printf(&b, template_yaml, listen, secret, (unsigned)platform_port)) {
+    if (ag_buf_printf(&b, template_yaml, listen, secret, upstream)) {
         ag_buf_free(&b);
         return NULL;
     }

@@ -1,7 +1,71 @@
 /* Admin endpoints: /admin/upstreams (every cluster with its endpoints' health,
  * ejections, in-flight counts and breaker), /admin/circuit-breakers (just the
- * breakers) and /admin/config (generation and routes of the running snapshot). */
+ * breakers) and /admin/config (generation and routes of the running snapshot),
+ * and who may read them and /metrics: a caller whose token has the admin role.
+ * A gateway with no jwt section has no principals: its admin endpoints answer
+ * loopback (and Unix-socket) peers only. Refusals are logged and counted in
+ * agora_authz_denied_total{reason}. */
+#include <string.h>
+
 #include "gateway/internal.h"
+
+static bool local_peer(struct ag_http_req *req)
+{
+    const char *peer = ag_http_req_peer(req);
+    return peer &&
+           (!strncmp(peer, "127.", 4) || !strncmp(peer, "[::1]", 5) || !strcmp(peer, "unix"));
+}
+
+static int refuse(struct ag_gateway *gw, struct ag_http_req *req, int status, const char *reason,
+                  const char *sub)
+{
+    if (gw->denied) {
+        struct ag_obs_series *s = NULL;
+        const char *values[] = {reason};
+        if (ag_obs_series_get(gw->denied, values, &s) == 0) ag_obs_counter_inc(s);
+    }
+    AG_WARN("authz.denied", AG_LS("sub", sub ? sub : "anonymous"),
+            AG_LS("path", ag_http_req_path(req)), AG_LS("reason", reason), AG_LI("status", status));
+    if (status == 401) ag_http_resp_header(req, "WWW-Authenticate", "Bearer");
+    ag__gw_problem(req, status,
+                   status == 401 ? "a bearer token is required"
+                                 : "this operation needs the admin role");
+    return 1;
+}
+
+void ag__gw_count_denied(struct ag_gateway *gw, const char *reason)
+{
+    struct ag_obs_series *s = NULL;
+    const char *values[] = {reason};
+    if (gw->denied && ag_obs_series_get(gw->denied, values, &s) == 0) ag_obs_counter_inc(s);
+}
+
+int ag__gw_require_admin(struct ag_http_req *req, void *ud)
+{
+    struct ag_gateway *gw = ud;
+    struct gw_loop *l = ag__gw_loop_get(gw, req);
+    if (!l) return ag__gw_problem(req, 503, "the gateway is shutting down"), 1;
+    void *token;
+    struct gw_conf *conf = ag__gw_loop_acquire(l, &token);
+    int rc = 0;
+    if (!conf->jwt.nissuers) {
+        if (!local_peer(req)) rc = refuse(gw, req, 403, "not_local", NULL);
+    } else {
+        struct gw_principal who;
+        bool has = false, admin = false;
+        if (ag__gw_authenticate(gw, l, conf, req, &who, &has)) {
+            ag__gw_count_denied(gw, "invalid_token");
+            rc = 1; /* answered 401 */
+        } else if (!has) {
+            rc = refuse(gw, req, 401, "anonymous", NULL);
+        } else {
+            for (size_t i = 0; i < who.nroles; i++) admin |= !strcmp(who.roles[i], "admin");
+            if (!admin) rc = refuse(gw, req, 403, "not_admin", who.sub);
+        }
+    }
+    ag__gw_loop_release(l, token);
+    return rc;
+}
 
 static struct gw_conf *conf_ref(struct ag_gateway *gw)
 {
@@ -14,6 +78,7 @@ static struct gw_conf *conf_ref(struct ag_gateway *gw)
 
 int ag__gw_admin_upstreams(struct ag_http_req *req, void *ud)
 {
+    if (ag__gw_require_admin(req, ud)) return 0;
     struct gw_conf *c = conf_ref(ud);
     json_t *arr = json_array();
     for (size_t i = 0; i < c->nclusters; i++)
@@ -26,6 +91,7 @@ int ag__gw_admin_upstreams(struct ag_http_req *req, void *ud)
 
 int ag__gw_admin_breakers(struct ag_http_req *req, void *ud)
 {
+    if (ag__gw_require_admin(req, ud)) return 0;
     struct gw_conf *c = conf_ref(ud);
     json_t *arr = json_array();
     for (size_t i = 0; i < c->nclusters; i++) {
@@ -50,6 +116,7 @@ int ag__gw_admin_breakers(struct ag_http_req *req, void *ud)
 
 int ag__gw_admin_config(struct ag_http_req *req, void *ud)
 {
+    if (ag__gw_require_admin(req, ud)) return 0;
     struct gw_conf *c = conf_ref(ud);
     json_t *routes = json_array();
     for (size_t i = 0; i < c->nroutes; i++) {

@@ -147,6 +147,14 @@ static void start_calls(struct bctx *b, const struct gw_conf *conf, const struct
         c->req.path = b->paths[i];
         c->req.timeout_ms = bc->timeout_ms;
         ag_http_propagate(b->req, &c->req);
+        /* the verified identity, as the proxy passes it: the services filter by it */
+        struct ag_http_header *h = ag_http_req_alloc(b->req, 2 * sizeof *h);
+        if (h) {
+            h[0] = (struct ag_http_header){"x-user-id", who->sub};
+            h[1] = (struct ag_http_header){"x-user-roles", who->roles_csv};
+            c->req.headers = h;
+            c->req.nheaders = 2;
+        }
         b->pending++;
         if (ag_mesh_call_start(ag__gw_loop_pools(b->loop), c, on_part, s)) b->pending--;
     }

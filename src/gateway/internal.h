@@ -447,6 +447,7 @@ struct ag_gateway {
     struct ag_http_server *server;
     struct ag_obs_registry *metrics; /* borrowed or owned */
     bool own_metrics;
+    struct ag_obs_family *denied; /* agora_authz_denied_total{reason} */
     struct ag_obs_health *health;   /* readiness checks */
     struct ag_mesh_health *checker; /* active health checks */
     struct gw_idem *idem;           /* idempotency store */
@@ -488,6 +489,11 @@ int ag__gw_admin_config(struct ag_http_req *req, void *ud);
  * *has = false), else answers 401 itself and returns 1. */
 int ag__gw_authenticate(struct ag_gateway *gw, struct gw_loop *l, const struct gw_conf *conf,
                         struct ag_http_req *req, struct gw_principal *p, bool *has);
+/* Admin endpoints and /metrics: 0 for an admin (or, with no jwt section, a
+ * loopback peer); else answers 401/403, logs, counts and returns 1. */
+int ag__gw_require_admin(struct ag_http_req *req, void *ud);
+/* Count a refusal in agora_authz_denied_total{reason}. */
+void ag__gw_count_denied(struct ag_gateway *gw, const char *reason);
 /* Answer a problem+json with status, title, detail. */
 int ag__gw_problem(struct ag_http_req *req, int status, const char *detail);
 

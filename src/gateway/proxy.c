@@ -380,6 +380,9 @@ static int authorise(struct pctx *p)
 {
     const struct gw_route *r = p->route;
     if (r->auth_required && !p->authed) {
+        ag__gw_count_denied(p->gw, "anonymous");
+        AG_WARN("authz.denied", AG_LS("sub", "anonymous"), AG_LS("route", r->name),
+                AG_LS("path", ag_http_req_path(p->req)), AG_LS("reason", "anonymous"));
         ag_http_resp_header(p->req, "WWW-Authenticate", "Bearer");
         return refuse(p, 401, "a bearer token is required"), 1;
     }
@@ -387,7 +390,11 @@ static int authorise(struct pctx *p)
     bool ok = r->nroles == 0;
     for (size_t i = 0; i < r->nroles && !ok; i++) ok = has_role(&p->who, r->roles[i]);
     for (size_t i = 0; i < r->nscopes && ok; i++) ok = has_scope(&p->who, r->scopes[i]);
-    return ok ? 0 : (refuse(p, 403, "the token does not grant access to this resource"), 1);
+    if (ok) return 0;
+    ag__gw_count_denied(p->gw, "missing_role");
+    AG_WARN("authz.denied", AG_LS("sub", p->who.sub), AG_LS("route", r->name),
+            AG_LS("path", ag_http_req_path(p->req)), AG_LS("reason", "missing_role"));
+    return refuse(p, 403, "the token does not grant access to this resource"), 1;
 }
 
 /* Idempotency-Key on POST: replay, refuse a concurrent duplicate, or reserve. */
@@ -453,6 +460,7 @@ static int admit(struct pctx *p)
     if (chance(p->route->abort_pct)) return refuse(p, p->route->abort_status, "fault injected");
     bool has = false;
     if (ag__gw_authenticate(p->gw, p->loop, p->conf, req, &p->who, &has)) {
+        ag__gw_count_denied(p->gw, "invalid_token");
         metrics(p, 401);
         pctx_done(p);
         return 0;

@@ -140,6 +140,7 @@ void ag__http_observe_response(struct ag__observe *ob, struct ag_http_req *req)
 static int metrics_handler(struct ag_http_req *req, void *ud)
 {
     struct ag__observe *ob = ud;
+    if (ob->cfg.metrics_guard && ob->cfg.metrics_guard(req, ob->cfg.metrics_guard_ud)) return 0;
     struct ag_buf b;
     ag_buf_init(&b);
     int rc = ag_obs_registry_render(ob->cfg.metrics, &b);

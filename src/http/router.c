@@ -259,9 +259,20 @@ static void answer_405(struct ag_http_req *req, struct rnode *n)
                             NULL);
 }
 
+/* A path parameter whose decoded form holds a control character (%00..%1F, %7F):
+ * a NUL would silently cut the value short ("{id}%00junk" read as "{id}"). */
+static bool control_escape(const char *s, size_t n)
+{
+    for (size_t i = 0; i + 2 < n; i++)
+        if (s[i] == '%' && (s[i + 1] == '0' || s[i + 1] == '1' ||
+                            (s[i + 1] == '7' && (s[i + 2] == 'f' || s[i + 2] == 'F'))))
+            return true;
+    return false;
+}
+
 /* Returns the matched route, or NULL after answering 404/405. */
 static struct ag__route *route_request(struct ag_http_router *r, struct ag_http_req *req,
-                                       struct rnode **miss)
+                                       struct rnode **miss, bool *bad)
 {
     struct match m = {0};
     const char *path = req->path;
@@ -269,6 +280,7 @@ static struct ag__route *route_request(struct ag_http_router *r, struct ag_http_
     *miss = m.any;
     if (!rt) return NULL;
     for (size_t i = 0; i < m.n; i++) {
+        if (control_escape(m.seg[i], m.len[i])) return *bad = true, NULL;
         req->params[i].name = rt->param_names[i];
         req->params[i].value = ag__http_decode(req, m.seg[i], m.len[i]);
         if (!req->params[i].value) return NULL;
@@ -305,7 +317,8 @@ void ag__http_dispatch(struct ag_http_req *req)
     struct ag_http_router *r = req->conn->ctx->router;
     req->refs += 2; /* the answer's and this call's */
     struct rnode *miss = NULL;
-    struct ag__route *rt = route_request(r, req, &miss);
+    bool bad = false;
+    struct ag__route *rt = route_request(r, req, &miss, &bad);
     req->route = rt ? rt : &r->unmatched;
     req->routed = rt != NULL;
     req->mw_started = true;
@@ -315,7 +328,10 @@ void ag__http_dispatch(struct ag_http_req *req)
         ag_http_respond_problem(req, 500, NULL, NULL, "a middleware stopped without answering",
                                 NULL);
     if (rc == 0 && !rt) {
-        if (miss)
+        if (bad)
+            ag_http_respond_problem(req, 400, NULL, "Invalid path parameter",
+                                    "a path parameter holds a control character", NULL);
+        else if (miss)
             answer_405(req, miss);
         else
             ag_http_respond_problem(req, 404, NULL, NULL, "no resource at this path", NULL);

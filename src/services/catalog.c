@@ -53,20 +53,14 @@ static int get(struct svc_job *j)
     return 0;
 }
 
-static int h_list(struct ag_http_req *req, void *ud)
-{
-    static const char *const q[] = {"limit", "cursor", NULL};
-    return svc_offload(ud, req, list, NULL, q);
-}
-static int h_get(struct ag_http_req *req, void *ud)
-{
-    return svc_offload(ud, req, get, "id", NULL);
-}
+static const struct svc_route routes[] = {
+    {"GET", "/api/v1/products", SVC_PUBLIC, list, NULL, NULL, {"limit", "cursor"}},
+    {"GET", "/api/v1/products/{id}", SVC_PUBLIC, get, "id", "product", {NULL}},
+};
 
 void svc_catalog_routes(struct ag_platform *p)
 {
-    ag_http_route(p->router, "GET", "/api/v1/products", h_list, p);
-    ag_http_route(p->router, "GET", "/api/v1/products/{id}", h_get, p);
+    svc_routes(p, routes, sizeof routes / sizeof routes[0]);
 }
 
 /* ---- projection ---- */

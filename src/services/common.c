@@ -54,6 +54,13 @@ void svc_new_id(char out[AG_UUID_STRLEN + 1], const char *scope, const char *key
     ag_uuid_format(&u, out);
 }
 
+void svc_job_id(struct svc_job *j, const char *scope, char out[AG_UUID_STRLEN + 1])
+{
+    char scoped[256];
+    snprintf(scoped, sizeof scoped, "%s\x1f%s", scope, j->who.sub);
+    svc_new_id(out, scoped, j->idem_key);
+}
+
 void svc_stream(char *out, size_t n, const char *prefix, const char *id)
 {
     snprintf(out, n, "%s-%s", prefix, id);
@@ -215,21 +222,28 @@ static void after_cb(uv_work_t *w, int status)
     ag_free(j);
 }
 
+/* Event metadata: who (the actor's sub and roles), the request id and the trace. */
 static void copy_meta(struct svc_job *j, struct ag_http_req *req)
 {
     struct ag_buf b;
     ag_buf_init(&b);
-    ag_buf_putc(&b, '{');
+    ag_buf_puts(&b, "{\"actor\":{\"sub\":");
+    const char *sub = j->who.authenticated ? j->who.sub : "anonymous";
+    ag_buf_json_str(&b, sub, strlen(sub));
+    ag_buf_printf(&b, ",\"roles\":[%s]}",
+                  j->who.admin           ? "\"admin\""
+                  : j->who.authenticated ? "\"customer\""
+                                         : "");
     const char *rid = ag_http_req_id(req);
     const struct ag_obs_trace *t = ag_http_req_trace(req);
     if (rid) {
-        ag_buf_puts(&b, "\"requestId\":");
+        ag_buf_puts(&b, ",\"requestId\":");
         ag_buf_json_str(&b, rid, strlen(rid));
     }
     if (t) {
         char tp[AG_OBS_TRACEPARENT_LEN + 1];
         ag_obs_trace_format(t, tp);
-        ag_buf_printf(&b, "%s\"traceparent\":\"%s\"", rid ? "," : "", tp);
+        ag_buf_printf(&b, ",\"traceparent\":\"%s\"", tp);
     }
     ag_buf_putc(&b, '}');
     if (b.data && b.len < sizeof j->meta)
@@ -239,19 +253,20 @@ static void copy_meta(struct svc_job *j, struct ag_http_req *req)
     ag_buf_free(&b);
 }
 
-int svc_offload(struct ag_platform *p, struct ag_http_req *req, int (*fn)(struct svc_job *),
-                const char *param, const char *const *query_names)
+int svc_job_start(struct ag_platform *p, struct ag_http_req *req, const struct svc_route *r,
+                  const struct svc_principal *who)
 {
     struct svc_job *j = ag_calloc(1, sizeof *j);
     if (!j) return AG_ENOMEM;
     j->req = req;
     j->p = p;
-    j->fn = fn;
+    j->fn = r->fn;
+    j->who = *who;
     j->work.data = j;
-    const char *v = param ? ag_http_req_param(req, param) : NULL;
+    const char *v = r->param ? ag_http_req_param(req, r->param) : NULL;
     if (v) snprintf(j->param, sizeof j->param, "%s", v);
-    for (int i = 0; query_names && i < 4 && query_names[i]; i++) {
-        const char *q = ag_http_req_query_param(req, query_names[i]);
+    for (int i = 0; i < 4 && r->query[i]; i++) {
+        const char *q = ag_http_req_query_param(req, r->query[i]);
         j->q[i] = q ? ag_strdup(q) : NULL;
     }
     const char *key = ag_http_req_header(req, "Idempotency-Key");
@@ -269,6 +284,7 @@ int svc_offload(struct ag_platform *p, struct ag_http_req *req, int (*fn)(struct
     }
     if (uv_queue_work(ag_http_req_loop(req), &j->work, work_cb, after_cb) != 0) {
         json_decref(j->body);
+        for (int i = 0; i < 4; i++) ag_free((void *)j->q[i]);
         ag_free(j);
         return AG_ENOMEM;
     }
@@ -279,9 +295,12 @@ int svc_offload(struct ag_platform *p, struct ag_http_req *req, int (*fn)(struct
 
 /* The record of a key: IdempotencyKeyClaimed {requestHash, at}, then
  * IdempotentResponse {status, body, location}. */
+/* Keys are per principal: the same key from two principals names two records. */
 static void idem_stream(const struct svc_job *j, const char *scope, char out[64])
 {
-    uint64_t h = ag_xxh3_seed(j->idem_key, strlen(j->idem_key), ag_xxh3(scope, strlen(scope)));
+    uint64_t h =
+        ag_xxh3_seed(j->idem_key, strlen(j->idem_key),
+                     ag_xxh3_seed(j->who.sub, strlen(j->who.sub), ag_xxh3(scope, strlen(scope))));
     snprintf(out, 64, "idempotency-%016llx", (unsigned long long)h);
 }
 
@@ -393,20 +412,19 @@ void svc_idem_end(struct svc_job *j, const char *scope)
 
 /* ---- read models ---- */
 
-int svc_get_one(struct svc_job *j, enum rm_id rm, const char *sql, json_t *(*row)(sqlite3_stmt *),
-                const char *prefix, const char *title, const char *missing)
+int svc_get_one(struct svc_job *j, const struct svc_one *one, const char *id, const char *owner)
 {
-    const char *args[] = {j->param};
-    json_t *rows = svc_rm_query(j->p, rm, sql, args, 1, row);
-    if (rows && !json_array_size(rows) && svc_stream_exists(j->p, prefix, j->param)) {
+    const char *args[] = {id, owner};
+    json_t *rows = svc_rm_query(j->p, one->rm, one->sql, args, 2, one->row);
+    if (rows && !json_array_size(rows) && svc_stream_exists(j->p, one->prefix, id)) {
         svc_rm_catch_up(j->p); /* just written: wait for the read model */
         json_decref(rows);
-        rows = svc_rm_query(j->p, rm, sql, args, 1, row);
+        rows = svc_rm_query(j->p, one->rm, one->sql, args, 2, one->row);
     }
     if (!rows) return AG_EIO;
     if (!json_array_size(rows)) {
         json_decref(rows);
-        return svc_problem(j, 404, title, "%s %s", missing, j->param);
+        return svc_problem(j, 404, one->title, "%s %s", one->missing, id);
     }
     j->rm_position = ag_projector_position(j->p->projector);
     svc_ok(j, 200, json_incref(json_array_get(rows, 0)));

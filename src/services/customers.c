@@ -5,7 +5,12 @@
  * Unique email: registering first claims the stream `customer-email-<hash>` with
  * no-stream; a second registration with the same email loses that race and gets
  * 409. A claim whose customer never got registered (a crash in between) is taken
- * over by the next registration.
+ * over by a later registration (svc_claim).
+ *
+ * One customer per principal: a customer-role caller registers its own customer,
+ * bound to its sub (access.c); a second registration is 409 naming the first.
+ * Only an admin sets a tier, registers for someone else (optional "sub"), or
+ * changes a tier later (CustomerTierChanged).
  */
 #include <ctype.h>
 #include <stdio.h>
@@ -25,30 +30,12 @@ static void email_stream(const char *email, char out[64])
 /* Claim `email` for `id`: 0, or AG_EEXISTS when another customer has it. */
 static int claim_email(struct ag_platform *p, const char *email, const char *id, struct ag_err *err)
 {
-    char stream[64], data[128];
+    char stream[64];
     email_stream(email, stream);
-    snprintf(data, sizeof data, "{\"customerId\":\"%s\"}", id);
-    struct ag_event_data ev = {
-        .type = "EmailClaimed", .type_len = 12, .data = data, .data_len = strlen(data)};
-    int64_t expected = AG_STORE_NO_STREAM;
-    for (int attempt = 0; attempt < 3; attempt++) {
-        int rc = ag_store_append(p->store, stream, strlen(stream), expected, &ev, 1, NULL, err);
-        if (rc != AG_ECONFLICT) return rc;
-        struct ag_event_page pg;
-        if (ag_store_read_stream(p->store, stream, strlen(stream), -1, AG_READ_BACKWARD, 1, &pg,
-                                 err))
-            return AG_EIO;
-        json_t *d = json_loadb(pg.events[0].data, pg.events[0].data_len, 0, NULL);
-        const char *owner = json_string_value(json_object_get(d, "customerId"));
-        bool mine = owner && strcmp(owner, id) == 0;
-        bool orphan = owner && !svc_stream_exists(p, "customer", owner);
-        expected = pg.events[0].version;
-        json_decref(d);
-        ag_event_page_free(&pg);
-        if (mine) return 0;
-        if (!orphan) return ag_err_set(err, AG_EEXISTS, "email %s is already registered", email);
-    }
-    return ag_err_set(err, AG_ECONFLICT, "email %s: too many concurrent registrations", email);
+    int rc = svc_claim(p, stream, id, "customer", NULL, err);
+    if (rc == AG_EEXISTS)
+        return ag_err_set(err, AG_EEXISTS, "email %s is already registered", email);
+    return rc;
 }
 
 static int dom_register(const void *st, const void *cmd, struct ag_dom_events *out,
@@ -86,43 +73,80 @@ static json_t *customer_json(const char *id, const char *email, const char *name
                      tier, "accountId", account_id);
 }
 
-static int create(struct svc_job *j)
+/* Validate the registration body; the tier only an admin may set. */
+static void parse_registration(struct svc_job *j, const char **email, const char **name,
+                               bool *premium, const char **sub)
 {
     json_t *b = j->body;
-    if (!json_is_object(b))
-        return svc_problem(j, 400, "Invalid request", "the body must be a JSON object");
-    const char *email = json_string_value(json_object_get(b, "email"));
-    const char *name = json_string_value(json_object_get(b, "name"));
-    json_t *tier = json_object_get(b, "tier");
-    if (!email) svc_field_error(j, "/email", "email is required and must be a string");
-    if (!name || !*name)
+    *email = json_string_value(json_object_get(b, "email"));
+    *name = json_string_value(json_object_get(b, "name"));
+    json_t *tier = json_object_get(b, "tier"), *s = json_object_get(b, "sub");
+    if (!*email) svc_field_error(j, "/email", "email is required and must be a string");
+    if (!*name || !**name)
         svc_field_error(j, "/name", "name is required and must be a non-empty string");
-    else if (strlen(name) > 255)
+    else if (strlen(*name) > 255)
         svc_field_error(j, "/name", "name is longer than 255 bytes");
-    bool premium = false;
+    *premium = false;
     if (tier && !json_is_null(tier)) {
         const char *t = json_string_value(tier);
         if (t && strcmp(t, "premium") == 0)
-            premium = true;
+            *premium = true;
         else if (!t || strcmp(t, "standard") != 0)
             svc_field_error(j, "/tier", "tier must be \"standard\" or \"premium\"");
     }
-    if (svc_fields_failed(j, 400)) return 0;
-    if (svc_idem_begin(j, "customers")) return 0;
-    char id[AG_UUID_STRLEN + 1], account[40];
-    svc_new_id(id, "customers", j->idem_key);
-    struct ag_err err;
-    ag_err_clear(&err);
-    int rc = svc_register_customer(j->p, id, email, name, premium, j->meta, account, &err);
-    if (rc == AG_EEXISTS) {
-        svc_field_error(j, "/email", "%s", err.msg);
+    *sub = j->who.admin ? json_string_value(s) : j->who.sub;
+    if (s && !json_is_null(s) &&
+        (!json_is_string(s) || !j->who.admin || !**sub || strlen(*sub) >= sizeof j->who.sub))
+        svc_field_error(j, "/sub",
+                        j->who.admin ? "sub must be a non-empty string of at most 127 bytes"
+                                     : "only an admin registers a customer for another principal");
+}
+
+static int refuse_privileged(struct svc_job *j, bool premium)
+{
+    if (!premium || j->who.admin) return 0;
+    svc_field_error(j, "/tier", "only an admin may set the tier");
+    svc_fields_failed(j, 403);
+    snprintf(j->title, sizeof j->title, "Forbidden field");
+    return 1;
+}
+
+static void registered(struct svc_job *j, int rc, struct ag_err *err, const char *existing)
+{
+    if (rc == AG_EEXISTS && existing[0]) {
+        svc_field_error(j, "", "this principal already has customer %s", existing);
+        svc_fields_failed(j, 409);
+        snprintf(j->title, sizeof j->title, "Customer already registered");
+        snprintf(j->location, sizeof j->location, "/api/v1/customers/%s", existing);
+    } else if (rc == AG_EEXISTS) {
+        svc_field_error(j, "/email", "%s", err->msg);
         svc_fields_failed(j, 409);
         snprintf(j->title, sizeof j->title, "Email already registered");
     } else if (rc == AG_EINVAL || rc == AG_EDOMAIN) {
-        svc_field_error(j, strstr(err.msg, "email") ? "/email" : "/name", "%s", err.msg);
+        svc_field_error(j, strstr(err->msg, "email") ? "/email" : "/name", "%s", err->msg);
         svc_fields_failed(j, 400);
     } else if (rc) {
-        svc_error(j, rc, &err);
+        svc_error(j, rc, err);
+    }
+}
+
+static int create(struct svc_job *j)
+{
+    if (!json_is_object(j->body))
+        return svc_problem(j, 400, "Invalid request", "the body must be a JSON object");
+    const char *email, *name, *sub;
+    bool premium;
+    parse_registration(j, &email, &name, &premium, &sub);
+    if (svc_fields_failed(j, 400) || refuse_privileged(j, premium)) return 0;
+    if (svc_idem_begin(j, "customers")) return 0;
+    char id[AG_UUID_STRLEN + 1], account[40], existing[40] = "";
+    svc_job_id(j, "customers", id);
+    struct ag_err err;
+    ag_err_clear(&err);
+    int rc = sub && *sub ? svc_bind_principal(j->p, sub, id, existing, &err) : 0;
+    if (!rc) rc = svc_register_customer(j->p, id, email, name, premium, j->meta, account, &err);
+    if (rc) {
+        registered(j, rc, &err, existing);
     } else {
         snprintf(j->location, sizeof j->location, "/api/v1/customers/%s", id);
         svc_ok(j, 201, customer_json(id, email, name, ag_customer_tier_name(premium), account));
@@ -139,26 +163,82 @@ static json_t *row(sqlite3_stmt *st)
         (const char *)sqlite3_column_text(st, 4));
 }
 
+/* Owned customers only: a customer's own id is its owner filter. */
+static const struct svc_one one = {
+    RM_CUSTOMERS,
+    "SELECT id, email, name, tier, account_id FROM customers WHERE id=?1 AND (?2 IS NULL OR id=?2)",
+    row,
+    "customer",
+    "Customer not found",
+    "no customer with id"};
+
 static int get(struct svc_job *j)
 {
-    static const char sql[] = "SELECT id, email, name, tier, account_id FROM customers WHERE id=?";
-    return svc_get_one(j, RM_CUSTOMERS, sql, row, "customer", "Customer not found",
-                       "no customer with id");
+    return svc_get_one(j, &one, j->param, svc_owner_filter(j));
 }
 
-static int h_create(struct ag_http_req *req, void *ud)
+/* GET /api/v1/customers/me: the caller's own customer. */
+static int me(struct svc_job *j)
 {
-    return svc_offload(ud, req, create, NULL, NULL);
+    const char *mine = svc_caller_customer(j);
+    if (!mine)
+        return svc_problem(j, 404, "Customer not found",
+                           "no customer is registered for principal %s: POST /api/v1/customers",
+                           j->who.sub);
+    return svc_get_one(j, &one, mine, NULL);
 }
-static int h_get(struct ag_http_req *req, void *ud)
+
+static int dom_tier(const void *st, const void *cmd, struct ag_dom_events *out, struct ag_err *err)
 {
-    return svc_offload(ud, req, get, "id", NULL);
+    const struct ag_customer *c = st;
+    if (!c->exists) return ag_err_set(err, AG_ENOTFOUND, "no customer with id");
+    return ag_customer_change_tier(st, cmd, out, err);
 }
+
+static void view_customer(const void *state, int64_t version, void *ud)
+{
+    AG_UNUSED(version);
+    const struct ag_customer *c = state;
+    json_decref(*(json_t **)ud);
+    *(json_t **)ud =
+        customer_json(c->id, c->email, c->name, ag_customer_tier_name(c->premium), c->account_id);
+}
+
+/* POST /api/v1/customers/{id}/tier {"tier": "premium"|"standard"} (admin). */
+static int tier(struct svc_job *j)
+{
+    const char *t = json_string_value(json_object_get(j->body, "tier"));
+    if (!t || (strcmp(t, "premium") != 0 && strcmp(t, "standard") != 0))
+        svc_field_error(j, "/tier", "tier must be \"standard\" or \"premium\"");
+    if (svc_fields_failed(j, 400)) return 0;
+    if (!svc_stream_exists(j->p, "customer", j->param))
+        return svc_problem(j, 404, "Customer not found", "no customer with id %s", j->param);
+    char stream[128];
+    svc_stream(stream, sizeof stream, "customer", j->param);
+    struct ag_customer_change_tier c = {strcmp(t, "premium") == 0};
+    struct ag_err err;
+    ag_err_clear(&err);
+    json_t *view = NULL;
+    int rc = svc_exec(j->p, &svc_customer_type, stream, dom_tier, &c, j->meta, view_customer, &view,
+                      NULL, &err);
+    if (rc)
+        svc_error(j, rc, &err);
+    else
+        svc_ok(j, 200, view), view = NULL;
+    json_decref(view);
+    return 0;
+}
+
+static const struct svc_route routes[] = {
+    {"POST", "/api/v1/customers", SVC_OWNER, create, NULL, NULL, {NULL}},
+    {"GET", "/api/v1/customers/me", SVC_OWNER, me, NULL, NULL, {NULL}},
+    {"GET", "/api/v1/customers/{id}", SVC_OWNER, get, "id", "customer", {NULL}},
+    {"POST", "/api/v1/customers/{id}/tier", SVC_ADMIN, tier, "id", "customer", {NULL}},
+};
 
 void svc_customers_routes(struct ag_platform *p)
 {
-    ag_http_route(p->router, "POST", "/api/v1/customers", h_create, p);
-    ag_http_route(p->router, "GET", "/api/v1/customers/{id}", h_get, p);
+    svc_routes(p, routes, sizeof routes / sizeof routes[0]);
 }
 
 /* ---- projection ---- */

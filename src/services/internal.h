@@ -25,9 +25,42 @@ enum rm_id {
     RM_COUNT
 };
 
+/* Who calls: the gateway's verified identity (x-user-id, x-user-roles), or
+ * nobody. Without a gateway (`--no-gateway`) a caller without identity headers
+ * is the local operator, an admin. */
+struct svc_principal {
+    char sub[128];      /* the JWT's sub; "" when anonymous */
+    bool authenticated; /* a principal (any role) */
+    bool admin;         /* role admin: may do everything */
+};
+
+/* Who may call a route (ARCHITECTURE §8). A new route is admin-only until decided. */
+enum svc_access {
+    SVC_ADMIN = 0, /* role admin */
+    SVC_OWNER,     /* any principal; the handler lets it touch only its own resources */
+    SVC_PUBLIC,    /* anyone, anonymous included */
+};
+
+struct svc_job;
+
+/* One route of a context: the handler runs on the threadpool with the {param} and
+ * the query parameters copied into the job. */
+struct svc_route {
+    const char *method, *path;
+    enum svc_access access;
+    int (*fn)(struct svc_job *j);
+    const char *param;    /* the path parameter copied into j->param, or NULL */
+    const char *noun;     /* what the parameter names, for 404s ("order") */
+    const char *query[4]; /* query parameters copied into j->q */
+};
+
+struct svc_binding; /* a registered route (access.c) */
+
 struct ag_platform {
     struct ag_platform_config cfg;
-    char *rm_dir; /* <data>/readmodels */
+    struct svc_binding *bindings; /* registered routes, freed at stop */
+    struct ag_obs_family *denied; /* agora_authz_denied_total{reason} */
+    char *rm_dir;                 /* <data>/readmodels */
     struct ag_store *store;
     struct ag_es_repo *repo;
     struct ag_projector *projector;
@@ -68,11 +101,14 @@ struct svc_job {
     struct ag_http_req *req;
     struct ag_platform *p;
     int (*fn)(struct svc_job *j);
-    json_t *body;       /* parsed request body or NULL */
-    char param[128];    /* the route's {id} parameter, if any */
-    const char *q[4];   /* selected query parameters (copied) */
-    char idem_key[256]; /* Idempotency-Key header, "" when none */
-    char meta[512];     /* event metadata JSON (request id, traceparent) */
+    struct svc_principal who; /* the caller */
+    char cid[40];             /* the caller's customer id, once resolved ("" none) */
+    bool cid_known;           /* cid resolved */
+    json_t *body;             /* parsed request body or NULL */
+    char param[128];          /* the route's {id} parameter, if any */
+    const char *q[4];         /* selected query parameters (copied) */
+    char idem_key[256];       /* Idempotency-Key header, "" when none */
+    char meta[512];           /* event metadata JSON (request id, traceparent) */
     /* answer */
     int status;   /* HTTP status */
     json_t *resp; /* JSON body (success) */
@@ -85,9 +121,39 @@ struct svc_job {
     uint64_t rm_position; /* projection position the answer reflects (0: n/a) */
 };
 
-/* Queue `fn` for `req` with its {id} parameter and these query names copied. */
-int svc_offload(struct ag_platform *p, struct ag_http_req *req, int (*fn)(struct svc_job *),
-                const char *param, const char *const *query_names);
+/* ---- routes and who may call them (access.c) ---- */
+
+/* Queue route `r`'s handler for `req` on the threadpool, as `who`. */
+int svc_job_start(struct ag_platform *p, struct ag_http_req *req, const struct svc_route *r,
+                  const struct svc_principal *who);
+/* Register a context's routes; each checks its access before its handler runs. */
+int svc_routes(struct ag_platform *p, const struct svc_route *routes, size_t n);
+void svc_routes_free(struct ag_platform *p);
+/* The caller's customer id (bound to its sub at registration), or NULL. */
+const char *svc_caller_customer(struct svc_job *j);
+/* True when the caller may act on customer `customer_id`: an admin, or its owner. */
+bool svc_owns(struct svc_job *j, const char *customer_id);
+/* The customer id a read must be filtered to: NULL for an admin (no filter), the
+ * caller's customer id, or "" (matches nothing) for a principal without one. */
+const char *svc_owner_filter(struct svc_job *j);
+/* True when order `order_id` exists and the caller may act on it (ordering.c). */
+bool svc_owns_order(struct svc_job *j, const char *order_id);
+/* Answer 401/403 (logged and counted) unless the caller is an admin; 1 if refused. */
+int svc_require_admin(struct svc_job *j);
+/* Bind principal `sub` to customer `id` (one customer per principal). AG_EEXISTS
+ * with the bound id in `existing` when `sub` already has another customer. */
+int svc_bind_principal(struct ag_platform *p, const char *sub, const char *id, char existing[40],
+                       struct ag_err *err);
+/* The customer bound to `sub` into out (AG_ENOTFOUND when none). */
+int svc_principal_customer(struct ag_platform *p, const char *sub, char out[40]);
+/* A UUID in its canonical 36-character form (every id agora mints). */
+bool svc_uuid_ok(const char *s);
+/* Claim `stream` for `owner_id` (unique emails, one customer per principal). A
+ * claim whose owner never got its `owner_prefix` stream (a crash in between) is
+ * taken over once it is older than a lease. AG_EEXISTS with the holder in
+ * `holder` when another owner has it. */
+int svc_claim(struct ag_platform *p, const char *stream, const char *owner_id,
+              const char *owner_prefix, char holder[40], struct ag_err *err);
 /* Answer helpers (on the worker thread, fill the job). */
 int svc_ok(struct svc_job *j, int status, json_t *body);
 int svc_problem(struct svc_job *j, int status, const char *title, const char *fmt, ...)
@@ -116,6 +182,9 @@ int svc_read(struct ag_platform *p, const struct ag_es_type *t, const char *stre
 void svc_stream(char *out, size_t n, const char *prefix, const char *id);
 /* A new UUIDv7 string, or (with a key) a UUID derived from `scope` + `key`. */
 void svc_new_id(char out[AG_UUID_STRLEN + 1], const char *scope, const char *key);
+/* svc_new_id for a job: with its Idempotency-Key, the id is derived from the
+ * scope, the caller's principal and the key (keys are per principal). */
+void svc_job_id(struct svc_job *j, const char *scope, char out[AG_UUID_STRLEN + 1]);
 int64_t svc_now_ms(void);
 bool svc_stream_exists(struct ag_platform *p, const char *prefix, const char *id);
 
@@ -136,11 +205,21 @@ void svc_rm_catch_up(struct ag_platform *p);
  * `row` (column name → value). */
 json_t *svc_rm_query(struct ag_platform *p, enum rm_id rm, const char *sql, const char *const *args,
                      size_t nargs, json_t *(*row)(sqlite3_stmt *st));
-/* GET one resource by the job's {id} from a read model (`sql` has one parameter).
- * When the row is not there but the stream `<prefix>-<id>` exists (just written),
- * waits for the read model first; 404 is `title` with "<missing> <id>". */
-int svc_get_one(struct svc_job *j, enum rm_id rm, const char *sql, json_t *(*row)(sqlite3_stmt *),
-                const char *prefix, const char *title, const char *missing);
+/* How to read one resource by id from a read model. `sql` has two parameters: the
+ * id, and the owner filter (NULL: any owner), e.g. "... WHERE id=?1 AND (?2 IS NULL
+ * OR customer_id=?2)". */
+struct svc_one {
+    enum rm_id rm;
+    const char *sql;
+    json_t *(*row)(sqlite3_stmt *st);
+    const char *prefix;  /* the resource's stream prefix ("order") */
+    const char *title;   /* 404 title */
+    const char *missing; /* 404 detail: "<missing> <id>" */
+};
+/* GET one resource `id` (owned by `owner`, NULL for any). When the row is not there
+ * but the stream `<prefix>-<id>` exists (just written), waits for the read model
+ * first. Someone else's resource is 404, exactly like a missing one. */
+int svc_get_one(struct svc_job *j, const struct svc_one *one, const char *id, const char *owner);
 /* A list answer {items, nextCursor} from `rows` (stolen) fetched with LIMIT limit+1:
  * the extra row, if any, says there is a next page, which starts after the last id. */
 json_t *svc_page(json_t *rows, int limit);
@@ -155,6 +234,7 @@ void svc_payments_routes(struct ag_platform *p);
 void svc_inventory_routes(struct ag_platform *p);
 void svc_ordering_routes(struct ag_platform *p);
 void svc_admin_routes(struct ag_platform *p);
+void svc_audit_routes(struct ag_platform *p);
 void svc_shipping_routes(struct ag_platform *p);
 
 void svc_customers_projection(struct ag_projection *out);

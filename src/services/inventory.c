@@ -17,9 +17,11 @@ static json_t *row(sqlite3_stmt *st)
 
 static int get(struct svc_job *j)
 {
-    static const char sql[] = "SELECT product_id, on_hand, reserved FROM stock WHERE product_id=?";
-    return svc_get_one(j, RM_STOCK, sql, row, "stock", "No stock",
-                       "no stock is recorded for product");
+    static const struct svc_one one = {
+        RM_STOCK,   "SELECT product_id, on_hand, reserved FROM stock WHERE product_id=?1",
+        row,        "stock",
+        "No stock", "no stock is recorded for product"};
+    return svc_get_one(j, &one, j->param, NULL);
 }
 
 static int d_stock_add(const void *st, const void *cmd, struct ag_dom_events *out,
@@ -67,19 +69,20 @@ static int restock(struct svc_job *j)
     return 0;
 }
 
-static int h_get(struct ag_http_req *req, void *ud)
-{
-    return svc_offload(ud, req, get, "productId", NULL);
-}
-static int h_restock(struct ag_http_req *req, void *ud)
-{
-    return svc_offload(ud, req, restock, "productId", NULL);
-}
+static const struct svc_route routes[] = {
+    {"GET", "/api/v1/inventory/{productId}", SVC_PUBLIC, get, "productId", "product", {NULL}},
+    {"POST",
+     "/api/v1/inventory/{productId}/restock",
+     SVC_ADMIN,
+     restock,
+     "productId",
+     "product",
+     {NULL}},
+};
 
 void svc_inventory_routes(struct ag_platform *p)
 {
-    ag_http_route(p->router, "GET", "/api/v1/inventory/{productId}", h_get, p);
-    ag_http_route(p->router, "POST", "/api/v1/inventory/{productId}/restock", h_restock, p);
+    svc_routes(p, routes, sizeof routes / sizeof routes[0]);
 }
 
 static const char schema[] =

@@ -31,6 +31,7 @@ struct place {
     bool premium;
     struct ag_address address;
     struct ag_price_quote quote;
+    char account_id[AG_DOM_ID_MAX]; /* the customer's wallet, which must exist */
 };
 
 static int step_dom(struct ag_order *o, struct ag_dom_events *all, int rc,
@@ -79,7 +80,9 @@ static void view_customer(const void *state, int64_t version, void *ud)
 {
     AG_UNUSED(version);
     const struct ag_customer *c = state;
-    *(bool *)ud = c->premium;
+    struct place *pl = ud;
+    pl->premium = c->premium;
+    snprintf(pl->account_id, sizeof pl->account_id, "%s", c->account_id);
 }
 
 static void view_product(const void *state, int64_t version, void *ud)
@@ -94,10 +97,19 @@ static void view_product(const void *state, int64_t version, void *ud)
 static void parse_order(struct svc_job *j, struct place *pl)
 {
     json_t *b = j->body;
-    pl->customer_id = json_string_value(json_object_get(b, "customerId"));
-    if (!pl->customer_id)
-        svc_field_error(j, "/customerId", "customerId is required and must be a string");
-    else if (!svc_stream_exists(j->p, "customer", pl->customer_id))
+    json_t *cid = json_object_get(b, "customerId");
+    pl->customer_id = json_string_value(cid);
+    if (!cid && !j->who.admin) /* taken from the caller */
+        pl->customer_id = svc_caller_customer(j);
+    if (!pl->customer_id && cid)
+        svc_field_error(j, "/customerId", "customerId must be a string");
+    else if (!pl->customer_id && j->who.admin)
+        svc_field_error(j, "/customerId", "customerId is required");
+    else if (!pl->customer_id)
+        svc_field_error(j, "/customerId",
+                        "unknown customer: register one first (POST /api/v1/customers)");
+    else if (!svc_uuid_ok(pl->customer_id) || !svc_owns(j, pl->customer_id) ||
+             !svc_stream_exists(j->p, "customer", pl->customer_id))
         svc_field_error(j, "/customerId", "unknown customer %s", pl->customer_id);
     json_t *items = json_object_get(b, "items");
     if (!json_is_array(items) || json_array_size(items) == 0)
@@ -150,7 +162,9 @@ static int price_order(struct svc_job *j, struct place *pl)
     struct ag_err err;
     ag_err_clear(&err);
     svc_stream(stream, sizeof stream, "customer", pl->customer_id);
-    svc_read(j->p, &svc_customer_type, stream, view_customer, &pl->premium, NULL);
+    svc_read(j->p, &svc_customer_type, stream, view_customer, pl, NULL);
+    if (!pl->account_id[0] || !svc_stream_exists(j->p, "account", pl->account_id))
+        svc_field_error(j, "/customerId", "customer %s has no payment account", pl->customer_id);
     for (size_t i = 0; i < pl->n; i++) {
         svc_stream(stream, sizeof stream, "product", pl->lines[i].product_id);
         svc_read(j->p, &svc_product_type, stream, view_product, &pl->lines[i], NULL);
@@ -184,8 +198,8 @@ static int create(struct svc_job *j)
     if (!done) done = svc_idem_begin(j, "orders");
     if (!done && !price_order(j, pl)) {
         char order_id[AG_UUID_STRLEN + 1], saga_id[AG_UUID_STRLEN + 1], stream[128];
-        svc_new_id(order_id, "orders", j->idem_key);
-        svc_new_id(saga_id, "sagas", j->idem_key);
+        svc_job_id(j, "orders", order_id);
+        svc_job_id(j, "sagas", saga_id);
         pl->order_id = order_id;
         pl->saga_id = saga_id;
         svc_stream(stream, sizeof stream, "order", order_id);
@@ -209,9 +223,10 @@ static int create(struct svc_job *j)
 
 /* ---- reading orders ---- */
 
-static const char order_cols[] =
-    "SELECT id, customer_id, status, currency, subtotal, discount, total, items, shipping_address,"
-    " cancellation_reason, tracking_number, saga_id, created_at, updated_at FROM orders";
+#define ORDER_COLS                                                                                 \
+    "SELECT id, customer_id, status, currency, subtotal, discount, total, items,"                  \
+    " shipping_address, cancellation_reason, tracking_number, saga_id, created_at, updated_at"     \
+    " FROM orders"
 
 static json_t *money(json_int_t amount, const char *currency)
 {
@@ -242,10 +257,11 @@ static json_t *order_row(sqlite3_stmt *st)
 
 static int get(struct svc_job *j)
 {
-    char sql[512];
-    snprintf(sql, sizeof sql, "%s WHERE id=?", order_cols);
-    return svc_get_one(j, RM_ORDERS, sql, order_row, "order", "Order not found",
-                       "no order with id");
+    static const struct svc_one one = {
+        RM_ORDERS,         ORDER_COLS " WHERE id=?1 AND (?2 IS NULL OR customer_id=?2)",
+        order_row,         "order",
+        "Order not found", "no order with id"};
+    return svc_get_one(j, &one, j->param, svc_owner_filter(j));
 }
 
 static int list(struct svc_job *j)
@@ -257,17 +273,34 @@ static int list(struct svc_job *j)
         svc_field_error(j, "/status",
                         "status must be one of draft, pending, confirmed, shipped, cancelled");
     if (svc_fields_failed(j, 400)) return 0;
-    char sql[768], lim[16];
-    snprintf(sql, sizeof sql,
-             "%s WHERE (?1 IS NULL OR customer_id=?1) AND (?2 IS NULL OR status=?2)"
-             " AND id > ?3 ORDER BY id LIMIT ?4",
-             order_cols);
+    char lim[16];
     snprintf(lim, sizeof lim, "%d", limit + 1);
-    const char *args[] = {j->q[0], j->q[1], j->q[3] ? j->q[3] : "", lim};
-    json_t *rows = svc_rm_query(j->p, RM_ORDERS, sql, args, 4, order_row);
+    /* a customer lists its own orders only (another customerId: an empty list) */
+    const char *args[] = {j->q[0], j->q[1], j->q[3] ? j->q[3] : "", lim, svc_owner_filter(j)};
+    json_t *rows = svc_rm_query(j->p, RM_ORDERS,
+                                ORDER_COLS " WHERE (?1 IS NULL OR customer_id=?1) AND (?2 IS NULL"
+                                           " OR status=?2) AND (?5 IS NULL OR customer_id=?5)"
+                                           " AND id > ?3 ORDER BY id LIMIT ?4",
+                                args, 5, order_row);
     if (!rows) return AG_EIO;
     j->rm_position = ag_projector_position(j->p->projector);
     return svc_ok(j, 200, svc_page(rows, limit));
+}
+
+static void view_order_owner(const void *state, int64_t version, void *ud)
+{
+    AG_UNUSED(version);
+    const struct ag_order *o = state;
+    snprintf(ud, AG_DOM_ID_MAX, "%s", o->exists ? o->customer_id : "");
+}
+
+bool svc_owns_order(struct svc_job *j, const char *order_id)
+{
+    char stream[128], owner[AG_DOM_ID_MAX] = "";
+    if (!svc_stream_exists(j->p, "order", order_id)) return false;
+    svc_stream(stream, sizeof stream, "order", order_id);
+    svc_read(j->p, &svc_order_type, stream, view_order_owner, owner, NULL);
+    return owner[0] && svc_owns(j, owner);
 }
 
 static int dom_cancel(const void *st, const void *cmd, struct ag_dom_events *out,
@@ -286,7 +319,7 @@ static int cancel(struct svc_job *j)
     if (json_object_get(j->body, "reason") && !reason)
         svc_field_error(j, "/reason", "reason must be a string");
     if (svc_fields_failed(j, 400)) return 0;
-    if (!svc_stream_exists(j->p, "order", j->param))
+    if (!svc_owns_order(j, j->param))
         return svc_problem(j, 404, "Order not found", "no order with id %s", j->param);
     char stream[128];
     svc_stream(stream, sizeof stream, "order", j->param);
@@ -309,11 +342,41 @@ static json_t *saga_row(sqlite3_stmt *st)
     return s;
 }
 
+static json_t *one_col(sqlite3_stmt *st)
+{
+    return json_string(col(st, 0) ? col(st, 0) : "");
+}
+
+/* The saga belongs to the customer of the order it places. */
+static bool owns_saga(struct svc_job *j)
+{
+    if (j->who.admin) return true;
+    const char *mine = svc_caller_customer(j);
+    if (!mine) return false;
+    const char *args[] = {j->param, mine};
+    static const char sql[] = "SELECT id FROM orders WHERE saga_id=?1 AND customer_id=?2";
+    json_t *rows = svc_rm_query(j->p, RM_ORDERS, sql, args, 2, one_col);
+    if (rows && !json_array_size(rows) && svc_stream_exists(j->p, "saga", j->param)) {
+        svc_rm_catch_up(j->p);
+        json_decref(rows);
+        rows = svc_rm_query(j->p, RM_ORDERS, sql, args, 2, one_col);
+    }
+    bool mine_too = json_array_size(rows) > 0;
+    json_decref(rows);
+    return mine_too;
+}
+
 static int get_saga(struct svc_job *j)
 {
-    static const char sql[] =
-        "SELECT id, type, status, current_step, reason, steps, updated_at FROM sagas WHERE id=?";
-    return svc_get_one(j, RM_SAGAS, sql, saga_row, "saga", "Saga not found", "no saga with id");
+    static const struct svc_one one = {
+        RM_SAGAS,
+        "SELECT id, type, status, current_step, reason, steps, updated_at FROM sagas WHERE id=?1",
+        saga_row,
+        "saga",
+        "Saga not found",
+        "no saga with id"};
+    if (!owns_saga(j)) return svc_problem(j, 404, "Saga not found", "no saga with id %s", j->param);
+    return svc_get_one(j, &one, j->param, NULL);
 }
 
 /* GET /admin/sagas?status=failed */
@@ -334,41 +397,24 @@ static int list_sagas(struct svc_job *j)
     return svc_ok(j, 200, svc_page(rows, limit));
 }
 
-static int h_create(struct ag_http_req *req, void *ud)
-{
-    return svc_offload(ud, req, create, NULL, NULL);
-}
-static int h_get(struct ag_http_req *req, void *ud)
-{
-    return svc_offload(ud, req, get, "id", NULL);
-}
-static int h_cancel(struct ag_http_req *req, void *ud)
-{
-    return svc_offload(ud, req, cancel, "id", NULL);
-}
-static int h_saga(struct ag_http_req *req, void *ud)
-{
-    return svc_offload(ud, req, get_saga, "id", NULL);
-}
-static int h_list(struct ag_http_req *req, void *ud)
-{
-    static const char *const q[] = {"customerId", "status", "limit", "cursor"};
-    return svc_offload(ud, req, list, NULL, q);
-}
-static int h_sagas(struct ag_http_req *req, void *ud)
-{
-    static const char *const q[] = {"status", "limit", "cursor", NULL};
-    return svc_offload(ud, req, list_sagas, NULL, q);
-}
+static const struct svc_route routes[] = {
+    {"POST", "/api/v1/orders", SVC_OWNER, create, NULL, NULL, {NULL}},
+    {"GET",
+     "/api/v1/orders",
+     SVC_OWNER,
+     list,
+     NULL,
+     NULL,
+     {"customerId", "status", "limit", "cursor"}},
+    {"GET", "/api/v1/orders/{id}", SVC_OWNER, get, "id", "order", {NULL}},
+    {"POST", "/api/v1/orders/{id}/cancel", SVC_OWNER, cancel, "id", "order", {NULL}},
+    {"GET", "/api/v1/sagas/{id}", SVC_OWNER, get_saga, "id", "saga", {NULL}},
+    {"GET", "/admin/sagas", SVC_ADMIN, list_sagas, NULL, NULL, {"status", "limit", "cursor"}},
+};
 
 void svc_ordering_routes(struct ag_platform *p)
 {
-    ag_http_route(p->router, "POST", "/api/v1/orders", h_create, p);
-    ag_http_route(p->router, "GET", "/api/v1/orders", h_list, p);
-    ag_http_route(p->router, "GET", "/api/v1/orders/{id}", h_get, p);
-    ag_http_route(p->router, "POST", "/api/v1/orders/{id}/cancel", h_cancel, p);
-    ag_http_route(p->router, "GET", "/api/v1/sagas/{id}", h_saga, p);
-    ag_http_route(p->router, "GET", "/admin/sagas", h_sagas, p);
+    svc_routes(p, routes, sizeof routes / sizeof routes[0]);
 }
 
 /* ---- the orders read model ---- */

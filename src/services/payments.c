@@ -44,6 +44,14 @@ int svc_deposit(struct ag_platform *p, const char *account_id, const struct ag_m
     return svc_exec(p, &svc_account_type, stream, dom_deposit, &d, meta, NULL, NULL, NULL, err);
 }
 
+static void view_owner(const void *state, int64_t version, void *ud)
+{
+    AG_UNUSED(version);
+    const struct ag_account *a = state;
+    snprintf(ud, AG_DOM_ID_MAX, "%s", a->exists ? a->customer_id : "");
+}
+
+/* POST /api/v1/accounts/{id}/deposits: the owner's or an admin's. */
 static int deposit(struct svc_job *j)
 {
     if (!json_is_object(j->body))
@@ -65,11 +73,13 @@ static int deposit(struct svc_job *j)
         svc_field_error(j, "/amount/amount", "a deposit must be greater than zero");
     }
     if (svc_fields_failed(j, 400)) return 0;
-    if (!svc_stream_exists(j->p, "account", j->param))
+    char stream[128], owner[AG_DOM_ID_MAX] = "";
+    svc_stream(stream, sizeof stream, "account", j->param);
+    if (svc_stream_exists(j->p, "account", j->param))
+        svc_read(j->p, &svc_account_type, stream, view_owner, owner, NULL);
+    if (!owner[0] || !svc_owns(j, owner)) /* someone else's account is not found either */
         return svc_problem(j, 404, "Account not found", "no account with id %s", j->param);
     if (svc_idem_begin(j, j->param)) return 0;
-    char stream[128];
-    svc_stream(stream, sizeof stream, "account", j->param);
     struct ag_account_deposit d = {amount, svc_now_ms()};
     json_t *view = NULL;
     int rc = svc_exec(j->p, &svc_account_type, stream, dom_deposit, &d, j->meta, view_account,
@@ -96,18 +106,21 @@ static json_t *row(sqlite3_stmt *st)
                         (const char *)sqlite3_column_text(st, 5));
 }
 
-static const char cols[] =
-    "SELECT id, balance, currency, status, tx_count, last_activity FROM accounts";
+#define COLS "SELECT id, balance, currency, status, tx_count, last_activity FROM accounts"
 
 static int get(struct svc_job *j)
 {
-    char sql[256];
-    snprintf(sql, sizeof sql, "%s WHERE id=?", cols);
-    return svc_get_one(j, RM_ACCOUNTS, sql, row, "account", "Account not found",
-                       "no account with id");
+    static const struct svc_one one = {RM_ACCOUNTS,
+                                       COLS " WHERE id=?1 AND (?2 IS NULL OR customer_id=?2)",
+                                       row,
+                                       "account",
+                                       "Account not found",
+                                       "no account with id"};
+    return svc_get_one(j, &one, j->param, svc_owner_filter(j));
 }
 
-/* GET /api/v1/accounts?minBalance=N&limit&cursor: accounts with balance ≥ N. */
+/* GET /api/v1/accounts?minBalance=N&limit&cursor: accounts with balance ≥ N; a
+ * customer sees only its own. */
 static int list(struct svc_job *j)
 {
     int limit;
@@ -117,35 +130,28 @@ static int list(struct svc_job *j)
                         "minBalance must be a non-negative integer (minor units)");
     svc_limit(j, j->q[1], &limit);
     if (svc_fields_failed(j, 400)) return 0;
-    char sql[256], lim[16], minb[32];
-    snprintf(sql, sizeof sql, "%s WHERE balance >= ? AND id > ? ORDER BY id LIMIT ?", cols);
+    char lim[16], minb[32];
     snprintf(lim, sizeof lim, "%d", limit + 1);
     snprintf(minb, sizeof minb, "%lld", (long long)min);
-    const char *args[] = {minb, j->q[2] ? j->q[2] : "", lim};
-    json_t *rows = svc_rm_query(j->p, RM_ACCOUNTS, sql, args, 3, row);
+    const char *args[] = {minb, j->q[2] ? j->q[2] : "", lim, svc_owner_filter(j)};
+    json_t *rows = svc_rm_query(j->p, RM_ACCOUNTS,
+                                COLS " WHERE balance >= ?1 AND id > ?2 AND (?4 IS NULL OR"
+                                     " customer_id=?4) ORDER BY id LIMIT ?3",
+                                args, 4, row);
     if (!rows) return AG_EIO;
+    j->rm_position = ag_projector_position(j->p->projector);
     return svc_ok(j, 200, svc_page(rows, limit));
 }
 
-static int h_deposit(struct ag_http_req *req, void *ud)
-{
-    return svc_offload(ud, req, deposit, "id", NULL);
-}
-static int h_get(struct ag_http_req *req, void *ud)
-{
-    return svc_offload(ud, req, get, "id", NULL);
-}
-static int h_list(struct ag_http_req *req, void *ud)
-{
-    static const char *const q[] = {"minBalance", "limit", "cursor", NULL};
-    return svc_offload(ud, req, list, NULL, q);
-}
+static const struct svc_route routes[] = {
+    {"POST", "/api/v1/accounts/{id}/deposits", SVC_OWNER, deposit, "id", "account", {NULL}},
+    {"GET", "/api/v1/accounts/{id}", SVC_OWNER, get, "id", "account", {NULL}},
+    {"GET", "/api/v1/accounts", SVC_OWNER, list, NULL, NULL, {"minBalance", "limit", "cursor"}},
+};
 
 void svc_payments_routes(struct ag_platform *p)
 {
-    ag_http_route(p->router, "POST", "/api/v1/accounts/{id}/deposits", h_deposit, p);
-    ag_http_route(p->router, "GET", "/api/v1/accounts/{id}", h_get, p);
-    ag_http_route(p->router, "GET", "/api/v1/accounts", h_list, p);
+    svc_routes(p, routes, sizeof routes / sizeof routes[0]);
 }
 
 /* ---- projection ---- */

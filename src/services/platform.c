@@ -42,9 +42,9 @@ static void fill_projections(struct ag_platform *p)
 
 /* ---- ops endpoints ---- */
 
-static int h_projections(struct ag_http_req *req, void *ud)
+static int projections(struct svc_job *j)
 {
-    struct ag_platform *p = ud;
+    struct ag_platform *p = j->p;
     json_t *items = json_array();
     for (size_t i = 0; i < ag_projector_count(p->projector); i++) {
         struct ag_projection_stats s;
@@ -56,12 +56,14 @@ static int h_projections(struct ag_http_req *req, void *ud)
                              "applied", (json_int_t)s.applied, "status",
                              s.failed ? "failed" : "running", "error", s.failed ? s.error : NULL));
     }
-    return ag_http_respond_json(req, 200, json_pack("{s:o}", "items", items));
+    return svc_ok(j, 200, json_pack("{s:o}", "items", items));
 }
 
-static int h_breakers(struct ag_http_req *req, void *ud)
+/* The saga steps' breakers (the gateway's upstream breakers are its
+ * /admin/circuit-breakers). */
+static int breakers(struct svc_job *j)
 {
-    struct ag_platform *p = ud;
+    struct ag_platform *p = j->p;
     json_t *items = json_array();
     for (size_t i = 0; i < 5; i++) {
         struct ag_cb_stats st;
@@ -73,13 +75,17 @@ static int h_breakers(struct ag_http_req *req, void *ud)
                                                (json_int_t)st.window_calls, "windowFailures",
                                                (json_int_t)st.window_failures));
     }
-    return ag_http_respond_json(req, 200, json_pack("{s:o}", "items", items));
+    return svc_ok(j, 200, json_pack("{s:o}", "items", items));
 }
+
+static const struct svc_route routes[] = {
+    {"GET", "/admin/projections", SVC_ADMIN, projections, NULL, NULL, {NULL}},
+    {"GET", "/admin/saga-breakers", SVC_ADMIN, breakers, NULL, NULL, {NULL}},
+};
 
 void svc_admin_routes(struct ag_platform *p)
 {
-    ag_http_route(p->router, "GET", "/admin/projections", h_projections, p);
-    ag_http_route(p->router, "GET", "/admin/circuit-breakers", h_breakers, p);
+    svc_routes(p, routes, sizeof routes / sizeof routes[0]);
 }
 
 static int ready_check(void *ud, struct ag_buf *detail)
@@ -115,6 +121,10 @@ static int start_http(struct ag_platform *p, struct ag_err *err)
     if (!rc) rc = ag_obs_health_new(&p->health);
     if (rc) return ag_err_set(err, rc, "out of memory");
     ag_obs_health_add(p->health, AG_OBS_READY, "platform", ready_check, p);
+    static const char *const reason[] = {"reason"};
+    ag_obs_family_new(p->metrics, AG_OBS_COUNTER, "agora_authz_denied_total",
+                      "Requests refused by authorization, by reason", 1, reason, NULL, 0,
+                      &p->denied);
     struct ag_http_observe o = {.metrics = p->metrics,
                                 .health = p->health,
                                 .request_id = true,
@@ -129,8 +139,10 @@ static int start_http(struct ag_platform *p, struct ag_err *err)
     svc_ordering_routes(p);
     svc_shipping_routes(p);
     svc_admin_routes(p);
+    svc_audit_routes(p);
     struct ag_http_server_config hc = {
         .host = p->cfg.host, .port = p->cfg.port, .workers = p->cfg.workers};
+    /* TODO(merge h-http): .unix_path = p->cfg.unix_path */
     rc = ag_http_server_new(&hc, p->router, &p->server);
     if (rc) return ag_err_set(err, rc, "cannot create the HTTP server");
     return ag_http_server_start(p->server, err);
@@ -183,6 +195,11 @@ uint16_t ag_platform_port(const struct ag_platform *p)
     return ag_http_server_port(p->server);
 }
 
+const char *ag_platform_socket(const struct ag_platform *p)
+{
+    return p->cfg.unix_path ? p->cfg.unix_path : "";
+}
+
 struct ag_obs_registry *ag_platform_metrics(struct ag_platform *p)
 {
     return p->metrics;
@@ -210,6 +227,7 @@ void ag_platform_stop(struct ag_platform *p)
     ag_store_close(p->store);
     for (int i = 0; i < 5; i++) ag_cb_free(p->breakers[i]);
     ag_http_router_free(p->router);
+    svc_routes_free(p);
     ag_obs_health_free(p->health);
     ag_obs_registry_free(p->metrics);
     ag_free(p->rm_dir);

@@ -24,13 +24,20 @@ static json_t *shipment_row(sqlite3_stmt *st)
     return s;
 }
 
-static const char select_sql[] = "SELECT order_id, id, status, tracking_number, address, updated_at"
-                                 " FROM shipments WHERE order_id=?";
-
+/* The owner's (the order's customer's) or an admin's. */
 static int get(struct svc_job *j)
 {
-    return svc_get_one(j, RM_SHIPMENTS, select_sql, shipment_row, "shipment", "Shipment not found",
-                       "no shipment for order");
+    static const struct svc_one one = {
+        RM_SHIPMENTS,
+        "SELECT order_id, id, status, tracking_number, address, updated_at FROM shipments"
+        " WHERE order_id=?1",
+        shipment_row,
+        "shipment",
+        "Shipment not found",
+        "no shipment for order"};
+    if (!svc_owns_order(j, j->param))
+        return svc_problem(j, 404, "Shipment not found", "no shipment for order %s", j->param);
+    return svc_get_one(j, &one, j->param, NULL);
 }
 
 static int d_dispatch(const void *st, const void *cmd, struct ag_dom_events *out,
@@ -118,17 +125,18 @@ static int dispatch(struct svc_job *j)
                             "orderStatus", "shipped"));
 }
 
-static int h_get(struct ag_http_req *req, void *ud)
-{
-    return svc_offload(ud, req, get, "orderId", NULL);
-}
-static int h_dispatch(struct ag_http_req *req, void *ud)
-{
-    return svc_offload(ud, req, dispatch, "orderId", NULL);
-}
+static const struct svc_route routes[] = {
+    {"GET", "/api/v1/shipments/{orderId}", SVC_OWNER, get, "orderId", "order", {NULL}},
+    {"POST",
+     "/api/v1/shipments/{orderId}/dispatch",
+     SVC_ADMIN,
+     dispatch,
+     "orderId",
+     "order",
+     {NULL}},
+};
 
 void svc_shipping_routes(struct ag_platform *p)
 {
-    ag_http_route(p->router, "GET", "/api/v1/shipments/{orderId}", h_get, p);
-    ag_http_route(p->router, "POST", "/api/v1/shipments/{orderId}/dispatch", h_dispatch, p);
+    svc_routes(p, routes, sizeof routes / sizeof routes[0]);
 }

@@ -1,0 +1,263 @@
+/*
+ * Who may do what (ARCHITECTURE §8), enforced where the data is.
+ *
+ * Identity. The gateway verifies the caller's JWT, strips every identity header
+ * the client sent, and passes its own: x-user-id (the token's sub) and
+ * x-user-roles. The services listen only on a Unix socket inside the data
+ * directory (0600), so those headers can only come from the gateway. Without a
+ * gateway (`agora run --no-gateway`, loopback only, announced loudly) a request
+ * without identity headers is the local operator: an admin.
+ *
+ * Access. Every route is registered with its access (svc_route): public, owner or
+ * admin; the check runs before the handler is queued. Anonymous callers of a
+ * non-public route get 401, non-admins of an admin route 403; both are logged and
+ * counted in agora_authz_denied_total{reason}. Ownership is the handlers' part:
+ * they filter reads to the caller's customer and answer 404 for someone else's
+ * resource (not 403, so ids cannot be probed).
+ *
+ * Principals and customers. A principal registers one customer; the binding is
+ * the stream `principal-<128-bit hash of sub>` holding PrincipalBound {sub,
+ * customerId}. Claims (this binding, unique emails) share one helper: a claim
+ * whose owner never got registered (a crash in between) is taken over once its
+ * lease has passed.
+ *
+ * Ids. Every id agora mints is a UUID: a path parameter of another shape answers
+ * 404 before any store lookup, so an internal stream (`customer-email-…`) can
+ * never be reached as an aggregate.
+ */
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "services/internal.h"
+
+#define CLAIM_LEASE_MS 30000
+
+struct svc_binding {
+    struct ag_platform *p;
+    const struct svc_route *r;
+    struct svc_binding *next;
+};
+
+bool svc_uuid_ok(const char *s)
+{
+    static const char shape[] = "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx";
+    for (size_t i = 0; i < sizeof shape - 1; i++) {
+        char c = s[i];
+        bool hex = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+        if (shape[i] == '-' ? c != '-' : !hex) return false;
+    }
+    return s[sizeof shape - 1] == '\0';
+}
+
+/* ---- the caller ---- */
+
+static bool has_role(const char *csv, const char *role)
+{
+    size_t n = strlen(role);
+    for (const char *p = csv; p && *p;) {
+        while (*p == ' ' || *p == ',') p++;
+        size_t l = strcspn(p, ", ");
+        if (l == n && strncmp(p, role, n) == 0) return true;
+        p += l;
+    }
+    return false;
+}
+
+static void principal_of(const struct ag_platform *p, struct ag_http_req *req,
+                         struct svc_principal *who)
+{
+    memset(who, 0, sizeof *who);
+    const char *sub = ag_http_req_header(req, "x-user-id");
+    const char *roles = ag_http_req_header(req, "x-user-roles");
+    if (sub && *sub && strlen(sub) < sizeof who->sub) {
+        snprintf(who->sub, sizeof who->sub, "%s", sub);
+        who->authenticated = true;
+        who->admin = roles && has_role(roles, "admin");
+    } else if (!p->cfg.behind_gateway) { /* --no-gateway: the local operator */
+        snprintf(who->sub, sizeof who->sub, "local");
+        who->authenticated = who->admin = true;
+    }
+}
+
+static void count_denial(struct ag_platform *p, const char *reason)
+{
+    struct ag_obs_series *s = NULL;
+    const char *values[] = {reason};
+    if (p->denied && ag_obs_series_get(p->denied, values, &s) == 0) ag_obs_counter_inc(s);
+}
+
+/* Log and count a refusal; answers `status` with `detail`. */
+static int deny(struct ag_platform *p, struct ag_http_req *req, const struct svc_principal *who,
+                int status, const char *reason)
+{
+    count_denial(p, reason);
+    AG_WARN("authz.denied", AG_LS("sub", who->authenticated ? who->sub : "anonymous"),
+            AG_LS("method", ag_http_req_method(req)), AG_LS("path", ag_http_req_path(req)),
+            AG_LS("reason", reason), AG_LI("status", status));
+    if (status == 401) ag_http_resp_header(req, "WWW-Authenticate", "Bearer");
+    const char *detail =
+        status == 401 ? "a bearer token is required" : "this operation needs the admin role";
+    return ag_http_respond_problem(req, status, NULL, NULL, detail, NULL);
+}
+
+int svc_require_admin(struct svc_job *j)
+{
+    if (j->who.admin) return 0;
+    count_denial(j->p, j->who.authenticated ? "not_admin" : "anonymous");
+    AG_WARN("authz.denied", AG_LS("sub", j->who.authenticated ? j->who.sub : "anonymous"),
+            AG_LS("reason", "not_admin"));
+    int status = j->who.authenticated ? 403 : 401;
+    svc_problem(j, status, NULL, "%s",
+                status == 401 ? "a bearer token is required"
+                              : "this operation needs the admin role");
+    return 1;
+}
+
+/* ---- routes ---- */
+
+static int dispatch(struct ag_http_req *req, void *ud)
+{
+    struct svc_binding *b = ud;
+    const struct svc_route *r = b->r;
+    struct svc_principal who;
+    principal_of(b->p, req, &who);
+    if (r->access != SVC_PUBLIC && !who.authenticated)
+        return deny(b->p, req, &who, 401, "anonymous");
+    if (r->access == SVC_ADMIN && !who.admin) return deny(b->p, req, &who, 403, "not_admin");
+    const char *id = r->param ? ag_http_req_param(req, r->param) : NULL;
+    if (id && !svc_uuid_ok(id)) {
+        char detail[256];
+        snprintf(detail, sizeof detail, "no %s with id %.160s", r->noun ? r->noun : "resource", id);
+        return ag_http_respond_problem(req, 404, NULL, "Not found", detail, NULL);
+    }
+    return svc_job_start(b->p, req, r, &who);
+}
+
+int svc_routes(struct ag_platform *p, const struct svc_route *routes, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        struct svc_binding *b = ag_calloc(1, sizeof *b);
+        if (!b) return AG_ENOMEM;
+        *b = (struct svc_binding){p, &routes[i], p->bindings};
+        p->bindings = b;
+        int rc = ag_http_route(p->router, routes[i].method, routes[i].path, dispatch, b);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+void svc_routes_free(struct ag_platform *p)
+{
+    while (p->bindings) {
+        struct svc_binding *b = p->bindings;
+        p->bindings = b->next;
+        ag_free(b);
+    }
+}
+
+/* ---- claims ---- */
+
+struct claim {
+    char owner[40];
+    int64_t at;
+    int64_t version;
+};
+
+static int read_claim(struct ag_platform *p, const char *stream, struct claim *c,
+                      struct ag_err *err)
+{
+    struct ag_event_page pg;
+    int rc =
+        ag_store_read_stream(p->store, stream, strlen(stream), -1, AG_READ_BACKWARD, 1, &pg, err);
+    if (rc) return rc;
+    if (!pg.count) return ag_event_page_free(&pg), AG_ENOTFOUND;
+    json_t *d = json_loadb(pg.events[0].data, pg.events[0].data_len, 0, NULL);
+    const char *owner = json_string_value(json_object_get(d, "customerId"));
+    snprintf(c->owner, sizeof c->owner, "%s", owner ? owner : "");
+    c->at = json_integer_value(json_object_get(d, "at"));
+    c->version = pg.events[0].version;
+    json_decref(d);
+    ag_event_page_free(&pg);
+    return 0;
+}
+
+int svc_claim(struct ag_platform *p, const char *stream, const char *owner_id,
+              const char *owner_prefix, char holder[40], struct ag_err *err)
+{
+    char data[160];
+    snprintf(data, sizeof data, "{\"customerId\":\"%s\",\"at\":%lld}", owner_id,
+             (long long)svc_now_ms());
+    const char *type = strncmp(stream, "principal-", 10) == 0 ? "PrincipalBound" : "EmailClaimed";
+    struct ag_event_data ev = {
+        .type = type, .type_len = strlen(type), .data = data, .data_len = strlen(data)};
+    int64_t expected = AG_STORE_NO_STREAM;
+    for (int attempt = 0; attempt < 3; attempt++) {
+        int rc = ag_store_append(p->store, stream, strlen(stream), expected, &ev, 1, NULL, err);
+        if (rc != AG_ECONFLICT) return rc;
+        struct claim c;
+        if (read_claim(p, stream, &c, err)) return AG_EIO;
+        if (strcmp(c.owner, owner_id) == 0) return 0;
+        bool orphan = c.owner[0] && !svc_stream_exists(p, owner_prefix, c.owner) &&
+                      svc_now_ms() - c.at > CLAIM_LEASE_MS;
+        if (!orphan) {
+            if (holder) snprintf(holder, 40, "%s", c.owner);
+            return ag_err_set(err, AG_EEXISTS, "already claimed by %s", c.owner);
+        }
+        expected = c.version; /* take over the abandoned claim */
+    }
+    return ag_err_set(err, AG_ECONFLICT, "too many concurrent claims");
+}
+
+static void principal_stream(const char *sub, char out[64])
+{
+    size_t n = strlen(sub);
+    uint64_t a = ag_xxh3_seed(sub, n, 0x70726e63), b = ag_xxh3_seed(sub, n, a);
+    snprintf(out, 64, "principal-%016llx%016llx", (unsigned long long)a, (unsigned long long)b);
+}
+
+int svc_bind_principal(struct ag_platform *p, const char *sub, const char *id, char existing[40],
+                       struct ag_err *err)
+{
+    char stream[64];
+    principal_stream(sub, stream);
+    return svc_claim(p, stream, id, "customer", existing, err);
+}
+
+int svc_principal_customer(struct ag_platform *p, const char *sub, char out[40])
+{
+    char stream[64];
+    principal_stream(sub, stream);
+    struct claim c;
+    int rc = read_claim(p, stream, &c, NULL);
+    if (rc) return rc == AG_ENOTFOUND ? rc : AG_EIO;
+    if (!c.owner[0] || !svc_stream_exists(p, "customer", c.owner)) return AG_ENOTFOUND;
+    snprintf(out, 40, "%s", c.owner);
+    return 0;
+}
+
+/* ---- ownership ---- */
+
+const char *svc_caller_customer(struct svc_job *j)
+{
+    if (!j->cid_known) {
+        j->cid_known = true;
+        if (!j->who.authenticated || svc_principal_customer(j->p, j->who.sub, j->cid))
+            j->cid[0] = '\0';
+    }
+    return j->cid[0] ? j->cid : NULL;
+}
+
+bool svc_owns(struct svc_job *j, const char *customer_id)
+{
+    if (j->who.admin) return true;
+    const char *mine = svc_caller_customer(j);
+    return mine && customer_id && strcmp(mine, customer_id) == 0;
+}
+
+const char *svc_owner_filter(struct svc_job *j)
+{
+    if (j->who.admin) return NULL;
+    const char *mine = svc_caller_customer(j);
+    return mine ? mine : "";
+}

@@ -5,11 +5,13 @@
 # end tests/integration/api_validate.js checks EVERY recorded answer — status code,
 # Content-Type, headers and body — against docs/openapi.yaml.
 #
-#   register → deposit → list products (paginated) → order → confirmed (saga completed,
-#   balance and stock moved); an order beyond the balance and an out-of-stock order end
-#   cancelled with the reason and nothing kept; Idempotency-Key replays and misuse; bad
-#   input → 4xx problem+json naming the field; 404s, 405 + Allow, 409 on cancelling a
-#   confirmed order; ops endpoints.
+#   a customer principal registers its own customer (with its own token) → deposit →
+#   list products (public, paginated) → order → confirmed (saga completed, balance and
+#   stock moved); an order beyond the balance and an out-of-stock order end cancelled
+#   with the reason and nothing kept; Idempotency-Key replays and misuse; bad input →
+#   4xx problem+json naming the field; 404s, 405 + Allow, 409 on cancelling a
+#   confirmed order; another customer sees none of it (404); the admin token only where
+#   the admin acts (restock, dispatch, tiers, /admin/*, /metrics).
 #
 # Env: AGORA_BIN, AG_SOURCE_DIR, AG_BUILD_DIR (from CTest). API_TOUR_KEEP=DIR keeps the
 # recorded exchanges (NNN.req/.hdr/.body) in DIR.
@@ -64,10 +66,11 @@ req() {
     local id
     id=$(printf '%03d' "$N")
     H="$EX/$id.hdr" B="$EX/$id.body"
-    echo "$m $p" >"$EX/$id.req"
     local auth=()
-    # writes go through the gateway with a token (AUTH; NOAUTH=1 sends none)
-    if [ "$m" != GET ] && [ "$m" != HEAD ] && [ -z "${NOAUTH:-}" ]; then auth=(-H "Authorization: Bearer $AUTH"); fi
+    # every request carries the caller's token (AUTH: the customer's; AUTH=$ADMIN req ...
+    # where the admin acts); NOAUTH=1 sends none
+    if [ -z "${NOAUTH:-}" ]; then auth=(-H "Authorization: Bearer $AUTH"); fi
+    printf '%s %s\nauthorization: %s\n' "$m" "$p" "$([ ${#auth[@]} = 0 ] && echo none || echo bearer)" >"$EX/$id.req"
     curl -sS --max-time 10 -X "$m" -D "$H" -o "$B" "${auth[@]}" "$@" "$BASE$p" || fail "curl $m $p"
     touch "$B"
     ST=$(awk 'NR==1{print $2}' "$H")
@@ -129,16 +132,18 @@ status 200
 check "b.status==='up'"
 pass "agora run is ready at $BASE"
 
-# ---- tokens: writes go through the gateway with a JWT ----
-AUTH=$("$BIN" token --data "$TMP/data" --sub tour --role customer) || fail "agora token"
+# ---- tokens: the customer's (ada) for everything she does; the admin's where the admin acts ----
+AUTH=$("$BIN" token --data "$TMP/data" --sub ada --role customer) || fail "agora token"
 ADMIN=$("$BIN" token --data "$TMP/data" --sub ops --role admin) || fail "agora token (admin)"
+BOB=$("$BIN" token --data "$TMP/data" --sub bob --role customer) || fail "agora token (bob)"
 NOAUTH=1 post /api/v1/customers '{"email": "nobody@example.com", "name": "No Token"}'
 problem 401
+[ "$(hdr WWW-Authenticate | cut -c1-6)" = Bearer ] || fail "a 401 without WWW-Authenticate: Bearer"
 NOAUTH=1 post /api/v1/customers '{"email": "nobody@example.com", "name": "Bad"}' -H "Authorization: Bearer ${AUTH%?}x"
 problem 401
-pass "writes without a valid token are refused with 401"
+pass "without a valid token: 401 (WWW-Authenticate: Bearer)"
 
-# ---- 1. register a customer ----
+# ---- 1. a customer principal registers its own customer ----
 post /api/v1/customers '{"email": "ada@example.com", "name": "Ada Lovelace"}'
 status 201
 read -r CID AID <<<"$(j "b.id+' '+b.accountId")"
@@ -149,7 +154,15 @@ req GET "/api/v1/customers/$CID"
 status 200
 check "b.id==='$CID'" "b.email==='ada@example.com'" "b.accountId==='$AID'"
 [ -n "$(hdr X-Projection-Position)" ] || fail "no X-Projection-Position on a read"
-pass "register a customer: 201 + Location, GET it back"
+req GET /api/v1/customers/me
+status 200
+check "b.id==='$CID'"
+NOAUTH=1 req GET "/api/v1/customers/$CID"
+problem 401
+post /api/v1/customers '{"email": "ada2@example.com", "name": "Ada Twice"}'
+problem 409 /
+check "b.detail.includes('$CID')"
+pass "register her own customer: 201 + Location, GET it back (and /me); anonymous 401; a second one is a 409 naming $CID"
 
 # ---- 2. deposit ----
 req GET "/api/v1/accounts/$AID"
@@ -162,7 +175,7 @@ poll "/api/v1/accounts/$AID" "b.balance.amount===20000"
 pass "deposit 200.00 USD: 200, balance 20000"
 
 # ---- 3. products, paginated ----
-req GET /api/v1/products
+NOAUTH=1 req GET /api/v1/products
 status 200
 TOTAL=$(j b.items.length)
 [ "$TOTAL" -ge 5 ] || fail "fewer than 5 products: $TOTAL"
@@ -269,14 +282,13 @@ pass "out-of-stock order ($((WC_AV + 1)) × WC-06, $WC_AV available): cancelled 
 # ---- 7b. restock (the admin role) ----
 post "/api/v1/inventory/$WC/restock" '{"quantity": 5}'
 problem 403
-ADM=(-H "Authorization: Bearer $ADMIN")
-NOAUTH=1 post "/api/v1/inventory/$WC/restock" '{"quantity": 5}' "${ADM[@]}"
+AUTH=$ADMIN post "/api/v1/inventory/$WC/restock" '{"quantity": 5}'
 status 200
 check "b.productId==='$WC'" "b.available===$((WC_AV + 5))" "b.available===b.onHand-b.reserved"
 poll "/api/v1/inventory/$WC" "b.available===$((WC_AV + 5))"
-NOAUTH=1 post "/api/v1/inventory/$WC/restock" '{"quantity": 0}' "${ADM[@]}"
+AUTH=$ADMIN post "/api/v1/inventory/$WC/restock" '{"quantity": 0}'
 problem 400 /quantity
-NOAUTH=1 post /api/v1/inventory/nope/restock '{"quantity": 1}' "${ADM[@]}"
+AUTH=$ADMIN post /api/v1/inventory/nope/restock '{"quantity": 1}'
 problem 404
 pass "restock WC-06 by 5: 200, available $((WC_AV + 5))"
 
@@ -309,22 +321,26 @@ poll "/api/v1/orders/$O4" "b.status==='confirmed'"
 BAL=$((BAL - CB_PRICE))
 poll "/api/v1/accounts/$AID" "b.balance.amount===$BAL"
 check "b.transactionCount===4"
-post /api/v1/customers '{"email": "grace@example.com", "name": "Grace Hopper", "tier": "premium"}' -H 'Idempotency-Key: tour-customer-1'
+# a customer cannot make itself premium; the admin registers premium customers (for a sub)
+post /api/v1/customers '{"email": "grace@example.com", "name": "Grace Hopper", "tier": "premium"}'
+problem 403 /tier
+GRACE='{"email": "grace@example.com", "name": "Grace Hopper", "tier": "premium", "sub": "grace"}'
+AUTH=$ADMIN post /api/v1/customers "$GRACE" -H 'Idempotency-Key: tour-customer-1'
 status 201
 cp "$B" "$TMP/first"
 LOC=$(hdr Location)
 check "b.tier==='premium'"
-post /api/v1/customers '{"email": "grace@example.com", "name": "Grace Hopper", "tier": "premium"}' -H 'Idempotency-Key: tour-customer-1'
+AUTH=$ADMIN post /api/v1/customers "$GRACE" -H 'Idempotency-Key: tour-customer-1'
 status 201
 [ "$(hdr Idempotent-Replayed)" = true ] && [ "$(hdr Location)" = "$LOC" ] && cmp -s "$TMP/first" "$B" ||
     fail "customer replay differs"
-post /api/v1/customers '{"email": "ada@example.com", "name": "Ada again"}' -H 'Idempotency-Key: tour-customer-2'
+AUTH=$ADMIN post /api/v1/customers '{"email": "ada@example.com", "name": "Ada again"}' -H 'Idempotency-Key: tour-customer-2'
 problem 409 /email
 cp "$B" "$TMP/first"
-post /api/v1/customers '{"email": "ada@example.com", "name": "Ada again"}' -H 'Idempotency-Key: tour-customer-2'
+AUTH=$ADMIN post /api/v1/customers '{"email": "ada@example.com", "name": "Ada again"}' -H 'Idempotency-Key: tour-customer-2'
 problem 409 /email
 [ "$(hdr Idempotent-Replayed)" = true ] || fail "a recorded 409 is not replayed"
-pass "Idempotency-Key: replays (deposit, order, customer, a 409) with Idempotent-Replayed: true; another body → 422; charged once"
+pass "Idempotency-Key: replays (deposit, order, customer, a 409) with Idempotent-Replayed: true; another body → 422; charged once; tier premium is the admin's"
 
 # ---- 9. bad input → 4xx problem+json naming the field ----
 post /api/v1/customers '{"email": "x@example.com", "name": '
@@ -343,10 +359,10 @@ post /api/v1/customers '{"email": "eve@example.com", "name": "Eve", "tier": "gol
 problem 400 /tier
 post /api/v1/customers '{"email": "not-an-email", "name": "Eve"}'
 problem 400 /email
-post /api/v1/customers '{"email": "ADA@example.com", "name": "Ada twice"}'
+AUTH=$ADMIN post /api/v1/customers '{"email": "ADA@example.com", "name": "Ada twice"}'
 problem 409 /email
 post /api/v1/orders '{}'
-problem 400 /customerId /items /shippingAddress
+problem 400 /items /shippingAddress
 post /api/v1/orders "{\"customerId\": 42, \"items\": {\"productId\": \"$KB\"}, \"shippingAddress\": \"here\"}"
 problem 400 /customerId /items /shippingAddress
 post /api/v1/orders "{\"customerId\": \"$CID\", \"items\": [], $ADDR}"
@@ -362,7 +378,7 @@ problem 400 /items/1/productId
 post /api/v1/orders "{\"customerId\": \"$CID\", \"items\": [{\"productId\": \"no-such-product\", \"quantity\": 1}], $ADDR}"
 problem 422 /items/0/productId
 post /api/v1/orders "{\"customerId\": \"no-such-customer\", \"items\": [{\"productId\": \"$KB\", \"quantity\": 1}], $ADDR}"
-problem 422 /customerId
+problem 404 /customerId
 post /api/v1/orders "{\"customerId\": \"$CID\", \"items\": [{\"productId\": \"$KB\", \"quantity\": 1}], \"shippingAddress\": {\"street\": \"1 Main St\", \"city\": \"Springfield\", \"state\": \"IL\", \"zipCode\": \"62701\", \"country\": \"USA\"}}"
 problem 400 /shippingAddress/country
 post /api/v1/orders "{\"customerId\": \"$CID\", \"items\": [{\"productId\": \"$KB\", \"quantity\": 1}], \"shippingAddress\": {\"street\": \"1 Main St\", \"state\": \"IL\", \"zipCode\": \"62701\", \"country\": \"US\"}}"
@@ -389,7 +405,7 @@ req GET "/api/v1/accounts/$AID"
 check "b.balance.amount===$BAL" "b.transactionCount===4"
 req GET "/api/v1/inventory/$KB"
 check "b.reserved===$((KB_RES + 2))"
-pass "bad input: malformed JSON, missing fields, wrong types, negative/zero quantity, unknown product/customer (422), empty items, bad address, tier, currency → problem+json naming the field"
+pass "bad input: malformed JSON, missing fields, wrong types, negative/zero quantity, unknown product (422) or customer (404), empty items, bad address, tier, currency → problem+json naming the field"
 
 # ---- 10. 404, 405 + Allow, 409 ----
 for p in /api/v1/customers/nope /api/v1/accounts/nope /api/v1/products/nope /api/v1/inventory/nope \
@@ -442,33 +458,72 @@ done
 [ "$PAGES" = 4 ] || fail "4 orders in $PAGES pages of 1"
 pass "orders by customer and status, paginated with limit=1"
 
+# ---- 11b. another customer sees none of it ----
+AUTH=$BOB post /api/v1/customers '{"email": "bob@tour.example", "name": "Bob"}'
+status 201
+for p in "/api/v1/customers/$CID" "/api/v1/accounts/$AID" "/api/v1/orders/$O1" "/api/v1/sagas/$S1" "/api/v1/shipments/$O1"; do
+    AUTH=$BOB req GET "$p"
+    problem 404
+done
+AUTH=$BOB post "/api/v1/accounts/$AID/deposits" '{"amount": {"amount": 100, "currency": "USD"}}'
+problem 404
+AUTH=$BOB post "/api/v1/orders/$O1/cancel" '{}'
+problem 404
+AUTH=$BOB req GET "/api/v1/orders?customerId=$CID"
+status 200
+check "b.items.length===0"
+AUTH=$BOB req GET /api/v1/accounts
+status 200
+check "b.items.every(a=>a.id!=='$AID')"
+req GET "/api/v1/accounts/$AID"
+check "b.balance.amount===$BAL" "b.transactionCount===4"
+pass "another customer (bob): ada's customer, account, order, saga, shipment are 404 to him, her orders and account are not in his lists; his deposit and cancel changed nothing"
+
 # ---- 12. request id, trace context, ops endpoints ----
 req GET "/api/v1/customers/$CID" -H 'X-Request-ID: tour-request-42' \
     -H 'traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01'
 status 200
 [ "$(hdr X-Request-ID)" = tour-request-42 ] || fail "X-Request-ID not kept: $(hdr X-Request-ID)"
 case "$(hdr traceparent)" in 00-4bf92f3577b34da6a3ce929d0e0e4736-*) ;; *) fail "trace not continued: $(hdr traceparent)" ;; esac
-req GET /health/live
+NOAUTH=1 req GET /health/live
 status 200
 req GET /metrics
+problem 403
+AUTH=$ADMIN req GET /metrics
 status 200
 grep -q '^agora_http_request_duration_seconds_count{method="POST",route="/api/v1/orders"}' "$B" || fail "no RED metrics for POST /api/v1/orders"
 req GET /admin/projections
+problem 403
+AUTH=$ADMIN req GET /admin/projections
 status 200
 check "b.items.length>=7" "b.items.every(p=>p.status==='running')"
-req GET "/admin/sagas?status=compensated"
+AUTH=$ADMIN req GET "/admin/sagas?status=compensated"
 status 200
 check "b.items.some(s=>s.id==='$S2')" "b.items.some(s=>s.id==='$S3')" "b.items.every(s=>s.status==='compensated')"
-req GET "/admin/sagas?status=failed"
+AUTH=$ADMIN req GET "/admin/sagas?status=failed"
 status 200
 check "b.items.length===0"
-req GET /admin/circuit-breakers
+AUTH=$ADMIN post "/admin/sagas/$S1/retry" ''
+problem 409
+AUTH=$ADMIN req GET /admin/circuit-breakers
 status 200
 check "b.breakers.some(c=>c.name==='platform' && c.state==='closed')"
-req GET /platform/admin/circuit-breakers
+AUTH=$ADMIN req GET /admin/saga-breakers
 status 200
 check "b.items.length===5" "b.items.every(c=>c.state==='closed')"
-pass "X-Request-ID kept, traceparent continued; /health/live, /metrics, /admin/projections, /admin/sagas, /admin/circuit-breakers"
+AUTH=$ADMIN req GET /admin/upstreams
+status 200
+check "b.upstreams.some(u=>u.name==='platform')"
+AUTH=$ADMIN req GET /admin/config
+status 200
+check "b.routes.length>0"
+AUTH=$ADMIN req GET "/admin/audit?actor=ada&limit=100"
+status 200
+check "b.items.length>0" "b.items.every(e=>e.actor && e.actor.sub==='ada')" \
+    "b.items.some(e=>/Deposited/.test(e.type))"
+req GET /platform/admin/circuit-breakers
+problem 404
+pass "X-Request-ID kept, traceparent continued; /health/live; the admin's /metrics, /admin/projections, /admin/sagas (+ retry), /admin/circuit-breakers, /admin/saga-breakers, /admin/upstreams, /admin/config, /admin/audit (a customer: 403); /platform/ is gone"
 
 # ---- 13. shipping: the warehouse dispatches a confirmed order ----
 req GET "/api/v1/inventory/$KB"
@@ -478,17 +533,17 @@ status 200
 check "b.orderId==='$O1'" "b.status==='arranged'" "typeof b.trackingNumber==='string'" "b.address.city==='Springfield'"
 post "/api/v1/shipments/$O1/dispatch" '{}'
 problem 403
-NOAUTH=1 post "/api/v1/shipments/$O1/dispatch" '{}' "${ADM[@]}"
+AUTH=$ADMIN post "/api/v1/shipments/$O1/dispatch" '{}'
 status 202
 check "b.orderId==='$O1'" "b.status==='dispatched'" "b.orderStatus==='shipped'"
-NOAUTH=1 post "/api/v1/shipments/$O1/dispatch" '{}' "${ADM[@]}"
+AUTH=$ADMIN post "/api/v1/shipments/$O1/dispatch" '{}'
 status 202
 poll "/api/v1/orders/$O1" "b.status==='shipped'"
 poll "/api/v1/shipments/$O1" "b.status==='dispatched'"
 poll "/api/v1/inventory/$KB" "b.onHand===$((KB_ON - 2)) && b.reserved===$((KB_RE - 2))"
-NOAUTH=1 post "/api/v1/shipments/$O2/dispatch" '{}' "${ADM[@]}"
+AUTH=$ADMIN post "/api/v1/shipments/$O2/dispatch" '{}'
 problem 409
-NOAUTH=1 post /api/v1/shipments/no-such-order/dispatch '{}' "${ADM[@]}"
+AUTH=$ADMIN post /api/v1/shipments/no-such-order/dispatch '{}'
 problem 404
 req GET /api/v1/shipments/no-such-order
 problem 404

@@ -3,9 +3,12 @@
 //
 //   node api_validate.js SPEC DIR
 //
-// DIR holds one exchange per NNN prefix: NNN.req (a line "METHOD URL-PATH"), NNN.hdr
-// (curl -D: status line and headers), NNN.body. For each exchange the operation is
-// found by method + path template; then:
+// DIR holds one exchange per NNN prefix: NNN.req (a line "METHOD URL-PATH", optionally
+// followed by "authorization: none|bearer"), NNN.hdr (curl -D: status line and
+// headers), NNN.body. For each exchange the operation is found by method + path
+// template; then:
+//   - an operation whose `security` needs a token must not answer 2xx to a request
+//     without one (x-agora-access owner/admin);
 //   - the status code must be listed for the operation (405 and unknown paths use
 //     components.responses.MethodNotAllowed / NotFound);
 //   - the Content-Type must be one of the response's media types;
@@ -82,7 +85,10 @@ const ids = fs
   .sort();
 
 for (const id of ids) {
-  const [method, url] = fs.readFileSync(path.join(dir, id + '.req'), 'utf8').trim().split(/\s+/);
+  const reqLines = fs.readFileSync(path.join(dir, id + '.req'), 'utf8').trim().split('\n');
+  const [method, url] = reqLines[0].trim().split(/\s+/);
+  const authLine = reqLines.find((l) => /^authorization:/i.test(l));
+  const anonymous = authLine ? /none/.test(authLine) : undefined;
   const { status, headers } = parseHeaders(fs.readFileSync(path.join(dir, id + '.hdr'), 'utf8'));
   const bodyText = fs.readFileSync(path.join(dir, id + '.body'), 'utf8');
   const where = `${id} ${method} ${url} → ${status}`;
@@ -110,6 +116,9 @@ for (const id of ids) {
     resp = op.responses[String(status)];
     key = `${method} ${route.tpl} ${status}`;
     if (!resp) { fail(`status ${status} is not documented for ${method} ${route.tpl}`); continue; }
+    const needsToken = Array.isArray(op.security) ? op.security.length > 0 : (spec.security || []).length > 0;
+    if (anonymous && needsToken && status < 300)
+      fail(`answered ${status} without a token, but ${method} ${route.tpl} is ${op['x-agora-access'] || 'not public'}`);
   }
   resp = deref(resp);
 

@@ -64,7 +64,7 @@ async function call(method, url, { token, body, headers = {} } = {}) {
   }
   if (EXDIR) {
     const id = String(++nex).padStart(4, '0');
-    fs.writeFileSync(path.join(EXDIR, `${id}.req`), `${method} ${url}\n`);
+    fs.writeFileSync(path.join(EXDIR, `${id}.req`), `${method} ${url}\nauthorization: ${token ? 'bearer' : 'none'}\n`);
     let hdr = `HTTP/1.1 ${res.status} ${res.statusText}\r\n`;
     for (const [k, v] of res.headers) hdr += `${k}: ${v}\r\n`;
     fs.writeFileSync(path.join(EXDIR, `${id}.hdr`), hdr + '\r\n');

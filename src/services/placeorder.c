@@ -89,6 +89,16 @@ DOM(order_cancel, ag_order)
 
 /* ---- steps ---- */
 
+/* The metadata of a step's events: the actor is the saga (a system principal);
+ * the cause is the step whose idempotency key is `key` (<sagaId>:<step>). */
+static void step_meta(const char *key, char out[256])
+{
+    snprintf(out, 256,
+             "{\"actor\":{\"sub\":\"saga:PlaceOrder\",\"roles\":[\"system\"]},"
+             "\"causationId\":\"%.180s\"}",
+             key ? key : "");
+}
+
 static int place_check(void *ud, const json_t *data, const char *key, const char *reason,
                        struct ag_err *err)
 {
@@ -107,16 +117,17 @@ static int place_check(void *ud, const json_t *data, const char *key, const char
 static int place_undo(void *ud, const json_t *data, const char *key, const char *reason,
                       struct ag_err *err)
 {
-    AG_UNUSED(key);
+    char meta[256];
+    step_meta(key, meta);
     const char *id = json_string_value(json_object_get(data, "orderId"));
     char stream[128];
     svc_stream(stream, sizeof stream, "order", id ? id : "");
     struct ag_order_cancel c = {reason};
-    return svc_exec(ud, &svc_order_type, stream, d_order_cancel, &c, NULL, NULL, NULL, NULL, err);
+    return svc_exec(ud, &svc_order_type, stream, d_order_cancel, &c, meta, NULL, NULL, NULL, err);
 }
 
 static int release_lines(struct ag_platform *p, const char *order_id, const struct order_view *v,
-                         size_t upto, const char *reason, struct ag_err *err)
+                         size_t upto, const char *reason, const char *meta, struct ag_err *err)
 {
     int rc = 0;
     for (size_t i = 0; i < upto; i++) {
@@ -124,7 +135,7 @@ static int release_lines(struct ag_platform *p, const char *order_id, const stru
         svc_stream(stream, sizeof stream, "stock", v->lines[i].product_id);
         struct ag_stock_release r = {order_id, reason};
         int r1 =
-            svc_exec(p, &svc_stock_type, stream, d_stock_release, &r, NULL, NULL, NULL, NULL, err);
+            svc_exec(p, &svc_stock_type, stream, d_stock_release, &r, meta, NULL, NULL, NULL, err);
         if (r1 && !rc) rc = r1;
     }
     return rc;
@@ -133,7 +144,9 @@ static int release_lines(struct ag_platform *p, const char *order_id, const stru
 static int reserve(void *ud, const json_t *data, const char *key, const char *reason,
                    struct ag_err *err)
 {
-    AG_UNUSED(key), AG_UNUSED(reason);
+    AG_UNUSED(reason);
+    char meta[256];
+    step_meta(key, meta);
     struct order_view v;
     const char *id;
     int rc = load_order(ud, data, &v, &id, err);
@@ -142,10 +155,10 @@ static int reserve(void *ud, const json_t *data, const char *key, const char *re
         svc_stream(stream, sizeof stream, "stock", v.lines[i].product_id);
         struct ag_stock_reserve r = {id, v.lines[i].quantity, v.lines[i].product_id};
         rc =
-            svc_exec(ud, &svc_stock_type, stream, d_stock_reserve, &r, NULL, NULL, NULL, NULL, err);
+            svc_exec(ud, &svc_stock_type, stream, d_stock_reserve, &r, meta, NULL, NULL, NULL, err);
         if (rc) { /* all or nothing: give back what this step took */
             struct ag_err e2;
-            release_lines(ud, id, &v, i, "reservation incomplete", &e2);
+            release_lines(ud, id, &v, i, "reservation incomplete", meta, &e2);
         }
     }
     return rc;
@@ -154,11 +167,12 @@ static int reserve(void *ud, const json_t *data, const char *key, const char *re
 static int release(void *ud, const json_t *data, const char *key, const char *reason,
                    struct ag_err *err)
 {
-    AG_UNUSED(key);
+    char meta[256];
+    step_meta(key, meta);
     struct order_view v;
     const char *id;
     int rc = load_order(ud, data, &v, &id, err);
-    return rc ? rc : release_lines(ud, id, &v, v.n, reason, err);
+    return rc ? rc : release_lines(ud, id, &v, v.n, reason, meta, err);
 }
 
 /* The order and its customer's account stream, for the payment step and its undo. */
@@ -172,28 +186,32 @@ static int order_account(void *ud, const json_t *data, struct order_view *v, con
 static int charge(void *ud, const json_t *data, const char *key, const char *reason,
                   struct ag_err *err)
 {
-    AG_UNUSED(key), AG_UNUSED(reason);
+    AG_UNUSED(reason);
+    char meta[256];
+    step_meta(key, meta);
     struct order_view v;
     const char *id;
     char stream[128];
     int rc = order_account(ud, data, &v, &id, stream, err);
     if (rc || v.total.amount == 0) return rc;
     struct ag_account_charge c = {id, v.total, svc_now_ms()};
-    return svc_exec(ud, &svc_account_type, stream, d_account_charge, &c, NULL, NULL, NULL, NULL,
+    return svc_exec(ud, &svc_account_type, stream, d_account_charge, &c, meta, NULL, NULL, NULL,
                     err);
 }
 
 static int refund(void *ud, const json_t *data, const char *key, const char *reason,
                   struct ag_err *err)
 {
-    AG_UNUSED(key), AG_UNUSED(reason);
+    AG_UNUSED(reason);
+    char meta[256];
+    step_meta(key, meta);
     struct order_view v;
     const char *id;
     char stream[128];
     int rc = order_account(ud, data, &v, &id, stream, err);
     if (rc) return rc;
     struct ag_account_refund r = {id, svc_now_ms()};
-    return svc_exec(ud, &svc_account_type, stream, d_account_refund, &r, NULL, NULL, NULL, NULL,
+    return svc_exec(ud, &svc_account_type, stream, d_account_refund, &r, meta, NULL, NULL, NULL,
                     err);
 }
 
@@ -205,7 +223,9 @@ static void tracking_number(const char *order_id, char out[32])
 static int arrange(void *ud, const json_t *data, const char *key, const char *reason,
                    struct ag_err *err)
 {
-    AG_UNUSED(key), AG_UNUSED(reason);
+    AG_UNUSED(reason);
+    char meta[256];
+    step_meta(key, meta);
     struct order_view v;
     const char *id;
     int rc = load_order(ud, data, &v, &id, err);
@@ -215,33 +235,36 @@ static int arrange(void *ud, const json_t *data, const char *key, const char *re
     tracking_number(id, track);
     svc_stream(stream, sizeof stream, "shipment", id);
     struct ag_shipment_arrange a = {ship_id, id, &v.address, track};
-    return svc_exec(ud, &svc_shipment_type, stream, d_shipment_arrange, &a, NULL, NULL, NULL, NULL,
+    return svc_exec(ud, &svc_shipment_type, stream, d_shipment_arrange, &a, meta, NULL, NULL, NULL,
                     err);
 }
 
 static int unarrange(void *ud, const json_t *data, const char *key, const char *reason,
                      struct ag_err *err)
 {
-    AG_UNUSED(key);
+    char meta[256];
+    step_meta(key, meta);
     const char *id = json_string_value(json_object_get(data, "orderId"));
     char stream[128];
     svc_stream(stream, sizeof stream, "shipment", id ? id : "");
     if (!svc_stream_exists(ud, "shipment", id ? id : "")) return 0;
     struct ag_shipment_cancel c = {reason};
-    return svc_exec(ud, &svc_shipment_type, stream, d_shipment_cancel, &c, NULL, NULL, NULL, NULL,
+    return svc_exec(ud, &svc_shipment_type, stream, d_shipment_cancel, &c, meta, NULL, NULL, NULL,
                     err);
 }
 
 static int confirm(void *ud, const json_t *data, const char *key, const char *reason,
                    struct ag_err *err)
 {
-    AG_UNUSED(key), AG_UNUSED(reason);
+    AG_UNUSED(reason);
+    char meta[256];
+    step_meta(key, meta);
     const char *id = json_string_value(json_object_get(data, "orderId"));
     char stream[128], track[32];
     tracking_number(id ? id : "", track);
     svc_stream(stream, sizeof stream, "order", id ? id : "");
     struct ag_order_confirm c = {track};
-    return svc_exec(ud, &svc_order_type, stream, d_order_confirm, &c, NULL, NULL, NULL, NULL, err);
+    return svc_exec(ud, &svc_order_type, stream, d_order_confirm, &c, meta, NULL, NULL, NULL, err);
 }
 
 /* ConfirmOrder is the pivot: a confirmed order is never cancelled. The engine

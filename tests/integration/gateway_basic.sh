@@ -107,6 +107,18 @@ body=$(curl -s "$U/canary/who" -H 'x-user-id: forged' -H 'x-user-roles: admin')
 [[ "$body" != *forged* && "$body" != *'"x-user-roles"'* ]] || fail "client identity headers not stripped: $body"
 [[ "$body" == *'"path":"/who"'* ]] || fail "prefix rewrite: $body"
 pass "403 on missing role; forged identity headers stripped; prefix rewrite"
+for path in /admin/upstreams /admin/config /admin/circuit-breakers /metrics; do
+    code=$(curl -s -o /dev/null -w '%{http_code}' "$U$path")
+    [ "$code" = 401 ] || fail "anonymous $path: $code"
+    code=$(curl -s -o /dev/null -w '%{http_code}' "$U$path" -H "Authorization: Bearer $("$AGORA" token --sub bob --role customer --config "$TMP/gw.yaml" --issuer jose-test)")
+    [ "$code" = 403 ] || fail "customer on $path: $code"
+    code=$(curl -s -o /dev/null -w '%{http_code}' "$U$path" -H "Authorization: Bearer $(tok hs256)")
+    [ "$code" = 200 ] || fail "admin on $path: $code"
+done
+m=$(curl -s "$U/metrics" -H "Authorization: Bearer $(tok hs256)")
+grep -q '^agora_authz_denied_total{reason="not_admin"} [1-9]' <<<"$m" ||
+    fail "denials not counted in agora_authz_denied_total"
+pass "/admin/* and /metrics: 401 anonymous, 403 customer, 200 admin; denials counted"
 
 # ---- canary split ----
 cat >"$TMP/load.py" <<'PY'
@@ -158,7 +170,8 @@ pass "Idempotency-Key: replayed, 422 on a different body, 409 on a concurrent du
 # ---- outlier ejection and return ----
 curl -s -X POST "127.0.0.1:$P2/admin/fail" >/dev/null
 python3 "$TMP/load.py" "$GP" 40 /any/x >/dev/null
-st=$(curl -s "$U/admin/upstreams")
+ADMIN=(-H "Authorization: Bearer $(tok hs256)")
+st=$(curl -s "${ADMIN[@]}" "$U/admin/upstreams")
 python3 -c "import json,sys; e=json.loads(sys.argv[1])['upstreams'][0]['endpoints'][1]; assert e['ejected'], e" "$st" || fail "failing v2 not ejected: $st"
 c2=$(python3 "$TMP/load.py" "$GP" 50 /any/x)
 [[ "$c2" == '{"v1": 50}' ]] || fail "traffic reached the ejected endpoint: $c2"
@@ -169,7 +182,7 @@ c3=$(python3 "$TMP/load.py" "$GP" 50 /any/x)
 pass "a 5xx upstream is ejected (no traffic while ejected) and comes back after the ejection time"
 
 # ---- reload ----
-gen() { curl -s "$U/admin/config" | python3 -c 'import json,sys; print(json.load(sys.stdin)["generation"])'; }
+gen() { curl -s "${ADMIN[@]}" "$U/admin/config" | python3 -c 'import json,sys; print(json.load(sys.stdin)["generation"])'; }
 g0=$(gen)
 printf 'virtualServices:\n  - name: x\n    http:\n      - route: [{destination: {host: nowhere}}]\n' >"$TMP/bad.yaml"
 cp "$TMP/gw.yaml" "$TMP/good.yaml"; cp "$TMP/bad.yaml" "$TMP/gw.yaml"

@@ -160,7 +160,7 @@ check "b.id==='$CID'"
 NOAUTH=1 req GET "/api/v1/customers/$CID"
 problem 401
 post /api/v1/customers '{"email": "ada2@example.com", "name": "Ada Twice"}'
-problem 409 /
+problem 409 ""
 check "b.detail.includes('$CID')"
 pass "register her own customer: 201 + Location, GET it back (and /me); anonymous 401; a second one is a 409 naming $CID"
 

@@ -129,6 +129,7 @@ static int start_http(struct ag_platform *p, struct ag_err *err)
     svc_ordering_routes(p);
     svc_shipping_routes(p);
     svc_admin_routes(p);
+    svc_saga_admin_routes(p);
     struct ag_http_server_config hc = {
         .host = p->cfg.host, .port = p->cfg.port, .workers = p->cfg.workers};
     rc = ag_http_server_new(&hc, p->router, &p->server);

@@ -3,19 +3,27 @@
  *
  * A saga definition is a list of steps, each an action and a compensation. A saga
  * instance is a stream `saga-<id>` in the event store: SagaStarted {type, data},
- * then StepSucceeded / StepFailed, CompensationSucceeded / CompensationFailed, and
- * one terminal event: SagaCompleted, SagaCompensated {reason} or SagaFailed
- * {reason}. Because the state is in the store, a process killed mid-saga resumes
- * every unfinished saga when its engine starts.
+ * then StepSucceeded / StepFailed {step, name, error}, CompensationSucceeded /
+ * CompensationFailed {step, name, error, failedStep}, and one terminal event:
+ * SagaCompleted, SagaCompensated {reason} or SagaFailed {reason, error,
+ * failedCompensations: [{step, name, error}]}. A failed saga may be re-opened by
+ * SagaRetried {attempt, failedCompensations} (ag_saga_retry), after which it
+ * compensates again and ends with a new terminal event. Because the state is in
+ * the store, a process killed mid-saga resumes every unfinished saga when its
+ * engine starts.
  *
- * Steps run on the engine's worker threads. Each action and compensation gets the
- * idempotency key "<sagaId>:<step>" and must honour it: a resumed saga re-runs the
- * step whose success was not yet recorded, so the participant must recognise the
- * repeat (agora's aggregates key reservations, charges and shipments by order).
- * Actions run through the definition's resilience pipeline (retry, timeout,
- * breaker); when an action finally fails, the completed steps are compensated in
- * reverse order. A compensation that keeps failing leaves the saga Failed, logged
- * at error level.
+ * Steps run on the engine's worker threads. Each action gets the idempotency key
+ * "<sagaId>:<step>" and each compensation "<sagaId>:<step>:compensate", and must
+ * honour it: a resumed saga re-runs the step whose success was not yet recorded,
+ * so the participant must recognise the repeat (agora's aggregates key
+ * reservations, charges and shipments by order). Actions run through the
+ * definition's resilience pipeline (retry, timeout, breaker); when an action
+ * finally fails, it and the completed steps are compensated in reverse order. A
+ * compensation that keeps failing (comp_attempts) is recorded as
+ * CompensationFailed, logged at error level, and the compensations before it
+ * STILL run: one broken participant never leaves stock reserved or money held
+ * elsewhere. The saga then ends Failed, naming every failed compensation, until
+ * an operator retries it.
  *
  * Fault injection (for demos and chaos tests): per step, an error rate and an added
  * latency for the action and for the compensation.
@@ -52,7 +60,7 @@ struct ag_saga_step {
 struct ag_saga_def {
     const char *type;                 /* "PlaceOrder" */
     const struct ag_saga_step *steps; /* borrowed */
-    size_t nsteps;
+    size_t nsteps;                    /* at most 64 */
     void *ud;                         /* passed to every step */
     const struct ag_pipeline *policy; /* per action attempt policy; NULL = one attempt */
     unsigned comp_attempts;           /* compensation attempts before giving up (0 → 5) */
@@ -83,6 +91,15 @@ AG_EXTERN int ag_saga_start_async(struct ag_saga_engine *e, const char *type, co
  * start could not be recorded since the last wait (it is not queued any more). */
 AG_EXTERN int ag_saga_wait_starts(struct ag_saga_engine *e, int timeout_ms);
 
+/* Retry a failed saga: record SagaRetried and queue it; a worker re-runs the
+ * compensations that failed (with their idempotency keys, so one that did take
+ * effect is a no-op), then records SagaCompensated, or SagaFailed again when one
+ * still fails. Returns once SagaRetried is durable (0), AG_ENOTFOUND (no such
+ * saga), AG_EREJECTED (the saga is running, completed or compensated: only a
+ * failed saga can be retried; `err` says its status) or AG_ECONFLICT (another
+ * retry recorded first). */
+AG_EXTERN int ag_saga_retry(struct ag_saga_engine *e, const char *saga_id, struct ag_err *err);
+
 struct ag_saga_engine_stats {
     uint64_t started, completed, compensated, failed; /* since start */
     uint64_t resumed;                                 /* unfinished sagas found at start */
@@ -91,9 +108,13 @@ struct ag_saga_engine_stats {
 AG_EXTERN void ag_saga_engine_stats(struct ag_saga_engine *e, struct ag_saga_engine_stats *out);
 
 /* The saga read model: table sagas(id, type, status, current_step, reason, steps,
- * updated_at) where steps is a JSON array [{"name","status"}]; statuses running /
- * completed / compensated / failed; step statuses pending / succeeded / failed /
- * compensated / compensation_failed. `defs` gives step names (borrowed). */
+ * updated_at) where steps is a JSON array [{"name","status","error"?,
+ * "compensationError"?}]; statuses running / completed / compensated / failed (a
+ * retried saga is running again); step statuses pending / succeeded / failed /
+ * compensated / compensation_failed, with the error of a failed action and of a
+ * failed compensation. A failed saga's reason names
+ * the failure and every compensation that failed. `defs` gives step names
+ * (borrowed). */
 AG_EXTERN void ag_saga_projection(const struct ag_saga_def *defs, size_t n,
                                   struct ag_projection *out);
 

@@ -1,6 +1,13 @@
 /*
  * The saga read model: one row per saga with its status, current step and the
  * status of every step, projected from the `saga-<id>` streams.
+ *
+ * A step's entry is {"name","status","error"?,"compensationError"?}: the error of
+ * its failed action, and that of its compensation while it is failed. The step that failed stays
+ * "failed" once its compensation succeeds (CompensationSucceeded says so with failedStep; older
+ * logs: it was "failed" before). A failed saga's reason is the failure followed
+ * by the compensations that failed, so `/admin/sagas?status=failed` says what an
+ * operator has to look at; SagaRetried makes the saga running again.
  */
 #include <stdio.h>
 #include <string.h>
@@ -18,9 +25,9 @@ static const char schema[] =
     " reason TEXT, steps TEXT NOT NULL, started_at TEXT, updated_at TEXT NOT NULL);"
     "CREATE INDEX IF NOT EXISTS sagas_status ON sagas(status, id);";
 
-static const char *const types[] = {"SagaStarted",           "StepSucceeded",      "StepFailed",
-                                    "CompensationSucceeded", "CompensationFailed", "SagaCompleted",
-                                    "SagaCompensated",       "SagaFailed",         NULL};
+static const char *const types[] = {
+    "SagaStarted",   "StepSucceeded",   "StepFailed", "CompensationSucceeded", "CompensationFailed",
+    "SagaCompleted", "SagaCompensated", "SagaFailed", "SagaRetried",           NULL};
 
 static int exec(sqlite3 *db, const char *sql, const char *const *args, size_t n)
 {
@@ -68,28 +75,74 @@ static int started(sqlite3 *db, const struct defs_ud *u, const char *id, const j
     return rc;
 }
 
-/* Set step `idx`'s status and the saga's status/current step. */
-static int update(sqlite3 *db, const char *id, int idx, const char *step_status, const char *status,
-                  bool next_is_current, const char *reason, const char *ts)
+/* What one event changes in a saga's row. */
+struct change {
+    int idx;                 /* the step it is about, -1: none */
+    const char *step_status; /* the step's new status, NULL: unchanged */
+    const char *step_error;  /* its action's error, NULL: unchanged */
+    const char *comp_error;  /* its compensation's error, NULL: none (any more) */
+    bool failed_step;        /* the step is the one whose action failed */
+    const char *status;      /* the saga's new status, NULL: unchanged */
+    bool next_is_current;    /* the current step is the one after idx */
+    const char *reason;      /* the saga's new reason, NULL: unchanged */
+};
+
+static void set_step(json_t *s, const struct change *c)
+{
+    const char *was = json_string_value(json_object_get(s, "status"));
+    const char *st = c->step_status;
+    /* the step that failed stays "failed" once undone */
+    if (strcmp(st, "compensated") == 0 && (c->failed_step || (was && strcmp(was, "failed") == 0)))
+        st = "failed";
+    json_object_set_new(s, "status", json_string(st));
+    if (c->step_error) json_object_set_new(s, "error", json_string(c->step_error));
+    if (c->comp_error)
+        json_object_set_new(s, "compensationError", json_string(c->comp_error));
+    else
+        json_object_del(s, "compensationError");
+}
+
+/* Apply `c` to saga `id`'s row. */
+static int update(sqlite3 *db, const char *id, const struct change *c, const char *ts)
 {
     json_t *steps = load_steps(db, id);
     if (!steps) return 0; /* SagaStarted not seen (projection began later) */
-    json_t *s = idx >= 0 ? json_array_get(steps, (size_t)idx) : NULL;
-    const char *was = s ? json_string_value(json_object_get(s, "status")) : NULL;
-    bool keep_failed =
-        was && strcmp(was, "failed") == 0 && step_status && strcmp(step_status, "compensated") == 0;
-    if (s && step_status && !keep_failed) /* the step that failed stays "failed" once undone */
-        json_object_set_new(s, "status", json_string(step_status));
-    json_t *cur = next_is_current ? json_array_get(steps, (size_t)idx + 1) : s;
+    json_t *s = c->idx >= 0 ? json_array_get(steps, (size_t)c->idx) : NULL;
+    if (s && c->step_status) set_step(s, c);
+    json_t *cur = c->next_is_current ? json_array_get(steps, (size_t)c->idx + 1) : s;
     const char *current = cur ? json_string_value(json_object_get(cur, "name")) : NULL;
     char *text = json_dumps(steps, JSON_COMPACT);
-    const char *args[] = {text, status, current, reason, ts, id};
+    const char *args[] = {text, c->status, current, c->reason, ts, id};
     int rc = exec(db,
                   "UPDATE sagas SET steps=?, status=COALESCE(?, status), current_step=?,"
                   " reason=COALESCE(?, reason), updated_at=? WHERE id=?",
                   args, 6);
     free(text);
     json_decref(steps);
+    return rc;
+}
+
+/* "<reason>; compensation failed: Name (error), ..." for SagaFailed. */
+static int saga_failed(sqlite3 *db, const char *id, const json_t *d, const char *ts)
+{
+    const char *reason = json_string_value(json_object_get(d, "reason"));
+    json_t *list = json_object_get(d, "failedCompensations");
+    struct ag_buf b;
+    ag_buf_init(&b);
+    ag_buf_printf(&b, "%s; compensation failed: ", reason ? reason : "step failed");
+    size_t i;
+    json_t *f;
+    json_array_foreach(list, i, f)
+    {
+        ag_buf_printf(&b, "%s%s (%s)", i ? ", " : "",
+                      json_string_value(json_object_get(f, "name")) ?: "?",
+                      json_string_value(json_object_get(f, "error")) ?: "failed");
+    }
+    if (!json_array_size(list)) /* an older SagaFailed: the one error */
+        ag_buf_puts(&b, json_string_value(json_object_get(d, "error")) ?: "unknown");
+    struct change c = {.idx = -1, .status = "failed", .reason = b.len ? b.data : reason};
+    int rc = update(db, id, &c, ts);
+    ag_buf_free(&b);
     return rc;
 }
 
@@ -100,25 +153,33 @@ static int apply(sqlite3 *db, const struct ag_event *ev, const json_t *d, void *
     snprintf(id, sizeof id, "%.*s", (int)ev->stream_len - 5, ev->stream + 5);
     snprintf(type, sizeof type, "%.*s", (int)ev->type_len, ev->type);
     ag_time_rfc3339(ev->time_ns, ts);
-    int idx = (int)json_integer_value(json_object_get(d, "step"));
+    struct change c = {.idx = (int)json_integer_value(json_object_get(d, "step"))};
     const char *reason = json_string_value(json_object_get(d, "reason"));
     const char *error = json_string_value(json_object_get(d, "error"));
+    c.failed_step = json_is_true(json_object_get(d, "failedStep"));
     if (strcmp(type, "SagaStarted") == 0) return started(db, ud, id, d, ts);
-    if (strcmp(type, "StepSucceeded") == 0)
-        return update(db, id, idx, "succeeded", NULL, true, NULL, ts);
-    if (strcmp(type, "StepFailed") == 0)
-        return update(db, id, idx, "failed", NULL, false, error, ts);
-    if (strcmp(type, "CompensationSucceeded") == 0)
-        return update(db, id, idx, "compensated", NULL, false, NULL, ts);
-    if (strcmp(type, "CompensationFailed") == 0)
-        return update(db, id, idx, "compensation_failed", NULL, false, NULL, ts);
-    if (strcmp(type, "SagaCompleted") == 0)
-        return update(db, id, -1, NULL, "completed", false, NULL, ts);
-    if (strcmp(type, "SagaCompensated") == 0)
-        return update(db, id, -1, NULL, "compensated", false, reason, ts);
-    if (strcmp(type, "SagaFailed") == 0)
-        return update(db, id, -1, NULL, "failed", false, reason, ts);
-    return 0;
+    if (strcmp(type, "StepSucceeded") == 0) {
+        c.step_status = "succeeded", c.next_is_current = true;
+    } else if (strcmp(type, "StepFailed") == 0) {
+        c.step_status = "failed", c.step_error = error, c.reason = error;
+    } else if (strcmp(type, "CompensationSucceeded") == 0) {
+        c.step_status = "compensated";
+    } else if (strcmp(type, "CompensationFailed") == 0) {
+        c.step_status = "compensation_failed", c.comp_error = error ? error : "failed";
+    } else if (strcmp(type, "SagaRetried") == 0) { /* running again, from the first to retry */
+        json_t *first = json_array_get(json_object_get(d, "failedCompensations"), 0);
+        c.idx = first ? (int)json_integer_value(json_object_get(first, "step")) : -1;
+        c.status = "running";
+    } else if (strcmp(type, "SagaFailed") == 0) {
+        return saga_failed(db, id, d, ts);
+    } else if (strcmp(type, "SagaCompleted") == 0) {
+        c.idx = -1, c.status = "completed";
+    } else if (strcmp(type, "SagaCompensated") == 0) {
+        c.idx = -1, c.status = "compensated", c.reason = reason;
+    } else {
+        return 0;
+    }
+    return update(db, id, &c, ts);
 }
 
 void ag_saga_projection(const struct ag_saga_def *defs, size_t n, struct ag_projection *out)

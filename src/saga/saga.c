@@ -16,7 +16,24 @@
  * no effect, so compensating the failed step is always safe. A compensation of
  * the failed step that answers AG_EEXISTS says the action did take effect and
  * cannot be undone (a pivot such as ConfirmOrder): the step is then recorded as
- * succeeded and the saga goes forward again (forward recovery).
+ * succeeded and the saga goes forward again (forward recovery), which is only
+ * allowed before any other compensation has run.
+ *
+ * Compensation never stops half-way. The state keeps a bit set `todo` of the
+ * steps whose compensation is still to run (the failed step and every step
+ * before it) and a set `failed` of those whose compensation failed after its
+ * attempts. The highest step in `todo` runs next; its outcome,
+ * CompensationSucceeded or CompensationFailed, takes it out of `todo`. So a
+ * compensation that keeps failing is recorded and the ones before it still run
+ * (release the stock, cancel the order): a saga never strands stock or money
+ * behind one broken participant. Only when `todo` is empty does the saga end,
+ * SagaCompensated, or SagaFailed naming every failed compensation. Both sets are
+ * rebuilt from the log, so a crash mid-compensation resumes with the next one.
+ *
+ * ag_saga_retry re-opens a failed saga: SagaRetried puts the failed
+ * compensations back into `todo` (with any an older engine never ran) and a
+ * worker runs them with their original idempotency keys, ending in
+ * SagaCompensated or SagaFailed again.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -27,6 +44,7 @@
 #include "agora/saga.h"
 
 #define SAGA_STREAM_MAX 128
+#define SAGA_STEPS_MAX  64 /* steps per definition: the compensation sets are uint64_t */
 
 struct qitem {
     struct qitem *next;
@@ -48,6 +66,7 @@ struct ag_saga_engine {
     pthread_cond_t tick;   /* the retry thread's timed sleep; stop wakes it */
     struct qitem *head, *tail;
     struct qitem *delayed; /* interrupted sagas waiting to be retried */
+    struct qitem *rerun;   /* ids asked to run again while they were active */
     pthread_t retry_thread;
     bool retry_started;
     bool stopping;
@@ -59,17 +78,35 @@ struct ag_saga_engine {
     struct ag_saga_engine_stats stats;
 };
 
+enum saga_end { SAGA_END_NONE, SAGA_END_COMPLETED, SAGA_END_COMPENSATED, SAGA_END_FAILED };
+
 /* The saga as its events say. */
 struct saga_state {
     const struct ag_saga_def *def;
-    json_t *data;    /* from SagaStarted (owned) */
-    int64_t version; /* stream version */
-    size_t next;     /* next step to run forward */
-    bool compensating;
-    int64_t comp; /* next step to compensate (-1: done) */
+    json_t *data;      /* from SagaStarted (owned) */
+    int64_t version;   /* stream version */
+    size_t next;       /* next step to run forward; while compensating, the failed step */
+    bool compensating; /* a step failed: running compensations */
+    bool comp_ran;     /* a compensation outcome was recorded since StepFailed */
+    uint64_t todo;     /* bit i: step i's compensation is still to run */
+    uint64_t failed;   /* bit i: step i's compensation failed (after its attempts) */
+    json_t *errors;    /* step name -> last compensation error (owned) */
+    unsigned retries;  /* SagaRetried events so far */
     bool terminal;
-    char reason[512];
+    enum saga_end end; /* the terminal event, when terminal */
+    char reason[512];  /* the failure being compensated */
 };
+
+static inline uint64_t step_bit(size_t i)
+{
+    return i < SAGA_STEPS_MAX ? 1ull << i : 0;
+}
+
+/* Bits 0..i. */
+static inline uint64_t steps_upto(size_t i)
+{
+    return i + 1 >= SAGA_STEPS_MAX ? ~0ull : (1ull << (i + 1)) - 1;
+}
 
 /* ---- active set (lock held) ---- */
 
@@ -154,6 +191,51 @@ static void enqueue(struct ag_saga_engine *e, const char *id)
     enqueue_item(e, id, NULL);
 }
 
+/* Queue `q` (lock held, its id already in the active set). */
+static void push_locked(struct ag_saga_engine *e, struct qitem *q)
+{
+    q->next = NULL;
+    if (e->tail)
+        e->tail->next = q;
+    else
+        e->head = q;
+    e->tail = q;
+    e->stats.queued++;
+    pthread_cond_signal(&e->work);
+}
+
+/* Remove `id` from the rerun list (lock held); true when it was there. */
+static bool take_rerun(struct ag_saga_engine *e, const char *id)
+{
+    for (struct qitem **pp = &e->rerun; *pp; pp = &(*pp)->next) {
+        if (strcmp((*pp)->id, id) != 0) continue;
+        struct qitem *r = *pp;
+        *pp = r->next;
+        ag_free(r);
+        return true;
+    }
+    return false;
+}
+
+/* Make sure `id` runs again after now: queue it, or, when it is queued or running
+ * (it may have loaded its state before the caller's event), have the worker queue
+ * it once more when it is done. */
+static int enqueue_again(struct ag_saga_engine *e, const char *id)
+{
+    struct qitem *q = ag_calloc(1, sizeof *q);
+    if (!q) return AG_ENOMEM;
+    snprintf(q->id, sizeof q->id, "%s", id);
+    pthread_mutex_lock(&e->lock);
+    if (active_add(e, id_hash(id))) {
+        push_locked(e, q);
+    } else {
+        q->next = e->rerun;
+        e->rerun = q;
+    }
+    pthread_mutex_unlock(&e->lock);
+    return 0;
+}
+
 /* ---- state from events ---- */
 
 static const struct ag_saga_def *find_def(const struct ag_saga_engine *e, const char *type)
@@ -161,6 +243,30 @@ static const struct ag_saga_def *find_def(const struct ag_saga_engine *e, const 
     for (size_t i = 0; i < e->ndefs; i++)
         if (strcmp(e->defs[i].type, type) == 0) return &e->defs[i];
     return NULL;
+}
+
+/* A compensation outcome for step `d.step`: out of `todo`, into or out of `failed`. */
+static void comp_outcome(struct saga_state *s, json_t *d, const char *error)
+{
+    json_int_t i = json_integer_value(json_object_get(d, "step"));
+    const char *name = json_string_value(json_object_get(d, "name"));
+    uint64_t bit = i >= 0 ? step_bit((size_t)i) : 0;
+    s->todo &= ~bit;
+    s->comp_ran = true;
+    if (error) {
+        s->failed |= bit;
+        if (name && s->errors) json_object_set_new(s->errors, name, json_string(error));
+    } else {
+        s->failed &= ~bit;
+        if (name && s->errors) json_object_del(s->errors, name);
+    }
+}
+
+static void ended(struct saga_state *s, enum saga_end end, const char *reason)
+{
+    s->terminal = true;
+    s->end = end;
+    if (reason) snprintf(s->reason, sizeof s->reason, "%s", reason);
 }
 
 static void evolve(const struct ag_saga_engine *e, struct saga_state *s, const char *type,
@@ -175,20 +281,41 @@ static void evolve(const struct ag_saga_engine *e, struct saga_state *s, const c
     } else if (strcmp(type, "StepSucceeded") == 0) {
         if (s->compensating) { /* forward recovery of the failed step (see the top) */
             s->compensating = false;
-            s->comp = -1;
+            s->todo = s->failed = 0;
         }
         s->next++;
     } else if (strcmp(type, "StepFailed") == 0) {
         s->compensating = true;
-        s->comp = (int64_t)s->next; /* the failed step itself first (see the top) */
+        s->comp_ran = false;
+        s->todo = steps_upto(s->next); /* the failed step itself first (see the top) */
+        s->failed = 0;
         snprintf(s->reason, sizeof s->reason, "%s", error ? error : "step failed");
     } else if (strcmp(type, "CompensationSucceeded") == 0) {
-        s->comp--;
-    } else if (strcmp(type, "SagaCompleted") == 0 || strcmp(type, "SagaCompensated") == 0 ||
-               strcmp(type, "SagaFailed") == 0) {
-        s->terminal = true;
-        if (reason) snprintf(s->reason, sizeof s->reason, "%s", reason);
+        comp_outcome(s, d, NULL);
+    } else if (strcmp(type, "CompensationFailed") == 0) {
+        comp_outcome(s, d, error ? error : "compensation failed");
+    } else if (strcmp(type, "SagaRetried") == 0) {
+        s->terminal = false;
+        s->end = SAGA_END_NONE;
+        s->compensating = true;
+        s->comp_ran = true; /* no forward recovery once compensations ran */
+        s->todo |= s->failed;
+        s->failed = 0;
+        s->retries++;
+    } else if (strcmp(type, "SagaCompleted") == 0) {
+        ended(s, SAGA_END_COMPLETED, reason);
+    } else if (strcmp(type, "SagaCompensated") == 0) {
+        ended(s, SAGA_END_COMPENSATED, reason);
+    } else if (strcmp(type, "SagaFailed") == 0) {
+        ended(s, SAGA_END_FAILED, reason);
     }
+}
+
+static void state_free(struct saga_state *s)
+{
+    json_decref(s->data);
+    json_decref(s->errors);
+    s->data = s->errors = NULL;
 }
 
 static int load(struct ag_saga_engine *e, const char *stream, struct saga_state *s,
@@ -196,7 +323,7 @@ static int load(struct ag_saga_engine *e, const char *stream, struct saga_state 
 {
     memset(s, 0, sizeof *s);
     s->version = -1;
-    s->comp = -1;
+    s->errors = json_object();
     for (;;) {
         struct ag_event_page p;
         int rc = ag_store_read_stream(e->store, stream, strlen(stream), s->version + 1,
@@ -214,21 +341,30 @@ static int load(struct ag_saga_engine *e, const char *stream, struct saga_state 
         ag_event_page_free(&p);
         if (end) break;
     }
+    if (s->version < 0) return ag_err_set(err, AG_ENOTFOUND, "no saga %s", stream + 5);
     if (!s->def) return ag_err_set(err, AG_ENOTFOUND, "%s: no known saga type", stream);
     return 0;
 }
 
+/* Append one event at the exact expected version and apply it to the state. Takes
+ * `data`. */
 static int record(struct ag_saga_engine *e, const char *stream, struct saga_state *s,
                   const char *type, json_t *data, struct ag_err *err)
 {
     char *text = json_dumps(data, JSON_COMPACT);
-    json_decref(data);
-    if (!text) return ag_err_set(err, AG_ENOMEM, "out of memory");
+    if (!text) {
+        json_decref(data);
+        return ag_err_set(err, AG_ENOMEM, "out of memory");
+    }
     struct ag_event_data ev = {
         .type = type, .type_len = strlen(type), .data = text, .data_len = strlen(text)};
     int rc = ag_store_append(e->store, stream, strlen(stream), s->version, &ev, 1, NULL, err);
     free(text);
-    if (!rc) s->version++;
+    if (!rc) {
+        s->version++;
+        evolve(e, s, type, data);
+    }
+    json_decref(data);
     return rc;
 }
 
@@ -317,18 +453,13 @@ static int run_forward(struct ag_saga_engine *e, const char *id, struct saga_sta
             if ((rc = record(e, stream, s, "StepSucceeded", step_json(s->next, st->name, NULL),
                              err)))
                 return rc;
-            s->next++;
             continue;
         }
         const char *why = ag_err_msg(&serr, rc);
         AG_INFO("saga.step_failed", AG_LS("saga", id), AG_LS("step", st->name),
                 AG_LS("error", why));
-        if ((rc = record(e, stream, s, "StepFailed", step_json(s->next, st->name, why), err)))
-            return rc;
-        s->compensating = true;
-        s->comp = (int64_t)s->next; /* its effect may exist: compensate it too */
-        snprintf(s->reason, sizeof s->reason, "%s", why);
-        return 0;
+        /* StepFailed starts the compensation, of this step too (see the top) */
+        return record(e, stream, s, "StepFailed", step_json(s->next, st->name, why), err);
     }
     return record(e, stream, s, "SagaCompleted", json_object(), err);
 }
@@ -343,44 +474,70 @@ static int recover_forward(struct ag_saga_engine *e, const char *id, const char 
             AG_LS("detail", why));
     json_t *j = step_json(s->next, st->name, NULL);
     if (j) json_object_set_new(j, "recovered", json_true());
-    int rc = record(e, stream, s, "StepSucceeded", j, err);
-    if (rc) return rc;
-    s->compensating = false;
-    s->comp = -1;
-    s->next++;
-    return 0;
+    return record(e, stream, s, "StepSucceeded", j, err);
 }
 
+/* Every failed compensation, highest step first: [{step, name, error}]. */
+static json_t *failed_list(const struct saga_state *s)
+{
+    json_t *a = json_array();
+    for (size_t i = s->def->nsteps; i-- > 0;) {
+        if (!(s->failed & step_bit(i))) continue;
+        const char *name = s->def->steps[i].name;
+        const char *why = json_string_value(json_object_get(s->errors, name));
+        json_array_append_new(a, step_json(i, name, why ? why : "compensation failed"));
+    }
+    return a;
+}
+
+/* The terminal event once no compensation is left to run. */
+static int finish_backward(struct ag_saga_engine *e, const char *stream, struct saga_state *s,
+                           struct ag_err *err)
+{
+    if (!s->failed)
+        return record(e, stream, s, "SagaCompensated", json_pack("{s:s}", "reason", s->reason),
+                      err);
+    json_t *list = failed_list(s);
+    const char *first = json_string_value(json_object_get(json_array_get(list, 0), "error"));
+    json_t *d = json_pack("{s:s, s:s, s:o}", "reason", s->reason, "error",
+                          first ? first : "compensation failed", "failedCompensations", list);
+    return record(e, stream, s, "SagaFailed", d, err);
+}
+
+static size_t highest_bit(uint64_t m)
+{
+    return (size_t)(63 - __builtin_clzll(m));
+}
+
+/* Run the compensations in `todo`, highest step first, recording each outcome; a
+ * failed one does not stop the others (see the top). */
 static int run_backward(struct ag_saga_engine *e, const char *id, struct saga_state *s,
-                        bool *failed, struct ag_err *err)
+                        struct ag_err *err)
 {
     char stream[SAGA_STREAM_MAX + 8], key[SAGA_STREAM_MAX + 64];
     snprintf(stream, sizeof stream, "saga-%s", id);
-    *failed = false;
-    for (; s->comp >= 0; s->comp--) {
-        const struct ag_saga_step *st = &s->def->steps[s->comp];
+    while (s->todo) {
+        size_t i = highest_bit(s->todo);
+        if (i >= s->def->nsteps) { /* a log from a longer definition: nothing to undo */
+            s->todo &= ~step_bit(i);
+            continue;
+        }
+        const struct ag_saga_step *st = &s->def->steps[i];
         snprintf(key, sizeof key, "%s:%s:compensate", id, st->name);
         struct ag_err cerr;
         ag_err_clear(&cerr);
-        int rc = run_compensation(s, (size_t)s->comp, key, &cerr);
-        if (rc == AG_EEXISTS && s->comp == (int64_t)s->next)
+        int rc = run_compensation(s, i, key, &cerr);
+        if (rc == AG_EEXISTS && i == s->next && !s->comp_ran)
             return recover_forward(e, id, stream, s, ag_err_msg(&cerr, rc), err);
-        if (rc) {
-            const char *why = ag_err_msg(&cerr, rc);
+        json_t *j = step_json(i, st->name, rc ? ag_err_msg(&cerr, rc) : NULL);
+        if (j && i == s->next) json_object_set_new(j, "failedStep", json_true());
+        if (rc)
             AG_ERROR("saga.compensation_failed", AG_LS("saga", id), AG_LS("step", st->name),
-                     AG_LS("error", why));
-            *failed = true;
-            int r2 = record(e, stream, s, "CompensationFailed",
-                            step_json((size_t)s->comp, st->name, why), err);
-            if (r2) return r2;
-            return record(e, stream, s, "SagaFailed",
-                          json_pack("{s:s, s:s}", "reason", s->reason, "error", why), err);
-        }
-        rc = record(e, stream, s, "CompensationSucceeded",
-                    step_json((size_t)s->comp, st->name, NULL), err);
+                     AG_LS("error", ag_err_msg(&cerr, rc)));
+        rc = record(e, stream, s, rc ? "CompensationFailed" : "CompensationSucceeded", j, err);
         if (rc) return rc;
     }
-    return record(e, stream, s, "SagaCompensated", json_pack("{s:s}", "reason", s->reason), err);
+    return finish_backward(e, stream, s, err);
 }
 
 static void count(struct ag_saga_engine *e, uint64_t *field)
@@ -399,27 +556,18 @@ static int run_saga(struct ag_saga_engine *e, const char *id)
     struct ag_err err;
     ag_err_clear(&err);
     int rc = load(e, stream, &s, &err);
+    bool was_terminal = s.terminal;
     /* Forward until completed or a step fails, backward until compensated/failed or
      * the failed step is recovered forward (see the top), which goes forward again. */
-    while (!rc && !s.terminal) {
-        bool failed = false;
-        if (s.compensating) {
-            rc = run_backward(e, id, &s, &failed, &err);
-            if (!rc && s.compensating) {
-                count(e, failed ? &e->stats.failed : &e->stats.compensated);
-                break;
-            }
-        } else {
-            rc = run_forward(e, id, &s, &err);
-            if (!rc && !s.compensating) {
-                count(e, &e->stats.completed);
-                break;
-            }
-        }
-    }
+    while (!rc && !s.terminal)
+        rc = s.compensating ? run_backward(e, id, &s, &err) : run_forward(e, id, &s, &err);
+    if (!rc && !was_terminal)
+        count(e, s.end == SAGA_END_COMPLETED     ? &e->stats.completed
+                 : s.end == SAGA_END_COMPENSATED ? &e->stats.compensated
+                                                 : &e->stats.failed);
     if (rc && rc != AG_ECLOSED)
         AG_WARN("saga.interrupted", AG_LS("saga", id), AG_LS("error", ag_err_msg(&err, rc)));
-    json_decref(s.data);
+    state_free(&s);
     return rc == AG_ENOTFOUND || rc == AG_ECONFLICT ? 0 : rc;
 }
 
@@ -524,9 +672,14 @@ static void *worker(void *arg)
             continue;
         }
         pthread_mutex_lock(&e->lock);
-        active_del(e, id_hash(q->id));
+        if (take_rerun(e, q->id)) { /* asked to run again while it ran: queue it again */
+            q->tries = 0;
+            push_locked(e, q);
+        } else {
+            active_del(e, id_hash(q->id));
+            ag_free(q);
+        }
         pthread_mutex_unlock(&e->lock);
-        ag_free(q);
     }
 }
 
@@ -589,6 +742,10 @@ static void resume_unfinished(struct ag_saga_engine *e)
 int ag_saga_engine_start(struct ag_store *s, const struct ag_saga_def *defs, size_t n,
                          unsigned threads, struct ag_saga_engine **out, struct ag_err *err)
 {
+    for (size_t i = 0; i < n; i++)
+        if (defs[i].nsteps > SAGA_STEPS_MAX)
+            return ag_err_set(err, AG_EINVAL, "saga %s: %zu steps, at most %d", defs[i].type,
+                              defs[i].nsteps, SAGA_STEPS_MAX);
     struct ag_saga_engine *e = ag_calloc(1, sizeof *e);
     if (!threads) threads = 4;
     if (!e || !(e->threads = ag_calloc(threads, sizeof *e->threads))) {
@@ -633,6 +790,10 @@ void ag_saga_engine_stop(struct ag_saga_engine *e)
         ag_free(q);
     }
     for (struct qitem *q = e->delayed, *n; q; q = n) {
+        n = q->next;
+        ag_free(q);
+    }
+    for (struct qitem *q = e->rerun, *n; q; q = n) {
         n = q->next;
         ag_free(q);
     }
@@ -711,4 +872,46 @@ void ag_saga_engine_stats(struct ag_saga_engine *e, struct ag_saga_engine_stats 
     pthread_mutex_lock(&e->lock);
     *out = e->stats;
     pthread_mutex_unlock(&e->lock);
+}
+
+/* ---- retrying a failed saga ---- */
+
+static const char *end_name(const struct saga_state *s)
+{
+    switch (s->end) {
+    case SAGA_END_COMPLETED:
+        return "completed";
+    case SAGA_END_COMPENSATED:
+        return "compensated";
+    case SAGA_END_FAILED:
+        return "failed";
+    default:
+        return "running";
+    }
+}
+
+int ag_saga_retry(struct ag_saga_engine *e, const char *saga_id, struct ag_err *err)
+{
+    if (strlen(saga_id) + 6 > SAGA_STREAM_MAX)
+        return ag_err_set(err, AG_ENOTFOUND, "no saga %s", saga_id);
+    char stream[SAGA_STREAM_MAX + 8];
+    snprintf(stream, sizeof stream, "saga-%s", saga_id);
+    struct saga_state s;
+    int rc = load(e, stream, &s, err);
+    if (!rc && s.end != SAGA_END_FAILED)
+        rc = ag_err_set(err, AG_EREJECTED, "saga %s is %s: only a failed saga can be retried",
+                        saga_id, end_name(&s));
+    json_t *d = rc ? NULL
+                   : json_pack("{s:i, s:o}", "attempt", (int)s.retries + 1, "failedCompensations",
+                               failed_list(&s));
+    if (!rc && !d) rc = ag_err_set(err, AG_ENOMEM, "out of memory");
+    if (!rc) rc = record(e, stream, &s, "SagaRetried", d, err);
+    if (rc == AG_ECONFLICT) /* another retry (or a worker) wrote first */
+        ag_err_set(err, AG_ECONFLICT, "saga %s changed while being retried", saga_id);
+    state_free(&s);
+    if (rc) return rc;
+    AG_INFO("saga.retried", AG_LS("saga", saga_id), AG_LU("attempt", s.retries));
+    if ((rc = enqueue_again(e, saga_id)))
+        return ag_err_set(err, rc, "saga %s: retry recorded, resumes on the next start", saga_id);
+    return 0;
 }

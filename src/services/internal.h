@@ -235,6 +235,7 @@ void svc_inventory_routes(struct ag_platform *p);
 void svc_ordering_routes(struct ag_platform *p);
 void svc_admin_routes(struct ag_platform *p);
 void svc_audit_routes(struct ag_platform *p);
+void svc_saga_admin_routes(struct ag_platform *p);
 void svc_shipping_routes(struct ag_platform *p);
 
 void svc_customers_projection(struct ag_projection *out);

@@ -130,6 +130,29 @@ static void registered(struct svc_job *j, int rc, struct ag_err *err, const char
     }
 }
 
+/* The domain's own checks (email shape, name), before anything is claimed: a
+ * malformed registration is a 400 whoever sends it. */
+static int check_registration(struct svc_job *j, const char *email, const char *name)
+{
+    struct ag_customer *blank = ag_calloc(1, sizeof *blank);
+    if (!blank) return AG_ENOMEM;
+    ag_customer_init(blank);
+    struct ag_customer_register reg = {"check", email, name, false, "check"};
+    struct ag_dom_events evs;
+    ag_dom_events_init(&evs);
+    struct ag_err err;
+    ag_err_clear(&err);
+    int rc = ag_customer_register(blank, &reg, &evs, &err);
+    ag_dom_events_free(&evs);
+    ag_customer_free(blank);
+    ag_free(blank);
+    if (rc == AG_EINVAL || rc == AG_EDOMAIN) {
+        registered(j, rc, &err, "");
+        return 1;
+    }
+    return 0;
+}
+
 static int create(struct svc_job *j)
 {
     if (!json_is_object(j->body))
@@ -137,7 +160,9 @@ static int create(struct svc_job *j)
     const char *email, *name, *sub;
     bool premium;
     parse_registration(j, &email, &name, &premium, &sub);
-    if (svc_fields_failed(j, 400) || refuse_privileged(j, premium)) return 0;
+    if (svc_fields_failed(j, 400) || refuse_privileged(j, premium) ||
+        check_registration(j, email, name))
+        return 0;
     if (svc_idem_begin(j, "customers")) return 0;
     char id[AG_UUID_STRLEN + 1], account[40], existing[40] = "";
     svc_job_id(j, "customers", id);

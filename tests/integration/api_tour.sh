@@ -69,7 +69,7 @@ req() {
     local auth=()
     # every request carries the caller's token (AUTH: the customer's; AUTH=$ADMIN req ...
     # where the admin acts); NOAUTH=1 sends none
-    if [ -z "${NOAUTH:-}" ]; then auth=(-H "Authorization: Bearer $AUTH"); fi
+    if [ -z "${NOAUTH:-}" ] && [ -n "${AUTH:-}" ]; then auth=(-H "Authorization: Bearer $AUTH"); fi
     printf '%s %s\nauthorization: %s\n' "$m" "$p" "$([ ${#auth[@]} = 0 ] && echo none || echo bearer)" >"$EX/$id.req"
     curl -sS --max-time 10 -X "$m" -D "$H" -o "$B" "${auth[@]}" "$@" "$BASE$p" || fail "curl $m $p"
     touch "$B"
@@ -378,7 +378,7 @@ problem 400 /items/1/productId
 post /api/v1/orders "{\"customerId\": \"$CID\", \"items\": [{\"productId\": \"no-such-product\", \"quantity\": 1}], $ADDR}"
 problem 422 /items/0/productId
 post /api/v1/orders "{\"customerId\": \"no-such-customer\", \"items\": [{\"productId\": \"$KB\", \"quantity\": 1}], $ADDR}"
-problem 404 /customerId
+problem 422 /customerId
 post /api/v1/orders "{\"customerId\": \"$CID\", \"items\": [{\"productId\": \"$KB\", \"quantity\": 1}], \"shippingAddress\": {\"street\": \"1 Main St\", \"city\": \"Springfield\", \"state\": \"IL\", \"zipCode\": \"62701\", \"country\": \"USA\"}}"
 problem 400 /shippingAddress/country
 post /api/v1/orders "{\"customerId\": \"$CID\", \"items\": [{\"productId\": \"$KB\", \"quantity\": 1}], \"shippingAddress\": {\"street\": \"1 Main St\", \"state\": \"IL\", \"zipCode\": \"62701\", \"country\": \"US\"}}"

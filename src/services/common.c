@@ -176,10 +176,23 @@ int svc_limit(struct svc_job *j, const char *s, int *out)
 
 /* ---- running a job ---- */
 
+static const char *const rm_label[RM_COUNT] = {"customers", "products",  "accounts", "stock",
+                                               "orders",    "shipments", "sagas"};
+/* The read model a query on this worker thread found damaged or rebuilding (-1:
+ * none): the job then answers 503 "read model rebuilding", not 500. */
+static _Thread_local int rm_unavailable = -1;
+
 static void work_cb(uv_work_t *w)
 {
     struct svc_job *j = w->data;
+    rm_unavailable = -1;
     int rc = j->fn(j);
+    if (rm_unavailable >= 0 && (rc || j->status >= 500)) {
+        svc_problem(j, 503, "Read model rebuilding",
+                    "the %s read model is being rebuilt from the event log; retry shortly",
+                    rm_label[rm_unavailable]);
+        return;
+    }
     if (rc && !j->status) {
         struct ag_err err;
         ag_err_set(&err, rc, "%s", ag_strerror(rc));
@@ -194,6 +207,7 @@ static void after_cb(uv_work_t *w, int status)
     struct ag_http_req *req = j->req;
     if (j->location[0]) ag_http_resp_header(req, "Location", j->location);
     if (j->replayed) ag_http_resp_header(req, "Idempotent-Replayed", "true");
+    if (j->status == 503) ag_http_resp_header(req, "Retry-After", "1");
     if (j->rm_position) {
         char pos[32];
         snprintf(pos, sizeof pos, "%llu", (unsigned long long)j->rm_position);
@@ -431,24 +445,60 @@ void svc_rm_catch_up(struct ag_platform *p)
     if (st.events) ag_projector_wait(p->projector, st.events - 1, 2000);
 }
 
+/* The query handle of `rm`, read-locked (unlock with pthread_rwlock_unlock), or
+ * NULL while the read model is being rebuilt. A handle opened on a file a rebuild
+ * has replaced is reopened first. */
+static sqlite3 *rm_acquire(struct ag_platform *p, enum rm_id rm)
+{
+    uint64_t gen;
+    for (int tries = 0; tries < 2; tries++) {
+        if (!ag_projector_usable(p->projector, rm, &gen)) break;
+        pthread_rwlock_rdlock(&p->rm_lock[rm]);
+        if (p->rm_gen[rm] == gen && p->rm[rm]) return p->rm[rm];
+        pthread_rwlock_unlock(&p->rm_lock[rm]);
+        pthread_rwlock_wrlock(&p->rm_lock[rm]);
+        if (p->rm_gen[rm] != gen || !p->rm[rm]) svc_rm_reopen(p, rm);
+        pthread_rwlock_unlock(&p->rm_lock[rm]);
+    }
+    rm_unavailable = (int)rm;
+    return NULL;
+}
+
+/* A failed query: damage (SQLITE_CORRUPT, SQLITE_NOTADB) is reported to the
+ * projector, which rebuilds the read model; anything else is logged. */
+static void rm_failed(struct ag_platform *p, enum rm_id rm, sqlite3 *db, int code, const char *sql)
+{
+    int c = code & 0xff;
+    if (c == SQLITE_CORRUPT || c == SQLITE_NOTADB) {
+        ag_projector_report_damage(p->projector, rm, sqlite3_errmsg(db));
+        rm_unavailable = (int)rm;
+        return;
+    }
+    AG_ERROR("rm.query_failed", AG_LS("sql", sql), AG_LS("error", sqlite3_errmsg(db)));
+}
+
 json_t *svc_rm_query(struct ag_platform *p, enum rm_id rm, const char *sql, const char *const *args,
                      size_t nargs, json_t *(*row)(sqlite3_stmt *st))
 {
+    sqlite3 *db = rm_acquire(p, rm);
+    if (!db) return NULL;
     sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(p->rm[rm], sql, -1, &st, NULL) != SQLITE_OK) {
-        AG_ERROR("rm.query_failed", AG_LS("sql", sql), AG_LS("error", sqlite3_errmsg(p->rm[rm])));
+    int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+    if (rc != SQLITE_OK) {
+        rm_failed(p, rm, db, rc, sql);
+        pthread_rwlock_unlock(&p->rm_lock[rm]);
         return NULL;
     }
     for (size_t i = 0; i < nargs; i++)
         if (args[i]) sqlite3_bind_text(st, (int)i + 1, args[i], -1, SQLITE_TRANSIENT);
     json_t *rows = json_array();
-    int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) json_array_append_new(rows, row(st));
     if (rc != SQLITE_DONE) {
-        AG_ERROR("rm.query_failed", AG_LS("sql", sql), AG_LS("error", sqlite3_errmsg(p->rm[rm])));
+        rm_failed(p, rm, db, rc, sql);
         json_decref(rows);
         rows = NULL;
     }
     sqlite3_finalize(st);
+    pthread_rwlock_unlock(&p->rm_lock[rm]);
     return rows;
 }

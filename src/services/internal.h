@@ -33,6 +33,9 @@ struct ag_platform {
     struct ag_projector *projector;
     struct ag_projection projs[RM_COUNT + 1]; /* + the saga starter */
     sqlite3 *rm[RM_COUNT];                    /* read-only query handles (serialised) */
+    pthread_rwlock_t rm_lock[RM_COUNT];       /* queries read-lock; reopening write-locks */
+    uint64_t rm_gen[RM_COUNT];                /* the read model's generation rm[i] was opened on */
+    bool rm_locks_init;                       /* rm_lock[] initialised */
     struct ag_saga_engine *sagas;
     struct ag_saga_def saga_defs[1];
     struct ag_saga_step place_order_steps[5];
@@ -129,6 +132,8 @@ void svc_idem_end(struct svc_job *j, const char *scope);
 
 /* ---- read models ---- */
 
+/* Reopen read model `rm`'s query handle (the file was replaced by a rebuild). */
+int svc_rm_reopen(struct ag_platform *p, enum rm_id rm);
 /* Wait (bounded) until the read models include everything up to the store's head:
  * used when a just-written resource is not in the read model yet. */
 void svc_rm_catch_up(struct ag_platform *p);

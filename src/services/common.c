@@ -291,8 +291,19 @@ int svc_offload(struct ag_platform *p, struct ag_http_req *req, int (*fn)(struct
 
 /* ---- idempotency keys ---- */
 
-/* The record of a key: IdempotencyKeyClaimed {requestHash, at}, then
- * IdempotentResponse {status, body, location}. */
+/* The record of a key is the stream `idempotency-<hash(scope, key)>`:
+ *   IdempotencyKeyClaimed {requestHash, at}   a request took the key (at: Unix ms)
+ *   IdempotentResponse {status, body, problem, location}   its final answer
+ *   IdempotencyKeyReleased {status, reason}   it failed without a final answer (5xx,
+ *                                             a lost race): the key is free again
+ * A claim can follow a release, or a claim older than SVC_IDEM_LEASE_MS with no
+ * answer (its process died between claim and answer): the new claim is appended
+ * with the exact expected version, so of two retries only one takes the key. The
+ * last event decides: a response is replayed (same body) or refused with 422
+ * (another body); a fresh claim is 409 "in progress" (422 for another body); a
+ * release or an expired claim of the same body lets the request proceed. */
+#define SVC_IDEM_LEASE_MS 30000 /* the longest a request may take */
+
 static void idem_stream(const struct svc_job *j, const char *scope, char out[64])
 {
     uint64_t h = ag_xxh3_seed(j->idem_key, strlen(j->idem_key), ag_xxh3(scope, strlen(scope)));
@@ -328,6 +339,59 @@ static int replay(struct svc_job *j, const json_t *resp)
     return 1;
 }
 
+static bool ev_is(const struct ag_event *ev, const char *type)
+{
+    return ev->type_len == strlen(type) && memcmp(ev->type, type, ev->type_len) == 0;
+}
+
+/* Append a claim of the key at `expected`; 0 when this request holds it now. */
+static int idem_claim(struct svc_job *j, const char *stream, const char *hash, int64_t expected)
+{
+    char data[128];
+    snprintf(data, sizeof data, "{\"requestHash\":\"%s\",\"at\":%lld}", hash,
+             (long long)svc_now_ms());
+    struct ag_event_data ev = {
+        .type = "IdempotencyKeyClaimed", .type_len = 21, .data = data, .data_len = strlen(data)};
+    int rc = ag_store_append(j->p->store, stream, strlen(stream), expected, &ev, 1, NULL, NULL);
+    if (rc) return rc;
+    j->idem_claimed = true;
+    j->idem_version = expected == AG_STORE_NO_STREAM ? 0 : expected + 1;
+    return 0;
+}
+
+/* Decide from the stream's last events (newest first): 1 answered, 0 claim it at
+ * *expected, -1 look again. */
+static int idem_decide(struct svc_job *j, const struct ag_event_page *pg, const char *hash,
+                       int64_t *expected)
+{
+    const struct ag_event *last = &pg->events[0];
+    *expected = last->version;
+    if (ev_is(last, "IdempotencyKeyReleased")) return 0;
+    const struct ag_event *claim_ev = last;
+    if (ev_is(last, "IdempotentResponse")) claim_ev = pg->count > 1 ? &pg->events[1] : NULL;
+    json_t *claim = claim_ev ? json_loadb(claim_ev->data, claim_ev->data_len, 0, NULL) : NULL;
+    const char *h = json_string_value(json_object_get(claim, "requestHash"));
+    int64_t at = json_integer_value(json_object_get(claim, "at"));
+    int out = 1;
+    if (!h || strcmp(h, hash) != 0) {
+        svc_problem(j, 422, "Idempotency-Key reused",
+                    "this Idempotency-Key was used with a different request body");
+    } else if (last != claim_ev) {
+        json_t *resp = json_loadb(last->data, last->data_len, 0, NULL);
+        replay(j, resp);
+        json_decref(resp);
+    } else if (svc_now_ms() - at >= SVC_IDEM_LEASE_MS) {
+        AG_WARN("api.idempotency_claim_expired", AG_LS("key", j->idem_key),
+                AG_LI("ageMs", svc_now_ms() - at));
+        out = 0; /* its request died between claim and answer: take the key over */
+    } else {
+        svc_problem(j, 409, "Request in progress",
+                    "a request with this Idempotency-Key is still being processed");
+    }
+    json_decref(claim);
+    return out;
+}
+
 int svc_idem_begin(struct svc_job *j, const char *scope)
 {
     if (!j->idem_key[0]) return 0;
@@ -341,53 +405,52 @@ int svc_idem_begin(struct svc_job *j, const char *scope)
     snprintf(hash, sizeof hash, "%016llx", (unsigned long long)body_hash(j));
     for (int attempt = 0; attempt < 3; attempt++) {
         struct ag_event_page pg;
-        int rc = ag_store_read_stream(j->p->store, stream, strlen(stream), 0, AG_READ_FORWARD, 2,
+        int rc = ag_store_read_stream(j->p->store, stream, strlen(stream), -1, AG_READ_BACKWARD, 2,
                                       &pg, NULL);
         if (rc == AG_ENOTFOUND) {
-            char data[128];
-            snprintf(data, sizeof data, "{\"requestHash\":\"%s\",\"at\":%lld}", hash,
-                     (long long)svc_now_ms());
-            struct ag_event_data ev = {.type = "IdempotencyKeyClaimed",
-                                       .type_len = 21,
-                                       .data = data,
-                                       .data_len = strlen(data)};
-            rc = ag_store_append(j->p->store, stream, strlen(stream), AG_STORE_NO_STREAM, &ev, 1,
-                                 NULL, NULL);
-            if (rc == 0) return 0;
+            if (idem_claim(j, stream, hash, AG_STORE_NO_STREAM) == 0) return 0;
             continue; /* a concurrent request claimed it: look again */
         }
         if (rc) return 0;
-        json_t *claim = json_loadb(pg.events[0].data, pg.events[0].data_len, 0, NULL);
-        json_t *resp =
-            pg.count > 1 ? json_loadb(pg.events[1].data, pg.events[1].data_len, 0, NULL) : NULL;
+        int64_t expected = -1;
+        int d = pg.count ? idem_decide(j, &pg, hash, &expected) : -1;
         ag_event_page_free(&pg);
-        const char *h = json_string_value(json_object_get(claim, "requestHash"));
-        int out;
-        out = 1;
-        if (!h || strcmp(h, hash) != 0)
-            svc_problem(j, 422, "Idempotency-Key reused",
-                        "this Idempotency-Key was used with a different request body");
-        else if (resp)
-            replay(j, resp);
-        else
-            svc_problem(j, 409, "Request in progress",
-                        "a request with this Idempotency-Key is still being processed");
-        json_decref(claim);
-        json_decref(resp);
-        return out;
+        if (d == 1) return 1;
+        if (d == 0 && idem_claim(j, stream, hash, expected) == 0) return 0;
+        /* another request took the key first: look again */
     }
-    return 0;
+    svc_problem(j, 409, "Request in progress",
+                "a request with this Idempotency-Key is still being processed");
+    return 1;
+}
+
+/* Free the key after a failure that is not the request's final answer. */
+static void idem_release(struct svc_job *j, const char *stream)
+{
+    char data[160];
+    snprintf(data, sizeof data, "{\"status\":%d,\"reason\":\"%s\"}", j->status,
+             j->status == 409 ? "concurrent modification" : "server error");
+    struct ag_event_data ev = {
+        .type = "IdempotencyKeyReleased", .type_len = 22, .data = data, .data_len = strlen(data)};
+    struct ag_err err;
+    if (ag_store_append(j->p->store, stream, strlen(stream), j->idem_version, &ev, 1, NULL, &err))
+        AG_WARN("api.idempotency_release_failed", AG_LS("error", err.msg));
 }
 
 void svc_idem_end(struct svc_job *j, const char *scope)
 {
-    /* A 409 from a lost concurrency race is transient and not recorded; any other
-     * 4xx (a duplicate email, say) is the answer every replay must get. */
-    if (!j->idem_key[0] || j->replayed || j->status >= 500 ||
-        (j->status == 409 && strcmp(j->title, "Concurrent modification") == 0))
-        return;
+    if (!j->idem_key[0] || j->replayed || !j->idem_claimed) return;
+    j->idem_claimed = false;
     char stream[64];
     idem_stream(j, scope, stream);
+    /* A 5xx (or no answer yet: the error is filled in later) and a 409 from a lost
+     * concurrency race are not the final answer: release the key for a retry. Any
+     * other 4xx (a duplicate email, say) is the answer every replay must get. */
+    if (j->status == 0 || j->status >= 500 ||
+        (j->status == 409 && strcmp(j->title, "Concurrent modification") == 0)) {
+        idem_release(j, stream);
+        return;
+    }
     json_t *body = j->problem ? json_pack("{s:s, s:s, s:O?}", "title", j->title, "detail",
                                           j->detail, "errors", j->errors)
                               : json_incref(j->resp);
@@ -400,7 +463,7 @@ void svc_idem_end(struct svc_job *j, const char *scope)
     struct ag_event_data ev = {
         .type = "IdempotentResponse", .type_len = 18, .data = text, .data_len = strlen(text)};
     struct ag_err err;
-    if (ag_store_append(j->p->store, stream, strlen(stream), 0, &ev, 1, NULL, &err))
+    if (ag_store_append(j->p->store, stream, strlen(stream), j->idem_version, &ev, 1, NULL, &err))
         AG_WARN("api.idempotency_record_failed", AG_LS("error", err.msg));
     free(text);
 }

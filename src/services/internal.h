@@ -71,11 +71,13 @@ struct svc_job {
     struct ag_http_req *req;
     struct ag_platform *p;
     int (*fn)(struct svc_job *j);
-    json_t *body;       /* parsed request body or NULL */
-    char param[128];    /* the route's {id} parameter, if any */
-    const char *q[4];   /* selected query parameters (copied) */
-    char idem_key[256]; /* Idempotency-Key header, "" when none */
-    char meta[512];     /* event metadata JSON (request id, traceparent) */
+    json_t *body;         /* parsed request body or NULL */
+    char param[128];      /* the route's {id} parameter, if any */
+    const char *q[4];     /* selected query parameters (copied) */
+    char idem_key[256];   /* Idempotency-Key header, "" when none */
+    bool idem_claimed;    /* svc_idem_begin claimed the key for this request */
+    int64_t idem_version; /* the version of that claim in the key's stream */
+    char meta[512];       /* event metadata JSON (request id, traceparent) */
     /* answer */
     int status;   /* HTTP status */
     json_t *resp; /* JSON body (success) */
@@ -127,7 +129,8 @@ bool svc_stream_exists(struct ag_platform *p, const char *prefix, const char *id
 /* Returns 1 when the job was answered from an earlier identical request (or
  * refused: key reused with another body, or still in progress), 0 to go on. */
 int svc_idem_begin(struct svc_job *j, const char *scope);
-/* Record the job's answer for its key (after the work). */
+/* Record the job's answer for its key (after the work); after a 5xx, or a 409 from
+ * a lost concurrency race, release the key instead so a retry proceeds as new. */
 void svc_idem_end(struct svc_job *j, const char *scope);
 
 /* ---- read models ---- */

@@ -208,6 +208,9 @@ static void after_cb(uv_work_t *w, int status)
     if (j->location[0]) ag_http_resp_header(req, "Location", j->location);
     if (j->replayed) ag_http_resp_header(req, "Idempotent-Replayed", "true");
     if (j->status == 503) ag_http_resp_header(req, "Retry-After", "1");
+    /* a 5xx of the services' own making: the gateway's breaker and outlier
+     * detection must not take it for a failing upstream (see include/agora/mesh.h) */
+    if (j->problem && j->status >= 500) ag_http_resp_header(req, "X-Agora-Error", "service");
     if (j->rm_position) {
         char pos[32];
         snprintf(pos, sizeof pos, "%llu", (unsigned long long)j->rm_position);

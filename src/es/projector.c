@@ -397,7 +397,7 @@ int ag_projector_start(struct ag_store *s, const char *dir, const struct ag_proj
     o->n = n;
     snprintf(o->dir, sizeof o->dir, "%s", dir);
     pthread_mutex_init(&o->lock, NULL);
-    pthread_cond_init(&o->moved, NULL);
+    ag_cond_init_mono(&o->moved); /* waits are durations: monotonic */
     struct ag_store_stats st;
     ag_store_stats(s, &st);
     for (size_t i = 0; i < n && !rc; i++) {
@@ -477,7 +477,7 @@ uint64_t ag_projector_position(struct ag_projector *o)
 int ag_projector_wait(struct ag_projector *o, uint64_t position, int timeout_ms)
 {
     struct timespec ts;
-    ag_deadline_in_ms(&ts, timeout_ms);
+    ag_deadline_mono_in_ms(&ts, timeout_ms);
     int rc = 0;
     pthread_mutex_lock(&o->lock);
     for (;;) {

@@ -104,8 +104,16 @@ static inline uint64_t ag_clock_mono(const struct ag_clock *c)
     return c->mono_ns(c->ctx);
 }
 /* The CLOCK_REALTIME instant `ms` milliseconds from now, for pthread_cond_timedwait
- * (`ts` is a struct timespec *; kept as void * so this header needs no <time.h>). */
+ * on a condition variable with the default clock (`ts` is a struct timespec *;
+ * kept as void * so this header needs no <time.h>). A wall-clock jump stretches or
+ * cuts such a wait: for timeouts prefer the monotonic pair below. */
 AG_EXTERN void ag_deadline_in_ms(void *ts, long ms);
+/* Durations are measured on the monotonic clock: initialise a pthread_cond_t
+ * (`cond`) whose timed waits use CLOCK_MONOTONIC (0 or AG_ENOMEM), and compute
+ * its deadline `ms` from now with ag_deadline_mono_in_ms. Never mix the two
+ * clocks on one condition variable. */
+AG_EXTERN int ag_cond_init_mono(void *cond);
+AG_EXTERN void ag_deadline_mono_in_ms(void *ts, long ms);
 /* Format Unix ns as RFC 3339 UTC with microseconds ("2026-11-21T12:00:00.123456Z");
  * `out` must hold 32 bytes. Returns the length. */
 AG_EXTERN size_t ag_time_rfc3339(uint64_t unix_ns, char out[32]);

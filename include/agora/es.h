@@ -146,6 +146,21 @@ AG_EXTERN int ag_projection_rebuild(struct ag_store *s, const char *dir,
                                     void (*progress)(void *ud, uint64_t done, uint64_t total),
                                     void *ud, struct ag_err *err);
 
+/* Read models that are damaged (see src/es/projector.c): a query that got
+ * SQLITE_CORRUPT or SQLITE_NOTADB from projection `i`'s file reports it; the
+ * runner sets the file aside and replays the log into a new one, in the
+ * background. ag_projector_usable is false from the report until the new file
+ * has caught up (answer 503 meanwhile); `generation` (OUT, optional) changes each
+ * time the file is replaced, so a query handle opened on an older generation must
+ * be reopened. */
+AG_EXTERN void ag_projector_report_damage(struct ag_projector *p, size_t i, const char *why);
+AG_EXTERN bool ag_projector_usable(struct ag_projector *p, size_t i, uint64_t *generation);
+
+/* Finalize any statement still open on `db`, then sqlite3_close it (NULL is a
+ * no-op); a failure is logged with `what`. Closing the last connection of a WAL
+ * database checkpoints it and removes its -wal and -shm files. */
+AG_EXTERN void ag_es_db_close(sqlite3 *db, const char *what);
+
 /* Open a projection's database for queries (read-only, WAL, shared-cache off).
  * Caller closes with sqlite3_close. */
 AG_EXTERN int ag_projection_open_ro(const char *dir, const char *name, sqlite3 **out);

@@ -20,6 +20,13 @@
  * health and spreads over all of them (Envoy's panic mode), so a cluster never
  * turns itself off entirely.
  *
+ * Errors of the upstream's own making. A 5xx answer carrying the header
+ * `X-Agora-Error: service` (AG_MESH_SERVICE_ERROR_HEADER) says the service is up
+ * and answered on purpose (its store is full, a read model is rebuilding): it is
+ * not an upstream failure, for outlier detection nor for the cluster's breaker,
+ * so a write outage cannot turn into a read outage. Connection failures, resets,
+ * timeouts and 5xx answers without the header still count.
+ *
  * Active health checks (struct ag_mesh_health). A thread with its own loop sends
  * GET <path> to every endpoint every interval; unhealthy_threshold consecutive
  * failures mark it down, healthy_threshold consecutive 2xx mark it up again.
@@ -132,6 +139,11 @@ AG_EXTERN int ag_mesh_cluster_pick(struct ag_mesh_cluster *c, int subset, uint64
 /* The endpoint's address (borrowed). */
 AG_EXTERN const struct ag_mesh_endpoint_config *
 ag_mesh_cluster_endpoint(const struct ag_mesh_cluster *c, size_t idx);
+#define AG_MESH_SERVICE_ERROR_HEADER "X-Agora-Error"
+#define AG_MESH_SERVICE_ERROR_VALUE  "service"
+/* True when `resp` is a 5xx the service made on purpose (see the top). */
+AG_EXTERN bool ag_mesh_service_error(const struct ag_http_client_resp *resp);
+
 /* Report one try on endpoint `idx`: rc 0 with the HTTP `status`, or a negative
  * client error (AG_ECONNECT, AG_ERESET, AG_ETIMEDOUT, ...). Drives outlier
  * detection. ag_mesh_cluster_begin/end bracket a try (least-request counts). */

@@ -1,4 +1,5 @@
 /* The real and the fake clock, RFC 3339 formatting. */
+#include <pthread.h>
 #include <stdio.h>
 #include <time.h>
 
@@ -65,11 +66,30 @@ size_t ag_time_rfc3339(uint64_t unix_ns, char out[32])
     return n > 0 ? (size_t)n : 0;
 }
 
-void ag_deadline_in_ms(void *out, long ms)
+static void deadline(clockid_t id, struct timespec *ts, long ms)
 {
-    struct timespec *ts = out;
-    clock_gettime(CLOCK_REALTIME, ts);
+    clock_gettime(id, ts);
     ts->tv_sec += ms / 1000;
     ts->tv_nsec += (ms % 1000) * 1000000L;
     if (ts->tv_nsec >= 1000000000L) ts->tv_sec++, ts->tv_nsec -= 1000000000L;
+}
+
+void ag_deadline_in_ms(void *out, long ms)
+{
+    deadline(CLOCK_REALTIME, out, ms);
+}
+
+void ag_deadline_mono_in_ms(void *out, long ms)
+{
+    deadline(CLOCK_MONOTONIC, out, ms);
+}
+
+int ag_cond_init_mono(void *cond)
+{
+    pthread_condattr_t a;
+    if (pthread_condattr_init(&a)) return AG_ENOMEM;
+    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+    int rc = pthread_cond_init(cond, &a);
+    pthread_condattr_destroy(&a);
+    return rc ? AG_ENOMEM : 0;
 }

@@ -19,7 +19,8 @@ static const char usage_text[] =
     "  --sub ID         subject (the user id forwarded as x-user-id)\n"
     "  --role ROLE      a role (repeatable), forwarded as x-user-roles\n"
     "  --scope S        scope claim (space-separated scopes)\n"
-    "  --ttl SECONDS    lifetime (default 3600)\n"
+    "  --ttl SECONDS    lifetime, 1 to the gateway's jwt.maxTokenLifetime (default\n"
+    "                   24h = 86400); default 3600\n"
     "  --issuer ISS     which configured issuer (default the first)\n"
     "  --data DIR       agora run's data directory (default ./data, env AGORA_DATA)\n"
     "  --config FILE    a gateway configuration instead (env AGORA_GATEWAY_CONFIG)\n";
@@ -41,9 +42,14 @@ static int run(int argc, char **argv)
             roles[t.nroles++] = argv[++i];
         else if (strcmp(argv[i], "--scope") == 0 && i + 1 < argc)
             t.scope = argv[++i];
-        else if (strcmp(argv[i], "--ttl") == 0 && i + 1 < argc)
-            t.ttl_s = strtoull(argv[++i], NULL, 10);
-        else if (strcmp(argv[i], "--issuer") == 0 && i + 1 < argc)
+        else if (strcmp(argv[i], "--ttl") == 0 && i + 1 < argc) {
+            char *end;
+            const char *v = argv[++i];
+            t.ttl_s = strtoull(v, &end, 10);
+            if (*v < '0' || *v > '9' || *end || t.ttl_s == 0)
+                return ag_cli_usage_error(
+                    "token: --ttl wants a positive number of seconds, not '%s'", v);
+        } else if (strcmp(argv[i], "--issuer") == 0 && i + 1 < argc)
             t.issuer = argv[++i];
         else if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
             cfg = argv[++i];

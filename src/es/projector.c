@@ -8,6 +8,16 @@
  * Tables every projection database has:
  *   ag_checkpoint(name TEXT PRIMARY KEY, position INTEGER)  next position to read
  *   ag_inbox(consumer TEXT, event_id BLOB, PRIMARY KEY(consumer, event_id))
+ *
+ * Damaged read models. A read model is derived data, so damage is repaired, never
+ * served: at start every database gets `PRAGMA quick_check`; a file that is not a
+ * database or fails the check is renamed `<name>.db.corrupt-<time>` (kept, never
+ * deleted) and the projection replays the log into a new file. At run time an
+ * SQLITE_CORRUPT/SQLITE_NOTADB from the projection's own writes, or reported by a
+ * query (ag_projector_report_damage), does the same on the runner's thread. From
+ * the set-aside until the new file has caught up with the log's head as it was
+ * then, ag_projector_usable() says false (queries answer 503), and each set-aside
+ * bumps the read model's generation so query handles on the old file are reopened.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -15,6 +25,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "agora/es.h"
 
@@ -32,6 +43,11 @@ struct runner {
     double lag_seconds;
     bool failed;
     char error[512];
+    bool damaged;        /* damage reported; the runner sets the file aside */
+    char damage[256];    /* what was seen, for the log */
+    bool rebuilding;     /* replaying into a new file: not usable for queries */
+    uint64_t target;     /* rebuilt once checkpoint >= target (the head at set-aside) */
+    uint64_t generation; /* bumped on each set-aside: query handles reopen */
 };
 
 struct ag_projector {
@@ -41,6 +57,7 @@ struct ag_projector {
     bool stopping;
     size_t n;
     struct runner *r;
+    char dir[1024]; /* the read-model directory */
 };
 
 static const char base_schema[] =
@@ -50,14 +67,21 @@ static const char base_schema[] =
     "CREATE TABLE IF NOT EXISTS ag_inbox(consumer TEXT NOT NULL, event_id BLOB NOT NULL,"
     " PRIMARY KEY(consumer, event_id)) WITHOUT ROWID;";
 
-/* A read model is derived data: when its file is not a database any more, keep it
- * aside (nothing is deleted) and let the projection rebuild it from the log. */
-static bool set_aside_if_corrupt(sqlite3 *db, const char *path)
+static bool is_damage(int sqlite_code)
 {
-    int code = sqlite3_errcode(db);
-    if (code != SQLITE_NOTADB && code != SQLITE_CORRUPT) return false;
+    int c = sqlite_code & 0xff;
+    return c == SQLITE_CORRUPT || c == SQLITE_NOTADB;
+}
+
+/* A read model is derived data: when its file is damaged, keep it aside (nothing
+ * is deleted) and let the projection rebuild it from the log. The WAL and shared
+ * memory files of the old database go with it (their frames belong to it). */
+static bool set_aside(const char *path, const char *why)
+{
     char aside[1100];
     snprintf(aside, sizeof aside, "%s.corrupt-%lld", path, (long long)time(NULL));
+    for (int n = 1; access(aside, F_OK) == 0 && n < 100; n++)
+        snprintf(aside, sizeof aside, "%s.corrupt-%lld.%d", path, (long long)time(NULL), n);
     if (rename(path, aside) != 0) return false;
     for (const char *sfx = "-wal"; sfx; sfx = sfx[1] == 'w' ? "-shm" : NULL) {
         char side[1100];
@@ -65,20 +89,41 @@ static bool set_aside_if_corrupt(sqlite3 *db, const char *path)
         remove(side);
     }
     AG_WARN("projection.corrupt_rebuilding", AG_LS("file", path), AG_LS("kept_as", aside),
-            AG_LS("error", sqlite3_errmsg(db)));
+            AG_LS("error", why));
     return true;
+}
+
+/* PRAGMA quick_check: NULL when the database is sound, else what is wrong (static). */
+static const char *quick_check(sqlite3 *db, char *buf, size_t n)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(db, "PRAGMA quick_check(1)", -1, &st, NULL);
+    if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *t = (const char *)sqlite3_column_text(st, 0);
+        bool ok = t && strcmp(t, "ok") == 0;
+        if (!ok) snprintf(buf, n, "quick_check: %s", t ? t : "?");
+        sqlite3_finalize(st);
+        return ok ? NULL : buf;
+    }
+    snprintf(buf, n, "quick_check: %s", sqlite3_errmsg(db));
+    sqlite3_finalize(st);
+    return is_damage(rc) ? buf : NULL; /* SQLITE_BUSY and the like are not damage */
 }
 
 static int db_open_once(const char *path, const struct ag_projection *p, sqlite3 **db, bool *retry,
                         struct ag_err *err);
 
-static int db_open(const char *dir, const struct ag_projection *p, sqlite3 **db, struct ag_err *err)
+/* Open (or create) a projection's database; `set_aside_out` (optional) tells
+ * whether a damaged file was set aside, i.e. the projection starts from zero. */
+static int db_open(const char *dir, const struct ag_projection *p, sqlite3 **db,
+                   bool *set_aside_out, struct ag_err *err)
 {
     char path[1024];
     snprintf(path, sizeof path, "%s/%s.db", dir, p->name);
     bool retry = false;
     int rc = db_open_once(path, p, db, &retry, err);
-    if (rc && retry) rc = db_open_once(path, p, db, &retry, err);
+    if (retry) rc = db_open_once(path, p, db, &retry, err);
+    if (set_aside_out) *set_aside_out = retry;
     return rc;
 }
 
@@ -93,14 +138,24 @@ static int db_open_once(const char *path, const struct ag_projection *p, sqlite3
         return rc;
     }
     sqlite3_busy_timeout(*db, 5000);
-    char *msg = NULL;
+    char *msg = NULL, why[300];
+    const char *bad = quick_check(*db, why, sizeof why);
+    if (bad) {
+        int rc = ag_err_set(err, AG_ECORRUPT, "%s: %s", path, bad);
+        sqlite3_close(*db);
+        *db = NULL;
+        *retry = !*retry && set_aside(path, bad);
+        return rc;
+    }
     if (sqlite3_exec(*db, base_schema, NULL, NULL, &msg) != SQLITE_OK ||
         (p->schema && sqlite3_exec(*db, p->schema, NULL, NULL, &msg) != SQLITE_OK)) {
         int rc = ag_err_set(err, AG_EIO, "%s: schema: %s", path, msg ? msg : "?");
         sqlite3_free(msg);
-        *retry = !*retry && set_aside_if_corrupt(*db, path);
+        bool damaged = is_damage(sqlite3_errcode(*db));
+        snprintf(why, sizeof why, "%s", sqlite3_errmsg(*db));
         sqlite3_close(*db);
         *db = NULL;
+        *retry = !*retry && damaged && set_aside(path, why);
         return rc;
     }
     return 0;
@@ -135,7 +190,7 @@ static int apply_page(sqlite3 *db, const struct ag_projection *p, const struct a
     if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, &msg) != SQLITE_OK) {
         int rc = ag_err_set(err, AG_EIO, "begin: %s", msg ? msg : "?");
         sqlite3_free(msg);
-        return rc;
+        return is_damage(sqlite3_errcode(db)) ? AG_ECORRUPT : rc;
     }
     int rc = 0;
     for (size_t i = 0; i < pg->count && !rc; i++) {
@@ -165,8 +220,10 @@ static int apply_page(sqlite3 *db, const struct ag_projection *p, const struct a
     }
     sqlite3_finalize(st);
     if (rc || sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+        bool damaged = is_damage(sqlite3_errcode(db));
+        if (!rc) rc = ag_err_set(err, AG_EIO, "commit: %s", sqlite3_errmsg(db));
         sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
-        return rc ? rc : ag_err_set(err, AG_EIO, "commit: %s", sqlite3_errmsg(db));
+        return damaged ? AG_ECORRUPT : rc;
     }
     return 0;
 }
@@ -185,6 +242,11 @@ static void publish(struct runner *r, uint64_t next, size_t applied, double lag)
     r->checkpoint = next;
     r->applied += applied;
     r->lag_seconds = lag;
+    if (r->rebuilding && next >= r->target) {
+        r->rebuilding = false;
+        AG_INFO("projection.rebuilt", AG_LS("projection", r->proj->name),
+                AG_LU("events", (unsigned long long)next));
+    }
     pthread_cond_broadcast(&o->moved);
     pthread_mutex_unlock(&o->lock);
 }
@@ -207,6 +269,46 @@ static void fail(struct runner *r, const struct ag_err *err)
     AG_ERROR("projection.failed", AG_LS("projection", r->proj->name), AG_LS("error", err->msg));
 }
 
+/* The damage reported for `r` (by a query or by its own write), or NULL. */
+static bool take_damage(struct runner *r, char *why, size_t n)
+{
+    pthread_mutex_lock(&r->owner->lock);
+    bool d = r->damaged;
+    if (d) snprintf(why, n, "%s", r->damage);
+    pthread_mutex_unlock(&r->owner->lock);
+    return d;
+}
+
+/* Set the damaged file aside, start a new one and replay the log into it from
+ * position 0 (the subscription is replaced). */
+static int rebuild_in_place(struct runner *r, struct ag_store_sub **sub, const char *why,
+                            struct ag_err *err)
+{
+    struct ag_projector *o = r->owner;
+    char path[1100];
+    snprintf(path, sizeof path, "%s/%s.db", o->dir, r->proj->name);
+    ag_es_db_close(r->db, r->proj->name);
+    r->db = NULL;
+    struct ag_store_stats st;
+    ag_store_stats(o->store, &st);
+    pthread_mutex_lock(&o->lock);
+    r->rebuilding = true;
+    r->target = st.events;
+    r->generation++;
+    r->checkpoint = 0;
+    pthread_mutex_unlock(&o->lock);
+    if (!set_aside(path, why)) return ag_err_set(err, AG_EIO, "%s: cannot set it aside", path);
+    int rc = db_open(o->dir, r->proj, &r->db, NULL, err);
+    if (rc) return rc;
+    ag_store_sub_free(*sub);
+    *sub = NULL;
+    if ((rc = ag_store_subscribe(o->store, NULL, 0, 0, sub, err))) return rc;
+    pthread_mutex_lock(&o->lock);
+    r->damaged = false;
+    pthread_mutex_unlock(&o->lock);
+    return 0;
+}
+
 static void *runner_main(void *arg)
 {
     struct runner *r = arg;
@@ -218,6 +320,14 @@ static void *runner_main(void *arg)
         return NULL;
     }
     while (!stopping(r->owner)) {
+        char why[256];
+        if (take_damage(r, why, sizeof why)) {
+            if (rebuild_in_place(r, &sub, why, &err)) {
+                fail(r, &err);
+                break;
+            }
+            continue;
+        }
         struct ag_event_page pg;
         int rc = ag_store_sub_next(sub, PAGE, 200, &pg, &err);
         if (rc == AG_ETIMEDOUT) {
@@ -231,6 +341,10 @@ static void *runner_main(void *arg)
             if (!rc) publish(r, ag_store_sub_checkpoint(sub), pg.count, lag < 0 ? 0 : lag);
             ag_event_page_free(&pg);
         }
+        if (rc == AG_ECORRUPT) { /* the page was rolled back; replay it into a new file */
+            ag_projector_report_damage(r->owner, (size_t)(r - r->owner->r), err.msg);
+            continue;
+        }
         if (rc) {
             fail(r, &err);
             break;
@@ -238,6 +352,29 @@ static void *runner_main(void *arg)
     }
     ag_store_sub_free(sub);
     return NULL;
+}
+
+void ag_projector_report_damage(struct ag_projector *o, size_t i, const char *why)
+{
+    if (!o || i >= o->n) return;
+    pthread_mutex_lock(&o->lock);
+    struct runner *r = &o->r[i];
+    if (!r->damaged && !r->rebuilding) {
+        r->damaged = true;
+        snprintf(r->damage, sizeof r->damage, "%s", why ? why : "database disk image is malformed");
+    }
+    pthread_mutex_unlock(&o->lock);
+}
+
+bool ag_projector_usable(struct ag_projector *o, size_t i, uint64_t *generation)
+{
+    if (!o || i >= o->n) return false;
+    pthread_mutex_lock(&o->lock);
+    struct runner *r = &o->r[i];
+    bool ok = !r->damaged && !r->rebuilding;
+    if (generation) *generation = r->generation;
+    pthread_mutex_unlock(&o->lock);
+    return ok;
 }
 
 static int make_dir(const char *dir, struct ag_err *err)
@@ -258,14 +395,20 @@ int ag_projector_start(struct ag_store *s, const char *dir, const struct ag_proj
     }
     o->store = s;
     o->n = n;
+    snprintf(o->dir, sizeof o->dir, "%s", dir);
     pthread_mutex_init(&o->lock, NULL);
-    pthread_cond_init(&o->moved, NULL);
+    ag_cond_init_mono(&o->moved); /* waits are durations: monotonic */
+    struct ag_store_stats st;
+    ag_store_stats(s, &st);
     for (size_t i = 0; i < n && !rc; i++) {
         struct runner *r = &o->r[i];
         r->owner = o;
         r->proj = &projs[i];
-        if ((rc = db_open(dir, r->proj, &r->db, err))) break;
+        bool fresh = false;
+        if ((rc = db_open(dir, r->proj, &r->db, &fresh, err))) break;
         r->checkpoint = load_checkpoint(r->db, r->proj->name);
+        r->rebuilding = fresh && st.events > 0; /* replaying the log into a new file */
+        r->target = st.events;
     }
     for (size_t i = 0; i < n && !rc; i++) {
         if (pthread_create(&o->r[i].thread, NULL, runner_main, &o->r[i]) != 0)
@@ -289,7 +432,7 @@ void ag_projector_stop(struct ag_projector *o)
     pthread_mutex_unlock(&o->lock);
     for (size_t i = 0; i < o->n; i++) {
         if (o->r[i].started) pthread_join(o->r[i].thread, NULL);
-        sqlite3_close(o->r[i].db);
+        ag_es_db_close(o->r[i].db, o->r[i].proj->name);
     }
     pthread_cond_destroy(&o->moved);
     pthread_mutex_destroy(&o->lock);
@@ -334,7 +477,7 @@ uint64_t ag_projector_position(struct ag_projector *o)
 int ag_projector_wait(struct ag_projector *o, uint64_t position, int timeout_ms)
 {
     struct timespec ts;
-    ag_deadline_in_ms(&ts, timeout_ms);
+    ag_deadline_mono_in_ms(&ts, timeout_ms);
     int rc = 0;
     pthread_mutex_lock(&o->lock);
     for (;;) {
@@ -364,7 +507,7 @@ int ag_projection_rebuild(struct ag_store *s, const char *dir, const struct ag_p
         remove(path);
     }
     sqlite3 *db;
-    if ((rc = db_open(dir, proj, &db, err))) return rc;
+    if ((rc = db_open(dir, proj, &db, NULL, err))) return rc;
     struct ag_store_stats st;
     ag_store_stats(s, &st);
     uint64_t from = 0;
@@ -378,8 +521,17 @@ int ag_projection_rebuild(struct ag_store *s, const char *dir, const struct ag_p
         if (progress) progress(ud, from, st.events > from ? st.events : from);
         if (end) break;
     }
-    sqlite3_close(db);
+    ag_es_db_close(db, proj->name);
     return rc;
+}
+
+void ag_es_db_close(sqlite3 *db, const char *what)
+{
+    if (!db) return;
+    for (sqlite3_stmt *st; (st = sqlite3_next_stmt(db, NULL));) sqlite3_finalize(st);
+    if (sqlite3_close(db) != SQLITE_OK) /* cannot happen with every statement finalized */
+        AG_WARN("projection.close_failed", AG_LS("database", what),
+                AG_LS("error", sqlite3_errmsg(db)));
 }
 
 int ag_projection_open_ro(const char *dir, const char *name, sqlite3 **out)

@@ -649,10 +649,16 @@ static int compile_jwt(struct cctx *x)
     const struct y_jwt *y = x->root->jwt;
     struct gw_jwt *j = &x->conf->jwt;
     j->skew_s = 30;
+    j->max_lifetime_s = 24 * 3600;
     if (!y) return 0;
     uint64_t skew = j->skew_s * 1000000000ull;
     if (dur(x, "jwt.clockSkew", y->clockSkew, &skew)) return AG_ECONFIG;
     j->skew_s = skew / 1000000000ull;
+    uint64_t life = j->max_lifetime_s * 1000000000ull;
+    if (dur(x, "jwt.maxTokenLifetime", y->maxTokenLifetime, &life)) return AG_ECONFIG;
+    j->max_lifetime_s = life / 1000000000ull;
+    if (life && !j->max_lifetime_s)
+        return cerr(x, "jwt.maxTokenLifetime", "must be at least 1s (or 0s for no limit)");
     if (!(j->roles_claim = ag_strdup(y->rolesClaim ? y->rolesClaim : "roles"))) return AG_ENOMEM;
     if (!y->issuers_count) return 0;
     if (!(j->issuers = ag_calloc(y->issuers_count, sizeof *j->issuers))) return AG_ENOMEM;

@@ -212,7 +212,13 @@ int ag__gw_authenticate(struct ag_gateway *gw, struct gw_loop *l, const struct g
                      AG_LS("reason", ag__gw_jwt_fail_name(f)), AG_LS("path", ag_http_req_path(req)),
                      AG_LS("request_id", ag_http_req_id(req) ? ag_http_req_id(req) : "")},
                  3);
-    ag_http_resp_header(req, "WWW-Authenticate", "Bearer error=\"invalid_token\"");
-    ag__gw_problem(req, 401, "invalid token");
+    const char *why = ag__gw_jwt_fail_public(f);
+    char detail[200];
+    snprintf(detail, sizeof detail, "invalid token%s%s", why ? ": " : "", why ? why : "");
+    char www[260];
+    snprintf(www, sizeof www, "Bearer error=\"invalid_token\"%s%s%s",
+             why ? ", error_description=\"" : "", why ? why : "", why ? "\"" : "");
+    ag_http_resp_header(req, "WWW-Authenticate", www);
+    ag__gw_problem(req, 401, detail);
     return 1;
 }

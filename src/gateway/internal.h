@@ -175,6 +175,7 @@ struct y_jwt {
     struct y_issuer *issuers;
     unsigned issuers_count;
     char *clockSkew, *rolesClaim;
+    char *maxTokenLifetime; /* longest exp - iat accepted (default 24h; 0s: no limit) */
 };
 struct y_gw {
     char *listen, *idempotencyTtl;
@@ -248,8 +249,9 @@ struct gw_issuer {
 struct gw_jwt {
     struct gw_issuer *issuers;
     size_t nissuers;
-    uint64_t skew_s;   /* clock skew allowed on exp/nbf/iat */
-    char *roles_claim; /* "roles" */
+    uint64_t skew_s;         /* clock skew allowed on exp/nbf/iat */
+    uint64_t max_lifetime_s; /* longest exp - iat accepted; 0 = no limit */
+    char *roles_claim;       /* "roles" */
 };
 
 /* The verified identity of a request. */
@@ -275,7 +277,13 @@ enum gw_jwt_fail {
     GW_JWT_ISSUER,
     GW_JWT_AUDIENCE,
     GW_JWT_CLAIMS,
+    GW_JWT_NO_EXP,   /* no exp claim: a token must expire */
+    GW_JWT_NO_IAT,   /* no iat claim while a maximum lifetime applies */
+    GW_JWT_LIFETIME, /* exp - iat exceeds jwt.maxTokenLifetime */
 };
+/* A reason safe to tell the client (NULL for the failures whose detail stays
+ * "invalid token", so nothing about keys or signatures is revealed). */
+const char *ag__gw_jwt_fail_public(enum gw_jwt_fail f);
 const char *ag__gw_jwt_fail_name(enum gw_jwt_fail f);
 int ag__gw_alg_parse(const char *s, enum gw_alg *out);
 const char *ag__gw_alg_name(enum gw_alg a);

@@ -232,7 +232,7 @@ static void *fetcher(void *arg)
         }
         pthread_mutex_lock(&gw->jwks_lock);
         struct timespec ts;
-        ag_deadline_in_ms(&ts, 250);
+        ag_deadline_mono_in_ms(&ts, 250);
         if (!gw->jwks_stop) pthread_cond_timedwait(&gw->jwks_cond, &gw->jwks_lock, &ts);
         if (!changed) n = collect(gw, d, n); /* a SIGHUP reload may have changed the URIs */
     }
@@ -243,7 +243,7 @@ static void *fetcher(void *arg)
 int ag__gw_jwks_start(struct ag_gateway *gw)
 {
     pthread_mutex_init(&gw->jwks_lock, NULL);
-    pthread_cond_init(&gw->jwks_cond, NULL);
+    ag_cond_init_mono(&gw->jwks_cond); /* the refresh tick is a duration */
     gw->jwks_started = pthread_create(&gw->jwks_thread, NULL, fetcher, gw) == 0;
     return gw->jwks_started ? 0 : AG_ENOMEM;
 }

@@ -8,7 +8,10 @@
  * claim, the key by kid (or the issuer's keys without kid), and only a key whose
  * configured alg equals the header's alg is handed to libjwt for the signature.
  * Claims (exp, nbf, iss, aud, sub, roles, scope) are checked here against the
- * injected clock with the configured skew.
+ * injected clock with the configured skew. Every token must carry exp; while
+ * jwt.maxTokenLifetime applies (default 24h) it must carry iat too, exp - iat
+ * must not exceed the maximum, and iat must not lie in the future (beyond the
+ * skew), so a stolen long-lived token cannot be replayed for ever.
  *
  * Every failure reason is distinct for logs and tests (enum gw_jwt_fail); the
  * client only ever sees "invalid token".
@@ -55,10 +58,24 @@ const char *ag__gw_alg_name(enum gw_alg a)
 
 const char *ag__gw_jwt_fail_name(enum gw_jwt_fail f)
 {
-    static const char *const n[] = {"ok",        "malformed", "algorithm",     "no key",
-                                    "signature", "expired",   "not yet valid", "issuer",
-                                    "audience",  "claims"};
-    return f <= GW_JWT_CLAIMS ? n[f] : "?";
+    static const char *const n[] = {
+        "ok",     "malformed", "algorithm", "no key", "signature", "expired", "not yet valid",
+        "issuer", "audience",  "claims",    "no exp", "no iat",    "lifetime"};
+    return f <= GW_JWT_LIFETIME ? n[f] : "?";
+}
+
+const char *ag__gw_jwt_fail_public(enum gw_jwt_fail f)
+{
+    switch (f) {
+    case GW_JWT_NO_EXP:
+        return "the token has no exp claim";
+    case GW_JWT_NO_IAT:
+        return "the token has no iat claim (needed to check its lifetime)";
+    case GW_JWT_LIFETIME:
+        return "the token's lifetime (exp - iat) exceeds the maximum (jwt.maxTokenLifetime)";
+    default:
+        return NULL;
+    }
 }
 
 /* ---- base64url ---- */
@@ -195,12 +212,20 @@ static enum gw_jwt_fail check_claims(const struct gw_jwt *j, const struct gw_iss
                                      uint64_t now, struct gw_principal *p)
 {
     json_t *exp = json_object_get(pl, "exp"), *nbf = json_object_get(pl, "nbf"),
-           *sub = json_object_get(pl, "sub");
-    if (!json_is_integer(exp) || (nbf && !json_is_integer(nbf)) || !json_is_string(sub))
+           *iat = json_object_get(pl, "iat"), *sub = json_object_get(pl, "sub");
+    if (!exp) return GW_JWT_NO_EXP;
+    if (!json_is_integer(exp) || (nbf && !json_is_integer(nbf)) || (iat && !json_is_integer(iat)) ||
+        !json_is_string(sub))
         return GW_JWT_CLAIMS;
     if ((uint64_t)json_integer_value(exp) + j->skew_s <= now || json_integer_value(exp) < 0)
         return GW_JWT_EXPIRED;
     if (nbf && (int64_t)now + (int64_t)j->skew_s < json_integer_value(nbf)) return GW_JWT_NOT_YET;
+    if (j->max_lifetime_s) {
+        if (!iat) return GW_JWT_NO_IAT;
+        json_int_t e = json_integer_value(exp), i = json_integer_value(iat);
+        if ((int64_t)now + (int64_t)j->skew_s < i) return GW_JWT_NOT_YET; /* issued later */
+        if (e - i > (json_int_t)j->max_lifetime_s) return GW_JWT_LIFETIME;
+    }
     if (!aud_ok(is, json_object_get(pl, "aud"))) return GW_JWT_AUDIENCE;
     const char *s = json_string_value(sub);
     if (!*s || strlen(s) >= sizeof p->sub || !valid_header_value(s)) return GW_JWT_CLAIMS;
@@ -289,6 +314,12 @@ int ag__gw_jwt_mint(const struct gw_jwt *j, const struct ag_gateway_token_reques
         return ag_err_set(err, AG_ECONFIG,
                           "issuer %s has no key that can sign (a secret or privateKeyFile)",
                           is->iss);
+    if (j->max_lifetime_s && req->ttl_s > j->max_lifetime_s)
+        return ag_err_set(
+            err, AG_EINVAL,
+            "a lifetime of %llu s exceeds the gateway's jwt.maxTokenLifetime (%llu s):"
+            " such a token would be refused",
+            (unsigned long long)req->ttl_s, (unsigned long long)j->max_lifetime_s);
     jwt_t *jwt = NULL;
     if (jwt_new(&jwt)) return ag_err_set(err, AG_ENOMEM, "out of memory");
     const unsigned char *key = k->alg <= GW_HS512 ? k->key : (const unsigned char *)k->sign_pem;

@@ -204,6 +204,8 @@ static void on_upstream(const struct ag_mesh_result *res, void *ud)
             if (p->idem_key) ag_buf_printf(&saved, "%s: %s\n", n, v);
         }
     }
+    /* a 5xx is not the request's final answer: free the key for a retry */
+    if (p->idem_key && r->status >= 500) idem_abandon(p);
     if (p->idem_key) idem_store(p, r, ctype, &saved);
     ag_buf_free(&saved);
     metrics(p, r->status);

@@ -181,7 +181,8 @@ static const cyaml_schema_field_t issuer_fields[] = {
 static const cyaml_schema_value_t issuer_entry = ENTRY(struct y_issuer, issuer_fields);
 static const cyaml_schema_field_t jwt_fields[] = {
     SEQ("issuers", struct y_jwt, issuers, issuer_entry), STR("clockSkew", struct y_jwt, clockSkew),
-    STR("rolesClaim", struct y_jwt, rolesClaim), CYAML_FIELD_END};
+    STR("rolesClaim", struct y_jwt, rolesClaim),
+    STR("maxTokenLifetime", struct y_jwt, maxTokenLifetime), CYAML_FIELD_END};
 static const cyaml_schema_field_t gw_fields[] = {
     STR("listen", struct y_gw, listen),
     UINT("workers", struct y_gw, workers),

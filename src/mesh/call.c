@@ -10,7 +10,9 @@
  * final outcome), one retry-budget deposit, then tries: pick an endpoint
  * (avoiding those tried), send with the per-try deadline, report the outcome to
  * outlier detection, and either deliver the answer or retry after a jittered
- * exponential backoff on a timer. The answer is delivered from inside the
+ * exponential backoff on a timer. A 5xx marked `X-Agora-Error: service` is the
+ * service's own answer: it counts as a success for the breaker and the outlier
+ * detector (it is still retried when retryOn says 5xx). The answer is delivered from inside the
  * client's completion, so the response is borrowed, never copied.
  *
  * Lifetime. The pools are reference-counted by their live calls; closing them
@@ -18,6 +20,7 @@
  * in-flight tries with AG_ECANCELED) and frees once the last call is gone.
  */
 #include <string.h>
+#include <strings.h>
 
 #include "mesh/internal.h"
 
@@ -186,6 +189,15 @@ static bool retryable(unsigned on, int rc, int status)
 
 /* ---- calls ---- */
 
+bool ag_mesh_service_error(const struct ag_http_client_resp *resp)
+{
+    if (!resp || resp->status < 500) return false;
+    for (size_t i = 0; i < resp->nheaders; i++)
+        if (!strcasecmp(resp->headers[i].name, AG_MESH_SERVICE_ERROR_HEADER))
+            return !strcasecmp(resp->headers[i].value, AG_MESH_SERVICE_ERROR_VALUE);
+    return false;
+}
+
 static void call_free(struct mcall *m)
 {
     struct ag_mesh_pools *p = m->p;
@@ -208,7 +220,10 @@ static void call_finish(struct mcall *m, int rc, const struct ag_http_client_res
         p->calls = m->next;
     if (m->next) m->next->prev = m->prev;
     if (m->has_permit) {
-        int outcome = rc ? rc : resp->status >= 500 ? AG_EUPSTREAM : 0;
+        int outcome = rc                            ? rc
+                      : ag_mesh_service_error(resp) ? 0
+                      : resp->status >= 500         ? AG_EUPSTREAM
+                                                    : 0;
         ag_cb_record(m->call.cluster->breaker, &m->permit, outcome);
     }
     struct ag_mesh_result res = {rc, rc ? NULL : resp, m->tries, m->ep};
@@ -254,7 +269,9 @@ static void on_response(int rc, const struct ag_http_client_resp *resp, void *ud
 {
     struct mcall *m = ud;
     int status = rc ? 0 : resp->status;
-    ag_mesh_cluster_end(m->call.cluster, (size_t)m->ep, rc, status);
+    /* the service's own error: the endpoint answered, as far as health goes */
+    ag_mesh_cluster_end(m->call.cluster, (size_t)m->ep, rc,
+                        ag_mesh_service_error(resp) ? 200 : status);
     if (retryable(m->call.retry.retry_on, rc, status) && schedule_retry(m)) return;
     call_finish(m, rc, resp);
 }

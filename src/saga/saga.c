@@ -595,7 +595,7 @@ static void *retry_main(void *arg)
     pthread_mutex_lock(&e->lock);
     while (!e->stopping) {
         struct timespec ts;
-        ag_deadline_in_ms(&ts, 100);
+        ag_deadline_mono_in_ms(&ts, 100);
         pthread_cond_timedwait(&e->tick, &e->lock, &ts);
         uint64_t now = now_ms();
         for (struct qitem **pp = &e->delayed; *pp;) {
@@ -757,8 +757,8 @@ int ag_saga_engine_start(struct ag_store *s, const struct ag_saga_def *defs, siz
     e->ndefs = n;
     pthread_mutex_init(&e->lock, NULL);
     pthread_cond_init(&e->work, NULL);
-    pthread_cond_init(&e->starts, NULL);
-    pthread_cond_init(&e->tick, NULL);
+    ag_cond_init_mono(&e->starts); /* timed waits: monotonic, immune to clock jumps */
+    ag_cond_init_mono(&e->tick);
     resume_unfinished(e);
     for (unsigned i = 0; i < threads; i++) {
         if (pthread_create(&e->threads[i], NULL, worker, e) != 0) break;
@@ -854,7 +854,7 @@ int ag_saga_start_async(struct ag_saga_engine *e, const char *type, const char *
 int ag_saga_wait_starts(struct ag_saga_engine *e, int timeout_ms)
 {
     struct timespec ts;
-    ag_deadline_in_ms(&ts, timeout_ms);
+    ag_deadline_mono_in_ms(&ts, timeout_ms);
     int rc = 0;
     pthread_mutex_lock(&e->lock);
     while (e->starts_pending && !rc)

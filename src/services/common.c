@@ -183,10 +183,23 @@ int svc_limit(struct svc_job *j, const char *s, int *out)
 
 /* ---- running a job ---- */
 
+static const char *const rm_label[RM_COUNT] = {"customers", "products",  "accounts", "stock",
+                                               "orders",    "shipments", "sagas"};
+/* The read model a query on this worker thread found damaged or rebuilding (-1:
+ * none): the job then answers 503 "read model rebuilding", not 500. */
+static _Thread_local int rm_unavailable = -1;
+
 static void work_cb(uv_work_t *w)
 {
     struct svc_job *j = w->data;
+    rm_unavailable = -1;
     int rc = j->fn(j);
+    if (rm_unavailable >= 0 && (rc || j->status >= 500)) {
+        svc_problem(j, 503, "Read model rebuilding",
+                    "the %s read model is being rebuilt from the event log; retry shortly",
+                    rm_label[rm_unavailable]);
+        return;
+    }
     if (rc && !j->status) {
         struct ag_err err;
         ag_err_set(&err, rc, "%s", ag_strerror(rc));
@@ -201,6 +214,10 @@ static void after_cb(uv_work_t *w, int status)
     struct ag_http_req *req = j->req;
     if (j->location[0]) ag_http_resp_header(req, "Location", j->location);
     if (j->replayed) ag_http_resp_header(req, "Idempotent-Replayed", "true");
+    if (j->status == 503) ag_http_resp_header(req, "Retry-After", "1");
+    /* a 5xx of the services' own making: the gateway's breaker and outlier
+     * detection must not take it for a failing upstream (see include/agora/mesh.h) */
+    if (j->problem && j->status >= 500) ag_http_resp_header(req, "X-Agora-Error", "service");
     if (j->rm_position) {
         char pos[32];
         snprintf(pos, sizeof pos, "%llu", (unsigned long long)j->rm_position);
@@ -293,8 +310,19 @@ int svc_job_start(struct ag_platform *p, struct ag_http_req *req, const struct s
 
 /* ---- idempotency keys ---- */
 
-/* The record of a key: IdempotencyKeyClaimed {requestHash, at}, then
- * IdempotentResponse {status, body, location}. */
+/* The record of a key is the stream `idempotency-<hash(scope, principal, key)>`:
+ *   IdempotencyKeyClaimed {requestHash, at}   a request took the key (at: Unix ms)
+ *   IdempotentResponse {status, body, problem, location}   its final answer
+ *   IdempotencyKeyReleased {status, reason}   it failed without a final answer (5xx,
+ *                                             a lost race): the key is free again
+ * A claim can follow a release, or a claim older than SVC_IDEM_LEASE_MS with no
+ * answer (its process died between claim and answer): the new claim is appended
+ * with the exact expected version, so of two retries only one takes the key. The
+ * last event decides: a response is replayed (same body) or refused with 422
+ * (another body); a fresh claim is 409 "in progress" (422 for another body); a
+ * release or an expired claim of the same body lets the request proceed. */
+#define SVC_IDEM_LEASE_MS 30000 /* the longest a request may take */
+
 /* Keys are per principal: the same key from two principals names two records. */
 static void idem_stream(const struct svc_job *j, const char *scope, char out[64])
 {
@@ -333,6 +361,59 @@ static int replay(struct svc_job *j, const json_t *resp)
     return 1;
 }
 
+static bool ev_is(const struct ag_event *ev, const char *type)
+{
+    return ev->type_len == strlen(type) && memcmp(ev->type, type, ev->type_len) == 0;
+}
+
+/* Append a claim of the key at `expected`; 0 when this request holds it now. */
+static int idem_claim(struct svc_job *j, const char *stream, const char *hash, int64_t expected)
+{
+    char data[128];
+    snprintf(data, sizeof data, "{\"requestHash\":\"%s\",\"at\":%lld}", hash,
+             (long long)svc_now_ms());
+    struct ag_event_data ev = {
+        .type = "IdempotencyKeyClaimed", .type_len = 21, .data = data, .data_len = strlen(data)};
+    int rc = ag_store_append(j->p->store, stream, strlen(stream), expected, &ev, 1, NULL, NULL);
+    if (rc) return rc;
+    j->idem_claimed = true;
+    j->idem_version = expected == AG_STORE_NO_STREAM ? 0 : expected + 1;
+    return 0;
+}
+
+/* Decide from the stream's last events (newest first): 1 answered, 0 claim it at
+ * *expected, -1 look again. */
+static int idem_decide(struct svc_job *j, const struct ag_event_page *pg, const char *hash,
+                       int64_t *expected)
+{
+    const struct ag_event *last = &pg->events[0];
+    *expected = last->version;
+    if (ev_is(last, "IdempotencyKeyReleased")) return 0;
+    const struct ag_event *claim_ev = last;
+    if (ev_is(last, "IdempotentResponse")) claim_ev = pg->count > 1 ? &pg->events[1] : NULL;
+    json_t *claim = claim_ev ? json_loadb(claim_ev->data, claim_ev->data_len, 0, NULL) : NULL;
+    const char *h = json_string_value(json_object_get(claim, "requestHash"));
+    int64_t at = json_integer_value(json_object_get(claim, "at"));
+    int out = 1;
+    if (!h || strcmp(h, hash) != 0) {
+        svc_problem(j, 422, "Idempotency-Key reused",
+                    "this Idempotency-Key was used with a different request body");
+    } else if (last != claim_ev) {
+        json_t *resp = json_loadb(last->data, last->data_len, 0, NULL);
+        replay(j, resp);
+        json_decref(resp);
+    } else if (svc_now_ms() - at >= SVC_IDEM_LEASE_MS) {
+        AG_WARN("api.idempotency_claim_expired", AG_LS("key", j->idem_key),
+                AG_LI("ageMs", svc_now_ms() - at));
+        out = 0; /* its request died between claim and answer: take the key over */
+    } else {
+        svc_problem(j, 409, "Request in progress",
+                    "a request with this Idempotency-Key is still being processed");
+    }
+    json_decref(claim);
+    return out;
+}
+
 int svc_idem_begin(struct svc_job *j, const char *scope)
 {
     if (!j->idem_key[0]) return 0;
@@ -346,53 +427,52 @@ int svc_idem_begin(struct svc_job *j, const char *scope)
     snprintf(hash, sizeof hash, "%016llx", (unsigned long long)body_hash(j));
     for (int attempt = 0; attempt < 3; attempt++) {
         struct ag_event_page pg;
-        int rc = ag_store_read_stream(j->p->store, stream, strlen(stream), 0, AG_READ_FORWARD, 2,
+        int rc = ag_store_read_stream(j->p->store, stream, strlen(stream), -1, AG_READ_BACKWARD, 2,
                                       &pg, NULL);
         if (rc == AG_ENOTFOUND) {
-            char data[128];
-            snprintf(data, sizeof data, "{\"requestHash\":\"%s\",\"at\":%lld}", hash,
-                     (long long)svc_now_ms());
-            struct ag_event_data ev = {.type = "IdempotencyKeyClaimed",
-                                       .type_len = 21,
-                                       .data = data,
-                                       .data_len = strlen(data)};
-            rc = ag_store_append(j->p->store, stream, strlen(stream), AG_STORE_NO_STREAM, &ev, 1,
-                                 NULL, NULL);
-            if (rc == 0) return 0;
+            if (idem_claim(j, stream, hash, AG_STORE_NO_STREAM) == 0) return 0;
             continue; /* a concurrent request claimed it: look again */
         }
         if (rc) return 0;
-        json_t *claim = json_loadb(pg.events[0].data, pg.events[0].data_len, 0, NULL);
-        json_t *resp =
-            pg.count > 1 ? json_loadb(pg.events[1].data, pg.events[1].data_len, 0, NULL) : NULL;
+        int64_t expected = -1;
+        int d = pg.count ? idem_decide(j, &pg, hash, &expected) : -1;
         ag_event_page_free(&pg);
-        const char *h = json_string_value(json_object_get(claim, "requestHash"));
-        int out;
-        out = 1;
-        if (!h || strcmp(h, hash) != 0)
-            svc_problem(j, 422, "Idempotency-Key reused",
-                        "this Idempotency-Key was used with a different request body");
-        else if (resp)
-            replay(j, resp);
-        else
-            svc_problem(j, 409, "Request in progress",
-                        "a request with this Idempotency-Key is still being processed");
-        json_decref(claim);
-        json_decref(resp);
-        return out;
+        if (d == 1) return 1;
+        if (d == 0 && idem_claim(j, stream, hash, expected) == 0) return 0;
+        /* another request took the key first: look again */
     }
-    return 0;
+    svc_problem(j, 409, "Request in progress",
+                "a request with this Idempotency-Key is still being processed");
+    return 1;
+}
+
+/* Free the key after a failure that is not the request's final answer. */
+static void idem_release(struct svc_job *j, const char *stream)
+{
+    char data[160];
+    snprintf(data, sizeof data, "{\"status\":%d,\"reason\":\"%s\"}", j->status,
+             j->status == 409 ? "concurrent modification" : "server error");
+    struct ag_event_data ev = {
+        .type = "IdempotencyKeyReleased", .type_len = 22, .data = data, .data_len = strlen(data)};
+    struct ag_err err;
+    if (ag_store_append(j->p->store, stream, strlen(stream), j->idem_version, &ev, 1, NULL, &err))
+        AG_WARN("api.idempotency_release_failed", AG_LS("error", err.msg));
 }
 
 void svc_idem_end(struct svc_job *j, const char *scope)
 {
-    /* A 409 from a lost concurrency race is transient and not recorded; any other
-     * 4xx (a duplicate email, say) is the answer every replay must get. */
-    if (!j->idem_key[0] || j->replayed || j->status >= 500 ||
-        (j->status == 409 && strcmp(j->title, "Concurrent modification") == 0))
-        return;
+    if (!j->idem_key[0] || j->replayed || !j->idem_claimed) return;
+    j->idem_claimed = false;
     char stream[64];
     idem_stream(j, scope, stream);
+    /* A 5xx (or no answer yet: the error is filled in later) and a 409 from a lost
+     * concurrency race are not the final answer: release the key for a retry. Any
+     * other 4xx (a duplicate email, say) is the answer every replay must get. */
+    if (j->status == 0 || j->status >= 500 ||
+        (j->status == 409 && strcmp(j->title, "Concurrent modification") == 0)) {
+        idem_release(j, stream);
+        return;
+    }
     json_t *body = j->problem ? json_pack("{s:s, s:s, s:O?}", "title", j->title, "detail",
                                           j->detail, "errors", j->errors)
                               : json_incref(j->resp);
@@ -405,7 +485,7 @@ void svc_idem_end(struct svc_job *j, const char *scope)
     struct ag_event_data ev = {
         .type = "IdempotentResponse", .type_len = 18, .data = text, .data_len = strlen(text)};
     struct ag_err err;
-    if (ag_store_append(j->p->store, stream, strlen(stream), 0, &ev, 1, NULL, &err))
+    if (ag_store_append(j->p->store, stream, strlen(stream), j->idem_version, &ev, 1, NULL, &err))
         AG_WARN("api.idempotency_record_failed", AG_LS("error", err.msg));
     free(text);
 }
@@ -449,24 +529,60 @@ void svc_rm_catch_up(struct ag_platform *p)
     if (st.events) ag_projector_wait(p->projector, st.events - 1, 2000);
 }
 
+/* The query handle of `rm`, read-locked (unlock with pthread_rwlock_unlock), or
+ * NULL while the read model is being rebuilt. A handle opened on a file a rebuild
+ * has replaced is reopened first. */
+static sqlite3 *rm_acquire(struct ag_platform *p, enum rm_id rm)
+{
+    uint64_t gen;
+    for (int tries = 0; tries < 2; tries++) {
+        if (!ag_projector_usable(p->projector, rm, &gen)) break;
+        pthread_rwlock_rdlock(&p->rm_lock[rm]);
+        if (p->rm_gen[rm] == gen && p->rm[rm]) return p->rm[rm];
+        pthread_rwlock_unlock(&p->rm_lock[rm]);
+        pthread_rwlock_wrlock(&p->rm_lock[rm]);
+        if (p->rm_gen[rm] != gen || !p->rm[rm]) svc_rm_reopen(p, rm);
+        pthread_rwlock_unlock(&p->rm_lock[rm]);
+    }
+    rm_unavailable = (int)rm;
+    return NULL;
+}
+
+/* A failed query: damage (SQLITE_CORRUPT, SQLITE_NOTADB) is reported to the
+ * projector, which rebuilds the read model; anything else is logged. */
+static void rm_failed(struct ag_platform *p, enum rm_id rm, sqlite3 *db, int code, const char *sql)
+{
+    int c = code & 0xff;
+    if (c == SQLITE_CORRUPT || c == SQLITE_NOTADB) {
+        ag_projector_report_damage(p->projector, rm, sqlite3_errmsg(db));
+        rm_unavailable = (int)rm;
+        return;
+    }
+    AG_ERROR("rm.query_failed", AG_LS("sql", sql), AG_LS("error", sqlite3_errmsg(db)));
+}
+
 json_t *svc_rm_query(struct ag_platform *p, enum rm_id rm, const char *sql, const char *const *args,
                      size_t nargs, json_t *(*row)(sqlite3_stmt *st))
 {
+    sqlite3 *db = rm_acquire(p, rm);
+    if (!db) return NULL;
     sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(p->rm[rm], sql, -1, &st, NULL) != SQLITE_OK) {
-        AG_ERROR("rm.query_failed", AG_LS("sql", sql), AG_LS("error", sqlite3_errmsg(p->rm[rm])));
+    int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+    if (rc != SQLITE_OK) {
+        rm_failed(p, rm, db, rc, sql);
+        pthread_rwlock_unlock(&p->rm_lock[rm]);
         return NULL;
     }
     for (size_t i = 0; i < nargs; i++)
         if (args[i]) sqlite3_bind_text(st, (int)i + 1, args[i], -1, SQLITE_TRANSIENT);
     json_t *rows = json_array();
-    int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) json_array_append_new(rows, row(st));
     if (rc != SQLITE_DONE) {
-        AG_ERROR("rm.query_failed", AG_LS("sql", sql), AG_LS("error", sqlite3_errmsg(p->rm[rm])));
+        rm_failed(p, rm, db, rc, sql);
         json_decref(rows);
         rows = NULL;
     }
     sqlite3_finalize(st);
+    pthread_rwlock_unlock(&p->rm_lock[rm]);
     return rows;
 }

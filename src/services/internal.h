@@ -66,6 +66,9 @@ struct ag_platform {
     struct ag_projector *projector;
     struct ag_projection projs[RM_COUNT + 1]; /* + the saga starter */
     sqlite3 *rm[RM_COUNT];                    /* read-only query handles (serialised) */
+    pthread_rwlock_t rm_lock[RM_COUNT];       /* queries read-lock; reopening write-locks */
+    uint64_t rm_gen[RM_COUNT];                /* the read model's generation rm[i] was opened on */
+    bool rm_locks_init;                       /* rm_lock[] initialised */
     struct ag_saga_engine *sagas;
     struct ag_saga_def saga_defs[1];
     struct ag_saga_step place_order_steps[5];
@@ -108,7 +111,9 @@ struct svc_job {
     char param[128];          /* the route's {id} parameter, if any */
     const char *q[4];         /* selected query parameters (copied) */
     char idem_key[256];       /* Idempotency-Key header, "" when none */
-    char meta[512];           /* event metadata JSON (request id, traceparent) */
+    bool idem_claimed;        /* svc_idem_begin claimed the key for this request */
+    int64_t idem_version;     /* the version of that claim in the key's stream */
+    char meta[512];           /* event metadata JSON (actor, request id, traceparent) */
     /* answer */
     int status;   /* HTTP status */
     json_t *resp; /* JSON body (success) */
@@ -193,11 +198,14 @@ bool svc_stream_exists(struct ag_platform *p, const char *prefix, const char *id
 /* Returns 1 when the job was answered from an earlier identical request (or
  * refused: key reused with another body, or still in progress), 0 to go on. */
 int svc_idem_begin(struct svc_job *j, const char *scope);
-/* Record the job's answer for its key (after the work). */
+/* Record the job's answer for its key (after the work); after a 5xx, or a 409 from
+ * a lost concurrency race, release the key instead so a retry proceeds as new. */
 void svc_idem_end(struct svc_job *j, const char *scope);
 
 /* ---- read models ---- */
 
+/* Reopen read model `rm`'s query handle (the file was replaced by a rebuild). */
+int svc_rm_reopen(struct ag_platform *p, enum rm_id rm);
 /* Wait (bounded) until the read models include everything up to the store's head:
  * used when a just-written resource is not in the read model yet. */
 void svc_rm_catch_up(struct ag_platform *p);

@@ -99,7 +99,7 @@ static void *monitor_main(void *arg)
         publish(p, &g);
         pthread_mutex_lock(&p->monitor_lock);
         struct timespec ts;
-        ag_deadline_in_ms(&ts, 500);
+        ag_deadline_mono_in_ms(&ts, 500);
         if (!p->monitor_stop) pthread_cond_timedwait(&p->monitor_cond, &p->monitor_lock, &ts);
     }
     pthread_mutex_unlock(&p->monitor_lock);
@@ -109,7 +109,7 @@ static void *monitor_main(void *arg)
 int svc_monitor_start(struct ag_platform *p)
 {
     pthread_mutex_init(&p->monitor_lock, NULL);
-    pthread_cond_init(&p->monitor_cond, NULL);
+    ag_cond_init_mono(&p->monitor_cond); /* the tick is a duration */
     p->monitor_started = pthread_create(&p->monitor, NULL, monitor_main, p) == 0;
     return p->monitor_started ? 0 : AG_ENOMEM;
 }

@@ -107,11 +107,38 @@ static int ready_check(void *ud, struct ag_buf *detail)
 
 static int open_read_models(struct ag_platform *p, struct ag_err *err)
 {
+    for (int i = 0; i < RM_COUNT; i++) pthread_rwlock_init(&p->rm_lock[i], NULL);
+    p->rm_locks_init = true;
     for (int i = 0; i < RM_COUNT; i++)
         if (ag_projection_open_ro(p->rm_dir, rm_names[i], &p->rm[i]))
             return ag_err_set(err, AG_EIO, "%s/%s.db: cannot open for queries", p->rm_dir,
                               rm_names[i]);
     return 0;
+}
+
+/* Called with rm_lock[rm] write-locked: the file was replaced by a rebuild. */
+int svc_rm_reopen(struct ag_platform *p, enum rm_id rm)
+{
+    uint64_t gen = 0;
+    ag_projector_usable(p->projector, rm, &gen);
+    ag_es_db_close(p->rm[rm], rm_names[rm]);
+    p->rm[rm] = NULL;
+    int rc = ag_projection_open_ro(p->rm_dir, rm_names[rm], &p->rm[rm]);
+    if (!rc) p->rm_gen[rm] = gen;
+    return rc;
+}
+
+/* Close every query handle, before the projections' writers: the last connection
+ * to close a WAL database checkpoints it and removes its -wal and -shm files, and a
+ * read-only connection cannot, so the writer must be the last. */
+static void close_read_models(struct ag_platform *p)
+{
+    for (int i = 0; i < RM_COUNT; i++) {
+        ag_es_db_close(p->rm[i], rm_names[i]);
+        p->rm[i] = NULL;
+        if (p->rm_locks_init) pthread_rwlock_destroy(&p->rm_lock[i]);
+    }
+    p->rm_locks_init = false;
 }
 
 static int start_http(struct ag_platform *p, struct ag_err *err)
@@ -220,10 +247,11 @@ void ag_platform_stop(struct ag_platform *p)
         ag_http_server_wait(p->server);
         ag_http_server_free(p->server);
     }
+    /* queries are over: their read-only handles close before the writers */
+    close_read_models(p);
     /* projections first: the saga starter projection calls into the saga engine */
     ag_projector_stop(p->projector);
     ag_saga_engine_stop(p->sagas);
-    for (int i = 0; i < RM_COUNT; i++) sqlite3_close(p->rm[i]);
     ag_es_repo_free(p->repo);
     ag_store_close(p->store);
     for (int i = 0; i < 5; i++) ag_cb_free(p->breakers[i]);

@@ -6,7 +6,10 @@
  * upstream, the method, the path as received and the identity/forwarding headers
  * it got; except: "?status=N" answers N; "?sleep=MS" answers after MS; POST
  * /admin/fail turns every answer (and GET /healthz) into 503 until POST
- * /admin/recover. A counter of requests served is at GET /admin/count. */
+ * /admin/recover; POST /admin/fail-writes turns the answers to every method but
+ * GET/HEAD into 503 problem+json marked `X-Agora-Error: service` (the services'
+ * own error, e.g. a full store) until POST /admin/recover. A counter of requests
+ * served is at GET /admin/count. */
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +19,7 @@
 
 static const char *name = "upstream";
 static atomic_bool failing;
+static atomic_bool failing_writes;
 static atomic_ulong served;
 
 struct later {
@@ -62,6 +66,11 @@ static int any(struct ag_http_req *req, void *ud)
     atomic_fetch_add(&served, 1);
     if (atomic_load(&failing))
         return ag_http_respond_problem(req, 503, NULL, NULL, "failing on command", NULL);
+    const char *m = ag_http_req_method(req);
+    if (atomic_load(&failing_writes) && strcmp(m, "GET") != 0 && strcmp(m, "HEAD") != 0) {
+        ag_http_resp_header(req, "X-Agora-Error", "service");
+        return ag_http_respond_problem(req, 503, NULL, NULL, "the store is full", NULL);
+    }
     const char *st = ag_http_req_query_param(req, "status");
     if (st) return ag_http_respond_json(req, atoi(st), describe(req));
     const char *sl = ag_http_req_query_param(req, "sleep");
@@ -80,6 +89,14 @@ static int any(struct ag_http_req *req, void *ud)
 static int fail(struct ag_http_req *req, void *ud)
 {
     atomic_store(&failing, ud != NULL);
+    atomic_store(&failing_writes, false);
+    return ag_http_respond(req, 204, NULL, NULL, 0);
+}
+
+static int fail_writes(struct ag_http_req *req, void *ud)
+{
+    (void)ud;
+    atomic_store(&failing_writes, true);
     return ag_http_respond(req, 204, NULL, NULL, 0);
 }
 
@@ -116,6 +133,7 @@ int main(int argc, char **argv)
         for (size_t p = 0; p < 6; p++) ag_http_route(r, methods[m], pats[p], any, NULL);
     ag_http_route(r, "POST", "/admin/fail", fail, (void *)1);
     ag_http_route(r, "POST", "/admin/recover", fail, NULL);
+    ag_http_route(r, "POST", "/admin/fail-writes", fail_writes, NULL);
     ag_http_route(r, "GET", "/admin/count", count, NULL);
     ag_http_route(r, "GET", "/healthz", healthz, NULL);
     struct ag_http_server_config cfg = {.port = (uint16_t)port, .workers = workers};

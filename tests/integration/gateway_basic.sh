@@ -27,12 +27,14 @@ wait_port() { # file -> prints port
     done
     return 1
 }
-start_up() { # name -> port
+# name -> sets UP_PORT; not in a $(...) subshell, so PIDS keeps the pid for cleanup
+start_up() {
     "$UP" --name "$1" >"$TMP/$1.out" 2>"$TMP/$1.log" &
     PIDS+=($!)
-    wait_port "$TMP/$1.out" || fail "upstream $1 did not start"
+    UP_PORT=$(wait_port "$TMP/$1.out") || fail "upstream $1 did not start"
 }
-P1=$(start_up v1); P2=$(start_up v2)
+start_up v1; P1=$UP_PORT
+start_up v2; P2=$UP_PORT
 
 SECRET="integration-test-secret-0123456789abcdef"
 NODE_PATH="$SRC/node_modules" node "$SRC/tests/data/gateway/mint.js" "$TMP" "$SECRET" || fail "jose could not mint tokens (npm install?)"

@@ -2,6 +2,8 @@
  * an injected clock: line-numbered errors, alg pinning, claims, the GCRA limiter
  * admitting exactly rate x time + burst, the idempotency store. */
 #include <criterion/criterion.h>
+#include <jwt.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "gateway/internal.h"
@@ -161,4 +163,100 @@ Test(gateway_idem, replay_conflict_and_release)
     cr_expect_eq(ag__gw_idem_begin(s, "k", "u", 1, &r), GW_IDEM_NEW, "expired after the TTL");
     cr_expect_leq(ag__gw_idem_size(s), 2, "bounded");
     ag__gw_idem_free(s);
+}
+
+/* ---- token lifetime (jwt.maxTokenLifetime) ---- */
+
+/* An HS256 token signed with the unit key; iat/exp/nbf < 0 are left out. */
+static char *token_with(long iat, long exp)
+{
+    jwt_t *jwt = NULL;
+    cr_assert_eq(jwt_new(&jwt), 0);
+    cr_assert_eq(
+        jwt_set_alg(jwt, JWT_ALG_HS256, (const unsigned char *)SECRET, (int)strlen(SECRET)), 0);
+    jwt_add_header(jwt, "kid", "k");
+    jwt_add_grant(jwt, "iss", "unit");
+    jwt_add_grant(jwt, "aud", "agora");
+    jwt_add_grant(jwt, "sub", "alice");
+    if (iat >= 0) jwt_add_grant_int(jwt, "iat", iat);
+    if (exp >= 0) jwt_add_grant_int(jwt, "exp", exp);
+    char *t = jwt_encode_str(jwt);
+    jwt_free(jwt);
+    cr_assert_not_null(t);
+    return t;
+}
+
+static enum gw_jwt_fail verify_at(struct gw_conf *c, long iat, long exp, uint64_t now)
+{
+    char *t = token_with(iat, exp);
+    struct gw_principal p;
+    enum gw_jwt_fail f = ag__gw_jwt_verify(&c->jwt, t, strlen(t), now, &p);
+    free(t);
+    return f;
+}
+
+Test(gateway_jwt, lifetime_default_24h)
+{
+    struct gw_conf *c;
+    struct ag_err err;
+    cr_assert_eq(compile(base_yaml, &c, &err), 0, "%s", err.msg);
+    cr_expect_eq(c->jwt.max_lifetime_s, 86400);
+    long now = 1800000000;
+    cr_expect_eq(verify_at(c, now, now + 86400, (uint64_t)now), GW_JWT_OK, "exactly 24h");
+    cr_expect_eq(verify_at(c, now, now + 86401, (uint64_t)now), GW_JWT_LIFETIME);
+    cr_expect_eq(verify_at(c, now - 86000, now + 86000, (uint64_t)now), GW_JWT_LIFETIME,
+                 "a long token is refused even late in its life");
+    cr_expect_eq(verify_at(c, now, -1, (uint64_t)now), GW_JWT_NO_EXP);
+    cr_expect_eq(verify_at(c, -1, now + 60, (uint64_t)now), GW_JWT_NO_IAT);
+    cr_expect_eq(verify_at(c, now + 3600, now + 7200, (uint64_t)now), GW_JWT_NOT_YET,
+                 "iat in the future (beyond the skew) cannot stretch the lifetime");
+    cr_expect_eq(verify_at(c, now + 5, now + 65, (uint64_t)now), GW_JWT_OK, "iat within skew");
+    /* the client is told why */
+    cr_expect_not_null(strstr(ag__gw_jwt_fail_public(GW_JWT_LIFETIME), "maxTokenLifetime"));
+    cr_expect_not_null(strstr(ag__gw_jwt_fail_public(GW_JWT_NO_EXP), "exp"));
+    cr_expect_not_null(strstr(ag__gw_jwt_fail_public(GW_JWT_NO_IAT), "iat"));
+    cr_expect_null(ag__gw_jwt_fail_public(GW_JWT_SIGNATURE), "signature failures stay opaque");
+    /* minting refuses what verifying would refuse */
+    const char *roles[] = {"admin"};
+    struct ag_gateway_token_request r = {.sub = "a", .roles = roles, .nroles = 1, .ttl_s = 86401};
+    char *tok = NULL;
+    cr_expect_eq(ag__gw_jwt_mint(&c->jwt, &r, (uint64_t)now, &tok, &err), AG_EINVAL);
+    cr_expect_null(tok);
+    r.ttl_s = 0; /* the default, 1h */
+    cr_assert_eq(ag__gw_jwt_mint(&c->jwt, &r, (uint64_t)now, &tok, &err), 0, "%s", err.msg);
+    struct gw_principal p;
+    cr_expect_eq(ag__gw_jwt_verify(&c->jwt, tok, strlen(tok), (uint64_t)now, &p), GW_JWT_OK);
+    ag_free(tok);
+    ag__gw_conf_unref(c);
+}
+
+static struct gw_conf *with_lifetime(const char *life)
+{
+    char yaml[2048];
+    snprintf(yaml, sizeof yaml, "jwt:\n  maxTokenLifetime: %s\n%s", life,
+             strstr(base_yaml, "  clockSkew"));
+    struct gw_conf *c;
+    struct ag_err err;
+    cr_assert_eq(compile(yaml, &c, &err), 0, "%s", err.msg);
+    return c;
+}
+
+Test(gateway_jwt, lifetime_configured_and_off)
+{
+    long now = 1800000000;
+    struct gw_conf *c = with_lifetime("1h");
+    cr_expect_eq(verify_at(c, now, now + 3600, (uint64_t)now), GW_JWT_OK);
+    cr_expect_eq(verify_at(c, now, now + 3601, (uint64_t)now), GW_JWT_LIFETIME);
+    ag__gw_conf_unref(c);
+    c = with_lifetime("0s"); /* no limit: iat optional, exp still required */
+    cr_expect_eq(verify_at(c, -1, now + 400 * 86400, (uint64_t)now), GW_JWT_OK);
+    cr_expect_eq(verify_at(c, now, -1, (uint64_t)now), GW_JWT_NO_EXP);
+    ag__gw_conf_unref(c);
+    char yaml[2048];
+    snprintf(yaml, sizeof yaml, "jwt:\n  maxTokenLifetime: forever\n%s",
+             strstr(base_yaml, "  clockSkew"));
+    struct gw_conf *bad;
+    struct ag_err err;
+    cr_expect_eq(compile(yaml, &bad, &err), AG_ECONFIG);
+    cr_expect_not_null(strstr(err.msg, "jwt.maxTokenLifetime"), "%s", err.msg);
 }

@@ -1,0 +1,203 @@
+/* Idempotency-Key records (src/services/common.c svc_idem_begin/svc_idem_end) on a
+ * real embedded store: a replay of the same body answers from the record, another
+ * body is 422, a request still in flight is 409, and no key stays stuck: a 5xx or
+ * a lost concurrency race releases it, and a claim left by a dead process is taken
+ * over after the lease, by one retry only. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agora/store_log.h"
+#include "services/internal.h"
+
+static char dir[] = "/tmp/agora-idem-XXXXXX";
+static struct ag_platform plat;
+
+static void setup(void)
+{
+    cr_assert_not_null(mkdtemp(dir));
+    struct ag_store_options o = {.no_sync = true};
+    struct ag_err err;
+    cr_assert_eq(ag_store_log_open(dir, &o, &plat.store, &err), 0, "%s", err.msg);
+}
+
+static void teardown(void)
+{
+    ag_store_close(plat.store);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+TestSuite(idem, .init = setup, .fini = teardown);
+
+static struct svc_job *job(const char *key, const char *body)
+{
+    struct svc_job *j = calloc(1, sizeof *j);
+    j->p = &plat;
+    snprintf(j->idem_key, sizeof j->idem_key, "%s", key);
+    j->body = json_loads(body, 0, NULL);
+    return j;
+}
+
+static void job_free(struct svc_job *j)
+{
+    json_decref(j->body);
+    json_decref(j->resp);
+    json_decref(j->errors);
+    free(j);
+}
+
+/* begin + end with a final answer `status`; returns what begin returned */
+static int run(const char *key, const char *body, int status, int *answered_status)
+{
+    struct svc_job *j = job(key, body);
+    int r = svc_idem_begin(j, "t");
+    if (!r) {
+        if (status < 400)
+            svc_ok(j, status, json_pack("{s:s}", "id", "x1"));
+        else
+            svc_problem(j, status, status == 409 ? "Concurrent modification" : NULL, "failed");
+        svc_idem_end(j, "t");
+    }
+    *answered_status = j->status;
+    job_free(j);
+    return r;
+}
+
+Test(idem, replay_same_body_and_422_for_another)
+{
+    int st;
+    cr_assert_eq(run("k1", "{\"a\":1}", 201, &st), 0);
+    cr_assert_eq(run("k1", "{\"a\":1}", 201, &st), 1, "replayed");
+    cr_assert_eq(st, 201);
+    cr_assert_eq(run("k1", "{\"a\":2}", 201, &st), 1);
+    cr_assert_eq(st, 422);
+}
+
+Test(idem, a_4xx_answer_is_final)
+{
+    int st;
+    cr_assert_eq(run("k4", "{}", 400, &st), 0);
+    cr_assert_eq(run("k4", "{}", 201, &st), 1);
+    cr_assert_eq(st, 400, "the recorded 400 is replayed");
+}
+
+Test(idem, in_flight_is_409)
+{
+    struct svc_job *a = job("k2", "{}");
+    cr_assert_eq(svc_idem_begin(a, "t"), 0);
+    int st;
+    cr_assert_eq(run("k2", "{}", 201, &st), 1);
+    cr_assert_eq(st, 409, "in progress");
+    cr_assert_eq(run("k2", "{\"other\":1}", 201, &st), 1);
+    cr_assert_eq(st, 422, "another body is 422 even in flight");
+    svc_ok(a, 201, json_object());
+    svc_idem_end(a, "t");
+    job_free(a);
+    cr_assert_eq(run("k2", "{}", 201, &st), 1);
+    cr_assert_eq(st, 201, "replayed once answered");
+}
+
+Test(idem, a_5xx_releases_the_key)
+{
+    int st;
+    cr_assert_eq(run("k3", "{}", 500, &st), 0);
+    cr_assert_eq(run("k3", "{}", 503, &st), 0, "proceeds after a 500");
+    cr_assert_eq(run("k3", "{}", 201, &st), 0, "proceeds after a 503");
+    cr_assert_eq(run("k3", "{}", 201, &st), 1, "then replays");
+    cr_assert_eq(st, 201);
+    /* a failure with no status yet (filled in later from the error code) too */
+    struct svc_job *j = job("k5", "{}");
+    cr_assert_eq(svc_idem_begin(j, "t"), 0);
+    svc_idem_end(j, "t");
+    job_free(j);
+    cr_assert_eq(run("k5", "{}", 201, &st), 0);
+}
+
+Test(idem, a_lost_race_409_releases_the_key)
+{
+    int st;
+    cr_assert_eq(run("k6", "{}", 409, &st), 0);
+    cr_assert_eq(run("k6", "{}", 201, &st), 0, "proceeds after a transient 409");
+}
+
+/* what a process killed between claim and answer leaves behind */
+static void stale_claim(const char *key, const char *body, long long age_ms)
+{
+    struct svc_job *j = job(key, body);
+    cr_assert_eq(svc_idem_begin(j, "t"), 0);
+    char stream[64];
+    uint64_t h = ag_xxh3_seed(key, strlen(key), ag_xxh3("t", 1));
+    snprintf(stream, sizeof stream, "idempotency-%016llx", (unsigned long long)h);
+    job_free(j); /* dies without svc_idem_end */
+    if (!age_ms) return;
+    /* an older claim: release, then claim again with an old `at` */
+    struct ag_event_page pg;
+    cr_assert_eq(
+        ag_store_read_stream(plat.store, stream, strlen(stream), 0, AG_READ_FORWARD, 1, &pg, NULL),
+        0);
+    json_t *c = json_loadb(pg.events[0].data, pg.events[0].data_len, 0, NULL);
+    ag_event_page_free(&pg);
+    json_object_set_new(c, "at", json_integer(svc_now_ms() - age_ms));
+    char *t = json_dumps(c, JSON_COMPACT);
+    json_decref(c);
+    struct ag_event_data evs[2] = {
+        {.type = "IdempotencyKeyReleased", .type_len = 22, .data = "{}", .data_len = 2},
+        {.type = "IdempotencyKeyClaimed", .type_len = 21, .data = t, .data_len = strlen(t)}};
+    cr_assert_eq(ag_store_append(plat.store, stream, strlen(stream), 0, evs, 2, NULL, NULL), 0);
+    free(t);
+}
+
+Test(idem, a_fresh_orphan_claim_is_still_in_progress)
+{
+    int st;
+    stale_claim("k7", "{}", 0);
+    cr_assert_eq(run("k7", "{}", 201, &st), 1);
+    cr_assert_eq(st, 409);
+}
+
+Test(idem, an_expired_claim_is_taken_over_by_one_retry)
+{
+    int st;
+    stale_claim("k8", "{}", 31000);
+    struct svc_job *a = job("k8", "{}"), *b = job("k8", "{}");
+    cr_assert_eq(svc_idem_begin(a, "t"), 0, "the first retry takes the key over");
+    cr_assert_eq(svc_idem_begin(b, "t"), 1, "the second does not");
+    cr_assert_eq(b->status, 409);
+    svc_ok(a, 201, json_object());
+    svc_idem_end(a, "t");
+    cr_assert_eq(run("k8", "{}", 201, &st), 1);
+    cr_assert_eq(st, 201);
+    job_free(a);
+    job_free(b);
+}
+
+Test(idem, an_expired_claim_of_another_body_is_still_422)
+{
+    int st;
+    stale_claim("k9", "{\"a\":1}", 31000);
+    cr_assert_eq(run("k9", "{\"a\":2}", 201, &st), 1);
+    cr_assert_eq(st, 422);
+}
+
+Test(idem, the_slow_request_cannot_answer_after_a_takeover)
+{
+    int st;
+    struct svc_job *slow = job("k10", "{}");
+    cr_assert_eq(svc_idem_begin(slow, "t"), 0);
+    /* its claim is superseded (as when a retry took an expired claim over) */
+    char stream[64];
+    uint64_t h = ag_xxh3_seed("k10", 3, ag_xxh3("t", 1));
+    snprintf(stream, sizeof stream, "idempotency-%016llx", (unsigned long long)h);
+    struct ag_event_data ev = {
+        .type = "IdempotencyKeyReleased", .type_len = 22, .data = "{}", .data_len = 2};
+    cr_assert_eq(ag_store_append(plat.store, stream, strlen(stream), 0, &ev, 1, NULL, NULL), 0);
+    cr_assert_eq(run("k10", "{}", 201, &st), 0, "the retry proceeds");
+    svc_ok(slow, 500, json_object());
+    svc_idem_end(slow, "t"); /* conflicts: does not release the retry's record */
+    job_free(slow);
+    cr_assert_eq(run("k10", "{}", 201, &st), 1);
+    cr_assert_eq(st, 201, "the retry's answer stands");
+}

@@ -439,10 +439,9 @@ int ag__log_tail_restore(struct lstore *ls, struct ag_err *err)
             if (err) err->aux = -rc;
             return AG_EUNAVAILABLE;
         }
-        if ((uint64_t)st.st_size > sg->end)
-            AG_WARN("store.torn_tail_truncated", AG_LS("file", name), AG_LU("offset", sg->end),
-                    AG_LU("bytes", (uint64_t)st.st_size - sg->end),
-                    AG_LS("why", "bytes of appends that were not acknowledged"));
+        /* debug: the outage itself was logged once, by the writer */
+        AG_DEBUG("store.unacknowledged_tail_cut", AG_LS("file", name), AG_LU("offset", sg->end),
+                 AG_LU("bytes", (uint64_t)st.st_size - sg->end));
     }
     /* re-verify: the recovery scan, checking what the index already holds */
     struct log_scan sc = {.ls = ls, .verify_only = true, .next_position = ls->tail_pos};

@@ -501,6 +501,17 @@ static void refuse(struct lstore *ls, struct lreq *r)
     if (r->err.aux < 1) r->err.aux = 1;
 }
 
+/* Best effort, right after a failure: drop the bytes nobody was told are durable
+ * now rather than at the next attempt. A failure only counts (the next attempt
+ * cuts again). */
+static void cut_now(struct lstore *ls)
+{
+    if (ag__log_tail_restore(ls, NULL) == 0) return;
+    pthread_mutex_lock(&ls->health_lock);
+    ls->health.failures++;
+    pthread_mutex_unlock(&ls->health_lock);
+}
+
 static int probe(struct lstore *ls, struct ag_err *err)
 {
     static const uint8_t zeros[LOG_PROBE_BYTES];
@@ -521,7 +532,7 @@ static void try_recover(struct lstore *ls)
     struct ag_err err;
     ag_err_clear(&err);
     int rc = ag__log_tail_restore(ls, &err);
-    if (!rc) rc = probe(ls, &err);
+    if (!rc && (rc = probe(ls, &err))) cut_now(ls); /* no junk between tries */
     if (!rc) rc = ag__log_tail_restore(ls, &err);
     pthread_mutex_lock(&ls->health_lock);
     uint64_t retries = ++ls->health.retries, since = ls->health.since_ns;
@@ -637,8 +648,7 @@ static void commit(struct lstore *ls, struct lreq *from, struct lreq *stop, uint
         wrc = write_group(ls, &op);
         if (wrc) {
             note_failure(ls, -wrc, op, NULL);
-            /* nothing of the group was acknowledged: drop its bytes before saying so */
-            ag__log_tail_restore(ls, NULL);
+            cut_now(ls); /* nothing of the group was acknowledged: drop it before saying so */
         } else {
             publish(ls, from, stop, events);
             note_tail(ls, from, stop);

@@ -17,6 +17,11 @@
  * the failed step that answers AG_EEXISTS says the action did take effect and
  * cannot be undone (a pivot such as ConfirmOrder): the step is then recorded as
  * succeeded and the saga goes forward again (forward recovery).
+ *
+ * A step or compensation that fails because the store cannot write
+ * (AG_EUNAVAILABLE: a full disk, an I/O error) did not fail for a business
+ * reason: the saga is interrupted, not compensated, and retried with backoff
+ * (capped at 3.2 s) for as long as the outage lasts, then resumes where it was.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -53,6 +58,7 @@ struct ag_saga_engine {
     bool stopping;
     uint64_t starts_pending; /* async starts not yet durable */
     uint64_t starts_failed;  /* async starts that could not be recorded */
+    int starts_failed_rc;    /* why the last one could not (AG_EUNAVAILABLE: retry later) */
     /* ids queued or running: a small open-addressing set of hashes */
     uint64_t *active;
     size_t active_cap, active_n;
@@ -313,6 +319,7 @@ static int run_forward(struct ag_saga_engine *e, const char *id, struct saga_sta
         struct ag_err serr;
         ag_err_clear(&serr);
         int rc = run_action(s, s->next, key, &serr);
+        if (rc == AG_EUNAVAILABLE) return ag_err_set(err, rc, "%s", ag_err_msg(&serr, rc));
         if (rc == 0) {
             if ((rc = record(e, stream, s, "StepSucceeded", step_json(s->next, st->name, NULL),
                              err)))
@@ -365,6 +372,7 @@ static int run_backward(struct ag_saga_engine *e, const char *id, struct saga_st
         int rc = run_compensation(s, (size_t)s->comp, key, &cerr);
         if (rc == AG_EEXISTS && s->comp == (int64_t)s->next)
             return recover_forward(e, id, stream, s, ag_err_msg(&cerr, rc), err);
+        if (rc == AG_EUNAVAILABLE) return ag_err_set(err, rc, "%s", ag_err_msg(&cerr, rc));
         if (rc) {
             const char *why = ag_err_msg(&cerr, rc);
             AG_ERROR("saga.compensation_failed", AG_LS("saga", id), AG_LS("step", st->name),
@@ -430,11 +438,14 @@ static uint64_t now_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-/* An interrupted saga (I/O error, out of memory) is retried with a growing delay. */
-static void delay(struct ag_saga_engine *e, struct qitem *q)
+/* An interrupted saga (I/O error, out of memory) is retried with a growing delay;
+ * during a store outage at least every 3.2 s, so it resumes soon after. */
+static void delay(struct ag_saga_engine *e, struct qitem *q, int rc)
 {
     q->tries++;
-    q->due_ms = now_ms() + (100ull << (q->tries < 8 ? q->tries : 8));
+    unsigned shift = q->tries < 8 ? q->tries : 8;
+    if (rc == AG_EUNAVAILABLE && shift > 5) shift = 5;
+    q->due_ms = now_ms() + (100ull << shift);
     pthread_mutex_lock(&e->lock);
     q->next = e->delayed;
     e->delayed = q;
@@ -488,7 +499,7 @@ static int record_start(struct ag_saga_engine *e, struct qitem *q)
     pthread_mutex_lock(&e->lock);
     e->starts_pending--;
     if (rc)
-        e->starts_failed++;
+        e->starts_failed++, e->starts_failed_rc = rc;
     else
         e->stats.started++;
     pthread_cond_broadcast(&e->starts);
@@ -519,8 +530,9 @@ static void *worker(void *arg)
             ag_free(q);
             continue;
         }
-        if (run_saga(e, q->id) && q->tries < 20) {
-            delay(e, q); /* stays in the active set */
+        int rc = run_saga(e, q->id);
+        if (rc && (q->tries < 20 || rc == AG_EUNAVAILABLE)) { /* an outage may last */
+            delay(e, q, rc);                                  /* stays in the active set */
             continue;
         }
         pthread_mutex_lock(&e->lock);
@@ -700,7 +712,7 @@ int ag_saga_wait_starts(struct ag_saga_engine *e, int timeout_ms)
         if (pthread_cond_timedwait(&e->starts, &e->lock, &ts) == ETIMEDOUT) rc = AG_ETIMEDOUT;
     if (!rc && e->starts_failed) {
         e->starts_failed = 0;
-        rc = AG_EIO;
+        rc = e->starts_failed_rc == AG_EUNAVAILABLE ? AG_EUNAVAILABLE : AG_EIO;
     }
     pthread_mutex_unlock(&e->lock);
     return rc;

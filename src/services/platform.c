@@ -99,7 +99,7 @@ static int ready_check(void *ud, struct ag_buf *detail)
 
 /* ---- the event store's write health: readiness and metrics ---- */
 
-static int store_check(void *ud, struct ag_buf *detail)
+int ag_platform_store_ready(void *ud, struct ag_buf *detail)
 {
     struct ag_platform *p = ud;
     struct ag_store_health h;
@@ -142,7 +142,7 @@ static void store_collect(void *ud)
 
 static void store_health_register(struct ag_platform *p)
 {
-    ag_obs_health_add(p->health, AG_OBS_READY, "store", store_check, p);
+    ag_obs_health_add(p->health, AG_OBS_READY, "store", ag_platform_store_ready, p);
     ag_obs_registry_collector(p->metrics, store_collect, p);
 }
 

@@ -38,7 +38,7 @@ fail() {
     echo "FAIL: $*" >&2
     [ -f "$TMP/last.hdr" ] && { echo "--- last answer" >&2; cat "$TMP/last.hdr" "$TMP/last.body" >&2; echo >&2; }
     echo "--- server log (tail)" >&2
-    tail -30 "$LOG" >&2 || true
+    tail -30 "$LOG.run" >&2 || true
     exit 1
 }
 pass() { echo "ok - $*"; }
@@ -111,7 +111,10 @@ settle() {
 # ---- a running platform with a customer who can pay ----
 start
 pass "agora run on an 8 MiB tmpfs at $BASE"
-AUTH=$("$BIN" token --data "$DATA" --sub enospc --role customer) || fail "agora token"
+AUTH=""
+if [ -z "${STORE_ENOSPC_NO_GATEWAY:-}" ]; then
+    AUTH=$("$BIN" token --data "$DATA" --sub enospc --role customer) || fail "agora token"
+fi
 post /api/v1/customers '{"email": "full@example.com", "name": "Disk Full"}'
 [ "$ST" = 201 ] || fail "register: $ST"
 CID=$(j "b['id']") AID=$(j "b['accountId']")

@@ -43,7 +43,8 @@
     X(POOL_TIMEOUT, "timed out waiting for a pooled connection")                                   \
     X(UPSTREAM, "upstream error")                                                                  \
     X(DOMAIN, "business rule violated")                                                            \
-    X(CONFIG, "invalid configuration")
+    X(CONFIG, "invalid configuration")                                                             \
+    X(UNAVAILABLE, "store unavailable: writes are failing")
 
 enum ag__err_index {
 #define AG__X(name, msg) AG__EI_##name,

@@ -40,6 +40,16 @@ struct ag_gateway_options {
     int workers;                     /* worker loops; 0 = gateway.workers, else CPUs */
     struct ag_obs_registry *metrics; /* borrowed; NULL = the gateway owns one */
     const struct ag_clock *clock;    /* JWT times, limiters, ejections; NULL = system */
+    /* More readiness checks for /health/ready, run beside the gateway's own (agora
+     * run: the in-process platform's event store); borrowed: must outlive the gateway. */
+    const struct ag_gateway_ready_check *ready_checks;
+    size_t nready_checks;
+};
+
+struct ag_gateway_ready_check {
+    const char *name;   /* copied; names the check in the /health/ready body */
+    ag_obs_check_fn fn; /* must not block (see include/agora/obs.h) */
+    void *ud;
 };
 
 /* Compile the configuration, bind and start serving. AG_ECONFIG with

@@ -80,6 +80,14 @@ AG_EXTERN double ag_obs_gauge_value(const struct ag_obs_series *s);
 AG_EXTERN void ag_obs_histogram_value(const struct ag_obs_series *s, uint64_t *buckets /* OUT */,
                                       double *sum /* OUT */, uint64_t *count /* OUT */);
 
+/* A collector copies a source's own figures into series when they are read (pull,
+ * for sources that keep plain counters and know nothing of the registry). Every
+ * render first runs the collectors, one at a time, outside the registry lock (they
+ * may define families and look series up). At most 8; `ud` is borrowed and must
+ * outlive every render. AG_ETOOBIG when full. */
+typedef void (*ag_obs_collect_fn)(void *ud);
+AG_EXTERN int ag_obs_registry_collector(struct ag_obs_registry *r, ag_obs_collect_fn fn, void *ud);
+
 /* Append every family in the Prometheus text exposition format 0.0.4
  * (content type AG_OBS_PROM_CONTENT_TYPE) to `out`. */
 AG_EXTERN int ag_obs_registry_render(struct ag_obs_registry *r, struct ag_buf *out);

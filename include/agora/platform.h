@@ -41,6 +41,11 @@ AG_EXTERN const char *ag_platform_socket(const struct ag_platform *p);
  * with its own at /metrics). */
 struct ag_obs_registry;
 AG_EXTERN struct ag_obs_registry *ag_platform_metrics(struct ag_platform *p);
+/* The readiness check of the platform's event store (an ag_obs_check_fn; `p` is
+ * the platform): down with the reason while the store cannot write. For a gateway
+ * in front to report at its /health/ready. */
+struct ag_buf;
+AG_EXTERN int ag_platform_store_ready(void *p, struct ag_buf *detail);
 /* Serve until SIGINT/SIGTERM, then drain. */
 AG_EXTERN int ag_platform_run_until_signal(struct ag_platform *p);
 /* Drain HTTP, stop sagas (unfinished ones resume next start), projections, store. */

@@ -88,7 +88,8 @@ AG_EXTERN int ag_saga_start(struct ag_saga_engine *e, const char *type, const ch
 AG_EXTERN int ag_saga_start_async(struct ag_saga_engine *e, const char *type, const char *saga_id,
                                   const json_t *data, struct ag_err *err);
 /* Wait until every start queued so far is durable. AG_ETIMEDOUT, or AG_EIO when a
- * start could not be recorded since the last wait (it is not queued any more). */
+ * start could not be recorded since the last wait (it is not queued any more);
+ * AG_EUNAVAILABLE when that was because the store could not write (retry later). */
 AG_EXTERN int ag_saga_wait_starts(struct ag_saga_engine *e, int timeout_ms);
 
 /* Retry a failed saga: record SagaRetried and queue it; a worker re-runs the

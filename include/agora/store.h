@@ -16,7 +16,12 @@
  *   result and stores nothing; the same id with other content is AG_EIDEMPOTENCY;
  * - reads only ever see acknowledged (durable) events;
  * - subscriptions deliver `$all` in commit (= position) order, catch-up then live,
- *   and never hold up writers: a subscriber pulls, it is never pushed to.
+ *   and never hold up writers: a subscriber pulls, it is never pushed to;
+ * - when the medium stops taking writes (a full disk, an I/O error, a file system
+ *   turned read-only) appends fail fast with AG_EUNAVAILABLE (retryable: nothing of
+ *   that append was acknowledged) while reads of everything durable keep working;
+ *   the adapter retries in the background and takes appends again by itself once
+ *   writes work. ag_store_health says which state the store is in.
  *
  * Memory: inputs are borrowed for the duration of a call (for the async append,
  * until its callback runs). Results (`struct ag_event_page`, snapshots) are owned
@@ -108,6 +113,19 @@ struct ag_store_stats {
     uint64_t index_bytes; /* approximate memory of the in-memory index */
 };
 
+/* Whether the store takes writes, for readiness checks, metrics and Retry-After. */
+struct ag_store_health {
+    bool writable;        /* appends are being acknowledged */
+    int error;            /* AG_EUNAVAILABLE while writes fail, else 0 */
+    int os_error;         /* errno of the last failed write (ENOSPC, EIO, EROFS...), 0 if none */
+    char message[256];    /* what failed, e.g. "No space left on device" ("" when writable) */
+    uint64_t since_ns;    /* when writes started failing (store clock, Unix ns); 0 when writable */
+    uint64_t retries;     /* recovery attempts so far in this outage */
+    uint64_t retry_in_ms; /* until the next recovery attempt (0 when writable) */
+    uint64_t failures;    /* failed write/fdatasync/truncate calls since open (a counter) */
+    uint64_t outages;     /* times writes started failing since open */
+};
+
 struct ag_store_options {
     size_t max_event_bytes;       /* data + metadata + type per event; 0 → 1 MiB */
     uint64_t segment_bytes;       /* segment roll size; 0 → 256 MiB */
@@ -116,6 +134,8 @@ struct ag_store_options {
     bool no_sync;                 /* skip fdatasync (benchmarks/tests only: NOT durable) */
     const struct ag_clock *clock; /* NULL → system clock */
     const struct ag_rng *rng;     /* NULL → system RNG */
+    uint64_t retry_min_ns;        /* first retry after a write failure; 0 → 100 ms */
+    uint64_t retry_max_ns;        /* retry backoff cap (doubling); 0 → 5 s */
 };
 
 struct ag_store;
@@ -170,6 +190,8 @@ struct ag_store_ops {
                          struct ag_snapshot *out, struct ag_err *err);
     int (*stats)(struct ag_store *s, struct ag_store_stats *out);
     void (*close)(struct ag_store *s);
+    /* Optional (NULL: always writable). Must not block on I/O. */
+    int (*health)(struct ag_store *s, struct ag_store_health *out);
 };
 
 /* Every adapter's handle starts with this. */
@@ -238,6 +260,9 @@ AG_EXTERN int ag_store_load_snapshot(struct ag_store *s, const char *stream, siz
                                      struct ag_snapshot *out, struct ag_err *err);
 
 AG_EXTERN int ag_store_stats(struct ag_store *s, struct ag_store_stats *out);
+/* The store's write health (*out filled; never blocks on I/O, cheap enough for a
+ * readiness probe or every 503). An adapter without the operation reports writable. */
+AG_EXTERN int ag_store_health(struct ag_store *s, struct ag_store_health *out);
 /* Close the store: pending appends finish first. Subscriptions must be freed first. */
 AG_EXTERN void ag_store_close(struct ag_store *s);
 

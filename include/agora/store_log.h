@@ -38,6 +38,33 @@ struct ag_log_verify_report {
 AG_EXTERN int ag_store_log_verify(const char *dir, bool repair, struct ag_log_verify_report *report,
                                   struct ag_err *err);
 
+/* ---- I/O fault injection (tests) ----
+ *
+ * Every write, fdatasync and truncate the log does to a segment goes through one
+ * place that can be told to fail. A fault makes calls of one kind fail with an
+ * errno after `after` of them succeeded, `times` times (0: until cleared). A torn
+ * write first writes half of its bytes, as a full disk does mid-record. The same
+ * can be set for a whole process with the environment, read at open:
+ *   AGORA_STORE_FAULT=<op>:<errno>[:<after>[:<times>[:torn]]]
+ *   op = write | sync; errno = enospc | eio | erofs
+ *   e.g. AGORA_STORE_FAULT=write:enospc:500:0:torn
+ */
+enum ag_log_fault_op { AG_LOG_FAULT_WRITE, AG_LOG_FAULT_SYNC };
+
+struct ag_log_fault {
+    enum ag_log_fault_op op; /* which calls fail */
+    int error;               /* the errno they fail with (ENOSPC, EIO, EROFS); 0 clears */
+    uint64_t after;          /* calls of that kind that still succeed first */
+    uint64_t times;          /* calls that then fail; 0 = every one until cleared */
+    bool torn;               /* a failing write first writes half its bytes */
+};
+
+/* Arm (or with f->error == 0, clear) the fault for f->op on an open log store.
+ * Counting starts now. AG_EINVAL for a store that is not the log. */
+AG_EXTERN int ag_store_log_inject_fault(struct ag_store *s, const struct ag_log_fault *f);
+/* Parse the AGORA_STORE_FAULT syntax above. AG_EINVAL when malformed. */
+AG_EXTERN int ag_store_log_parse_fault(const char *spec, struct ag_log_fault *out);
+
 /* Decode-and-recover arbitrary bytes as if they were segment 0 (fuzzing hook):
  * never crashes; returns the number of intact events found, or a negative code. */
 AG_EXTERN long ag__store_log_fuzz_segment(const uint8_t *bytes, size_t len);

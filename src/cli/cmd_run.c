@@ -98,10 +98,14 @@ static int serve_gateway(struct ag_platform *p, const char *listen, const char *
     snprintf(upstream, sizeof upstream, "unix:%s", ag_platform_socket(p));
     char *yaml = ag_cli_run_gateway_yaml(listen, secret, upstream);
     /* one registry: /metrics at the gateway shows the services' RED metrics too */
+    /* and /health/ready at the gateway is down while the store cannot write */
+    const struct ag_gateway_ready_check store = {"store", ag_platform_store_ready, p};
     struct ag_gateway_options go = {.config_yaml = yaml,
                                     .listen = listen,
                                     .workers = workers,
-                                    .metrics = ag_platform_metrics(p)};
+                                    .metrics = ag_platform_metrics(p),
+                                    .ready_checks = &store,
+                                    .nready_checks = 1};
     struct ag_gateway *gw = NULL;
     struct ag_err err;
     ag_err_clear(&err);

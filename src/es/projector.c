@@ -5,6 +5,13 @@
  * crash a projection resumes exactly where its last committed page ended: every
  * event is projected exactly once.
  *
+ * A page that fails for a reason that can pass — SQLite's full disk, I/O error or
+ * lock under the read model, the store not taking writes (AG_EUNAVAILABLE, e.g.
+ * sagas that could not be started), a timeout, memory — is rolled back
+ * and retried from the checkpoint with backoff (100 ms doubling to 5 s), with one
+ * warning when it starts and one info line when it recovers. Any other error
+ * (malformed data, a bug) stops the projection: it is then reported as failed.
+ *
  * Tables every projection database has:
  *   ag_checkpoint(name TEXT PRIMARY KEY, position INTEGER)  next position to read
  *   ag_inbox(consumer TEXT, event_id BLOB, PRIMARY KEY(consumer, event_id))
@@ -182,6 +189,18 @@ static bool wanted(const struct ag_projection *p, const struct ag_event *ev)
     return false;
 }
 
+/* An I/O failure of the read model that can pass (a full disk, an I/O error, a
+ * lock) is AG_EUNAVAILABLE: the page is retried. Call before ROLLBACK. */
+static int sql_outcome(sqlite3 *db, int rc, struct ag_err *err)
+{
+    int c = sqlite3_errcode(db) & 0xff;
+    if (rc != AG_EIO || (c != SQLITE_FULL && c != SQLITE_IOERR && c != SQLITE_BUSY &&
+                         c != SQLITE_LOCKED && c != SQLITE_CANTOPEN))
+        return rc;
+    if (err) err->code = AG_EUNAVAILABLE;
+    return AG_EUNAVAILABLE;
+}
+
 /* Apply one page and move the checkpoint, in one transaction. */
 static int apply_page(sqlite3 *db, const struct ag_projection *p, const struct ag_event_page *pg,
                       uint64_t next, struct ag_err *err)
@@ -190,7 +209,7 @@ static int apply_page(sqlite3 *db, const struct ag_projection *p, const struct a
     if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, &msg) != SQLITE_OK) {
         int rc = ag_err_set(err, AG_EIO, "begin: %s", msg ? msg : "?");
         sqlite3_free(msg);
-        return is_damage(sqlite3_errcode(db)) ? AG_ECORRUPT : rc;
+        return is_damage(sqlite3_errcode(db)) ? AG_ECORRUPT : sql_outcome(db, rc, err);
     }
     int rc = 0;
     for (size_t i = 0; i < pg->count && !rc; i++) {
@@ -222,8 +241,9 @@ static int apply_page(sqlite3 *db, const struct ag_projection *p, const struct a
     if (rc || sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
         bool damaged = is_damage(sqlite3_errcode(db));
         if (!rc) rc = ag_err_set(err, AG_EIO, "commit: %s", sqlite3_errmsg(db));
+        rc = damaged ? AG_ECORRUPT : sql_outcome(db, rc, err);
         sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
-        return damaged ? AG_ECORRUPT : rc;
+        return rc;
     }
     return 0;
 }
@@ -309,11 +329,39 @@ static int rebuild_in_place(struct runner *r, struct ag_store_sub **sub, const c
     return 0;
 }
 
+static bool transient(int rc)
+{
+    return rc == AG_EUNAVAILABLE || rc == AG_ETIMEDOUT || rc == AG_ENOMEM;
+}
+
+/* After a transient failure: wait (interruptibly) and read again from the last
+ * committed checkpoint. False when stopping or the subscription cannot be made. */
+static bool retry_page(struct runner *r, struct ag_store_sub **sub, uint64_t *backoff_ms,
+                       struct ag_err *err)
+{
+    if (!*backoff_ms)
+        AG_WARN("projection.retrying", AG_LS("projection", r->proj->name),
+                AG_LS("error", err->msg));
+    *backoff_ms = *backoff_ms ? (*backoff_ms * 2 > 5000 ? 5000 : *backoff_ms * 2) : 100;
+    for (uint64_t t = 0; t < *backoff_ms; t += 50) {
+        if (stopping(r->owner)) return false;
+        struct timespec ts = {0, 50000000};
+        nanosleep(&ts, NULL);
+    }
+    pthread_mutex_lock(&r->owner->lock);
+    uint64_t from = r->checkpoint;
+    pthread_mutex_unlock(&r->owner->lock);
+    ag_store_sub_free(*sub);
+    *sub = NULL;
+    return ag_store_subscribe(r->owner->store, NULL, 0, from, sub, err) == 0;
+}
+
 static void *runner_main(void *arg)
 {
     struct runner *r = arg;
     struct ag_store_sub *sub;
     struct ag_err err;
+    uint64_t backoff_ms = 0; /* > 0 while retrying a failed page */
     ag_err_clear(&err);
     if (ag_store_subscribe(r->owner->store, NULL, 0, r->checkpoint, &sub, &err)) {
         fail(r, &err);
@@ -345,9 +393,18 @@ static void *runner_main(void *arg)
             ag_projector_report_damage(r->owner, (size_t)(r - r->owner->r), err.msg);
             continue;
         }
+        if (rc && transient(rc)) {
+            if (retry_page(r, &sub, &backoff_ms, &err)) continue;
+            if (!sub && !stopping(r->owner)) fail(r, &err);
+            break;
+        }
         if (rc) {
             fail(r, &err);
             break;
+        }
+        if (backoff_ms) {
+            AG_INFO("projection.recovered", AG_LS("projection", r->proj->name));
+            backoff_ms = 0;
         }
     }
     ag_store_sub_free(sub);

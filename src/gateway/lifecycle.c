@@ -116,6 +116,10 @@ static int build_router(struct ag_gateway *gw)
     int rc = ag_http_router_new(&gw->router);
     if (!rc) rc = ag_obs_health_new(&gw->health);
     if (!rc) rc = ag_obs_health_add(gw->health, AG_OBS_READY, "gateway", ready_check, gw);
+    for (size_t i = 0; !rc && i < gw->opts.nready_checks; i++) {
+        const struct ag_gateway_ready_check *c = &gw->opts.ready_checks[i];
+        rc = ag_obs_health_add(gw->health, AG_OBS_READY, c->name, c->fn, c->ud);
+    }
     struct ag_http_observe ob = {.metrics = gw->metrics,
                                  .health = gw->health,
                                  .request_id = true,

@@ -103,6 +103,7 @@ int ag_http_status_for(int code)
     case AG_ECIRCUIT_OPEN:
     case AG_EBULKHEAD_FULL:
     case AG_EPOOL_TIMEOUT:
+    case AG_EUNAVAILABLE:
         return 503;
     case AG_ETIMEDOUT:
         return 504;

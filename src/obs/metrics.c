@@ -59,9 +59,17 @@ struct ag_obs_family {
     struct ag_obs_series *_Atomic series; /* newest first */
 };
 
+#define MAX_COLLECTORS 8
+
 struct ag_obs_registry {
     pthread_mutex_t lock;                   /* serialises definitions and lookups */
     struct ag_obs_family *_Atomic families; /* newest first */
+    pthread_mutex_t collect_lock;           /* serialises collectors and their registration */
+    struct {
+        ag_obs_collect_fn fn;
+        void *ud; /* borrowed */
+    } collectors[MAX_COLLECTORS];
+    size_t ncollectors;
 };
 
 /* ---- shards and doubles ---- */
@@ -105,8 +113,22 @@ int ag_obs_registry_new(struct ag_obs_registry **out)
     struct ag_obs_registry *r = ag_calloc(1, sizeof *r);
     if (!r) return AG_ENOMEM;
     pthread_mutex_init(&r->lock, NULL);
+    pthread_mutex_init(&r->collect_lock, NULL);
     *out = r;
     return 0;
+}
+
+int ag_obs_registry_collector(struct ag_obs_registry *r, ag_obs_collect_fn fn, void *ud)
+{
+    if (!fn) return AG_EINVAL;
+    pthread_mutex_lock(&r->collect_lock);
+    int rc = r->ncollectors < MAX_COLLECTORS ? 0 : AG_ETOOBIG;
+    if (!rc) {
+        r->collectors[r->ncollectors].fn = fn;
+        r->collectors[r->ncollectors++].ud = ud;
+    }
+    pthread_mutex_unlock(&r->collect_lock);
+    return rc;
 }
 
 static void series_free(struct ag_obs_series *s, size_t nlabels)
@@ -141,6 +163,7 @@ void ag_obs_registry_free(struct ag_obs_registry *r)
         f = n;
     }
     pthread_mutex_destroy(&r->lock);
+    pthread_mutex_destroy(&r->collect_lock);
     ag_free(r);
 }
 
@@ -474,6 +497,9 @@ static int render_family(struct ag_buf *b, const struct ag_obs_family *f)
 int ag_obs_registry_render(struct ag_obs_registry *r, struct ag_buf *out)
 {
     int rc = 0;
+    pthread_mutex_lock(&r->collect_lock); /* outside `lock`: collectors look series up */
+    for (size_t i = 0; i < r->ncollectors; i++) r->collectors[i].fn(r->collectors[i].ud);
+    pthread_mutex_unlock(&r->collect_lock);
     pthread_mutex_lock(&r->lock);
     for (struct ag_obs_family *f = atomic_load(&r->families); f && !rc; f = atomic_load(&f->next))
         rc = render_family(out, f);

@@ -34,6 +34,11 @@
  * compensations back into `todo` (with any an older engine never ran) and a
  * worker runs them with their original idempotency keys, ending in
  * SagaCompensated or SagaFailed again.
+ *
+ * A step or compensation that fails because the store cannot write
+ * (AG_EUNAVAILABLE: a full disk, an I/O error) did not fail for a business
+ * reason: the saga is interrupted, not compensated, and retried with backoff
+ * (capped at 3.2 s) for as long as the outage lasts, then resumes where it was.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -72,6 +77,7 @@ struct ag_saga_engine {
     bool stopping;
     uint64_t starts_pending; /* async starts not yet durable */
     uint64_t starts_failed;  /* async starts that could not be recorded */
+    int starts_failed_rc;    /* why the last one could not (AG_EUNAVAILABLE: retry later) */
     /* ids queued or running: a small open-addressing set of hashes */
     uint64_t *active;
     size_t active_cap, active_n;
@@ -449,6 +455,7 @@ static int run_forward(struct ag_saga_engine *e, const char *id, struct saga_sta
         struct ag_err serr;
         ag_err_clear(&serr);
         int rc = run_action(s, s->next, key, &serr);
+        if (rc == AG_EUNAVAILABLE) return ag_err_set(err, rc, "%s", ag_err_msg(&serr, rc));
         if (rc == 0) {
             if ((rc = record(e, stream, s, "StepSucceeded", step_json(s->next, st->name, NULL),
                              err)))
@@ -529,6 +536,7 @@ static int run_backward(struct ag_saga_engine *e, const char *id, struct saga_st
         int rc = run_compensation(s, i, key, &cerr);
         if (rc == AG_EEXISTS && i == s->next && !s->comp_ran)
             return recover_forward(e, id, stream, s, ag_err_msg(&cerr, rc), err);
+        if (rc == AG_EUNAVAILABLE) return ag_err_set(err, rc, "%s", ag_err_msg(&cerr, rc));
         json_t *j = step_json(i, st->name, rc ? ag_err_msg(&cerr, rc) : NULL);
         if (j && i == s->next) json_object_set_new(j, "failedStep", json_true());
         if (rc)
@@ -578,11 +586,14 @@ static uint64_t now_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-/* An interrupted saga (I/O error, out of memory) is retried with a growing delay. */
-static void delay(struct ag_saga_engine *e, struct qitem *q)
+/* An interrupted saga (I/O error, out of memory) is retried with a growing delay;
+ * during a store outage at least every 3.2 s, so it resumes soon after. */
+static void delay(struct ag_saga_engine *e, struct qitem *q, int rc)
 {
     q->tries++;
-    q->due_ms = now_ms() + (100ull << (q->tries < 8 ? q->tries : 8));
+    unsigned shift = q->tries < 8 ? q->tries : 8;
+    if (rc == AG_EUNAVAILABLE && shift > 5) shift = 5;
+    q->due_ms = now_ms() + (100ull << shift);
     pthread_mutex_lock(&e->lock);
     q->next = e->delayed;
     e->delayed = q;
@@ -636,7 +647,7 @@ static int record_start(struct ag_saga_engine *e, struct qitem *q)
     pthread_mutex_lock(&e->lock);
     e->starts_pending--;
     if (rc)
-        e->starts_failed++;
+        e->starts_failed++, e->starts_failed_rc = rc;
     else
         e->stats.started++;
     pthread_cond_broadcast(&e->starts);
@@ -667,8 +678,9 @@ static void *worker(void *arg)
             ag_free(q);
             continue;
         }
-        if (run_saga(e, q->id) && q->tries < 20) {
-            delay(e, q); /* stays in the active set */
+        int rc = run_saga(e, q->id);
+        if (rc && (q->tries < 20 || rc == AG_EUNAVAILABLE)) { /* an outage may last */
+            delay(e, q, rc);                                  /* stays in the active set */
             continue;
         }
         pthread_mutex_lock(&e->lock);
@@ -861,7 +873,7 @@ int ag_saga_wait_starts(struct ag_saga_engine *e, int timeout_ms)
         if (pthread_cond_timedwait(&e->starts, &e->lock, &ts) == ETIMEDOUT) rc = AG_ETIMEDOUT;
     if (!rc && e->starts_failed) {
         e->starts_failed = 0;
-        rc = AG_EIO;
+        rc = e->starts_failed_rc == AG_EUNAVAILABLE ? AG_EUNAVAILABLE : AG_EIO;
     }
     pthread_mutex_unlock(&e->lock);
     return rc;

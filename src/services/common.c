@@ -141,7 +141,9 @@ int svc_error(struct svc_job *j, int code, const struct ag_err *err)
     int status = ag_http_status_for(code);
     const char *title = code == AG_EDOMAIN ? "Business rule violated" : NULL;
     if (code == AG_ECONFLICT) title = "Concurrent modification";
-    if (status >= 500)
+    if (code == AG_EUNAVAILABLE) title = "Event store unavailable";
+    /* a store outage is logged once by the store, not once per request */
+    if (status >= 500 && code != AG_EUNAVAILABLE)
         AG_ERROR("api.error", AG_LS("code", ag_errname(code)),
                  AG_LS("detail", ag_err_msg(err, code)));
     return svc_problem(j, status, title, "%s", ag_err_msg(err, code));
@@ -222,6 +224,14 @@ static void after_cb(uv_work_t *w, int status)
         char pos[32];
         snprintf(pos, sizeof pos, "%llu", (unsigned long long)j->rm_position);
         ag_http_resp_header(req, "X-Projection-Position", pos);
+    }
+    if (j->problem && j->status == 503) { /* when to try again: the store's next retry */
+        struct ag_store_health h;
+        ag_store_health(j->p->store, &h);
+        unsigned long long secs = h.writable ? 1 : (h.retry_in_ms + 999) / 1000;
+        char after[24];
+        snprintf(after, sizeof after, "%llu", secs ? secs : 1);
+        ag_http_resp_header(req, "Retry-After", after);
     }
     if (j->problem) {
         ag_http_respond_problem(req, j->status, NULL, j->title, j->detail, j->errors);

@@ -103,6 +103,55 @@ static int ready_check(void *ud, struct ag_buf *detail)
     return 0;
 }
 
+/* ---- the event store's write health: readiness and metrics ---- */
+
+int ag_platform_store_ready(void *ud, struct ag_buf *detail)
+{
+    struct ag_platform *p = ud;
+    struct ag_store_health h;
+    ag_store_health(p->store, &h);
+    if (h.writable) return ag_buf_puts(detail, "writable"), 0;
+    char since[32];
+    ag_time_rfc3339(h.since_ns, since);
+    ag_buf_printf(
+        detail, "the event store cannot write: %s; since %s, %llu retries, next in %llu ms",
+        h.message, since, (unsigned long long)h.retries, (unsigned long long)h.retry_in_ms);
+    return AG_EUNAVAILABLE;
+}
+
+static struct ag_obs_series *store_series(struct ag_obs_registry *r, enum ag_obs_type t,
+                                          const char *name, const char *help)
+{
+    struct ag_obs_family *f;
+    struct ag_obs_series *s = NULL;
+    if (ag_obs_family_new(r, t, name, help, 0, NULL, NULL, 0, &f) == 0)
+        ag_obs_series_get(f, NULL, &s);
+    return s;
+}
+
+/* Runs before every /metrics render (collectors are serialised). */
+static void store_collect(void *ud)
+{
+    struct ag_platform *p = ud;
+    struct ag_store_health h;
+    ag_store_health(p->store, &h);
+    struct ag_obs_series *w =
+        store_series(p->metrics, AG_OBS_GAUGE, "agora_store_writable",
+                     "1 while the event store acknowledges appends, 0 while its writes fail.");
+    struct ag_obs_series *f =
+        store_series(p->metrics, AG_OBS_COUNTER, "agora_store_write_failures_total",
+                     "Failed write, fdatasync and truncate calls of the event store.");
+    if (w) ag_obs_gauge_set(w, h.writable ? 1 : 0);
+    uint64_t seen = f ? ag_obs_counter_value(f) : 0;
+    if (f && h.failures > seen) ag_obs_counter_add(f, h.failures - seen);
+}
+
+static void store_health_register(struct ag_platform *p)
+{
+    ag_obs_health_add(p->health, AG_OBS_READY, "store", ag_platform_store_ready, p);
+    ag_obs_registry_collector(p->metrics, store_collect, p);
+}
+
 /* ---- start / stop ---- */
 
 static int open_read_models(struct ag_platform *p, struct ag_err *err)
@@ -152,6 +201,7 @@ static int start_http(struct ag_platform *p, struct ag_err *err)
     ag_obs_family_new(p->metrics, AG_OBS_COUNTER, "agora_authz_denied_total",
                       "Requests refused by authorization, by reason", 1, reason, NULL, 0,
                       &p->denied);
+    store_health_register(p);
     struct ag_http_observe o = {.metrics = p->metrics,
                                 .health = p->health,
                                 .request_id = true,

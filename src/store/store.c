@@ -165,6 +165,14 @@ int ag_store_stats(struct ag_store *s, struct ag_store_stats *out)
     return s->ops->stats(s, out);
 }
 
+int ag_store_health(struct ag_store *s, struct ag_store_health *out)
+{
+    memset(out, 0, sizeof *out);
+    if (s->ops->health) return s->ops->health(s, out);
+    out->writable = true;
+    return 0;
+}
+
 void ag_store_close(struct ag_store *s)
 {
     if (s) s->ops->close(s);

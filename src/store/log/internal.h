@@ -207,11 +207,30 @@ struct lstore {
     pthread_cond_t q_cond;
     struct lreq *q_head, *q_tail;
     bool closing;
-    bool failed;        /* a write or fsync failed: appends refused until reopen */
     struct lpend *pend; /* open addressing on the stream pointer; power-of-two size */
     size_t pend_cap, pend_n;
     struct ag_buf group;   /* bytes of the group being written */
     uint64_t ckpt_end_seg; /* segment the last checkpoint covers */
+
+    /* the tail the writer re-verifies after a write failure (writer thread; set at open) */
+    uint64_t tail_off; /* last segment: offset of its last complete batch or snapshot */
+    uint64_t tail_pos; /* position of the first event at or after tail_off */
+
+    /* write failures (see WRITE FAILURES in log.c) */
+    bool unavail;            /* writer: appends refused until a recovery attempt succeeds */
+    uint64_t retry_at_ns;    /* writer: monotonic time of the next recovery attempt */
+    uint64_t retry_delay_ns; /* writer: current backoff */
+    uint64_t retry_min_ns, retry_max_ns;
+    pthread_mutex_t health_lock;   /* guards `health` (never held across I/O) */
+    struct ag_store_health health; /* published copy; retry_in_ms computed on read */
+
+    /* I/O fault injection (io.c); `faults_armed` is read without the lock */
+    pthread_mutex_t fault_lock;
+    bool faults_armed;
+    struct log_fault_state {
+        struct ag_log_fault f;
+        uint64_t seen; /* calls of this kind since armed */
+    } faults[2];
 
     /* head waiters (subscriptions) */
     pthread_mutex_t head_lock;
@@ -241,7 +260,20 @@ static inline const uint8_t *ag__log_rec_at(const struct lstore *ls, uint64_t lo
 int ag__log_rec_checked(const struct lstore *ls, uint64_t loc, const uint8_t **out,
                         struct ag_err *err);
 
+/* io.c: every write/fdatasync/truncate of a segment, through the fault hook.
+ * Each returns 0 or -errno. io_sync skips the real call under opts.no_sync (an
+ * injected fault still fires). */
+int ag__log_io_pwrite(struct lstore *ls, int fd, const void *p, size_t n, uint64_t off);
+int ag__log_io_sync(struct lstore *ls, int fd);
+int ag__log_io_truncate(struct lstore *ls, int fd, uint64_t len);
+/* Arm faults from AGORA_STORE_FAULT (open). */
+void ag__log_io_faults_from_env(struct lstore *ls);
+
 /* log.c */
+/* Writer thread, after a write failure: cut the last segment back to its last
+ * synced byte and re-verify its tail with the recovery scan. 0, AG_EUNAVAILABLE
+ * (the cut failed; err names the errno in aux), or AG_ECORRUPT. */
+int ag__log_tail_restore(struct lstore *ls, struct ag_err *err);
 /* Open and map an existing segment and add it to the store (caller holds the lock). */
 int ag__log_seg_attach(struct lstore *ls, uint64_t segno, struct ag_err *err);
 int ag__log_seg_create(struct lstore *ls, uint64_t segno, uint64_t base_position,
@@ -255,6 +287,7 @@ int ag__log_append(struct ag_store *s, const char *stream, size_t stream_len, in
 int ag__log_append_async(struct ag_store *s, struct ag_append_req *req);
 int ag__log_save_snapshot(struct ag_store *s, const char *stream, size_t stream_len,
                           int64_t version, const void *state, size_t state_len, struct ag_err *err);
+int ag__log_health(struct ag_store *s, struct ag_store_health *out);
 
 /* read.c */
 int ag__log_read_stream(struct ag_store *s, const char *stream, size_t stream_len, int64_t from,
@@ -283,7 +316,9 @@ int ag__log_ckpt_load(struct lstore *ls, bool *loaded, uint64_t *seg, uint64_t *
 /* recovery scan (scan.c) */
 struct log_scan_batch;
 struct log_scan {
-    struct lstore *ls;      /* index to fill, NULL to only check */
+    struct lstore *ls;      /* the store (its index is filled unless verify_only) */
+    bool verify_only;       /* re-check records the index already holds: versions and
+                               positions are checked relative to the first batch met */
     uint64_t next_position; /* expected position of the next event */
     uint64_t records, events;
     /* the batch being assembled */
@@ -301,6 +336,9 @@ struct log_scan {
     uint64_t bad_off;  /* offset of the first bad record (if any) */
     const char *why;   /* what was wrong there */
     bool incomplete;   /* the segment ended inside a batch (bad_off = its start) */
+    bool have_last;    /* this call met a complete batch or snapshot: */
+    uint64_t last_off; /*   where the last one starts */
+    uint64_t last_pos; /*   position of the first event at or after it */
 };
 /* Scan `seg` from `off` to `len`: fill the index with complete batches. Returns 0
  * when clean to the end, AG_ECORRUPT when a bad record was met (scan->bad_off), or

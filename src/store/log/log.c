@@ -36,9 +36,31 @@
  *   positions and the commit time, seals checksums, writes the whole group with
  *   one pwrite and one fdatasync (group commit), then publishes the new events to
  *   the index under a write lock and wakes the callers. Nothing is visible to a
- *   reader before it is durable. If a write or fdatasync fails the store refuses
- *   further appends (AG_EFAILED): after a failed fsync the page cache cannot be
- *   trusted, so the only safe step is to reopen and let recovery decide.
+ *   reader before it is durable.
+ *
+ * WRITE FAILURES (ENOSPC, EIO, EROFS on pwrite, fdatasync, ftruncate or a roll)
+ *   The last segment's `end` is its last synced byte: everything after it belongs
+ *   to appends that were never acknowledged. When a group's pwrite or fdatasync
+ *   fails, every append of that group fails with AG_EUNAVAILABLE and nothing of it
+ *   is published: those appends are NOT re-written from memory (their callers get
+ *   a retryable error at once instead of hanging for the length of the outage, and
+ *   a retry with the same event ids is idempotent). After a failed fdatasync the
+ *   page cache may hold those bytes, marked clean, that will never reach the disk,
+ *   so they are cut even when they look intact: the store never keeps a byte it
+ *   could not sync. The store then stops acknowledging: every append fails fast
+ *   with AG_EUNAVAILABLE while reads of everything durable go on. The writer
+ *   retries in the background, 100 ms doubling to 5 s; an attempt
+ *     1. cuts the last segment back to `end` (ftruncate + fdatasync: the same cut
+ *        recovery at open does) — the tail of the failed write goes;
+ *     2. probes: writes 64 KiB of zeros after `end`, fdatasyncs, cuts again;
+ *     3. re-verifies the tail with the recovery scan, from the last complete batch
+ *        to `end` (checksums, sizes, positions up to the head, batch complete).
+ *   When all three succeed appends are taken again. One error line is logged when
+ *   writes start failing and one info line when they recover. A crash at any step
+ *   leaves at most zeros or unacknowledged records after `end`, which recovery at
+ *   open treats as a torn tail (or, if intact, as appends whose outcome their
+ *   callers never learned — the same as a crash before the acknowledgement).
+ *   ag_store_health reports the state.
  *
  * RECOVERY RULE (open)
  *   Load index.ckpt if it is intact and no segment is shorter than it says; else
@@ -229,15 +251,17 @@ int ag__log_seg_create(struct lstore *ls, uint64_t segno, uint64_t base_position
     sg.fd = openat(ls->dir_fd, tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (sg.fd < 0) return ag_err_set(err, AG_EIO, "%s/%s: %s", ls->dir, tmp, strerror(errno));
     ag__log_seg_header(hdr, segno, base_position, ag_clock_now(ls->base.opts.clock));
-    int rc = pwrite(sg.fd, hdr, sizeof hdr, 0) == (ssize_t)sizeof hdr ? 0 : -EIO;
-    if (!rc && !ls->base.opts.no_sync && fdatasync(sg.fd)) rc = -errno;
+    int rc = ag__log_io_pwrite(ls, sg.fd, hdr, sizeof hdr, 0);
+    if (!rc) rc = ag__log_io_sync(ls, sg.fd);
     if (!rc && renameat(ls->dir_fd, tmp, ls->dir_fd, name) != 0) rc = -errno;
     if (!rc) rc = fsync_dir(ls);
     if (!rc) rc = seg_map(&sg, seg_bytes(ls));
     if (rc) {
         close(sg.fd);
         unlinkat(ls->dir_fd, tmp, 0);
-        return ag_err_set(err, AG_EIO, "%s/%s: %s", ls->dir, name, strerror(-rc));
+        ag_err_set(err, AG_EIO, "%s/%s: %s", ls->dir, name, strerror(-rc));
+        if (err) err->aux = -rc; /* the errno, for the writer's health report */
+        return AG_EIO;
     }
     pthread_rwlock_wrlock(&ls->ix_lock);
     rc = segs_push(ls, &sg);
@@ -283,12 +307,19 @@ static int drop_later_segments(struct lstore *ls, size_t i)
     return 0;
 }
 
+/* Cut a segment file at `cut` and make the cut durable: 0 or -errno. Recovery at
+ * open and the writer after a failed write both cut tails with this. */
+static int truncate_seg(struct lstore *ls, struct lseg *sg, uint64_t cut)
+{
+    int rc = ag__log_io_truncate(ls, sg->fd, cut);
+    return rc ? rc : ag__log_io_sync(ls, sg->fd);
+}
+
 static int cut_tail(struct lstore *ls, size_t i, uint64_t cut, uint64_t size, bool keep)
 {
     struct lseg *sg = &ls->segs[i];
     int rc = keep ? keep_cut_bytes(ls, sg, cut, size) : 0;
-    if (!rc && ftruncate(sg->fd, (off_t)cut)) rc = -errno;
-    if (!rc && fdatasync(sg->fd)) rc = -errno;
+    if (!rc) rc = truncate_seg(ls, sg, cut);
     if (!rc && i + 1 < ls->nsegs) rc = drop_later_segments(ls, i);
     if (!rc) unlinkat(ls->dir_fd, "index.ckpt", 0);
     return rc;
@@ -336,11 +367,24 @@ static int on_bad_record(struct lstore *ls, size_t i, struct log_scan *sc, uint6
     return 1;
 }
 
+/* Where the writer's tail check starts (see WRITE FAILURES): the last complete
+ * batch the scan met in the last segment, else where the scan began. */
+static void note_tail(struct lstore *ls, size_t i, const struct log_scan *sc, uint64_t from,
+                      uint64_t from_pos)
+{
+    if (i + 1 != ls->nsegs) return;
+    bool in = sc->have_last && sc->last_off < ls->segs[i].end;
+    ls->tail_off = in ? sc->last_off : from;
+    ls->tail_pos = in ? sc->last_pos : from_pos;
+}
+
 static int recover(struct lstore *ls, size_t from_seg, uint64_t from_off,
                    const struct recover_ctx *rctx, struct ag_err *err)
 {
     struct log_scan sc = {.ls = ls, .next_position = ls->head};
     int rc = 0;
+    ls->tail_off = LOG_SEG_HDR; /* unless note_tail finds better: the last segment is empty */
+    ls->tail_pos = UINT64_MAX;
     for (size_t i = from_seg; i < ls->nsegs; i++) {
         struct lseg *sg = &ls->segs[i];
         uint64_t off = i == from_seg ? from_off : LOG_SEG_HDR;
@@ -352,11 +396,13 @@ static int recover(struct lstore *ls, size_t from_seg, uint64_t from_off,
             sc.good_end = LOG_SEG_HDR;
             rc = on_bad_record(ls, i, &sc, size, rctx, err);
         } else {
+            uint64_t pos = sc.next_position;
             rc = ag__log_scan(&sc, sg, sg->map, off, size);
             if (rc == AG_ECORRUPT)
                 rc = on_bad_record(ls, i, &sc, size, rctx, err);
             else
                 sg->end = sc.good_end;
+            note_tail(ls, i, &sc, off, pos);
         }
         if (rctx->report) rctx->report->bytes += sg->end;
         if (rc) break;
@@ -367,8 +413,49 @@ static int recover(struct lstore *ls, size_t from_seg, uint64_t from_off,
         rctx->report->events = sc.events;
     }
     ag__log_set_head(ls, sc.next_position);
+    if (ls->tail_pos == UINT64_MAX) ls->tail_pos = sc.next_position;
     ag__log_scan_free(&sc);
     return rc < 0 ? rc : 0;
+}
+
+/* ---- the tail after a write failure ---- */
+
+int ag__log_tail_restore(struct lstore *ls, struct ag_err *err)
+{
+    struct lseg *sg = &ls->segs[ls->nsegs - 1];
+    char name[40];
+    seg_name(sg->segno, name);
+    struct stat st;
+    if (fstat(sg->fd, &st) != 0) {
+        ag_err_set(err, AG_EUNAVAILABLE, "%s/%s: %s", ls->dir, name, strerror(errno));
+        if (err) err->aux = errno;
+        return AG_EUNAVAILABLE;
+    }
+    if ((uint64_t)st.st_size != sg->end) {
+        int rc = truncate_seg(ls, sg, sg->end);
+        if (rc) {
+            ag_err_set(err, AG_EUNAVAILABLE, "%s/%s: cannot cut the unwritten tail at %llu: %s",
+                       ls->dir, name, (unsigned long long)sg->end, strerror(-rc));
+            if (err) err->aux = -rc;
+            return AG_EUNAVAILABLE;
+        }
+        /* debug: the outage itself was logged once, by the writer */
+        AG_DEBUG("store.unacknowledged_tail_cut", AG_LS("file", name), AG_LU("offset", sg->end),
+                 AG_LU("bytes", (uint64_t)st.st_size - sg->end));
+    }
+    /* re-verify: the recovery scan, checking what the index already holds */
+    struct log_scan sc = {.ls = ls, .verify_only = true, .next_position = ls->tail_pos};
+    int rc = ag__log_scan(&sc, sg, sg->map, ls->tail_off, sg->end);
+    if (rc == 0 && (sc.good_end != sg->end || sc.next_position != ag__log_head(ls))) {
+        sc.bad_off = sc.good_end;
+        sc.why = "the log's tail does not end at the store's head";
+        rc = AG_ECORRUPT;
+    }
+    if (rc)
+        ag_err_set(err, rc, "%s/%s: tail check failed at offset %llu: %s", ls->dir, name,
+                   (unsigned long long)sc.bad_off, sc.why ? sc.why : ag_strerror(rc));
+    ag__log_scan_free(&sc);
+    return rc;
 }
 
 /* ---- open / close ---- */
@@ -414,6 +501,8 @@ static void store_free(struct lstore *ls)
     pthread_cond_destroy(&ls->q_cond);
     pthread_mutex_destroy(&ls->head_lock);
     pthread_cond_destroy(&ls->head_cond);
+    pthread_mutex_destroy(&ls->health_lock);
+    pthread_mutex_destroy(&ls->fault_lock);
     ag_free(ls->dir);
     ag_free(ls);
 }
@@ -433,14 +522,21 @@ static int store_alloc(const char *dir, const struct ag_store_options *opts, str
     if (!o->rng) o->rng = ag_rng_system();
     ls->read_only = o->read_only;
     ls->dir_fd = ls->lock_fd = -1;
+    ls->retry_min_ns = o->retry_min_ns ? o->retry_min_ns : 100000000ull;
+    ls->retry_max_ns = o->retry_max_ns ? o->retry_max_ns : 5000000000ull;
+    if (ls->retry_max_ns < ls->retry_min_ns) ls->retry_max_ns = ls->retry_min_ns;
+    ls->health.writable = !ls->read_only;
+    ls->tail_off = LOG_SEG_HDR;
     pthread_rwlock_init(&ls->ix_lock, NULL);
     pthread_mutex_init(&ls->q_lock, NULL);
-    pthread_cond_init(&ls->q_cond, NULL);
     pthread_mutex_init(&ls->head_lock, NULL);
+    pthread_mutex_init(&ls->health_lock, NULL);
+    pthread_mutex_init(&ls->fault_lock, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&ls->head_cond, &ca);
+    pthread_cond_init(&ls->q_cond, &ca); /* the writer's timed waits for retries */
     pthread_condattr_destroy(&ca);
     ag_buf_init(&ls->group);
     *out = ls;
@@ -466,6 +562,7 @@ static int log_open(const char *dir, const struct ag_store_options *opts, bool u
     struct lstore *ls = NULL;
     int rc = store_alloc(dir, opts, &ls, err);
     if (!rc) rc = open_dir(ls, err);
+    if (!rc) ag__log_io_faults_from_env(ls);
     if (!rc) rc = segs_load(ls, err);
     if (!rc && ls->nsegs == 0 && !ls->read_only) rc = ag__log_seg_create(ls, 0, 0, err);
     bool loaded = false;
@@ -538,11 +635,12 @@ static void log_close(struct ag_store *s)
     ls->closing = true;
     pthread_cond_broadcast(&ls->head_cond);
     pthread_mutex_unlock(&ls->head_lock);
-    if (!ls->read_only && !ls->failed) {
-        struct ag_err err;
-        if (ag__log_ckpt_save(ls, &err))
-            AG_WARN("store.checkpoint_failed", AG_LS("error", err.msg));
-    }
+    struct ag_err err;
+    ag_err_clear(&err);
+    /* closing mid-outage: one last try to drop the unacknowledged tail */
+    if (ls->unavail && ag__log_tail_restore(ls, &err) == 0) ls->unavail = false;
+    if (!ls->read_only && !ls->unavail && ag__log_ckpt_save(ls, &err))
+        AG_WARN("store.checkpoint_failed", AG_LS("error", err.msg));
     store_free(ls);
 }
 
@@ -559,4 +657,5 @@ static const struct ag_store_ops log_ops = {
     .load_snapshot = ag__log_load_snapshot,
     .stats = ag__log_stats,
     .close = log_close,
+    .health = ag__log_health,
 };

@@ -4,7 +4,8 @@
  * gapless, versions gapless per stream, a batch's records consecutive and
  * complete), and adds every complete batch to the index. It stops at the first
  * record that breaks a rule and reports where; the caller (log.c) applies the
- * recovery rule.
+ * recovery rule. In verify_only mode it re-checks records the index already holds
+ * (the writer's tail check after a write failure) without touching the index.
  */
 #include "store/log/internal.h"
 
@@ -59,7 +60,7 @@ static int batch_push(struct log_scan *sc, uint64_t loc, const struct log_rec *r
 
 static int batch_apply(struct log_scan *sc)
 {
-    for (size_t i = 0; i < sc->batch_n; i++) {
+    for (size_t i = 0; i < sc->batch_n && !sc->verify_only; i++) {
         int rc =
             ag__log_index_event(sc->ls, sc->batch_stream, sc->batch_stream_len, sc->batch[i].loc,
                                 sc->batch_first_position + i, sc->batch[i].idh);
@@ -91,7 +92,7 @@ static int scan_event(struct log_scan *sc, const struct log_rec *r, uint64_t loc
         sc->batch_start_off = off;
         sc->batch_stream = r->stream;
         sc->batch_stream_len = r->stream_len;
-        sc->batch_next_version = st ? st->count : 0;
+        sc->batch_next_version = sc->verify_only ? r->version : st ? st->count : 0;
         sc->batch_first_position = sc->next_position;
         sc->batch_n = 0;
     } else if (r->stream_len != sc->batch_stream_len ||
@@ -113,15 +114,22 @@ int ag__log_scan(struct log_scan *sc, const struct lseg *seg, const uint8_t *map
                  uint64_t len)
 {
     sc->good_end = off;
+    sc->have_last = false;
     while (off < len) {
         struct log_rec r;
         const char *why;
         if (ag__log_rec_decode(map + off, len - off, &r, &why)) return bad(sc, off, why);
         uint64_t loc = loc_make(seg->segno, off);
+        uint64_t pos = sc->next_position;
         int rc = r.kind == LOG_KIND_SNAPSHOT ? scan_snapshot(sc, &r, loc, off)
                                              : scan_event(sc, &r, loc, off);
         if (rc) return rc;
         sc->records++;
+        if (sc->batch_left == 0) {
+            sc->have_last = true;
+            sc->last_off = r.kind == LOG_KIND_SNAPSHOT ? off : sc->batch_start_off;
+            sc->last_pos = r.kind == LOG_KIND_SNAPSHOT ? pos : sc->batch_first_position;
+        }
         off += r.size;
         if (sc->batch_left == 0) sc->good_end = off;
     }

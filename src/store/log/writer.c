@@ -11,9 +11,15 @@
  * the index updated (readers never see undurable events) and the callers woken.
  * All memory the publish step needs is reserved while planning, so a durable
  * group can always be published.
+ *
+ * When a write fails the writer stops acknowledging and retries in the background
+ * (WRITE FAILURES at the top of log.c): appends fail fast with AG_EUNAVAILABLE,
+ * the writer wakes at each retry deadline even when nothing is queued, and the
+ * state is published for ag_store_health under `health_lock`.
  */
 #include <errno.h>
 #include <stdio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "store/log/internal.h"
@@ -444,22 +450,148 @@ static void plan_events(struct lstore *ls, struct lreq *r, uint64_t *group_event
     *group_events += r->n;
 }
 
+/* ---- write failures (writer thread) ---- */
+
+#define LOG_PROBE_BYTES (64u << 10) /* what a recovery attempt writes to test the disk */
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* Count a failed I/O call and schedule the next recovery attempt; the first
+ * failure of an outage makes the store unavailable and logs the one error line. */
+static void note_failure(struct lstore *ls, int os_err, const char *op, const char *detail)
+{
+    bool first = !ls->unavail;
+    ls->unavail = true;
+    if (first)
+        ls->retry_delay_ns = ls->retry_min_ns;
+    else if ((ls->retry_delay_ns *= 2) > ls->retry_max_ns)
+        ls->retry_delay_ns = ls->retry_max_ns;
+    pthread_mutex_lock(&ls->health_lock);
+    struct ag_store_health *h = &ls->health;
+    ls->retry_at_ns = mono_ns() + ls->retry_delay_ns;
+    h->failures++;
+    if (first) {
+        h->writable = false;
+        h->error = AG_EUNAVAILABLE;
+        h->since_ns = ag_clock_now(ls->base.opts.clock);
+        h->retries = 0;
+        h->outages++;
+    }
+    h->os_error = os_err;
+    snprintf(h->message, sizeof h->message, "%s", strerror(os_err));
+    pthread_mutex_unlock(&ls->health_lock);
+    if (first)
+        AG_ERROR("store.write_failed", AG_LS("dir", ls->dir), AG_LS("op", op),
+                 AG_LS("error", strerror(os_err)), AG_LS("detail", detail ? detail : ""),
+                 AG_LS("action", "appends refused; retrying in the background"));
+}
+
+/* Answer `r` with the retryable error; err.aux is a Retry-After hint in seconds. */
+static void refuse(struct lstore *ls, struct lreq *r)
+{
+    uint64_t wait = ls->retry_at_ns > mono_ns() ? ls->retry_at_ns - mono_ns() : 0;
+    r->status = ag_err_set(&r->err, AG_EUNAVAILABLE, "the event store cannot write: %s; retrying",
+                           strerror(ls->health.os_error ? ls->health.os_error : EIO));
+    r->err.aux = (long long)((wait + 999999999ull) / 1000000000ull);
+    if (r->err.aux < 1) r->err.aux = 1;
+}
+
+/* Best effort, right after a failure: drop the bytes nobody was told are durable
+ * now rather than at the next attempt. A failure only counts (the next attempt
+ * cuts again). */
+static void cut_now(struct lstore *ls)
+{
+    if (ag__log_tail_restore(ls, NULL) == 0) return;
+    pthread_mutex_lock(&ls->health_lock);
+    ls->health.failures++;
+    pthread_mutex_unlock(&ls->health_lock);
+}
+
+static int probe(struct lstore *ls, struct ag_err *err)
+{
+    static const uint8_t zeros[LOG_PROBE_BYTES];
+    struct lseg *sg = &ls->segs[ls->nsegs - 1];
+    int rc = ag__log_io_pwrite(ls, sg->fd, zeros, sizeof zeros, sg->end);
+    if (!rc) rc = ag__log_io_sync(ls, sg->fd);
+    if (!rc) return 0;
+    ag_err_set(err, AG_EUNAVAILABLE, "probe write after offset %llu: %s",
+               (unsigned long long)sg->end, strerror(-rc));
+    err->aux = -rc;
+    return AG_EUNAVAILABLE;
+}
+
+/* One recovery attempt: cut the unacknowledged tail, probe, cut the probe, and
+ * re-verify the tail (ag__log_tail_restore). Appends resume only if all worked. */
+static void try_recover(struct lstore *ls)
+{
+    struct ag_err err;
+    ag_err_clear(&err);
+    int rc = ag__log_tail_restore(ls, &err);
+    if (!rc && (rc = probe(ls, &err))) cut_now(ls); /* no junk between tries */
+    if (!rc) rc = ag__log_tail_restore(ls, &err);
+    pthread_mutex_lock(&ls->health_lock);
+    uint64_t retries = ++ls->health.retries, since = ls->health.since_ns;
+    pthread_mutex_unlock(&ls->health_lock);
+    if (rc) {
+        int os_err = rc == AG_EUNAVAILABLE && err.aux > 0 ? (int)err.aux : EIO;
+        note_failure(ls, os_err, "recovery", err.msg);
+        AG_DEBUG("store.recovery_attempt_failed", AG_LS("error", err.msg),
+                 AG_LU("retries", retries));
+        return;
+    }
+    ls->unavail = false;
+    pthread_mutex_lock(&ls->health_lock);
+    struct ag_store_health *h = &ls->health;
+    h->writable = true;
+    h->error = h->os_error = 0;
+    h->message[0] = 0;
+    h->since_ns = 0;
+    pthread_mutex_unlock(&ls->health_lock);
+    uint64_t now = ag_clock_now(ls->base.opts.clock);
+    AG_INFO("store.write_recovered", AG_LS("dir", ls->dir),
+            AG_LU("outage_ms", now > since ? (now - since) / 1000000u : 0),
+            AG_LU("retries", retries));
+}
+
+int ag__log_health(struct ag_store *s, struct ag_store_health *out)
+{
+    struct lstore *ls = (struct lstore *)s;
+    pthread_mutex_lock(&ls->health_lock);
+    *out = ls->health;
+    uint64_t at = ls->retry_at_ns;
+    pthread_mutex_unlock(&ls->health_lock);
+    uint64_t now = mono_ns();
+    out->retry_in_ms = !out->writable && at > now ? (at - now + 999999u) / 1000000u : 0;
+    return 0;
+}
+
 /* ---- committing (writer thread) ---- */
 
-static int write_group(struct lstore *ls)
+/* 0, or -errno with *op naming the call that failed. */
+static int write_group(struct lstore *ls, const char **op)
 {
     struct lseg *sg = &ls->segs[ls->nsegs - 1];
-    const char *p = ls->group.data;
-    size_t left = ls->group.len;
-    off_t off = (off_t)sg->end;
-    while (left) {
-        ssize_t w = pwrite(sg->fd, p, left, off);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) return w < 0 ? -errno : -EIO;
-        p += w, left -= (size_t)w, off += w;
-    }
-    if (!ls->base.opts.no_sync && fdatasync(sg->fd) != 0) return -errno;
-    return 0;
+    *op = "write";
+    int rc = ag__log_io_pwrite(ls, sg->fd, ls->group.data, ls->group.len, sg->end);
+    if (rc) return rc;
+    *op = "fdatasync";
+    return ag__log_io_sync(ls, sg->fd);
+}
+
+/* The writer's tail check starts at the group's last batch from now on. */
+static void note_tail(struct lstore *ls, struct lreq *from, struct lreq *stop)
+{
+    struct lreq *last = NULL;
+    for (struct lreq *r = from; r != stop; r = r->next)
+        if (r->accepted) last = r;
+    if (!last) return;
+    ls->tail_off = loc_off(last->locs[0]);
+    ls->tail_pos = last->kind == LOG_KIND_EVENT ? last->res.first_position : ag__log_head(ls);
 }
 
 static void publish(struct lstore *ls, struct lreq *from, struct lreq *stop, uint64_t events)
@@ -512,22 +644,21 @@ static void commit(struct lstore *ls, struct lreq *from, struct lreq *stop, uint
 {
     int wrc = 0;
     if (ls->group.len) {
-        wrc = write_group(ls);
+        const char *op;
+        wrc = write_group(ls, &op);
         if (wrc) {
-            ls->failed = true;
-            AG_ERROR("store.write_failed", AG_LS("dir", ls->dir), AG_LS("error", strerror(-wrc)));
+            note_failure(ls, -wrc, op, NULL);
+            cut_now(ls); /* nothing of the group was acknowledged: drop it before saying so */
         } else {
             publish(ls, from, stop, events);
+            note_tail(ls, from, stop);
             __atomic_add_fetch(&ls->commits, 1, __ATOMIC_RELAXED);
         }
     }
     for (struct lreq *r = from, *next; r != stop; r = next) {
         next = r->next;
         if (r->accepted && wrc)
-            r->status = ag_err_set(&r->err, AG_EIO,
-                                   "writing the log failed: %s; the store must "
-                                   "be reopened",
-                                   strerror(-wrc));
+            refuse(ls, r);
         else if (r->status == 0)
             __atomic_add_fetch(&ls->appends, 1, __ATOMIC_RELAXED);
         complete(r);
@@ -542,10 +673,11 @@ static void roll(struct lstore *ls)
     ag_err_clear(&err);
     uint64_t next = ls->segs[ls->nsegs - 1].segno + 1;
     if (ag__log_seg_create(ls, next, ag__log_head(ls), &err)) {
-        ls->failed = true;
-        AG_ERROR("store.roll_failed", AG_LS("error", err.msg));
+        note_failure(ls, err.aux > 0 ? (int)err.aux : EIO, "create segment", err.msg);
         return;
     }
+    ls->tail_off = LOG_SEG_HDR;
+    ls->tail_pos = ag__log_head(ls);
     if (ag__log_ckpt_save(ls, &err)) AG_WARN("store.checkpoint_failed", AG_LS("error", err.msg));
 }
 
@@ -555,11 +687,8 @@ static void run_group(struct lstore *ls, struct lreq *list)
     struct lreq *from = list;
     uint64_t events = 0;
     for (struct lreq *r = list; r; r = r->next) {
-        if (ls->failed) {
-            r->status = ag_err_set(&r->err, AG_EFAILED,
-                                   "an earlier write to %s failed; the "
-                                   "store must be reopened",
-                                   ls->dir);
+        if (ls->unavail) {
+            refuse(ls, r);
             continue;
         }
         if (r->enc.len > max) {
@@ -571,10 +700,10 @@ static void run_group(struct lstore *ls, struct lreq *list)
         if (end + ls->group.len + r->enc.len > ls->base.opts.segment_bytes) {
             commit(ls, from, r, events);
             from = r, events = 0;
-            if (!ls->failed) roll(ls);
+            if (!ls->unavail) roll(ls);
         }
-        if (ls->failed) {
-            r->status = ag_err_set(&r->err, AG_EFAILED, "store failed; reopen required");
+        if (ls->unavail) {
+            refuse(ls, r);
             continue;
         }
         if (r->kind == LOG_KIND_SNAPSHOT)
@@ -585,17 +714,38 @@ static void run_group(struct lstore *ls, struct lreq *list)
     commit(ls, from, NULL, events);
 }
 
+static bool retry_due(const struct lstore *ls)
+{
+    return ls->unavail && mono_ns() >= ls->retry_at_ns;
+}
+
+/* Wait for work (q_lock held); while unavailable, only until the next retry. */
+static void wait_work(struct lstore *ls)
+{
+    if (!ls->unavail) {
+        pthread_cond_wait(&ls->q_cond, &ls->q_lock);
+        return;
+    }
+    struct timespec ts = {(time_t)(ls->retry_at_ns / 1000000000ull),
+                          (long)(ls->retry_at_ns % 1000000000ull)};
+    pthread_cond_timedwait(&ls->q_cond, &ls->q_lock, &ts); /* q_cond runs on CLOCK_MONOTONIC */
+}
+
 void *ag__log_writer_main(void *arg)
 {
     struct lstore *ls = arg;
     for (;;) {
         pthread_mutex_lock(&ls->q_lock);
-        while (!ls->q_head && !ls->closing) pthread_cond_wait(&ls->q_cond, &ls->q_lock);
+        while (!ls->q_head && !ls->closing && !retry_due(ls)) wait_work(ls);
         struct lreq *list = ls->q_head;
+        bool closing = ls->closing;
         ls->q_head = ls->q_tail = NULL;
         pthread_mutex_unlock(&ls->q_lock);
-        if (!list) break;
-        run_group(ls, list);
+        if (retry_due(ls)) try_recover(ls); /* before the queue: it may be writable again */
+        if (list)
+            run_group(ls, list);
+        else if (closing)
+            break;
     }
     return NULL;
 }

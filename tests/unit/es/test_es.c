@@ -324,6 +324,34 @@ Test(projector, a_failing_projection_stops_and_says_why)
     ag_projector_stop(p);
 }
 
+static int flaky_left; /* failures still to give */
+static int apply_flaky(sqlite3 *db, const struct ag_event *ev, const json_t *d, void *ud)
+{
+    AG_UNUSED(db), AG_UNUSED(d), AG_UNUSED(ud);
+    if (ev->position == 3 && flaky_left > 0) return flaky_left--, AG_EUNAVAILABLE;
+    return 0;
+}
+
+Test(projector, a_page_failing_for_a_passing_reason_is_retried)
+{
+    char rm[128];
+    snprintf(rm, sizeof rm, "%s/readmodels", dir);
+    struct add a = {1, 0};
+    for (int i = 0; i < 6; i++)
+        ag_es_execute(repo, &counter_type, "f", decide_add, &a, NULL, NULL, NULL, NULL, NULL);
+    flaky_left = 2; /* e.g. a full disk under the read model, then space freed */
+    struct ag_projection flaky = {"flaky", NULL, NULL, apply_flaky, NULL};
+    struct ag_projector *p;
+    cr_assert_eq(ag_projector_start(store, rm, &flaky, 1, &p, NULL), 0);
+    cr_assert_eq(ag_projector_wait(p, 5, 5000), 0, "caught up after the retries");
+    struct ag_projection_stats s;
+    ag_projector_stats(p, 0, &s);
+    cr_assert(!s.failed);
+    cr_assert_eq(flaky_left, 0);
+    cr_assert_eq(s.checkpoint, 6);
+    ag_projector_stop(p);
+}
+
 Test(projector, a_corrupt_read_model_is_set_aside_and_rebuilt)
 {
     char rm[128], path[192];

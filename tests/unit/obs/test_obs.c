@@ -122,6 +122,38 @@ static struct ag_buf render_sample(void)
     return b;
 }
 
+/* A collector: copies a plain value into a gauge (it defines the family itself). */
+static void collect_demo(void *ud)
+{
+    struct ag_obs_registry *r = ((void **)ud)[0];
+    int *source = ((void **)ud)[1];
+    struct ag_obs_family *f;
+    struct ag_obs_series *s;
+    cr_assert_eq(ag_obs_family_new(r, AG_OBS_GAUGE, "demo_writable", "Demo.", 0, NULL, NULL, 0, &f),
+                 0);
+    cr_assert_eq(ag_obs_series_get(f, NULL, &s), 0);
+    ag_obs_gauge_set(s, *source);
+}
+
+Test(metrics, collectors_run_before_each_render)
+{
+    struct ag_obs_registry *r;
+    cr_assert_eq(ag_obs_registry_new(&r), 0);
+    int source = 1;
+    void *ud[] = {r, &source};
+    cr_assert_eq(ag_obs_registry_collector(r, collect_demo, ud), 0);
+    struct ag_buf b;
+    ag_buf_init(&b);
+    cr_assert_eq(ag_obs_registry_render(r, &b), 0);
+    cr_assert(strstr(b.data, "demo_writable 1\n"), "%s", b.data);
+    source = 0;
+    ag_buf_reset(&b);
+    cr_assert_eq(ag_obs_registry_render(r, &b), 0);
+    cr_assert(strstr(b.data, "demo_writable 0\n"), "%s", b.data);
+    ag_buf_free(&b);
+    ag_obs_registry_free(r);
+}
+
 Test(metrics, exposition_text_format)
 {
     struct ag_buf b = render_sample();

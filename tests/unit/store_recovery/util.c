@@ -299,6 +299,16 @@ bool log_capture_has(const char *needle)
     return strstr(text, needle) != NULL;
 }
 
+size_t log_capture_count(const char *needle)
+{
+    static char text[262144];
+    ssize_t n = pread(fileno(cap), text, sizeof text - 1, 0);
+    text[n > 0 ? n : 0] = 0;
+    size_t k = 0;
+    for (const char *p = text; (p = strstr(p, needle)); p += strlen(needle)) k++;
+    return k;
+}
+
 void log_capture_stop(void)
 {
     ag_log_set_fd(2);

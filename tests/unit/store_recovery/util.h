@@ -79,6 +79,8 @@ void assert_appends_after(struct ag_store *s, struct model *m);
 void log_capture_start(void);
 /* Stop capturing; true when the captured text contains `needle`. */
 bool log_capture_has(const char *needle);
+/* How many times `needle` occurs in the captured text. */
+size_t log_capture_count(const char *needle);
 void log_capture_stop(void);
 
 /* A canonical text dump of everything in a store (events, streams, snapshots). */

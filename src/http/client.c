@@ -19,6 +19,17 @@
  * sent (EOF before any response byte) is retried once on a fresh connection for
  * idempotent methods: that race is normal with keep-alive, not an upstream fault.
  *
+ * Writes. A connection is reused only after its write callback has run, never
+ * merely because the response is complete: the uv_write_t (and the request's
+ * bytes) belong to libuv until then. libuv runs write callbacks in the next loop
+ * iteration's pending phase, but one poll phase can read the answer to a write
+ * made in the same phase: when epoll returns a full batch (1024 events, e.g. a
+ * loop resuming after a long stall with thousands of ready sockets) libuv polls
+ * again at once before running pending callbacks. Reusing the connection then
+ * re-submitted the uv_write_t still linked in the stream's completed-write
+ * queue, which corrupted that queue and made libuv free() a garbage pointer
+ * (the crash after a 20 s SIGSTOP under load).
+ *
  * Lifetime. Connections and the pool are freed only in libuv close callbacks;
  * the pool goes once its timer and every connection are closed.
  */
@@ -65,6 +76,7 @@ struct cconn {
     bool in_value;              /* last header callback was a value */
     struct ag_buf body;         /* response body */
     int open_handles;           /* tcp + timer */
+    bool writing;               /* wreq queued: its callback has not run yet */
 };
 
 struct ag_http_upstream {
@@ -330,6 +342,9 @@ static void conn_deliver(struct cconn *c)
                                        c->body.len};
     bool keep =
         c->keep && (!u->cfg.max_requests_per_conn || c->served < u->cfg.max_requests_per_conn);
+    /* Answered before the whole request left (an early answer to a large body):
+     * libuv still reads r->wire, freed below, so the connection cannot live on. */
+    if (c->writing && uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) > 0) keep = false;
     creq_finish(r, 0, &resp);
     ag_free(hv);
     if (c->state == CS_CLOSING) return; /* the callback closed the pool */
@@ -376,7 +391,12 @@ static void conn_read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 static void conn_write_cb(uv_write_t *w, int status)
 {
     struct cconn *c = w->data;
-    if (status < 0 && c->state == CS_BUSY) conn_fail(c, AG_ERESET);
+    c->writing = false;
+    if (status < 0 && c->state == CS_BUSY) {
+        conn_fail(c, AG_ERESET);
+    } else if (c->state == CS_IDLE && c->u->wq_head && !c->u->closing) {
+        service_queue(c->u); /* the connection has become reusable */
+    }
 }
 
 static void conn_send(struct cconn *c)
@@ -390,6 +410,7 @@ static void conn_send(struct cconn *c)
     uv_buf_t b = uv_buf_init(r->wire.data, (unsigned)r->wire.len);
     c->wreq.data = c;
     int rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, conn_write_cb);
+    if (!rc) c->writing = true;
     if (!rc) rc = uv_read_start((uv_stream_t *)&c->tcp, conn_alloc, conn_read_cb);
     if (rc && rc != UV_EALREADY) conn_fail(c, AG_ERESET);
 }
@@ -433,7 +454,7 @@ static void service_queue(struct ag_http_upstream *u)
     while (u->wq_head && !u->closing) {
         struct cconn *idle = NULL;
         for (struct cconn *c = u->conns; c && !idle; c = c->next)
-            if (c->state == CS_IDLE) idle = c;
+            if (c->state == CS_IDLE && !c->writing) idle = c; /* see Writes above */
         if (idle) {
             idle->req = queue_pop(u);
             idle->reused = true;

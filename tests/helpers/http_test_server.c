@@ -2,6 +2,7 @@
  *
  *   http_test_server [--port N] [--workers N] [--header-timeout MS] [--body-timeout MS]
  *                    [--idle-timeout MS] [--max-conns N] [--max-body BYTES] [--access-log]
+ *                    [--max-per-peer N] [--first-byte-timeout MS]
  *
  * Prints "PORT <n>" on stdout once listening, serves until SIGTERM/SIGINT, then
  * drains (2 s) and exits 0. Routes: GET /hello, POST /echo, GET /orders/{id},
@@ -129,6 +130,8 @@ int main(int argc, char **argv)
         .idle_timeout_ms = arg_u32(argc, argv, "--idle-timeout", 0),
         .max_connections = arg_u32(argc, argv, "--max-conns", 0),
         .max_body_bytes = arg_u32(argc, argv, "--max-body", 0),
+        .max_conns_per_peer = arg_u32(argc, argv, "--max-per-peer", 0),
+        .first_byte_timeout_ms = arg_u32(argc, argv, "--first-byte-timeout", 0),
     };
     struct ag_err err;
     if (ag_http_server_new(&cfg, r, &server) || ag_http_server_start(server, &err)) {

@@ -7,6 +7,12 @@
  * worker's thread. Nothing is shared between workers but the router (read-only
  * while serving) and the metrics registry (sharded atomics).
  *
+ * Unix sockets. With unix_path the server makes one listening AF_UNIX socket
+ * itself (probe with connect: refuse a live listener, unlink only a stale socket
+ * file; bind, chmod 0600, then listen, so no client gets in through a wider
+ * umask) and each worker wraps its own dup() of it in a uv_pipe_t: all workers
+ * accept from the one queue. Connections are then uv_pipe_t with peer "unix".
+ *
  * Connections. A struct uvconn embeds the connection state machine, its socket
  * and its timer. Reads land in one per-worker buffer and are parsed at once (what
  * the parser cannot take yet is copied by conn.c). Writes: conn->out is swapped

@@ -155,8 +155,7 @@ Test(unix_socket, stale_socket_replaced_regular_file_kept, .init = setup, .fini 
     ag_http_router_free(r);
 }
 
-Test(unix_socket, missing_socket_is_econnect_and_bad_paths_refused, .init = setup,
-     .fini = teardown)
+Test(unix_socket, missing_socket_is_econnect_and_bad_paths_refused, .init = setup, .fini = teardown)
 {
     struct ag_http_upstream *u;
     struct ag_http_upstream_config uc = {.host = addr};

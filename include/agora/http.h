@@ -21,7 +21,8 @@
  * it; routes and middleware are registered before the server starts. Strings
  * returned by ag_http_req_* are borrowed and live as long as the request.
  *
- * Client. An upstream is a connection pool to one host:port on one loop. Requests
+ * Client. An upstream is a connection pool to one host:port (or one Unix socket,
+ * host "unix:/abs/path") on one loop. Requests
  * complete through a callback on that loop with either a response or a distinct
  * error: AG_ECONNECT (could not connect), AG_ERESET (connection closed or reset
  * before the response completed), AG_EPROTOCOL (malformed response),
@@ -97,27 +98,35 @@ AG_EXTERN int ag_http_router_observe(struct ag_http_router *r, const struct ag_h
 /* ---- server ---- */
 
 struct ag_http_server_config {
-    const char *host;           /* numeric IPv4/IPv6 address; NULL = "127.0.0.1" */
-    uint16_t port;              /* 0 = an ephemeral port (see ag_http_server_port) */
-    int workers;                /* worker loops; 0 = number of CPUs */
-    size_t max_header_bytes;    /* request line + headers; 0 = 16 KiB (else 431) */
-    size_t max_body_bytes;      /* decoded body; 0 = 1 MiB (else 413) */
-    uint32_t header_timeout_ms; /* first byte to end of headers; 0 = 10 s (else 408) */
-    uint32_t body_timeout_ms;   /* end of headers to end of body; 0 = 30 s (else 408) */
-    uint32_t idle_timeout_ms;   /* keep-alive idle before closing; 0 = 60 s */
-    uint32_t max_connections;   /* over all workers; 0 = 10000; more wait in the backlog */
-    uint32_t max_pipeline;      /* requests queued per connection; 0 = 32 */
-    int backlog;                /* listen(2) backlog; 0 = 1024 */
+    const char *host;               /* numeric IPv4/IPv6 address; NULL = "127.0.0.1" */
+    const char *unix_path;          /* absolute path: listen on this Unix-domain socket, mode 0600,
+                                       instead of TCP (host/port ignored; peer "unix"); NULL = TCP */
+    uint16_t port;                  /* 0 = an ephemeral port (see ag_http_server_port) */
+    int workers;                    /* worker loops; 0 = number of CPUs */
+    size_t max_header_bytes;        /* request line + headers; 0 = 16 KiB (else 431) */
+    size_t max_body_bytes;          /* decoded body; 0 = 1 MiB (else 413) */
+    uint32_t header_timeout_ms;     /* first byte to end of headers; 0 = 10 s (else 408) */
+    uint32_t first_byte_timeout_ms; /* accept to the first byte; 0 = 5 s (else closed) */
+    uint32_t body_timeout_ms;       /* end of headers to end of body; 0 = 30 s (else 408) */
+    uint32_t idle_timeout_ms;       /* keep-alive idle before closing; 0 = 60 s */
+    uint32_t max_connections;       /* over all workers; 0 = 10000; more wait in the backlog */
+    uint32_t max_conns_per_peer;    /* open per client IP address over all workers; 0 = 256;
+                                       more are closed at accept */
+    uint32_t max_pipeline;          /* requests queued per connection; 0 = 32 */
+    int backlog;                    /* listen(2) backlog; 0 = 1024 */
 };
 
 /* A server for `router` (borrowed). Not listening until ag_http_server_start.
- * Caller frees with ag_http_server_free after ag_http_server_wait. */
+ * Caller frees with ag_http_server_free after ag_http_server_wait (which also
+ * unlinks the Unix socket file it created). AG_EINVAL for a unix_path that is not
+ * absolute or longer than 107 bytes. */
 AG_EXTERN int ag_http_server_new(const struct ag_http_server_config *cfg,
                                  struct ag_http_router *router, struct ag_http_server **out);
 /* Bind (AG_EIO with the reason in `err` when the address is taken) and start the
- * worker threads. */
+ * worker threads. On a Unix socket: AG_EIO when a process answers on unix_path
+ * or the path is not a socket; a stale socket file nobody answers on is replaced. */
 AG_EXTERN int ag_http_server_start(struct ag_http_server *s, struct ag_err *err);
-/* The bound port (useful with port 0). */
+/* The bound port (useful with port 0); 0 on a Unix socket. */
 AG_EXTERN uint16_t ag_http_server_port(const struct ag_http_server *s);
 /* 0 when nobody listens on host:port (port 0: always), else AG_EIO saying so. Servers
  * check this themselves; a program may call it first to fail before doing work. */
@@ -207,11 +216,15 @@ AG_EXTERN const char *ag_http_reason(int status);
 
 /* ---- client ---- */
 
+/* The longest upstream host: "unix:" and a Unix socket path (sun_path). */
+#define AG_HTTP_HOST_MAX 113
+
 struct ag_http_upstream_config {
-    const char *host;               /* numeric IPv4/IPv6 address (no DNS on the loop) */
-    uint16_t port;                  /* TCP port */
-    uint32_t max_connections;       /* open connections; 0 = 8 */
-    uint32_t max_pending;           /* requests waiting for a connection; 0 = 256 */
+    const char *host;         /* numeric IPv4/IPv6 address (no DNS on the loop), or "unix:/abs/path"
+                                 for a Unix-domain socket (port ignored) */
+    uint16_t port;            /* TCP port */
+    uint32_t max_connections; /* open connections; 0 = 8 */
+    uint32_t max_pending;     /* requests waiting for a connection; 0 = 256 */
     uint32_t max_requests_per_conn; /* close after this many; 0 = unlimited */
     uint32_t connect_timeout_ms;    /* 0 = 2 s (AG_ECONNECT) */
     uint32_t pool_timeout_ms;       /* wait for a free connection; 0 = 1 s */

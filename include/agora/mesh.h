@@ -68,8 +68,8 @@ enum ag_mesh_lb {
 };
 
 struct ag_mesh_endpoint_config {
-    const char *host;                       /* numeric IPv4/IPv6 address */
-    uint16_t port;                          /* TCP port */
+    const char *host; /* numeric IPv4/IPv6 address, or "unix:/abs/path" (port ignored) */
+    uint16_t port;    /* TCP port */
     const char *labels[AG_MESH_MAX_LABELS]; /* "key=value" strings (e.g. "version=v1") */
     size_t nlabels;                         /* labels in use */
 };

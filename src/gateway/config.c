@@ -223,7 +223,7 @@ static int compile_policies(struct cctx *x, const char *base, const struct y_tp 
 }
 
 static int compile_endpoints(struct cctx *x, const char *base, const struct y_dr *d,
-                             struct ag_mesh_cluster_config *c, char (*hosts)[64],
+                             struct ag_mesh_cluster_config *c, char (*hosts)[AG_HTTP_HOST_MAX],
                              char (*labels)[4][80])
 {
     char path[160];
@@ -234,8 +234,15 @@ static int compile_endpoints(struct cctx *x, const char *base, const struct y_dr
     for (unsigned i = 0; i < d->endpoints_count; i++) {
         snprintf(path, sizeof path, "%s.endpoints[%u].address", base, i);
         const char *a = d->endpoints[i].address;
-        if (!a || parse_address(a, hosts[i], &c->endpoints[i].port))
-            return cerr(x, path, "'%s' is not a numeric HOST:PORT", a ? a : "");
+        if (a && strncmp(a, "unix:", 5) == 0) { /* a Unix-domain socket: unix:/abs/path */
+            if (a[5] != '/' || strlen(a) >= AG_HTTP_HOST_MAX)
+                return cerr(x, path, "'%s' is not unix:/absolute/path (at most %d bytes)", a,
+                            AG_HTTP_HOST_MAX - 6);
+            snprintf(hosts[i], AG_HTTP_HOST_MAX, "%s", a);
+            c->endpoints[i].port = 0;
+        } else if (!a || parse_address(a, hosts[i], &c->endpoints[i].port)) {
+            return cerr(x, path, "'%s' is not a numeric HOST:PORT or unix:/path", a ? a : "");
+        }
         c->endpoints[i].host = hosts[i];
         labels_into(d->endpoints[i].labels, c->endpoints[i].labels, &c->endpoints[i].nlabels,
                     labels[i]);
@@ -255,7 +262,7 @@ static int compile_cluster(struct cctx *x, unsigned i)
         if (!strcmp(x->conf->cluster_hosts[k], d->host))
             return cerr(x, path, "host '%s' defined twice", d->host);
     struct ag_mesh_cluster_config *c = ag_calloc(1, sizeof *c);
-    char(*hosts)[64] = ag_calloc(AG_MESH_MAX_ENDPOINTS, 64);
+    char(*hosts)[AG_HTTP_HOST_MAX] = ag_calloc(AG_MESH_MAX_ENDPOINTS, AG_HTTP_HOST_MAX);
     char(*labels)[4][80] = ag_calloc(AG_MESH_MAX_ENDPOINTS + AG_MESH_MAX_SUBSETS, sizeof *labels);
     int rc = AG_ENOMEM;
     if (!c || !hosts || !labels) goto out_free;
@@ -694,6 +701,11 @@ static int compile_gateway(struct cctx *x)
     if (g->maxBodyBytes) c->max_body = g->maxBodyBytes;
     if (g->idempotencyMaxEntries) c->idem_max = g->idempotencyMaxEntries;
     c->access_log = g->accessLog;
+    c->max_per_peer = g->maxConnectionsPerPeer;
+    if (dur_ms(x, "gateway.firstByteTimeout", g->firstByteTimeout, &c->first_byte_ms))
+        return AG_ECONFIG;
+    if (g->firstByteTimeout && c->first_byte_ms == 0)
+        return cerr(x, "gateway.firstByteTimeout", "must be a positive duration");
     return dur(x, "gateway.idempotencyTtl", g->idempotencyTtl, &c->idem_ttl_ns);
 }
 

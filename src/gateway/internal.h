@@ -178,8 +178,8 @@ struct y_jwt {
     char *maxTokenLifetime; /* longest exp - iat accepted (default 24h; 0s: no limit) */
 };
 struct y_gw {
-    char *listen, *idempotencyTtl;
-    unsigned workers, maxBodyBytes, idempotencyMaxEntries;
+    char *listen, *idempotencyTtl, *firstByteTimeout;
+    unsigned workers, maxBodyBytes, idempotencyMaxEntries, maxConnectionsPerPeer;
     bool accessLog;
 };
 struct y_bffcall {
@@ -385,6 +385,8 @@ struct gw_conf {
     char listen[80];          /* gateway.listen or "" */
     int workers;              /* gateway.workers */
     size_t max_body;          /* gateway.maxBodyBytes */
+    uint32_t max_per_peer;    /* gateway.maxConnectionsPerPeer; 0 = the server's 256 */
+    uint32_t first_byte_ms;   /* gateway.firstByteTimeout; 0 = the server's 5 s */
     uint64_t idem_ttl_ns;     /* gateway.idempotencyTtl */
     uint32_t idem_max;        /* gateway.idempotencyMaxEntries */
     bool access_log;

@@ -218,7 +218,9 @@ static int start_server(struct ag_gateway *gw, struct ag_err *err)
                                        .port = port,
                                        .workers =
                                            gw->opts.workers ? gw->opts.workers : gw->conf->workers,
-                                       .max_body_bytes = gw->conf->max_body};
+                                       .max_body_bytes = gw->conf->max_body,
+                                       .max_conns_per_peer = gw->conf->max_per_peer,
+                                       .first_byte_timeout_ms = gw->conf->first_byte_ms};
     if ((rc = ag_http_server_new(&sc, gw->router, &gw->server)))
         return ag_err_set(err, rc, "cannot create the server");
     return ag_http_server_start(gw->server, err);

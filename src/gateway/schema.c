@@ -187,6 +187,8 @@ static const cyaml_schema_field_t gw_fields[] = {
     STR("listen", struct y_gw, listen),
     UINT("workers", struct y_gw, workers),
     UINT("maxBodyBytes", struct y_gw, maxBodyBytes),
+    UINT("maxConnectionsPerPeer", struct y_gw, maxConnectionsPerPeer),
+    STR("firstByteTimeout", struct y_gw, firstByteTimeout),
     STR("idempotencyTtl", struct y_gw, idempotencyTtl),
     UINT("idempotencyMaxEntries", struct y_gw, idempotencyMaxEntries),
     BOOL("accessLog", struct y_gw, accessLog),

@@ -19,6 +19,21 @@
  * sent (EOF before any response byte) is retried once on a fresh connection for
  * idempotent methods: that race is normal with keep-alive, not an upstream fault.
  *
+ * Writes. A connection is reused only after its write callback has run, never
+ * merely because the response is complete: the uv_write_t (and the request's
+ * bytes) belong to libuv until then. libuv runs write callbacks in the next loop
+ * iteration's pending phase, but one poll phase can read the answer to a write
+ * made in the same phase: when epoll returns a full batch (1024 events, e.g. a
+ * loop resuming after a long stall with thousands of ready sockets) libuv polls
+ * again at once before running pending callbacks. Reusing the connection then
+ * re-submitted the uv_write_t still linked in the stream's completed-write
+ * queue, which corrupted that queue and made libuv free() a garbage pointer
+ * (the crash after a 20 s SIGSTOP under load).
+ *
+ * Transport. TCP to a numeric address, or a Unix-domain socket when the host is
+ * "unix:/abs/path" (uv_pipe_connect; Host: localhost); everything above the
+ * socket (pooling, deadlines, retries) is the same.
+ *
  * Lifetime. Connections and the pool are freed only in libuv close callbacks;
  * the pool goes once its timer and every connection are closed.
  */
@@ -46,32 +61,39 @@ enum cstate { CS_CONNECTING, CS_BUSY, CS_IDLE, CS_CLOSING };
 struct cconn {
     struct ag_http_upstream *u; /* owner */
     struct cconn *next;         /* pool list */
-    uv_tcp_t tcp;               /* socket */
-    uv_connect_t creq;          /* connect request */
-    uv_timer_t timer;           /* connect / deadline / idle */
-    uv_write_t wreq;            /* write in flight */
-    http_parser parser;         /* response parser */
-    enum cstate state;          /* where the connection is */
-    struct creq *req;           /* request in flight */
-    uint32_t served;            /* requests completed on this connection */
-    bool reused;                /* req was sent on a connection that served before */
-    bool got_bytes;             /* response bytes seen for req */
-    bool complete;              /* response complete */
-    bool keep;                  /* response allows keep-alive */
-    int fail;                   /* error chosen in a parser callback */
-    int status;                 /* response status */
-    struct ag_buf hdrs;         /* name NUL value NUL ... */
-    size_t nhdrs;               /* headers in hdrs */
-    bool in_value;              /* last header callback was a value */
-    struct ag_buf body;         /* response body */
-    int open_handles;           /* tcp + timer */
+    union {
+        uv_tcp_t tcp;       /* TCP */
+        uv_pipe_t pipe;     /* Unix-domain socket */
+        uv_stream_t stream; /* either, as a stream */
+        uv_handle_t handle; /* either, as a handle */
+    } sock;                 /* the connection's socket */
+    uv_connect_t creq;      /* connect request */
+    uv_timer_t timer;       /* connect / deadline / idle */
+    uv_write_t wreq;        /* write in flight */
+    http_parser parser;     /* response parser */
+    enum cstate state;      /* where the connection is */
+    struct creq *req;       /* request in flight */
+    uint32_t served;        /* requests completed on this connection */
+    bool reused;            /* req was sent on a connection that served before */
+    bool got_bytes;         /* response bytes seen for req */
+    bool complete;          /* response complete */
+    bool keep;              /* response allows keep-alive */
+    int fail;               /* error chosen in a parser callback */
+    int status;             /* response status */
+    struct ag_buf hdrs;     /* name NUL value NUL ... */
+    size_t nhdrs;           /* headers in hdrs */
+    bool in_value;          /* last header callback was a value */
+    struct ag_buf body;     /* response body */
+    int open_handles;       /* tcp + timer */
+    bool writing;           /* wreq queued: its callback has not run yet */
 };
 
 struct ag_http_upstream {
     uv_loop_t *loop;                    /* borrowed */
     struct ag_http_upstream_config cfg; /* resolved copy; host -> host_copy */
-    char host_copy[64];                 /* numeric address */
-    char host_header[80];               /* "host:port" */
+    char host_copy[AG_HTTP_HOST_MAX];   /* numeric address or "unix:/path" */
+    char host_header[80];               /* "host:port", "localhost" on a Unix socket */
+    const char *unix_path;              /* into host_copy; NULL = TCP */
     struct sockaddr_storage addr;       /* resolved address */
     struct cconn *conns;                /* open connections */
     uint32_t nconns;                    /* in the list */
@@ -252,7 +274,7 @@ static void conn_close(struct cconn *c)
         }
     }
     c->state = CS_CLOSING;
-    uv_close((uv_handle_t *)&c->tcp, conn_handle_closed);
+    uv_close(&c->sock.handle, conn_handle_closed);
     uv_close((uv_handle_t *)&c->timer, conn_handle_closed);
 }
 
@@ -330,6 +352,9 @@ static void conn_deliver(struct cconn *c)
                                        c->body.len};
     bool keep =
         c->keep && (!u->cfg.max_requests_per_conn || c->served < u->cfg.max_requests_per_conn);
+    /* Answered before the whole request left (an early answer to a large body):
+     * libuv still reads r->wire, freed below, so the connection cannot live on. */
+    if (c->writing && uv_stream_get_write_queue_size(&c->sock.stream) > 0) keep = false;
     creq_finish(r, 0, &resp);
     ag_free(hv);
     if (c->state == CS_CLOSING) return; /* the callback closed the pool */
@@ -376,7 +401,12 @@ static void conn_read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 static void conn_write_cb(uv_write_t *w, int status)
 {
     struct cconn *c = w->data;
-    if (status < 0 && c->state == CS_BUSY) conn_fail(c, AG_ERESET);
+    c->writing = false;
+    if (status < 0 && c->state == CS_BUSY) {
+        conn_fail(c, AG_ERESET);
+    } else if (c->state == CS_IDLE && c->u->wq_head && !c->u->closing) {
+        service_queue(c->u); /* the connection has become reusable */
+    }
 }
 
 static void conn_send(struct cconn *c)
@@ -389,8 +419,9 @@ static void conn_send(struct cconn *c)
     arm_conn_timer(c, r->deadline_ms);
     uv_buf_t b = uv_buf_init(r->wire.data, (unsigned)r->wire.len);
     c->wreq.data = c;
-    int rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, conn_write_cb);
-    if (!rc) rc = uv_read_start((uv_stream_t *)&c->tcp, conn_alloc, conn_read_cb);
+    int rc = uv_write(&c->wreq, &c->sock.stream, &b, 1, conn_write_cb);
+    if (!rc) c->writing = true;
+    if (!rc) rc = uv_read_start(&c->sock.stream, conn_alloc, conn_read_cb);
     if (rc && rc != UV_EALREADY) conn_fail(c, AG_ERESET);
 }
 
@@ -402,7 +433,7 @@ static void conn_connect_cb(uv_connect_t *cr, int status)
         conn_fail(c, AG_ECONNECT);
         return;
     }
-    uv_tcp_nodelay(&c->tcp, 1);
+    if (!c->u->unix_path) uv_tcp_nodelay(&c->sock.tcp, 1);
     conn_send(c);
 }
 
@@ -413,9 +444,12 @@ static void conn_start(struct cconn *c, struct creq *r)
     c->req = r;
     c->reused = false;
     c->state = CS_CONNECTING;
-    uv_tcp_init(u->loop, &c->tcp);
+    if (u->unix_path)
+        uv_pipe_init(u->loop, &c->sock.pipe, 0);
+    else
+        uv_tcp_init(u->loop, &c->sock.tcp);
     uv_timer_init(u->loop, &c->timer);
-    c->tcp.data = c->timer.data = c->creq.data = c;
+    c->sock.handle.data = c->timer.data = c->creq.data = c;
     c->open_handles = 2;
     u->open_handles++;
     c->next = u->conns;
@@ -423,7 +457,10 @@ static void conn_start(struct cconn *c, struct creq *r)
     u->nconns++;
     u->connects++;
     arm_conn_timer(c, AG_MIN(r->deadline_ms, uv_now(u->loop) + u->cfg.connect_timeout_ms));
-    if (uv_tcp_connect(&c->creq, &c->tcp, (struct sockaddr *)&u->addr, conn_connect_cb) != 0)
+    if (u->unix_path) /* reports every error through the callback */
+        uv_pipe_connect(&c->creq, &c->sock.pipe, u->unix_path, conn_connect_cb);
+    else if (uv_tcp_connect(&c->creq, &c->sock.tcp, (struct sockaddr *)&u->addr, conn_connect_cb) !=
+             0)
         conn_fail(c, AG_ECONNECT);
 }
 
@@ -433,7 +470,7 @@ static void service_queue(struct ag_http_upstream *u)
     while (u->wq_head && !u->closing) {
         struct cconn *idle = NULL;
         for (struct cconn *c = u->conns; c && !idle; c = c->next)
-            if (c->state == CS_IDLE) idle = c;
+            if (c->state == CS_IDLE && !c->writing) idle = c; /* see Writes above */
         if (idle) {
             idle->req = queue_pop(u);
             idle->reused = true;
@@ -530,19 +567,29 @@ static const http_parser_settings resp_settings = {
 int ag_http_upstream_new(uv_loop_t *loop, const struct ag_http_upstream_config *cfg,
                          struct ag_http_upstream **out)
 {
-    if (!loop || !cfg || !cfg->host) return AG_EINVAL;
+    if (!loop || !cfg || !cfg->host || strlen(cfg->host) >= AG_HTTP_HOST_MAX) return AG_EINVAL;
     struct ag_http_upstream *u = ag_calloc(1, sizeof *u);
     if (!u) return AG_ENOMEM;
     u->loop = loop;
     u->cfg = *cfg;
     snprintf(u->host_copy, sizeof u->host_copy, "%s", cfg->host);
     u->cfg.host = u->host_copy;
-    bool v6 = strchr(cfg->host, ':') != NULL;
-    snprintf(u->host_header, sizeof u->host_header, v6 ? "[%s]:%u" : "%s:%u", cfg->host, cfg->port);
-    if (uv_ip4_addr(cfg->host, cfg->port, (struct sockaddr_in *)&u->addr) != 0 &&
-        uv_ip6_addr(cfg->host, cfg->port, (struct sockaddr_in6 *)&u->addr) != 0) {
-        ag_free(u);
-        return AG_EINVAL;
+    if (strncmp(cfg->host, "unix:", 5) == 0) {
+        u->unix_path = u->host_copy + 5;
+        snprintf(u->host_header, sizeof u->host_header, "localhost");
+        if (u->unix_path[0] != '/') {
+            ag_free(u);
+            return AG_EINVAL;
+        }
+    } else {
+        bool v6 = strchr(cfg->host, ':') != NULL;
+        snprintf(u->host_header, sizeof u->host_header, v6 ? "[%s]:%u" : "%s:%u", cfg->host,
+                 cfg->port);
+        if (uv_ip4_addr(cfg->host, cfg->port, (struct sockaddr_in *)&u->addr) != 0 &&
+            uv_ip6_addr(cfg->host, cfg->port, (struct sockaddr_in6 *)&u->addr) != 0) {
+            ag_free(u);
+            return AG_EINVAL;
+        }
     }
 #define DEFAULT(f, v)                                                                              \
     if (!u->cfg.f) u->cfg.f = (v)

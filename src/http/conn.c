@@ -40,6 +40,7 @@ void ag__http_limits_from(const struct ag_http_server_config *cfg, struct ag__ht
     out->header_timeout_ms = cfg->header_timeout_ms ? cfg->header_timeout_ms : 10000;
     out->body_timeout_ms = cfg->body_timeout_ms ? cfg->body_timeout_ms : 30000;
     out->idle_timeout_ms = cfg->idle_timeout_ms ? cfg->idle_timeout_ms : 60000;
+    out->first_byte_timeout_ms = cfg->first_byte_timeout_ms ? cfg->first_byte_timeout_ms : 5000;
     out->max_pipeline = cfg->max_pipeline ? cfg->max_pipeline : 32;
 }
 
@@ -54,8 +55,9 @@ void ag__http_conn_init(struct ag__http_conn *c, struct ag__http_ctx *ctx,
     c->parser.data = c;
     ag_buf_init(&c->out);
     ag_buf_init(&c->inbuf);
-    /* A new connection gets the header timeout to send its first request. */
-    c->idle_deadline_ms = io->now_ms(c) + ctx->lim.header_timeout_ms;
+    /* A new connection gets the first-byte timeout to start its first request;
+     * from that byte on, the header timeout bounds the request line and headers. */
+    c->idle_deadline_ms = io->now_ms(c) + ctx->lim.first_byte_timeout_ms;
 }
 
 bool ag__http_conn_idle(const struct ag__http_conn *c)

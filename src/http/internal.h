@@ -39,12 +39,13 @@ void ag__arena_free(struct ag__arena *a);
 /* ---- limits and per-loop context ---- */
 
 struct ag__http_limits {
-    size_t max_header_bytes;    /* request line + headers */
-    size_t max_body_bytes;      /* decoded body */
-    uint32_t header_timeout_ms; /* first byte to end of headers */
-    uint32_t body_timeout_ms;   /* end of headers to end of body */
-    uint32_t idle_timeout_ms;   /* keep-alive idle */
-    uint32_t max_pipeline;      /* queued requests per connection */
+    size_t max_header_bytes;        /* request line + headers */
+    size_t max_body_bytes;          /* decoded body */
+    uint32_t header_timeout_ms;     /* first byte to end of headers */
+    uint32_t body_timeout_ms;       /* end of headers to end of body */
+    uint32_t idle_timeout_ms;       /* keep-alive idle */
+    uint32_t first_byte_timeout_ms; /* accept to the first byte of the first request */
+    uint32_t max_pipeline;          /* queued requests per connection */
 };
 
 /* Resolve zeros in a server config to the defaults. */
@@ -250,6 +251,27 @@ void ag__http_memconn_feed(struct ag__http_memconn *m, const char *data, size_t 
 /* Advance the fake clock, firing the timer when due. */
 void ag__http_memconn_advance(struct ag__http_memconn *m, uint64_t ms);
 void ag__http_memconn_free(struct ag__http_memconn *m);
+
+/* ---- open connections per peer address (peers.c) ---- */
+
+#define AG__PEER_SHARDS 64
+
+struct sockaddr;
+struct ag__peers;
+int ag__peers_new(struct ag__peers **out);
+void ag__peers_free(struct ag__peers *p);
+/* The table key of an AF_INET/AF_INET6 address; false for other families. */
+bool ag__peer_key(const struct sockaddr *sa, uint8_t key[16] /* OUT */);
+/* Count one more connection from key: 0 counted, 1 admitted uncounted (no memory;
+ * do not release), AG_EAGAIN when `cap` connections are already open. */
+int ag__peers_acquire(struct ag__peers *p, const uint8_t key[16], uint32_t cap);
+void ag__peers_release(struct ag__peers *p, const uint8_t key[16]);
+/* Open connections counted for key (tests). */
+uint32_t ag__peers_count(struct ag__peers *p, const uint8_t key[16]);
+
+/* The refused-connections counter of a router's built-in middleware for
+ * `reason` ("per_peer"), or NULL when it has no metrics. */
+struct ag_obs_series *ag__http_observe_refused(struct ag__observe *ob, const char *reason);
 
 /* The server's draining flag as seen by the ops routes (NULL server = false). */
 bool ag__http_ctx_draining(const struct ag__http_ctx *ctx);

@@ -21,6 +21,7 @@ struct ag__observe {
     struct ag_obs_family *requests;  /* agora_http_requests_total */
     struct ag_obs_family *duration;  /* agora_http_request_duration_seconds */
     struct ag_obs_series *in_flight; /* agora_http_requests_in_flight */
+    struct ag_obs_family *refused;   /* agora_http_connections_refused_total */
 };
 
 /* ---- metrics ---- */
@@ -42,6 +43,12 @@ static int define_metrics(struct ag__observe *ob)
         rc = ag_obs_family_new(reg, AG_OBS_GAUGE, "agora_http_requests_in_flight",
                                "HTTP requests being handled.", 0, NULL, NULL, 0, &fl);
     if (!rc) rc = ag_obs_series_get(fl, NULL, &ob->in_flight);
+    static const char *const why[] = {"reason"};
+    if (!rc)
+        rc = ag_obs_family_new(reg, AG_OBS_COUNTER, "agora_http_connections_refused_total",
+                               "Connections closed at accept, by reason (per_peer: the peer "
+                               "address already has max_conns_per_peer open).",
+                               1, why, NULL, 0, &ob->refused);
     return rc;
 }
 
@@ -192,6 +199,14 @@ int ag__http_observe_init(struct ag_http_router *r, const struct ag_http_observe
     if (!rc && o->ops_routes) rc = ag_http_route(r, "GET", "/health/ready", ready_handler, ob);
     *out = ob; /* kept even on failure: routes registered so far point at it */
     return rc;
+}
+
+struct ag_obs_series *ag__http_observe_refused(struct ag__observe *ob, const char *reason)
+{
+    struct ag_obs_series *s = NULL;
+    const char *values[] = {reason};
+    if (!ob || !ob->refused || ag_obs_series_get(ob->refused, values, &s) != 0) return NULL;
+    return s;
 }
 
 void ag__http_observe_free(struct ag__observe *ob)

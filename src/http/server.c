@@ -7,12 +7,26 @@
  * worker's thread. Nothing is shared between workers but the router (read-only
  * while serving) and the metrics registry (sharded atomics).
  *
+ * Unix sockets. With unix_path the server makes one listening AF_UNIX socket
+ * itself (probe with connect: refuse a live listener, unlink only a stale socket
+ * file; bind, chmod 0600, then listen, so no client gets in through a wider
+ * umask) and each worker wraps its own dup() of it in a uv_pipe_t: all workers
+ * accept from the one queue. Connections are then uv_pipe_t with peer "unix".
+ *
  * Connections. A struct uvconn embeds the connection state machine, its socket
  * and its timer. Reads land in one per-worker buffer and are parsed at once (what
  * the parser cannot take yet is copied by conn.c). Writes: conn->out is swapped
  * into uvconn->wbuf and written with uv_try_write, falling back to uv_write for
  * the rest; answers produced meanwhile accumulate in conn->out. The uvconn is
  * freed when both handles are closed and no request still refers to it.
+ *
+ * Per peer. Every accepted connection is counted against its client's IP address
+ * in a table shared by the workers (peers.c); over max_conns_per_peer it is
+ * closed at once, before anything is read, and counted in
+ * agora_http_connections_refused_total{reason="per_peer"}. So one client holding
+ * thousands of idle sockets cannot take the workers' admission budget from the
+ * rest. A new connection has first_byte_timeout_ms to send its first byte, then
+ * header_timeout_ms for the whole request line and headers.
  *
  * Backpressure. Each worker admits max_connections / workers connections; at the
  * limit the connection callback returns without uv_accept, which makes libuv stop
@@ -29,7 +43,10 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "http/internal.h"
@@ -38,42 +55,56 @@ struct worker;
 
 struct uvconn {
     struct ag__http_conn conn; /* the state machine (first: container_of is a cast) */
-    uv_tcp_t tcp;              /* the socket */
-    uv_timer_t timer;          /* header/body/idle deadline */
-    uv_write_t wreq;           /* the write in flight */
-    uv_shutdown_t sreq;        /* lingering close: our FIN */
-    struct ag_buf wbuf;        /* bytes being written */
-    struct worker *w;          /* owner */
-    struct uvconn *prev;       /* worker's list */
-    struct uvconn *next;       /* worker's list */
-    int open_handles;          /* tcp + timer not yet closed */
-    bool writing;              /* wreq in flight */
-    bool closing;              /* uv_close called */
-    bool lingering;            /* FIN sent, discarding input until EOF or timeout */
+    union {
+        uv_tcp_t tcp;       /* TCP */
+        uv_pipe_t pipe;     /* Unix-domain socket (unix_path) */
+        uv_stream_t stream; /* either, as a stream */
+        uv_handle_t handle; /* either, as a handle */
+    } sock;                 /* the connection's socket */
+    uv_timer_t timer;       /* header/body/idle deadline */
+    uv_write_t wreq;        /* the write in flight */
+    uv_shutdown_t sreq;     /* lingering close: our FIN */
+    struct ag_buf wbuf;     /* bytes being written */
+    struct worker *w;       /* owner */
+    struct uvconn *prev;    /* worker's list */
+    struct uvconn *next;    /* worker's list */
+    int open_handles;       /* tcp + timer not yet closed */
+    bool writing;           /* wreq in flight */
+    bool closing;           /* uv_close called */
+    bool lingering;         /* FIN sent, discarding input until EOF or timeout */
+    bool peer_counted;      /* counted in srv->peers under peer_key */
+    uint8_t peer_key[16];   /* the client's address (peers.c key) */
 };
 
 struct worker {
     struct ag_http_server *srv; /* owner */
     uv_loop_t loop;             /* this worker's loop */
-    uv_tcp_t listener;          /* its SO_REUSEPORT socket */
-    uv_async_t wake;            /* drain requests */
-    uv_timer_t drain_timer;     /* force-close at the end of a drain */
-    uv_thread_t thread;         /* runs the loop */
-    struct ag__http_ctx ctx;    /* shared by its connections */
-    struct uvconn *conns;       /* open connections */
-    uint32_t nconns;            /* connections in the list */
-    uint32_t max_conns;         /* admission limit */
-    bool accept_waiting;        /* a connection waits for uv_accept */
-    bool draining;              /* drain started on this loop */
-    bool listener_open;         /* listener not closed yet */
-    bool loop_ready;            /* loop initialised */
-    bool thread_started;        /* thread created */
-    char rbuf[64 * 1024];       /* read buffer */
+    union {
+        uv_tcp_t tcp;        /* its SO_REUSEPORT socket */
+        uv_pipe_t pipe;      /* its dup() of the one Unix listening socket */
+        uv_stream_t stream;  /* either */
+        uv_handle_t handle;  /* either */
+    } listener;              /* where this worker accepts */
+    uv_async_t wake;         /* drain requests */
+    uv_timer_t drain_timer;  /* force-close at the end of a drain */
+    uv_thread_t thread;      /* runs the loop */
+    struct ag__http_ctx ctx; /* shared by its connections */
+    struct uvconn *conns;    /* open connections */
+    uint32_t nconns;         /* connections in the list */
+    uint32_t max_conns;      /* admission limit */
+    bool accept_waiting;     /* a connection waits for uv_accept */
+    bool draining;           /* drain started on this loop */
+    bool listener_open;      /* listener not closed yet */
+    bool loop_ready;         /* loop initialised */
+    bool thread_started;     /* thread created */
+    char rbuf[64 * 1024];    /* read buffer */
 };
 
 struct ag_http_server {
     struct ag_http_server_config cfg; /* copy; host points at host_copy */
     char host_copy[64];               /* numeric address */
+    char unix_copy[108];              /* cfg.unix_path's copy ("" = TCP) */
+    bool unix_bound;                  /* we created the socket file: unlink it at free */
     struct ag_http_router *router;    /* borrowed */
     struct ag__http_limits lim;       /* resolved */
     struct worker *workers;           /* array of nworkers */
@@ -82,6 +113,9 @@ struct ag_http_server {
     _Atomic bool draining;            /* drain requested */
     _Atomic uint32_t drain_ms;        /* force-close delay */
     bool started;                     /* threads running */
+    struct ag__peers *peers;          /* open connections per client address */
+    uint32_t per_peer_cap;            /* max_conns_per_peer resolved */
+    struct ag_obs_series *refused;    /* refused{reason="per_peer"}; NULL = no metrics */
 };
 
 bool ag__http_ctx_draining(const struct ag__http_ctx *ctx)
@@ -119,6 +153,8 @@ static void uc_handle_closed(uv_handle_t *h)
     if (uc->next) uc->next->prev = uc->prev;
     uc->prev = uc->next = NULL;
     w->nconns--;
+    if (uc->peer_counted) ag__peers_release(w->srv->peers, uc->peer_key);
+    uc->peer_counted = false;
     ag__http_conn_closed(&uc->conn); /* may release uc */
     if (w->accept_waiting && !w->draining && w->nconns < w->max_conns) accept_one(w);
     if (w->draining && w->nconns == 0) {
@@ -133,7 +169,7 @@ static void uc_close(struct ag__http_conn *c)
     if (uc->closing) return;
     uc->closing = true;
     c->closing = true;
-    uv_close((uv_handle_t *)&uc->tcp, uc_handle_closed);
+    uv_close(&uc->sock.handle, uc_handle_closed);
     uv_close((uv_handle_t *)&uc->timer, uc_handle_closed);
 }
 
@@ -162,12 +198,12 @@ static void uc_linger(struct ag__http_conn *c)
     if (uc->lingering || uc->closing) return;
     uc->lingering = true;
     uc->sreq.data = uc;
-    if (uv_shutdown(&uc->sreq, (uv_stream_t *)&uc->tcp, linger_shutdown_cb) != 0) {
+    if (uv_shutdown(&uc->sreq, &uc->sock.stream, linger_shutdown_cb) != 0) {
         uc_close(c);
         return;
     }
     c->refs++;
-    uv_read_start((uv_stream_t *)&uc->tcp, uc_alloc, uc_read_cb);
+    uv_read_start(&uc->sock.stream, uc_alloc, uc_read_cb);
     uv_timer_start(&uc->timer, linger_timeout, AG_MIN(c->ctx->lim.idle_timeout_ms, 2000), 0);
 }
 
@@ -196,7 +232,7 @@ static void uc_flush(struct ag__http_conn *c)
     uc->wbuf = c->out;
     c->out = tmp;
     uv_buf_t b = uv_buf_init(uc->wbuf.data, (unsigned)uc->wbuf.len);
-    int n = uv_try_write((uv_stream_t *)&uc->tcp, &b, 1);
+    int n = uv_try_write(&uc->sock.stream, &b, 1);
     if (n == (int)b.len) {
         ag_buf_reset(&uc->wbuf);
         if (c->out.len || c->close_after_flush) uc_flush(c);
@@ -208,7 +244,7 @@ static void uc_flush(struct ag__http_conn *c)
     }
     if (n > 0) b = uv_buf_init(b.base + n, b.len - (unsigned)n);
     uc->wreq.data = uc;
-    if (uv_write(&uc->wreq, (uv_stream_t *)&uc->tcp, &b, 1, uc_write_cb) != 0) {
+    if (uv_write(&uc->wreq, &uc->sock.stream, &b, 1, uc_write_cb) != 0) {
         uc_close(c);
         return;
     }
@@ -258,9 +294,9 @@ static void uc_read(struct ag__http_conn *c, bool on)
     struct uvconn *uc = uc_of(c);
     if (uc->closing || uc->lingering) return;
     if (on)
-        uv_read_start((uv_stream_t *)&uc->tcp, uc_alloc, uc_read_cb);
+        uv_read_start(&uc->sock.stream, uc_alloc, uc_read_cb);
     else
-        uv_read_stop((uv_stream_t *)&uc->tcp);
+        uv_read_stop(&uc->sock.stream);
 }
 
 static uint64_t uc_now(struct ag__http_conn *c)
@@ -286,13 +322,21 @@ static const struct ag__http_io uv_io = {
 
 /* ---- accepting ---- */
 
-static void format_peer(struct uvconn *uc)
+/* The peer as "ip:port" into conn.peer, and its address into *ss (family
+ * AF_UNSPEC when unknown). */
+static void format_peer(struct uvconn *uc, struct sockaddr_storage *ss_out)
 {
     struct sockaddr_storage ss;
     int len = sizeof ss;
     char ip[INET6_ADDRSTRLEN] = "?";
     int port = 0;
-    if (uv_tcp_getpeername(&uc->tcp, (struct sockaddr *)&ss, &len) == 0) {
+    ss.ss_family = AF_UNSPEC;
+    *ss_out = ss;
+    if (uc->w->srv->unix_copy[0]) {
+        snprintf(uc->conn.peer, sizeof uc->conn.peer, "unix");
+        return;
+    }
+    if (uv_tcp_getpeername(&uc->sock.tcp, (struct sockaddr *)&ss, &len) == 0) {
         if (ss.ss_family == AF_INET) {
             struct sockaddr_in *a = (struct sockaddr_in *)&ss;
             uv_ip4_name(a, ip, sizeof ip);
@@ -304,6 +348,22 @@ static void format_peer(struct uvconn *uc)
         }
     }
     snprintf(uc->conn.peer, sizeof uc->conn.peer, "%s:%d", ip, port);
+    *ss_out = ss;
+}
+
+/* Count the connection against its address; false when the address already has
+ * max_conns_per_peer open (the connection is then to be closed at once). */
+static bool admit_peer(struct uvconn *uc, const struct sockaddr_storage *ss)
+{
+    struct ag_http_server *s = uc->w->srv;
+    if (!ag__peer_key((const struct sockaddr *)ss, uc->peer_key)) return true;
+    int rc = ag__peers_acquire(s->peers, uc->peer_key, s->per_peer_cap);
+    if (rc == AG_EAGAIN) {
+        if (s->refused) ag_obs_counter_inc(s->refused);
+        return false;
+    }
+    uc->peer_counted = rc == 0;
+    return true;
 }
 
 static void accept_one(struct worker *w)
@@ -314,9 +374,13 @@ static void accept_one(struct worker *w)
         w->accept_waiting = true; /* retry when a connection closes */
         return;
     }
-    uv_tcp_init(&w->loop, &uc->tcp);
+    bool is_unix = w->srv->unix_copy[0] != '\0';
+    if (is_unix)
+        uv_pipe_init(&w->loop, &uc->sock.pipe, 0);
+    else
+        uv_tcp_init(&w->loop, &uc->sock.tcp);
     uv_timer_init(&w->loop, &uc->timer);
-    uc->tcp.data = uc->timer.data = uc;
+    uc->sock.handle.data = uc->timer.data = uc;
     uc->w = w;
     uc->open_handles = 2;
     ag__http_conn_init(&uc->conn, &w->ctx, &uv_io);
@@ -324,15 +388,20 @@ static void accept_one(struct worker *w)
     if (w->conns) w->conns->prev = uc;
     w->conns = uc;
     w->nconns++;
-    if (uv_accept((uv_stream_t *)&w->listener, (uv_stream_t *)&uc->tcp) != 0) {
+    if (uv_accept(&w->listener.stream, &uc->sock.stream) != 0) {
         uc_close(&uc->conn);
         return;
     }
-    uv_tcp_nodelay(&uc->tcp, 1);
-    format_peer(uc);
-    uc_set_timer(&uc->conn, w->ctx.lim.header_timeout_ms);
+    struct sockaddr_storage ss;
+    format_peer(uc, &ss);
+    if (!admit_peer(uc, &ss)) {
+        uc_close(&uc->conn); /* over the per-peer cap: closed before reading a byte */
+        return;
+    }
+    if (!is_unix) uv_tcp_nodelay(&uc->sock.tcp, 1);
+    uc_set_timer(&uc->conn, w->ctx.lim.first_byte_timeout_ms);
     uc->conn.armed_ms = uc->conn.idle_deadline_ms;
-    uv_read_start((uv_stream_t *)&uc->tcp, uc_alloc, uc_read_cb);
+    uv_read_start(&uc->sock.stream, uc_alloc, uc_read_cb);
 }
 
 static void on_connection(uv_stream_t *server, int status)
@@ -364,7 +433,7 @@ static void wake_cb(uv_async_t *a)
     w->draining = true;
     if (w->listener_open) {
         w->listener_open = false;
-        uv_close((uv_handle_t *)&w->listener, NULL);
+        uv_close(&w->listener.handle, NULL);
     }
     for (struct uvconn *uc = w->conns, *n; uc; uc = n) {
         n = uc->next;
@@ -398,15 +467,25 @@ int ag_http_server_new(const struct ag_http_server_config *cfg, struct ag_http_r
     s->cfg = *cfg;
     snprintf(s->host_copy, sizeof s->host_copy, "%s", cfg->host ? cfg->host : "127.0.0.1");
     s->cfg.host = s->host_copy;
+    if (cfg->unix_path) {
+        if (cfg->unix_path[0] != '/' || strlen(cfg->unix_path) >= sizeof s->unix_copy) {
+            ag_free(s);
+            return AG_EINVAL;
+        }
+        snprintf(s->unix_copy, sizeof s->unix_copy, "%s", cfg->unix_path);
+        s->cfg.unix_path = s->unix_copy;
+    }
     s->router = router;
     ag__http_limits_from(cfg, &s->lim);
     s->nworkers = cfg->workers > 0 ? cfg->workers : (int)uv_available_parallelism();
     if (s->nworkers < 1) s->nworkers = 1;
     s->workers = ag_calloc((size_t)s->nworkers, sizeof *s->workers);
-    if (!s->workers) {
+    if (!s->workers || ag__peers_new(&s->peers) != 0) {
+        ag_free(s->workers);
         ag_free(s);
         return AG_ENOMEM;
     }
+    s->per_peer_cap = cfg->max_conns_per_peer ? cfg->max_conns_per_peer : 256;
     *out = s;
     return 0;
 }
@@ -459,6 +538,75 @@ static int probe_free(const char *host, uint16_t port, struct ag_err *err)
     return rc ? ag_err_set(err, AG_EIO, "bind %s:%u: %s", host, port, strerror(rc)) : 0;
 }
 
+/* Whether a process listens on the Unix socket `path`: AG_EIO when one answers (or
+ * the path is something else than a socket); a stale socket file nobody answers
+ * on (left by a crash) is unlinked. */
+static int unix_probe(const char *path, struct ag_err *err)
+{
+    struct stat st;
+    if (lstat(path, &st) != 0)
+        return errno == ENOENT ? 0 : ag_err_set(err, AG_EIO, "%s: %s", path, strerror(errno));
+    if (!S_ISSOCK(st.st_mode))
+        return ag_err_set(err, AG_EIO, "%s exists and is not a socket", path);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return ag_err_set(err, AG_EIO, "socket: %s", strerror(errno));
+    int rc = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0 ? 0 : errno;
+    close(fd);
+    if (rc == 0 || rc == EAGAIN) /* EAGAIN: a listener whose backlog is full */
+        return ag_err_set(err, AG_EIO, "%s: another process listens there", path);
+    if (rc != ECONNREFUSED) return ag_err_set(err, AG_EIO, "%s: %s", path, strerror(rc));
+    if (unlink(path) != 0 && errno != ENOENT)
+        return ag_err_set(err, AG_EIO, "cannot remove the stale socket %s: %s", path,
+                          strerror(errno));
+    return 0;
+}
+
+/* The one listening Unix socket, mode 0600: only this user may connect. The mode
+ * is set before listen(2), so nobody can connect through a wider umask meanwhile. */
+static int bind_unix(const char *path, int backlog, struct ag_err *err, int *fd_out)
+{
+    int rc = unix_probe(path, err);
+    if (rc) return rc;
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return ag_err_set(err, AG_EIO, "socket: %s", strerror(errno));
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        int e = errno;
+        close(fd);
+        return ag_err_set(err, AG_EIO, "bind %s: %s", path, strerror(e));
+    }
+    if (chmod(path, 0600) != 0 || listen(fd, backlog) != 0) {
+        int e = errno;
+        close(fd);
+        unlink(path);
+        return ag_err_set(err, AG_EIO, "listen %s: %s", path, strerror(e));
+    }
+    *fd_out = fd;
+    return 0;
+}
+
+static int worker_setup(struct ag_http_server *s, struct worker *w, int fd, struct ag_err *err);
+
+/* Every worker accepts from its own dup() of the one Unix listening socket. */
+static int start_unix(struct ag_http_server *s, struct ag_err *err)
+{
+    int fd = -1;
+    int rc = bind_unix(s->unix_copy, s->cfg.backlog ? s->cfg.backlog : 1024, err, &fd);
+    if (rc) return rc;
+    s->unix_bound = true;
+    for (int i = 0; i < s->nworkers && !rc; i++) {
+        int d = i == 0 ? fd : fcntl(fd, F_DUPFD_CLOEXEC, 0);
+        if (d < 0)
+            rc = ag_err_set(err, AG_EIO, "dup: %s", strerror(errno));
+        else
+            rc = worker_setup(s, &s->workers[i], d, err);
+    }
+    return rc; /* fd belongs to the first worker (closed with its loop) */
+}
+
 int ag_http_listen_check(const char *host, uint16_t port, struct ag_err *err)
 {
     return probe_free(host ? host : "127.0.0.1", port, err);
@@ -487,17 +635,20 @@ static int worker_setup(struct ag_http_server *s, struct worker *w, int fd, stru
         return ag_err_set(err, AG_EIO, "uv_loop_init failed");
     }
     w->loop_ready = true;
-    uv_tcp_init(&w->loop, &w->listener);
-    w->listener.data = w;
+    if (s->unix_copy[0])
+        uv_pipe_init(&w->loop, &w->listener.pipe, 0);
+    else
+        uv_tcp_init(&w->loop, &w->listener.tcp);
+    w->listener.handle.data = w;
     w->listener_open = true;
     uv_async_init(&w->loop, &w->wake, wake_cb);
     w->wake.data = w;
     uv_timer_init(&w->loop, &w->drain_timer);
     w->drain_timer.data = w;
-    int rc = uv_tcp_open(&w->listener, fd);
+    int rc =
+        s->unix_copy[0] ? uv_pipe_open(&w->listener.pipe, fd) : uv_tcp_open(&w->listener.tcp, fd);
     if (rc == 0)
-        rc = uv_listen((uv_stream_t *)&w->listener, s->cfg.backlog ? s->cfg.backlog : 1024,
-                       on_connection);
+        rc = uv_listen(&w->listener.stream, s->cfg.backlog ? s->cfg.backlog : 1024, on_connection);
     if (rc != 0) return ag_err_set(err, AG_EIO, "listen: %s", uv_strerror(rc));
     return 0;
 }
@@ -528,9 +679,10 @@ int ag_http_server_start(struct ag_http_server *s, struct ag_err *err)
 {
     if (s->started) return ag_err_set(err, AG_EINVAL, "server already started");
     signal(SIGPIPE, SIG_IGN);
+    s->refused = ag__http_observe_refused(ag__http_router_observer(s->router), "per_peer");
     uint16_t port = s->cfg.port;
-    int rc = probe_free(s->cfg.host, port, err);
-    for (int i = 0; i < s->nworkers && !rc; i++) {
+    int rc = s->unix_copy[0] ? start_unix(s, err) : probe_free(s->cfg.host, port, err);
+    for (int i = 0; i < s->nworkers && !rc && !s->unix_copy[0]; i++) {
         int fd = -1;
         rc = bind_socket(s->cfg.host, port, err, &fd);
         if (!rc && i == 0) port = bound_port(fd);
@@ -538,9 +690,11 @@ int ag_http_server_start(struct ag_http_server *s, struct ag_err *err)
     }
     if (rc) {
         for (int i = 0; i < s->nworkers; i++) worker_abandon(&s->workers[i]);
+        if (s->unix_bound) unlink(s->unix_copy);
+        s->unix_bound = false;
         return rc;
     }
-    s->port = port;
+    s->port = s->unix_copy[0] ? 0 : port;
     s->started = true;
     for (int i = 0; i < s->nworkers; i++) {
         struct worker *w = &s->workers[i];
@@ -571,6 +725,8 @@ void ag_http_server_free(struct ag_http_server *s)
         ag_http_server_wait(s);
     }
     for (int i = 0; i < s->nworkers; i++) worker_abandon(&s->workers[i]);
+    if (s->unix_bound) unlink(s->unix_copy);
+    ag__peers_free(s->peers);
     ag_free(s->workers);
     ag_free(s);
 }

@@ -88,9 +88,13 @@ static int endpoint_init(struct ag_mesh_cluster *c, size_t i, struct ag_err *err
 {
     const struct ag_mesh_endpoint_config *src = &c->cfg.endpoints[i];
     struct ag__mesh_ep *e = &c->eps[i];
-    if (!src->host || !*src->host || strlen(src->host) >= sizeof e->host || !src->port)
+    bool is_unix = src->host && strncmp(src->host, "unix:/", 6) == 0;
+    if (!src->host || !*src->host || strlen(src->host) >= sizeof e->host ||
+        (!src->port && !is_unix))
         return ag_err_set(err, AG_EINVAL,
-                          "cluster %s: endpoint %zu needs a numeric host and a port", c->name, i);
+                          "cluster %s: endpoint %zu needs a numeric host and a port, or "
+                          "unix:/path",
+                          c->name, i);
     if (src->nlabels > AG_MESH_MAX_LABELS)
         return ag_err_set(err, AG_EINVAL, "cluster %s: too many labels", c->name);
     snprintf(e->host, sizeof e->host, "%s", src->host);
@@ -146,7 +150,7 @@ static int ring_build(struct ag_mesh_cluster *c)
     if (!c->ring) return AG_ENOMEM;
     for (size_t i = 0; i < c->neps; i++) {
         for (uint32_t v = 0; v < RING_VNODES; v++) {
-            char key[96];
+            char key[AG_HTTP_HOST_MAX + 32];
             int n = snprintf(key, sizeof key, "%s:%u#%u", c->eps[i].host, c->eps[i].cfg.port, v);
             c->ring[i * RING_VNODES + v] =
                 (struct ag__mesh_ring_node){ag_xxh3(key, (size_t)n), (uint32_t)i};
@@ -425,8 +429,12 @@ void ag_mesh_cluster_health_result(struct ag_mesh_cluster *c, size_t idx, bool o
 static json_t *endpoint_json(struct ag_mesh_cluster *c, size_t i, uint64_t now)
 {
     struct ag__mesh_ep *e = &c->eps[i];
-    char addr[96];
-    snprintf(addr, sizeof addr, strchr(e->host, ':') ? "[%s]:%u" : "%s:%u", e->host, e->cfg.port);
+    char addr[AG_HTTP_HOST_MAX + 16];
+    if (strncmp(e->host, "unix:", 5) == 0)
+        snprintf(addr, sizeof addr, "%s", e->host);
+    else
+        snprintf(addr, sizeof addr, strchr(e->host, ':') ? "[%s]:%u" : "%s:%u", e->host,
+                 e->cfg.port);
     json_t *labels = json_array();
     for (size_t l = 0; l < e->cfg.nlabels; l++)
         json_array_append_new(labels, json_string(e->cfg.labels[l]));

@@ -10,7 +10,7 @@
 
 struct ag__mesh_ep {
     struct ag_mesh_endpoint_config cfg;   /* host and labels point into the copies below */
-    char host[64];                        /* numeric address */
+    char host[AG_HTTP_HOST_MAX];          /* numeric address or "unix:/path" */
     char *labels_mem[AG_MESH_MAX_LABELS]; /* owned label copies */
     uint64_t pool_key;                    /* identifies its pool on a loop */
     _Atomic uint32_t active;              /* tries in flight (least request) */

@@ -2,9 +2,10 @@
  *
  *   http_test_server [--port N] [--workers N] [--header-timeout MS] [--body-timeout MS]
  *                    [--idle-timeout MS] [--max-conns N] [--max-body BYTES] [--access-log]
+ *                    [--max-per-peer N] [--first-byte-timeout MS] [--unix PATH]
  *
- * Prints "PORT <n>" on stdout once listening, serves until SIGTERM/SIGINT, then
- * drains (2 s) and exits 0. Routes: GET /hello, POST /echo, GET /orders/{id},
+ * Prints "PORT <n>" on stdout once listening (0 with --unix PATH: a Unix socket), serves until
+ * SIGTERM/SIGINT, then drains (2 s) and exits 0. Routes: GET /hello, POST /echo, GET /orders/{id},
  * GET /slow?ms=N (answers later from a timer on the request's loop), GET /problem,
  * GET /drain (starts a drain), plus /metrics and /health/{live,ready}. */
 #include <stdio.h>
@@ -97,6 +98,13 @@ static uint32_t arg_u32(int argc, char **argv, const char *name, uint32_t dflt)
     return dflt;
 }
 
+static const char *arg_str(int argc, char **argv, const char *name)
+{
+    for (int i = 1; i + 1 < argc; i++)
+        if (strcmp(argv[i], name) == 0) return argv[i + 1];
+    return NULL;
+}
+
 static bool arg_flag(int argc, char **argv, const char *name)
 {
     for (int i = 1; i < argc; i++)
@@ -129,10 +137,14 @@ int main(int argc, char **argv)
         .idle_timeout_ms = arg_u32(argc, argv, "--idle-timeout", 0),
         .max_connections = arg_u32(argc, argv, "--max-conns", 0),
         .max_body_bytes = arg_u32(argc, argv, "--max-body", 0),
+        .max_conns_per_peer = arg_u32(argc, argv, "--max-per-peer", 0),
+        .first_byte_timeout_ms = arg_u32(argc, argv, "--first-byte-timeout", 0),
+        .unix_path = arg_str(argc, argv, "--unix"),
     };
     struct ag_err err;
     if (ag_http_server_new(&cfg, r, &server) || ag_http_server_start(server, &err)) {
         fprintf(stderr, "cannot start: %s\n", err.msg);
+        ag_http_server_free(server);
         return 1;
     }
     printf("PORT %u\n", ag_http_server_port(server));

@@ -79,6 +79,28 @@ Test(gateway_config, errors_name_file_line_and_path)
     cr_expect(strstr(err.msg, "test.yaml:6:"), "%s", err.msg);
 }
 
+Test(gateway_config, connection_limits)
+{
+    static const char yaml[] = "gateway: {maxConnectionsPerPeer: 64, firstByteTimeout: 1500ms}\n"
+                               "destinationRules:\n  - host: svc\n"
+                               "    endpoints: [{address: 127.0.0.1:9}]\n";
+    struct gw_conf *c;
+    struct ag_err err;
+    cr_assert_eq(compile(yaml, &c, &err), 0, "%s", err.msg);
+    cr_expect_eq(c->max_per_peer, 64);
+    cr_expect_eq(c->first_byte_ms, 1500);
+    ag__gw_conf_unref(c);
+    cr_assert_eq(compile(base_yaml, &c, &err), 0, "%s", err.msg);
+    cr_expect_eq(c->max_per_peer, 0, "absent: the server's default (256)");
+    cr_expect_eq(c->first_byte_ms, 0, "absent: the server's default (5 s)");
+    ag__gw_conf_unref(c);
+    static const char bad[] = "gateway:\n  firstByteTimeout: soon\n";
+    cr_assert_eq(compile(bad, &c, &err), AG_ECONFIG);
+    cr_expect(strstr(err.msg, "test.yaml:2: gateway.firstByteTimeout"), "%s", err.msg);
+    static const char zero[] = "gateway:\n  firstByteTimeout: 0s\n";
+    cr_assert_eq(compile(zero, &c, &err), AG_ECONFIG);
+}
+
 Test(gateway_config, limiter_admits_rate_times_time_plus_burst)
 {
     struct gw_conf *c;

@@ -140,15 +140,47 @@ Test(conn, idle_keep_alive_closes_silently)
     teardown();
 }
 
-Test(conn, silent_new_connection_is_closed_after_header_timeout)
+Test(conn, silent_new_connection_is_closed_after_first_byte_timeout)
 {
-    struct ag_http_server_config cfg = {.header_timeout_ms = 100, .idle_timeout_ms = 100000};
+    struct ag_http_server_config cfg = {
+        .first_byte_timeout_ms = 100, .header_timeout_ms = 1000, .idle_timeout_ms = 100000};
     setup_with(&cfg);
     /* the memory transport arms its timer lazily: poke it with an empty feed */
     ag__http_memconn_feed(m, "", 0);
-    ag__http_memconn_advance(m, 101);
-    cr_assert(m->closed);
+    ag__http_memconn_advance(m, 99);
+    cr_assert_not(m->closed);
+    ag__http_memconn_advance(m, 2);
+    cr_assert(m->closed, "no byte within the first-byte timeout");
     cr_assert_eq(m->output.len, 0);
+    teardown();
+}
+
+Test(conn, first_byte_timeout_defaults_to_5s)
+{
+    setup_with(NULL);
+    ag__http_memconn_feed(m, "", 0);
+    ag__http_memconn_advance(m, 4999);
+    cr_assert_not(m->closed);
+    ag__http_memconn_advance(m, 2);
+    cr_assert(m->closed);
+    teardown();
+}
+
+Test(conn, header_timeout_runs_from_the_first_byte)
+{
+    struct ag_http_server_config cfg = {.first_byte_timeout_ms = 100, .header_timeout_ms = 300};
+    setup_with(&cfg);
+    ag__http_memconn_feed(m, "", 0);
+    ag__http_memconn_advance(m, 90);
+    feed("GET /hello HTTP/1.1\r\nX-Slow: "); /* from now on the header timeout applies */
+    for (int i = 0; i < 29; i++) {           /* a slowloris: a byte every 10 ms */
+        ag__http_memconn_advance(m, 10);
+        feed("a");
+    }
+    cr_assert_not(m->closed, "290 ms into the header: not cut yet");
+    ag__http_memconn_advance(m, 11);
+    cr_assert(strstr(out(), "HTTP/1.1 408 "), "cut by the header timeout, not by each byte");
+    cr_assert(m->closed);
     teardown();
 }
 

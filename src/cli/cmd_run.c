@@ -91,6 +91,22 @@ bool ag_cli_loopback(const char *host)
     return !strncmp(host, "127.", 4) || !strcmp(host, "::1") || !strcmp(host, "localhost");
 }
 
+/* DATA/services.sock as an absolute path (the gateway's upstream address), which
+ * must fit a Unix socket address (107 bytes). */
+static int services_socket(const char *data, char out[1024], struct ag_err *err)
+{
+    char *abs = realpath(data, NULL);
+    if (!abs) return ag_err_set(err, AG_EIO, "%s: %s", data, strerror(errno));
+    int n = snprintf(out, 1024, "%s/services.sock", abs);
+    free(abs);
+    if (n > 107)
+        return ag_err_set(err, AG_EINVAL,
+                          "the services' socket %s is longer than a Unix socket path may be (107 "
+                          "bytes): use a shorter --data",
+                          out);
+    return 0;
+}
+
 static int serve_gateway(struct ag_platform *p, const char *listen, const char *secret, int workers,
                          const char *data)
 {
@@ -171,8 +187,7 @@ static int run(int argc, char **argv)
         .data_dir = data, .host = host, .port = port, .workers = workers, .seed = seed};
     const char *st = getenv("AGORA_SAGA_THREADS");
     if (st && atoi(st) > 0 && atoi(st) <= 1024) cfg.saga_threads = (unsigned)atoi(st);
-    char sock[1024];
-    snprintf(sock, sizeof sock, "%s/services.sock", data);
+    char sock[1024] = "";
     if (gateway) { /* the gateway is the only TCP listener; services sit on a Unix socket */
         cfg.unix_path = sock;
         cfg.behind_gateway = true;
@@ -187,6 +202,7 @@ static int run(int argc, char **argv)
     char secret[65];
     int rc = ag_http_listen_check(host, port, &err); /* before touching the data */
     if (!rc) rc = secure_data_dir(data, &err);
+    if (!rc && gateway) rc = services_socket(data, sock, &err);
     if (!rc && gateway) rc = ag_cli_jwt_secret(data, true, secret, &err);
     if (!rc) rc = ag_platform_start(&cfg, &p, &err);
     if (rc) {

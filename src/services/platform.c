@@ -218,9 +218,10 @@ static int start_http(struct ag_platform *p, struct ag_err *err)
     svc_admin_routes(p);
     svc_audit_routes(p);
     svc_saga_admin_routes(p);
-    struct ag_http_server_config hc = {
-        .host = p->cfg.host, .port = p->cfg.port, .workers = p->cfg.workers};
-    /* TODO(merge h-http): .unix_path = p->cfg.unix_path */
+    struct ag_http_server_config hc = {.host = p->cfg.host,
+                                       .port = p->cfg.port,
+                                       .workers = p->cfg.workers,
+                                       .unix_path = p->cfg.unix_path};
     rc = ag_http_server_new(&hc, p->router, &p->server);
     if (rc) return ag_err_set(err, rc, "cannot create the HTTP server");
     return ag_http_server_start(p->server, err);

@@ -650,8 +650,8 @@ static json_t *summary(struct load *L)
     double place_s = (double)(end - L->t_start) / 1e9;
     uint64_t last = L->t_last_final > L->t_start ? L->t_last_final : end;
     double final_s = (double)(last - L->t_start) / 1e9;
-    qsort(L->post.v, L->post.n, sizeof *L->post.v, cmp_u32);
-    qsort(L->final.v, L->final.n, sizeof *L->final.v, cmp_u32);
+    if (L->post.n) qsort(L->post.v, L->post.n, sizeof *L->post.v, cmp_u32);
+    if (L->final.n) qsort(L->final.v, L->final.n, sizeof *L->final.v, cmp_u32);
     json_int_t pending = (json_int_t)(L->placed - L->confirmed - L->cancelled);
     return json_pack(
         "{s:s, s:s, s:f, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:f,"

@@ -457,7 +457,7 @@ struct ag_gateway {
     struct ag_http_server *server;
     struct ag_obs_registry *metrics; /* borrowed or owned */
     bool own_metrics;
-    struct ag_obs_family *denied; /* agora_authz_denied_total{reason} */
+    struct ag_obs_family *denied;   /* agora_authz_denied_total{reason} */
     struct ag_obs_health *health;   /* readiness checks */
     struct ag_mesh_health *checker; /* active health checks */
     struct gw_idem *idem;           /* idempotency store */

@@ -216,7 +216,6 @@ static void after_cb(uv_work_t *w, int status)
     struct ag_http_req *req = j->req;
     if (j->location[0]) ag_http_resp_header(req, "Location", j->location);
     if (j->replayed) ag_http_resp_header(req, "Idempotent-Replayed", "true");
-    if (j->status == 503) ag_http_resp_header(req, "Retry-After", "1");
     /* a 5xx of the services' own making: the gateway's breaker and outlier
      * detection must not take it for a failing upstream (see include/agora/mesh.h) */
     if (j->problem && j->status >= 500) ag_http_resp_header(req, "X-Agora-Error", "service");
@@ -225,7 +224,7 @@ static void after_cb(uv_work_t *w, int status)
         snprintf(pos, sizeof pos, "%llu", (unsigned long long)j->rm_position);
         ag_http_resp_header(req, "X-Projection-Position", pos);
     }
-    if (j->problem && j->status == 503) { /* when to try again: the store's next retry */
+    if (j->status == 503) { /* when to try again: the store's next retry, else 1 s */
         struct ag_store_health h;
         ag_store_health(j->p->store, &h);
         unsigned long long secs = h.writable ? 1 : (h.retry_in_ms + 999) / 1000;
@@ -334,7 +333,7 @@ int svc_job_start(struct ag_platform *p, struct ag_http_req *req, const struct s
 #define SVC_IDEM_LEASE_MS 30000 /* the longest a request may take */
 
 /* Keys are per principal: the same key from two principals names two records. */
-static void idem_stream(const struct svc_job *j, const char *scope, char out[64])
+void svc_idem_stream(const struct svc_job *j, const char *scope, char out[64])
 {
     uint64_t h =
         ag_xxh3_seed(j->idem_key, strlen(j->idem_key),
@@ -432,7 +431,7 @@ int svc_idem_begin(struct svc_job *j, const char *scope)
         return 1;
     }
     char stream[64];
-    idem_stream(j, scope, stream);
+    svc_idem_stream(j, scope, stream);
     char hash[32];
     snprintf(hash, sizeof hash, "%016llx", (unsigned long long)body_hash(j));
     for (int attempt = 0; attempt < 3; attempt++) {
@@ -474,7 +473,7 @@ void svc_idem_end(struct svc_job *j, const char *scope)
     if (!j->idem_key[0] || j->replayed || !j->idem_claimed) return;
     j->idem_claimed = false;
     char stream[64];
-    idem_stream(j, scope, stream);
+    svc_idem_stream(j, scope, stream);
     /* A 5xx (or no answer yet: the error is filled in later) and a 409 from a lost
      * concurrency race are not the final answer: release the key for a retry. Any
      * other 4xx (a duplicate email, say) is the answer every replay must get. */

@@ -31,6 +31,8 @@ PIDS+=("$APID")
 for _ in $(seq 200); do curl -sf "$URL/health/live" >/dev/null 2>&1 && break; sleep 0.1; done
 curl -sf "$URL/health/live" >/dev/null || fail "agora run did not start"
 TOKEN=$("$AGORA" token --data "$TMP/data" --sub freeze --role customer)
+# the load registers and funds many customers: an operator's (admin) token
+LOADTOKEN=$("$AGORA" token --data "$TMP/data" --sub freeze-load --role admin)
 
 # The witness: a few keep-alive clients placing orders with long timeouts
 # through the freeze, writing every acknowledged order id to acked.txt.
@@ -79,7 +81,7 @@ PIDS+=("$WPID")
 
 # Background load: open loop at 300 orders/s (it gives up 2 s into the freeze,
 # leaving its connections and queued requests for the resumed loop).
-"$AGORA" load --target "$URL" --token "$TOKEN" --rate 300 --duration 30 --quiet \
+"$AGORA" load --target "$URL" --token "$LOADTOKEN" --rate 300 --duration 30 --quiet \
     >"$TMP/load1.json" 2>"$TMP/load1.log" &
 LPID=$!
 PIDS+=("$LPID")
@@ -106,7 +108,7 @@ for _ in $(seq 150); do
 done
 curl -sf --max-time 2 "$URL/api/v1/products?limit=1" >/dev/null || fail "reads do not recover"
 pass "reads pass the gateway again"
-"$AGORA" load --target "$URL" --token "$TOKEN" --orders 100 --concurrency 8 --quiet \
+"$AGORA" load --target "$URL" --token "$LOADTOKEN" --orders 100 --concurrency 8 --quiet \
     >"$TMP/load2.json" 2>"$TMP/load2.log" || fail "load after the freeze: $(cat "$TMP/load2.log")"
 python3 - "$TMP/load2.json" <<'PY' || fail "orders after the freeze: $(cat "$TMP/load2.json")"
 import json, sys
@@ -118,13 +120,14 @@ pass "100 orders placed after the freeze without an error"
 touch "$TMP/stop"
 wait "$WPID" || fail "witness: $(cat "$TMP/witness.log")"
 cat "$TMP/witness.log"
-python3 - "$PORT" "$TMP/acked.txt" <<'PY' || fail "an acknowledged order was lost"
+python3 - "$PORT" "$TMP/acked.txt" "$TOKEN" <<'PY' || fail "an acknowledged order was lost"
 import http.client, sys
 port, ids = int(sys.argv[1]), [l.strip() for l in open(sys.argv[2]) if l.strip()]
+H = {"Authorization": "Bearer " + sys.argv[3]}  # the witness's own orders
 assert len(ids) >= 20, "too few acknowledged orders to mean anything: %d" % len(ids)
 c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
 for i in ids:
-    c.request("GET", "/api/v1/orders/" + i)
+    c.request("GET", "/api/v1/orders/" + i, headers=H)
     r = c.getresponse(); r.read()
     assert r.status == 200, (i, r.status)
 print("witness: all %d acknowledged orders read back" % len(ids))

@@ -111,9 +111,10 @@ settle() {
 # ---- a running platform with a customer who can pay ----
 start
 pass "agora run on an 8 MiB tmpfs at $BASE"
-AUTH=""
+AUTH="" ADMIN=""
 if [ -z "${STORE_ENOSPC_NO_GATEWAY:-}" ]; then
     AUTH=$("$BIN" token --data "$DATA" --sub enospc --role customer) || fail "agora token"
+    ADMIN=$("$BIN" token --data "$DATA" --sub ops --role admin) || fail "agora token (admin)"
 fi
 post /api/v1/customers '{"email": "full@example.com", "name": "Disk Full"}'
 [ "$ST" = 201 ] || fail "register: $ST"
@@ -185,7 +186,7 @@ SC=$(j "[c for c in b['checks'] if c['name']=='store'][0]")
 case "$SC" in *"'status': 'down'"*"No space left on device"*) ;; *) fail "store check: $SC" ;; esac
 req GET /health/live
 [ "$ST" = 200 ] || fail "/health/live during the outage: $ST"
-req GET /metrics
+AUTH=$ADMIN req GET /metrics
 grep -q '^agora_store_writable 0$' "$TMP/last.body" || fail "agora_store_writable is not 0"
 FAILS=$(awk '$1=="agora_store_write_failures_total"{print $2}' "$TMP/last.body")
 [ -n "$FAILS" ] && [ "$FAILS" -ge 1 ] || fail "agora_store_write_failures_total '$FAILS'"
@@ -199,7 +200,7 @@ for _ in $(seq 150); do
     sleep 0.1
 done
 [ "$ST" = 200 ] || fail "/health/ready after freeing space: $ST"
-req GET /metrics
+AUTH=$ADMIN req GET /metrics
 grep -q '^agora_store_writable 1$' "$TMP/last.body" || fail "agora_store_writable is not 1"
 M=$N
 for k in 1 2 3; do

@@ -6,7 +6,8 @@
 
 static void apply(struct ag_stock *s, struct ag_dom_events *evs)
 {
-    for (size_t i = 0; i < evs->n; i++) cr_assert_eq(ag_stock_evolve(s, evs->v[i].type, evs->v[i].data), 0);
+    for (size_t i = 0; i < evs->n; i++)
+        cr_assert_eq(ag_stock_evolve(s, evs->v[i].type, evs->v[i].data), 0);
     ag_dom_events_free(evs);
 }
 

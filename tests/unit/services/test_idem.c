@@ -37,6 +37,8 @@ static struct svc_job *job(const char *key, const char *body)
     struct svc_job *j = calloc(1, sizeof *j);
     j->p = &plat;
     snprintf(j->idem_key, sizeof j->idem_key, "%s", key);
+    snprintf(j->who.sub, sizeof j->who.sub, "alice");
+    j->who.authenticated = true;
     j->body = json_loads(body, 0, NULL);
     return j;
 }
@@ -129,8 +131,7 @@ static void stale_claim(const char *key, const char *body, long long age_ms)
     struct svc_job *j = job(key, body);
     cr_assert_eq(svc_idem_begin(j, "t"), 0);
     char stream[64];
-    uint64_t h = ag_xxh3_seed(key, strlen(key), ag_xxh3("t", 1));
-    snprintf(stream, sizeof stream, "idempotency-%016llx", (unsigned long long)h);
+    svc_idem_stream(j, "t", stream);
     job_free(j); /* dies without svc_idem_end */
     if (!age_ms) return;
     /* an older claim: release, then claim again with an old `at` */
@@ -189,8 +190,7 @@ Test(idem, the_slow_request_cannot_answer_after_a_takeover)
     cr_assert_eq(svc_idem_begin(slow, "t"), 0);
     /* its claim is superseded (as when a retry took an expired claim over) */
     char stream[64];
-    uint64_t h = ag_xxh3_seed("k10", 3, ag_xxh3("t", 1));
-    snprintf(stream, sizeof stream, "idempotency-%016llx", (unsigned long long)h);
+    svc_idem_stream(slow, "t", stream);
     struct ag_event_data ev = {
         .type = "IdempotencyKeyReleased", .type_len = 22, .data = "{}", .data_len = 2};
     cr_assert_eq(ag_store_append(plat.store, stream, strlen(stream), 0, &ev, 1, NULL, NULL), 0);
@@ -200,4 +200,18 @@ Test(idem, the_slow_request_cannot_answer_after_a_takeover)
     job_free(slow);
     cr_assert_eq(run("k10", "{}", 201, &st), 1);
     cr_assert_eq(st, 201, "the retry's answer stands");
+}
+
+Test(idem, keys_are_per_principal)
+{
+    int st;
+    cr_assert_eq(run("k11", "{\"a\":1}", 201, &st), 0);
+    struct svc_job *bob = job("k11", "{\"a\":2}");
+    snprintf(bob->who.sub, sizeof bob->who.sub, "bob");
+    cr_assert_eq(svc_idem_begin(bob, "t"), 0, "bob's k11 is not alice's k11");
+    svc_ok(bob, 201, json_object());
+    svc_idem_end(bob, "t");
+    job_free(bob);
+    cr_assert_eq(run("k11", "{\"a\":1}", 201, &st), 1, "alice's replay is still hers");
+    cr_assert_eq(st, 201);
 }

@@ -595,3 +595,28 @@ json_t *svc_rm_query(struct ag_platform *p, enum rm_id rm, const char *sql, cons
     pthread_rwlock_unlock(&p->rm_lock[rm]);
     return rows;
 }
+
+/* ---- small read-model helpers shared by the contexts ---- */
+
+json_t *svc_money_json(json_int_t amount, const char *currency)
+{
+    return json_pack("{s:I, s:s}", "amount", amount, "currency", currency);
+}
+
+const char *svc_col(sqlite3_stmt *st, int i)
+{
+    return (const char *)sqlite3_column_text(st, i);
+}
+
+int svc_sql_run(sqlite3 *db, const char *sql, const char *id, const char *a, const char *b,
+                const char *c, const char *ts)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) return AG_EIO;
+    const char *v[] = {id, a, b, c, ts};
+    for (int i = 0; i < 5 && i < sqlite3_bind_parameter_count(st); i++)
+        sqlite3_bind_text(st, i + 1, v[i], -1, SQLITE_TRANSIENT);
+    int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : AG_EIO;
+    sqlite3_finalize(st);
+    return rc;
+}

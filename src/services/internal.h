@@ -141,7 +141,7 @@ bool svc_owns(struct svc_job *j, const char *customer_id);
 /* The customer id a read must be filtered to: NULL for an admin (no filter), the
  * caller's customer id, or "" (matches nothing) for a principal without one. */
 const char *svc_owner_filter(struct svc_job *j);
-/* True when order `order_id` exists and the caller may act on it (ordering.c). */
+/* True when order `order_id` exists and the caller may act on it (ordering/api.c). */
 bool svc_owns_order(struct svc_job *j, const char *order_id);
 /* Answer 401/403 (logged and counted) unless the caller is an admin; 1 if refused. */
 int svc_require_admin(struct svc_job *j);
@@ -198,6 +198,9 @@ bool svc_stream_exists(struct ag_platform *p, const char *prefix, const char *id
 /* Returns 1 when the job was answered from an earlier identical request (or
  * refused: key reused with another body, or still in progress), 0 to go on. */
 int svc_idem_begin(struct svc_job *j, const char *scope);
+/* The stream of the job's key in `scope`: per principal, so the same key from two
+ * principals names two records. */
+void svc_idem_stream(const struct svc_job *j, const char *scope, char out[64]);
 /* Record the job's answer for its key (after the work); after a 5xx, or a 409 from
  * a lost concurrency race, release the key instead so a retry proceeds as new. */
 void svc_idem_end(struct svc_job *j, const char *scope);
@@ -234,6 +237,15 @@ json_t *svc_page(json_t *rows, int limit);
 /* Parse ?limit (default 20, 1..100). AG_EINVAL with a field error otherwise. */
 int svc_limit(struct svc_job *j, const char *s, int *out);
 
+/* Money as JSON {amount, currency}. */
+json_t *svc_money_json(json_int_t amount, const char *currency);
+/* Column i of a row as text (NULL for NULL). */
+const char *svc_col(sqlite3_stmt *st, int i);
+/* Run `sql` on a projection's database with up to five text parameters (?1 id,
+ * ?2..?4 a, b, c, ?5 ts; as many as the statement has). */
+int svc_sql_run(sqlite3 *db, const char *sql, const char *id, const char *a, const char *b,
+                const char *c, const char *ts);
+
 /* ---- the contexts ---- */
 
 void svc_customers_routes(struct ag_platform *p);
@@ -245,6 +257,7 @@ void svc_admin_routes(struct ag_platform *p);
 void svc_audit_routes(struct ag_platform *p);
 void svc_saga_admin_routes(struct ag_platform *p);
 void svc_shipping_routes(struct ag_platform *p);
+void svc_sagas_routes(struct ag_platform *p);
 
 void svc_customers_projection(struct ag_projection *out);
 void svc_catalog_projection(struct ag_projection *out);

@@ -218,6 +218,7 @@ static int start_http(struct ag_platform *p, struct ag_err *err)
     svc_admin_routes(p);
     svc_audit_routes(p);
     svc_saga_admin_routes(p);
+    svc_sagas_routes(p);
     struct ag_http_server_config hc = {.host = p->cfg.host,
                                        .port = p->cfg.port,
                                        .workers = p->cfg.workers,

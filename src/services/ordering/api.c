@@ -1,6 +1,7 @@
 /*
- * The ordering context: placing, reading, listing and cancelling orders, the
- * orders read model, and the PlaceOrder saga:
+ * The ordering context's API: placing, reading, listing and cancelling orders
+ * (the caller's own, or any for an admin); the orders read model is in
+ * projection.c, the PlaceOrder saga in sagas/:
  *
  *   PlaceOrder → ReserveInventory → ProcessPayment → ArrangeShipment → ConfirmOrder
  *   (compensations: cancel order ← release stock ← refund ← cancel shipment)
@@ -228,30 +229,20 @@ static int create(struct svc_job *j)
     " shipping_address, cancellation_reason, tracking_number, saga_id, created_at, updated_at"     \
     " FROM orders"
 
-static json_t *money(json_int_t amount, const char *currency)
-{
-    return json_pack("{s:I, s:s}", "amount", amount, "currency", currency);
-}
-
-static const char *col(sqlite3_stmt *st, int i)
-{
-    return (const char *)sqlite3_column_text(st, i);
-}
-
 static json_t *order_row(sqlite3_stmt *st)
 {
-    const char *cur = col(st, 3);
-    json_t *o = json_pack("{s:s, s:s, s:s, s:o, s:o, s:o, s:s?, s:s?, s:s?}", "id", col(st, 0),
-                          "customerId", col(st, 1), "status", col(st, 2), "subtotal",
-                          money(sqlite3_column_int64(st, 4), cur), "discount",
-                          money(sqlite3_column_int64(st, 5), cur), "total",
-                          money(sqlite3_column_int64(st, 6), cur), "sagaId", col(st, 11),
-                          "createdAt", col(st, 12), "updatedAt", col(st, 13));
-    json_object_set_new(o, "items", json_loads(col(st, 7), 0, NULL) ?: json_array());
-    json_t *addr = col(st, 8) ? json_loads(col(st, 8), 0, NULL) : NULL;
+    const char *cur = svc_col(st, 3);
+    json_t *o = json_pack("{s:s, s:s, s:s, s:o, s:o, s:o, s:s?, s:s?, s:s?}", "id", svc_col(st, 0),
+                          "customerId", svc_col(st, 1), "status", svc_col(st, 2), "subtotal",
+                          svc_money_json(sqlite3_column_int64(st, 4), cur), "discount",
+                          svc_money_json(sqlite3_column_int64(st, 5), cur), "total",
+                          svc_money_json(sqlite3_column_int64(st, 6), cur), "sagaId", svc_col(st, 11),
+                          "createdAt", svc_col(st, 12), "updatedAt", svc_col(st, 13));
+    json_object_set_new(o, "items", json_loads(svc_col(st, 7), 0, NULL) ?: json_array());
+    json_t *addr = svc_col(st, 8) ? json_loads(svc_col(st, 8), 0, NULL) : NULL;
     if (addr) json_object_set_new(o, "shippingAddress", addr);
-    if (col(st, 9)) json_object_set_new(o, "cancellationReason", json_string(col(st, 9)));
-    if (col(st, 10)) json_object_set_new(o, "trackingNumber", json_string(col(st, 10)));
+    if (svc_col(st, 9)) json_object_set_new(o, "cancellationReason", json_string(svc_col(st, 9)));
+    if (svc_col(st, 10)) json_object_set_new(o, "trackingNumber", json_string(svc_col(st, 10)));
     return o;
 }
 
@@ -333,70 +324,6 @@ static int cancel(struct svc_job *j)
     return svc_ok(j, 202, json_pack("{s:s, s:s}", "orderId", j->param, "status", "cancelled"));
 }
 
-static json_t *saga_row(sqlite3_stmt *st)
-{
-    json_t *s = json_pack("{s:s, s:s, s:s, s:s?, s:s?, s:s?}", "id", col(st, 0), "type", col(st, 1),
-                          "status", col(st, 2), "currentStep", col(st, 3), "reason", col(st, 4),
-                          "updatedAt", col(st, 6));
-    json_object_set_new(s, "steps", json_loads(col(st, 5), 0, NULL) ?: json_array());
-    return s;
-}
-
-static json_t *one_col(sqlite3_stmt *st)
-{
-    return json_string(col(st, 0) ? col(st, 0) : "");
-}
-
-/* The saga belongs to the customer of the order it places. */
-static bool owns_saga(struct svc_job *j)
-{
-    if (j->who.admin) return true;
-    const char *mine = svc_caller_customer(j);
-    if (!mine) return false;
-    const char *args[] = {j->param, mine};
-    static const char sql[] = "SELECT id FROM orders WHERE saga_id=?1 AND customer_id=?2";
-    json_t *rows = svc_rm_query(j->p, RM_ORDERS, sql, args, 2, one_col);
-    if (rows && !json_array_size(rows) && svc_stream_exists(j->p, "saga", j->param)) {
-        svc_rm_catch_up(j->p);
-        json_decref(rows);
-        rows = svc_rm_query(j->p, RM_ORDERS, sql, args, 2, one_col);
-    }
-    bool mine_too = json_array_size(rows) > 0;
-    json_decref(rows);
-    return mine_too;
-}
-
-static int get_saga(struct svc_job *j)
-{
-    static const struct svc_one one = {
-        RM_SAGAS,
-        "SELECT id, type, status, current_step, reason, steps, updated_at FROM sagas WHERE id=?1",
-        saga_row,
-        "saga",
-        "Saga not found",
-        "no saga with id"};
-    if (!owns_saga(j)) return svc_problem(j, 404, "Saga not found", "no saga with id %s", j->param);
-    return svc_get_one(j, &one, j->param, NULL);
-}
-
-/* GET /admin/sagas?status=failed */
-static int list_sagas(struct svc_job *j)
-{
-    int limit;
-    svc_limit(j, j->q[1], &limit);
-    if (svc_fields_failed(j, 400)) return 0;
-    char lim[16];
-    snprintf(lim, sizeof lim, "%d", limit + 1);
-    const char *args[] = {j->q[0], j->q[2] ? j->q[2] : "", lim};
-    json_t *rows =
-        svc_rm_query(j->p, RM_SAGAS,
-                     "SELECT id, type, status, current_step, reason, steps, updated_at FROM sagas"
-                     " WHERE (?1 IS NULL OR status=?1) AND id > ?2 ORDER BY id LIMIT ?3",
-                     args, 3, saga_row);
-    if (!rows) return AG_EIO;
-    return svc_ok(j, 200, svc_page(rows, limit));
-}
-
 static const struct svc_route routes[] = {
     {"POST", "/api/v1/orders", SVC_OWNER, create, NULL, NULL, {NULL}},
     {"GET",
@@ -408,203 +335,9 @@ static const struct svc_route routes[] = {
      {"customerId", "status", "limit", "cursor"}},
     {"GET", "/api/v1/orders/{id}", SVC_OWNER, get, "id", "order", {NULL}},
     {"POST", "/api/v1/orders/{id}/cancel", SVC_OWNER, cancel, "id", "order", {NULL}},
-    {"GET", "/api/v1/sagas/{id}", SVC_OWNER, get_saga, "id", "saga", {NULL}},
-    {"GET", "/admin/sagas", SVC_ADMIN, list_sagas, NULL, NULL, {"status", "limit", "cursor"}},
 };
 
 void svc_ordering_routes(struct ag_platform *p)
 {
     svc_routes(p, routes, sizeof routes / sizeof routes[0]);
-}
-
-/* ---- the orders read model ---- */
-
-static const char schema[] =
-    "CREATE TABLE IF NOT EXISTS orders(id TEXT PRIMARY KEY, customer_id TEXT NOT NULL,"
-    " status TEXT NOT NULL, currency TEXT NOT NULL, subtotal INTEGER NOT NULL DEFAULT 0,"
-    " discount INTEGER NOT NULL DEFAULT 0, total INTEGER NOT NULL DEFAULT 0,"
-    " items TEXT NOT NULL DEFAULT '[]', shipping_address TEXT, cancellation_reason TEXT,"
-    " tracking_number TEXT, saga_id TEXT, created_at TEXT NOT NULL, updated_at TEXT NOT NULL);"
-    "CREATE INDEX IF NOT EXISTS orders_customer ON orders(customer_id, id);"
-    "CREATE INDEX IF NOT EXISTS orders_status ON orders(status, id);";
-
-static const char *const types[] = {
-    AG_EV_ORDER_CREATED,   AG_EV_ITEM_ADDED,      AG_EV_ITEM_REMOVED,  AG_EV_ORDER_PLACED,
-    AG_EV_ORDER_CONFIRMED, AG_EV_ORDER_CANCELLED, AG_EV_ORDER_SHIPPED, NULL};
-
-static int run_sql(sqlite3 *db, const char *sql, const char *id, const char *a, const char *b,
-                   const char *c, const char *ts)
-{
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) return AG_EIO;
-    const char *v[] = {id, a, b, c, ts};
-    for (int i = 0; i < 5 && i < sqlite3_bind_parameter_count(st); i++)
-        sqlite3_bind_text(st, i + 1, v[i], -1, SQLITE_TRANSIENT);
-    int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : AG_EIO;
-    sqlite3_finalize(st);
-    return rc;
-}
-
-static json_t *load_items(sqlite3 *db, const char *id, const char **currency_out, char *cur)
-{
-    sqlite3_stmt *st;
-    json_t *items = NULL;
-    if (sqlite3_prepare_v2(db, "SELECT items, currency FROM orders WHERE id=?", -1, &st, NULL) !=
-        SQLITE_OK)
-        return NULL;
-    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-    if (sqlite3_step(st) == SQLITE_ROW) {
-        items = json_loads((const char *)sqlite3_column_text(st, 0), 0, NULL);
-        snprintf(cur, 4, "%s", (const char *)sqlite3_column_text(st, 1));
-        *currency_out = cur;
-    }
-    sqlite3_finalize(st);
-    return items;
-}
-
-/* ItemAdded / ItemRemoved: rewrite the items array and the running subtotal. */
-static int apply_item(sqlite3 *db, const char *id, const json_t *d, bool add, const char *ts)
-{
-    const char *currency = NULL;
-    char cur[4];
-    json_t *items = load_items(db, id, &currency, cur);
-    if (!items) return 0;
-    const char *pid = json_string_value(json_object_get(d, "productId"));
-    json_int_t q = json_integer_value(json_object_get(d, "quantity"));
-    json_int_t unit =
-        json_integer_value(json_object_get(json_object_get(d, "unitPrice"), "amount"));
-    size_t i;
-    json_t *it;
-    bool found = false;
-    json_array_foreach(items, i, it)
-    {
-        if (!pid || strcmp(json_string_value(json_object_get(it, "productId")) ?: "", pid) != 0)
-            continue;
-        found = true;
-        if (!add) {
-            json_array_remove(items, i);
-            break;
-        }
-        q += json_integer_value(json_object_get(it, "quantity"));
-        json_object_set_new(it, "quantity", json_integer(q));
-        json_object_set_new(it, "subtotal", money(q * unit, currency));
-    }
-    if (add && !found)
-        json_array_append_new(items, json_pack("{s:s, s:I, s:o, s:o}", "productId", pid, "quantity",
-                                               q, "unitPrice", money(unit, currency), "subtotal",
-                                               money(q * unit, currency)));
-    json_int_t sub = 0;
-    json_array_foreach(items, i, it) sub +=
-        json_integer_value(json_object_get(json_object_get(it, "subtotal"), "amount"));
-    char *text = json_dumps(items, JSON_COMPACT);
-    char subs[32];
-    snprintf(subs, sizeof subs, "%lld", (long long)sub);
-    int rc =
-        run_sql(db, "UPDATE orders SET items=?2, subtotal=?3, total=?3, updated_at=?5 WHERE id=?1",
-                id, text, subs, NULL, ts);
-    free(text);
-    json_decref(items);
-    return rc;
-}
-
-static int apply_placed(sqlite3 *db, const char *id, const json_t *d, const char *ts)
-{
-    char sub[32], disc[32], tot[32];
-    snprintf(
-        sub, sizeof sub, "%lld",
-        (long long)json_integer_value(json_object_get(json_object_get(d, "subtotal"), "amount")));
-    snprintf(
-        disc, sizeof disc, "%lld",
-        (long long)json_integer_value(json_object_get(json_object_get(d, "discount"), "amount")));
-    snprintf(tot, sizeof tot, "%lld",
-             (long long)json_integer_value(json_object_get(json_object_get(d, "total"), "amount")));
-    char *addr = json_dumps(json_object_get(d, "shippingAddress"), JSON_COMPACT);
-    sqlite3_stmt *st;
-    int rc = AG_EIO;
-    if (sqlite3_prepare_v2(db,
-                           "UPDATE orders SET status='pending', subtotal=?2, discount=?3, total=?4,"
-                           " shipping_address=?5, saga_id=?6, updated_at=?7 WHERE id=?1",
-                           -1, &st, NULL) == SQLITE_OK) {
-        const char *v[] = {
-            id, sub, disc, tot, addr, json_string_value(json_object_get(d, "sagaId")), ts};
-        for (int i = 0; i < 7; i++) sqlite3_bind_text(st, i + 1, v[i], -1, SQLITE_TRANSIENT);
-        rc = sqlite3_step(st) == SQLITE_DONE ? 0 : AG_EIO;
-        sqlite3_finalize(st);
-    }
-    free(addr);
-    return rc;
-}
-
-static int apply(sqlite3 *db, const struct ag_event *ev, const json_t *d, void *ud)
-{
-    AG_UNUSED(ud);
-    char id[128], type[64], ts[32];
-    snprintf(id, sizeof id, "%.*s", (int)ev->stream_len - 6, ev->stream + 6); /* "order-" */
-    snprintf(type, sizeof type, "%.*s", (int)ev->type_len, ev->type);
-    ag_time_rfc3339(ev->time_ns, ts);
-    if (strcmp(type, AG_EV_ORDER_CREATED) == 0)
-        return run_sql(db,
-                       "INSERT OR IGNORE INTO orders(id, customer_id, status, currency, created_at,"
-                       " updated_at) VALUES(?1, ?2, 'draft', ?3, ?5, ?5)",
-                       id, json_string_value(json_object_get(d, "customerId")),
-                       json_string_value(json_object_get(d, "currency")), NULL, ts);
-    if (strcmp(type, AG_EV_ITEM_ADDED) == 0) return apply_item(db, id, d, true, ts);
-    if (strcmp(type, AG_EV_ITEM_REMOVED) == 0) return apply_item(db, id, d, false, ts);
-    if (strcmp(type, AG_EV_ORDER_PLACED) == 0) return apply_placed(db, id, d, ts);
-    if (strcmp(type, AG_EV_ORDER_CONFIRMED) == 0)
-        return run_sql(
-            db,
-            "UPDATE orders SET status='confirmed', tracking_number=?2, updated_at=?5 WHERE id=?1",
-            id, json_string_value(json_object_get(d, "trackingNumber")), NULL, NULL, ts);
-    if (strcmp(type, AG_EV_ORDER_CANCELLED) == 0)
-        return run_sql(db,
-                       "UPDATE orders SET status='cancelled', cancellation_reason=?2, "
-                       "updated_at=?5 WHERE id=?1",
-                       id, json_string_value(json_object_get(d, "reason")), NULL, NULL, ts);
-    if (strcmp(type, AG_EV_ORDER_SHIPPED) == 0)
-        return run_sql(db, "UPDATE orders SET status='shipped', updated_at=?5 WHERE id=?1", id,
-                       NULL, NULL, NULL, ts);
-    return 0;
-}
-
-void svc_ordering_projection(struct ag_projection *out)
-{
-    *out =
-        (struct ag_projection){.name = "orders", .schema = schema, .types = types, .apply = apply};
-}
-
-/* ---- shipments read model ---- */
-
-static const char ship_schema[] =
-    "CREATE TABLE IF NOT EXISTS shipments(order_id TEXT PRIMARY KEY, id TEXT NOT NULL,"
-    " status TEXT NOT NULL, tracking_number TEXT, address TEXT, updated_at TEXT NOT NULL);";
-static const char *const ship_types[] = {AG_EV_SHIPMENT_ARRANGED, AG_EV_SHIPMENT_CANCELLED,
-                                         AG_EV_SHIPMENT_DISPATCHED, NULL};
-
-static int apply_shipment(sqlite3 *db, const struct ag_event *ev, const json_t *d, void *ud)
-{
-    AG_UNUSED(ud);
-    char order[128], type[64], ts[32];
-    snprintf(order, sizeof order, "%.*s", (int)ev->stream_len - 9,
-             ev->stream + 9); /* "shipment-" */
-    snprintf(type, sizeof type, "%.*s", (int)ev->type_len, ev->type);
-    ag_time_rfc3339(ev->time_ns, ts);
-    if (strcmp(type, AG_EV_SHIPMENT_ARRANGED) == 0) {
-        char *addr = json_dumps(json_object_get(d, "address"), JSON_COMPACT);
-        int rc =
-            run_sql(db, "INSERT OR REPLACE INTO shipments VALUES(?1, ?2, 'arranged', ?3, ?4, ?5)",
-                    order, json_string_value(json_object_get(d, "shipmentId")),
-                    json_string_value(json_object_get(d, "trackingNumber")), addr, ts);
-        free(addr);
-        return rc;
-    }
-    const char *status = strcmp(type, AG_EV_SHIPMENT_CANCELLED) == 0 ? "cancelled" : "dispatched";
-    return run_sql(db, "UPDATE shipments SET status=?2, updated_at=?5 WHERE order_id=?1", order,
-                   status, NULL, NULL, ts);
-}
-
-void svc_shipping_projection(struct ag_projection *out)
-{
-    *out = (struct ag_projection){
-        .name = "shipments", .schema = ship_schema, .types = ship_types, .apply = apply_shipment};
 }

@@ -1,0 +1,45 @@
+/*
+ * The stock read model (readmodels/stock.db): on hand and reserved per product.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "services/internal.h"
+
+static const char schema[] =
+    "CREATE TABLE IF NOT EXISTS stock(product_id TEXT PRIMARY KEY, on_hand INTEGER NOT NULL,"
+    " reserved INTEGER NOT NULL);";
+
+static const char *const types[] = {AG_EV_STOCK_ADDED, AG_EV_STOCK_RESERVED, AG_EV_STOCK_RELEASED,
+                                    AG_EV_STOCK_SHIPPED, NULL};
+
+static int apply(sqlite3 *db, const struct ag_event *ev, const json_t *d, void *ud)
+{
+    AG_UNUSED(ud);
+    char id[128], type[64];
+    snprintf(id, sizeof id, "%.*s", (int)ev->stream_len - 6, ev->stream + 6); /* "stock-" */
+    snprintf(type, sizeof type, "%.*s", (int)ev->type_len, ev->type);
+    json_int_t q = json_integer_value(json_object_get(d, "quantity"));
+    const char *sql = strcmp(type, AG_EV_STOCK_ADDED) == 0
+                          ? "INSERT INTO stock VALUES(?1, ?2, 0) ON CONFLICT(product_id) DO UPDATE"
+                            " SET on_hand = on_hand + ?2"
+                      : strcmp(type, AG_EV_STOCK_RESERVED) == 0
+                          ? "UPDATE stock SET reserved = reserved + ?2 WHERE product_id=?1"
+                      : strcmp(type, AG_EV_STOCK_SHIPPED) == 0
+                          ? "UPDATE stock SET reserved = reserved - ?2, on_hand = on_hand - ?2 "
+                            "WHERE product_id=?1"
+                          : "UPDATE stock SET reserved = reserved - ?2 WHERE product_id=?1";
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) return AG_EIO;
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 2, q);
+    int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : AG_EIO;
+    sqlite3_finalize(st);
+    return rc;
+}
+
+void svc_inventory_projection(struct ag_projection *out)
+{
+    *out =
+        (struct ag_projection){.name = "stock", .schema = schema, .types = types, .apply = apply};
+}

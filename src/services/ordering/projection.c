@@ -1,0 +1,149 @@
+/*
+ * The orders read model (readmodels/orders.db): one row per order with its lines,
+ * totals, shipping address, status and saga, indexed by customer and by status.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "services/internal.h"
+
+static const char schema[] =
+    "CREATE TABLE IF NOT EXISTS orders(id TEXT PRIMARY KEY, customer_id TEXT NOT NULL,"
+    " status TEXT NOT NULL, currency TEXT NOT NULL, subtotal INTEGER NOT NULL DEFAULT 0,"
+    " discount INTEGER NOT NULL DEFAULT 0, total INTEGER NOT NULL DEFAULT 0,"
+    " items TEXT NOT NULL DEFAULT '[]', shipping_address TEXT, cancellation_reason TEXT,"
+    " tracking_number TEXT, saga_id TEXT, created_at TEXT NOT NULL, updated_at TEXT NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS orders_customer ON orders(customer_id, id);"
+    "CREATE INDEX IF NOT EXISTS orders_status ON orders(status, id);";
+
+static const char *const types[] = {
+    AG_EV_ORDER_CREATED,   AG_EV_ITEM_ADDED,      AG_EV_ITEM_REMOVED,  AG_EV_ORDER_PLACED,
+    AG_EV_ORDER_CONFIRMED, AG_EV_ORDER_CANCELLED, AG_EV_ORDER_SHIPPED, NULL};
+
+static json_t *load_items(sqlite3 *db, const char *id, const char **currency_out, char *cur)
+{
+    sqlite3_stmt *st;
+    json_t *items = NULL;
+    if (sqlite3_prepare_v2(db, "SELECT items, currency FROM orders WHERE id=?", -1, &st, NULL) !=
+        SQLITE_OK)
+        return NULL;
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        items = json_loads((const char *)sqlite3_column_text(st, 0), 0, NULL);
+        snprintf(cur, 4, "%s", (const char *)sqlite3_column_text(st, 1));
+        *currency_out = cur;
+    }
+    sqlite3_finalize(st);
+    return items;
+}
+
+/* ItemAdded / ItemRemoved: rewrite the items array and the running subtotal. */
+static int apply_item(sqlite3 *db, const char *id, const json_t *d, bool add, const char *ts)
+{
+    const char *currency = NULL;
+    char cur[4];
+    json_t *items = load_items(db, id, &currency, cur);
+    if (!items) return 0;
+    const char *pid = json_string_value(json_object_get(d, "productId"));
+    json_int_t q = json_integer_value(json_object_get(d, "quantity"));
+    json_int_t unit =
+        json_integer_value(json_object_get(json_object_get(d, "unitPrice"), "amount"));
+    size_t i;
+    json_t *it;
+    bool found = false;
+    json_array_foreach(items, i, it)
+    {
+        if (!pid || strcmp(json_string_value(json_object_get(it, "productId")) ?: "", pid) != 0)
+            continue;
+        found = true;
+        if (!add) {
+            json_array_remove(items, i);
+            break;
+        }
+        q += json_integer_value(json_object_get(it, "quantity"));
+        json_object_set_new(it, "quantity", json_integer(q));
+        json_object_set_new(it, "subtotal", svc_money_json(q * unit, currency));
+    }
+    if (add && !found)
+        json_array_append_new(items, json_pack("{s:s, s:I, s:o, s:o}", "productId", pid, "quantity",
+                                               q, "unitPrice", svc_money_json(unit, currency), "subtotal",
+                                               svc_money_json(q * unit, currency)));
+    json_int_t sub = 0;
+    json_array_foreach(items, i, it) sub +=
+        json_integer_value(json_object_get(json_object_get(it, "subtotal"), "amount"));
+    char *text = json_dumps(items, JSON_COMPACT);
+    char subs[32];
+    snprintf(subs, sizeof subs, "%lld", (long long)sub);
+    int rc =
+        svc_sql_run(db, "UPDATE orders SET items=?2, subtotal=?3, total=?3, updated_at=?5 WHERE id=?1",
+                id, text, subs, NULL, ts);
+    free(text);
+    json_decref(items);
+    return rc;
+}
+
+static int apply_placed(sqlite3 *db, const char *id, const json_t *d, const char *ts)
+{
+    char sub[32], disc[32], tot[32];
+    snprintf(
+        sub, sizeof sub, "%lld",
+        (long long)json_integer_value(json_object_get(json_object_get(d, "subtotal"), "amount")));
+    snprintf(
+        disc, sizeof disc, "%lld",
+        (long long)json_integer_value(json_object_get(json_object_get(d, "discount"), "amount")));
+    snprintf(tot, sizeof tot, "%lld",
+             (long long)json_integer_value(json_object_get(json_object_get(d, "total"), "amount")));
+    char *addr = json_dumps(json_object_get(d, "shippingAddress"), JSON_COMPACT);
+    sqlite3_stmt *st;
+    int rc = AG_EIO;
+    if (sqlite3_prepare_v2(db,
+                           "UPDATE orders SET status='pending', subtotal=?2, discount=?3, total=?4,"
+                           " shipping_address=?5, saga_id=?6, updated_at=?7 WHERE id=?1",
+                           -1, &st, NULL) == SQLITE_OK) {
+        const char *v[] = {
+            id, sub, disc, tot, addr, json_string_value(json_object_get(d, "sagaId")), ts};
+        for (int i = 0; i < 7; i++) sqlite3_bind_text(st, i + 1, v[i], -1, SQLITE_TRANSIENT);
+        rc = sqlite3_step(st) == SQLITE_DONE ? 0 : AG_EIO;
+        sqlite3_finalize(st);
+    }
+    free(addr);
+    return rc;
+}
+
+static int apply(sqlite3 *db, const struct ag_event *ev, const json_t *d, void *ud)
+{
+    AG_UNUSED(ud);
+    char id[128], type[64], ts[32];
+    snprintf(id, sizeof id, "%.*s", (int)ev->stream_len - 6, ev->stream + 6); /* "order-" */
+    snprintf(type, sizeof type, "%.*s", (int)ev->type_len, ev->type);
+    ag_time_rfc3339(ev->time_ns, ts);
+    if (strcmp(type, AG_EV_ORDER_CREATED) == 0)
+        return svc_sql_run(db,
+                       "INSERT OR IGNORE INTO orders(id, customer_id, status, currency, created_at,"
+                       " updated_at) VALUES(?1, ?2, 'draft', ?3, ?5, ?5)",
+                       id, json_string_value(json_object_get(d, "customerId")),
+                       json_string_value(json_object_get(d, "currency")), NULL, ts);
+    if (strcmp(type, AG_EV_ITEM_ADDED) == 0) return apply_item(db, id, d, true, ts);
+    if (strcmp(type, AG_EV_ITEM_REMOVED) == 0) return apply_item(db, id, d, false, ts);
+    if (strcmp(type, AG_EV_ORDER_PLACED) == 0) return apply_placed(db, id, d, ts);
+    if (strcmp(type, AG_EV_ORDER_CONFIRMED) == 0)
+        return svc_sql_run(
+            db,
+            "UPDATE orders SET status='confirmed', tracking_number=?2, updated_at=?5 WHERE id=?1",
+            id, json_string_value(json_object_get(d, "trackingNumber")), NULL, NULL, ts);
+    if (strcmp(type, AG_EV_ORDER_CANCELLED) == 0)
+        return svc_sql_run(db,
+                       "UPDATE orders SET status='cancelled', cancellation_reason=?2, "
+                       "updated_at=?5 WHERE id=?1",
+                       id, json_string_value(json_object_get(d, "reason")), NULL, NULL, ts);
+    if (strcmp(type, AG_EV_ORDER_SHIPPED) == 0)
+        return svc_sql_run(db, "UPDATE orders SET status='shipped', updated_at=?5 WHERE id=?1", id,
+                       NULL, NULL, NULL, ts);
+    return 0;
+}
+
+void svc_ordering_projection(struct ag_projection *out)
+{
+    *out =
+        (struct ag_projection){.name = "orders", .schema = schema, .types = types, .apply = apply};
+}

@@ -1,0 +1,83 @@
+/*
+ * The sagas' read side: GET /api/v1/sagas/{id} (the owner of the order the saga
+ * places, or an admin) and GET /admin/sagas?status= (admin), from the sagas read
+ * model that src/saga/projection.c maintains.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "services/internal.h"
+
+static json_t *saga_row(sqlite3_stmt *st)
+{
+    json_t *s = json_pack("{s:s, s:s, s:s, s:s?, s:s?, s:s?}", "id", svc_col(st, 0), "type", svc_col(st, 1),
+                          "status", svc_col(st, 2), "currentStep", svc_col(st, 3), "reason", svc_col(st, 4),
+                          "updatedAt", svc_col(st, 6));
+    json_object_set_new(s, "steps", json_loads(svc_col(st, 5), 0, NULL) ?: json_array());
+    return s;
+}
+
+static json_t *one_col(sqlite3_stmt *st)
+{
+    return json_string(svc_col(st, 0) ? svc_col(st, 0) : "");
+}
+
+/* The saga belongs to the customer of the order it places. */
+static bool owns_saga(struct svc_job *j)
+{
+    if (j->who.admin) return true;
+    const char *mine = svc_caller_customer(j);
+    if (!mine) return false;
+    const char *args[] = {j->param, mine};
+    static const char sql[] = "SELECT id FROM orders WHERE saga_id=?1 AND customer_id=?2";
+    json_t *rows = svc_rm_query(j->p, RM_ORDERS, sql, args, 2, one_col);
+    if (rows && !json_array_size(rows) && svc_stream_exists(j->p, "saga", j->param)) {
+        svc_rm_catch_up(j->p);
+        json_decref(rows);
+        rows = svc_rm_query(j->p, RM_ORDERS, sql, args, 2, one_col);
+    }
+    bool mine_too = json_array_size(rows) > 0;
+    json_decref(rows);
+    return mine_too;
+}
+
+static int get_saga(struct svc_job *j)
+{
+    static const struct svc_one one = {
+        RM_SAGAS,
+        "SELECT id, type, status, current_step, reason, steps, updated_at FROM sagas WHERE id=?1",
+        saga_row,
+        "saga",
+        "Saga not found",
+        "no saga with id"};
+    if (!owns_saga(j)) return svc_problem(j, 404, "Saga not found", "no saga with id %s", j->param);
+    return svc_get_one(j, &one, j->param, NULL);
+}
+
+/* GET /admin/sagas?status=failed */
+static int list_sagas(struct svc_job *j)
+{
+    int limit;
+    svc_limit(j, j->q[1], &limit);
+    if (svc_fields_failed(j, 400)) return 0;
+    char lim[16];
+    snprintf(lim, sizeof lim, "%d", limit + 1);
+    const char *args[] = {j->q[0], j->q[2] ? j->q[2] : "", lim};
+    json_t *rows =
+        svc_rm_query(j->p, RM_SAGAS,
+                     "SELECT id, type, status, current_step, reason, steps, updated_at FROM sagas"
+                     " WHERE (?1 IS NULL OR status=?1) AND id > ?2 ORDER BY id LIMIT ?3",
+                     args, 3, saga_row);
+    if (!rows) return AG_EIO;
+    return svc_ok(j, 200, svc_page(rows, limit));
+}
+
+static const struct svc_route routes[] = {
+    {"GET", "/api/v1/sagas/{id}", SVC_OWNER, get_saga, "id", "saga", {NULL}},
+    {"GET", "/admin/sagas", SVC_ADMIN, list_sagas, NULL, NULL, {"status", "limit", "cursor"}},
+};
+
+void svc_sagas_routes(struct ag_platform *p)
+{
+    svc_routes(p, routes, sizeof routes / sizeof routes[0]);
+}

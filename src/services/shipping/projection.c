@@ -1,0 +1,42 @@
+/*
+ * The shipments read model (readmodels/shipments.db): one row per order's
+ * shipment (arranged, cancelled, dispatched) with its tracking number.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "services/internal.h"
+
+static const char ship_schema[] =
+    "CREATE TABLE IF NOT EXISTS shipments(order_id TEXT PRIMARY KEY, id TEXT NOT NULL,"
+    " status TEXT NOT NULL, tracking_number TEXT, address TEXT, updated_at TEXT NOT NULL);";
+static const char *const ship_types[] = {AG_EV_SHIPMENT_ARRANGED, AG_EV_SHIPMENT_CANCELLED,
+                                         AG_EV_SHIPMENT_DISPATCHED, NULL};
+
+static int apply_shipment(sqlite3 *db, const struct ag_event *ev, const json_t *d, void *ud)
+{
+    AG_UNUSED(ud);
+    char order[128], type[64], ts[32];
+    snprintf(order, sizeof order, "%.*s", (int)ev->stream_len - 9,
+             ev->stream + 9); /* "shipment-" */
+    snprintf(type, sizeof type, "%.*s", (int)ev->type_len, ev->type);
+    ag_time_rfc3339(ev->time_ns, ts);
+    if (strcmp(type, AG_EV_SHIPMENT_ARRANGED) == 0) {
+        char *addr = json_dumps(json_object_get(d, "address"), JSON_COMPACT);
+        int rc =
+            svc_sql_run(db, "INSERT OR REPLACE INTO shipments VALUES(?1, ?2, 'arranged', ?3, ?4, ?5)",
+                    order, json_string_value(json_object_get(d, "shipmentId")),
+                    json_string_value(json_object_get(d, "trackingNumber")), addr, ts);
+        free(addr);
+        return rc;
+    }
+    const char *status = strcmp(type, AG_EV_SHIPMENT_CANCELLED) == 0 ? "cancelled" : "dispatched";
+    return svc_sql_run(db, "UPDATE shipments SET status=?2, updated_at=?5 WHERE order_id=?1", order,
+                   status, NULL, NULL, ts);
+}
+
+void svc_shipping_projection(struct ag_projection *out)
+{
+    *out = (struct ag_projection){
+        .name = "shipments", .schema = ship_schema, .types = ship_types, .apply = apply_shipment};
+}

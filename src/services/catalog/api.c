@@ -1,7 +1,7 @@
 /*
  * The catalog context's API: products, public, listed from the products read
- * model (projection.c) with cursor pagination (the cursor is the last id of the page; ids are UUIDv7, so id order
- * is creation order).
+ * model (projection.c) with cursor pagination (the cursor is the last id of the page; ids are
+ * UUIDv7, so id order is creation order).
  */
 #include <stdio.h>
 #include <string.h>

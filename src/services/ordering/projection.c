@@ -66,17 +66,17 @@ static int apply_item(sqlite3 *db, const char *id, const json_t *d, bool add, co
     }
     if (add && !found)
         json_array_append_new(items, json_pack("{s:s, s:I, s:o, s:o}", "productId", pid, "quantity",
-                                               q, "unitPrice", svc_money_json(unit, currency), "subtotal",
-                                               svc_money_json(q * unit, currency)));
+                                               q, "unitPrice", svc_money_json(unit, currency),
+                                               "subtotal", svc_money_json(q * unit, currency)));
     json_int_t sub = 0;
     json_array_foreach(items, i, it) sub +=
         json_integer_value(json_object_get(json_object_get(it, "subtotal"), "amount"));
     char *text = json_dumps(items, JSON_COMPACT);
     char subs[32];
     snprintf(subs, sizeof subs, "%lld", (long long)sub);
-    int rc =
-        svc_sql_run(db, "UPDATE orders SET items=?2, subtotal=?3, total=?3, updated_at=?5 WHERE id=?1",
-                id, text, subs, NULL, ts);
+    int rc = svc_sql_run(
+        db, "UPDATE orders SET items=?2, subtotal=?3, total=?3, updated_at=?5 WHERE id=?1", id,
+        text, subs, NULL, ts);
     free(text);
     json_decref(items);
     return rc;
@@ -118,11 +118,12 @@ static int apply(sqlite3 *db, const struct ag_event *ev, const json_t *d, void *
     snprintf(type, sizeof type, "%.*s", (int)ev->type_len, ev->type);
     ag_time_rfc3339(ev->time_ns, ts);
     if (strcmp(type, AG_EV_ORDER_CREATED) == 0)
-        return svc_sql_run(db,
-                       "INSERT OR IGNORE INTO orders(id, customer_id, status, currency, created_at,"
-                       " updated_at) VALUES(?1, ?2, 'draft', ?3, ?5, ?5)",
-                       id, json_string_value(json_object_get(d, "customerId")),
-                       json_string_value(json_object_get(d, "currency")), NULL, ts);
+        return svc_sql_run(
+            db,
+            "INSERT OR IGNORE INTO orders(id, customer_id, status, currency, created_at,"
+            " updated_at) VALUES(?1, ?2, 'draft', ?3, ?5, ?5)",
+            id, json_string_value(json_object_get(d, "customerId")),
+            json_string_value(json_object_get(d, "currency")), NULL, ts);
     if (strcmp(type, AG_EV_ITEM_ADDED) == 0) return apply_item(db, id, d, true, ts);
     if (strcmp(type, AG_EV_ITEM_REMOVED) == 0) return apply_item(db, id, d, false, ts);
     if (strcmp(type, AG_EV_ORDER_PLACED) == 0) return apply_placed(db, id, d, ts);
@@ -133,12 +134,12 @@ static int apply(sqlite3 *db, const struct ag_event *ev, const json_t *d, void *
             id, json_string_value(json_object_get(d, "trackingNumber")), NULL, NULL, ts);
     if (strcmp(type, AG_EV_ORDER_CANCELLED) == 0)
         return svc_sql_run(db,
-                       "UPDATE orders SET status='cancelled', cancellation_reason=?2, "
-                       "updated_at=?5 WHERE id=?1",
-                       id, json_string_value(json_object_get(d, "reason")), NULL, NULL, ts);
+                           "UPDATE orders SET status='cancelled', cancellation_reason=?2, "
+                           "updated_at=?5 WHERE id=?1",
+                           id, json_string_value(json_object_get(d, "reason")), NULL, NULL, ts);
     if (strcmp(type, AG_EV_ORDER_SHIPPED) == 0)
         return svc_sql_run(db, "UPDATE orders SET status='shipped', updated_at=?5 WHERE id=?1", id,
-                       NULL, NULL, NULL, ts);
+                           NULL, NULL, NULL, ts);
     return 0;
 }
 

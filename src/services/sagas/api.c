@@ -10,9 +10,9 @@
 
 static json_t *saga_row(sqlite3_stmt *st)
 {
-    json_t *s = json_pack("{s:s, s:s, s:s, s:s?, s:s?, s:s?}", "id", svc_col(st, 0), "type", svc_col(st, 1),
-                          "status", svc_col(st, 2), "currentStep", svc_col(st, 3), "reason", svc_col(st, 4),
-                          "updatedAt", svc_col(st, 6));
+    json_t *s = json_pack("{s:s, s:s, s:s, s:s?, s:s?, s:s?}", "id", svc_col(st, 0), "type",
+                          svc_col(st, 1), "status", svc_col(st, 2), "currentStep", svc_col(st, 3),
+                          "reason", svc_col(st, 4), "updatedAt", svc_col(st, 6));
     json_object_set_new(s, "steps", json_loads(svc_col(st, 5), 0, NULL) ?: json_array());
     return s;
 }

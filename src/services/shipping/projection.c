@@ -23,16 +23,16 @@ static int apply_shipment(sqlite3 *db, const struct ag_event *ev, const json_t *
     ag_time_rfc3339(ev->time_ns, ts);
     if (strcmp(type, AG_EV_SHIPMENT_ARRANGED) == 0) {
         char *addr = json_dumps(json_object_get(d, "address"), JSON_COMPACT);
-        int rc =
-            svc_sql_run(db, "INSERT OR REPLACE INTO shipments VALUES(?1, ?2, 'arranged', ?3, ?4, ?5)",
-                    order, json_string_value(json_object_get(d, "shipmentId")),
-                    json_string_value(json_object_get(d, "trackingNumber")), addr, ts);
+        int rc = svc_sql_run(
+            db, "INSERT OR REPLACE INTO shipments VALUES(?1, ?2, 'arranged', ?3, ?4, ?5)", order,
+            json_string_value(json_object_get(d, "shipmentId")),
+            json_string_value(json_object_get(d, "trackingNumber")), addr, ts);
         free(addr);
         return rc;
     }
     const char *status = strcmp(type, AG_EV_SHIPMENT_CANCELLED) == 0 ? "cancelled" : "dispatched";
     return svc_sql_run(db, "UPDATE shipments SET status=?2, updated_at=?5 WHERE order_id=?1", order,
-                   status, NULL, NULL, ts);
+                       status, NULL, NULL, ts);
 }
 
 void svc_shipping_projection(struct ag_projection *out)

@@ -36,7 +36,7 @@
 /* ---- aggregates ---- */
 
 struct ag_es_type {
-    const char *name;  /* for logs and metrics ("order") */
+    const char *name;  /* the stream prefix ("order": streams "order-<id>"), logs, metrics */
     size_t state_size; /* bytes of the state struct */
     void (*init)(void *state);
     void (*free)(void *state);
@@ -81,13 +81,27 @@ struct ag_es_result {
     uint64_t position; /* global position of the last appended event */
 };
 
-/* Run a command against `stream` of type `t`. `metadata` (JSON object text or
- * NULL) is stored with every new event. `view` (optional) sees the state after the
- * command, under the lock. */
-AG_EXTERN int ag_es_execute(struct ag_es_repo *r, const struct ag_es_type *t, const char *stream,
-                            ag_es_decide_fn decide, void *ud, const char *metadata,
-                            ag_es_view_fn view, void *view_ud, struct ag_es_result *res,
-                            struct ag_err *err);
+/* A command against `stream` of type `type`: `decide` (with `ud`) sees the state
+ * and pushes the new events; `metadata` (JSON object text or NULL) is stored with
+ * every new event; `view` (optional) sees the state after the command, under the
+ * aggregate's lock. */
+struct ag_es_cmd {
+    const struct ag_es_type *type;
+    const char *stream;
+    ag_es_decide_fn decide;
+    void *ud;
+    const char *metadata;
+    ag_es_view_fn view;
+    void *view_ud;
+};
+AG_EXTERN int ag_es_execute(struct ag_es_repo *r, const struct ag_es_cmd *cmd,
+                            struct ag_es_result *res, struct ag_err *err);
+/* "<type name>-<id>" into out (cap bytes); AG_ETOOBIG when it does not fit. */
+AG_EXTERN int ag_es_stream(const struct ag_es_type *t, const char *id, char *out, size_t cap);
+/* The id of `stream` when it is a stream of type `t` ("order-<id>"), into out;
+ * AG_EINVAL when it is not one (another prefix) or the id does not fit. */
+AG_EXTERN int ag_es_stream_id(const struct ag_es_type *t, const char *stream, size_t len, char *out,
+                              size_t cap);
 /* Read the current state (caught up from the store) without a command.
  * AG_ENOTFOUND when the stream has no events. */
 AG_EXTERN int ag_es_read(struct ag_es_repo *r, const struct ag_es_type *t, const char *stream,

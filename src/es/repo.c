@@ -463,15 +463,34 @@ static int submit(struct ag_es_repo *r, const struct ag_es_type *t, const char *
     return c->rc;
 }
 
-int ag_es_execute(struct ag_es_repo *r, const struct ag_es_type *t, const char *stream,
-                  ag_es_decide_fn decide, void *ud, const char *metadata, ag_es_view_fn view,
-                  void *view_ud, struct ag_es_result *res, struct ag_err *err)
+int ag_es_execute(struct ag_es_repo *r, const struct ag_es_cmd *cmd, struct ag_es_result *res,
+                  struct ag_err *err)
 {
-    struct cmd c = {
-        .decide = decide, .ud = ud, .metadata = metadata, .view = view, .view_ud = view_ud};
-    int rc = submit(r, t, stream, &c, err);
+    struct cmd c = {.decide = cmd->decide,
+                    .ud = cmd->ud,
+                    .metadata = cmd->metadata,
+                    .view = cmd->view,
+                    .view_ud = cmd->view_ud};
+    int rc = submit(r, cmd->type, cmd->stream, &c, err);
     if (res) *res = c.res;
     return rc;
+}
+
+int ag_es_stream(const struct ag_es_type *t, const char *id, char *out, size_t cap)
+{
+    int n = snprintf(out, cap, "%s-%s", t->name, id);
+    return n < 0 || (size_t)n >= cap ? AG_ETOOBIG : 0;
+}
+
+int ag_es_stream_id(const struct ag_es_type *t, const char *stream, size_t len, char *out,
+                    size_t cap)
+{
+    size_t n = strlen(t->name);
+    if (len <= n + 1 || memcmp(stream, t->name, n) != 0 || stream[n] != '-' || len - n - 1 >= cap)
+        return AG_EINVAL;
+    memcpy(out, stream + n + 1, len - n - 1);
+    out[len - n - 1] = '\0';
+    return 0;
 }
 
 int ag_es_read(struct ag_es_repo *r, const struct ag_es_type *t, const char *stream,

@@ -99,7 +99,5 @@ static const struct svc_route routes[] = {
     {"GET", "/admin/audit", SVC_ADMIN, audit, NULL, NULL, {"actor", "stream", "after", "limit"}},
 };
 
-void svc_audit_routes(struct ag_platform *p)
-{
-    svc_routes(p, routes, sizeof routes / sizeof routes[0]);
-}
+const struct svc_context svc_audit_context = {"audit", routes, sizeof routes / sizeof routes[0],
+                                              NULL, RM_COUNT};

@@ -99,17 +99,22 @@ static int run_dom(const void *state, int64_t version, void *ud, struct ag_es_ba
     return rc;
 }
 
-int svc_exec(struct ag_platform *p, const struct ag_es_type *t, const char *stream, svc_dom_fn fn,
-             const void *cmd, const char *meta, ag_es_view_fn view, void *view_ud,
-             struct ag_es_result *res, struct ag_err *err)
+int svc_exec(struct ag_platform *p, const struct svc_cmd *c, struct ag_err *err)
 {
-    struct dom_call c = {fn, cmd};
-    return ag_es_execute(p->repo, t, stream, run_dom, &c, meta, view, view_ud, res, err);
+    char stream[AG_STORE_STREAM_MAX + 1];
+    if (ag_es_stream(c->type, c->id, stream, sizeof stream))
+        return ag_err_set(err, AG_EINVAL, "%s id is too long", c->type->name);
+    struct dom_call dc = {c->decide, c->cmd};
+    struct ag_es_cmd ec = {c->type, stream, run_dom, &dc, c->meta, c->view, c->view_ud};
+    return ag_es_execute(p->repo, &ec, NULL, err);
 }
 
-int svc_read(struct ag_platform *p, const struct ag_es_type *t, const char *stream,
-             ag_es_view_fn view, void *ud, struct ag_err *err)
+int svc_read(struct ag_platform *p, const struct ag_es_type *t, const char *id, ag_es_view_fn view,
+             void *ud, struct ag_err *err)
 {
+    char stream[AG_STORE_STREAM_MAX + 1];
+    if (ag_es_stream(t, id, stream, sizeof stream))
+        return ag_err_set(err, AG_EINVAL, "%s id is too long", t->name);
     return ag_es_read(p->repo, t, stream, view, ud, err);
 }
 

@@ -177,12 +177,23 @@ int svc_fields_failed(struct svc_job *j, int status);
  * the domain's functions: (state, cmd, out, err). */
 typedef int (*svc_dom_fn)(const void *state, const void *cmd, struct ag_dom_events *out,
                           struct ag_err *err);
-int svc_exec(struct ag_platform *p, const struct ag_es_type *t, const char *stream, svc_dom_fn fn,
-             const void *cmd, const char *meta, ag_es_view_fn view, void *view_ud,
-             struct ag_es_result *res, struct ag_err *err);
-/* Copy of the current state through `view` (AG_ENOTFOUND when the stream is empty). */
-int svc_read(struct ag_platform *p, const struct ag_es_type *t, const char *stream,
-             ag_es_view_fn view, void *ud, struct ag_err *err);
+/* A command on one aggregate: `decide` (the domain's function) runs on the state of
+ * the aggregate `id` of `type` (its stream is "<type prefix>-<id>"); the new events
+ * carry `meta`; `view` (optional) sees the state after the command. */
+struct svc_cmd {
+    const struct ag_es_type *type;
+    const char *id;
+    svc_dom_fn decide;
+    const void *cmd;
+    const char *meta;
+    ag_es_view_fn view;
+    void *view_ud;
+};
+int svc_exec(struct ag_platform *p, const struct svc_cmd *c, struct ag_err *err);
+/* The current state of aggregate `id` of type `t` through `view` (AG_ENOTFOUND when
+ * it has no events). */
+int svc_read(struct ag_platform *p, const struct ag_es_type *t, const char *id, ag_es_view_fn view,
+             void *ud, struct ag_err *err);
 /* "<prefix>-<id>" into out. */
 void svc_stream(char *out, size_t n, const char *prefix, const char *id);
 /* A new UUIDv7 string, or (with a key) a UUID derived from `scope` + `key`. */
@@ -248,16 +259,18 @@ int svc_sql_run(sqlite3 *db, const char *sql, const char *id, const char *a, con
 
 /* ---- the contexts ---- */
 
-void svc_customers_routes(struct ag_platform *p);
-void svc_catalog_routes(struct ag_platform *p);
-void svc_payments_routes(struct ag_platform *p);
-void svc_inventory_routes(struct ag_platform *p);
-void svc_ordering_routes(struct ag_platform *p);
-void svc_admin_routes(struct ag_platform *p);
-void svc_audit_routes(struct ag_platform *p);
-void svc_saga_admin_routes(struct ag_platform *p);
-void svc_shipping_routes(struct ag_platform *p);
-void svc_sagas_routes(struct ag_platform *p);
+/* A bounded context: its routes (with their access) and its read model. Each
+ * context's api.c exports one; platform.c iterates the table of them. */
+struct svc_context {
+    const char *name;
+    const struct svc_route *routes;
+    size_t nroutes;
+    void (*projection)(struct ag_projection *out); /* its read model's; NULL: none */
+    enum rm_id rm;                                 /* that read model */
+};
+extern const struct svc_context svc_customers_context, svc_catalog_context, svc_payments_context,
+    svc_inventory_context, svc_ordering_context, svc_shipping_context, svc_sagas_context,
+    svc_audit_context;
 
 void svc_customers_projection(struct ag_projection *out);
 void svc_catalog_projection(struct ag_projection *out);

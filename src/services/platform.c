@@ -28,18 +28,6 @@ const char *const *ag_platform_projection_names(void)
     return names;
 }
 
-static void fill_projections(struct ag_platform *p)
-{
-    svc_customers_projection(&p->projs[RM_CUSTOMERS]);
-    svc_catalog_projection(&p->projs[RM_PRODUCTS]);
-    svc_payments_projection(&p->projs[RM_ACCOUNTS]);
-    svc_inventory_projection(&p->projs[RM_STOCK]);
-    svc_ordering_projection(&p->projs[RM_ORDERS]);
-    svc_shipping_projection(&p->projs[RM_SHIPMENTS]);
-    ag_saga_projection(p->saga_defs, 1, &p->projs[RM_SAGAS]);
-    svc_saga_starter_projection(p, &p->projs[RM_COUNT]);
-}
-
 /* ---- ops endpoints ---- */
 
 static int projections(struct svc_job *j)
@@ -83,9 +71,21 @@ static const struct svc_route routes[] = {
     {"GET", "/admin/saga-breakers", SVC_ADMIN, breakers, NULL, NULL, {NULL}},
 };
 
-void svc_admin_routes(struct ag_platform *p)
+static const struct svc_context ops_context = {"ops", routes, sizeof routes / sizeof routes[0],
+                                               NULL, RM_COUNT};
+
+/* Every context of the platform: its routes, and its read model's projection. */
+static const struct svc_context *const contexts[] = {
+    &svc_customers_context, &svc_catalog_context,  &svc_payments_context,
+    &svc_inventory_context, &svc_ordering_context, &svc_shipping_context,
+    &svc_sagas_context,     &svc_audit_context,    &ops_context};
+
+static void fill_projections(struct ag_platform *p)
 {
-    svc_routes(p, routes, sizeof routes / sizeof routes[0]);
+    for (size_t i = 0; i < AG_ARRAY_SIZE(contexts); i++)
+        if (contexts[i]->projection) contexts[i]->projection(&p->projs[contexts[i]->rm]);
+    ag_saga_projection(p->saga_defs, 1, &p->projs[RM_SAGAS]);
+    svc_saga_starter_projection(p, &p->projs[RM_COUNT]);
 }
 
 static int ready_check(void *ud, struct ag_buf *detail)
@@ -209,16 +209,9 @@ static int start_http(struct ag_platform *p, struct ag_err *err)
                                 .access_log = getenv("AGORA_ACCESS_LOG") != NULL,
                                 .ops_routes = true};
     ag_http_router_observe(p->router, &o);
-    svc_customers_routes(p);
-    svc_catalog_routes(p);
-    svc_payments_routes(p);
-    svc_inventory_routes(p);
-    svc_ordering_routes(p);
-    svc_shipping_routes(p);
-    svc_admin_routes(p);
-    svc_audit_routes(p);
-    svc_saga_admin_routes(p);
-    svc_sagas_routes(p);
+    for (size_t i = 0; i < AG_ARRAY_SIZE(contexts) && !rc; i++)
+        rc = svc_routes(p, contexts[i]->routes, contexts[i]->nroutes);
+    if (rc) return ag_err_set(err, rc, "cannot register the routes");
     struct ag_http_server_config hc = {.host = p->cfg.host,
                                        .port = p->cfg.port,
                                        .workers = p->cfg.workers,

@@ -45,17 +45,19 @@ static int d_stock_add(const void *st, const void *cmd, struct ag_dom_events *ou
 
 static int seed_product(struct ag_platform *p, const struct seed_product *sp, struct ag_err *err)
 {
-    char id[AG_UUID_STRLEN + 1], stream[128];
+    char id[AG_UUID_STRLEN + 1];
     svc_new_id(id, NULL, NULL);
     struct ag_product_add a = {id, sp->sku, sp->name, {sp->cents, "USD"}};
-    svc_stream(stream, sizeof stream, "product", id);
-    int rc = svc_exec(p, &svc_product_type, stream, d_product_add, &a, "{\"actor\":\"seed\"}", NULL,
-                      NULL, NULL, err);
+    int rc = svc_exec(p,
+                      &(struct svc_cmd){&svc_product_type, id, d_product_add, &a,
+                                        "{\"actor\":\"seed\"}", NULL, NULL},
+                      err);
     struct ag_stock_add s = {id, sp->stock};
-    svc_stream(stream, sizeof stream, "stock", id);
     if (!rc)
-        rc = svc_exec(p, &svc_stock_type, stream, d_stock_add, &s, "{\"actor\":\"seed\"}", NULL,
-                      NULL, NULL, err);
+        rc = svc_exec(p,
+                      &(struct svc_cmd){&svc_stock_type, id, d_stock_add, &s,
+                                        "{\"actor\":\"seed\"}", NULL, NULL},
+                      err);
     if (!rc)
         AG_INFO("seed.product", AG_LS("id", id), AG_LS("sku", sp->sku), AG_LI("stock", sp->stock));
     return rc;

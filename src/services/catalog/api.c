@@ -58,7 +58,5 @@ static const struct svc_route routes[] = {
     {"GET", "/api/v1/products/{id}", SVC_PUBLIC, get, "id", "product", {NULL}},
 };
 
-void svc_catalog_routes(struct ag_platform *p)
-{
-    svc_routes(p, routes, sizeof routes / sizeof routes[0]);
-}
+const struct svc_context svc_catalog_context = {"catalog", routes, sizeof routes / sizeof routes[0],
+                                                svc_catalog_projection, RM_PRODUCTS};

@@ -54,17 +54,17 @@ int svc_register_customer(struct ag_platform *p, const char *id, const char *ema
                           const char *name, bool premium, const char *meta, char account_id[40],
                           struct ag_err *err)
 {
-    char stream[128];
     int rc = claim_email(p, email, id, err);
     if (rc) return rc;
     svc_new_id(account_id, "account", id); /* one account per customer, derived from it */
     struct ag_customer_register reg = {id, email, name, premium, account_id};
-    svc_stream(stream, sizeof stream, "customer", id);
-    rc = svc_exec(p, &svc_customer_type, stream, dom_register, &reg, meta, NULL, NULL, NULL, err);
+    rc = svc_exec(
+        p, &(struct svc_cmd){&svc_customer_type, id, dom_register, &reg, meta, NULL, NULL}, err);
     if (rc) return rc;
     struct ag_account_open open = {account_id, id, "USD", svc_now_ms()};
-    svc_stream(stream, sizeof stream, "account", account_id);
-    return svc_exec(p, &svc_account_type, stream, dom_open, &open, meta, NULL, NULL, NULL, err);
+    return svc_exec(
+        p, &(struct svc_cmd){&svc_account_type, account_id, dom_open, &open, meta, NULL, NULL},
+        err);
 }
 
 static json_t *customer_json(const char *id, const char *email, const char *name, const char *tier,
@@ -239,14 +239,14 @@ static int tier(struct svc_job *j)
     if (svc_fields_failed(j, 400)) return 0;
     if (!svc_stream_exists(j->p, "customer", j->param))
         return svc_problem(j, 404, "Customer not found", "no customer with id %s", j->param);
-    char stream[128];
-    svc_stream(stream, sizeof stream, "customer", j->param);
     struct ag_customer_change_tier c = {strcmp(t, "premium") == 0};
     struct ag_err err;
     ag_err_clear(&err);
     json_t *view = NULL;
-    int rc = svc_exec(j->p, &svc_customer_type, stream, dom_tier, &c, j->meta, view_customer, &view,
-                      NULL, &err);
+    int rc = svc_exec(j->p,
+                      &(struct svc_cmd){&svc_customer_type, j->param, dom_tier, &c, j->meta,
+                                        view_customer, &view},
+                      &err);
     if (rc)
         svc_error(j, rc, &err);
     else
@@ -262,7 +262,5 @@ static const struct svc_route routes[] = {
     {"POST", "/api/v1/customers/{id}/tier", SVC_ADMIN, tier, "id", "customer", {NULL}},
 };
 
-void svc_customers_routes(struct ag_platform *p)
-{
-    svc_routes(p, routes, sizeof routes / sizeof routes[0]);
-}
+const struct svc_context svc_customers_context = {
+    "customers", routes, sizeof routes / sizeof routes[0], svc_customers_projection, RM_CUSTOMERS};

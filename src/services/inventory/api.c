@@ -53,14 +53,14 @@ static int restock(struct svc_job *j)
     if (!svc_stream_exists(j->p, "product", j->param))
         return svc_problem(j, 404, "Product not found", "no product with id %s", j->param);
     if (svc_idem_begin(j, "restock")) return 0;
-    char stream[128];
-    svc_stream(stream, sizeof stream, "stock", j->param);
     struct ag_stock_add a = {j->param, json_integer_value(q)};
     struct ag_err err;
     ag_err_clear(&err);
     json_t *view = NULL;
-    int rc = svc_exec(j->p, &svc_stock_type, stream, d_stock_add, &a, j->meta, view_stock, &view,
-                      NULL, &err);
+    int rc = svc_exec(
+        j->p,
+        &(struct svc_cmd){&svc_stock_type, j->param, d_stock_add, &a, j->meta, view_stock, &view},
+        &err);
     if (rc)
         svc_error(j, rc, &err);
     else
@@ -81,7 +81,5 @@ static const struct svc_route routes[] = {
      {NULL}},
 };
 
-void svc_inventory_routes(struct ag_platform *p)
-{
-    svc_routes(p, routes, sizeof routes / sizeof routes[0]);
-}
+const struct svc_context svc_inventory_context = {
+    "inventory", routes, sizeof routes / sizeof routes[0], svc_inventory_projection, RM_STOCK};

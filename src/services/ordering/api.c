@@ -159,16 +159,14 @@ static void parse_order(struct svc_job *j, struct place *pl)
 /* Prices from the catalog, tier from the customer, then the quote. */
 static int price_order(struct svc_job *j, struct place *pl)
 {
-    char stream[128];
     struct ag_err err;
     ag_err_clear(&err);
-    svc_stream(stream, sizeof stream, "customer", pl->customer_id);
-    svc_read(j->p, &svc_customer_type, stream, view_customer, pl, NULL);
+    svc_read(j->p, &svc_customer_type, pl->customer_id, view_customer, pl, NULL);
     if (!pl->account_id[0] || !svc_stream_exists(j->p, "account", pl->account_id))
         svc_field_error(j, "/customerId", "customer %s has no payment account", pl->customer_id);
     for (size_t i = 0; i < pl->n; i++) {
-        svc_stream(stream, sizeof stream, "product", pl->lines[i].product_id);
-        svc_read(j->p, &svc_product_type, stream, view_product, &pl->lines[i], NULL);
+        svc_read(j->p, &svc_product_type, pl->lines[i].product_id, view_product, &pl->lines[i],
+                 NULL);
         if (pl->lines[i].unit_price.amount < 0) {
             char ptr[64];
             snprintf(ptr, sizeof ptr, "/items/%zu/productId", i);
@@ -206,8 +204,9 @@ static int create(struct svc_job *j)
         svc_stream(stream, sizeof stream, "order", order_id);
         struct ag_err err;
         ag_err_clear(&err);
-        int rc = ag_es_execute(j->p->repo, &svc_order_type, stream, decide_place, pl, j->meta, NULL,
-                               NULL, NULL, &err);
+        int rc = ag_es_execute(
+            j->p->repo, &(struct ag_es_cmd){&svc_order_type, stream, decide_place, pl, j->meta},
+            NULL, &err);
         if (rc && rc != AG_EEXISTS) {
             svc_error(j, rc, &err);
         } else {
@@ -288,10 +287,9 @@ static void view_order_owner(const void *state, int64_t version, void *ud)
 
 bool svc_owns_order(struct svc_job *j, const char *order_id)
 {
-    char stream[128], owner[AG_DOM_ID_MAX] = "";
+    char owner[AG_DOM_ID_MAX] = "";
     if (!svc_stream_exists(j->p, "order", order_id)) return false;
-    svc_stream(stream, sizeof stream, "order", order_id);
-    svc_read(j->p, &svc_order_type, stream, view_order_owner, owner, NULL);
+    svc_read(j->p, &svc_order_type, order_id, view_order_owner, owner, NULL);
     return owner[0] && svc_owns(j, owner);
 }
 
@@ -313,13 +311,12 @@ static int cancel(struct svc_job *j)
     if (svc_fields_failed(j, 400)) return 0;
     if (!svc_owns_order(j, j->param))
         return svc_problem(j, 404, "Order not found", "no order with id %s", j->param);
-    char stream[128];
-    svc_stream(stream, sizeof stream, "order", j->param);
     struct ag_order_cancel c = {reason ? reason : "cancelled by the customer"};
     struct ag_err err;
     ag_err_clear(&err);
-    int rc =
-        svc_exec(j->p, &svc_order_type, stream, dom_cancel, &c, j->meta, NULL, NULL, NULL, &err);
+    int rc = svc_exec(
+        j->p, &(struct svc_cmd){&svc_order_type, j->param, dom_cancel, &c, j->meta, NULL, NULL},
+        &err);
     if (rc == AG_EDOMAIN) return svc_problem(j, 409, "Order cannot be cancelled", "%s", err.msg);
     if (rc) return svc_error(j, rc, &err);
     return svc_ok(j, 202, json_pack("{s:s, s:s}", "orderId", j->param, "status", "cancelled"));
@@ -338,7 +335,5 @@ static const struct svc_route routes[] = {
     {"POST", "/api/v1/orders/{id}/cancel", SVC_OWNER, cancel, "id", "order", {NULL}},
 };
 
-void svc_ordering_routes(struct ag_platform *p)
-{
-    svc_routes(p, routes, sizeof routes / sizeof routes[0]);
-}
+const struct svc_context svc_ordering_context = {
+    "ordering", routes, sizeof routes / sizeof routes[0], svc_ordering_projection, RM_ORDERS};

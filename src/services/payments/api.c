@@ -39,10 +39,10 @@ static int dom_deposit(const void *st, const void *cmd, struct ag_dom_events *ou
 int svc_deposit(struct ag_platform *p, const char *account_id, const struct ag_money *amount,
                 const char *meta, struct ag_err *err)
 {
-    char stream[128];
-    svc_stream(stream, sizeof stream, "account", account_id);
     struct ag_account_deposit d = {*amount, svc_now_ms()};
-    return svc_exec(p, &svc_account_type, stream, dom_deposit, &d, meta, NULL, NULL, NULL, err);
+    return svc_exec(
+        p, &(struct svc_cmd){&svc_account_type, account_id, dom_deposit, &d, meta, NULL, NULL},
+        err);
 }
 
 static void view_owner(const void *state, int64_t version, void *ud)
@@ -74,17 +74,18 @@ static int deposit(struct svc_job *j)
         svc_field_error(j, "/amount/amount", "a deposit must be greater than zero");
     }
     if (svc_fields_failed(j, 400)) return 0;
-    char stream[128], owner[AG_DOM_ID_MAX] = "";
-    svc_stream(stream, sizeof stream, "account", j->param);
+    char owner[AG_DOM_ID_MAX] = "";
     if (svc_stream_exists(j->p, "account", j->param))
-        svc_read(j->p, &svc_account_type, stream, view_owner, owner, NULL);
+        svc_read(j->p, &svc_account_type, j->param, view_owner, owner, NULL);
     if (!owner[0] || !svc_owns(j, owner)) /* someone else's account is not found either */
         return svc_problem(j, 404, "Account not found", "no account with id %s", j->param);
     if (svc_idem_begin(j, j->param)) return 0;
     struct ag_account_deposit d = {amount, svc_now_ms()};
     json_t *view = NULL;
-    int rc = svc_exec(j->p, &svc_account_type, stream, dom_deposit, &d, j->meta, view_account,
-                      &view, NULL, &err);
+    int rc = svc_exec(j->p,
+                      &(struct svc_cmd){&svc_account_type, j->param, dom_deposit, &d, j->meta,
+                                        view_account, &view},
+                      &err);
     if (rc == AG_EDOMAIN && (strstr(err.msg, "currency") || strstr(err.msg, " is in "))) {
         svc_field_error(j, "/amount/currency", "%s", err.msg);
         svc_fields_failed(j, 422);
@@ -150,7 +151,5 @@ static const struct svc_route routes[] = {
     {"GET", "/api/v1/accounts", SVC_OWNER, list, NULL, NULL, {"minBalance", "limit", "cursor"}},
 };
 
-void svc_payments_routes(struct ag_platform *p)
-{
-    svc_routes(p, routes, sizeof routes / sizeof routes[0]);
-}
+const struct svc_context svc_payments_context = {
+    "payments", routes, sizeof routes / sizeof routes[0], svc_payments_projection, RM_ACCOUNTS};

@@ -48,10 +48,8 @@ static int load_order(struct ag_platform *p, const json_t *data, struct order_vi
 {
     *id = json_string_value(json_object_get(data, "orderId"));
     if (!*id) return ag_err_set(err, AG_EINVAL, "saga data has no orderId");
-    char stream[128];
-    svc_stream(stream, sizeof stream, "order", *id);
     memset(v, 0, sizeof *v);
-    return svc_read(p, &svc_order_type, stream, view_order, v, err);
+    return svc_read(p, &svc_order_type, *id, view_order, v, err);
 }
 
 static void view_account_id(const void *state, int64_t version, void *ud)
@@ -60,14 +58,11 @@ static void view_account_id(const void *state, int64_t version, void *ud)
     snprintf(ud, AG_DOM_ID_MAX, "%s", ((const struct ag_customer *)state)->account_id);
 }
 
-static int account_stream(struct ag_platform *p, const char *customer_id, char out[128],
-                          struct ag_err *err)
+static int account_of(struct ag_platform *p, const char *customer_id, char out[AG_DOM_ID_MAX],
+                      struct ag_err *err)
 {
-    char stream[128], account[AG_DOM_ID_MAX] = "";
-    svc_stream(stream, sizeof stream, "customer", customer_id);
-    int rc = svc_read(p, &svc_customer_type, stream, view_account_id, account, err);
-    if (!rc) svc_stream(out, 128, "account", account);
-    return rc;
+    out[0] = '\0';
+    return svc_read(p, &svc_customer_type, customer_id, view_account_id, out, err);
 }
 
 /* ---- decide adapters ---- */
@@ -120,10 +115,10 @@ static int place_undo(void *ud, const json_t *data, const char *key, const char 
     char meta[256];
     step_meta(key, meta);
     const char *id = json_string_value(json_object_get(data, "orderId"));
-    char stream[128];
-    svc_stream(stream, sizeof stream, "order", id ? id : "");
     struct ag_order_cancel c = {reason};
-    return svc_exec(ud, &svc_order_type, stream, d_order_cancel, &c, meta, NULL, NULL, NULL, err);
+    return svc_exec(
+        ud, &(struct svc_cmd){&svc_order_type, id ? id : "", d_order_cancel, &c, meta, NULL, NULL},
+        err);
 }
 
 static int release_lines(struct ag_platform *p, const char *order_id, const struct order_view *v,
@@ -131,11 +126,11 @@ static int release_lines(struct ag_platform *p, const char *order_id, const stru
 {
     int rc = 0;
     for (size_t i = 0; i < upto; i++) {
-        char stream[128];
-        svc_stream(stream, sizeof stream, "stock", v->lines[i].product_id);
         struct ag_stock_release r = {order_id, reason};
-        int r1 =
-            svc_exec(p, &svc_stock_type, stream, d_stock_release, &r, meta, NULL, NULL, NULL, err);
+        int r1 = svc_exec(p,
+                          &(struct svc_cmd){&svc_stock_type, v->lines[i].product_id,
+                                            d_stock_release, &r, meta, NULL, NULL},
+                          err);
         if (r1 && !rc) rc = r1;
     }
     return rc;
@@ -151,11 +146,11 @@ static int reserve(void *ud, const json_t *data, const char *key, const char *re
     const char *id;
     int rc = load_order(ud, data, &v, &id, err);
     for (size_t i = 0; i < v.n && !rc; i++) {
-        char stream[128];
-        svc_stream(stream, sizeof stream, "stock", v.lines[i].product_id);
         struct ag_stock_reserve r = {id, v.lines[i].quantity, v.lines[i].product_id};
-        rc =
-            svc_exec(ud, &svc_stock_type, stream, d_stock_reserve, &r, meta, NULL, NULL, NULL, err);
+        rc = svc_exec(ud,
+                      &(struct svc_cmd){&svc_stock_type, v.lines[i].product_id, d_stock_reserve, &r,
+                                        meta, NULL, NULL},
+                      err);
         if (rc) { /* all or nothing: give back what this step took */
             struct ag_err e2;
             release_lines(ud, id, &v, i, "reservation incomplete", meta, &e2);
@@ -175,12 +170,12 @@ static int release(void *ud, const json_t *data, const char *key, const char *re
     return rc ? rc : release_lines(ud, id, &v, v.n, reason, meta, err);
 }
 
-/* The order and its customer's account stream, for the payment step and its undo. */
+/* The order and its customer's account, for the payment step and its undo. */
 static int order_account(void *ud, const json_t *data, struct order_view *v, const char **id,
-                         char stream[128], struct ag_err *err)
+                         char account[AG_DOM_ID_MAX], struct ag_err *err)
 {
     int rc = load_order(ud, data, v, id, err);
-    return rc ? rc : account_stream(ud, v->customer_id, stream, err);
+    return rc ? rc : account_of(ud, v->customer_id, account, err);
 }
 
 static int charge(void *ud, const json_t *data, const char *key, const char *reason,
@@ -191,11 +186,11 @@ static int charge(void *ud, const json_t *data, const char *key, const char *rea
     step_meta(key, meta);
     struct order_view v;
     const char *id;
-    char stream[128];
-    int rc = order_account(ud, data, &v, &id, stream, err);
+    char account[AG_DOM_ID_MAX];
+    int rc = order_account(ud, data, &v, &id, account, err);
     if (rc || v.total.amount == 0) return rc;
     struct ag_account_charge c = {id, v.total, svc_now_ms()};
-    return svc_exec(ud, &svc_account_type, stream, d_account_charge, &c, meta, NULL, NULL, NULL,
+    return svc_exec(ud, &(struct svc_cmd){&svc_account_type, account, d_account_charge, &c, meta},
                     err);
 }
 
@@ -207,11 +202,11 @@ static int refund(void *ud, const json_t *data, const char *key, const char *rea
     step_meta(key, meta);
     struct order_view v;
     const char *id;
-    char stream[128];
-    int rc = order_account(ud, data, &v, &id, stream, err);
+    char account[AG_DOM_ID_MAX];
+    int rc = order_account(ud, data, &v, &id, account, err);
     if (rc) return rc;
     struct ag_account_refund r = {id, svc_now_ms()};
-    return svc_exec(ud, &svc_account_type, stream, d_account_refund, &r, meta, NULL, NULL, NULL,
+    return svc_exec(ud, &(struct svc_cmd){&svc_account_type, account, d_account_refund, &r, meta},
                     err);
 }
 
@@ -230,13 +225,13 @@ static int arrange(void *ud, const json_t *data, const char *key, const char *re
     const char *id;
     int rc = load_order(ud, data, &v, &id, err);
     if (rc) return rc;
-    char stream[128], ship_id[AG_UUID_STRLEN + 1], track[32];
+    char ship_id[AG_UUID_STRLEN + 1], track[32];
     svc_new_id(ship_id, "shipments", id);
     tracking_number(id, track);
-    svc_stream(stream, sizeof stream, "shipment", id);
     struct ag_shipment_arrange a = {ship_id, id, &v.address, track};
-    return svc_exec(ud, &svc_shipment_type, stream, d_shipment_arrange, &a, meta, NULL, NULL, NULL,
-                    err);
+    return svc_exec(
+        ud, &(struct svc_cmd){&svc_shipment_type, id, d_shipment_arrange, &a, meta, NULL, NULL},
+        err);
 }
 
 static int unarrange(void *ud, const json_t *data, const char *key, const char *reason,
@@ -245,11 +240,11 @@ static int unarrange(void *ud, const json_t *data, const char *key, const char *
     char meta[256];
     step_meta(key, meta);
     const char *id = json_string_value(json_object_get(data, "orderId"));
-    char stream[128];
-    svc_stream(stream, sizeof stream, "shipment", id ? id : "");
     if (!svc_stream_exists(ud, "shipment", id ? id : "")) return 0;
     struct ag_shipment_cancel c = {reason};
-    return svc_exec(ud, &svc_shipment_type, stream, d_shipment_cancel, &c, meta, NULL, NULL, NULL,
+    return svc_exec(ud,
+                    &(struct svc_cmd){&svc_shipment_type, id ? id : "", d_shipment_cancel, &c, meta,
+                                      NULL, NULL},
                     err);
 }
 
@@ -260,11 +255,12 @@ static int confirm(void *ud, const json_t *data, const char *key, const char *re
     char meta[256];
     step_meta(key, meta);
     const char *id = json_string_value(json_object_get(data, "orderId"));
-    char stream[128], track[32];
+    char track[32];
     tracking_number(id ? id : "", track);
-    svc_stream(stream, sizeof stream, "order", id ? id : "");
     struct ag_order_confirm c = {track};
-    return svc_exec(ud, &svc_order_type, stream, d_order_confirm, &c, meta, NULL, NULL, NULL, err);
+    return svc_exec(
+        ud, &(struct svc_cmd){&svc_order_type, id ? id : "", d_order_confirm, &c, meta, NULL, NULL},
+        err);
 }
 
 /* ConfirmOrder is the pivot: a confirmed order is never cancelled. The engine

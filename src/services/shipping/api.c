@@ -78,10 +78,10 @@ static int ship_stock(struct svc_job *j, const struct order_lines *v, struct ag_
 {
     int rc = 0;
     for (size_t i = 0; i < v->n && !rc; i++) {
-        char stream[128];
-        svc_stream(stream, sizeof stream, "stock", v->product[i]);
         struct ag_stock_ship s = {j->param};
-        rc = svc_exec(j->p, &svc_stock_type, stream, d_stock_ship, &s, j->meta, NULL, NULL, NULL,
+        rc = svc_exec(j->p,
+                      &(struct svc_cmd){&svc_stock_type, v->product[i], d_stock_ship, &s, j->meta,
+                                        NULL, NULL},
                       err);
     }
     return rc;
@@ -90,17 +90,15 @@ static int ship_stock(struct svc_job *j, const struct order_lines *v, struct ag_
 /* POST /api/v1/shipments/{orderId}/dispatch */
 static int dispatch(struct svc_job *j)
 {
-    char stream[128];
     struct ag_err err;
     ag_err_clear(&err);
     struct order_lines *v = ag_calloc(1, sizeof *v);
     if (!v) return AG_ENOMEM;
-    svc_stream(stream, sizeof stream, "order", j->param);
     if (!svc_stream_exists(j->p, "order", j->param)) {
         ag_free(v);
         return svc_problem(j, 404, "Order not found", "no order with id %s", j->param);
     }
-    svc_read(j->p, &svc_order_type, stream, view_order, v, NULL);
+    svc_read(j->p, &svc_order_type, j->param, view_order, v, NULL);
     if (v->status != AG_ORDER_CONFIRMED && v->status != AG_ORDER_SHIPPED) {
         svc_problem(j, 409, "Order cannot be shipped", "order %s is %s, not confirmed", j->param,
                     ag_order_status_name(v->status));
@@ -108,15 +106,16 @@ static int dispatch(struct svc_job *j)
         return 0;
     }
     struct ag_shipment_dispatch d = {svc_now_ms()};
-    svc_stream(stream, sizeof stream, "shipment", j->param);
-    int rc =
-        svc_exec(j->p, &svc_shipment_type, stream, d_dispatch, &d, j->meta, NULL, NULL, NULL, &err);
+    int rc = svc_exec(
+        j->p, &(struct svc_cmd){&svc_shipment_type, j->param, d_dispatch, &d, j->meta, NULL, NULL},
+        &err);
     if (!rc) rc = ship_stock(j, v, &err);
     ag_free(v);
     struct ag_order_ship s = {svc_now_ms()};
-    svc_stream(stream, sizeof stream, "order", j->param);
     if (!rc)
-        rc = svc_exec(j->p, &svc_order_type, stream, d_ship, &s, j->meta, NULL, NULL, NULL, &err);
+        rc = svc_exec(j->p,
+                      &(struct svc_cmd){&svc_order_type, j->param, d_ship, &s, j->meta, NULL, NULL},
+                      &err);
     if (rc == AG_EDOMAIN)
         return svc_problem(j, 409, "Shipment cannot be dispatched", "%s", err.msg);
     if (rc) return svc_error(j, rc, &err);
@@ -136,7 +135,5 @@ static const struct svc_route routes[] = {
      {NULL}},
 };
 
-void svc_shipping_routes(struct ag_platform *p)
-{
-    svc_routes(p, routes, sizeof routes / sizeof routes[0]);
-}
+const struct svc_context svc_shipping_context = {
+    "shipping", routes, sizeof routes / sizeof routes[0], svc_shipping_projection, RM_SHIPMENTS};

@@ -102,9 +102,9 @@ Test(repo, execute_appends_and_state_follows)
     long long total = 0;
     for (int i = 1; i <= 25; i++) {
         struct add a = {i, 0};
-        cr_assert_eq(ag_es_execute(repo, &counter_type, "counter-1", decide_add, &a,
-                                   "{\"actor\":\"t\"}", view_total, &total, &res, NULL),
-                     0);
+        struct ag_es_cmd cmd = {&counter_type,       "counter-1", decide_add, &a,
+                                "{\"actor\":\"t\"}", view_total,  &total};
+        cr_assert_eq(ag_es_execute(repo, &cmd, &res, NULL), 0);
         cr_assert_eq(res.version, i - 1);
         cr_assert_eq(res.appended, 1);
     }
@@ -124,11 +124,16 @@ Test(repo, business_errors_store_nothing)
 {
     struct add a = {5, 7};
     cr_assert_eq(
-        ag_es_execute(repo, &counter_type, "c", decide_add, &a, NULL, NULL, NULL, NULL, NULL), 0);
+        ag_es_execute(repo,
+                      &(struct ag_es_cmd){&counter_type, "c", decide_add, &a, NULL, NULL, NULL},
+                      NULL, NULL),
+        0);
     struct ag_err err;
     ag_err_clear(&err);
     cr_assert_eq(
-        ag_es_execute(repo, &counter_type, "c", decide_add, &a, NULL, NULL, NULL, NULL, &err),
+        ag_es_execute(repo,
+                      &(struct ag_es_cmd){&counter_type, "c", decide_add, &a, NULL, NULL, NULL},
+                      NULL, &err),
         AG_EDOMAIN);
     cr_assert_str_eq(err.msg, "limit 7 reached");
     int64_t v;
@@ -142,7 +147,10 @@ Test(repo, read_sees_writes_from_another_process_view)
     long long total = 0;
     struct add a = {1, 0};
     cr_assert_eq(
-        ag_es_execute(repo, &counter_type, "x", decide_add, &a, NULL, NULL, NULL, NULL, NULL), 0);
+        ag_es_execute(repo,
+                      &(struct ag_es_cmd){&counter_type, "x", decide_add, &a, NULL, NULL, NULL},
+                      NULL, NULL),
+        0);
     struct ag_event_data ev = {.type = "Added", .type_len = 5, .data = "{\"n\":41}", .data_len = 8};
     cr_assert_eq(ag_store_append(store, "x", 1, 0, &ev, 1, NULL, NULL), 0);
     cr_assert_eq(ag_es_read(repo, &counter_type, "x", view_total, &total, NULL), 0);
@@ -156,7 +164,9 @@ Test(repo, cold_load_uses_the_snapshot)
     struct add a = {2, 0};
     for (int i = 0; i < 15; i++)
         cr_assert_eq(
-            ag_es_execute(repo, &counter_type, "s", decide_add, &a, NULL, NULL, NULL, NULL, NULL),
+            ag_es_execute(repo,
+                          &(struct ag_es_cmd){&counter_type, "s", decide_add, &a, NULL, NULL, NULL},
+                          NULL, NULL),
             0);
     /* a second repository starts cold: snapshot at v9 + 5 events */
     struct ag_es_repo *r2;
@@ -175,16 +185,22 @@ Test(repo, conflict_from_a_second_repository_is_retried)
     cr_assert_eq(ag_es_repo_new(&rc, &r2), 0);
     struct add a = {1, 0};
     long long t1 = 0, t2 = 0;
-    cr_assert_eq(
-        ag_es_execute(repo, &counter_type, "k", decide_add, &a, NULL, view_total, &t1, NULL, NULL),
-        0);
-    cr_assert_eq(
-        ag_es_execute(r2, &counter_type, "k", decide_add, &a, NULL, view_total, &t2, NULL, NULL),
-        0);
+    cr_assert_eq(ag_es_execute(
+                     repo,
+                     &(struct ag_es_cmd){&counter_type, "k", decide_add, &a, NULL, view_total, &t1},
+                     NULL, NULL),
+                 0);
+    cr_assert_eq(ag_es_execute(
+                     r2,
+                     &(struct ag_es_cmd){&counter_type, "k", decide_add, &a, NULL, view_total, &t2},
+                     NULL, NULL),
+                 0);
     /* repo's cache is stale (version 0); it catches up before deciding */
-    cr_assert_eq(
-        ag_es_execute(repo, &counter_type, "k", decide_add, &a, NULL, view_total, &t1, NULL, NULL),
-        0);
+    cr_assert_eq(ag_es_execute(
+                     repo,
+                     &(struct ag_es_cmd){&counter_type, "k", decide_add, &a, NULL, view_total, &t1},
+                     NULL, NULL),
+                 0);
     cr_assert_eq(t1, 3);
     ag_es_repo_free(r2);
 }
@@ -199,7 +215,9 @@ static void *hammer(void *arg)
     struct hammer *h = arg;
     for (int i = 0; i < h->adds; i++) {
         struct add a = {1, 0};
-        if (ag_es_execute(repo, &counter_type, "hot", decide_add, &a, NULL, NULL, NULL, NULL, NULL))
+        if (ag_es_execute(
+                repo, &(struct ag_es_cmd){&counter_type, "hot", decide_add, &a, NULL, NULL, NULL},
+                NULL, NULL))
             h->failures++;
     }
     return NULL;
@@ -273,8 +291,10 @@ Test(projector, projects_exactly_once_across_restarts_and_rebuilds)
     snprintf(rm, sizeof rm, "%s/readmodels", dir);
     struct add a = {3, 0};
     for (int i = 0; i < 50; i++)
-        ag_es_execute(repo, &counter_type, i % 2 ? "a" : "b", decide_add, &a, NULL, NULL, NULL,
-                      NULL, NULL);
+        ag_es_execute(
+            repo,
+            &(struct ag_es_cmd){&counter_type, i % 2 ? "a" : "b", decide_add, &a, NULL, NULL, NULL},
+            NULL, NULL);
     struct ag_event_data other = {.type = "Ignored", .type_len = 7, .data = "{}", .data_len = 2};
     ag_store_append(store, "z", 1, AG_STORE_ANY, &other, 1, NULL, NULL);
     struct ag_projector *p;
@@ -288,7 +308,9 @@ Test(projector, projects_exactly_once_across_restarts_and_rebuilds)
     cr_assert_eq(query_total(rm, "a"), 75);
     /* restart: resumes from its checkpoint, nothing applied twice */
     for (int i = 0; i < 10; i++)
-        ag_es_execute(repo, &counter_type, "a", decide_add, &a, NULL, NULL, NULL, NULL, NULL);
+        ag_es_execute(repo,
+                      &(struct ag_es_cmd){&counter_type, "a", decide_add, &a, NULL, NULL, NULL},
+                      NULL, NULL);
     cr_assert_eq(ag_projector_start(store, rm, &sum_proj, 1, &p, NULL), 0);
     cr_assert_eq(ag_projector_wait(p, 60, 5000), 0);
     ag_projector_stop(p);
@@ -311,7 +333,9 @@ Test(projector, a_failing_projection_stops_and_says_why)
     snprintf(rm, sizeof rm, "%s/readmodels", dir);
     struct add a = {1, 0};
     for (int i = 0; i < 6; i++)
-        ag_es_execute(repo, &counter_type, "f", decide_add, &a, NULL, NULL, NULL, NULL, NULL);
+        ag_es_execute(repo,
+                      &(struct ag_es_cmd){&counter_type, "f", decide_add, &a, NULL, NULL, NULL},
+                      NULL, NULL);
     struct ag_projection bad = {"bad", NULL, NULL, apply_fail, NULL};
     struct ag_projector *p;
     cr_assert_eq(ag_projector_start(store, rm, &bad, 1, &p, NULL), 0);
@@ -338,7 +362,9 @@ Test(projector, a_page_failing_for_a_passing_reason_is_retried)
     snprintf(rm, sizeof rm, "%s/readmodels", dir);
     struct add a = {1, 0};
     for (int i = 0; i < 6; i++)
-        ag_es_execute(repo, &counter_type, "f", decide_add, &a, NULL, NULL, NULL, NULL, NULL);
+        ag_es_execute(repo,
+                      &(struct ag_es_cmd){&counter_type, "f", decide_add, &a, NULL, NULL, NULL},
+                      NULL, NULL);
     flaky_left = 2; /* e.g. a full disk under the read model, then space freed */
     struct ag_projection flaky = {"flaky", NULL, NULL, apply_flaky, NULL};
     struct ag_projector *p;
@@ -358,7 +384,9 @@ Test(projector, a_corrupt_read_model_is_set_aside_and_rebuilt)
     snprintf(rm, sizeof rm, "%s/readmodels", dir);
     struct add a = {2, 0};
     for (int i = 0; i < 5; i++)
-        ag_es_execute(repo, &counter_type, "a", decide_add, &a, NULL, NULL, NULL, NULL, NULL);
+        ag_es_execute(repo,
+                      &(struct ag_es_cmd){&counter_type, "a", decide_add, &a, NULL, NULL, NULL},
+                      NULL, NULL);
     struct ag_projector *p;
     cr_assert_eq(ag_projector_start(store, rm, &sum_proj, 1, &p, NULL), 0);
     cr_assert_eq(ag_projector_wait(p, 4, 5000), 0);
@@ -379,4 +407,17 @@ Test(projector, a_corrupt_read_model_is_set_aside_and_rebuilt)
     char cmd[256];
     snprintf(cmd, sizeof cmd, "ls %s | grep -q 'sums.db.corrupt-'", rm);
     cr_assert_eq(system(cmd), 0, "the damaged file is kept aside");
+}
+
+Test(repo, stream_names_come_from_the_type)
+{
+    char out[64];
+    cr_assert_eq(ag_es_stream(&counter_type, "01", out, sizeof out), 0);
+    cr_assert_str_eq(out, "counter-01");
+    cr_assert_eq(ag_es_stream(&counter_type, "0123456789", out, 8), AG_ETOOBIG);
+    cr_assert_eq(ag_es_stream_id(&counter_type, "counter-01", 10, out, sizeof out), 0);
+    cr_assert_str_eq(out, "01");
+    cr_assert_eq(ag_es_stream_id(&counter_type, "counters-01", 11, out, sizeof out), AG_EINVAL);
+    cr_assert_eq(ag_es_stream_id(&counter_type, "counter-", 8, out, sizeof out), AG_EINVAL);
+    cr_assert_eq(ag_es_stream_id(&counter_type, "other-01", 8, out, sizeof out), AG_EINVAL);
 }

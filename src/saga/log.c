@@ -25,7 +25,7 @@
 
 #include "internal.h"
 
-#define EV(k, name) [k] = {name, sizeof name - 1}
+#define EV(k, name) [k] = {(name), sizeof(name) - 1}
 static const struct {
     const char *name;
     size_t len;
@@ -419,7 +419,7 @@ static int collect_saga(void *ud, const char *name, size_t len, int64_t version)
     AG_UNUSED(version);
     struct names *ns = ud;
     if (len <= SAGA_PREFIX_LEN || len >= SAGA_STREAM_MAX ||
-        memcmp(name, SAGA_PREFIX, SAGA_PREFIX_LEN))
+        memcmp(name, SAGA_PREFIX, SAGA_PREFIX_LEN) != 0)
         return 0;
     if (ns->n == ns->cap) {
         size_t cap = ns->cap ? ns->cap * 2 : 64;

@@ -648,7 +648,7 @@ Test(saga, a_resumed_saga_without_metadata_gets_it)
 
 /* ---- injected faults, on the engine's RNG and sleep ---- */
 
-static struct ag_saga_step fault_steps[] = {
+static const struct ag_saga_step fault_steps[] = {
     {"One", act1, undo1, {0}, NULL},
     {"Two", act2, undo2, {.error_rate = 0.5, .latency_ms = 7}, NULL},
 };

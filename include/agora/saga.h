@@ -25,8 +25,17 @@
  * elsewhere. The saga then ends Failed, naming every failed compensation, until
  * an operator retries it.
  *
+ * Metadata. Every saga event carries {correlationId: the saga id, causationId,
+ * actor: {sub: "saga:<type>", roles: ["system"], onBehalfOf: the actor of the
+ * event that started the saga}, traceparent, requestId} (the last two when that
+ * event had them). SagaStarted's causationId is the starting event's id, every
+ * later event's the saga event before it.
+ *
  * Fault injection (for demos and chaos tests): per step, an error rate and an added
  * latency for the action and for the compensation.
+ *
+ * The engine lives in src/saga/: engine.c (queue, threads, API), run.c (driving
+ * one saga), log.c (the stream and the state it folds into).
  */
 #ifndef AGORA_SAGA_H
 #define AGORA_SAGA_H
@@ -69,24 +78,53 @@ struct ag_saga_def {
 
 struct ag_saga_engine;
 
-/* Start `threads` workers and resume every unfinished saga found in the store.
- * `defs` is borrowed and must outlive the engine. */
-AG_EXTERN int ag_saga_engine_start(struct ag_store *s, const struct ag_saga_def *defs, size_t n,
-                                   unsigned threads, struct ag_saga_engine **out,
-                                   struct ag_err *err);
+/* The events of a saga stream; their payloads are described at the top. */
+#define AG_SAGA_EV_STARTED        "SagaStarted"
+#define AG_SAGA_EV_STEP_SUCCEEDED "StepSucceeded"
+#define AG_SAGA_EV_STEP_FAILED    "StepFailed"
+#define AG_SAGA_EV_COMP_SUCCEEDED "CompensationSucceeded"
+#define AG_SAGA_EV_COMP_FAILED    "CompensationFailed"
+#define AG_SAGA_EV_RETRIED        "SagaRetried"
+#define AG_SAGA_EV_COMPLETED      "SagaCompleted"
+#define AG_SAGA_EV_COMPENSATED    "SagaCompensated"
+#define AG_SAGA_EV_FAILED         "SagaFailed"
+
+struct ag_saga_engine_config {
+    struct ag_store *store;         /* borrowed */
+    const struct ag_saga_def *defs; /* borrowed; must outlive the engine */
+    size_t ndefs;
+    unsigned threads;             /* workers; 0 → 4 */
+    const struct ag_clock *clock; /* NULL → ag_clock_system(): event ids, retry times */
+    const struct ag_rng *rng;     /* NULL → ag_rng_system(); called from every worker */
+    /* Fault latency and compensation backoff; NULL → nanosleep. */
+    void (*sleep)(void *ctx, uint64_t ns);
+    void *sleep_ctx;
+};
+
+/* Start the workers and resume every unfinished saga found in the store. */
+AG_EXTERN int ag_saga_engine_start(const struct ag_saga_engine_config *cfg,
+                                   struct ag_saga_engine **out, struct ag_err *err);
 /* Stop: workers finish the step they are in; unfinished sagas resume next start. */
 AG_EXTERN void ag_saga_engine_stop(struct ag_saga_engine *e);
+/* Wait until the engine has nothing to do now: no saga queued or running, and
+ * none waiting to be run again whose time (on the engine's clock) has come.
+ * 0, or AG_ETIMEDOUT. For tests and orderly shutdowns. */
+AG_EXTERN int ag_saga_engine_wait_idle(struct ag_saga_engine *e, int timeout_ms);
 
 /* Record SagaStarted for `saga_id` (idempotent: starting it again only makes sure
- * it runs) and queue it. `data` is borrowed. */
+ * it runs) and queue it. `data` is borrowed. `cause` (NULL: none) is the event
+ * that started the saga: its id is SagaStarted's causationId, and its metadata's
+ * actor, traceparent and requestId go on every event of the saga (see the top). */
 AG_EXTERN int ag_saga_start(struct ag_saga_engine *e, const char *type, const char *saga_id,
-                            const json_t *data, struct ag_err *err);
+                            const json_t *data, const struct ag_event *cause, struct ag_err *err);
 
 /* Queue the start of a saga without waiting: a worker records SagaStarted and runs
- * it. `data` is copied. Pair with ag_saga_wait_starts before relying on the start
- * being durable (e.g. before a projection commits past the triggering event). */
+ * it. `data` and what it needs of `cause` are copied. Pair with
+ * ag_saga_wait_starts before relying on the start being durable (e.g. before a
+ * projection commits past the triggering event). */
 AG_EXTERN int ag_saga_start_async(struct ag_saga_engine *e, const char *type, const char *saga_id,
-                                  const json_t *data, struct ag_err *err);
+                                  const json_t *data, const struct ag_event *cause,
+                                  struct ag_err *err);
 /* Wait until every start queued so far is durable. AG_ETIMEDOUT, or AG_EIO when a
  * start could not be recorded since the last wait (it is not queued any more);
  * AG_EUNAVAILABLE when that was because the store could not write (retry later). */

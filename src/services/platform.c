@@ -244,9 +244,11 @@ int ag_platform_start(const struct ag_platform_config *cfg, struct ag_platform *
     struct ag_store_stats st = {0};
     if (!rc) ag_store_stats(p->store, &st);
     if (!rc) rc = svc_place_order_saga(p, err);
-    if (!rc)
-        rc = ag_saga_engine_start(p->store, p->saga_defs, 1,
-                                  cfg->saga_threads ? cfg->saga_threads : 256, &p->sagas, err);
+    struct ag_saga_engine_config sc = {.store = p->store,
+                                       .defs = p->saga_defs,
+                                       .ndefs = 1,
+                                       .threads = cfg->saga_threads ? cfg->saga_threads : 256};
+    if (!rc) rc = ag_saga_engine_start(&sc, &p->sagas, err);
     if (!rc) fill_projections(p);
     if (!rc)
         rc = ag_projector_start(p->store, p->rm_dir, p->projs, RM_COUNT + 1, &p->projector, err);

@@ -162,6 +162,28 @@ want="SagaStarted StepSucceeded:PlaceOrder StepSucceeded:ReserveInventory StepFa
     fail "SagaFailed does not name exactly ProcessPayment"
 ok "the log: CompensationFailed for ProcessPayment, the earlier compensations still ran, SagaFailed names it"
 
+# every saga event: correlated by the saga id, caused by the event before it (the
+# OrderPlaced for SagaStarted), acted by the saga on behalf of the order's actor,
+# in the order request's trace
+"$BIN" store read "order-$O1" --data "$DATA" | grep -m1 '"type":"OrderPlaced"' >"$TMP/placed.json"
+"$BIN" store read "saga-$S1" --data "$DATA" >"$TMP/saga.jsonl"
+python3 - "$S1" "$TMP/placed.json" "$TMP/saga.jsonl" <<'PY' || fail "saga event metadata"
+import json, sys
+sid, placed = sys.argv[1], json.load(open(sys.argv[2]))
+log = [json.loads(l) for l in open(sys.argv[3])]
+assert placed["type"] == "OrderPlaced", placed
+pm, cause = placed["metadata"], placed["id"]
+for ev in log:
+    m = ev["metadata"]
+    assert m["correlationId"] == sid, m
+    assert m["causationId"] == cause, (ev["type"], m, cause)
+    assert m["actor"]["sub"] == "saga:PlaceOrder" and m["actor"]["roles"] == ["system"], m
+    assert m["actor"]["onBehalfOf"] == pm["actor"], (m, pm)
+    assert m.get("traceparent") and m["traceparent"] == pm.get("traceparent"), (m, pm)
+    cause = ev["id"]
+PY
+ok "saga events carry correlationId, causationId, the saga as actor on behalf of the order's, and its traceparent"
+
 # ---- restarted without faults: retry ----
 start
 r=$(post_retry "$S1")

@@ -266,7 +266,7 @@ static int confirm(void *ud, const json_t *data, const char *key, const char *re
 /* ConfirmOrder is the pivot: a confirmed order is never cancelled. The engine
  * compensates a failed step too, since a crash can hide that it took effect; if
  * the order is confirmed after all, AG_EEXISTS makes the engine record the step as
- * succeeded instead of refunding a confirmed order (see src/saga/saga.c). */
+ * succeeded instead of refunding a confirmed order (see src/saga/run.c). */
 static int unconfirm(void *ud, const json_t *data, const char *key, const char *reason,
                      struct ag_err *err)
 {
@@ -354,7 +354,7 @@ static int start_saga(sqlite3 *db, const struct ag_event *ev, const json_t *d, v
     json_t *data = json_pack("{s:s}", "orderId", order);
     struct ag_err err;
     ag_err_clear(&err);
-    int rc = ag_saga_start_async(p->sagas, "PlaceOrder", saga, data, &err);
+    int rc = ag_saga_start_async(p->sagas, "PlaceOrder", saga, data, ev, &err);
     json_decref(data);
     if (rc) AG_ERROR("saga.start_failed", AG_LS("saga", saga), AG_LS("error", err.msg));
     return rc;

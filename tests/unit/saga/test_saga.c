@@ -1,12 +1,17 @@
 /* The saga engine: forward run, reverse compensation (the seeds' test), failing
  * compensations (the others still run), resume of an unfinished saga (also
- * mid-compensation), retry of a failed saga, idempotency keys, the read model. */
+ * mid-compensation), retry of a failed saga, idempotency keys, the read model, the
+ * metadata of saga events, injected faults, and an interrupted saga run again on
+ * the engine's clock.
+ *
+ * Nothing here sleeps or polls: the engine runs on a fake clock, a sleep that only
+ * records what it was asked, and a fixed RNG, and the tests wait for it with
+ * ag_saga_engine_wait_idle. */
 #include <criterion/criterion.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "agora/saga.h"
 #include "agora/store_log.h"
@@ -22,6 +27,28 @@ static int fail_step = -1;       /* the action that fails */
 static int fail_comp = -1;       /* the compensation that fails... */
 static int fail_comp_times = -1; /* ...this many more times (-1: always) */
 static int exists_comp = -1;     /* the compensation that answers AG_EEXISTS */
+
+static int unavailable_once = -1; /* the action that fails with AG_EUNAVAILABLE once */
+
+/* The engine's clock, sleep and RNG. */
+static struct ag_fake_clock fclock;
+static char sleeps[256]; /* what the engine asked to sleep, in ms */
+static uint64_t rng_value;
+static uint64_t fixed_rng(void *ctx)
+{
+    AG_UNUSED(ctx);
+    return rng_value;
+}
+static const struct ag_rng rng = {fixed_rng, NULL};
+
+static void fake_sleep(void *ctx, uint64_t ns)
+{
+    AG_UNUSED(ctx);
+    pthread_mutex_lock(&trace_lock);
+    snprintf(sleeps + strlen(sleeps), sizeof sleeps - strlen(sleeps), "%llu ",
+             (unsigned long long)(ns / 1000000));
+    pthread_mutex_unlock(&trace_lock);
+}
 
 static void note(const char *what, const char *key)
 {
@@ -49,6 +76,10 @@ static bool comp_fails(int i)
     {                                                                                              \
         AG_UNUSED(ud), AG_UNUSED(d), AG_UNUSED(reason);                                            \
         note("do" #i, key);                                                                        \
+        if (unavailable_once == i) {                                                               \
+            unavailable_once = -1;                                                                 \
+            return ag_err_set(err, AG_EUNAVAILABLE, "store down");                                 \
+        }                                                                                          \
         return fail_step == i ? ag_err_set(err, AG_EDOMAIN, "step %d said no", i) : 0;             \
     }                                                                                              \
     static int undo##i(void *ud, const json_t *d, const char *key, const char *reason,             \
@@ -77,8 +108,10 @@ static void setup(void)
     cr_assert_not_null(mkdtemp(dir));
     struct ag_store_options o = {.no_sync = true};
     cr_assert_eq(ag_store_log_open(dir, &o, &store, NULL), 0);
-    trace[0] = keys[0] = 0;
-    fail_step = fail_comp = fail_comp_times = exists_comp = -1;
+    trace[0] = keys[0] = sleeps[0] = 0;
+    fail_step = fail_comp = fail_comp_times = exists_comp = unavailable_once = -1;
+    ag_fake_clock_init(&fclock, 1800000000000000000ull);
+    rng_value = ~0ull; /* ag_rng_double → just under 1: no injected fault fires */
 }
 
 static void teardown(void)
@@ -89,23 +122,46 @@ static void teardown(void)
     cr_assert_eq(system(cmd), 0);
 }
 
+/* The type of a saga's last event. */
 static char *last_type(const char *saga)
 {
     static char type[64];
     char stream[128];
     snprintf(stream, sizeof stream, "saga-%s", saga);
-    for (int i = 0; i < 500; i++) { /* up to 5 s for the workers */
-        struct ag_event_page p;
-        type[0] = 0;
-        if (ag_store_read_stream(store, stream, strlen(stream), -1, AG_READ_BACKWARD, 1, &p,
-                                 NULL) == 0) {
+    struct ag_event_page p;
+    type[0] = 0;
+    if (ag_store_read_stream(store, stream, strlen(stream), -1, AG_READ_BACKWARD, 1, &p, NULL) ==
+        0) {
+        if (p.count)
             snprintf(type, sizeof type, "%.*s", (int)p.events[0].type_len, p.events[0].type);
-            ag_event_page_free(&p);
-        }
-        if (strstr("SagaCompleted SagaCompensated SagaFailed", type) && type[0]) return type;
-        usleep(10000);
+        ag_event_page_free(&p);
     }
     return type;
+}
+
+static struct ag_saga_engine *engine_of(const struct ag_saga_def *d)
+{
+    struct ag_saga_engine_config cfg = {.store = store,
+                                        .defs = d,
+                                        .ndefs = 1,
+                                        .threads = 2,
+                                        .clock = &fclock.clock,
+                                        .rng = &rng,
+                                        .sleep = fake_sleep};
+    struct ag_saga_engine *e;
+    cr_assert_eq(ag_saga_engine_start(&cfg, &e, NULL), 0);
+    return e;
+}
+
+static struct ag_saga_engine *engine(void)
+{
+    return engine_of(&def);
+}
+
+/* Wait until the engine has run everything it can run now. */
+static void settle(struct ag_saga_engine *e)
+{
+    cr_assert_eq(ag_saga_engine_wait_idle(e, 10000), 0, "the engine never went idle");
 }
 
 /* The types of a saga's events, space-separated. */
@@ -171,12 +227,11 @@ static void append(const char *saga, const char *const *evs, size_t n)
 
 static void run(const char *id)
 {
-    struct ag_saga_engine *e;
-    cr_assert_eq(ag_saga_engine_start(store, &def, 1, 2, &e, NULL), 0);
+    struct ag_saga_engine *e = engine();
     json_t *d = json_pack("{s:s}", "orderId", "o-1");
-    cr_assert_eq(ag_saga_start(e, "Test", id, d, NULL), 0);
+    cr_assert_eq(ag_saga_start(e, "Test", id, d, NULL, NULL), 0);
     json_decref(d);
-    last_type(id);
+    settle(e);
     ag_saga_engine_stop(e);
 }
 
@@ -218,6 +273,7 @@ Test(saga, a_compensation_that_keeps_failing_does_not_stop_the_others)
     cr_assert_str_eq(last_type("s4"), "SagaFailed");
     cr_assert_str_eq(trace, "do1 do2 do3 undo3 undo2 undo2 undo1 ",
                      "undo2 tried comp_attempts times, then undo1 still runs; got %s", trace);
+    cr_assert_str_eq(sleeps, "1 ", "one backoff (comp_backoff_ns) between the two attempts");
     cr_assert_str_eq(types("s4"),
                      "SagaStarted StepSucceeded StepSucceeded StepFailed CompensationSucceeded "
                      "CompensationFailed CompensationSucceeded SagaFailed ");
@@ -233,19 +289,11 @@ Test(saga, a_compensation_that_keeps_failing_does_not_stop_the_others)
 Test(saga, an_unfinished_saga_resumes_where_it_stopped)
 {
     /* a saga whose process died after step One succeeded */
-    struct ag_event_data ev[2] = {
-        {.type = "SagaStarted",
-         .type_len = 11,
-         .data = "{\"type\":\"Test\",\"data\":{}}",
-         .data_len = 25},
-        {.type = "StepSucceeded",
-         .type_len = 13,
-         .data = "{\"step\":0,\"name\":\"One\"}",
-         .data_len = 23},
-    };
-    cr_assert_eq(ag_store_append(store, "saga-r1", 7, AG_STORE_NO_STREAM, ev, 2, NULL, NULL), 0);
-    struct ag_saga_engine *e;
-    cr_assert_eq(ag_saga_engine_start(store, &def, 1, 2, &e, NULL), 0);
+    const char *evs[] = {"SagaStarted {\"type\":\"Test\",\"data\":{}}",
+                         "StepSucceeded {\"step\":0,\"name\":\"One\"}"};
+    append("r1", evs, 2);
+    struct ag_saga_engine *e = engine();
+    settle(e);
     cr_assert_str_eq(last_type("r1"), "SagaCompleted");
     struct ag_saga_engine_stats st;
     ag_saga_engine_stats(e, &st);
@@ -256,17 +304,16 @@ Test(saga, an_unfinished_saga_resumes_where_it_stopped)
 
 Test(saga, starting_twice_runs_once)
 {
-    struct ag_saga_engine *e;
-    cr_assert_eq(ag_saga_engine_start(store, &def, 1, 2, &e, NULL), 0);
+    struct ag_saga_engine *e = engine();
     json_t *d = json_object();
-    cr_assert_eq(ag_saga_start(e, "Test", "d1", d, NULL), 0);
-    cr_assert_eq(ag_saga_start(e, "Test", "d1", d, NULL), 0);
+    cr_assert_eq(ag_saga_start(e, "Test", "d1", d, NULL, NULL), 0);
+    cr_assert_eq(ag_saga_start(e, "Test", "d1", d, NULL, NULL), 0);
     json_decref(d);
-    last_type("d1");
+    settle(e);
     ag_saga_engine_stop(e);
     cr_assert_str_eq(trace, "do1 do2 do3 ");
-    struct ag_err err;
-    AG_UNUSED(err);
+    cr_assert_str_eq(types("d1"), "SagaStarted StepSucceeded StepSucceeded StepSucceeded "
+                                  "SagaCompleted ");
 }
 
 Test(saga, the_read_model_tracks_status_and_steps)
@@ -293,18 +340,12 @@ Test(saga, the_read_model_tracks_status_and_steps)
     sqlite3_close(db);
 }
 
-static struct ag_saga_engine *engine(void)
-{
-    struct ag_saga_engine *e;
-    cr_assert_eq(ag_saga_engine_start(store, &def, 1, 2, &e, NULL), 0);
-    return e;
-}
-
 static void start(struct ag_saga_engine *e, const char *id)
 {
     json_t *d = json_object();
-    cr_assert_eq(ag_saga_start(e, "Test", id, d, NULL), 0);
+    cr_assert_eq(ag_saga_start(e, "Test", id, d, NULL, NULL), 0);
     json_decref(d);
+    settle(e);
 }
 
 static void reset_trace(void)
@@ -330,6 +371,7 @@ Test(saga, a_failed_saga_retried_ends_compensated)
     struct ag_err err;
     ag_err_clear(&err);
     cr_assert_eq(ag_saga_retry(e, "t1", &err), 0, "%s", err.msg);
+    settle(e);
     cr_assert_str_eq(last_type("t1"), "SagaCompensated");
     ag_saga_engine_stop(e);
     cr_assert_str_eq(trace, "undo2 undo2 ", "only the failed compensation runs again; got %s",
@@ -354,11 +396,13 @@ Test(saga, a_retry_that_fails_again_leaves_the_saga_failed)
     start(e, "t2");
     cr_assert_str_eq(last_type("t2"), "SagaFailed");
     cr_assert_eq(ag_saga_retry(e, "t2", NULL), 0);
+    settle(e);
     cr_assert_str_eq(last_type("t2"), "SagaFailed");
     json_t *d = last_data("t2");
     cr_assert_str_eq(failed_names(d), "One ");
     json_decref(d);
     cr_assert_eq(ag_saga_retry(e, "t2", NULL), 0);
+    settle(e);
     cr_assert_str_eq(last_type("t2"), "SagaCompensated");
     ag_saga_engine_stop(e);
     cr_assert_str_eq(trace, "do1 do2 undo2 undo1 undo1 undo1 undo1 undo1 ", "got %s", trace);
@@ -406,6 +450,7 @@ Test(saga, a_crash_mid_compensation_resumes_with_the_next_compensation)
     };
     append("c1", evs, 5);
     struct ag_saga_engine *e = engine();
+    settle(e);
     cr_assert_str_eq(last_type("c1"), "SagaFailed");
     cr_assert_str_eq(trace, "undo2 undo1 ", "got %s", trace);
     json_t *d = last_data("c1");
@@ -414,6 +459,7 @@ Test(saga, a_crash_mid_compensation_resumes_with_the_next_compensation)
     json_decref(d);
     reset_trace();
     cr_assert_eq(ag_saga_retry(e, "c1", NULL), 0);
+    settle(e);
     cr_assert_str_eq(last_type("c1"), "SagaCompensated");
     ag_saga_engine_stop(e);
     cr_assert_str_eq(trace, "undo3 ", "got %s", trace);
@@ -431,6 +477,7 @@ Test(saga, a_retry_interrupted_by_a_crash_resumes)
     };
     append("c2", evs, 5);
     struct ag_saga_engine *e = engine();
+    settle(e);
     cr_assert_str_eq(last_type("c2"), "SagaCompensated");
     ag_saga_engine_stop(e);
     cr_assert_str_eq(trace, "undo1 ", "got %s", trace);
@@ -452,6 +499,7 @@ Test(saga, a_retry_runs_the_compensations_an_older_engine_skipped)
     append("old1", evs, 6);
     struct ag_saga_engine *e = engine();
     cr_assert_eq(ag_saga_retry(e, "old1", NULL), 0);
+    settle(e);
     cr_assert_str_eq(last_type("old1"), "SagaCompensated");
     ag_saga_engine_stop(e);
     cr_assert_str_eq(trace, "undo3 undo2 undo1 ", "got %s", trace);
@@ -503,6 +551,7 @@ Test(saga, the_read_model_names_the_failed_compensations_then_the_retry)
     sqlite3_finalize(st);
     sqlite3_close(db);
     cr_assert_eq(ag_saga_retry(e, "m2", NULL), 0);
+    settle(e);
     cr_assert_str_eq(last_type("m2"), "SagaCompensated");
     ag_saga_engine_stop(e);
     st = saga_row(&db, "m2");
@@ -514,4 +563,143 @@ Test(saga, the_read_model_names_the_failed_compensations_then_the_retry)
     cr_assert_str_eq((const char *)sqlite3_column_text(st, 2), "step 3 said no");
     sqlite3_finalize(st);
     sqlite3_close(db);
+}
+
+/* ---- metadata ---- */
+
+static json_t *meta_of(const struct ag_event *ev)
+{
+    json_t *m = json_loadb(ev->metadata, ev->metadata_len, 0, NULL);
+    cr_assert_not_null(m, "%.*s", (int)ev->metadata_len, ev->metadata);
+    return m;
+}
+
+static const char *str_at(json_t *o, const char *a, const char *b)
+{
+    json_t *v = json_object_get(o, a);
+    return json_string_value(b ? json_object_get(v, b) : v);
+}
+
+/* Every saga event: correlated by the saga id, caused by the event before it (the
+ * starting event for SagaStarted), acted by the saga on behalf of the starter,
+ * in the starter's trace. */
+Test(saga, saga_events_carry_correlation_causation_trace_and_actor)
+{
+    static const char tp[] = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    char cause_meta[512];
+    snprintf(cause_meta, sizeof cause_meta,
+             "{\"actor\":{\"sub\":\"cust-1\",\"roles\":[\"customer\"]},\"requestId\":\"r-1\","
+             "\"traceparent\":\"%s\"}",
+             tp);
+    struct ag_event cause = {.metadata = cause_meta, .metadata_len = strlen(cause_meta)};
+    cr_assert_eq(ag_uuid_parse("0190a1b2-c3d4-7e5f-8a6b-7c8d9e0f1a2b", 36, &cause.id), 0);
+    fail_step = 2; /* forward, failure and compensation events alike */
+    struct ag_saga_engine *e = engine();
+    json_t *d = json_object();
+    cr_assert_eq(ag_saga_start(e, "Test", "md1", d, &cause, NULL), 0);
+    json_decref(d);
+    settle(e);
+    ag_saga_engine_stop(e);
+
+    struct ag_event_page p;
+    cr_assert_eq(ag_store_read_stream(store, "saga-md1", 8, 0, AG_READ_FORWARD, 100, &p, NULL), 0);
+    cr_assert_eq(p.count, 6, "Started, Succeeded, Failed, 2 compensations, Compensated");
+    char prev[AG_UUID_STRLEN + 1] = "0190a1b2-c3d4-7e5f-8a6b-7c8d9e0f1a2b";
+    for (size_t i = 0; i < p.count; i++) {
+        json_t *m = meta_of(&p.events[i]);
+        cr_assert_str_eq(str_at(m, "correlationId", NULL), "md1");
+        cr_assert_str_eq(str_at(m, "causationId", NULL), prev, "event %zu", i);
+        cr_assert_str_eq(str_at(m, "traceparent", NULL), tp);
+        cr_assert_str_eq(str_at(m, "requestId", NULL), "r-1");
+        json_t *actor = json_object_get(m, "actor");
+        cr_assert_str_eq(str_at(actor, "sub", NULL), "saga:Test");
+        cr_assert_str_eq(json_string_value(json_array_get(json_object_get(actor, "roles"), 0)),
+                         "system");
+        cr_assert_str_eq(str_at(actor, "onBehalfOf", "sub"), "cust-1");
+        ag_uuid_format(&p.events[i].id, prev);
+        json_decref(m);
+    }
+    ag_event_page_free(&p);
+}
+
+/* A saga resumed from a log without metadata (older engine): the events the engine
+ * adds are still correlated, caused by the event before them and acted by the saga. */
+Test(saga, a_resumed_saga_without_metadata_gets_it)
+{
+    const char *evs[] = {"SagaStarted {\"type\":\"Test\",\"data\":{}}",
+                         "StepSucceeded {\"step\":0,\"name\":\"One\"}"};
+    append("md2", evs, 2);
+    struct ag_saga_engine *e = engine();
+    settle(e);
+    ag_saga_engine_stop(e);
+    struct ag_event_page p;
+    cr_assert_eq(ag_store_read_stream(store, "saga-md2", 8, 0, AG_READ_FORWARD, 100, &p, NULL), 0);
+    cr_assert_eq(p.count, 5);
+    char prev[AG_UUID_STRLEN + 1];
+    ag_uuid_format(&p.events[1].id, prev);
+    json_t *m = meta_of(&p.events[2]);
+    cr_assert_str_eq(str_at(m, "correlationId", NULL), "md2");
+    cr_assert_str_eq(str_at(m, "causationId", NULL), prev);
+    cr_assert_str_eq(str_at(m, "actor", "sub"), "saga:Test");
+    cr_assert_null(json_object_get(json_object_get(m, "actor"), "onBehalfOf"));
+    json_decref(m);
+    ag_event_page_free(&p);
+}
+
+/* ---- injected faults, on the engine's RNG and sleep ---- */
+
+static const struct ag_saga_step fault_steps[] = {
+    {"One", act1, undo1, {0}, NULL},
+    {"Two", act2, undo2, {.error_rate = 0.5, .latency_ms = 7}, NULL},
+};
+static const struct ag_saga_def fault_def = {
+    .type = "Test", .steps = fault_steps, .nsteps = 2, .comp_attempts = 2};
+
+Test(saga, injected_faults_use_the_engines_rng_and_sleep)
+{
+    rng_value = 1ull << 62; /* ag_rng_double = 0.25 < 0.5: the fault fires */
+    struct ag_saga_engine *e = engine_of(&fault_def);
+    json_t *d = json_object();
+    cr_assert_eq(ag_saga_start(e, "Test", "fi1", d, NULL, NULL), 0);
+    settle(e);
+    cr_assert_str_eq(last_type("fi1"), "SagaCompensated");
+    cr_assert_str_eq(trace, "do1 undo2 undo1 ", "Two never ran: the fault came first; got %s",
+                     trace);
+    cr_assert_str_eq(sleeps, "7 ", "the step's latency, slept through the engine");
+    json_t *f = last_data("fi1");
+    cr_assert_str_eq(json_string_value(json_object_get(f, "reason")), "injected fault in Two");
+    json_decref(f);
+    rng_value = 3ull << 62; /* 0.75 ≥ 0.5: no fault */
+    reset_trace();
+    cr_assert_eq(ag_saga_start(e, "Test", "fi2", d, NULL, NULL), 0);
+    json_decref(d);
+    settle(e);
+    ag_saga_engine_stop(e);
+    cr_assert_str_eq(last_type("fi2"), "SagaCompleted");
+    cr_assert_str_eq(trace, "do1 do2 ", "got %s", trace);
+}
+
+/* ---- interruptions, on the engine's clock ---- */
+
+/* A step that fails because the store cannot write interrupts the saga (nothing
+ * recorded); it runs again 200 ms later on the engine's clock, not before. */
+Test(saga, an_interrupted_saga_runs_again_when_its_time_comes)
+{
+    unavailable_once = 2;
+    struct ag_saga_engine *e = engine();
+    json_t *d = json_object();
+    cr_assert_eq(ag_saga_start(e, "Test", "u1", d, NULL, NULL), 0);
+    json_decref(d);
+    settle(e);
+    cr_assert_str_eq(types("u1"), "SagaStarted StepSucceeded ", "interrupted, not failed");
+    cr_assert_str_eq(trace, "do1 do2 ");
+    ag_fake_clock_advance(&fclock, 199000000ull);
+    settle(e); /* not due yet: idle at once */
+    cr_assert_str_eq(types("u1"), "SagaStarted StepSucceeded ");
+    ag_fake_clock_advance(&fclock, 1000000ull);
+    settle(e); /* due: the retry thread queues it, a worker finishes it */
+    ag_saga_engine_stop(e);
+    cr_assert_str_eq(types("u1"), "SagaStarted StepSucceeded StepSucceeded StepSucceeded "
+                                  "SagaCompleted ");
+    cr_assert_str_eq(trace, "do1 do2 do2 do3 ", "got %s", trace);
 }

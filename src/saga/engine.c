@@ -1,0 +1,518 @@
+/*
+ * The saga engine: a queue of saga ids, the worker threads that drive them
+ * (run.c), the retry thread, and the public API of include/agora/saga.h.
+ *
+ * Workers take saga ids from a FIFO and drive one saga at a time to a terminal
+ * event. A saga id is queued, running or waiting to be run again at most once
+ * (the `active` set of id hashes), so one saga never runs on two threads; a
+ * retry recorded while its saga is active goes on the `rerun` list and the
+ * worker queues the id again when it lets it go. Recording with the exact
+ * expected version (log.c) also guards against another process driving the same
+ * saga: the loser stops and leaves it to the winner.
+ *
+ * Starts. ag_saga_start records SagaStarted and queues the id; ag_saga_start_async
+ * queues the id with its encoded SagaStarted, which the worker records first
+ * (`starts_pending` counts those not yet durable, for ag_saga_wait_starts).
+ *
+ * Interruptions. A run that ends in an error (the store cannot write, out of
+ * memory) moves the id to the `delayed` list with a due time on the injected
+ * clock's monotonic time, 100 ms doubling per try (at most 3.2 s during a store
+ * outage, which is retried for as long as it lasts; other errors give up after
+ * 20 tries). The retry thread wakes every 100 ms (a timed wait on a monotonic
+ * condition, which stop cuts short) and queues the ids that are due.
+ *
+ * Idle. `running` counts workers inside a saga; ag_saga_engine_wait_idle waits on
+ * `idle` until nothing is queued or running and no delayed id is due, so tests
+ * need neither sleeps nor polls.
+ *
+ * Resume. At start every saga whose last event is not terminal is queued.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "internal.h"
+
+struct qitem {
+    struct qitem *next;
+    struct saga_start start; /* SagaStarted to record first (owned), or nulls */
+    uint64_t due_ns;         /* delayed list: when to queue it again (monotonic) */
+    unsigned tries;          /* interrupted runs so far */
+    char id[SAGA_STREAM_MAX];
+};
+
+struct ag_saga_engine {
+    struct saga_env env;
+    pthread_t *threads;
+    unsigned nthreads;
+    pthread_mutex_t lock;
+    pthread_cond_t work;   /* workers wait here for the queue (one woken per item) */
+    pthread_cond_t starts; /* ag_saga_wait_starts waits here */
+    pthread_cond_t tick;   /* the retry thread's timed sleep; stop wakes it */
+    pthread_cond_t idle;   /* ag_saga_engine_wait_idle waits here */
+    struct qitem *head, *tail;
+    struct qitem *delayed; /* interrupted sagas waiting to be retried */
+    struct qitem *rerun;   /* ids asked to run again while they were active */
+    unsigned running;      /* workers inside a saga */
+    pthread_t retry_thread;
+    bool retry_started;
+    bool stopping;
+    uint64_t starts_pending; /* async starts not yet durable */
+    uint64_t starts_failed;  /* async starts that could not be recorded */
+    int starts_failed_rc;    /* why the last one could not (AG_EUNAVAILABLE: retry later) */
+    /* ids queued or running: a small open-addressing set of hashes */
+    uint64_t *active;
+    size_t active_cap, active_n;
+    struct ag_saga_engine_stats stats;
+};
+
+/* ---- active set (lock held) ---- */
+
+static bool active_add(struct ag_saga_engine *e, uint64_t h)
+{
+    if ((e->active_n + 1) * 2 > e->active_cap) {
+        size_t cap = e->active_cap ? e->active_cap * 2 : 1024;
+        uint64_t *a = ag_calloc(cap, sizeof *a);
+        if (!a) return false;
+        for (size_t i = 0; i < e->active_cap; i++) {
+            if (!e->active[i]) continue;
+            size_t j = e->active[i] & (cap - 1);
+            while (a[j]) j = (j + 1) & (cap - 1);
+            a[j] = e->active[i];
+        }
+        ag_free(e->active);
+        e->active = a;
+        e->active_cap = cap;
+    }
+    size_t j = h & (e->active_cap - 1);
+    while (e->active[j]) {
+        if (e->active[j] == h) return false;
+        j = (j + 1) & (e->active_cap - 1);
+    }
+    e->active[j] = h;
+    e->active_n++;
+    return true;
+}
+
+static void active_del(struct ag_saga_engine *e, uint64_t h)
+{
+    size_t mask = e->active_cap - 1, j = h & mask;
+    while (e->active[j] && e->active[j] != h) j = (j + 1) & mask;
+    if (!e->active[j]) return;
+    e->active[j] = 0;
+    e->active_n--;
+    for (size_t k = (j + 1) & mask; e->active[k]; k = (k + 1) & mask) { /* re-place the run */
+        uint64_t v = e->active[k];
+        e->active[k] = 0;
+        size_t m = v & mask;
+        while (e->active[m]) m = (m + 1) & mask;
+        e->active[m] = v;
+    }
+}
+
+static uint64_t id_hash(const char *id)
+{
+    uint64_t h = ag_xxh3(id, strlen(id));
+    return h ? h : 1;
+}
+
+/* ---- the queue ---- */
+
+/* Queue `q` (lock held, its id already in the active set). */
+static void push_locked(struct ag_saga_engine *e, struct qitem *q)
+{
+    q->next = NULL;
+    if (e->tail)
+        e->tail->next = q;
+    else
+        e->head = q;
+    e->tail = q;
+    e->stats.queued++;
+    pthread_cond_signal(&e->work);
+}
+
+static void item_free(struct qitem *q)
+{
+    saga_start_free(&q->start);
+    ag_free(q);
+}
+
+/* Queue `id` unless it is active already; takes `start` (may be all nulls). */
+static int enqueue_item(struct ag_saga_engine *e, const char *id, struct saga_start start)
+{
+    struct qitem *q = ag_calloc(1, sizeof *q);
+    if (!q) {
+        saga_start_free(&start);
+        return AG_ENOMEM;
+    }
+    snprintf(q->id, sizeof q->id, "%s", id);
+    q->start = start;
+    pthread_mutex_lock(&e->lock);
+    if (!active_add(e, id_hash(id))) { /* already queued or running: it was started */
+        pthread_mutex_unlock(&e->lock);
+        item_free(q);
+        return 0;
+    }
+    if (q->start.data) e->starts_pending++;
+    push_locked(e, q);
+    pthread_mutex_unlock(&e->lock);
+    return 0;
+}
+
+static void enqueue(struct ag_saga_engine *e, const char *id)
+{
+    enqueue_item(e, id, (struct saga_start){0});
+}
+
+/* Remove `id` from the rerun list (lock held); true when it was there. */
+static bool take_rerun(struct ag_saga_engine *e, const char *id)
+{
+    for (struct qitem **pp = &e->rerun; *pp; pp = &(*pp)->next) {
+        if (strcmp((*pp)->id, id) != 0) continue;
+        struct qitem *r = *pp;
+        *pp = r->next;
+        item_free(r);
+        return true;
+    }
+    return false;
+}
+
+/* Make sure `id` runs again after now: queue it, or, when it is queued or running
+ * (it may have loaded its state before the caller's event), have the worker queue
+ * it once more when it is done. */
+static int enqueue_again(struct ag_saga_engine *e, const char *id)
+{
+    struct qitem *q = ag_calloc(1, sizeof *q);
+    if (!q) return AG_ENOMEM;
+    snprintf(q->id, sizeof q->id, "%s", id);
+    pthread_mutex_lock(&e->lock);
+    if (active_add(e, id_hash(id))) {
+        push_locked(e, q);
+    } else {
+        q->next = e->rerun;
+        e->rerun = q;
+    }
+    pthread_mutex_unlock(&e->lock);
+    return 0;
+}
+
+/* Whether some saga can run now (lock held). */
+static bool busy_locked(struct ag_saga_engine *e)
+{
+    if (e->head || e->running) return true;
+    if (!e->delayed) return false;
+    uint64_t now = ag_clock_mono(e->env.clock);
+    for (struct qitem *q = e->delayed; q; q = q->next)
+        if (q->due_ns <= now) return true;
+    return false;
+}
+
+/* ---- workers ---- */
+
+/* An interrupted saga (I/O error, out of memory) is retried with a growing delay;
+ * during a store outage at least every 3.2 s, so it resumes soon after (lock
+ * held). */
+static void delay_locked(struct ag_saga_engine *e, struct qitem *q, int rc)
+{
+    q->tries++;
+    unsigned shift = q->tries < 8 ? q->tries : 8;
+    if (rc == AG_EUNAVAILABLE && shift > 5) shift = 5;
+    q->due_ns = ag_clock_mono(e->env.clock) + (100000000ull << shift);
+    q->next = e->delayed;
+    e->delayed = q;
+}
+
+static void *retry_main(void *arg)
+{
+    struct ag_saga_engine *e = arg;
+    pthread_mutex_lock(&e->lock);
+    while (!e->stopping) {
+        struct timespec ts;
+        ag_deadline_mono_in_ms(&ts, 100);
+        pthread_cond_timedwait(&e->tick, &e->lock, &ts);
+        uint64_t now = ag_clock_mono(e->env.clock);
+        for (struct qitem **pp = &e->delayed; *pp;) {
+            struct qitem *q = *pp;
+            if (q->due_ns > now) {
+                pp = &q->next;
+                continue;
+            }
+            *pp = q->next;
+            push_locked(e, q);
+        }
+    }
+    pthread_mutex_unlock(&e->lock);
+    return NULL;
+}
+
+/* Record SagaStarted for an async start; wake whoever waits for starts. */
+static int record_start(struct ag_saga_engine *e, struct qitem *q)
+{
+    struct ag_err err;
+    ag_err_clear(&err);
+    int rc = saga_start_append(&e->env, q->id, &q->start, &err);
+    saga_start_free(&q->start);
+    pthread_mutex_lock(&e->lock);
+    e->starts_pending--;
+    if (rc)
+        e->starts_failed++, e->starts_failed_rc = rc;
+    else
+        e->stats.started++;
+    pthread_cond_broadcast(&e->starts);
+    pthread_mutex_unlock(&e->lock);
+    if (rc) AG_ERROR("saga.start_failed", AG_LS("saga", q->id), AG_LS("error", err.msg));
+    return rc;
+}
+
+static struct qitem *take_locked(struct ag_saga_engine *e)
+{
+    struct qitem *q = e->head;
+    e->head = q->next;
+    if (!e->head) e->tail = NULL;
+    e->stats.queued--;
+    e->running++;
+    return q;
+}
+
+/* Done with `q` after a run that returned `rc` (or could not start: `dropped`). */
+static void finish(struct ag_saga_engine *e, struct qitem *q, int rc, bool dropped,
+                   enum saga_end end)
+{
+    pthread_mutex_lock(&e->lock);
+    if (end == SAGA_END_COMPLETED) e->stats.completed++;
+    if (end == SAGA_END_COMPENSATED) e->stats.compensated++;
+    if (end == SAGA_END_FAILED) e->stats.failed++;
+    if (!dropped && rc && (q->tries < 20 || rc == AG_EUNAVAILABLE)) { /* an outage may last */
+        delay_locked(e, q, rc);                                       /* stays active */
+    } else if (!dropped && take_rerun(e, q->id)) { /* asked to run again while it ran */
+        q->tries = 0;
+        push_locked(e, q);
+    } else {
+        active_del(e, id_hash(q->id));
+        item_free(q);
+    }
+    e->running--;
+    if (!busy_locked(e)) pthread_cond_broadcast(&e->idle);
+    pthread_mutex_unlock(&e->lock);
+}
+
+static void *worker(void *arg)
+{
+    struct ag_saga_engine *e = arg;
+    for (;;) {
+        pthread_mutex_lock(&e->lock);
+        while (!e->head && !e->stopping) pthread_cond_wait(&e->work, &e->lock);
+        if (e->stopping) {
+            pthread_mutex_unlock(&e->lock);
+            return NULL;
+        }
+        struct qitem *q = take_locked(e);
+        pthread_mutex_unlock(&e->lock);
+        enum saga_end end = SAGA_END_NONE;
+        if (q->start.data && record_start(e, q)) {
+            finish(e, q, AG_EIO, true, end);
+            continue;
+        }
+        int rc = saga_run(&e->env, q->id, &end);
+        finish(e, q, rc, false, end);
+    }
+}
+
+/* ---- start / stop ---- */
+
+static void nanosleep_ns(void *ctx, uint64_t ns)
+{
+    AG_UNUSED(ctx);
+    struct timespec ts = {(time_t)(ns / 1000000000ull), (long)(ns % 1000000000ull)};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+static void resume_one(void *ud, const char *id)
+{
+    struct ag_saga_engine *e = ud;
+    enqueue(e, id);
+    e->stats.resumed++;
+}
+
+static int check_defs(const struct ag_saga_engine_config *cfg, struct ag_err *err)
+{
+    for (size_t i = 0; i < cfg->ndefs; i++)
+        if (cfg->defs[i].nsteps > SAGA_STEPS_MAX)
+            return ag_err_set(err, AG_EINVAL, "saga %s: %zu steps, at most %d", cfg->defs[i].type,
+                              cfg->defs[i].nsteps, SAGA_STEPS_MAX);
+    return 0;
+}
+
+static void env_from(struct saga_env *env, const struct ag_saga_engine_config *cfg)
+{
+    *env = (struct saga_env){
+        .store = cfg->store,
+        .defs = cfg->defs,
+        .ndefs = cfg->ndefs,
+        .clock = cfg->clock ? cfg->clock : ag_clock_system(),
+        .rng = cfg->rng ? cfg->rng : ag_rng_system(),
+        .sleep = cfg->sleep ? cfg->sleep : nanosleep_ns,
+        .sleep_ctx = cfg->sleep ? cfg->sleep_ctx : NULL,
+    };
+}
+
+static int start_threads(struct ag_saga_engine *e, unsigned threads)
+{
+    for (unsigned i = 0; i < threads; i++) {
+        if (pthread_create(&e->threads[i], NULL, worker, e) != 0) break;
+        e->nthreads++;
+    }
+    e->retry_started = pthread_create(&e->retry_thread, NULL, retry_main, e) == 0;
+    return e->nthreads && e->retry_started ? 0 : AG_ENOMEM;
+}
+
+int ag_saga_engine_start(const struct ag_saga_engine_config *cfg, struct ag_saga_engine **out,
+                         struct ag_err *err)
+{
+    int rc = check_defs(cfg, err);
+    if (rc) return rc;
+    unsigned threads = cfg->threads ? cfg->threads : 4;
+    struct ag_saga_engine *e = ag_calloc(1, sizeof *e);
+    if (!e || !(e->threads = ag_calloc(threads, sizeof *e->threads))) {
+        ag_free(e);
+        return ag_err_set(err, AG_ENOMEM, "out of memory");
+    }
+    env_from(&e->env, cfg);
+    pthread_mutex_init(&e->lock, NULL);
+    pthread_cond_init(&e->work, NULL);
+    ag_cond_init_mono(&e->starts); /* timed waits: monotonic, immune to clock jumps */
+    ag_cond_init_mono(&e->tick);
+    ag_cond_init_mono(&e->idle);
+    saga_each_unfinished(&e->env, resume_one, e);
+    if (e->stats.resumed) AG_INFO("saga.resumed", AG_LU("sagas", e->stats.resumed));
+    if (start_threads(e, threads)) {
+        ag_saga_engine_stop(e);
+        return ag_err_set(err, AG_ENOMEM, "cannot start saga workers");
+    }
+    *out = e;
+    return 0;
+}
+
+static void free_list(struct qitem *q)
+{
+    for (struct qitem *n; q; q = n) {
+        n = q->next;
+        item_free(q);
+    }
+}
+
+void ag_saga_engine_stop(struct ag_saga_engine *e)
+{
+    if (!e) return;
+    pthread_mutex_lock(&e->lock);
+    e->stopping = true;
+    pthread_cond_broadcast(&e->work);
+    pthread_cond_broadcast(&e->starts);
+    pthread_cond_broadcast(&e->tick);
+    pthread_mutex_unlock(&e->lock);
+    for (unsigned i = 0; i < e->nthreads; i++) pthread_join(e->threads[i], NULL);
+    if (e->retry_started) pthread_join(e->retry_thread, NULL);
+    free_list(e->head);
+    free_list(e->delayed);
+    free_list(e->rerun);
+    ag_free(e->active);
+    ag_free(e->threads);
+    pthread_cond_destroy(&e->work);
+    pthread_cond_destroy(&e->starts);
+    pthread_cond_destroy(&e->tick);
+    pthread_cond_destroy(&e->idle);
+    pthread_mutex_destroy(&e->lock);
+    ag_free(e);
+}
+
+int ag_saga_engine_wait_idle(struct ag_saga_engine *e, int timeout_ms)
+{
+    struct timespec ts;
+    ag_deadline_mono_in_ms(&ts, timeout_ms);
+    int rc = 0;
+    pthread_mutex_lock(&e->lock);
+    while (!rc && busy_locked(e))
+        if (pthread_cond_timedwait(&e->idle, &e->lock, &ts) == ETIMEDOUT) rc = AG_ETIMEDOUT;
+    pthread_mutex_unlock(&e->lock);
+    return rc;
+}
+
+/* ---- starting sagas ---- */
+
+static int check_start(struct ag_saga_engine *e, const char *type, const char *saga_id,
+                       struct ag_err *err)
+{
+    if (!saga_find_def(&e->env, type))
+        return ag_err_set(err, AG_EINVAL, "unknown saga type '%s'", type);
+    if (strlen(saga_id) > SAGA_ID_MAX) return ag_err_set(err, AG_EINVAL, "saga id too long");
+    return 0;
+}
+
+int ag_saga_start(struct ag_saga_engine *e, const char *type, const char *saga_id,
+                  const json_t *data, const struct ag_event *cause, struct ag_err *err)
+{
+    int rc = check_start(e, type, saga_id, err);
+    if (rc) return rc;
+    struct saga_start st;
+    if (saga_start_encode(type, saga_id, data, cause, &st))
+        return ag_err_set(err, AG_ENOMEM, "out of memory");
+    rc = saga_start_append(&e->env, saga_id, &st, err); /* 0 when started before */
+    saga_start_free(&st);
+    if (rc) return rc;
+    pthread_mutex_lock(&e->lock);
+    e->stats.started++;
+    pthread_mutex_unlock(&e->lock);
+    enqueue(e, saga_id);
+    return 0;
+}
+
+int ag_saga_start_async(struct ag_saga_engine *e, const char *type, const char *saga_id,
+                        const json_t *data, const struct ag_event *cause, struct ag_err *err)
+{
+    int rc = check_start(e, type, saga_id, err);
+    if (rc) return rc;
+    struct saga_start st;
+    if (saga_start_encode(type, saga_id, data, cause, &st))
+        return ag_err_set(err, AG_ENOMEM, "out of memory");
+    return enqueue_item(e, saga_id, st);
+}
+
+int ag_saga_wait_starts(struct ag_saga_engine *e, int timeout_ms)
+{
+    struct timespec ts;
+    ag_deadline_mono_in_ms(&ts, timeout_ms);
+    int rc = 0;
+    pthread_mutex_lock(&e->lock);
+    while (e->starts_pending && !rc)
+        if (pthread_cond_timedwait(&e->starts, &e->lock, &ts) == ETIMEDOUT) rc = AG_ETIMEDOUT;
+    if (!rc && e->starts_failed) {
+        e->starts_failed = 0;
+        rc = e->starts_failed_rc == AG_EUNAVAILABLE ? AG_EUNAVAILABLE : AG_EIO;
+    }
+    pthread_mutex_unlock(&e->lock);
+    return rc;
+}
+
+void ag_saga_engine_stats(struct ag_saga_engine *e, struct ag_saga_engine_stats *out)
+{
+    pthread_mutex_lock(&e->lock);
+    *out = e->stats;
+    pthread_mutex_unlock(&e->lock);
+}
+
+/* ---- retrying a failed saga ---- */
+
+int ag_saga_retry(struct ag_saga_engine *e, const char *saga_id, struct ag_err *err)
+{
+    if (strlen(saga_id) > SAGA_ID_MAX) return ag_err_set(err, AG_ENOTFOUND, "no saga %s", saga_id);
+    unsigned attempt = 0;
+    int rc = saga_reopen(&e->env, saga_id, &attempt, err);
+    if (rc) return rc;
+    AG_INFO("saga.retried", AG_LS("saga", saga_id), AG_LU("attempt", attempt));
+    if ((rc = enqueue_again(e, saga_id)))
+        return ag_err_set(err, rc, "saga %s: retry recorded, resumes on the next start", saga_id);
+    return 0;
+}

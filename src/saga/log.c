@@ -1,0 +1,459 @@
+/*
+ * A saga's log: the stream saga-<id> and the state it folds into.
+ *
+ * The event types are the AG_SAGA_EV_* names of include/agora/saga.h; here each is
+ * a `enum saga_ev` with its length computed once, so the engine compares kinds,
+ * never strings. Folding (evolve) is a pure function of the events: the forward
+ * position `next`, and while compensating the bit sets `todo` (compensations still
+ * to run: StepFailed sets the failed step and every step before it) and `failed`
+ * (compensations that failed after their attempts). A compensation outcome takes
+ * its step out of `todo`; SagaRetried moves `failed` back into `todo`. Because the
+ * state is only ever rebuilt from the stream, a process killed anywhere resumes
+ * exactly where its last recorded event left the saga.
+ *
+ * Appending (saga_record) uses the exact expected version, so two drivers of one
+ * saga (two processes, or a retry racing a worker) cannot both write: the loser
+ * gets AG_ECONFLICT. Each event gets its id here (UUIDv7 from the injected clock
+ * and RNG), which the next event names as its causationId. The metadata of every
+ * event but SagaStarted is SagaStarted's with the causation replaced; it is
+ * prepared once per load (`meta_head`), so recording costs one string append.
+ * Payloads and metadata are encoded into a buffer the state keeps (ag_malloc'd,
+ * not jansson's), reused across the saga's events.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define EV(k, name) [k] = {(name), sizeof(name) - 1}
+static const struct {
+    const char *name;
+    size_t len;
+} ev_names[] = {
+    EV(SAGA_EV_STARTED, AG_SAGA_EV_STARTED),
+    EV(SAGA_EV_STEP_SUCCEEDED, AG_SAGA_EV_STEP_SUCCEEDED),
+    EV(SAGA_EV_STEP_FAILED, AG_SAGA_EV_STEP_FAILED),
+    EV(SAGA_EV_COMP_SUCCEEDED, AG_SAGA_EV_COMP_SUCCEEDED),
+    EV(SAGA_EV_COMP_FAILED, AG_SAGA_EV_COMP_FAILED),
+    EV(SAGA_EV_RETRIED, AG_SAGA_EV_RETRIED),
+    EV(SAGA_EV_COMPLETED, AG_SAGA_EV_COMPLETED),
+    EV(SAGA_EV_COMPENSATED, AG_SAGA_EV_COMPENSATED),
+    EV(SAGA_EV_FAILED, AG_SAGA_EV_FAILED),
+};
+#undef EV
+#define NKINDS (sizeof ev_names / sizeof ev_names[0])
+
+enum saga_ev saga_ev_kind(const char *type, size_t len)
+{
+    for (size_t k = 1; k < NKINDS; k++)
+        if (ev_names[k].len == len && memcmp(ev_names[k].name, type, len) == 0)
+            return (enum saga_ev)k;
+    return SAGA_EV_UNKNOWN;
+}
+
+const char *saga_end_name(enum saga_end end)
+{
+    switch (end) {
+    case SAGA_END_COMPLETED:
+        return "completed";
+    case SAGA_END_COMPENSATED:
+        return "compensated";
+    case SAGA_END_FAILED:
+        return "failed";
+    default:
+        return "running";
+    }
+}
+
+const struct ag_saga_def *saga_find_def(const struct saga_env *env, const char *type)
+{
+    for (size_t i = 0; i < env->ndefs; i++)
+        if (strcmp(env->defs[i].type, type) == 0) return &env->defs[i];
+    return NULL;
+}
+
+static void stream_of(char out[SAGA_STREAM_MAX + 8], const char *id)
+{
+    snprintf(out, SAGA_STREAM_MAX + 8, SAGA_PREFIX "%s", id);
+}
+
+static int dump_cb(const char *p, size_t n, void *ud)
+{
+    return ag_buf_append(ud, p, n) ? -1 : 0;
+}
+
+/* Append `j` as compact JSON to `b`. */
+static int dump(const json_t *j, struct ag_buf *b)
+{
+    return j && json_dump_callback(j, dump_cb, b, JSON_COMPACT) == 0 ? 0 : AG_ENOMEM;
+}
+
+/* ---- folding ---- */
+
+/* Bits 0..i. */
+static inline uint64_t steps_upto(size_t i)
+{
+    return i + 1 >= SAGA_STEPS_MAX ? ~0ull : (1ull << (i + 1)) - 1;
+}
+
+/* A compensation outcome for step `d.step`: out of `todo`, into or out of `failed`. */
+static void comp_outcome(struct saga_state *s, const json_t *d, const char *error)
+{
+    json_int_t i = json_integer_value(json_object_get(d, "step"));
+    const char *name = json_string_value(json_object_get(d, "name"));
+    uint64_t bit = i >= 0 ? saga_step_bit((size_t)i) : 0;
+    s->todo &= ~bit;
+    s->comp_ran = true;
+    if (error) {
+        s->failed |= bit;
+        if (name && s->errors) json_object_set_new(s->errors, name, json_string(error));
+    } else {
+        s->failed &= ~bit;
+        if (name && s->errors) json_object_del(s->errors, name);
+    }
+}
+
+static void ended(struct saga_state *s, enum saga_end end, const char *reason)
+{
+    s->terminal = true;
+    s->end = end;
+    if (reason) snprintf(s->reason, sizeof s->reason, "%s", reason);
+}
+
+static void step_failed(struct saga_state *s, const char *error)
+{
+    s->compensating = true;
+    s->comp_ran = false;
+    s->todo = steps_upto(s->next); /* the failed step itself first (see run.c) */
+    s->failed = 0;
+    snprintf(s->reason, sizeof s->reason, "%s", error ? error : "step failed");
+}
+
+static void retried(struct saga_state *s)
+{
+    s->terminal = false;
+    s->end = SAGA_END_NONE;
+    s->compensating = true;
+    s->comp_ran = true; /* no forward recovery once compensations ran */
+    s->todo |= s->failed;
+    s->failed = 0;
+    s->retries++;
+}
+
+static void evolve(const struct saga_env *env, struct saga_state *s, enum saga_ev ev,
+                   const json_t *d)
+{
+    const char *reason = json_string_value(json_object_get(d, "reason"));
+    const char *error = json_string_value(json_object_get(d, "error"));
+    switch (ev) {
+    case SAGA_EV_STARTED:
+        s->def = saga_find_def(env, json_string_value(json_object_get(d, "type")) ?: "");
+        json_decref(s->data);
+        s->data = json_incref(json_object_get(d, "data"));
+        break;
+    case SAGA_EV_STEP_SUCCEEDED:
+        if (s->compensating) { /* forward recovery of the failed step (see run.c) */
+            s->compensating = false;
+            s->todo = s->failed = 0;
+        }
+        s->next++;
+        break;
+    case SAGA_EV_STEP_FAILED:
+        step_failed(s, error);
+        break;
+    case SAGA_EV_COMP_SUCCEEDED:
+        comp_outcome(s, d, NULL);
+        break;
+    case SAGA_EV_COMP_FAILED:
+        comp_outcome(s, d, error ? error : "compensation failed");
+        break;
+    case SAGA_EV_RETRIED:
+        retried(s);
+        break;
+    case SAGA_EV_COMPLETED:
+        ended(s, SAGA_END_COMPLETED, reason);
+        break;
+    case SAGA_EV_COMPENSATED:
+        ended(s, SAGA_END_COMPENSATED, reason);
+        break;
+    case SAGA_EV_FAILED:
+        ended(s, SAGA_END_FAILED, reason);
+        break;
+    default:
+        break;
+    }
+}
+
+/* ---- metadata ---- */
+
+/* {"sub":"saga:<type>","roles":["system"],"onBehalfOf":<who>} (a new reference). */
+static json_t *saga_actor(const char *type, json_t *who)
+{
+    char sub[160];
+    snprintf(sub, sizeof sub, "saga:%s", type);
+    json_t *a = json_pack("{s:s, s:[s]}", "sub", sub, "roles", "system");
+    if (a && json_is_object(who)) json_object_set(a, "onBehalfOf", who);
+    return a;
+}
+
+static void copy_string(json_t *to, const json_t *from, const char *key)
+{
+    json_t *v = json_object_get(from, key);
+    if (json_is_string(v)) json_object_set(to, key, v);
+}
+
+/* SagaStarted's metadata: see include/agora/saga.h. */
+static int start_meta(const char *type, const char *id, const struct ag_event *cause,
+                      struct ag_buf *b)
+{
+    json_t *cm = cause && cause->metadata_len
+                     ? json_loadb(cause->metadata, cause->metadata_len, 0, NULL)
+                     : NULL;
+    json_t *m = json_pack("{s:s}", "correlationId", id);
+    if (m && cause) {
+        char cid[AG_UUID_STRLEN + 1];
+        ag_uuid_format(&cause->id, cid);
+        json_object_set_new(m, "causationId", json_string(cid));
+    }
+    if (m) json_object_set_new(m, "actor", saga_actor(type, json_object_get(cm, "actor")));
+    copy_string(m, cm, "traceparent");
+    copy_string(m, cm, "requestId");
+    int rc = dump(m, b);
+    json_decref(m);
+    json_decref(cm);
+    return rc;
+}
+
+/* `meta_head` from SagaStarted's metadata: the same without its causationId, and
+ * with a correlation id and an actor when the log predates them. */
+static void set_meta_head(struct saga_state *s, const char *type, const struct ag_event *ev)
+{
+    json_t *m = ev->metadata_len ? json_loadb(ev->metadata, ev->metadata_len, 0, NULL) : NULL;
+    if (!json_is_object(m)) json_decref(m), m = json_object();
+    json_object_del(m, "causationId");
+    if (!json_object_get(m, "correlationId"))
+        json_object_set_new(m, "correlationId", json_string(s->id));
+    if (!json_object_get(m, "actor")) json_object_set_new(m, "actor", saga_actor(type, NULL));
+    struct ag_buf b;
+    ag_buf_init(&b);
+    if (dump(m, &b) == 0 && b.len > 2) { /* "{...}": drop the '}' */
+        ag_free(s->meta_head);
+        b.data[b.len - 1] = 0;
+        s->meta_head = ag_buf_steal(&b, NULL);
+    }
+    ag_buf_free(&b);
+    json_decref(m);
+}
+
+/* ---- loading and recording ---- */
+
+static void state_init(struct saga_state *s, const char *id)
+{
+    memset(s, 0, sizeof *s);
+    snprintf(s->id, sizeof s->id, "%s", id);
+    stream_of(s->stream, id);
+    s->version = -1;
+    s->errors = json_object();
+    ag_buf_init(&s->buf);
+}
+
+void saga_state_free(struct saga_state *s)
+{
+    json_decref(s->data);
+    json_decref(s->errors);
+    s->data = s->errors = NULL;
+    ag_free(s->meta_head);
+    s->meta_head = NULL;
+    ag_buf_free(&s->buf);
+}
+
+static void apply_event(const struct saga_env *env, struct saga_state *s, const struct ag_event *ev)
+{
+    enum saga_ev kind = saga_ev_kind(ev->type, ev->type_len);
+    json_t *d = json_loadb(ev->data, ev->data_len, 0, NULL);
+    evolve(env, s, kind, d);
+    if (kind == SAGA_EV_STARTED)
+        set_meta_head(s, json_string_value(json_object_get(d, "type")) ?: "", ev);
+    json_decref(d);
+    s->version = ev->version;
+    s->last_id = ev->id;
+}
+
+int saga_load(const struct saga_env *env, const char *id, struct saga_state *s, struct ag_err *err)
+{
+    state_init(s, id);
+    for (;;) {
+        struct ag_event_page p;
+        int rc = ag_store_read_stream(env->store, s->stream, strlen(s->stream), s->version + 1,
+                                      AG_READ_FORWARD, 256, &p, err);
+        if (rc) return rc;
+        for (size_t i = 0; i < p.count; i++) apply_event(env, s, &p.events[i]);
+        bool end = p.end || p.count == 0;
+        ag_event_page_free(&p);
+        if (end) break;
+    }
+    if (s->version < 0) return ag_err_set(err, AG_ENOTFOUND, "no saga %s", id);
+    if (!s->def) return ag_err_set(err, AG_ENOTFOUND, "%s: no known saga type", s->stream);
+    return 0;
+}
+
+/* The metadata of the next event, after the payload in `b`. */
+static int next_meta(const struct saga_state *s, struct ag_buf *b)
+{
+    char cid[AG_UUID_STRLEN + 1];
+    ag_uuid_format(&s->last_id, cid);
+    int rc = 0;
+    if (s->meta_head) {
+        rc = ag_buf_puts(b, s->meta_head);
+    } else { /* SagaStarted's metadata could not be prepared (out of memory) */
+        rc = ag_buf_puts(b, "{\"correlationId\":");
+        if (!rc) rc = ag_buf_json_str(b, s->id, strlen(s->id));
+    }
+    return rc ? rc : ag_buf_printf(b, ",\"causationId\":\"%s\"}", cid);
+}
+
+int saga_record(const struct saga_env *env, struct saga_state *s, enum saga_ev kind, json_t *data,
+                struct ag_err *err)
+{
+    ag_buf_reset(&s->buf);
+    int rc = dump(data, &s->buf);
+    size_t dlen = s->buf.len;
+    if (!rc) rc = next_meta(s, &s->buf);
+    if (rc) {
+        json_decref(data);
+        return ag_err_set(err, AG_ENOMEM, "out of memory");
+    }
+    struct ag_event_data ev = {.type = ev_names[kind].name,
+                               .type_len = ev_names[kind].len,
+                               .data = s->buf.data,
+                               .data_len = dlen,
+                               .metadata = s->buf.data + dlen,
+                               .metadata_len = s->buf.len - dlen};
+    ag_uuid_v7(&ev.id, env->clock, env->rng);
+    rc = ag_store_append(env->store, s->stream, strlen(s->stream), s->version, &ev, 1, NULL, err);
+    if (!rc) {
+        s->version++;
+        s->last_id = ev.id;
+        evolve(env, s, kind, data);
+    }
+    json_decref(data);
+    return rc;
+}
+
+json_t *saga_step_json(size_t i, const char *name, const char *error)
+{
+    json_t *j = json_pack("{s:I, s:s}", "step", (json_int_t)i, "name", name);
+    if (j && error) json_object_set_new(j, "error", json_string(error));
+    return j;
+}
+
+json_t *saga_failed_list(const struct saga_state *s)
+{
+    json_t *a = json_array();
+    for (size_t i = s->def->nsteps; i-- > 0;) {
+        if (!(s->failed & saga_step_bit(i))) continue;
+        const char *name = s->def->steps[i].name;
+        const char *why = json_string_value(json_object_get(s->errors, name));
+        json_array_append_new(a, saga_step_json(i, name, why ? why : "compensation failed"));
+    }
+    return a;
+}
+
+/* ---- starting ---- */
+
+int saga_start_encode(const char *type, const char *id, const json_t *data,
+                      const struct ag_event *cause, struct saga_start *out)
+{
+    out->data = out->meta = NULL;
+    json_t *d = json_pack("{s:s, s:O}", "type", type, "data", data);
+    struct ag_buf b, m;
+    ag_buf_init(&b);
+    ag_buf_init(&m);
+    int rc = dump(d, &b);
+    json_decref(d);
+    if (!rc) rc = start_meta(type, id, cause, &m);
+    if (!rc) {
+        out->data = ag_buf_steal(&b, NULL);
+        out->meta = ag_buf_steal(&m, NULL);
+        return 0;
+    }
+    ag_buf_free(&b);
+    ag_buf_free(&m);
+    return AG_ENOMEM;
+}
+
+void saga_start_free(struct saga_start *st)
+{
+    ag_free(st->data);
+    ag_free(st->meta);
+    st->data = st->meta = NULL;
+}
+
+int saga_start_append(const struct saga_env *env, const char *id, const struct saga_start *st,
+                      struct ag_err *err)
+{
+    char stream[SAGA_STREAM_MAX + 8];
+    stream_of(stream, id);
+    struct ag_event_data ev = {.type = AG_SAGA_EV_STARTED,
+                               .type_len = sizeof AG_SAGA_EV_STARTED - 1,
+                               .data = st->data,
+                               .data_len = strlen(st->data),
+                               .metadata = st->meta,
+                               .metadata_len = strlen(st->meta)};
+    ag_uuid_v7(&ev.id, env->clock, env->rng);
+    int rc =
+        ag_store_append(env->store, stream, strlen(stream), AG_STORE_NO_STREAM, &ev, 1, NULL, err);
+    if (rc == AG_ECONFLICT) rc = 0, ag_err_clear(err); /* started before */
+    return rc;
+}
+
+/* ---- resuming ---- */
+
+struct names {
+    char **v;
+    size_t n, cap;
+};
+
+static int collect_saga(void *ud, const char *name, size_t len, int64_t version)
+{
+    AG_UNUSED(version);
+    struct names *ns = ud;
+    if (len <= SAGA_PREFIX_LEN || len >= SAGA_STREAM_MAX ||
+        memcmp(name, SAGA_PREFIX, SAGA_PREFIX_LEN) != 0)
+        return 0;
+    if (ns->n == ns->cap) {
+        size_t cap = ns->cap ? ns->cap * 2 : 64;
+        char **v = ag_realloc(ns->v, cap * sizeof *v);
+        if (!v) return AG_ENOMEM;
+        ns->v = v, ns->cap = cap;
+    }
+    if (!(ns->v[ns->n] = ag_strndup(name + SAGA_PREFIX_LEN, len - SAGA_PREFIX_LEN)))
+        return AG_ENOMEM;
+    ns->n++;
+    return 0;
+}
+
+/* True when the saga's last event is terminal (or its stream cannot be read). */
+static bool is_terminal(const struct saga_env *env, const char *id)
+{
+    char stream[SAGA_STREAM_MAX + 8];
+    stream_of(stream, id);
+    struct ag_event_page p;
+    if (ag_store_read_stream(env->store, stream, strlen(stream), -1, AG_READ_BACKWARD, 1, &p, NULL))
+        return true;
+    enum saga_ev k = p.count ? saga_ev_kind(p.events[0].type, p.events[0].type_len) : 0;
+    ag_event_page_free(&p);
+    return k == SAGA_EV_COMPLETED || k == SAGA_EV_COMPENSATED || k == SAGA_EV_FAILED;
+}
+
+int saga_each_unfinished(const struct saga_env *env, void (*fn)(void *ud, const char *id), void *ud)
+{
+    struct names ns = {0};
+    int rc = ag_store_list_streams(env->store, collect_saga, &ns);
+    for (size_t i = 0; i < ns.n; i++) {
+        if (!is_terminal(env, ns.v[i])) fn(ud, ns.v[i]);
+        ag_free(ns.v[i]);
+    }
+    ag_free(ns.v);
+    return rc;
+}

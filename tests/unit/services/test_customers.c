@@ -1,0 +1,217 @@
+/* The customers context's handlers (src/services/customers/api.c) as a user meets
+ * them: a principal registers its own customer once and finds it at /me; another
+ * principal's customer is 404; field errors name their JSON pointers; only an admin
+ * sets a tier or registers for someone else; an Idempotency-Key replays. */
+#include <criterion/criterion.h>
+#include <string.h>
+
+#include "svc_test.h"
+
+TestSuite(customers, .init = t_start, .fini = t_stop, .timeout = 60);
+
+Test(customers, register_own_then_me_and_get)
+{
+    struct t_resp r;
+    cr_assert_eq(t_call(&r, "POST", "/api/v1/customers", ALICE,
+                        "{\"email\":\"alice@test.example\",\"name\":\"Alice\"}", NULL),
+                 201, "%s", r.text);
+    char id[40];
+    snprintf(id, sizeof id, "%s", t_str(&r, "id"));
+    cr_expect(svc_uuid_ok(id), "a UUID: %s", id);
+    cr_expect_str_eq(t_str(&r, "tier"), "standard");
+    cr_expect(svc_uuid_ok(t_str(&r, "accountId")), "a wallet account is opened");
+    char loc[128];
+    snprintf(loc, sizeof loc, "/api/v1/customers/%s", id);
+    cr_expect_str_eq(t_header(&r, "Location"), loc);
+    t_free(&r);
+
+    cr_assert_eq(t_call(&r, "GET", "/api/v1/customers/me", ALICE, NULL, NULL), 200, "%s", r.text);
+    cr_expect_str_eq(t_str(&r, "id"), id);
+    cr_expect_str_eq(t_str(&r, "email"), "alice@test.example");
+    t_free(&r);
+    cr_expect_eq(t_call(&r, "GET", loc, ALICE, NULL, NULL), 200, "%s", r.text);
+    cr_expect_neq(t_header(&r, "X-Projection-Position")[0], '\0');
+    t_free(&r);
+    cr_expect_eq(t_call(&r, "GET", loc, ADMIN, NULL, NULL), 200, "an admin reads anyone's");
+    t_free(&r);
+    cr_expect_eq(t_call(&r, "GET", loc, BOB, NULL, NULL), 404, "someone else's is not found");
+    cr_expect_str_eq(t_str(&r, "title"), "Customer not found");
+    t_free(&r);
+    cr_expect_eq(t_call(&r, "GET", "/api/v1/customers/me", BOB, NULL, NULL), 404,
+                 "bob has no customer");
+    t_free(&r);
+    cr_expect_eq(t_call(&r, "GET", "/api/v1/customers/me", ADMIN, NULL, NULL), 404,
+                 "an admin without a customer");
+    t_free(&r);
+}
+
+Test(customers, anonymous_is_401_with_a_bearer_challenge)
+{
+    struct t_resp r;
+    cr_expect_eq(t_call(&r, "POST", "/api/v1/customers", ANON,
+                        "{\"email\":\"a@test.example\",\"name\":\"A\"}", NULL),
+                 401);
+    cr_expect_str_eq(t_header(&r, "WWW-Authenticate"), "Bearer");
+    cr_expect(strstr(t_header(&r, "Content-Type"), "application/problem+json"));
+    t_free(&r);
+    cr_expect_eq(t_call(&r, "GET", "/api/v1/customers/me", ANON, NULL, NULL), 401);
+    t_free(&r);
+}
+
+Test(customers, a_second_registration_is_409_naming_the_first)
+{
+    char id[40];
+    t_register(ALICE, "alice@test.example", id, NULL);
+    struct t_resp r;
+    cr_assert_eq(t_call(&r, "POST", "/api/v1/customers", ALICE,
+                        "{\"email\":\"alice2@test.example\",\"name\":\"Alice\"}", NULL),
+                 409, "%s", r.text);
+    cr_expect(t_has_pointer(&r, ""), "the whole body: %s", r.text);
+    cr_expect(strstr(t_str(&r, "detail"), id), "names %s: %s", id, r.text);
+    cr_expect(strstr(t_header(&r, "Location"), id));
+    t_free(&r);
+}
+
+Test(customers, a_taken_email_is_409_on_email)
+{
+    t_register(ALICE, "shared@test.example", NULL, NULL);
+    struct t_resp r;
+    cr_assert_eq(t_call(&r, "POST", "/api/v1/customers", BOB,
+                        "{\"email\":\"SHARED@test.example\",\"name\":\"Bob\"}", NULL),
+                 409, "emails are case-insensitive: %s", r.text);
+    cr_expect(t_has_pointer(&r, "/email"), "%s", r.text);
+    t_free(&r);
+    cr_expect_eq(t_call(&r, "GET", "/api/v1/customers/me", BOB, NULL, NULL), 404,
+                 "nothing was bound to bob");
+    t_free(&r);
+}
+
+Test(customers, validation_errors_name_their_fields)
+{
+    struct t_resp r;
+    cr_assert_eq(t_call(&r, "POST", "/api/v1/customers", ALICE, "{}", NULL), 400);
+    cr_expect(t_has_pointer(&r, "/email") && t_has_pointer(&r, "/name"), "%s", r.text);
+    cr_expect(strstr(t_str(&r, "detail"), "and 1 more"), "%s", r.text);
+    t_free(&r);
+    cr_assert_eq(t_call(&r, "POST", "/api/v1/customers", ALICE,
+                        "{\"email\":\"not-an-email\",\"name\":\"A\"}", NULL),
+                 400);
+    cr_expect(t_has_pointer(&r, "/email"), "%s", r.text);
+    t_free(&r);
+    cr_assert_eq(t_call(&r, "POST", "/api/v1/customers", ALICE,
+                        "{\"email\":\"a@test.example\",\"name\":\"A\",\"tier\":\"gold\"}", NULL),
+                 400);
+    cr_expect(t_has_pointer(&r, "/tier"), "%s", r.text);
+    t_free(&r);
+    cr_expect_eq(t_call(&r, "POST", "/api/v1/customers", ALICE, "[1,2]", NULL), 400);
+    t_free(&r);
+    cr_expect_eq(t_call(&r, "POST", "/api/v1/customers", ALICE, "{\"email\":", NULL), 400);
+    cr_expect_str_eq(t_str(&r, "title"), "Malformed JSON");
+    t_free(&r);
+    cr_expect_eq(t_call(&r, "GET", "/api/v1/customers/me", ALICE, NULL, NULL), 404,
+                 "nothing was registered");
+    t_free(&r);
+}
+
+Test(customers, only_an_admin_sets_a_tier_or_registers_for_another)
+{
+    struct t_resp r;
+    cr_assert_eq(t_call(&r, "POST", "/api/v1/customers", ALICE,
+                        "{\"email\":\"a@test.example\",\"name\":\"A\",\"tier\":\"premium\"}", NULL),
+                 403, "%s", r.text);
+    cr_expect(t_has_pointer(&r, "/tier"), "%s", r.text);
+    t_free(&r);
+    cr_assert_eq(t_call(&r, "POST", "/api/v1/customers", ALICE,
+                        "{\"email\":\"a@test.example\",\"name\":\"A\",\"sub\":\"bob\"}", NULL),
+                 400, "%s", r.text);
+    cr_expect(t_has_pointer(&r, "/sub"), "%s", r.text);
+    t_free(&r);
+    cr_expect_eq(t_call(&r, "GET", "/api/v1/customers/me", ALICE, NULL, NULL), 404,
+                 "nothing was registered");
+    t_free(&r);
+    /* an admin registers a premium customer for carol */
+    cr_assert_eq(t_call(&r, "POST", "/api/v1/customers", ADMIN,
+                        "{\"email\":\"carol@test.example\",\"name\":\"Carol\",\"tier\":\"premium\","
+                        "\"sub\":\"carol\"}",
+                        NULL),
+                 201, "%s", r.text);
+    cr_expect_str_eq(t_str(&r, "tier"), "premium");
+    char id[40];
+    snprintf(id, sizeof id, "%s", t_str(&r, "id"));
+    t_free(&r);
+    cr_assert_eq(t_call(&r, "GET", "/api/v1/customers/me", "carol|customer", NULL, NULL), 200);
+    cr_expect_str_eq(t_str(&r, "id"), id, "bound to carol's sub");
+    t_free(&r);
+    cr_expect_eq(t_call(&r, "GET", "/api/v1/customers/me", ADMIN, NULL, NULL), 404,
+                 "not bound to the admin");
+    t_free(&r);
+}
+
+Test(customers, tier_changes_are_admin_only)
+{
+    char id[40], path[128];
+    t_register(ALICE, "alice@test.example", id, NULL);
+    snprintf(path, sizeof path, "/api/v1/customers/%s/tier", id);
+    struct t_resp r;
+    cr_expect_eq(t_call(&r, "POST", path, ALICE, "{\"tier\":\"premium\"}", NULL), 403,
+                 "not even on its own customer");
+    t_free(&r);
+    cr_expect_eq(t_call(&r, "POST", path, ANON, "{\"tier\":\"premium\"}", NULL), 401);
+    t_free(&r);
+    cr_expect_eq(t_call(&r, "POST", path, ADMIN, "{\"tier\":\"platinum\"}", NULL), 400);
+    cr_expect(t_has_pointer(&r, "/tier"), "%s", r.text);
+    t_free(&r);
+    cr_assert_eq(t_call(&r, "POST", path, ADMIN, "{\"tier\":\"premium\"}", NULL), 200, "%s",
+                 r.text);
+    cr_expect_str_eq(t_str(&r, "tier"), "premium");
+    cr_expect_str_eq(t_str(&r, "id"), id);
+    t_free(&r);
+    cr_expect_eq(t_call(&r, "POST", "/api/v1/customers/0190a1b2-0000-7000-8000-000000000000/tier",
+                        ADMIN, "{\"tier\":\"premium\"}", NULL),
+                 404);
+    t_free(&r);
+    t_catch_up();
+    cr_assert_eq(t_call(&r, "GET", "/api/v1/customers/me", ALICE, NULL, NULL), 200);
+    cr_expect_str_eq(t_str(&r, "tier"), "premium", "the read model follows");
+    t_free(&r);
+}
+
+Test(customers, ids_that_are_not_uuids_are_404_before_any_lookup)
+{
+    struct t_resp r;
+    cr_expect_eq(t_call(&r, "GET", "/api/v1/customers/email-0123456789abcdef", ADMIN, NULL, NULL),
+                 404);
+    cr_expect(strstr(t_str(&r, "detail"), "no customer with id"), "%s", r.text);
+    t_free(&r);
+    cr_expect_eq(t_call(&r, "GET", "/api/v1/customers/0190a1b2-0000-7000-8000-00000000000", ADMIN,
+                        NULL, NULL),
+                 404, "35 characters");
+    t_free(&r);
+}
+
+Test(customers, an_idempotency_key_replays_per_principal)
+{
+    const char *body = "{\"email\":\"alice@test.example\",\"name\":\"Alice\"}";
+    const char *key = "Idempotency-Key: reg-1\r\n";
+    struct t_resp r;
+    cr_assert_eq(t_call(&r, "POST", "/api/v1/customers", ALICE, body, key), 201, "%s", r.text);
+    char id[40];
+    snprintf(id, sizeof id, "%s", t_str(&r, "id"));
+    cr_expect_str_eq(t_header(&r, "Idempotent-Replayed"), "");
+    t_free(&r);
+    cr_assert_eq(t_call(&r, "POST", "/api/v1/customers", ALICE, body, key), 201, "%s", r.text);
+    cr_expect_str_eq(t_str(&r, "id"), id, "the same customer");
+    cr_expect_str_eq(t_header(&r, "Idempotent-Replayed"), "true");
+    t_free(&r);
+    cr_expect_eq(t_call(&r, "POST", "/api/v1/customers", ALICE,
+                        "{\"email\":\"other@test.example\",\"name\":\"Alice\"}", key),
+                 422, "the key with another body");
+    t_free(&r);
+    /* bob's reg-1 is his own key: it registers bob, it does not replay alice's */
+    cr_assert_eq(t_call(&r, "POST", "/api/v1/customers", BOB,
+                        "{\"email\":\"bob@test.example\",\"name\":\"Bob\"}", key),
+                 201, "%s", r.text);
+    cr_expect_str_neq(t_str(&r, "id"), id);
+    cr_expect_str_eq(t_header(&r, "Idempotent-Replayed"), "");
+    t_free(&r);
+}

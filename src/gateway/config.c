@@ -343,7 +343,8 @@ static int compile_headers(struct cctx *x, const char *base, const struct y_matc
     char path[400];
     if (!m->headers_count) return 0;
     if (!(o->headers = ag_calloc(m->headers_count, sizeof *o->headers))) return AG_ENOMEM;
-    for (unsigned h = 0; h < m->headers_count; h++, o->nheaders++) {
+    for (unsigned h = 0; h < m->headers_count; h++) {
+        o->nheaders = h + 1; /* counted before it compiles: a failure frees it too */
         const struct y_hdrmatch *y = &m->headers[h];
         snprintf(path, sizeof path, "%s.headers[%u]", base, h);
         if (!y->name) return cerr(x, path, "a header match needs a name");
@@ -365,7 +366,8 @@ static int compile_matches(struct cctx *x, const char *base, const struct y_http
     char path[320];
     if (!h->match_count) return 0;
     if (!(r->matches = ag_calloc(h->match_count, sizeof *r->matches))) return AG_ENOMEM;
-    for (unsigned i = 0; i < h->match_count; i++, r->nmatches++) {
+    for (unsigned i = 0; i < h->match_count; i++) {
+        r->nmatches = i + 1; /* counted before it compiles: a failure frees it too */
         snprintf(path, sizeof path, "%s.match[%u].uri", base, i);
         if (strmatch(x, path, h->match[i].uri, &r->matches[i].uri, true)) return AG_ECONFIG;
         snprintf(path, sizeof path, "%s.match[%u].method", base, i);

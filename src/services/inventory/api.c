@@ -52,7 +52,7 @@ static int restock(struct svc_job *j)
     if (svc_fields_failed(j, 400)) return 0;
     if (!svc_stream_exists(j->p, "product", j->param))
         return svc_problem(j, 404, "Product not found", "no product with id %s", j->param);
-    if (svc_idem_begin(j, "restock")) return 0;
+    if (svc_idem_begin(j, j->param)) return 0;
     struct ag_stock_add a = {j->param, json_integer_value(q)};
     struct ag_err err;
     ag_err_clear(&err);
@@ -66,7 +66,7 @@ static int restock(struct svc_job *j)
     else
         svc_ok(j, 200, view), view = NULL;
     json_decref(view);
-    svc_idem_end(j, "restock");
+    svc_idem_end(j, j->param);
     return 0;
 }
 

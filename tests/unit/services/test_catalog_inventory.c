@@ -145,7 +145,7 @@ Test(inventory, a_restock_with_a_key_counts_once)
  * second product gets the first product's answer (200 with its productId) and is
  * not restocked. Scoping the key by the product id (as deposits scope theirs by
  * the account id) fixes it; enable this test with the fix. */
-Test(inventory, a_key_reused_for_another_product_is_not_a_replay, .disabled = true)
+Test(inventory, a_key_reused_for_another_product_is_not_a_replay)
 {
     char a[40], b[40], path[128];
     t_product(4, a);

@@ -11,11 +11,12 @@
  * so conflicts only come from other processes. Blocking: call it from worker
  * threads (the libuv threadpool), never from a loop thread.
  *
- * Projections. A projection is a named read model in its own SQLite file under
- * `<data>/readmodels/<name>.db`: a schema, and an apply function that turns one
- * event into rows. The runner subscribes to `$all` from the projection's
- * checkpoint and writes each page of rows and the new checkpoint in one SQLite
- * transaction (exactly-once projection). Its lag (events and seconds) is exposed.
+ * Projections. A projection is a named read model, one database of the read-model
+ * port (include/agora/readmodel.h; SQLite: `<data>/readmodels/<name>.db`): a
+ * schema, and an apply function that turns one event into rows. The runner
+ * subscribes to `$all` from the projection's checkpoint and writes each page of
+ * rows and the new checkpoint in one transaction (exactly-once projection). Its
+ * lag (events and seconds) is exposed.
  *
  * Inbox. `ag_es_inbox_seen` records an event id per consumer in the projection's
  * database, inside the same transaction, so an at-least-once consumer acts once.
@@ -27,10 +28,10 @@
 #define AGORA_ES_H
 
 #include <jansson.h>
-#include <sqlite3.h>
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "agora/readmodel.h"
 #include "agora/store.h"
 
 /* ---- aggregates ---- */
@@ -109,9 +110,13 @@ AG_EXTERN int ag_es_read(struct ag_es_repo *r, const struct ag_es_type *t, const
 
 /* ---- projections ---- */
 
-/* Called for each event, inside the page's transaction. `data` is the parsed
- * payload. Return 0, or an error to roll back the page and stop the projection. */
-typedef int (*ag_es_apply_fn)(sqlite3 *db, const struct ag_event *ev, const json_t *data, void *ud);
+/* Called for each event, inside the page's transaction, with the projection's
+ * read-write read model. `data` is the parsed payload. Return 0, or an error to
+ * roll back the page: the read model's damage (AG_ECORRUPT) rebuilds it, a failure
+ * that can pass (AG_EUNAVAILABLE...) retries the page, anything else stops the
+ * projection. */
+typedef int (*ag_es_apply_fn)(struct ag_rm *rm, const struct ag_event *ev, const json_t *data,
+                              void *ud);
 
 struct ag_projection {
     const char *name;         /* file name and checkpoint key ("orders") */
@@ -138,7 +143,8 @@ struct ag_projection_stats {
     char error[512];     /* the error, when failed */
 };
 
-/* Start one thread per projection. `dir` is the read-model directory (created).
+/* Start one thread per projection. `dir` is the read models' URI ("sqlite:<dir>", or
+ * a directory, created).
  * `projs` is borrowed and must outlive the projector. */
 AG_EXTERN int ag_projector_start(struct ag_store *s, const char *dir,
                                  const struct ag_projection *projs, size_t n,
@@ -161,7 +167,7 @@ AG_EXTERN int ag_projection_rebuild(struct ag_store *s, const char *dir,
                                     void *ud, struct ag_err *err);
 
 /* Read models that are damaged (see src/es/projector.c): a query that got
- * SQLITE_CORRUPT or SQLITE_NOTADB from projection `i`'s file reports it; the
+ * AG_ECORRUPT from projection `i`'s read model reports it; the
  * runner sets the file aside and replays the log into a new one, in the
  * background. ag_projector_usable is false from the report until the new file
  * has caught up (answer 503 meanwhile); `generation` (OUT, optional) changes each
@@ -170,18 +176,10 @@ AG_EXTERN int ag_projection_rebuild(struct ag_store *s, const char *dir,
 AG_EXTERN void ag_projector_report_damage(struct ag_projector *p, size_t i, const char *why);
 AG_EXTERN bool ag_projector_usable(struct ag_projector *p, size_t i, uint64_t *generation);
 
-/* Finalize any statement still open on `db`, then sqlite3_close it (NULL is a
- * no-op); a failure is logged with `what`. Closing the last connection of a WAL
- * database checkpoints it and removes its -wal and -shm files. */
-AG_EXTERN void ag_es_db_close(sqlite3 *db, const char *what);
-
-/* Open a projection's database for queries (read-only, WAL, shared-cache off).
- * Caller closes with sqlite3_close. */
-AG_EXTERN int ag_projection_open_ro(const char *dir, const char *name, sqlite3 **out);
-
 /* Inbox for idempotent consumers: returns 1 when `consumer` already saw `event_id`
  * (skip it), 0 when it is new (and now recorded), or an error. Use inside the
  * consumer's transaction. */
-AG_EXTERN int ag_es_inbox_seen(sqlite3 *db, const char *consumer, const struct ag_uuid *event_id);
+AG_EXTERN int ag_es_inbox_seen(struct ag_rm *rm, const char *consumer,
+                               const struct ag_uuid *event_id);
 
 #endif

@@ -1,1 +1,1 @@
-target_link_libraries(agora_es PUBLIC agora_store)
+target_link_libraries(agora_es PUBLIC agora_store agora_readmodel)

@@ -1,12 +1,13 @@
 /*
- * The projection runner. One thread per projection, each with its own SQLite
- * database (`<dir>/<name>.db`, WAL) and its own subscription to `$all`. A page of
+ * The projection runner. One thread per projection, each with its own read-model
+ * database (the port of include/agora/readmodel.h; SQLite: `<dir>/<name>.db`, WAL)
+ * and its own subscription to `$all`. A page of
  * events is applied and the checkpoint advanced in one transaction, so after a
  * crash a projection resumes exactly where its last committed page ended: every
  * event is projected exactly once.
  *
- * A page that fails for a reason that can pass — SQLite's full disk, I/O error or
- * lock under the read model, the store not taking writes (AG_EUNAVAILABLE, e.g.
+ * A page that fails for a reason that can pass — the read model's full disk, I/O
+ * error or lock (the port's AG_EUNAVAILABLE), the store not taking writes (AG_EUNAVAILABLE, e.g.
  * sagas that could not be started), a timeout, memory — is rolled back
  * and retried from the checkpoint with backoff (100 ms doubling to 5 s), with one
  * warning when it starts and one info line when it recovers. Any other error
@@ -14,14 +15,15 @@
  *
  * Tables every projection database has:
  *   ag_checkpoint(name TEXT PRIMARY KEY, position INTEGER)  next position to read
+ *                                                          (the port's checkpoint)
  *   ag_inbox(consumer TEXT, event_id BLOB, PRIMARY KEY(consumer, event_id))
  *
  * Damaged read models. A read model is derived data, so damage is repaired, never
- * served: at start every database gets `PRAGMA quick_check`; a file that is not a
- * database or fails the check is renamed `<name>.db.corrupt-<time>` (kept, never
- * deleted) and the projection replays the log into a new file. At run time an
- * SQLITE_CORRUPT/SQLITE_NOTADB from the projection's own writes, or reported by a
- * query (ag_projector_report_damage), does the same on the runner's thread. From
+ * served: at start every database is verified (the port's read-write open: SQLite's
+ * `PRAGMA quick_check`); a damaged one is set aside (`<name>.db.corrupt-<time>`,
+ * kept, never deleted) and the projection replays the log into a new one. At run
+ * time an AG_ECORRUPT from the projection's own writes, or reported by a query
+ * (ag_projector_report_damage), does the same on the runner's thread. From
  * the set-aside until the new file has caught up with the log's head as it was
  * then, ag_projector_usable() says false (queries answer 503), and each set-aside
  * bumps the read model's generation so query handles on the old file are reopened.
@@ -30,9 +32,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "agora/es.h"
 
@@ -41,7 +41,7 @@
 struct runner {
     struct ag_projector *owner;
     const struct ag_projection *proj;
-    sqlite3 *db;
+    struct ag_rm *db; /* read-write */
     pthread_t thread;
     bool started;
     /* guarded by owner->lock */
@@ -64,121 +64,69 @@ struct ag_projector {
     bool stopping;
     size_t n;
     struct runner *r;
-    char dir[1024]; /* the read-model directory */
+    char dir[1024]; /* the read models' URI */
 };
 
+/* What every projection database has besides the port's ag_checkpoint. */
 static const char base_schema[] =
-    "PRAGMA journal_mode=WAL;"
-    "PRAGMA synchronous=NORMAL;"
-    "CREATE TABLE IF NOT EXISTS ag_checkpoint(name TEXT PRIMARY KEY, position INTEGER NOT NULL);"
     "CREATE TABLE IF NOT EXISTS ag_inbox(consumer TEXT NOT NULL, event_id BLOB NOT NULL,"
     " PRIMARY KEY(consumer, event_id)) WITHOUT ROWID;";
 
-static bool is_damage(int sqlite_code)
+/* A read model is derived data: when it is damaged, keep it aside (nothing is
+ * deleted) and let the projection rebuild it from the log. */
+static bool set_aside(const char *uri, const char *name, const char *why)
 {
-    int c = sqlite_code & 0xff;
-    return c == SQLITE_CORRUPT || c == SQLITE_NOTADB;
-}
-
-/* A read model is derived data: when its file is damaged, keep it aside (nothing
- * is deleted) and let the projection rebuild it from the log. The WAL and shared
- * memory files of the old database go with it (their frames belong to it). */
-static bool set_aside(const char *path, const char *why)
-{
-    char aside[1100];
-    snprintf(aside, sizeof aside, "%s.corrupt-%lld", path, (long long)time(NULL));
-    for (int n = 1; access(aside, F_OK) == 0 && n < 100; n++)
-        snprintf(aside, sizeof aside, "%s.corrupt-%lld.%d", path, (long long)time(NULL), n);
-    if (rename(path, aside) != 0) return false;
-    for (const char *sfx = "-wal"; sfx; sfx = sfx[1] == 'w' ? "-shm" : NULL) {
-        char side[1100];
-        snprintf(side, sizeof side, "%s%s", path, sfx);
-        remove(side);
-    }
-    AG_WARN("projection.corrupt_rebuilding", AG_LS("file", path), AG_LS("kept_as", aside),
+    char where[1100], aside[1100];
+    ag_rm_locate(uri, name, where, sizeof where);
+    if (ag_rm_set_aside(uri, name, aside, sizeof aside, NULL)) return false;
+    AG_WARN("projection.corrupt_rebuilding", AG_LS("file", where), AG_LS("kept_as", aside),
             AG_LS("error", why));
     return true;
 }
 
-/* PRAGMA quick_check: NULL when the database is sound, else what is wrong (static). */
-static const char *quick_check(sqlite3 *db, char *buf, size_t n)
-{
-    sqlite3_stmt *st = NULL;
-    int rc = sqlite3_prepare_v2(db, "PRAGMA quick_check(1)", -1, &st, NULL);
-    if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-        const char *t = (const char *)sqlite3_column_text(st, 0);
-        bool ok = t && strcmp(t, "ok") == 0;
-        if (!ok) snprintf(buf, n, "quick_check: %s", t ? t : "?");
-        sqlite3_finalize(st);
-        return ok ? NULL : buf;
-    }
-    snprintf(buf, n, "quick_check: %s", sqlite3_errmsg(db));
-    sqlite3_finalize(st);
-    return is_damage(rc) ? buf : NULL; /* SQLITE_BUSY and the like are not damage */
-}
-
-static int db_open_once(const char *path, const struct ag_projection *p, sqlite3 **db, bool *retry,
-                        struct ag_err *err);
+static int db_open_once(const char *uri, const struct ag_projection *p, struct ag_rm **db,
+                        bool *retry, struct ag_err *err);
 
 /* Open (or create) a projection's database; `set_aside_out` (optional) tells
  * whether a damaged file was set aside, i.e. the projection starts from zero. */
-static int db_open(const char *dir, const struct ag_projection *p, sqlite3 **db,
+static int db_open(const char *uri, const struct ag_projection *p, struct ag_rm **db,
                    bool *set_aside_out, struct ag_err *err)
 {
-    char path[1024];
-    snprintf(path, sizeof path, "%s/%s.db", dir, p->name);
     bool retry = false;
-    int rc = db_open_once(path, p, db, &retry, err);
-    if (retry) rc = db_open_once(path, p, db, &retry, err);
+    int rc = db_open_once(uri, p, db, &retry, err);
+    if (retry) rc = db_open_once(uri, p, db, &retry, err);
     if (set_aside_out) *set_aside_out = retry;
     return rc;
 }
 
-static int db_open_once(const char *path, const struct ag_projection *p, sqlite3 **db, bool *retry,
-                        struct ag_err *err)
+static int db_open_once(const char *uri, const struct ag_projection *p, struct ag_rm **db,
+                        bool *retry, struct ag_err *err)
 {
-    if (sqlite3_open_v2(path, db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                        NULL) != SQLITE_OK) {
-        int rc = ag_err_set(err, AG_EIO, "%s: %s", path, *db ? sqlite3_errmsg(*db) : "cannot open");
-        sqlite3_close(*db);
-        *db = NULL;
+    struct ag_err e;
+    ag_err_clear(&e);
+    int rc = ag_rm_open(uri, p->name, AG_RM_READWRITE, db, &e);
+    if (rc) { /* damage is found by the open's check (or its setup) */
+        ag_err_set(err, rc, "%s", e.msg);
+        *retry = !*retry && rc == AG_ECORRUPT && set_aside(uri, p->name, e.msg);
         return rc;
     }
-    sqlite3_busy_timeout(*db, 5000);
-    char *msg = NULL, why[300];
-    const char *bad = quick_check(*db, why, sizeof why);
-    if (bad) {
-        int rc = ag_err_set(err, AG_ECORRUPT, "%s: %s", path, bad);
-        sqlite3_close(*db);
-        *db = NULL;
-        *retry = !*retry && set_aside(path, bad);
-        return rc;
-    }
-    if (sqlite3_exec(*db, base_schema, NULL, NULL, &msg) != SQLITE_OK ||
-        (p->schema && sqlite3_exec(*db, p->schema, NULL, NULL, &msg) != SQLITE_OK)) {
-        int rc = ag_err_set(err, AG_EIO, "%s: schema: %s", path, msg ? msg : "?");
-        sqlite3_free(msg);
-        bool damaged = is_damage(sqlite3_errcode(*db));
-        snprintf(why, sizeof why, "%s", sqlite3_errmsg(*db));
-        sqlite3_close(*db);
-        *db = NULL;
-        *retry = !*retry && damaged && set_aside(path, why);
-        return rc;
-    }
-    return 0;
+    if (ag_rm_script(*db, base_schema, &e) == 0 &&
+        (!p->schema || ag_rm_script(*db, p->schema, &e) == 0))
+        return 0;
+    char where[1100];
+    ag_rm_locate(uri, p->name, where, sizeof where);
+    rc = ag_err_set(err, AG_EIO, "%s: schema: %s", where, e.msg);
+    bool damaged = e.code == AG_ECORRUPT;
+    ag_rm_close(*db);
+    *db = NULL;
+    *retry = !*retry && damaged && set_aside(uri, p->name, e.msg);
+    return rc;
 }
 
-static uint64_t load_checkpoint(sqlite3 *db, const char *name)
+static uint64_t load_checkpoint(struct ag_rm *db, const char *name)
 {
-    sqlite3_stmt *st;
     uint64_t pos = 0;
-    if (sqlite3_prepare_v2(db, "SELECT position FROM ag_checkpoint WHERE name=?", -1, &st, NULL) !=
-        SQLITE_OK)
-        return 0;
-    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
-    if (sqlite3_step(st) == SQLITE_ROW) pos = (uint64_t)sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-    return pos;
+    return ag_rm_checkpoint_get(db, name, &pos, NULL) ? 0 : pos;
 }
 
 static bool wanted(const struct ag_projection *p, const struct ag_event *ev)
@@ -189,28 +137,23 @@ static bool wanted(const struct ag_projection *p, const struct ag_event *ev)
     return false;
 }
 
-/* An I/O failure of the read model that can pass (a full disk, an I/O error, a
- * lock) is AG_EUNAVAILABLE: the page is retried. Call before ROLLBACK. */
-static int sql_outcome(sqlite3 *db, int rc, struct ag_err *err)
+/* After a failed page: the read model's own failure (the most recent call on it)
+ * decides, exactly as when it came back from the port: damage is AG_ECORRUPT (set
+ * the file aside), a failure that can pass (a full disk, an I/O error, a lock) is
+ * AG_EUNAVAILABLE (retry the page). Call before the rollback. */
+static int page_outcome(struct ag_rm *db, int rc, struct ag_err *err)
 {
-    int c = sqlite3_errcode(db) & 0xff;
-    if (rc != AG_EIO || (c != SQLITE_FULL && c != SQLITE_IOERR && c != SQLITE_BUSY &&
-                         c != SQLITE_LOCKED && c != SQLITE_CANTOPEN))
-        return rc;
+    int last = ag_rm_last_error(db);
+    if (last == AG_ECORRUPT) return AG_ECORRUPT;
+    if (last != AG_EUNAVAILABLE || (rc != AG_EIO && rc != AG_EUNAVAILABLE)) return rc;
     if (err) err->code = AG_EUNAVAILABLE;
     return AG_EUNAVAILABLE;
 }
 
-/* Apply one page and move the checkpoint, in one transaction. */
-static int apply_page(sqlite3 *db, const struct ag_projection *p, const struct ag_event_page *pg,
-                      uint64_t next, struct ag_err *err)
+/* Apply the page's events (and flush their side effects) inside the transaction. */
+static int apply_events(struct ag_rm *db, const struct ag_projection *p,
+                        const struct ag_event_page *pg, struct ag_err *err)
 {
-    char *msg = NULL;
-    if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, &msg) != SQLITE_OK) {
-        int rc = ag_err_set(err, AG_EIO, "begin: %s", msg ? msg : "?");
-        sqlite3_free(msg);
-        return is_damage(sqlite3_errcode(db)) ? AG_ECORRUPT : sql_outcome(db, rc, err);
-    }
     int rc = 0;
     for (size_t i = 0; i < pg->count && !rc; i++) {
         const struct ag_event *ev = &pg->events[i];
@@ -221,28 +164,31 @@ static int apply_page(sqlite3 *db, const struct ag_projection *p, const struct a
         if (rc)
             ag_err_set(err, rc, "position %llu (%.*s): %s%s%s", (unsigned long long)ev->position,
                        (int)ev->type_len, ev->type, ag_strerror(rc),
-                       sqlite3_errcode(db) != SQLITE_OK ? "; sqlite: " : "",
-                       sqlite3_errcode(db) != SQLITE_OK ? sqlite3_errmsg(db) : "");
+                       ag_rm_last_error(db) ? "; sqlite: " : "", ag_rm_last_message(db));
         json_decref(data);
     }
     if (!rc && p->flush && (rc = p->flush(p->ud)))
         ag_err_set(err, rc, "flushing the page's side effects: %s", ag_strerror(rc));
-    sqlite3_stmt *st = NULL;
-    if (!rc && sqlite3_prepare_v2(db,
-                                  "INSERT INTO ag_checkpoint(name, position) VALUES(?, ?) "
-                                  "ON CONFLICT(name) DO UPDATE SET position=excluded.position",
-                                  -1, &st, NULL) == SQLITE_OK) {
-        sqlite3_bind_text(st, 1, p->name, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 2, (sqlite3_int64)next);
-        if (sqlite3_step(st) != SQLITE_DONE)
-            rc = ag_err_set(err, AG_EIO, "checkpoint: %s", sqlite3_errmsg(db));
+    return rc;
+}
+
+/* Apply one page and move the checkpoint, in one transaction. */
+static int apply_page(struct ag_rm *db, const struct ag_projection *p,
+                      const struct ag_event_page *pg, uint64_t next, struct ag_err *err)
+{
+    struct ag_err e;
+    ag_err_clear(&e);
+    if (ag_rm_begin(db, &e)) {
+        ag_err_set(err, AG_EIO, "begin: %s", e.msg);
+        return page_outcome(db, AG_EIO, err);
     }
-    sqlite3_finalize(st);
-    if (rc || sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
-        bool damaged = is_damage(sqlite3_errcode(db));
-        if (!rc) rc = ag_err_set(err, AG_EIO, "commit: %s", sqlite3_errmsg(db));
-        rc = damaged ? AG_ECORRUPT : sql_outcome(db, rc, err);
-        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    int rc = apply_events(db, p, pg, err);
+    if (!rc && ag_rm_checkpoint_set(db, p->name, next, &e))
+        rc = ag_err_set(err, AG_EIO, "checkpoint: %s", e.msg);
+    if (rc || ag_rm_commit(db, &e)) {
+        if (!rc) rc = ag_err_set(err, AG_EIO, "commit: %s", e.msg);
+        rc = page_outcome(db, rc, err);
+        ag_rm_rollback(db);
         return rc;
     }
     return 0;
@@ -305,9 +251,7 @@ static int rebuild_in_place(struct runner *r, struct ag_store_sub **sub, const c
                             struct ag_err *err)
 {
     struct ag_projector *o = r->owner;
-    char path[1100];
-    snprintf(path, sizeof path, "%s/%s.db", o->dir, r->proj->name);
-    ag_es_db_close(r->db, r->proj->name);
+    ag_rm_close(r->db);
     r->db = NULL;
     struct ag_store_stats st;
     ag_store_stats(o->store, &st);
@@ -317,7 +261,11 @@ static int rebuild_in_place(struct runner *r, struct ag_store_sub **sub, const c
     r->generation++;
     r->checkpoint = 0;
     pthread_mutex_unlock(&o->lock);
-    if (!set_aside(path, why)) return ag_err_set(err, AG_EIO, "%s: cannot set it aside", path);
+    if (!set_aside(o->dir, r->proj->name, why)) {
+        char where[1100];
+        ag_rm_locate(o->dir, r->proj->name, where, sizeof where);
+        return ag_err_set(err, AG_EIO, "%s: cannot set it aside", where);
+    }
     int rc = db_open(o->dir, r->proj, &r->db, NULL, err);
     if (rc) return rc;
     ag_store_sub_free(*sub);
@@ -434,17 +382,10 @@ bool ag_projector_usable(struct ag_projector *o, size_t i, uint64_t *generation)
     return ok;
 }
 
-static int make_dir(const char *dir, struct ag_err *err)
-{
-    if (mkdir(dir, 0755) == 0 || errno == EEXIST) return 0;
-    return ag_err_set(err, AG_EIO, "%s: %s", dir, strerror(errno));
-}
-
 int ag_projector_start(struct ag_store *s, const char *dir, const struct ag_projection *projs,
                        size_t n, struct ag_projector **out, struct ag_err *err)
 {
-    int rc = make_dir(dir, err);
-    if (rc) return rc;
+    int rc = 0;
     struct ag_projector *o = ag_calloc(1, sizeof *o);
     if (!o || !(o->r = ag_calloc(n ? n : 1, sizeof *o->r))) {
         ag_free(o);
@@ -489,7 +430,7 @@ void ag_projector_stop(struct ag_projector *o)
     pthread_mutex_unlock(&o->lock);
     for (size_t i = 0; i < o->n; i++) {
         if (o->r[i].started) pthread_join(o->r[i].thread, NULL);
-        ag_es_db_close(o->r[i].db, o->r[i].proj->name);
+        ag_rm_close(o->r[i].db);
     }
     pthread_cond_destroy(&o->moved);
     pthread_mutex_destroy(&o->lock);
@@ -555,16 +496,9 @@ int ag_projection_rebuild(struct ag_store *s, const char *dir, const struct ag_p
                           void (*progress)(void *ud, uint64_t done, uint64_t total), void *ud,
                           struct ag_err *err)
 {
-    char path[1024];
-    int rc = make_dir(dir, err);
-    if (rc) return rc;
-    const char *suffix[] = {".db", ".db-wal", ".db-shm"};
-    for (int i = 0; i < 3; i++) {
-        snprintf(path, sizeof path, "%s/%s%s", dir, proj->name, suffix[i]);
-        remove(path);
-    }
-    sqlite3 *db;
-    if ((rc = db_open(dir, proj, &db, NULL, err))) return rc;
+    int rc = ag_rm_drop(dir, proj->name, err);
+    struct ag_rm *db;
+    if (rc || (rc = db_open(dir, proj, &db, NULL, err))) return rc;
     struct ag_store_stats st;
     ag_store_stats(s, &st);
     uint64_t from = 0;
@@ -578,42 +512,24 @@ int ag_projection_rebuild(struct ag_store *s, const char *dir, const struct ag_p
         if (progress) progress(ud, from, st.events > from ? st.events : from);
         if (end) break;
     }
-    ag_es_db_close(db, proj->name);
+    ag_rm_close(db);
     return rc;
 }
 
-void ag_es_db_close(sqlite3 *db, const char *what)
+static int seen_row(const struct ag_rm_row *row, void *ud)
 {
-    if (!db) return;
-    for (sqlite3_stmt *st; (st = sqlite3_next_stmt(db, NULL));) sqlite3_finalize(st);
-    if (sqlite3_close(db) != SQLITE_OK) /* cannot happen with every statement finalized */
-        AG_WARN("projection.close_failed", AG_LS("database", what),
-                AG_LS("error", sqlite3_errmsg(db)));
-}
-
-int ag_projection_open_ro(const char *dir, const char *name, sqlite3 **out)
-{
-    char path[1024];
-    snprintf(path, sizeof path, "%s/%s.db", dir, name);
-    if (sqlite3_open_v2(path, out, SQLITE_OPEN_READONLY | SQLITE_OPEN_FULLMUTEX, NULL) !=
-        SQLITE_OK) {
-        sqlite3_close(*out);
-        *out = NULL;
-        return AG_EIO;
-    }
-    sqlite3_busy_timeout(*out, 5000);
+    AG_UNUSED(row);
+    *(bool *)ud = true;
     return 0;
 }
 
-int ag_es_inbox_seen(sqlite3 *db, const char *consumer, const struct ag_uuid *event_id)
+int ag_es_inbox_seen(struct ag_rm *rm, const char *consumer, const struct ag_uuid *event_id)
 {
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(db, "INSERT OR IGNORE INTO ag_inbox(consumer, event_id) VALUES(?, ?)",
-                           -1, &st, NULL) != SQLITE_OK)
-        return AG_EIO;
-    sqlite3_bind_text(st, 1, consumer, -1, SQLITE_STATIC);
-    sqlite3_bind_blob(st, 2, event_id->b, 16, SQLITE_STATIC);
-    int rc = sqlite3_step(st) == SQLITE_DONE ? (sqlite3_changes(db) == 0 ? 1 : 0) : AG_EIO;
-    sqlite3_finalize(st);
-    return rc;
+    struct ag_rm_arg args[] = {AG_RM_TEXT(consumer), AG_RM_BLOB(event_id->b, 16)};
+    bool inserted = false;
+    int rc = ag_rm_query(rm,
+                         "INSERT INTO ag_inbox(consumer, event_id) VALUES(?1, ?2)"
+                         " ON CONFLICT DO NOTHING RETURNING 1",
+                         args, 2, seen_row, &inserted, NULL);
+    return rc ? AG_EIO : inserted ? 0 : 1;
 }

@@ -29,30 +29,21 @@ static const char *const types[] = {
     "SagaStarted",   "StepSucceeded",   "StepFailed", "CompensationSucceeded", "CompensationFailed",
     "SagaCompleted", "SagaCompensated", "SagaFailed", "SagaRetried",           NULL};
 
-static int exec(sqlite3 *db, const char *sql, const char *const *args, size_t n)
+static int steps_row(const struct ag_rm_row *row, void *ud)
 {
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) return AG_EIO;
-    for (size_t i = 0; i < n; i++) sqlite3_bind_text(st, (int)i + 1, args[i], -1, SQLITE_TRANSIENT);
-    int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : AG_EIO;
-    sqlite3_finalize(st);
-    return rc;
+    *(json_t **)ud = json_loads(ag_rm_text(row, 0), 0, NULL);
+    return 1;
 }
 
-static json_t *load_steps(sqlite3 *db, const char *id)
+static json_t *load_steps(struct ag_rm *db, const char *id)
 {
-    sqlite3_stmt *st;
     json_t *steps = NULL;
-    if (sqlite3_prepare_v2(db, "SELECT steps FROM sagas WHERE id=?", -1, &st, NULL) != SQLITE_OK)
-        return NULL;
-    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-    if (sqlite3_step(st) == SQLITE_ROW)
-        steps = json_loads((const char *)sqlite3_column_text(st, 0), 0, NULL);
-    sqlite3_finalize(st);
+    struct ag_rm_arg arg = AG_RM_TEXT(id);
+    ag_rm_query(db, "SELECT steps FROM sagas WHERE id=?1", &arg, 1, steps_row, &steps, NULL);
     return steps;
 }
 
-static int started(sqlite3 *db, const struct defs_ud *u, const char *id, const json_t *d,
+static int started(struct ag_rm *db, const struct defs_ud *u, const char *id, const json_t *d,
                    const char *ts)
 {
     const char *type = json_string_value(json_object_get(d, "type"));
@@ -66,11 +57,12 @@ static int started(sqlite3 *db, const struct defs_ud *u, const char *id, const j
     char *text = json_dumps(steps, JSON_COMPACT);
     json_decref(steps);
     const char *first = def && def->nsteps ? def->steps[0].name : NULL;
-    const char *args[] = {id, type ? type : "?", first, text, ts, ts};
-    int rc = exec(db,
-                  "INSERT OR IGNORE INTO sagas(id, type, status, current_step, steps, started_at,"
-                  " updated_at) VALUES(?, ?, 'running', ?, ?, ?, ?)",
-                  args, 6);
+    struct ag_rm_arg args[] = {AG_RM_TEXT(id), AG_RM_TEXT(type ? type : "?"), AG_RM_TEXT(first),
+                               AG_RM_TEXT(text), AG_RM_TEXT(ts)};
+    int rc = ag_rm_exec(db,
+                        "INSERT OR IGNORE INTO sagas(id, type, status, current_step, steps,"
+                        " started_at, updated_at) VALUES(?1, ?2, 'running', ?3, ?4, ?5, ?5)",
+                        args, 5, NULL);
     free(text);
     return rc;
 }
@@ -103,7 +95,7 @@ static void set_step(json_t *s, const struct change *c)
 }
 
 /* Apply `c` to saga `id`'s row. */
-static int update(sqlite3 *db, const char *id, const struct change *c, const char *ts)
+static int update(struct ag_rm *db, const char *id, const struct change *c, const char *ts)
 {
     json_t *steps = load_steps(db, id);
     if (!steps) return 0; /* SagaStarted not seen (projection began later) */
@@ -112,18 +104,19 @@ static int update(sqlite3 *db, const char *id, const struct change *c, const cha
     json_t *cur = c->next_is_current ? json_array_get(steps, (size_t)c->idx + 1) : s;
     const char *current = cur ? json_string_value(json_object_get(cur, "name")) : NULL;
     char *text = json_dumps(steps, JSON_COMPACT);
-    const char *args[] = {text, c->status, current, c->reason, ts, id};
-    int rc = exec(db,
-                  "UPDATE sagas SET steps=?, status=COALESCE(?, status), current_step=?,"
-                  " reason=COALESCE(?, reason), updated_at=? WHERE id=?",
-                  args, 6);
+    struct ag_rm_arg args[] = {AG_RM_TEXT(text),      AG_RM_TEXT(c->status), AG_RM_TEXT(current),
+                               AG_RM_TEXT(c->reason), AG_RM_TEXT(ts),        AG_RM_TEXT(id)};
+    int rc = ag_rm_exec(db,
+                        "UPDATE sagas SET steps=?1, status=COALESCE(?2, status), current_step=?3,"
+                        " reason=COALESCE(?4, reason), updated_at=?5 WHERE id=?6",
+                        args, 6, NULL);
     free(text);
     json_decref(steps);
     return rc;
 }
 
 /* "<reason>; compensation failed: Name (error), ..." for SagaFailed. */
-static int saga_failed(sqlite3 *db, const char *id, const json_t *d, const char *ts)
+static int saga_failed(struct ag_rm *db, const char *id, const json_t *d, const char *ts)
 {
     const char *reason = json_string_value(json_object_get(d, "reason"));
     json_t *list = json_object_get(d, "failedCompensations");
@@ -146,7 +139,7 @@ static int saga_failed(sqlite3 *db, const char *id, const json_t *d, const char 
     return rc;
 }
 
-static int apply(sqlite3 *db, const struct ag_event *ev, const json_t *d, void *ud)
+static int apply(struct ag_rm *db, const struct ag_event *ev, const json_t *d, void *ud)
 {
     if (ev->stream_len < 6 || memcmp(ev->stream, "saga-", 5) != 0) return 0;
     char id[256], type[64], ts[32];

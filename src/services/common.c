@@ -546,7 +546,7 @@ void svc_rm_catch_up(struct ag_platform *p)
 /* The query handle of `rm`, read-locked (unlock with pthread_rwlock_unlock), or
  * NULL while the read model is being rebuilt. A handle opened on a file a rebuild
  * has replaced is reopened first. */
-static sqlite3 *rm_acquire(struct ag_platform *p, enum rm_id rm)
+static struct ag_rm *rm_acquire(struct ag_platform *p, enum rm_id rm)
 {
     uint64_t gen;
     for (int tries = 0; tries < 2; tries++) {
@@ -562,43 +562,48 @@ static sqlite3 *rm_acquire(struct ag_platform *p, enum rm_id rm)
     return NULL;
 }
 
-/* A failed query: damage (SQLITE_CORRUPT, SQLITE_NOTADB) is reported to the
- * projector, which rebuilds the read model; anything else is logged. */
-static void rm_failed(struct ag_platform *p, enum rm_id rm, sqlite3 *db, int code, const char *sql)
+/* A failed query: damage (AG_ECORRUPT) is reported to the projector, which
+ * rebuilds the read model; anything else is logged. */
+static void rm_failed(struct ag_platform *p, enum rm_id rm, const struct ag_err *err,
+                      const char *sql)
 {
-    int c = code & 0xff;
-    if (c == SQLITE_CORRUPT || c == SQLITE_NOTADB) {
-        ag_projector_report_damage(p->projector, rm, sqlite3_errmsg(db));
+    if (err->code == AG_ECORRUPT) {
+        ag_projector_report_damage(p->projector, rm, err->msg);
         rm_unavailable = (int)rm;
         return;
     }
-    AG_ERROR("rm.query_failed", AG_LS("sql", sql), AG_LS("error", sqlite3_errmsg(db)));
+    AG_ERROR("rm.query_failed", AG_LS("sql", sql), AG_LS("error", err->msg));
+}
+
+struct rows {
+    json_t *rows;
+    svc_row_fn row;
+};
+
+static int add_row(const struct ag_rm_row *r, void *ud)
+{
+    struct rows *c = ud;
+    json_array_append_new(c->rows, c->row(r));
+    return 0;
 }
 
 json_t *svc_rm_query(struct ag_platform *p, enum rm_id rm, const char *sql, const char *const *args,
-                     size_t nargs, json_t *(*row)(sqlite3_stmt *st))
+                     size_t nargs, svc_row_fn row)
 {
-    sqlite3 *db = rm_acquire(p, rm);
+    struct ag_rm *db = rm_acquire(p, rm);
     if (!db) return NULL;
-    sqlite3_stmt *st;
-    int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
-    if (rc != SQLITE_OK) {
-        rm_failed(p, rm, db, rc, sql);
-        pthread_rwlock_unlock(&p->rm_lock[rm]);
-        return NULL;
+    struct ag_rm_arg a[8];
+    for (size_t i = 0; i < nargs && i < 8; i++) a[i] = AG_RM_TEXT(args[i]);
+    struct rows c = {json_array(), row};
+    struct ag_err err;
+    ag_err_clear(&err);
+    if (ag_rm_query(db, sql, a, nargs < 8 ? nargs : 8, add_row, &c, &err)) {
+        rm_failed(p, rm, &err, sql);
+        json_decref(c.rows);
+        c.rows = NULL;
     }
-    for (size_t i = 0; i < nargs; i++)
-        if (args[i]) sqlite3_bind_text(st, (int)i + 1, args[i], -1, SQLITE_TRANSIENT);
-    json_t *rows = json_array();
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) json_array_append_new(rows, row(st));
-    if (rc != SQLITE_DONE) {
-        rm_failed(p, rm, db, rc, sql);
-        json_decref(rows);
-        rows = NULL;
-    }
-    sqlite3_finalize(st);
     pthread_rwlock_unlock(&p->rm_lock[rm]);
-    return rows;
+    return c.rows;
 }
 
 /* ---- small read-model helpers shared by the contexts ---- */
@@ -608,20 +613,15 @@ json_t *svc_money_json(json_int_t amount, const char *currency)
     return json_pack("{s:I, s:s}", "amount", amount, "currency", currency);
 }
 
-const char *svc_col(sqlite3_stmt *st, int i)
+const char *svc_col(const struct ag_rm_row *r, int i)
 {
-    return (const char *)sqlite3_column_text(st, i);
+    return ag_rm_text(r, i);
 }
 
-int svc_sql_run(sqlite3 *db, const char *sql, const char *id, const char *a, const char *b,
+int svc_sql_run(struct ag_rm *db, const char *sql, const char *id, const char *a, const char *b,
                 const char *c, const char *ts)
 {
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) return AG_EIO;
-    const char *v[] = {id, a, b, c, ts};
-    for (int i = 0; i < 5 && i < sqlite3_bind_parameter_count(st); i++)
-        sqlite3_bind_text(st, i + 1, v[i], -1, SQLITE_TRANSIENT);
-    int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : AG_EIO;
-    sqlite3_finalize(st);
-    return rc;
+    struct ag_rm_arg v[] = {AG_RM_TEXT(id), AG_RM_TEXT(a), AG_RM_TEXT(b), AG_RM_TEXT(c),
+                            AG_RM_TEXT(ts)};
+    return ag_rm_exec(db, sql, v, 5, NULL);
 }

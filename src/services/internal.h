@@ -4,16 +4,16 @@
 
 #include <jansson.h>
 #include <pthread.h>
-#include <sqlite3.h>
 #include <uv.h>
 
 #include "agora/domain.h"
 #include "agora/es.h"
 #include "agora/http.h"
 #include "agora/platform.h"
+#include "agora/readmodel.h"
 #include "agora/saga.h"
 
-/* Read models, one SQLite file each (index into platform.rm[]). */
+/* Read models, one database of the read-model port each (index into platform.rm[]). */
 enum rm_id {
     RM_CUSTOMERS,
     RM_PRODUCTS,
@@ -65,7 +65,7 @@ struct ag_platform {
     struct ag_es_repo *repo;
     struct ag_projector *projector;
     struct ag_projection projs[RM_COUNT + 1]; /* + the saga starter */
-    sqlite3 *rm[RM_COUNT];                    /* read-only query handles (serialised) */
+    struct ag_rm *rm[RM_COUNT];               /* read-only query handles (shared) */
     pthread_rwlock_t rm_lock[RM_COUNT];       /* queries read-lock; reopening write-locks */
     uint64_t rm_gen[RM_COUNT];                /* the read model's generation rm[i] was opened on */
     bool rm_locks_init;                       /* rm_lock[] initialised */
@@ -223,17 +223,20 @@ int svc_rm_reopen(struct ag_platform *p, enum rm_id rm);
 /* Wait (bounded) until the read models include everything up to the store's head:
  * used when a just-written resource is not in the read model yet. */
 void svc_rm_catch_up(struct ag_platform *p);
-/* Bind text parameters and run a query returning one JSON object per row through
- * `row` (column name → value). */
+/* A row of a read-model query as JSON (a new reference). */
+typedef json_t *(*svc_row_fn)(const struct ag_rm_row *r);
+/* Bind text parameters (NULL binds NULL) and run a query returning one JSON value
+ * per row through `row`; NULL when the query failed (damage is reported to the
+ * projector and the job answers 503). */
 json_t *svc_rm_query(struct ag_platform *p, enum rm_id rm, const char *sql, const char *const *args,
-                     size_t nargs, json_t *(*row)(sqlite3_stmt *st));
+                     size_t nargs, svc_row_fn row);
 /* How to read one resource by id from a read model. `sql` has two parameters: the
  * id, and the owner filter (NULL: any owner), e.g. "... WHERE id=?1 AND (?2 IS NULL
  * OR customer_id=?2)". */
 struct svc_one {
     enum rm_id rm;
     const char *sql;
-    json_t *(*row)(sqlite3_stmt *st);
+    svc_row_fn row;
     const char *prefix;  /* the resource's stream prefix ("order") */
     const char *title;   /* 404 title */
     const char *missing; /* 404 detail: "<missing> <id>" */
@@ -251,10 +254,10 @@ int svc_limit(struct svc_job *j, const char *s, int *out);
 /* Money as JSON {amount, currency}. */
 json_t *svc_money_json(json_int_t amount, const char *currency);
 /* Column i of a row as text (NULL for NULL). */
-const char *svc_col(sqlite3_stmt *st, int i);
-/* Run `sql` on a projection's database with up to five text parameters (?1 id,
- * ?2..?4 a, b, c, ?5 ts; as many as the statement has). */
-int svc_sql_run(sqlite3 *db, const char *sql, const char *id, const char *a, const char *b,
+const char *svc_col(const struct ag_rm_row *r, int i);
+/* Run `sql` on a projection's read model with up to five text parameters (?1 id,
+ * ?2..?4 a, b, c, ?5 ts; as many as the statement has). Returns the port's code. */
+int svc_sql_run(struct ag_rm *db, const char *sql, const char *id, const char *a, const char *b,
                 const char *c, const char *ts);
 
 /* ---- the contexts ---- */

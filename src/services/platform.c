@@ -158,10 +158,12 @@ static int open_read_models(struct ag_platform *p, struct ag_err *err)
 {
     for (int i = 0; i < RM_COUNT; i++) pthread_rwlock_init(&p->rm_lock[i], NULL);
     p->rm_locks_init = true;
-    for (int i = 0; i < RM_COUNT; i++)
-        if (ag_projection_open_ro(p->rm_dir, rm_names[i], &p->rm[i]))
-            return ag_err_set(err, AG_EIO, "%s/%s.db: cannot open for queries", p->rm_dir,
-                              rm_names[i]);
+    for (int i = 0; i < RM_COUNT; i++) {
+        char where[1100];
+        ag_rm_locate(p->rm_dir, rm_names[i], where, sizeof where);
+        if (ag_rm_open(p->rm_dir, rm_names[i], AG_RM_READONLY, &p->rm[i], NULL))
+            return ag_err_set(err, AG_EIO, "%s: cannot open for queries", where);
+    }
     return 0;
 }
 
@@ -170,9 +172,9 @@ int svc_rm_reopen(struct ag_platform *p, enum rm_id rm)
 {
     uint64_t gen = 0;
     ag_projector_usable(p->projector, rm, &gen);
-    ag_es_db_close(p->rm[rm], rm_names[rm]);
+    ag_rm_close(p->rm[rm]);
     p->rm[rm] = NULL;
-    int rc = ag_projection_open_ro(p->rm_dir, rm_names[rm], &p->rm[rm]);
+    int rc = ag_rm_open(p->rm_dir, rm_names[rm], AG_RM_READONLY, &p->rm[rm], NULL);
     if (!rc) p->rm_gen[rm] = gen;
     return rc;
 }
@@ -183,7 +185,7 @@ int svc_rm_reopen(struct ag_platform *p, enum rm_id rm)
 static void close_read_models(struct ag_platform *p)
 {
     for (int i = 0; i < RM_COUNT; i++) {
-        ag_es_db_close(p->rm[i], rm_names[i]);
+        ag_rm_close(p->rm[i]);
         p->rm[i] = NULL;
         if (p->rm_locks_init) pthread_rwlock_destroy(&p->rm_lock[i]);
     }

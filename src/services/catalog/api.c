@@ -8,14 +8,12 @@
 
 #include "services/internal.h"
 
-static json_t *product_row(sqlite3_stmt *st)
+static json_t *product_row(const struct ag_rm_row *st)
 {
-    json_t *price = json_pack("{s:I, s:s}", "amount", (json_int_t)sqlite3_column_int64(st, 3),
-                              "currency", (const char *)sqlite3_column_text(st, 4));
-    return json_pack("{s:s, s:s, s:s, s:o, s:b}", "id", (const char *)sqlite3_column_text(st, 0),
-                     "sku", (const char *)sqlite3_column_text(st, 1), "name",
-                     (const char *)sqlite3_column_text(st, 2), "price", price, "active",
-                     sqlite3_column_int(st, 5));
+    json_t *price = json_pack("{s:I, s:s}", "amount", (json_int_t)ag_rm_int64(st, 3), "currency",
+                              ag_rm_text(st, 4));
+    return json_pack("{s:s, s:s, s:s, s:o, s:b}", "id", ag_rm_text(st, 0), "sku", ag_rm_text(st, 1),
+                     "name", ag_rm_text(st, 2), "price", price, "active", (int)ag_rm_int64(st, 5));
 }
 
 static int list(struct svc_job *j)

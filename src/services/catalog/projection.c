@@ -15,7 +15,7 @@ static const char schema[] =
 static const char *const types[] = {AG_EV_PRODUCT_ADDED, AG_EV_PRODUCT_PRICE_CHANGED,
                                     AG_EV_PRODUCT_DISCONTINUED, NULL};
 
-static int apply(sqlite3 *db, const struct ag_event *ev, const json_t *d, void *ud)
+static int apply(struct ag_rm *db, const struct ag_event *ev, const json_t *d, void *ud)
 {
     AG_UNUSED(ud);
     char id[128], type[64];
@@ -27,23 +27,15 @@ static int apply(sqlite3 *db, const struct ag_event *ev, const json_t *d, void *
                       : strcmp(type, AG_EV_PRODUCT_PRICE_CHANGED) == 0
                           ? "UPDATE products SET price_amount=?4, price_currency=?5 WHERE id=?1"
                           : "UPDATE products SET active=0 WHERE id=?1";
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) return AG_EIO;
-    sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
-    if (sqlite3_bind_parameter_count(st) >= 2)
-        sqlite3_bind_text(st, 2, json_string_value(json_object_get(d, "sku")), -1,
-                          SQLITE_TRANSIENT);
-    if (sqlite3_bind_parameter_count(st) >= 3)
-        sqlite3_bind_text(st, 3, json_string_value(json_object_get(d, "name")), -1,
-                          SQLITE_TRANSIENT);
-    if (sqlite3_bind_parameter_count(st) >= 4) {
-        sqlite3_bind_int64(st, 4, json_integer_value(json_object_get(price, "amount")));
-        sqlite3_bind_text(st, 5, json_string_value(json_object_get(price, "currency")), -1,
-                          SQLITE_TRANSIENT);
-    }
-    int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : AG_EIO;
-    sqlite3_finalize(st);
-    return rc;
+    /* one argument list for the three statements: each binds what it uses */
+    struct ag_rm_arg args[] = {
+        AG_RM_TEXT(id),
+        AG_RM_TEXT(json_string_value(json_object_get(d, "sku"))),
+        AG_RM_TEXT(json_string_value(json_object_get(d, "name"))),
+        AG_RM_INT(json_integer_value(json_object_get(price, "amount"))),
+        AG_RM_TEXT(json_string_value(json_object_get(price, "currency"))),
+    };
+    return ag_rm_exec(db, sql, args, 5, NULL);
 }
 
 void svc_catalog_projection(struct ag_projection *out)

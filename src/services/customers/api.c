@@ -181,12 +181,10 @@ static int create(struct svc_job *j)
     return 0;
 }
 
-static json_t *row(sqlite3_stmt *st)
+static json_t *row(const struct ag_rm_row *st)
 {
-    return customer_json(
-        (const char *)sqlite3_column_text(st, 0), (const char *)sqlite3_column_text(st, 1),
-        (const char *)sqlite3_column_text(st, 2), (const char *)sqlite3_column_text(st, 3),
-        (const char *)sqlite3_column_text(st, 4));
+    return customer_json(ag_rm_text(st, 0), ag_rm_text(st, 1), ag_rm_text(st, 2), ag_rm_text(st, 3),
+                         ag_rm_text(st, 4));
 }
 
 /* Owned customers only: a customer's own id is its owner filter. */

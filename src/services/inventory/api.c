@@ -9,11 +9,11 @@
 
 #include "services/internal.h"
 
-static json_t *row(sqlite3_stmt *st)
+static json_t *row(const struct ag_rm_row *st)
 {
-    json_int_t on = sqlite3_column_int64(st, 1), res = sqlite3_column_int64(st, 2);
-    return json_pack("{s:s, s:I, s:I, s:I}", "productId", (const char *)sqlite3_column_text(st, 0),
-                     "onHand", on, "reserved", res, "available", on - res);
+    json_int_t on = ag_rm_int64(st, 1), res = ag_rm_int64(st, 2);
+    return json_pack("{s:s, s:I, s:I, s:I}", "productId", ag_rm_text(st, 0), "onHand", on,
+                     "reserved", res, "available", on - res);
 }
 
 static int get(struct svc_job *j)

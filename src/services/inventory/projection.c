@@ -13,7 +13,7 @@ static const char schema[] =
 static const char *const types[] = {AG_EV_STOCK_ADDED, AG_EV_STOCK_RESERVED, AG_EV_STOCK_RELEASED,
                                     AG_EV_STOCK_SHIPPED, NULL};
 
-static int apply(sqlite3 *db, const struct ag_event *ev, const json_t *d, void *ud)
+static int apply(struct ag_rm *db, const struct ag_event *ev, const json_t *d, void *ud)
 {
     AG_UNUSED(ud);
     char id[128], type[64];
@@ -29,13 +29,8 @@ static int apply(sqlite3 *db, const struct ag_event *ev, const json_t *d, void *
                           ? "UPDATE stock SET reserved = reserved - ?2, on_hand = on_hand - ?2 "
                             "WHERE product_id=?1"
                           : "UPDATE stock SET reserved = reserved - ?2 WHERE product_id=?1";
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) return AG_EIO;
-    sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int64(st, 2, q);
-    int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : AG_EIO;
-    sqlite3_finalize(st);
-    return rc;
+    struct ag_rm_arg args[] = {AG_RM_TEXT(id), AG_RM_INT(q)};
+    return ag_rm_exec(db, sql, args, 2, NULL);
 }
 
 void svc_inventory_projection(struct ag_projection *out)

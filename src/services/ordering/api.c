@@ -228,16 +228,15 @@ static int create(struct svc_job *j)
     " shipping_address, cancellation_reason, tracking_number, saga_id, created_at, updated_at"     \
     " FROM orders"
 
-static json_t *order_row(sqlite3_stmt *st)
+static json_t *order_row(const struct ag_rm_row *st)
 {
     const char *cur = svc_col(st, 3);
-    json_t *o =
-        json_pack("{s:s, s:s, s:s, s:o, s:o, s:o, s:s?, s:s?, s:s?}", "id", svc_col(st, 0),
-                  "customerId", svc_col(st, 1), "status", svc_col(st, 2), "subtotal",
-                  svc_money_json(sqlite3_column_int64(st, 4), cur), "discount",
-                  svc_money_json(sqlite3_column_int64(st, 5), cur), "total",
-                  svc_money_json(sqlite3_column_int64(st, 6), cur), "sagaId", svc_col(st, 11),
-                  "createdAt", svc_col(st, 12), "updatedAt", svc_col(st, 13));
+    json_t *o = json_pack("{s:s, s:s, s:s, s:o, s:o, s:o, s:s?, s:s?, s:s?}", "id", svc_col(st, 0),
+                          "customerId", svc_col(st, 1), "status", svc_col(st, 2), "subtotal",
+                          svc_money_json(ag_rm_int64(st, 4), cur), "discount",
+                          svc_money_json(ag_rm_int64(st, 5), cur), "total",
+                          svc_money_json(ag_rm_int64(st, 6), cur), "sagaId", svc_col(st, 11),
+                          "createdAt", svc_col(st, 12), "updatedAt", svc_col(st, 13));
     json_object_set_new(o, "items", json_loads(svc_col(st, 7), 0, NULL) ?: json_array());
     json_t *addr = svc_col(st, 8) ? json_loads(svc_col(st, 8), 0, NULL) : NULL;
     if (addr) json_object_set_new(o, "shippingAddress", addr);

@@ -20,25 +20,30 @@ static const char *const types[] = {
     AG_EV_ORDER_CREATED,   AG_EV_ITEM_ADDED,      AG_EV_ITEM_REMOVED,  AG_EV_ORDER_PLACED,
     AG_EV_ORDER_CONFIRMED, AG_EV_ORDER_CANCELLED, AG_EV_ORDER_SHIPPED, NULL};
 
-static json_t *load_items(sqlite3 *db, const char *id, const char **currency_out, char *cur)
+struct items_row {
+    json_t *items;
+    char *cur; /* char[4] */
+};
+
+static int items_row(const struct ag_rm_row *r, void *ud)
 {
-    sqlite3_stmt *st;
-    json_t *items = NULL;
-    if (sqlite3_prepare_v2(db, "SELECT items, currency FROM orders WHERE id=?", -1, &st, NULL) !=
-        SQLITE_OK)
-        return NULL;
-    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-    if (sqlite3_step(st) == SQLITE_ROW) {
-        items = json_loads((const char *)sqlite3_column_text(st, 0), 0, NULL);
-        snprintf(cur, 4, "%s", (const char *)sqlite3_column_text(st, 1));
-        *currency_out = cur;
-    }
-    sqlite3_finalize(st);
-    return items;
+    struct items_row *o = ud;
+    o->items = json_loads(ag_rm_text(r, 0), 0, NULL);
+    snprintf(o->cur, 4, "%s", ag_rm_text(r, 1));
+    return 1;
+}
+
+static json_t *load_items(struct ag_rm *db, const char *id, const char **currency_out, char *cur)
+{
+    struct items_row o = {NULL, cur};
+    struct ag_rm_arg arg = AG_RM_TEXT(id);
+    ag_rm_query(db, "SELECT items, currency FROM orders WHERE id=?1", &arg, 1, items_row, &o, NULL);
+    if (o.items) *currency_out = cur;
+    return o.items;
 }
 
 /* ItemAdded / ItemRemoved: rewrite the items array and the running subtotal. */
-static int apply_item(sqlite3 *db, const char *id, const json_t *d, bool add, const char *ts)
+static int apply_item(struct ag_rm *db, const char *id, const json_t *d, bool add, const char *ts)
 {
     const char *currency = NULL;
     char cur[4];
@@ -82,7 +87,7 @@ static int apply_item(sqlite3 *db, const char *id, const json_t *d, bool add, co
     return rc;
 }
 
-static int apply_placed(sqlite3 *db, const char *id, const json_t *d, const char *ts)
+static int apply_placed(struct ag_rm *db, const char *id, const json_t *d, const char *ts)
 {
     char sub[32], disc[32], tot[32];
     snprintf(
@@ -94,23 +99,20 @@ static int apply_placed(sqlite3 *db, const char *id, const json_t *d, const char
     snprintf(tot, sizeof tot, "%lld",
              (long long)json_integer_value(json_object_get(json_object_get(d, "total"), "amount")));
     char *addr = json_dumps(json_object_get(d, "shippingAddress"), JSON_COMPACT);
-    sqlite3_stmt *st;
-    int rc = AG_EIO;
-    if (sqlite3_prepare_v2(db,
-                           "UPDATE orders SET status='pending', subtotal=?2, discount=?3, total=?4,"
-                           " shipping_address=?5, saga_id=?6, updated_at=?7 WHERE id=?1",
-                           -1, &st, NULL) == SQLITE_OK) {
-        const char *v[] = {
-            id, sub, disc, tot, addr, json_string_value(json_object_get(d, "sagaId")), ts};
-        for (int i = 0; i < 7; i++) sqlite3_bind_text(st, i + 1, v[i], -1, SQLITE_TRANSIENT);
-        rc = sqlite3_step(st) == SQLITE_DONE ? 0 : AG_EIO;
-        sqlite3_finalize(st);
-    }
+    struct ag_rm_arg v[] = {
+        AG_RM_TEXT(id),   AG_RM_TEXT(sub),
+        AG_RM_TEXT(disc), AG_RM_TEXT(tot),
+        AG_RM_TEXT(addr), AG_RM_TEXT(json_string_value(json_object_get(d, "sagaId"))),
+        AG_RM_TEXT(ts)};
+    int rc = ag_rm_exec(db,
+                        "UPDATE orders SET status='pending', subtotal=?2, discount=?3, total=?4,"
+                        " shipping_address=?5, saga_id=?6, updated_at=?7 WHERE id=?1",
+                        v, 7, NULL);
     free(addr);
     return rc;
 }
 
-static int apply(sqlite3 *db, const struct ag_event *ev, const json_t *d, void *ud)
+static int apply(struct ag_rm *db, const struct ag_event *ev, const json_t *d, void *ud)
 {
     AG_UNUSED(ud);
     char id[128], type[64], ts[32];

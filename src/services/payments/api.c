@@ -100,12 +100,10 @@ static int deposit(struct svc_job *j)
     return 0;
 }
 
-static json_t *row(sqlite3_stmt *st)
+static json_t *row(const struct ag_rm_row *st)
 {
-    return account_json((const char *)sqlite3_column_text(st, 0), sqlite3_column_int64(st, 1),
-                        (const char *)sqlite3_column_text(st, 2),
-                        (const char *)sqlite3_column_text(st, 3), sqlite3_column_int64(st, 4),
-                        (const char *)sqlite3_column_text(st, 5));
+    return account_json(ag_rm_text(st, 0), ag_rm_int64(st, 1), ag_rm_text(st, 2), ag_rm_text(st, 3),
+                        ag_rm_int64(st, 4), ag_rm_text(st, 5));
 }
 
 #define COLS "SELECT id, balance, currency, status, tx_count, last_activity FROM accounts"

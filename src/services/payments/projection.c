@@ -21,7 +21,7 @@ static const char *const types[] = {AG_EV_ACCOUNT_OPENED,
                                     AG_EV_ACCOUNT_CLOSED,
                                     NULL};
 
-static int apply(sqlite3 *db, const struct ag_event *ev, const json_t *d, void *ud)
+static int apply(struct ag_rm *db, const struct ag_event *ev, const json_t *d, void *ud)
 {
     AG_UNUSED(ud);
     char id[128], ts[32];
@@ -37,24 +37,15 @@ static int apply(sqlite3 *db, const struct ag_event *ev, const json_t *d, void *
         : closed ? "UPDATE accounts SET status='closed' WHERE id=?1"
                  : "UPDATE accounts SET balance=?4, tx_count=tx_count+1, last_activity=?5"
                    " WHERE id=?1";
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) return AG_EIO;
-    sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
-    int n = sqlite3_bind_parameter_count(st);
-    if (n >= 3) {
-        sqlite3_bind_text(st, 2, json_string_value(json_object_get(d, "customerId")), -1,
-                          SQLITE_TRANSIENT);
-        sqlite3_bind_text(st, 3, json_string_value(json_object_get(d, "currency")), -1,
-                          SQLITE_TRANSIENT);
-    }
-    if (n >= 5) {
-        sqlite3_bind_int64(
-            st, 4, json_integer_value(json_object_get(json_object_get(d, "balance"), "amount")));
-        sqlite3_bind_text(st, 5, ts, -1, SQLITE_TRANSIENT);
-    }
-    int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : AG_EIO;
-    sqlite3_finalize(st);
-    return rc;
+    /* one argument list for the three statements: each binds what it uses */
+    struct ag_rm_arg args[] = {
+        AG_RM_TEXT(id),
+        AG_RM_TEXT(json_string_value(json_object_get(d, "customerId"))),
+        AG_RM_TEXT(json_string_value(json_object_get(d, "currency"))),
+        AG_RM_INT(json_integer_value(json_object_get(json_object_get(d, "balance"), "amount"))),
+        AG_RM_TEXT(ts),
+    };
+    return ag_rm_exec(db, sql, args, 5, NULL);
 }
 
 void svc_payments_projection(struct ag_projection *out)

@@ -16,7 +16,7 @@
 
 #include "services/internal.h"
 
-static json_t *saga_row(sqlite3_stmt *st)
+static json_t *saga_row(const struct ag_rm_row *st)
 {
     json_t *s = json_pack("{s:s, s:s, s:s, s:s?, s:s?, s:s?}", "id", svc_col(st, 0), "type",
                           svc_col(st, 1), "status", svc_col(st, 2), "currentStep", svc_col(st, 3),
@@ -25,7 +25,7 @@ static json_t *saga_row(sqlite3_stmt *st)
     return s;
 }
 
-static json_t *one_col(sqlite3_stmt *st)
+static json_t *one_col(const struct ag_rm_row *st)
 {
     return json_string(svc_col(st, 0) ? svc_col(st, 0) : "");
 }

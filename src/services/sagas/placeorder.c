@@ -343,7 +343,7 @@ int svc_place_order_saga(struct ag_platform *p, struct ag_err *err)
 
 /* ---- starting sagas from OrderPlaced ---- */
 
-static int start_saga(sqlite3 *db, const struct ag_event *ev, const json_t *d, void *ud)
+static int start_saga(struct ag_rm *db, const struct ag_event *ev, const json_t *d, void *ud)
 {
     AG_UNUSED(db);
     struct ag_platform *p = ud;

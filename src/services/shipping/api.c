@@ -10,15 +10,12 @@
 
 #include "services/internal.h"
 
-static json_t *shipment_row(sqlite3_stmt *st)
+static json_t *shipment_row(const struct ag_rm_row *st)
 {
-    const char *addr = (const char *)sqlite3_column_text(st, 4);
-    json_t *s =
-        json_pack("{s:s, s:s, s:s, s:s?, s:s}", "orderId", (const char *)sqlite3_column_text(st, 0),
-                  "id", (const char *)sqlite3_column_text(st, 1), "status",
-                  (const char *)sqlite3_column_text(st, 2), "trackingNumber",
-                  (const char *)sqlite3_column_text(st, 3), "updatedAt",
-                  (const char *)sqlite3_column_text(st, 5));
+    const char *addr = ag_rm_text(st, 4);
+    json_t *s = json_pack("{s:s, s:s, s:s, s:s?, s:s}", "orderId", ag_rm_text(st, 0), "id",
+                          ag_rm_text(st, 1), "status", ag_rm_text(st, 2), "trackingNumber",
+                          ag_rm_text(st, 3), "updatedAt", ag_rm_text(st, 5));
     json_t *a = addr ? json_loads(addr, 0, NULL) : NULL;
     if (a) json_object_set_new(s, "address", a);
     return s;

@@ -13,7 +13,7 @@ static const char ship_schema[] =
 static const char *const ship_types[] = {AG_EV_SHIPMENT_ARRANGED, AG_EV_SHIPMENT_CANCELLED,
                                          AG_EV_SHIPMENT_DISPATCHED, NULL};
 
-static int apply_shipment(sqlite3 *db, const struct ag_event *ev, const json_t *d, void *ud)
+static int apply_shipment(struct ag_rm *db, const struct ag_event *ev, const json_t *d, void *ud)
 {
     AG_UNUSED(ud);
     char order[128], type[64], ts[32];

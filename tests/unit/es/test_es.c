@@ -249,20 +249,18 @@ Test(repo, concurrent_commands_on_one_aggregate_are_batched_and_none_lost)
 
 /* ---- projections ---- */
 
-static int apply_sum(sqlite3 *db, const struct ag_event *ev, const json_t *d, void *ud)
+static int apply_sum(struct ag_rm *db, const struct ag_event *ev, const json_t *d, void *ud)
 {
     AG_UNUSED(ud);
     if (ag_es_inbox_seen(db, "sum", &ev->id) == 1) return 0;
-    sqlite3_stmt *st;
-    sqlite3_prepare_v2(db,
-                       "INSERT INTO sums(stream, total) VALUES(?, ?) ON CONFLICT(stream) DO UPDATE"
-                       " SET total = total + excluded.total",
-                       -1, &st, NULL);
-    sqlite3_bind_text(st, 1, ev->stream, (int)ev->stream_len, SQLITE_TRANSIENT);
-    sqlite3_bind_int64(st, 2, json_integer_value(json_object_get(d, "n")));
-    int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : AG_EIO;
-    sqlite3_finalize(st);
-    return rc;
+    char stream[128];
+    snprintf(stream, sizeof stream, "%.*s", (int)ev->stream_len, ev->stream);
+    struct ag_rm_arg args[] = {AG_RM_TEXT(stream),
+                               AG_RM_INT(json_integer_value(json_object_get(d, "n")))};
+    return ag_rm_exec(db,
+                      "INSERT INTO sums(stream, total) VALUES(?1, ?2) ON CONFLICT(stream) DO UPDATE"
+                      " SET total = total + excluded.total",
+                      args, 2, NULL);
 }
 
 static const char *const only_added[] = {"Added", NULL};
@@ -270,16 +268,21 @@ static const struct ag_projection sum_proj = {
     "sums", "CREATE TABLE IF NOT EXISTS sums(stream TEXT PRIMARY KEY, total INTEGER);", only_added,
     apply_sum, NULL};
 
+static int total_row(const struct ag_rm_row *r, void *ud)
+{
+    *(long long *)ud = ag_rm_int64(r, 0);
+    return 1;
+}
+
 static long long query_total(const char *rmdir, const char *stream)
 {
-    sqlite3 *db;
-    cr_assert_eq(ag_projection_open_ro(rmdir, "sums", &db), 0);
-    sqlite3_stmt *st;
-    sqlite3_prepare_v2(db, "SELECT total FROM sums WHERE stream=?", -1, &st, NULL);
-    sqlite3_bind_text(st, 1, stream, -1, SQLITE_STATIC);
-    long long t = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
-    sqlite3_finalize(st);
-    sqlite3_close(db);
+    struct ag_rm *db;
+    cr_assert_eq(ag_rm_open(rmdir, "sums", AG_RM_READONLY, &db, NULL), 0);
+    long long t = -1;
+    struct ag_rm_arg arg = AG_RM_TEXT(stream);
+    cr_assert_eq(
+        ag_rm_query(db, "SELECT total FROM sums WHERE stream=?1", &arg, 1, total_row, &t, NULL), 0);
+    ag_rm_close(db);
     return t;
 }
 
@@ -321,7 +324,7 @@ Test(projector, projects_exactly_once_across_restarts_and_rebuilds)
     cr_assert_eq(query_total(rm, "a"), 105);
 }
 
-static int apply_fail(sqlite3 *db, const struct ag_event *ev, const json_t *d, void *ud)
+static int apply_fail(struct ag_rm *db, const struct ag_event *ev, const json_t *d, void *ud)
 {
     AG_UNUSED(db), AG_UNUSED(d), AG_UNUSED(ud);
     return ev->position == 3 ? AG_EIO : 0;
@@ -349,7 +352,7 @@ Test(projector, a_failing_projection_stops_and_says_why)
 }
 
 static int flaky_left; /* failures still to give */
-static int apply_flaky(sqlite3 *db, const struct ag_event *ev, const json_t *d, void *ud)
+static int apply_flaky(struct ag_rm *db, const struct ag_event *ev, const json_t *d, void *ud)
 {
     AG_UNUSED(db), AG_UNUSED(d), AG_UNUSED(ud);
     if (ev->position == 3 && flaky_left > 0) return flaky_left--, AG_EUNAVAILABLE;

@@ -316,28 +316,52 @@ Test(saga, starting_twice_runs_once)
                                   "SagaCompleted ");
 }
 
-Test(saga, the_read_model_tracks_status_and_steps)
+/* A saga's row in the sagas read model, rebuilt from the log. */
+struct saga_rec {
+    char status[32], steps[1024], reason[256];
+    bool found;
+};
+
+static int saga_rec_row(const struct ag_rm_row *r, void *ud)
 {
-    fail_step = 2;
-    run("m1");
+    struct saga_rec *o = ud;
+    snprintf(o->status, sizeof o->status, "%s", ag_rm_text(r, 0) ?: "");
+    snprintf(o->steps, sizeof o->steps, "%s", ag_rm_text(r, 1) ?: "");
+    snprintf(o->reason, sizeof o->reason, "%s", ag_rm_text(r, 2) ?: "");
+    o->found = true;
+    return 1;
+}
+
+static struct saga_rec saga_row(const char *id)
+{
     char rm[128];
     snprintf(rm, sizeof rm, "%s/rm", dir);
     struct ag_projection proj;
     ag_saga_projection(&def, 1, &proj);
     cr_assert_eq(ag_projection_rebuild(store, rm, &proj, NULL, NULL, NULL), 0);
-    sqlite3 *db;
-    cr_assert_eq(ag_projection_open_ro(rm, "sagas", &db), 0);
-    sqlite3_stmt *st;
-    sqlite3_prepare_v2(db, "SELECT status, steps, reason FROM sagas WHERE id='m1'", -1, &st, NULL);
-    cr_assert_eq(sqlite3_step(st), SQLITE_ROW);
-    cr_assert_str_eq((const char *)sqlite3_column_text(st, 0), "compensated");
+    struct ag_rm *db;
+    cr_assert_eq(ag_rm_open(rm, "sagas", AG_RM_READONLY, &db, NULL), 0);
+    struct saga_rec rec = {.found = false};
+    struct ag_rm_arg arg = AG_RM_TEXT(id);
+    cr_assert_eq(ag_rm_query(db, "SELECT status, steps, reason FROM sagas WHERE id=?1", &arg, 1,
+                             saga_rec_row, &rec, NULL),
+                 0);
+    ag_rm_close(db);
+    cr_assert(rec.found, "saga %s is in the read model", id);
+    return rec;
+}
+
+Test(saga, the_read_model_tracks_status_and_steps)
+{
+    fail_step = 2;
+    run("m1");
+    struct saga_rec st = saga_row("m1");
+    cr_assert_str_eq(st.status, "compensated");
     cr_assert_str_eq(
-        (const char *)sqlite3_column_text(st, 1),
+        st.steps,
         "[{\"name\":\"One\",\"status\":\"compensated\"},{\"name\":\"Two\",\"status\":\"failed\","
         "\"error\":\"step 2 said no\"},{\"name\":\"Three\",\"status\":\"pending\"}]");
-    cr_assert_str_eq((const char *)sqlite3_column_text(st, 2), "step 2 said no");
-    sqlite3_finalize(st);
-    sqlite3_close(db);
+    cr_assert_str_eq(st.reason, "step 2 said no");
 }
 
 static void start(struct ag_saga_engine *e, const char *id)
@@ -515,21 +539,6 @@ Test(saga, a_failed_step_found_done_goes_forward)
     cr_assert_str_eq(trace, "do1 do2 do3 undo3 ", "got %s", trace);
 }
 
-static sqlite3_stmt *saga_row(sqlite3 **db, const char *id)
-{
-    char rm[128];
-    snprintf(rm, sizeof rm, "%s/rm", dir);
-    struct ag_projection proj;
-    ag_saga_projection(&def, 1, &proj);
-    cr_assert_eq(ag_projection_rebuild(store, rm, &proj, NULL, NULL, NULL), 0);
-    cr_assert_eq(ag_projection_open_ro(rm, "sagas", db), 0);
-    sqlite3_stmt *st;
-    sqlite3_prepare_v2(*db, "SELECT status, steps, reason FROM sagas WHERE id=?", -1, &st, NULL);
-    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-    cr_assert_eq(sqlite3_step(st), SQLITE_ROW);
-    return st;
-}
-
 Test(saga, the_read_model_names_the_failed_compensations_then_the_retry)
 {
     fail_step = 3;
@@ -538,31 +547,25 @@ Test(saga, the_read_model_names_the_failed_compensations_then_the_retry)
     struct ag_saga_engine *e = engine();
     start(e, "m2");
     cr_assert_str_eq(last_type("m2"), "SagaFailed");
-    sqlite3 *db;
-    sqlite3_stmt *st = saga_row(&db, "m2");
-    cr_assert_str_eq((const char *)sqlite3_column_text(st, 0), "failed");
+    struct saga_rec st = saga_row("m2");
+    cr_assert_str_eq(st.status, "failed");
     cr_assert_str_eq(
-        (const char *)sqlite3_column_text(st, 1),
+        st.steps,
         "[{\"name\":\"One\",\"status\":\"compensated\"},{\"name\":\"Two\",\"status\":"
         "\"compensation_failed\",\"compensationError\":\"undo 2 broken\"},{\"name\":\"Three\","
         "\"status\":\"failed\",\"error\":\"step 3 said no\"}]");
-    cr_assert_str_eq((const char *)sqlite3_column_text(st, 2),
-                     "step 3 said no; compensation failed: Two (undo 2 broken)");
-    sqlite3_finalize(st);
-    sqlite3_close(db);
+    cr_assert_str_eq(st.reason, "step 3 said no; compensation failed: Two (undo 2 broken)");
     cr_assert_eq(ag_saga_retry(e, "m2", NULL), 0);
     settle(e);
     cr_assert_str_eq(last_type("m2"), "SagaCompensated");
     ag_saga_engine_stop(e);
-    st = saga_row(&db, "m2");
-    cr_assert_str_eq((const char *)sqlite3_column_text(st, 0), "compensated");
-    cr_assert_str_eq((const char *)sqlite3_column_text(st, 1),
+    st = saga_row("m2");
+    cr_assert_str_eq(st.status, "compensated");
+    cr_assert_str_eq(st.steps,
                      "[{\"name\":\"One\",\"status\":\"compensated\"},{\"name\":\"Two\",\"status\":"
                      "\"compensated\"},{\"name\":\"Three\",\"status\":\"failed\",\"error\":"
                      "\"step 3 said no\"}]");
-    cr_assert_str_eq((const char *)sqlite3_column_text(st, 2), "step 3 said no");
-    sqlite3_finalize(st);
-    sqlite3_close(db);
+    cr_assert_str_eq(st.reason, "step 3 said no");
 }
 
 /* ---- metadata ---- */

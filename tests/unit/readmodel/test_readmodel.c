@@ -1,0 +1,425 @@
+/*
+ * The read-model port over its SQLite adapter: statements with typed parameters,
+ * rows through the accessors, transactions, the checkpoint in the rows'
+ * transaction, the error mapping, and damage found at open and at run time.
+ */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "agora/readmodel.h"
+
+static char dir[64];
+static struct ag_rm *rw;
+
+static void setup(void)
+{
+    strcpy(dir, "/tmp/agora-rm-XXXXXX");
+    cr_assert_not_null(mkdtemp(dir));
+    struct ag_err err;
+    ag_err_clear(&err);
+    cr_assert_eq(ag_rm_open(dir, "t", AG_RM_READWRITE, &rw, &err), 0, "%s", err.msg);
+    cr_assert_eq(ag_rm_script(rw,
+                              "CREATE TABLE kv(k TEXT PRIMARY KEY, n INTEGER, note TEXT);"
+                              "CREATE TABLE blobs(b BLOB);",
+                              NULL),
+                 0);
+}
+
+static void teardown(void)
+{
+    ag_rm_close(rw);
+    rw = NULL;
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+TestSuite(readmodel, .init = setup, .fini = teardown);
+
+/* ---- helpers ---- */
+
+static int put(struct ag_rm *rm, const char *k, long long n, const char *note)
+{
+    struct ag_rm_arg args[] = {AG_RM_TEXT(k), AG_RM_INT(n), AG_RM_TEXT(note)};
+    return ag_rm_exec(rm, "INSERT INTO kv VALUES(?1, ?2, ?3)", args, 3, NULL);
+}
+
+struct got {
+    int rows;
+    char k[32];
+    long long n;
+    bool note_null;
+    char n_text[32];
+    int ncols;
+};
+
+static int got_row(const struct ag_rm_row *r, void *ud)
+{
+    struct got *g = ud;
+    g->rows++;
+    snprintf(g->k, sizeof g->k, "%s", ag_rm_text(r, 0));
+    g->n = ag_rm_int64(r, 1);
+    snprintf(g->n_text, sizeof g->n_text, "%s", ag_rm_text(r, 1));
+    g->note_null = ag_rm_is_null(r, 2);
+    g->ncols = ag_rm_ncols(r);
+    return 0;
+}
+
+static struct got get(struct ag_rm *rm, const char *k)
+{
+    struct got g = {0};
+    struct ag_rm_arg arg = AG_RM_TEXT(k);
+    cr_assert_eq(
+        ag_rm_query(rm, "SELECT k, n, note FROM kv WHERE k=?1", &arg, 1, got_row, &g, NULL), 0);
+    return g;
+}
+
+static int count_row(const struct ag_rm_row *r, void *ud)
+{
+    (void)r;
+    ++*(int *)ud;
+    return 0;
+}
+
+static int count(struct ag_rm *rm)
+{
+    int n = 0;
+    cr_assert_eq(ag_rm_query(rm, "SELECT k FROM kv", NULL, 0, count_row, &n, NULL), 0);
+    return n;
+}
+
+/* ---- statements and parameters ---- */
+
+Test(readmodel, exec_and_query_bind_text_int64_and_null)
+{
+    cr_assert_eq(put(rw, "a", 9007199254740993LL, "first"), 0);
+    cr_assert_eq(put(rw, "b", -5, NULL), 0, "a NULL text binds NULL");
+    struct got g = get(rw, "a");
+    cr_assert_eq(g.rows, 1);
+    cr_assert_str_eq(g.k, "a");
+    cr_assert_eq(g.n, 9007199254740993LL, "64-bit integers round-trip");
+    cr_assert_str_eq(g.n_text, "9007199254740993", "an integer read as text");
+    cr_assert(!g.note_null);
+    cr_assert_eq(g.ncols, 3);
+    g = get(rw, "b");
+    cr_assert_eq(g.n, -5);
+    cr_assert(g.note_null);
+    struct ag_rm_arg null_arg = AG_RM_NULL;
+    int n = 0;
+    cr_assert_eq(
+        ag_rm_query(rw, "SELECT k FROM kv WHERE ?1 IS NULL", &null_arg, 1, count_row, &n, NULL), 0);
+    cr_assert_eq(n, 2, "AG_RM_NULL binds NULL");
+    cr_assert_eq(get(rw, "missing").rows, 0);
+}
+
+Test(readmodel, arguments_past_the_statements_placeholders_are_ignored)
+{
+    struct ag_rm_arg args[] = {AG_RM_TEXT("a"), AG_RM_INT(1), AG_RM_TEXT("x"), AG_RM_TEXT("extra")};
+    cr_assert_eq(ag_rm_exec(rw, "INSERT INTO kv VALUES(?1, ?2, ?3)", args, 4, NULL), 0);
+    cr_assert_eq(ag_rm_exec(rw, "UPDATE kv SET n=?2 + 1 WHERE k=?1", args, 4, NULL), 0);
+    cr_assert_eq(get(rw, "a").n, 2);
+    /* a gap: ?2 unused, ?3 bound */
+    cr_assert_eq(ag_rm_exec(rw, "UPDATE kv SET note=?3 || '!' WHERE k=?1", args, 4, NULL), 0);
+    struct got g = get(rw, "a");
+    cr_assert(!g.note_null);
+}
+
+Test(readmodel, blobs_bind_their_bytes)
+{
+    const unsigned char b[4] = {0, 1, 0, 2};
+    struct ag_rm_arg arg = AG_RM_BLOB(b, 4);
+    cr_assert_eq(ag_rm_exec(rw, "INSERT INTO blobs VALUES(?1)", &arg, 1, NULL), 0);
+    int n = 0;
+    struct ag_rm_arg q = AG_RM_BLOB(b, 4);
+    cr_assert_eq(
+        ag_rm_query(rw, "SELECT length(b) FROM blobs WHERE b=?1", &q, 1, count_row, &n, NULL), 0);
+    cr_assert_eq(n, 1, "found by the same 4 bytes (embedded NULs included)");
+}
+
+static int stop_at_first(const struct ag_rm_row *r, void *ud)
+{
+    (void)r;
+    ++*(int *)ud;
+    return 1;
+}
+
+static int fail_row(const struct ag_rm_row *r, void *ud)
+{
+    (void)r, (void)ud;
+    return AG_EJSON;
+}
+
+Test(readmodel, a_row_callback_stops_early_or_with_its_error)
+{
+    for (int i = 0; i < 5; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "k%d", i);
+        cr_assert_eq(put(rw, k, i, NULL), 0);
+    }
+    int n = 0;
+    cr_assert_eq(ag_rm_query(rw, "SELECT k FROM kv", NULL, 0, stop_at_first, &n, NULL), 0);
+    cr_assert_eq(n, 1);
+    cr_assert_eq(ag_rm_query(rw, "SELECT k FROM kv", NULL, 0, fail_row, NULL, NULL), AG_EJSON);
+    cr_assert_eq(ag_rm_last_error(rw), 0, "the callback's error is not the database's");
+    cr_assert_eq(count(rw), 5, "the cached statement is usable again");
+}
+
+struct nested {
+    struct ag_rm *rm;
+    int inner;
+};
+
+static int nested_row(const struct ag_rm_row *r, void *ud)
+{
+    (void)r;
+    struct nested *x = ud;
+    x->inner += count(x->rm); /* the same SQL while its cached statement is in use */
+    return 0;
+}
+
+Test(readmodel, the_same_sql_can_run_inside_its_own_row_callback)
+{
+    cr_assert_eq(put(rw, "a", 1, NULL), 0);
+    cr_assert_eq(put(rw, "b", 2, NULL), 0);
+    struct nested x = {rw, 0};
+    cr_assert_eq(ag_rm_query(rw, "SELECT k FROM kv", NULL, 0, nested_row, &x, NULL), 0);
+    cr_assert_eq(x.inner, 4);
+    for (int i = 0; i < 200; i++) cr_assert_eq(count(rw), 2); /* cached: no leak, no growth */
+}
+
+Test(readmodel, many_distinct_statements_outgrow_the_cache)
+{
+    cr_assert_eq(put(rw, "a", 1, NULL), 0);
+    for (int i = 0; i < 300; i++) {
+        char sql[64];
+        snprintf(sql, sizeof sql, "SELECT k FROM kv WHERE n < %d", i + 2);
+        int n = 0;
+        cr_assert_eq(ag_rm_query(rw, sql, NULL, 0, count_row, &n, NULL), 0);
+        cr_assert_eq(n, 1);
+    }
+}
+
+/* ---- errors ---- */
+
+Test(readmodel, errors_carry_the_engines_message_and_are_remembered)
+{
+    struct ag_err err;
+    ag_err_clear(&err);
+    cr_assert_eq(ag_rm_exec(rw, "INSERT INTO nope VALUES(1)", NULL, 0, &err), AG_EIO);
+    cr_assert(strstr(err.msg, "no such table: nope"), "%s", err.msg);
+    cr_assert_eq(ag_rm_last_error(rw), AG_EIO);
+    cr_assert(strstr(ag_rm_last_message(rw), "nope"));
+    cr_assert_eq(put(rw, "a", 1, NULL), 0);
+    cr_assert_eq(ag_rm_last_error(rw), 0, "a success clears it");
+    cr_assert_str_eq(ag_rm_last_message(rw), "");
+    ag_err_clear(&err);
+    cr_assert_eq(put(rw, "a", 1, NULL), AG_EIO, "a constraint is AG_EIO");
+    cr_assert_eq(ag_rm_script(rw, "CREATE TABLE kv(x);", &err), AG_EIO);
+    cr_assert(strstr(err.msg, "already exists"), "%s", err.msg);
+}
+
+Test(readmodel, a_read_only_handle_reads_but_never_writes)
+{
+    cr_assert_eq(put(rw, "a", 7, NULL), 0);
+    struct ag_rm *ro;
+    cr_assert_eq(ag_rm_open(dir, "t", AG_RM_READONLY, &ro, NULL), 0);
+    cr_assert_eq(get(ro, "a").n, 7);
+    struct ag_err err;
+    ag_err_clear(&err);
+    cr_assert_eq(ag_rm_exec(ro, "DELETE FROM kv", NULL, 0, &err), AG_EIO);
+    cr_assert(strstr(err.msg, "readonly"), "%s", err.msg);
+    cr_assert_eq(ag_rm_last_error(ro), 0, "a shared handle keeps no per-call state");
+    ag_rm_close(ro);
+    cr_assert_neq(ag_rm_open(dir, "absent", AG_RM_READONLY, &ro, NULL), 0,
+                  "read-only never creates");
+    cr_assert_null(ro);
+}
+
+Test(readmodel, uris_choose_the_adapter_by_scheme)
+{
+    char uri[128];
+    snprintf(uri, sizeof uri, "sqlite:%s", dir);
+    struct ag_rm *ro;
+    cr_assert_eq(put(rw, "a", 1, NULL), 0);
+    cr_assert_eq(ag_rm_open(uri, "t", AG_RM_READONLY, &ro, NULL), 0);
+    cr_assert_eq(count(ro), 1);
+    ag_rm_close(ro);
+    struct ag_err err;
+    ag_err_clear(&err);
+    cr_assert_eq(ag_rm_open("mysql://db/x", "t", AG_RM_READONLY, &ro, &err), AG_EINVAL);
+    cr_assert(strstr(err.msg, "unknown read-model scheme"), "%s", err.msg);
+    char where[256], want[256];
+    ag_rm_locate(uri, "t", where, sizeof where);
+    snprintf(want, sizeof want, "%s/t.db", dir);
+    cr_assert_str_eq(where, want);
+    /* read-write creates the directory and the database */
+    char sub[128];
+    snprintf(sub, sizeof sub, "sqlite:%s/new", dir);
+    struct ag_rm *fresh;
+    cr_assert_eq(ag_rm_open(sub, "n", AG_RM_READWRITE, &fresh, NULL), 0);
+    ag_rm_close(fresh);
+    cr_assert_eq(ag_rm_drop(sub, "n", NULL), 0);
+    snprintf(want, sizeof want, "%s/new/n.db", dir);
+    cr_assert_neq(access(want, F_OK), 0, "dropped");
+}
+
+/* ---- transactions and checkpoints ---- */
+
+static uint64_t checkpoint(struct ag_rm *rm)
+{
+    uint64_t pos = 99;
+    cr_assert_eq(ag_rm_checkpoint_get(rm, "p", &pos, NULL), 0);
+    return pos;
+}
+
+Test(readmodel, rows_and_the_checkpoint_commit_together)
+{
+    cr_assert_eq(checkpoint(rw), 0, "no checkpoint yet is 0");
+    cr_assert_eq(ag_rm_begin(rw, NULL), 0);
+    cr_assert_eq(put(rw, "a", 1, NULL), 0);
+    cr_assert_eq(ag_rm_checkpoint_set(rw, "p", 42, NULL), 0);
+    cr_assert_eq(ag_rm_commit(rw, NULL), 0);
+    struct ag_rm *ro;
+    cr_assert_eq(ag_rm_open(dir, "t", AG_RM_READONLY, &ro, NULL), 0);
+    cr_assert_eq(checkpoint(ro), 42, "another connection sees both");
+    cr_assert_eq(count(ro), 1);
+    ag_rm_close(ro);
+    /* moving it again replaces the position */
+    cr_assert_eq(ag_rm_checkpoint_set(rw, "p", 43, NULL), 0);
+    cr_assert_eq(checkpoint(rw), 43);
+}
+
+Test(readmodel, a_rollback_undoes_the_rows_and_the_checkpoint)
+{
+    cr_assert_eq(ag_rm_checkpoint_set(rw, "p", 10, NULL), 0);
+    cr_assert_eq(ag_rm_begin(rw, NULL), 0);
+    cr_assert_eq(put(rw, "a", 1, NULL), 0);
+    cr_assert_eq(put(rw, "b", 2, NULL), 0);
+    cr_assert_eq(ag_rm_checkpoint_set(rw, "p", 20, NULL), 0);
+    cr_assert_eq(put(rw, "a", 3, NULL), AG_EIO, "a failing statement in the page");
+    ag_rm_rollback(rw);
+    cr_assert_eq(count(rw), 0);
+    cr_assert_eq(checkpoint(rw), 10, "the checkpoint did not move without its rows");
+    ag_rm_rollback(rw); /* without a transaction: a no-op */
+    cr_assert_eq(put(rw, "c", 1, NULL), 0, "autocommit again");
+}
+
+Test(readmodel, the_checkpoint_survives_a_reopen)
+{
+    cr_assert_eq(ag_rm_checkpoint_set(rw, "p", 7, NULL), 0);
+    ag_rm_close(rw);
+    cr_assert_eq(ag_rm_open(dir, "t", AG_RM_READWRITE, &rw, NULL), 0);
+    cr_assert_eq(checkpoint(rw), 7);
+}
+
+/* ---- damage ---- */
+
+static void fill(struct ag_rm *rm, int n)
+{
+    cr_assert_eq(ag_rm_begin(rm, NULL), 0);
+    for (int i = 0; i < n; i++) {
+        char k[32];
+        snprintf(k, sizeof k, "key-%06d", i);
+        cr_assert_eq(put(rm, k, i, "some words to fill the pages of the table with"), 0);
+    }
+    cr_assert_eq(ag_rm_commit(rm, NULL), 0);
+}
+
+/* Overwrite every page of t.db past the first (the header stays intact). */
+static void scribble(void)
+{
+    char path[128];
+    snprintf(path, sizeof path, "%s/t.db", dir);
+    FILE *f = fopen(path, "r+b");
+    cr_assert_not_null(f);
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    cr_assert_gt(size, 4 * 4096L);
+    srand(7);
+    for (long off = 4096; off < size; off++) {
+        fseek(f, off, SEEK_SET);
+        fputc(rand() & 0xff, f);
+    }
+    fclose(f);
+}
+
+Test(readmodel, damage_is_found_at_open_and_the_file_is_set_aside)
+{
+    fill(rw, 2000);
+    ag_rm_close(rw); /* checkpoints the WAL into t.db */
+    rw = NULL;
+    scribble();
+    struct ag_err err;
+    ag_err_clear(&err);
+    cr_assert_eq(ag_rm_open(dir, "t", AG_RM_READWRITE, &rw, &err), AG_ECORRUPT);
+    cr_assert_null(rw);
+    cr_assert(strstr(err.msg, "t.db: quick_check: "), "%s", err.msg);
+    char kept[256];
+    cr_assert_eq(ag_rm_set_aside(dir, "t", kept, sizeof kept, NULL), 0);
+    cr_assert(strstr(kept, "/t.db.corrupt-"), "%s", kept);
+    cr_assert_eq(access(kept, F_OK), 0, "kept, not deleted");
+    cr_assert_eq(ag_rm_open(dir, "t", AG_RM_READWRITE, &rw, &err), 0, "%s", err.msg);
+    cr_assert_eq(checkpoint(rw), 0, "a new, empty read model");
+}
+
+Test(readmodel, a_file_that_is_not_a_database_is_damage)
+{
+    ag_rm_close(rw);
+    rw = NULL;
+    char path[128];
+    snprintf(path, sizeof path, "%s/t.db", dir);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fputs("this is not a database, it is garbage written over the read model file....", f);
+    fclose(f);
+    snprintf(path, sizeof path, "%s/t.db-wal", dir);
+    remove(path);
+    cr_assert_eq(ag_rm_open(dir, "t", AG_RM_READWRITE, &rw, NULL), AG_ECORRUPT);
+    struct ag_rm *ro;
+    cr_assert_eq(ag_rm_open(dir, "t", AG_RM_READONLY, &ro, NULL), 0, "read-only opens lazily");
+    struct ag_err err;
+    ag_err_clear(&err);
+    int n = 0;
+    cr_assert_eq(ag_rm_query(ro, "SELECT k FROM kv", NULL, 0, count_row, &n, &err), AG_ECORRUPT,
+                 "%s", err.msg);
+    ag_rm_close(ro);
+}
+
+Test(readmodel, damage_at_run_time_is_ag_ecorrupt_and_check_finds_it)
+{
+    fill(rw, 2000);
+    cr_assert_eq(ag_rm_check(rw, NULL), 0, "sound");
+    ag_rm_close(rw);
+    rw = NULL;
+    struct ag_rm *ro;
+    cr_assert_eq(ag_rm_open(dir, "t", AG_RM_READONLY, &ro, NULL), 0);
+    scribble(); /* before the handle has read a page: its reads come from the file */
+    struct ag_err err;
+    ag_err_clear(&err);
+    int n = 0;
+    int rc = ag_rm_query(ro, "SELECT k, n, note FROM kv ORDER BY n", NULL, 0, count_row, &n, &err);
+    cr_assert_eq(rc, AG_ECORRUPT, "%s (%d rows)", err.msg, n);
+    ag_err_clear(&err);
+    cr_assert_eq(ag_rm_check(ro, &err), AG_ECORRUPT);
+    cr_assert(strstr(err.msg, "quick_check"), "%s", err.msg);
+    ag_rm_close(ro);
+}
+
+Test(readmodel, a_lock_held_past_the_busy_timeout_is_ag_eunavailable)
+{
+    struct ag_rm *other;
+    cr_assert_eq(ag_rm_open(dir, "t", AG_RM_READWRITE, &other, NULL), 0);
+    cr_assert_eq(ag_rm_begin(rw, NULL), 0, "rw holds the write lock");
+    struct ag_err err;
+    ag_err_clear(&err);
+    cr_assert_eq(ag_rm_begin(other, &err), AG_EUNAVAILABLE, "%s", err.msg);
+    cr_assert(strstr(err.msg, "locked"), "%s", err.msg);
+    cr_assert_eq(ag_rm_last_error(other), AG_EUNAVAILABLE, "what the projector retries");
+    ag_rm_rollback(rw);
+    cr_assert_eq(ag_rm_begin(other, NULL), 0, "free again");
+    ag_rm_rollback(other);
+    ag_rm_close(other);
+}

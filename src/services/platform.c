@@ -319,18 +319,21 @@ int ag_platform_rebuild_projection(const char *data_dir, const char *name,
     struct ag_platform tmp;
     memset(&tmp, 0, sizeof tmp);
     tmp.cfg.data_dir = data_dir;
-    fill_projections(&tmp);
+    /* the sagas read model needs the saga definitions (their step names) */
+    int rc = svc_place_order_saga(&tmp, err);
+    if (!rc) fill_projections(&tmp);
     const struct ag_projection *proj = NULL;
-    for (int i = 0; i <= RM_COUNT; i++)
+    for (int i = 0; i <= RM_COUNT && !rc; i++)
         if (strcmp(tmp.projs[i].name, name) == 0) proj = &tmp.projs[i];
-    if (!proj) return ag_err_set(err, AG_ENOTFOUND, "no projection named '%s'", name);
-    if (proj->apply == tmp.projs[RM_COUNT].apply)
-        return ag_err_set(err, AG_EINVAL, "'%s' starts sagas; it is not a read model to rebuild",
-                          name);
-    int rc = open_store(&tmp, err);
+    if (!rc && !proj) rc = ag_err_set(err, AG_ENOTFOUND, "no projection named '%s'", name);
+    if (!rc && proj->apply == tmp.projs[RM_COUNT].apply)
+        rc = ag_err_set(err, AG_EINVAL, "'%s' starts sagas; it is not a read model to rebuild",
+                        name);
+    if (!rc) rc = open_store(&tmp, err);
     if (!rc) rc = ag_projection_rebuild(tmp.store, tmp.rm_dir, proj, progress, ud, err);
     ag_es_repo_free(tmp.repo);
     ag_store_close(tmp.store);
+    for (int i = 0; i < 5; i++) ag_cb_free(tmp.breakers[i]);
     ag_free(tmp.rm_dir);
     return rc;
 }

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "agora/saga.h"
+#include "saga/internal.h"
 
 struct defs_ud {
     const struct ag_saga_def *defs;
@@ -25,9 +26,11 @@ static const char schema[] =
     " reason TEXT, steps TEXT NOT NULL, started_at TEXT, updated_at TEXT NOT NULL);"
     "CREATE INDEX IF NOT EXISTS sagas_status ON sagas(status, id);";
 
-static const char *const types[] = {
-    "SagaStarted",   "StepSucceeded",   "StepFailed", "CompensationSucceeded", "CompensationFailed",
-    "SagaCompleted", "SagaCompensated", "SagaFailed", "SagaRetried",           NULL};
+static const char *const types[] = {AG_SAGA_EV_STARTED,     AG_SAGA_EV_STEP_SUCCEEDED,
+                                    AG_SAGA_EV_STEP_FAILED, AG_SAGA_EV_COMP_SUCCEEDED,
+                                    AG_SAGA_EV_COMP_FAILED, AG_SAGA_EV_COMPLETED,
+                                    AG_SAGA_EV_COMPENSATED, AG_SAGA_EV_FAILED,
+                                    AG_SAGA_EV_RETRIED,     NULL};
 
 static int steps_row(const struct ag_rm_row *row, void *ud)
 {
@@ -141,33 +144,35 @@ static int saga_failed(struct ag_rm *db, const char *id, const json_t *d, const 
 
 static int apply(struct ag_rm *db, const struct ag_event *ev, const json_t *d, void *ud)
 {
-    if (ev->stream_len < 6 || memcmp(ev->stream, "saga-", 5) != 0) return 0;
+    if (ev->stream_len <= SAGA_PREFIX_LEN || memcmp(ev->stream, SAGA_PREFIX, SAGA_PREFIX_LEN) != 0)
+        return 0;
     char id[256], type[64], ts[32];
-    snprintf(id, sizeof id, "%.*s", (int)ev->stream_len - 5, ev->stream + 5);
+    snprintf(id, sizeof id, "%.*s", (int)(ev->stream_len - SAGA_PREFIX_LEN),
+             ev->stream + SAGA_PREFIX_LEN);
     snprintf(type, sizeof type, "%.*s", (int)ev->type_len, ev->type);
     ag_time_rfc3339(ev->time_ns, ts);
     struct change c = {.idx = (int)json_integer_value(json_object_get(d, "step"))};
     const char *reason = json_string_value(json_object_get(d, "reason"));
     const char *error = json_string_value(json_object_get(d, "error"));
     c.failed_step = json_is_true(json_object_get(d, "failedStep"));
-    if (strcmp(type, "SagaStarted") == 0) return started(db, ud, id, d, ts);
-    if (strcmp(type, "StepSucceeded") == 0) {
+    if (strcmp(type, AG_SAGA_EV_STARTED) == 0) return started(db, ud, id, d, ts);
+    if (strcmp(type, AG_SAGA_EV_STEP_SUCCEEDED) == 0) {
         c.step_status = "succeeded", c.next_is_current = true;
-    } else if (strcmp(type, "StepFailed") == 0) {
+    } else if (strcmp(type, AG_SAGA_EV_STEP_FAILED) == 0) {
         c.step_status = "failed", c.step_error = error, c.reason = error;
-    } else if (strcmp(type, "CompensationSucceeded") == 0) {
+    } else if (strcmp(type, AG_SAGA_EV_COMP_SUCCEEDED) == 0) {
         c.step_status = "compensated";
-    } else if (strcmp(type, "CompensationFailed") == 0) {
+    } else if (strcmp(type, AG_SAGA_EV_COMP_FAILED) == 0) {
         c.step_status = "compensation_failed", c.comp_error = error ? error : "failed";
-    } else if (strcmp(type, "SagaRetried") == 0) { /* running again, from the first to retry */
+    } else if (strcmp(type, AG_SAGA_EV_RETRIED) == 0) { /* running again, from the first to retry */
         json_t *first = json_array_get(json_object_get(d, "failedCompensations"), 0);
         c.idx = first ? (int)json_integer_value(json_object_get(first, "step")) : -1;
         c.status = "running";
-    } else if (strcmp(type, "SagaFailed") == 0) {
+    } else if (strcmp(type, AG_SAGA_EV_FAILED) == 0) {
         return saga_failed(db, id, d, ts);
-    } else if (strcmp(type, "SagaCompleted") == 0) {
+    } else if (strcmp(type, AG_SAGA_EV_COMPLETED) == 0) {
         c.idx = -1, c.status = "completed";
-    } else if (strcmp(type, "SagaCompensated") == 0) {
+    } else if (strcmp(type, AG_SAGA_EV_COMPENSATED) == 0) {
         c.idx = -1, c.status = "compensated", c.reason = reason;
     } else {
         return 0;

@@ -19,7 +19,8 @@ static int apply(struct ag_rm *db, const struct ag_event *ev, const json_t *d, v
 {
     AG_UNUSED(ud);
     char id[128], type[64];
-    snprintf(id, sizeof id, "%.*s", (int)ev->stream_len - 8, ev->stream + 8); /* "product-" */
+    if (ag_es_stream_id(&svc_product_type, ev->stream, ev->stream_len, id, sizeof id))
+        return 0; /* not one of ours (the type owns its prefix) */
     snprintf(type, sizeof type, "%.*s", (int)ev->type_len, ev->type);
     json_t *price = json_object_get(d, "price");
     const char *sql = strcmp(type, AG_EV_PRODUCT_ADDED) == 0

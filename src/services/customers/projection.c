@@ -20,7 +20,8 @@ static int apply(struct ag_rm *db, const struct ag_event *ev, const json_t *d, v
     AG_UNUSED(ud);
     char ts[32], id[128];
     ag_time_rfc3339(ev->time_ns, ts);
-    snprintf(id, sizeof id, "%.*s", (int)ev->stream_len - 9, ev->stream + 9); /* "customer-" */
+    if (ag_es_stream_id(&svc_customer_type, ev->stream, ev->stream_len, id, sizeof id))
+        return 0; /* not one of ours (the type owns its prefix) */
     if (ev->type_len != strlen(AG_EV_CUSTOMER_REGISTERED)) {
         struct ag_rm_arg args[] = {AG_RM_TEXT(id),
                                    AG_RM_TEXT(json_string_value(json_object_get(d, "tier")))};

@@ -17,7 +17,8 @@ static int apply(struct ag_rm *db, const struct ag_event *ev, const json_t *d, v
 {
     AG_UNUSED(ud);
     char id[128], type[64];
-    snprintf(id, sizeof id, "%.*s", (int)ev->stream_len - 6, ev->stream + 6); /* "stock-" */
+    if (ag_es_stream_id(&svc_stock_type, ev->stream, ev->stream_len, id, sizeof id))
+        return 0; /* not one of ours (the type owns its prefix) */
     snprintf(type, sizeof type, "%.*s", (int)ev->type_len, ev->type);
     json_int_t q = json_integer_value(json_object_get(d, "quantity"));
     const char *sql = strcmp(type, AG_EV_STOCK_ADDED) == 0

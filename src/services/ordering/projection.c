@@ -116,7 +116,8 @@ static int apply(struct ag_rm *db, const struct ag_event *ev, const json_t *d, v
 {
     AG_UNUSED(ud);
     char id[128], type[64], ts[32];
-    snprintf(id, sizeof id, "%.*s", (int)ev->stream_len - 6, ev->stream + 6); /* "order-" */
+    if (ag_es_stream_id(&svc_order_type, ev->stream, ev->stream_len, id, sizeof id))
+        return 0; /* not one of ours (the type owns its prefix) */
     snprintf(type, sizeof type, "%.*s", (int)ev->type_len, ev->type);
     ag_time_rfc3339(ev->time_ns, ts);
     if (strcmp(type, AG_EV_ORDER_CREATED) == 0)

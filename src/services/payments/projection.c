@@ -25,7 +25,8 @@ static int apply(struct ag_rm *db, const struct ag_event *ev, const json_t *d, v
 {
     AG_UNUSED(ud);
     char id[128], ts[32];
-    snprintf(id, sizeof id, "%.*s", (int)ev->stream_len - 8, ev->stream + 8); /* "account-" */
+    if (ag_es_stream_id(&svc_account_type, ev->stream, ev->stream_len, id, sizeof id))
+        return 0; /* not one of ours (the type owns its prefix) */
     json_int_t at = json_integer_value(json_object_get(d, "at"));
     ag_time_rfc3339((uint64_t)at * 1000000ull, ts);
     bool opened = ev->type_len == strlen(AG_EV_ACCOUNT_OPENED) &&

@@ -350,7 +350,8 @@ static int start_saga(struct ag_rm *db, const struct ag_event *ev, const json_t 
     const char *saga = json_string_value(json_object_get(d, "sagaId"));
     if (!saga || ev->stream_len <= 6) return 0;
     char order[128];
-    snprintf(order, sizeof order, "%.*s", (int)ev->stream_len - 6, ev->stream + 6);
+    if (ag_es_stream_id(&svc_order_type, ev->stream, ev->stream_len, order, sizeof order))
+        return 0; /* not one of ours (the type owns its prefix) */
     json_t *data = json_pack("{s:s}", "orderId", order);
     struct ag_err err;
     ag_err_clear(&err);

@@ -17,8 +17,8 @@ static int apply_shipment(struct ag_rm *db, const struct ag_event *ev, const jso
 {
     AG_UNUSED(ud);
     char order[128], type[64], ts[32];
-    snprintf(order, sizeof order, "%.*s", (int)ev->stream_len - 9,
-             ev->stream + 9); /* "shipment-" */
+    if (ag_es_stream_id(&svc_shipment_type, ev->stream, ev->stream_len, order, sizeof order))
+        return 0; /* not one of ours (the type owns its prefix) */
     snprintf(type, sizeof type, "%.*s", (int)ev->type_len, ev->type);
     ag_time_rfc3339(ev->time_ns, ts);
     if (strcmp(type, AG_EV_SHIPMENT_ARRANGED) == 0) {

@@ -90,26 +90,18 @@ static void on_response(int rc, const struct ag_http_client_resp *resp, void *ud
     if (!f->body) f->rc = AG_ENOMEM;
 }
 
+/* http://HOST[:PORT]/path with a numeric host; the port defaults to 80. */
 static int parse_uri(const char *uri, char host[64], uint16_t *port, const char **path)
 {
     const char *p = uri + 7, *slash = strchr(p, '/');
-    char hp[64];
+    char hp[128];
     size_t n = slash ? (size_t)(slash - p) : strlen(p);
     if (n == 0 || n >= sizeof hp) return AG_EINVAL;
     memcpy(hp, p, n);
     hp[n] = 0;
-    char *colon = strrchr(hp, ':');
     *port = 80;
-    if (colon) {
-        *colon = 0;
-        char *end;
-        long v = strtol(colon + 1, &end, 10);
-        if (*end || v <= 0 || v > 65535) return AG_EINVAL;
-        *port = (uint16_t)v;
-    }
-    memcpy(host, hp, strlen(hp) + 1);
     *path = slash ? slash : "/";
-    return 0;
+    return ag_hostport_parse(hp, AG_HOSTPORT_NUMERIC | AG_HOSTPORT_OPT_PORT, host, 64, port, NULL);
 }
 
 static int http_get(const char *uri, char **body, struct ag_err *err)

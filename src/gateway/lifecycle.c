@@ -193,18 +193,9 @@ static int listen_addr(const struct ag_gateway *gw, char host[64], uint16_t *por
     const char *s = gw->opts.listen       ? gw->opts.listen
                     : gw->conf->listen[0] ? gw->conf->listen
                                           : "127.0.0.1:8080";
-    const char *colon = strrchr(s, ':');
-    char *end;
-    long p = colon ? strtol(colon + 1, &end, 10) : -1;
-    if (!colon || colon == s || *end || p < 0 || p > 65535 || (size_t)(colon - s) >= 64)
-        return ag_err_set(err, AG_EINVAL, "listen address '%s' is not HOST:PORT", s);
-    size_t hl = (size_t)(colon - s);
-    if (s[0] == '[' && colon[-1] == ']')
-        memcpy(host, s + 1, hl -= 2);
-    else
-        memcpy(host, s, hl);
-    host[hl] = '\0';
-    *port = (uint16_t)p;
+    struct ag_err e;
+    if (ag_hostport_parse(s, AG_HOSTPORT_PORT0, host, 64, port, &e))
+        return ag_err_set(err, AG_EINVAL, "listen address: %s", e.msg);
     return 0;
 }
 

@@ -617,9 +617,8 @@ static int compile_issuer(struct cctx *x, unsigned i)
         is->jwks_refresh_ns = 300000000000ull;
         snprintf(path, sizeof path, "jwt.issuers[%u].jwksRefresh", i);
         if (dur(x, path, y->jwksRefresh, &is->jwks_refresh_ns)) return AG_ECONFIG;
-        char *doc = ag__gw_jwks_cached(y->jwksUri);
+        char *doc = ag__gw_jwks_get(x->env->jwks, y->jwksUri);
         struct ag_err e;
-        if (!doc && ag__gw_jwks_refresh(y->jwksUri, &e) >= 0) doc = ag__gw_jwks_cached(y->jwksUri);
         if (doc && ag__gw_jwks_add(is, doc, y->jwksUri, &e)) {
             ag_free(doc);
             return cerr(x, path, "%s", e.msg);

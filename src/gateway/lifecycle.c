@@ -20,9 +20,10 @@
 
 #define CATCH_ALL_DEPTH 8
 
-/* Compile the options' configuration (or `yaml`). */
-static int compile_opts(const struct ag_gateway_options *o, const char *yaml,
-                        struct ag_obs_registry *metrics, struct gw_conf **out, struct ag_err *err)
+/* Compile the options' configuration (or `yaml`) for `gw` (its metrics and JWKS
+ * cache), or for no gateway (NULL: a check, a token). */
+static int compile_opts(const struct ag_gateway_options *o, const char *yaml, struct ag_gateway *gw,
+                        struct gw_conf **out, struct ag_err *err)
 {
     char *text = NULL;
     size_t len;
@@ -41,7 +42,8 @@ static int compile_opts(const struct ag_gateway_options *o, const char *yaml,
     } else {
         return ag_err_set(err, AG_ECONFIG, "no configuration given");
     }
-    struct gw_compile_env env = {o->clock ? o->clock : ag_clock_system(), NULL, metrics, src};
+    struct gw_compile_env env = {o->clock ? o->clock : ag_clock_system(), NULL,
+                                 gw ? gw->metrics : NULL, src, gw ? gw->jwks : NULL};
     int rc = ag__gw_conf_compile(yaml, len, &env, out, err);
     ag_free(text);
     return rc;
@@ -161,10 +163,13 @@ static int gw_alloc(const struct ag_gateway_options *o, struct ag_gateway **out)
     }
     gw->opts.config_path = gw->config_path;
     gw->opts.config_yaml = gw->config_yaml;
+    if (!(gw->jwks = ag__gw_jwks_cache_new()))
+        return ag_free(gw->config_path), ag_free(gw->config_yaml), ag_free(gw), AG_ENOMEM;
     gw->metrics = o->metrics;
     if (!gw->metrics) {
         if (ag_obs_registry_new(&gw->metrics))
-            return ag_free(gw->config_path), ag_free(gw->config_yaml), ag_free(gw), AG_ENOMEM;
+            return ag__gw_jwks_cache_free(gw->jwks), ag_free(gw->config_path),
+                   ag_free(gw->config_yaml), ag_free(gw), AG_ENOMEM;
         gw->own_metrics = true;
     }
     *out = gw;
@@ -179,6 +184,7 @@ static void gw_free(struct ag_gateway *gw)
     if (gw->health) ag_obs_health_free(gw->health);
     if (gw->conf) ag__gw_conf_unref(gw->conf);
     if (gw->idem) ag__gw_idem_free(gw->idem);
+    ag__gw_jwks_cache_free(gw->jwks); /* the fetcher has stopped */
     if (gw->own_metrics) ag_obs_registry_free(gw->metrics);
     pthread_mutex_destroy(&gw->conf_lock);
     pthread_mutex_destroy(&gw->loops_lock);
@@ -223,7 +229,7 @@ int ag_gateway_start(const struct ag_gateway_options *opts, struct ag_gateway **
     struct ag_gateway *gw;
     if (!opts || gw_alloc(opts, &gw))
         return ag_err_set(err, opts ? AG_ENOMEM : AG_EINVAL, "cannot start the gateway");
-    int rc = compile_opts(&gw->opts, NULL, gw->metrics, &gw->conf, err);
+    int rc = compile_opts(&gw->opts, NULL, gw, &gw->conf, err);
     if (rc) goto out_free;
     gw->conf->generation = 1;
     atomic_store(&gw->generation, 1);
@@ -257,7 +263,7 @@ uint64_t ag_gateway_generation(const struct ag_gateway *gw)
 int ag_gateway_reload(struct ag_gateway *gw, const char *yaml, struct ag_err *err)
 {
     struct gw_conf *c;
-    int rc = compile_opts(&gw->opts, yaml, gw->metrics, &c, err);
+    int rc = compile_opts(&gw->opts, yaml, gw, &c, err);
     if (rc) {
         ag_log_write(AG_LOG_ERROR, "gateway: reload refused; the running configuration stays",
                      (struct ag_log_field[]){AG_LS("error", ag_err_msg(err, rc))}, 1);

@@ -38,6 +38,11 @@ AG_EXTERN char *ag_strndup(const char *s, size_t n);
 AG_EXTERN void ag_alloc_fail_at(long n);
 /* Number of allocations attempted since the process started (for torture loops). */
 AG_EXTERN long ag_alloc_count(void);
+/* Make jansson allocate through ag_malloc/ag_free, so failure injection reaches
+ * JSON code too. Done by the base library at process start (a constructor, before
+ * main); calling it again is harmless. ag_free is free(), so values jansson made
+ * before either way are freed correctly. */
+AG_EXTERN void ag_json_init(void);
 
 /* ---- growable byte buffer ---- */
 

@@ -126,3 +126,43 @@ Test(gateway_jwks, each_gateway_keeps_its_own_cache, .init = idp_start, .fini = 
     ag_gateway_stop(b, 1000);
     ag_gateway_stop(a, 1000);
 }
+
+static void issuer_free(struct gw_issuer *is)
+{
+    for (size_t k = 0; k < is->nkeys; k++) {
+        ag_free(is->keys[k].kid);
+        ag_free(is->keys[k].key);
+        ag_free(is->keys[k].sign_pem);
+    }
+    ag_free(is->keys);
+}
+
+/* jansson allocates through ag_malloc (base's constructor), so a failing first
+ * allocation inside json_loads is reported as AG_ENOMEM, not as a malformed
+ * document. Every later failure point is clean too (no crash; ASan: no leak),
+ * though a failure inside jansson's lexer reaches us as a syntax error (jansson
+ * does not tell those apart), so AG_EINVAL is allowed there. */
+Test(gateway_jwks, json_allocation_failure_is_enomem)
+{
+    struct ag_err err;
+    struct gw_issuer is = {0};
+    ag_alloc_fail_at(1);
+    int rc = ag__gw_jwks_add(&is, doc_k1, "test", &err);
+    ag_alloc_fail_at(0);
+    cr_assert_eq(rc, AG_ENOMEM, "%s", ag_errname(rc));
+    cr_assert_str_eq(err.msg, "JWKS test: out of memory", "the first allocation is jansson's");
+    issuer_free(&is);
+    long k;
+    for (k = 2; k < 200; k++) {
+        memset(&is, 0, sizeof is);
+        ag_alloc_fail_at(k);
+        rc = ag__gw_jwks_add(&is, doc_k1, "test", &err);
+        ag_alloc_fail_at(0);
+        cr_assert(rc == 0 || rc == AG_ENOMEM || rc == AG_EINVAL, "k=%ld: %s (%s)", k,
+                  ag_errname(rc), err.msg);
+        issuer_free(&is);
+        if (rc == 0) break;
+    }
+    cr_assert_lt(k, 200, "the document loads once allocations suffice");
+    cr_assert_gt(k, 3, "loading a JWKS takes several jansson allocations");
+}

@@ -86,9 +86,9 @@ int ag_hostport_parse(const char *s, unsigned flags, char *host, size_t hostcap,
                       struct ag_err *err)
 {
     if (!s || !*s) return ag_err_set(err, AG_EINVAL, "empty address: expected HOST:PORT");
-    const char *h, *p;
-    size_t hl;
-    bool v6;
+    const char *h = s, *p = NULL;
+    size_t hl = 0;
+    bool v6 = false;
     int rc = split(s, &h, &hl, &v6, &p, err);
     if (rc) return rc;
     if (hl == 0) return ag_err_set(err, AG_EINVAL, "'%s': no host before the port", s);

@@ -147,8 +147,8 @@ static int run(int argc, char **argv)
     }
     const char *data = getenv("AGORA_DATA") ? getenv("AGORA_DATA") : "./data";
     const char *listen = getenv("AGORA_LISTEN") ? getenv("AGORA_LISTEN") : "127.0.0.1:8080";
-    const char *store =
-        getenv("AGORA_STORE") && *getenv("AGORA_STORE") ? getenv("AGORA_STORE") : NULL;
+    const char *store = getenv("AGORA_STORE");
+    if (store && !*store) store = NULL;
     bool seed = true, gateway = true;
     int workers = 0;
     for (int i = 1; i < argc; i++) {

@@ -487,12 +487,13 @@ static int route_metrics(struct cctx *x, struct gw_route *r)
     if (!x->env->metrics) return 0;
     static const char *const lbl[] = {"route", "code"};
     struct ag_obs_family *f, *h;
-    if (ag_obs_family_new(x->env->metrics, AG_OBS_COUNTER, "agora_gateway_requests_total",
-                          "Requests answered by the gateway, by route and status class", 2, lbl,
-                          NULL, 0, &f) ||
-        ag_obs_family_new(x->env->metrics, AG_OBS_HISTOGRAM,
-                          "agora_gateway_request_duration_seconds",
-                          "Time from request to answer, by route", 1, lbl, NULL, 0, &h))
+    static const struct ag_obs_family_spec
+        requests = {AG_OBS_COUNTER, "agora_gateway_requests_total",
+                    "Requests answered by the gateway, by route and status class", 2, lbl},
+        duration = {AG_OBS_HISTOGRAM, "agora_gateway_request_duration_seconds",
+                    "Time from request to answer, by route", 1, lbl};
+    if (ag_obs_family_define(x->env->metrics, &requests, &f) ||
+        ag_obs_family_define(x->env->metrics, &duration, &h))
         return AG_ENOMEM;
     static const char *const classes[] = {"other", "1xx", "2xx", "3xx", "4xx", "5xx"};
     for (int i = 0; i < 6; i++) {

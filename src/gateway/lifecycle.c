@@ -131,10 +131,10 @@ static int build_router(struct ag_gateway *gw)
                                  .metrics_guard = ag__gw_require_admin,
                                  .metrics_guard_ud = gw};
     static const char *const reason[] = {"reason"};
-    if (!rc)
-        rc = ag_obs_family_new(gw->metrics, AG_OBS_COUNTER, "agora_authz_denied_total",
-                               "Requests refused by authorization, by reason", 1, reason, NULL, 0,
-                               &gw->denied);
+    static const struct ag_obs_family_spec denied = {AG_OBS_COUNTER, "agora_authz_denied_total",
+                                                     "Requests refused by authorization, by reason",
+                                                     1, reason};
+    if (!rc) rc = ag_obs_family_define(gw->metrics, &denied, &gw->denied);
     if (!rc) rc = ag_http_router_observe(gw->router, &ob);
     if (!rc) rc = ag_http_route(gw->router, "GET", "/admin/upstreams", ag__gw_admin_upstreams, gw);
     if (!rc)

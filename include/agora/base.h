@@ -1,8 +1,9 @@
 /*
- * agora base library: allocation (with failure injection), growable buffers,
- * string helpers, the HOST:PORT parser, an injectable clock and RNG, UUIDv7, a structured JSON
- * logger and XXH3 hashing. Everything above `base` builds on these; nothing here does I/O except
- * the logger (stderr by default).
+ * agora base library: allocation (with failure injection, which jansson's
+ * allocations go through too), growable buffers, string helpers, the HOST:PORT
+ * parser, an injectable clock and RNG, UUIDv7, a structured JSON logger and XXH3
+ * hashing. Everything above `base` builds on these; nothing here does I/O except
+ * the logger (stderr by default) and ag_file_read.
  *
  * Ownership: functions returning `char *` or a pointer from ag_malloc return owned
  * memory the caller frees with ag_free unless the comment says "borrowed".

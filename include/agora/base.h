@@ -1,8 +1,9 @@
 /*
- * agora base library: allocation (with failure injection), growable buffers,
- * string helpers, an injectable clock and RNG, UUIDv7, a structured JSON logger
- * and XXH3 hashing. Everything above `base` builds on these; nothing here does I/O
- * except the logger (stderr by default).
+ * agora base library: allocation (with failure injection, which jansson's
+ * allocations go through too), growable buffers, string helpers, the HOST:PORT
+ * parser, an injectable clock and RNG, UUIDv7, a structured JSON logger and XXH3
+ * hashing. Everything above `base` builds on these; nothing here does I/O except
+ * the logger (stderr by default) and ag_file_read.
  *
  * Ownership: functions returning `char *` or a pointer from ag_malloc return owned
  * memory the caller frees with ag_free unless the comment says "borrowed".
@@ -38,6 +39,11 @@ AG_EXTERN char *ag_strndup(const char *s, size_t n);
 AG_EXTERN void ag_alloc_fail_at(long n);
 /* Number of allocations attempted since the process started (for torture loops). */
 AG_EXTERN long ag_alloc_count(void);
+/* Make jansson allocate through ag_malloc/ag_free, so failure injection reaches
+ * JSON code too. Done by the base library at process start (a constructor, before
+ * main); calling it again is harmless. ag_free is free(), so values jansson made
+ * before either way are freed correctly. */
+AG_EXTERN void ag_json_init(void);
 
 /* ---- growable byte buffer ---- */
 
@@ -73,6 +79,19 @@ AG_EXTERN bool ag_utf8_valid(const char *s, size_t n);
 /* Parse a decimal int64 from the whole of s; AG_EINVAL when not a number. */
 AG_EXTERN int ag_parse_i64(const char *s, int64_t *out);
 AG_EXTERN int ag_parse_u64(const char *s, uint64_t *out);
+
+/* ---- network addresses ---- */
+
+#define AG_HOSTPORT_PORT0    1u /* port 0 ("any free port") is allowed */
+#define AG_HOSTPORT_NUMERIC  2u /* the host must be a numeric IPv4 or [IPv6] address */
+#define AG_HOSTPORT_OPT_PORT 4u /* the port may be left out (*port is then left as it is) */
+/* Parse "HOST:PORT", "[IPv6]:PORT" into `host` (brackets removed, NUL-terminated,
+ * at most hostcap - 1 bytes) and `port` (1..65535 unless `flags` say otherwise).
+ * An IPv6 address needs brackets. Names are not resolved; "unix:/path" is not a
+ * HOST:PORT (callers that accept Unix sockets test for it first). 0, or AG_EINVAL
+ * with a message naming the address and what is wrong with it. */
+AG_EXTERN int ag_hostport_parse(const char *s, unsigned flags, char *host, size_t hostcap,
+                                uint16_t *port, struct ag_err *err);
 
 /* ---- clock ---- */
 

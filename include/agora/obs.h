@@ -42,15 +42,30 @@ AG_EXTERN int ag_obs_registry_new(struct ag_obs_registry **out);
 /* Frees the registry, its families and series. No thread may still update them. */
 AG_EXTERN void ag_obs_registry_free(struct ag_obs_registry *r);
 
+/* What a metric family is. Everything is borrowed for the call (and copied). */
+struct ag_obs_family_spec {
+    enum ag_obs_type type;
+    const char *name;          /* [a-zA-Z_:][a-zA-Z0-9_:]* */
+    const char *help;          /* NULL = "" */
+    size_t nlabels;            /* label names, at most AG_OBS_MAX_LABELS */
+    const char *const *labels; /* each [a-zA-Z_][a-zA-Z0-9_]* */
+    const double *bounds;      /* histograms: strictly increasing finite upper bounds; */
+    size_t nbounds;            /* NULL means ag_obs_default_buckets */
+};
+
 /* Define a family, or return the existing one when a family with the same name,
  * type and label names exists (AG_EEXISTS when the name is taken by another shape).
- * Names must match [a-zA-Z_:][a-zA-Z0-9_:]* and labels [a-zA-Z_][a-zA-Z0-9_]*
- * (AG_EINVAL otherwise). Strings are copied. `bounds` (histograms only) are strictly
- * increasing finite upper bounds; NULL means ag_obs_default_buckets.
- * *out is borrowed from the registry. */
-AG_EXTERN int ag_obs_family_new(struct ag_obs_registry *r, enum ag_obs_type type, const char *name,
-                                const char *help, size_t nlabels, const char *const *labels,
-                                const double *bounds, size_t nbounds, struct ag_obs_family **out);
+ * AG_EINVAL for a malformed name, label or bounds. *out is borrowed from the
+ * registry. */
+AG_EXTERN int ag_obs_family_define(struct ag_obs_registry *r, const struct ag_obs_family_spec *spec,
+                                   struct ag_obs_family **out);
+/* The positional form, kept while the callers in src/services move to the spec
+ * (a macro, not a function: no function takes more than 8 parameters). */
+#define ag_obs_family_new(r, type, name, help, nlabels, labels, bounds, nbounds, out)              \
+    ag_obs_family_define((r),                                                                      \
+                         &(const struct ag_obs_family_spec){(type), (name), (help), (nlabels),     \
+                                                            (labels), (bounds), (nbounds)},        \
+                         (out))
 /* Latency buckets in seconds: 0.5 ms to 10 s (13 bounds). */
 extern AG_EXTERN const double ag_obs_default_buckets[13];
 

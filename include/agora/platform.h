@@ -13,7 +13,8 @@
 #include "agora/base.h"
 
 struct ag_platform_config {
-    const char *data_dir;  /* event log + readmodels/ (created); required */
+    const char *data_dir;  /* readmodels/ (created) and, by default, the event log; required */
+    const char *store_uri; /* the event store (ag_store_open); NULL = "file:<data_dir>" */
     const char *host;      /* listen address; NULL = 127.0.0.1 */
     uint16_t port;         /* 0 = ephemeral */
     int workers;           /* HTTP worker loops; 0 = cores */

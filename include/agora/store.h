@@ -5,8 +5,8 @@
  * a type, a JSON payload ("data"), JSON metadata, its stream version (0-based,
  * gapless per stream) and a global position (0-based, gapless across the store,
  * in commit order). Callers see only this header; adapters (the embedded log in
- * `store_log.h`, PostgreSQL later) fill a `struct ag_store_ops` table and
- * `cli/` chooses which one to open.
+ * `store_log.h`, PostgreSQL later) fill a `struct ag_store_ops` table and are
+ * opened by URI through ag_store_open; `cli/` chooses the URI (`agora run --store`).
  *
  * Semantics every adapter keeps:
  * - append is atomic for the batch and durable when acknowledged;
@@ -199,6 +199,17 @@ struct ag_store {
     const struct ag_store_ops *ops;
     struct ag_store_options opts; /* as given, defaults filled in */
 };
+
+/* ---- opening a store by URI ---- */
+
+/* Open the store `uri` names with the adapter registered for its scheme:
+ *   file:PATH, file://PATH or a bare PATH: the embedded log in directory PATH
+ *   (see store_log.h; created if needed).
+ * `opts` may be NULL. On success `*out` is owned: close with ag_store_close.
+ * AG_EUNSUPPORTED for a scheme no adapter serves ("no store adapter for scheme
+ * 'x' (known: file)"), AG_EINVAL for an empty URI, else the adapter's errors. */
+AG_EXTERN int ag_store_open(const char *uri, const struct ag_store_options *opts,
+                            struct ag_store **out, struct ag_err *err);
 
 /* ---- the API callers use (validates, then calls the adapter) ---- */
 

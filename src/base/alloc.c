@@ -1,13 +1,26 @@
 /*
  * Allocation wrappers. Every allocation in agora goes through here so tests can
  * fail the Nth allocation (curl's torture runs, SQLite's OOM tests) and prove that
- * no path crashes or leaks when memory runs out.
+ * no path crashes or leaks when memory runs out. jansson's allocations too: a
+ * constructor installs ag_malloc/ag_free as its allocator before main runs (and
+ * before any JSON value exists), so those tests reach the JSON paths as well.
  */
+#include <jansson.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "agora/base.h"
+
+void ag_json_init(void)
+{
+    json_set_alloc_funcs(ag_malloc, ag_free);
+}
+
+__attribute__((constructor)) static void json_alloc_at_start(void)
+{
+    ag_json_init();
+}
 
 static atomic_long alloc_count;   /* allocations attempted so far */
 static atomic_long fail_at_count; /* 0 = off; else fail when alloc_count reaches it */

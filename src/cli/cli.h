@@ -33,8 +33,6 @@ extern const struct ag_cli_cmd ag_cli_cmd_load;
 int ag_cli_jwt_secret(const char *data_dir, bool create, char out[65], struct ag_err *err);
 /* The gateway configuration agora run serves with (owned, ag_free). */
 char *ag_cli_run_gateway_yaml(const char *listen, const char *secret, const char *upstream);
-/* Parse HOST:PORT ([v6]:PORT too); -1 when malformed. */
-int ag_cli_parse_listen(const char *s, char host[64], uint16_t *port);
 /* True for a loopback address (127.0.0.0/8, ::1, localhost). */
 bool ag_cli_loopback(const char *host);
 

@@ -45,9 +45,10 @@ static int run(int argc, char **argv)
                 "gateway: unknown or incomplete option '%s' (see 'agora gateway --help')", argv[i]);
     }
     char host[64];
-    uint16_t port;
-    if (listen && ag_cli_parse_listen(listen, host, &port))
-        return ag_cli_usage_error("gateway: --listen takes HOST:PORT (got '%s')", listen);
+    uint16_t port = 0;
+    struct ag_err perr;
+    if (listen && ag_hostport_parse(listen, AG_HOSTPORT_PORT0, host, sizeof host, &port, &perr))
+        return ag_cli_usage_error("gateway: --listen takes HOST:PORT: %s", perr.msg);
     if (workers < 0 || workers > 256) return ag_cli_usage_error("gateway: --workers takes 1..256");
     struct ag_gateway_options o = {.config_path = cfg, .listen = listen, .workers = workers};
     struct ag_err err;

@@ -157,11 +157,8 @@ static int parse_target(const char *url, struct opts *o)
     snprintf(buf, sizeof buf, "%s", hp);
     char *slash = strchr(buf, '/');
     if (slash) *slash = 0;
-    if (ag_cli_parse_listen(buf, o->host, &o->port) || o->port == 0) return -1;
-    struct sockaddr_in6 a6;
-    struct sockaddr_in a4;
-    if (uv_ip4_addr(o->host, o->port, &a4) && uv_ip6_addr(o->host, o->port, &a6)) return -1;
-    return 0;
+    return ag_hostport_parse(buf, AG_HOSTPORT_NUMERIC, o->host, sizeof o->host, &o->port, NULL) ? -1
+                                                                                                : 0;
 }
 
 static int num(const char *s, double lo, double hi, double *out)

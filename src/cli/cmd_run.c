@@ -1,4 +1,6 @@
-/* agora run: every context of the platform in one process, on the embedded store. */
+/* agora run: every context of the platform in one process, over the event store
+ * --store names (the embedded log in the data directory by default), behind the
+ * gateway. */
 #include <errno.h>
 #include <ftw.h>
 #include <stdio.h>
@@ -13,10 +15,11 @@
 #include "cli/cli.h"
 
 static const char usage_text[] =
-    "usage: agora run [--data DIR] [--listen HOST:PORT] [--workers N] [--no-seed] [--no-gateway]\n"
+    "usage: agora run [--data DIR] [--store URI] [--listen HOST:PORT] [--workers N] [--no-seed]\n"
+    "                 [--no-gateway]\n"
     "\n"
     "Start the commerce platform in one process: customers, catalog, ordering,\n"
-    "inventory, payments and shipping over the embedded event store, their read\n"
+    "inventory, payments and shipping over the event store (--store), their read\n"
     "models, the PlaceOrder saga and the HTTP API, behind the API gateway (the only\n"
     "TCP listener; the services sit on DIR/services.sock). The catalog is public;\n"
     "everything else needs a token: agora token --data DIR --sub ID --role customer.\n"
@@ -24,7 +27,10 @@ static const char usage_text[] =
     "dispatch, tiers, /admin/* and /metrics need --role admin. Ctrl-C stops it\n"
     "gracefully; SIGHUP reloads the gateway's configuration.\n"
     "\n"
-    "  --data DIR          event log and read models (default ./data, env AGORA_DATA)\n"
+    "  --data DIR          read models, secrets, the services' socket and, by default,\n"
+    "                      the event log (default ./data, env AGORA_DATA)\n"
+    "  --store URI         the event store (default file:DIR, env AGORA_STORE): file:PATH\n"
+    "                      or a bare PATH is the embedded log in directory PATH\n"
     "  --listen HOST:PORT  where to serve (default 127.0.0.1:8080, env AGORA_LISTEN)\n"
     "  --workers N         HTTP worker loops (default: number of cores)\n"
     "  --no-seed           no demo catalog and customers on first start\n"
@@ -38,23 +44,6 @@ static const char usage_text[] =
     "Fault injection for demos: AGORA_FAULT_<STEP>=rate[,latency_ms[,comp_rate]] with\n"
     "STEP one of PLACEORDER, RESERVEINVENTORY, PROCESSPAYMENT, ARRANGESHIPMENT,\n"
     "CONFIRMORDER (e.g. AGORA_FAULT_PROCESSPAYMENT=0.5).\n";
-
-int ag_cli_parse_listen(const char *s, char host[64], uint16_t *port)
-{
-    const char *colon = strrchr(s, ':');
-    if (!colon || colon == s || (size_t)(colon - s) >= 64) return -1;
-    char *end;
-    long p = strtol(colon + 1, &end, 10);
-    if (*end || p < 0 || p > 65535) return -1;
-    memcpy(host, s, (size_t)(colon - s));
-    host[colon - s] = 0;
-    if (host[0] == '[' && host[strlen(host) - 1] == ']') { /* [::1]:8080 */
-        memmove(host, host + 1, strlen(host));
-        host[strlen(host) - 1] = 0;
-    }
-    *port = (uint16_t)p;
-    return 0;
-}
 
 /* ---- the data directory: 0700, its files 0600 ---- */
 
@@ -133,8 +122,8 @@ static int serve_gateway(struct ag_platform *p, const char *listen, const char *
         return 1;
     }
     char host[64], self[512] = "agora";
-    uint16_t port;
-    ag_cli_parse_listen(listen, host, &port);
+    uint16_t port = 0;
+    ag_hostport_parse(listen, AG_HOSTPORT_PORT0, host, sizeof host, &port, NULL); /* checked */
     ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1); /* the command to suggest */
     if (n > 0) self[n] = 0;
     fprintf(stderr,
@@ -158,11 +147,15 @@ static int run(int argc, char **argv)
     }
     const char *data = getenv("AGORA_DATA") ? getenv("AGORA_DATA") : "./data";
     const char *listen = getenv("AGORA_LISTEN") ? getenv("AGORA_LISTEN") : "127.0.0.1:8080";
+    const char *store = getenv("AGORA_STORE");
+    if (store && !*store) store = NULL;
     bool seed = true, gateway = true;
     int workers = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--data") == 0 && i + 1 < argc)
             data = argv[++i];
+        else if (strcmp(argv[i], "--store") == 0 && i + 1 < argc)
+            store = argv[++i];
         else if (strcmp(argv[i], "--listen") == 0 && i + 1 < argc)
             listen = argv[++i];
         else if (strcmp(argv[i], "--workers") == 0 && i + 1 < argc)
@@ -176,15 +169,20 @@ static int run(int argc, char **argv)
                 "run: unknown or incomplete option '%s' (see 'agora run --help')", argv[i]);
     }
     char host[64];
-    uint16_t port;
-    if (ag_cli_parse_listen(listen, host, &port))
-        return ag_cli_usage_error("run: --listen takes HOST:PORT, e.g. 127.0.0.1:8080 (got '%s')",
-                                  listen);
+    uint16_t port = 0;
+    struct ag_err perr;
+    if (ag_hostport_parse(listen, AG_HOSTPORT_PORT0, host, sizeof host, &port, &perr))
+        return ag_cli_usage_error("run: --listen takes HOST:PORT, e.g. 127.0.0.1:8080: %s",
+                                  perr.msg);
     if (workers < 0 || workers > 256) return ag_cli_usage_error("run: --workers takes 1..256");
     /* commands wait on group commit in the threadpool: give it room before libuv starts it */
     setenv("UV_THREADPOOL_SIZE", "64", 0);
-    struct ag_platform_config cfg = {
-        .data_dir = data, .host = host, .port = port, .workers = workers, .seed = seed};
+    struct ag_platform_config cfg = {.data_dir = data,
+                                     .store_uri = store,
+                                     .host = host,
+                                     .port = port,
+                                     .workers = workers,
+                                     .seed = seed};
     const char *st = getenv("AGORA_SAGA_THREADS");
     if (st && atoi(st) > 0 && atoi(st) <= 1024) cfg.saga_threads = (unsigned)atoi(st);
     char sock[1024] = "";

@@ -87,26 +87,6 @@ static int dur_ms(struct cctx *x, const char *path, const char *s, uint32_t *ms)
     return rc;
 }
 
-static int parse_address(const char *s, char host[64], uint16_t *port)
-{
-    const char *colon = strrchr(s, ':');
-    if (!colon || colon == s || (size_t)(colon - s) >= 64) return AG_EINVAL;
-    char *end;
-    long p = strtol(colon + 1, &end, 10);
-    if (*end || p <= 0 || p > 65535) return AG_EINVAL;
-    size_t hl = (size_t)(colon - s);
-    if (s[0] == '[' && colon[-1] == ']')
-        memcpy(host, s + 1, hl -= 2);
-    else
-        memcpy(host, s, hl);
-    host[hl] = '\0';
-    *port = (uint16_t)p;
-    char buf[sizeof(struct sockaddr_in6)];
-    return uv_ip4_addr(host, 1, (void *)buf) == 0 || uv_ip6_addr(host, 1, (void *)buf) == 0
-               ? 0
-               : AG_EINVAL;
-}
-
 /* ---- DestinationRule -> cluster ---- */
 
 static void labels_into(const struct y_labels *l, const char **out, size_t *n, char store[4][80])
@@ -233,6 +213,7 @@ static int compile_endpoints(struct cctx *x, const char *base, const struct y_dr
     }
     for (unsigned i = 0; i < d->endpoints_count; i++) {
         snprintf(path, sizeof path, "%s.endpoints[%u].address", base, i);
+        struct ag_err e;
         const char *a = d->endpoints[i].address;
         if (a && strncmp(a, "unix:", 5) == 0) { /* a Unix-domain socket: unix:/abs/path */
             if (a[5] != '/' || strlen(a) >= AG_HTTP_HOST_MAX)
@@ -240,8 +221,10 @@ static int compile_endpoints(struct cctx *x, const char *base, const struct y_dr
                             AG_HTTP_HOST_MAX - 6);
             snprintf(hosts[i], AG_HTTP_HOST_MAX, "%s", a);
             c->endpoints[i].port = 0;
-        } else if (!a || parse_address(a, hosts[i], &c->endpoints[i].port)) {
-            return cerr(x, path, "'%s' is not a numeric HOST:PORT or unix:/path", a ? a : "");
+        } else if (!a || ag_hostport_parse(a, AG_HOSTPORT_NUMERIC, hosts[i], AG_HTTP_HOST_MAX,
+                                           &c->endpoints[i].port, &e)) {
+            return cerr(x, path, "not a numeric HOST:PORT or unix:/path: %s",
+                        a ? e.msg : "missing");
         }
         c->endpoints[i].host = hosts[i];
         labels_into(d->endpoints[i].labels, c->endpoints[i].labels, &c->endpoints[i].nlabels,
@@ -506,12 +489,13 @@ static int route_metrics(struct cctx *x, struct gw_route *r)
     if (!x->env->metrics) return 0;
     static const char *const lbl[] = {"route", "code"};
     struct ag_obs_family *f, *h;
-    if (ag_obs_family_new(x->env->metrics, AG_OBS_COUNTER, "agora_gateway_requests_total",
-                          "Requests answered by the gateway, by route and status class", 2, lbl,
-                          NULL, 0, &f) ||
-        ag_obs_family_new(x->env->metrics, AG_OBS_HISTOGRAM,
-                          "agora_gateway_request_duration_seconds",
-                          "Time from request to answer, by route", 1, lbl, NULL, 0, &h))
+    static const struct ag_obs_family_spec
+        requests = {AG_OBS_COUNTER, "agora_gateway_requests_total",
+                    "Requests answered by the gateway, by route and status class", 2, lbl},
+        duration = {AG_OBS_HISTOGRAM, "agora_gateway_request_duration_seconds",
+                    "Time from request to answer, by route", 1, lbl};
+    if (ag_obs_family_define(x->env->metrics, &requests, &f) ||
+        ag_obs_family_define(x->env->metrics, &duration, &h))
         return AG_ENOMEM;
     static const char *const classes[] = {"other", "1xx", "2xx", "3xx", "4xx", "5xx"};
     for (int i = 0; i < 6; i++) {
@@ -636,9 +620,8 @@ static int compile_issuer(struct cctx *x, unsigned i)
         is->jwks_refresh_ns = 300000000000ull;
         snprintf(path, sizeof path, "jwt.issuers[%u].jwksRefresh", i);
         if (dur(x, path, y->jwksRefresh, &is->jwks_refresh_ns)) return AG_ECONFIG;
-        char *doc = ag__gw_jwks_cached(y->jwksUri);
+        char *doc = ag__gw_jwks_get(x->env->jwks, y->jwksUri);
         struct ag_err e;
-        if (!doc && ag__gw_jwks_refresh(y->jwksUri, &e) >= 0) doc = ag__gw_jwks_cached(y->jwksUri);
         if (doc && ag__gw_jwks_add(is, doc, y->jwksUri, &e)) {
             ag_free(doc);
             return cerr(x, path, "%s", e.msg);
@@ -694,9 +677,10 @@ static int compile_gateway(struct cctx *x)
     if (g->listen) {
         char host[64];
         uint16_t port;
-        if (parse_address(g->listen, host, &port) &&
-            strcmp(g->listen + strlen(g->listen) - 2, ":0"))
-            return cerr(x, "gateway.listen", "'%s' is not a numeric HOST:PORT", g->listen);
+        struct ag_err e;
+        if (ag_hostport_parse(g->listen, AG_HOSTPORT_NUMERIC | AG_HOSTPORT_PORT0, host, sizeof host,
+                              &port, &e))
+            return cerr(x, "gateway.listen", "not a numeric HOST:PORT: %s", e.msg);
         snprintf(c->listen, sizeof c->listen, "%s", g->listen);
     }
     c->workers = (int)AG_MIN(g->workers, 256u);

@@ -297,12 +297,20 @@ int ag__gw_jwks_add(struct gw_issuer *iss, const char *text, const char *what, s
 
 /* ---- JWKS over HTTP (jwks.c) ---- */
 
-/* The last good document fetched from `uri` (owned copy; NULL when none yet). */
-char *ag__gw_jwks_cached(const char *uri);
+/* The last good JWKS document of each URL, per gateway (thread-safe). */
+struct gw_jwks_cache;
+struct gw_jwks_cache *ag__gw_jwks_cache_new(void); /* NULL on ENOMEM; owned */
+void ag__gw_jwks_cache_free(struct gw_jwks_cache *c);
+/* The last good document fetched from `uri` (owned copy; NULL when none yet or
+ * `c` is NULL). */
+char *ag__gw_jwks_cached(struct gw_jwks_cache *c, const char *uri);
 /* Fetch `uri` now (blocking, 5 s) and cache it when it parses as a JWKS. 1 when the
  * cached document changed, 0 when unchanged, or an error (the cache keeps the last
  * good one). */
-int ag__gw_jwks_refresh(const char *uri, struct ag_err *err);
+int ag__gw_jwks_refresh(struct gw_jwks_cache *c, const char *uri, struct ag_err *err);
+/* The document for `uri`: the cached one, else fetched now (and cached in `c`;
+ * with `c` NULL fetched and not kept). Owned; NULL when unreachable or invalid. */
+char *ag__gw_jwks_get(struct gw_jwks_cache *c, const char *uri);
 /* The fetcher thread: refreshes every issuer's jwksUri on its schedule and reloads
  * the gateway's configuration when keys changed. */
 int ag__gw_jwks_start(struct ag_gateway *gw);
@@ -396,7 +404,8 @@ struct gw_compile_env {
     const struct ag_clock *clock;
     const struct ag_rng *rng;
     struct ag_obs_registry *metrics;
-    const char *source; /* file name for messages */
+    const char *source;         /* file name for messages */
+    struct gw_jwks_cache *jwks; /* the gateway's JWKS cache; NULL: fetch, keep nothing */
 };
 
 /* Compile YAML text into a new snapshot (refs = 1). AG_ECONFIG with "file:line:
@@ -467,7 +476,8 @@ struct ag_gateway {
     _Atomic size_t nloops;
     _Atomic bool stopping;
     struct ag_obs_family *f_route_req, *f_route_dur, *f_up_req;
-    pthread_t jwks_thread; /* the JWKS fetcher (when an issuer has a jwksUri) */
+    struct gw_jwks_cache *jwks; /* the last good JWKS document per jwksUri (owned) */
+    pthread_t jwks_thread;      /* the JWKS fetcher (when an issuer has a jwksUri) */
     bool jwks_started;
     pthread_mutex_t jwks_lock;
     pthread_cond_t jwks_cond;

@@ -2,9 +2,12 @@
  * JWKS over HTTP: keys per issuer from a URL (`jwksUri`), cached, refreshed on a
  * schedule (`jwksRefresh`, default 5 minutes).
  *
- * The last good document of each URL is kept in a process-wide cache. Compiling a
- * configuration takes the keys from the cache (fetching once when the cache has
- * nothing yet), so a reload never waits on the network once the fetcher runs. The
+ * The last good document of each URL is kept in the gateway's cache (struct
+ * gw_jwks_cache, one per gateway: two gateways in a process never see each
+ * other's keys). Compiling a configuration takes the keys from the cache (fetching
+ * once when the cache has nothing yet), so a reload never waits on the network
+ * once the fetcher runs; a compile without a gateway (`agora gateway --check`,
+ * `agora token`) fetches without caching. The
  * fetcher thread fetches each URL when due; when the document changed it reloads the
  * gateway's configuration, which picks the new keys up. When a fetch fails, the
  * cache and the running configuration keep the last good keys (Envoy answers 401
@@ -26,47 +29,66 @@
 #define JWKS_RETRY_NS 5000000000ull /* after a failed fetch */
 
 struct cached {
-    char *uri;
-    char *doc;
+    char *uri; /* NULL: a free slot (slots fill from the front) */
+    char *doc; /* the last good document */
 };
 
-static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct cached cache[JWKS_MAX];
+struct gw_jwks_cache {
+    pthread_mutex_t lock; /* the fetcher thread and reloads share the cache */
+    struct cached e[JWKS_MAX];
+};
 
-char *ag__gw_jwks_cached(const char *uri)
+struct gw_jwks_cache *ag__gw_jwks_cache_new(void)
+{
+    struct gw_jwks_cache *c = ag_calloc(1, sizeof *c);
+    if (c) pthread_mutex_init(&c->lock, NULL);
+    return c;
+}
+
+void ag__gw_jwks_cache_free(struct gw_jwks_cache *c)
+{
+    if (!c) return;
+    for (int i = 0; i < JWKS_MAX; i++) ag_free(c->e[i].uri), ag_free(c->e[i].doc);
+    pthread_mutex_destroy(&c->lock);
+    ag_free(c);
+}
+
+char *ag__gw_jwks_cached(struct gw_jwks_cache *c, const char *uri)
 {
     char *out = NULL;
-    pthread_mutex_lock(&cache_lock);
-    for (int i = 0; i < JWKS_MAX && cache[i].uri; i++)
-        if (strcmp(cache[i].uri, uri) == 0 && cache[i].doc) out = ag_strdup(cache[i].doc);
-    pthread_mutex_unlock(&cache_lock);
+    if (!c) return NULL;
+    pthread_mutex_lock(&c->lock);
+    for (int i = 0; i < JWKS_MAX && c->e[i].uri; i++)
+        if (strcmp(c->e[i].uri, uri) == 0 && c->e[i].doc) out = ag_strdup(c->e[i].doc);
+    pthread_mutex_unlock(&c->lock);
     return out;
 }
 
 /* 1 when the document is new or changed, 0 when the same, AG_ENOMEM / AG_ETOOBIG. */
-static int cache_put(const char *uri, const char *doc)
+static int cache_put(struct gw_jwks_cache *c, const char *uri, const char *doc)
 {
     int rc = AG_ETOOBIG;
-    pthread_mutex_lock(&cache_lock);
+    pthread_mutex_lock(&c->lock);
     for (int i = 0; i < JWKS_MAX; i++) {
-        if (cache[i].uri && strcmp(cache[i].uri, uri) != 0) continue;
-        if (cache[i].doc && strcmp(cache[i].doc, doc) == 0) {
+        struct cached *e = &c->e[i];
+        if (e->uri && strcmp(e->uri, uri) != 0) continue;
+        if (e->doc && strcmp(e->doc, doc) == 0) {
             rc = 0;
             break;
         }
-        char *d = ag_strdup(doc), *u = cache[i].uri ? cache[i].uri : ag_strdup(uri);
+        char *d = ag_strdup(doc), *u = e->uri ? e->uri : ag_strdup(uri);
         if (!d || !u) {
             ag_free(d);
-            if (u != cache[i].uri) ag_free(u);
+            if (u != e->uri) ag_free(u);
             rc = AG_ENOMEM;
             break;
         }
-        ag_free(cache[i].doc);
-        cache[i] = (struct cached){u, d};
+        ag_free(e->doc);
+        *e = (struct cached){u, d};
         rc = 1;
         break;
     }
-    pthread_mutex_unlock(&cache_lock);
+    pthread_mutex_unlock(&c->lock);
     return rc;
 }
 
@@ -90,26 +112,18 @@ static void on_response(int rc, const struct ag_http_client_resp *resp, void *ud
     if (!f->body) f->rc = AG_ENOMEM;
 }
 
+/* http://HOST[:PORT]/path with a numeric host; the port defaults to 80. */
 static int parse_uri(const char *uri, char host[64], uint16_t *port, const char **path)
 {
     const char *p = uri + 7, *slash = strchr(p, '/');
-    char hp[64];
+    char hp[128];
     size_t n = slash ? (size_t)(slash - p) : strlen(p);
     if (n == 0 || n >= sizeof hp) return AG_EINVAL;
     memcpy(hp, p, n);
     hp[n] = 0;
-    char *colon = strrchr(hp, ':');
     *port = 80;
-    if (colon) {
-        *colon = 0;
-        char *end;
-        long v = strtol(colon + 1, &end, 10);
-        if (*end || v <= 0 || v > 65535) return AG_EINVAL;
-        *port = (uint16_t)v;
-    }
-    memcpy(host, hp, strlen(hp) + 1);
     *path = slash ? slash : "/";
-    return 0;
+    return ag_hostport_parse(hp, AG_HOSTPORT_NUMERIC | AG_HOSTPORT_OPT_PORT, host, 64, port, NULL);
 }
 
 static int http_get(const char *uri, char **body, struct ag_err *err)
@@ -146,23 +160,40 @@ static int http_get(const char *uri, char **body, struct ag_err *err)
     return 0;
 }
 
-int ag__gw_jwks_refresh(const char *uri, struct ag_err *err)
+/* GET `uri` and check that it is a JWKS with keys: 0 with the document in *doc. */
+static int fetch_checked(const char *uri, char **doc, struct ag_err *err)
 {
-    char *doc = NULL;
-    int rc = http_get(uri, &doc, err);
+    int rc = http_get(uri, doc, err);
     if (rc) return rc;
     struct gw_issuer probe = {0}; /* parse it before it may replace the last good one */
-    rc = ag__gw_jwks_add(&probe, doc, uri, err);
+    rc = ag__gw_jwks_add(&probe, *doc, uri, err);
     if (!rc && probe.nkeys == 0) rc = ag_err_set(err, AG_EINVAL, "%s: no keys", uri);
-    if (!rc) rc = cache_put(uri, doc);
     for (size_t k = 0; k < probe.nkeys; k++) {
         ag_free(probe.keys[k].kid);
         ag_free(probe.keys[k].key);
         ag_free(probe.keys[k].sign_pem);
     }
     ag_free(probe.keys);
+    if (rc) ag_free(*doc), *doc = NULL;
+    return rc;
+}
+
+int ag__gw_jwks_refresh(struct gw_jwks_cache *c, const char *uri, struct ag_err *err)
+{
+    char *doc = NULL;
+    int rc = fetch_checked(uri, &doc, err);
+    if (!rc) rc = cache_put(c, uri, doc);
     ag_free(doc);
     return rc;
+}
+
+char *ag__gw_jwks_get(struct gw_jwks_cache *c, const char *uri)
+{
+    struct ag_err err;
+    char *doc = ag__gw_jwks_cached(c, uri);
+    if (doc) return doc;
+    if (!c) return fetch_checked(uri, &doc, &err) ? NULL : doc;
+    return ag__gw_jwks_refresh(c, uri, &err) >= 0 ? ag__gw_jwks_cached(c, uri) : NULL;
 }
 
 /* ---- the fetcher thread ---- */
@@ -202,12 +233,11 @@ static bool fetch_due(struct ag_gateway *gw, struct due *d)
 {
     struct ag_err err;
     ag_err_clear(&err);
-    int rc = ag__gw_jwks_refresh(d->uri, &err);
+    int rc = ag__gw_jwks_refresh(gw->jwks, d->uri, &err);
     d->next_ns = now_ns() + (rc < 0 && d->every_ns > JWKS_RETRY_NS ? JWKS_RETRY_NS : d->every_ns);
     if (rc < 0)
         AG_WARN("gateway.jwks_refresh_failed", AG_LS("uri", d->uri), AG_LS("error", err.msg),
                 AG_LS("detail", "keeping the last good keys"));
-    AG_UNUSED(gw);
     return rc == 1;
 }
 

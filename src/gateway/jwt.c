@@ -424,7 +424,8 @@ static int jwk_key(json_t *k, struct gw_key *gk, struct ag_err *err)
     if (!strcmp(kty, "oct") && hmac) {
         const char *s = json_string_value(json_object_get(k, "k"));
         size_t n = s ? strlen(s) : 0;
-        if (!n || !(gk->key = ag_malloc(n))) return ag_err_set(err, AG_EINVAL, "oct key without k");
+        if (!n) return ag_err_set(err, AG_EINVAL, "oct key without k");
+        if (!(gk->key = ag_malloc(n))) return ag_err_set(err, AG_ENOMEM, "out of memory");
         long l = b64url_decode(s, n, gk->key);
         if (l < 32) return ag_err_set(err, AG_EINVAL, "oct key shorter than 32 bytes");
         gk->key_len = (size_t)l;
@@ -457,6 +458,10 @@ int ag__gw_jwks_add(struct gw_issuer *iss, const char *text, const char *what, s
 {
     json_error_t je;
     json_t *doc = json_loads(text, JSON_REJECT_DUPLICATES, &je);
+    /* jansson reports a failed allocation as json_error_out_of_memory, or with no
+     * message at all when its lexer could not even start */
+    if (!doc && (json_error_code(&je) == json_error_out_of_memory || !je.text[0]))
+        return ag_err_set(err, AG_ENOMEM, "JWKS %s: out of memory", what);
     if (!doc) return ag_err_set(err, AG_EINVAL, "JWKS %s: %s (line %d)", what, je.text, je.line);
     return jwks_keys(iss, doc, what, err);
 }

@@ -20,9 +20,10 @@
 
 #define CATCH_ALL_DEPTH 8
 
-/* Compile the options' configuration (or `yaml`). */
-static int compile_opts(const struct ag_gateway_options *o, const char *yaml,
-                        struct ag_obs_registry *metrics, struct gw_conf **out, struct ag_err *err)
+/* Compile the options' configuration (or `yaml`) for `gw` (its metrics and JWKS
+ * cache), or for no gateway (NULL: a check, a token). */
+static int compile_opts(const struct ag_gateway_options *o, const char *yaml, struct ag_gateway *gw,
+                        struct gw_conf **out, struct ag_err *err)
 {
     char *text = NULL;
     size_t len;
@@ -41,7 +42,8 @@ static int compile_opts(const struct ag_gateway_options *o, const char *yaml,
     } else {
         return ag_err_set(err, AG_ECONFIG, "no configuration given");
     }
-    struct gw_compile_env env = {o->clock ? o->clock : ag_clock_system(), NULL, metrics, src};
+    struct gw_compile_env env = {o->clock ? o->clock : ag_clock_system(), NULL,
+                                 gw ? gw->metrics : NULL, src, gw ? gw->jwks : NULL};
     int rc = ag__gw_conf_compile(yaml, len, &env, out, err);
     ag_free(text);
     return rc;
@@ -129,10 +131,10 @@ static int build_router(struct ag_gateway *gw)
                                  .metrics_guard = ag__gw_require_admin,
                                  .metrics_guard_ud = gw};
     static const char *const reason[] = {"reason"};
-    if (!rc)
-        rc = ag_obs_family_new(gw->metrics, AG_OBS_COUNTER, "agora_authz_denied_total",
-                               "Requests refused by authorization, by reason", 1, reason, NULL, 0,
-                               &gw->denied);
+    static const struct ag_obs_family_spec denied = {AG_OBS_COUNTER, "agora_authz_denied_total",
+                                                     "Requests refused by authorization, by reason",
+                                                     1, reason};
+    if (!rc) rc = ag_obs_family_define(gw->metrics, &denied, &gw->denied);
     if (!rc) rc = ag_http_router_observe(gw->router, &ob);
     if (!rc) rc = ag_http_route(gw->router, "GET", "/admin/upstreams", ag__gw_admin_upstreams, gw);
     if (!rc)
@@ -161,10 +163,13 @@ static int gw_alloc(const struct ag_gateway_options *o, struct ag_gateway **out)
     }
     gw->opts.config_path = gw->config_path;
     gw->opts.config_yaml = gw->config_yaml;
+    if (!(gw->jwks = ag__gw_jwks_cache_new()))
+        return ag_free(gw->config_path), ag_free(gw->config_yaml), ag_free(gw), AG_ENOMEM;
     gw->metrics = o->metrics;
     if (!gw->metrics) {
         if (ag_obs_registry_new(&gw->metrics))
-            return ag_free(gw->config_path), ag_free(gw->config_yaml), ag_free(gw), AG_ENOMEM;
+            return ag__gw_jwks_cache_free(gw->jwks), ag_free(gw->config_path),
+                   ag_free(gw->config_yaml), ag_free(gw), AG_ENOMEM;
         gw->own_metrics = true;
     }
     *out = gw;
@@ -179,6 +184,7 @@ static void gw_free(struct ag_gateway *gw)
     if (gw->health) ag_obs_health_free(gw->health);
     if (gw->conf) ag__gw_conf_unref(gw->conf);
     if (gw->idem) ag__gw_idem_free(gw->idem);
+    ag__gw_jwks_cache_free(gw->jwks); /* the fetcher has stopped */
     if (gw->own_metrics) ag_obs_registry_free(gw->metrics);
     pthread_mutex_destroy(&gw->conf_lock);
     pthread_mutex_destroy(&gw->loops_lock);
@@ -193,18 +199,9 @@ static int listen_addr(const struct ag_gateway *gw, char host[64], uint16_t *por
     const char *s = gw->opts.listen       ? gw->opts.listen
                     : gw->conf->listen[0] ? gw->conf->listen
                                           : "127.0.0.1:8080";
-    const char *colon = strrchr(s, ':');
-    char *end;
-    long p = colon ? strtol(colon + 1, &end, 10) : -1;
-    if (!colon || colon == s || *end || p < 0 || p > 65535 || (size_t)(colon - s) >= 64)
-        return ag_err_set(err, AG_EINVAL, "listen address '%s' is not HOST:PORT", s);
-    size_t hl = (size_t)(colon - s);
-    if (s[0] == '[' && colon[-1] == ']')
-        memcpy(host, s + 1, hl -= 2);
-    else
-        memcpy(host, s, hl);
-    host[hl] = '\0';
-    *port = (uint16_t)p;
+    struct ag_err e;
+    if (ag_hostport_parse(s, AG_HOSTPORT_PORT0, host, 64, port, &e))
+        return ag_err_set(err, AG_EINVAL, "listen address: %s", e.msg);
     return 0;
 }
 
@@ -232,7 +229,7 @@ int ag_gateway_start(const struct ag_gateway_options *opts, struct ag_gateway **
     struct ag_gateway *gw;
     if (!opts || gw_alloc(opts, &gw))
         return ag_err_set(err, opts ? AG_ENOMEM : AG_EINVAL, "cannot start the gateway");
-    int rc = compile_opts(&gw->opts, NULL, gw->metrics, &gw->conf, err);
+    int rc = compile_opts(&gw->opts, NULL, gw, &gw->conf, err);
     if (rc) goto out_free;
     gw->conf->generation = 1;
     atomic_store(&gw->generation, 1);
@@ -266,7 +263,7 @@ uint64_t ag_gateway_generation(const struct ag_gateway *gw)
 int ag_gateway_reload(struct ag_gateway *gw, const char *yaml, struct ag_err *err)
 {
     struct gw_conf *c;
-    int rc = compile_opts(&gw->opts, yaml, gw->metrics, &c, err);
+    int rc = compile_opts(&gw->opts, yaml, gw, &c, err);
     if (rc) {
         ag_log_write(AG_LOG_ERROR, "gateway: reload refused; the running configuration stays",
                      (struct ag_log_field[]){AG_LS("error", ag_err_msg(err, rc))}, 1);

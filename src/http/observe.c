@@ -31,24 +31,25 @@ static int define_metrics(struct ag__observe *ob)
     static const char *const red[] = {"method", "route", "status"};
     struct ag_obs_registry *reg = ob->cfg.metrics;
     struct ag_obs_family *fl;
-    int rc = ag_obs_family_new(reg, AG_OBS_COUNTER, "agora_http_requests_total",
-                               "HTTP requests answered, by method, route and status.", 3, red, NULL,
-                               0, &ob->requests);
-    if (!rc)
-        rc = ag_obs_family_new(
-            reg, AG_OBS_HISTOGRAM, "agora_http_request_duration_seconds",
-            "Time from the first byte of a request to its answer, by method and route.", 2, red,
-            NULL, 0, &ob->duration);
-    if (!rc)
-        rc = ag_obs_family_new(reg, AG_OBS_GAUGE, "agora_http_requests_in_flight",
-                               "HTTP requests being handled.", 0, NULL, NULL, 0, &fl);
-    if (!rc) rc = ag_obs_series_get(fl, NULL, &ob->in_flight);
     static const char *const why[] = {"reason"};
-    if (!rc)
-        rc = ag_obs_family_new(reg, AG_OBS_COUNTER, "agora_http_connections_refused_total",
-                               "Connections closed at accept, by reason (per_peer: the peer "
-                               "address already has max_conns_per_peer open).",
-                               1, why, NULL, 0, &ob->refused);
+    static const struct ag_obs_family_spec
+        requests = {AG_OBS_COUNTER, "agora_http_requests_total",
+                    "HTTP requests answered, by method, route and status.", 3, red},
+        duration = {AG_OBS_HISTOGRAM, "agora_http_request_duration_seconds",
+                    "Time from the first byte of a request to "
+                    "its answer, by method and route.",
+                    2, red},
+        in_flight = {AG_OBS_GAUGE, "agora_http_requests_in_flight", "HTTP requests being handled."},
+        refused = {AG_OBS_COUNTER, "agora_http_connections_refused_total",
+                   "Connections closed at accept, by reason "
+                   "(per_peer: the peer address already has "
+                   "max_conns_per_peer open).",
+                   1, why};
+    int rc = ag_obs_family_define(reg, &requests, &ob->requests);
+    if (!rc) rc = ag_obs_family_define(reg, &duration, &ob->duration);
+    if (!rc) rc = ag_obs_family_define(reg, &in_flight, &fl);
+    if (!rc) rc = ag_obs_series_get(fl, NULL, &ob->in_flight);
+    if (!rc) rc = ag_obs_family_define(reg, &refused, &ob->refused);
     return rc;
 }
 

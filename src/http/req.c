@@ -241,6 +241,9 @@ int ag_http_req_json(const struct ag_http_req *req, json_t **out, struct ag_err 
     json_error_t je;
     json_t *j = json_loadb(req->body.data ? req->body.data : "", req->body.len,
                            JSON_REJECT_DUPLICATES, &je);
+    /* jansson: json_error_out_of_memory, or no message when its lexer could not start */
+    if (!j && (json_error_code(&je) == json_error_out_of_memory || !je.text[0]))
+        return ag_err_set(err, AG_ENOMEM, "out of memory reading the JSON body");
     if (!j) return ag_err_set(err, AG_EJSON, "line %d column %d: %s", je.line, je.column, je.text);
     *out = j;
     return 0;

@@ -188,39 +188,37 @@ static bool same_shape(const struct ag_obs_family *f, enum ag_obs_type type, siz
     return true;
 }
 
-static int check_family_args(enum ag_obs_type type, const char *name, size_t nlabels,
-                             const char *const *labels, const double *bounds, size_t nbounds)
+static int check_family_args(const struct ag_obs_family_spec *d)
 {
-    if (!valid_name(name, true) || nlabels > AG_OBS_MAX_LABELS) return AG_EINVAL;
-    for (size_t i = 0; i < nlabels; i++)
-        if (!valid_name(labels[i], false) || strncmp(labels[i], "__", 2) == 0 ||
-            (type == AG_OBS_HISTOGRAM && strcmp(labels[i], "le") == 0))
+    if (!valid_name(d->name, true) || d->nlabels > AG_OBS_MAX_LABELS) return AG_EINVAL;
+    for (size_t i = 0; i < d->nlabels; i++)
+        if (!valid_name(d->labels[i], false) || strncmp(d->labels[i], "__", 2) == 0 ||
+            (d->type == AG_OBS_HISTOGRAM && strcmp(d->labels[i], "le") == 0))
             return AG_EINVAL;
-    if (type != AG_OBS_HISTOGRAM || !bounds) return 0;
-    if (nbounds == 0 || nbounds > AG_OBS_MAX_BUCKETS) return AG_EINVAL;
-    for (size_t i = 0; i < nbounds; i++)
-        if (!isfinite(bounds[i]) || (i > 0 && bounds[i] <= bounds[i - 1])) return AG_EINVAL;
+    if (d->type != AG_OBS_HISTOGRAM || !d->bounds) return 0;
+    if (d->nbounds == 0 || d->nbounds > AG_OBS_MAX_BUCKETS) return AG_EINVAL;
+    for (size_t i = 0; i < d->nbounds; i++)
+        if (!isfinite(d->bounds[i]) || (i > 0 && d->bounds[i] <= d->bounds[i - 1]))
+            return AG_EINVAL;
     return 0;
 }
 
-static struct ag_obs_family *family_build(enum ag_obs_type type, const char *name, const char *help,
-                                          size_t nlabels, const char *const *labels,
-                                          const double *bounds, size_t nbounds)
+static struct ag_obs_family *family_build(const struct ag_obs_family_spec *d)
 {
     struct ag_obs_family *f = ag_calloc(1, sizeof *f);
     if (!f) return NULL;
-    f->type = type;
-    f->name = ag_strdup(name);
-    f->help = ag_strdup(help ? help : "");
+    f->type = d->type;
+    f->name = ag_strdup(d->name);
+    f->help = ag_strdup(d->help ? d->help : "");
     bool ok = f->name && f->help;
-    for (size_t i = 0; i < nlabels; i++) {
-        f->labels[i] = ag_strdup(labels[i]);
+    for (size_t i = 0; i < d->nlabels; i++) {
+        f->labels[i] = ag_strdup(d->labels[i]);
         f->nlabels = i + 1;
         ok = ok && f->labels[i];
     }
-    if (type == AG_OBS_HISTOGRAM) {
-        if (!bounds)
-            bounds = ag_obs_default_buckets, nbounds = AG_ARRAY_SIZE(ag_obs_default_buckets);
+    if (d->type == AG_OBS_HISTOGRAM) {
+        const double *bounds = d->bounds ? d->bounds : ag_obs_default_buckets;
+        size_t nbounds = d->bounds ? d->nbounds : AG_ARRAY_SIZE(ag_obs_default_buckets);
         memcpy(f->bounds, bounds, nbounds * sizeof *bounds);
         f->nbounds = nbounds;
     }
@@ -231,20 +229,19 @@ static struct ag_obs_family *family_build(enum ag_obs_type type, const char *nam
     return f;
 }
 
-int ag_obs_family_new(struct ag_obs_registry *r, enum ag_obs_type type, const char *name,
-                      const char *help, size_t nlabels, const char *const *labels,
-                      const double *bounds, size_t nbounds, struct ag_obs_family **out)
+int ag_obs_family_define(struct ag_obs_registry *r, const struct ag_obs_family_spec *spec,
+                         struct ag_obs_family **out)
 {
-    int rc = check_family_args(type, name, nlabels, labels, bounds, nbounds);
+    int rc = check_family_args(spec);
     if (rc) return rc;
     pthread_mutex_lock(&r->lock);
     for (struct ag_obs_family *f = atomic_load(&r->families); f; f = atomic_load(&f->next)) {
-        if (strcmp(f->name, name) != 0) continue;
-        rc = same_shape(f, type, nlabels, labels) ? 0 : AG_EEXISTS;
+        if (strcmp(f->name, spec->name) != 0) continue;
+        rc = same_shape(f, spec->type, spec->nlabels, spec->labels) ? 0 : AG_EEXISTS;
         if (!rc) *out = f;
         goto out_unlock;
     }
-    struct ag_obs_family *f = family_build(type, name, help, nlabels, labels, bounds, nbounds);
+    struct ag_obs_family *f = family_build(spec);
     if (!f) {
         rc = AG_ENOMEM;
         goto out_unlock;

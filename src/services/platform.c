@@ -15,7 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "agora/store_log.h"
+#include "agora/store.h"
 #include "services/internal.h"
 
 static const char *const rm_names[RM_COUNT] = {"customers", "products",  "accounts", "stock",
@@ -226,7 +226,11 @@ static int start_http(struct ag_platform *p, struct ag_err *err)
 static int open_store(struct ag_platform *p, struct ag_err *err)
 {
     struct ag_store_options o = {.no_sync = p->cfg.no_sync};
-    int rc = ag_store_log_open(p->cfg.data_dir, &o, &p->store, err);
+    char uri[4096];
+    if (!p->cfg.store_uri &&
+        (size_t)snprintf(uri, sizeof uri, "file:%s", p->cfg.data_dir) >= sizeof uri)
+        return ag_err_set(err, AG_EINVAL, "the data directory's path is too long");
+    int rc = ag_store_open(p->cfg.store_uri ? p->cfg.store_uri : uri, &o, &p->store, err);
     if (rc) return rc;
     struct ag_es_repo_config rc_cfg = {.store = p->store};
     if (ag_es_repo_new(&rc_cfg, &p->repo)) return ag_err_set(err, AG_ENOMEM, "out of memory");

@@ -12,7 +12,7 @@
 #include "agora/store_log.h"
 #include "store/internal.h"
 
-/* ---- record format ---- */
+/* ---- record format (encoded and decoded only by record.c) ---- */
 
 #define LOG_REC_HDR          64 /* fixed header bytes */
 #define LOG_REC_TRAILER      8  /* XXH3 checksum */
@@ -54,9 +54,18 @@ void ag__log_rec_seal(uint8_t *p, uint64_t position, int64_t version, uint64_t t
 /* Decode the record at `p` with `avail` readable bytes. 0, or AG_ECORRUPT with a
  * static reason in *why. */
 int ag__log_rec_decode(const uint8_t *p, size_t avail, struct log_rec *r, const char **why);
+/* Decode a record already known to be intact (verified when written or recovered,
+ * or one this process encoded and has not sealed yet): no size or checksum check. */
+void ag__log_rec_fields(const uint8_t *p, struct log_rec *r);
+/* Single fields of an encoded record, without decoding the rest. */
+uint32_t ag__log_rec_len(const uint8_t *p); /* whole record bytes: the next one starts there */
+uint8_t ag__log_rec_kind(const uint8_t *p); /* enum log_kind */
+void ag__log_rec_id(const uint8_t *p, struct ag_uuid *out);
 void ag__log_seg_header(uint8_t out[LOG_SEG_HDR], uint64_t segno, uint64_t base_position,
                         uint64_t now_ns);
 int ag__log_seg_header_check(const uint8_t *p, size_t avail, uint64_t segno, const char **why);
+/* Position of the first event of the segment whose (checked) header is `hdr`. */
+uint64_t ag__log_seg_base_position(const uint8_t *hdr);
 
 static inline uint32_t ag__le32(const uint8_t *p)
 {

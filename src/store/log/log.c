@@ -154,7 +154,7 @@ static int seg_open(struct lstore *ls, uint64_t segno, struct lseg *sg, struct a
         close(sg->fd);
         return ag_err_set(err, AG_ECORRUPT, "%s/%s: offset 0: %s", ls->dir, name, why);
     }
-    sg->base_position = ag__le64(sg->map + 16);
+    sg->base_position = ag__log_seg_base_position(sg->map);
     sg->end = LOG_SEG_HDR;
     return 0;
 }

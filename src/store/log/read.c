@@ -13,26 +13,6 @@
 
 #include "store/log/internal.h"
 
-/* Decode without checking the checksum: the record is known good. */
-static void rec_fields(const uint8_t *p, struct log_rec *r)
-{
-    r->size = ag__le32(p);
-    r->kind = p[4];
-    r->stream_len = (uint16_t)(p[6] | p[7] << 8);
-    r->position = ag__le64(p + 8);
-    r->version = (int64_t)ag__le64(p + 16);
-    memcpy(r->id.b, p + 24, 16);
-    r->time_ns = ag__le64(p + 40);
-    r->type_len = (uint16_t)(p[52] | p[53] << 8);
-    r->meta_len = ag__le32(p + 56);
-    r->data_len = ag__le32(p + 60);
-    const char *b = (const char *)p + LOG_REC_HDR;
-    r->stream = b, b += r->stream_len;
-    r->type = b, b += r->type_len;
-    r->meta = b, b += r->meta_len;
-    r->data = b;
-}
-
 int ag__log_rec_checked(const struct lstore *ls, uint64_t loc, const uint8_t **out,
                         struct ag_err *err)
 {
@@ -55,16 +35,16 @@ int ag__log_rec_checked(const struct lstore *ls, uint64_t loc, const uint8_t **o
 static int page_build(const uint8_t *const *recs, size_t n, struct ag_event_page *out)
 {
     size_t bytes = 0;
-    for (size_t i = 0; i < n; i++) bytes += ag__le32(recs[i]);
+    for (size_t i = 0; i < n; i++) bytes += ag__log_rec_len(recs[i]);
     uint8_t *mem = ag_malloc(n * sizeof(struct ag_event) + bytes);
     if (!mem) return AG_ENOMEM;
     struct ag_event *ev = (struct ag_event *)mem;
     uint8_t *cp = mem + n * sizeof(struct ag_event);
     for (size_t i = 0; i < n; i++) {
-        uint32_t size = ag__le32(recs[i]);
+        uint32_t size = ag__log_rec_len(recs[i]);
         memcpy(cp, recs[i], size);
         struct log_rec r;
-        rec_fields(cp, &r);
+        ag__log_rec_fields(cp, &r); /* verified when written or recovered */
         ev[i] = (struct ag_event){
             .stream = r.stream,
             .stream_len = r.stream_len,
@@ -142,8 +122,8 @@ static int next_event(const struct lstore *ls, size_t *si, uint64_t *off, const 
         const uint8_t *p;
         int rc = ag__log_rec_checked(ls, loc_make(ls->segs[*si].segno, *off), &p, err);
         if (rc) return rc;
-        *off += ag__le32(p);
-        if (p[4] == LOG_KIND_EVENT) return *out = p, 0;
+        *off += ag__log_rec_len(p);
+        if (ag__log_rec_kind(p) == LOG_KIND_EVENT) return *out = p, 0;
     }
 }
 
@@ -288,7 +268,7 @@ int ag__log_load_snapshot(struct ag_store *s, const char *stream, size_t stream_
         const uint8_t *p = NULL;
         rc = ag__log_rec_checked(ls, st->snap_loc, &p, err);
         if (rc) goto out_unlock;
-        rec_fields(p, &r);
+        ag__log_rec_fields(p, &r);
         out->version = r.version;
         out->state_len = r.data_len;
         out->state = ag_malloc(r.data_len + 1);

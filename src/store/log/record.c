@@ -1,6 +1,46 @@
 /* Record and segment-header encoding for the embedded log. The layout is
- * documented at the top of log.c; this file is its only encoder and decoder. */
+ * documented at the top of log.c; this file is its only encoder and decoder:
+ * the rest of the log reads records through the functions below and never
+ * through byte offsets. */
 #include "store/log/internal.h"
+
+/* Record fields (log.c, RECORD). */
+enum {
+    REC_SIZE = 0,
+    REC_KIND = 4,
+    REC_FLAGS = 5,
+    REC_STREAM_LEN = 6,
+    REC_POSITION = 8,
+    REC_VERSION = 16,
+    REC_ID = 24,
+    REC_TIME = 40,
+    REC_BATCH_LEFT = 48,
+    REC_TYPE_LEN = 52,
+    REC_META_LEN = 56,
+    REC_DATA_LEN = 60,
+};
+
+/* Segment header fields (log.c, SEGMENT HEADER). */
+enum {
+    SEG_MAGIC = 0,
+    SEG_VERSION = 8,
+    SEG_HDR_SIZE = 12,
+    SEG_BASE_POSITION = 16,
+    SEG_NUMBER = 24,
+    SEG_TIME = 32,
+    SEG_CHECKSUM = 56,
+};
+
+static inline uint16_t le16(const uint8_t *p)
+{
+    return (uint16_t)(p[0] | p[1] << 8);
+}
+
+static inline void put16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+}
 
 size_t ag__log_rec_size(size_t stream_len, size_t type_len, size_t meta_len, size_t data_len)
 {
@@ -12,20 +52,18 @@ size_t ag__log_rec_size(size_t stream_len, size_t type_len, size_t meta_len, siz
 void ag__log_rec_encode(uint8_t *p, const struct log_rec *r)
 {
     memset(p, 0, LOG_REC_HDR);
-    ag__put32(p + 0, r->size);
-    p[4] = r->kind;
-    p[5] = 0;
-    p[6] = (uint8_t)r->stream_len;
-    p[7] = (uint8_t)(r->stream_len >> 8);
-    ag__put64(p + 8, r->position);
-    ag__put64(p + 16, (uint64_t)r->version);
-    memcpy(p + 24, r->id.b, 16);
-    ag__put64(p + 40, r->time_ns);
-    ag__put32(p + 48, r->batch_left);
-    p[52] = (uint8_t)r->type_len;
-    p[53] = (uint8_t)(r->type_len >> 8);
-    ag__put32(p + 56, r->meta_len);
-    ag__put32(p + 60, r->data_len);
+    ag__put32(p + REC_SIZE, r->size);
+    p[REC_KIND] = r->kind;
+    p[REC_FLAGS] = 0;
+    put16(p + REC_STREAM_LEN, r->stream_len);
+    ag__put64(p + REC_POSITION, r->position);
+    ag__put64(p + REC_VERSION, (uint64_t)r->version);
+    memcpy(p + REC_ID, r->id.b, 16);
+    ag__put64(p + REC_TIME, r->time_ns);
+    ag__put32(p + REC_BATCH_LEFT, r->batch_left);
+    put16(p + REC_TYPE_LEN, r->type_len);
+    ag__put32(p + REC_META_LEN, r->meta_len);
+    ag__put32(p + REC_DATA_LEN, r->data_len);
     uint8_t *b = p + LOG_REC_HDR;
     memcpy(b, r->stream, r->stream_len), b += r->stream_len;
     if (r->type_len) memcpy(b, r->type, r->type_len), b += r->type_len;
@@ -36,44 +74,65 @@ void ag__log_rec_encode(uint8_t *p, const struct log_rec *r)
 
 void ag__log_rec_seal(uint8_t *p, uint64_t position, int64_t version, uint64_t time_ns)
 {
-    uint32_t size = ag__le32(p);
-    ag__put64(p + 8, position);
-    ag__put64(p + 16, (uint64_t)version);
-    ag__put64(p + 40, time_ns);
-    ag__put64(p + size - 8, ag_xxh3(p, size - 8));
+    uint32_t size = ag__le32(p + REC_SIZE);
+    ag__put64(p + REC_POSITION, position);
+    ag__put64(p + REC_VERSION, (uint64_t)version);
+    ag__put64(p + REC_TIME, time_ns);
+    ag__put64(p + size - LOG_REC_TRAILER, ag_xxh3(p, size - LOG_REC_TRAILER));
 }
 
-int ag__log_rec_decode(const uint8_t *p, size_t avail, struct log_rec *r, const char **why)
+uint32_t ag__log_rec_len(const uint8_t *p)
 {
-    if (avail < LOG_REC_MIN) return *why = "truncated record header", AG_ECORRUPT;
-    r->size = ag__le32(p);
-    if (r->size == 0) return *why = "zeroed bytes where a record should start", AG_ECORRUPT;
-    if (r->size < LOG_REC_MIN || r->size % LOG_REC_ALIGN)
-        return *why = "impossible record size", AG_ECORRUPT;
-    if (r->size > avail) return *why = "record runs past the end of the segment", AG_ECORRUPT;
-    if (ag__le64(p + r->size - 8) != ag_xxh3(p, r->size - 8))
-        return *why = "checksum mismatch", AG_ECORRUPT;
-    r->kind = p[4];
-    if (r->kind != LOG_KIND_EVENT && r->kind != LOG_KIND_SNAPSHOT)
-        return *why = "unknown record kind", AG_ECORRUPT;
-    r->stream_len = (uint16_t)(p[6] | p[7] << 8);
-    r->position = ag__le64(p + 8);
-    r->version = (int64_t)ag__le64(p + 16);
-    memcpy(r->id.b, p + 24, 16);
-    r->time_ns = ag__le64(p + 40);
-    r->batch_left = ag__le32(p + 48);
-    r->type_len = (uint16_t)(p[52] | p[53] << 8);
-    r->meta_len = ag__le32(p + 56);
-    r->data_len = ag__le32(p + 60);
-    uint64_t body = (uint64_t)r->stream_len + r->type_len + r->meta_len + r->data_len;
-    if (ag__log_rec_size(0, 0, 0, 0) + body > r->size || r->stream_len == 0 ||
-        r->stream_len > AG_STORE_STREAM_MAX || r->version < 0)
-        return *why = "record fields do not fit its size", AG_ECORRUPT;
+    return ag__le32(p + REC_SIZE);
+}
+
+uint8_t ag__log_rec_kind(const uint8_t *p)
+{
+    return p[REC_KIND];
+}
+
+void ag__log_rec_id(const uint8_t *p, struct ag_uuid *out)
+{
+    memcpy(out->b, p + REC_ID, 16);
+}
+
+void ag__log_rec_fields(const uint8_t *p, struct log_rec *r)
+{
+    r->size = ag__le32(p + REC_SIZE);
+    r->kind = p[REC_KIND];
+    r->stream_len = le16(p + REC_STREAM_LEN);
+    r->position = ag__le64(p + REC_POSITION);
+    r->version = (int64_t)ag__le64(p + REC_VERSION);
+    memcpy(r->id.b, p + REC_ID, 16);
+    r->time_ns = ag__le64(p + REC_TIME);
+    r->batch_left = ag__le32(p + REC_BATCH_LEFT);
+    r->type_len = le16(p + REC_TYPE_LEN);
+    r->meta_len = ag__le32(p + REC_META_LEN);
+    r->data_len = ag__le32(p + REC_DATA_LEN);
     const char *b = (const char *)p + LOG_REC_HDR;
     r->stream = b, b += r->stream_len;
     r->type = b, b += r->type_len;
     r->meta = b, b += r->meta_len;
     r->data = b;
+}
+
+int ag__log_rec_decode(const uint8_t *p, size_t avail, struct log_rec *r, const char **why)
+{
+    if (avail < LOG_REC_MIN) return *why = "truncated record header", AG_ECORRUPT;
+    uint32_t size = ag__le32(p + REC_SIZE);
+    if (size == 0) return *why = "zeroed bytes where a record should start", AG_ECORRUPT;
+    if (size < LOG_REC_MIN || size % LOG_REC_ALIGN)
+        return *why = "impossible record size", AG_ECORRUPT;
+    if (size > avail) return *why = "record runs past the end of the segment", AG_ECORRUPT;
+    if (ag__le64(p + size - LOG_REC_TRAILER) != ag_xxh3(p, size - LOG_REC_TRAILER))
+        return *why = "checksum mismatch", AG_ECORRUPT;
+    if (p[REC_KIND] != LOG_KIND_EVENT && p[REC_KIND] != LOG_KIND_SNAPSHOT)
+        return *why = "unknown record kind", AG_ECORRUPT;
+    ag__log_rec_fields(p, r);
+    uint64_t body = (uint64_t)r->stream_len + r->type_len + r->meta_len + r->data_len;
+    if (ag__log_rec_size(0, 0, 0, 0) + body > r->size || r->stream_len == 0 ||
+        r->stream_len > AG_STORE_STREAM_MAX || r->version < 0)
+        return *why = "record fields do not fit its size", AG_ECORRUPT;
     return 0;
 }
 
@@ -81,25 +140,30 @@ void ag__log_seg_header(uint8_t out[LOG_SEG_HDR], uint64_t segno, uint64_t base_
                         uint64_t now_ns)
 {
     memset(out, 0, LOG_SEG_HDR);
-    memcpy(out, LOG_SEG_MAGIC, 8);
-    ag__put32(out + 8, LOG_FORMAT_VERSION);
-    ag__put32(out + 12, LOG_SEG_HDR);
-    ag__put64(out + 16, base_position);
-    ag__put64(out + 24, segno);
-    ag__put64(out + 32, now_ns);
-    ag__put64(out + 56, ag_xxh3(out, 56));
+    memcpy(out + SEG_MAGIC, LOG_SEG_MAGIC, 8);
+    ag__put32(out + SEG_VERSION, LOG_FORMAT_VERSION);
+    ag__put32(out + SEG_HDR_SIZE, LOG_SEG_HDR);
+    ag__put64(out + SEG_BASE_POSITION, base_position);
+    ag__put64(out + SEG_NUMBER, segno);
+    ag__put64(out + SEG_TIME, now_ns);
+    ag__put64(out + SEG_CHECKSUM, ag_xxh3(out, SEG_CHECKSUM));
 }
 
 int ag__log_seg_header_check(const uint8_t *p, size_t avail, uint64_t segno, const char **why)
 {
     if (avail < LOG_SEG_HDR) return *why = "segment header truncated", AG_ECORRUPT;
-    if (memcmp(p, LOG_SEG_MAGIC, 8) != 0)
+    if (memcmp(p + SEG_MAGIC, LOG_SEG_MAGIC, 8) != 0)
         return *why = "not an agora segment (bad magic)", AG_ECORRUPT;
-    if (ag__le64(p + 56) != ag_xxh3(p, 56))
+    if (ag__le64(p + SEG_CHECKSUM) != ag_xxh3(p, SEG_CHECKSUM))
         return *why = "segment header checksum mismatch", AG_ECORRUPT;
-    if (ag__le32(p + 8) != LOG_FORMAT_VERSION)
+    if (ag__le32(p + SEG_VERSION) != LOG_FORMAT_VERSION)
         return *why = "segment written by an unknown format version", AG_ECORRUPT;
-    if (ag__le64(p + 24) != segno)
+    if (ag__le64(p + SEG_NUMBER) != segno)
         return *why = "segment number does not match its file name", AG_ECORRUPT;
     return 0;
+}
+
+uint64_t ag__log_seg_base_position(const uint8_t *hdr)
+{
+    return ag__le64(hdr + SEG_BASE_POSITION);
 }

@@ -288,9 +288,10 @@ static int64_t find_first_id(const struct lstore *ls, struct lstream *st, const 
     int64_t stop = c > LOG_ANY_DEDUP_WINDOW ? c - LOG_ANY_DEDUP_WINDOW : 0;
     for (int64_t i = c - 1; i >= stop; i--) {
         const uint8_t *p;
-        if (e[i].idh == h && ag__log_rec_checked(ls, e[i].loc, &p, NULL) == 0 &&
-            memcmp(p + 24, id->b, 16) == 0)
-            return i;
+        struct ag_uuid stored;
+        if (e[i].idh != h || ag__log_rec_checked(ls, e[i].loc, &p, NULL) != 0) continue;
+        ag__log_rec_id(p, &stored);
+        if (memcmp(stored.b, id->b, 16) == 0) return i;
     }
     return -1;
 }
@@ -303,25 +304,18 @@ static int dedup(struct lstore *ls, struct lreq *r, struct lstream *st)
     struct ag_uuid first;
     const char *why;
     const uint8_t *p = (const uint8_t *)r->enc.data;
-    memcpy(first.b, p + 24, 16);
+    ag__log_rec_id(p, &first);
     int64_t idx = find_first_id(ls, st, r, &first);
     if (idx < 0) return 0;
     struct lentry *e = lstream_entries(st);
-    for (size_t k = 0; k < r->n; k++, p += ag__le32(p)) {
+    for (size_t k = 0; k < r->n; k++, p += ag__log_rec_len(p)) {
         struct log_rec mine;
-        memset(&mine, 0, sizeof mine);
         const uint8_t *stored = NULL;
         bool have = idx + (int64_t)k < (int64_t)st->count &&
                     ag__log_rec_checked(ls, e[idx + k].loc, &stored, NULL) == 0 &&
-                    ag__log_rec_decode(stored, ag__le32(stored), &old, &why) == 0;
-        /* our own record is not sealed yet (no checksum): read its fields directly */
-        mine.type_len = (uint16_t)(p[52] | p[53] << 8);
-        mine.meta_len = ag__le32(p + 56);
-        mine.data_len = ag__le32(p + 60);
-        mine.type = (const char *)p + LOG_REC_HDR + r->stream_len;
-        mine.meta = mine.type + mine.type_len;
-        mine.data = mine.meta + mine.meta_len;
-        bool same_id = have && memcmp(old.id.b, p + 24, 16) == 0;
+                    ag__log_rec_decode(stored, ag__log_rec_len(stored), &old, &why) == 0;
+        ag__log_rec_fields(p, &mine); /* our own record: not sealed yet (no checksum) */
+        bool same_id = have && memcmp(old.id.b, mine.id.b, 16) == 0;
         if (!same_id)
             return k == 0 ? 0
                           : ag_err_set(&r->err, AG_EIDEMPOTENCY,
@@ -374,7 +368,7 @@ static int place(struct lstore *ls, struct lreq *r, uint64_t pos0, int64_t ver0)
     uint64_t now = ag_clock_now(ls->base.opts.clock);
     uint8_t *p = (uint8_t *)r->enc.data;
     for (size_t k = 0; k < r->n; k++) {
-        uint32_t size = ag__le32(p);
+        uint32_t size = ag__log_rec_len(p);
         uint64_t off = sg->end + ls->group.len + (uint64_t)(p - (uint8_t *)r->enc.data);
         if (r->kind == LOG_KIND_EVENT)
             ag__log_rec_seal(p, pos0 + k, ver0 + (int64_t)k, now);
@@ -606,9 +600,11 @@ static void publish(struct lstore *ls, struct lreq *from, struct lreq *stop, uin
         }
         const uint8_t *p = (const uint8_t *)r->enc.data;
         struct lentry *e = lstream_entries(r->st);
-        for (size_t k = 0; k < r->n; k++, pos++, p += ag__le32(p)) {
+        for (size_t k = 0; k < r->n; k++, pos++, p += ag__log_rec_len(p)) {
+            struct ag_uuid id;
+            ag__log_rec_id(p, &id);
             e[r->st->count].loc = r->locs[k];
-            e[r->st->count].idh = ag__id_hash((const struct ag_uuid *)(p + 24));
+            e[r->st->count].idh = ag__id_hash(&id);
             if (r->st->count++ == 0) ls->ix.live++;
             if (pos % LOG_SPARSE_EVERY == 0) {
                 ls->sparse[pos / LOG_SPARSE_EVERY] = r->locs[k];

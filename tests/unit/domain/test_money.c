@@ -168,8 +168,9 @@ Test(events, push_failure_releases_data)
 {
     struct ag_dom_events e;
     ag_dom_events_init(&e);
+    json_t *data = json_object(); /* made first: jansson allocates through ag_malloc too */
     ag_alloc_fail_at(1);
-    int rc = ag_dom_events_push(&e, "X", json_object()); /* ASan would see a leak */
+    int rc = ag_dom_events_push(&e, "X", data); /* ASan would see a leak */
     ag_alloc_fail_at(0);
     cr_assert_eq(rc, AG_ENOMEM);
     cr_assert_eq(e.n, 0);

@@ -6,7 +6,8 @@
  * AG_ENOMEM; nothing may crash; LeakSanitizer (at exit of each test process) must
  * find nothing; and a failed append must have stored nothing, a successful one
  * everything, as a clean reopen afterwards shows. Each iteration starts from a
- * fresh copy of a small store. jansson's own allocations are not covered.
+ * fresh copy of a small store. (The log itself uses no jansson; jansson
+ * allocates through ag_malloc too, so tests of JSON code get the same treatment.)
  */
 #include <criterion/criterion.h>
 #include <dirent.h>

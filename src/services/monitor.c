@@ -30,8 +30,8 @@ static struct ag_obs_series *series(struct ag_obs_registry *r, const char *name,
     struct ag_obs_series *s = NULL;
     const char *labels[] = {label};
     const char *values[] = {value};
-    if (ag_obs_family_new(r, AG_OBS_GAUGE, name, help, label ? 1 : 0, labels, NULL, 0, &f) == 0)
-        ag_obs_series_get(f, label ? values : NULL, &s);
+    struct ag_obs_family_spec spec = {AG_OBS_GAUGE, name, help, label ? 1 : 0, labels};
+    if (ag_obs_family_define(r, &spec, &f) == 0) ag_obs_series_get(f, label ? values : NULL, &s);
     return s;
 }
 

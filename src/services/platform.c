@@ -124,7 +124,7 @@ static struct ag_obs_series *store_series(struct ag_obs_registry *r, enum ag_obs
 {
     struct ag_obs_family *f;
     struct ag_obs_series *s = NULL;
-    if (ag_obs_family_new(r, t, name, help, 0, NULL, NULL, 0, &f) == 0)
+    if (ag_obs_family_define(r, &(struct ag_obs_family_spec){t, name, help}, &f) == 0)
         ag_obs_series_get(f, NULL, &s);
     return s;
 }
@@ -200,9 +200,9 @@ static int start_http(struct ag_platform *p, struct ag_err *err)
     if (rc) return ag_err_set(err, rc, "out of memory");
     ag_obs_health_add(p->health, AG_OBS_READY, "platform", ready_check, p);
     static const char *const reason[] = {"reason"};
-    ag_obs_family_new(p->metrics, AG_OBS_COUNTER, "agora_authz_denied_total",
-                      "Requests refused by authorization, by reason", 1, reason, NULL, 0,
-                      &p->denied);
+    struct ag_obs_family_spec denied = {AG_OBS_COUNTER, "agora_authz_denied_total",
+                                        "Requests refused by authorization, by reason", 1, reason};
+    ag_obs_family_define(p->metrics, &denied, &p->denied);
     store_health_register(p);
     struct ag_http_observe o = {.metrics = p->metrics,
                                 .health = p->health,

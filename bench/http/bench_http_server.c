@@ -35,7 +35,9 @@ int main(int argc, char **argv)
     ag_http_router_observe(r, &o);
     struct ag_http_server_config cfg = {.port = (uint16_t)arg(argc, argv, "--port", 0),
                                         .workers = arg(argc, argv, "--workers", 1),
-                                        .max_connections = 20000};
+                                        .max_connections = 20000,
+                                        /* wrk is one peer with hundreds of connections */
+                                        .max_conns_per_peer = 20000};
     struct ag_http_server *s;
     struct ag_err err;
     if (ag_http_server_new(&cfg, r, &s) || ag_http_server_start(s, &err)) {

@@ -85,6 +85,7 @@ static const char template_yaml[] =
     "gateway:\n"
     "  listen: %s\n"
     "  maxBodyBytes: 1048576\n"
+    "  maxConnectionsPerPeer: %ld\n"
     "jwt:\n"
     "  clockSkew: 30s\n"
     "  issuers:\n"
@@ -161,7 +162,12 @@ char *ag_cli_run_gateway_yaml(const char *listen, const char *secret, const char
 {
     struct ag_buf b;
     ag_buf_init(&b);
-    if (ag_buf_printf(&b, template_yaml, listen, secret, upstream)) {
+    /* open connections per client address: 256, or AGORA_MAX_CONNS_PER_PEER (a load
+     * generator or a proxy in front is one peer with many connections) */
+    const char *env = getenv("AGORA_MAX_CONNS_PER_PEER");
+    long per_peer = env ? strtol(env, NULL, 10) : 256;
+    if (per_peer < 1 || per_peer > 1000000) per_peer = 256;
+    if (ag_buf_printf(&b, template_yaml, listen, per_peer, secret, upstream)) {
         ag_buf_free(&b);
         return NULL;
     }

@@ -34,7 +34,7 @@
 #define CLAIM_LEASE_MS 30000
 
 struct svc_binding {
-    struct ag_platform *p;
+    struct svc_env *env; /* the route's context */
     const struct svc_route *r;
     struct svc_binding *next;
 };
@@ -64,7 +64,7 @@ static bool has_role(const char *csv, const char *role)
     return false;
 }
 
-static void principal_of(const struct ag_platform *p, struct ag_http_req *req,
+static void principal_of(const struct svc_env *p, struct ag_http_req *req,
                          struct svc_principal *who)
 {
     memset(who, 0, sizeof *who);
@@ -74,13 +74,13 @@ static void principal_of(const struct ag_platform *p, struct ag_http_req *req,
         snprintf(who->sub, sizeof who->sub, "%s", sub);
         who->authenticated = true;
         who->admin = roles && has_role(roles, "admin");
-    } else if (!p->cfg.behind_gateway) { /* --no-gateway: the local operator */
+    } else if (!p->behind_gateway) { /* --no-gateway: the local operator */
         snprintf(who->sub, sizeof who->sub, "local");
         who->authenticated = who->admin = true;
     }
 }
 
-static void count_denial(struct ag_platform *p, const char *reason)
+static void count_denial(struct svc_env *p, const char *reason)
 {
     struct ag_obs_series *s = NULL;
     const char *values[] = {reason};
@@ -88,7 +88,7 @@ static void count_denial(struct ag_platform *p, const char *reason)
 }
 
 /* Log and count a refusal; answers `status` with `detail`. */
-static int deny(struct ag_platform *p, struct ag_http_req *req, const struct svc_principal *who,
+static int deny(struct svc_env *p, struct ag_http_req *req, const struct svc_principal *who,
                 int status, const char *reason)
 {
     count_denial(p, reason);
@@ -104,7 +104,7 @@ static int deny(struct ag_platform *p, struct ag_http_req *req, const struct svc
 int svc_require_admin(struct svc_job *j)
 {
     if (j->who.admin) return 0;
-    count_denial(j->p, j->who.authenticated ? "not_admin" : "anonymous");
+    count_denial(j->env, j->who.authenticated ? "not_admin" : "anonymous");
     AG_WARN("authz.denied", AG_LS("sub", j->who.authenticated ? j->who.sub : "anonymous"),
             AG_LS("reason", "not_admin"));
     int status = j->who.authenticated ? 403 : 401;
@@ -121,25 +121,25 @@ static int dispatch(struct ag_http_req *req, void *ud)
     struct svc_binding *b = ud;
     const struct svc_route *r = b->r;
     struct svc_principal who;
-    principal_of(b->p, req, &who);
+    principal_of(b->env, req, &who);
     if (r->access != SVC_PUBLIC && !who.authenticated)
-        return deny(b->p, req, &who, 401, "anonymous");
-    if (r->access == SVC_ADMIN && !who.admin) return deny(b->p, req, &who, 403, "not_admin");
+        return deny(b->env, req, &who, 401, "anonymous");
+    if (r->access == SVC_ADMIN && !who.admin) return deny(b->env, req, &who, 403, "not_admin");
     const char *id = r->param ? ag_http_req_param(req, r->param) : NULL;
     if (id && !svc_uuid_ok(id)) {
         char detail[256];
         snprintf(detail, sizeof detail, "no %s with id %.160s", r->noun ? r->noun : "resource", id);
         return ag_http_respond_problem(req, 404, NULL, "Not found", detail, NULL);
     }
-    return svc_job_start(b->p, req, r, &who);
+    return svc_job_start(b->env, req, r, &who);
 }
 
-int svc_routes(struct ag_platform *p, const struct svc_route *routes, size_t n)
+int svc_routes(struct ag_platform *p, struct svc_env *env, const struct svc_route *routes, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         struct svc_binding *b = ag_calloc(1, sizeof *b);
         if (!b) return AG_ENOMEM;
-        *b = (struct svc_binding){p, &routes[i], p->bindings};
+        *b = (struct svc_binding){env, &routes[i], p->bindings};
         p->bindings = b;
         int rc = ag_http_route(p->router, routes[i].method, routes[i].path, dispatch, b);
         if (rc) return rc;
@@ -164,8 +164,7 @@ struct claim {
     int64_t version;
 };
 
-static int read_claim(struct ag_platform *p, const char *stream, struct claim *c,
-                      struct ag_err *err)
+static int read_claim(struct svc_env *p, const char *stream, struct claim *c, struct ag_err *err)
 {
     struct ag_event_page pg;
     int rc =
@@ -182,8 +181,8 @@ static int read_claim(struct ag_platform *p, const char *stream, struct claim *c
     return 0;
 }
 
-int svc_claim(struct ag_platform *p, const char *stream, const char *owner_id,
-              const char *owner_prefix, char holder[40], struct ag_err *err)
+int svc_claim(struct svc_env *p, const char *stream, const char *owner_id, const char *owner_prefix,
+              char holder[40], struct ag_err *err)
 {
     char data[160];
     snprintf(data, sizeof data, "{\"customerId\":\"%s\",\"at\":%lld}", owner_id,
@@ -216,7 +215,7 @@ static void principal_stream(const char *sub, char out[64])
     snprintf(out, 64, "principal-%016llx%016llx", (unsigned long long)a, (unsigned long long)b);
 }
 
-int svc_bind_principal(struct ag_platform *p, const char *sub, const char *id, char existing[40],
+int svc_bind_principal(struct svc_env *p, const char *sub, const char *id, char existing[40],
                        struct ag_err *err)
 {
     char stream[64];
@@ -224,7 +223,7 @@ int svc_bind_principal(struct ag_platform *p, const char *sub, const char *id, c
     return svc_claim(p, stream, id, "customer", existing, err);
 }
 
-int svc_principal_customer(struct ag_platform *p, const char *sub, char out[40])
+int svc_principal_customer(struct svc_env *p, const char *sub, char out[40])
 {
     char stream[64];
     principal_stream(sub, stream);
@@ -242,7 +241,7 @@ const char *svc_caller_customer(struct svc_job *j)
 {
     if (!j->cid_known) {
         j->cid_known = true;
-        if (!j->who.authenticated || svc_principal_customer(j->p, j->who.sub, j->cid))
+        if (!j->who.authenticated || svc_principal_customer(j->env, j->who.sub, j->cid))
             j->cid[0] = '\0';
     }
     return j->cid[0] ? j->cid : NULL;

@@ -47,7 +47,7 @@ static json_t *item(const struct ag_event *ev, json_t *meta)
 }
 
 /* Scan from q->from into items; *next is the cursor to continue from, or 0 at the end. */
-static int scan(struct ag_platform *p, const struct audit_query *q, json_t *items, uint64_t *next)
+static int scan(struct svc_env *p, const struct audit_query *q, json_t *items, uint64_t *next)
 {
     uint64_t pos = q->from;
     size_t scanned = 0;
@@ -86,7 +86,7 @@ static int audit(struct svc_job *j)
     q.from = j->q[2] ? after + 1 : 0;
     json_t *items = json_array();
     uint64_t next;
-    int rc = scan(j->p, &q, items, &next);
+    int rc = scan(j->env, &q, items, &next);
     if (rc) return json_decref(items), rc;
     char cur[32];
     snprintf(cur, sizeof cur, "%llu", (unsigned long long)(next ? next - 1 : 0));

@@ -66,7 +66,7 @@ void svc_stream(char *out, size_t n, const char *prefix, const char *id)
     snprintf(out, n, "%s-%s", prefix, id);
 }
 
-bool svc_stream_exists(struct ag_platform *p, const char *prefix, const char *id)
+bool svc_stream_exists(struct svc_env *p, const char *prefix, const char *id)
 {
     char stream[256];
     svc_stream(stream, sizeof stream, prefix, id);
@@ -99,7 +99,7 @@ static int run_dom(const void *state, int64_t version, void *ud, struct ag_es_ba
     return rc;
 }
 
-int svc_exec(struct ag_platform *p, const struct svc_cmd *c, struct ag_err *err)
+int svc_exec(struct svc_env *p, const struct svc_cmd *c, struct ag_err *err)
 {
     char stream[AG_STORE_STREAM_MAX + 1];
     if (ag_es_stream(c->type, c->id, stream, sizeof stream))
@@ -109,7 +109,7 @@ int svc_exec(struct ag_platform *p, const struct svc_cmd *c, struct ag_err *err)
     return ag_es_execute(p->repo, &ec, NULL, err);
 }
 
-int svc_read(struct ag_platform *p, const struct ag_es_type *t, const char *id, ag_es_view_fn view,
+int svc_read(struct svc_env *p, const struct ag_es_type *t, const char *id, ag_es_view_fn view,
              void *ud, struct ag_err *err)
 {
     char stream[AG_STORE_STREAM_MAX + 1];
@@ -231,7 +231,7 @@ static void after_cb(uv_work_t *w, int status)
     }
     if (j->status == 503) { /* when to try again: the store's next retry, else 1 s */
         struct ag_store_health h;
-        ag_store_health(j->p->store, &h);
+        ag_store_health(j->env->store, &h);
         unsigned long long secs = h.writable ? 1 : (h.retry_in_ms + 999) / 1000;
         char after[24];
         snprintf(after, sizeof after, "%llu", secs ? secs : 1);
@@ -284,13 +284,13 @@ static void copy_meta(struct svc_job *j, struct ag_http_req *req)
     ag_buf_free(&b);
 }
 
-int svc_job_start(struct ag_platform *p, struct ag_http_req *req, const struct svc_route *r,
+int svc_job_start(struct svc_env *p, struct ag_http_req *req, const struct svc_route *r,
                   const struct svc_principal *who)
 {
     struct svc_job *j = ag_calloc(1, sizeof *j);
     if (!j) return AG_ENOMEM;
     j->req = req;
-    j->p = p;
+    j->env = p;
     j->fn = r->fn;
     j->who = *who;
     j->work.data = j;
@@ -388,7 +388,7 @@ static int idem_claim(struct svc_job *j, const char *stream, const char *hash, i
              (long long)svc_now_ms());
     struct ag_event_data ev = {
         .type = "IdempotencyKeyClaimed", .type_len = 21, .data = data, .data_len = strlen(data)};
-    int rc = ag_store_append(j->p->store, stream, strlen(stream), expected, &ev, 1, NULL, NULL);
+    int rc = ag_store_append(j->env->store, stream, strlen(stream), expected, &ev, 1, NULL, NULL);
     if (rc) return rc;
     j->idem_claimed = true;
     j->idem_version = expected == AG_STORE_NO_STREAM ? 0 : expected + 1;
@@ -441,8 +441,8 @@ int svc_idem_begin(struct svc_job *j, const char *scope)
     snprintf(hash, sizeof hash, "%016llx", (unsigned long long)body_hash(j));
     for (int attempt = 0; attempt < 3; attempt++) {
         struct ag_event_page pg;
-        int rc = ag_store_read_stream(j->p->store, stream, strlen(stream), -1, AG_READ_BACKWARD, 2,
-                                      &pg, NULL);
+        int rc = ag_store_read_stream(j->env->store, stream, strlen(stream), -1, AG_READ_BACKWARD,
+                                      2, &pg, NULL);
         if (rc == AG_ENOTFOUND) {
             if (idem_claim(j, stream, hash, AG_STORE_NO_STREAM) == 0) return 0;
             continue; /* a concurrent request claimed it: look again */
@@ -469,7 +469,7 @@ static void idem_release(struct svc_job *j, const char *stream)
     struct ag_event_data ev = {
         .type = "IdempotencyKeyReleased", .type_len = 22, .data = data, .data_len = strlen(data)};
     struct ag_err err;
-    if (ag_store_append(j->p->store, stream, strlen(stream), j->idem_version, &ev, 1, NULL, &err))
+    if (ag_store_append(j->env->store, stream, strlen(stream), j->idem_version, &ev, 1, NULL, &err))
         AG_WARN("api.idempotency_release_failed", AG_LS("error", err.msg));
 }
 
@@ -499,7 +499,7 @@ void svc_idem_end(struct svc_job *j, const char *scope)
     struct ag_event_data ev = {
         .type = "IdempotentResponse", .type_len = 18, .data = text, .data_len = strlen(text)};
     struct ag_err err;
-    if (ag_store_append(j->p->store, stream, strlen(stream), j->idem_version, &ev, 1, NULL, &err))
+    if (ag_store_append(j->env->store, stream, strlen(stream), j->idem_version, &ev, 1, NULL, &err))
         AG_WARN("api.idempotency_record_failed", AG_LS("error", err.msg));
     free(text);
 }
@@ -509,18 +509,18 @@ void svc_idem_end(struct svc_job *j, const char *scope)
 int svc_get_one(struct svc_job *j, const struct svc_one *one, const char *id, const char *owner)
 {
     const char *args[] = {id, owner};
-    json_t *rows = svc_rm_query(j->p, one->rm, one->sql, args, 2, one->row);
-    if (rows && !json_array_size(rows) && svc_stream_exists(j->p, one->prefix, id)) {
-        svc_rm_catch_up(j->p); /* just written: wait for the read model */
+    json_t *rows = svc_rm_query(j->env, one->rm, one->sql, args, 2, one->row);
+    if (rows && !json_array_size(rows) && svc_stream_exists(j->env, one->prefix, id)) {
+        svc_rm_catch_up(j->env); /* just written: wait for the read model */
         json_decref(rows);
-        rows = svc_rm_query(j->p, one->rm, one->sql, args, 2, one->row);
+        rows = svc_rm_query(j->env, one->rm, one->sql, args, 2, one->row);
     }
     if (!rows) return AG_EIO;
     if (!json_array_size(rows)) {
         json_decref(rows);
         return svc_problem(j, 404, one->title, "%s %s", one->missing, id);
     }
-    j->rm_position = ag_projector_position(j->p->projector);
+    j->rm_position = ag_projector_position(j->env->projector);
     svc_ok(j, 200, json_incref(json_array_get(rows, 0)));
     json_decref(rows);
     return 0;
@@ -536,27 +536,39 @@ json_t *svc_page(json_t *rows, int limit)
     return json_pack("{s:o, s:o}", "items", rows, "nextCursor", next);
 }
 
-void svc_rm_catch_up(struct ag_platform *p)
+void svc_rm_catch_up(struct svc_env *p)
 {
     struct ag_store_stats st;
     ag_store_stats(p->store, &st);
     if (st.events) ag_projector_wait(p->projector, st.events - 1, 2000);
 }
 
+/* Called with lock[rm] write-locked: the file was replaced by a rebuild. */
+int svc_rm_reopen(struct svc_env *p, enum rm_id rm)
+{
+    uint64_t gen = 0;
+    ag_projector_usable(p->projector, rm, &gen);
+    ag_rm_close(p->rms->rm[rm]);
+    p->rms->rm[rm] = NULL;
+    int rc = ag_rm_open(p->rms->dir, svc_rm_names[rm], AG_RM_READONLY, &p->rms->rm[rm], NULL);
+    if (!rc) p->rms->gen[rm] = gen;
+    return rc;
+}
+
 /* The query handle of `rm`, read-locked (unlock with pthread_rwlock_unlock), or
  * NULL while the read model is being rebuilt. A handle opened on a file a rebuild
  * has replaced is reopened first. */
-static struct ag_rm *rm_acquire(struct ag_platform *p, enum rm_id rm)
+static struct ag_rm *rm_acquire(struct svc_env *p, enum rm_id rm)
 {
     uint64_t gen;
     for (int tries = 0; tries < 2; tries++) {
         if (!ag_projector_usable(p->projector, rm, &gen)) break;
-        pthread_rwlock_rdlock(&p->rm_lock[rm]);
-        if (p->rm_gen[rm] == gen && p->rm[rm]) return p->rm[rm];
-        pthread_rwlock_unlock(&p->rm_lock[rm]);
-        pthread_rwlock_wrlock(&p->rm_lock[rm]);
-        if (p->rm_gen[rm] != gen || !p->rm[rm]) svc_rm_reopen(p, rm);
-        pthread_rwlock_unlock(&p->rm_lock[rm]);
+        pthread_rwlock_rdlock(&p->rms->lock[rm]);
+        if (p->rms->gen[rm] == gen && p->rms->rm[rm]) return p->rms->rm[rm];
+        pthread_rwlock_unlock(&p->rms->lock[rm]);
+        pthread_rwlock_wrlock(&p->rms->lock[rm]);
+        if (p->rms->gen[rm] != gen || !p->rms->rm[rm]) svc_rm_reopen(p, rm);
+        pthread_rwlock_unlock(&p->rms->lock[rm]);
     }
     rm_unavailable = (int)rm;
     return NULL;
@@ -564,8 +576,7 @@ static struct ag_rm *rm_acquire(struct ag_platform *p, enum rm_id rm)
 
 /* A failed query: damage (AG_ECORRUPT) is reported to the projector, which
  * rebuilds the read model; anything else is logged. */
-static void rm_failed(struct ag_platform *p, enum rm_id rm, const struct ag_err *err,
-                      const char *sql)
+static void rm_failed(struct svc_env *p, enum rm_id rm, const struct ag_err *err, const char *sql)
 {
     if (err->code == AG_ECORRUPT) {
         ag_projector_report_damage(p->projector, rm, err->msg);
@@ -587,7 +598,7 @@ static int add_row(const struct ag_rm_row *r, void *ud)
     return 0;
 }
 
-json_t *svc_rm_query(struct ag_platform *p, enum rm_id rm, const char *sql, const char *const *args,
+json_t *svc_rm_query(struct svc_env *p, enum rm_id rm, const char *sql, const char *const *args,
                      size_t nargs, svc_row_fn row)
 {
     struct ag_rm *db = rm_acquire(p, rm);
@@ -602,7 +613,7 @@ json_t *svc_rm_query(struct ag_platform *p, enum rm_id rm, const char *sql, cons
         json_decref(c.rows);
         c.rows = NULL;
     }
-    pthread_rwlock_unlock(&p->rm_lock[rm]);
+    pthread_rwlock_unlock(&p->rms->lock[rm]);
     return c.rows;
 }
 

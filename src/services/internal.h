@@ -54,26 +54,52 @@ struct svc_route {
     const char *query[4]; /* query parameters copied into j->q */
 };
 
+#define SVC_MAX_CONTEXTS 16
+#define SVC_SAGA_STEPS   5 /* PlaceOrder's steps */
+
 struct svc_binding; /* a registered route (access.c) */
+
+/* The read models' query handles, shared by the contexts: common.c queries them,
+ * platform.c opens them and reopens one that a rebuild replaced. */
+struct svc_readmodels {
+    char *dir;                       /* <data>/readmodels */
+    struct ag_rm *rm[RM_COUNT];      /* read-only query handles */
+    pthread_rwlock_t lock[RM_COUNT]; /* queries read-lock; reopening write-locks */
+    uint64_t gen[RM_COUNT];          /* the read model's generation rm[i] was opened on */
+    bool locks_init;                 /* lock[] initialised */
+};
+
+/* What a context's handlers — and the saga's steps and the seed — may use: the
+ * log, the aggregates, the read models and their positions. Never the process
+ * (its server, router, monitor or another context's policies). platform.c builds
+ * one per context; a job carries its route's. */
+struct svc_env {
+    const char *name;               /* the context */
+    struct ag_store *store;         /* the log: claims, idempotency records */
+    struct ag_es_repo *repo;        /* aggregates */
+    struct ag_projector *projector; /* read-model positions, damage reports */
+    struct svc_readmodels *rms;     /* read-model queries */
+    struct ag_saga_engine *sagas;   /* the sagas context's only (retry); else NULL */
+    struct ag_cb *const *breakers;  /* the ops context's only: the saga steps' breakers */
+    struct ag_obs_family *denied;   /* agora_authz_denied_total{reason} */
+    bool behind_gateway;            /* identity from the gateway's x-user-* headers */
+};
 
 struct ag_platform {
     struct ag_platform_config cfg;
     struct svc_binding *bindings; /* registered routes, freed at stop */
-    struct ag_obs_family *denied; /* agora_authz_denied_total{reason} */
-    char *rm_dir;                 /* <data>/readmodels */
     struct ag_store *store;
     struct ag_es_repo *repo;
     struct ag_projector *projector;
     struct ag_projection projs[RM_COUNT + 1]; /* + the saga starter */
-    struct ag_rm *rm[RM_COUNT];               /* read-only query handles (shared) */
-    pthread_rwlock_t rm_lock[RM_COUNT];       /* queries read-lock; reopening write-locks */
-    uint64_t rm_gen[RM_COUNT];                /* the read model's generation rm[i] was opened on */
-    bool rm_locks_init;                       /* rm_lock[] initialised */
+    struct svc_readmodels rms;                /* the read models' query handles */
+    struct svc_env env;                       /* the platform's own: seed, saga steps */
+    struct svc_env envs[SVC_MAX_CONTEXTS];    /* one per context, in contexts[] order */
     struct ag_saga_engine *sagas;
     struct ag_saga_def saga_defs[1];
-    struct ag_saga_step place_order_steps[5];
-    struct ag_pipeline step_policy[5]; /* retry + breaker per saga step */
-    struct ag_cb *breakers[5];         /* one per participant (step) */
+    struct ag_saga_step place_order_steps[SVC_SAGA_STEPS];
+    struct ag_pipeline step_policy[SVC_SAGA_STEPS]; /* retry + breaker per saga step */
+    struct ag_cb *breakers[SVC_SAGA_STEPS];         /* one per participant (step) */
     struct ag_http_router *router;
     struct ag_http_server *server;
     struct ag_obs_registry *metrics;
@@ -102,7 +128,7 @@ extern const struct ag_es_type svc_customer_type, svc_product_type, svc_order_ty
 struct svc_job {
     uv_work_t work;
     struct ag_http_req *req;
-    struct ag_platform *p;
+    struct svc_env *env; /* its context's environment */
     int (*fn)(struct svc_job *j);
     struct svc_principal who; /* the caller */
     char cid[40];             /* the caller's customer id, once resolved ("" none) */
@@ -129,10 +155,11 @@ struct svc_job {
 /* ---- routes and who may call them (access.c) ---- */
 
 /* Queue route `r`'s handler for `req` on the threadpool, as `who`. */
-int svc_job_start(struct ag_platform *p, struct ag_http_req *req, const struct svc_route *r,
+int svc_job_start(struct svc_env *env, struct ag_http_req *req, const struct svc_route *r,
                   const struct svc_principal *who);
 /* Register a context's routes; each checks its access before its handler runs. */
-int svc_routes(struct ag_platform *p, const struct svc_route *routes, size_t n);
+int svc_routes(struct ag_platform *p, struct svc_env *env, const struct svc_route *routes,
+               size_t n);
 void svc_routes_free(struct ag_platform *p);
 /* The caller's customer id (bound to its sub at registration), or NULL. */
 const char *svc_caller_customer(struct svc_job *j);
@@ -147,18 +174,18 @@ bool svc_owns_order(struct svc_job *j, const char *order_id);
 int svc_require_admin(struct svc_job *j);
 /* Bind principal `sub` to customer `id` (one customer per principal). AG_EEXISTS
  * with the bound id in `existing` when `sub` already has another customer. */
-int svc_bind_principal(struct ag_platform *p, const char *sub, const char *id, char existing[40],
+int svc_bind_principal(struct svc_env *p, const char *sub, const char *id, char existing[40],
                        struct ag_err *err);
 /* The customer bound to `sub` into out (AG_ENOTFOUND when none). */
-int svc_principal_customer(struct ag_platform *p, const char *sub, char out[40]);
+int svc_principal_customer(struct svc_env *p, const char *sub, char out[40]);
 /* A UUID in its canonical 36-character form (every id agora mints). */
 bool svc_uuid_ok(const char *s);
 /* Claim `stream` for `owner_id` (unique emails, one customer per principal). A
  * claim whose owner never got its `owner_prefix` stream (a crash in between) is
  * taken over once it is older than a lease. AG_EEXISTS with the holder in
  * `holder` when another owner has it. */
-int svc_claim(struct ag_platform *p, const char *stream, const char *owner_id,
-              const char *owner_prefix, char holder[40], struct ag_err *err);
+int svc_claim(struct svc_env *p, const char *stream, const char *owner_id, const char *owner_prefix,
+              char holder[40], struct ag_err *err);
 /* Answer helpers (on the worker thread, fill the job). */
 int svc_ok(struct svc_job *j, int status, json_t *body);
 int svc_problem(struct svc_job *j, int status, const char *title, const char *fmt, ...)
@@ -189,10 +216,10 @@ struct svc_cmd {
     ag_es_view_fn view;
     void *view_ud;
 };
-int svc_exec(struct ag_platform *p, const struct svc_cmd *c, struct ag_err *err);
+int svc_exec(struct svc_env *p, const struct svc_cmd *c, struct ag_err *err);
 /* The current state of aggregate `id` of type `t` through `view` (AG_ENOTFOUND when
  * it has no events). */
-int svc_read(struct ag_platform *p, const struct ag_es_type *t, const char *id, ag_es_view_fn view,
+int svc_read(struct svc_env *p, const struct ag_es_type *t, const char *id, ag_es_view_fn view,
              void *ud, struct ag_err *err);
 /* "<prefix>-<id>" into out. */
 void svc_stream(char *out, size_t n, const char *prefix, const char *id);
@@ -202,7 +229,7 @@ void svc_new_id(char out[AG_UUID_STRLEN + 1], const char *scope, const char *key
  * scope, the caller's principal and the key (keys are per principal). */
 void svc_job_id(struct svc_job *j, const char *scope, char out[AG_UUID_STRLEN + 1]);
 int64_t svc_now_ms(void);
-bool svc_stream_exists(struct ag_platform *p, const char *prefix, const char *id);
+bool svc_stream_exists(struct svc_env *p, const char *prefix, const char *id);
 
 /* ---- idempotency keys on creating POSTs ---- */
 
@@ -219,16 +246,18 @@ void svc_idem_end(struct svc_job *j, const char *scope);
 /* ---- read models ---- */
 
 /* Reopen read model `rm`'s query handle (the file was replaced by a rebuild). */
-int svc_rm_reopen(struct ag_platform *p, enum rm_id rm);
+int svc_rm_reopen(struct svc_env *p, enum rm_id rm);
+/* The read models' names, by enum rm_id (their files: <dir>/<name>.db). */
+extern const char *const svc_rm_names[RM_COUNT];
 /* Wait (bounded) until the read models include everything up to the store's head:
  * used when a just-written resource is not in the read model yet. */
-void svc_rm_catch_up(struct ag_platform *p);
+void svc_rm_catch_up(struct svc_env *p);
 /* A row of a read-model query as JSON (a new reference). */
 typedef json_t *(*svc_row_fn)(const struct ag_rm_row *r);
 /* Bind text parameters (NULL binds NULL) and run a query returning one JSON value
  * per row through `row`; NULL when the query failed (damage is reported to the
  * projector and the job answers 503). */
-json_t *svc_rm_query(struct ag_platform *p, enum rm_id rm, const char *sql, const char *const *args,
+json_t *svc_rm_query(struct svc_env *p, enum rm_id rm, const char *sql, const char *const *args,
                      size_t nargs, svc_row_fn row);
 /* How to read one resource by id from a read model. `sql` has two parameters: the
  * id, and the owner filter (NULL: any owner), e.g. "... WHERE id=?1 AND (?2 IS NULL
@@ -287,13 +316,12 @@ void svc_saga_starter_projection(struct ag_platform *p, struct ag_projection *ou
 int svc_place_order_saga(struct ag_platform *p, struct ag_err *err);
 
 /* Demo data on first start. */
-int svc_seed(struct ag_platform *p, struct ag_err *err);
+int svc_seed(struct svc_env *p, struct ag_err *err);
 
 /* Commands used by the seed and by the saga. */
-int svc_register_customer(struct ag_platform *p, const char *id, const char *email,
-                          const char *name, bool premium, const char *meta, char account_id[40],
-                          struct ag_err *err);
-int svc_deposit(struct ag_platform *p, const char *account_id, const struct ag_money *amount,
+int svc_register_customer(struct svc_env *p, const char *id, const char *email, const char *name,
+                          bool premium, const char *meta, char account_id[40], struct ag_err *err);
+int svc_deposit(struct svc_env *p, const char *account_id, const struct ag_money *amount,
                 const char *meta, struct ag_err *err);
 
 #endif

@@ -18,8 +18,8 @@
 #include "agora/store.h"
 #include "services/internal.h"
 
-static const char *const rm_names[RM_COUNT] = {"customers", "products",  "accounts", "stock",
-                                               "orders",    "shipments", "sagas"};
+const char *const svc_rm_names[RM_COUNT] = {"customers", "products",  "accounts", "stock",
+                                            "orders",    "shipments", "sagas"};
 
 const char *const *ag_platform_projection_names(void)
 {
@@ -32,7 +32,7 @@ const char *const *ag_platform_projection_names(void)
 
 static int projections(struct svc_job *j)
 {
-    struct ag_platform *p = j->p;
+    const struct svc_env *p = j->env;
     json_t *items = json_array();
     for (size_t i = 0; i < ag_projector_count(p->projector); i++) {
         struct ag_projection_stats s;
@@ -51,9 +51,9 @@ static int projections(struct svc_job *j)
  * /admin/circuit-breakers). */
 static int breakers(struct svc_job *j)
 {
-    struct ag_platform *p = j->p;
+    const struct svc_env *p = j->env;
     json_t *items = json_array();
-    for (size_t i = 0; i < 5; i++) {
+    for (size_t i = 0; i < SVC_SAGA_STEPS && p->breakers; i++) {
         struct ag_cb_stats st;
         ag_cb_stats(p->breakers[i], &st);
         json_array_append_new(items, json_pack("{s:s, s:s, s:i, s:I, s:I}", "name",
@@ -156,27 +156,15 @@ static void store_health_register(struct ag_platform *p)
 
 static int open_read_models(struct ag_platform *p, struct ag_err *err)
 {
-    for (int i = 0; i < RM_COUNT; i++) pthread_rwlock_init(&p->rm_lock[i], NULL);
-    p->rm_locks_init = true;
+    for (int i = 0; i < RM_COUNT; i++) pthread_rwlock_init(&p->rms.lock[i], NULL);
+    p->rms.locks_init = true;
     for (int i = 0; i < RM_COUNT; i++) {
         char where[1100];
-        ag_rm_locate(p->rm_dir, rm_names[i], where, sizeof where);
-        if (ag_rm_open(p->rm_dir, rm_names[i], AG_RM_READONLY, &p->rm[i], NULL))
+        ag_rm_locate(p->rms.dir, svc_rm_names[i], where, sizeof where);
+        if (ag_rm_open(p->rms.dir, svc_rm_names[i], AG_RM_READONLY, &p->rms.rm[i], NULL))
             return ag_err_set(err, AG_EIO, "%s: cannot open for queries", where);
     }
     return 0;
-}
-
-/* Called with rm_lock[rm] write-locked: the file was replaced by a rebuild. */
-int svc_rm_reopen(struct ag_platform *p, enum rm_id rm)
-{
-    uint64_t gen = 0;
-    ag_projector_usable(p->projector, rm, &gen);
-    ag_rm_close(p->rm[rm]);
-    p->rm[rm] = NULL;
-    int rc = ag_rm_open(p->rm_dir, rm_names[rm], AG_RM_READONLY, &p->rm[rm], NULL);
-    if (!rc) p->rm_gen[rm] = gen;
-    return rc;
 }
 
 /* Close every query handle, before the projections' writers: the last connection
@@ -185,11 +173,11 @@ int svc_rm_reopen(struct ag_platform *p, enum rm_id rm)
 static void close_read_models(struct ag_platform *p)
 {
     for (int i = 0; i < RM_COUNT; i++) {
-        ag_rm_close(p->rm[i]);
-        p->rm[i] = NULL;
-        if (p->rm_locks_init) pthread_rwlock_destroy(&p->rm_lock[i]);
+        ag_rm_close(p->rms.rm[i]);
+        p->rms.rm[i] = NULL;
+        if (p->rms.locks_init) pthread_rwlock_destroy(&p->rms.lock[i]);
     }
-    p->rm_locks_init = false;
+    p->rms.locks_init = false;
 }
 
 static int start_http(struct ag_platform *p, struct ag_err *err)
@@ -202,7 +190,7 @@ static int start_http(struct ag_platform *p, struct ag_err *err)
     static const char *const reason[] = {"reason"};
     struct ag_obs_family_spec denied = {AG_OBS_COUNTER, "agora_authz_denied_total",
                                         "Requests refused by authorization, by reason", 1, reason};
-    ag_obs_family_define(p->metrics, &denied, &p->denied);
+    ag_obs_family_define(p->metrics, &denied, &p->env.denied);
     store_health_register(p);
     struct ag_http_observe o = {.metrics = p->metrics,
                                 .health = p->health,
@@ -211,8 +199,13 @@ static int start_http(struct ag_platform *p, struct ag_err *err)
                                 .access_log = getenv("AGORA_ACCESS_LOG") != NULL,
                                 .ops_routes = true};
     ag_http_router_observe(p->router, &o);
-    for (size_t i = 0; i < AG_ARRAY_SIZE(contexts) && !rc; i++)
-        rc = svc_routes(p, contexts[i]->routes, contexts[i]->nroutes);
+    for (size_t i = 0; i < AG_ARRAY_SIZE(contexts) && !rc; i++) {
+        p->envs[i] = p->env; /* the shared parts; only the sagas context drives sagas */
+        p->envs[i].name = contexts[i]->name;
+        p->envs[i].sagas = contexts[i] == &svc_sagas_context ? p->sagas : NULL;
+        p->envs[i].breakers = contexts[i] == &ops_context ? p->breakers : NULL;
+        rc = svc_routes(p, &p->envs[i], contexts[i]->routes, contexts[i]->nroutes);
+    }
     if (rc) return ag_err_set(err, rc, "cannot register the routes");
     struct ag_http_server_config hc = {.host = p->cfg.host,
                                        .port = p->cfg.port,
@@ -235,8 +228,13 @@ static int open_store(struct ag_platform *p, struct ag_err *err)
     struct ag_es_repo_config rc_cfg = {.store = p->store};
     if (ag_es_repo_new(&rc_cfg, &p->repo)) return ag_err_set(err, AG_ENOMEM, "out of memory");
     size_t n = strlen(p->cfg.data_dir) + 16;
-    if (!(p->rm_dir = ag_malloc(n))) return ag_err_set(err, AG_ENOMEM, "out of memory");
-    snprintf(p->rm_dir, n, "%s/readmodels", p->cfg.data_dir);
+    if (!(p->rms.dir = ag_malloc(n))) return ag_err_set(err, AG_ENOMEM, "out of memory");
+    snprintf(p->rms.dir, n, "%s/readmodels", p->cfg.data_dir);
+    p->env = (struct svc_env){.name = "platform",
+                              .store = p->store,
+                              .repo = p->repo,
+                              .rms = &p->rms,
+                              .behind_gateway = p->cfg.behind_gateway};
     return 0;
 }
 
@@ -257,9 +255,10 @@ int ag_platform_start(const struct ag_platform_config *cfg, struct ag_platform *
     if (!rc) rc = ag_saga_engine_start(&sc, &p->sagas, err);
     if (!rc) fill_projections(p);
     if (!rc)
-        rc = ag_projector_start(p->store, p->rm_dir, p->projs, RM_COUNT + 1, &p->projector, err);
+        rc = ag_projector_start(p->store, p->rms.dir, p->projs, RM_COUNT + 1, &p->projector, err);
+    p->env.projector = p->projector;
     if (!rc) rc = open_read_models(p, err);
-    if (!rc && cfg->seed && st.events == 0) rc = svc_seed(p, err);
+    if (!rc && cfg->seed && st.events == 0) rc = svc_seed(&p->env, err);
     if (!rc) rc = start_http(p, err);
     if (!rc && svc_monitor_start(p))
         rc = ag_err_set(err, AG_ENOMEM, "cannot start the monitor thread");
@@ -307,12 +306,12 @@ void ag_platform_stop(struct ag_platform *p)
     ag_saga_engine_stop(p->sagas);
     ag_es_repo_free(p->repo);
     ag_store_close(p->store);
-    for (int i = 0; i < 5; i++) ag_cb_free(p->breakers[i]);
+    for (int i = 0; i < SVC_SAGA_STEPS; i++) ag_cb_free(p->breakers[i]);
     ag_http_router_free(p->router);
     svc_routes_free(p);
     ag_obs_health_free(p->health);
     ag_obs_registry_free(p->metrics);
-    ag_free(p->rm_dir);
+    ag_free(p->rms.dir);
     ag_free(p);
 }
 
@@ -334,10 +333,10 @@ int ag_platform_rebuild_projection(const char *data_dir, const char *name,
         rc = ag_err_set(err, AG_EINVAL, "'%s' starts sagas; it is not a read model to rebuild",
                         name);
     if (!rc) rc = open_store(&tmp, err);
-    if (!rc) rc = ag_projection_rebuild(tmp.store, tmp.rm_dir, proj, progress, ud, err);
+    if (!rc) rc = ag_projection_rebuild(tmp.store, tmp.rms.dir, proj, progress, ud, err);
     ag_es_repo_free(tmp.repo);
     ag_store_close(tmp.store);
-    for (int i = 0; i < 5; i++) ag_cb_free(tmp.breakers[i]);
-    ag_free(tmp.rm_dir);
+    for (int i = 0; i < SVC_SAGA_STEPS; i++) ag_cb_free(tmp.breakers[i]);
+    ag_free(tmp.rms.dir);
     return rc;
 }

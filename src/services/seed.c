@@ -43,7 +43,7 @@ static int d_stock_add(const void *st, const void *cmd, struct ag_dom_events *ou
     return ag_stock_add(st, cmd, out, err);
 }
 
-static int seed_product(struct ag_platform *p, const struct seed_product *sp, struct ag_err *err)
+static int seed_product(struct svc_env *p, const struct seed_product *sp, struct ag_err *err)
 {
     char id[AG_UUID_STRLEN + 1];
     svc_new_id(id, NULL, NULL);
@@ -63,7 +63,7 @@ static int seed_product(struct ag_platform *p, const struct seed_product *sp, st
     return rc;
 }
 
-static int seed_customer(struct ag_platform *p, const struct seed_customer *sc, struct ag_err *err)
+static int seed_customer(struct svc_env *p, const struct seed_customer *sc, struct ag_err *err)
 {
     char id[AG_UUID_STRLEN + 1], account[40];
     svc_new_id(id, NULL, NULL);
@@ -77,7 +77,7 @@ static int seed_customer(struct ag_platform *p, const struct seed_customer *sc, 
     return rc;
 }
 
-int svc_seed(struct ag_platform *p, struct ag_err *err)
+int svc_seed(struct svc_env *p, struct ag_err *err)
 {
     int rc = 0;
     for (size_t i = 0; i < sizeof products / sizeof products[0] && !rc; i++)

@@ -24,12 +24,12 @@ static int list(struct svc_job *j)
     snprintf(lim, sizeof lim, "%d", limit + 1);
     const char *args[] = {j->q[1] ? j->q[1] : "", lim};
     json_t *rows =
-        svc_rm_query(j->p, RM_PRODUCTS,
+        svc_rm_query(j->env, RM_PRODUCTS,
                      "SELECT id, sku, name, price_amount, price_currency, active FROM products"
                      " WHERE id > ? ORDER BY id LIMIT ?",
                      args, 2, product_row);
     if (!rows) return AG_EIO;
-    j->rm_position = ag_projector_position(j->p->projector);
+    j->rm_position = ag_projector_position(j->env->projector);
     return svc_ok(j, 200, svc_page(rows, limit));
 }
 
@@ -37,7 +37,7 @@ static int get(struct svc_job *j)
 {
     const char *args[] = {j->param};
     json_t *rows =
-        svc_rm_query(j->p, RM_PRODUCTS,
+        svc_rm_query(j->env, RM_PRODUCTS,
                      "SELECT id, sku, name, price_amount, price_currency, active FROM products"
                      " WHERE id = ?",
                      args, 1, product_row);

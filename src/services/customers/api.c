@@ -29,7 +29,7 @@ static void email_stream(const char *email, char out[64])
 }
 
 /* Claim `email` for `id`: 0, or AG_EEXISTS when another customer has it. */
-static int claim_email(struct ag_platform *p, const char *email, const char *id, struct ag_err *err)
+static int claim_email(struct svc_env *p, const char *email, const char *id, struct ag_err *err)
 {
     char stream[64];
     email_stream(email, stream);
@@ -50,9 +50,8 @@ static int dom_open(const void *st, const void *cmd, struct ag_dom_events *out, 
     return ag_account_open(st, cmd, out, err);
 }
 
-int svc_register_customer(struct ag_platform *p, const char *id, const char *email,
-                          const char *name, bool premium, const char *meta, char account_id[40],
-                          struct ag_err *err)
+int svc_register_customer(struct svc_env *p, const char *id, const char *email, const char *name,
+                          bool premium, const char *meta, char account_id[40], struct ag_err *err)
 {
     int rc = claim_email(p, email, id, err);
     if (rc) return rc;
@@ -169,8 +168,8 @@ static int create(struct svc_job *j)
     svc_job_id(j, "customers", id);
     struct ag_err err;
     ag_err_clear(&err);
-    int rc = sub && *sub ? svc_bind_principal(j->p, sub, id, existing, &err) : 0;
-    if (!rc) rc = svc_register_customer(j->p, id, email, name, premium, j->meta, account, &err);
+    int rc = sub && *sub ? svc_bind_principal(j->env, sub, id, existing, &err) : 0;
+    if (!rc) rc = svc_register_customer(j->env, id, email, name, premium, j->meta, account, &err);
     if (rc) {
         registered(j, rc, &err, existing);
     } else {
@@ -235,13 +234,13 @@ static int tier(struct svc_job *j)
     if (!t || (strcmp(t, "premium") != 0 && strcmp(t, "standard") != 0))
         svc_field_error(j, "/tier", "tier must be \"standard\" or \"premium\"");
     if (svc_fields_failed(j, 400)) return 0;
-    if (!svc_stream_exists(j->p, "customer", j->param))
+    if (!svc_stream_exists(j->env, "customer", j->param))
         return svc_problem(j, 404, "Customer not found", "no customer with id %s", j->param);
     struct ag_customer_change_tier c = {strcmp(t, "premium") == 0};
     struct ag_err err;
     ag_err_clear(&err);
     json_t *view = NULL;
-    int rc = svc_exec(j->p,
+    int rc = svc_exec(j->env,
                       &(struct svc_cmd){&svc_customer_type, j->param, dom_tier, &c, j->meta,
                                         view_customer, &view},
                       &err);

@@ -50,7 +50,7 @@ static int restock(struct svc_job *j)
     if (!json_is_integer(q) || json_integer_value(q) <= 0 || json_integer_value(q) > 1000000000)
         svc_field_error(j, "/quantity", "quantity must be an integer from 1 to 1000000000");
     if (svc_fields_failed(j, 400)) return 0;
-    if (!svc_stream_exists(j->p, "product", j->param))
+    if (!svc_stream_exists(j->env, "product", j->param))
         return svc_problem(j, 404, "Product not found", "no product with id %s", j->param);
     if (svc_idem_begin(j, j->param)) return 0;
     struct ag_stock_add a = {j->param, json_integer_value(q)};
@@ -58,7 +58,7 @@ static int restock(struct svc_job *j)
     ag_err_clear(&err);
     json_t *view = NULL;
     int rc = svc_exec(
-        j->p,
+        j->env,
         &(struct svc_cmd){&svc_stock_type, j->param, d_stock_add, &a, j->meta, view_stock, &view},
         &err);
     if (rc)

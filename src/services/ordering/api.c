@@ -110,7 +110,7 @@ static void parse_order(struct svc_job *j, struct place *pl)
         svc_field_error(j, "/customerId",
                         "unknown customer: register one first (POST /api/v1/customers)");
     else if (!svc_uuid_ok(pl->customer_id) || !svc_owns(j, pl->customer_id) ||
-             !svc_stream_exists(j->p, "customer", pl->customer_id))
+             !svc_stream_exists(j->env, "customer", pl->customer_id))
         svc_field_error(j, "/customerId", "unknown customer %s", pl->customer_id);
     json_t *items = json_object_get(b, "items");
     if (!json_is_array(items) || json_array_size(items) == 0)
@@ -128,7 +128,7 @@ static void parse_order(struct svc_job *j, struct place *pl)
         snprintf(ptr, sizeof ptr, "/items/%zu/productId", i);
         if (!pid)
             svc_field_error(j, ptr, "productId is required and must be a string");
-        else if (strlen(pid) >= AG_DOM_ID_MAX || !svc_stream_exists(j->p, "product", pid))
+        else if (strlen(pid) >= AG_DOM_ID_MAX || !svc_stream_exists(j->env, "product", pid))
             svc_field_error(j, ptr, "unknown product %s", pid);
         snprintf(ptr, sizeof ptr, "/items/%zu/quantity", i);
         if (!json_is_integer(q))
@@ -161,11 +161,11 @@ static int price_order(struct svc_job *j, struct place *pl)
 {
     struct ag_err err;
     ag_err_clear(&err);
-    svc_read(j->p, &svc_customer_type, pl->customer_id, view_customer, pl, NULL);
-    if (!pl->account_id[0] || !svc_stream_exists(j->p, "account", pl->account_id))
+    svc_read(j->env, &svc_customer_type, pl->customer_id, view_customer, pl, NULL);
+    if (!pl->account_id[0] || !svc_stream_exists(j->env, "account", pl->account_id))
         svc_field_error(j, "/customerId", "customer %s has no payment account", pl->customer_id);
     for (size_t i = 0; i < pl->n; i++) {
-        svc_read(j->p, &svc_product_type, pl->lines[i].product_id, view_product, &pl->lines[i],
+        svc_read(j->env, &svc_product_type, pl->lines[i].product_id, view_product, &pl->lines[i],
                  NULL);
         if (pl->lines[i].unit_price.amount < 0) {
             char ptr[64];
@@ -205,7 +205,7 @@ static int create(struct svc_job *j)
         struct ag_err err;
         ag_err_clear(&err);
         int rc = ag_es_execute(
-            j->p->repo, &(struct ag_es_cmd){&svc_order_type, stream, decide_place, pl, j->meta},
+            j->env->repo, &(struct ag_es_cmd){&svc_order_type, stream, decide_place, pl, j->meta},
             NULL, &err);
         if (rc && rc != AG_EEXISTS) {
             svc_error(j, rc, &err);
@@ -267,13 +267,13 @@ static int list(struct svc_job *j)
     snprintf(lim, sizeof lim, "%d", limit + 1);
     /* a customer lists its own orders only (another customerId: an empty list) */
     const char *args[] = {j->q[0], j->q[1], j->q[3] ? j->q[3] : "", lim, svc_owner_filter(j)};
-    json_t *rows = svc_rm_query(j->p, RM_ORDERS,
+    json_t *rows = svc_rm_query(j->env, RM_ORDERS,
                                 ORDER_COLS " WHERE (?1 IS NULL OR customer_id=?1) AND (?2 IS NULL"
                                            " OR status=?2) AND (?5 IS NULL OR customer_id=?5)"
                                            " AND id > ?3 ORDER BY id LIMIT ?4",
                                 args, 5, order_row);
     if (!rows) return AG_EIO;
-    j->rm_position = ag_projector_position(j->p->projector);
+    j->rm_position = ag_projector_position(j->env->projector);
     return svc_ok(j, 200, svc_page(rows, limit));
 }
 
@@ -287,8 +287,8 @@ static void view_order_owner(const void *state, int64_t version, void *ud)
 bool svc_owns_order(struct svc_job *j, const char *order_id)
 {
     char owner[AG_DOM_ID_MAX] = "";
-    if (!svc_stream_exists(j->p, "order", order_id)) return false;
-    svc_read(j->p, &svc_order_type, order_id, view_order_owner, owner, NULL);
+    if (!svc_stream_exists(j->env, "order", order_id)) return false;
+    svc_read(j->env, &svc_order_type, order_id, view_order_owner, owner, NULL);
     return owner[0] && svc_owns(j, owner);
 }
 
@@ -314,7 +314,7 @@ static int cancel(struct svc_job *j)
     struct ag_err err;
     ag_err_clear(&err);
     int rc = svc_exec(
-        j->p, &(struct svc_cmd){&svc_order_type, j->param, dom_cancel, &c, j->meta, NULL, NULL},
+        j->env, &(struct svc_cmd){&svc_order_type, j->param, dom_cancel, &c, j->meta, NULL, NULL},
         &err);
     if (rc == AG_EDOMAIN) return svc_problem(j, 409, "Order cannot be cancelled", "%s", err.msg);
     if (rc) return svc_error(j, rc, &err);

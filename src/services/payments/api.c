@@ -36,7 +36,7 @@ static int dom_deposit(const void *st, const void *cmd, struct ag_dom_events *ou
     return ag_account_deposit(st, cmd, out, err);
 }
 
-int svc_deposit(struct ag_platform *p, const char *account_id, const struct ag_money *amount,
+int svc_deposit(struct svc_env *p, const char *account_id, const struct ag_money *amount,
                 const char *meta, struct ag_err *err)
 {
     struct ag_account_deposit d = {*amount, svc_now_ms()};
@@ -75,14 +75,14 @@ static int deposit(struct svc_job *j)
     }
     if (svc_fields_failed(j, 400)) return 0;
     char owner[AG_DOM_ID_MAX] = "";
-    if (svc_stream_exists(j->p, "account", j->param))
-        svc_read(j->p, &svc_account_type, j->param, view_owner, owner, NULL);
+    if (svc_stream_exists(j->env, "account", j->param))
+        svc_read(j->env, &svc_account_type, j->param, view_owner, owner, NULL);
     if (!owner[0] || !svc_owns(j, owner)) /* someone else's account is not found either */
         return svc_problem(j, 404, "Account not found", "no account with id %s", j->param);
     if (svc_idem_begin(j, j->param)) return 0;
     struct ag_account_deposit d = {amount, svc_now_ms()};
     json_t *view = NULL;
-    int rc = svc_exec(j->p,
+    int rc = svc_exec(j->env,
                       &(struct svc_cmd){&svc_account_type, j->param, dom_deposit, &d, j->meta,
                                         view_account, &view},
                       &err);
@@ -134,12 +134,12 @@ static int list(struct svc_job *j)
     snprintf(lim, sizeof lim, "%d", limit + 1);
     snprintf(minb, sizeof minb, "%lld", (long long)min);
     const char *args[] = {minb, j->q[2] ? j->q[2] : "", lim, svc_owner_filter(j)};
-    json_t *rows = svc_rm_query(j->p, RM_ACCOUNTS,
+    json_t *rows = svc_rm_query(j->env, RM_ACCOUNTS,
                                 COLS " WHERE balance >= ?1 AND id > ?2 AND (?4 IS NULL OR"
                                      " customer_id=?4) ORDER BY id LIMIT ?3",
                                 args, 4, row);
     if (!rows) return AG_EIO;
-    j->rm_position = ag_projector_position(j->p->projector);
+    j->rm_position = ag_projector_position(j->env->projector);
     return svc_ok(j, 200, svc_page(rows, limit));
 }
 

@@ -38,11 +38,11 @@ static bool owns_saga(struct svc_job *j)
     if (!mine) return false;
     const char *args[] = {j->param, mine};
     static const char sql[] = "SELECT id FROM orders WHERE saga_id=?1 AND customer_id=?2";
-    json_t *rows = svc_rm_query(j->p, RM_ORDERS, sql, args, 2, one_col);
-    if (rows && !json_array_size(rows) && svc_stream_exists(j->p, "saga", j->param)) {
-        svc_rm_catch_up(j->p);
+    json_t *rows = svc_rm_query(j->env, RM_ORDERS, sql, args, 2, one_col);
+    if (rows && !json_array_size(rows) && svc_stream_exists(j->env, "saga", j->param)) {
+        svc_rm_catch_up(j->env);
         json_decref(rows);
-        rows = svc_rm_query(j->p, RM_ORDERS, sql, args, 2, one_col);
+        rows = svc_rm_query(j->env, RM_ORDERS, sql, args, 2, one_col);
     }
     bool mine_too = json_array_size(rows) > 0;
     json_decref(rows);
@@ -72,7 +72,7 @@ static int list_sagas(struct svc_job *j)
     snprintf(lim, sizeof lim, "%d", limit + 1);
     const char *args[] = {j->q[0], j->q[2] ? j->q[2] : "", lim};
     json_t *rows =
-        svc_rm_query(j->p, RM_SAGAS,
+        svc_rm_query(j->env, RM_SAGAS,
                      "SELECT id, type, status, current_step, reason, steps, updated_at FROM sagas"
                      " WHERE (?1 IS NULL OR status=?1) AND id > ?2 ORDER BY id LIMIT ?3",
                      args, 3, saga_row);
@@ -84,7 +84,7 @@ static int retry(struct svc_job *j)
 {
     struct ag_err err;
     ag_err_clear(&err);
-    int rc = ag_saga_retry(j->p->sagas, j->param, &err);
+    int rc = ag_saga_retry(j->env->sagas, j->param, &err);
     if (rc == AG_ENOTFOUND)
         return svc_problem(j, 404, "Saga not found", "no saga with id %s", j->param);
     if (rc == AG_EREJECTED || rc == AG_ECONFLICT)

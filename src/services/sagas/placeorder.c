@@ -43,8 +43,8 @@ static void view_order(const void *state, int64_t version, void *ud)
     v->address = o->shipping_address;
 }
 
-static int load_order(struct ag_platform *p, const json_t *data, struct order_view *v,
-                      const char **id, struct ag_err *err)
+static int load_order(struct svc_env *p, const json_t *data, struct order_view *v, const char **id,
+                      struct ag_err *err)
 {
     *id = json_string_value(json_object_get(data, "orderId"));
     if (!*id) return ag_err_set(err, AG_EINVAL, "saga data has no orderId");
@@ -58,7 +58,7 @@ static void view_account_id(const void *state, int64_t version, void *ud)
     snprintf(ud, AG_DOM_ID_MAX, "%s", ((const struct ag_customer *)state)->account_id);
 }
 
-static int account_of(struct ag_platform *p, const char *customer_id, char out[AG_DOM_ID_MAX],
+static int account_of(struct svc_env *p, const char *customer_id, char out[AG_DOM_ID_MAX],
                       struct ag_err *err)
 {
     out[0] = '\0';
@@ -121,7 +121,7 @@ static int place_undo(void *ud, const json_t *data, const char *key, const char 
         err);
 }
 
-static int release_lines(struct ag_platform *p, const char *order_id, const struct order_view *v,
+static int release_lines(struct svc_env *p, const char *order_id, const struct order_view *v,
                          size_t upto, const char *reason, const char *meta, struct ag_err *err)
 {
     int rc = 0;
@@ -307,7 +307,7 @@ static void fault_from_env(struct ag_saga_step *st)
 
 int svc_place_order_saga(struct ag_platform *p, struct ag_err *err)
 {
-    static const struct ag_saga_step steps[5] = {
+    static const struct ag_saga_step steps[SVC_SAGA_STEPS] = {
         {"PlaceOrder", place_check, place_undo, {0}, NULL},
         {"ReserveInventory", reserve, release, {0}, NULL},
         {"ProcessPayment", charge, refund, {0}, NULL},
@@ -315,7 +315,7 @@ int svc_place_order_saga(struct ag_platform *p, struct ag_err *err)
         {"ConfirmOrder", confirm, unconfirm, {0}, NULL},
     };
     memcpy(p->place_order_steps, steps, sizeof steps);
-    for (size_t i = 0; i < 5; i++) {
+    for (size_t i = 0; i < SVC_SAGA_STEPS; i++) {
         struct ag_saga_step *st = &p->place_order_steps[i];
         fault_from_env(st);
         struct ag_cb_config cb = {.name = st->name,
@@ -336,8 +336,10 @@ int svc_place_order_saga(struct ag_platform *p, struct ag_err *err)
         };
         st->policy = &p->step_policy[i];
     }
-    p->saga_defs[0] = (struct ag_saga_def){
-        .type = "PlaceOrder", .steps = p->place_order_steps, .nsteps = 5, .ud = p};
+    p->saga_defs[0] = (struct ag_saga_def){.type = "PlaceOrder",
+                                           .steps = p->place_order_steps,
+                                           .nsteps = SVC_SAGA_STEPS,
+                                           .ud = &p->env};
     return 0;
 }
 

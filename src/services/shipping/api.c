@@ -76,7 +76,7 @@ static int ship_stock(struct svc_job *j, const struct order_lines *v, struct ag_
     int rc = 0;
     for (size_t i = 0; i < v->n && !rc; i++) {
         struct ag_stock_ship s = {j->param};
-        rc = svc_exec(j->p,
+        rc = svc_exec(j->env,
                       &(struct svc_cmd){&svc_stock_type, v->product[i], d_stock_ship, &s, j->meta,
                                         NULL, NULL},
                       err);
@@ -91,11 +91,11 @@ static int dispatch(struct svc_job *j)
     ag_err_clear(&err);
     struct order_lines *v = ag_calloc(1, sizeof *v);
     if (!v) return AG_ENOMEM;
-    if (!svc_stream_exists(j->p, "order", j->param)) {
+    if (!svc_stream_exists(j->env, "order", j->param)) {
         ag_free(v);
         return svc_problem(j, 404, "Order not found", "no order with id %s", j->param);
     }
-    svc_read(j->p, &svc_order_type, j->param, view_order, v, NULL);
+    svc_read(j->env, &svc_order_type, j->param, view_order, v, NULL);
     if (v->status != AG_ORDER_CONFIRMED && v->status != AG_ORDER_SHIPPED) {
         svc_problem(j, 409, "Order cannot be shipped", "order %s is %s, not confirmed", j->param,
                     ag_order_status_name(v->status));
@@ -104,13 +104,13 @@ static int dispatch(struct svc_job *j)
     }
     struct ag_shipment_dispatch d = {svc_now_ms()};
     int rc = svc_exec(
-        j->p, &(struct svc_cmd){&svc_shipment_type, j->param, d_dispatch, &d, j->meta, NULL, NULL},
-        &err);
+        j->env,
+        &(struct svc_cmd){&svc_shipment_type, j->param, d_dispatch, &d, j->meta, NULL, NULL}, &err);
     if (!rc) rc = ship_stock(j, v, &err);
     ag_free(v);
     struct ag_order_ship s = {svc_now_ms()};
     if (!rc)
-        rc = svc_exec(j->p,
+        rc = svc_exec(j->env,
                       &(struct svc_cmd){&svc_order_type, j->param, d_ship, &s, j->meta, NULL, NULL},
                       &err);
     if (rc == AG_EDOMAIN)

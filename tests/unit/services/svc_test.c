@@ -187,7 +187,7 @@ void t_order(const char *who, const char *product, int qty, char order[40], char
 
 void t_catch_up(void)
 {
-    svc_rm_catch_up(t_plat);
+    svc_rm_catch_up(&t_plat->env);
 }
 
 const char *t_saga_wait(const char *saga, char status[32])

@@ -12,7 +12,7 @@
 #include "services/internal.h"
 
 static char dir[] = "/tmp/agora-idem-XXXXXX";
-static struct ag_platform plat;
+static struct svc_env plat; /* only the log: idempotency records live there */
 
 static void setup(void)
 {
@@ -35,7 +35,7 @@ TestSuite(idem, .init = setup, .fini = teardown);
 static struct svc_job *job(const char *key, const char *body)
 {
     struct svc_job *j = calloc(1, sizeof *j);
-    j->p = &plat;
+    j->env = &plat;
     snprintf(j->idem_key, sizeof j->idem_key, "%s", key);
     snprintf(j->who.sub, sizeof j->who.sub, "alice");
     j->who.authenticated = true;

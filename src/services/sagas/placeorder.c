@@ -305,6 +305,15 @@ static void fault_from_env(struct ag_saga_step *st)
             AG_LU("latencyMs", lat), AG_LD("compensationErrorRate", comp));
 }
 
+/* A store outage (AG_EUNAVAILABLE: the disk is full or failing) says nothing about
+ * the participant: the engine interrupts the saga and resumes it once the store
+ * writes again, so it must not open the step's breaker (which would compensate
+ * sagas retried within the open time). */
+static enum ag_resil_outcome classify_step(void *ctx, int rc)
+{
+    return rc == AG_EUNAVAILABLE ? AG_RESIL_IGNORED : ag_cb_classify_default(ctx, rc);
+}
+
 int svc_place_order_saga(struct ag_platform *p, struct ag_err *err)
 {
     static const struct ag_saga_step steps[SVC_SAGA_STEPS] = {
@@ -320,6 +329,7 @@ int svc_place_order_saga(struct ag_platform *p, struct ag_err *err)
         fault_from_env(st);
         struct ag_cb_config cb = {.name = st->name,
                                   .failure_threshold = 20,
+                                  .classify = classify_step,
                                   .open_ns = 5000000000ull,
                                   .half_open_permits = 2};
         int rc = ag_cb_new(&cb, &p->breakers[i], err);

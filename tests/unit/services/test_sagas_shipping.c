@@ -244,3 +244,24 @@ Test(audit, pages_and_bad_cursors)
     cr_expect(t_has_pointer(&r, "/after") && t_has_pointer(&r, "/limit"), "%s", r.text);
     t_free(&r);
 }
+
+/* A store outage is not the participant's failure: the steps' breakers stay closed
+ * (the engine interrupts and resumes the saga instead of compensating it). */
+Test(sagas, a_store_outage_does_not_open_the_steps_breakers)
+{
+    for (int step = 0; step < SVC_SAGA_STEPS; step++) {
+        struct ag_cb *cb = t_plat->breakers[step];
+        for (int i = 0; i < 100; i++) {
+            struct ag_cb_permit permit;
+            cr_assert_eq(ag_cb_allow(cb, &permit, NULL, NULL), 0);
+            ag_cb_record(cb, &permit, AG_EUNAVAILABLE);
+        }
+        cr_assert_eq(ag_cb_state(cb), AG_CB_CLOSED, "step %d", step);
+        for (int i = 0; i < 100; i++) { /* while a real failure still counts */
+            struct ag_cb_permit permit;
+            if (ag_cb_allow(cb, &permit, NULL, NULL)) break;
+            ag_cb_record(cb, &permit, AG_EIO);
+        }
+        cr_assert_eq(ag_cb_state(cb), AG_CB_OPEN, "step %d", step);
+    }
+}

@@ -47,6 +47,9 @@ AG_EXTERN struct ag_obs_registry *ag_platform_metrics(struct ag_platform *p);
  * in front to report at its /health/ready. */
 struct ag_buf;
 AG_EXTERN int ag_platform_store_ready(void *p, struct ag_buf *detail);
+/* The readiness check of the read models: down, naming it, when a projection
+ * has failed (an ag_obs_check_fn, for the gateway in front too). */
+AG_EXTERN int ag_platform_projections_ready(void *p, struct ag_buf *detail);
 /* Serve until SIGINT/SIGTERM, then drain. */
 AG_EXTERN int ag_platform_run_until_signal(struct ag_platform *p);
 /* Drain HTTP, stop sagas (unfinished ones resume next start), projections, store. */

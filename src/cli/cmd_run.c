@@ -103,14 +103,16 @@ static int serve_gateway(struct ag_platform *p, const char *listen, const char *
     snprintf(upstream, sizeof upstream, "unix:%s", ag_platform_socket(p));
     char *yaml = ag_cli_run_gateway_yaml(listen, secret, upstream);
     /* one registry: /metrics at the gateway shows the services' RED metrics too */
-    /* and /health/ready at the gateway is down while the store cannot write */
-    const struct ag_gateway_ready_check store = {"store", ag_platform_store_ready, p};
+    /* and /health/ready at the gateway is down while the store cannot write or a
+     * projection has failed: the readiness clients and load balancers see */
+    const struct ag_gateway_ready_check checks[] = {
+        {"store", ag_platform_store_ready, p}, {"projections", ag_platform_projections_ready, p}};
     struct ag_gateway_options go = {.config_yaml = yaml,
                                     .listen = listen,
                                     .workers = workers,
                                     .metrics = ag_platform_metrics(p),
-                                    .ready_checks = &store,
-                                    .nready_checks = 1};
+                                    .ready_checks = checks,
+                                    .nready_checks = 2};
     struct ag_gateway *gw = NULL;
     struct ag_err err;
     ag_err_clear(&err);

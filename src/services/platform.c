@@ -88,7 +88,7 @@ static void fill_projections(struct ag_platform *p)
     svc_saga_starter_projection(p, &p->projs[RM_COUNT]);
 }
 
-static int ready_check(void *ud, struct ag_buf *detail)
+int ag_platform_projections_ready(void *ud, struct ag_buf *detail)
 {
     struct ag_platform *p = ud;
     for (size_t i = 0; i < ag_projector_count(p->projector); i++) {
@@ -99,7 +99,7 @@ static int ready_check(void *ud, struct ag_buf *detail)
             return AG_EFAILED;
         }
     }
-    ag_buf_puts(detail, "store open, projections running");
+    ag_buf_puts(detail, "every projection running");
     return 0;
 }
 
@@ -186,7 +186,7 @@ static int start_http(struct ag_platform *p, struct ag_err *err)
     if (!rc) rc = ag_obs_registry_new(&p->metrics);
     if (!rc) rc = ag_obs_health_new(&p->health);
     if (rc) return ag_err_set(err, rc, "out of memory");
-    ag_obs_health_add(p->health, AG_OBS_READY, "platform", ready_check, p);
+    ag_obs_health_add(p->health, AG_OBS_READY, "projections", ag_platform_projections_ready, p);
     static const char *const reason[] = {"reason"};
     struct ag_obs_family_spec denied = {AG_OBS_COUNTER, "agora_authz_denied_total",
                                         "Requests refused by authorization, by reason", 1, reason};

@@ -80,7 +80,8 @@ Test(multi, parts_get_versions_and_consecutive_positions)
     struct ag_event_data a[2] = {ev("Reserved", "{\"n\":1}", 0), ev("Charged", "{\"n\":2}", 0)};
     struct ag_event_data b[1] = {ev("StepDone", "{\"step\":1}", 0)};
     struct ag_event_data c[3] = {ev("X", "1", 0), ev("Y", "2", 0), ev("Z", "3", 0)};
-    struct ag_append_part p[3] = {part("order-1", 0, a, 2), part("saga-1", AG_STORE_NO_STREAM, b, 1),
+    struct ag_append_part p[3] = {part("order-1", 0, a, 2),
+                                  part("saga-1", AG_STORE_NO_STREAM, b, 1),
                                   part("ledger", AG_STORE_ANY, c, 3)};
     struct ag_append_result r[3];
     struct ag_err err;
@@ -164,7 +165,8 @@ Test(multi, reappend_after_a_timeout_is_idempotent_per_part)
     cr_assert_eq(events_in_store(), 5);
     /* a part that repeats is answered from the log; a new part is written */
     struct ag_event_data c[1] = {ev("C1", "{}", 4)};
-    struct ag_append_part q[2] = {part("a", AG_STORE_NO_STREAM, a, 2), part("c", AG_STORE_NO_STREAM, c, 1)};
+    struct ag_append_part q[2] = {part("a", AG_STORE_NO_STREAM, a, 2),
+                                  part("c", AG_STORE_NO_STREAM, c, 1)};
     struct ag_append_result r3[2];
     cr_assert_eq(ag_store_append_multi(s, q, 2, r3, NULL), 0);
     cr_assert_eq(memcmp(&r3[0], &r1[0], sizeof r1[0]), 0);
@@ -174,7 +176,8 @@ Test(multi, reappend_after_a_timeout_is_idempotent_per_part)
     /* the same id with other content fails the whole call */
     struct ag_event_data a2[2] = {ev("A1", "{\"x\":1}", 1), ev("A2", "{}", 2)};
     struct ag_event_data d[1] = {ev("D", "{}", 5)};
-    struct ag_append_part w[2] = {part("d", AG_STORE_NO_STREAM, d, 1), part("a", AG_STORE_ANY, a2, 2)};
+    struct ag_append_part w[2] = {part("d", AG_STORE_NO_STREAM, d, 1),
+                                  part("a", AG_STORE_ANY, a2, 2)};
     ag_err_clear(&err);
     cr_assert_eq(ag_store_append_multi(s, w, 2, NULL, &err), AG_EIDEMPOTENCY);
     cr_assert_eq(events_in_store(), 6, "nothing written");
@@ -254,7 +257,8 @@ Test(multi, concurrent_units_and_single_appends_stay_consistent)
     /* many units in the same groups as single appends: versions never collide */
     for (int i = 0; i < 50; i++) {
         struct ag_event_data e[2] = {ev("T", "{}", 0), ev("U", "{}", 0)};
-        struct ag_append_part p[2] = {part("m1", AG_STORE_ANY, e, 2), part("m2", AG_STORE_ANY, e, 1)};
+        struct ag_append_part p[2] = {part("m1", AG_STORE_ANY, e, 2),
+                                      part("m2", AG_STORE_ANY, e, 1)};
         cr_assert_eq(ag_store_append_multi(s, p, 2, NULL, NULL), 0);
         append1("m2", AG_STORE_ANY);
     }
@@ -283,7 +287,8 @@ Test(multi, validation)
     struct ag_append_part bad[2] = {part("a", AG_STORE_ANY, e, 1), part("$x", AG_STORE_ANY, e2, 1)};
     cr_assert_eq(ag_store_append_multi(s, bad, 2, NULL, &err), AG_EINVAL);
     cr_assert(strstr(err.msg, "part 1:"), "%s", err.msg);
-    struct ag_append_part empty[2] = {part("a", AG_STORE_ANY, e, 1), part("b", AG_STORE_ANY, e2, 0)};
+    struct ag_append_part empty[2] = {part("a", AG_STORE_ANY, e, 1),
+                                      part("b", AG_STORE_ANY, e2, 0)};
     cr_assert_eq(ag_store_append_multi(s, empty, 2, NULL, &err), AG_EINVAL);
     struct ag_append_part many[AG_STORE_MULTI_MAX + 1];
     for (size_t i = 0; i <= AG_STORE_MULTI_MAX; i++) many[i] = part("a", AG_STORE_ANY, e, 1);

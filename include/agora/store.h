@@ -176,6 +176,17 @@ struct ag_append_req {
     struct ag_store_loop *loop;
 };
 
+/* An asynchronous multi-stream append (see ag_store_append_multi), owned by the
+ * caller and untouched by it until `cb` runs, like struct ag_append_req. */
+struct ag_append_multi_req {
+    const struct ag_append_part *parts;
+    size_t nparts;
+    struct ag_append_result *results; /* NULL, or `nparts` slots filled before `cb` on success */
+    ag_append_cb cb;                  /* `res`: the first part's result */
+    void *ud;
+    struct ag_append_req req; /* private, filled by the store */
+};
+
 /* The operations an adapter provides. Validation of names, sizes and JSON is done
  * by the port before an adapter sees the call. */
 struct ag_store_ops {
@@ -188,6 +199,9 @@ struct ag_store_ops {
      * `nparts` slots, or is NULL. */
     int (*append_multi)(struct ag_store *s, const struct ag_append_part *parts, size_t nparts,
                         struct ag_append_result *out, struct ag_err *err);
+    /* Optional (NULL: ag_store_append_multi_async says AG_EUNSUPPORTED). Finishes
+     * with ag__store_loop_complete(&req->req) after filling req->results. */
+    int (*append_multi_async)(struct ag_store *s, struct ag_append_multi_req *req);
     int (*read_stream)(struct ag_store *s, const char *stream, size_t stream_len, int64_t from,
                        enum ag_read_dir dir, size_t max, struct ag_event_page *out,
                        struct ag_err *err);
@@ -261,6 +275,12 @@ AG_EXTERN void ag_store_loop_close(struct ag_store_loop *l);
  * failed. Validation failures are reported through the callback too. Returns 0, or
  * an error if the request could not be queued at all (then no callback). */
 AG_EXTERN int ag_store_append_async(struct ag_store_loop *l, struct ag_append_req *req);
+
+/* The async twin of ag_store_append_multi: `req->cb` runs on `l`'s loop once the
+ * unit is durable or has failed (validation failures too). Returns 0, or an error
+ * if it could not be queued at all (then no callback): AG_EUNSUPPORTED when the
+ * adapter has no atomic multi-stream append. */
+AG_EXTERN int ag_store_append_multi_async(struct ag_store_loop *l, struct ag_append_multi_req *req);
 
 /* Read up to `max` events of a stream starting at version `from` (inclusive), going
  * forward or backward (backward from -1 means "from the end"). A missing stream is

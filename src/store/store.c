@@ -402,6 +402,26 @@ int ag_store_append_async(struct ag_store_loop *l, struct ag_append_req *req)
     return l->store->ops->append_async(l->store, req);
 }
 
+int ag_store_append_multi_async(struct ag_store_loop *l, struct ag_append_multi_req *mreq)
+{
+    if (!l->store->ops->append_multi_async) return AG_EUNSUPPORTED;
+    struct ag_append_req *req = &mreq->req;
+    memset(req, 0, sizeof *req);
+    req->cb = mreq->cb;
+    req->ud = mreq->ud;
+    req->loop = l;
+    if (mreq->nparts && mreq->parts) {
+        req->stream = mreq->parts[0].stream;
+        req->stream_len = mreq->parts[0].stream_len;
+    }
+    req->status = check_multi(l->store, mreq->parts, mreq->nparts, &req->err);
+    if (req->status) {
+        ag__store_loop_complete(req);
+        return 0;
+    }
+    return l->store->ops->append_multi_async(l->store, mreq);
+}
+
 /* ---- JSON ---- */
 
 int ag_event_to_json(const struct ag_event *ev, struct ag_buf *b)

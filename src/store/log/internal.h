@@ -206,6 +206,7 @@ struct lreq {
      * borrow from locs + 1 (locs[0]: the batch header record) */
     struct lreq *parts;
     size_t nparts;
+    struct ag_append_multi_req *mreq; /* async multi-stream request (areq = &mreq->req) */
 };
 
 struct lstore {
@@ -310,6 +311,7 @@ int ag__log_append(struct ag_store *s, const char *stream, size_t stream_len, in
 int ag__log_append_async(struct ag_store *s, struct ag_append_req *req);
 int ag__log_append_multi(struct ag_store *s, const struct ag_append_part *parts, size_t nparts,
                          struct ag_append_result *out, struct ag_err *err);
+int ag__log_append_multi_async(struct ag_store *s, struct ag_append_multi_req *req);
 int ag__log_save_snapshot(struct ag_store *s, const char *stream, size_t stream_len,
                           int64_t version, const void *state, size_t state_len, struct ag_err *err);
 int ag__log_health(struct ag_store *s, struct ag_store_health *out);

@@ -668,6 +668,7 @@ static const struct ag_store_ops log_ops = {
     .append = ag__log_append,
     .append_async = ag__log_append_async,
     .append_multi = ag__log_append_multi,
+    .append_multi_async = ag__log_append_multi_async,
     .read_stream = ag__log_read_stream,
     .read_all = ag__log_read_all,
     .stream_version = ag__log_stream_version,

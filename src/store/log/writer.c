@@ -221,6 +221,24 @@ int ag__log_append_multi(struct ag_store *s, const struct ag_append_part *parts,
     return rc;
 }
 
+int ag__log_append_multi_async(struct ag_store *s, struct ag_append_multi_req *mreq)
+{
+    struct lstore *ls = (struct lstore *)s;
+    if (ls->read_only) return AG_EINVAL;
+    struct lreq *r = ag_malloc(sizeof *r);
+    if (!r) return AG_ENOMEM;
+    lreq_init(r, LOG_KIND_BATCH, mreq->parts[0].stream, mreq->parts[0].stream_len, AG_STORE_ANY);
+    r->areq = &mreq->req;
+    r->mreq = mreq;
+    int rc = encode_multi(ls, r, mreq->parts, mreq->nparts);
+    if (!rc) rc = enqueue(ls, r);
+    if (rc) {
+        lreq_release(r);
+        ag_free(r);
+    }
+    return rc;
+}
+
 int ag__log_save_snapshot(struct ag_store *s, const char *stream, size_t stream_len,
                           int64_t version, const void *state, size_t state_len, struct ag_err *err)
 {
@@ -778,8 +796,10 @@ static void complete(struct lreq *r)
         return;
     }
     a->status = r->status;
-    a->result = r->res;
+    a->result = r->kind == LOG_KIND_BATCH ? r->parts[0].res : r->res;
     a->err = r->err;
+    for (size_t i = 0; r->mreq && !r->status && r->mreq->results && i < r->nparts; i++)
+        r->mreq->results[i] = r->parts[i].res;
     lreq_release(r);
     ag_free(r);
     ag__store_loop_complete(a);

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <uv.h>
 
 #include "agora/store_log.h"
 
@@ -314,4 +315,61 @@ Test(multi, an_adapter_without_it_says_unsupported)
     ag_err_clear(&err);
     cr_assert_eq(ag_store_append_multi(&bare, p, 1, NULL, &err), AG_EUNSUPPORTED);
     cr_assert(strstr(err.msg, "'bare'"), "%s", err.msg);
+}
+
+/* ---- the async twin ---- */
+
+struct multi_async_ctx {
+    int done, status[4];
+    struct ag_append_result first[4];
+    long long aux[4];
+};
+
+static void on_unit(void *ud, int status, const struct ag_append_result *res,
+                    const struct ag_err *err)
+{
+    struct multi_async_ctx *c = ud;
+    c->status[c->done] = status;
+    c->aux[c->done] = err ? err->aux : 0;
+    if (!status) c->first[c->done] = *res;
+    c->done++;
+}
+
+Test(multi, async_twin_completes_on_the_loop_with_every_part)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct ag_store_loop *l;
+    cr_assert_eq(ag_store_loop_init(s, &loop, &l), 0);
+    append1("y", AG_STORE_NO_STREAM);
+    struct multi_async_ctx c = {0};
+    struct ag_event_data a[2] = {ev("A1", "{}", 0), ev("A2", "{}", 0)};
+    struct ag_event_data b[1] = {ev("B1", "{}", 0)};
+    struct ag_append_part p[2] = {part("y", 0, a, 2), part("z", AG_STORE_NO_STREAM, b, 1)};
+    struct ag_append_result res[2];
+    struct ag_append_multi_req r1 = {
+        .parts = p, .nparts = 2, .results = res, .cb = on_unit, .ud = &c};
+    cr_assert_eq(ag_store_append_multi_async(l, &r1), 0);
+    while (c.done < 1) uv_run(&loop, UV_RUN_ONCE);
+    cr_assert_eq(c.status[0], 0);
+    cr_assert_eq(c.first[0].first_version, 1);
+    cr_assert_eq(res[0].last_version, 2);
+    cr_assert_eq(res[1].first_version, 0);
+    cr_assert_eq(res[1].first_position, 3);
+    /* a conflict (the same unit again with new events) comes through the callback */
+    struct ag_event_data b2[1] = {ev("B2", "{}", 0)};
+    struct ag_append_part q[2] = {part("y", 2, a, 1), part("z", AG_STORE_NO_STREAM, b2, 1)};
+    struct ag_append_multi_req r2 = {.parts = q, .nparts = 2, .cb = on_unit, .ud = &c};
+    cr_assert_eq(ag_store_append_multi_async(l, &r2), 0);
+    /* and a validation failure too */
+    struct ag_append_multi_req r3 = {.parts = q, .nparts = 0, .cb = on_unit, .ud = &c};
+    cr_assert_eq(ag_store_append_multi_async(l, &r3), 0);
+    while (c.done < 3) uv_run(&loop, UV_RUN_ONCE);
+    cr_assert_eq(c.status[1] == AG_ECONFLICT ? c.aux[1] : c.aux[2], 0, "z is at version 0");
+    cr_assert(c.status[1] + c.status[2] == AG_ECONFLICT + AG_EINVAL, "%d %d", c.status[1],
+              c.status[2]);
+    cr_assert_eq(events_in_store(), 4);
+    ag_store_loop_close(l);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    cr_assert_eq(uv_loop_close(&loop), 0);
 }

@@ -16,6 +16,12 @@
  *                  Every append is timed with CLOCK_MONOTONIC; p50/p99 over all of them.
  *   store.read_all $all in pages of 1000 from a freshly reopened (page-cached) store.
  *   store.open     open time of that store with its index checkpoint, then without it.
+ *   store.append_multi  a saga step's write: W writers (AG_BENCH_MULTI_WRITERS, default
+ *                  16,64) each commit one event to their own "order" stream and one to
+ *                  their own "saga" stream, exact versions, fsync on, as
+ *                  - multi:  one ag_store_append_multi (one atomic unit);
+ *                  - 2x:     two ag_store_append calls in a row (not atomic: today's way).
+ *                  ops_per_s counts steps (2 events each).
  *   store.index_memory  1M single-event streams: stats.index_bytes and the RSS delta,
  *                  measured in a forked child so earlier phases' heap does not blur it.
  *
@@ -25,7 +31,7 @@
  *   AG_BENCH_SECONDS (per point, 3), AG_BENCH_ROUNDS (3), AG_BENCH_WRITERS,
  *   AG_BENCH_OPEN_EVENTS (10000000),
  *   AG_BENCH_BUILD_BUDGET (seconds allowed to build the open/read store, 60),
- *   AG_BENCH_STREAMS (1000000), AG_BENCH_ONLY (subset of "append,open,memory"),
+ *   AG_BENCH_STREAMS (1000000), AG_BENCH_ONLY (subset of "append,multi,open,memory"),
  *   AG_BENCH_IMPLS (subset of "agora,raw,postgres").
  *
  * Output: one JSON object per line on stdout (run.sh appends them to
@@ -368,6 +374,111 @@ static void bench_agora(const char *dir, int writers, double seconds, struct acc
     a->commits += st.commits;
     ag_store_close(s);
     rm_tree(path);
+}
+
+/* ---- a saga step: two streams, one unit or two appends ---- */
+
+static void print_ratio(double a, double b);
+
+struct step_ts {
+    struct ag_store *s;
+    char order[32], saga[32];
+    struct ag_event_data ev;
+    bool multi;
+};
+
+static void *step_open_t(void *ctx, int idx, int writers, bool multi)
+{
+    struct step_ts *t = calloc(1, sizeof *t);
+    if (!t) return NULL;
+    t->s = ctx;
+    snprintf(t->order, sizeof t->order, "order-w%03d-%04d", writers, idx);
+    snprintf(t->saga, sizeof t->saga, "saga-w%03d-%04d", writers, idx);
+    t->ev = bench_event();
+    t->multi = multi;
+    return t;
+}
+static void *step_multi_open_t(void *ctx, int idx, int writers)
+{
+    return step_open_t(ctx, idx, writers, true);
+}
+static void *step_2x_open_t(void *ctx, int idx, int writers)
+{
+    return step_open_t(ctx, idx, writers, false);
+}
+
+static int step_append(void *ts, int64_t version)
+{
+    struct step_ts *t = ts;
+    struct ag_err err;
+    int rc;
+    if (t->multi) {
+        struct ag_append_part p[2] = {{t->order, strlen(t->order), version - 1, &t->ev, 1},
+                                      {t->saga, strlen(t->saga), version - 1, &t->ev, 1}};
+        rc = ag_store_append_multi(t->s, p, 2, NULL, &err);
+    } else {
+        rc = ag_store_append(t->s, t->order, strlen(t->order), version - 1, &t->ev, 1, NULL, &err);
+        if (!rc)
+            rc =
+                ag_store_append(t->s, t->saga, strlen(t->saga), version - 1, &t->ev, 1, NULL, &err);
+    }
+    if (rc) fprintf(stderr, "agora step append: %s\n", ag_err_msg(&err, rc));
+    return rc;
+}
+
+static void bench_step(const char *dir, int writers, double seconds, bool multi, struct acc *a)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/step-%s-w%d", dir, multi ? "multi" : "2x", writers);
+    struct ag_store_options o = {0};
+    struct ag_store *s;
+    struct ag_err err;
+    int rc = ag_store_log_open(path, &o, &s, &err);
+    if (rc) {
+        fprintf(stderr, "agora open %s: %s\n", path, ag_err_msg(&err, rc));
+        a->err = rc;
+        return;
+    }
+    struct impl im = {multi ? "multi" : "2x", s, multi ? step_multi_open_t : step_2x_open_t,
+                      step_append, agora_close_t};
+    run_point(&im, writers, seconds, a);
+    ag_store_close(s);
+    rm_tree(path);
+}
+
+static void bench_multi(const char *dir)
+{
+    const char *spec = getenv("AG_BENCH_MULTI_WRITERS");
+    int ws[MAX_POINTS], n = 0;
+    for (const char *p = spec && *spec ? spec : "16,64"; *p && n < MAX_POINTS;) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p) break;
+        if (v > 0 && v <= 4096) ws[n++] = (int)v;
+        p = *end ? end + 1 : end;
+    }
+    double secs = (double)env_long("AG_BENCH_SECONDS", 3);
+    long rounds = env_long("AG_BENCH_ROUNDS", 3);
+    if (rounds < 1) rounds = 1;
+    fprintf(stderr, "\nstore.append_multi (saga steps/s = 2 events each, p50/p99 us)\n");
+    for (int i = 0; i < n; i++) {
+        struct acc a[2] = {{.impl = "multi", .writers = ws[i]}, {.impl = "2x", .writers = ws[i]}};
+        for (long round = 0; round < rounds; round++)
+            for (int k = 0; k < 2; k++)
+                bench_step(dir, ws[i], secs / (double)rounds, k == 0, &a[k]);
+        struct result r[2];
+        for (int k = 0; k < 2; k++) {
+            r[k] = finish(&a[k]);
+            printf("{\"bench\":\"store.append_multi\",\"impl\":\"%s\",\"params\":{\"writers\":%d},"
+                   "\"ops_per_s\":%.0f,\"p50_us\":%.1f,\"p99_us\":%.1f%s}\n",
+                   r[k].impl, r[k].writers, r[k].ops_per_s, r[k].p50_us, r[k].p99_us,
+                   r[k].err ? ",\"error\":true" : "");
+        }
+        fprintf(stderr, "%7d | multi %8.0f %6.0f/%-7.0f | 2x %8.0f %6.0f/%-7.0f |", ws[i],
+                r[0].ops_per_s, r[0].p50_us, r[0].p99_us, r[1].ops_per_s, r[1].p50_us, r[1].p99_us);
+        print_ratio(r[0].ops_per_s, r[1].ops_per_s);
+        fputc('\n', stderr);
+    }
 }
 
 /* ---- raw: the ceiling (one file, group commit, nothing else) ---- */
@@ -894,6 +1005,7 @@ int main(void)
     setvbuf(stdout, NULL, _IOLBF, 0);
     ag_log_set_level(AG_LOG_WARN);
     if (phase_on("append")) bench_append(dir, getenv("AG_BENCH_PG"));
+    if (phase_on("multi")) bench_multi(dir);
     if (phase_on("open")) bench_open_read(dir);
     if (phase_on("memory")) bench_index_memory(dir);
     return 0;

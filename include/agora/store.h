@@ -10,6 +10,9 @@
  *
  * Semantics every adapter keeps:
  * - append is atomic for the batch and durable when acknowledged;
+ * - a multi-stream append (optional: AG_EUNSUPPORTED without it) checks every
+ *   part's expected version first and then commits all parts as one unit: after a
+ *   crash either every part is there or none, and $all holds them consecutively;
  * - an expected-version mismatch is AG_ECONFLICT with the actual version in
  *   `err->aux` (-1 when the stream does not exist);
  * - re-appending the same event ids to the same stream returns the original
@@ -47,6 +50,7 @@ struct uv_loop_s;
 #define AG_STORE_TYPE_MAX          255  /* bytes of an event type */
 #define AG_STORE_BATCH_MAX         4096 /* events in one append */
 #define AG_STORE_EVENT_MAX_DEFAULT (1u << 20)
+#define AG_STORE_MULTI_MAX         64 /* streams (parts) in one multi-stream append */
 
 /* An event to append. Everything is borrowed. */
 struct ag_event_data {
@@ -91,6 +95,15 @@ struct ag_append_result {
     int64_t last_version;    /* version of the last (= the stream's new version) */
     uint64_t first_position; /* position of the first event */
     uint64_t last_position;  /* position of the last event */
+};
+
+/* One stream's part of a multi-stream append. Everything is borrowed. */
+struct ag_append_part {
+    const char *stream;
+    size_t stream_len;
+    int64_t expected_version; /* AG_STORE_ANY / _NO_STREAM / _STREAM_EXISTS / exact */
+    const struct ag_event_data *events;
+    size_t count; /* >= 1 */
 };
 
 enum ag_read_dir { AG_READ_FORWARD, AG_READ_BACKWARD };
@@ -163,6 +176,17 @@ struct ag_append_req {
     struct ag_store_loop *loop;
 };
 
+/* An asynchronous multi-stream append (see ag_store_append_multi), owned by the
+ * caller and untouched by it until `cb` runs, like struct ag_append_req. */
+struct ag_append_multi_req {
+    const struct ag_append_part *parts;
+    size_t nparts;
+    struct ag_append_result *results; /* NULL, or `nparts` slots filled before `cb` on success */
+    ag_append_cb cb;                  /* `res`: the first part's result */
+    void *ud;
+    struct ag_append_req req; /* private, filled by the store */
+};
+
 /* The operations an adapter provides. Validation of names, sizes and JSON is done
  * by the port before an adapter sees the call. */
 struct ag_store_ops {
@@ -171,6 +195,13 @@ struct ag_store_ops {
                   const struct ag_event_data *ev, size_t n, struct ag_append_result *out,
                   struct ag_err *err);
     int (*append_async)(struct ag_store *s, struct ag_append_req *req);
+    /* Optional (NULL: ag_store_append_multi says AG_EUNSUPPORTED). `out` has
+     * `nparts` slots, or is NULL. */
+    int (*append_multi)(struct ag_store *s, const struct ag_append_part *parts, size_t nparts,
+                        struct ag_append_result *out, struct ag_err *err);
+    /* Optional (NULL: ag_store_append_multi_async says AG_EUNSUPPORTED). Finishes
+     * with ag__store_loop_complete(&req->req) after filling req->results. */
+    int (*append_multi_async)(struct ag_store *s, struct ag_append_multi_req *req);
     int (*read_stream)(struct ag_store *s, const char *stream, size_t stream_len, int64_t from,
                        enum ag_read_dir dir, size_t max, struct ag_event_page *out,
                        struct ag_err *err);
@@ -219,6 +250,21 @@ AG_EXTERN int ag_store_append(struct ag_store *s, const char *stream, size_t str
                               int64_t expected_version, const struct ag_event_data *events,
                               size_t n, struct ag_append_result *out, struct ag_err *err);
 
+/* Append to several streams as ONE atomic unit (one write, one fdatasync): every
+ * part's expected version is checked first; a mismatch on any part fails the whole
+ * call with AG_ECONFLICT (the message names the stream, err->aux holds its actual
+ * version) and nothing is written. Each stream may appear in one part only; at most
+ * AG_STORE_MULTI_MAX parts and AG_STORE_BATCH_MAX events in all. The parts' events
+ * take consecutive positions in part order. Re-appending the same event ids is
+ * idempotent per part, as for ag_store_append: a part that repeats an earlier
+ * append gets that append's result and writes nothing, the others are written
+ * (a whole retried unit therefore writes nothing). `out` (NULL, or `nparts`
+ * results) receives each part's versions and positions. Blocks until durable.
+ * AG_EUNSUPPORTED when the adapter cannot do it atomically. */
+AG_EXTERN int ag_store_append_multi(struct ag_store *s, const struct ag_append_part *parts,
+                                    size_t nparts, struct ag_append_result *out,
+                                    struct ag_err *err);
+
 /* Bind a libuv loop for async appends. Must be closed (ag_store_loop_close, on the
  * loop's thread, before the loop is closed and before the store is closed). */
 AG_EXTERN int ag_store_loop_init(struct ag_store *s, struct uv_loop_s *loop,
@@ -229,6 +275,12 @@ AG_EXTERN void ag_store_loop_close(struct ag_store_loop *l);
  * failed. Validation failures are reported through the callback too. Returns 0, or
  * an error if the request could not be queued at all (then no callback). */
 AG_EXTERN int ag_store_append_async(struct ag_store_loop *l, struct ag_append_req *req);
+
+/* The async twin of ag_store_append_multi: `req->cb` runs on `l`'s loop once the
+ * unit is durable or has failed (validation failures too). Returns 0, or an error
+ * if it could not be queued at all (then no callback): AG_EUNSUPPORTED when the
+ * adapter has no atomic multi-stream append. */
+AG_EXTERN int ag_store_append_multi_async(struct ag_store_loop *l, struct ag_append_multi_req *req);
 
 /* Read up to `max` events of a stream starting at version `from` (inclusive), going
  * forward or backward (backward from -1 means "from the end"). A missing stream is

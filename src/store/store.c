@@ -114,6 +114,68 @@ int ag_store_append(struct ag_store *s, const char *stream, size_t stream_len,
     return s->ops->append(s, stream, stream_len, expected_version, events, n, out, err);
 }
 
+static bool same_stream(const struct ag_append_part *a, const struct ag_append_part *b)
+{
+    return a->stream_len == b->stream_len && memcmp(a->stream, b->stream, a->stream_len) == 0;
+}
+
+/* Each part as check_append does, then what only a multi-stream append can get
+ * wrong: too many parts or events, a stream twice, an event id in two parts. */
+static int check_multi(const struct ag_store *s, const struct ag_append_part *parts, size_t nparts,
+                       struct ag_err *err)
+{
+    if (nparts == 0 || !parts) return ag_err_set(err, AG_EINVAL, "no parts to append");
+    if (nparts > AG_STORE_MULTI_MAX)
+        return ag_err_set(err, AG_ETOOBIG, "%zu streams in one append; the limit is %d", nparts,
+                          AG_STORE_MULTI_MAX);
+    size_t total = 0;
+    for (size_t i = 0; i < nparts; i++) {
+        const struct ag_append_part *p = &parts[i];
+        int rc = check_append(s, p->stream, p->stream_len, p->expected_version, p->events, p->count,
+                              err);
+        if (rc) {
+            if (err) {
+                char msg[sizeof err->msg];
+                snprintf(msg, sizeof msg, "%s", err->msg);
+                ag_err_set(err, rc, "part %zu: %s", i, msg);
+            }
+            return rc;
+        }
+        total += p->count;
+    }
+    if (total > AG_STORE_BATCH_MAX)
+        return ag_err_set(err, AG_ETOOBIG, "%zu events in one append; the limit is %d", total,
+                          AG_STORE_BATCH_MAX);
+    for (size_t i = 0; i < nparts; i++)
+        for (size_t j = i + 1; j < nparts; j++) {
+            if (same_stream(&parts[i], &parts[j]))
+                return ag_err_set(err, AG_EINVAL, "parts %zu and %zu both append to '%.*s'", i, j,
+                                  (int)parts[i].stream_len, parts[i].stream);
+            for (size_t a = 0; a < parts[i].count; a++) {
+                const struct ag_uuid *id = &parts[i].events[a].id;
+                for (size_t b = 0; b < parts[j].count && !ag_uuid_is_nil(id); b++)
+                    if (memcmp(id->b, parts[j].events[b].id.b, 16) == 0)
+                        return ag_err_set(err, AG_EINVAL,
+                                          "event %zu of part %zu and event %zu of part %zu "
+                                          "have the same id",
+                                          a, i, b, j);
+            }
+        }
+    return 0;
+}
+
+int ag_store_append_multi(struct ag_store *s, const struct ag_append_part *parts, size_t nparts,
+                          struct ag_append_result *out, struct ag_err *err)
+{
+    if (!s->ops->append_multi)
+        return ag_err_set(err, AG_EUNSUPPORTED,
+                          "the '%s' store cannot append to several streams atomically",
+                          s->ops->name);
+    int rc = check_multi(s, parts, nparts, err);
+    if (rc) return rc;
+    return s->ops->append_multi(s, parts, nparts, out, err);
+}
+
 int ag_store_read_stream(struct ag_store *s, const char *stream, size_t stream_len, int64_t from,
                          enum ag_read_dir dir, size_t max, struct ag_event_page *out,
                          struct ag_err *err)
@@ -338,6 +400,26 @@ int ag_store_append_async(struct ag_store_loop *l, struct ag_append_req *req)
         return 0;
     }
     return l->store->ops->append_async(l->store, req);
+}
+
+int ag_store_append_multi_async(struct ag_store_loop *l, struct ag_append_multi_req *mreq)
+{
+    if (!l->store->ops->append_multi_async) return AG_EUNSUPPORTED;
+    struct ag_append_req *req = &mreq->req;
+    memset(req, 0, sizeof *req);
+    req->cb = mreq->cb;
+    req->ud = mreq->ud;
+    req->loop = l;
+    if (mreq->nparts && mreq->parts) {
+        req->stream = mreq->parts[0].stream;
+        req->stream_len = mreq->parts[0].stream_len;
+    }
+    req->status = check_multi(l->store, mreq->parts, mreq->nparts, &req->err);
+    if (req->status) {
+        ag__store_loop_complete(req);
+        return 0;
+    }
+    return l->store->ops->append_multi_async(l->store, mreq);
 }
 
 /* ---- JSON ---- */

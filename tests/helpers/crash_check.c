@@ -13,6 +13,8 @@
  *   - every acknowledged event is present with its id, stream, version, position;
  *   - every batch (acknowledged or not) is whole: its events are consecutive and
  *     all there (metadata {"b":first id,"i":k,"n":count});
+ *   - every multi-stream unit (acknowledged or not) is whole: its events, in all
+ *     its streams, are consecutive and all there (metadata ,"u":first id,"ui":k,"un":count);
  *   - the store accepts a new append at the right version and position.
  * Prints "crash_check: ok ..." and exits 0, or names the first violation and exits 1.
  */
@@ -30,6 +32,8 @@ struct rec {
     struct ag_uuid id;
     char batch[AG_UUID_STRLEN + 1]; /* first id of the batch ("" when not tagged) */
     unsigned bi, bn;                /* index in the batch, batch size */
+    char unit[AG_UUID_STRLEN + 1];  /* first id of its multi-stream unit ("" when none) */
+    unsigned ui, un;                /* index in the unit, unit size */
 };
 
 struct stream_ver {
@@ -82,10 +86,14 @@ static void take_event(const struct ag_event *e)
         fail("stream %s: version %lld at position %llu, expected %lld", r->stream,
              (long long)e->version, (unsigned long long)e->position, (long long)sv->next);
     sv->next++;
-    char meta[160];
+    char meta[256];
     snprintf(meta, sizeof meta, "%.*s", (int)e->metadata_len, e->metadata);
-    if (sscanf(meta, "{\"b\":\"%36[0-9a-f-]\",\"i\":%u,\"n\":%u}", r->batch, &r->bi, &r->bn) != 3)
+    if (sscanf(meta, "{\"b\":\"%36[0-9a-f-]\",\"i\":%u,\"n\":%u", r->batch, &r->bi, &r->bn) != 3)
         r->batch[0] = 0;
+    const char *u = strstr(meta, ",\"u\":");
+    if (!u ||
+        sscanf(u, ",\"u\":\"%36[0-9a-f-]\",\"ui\":%u,\"un\":%u", r->unit, &r->ui, &r->un) != 3)
+        r->unit[0] = 0;
 }
 
 static void read_all(struct ag_store *s)
@@ -183,6 +191,31 @@ static void check_batches(void)
     }
 }
 
+/* Every multi-stream unit is whole and consecutive, acknowledged or not. */
+static size_t check_units(void)
+{
+    size_t units = 0;
+    for (size_t p = 0; p < nrecs; p++) {
+        const struct rec *r = &recs[p];
+        if (!r->unit[0]) continue;
+        if (r->ui != 0) {
+            if (p < r->ui || strcmp(recs[p - r->ui].unit, r->unit) != 0)
+                fail("position %zu: event %u of unit %s without its start", p, r->ui, r->unit);
+            continue;
+        }
+        if (p + r->un > nrecs)
+            fail("partial unit %s at position %zu: %u events stored of %u", r->unit, p,
+                 (unsigned)(nrecs - p), r->un);
+        for (unsigned i = 1; i < r->un; i++) {
+            const struct rec *q = &recs[p + i];
+            if (strcmp(q->unit, r->unit) != 0 || q->ui != i || q->un != r->un)
+                fail("unit %s at position %zu is broken at its event %u", r->unit, p, i);
+        }
+        units++;
+    }
+    return units;
+}
+
 /* ---- acknowledged events ---- */
 
 static size_t check_acks(const char *path, size_t *batches)
@@ -275,12 +308,13 @@ int main(int argc, char **argv)
     check_stream_reads(s);
     check_unique_ids();
     check_batches();
+    size_t units = check_units();
     size_t batches, acked = check_acks(argv[2], &batches);
     check_append(s);
     ag_store_close(s);
-    printf("crash_check: ok: %zu events in %zu streams, %zu acknowledged events in %zu batches "
-           "all present; torn tail cut: %s\n",
-           nrecs, nstreams, acked, batches, torn ? "yes" : "no");
+    printf("crash_check: ok: %zu events in %zu streams (%zu multi-stream units whole), %zu "
+           "acknowledged events in %zu batches all present; torn tail cut: %s\n",
+           nrecs, nstreams, units, acked, batches, torn ? "yes" : "no");
     free(recs);
     free(streams);
     return 0;

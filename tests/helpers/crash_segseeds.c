@@ -59,8 +59,22 @@ static void append(struct ag_store *s, const char *stream, size_t n, const char 
     if (ag_store_append(s, stream, strlen(stream), AG_STORE_ANY, ev, n, NULL, &err)) die(err.msg);
 }
 
-/* The log every seed starts from; returns the offset of its last record. */
-static size_t build(const char *dir, bool snapshots, bool last_batch3)
+/* A multi-stream unit: 2 events of order-1, 1 of cart-7. */
+static void append_unit(struct ag_store *s)
+{
+    struct ag_event_data ev[3];
+    for (size_t i = 0; i < 3; i++)
+        ev[i] = (struct ag_event_data){
+            .type = "Unit", .type_len = 4, .data = "{\"u\":1}", .data_len = 7};
+    struct ag_append_part p[2] = {{"order-1", 7, AG_STORE_ANY, ev, 2},
+                                  {"cart-7", 6, AG_STORE_ANY, ev + 2, 1}};
+    struct ag_err err;
+    if (ag_store_append_multi(s, p, 2, NULL, &err)) die(err.msg);
+}
+
+/* The log every seed starts from; returns the offset of its last record. With
+ * `units`, multi-stream units in the middle and at the end. */
+static size_t build(const char *dir, bool snapshots, bool last_batch3, bool units)
 {
     struct ag_fake_clock fc;
     ag_fake_clock_init(&fc, 1763726400000000000ull);
@@ -80,6 +94,11 @@ static size_t build(const char *dir, bool snapshots, bool last_batch3)
             die(err.msg);
     }
     if (last_batch3) append(s, "cart-7", 3, "{}");
+    if (units) {
+        append_unit(s);
+        append(s, "cart-7", 1, "{}");
+        append_unit(s);
+    }
     ag_store_close(s);
     size_t len;
     uint8_t *b = seg_bytes(dir, &len);
@@ -116,7 +135,7 @@ int main(int argc, char **argv)
     uint8_t *b;
 
     scratch(dir);
-    size_t last = build(dir, false, false);
+    size_t last = build(dir, false, false, false);
     b = seg_bytes(dir, &len);
     put(out, "clean.seg", b, len);
     put(out, "header_only.seg", b, 64);
@@ -133,18 +152,26 @@ int main(int argc, char **argv)
     clean(dir);
 
     scratch(dir);
-    build(dir, true, false);
+    build(dir, true, false, false);
     b = seg_bytes(dir, &len);
     put(out, "snapshots.seg", b, len);
     free(b);
     clean(dir);
 
     scratch(dir);
-    last = build(dir, false, true);
+    last = build(dir, false, true, false);
     b = seg_bytes(dir, &len);
     uint32_t sz;
     memcpy(&sz, b + last, 4);
     put(out, "incomplete_batch.seg", b, last); /* the 3-event batch without its 3rd record */
+    free(b);
+    clean(dir);
+
+    scratch(dir);
+    last = build(dir, false, false, true);
+    b = seg_bytes(dir, &len);
+    put(out, "multi_stream.seg", b, len);
+    put(out, "multi_stream_torn.seg", b, last); /* the last unit without its last event */
     free(b);
     clean(dir);
     return 0;

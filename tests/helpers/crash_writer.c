@@ -14,8 +14,13 @@
  *   A <stream> <first_version> <count> <first_position> <id>[,<id>...]
  *
  * Every event's metadata names its batch ({"b":"<first id>","i":<k>,"n":<count>})
- * so the checker can prove that batches nobody acknowledged are whole too. It runs
- * until killed; any store error other than a conflict ends it with status 2.
+ * so the checker can prove that batches nobody acknowledged are whole too. One
+ * append in eight is a multi-stream unit (ag_store_append_multi): two of the
+ * thread's own streams and, one time in three, "shared", 1 to 3 events each; its
+ * events also name the unit (,"u":"<first id>","ui":<k>,"un":<count>) so the
+ * checker can prove units are whole, and it is acknowledged with one line per
+ * part, all in one write(2). It runs until killed; any store error other than a
+ * conflict ends it with status 2.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -57,25 +62,33 @@ static void die(const char *what, int rc, const struct ag_err *err)
     _exit(2);
 }
 
-/* Report an acknowledged batch with one write(2). */
-static void report(const char *stream, const struct ag_append_result *res,
-                   const struct ag_event_data *ev, size_t n)
+/* Format the acknowledgement line of a batch at `line`; returns its length. */
+static int ack_line(char *line, size_t cap, const char *stream, const struct ag_append_result *res,
+                    const struct ag_event_data *ev, size_t n)
 {
-    char line[512];
-    int len = snprintf(line, sizeof line, "A %s %lld %zu %llu ", stream,
-                       (long long)res->first_version, n, (unsigned long long)res->first_position);
+    int len = snprintf(line, cap, "A %s %lld %zu %llu ", stream, (long long)res->first_version, n,
+                       (unsigned long long)res->first_position);
     for (size_t i = 0; i < n; i++) {
         if (i) line[len++] = ',';
         ag_uuid_format(&ev[i].id, line + len);
         len += AG_UUID_STRLEN;
     }
     line[len++] = '\n';
+    return len;
+}
+
+/* Report an acknowledged batch with one write(2). */
+static void report(const char *stream, const struct ag_append_result *res,
+                   const struct ag_event_data *ev, size_t n)
+{
+    char line[512];
+    int len = ack_line(line, sizeof line, stream, res, ev, n);
     ssize_t w = write(out_fd, line, (size_t)len);
     if (w != len) die("cannot write the acknowledgement line", AG_EIO, NULL);
 }
 
 /* Fill `n` events of one batch; `meta`/`data` hold their JSON text. */
-static void make_batch(struct worker *w, struct ag_event_data *ev, size_t n, char meta[][96],
+static void make_batch(struct worker *w, struct ag_event_data *ev, size_t n, char meta[][192],
                        char data[][64])
 {
     char first[AG_UUID_STRLEN + 1];
@@ -86,7 +99,7 @@ static void make_batch(struct worker *w, struct ag_event_data *ev, size_t n, cha
         ev[i].type = "CrashTested";
         ev[i].type_len = strlen(ev[i].type);
         ev[i].metadata_len =
-            (size_t)snprintf(meta[i], 96, "{\"b\":\"%s\",\"i\":%zu,\"n\":%zu}", first, i, n);
+            (size_t)snprintf(meta[i], 192, "{\"b\":\"%s\",\"i\":%zu,\"n\":%zu}", first, i, n);
         ev[i].metadata = meta[i];
         ev[i].data_len = (size_t)snprintf(data[i], 64, "{\"t\":%d,\"r\":%llu}", w->t,
                                           (unsigned long long)(next_rand(w) % 1000000));
@@ -124,6 +137,60 @@ static void append_own(struct worker *w, int k, struct ag_event_data *ev, size_t
     report(s, &res, ev, n);
 }
 
+#define UNIT_PARTS 3
+#define UNIT_EACH  3
+
+/* A multi-stream unit: own streams k and k+1 and, sometimes, "shared" (its
+ * conflicts retried with the same events: a failed unit wrote nothing). */
+static void append_unit(struct worker *w, int k, uint64_t r)
+{
+    struct ag_event_data ev[UNIT_PARTS * UNIT_EACH];
+    char meta[UNIT_PARTS * UNIT_EACH][192], data[UNIT_PARTS * UNIT_EACH][64];
+    struct ag_append_part p[UNIT_PARTS];
+    int own[UNIT_PARTS] = {k, (k + 1) % OWN_STREAMS, -1};
+    size_t np = (r >> 40) % 3 == 0 ? 3 : 2, total = 0;
+    for (size_t i = 0; i < np; i++) {
+        size_t n = 1 + (size_t)((r >> (44 + 2 * i)) % UNIT_EACH);
+        make_batch(w, ev + total, n, meta + total, data + total);
+        const char *name = own[i] >= 0 ? w->name[own[i]] : "shared";
+        p[i] = (struct ag_append_part){name, strlen(name), own[i] >= 0 ? w->ver[own[i]] : 0,
+                                       ev + total, n};
+        total += n;
+    }
+    char first[AG_UUID_STRLEN + 1];
+    ag_uuid_format(&ev[0].id, first);
+    for (size_t i = 0; i < total; i++) { /* name the unit too: {"b":..,"u":..,"ui":..,"un":..} */
+        size_t len = ev[i].metadata_len - 1;
+        ev[i].metadata_len =
+            len + (size_t)snprintf(meta[i] + len, 192 - len, ",\"u\":\"%s\",\"ui\":%zu,\"un\":%zu}",
+                                   first, i, total);
+    }
+    struct ag_append_result res[UNIT_PARTS];
+    for (;;) {
+        if (np == 3) {
+            int rc = ag_store_stream_version(store, "shared", 6, &p[2].expected_version);
+            if (rc) die("stream_version(shared)", rc, NULL);
+        }
+        struct ag_err err;
+        int rc = ag_store_append_multi(store, p, np, res, &err);
+        if (rc == AG_ECONFLICT && np == 3) continue;
+        if (rc) die("append_multi", rc, &err);
+        break;
+    }
+    char lines[UNIT_PARTS * 512];
+    int len = 0;
+    for (size_t i = 0; i < np; i++) {
+        if (own[i] >= 0) {
+            if (res[i].first_version != w->ver[own[i]] + 1)
+                die("append_multi returned the wrong version", AG_EFAILED, NULL);
+            w->ver[own[i]] = res[i].last_version;
+        }
+        len += ack_line(lines + len, 512, p[i].stream, &res[i], p[i].events, p[i].count);
+    }
+    if (write(out_fd, lines, (size_t)len) != len)
+        die("cannot write the acknowledgement lines", AG_EIO, NULL);
+}
+
 static void snapshot_own(struct worker *w, int k)
 {
     if (w->ver[k] < 0) return;
@@ -139,13 +206,17 @@ static void *worker_main(void *arg)
 {
     struct worker *w = arg;
     struct ag_event_data ev[MAX_BATCH];
-    char meta[MAX_BATCH][96], data[MAX_BATCH][64];
+    char meta[MAX_BATCH][192], data[MAX_BATCH][64];
     for (;;) {
         uint64_t r = next_rand(w);
         size_t n = r % 10 < 7 ? 1 : 2 + (size_t)((r >> 8) % (MAX_BATCH - 1));
         int k = (int)((r >> 16) % OWN_STREAMS);
         if ((r >> 24) % 50 == 0) {
             snapshot_own(w, k);
+            continue;
+        }
+        if ((r >> 36) % 8 == 0) {
+            append_unit(w, k, r);
             continue;
         }
         make_batch(w, ev, n, meta, data);

@@ -24,7 +24,8 @@
 #define LOG_SPARSE_EVERY     32    /* one sparse-index entry per this many positions */
 #define LOG_ANY_DEDUP_WINDOW 10000 /* events scanned for an ANY re-append */
 
-enum log_kind { LOG_KIND_EVENT = 1, LOG_KIND_SNAPSHOT = 2 };
+/* LOG_KIND_BATCH: the header of a multi-stream batch (log.c, RECORD). */
+enum log_kind { LOG_KIND_EVENT = 1, LOG_KIND_SNAPSHOT = 2, LOG_KIND_BATCH = 3 };
 
 /* A decoded record header; pointers borrow from the bytes decoded. */
 struct log_rec {
@@ -49,6 +50,14 @@ struct log_rec {
 size_t ag__log_rec_size(size_t stream_len, size_t type_len, size_t meta_len, size_t data_len);
 /* Encode a record at `p` (which has ag__log_rec_size bytes); checksum left zero. */
 void ag__log_rec_encode(uint8_t *p, const struct log_rec *r);
+/* Bytes of a multi-stream batch header record. */
+#define LOG_BATCH_REC_SIZE LOG_REC_MIN
+/* Encode and seal a multi-stream batch header at `p` (LOG_BATCH_REC_SIZE bytes):
+ * `events` event records of `streams` streams follow it, the first at `position`. */
+void ag__log_batch_encode(uint8_t *p, uint32_t events, uint32_t streams, uint64_t position,
+                          uint64_t time_ns);
+/* Patch the batch_left field of an encoded, not yet sealed record. */
+void ag__log_rec_set_batch_left(uint8_t *p, uint32_t batch_left);
 /* Patch position/version/time into an encoded record and seal its checksum. */
 void ag__log_rec_seal(uint8_t *p, uint64_t position, int64_t version, uint64_t time_ns);
 /* Decode the record at `p` with `avail` readable bytes. 0, or AG_ECORRUPT with a
@@ -192,6 +201,12 @@ struct lreq {
     struct ag_err err;
     sem_t *done;                /* sync callers wait here */
     struct ag_append_req *areq; /* async request, or NULL */
+    /* kind LOG_KIND_BATCH (a multi-stream append): one view per part, each an event
+     * request whose enc borrows its records from this request's enc and whose locs
+     * borrow from locs + 1 (locs[0]: the batch header record) */
+    struct lreq *parts;
+    size_t nparts;
+    struct ag_append_multi_req *mreq; /* async multi-stream request (areq = &mreq->req) */
 };
 
 struct lstore {
@@ -294,6 +309,9 @@ int ag__log_append(struct ag_store *s, const char *stream, size_t stream_len, in
                    const struct ag_event_data *ev, size_t n, struct ag_append_result *out,
                    struct ag_err *err);
 int ag__log_append_async(struct ag_store *s, struct ag_append_req *req);
+int ag__log_append_multi(struct ag_store *s, const struct ag_append_part *parts, size_t nparts,
+                         struct ag_append_result *out, struct ag_err *err);
+int ag__log_append_multi_async(struct ag_store *s, struct ag_append_multi_req *req);
 int ag__log_save_snapshot(struct ag_store *s, const char *stream, size_t stream_len,
                           int64_t version, const void *state, size_t state_len, struct ag_err *err);
 int ag__log_health(struct ag_store *s, struct ag_store_health *out);
@@ -323,7 +341,13 @@ int ag__log_ckpt_save(struct lstore *ls, struct ag_err *err);
 int ag__log_ckpt_load(struct lstore *ls, bool *loaded, uint64_t *seg, uint64_t *off);
 
 /* recovery scan (scan.c) */
-struct log_scan_batch;
+/* An event of the batch being assembled by the scan. */
+struct log_scan_ent {
+    uint64_t loc;
+    uint32_t idh;
+    uint16_t stream_len;
+    const char *stream; /* borrowed from the mapped segment */
+};
 struct log_scan {
     struct lstore *ls;      /* the store (its index is filled unless verify_only) */
     bool verify_only;       /* re-check records the index already holds: versions and
@@ -334,12 +358,16 @@ struct log_scan {
     uint64_t batch_start_off;
     uint32_t batch_left; /* records still expected in the open batch */
     size_t batch_n;
-    struct lentry *batch; /* locations and id hashes of the open batch */
+    struct log_scan_ent *batch; /* the open batch's events */
     size_t batch_cap;
-    const char *batch_stream;
+    const char *batch_stream; /* the stream of the part being read */
     size_t batch_stream_len;
-    int64_t batch_next_version;
+    int64_t batch_next_version; /* version of the part's first event */
     uint64_t batch_first_position;
+    bool batch_multi;          /* the open batch is a multi-stream one (opened by a header) */
+    uint32_t batch_parts;      /* parts (streams) met in it so far */
+    uint32_t batch_parts_want; /* parts its header announced */
+    size_t part_start;         /* batch_n when the current part began */
     /* result of a scan */
     uint64_t good_end; /* offset after the last complete batch */
     uint64_t bad_off;  /* offset of the first bad record (if any) */

@@ -16,7 +16,7 @@
  *
  * RECORD (8-byte aligned, little-endian; records follow the header back to back)
  *   0  u32 size         whole record incl. padding and checksum (multiple of 8)
- *   4  u8  kind         1 = event, 2 = snapshot
+ *   4  u8  kind         1 = event, 2 = snapshot, 3 = multi-stream batch header
  *   5  u8  flags        0
  *   6  u16 stream_len   1..255
  *   8  u64 position     global position (events; 0 for snapshots)
@@ -28,6 +28,24 @@
  *   56 u32 meta_len     60 u32 data_len
  *   64 stream | type | metadata | data | zero padding
  *   size-8 u64 XXH3-64 of bytes [0, size-8)
+ *
+ * BATCHES
+ *   A single-stream append is a run of event records of one stream whose
+ *   batch_left counts down to 0. A multi-stream append (ag_store_append_multi) is
+ *   a batch header record followed by its parts' event records back to back, one
+ *   stream after the other (each stream once), with batch_left counting down
+ *   across the WHOLE unit to 0 on its last event. The header (kind 3, 72 bytes,
+ *   stream/type/metadata/data empty) carries batch_left = events that follow (>= 1),
+ *   position = the first of them, version = streams (1..events), time = the
+ *   commit time. Within a part, versions are gapless from the stream's version;
+ *   positions are gapless across the unit. Recovery applies a unit only at its
+ *   last event, so a torn unit is cut whole at its header.
+ *   Compatibility: logs written before kind 3 existed (format version 1, which
+ *   this still is) read unchanged — nothing else changed. An older agora that
+ *   meets a header refuses to open ("unknown record kind" with intact records
+ *   after it) rather than misreading the unit, so a log that has had a
+ *   multi-stream append cannot be opened by an older version: do not downgrade
+ *   (an older `agora store verify --repair` would cut the log at the first unit).
  *
  * WRITING
  *   Callers encode records in their own thread and queue the request. One writer
@@ -66,7 +84,8 @@
  *   Load index.ckpt if it is intact and no segment is shorter than it says; else
  *   start from an empty index. Scan every record after the checkpoint in order,
  *   checking checksum, size, kind, gapless positions, gapless versions per stream
- *   and batch completeness. At the first record that fails:
+ *   and batch completeness (a multi-stream unit: all its events, in as many
+ *   streams as its header says). At the first record that fails:
  *   - in the last segment, with no intact record anywhere after it: a torn tail
  *     (a crash mid-write). Cut the segment at the end of the last complete batch
  *     (an incomplete batch goes with it: appends are atomic), log a warning, open.
@@ -648,6 +667,8 @@ static const struct ag_store_ops log_ops = {
     .name = "log",
     .append = ag__log_append,
     .append_async = ag__log_append_async,
+    .append_multi = ag__log_append_multi,
+    .append_multi_async = ag__log_append_multi_async,
     .read_stream = ag__log_read_stream,
     .read_all = ag__log_read_all,
     .stream_version = ag__log_stream_version,

@@ -81,6 +81,20 @@ void ag__log_rec_seal(uint8_t *p, uint64_t position, int64_t version, uint64_t t
     ag__put64(p + size - LOG_REC_TRAILER, ag_xxh3(p, size - LOG_REC_TRAILER));
 }
 
+void ag__log_batch_encode(uint8_t *p, uint32_t events, uint32_t streams, uint64_t position,
+                          uint64_t time_ns)
+{
+    struct log_rec r = {
+        .size = LOG_BATCH_REC_SIZE, .kind = LOG_KIND_BATCH, .batch_left = events, .stream = ""};
+    ag__log_rec_encode(p, &r);
+    ag__log_rec_seal(p, position, (int64_t)streams, time_ns);
+}
+
+void ag__log_rec_set_batch_left(uint8_t *p, uint32_t batch_left)
+{
+    ag__put32(p + REC_BATCH_LEFT, batch_left);
+}
+
 uint32_t ag__log_rec_len(const uint8_t *p)
 {
     return ag__le32(p + REC_SIZE);
@@ -126,9 +140,17 @@ int ag__log_rec_decode(const uint8_t *p, size_t avail, struct log_rec *r, const 
     if (size > avail) return *why = "record runs past the end of the segment", AG_ECORRUPT;
     if (ag__le64(p + size - LOG_REC_TRAILER) != ag_xxh3(p, size - LOG_REC_TRAILER))
         return *why = "checksum mismatch", AG_ECORRUPT;
-    if (p[REC_KIND] != LOG_KIND_EVENT && p[REC_KIND] != LOG_KIND_SNAPSHOT)
+    if (p[REC_KIND] != LOG_KIND_EVENT && p[REC_KIND] != LOG_KIND_SNAPSHOT &&
+        p[REC_KIND] != LOG_KIND_BATCH)
         return *why = "unknown record kind", AG_ECORRUPT;
     ag__log_rec_fields(p, r);
+    if (r->kind == LOG_KIND_BATCH) {
+        if (r->size != LOG_BATCH_REC_SIZE || r->stream_len || r->type_len || r->meta_len ||
+            r->data_len || r->batch_left == 0 || r->version < 1 ||
+            r->version > (int64_t)r->batch_left)
+            return *why = "malformed multi-stream batch header", AG_ECORRUPT;
+        return 0;
+    }
     uint64_t body = (uint64_t)r->stream_len + r->type_len + r->meta_len + r->data_len;
     if (ag__log_rec_size(0, 0, 0, 0) + body > r->size || r->stream_len == 0 ||
         r->stream_len > AG_STORE_STREAM_MAX || r->version < 0)

@@ -2,7 +2,10 @@
  * The recovery scan: walks a segment's records in order, checks each one
  * (checksum, size, kind) and the log's invariants across records (positions
  * gapless, versions gapless per stream, a batch's records consecutive and
- * complete), and adds every complete batch to the index. It stops at the first
+ * complete, a multi-stream batch's events all present in as many streams as its
+ * header says, each stream once), and adds every complete batch to the index —
+ * a multi-stream batch only once its last event is read, so a torn one adds
+ * nothing. It stops at the first
  * record that breaks a rule and reports where; the caller (log.c) applies the
  * recovery rule. In verify_only mode it re-checks records the index already holds
  * (the writer's tail check after a write failure) without touching the index.
@@ -47,29 +50,30 @@ static int batch_push(struct log_scan *sc, uint64_t loc, const struct log_rec *r
 {
     if (sc->batch_n == sc->batch_cap) {
         size_t cap = sc->batch_cap ? sc->batch_cap * 2 : 16;
-        struct lentry *b = ag_realloc(sc->batch, cap * sizeof *b);
+        struct log_scan_ent *b = ag_realloc(sc->batch, cap * sizeof *b);
         if (!b) return AG_ENOMEM;
         sc->batch = b;
         sc->batch_cap = cap;
     }
-    sc->batch[sc->batch_n].loc = loc;
-    sc->batch[sc->batch_n].idh = ag__id_hash(&r->id);
-    sc->batch_n++;
+    sc->batch[sc->batch_n++] = (struct log_scan_ent){
+        .loc = loc, .idh = ag__id_hash(&r->id), .stream_len = r->stream_len, .stream = r->stream};
     return 0;
 }
 
+/* A complete batch (single- or multi-stream) goes into the index at once. */
 static int batch_apply(struct log_scan *sc)
 {
     for (size_t i = 0; i < sc->batch_n && !sc->verify_only; i++) {
-        int rc =
-            ag__log_index_event(sc->ls, sc->batch_stream, sc->batch_stream_len, sc->batch[i].loc,
-                                sc->batch_first_position + i, sc->batch[i].idh);
+        const struct log_scan_ent *e = &sc->batch[i];
+        int rc = ag__log_index_event(sc->ls, e->stream, e->stream_len, e->loc,
+                                     sc->batch_first_position + i, e->idh);
         if (rc) return rc;
     }
     sc->next_position += sc->batch_n;
     sc->events += sc->batch_n;
     sc->batch_n = 0;
     sc->batch_left = 0;
+    sc->batch_multi = false;
     return 0;
 }
 
@@ -84,30 +88,73 @@ static int scan_snapshot(struct log_scan *sc, const struct log_rec *r, uint64_t 
     return 0;
 }
 
+/* A multi-stream batch header opens a batch of r->batch_left events in
+ * r->version streams; nothing of it is applied before its last event. */
+static int scan_batch_header(struct log_scan *sc, const struct log_rec *r, uint64_t off)
+{
+    if (sc->batch_left) return bad(sc, off, "batch header inside an event batch");
+    if (r->position != sc->next_position) return bad(sc, off, "global position out of sequence");
+    sc->batch_multi = true;
+    sc->batch_start_off = off;
+    sc->batch_first_position = sc->next_position;
+    sc->batch_n = 0;
+    sc->batch_parts = 0;
+    sc->batch_parts_want = (uint32_t)r->version;
+    sc->batch_left = r->batch_left;
+    return 0;
+}
+
+static bool is_stream(const char *a, size_t alen, const char *b, size_t blen)
+{
+    return alen == blen && memcmp(a, b, alen) == 0;
+}
+
+/* The first event of a stream's part of the open batch. The index is applied only
+ * at the batch's end, so a stream may not come back in a later part. */
+static int part_start(struct log_scan *sc, const struct log_rec *r, uint64_t off)
+{
+    for (size_t i = 0; i < sc->batch_n; i++)
+        if (is_stream(sc->batch[i].stream, sc->batch[i].stream_len, r->stream, r->stream_len))
+            return bad(sc, off, "stream appears twice in one multi-stream batch");
+    uint64_t h = ag_xxh3(r->stream, r->stream_len);
+    struct lstream *st = ag__lindex_find(&sc->ls->ix, r->stream, r->stream_len, h);
+    sc->batch_stream = r->stream;
+    sc->batch_stream_len = r->stream_len;
+    sc->batch_next_version = sc->verify_only ? r->version : st ? st->count : 0;
+    sc->part_start = sc->batch_n;
+    sc->batch_parts++;
+    return 0;
+}
+
 static int scan_event(struct log_scan *sc, const struct log_rec *r, uint64_t loc, uint64_t off)
 {
-    if (sc->batch_left == 0) { /* a new batch starts */
-        uint64_t h = ag_xxh3(r->stream, r->stream_len);
-        struct lstream *st = ag__lindex_find(&sc->ls->ix, r->stream, r->stream_len, h);
+    int rc;
+    if (sc->batch_left == 0) { /* a new single-stream batch starts */
+        sc->batch_multi = false;
         sc->batch_start_off = off;
-        sc->batch_stream = r->stream;
-        sc->batch_stream_len = r->stream_len;
-        sc->batch_next_version = sc->verify_only ? r->version : st ? st->count : 0;
         sc->batch_first_position = sc->next_position;
         sc->batch_n = 0;
-    } else if (r->stream_len != sc->batch_stream_len ||
-               memcmp(r->stream, sc->batch_stream, r->stream_len) != 0 ||
-               r->batch_left != sc->batch_left - 1) {
+        sc->batch_parts = 0;
+        if ((rc = part_start(sc, r, off))) return rc;
+    } else if (r->batch_left != sc->batch_left - 1) {
         return bad(sc, off, "event batch interrupted by another record");
+    } else if (sc->batch_n == 0 ||
+               !is_stream(r->stream, r->stream_len, sc->batch_stream, sc->batch_stream_len)) {
+        if (!sc->batch_multi) return bad(sc, off, "event batch interrupted by another record");
+        if ((rc = part_start(sc, r, off))) return rc;
     }
     if (r->position != sc->batch_first_position + sc->batch_n)
         return bad(sc, off, "global position out of sequence");
-    if (r->version != sc->batch_next_version + (int64_t)sc->batch_n)
+    if (r->version != sc->batch_next_version + (int64_t)(sc->batch_n - sc->part_start))
         return bad(sc, off, "stream version out of sequence");
-    int rc = batch_push(sc, loc, r);
-    if (rc) return rc;
+    if ((rc = batch_push(sc, loc, r))) return rc;
     sc->batch_left = r->batch_left;
-    return r->batch_left == 0 ? batch_apply(sc) : 0;
+    if (r->batch_left) return 0;
+    if (sc->batch_multi && sc->batch_parts != sc->batch_parts_want)
+        return bad(sc, sc->batch_start_off,
+                   "multi-stream batch holds another number of streams "
+                   "than its header says");
+    return batch_apply(sc);
 }
 
 int ag__log_scan(struct log_scan *sc, const struct lseg *seg, const uint8_t *map, uint64_t off,
@@ -122,6 +169,7 @@ int ag__log_scan(struct log_scan *sc, const struct lseg *seg, const uint8_t *map
         uint64_t loc = loc_make(seg->segno, off);
         uint64_t pos = sc->next_position;
         int rc = r.kind == LOG_KIND_SNAPSHOT ? scan_snapshot(sc, &r, loc, off)
+                 : r.kind == LOG_KIND_BATCH  ? scan_batch_header(sc, &r, off)
                                              : scan_event(sc, &r, loc, off);
         if (rc) return rc;
         sc->records++;

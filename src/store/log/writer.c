@@ -26,24 +26,28 @@
 
 /* ---- encoding (caller's thread) ---- */
 
-static int encode(struct lstore *ls, struct lreq *r, const struct ag_event_data *ev, size_t n)
+static size_t encoded_size(size_t stream_len, const struct ag_event_data *ev, size_t n)
 {
     size_t total = 0;
     for (size_t i = 0; i < n; i++) {
         size_t ml = ev[i].metadata_len ? ev[i].metadata_len : 2;
         size_t dl = ev[i].data_len ? ev[i].data_len : 2;
-        total += ag__log_rec_size(r->stream_len, ev[i].type_len, ml, dl);
+        total += ag__log_rec_size(stream_len, ev[i].type_len, ml, dl);
     }
-    if (ag_buf_reserve(&r->enc, total)) return AG_ENOMEM;
-    r->locs = ag_malloc(n * sizeof *r->locs);
-    if (!r->locs) return AG_ENOMEM;
+    return total;
+}
+
+/* Append the records of `n` events of `stream` to `enc` (room reserved). */
+static void encode_into(struct lstore *ls, struct ag_buf *enc, const char *stream,
+                        size_t stream_len, const struct ag_event_data *ev, size_t n)
+{
     for (size_t i = 0; i < n; i++) {
         struct log_rec rec = {
             .kind = LOG_KIND_EVENT,
             .id = ev[i].id,
             .batch_left = (uint32_t)(n - 1 - i),
-            .stream = r->stream,
-            .stream_len = (uint16_t)r->stream_len,
+            .stream = stream,
+            .stream_len = (uint16_t)stream_len,
             .type = ev[i].type,
             .type_len = (uint16_t)ev[i].type_len,
             .meta = ev[i].metadata_len ? ev[i].metadata : "{}",
@@ -54,9 +58,17 @@ static int encode(struct lstore *ls, struct lreq *r, const struct ag_event_data 
         if (ag_uuid_is_nil(&rec.id)) ag_uuid_v7(&rec.id, ls->base.opts.clock, ls->base.opts.rng);
         rec.size =
             (uint32_t)ag__log_rec_size(rec.stream_len, rec.type_len, rec.meta_len, rec.data_len);
-        ag__log_rec_encode((uint8_t *)r->enc.data + r->enc.len, &rec);
-        r->enc.len += rec.size;
+        ag__log_rec_encode((uint8_t *)enc->data + enc->len, &rec);
+        enc->len += rec.size;
     }
+}
+
+static int encode(struct lstore *ls, struct lreq *r, const struct ag_event_data *ev, size_t n)
+{
+    if (ag_buf_reserve(&r->enc, encoded_size(r->stream_len, ev, n))) return AG_ENOMEM;
+    r->locs = ag_malloc(n * sizeof *r->locs);
+    if (!r->locs) return AG_ENOMEM;
+    encode_into(ls, &r->enc, r->stream, r->stream_len, ev, n);
     r->n = n;
     return 0;
 }
@@ -95,6 +107,7 @@ static void lreq_release(struct lreq *r)
 {
     ag_buf_free(&r->enc);
     ag_free(r->locs);
+    ag_free(r->parts); /* the views own nothing */
 }
 
 /* Queue `r` and wait for the writer's answer. */
@@ -154,6 +167,78 @@ int ag__log_append_async(struct ag_store *s, struct ag_append_req *req)
     return rc;
 }
 
+/* A multi-stream append: the parts' records back to back in r->enc (the writer
+ * adds the batch header and fixes batch_left once it knows which parts repeat an
+ * earlier append), one view request per part. */
+static int encode_multi(struct lstore *ls, struct lreq *r, const struct ag_append_part *parts,
+                        size_t nparts)
+{
+    size_t total = 0, n = 0;
+    for (size_t i = 0; i < nparts; i++) {
+        total += encoded_size(parts[i].stream_len, parts[i].events, parts[i].count);
+        n += parts[i].count;
+    }
+    if (ag_buf_reserve(&r->enc, total) || !(r->locs = ag_malloc((n + 1) * sizeof *r->locs)) ||
+        !(r->parts = ag_calloc(nparts, sizeof *r->parts)))
+        return AG_ENOMEM;
+    uint64_t *locs = r->locs + 1;
+    for (size_t i = 0; i < nparts; i++) {
+        const struct ag_append_part *a = &parts[i];
+        struct lreq *p = &r->parts[i];
+        size_t at = r->enc.len;
+        lreq_init(p, LOG_KIND_EVENT, a->stream, a->stream_len, a->expected_version);
+        encode_into(ls, &r->enc, a->stream, a->stream_len, a->events, a->count);
+        p->events = a->events;
+        p->n = a->count;
+        p->locs = locs;
+        p->enc.len = r->enc.len - at; /* enc.data is set once r->enc stops moving */
+        p->enc.cap = at;              /* (its offset, until then) */
+        locs += a->count;
+    }
+    for (size_t i = 0; i < nparts; i++) {
+        r->parts[i].enc.data = r->enc.data + r->parts[i].enc.cap;
+        r->parts[i].enc.cap = r->parts[i].enc.len;
+    }
+    r->nparts = nparts;
+    r->n = n;
+    return 0;
+}
+
+int ag__log_append_multi(struct ag_store *s, const struct ag_append_part *parts, size_t nparts,
+                         struct ag_append_result *out, struct ag_err *err)
+{
+    struct lstore *ls = (struct lstore *)s;
+    if (ls->read_only) return ag_err_set(err, AG_EINVAL, "store is open read-only");
+    struct lreq r;
+    lreq_init(&r, LOG_KIND_BATCH, parts[0].stream, parts[0].stream_len, AG_STORE_ANY);
+    int rc = encode_multi(ls, &r, parts, nparts);
+    if (rc)
+        ag_err_set(err, rc, "out of memory encoding a %zu-stream append", nparts);
+    else
+        rc = run_sync(ls, &r, err);
+    for (size_t i = 0; !rc && out && i < nparts; i++) out[i] = r.parts[i].res;
+    lreq_release(&r);
+    return rc;
+}
+
+int ag__log_append_multi_async(struct ag_store *s, struct ag_append_multi_req *mreq)
+{
+    struct lstore *ls = (struct lstore *)s;
+    if (ls->read_only) return AG_EINVAL;
+    struct lreq *r = ag_malloc(sizeof *r);
+    if (!r) return AG_ENOMEM;
+    lreq_init(r, LOG_KIND_BATCH, mreq->parts[0].stream, mreq->parts[0].stream_len, AG_STORE_ANY);
+    r->areq = &mreq->req;
+    r->mreq = mreq;
+    int rc = encode_multi(ls, r, mreq->parts, mreq->nparts);
+    if (!rc) rc = enqueue(ls, r);
+    if (rc) {
+        lreq_release(r);
+        ag_free(r);
+    }
+    return rc;
+}
+
 int ag__log_save_snapshot(struct ag_store *s, const char *stream, size_t stream_len,
                           int64_t version, const void *state, size_t state_len, struct ag_err *err)
 {
@@ -202,10 +287,12 @@ static const struct lpend *pend_get(const struct lstore *ls, const struct lstrea
     return p->st ? p : NULL;
 }
 
-static int pend_set(struct lstore *ls, struct lstream *st, int64_t version)
+/* Room for `extra` more streams, so that the next pend_set calls cannot fail. */
+static int pend_grow(struct lstore *ls, size_t extra)
 {
-    if ((ls->pend_n + 1) * 2 > ls->pend_cap) {
+    if ((ls->pend_n + extra) * 2 > ls->pend_cap) {
         size_t cap = ls->pend_cap ? ls->pend_cap * 2 : 64;
+        while ((ls->pend_n + extra) * 2 > cap) cap *= 2;
         struct lpend *old = ls->pend;
         size_t old_cap = ls->pend_cap;
         if (!(ls->pend = ag_calloc(cap, sizeof *ls->pend))) {
@@ -217,6 +304,12 @@ static int pend_set(struct lstore *ls, struct lstream *st, int64_t version)
             if (old[i].st) ls->pend[pend_slot(ls, old[i].st)] = old[i];
         ag_free(old);
     }
+    return 0;
+}
+
+static int pend_set(struct lstore *ls, struct lstream *st, int64_t version)
+{
+    if (pend_grow(ls, 1)) return AG_ENOMEM;
     struct lpend *p = &ls->pend[pend_slot(ls, st)];
     if (!p->st) ls->pend_n++;
     *p = (struct lpend){st, version};
@@ -362,10 +455,9 @@ static int reserve(struct lstore *ls, struct lreq *r, struct lstream **stp, int6
 }
 
 /* Seal `r`'s records and add them to the group. */
-static int place(struct lstore *ls, struct lreq *r, uint64_t pos0, int64_t ver0)
+static int place(struct lstore *ls, struct lreq *r, uint64_t pos0, int64_t ver0, uint64_t now)
 {
     const struct lseg *sg = &ls->segs[ls->nsegs - 1];
-    uint64_t now = ag_clock_now(ls->base.opts.clock);
     uint8_t *p = (uint8_t *)r->enc.data;
     for (size_t k = 0; k < r->n; k++) {
         uint32_t size = ag__log_rec_len(p);
@@ -395,12 +487,22 @@ static void plan_snapshot(struct lstore *ls, struct lreq *r)
             (long long)r->expected, (int)r->stream_len, r->stream, (long long)cur);
         return;
     }
-    if (place(ls, r, 0, 0)) {
+    if (place(ls, r, 0, 0, ag_clock_now(ls->base.opts.clock))) {
         r->status = ag_err_set(&r->err, AG_ENOMEM, "out of memory");
         return;
     }
     r->st = st;
     r->accepted = true;
+}
+
+static int conflict(struct ag_err *err, const struct lreq *r, int64_t cur)
+{
+    char want[32];
+    expected_str(r->expected, want);
+    ag_err_set(err, AG_ECONFLICT, "stream '%.*s': expected version %s, but the stream is at %lld%s",
+               (int)r->stream_len, r->stream, want, (long long)cur, cur < 0 ? " (no stream)" : "");
+    err->aux = cur;
+    return AG_ECONFLICT;
 }
 
 static void plan_events(struct lstore *ls, struct lreq *r, uint64_t *group_events)
@@ -418,20 +520,14 @@ static void plan_events(struct lstore *ls, struct lreq *r, uint64_t *group_event
         }
     }
     if (!ok) {
-        char want[32];
-        expected_str(r->expected, want);
-        r->err.aux = cur;
-        r->status = ag_err_set(&r->err, AG_ECONFLICT,
-                               "stream '%.*s': expected version %s, but the stream is at %lld%s",
-                               (int)r->stream_len, r->stream, want, (long long)cur,
-                               cur < 0 ? " (no stream)" : "");
-        r->err.aux = cur;
+        r->status = conflict(&r->err, r, cur);
         return;
     }
     uint64_t pos0 = ag__log_head(ls) + *group_events;
     size_t glen = ls->group.len;
     /* pend_set last: a failure rolls back only the bytes this request added */
-    if (reserve(ls, r, &st, cur, pos0 + r->n) || place(ls, r, pos0, cur + 1) ||
+    if (reserve(ls, r, &st, cur, pos0 + r->n) ||
+        place(ls, r, pos0, cur + 1, ag_clock_now(ls->base.opts.clock)) ||
         pend_set(ls, st, cur + (int64_t)r->n)) {
         ls->group.len = glen;
         r->status = ag_err_set(&r->err, AG_ENOMEM, "out of memory appending to '%.*s'",
@@ -442,6 +538,70 @@ static void plan_events(struct lstore *ls, struct lreq *r, uint64_t *group_event
     r->accepted = true;
     r->res = (struct ag_append_result){cur + 1, cur + (int64_t)r->n, pos0, pos0 + r->n - 1};
     *group_events += r->n;
+}
+
+/* Check every part of a multi-stream append (r->parts), answer the parts that
+ * repeat an earlier append from the log, then place the rest behind one batch
+ * header: all of them or, on a conflict or an error, none. */
+static void plan_multi(struct lstore *ls, struct lreq *r, uint64_t *group_events)
+{
+    int64_t cur[AG_STORE_MULTI_MAX];
+    size_t events = 0, streams = 0;
+    for (size_t i = 0; i < r->nparts; i++) {
+        struct lreq *p = &r->parts[i];
+        p->st = ag__lindex_find(&ls->ix, p->stream, p->stream_len, p->hash);
+        cur[i] = current_version(ls, p->st);
+        bool ok = expected_ok(p->expected, cur[i]);
+        if (p->st && p->st->count &&
+            (!ok || p->expected == AG_STORE_ANY || p->expected == AG_STORE_STREAM_EXISTS)) {
+            int d = dedup(ls, p, p->st);
+            if (d < 0) {
+                r->err = p->err;
+                r->status = d;
+                return;
+            }
+            if ((p->dedup = d == 1)) continue;
+        }
+        if (!ok) {
+            r->status = conflict(&r->err, p, cur[i]);
+            return;
+        }
+        events += p->n, streams++;
+    }
+    if (!streams) { /* the whole unit repeats an earlier one */
+        r->dedup = true;
+        return;
+    }
+    uint64_t pos0 = ag__log_head(ls) + *group_events, pos = pos0;
+    const struct lseg *sg = &ls->segs[ls->nsegs - 1];
+    size_t glen = ls->group.len;
+    uint8_t hdr[LOG_BATCH_REC_SIZE];
+    uint64_t now = ag_clock_now(ls->base.opts.clock); /* one commit time for the unit */
+    ag__log_batch_encode(hdr, (uint32_t)events, (uint32_t)streams, pos0, now);
+    r->locs[0] = loc_make(sg->segno, sg->end + glen);
+    int rc = pend_grow(ls, streams) || ag_buf_append(&ls->group, hdr, sizeof hdr);
+    uint32_t left = (uint32_t)events;
+    for (size_t i = 0; i < r->nparts && !rc; i++) {
+        struct lreq *p = &r->parts[i];
+        if (p->dedup) continue;
+        uint8_t *rec = (uint8_t *)p->enc.data;
+        for (size_t k = 0; k < p->n; k++, rec += ag__log_rec_len(rec))
+            ag__log_rec_set_batch_left(rec, --left);
+        rc = reserve(ls, p, &p->st, cur[i], pos + p->n) || place(ls, p, pos, cur[i] + 1, now);
+        p->res = (struct ag_append_result){cur[i] + 1, cur[i] + (int64_t)p->n, pos, pos + p->n - 1};
+        pos += p->n;
+    }
+    if (rc) {
+        ls->group.len = glen;
+        r->status =
+            ag_err_set(&r->err, AG_ENOMEM, "out of memory appending to %zu streams", r->nparts);
+        return;
+    }
+    for (size_t i = 0; i < r->nparts; i++) /* room reserved: cannot fail */
+        if (!r->parts[i].dedup) pend_set(ls, r->parts[i].st, r->parts[i].res.last_version);
+    r->accepted = true;
+    r->res.first_position = pos0; /* where the writer's tail check may start */
+    *group_events += events;
 }
 
 /* ---- write failures (writer thread) ---- */
@@ -585,7 +745,25 @@ static void note_tail(struct lstore *ls, struct lreq *from, struct lreq *stop)
         if (r->accepted) last = r;
     if (!last) return;
     ls->tail_off = loc_off(last->locs[0]);
-    ls->tail_pos = last->kind == LOG_KIND_EVENT ? last->res.first_position : ag__log_head(ls);
+    ls->tail_pos = last->kind != LOG_KIND_SNAPSHOT ? last->res.first_position : ag__log_head(ls);
+}
+
+/* Add an accepted event request's records to the index (ix_lock held). */
+static void publish_events(struct lstore *ls, struct lreq *r, uint64_t *pos)
+{
+    const uint8_t *p = (const uint8_t *)r->enc.data;
+    struct lentry *e = lstream_entries(r->st);
+    for (size_t k = 0; k < r->n; k++, (*pos)++, p += ag__log_rec_len(p)) {
+        struct ag_uuid id;
+        ag__log_rec_id(p, &id);
+        e[r->st->count].loc = r->locs[k];
+        e[r->st->count].idh = ag__id_hash(&id);
+        if (r->st->count++ == 0) ls->ix.live++;
+        if (*pos % LOG_SPARSE_EVERY == 0) {
+            ls->sparse[*pos / LOG_SPARSE_EVERY] = r->locs[k];
+            ls->sparse_len = *pos / LOG_SPARSE_EVERY + 1;
+        }
+    }
 }
 
 static void publish(struct lstore *ls, struct lreq *from, struct lreq *stop, uint64_t events)
@@ -594,23 +772,13 @@ static void publish(struct lstore *ls, struct lreq *from, struct lreq *stop, uin
     uint64_t pos = ag__log_head(ls);
     for (struct lreq *r = from; r != stop; r = r->next) {
         if (!r->accepted) continue;
-        if (r->kind == LOG_KIND_SNAPSHOT) {
+        if (r->kind == LOG_KIND_SNAPSHOT)
             r->st->snap_loc = r->locs[0];
-            continue;
-        }
-        const uint8_t *p = (const uint8_t *)r->enc.data;
-        struct lentry *e = lstream_entries(r->st);
-        for (size_t k = 0; k < r->n; k++, pos++, p += ag__log_rec_len(p)) {
-            struct ag_uuid id;
-            ag__log_rec_id(p, &id);
-            e[r->st->count].loc = r->locs[k];
-            e[r->st->count].idh = ag__id_hash(&id);
-            if (r->st->count++ == 0) ls->ix.live++;
-            if (pos % LOG_SPARSE_EVERY == 0) {
-                ls->sparse[pos / LOG_SPARSE_EVERY] = r->locs[k];
-                ls->sparse_len = pos / LOG_SPARSE_EVERY + 1;
-            }
-        }
+        else if (r->kind == LOG_KIND_EVENT)
+            publish_events(ls, r, &pos);
+        else
+            for (size_t i = 0; i < r->nparts; i++)
+                if (!r->parts[i].dedup) publish_events(ls, &r->parts[i], &pos);
     }
     ls->segs[ls->nsegs - 1].end += ls->group.len;
     ag__log_set_head(ls, ag__log_head(ls) + events);
@@ -628,8 +796,10 @@ static void complete(struct lreq *r)
         return;
     }
     a->status = r->status;
-    a->result = r->res;
+    a->result = r->kind == LOG_KIND_BATCH ? r->parts[0].res : r->res;
     a->err = r->err;
+    for (size_t i = 0; r->mreq && !r->status && r->mreq->results && i < r->nparts; i++)
+        r->mreq->results[i] = r->parts[i].res;
     lreq_release(r);
     ag_free(r);
     ag__store_loop_complete(a);
@@ -687,13 +857,14 @@ static void run_group(struct lstore *ls, struct lreq *list)
             refuse(ls, r);
             continue;
         }
-        if (r->enc.len > max) {
+        size_t bytes = r->enc.len + (r->kind == LOG_KIND_BATCH ? LOG_BATCH_REC_SIZE : 0);
+        if (bytes > max) {
             r->status =
-                ag_err_set(&r->err, AG_ETOOBIG, "batch of %zu bytes exceeds a segment", r->enc.len);
+                ag_err_set(&r->err, AG_ETOOBIG, "batch of %zu bytes exceeds a segment", bytes);
             continue;
         }
         uint64_t end = ls->segs[ls->nsegs - 1].end;
-        if (end + ls->group.len + r->enc.len > ls->base.opts.segment_bytes) {
+        if (end + ls->group.len + bytes > ls->base.opts.segment_bytes) {
             commit(ls, from, r, events);
             from = r, events = 0;
             if (!ls->unavail) roll(ls);
@@ -704,6 +875,8 @@ static void run_group(struct lstore *ls, struct lreq *list)
         }
         if (r->kind == LOG_KIND_SNAPSHOT)
             plan_snapshot(ls, r);
+        else if (r->kind == LOG_KIND_BATCH)
+            plan_multi(ls, r, &events);
         else
             plan_events(ls, r, &events);
     }

@@ -301,3 +301,50 @@ Test(write_fault, env_fault_applies_at_open)
     assert_store_is(s, m, m->n);
     ag_store_close(s);
 }
+
+/* A multi-stream unit is the last acknowledged batch when a write fails: the
+ * failing unit gets AG_EUNAVAILABLE with nothing of it stored, the recovery's
+ * tail check starts at the acknowledged unit's header, and appends resume. */
+Test(write_fault, multi_stream_unit_fails_whole_and_the_tail_check_reads_units)
+{
+    struct ag_store *s = open_fast(0);
+    write_first(s);
+    struct ag_event_data ev[3];
+    for (int i = 0; i < 3; i++) {
+        ev[i] = (struct ag_event_data){.type = "Unit", .type_len = 4, .data = "{}", .data_len = 2};
+        ag_uuid_v7(&ev[i].id, NULL, NULL);
+    }
+    struct ag_append_part p[2] = {{"a", 1, AG_STORE_ANY, ev, 2}, {"u", 1, AG_STORE_ANY, ev + 2, 1}};
+    struct ag_err err;
+    ag_err_clear(&err);
+    cr_assert_eq(ag_store_append_multi(s, p, 2, NULL, &err), 0, "%s", err.msg);
+    uint64_t acked = file_size_of(seg0);
+    struct ag_store_stats st;
+    ag_store_stats(s, &st);
+    uint64_t events = st.events;
+
+    inject(s, AG_LOG_FAULT_WRITE, EIO, 0, 1, true);
+    struct ag_event_data ev2[2];
+    for (int i = 0; i < 2; i++) {
+        ev2[i] = (struct ag_event_data){.type = "Unit", .type_len = 4, .data = "{}", .data_len = 2};
+        ag_uuid_v7(&ev2[i].id, NULL, NULL);
+    }
+    struct ag_append_part q[2] = {{"b", 1, AG_STORE_ANY, ev2, 1},
+                                  {"v", 1, AG_STORE_ANY, ev2 + 1, 1}};
+    cr_assert_eq(ag_store_append_multi(s, q, 2, NULL, &err), AG_EUNAVAILABLE, "%s", err.msg);
+    wait_writable(s);
+    cr_assert_eq(file_size_of(seg0), acked, "the failed unit was cut");
+    int64_t v;
+    ag_store_stream_version(s, "v", 1, &v);
+    cr_assert_eq(v, -1);
+    /* the retry with the same ids goes through once, at the next positions */
+    struct ag_append_result r[2];
+    cr_assert_eq(ag_store_append_multi(s, q, 2, r, &err), 0, "%s", err.msg);
+    cr_assert_eq(r[0].first_position, events);
+    cr_assert_eq(r[1].first_position, events + 1);
+    ag_store_close(s);
+    struct ag_log_verify_report rep;
+    cr_assert_eq(ag_store_log_verify(dir, false, &rep, NULL), 0);
+    cr_assert(rep.ok, "%s", rep.problem);
+    cr_assert_eq(rep.events, events + 2);
+}

@@ -24,9 +24,10 @@
  * saga: the loser stops and leaves it to the winner.
  *
  * Starts. ag_saga_start records SagaStarted and queues the id; ag_saga_start_async
- * queues the id with its encoded SagaStarted, which the worker submits first; its
- * completion queues the saga to run (`starts_pending` counts the starts not yet
- * durable, for ag_saga_wait_starts).
+ * submits the encoded SagaStarted right away (asynchronously, no worker involved;
+ * with a synchronous store a worker records it first), and its completion queues
+ * the saga to run (`starts_pending` counts the starts not yet durable, for
+ * ag_saga_wait_starts).
  *
  * Interruptions. A run that ends in an error (the store cannot write, out of
  * memory) moves the id to the `delayed` list with a due time on the injected
@@ -185,7 +186,10 @@ static void item_free(struct qitem *q)
     ag_free(q);
 }
 
-/* Queue `id` unless it is active already; takes `start` (may be all nulls). */
+static void submit_start(struct ag_saga_engine *e, struct qitem *q);
+
+/* Queue `id` unless it is active already; takes `start` (may be all nulls). With
+ * a start and async appends, submit the start instead: its completion queues it. */
 static int enqueue_item(struct ag_saga_engine *e, const char *id, struct saga_start start)
 {
     struct qitem *q = ag_calloc(1, sizeof *q);
@@ -203,6 +207,12 @@ static int enqueue_item(struct ag_saga_engine *e, const char *id, struct saga_st
         return 0;
     }
     if (q->start.data) e->starts_pending++;
+    if (q->start.data && e->sloop) { /* recorded without a worker; runs once durable */
+        e->running++;
+        pthread_mutex_unlock(&e->lock);
+        submit_start(e, q);
+        return 0;
+    }
     push_locked(e, q);
     pthread_mutex_unlock(&e->lock);
     return 0;
@@ -335,17 +345,22 @@ static void finish(struct ag_saga_engine *e, struct qitem *q, int rc, bool dropp
     pthread_mutex_unlock(&e->lock);
 }
 
-/* Put a saga whose move was recorded back for its next one, ahead of the sagas
- * not yet started: finishing sagas comes before starting more. */
-static void requeue(struct ag_saga_engine *e, struct qitem *q)
+/* Put a saga whose move was recorded back for its next one: a started saga at
+ * the tail, one that made progress at the head (finishing sagas comes before
+ * starting more). */
+static void requeue(struct ag_saga_engine *e, struct qitem *q, bool front)
 {
     pthread_mutex_lock(&e->lock);
-    q->next = e->head;
-    e->head = q;
-    if (!e->tail) e->tail = q;
-    e->stats.queued++;
+    if (front) {
+        q->next = e->head;
+        e->head = q;
+        if (!e->tail) e->tail = q;
+        e->stats.queued++;
+        pthread_cond_signal(&e->work);
+    } else {
+        push_locked(e, q);
+    }
     let_go_locked(e);
-    pthread_cond_signal(&e->work);
     pthread_mutex_unlock(&e->lock);
 }
 
@@ -368,7 +383,7 @@ static void start_recorded(struct ag_saga_engine *e, struct qitem *q, int rc, co
         finish(e, q, AG_EIO, true, SAGA_END_NONE);
         return;
     }
-    requeue(e, q);
+    requeue(e, q, false);
 }
 
 /* The append of `q`'s event completed (on the recorder thread, or inline). */
@@ -395,7 +410,7 @@ static void recorded(void *ud, int status, const struct ag_append_result *res,
     if (q->st->terminal)
         finish(e, q, 0, false, q->st->end);
     else
-        requeue(e, q);
+        requeue(e, q, true);
 }
 
 /* Append q->ev to `stream` at `expected`: asynchronously when the store can. */
@@ -416,13 +431,18 @@ static void submit(struct ag_saga_engine *e, struct qitem *q, const char *stream
     recorded(q, rc, NULL, &err);
 }
 
+static void submit_start(struct ag_saga_engine *e, struct qitem *q)
+{
+    saga_stream_of(q->stream, q->id);
+    saga_start_event(&e->env, &q->start, &q->ev);
+    submit(e, q, q->stream, AG_STORE_NO_STREAM);
+}
+
 /* One move of saga `q`: load it if needed, run its next step, submit the record. */
 static void move(struct ag_saga_engine *e, struct qitem *q)
 {
     if (q->start.data) {
-        saga_stream_of(q->stream, q->id);
-        saga_start_event(&e->env, &q->start, &q->ev);
-        submit(e, q, q->stream, AG_STORE_NO_STREAM);
+        submit_start(e, q);
         return;
     }
     struct ag_err err;

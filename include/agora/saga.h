@@ -12,7 +12,9 @@
  * the store, a process killed mid-saga resumes every unfinished saga when its
  * engine starts.
  *
- * Steps run on the engine's worker threads. Each action gets the idempotency key
+ * Steps run on the engine's few worker threads; a saga holds one only while its
+ * step runs (the saga's own events are appended asynchronously, and the saga
+ * moves on when the append completes). Each action gets the idempotency key
  * "<sagaId>:<step>" and each compensation "<sagaId>:<step>:compensate", and must
  * honour it: a resumed saga re-runs the step whose success was not yet recorded,
  * so the participant must recognise the repeat (agora's aggregates key
@@ -43,6 +45,7 @@
 #include <jansson.h>
 
 #include "agora/es.h"
+#include "agora/obs.h"
 #include "agora/resil.h"
 #include "agora/store.h"
 
@@ -93,12 +96,16 @@ struct ag_saga_engine_config {
     struct ag_store *store;         /* borrowed */
     const struct ag_saga_def *defs; /* borrowed; must outlive the engine */
     size_t ndefs;
-    unsigned threads;             /* workers; 0 → 4 */
+    unsigned threads; /* workers running steps (a saga holds one only inside a step); 0 → 4 */
     const struct ag_clock *clock; /* NULL → ag_clock_system(): event ids, retry times */
     const struct ag_rng *rng;     /* NULL → ag_rng_system(); called from every worker */
     /* Fault latency and compensation backoff; NULL → nanosleep. */
     void (*sleep)(void *ctx, uint64_t ns);
     void *sleep_ctx;
+    /* NULL, or where agora_saga_step_duration_seconds{saga,step} goes (borrowed;
+     * must outlive the engine): one series per action and per compensation
+     * ("<Step>/compensate"), the time the participant call took. */
+    struct ag_obs_registry *metrics;
 };
 
 /* Start the workers and resume every unfinished saga found in the store. */

@@ -1,9 +1,22 @@
 /*
  * The saga engine: a queue of saga ids, the worker threads that drive them
- * (run.c), the retry thread, and the public API of include/agora/saga.h.
+ * (run.c), the recorder loop, the retry thread, and the public API of
+ * include/agora/saga.h.
  *
- * Workers take saga ids from a FIFO and drive one saga at a time to a terminal
- * event. A saga id is queued, running or waiting to be run again at most once
+ * Sagas are state machines, not threads. A worker takes a saga from the FIFO,
+ * loads its state from the log (the first time in a run), runs its next action
+ * or compensation (a synchronous call into a participant), encodes the event that
+ * records the outcome and submits it with ag_store_append_async — then takes the
+ * next saga: it never waits for a saga event to be durable. The append completes
+ * on the recorder thread (a libuv loop bound to the store), which folds the event
+ * into the saga's state and puts the saga back at the head of the queue for its
+ * next move, or lets it go after its terminal event. So a step's outcome is
+ * durable before the next step starts (what makes every crash point resumable,
+ * as before), while a few workers keep many sagas in flight: `running` counts the
+ * sagas taken from the queue and not yet let go (in a step or in an append). A
+ * store without async appends is written synchronously by the worker instead.
+ *
+ * A saga id is queued, running or waiting to be run again at most once
  * (the `active` set of id hashes), so one saga never runs on two threads; a
  * retry recorded while its saga is active goes on the `rerun` list and the
  * worker queues the id again when it lets it go. Recording with the exact
@@ -11,8 +24,10 @@
  * saga: the loser stops and leaves it to the winner.
  *
  * Starts. ag_saga_start records SagaStarted and queues the id; ag_saga_start_async
- * queues the id with its encoded SagaStarted, which the worker records first
- * (`starts_pending` counts those not yet durable, for ag_saga_wait_starts).
+ * submits the encoded SagaStarted right away (asynchronously, no worker involved;
+ * with a synchronous store a worker records it first), and its completion queues
+ * the saga to run (`starts_pending` counts the starts not yet durable, for
+ * ag_saga_wait_starts).
  *
  * Interruptions. A run that ends in an error (the store cannot write, out of
  * memory) moves the id to the `delayed` list with a due time on the injected
@@ -32,14 +47,24 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <uv.h>
 
+#include "agora/obs.h"
 #include "internal.h"
+
+struct ag_saga_engine;
 
 struct qitem {
     struct qitem *next;
+    struct ag_saga_engine *e;
     struct saga_start start; /* SagaStarted to record first (owned), or nulls */
     uint64_t due_ns;         /* delayed list: when to queue it again (monotonic) */
     unsigned tries;          /* interrupted runs so far */
+    struct saga_state *st;   /* the saga's state while it is in flight (owned), or NULL */
+    struct saga_rec rec;     /* the event being recorded (its data owned) */
+    struct ag_event_data ev; /* ... encoded (into st->buf, or borrowing `start`) */
+    struct ag_append_req req;
+    char stream[SAGA_STREAM_MAX + 8]; /* saga-<id>, for the start */
     char id[SAGA_STREAM_MAX];
 };
 
@@ -53,9 +78,19 @@ struct ag_saga_engine {
     pthread_cond_t tick;   /* the retry thread's timed sleep; stop wakes it */
     pthread_cond_t idle;   /* ag_saga_engine_wait_idle waits here */
     struct qitem *head, *tail;
-    struct qitem *delayed; /* interrupted sagas waiting to be retried */
-    struct qitem *rerun;   /* ids asked to run again while they were active */
-    unsigned running;      /* workers inside a saga */
+    struct qitem *delayed;  /* interrupted sagas waiting to be retried */
+    struct qitem *rerun;    /* ids asked to run again while they were active */
+    unsigned running;       /* sagas taken from the queue and not let go: in a step or an append */
+    pthread_cond_t drained; /* stop waits here for the appends in flight */
+    /* the recorder: a libuv loop where async appends complete */
+    uv_loop_t loop;
+    uv_async_t loop_stop;
+    struct ag_store_loop *sloop; /* NULL: appends are synchronous, on the worker */
+    pthread_t loop_thread;
+    bool loop_started;
+    /* agora_saga_step_duration_seconds per definition: 2 * nsteps series (actions,
+     * then compensations), or NULL */
+    struct ag_obs_series ***step_series;
     pthread_t retry_thread;
     bool retry_started;
     bool stopping;
@@ -133,13 +168,28 @@ static void push_locked(struct ag_saga_engine *e, struct qitem *q)
     pthread_cond_signal(&e->work);
 }
 
+/* Forget the in-memory state: the next move loads it from the log again. */
+static void drop_state(struct qitem *q)
+{
+    json_decref(q->rec.data);
+    q->rec.data = NULL;
+    if (!q->st) return;
+    saga_state_free(q->st);
+    ag_free(q->st);
+    q->st = NULL;
+}
+
 static void item_free(struct qitem *q)
 {
     saga_start_free(&q->start);
+    drop_state(q);
     ag_free(q);
 }
 
-/* Queue `id` unless it is active already; takes `start` (may be all nulls). */
+static void submit_start(struct ag_saga_engine *e, struct qitem *q);
+
+/* Queue `id` unless it is active already; takes `start` (may be all nulls). With
+ * a start and async appends, submit the start instead: its completion queues it. */
 static int enqueue_item(struct ag_saga_engine *e, const char *id, struct saga_start start)
 {
     struct qitem *q = ag_calloc(1, sizeof *q);
@@ -148,6 +198,7 @@ static int enqueue_item(struct ag_saga_engine *e, const char *id, struct saga_st
         return AG_ENOMEM;
     }
     snprintf(q->id, sizeof q->id, "%s", id);
+    q->e = e;
     q->start = start;
     pthread_mutex_lock(&e->lock);
     if (!active_add(e, id_hash(id))) { /* already queued or running: it was started */
@@ -156,6 +207,12 @@ static int enqueue_item(struct ag_saga_engine *e, const char *id, struct saga_st
         return 0;
     }
     if (q->start.data) e->starts_pending++;
+    if (q->start.data && e->sloop) { /* recorded without a worker; runs once durable */
+        e->running++;
+        pthread_mutex_unlock(&e->lock);
+        submit_start(e, q);
+        return 0;
+    }
     push_locked(e, q);
     pthread_mutex_unlock(&e->lock);
     return 0;
@@ -187,6 +244,7 @@ static int enqueue_again(struct ag_saga_engine *e, const char *id)
     struct qitem *q = ag_calloc(1, sizeof *q);
     if (!q) return AG_ENOMEM;
     snprintf(q->id, sizeof q->id, "%s", id);
+    q->e = e;
     pthread_mutex_lock(&e->lock);
     if (active_add(e, id_hash(id))) {
         push_locked(e, q);
@@ -247,25 +305,6 @@ static void *retry_main(void *arg)
     return NULL;
 }
 
-/* Record SagaStarted for an async start; wake whoever waits for starts. */
-static int record_start(struct ag_saga_engine *e, struct qitem *q)
-{
-    struct ag_err err;
-    ag_err_clear(&err);
-    int rc = saga_start_append(&e->env, q->id, &q->start, &err);
-    saga_start_free(&q->start);
-    pthread_mutex_lock(&e->lock);
-    e->starts_pending--;
-    if (rc)
-        e->starts_failed++, e->starts_failed_rc = rc;
-    else
-        e->stats.started++;
-    pthread_cond_broadcast(&e->starts);
-    pthread_mutex_unlock(&e->lock);
-    if (rc) AG_ERROR("saga.start_failed", AG_LS("saga", q->id), AG_LS("error", err.msg));
-    return rc;
-}
-
 static struct qitem *take_locked(struct ag_saga_engine *e)
 {
     struct qitem *q = e->head;
@@ -276,10 +315,18 @@ static struct qitem *take_locked(struct ag_saga_engine *e)
     return q;
 }
 
+/* Let go of a running saga (lock held); stop waits for the last one. */
+static void let_go_locked(struct ag_saga_engine *e)
+{
+    e->running--;
+    if (!e->running) pthread_cond_broadcast(&e->drained);
+}
+
 /* Done with `q` after a run that returned `rc` (or could not start: `dropped`). */
 static void finish(struct ag_saga_engine *e, struct qitem *q, int rc, bool dropped,
                    enum saga_end end)
 {
+    drop_state(q);
     pthread_mutex_lock(&e->lock);
     if (end == SAGA_END_COMPLETED) e->stats.completed++;
     if (end == SAGA_END_COMPENSATED) e->stats.compensated++;
@@ -293,9 +340,135 @@ static void finish(struct ag_saga_engine *e, struct qitem *q, int rc, bool dropp
         active_del(e, id_hash(q->id));
         item_free(q);
     }
-    e->running--;
+    let_go_locked(e);
     if (!busy_locked(e)) pthread_cond_broadcast(&e->idle);
     pthread_mutex_unlock(&e->lock);
+}
+
+/* Put a saga whose move was recorded back for its next one: a started saga at
+ * the tail, one that made progress at the head (finishing sagas comes before
+ * starting more). */
+static void requeue(struct ag_saga_engine *e, struct qitem *q, bool front)
+{
+    pthread_mutex_lock(&e->lock);
+    if (front) {
+        q->next = e->head;
+        e->head = q;
+        if (!e->tail) e->tail = q;
+        e->stats.queued++;
+        pthread_cond_signal(&e->work);
+    } else {
+        push_locked(e, q);
+    }
+    let_go_locked(e);
+    pthread_mutex_unlock(&e->lock);
+}
+
+/* SagaStarted of an async start is durable (or not): wake whoever waits for
+ * starts, and run the saga. */
+static void start_recorded(struct ag_saga_engine *e, struct qitem *q, int rc, const char *why)
+{
+    saga_start_free(&q->start);
+    if (rc == AG_ECONFLICT) rc = 0; /* started before */
+    pthread_mutex_lock(&e->lock);
+    e->starts_pending--;
+    if (rc)
+        e->starts_failed++, e->starts_failed_rc = rc;
+    else
+        e->stats.started++;
+    pthread_cond_broadcast(&e->starts);
+    pthread_mutex_unlock(&e->lock);
+    if (rc) {
+        AG_ERROR("saga.start_failed", AG_LS("saga", q->id), AG_LS("error", why));
+        finish(e, q, AG_EIO, true, SAGA_END_NONE);
+        return;
+    }
+    requeue(e, q, false);
+}
+
+/* The append of `q`'s event completed (on the recorder thread, or inline). */
+static void recorded(void *ud, int status, const struct ag_append_result *res,
+                     const struct ag_err *err)
+{
+    AG_UNUSED(res);
+    struct qitem *q = ud;
+    struct ag_saga_engine *e = q->e;
+    const char *why = ag_err_msg(err, status);
+    if (q->start.data) {
+        start_recorded(e, q, status, why);
+        return;
+    }
+    if (status) { /* a conflict: another driver wrote first and goes on with it */
+        if (status != AG_ECLOSED && status != AG_ECONFLICT)
+            AG_WARN("saga.interrupted", AG_LS("saga", q->id), AG_LS("error", why));
+        finish(e, q, status == AG_ECONFLICT ? 0 : status, false, SAGA_END_NONE);
+        return;
+    }
+    saga_applied(&e->env, q->st, q->rec.kind, q->rec.data, &q->ev.id);
+    json_decref(q->rec.data);
+    q->rec.data = NULL;
+    if (q->st->terminal)
+        finish(e, q, 0, false, q->st->end);
+    else
+        requeue(e, q, true);
+}
+
+/* Append q->ev to `stream` at `expected`: asynchronously when the store can. */
+static void submit(struct ag_saga_engine *e, struct qitem *q, const char *stream, int64_t expected)
+{
+    q->req = (struct ag_append_req){.stream = stream,
+                                    .stream_len = strlen(stream),
+                                    .expected_version = expected,
+                                    .events = &q->ev,
+                                    .count = 1,
+                                    .cb = recorded,
+                                    .ud = q};
+    if (e->sloop && ag_store_append_async(e->sloop, &q->req) == 0) return;
+    struct ag_err err;
+    ag_err_clear(&err);
+    int rc =
+        ag_store_append(e->env.store, stream, q->req.stream_len, expected, &q->ev, 1, NULL, &err);
+    recorded(q, rc, NULL, &err);
+}
+
+static void submit_start(struct ag_saga_engine *e, struct qitem *q)
+{
+    saga_stream_of(q->stream, q->id);
+    saga_start_event(&e->env, &q->start, &q->ev);
+    submit(e, q, q->stream, AG_STORE_NO_STREAM);
+}
+
+/* One move of saga `q`: load it if needed, run its next step, submit the record. */
+static void move(struct ag_saga_engine *e, struct qitem *q)
+{
+    if (q->start.data) {
+        submit_start(e, q);
+        return;
+    }
+    struct ag_err err;
+    ag_err_clear(&err);
+    int rc = 0;
+    if (!q->st) {
+        if (!(q->st = ag_malloc(sizeof *q->st))) {
+            finish(e, q, AG_ENOMEM, false, SAGA_END_NONE);
+            return;
+        }
+        rc = saga_load(&e->env, q->id, q->st, &err);
+        if (!rc && q->st->terminal) { /* it had ended before */
+            finish(e, q, 0, false, SAGA_END_NONE);
+            return;
+        }
+    }
+    if (!rc) rc = saga_next(&e->env, q->st, &q->rec, &err);
+    if (!rc && saga_encode(&e->env, q->st, q->rec.kind, q->rec.data, &q->ev))
+        rc = ag_err_set(&err, AG_ENOMEM, "out of memory");
+    if (rc) {
+        if (rc != AG_ECLOSED && rc != AG_ENOTFOUND)
+            AG_WARN("saga.interrupted", AG_LS("saga", q->id), AG_LS("error", ag_err_msg(&err, rc)));
+        finish(e, q, rc == AG_ENOTFOUND || rc == AG_ECONFLICT ? 0 : rc, false, SAGA_END_NONE);
+        return;
+    }
+    submit(e, q, q->st->stream, q->st->version);
 }
 
 static void *worker(void *arg)
@@ -310,14 +483,52 @@ static void *worker(void *arg)
         }
         struct qitem *q = take_locked(e);
         pthread_mutex_unlock(&e->lock);
-        enum saga_end end = SAGA_END_NONE;
-        if (q->start.data && record_start(e, q)) {
-            finish(e, q, AG_EIO, true, end);
-            continue;
-        }
-        int rc = saga_run(&e->env, q->id, &end);
-        finish(e, q, rc, false, end);
+        move(e, q);
     }
+}
+
+/* ---- the recorder loop ---- */
+
+static void loop_stop_cb(uv_async_t *a)
+{
+    struct ag_saga_engine *e = a->data;
+    ag_store_loop_close(e->sloop);
+    uv_close((uv_handle_t *)a, NULL);
+}
+
+static void *loop_main(void *arg)
+{
+    struct ag_saga_engine *e = arg;
+    uv_run(&e->loop, UV_RUN_DEFAULT);
+    return NULL;
+}
+
+/* Bind a loop to the store for async appends; without one (a store with no async
+ * appends) the workers append synchronously. */
+static void start_loop(struct ag_saga_engine *e)
+{
+    if (!e->env.store->ops->append_async || uv_loop_init(&e->loop) != 0) return;
+    e->loop_stop.data = e;
+    if (uv_async_init(&e->loop, &e->loop_stop, loop_stop_cb) == 0 &&
+        ag_store_loop_init(e->env.store, &e->loop, &e->sloop) == 0 &&
+        pthread_create(&e->loop_thread, NULL, loop_main, e) == 0) {
+        e->loop_started = true;
+        return;
+    }
+    if (e->sloop) ag_store_loop_close(e->sloop);
+    e->sloop = NULL;
+    uv_close((uv_handle_t *)&e->loop_stop, NULL);
+    uv_run(&e->loop, UV_RUN_DEFAULT);
+    uv_loop_close(&e->loop);
+}
+
+static void stop_loop(struct ag_saga_engine *e)
+{
+    if (!e->loop_started) return;
+    uv_async_send(&e->loop_stop);
+    pthread_join(e->loop_thread, NULL);
+    uv_loop_close(&e->loop);
+    e->sloop = NULL;
 }
 
 /* ---- start / stop ---- */
@@ -359,6 +570,51 @@ static void env_from(struct saga_env *env, const struct ag_saga_engine_config *c
     };
 }
 
+/* ---- agora_saga_step_duration_seconds{saga,step} ---- */
+
+static void observe_step(void *ctx, const struct ag_saga_def *def, size_t step, bool back,
+                         double seconds)
+{
+    struct ag_saga_engine *e = ctx;
+    size_t d = (size_t)(def - e->env.defs);
+    if (d >= e->env.ndefs || step >= def->nsteps || !e->step_series[d]) return;
+    struct ag_obs_series *s = e->step_series[d][back ? def->nsteps + step : step];
+    if (s) ag_obs_histogram_observe(s, seconds);
+}
+
+/* One series per action ("ReserveInventory") and compensation
+ * ("ReserveInventory/compensate") of every definition, made once. */
+static void define_metrics(struct ag_saga_engine *e, struct ag_obs_registry *r)
+{
+    static const char *const labels[] = {"saga", "step"};
+    struct ag_obs_family_spec spec = {AG_OBS_HISTOGRAM, "agora_saga_step_duration_seconds",
+                                      "Time a saga step's action or compensation took", 2, labels};
+    struct ag_obs_family *f;
+    if (!r || ag_obs_family_define(r, &spec, &f)) return;
+    if (!(e->step_series = ag_calloc(e->env.ndefs, sizeof *e->step_series))) return;
+    for (size_t d = 0; d < e->env.ndefs; d++) {
+        const struct ag_saga_def *def = &e->env.defs[d];
+        if (!(e->step_series[d] = ag_calloc(2 * def->nsteps + 1, sizeof **e->step_series)))
+            continue;
+        for (size_t i = 0; i < 2 * def->nsteps; i++) {
+            char name[160];
+            const char *step = def->steps[i % def->nsteps].name;
+            snprintf(name, sizeof name, "%s%s", step, i < def->nsteps ? "" : "/compensate");
+            const char *values[] = {def->type, name};
+            ag_obs_series_get(f, values, &e->step_series[d][i]);
+        }
+    }
+    e->env.step_seconds = observe_step;
+    e->env.step_ctx = e;
+}
+
+static void free_metrics(struct ag_saga_engine *e)
+{
+    if (!e->step_series) return;
+    for (size_t d = 0; d < e->env.ndefs; d++) ag_free(e->step_series[d]);
+    ag_free(e->step_series);
+}
+
 static int start_threads(struct ag_saga_engine *e, unsigned threads)
 {
     for (unsigned i = 0; i < threads; i++) {
@@ -383,11 +639,14 @@ int ag_saga_engine_start(const struct ag_saga_engine_config *cfg, struct ag_saga
     env_from(&e->env, cfg);
     pthread_mutex_init(&e->lock, NULL);
     pthread_cond_init(&e->work, NULL);
+    pthread_cond_init(&e->drained, NULL);
     ag_cond_init_mono(&e->starts); /* timed waits: monotonic, immune to clock jumps */
     ag_cond_init_mono(&e->tick);
     ag_cond_init_mono(&e->idle);
     saga_each_unfinished(&e->env, resume_one, e);
     if (e->stats.resumed) AG_INFO("saga.resumed", AG_LU("sagas", e->stats.resumed));
+    define_metrics(e, cfg->metrics);
+    start_loop(e);
     if (start_threads(e, threads)) {
         ag_saga_engine_stop(e);
         return ag_err_set(err, AG_ENOMEM, "cannot start saga workers");
@@ -415,12 +674,18 @@ void ag_saga_engine_stop(struct ag_saga_engine *e)
     pthread_mutex_unlock(&e->lock);
     for (unsigned i = 0; i < e->nthreads; i++) pthread_join(e->threads[i], NULL);
     if (e->retry_started) pthread_join(e->retry_thread, NULL);
+    pthread_mutex_lock(&e->lock); /* the appends in flight complete (and queue their saga) */
+    while (e->running) pthread_cond_wait(&e->drained, &e->lock);
+    pthread_mutex_unlock(&e->lock);
+    stop_loop(e);
+    free_metrics(e);
     free_list(e->head);
     free_list(e->delayed);
     free_list(e->rerun);
     ag_free(e->active);
     ag_free(e->threads);
     pthread_cond_destroy(&e->work);
+    pthread_cond_destroy(&e->drained);
     pthread_cond_destroy(&e->starts);
     pthread_cond_destroy(&e->tick);
     pthread_cond_destroy(&e->idle);

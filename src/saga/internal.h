@@ -34,6 +34,11 @@ struct saga_env {
     const struct ag_rng *rng;     /* event ids, injected faults */
     void (*sleep)(void *ctx, uint64_t ns);
     void *sleep_ctx;
+    /* How long action (or compensation, `back`) `step` of `def` took; NULL: not
+     * observed (the engine feeds agora_saga_step_duration_seconds). */
+    void (*step_seconds)(void *ctx, const struct ag_saga_def *def, size_t step, bool back,
+                         double seconds);
+    void *step_ctx;
 };
 
 /* The events of a saga stream (names in include/agora/saga.h). */
@@ -94,6 +99,14 @@ void saga_state_free(struct saga_state *s);
  * it into `s`. Takes `data`. */
 int saga_record(const struct saga_env *env, struct saga_state *s, enum saga_ev ev, json_t *data,
                 struct ag_err *err);
+/* The two halves of saga_record, for an asynchronous append: encode the next
+ * event into `s->buf` (`*ev` points into it and gets its id; append it to
+ * `s->stream` at `s->version`), then, once it is durable, fold it into `s`. */
+int saga_encode(const struct saga_env *env, struct saga_state *s, enum saga_ev kind,
+                const json_t *data, struct ag_event_data *ev);
+void saga_applied(const struct saga_env *env, struct saga_state *s, enum saga_ev kind,
+                  const json_t *data, const struct ag_uuid *id);
+void saga_stream_of(char out[SAGA_STREAM_MAX + 8], const char *id);
 
 /* {step, name, error?}: the payload of the step and compensation events. */
 json_t *saga_step_json(size_t i, const char *name, const char *error);
@@ -111,12 +124,29 @@ int saga_start_encode(const char *type, const char *id, const json_t *data,
 int saga_start_append(const struct saga_env *env, const char *id, const struct saga_start *st,
                       struct ag_err *err);
 void saga_start_free(struct saga_start *st);
+/* The SagaStarted event of `st` (borrowing it), with a new id; append it to
+ * saga-<id> with AG_STORE_NO_STREAM (a conflict means it was started before). */
+void saga_start_event(const struct saga_env *env, const struct saga_start *st,
+                      struct ag_event_data *ev);
 
 /* Call `fn` with the id of every saga whose last event is not terminal. */
 int saga_each_unfinished(const struct saga_env *env, void (*fn)(void *ud, const char *id),
                          void *ud);
 
 /* ---- run.c ---- */
+
+/* What one move of a saga asks to record: `kind` with payload `data` (owned);
+ * `step` is the action or compensation that ran (SIZE_MAX: none). */
+struct saga_rec {
+    enum saga_ev kind;
+    json_t *data;
+    size_t step;
+};
+/* Run the saga's next action or compensation (blocking in the step) and say what
+ * to record; `s` must not be terminal. An error is an interruption: nothing is to
+ * be recorded, run the saga again later from its log. */
+int saga_next(const struct saga_env *env, struct saga_state *s, struct saga_rec *rec,
+              struct ag_err *err);
 
 /* Drive saga `id` until a terminal event (0, `*end` says which; SAGA_END_NONE when it
  * had ended before or cannot run) or an interruption (an error: run it again

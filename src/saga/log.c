@@ -72,7 +72,7 @@ const struct ag_saga_def *saga_find_def(const struct saga_env *env, const char *
     return NULL;
 }
 
-static void stream_of(char out[SAGA_STREAM_MAX + 8], const char *id)
+void saga_stream_of(char out[SAGA_STREAM_MAX + 8], const char *id)
 {
     snprintf(out, SAGA_STREAM_MAX + 8, SAGA_PREFIX "%s", id);
 }
@@ -251,7 +251,7 @@ static void state_init(struct saga_state *s, const char *id)
 {
     memset(s, 0, sizeof *s);
     snprintf(s->id, sizeof s->id, "%s", id);
-    stream_of(s->stream, id);
+    saga_stream_of(s->stream, id);
     s->version = -1;
     s->errors = json_object();
     ag_buf_init(&s->buf);
@@ -312,30 +312,43 @@ static int next_meta(const struct saga_state *s, struct ag_buf *b)
     return rc ? rc : ag_buf_printf(b, ",\"causationId\":\"%s\"}", cid);
 }
 
-int saga_record(const struct saga_env *env, struct saga_state *s, enum saga_ev kind, json_t *data,
-                struct ag_err *err)
+int saga_encode(const struct saga_env *env, struct saga_state *s, enum saga_ev kind,
+                const json_t *data, struct ag_event_data *ev)
 {
     ag_buf_reset(&s->buf);
     int rc = dump(data, &s->buf);
     size_t dlen = s->buf.len;
     if (!rc) rc = next_meta(s, &s->buf);
-    if (rc) {
+    if (rc) return AG_ENOMEM;
+    *ev = (struct ag_event_data){.type = ev_names[kind].name,
+                                 .type_len = ev_names[kind].len,
+                                 .data = s->buf.data,
+                                 .data_len = dlen,
+                                 .metadata = s->buf.data + dlen,
+                                 .metadata_len = s->buf.len - dlen};
+    ag_uuid_v7(&ev->id, env->clock, env->rng);
+    return 0;
+}
+
+void saga_applied(const struct saga_env *env, struct saga_state *s, enum saga_ev kind,
+                  const json_t *data, const struct ag_uuid *id)
+{
+    s->version++;
+    s->last_id = *id;
+    evolve(env, s, kind, data);
+}
+
+int saga_record(const struct saga_env *env, struct saga_state *s, enum saga_ev kind, json_t *data,
+                struct ag_err *err)
+{
+    struct ag_event_data ev;
+    if (saga_encode(env, s, kind, data, &ev)) {
         json_decref(data);
         return ag_err_set(err, AG_ENOMEM, "out of memory");
     }
-    struct ag_event_data ev = {.type = ev_names[kind].name,
-                               .type_len = ev_names[kind].len,
-                               .data = s->buf.data,
-                               .data_len = dlen,
-                               .metadata = s->buf.data + dlen,
-                               .metadata_len = s->buf.len - dlen};
-    ag_uuid_v7(&ev.id, env->clock, env->rng);
-    rc = ag_store_append(env->store, s->stream, strlen(s->stream), s->version, &ev, 1, NULL, err);
-    if (!rc) {
-        s->version++;
-        s->last_id = ev.id;
-        evolve(env, s, kind, data);
-    }
+    int rc =
+        ag_store_append(env->store, s->stream, strlen(s->stream), s->version, &ev, 1, NULL, err);
+    if (!rc) saga_applied(env, s, kind, data, &ev.id);
     json_decref(data);
     return rc;
 }
@@ -389,18 +402,25 @@ void saga_start_free(struct saga_start *st)
     st->data = st->meta = NULL;
 }
 
+void saga_start_event(const struct saga_env *env, const struct saga_start *st,
+                      struct ag_event_data *ev)
+{
+    *ev = (struct ag_event_data){.type = AG_SAGA_EV_STARTED,
+                                 .type_len = sizeof AG_SAGA_EV_STARTED - 1,
+                                 .data = st->data,
+                                 .data_len = strlen(st->data),
+                                 .metadata = st->meta,
+                                 .metadata_len = strlen(st->meta)};
+    ag_uuid_v7(&ev->id, env->clock, env->rng);
+}
+
 int saga_start_append(const struct saga_env *env, const char *id, const struct saga_start *st,
                       struct ag_err *err)
 {
     char stream[SAGA_STREAM_MAX + 8];
-    stream_of(stream, id);
-    struct ag_event_data ev = {.type = AG_SAGA_EV_STARTED,
-                               .type_len = sizeof AG_SAGA_EV_STARTED - 1,
-                               .data = st->data,
-                               .data_len = strlen(st->data),
-                               .metadata = st->meta,
-                               .metadata_len = strlen(st->meta)};
-    ag_uuid_v7(&ev.id, env->clock, env->rng);
+    saga_stream_of(stream, id);
+    struct ag_event_data ev;
+    saga_start_event(env, st, &ev);
     int rc =
         ag_store_append(env->store, stream, strlen(stream), AG_STORE_NO_STREAM, &ev, 1, NULL, err);
     if (rc == AG_ECONFLICT) rc = 0, ag_err_clear(err); /* started before */
@@ -437,7 +457,7 @@ static int collect_saga(void *ud, const char *name, size_t len, int64_t version)
 static bool is_terminal(const struct saga_env *env, const char *id)
 {
     char stream[SAGA_STREAM_MAX + 8];
-    stream_of(stream, id);
+    saga_stream_of(stream, id);
     struct ag_event_page p;
     if (ag_store_read_stream(env->store, stream, strlen(stream), -1, AG_READ_BACKWARD, 1, &p, NULL))
         return true;

@@ -1,1 +1,1 @@
-target_link_libraries(agora_saga PUBLIC agora_es agora_resil agora_store)
+target_link_libraries(agora_saga PUBLIC agora_es agora_resil agora_store agora_obs)

@@ -33,6 +33,7 @@
  * reason: saga_run returns it without recording anything, and the engine runs the
  * saga again later, from where it was.
  */
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -98,55 +99,58 @@ static int run_compensation(const struct saga_env *env, const struct saga_state 
     return rc;
 }
 
-static int run_forward(const struct saga_env *env, struct saga_state *s, struct ag_err *err)
+/* The next forward move: run action `next` and say what to record. */
+static int next_forward(const struct saga_env *env, struct saga_state *s, struct saga_rec *rec,
+                        struct ag_err *err)
 {
-    char key[SAGA_STREAM_MAX + 64];
-    while (s->next < s->def->nsteps) {
-        const struct ag_saga_step *st = &s->def->steps[s->next];
-        snprintf(key, sizeof key, "%s:%s", s->id, st->name);
-        struct ag_err serr;
-        ag_err_clear(&serr);
-        int rc = run_action(env, s, key, &serr);
-        if (rc == AG_EUNAVAILABLE) return ag_err_set(err, rc, "%s", ag_err_msg(&serr, rc));
-        if (rc == 0) {
-            json_t *d = saga_step_json(s->next, st->name, NULL);
-            if ((rc = saga_record(env, s, SAGA_EV_STEP_SUCCEEDED, d, err))) return rc;
-            continue;
-        }
-        const char *why = ag_err_msg(&serr, rc);
-        AG_INFO("saga.step_failed", AG_LS("saga", s->id), AG_LS("step", st->name),
-                AG_LS("error", why));
-        /* StepFailed starts the compensation, of this step too (see the top) */
-        return saga_record(env, s, SAGA_EV_STEP_FAILED, saga_step_json(s->next, st->name, why),
-                           err);
+    if (s->next >= s->def->nsteps) {
+        *rec = (struct saga_rec){SAGA_EV_COMPLETED, json_object(), SIZE_MAX};
+        return 0;
     }
-    return saga_record(env, s, SAGA_EV_COMPLETED, json_object(), err);
+    char key[SAGA_STREAM_MAX + 64];
+    const struct ag_saga_step *st = &s->def->steps[s->next];
+    snprintf(key, sizeof key, "%s:%s", s->id, st->name);
+    struct ag_err serr;
+    ag_err_clear(&serr);
+    int rc = run_action(env, s, key, &serr);
+    if (rc == AG_EUNAVAILABLE) return ag_err_set(err, rc, "%s", ag_err_msg(&serr, rc));
+    if (rc == 0) {
+        *rec = (struct saga_rec){SAGA_EV_STEP_SUCCEEDED, saga_step_json(s->next, st->name, NULL),
+                                 s->next};
+        return 0;
+    }
+    const char *why = ag_err_msg(&serr, rc);
+    AG_INFO("saga.step_failed", AG_LS("saga", s->id), AG_LS("step", st->name), AG_LS("error", why));
+    /* StepFailed starts the compensation, of this step too (see the top) */
+    *rec = (struct saga_rec){SAGA_EV_STEP_FAILED, saga_step_json(s->next, st->name, why), s->next};
+    return 0;
 }
 
 /* The failed step's compensation found its effect in place for good: record the
  * step as succeeded and go forward (only before any other compensation ran). */
-static int recover_forward(const struct saga_env *env, struct saga_state *s, const char *why,
-                           struct ag_err *err)
+static void recover_forward(struct saga_state *s, const char *why, struct saga_rec *rec)
 {
     const struct ag_saga_step *st = &s->def->steps[s->next];
     AG_WARN("saga.step_recovered", AG_LS("saga", s->id), AG_LS("step", st->name),
             AG_LS("detail", why));
     json_t *j = saga_step_json(s->next, st->name, NULL);
     if (j) json_object_set_new(j, "recovered", json_true());
-    return saga_record(env, s, SAGA_EV_STEP_SUCCEEDED, j, err);
+    *rec = (struct saga_rec){SAGA_EV_STEP_SUCCEEDED, j, s->next};
 }
 
 /* The terminal event once no compensation is left to run. */
-static int finish_backward(const struct saga_env *env, struct saga_state *s, struct ag_err *err)
+static void finish_backward(struct saga_state *s, struct saga_rec *rec)
 {
-    if (!s->failed)
-        return saga_record(env, s, SAGA_EV_COMPENSATED, json_pack("{s:s}", "reason", s->reason),
-                           err);
+    if (!s->failed) {
+        *rec = (struct saga_rec){SAGA_EV_COMPENSATED, json_pack("{s:s}", "reason", s->reason),
+                                 SIZE_MAX};
+        return;
+    }
     json_t *list = saga_failed_list(s);
     const char *first = json_string_value(json_object_get(json_array_get(list, 0), "error"));
     json_t *d = json_pack("{s:s, s:s, s:o}", "reason", s->reason, "error",
                           first ? first : "compensation failed", "failedCompensations", list);
-    return saga_record(env, s, SAGA_EV_FAILED, d, err);
+    *rec = (struct saga_rec){SAGA_EV_FAILED, d, SIZE_MAX};
 }
 
 static size_t highest_bit(uint64_t m)
@@ -154,9 +158,9 @@ static size_t highest_bit(uint64_t m)
     return (size_t)(63 - __builtin_clzll(m));
 }
 
-/* Record the outcome of compensation `i` (`rc`, why in `cerr`). */
-static int comp_outcome(const struct saga_env *env, struct saga_state *s, size_t i, int rc,
-                        const struct ag_err *cerr, struct ag_err *err)
+/* The outcome of compensation `i` (`rc`, why in `cerr`). */
+static void comp_outcome(struct saga_state *s, size_t i, int rc, const struct ag_err *cerr,
+                         struct saga_rec *rec)
 {
     const struct ag_saga_step *st = &s->def->steps[i];
     json_t *j = saga_step_json(i, st->name, rc ? ag_err_msg(cerr, rc) : NULL);
@@ -164,30 +168,51 @@ static int comp_outcome(const struct saga_env *env, struct saga_state *s, size_t
     if (rc)
         AG_ERROR("saga.compensation_failed", AG_LS("saga", s->id), AG_LS("step", st->name),
                  AG_LS("error", ag_err_msg(cerr, rc)));
-    return saga_record(env, s, rc ? SAGA_EV_COMP_FAILED : SAGA_EV_COMP_SUCCEEDED, j, err);
+    *rec = (struct saga_rec){rc ? SAGA_EV_COMP_FAILED : SAGA_EV_COMP_SUCCEEDED, j, i};
 }
 
-/* Run the compensations in `todo`, highest step first, recording each outcome; a
- * failed one does not stop the others (see the top). */
-static int run_backward(const struct saga_env *env, struct saga_state *s, struct ag_err *err)
+/* The next backward move: the highest compensation in `todo`, whose failure does
+ * not stop the others (see the top), or the terminal event. */
+static int next_backward(const struct saga_env *env, struct saga_state *s, struct saga_rec *rec,
+                         struct ag_err *err)
 {
-    char key[SAGA_STREAM_MAX + 64];
     while (s->todo) {
         size_t i = highest_bit(s->todo);
         if (i >= s->def->nsteps) { /* a log from a longer definition: nothing to undo */
             s->todo &= ~saga_step_bit(i);
             continue;
         }
+        char key[SAGA_STREAM_MAX + 64];
         snprintf(key, sizeof key, "%s:%s:compensate", s->id, s->def->steps[i].name);
         struct ag_err cerr;
         ag_err_clear(&cerr);
         int rc = run_compensation(env, s, i, key, &cerr);
-        if (rc == AG_EEXISTS && i == s->next && !s->comp_ran)
-            return recover_forward(env, s, ag_err_msg(&cerr, rc), err);
+        if (rc == AG_EEXISTS && i == s->next && !s->comp_ran) {
+            recover_forward(s, ag_err_msg(&cerr, rc), rec);
+            return 0;
+        }
         if (rc == AG_EUNAVAILABLE) return ag_err_set(err, rc, "%s", ag_err_msg(&cerr, rc));
-        if ((rc = comp_outcome(env, s, i, rc, &cerr, err))) return rc;
+        comp_outcome(s, i, rc, &cerr, rec);
+        return 0;
     }
-    return finish_backward(env, s, err);
+    finish_backward(s, rec);
+    return 0;
+}
+
+int saga_next(const struct saga_env *env, struct saga_state *s, struct saga_rec *rec,
+              struct ag_err *err)
+{
+    /* Forward until completed or a step fails, backward until compensated/failed or
+     * the failed step is recovered forward (see the top), which goes forward again. */
+    *rec = (struct saga_rec){SAGA_EV_UNKNOWN, NULL, SIZE_MAX};
+    uint64_t t0 = ag_clock_mono(env->clock);
+    bool back = s->compensating;
+    int rc = back ? next_backward(env, s, rec, err) : next_forward(env, s, rec, err);
+    if (!rc && rec->step != SIZE_MAX && env->step_seconds)
+        env->step_seconds(env->step_ctx, s->def, rec->step, back,
+                          (double)(ag_clock_mono(env->clock) - t0) / 1e9);
+    if (!rc && !rec->data) rc = ag_err_set(err, AG_ENOMEM, "out of memory");
+    return rc;
 }
 
 int saga_run(const struct saga_env *env, const char *id, enum saga_end *end)
@@ -198,10 +223,14 @@ int saga_run(const struct saga_env *env, const char *id, enum saga_end *end)
     *end = SAGA_END_NONE;
     int rc = saga_load(env, id, &s, &err);
     bool was_terminal = s.terminal;
-    /* Forward until completed or a step fails, backward until compensated/failed or
-     * the failed step is recovered forward (see the top), which goes forward again. */
-    while (!rc && !s.terminal)
-        rc = s.compensating ? run_backward(env, &s, &err) : run_forward(env, &s, &err);
+    while (!rc && !s.terminal) {
+        struct saga_rec rec;
+        rc = saga_next(env, &s, &rec, &err);
+        if (!rc)
+            rc = saga_record(env, &s, rec.kind, rec.data, &err);
+        else
+            json_decref(rec.data);
+    }
     if (!rc && !was_terminal) *end = s.end;
     if (rc && rc != AG_ECLOSED)
         AG_WARN("saga.interrupted", AG_LS("saga", id), AG_LS("error", ag_err_msg(&err, rc)));

@@ -183,7 +183,7 @@ static void close_read_models(struct ag_platform *p)
 static int start_http(struct ag_platform *p, struct ag_err *err)
 {
     int rc = ag_http_router_new(&p->router);
-    if (!rc) rc = ag_obs_registry_new(&p->metrics);
+    if (!rc && !p->metrics) rc = ag_obs_registry_new(&p->metrics);
     if (!rc) rc = ag_obs_health_new(&p->health);
     if (rc) return ag_err_set(err, rc, "out of memory");
     ag_obs_health_add(p->health, AG_OBS_READY, "projections", ag_platform_projections_ready, p);
@@ -248,10 +248,13 @@ int ag_platform_start(const struct ag_platform_config *cfg, struct ag_platform *
     struct ag_store_stats st = {0};
     if (!rc) ag_store_stats(p->store, &st);
     if (!rc) rc = svc_place_order_saga(p, err);
+    /* the registry exists before the engine: it records the saga step durations */
+    if (!rc && ag_obs_registry_new(&p->metrics)) rc = ag_err_set(err, AG_ENOMEM, "out of memory");
     struct ag_saga_engine_config sc = {.store = p->store,
                                        .defs = p->saga_defs,
                                        .ndefs = 1,
-                                       .threads = cfg->saga_threads ? cfg->saga_threads : 256};
+                                       .threads = cfg->saga_threads ? cfg->saga_threads : 256,
+                                       .metrics = p->metrics};
     if (!rc) rc = ag_saga_engine_start(&sc, &p->sagas, err);
     if (!rc) fill_projections(p);
     if (!rc)

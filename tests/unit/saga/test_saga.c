@@ -706,3 +706,103 @@ Test(saga, an_interrupted_saga_runs_again_when_its_time_comes)
                                   "SagaCompleted ");
     cr_assert_str_eq(trace, "do1 do2 do2 do3 ", "got %s", trace);
 }
+
+/* ---- many sagas on few threads; the per-step histogram ---- */
+
+/* Two hundred sagas on the engine's two workers: each worker runs a step and
+ * moves on while the saga's event is appended, so all of them complete, each
+ * with its whole history in order. */
+Test(saga, many_sagas_in_flight_on_two_workers)
+{
+    struct ag_saga_engine *e = engine();
+    char id[32];
+    json_t *d = json_pack("{s:s}", "orderId", "o-1");
+    for (int i = 0; i < 200; i++) {
+        snprintf(id, sizeof id, "m%d", i);
+        cr_assert_eq(ag_saga_start_async(e, "Test", id, d, NULL, NULL), 0);
+    }
+    json_decref(d);
+    cr_assert_eq(ag_saga_wait_starts(e, 10000), 0);
+    settle(e);
+    struct ag_saga_engine_stats st;
+    ag_saga_engine_stats(e, &st);
+    ag_saga_engine_stop(e);
+    cr_assert_eq(st.started, 200);
+    cr_assert_eq(st.completed, 200);
+    for (int i = 0; i < 200; i++) {
+        snprintf(id, sizeof id, "m%d", i);
+        cr_assert_str_eq(types(id),
+                         "SagaStarted StepSucceeded StepSucceeded StepSucceeded SagaCompleted ");
+    }
+}
+
+static int slow_act(void *ud, const json_t *d, const char *key, const char *reason,
+                    struct ag_err *err)
+{
+    AG_UNUSED(ud), AG_UNUSED(d), AG_UNUSED(reason);
+    ag_fake_clock_advance(&fclock, 3000000); /* the participant takes 3 ms */
+    return fail_step == 2 && strstr(key, ":B") ? ag_err_set(err, AG_EDOMAIN, "no") : 0;
+}
+
+static int slow_undo(void *ud, const json_t *d, const char *key, const char *reason,
+                     struct ag_err *err)
+{
+    AG_UNUSED(ud), AG_UNUSED(d), AG_UNUSED(key), AG_UNUSED(reason), AG_UNUSED(err);
+    ag_fake_clock_advance(&fclock, 3000000);
+    return 0;
+}
+
+static double step_hist(struct ag_obs_registry *r, const char *step, uint64_t *count)
+{
+    static const char *const labels[] = {"saga", "step"};
+    struct ag_obs_family_spec spec = {AG_OBS_HISTOGRAM, "agora_saga_step_duration_seconds", NULL, 2,
+                                      labels};
+    struct ag_obs_family *f;
+    struct ag_obs_series *s;
+    cr_assert_eq(ag_obs_family_define(r, &spec, &f), 0);
+    const char *values[] = {"Timed", step};
+    cr_assert_eq(ag_obs_series_get(f, values, &s), 0);
+    double sum = 0;
+    ag_obs_histogram_value(s, NULL, &sum, count);
+    return sum;
+}
+
+/* agora_saga_step_duration_seconds{saga,step}: one observation per action and per
+ * compensation ("<Step>/compensate"), the time the participant call took on the
+ * engine's clock. */
+Test(saga, step_durations_go_to_the_histogram)
+{
+    static const struct ag_saga_step timed[] = {{"A", slow_act, slow_undo, {0}, NULL},
+                                                {"B", slow_act, slow_undo, {0}, NULL}};
+    static const struct ag_saga_def tdef = {.type = "Timed", .steps = timed, .nsteps = 2};
+    struct ag_obs_registry *r;
+    cr_assert_eq(ag_obs_registry_new(&r), 0);
+    struct ag_saga_engine_config cfg = {.store = store,
+                                        .defs = &tdef,
+                                        .ndefs = 1,
+                                        .threads = 2,
+                                        .clock = &fclock.clock,
+                                        .rng = &rng,
+                                        .sleep = fake_sleep,
+                                        .metrics = r};
+    struct ag_saga_engine *e;
+    cr_assert_eq(ag_saga_engine_start(&cfg, &e, NULL), 0);
+    json_t *d = json_object();
+    cr_assert_eq(ag_saga_start(e, "Timed", "t1", d, NULL, NULL), 0);
+    settle(e);
+    fail_step = 2; /* B fails: B and A are compensated */
+    cr_assert_eq(ag_saga_start(e, "Timed", "t2", d, NULL, NULL), 0);
+    settle(e);
+    json_decref(d);
+    ag_saga_engine_stop(e);
+    uint64_t n = 0;
+    cr_assert_float_eq(step_hist(r, "A", &n), 0.006, 1e-9);
+    cr_assert_eq(n, 2);
+    cr_assert_float_eq(step_hist(r, "B", &n), 0.006, 1e-9);
+    cr_assert_eq(n, 2);
+    cr_assert_float_eq(step_hist(r, "B/compensate", &n), 0.003, 1e-9);
+    cr_assert_eq(n, 1);
+    cr_assert_float_eq(step_hist(r, "A/compensate", &n), 0.003, 1e-9);
+    cr_assert_eq(n, 1);
+    ag_obs_registry_free(r);
+}

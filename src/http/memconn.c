@@ -38,6 +38,7 @@ static void mem_set_timer(struct ag__http_conn *c, uint64_t ms)
 {
     struct ag__http_memconn *m = mem_of(c);
     m->timer_at_ms = ms ? m->now_ms + ms : 0;
+    if (ms) m->timer_arms++;
 }
 
 static void mem_read(struct ag__http_conn *c, bool on)

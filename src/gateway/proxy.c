@@ -29,6 +29,7 @@ struct pctx {
     void *conf_token; /* ag__gw_loop_release */
     struct gw_conf *conf;
     const struct gw_route *route;
+    size_t prefix_len; /* of the route's matched uri prefix (rewrite) */
     struct ag_http_req *req;
     struct gw_principal who; /* valid when authed */
     bool authed;
@@ -42,22 +43,30 @@ struct pctx {
 
 static bool hop_by_hop(const char *n, const char *connection)
 {
-    static const char *const names[] = {"connection",
-                                        "keep-alive",
-                                        "proxy-connection",
-                                        "te",
-                                        "trailer",
-                                        "transfer-encoding",
-                                        "upgrade",
-                                        "proxy-authenticate",
-                                        "proxy-authorization",
-                                        "content-length",
-                                        "host",
-                                        "date"};
-    for (size_t i = 0; i < AG_ARRAY_SIZE(names); i++)
-        if (!strcasecmp(n, names[i])) return true;
+#define NAME(s)                                                                                    \
+    {                                                                                              \
+        s, sizeof s - 1                                                                            \
+    }
+    static const struct {
+        const char *s;
+        size_t len;
+    } names[] = {NAME("connection"),
+                 NAME("keep-alive"),
+                 NAME("proxy-connection"),
+                 NAME("te"),
+                 NAME("trailer"),
+                 NAME("transfer-encoding"),
+                 NAME("upgrade"),
+                 NAME("proxy-authenticate"),
+                 NAME("proxy-authorization"),
+                 NAME("content-length"),
+                 NAME("host"),
+                 NAME("date")};
+#undef NAME
+    size_t nl = strlen(n);
+    for (size_t i = 0; i < AG_ARRAY_SIZE(names); i++) /* length first: most differ */
+        if (nl == names[i].len && !strcasecmp(n, names[i].s)) return true;
     if (connection) { /* headers named by Connection are hop-by-hop too */
-        size_t nl = strlen(n);
         for (const char *p = connection; *p;) {
             while (*p == ' ' || *p == ',') p++;
             size_t l = strcspn(p, " ,");
@@ -70,6 +79,8 @@ static bool hop_by_hop(const char *n, const char *connection)
 
 static bool identity_header(const char *n)
 {
+    char c0 = (char)(*n | 0x20); /* every name below starts with x, t or f */
+    if (c0 != 'x' && c0 != 't' && c0 != 'f') return false;
     return !strcasecmp(n, "x-user-id") || !strcasecmp(n, "x-user-roles") ||
            !strncasecmp(n, "x-forwarded-", 12) || !strcasecmp(n, "x-request-id") ||
            !strcasecmp(n, "traceparent") || !strcasecmp(n, "forwarded");
@@ -226,13 +237,19 @@ static char *xff(struct pctx *p)
     const char *peer = ag_http_req_peer(p->req);
     char ip[64] = "";
     if (peer) {
-        snprintf(ip, sizeof ip, "%s", peer);
+        size_t pl = strlen(peer);
+        if (pl >= sizeof ip) pl = sizeof ip - 1;
+        memcpy(ip, peer, pl);
+        ip[pl] = '\0';
         char *c = strrchr(ip, ':');
         if (c) *c = '\0';
     }
-    size_t n = (prev ? strlen(prev) + 2 : 0) + strlen(ip) + 1;
-    char *s = ag_http_req_alloc(p->req, n);
-    if (s) snprintf(s, n, "%s%s%s", prev ? prev : "", prev ? ", " : "", ip);
+    size_t pl = prev ? strlen(prev) : 0, il = strlen(ip);
+    char *s = ag_http_req_alloc(p->req, pl + 2 + il + 1);
+    if (!s) return NULL;
+    char *o = s;
+    if (prev) memcpy(o, prev, pl), memcpy(o + pl, ", ", 2), o += pl + 2;
+    memcpy(o, ip, il + 1);
     return s;
 }
 
@@ -265,11 +282,15 @@ static char *upstream_path(struct pctx *p, size_t prefix_len)
     const char *rw = p->route->rewrite;
     const char *rest = rw ? path + prefix_len : path;
     if (rw && rw[strlen(rw) - 1] == '/' && *rest == '/') rest++;
-    size_t n = (rw ? strlen(rw) : 0) + strlen(rest) + strlen(q) + 3;
-    char *s = ag_http_req_alloc(p->req, n);
-    if (s) snprintf(s, n, "%s%s%s%s", rw ? rw : "", rest, *q ? "?" : "", q);
-    if (s && !*s) s = "/";
-    return s;
+    size_t wl = rw ? strlen(rw) : 0, rl = strlen(rest), ql = strlen(q);
+    char *s = ag_http_req_alloc(p->req, wl + rl + ql + 3);
+    if (!s) return NULL;
+    char *o = s;
+    memcpy(o, rw ? rw : "", wl), o += wl;
+    memcpy(o, rest, rl), o += rl;
+    if (ql) *o++ = '?', memcpy(o, q, ql), o += ql;
+    *o = '\0';
+    return *s ? s : "/";
 }
 
 static const struct gw_dest *pick_dest(const struct gw_route *r, uint64_t rnd)
@@ -297,9 +318,8 @@ static uint64_t hash_key(struct pctx *p, struct ag_mesh_cluster *c)
 
 static void forward(struct pctx *p)
 {
-    size_t prefix_len = 0;
+    size_t prefix_len = p->prefix_len;
     struct ag_http_req *req = p->req;
-    ag__gw_route_find(p->conf, ag_http_req_method(req), ag_http_req_path(req), req, &prefix_len);
     const struct gw_dest *d = pick_dest(p->route, ag_rng_next(ag_rng_system()));
     struct ag_mesh_call *c = &p->call;
     c->cluster = d->cluster;
@@ -330,6 +350,17 @@ static void on_delay(uv_timer_t *t)
 
 /* ---- admission ---- */
 
+/* The decimal form of v at o (no NUL); returns its end. */
+static char *put_u64(char *o, uint64_t v)
+{
+    char tmp[24], *t = tmp + sizeof tmp;
+    do *--t = (char)('0' + v % 10);
+    while ((v /= 10) != 0);
+    size_t n = (size_t)(tmp + sizeof tmp - t);
+    memcpy(o, t, n);
+    return o + n;
+}
+
 /* 429 with Retry-After and the IETF RateLimit headers, or 0 to continue. */
 static int rate_limit(struct pctx *p)
 {
@@ -350,9 +381,11 @@ static int rate_limit(struct pctx *p)
     }
     uint64_t wait = 0;
     uint64_t window_s = (r->rate.period_ns + 999999999) / 1000000000;
-    char policy[96];
-    snprintf(policy, sizeof policy, "\"route\";q=%llu;w=%llu", (unsigned long long)r->rate.limit,
-             (unsigned long long)(window_s ? window_s : 1));
+    char policy[96], *o = policy; /* "route";q=<limit>;w=<window>, on every answer */
+    memcpy(o, "\"route\";q=", 10);
+    o = put_u64(o + 10, r->rate.limit);
+    memcpy(o, ";w=", 3);
+    *put_u64(o + 3, window_s ? window_s : 1) = '\0';
     ag_http_resp_header(p->req, "RateLimit-Policy", policy);
     if (ag_ratelimit_acquire(r->limiter, key, strlen(key), 1, &wait) == 0) return 0;
     char v[64];
@@ -455,6 +488,7 @@ static int admit(struct pctx *p)
     struct ag_http_req *req = p->req;
     p->route = ag__gw_route_find(p->conf, ag_http_req_method(req), ag_http_req_path(req), req,
                                  &prefix_len);
+    p->prefix_len = prefix_len;
     if (!p->route) return refuse(p, 404, "no route for this request");
     ag_http_req_body(req, &blen);
     size_t max = p->route->max_body ? p->route->max_body : p->conf->max_body;

@@ -11,7 +11,9 @@
  * watches min(deadline, pool timeout): the first to pass fails the request with
  * AG_ETIMEDOUT or AG_EPOOL_TIMEOUT. On a connection, the connection's timer
  * watches the connect timeout (AG_ECONNECT), the deadline (AG_ETIMEDOUT) and,
- * when idle, the idle timeout (the connection is closed).
+ * when idle, the idle timeout (the connection is closed). It is re-armed only
+ * for a deadline earlier than the one it is armed for; firing early, it finds
+ * the state's deadline (conn_deadline) not passed and arms that instead.
  *
  * Failures. Connect errors are AG_ECONNECT; EOF or reset before the response is
  * complete is AG_ERESET; a malformed response is AG_EPROTOCOL; an oversized body
@@ -19,7 +21,10 @@
  * sent (EOF before any response byte) is retried once on a fresh connection for
  * idempotent methods: that race is normal with keep-alive, not an upstream fault.
  *
- * Writes. A connection is reused only after its write callback has run, never
+ * Writes. A request is written with uv_try_write first; only what the socket
+ * does not take at once goes through a uv_write_t (a uv_write that completes
+ * still costs a pending-phase callback and an epoll_ctl re-arm per request).
+ * A connection is reused only after that write callback has run, never
  * merely because the response is complete: the uv_write_t (and the request's
  * bytes) belong to libuv until then. libuv runs write callbacks in the next loop
  * iteration's pending phase, but one poll phase can read the answer to a write
@@ -62,30 +67,33 @@ struct cconn {
     struct ag_http_upstream *u; /* owner */
     struct cconn *next;         /* pool list */
     union {
-        uv_tcp_t tcp;       /* TCP */
-        uv_pipe_t pipe;     /* Unix-domain socket */
-        uv_stream_t stream; /* either, as a stream */
-        uv_handle_t handle; /* either, as a handle */
-    } sock;                 /* the connection's socket */
-    uv_connect_t creq;      /* connect request */
-    uv_timer_t timer;       /* connect / deadline / idle */
-    uv_write_t wreq;        /* write in flight */
-    http_parser parser;     /* response parser */
-    enum cstate state;      /* where the connection is */
-    struct creq *req;       /* request in flight */
-    uint32_t served;        /* requests completed on this connection */
-    bool reused;            /* req was sent on a connection that served before */
-    bool got_bytes;         /* response bytes seen for req */
-    bool complete;          /* response complete */
-    bool keep;              /* response allows keep-alive */
-    int fail;               /* error chosen in a parser callback */
-    int status;             /* response status */
-    struct ag_buf hdrs;     /* name NUL value NUL ... */
-    size_t nhdrs;           /* headers in hdrs */
-    bool in_value;          /* last header callback was a value */
-    struct ag_buf body;     /* response body */
-    int open_handles;       /* tcp + timer */
-    bool writing;           /* wreq queued: its callback has not run yet */
+        uv_tcp_t tcp;             /* TCP */
+        uv_pipe_t pipe;           /* Unix-domain socket */
+        uv_stream_t stream;       /* either, as a stream */
+        uv_handle_t handle;       /* either, as a handle */
+    } sock;                       /* the connection's socket */
+    uv_connect_t creq;            /* connect request */
+    uv_timer_t timer;             /* connect / deadline / idle */
+    uv_write_t wreq;              /* write in flight */
+    http_parser parser;           /* response parser */
+    enum cstate state;            /* where the connection is */
+    struct creq *req;             /* request in flight */
+    uint32_t served;              /* requests completed on this connection */
+    bool reused;                  /* req was sent on a connection that served before */
+    bool got_bytes;               /* response bytes seen for req */
+    bool complete;                /* response complete */
+    bool keep;                    /* response allows keep-alive */
+    int fail;                     /* error chosen in a parser callback */
+    int status;                   /* response status */
+    struct ag_buf hdrs;           /* name NUL value NUL ... */
+    size_t nhdrs;                 /* headers in hdrs */
+    bool in_value;                /* last header callback was a value */
+    struct ag_buf body;           /* response body */
+    int open_handles;             /* tcp + timer */
+    uint64_t armed_ms;            /* loop time the timer fires (0: not armed) */
+    uint64_t idle_deadline_ms;    /* CS_IDLE: loop time the connection closes */
+    uint64_t connect_deadline_ms; /* CS_CONNECTING: loop time the connect fails */
+    bool writing;                 /* wreq queued: its callback has not run yet */
 };
 
 struct ag_http_upstream {
@@ -143,20 +151,48 @@ static bool path_ok(const char *s)
     return true;
 }
 
+/* "name: value\r\n" into w, which has room (serialize reserved it). */
+static void put_header(struct ag_buf *w, const char *name, const char *value)
+{
+    ag_buf_puts(w, name);
+    ag_buf_append(w, ": ", 2);
+    ag_buf_puts(w, value);
+    ag_buf_append(w, "\r\n", 2);
+}
+
+/* The request on the wire. Sized first and reserved once, then appended
+ * without formatting (no printf on the proxy's hot path). */
 static int serialize(struct ag_http_upstream *u, const struct ag_http_client_req *q,
                      struct ag_buf *w)
 {
-    int rc = ag_buf_printf(w, "%s %s HTTP/1.1\r\nHost: %s\r\n", q->method, q->path, u->host_header);
-    for (size_t i = 0; !rc && i < q->nheaders; i++)
-        rc = ag_buf_printf(w, "%s: %s\r\n", q->headers[i].name, q->headers[i].value);
-    if (!rc && q->request_id) rc = ag_buf_printf(w, "X-Request-ID: %s\r\n", q->request_id);
-    if (!rc && q->traceparent[0]) rc = ag_buf_printf(w, "traceparent: %s\r\n", q->traceparent);
     bool has_body = q->body_len || strcmp(q->method, "POST") == 0 ||
                     strcmp(q->method, "PUT") == 0 || strcmp(q->method, "PATCH") == 0;
-    if (!rc && has_body) rc = ag_buf_printf(w, "Content-Length: %zu\r\n", q->body_len);
-    if (!rc) rc = ag_buf_puts(w, "\r\n");
-    if (!rc && q->body_len) rc = ag_buf_append(w, q->body, q->body_len);
-    return rc;
+    size_t need = strlen(q->method) + strlen(q->path) + strlen(u->host_header) + 64 +
+                  (q->request_id ? strlen(q->request_id) + 16 : 0) + strlen(q->traceparent) + 16 +
+                  q->body_len;
+    for (size_t i = 0; i < q->nheaders; i++)
+        need += strlen(q->headers[i].name) + strlen(q->headers[i].value) + 4;
+    int rc = ag_buf_reserve(w, need);
+    if (rc) return rc;
+    ag_buf_puts(w, q->method);
+    ag_buf_putc(w, ' ');
+    ag_buf_puts(w, q->path);
+    ag_buf_append(w, " HTTP/1.1\r\n", 11);
+    put_header(w, "Host", u->host_header);
+    for (size_t i = 0; i < q->nheaders; i++) put_header(w, q->headers[i].name, q->headers[i].value);
+    if (q->request_id) put_header(w, "X-Request-ID", q->request_id);
+    if (q->traceparent[0]) put_header(w, "traceparent", q->traceparent);
+    if (has_body) {
+        char len[24], *p = len + sizeof len;
+        size_t v = q->body_len;
+        *--p = '\0';
+        do *--p = (char)('0' + v % 10);
+        while ((v /= 10) != 0);
+        put_header(w, "Content-Length", p);
+    }
+    ag_buf_append(w, "\r\n", 2);
+    if (q->body_len) ag_buf_append(w, q->body, q->body_len);
+    return 0;
 }
 
 static int validate(const struct ag_http_client_req *q)
@@ -296,21 +332,49 @@ static void conn_fail(struct cconn *c, int rc)
     if (!u->closing) service_queue(u);
 }
 
+static void arm_conn_timer(struct cconn *c, uint64_t at);
+
+/* The deadline that matters in the connection's state (0: none). */
+static uint64_t conn_deadline(const struct cconn *c)
+{
+    switch (c->state) {
+    case CS_IDLE:
+        return c->idle_deadline_ms;
+    case CS_CONNECTING:
+        return c->req ? AG_MIN(c->req->deadline_ms, c->connect_deadline_ms)
+                      : c->connect_deadline_ms;
+    case CS_BUSY:
+        return c->req ? c->req->deadline_ms : 0;
+    default:
+        return 0;
+    }
+}
+
 static void conn_timer_cb(uv_timer_t *t)
 {
     struct cconn *c = t->data;
+    uint64_t now = uv_now(c->u->loop), dl = conn_deadline(c);
+    c->armed_ms = 0;
+    if (dl && now < dl) { /* armed for an earlier deadline that has moved on */
+        arm_conn_timer(c, dl);
+        return;
+    }
     if (c->state == CS_IDLE) {
         conn_close(c);
         return;
     }
-    bool connect_timeout =
-        c->state == CS_CONNECTING && (!c->req || uv_now(c->u->loop) < c->req->deadline_ms);
+    bool connect_timeout = c->state == CS_CONNECTING && (!c->req || now < c->req->deadline_ms);
     conn_fail(c, connect_timeout ? AG_ECONNECT : AG_ETIMEDOUT);
 }
 
+/* Make sure the timer fires by `at`. Lazy: a timer already armed for an
+ * earlier time stays (it re-checks when it fires), so a busy keep-alive
+ * connection costs no timer work per request. */
 static void arm_conn_timer(struct cconn *c, uint64_t at)
 {
+    if (c->armed_ms && c->armed_ms <= at) return;
     uint64_t now = uv_now(c->u->loop);
+    c->armed_ms = at;
     uv_timer_start(&c->timer, conn_timer_cb, at > now ? at - now : 0, 0);
 }
 
@@ -334,7 +398,9 @@ static void conn_deliver(struct cconn *c)
     struct creq *r = c->req;
     c->req = NULL;
     c->served++;
-    struct ag_http_header *hv = ag_calloc(c->nhdrs ? c->nhdrs : 1, sizeof *hv);
+    struct ag_http_header few[32]; /* most answers: no allocation */
+    struct ag_http_header *hv =
+        c->nhdrs <= AG_ARRAY_SIZE(few) ? few : ag_calloc(c->nhdrs, sizeof *hv);
     if (!hv) {
         creq_finish(r, AG_ENOMEM, NULL);
         conn_close(c);
@@ -356,24 +422,28 @@ static void conn_deliver(struct cconn *c)
      * libuv still reads r->wire, freed below, so the connection cannot live on. */
     if (c->writing && uv_stream_get_write_queue_size(&c->sock.stream) > 0) keep = false;
     creq_finish(r, 0, &resp);
-    ag_free(hv);
+    if (hv != few) ag_free(hv);
     if (c->state == CS_CLOSING) return; /* the callback closed the pool */
     if (!keep || u->closing) {
         conn_close(c);
     } else {
         c->state = CS_IDLE;
         reset_response(c);
-        arm_conn_timer(c, uv_now(u->loop) + u->cfg.idle_timeout_ms);
+        c->idle_deadline_ms = uv_now(u->loop) + u->cfg.idle_timeout_ms;
+        arm_conn_timer(c, c->idle_deadline_ms);
     }
     if (!u->closing) service_queue(u);
 }
 
+/* One read buffer per thread: a read is parsed (headers and body copied out) in
+ * its callback, before the loop can read anything else. */
+static _Thread_local char conn_rbuf[64 * 1024];
+
 static void conn_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
 {
     AG_UNUSED(h);
-    size_t n = AG_MIN(hint, (size_t)65536);
-    char *p = ag_malloc(n);
-    *b = uv_buf_init(p, p ? (unsigned)n : 0);
+    AG_UNUSED(hint);
+    *b = uv_buf_init(conn_rbuf, sizeof conn_rbuf);
 }
 
 static void conn_read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
@@ -395,7 +465,6 @@ static void conn_read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         else
             conn_fail(c, AG_ERESET);
     }
-    ag_free(buf->base);
 }
 
 static void conn_write_cb(uv_write_t *w, int status)
@@ -418,9 +487,16 @@ static void conn_send(struct cconn *c)
     c->got_bytes = false;
     arm_conn_timer(c, r->deadline_ms);
     uv_buf_t b = uv_buf_init(r->wire.data, (unsigned)r->wire.len);
-    c->wreq.data = c;
-    int rc = uv_write(&c->wreq, &c->sock.stream, &b, 1, conn_write_cb);
-    if (!rc) c->writing = true;
+    /* Try the write ourselves first: when the socket takes it all (nearly always)
+     * no uv_write_t is queued, so no write callback and no epoll_ctl re-arm. */
+    int n = uv_try_write(&c->sock.stream, &b, 1);
+    int rc = n < 0 && n != UV_EAGAIN ? n : 0;
+    if (!rc && n != (int)b.len) {
+        if (n > 0) b = uv_buf_init(b.base + n, b.len - (unsigned)n);
+        c->wreq.data = c;
+        rc = uv_write(&c->wreq, &c->sock.stream, &b, 1, conn_write_cb);
+        if (!rc) c->writing = true;
+    }
     if (!rc) rc = uv_read_start(&c->sock.stream, conn_alloc, conn_read_cb);
     if (rc && rc != UV_EALREADY) conn_fail(c, AG_ERESET);
 }
@@ -456,7 +532,8 @@ static void conn_start(struct cconn *c, struct creq *r)
     u->conns = c;
     u->nconns++;
     u->connects++;
-    arm_conn_timer(c, AG_MIN(r->deadline_ms, uv_now(u->loop) + u->cfg.connect_timeout_ms));
+    c->connect_deadline_ms = uv_now(u->loop) + u->cfg.connect_timeout_ms;
+    arm_conn_timer(c, AG_MIN(r->deadline_ms, c->connect_deadline_ms));
     if (u->unix_path) /* reports every error through the callback */
         uv_pipe_connect(&c->creq, &c->sock.pipe, u->unix_path, conn_connect_cb);
     else if (uv_tcp_connect(&c->creq, &c->sock.tcp, (struct sockaddr *)&u->addr, conn_connect_cb) !=

@@ -19,7 +19,10 @@
  *
  * Timers. One deadline at a time, recomputed after every event (conn_rearm): the
  * current request's header or body deadline while one is being read, else the
- * idle deadline when nothing is queued, else none (a handler is working).
+ * idle deadline when nothing is queued, else none (a handler is working). The
+ * timer is re-armed only when the deadline comes earlier than the time it is
+ * armed for: a timer that fires early finds no deadline passed and arms the
+ * real one, so a keep-alive connection costs no timer work per request.
  *
  * Lifetime. The transport holds one reference and every live request one more;
  * io->release runs when the last goes, after the transport is closed.
@@ -116,7 +119,12 @@ static void conn_rearm(struct ag__http_conn *c)
         dl = c->cur->deadline_ms;
     else if (!c->head)
         dl = c->idle_deadline_ms;
-    if (dl == c->armed_ms) return;
+    /* Lazy: a timer already armed for an earlier time is left alone (a
+     * keep-alive connection moves its idle deadline on every answer, and
+     * re-arming per request is wasted work); when it fires,
+     * ag__http_conn_timeout checks the real deadlines against the clock and
+     * arms the next one. No deadline (a handler is working) leaves it too. */
+    if (dl == 0 || (c->armed_ms && c->armed_ms <= dl)) return;
     c->armed_ms = dl;
     uint64_t now = c->io->now_ms(c);
     c->io->set_timer(c, dl == 0 ? 0 : (dl > now ? dl - now : 1));

@@ -239,6 +239,7 @@ struct ag__http_memconn {
     struct ag_buf output;      /* everything the server wrote */
     uint64_t now_ms;           /* fake clock */
     uint64_t timer_at_ms;      /* armed timer (0 = none) */
+    unsigned timer_arms;       /* times the timer was (re)armed */
     bool closed;               /* io->close was called */
     bool reading;              /* reading enabled */
 };

@@ -38,6 +38,7 @@ static void mem_set_timer(struct ag__http_conn *c, uint64_t ms)
 {
     struct ag__http_memconn *m = mem_of(c);
     m->timer_at_ms = ms ? m->now_ms + ms : 0;
+    if (ms) m->timer_arms++;
 }
 
 static void mem_read(struct ag__http_conn *c, bool on)
@@ -86,7 +87,7 @@ void ag__http_memconn_feed(struct ag__http_memconn *m, const char *data, size_t 
 void ag__http_memconn_advance(struct ag__http_memconn *m, uint64_t ms)
 {
     m->now_ms += ms;
-    if (m->timer_at_ms && m->now_ms >= m->timer_at_ms && !m->closed) {
+    while (m->timer_at_ms && m->now_ms >= m->timer_at_ms && !m->closed) {
         m->timer_at_ms = 0;
         ag__http_conn_timeout(&m->conn);
     }

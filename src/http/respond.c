@@ -192,9 +192,11 @@ int ag__http_serialize(struct ag_http_req *req, const char *content_type, const 
                   (content_type ? strlen(content_type) : 0);
     int rc = ag_buf_reserve(out, need + (req->head ? 0 : len));
     if (rc) return rc;
-    char line[64];
-    int n = snprintf(line, sizeof line, "HTTP/1.1 %d ", status);
-    ag_buf_append(out, line, (size_t)n);
+    char line[16] = "HTTP/1.1 000 "; /* status is 100..599 (ag_http_respond clamps it) */
+    line[9] = (char)('0' + status / 100 % 10);
+    line[10] = (char)('0' + status / 10 % 10);
+    line[11] = (char)('0' + status % 10);
+    ag_buf_append(out, line, 13);
     ag_buf_puts(out, reason);
     ag_buf_append(out, "\r\n", 2);
     ag_buf_puts(out, date);

@@ -140,6 +140,25 @@ Test(conn, idle_keep_alive_closes_silently)
     teardown();
 }
 
+Test(conn, keep_alive_requests_do_not_rearm_the_timer_and_idle_still_counts_from_the_last)
+{
+    struct ag_http_server_config cfg = {.idle_timeout_ms = 200, .first_byte_timeout_ms = 100};
+    setup_with(&cfg);
+    for (int i = 0; i < 50; i++) { /* 50 requests, 10 ms apart: 500 ms > both timeouts */
+        feed("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+        ag__http_memconn_advance(m, 10);
+        cr_assert_not(m->closed, "request %d: the connection is busy, not idle", i);
+    }
+    cr_assert_eq(count(out(), "HTTP/1.1 200"), 50);
+    /* armed for the first byte, then re-armed only when a stale deadline fired */
+    cr_assert_leq(m->timer_arms, 6, "timer armed %u times for 50 requests", m->timer_arms);
+    ag__http_memconn_advance(m, 185); /* 195 ms after the last answer */
+    cr_assert_not(m->closed);
+    ag__http_memconn_advance(m, 10);
+    cr_assert(m->closed, "idle timeout counts from the last answer");
+    teardown();
+}
+
 Test(conn, silent_new_connection_is_closed_after_first_byte_timeout)
 {
     struct ag_http_server_config cfg = {

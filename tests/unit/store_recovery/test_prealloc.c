@@ -77,8 +77,7 @@ static uint64_t record_bytes(struct ag_store *s)
     return st.bytes;
 }
 
-Test(prealloc, crash_after_preallocation_reopens_at_the_right_head, .init = setup,
-     .fini = teardown)
+Test(prealloc, crash_after_preallocation_reopens_at_the_right_head, .init = setup, .fini = teardown)
 {
     fflush(NULL);
     pid_t pid = fork();

@@ -250,6 +250,7 @@ struct lstore {
     uint64_t pa_filled;                /* bytes the last segment's file holds (zeros or records) */
     uint64_t pa_hi;                    /* end of what the writer has written or is writing */
     uint64_t pa_busy_from, pa_busy_to; /* the range the filler is writing (to = 0: none) */
+    uint64_t pa_skip_below;            /* low free space: no filling until pa_hi gets here */
     bool pa_filling, pa_paused, pa_stopped, pa_quit;
 
     /* head waiters (subscriptions) */

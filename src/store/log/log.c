@@ -41,7 +41,7 @@
  *   reader before it is durable.
  *
  * PREALLOCATION (prealloc.c)
- *   A filler thread zero-fills the last segment up to 32 MiB ahead of the writer
+ *   A filler thread zero-fills the last segment up to 16 MiB ahead of the writer
  *   (never past segment_bytes), with its own writes and fdatasyncs, so a group's
  *   fdatasync finds the file's size and blocks already durable and flushes only
  *   data. It is best effort: an error (ENOSPC included) stops it without failing

@@ -19,24 +19,29 @@
  * and the writer waits only when its group would overlap that range (the filler
  * fell behind). Zeros therefore never land on records.
  *
- * Failures: the filler is best effort and never fails an append. ENOSPC or any
- * error stops it (one info line); appends go on into the zeros already there and
- * then extend the file as without preallocation. It starts again at the next
- * segment and after a write outage ends. During an outage it is paused (the
- * writer cuts the tail back to `end`; see WRITE FAILURES in log.c). Recovery at
- * open treats zeros after the last record as a clean end (scan.c). Nothing of
- * this runs under opts.no_sync or read-only.
+ * Failures: the filler is best effort and never fails an append. It leaves the
+ * last LOG_PA_RESERVE bytes of free space alone (a nearly full disk belongs to
+ * the records and the read models). ENOSPC or any error stops it (one info line); appends go on
+ * into the zeros already there and then extend the file as without preallocation. It starts again
+ * at the next segment and after a write outage ends. During an outage it is paused (the writer cuts
+ * the tail back to `end`; see WRITE FAILURES in log.c). Recovery at open treats zeros after the
+ * last record as a clean end (scan.c). Nothing of this runs under opts.no_sync or read-only.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "store/log/internal.h"
 
 #define LOG_PA_STEP  (1u << 20)  /* bytes per zero write (+ fdatasync) */
-#define LOG_PA_AHEAD (32u << 20) /* how far ahead of the writer the file is filled */
+#define LOG_PA_AHEAD (16u << 20) /* how far ahead of the writer the file is filled */
+/* free space the filler never takes: a nearly full disk is left to the records,
+ * the read models and the checkpoint (the filler skips, and looks again once the
+ * writer has used half of LOG_PA_AHEAD) */
+#define LOG_PA_RESERVE (256ull << 20)
 
 static uint64_t pa_ahead(const struct lstore *ls)
 {
@@ -54,13 +59,15 @@ static void pa_attach(struct lstore *ls)
     struct stat st;
     ls->pa_filled = ls->pa_fd >= 0 && fstat(ls->pa_fd, &st) == 0 ? (uint64_t)st.st_size : sg->end;
     ls->pa_hi = sg->end;
+    ls->pa_skip_below = 0;
     ls->pa_stopped = ls->pa_fd < 0;
 }
 
 /* The filler's next range [*from, *to), or false when there is nothing to do. */
 static bool pa_next(const struct lstore *ls, uint64_t *from, uint64_t *to)
 {
-    if (ls->pa_stopped || ls->pa_paused || ls->pa_fd < 0) return false;
+    if (ls->pa_stopped || ls->pa_paused || ls->pa_fd < 0 || ls->pa_hi < ls->pa_skip_below)
+        return false;
     uint64_t at = AG_MAX(ls->pa_filled, ls->pa_hi);
     uint64_t goal = AG_MIN(ls->pa_hi + pa_ahead(ls), ls->base.opts.segment_bytes);
     if (at >= goal) return false;
@@ -71,10 +78,17 @@ static bool pa_next(const struct lstore *ls, uint64_t *from, uint64_t *to)
     return true;
 }
 
+static bool pa_room(int fd, uint64_t bytes)
+{
+    struct statvfs v;
+    return fstatvfs(fd, &v) == 0 && (uint64_t)v.f_bavail * v.f_frsize >= bytes + LOG_PA_RESERVE;
+}
+
 static int pa_fill(int fd, uint64_t from, uint64_t to, uint64_t *done)
 {
     static const uint8_t zeros[64u << 10];
     *done = from;
+    if (!pa_room(fd, to - from)) return EAGAIN;
     while (*done < to) {
         size_t n = (size_t)AG_MIN((uint64_t)sizeof zeros, to - *done);
         ssize_t w = pwrite(fd, zeros, n, (off_t)*done);
@@ -108,7 +122,10 @@ static void *pa_main(void *arg)
         pthread_cond_broadcast(&ls->pa_cond);
         if (ls->pa_paused) continue; /* the writer cuts the tail back: `filled` is reset */
         if (done > ls->pa_filled) ls->pa_filled = done;
-        if (e) {
+        if (e == EAGAIN) { /* the disk is nearly full: not now */
+            ls->pa_skip_below = ls->pa_hi + pa_ahead(ls) / 2;
+            ls->pa_filling = false;
+        } else if (e) {
             ls->pa_stopped = true;
             AG_INFO("store.prealloc_stopped", AG_LS("dir", ls->dir), AG_LS("error", strerror(e)),
                     AG_LU("offset", done),
@@ -153,8 +170,8 @@ void ag__log_pa_before_write(struct lstore *ls, uint64_t end)
     while (ls->pa_busy_to && ls->pa_busy_from < end && start < ls->pa_busy_to)
         pthread_cond_wait(&ls->pa_cond, &ls->pa_lock);
     if (end > ls->pa_hi) ls->pa_hi = end;
-    uint64_t ahead = ls->pa_filled > end ? ls->pa_filled - end : 0;
-    if (!ls->pa_filling && ahead < pa_ahead(ls) / 2) pthread_cond_signal(&ls->pa_cond);
+    uint64_t from, to; /* wake the filler only when it has something to do */
+    if (!ls->pa_filling && pa_next(ls, &from, &to)) pthread_cond_signal(&ls->pa_cond);
     pthread_mutex_unlock(&ls->pa_lock);
 }
 

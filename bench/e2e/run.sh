@@ -1,9 +1,17 @@
 #!/usr/bin/env bash
 # End-to-end order benchmark: `agora run` (release build, fsync on — the default) on
 # a fresh data directory, `agora load` with N concurrent keep-alive clients for
-# DURATION seconds (default 10), N in CLIENTS (default "16 64"). While it runs,
-# /admin/projections is sampled every 100 ms for the projection lag. One JSON line
-# per N on stdout, appended to bench/results/e2e.jsonl:
+# DURATION seconds (default 10), N in CLIENTS (default "16 64"), once per path in
+# PATHS (default "direct gateway"):
+#   direct   `agora run --no-gateway`: the services themselves, no authentication
+#   gateway  `agora run` as users call it: every request through the gateway (JWT
+#            check, per-route rate limits, routing to the services' Unix socket),
+#            with an admin token from `agora token --data DIR` (one user: the
+#            gateway's per-user rate limits apply to the whole load) and
+#            AGORA_MAX_CONNS_PER_PEER raised, since the load is one peer
+# While it runs, /admin/projections is sampled every 100 ms for the projection lag.
+# One JSON line per path and N on stdout ("params":{"clients":N,"path":...}),
+# appended to bench/results/e2e.jsonl, and a table of them on stderr at the end:
 #   ops_per_s       orders confirmed per second (POST → confirmed, whole pipeline)
 #   p50_us, p99_us  POST /api/v1/orders → 202
 #   confirm_p99_us  POST → confirmed as seen by polling (resolution: POLL_MS)
@@ -11,11 +19,13 @@
 # Targets (reported, not asserted): ≥ 5,000 orders/s, p99 POST ≤ 10 ms, lag p99 ≤ 50 ms.
 #
 #   AGORA_BIN  the agora binary (default build/release/agora)
-#   CLIENTS, DURATION, CUSTOMERS (default 256), POLL_MS (default 100), WORKERS (default: cores)
+#   CLIENTS, PATHS, DURATION, CUSTOMERS (default 256), POLL_MS (default 100),
+#   WORKERS (default: cores)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 AGORA=${AGORA_BIN:-$ROOT/build/release/agora}
 CLIENTS=${CLIENTS:-16 64}
+PATHS=${PATHS:-direct gateway}
 DURATION=${DURATION:-10}
 CUSTOMERS=${CUSTOMERS:-256}
 POLL_MS=${POLL_MS:-100}
@@ -50,10 +60,12 @@ for i in range(20):
 PY
 }
 
-start_server() { # data dir
-  local args=(run --data "$1" --listen 127.0.0.1:0 --no-seed --no-gateway)
+start_server() { # data dir, path
+  local args=(run --data "$1" --listen 127.0.0.1:0 --no-seed)
+  [[ $2 == direct ]] && args+=(--no-gateway)
   [[ -n ${WORKERS:-} ]] && args+=(--workers "$WORKERS")
-  "$AGORA" "${args[@]}" 2>"$TMP/server.err" >/dev/null &
+  # the gateway caps connections per client address; the load is one address
+  AGORA_MAX_CONNS_PER_PEER=100000 "$AGORA" "${args[@]}" 2>"$TMP/server.err" >/dev/null &
   SPID=$!
   PORT=
   for _ in $(seq 200); do
@@ -66,35 +78,43 @@ start_server() { # data dir
 }
 
 # Largest lagSeconds over the projections, one sample per line, every 100 ms.
-sample_lag() { # port out
+sample_lag() { # port out [auth header]
   while :; do
-    curl -sf "http://127.0.0.1:$1/admin/projections" |
+    curl -sf ${3:+-H "$3"} "http://127.0.0.1:$1/admin/projections" |
       python3 -c 'import json,sys; print(max(p["lagSeconds"] for p in json.load(sys.stdin)["items"]))' \
         >>"$2" 2>/dev/null || true
     sleep 0.1
   done
 }
 
+LINES=()
+for P in $PATHS; do
 for N in $CLIENTS; do
-  DATA=$TMP/data-$N
+  DATA=$TMP/data-$P-$N
   mkdir -p "$DATA"
   seed_catalog "$DATA"
-  start_server "$DATA"
+  start_server "$DATA" "$P"
+  AUTH=() HDR=
+  if [[ $P == gateway ]]; then
+    TOKEN=$("$AGORA" token --data "$DATA" --sub bench --role admin)
+    AUTH=(--token "$TOKEN")
+    HDR="Authorization: Bearer $TOKEN"
+  fi
   : >"$TMP/lag"
-  sample_lag "$PORT" "$TMP/lag" &
+  sample_lag "$PORT" "$TMP/lag" "$HDR" &
   SAMPLER=$!
   "$AGORA" load --target "http://127.0.0.1:$PORT" --concurrency "$N" --duration "$DURATION" \
-    --customers "$CUSTOMERS" --poll-ms "$POLL_MS" --quiet >"$TMP/load.json"
+    --customers "$CUSTOMERS" --poll-ms "$POLL_MS" "${AUTH[@]}" --quiet >"$TMP/load.json"
   kill "$SAMPLER" 2>/dev/null; wait "$SAMPLER" 2>/dev/null || true
   SAMPLER=
   kill -TERM "$SPID"; wait "$SPID" || true
   SPID=
-  line=$(python3 - "$TMP/load.json" "$TMP/lag" "$N" "$DURATION" <<'PY'
+  line=$(python3 - "$TMP/load.json" "$TMP/lag" "$N" "$DURATION" "$P" <<'PY'
 import json, sys
 s = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
 lags = sorted(float(x) for x in open(sys.argv[2]) if x.strip())
 p99 = lags[min(len(lags) - 1, int(0.99 * len(lags)))] * 1000 if lags else None
-print(json.dumps({"bench": "e2e.orders", "impl": "agora", "params": {"clients": int(sys.argv[3])},
+print(json.dumps({"bench": "e2e.orders", "impl": "agora", "params": {"clients": int(sys.argv[3]), "path": sys.argv[5]},
                   "ops_per_s": round(s["confirmedPerSec"]), "p50_us": s["postP50Us"], "p99_us": s["postP99Us"],
                   "confirm_p99_us": s["finalP99Us"], "confirm_p50_us": s["finalP50Us"],
                   "projection_lag_p99_ms": round(p99, 1) if p99 is not None else None,
@@ -105,4 +125,21 @@ PY
 )
   echo "$line"
   echo "$line" >>"$OUT"
+  LINES+=("$line")
 done
+done
+
+printf '%s\n' "${LINES[@]}" >"$TMP/lines"
+python3 - "$TMP/lines" >&2 <<'PY'
+import json, sys
+print("| path | clients | confirmed/s | POST→202 p50 / p99 | POST→confirmed p50 / p99 | projection lag p99 | errors |")
+print("|---|---|---|---|---|---|---|")
+ms = lambda us: "-" if us is None else f"{us / 1000:.1f} ms"
+for l in open(sys.argv[1]):
+    r = json.loads(l)
+    p = r["params"]
+    lag = r["projection_lag_p99_ms"]
+    lag = "-" if lag is None else f"{lag:.0f} ms"
+    print(f"| {p['path']} | {p['clients']} | {r['ops_per_s']:,} | {ms(r['p50_us'])} / {ms(r['p99_us'])} "
+          f"| {ms(r['confirm_p50_us'])} / {ms(r['confirm_p99_us'])} | {lag} | {r['errors']} |")
+PY

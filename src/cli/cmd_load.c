@@ -559,7 +559,13 @@ static void poll_one(struct load *L, struct order *o)
     if (!c) return;
     char path[128];
     snprintf(path, sizeof path, "/api/v1/orders/%s", o->id);
-    struct ag_http_client_req r = {.method = "GET", .path = path, .timeout_ms = 10000};
+    /* behind the gateway a poll is an authenticated read like any other */
+    struct ag_http_header h = {"Authorization", L->o.auth};
+    struct ag_http_client_req r = {.method = "GET",
+                                   .path = path,
+                                   .headers = &h,
+                                   .nheaders = L->o.auth[0] ? 1 : 0,
+                                   .timeout_ms = 10000};
     *c = (struct poll_ctx){L, o};
     if (ag_http_upstream_request(L->pollup, &r, polled, c) == 0) {
         o->polling = true;

@@ -256,6 +256,18 @@ struct lstore {
         uint64_t seen; /* calls of this kind since armed */
     } faults[2];
 
+    /* preallocation (prealloc.c); guarded by pa_lock */
+    pthread_t pa_thread;
+    bool pa_started;
+    pthread_mutex_t pa_lock;
+    pthread_cond_t pa_cond;
+    int pa_fd;                         /* the filler's own descriptor on the last segment */
+    uint64_t pa_filled;                /* bytes the last segment's file holds (zeros or records) */
+    uint64_t pa_hi;                    /* end of what the writer has written or is writing */
+    uint64_t pa_busy_from, pa_busy_to; /* the range the filler is writing (to = 0: none) */
+    uint64_t pa_skip_below;            /* low free space: no filling until pa_hi gets here */
+    bool pa_filling, pa_paused, pa_stopped, pa_quit;
+
     /* head waiters (subscriptions) */
     pthread_mutex_t head_lock;
     pthread_cond_t head_cond;
@@ -302,6 +314,18 @@ int ag__log_tail_restore(struct lstore *ls, struct ag_err *err);
 int ag__log_seg_attach(struct lstore *ls, uint64_t segno, struct ag_err *err);
 int ag__log_seg_create(struct lstore *ls, uint64_t segno, uint64_t base_position,
                        struct ag_err *err);
+
+/* prealloc.c: the filler thread (not started read-only or under no_sync) */
+int ag__log_pa_start(struct lstore *ls); /* open, after recovery */
+void ag__log_pa_stop(struct lstore *ls); /* idempotent */
+/* Writer: the group about to be written ends at `end`; waits only if the filler
+ * is writing zeros where the group goes. */
+void ag__log_pa_before_write(struct lstore *ls, uint64_t end);
+/* Writer: stop filling while the tail is cut (a write outage). */
+void ag__log_pa_pause(struct lstore *ls);
+/* Writer: fill the last segment again from its current size (after a roll, or
+ * when an outage ends). */
+void ag__log_pa_reset(struct lstore *ls);
 
 /* writer.c */
 void *ag__log_writer_main(void *arg);
@@ -378,7 +402,8 @@ struct log_scan {
     uint64_t last_pos; /*   position of the first event at or after it */
 };
 /* Scan `seg` from `off` to `len`: fill the index with complete batches. Returns 0
- * when clean to the end, AG_ECORRUPT when a bad record was met (scan->bad_off), or
+ * when clean to the end or to zeros that run to the end (good_end is where they
+ * start), AG_ECORRUPT when a bad record was met (scan->bad_off), or
  * AG_ENOMEM. */
 int ag__log_scan(struct log_scan *sc, const struct lseg *seg, const uint8_t *map, uint64_t off,
                  uint64_t len);

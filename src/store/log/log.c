@@ -8,6 +8,8 @@
  *   LOCK                        flock(2)ed by the one writer process; holds its pid
  *   seg-<n>.log.tmp             a segment being created (header written, then renamed);
  *                               a leftover one is ignored
+ *   A segment file may be longer than its records: zeros follow them, written ahead
+ *   of the writer (PREALLOCATION below).
  *
  * SEGMENT HEADER (64 bytes, little-endian)
  *   0  "AGORALG1"   8  u32 format version (1)   12 u32 header size (64)
@@ -56,6 +58,14 @@
  *   the index under a write lock and wakes the callers. Nothing is visible to a
  *   reader before it is durable.
  *
+ * PREALLOCATION (prealloc.c)
+ *   A filler thread zero-fills the last segment up to 16 MiB ahead of the writer
+ *   (never past segment_bytes), with its own writes and fdatasyncs, so a group's
+ *   fdatasync finds the file's size and blocks already durable and flushes only
+ *   data. It is best effort: an error (ENOSPC included) stops it without failing
+ *   any append; it restarts with the next segment or when an outage ends, and is
+ *   paused during one. Off under no_sync and read-only.
+ *
  * WRITE FAILURES (ENOSPC, EIO, EROFS on pwrite, fdatasync, ftruncate or a roll)
  *   The last segment's `end` is its last synced byte: everything after it belongs
  *   to appends that were never acknowledged. When a group's pwrite or fdatasync
@@ -85,7 +95,9 @@
  *   start from an empty index. Scan every record after the checkpoint in order,
  *   checking checksum, size, kind, gapless positions, gapless versions per stream
  *   and batch completeness (a multi-stream unit: all its events, in as many
- *   streams as its header says). At the first record that fails:
+ *   streams as its header says). Zeros from a record boundary to the end of a
+ *   segment (outside a batch) are a clean end: preallocated space, kept and
+ *   written over. At the first record that fails:
  *   - in the last segment, with no intact record anywhere after it: a torn tail
  *     (a crash mid-write). Cut the segment at the end of the last complete batch
  *     (an incomplete batch goes with it: appends are atomic), log a warning, open.
@@ -504,6 +516,7 @@ static int take_lock(struct lstore *ls, struct ag_err *err)
 
 static void store_free(struct lstore *ls)
 {
+    ag__log_pa_stop(ls);
     for (size_t i = 0; i < ls->nsegs; i++) {
         munmap((void *)ls->segs[i].map, ls->segs[i].map_len);
         close(ls->segs[i].fd);
@@ -522,6 +535,8 @@ static void store_free(struct lstore *ls)
     pthread_cond_destroy(&ls->head_cond);
     pthread_mutex_destroy(&ls->health_lock);
     pthread_mutex_destroy(&ls->fault_lock);
+    pthread_mutex_destroy(&ls->pa_lock);
+    pthread_cond_destroy(&ls->pa_cond);
     ag_free(ls->dir);
     ag_free(ls);
 }
@@ -540,7 +555,7 @@ static int store_alloc(const char *dir, const struct ag_store_options *opts, str
     if (!o->clock) o->clock = ag_clock_system();
     if (!o->rng) o->rng = ag_rng_system();
     ls->read_only = o->read_only;
-    ls->dir_fd = ls->lock_fd = -1;
+    ls->dir_fd = ls->lock_fd = ls->pa_fd = -1;
     ls->retry_min_ns = o->retry_min_ns ? o->retry_min_ns : 100000000ull;
     ls->retry_max_ns = o->retry_max_ns ? o->retry_max_ns : 5000000000ull;
     if (ls->retry_max_ns < ls->retry_min_ns) ls->retry_max_ns = ls->retry_min_ns;
@@ -551,6 +566,8 @@ static int store_alloc(const char *dir, const struct ag_store_options *opts, str
     pthread_mutex_init(&ls->head_lock, NULL);
     pthread_mutex_init(&ls->health_lock, NULL);
     pthread_mutex_init(&ls->fault_lock, NULL);
+    pthread_mutex_init(&ls->pa_lock, NULL);
+    pthread_cond_init(&ls->pa_cond, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -588,6 +605,9 @@ static int log_open(const char *dir, const struct ag_store_options *opts, bool u
     uint64_t seg = 0, off = LOG_SEG_HDR;
     if (!rc && use_ckpt && ls->nsegs) rc = ag__log_ckpt_load(ls, &loaded, &seg, &off);
     if (!rc && ls->nsegs) rc = recover(ls, (size_t)seg, off, rctx, err);
+    /* verify (--repair) only checks or cuts: no filler */
+    if (!rc && !rctx->report && ag__log_pa_start(ls))
+        rc = ag_err_set(err, AG_ENOMEM, "cannot start the preallocation thread");
     if (!rc && !ls->read_only) {
         if (pthread_create(&ls->writer, NULL, ag__log_writer_main, ls) != 0)
             rc = ag_err_set(err, AG_ENOMEM, "cannot start the writer thread");
@@ -650,6 +670,7 @@ static void log_close(struct ag_store *s)
         pthread_mutex_unlock(&ls->q_lock);
         pthread_join(ls->writer, NULL);
     }
+    ag__log_pa_stop(ls);
     pthread_mutex_lock(&ls->head_lock);
     ls->closing = true;
     pthread_cond_broadcast(&ls->head_cond);

@@ -324,7 +324,8 @@ int ag__log_refresh(struct lstore *ls)
         if (size > sg->map_len) size = sg->map_len;
         rc = ag__log_scan(&sc, sg, sg->map, sg->end, size);
         sg->end = sc.good_end;
-        if (rc || sg->end < size || open_next_segment(ls) != 0) break;
+        /* rc 0 with end < size: zeros follow (preallocated), this segment may be done */
+        if (rc || open_next_segment(ls) != 0) break;
     }
     ag__log_set_head(ls, sc.next_position);
     ag__log_scan_free(&sc);

@@ -5,7 +5,8 @@
  * complete, a multi-stream batch's events all present in as many streams as its
  * header says, each stream once), and adds every complete batch to the index —
  * a multi-stream batch only once its last event is read, so a torn one adds
- * nothing. It stops at the first
+ * nothing. Zeros from a record boundary to the end (outside a batch) end the
+ * scan cleanly: they are the preallocated rest of the segment. It stops at the first
  * record that breaks a rule and reports where; the caller (log.c) applies the
  * recovery rule. In verify_only mode it re-checks records the index already holds
  * (the writer's tail check after a write failure) without touching the index.
@@ -157,6 +158,17 @@ static int scan_event(struct log_scan *sc, const struct log_rec *r, uint64_t loc
     return batch_apply(sc);
 }
 
+/* Zeros up to the end: the preallocated rest of a segment (prealloc.c), a clean end. */
+static bool all_zero(const uint8_t *p, uint64_t n)
+{
+    static const uint8_t zeros[4096];
+    for (uint64_t k; n; p += k, n -= k) {
+        k = AG_MIN(n, (uint64_t)sizeof zeros);
+        if (memcmp(p, zeros, (size_t)k) != 0) return false;
+    }
+    return true;
+}
+
 int ag__log_scan(struct log_scan *sc, const struct lseg *seg, const uint8_t *map, uint64_t off,
                  uint64_t len)
 {
@@ -165,7 +177,10 @@ int ag__log_scan(struct log_scan *sc, const struct lseg *seg, const uint8_t *map
     while (off < len) {
         struct log_rec r;
         const char *why;
-        if (ag__log_rec_decode(map + off, len - off, &r, &why)) return bad(sc, off, why);
+        if (ag__log_rec_decode(map + off, len - off, &r, &why)) {
+            if (sc->batch_left == 0 && all_zero(map + off, len - off)) break; /* preallocated */
+            return bad(sc, off, why);
+        }
         uint64_t loc = loc_make(seg->segno, off);
         uint64_t pos = sc->next_position;
         int rc = r.kind == LOG_KIND_SNAPSHOT ? scan_snapshot(sc, &r, loc, off)

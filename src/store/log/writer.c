@@ -620,6 +620,7 @@ static uint64_t mono_ns(void)
 static void note_failure(struct lstore *ls, int os_err, const char *op, const char *detail)
 {
     bool first = !ls->unavail;
+    ag__log_pa_pause(ls); /* the tail is cut back to `end` from now on */
     ls->unavail = true;
     if (first)
         ls->retry_delay_ns = ls->retry_min_ns;
@@ -699,6 +700,7 @@ static void try_recover(struct lstore *ls)
         return;
     }
     ls->unavail = false;
+    ag__log_pa_reset(ls);
     pthread_mutex_lock(&ls->health_lock);
     struct ag_store_health *h = &ls->health;
     h->writable = true;
@@ -731,6 +733,7 @@ static int write_group(struct lstore *ls, const char **op)
 {
     struct lseg *sg = &ls->segs[ls->nsegs - 1];
     *op = "write";
+    ag__log_pa_before_write(ls, sg->end + ls->group.len);
     int rc = ag__log_io_pwrite(ls, sg->fd, ls->group.data, ls->group.len, sg->end);
     if (rc) return rc;
     *op = "fdatasync";
@@ -844,6 +847,7 @@ static void roll(struct lstore *ls)
     }
     ls->tail_off = LOG_SEG_HDR;
     ls->tail_pos = ag__log_head(ls);
+    ag__log_pa_reset(ls); /* the new segment */
     if (ag__log_ckpt_save(ls, &err)) AG_WARN("store.checkpoint_failed", AG_LS("error", err.msg));
 }
 

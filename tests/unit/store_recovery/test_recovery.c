@@ -8,6 +8,8 @@
  * first part of the log) is followed by damage to the end of the last segment.
  * The store must open with exactly the whole batches before the damage, cut the
  * file there, log a warning and take new appends at the next version/position.
+ * Zeros after the last record are not damage: they are a preallocated segment's
+ * rest (src/store/log/prealloc.c), a clean end that is kept and written over.
  *
  * Middle cases: damage with intact records after it must refuse to open, naming
  * the file and offset; verify finds it; verify --repair cuts there, keeping the
@@ -52,7 +54,9 @@ enum tail_damage {
     FLIP_SIZE,       /* flip a byte of the last record's size field */
     ZERO_PAGE,       /* zero the last 4 KiB page of the file */
     GARBAGE_AFTER,   /* random bytes after the last record */
-    ZEROS_AFTER,     /* a zero-filled page after the last record (preallocation) */
+    ZEROS_AFTER,     /* a zero-filled page after the last record (preallocation): clean */
+    TORN_THEN_ZEROS, /* the last record cut in half, zeros after it */
+    ZEROS_THEN_JUNK, /* zeros after the last record, then random bytes */
     BATCH_CUT_3RD,   /* a 3-event batch last, cut inside its 3rd record */
     BATCH_CUT_EDGE,  /* a 3-event batch last, cut exactly after its 2nd record */
 };
@@ -90,18 +94,26 @@ static uint64_t damage_tail(enum tail_damage d, const struct seg_rec *last)
         free(z);
         return page;
     }
-    case GARBAGE_AFTER: {
+    case GARBAGE_AFTER:
+    case ZEROS_THEN_JUNK: {
         uint8_t junk[1000];
         uint64_t x = 0x2545F4914F6CDD1Dull;
         for (size_t i = 0; i < sizeof junk; i++)
             junk[i] = (uint8_t)((x = x * 6364136223846793005ull + 1442695040888963407ull) >> 56);
-        poke(seg0, size, junk, sizeof junk);
+        poke(seg0, d == ZEROS_THEN_JUNK ? size + 8192 : size, junk, sizeof junk);
         return size;
     }
     case ZEROS_AFTER: {
         uint8_t z[4096] = {0};
         poke(seg0, size, z, sizeof z);
         return size;
+    }
+    case TORN_THEN_ZEROS: {
+        static const uint8_t z[65536];
+        uint64_t cut = last->off + last->size / 2;
+        truncate_to(seg0, cut);
+        poke(seg0, cut, z, sizeof z);
+        return cut;
     }
     case BATCH_CUT_EDGE:
         truncate_to(seg0, last->off);
@@ -129,14 +141,19 @@ static void tail_case(enum tail_damage d)
     size_t keep = survivors(recs, nr, bad, &end);
     if (d == BATCH_CUT_3RD || d == BATCH_CUT_EDGE)
         cr_assert_eq(keep, m->n - 3, "the batch goes whole");
-    else if (d == GARBAGE_AFTER || d == ZEROS_AFTER)
+    else if (d == GARBAGE_AFTER || d == ZEROS_AFTER || d == ZEROS_THEN_JUNK)
         cr_assert_eq(keep, m->n);
     else
         cr_assert_lt(keep, m->n);
 
+    bool clean = d == ZEROS_AFTER;
+    if (clean) end = file_size_of(seg0); /* the zeros stay */
     log_capture_start();
     struct ag_store *s = open_ok(dir, 0);
-    cr_assert(log_capture_has("store.torn_tail_truncated"), "recovery logs a warning");
+    if (clean)
+        cr_assert_not(log_capture_has("torn"), "zeros after the last record are a clean end");
+    else
+        cr_assert(log_capture_has("store.torn_tail_truncated"), "recovery logs a warning");
     log_capture_stop();
     assert_store_is(s, m, keep);
     cr_assert_eq(file_size_of(seg0), end,
@@ -184,6 +201,14 @@ Test(tail, garbage_after_last_record)
 Test(tail, zeros_after_last_record)
 {
     tail_case(ZEROS_AFTER);
+}
+Test(tail, torn_record_followed_by_zeros)
+{
+    tail_case(TORN_THEN_ZEROS);
+}
+Test(tail, junk_after_zeros_after_last_record)
+{
+    tail_case(ZEROS_THEN_JUNK);
 }
 Test(tail, incomplete_batch_cut_in_third_record)
 {

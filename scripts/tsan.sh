@@ -12,10 +12,10 @@ cmake -S "$root" -B "$out" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=
   -DAG_TSAN=ON -DAG_TESTS=OFF -DCMAKE_C_FLAGS="-O1 -g" >/dev/null
 shim=$root/tests/unit/resil/tsan-shim
 cp "$shim/shim_main.c.in" "$out/shim_main.c"
-ninja -C "$out" agora_base agora_store agora_resil agora_es agora_saga >/dev/null
+ninja -C "$out" agora_base agora_store agora_resil agora_readmodel agora_obs agora_es agora_saga >/dev/null
 for m in "${mods[@]}"; do
   libs=("$out/libagora_$m.a")
-  for dep in saga es resil store base; do # dependency order; the module's own first
+  for dep in saga es readmodel obs resil store base; do # dependency order; the module's own first
     [ "$dep" != "$m" ] && [ -f "$out/libagora_$dep.a" ] && libs+=("$out/libagora_$dep.a")
   done
   clang -std=c11 -D_GNU_SOURCE -O1 -g -fsanitize=thread -I"$shim" -I"$root/include" -I"$root/src" \

@@ -24,6 +24,8 @@ static void teardown(void)
     cr_assert_eq(system(cmd), 0);
 }
 
+TestSuite(store_registry, .init = setup, .fini = teardown);
+
 /* Open `uri`, append one event, close, and check the log landed in `sub`. */
 static void open_append_close(const char *uri, const char *sub)
 {
@@ -43,7 +45,7 @@ static void open_append_close(const char *uri, const char *sub)
     cr_assert_eq(access(seg, F_OK), 0, "%s: no %s", uri, seg);
 }
 
-Test(store_registry, file_scheme_opens_the_log, .init = setup, .fini = teardown)
+Test(store_registry, file_scheme_opens_the_log)
 {
     char uri[128], sub[96];
     snprintf(sub, sizeof sub, "%s/a", dir);
@@ -54,7 +56,7 @@ Test(store_registry, file_scheme_opens_the_log, .init = setup, .fini = teardown)
     open_append_close(uri, sub);
 }
 
-Test(store_registry, bare_path_means_file, .init = setup, .fini = teardown)
+Test(store_registry, bare_path_means_file)
 {
     char sub[96];
     snprintf(sub, sizeof sub, "%s/c", dir);
@@ -65,8 +67,7 @@ Test(store_registry, bare_path_means_file, .init = setup, .fini = teardown)
     open_append_close("./e:1", "./e:1");
 }
 
-Test(store_registry, unknown_scheme_is_unsupported_and_lists_the_known, .init = setup,
-     .fini = teardown)
+Test(store_registry, unknown_scheme_is_unsupported_and_lists_the_known)
 {
     struct ag_store *s = NULL;
     struct ag_err err;

@@ -47,6 +47,7 @@ int ag__gw_require_admin(struct ag_http_req *req, void *ud)
     if (!l) return ag__gw_problem(req, 503, "the gateway is shutting down"), 1;
     void *token;
     struct gw_conf *conf = ag__gw_loop_acquire(l, &token);
+    if (!conf) return ag__gw_problem(req, 503, "out of memory"), 1;
     int rc = 0;
     if (!conf->jwt.nissuers) {
         if (!local_peer(req)) rc = refuse(gw, req, 403, "not_local", NULL);

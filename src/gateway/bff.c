@@ -174,6 +174,10 @@ int ag__gw_bff(struct ag_http_req *req, void *ud)
     if (!b) return ag__gw_problem(req, 503, "out of memory");
     *b = (struct bctx){.gw = gw, .loop = l, .req = req, .mobile = mobile};
     struct gw_conf *conf = ag__gw_loop_acquire(l, &b->conf_token);
+    if (!conf) {
+        ag_free(b);
+        return ag__gw_problem(req, 503, "out of memory");
+    }
     struct gw_principal who;
     bool has = false;
     if (ag__gw_authenticate(gw, l, conf, req, &who, &has) == 0 && !has) {

@@ -140,7 +140,8 @@ struct gw_conf *ag__gw_loop_acquire(struct gw_loop *l, void **token)
                 ag__gw_loop_release(l, old); /* frees it: not current any more */
         }
     }
-    l->cur->inflight++;
+    if (!l->cur) return NULL; /* out of memory on the loop's first request */
+    l->cur->inflight++;       /* (a failed refresh keeps the previous snapshot) */
     l->inflight++;
     *token = l->cur;
     return l->cur->conf;

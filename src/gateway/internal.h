@@ -487,7 +487,8 @@ struct ag_gateway {
 /* The state of the loop `req` runs on (created on first use); NULL when
  * stopping or out of memory. */
 struct gw_loop *ag__gw_loop_get(struct ag_gateway *gw, struct ag_http_req *req);
-/* Take the loop's current snapshot for one request; release with ag__gw_loop_release. */
+/* Take the loop's current snapshot for one request; release with ag__gw_loop_release.
+ * NULL (nothing to release) when memory ran out before the loop had one. */
 struct gw_conf *ag__gw_loop_acquire(struct gw_loop *l, void **token /* OUT */);
 void ag__gw_loop_release(struct gw_loop *l, void *token);
 struct ag_mesh_pools *ag__gw_loop_pools(struct gw_loop *l);

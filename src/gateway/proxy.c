@@ -525,5 +525,9 @@ int ag__gw_proxy(struct ag_http_req *req, void *ud)
     p->loop = l;
     p->req = req;
     p->conf = ag__gw_loop_acquire(l, &p->conf_token);
+    if (!p->conf) {
+        ag_free(p);
+        return ag__gw_problem(req, 503, "out of memory");
+    }
     return admit(p);
 }

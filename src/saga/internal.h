@@ -70,7 +70,7 @@ struct saga_state {
     size_t next;            /* next step to run forward; while compensating, the failed step */
     bool compensating;      /* a step failed: running compensations */
     bool comp_ran;          /* a compensation outcome was recorded since StepFailed */
-    uint64_t todo;          /* bit i: step i's compensation is still to run */
+    uint64_t to_undo;       /* bit i: step i's compensation is still to run */
     uint64_t failed;        /* bit i: step i's compensation failed (after its attempts) */
     json_t *errors;         /* step name -> last compensation error (owned) */
     unsigned retries;       /* SagaRetried events so far */

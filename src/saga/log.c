@@ -4,10 +4,10 @@
  * The event types are the AG_SAGA_EV_* names of include/agora/saga.h; here each is
  * a `enum saga_ev` with its length computed once, so the engine compares kinds,
  * never strings. Folding (evolve) is a pure function of the events: the forward
- * position `next`, and while compensating the bit sets `todo` (compensations still
+ * position `next`, and while compensating the bit sets `to_undo` (compensations still
  * to run: StepFailed sets the failed step and every step before it) and `failed`
  * (compensations that failed after their attempts). A compensation outcome takes
- * its step out of `todo`; SagaRetried moves `failed` back into `todo`. Because the
+ * its step out of `to_undo`; SagaRetried moves `failed` back into `to_undo`. Because the
  * state is only ever rebuilt from the stream, a process killed anywhere resumes
  * exactly where its last recorded event left the saga.
  *
@@ -96,13 +96,13 @@ static inline uint64_t steps_upto(size_t i)
     return i + 1 >= SAGA_STEPS_MAX ? ~0ull : (1ull << (i + 1)) - 1;
 }
 
-/* A compensation outcome for step `d.step`: out of `todo`, into or out of `failed`. */
+/* A compensation outcome for step `d.step`: out of `to_undo`, into or out of `failed`. */
 static void comp_outcome(struct saga_state *s, const json_t *d, const char *error)
 {
     json_int_t i = json_integer_value(json_object_get(d, "step"));
     const char *name = json_string_value(json_object_get(d, "name"));
     uint64_t bit = i >= 0 ? saga_step_bit((size_t)i) : 0;
-    s->todo &= ~bit;
+    s->to_undo &= ~bit;
     s->comp_ran = true;
     if (error) {
         s->failed |= bit;
@@ -124,7 +124,7 @@ static void step_failed(struct saga_state *s, const char *error)
 {
     s->compensating = true;
     s->comp_ran = false;
-    s->todo = steps_upto(s->next); /* the failed step itself first (see run.c) */
+    s->to_undo = steps_upto(s->next); /* the failed step itself first (see run.c) */
     s->failed = 0;
     snprintf(s->reason, sizeof s->reason, "%s", error ? error : "step failed");
 }
@@ -135,7 +135,7 @@ static void retried(struct saga_state *s)
     s->end = SAGA_END_NONE;
     s->compensating = true;
     s->comp_ran = true; /* no forward recovery once compensations ran */
-    s->todo |= s->failed;
+    s->to_undo |= s->failed;
     s->failed = 0;
     s->retries++;
 }
@@ -154,7 +154,7 @@ static void evolve(const struct saga_env *env, struct saga_state *s, enum saga_e
     case SAGA_EV_STEP_SUCCEEDED:
         if (s->compensating) { /* forward recovery of the failed step (see run.c) */
             s->compensating = false;
-            s->todo = s->failed = 0;
+            s->to_undo = s->failed = 0;
         }
         s->next++;
         break;

@@ -16,16 +16,16 @@
  * succeeded and the saga goes forward again (forward recovery), which is only
  * allowed before any other compensation has run.
  *
- * Compensation never stops half-way. The highest step in `todo` runs next; its
- * outcome, CompensationSucceeded or CompensationFailed, takes it out of `todo`.
+ * Compensation never stops half-way. The highest step in `to_undo` runs next; its
+ * outcome, CompensationSucceeded or CompensationFailed, takes it out of `to_undo`.
  * So a compensation that keeps failing is recorded and the ones before it still
  * run (release the stock, cancel the order): a saga never strands stock or money
- * behind one broken participant. Only when `todo` is empty does the saga end,
+ * behind one broken participant. Only when `to_undo` is empty does the saga end,
  * SagaCompensated, or SagaFailed naming every failed compensation. Both sets are
  * rebuilt from the log, so a crash mid-compensation resumes with the next one.
  *
  * saga_reopen (ag_saga_retry) records SagaRetried on a failed saga, which puts
- * the failed compensations back into `todo` (with any an older engine never ran);
+ * the failed compensations back into `to_undo` (with any an older engine never ran);
  * the next saga_run runs them with their original idempotency keys.
  *
  * A step or compensation that fails because the store cannot write
@@ -171,15 +171,15 @@ static void comp_outcome(struct saga_state *s, size_t i, int rc, const struct ag
     *rec = (struct saga_rec){rc ? SAGA_EV_COMP_FAILED : SAGA_EV_COMP_SUCCEEDED, j, i};
 }
 
-/* The next backward move: the highest compensation in `todo`, whose failure does
+/* The next backward move: the highest compensation in `to_undo`, whose failure does
  * not stop the others (see the top), or the terminal event. */
 static int next_backward(const struct saga_env *env, struct saga_state *s, struct saga_rec *rec,
                          struct ag_err *err)
 {
-    while (s->todo) {
-        size_t i = highest_bit(s->todo);
+    while (s->to_undo) {
+        size_t i = highest_bit(s->to_undo);
         if (i >= s->def->nsteps) { /* a log from a longer definition: nothing to undo */
-            s->todo &= ~saga_step_bit(i);
+            s->to_undo &= ~saga_step_bit(i);
             continue;
         }
         char key[SAGA_STREAM_MAX + 64];

@@ -234,7 +234,8 @@ static int open_store(struct ag_platform *p, struct ag_err *err)
                               .store = p->store,
                               .repo = p->repo,
                               .rms = &p->rms,
-                              .behind_gateway = p->cfg.behind_gateway};
+                              .behind_gateway = p->cfg.behind_gateway,
+                              .idem_ttl_ms = p->cfg.idempotency_ttl_ms};
     return 0;
 }
 

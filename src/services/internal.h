@@ -85,6 +85,7 @@ struct svc_env {
     bool behind_gateway;            /* identity from the gateway's x-user-* headers */
     const struct ag_clock *clock;   /* idempotency times; NULL = system */
     uint64_t idem_ttl_ms;           /* Idempotency-Key records expire after; 0 = 24 h */
+    uint64_t saga_retention_ms;     /* ended sagas are scavenged after; 0 = 7 days */
 };
 
 struct ag_platform {
@@ -246,7 +247,8 @@ void svc_idem_stream(const struct svc_job *j, const char *scope, char out[64]);
 void svc_idem_end(struct svc_job *j, const char *scope);
 /* Wall-clock Unix ms of the environment's clock (the system's when none). */
 int64_t svc_env_now_ms(const struct svc_env *env);
-#define SVC_IDEM_TTL_DEFAULT_MS (24ull * 3600 * 1000)
+#define SVC_IDEM_TTL_DEFAULT_MS       (24ull * 3600 * 1000)
+#define SVC_SAGA_RETENTION_DEFAULT_MS (7ull * 24 * 3600 * 1000)
 
 /* ---- read models ---- */
 

@@ -555,6 +555,8 @@ static int store_alloc(const char *dir, const struct ag_store_options *opts, str
     if (opts) ls->base.opts = *opts;
     struct ag_store_options *o = &ls->base.opts;
     if (!o->max_event_bytes) o->max_event_bytes = AG_STORE_EVENT_MAX_DEFAULT;
+    const char *sb = getenv("AGORA_STORE_SEGMENT_BYTES"); /* tests and benchmarks */
+    if (!o->segment_bytes && sb) o->segment_bytes = strtoull(sb, NULL, 10);
     if (!o->segment_bytes) o->segment_bytes = 256ull << 20;
     if (o->segment_bytes < (4u << 20) + LOG_SEG_HDR) o->segment_bytes = (4u << 20) + LOG_SEG_HDR;
     if (!o->clock) o->clock = ag_clock_system();

@@ -364,8 +364,8 @@ static int scavenge_remote(const struct store_args *a)
     ag_buf_putc(&b, 0);
     const char *text = b.data ? b.data : "";
     const char *body = strstr(text, "\r\n\r\n");
-    int status = 0;
-    ok = ok && sscanf(text, "HTTP/1.1 %d", &status) == 1 && body;
+    int status = strncmp(text, "HTTP/1.1 ", 9) == 0 ? (int)strtol(text + 9, NULL, 10) : 0;
+    ok = ok && status && body;
     if (ok) printf("%s\n", body + 4);
     if (!ok || status != 200)
         fprintf(stderr, "agora store scavenge: the server answered %d\n", status);

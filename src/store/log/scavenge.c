@@ -302,7 +302,7 @@ static int copy_batch(struct wbuf *w, const struct plan *p, const uint8_t *map, 
         if (first && multi) {
             uint8_t h[LOG_BATCH_REC_SIZE];
             ag__log_batch_encode(h, kept, streams, r.position, hdr.time_ns);
-            rc = wput(w, h, sizeof h);
+            if ((rc = wput(w, h, sizeof h))) break;
         }
         first = false;
         uint8_t *cp = ag_malloc(r.size); /* renumbered and resealed: a patched copy */

@@ -16,6 +16,15 @@
  * sagas taken from the queue and not yet let go (in a step or in an append). A
  * store without async appends is written synchronously by the worker instead.
  *
+ * Asynchronous actions (ag_saga_step.action_async) go further: the worker only
+ * starts the participant call (start_async) and takes the next saga; the
+ * participant finishes it with ag_saga_call_done from its completion thread,
+ * usually having committed StepSucceeded (ag_saga_call_record) in the same
+ * multi-stream append as its own events, so the engine folds the event in and
+ * requeues the saga without an append of its own. A failed attempt records
+ * nothing and marks the saga for one synchronous move (force_sync), which runs the
+ * action through its policy and records the outcome as above.
+ *
  * A saga id is queued, running or waiting to be run again at most once
  * (the `active` set of id hashes), so one saga never runs on two threads; a
  * retry recorded while its saga is active goes on the `rerun` list and the

@@ -327,3 +327,21 @@ Test(repo_async, extra_parts_commit_with_the_events_or_not_at_all)
     cr_assert_eq(version_of("saga-x"), 1);
     cr_assert_eq(version_of("tally-k"), 0);
 }
+
+/* The aggregate conflicts (another process), the extra part does not: the batch
+ * is re-decided and the unit committed once, the extra part with it. */
+Test(repo_async, an_aggregate_conflict_retries_the_unit_with_its_extra_part)
+{
+    struct add first = {1, 0, 0, 0};
+    struct outcome o = OUTCOME;
+    exec_async(&first, &o, NULL, 0);
+    wait_calls(&o, 1);
+    struct ag_append_part saga = {"saga-y", 6, AG_STORE_NO_STREAM, &step_ev, 1};
+    struct add a = {2, 0, 1, 0};
+    exec_async(&a, &o, &saga, 1);
+    wait_calls(&o, 2);
+    cr_assert_eq(o.last_rc, 0, "%s", o.msg);
+    cr_assert_eq(a.decides, 2);
+    cr_assert_eq(version_of("saga-y"), 0, "the extra part once");
+    cr_assert_eq(total_of("tally-k"), 103);
+}

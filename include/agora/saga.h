@@ -58,11 +58,12 @@
 typedef int (*ag_saga_fn)(void *ud, const json_t *data, const char *key, const char *reason,
                           struct ag_err *err);
 
-/* An action that completes later: start the participant call and return; finish
- * it exactly once with ag_saga_call_done, from any thread (before returning too).
+/* An action or compensation that completes later: start the participant call and
+ * return; finish it exactly once with ag_saga_call_done, from any thread (before
+ * returning too). `reason` as for ag_saga_fn; it and `data` stay valid until then.
  * See struct ag_saga_step's `action_async`. */
 struct ag_saga_call;
-typedef void (*ag_saga_async_fn)(void *ud, const json_t *data, const char *key,
+typedef void (*ag_saga_async_fn)(void *ud, const json_t *data, const char *key, const char *reason,
                                  struct ag_saga_call *call);
 
 struct ag_saga_fault {
@@ -86,12 +87,18 @@ struct ag_saga_step {
      * StepFailed), so `action` must recognise the async attempt's effect by the
      * idempotency key, as it does after a crash. */
     ag_saga_async_fn action_async;
+    /* Optional, beside `compensate`: the same, without blocking a worker (no
+     * injected compensation fault). Its success records CompensationSucceeded
+     * (ag_saga_call_record gives that part); a failure runs `compensate`
+     * synchronously with its attempts, as above. */
+    ag_saga_async_fn compensate_async;
 };
 
 /* The store loop an asynchronous action may submit its appends to (the engine's:
  * their completions run on its recorder thread). */
 AG_EXTERN struct ag_store_loop *ag_saga_call_loop(struct ag_saga_call *call);
-/* The step's success record (StepSucceeded on saga-<id> at its exact version) as a
+/* The call's success record (StepSucceeded, or CompensationSucceeded for a
+ * compensation, on saga-<id> at its exact version) as a
  * part for the participant's own multi-stream append, so that its effect and the
  * record commit as one unit; NULL when the store has no async multi-stream
  * append (then the engine records the step itself). The part is borrowed until

@@ -16,14 +16,16 @@
  * sagas taken from the queue and not yet let go (in a step or in an append). A
  * store without async appends is written synchronously by the worker instead.
  *
- * Asynchronous actions (ag_saga_step.action_async) go further: the worker only
- * starts the participant call (start_async) and takes the next saga; the
+ * Asynchronous actions and compensations (ag_saga_step.action_async,
+ * compensate_async) go further: the worker only starts the participant call
+ * (start_async) and takes the next saga; the
  * participant finishes it with ag_saga_call_done from its completion thread,
  * usually having committed StepSucceeded (ag_saga_call_record) in the same
  * multi-stream append as its own events, so the engine folds the event in and
  * requeues the saga without an append of its own. A failed attempt records
  * nothing and marks the saga for one synchronous move (force_sync), which runs the
- * action through its policy and records the outcome as above.
+ * action through its policy (a compensation with its attempts, and AG_EEXISTS's
+ * forward recovery) and records the outcome as above.
  *
  * A saga id is queued, running or waiting to be run again at most once
  * (the `active` set of id hashes), so one saga never runs on two threads; a
@@ -72,6 +74,8 @@ struct ag_saga_call {
     struct ag_cb_permit permit; /* ... its admission */
     struct ag_append_part part; /* the success record, for ag_saga_call_record */
     bool has_record;
+    bool back;   /* a compensation */
+    size_t step; /* the step whose action or compensation runs */
 };
 
 struct qitem {
@@ -463,8 +467,17 @@ static void submit_start(struct ag_saga_engine *e, struct qitem *q)
 
 /* ---- asynchronous actions ---- */
 
-/* Start the saga's next action asynchronously when it can be (see
- * ag_saga_step.action_async); false: run the move synchronously. */
+/* The compensation a backward move runs next (the highest in `to_undo`), or
+ * SIZE_MAX when there is none to run asynchronously. */
+static size_t next_compensation(const struct saga_state *s)
+{
+    if (!s->to_undo) return SIZE_MAX;
+    size_t i = (size_t)(63 - __builtin_clzll(s->to_undo));
+    return i < s->def->nsteps ? i : SIZE_MAX;
+}
+
+/* Start the saga's next action or compensation asynchronously when it can be
+ * (see ag_saga_step.action_async); false: run the move synchronously. */
 static bool start_async(struct ag_saga_engine *e, struct qitem *q)
 {
     struct saga_state *s = q->st;
@@ -472,13 +485,22 @@ static bool start_async(struct ag_saga_engine *e, struct qitem *q)
         q->force_sync = false;
         return false;
     }
-    if (!e->sloop || s->compensating || s->next >= s->def->nsteps) return false;
-    const struct ag_saga_step *st = &s->def->steps[s->next];
+    size_t i = s->compensating ? next_compensation(s) : s->next;
+    if (!e->sloop || i >= s->def->nsteps) return false;
+    const struct ag_saga_step *st = &s->def->steps[i];
+    struct ag_saga_call *c = &q->call;
+    *c = (struct ag_saga_call){.q = q, .back = s->compensating, .step = i};
+    if (c->back) { /* compensations run without the policy (run.c) */
+        if (!st->compensate_async || st->fault.comp_error_rate > 0) return false;
+        snprintf(q->key, sizeof q->key, "%s:%s:compensate", s->id, st->name);
+        c->t0 = ag_clock_mono(e->env.clock);
+        st->compensate_async(s->def->ud, s->data, q->key, s->reason, c);
+        return true;
+    }
     const struct ag_pipeline *policy = st->policy ? st->policy : s->def->policy;
     if (!st->action_async || st->fault.error_rate > 0 || st->fault.latency_ms) return false;
     if (policy && (policy->limiter || policy->bulkhead || policy->fallback.on)) return false;
-    struct ag_saga_call *c = &q->call;
-    *c = (struct ag_saga_call){.q = q, .cb = policy ? policy->breaker : NULL};
+    c->cb = policy ? policy->breaker : NULL;
     if (c->cb) {
         enum ag_cb_state cs = ag_cb_state(c->cb);
         struct ag_err err;
@@ -488,7 +510,7 @@ static bool start_async(struct ag_saga_engine *e, struct qitem *q)
     }
     snprintf(q->key, sizeof q->key, "%s:%s", s->id, st->name);
     c->t0 = ag_clock_mono(e->env.clock);
-    st->action_async(s->def->ud, s->data, q->key, c);
+    st->action_async(s->def->ud, s->data, q->key, NULL, c);
     return true;
 }
 
@@ -497,13 +519,17 @@ struct ag_store_loop *ag_saga_call_loop(struct ag_saga_call *call)
     return call->q->e->sloop;
 }
 
-/* StepSucceeded for the step in flight, encoded into q->ev (0, or AG_ENOMEM). */
+/* The success of the call in flight, StepSucceeded or CompensationSucceeded (as
+ * run.c records them), encoded into q->ev (0, or AG_ENOMEM). */
 static int encode_success(struct ag_saga_engine *e, struct qitem *q)
 {
     struct saga_state *s = q->st;
+    size_t i = q->call.step;
     json_decref(q->rec.data);
-    q->rec = (struct saga_rec){SAGA_EV_STEP_SUCCEEDED,
-                               saga_step_json(s->next, s->def->steps[s->next].name, NULL), s->next};
+    json_t *j = saga_step_json(i, s->def->steps[i].name, NULL);
+    if (j && q->call.back && i == s->next) json_object_set_new(j, "failedStep", json_true());
+    q->rec =
+        (struct saga_rec){q->call.back ? SAGA_EV_COMP_SUCCEEDED : SAGA_EV_STEP_SUCCEEDED, j, i};
     if (!q->rec.data || saga_encode(&e->env, s, q->rec.kind, q->rec.data, &q->ev)) return AG_ENOMEM;
     return 0;
 }
@@ -539,7 +565,7 @@ void ag_saga_call_done(struct ag_saga_call *call, int rc, const struct ag_err *e
         return;
     }
     if (e->env.step_seconds)
-        e->env.step_seconds(e->env.step_ctx, s->def, s->next, false,
+        e->env.step_seconds(e->env.step_ctx, s->def, call->step, call->back,
                             (double)(ag_clock_mono(e->env.clock) - call->t0) / 1e9);
     if (recorded_ && call->has_record) { /* durable with the effect */
         recorded(q, 0, NULL, NULL);

@@ -41,9 +41,10 @@ static int sync_act(void *ud, const json_t *d, const char *key, const char *reas
     return 0;
 }
 
-static void async_act(void *ud, const json_t *d, const char *key, struct ag_saga_call *call)
+static void async_act(void *ud, const json_t *d, const char *key, const char *reason,
+                      struct ag_saga_call *call)
 {
-    AG_UNUSED(ud), AG_UNUSED(d);
+    AG_UNUSED(ud), AG_UNUSED(d), AG_UNUSED(reason);
     pthread_mutex_lock(&mu);
     async_runs++;
     if (nheld == MAXCALLS) abort(); /* the test asked for too many */
@@ -286,4 +287,48 @@ Test(saga_async, an_open_breaker_sends_the_step_the_synchronous_way)
     cr_assert_str_eq(types_of("saga-s1"),
                      "SagaStarted StepFailed CompensationSucceeded SagaCompensated ");
     ag_cb_free(cb);
+}
+
+static int sync_no(void *ud, const json_t *d, const char *key, const char *reason,
+                   struct ag_err *err)
+{
+    AG_UNUSED(ud), AG_UNUSED(d), AG_UNUSED(key), AG_UNUSED(reason);
+    return ag_err_set(err, AG_EDOMAIN, "no stock");
+}
+
+/* Compensations go the same way: each one's effect commits with its
+ * CompensationSucceeded, the failed step's own marked failedStep. */
+Test(saga_async, compensations_commit_with_their_records)
+{
+    commit_effect = true;
+    static const struct ag_saga_step st[] = {
+        {"Reserve", sync_act, sync_act, {0}, NULL, async_act, async_act},
+        {"Charge", sync_no, sync_act, {0}, NULL, NULL, async_act},
+    };
+    struct ag_saga_def d = {.type = "Async", .steps = st, .nsteps = 2};
+    struct ag_saga_engine *e = one_worker(&d);
+    start_n(e, 1);
+    wait_held(1); /* Reserve */
+    answer(0);
+    wait_held(2); /* Charge failed synchronously: its compensation */
+    cr_assert_str_eq(held_keys[1], "s0:Charge:compensate");
+    answer(1);
+    wait_held(3);
+    cr_assert_str_eq(held_keys[2], "s0:Reserve:compensate");
+    answer(2);
+    cr_assert_eq(ag_saga_engine_wait_idle(e, 10000), 0);
+    ag_saga_engine_stop(e);
+    cr_assert_str_eq(types_of("saga-s0"), "SagaStarted StepSucceeded StepFailed "
+                                          "CompensationSucceeded CompensationSucceeded "
+                                          "SagaCompensated ");
+    cr_assert_str_eq(types_of("effect-s0"), "Done Done Done ");
+    struct ag_event_page p;
+    cr_assert_eq(ag_store_read_stream(astore, "saga-s0", 7, 3, AG_READ_FORWARD, 2, &p, NULL), 0);
+    json_t *j0 = json_loadb(p.events[0].data, p.events[0].data_len, 0, NULL);
+    json_t *j1 = json_loadb(p.events[1].data, p.events[1].data_len, 0, NULL);
+    cr_assert(json_is_true(json_object_get(j0, "failedStep")));
+    cr_assert_str_eq(json_string_value(json_object_get(j0, "name")), "Charge");
+    cr_assert_null(json_object_get(j1, "failedStep"));
+    json_decref(j0), json_decref(j1);
+    ag_event_page_free(&p);
 }

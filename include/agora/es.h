@@ -97,6 +97,33 @@ struct ag_es_cmd {
 };
 AG_EXTERN int ag_es_execute(struct ag_es_repo *r, const struct ag_es_cmd *cmd,
                             struct ag_es_result *res, struct ag_err *err);
+/* Asynchronous commands. `done` gets the outcome exactly once: `rc` 0 or an AG_E*
+ * code with `err`, `res` as for ag_es_execute. */
+typedef void (*ag_es_done_fn)(void *ud, int rc, const struct ag_es_result *res,
+                              const struct ag_err *err);
+struct ag_es_async {
+    struct ag_store_loop *loop; /* where the append completes */
+    /* Optional parts of other streams (each with its expected version) committed
+     * in ONE multi-stream append with the command's events, or alone when the
+     * command decides nothing; rc 0 <=> they are durable. A conflict on one of
+     * them fails the command with AG_ECONFLICT, without retry (it is not the
+     * aggregate's). Needs ag_store_append_multi_async (AG_EUNSUPPORTED without). */
+    const struct ag_append_part *extra;
+    size_t nextra; /* at most AG_STORE_MULTI_MAX - 1 */
+    ag_es_done_fn done;
+    void *ud;
+};
+/* ag_es_execute without blocking on the append: load (cached), decide, submit
+ * with ag_store_append_async / _multi_async; a conflict reloads, re-decides and
+ * resubmits (bounded, as the sync path). `cmd`'s strings, `decide`'s `ud` and
+ * `a->extra` are borrowed until `done`. `done` runs on `a->loop`'s thread after an
+ * append; on the calling thread, before this returns, when nothing reached the
+ * store (a decide error, a no-op without extras, the store refusing the
+ * request); or on the thread of a synchronous command that led the aggregate's
+ * batch. It must not run a synchronous command on the same aggregate. Returns 0,
+ * or AG_ENOMEM / AG_EINVAL before anything was queued (then no `done`). */
+AG_EXTERN int ag_es_execute_async(struct ag_es_repo *r, const struct ag_es_cmd *cmd,
+                                  const struct ag_es_async *a);
 /* "<type name>-<id>" into out (cap bytes); AG_ETOOBIG when it does not fit. */
 AG_EXTERN int ag_es_stream(const struct ag_es_type *t, const char *id, char *out, size_t cap);
 /* The id of `stream` when it is a stream of type `t` ("order-<id>"), into out;

@@ -20,7 +20,7 @@ struct ag_platform_config {
     int workers;           /* HTTP worker loops; 0 = cores */
     bool seed;             /* demo catalog, stock and funded customers on first start */
     bool no_sync;          /* store without fdatasync (tests only: not durable) */
-    unsigned saga_threads; /* 0 = 256 (they mostly wait on group commit); env AGORA_SAGA_THREADS */
+    unsigned saga_threads; /* 0 = cores, at least 4 (steps are async); env AGORA_SAGA_THREADS */
     /* Identity comes from a gateway in front (x-user-id, x-user-roles); a request
      * without it is anonymous. false (no gateway): a request without identity
      * headers acts as the local operator, an admin — bind loopback only. */

@@ -14,7 +14,10 @@
  *
  * Steps run on the engine's few worker threads; a saga holds one only while its
  * step runs (the saga's own events are appended asynchronously, and the saga
- * moves on when the append completes). Each action gets the idempotency key
+ * moves on when the append completes). A step with an asynchronous action does
+ * not even hold the worker: the participant finishes the call later, and may
+ * commit its effect and the step's record in one multi-stream append. Each action gets the
+ * idempotency key
  * "<sagaId>:<step>" and each compensation "<sagaId>:<step>:compensate", and must
  * honour it: a resumed saga re-runs the step whose success was not yet recorded,
  * so the participant must recognise the repeat (agora's aggregates key
@@ -55,6 +58,14 @@
 typedef int (*ag_saga_fn)(void *ud, const json_t *data, const char *key, const char *reason,
                           struct ag_err *err);
 
+/* An action or compensation that completes later: start the participant call and
+ * return; finish it exactly once with ag_saga_call_done, from any thread (before
+ * returning too). `reason` as for ag_saga_fn; it and `data` stay valid until then.
+ * See struct ag_saga_step's `action_async`. */
+struct ag_saga_call;
+typedef void (*ag_saga_async_fn)(void *ud, const json_t *data, const char *key, const char *reason,
+                                 struct ag_saga_call *call);
+
 struct ag_saga_fault {
     double error_rate;      /* probability an action fails with AG_EUPSTREAM */
     uint32_t latency_ms;    /* added before the action */
@@ -67,7 +78,36 @@ struct ag_saga_step {
     ag_saga_fn compensate;            /* NULL: nothing to undo */
     struct ag_saga_fault fault;       /* zero = none */
     const struct ag_pipeline *policy; /* this step's policy; NULL = the definition's */
+    /* Optional, beside `action` (still required): the same action without
+     * blocking a worker. The engine uses it for a forward move when the step has
+     * no injected fault, its policy has no limiter, bulkhead or fallback, and its
+     * breaker is closed (the call is admitted and recorded by it); a worker starts
+     * the call and takes the next saga. A failure is not recorded as such: the
+     * engine runs `action` synchronously through the policy (its retries, then
+     * StepFailed), so `action` must recognise the async attempt's effect by the
+     * idempotency key, as it does after a crash. */
+    ag_saga_async_fn action_async;
+    /* Optional, beside `compensate`: the same, without blocking a worker (no
+     * injected compensation fault). Its success records CompensationSucceeded
+     * (ag_saga_call_record gives that part); a failure runs `compensate`
+     * synchronously with its attempts, as above. */
+    ag_saga_async_fn compensate_async;
 };
+
+/* The store loop an asynchronous action may submit its appends to (the engine's:
+ * their completions run on its recorder thread). */
+AG_EXTERN struct ag_store_loop *ag_saga_call_loop(struct ag_saga_call *call);
+/* The call's success record (StepSucceeded, or CompensationSucceeded for a
+ * compensation, on saga-<id> at its exact version) as a
+ * part for the participant's own multi-stream append, so that its effect and the
+ * record commit as one unit; NULL when the store has no async multi-stream
+ * append (then the engine records the step itself). The part is borrowed until
+ * ag_saga_call_done. */
+AG_EXTERN const struct ag_append_part *ag_saga_call_record(struct ag_saga_call *call);
+/* The outcome of an asynchronous action: 0 or an AG_E* code (`err`); `recorded`
+ * when the part from ag_saga_call_record was committed with the effect (rc 0). */
+AG_EXTERN void ag_saga_call_done(struct ag_saga_call *call, int rc, const struct ag_err *err,
+                                 bool recorded);
 
 struct ag_saga_def {
     const char *type;                 /* "PlaceOrder" */

@@ -43,7 +43,7 @@ static const char usage_text[] =
     "                      removes it (default 7d, env AGORA_SAGA_RETENTION)\n"
     "\n"
     "The JWT secret is AGORA_JWT_SECRET when set, else a random one kept in DIR/jwt-secret.\n"
-    "AGORA_SAGA_THREADS sets the saga workers (default 256).\n"
+    "AGORA_SAGA_THREADS sets the saga workers (default: number of cores, at least 4).\n"
     "\n"
     "Fault injection for demos: AGORA_FAULT_<STEP>=rate[,latency_ms[,comp_rate]] with\n"
     "STEP one of PLACEORDER, RESERVEINVENTORY, PROCESSPAYMENT, ARRANGESHIPMENT,\n"

@@ -16,6 +16,17 @@
  * not per command. If the append fails the whole batch is re-decided on fresh
  * state (conflict) or fails together.
  *
+ * Asynchronous commands (ag_es_execute_async) join the same queue. A caller that
+ * finds no leader leads without blocking: it decides the batch and submits it
+ * with ag_store_append_async (or _multi_async when commands bring extra parts,
+ * e.g. a saga's step record), and the completion, on the store loop's thread,
+ * finishes the batch (a conflict: re-decide and resubmit, bounded) and leads the
+ * next one from the queue, synchronous commands included (their callers wait as
+ * usual). A synchronous leader runs asynchronous commands too and calls their
+ * `done` itself. So leadership of an entry passes between threads, always under
+ * its lock; only the leader touches the state. A conflict on an extra part is
+ * not the aggregate's: that command fails, the rest of its batch is retried.
+ *
  * Snapshots. After an append that crosses a multiple of `snapshot_every`, the
  * state is snapshotted. A cold load starts from the latest snapshot; a snapshot
  * that fails to restore is ignored (the events are the truth).
@@ -198,6 +209,14 @@ static void release(struct ag_es_repo *r, struct centry *e)
     pthread_mutex_unlock(&r->lock);
 }
 
+/* One more user of `e` (it is held already, so it cannot be evicted meanwhile). */
+static void hold(struct ag_es_repo *r, struct centry *e)
+{
+    pthread_mutex_lock(&r->lock);
+    e->refs++;
+    pthread_mutex_unlock(&r->lock);
+}
+
 /* ---- loading (e->lock held) ---- */
 
 static void reset_state(struct centry *e)
@@ -272,6 +291,22 @@ static int catch_up(struct ag_es_repo *r, struct centry *e, struct ag_err *err)
     return 0;
 }
 
+static void maybe_snapshot(struct ag_es_repo *r, struct centry *e, int64_t before)
+{
+    uint32_t n = r->cfg.snapshot_every;
+    if (!e->loaded || (before + 1) / n == (e->version + 1) / n) return;
+    json_t *j = e->type->snapshot(e->state);
+    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    if (text) {
+        struct ag_err err;
+        if (ag_store_save_snapshot(r->cfg.store, e->stream, strlen(e->stream), e->version, text,
+                                   strlen(text), &err))
+            AG_WARN("es.snapshot_failed", AG_LS("stream", e->stream), AG_LS("error", err.msg));
+    }
+    free(text);
+    json_decref(j);
+}
+
 /* ---- commands ---- */
 
 #define BATCH_MAX_CMDS 256
@@ -289,6 +324,30 @@ struct cmd {
     struct ag_err *err;
     struct ag_err local_err;
     bool done;
+    /* asynchronous commands (heap-allocated, freed after `as.done`) */
+    bool async;
+    bool lost; /* one of its extra parts conflicted: out of the batch for good */
+    struct ag_es_async as;
+};
+
+/* One batch of commands on one aggregate, from load to durable (or failed). */
+struct batch {
+    struct ag_es_repo *r;
+    struct centry *e;
+    struct cmd *list;
+    struct ag_store_loop *loop; /* NULL: appended synchronously */
+    uint32_t attempt;
+    int64_t base; /* the version the batch was decided on */
+    struct ag_es_batch all;
+    struct ag_event_data *ev;
+    char **texts;
+    struct ag_append_part parts[AG_STORE_MULTI_MAX];
+    struct ag_append_result results[AG_STORE_MULTI_MAX];
+    size_t nparts;
+    bool agg; /* parts[0] holds the aggregate's events */
+    struct ag_append_req req;
+    struct ag_append_multi_req mreq;
+    struct ag_err err;
 };
 
 static void evolve_events(struct centry *e, const struct ag_es_new *v, size_t n)
@@ -311,6 +370,7 @@ static void decide_all(struct centry *e, struct cmd *list, struct ag_es_batch *a
     for (struct cmd *c = list; c; c = c->next) {
         c->first = all->n;
         c->n = 0;
+        if (c->lost) continue; /* keeps its AG_ECONFLICT */
         ag_err_clear(c->err);
         if (!e->loaded) {
             c->rc = ag_err_set(c->err, AG_ECONFLICT, "%s: state lost in this batch", e->stream);
@@ -340,84 +400,175 @@ static void decide_all(struct centry *e, struct cmd *list, struct ag_es_batch *a
     }
 }
 
-/* Append the combined events of `list` with the exact expected version `base`. */
-static int append_all(struct ag_es_repo *r, struct centry *e, struct cmd *list,
-                      const struct ag_es_batch *all, int64_t base, struct ag_err *err)
+static void batch_clear(struct batch *b)
 {
-    struct ag_event_data *ev = ag_calloc(all->n, sizeof *ev);
-    char **texts = ag_calloc(all->n, sizeof *texts);
-    int rc = ev && texts ? 0 : ag_err_set(err, AG_ENOMEM, "out of memory");
-    for (struct cmd *c = list; c && !rc; c = c->next)
-        for (size_t i = c->first; i < c->first + c->n && !rc; i++) {
-            texts[i] = json_dumps(all->v[i].data, JSON_COMPACT | JSON_ENCODE_ANY);
-            if (!texts[i])
-                rc = ag_err_set(err, AG_ENOMEM, "out of memory");
-            else
-                ev[i] =
-                    (struct ag_event_data){.type = all->v[i].type,
-                                           .type_len = strlen(all->v[i].type),
-                                           .data = texts[i],
-                                           .data_len = strlen(texts[i]),
-                                           .metadata = c->metadata,
-                                           .metadata_len = c->metadata ? strlen(c->metadata) : 0};
-        }
-    struct ag_append_result ar;
-    if (!rc)
-        rc = ag_store_append(r->cfg.store, e->stream, strlen(e->stream),
-                             base < 0 ? AG_STORE_NO_STREAM : base, ev, all->n, &ar, err);
-    for (struct cmd *c = list; !rc && c; c = c->next)
-        if (c->n) {
-            c->res.appended = c->n;
-            c->res.position = ar.first_position + (c->first + c->n - 1);
-        }
-    for (size_t i = 0; texts && i < all->n; i++) free(texts[i]); /* jansson's allocator */
-    ag_free(texts);
-    ag_free(ev);
-    return rc;
+    for (size_t i = 0; b->texts && i < b->all.n; i++) free(b->texts[i]); /* jansson's allocator */
+    ag_free(b->texts);
+    ag_free(b->ev);
+    ag_es_batch_free(&b->all);
+    b->texts = NULL, b->ev = NULL, b->nparts = 0, b->agg = false;
 }
 
-static void maybe_snapshot(struct ag_es_repo *r, struct centry *e, int64_t before)
+/* Encode the batch's events and gather the parts to append: the aggregate's
+ * (exact expected version `base`), then the extras of every command that
+ * succeeded. */
+static int encode(struct batch *b)
 {
-    uint32_t n = r->cfg.snapshot_every;
-    if (!e->loaded || (before + 1) / n == (e->version + 1) / n) return;
-    json_t *j = e->type->snapshot(e->state);
-    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
-    if (text) {
-        struct ag_err err;
-        if (ag_store_save_snapshot(r->cfg.store, e->stream, strlen(e->stream), e->version, text,
-                                   strlen(text), &err))
-            AG_WARN("es.snapshot_failed", AG_LS("stream", e->stream), AG_LS("error", err.msg));
+    struct ag_es_batch *all = &b->all;
+    b->ev = ag_calloc(all->n + 1, sizeof *b->ev);
+    b->texts = ag_calloc(all->n + 1, sizeof *b->texts);
+    if (!b->ev || !b->texts) return ag_err_set(&b->err, AG_ENOMEM, "out of memory");
+    for (struct cmd *c = b->list; c; c = c->next)
+        for (size_t i = c->first; i < c->first + c->n; i++) {
+            if (!(b->texts[i] = json_dumps(all->v[i].data, JSON_COMPACT | JSON_ENCODE_ANY)))
+                return ag_err_set(&b->err, AG_ENOMEM, "out of memory");
+            b->ev[i] =
+                (struct ag_event_data){.type = all->v[i].type,
+                                       .type_len = strlen(all->v[i].type),
+                                       .data = b->texts[i],
+                                       .data_len = strlen(b->texts[i]),
+                                       .metadata = c->metadata,
+                                       .metadata_len = c->metadata ? strlen(c->metadata) : 0};
+        }
+    if (all->n) {
+        b->parts[b->nparts++] =
+            (struct ag_append_part){b->e->stream, strlen(b->e->stream),
+                                    b->base < 0 ? AG_STORE_NO_STREAM : b->base, b->ev, all->n};
+        b->agg = true;
     }
-    free(text);
-    json_decref(j);
+    for (struct cmd *c = b->list; c; c = c->next)
+        for (size_t i = 0; c->async && c->rc == 0 && i < c->as.nextra; i++)
+            b->parts[b->nparts++] = c->as.extra[i];
+    return 0;
 }
 
-/* Run one batch to its end (the leader, without the entry lock). */
-static void run_batch(struct ag_es_repo *r, struct centry *e, struct cmd *list)
+/* Load, decide and encode one attempt of the batch. */
+static int prepare(struct batch *b)
 {
-    for (uint32_t attempt = 0;; attempt++) {
-        struct ag_err err;
-        ag_err_clear(&err);
-        int rc = catch_up(r, e, &err);
-        for (struct cmd *c = list; rc && c; c = c->next) c->rc = rc, *c->err = err;
-        if (rc) return;
-        int64_t base = e->version;
-        struct ag_es_batch all = {0};
-        decide_all(e, list, &all);
-        rc = all.n ? append_all(r, e, list, &all, base, &err) : 0;
-        ag_es_batch_free(&all);
-        if (!rc) {
-            maybe_snapshot(r, e, base);
-            return;
+    ag_err_clear(&b->err);
+    int rc = catch_up(b->r, b->e, &b->err);
+    if (rc) {
+        for (struct cmd *c = b->list; c; c = c->next)
+            if (!c->lost) c->rc = rc, *c->err = b->err;
+        return rc;
+    }
+    b->base = b->e->version;
+    decide_all(b->e, b->list, &b->all);
+    return encode(b);
+}
+
+static int append_sync(struct batch *b)
+{
+    struct ag_store *s = b->r->cfg.store;
+    if (b->nparts == 1 && b->agg)
+        return ag_store_append(s, b->parts[0].stream, b->parts[0].stream_len,
+                               b->parts[0].expected_version, b->ev, b->all.n, &b->results[0],
+                               &b->err);
+    return ag_store_append_multi(s, b->parts, b->nparts, b->results, &b->err);
+}
+
+/* A conflict on one of a command's extra parts is not the aggregate's: that
+ * command fails, the others may be retried. */
+static void drop_lost(struct batch *b)
+{
+    for (struct cmd *c = b->list; c; c = c->next)
+        for (size_t i = 0; c->async && !c->lost && i < c->as.nextra; i++) {
+            const struct ag_append_part *p = &c->as.extra[i];
+            int64_t v;
+            if (p->expected_version == AG_STORE_ANY ||
+                ag_store_stream_version(b->r->cfg.store, p->stream, p->stream_len, &v))
+                continue;
+            bool ok =
+                p->expected_version == AG_STORE_STREAM_EXISTS ? v >= 0 : v == p->expected_version;
+            if (ok) continue;
+            c->lost = true;
+            c->n = 0;
+            c->rc = ag_err_set(c->err, AG_ECONFLICT, "%.*s is at version %lld, not %lld",
+                               (int)p->stream_len, p->stream, (long long)v,
+                               (long long)p->expected_version);
+            c->err->aux = v;
         }
-        e->loaded = false; /* the tentative state is not in the store: rebuild */
+}
+
+/* The outcome `rc` of an attempt: results or errors into the commands. True when
+ * the batch is to be decided again (a conflict, within the retries). */
+static bool conclude(struct batch *b, int rc)
+{
+    struct ag_es_repo *r = b->r;
+    struct centry *e = b->e;
+    if (!rc) {
+        for (struct cmd *c = b->list; c; c = c->next)
+            if (c->n) {
+                c->res.appended = c->n;
+                c->res.position = b->results[0].first_position + (c->first + c->n - 1);
+            }
+        if (b->agg) maybe_snapshot(r, e, b->base);
+        batch_clear(b);
+        return false;
+    }
+    bool appended = b->nparts > 0;
+    batch_clear(b);
+    if (e->loaded) { /* the tentative state is not in the store: rebuild */
+        e->loaded = false;
         e->type->free(e->state);
-        if (rc != AG_ECONFLICT || attempt >= r->cfg.max_retries) {
-            for (struct cmd *c = list; c; c = c->next)
-                if (c->n || c->rc == 0) c->rc = rc, *c->err = err;
-            return;
-        }
     }
+    if (appended && rc == AG_ECONFLICT) drop_lost(b);
+    bool any = false;
+    for (struct cmd *c = b->list; c; c = c->next) any |= !c->lost;
+    if (appended && rc == AG_ECONFLICT && any && b->attempt++ < r->cfg.max_retries) return true;
+    for (struct cmd *c = b->list; c; c = c->next)
+        if (!c->lost && (c->n || c->rc == 0)) c->rc = rc, *c->err = b->err;
+    return false;
+}
+
+/* Run one batch to its end (a synchronous leader, without the entry lock). */
+static void run_batch(struct batch *b)
+{
+    for (;;) {
+        int rc = prepare(b);
+        if (!rc && b->nparts) rc = append_sync(b);
+        if (!conclude(b, rc)) return;
+    }
+}
+
+/* The batch is over: asynchronous commands get their `done` (no lock held),
+ * synchronous ones are marked done. */
+static void finish_cmds(struct ag_es_repo *r, struct centry *e, struct cmd *list)
+{
+    struct cmd *sync = NULL;
+    for (struct cmd *c = list, *n; c; c = n) {
+        n = c->next;
+        if (!c->async) {
+            c->next = sync;
+            sync = c;
+            continue;
+        }
+        c->as.done(c->as.ud, c->rc, &c->res, c->err);
+        release(r, e);
+        ag_free(c);
+    }
+    pthread_mutex_lock(&e->lock);
+    for (struct cmd *c = sync; c; c = c->next) c->done = true;
+    pthread_cond_broadcast(&e->done);
+    pthread_mutex_unlock(&e->lock);
+}
+
+/* Take the next batch off the queue (e->lock held): at most BATCH_MAX_CMDS
+ * commands and AG_STORE_MULTI_MAX - 1 extra parts. */
+static struct cmd *take_batch(struct centry *e)
+{
+    struct cmd *list = e->qhead, *last = list;
+    size_t extras = last->async ? last->as.nextra : 0;
+    for (int n = 1; last->next && n < BATCH_MAX_CMDS; n++) {
+        size_t x = last->next->async ? last->next->as.nextra : 0;
+        if (extras + x >= AG_STORE_MULTI_MAX) break;
+        extras += x;
+        last = last->next;
+    }
+    e->qhead = last->next;
+    if (!e->qhead) e->qtail = NULL;
+    last->next = NULL;
+    return list;
 }
 
 /* Become the leader if nobody is, and run batches until the queue is empty. */
@@ -425,19 +576,24 @@ static void lead(struct ag_es_repo *r, struct centry *e)
 {
     e->leader = true;
     while (e->qhead) {
-        struct cmd *list = e->qhead, *last = list;
-        for (int n = 1; last->next && n < BATCH_MAX_CMDS; n++) last = last->next;
-        e->qhead = last->next;
-        if (!e->qhead) e->qtail = NULL;
-        last->next = NULL;
+        struct batch b = {.r = r, .e = e, .list = take_batch(e)};
         pthread_mutex_unlock(&e->lock);
-        run_batch(r, e, list);
+        run_batch(&b);
+        finish_cmds(r, e, b.list);
         pthread_mutex_lock(&e->lock);
-        for (struct cmd *c = list; c; c = c->next) c->done = true;
-        pthread_cond_broadcast(&e->done);
     }
     e->leader = false;
     pthread_cond_broadcast(&e->done); /* a waiter may have to lead now */
+}
+
+/* Queue `c` on `e` (e->lock held). */
+static void enqueue_cmd(struct centry *e, struct cmd *c)
+{
+    if (e->qtail)
+        e->qtail->next = c;
+    else
+        e->qhead = c;
+    e->qtail = c;
 }
 
 static int submit(struct ag_es_repo *r, const struct ag_es_type *t, const char *stream,
@@ -447,11 +603,7 @@ static int submit(struct ag_es_repo *r, const struct ag_es_type *t, const char *
     if (!e) return ag_err_set(err, AG_ENOMEM, "out of memory");
     c->err = err ? err : &c->local_err;
     pthread_mutex_lock(&e->lock);
-    if (e->qtail)
-        e->qtail->next = c;
-    else
-        e->qhead = c;
-    e->qtail = c;
+    enqueue_cmd(e, c);
     while (!c->done) {
         if (!e->leader)
             lead(r, e);
@@ -474,6 +626,109 @@ int ag_es_execute(struct ag_es_repo *r, const struct ag_es_cmd *cmd, struct ag_e
     int rc = submit(r, cmd->type, cmd->stream, &c, err);
     if (res) *res = c.res;
     return rc;
+}
+
+/* ---- asynchronous commands ---- */
+
+static void async_run(struct batch *b);
+
+/* After a batch: finish its commands, then lead the next one or let go (and
+ * free `b`). True when there is a next batch to run. */
+static bool next_batch(struct batch *b)
+{
+    struct centry *e = b->e;
+    finish_cmds(b->r, e, b->list);
+    pthread_mutex_lock(&e->lock);
+    if (e->qhead) {
+        b->list = take_batch(e);
+        b->attempt = 0;
+        pthread_mutex_unlock(&e->lock);
+        return true;
+    }
+    e->leader = false;
+    pthread_cond_broadcast(&e->done); /* a synchronous waiter may have to lead now */
+    pthread_mutex_unlock(&e->lock);
+    release(b->r, e); /* the batch's own hold on the entry */
+    ag_free(b);
+    return false;
+}
+
+static void async_appended(void *ud, int status, const struct ag_append_result *res,
+                           const struct ag_err *err)
+{
+    AG_UNUSED(res);
+    struct batch *b = ud;
+    if (status) b->err = *err;
+    if (conclude(b, status) || next_batch(b)) async_run(b);
+}
+
+static int append_async(struct batch *b)
+{
+    if (b->nparts == 1 && b->agg) {
+        b->req = (struct ag_append_req){.stream = b->parts[0].stream,
+                                        .stream_len = b->parts[0].stream_len,
+                                        .expected_version = b->parts[0].expected_version,
+                                        .events = b->ev,
+                                        .count = b->all.n,
+                                        .cb = async_appended,
+                                        .ud = b};
+        int rc = ag_store_append_async(b->loop, &b->req);
+        return rc ? ag_err_set(&b->err, rc, "cannot queue the append: %s", ag_strerror(rc)) : 0;
+    }
+    b->mreq = (struct ag_append_multi_req){.parts = b->parts,
+                                           .nparts = b->nparts,
+                                           .results = b->results,
+                                           .cb = async_appended,
+                                           .ud = b};
+    int rc = ag_store_append_multi_async(b->loop, &b->mreq);
+    return rc ? ag_err_set(&b->err, rc, "cannot queue the append: %s", ag_strerror(rc)) : 0;
+}
+
+/* Drive batches until one is in the store's hands or the queue is empty. */
+static void async_run(struct batch *b)
+{
+    for (;;) {
+        int rc = prepare(b);
+        if (!rc && b->nparts) {
+            if ((rc = append_async(b)) == 0) return; /* async_appended goes on (b may be gone) */
+        }
+        if (conclude(b, rc)) continue;
+        if (!next_batch(b)) return;
+    }
+}
+
+int ag_es_execute_async(struct ag_es_repo *r, const struct ag_es_cmd *cmd,
+                        const struct ag_es_async *a)
+{
+    if (!a->done || !a->loop || a->nextra >= AG_STORE_MULTI_MAX) return AG_EINVAL;
+    struct cmd *c = ag_calloc(1, sizeof *c);
+    struct batch *b = ag_calloc(1, sizeof *b);
+    struct centry *e = c && b ? acquire(r, cmd->type, cmd->stream) : NULL;
+    if (!e) {
+        ag_free(c), ag_free(b);
+        return AG_ENOMEM;
+    }
+    *c = (struct cmd){.decide = cmd->decide,
+                      .ud = cmd->ud,
+                      .metadata = cmd->metadata,
+                      .view = cmd->view,
+                      .view_ud = cmd->view_ud,
+                      .async = true,
+                      .as = *a};
+    c->err = &c->local_err;
+    pthread_mutex_lock(&e->lock);
+    enqueue_cmd(e, c);
+    if (e->leader) { /* the leader's next batch takes it */
+        pthread_mutex_unlock(&e->lock);
+        ag_free(b);
+        return 0;
+    }
+    e->leader = true;
+    *b = (struct batch){.r = r, .e = e, .loop = a->loop, .list = take_batch(e)};
+    pthread_mutex_unlock(&e->lock);
+    hold(r, e); /* the batch's own, released when it lets go */
+    async_run(b);
+    return 0;
 }
 
 int ag_es_stream(const struct ag_es_type *t, const char *id, char *out, size_t cap)

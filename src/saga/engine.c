@@ -16,6 +16,17 @@
  * sagas taken from the queue and not yet let go (in a step or in an append). A
  * store without async appends is written synchronously by the worker instead.
  *
+ * Asynchronous actions and compensations (ag_saga_step.action_async,
+ * compensate_async) go further: the worker only starts the participant call
+ * (start_async) and takes the next saga; the
+ * participant finishes it with ag_saga_call_done from its completion thread,
+ * usually having committed StepSucceeded (ag_saga_call_record) in the same
+ * multi-stream append as its own events, so the engine folds the event in and
+ * requeues the saga without an append of its own. A failed attempt records
+ * nothing and marks the saga for one synchronous move (force_sync), which runs the
+ * action through its policy (a compensation with its attempts, and AG_EEXISTS's
+ * forward recovery) and records the outcome as above.
+ *
  * A saga id is queued, running or waiting to be run again at most once
  * (the `active` set of id hashes), so one saga never runs on two threads; a
  * retry recorded while its saga is active goes on the `rerun` list and the
@@ -53,6 +64,19 @@
 #include "internal.h"
 
 struct ag_saga_engine;
+struct qitem;
+
+/* An asynchronous action in flight (inside its saga's qitem). */
+struct ag_saga_call {
+    struct qitem *q;
+    uint64_t t0;                /* when it started (engine clock, monotonic) */
+    struct ag_cb *cb;           /* the step's breaker, or NULL */
+    struct ag_cb_permit permit; /* ... its admission */
+    struct ag_append_part part; /* the success record, for ag_saga_call_record */
+    bool has_record;
+    bool back;   /* a compensation */
+    size_t step; /* the step whose action or compensation runs */
+};
 
 struct qitem {
     struct qitem *next;
@@ -66,6 +90,9 @@ struct qitem {
     struct ag_append_req req;
     char stream[SAGA_STREAM_MAX + 8]; /* saga-<id>, for the start */
     char id[SAGA_STREAM_MAX];
+    struct ag_saga_call call;       /* an asynchronous action in flight */
+    bool force_sync;                /* the next move runs the step synchronously */
+    char key[SAGA_STREAM_MAX + 80]; /* the action's idempotency key */
 };
 
 struct ag_saga_engine {
@@ -438,6 +465,119 @@ static void submit_start(struct ag_saga_engine *e, struct qitem *q)
     submit(e, q, q->stream, AG_STORE_NO_STREAM);
 }
 
+/* ---- asynchronous actions ---- */
+
+/* The compensation a backward move runs next (the highest in `to_undo`), or
+ * SIZE_MAX when there is none to run asynchronously. */
+static size_t next_compensation(const struct saga_state *s)
+{
+    if (!s->to_undo) return SIZE_MAX;
+    size_t i = (size_t)(63 - __builtin_clzll(s->to_undo));
+    return i < s->def->nsteps ? i : SIZE_MAX;
+}
+
+/* Start the saga's next action or compensation asynchronously when it can be
+ * (see ag_saga_step.action_async); false: run the move synchronously. */
+static bool start_async(struct ag_saga_engine *e, struct qitem *q)
+{
+    struct saga_state *s = q->st;
+    if (q->force_sync) {
+        q->force_sync = false;
+        return false;
+    }
+    size_t i = s->compensating ? next_compensation(s) : s->next;
+    if (!e->sloop || i >= s->def->nsteps) return false;
+    const struct ag_saga_step *st = &s->def->steps[i];
+    struct ag_saga_call *c = &q->call;
+    *c = (struct ag_saga_call){.q = q, .back = s->compensating, .step = i};
+    if (c->back) { /* compensations run without the policy (run.c) */
+        if (!st->compensate_async || st->fault.comp_error_rate > 0) return false;
+        snprintf(q->key, sizeof q->key, "%s:%s:compensate", s->id, st->name);
+        c->t0 = ag_clock_mono(e->env.clock);
+        st->compensate_async(s->def->ud, s->data, q->key, s->reason, c);
+        return true;
+    }
+    const struct ag_pipeline *policy = st->policy ? st->policy : s->def->policy;
+    if (!st->action_async || st->fault.error_rate > 0 || st->fault.latency_ms) return false;
+    if (policy && (policy->limiter || policy->bulkhead || policy->fallback.on)) return false;
+    c->cb = policy ? policy->breaker : NULL;
+    if (c->cb) {
+        enum ag_cb_state cs = ag_cb_state(c->cb);
+        struct ag_err err;
+        if ((cs != AG_CB_CLOSED && cs != AG_CB_DISABLED) ||
+            ag_cb_allow(c->cb, &c->permit, NULL, &err))
+            return false;
+    }
+    snprintf(q->key, sizeof q->key, "%s:%s", s->id, st->name);
+    c->t0 = ag_clock_mono(e->env.clock);
+    st->action_async(s->def->ud, s->data, q->key, NULL, c);
+    return true;
+}
+
+struct ag_store_loop *ag_saga_call_loop(struct ag_saga_call *call)
+{
+    return call->q->e->sloop;
+}
+
+/* The success of the call in flight, StepSucceeded or CompensationSucceeded (as
+ * run.c records them), encoded into q->ev (0, or AG_ENOMEM). */
+static int encode_success(struct ag_saga_engine *e, struct qitem *q)
+{
+    struct saga_state *s = q->st;
+    size_t i = q->call.step;
+    json_decref(q->rec.data);
+    json_t *j = saga_step_json(i, s->def->steps[i].name, NULL);
+    if (j && q->call.back && i == s->next) json_object_set_new(j, "failedStep", json_true());
+    q->rec =
+        (struct saga_rec){q->call.back ? SAGA_EV_COMP_SUCCEEDED : SAGA_EV_STEP_SUCCEEDED, j, i};
+    if (!q->rec.data || saga_encode(&e->env, s, q->rec.kind, q->rec.data, &q->ev)) return AG_ENOMEM;
+    return 0;
+}
+
+const struct ag_append_part *ag_saga_call_record(struct ag_saga_call *call)
+{
+    struct qitem *q = call->q;
+    struct ag_saga_engine *e = q->e;
+    if (!e->env.store->ops->append_multi_async || encode_success(e, q)) return NULL;
+    call->part =
+        (struct ag_append_part){q->st->stream, strlen(q->st->stream), q->st->version, &q->ev, 1};
+    call->has_record = true;
+    return &call->part;
+}
+
+static void recorded(void *ud, int status, const struct ag_append_result *res,
+                     const struct ag_err *err);
+static void submit(struct ag_saga_engine *e, struct qitem *q, const char *stream, int64_t expected);
+
+void ag_saga_call_done(struct ag_saga_call *call, int rc, const struct ag_err *err, bool recorded_)
+{
+    struct qitem *q = call->q;
+    struct ag_saga_engine *e = q->e;
+    struct saga_state *s = q->st;
+    if (call->cb) ag_cb_record(call->cb, &call->permit, rc);
+    if (rc) { /* the policy's retries and the failure's record: synchronously */
+        AG_DEBUG("saga.async_step_failed", AG_LS("saga", q->id),
+                 AG_LS("error", ag_err_msg(err, rc)));
+        json_decref(q->rec.data);
+        q->rec.data = NULL;
+        q->force_sync = true;
+        requeue(e, q, true);
+        return;
+    }
+    if (e->env.step_seconds)
+        e->env.step_seconds(e->env.step_ctx, s->def, call->step, call->back,
+                            (double)(ag_clock_mono(e->env.clock) - call->t0) / 1e9);
+    if (recorded_ && call->has_record) { /* durable with the effect */
+        recorded(q, 0, NULL, NULL);
+        return;
+    }
+    if (encode_success(e, q)) {
+        finish(e, q, AG_ENOMEM, false, SAGA_END_NONE);
+        return;
+    }
+    submit(e, q, s->stream, s->version);
+}
+
 /* One move of saga `q`: load it if needed, run its next step, submit the record. */
 static void move(struct ag_saga_engine *e, struct qitem *q)
 {
@@ -459,6 +599,7 @@ static void move(struct ag_saga_engine *e, struct qitem *q)
             return;
         }
     }
+    if (!rc && start_async(e, q)) return; /* ag_saga_call_done goes on */
     if (!rc) rc = saga_next(&e->env, q->st, &q->rec, &err);
     if (!rc && saga_encode(&e->env, q->st, q->rec.kind, q->rec.data, &q->ev))
         rc = ag_err_set(&err, AG_ENOMEM, "out of memory");

@@ -109,6 +109,45 @@ int svc_exec(struct svc_env *p, const struct svc_cmd *c, struct ag_err *err)
     return ag_es_execute(p->repo, &ec, NULL, err);
 }
 
+/* An svc_exec in flight: what the repository borrows until it is done. */
+struct exec_async {
+    struct dom_call dc;
+    svc_done_fn done;
+    void *ud;
+    char stream[AG_STORE_STREAM_MAX + 1];
+    char meta[]; /* a copy of the metadata ("" when none) */
+};
+
+static void exec_async_done(void *ud, int rc, const struct ag_es_result *res,
+                            const struct ag_err *err)
+{
+    AG_UNUSED(res);
+    struct exec_async *x = ud;
+    x->done(x->ud, rc, err);
+    ag_free(x);
+}
+
+int svc_exec_async(struct svc_env *p, const struct svc_cmd *c, const struct svc_async *a)
+{
+    size_t mlen = c->meta ? strlen(c->meta) : 0;
+    struct exec_async *x = ag_malloc(sizeof *x + mlen + 1);
+    if (!x) return AG_ENOMEM;
+    if (ag_es_stream(c->type, c->id, x->stream, sizeof x->stream)) {
+        ag_free(x);
+        return AG_EINVAL;
+    }
+    x->dc = (struct dom_call){c->decide, c->cmd};
+    x->done = a->done;
+    x->ud = a->ud;
+    memcpy(x->meta, c->meta ? c->meta : "", mlen + 1);
+    struct ag_es_cmd ec = {c->type, x->stream, run_dom, &x->dc, c->meta ? x->meta : NULL,
+                           c->view, c->view_ud};
+    struct ag_es_async as = {a->loop, a->extra, a->extra ? 1 : 0, exec_async_done, x};
+    int rc = ag_es_execute_async(p->repo, &ec, &as);
+    if (rc) ag_free(x);
+    return rc;
+}
+
 int svc_read(struct svc_env *p, const struct ag_es_type *t, const char *id, ag_es_view_fn view,
              void *ud, struct ag_err *err)
 {

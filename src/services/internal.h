@@ -220,6 +220,19 @@ struct svc_cmd {
     void *view_ud;
 };
 int svc_exec(struct svc_env *p, const struct svc_cmd *c, struct ag_err *err);
+/* svc_exec without blocking on the append (ag_es_execute_async): `c->cmd` and
+ * `c->view_ud` are borrowed until `done`, the rest is copied. `extra` (NULL: none)
+ * is one part of another stream committed with the command's events (a saga's
+ * step record). 0 (then `done` runs exactly once, maybe before this returns) or
+ * an error (no `done`). */
+typedef void (*svc_done_fn)(void *ud, int rc, const struct ag_err *err);
+struct svc_async {
+    struct ag_store_loop *loop;
+    const struct ag_append_part *extra;
+    svc_done_fn done;
+    void *ud;
+};
+int svc_exec_async(struct svc_env *p, const struct svc_cmd *c, const struct svc_async *a);
 /* The current state of aggregate `id` of type `t` through `view` (AG_ENOTFOUND when
  * it has no events). */
 int svc_read(struct svc_env *p, const struct ag_es_type *t, const char *id, ag_es_view_fn view,

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <uv.h>
 
 #include "agora/store.h"
 #include "agora/store_log.h"
@@ -281,6 +282,15 @@ static int open_store(struct ag_platform *p, struct ag_err *err)
     return 0;
 }
 
+/* Saga workers: the actions of the PlaceOrder saga are asynchronous (a worker
+ * starts them and moves on), so a worker per core suffices; at least 4 for the
+ * synchronous moves (checks, compensations, a failed action's retries). */
+static unsigned saga_threads_default(void)
+{
+    unsigned n = uv_available_parallelism();
+    return n > 4 ? n : 4;
+}
+
 int ag_platform_start(const struct ag_platform_config *cfg, struct ag_platform **out,
                       struct ag_err *err)
 {
@@ -296,7 +306,8 @@ int ag_platform_start(const struct ag_platform_config *cfg, struct ag_platform *
     struct ag_saga_engine_config sc = {.store = p->store,
                                        .defs = p->saga_defs,
                                        .ndefs = 1,
-                                       .threads = cfg->saga_threads ? cfg->saga_threads : 256,
+                                       .threads = cfg->saga_threads ? cfg->saga_threads
+                                                                    : saga_threads_default(),
                                        .metrics = p->metrics};
     if (!rc) rc = ag_saga_engine_start(&sc, &p->sagas, err);
     if (!rc) fill_projections(p);

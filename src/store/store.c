@@ -371,7 +371,12 @@ static void on_loop_closed(uv_handle_t *h)
 
 void ag_store_loop_close(struct ag_store_loop *l)
 {
-    if (l) uv_close((uv_handle_t *)l->async, on_loop_closed);
+    if (!l) return;
+    /* a writer that completed the last request may still be inside its
+     * uv_async_send (its callback already ran): wait for it, under the lock */
+    pthread_mutex_lock(&l->lock);
+    pthread_mutex_unlock(&l->lock);
+    uv_close((uv_handle_t *)l->async, on_loop_closed);
 }
 
 void ag__store_loop_complete(struct ag_append_req *req)
@@ -384,8 +389,8 @@ void ag__store_loop_complete(struct ag_append_req *req)
     else
         l->head = req;
     l->tail = req;
+    uv_async_send(l->async); /* under the lock: ag_store_loop_close waits for it */
     pthread_mutex_unlock(&l->lock);
-    uv_async_send(l->async);
 }
 
 int ag_store_append_async(struct ag_store_loop *l, struct ag_append_req *req)

@@ -9,6 +9,13 @@
  * The first step, PlaceOrder, checks the order is still pending; its compensation
  * cancels the order with the failure as the reason.
  *
+ * The four participant actions and their compensations also come asynchronous
+ * (`action_async`, `compensate_async`): a saga worker starts the command and
+ * moves on, and the participant's events commit in one multi-stream append with
+ * the step's StepSucceeded or CompensationSucceeded (see the section below).
+ * ConfirmOrder's compensation (a read that may answer AG_EEXISTS) stays
+ * synchronous.
+ *
  * Fault injection: AGORA_FAULT_<STEP>="rate[,latency_ms[,compensation_rate]]",
  * e.g. AGORA_FAULT_PROCESSPAYMENT=0.3 fails 30% of payment attempts.
  */
@@ -281,6 +288,247 @@ static int unconfirm(void *ud, const json_t *data, const char *key, const char *
     return 0;
 }
 
+/* ---- asynchronous actions and compensations: without blocking a worker ----
+ *
+ * Each does what its synchronous twin above does, through svc_exec_async, and
+ * hands the step's success record (ag_saga_call_record) to its last command, so
+ * the participant's events and StepSucceeded commit in one multi-stream append.
+ * A failure is only reported: the engine then runs the synchronous action, which
+ * finds what this attempt did by order id (a reservation made before a later line
+ * failed is released there: all or nothing). */
+
+struct acall {
+    struct ag_saga_call *call;
+    struct svc_env *p;
+    const char *id; /* the order id (in the saga's data, alive until done) */
+    struct order_view v;
+    size_t line;                   /* reserve, release: the next line */
+    void (*more)(struct acall *x); /* reserve, release: run the next line */
+    bool with_record;              /* the last command carries the step's record */
+    union {
+        struct ag_stock_reserve reserve;
+        struct ag_account_charge charge;
+        struct ag_shipment_arrange arrange;
+        struct ag_order_confirm confirm;
+        struct ag_stock_release release;
+        struct ag_account_refund refund;
+        struct ag_order_cancel cancel;
+        struct ag_shipment_cancel unarrange;
+    } cmd;
+    char account[AG_DOM_ID_MAX];
+    char ship_id[AG_UUID_STRLEN + 1];
+    char track[32];
+    char meta[256];
+};
+
+static void acall_finish(struct acall *x, int rc, const struct ag_err *err)
+{
+    ag_saga_call_done(x->call, rc, err, rc == 0 && x->with_record);
+    ag_free(x);
+}
+
+static struct acall *acall_new(void *ud, const char *key, struct ag_saga_call *call)
+{
+    struct acall *x = ag_calloc(1, sizeof *x);
+    if (!x) {
+        struct ag_err err;
+        ag_saga_call_done(call, ag_err_set(&err, AG_ENOMEM, "out of memory"), &err, false);
+        return NULL;
+    }
+    x->call = call;
+    x->p = ud;
+    step_meta(key, x->meta);
+    return x;
+}
+
+static void acall_cmd_done(void *ud, int rc, const struct ag_err *err)
+{
+    struct acall *x = ud;
+    if (!rc && x->more && x->line < x->v.n) {
+        x->more(x);
+        return;
+    }
+    acall_finish(x, rc, err);
+}
+
+/* Run `c` asynchronously; the last command of the step carries its record. */
+static void acall_exec(struct acall *x, const struct svc_cmd *c, bool last)
+{
+    const struct ag_append_part *rec = last ? ag_saga_call_record(x->call) : NULL;
+    x->with_record = rec != NULL;
+    struct svc_async a = {ag_saga_call_loop(x->call), rec, acall_cmd_done, x};
+    int rc = svc_exec_async(x->p, c, &a);
+    if (rc) {
+        struct ag_err err;
+        acall_finish(x, ag_err_set(&err, rc, "%s", ag_strerror(rc)), &err);
+    }
+}
+
+static void reserve_next(struct acall *x)
+{
+    const struct ag_price_line *l = &x->v.lines[x->line++];
+    x->cmd.reserve = (struct ag_stock_reserve){x->id, l->quantity, l->product_id};
+    acall_exec(x,
+               &(struct svc_cmd){&svc_stock_type, l->product_id, d_stock_reserve, &x->cmd.reserve,
+                                 x->meta, NULL, NULL},
+               x->line == x->v.n);
+}
+
+static void reserve_async(void *ud, const json_t *data, const char *key, const char *reason,
+                          struct ag_saga_call *call)
+{
+    AG_UNUSED(reason);
+    struct acall *x = acall_new(ud, key, call);
+    if (!x) return;
+    struct ag_err err;
+    ag_err_clear(&err);
+    int rc = load_order(ud, data, &x->v, &x->id, &err);
+    if (rc || x->v.n == 0) {
+        acall_finish(x, rc, &err);
+        return;
+    }
+    x->more = reserve_next;
+    reserve_next(x);
+}
+
+static void charge_async(void *ud, const json_t *data, const char *key, const char *reason,
+                         struct ag_saga_call *call)
+{
+    AG_UNUSED(reason);
+    struct acall *x = acall_new(ud, key, call);
+    if (!x) return;
+    struct ag_err err;
+    ag_err_clear(&err);
+    int rc = order_account(ud, data, &x->v, &x->id, x->account, &err);
+    if (rc || x->v.total.amount == 0) {
+        acall_finish(x, rc, &err);
+        return;
+    }
+    x->cmd.charge = (struct ag_account_charge){x->id, x->v.total, svc_now_ms()};
+    acall_exec(x,
+               &(struct svc_cmd){&svc_account_type, x->account, d_account_charge, &x->cmd.charge,
+                                 x->meta, NULL, NULL},
+               true);
+}
+
+static void arrange_async(void *ud, const json_t *data, const char *key, const char *reason,
+                          struct ag_saga_call *call)
+{
+    AG_UNUSED(reason);
+    struct acall *x = acall_new(ud, key, call);
+    if (!x) return;
+    struct ag_err err;
+    ag_err_clear(&err);
+    int rc = load_order(ud, data, &x->v, &x->id, &err);
+    if (rc) {
+        acall_finish(x, rc, &err);
+        return;
+    }
+    svc_new_id(x->ship_id, "shipments", x->id);
+    tracking_number(x->id, x->track);
+    x->cmd.arrange = (struct ag_shipment_arrange){x->ship_id, x->id, &x->v.address, x->track};
+    acall_exec(x,
+               &(struct svc_cmd){&svc_shipment_type, x->id, d_shipment_arrange, &x->cmd.arrange,
+                                 x->meta, NULL, NULL},
+               true);
+}
+
+static void confirm_async(void *ud, const json_t *data, const char *key, const char *reason,
+                          struct ag_saga_call *call)
+{
+    AG_UNUSED(reason);
+    struct acall *x = acall_new(ud, key, call);
+    if (!x) return;
+    x->id = json_string_value(json_object_get(data, "orderId"));
+    if (!x->id) x->id = "";
+    tracking_number(x->id, x->track);
+    x->cmd.confirm = (struct ag_order_confirm){x->track};
+    acall_exec(x,
+               &(struct svc_cmd){&svc_order_type, x->id, d_order_confirm, &x->cmd.confirm, x->meta,
+                                 NULL, NULL},
+               true);
+}
+
+/* The compensations, the same way (their reason is the saga's, alive until done). */
+
+static void release_next(struct acall *x)
+{
+    const struct ag_price_line *l = &x->v.lines[x->line++];
+    acall_exec(x,
+               &(struct svc_cmd){&svc_stock_type, l->product_id, d_stock_release, &x->cmd.release,
+                                 x->meta, NULL, NULL},
+               x->line == x->v.n);
+}
+
+static void release_async(void *ud, const json_t *data, const char *key, const char *reason,
+                          struct ag_saga_call *call)
+{
+    struct acall *x = acall_new(ud, key, call);
+    if (!x) return;
+    struct ag_err err;
+    ag_err_clear(&err);
+    int rc = load_order(ud, data, &x->v, &x->id, &err);
+    if (rc || x->v.n == 0) {
+        acall_finish(x, rc, &err);
+        return;
+    }
+    x->cmd.release = (struct ag_stock_release){x->id, reason};
+    x->more = release_next;
+    release_next(x);
+}
+
+static void refund_async(void *ud, const json_t *data, const char *key, const char *reason,
+                         struct ag_saga_call *call)
+{
+    AG_UNUSED(reason);
+    struct acall *x = acall_new(ud, key, call);
+    if (!x) return;
+    struct ag_err err;
+    ag_err_clear(&err);
+    int rc = order_account(ud, data, &x->v, &x->id, x->account, &err);
+    if (rc) {
+        acall_finish(x, rc, &err);
+        return;
+    }
+    x->cmd.refund = (struct ag_account_refund){x->id, svc_now_ms()};
+    acall_exec(x,
+               &(struct svc_cmd){&svc_account_type, x->account, d_account_refund, &x->cmd.refund,
+                                 x->meta, NULL, NULL},
+               true);
+}
+
+static void unarrange_async(void *ud, const json_t *data, const char *key, const char *reason,
+                            struct ag_saga_call *call)
+{
+    struct acall *x = acall_new(ud, key, call);
+    if (!x) return;
+    x->id = json_string_value(json_object_get(data, "orderId"));
+    if (!x->id) x->id = "";
+    if (!svc_stream_exists(ud, "shipment", x->id)) {
+        acall_finish(x, 0, NULL);
+        return;
+    }
+    x->cmd.unarrange = (struct ag_shipment_cancel){reason};
+    acall_exec(x,
+               &(struct svc_cmd){&svc_shipment_type, x->id, d_shipment_cancel, &x->cmd.unarrange,
+                                 x->meta, NULL, NULL},
+               true);
+}
+
+static void place_undo_async(void *ud, const json_t *data, const char *key, const char *reason,
+                             struct ag_saga_call *call)
+{
+    struct acall *x = acall_new(ud, key, call);
+    if (!x) return;
+    x->id = json_string_value(json_object_get(data, "orderId"));
+    if (!x->id) x->id = "";
+    x->cmd.cancel = (struct ag_order_cancel){reason};
+    acall_exec(x,
+               &(struct svc_cmd){&svc_order_type, x->id, d_order_cancel, &x->cmd.cancel, x->meta,
+                                 NULL, NULL},
+               true);
+}
+
 /* ---- the definition ---- */
 
 static void fault_from_env(struct ag_saga_step *st)
@@ -317,11 +565,11 @@ static enum ag_resil_outcome classify_step(void *ctx, int rc)
 int svc_place_order_saga(struct ag_platform *p, struct ag_err *err)
 {
     static const struct ag_saga_step steps[SVC_SAGA_STEPS] = {
-        {"PlaceOrder", place_check, place_undo, {0}, NULL},
-        {"ReserveInventory", reserve, release, {0}, NULL},
-        {"ProcessPayment", charge, refund, {0}, NULL},
-        {"ArrangeShipment", arrange, unarrange, {0}, NULL},
-        {"ConfirmOrder", confirm, unconfirm, {0}, NULL},
+        {"PlaceOrder", place_check, place_undo, {0}, NULL, NULL, place_undo_async},
+        {"ReserveInventory", reserve, release, {0}, NULL, reserve_async, release_async},
+        {"ProcessPayment", charge, refund, {0}, NULL, charge_async, refund_async},
+        {"ArrangeShipment", arrange, unarrange, {0}, NULL, arrange_async, unarrange_async},
+        {"ConfirmOrder", confirm, unconfirm, {0}, NULL, confirm_async, NULL},
     };
     memcpy(p->place_order_steps, steps, sizeof steps);
     for (size_t i = 0; i < SVC_SAGA_STEPS; i++) {

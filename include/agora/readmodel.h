@@ -4,8 +4,8 @@
  *
  * A read model is opened by URI and name through a registry of adapters chosen by
  * the URI's scheme: `sqlite:<dir>` (or a bare directory) is the SQLite file
- * `<dir>/<name>.db` (src/readmodel/sqlite.c); `postgresql://...` is the next entry
- * of the table in src/readmodel/readmodel.c. A handle is read-write (the one
+ * `<dir>/<name>.db` (src/readmodel/sqlite.c); `postgresql://...` (a libpq URI) is
+ * the schema `rm_<name>` of that database (src/readmodel/pg.c). A handle is read-write (the one
  * projection that owns the database: schema, rows, checkpoint) or read-only (the
  * queries).
  *
@@ -101,6 +101,10 @@ AG_EXTERN int ag_rm_drop(const char *uri, const char *name, struct ag_err *err);
  * check could not run for a reason that is not damage (busy); AG_ECORRUPT with
  * what is wrong otherwise. */
 AG_EXTERN int ag_rm_check(struct ag_rm *rm, struct ag_err *err);
+/* Can the database be reached now: 0, or AG_EUNAVAILABLE with why (a server that
+ * went away; reconnects when it is back). Always 0 for SQLite files. For a
+ * projection that is idle, to notice a lost server before its next page. */
+AG_EXTERN int ag_rm_ping(struct ag_rm *rm, struct ag_err *err);
 
 /* ---- statements ---- */
 

@@ -64,28 +64,28 @@
 #define OID_TEXT  25
 
 struct stmt {
-    uint64_t hash;       /* of the port's SQL text */
-    char *sql;           /* owned copy of the port's SQL; NULL: free slot */
-    Oid types[MAXARGS];  /* as prepared */
-    int nparams;         /* the statement's highest placeholder */
+    uint64_t hash;      /* of the port's SQL text */
+    char *sql;          /* owned copy of the port's SQL; NULL: free slot */
+    Oid types[MAXARGS]; /* as prepared */
+    int nparams;        /* the statement's highest placeholder */
 };
 
 struct conn {
     PGconn *c;
-    bool broken;  /* the server went away: reconnect before the next use */
-    bool in_tx;   /* BEGIN sent, no COMMIT/ROLLBACK yet */
-    bool busy;    /* read-only pool: handed out */
+    bool broken; /* the server went away: reconnect before the next use */
+    bool in_tx;  /* BEGIN sent, no COMMIT/ROLLBACK yet */
+    bool busy;   /* read-only pool: handed out */
     struct stmt slots[SLOTS];
 };
 
 struct pg {
-    struct ag_rm base; /* must be first */
-    char *uri;         /* the connection URI (owned) */
-    char schema[80];   /* rm_<name> */
-    int64_t lock_key;  /* the advisory lock of the writer */
+    struct ag_rm base;    /* must be first */
+    char *uri;            /* the connection URI (owned) */
+    char schema[80];      /* rm_<name> */
+    int64_t lock_key;     /* the advisory lock of the writer */
     pthread_mutex_t lock; /* the pool */
     pthread_cond_t freed;
-    size_t nconn;        /* 1 (read-write) or POOL */
+    size_t nconn; /* 1 (read-write) or POOL */
     struct conn conn[POOL];
 };
 
@@ -190,8 +190,10 @@ static void message(PGconn *c, const PGresult *res, char *out, size_t n)
 {
     const char *m = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
     snprintf(out, n, "%s", m ? m : c ? PQerrorMessage(c) : "no connection");
+    for (char *p = out; *p; p++) /* one line: libpq's "...\n\tThis probably means..." */
+        if (*p == '\n' || *p == '\t') *p = ' ';
     size_t l = strlen(out);
-    while (l && (out[l - 1] == '\n' || out[l - 1] == ' ')) out[--l] = '\0';
+    while (l && out[l - 1] == ' ') out[--l] = '\0';
 }
 
 /* Record a failed result on `cn` (consumes `res`): the AG_E* code. */
@@ -203,9 +205,10 @@ static int failed(struct pg *g, struct conn *cn, PGresult *res, struct ag_err *e
     const char *st = f ? state : NULL;
     int code = map_state(st);
     message(cn->c, res, msg, sizeof msg);
-    PQclear(res);
-    if (!cn->c || PQstatus(cn->c) == CONNECTION_BAD || (st && !strncmp(st, "57P", 3)))
+    /* no result, or no SQLSTATE: the command never reached a working server */
+    if (!res || !st || !cn->c || PQstatus(cn->c) == CONNECTION_BAD || !strncmp(st, "57P", 3))
         cn->broken = true;
+    PQclear(res);
     if (st && !strcmp(st, "55P03")) {
         char m2[700];
         snprintf(m2, sizeof m2, "read model %s is locked by another writer: %s", g->schema, msg);
@@ -285,7 +288,7 @@ static int get_conn(struct pg *g, struct conn **out, struct ag_err *err)
     if (cn->broken && cn->in_tx)
         return ag__rm_outcome(&g->base, AG_EUNAVAILABLE,
                               "the connection was lost inside a transaction; roll back", err);
-    if (cn->c && !cn->broken) return 0;
+    if (cn->c && !cn->broken && PQstatus(cn->c) == CONNECTION_OK) return 0;
     return conn_open(g, cn, err);
 }
 
@@ -304,8 +307,8 @@ struct params {
     Oid types[MAXARGS];     /* declared types (0: the server infers) */
     const char *v[MAXARGS]; /* values, NULL for SQL NULL */
     int len[MAXARGS];
-    int fmt[MAXARGS];        /* 1: binary (BLOB) */
-    char ints[MAXARGS][24];  /* INT64 values as text */
+    int fmt[MAXARGS];       /* 1: binary (BLOB) */
+    char ints[MAXARGS][24]; /* INT64 values as text */
 };
 
 static void fill_params(struct params *p, int maxn, const bool used[MAXARGS],
@@ -316,7 +319,7 @@ static void fill_params(struct params *p, int maxn, const bool used[MAXARGS],
     for (int i = 0; i < maxn; i++) {
         const struct ag_rm_arg *a = (size_t)i < nargs ? &args[i] : NULL;
         enum ag_rm_kind k = a ? a->kind : AG_RM_KIND_NULL;
-        p->types[i] = !used[i]                 ? OID_TEXT
+        p->types[i] = !used[i]                ? OID_TEXT
                       : k == AG_RM_KIND_INT64 ? OID_INT8
                       : k == AG_RM_KIND_BLOB  ? OID_BYTEA
                                               : 0;
@@ -336,12 +339,24 @@ static void fill_params(struct params *p, int maxn, const bool used[MAXARGS],
 static bool undecided(const PGresult *res)
 {
     const char *st = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-    return st && !strcmp(st, "42P18"); /* indeterminate_datatype */
+    /* indeterminate_datatype, ambiguous_parameter ("$2 IS NULL OR id=$2") */
+    return st && (!strcmp(st, "42P18") || !strcmp(st, "42P08"));
 }
 
-/* Text for the placeholders the server could not type. */
-static void decide(struct params *p)
+/* Text for the placeholder the server could not type: the one at the error's
+ * position in `pgsql` (1-based, in characters: the SQL here is ASCII), else for
+ * every placeholder still left to inference. */
+static void decide(struct params *p, const PGresult *res, const char *pgsql)
 {
+    const char *pos = PQresultErrorField(res, PG_DIAG_STATEMENT_POSITION);
+    long at = pos ? strtol(pos, NULL, 10) : 0;
+    if (at > 0 && (size_t)at < strlen(pgsql) && pgsql[at - 1] == '$') {
+        long n = strtol(pgsql + at, NULL, 10);
+        if (n >= 1 && n <= p->n && !p->types[n - 1]) {
+            p->types[n - 1] = OID_TEXT;
+            return;
+        }
+    }
     for (int i = 0; i < p->n; i++)
         if (!p->types[i]) p->types[i] = OID_TEXT;
 }
@@ -372,17 +387,19 @@ static PGresult *exec_simple(PGconn *c, const char *sql)
 }
 
 /* Prepare `pgsql` as `name` ("" for a one-off). When the server cannot type a
- * placeholder, prepare again with text for the undecided ones; inside a
- * transaction under a savepoint, since a failed PREPARE aborts the transaction. */
+ * placeholder ("$1 IS NULL"), prepare again with text for it, one placeholder at a
+ * time; inside a transaction under a savepoint, since a failed PREPARE aborts
+ * the transaction. */
 static PGresult *prepare(PGconn *c, const char *name, const char *pgsql, struct params *p)
 {
     bool in_tx = PQtransactionStatus(c) == PQTRANS_INTRANS;
     if (in_tx) PQclear(exec_simple(c, "SAVEPOINT ag_prepare"));
     PGresult *res = PQprepare(c, name, pgsql, p->n, p->types);
-    if (PQresultStatus(res) == PGRES_FATAL_ERROR && undecided(res)) {
+    for (int tries = 0; tries <= p->n && PQresultStatus(res) == PGRES_FATAL_ERROR && undecided(res);
+         tries++) {
+        decide(p, res, pgsql);
         PQclear(res);
         if (in_tx) PQclear(exec_simple(c, "ROLLBACK TO SAVEPOINT ag_prepare"));
-        decide(p);
         res = PQprepare(c, name, pgsql, p->n, p->types);
     }
     if (in_tx && PQresultStatus(res) == PGRES_COMMAND_OK)
@@ -397,7 +414,8 @@ static PGresult *run(struct conn *cn, const char *sql, const struct ag_rm_arg *a
     char *pgsql, name[16] = "";
     int maxn;
     bool used[MAXARGS];
-    if (to_dollars(sql, &pgsql, &maxn, used)) return NULL;
+    if (to_dollars(sql, &pgsql, &maxn, used)) /* a result that says so */
+        return PQmakeEmptyPGresult(cn->c, PGRES_BAD_RESPONSE);
     struct params p;
     fill_params(&p, maxn, used, args, nargs);
     uint64_t h = ag_xxh3(sql, strlen(sql));
@@ -437,8 +455,9 @@ static int pg_query(struct ag_rm *rm, const char *sql, const struct ag_rm_arg *a
         return rc;
     }
     PGresult *res = run(cn, sql, args, nargs);
-    ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
-    if (!res) {
+    ExecStatusType st = PQresultStatus(res); /* NULL: PGRES_FATAL_ERROR */
+    if (st == PGRES_BAD_RESPONSE) {
+        PQclear(res);
         put_conn(g, cn);
         return ag__rm_outcome(&g->base, AG_EINVAL, "more than 32 placeholders", err);
     }
@@ -693,9 +712,10 @@ static int setup(struct pg *g, struct ag_err *err)
     }
     bool found = false;
     struct ag_rm_arg arg = AG_RM_TEXT(g->schema);
-    int rc = pg_query(&g->base, "SELECT 1 FROM pg_namespace WHERE nspname=?1", &arg, 1,
-                      exists_row, &found, err);
-    if (!rc && !found) rc = ag_err_set(err, AG_EIO, "read model schema %s does not exist", g->schema);
+    int rc = pg_query(&g->base, "SELECT 1 FROM pg_namespace WHERE nspname=?1", &arg, 1, exists_row,
+                      &found, err);
+    if (!rc && !found)
+        rc = ag_err_set(err, AG_EIO, "read model schema %s does not exist", g->schema);
     return rc;
 }
 

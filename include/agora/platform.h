@@ -68,6 +68,12 @@ AG_EXTERN int ag_platform_rebuild_projection(const char *data_dir, const char *n
                                              void (*progress)(void *ud, uint64_t done,
                                                               uint64_t total),
                                              void *ud, struct ag_err *err);
+/* The same for read models at `readmodels_uri` (ag_rm_open; NULL: the SQLite
+ * files under `data_dir`): the read model is dropped (PostgreSQL: its schema) and
+ * made again from the log of `data_dir`. */
+AG_EXTERN int ag_platform_rebuild_projection_at(
+    const char *data_dir, const char *readmodels_uri, const char *name,
+    void (*progress)(void *ud, uint64_t done, uint64_t total), void *ud, struct ag_err *err);
 /* Names of the read models, NULL-terminated. */
 AG_EXTERN const char *const *ag_platform_projection_names(void);
 

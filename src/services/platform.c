@@ -354,9 +354,18 @@ int ag_platform_rebuild_projection(const char *data_dir, const char *name,
                                    void (*progress)(void *ud, uint64_t done, uint64_t total),
                                    void *ud, struct ag_err *err)
 {
+    return ag_platform_rebuild_projection_at(data_dir, NULL, name, progress, ud, err);
+}
+
+int ag_platform_rebuild_projection_at(const char *data_dir, const char *readmodels_uri,
+                                      const char *name,
+                                      void (*progress)(void *ud, uint64_t done, uint64_t total),
+                                      void *ud, struct ag_err *err)
+{
     struct ag_platform tmp;
     memset(&tmp, 0, sizeof tmp);
     tmp.cfg.data_dir = data_dir;
+    tmp.cfg.readmodels_uri = readmodels_uri;
     /* the sagas read model needs the saga definitions (their step names) */
     int rc = svc_place_order_saga(&tmp, err);
     if (!rc) fill_projections(&tmp);

@@ -10,7 +10,9 @@
 #      a read answers 503 problem+json with Retry-After; writes still land in the
 #      log (the store is the log here);
 #   4. server back: ready again without a restart of agora, and the restocks made
-#      during the outage are projected exactly once (on_hand counts each one once).
+#      during the outage are projected exactly once (on_hand counts each one once);
+#   5. `agora projections rebuild stock --readmodels postgresql://...` drops the
+#      schema and makes it again from the log.
 # Skipped (77) where PostgreSQL is not installed. Env: AGORA_BIN (CTest).
 set -euo pipefail
 BIN="${AGORA_BIN:?AGORA_BIN not set}"
@@ -99,3 +101,11 @@ kill -TERM "$SPID"
 wait "$SPID" || fail "agora run exited $? on SIGTERM"
 SPID=""
 pass "stopped cleanly"
+
+# ---- 5. rebuild: the schema is dropped and made again from the log ----
+psql "$AG_PG_URI" -qc "UPDATE rm_stock.stock SET on_hand = -1" || fail "psql"
+"$BIN" projections rebuild stock --data "$TMP/data" --readmodels "$AG_PG_URI" 2>"$TMP/rebuild.log" ||
+    { cat "$TMP/rebuild.log"; fail "agora projections rebuild stock"; }
+got=$(psql "$AG_PG_URI" -Atc "SELECT on_hand FROM rm_stock.stock WHERE product_id='$PID'")
+[ "$got" = "$want" ] || fail "rebuilt on hand $got, want $want"
+pass "agora projections rebuild stock --readmodels postgresql://: on hand $got again"

@@ -12,6 +12,7 @@
  * the words both engines use.
  */
 #include <criterion/criterion.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -535,5 +536,45 @@ Test(readmodel, an_optional_filter_binds_null_or_a_value)
     cr_assert_eq(ag_rm_query(ro, page, args, 3, got_row, &g, &err), 0, "%s", err.msg);
     cr_assert_eq(g.rows, 1);
     cr_assert_str_eq(g.k, "a");
+    ag_rm_close(ro);
+}
+
+/* ---- one read-only handle, many threads ---- */
+
+struct reader {
+    struct ag_rm *ro;
+    int ok; /* queries that saw every row */
+};
+
+static void *read_many(void *arg)
+{
+    struct reader *r = arg;
+    for (int i = 0; i < 100; i++) {
+        int n = 0;
+        struct nested x = {r->ro, 0};
+        if (ag_rm_query(r->ro, "SELECT k FROM kv", NULL, 0, count_row, &n, NULL) == 0 && n == 20)
+            r->ok++;
+        if (i % 10 == 0) /* a query inside a row callback, while the others run too */
+            ag_rm_query(r->ro, "SELECT k FROM kv WHERE k='key-000001'", NULL, 0, nested_row, &x,
+                        NULL);
+    }
+    return NULL;
+}
+
+Test(readmodel, a_read_only_handle_serves_many_threads_at_once)
+{
+    fill(rw, 20);
+    struct ag_rm *ro;
+    cr_assert_eq(ag_rm_open(uri, "t", AG_RM_READONLY, &ro, NULL), 0);
+    pthread_t t[8];
+    struct reader r[8];
+    for (int i = 0; i < 8; i++) {
+        r[i] = (struct reader){ro, 0};
+        cr_assert_eq(pthread_create(&t[i], NULL, read_many, &r[i]), 0);
+    }
+    for (int i = 0; i < 8; i++) {
+        pthread_join(t[i], NULL);
+        cr_assert_eq(r[i].ok, 100, "thread %d: %d of 100 queries saw the 20 rows", i, r[i].ok);
+    }
     ag_rm_close(ro);
 }

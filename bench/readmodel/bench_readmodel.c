@@ -138,8 +138,8 @@ static void query(const char *uri, long keys, int threads, double seconds)
     long cap = 2000000 / threads;
     double until = now() + seconds;
     for (int i = 0; i < threads; i++) {
-        r[i] = (struct reader){ro, keys, until, 0, malloc(sizeof(double) * (size_t)cap), cap,
-                               (unsigned)i + 1};
+        r[i] = (struct reader){ro,  keys,           until, 0, malloc(sizeof(double) * (size_t)cap),
+                               cap, (unsigned)i + 1};
         pthread_create(&t[i], NULL, reader_main, &r[i]);
     }
     long total = 0, kept = 0;

@@ -444,29 +444,45 @@ static PGresult *run(struct conn *cn, const char *sql, const struct ag_rm_arg *a
     return PQexecPrepared(cn->c, name, p.n, p.v, p.len, p.fmt, 0);
 }
 
+/* Run `sql` on a connection of `g` into *out (the result, OK). A read-only
+ * handle whose connection turns out to be dead (the server restarted since its
+ * last use) reconnects and runs it once more: a read changes nothing. */
+static int run_on(struct pg *g, const char *sql, const struct ag_rm_arg *args, size_t nargs,
+                  PGresult **out, struct ag_err *err)
+{
+    for (int attempt = 0;; attempt++) {
+        struct conn *cn;
+        int rc = get_conn(g, &cn, err);
+        if (rc) {
+            put_conn(g, cn);
+            return rc;
+        }
+        PGresult *res = run(cn, sql, args, nargs);
+        ExecStatusType st = PQresultStatus(res); /* NULL: PGRES_FATAL_ERROR */
+        if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) {
+            put_conn(g, cn); /* the result is whole: callbacks may query again */
+            *out = res;
+            return 0;
+        }
+        if (st == PGRES_BAD_RESPONSE) {
+            PQclear(res);
+            put_conn(g, cn);
+            return ag__rm_outcome(&g->base, AG_EINVAL, "more than 32 placeholders", err);
+        }
+        rc = failed(g, cn, res, err);
+        bool again = cn->broken && g->base.mode == AG_RM_READONLY && attempt == 0;
+        put_conn(g, cn);
+        if (!again) return rc;
+    }
+}
+
 static int pg_query(struct ag_rm *rm, const char *sql, const struct ag_rm_arg *args, size_t nargs,
                     ag_rm_row_fn row, void *ud, struct ag_err *err)
 {
     struct pg *g = (struct pg *)rm;
-    struct conn *cn;
-    int rc = get_conn(g, &cn, err);
-    if (rc) {
-        put_conn(g, cn);
-        return rc;
-    }
-    PGresult *res = run(cn, sql, args, nargs);
-    ExecStatusType st = PQresultStatus(res); /* NULL: PGRES_FATAL_ERROR */
-    if (st == PGRES_BAD_RESPONSE) {
-        PQclear(res);
-        put_conn(g, cn);
-        return ag__rm_outcome(&g->base, AG_EINVAL, "more than 32 placeholders", err);
-    }
-    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
-        rc = failed(g, cn, res, err);
-        put_conn(g, cn);
-        return rc;
-    }
-    put_conn(g, cn); /* the result is whole: callbacks may query again */
+    PGresult *res;
+    int rc = run_on(g, sql, args, nargs, &res, err);
+    if (rc) return rc;
     done(g);
     struct pg_row r = {{&ag__rm_pg_ops}, res, 0};
     int out = 0;

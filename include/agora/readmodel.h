@@ -27,7 +27,12 @@
  * IMMEDIATE); the projection's checkpoint (`ag_rm_checkpoint_set`, the table
  * `ag_checkpoint(name, position)` every read-write database has) is written inside
  * the same transaction as the rows it covers, so a crash loses both or neither:
- * exactly-once projection.
+ * exactly-once projection. Inside a transaction an adapter may send `ag_rm_exec`
+ * statements ahead without waiting for them (PostgreSQL's pipeline): a failing
+ * one is then reported by the next call of that transaction that is not such an
+ * exec (a query, the checkpoint, the commit at the latest), and by every call
+ * after it until the rollback. A caller that rolls back on any failure, as the
+ * projector does, sees no difference.
  *
  * Errors (every call returns 0 or one of these, with the engine's message in err):
  *   AG_ECORRUPT      the database is damaged (SQLite CORRUPT / NOTADB): set it aside

@@ -33,6 +33,16 @@
  * SQLite's BEGIN IMMEDIATE gives, so two processes pointed at the same schema
  * serialise their pages instead of interleaving them.
  *
+ * Pipeline. Inside the writer's transaction an `ag_rm_exec` of a statement already
+ * prepared on its connection is sent in pipeline mode and not waited for (up to
+ * PIPELINE in flight); the next call that needs an answer — a query, the
+ * checkpoint's read, a statement not yet prepared, the commit — syncs, reads
+ * every result and leaves pipeline mode. The first failure found is the
+ * transaction's "deferred" error, returned by that call and every later one
+ * until the rollback, so a projection page costs about one round trip per read
+ * instead of one per statement, and reads inside the transaction still see every
+ * write before them.
+ *
  * Lost connections. A statement that fails because the server went away (no
  * SQLSTATE, or classes 08 and 57) is AG_EUNAVAILABLE and marks the connection
  * broken; the next call outside a transaction reconnects (prepared statements are
@@ -55,9 +65,10 @@
 
 #include "readmodel/internal.h"
 
-#define POOL    4  /* connections of a read-only handle */
-#define SLOTS   64 /* prepared statements per connection; more run unprepared */
-#define MAXARGS 32 /* highest placeholder */
+#define POOL     4   /* connections of a read-only handle */
+#define SLOTS    64  /* prepared statements per connection; more run unprepared */
+#define MAXARGS  32  /* highest placeholder */
+#define PIPELINE 256 /* statements in flight before their results are read */
 
 #define OID_INT8  20
 #define OID_BYTEA 17
@@ -72,9 +83,13 @@ struct stmt {
 
 struct conn {
     PGconn *c;
-    bool broken; /* the server went away: reconnect before the next use */
-    bool in_tx;  /* BEGIN sent, no COMMIT/ROLLBACK yet */
-    bool busy;   /* read-only pool: handed out */
+    bool broken;            /* the server went away: reconnect before the next use */
+    bool in_tx;             /* BEGIN sent, no COMMIT/ROLLBACK yet */
+    bool busy;              /* read-only pool: handed out */
+    bool piped;             /* in pipeline mode: statements sent, results not read yet */
+    int queued;             /* statements in the pipeline */
+    int deferred;           /* the transaction's first failure found in the pipeline */
+    char deferred_msg[512]; /* its message */
     struct stmt slots[SLOTS];
 };
 
@@ -237,7 +252,8 @@ static void conn_close(struct conn *cn)
     memset(cn->slots, 0, sizeof cn->slots);
     if (cn->c) PQfinish(cn->c);
     cn->c = NULL;
-    cn->broken = cn->in_tx = false;
+    cn->broken = cn->in_tx = cn->piped = false;
+    cn->queued = cn->deferred = 0;
 }
 
 /* Connect `cn` and set its session up; AG_EUNAVAILABLE when the server cannot be
@@ -268,6 +284,53 @@ static int conn_open(struct pg *g, struct conn *cn, struct ag_err *err)
     return 0;
 }
 
+/* ---- the writer's pipeline ---- */
+
+/* Read the results of everything in the pipeline and leave pipeline mode; the
+ * first failure among them becomes the transaction's deferred error. */
+static void drain(struct conn *cn)
+{
+    if (!cn->piped) return;
+    int nulls = 0;
+    if (PQpipelineSync(cn->c) != 1) cn->broken = true;
+    while (!cn->broken) {
+        PGresult *r = PQgetResult(cn->c);
+        if (!r) { /* the end of one statement's results; two in a row: nothing more */
+            if (++nulls > 1 || PQstatus(cn->c) == CONNECTION_BAD) cn->broken = true;
+            continue;
+        }
+        nulls = 0;
+        ExecStatusType st = PQresultStatus(r);
+        if (st == PGRES_PIPELINE_SYNC) {
+            PQclear(r);
+            break;
+        }
+        if (st == PGRES_FATAL_ERROR && !cn->deferred) {
+            const char *f = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+            cn->deferred = map_state(f);
+            message(cn->c, r, cn->deferred_msg, sizeof cn->deferred_msg);
+            if (!f || PQstatus(cn->c) == CONNECTION_BAD) cn->broken = true;
+        }
+        PQclear(r);
+    }
+    if (cn->broken && !cn->deferred) {
+        cn->deferred = AG_EUNAVAILABLE;
+        message(cn->c, NULL, cn->deferred_msg, sizeof cn->deferred_msg);
+    }
+    if (!cn->broken && PQexitPipelineMode(cn->c) != 1) cn->broken = true;
+    cn->piped = false;
+    cn->queued = 0;
+}
+
+/* Before any call but a pipelined exec: the pipeline's outcome (0, or the
+ * deferred failure of the transaction, reported again until it ends). */
+static int settle(struct pg *g, struct conn *cn, struct ag_err *err)
+{
+    drain(cn);
+    if (!cn->deferred) return 0;
+    return ag__rm_outcome(&g->base, cn->deferred, cn->deferred_msg, err);
+}
+
 /* A usable connection of `g` (OUT *cn); give it back with put_conn. */
 static int get_conn(struct pg *g, struct conn **out, struct ag_err *err)
 {
@@ -285,6 +348,8 @@ static int get_conn(struct pg *g, struct conn **out, struct ag_err *err)
     cn->busy = true;
     pthread_mutex_unlock(&g->lock);
     *out = cn;
+    int rc = cn->in_tx ? settle(g, cn, err) : 0;
+    if (rc) return rc;
     if (cn->broken && cn->in_tx)
         return ag__rm_outcome(&g->base, AG_EUNAVAILABLE,
                               "the connection was lost inside a transaction; roll back", err);
@@ -480,7 +545,7 @@ static int pg_query(struct ag_rm *rm, const char *sql, const struct ag_rm_arg *a
                     ag_rm_row_fn row, void *ud, struct ag_err *err)
 {
     struct pg *g = (struct pg *)rm;
-    PGresult *res;
+    PGresult *res = NULL;
     int rc = run_on(g, sql, args, nargs, &res, err);
     if (rc) return rc;
     done(g);
@@ -497,9 +562,41 @@ static int pg_query(struct ag_rm *rm, const char *sql, const struct ag_rm_arg *a
     return out;
 }
 
+/* An exec inside the writer's transaction whose statement is prepared on its
+ * connection: sent into the pipeline, not waited for (1: it was; 0: run it the
+ * ordinary way). Its failure is found by the next call that is not one of these
+ * (drain), at the latest by the commit. */
+static int pipe_exec(struct pg *g, const char *sql, const struct ag_rm_arg *args, size_t nargs)
+{
+    struct conn *cn = &g->conn[0];
+    if (g->nconn != 1 || !cn->in_tx || cn->broken || cn->deferred || !cn->c) return 0;
+    char *pgsql;
+    int maxn, free_slot;
+    bool used[MAXARGS];
+    if (to_dollars(sql, &pgsql, &maxn, used)) return 0;
+    ag_free(pgsql);
+    struct params p;
+    fill_params(&p, maxn, used, args, nargs);
+    int slot = find_slot(cn, sql, ag_xxh3(sql, strlen(sql)), &p, &free_slot);
+    if (slot < 0) return 0; /* prepared first, the ordinary way */
+    if (!cn->piped && PQenterPipelineMode(cn->c) != 1) return 0;
+    cn->piped = true;
+    char name[16];
+    snprintf(name, sizeof name, "s%d", slot);
+    if (PQsendQueryPrepared(cn->c, name, p.n, p.v, p.len, p.fmt, 0) != 1) cn->broken = true;
+    if (++cn->queued >= PIPELINE || cn->broken) drain(cn); /* results must not pile up */
+    return 1;
+}
+
 static int pg_exec(struct ag_rm *rm, const char *sql, const struct ag_rm_arg *args, size_t nargs,
                    struct ag_err *err)
 {
+    struct pg *g = (struct pg *)rm;
+    if (pipe_exec(g, sql, args, nargs)) {
+        struct conn *cn = &g->conn[0];
+        if (cn->deferred) return ag__rm_outcome(rm, cn->deferred, cn->deferred_msg, err);
+        return done(g);
+    }
     return pg_query(rm, sql, args, nargs, NULL, NULL, err);
 }
 
@@ -562,6 +659,7 @@ static int pg_ncols(const struct ag_rm_row *row)
 static int pg_begin(struct ag_rm *rm, struct ag_err *err)
 {
     struct pg *g = (struct pg *)rm;
+    g->conn[0].deferred = 0;
     int rc = exec_plain(g, "BEGIN", err);
     if (rc) return rc;
     g->conn[0].in_tx = true;
@@ -579,6 +677,8 @@ static int pg_commit(struct ag_rm *rm, struct ag_err *err)
 {
     struct pg *g = (struct pg *)rm;
     struct conn *cn = &g->conn[0];
+    int rc = settle(g, cn, err);
+    if (rc) return rc; /* the caller rolls back */
     if (cn->broken)
         return ag__rm_outcome(rm, AG_EUNAVAILABLE, "the connection was lost before the commit",
                               err);
@@ -597,9 +697,11 @@ static void pg_rollback(struct ag_rm *rm)
 {
     struct pg *g = (struct pg *)rm;
     struct conn *cn = &g->conn[0];
+    drain(cn);
     if (cn->c && !cn->broken && PQtransactionStatus(cn->c) != PQTRANS_IDLE)
         PQclear(PQexec(cn->c, "ROLLBACK"));
     cn->in_tx = false;
+    cn->deferred = 0;
 }
 
 /* ---- locating, dropping, setting aside ---- */

@@ -167,7 +167,8 @@ struct ag_projection_stats {
     double lag_seconds;  /* age of the oldest unprojected event (0 when caught up) */
     uint64_t applied;    /* events applied since start */
     bool failed;         /* stopped on an error */
-    char error[512];     /* the error, when failed */
+    bool unreachable;    /* its read model's database cannot be reached (it retries) */
+    char error[512];     /* the error, when failed or unreachable */
 };
 
 /* Start one thread per projection. `dir` is the read models' URI ("sqlite:<dir>", or

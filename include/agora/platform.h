@@ -15,6 +15,12 @@
 struct ag_platform_config {
     const char *data_dir;  /* readmodels/ (created) and, by default, the event log; required */
     const char *store_uri; /* the event store (ag_store_open); NULL = "file:<data_dir>" */
+    /* The read models (ag_rm_open): NULL = the SQLite files in <data_dir>/readmodels;
+     * "postgresql://..." = a schema per read model in that database. */
+    const char *readmodels_uri;
+    /* How long start waits for a read-model database that does not answer yet
+     * (retrying with backoff) before it gives up; 0 = 60 s. */
+    unsigned readmodels_wait_s;
     const char *host;      /* listen address; NULL = 127.0.0.1 */
     uint16_t port;         /* 0 = ephemeral */
     int workers;           /* HTTP worker loops; 0 = cores */
@@ -52,7 +58,8 @@ AG_EXTERN struct ag_obs_registry *ag_platform_metrics(struct ag_platform *p);
 struct ag_buf;
 AG_EXTERN int ag_platform_store_ready(void *p, struct ag_buf *detail);
 /* The readiness check of the read models: down, naming it, when a projection
- * has failed (an ag_obs_check_fn, for the gateway in front too). */
+ * has failed or its read model's database cannot be reached (an ag_obs_check_fn,
+ * for the gateway in front too). */
 AG_EXTERN int ag_platform_projections_ready(void *p, struct ag_buf *detail);
 /* Serve until SIGINT/SIGTERM, then drain. */
 AG_EXTERN int ag_platform_run_until_signal(struct ag_platform *p);
@@ -65,6 +72,12 @@ AG_EXTERN int ag_platform_rebuild_projection(const char *data_dir, const char *n
                                              void (*progress)(void *ud, uint64_t done,
                                                               uint64_t total),
                                              void *ud, struct ag_err *err);
+/* The same for read models at `readmodels_uri` (ag_rm_open; NULL: the SQLite
+ * files under `data_dir`): the read model is dropped (PostgreSQL: its schema) and
+ * made again from the log of `data_dir`. */
+AG_EXTERN int ag_platform_rebuild_projection_at(
+    const char *data_dir, const char *readmodels_uri, const char *name,
+    void (*progress)(void *ud, uint64_t done, uint64_t total), void *ud, struct ag_err *err);
 /* Names of the read models, NULL-terminated. */
 AG_EXTERN const char *const *ag_platform_projection_names(void);
 

@@ -4,8 +4,8 @@
  *
  * A read model is opened by URI and name through a registry of adapters chosen by
  * the URI's scheme: `sqlite:<dir>` (or a bare directory) is the SQLite file
- * `<dir>/<name>.db` (src/readmodel/sqlite.c); `postgresql://...` is the next entry
- * of the table in src/readmodel/readmodel.c. A handle is read-write (the one
+ * `<dir>/<name>.db` (src/readmodel/sqlite.c); `postgresql://...` (a libpq URI) is
+ * the schema `rm_<name>` of that database (src/readmodel/pg.c). A handle is read-write (the one
  * projection that owns the database: schema, rows, checkpoint) or read-only (the
  * queries).
  *
@@ -27,7 +27,12 @@
  * IMMEDIATE); the projection's checkpoint (`ag_rm_checkpoint_set`, the table
  * `ag_checkpoint(name, position)` every read-write database has) is written inside
  * the same transaction as the rows it covers, so a crash loses both or neither:
- * exactly-once projection.
+ * exactly-once projection. Inside a transaction an adapter may send `ag_rm_exec`
+ * statements ahead without waiting for them (PostgreSQL's pipeline): a failing
+ * one is then reported by the next call of that transaction that is not such an
+ * exec (a query, the checkpoint, the commit at the latest), and by every call
+ * after it until the rollback. A caller that rolls back on any failure, as the
+ * projector does, sees no difference.
  *
  * Errors (every call returns 0 or one of these, with the engine's message in err):
  *   AG_ECORRUPT      the database is damaged (SQLite CORRUPT / NOTADB): set it aside
@@ -101,6 +106,10 @@ AG_EXTERN int ag_rm_drop(const char *uri, const char *name, struct ag_err *err);
  * check could not run for a reason that is not damage (busy); AG_ECORRUPT with
  * what is wrong otherwise. */
 AG_EXTERN int ag_rm_check(struct ag_rm *rm, struct ag_err *err);
+/* Can the database be reached now: 0, or AG_EUNAVAILABLE with why (a server that
+ * went away; reconnects when it is back). Always 0 for SQLite files. For a
+ * projection that is idle, to notice a lost server before its next page. */
+AG_EXTERN int ag_rm_ping(struct ag_rm *rm, struct ag_err *err);
 
 /* ---- statements ---- */
 

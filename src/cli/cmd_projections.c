@@ -9,9 +9,12 @@
 
 static const char usage_text[] =
     "usage: agora projections list\n"
-    "       agora projections rebuild NAME [--data DIR]\n"
+    "       agora projections rebuild NAME [--data DIR] [--readmodels URI]\n"
     "\n"
-    "Rebuild a read model from position 0 of the event log (agora run must be stopped).\n";
+    "Rebuild a read model from position 0 of the event log (agora run must be stopped).\n"
+    "--readmodels (env AGORA_READMODELS) names where the read models live, as for\n"
+    "agora run: SQLite files under DIR/readmodels by default, or postgresql://...\n"
+    "(the read model's schema is dropped and made again).\n";
 
 static void progress(void *ud, uint64_t done, uint64_t total)
 {
@@ -31,9 +34,13 @@ static int run(int argc, char **argv)
     }
     const char *data = getenv("AGORA_DATA") ? getenv("AGORA_DATA") : "./data";
     const char *name = NULL;
+    const char *readmodels = getenv("AGORA_READMODELS");
+    if (readmodels && !*readmodels) readmodels = NULL;
     for (int i = 2; i < argc; i++) {
         if (strcmp(argv[i], "--data") == 0 && i + 1 < argc)
             data = argv[++i];
+        else if (strcmp(argv[i], "--readmodels") == 0 && i + 1 < argc)
+            readmodels = argv[++i];
         else if (!name && argv[i][0] != '-')
             name = argv[i];
         else
@@ -51,7 +58,8 @@ static int run(int argc, char **argv)
     struct ag_err err;
     ag_err_clear(&err);
     bool tty = isatty(2);
-    int rc = ag_platform_rebuild_projection(data, name, tty ? progress : NULL, (void *)name, &err);
+    int rc = ag_platform_rebuild_projection_at(data, readmodels, name, tty ? progress : NULL,
+                                               (void *)name, &err);
     if (tty) fputc('\n', stderr);
     if (rc) {
         fprintf(stderr, "agora projections rebuild: %s\n", ag_err_msg(&err, rc));

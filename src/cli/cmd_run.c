@@ -15,8 +15,9 @@
 #include "cli/cli.h"
 
 static const char usage_text[] =
-    "usage: agora run [--data DIR] [--store URI] [--listen HOST:PORT] [--workers N] [--no-seed]\n"
-    "                 [--no-gateway] [--idempotency-ttl DUR] [--saga-retention DUR]\n"
+    "usage: agora run [--data DIR] [--store URI] [--readmodels URI] [--listen HOST:PORT]\n"
+    "                 [--workers N] [--no-seed] [--no-gateway] [--idempotency-ttl DUR]\n"
+    "                 [--saga-retention DUR]\n"
     "\n"
     "Start the commerce platform in one process: customers, catalog, ordering,\n"
     "inventory, payments and shipping over the event store (--store), their read\n"
@@ -31,6 +32,11 @@ static const char usage_text[] =
     "                      the event log (default ./data, env AGORA_DATA)\n"
     "  --store URI         the event store (default file:DIR, env AGORA_STORE): file:PATH\n"
     "                      or a bare PATH is the embedded log in directory PATH\n"
+    "  --readmodels URI    where the read models live (default: SQLite files in\n"
+    "                      DIR/readmodels, env AGORA_READMODELS): sqlite:PATH, or\n"
+    "                      postgresql://USER@HOST/DB (a libpq URI; one schema rm_<name>\n"
+    "                      per read model). A database that does not answer at start is\n"
+    "                      retried with backoff for AGORA_READMODELS_WAIT seconds (60)\n"
     "  --listen HOST:PORT  where to serve (default 127.0.0.1:8080, env AGORA_LISTEN)\n"
     "  --workers N         HTTP worker loops (default: number of cores)\n"
     "  --no-seed           no demo catalog and customers on first start\n"
@@ -169,6 +175,8 @@ static int run(int argc, char **argv)
     const char *listen = getenv("AGORA_LISTEN") ? getenv("AGORA_LISTEN") : "127.0.0.1:8080";
     const char *store = getenv("AGORA_STORE");
     if (store && !*store) store = NULL;
+    const char *readmodels = getenv("AGORA_READMODELS");
+    if (readmodels && !*readmodels) readmodels = NULL;
     bool seed = true, gateway = true;
     int workers = 0;
     const char *idem_ttl = getenv("AGORA_IDEMPOTENCY_TTL");
@@ -178,6 +186,8 @@ static int run(int argc, char **argv)
             data = argv[++i];
         else if (strcmp(argv[i], "--store") == 0 && i + 1 < argc)
             store = argv[++i];
+        else if (strcmp(argv[i], "--readmodels") == 0 && i + 1 < argc)
+            readmodels = argv[++i];
         else if (strcmp(argv[i], "--listen") == 0 && i + 1 < argc)
             listen = argv[++i];
         else if (strcmp(argv[i], "--workers") == 0 && i + 1 < argc)
@@ -210,6 +220,7 @@ static int run(int argc, char **argv)
     struct ag_platform_config cfg = {
         .data_dir = data,
         .store_uri = store,
+        .readmodels_uri = readmodels,
         .host = host,
         .port = port,
         .workers = workers,
@@ -218,6 +229,8 @@ static int run(int argc, char **argv)
         .saga_retention_ms = saga_ret ? ag_cli_duration_ms(saga_ret) : 0};
     const char *st = getenv("AGORA_SAGA_THREADS");
     if (st && atoi(st) > 0 && atoi(st) <= 1024) cfg.saga_threads = (unsigned)atoi(st);
+    const char *rw = getenv("AGORA_READMODELS_WAIT");
+    if (rw && atoi(rw) > 0) cfg.readmodels_wait_s = (unsigned)atoi(rw);
     char sock[1024] = "";
     if (gateway) { /* the gateway is the only TCP listener; services sit on a Unix socket */
         cfg.unix_path = sock;

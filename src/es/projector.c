@@ -18,6 +18,13 @@
  *                                                          (the port's checkpoint)
  *   ag_inbox(consumer TEXT, event_id BLOB, PRIMARY KEY(consumer, event_id))
  *
+ * A read model on a server (PostgreSQL) that goes away: the page fails with
+ * AG_EUNAVAILABLE and is retried as above, from the checkpoint stored in the read
+ * model when it can be read again (a COMMIT whose answer was lost may have
+ * landed); an idle projection pings its database every second. Either way the
+ * projection is "unreachable" (ag_projector_stats) until the database answers,
+ * which readiness reports.
+ *
  * Damaged read models. A read model is derived data, so damage is repaired, never
  * served: at start every database is verified (the port's read-write open: SQLite's
  * `PRAGMA quick_check`); a damaged one is set aside (`<name>.db.corrupt-<time>`,
@@ -55,6 +62,9 @@ struct runner {
     bool rebuilding;     /* replaying into a new file: not usable for queries */
     uint64_t target;     /* rebuilt once checkpoint >= target (the head at set-aside) */
     uint64_t generation; /* bumped on each set-aside: query handles reopen */
+    bool unreachable;    /* its database did not answer the last page or ping */
+    char why[512];       /* what it said */
+    double pinged;       /* when an idle runner last pinged it (now_s) */
 };
 
 struct ag_projector {
@@ -282,8 +292,36 @@ static bool transient(int rc)
     return rc == AG_EUNAVAILABLE || rc == AG_ETIMEDOUT || rc == AG_ENOMEM;
 }
 
+/* Whether the read model answers (`err` NULL: it did), logged on each change. */
+static void set_reachable(struct runner *r, const struct ag_err *err)
+{
+    pthread_mutex_lock(&r->owner->lock);
+    bool was = r->unreachable;
+    r->unreachable = err != NULL;
+    if (err) snprintf(r->why, sizeof r->why, "%s", err->msg);
+    pthread_mutex_unlock(&r->owner->lock);
+    if (err && !was)
+        AG_WARN("projection.readmodel_unreachable", AG_LS("projection", r->proj->name),
+                AG_LS("error", err->msg));
+    else if (!err && was)
+        AG_INFO("projection.readmodel_reachable", AG_LS("projection", r->proj->name));
+}
+
+/* An idle runner asks its database, once a second, whether it is still there. */
+static void ping_when_idle(struct runner *r)
+{
+    double now = now_s();
+    if (now - r->pinged < 1.0) return;
+    r->pinged = now;
+    struct ag_err e;
+    ag_err_clear(&e);
+    set_reachable(r, ag_rm_ping(r->db, &e) ? &e : NULL);
+}
+
 /* After a transient failure: wait (interruptibly) and read again from the last
- * committed checkpoint. False when stopping or the subscription cannot be made. */
+ * committed checkpoint (the stored one when the read model answers: a commit
+ * whose answer was lost may have landed). False when stopping or the
+ * subscription cannot be made. */
 static bool retry_page(struct runner *r, struct ag_store_sub **sub, uint64_t *backoff_ms,
                        struct ag_err *err)
 {
@@ -296,7 +334,10 @@ static bool retry_page(struct runner *r, struct ag_store_sub **sub, uint64_t *ba
         struct timespec ts = {0, 50000000};
         nanosleep(&ts, NULL);
     }
+    uint64_t stored = 0;
+    bool known = ag_rm_checkpoint_get(r->db, r->proj->name, &stored, NULL) == 0;
     pthread_mutex_lock(&r->owner->lock);
+    if (known) r->checkpoint = stored;
     uint64_t from = r->checkpoint;
     pthread_mutex_unlock(&r->owner->lock);
     ag_store_sub_free(*sub);
@@ -328,6 +369,7 @@ static void *runner_main(void *arg)
         int rc = ag_store_sub_next(sub, PAGE, 200, &pg, &err);
         if (rc == AG_ETIMEDOUT) {
             publish(r, ag_store_sub_checkpoint(sub), 0, 0);
+            ping_when_idle(r);
             continue;
         }
         if (rc == AG_ECLOSED) break;
@@ -342,6 +384,7 @@ static void *runner_main(void *arg)
             continue;
         }
         if (rc && transient(rc)) {
+            if (ag_rm_last_error(r->db) == AG_EUNAVAILABLE) set_reachable(r, &err);
             if (retry_page(r, &sub, &backoff_ms, &err)) continue;
             if (!sub && !stopping(r->owner)) fail(r, &err);
             break;
@@ -354,6 +397,7 @@ static void *runner_main(void *arg)
             AG_INFO("projection.recovered", AG_LS("projection", r->proj->name));
             backoff_ms = 0;
         }
+        if (r->unreachable) set_reachable(r, NULL); /* read by this thread only */
     }
     ag_store_sub_free(sub);
     return NULL;
@@ -457,8 +501,9 @@ void ag_projector_stats(struct ag_projector *o, size_t i, struct ag_projection_s
         .lag_seconds = st.events > r->checkpoint ? r->lag_seconds : 0,
         .applied = r->applied,
         .failed = r->failed,
+        .unreachable = r->unreachable && !r->failed,
     };
-    snprintf(out->error, sizeof out->error, "%s", r->error);
+    snprintf(out->error, sizeof out->error, "%s", r->failed ? r->error : r->why);
     pthread_mutex_unlock(&o->lock);
 }
 

@@ -20,6 +20,8 @@ struct ag_rm_ops {
                      struct ag_err *err);
     int (*drop)(const char *loc, const char *name, struct ag_err *err);
     int (*check)(struct ag_rm *rm, struct ag_err *err);
+    /* can the database be reached (NULL: always, as a local file) */
+    int (*ping)(struct ag_rm *rm, struct ag_err *err);
     int (*exec)(struct ag_rm *rm, const char *sql, const struct ag_rm_arg *args, size_t nargs,
                 struct ag_err *err);
     int (*query)(struct ag_rm *rm, const char *sql, const struct ag_rm_arg *args, size_t nargs,
@@ -53,5 +55,8 @@ struct ag_rm_row {
 int ag__rm_outcome(struct ag_rm *rm, int code, const char *msg, struct ag_err *err);
 
 extern const struct ag_rm_ops ag__rm_sqlite_ops;
+#ifdef AG_HAVE_PQ
+extern const struct ag_rm_ops ag__rm_pg_ops;
+#endif
 
 #endif

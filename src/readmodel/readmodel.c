@@ -14,7 +14,9 @@
 
 static const struct ag_rm_ops *const adapters[] = {
     &ag__rm_sqlite_ops,
-    /* &ag__rm_pg_ops, (postgresql://...) */
+#ifdef AG_HAVE_PQ
+    &ag__rm_pg_ops, /* postgresql://... */
+#endif
 };
 
 /* The adapter of `uri` and where its location starts, or NULL. */
@@ -38,7 +40,8 @@ static const struct ag_rm_ops *adapter_for(const char *uri, const char **loc)
 
 static int unknown(const char *uri, struct ag_err *err)
 {
-    return ag_err_set(err, AG_EINVAL, "%s: unknown read-model scheme (want sqlite:<dir>)",
+    return ag_err_set(err, AG_EINVAL,
+                      "%s: unknown read-model scheme (want sqlite:<dir> or postgresql://...)",
                       uri ? uri : "(null)");
 }
 
@@ -103,6 +106,11 @@ int ag_rm_drop(const char *uri, const char *name, struct ag_err *err)
 int ag_rm_check(struct ag_rm *rm, struct ag_err *err)
 {
     return rm->ops->check(rm, err);
+}
+
+int ag_rm_ping(struct ag_rm *rm, struct ag_err *err)
+{
+    return rm->ops->ping ? rm->ops->ping(rm, err) : 0;
 }
 
 /* ---- statements ---- */

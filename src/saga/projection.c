@@ -63,8 +63,9 @@ static int started(struct ag_rm *db, const struct defs_ud *u, const char *id, co
     struct ag_rm_arg args[] = {AG_RM_TEXT(id), AG_RM_TEXT(type ? type : "?"), AG_RM_TEXT(first),
                                AG_RM_TEXT(text), AG_RM_TEXT(ts)};
     int rc = ag_rm_exec(db,
-                        "INSERT OR IGNORE INTO sagas(id, type, status, current_step, steps,"
-                        " started_at, updated_at) VALUES(?1, ?2, 'running', ?3, ?4, ?5, ?5)",
+                        "INSERT INTO sagas(id, type, status, current_step, steps, started_at,"
+                        " updated_at) VALUES(?1, ?2, 'running', ?3, ?4, ?5, ?5)"
+                        " ON CONFLICT DO NOTHING",
                         args, 5, NULL);
     free(text);
     return rc;

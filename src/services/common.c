@@ -234,12 +234,21 @@ static const char *const rm_label[RM_COUNT] = {"customers", "products",  "accoun
 /* The read model a query on this worker thread found damaged or rebuilding (-1:
  * none): the job then answers 503 "read model rebuilding", not 500. */
 static _Thread_local int rm_unavailable = -1;
+/* ... because its database could not be reached (not rebuilding) */
+static _Thread_local bool rm_unreachable;
 
 static void work_cb(uv_work_t *w)
 {
     struct svc_job *j = w->data;
     rm_unavailable = -1;
+    rm_unreachable = false;
     int rc = j->fn(j);
+    if (rm_unavailable >= 0 && rm_unreachable && (rc || j->status >= 500)) {
+        svc_problem(j, 503, "Read model unavailable",
+                    "the %s read model's database cannot be reached; retry shortly",
+                    rm_label[rm_unavailable]);
+        return;
+    }
     if (rm_unavailable >= 0 && (rc || j->status >= 500)) {
         svc_problem(j, 503, "Read model rebuilding",
                     "the %s read model is being rebuilt from the event log; retry shortly",
@@ -639,6 +648,12 @@ static void rm_failed(struct svc_env *p, enum rm_id rm, const struct ag_err *err
     if (err->code == AG_ECORRUPT) {
         ag_projector_report_damage(p->projector, rm, err->msg);
         rm_unavailable = (int)rm;
+        return;
+    }
+    if (err->code == AG_EUNAVAILABLE) { /* a database server away: 503, retry later */
+        rm_unavailable = (int)rm;
+        rm_unreachable = true;
+        AG_WARN("rm.query_unavailable", AG_LS("error", err->msg));
         return;
     }
     AG_ERROR("rm.query_failed", AG_LS("sql", sql), AG_LS("error", err->msg));

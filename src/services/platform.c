@@ -140,6 +140,10 @@ int ag_platform_projections_ready(void *ud, struct ag_buf *detail)
             ag_buf_printf(detail, "projection %s failed: %s", s.name, s.error);
             return AG_EFAILED;
         }
+        if (s.unreachable) {
+            ag_buf_printf(detail, "projection %s cannot reach its read model: %s", s.name, s.error);
+            return AG_EUNAVAILABLE;
+        }
     }
     ag_buf_puts(detail, "every projection running");
     return 0;
@@ -269,9 +273,13 @@ static int open_store(struct ag_platform *p, struct ag_err *err)
     if (rc) return rc;
     struct ag_es_repo_config rc_cfg = {.store = p->store};
     if (ag_es_repo_new(&rc_cfg, &p->repo)) return ag_err_set(err, AG_ENOMEM, "out of memory");
-    size_t n = strlen(p->cfg.data_dir) + 16;
+    const char *rmu = p->cfg.readmodels_uri;
+    size_t n = rmu ? strlen(rmu) + 1 : strlen(p->cfg.data_dir) + 16;
     if (!(p->rms.dir = ag_malloc(n))) return ag_err_set(err, AG_ENOMEM, "out of memory");
-    snprintf(p->rms.dir, n, "%s/readmodels", p->cfg.data_dir);
+    if (rmu)
+        snprintf(p->rms.dir, n, "%s", rmu);
+    else
+        snprintf(p->rms.dir, n, "%s/readmodels", p->cfg.data_dir);
     p->env = (struct svc_env){.name = "platform",
                               .store = p->store,
                               .repo = p->repo,
@@ -289,6 +297,31 @@ static unsigned saga_threads_default(void)
 {
     unsigned n = uv_available_parallelism();
     return n > 4 ? n : 4;
+}
+
+/* Start the projections; a read-model database that does not answer yet (a
+ * PostgreSQL still starting) is waited for, with backoff from 250 ms doubling to
+ * 5 s, for cfg.readmodels_wait_s, each attempt logged with why. */
+static int start_projections(struct ag_platform *p, struct ag_err *err)
+{
+    unsigned wait_s = p->cfg.readmodels_wait_s ? p->cfg.readmodels_wait_s : 60;
+    struct timespec t0, now;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (long backoff_ms = 250;; backoff_ms = backoff_ms * 2 > 5000 ? 5000 : backoff_ms * 2) {
+        int rc =
+            ag_projector_start(p->store, p->rms.dir, p->projs, RM_COUNT + 1, &p->projector, err);
+        if (rc != AG_EUNAVAILABLE) return rc;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        double waited = (double)(now.tv_sec - t0.tv_sec) + (now.tv_nsec - t0.tv_nsec) / 1e9;
+        if (waited + (double)backoff_ms / 1000 > wait_s)
+            return ag_err_set(err, AG_EUNAVAILABLE,
+                              "the read models' database did not answer in %u s: %s", wait_s,
+                              err->msg);
+        AG_WARN("readmodels.unreachable", AG_LS("error", err->msg),
+                AG_LU("retry_in_ms", (unsigned long long)backoff_ms));
+        struct timespec ts = {backoff_ms / 1000, (backoff_ms % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+    }
 }
 
 int ag_platform_start(const struct ag_platform_config *cfg, struct ag_platform **out,
@@ -311,8 +344,7 @@ int ag_platform_start(const struct ag_platform_config *cfg, struct ag_platform *
                                        .metrics = p->metrics};
     if (!rc) rc = ag_saga_engine_start(&sc, &p->sagas, err);
     if (!rc) fill_projections(p);
-    if (!rc)
-        rc = ag_projector_start(p->store, p->rms.dir, p->projs, RM_COUNT + 1, &p->projector, err);
+    if (!rc) rc = start_projections(p, err);
     p->env.projector = p->projector;
     if (!rc) rc = open_read_models(p, err);
     if (!rc && cfg->seed && st.events == 0) rc = svc_seed(&p->env, err);
@@ -376,9 +408,18 @@ int ag_platform_rebuild_projection(const char *data_dir, const char *name,
                                    void (*progress)(void *ud, uint64_t done, uint64_t total),
                                    void *ud, struct ag_err *err)
 {
+    return ag_platform_rebuild_projection_at(data_dir, NULL, name, progress, ud, err);
+}
+
+int ag_platform_rebuild_projection_at(const char *data_dir, const char *readmodels_uri,
+                                      const char *name,
+                                      void (*progress)(void *ud, uint64_t done, uint64_t total),
+                                      void *ud, struct ag_err *err)
+{
     struct ag_platform tmp;
     memset(&tmp, 0, sizeof tmp);
     tmp.cfg.data_dir = data_dir;
+    tmp.cfg.readmodels_uri = readmodels_uri;
     /* the sagas read model needs the saga definitions (their step names) */
     int rc = svc_place_order_saga(&tmp, err);
     if (!rc) fill_projections(&tmp);

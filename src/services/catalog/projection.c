@@ -23,11 +23,15 @@ static int apply(struct ag_rm *db, const struct ag_event *ev, const json_t *d, v
         return 0; /* not one of ours (the type owns its prefix) */
     snprintf(type, sizeof type, "%.*s", (int)ev->type_len, ev->type);
     json_t *price = json_object_get(d, "price");
-    const char *sql = strcmp(type, AG_EV_PRODUCT_ADDED) == 0
-                          ? "INSERT OR REPLACE INTO products VALUES(?1, ?2, ?3, ?4, ?5, 1)"
-                      : strcmp(type, AG_EV_PRODUCT_PRICE_CHANGED) == 0
-                          ? "UPDATE products SET price_amount=?4, price_currency=?5 WHERE id=?1"
-                          : "UPDATE products SET active=0 WHERE id=?1";
+    const char *sql =
+        strcmp(type, AG_EV_PRODUCT_ADDED) == 0
+            ? "INSERT INTO products VALUES(?1, ?2, ?3, ?4, ?5, 1) ON CONFLICT(id) DO UPDATE"
+              " SET sku=excluded.sku, name=excluded.name,"
+              " price_amount=excluded.price_amount,"
+              " price_currency=excluded.price_currency, active=1"
+        : strcmp(type, AG_EV_PRODUCT_PRICE_CHANGED) == 0
+            ? "UPDATE products SET price_amount=?4, price_currency=?5 WHERE id=?1"
+            : "UPDATE products SET active=0 WHERE id=?1";
     /* one argument list for the three statements: each binds what it uses */
     struct ag_rm_arg args[] = {
         AG_RM_TEXT(id),

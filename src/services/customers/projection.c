@@ -35,8 +35,11 @@ static int apply(struct ag_rm *db, const struct ag_event *ev, const json_t *d, v
         AG_RM_TEXT(json_string_value(json_object_get(d, "accountId"))),
         AG_RM_TEXT(ts),
     };
-    return ag_rm_exec(db, "INSERT OR REPLACE INTO customers VALUES(?1, ?2, ?3, ?4, ?5, ?6)", args,
-                      6, NULL);
+    return ag_rm_exec(db,
+                      "INSERT INTO customers VALUES(?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(id) DO"
+                      " UPDATE SET email=excluded.email, name=excluded.name, tier=excluded.tier,"
+                      " account_id=excluded.account_id, registered_at=excluded.registered_at",
+                      args, 6, NULL);
 }
 
 void svc_customers_projection(struct ag_projection *out)

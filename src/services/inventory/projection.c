@@ -23,7 +23,7 @@ static int apply(struct ag_rm *db, const struct ag_event *ev, const json_t *d, v
     json_int_t q = json_integer_value(json_object_get(d, "quantity"));
     const char *sql = strcmp(type, AG_EV_STOCK_ADDED) == 0
                           ? "INSERT INTO stock VALUES(?1, ?2, 0) ON CONFLICT(product_id) DO UPDATE"
-                            " SET on_hand = on_hand + ?2"
+                            " SET on_hand = stock.on_hand + excluded.on_hand"
                       : strcmp(type, AG_EV_STOCK_RESERVED) == 0
                           ? "UPDATE stock SET reserved = reserved + ?2 WHERE product_id=?1"
                       : strcmp(type, AG_EV_STOCK_SHIPPED) == 0

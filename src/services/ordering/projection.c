@@ -123,8 +123,8 @@ static int apply(struct ag_rm *db, const struct ag_event *ev, const json_t *d, v
     if (strcmp(type, AG_EV_ORDER_CREATED) == 0)
         return svc_sql_run(
             db,
-            "INSERT OR IGNORE INTO orders(id, customer_id, status, currency, created_at,"
-            " updated_at) VALUES(?1, ?2, 'draft', ?3, ?5, ?5)",
+            "INSERT INTO orders(id, customer_id, status, currency, created_at,"
+            " updated_at) VALUES(?1, ?2, 'draft', ?3, ?5, ?5) ON CONFLICT DO NOTHING",
             id, json_string_value(json_object_get(d, "customerId")),
             json_string_value(json_object_get(d, "currency")), NULL, ts);
     if (strcmp(type, AG_EV_ITEM_ADDED) == 0) return apply_item(db, id, d, true, ts);

@@ -34,7 +34,9 @@ static int apply(struct ag_rm *db, const struct ag_event *ev, const json_t *d, v
     bool closed = ev->type_len == strlen(AG_EV_ACCOUNT_CLOSED) &&
                   memcmp(ev->type, AG_EV_ACCOUNT_CLOSED, ev->type_len) == 0;
     const char *sql =
-        opened   ? "INSERT OR REPLACE INTO accounts VALUES(?1, ?2, 0, ?3, 'open', 0, NULL)"
+        opened   ? "INSERT INTO accounts VALUES(?1, ?2, 0, ?3, 'open', 0, NULL) ON CONFLICT(id) DO"
+                   " UPDATE SET customer_id=excluded.customer_id, balance=0,"
+                   " currency=excluded.currency, status='open', tx_count=0, last_activity=NULL"
         : closed ? "UPDATE accounts SET status='closed' WHERE id=?1"
                  : "UPDATE accounts SET balance=?4, tx_count=tx_count+1, last_activity=?5"
                    " WHERE id=?1";

@@ -24,8 +24,12 @@ static int apply_shipment(struct ag_rm *db, const struct ag_event *ev, const jso
     if (strcmp(type, AG_EV_SHIPMENT_ARRANGED) == 0) {
         char *addr = json_dumps(json_object_get(d, "address"), JSON_COMPACT);
         int rc = svc_sql_run(
-            db, "INSERT OR REPLACE INTO shipments VALUES(?1, ?2, 'arranged', ?3, ?4, ?5)", order,
-            json_string_value(json_object_get(d, "shipmentId")),
+            db,
+            "INSERT INTO shipments VALUES(?1, ?2, 'arranged', ?3, ?4, ?5) ON CONFLICT(order_id) DO"
+            " UPDATE SET id=excluded.id, status='arranged', "
+            "tracking_number=excluded.tracking_number,"
+            " address=excluded.address, updated_at=excluded.updated_at",
+            order, json_string_value(json_object_get(d, "shipmentId")),
             json_string_value(json_object_get(d, "trackingNumber")), addr, ts);
         free(addr);
         return rc;

@@ -5,7 +5,6 @@
  * stats. Each call borrows one pooled connection for its duration.
  */
 #include <arpa/inet.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -128,8 +127,8 @@ static int verdict(const PGresult *r, const struct ag_append_part *parts, size_t
 
 /* Wait until every part has its positions (the sequencer orders a transaction only
  * once every older one has finished), ordering them ourselves when nobody else is. */
-static int settle(struct pg_store *s, PGconn *c, const struct ag_append_part *parts, size_t nparts,
-                  struct ag_append_result *out, struct ag_err *err, PGresult **fail)
+static int settle(struct pg_store *s, const struct ag_append_part *parts, size_t nparts,
+                  struct ag_append_result *out, struct ag_err *err)
 {
     struct ag_buf a[3];
     int rc = 0;
@@ -143,15 +142,20 @@ static int settle(struct pg_store *s, PGconn *c, const struct ag_append_part *pa
     const char *vals[3] = {a[0].data, a[1].data, a[2].data};
     uint64_t start = ag_clock_mono(s->clock), pause_us = 100;
     while (!rc) {
-        PGresult *r = PQexecParams(c,
+        /* a connection per attempt: waiting for an older transaction holds none */
+        struct pg_conn *pc;
+        rc = ag__pg_borrow(s, &pc, err);
+        if (rc) break;
+        PGresult *r = PQexecParams(pc->c,
                                    "SELECT first_pos, last_pos, unordered, hd FROM "
                                    "settle($1::text[], $2::bigint[], $3::bigint[])",
                                    3, NULL, vals, NULL, NULL, 0);
         if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-            *fail = r;
-            rc = AG_EFAILED;
+            rc = ag__pg_fail(s, pc, r, "append (ordering)", err);
+            ag__pg_return(s, pc);
             break;
         }
+        ag__pg_return(s, pc);
         bool done = (size_t)PQntuples(r) == nparts;
         for (size_t i = 0; done && i < nparts; i++)
             done = !PQgetisnull(r, (int)i, 0) && col_i64(r, (int)i, 2) == 0;
@@ -168,7 +172,6 @@ static int settle(struct pg_store *s, PGconn *c, const struct ag_append_part *pa
                             "is still open; retry it with the same event ids");
             break;
         }
-        poll(NULL, 0, 0);
         struct timespec ts = {0, (long)pause_us * 1000};
         nanosleep(&ts, NULL);
         if (pause_us < 5000) pause_us *= 2;
@@ -206,12 +209,10 @@ int ag__pg_append_multi(struct ag_store *st, const struct ag_append_part *parts,
         } else {
             rc = verdict(r, parts, nparts, out, err);
             PQclear(r);
-            PGresult *bad = NULL;
-            if (!rc) rc = settle(s, pc->c, parts, nparts, out, err, &bad);
-            if (bad) rc = ag__pg_fail(s, pc, bad, "append (ordering)", err);
+            ag__pg_mark_ok(s);
         }
-        if (rc != AG_EUNAVAILABLE) ag__pg_mark_ok(s);
         ag__pg_return(s, pc);
+        if (!rc) rc = settle(s, parts, nparts, out, err);
     }
     for (int k = 0; k < A_N; k++) ag_buf_free(&a[k]);
     if (!rc) {

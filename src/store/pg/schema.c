@@ -344,6 +344,11 @@ int ag__pg_parse_uri(struct pg_store *s, const char *uri, struct ag_err *err)
     return s->conninfo ? 0 : ag_err_set(err, AG_ENOMEM, "out of memory");
 }
 
+static void quiet(void *arg, const char *message)
+{
+    (void)arg, (void)message;
+}
+
 int ag__pg_connect(const struct pg_store *s, PGconn **out, struct ag_err *err)
 {
     PGconn *c = PQconnectdb(s->conninfo);
@@ -355,6 +360,7 @@ int ag__pg_connect(const struct pg_store *s, PGconn **out, struct ag_err *err)
         PQfinish(c);
         return ag_err_set(err, AG_EUNAVAILABLE, "postgresql unreachable: %s", msg);
     }
+    PQsetNoticeProcessor(c, quiet, NULL); /* server notices are not ours to print */
     char sql[320];
     snprintf(sql, sizeof sql,
              "SET search_path = %s; SET statement_timeout = '%s';"

@@ -77,6 +77,8 @@ int ag__pg_fail(struct pg_store *s, struct pg_conn *pc, PGresult *res, const cha
 void ag__pg_mark_ok(struct pg_store *s);
 /* Raise the known head to at least `head` and wake wait_head callers. */
 void ag__pg_head_advance(struct pg_store *s, uint64_t head);
+/* Wait up to `us` for the head to pass `after`. */
+void ag__pg_wait_head_for(struct pg_store *s, uint64_t after, uint64_t us);
 
 /* the operations (ops.c) */
 int ag__pg_append_multi(struct ag_store *st, const struct ag_append_part *parts, size_t nparts,

@@ -140,7 +140,7 @@ static int settle(struct pg_store *s, const struct ag_append_part *parts, size_t
     }
     for (int k = 0; k < 3 && !rc; k++) rc = ag_buf_puts(&a[k], "}");
     const char *vals[3] = {a[0].data, a[1].data, a[2].data};
-    uint64_t start = ag_clock_mono(s->clock), pause_us = 100;
+    uint64_t start = ag_clock_mono(s->clock), pause_us = 500;
     while (!rc) {
         /* a connection per attempt: waiting for an older transaction holds none */
         struct pg_conn *pc;
@@ -159,7 +159,8 @@ static int settle(struct pg_store *s, const struct ag_append_part *parts, size_t
         bool done = (size_t)PQntuples(r) == nparts;
         for (size_t i = 0; done && i < nparts; i++)
             done = !PQgetisnull(r, (int)i, 0) && col_i64(r, (int)i, 2) == 0;
-        if (PQntuples(r) > 0) ag__pg_head_advance(s, (uint64_t)col_i64(r, 0, 3));
+        uint64_t seen = PQntuples(r) > 0 ? (uint64_t)col_i64(r, 0, 3) : 0;
+        ag__pg_head_advance(s, seen);
         for (size_t i = 0; done && i < nparts; i++) {
             out[i].first_position = (uint64_t)col_i64(r, (int)i, 0);
             out[i].last_position = (uint64_t)col_i64(r, (int)i, 1);
@@ -172,9 +173,10 @@ static int settle(struct pg_store *s, const struct ag_append_part *parts, size_t
                             "is still open; retry it with the same event ids");
             break;
         }
-        struct timespec ts = {0, (long)pause_us * 1000};
-        nanosleep(&ts, NULL);
-        if (pause_us < 5000) pause_us *= 2;
+        /* until someone orders more (a local append or, via the listener, another
+         * process), or a short pause: then look again, ordering ourselves if free */
+        ag__pg_wait_head_for(s, seen, pause_us);
+        if (pause_us < 8000) pause_us *= 2;
     }
     for (int k = 0; k < 3; k++) ag_buf_free(&a[k]);
     return rc;

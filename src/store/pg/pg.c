@@ -165,6 +165,18 @@ void ag__pg_head_advance(struct pg_store *s, uint64_t head)
     pthread_mutex_unlock(&s->lock);
 }
 
+void ag__pg_wait_head_for(struct pg_store *s, uint64_t after, uint64_t us)
+{
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_nsec += (long)(us * 1000);
+    while (dl.tv_nsec >= 1000000000L) dl.tv_sec++, dl.tv_nsec -= 1000000000L;
+    pthread_mutex_lock(&s->lock);
+    while (s->head <= after && !s->closing)
+        if (pthread_cond_timedwait(&s->head_moved, &s->lock, &dl) != 0) break;
+    pthread_mutex_unlock(&s->lock);
+}
+
 int ag__pg_wait_head(struct ag_store *st, uint64_t after, int timeout_ms)
 {
     struct pg_store *s = ps(st);
@@ -240,12 +252,13 @@ void *ag__pg_listener(void *arg)
                 if (nt->extra[0] && ag_parse_u64(nt->extra, &h) == 0)
                     ag__pg_head_advance(s, h);
                 else
-                    woke = true; /* an append committed: it orders itself, but look */
+                    woke = true; /* an append committed: it orders itself */
                 PQfreemem(nt);
             }
         }
         uint64_t now = mono(s);
-        if (woke || now - last_tick >= (uint64_t)LISTEN_TICK_MS * 1000000u) {
+        (void)woke;
+        if (now - last_tick >= (uint64_t)LISTEN_TICK_MS * 1000000u) {
             last_tick = now;
             listener_settle(s, c);
         }

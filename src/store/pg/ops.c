@@ -1,7 +1,7 @@
 /*
  * The PostgreSQL store's operations: appends (one round trip to the server's
  * `append` function, then `settle` until the events have their positions), reads
- * of streams and $all (ordered events only: position IS NOT NULL), snapshots and
+ * of streams and $all (numbered events only: joined with `positions`), snapshots and
  * stats. Each call borrows one pooled connection for its duration.
  */
 #include <arpa/inet.h>
@@ -125,6 +125,27 @@ static int verdict(const PGresult *r, const struct ag_append_part *parts, size_t
     return 0;
 }
 
+/* The append path's two statements, prepared once per session (no parse and plan
+ * per append). False when the connection failed (the next statement reports it). */
+static bool prepare(struct pg_conn *pc)
+{
+    if (pc->prepared_for == pc->c) return true;
+    PGresult *a = PQprepare(pc->c, "ag_append",
+                            "SELECT status, actual, first_version, last_version, note FROM "
+                            "append($1::text[], $2::bigint[], $3::int[], $4::uuid[], "
+                            "$5::text[], $6::json[], $7::json[])",
+                            A_N, NULL);
+    PGresult *b = PQprepare(pc->c, "ag_settle",
+                            "SELECT first_pos, last_pos, unordered, hd FROM "
+                            "settle($1::text[], $2::bigint[], $3::bigint[])",
+                            3, NULL);
+    bool ok = PQresultStatus(a) == PGRES_COMMAND_OK && PQresultStatus(b) == PGRES_COMMAND_OK;
+    PQclear(a);
+    PQclear(b);
+    if (ok) pc->prepared_for = pc->c;
+    return ok;
+}
+
 /* Wait until every part has its positions (the sequencer orders a transaction only
  * once every older one has finished), ordering them ourselves when nobody else is. */
 static int settle(struct pg_store *s, const struct ag_append_part *parts, size_t nparts,
@@ -146,10 +167,8 @@ static int settle(struct pg_store *s, const struct ag_append_part *parts, size_t
         struct pg_conn *pc;
         rc = ag__pg_borrow(s, &pc, err);
         if (rc) break;
-        PGresult *r = PQexecParams(pc->c,
-                                   "SELECT first_pos, last_pos, unordered, hd FROM "
-                                   "settle($1::text[], $2::bigint[], $3::bigint[])",
-                                   3, NULL, vals, NULL, NULL, 0);
+        PGresult *r =
+            prepare(pc) ? PQexecPrepared(pc->c, "ag_settle", 3, vals, NULL, NULL, 0) : NULL;
         if (PQresultStatus(r) != PGRES_TUPLES_OK) {
             rc = ag__pg_fail(s, pc, r, "append (ordering)", err);
             ag__pg_return(s, pc);
@@ -201,11 +220,8 @@ int ag__pg_append_multi(struct ag_store *st, const struct ag_append_part *parts,
     struct pg_conn *pc;
     rc = ag__pg_borrow(s, &pc, err);
     if (!rc) {
-        PGresult *r = PQexecParams(pc->c,
-                                   "SELECT status, actual, first_version, last_version, note FROM "
-                                   "append($1::text[], $2::bigint[], $3::int[], $4::uuid[], "
-                                   "$5::text[], $6::json[], $7::json[])",
-                                   A_N, NULL, vals, NULL, NULL, 0);
+        PGresult *r =
+            prepare(pc) ? PQexecPrepared(pc->c, "ag_append", A_N, vals, NULL, NULL, 0) : NULL;
         if (PQresultStatus(r) != PGRES_TUPLES_OK) {
             rc = ag__pg_fail(s, pc, r, "append", err);
         } else {
@@ -237,9 +253,9 @@ static int append(struct ag_store *st, const char *stream, size_t stream_len, in
 /* ---- reads ---- */
 
 #define EVENT_COLS                                                                                 \
-    "SELECT s.stream_name, e.version, e.position, e.event_id, e.type,"                             \
+    "SELECT s.stream_name, e.version, p.position, e.event_id, e.type,"                             \
     " (extract(epoch FROM e.created_at) * 1000000)::bigint, e.data, e.metadata"                    \
-    " FROM events e JOIN streams s USING (stream_id) "
+    " FROM positions p JOIN events e USING (global_position) JOIN streams s USING (stream_id) "
 
 static char *copy_str(char **p, const char *src, size_t n)
 {
@@ -319,9 +335,9 @@ static int read_stream(struct ag_store *st, const char *stream, size_t stream_le
         return ag_err_set(err, AG_ENOTFOUND, "stream '%.*s' not found", (int)stream_len, stream);
     rc = query(s,
                back ? EVENT_COLS " WHERE s.stream_name = $1 AND e.version <= $2"
-                                 " AND e.position IS NOT NULL ORDER BY e.version DESC LIMIT $3"
+                                 " ORDER BY e.version DESC LIMIT $3"
                     : EVENT_COLS " WHERE s.stream_name = $1 AND e.version >= $2"
-                                 " AND e.position IS NOT NULL ORDER BY e.version LIMIT $3",
+                                 " ORDER BY e.version LIMIT $3",
                3, vals, &r, err);
     if (rc) return rc;
     rc = to_page(r, out, err);
@@ -351,8 +367,8 @@ static int read_all(struct ag_store *st, uint64_t from, enum ag_read_dir dir, si
     const char *vals[2] = {f, m};
     PGresult *r = NULL;
     int rc = query(s,
-                   back ? EVENT_COLS " WHERE e.position <= $1 ORDER BY e.position DESC LIMIT $2"
-                        : EVENT_COLS " WHERE e.position >= $1 ORDER BY e.position LIMIT $2",
+                   back ? EVENT_COLS " WHERE p.position <= $1 ORDER BY p.position DESC LIMIT $2"
+                        : EVENT_COLS " WHERE p.position >= $1 ORDER BY p.position LIMIT $2",
                    2, vals, &r, err);
     if (rc) return rc;
     rc = to_page(r, out, err);

@@ -3,12 +3,21 @@
 # `agora store migrate` brings a fresh database to the schema version and is idempotent;
 # appends and reads work through --store URI; with the server down an append fails at
 # once saying it is unreachable (nothing half-written), and after a restart everything
-# acknowledged before is still there and appends work again. Skips (77) without PostgreSQL.
+# acknowledged before is still there and appends work again. Then `agora run --store
+# postgresql://…`: ready, PostgreSQL stopped under it → /health/ready 503, restarted →
+# ready again by itself. Skips (77) without PostgreSQL.
 set -uo pipefail
 src=${AG_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 bin=${AGORA_BIN:?AGORA_BIN not set}
 source "$src/tests/lib/pgtmp.sh"
-trap pgtmp_stop EXIT
+spid=""
+work=$(mktemp -d)
+cleanup() {
+    [[ -n $spid ]] && { kill "$spid" 2>/dev/null; wait "$spid" 2>/dev/null; }
+    pgtmp_stop
+    rm -rf "$work"
+}
+trap cleanup EXIT
 pgtmp_start || exit $?
 uri="$AGORA_TEST_PG_URI&schema=cli&pool_size=2"
 fail() { echo "FAIL: $*" >&2; exit 1; }
@@ -39,4 +48,28 @@ out=$("$bin" store all --store "$uri") || fail "all"
 [[ $(wc -l <<<"$out") -eq 3 && $out == *'"position":2,'*'"OrderShipped"'* ]] || fail "all: $out"
 out=$("$bin" store stats --store "$uri")
 [[ $out == '{"store":"uri","events":3,"streams":1,'* ]] || fail "stats: $out"
+
+# the platform on PostgreSQL: ready, down with the server, back by itself
+"$bin" run --data "$work/data" --store "$AGORA_TEST_PG_URI&schema=run" --listen 127.0.0.1:0 \
+    >"$work/run.log" 2>&1 &
+spid=$!
+base=""
+for _ in $(seq 600); do
+    base=$(grep -o 'serving http://[0-9.]*:[0-9]*' "$work/run.log" | head -1 | sed 's/^serving //')
+    [[ -n $base ]] && break
+    kill -0 "$spid" 2>/dev/null || { cat "$work/run.log" >&2; fail "agora run exited"; }
+    sleep 0.1
+done
+[[ -n $base ]] || fail "agora run did not start"
+ready() { curl -s -o /dev/null -w '%{http_code}' "$base/health/ready"; }
+wait_ready() { # CODE: wait up to 20 s for /health/ready to answer CODE
+    for _ in $(seq 200); do [[ $(ready) == "$1" ]] && return 0; sleep 0.1; done
+    fail "/health/ready is $(ready), wanted $1"
+}
+wait_ready 200
+[[ $(curl -s "$base/api/v1/products") == *'"sku":"KB-01"'* ]] || fail "catalog on postgresql"
+pgtmp_kill
+wait_ready 503
+pgtmp_restart || fail "restart under agora run"
+wait_ready 200
 echo "store_pg: ok"

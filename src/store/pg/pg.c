@@ -86,7 +86,8 @@ int ag__pg_fail(struct pg_store *s, struct pg_conn *pc, PGresult *res, const cha
     size_t n = strlen(msg);
     while (n && (msg[n - 1] == '\n' || msg[n - 1] == ' ')) msg[--n] = 0;
     PQclear(res);
-    if (PQstatus(c) != CONNECTION_OK || (state && strncmp(state, "08", 2) == 0) ||
+    /* the server's own errors carry a SQLSTATE; libpq's (connection lost) do not */
+    if (PQstatus(c) != CONNECTION_OK || !state || strncmp(state, "08", 2) == 0 ||
         (state && (strcmp(state, "57P01") == 0 || strcmp(state, "57P03") == 0))) {
         mark_down(s, pc, msg);
         return ag_err_set(err, AG_EUNAVAILABLE, "postgresql unavailable (%s): %s", what, msg);
@@ -119,7 +120,7 @@ int ag__pg_borrow(struct pg_store *s, struct pg_conn **out, struct ag_err *err)
     }
     pc->busy = true;
     bool need = !pc->c || PQstatus(pc->c) != CONNECTION_OK;
-    bool due = mono(s) >= pc->retry_at_ns;
+    bool due = mono(s) >= pc->retry_at_ns || s->health.writable; /* the listener saw it back */
     char msg[sizeof s->health.message];
     snprintf(msg, sizeof msg, "%s", s->health.message);
     if (need && due) s->health.retries++;
@@ -236,7 +237,9 @@ void *ag__pg_listener(void *arg)
                 PQclear(PQexec(c, sql));
                 backoff_ms = 100;
                 listener_settle(s, c);
+                if (PQstatus(c) == CONNECTION_OK) ag__pg_mark_ok(s); /* the server is back */
             } else {
+                mark_down(s, NULL, e.msg); /* seen even with no traffic */
                 poll(NULL, 0, (int)backoff_ms);
                 if (backoff_ms < 5000) backoff_ms *= 2;
                 continue;

@@ -49,6 +49,7 @@ struct pg_store {
     uint64_t head; /* ordered events known (= next position) */
     bool closing;
     struct pg_job *jobs, *jobs_tail;
+    size_t running; /* jobs being run by a worker */
     pthread_t workers[PG_POOL_MAX];
     size_t nworkers;
     pthread_t listener;

@@ -331,10 +331,12 @@ void *ag__pg_worker(void *arg)
         if (!j) break; /* closing and drained */
         s->jobs = j->next;
         if (!s->jobs) s->jobs_tail = NULL;
+        s->running++;
         pthread_mutex_unlock(&s->lock);
         run_job(s, j);
         ag_free(j);
         pthread_mutex_lock(&s->lock);
+        if (--s->running == 0 && !s->jobs) pthread_cond_broadcast(&s->jobs_cond);
     }
     pthread_mutex_unlock(&s->lock);
     return NULL;
@@ -345,6 +347,8 @@ void *ag__pg_worker(void *arg)
 static void destroy(struct pg_store *s)
 {
     pthread_mutex_lock(&s->lock);
+    while (s->nworkers && (s->jobs || s->running)) /* pending appends finish first */
+        pthread_cond_wait(&s->jobs_cond, &s->lock);
     s->closing = true;
     pthread_cond_broadcast(&s->jobs_cond);
     pthread_cond_broadcast(&s->head_moved);
@@ -402,7 +406,7 @@ int ag_store_pg_open(const char *uri, const struct ag_store_options *opts, struc
         if (PQresultStatus(r) == PGRES_TUPLES_OK) ag_parse_u64(PQgetvalue(r, 0, 0), &s->head);
         PQclear(r);
     }
-    for (size_t i = 0; !rc && !s->base.opts.read_only && i < s->pool_size; i++)
+    for (size_t i = 0; !rc && i < s->pool_size; i++)
         if (pthread_create(&s->workers[i], NULL, ag__pg_worker, s) == 0) s->nworkers++;
     if (!rc && pthread_create(&s->listener, NULL, ag__pg_listener, s) == 0)
         s->listener_started = true;

@@ -1,5 +1,5 @@
 # agora's front door. `make run` and `make test` do everything on a fresh Debian machine.
-.PHONY: all bootstrap build debug run test bench fuzz fmt lint tsan clean help
+.PHONY: all bootstrap build debug run test bench bench-soak fuzz fmt lint tsan clean help
 SHELL := /bin/bash
 JOBS ?= $(shell nproc)
 WERROR := $(if $(CI),ON,OFF)
@@ -39,6 +39,10 @@ tsan: bootstrap
 
 bench: build
 	@for s in bench/*/run.sh; do bash "$$s" || exit 1; done
+
+# the soak is long (1M orders by default) and not part of `make bench`
+bench-soak: build
+	@bash bench/soak/soak.sh
 
 bench-%: build
 	@bash bench/$*/run.sh

@@ -27,6 +27,10 @@ struct ag_platform_config {
     bool behind_gateway;
     /* Listen on this Unix socket (created 0600) instead of host:port. */
     const char *unix_path;
+    /* Idempotency-Key records expire after this (0 = 24 h); env AGORA_IDEMPOTENCY_TTL. */
+    uint64_t idempotency_ttl_ms;
+    /* Ended sagas are removed by a scavenge after this (0 = 7 days); env AGORA_SAGA_RETENTION. */
+    uint64_t saga_retention_ms;
 };
 
 struct ag_platform;

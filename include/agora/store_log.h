@@ -38,6 +38,49 @@ struct ag_log_verify_report {
 AG_EXTERN int ag_store_log_verify(const char *dir, bool repair, struct ag_log_verify_report *report,
                                   struct ag_err *err);
 
+/* ---- retention and scavenging (src/store/log/scavenge.c) ----
+ *
+ * Deleting is two steps. First, events are marked deleted: by a tombstone (the
+ * event StreamTruncated {"stream", "before"} in the system stream `$retention`,
+ * written by ag_store_log_truncate: the stream's events with version < before are
+ * deleted) or by the retention rules below, which the scavenge applies itself.
+ * Deleted events stay readable until, second, a scavenge rewrites the sealed
+ * segments (all but the last) that hold them: each is written anew without them
+ * (new file, fdatasync, rename over the old one, then the writer thread maps it
+ * and updates the index), so it runs while the store serves. The $all positions
+ * of kept events do not change; a stream whose every event is gone leaves the
+ * index (a new append to it starts again at version 0). */
+struct ag_log_retention {
+    /* idempotency-* streams whose last event is older than this are deleted; 0 = kept */
+    uint64_t idempotency_ns;
+    /* saga-* streams that ended (SagaCompleted, SagaCompensated) longer ago than this
+     * are deleted; 0 = kept */
+    uint64_t saga_ns;
+};
+
+struct ag_log_scavenge_report {
+    uint64_t segments;        /* sealed segments looked at */
+    uint64_t rewritten;       /* segments rewritten */
+    uint64_t events_kept;     /* events in the segments looked at that stay */
+    uint64_t events_dropped;  /* events removed */
+    uint64_t streams_deleted; /* streams that left the index */
+    uint64_t bytes_before;    /* bytes of the sealed segments looked at, before */
+    uint64_t bytes_after;     /* and after */
+};
+
+/* Mark the events of `stream` with version < `before` deleted (before < 0: every
+ * event it has now). Appends the tombstone to `$retention`. */
+AG_EXTERN int ag_store_log_truncate(struct ag_store *s, const char *stream, size_t stream_len,
+                                    int64_t before, struct ag_err *err);
+/* Scavenge an open, writable log store (see above). `progress`, when not NULL, is
+ * called after each segment with the figures so far. One scavenge at a time
+ * (AG_EAGAIN otherwise); AG_EINVAL for a read-only or non-log store. */
+AG_EXTERN int ag_store_log_scavenge(struct ag_store *s, const struct ag_log_retention *ret,
+                                    void (*progress)(void *ud, uint64_t segno,
+                                                     const struct ag_log_scavenge_report *so_far),
+                                    void *ud, struct ag_log_scavenge_report *out,
+                                    struct ag_err *err);
+
 /* ---- I/O fault injection (tests) ----
  *
  * Every write, fdatasync and truncate the log does to a segment goes through one

@@ -35,5 +35,7 @@ int ag_cli_jwt_secret(const char *data_dir, bool create, char out[65], struct ag
 char *ag_cli_run_gateway_yaml(const char *listen, const char *secret, const char *upstream);
 /* True for a loopback address (127.0.0.0/8, ::1, localhost). */
 bool ag_cli_loopback(const char *host);
+/* "24h", "90m", "3600s", "7d", "500ms" or bare seconds in ms; 0 when malformed or zero. */
+uint64_t ag_cli_duration_ms(const char *s);
 
 #endif

@@ -16,7 +16,7 @@
 
 static const char usage_text[] =
     "usage: agora run [--data DIR] [--store URI] [--listen HOST:PORT] [--workers N] [--no-seed]\n"
-    "                 [--no-gateway]\n"
+    "                 [--no-gateway] [--idempotency-ttl DUR] [--saga-retention DUR]\n"
     "\n"
     "Start the commerce platform in one process: customers, catalog, ordering,\n"
     "inventory, payments and shipping over the event store (--store), their read\n"
@@ -37,6 +37,10 @@ static const char usage_text[] =
     "  --no-gateway        serve the services directly on --listen, loopback only, with\n"
     "                      NO authentication (every caller is an admin) and no rate\n"
     "                      limits: for benchmarks and tests of the services alone\n"
+    "  --idempotency-ttl DUR  how long an Idempotency-Key record is kept (default 24h,\n"
+    "                      env AGORA_IDEMPOTENCY_TTL; e.g. 90m, 3600s, 7d)\n"
+    "  --saga-retention DUR   how long an ended saga's stream is kept before a scavenge\n"
+    "                      removes it (default 7d, env AGORA_SAGA_RETENTION)\n"
     "\n"
     "The JWT secret is AGORA_JWT_SECRET when set, else a random one kept in DIR/jwt-secret.\n"
     "AGORA_SAGA_THREADS sets the saga workers (default 256).\n"
@@ -141,6 +145,20 @@ static int serve_gateway(struct ag_platform *p, const char *listen, const char *
     return 0;
 }
 
+uint64_t ag_cli_duration_ms(const char *s)
+{
+    char *end;
+    unsigned long long v = strtoull(s, &end, 10);
+    uint64_t unit = !*end                    ? 1000
+                    : strcmp(end, "ms") == 0 ? 1
+                    : strcmp(end, "s") == 0  ? 1000
+                    : strcmp(end, "m") == 0  ? 60000
+                    : strcmp(end, "h") == 0  ? 3600000
+                    : strcmp(end, "d") == 0  ? 86400000
+                                             : 0;
+    return end == s || v > UINT64_MAX / 86400000 ? 0 : v * unit;
+}
+
 static int run(int argc, char **argv)
 {
     if (ag_cli_wants_help(argc, argv)) {
@@ -153,6 +171,8 @@ static int run(int argc, char **argv)
     if (store && !*store) store = NULL;
     bool seed = true, gateway = true;
     int workers = 0;
+    const char *idem_ttl = getenv("AGORA_IDEMPOTENCY_TTL");
+    const char *saga_ret = getenv("AGORA_SAGA_RETENTION");
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--data") == 0 && i + 1 < argc)
             data = argv[++i];
@@ -162,6 +182,10 @@ static int run(int argc, char **argv)
             listen = argv[++i];
         else if (strcmp(argv[i], "--workers") == 0 && i + 1 < argc)
             workers = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--idempotency-ttl") == 0 && i + 1 < argc)
+            idem_ttl = argv[++i];
+        else if (strcmp(argv[i], "--saga-retention") == 0 && i + 1 < argc)
+            saga_ret = argv[++i];
         else if (strcmp(argv[i], "--no-seed") == 0)
             seed = false;
         else if (strcmp(argv[i], "--no-gateway") == 0)
@@ -177,14 +201,21 @@ static int run(int argc, char **argv)
         return ag_cli_usage_error("run: --listen takes HOST:PORT, e.g. 127.0.0.1:8080: %s",
                                   perr.msg);
     if (workers < 0 || workers > 256) return ag_cli_usage_error("run: --workers takes 1..256");
+    if (idem_ttl && *idem_ttl && !ag_cli_duration_ms(idem_ttl))
+        return ag_cli_usage_error("run: --idempotency-ttl takes a duration such as 24h, 90m, 30s");
+    if (saga_ret && *saga_ret && !ag_cli_duration_ms(saga_ret))
+        return ag_cli_usage_error("run: --saga-retention takes a duration such as 7d, 24h, 90m");
     /* commands wait on group commit in the threadpool: give it room before libuv starts it */
     setenv("UV_THREADPOOL_SIZE", "64", 0);
-    struct ag_platform_config cfg = {.data_dir = data,
-                                     .store_uri = store,
-                                     .host = host,
-                                     .port = port,
-                                     .workers = workers,
-                                     .seed = seed};
+    struct ag_platform_config cfg = {
+        .data_dir = data,
+        .store_uri = store,
+        .host = host,
+        .port = port,
+        .workers = workers,
+        .seed = seed,
+        .idempotency_ttl_ms = idem_ttl ? ag_cli_duration_ms(idem_ttl) : 0,
+        .saga_retention_ms = saga_ret ? ag_cli_duration_ms(saga_ret) : 0};
     const char *st = getenv("AGORA_SAGA_THREADS");
     if (st && atoi(st) > 0 && atoi(st) <= 1024) cfg.saga_threads = (unsigned)atoi(st);
     char sock[1024] = "";

@@ -1,14 +1,20 @@
 /*
  * agora store: inspect and operate the embedded event log of a data directory.
  * Reads open the store read-only, so they work while `agora run` owns the
- * directory; `append` and `verify --repair` need it to themselves. `--store URI`
- * names any store instead (e.g. postgresql://...); `migrate` brings a PostgreSQL
- * store's schema to this binary's version.
+ * directory; `append` and `verify --repair` need it to themselves. `scavenge`
+ * runs in this process when the directory is free, else asks the running agora
+ * (its admin endpoint, over the services' Unix socket in the directory).
+ * `--store URI` names any store instead (e.g. postgresql://...); `migrate` brings a
+ * PostgreSQL store's schema to this binary's version.
  */
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include "agora/store_log.h"
 #include "agora/store_pg.h"
@@ -29,6 +35,8 @@ struct store_args {
     bool backward;        /* --backward */
     bool follow;          /* -f / --follow */
     bool repair;          /* --repair */
+    const char *idem_ttl; /* --idempotency-ttl */
+    const char *saga_ret; /* --saga-retention */
 };
 
 static const char usage_text[] =
@@ -51,6 +59,13 @@ static const char usage_text[] =
     "  migrate --store URI         bring a PostgreSQL store's schema to this agora's version\n"
     "  verify [--repair]           check every record; --repair cuts the log at the first\n"
     "                              bad record, keeping the cut bytes beside the segment\n"
+    "  scavenge [--idempotency-ttl DUR] [--saga-retention DUR]\n"
+    "                              rewrite sealed segments without deleted events (expired\n"
+    "                              Idempotency-Key records, default 24h; ended sagas, default\n"
+    "                              7d; tombstoned streams): progress on stderr, a report on\n"
+    "                              stdout. While agora run serves DIR it asks the server\n"
+    "                              (POST /admin/store/scavenge on DIR/services.sock), which\n"
+    "                              applies its own retention settings\n"
     "\n"
     "Events print as "
     "{\"stream\",\"version\",\"position\",\"id\",\"type\",\"time\",\"data\",\"metadata\"}.\n"
@@ -71,11 +86,12 @@ static int take_value(int argc, char **argv, int *i, const char *name, const cha
 
 static int parse_args(int argc, char **argv, struct store_args *a)
 {
-    static const char *const names[] = {"--data",     "--type",  "--payload",
-                                        "--metadata", "--id",    "--expected-version",
-                                        "--from",     "--limit", "--store"};
-    const char **slots[] = {&a->data,     &a->type, &a->payload, &a->metadata, &a->id,
-                            &a->expected, &a->from, &a->limit,   &a->store};
+    static const char *const names[] = {"--data",           "--type",  "--payload",
+                                        "--metadata",       "--id",    "--expected-version",
+                                        "--from",           "--limit", "--idempotency-ttl",
+                                        "--saga-retention", "--store"};
+    const char **slots[] = {&a->data, &a->type,  &a->payload,  &a->metadata, &a->id,   &a->expected,
+                            &a->from, &a->limit, &a->idem_ttl, &a->saga_ret, &a->store};
     for (int i = 1; i < argc; i++) {
         int hit = 0;
         for (size_t k = 0; k < sizeof names / sizeof names[0] && !hit; k++) {
@@ -327,6 +343,98 @@ static int cmd_migrate(const struct store_args *a)
     return 0;
 }
 
+/* ---- scavenge ---- */
+
+static void scavenge_progress(void *ud, uint64_t segno, const struct ag_log_scavenge_report *r)
+{
+    AG_UNUSED(ud);
+    fprintf(stderr,
+            "agora store scavenge: segment %llu done: %llu of %llu segments rewritten, "
+            "%llu events kept, %llu dropped, %llu bytes reclaimed\n",
+            (unsigned long long)segno, (unsigned long long)r->rewritten,
+            (unsigned long long)r->segments, (unsigned long long)r->events_kept,
+            (unsigned long long)r->events_dropped,
+            (unsigned long long)(r->bytes_before - r->bytes_after));
+}
+
+/* agora run holds the store: ask it over its services socket (owner-only, 0600;
+ * the services trust the identity headers sent there, as the gateway's). */
+static int scavenge_remote(const struct store_args *a)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if ((size_t)snprintf(sa.sun_path, sizeof sa.sun_path, "%s/services.sock", a->data) >=
+        sizeof sa.sun_path) {
+        fprintf(stderr, "agora store scavenge: the data directory's path is too long\n");
+        return 1;
+    }
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        fprintf(stderr,
+                "agora store scavenge: the store is locked by a running agora, and its socket "
+                "%s does not answer: %s\n",
+                sa.sun_path, strerror(errno));
+        if (fd >= 0) close(fd);
+        return 1;
+    }
+    fprintf(stderr,
+            "agora store scavenge: agora run serves %s: asking it (progress goes to "
+            "its log)\n",
+            a->data);
+    static const char req[] = "POST /admin/store/scavenge HTTP/1.1\r\nHost: agora\r\n"
+                              "x-user-id: agora-store-cli\r\nx-user-roles: admin\r\n"
+                              "Content-Length: 0\r\nConnection: close\r\n\r\n";
+    struct ag_buf b;
+    ag_buf_init(&b);
+    bool ok = write(fd, req, sizeof req - 1) == (ssize_t)(sizeof req - 1);
+    char chunk[4096];
+    for (ssize_t n; ok && (n = read(fd, chunk, sizeof chunk)) != 0;) {
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 || ag_buf_append(&b, chunk, (size_t)n)) ok = false;
+    }
+    close(fd);
+    ag_buf_putc(&b, 0);
+    const char *text = b.data ? b.data : "";
+    const char *body = strstr(text, "\r\n\r\n");
+    int status = strncmp(text, "HTTP/1.1 ", 9) == 0 ? (int)strtol(text + 9, NULL, 10) : 0;
+    ok = ok && status && body;
+    if (ok) printf("%s\n", body + 4);
+    if (!ok || status != 200)
+        fprintf(stderr, "agora store scavenge: the server answered %d\n", status);
+    ag_buf_free(&b);
+    return ok && status == 200 ? 0 : 1;
+}
+
+static int cmd_scavenge(const struct store_args *a)
+{
+    const char *it = a->idem_ttl ? a->idem_ttl : getenv("AGORA_IDEMPOTENCY_TTL");
+    const char *sr = a->saga_ret ? a->saga_ret : getenv("AGORA_SAGA_RETENTION");
+    uint64_t it_ms = it && *it ? ag_cli_duration_ms(it) : 24ull * 3600 * 1000;
+    uint64_t sr_ms = sr && *sr ? ag_cli_duration_ms(sr) : 7ull * 24 * 3600 * 1000;
+    if (!it_ms || !sr_ms)
+        return ag_cli_usage_error("store scavenge: durations look like 24h, 90m, 30s, 7d");
+    struct ag_store_options o = {0};
+    struct ag_store *s;
+    struct ag_err err;
+    ag_err_clear(&err);
+    int rc = ag_store_log_open(a->data, &o, &s, &err);
+    if (rc == AG_ELOCKED) return scavenge_remote(a);
+    if (rc) return fail("scavenge", rc, &err);
+    struct ag_log_retention ret = {.idempotency_ns = it_ms * 1000000ull,
+                                   .saga_ns = sr_ms * 1000000ull};
+    struct ag_log_scavenge_report r;
+    rc = ag_store_log_scavenge(s, &ret, scavenge_progress, NULL, &r, &err);
+    ag_store_close(s);
+    if (rc) return fail("scavenge", rc, &err);
+    printf("{\"dir\":\"%s\",\"segments\":%llu,\"rewritten\":%llu,\"eventsKept\":%llu,"
+           "\"eventsDropped\":%llu,\"streamsDeleted\":%llu,\"bytesBefore\":%llu,"
+           "\"bytesAfter\":%llu,\"bytesReclaimed\":%llu}\n",
+           a->data, (unsigned long long)r.segments, (unsigned long long)r.rewritten,
+           (unsigned long long)r.events_kept, (unsigned long long)r.events_dropped,
+           (unsigned long long)r.streams_deleted, (unsigned long long)r.bytes_before,
+           (unsigned long long)r.bytes_after, (unsigned long long)(r.bytes_before - r.bytes_after));
+    return 0;
+}
+
 static int run(int argc, char **argv)
 {
     if (ag_cli_wants_help(argc, argv)) {
@@ -338,6 +446,7 @@ static int run(int argc, char **argv)
     if (rc) return rc;
     if (strcmp(a.sub, "verify") == 0) return cmd_verify(&a);
     if (strcmp(a.sub, "migrate") == 0) return cmd_migrate(&a);
+    if (strcmp(a.sub, "scavenge") == 0) return cmd_scavenge(&a);
     static const char *const known[] = {"stats", "streams", "read", "all", "tail", "append"};
     bool ok = false;
     for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) ok |= strcmp(a.sub, known[i]) == 0;

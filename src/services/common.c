@@ -337,6 +337,22 @@ int svc_job_start(struct svc_env *p, struct ag_http_req *req, const struct svc_r
  * release or an expired claim of the same body lets the request proceed. */
 #define SVC_IDEM_LEASE_MS 30000 /* the longest a request may take */
 
+/* Expiry (IETF draft-ietf-httpapi-idempotency-key-header): a record whose claim is
+ * older than the environment's TTL (24 h by default) is forgotten: the key is
+ * free again, whatever body it was first used with, and the request that reuses
+ * it is a new request (its claim is appended after the old record, which the
+ * log's retention rule for `idempotency-` streams lets a scavenge remove). */
+int64_t svc_env_now_ms(const struct svc_env *env)
+{
+    if (!env || !env->clock) return svc_now_ms();
+    return (int64_t)(ag_clock_now(env->clock) / 1000000);
+}
+
+static int64_t idem_ttl_ms(const struct svc_env *env)
+{
+    return (int64_t)(env->idem_ttl_ms ? env->idem_ttl_ms : SVC_IDEM_TTL_DEFAULT_MS);
+}
+
 /* Keys are per principal: the same key from two principals names two records. */
 void svc_idem_stream(const struct svc_job *j, const char *scope, char out[64])
 {
@@ -385,7 +401,7 @@ static int idem_claim(struct svc_job *j, const char *stream, const char *hash, i
 {
     char data[128];
     snprintf(data, sizeof data, "{\"requestHash\":\"%s\",\"at\":%lld}", hash,
-             (long long)svc_now_ms());
+             (long long)svc_env_now_ms(j->env));
     struct ag_event_data ev = {
         .type = "IdempotencyKeyClaimed", .type_len = 21, .data = data, .data_len = strlen(data)};
     int rc = ag_store_append(j->env->store, stream, strlen(stream), expected, &ev, 1, NULL, NULL);
@@ -409,16 +425,19 @@ static int idem_decide(struct svc_job *j, const struct ag_event_page *pg, const 
     const char *h = json_string_value(json_object_get(claim, "requestHash"));
     int64_t at = json_integer_value(json_object_get(claim, "at"));
     int out = 1;
-    if (!h || strcmp(h, hash) != 0) {
+    int64_t now = svc_env_now_ms(j->env);
+    if (claim && now - at >= idem_ttl_ms(j->env)) {
+        out = 0; /* expired: the key is free, this is a new request */
+    } else if (!h || strcmp(h, hash) != 0) {
         svc_problem(j, 422, "Idempotency-Key reused",
                     "this Idempotency-Key was used with a different request body");
     } else if (last != claim_ev) {
         json_t *resp = json_loadb(last->data, last->data_len, 0, NULL);
         replay(j, resp);
         json_decref(resp);
-    } else if (svc_now_ms() - at >= SVC_IDEM_LEASE_MS) {
+    } else if (now - at >= SVC_IDEM_LEASE_MS) {
         AG_WARN("api.idempotency_claim_expired", AG_LS("key", j->idem_key),
-                AG_LI("ageMs", svc_now_ms() - at));
+                AG_LI("ageMs", now - at));
         out = 0; /* its request died between claim and answer: take the key over */
     } else {
         svc_problem(j, 409, "Request in progress",

@@ -83,6 +83,9 @@ struct svc_env {
     struct ag_cb *const *breakers;  /* the ops context's only: the saga steps' breakers */
     struct ag_obs_family *denied;   /* agora_authz_denied_total{reason} */
     bool behind_gateway;            /* identity from the gateway's x-user-* headers */
+    const struct ag_clock *clock;   /* idempotency times; NULL = system */
+    uint64_t idem_ttl_ms;           /* Idempotency-Key records expire after; 0 = 24 h */
+    uint64_t saga_retention_ms;     /* ended sagas are scavenged after; 0 = 7 days */
 };
 
 struct ag_platform {
@@ -242,6 +245,10 @@ void svc_idem_stream(const struct svc_job *j, const char *scope, char out[64]);
 /* Record the job's answer for its key (after the work); after a 5xx, or a 409 from
  * a lost concurrency race, release the key instead so a retry proceeds as new. */
 void svc_idem_end(struct svc_job *j, const char *scope);
+/* Wall-clock Unix ms of the environment's clock (the system's when none). */
+int64_t svc_env_now_ms(const struct svc_env *env);
+#define SVC_IDEM_TTL_DEFAULT_MS       (24ull * 3600 * 1000)
+#define SVC_SAGA_RETENTION_DEFAULT_MS (7ull * 24 * 3600 * 1000)
 
 /* ---- read models ---- */
 

@@ -8,6 +8,7 @@
  *   agora_saga_sagas{outcome}                  started/completed/compensated/failed since start
  *   agora_saga_queued                          sagas waiting for a worker
  *   agora_store_events, agora_store_streams, agora_store_commits, agora_store_bytes
+ *   agora_store_index_bytes                    memory of the store's stream index
  */
 #include <stdio.h>
 #include <string.h>
@@ -20,7 +21,7 @@
 struct gauges {
     struct ag_obs_series *lag_events[MAX_PROJ], *lag_seconds[MAX_PROJ], *checkpoint[MAX_PROJ];
     struct ag_obs_series *sagas[4], *queued;
-    struct ag_obs_series *store[4];
+    struct ag_obs_series *store[5];
 };
 
 static struct ag_obs_series *series(struct ag_obs_registry *r, const char *name, const char *help,
@@ -61,6 +62,8 @@ static void make_gauges(struct ag_platform *p, struct gauges *g)
     g->store[2] =
         series(r, "agora_store_commits", "Group commits (fdatasync) since open.", NULL, NULL);
     g->store[3] = series(r, "agora_store_bytes", "Bytes of event log.", NULL, NULL);
+    g->store[4] =
+        series(r, "agora_store_index_bytes", "Memory of the store's stream index.", NULL, NULL);
 }
 
 static void publish(struct ag_platform *p, const struct gauges *g)
@@ -86,6 +89,7 @@ static void publish(struct ag_platform *p, const struct gauges *g)
     ag_obs_gauge_set(g->store[1], (double)st.streams);
     ag_obs_gauge_set(g->store[2], (double)st.commits);
     ag_obs_gauge_set(g->store[3], (double)st.bytes);
+    ag_obs_gauge_set(g->store[4], (double)st.index_bytes);
 }
 
 static void *monitor_main(void *arg)

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "agora/store.h"
+#include "agora/store_log.h"
 #include "services/internal.h"
 
 const char *const svc_rm_names[RM_COUNT] = {"customers", "products",  "accounts", "stock",
@@ -66,9 +67,49 @@ static int breakers(struct svc_job *j)
     return svc_ok(j, 200, json_pack("{s:o}", "items", items));
 }
 
+static void scavenge_progress(void *ud, uint64_t segno, const struct ag_log_scavenge_report *r)
+{
+    AG_UNUSED(ud);
+    AG_INFO("store.scavenge_segment", AG_LI("segment", (long long)segno),
+            AG_LI("kept", (long long)r->events_kept),
+            AG_LI("dropped", (long long)r->events_dropped),
+            AG_LI("bytesReclaimed", (long long)(r->bytes_before - r->bytes_after)));
+}
+
+/* Scavenge the log now (retention: the idempotency TTL and the saga retention);
+ * answers when it is done with its report. */
+static int scavenge(struct svc_job *j)
+{
+    const struct svc_env *p = j->env;
+    struct ag_log_retention ret = {
+        .idempotency_ns = (p->idem_ttl_ms ? p->idem_ttl_ms : SVC_IDEM_TTL_DEFAULT_MS) * 1000000ull,
+        .saga_ns = (p->saga_retention_ms ? p->saga_retention_ms : SVC_SAGA_RETENTION_DEFAULT_MS) *
+                   1000000ull};
+    struct ag_log_scavenge_report r;
+    struct ag_err err;
+    ag_err_clear(&err);
+    int rc = ag_store_log_scavenge(p->store, &ret, scavenge_progress, NULL, &r, &err);
+    if (rc == AG_EAGAIN) return svc_problem(j, 409, "Scavenge running", "%s", err.msg);
+    if (rc == AG_EINVAL) return svc_problem(j, 400, "Cannot scavenge", "%s", err.msg);
+    if (rc) return rc;
+    AG_INFO("store.scavenged", AG_LI("segments", (long long)r.segments),
+            AG_LI("rewritten", (long long)r.rewritten), AG_LI("kept", (long long)r.events_kept),
+            AG_LI("dropped", (long long)r.events_dropped),
+            AG_LI("bytesReclaimed", (long long)(r.bytes_before - r.bytes_after)));
+    return svc_ok(j, 200,
+                  json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "segments",
+                            (json_int_t)r.segments, "rewritten", (json_int_t)r.rewritten,
+                            "eventsKept", (json_int_t)r.events_kept, "eventsDropped",
+                            (json_int_t)r.events_dropped, "streamsDeleted",
+                            (json_int_t)r.streams_deleted, "bytesBefore",
+                            (json_int_t)r.bytes_before, "bytesAfter", (json_int_t)r.bytes_after,
+                            "bytesReclaimed", (json_int_t)(r.bytes_before - r.bytes_after)));
+}
+
 static const struct svc_route routes[] = {
     {"GET", "/admin/projections", SVC_ADMIN, projections, NULL, NULL, {NULL}},
     {"GET", "/admin/saga-breakers", SVC_ADMIN, breakers, NULL, NULL, {NULL}},
+    {"POST", "/admin/store/scavenge", SVC_ADMIN, scavenge, NULL, NULL, {NULL}},
 };
 
 static const struct svc_context ops_context = {"ops", routes, sizeof routes / sizeof routes[0],
@@ -234,7 +275,9 @@ static int open_store(struct ag_platform *p, struct ag_err *err)
                               .store = p->store,
                               .repo = p->repo,
                               .rms = &p->rms,
-                              .behind_gateway = p->cfg.behind_gateway};
+                              .behind_gateway = p->cfg.behind_gateway,
+                              .idem_ttl_ms = p->cfg.idempotency_ttl_ms,
+                              .saga_retention_ms = p->cfg.saga_retention_ms};
     return 0;
 }
 

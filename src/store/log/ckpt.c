@@ -158,7 +158,8 @@ static int load_streams(struct lstore *ls, struct rd *r, uint64_t nstreams)
 
 static int load_sparse(struct lstore *ls, struct rd *r, uint64_t nsparse, uint64_t head)
 {
-    if (nsparse != (head + LOG_SPARSE_EVERY - 1) / LOG_SPARSE_EVERY) return 1;
+    /* fewer when a scavenge deleted the last events before the head */
+    if (nsparse > (head + LOG_SPARSE_EVERY - 1) / LOG_SPARSE_EVERY) return 1;
     if ((uint64_t)(r->end - r->p) != nsparse * 8) return 1;
     size_t cap = nsparse < 1024 ? 1024 : nsparse;
     ls->sparse = ag_malloc(cap * 8);

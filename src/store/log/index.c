@@ -101,3 +101,29 @@ int ag__lindex_reserve(struct lindex *ix, struct lstream *s, size_t extra)
     s->cap = (uint32_t)cap;
     return 0;
 }
+
+void ag__lindex_remove(struct lindex *ix, struct lstream *s)
+{
+    size_t i = s->hash & ix->mask;
+    while (ix->slots[i] != s) i = (i + 1) & ix->mask;
+    ix->slots[i] = NULL;
+    /* backward-shift deletion: re-place the run after the hole (linear probing) */
+    for (size_t j = (i + 1) & ix->mask; ix->slots[j]; j = (j + 1) & ix->mask) {
+        struct lstream *t = ix->slots[j];
+        size_t home = t->hash & ix->mask;
+        /* t may move into the hole when its home is not cyclically in (i, j] */
+        bool stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
+        if (stays) continue;
+        ix->slots[i] = t;
+        ix->slots[j] = NULL;
+        i = j;
+    }
+    ix->count--;
+    if (s->count) ix->live--;
+    ix->bytes -= ((LSTREAM_BYTES(s->name_len) + 8 + 15) & ~(size_t)15);
+    if (s->cap > 1) {
+        ix->bytes -= (size_t)(s->cap - 1) * sizeof(struct lentry);
+        ag_free(s->e.many);
+    }
+    ag_free(s);
+}

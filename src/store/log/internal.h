@@ -75,6 +75,12 @@ void ag__log_seg_header(uint8_t out[LOG_SEG_HDR], uint64_t segno, uint64_t base_
 int ag__log_seg_header_check(const uint8_t *p, size_t avail, uint64_t segno, const char **why);
 /* Position of the first event of the segment whose (checked) header is `hdr`. */
 uint64_t ag__log_seg_base_position(const uint8_t *hdr);
+/* Segment header flags (bytes 40..43). LOG_SEG_SCAVENGED: a scavenge rewrote the
+ * segment without deleted events, so positions and stream versions may skip. */
+#define LOG_SEG_SCAVENGED 1u
+uint32_t ag__log_seg_flags(const uint8_t *hdr);
+void ag__log_seg_header_flags(uint8_t out[LOG_SEG_HDR], uint64_t segno, uint64_t base_position,
+                              uint64_t now_ns, uint32_t flags);
 
 static inline uint32_t ag__le32(const uint8_t *p)
 {
@@ -105,6 +111,8 @@ static inline uint64_t loc_make(uint64_t seg, uint64_t off)
 {
     return seg << LOC_OFF_BITS | off;
 }
+/* An index entry whose event a scavenge removed (a truncated stream's prefix). */
+#define LOC_NONE UINT64_MAX
 static inline uint64_t loc_seg(uint64_t loc)
 {
     return loc >> LOC_OFF_BITS;
@@ -163,6 +171,8 @@ struct lstream *ag__lindex_find(const struct lindex *ix, const char *name, size_
 struct lstream *ag__lindex_add(struct lindex *ix, const char *name, size_t len, uint64_t h);
 /* Make room for `extra` more entries. */
 int ag__lindex_reserve(struct lindex *ix, struct lstream *s, size_t extra);
+/* Take a stream out of the index and free it (scavenge: every event deleted). */
+void ag__lindex_remove(struct lindex *ix, struct lstream *s);
 static inline uint32_t ag__id_hash(const struct ag_uuid *id)
 {
     return (uint32_t)ag_xxh3(id->b, 16);
@@ -274,7 +284,24 @@ struct lstore {
 
     /* counters */
     uint64_t appends, commits;
+
+    /* scavenge (scavenge.c) */
+    bool gaps_ok;              /* a segment was scavenged: positions and versions may skip (scan) */
+    pthread_mutex_t scav_lock; /* one scavenge at a time */
+    struct lswap *swap;        /* q_lock: a rewritten segment for the writer to put in */
 };
+
+/* A segment rewritten by a scavenge, for the writer thread to rename over the
+ * old one and map, updating the index (scavenge.c). */
+struct lswap {
+    size_t si;    /* index in segs */
+    char tmp[64]; /* its file name in the directory */
+    int status;
+    struct ag_err err;
+    sem_t done;
+};
+/* Writer thread, between groups: put a rewritten segment in (scavenge.c). */
+void ag__log_swap_run(struct lstore *ls, struct lswap *sw);
 
 static inline uint64_t ag__log_head(const struct lstore *ls)
 {
@@ -368,6 +395,8 @@ int ag__log_ckpt_load(struct lstore *ls, bool *loaded, uint64_t *seg, uint64_t *
 /* An event of the batch being assembled by the scan. */
 struct log_scan_ent {
     uint64_t loc;
+    uint64_t position;
+    int64_t version;
     uint32_t idh;
     uint16_t stream_len;
     const char *stream; /* borrowed from the mapped segment */
@@ -413,5 +442,9 @@ void ag__log_scan_free(struct log_scan *sc);
 /* Apply one record to the index (used by the scan and the writer). */
 int ag__log_index_event(struct lstore *ls, const char *stream, size_t stream_len, uint64_t loc,
                         uint64_t position, uint32_t idh);
+/* The same at an explicit version: a version past the stream's count (its
+ * earlier events were scavenged) leaves LOC_NONE entries before it. */
+int ag__log_index_event_at(struct lstore *ls, const char *stream, size_t stream_len, uint64_t loc,
+                           uint64_t position, int64_t version, uint32_t idh);
 
 #endif

@@ -14,7 +14,8 @@
  * SEGMENT HEADER (64 bytes, little-endian)
  *   0  "AGORALG1"   8  u32 format version (1)   12 u32 header size (64)
  *   16 u64 position of the segment's first event   24 u64 segment number
- *   32 u64 creation time (Unix ns)   40..55 zero   56 u64 XXH3-64 of bytes 0..55
+ *   32 u64 creation time (Unix ns)   40 u32 flags (1 = scavenged: rewritten without
+ *   deleted events, see scavenge.c)   44..55 zero   56 u64 XXH3-64 of bytes 0..55
  *
  * RECORD (8-byte aligned, little-endian; records follow the header back to back)
  *   0  u32 size         whole record incl. padding and checksum (multiple of 8)
@@ -186,6 +187,7 @@ static int seg_open(struct lstore *ls, uint64_t segno, struct lseg *sg, struct a
         return ag_err_set(err, AG_ECORRUPT, "%s/%s: offset 0: %s", ls->dir, name, why);
     }
     sg->base_position = ag__log_seg_base_position(sg->map);
+    if (ag__log_seg_flags(sg->map) & LOG_SEG_SCAVENGED) ls->gaps_ok = true;
     sg->end = LOG_SEG_HDR;
     return 0;
 }
@@ -421,6 +423,8 @@ static int recover(struct lstore *ls, size_t from_seg, uint64_t from_off,
         uint64_t off = i == from_seg ? from_off : LOG_SEG_HDR;
         uint64_t size = file_size(sg->fd);
         if (size > sg->map_len) size = sg->map_len;
+        if (off == LOG_SEG_HDR && ls->gaps_ok && sg->base_position > sc.next_position)
+            sc.next_position = sg->base_position; /* the end of the previous one was deleted */
         if (off == LOG_SEG_HDR && sg->base_position != sc.next_position) {
             sc.bad_off = 0,
             sc.why = "segment's first position does not follow the previous segment";
@@ -535,6 +539,7 @@ static void store_free(struct lstore *ls)
     pthread_cond_destroy(&ls->head_cond);
     pthread_mutex_destroy(&ls->health_lock);
     pthread_mutex_destroy(&ls->fault_lock);
+    pthread_mutex_destroy(&ls->scav_lock);
     pthread_mutex_destroy(&ls->pa_lock);
     pthread_cond_destroy(&ls->pa_cond);
     ag_free(ls->dir);
@@ -550,6 +555,8 @@ static int store_alloc(const char *dir, const struct ag_store_options *opts, str
     if (opts) ls->base.opts = *opts;
     struct ag_store_options *o = &ls->base.opts;
     if (!o->max_event_bytes) o->max_event_bytes = AG_STORE_EVENT_MAX_DEFAULT;
+    const char *sb = getenv("AGORA_STORE_SEGMENT_BYTES"); /* tests and benchmarks */
+    if (!o->segment_bytes && sb) o->segment_bytes = strtoull(sb, NULL, 10);
     if (!o->segment_bytes) o->segment_bytes = 256ull << 20;
     if (o->segment_bytes < (4u << 20) + LOG_SEG_HDR) o->segment_bytes = (4u << 20) + LOG_SEG_HDR;
     if (!o->clock) o->clock = ag_clock_system();
@@ -566,6 +573,7 @@ static int store_alloc(const char *dir, const struct ag_store_options *opts, str
     pthread_mutex_init(&ls->head_lock, NULL);
     pthread_mutex_init(&ls->health_lock, NULL);
     pthread_mutex_init(&ls->fault_lock, NULL);
+    pthread_mutex_init(&ls->scav_lock, NULL);
     pthread_mutex_init(&ls->pa_lock, NULL);
     pthread_cond_init(&ls->pa_cond, NULL);
     pthread_condattr_t ca;

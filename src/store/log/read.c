@@ -87,22 +87,24 @@ int ag__log_read_stream(struct ag_store *s, const char *stream, size_t stream_le
     struct lentry *e = lstream_entries(st);
     size_t n = 0;
     int rc = 0;
+    int64_t v = from; /* entries a scavenge emptied (LOC_NONE) are skipped */
     if (dir == AG_READ_FORWARD) {
-        if (from < 0) from = 0;
-        for (int64_t v = from; v < c && n < max && !rc; v++)
-            rc = ag__log_rec_checked(ls, e[v].loc, &recs[n++], err);
-        out->next_version = from + (int64_t)n;
-        out->end = out->next_version >= c;
+        if (v < 0) v = 0;
+        for (; v < c && n < max && !rc; v++)
+            if (e[v].loc != LOC_NONE) rc = ag__log_rec_checked(ls, e[v].loc, &recs[n++], err);
+        out->next_version = v;
+        out->end = v >= c;
     } else {
-        if (from < 0 || from >= c) from = c - 1;
-        for (int64_t v = from; v >= 0 && n < max && !rc; v--)
-            rc = ag__log_rec_checked(ls, e[v].loc, &recs[n++], err);
-        out->next_version = from - (int64_t)n;
-        out->end = out->next_version < 0;
+        if (v < 0 || v >= c) v = c - 1;
+        for (; v >= 0 && n < max && !rc; v--)
+            if (e[v].loc != LOC_NONE) rc = ag__log_rec_checked(ls, e[v].loc, &recs[n++], err);
+        out->next_version = v;
+        out->end = v < 0;
     }
-    pthread_rwlock_unlock(&ls->ix_lock);
+    /* copied before unlocking: a scavenge may unmap a segment once it holds the lock */
     if (!rc && (rc = page_build(recs, n, out)))
         ag_err_set(err, rc, "out of memory reading '%.*s'", (int)stream_len, stream);
+    pthread_rwlock_unlock(&ls->ix_lock);
     ag_free(recs);
     if (rc) memset(out, 0, sizeof *out);
     return rc;
@@ -127,21 +129,26 @@ static int next_event(const struct lstore *ls, size_t *si, uint64_t *off, const 
     }
 }
 
-/* Collect pointers to events [from, from+n) (caller holds the read lock). */
-static int collect(const struct lstore *ls, uint64_t from, size_t n, const uint8_t **recs,
-                   size_t *got, struct ag_err *err)
+/* Collect pointers to up to `n` events with positions in [from, to] (caller holds
+ * the read lock). A scavenged log has gaps: positions are read from the records,
+ * and a sparse slot points at the first event at or after its position. */
+static int collect(const struct lstore *ls, uint64_t from, uint64_t to, size_t n,
+                   const uint8_t **recs, size_t *got, struct ag_err *err)
 {
     uint64_t k = from / LOG_SPARSE_EVERY;
+    *got = 0;
+    if (k >= ls->sparse_len) return 0; /* no event at or after `from` */
     uint64_t loc = ls->sparse[k];
     size_t si = (size_t)(loc_seg(loc) - ls->segs[0].segno);
     uint64_t off = loc_off(loc);
-    uint64_t pos = k * LOG_SPARSE_EVERY;
     const uint8_t *p = NULL;
-    *got = 0;
     while (*got < n) {
         int rc = next_event(ls, &si, &off, &p, err);
         if (rc || !p) return rc;
-        if (pos++ >= from) recs[(*got)++] = p;
+        struct log_rec r;
+        ag__log_rec_fields(p, &r);
+        if (r.position > to) return 0;
+        if (r.position >= from) recs[(*got)++] = p;
     }
     return 0;
 }
@@ -171,12 +178,22 @@ int ag__log_read_all(struct ag_store *s, uint64_t from, enum ag_read_dir dir, si
         out->end = start == 0;
     }
     size_t n = 0;
-    int rc = want ? collect(ls, start, want, recs, &n, err) : 0;
-    pthread_rwlock_unlock(&ls->ix_lock);
+    uint64_t to = dir == AG_READ_FORWARD ? UINT64_MAX : start + want - 1;
+    int rc = want ? collect(ls, start, to, want, recs, &n, err) : 0;
     if (rc) {
+        pthread_rwlock_unlock(&ls->ix_lock);
         ag_free(recs);
         memset(out, 0, sizeof *out);
         return rc;
+    }
+    if (dir == AG_READ_FORWARD && n == want && n) { /* gaps: resume after the last one */
+        struct log_rec last;
+        ag__log_rec_fields(recs[n - 1], &last);
+        out->next_position = last.position + 1;
+        out->end = out->next_position >= head;
+    } else if (dir == AG_READ_FORWARD) {
+        out->next_position = head; /* fewer than asked: the log ends */
+        out->end = true;
     }
     if (dir == AG_READ_BACKWARD)
         for (size_t i = 0; i < n / 2; i++) {
@@ -184,7 +201,8 @@ int ag__log_read_all(struct ag_store *s, uint64_t from, enum ag_read_dir dir, si
             recs[i] = recs[n - 1 - i];
             recs[n - 1 - i] = t;
         }
-    rc = page_build(recs, n, out);
+    rc = page_build(recs, n, out); /* before unlocking: see read_stream */
+    pthread_rwlock_unlock(&ls->ix_lock);
     ag_free(recs);
     return rc ? ag_err_set(err, rc, "out of memory reading $all") : 0;
 }

@@ -28,6 +28,7 @@ enum {
     SEG_BASE_POSITION = 16,
     SEG_NUMBER = 24,
     SEG_TIME = 32,
+    SEG_FLAGS = 40,
     SEG_CHECKSUM = 56,
 };
 
@@ -161,6 +162,17 @@ int ag__log_rec_decode(const uint8_t *p, size_t avail, struct log_rec *r, const 
 void ag__log_seg_header(uint8_t out[LOG_SEG_HDR], uint64_t segno, uint64_t base_position,
                         uint64_t now_ns)
 {
+    ag__log_seg_header_flags(out, segno, base_position, now_ns, 0);
+}
+
+uint32_t ag__log_seg_flags(const uint8_t *hdr)
+{
+    return ag__le32(hdr + SEG_FLAGS);
+}
+
+void ag__log_seg_header_flags(uint8_t out[LOG_SEG_HDR], uint64_t segno, uint64_t base_position,
+                              uint64_t now_ns, uint32_t flags)
+{
     memset(out, 0, LOG_SEG_HDR);
     memcpy(out + SEG_MAGIC, LOG_SEG_MAGIC, 8);
     ag__put32(out + SEG_VERSION, LOG_FORMAT_VERSION);
@@ -168,6 +180,7 @@ void ag__log_seg_header(uint8_t out[LOG_SEG_HDR], uint64_t segno, uint64_t base_
     ag__put64(out + SEG_BASE_POSITION, base_position);
     ag__put64(out + SEG_NUMBER, segno);
     ag__put64(out + SEG_TIME, now_ns);
+    ag__put32(out + SEG_FLAGS, flags);
     ag__put64(out + SEG_CHECKSUM, ag_xxh3(out, SEG_CHECKSUM));
 }
 

@@ -5,9 +5,12 @@
  * complete, a multi-stream batch's events all present in as many streams as its
  * header says, each stream once), and adds every complete batch to the index —
  * a multi-stream batch only once its last event is read, so a torn one adds
- * nothing. Zeros from a record boundary to the end (outside a batch) end the
- * scan cleanly: they are the preallocated rest of the segment. It stops at the first
- * record that breaks a rule and reports where; the caller (log.c) applies the
+ * nothing. In a log a scavenge has rewritten (`gaps_ok`), positions may skip
+ * forward between batches and between the parts of a multi-stream batch, and a
+ * stream's first event met may be past its count (its earlier events were
+ * deleted); within a part versions and positions stay gapless. Zeros from a record boundary to the
+ * end (outside a batch) end the scan cleanly: they are the preallocated rest of the segment. It
+ * stops at the first record that breaks a rule and reports where; the caller (log.c) applies the
  * recovery rule. In verify_only mode it re-checks records the index already holds
  * (the writer's tail check after a write failure) without touching the index.
  */
@@ -16,11 +19,20 @@
 int ag__log_index_event(struct lstore *ls, const char *stream, size_t stream_len, uint64_t loc,
                         uint64_t position, uint32_t idh)
 {
+    return ag__log_index_event_at(ls, stream, stream_len, loc, position, -1, idh);
+}
+
+int ag__log_index_event_at(struct lstore *ls, const char *stream, size_t stream_len, uint64_t loc,
+                           uint64_t position, int64_t version, uint32_t idh)
+{
     uint64_t h = ag_xxh3(stream, stream_len);
     struct lstream *st = ag__lindex_find(&ls->ix, stream, stream_len, h);
     if (!st && !(st = ag__lindex_add(&ls->ix, stream, stream_len, h))) return AG_ENOMEM;
-    if (ag__lindex_reserve(&ls->ix, st, 1)) return AG_ENOMEM;
-    if (position % LOG_SPARSE_EVERY == 0) {
+    size_t skip = version > (int64_t)st->count ? (size_t)(version - (int64_t)st->count) : 0;
+    if (ag__lindex_reserve(&ls->ix, st, 1 + skip)) return AG_ENOMEM;
+    /* every slot whose position this event is the first at or after (a scavenged
+     * log has gaps; a gapless one fills exactly position / LOG_SPARSE_EVERY) */
+    if ((uint64_t)ls->sparse_len * LOG_SPARSE_EVERY <= position) {
         size_t k = position / LOG_SPARSE_EVERY;
         if (k >= ls->sparse_cap) {
             size_t cap = ls->sparse_cap ? ls->sparse_cap * 2 : 1024;
@@ -30,10 +42,11 @@ int ag__log_index_event(struct lstore *ls, const char *stream, size_t stream_len
             ls->sparse = sp;
             ls->sparse_cap = cap;
         }
-        ls->sparse[k] = loc;
-        ls->sparse_len = k + 1;
+        while (ls->sparse_len <= k) ls->sparse[ls->sparse_len++] = loc;
     }
     struct lentry *e = lstream_entries(st);
+    if (skip && st->count == 0) ls->ix.live++;
+    for (; skip; skip--) e[st->count++] = (struct lentry){.loc = LOC_NONE, .idh = 0};
     e[st->count].loc = loc;
     e[st->count].idh = idh;
     if (st->count++ == 0) ls->ix.live++;
@@ -56,8 +69,12 @@ static int batch_push(struct log_scan *sc, uint64_t loc, const struct log_rec *r
         sc->batch = b;
         sc->batch_cap = cap;
     }
-    sc->batch[sc->batch_n++] = (struct log_scan_ent){
-        .loc = loc, .idh = ag__id_hash(&r->id), .stream_len = r->stream_len, .stream = r->stream};
+    sc->batch[sc->batch_n++] = (struct log_scan_ent){.loc = loc,
+                                                     .position = r->position,
+                                                     .version = r->version,
+                                                     .idh = ag__id_hash(&r->id),
+                                                     .stream_len = r->stream_len,
+                                                     .stream = r->stream};
     return 0;
 }
 
@@ -66,11 +83,11 @@ static int batch_apply(struct log_scan *sc)
 {
     for (size_t i = 0; i < sc->batch_n && !sc->verify_only; i++) {
         const struct log_scan_ent *e = &sc->batch[i];
-        int rc = ag__log_index_event(sc->ls, e->stream, e->stream_len, e->loc,
-                                     sc->batch_first_position + i, e->idh);
+        int rc = ag__log_index_event_at(sc->ls, e->stream, e->stream_len, e->loc, e->position,
+                                        e->version, e->idh);
         if (rc) return rc;
     }
-    sc->next_position += sc->batch_n;
+    if (sc->batch_n) sc->next_position = sc->batch[sc->batch_n - 1].position + 1;
     sc->events += sc->batch_n;
     sc->batch_n = 0;
     sc->batch_left = 0;
@@ -94,10 +111,11 @@ static int scan_snapshot(struct log_scan *sc, const struct log_rec *r, uint64_t 
 static int scan_batch_header(struct log_scan *sc, const struct log_rec *r, uint64_t off)
 {
     if (sc->batch_left) return bad(sc, off, "batch header inside an event batch");
-    if (r->position != sc->next_position) return bad(sc, off, "global position out of sequence");
+    if (r->position != sc->next_position && !(sc->ls->gaps_ok && r->position > sc->next_position))
+        return bad(sc, off, "global position out of sequence");
     sc->batch_multi = true;
     sc->batch_start_off = off;
-    sc->batch_first_position = sc->next_position;
+    sc->batch_first_position = r->position;
     sc->batch_n = 0;
     sc->batch_parts = 0;
     sc->batch_parts_want = (uint32_t)r->version;
@@ -122,6 +140,8 @@ static int part_start(struct log_scan *sc, const struct log_rec *r, uint64_t off
     sc->batch_stream = r->stream;
     sc->batch_stream_len = r->stream_len;
     sc->batch_next_version = sc->verify_only ? r->version : st ? st->count : 0;
+    /* a scavenged log may have lost the stream's earlier events: never go back */
+    if (sc->ls->gaps_ok && r->version > sc->batch_next_version) sc->batch_next_version = r->version;
     sc->part_start = sc->batch_n;
     sc->batch_parts++;
     return 0;
@@ -134,6 +154,8 @@ static int scan_event(struct log_scan *sc, const struct log_rec *r, uint64_t loc
         sc->batch_multi = false;
         sc->batch_start_off = off;
         sc->batch_first_position = sc->next_position;
+        if (sc->ls->gaps_ok && r->position > sc->next_position)
+            sc->batch_first_position = r->position; /* the events before it were deleted */
         sc->batch_n = 0;
         sc->batch_parts = 0;
         if ((rc = part_start(sc, r, off))) return rc;
@@ -144,7 +166,10 @@ static int scan_event(struct log_scan *sc, const struct log_rec *r, uint64_t loc
         if (!sc->batch_multi) return bad(sc, off, "event batch interrupted by another record");
         if ((rc = part_start(sc, r, off))) return rc;
     }
-    if (r->position != sc->batch_first_position + sc->batch_n)
+    uint64_t want_pos =
+        sc->batch_n ? sc->batch[sc->batch_n - 1].position + 1 : sc->batch_first_position;
+    if (r->position != want_pos && !(sc->ls->gaps_ok && sc->batch_multi &&
+                                     sc->batch_n == sc->part_start && r->position > want_pos))
         return bad(sc, off, "global position out of sequence");
     if (r->version != sc->batch_next_version + (int64_t)(sc->batch_n - sc->part_start))
         return bad(sc, off, "stream version out of sequence");

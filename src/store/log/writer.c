@@ -762,10 +762,10 @@ static void publish_events(struct lstore *ls, struct lreq *r, uint64_t *pos)
         e[r->st->count].loc = r->locs[k];
         e[r->st->count].idh = ag__id_hash(&id);
         if (r->st->count++ == 0) ls->ix.live++;
-        if (*pos % LOG_SPARSE_EVERY == 0) {
-            ls->sparse[*pos / LOG_SPARSE_EVERY] = r->locs[k];
-            ls->sparse_len = *pos / LOG_SPARSE_EVERY + 1;
-        }
+        /* every slot this event is the first at or after (after a scavenge the
+         * log's last events before the head may be gone; else exactly *pos / 32) */
+        while ((uint64_t)ls->sparse_len * LOG_SPARSE_EVERY <= *pos)
+            ls->sparse[ls->sparse_len++] = r->locs[k];
     }
 }
 
@@ -909,12 +909,18 @@ void *ag__log_writer_main(void *arg)
     struct lstore *ls = arg;
     for (;;) {
         pthread_mutex_lock(&ls->q_lock);
-        while (!ls->q_head && !ls->closing && !retry_due(ls)) wait_work(ls);
+        while (!ls->q_head && !ls->closing && !retry_due(ls) && !ls->swap) wait_work(ls);
         struct lreq *list = ls->q_head;
         bool closing = ls->closing;
+        struct lswap *swap = ls->swap; /* a scavenged segment to put in (scavenge.c) */
         ls->q_head = ls->q_tail = NULL;
+        ls->swap = NULL;
         pthread_mutex_unlock(&ls->q_lock);
         if (retry_due(ls)) try_recover(ls); /* before the queue: it may be writable again */
+        if (swap) {
+            ag__log_swap_run(ls, swap);
+            sem_post(&swap->done);
+        }
         if (list)
             run_group(ls, list);
         else if (closing)

@@ -215,3 +215,45 @@ Test(idem, keys_are_per_principal)
     cr_assert_eq(run("k11", "{\"a\":1}", 201, &st), 1, "alice's replay is still hers");
     cr_assert_eq(st, 201);
 }
+
+/* Expiry (IETF Idempotency-Key draft): after the TTL a reused key is a new request,
+ * whatever body it first came with; before it, replay and 422 as usual. The
+ * environment's clock is a fake one: no sleeps. */
+Test(idem, records_expire_after_the_ttl)
+{
+    struct ag_fake_clock fc;
+    ag_fake_clock_init(&fc, 1700000000000000000ull);
+    plat.clock = &fc.clock;
+    plat.idem_ttl_ms = 3600 * 1000; /* 1 h */
+    int st;
+    cr_assert_eq(run("e1", "{\"a\":1}", 201, &st), 0);
+    ag_fake_clock_advance(&fc, 3599ull * 1000000000ull);
+    cr_assert_eq(run("e1", "{\"a\":1}", 201, &st), 1, "replayed inside the TTL");
+    cr_assert_eq(st, 201);
+    cr_assert_eq(run("e1", "{\"a\":2}", 201, &st), 1);
+    cr_assert_eq(st, 422, "another body inside the TTL");
+    ag_fake_clock_advance(&fc, 1ull * 1000000000ull);
+    cr_assert_eq(run("e1", "{\"a\":2}", 400, &st), 0, "expired: a new request, any body");
+    cr_assert_eq(run("e1", "{\"a\":2}", 201, &st), 1, "and its answer is the new record");
+    cr_assert_eq(st, 400);
+    cr_assert_eq(run("e1", "{\"a\":1}", 201, &st), 1);
+    cr_assert_eq(st, 422, "the old body is now the other one");
+    ag_fake_clock_advance(&fc, 3600ull * 1000000000ull);
+    cr_assert_eq(run("e1", "{\"a\":1}", 201, &st), 0, "expired again");
+    plat.clock = NULL;
+    plat.idem_ttl_ms = 0;
+}
+
+Test(idem, the_default_ttl_is_24h)
+{
+    struct ag_fake_clock fc;
+    ag_fake_clock_init(&fc, 1700000000000000000ull);
+    plat.clock = &fc.clock;
+    int st;
+    cr_assert_eq(run("e2", "{}", 201, &st), 0);
+    ag_fake_clock_advance(&fc, (24ull * 3600 - 1) * 1000000000ull);
+    cr_assert_eq(run("e2", "{}", 201, &st), 1, "kept for 24 h");
+    ag_fake_clock_advance(&fc, 1000000000ull);
+    cr_assert_eq(run("e2", "{}", 201, &st), 0, "gone after 24 h");
+    plat.clock = NULL;
+}

@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# Soak benchmark (issue 19): does the cost of an order stay constant as history
+# grows? One `agora run` (release build, fsync on, services direct: --no-gateway)
+# on a fresh data directory with a catalog no run exhausts, then ORDERS orders at a
+# fixed open-loop RATE, placed as back-to-back `agora load --rate RATE --orders
+# WINDOW` runs (one per window; each registers its CUSTOMERS customers first and
+# waits for its last orders to finish, a second or two between windows). After each
+# window it records:
+#   POST p99, confirm p99 (POST → confirmed/cancelled)   from the load's summary
+#   heap      RssAnon of the server (/proc/PID/status)
+#   disk/order  bytes the data directory occupies (du, log + read models) / orders so far
+#   log/order   agora_store_bytes (record bytes) / orders so far
+#   index     agora_store_index_bytes (memory of the stream index), events, streams
+# and prints a table (stdout) written also to bench/results/soak-<date>.md.
+# Goals (issue 19, reported, not asserted): last window's p99 ≤ 1.2× the first's,
+# heap flat (last ≤ 1.2× the first after warm-up), ≤ 4 KB on disk per order.
+#
+#   ORDERS (default 1000000), WINDOW (default 50000), RATE (default 500/s),
+#   CUSTOMERS (default 64 per window), AGORA_BIN (default build/release/agora),
+#   KEEP=1 keeps the data directory. Quick check: ORDERS=20000 WINDOW=5000.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+AGORA=${AGORA_BIN:-$ROOT/build/release/agora}
+ORDERS=${ORDERS:-1000000}
+WINDOW=${WINDOW:-50000}
+RATE=${RATE:-500}
+CUSTOMERS=${CUSTOMERS:-64}
+[[ -x $AGORA ]] || { echo "missing $AGORA: run 'make build' first" >&2; exit 1; }
+(( WINDOW > 0 && ORDERS >= WINDOW )) || { echo "soak: need ORDERS >= WINDOW > 0" >&2; exit 2; }
+mkdir -p "$ROOT/bench/results"
+TMP=$(mktemp -d /tmp/agora-soak-XXXXXX)
+DATA=$TMP/data
+SPID=
+cleanup() {
+  [[ -n $SPID ]] && kill "$SPID" 2>/dev/null && wait "$SPID" 2>/dev/null
+  [[ -n ${KEEP:-} ]] && echo "soak: data kept in $TMP" >&2 || rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+mkdir -p "$DATA"
+python3 - "$DATA" "$AGORA" <<'PY'
+import json, subprocess, sys, uuid
+data, agora = sys.argv[1], sys.argv[2]
+for i in range(20):
+    pid = str(uuid.uuid4())
+    product = {"productId": pid, "sku": f"SK-{i:02d}", "name": f"Soak item {i}",
+               "price": {"amount": 499 + 250 * i, "currency": "USD"}}
+    for stream, typ, payload in ((f"product-{pid}", "ProductAdded", product),
+                                 (f"stock-{pid}", "StockAdded", {"productId": pid, "quantity": 1000000000})):
+        subprocess.run([agora, "store", "append", stream, "--data", data, "--type", typ,
+                        "--expected-version", "no-stream", "--payload", json.dumps(payload)],
+                       check=True, stdout=subprocess.DEVNULL)
+PY
+
+"$AGORA" run --data "$DATA" --listen 127.0.0.1:0 --no-seed --no-gateway 2>"$TMP/server.err" >/dev/null &
+SPID=$!
+PORT=
+for _ in $(seq 200); do
+  PORT=$(grep -o 'serving http://127.0.0.1:[0-9]*' "$TMP/server.err" | grep -o '[0-9]*$' || true)
+  [[ -n $PORT ]] && break
+  sleep 0.05
+done
+[[ -n $PORT ]] || { echo "agora did not start: $(tail -n 5 "$TMP/server.err")" >&2; exit 1; }
+
+metric() { # name: its value from /metrics
+  curl -sf "http://127.0.0.1:$PORT/metrics" | awk -v m="$1" '$1 == m { printf "%.0f", $2; exit }'
+}
+
+DATE=$(date -u +%Y-%m-%dT%H%MZ)
+MD=$ROOT/bench/results/soak-$DATE.md
+ROWS=$TMP/rows.jsonl
+: >"$ROWS"
+done_orders=0
+w=0
+echo "soak: $ORDERS orders at $RATE/s in windows of $WINDOW (pid $SPID, data $DATA)" >&2
+while (( done_orders < ORDERS )); do
+  w=$((w + 1))
+  n=$(( ORDERS - done_orders < WINDOW ? ORDERS - done_orders : WINDOW ))
+  "$AGORA" load --target "http://127.0.0.1:$PORT" --rate "$RATE" --orders "$n" \
+    --customers "$CUSTOMERS" --quiet >"$TMP/load.json" 2>"$TMP/load.err" ||
+    { echo "soak: load failed: $(tail -c 400 "$TMP/load.err")" >&2; exit 1; }
+  done_orders=$((done_orders + n))
+  rss=$(awk '/^RssAnon:/ { print $2 * 1024 }' "/proc/$SPID/status")
+  disk=$(( $(du -sk "$DATA" | cut -f1) * 1024 ))
+  python3 - "$TMP/load.json" "$w" "$done_orders" "$rss" "$disk" "$(metric agora_store_bytes)" \
+    "$(metric agora_store_index_bytes)" "$(metric agora_store_events)" "$(metric agora_store_streams)" \
+    >>"$ROWS" <<'PY'
+import json, sys
+s = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
+w, orders, rss, disk, logb, ixb, events, streams = (int(x or 0) for x in sys.argv[2:])
+print(json.dumps({"window": w, "orders": orders, "post_p99_ms": s["postP99Us"] / 1000,
+                  "confirm_p99_ms": s["finalP99Us"] / 1000, "orders_per_s": s["ordersPerSec"],
+                  "errors": s["errors"] + s["transportErrors"], "pending": s["pending"],
+                  "heap_mb": rss / 2**20, "disk_per_order": disk / orders,
+                  "log_per_order": logb / orders, "index_mb": ixb / 2**20,
+                  "events": events, "streams": streams}))
+PY
+  tail -n 1 "$ROWS" >&2
+done
+
+python3 - "$ROWS" "$MD" "$ORDERS" "$WINDOW" "$RATE" "$CUSTOMERS" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+md, orders, window, rate, customers = sys.argv[2], *sys.argv[3:]
+head = ("| window | orders | POST p99 ms | confirm p99 ms | orders/s | errors | heap MB (RssAnon) "
+        "| disk B/order | log B/order | index MB | events | streams |")
+out = [f"# agora soak — {orders} orders at {rate}/s, windows of {window}", "",
+       f"`ORDERS={orders} WINDOW={window} RATE={rate} CUSTOMERS={customers} make bench-soak` "
+       "(one `agora run`, fsync on, --no-gateway; one `agora load --rate` per window)", "",
+       head, "|" + "---|" * 12]
+for r in rows:
+    out.append(f"| {r['window']} | {r['orders']} | {r['post_p99_ms']:.1f} | {r['confirm_p99_ms']:.1f} "
+               f"| {r['orders_per_s']:.0f} | {r['errors']} | {r['heap_mb']:.0f} | {r['disk_per_order']:.0f} "
+               f"| {r['log_per_order']:.0f} | {r['index_mb']:.1f} | {r['events']} | {r['streams']} |")
+f, l = rows[0], rows[-1]
+warm = rows[1] if len(rows) > 2 else f
+def ratio(a, b): return a / b if b else float("inf")
+w0 = warm["window"]
+out += ["", "Goals (issue 19): last/first window p99 ≤ 1.2, heap last/first ≤ 1.2, ≤ 4096 B on disk "
+        f"per order. Window 1 includes the server's warm-up, so the ratios are also given against "
+        f"window {w0}.", "",
+        f"- POST p99 last/first: {ratio(l['post_p99_ms'], f['post_p99_ms']):.2f}, "
+        f"last/window {w0}: {ratio(l['post_p99_ms'], warm['post_p99_ms']):.2f}",
+        f"- confirm p99 last/first: {ratio(l['confirm_p99_ms'], f['confirm_p99_ms']):.2f}, "
+        f"last/window {w0}: {ratio(l['confirm_p99_ms'], warm['confirm_p99_ms']):.2f}",
+        f"- heap last/first: {ratio(l['heap_mb'], f['heap_mb']):.2f}, "
+        f"last/window {w0}: {ratio(l['heap_mb'], warm['heap_mb']):.2f}",
+        f"- disk per order at the end: {l['disk_per_order']:.0f} B (log records: {l['log_per_order']:.0f} B)"]
+text = "\n".join(out) + "\n"
+open(md, "w").write(text)
+print(text)
+PY
+echo "soak: written to $MD" >&2

@@ -13,6 +13,10 @@
  *                  - postgres: one libpq connection per writer, one prepared INSERT per
  *                              event in autocommit into a message-db style table whose
  *                              unique (stream_name, position) enforces the version.
+ *                  - agora-pg: agora's PostgreSQL adapter (ag_store_append on
+ *                              postgresql://, pool_size = writers up to 64) on the
+ *                              same cluster, a fresh schema per round: the port's
+ *                              whole append (locks, checks, ordering into $all).
  *                  Every append is timed with CLOCK_MONOTONIC; p50/p99 over all of them.
  *   store.read_all $all in pages of 1000 from a freshly reopened (page-cached) store.
  *   store.open     open time of that store with its index checkpoint, then without it.
@@ -28,11 +32,12 @@
  * ENVIRONMENT
  *   AG_BENCH_DIR     scratch directory (same filesystem for all impls); required
  *   AG_BENCH_PG      libpq conninfo; postgres is skipped when unset
+ *   AG_BENCH_PG_URI  the same server as a postgresql:// URI; agora-pg is skipped when unset
  *   AG_BENCH_SECONDS (per point, 3), AG_BENCH_ROUNDS (3), AG_BENCH_WRITERS,
  *   AG_BENCH_OPEN_EVENTS (10000000),
  *   AG_BENCH_BUILD_BUDGET (seconds allowed to build the open/read store, 60),
  *   AG_BENCH_STREAMS (1000000), AG_BENCH_ONLY (subset of "append,multi,open,memory"),
- *   AG_BENCH_IMPLS (subset of "agora,raw,postgres").
+ *   AG_BENCH_IMPLS (subset of "agora,raw,postgres,agora-pg").
  *
  * Output: one JSON object per line on stdout (run.sh appends them to
  * bench/results/store.jsonl), a human-readable table on stderr. Never pass/fail.
@@ -125,7 +130,11 @@ static bool phase_on(const char *phase)
 static bool impl_on(const char *impl)
 {
     const char *only = getenv("AG_BENCH_IMPLS");
-    return !only || !*only || strstr(only, impl) != NULL;
+    if (!only || !*only) return true;
+    size_t n = strlen(impl); /* whole names: "agora" does not select "agora-pg" */
+    for (const char *p = only; (p = strstr(p, impl)) != NULL; p += n)
+        if ((p == only || p[-1] == ',') && (p[n] == 0 || p[n] == ',')) return true;
+    return false;
 }
 
 static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *f)
@@ -737,6 +746,37 @@ static void bench_pg(const char *conninfo, int writers, double seconds, struct a
 }
 #endif
 
+/* ---- agora-pg: agora's PostgreSQL adapter on the same cluster ---- */
+
+static void bench_agora_pg(const char *uri, const char *conninfo, int writers, long round,
+                           double seconds, struct acc *a)
+{
+    char full[2048], schema[48];
+    snprintf(schema, sizeof schema, "bench_w%d_r%ld", writers, round);
+    snprintf(full, sizeof full, "%s%cschema=%s&pool_size=%d", uri, strchr(uri, '?') ? '&' : '?',
+             schema, writers < 64 ? writers : 64);
+    struct ag_store *s;
+    struct ag_err err;
+    int rc = ag_store_open(full, NULL, &s, &err);
+    if (rc) {
+        fprintf(stderr, "agora-pg open: %s\n", ag_err_msg(&err, rc));
+        a->err = rc;
+        return;
+    }
+    struct impl im = {"agora-pg", s, agora_open_t, agora_append, agora_close_t};
+    run_point(&im, writers, seconds, a);
+    ag_store_close(s);
+#ifdef AG_HAVE_PQ
+    PGconn *c = conninfo ? PQconnectdb(conninfo) : NULL;
+    char sql[128];
+    snprintf(sql, sizeof sql, "SET client_min_messages = warning; DROP SCHEMA %s CASCADE", schema);
+    if (c && PQstatus(c) == CONNECTION_OK) PQclear(PQexec(c, sql));
+    PQfinish(c);
+#else
+    (void)conninfo;
+#endif
+}
+
 /* ---- store.read_all and store.open: one big store built without fsync ---- */
 
 struct build {
@@ -932,14 +972,14 @@ static void print_ratio(double a, double b)
         fprintf(stderr, " %9s", "-");
 }
 
-static void print_table(const struct result (*r)[3], int n)
+static void print_table(const struct result (*r)[4], int n)
 {
     fprintf(stderr, "\nstore.append (events/s, p50/p99 us), single-event batches, exact version\n");
-    fprintf(stderr, "%7s | %24s | %24s | %24s | %9s %9s\n", "writers", "agora", "raw", "postgres",
-            "agora/raw", "agora/pg");
+    fprintf(stderr, "%7s | %24s | %24s | %24s | %24s | %9s %9s %9s\n", "writers", "agora", "raw",
+            "postgres", "agora-pg", "agora/raw", "agora/pg", "apg/pg");
     for (int i = 0; i < n; i++) {
         fprintf(stderr, "%7d |", r[i][0].writers);
-        for (int k = 0; k < 3; k++) {
+        for (int k = 0; k < 4; k++) {
             if (r[i][k].ran)
                 fprintf(stderr, " %8.0f %6.0f/%-7.0f |", r[i][k].ops_per_s, r[i][k].p50_us,
                         r[i][k].p99_us);
@@ -948,16 +988,18 @@ static void print_table(const struct result (*r)[3], int n)
         }
         print_ratio(r[i][0].ops_per_s, r[i][1].ops_per_s);
         print_ratio(r[i][0].ops_per_s, r[i][2].ops_per_s);
+        print_ratio(r[i][3].ops_per_s, r[i][2].ops_per_s);
         fputc('\n', stderr);
     }
-    fprintf(stderr, "targets at 64 writers: agora/raw >= 0.80, agora/pg >= 10x, p99 <= 2000 us\n");
+    fprintf(stderr, "targets at 64 writers: agora/raw >= 0.80, agora/pg >= 10x, p99 <= 2000 us,"
+                    " agora-pg/pg (apg/pg) >= 0.9\n");
 }
 
 /* Print the three lines of one writer count; the extras say how well each batched. */
 static void print_point(struct acc *a, struct result *out)
 {
     char extra[160];
-    for (int k = 0; k < 3; k++) {
+    for (int k = 0; k < 4; k++) {
         if (!a[k].ran) continue;
         uint64_t ops = a[k].ops, commits = a[k].commits;
         out[k] = finish(&a[k]);
@@ -973,22 +1015,25 @@ static void print_point(struct acc *a, struct result *out)
 
 /* Round-robin the implementations in short rounds, so a burst of noise from a
  * shared disk hits all of them alike instead of one whole point. */
-static void bench_append(const char *dir, const char *pg)
+static void bench_append(const char *dir, const char *pg, const char *pg_uri)
 {
     int ws[MAX_POINTS];
     int n = parse_writers(ws);
     double secs = (double)env_long("AG_BENCH_SECONDS", 3);
     long rounds = env_long("AG_BENCH_ROUNDS", 3);
     if (rounds < 1) rounds = 1;
-    struct result r[MAX_POINTS][3];
+    struct result r[MAX_POINTS][4];
     memset(r, 0, sizeof r);
     for (int i = 0; i < n; i++) {
-        struct acc a[3] = {{.impl = "agora"}, {.impl = "raw"}, {.impl = "postgres"}};
-        for (int k = 0; k < 3; k++) a[k].writers = r[i][k].writers = ws[i];
+        struct acc a[4] = {
+            {.impl = "agora"}, {.impl = "raw"}, {.impl = "postgres"}, {.impl = "agora-pg"}};
+        for (int k = 0; k < 4; k++) a[k].writers = r[i][k].writers = ws[i];
         for (long round = 0; round < rounds; round++) {
             if (impl_on("agora")) bench_agora(dir, ws[i], secs / (double)rounds, &a[0]);
             if (impl_on("raw")) bench_raw(dir, ws[i], secs / (double)rounds, &a[1]);
             if (pg && *pg && impl_on("postgres")) bench_pg(pg, ws[i], secs / (double)rounds, &a[2]);
+            if (pg_uri && *pg_uri && impl_on("agora-pg"))
+                bench_agora_pg(pg_uri, pg, ws[i], round, secs / (double)rounds, &a[3]);
         }
         print_point(a, r[i]);
     }
@@ -1004,7 +1049,7 @@ int main(void)
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
     ag_log_set_level(AG_LOG_WARN);
-    if (phase_on("append")) bench_append(dir, getenv("AG_BENCH_PG"));
+    if (phase_on("append")) bench_append(dir, getenv("AG_BENCH_PG"), getenv("AG_BENCH_PG_URI"));
     if (phase_on("multi")) bench_multi(dir);
     if (phase_on("open")) bench_open_read(dir);
     if (phase_on("memory")) bench_index_memory(dir);

@@ -70,11 +70,13 @@ EOF
         || { cat "$pgroot/server.log" >&2; return 1; }
     pg_started=1
     conninfo="host=$pgroot/sock port=5432 user=postgres dbname=postgres"
+    pguri="postgresql:///postgres?host=$pgroot/sock&port=5432&user=postgres"
 }
 
 conninfo=""
+pguri=""
 start_pg
 mkdir -p "$(dirname "$results")"
 echo "bench-store: $(nproc) CPUs, load $(cut -d" " -f1-3 /proc/loadavg), scratch $work ($(df --output=source,fstype "$work" | tail -1 | tr -s " "))" >&2
 
-AG_BENCH_DIR=$work AG_BENCH_PG=$conninfo "$bin" | tee -a "$results"
+AG_BENCH_DIR=$work AG_BENCH_PG=$conninfo AG_BENCH_PG_URI=$pguri "$bin" | tee -a "$results"

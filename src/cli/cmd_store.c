@@ -4,6 +4,8 @@
  * directory; `append` and `verify --repair` need it to themselves. `scavenge`
  * runs in this process when the directory is free, else asks the running agora
  * (its admin endpoint, over the services' Unix socket in the directory).
+ * `--store URI` names any store instead (e.g. postgresql://...); `migrate` brings a
+ * PostgreSQL store's schema to this binary's version.
  */
 #include <errno.h>
 #include <signal.h>
@@ -15,10 +17,12 @@
 #include <unistd.h>
 
 #include "agora/store_log.h"
+#include "agora/store_pg.h"
 #include "cli/cli.h"
 
 struct store_args {
     const char *data;     /* --data DIR */
+    const char *store;    /* --store URI (instead of --data) */
     const char *sub;      /* subcommand */
     const char *stream;   /* positional STREAM */
     const char *type;     /* --type */
@@ -36,9 +40,10 @@ struct store_args {
 };
 
 static const char usage_text[] =
-    "usage: agora store <command> [--data DIR] [options]\n"
+    "usage: agora store <command> [--data DIR | --store URI] [options]\n"
     "\n"
-    "Inspect and operate the embedded event store in DIR (default ./data).\n"
+    "Inspect and operate the embedded event store in DIR (default ./data), or the\n"
+    "store URI names (file:PATH, postgresql://...).\n"
     "\n"
     "commands:\n"
     "  stats                       events, streams, bytes, segments, index memory\n"
@@ -51,6 +56,7 @@ static const char usage_text[] =
     "  append STREAM --type T --payload JSON [--metadata JSON] [--id UUID]\n"
     "         [--expected-version V]\n"
     "                              append one event; V is a number, any, no-stream or exists\n"
+    "  migrate --store URI         bring a PostgreSQL store's schema to this agora's version\n"
     "  verify [--repair]           check every record; --repair cuts the log at the first\n"
     "                              bad record, keeping the cut bytes beside the segment\n"
     "  scavenge [--idempotency-ttl DUR] [--saga-retention DUR]\n"
@@ -80,11 +86,12 @@ static int take_value(int argc, char **argv, int *i, const char *name, const cha
 
 static int parse_args(int argc, char **argv, struct store_args *a)
 {
-    static const char *const names[] = {
-        "--data", "--type",  "--payload",         "--metadata",      "--id", "--expected-version",
-        "--from", "--limit", "--idempotency-ttl", "--saga-retention"};
-    const char **slots[] = {&a->data,     &a->type, &a->payload, &a->metadata, &a->id,
-                            &a->expected, &a->from, &a->limit,   &a->idem_ttl, &a->saga_ret};
+    static const char *const names[] = {"--data",           "--type",  "--payload",
+                                        "--metadata",       "--id",    "--expected-version",
+                                        "--from",           "--limit", "--idempotency-ttl",
+                                        "--saga-retention", "--store"};
+    const char **slots[] = {&a->data, &a->type,  &a->payload,  &a->metadata, &a->id,   &a->expected,
+                            &a->from, &a->limit, &a->idem_ttl, &a->saga_ret, &a->store};
     for (int i = 1; i < argc; i++) {
         int hit = 0;
         for (size_t k = 0; k < sizeof names / sizeof names[0] && !hit; k++) {
@@ -123,7 +130,8 @@ static int open_store(const struct store_args *a, bool writable, struct ag_store
     struct ag_store_options o = {.read_only = !writable};
     struct ag_err err;
     ag_err_clear(&err);
-    int rc = ag_store_log_open(a->data, &o, s, &err);
+    int rc =
+        a->store ? ag_store_open(a->store, &o, s, &err) : ag_store_log_open(a->data, &o, s, &err);
     if (rc == AG_ENOTFOUND) {
         fprintf(stderr, "agora store %s: no store at %s (use --data DIR)\n", a->sub, a->data);
         return 1;
@@ -276,11 +284,18 @@ static int cmd_stats(const struct store_args *a, struct ag_store *s)
 {
     struct ag_store_stats st;
     ag_store_stats(s, &st);
-    printf("{\"dir\":\"%s\",\"events\":%llu,\"streams\":%llu,\"bytes\":%llu,\"segments\":%llu,"
+    struct ag_buf where;
+    ag_buf_init(&where);
+    if (a->store) /* no URI echoed: it may carry a password */
+        ag_buf_puts(&where, "\"store\":\"uri\"");
+    else
+        ag_buf_puts(&where, "\"dir\":"), ag_buf_json_str(&where, a->data, strlen(a->data));
+    printf("{%s,\"events\":%llu,\"streams\":%llu,\"bytes\":%llu,\"segments\":%llu,"
            "\"indexBytes\":%llu}\n",
-           a->data, (unsigned long long)st.events, (unsigned long long)st.streams,
-           (unsigned long long)st.bytes, (unsigned long long)st.segments,
-           (unsigned long long)st.index_bytes);
+           where.data ? where.data : "", (unsigned long long)st.events,
+           (unsigned long long)st.streams, (unsigned long long)st.bytes,
+           (unsigned long long)st.segments, (unsigned long long)st.index_bytes);
+    ag_buf_free(&where);
     return 0;
 }
 
@@ -310,6 +325,22 @@ static int cmd_verify(const struct store_args *a)
                 "the log there (the cut bytes are kept beside the segment)\n",
                 r.problem, a->data);
     return r.ok || r.repaired ? 0 : 1;
+}
+
+static int cmd_migrate(const struct store_args *a)
+{
+    if (!a->store ||
+        (strncmp(a->store, "postgresql:", 11) != 0 && strncmp(a->store, "postgres:", 9) != 0)) {
+        printf("{\"migrated\":false,\"why\":\"only PostgreSQL stores have a schema\"}\n");
+        return 0;
+    }
+    struct ag_err err;
+    ag_err_clear(&err);
+    int from = 0, to = 0;
+    int rc = ag_store_pg_migrate(a->store, &from, &to, &err);
+    if (rc) return fail("migrate", rc, &err);
+    printf("{\"migrated\":%s,\"from\":%d,\"to\":%d}\n", from != to ? "true" : "false", from, to);
+    return 0;
 }
 
 /* ---- scavenge ---- */
@@ -414,6 +445,7 @@ static int run(int argc, char **argv)
     int rc = parse_args(argc, argv, &a);
     if (rc) return rc;
     if (strcmp(a.sub, "verify") == 0) return cmd_verify(&a);
+    if (strcmp(a.sub, "migrate") == 0) return cmd_migrate(&a);
     if (strcmp(a.sub, "scavenge") == 0) return cmd_scavenge(&a);
     static const char *const known[] = {"stats", "streams", "read", "all", "tail", "append"};
     bool ok = false;

@@ -2,17 +2,18 @@
  * Store adapters by URI scheme: `ag_store_open("file:/var/lib/agora", ...)`.
  *
  * The port (store.c) knows no adapter; this table is the one place that names
- * them, so a new backend (`postgresql:`, next) is one more row and one more file
- * under src/store/. A URI is `scheme:rest`; a value without a scheme (a path such
- * as `./data`, `/var/lib/agora` or `data`) means `file:` and is the whole path.
- * A scheme is a letter then letters, digits, '+', '-' or '.' (RFC 3986), at least
- * two characters, so a path never reads as one unless it has such a prefix.
+ * them, so a new backend is one more row and one more folder under src/store/
+ * (file: the embedded log, postgresql:/postgres: src/store/pg). A URI is `scheme:rest`; a value
+ * without a scheme (a path such as `./data`, `/var/lib/agora` or `data`) means `file:` and is the
+ * whole path. A scheme is a letter then letters, digits, '+', '-' or '.' (RFC 3986), at least two
+ * characters, so a path never reads as one unless it has such a prefix.
  */
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
 #include "agora/store_log.h"
+#include "agora/store_pg.h"
 #include "store/internal.h"
 
 typedef int (*open_fn)(const char *rest, const struct ag_store_options *opts, struct ag_store **out,
@@ -32,8 +33,36 @@ static int open_file(const char *rest, const struct ag_store_options *opts, stru
     return ag_store_log_open(rest, opts, out, err);
 }
 
+/* postgresql://... and postgres://...: the whole URI goes to the adapter (libpq
+ * reads both spellings). */
+static int open_pg(const char *scheme, const char *rest, const struct ag_store_options *opts,
+                   struct ag_store **out, struct ag_err *err)
+{
+    size_t n = strlen(scheme) + 1 + strlen(rest) + 1;
+    char *uri = ag_malloc(n);
+    if (!uri) return ag_err_set(err, AG_ENOMEM, "out of memory");
+    snprintf(uri, n, "%s:%s", scheme, rest);
+    int rc = ag_store_pg_open(uri, opts, out, err);
+    ag_free(uri);
+    return rc;
+}
+
+static int open_postgresql(const char *rest, const struct ag_store_options *opts,
+                           struct ag_store **out, struct ag_err *err)
+{
+    return open_pg("postgresql", rest, opts, out, err);
+}
+
+static int open_postgres(const char *rest, const struct ag_store_options *opts,
+                         struct ag_store **out, struct ag_err *err)
+{
+    return open_pg("postgres", rest, opts, out, err);
+}
+
 static const struct adapter adapters[] = {
     {"file", open_file},
+    {"postgresql", open_postgresql},
+    {"postgres", open_postgres},
 };
 
 /* Length of the scheme `uri` starts with, or 0 when it has none (a bare path). */

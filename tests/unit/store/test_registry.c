@@ -72,10 +72,28 @@ Test(store_registry, unknown_scheme_is_unsupported_and_lists_the_known)
     struct ag_store *s = NULL;
     struct ag_err err;
     ag_err_clear(&err);
-    cr_assert_eq(ag_store_open("postgresql://localhost/agora", NULL, &s, &err), AG_EUNSUPPORTED);
-    cr_assert_str_eq(err.msg, "no store adapter for scheme 'postgresql' (known: file)");
+    cr_assert_eq(ag_store_open("mysql://localhost/agora", NULL, &s, &err), AG_EUNSUPPORTED);
+    cr_assert_str_eq(err.msg,
+                     "no store adapter for scheme 'mysql' (known: file, postgresql, postgres)");
     cr_assert_null(s);
     cr_assert_eq(ag_store_open("", NULL, &s, &err), AG_EINVAL);
     cr_assert_eq(ag_store_open("file:", NULL, &s, &err), AG_EINVAL);
     cr_assert_str_eq(err.msg, "store URI 'file:' names no directory");
+}
+
+Test(store_registry, postgresql_unreachable_at_open_is_unavailable_with_the_reason)
+{
+    struct ag_store *s = NULL;
+    struct ag_err err;
+    ag_err_clear(&err);
+    int rc = ag_store_open("postgresql:///agora?host=/nonexistent-agora-dir&connect_timeout=2",
+                           NULL, &s, &err);
+    cr_assert_eq(rc, AG_EUNAVAILABLE, "%s", ag_errname(rc));
+    cr_assert(strstr(err.msg, "postgresql unreachable: ") &&
+                  strstr(err.msg, "nonexistent-agora-dir"),
+              "%s", err.msg);
+    cr_assert_null(s);
+    cr_assert_eq(ag_store_open("postgres:///agora?pool_size=0", NULL, &s, &err), AG_EINVAL);
+    cr_assert(strstr(err.msg, "pool_size"), "%s", err.msg);
+    cr_assert_eq(ag_store_open("postgres:///agora?schema=Bad-Name", NULL, &s, &err), AG_EINVAL);
 }

@@ -1,0 +1,97 @@
+/*
+ * Private to the PostgreSQL store adapter: the handle, the connection pool and
+ * the helpers the files of src/store/pg share.
+ *
+ * Threads: callers of the synchronous operations borrow a pooled connection
+ * (blocking their own thread, as the embedded log's fdatasync does); async appends
+ * are run by `pool_size` worker threads and finished on the caller's loop through
+ * ag__store_loop_complete; one listener thread LISTENs for appends, keeps `head`
+ * (the number of ordered events) current for wait_head and orders events whose
+ * appender went away. No libpq call ever runs on a caller's libuv loop.
+ */
+#ifndef AGORA_STORE_PG_INTERNAL_H
+#define AGORA_STORE_PG_INTERNAL_H
+
+#include <libpq-fe.h>
+#include <pthread.h>
+
+#include "agora/store_pg.h"
+#include "store/internal.h"
+
+#define PG_POOL_MAX 64
+
+struct pg_conn {
+    PGconn *c;
+    bool busy;
+    const PGconn *prepared_for; /* the session the append statements are prepared on */
+    uint64_t retry_at_ns;       /* monotonic: no reconnect attempt before this */
+};
+
+struct pg_job {
+    struct ag_append_req *req;        /* single-stream */
+    struct ag_append_multi_req *mreq; /* or multi-stream */
+    struct pg_job *next;
+};
+
+struct pg_store {
+    struct ag_store base;
+    char *conninfo;   /* what libpq gets (agora's parameters removed) */
+    char schema[64];  /* validated identifier */
+    char channel[80]; /* LISTEN/NOTIFY channel: <schema>_events */
+    char stmt_timeout[32], idle_timeout[32];
+    size_t pool_size;
+    const struct ag_clock *clock;
+    const struct ag_rng *rng;
+
+    pthread_mutex_t lock; /* guards everything below */
+    pthread_cond_t conn_free, head_moved, jobs_cond;
+    struct pg_conn pool[PG_POOL_MAX];
+    uint64_t head; /* ordered events known (= next position) */
+    bool closing;
+    struct pg_job *jobs, *jobs_tail;
+    size_t running; /* jobs being run by a worker */
+    pthread_t workers[PG_POOL_MAX];
+    size_t nworkers;
+    pthread_t listener;
+    bool listener_started;
+    /* health */
+    struct ag_store_health health;
+    uint64_t backoff_ns;
+    uint64_t appends, commits;
+};
+
+/* Split `uri` into the libpq conninfo and agora's parameters (into `s`). */
+int ag__pg_parse_uri(struct pg_store *s, const char *uri, struct ag_err *err);
+/* Connect one session (search_path, timeouts). AG_EUNAVAILABLE with libpq's message. */
+int ag__pg_connect(const struct pg_store *s, PGconn **out, struct ag_err *err);
+/* Migrate the schema on `c` (under an advisory lock). `apply`: run missing steps. */
+int ag__pg_migrate(PGconn *c, const char *schema, bool apply, int *from, int *to,
+                   struct ag_err *err);
+
+/* Borrow / return a pooled connection. Borrowing fails fast (AG_EUNAVAILABLE) while
+ * the server is unreachable and the next retry is not due. */
+int ag__pg_borrow(struct pg_store *s, struct pg_conn **out, struct ag_err *err);
+void ag__pg_return(struct pg_store *s, struct pg_conn *pc);
+/* Map a failed result (or a NULL one) to an AG_E* code and message; marks the store
+ * unavailable when the connection is gone. Clears `res`. */
+int ag__pg_fail(struct pg_store *s, struct pg_conn *pc, PGresult *res, const char *what,
+                struct ag_err *err);
+void ag__pg_mark_ok(struct pg_store *s);
+/* Raise the known head to at least `head` and wake wait_head callers. */
+void ag__pg_head_advance(struct pg_store *s, uint64_t head);
+/* Wait up to `us` for the head to pass `after`. */
+void ag__pg_wait_head_for(struct pg_store *s, uint64_t after, uint64_t us);
+
+/* the operations (ops.c) */
+int ag__pg_append_multi(struct ag_store *st, const struct ag_append_part *parts, size_t nparts,
+                        struct ag_append_result *out, struct ag_err *err);
+void *ag__pg_listener(void *arg);
+void *ag__pg_worker(void *arg);
+int ag__pg_health(struct ag_store *st, struct ag_store_health *out);
+int ag__pg_wait_head(struct ag_store *st, uint64_t after, int timeout_ms);
+int ag__pg_append_async(struct ag_store *st, struct ag_append_req *req);
+int ag__pg_append_multi_async(struct ag_store *st, struct ag_append_multi_req *m);
+void ag__pg_close(struct ag_store *st);
+extern const struct ag_store_ops ag__pg_ops;
+
+#endif

@@ -1,0 +1,542 @@
+/*
+ * The PostgreSQL store's operations: appends (one round trip to the server's
+ * `append` function, then `settle` until the events have their positions), reads
+ * of streams and $all (numbered events only: joined with `positions`), snapshots and
+ * stats. Each call borrows one pooled connection for its duration.
+ */
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store/pg/internal.h"
+
+#define SETTLE_DEADLINE_NS (30ull * 1000000000ull)
+
+static struct pg_store *ps(struct ag_store *st)
+{
+    return (struct pg_store *)st;
+}
+
+/* ---- array literals for the server functions ---- */
+
+static int arr_elem(struct ag_buf *b, const char *s, size_t n)
+{
+    int rc = b->len && b->data[b->len - 1] != '{' ? ag_buf_putc(b, ',') : 0;
+    rc = rc ? rc : ag_buf_putc(b, '"');
+    for (size_t i = 0; i < n && !rc; i++) {
+        if (s[i] == '"' || s[i] == '\\') rc = ag_buf_putc(b, '\\');
+        rc = rc ? rc : ag_buf_putc(b, s[i]);
+    }
+    return rc ? rc : ag_buf_putc(b, '"');
+}
+
+static int arr_i64(struct ag_buf *b, long long v)
+{
+    char tmp[24];
+    int n = snprintf(tmp, sizeof tmp, "%lld", v);
+    return arr_elem(b, tmp, (size_t)n);
+}
+
+enum { A_STREAM, A_EXP, A_COUNT, A_ID, A_TYPE, A_DATA, A_META, A_N };
+
+static int build_arrays(struct pg_store *s, const struct ag_append_part *parts, size_t nparts,
+                        struct ag_buf *a)
+{
+    int rc = 0;
+    for (int k = 0; k < A_N && !rc; k++) rc = ag_buf_putc(&a[k], '{');
+    for (size_t i = 0; i < nparts && !rc; i++) {
+        const struct ag_append_part *p = &parts[i];
+        rc = arr_elem(&a[A_STREAM], p->stream, p->stream_len);
+        rc = rc ? rc : arr_i64(&a[A_EXP], p->expected_version);
+        rc = rc ? rc : arr_i64(&a[A_COUNT], (long long)p->count);
+        for (size_t j = 0; j < p->count && !rc; j++) {
+            const struct ag_event_data *e = &p->events[j];
+            struct ag_uuid id = e->id;
+            if (ag_uuid_is_nil(&id)) ag_uuid_v7(&id, s->clock, s->rng);
+            char ids[AG_UUID_STRLEN + 1];
+            ag_uuid_format(&id, ids);
+            rc = arr_elem(&a[A_ID], ids, strlen(ids));
+            rc = rc ? rc : arr_elem(&a[A_TYPE], e->type, e->type_len);
+            rc = rc ? rc
+                    : (e->data_len ? arr_elem(&a[A_DATA], e->data, e->data_len)
+                                   : arr_elem(&a[A_DATA], "{}", 2));
+            rc = rc ? rc
+                    : (e->metadata_len ? arr_elem(&a[A_META], e->metadata, e->metadata_len)
+                                       : arr_elem(&a[A_META], "{}", 2));
+        }
+    }
+    for (int k = 0; k < A_N && !rc; k++) {
+        rc = ag_buf_putc(&a[k], '}');
+        rc = rc ? rc : ag_buf_putc(&a[k], 0);
+    }
+    return rc;
+}
+
+static void expected_str(int64_t x, char out[32])
+{
+    if (x == AG_STORE_ANY)
+        snprintf(out, 32, "any");
+    else if (x == AG_STORE_NO_STREAM)
+        snprintf(out, 32, "no-stream");
+    else if (x == AG_STORE_STREAM_EXISTS)
+        snprintf(out, 32, "exists");
+    else
+        snprintf(out, 32, "%lld", (long long)x);
+}
+
+static int64_t col_i64(const PGresult *r, int row, int col)
+{
+    return PQgetisnull(r, row, col) ? -1 : strtoll(PQgetvalue(r, row, col), NULL, 10);
+}
+
+/* The append's verdict: 0 and the versions in out, or a conflict/idempotency error. */
+static int verdict(const PGresult *r, const struct ag_append_part *parts, size_t nparts,
+                   struct ag_append_result *out, struct ag_err *err)
+{
+    int rows = PQntuples(r);
+    for (int i = 0; i < rows; i++) {
+        int status = atoi(PQgetvalue(r, i, 0));
+        int64_t actual = col_i64(r, i, 1);
+        if (status == 1) {
+            const struct ag_append_part *p = parts;
+            for (size_t k = 0; k < nparts; k++)
+                if (strlen(PQgetvalue(r, i, 4)) == parts[k].stream_len &&
+                    memcmp(PQgetvalue(r, i, 4), parts[k].stream, parts[k].stream_len) == 0)
+                    p = &parts[k];
+            char want[32];
+            expected_str(p->expected_version, want);
+            ag_err_set(err, AG_ECONFLICT,
+                       "stream '%.*s': expected version %s, but the stream is at %lld%s",
+                       (int)p->stream_len, p->stream, want, (long long)actual,
+                       actual < 0 ? " (no stream)" : "");
+            if (err) err->aux = actual;
+            return AG_ECONFLICT;
+        }
+        if (status == 2) return ag_err_set(err, AG_EIDEMPOTENCY, "%s", PQgetvalue(r, i, 4));
+    }
+    if ((size_t)rows != nparts)
+        return ag_err_set(err, AG_EFAILED, "postgresql: append returned %d rows for %zu parts",
+                          rows, nparts);
+    for (size_t i = 0; i < nparts; i++) {
+        out[i].first_version = col_i64(r, (int)i, 2);
+        out[i].last_version = col_i64(r, (int)i, 3);
+    }
+    return 0;
+}
+
+/* The append path's two statements, prepared once per session (no parse and plan
+ * per append). False when the connection failed (the next statement reports it). */
+static bool prepare(struct pg_conn *pc)
+{
+    if (pc->prepared_for == pc->c) return true;
+    PGresult *a = PQprepare(pc->c, "ag_append",
+                            "SELECT status, actual, first_version, last_version, note FROM "
+                            "append($1::text[], $2::bigint[], $3::int[], $4::uuid[], "
+                            "$5::text[], $6::json[], $7::json[])",
+                            A_N, NULL);
+    PGresult *b = PQprepare(pc->c, "ag_settle",
+                            "SELECT first_pos, last_pos, unordered, hd FROM "
+                            "settle($1::text[], $2::bigint[], $3::bigint[])",
+                            3, NULL);
+    bool ok = PQresultStatus(a) == PGRES_COMMAND_OK && PQresultStatus(b) == PGRES_COMMAND_OK;
+    PQclear(a);
+    PQclear(b);
+    if (ok) pc->prepared_for = pc->c;
+    return ok;
+}
+
+/* Wait until every part has its positions (the sequencer orders a transaction only
+ * once every older one has finished), ordering them ourselves when nobody else is. */
+static int settle(struct pg_store *s, const struct ag_append_part *parts, size_t nparts,
+                  struct ag_append_result *out, struct ag_err *err)
+{
+    struct ag_buf a[3];
+    int rc = 0;
+    for (int k = 0; k < 3; k++) ag_buf_init(&a[k]), rc = rc ? rc : ag_buf_putc(&a[k], '{');
+    for (size_t i = 0; i < nparts && !rc; i++) {
+        rc = arr_elem(&a[0], parts[i].stream, parts[i].stream_len);
+        rc = rc ? rc : arr_i64(&a[1], out[i].first_version);
+        rc = rc ? rc : arr_i64(&a[2], out[i].last_version);
+    }
+    for (int k = 0; k < 3 && !rc; k++) rc = ag_buf_puts(&a[k], "}");
+    const char *vals[3] = {a[0].data, a[1].data, a[2].data};
+    uint64_t start = ag_clock_mono(s->clock), pause_us = 500;
+    while (!rc) {
+        /* a connection per attempt: waiting for an older transaction holds none */
+        struct pg_conn *pc;
+        rc = ag__pg_borrow(s, &pc, err);
+        if (rc) break;
+        PGresult *r =
+            prepare(pc) ? PQexecPrepared(pc->c, "ag_settle", 3, vals, NULL, NULL, 0) : NULL;
+        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+            rc = ag__pg_fail(s, pc, r, "append (ordering)", err);
+            ag__pg_return(s, pc);
+            break;
+        }
+        ag__pg_return(s, pc);
+        bool done = (size_t)PQntuples(r) == nparts;
+        for (size_t i = 0; done && i < nparts; i++)
+            done = !PQgetisnull(r, (int)i, 0) && col_i64(r, (int)i, 2) == 0;
+        uint64_t seen = PQntuples(r) > 0 ? (uint64_t)col_i64(r, 0, 3) : 0;
+        ag__pg_head_advance(s, seen);
+        for (size_t i = 0; done && i < nparts; i++) {
+            out[i].first_position = (uint64_t)col_i64(r, (int)i, 0);
+            out[i].last_position = (uint64_t)col_i64(r, (int)i, 1);
+        }
+        PQclear(r);
+        if (done) break;
+        if (ag_clock_mono(s->clock) - start > SETTLE_DEADLINE_NS) {
+            rc = ag_err_set(err, AG_ETIMEDOUT,
+                            "the append committed but is not ordered yet: an older transaction "
+                            "is still open; retry it with the same event ids");
+            break;
+        }
+        /* until someone orders more (a local append or, via the listener, another
+         * process), or a short pause: then look again, ordering ourselves if free */
+        ag__pg_wait_head_for(s, seen, pause_us);
+        if (pause_us < 8000) pause_us *= 2;
+    }
+    for (int k = 0; k < 3; k++) ag_buf_free(&a[k]);
+    return rc;
+}
+
+int ag__pg_append_multi(struct ag_store *st, const struct ag_append_part *parts, size_t nparts,
+                        struct ag_append_result *out, struct ag_err *err)
+{
+    struct pg_store *s = ps(st);
+    if (st->opts.read_only) return ag_err_set(err, AG_EINVAL, "store is open read-only");
+    struct ag_append_result tmp[AG_STORE_MULTI_MAX];
+    if (!out) out = tmp;
+    struct ag_buf a[A_N];
+    for (int k = 0; k < A_N; k++) ag_buf_init(&a[k]);
+    int rc = build_arrays(s, parts, nparts, a);
+    if (rc) {
+        for (int k = 0; k < A_N; k++) ag_buf_free(&a[k]);
+        return ag_err_set(err, AG_ENOMEM, "out of memory");
+    }
+    const char *vals[A_N];
+    for (int k = 0; k < A_N; k++) vals[k] = a[k].data;
+    struct pg_conn *pc;
+    rc = ag__pg_borrow(s, &pc, err);
+    if (!rc) {
+        PGresult *r =
+            prepare(pc) ? PQexecPrepared(pc->c, "ag_append", A_N, vals, NULL, NULL, 0) : NULL;
+        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+            rc = ag__pg_fail(s, pc, r, "append", err);
+        } else {
+            rc = verdict(r, parts, nparts, out, err);
+            PQclear(r);
+            ag__pg_mark_ok(s);
+        }
+        ag__pg_return(s, pc);
+        if (!rc) rc = settle(s, parts, nparts, out, err);
+    }
+    for (int k = 0; k < A_N; k++) ag_buf_free(&a[k]);
+    if (!rc) {
+        pthread_mutex_lock(&s->lock);
+        s->appends++;
+        s->commits++;
+        pthread_mutex_unlock(&s->lock);
+    }
+    return rc;
+}
+
+static int append(struct ag_store *st, const char *stream, size_t stream_len, int64_t expected,
+                  const struct ag_event_data *ev, size_t n, struct ag_append_result *out,
+                  struct ag_err *err)
+{
+    struct ag_append_part p = {stream, stream_len, expected, ev, n};
+    return ag__pg_append_multi(st, &p, 1, out, err);
+}
+
+/* ---- reads ---- */
+
+#define EVENT_COLS                                                                                 \
+    "SELECT s.stream_name, e.version, p.position, e.event_id, e.type,"                             \
+    " (extract(epoch FROM e.created_at) * 1000000)::bigint, e.data, e.metadata"                    \
+    " FROM positions p JOIN events e USING (global_position) JOIN streams s USING (stream_id) "
+
+static char *copy_str(char **p, const char *src, size_t n)
+{
+    char *d = *p;
+    memcpy(d, src, n);
+    d[n] = 0;
+    *p += n + 1;
+    return d;
+}
+
+static int to_page(const PGresult *r, struct ag_event_page *out, struct ag_err *err)
+{
+    memset(out, 0, sizeof *out);
+    int rows = PQntuples(r);
+    size_t bytes = sizeof(struct ag_event) * (size_t)rows;
+    for (int i = 0; i < rows; i++)
+        bytes += (size_t)PQgetlength(r, i, 0) + (size_t)PQgetlength(r, i, 4) +
+                 (size_t)PQgetlength(r, i, 6) + (size_t)PQgetlength(r, i, 7) + 4;
+    out->mem = ag_malloc(bytes ? bytes : 1);
+    if (!out->mem) return ag_err_set(err, AG_ENOMEM, "out of memory");
+    out->events = out->mem;
+    char *p = (char *)(out->events + rows);
+    for (int i = 0; i < rows; i++) {
+        struct ag_event *e = &out->events[i];
+        e->stream_len = (size_t)PQgetlength(r, i, 0);
+        e->stream = copy_str(&p, PQgetvalue(r, i, 0), e->stream_len);
+        e->version = col_i64(r, i, 1);
+        e->position = (uint64_t)col_i64(r, i, 2);
+        ag_uuid_parse(PQgetvalue(r, i, 3), (size_t)PQgetlength(r, i, 3), &e->id);
+        e->type_len = (size_t)PQgetlength(r, i, 4);
+        e->type = copy_str(&p, PQgetvalue(r, i, 4), e->type_len);
+        e->time_ns = (uint64_t)col_i64(r, i, 5) * 1000u;
+        e->data_len = (size_t)PQgetlength(r, i, 6);
+        e->data = copy_str(&p, PQgetvalue(r, i, 6), e->data_len);
+        e->metadata_len = (size_t)PQgetlength(r, i, 7);
+        e->metadata = copy_str(&p, PQgetvalue(r, i, 7), e->metadata_len);
+    }
+    out->count = (size_t)rows;
+    return 0;
+}
+
+/* Run a read query with text parameters on a pooled connection; *res on success. */
+static int query(struct pg_store *s, const char *sql, int n, const char *const *vals,
+                 PGresult **res, struct ag_err *err)
+{
+    struct pg_conn *pc;
+    int rc = ag__pg_borrow(s, &pc, err);
+    if (rc) return rc;
+    PGresult *r = PQexecParams(pc->c, sql, n, NULL, vals, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK && PQresultStatus(r) != PGRES_COMMAND_OK) {
+        rc = ag__pg_fail(s, pc, r, "read", err);
+    } else {
+        *res = r;
+        ag__pg_mark_ok(s);
+    }
+    ag__pg_return(s, pc);
+    return rc;
+}
+
+static int read_stream(struct ag_store *st, const char *stream, size_t stream_len, int64_t from,
+                       enum ag_read_dir dir, size_t max, struct ag_event_page *out,
+                       struct ag_err *err)
+{
+    struct pg_store *s = ps(st);
+    char name[AG_STORE_STREAM_MAX + 1], f[24], m[24];
+    snprintf(name, sizeof name, "%.*s", (int)stream_len, stream);
+    bool back = dir == AG_READ_BACKWARD;
+    snprintf(f, sizeof f, "%lld", back && from < 0 ? (long long)INT64_MAX : (long long)from);
+    snprintf(m, sizeof m, "%zu", max > 100000 ? (size_t)100000 : max);
+    const char *vals[3] = {name, f, m};
+    PGresult *r = NULL;
+    int rc = query(s, "SELECT stream_id FROM streams WHERE stream_name = $1", 1, vals, &r, err);
+    if (rc) return rc;
+    bool exists = PQntuples(r) == 1;
+    PQclear(r);
+    if (!exists)
+        return ag_err_set(err, AG_ENOTFOUND, "stream '%.*s' not found", (int)stream_len, stream);
+    rc = query(s,
+               back ? EVENT_COLS " WHERE s.stream_name = $1 AND e.version <= $2"
+                                 " ORDER BY e.version DESC LIMIT $3"
+                    : EVENT_COLS " WHERE s.stream_name = $1 AND e.version >= $2"
+                                 " ORDER BY e.version LIMIT $3",
+               3, vals, &r, err);
+    if (rc) return rc;
+    rc = to_page(r, out, err);
+    PQclear(r);
+    if (rc) return rc;
+    size_t c = out->count;
+    if (back) {
+        out->next_version = c ? out->events[c - 1].version - 1 : -1;
+        out->end = c < max || out->next_version < 0;
+        if (out->next_version < 0) out->next_version = 0;
+    } else {
+        out->next_version = c ? out->events[c - 1].version + 1 : from;
+        out->end = c < max;
+    }
+    return 0;
+}
+
+static int read_all(struct ag_store *st, uint64_t from, enum ag_read_dir dir, size_t max,
+                    struct ag_event_page *out, struct ag_err *err)
+{
+    struct pg_store *s = ps(st);
+    bool back = dir == AG_READ_BACKWARD;
+    char f[24], m[24];
+    snprintf(f, sizeof f, "%lld",
+             from > (uint64_t)INT64_MAX ? (long long)INT64_MAX : (long long)from);
+    snprintf(m, sizeof m, "%zu", max > 100000 ? (size_t)100000 : max);
+    const char *vals[2] = {f, m};
+    PGresult *r = NULL;
+    int rc = query(s,
+                   back ? EVENT_COLS " WHERE p.position <= $1 ORDER BY p.position DESC LIMIT $2"
+                        : EVENT_COLS " WHERE p.position >= $1 ORDER BY p.position LIMIT $2",
+                   2, vals, &r, err);
+    if (rc) return rc;
+    rc = to_page(r, out, err);
+    PQclear(r);
+    if (rc) return rc;
+    size_t c = out->count;
+    if (back) {
+        uint64_t last = c ? out->events[c - 1].position : 0;
+        out->end = c < max || last == 0;
+        out->next_position = last ? last - 1 : 0;
+    } else {
+        out->next_position = c ? out->events[c - 1].position + 1 : from;
+        out->end = c < max;
+    }
+    return 0;
+}
+
+static int stream_version(struct ag_store *st, const char *stream, size_t stream_len,
+                          int64_t *version)
+{
+    char name[AG_STORE_STREAM_MAX + 1];
+    snprintf(name, sizeof name, "%.*s", (int)stream_len, stream);
+    const char *vals[1] = {name};
+    PGresult *r = NULL;
+    int rc = query(ps(st), "SELECT version FROM streams WHERE stream_name = $1", 1, vals, &r, NULL);
+    if (rc) return rc;
+    *version = PQntuples(r) ? col_i64(r, 0, 0) : -1;
+    PQclear(r);
+    return 0;
+}
+
+static int list_streams(struct ag_store *st,
+                        int (*cb)(void *ud, const char *name, size_t len, int64_t version),
+                        void *ud)
+{
+    PGresult *r = NULL;
+    int rc = query(ps(st), "SELECT stream_name, version FROM streams ORDER BY stream_id", 0, NULL,
+                   &r, NULL);
+    if (rc) return rc;
+    for (int i = 0; i < PQntuples(r); i++)
+        if (cb(ud, PQgetvalue(r, i, 0), (size_t)PQgetlength(r, i, 0), col_i64(r, i, 1))) break;
+    PQclear(r);
+    return 0;
+}
+
+/* ---- snapshots ---- */
+
+static int save_snapshot(struct ag_store *st, const char *stream, size_t stream_len,
+                         int64_t version, const void *state, size_t state_len, struct ag_err *err)
+{
+    if (st->opts.read_only) return ag_err_set(err, AG_EINVAL, "store is open read-only");
+    struct pg_store *s = ps(st);
+    char name[AG_STORE_STREAM_MAX + 1], v[24];
+    snprintf(name, sizeof name, "%.*s", (int)stream_len, stream);
+    snprintf(v, sizeof v, "%lld", (long long)version);
+    const char *vals[3] = {name, v, state_len ? state : ""};
+    int lens[3] = {0, 0, (int)state_len};
+    int fmts[3] = {0, 0, 1};
+    struct pg_conn *pc;
+    int rc = ag__pg_borrow(s, &pc, err);
+    if (rc) return rc;
+    PGresult *r =
+        PQexecParams(pc->c,
+                     "WITH st AS (SELECT stream_id, version FROM streams WHERE stream_name = $1),"
+                     " up AS (INSERT INTO snapshots (stream_id, version, state)"
+                     "  SELECT stream_id, $2, $3 FROM st WHERE version >= $2::bigint"
+                     "  ON CONFLICT (stream_id) DO UPDATE SET version = EXCLUDED.version,"
+                     "  state = EXCLUDED.state, created_at = now() RETURNING 1)"
+                     " SELECT (SELECT version FROM st), (SELECT count(*) FROM up)",
+                     3, NULL, vals, lens, fmts, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        rc = ag__pg_fail(s, pc, r, "save snapshot", err);
+    } else {
+        int64_t cur = col_i64(r, 0, 0);
+        bool saved = atoi(PQgetvalue(r, 0, 1)) == 1;
+        PQclear(r);
+        if (cur < 0)
+            rc = ag_err_set(err, AG_ENOTFOUND, "stream '%.*s' has no events to snapshot",
+                            (int)stream_len, stream);
+        else if (!saved)
+            rc = ag_err_set(err, AG_EINVAL,
+                            "snapshot version %lld is beyond stream '%.*s' (at %lld)",
+                            (long long)version, (int)stream_len, stream, (long long)cur);
+        ag__pg_mark_ok(s);
+    }
+    ag__pg_return(s, pc);
+    return rc;
+}
+
+static int load_snapshot(struct ag_store *st, const char *stream, size_t stream_len,
+                         struct ag_snapshot *out, struct ag_err *err)
+{
+    struct pg_store *s = ps(st);
+    char name[AG_STORE_STREAM_MAX + 1];
+    snprintf(name, sizeof name, "%.*s", (int)stream_len, stream);
+    const char *vals[1] = {name};
+    struct pg_conn *pc;
+    int rc = ag__pg_borrow(s, &pc, err);
+    if (rc) return rc;
+    PGresult *r = PQexecParams(pc->c,
+                               "SELECT sn.version, sn.state FROM snapshots sn"
+                               " JOIN streams s USING (stream_id) WHERE s.stream_name = $1",
+                               1, NULL, vals, NULL, NULL, 1);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        rc = ag__pg_fail(s, pc, r, "load snapshot", err);
+    } else if (PQntuples(r) == 0) {
+        PQclear(r);
+        rc =
+            ag_err_set(err, AG_ENOTFOUND, "stream '%.*s' has no snapshot", (int)stream_len, stream);
+    } else {
+        uint32_t hi, lo;
+        memcpy(&hi, PQgetvalue(r, 0, 0), 4);
+        memcpy(&lo, PQgetvalue(r, 0, 0) + 4, 4);
+        out->version = (int64_t)(((uint64_t)ntohl(hi) << 32) | ntohl(lo));
+        out->state_len = (size_t)PQgetlength(r, 0, 1);
+        out->state = ag_malloc(out->state_len + 1);
+        if (!out->state) {
+            rc = ag_err_set(err, AG_ENOMEM, "out of memory");
+        } else {
+            memcpy(out->state, PQgetvalue(r, 0, 1), out->state_len);
+            out->state[out->state_len] = 0;
+        }
+        PQclear(r);
+    }
+    ag__pg_return(s, pc);
+    return rc;
+}
+
+/* ---- stats ---- */
+
+static int stats(struct ag_store *st, struct ag_store_stats *out)
+{
+    struct pg_store *s = ps(st);
+    memset(out, 0, sizeof *out);
+    PGresult *r = NULL;
+    int rc = query(s,
+                   "SELECT (SELECT next FROM head), (SELECT count(*) FROM streams),"
+                   " pg_total_relation_size('events'), pg_indexes_size('events')",
+                   0, NULL, &r, NULL);
+    pthread_mutex_lock(&s->lock);
+    out->appends = s->appends;
+    out->commits = s->commits;
+    out->events = s->head;
+    pthread_mutex_unlock(&s->lock);
+    if (rc) return rc;
+    out->events = (uint64_t)col_i64(r, 0, 0);
+    out->streams = (uint64_t)col_i64(r, 0, 1);
+    out->bytes = (uint64_t)col_i64(r, 0, 2);
+    out->index_bytes = (uint64_t)col_i64(r, 0, 3);
+    PQclear(r);
+    ag__pg_head_advance(s, out->events);
+    return 0;
+}
+
+const struct ag_store_ops ag__pg_ops = {
+    .name = "postgresql",
+    .append = append,
+    .append_async = ag__pg_append_async,
+    .append_multi = ag__pg_append_multi,
+    .append_multi_async = ag__pg_append_multi_async,
+    .read_stream = read_stream,
+    .read_all = read_all,
+    .stream_version = stream_version,
+    .list_streams = list_streams,
+    .wait_head = ag__pg_wait_head,
+    .save_snapshot = save_snapshot,
+    .load_snapshot = load_snapshot,
+    .stats = stats,
+    .close = ag__pg_close,
+    .health = ag__pg_health,
+};

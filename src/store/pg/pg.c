@@ -1,0 +1,430 @@
+/*
+ * The PostgreSQL store adapter: opening (URI, first connection, migrations), the
+ * connection pool with its outage handling, health, the listener thread behind
+ * wait_head, the async workers, and close.
+ *
+ * Outages: a statement that fails because the connection is gone marks the store
+ * unwritable (health: AG_EUNAVAILABLE, libpq's message) and the connection for a
+ * reconnect no earlier than a backoff (retry_min_ns doubling to retry_max_ns).
+ * Until then borrowing that connection fails fast with AG_EUNAVAILABLE, so an
+ * append answers at once (the services turn it into 503 + Retry-After) instead of
+ * hanging in connect. The first statement that succeeds again marks the store
+ * writable. Nothing acknowledged is lost: an append is acknowledged only after its
+ * transaction and its ordering have committed.
+ */
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "store/pg/internal.h"
+
+#define LISTEN_TICK_MS 500
+
+static struct pg_store *ps(struct ag_store *st)
+{
+    return (struct pg_store *)st;
+}
+
+static uint64_t mono(const struct pg_store *s)
+{
+    return ag_clock_mono(s->clock);
+}
+
+/* ---- health and outages ---- */
+
+static void mark_down(struct pg_store *s, struct pg_conn *pc, const char *msg)
+{
+    pthread_mutex_lock(&s->lock);
+    struct ag_store_health *h = &s->health;
+    if (h->writable) {
+        h->writable = false;
+        h->error = AG_EUNAVAILABLE;
+        h->since_ns = ag_clock_now(s->clock);
+        h->outages++;
+        h->retries = 0;
+        s->backoff_ns = s->base.opts.retry_min_ns;
+    } else if (s->backoff_ns < s->base.opts.retry_max_ns) {
+        s->backoff_ns *= 2;
+        if (s->backoff_ns > s->base.opts.retry_max_ns) s->backoff_ns = s->base.opts.retry_max_ns;
+    }
+    h->failures++;
+    snprintf(h->message, sizeof h->message, "%s", msg);
+    if (pc) pc->retry_at_ns = mono(s) + s->backoff_ns;
+    h->retry_in_ms = s->backoff_ns / 1000000;
+    pthread_mutex_unlock(&s->lock);
+}
+
+void ag__pg_mark_ok(struct pg_store *s)
+{
+    pthread_mutex_lock(&s->lock);
+    if (!s->health.writable) {
+        s->health.writable = true;
+        s->health.error = 0;
+        s->health.message[0] = 0;
+        s->health.since_ns = 0;
+        s->health.retry_in_ms = 0;
+    }
+    pthread_mutex_unlock(&s->lock);
+}
+
+int ag__pg_health(struct ag_store *st, struct ag_store_health *out)
+{
+    struct pg_store *s = ps(st);
+    pthread_mutex_lock(&s->lock);
+    *out = s->health;
+    pthread_mutex_unlock(&s->lock);
+    return 0;
+}
+
+int ag__pg_fail(struct pg_store *s, struct pg_conn *pc, PGresult *res, const char *what,
+                struct ag_err *err)
+{
+    PGconn *c = pc->c;
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    char msg[300];
+    snprintf(msg, sizeof msg, "%s", res ? PQresultErrorMessage(res) : PQerrorMessage(c));
+    size_t n = strlen(msg);
+    while (n && (msg[n - 1] == '\n' || msg[n - 1] == ' ')) msg[--n] = 0;
+    PQclear(res);
+    /* the server's own errors carry a SQLSTATE; libpq's (connection lost) do not */
+    if (PQstatus(c) != CONNECTION_OK || !state || strncmp(state, "08", 2) == 0 ||
+        (state && (strcmp(state, "57P01") == 0 || strcmp(state, "57P03") == 0))) {
+        mark_down(s, pc, msg);
+        return ag_err_set(err, AG_EUNAVAILABLE, "postgresql unavailable (%s): %s", what, msg);
+    }
+    if (state && strcmp(state, "23505") == 0)
+        return ag_err_set(err, AG_EIDEMPOTENCY, "%s: an event id is already in the store (%s)",
+                          what, msg);
+    if (state && strcmp(state, "57014") == 0)
+        return ag_err_set(err, AG_ETIMEDOUT, "%s: statement timeout: %s", what, msg);
+    if (state && (strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0))
+        return ag_err_set(err, AG_EAGAIN, "%s: %s", what, msg);
+    return ag_err_set(err, AG_EFAILED, "%s: %s", what, msg);
+}
+
+/* ---- the pool ---- */
+
+int ag__pg_borrow(struct pg_store *s, struct pg_conn **out, struct ag_err *err)
+{
+    pthread_mutex_lock(&s->lock);
+    struct pg_conn *pc = NULL;
+    while (!s->closing) {
+        for (size_t i = 0; i < s->pool_size && !pc; i++)
+            if (!s->pool[i].busy) pc = &s->pool[i];
+        if (pc) break;
+        pthread_cond_wait(&s->conn_free, &s->lock);
+    }
+    if (!pc) {
+        pthread_mutex_unlock(&s->lock);
+        return ag_err_set(err, AG_ECLOSED, "store closed");
+    }
+    pc->busy = true;
+    bool need = !pc->c || PQstatus(pc->c) != CONNECTION_OK;
+    bool due = mono(s) >= pc->retry_at_ns || s->health.writable; /* the listener saw it back */
+    char msg[sizeof s->health.message];
+    snprintf(msg, sizeof msg, "%s", s->health.message);
+    if (need && due) s->health.retries++;
+    pthread_mutex_unlock(&s->lock);
+    if (need && !due) {
+        ag__pg_return(s, pc);
+        return ag_err_set(err, AG_EUNAVAILABLE, "postgresql unavailable: %s", msg);
+    }
+    if (need) {
+        if (pc->c) PQfinish(pc->c);
+        pc->c = NULL;
+        pc->prepared_for = NULL;
+        struct ag_err e2;
+        ag_err_clear(&e2);
+        int rc = ag__pg_connect(s, &pc->c, &e2);
+        if (rc) {
+            mark_down(s, pc, e2.msg);
+            ag__pg_return(s, pc);
+            if (err) *err = e2;
+            return rc;
+        }
+    }
+    *out = pc;
+    return 0;
+}
+
+void ag__pg_return(struct pg_store *s, struct pg_conn *pc)
+{
+    pthread_mutex_lock(&s->lock);
+    pc->busy = false;
+    pthread_cond_signal(&s->conn_free);
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* ---- head, wait_head and the listener ---- */
+
+void ag__pg_head_advance(struct pg_store *s, uint64_t head)
+{
+    pthread_mutex_lock(&s->lock);
+    if (head > s->head) {
+        s->head = head;
+        pthread_cond_broadcast(&s->head_moved);
+    }
+    pthread_mutex_unlock(&s->lock);
+}
+
+void ag__pg_wait_head_for(struct pg_store *s, uint64_t after, uint64_t us)
+{
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_nsec += (long)(us * 1000);
+    while (dl.tv_nsec >= 1000000000L) dl.tv_sec++, dl.tv_nsec -= 1000000000L;
+    pthread_mutex_lock(&s->lock);
+    while (s->head <= after && !s->closing)
+        if (pthread_cond_timedwait(&s->head_moved, &s->lock, &dl) != 0) break;
+    pthread_mutex_unlock(&s->lock);
+}
+
+int ag__pg_wait_head(struct ag_store *st, uint64_t after, int timeout_ms)
+{
+    struct pg_store *s = ps(st);
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    if (timeout_ms >= 0) {
+        dl.tv_sec += timeout_ms / 1000;
+        dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+        if (dl.tv_nsec >= 1000000000L) dl.tv_sec++, dl.tv_nsec -= 1000000000L;
+    }
+    int rc = 0;
+    pthread_mutex_lock(&s->lock);
+    while (s->head <= after && !s->closing && !rc)
+        if (timeout_ms < 0)
+            pthread_cond_wait(&s->head_moved, &s->lock);
+        else if (pthread_cond_timedwait(&s->head_moved, &s->lock, &dl) != 0)
+            rc = AG_ETIMEDOUT;
+    if (s->head > after)
+        rc = 0;
+    else if (s->closing)
+        rc = AG_ECLOSED;
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+/* Order what can be ordered and read the head (the listener's periodic duty: it
+ * covers events whose appender died between commit and ordering). */
+static void listener_settle(struct pg_store *s, PGconn *c)
+{
+    PGresult *r = PQexec(c, "SELECT sequence(), (SELECT next FROM head)");
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
+        uint64_t h = 0;
+        ag_parse_u64(PQgetvalue(r, 0, 1), &h);
+        ag__pg_head_advance(s, h);
+    }
+    PQclear(r);
+}
+
+void *ag__pg_listener(void *arg)
+{
+    struct pg_store *s = arg;
+    PGconn *c = NULL;
+    uint64_t backoff_ms = 100, last_tick = 0;
+    for (;;) {
+        pthread_mutex_lock(&s->lock);
+        bool stop = s->closing;
+        pthread_mutex_unlock(&s->lock);
+        if (stop) break;
+        if (!c || PQstatus(c) != CONNECTION_OK) {
+            if (c) PQfinish(c);
+            c = NULL;
+            struct ag_err e;
+            char sql[128];
+            snprintf(sql, sizeof sql, "LISTEN %s", s->channel);
+            if (ag__pg_connect(s, &c, &e) == 0) {
+                PQclear(PQexec(c, sql));
+                backoff_ms = 100;
+                listener_settle(s, c);
+                if (PQstatus(c) == CONNECTION_OK) ag__pg_mark_ok(s); /* the server is back */
+            } else {
+                mark_down(s, NULL, e.msg); /* seen even with no traffic */
+                poll(NULL, 0, (int)backoff_ms);
+                if (backoff_ms < 5000) backoff_ms *= 2;
+                continue;
+            }
+        }
+        struct pollfd pfd = {.fd = PQsocket(c), .events = POLLIN};
+        int n = poll(&pfd, 1, LISTEN_TICK_MS / 5);
+        bool woke = false;
+        if (n > 0) {
+            PQconsumeInput(c);
+            PGnotify *nt;
+            while ((nt = PQnotifies(c))) {
+                uint64_t h;
+                if (nt->extra[0] && ag_parse_u64(nt->extra, &h) == 0)
+                    ag__pg_head_advance(s, h);
+                else
+                    woke = true; /* an append committed: it orders itself */
+                PQfreemem(nt);
+            }
+        }
+        uint64_t now = mono(s);
+        (void)woke;
+        if (now - last_tick >= (uint64_t)LISTEN_TICK_MS * 1000000u) {
+            last_tick = now;
+            listener_settle(s, c);
+        }
+    }
+    if (c) PQfinish(c);
+    return NULL;
+}
+
+/* ---- async appends: worker threads ---- */
+
+static int enqueue(struct pg_store *s, struct ag_append_req *req, struct ag_append_multi_req *m)
+{
+    struct pg_job *j = ag_calloc(1, sizeof *j);
+    if (!j) return AG_ENOMEM;
+    j->req = req, j->mreq = m;
+    pthread_mutex_lock(&s->lock);
+    if (s->closing) {
+        pthread_mutex_unlock(&s->lock);
+        ag_free(j);
+        return AG_ECLOSED;
+    }
+    if (s->jobs_tail)
+        s->jobs_tail->next = j;
+    else
+        s->jobs = j;
+    s->jobs_tail = j;
+    pthread_cond_signal(&s->jobs_cond);
+    pthread_mutex_unlock(&s->lock);
+    return 0;
+}
+
+int ag__pg_append_async(struct ag_store *st, struct ag_append_req *req)
+{
+    return enqueue(ps(st), req, NULL);
+}
+
+int ag__pg_append_multi_async(struct ag_store *st, struct ag_append_multi_req *m)
+{
+    return enqueue(ps(st), &m->req, m);
+}
+
+static void run_job(struct pg_store *s, struct pg_job *j)
+{
+    struct ag_append_req *r = j->req;
+    if (j->mreq) {
+        struct ag_append_multi_req *m = j->mreq;
+        struct ag_append_result tmp[AG_STORE_MULTI_MAX];
+        struct ag_append_result *res = m->results ? m->results : tmp;
+        r->status = ag__pg_append_multi(&s->base, m->parts, m->nparts, res, &r->err);
+        if (!r->status) r->result = res[0];
+    } else {
+        struct ag_append_part p = {r->stream, r->stream_len, r->expected_version, r->events,
+                                   r->count};
+        r->status = ag__pg_append_multi(&s->base, &p, 1, &r->result, &r->err);
+    }
+    ag__store_loop_complete(r);
+}
+
+void *ag__pg_worker(void *arg)
+{
+    struct pg_store *s = arg;
+    pthread_mutex_lock(&s->lock);
+    for (;;) {
+        while (!s->jobs && !s->closing) pthread_cond_wait(&s->jobs_cond, &s->lock);
+        struct pg_job *j = s->jobs;
+        if (!j) break; /* closing and drained */
+        s->jobs = j->next;
+        if (!s->jobs) s->jobs_tail = NULL;
+        s->running++;
+        pthread_mutex_unlock(&s->lock);
+        run_job(s, j);
+        ag_free(j);
+        pthread_mutex_lock(&s->lock);
+        if (--s->running == 0 && !s->jobs) pthread_cond_broadcast(&s->jobs_cond);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return NULL;
+}
+
+/* ---- open and close ---- */
+
+static void destroy(struct pg_store *s)
+{
+    pthread_mutex_lock(&s->lock);
+    while (s->nworkers && (s->jobs || s->running)) /* pending appends finish first */
+        pthread_cond_wait(&s->jobs_cond, &s->lock);
+    s->closing = true;
+    pthread_cond_broadcast(&s->jobs_cond);
+    pthread_cond_broadcast(&s->head_moved);
+    pthread_mutex_unlock(&s->lock);
+    for (size_t i = 0; i < s->nworkers; i++) pthread_join(s->workers[i], NULL);
+    if (s->listener_started) pthread_join(s->listener, NULL);
+    pthread_mutex_lock(&s->lock);
+    pthread_cond_broadcast(&s->conn_free);
+    pthread_mutex_unlock(&s->lock);
+    for (size_t i = 0; i < PG_POOL_MAX; i++)
+        if (s->pool[i].c) PQfinish(s->pool[i].c);
+    pthread_mutex_destroy(&s->lock);
+    pthread_cond_destroy(&s->conn_free);
+    pthread_cond_destroy(&s->head_moved);
+    pthread_cond_destroy(&s->jobs_cond);
+    ag_free(s->conninfo);
+    ag_free(s);
+}
+
+void ag__pg_close(struct ag_store *st)
+{
+    destroy(ps(st));
+}
+
+static int init(struct pg_store *s, const char *uri, const struct ag_store_options *opts,
+                struct ag_err *err)
+{
+    if (opts) s->base.opts = *opts;
+    struct ag_store_options *o = &s->base.opts;
+    if (!o->max_event_bytes) o->max_event_bytes = AG_STORE_EVENT_MAX_DEFAULT;
+    if (!o->retry_min_ns) o->retry_min_ns = 100000000ull;
+    if (!o->retry_max_ns) o->retry_max_ns = 5000000000ull;
+    s->clock = o->clock ? o->clock : ag_clock_system();
+    s->rng = o->rng ? o->rng : ag_rng_system();
+    s->health.writable = true;
+    s->backoff_ns = o->retry_min_ns;
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->conn_free, NULL);
+    pthread_cond_init(&s->head_moved, NULL);
+    pthread_cond_init(&s->jobs_cond, NULL);
+    return ag__pg_parse_uri(s, uri, err);
+}
+
+int ag_store_pg_open(const char *uri, const struct ag_store_options *opts, struct ag_store **out,
+                     struct ag_err *err)
+{
+    struct pg_store *s = ag_calloc(1, sizeof *s);
+    if (!s) return ag_err_set(err, AG_ENOMEM, "out of memory");
+    s->base.ops = &ag__pg_ops;
+    int rc = init(s, uri, opts, err);
+    if (!rc) rc = ag__pg_connect(s, &s->pool[0].c, err);
+    if (!rc) rc = ag__pg_migrate(s->pool[0].c, s->schema, false, NULL, NULL, err);
+    if (!rc) {
+        PGresult *r = PQexec(s->pool[0].c, "SELECT next FROM head");
+        if (PQresultStatus(r) == PGRES_TUPLES_OK) ag_parse_u64(PQgetvalue(r, 0, 0), &s->head);
+        PQclear(r);
+    }
+    for (size_t i = 0; !rc && i < s->pool_size; i++)
+        if (pthread_create(&s->workers[i], NULL, ag__pg_worker, s) == 0) s->nworkers++;
+    if (!rc && pthread_create(&s->listener, NULL, ag__pg_listener, s) == 0)
+        s->listener_started = true;
+    if (rc) {
+        destroy(s);
+        return rc;
+    }
+    *out = &s->base;
+    return 0;
+}
+
+int ag_store_pg_migrate(const char *uri, int *from, int *to, struct ag_err *err)
+{
+    struct pg_store *s = ag_calloc(1, sizeof *s);
+    if (!s) return ag_err_set(err, AG_ENOMEM, "out of memory");
+    int rc = init(s, uri, NULL, err);
+    if (!rc) rc = ag__pg_connect(s, &s->pool[0].c, err);
+    if (!rc) rc = ag__pg_migrate(s->pool[0].c, s->schema, true, from, to, err);
+    destroy(s);
+    return rc;
+}

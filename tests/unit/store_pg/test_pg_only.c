@@ -1,0 +1,243 @@
+/*
+ * What only the PostgreSQL adapter has: gap-safe $all under a transaction held
+ * open below later commits, the versioned schema (a newer database is refused),
+ * and losing the server's connections mid-run (AG_EUNAVAILABLE, health, reconnect).
+ */
+#include <criterion/criterion.h>
+#include <libpq-fe.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "agora/store_pg.h"
+#include "lib/pgtest.h"
+
+static char tag[16], uri[1024];
+static struct ag_store *s;
+
+static struct ag_store *open_store(void)
+{
+    struct ag_store *st = NULL;
+    struct ag_err err;
+    ag_err_clear(&err);
+    struct ag_store_options o = {.retry_min_ns = 50000000ull, .retry_max_ns = 200000000ull};
+    int rc = ag_store_open(uri, &o, &st, &err);
+    cr_assert_eq(rc, 0, "open %s: %s", uri, ag_err_msg(&err, rc));
+    return st;
+}
+
+static void setup(void)
+{
+    static int n;
+    snprintf(tag, sizeof tag, "p%d_%d", (int)getpid(), n++);
+    if (ag_test_pg_uri(tag, uri, sizeof uri))
+        cr_skip_test("AGORA_TEST_PG_URI is not set (run through tests/lib/pgtmp.sh)");
+    strncat(uri, "&pool_size=3&application_name=", sizeof uri - strlen(uri) - 1);
+    strncat(uri, tag, sizeof uri - strlen(uri) - 1);
+    s = open_store();
+}
+
+static void teardown(void)
+{
+    ag_store_close(s);
+}
+
+TestSuite(pg, .init = setup, .fini = teardown);
+
+/* A raw session in the test's schema. */
+static PGconn *raw(void)
+{
+    PGconn *c = PQconnectdb(ag_test_pg_conninfo());
+    cr_assert_eq(PQstatus(c), CONNECTION_OK, "%s", PQerrorMessage(c));
+    char sql[128];
+    snprintf(sql, sizeof sql, "SET search_path = %s", tag);
+    PQclear(PQexec(c, sql));
+    return c;
+}
+
+static void exec_ok(PGconn *c, const char *sql)
+{
+    PGresult *r = PQexec(c, sql);
+    cr_assert(PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK,
+              "%s: %s", sql, PQerrorMessage(c));
+    PQclear(r);
+}
+
+static long long scalar(PGconn *c, const char *sql)
+{
+    PGresult *r = PQexec(c, sql);
+    cr_assert_eq(PQresultStatus(r), PGRES_TUPLES_OK, "%s: %s", sql, PQerrorMessage(c));
+    long long v = atoll(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return v;
+}
+
+static int append1(const char *stream, int64_t expected, struct ag_append_result *res)
+{
+    struct ag_event_data e = {.type = "T", .type_len = 1, .data = "{}", .data_len = 2};
+    struct ag_err err;
+    ag_err_clear(&err);
+    return ag_store_append(s, stream, strlen(stream), expected, &e, 1, res, &err);
+}
+
+struct writer {
+    char stream[8];
+    int n, failed;
+    uint64_t positions[8];
+    char why[512];
+};
+
+static void *write_stream(void *p)
+{
+    struct writer *w = p;
+    for (int i = 0; i < w->n; i++) {
+        struct ag_append_result r;
+        struct ag_event_data e = {.type = "T", .type_len = 1, .data = "{}", .data_len = 2};
+        struct ag_err err;
+        ag_err_clear(&err);
+        if (ag_store_append(s, w->stream, strlen(w->stream), i == 0 ? AG_STORE_NO_STREAM : i - 1,
+                            &e, 1, &r, &err)) {
+            w->failed++;
+            snprintf(w->why, sizeof w->why, "%s", err.msg);
+            continue;
+        }
+        w->positions[i] = r.first_position;
+    }
+    return NULL;
+}
+
+Test(pg, all_never_passes_a_transaction_still_open_below_later_commits)
+{
+    for (int i = 0; i < 3; i++) cr_assert_eq(append1("before", AG_STORE_ANY, NULL), 0);
+    struct ag_store_sub *sub;
+    cr_assert_eq(ag_store_subscribe(s, NULL, 0, 0, &sub, NULL), 0);
+    struct ag_event_page p;
+    cr_assert_eq(ag_store_sub_next(sub, 100, 2000, &p, NULL), 0);
+    cr_assert_eq(p.count, 3);
+    ag_event_page_free(&p);
+
+    /* a transaction through the adapter's own append function, held open: it has
+     * its transaction id (older than everything that follows) and its row */
+    PGconn *held = raw(), *look = raw();
+    exec_ok(held, "BEGIN");
+    exec_ok(held, "SELECT * FROM append(ARRAY['held'], ARRAY[-2]::bigint[], ARRAY[1],"
+                  " ARRAY['0190a000-0000-7000-8000-000000000001']::uuid[], ARRAY['Held'],"
+                  " ARRAY['{}']::json[], ARRAY['{}']::json[])");
+    /* later appends commit above it */
+    struct writer w[3] = {{"w0", 5, 0, {0}}, {"w1", 5, 0, {0}}, {"w2", 5, 0, {0}}};
+    pthread_t th[3];
+    for (int i = 0; i < 3; i++) pthread_create(&th[i], NULL, write_stream, &w[i]);
+    for (int i = 0; i < 200 && scalar(look, "SELECT count(*) FROM events e JOIN streams s"
+                                            " USING (stream_id) WHERE s.stream_name LIKE 'w_'") < 3;
+         i++)
+        usleep(20000);
+    cr_assert_eq(scalar(look,
+                        "SELECT count(*) FROM events e WHERE NOT EXISTS"
+                        " (SELECT 1 FROM positions p WHERE p.global_position = e.global_position)"),
+                 3, "each writer's first append is committed, unordered");
+    /* ...and nobody sees past the open transaction */
+    struct ag_err err;
+    ag_err_clear(&err);
+    cr_assert_eq(ag_store_sub_next(sub, 100, 300, &p, &err), AG_ETIMEDOUT, "%s", err.msg);
+    cr_assert_eq(ag_store_read_all(s, 3, AG_READ_FORWARD, 100, &p, NULL), 0);
+    cr_assert_eq(p.count, 0, "read_all stops below the open transaction");
+    ag_event_page_free(&p);
+    struct ag_store_stats st;
+    ag_store_stats(s, &st);
+    cr_assert_eq(st.events, 3);
+
+    exec_ok(held, "COMMIT");
+    for (int i = 0; i < 3; i++) {
+        pthread_join(th[i], NULL);
+        cr_assert_eq(w[i].failed, 0, "%s: %s", w[i].stream, w[i].why);
+    }
+    /* every event exactly once, dense, the held one first, each stream in order */
+    uint64_t expect = 3;
+    int64_t versions[3] = {-1, -1, -1};
+    int held_seen = 0;
+    while (expect < 19) {
+        cr_assert_eq(ag_store_sub_next(sub, 4, 5000, &p, &err), 0, "%s", err.msg);
+        for (size_t i = 0; i < p.count; i++, expect++) {
+            const struct ag_event *e = &p.events[i];
+            cr_assert_eq(e->position, expect, "dense, no repeats");
+            if (e->stream_len == 4 && memcmp(e->stream, "held", 4) == 0) {
+                held_seen++;
+                cr_assert_eq(e->position, 3, "the older transaction comes first");
+            } else {
+                int k = e->stream[1] - '0';
+                cr_assert_eq(e->version, versions[k] + 1, "per-stream order");
+                versions[k] = e->version;
+            }
+        }
+        ag_event_page_free(&p);
+    }
+    cr_assert_eq(held_seen, 1);
+    for (int i = 0; i < 3; i++) cr_assert_eq(versions[i], 4);
+    cr_assert_eq(ag_store_sub_next(sub, 10, 100, &p, NULL), AG_ETIMEDOUT, "nothing twice");
+    /* what the appends were told matches what $all says */
+    for (int i = 0; i < 3; i++) {
+        struct ag_event_page sp;
+        cr_assert_eq(ag_store_read_stream(s, w[i].stream, 2, 0, AG_READ_FORWARD, 10, &sp, NULL), 0);
+        for (size_t k = 0; k < sp.count; k++)
+            cr_assert_eq(sp.events[k].position, w[i].positions[k]);
+        ag_event_page_free(&sp);
+    }
+    ag_store_sub_free(sub);
+    PQfinish(held);
+    PQfinish(look);
+}
+
+Test(pg, a_database_newer_than_the_binary_is_refused)
+{
+    int from = -1, to = -1;
+    struct ag_err err;
+    ag_err_clear(&err);
+    cr_assert_eq(ag_store_pg_migrate(uri, &from, &to, &err), 0, "%s", err.msg);
+    cr_assert_eq(from, AG_STORE_PG_SCHEMA_VERSION, "open migrated already");
+    cr_assert_eq(to, AG_STORE_PG_SCHEMA_VERSION);
+    PGconn *c = raw();
+    cr_assert_eq(scalar(c, "SELECT max(version) FROM schema_version"), AG_STORE_PG_SCHEMA_VERSION);
+    exec_ok(c, "INSERT INTO schema_version (version) VALUES (99)");
+    struct ag_store *t = NULL;
+    cr_assert_eq(ag_store_open(uri, NULL, &t, &err), AG_EUNSUPPORTED);
+    cr_assert(strstr(err.msg, "version 99, newer than this agora understands"), "%s", err.msg);
+    cr_assert_eq(ag_store_pg_migrate(uri, NULL, NULL, &err), AG_EUNSUPPORTED);
+    exec_ok(c, "DELETE FROM schema_version WHERE version = 99");
+    PQfinish(c);
+}
+
+Test(pg, losing_the_connections_mid_run_fails_fast_then_reconnects)
+{
+    cr_assert_eq(append1("a", AG_STORE_ANY, NULL), 0);
+    PGconn *c = raw();
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+             " WHERE application_name = '%s' AND pid <> pg_backend_pid()",
+             tag);
+    cr_assert_geq(scalar(c, sql), 1);
+    /* the pool finds its connections dead one by one; each failure is AG_EUNAVAILABLE */
+    int rc = 0, unavailable = 0;
+    for (int i = 0; i < 4; i++) {
+        rc = append1("a", AG_STORE_ANY, NULL);
+        if (rc == AG_EUNAVAILABLE)
+            unavailable++;
+        else
+            cr_assert_eq(rc, 0, "%s", ag_errname(rc));
+    }
+    cr_assert_geq(unavailable, 1);
+    struct ag_store_health h;
+    ag_store_health(s, &h);
+    cr_assert_geq(h.outages, 1);
+    /* after the backoff it reconnects by itself and takes appends again */
+    rc = -1;
+    for (int i = 0; i < 100 && rc != 0; i++) {
+        usleep(50000);
+        rc = append1("a", AG_STORE_ANY, NULL);
+    }
+    cr_assert_eq(rc, 0);
+    ag_store_health(s, &h);
+    cr_assert(h.writable, "%s", h.message);
+    PQfinish(c);
+}

@@ -196,22 +196,26 @@ static const char *const rm_label[RM_COUNT] = {"customers", "products",  "accoun
  * none): the job then answers 503 "read model rebuilding", not 500. */
 static _Thread_local int rm_unavailable = -1;
 
-static void work_cb(uv_work_t *w)
+void svc_job_run(struct svc_job *j)
 {
-    struct svc_job *j = w->data;
+    int saved = rm_unavailable; /* a nested job (an MCP tool) keeps its caller's */
     rm_unavailable = -1;
     int rc = j->fn(j);
     if (rm_unavailable >= 0 && (rc || j->status >= 500)) {
         svc_problem(j, 503, "Read model rebuilding",
                     "the %s read model is being rebuilt from the event log; retry shortly",
                     rm_label[rm_unavailable]);
-        return;
-    }
-    if (rc && !j->status) {
+    } else if (rc && !j->status) {
         struct ag_err err;
         ag_err_set(&err, rc, "%s", ag_strerror(rc));
         svc_error(j, rc, &err);
     }
+    rm_unavailable = saved;
+}
+
+static void work_cb(uv_work_t *w)
+{
+    svc_job_run(w->data);
 }
 
 static void after_cb(uv_work_t *w, int status)
@@ -219,6 +223,7 @@ static void after_cb(uv_work_t *w, int status)
     struct svc_job *j = w->data;
     AG_UNUSED(status);
     struct ag_http_req *req = j->req;
+    if (j->finish) j->finish(j, req);
     if (j->location[0]) ag_http_resp_header(req, "Location", j->location);
     if (j->replayed) ag_http_resp_header(req, "Idempotent-Replayed", "true");
     /* a 5xx of the services' own making: the gateway's breaker and outlier
@@ -305,7 +310,15 @@ int svc_job_start(struct svc_env *p, struct ag_http_req *req, const struct svc_r
     copy_meta(j, req);
     size_t blen = 0;
     ag_http_req_body(req, &blen);
-    if (strcmp(ag_http_req_method(req), "POST") == 0 && blen) {
+    j->finish = r->finish;
+    if (r->prepare) { /* a route that reads the request itself (POST /mcp) */
+        int answered = r->prepare(j, req);
+        if (answered) {
+            for (int i = 0; i < 4; i++) ag_free((void *)j->q[i]);
+            ag_free(j);
+            return answered < 0 ? answered : 0;
+        }
+    } else if (strcmp(ag_http_req_method(req), "POST") == 0 && blen) {
         struct ag_err err;
         ag_err_clear(&err);
         if (ag_http_req_json(req, &j->body, &err)) {

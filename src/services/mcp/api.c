@@ -20,8 +20,8 @@
  * with an id that is unknown, expired (idle over an hour, or evicted, oldest
  * first, beyond 4096) or another principal's, 404 — the client then initializes
  * again. DELETE /mcp with the header ends the session (204). server/discover is
- * sessionless (2026-07-28). GET /mcp is 405: the server sends no unsolicited
- * messages. An MCP-Protocol-Version header this server does not speak is 400.
+ * sessionless (2026-07-28). GET /mcp is the router's 405 (Allow: POST,
+ * DELETE): the server sends no unsolicited messages, so it offers no SSE stream. An MCP-Protocol-Version header this server does not speak is 400.
  * Sessions are process memory, shared by every worker thread under a mutex; a
  * restart forgets them and clients initialize again, as the spec provides.
  */
@@ -223,31 +223,20 @@ static int post(struct svc_job *j)
     return rc;
 }
 
-/* ---- GET and DELETE /mcp (answered on the loop thread) ---- */
-
-static int prepare_get(struct svc_job *j, struct ag_http_req *req)
-{
-    AG_UNUSED(j);
-    ag_http_resp_header(req, "Allow", "POST, DELETE");
-    return ag_http_respond_problem(req, 405, NULL, NULL,
-                                   "agora's MCP endpoint sends no server-initiated messages: "
-                                   "POST JSON-RPC messages to /mcp",
-                                   NULL),
-           1;
-}
+/* ---- DELETE /mcp (answered on the loop thread) ---- */
 
 static int prepare_delete(struct svc_job *j, struct ag_http_req *req)
 {
-    if (!origin_allowed(ag_http_req_header(req, "Origin")))
-        return answer_rpc_error(req, 403, MCP_INVALID_REQUEST, "Forbidden: Origin not allowed"), 1;
     const char *sid = ag_http_req_header(req, "Mcp-Session-Id");
-    if (!sid)
-        return answer_rpc_error(req, 400, MCP_INVALID_REQUEST,
-                                "Bad Request: Mcp-Session-Id header is required"),
-               1;
-    if (!session_use(sid, j->who.sub, true))
-        return answer_rpc_error(req, 404, MCP_INVALID_REQUEST, "Session not found"), 1;
-    return ag_http_respond(req, 204, NULL, NULL, 0), 1;
+    int status = !origin_allowed(ag_http_req_header(req, "Origin")) ? 403
+                 : !sid                                             ? 400
+                 : !session_use(sid, j->who.sub, true)              ? 404
+                                                                    : 204;
+    const char *detail = status == 403   ? "the Origin header is not allowed"
+                         : status == 400 ? "the Mcp-Session-Id header is required"
+                                         : "no such MCP session";
+    if (status == 204) return ag_http_respond(req, 204, NULL, NULL, 0), 1;
+    return ag_http_respond_problem(req, status, NULL, NULL, detail, NULL), 1;
 }
 
 static int never(struct svc_job *j)
@@ -257,7 +246,6 @@ static int never(struct svc_job *j)
 
 static const struct svc_route routes[] = {
     {"POST", "/mcp", SVC_OWNER, post, NULL, NULL, {NULL}, prepare_post, finish_post},
-    {"GET", "/mcp", SVC_OWNER, never, NULL, NULL, {NULL}, prepare_get, NULL},
     {"DELETE", "/mcp", SVC_OWNER, never, NULL, NULL, {NULL}, prepare_delete, NULL},
 };
 

@@ -21,9 +21,10 @@
  * first, beyond 4096) or another principal's, 404 — the client then initializes
  * again. DELETE /mcp with the header ends the session (204). server/discover is
  * sessionless (2026-07-28). GET /mcp is the router's 405 (Allow: POST,
- * DELETE): the server sends no unsolicited messages, so it offers no SSE stream. An MCP-Protocol-Version header this server does not speak is 400.
- * Sessions are process memory, shared by every worker thread under a mutex; a
- * restart forgets them and clients initialize again, as the spec provides.
+ * DELETE): the server sends no unsolicited messages, so it offers no SSE stream. An
+ * MCP-Protocol-Version header this server does not speak is 400. Sessions are process memory,
+ * shared by every worker thread under a mutex; a restart forgets them and clients initialize again,
+ * as the spec provides.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,7 +38,7 @@
 /* ---- sessions ---- */
 
 #define MCP_SESSIONS        4096
-#define MCP_SESSION_IDLE_MS (3600 * 1000)
+#define MCP_SESSION_IDLE_MS (3600LL * 1000)
 
 struct session {
     char id[33];   /* "" when free */
@@ -54,7 +55,7 @@ static int session_new(const char *sub, char id[33])
 {
     uint8_t raw[16];
     if (getrandom(raw, sizeof raw, 0) != (ssize_t)sizeof raw) return AG_EIO;
-    for (int i = 0; i < 16; i++) snprintf(id + 2 * i, 3, "%02x", raw[i]);
+    for (size_t i = 0; i < 16; i++) snprintf(id + 2 * i, 3, "%02x", raw[i]);
     int64_t now = svc_now_ms();
     pthread_mutex_lock(&sessions.lock);
     struct session *slot = &sessions.v[0];

@@ -327,6 +327,7 @@ int svc_job_start(struct svc_env *p, struct ag_http_req *req, const struct svc_r
         }
     }
     if (uv_queue_work(ag_http_req_loop(req), &j->work, work_cb, after_cb) != 0) {
+        if (j->finish) j->finish(j, req); /* frees j->ext */
         json_decref(j->body);
         for (int i = 0; i < 4; i++) ag_free((void *)j->q[i]);
         ag_free(j);

@@ -91,4 +91,12 @@ AG_EXTERN int ag_gateway_token(const struct ag_gateway_options *opts,
                                const struct ag_gateway_token_request *req, char **token /* OUT */,
                                struct ag_err *err);
 
+/* Verify `token` as the gateway with this configuration would (signature, alg,
+ * issuer, audience, times): its sub and roles (comma-separated) into the out
+ * params. AG_EINVAL naming the reason for a refused token, AG_ECONFIG for a bad
+ * configuration. For `agora mcp --token` (no gateway in between). */
+AG_EXTERN int ag_gateway_verify_token(const struct ag_gateway_options *opts, const char *token,
+                                      char sub[128] /* OUT */, char roles[1100] /* OUT */,
+                                      struct ag_err *err);
+
 #endif

@@ -66,6 +66,14 @@ AG_EXTERN int ag_platform_run_until_signal(struct ag_platform *p);
 /* Drain HTTP, stop sagas (unfinished ones resume next start), projections, store. */
 AG_EXTERN void ag_platform_stop(struct ag_platform *p);
 
+/* The Model Context Protocol without HTTP (`agora mcp` over stdio): handle one
+ * JSON-RPC message (`msg`, `len` bytes) as principal `sub` (an admin when
+ * `admin`; NULL: anonymous) with the same tools, handlers and ownership rules as
+ * POST /mcp. *reply is the answer (owned, ag_free), or NULL when none is due (a
+ * notification). May block on the store: call it off any event loop. */
+AG_EXTERN int ag_platform_mcp(struct ag_platform *p, const char *sub, bool admin, const char *msg,
+                              size_t len, char **reply /* OUT */);
+
 /* Rebuild the read model `name` from position 0 (the platform must not be running
  * on `data_dir`). Prints progress through `progress` when not NULL. */
 AG_EXTERN int ag_platform_rebuild_projection(const char *data_dir, const char *name,

@@ -71,6 +71,24 @@ int ag_gateway_token(const struct ag_gateway_options *opts,
     return rc;
 }
 
+int ag_gateway_verify_token(const struct ag_gateway_options *opts, const char *token, char sub[128],
+                            char roles[1100], struct ag_err *err)
+{
+    struct gw_conf *c;
+    int rc = compile_opts(opts, NULL, NULL, &c, err);
+    if (rc) return rc;
+    const struct ag_clock *clk = opts->clock ? opts->clock : ag_clock_system();
+    struct gw_principal p;
+    enum gw_jwt_fail f =
+        ag__gw_jwt_verify(&c->jwt, token, strlen(token), ag_clock_now(clk) / 1000000000ull, &p);
+    ag__gw_conf_unref(c);
+    if (f != GW_JWT_OK)
+        return ag_err_set(err, AG_EINVAL, "invalid token: %s", ag__gw_jwt_fail_name(f));
+    snprintf(sub, 128, "%s", p.sub);
+    snprintf(roles, 1100, "%s", p.roles_csv);
+    return 0;
+}
+
 /* ---- health-checker hand-over ---- */
 
 static void conf_retain(void *ctx)

@@ -237,9 +237,9 @@ static _Thread_local int rm_unavailable = -1;
 /* ... because its database could not be reached (not rebuilding) */
 static _Thread_local bool rm_unreachable;
 
-static void work_cb(uv_work_t *w)
+void svc_job_run(struct svc_job *j)
 {
-    struct svc_job *j = w->data;
+    int saved = rm_unavailable; /* a nested job (an MCP tool) keeps its caller's */
     rm_unavailable = -1;
     rm_unreachable = false;
     int rc = j->fn(j);
@@ -253,13 +253,17 @@ static void work_cb(uv_work_t *w)
         svc_problem(j, 503, "Read model rebuilding",
                     "the %s read model is being rebuilt from the event log; retry shortly",
                     rm_label[rm_unavailable]);
-        return;
-    }
-    if (rc && !j->status) {
+    } else if (rc && !j->status) {
         struct ag_err err;
         ag_err_set(&err, rc, "%s", ag_strerror(rc));
         svc_error(j, rc, &err);
     }
+    rm_unavailable = saved;
+}
+
+static void work_cb(uv_work_t *w)
+{
+    svc_job_run(w->data);
 }
 
 static void after_cb(uv_work_t *w, int status)
@@ -267,6 +271,7 @@ static void after_cb(uv_work_t *w, int status)
     struct svc_job *j = w->data;
     AG_UNUSED(status);
     struct ag_http_req *req = j->req;
+    if (j->finish) j->finish(j, req);
     if (j->location[0]) ag_http_resp_header(req, "Location", j->location);
     if (j->replayed) ag_http_resp_header(req, "Idempotent-Replayed", "true");
     /* a 5xx of the services' own making: the gateway's breaker and outlier
@@ -353,7 +358,15 @@ int svc_job_start(struct svc_env *p, struct ag_http_req *req, const struct svc_r
     copy_meta(j, req);
     size_t blen = 0;
     ag_http_req_body(req, &blen);
-    if (strcmp(ag_http_req_method(req), "POST") == 0 && blen) {
+    j->finish = r->finish;
+    if (r->prepare) { /* a route that reads the request itself (POST /mcp) */
+        int answered = r->prepare(j, req);
+        if (answered) {
+            for (int i = 0; i < 4; i++) ag_free((void *)j->q[i]);
+            ag_free(j);
+            return answered < 0 ? answered : 0;
+        }
+    } else if (strcmp(ag_http_req_method(req), "POST") == 0 && blen) {
         struct ag_err err;
         ag_err_clear(&err);
         if (ag_http_req_json(req, &j->body, &err)) {
@@ -362,6 +375,7 @@ int svc_job_start(struct svc_env *p, struct ag_http_req *req, const struct svc_r
         }
     }
     if (uv_queue_work(ag_http_req_loop(req), &j->work, work_cb, after_cb) != 0) {
+        if (j->finish) j->finish(j, req); /* frees j->ext */
         json_decref(j->body);
         for (int i = 0; i < 4; i++) ag_free((void *)j->q[i]);
         ag_free(j);

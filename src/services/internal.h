@@ -52,6 +52,12 @@ struct svc_route {
     const char *param;    /* the path parameter copied into j->param, or NULL */
     const char *noun;     /* what the parameter names, for 404s ("order") */
     const char *query[4]; /* query parameters copied into j->q */
+    /* Optional, for a route whose body is not a plain JSON document (POST /mcp):
+     * runs on the loop thread instead of the JSON body parse and copies what the
+     * handler needs into j->ext; nonzero when it answered the request itself. */
+    int (*prepare)(struct svc_job *j, struct ag_http_req *req);
+    /* Optional: on the loop thread before the answer (headers); frees j->ext. */
+    void (*finish)(struct svc_job *j, struct ag_http_req *req);
 };
 
 #define SVC_MAX_CONTEXTS 16
@@ -86,6 +92,10 @@ struct svc_env {
     const struct ag_clock *clock;   /* idempotency times; NULL = system */
     uint64_t idem_ttl_ms;           /* Idempotency-Key records expire after; 0 = 24 h */
     uint64_t saga_retention_ms;     /* ended sagas are scavenged after; 0 = 7 days */
+    /* the mcp context's only: every context's environment (its tools run their
+     * handlers), else NULL */
+    struct svc_env *peers;
+    size_t npeers;
 };
 
 struct ag_platform {
@@ -153,7 +163,14 @@ struct svc_job {
     char location[256];   /* Location header, "" for none */
     char replayed;        /* answered from the idempotency record */
     uint64_t rm_position; /* projection position the answer reflects (0: n/a) */
+    void *ext;            /* the route's own state (svc_route.prepare), or NULL */
+    void (*finish)(struct svc_job *j, struct ag_http_req *req); /* svc_route.finish */
 };
+
+/* Run a job's handler on this thread and map a bare error code to its answer
+ * (what the threadpool does for a queued job; an MCP tool runs a route's handler
+ * this way with its own job). */
+void svc_job_run(struct svc_job *j);
 
 /* ---- routes and who may call them (access.c) ---- */
 
@@ -322,7 +339,7 @@ struct svc_context {
 };
 extern const struct svc_context svc_customers_context, svc_catalog_context, svc_payments_context,
     svc_inventory_context, svc_ordering_context, svc_shipping_context, svc_sagas_context,
-    svc_audit_context;
+    svc_audit_context, svc_mcp_context;
 
 void svc_customers_projection(struct ag_projection *out);
 void svc_catalog_projection(struct ag_projection *out);

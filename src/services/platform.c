@@ -118,9 +118,9 @@ static const struct svc_context ops_context = {"ops", routes, sizeof routes / si
 
 /* Every context of the platform: its routes, and its read model's projection. */
 static const struct svc_context *const contexts[] = {
-    &svc_customers_context, &svc_catalog_context,  &svc_payments_context,
-    &svc_inventory_context, &svc_ordering_context, &svc_shipping_context,
-    &svc_sagas_context,     &svc_audit_context,    &ops_context};
+    &svc_customers_context, &svc_catalog_context,  &svc_payments_context, &svc_inventory_context,
+    &svc_ordering_context,  &svc_shipping_context, &svc_sagas_context,    &svc_audit_context,
+    &ops_context,           &svc_mcp_context};
 
 static void fill_projections(struct ag_platform *p)
 {
@@ -250,6 +250,10 @@ static int start_http(struct ag_platform *p, struct ag_err *err)
         p->envs[i].name = contexts[i]->name;
         p->envs[i].sagas = contexts[i] == &svc_sagas_context ? p->sagas : NULL;
         p->envs[i].breakers = contexts[i] == &ops_context ? p->breakers : NULL;
+        if (contexts[i] == &svc_mcp_context) { /* its tools call the other contexts */
+            p->envs[i].peers = p->envs;
+            p->envs[i].npeers = AG_ARRAY_SIZE(contexts);
+        }
         rc = svc_routes(p, &p->envs[i], contexts[i]->routes, contexts[i]->nroutes);
     }
     if (rc) return ag_err_set(err, rc, "cannot register the routes");

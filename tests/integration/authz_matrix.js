@@ -260,7 +260,12 @@ const items = (b) => (b && Array.isArray(b.items) ? b.items : null);
 // reason), and cases that replace a caller's default expectation.
 function ops() {
   const aliceOrders = () => new Set([F.O1, F.OD, F.OC]);
+  const noSession = { expect: [400], note: 'no Mcp-Session-Id: a session is its own principal\'s (mcp.sh checks the rest)' };
   return {
+    'POST /mcp': {
+      verify: (b) => (b.result && b.result.protocolVersion === '2025-11-25') || `not an initialize result: ${JSON.stringify(b)}`,
+    },
+    'DELETE /mcp': { cases: { alice: noSession, bob: noSession, admin: noSession } },
     'POST /api/v1/customers': {
       phase: 1,
       // the refused ones use carol's email: carol registering it afterwards proves they

@@ -27,6 +27,9 @@ struct ag_platform_config {
     bool behind_gateway;
     /* Listen on this Unix socket (created 0600) instead of host:port. */
     const char *unix_path;
+    /* The message bus the outbox relay publishes the published language to
+     * (ag_bus_open: "local:" or "nats://HOST:PORT"); NULL = no bus, no relay. */
+    const char *bus_uri;
 };
 
 struct ag_platform;
@@ -50,6 +53,9 @@ AG_EXTERN int ag_platform_store_ready(void *p, struct ag_buf *detail);
 /* The readiness check of the read models: down, naming it, when a projection
  * has failed (an ag_obs_check_fn, for the gateway in front too). */
 AG_EXTERN int ag_platform_projections_ready(void *p, struct ag_buf *detail);
+/* The readiness check of the bus (an ag_obs_check_fn): down while the broker is
+ * unreachable (the relay keeps its checkpoint and resumes); up without a bus. */
+AG_EXTERN int ag_platform_bus_ready(void *p, struct ag_buf *detail);
 /* Serve until SIGINT/SIGTERM, then drain. */
 AG_EXTERN int ag_platform_run_until_signal(struct ag_platform *p);
 /* Drain HTTP, stop sagas (unfinished ones resume next start), projections, store. */

@@ -16,7 +16,7 @@
 
 static const char usage_text[] =
     "usage: agora run [--data DIR] [--store URI] [--listen HOST:PORT] [--workers N] [--no-seed]\n"
-    "                 [--no-gateway]\n"
+    "                 [--no-gateway] [--bus URI]\n"
     "\n"
     "Start the commerce platform in one process: customers, catalog, ordering,\n"
     "inventory, payments and shipping over the event store (--store), their read\n"
@@ -33,6 +33,9 @@ static const char usage_text[] =
     "                      or a bare PATH is the embedded log in directory PATH\n"
     "  --listen HOST:PORT  where to serve (default 127.0.0.1:8080, env AGORA_LISTEN)\n"
     "  --workers N         HTTP worker loops (default: number of cores)\n"
+    "  --bus URI           publish the integration events (docs/events.md) to a message\n"
+    "                      bus through the outbox relay (env AGORA_BUS): local: (in the\n"
+    "                      event store) or nats://HOST:PORT (JetStream); default none\n"
     "  --no-seed           no demo catalog and customers on first start\n"
     "  --no-gateway        serve the services directly on --listen, loopback only, with\n"
     "                      NO authentication (every caller is an admin) and no rate\n"
@@ -106,13 +109,15 @@ static int serve_gateway(struct ag_platform *p, const char *listen, const char *
     /* and /health/ready at the gateway is down while the store cannot write or a
      * projection has failed: the readiness clients and load balancers see */
     const struct ag_gateway_ready_check checks[] = {
-        {"store", ag_platform_store_ready, p}, {"projections", ag_platform_projections_ready, p}};
+        {"store", ag_platform_store_ready, p},
+        {"projections", ag_platform_projections_ready, p},
+        {"bus", ag_platform_bus_ready, p}};
     struct ag_gateway_options go = {.config_yaml = yaml,
                                     .listen = listen,
                                     .workers = workers,
                                     .metrics = ag_platform_metrics(p),
                                     .ready_checks = checks,
-                                    .nready_checks = 2};
+                                    .nready_checks = AG_ARRAY_SIZE(checks)};
     struct ag_gateway *gw = NULL;
     struct ag_err err;
     ag_err_clear(&err);
@@ -151,6 +156,8 @@ static int run(int argc, char **argv)
     const char *listen = getenv("AGORA_LISTEN") ? getenv("AGORA_LISTEN") : "127.0.0.1:8080";
     const char *store = getenv("AGORA_STORE");
     if (store && !*store) store = NULL;
+    const char *bus = getenv("AGORA_BUS");
+    if (bus && !*bus) bus = NULL;
     bool seed = true, gateway = true;
     int workers = 0;
     for (int i = 1; i < argc; i++) {
@@ -162,6 +169,8 @@ static int run(int argc, char **argv)
             listen = argv[++i];
         else if (strcmp(argv[i], "--workers") == 0 && i + 1 < argc)
             workers = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--bus") == 0 && i + 1 < argc)
+            bus = argv[++i];
         else if (strcmp(argv[i], "--no-seed") == 0)
             seed = false;
         else if (strcmp(argv[i], "--no-gateway") == 0)
@@ -184,7 +193,8 @@ static int run(int argc, char **argv)
                                      .host = host,
                                      .port = port,
                                      .workers = workers,
-                                     .seed = seed};
+                                     .seed = seed,
+                                     .bus_uri = bus};
     const char *st = getenv("AGORA_SAGA_THREADS");
     if (st && atoi(st) > 0 && atoi(st) <= 1024) cfg.saga_threads = (unsigned)atoi(st);
     char sock[1024] = "";

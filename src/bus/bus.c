@@ -93,8 +93,9 @@ static int check_msg(const struct ag_bus_msg *m, size_t i, struct ag_err *err)
     if (!m->id || !*m->id || strlen(m->id) > 128 || !m->source || !*m->source || !m->type ||
         !*m->type)
         return ag_err_set(err, AG_EINVAL, "message %zu: id, source and type are required", i);
-    if (m->data && m->data_len && !json_loadb(m->data, m->data_len, JSON_DECODE_ANY, NULL))
-        return ag_err_set(err, AG_EJSON, "message %zu: data is not JSON", i);
+    char why[160];
+    if (m->data && m->data_len && ag_json_check(m->data, m->data_len, false, why, sizeof why))
+        return ag_err_set(err, AG_EJSON, "message %zu: data is not JSON: %s", i, why);
     return 0;
 }
 

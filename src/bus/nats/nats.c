@@ -80,6 +80,13 @@ static void on_reconnected(natsConnection *nc, void *ud)
     AG_INFO("bus.reconnected", AG_LS("uri", nb->base.uri));
 }
 
+/* The first connection, when the broker was down at open. */
+static void on_connected(natsConnection *nc, void *ud)
+{
+    AG_UNUSED(nc);
+    AG_INFO("bus.connected", AG_LS("uri", ((struct nbus *)ud)->base.uri));
+}
+
 static void on_disconnected(natsConnection *nc, void *ud)
 {
     AG_UNUSED(nc);
@@ -205,7 +212,7 @@ static int npublish(struct ag_bus *b, const struct ag_bus_msg *msgs, size_t n, i
             rc = ag_err_set(err, AG_ETIMEDOUT, "nats: %zu of %zu publishes not acknowledged",
                             nb->waiting, n);
     }
-    bool leftover = nb->waiting > 0 || (rc && sent);
+    bool leftover = sent > 0 && (nb->waiting > 0 || rc); /* libnats holds some */
     pthread_mutex_unlock(&nb->acks);
     if (leftover) drop_pending(nb);
     if (rc) snprintf(nb->last_error, sizeof nb->last_error, "%.190s", err ? err->msg : "");
@@ -453,7 +460,8 @@ static int connect_nats(struct nbus *nb, const char *url, struct ag_err *err)
     if (s == NATS_OK) s = natsOptions_SetMaxReconnect(nb->nopts, -1);
     if (s == NATS_OK) s = natsOptions_SetReconnectWait(nb->nopts, 250);
     if (s == NATS_OK) s = natsOptions_SetTimeout(nb->nopts, 2000);
-    if (s == NATS_OK) s = natsOptions_SetRetryOnFailedConnect(nb->nopts, true, NULL, NULL);
+    if (s == NATS_OK) s = natsOptions_SetRetryOnFailedConnect(nb->nopts, true, on_connected, nb);
+    /* (with a callback, libnats connects in the background instead of blocking) */
     if (s == NATS_OK) s = natsOptions_SetReconnectedCB(nb->nopts, on_reconnected, nb);
     if (s == NATS_OK) s = natsOptions_SetDisconnectedCB(nb->nopts, on_disconnected, nb);
     if (s == NATS_OK) s = natsOptions_SetName(nb->nopts, "agora");

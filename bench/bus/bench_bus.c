@@ -13,7 +13,8 @@
  *   bus.e2e      impl=agora  store → consumer latency: events appended one at a time
  *                            at a steady rate while the relay runs live, received by a
  *                            durable pull consumer through the port; latency = receive
- *                            time − append call time (both monotonic), p50/p99.
+ *                            time − the event's commit time in the log (the CloudEvent
+ *                            `time`, wall clock, same host), p50/p99.
  *
  * Usage: bench_bus NATS_URL [EVENTS] [E2E_EVENTS]  (defaults 20000 and 2000).
  * One JSON object per line on stdout.
@@ -120,10 +121,36 @@ static double relay_publish(struct ag_store *st, struct ag_bus *bus, int n)
     return w ? 0 : n / s;
 }
 
+static uint64_t wall_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* The CloudEvent's time (the event's commit time in the store, µs precision). */
+static uint64_t ce_time_ns(const char *body)
+{
+    json_t *ce = json_loads(body, 0, NULL);
+    const char *t = json_string_value(json_object_get(ce, "time"));
+    struct tm tm = {0};
+    unsigned us = 0;
+    uint64_t ns = 0;
+    if (t && sscanf(t, "%d-%d-%dT%d:%d:%d.%uZ", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour,
+                    &tm.tm_min, &tm.tm_sec, &us) == 7) {
+        tm.tm_year -= 1900;
+        tm.tm_mon -= 1;
+        ns = (uint64_t)timegm(&tm) * 1000000000ull + (uint64_t)us * 1000ull;
+    }
+    json_decref(ce);
+    return ns;
+}
+
 struct e2e {
     struct ag_bus *bus;
     int n, got;
     uint64_t *lat;
+    int drained; /* the backlog of the publish phase is consumed (atomic) */
 };
 
 static void *consume(void *arg)
@@ -137,13 +164,13 @@ static void *consume(void *arg)
         struct ag_bus_delivery **ds;
         size_t n;
         if (ag_bus_fetch(c, 64, 200, &ds, &n, NULL)) continue;
-        uint64_t now = mono_ns();
+        if (!n) __atomic_store_n(&e->drained, 1, __ATOMIC_RELEASE);
         for (size_t i = 0; i < n; i++) {
             json_t *d = json_loads(ds[i]->msg.data, 0, NULL);
             const char *tn = json_string_value(json_object_get(d, "trackingNumber"));
             const char *oid = json_string_value(json_object_get(d, "orderId"));
             if (tn && oid && strncmp(oid, "e2e-", 4) == 0 && e->got < e->n)
-                e->lat[e->got++] = now - strtoull(tn, NULL, 10);
+                e->lat[e->got++] = wall_ns() - ce_time_ns(ds[i]->body);
             json_decref(d);
             ag_bus_ack(c, ds[i], NULL);
             ag_bus_delivery_free(c, ds[i]);
@@ -166,9 +193,13 @@ static void e2e_latency(struct ag_store *st, struct ag_bus *bus, int n)
         .store = st, .bus = bus, .name = "bench", .map = svc_published_language};
     struct ag_relay *r;
     if (ag_relay_start(&rc, &r, NULL)) return;
-    struct e2e e = {bus, n, 0, ag_calloc((size_t)n, sizeof(uint64_t))};
+    struct e2e e = {bus, n, 0, ag_calloc((size_t)n, sizeof(uint64_t)), 0};
     pthread_t t;
     pthread_create(&t, NULL, consume, &e);
+    while (!__atomic_load_n(&e.drained, __ATOMIC_ACQUIRE)) { /* measure live events only */
+        struct timespec ts = {0, 10000000};
+        nanosleep(&ts, NULL);
+    }
     struct timespec gap = {0, 2000000}; /* 500 events/s */
     for (int i = 0; i < n; i++) {
         append_confirmed(st, i, "e2e");

@@ -4,10 +4,12 @@
  * language (and what their message looks like), publishes those to the bus with
  * the event id as the message id, and records its checkpoint in the store
  * (stream `_relay-<name>`, RelayCheckpoint {"next": position}) only after the
- * broker acknowledged every message of the page. A failed publish (broker down,
- * no ack) keeps the checkpoint, waits (100 ms doubling to 5 s) and publishes the
- * same events again: the broker's dedup window drops what it already had, so
- * nothing is lost and consumers see no duplicate. Streams whose name starts with
+ * broker acknowledged every message before that position — at most every 200 ms
+ * while busy and once idle, so the log's fsyncs stay off the publish path (a crash
+ * republishes at most those last 200 ms, which the broker's dedup drops). A failed publish (broker
+ * down, no ack) keeps the checkpoint, waits (100 ms doubling to 5 s) and publishes the same events
+ * again: the broker's dedup window drops what it already had, so nothing is lost and consumers see
+ * no duplicate. Streams whose name starts with
  * '_' (the bus's and the relay's own) are never published.
  *
  * A page with nothing to publish moves the relay's position in memory but writes
@@ -47,7 +49,7 @@ struct ag_relay_config {
     const char *name; /* checkpoint stream `_relay-<name>`; NULL → "outbox" */
     ag_relay_map_fn map;
     void *ud;
-    size_t batch;           /* events read per page; 0 → 256 */
+    size_t batch;           /* events read per page; 0 → 4096 (AG_BUS_PUBLISH_MAX) */
     int publish_timeout_ms; /* wait for the broker's acks; 0 → 5000 */
 };
 

@@ -16,6 +16,8 @@
 
 #include "agora/relay.h"
 
+#define CHECKPOINT_MS 200 /* the checkpoint is written at most this often while busy */
+
 struct ag_relay {
     struct ag_relay_config cfg;
     char stream[AG_STORE_STREAM_MAX + 1]; /* _relay-<name> */
@@ -136,6 +138,20 @@ static void note(struct ag_relay *r, uint64_t next, size_t published, bool durab
     pthread_mutex_unlock(&r->lock);
 }
 
+static void note_saved(struct ag_relay *r, uint64_t checkpoint)
+{
+    pthread_mutex_lock(&r->lock);
+    r->checkpoint = checkpoint;
+    pthread_mutex_unlock(&r->lock);
+}
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
 static void failed(struct ag_relay *r, const struct ag_err *err, uint64_t oldest_ns)
 {
     pthread_mutex_lock(&r->lock);
@@ -167,6 +183,7 @@ static void *relay_main(void *arg)
     struct ag_store_sub *sub = NULL;
     struct ag_err err;
     uint64_t backoff = 0, from = r->checkpoint;
+    uint64_t acked = from, unsaved = 0, saved_at = 0; /* acknowledged, not yet recorded */
     while (!stopping(r)) {
         ag_err_clear(&err);
         if (!sub && ag_store_subscribe(r->cfg.store, NULL, 0, from, &sub, &err)) {
@@ -175,30 +192,43 @@ static void *relay_main(void *arg)
             continue;
         }
         struct ag_event_page pg;
-        int rc = ag_store_sub_next(sub, r->cfg.batch, 200, &pg, &err);
-        if (rc == AG_ETIMEDOUT) continue;
+        int rc = ag_store_sub_next(sub, r->cfg.batch, 100, &pg, &err);
         if (rc == AG_ECLOSED) break;
         size_t npub = 0;
         uint64_t next = ag_store_sub_checkpoint(sub);
+        if (rc == AG_ETIMEDOUT) { /* idle: record what was acknowledged */
+            if (unsaved && save_checkpoint(r, acked, &err) == 0) note_saved(r, acked), unsaved = 0;
+            continue;
+        }
         if (!rc) {
             uint64_t oldest = pg.count ? pg.events[0].time_ns : 0;
             rc = publish_page(r, &pg, &npub, &err);
-            if (!rc && npub) rc = save_checkpoint(r, next, &err);
             if (rc) failed(r, &err, oldest);
             ag_event_page_free(&pg);
         }
         if (!rc) {
-            note(r, next, npub, npub > 0);
+            note(r, next, npub, false);
             from = next;
             backoff = 0;
+            if (npub) acked = next, unsaved += npub;
+            /* the checkpoint is written at most every CHECKPOINT_MS while busy (and
+             * when idle): a crash republishes at most that much, which the broker's
+             * dedup window drops */
+            if (unsaved && mono_ms() - saved_at >= CHECKPOINT_MS &&
+                save_checkpoint(r, acked, &err) == 0) {
+                note_saved(r, acked);
+                unsaved = 0;
+                saved_at = mono_ms();
+            }
             continue;
         }
-        /* publish again from the page's start: the broker drops what it had */
+        /* publish again from the page's start (the broker drops what it had) */
         ag_store_sub_free(sub);
         sub = NULL;
         backoff = backoff ? (backoff * 2 > 5000 ? 5000 : backoff * 2) : 100;
         if (!pause_ms(r, backoff)) break;
     }
+    if (unsaved && save_checkpoint(r, acked, &err) == 0) note_saved(r, acked);
     ag_store_sub_free(sub);
     return NULL;
 }
@@ -211,7 +241,7 @@ int ag_relay_start(const struct ag_relay_config *cfg, struct ag_relay **out, str
     if (!r) return ag_err_set(err, AG_ENOMEM, "out of memory");
     r->cfg = *cfg;
     if (!r->cfg.name) r->cfg.name = "outbox";
-    if (!r->cfg.batch) r->cfg.batch = 256;
+    if (!r->cfg.batch) r->cfg.batch = 4096;
     if (!r->cfg.publish_timeout_ms) r->cfg.publish_timeout_ms = 5000;
     snprintf(r->stream, sizeof r->stream, "_relay-%s", r->cfg.name);
     pthread_mutex_init(&r->lock, NULL);

@@ -280,27 +280,44 @@ static struct ndelivery *wrap(natsMsg *msg, uint32_t max_deliver)
     return nd;
 }
 
+/* Wrap fetched messages (a non-CloudEvent is poison: terminated) and empty `list`. */
+static void take(struct ag_bus_consumer *bc, natsMsgList *list, struct ag_bus_delivery **out,
+                 size_t *n)
+{
+    for (int i = 0; i < list->Count; i++) {
+        struct ndelivery *nd = wrap(list->Msgs[i], bc->cfg.max_deliver);
+        if (!nd) {
+            natsMsg_Term(list->Msgs[i], NULL);
+            natsMsg_Destroy(list->Msgs[i]);
+        } else {
+            out[(*n)++] = &nd->d;
+        }
+        list->Msgs[i] = NULL;
+    }
+    natsMsgList_Destroy(list);
+    memset(list, 0, sizeof *list);
+}
+
 static int nfetch(struct ag_bus_consumer *bc, size_t max, int timeout_ms,
                   struct ag_bus_delivery **out, size_t *n, struct ag_err *err)
 {
     struct nconsumer *c = (struct nconsumer *)bc;
     natsMsgList list = {0};
     jsErrCode je = 0;
-    natsStatus s =
-        natsSubscription_Fetch(&list, c->sub, (int)max, timeout_ms > 0 ? timeout_ms : 1, &je);
+    /* A long poll for one message returns as soon as it comes (a pull for a batch
+     * waits for the whole batch or the timeout); then whatever else is ready. */
+    natsStatus s = natsSubscription_Fetch(&list, c->sub, 1, timeout_ms > 0 ? timeout_ms : 1, &je);
     if (s == NATS_TIMEOUT) return 0;
     if (s != NATS_OK) return fail(err, AG_EUNAVAILABLE, s, je, "fetch");
-    for (int i = 0; i < list.Count; i++) {
-        struct ndelivery *nd = wrap(list.Msgs[i], bc->cfg.max_deliver);
-        if (!nd) { /* not a CloudEvent: poison, never deliverable */
-            natsMsg_Term(list.Msgs[i], NULL);
-            natsMsg_Destroy(list.Msgs[i]);
-        } else {
-            out[(*n)++] = &nd->d;
-        }
-        list.Msgs[i] = NULL;
+    take(bc, &list, out, n);
+    if (max > 1) {
+        jsFetchRequest fr;
+        jsFetchRequest_Init(&fr);
+        fr.Batch = (int)max - 1;
+        fr.NoWait = true;
+        fr.Expires = 1000000000;
+        if (natsSubscription_FetchRequest(&list, c->sub, &fr) == NATS_OK) take(bc, &list, out, n);
     }
-    natsMsgList_Destroy(&list);
     return 0;
 }
 

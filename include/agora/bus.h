@@ -25,10 +25,12 @@
  *   local:            in-process, durable through the event store (opts->store):
  *                     messages in stream `_bus-messages`, each consumer's ack floor
  *                     in `_bus-consumer-<name>`, dead letters in `_bus-dlq`;
- *   nats://HOST:PORT  NATS JetStream through libnats: stream AGORA (subjects
+ *   nats://HOST:PORT[,HOST:PORT...][?replicas=N]
+ *                     NATS JetStream through libnats: stream AGORA (subjects
  *                     `agora.>`) and AGORA_DLQ (`dlq.>` and the MAX_DELIVERIES
  *                     advisories), durable pull consumers, Nats-Msg-Id = the id.
- *                     Created if missing. A broker that is down at open or later
+ *                     Created if missing, with N replicas (a cluster; default 1).
+ *                     A broker that is down at open or later
  *                     is reconnected in the background; health() says so.
  *
  * Threads: every call here may block (on the broker or the disk) and is meant for

@@ -66,12 +66,21 @@ function check(m) {
 (async () => {
   const nc = await connect({ servers: url, name: 'bus_consumer.js' });
   const jsm = await jetstreamManager(nc);
-  await jsm.consumers.add('AGORA', {
-    durable_name: durable,
-    ack_policy: AckPolicy.Explicit,
-    deliver_policy: DeliverPolicy.All,
-    filter_subject: 'agora.>',
-  });
+  // a cluster that just lost a node may still be electing its leaders: retry a while
+  for (let i = 0; ; i++) {
+    try {
+      await jsm.consumers.add('AGORA', {
+        durable_name: durable,
+        ack_policy: AckPolicy.Explicit,
+        deliver_policy: DeliverPolicy.All,
+        filter_subject: 'agora.>',
+      });
+      break;
+    } catch (e) {
+      if (i >= 30) throw e;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
   const c = await jetstream(nc).consumers.get('AGORA', durable);
   let idle = Date.now();
   while (seen.size < expected.size && Date.now() - idle < 30000) {

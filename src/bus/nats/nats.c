@@ -24,6 +24,7 @@
 #include <nats/nats.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "bus/internal.h"
@@ -36,6 +37,7 @@ struct nbus {
     pthread_mutex_t lock; /* serialises publishes and stream setup */
     bool streams_ok;      /* the streams exist (since the last connect) */
     char dlq[80];         /* the DLQ stream's name */
+    int replicas;         /* the streams' replicas (URI ?replicas=N; default 1) */
     /* guarded by `acks` */
     pthread_mutex_t acks;
     pthread_cond_t acked;   /* an ack (or failure) of the current publish came */
@@ -132,6 +134,7 @@ static int add_stream(struct nbus *nb, const char *name, const char **subjects, 
     sc.SubjectsLen = n;
     sc.Storage = js_FileStorage;
     sc.Duplicates = (int64_t)nb->base.opts.dedup_window_ms * 1000000;
+    sc.Replicas = nb->replicas;
     jsErrCode je = 0;
     jsStreamInfo *si = NULL;
     natsStatus s = js_AddStream(&si, nb->js, &sc, NULL, &je);
@@ -472,8 +475,19 @@ static const struct ag_bus_ops nats_ops = {
 
 static int connect_nats(struct nbus *nb, const char *url, struct ag_err *err)
 {
+    /* "nats://h1:p1,h2:p2": a server list (SetURL with a list never connected in
+     * the background with libnats 3.4; SetServers does) */
+    char list[600], *servers[8], *save = NULL;
+    int n = 0;
+    snprintf(list, sizeof list, "%s", url + 7);
+    for (char *t = strtok_r(list, ",", &save); t && n < 8; t = strtok_r(NULL, ",", &save)) {
+        if (strncmp(t, "nats://", 7) == 0) t += 7;
+        servers[n] = ag_malloc(strlen(t) + 8);
+        if (servers[n]) sprintf(servers[n++], "nats://%s", t);
+    }
     natsStatus s = natsOptions_Create(&nb->nopts);
-    if (s == NATS_OK) s = natsOptions_SetURL(nb->nopts, url);
+    if (s == NATS_OK) s = natsOptions_SetServers(nb->nopts, (const char **)servers, n);
+    for (int i = 0; i < n; i++) ag_free(servers[i]);
     if (s == NATS_OK) s = natsOptions_SetMaxReconnect(nb->nopts, -1);
     if (s == NATS_OK) s = natsOptions_SetReconnectWait(nb->nopts, 250);
     if (s == NATS_OK) s = natsOptions_SetTimeout(nb->nopts, 2000);
@@ -514,6 +528,16 @@ int ag__bus_nats_open(const char *rest, const struct ag_bus_options *opts, struc
     ag_cond_init_mono(&nb->acked);
     char url[600];
     snprintf(url, sizeof url, "nats:%s", rest);
+    nb->replicas = 1;
+    char *q = strchr(url, '?');
+    if (q) { /* nats://h1:p1,h2:p2?replicas=3 */
+        *q++ = 0;
+        if (strncmp(q, "replicas=", 9) != 0 || (nb->replicas = atoi(q + 9)) < 1 ||
+            nb->replicas > 5) {
+            nclose(&nb->base);
+            return ag_err_set(err, AG_EINVAL, "nats bus URI: the only option is ?replicas=1..5");
+        }
+    }
     int rc = connect_nats(nb, url, err);
     if (rc) {
         nclose(&nb->base);

@@ -271,10 +271,16 @@ void ag_relay_stats(struct ag_relay *r, struct ag_relay_stats *out)
                                    .failures = r->failures,
                                    .failing = r->failing};
     out->lag_events = st.events > r->position ? st.events - r->position : 0;
-    if (r->oldest_ns && now_ns > r->oldest_ns)
-        out->lag_seconds = (double)(now_ns - r->oldest_ns) / 1e9;
+    uint64_t oldest = r->oldest_ns;
     snprintf(out->error, sizeof out->error, "%s", r->error);
     pthread_mutex_unlock(&r->lock);
+    struct ag_event_page pg; /* the first event not handled yet: its age */
+    if (!oldest && out->lag_events &&
+        ag_store_read_all(r->cfg.store, out->position, AG_READ_FORWARD, 1, &pg, NULL) == 0) {
+        if (pg.count) oldest = pg.events[0].time_ns;
+        ag_event_page_free(&pg);
+    }
+    if (oldest && now_ns > oldest) out->lag_seconds = (double)(now_ns - oldest) / 1e9;
 }
 
 int ag_relay_wait(struct ag_relay *r, uint64_t position, int timeout_ms)

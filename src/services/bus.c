@@ -138,8 +138,8 @@ int svc_bus_admin(struct svc_job *j)
     ag_relay_stats(p->relay, &r);
     return svc_ok(
         j, 200,
-        json_pack("{s:b, s:{s:s, s:s, s:b, s:s?, s:I, s:I, s:I}, s:{s:I, s:I, s:I, s:I, s:f, s:I, "
-                  "s:I, s:s, s:s?}}",
+        json_pack("{s:b, s:{s:s, s:s, s:b, s:s*, s:I, s:I, s:I}, s:{s:I, s:I, s:I, s:I, s:f, s:I, "
+                  "s:I, s:s, s:s*}}",
                   "enabled", 1, "bus", "adapter", ag_bus_name(p->bus), "uri", p->bus->uri,
                   "connected", h.connected, "error", h.connected ? NULL : h.message, "published",
                   (json_int_t)h.published, "duplicates", (json_int_t)h.duplicates, "reconnects",
@@ -175,6 +175,7 @@ static struct ag_obs_series *gauge(struct ag_obs_registry *r, enum ag_obs_type t
 static void bus_collect(void *ud)
 {
     struct ag_platform *p = ud;
+    if (!p->relay) return; /* stopped */
     struct ag_relay_stats r;
     ag_relay_stats(p->relay, &r);
     struct ag_bus_health h;

@@ -59,6 +59,14 @@ wait_ready() { # wait_ready CODE: until /health/ready answers CODE
   fail "/health/ready never answered $1: $(cat "$WORK/ready.json")"
 }
 relay() { curl -sf "$BASE/admin/bus" | python3 -c "import json,sys; r=json.load(sys.stdin)['relay']; print($1)"; }
+NEX=0
+record() { # record an exchange of GET /admin/bus for api_validate.js (the admin, no gateway)
+  local id
+  id=$(printf '%03d' $((NEX += 1)))
+  mkdir -p "$WORK/ex"
+  printf 'GET /admin/bus\nauthorization: bearer\n' >"$WORK/ex/$id.req"
+  curl -s -D "$WORK/ex/$id.hdr" -o "$WORK/ex/$id.body" "$BASE/admin/bus"
+}
 
 # 1. agora first, the broker down
 "$AGORA" run --data "$WORK/data" --listen 127.0.0.1:0 --no-gateway --workers 2 --bus "$NATS" \
@@ -75,6 +83,7 @@ BASE=http://127.0.0.1:$PORT
 wait_ready 503
 grep -q '"bus"' "$WORK/ready.json" || fail "readiness does not name the bus: $(cat "$WORK/ready.json")"
 [[ $(relay 'r["status"]') == retrying ]] || fail "the relay is not retrying while the broker is down"
+record
 
 # 2. the broker comes up
 start_nats 1
@@ -97,6 +106,9 @@ for _ in $(seq 300); do
 done
 [[ $(relay 'r["lagEvents"]') == 0 ]] || fail "the relay did not catch up: $(curl -s "$BASE/admin/bus")"
 failures=$(relay 'r["failures"]')
+record
+(cd "$SRC" && node tests/integration/api_validate.js docs/openapi.yaml "$WORK/ex") >"$WORK/validate.txt" 2>&1 ||
+  fail "GET /admin/bus does not match docs/openapi.yaml: $(cat "$WORK/validate.txt")"
 ((failures > 0)) || fail "the relay never saw the broker down"
 
 # 4. every integration event of the log, once, valid

@@ -436,10 +436,11 @@ static void nhealth(struct ag_bus *b, struct ag_bus_health *out)
     else if (!out->connected)
         snprintf(out->message, sizeof out->message, "streams not ready: %s", nb->last_error);
     pthread_mutex_unlock(&nb->acks);
-    if (connected(nb) && !out->connected) { /* try now: the check is what readiness sees */
-        pthread_mutex_lock(&nb->lock);
-        if (ensure(nb, NULL) == 0) out->connected = true, out->message[0] = 0;
-        pthread_mutex_unlock(&nb->lock);
+    if (connected(nb) && !out->connected) {          /* try now: the check is what readiness sees */
+        if (pthread_mutex_trylock(&nb->lock) == 0) { /* never wait behind a publish */
+            if (ensure(nb, NULL) == 0) out->connected = true, out->message[0] = 0;
+            pthread_mutex_unlock(&nb->lock);
+        }
     }
 }
 

@@ -97,7 +97,13 @@ static int publish_page(struct ag_relay *r, const struct ag_event_page *pg, size
 {
     struct ag_relay_msg *rm = ag_calloc(pg->count ? pg->count : 1, sizeof *rm);
     struct ag_bus_msg *msgs = ag_calloc(pg->count ? pg->count : 1, sizeof *msgs);
-    int rc = rm && msgs ? 0 : ag_err_set(err, AG_ENOMEM, "out of memory");
+    *npub = 0;
+    if (!rm || !msgs) {
+        ag_free(rm);
+        ag_free(msgs);
+        return ag_err_set(err, AG_ENOMEM, "out of memory");
+    }
+    int rc = 0;
     size_t n = 0;
     for (size_t i = 0; !rc && i < pg->count; i++) {
         const struct ag_event *ev = &pg->events[i];
@@ -117,7 +123,7 @@ static int publish_page(struct ag_relay *r, const struct ag_event_page *pg, size
         }
     }
     if (!rc && n) rc = ag_bus_publish(r->cfg.bus, msgs, n, r->cfg.publish_timeout_ms, err);
-    for (size_t i = 0; rm && i < n; i++) ag_free(rm[i].data);
+    for (size_t i = 0; i < n; i++) ag_free(rm[i].data);
     ag_free(rm);
     ag_free(msgs);
     *npub = n;

@@ -151,7 +151,12 @@ static int lpublish(struct ag_bus *b, const struct ag_bus_msg *msgs, size_t n, i
     struct lbus *lb = (struct lbus *)b;
     struct ag_event_data *ev = ag_calloc(n, sizeof *ev);
     struct ag_buf *bodies = ag_calloc(n, sizeof *bodies);
-    int rc = ev && bodies ? 0 : ag_err_set(err, AG_ENOMEM, "out of memory");
+    if (!ev || !bodies) {
+        ag_free(ev);
+        ag_free(bodies);
+        return ag_err_set(err, AG_ENOMEM, "out of memory");
+    }
+    int rc = 0;
     size_t k = 0;
     pthread_mutex_lock(&lb->lock);
     for (size_t i = 0; i < n && !rc; i++) {
@@ -183,7 +188,7 @@ static int lpublish(struct ag_bus *b, const struct ag_bus_msg *msgs, size_t n, i
         if (k) pthread_cond_broadcast(&lb->published_cv);
     }
     pthread_mutex_unlock(&lb->lock);
-    for (size_t j = 0; bodies && j < k; j++) ag_buf_free(&bodies[j]);
+    for (size_t j = 0; j < k; j++) ag_buf_free(&bodies[j]);
     ag_free(bodies);
     ag_free(ev);
     return rc;

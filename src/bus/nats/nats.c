@@ -12,6 +12,12 @@
  *                     consumer never answered, so the adapter could not);
  *   consumers         durable pull consumers, explicit ack, AckWait, MaxDeliver,
  *                     BackOff from struct ag_bus_consumer_config.
+ * One events stream for every context rather than one per context: a JetStream
+ * consumer reads one stream, and a consumer that follows several contexts (the
+ * choreography reacts to ordering, inventory, payments and shipping) must see
+ * them in one order; a consumer of one context filters by subject instead. A dead
+ * letter from the advisory is read back as {"reason":"max_deliver","error":"ack
+ * wait expired","advisory":{... "stream_seq" ...}} (the original stays in AGORA).
  *
  * Connection: libnats connects in the background when the broker is down at open
  * (RetryOnFailedConnect) and reconnects forever after a loss. While it is not

@@ -241,3 +241,26 @@ Test(nats, broker_down_fails_fast_and_recovers)
     ag_bus_health(bus, &h);
     cr_assert_geq(h.reconnects, 1);
 }
+
+Test(nats, unanswered_last_delivery_is_captured_from_the_advisory)
+{
+    publish("0190f0f0-0000-7000-8000-000000000001", "agora.ordering.OrderPlaced");
+    struct ag_bus_consumer_config cfg = {
+        .name = "crashy", .filter = "agora.ordering.>", .max_deliver = 1, .ack_wait_ms = 500};
+    struct ag_bus_consumer *c;
+    struct ag_err err;
+    cr_assert_eq(ag_bus_consumer_open(bus, &cfg, &c, &err), 0, "%s", err.msg);
+    struct ag_bus_delivery *d = one(c, 2000);
+    cr_assert(d->last);
+    ag_bus_delivery_free(c, d); /* the consumer "crashed": no answer */
+    cr_assert_null(one(c, 1500), "max_deliver 1: never again");
+    json_t *a = dead_letters(1);
+    json_t *x = json_array_get(a, 0);
+    cr_assert_str_eq(json_string_value(json_object_get(x, "reason")), "max_deliver");
+    cr_assert_str_eq(json_string_value(json_object_get(x, "error")), "ack wait expired");
+    json_t *adv = json_object_get(x, "advisory");
+    cr_assert_str_eq(json_string_value(json_object_get(adv, "consumer")), "crashy");
+    cr_assert_eq(json_integer_value(json_object_get(adv, "stream_seq")), 1);
+    json_decref(a);
+    ag_bus_consumer_close(c);
+}

@@ -37,6 +37,9 @@ struct ag_platform_config {
     uint64_t idempotency_ttl_ms;
     /* Ended sagas are removed by a scavenge after this (0 = 7 days); env AGORA_SAGA_RETENTION. */
     uint64_t saga_retention_ms;
+    /* The message bus the outbox relay publishes the published language to
+     * (ag_bus_open: "local:" or "nats://HOST:PORT"); NULL = no bus, no relay. */
+    const char *bus_uri;
 };
 
 struct ag_platform;
@@ -61,6 +64,9 @@ AG_EXTERN int ag_platform_store_ready(void *p, struct ag_buf *detail);
  * has failed or its read model's database cannot be reached (an ag_obs_check_fn,
  * for the gateway in front too). */
 AG_EXTERN int ag_platform_projections_ready(void *p, struct ag_buf *detail);
+/* The readiness check of the bus (an ag_obs_check_fn): down while the broker is
+ * unreachable (the relay keeps its checkpoint and resumes); up without a bus. */
+AG_EXTERN int ag_platform_bus_ready(void *p, struct ag_buf *detail);
 /* Serve until SIGINT/SIGTERM, then drain. */
 AG_EXTERN int ag_platform_run_until_signal(struct ag_platform *p);
 /* Drain HTTP, stop sagas (unfinished ones resume next start), projections, store. */

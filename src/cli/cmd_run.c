@@ -17,7 +17,7 @@
 static const char usage_text[] =
     "usage: agora run [--data DIR] [--store URI] [--readmodels URI] [--listen HOST:PORT]\n"
     "                 [--workers N] [--no-seed] [--no-gateway] [--idempotency-ttl DUR]\n"
-    "                 [--saga-retention DUR]\n"
+    "                 [--saga-retention DUR] [--bus URI]\n"
     "\n"
     "Start the commerce platform in one process: customers, catalog, ordering,\n"
     "inventory, payments and shipping over the event store (--store), their read\n"
@@ -39,6 +39,10 @@ static const char usage_text[] =
     "                      retried with backoff for AGORA_READMODELS_WAIT seconds (60)\n"
     "  --listen HOST:PORT  where to serve (default 127.0.0.1:8080, env AGORA_LISTEN)\n"
     "  --workers N         HTTP worker loops (default: number of cores)\n"
+    "  --bus URI           publish the integration events (docs/events.md) to a message\n"
+    "                      bus through the outbox relay (env AGORA_BUS): local: (in the\n"
+    "                      event store) or nats://HOST:PORT[,HOST:PORT...][?replicas=N]\n"
+    "                      (JetStream; a cluster with N-replica streams); default none\n"
     "  --no-seed           no demo catalog and customers on first start\n"
     "  --no-gateway        serve the services directly on --listen, loopback only, with\n"
     "                      NO authentication (every caller is an admin) and no rate\n"
@@ -116,13 +120,15 @@ static int serve_gateway(struct ag_platform *p, const char *listen, const char *
     /* and /health/ready at the gateway is down while the store cannot write or a
      * projection has failed: the readiness clients and load balancers see */
     const struct ag_gateway_ready_check checks[] = {
-        {"store", ag_platform_store_ready, p}, {"projections", ag_platform_projections_ready, p}};
+        {"store", ag_platform_store_ready, p},
+        {"projections", ag_platform_projections_ready, p},
+        {"bus", ag_platform_bus_ready, p}};
     struct ag_gateway_options go = {.config_yaml = yaml,
                                     .listen = listen,
                                     .workers = workers,
                                     .metrics = ag_platform_metrics(p),
                                     .ready_checks = checks,
-                                    .nready_checks = 2};
+                                    .nready_checks = AG_ARRAY_SIZE(checks)};
     struct ag_gateway *gw = NULL;
     struct ag_err err;
     ag_err_clear(&err);
@@ -177,6 +183,8 @@ static int run(int argc, char **argv)
     if (store && !*store) store = NULL;
     const char *readmodels = getenv("AGORA_READMODELS");
     if (readmodels && !*readmodels) readmodels = NULL;
+    const char *bus = getenv("AGORA_BUS");
+    if (bus && !*bus) bus = NULL;
     bool seed = true, gateway = true;
     int workers = 0;
     const char *idem_ttl = getenv("AGORA_IDEMPOTENCY_TTL");
@@ -196,6 +204,8 @@ static int run(int argc, char **argv)
             idem_ttl = argv[++i];
         else if (strcmp(argv[i], "--saga-retention") == 0 && i + 1 < argc)
             saga_ret = argv[++i];
+        else if (strcmp(argv[i], "--bus") == 0 && i + 1 < argc)
+            bus = argv[++i];
         else if (strcmp(argv[i], "--no-seed") == 0)
             seed = false;
         else if (strcmp(argv[i], "--no-gateway") == 0)
@@ -226,7 +236,8 @@ static int run(int argc, char **argv)
         .workers = workers,
         .seed = seed,
         .idempotency_ttl_ms = idem_ttl ? ag_cli_duration_ms(idem_ttl) : 0,
-        .saga_retention_ms = saga_ret ? ag_cli_duration_ms(saga_ret) : 0};
+        .saga_retention_ms = saga_ret ? ag_cli_duration_ms(saga_ret) : 0,
+        .bus_uri = bus};
     const char *st = getenv("AGORA_SAGA_THREADS");
     if (st && atoi(st) > 0 && atoi(st) <= 1024) cfg.saga_threads = (unsigned)atoi(st);
     const char *rw = getenv("AGORA_READMODELS_WAIT");

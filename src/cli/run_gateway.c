@@ -112,6 +112,7 @@ static const char template_yaml[] =
     "          - uri: {prefix: /admin/sagas}\n"
     "          - uri: {prefix: /admin/audit}\n"
     "          - uri: {prefix: /admin/saga-breakers}\n"
+    "          - uri: {prefix: /admin/bus}\n"
     "        route: [{destination: {host: platform}}]\n"
     "        timeout: 10s\n"
     "        auth: {required: true, roles: [admin]}\n"

@@ -1,1 +1,2 @@
 target_link_libraries(agora_es PUBLIC agora_store agora_readmodel)
+target_link_libraries(agora_es PUBLIC agora_bus)

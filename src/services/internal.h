@@ -6,11 +6,13 @@
 #include <pthread.h>
 #include <uv.h>
 
+#include "agora/bus.h"
 #include "agora/domain.h"
 #include "agora/es.h"
 #include "agora/http.h"
 #include "agora/platform.h"
 #include "agora/readmodel.h"
+#include "agora/relay.h"
 #include "agora/saga.h"
 
 /* Read models, one database of the read-model port each (index into platform.rm[]). */
@@ -96,6 +98,8 @@ struct svc_env {
      * handlers), else NULL */
     struct svc_env *peers;
     size_t npeers;
+    struct ag_bus *bus;             /* the message bus (--bus), or NULL */
+    struct ag_relay *relay;         /* the outbox relay publishing to it, or NULL */
 };
 
 struct ag_platform {
@@ -123,7 +127,23 @@ struct ag_platform {
     pthread_mutex_t monitor_lock;
     pthread_cond_t monitor_cond;
     bool monitor_stop;
+    struct ag_bus *bus;     /* --bus: the message bus, or NULL (bus.c) */
+    struct ag_relay *relay; /* the outbox relay onto it */
 };
+
+/* ---- the bus: published language, relay, ops (bus.c) ---- */
+
+/* Open cfg.bus_uri (if any) and start the relay. */
+int svc_bus_start(struct ag_platform *p, struct ag_err *err);
+/* The "bus" readiness check and the relay's metrics (after the registry exists). */
+void svc_bus_observe(struct ag_platform *p);
+void svc_bus_stop(struct ag_platform *p);
+/* GET /admin/bus. */
+int svc_bus_admin(struct svc_job *j);
+struct ag_relay_msg;
+/* The relay's mapping: domain event → integration event (an ag_relay_map_fn). */
+int svc_published_language(void *ud, struct ag_store *s, const struct ag_event *ev,
+                           struct ag_relay_msg *out);
 
 /* Start/stop the metrics monitor (platform.c). */
 int svc_monitor_start(struct ag_platform *p);

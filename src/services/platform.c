@@ -111,6 +111,7 @@ static const struct svc_route routes[] = {
     {"GET", "/admin/projections", SVC_ADMIN, projections, NULL, NULL, {NULL}},
     {"GET", "/admin/saga-breakers", SVC_ADMIN, breakers, NULL, NULL, {NULL}},
     {"POST", "/admin/store/scavenge", SVC_ADMIN, scavenge, NULL, NULL, {NULL}},
+    {"GET", "/admin/bus", SVC_ADMIN, svc_bus_admin, NULL, NULL, {NULL}},
 };
 
 static const struct svc_context ops_context = {"ops", routes, sizeof routes / sizeof routes[0],
@@ -238,6 +239,7 @@ static int start_http(struct ag_platform *p, struct ag_err *err)
                                         "Requests refused by authorization, by reason", 1, reason};
     ag_obs_family_define(p->metrics, &denied, &p->env.denied);
     store_health_register(p);
+    svc_bus_observe(p);
     struct ag_http_observe o = {.metrics = p->metrics,
                                 .health = p->health,
                                 .request_id = true,
@@ -352,6 +354,7 @@ int ag_platform_start(const struct ag_platform_config *cfg, struct ag_platform *
     p->env.projector = p->projector;
     if (!rc) rc = open_read_models(p, err);
     if (!rc && cfg->seed && st.events == 0) rc = svc_seed(&p->env, err);
+    if (!rc) rc = svc_bus_start(p, err);
     if (!rc) rc = start_http(p, err);
     if (!rc && svc_monitor_start(p))
         rc = ag_err_set(err, AG_ENOMEM, "cannot start the monitor thread");
@@ -397,6 +400,7 @@ void ag_platform_stop(struct ag_platform *p)
     /* projections first: the saga starter projection calls into the saga engine */
     ag_projector_stop(p->projector);
     ag_saga_engine_stop(p->sagas);
+    svc_bus_stop(p); /* the relay reads the store: before it closes */
     ag_es_repo_free(p->repo);
     ag_store_close(p->store);
     for (int i = 0; i < SVC_SAGA_STEPS; i++) ag_cb_free(p->breakers[i]);

@@ -1,0 +1,247 @@
+/*
+ * bench_bus: the outbox relay onto NATS JetStream, against a bare libnats
+ * publisher in the same run (bench/bus/run.sh starts the broker).
+ *
+ *   bus.publish  impl=raw    js_PublishAsync of N CloudEvent-sized messages with
+ *                            unique Nats-Msg-Ids, then wait for every ack: the
+ *                            ceiling of a publisher on this broker;
+ *                impl=agora  N integration events already in the log (OrderConfirmed,
+ *                            fsync'd store), the relay started: time until it has
+ *                            published and checkpointed them all (reading $all,
+ *                            mapping, CloudEvents JSON, dedup ids, acks, checkpoints);
+ *                            ratio = agora / raw.
+ *   bus.e2e      impl=agora  store → consumer latency: events appended one at a time
+ *                            at a steady rate while the relay runs live, received by a
+ *                            durable pull consumer through the port; latency = receive
+ *                            time − the event's commit time in the log (the CloudEvent
+ *                            `time`, wall clock, same host), p50/p99.
+ *
+ * Usage: bench_bus NATS_URL [EVENTS] [E2E_EVENTS]  (defaults 20000 and 2000).
+ * One JSON object per line on stdout.
+ */
+#include <jansson.h>
+#include <nats/nats.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "agora/bus.h"
+#include "agora/relay.h"
+#include "agora/store_log.h"
+#include "services/internal.h"
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static int raw_publish(const char *url, int n)
+{
+    natsConnection *nc = NULL;
+    jsCtx *js = NULL;
+    if (natsConnection_ConnectTo(&nc, url) != NATS_OK || natsConnection_JetStream(&js, nc, NULL))
+        return fprintf(stderr, "bench_bus: cannot connect to %s\n", url), 1;
+    jsStreamConfig sc;
+    jsStreamConfig_Init(&sc);
+    const char *subj[] = {"rawbench.>"};
+    sc.Name = "RAWBENCH";
+    sc.Subjects = subj;
+    sc.SubjectsLen = 1;
+    sc.Storage = js_FileStorage;
+    js_AddStream(NULL, js, &sc, NULL, NULL);
+    char body[420];
+    memset(body, 'x', sizeof body - 1);
+    body[sizeof body - 1] = 0;
+    uint64_t t0 = mono_ns();
+    for (int i = 0; i < n; i++) {
+        char id[40];
+        snprintf(id, sizeof id, "raw-%d-%llu", i, (unsigned long long)t0);
+        jsPubOptions po;
+        jsPubOptions_Init(&po);
+        po.MsgId = id;
+        if (js_PublishAsync(js, "rawbench.OrderConfirmed", body, (int)strlen(body), &po) != NATS_OK)
+            return fprintf(stderr, "bench_bus: raw publish failed\n"), 1;
+    }
+    jsPubOptions po;
+    jsPubOptions_Init(&po);
+    po.MaxWait = 60000;
+    js_PublishAsyncComplete(js, &po);
+    double s = (double)(mono_ns() - t0) / 1e9;
+    printf("{\"bench\":\"bus.publish\",\"impl\":\"raw\",\"params\":{\"events\":%d},\"ops_per_s\":%."
+           "0f}\n",
+           n, n / s);
+    jsCtx_Destroy(js);
+    natsConnection_Destroy(nc);
+    return (int)(n / s);
+}
+
+static int append_confirmed(struct ag_store *st, int i, const char *tag)
+{
+    char stream[80], data[96];
+    snprintf(stream, sizeof stream, "order-%s-%08d", tag, i);
+    snprintf(data, sizeof data, "{\"trackingNumber\":\"%llu\"}", (unsigned long long)mono_ns());
+    struct ag_event_data ev = {
+        .type = "OrderConfirmed", .type_len = 14, .data = data, .data_len = strlen(data)};
+    return ag_store_append(st, stream, strlen(stream), AG_STORE_ANY, &ev, 1, NULL, NULL);
+}
+
+/* N events in the log (appended in batches), then the relay: events/s. */
+static double relay_publish(struct ag_store *st, struct ag_bus *bus, int n)
+{
+    struct ag_event_data *ev = ag_calloc(1000, sizeof *ev);
+    char(*streams)[64] = ag_calloc(1000, 64);
+    for (int i = 0; i < n;) {
+        int k = 0;
+        for (; k < 1000 && i < n; k++, i++) {
+            ev[k] = (struct ag_event_data){.type = "OrderConfirmed",
+                                           .type_len = 14,
+                                           .data = "{\"trackingNumber\":\"TRK\"}",
+                                           .data_len = 24};
+        }
+        snprintf(streams[0], 64, "order-bench-%08d", i);
+        ag_store_append(st, streams[0], strlen(streams[0]), AG_STORE_ANY, ev, (size_t)k, NULL,
+                        NULL);
+    }
+    ag_free(streams);
+    ag_free(ev);
+    struct ag_store_stats ss;
+    ag_store_stats(st, &ss);
+    struct ag_relay_config rc = {
+        .store = st, .bus = bus, .name = "bench", .map = svc_published_language};
+    struct ag_relay *r;
+    uint64_t t0 = mono_ns();
+    if (ag_relay_start(&rc, &r, NULL)) return 0;
+    int w = ag_relay_wait(r, ss.events, 120000);
+    double s = (double)(mono_ns() - t0) / 1e9;
+    ag_relay_stop(r);
+    return w ? 0 : n / s;
+}
+
+static uint64_t wall_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* The CloudEvent's time (the event's commit time in the store, µs precision). */
+static uint64_t ce_time_ns(const char *body)
+{
+    json_t *ce = json_loads(body, 0, NULL);
+    const char *t = json_string_value(json_object_get(ce, "time"));
+    struct tm tm = {0};
+    unsigned us = 0;
+    uint64_t ns = 0;
+    if (t && sscanf(t, "%d-%d-%dT%d:%d:%d.%uZ", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour,
+                    &tm.tm_min, &tm.tm_sec, &us) == 7) {
+        tm.tm_year -= 1900;
+        tm.tm_mon -= 1;
+        ns = (uint64_t)timegm(&tm) * 1000000000ull + (uint64_t)us * 1000ull;
+    }
+    json_decref(ce);
+    return ns;
+}
+
+struct e2e {
+    struct ag_bus *bus;
+    int n, got;
+    uint64_t *lat;
+    int drained; /* the backlog of the publish phase is consumed (atomic) */
+};
+
+static void *consume(void *arg)
+{
+    struct e2e *e = arg;
+    struct ag_bus_consumer_config cfg = {.name = "bench-e2e", .filter = "agora.ordering.>"};
+    struct ag_bus_consumer *c;
+    if (ag_bus_consumer_open(e->bus, &cfg, &c, NULL)) return NULL;
+    uint64_t until = mono_ns() + 60000000000ull;
+    while (e->got < e->n && mono_ns() < until) {
+        struct ag_bus_delivery **ds;
+        size_t n;
+        if (ag_bus_fetch(c, 64, 200, &ds, &n, NULL)) continue;
+        if (!n) __atomic_store_n(&e->drained, 1, __ATOMIC_RELEASE);
+        for (size_t i = 0; i < n; i++) {
+            json_t *d = json_loads(ds[i]->msg.data, 0, NULL);
+            const char *tn = json_string_value(json_object_get(d, "trackingNumber"));
+            const char *oid = json_string_value(json_object_get(d, "orderId"));
+            if (tn && oid && strncmp(oid, "e2e-", 4) == 0 && e->got < e->n)
+                e->lat[e->got++] = wall_ns() - ce_time_ns(ds[i]->body);
+            json_decref(d);
+            ag_bus_ack(c, ds[i], NULL);
+            ag_bus_delivery_free(c, ds[i]);
+        }
+        ag_free(ds);
+    }
+    ag_bus_consumer_close(c);
+    return NULL;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void e2e_latency(struct ag_store *st, struct ag_bus *bus, int n)
+{
+    struct ag_relay_config rc = {
+        .store = st, .bus = bus, .name = "bench", .map = svc_published_language};
+    struct ag_relay *r;
+    if (ag_relay_start(&rc, &r, NULL)) return;
+    struct e2e e = {bus, n, 0, ag_calloc((size_t)n, sizeof(uint64_t)), 0};
+    pthread_t t;
+    pthread_create(&t, NULL, consume, &e);
+    while (!__atomic_load_n(&e.drained, __ATOMIC_ACQUIRE)) { /* measure live events only */
+        struct timespec ts = {0, 10000000};
+        nanosleep(&ts, NULL);
+    }
+    struct timespec gap = {0, 2000000}; /* 500 events/s */
+    for (int i = 0; i < n; i++) {
+        append_confirmed(st, i, "e2e");
+        nanosleep(&gap, NULL);
+    }
+    pthread_join(t, NULL);
+    ag_relay_stop(r);
+    qsort(e.lat, (size_t)e.got, sizeof *e.lat, cmp_u64);
+    if (e.got)
+        printf("{\"bench\":\"bus.e2e\",\"impl\":\"agora\",\"params\":{\"events\":%d,\"rate\":500},"
+               "\"received\":%d,\"p50_us\":%.0f,\"p99_us\":%.0f}\n",
+               n, e.got, (double)e.lat[e.got / 2] / 1e3,
+               (double)e.lat[(size_t)(e.got * 0.99)] / 1e3);
+    ag_free(e.lat);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) return fprintf(stderr, "usage: bench_bus NATS_URL [EVENTS] [E2E_EVENTS]\n"), 2;
+    int n = argc > 2 ? atoi(argv[2]) : 20000, n2 = argc > 3 ? atoi(argv[3]) : 2000;
+    ag_log_set_level(AG_LOG_ERROR);
+    int raw = raw_publish(argv[1], n);
+    char dir[] = "/tmp/agora-bench-bus-XXXXXX";
+    struct ag_store *st;
+    struct ag_bus *bus;
+    if (!mkdtemp(dir) || ag_store_log_open(dir, NULL, &st, NULL)) return 1;
+    if (ag_bus_open(argv[1], NULL, &bus, NULL)) return 1;
+    for (int i = 0; i < 50; i++) { /* the connection comes up in the background */
+        struct ag_bus_health h;
+        ag_bus_health(bus, &h);
+        if (h.connected) break;
+        struct timespec ts = {0, 100000000};
+        nanosleep(&ts, NULL);
+    }
+    double rel = relay_publish(st, bus, n);
+    printf("{\"bench\":\"bus.publish\",\"impl\":\"agora\",\"params\":{\"events\":%d},"
+           "\"ops_per_s\":%.0f,\"ratio_vs_raw\":%.2f}\n",
+           n, rel, raw > 0 ? rel / raw : 0);
+    e2e_latency(st, bus, n2);
+    ag_bus_close(bus);
+    ag_store_close(st);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    return system(cmd) == 0 ? 0 : 1;
+}

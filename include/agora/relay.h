@@ -1,0 +1,77 @@
+/*
+ * The outbox relay: the event log is the outbox. A relay tails `$all` from its
+ * checkpoint, asks a mapping function which events are part of the published
+ * language (and what their message looks like), publishes those to the bus with
+ * the event id as the message id, and records its checkpoint in the store
+ * (stream `_relay-<name>`, RelayCheckpoint {"next": position}) only after the
+ * broker acknowledged every message before that position — at most every 200 ms
+ * while busy and once idle, so the log's fsyncs stay off the publish path (a crash
+ * republishes at most those last 200 ms, which the broker's dedup drops). A failed publish (broker
+ * down, no ack) keeps the checkpoint, waits (100 ms doubling to 5 s) and publishes the same events
+ * again: the broker's dedup window drops what it already had, so nothing is lost and consumers see
+ * no duplicate. Streams whose name starts with
+ * '_' (the bus's and the relay's own) are never published.
+ *
+ * A page with nothing to publish moves the relay's position in memory but writes
+ * no checkpoint (writing one would itself be a new event to tail); after a restart
+ * such events are scanned again, and skipped again.
+ *
+ * The relay runs on its own thread; the mapping runs there too and may read the
+ * store. Handles: ag_relay_start → ag_relay_stop.
+ */
+#ifndef AGORA_RELAY_H
+#define AGORA_RELAY_H
+
+#include "agora/bus.h"
+#include "agora/store.h"
+
+/* What the mapping fills for one event (the relay sets id, time and traceparent
+ * from the event and its metadata beforehand). */
+struct ag_relay_msg {
+    struct ag_bus_msg msg; /* pointers into the fields below, set by the relay */
+    char topic[AG_BUS_SUBJECT_MAX + 1];
+    char source[128];
+    char type[AG_BUS_SUBJECT_MAX + 1];
+    char subject[128]; /* "" → no CloudEvent subject */
+    char id[AG_UUID_STRLEN + 1];
+    char traceparent[64];
+    char *data; /* JSON text, ag_malloc'd: the relay frees it */
+};
+
+/* 1: publish `out`; 0: not part of the published language; < 0: an AG_E* error
+ * (the page is retried). */
+typedef int (*ag_relay_map_fn)(void *ud, struct ag_store *store, const struct ag_event *ev,
+                               struct ag_relay_msg *out);
+
+struct ag_relay_config {
+    struct ag_store *store;
+    struct ag_bus *bus;
+    const char *name; /* checkpoint stream `_relay-<name>`; NULL → "outbox" */
+    ag_relay_map_fn map;
+    void *ud;
+    size_t batch;           /* events read per page; 0 → 4096 (AG_BUS_PUBLISH_MAX) */
+    int publish_timeout_ms; /* wait for the broker's acks; 0 → 5000 */
+};
+
+struct ag_relay_stats {
+    uint64_t checkpoint; /* next $all position to publish from (acknowledged) */
+    uint64_t position;   /* next position to read (scanned, in memory) */
+    uint64_t head;       /* events in the store */
+    uint64_t lag_events; /* head - position */
+    double lag_seconds;  /* age of the oldest event not yet published (0: caught up) */
+    uint64_t published;  /* messages acknowledged by the broker since start */
+    uint64_t failures;   /* failed publish attempts since start */
+    bool failing;        /* the last attempt failed */
+    char error[256];     /* its error */
+};
+
+struct ag_relay;
+
+AG_EXTERN int ag_relay_start(const struct ag_relay_config *cfg, struct ag_relay **out,
+                             struct ag_err *err);
+AG_EXTERN void ag_relay_stats(struct ag_relay *r, struct ag_relay_stats *out);
+/* Wait until everything below `position` is published (0) or AG_ETIMEDOUT. */
+AG_EXTERN int ag_relay_wait(struct ag_relay *r, uint64_t position, int timeout_ms);
+AG_EXTERN void ag_relay_stop(struct ag_relay *r);
+
+#endif

@@ -1,0 +1,555 @@
+/*
+ * The NATS JetStream bus (`nats://HOST:PORT`), through libnats (nats.c).
+ *
+ * Broker objects (created when missing, on the first use after every (re)connect):
+ *   stream AGORA      subjects "agora.>", file storage, duplicate window
+ *                     opts->dedup_window_ms: a publish carries Nats-Msg-Id = the
+ *                     CloudEvent id, so the broker drops a republished message;
+ *   stream AGORA_DLQ  subjects "dlq.>" (dead-letter records this adapter publishes
+ *                     when a consumer naks the last allowed delivery or
+ *                     terminates one) and the JetStream MAX_DELIVERIES advisories
+ *                     of AGORA's consumers (the last ack wait ran out: the
+ *                     consumer never answered, so the adapter could not);
+ *   consumers         durable pull consumers, explicit ack, AckWait, MaxDeliver,
+ *                     BackOff from struct ag_bus_consumer_config.
+ * One events stream for every context rather than one per context: a JetStream
+ * consumer reads one stream, and a consumer that follows several contexts (the
+ * choreography reacts to ordering, inventory, payments and shipping) must see
+ * them in one order; a consumer of one context filters by subject instead. A dead
+ * letter from the advisory is read back as {"reason":"max_deliver","error":"ack
+ * wait expired","advisory":{... "stream_seq" ...}} (the original stays in AGORA).
+ *
+ * Connection: libnats connects in the background when the broker is down at open
+ * (RetryOnFailedConnect) and reconnects forever after a loss. While it is not
+ * connected, publish fails fast with AG_EUNAVAILABLE (nothing is buffered: the
+ * caller — the relay — keeps its checkpoint and publishes again later), and
+ * health() says why. Publishes of a call are pipelined (async publish) and the
+ * call waits for every ack; a timeout takes the unacknowledged messages back from
+ * libnats so none is sent later behind the caller's back.
+ */
+#include <nats/nats.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bus/internal.h"
+
+struct nbus {
+    struct ag_bus base;
+    natsOptions *nopts;
+    natsConnection *nc;
+    jsCtx *js;
+    pthread_mutex_t lock; /* serialises publishes and stream setup */
+    bool streams_ok;      /* the streams exist (since the last connect) */
+    char dlq[80];         /* the DLQ stream's name */
+    int replicas;         /* the streams' replicas (URI ?replicas=N; default 1) */
+    /* guarded by `acks` */
+    pthread_mutex_t acks;
+    pthread_cond_t acked;   /* an ack (or failure) of the current publish came */
+    size_t waiting, failed; /* of the current publish */
+    char fail_msg[200];
+    uint64_t published, duplicates, reconnects;
+    char last_error[200]; /* the last setup/publish error, for health */
+};
+
+struct nconsumer {
+    struct ag_bus_consumer base;
+    struct nbus *nb;
+    natsSubscription *sub;
+};
+
+struct ndelivery {
+    struct ag_bus_delivery d;
+    natsMsg *msg;
+    void *mem;
+};
+
+static const char *nstatus(natsStatus s)
+{
+    return natsStatus_GetText(s);
+}
+
+static int fail(struct ag_err *err, int code, natsStatus s, jsErrCode je, const char *what)
+{
+    return ag_err_set(err, code, "nats: %s: %s%s%d", what, nstatus(s),
+                      je ? " jetstream error " : "", je ? (int)je : 0);
+}
+
+/* ---- connection and streams ---- */
+
+static void on_reconnected(natsConnection *nc, void *ud)
+{
+    AG_UNUSED(nc);
+    struct nbus *nb = ud;
+    pthread_mutex_lock(&nb->acks);
+    nb->reconnects++;
+    pthread_mutex_unlock(&nb->acks);
+    AG_INFO("bus.reconnected", AG_LS("uri", nb->base.uri));
+}
+
+/* The first connection, when the broker was down at open. */
+static void on_connected(natsConnection *nc, void *ud)
+{
+    AG_UNUSED(nc);
+    AG_INFO("bus.connected", AG_LS("uri", ((struct nbus *)ud)->base.uri));
+}
+
+static void on_disconnected(natsConnection *nc, void *ud)
+{
+    AG_UNUSED(nc);
+    struct nbus *nb = ud;
+    __atomic_store_n(&nb->streams_ok, false, __ATOMIC_RELAXED);
+    AG_WARN("bus.disconnected", AG_LS("uri", nb->base.uri));
+}
+
+static void on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *ud)
+{
+    AG_UNUSED(js);
+    struct nbus *nb = ud;
+    pthread_mutex_lock(&nb->acks);
+    if (pae || !pa) {
+        nb->failed++;
+        snprintf(nb->fail_msg, sizeof nb->fail_msg, "%s (%d)",
+                 pae && pae->ErrText ? pae->ErrText
+                 : pae               ? nstatus(pae->Err)
+                                     : "no ack",
+                 pae ? (int)pae->ErrCode : 0);
+    } else {
+        nb->published++;
+        if (pa->Duplicate) nb->duplicates++;
+    }
+    if (nb->waiting) nb->waiting--;
+    pthread_cond_broadcast(&nb->acked);
+    pthread_mutex_unlock(&nb->acks);
+    natsMsg_Destroy(msg);
+}
+
+static bool connected(struct nbus *nb)
+{
+    return natsConnection_Status(nb->nc) == NATS_CONN_STATUS_CONNECTED;
+}
+
+static int add_stream(struct nbus *nb, const char *name, const char **subjects, int n,
+                      struct ag_err *err)
+{
+    jsStreamConfig sc;
+    jsStreamConfig_Init(&sc);
+    sc.Name = name;
+    sc.Subjects = subjects;
+    sc.SubjectsLen = n;
+    sc.Storage = js_FileStorage;
+    sc.Duplicates = (int64_t)nb->base.opts.dedup_window_ms * 1000000;
+    sc.Replicas = nb->replicas;
+    jsErrCode je = 0;
+    jsStreamInfo *si = NULL;
+    natsStatus s = js_AddStream(&si, nb->js, &sc, NULL, &je);
+    jsStreamInfo_Destroy(si);
+    if (s == NATS_OK || je == JSStreamNameExistErr) return 0;
+    return fail(err, AG_EUNAVAILABLE, s, je, name);
+}
+
+/* Connected with the streams in place; AG_EUNAVAILABLE (with why) otherwise. */
+static int ensure(struct nbus *nb, struct ag_err *err)
+{
+    if (!connected(nb))
+        return ag_err_set(err, AG_EUNAVAILABLE, "nats: not connected to %s", nb->base.uri + 5);
+    if (__atomic_load_n(&nb->streams_ok, __ATOMIC_RELAXED)) return 0;
+    char adv[160];
+    snprintf(adv, sizeof adv, "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.%s.*",
+             nb->base.opts.stream);
+    const char *ev[] = {"agora.>"}, *dl[] = {"dlq.>", adv};
+    int rc = add_stream(nb, nb->base.opts.stream, ev, 1, err);
+    if (!rc) rc = add_stream(nb, nb->dlq, dl, 2, err);
+    if (!rc) __atomic_store_n(&nb->streams_ok, true, __ATOMIC_RELAXED);
+    return rc;
+}
+
+/* ---- publish ---- */
+
+/* Take back what libnats still holds of this publish (no ack came). */
+static void drop_pending(struct nbus *nb)
+{
+    natsMsgList pending = {0};
+    if (js_PublishAsyncGetPendingList(&pending, nb->js) == NATS_OK) natsMsgList_Destroy(&pending);
+    pthread_mutex_lock(&nb->acks);
+    nb->waiting = 0;
+    pthread_mutex_unlock(&nb->acks);
+}
+
+static int send_one(struct nbus *nb, const struct ag_bus_msg *m, struct ag_buf *body,
+                    struct ag_err *err)
+{
+    ag_buf_reset(body);
+    if (ag_bus_cloudevent_json(m, body)) return ag_err_set(err, AG_ENOMEM, "out of memory");
+    natsMsg *msg = NULL;
+    natsStatus s = natsMsg_Create(&msg, m->topic, NULL, body->data, (int)body->len);
+    if (s == NATS_OK) s = natsMsgHeader_Set(msg, "Content-Type", "application/cloudevents+json");
+    jsPubOptions po;
+    jsPubOptions_Init(&po);
+    po.MsgId = m->id;
+    if (s == NATS_OK) s = js_PublishMsgAsync(nb->js, &msg, &po);
+    natsMsg_Destroy(msg); /* NULL once libnats took it */
+    return s == NATS_OK ? 0 : fail(err, AG_EUNAVAILABLE, s, 0, "publish");
+}
+
+static int npublish(struct ag_bus *b, const struct ag_bus_msg *msgs, size_t n, int timeout_ms,
+                    struct ag_err *err)
+{
+    struct nbus *nb = (struct nbus *)b;
+    pthread_mutex_lock(&nb->lock);
+    int rc = ensure(nb, err);
+    pthread_mutex_lock(&nb->acks);
+    nb->waiting = n;
+    nb->failed = 0;
+    pthread_mutex_unlock(&nb->acks);
+    struct ag_buf body;
+    ag_buf_init(&body);
+    size_t sent = 0;
+    for (; !rc && sent < n; sent++) rc = send_one(nb, &msgs[sent], &body, err);
+    ag_buf_free(&body);
+    struct timespec until;
+    ag_deadline_mono_in_ms(&until, timeout_ms > 0 ? timeout_ms : 5000);
+    pthread_mutex_lock(&nb->acks);
+    if (!rc) {
+        while (nb->waiting && pthread_cond_timedwait(&nb->acked, &nb->acks, &until) == 0) {
+        }
+        if (nb->failed)
+            rc = ag_err_set(err, AG_EUNAVAILABLE, "nats: %zu of %zu publishes failed: %s",
+                            nb->failed, n, nb->fail_msg);
+        else if (nb->waiting)
+            rc = ag_err_set(err, AG_ETIMEDOUT, "nats: %zu of %zu publishes not acknowledged",
+                            nb->waiting, n);
+    }
+    bool leftover = sent > 0 && (nb->waiting > 0 || rc); /* libnats holds some */
+    pthread_mutex_unlock(&nb->acks);
+    if (leftover) drop_pending(nb);
+    if (rc) snprintf(nb->last_error, sizeof nb->last_error, "%.190s", err ? err->msg : "");
+    pthread_mutex_unlock(&nb->lock);
+    return rc;
+}
+
+/* ---- consumers ---- */
+
+static int nconsumer_open(struct ag_bus *b, const struct ag_bus_consumer_config *cfg,
+                          struct ag_bus_consumer **out, struct ag_err *err)
+{
+    struct nbus *nb = (struct nbus *)b;
+    pthread_mutex_lock(&nb->lock);
+    int rc = ensure(nb, err);
+    pthread_mutex_unlock(&nb->lock);
+    if (rc) return rc;
+    struct nconsumer *c = ag_calloc(1, sizeof *c);
+    if (!c) return ag_err_set(err, AG_ENOMEM, "out of memory");
+    int64_t backoff[AG_BUS_BACKOFF_MAX];
+    for (size_t i = 0; i < cfg->nbackoff; i++) backoff[i] = (int64_t)cfg->backoff_ms[i] * 1000000;
+    jsSubOptions so;
+    jsSubOptions_Init(&so);
+    so.Stream = b->opts.stream;
+    so.Config.Durable = cfg->name;
+    so.Config.AckPolicy = js_AckExplicit;
+    so.Config.DeliverPolicy = js_DeliverAll;
+    so.Config.AckWait = (int64_t)cfg->ack_wait_ms * 1000000;
+    so.Config.MaxDeliver = (int64_t)cfg->max_deliver;
+    so.Config.MaxAckPending = (int64_t)cfg->max_pending;
+    /* BackOff must be shorter than MaxDeliver; it replaces AckWait per delivery */
+    if (cfg->nbackoff > 1 && cfg->nbackoff < cfg->max_deliver) {
+        so.Config.BackOff = backoff;
+        so.Config.BackOffLen = (int)cfg->nbackoff;
+    }
+    jsErrCode je = 0;
+    natsStatus s = js_PullSubscribe(&c->sub, nb->js, cfg->filter, cfg->name, NULL, &so, &je);
+    if (s != NATS_OK) {
+        ag_free(c);
+        return fail(err, AG_EUNAVAILABLE, s, je, "pull subscribe");
+    }
+    c->nb = nb;
+    *out = &c->base;
+    return 0;
+}
+
+static struct ndelivery *wrap(natsMsg *msg, uint32_t max_deliver)
+{
+    struct ndelivery *nd = ag_calloc(1, sizeof *nd);
+    if (!nd) return NULL;
+    jsMsgMetaData *md = NULL;
+    if (natsMsg_GetMetaData(&md, msg) != NATS_OK ||
+        ag_bus_cloudevent_parse(natsMsg_GetData(msg), (size_t)natsMsg_GetDataLength(msg),
+                                natsMsg_GetSubject(msg), &nd->d, &nd->mem, NULL)) {
+        jsMsgMetaData_Destroy(md);
+        ag_free(nd);
+        return NULL;
+    }
+    nd->d.deliveries = (uint32_t)md->NumDelivered;
+    nd->d.seq = md->Sequence.Stream;
+    nd->d.last = nd->d.deliveries >= max_deliver;
+    nd->d.impl = nd;
+    nd->msg = msg;
+    jsMsgMetaData_Destroy(md);
+    return nd;
+}
+
+/* Wrap fetched messages (a non-CloudEvent is poison: terminated) and empty `list`. */
+static void take(struct ag_bus_consumer *bc, natsMsgList *list, struct ag_bus_delivery **out,
+                 size_t *n)
+{
+    for (int i = 0; i < list->Count; i++) {
+        struct ndelivery *nd = wrap(list->Msgs[i], bc->cfg.max_deliver);
+        if (!nd) {
+            natsMsg_Term(list->Msgs[i], NULL);
+            natsMsg_Destroy(list->Msgs[i]);
+        } else {
+            out[(*n)++] = &nd->d;
+        }
+        list->Msgs[i] = NULL;
+    }
+    natsMsgList_Destroy(list);
+    memset(list, 0, sizeof *list);
+}
+
+static int nfetch(struct ag_bus_consumer *bc, size_t max, int timeout_ms,
+                  struct ag_bus_delivery **out, size_t *n, struct ag_err *err)
+{
+    struct nconsumer *c = (struct nconsumer *)bc;
+    natsMsgList list = {0};
+    jsErrCode je = 0;
+    /* A long poll for one message returns as soon as it comes (a pull for a batch
+     * waits for the whole batch or the timeout); then whatever else is ready. */
+    natsStatus s = natsSubscription_Fetch(&list, c->sub, 1, timeout_ms > 0 ? timeout_ms : 1, &je);
+    if (s == NATS_TIMEOUT) return 0;
+    if (s != NATS_OK) return fail(err, AG_EUNAVAILABLE, s, je, "fetch");
+    take(bc, &list, out, n);
+    if (max > 1) {
+        jsFetchRequest fr;
+        jsFetchRequest_Init(&fr);
+        fr.Batch = (int)max - 1;
+        fr.NoWait = true;
+        fr.Expires = 1000000000;
+        if (natsSubscription_FetchRequest(&list, c->sub, &fr) == NATS_OK) take(bc, &list, out, n);
+    }
+    return 0;
+}
+
+static int nack(struct ag_bus_consumer *bc, struct ag_bus_delivery *d, struct ag_err *err)
+{
+    AG_UNUSED(bc);
+    natsStatus s = natsMsg_Ack(((struct ndelivery *)d->impl)->msg, NULL);
+    return s == NATS_OK ? 0 : fail(err, AG_EUNAVAILABLE, s, 0, "ack");
+}
+
+/* Publish the dead-letter record (dedup id: consumer + message id + seq), then
+ * terminate the original so JetStream stops redelivering it. */
+static int park(struct nconsumer *c, struct ag_bus_delivery *d, enum ag_bus_dl_reason why,
+                const char *error, struct ag_err *err)
+{
+    struct nbus *nb = c->nb;
+    struct ag_bus_dead_letter dl = {c->base.name, d, why, error, ag_clock_now(nb->base.opts.clock)};
+    struct ag_buf b;
+    ag_buf_init(&b);
+    if (ag_bus_dead_letter_json(&dl, &b)) return ag_err_set(err, AG_ENOMEM, "out of memory");
+    char subj[AG_BUS_CONSUMER_MAX + 8], id[256];
+    snprintf(subj, sizeof subj, "dlq.%s", c->base.name);
+    snprintf(id, sizeof id, "%s:%llu", c->base.name, (unsigned long long)d->seq);
+    jsPubOptions po;
+    jsPubOptions_Init(&po);
+    po.MsgId = id;
+    jsErrCode je = 0;
+    jsPubAck *pa = NULL;
+    natsStatus s = js_Publish(&pa, nb->js, subj, b.data, (int)b.len, &po, &je);
+    jsPubAck_Destroy(pa);
+    ag_buf_free(&b);
+    if (s != NATS_OK) return fail(err, AG_EUNAVAILABLE, s, je, "dead-letter publish");
+    AG_WARN("bus.dead_lettered", AG_LS("consumer", c->base.name), AG_LS("id", d->msg.id),
+            AG_LS("topic", d->msg.topic), AG_LU("deliveries", d->deliveries),
+            AG_LS("error", error));
+    s = natsMsg_Term(((struct ndelivery *)d->impl)->msg, NULL);
+    return s == NATS_OK ? 0 : fail(err, AG_EUNAVAILABLE, s, 0, "term");
+}
+
+static int nnak(struct ag_bus_consumer *bc, struct ag_bus_delivery *d, int64_t delay_ms,
+                const char *error, struct ag_err *err)
+{
+    struct nconsumer *c = (struct nconsumer *)bc;
+    if (d->last) return park(c, d, AG_BUS_DL_MAX_DELIVER, error, err);
+    natsStatus s = natsMsg_NakWithDelay(((struct ndelivery *)d->impl)->msg, delay_ms, NULL);
+    return s == NATS_OK ? 0 : fail(err, AG_EUNAVAILABLE, s, 0, "nak");
+}
+
+static int nterm(struct ag_bus_consumer *bc, struct ag_bus_delivery *d, const char *error,
+                 struct ag_err *err)
+{
+    return park((struct nconsumer *)bc, d, AG_BUS_DL_TERMINATED, error, err);
+}
+
+static void ndelivery_free(struct ag_bus_delivery *d)
+{
+    struct ndelivery *nd = d->impl;
+    natsMsg_Destroy(nd->msg);
+    ag_free(nd->mem);
+    ag_free(nd);
+}
+
+static void nconsumer_close(struct ag_bus_consumer *bc)
+{
+    struct nconsumer *c = (struct nconsumer *)bc;
+    natsSubscription_Unsubscribe(c->sub); /* the durable consumer stays on the broker */
+    natsSubscription_Destroy(c->sub);
+    ag_free(c);
+}
+
+/* ---- dead letters, health, close ---- */
+
+static int ndlq_read(struct ag_bus *b, uint64_t from, size_t max, struct ag_buf *out,
+                     uint64_t *next, struct ag_err *err)
+{
+    struct nbus *nb = (struct nbus *)b;
+    jsErrCode je = 0;
+    jsStreamInfo *si = NULL;
+    natsStatus s = js_GetStreamInfo(&si, nb->js, nb->dlq, NULL, &je);
+    if (s != NATS_OK) return fail(err, AG_EUNAVAILABLE, s, je, "dead letters");
+    uint64_t last = si->State.LastSeq;
+    jsStreamInfo_Destroy(si);
+    ag_buf_putc(out, '[');
+    size_t got = 0;
+    for (*next = from; *next <= last && got < max; (*next)++) {
+        natsMsg *m = NULL;
+        s = js_GetMsg(&m, nb->js, nb->dlq, *next, NULL, &je);
+        if (s != NATS_OK) continue; /* deleted */
+        if (got++) ag_buf_putc(out, ',');
+        if (strncmp(natsMsg_GetSubject(m), "dlq.", 4) == 0) /* a record of ours */
+            ag_buf_append(out, natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m));
+        else { /* a MAX_DELIVERIES advisory: the consumer never answered */
+            ag_buf_puts(out, "{\"reason\":\"max_deliver\",\"error\":\"ack wait expired\","
+                             "\"advisory\":");
+            ag_buf_append(out, natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m));
+            ag_buf_putc(out, '}');
+        }
+        natsMsg_Destroy(m);
+    }
+    return ag_buf_putc(out, ']') ? AG_ENOMEM : 0;
+}
+
+static void nhealth(struct ag_bus *b, struct ag_bus_health *out)
+{
+    struct nbus *nb = (struct nbus *)b;
+    out->connected = connected(nb) && __atomic_load_n(&nb->streams_ok, __ATOMIC_RELAXED);
+    pthread_mutex_lock(&nb->acks);
+    out->published = nb->published;
+    out->duplicates = nb->duplicates;
+    out->reconnects = nb->reconnects;
+    if (!connected(nb))
+        snprintf(out->message, sizeof out->message, "not connected to %s", nb->base.uri + 5);
+    else if (!out->connected)
+        snprintf(out->message, sizeof out->message, "streams not ready: %s", nb->last_error);
+    pthread_mutex_unlock(&nb->acks);
+    if (connected(nb) && !out->connected) {          /* try now: the check is what readiness sees */
+        if (pthread_mutex_trylock(&nb->lock) == 0) { /* never wait behind a publish */
+            if (ensure(nb, NULL) == 0) out->connected = true, out->message[0] = 0;
+            pthread_mutex_unlock(&nb->lock);
+        }
+    }
+}
+
+static void nclose(struct ag_bus *b)
+{
+    struct nbus *nb = (struct nbus *)b;
+    if (nb->js) jsCtx_Destroy(nb->js);
+    if (nb->nc) {
+        natsConnection_Close(nb->nc);
+        natsConnection_Destroy(nb->nc);
+    }
+    natsOptions_Destroy(nb->nopts);
+    pthread_cond_destroy(&nb->acked);
+    pthread_mutex_destroy(&nb->acks);
+    pthread_mutex_destroy(&nb->lock);
+    ag_free(nb);
+}
+
+static const struct ag_bus_ops nats_ops = {
+    .name = "nats",
+    .publish = npublish,
+    .consumer_open = nconsumer_open,
+    .fetch = nfetch,
+    .ack = nack,
+    .nak = nnak,
+    .term = nterm,
+    .delivery_free = ndelivery_free,
+    .consumer_close = nconsumer_close,
+    .dlq_read = ndlq_read,
+    .health = nhealth,
+    .close = nclose,
+};
+
+static int connect_nats(struct nbus *nb, const char *url, struct ag_err *err)
+{
+    /* "nats://h1:p1,h2:p2": a server list (SetURL with a list never connected in
+     * the background with libnats 3.4; SetServers does) */
+    char list[600], *servers[8], *save = NULL;
+    int n = 0;
+    snprintf(list, sizeof list, "%s", url + 7);
+    for (char *t = strtok_r(list, ",", &save); t && n < 8; t = strtok_r(NULL, ",", &save)) {
+        if (strncmp(t, "nats://", 7) == 0) t += 7;
+        servers[n] = ag_malloc(strlen(t) + 8);
+        if (servers[n]) sprintf(servers[n++], "nats://%s", t);
+    }
+    natsStatus s = natsOptions_Create(&nb->nopts);
+    if (s == NATS_OK) s = natsOptions_SetServers(nb->nopts, (const char **)servers, n);
+    for (int i = 0; i < n; i++) ag_free(servers[i]);
+    if (s == NATS_OK) s = natsOptions_SetMaxReconnect(nb->nopts, -1);
+    if (s == NATS_OK) s = natsOptions_SetReconnectWait(nb->nopts, 250);
+    if (s == NATS_OK) s = natsOptions_SetTimeout(nb->nopts, 2000);
+    if (s == NATS_OK) s = natsOptions_SetRetryOnFailedConnect(nb->nopts, true, on_connected, nb);
+    /* (with a callback, libnats connects in the background instead of blocking) */
+    if (s == NATS_OK) s = natsOptions_SetReconnectedCB(nb->nopts, on_reconnected, nb);
+    if (s == NATS_OK) s = natsOptions_SetDisconnectedCB(nb->nopts, on_disconnected, nb);
+    if (s == NATS_OK) s = natsOptions_SetName(nb->nopts, "agora");
+    if (s != NATS_OK) return fail(err, AG_EINVAL, s, 0, url);
+    s = natsConnection_Connect(&nb->nc, nb->nopts);
+    if (s != NATS_OK && s != NATS_NOT_YET_CONNECTED) return fail(err, AG_ECONNECT, s, 0, url);
+    if (s == NATS_NOT_YET_CONNECTED)
+        AG_WARN("bus.connecting", AG_LS("uri", url), AG_LS("state", "broker down; retrying"));
+    jsOptions jo;
+    jsOptions_Init(&jo);
+    jo.Wait = 3000;
+    jo.PublishAsync.AckHandler = on_ack;
+    jo.PublishAsync.AckHandlerClosure = nb;
+    jo.PublishAsync.MaxPending = 8192;
+    s = natsConnection_JetStream(&nb->js, nb->nc, &jo);
+    return s == NATS_OK ? 0 : fail(err, AG_EINVAL, s, 0, "jetstream context");
+}
+
+int ag__bus_nats_open(const char *rest, const struct ag_bus_options *opts, struct ag_bus **out,
+                      struct ag_err *err)
+{
+    if (strncmp(rest, "//", 2) != 0 || !rest[2])
+        return ag_err_set(err, AG_EINVAL, "a NATS bus URI is nats://HOST:PORT, not 'nats:%.80s'",
+                          rest);
+    struct nbus *nb = ag_calloc(1, sizeof *nb);
+    if (!nb) return ag_err_set(err, AG_ENOMEM, "out of memory");
+    nb->base.ops = &nats_ops;
+    nb->base.opts = *opts;
+    snprintf(nb->base.uri, sizeof nb->base.uri, "nats:%s", rest);
+    snprintf(nb->dlq, sizeof nb->dlq, "%.60s_DLQ", opts->stream);
+    pthread_mutex_init(&nb->lock, NULL);
+    pthread_mutex_init(&nb->acks, NULL);
+    ag_cond_init_mono(&nb->acked);
+    char url[600];
+    snprintf(url, sizeof url, "nats:%s", rest);
+    nb->replicas = 1;
+    char *q = strchr(url, '?');
+    if (q) { /* nats://h1:p1,h2:p2?replicas=3 */
+        *q++ = 0;
+        if (strncmp(q, "replicas=", 9) != 0 || (nb->replicas = atoi(q + 9)) < 1 ||
+            nb->replicas > 5) {
+            nclose(&nb->base);
+            return ag_err_set(err, AG_EINVAL, "nats bus URI: the only option is ?replicas=1..5");
+        }
+    }
+    int rc = connect_nats(nb, url, err);
+    if (rc) {
+        nclose(&nb->base);
+        return rc;
+    }
+    *out = &nb->base;
+    return 0;
+}

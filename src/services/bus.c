@@ -1,0 +1,227 @@
+/*
+ * The published language and its relay (docs/events.md): which domain events other
+ * contexts and outside systems may rely on, the shape each takes on the bus, and
+ * the ops view of the relay (GET /admin/bus, the "bus" readiness check, metrics).
+ *
+ * An integration event is a CloudEvent on subject `agora.<context>.<Type>` with
+ * type `agora.<context>.<Type>`, source `/agora/<context>`, subject = the
+ * aggregate id, id = the domain event's id. Its data is a stable, documented
+ * subset of the domain event's (plus the aggregate id under its own name); no
+ * personal data (names, emails, addresses) is ever published. OrderPlaced is
+ * enriched with the order's customer and lines, read from the order's stream up to
+ * that event, so a consumer needs nothing else to react to it.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "agora/relay.h"
+#include "services/internal.h"
+
+struct pl_event {
+    const char *prefix;  /* stream prefix: streams "<prefix>-<id>" */
+    const char *type;    /* domain event type = integration event type */
+    const char *context; /* subject token */
+    const char *id_key;  /* the aggregate id's name in the data */
+    const char *fields[6];
+};
+
+static const struct pl_event language[] = {
+    {"order", "OrderPlaced", "ordering", "orderId", {"subtotal", "discount", "total", "sagaId"}},
+    {"order", "OrderConfirmed", "ordering", "orderId", {"trackingNumber"}},
+    {"order", "OrderCancelled", "ordering", "orderId", {"reason"}},
+    {"order", "OrderShipped", "ordering", "orderId", {"shippedAt"}},
+    {"stock", "StockReserved", "inventory", "productId", {"orderId", "quantity"}},
+    {"stock", "StockReleased", "inventory", "productId", {"orderId", "quantity", "reason"}},
+    {"account", "PaymentCaptured", "payments", "accountId", {"orderId", "amount"}},
+    {"account", "PaymentRefunded", "payments", "accountId", {"orderId", "amount"}},
+    {"shipment", "ShipmentArranged", "shipping", "orderId", {"shipmentId", "trackingNumber"}},
+    {"shipment", "ShipmentCancelled", "shipping", "orderId", {"reason"}},
+    {"shipment", "ShipmentDispatched", "shipping", "orderId", {"dispatchedAt"}},
+    {"product", "ProductAdded", "catalog", "productId", {"sku", "name", "price"}},
+    {"product", "ProductPriceChanged", "catalog", "productId", {"price"}},
+    {"product", "ProductDiscontinued", "catalog", "productId", {NULL}},
+};
+
+static const struct pl_event *lookup(const struct ag_event *ev, const char **id)
+{
+    for (size_t i = 0; i < AG_ARRAY_SIZE(language); i++) {
+        const struct pl_event *e = &language[i];
+        size_t pl = strlen(e->prefix);
+        if (strlen(e->type) == ev->type_len && memcmp(e->type, ev->type, ev->type_len) == 0 &&
+            ev->stream_len > pl + 1 && memcmp(ev->stream, e->prefix, pl) == 0 &&
+            ev->stream[pl] == '-') {
+            *id = ev->stream + pl + 1;
+            return e;
+        }
+    }
+    return NULL;
+}
+
+/* customerId and items of the order, folded from its stream up to `ev`. */
+static int order_lines(struct ag_store *s, const struct ag_event *ev, json_t *out)
+{
+    struct ag_event_page pg;
+    int rc = ag_store_read_stream(s, ev->stream, ev->stream_len, 0, AG_READ_FORWARD,
+                                  (size_t)ev->version + 1, &pg, NULL);
+    if (rc) return rc;
+    json_t *items = json_array();
+    for (size_t i = 0; i < pg.count; i++) {
+        const struct ag_event *e = &pg.events[i];
+        json_t *d = json_loadb(e->data, e->data_len, 0, NULL);
+#define IS(t) (e->type_len == strlen(t) && memcmp(e->type, t, e->type_len) == 0)
+        if (IS("OrderCreated"))
+            json_object_set(out, "customerId", json_object_get(d, "customerId"));
+        const char *pid = json_string_value(json_object_get(d, "productId"));
+        size_t k = 0;
+        for (; pid && k < json_array_size(items); k++)
+            if (strcmp(json_string_value(json_object_get(json_array_get(items, k), "productId")),
+                       pid) == 0)
+                break;
+        if (IS("ItemAdded") && pid && k < json_array_size(items)) {
+            json_t *it = json_array_get(items, k);
+            json_object_set_new(it, "quantity",
+                                json_integer(json_integer_value(json_object_get(it, "quantity")) +
+                                             json_integer_value(json_object_get(d, "quantity"))));
+        } else if (IS("ItemAdded") && pid) {
+            json_array_append_new(items, json_pack("{s:s, s:O?, s:O?}", "productId", pid,
+                                                   "quantity", json_object_get(d, "quantity"),
+                                                   "unitPrice", json_object_get(d, "unitPrice")));
+        } else if (IS("ItemRemoved") && pid && k < json_array_size(items)) {
+            json_array_remove(items, k);
+        }
+#undef IS
+        json_decref(d);
+    }
+    json_object_set_new(out, "items", items);
+    ag_event_page_free(&pg);
+    return 0;
+}
+
+int svc_published_language(void *ud, struct ag_store *s, const struct ag_event *ev,
+                           struct ag_relay_msg *out)
+{
+    AG_UNUSED(ud);
+    const char *id;
+    const struct pl_event *e = lookup(ev, &id);
+    if (!e) return 0;
+    size_t id_len = ev->stream_len - (size_t)(id - ev->stream);
+    json_t *d = json_loadb(ev->data, ev->data_len, 0, NULL);
+    if (!d) return AG_EJSON;
+    json_t *o = json_object();
+    json_object_set_new(o, e->id_key, json_stringn(id, id_len));
+    for (size_t i = 0; i < AG_ARRAY_SIZE(e->fields) && e->fields[i]; i++) {
+        json_t *v = json_object_get(d, e->fields[i]);
+        if (v) json_object_set(o, e->fields[i], v);
+    }
+    int rc = strcmp(e->type, "OrderPlaced") == 0 ? order_lines(s, ev, o) : 0;
+    json_decref(d);
+    if (!rc) out->data = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(o);
+    if (rc) return rc;
+    if (!out->data) return AG_ENOMEM;
+    snprintf(out->topic, sizeof out->topic, "agora.%s.%s", e->context, e->type);
+    snprintf(out->type, sizeof out->type, "agora.%s.%s", e->context, e->type);
+    snprintf(out->source, sizeof out->source, "/agora/%s", e->context);
+    snprintf(out->subject, sizeof out->subject, "%.*s", (int)id_len, id);
+    return 1; /* jansson allocates through ag_malloc: the relay frees with ag_free */
+}
+
+/* ---- ops: GET /admin/bus, readiness, metrics ---- */
+
+int svc_bus_admin(struct svc_job *j)
+{
+    const struct svc_env *p = j->env;
+    if (!p->bus) return svc_ok(j, 200, json_pack("{s:b, s:n, s:n}", "enabled", 0, "relay", "bus"));
+    struct ag_bus_health h;
+    ag_bus_health(p->bus, &h);
+    struct ag_relay_stats r;
+    ag_relay_stats(p->relay, &r);
+    return svc_ok(
+        j, 200,
+        json_pack("{s:b, s:{s:s, s:s, s:b, s:s*, s:I, s:I, s:I}, s:{s:I, s:I, s:I, s:I, s:f, s:I, "
+                  "s:I, s:s, s:s*}}",
+                  "enabled", 1, "bus", "adapter", ag_bus_name(p->bus), "uri", p->bus->uri,
+                  "connected", h.connected, "error", h.connected ? NULL : h.message, "published",
+                  (json_int_t)h.published, "duplicates", (json_int_t)h.duplicates, "reconnects",
+                  (json_int_t)h.reconnects, "relay", "checkpoint", (json_int_t)r.checkpoint,
+                  "position", (json_int_t)r.position, "head", (json_int_t)r.head, "lagEvents",
+                  (json_int_t)r.lag_events, "lagSeconds", r.lag_seconds, "published",
+                  (json_int_t)r.published, "failures", (json_int_t)r.failures, "status",
+                  r.failing ? "retrying" : "running", "error", r.failing ? r.error : NULL));
+}
+
+int ag_platform_bus_ready(void *ud, struct ag_buf *detail)
+{
+    struct ag_platform *p = ud;
+    if (!p->bus) return ag_buf_puts(detail, "no bus configured"), 0;
+    struct ag_bus_health h;
+    ag_bus_health(p->bus, &h);
+    if (h.connected) return ag_buf_printf(detail, "%s connected", ag_bus_name(p->bus)), 0;
+    ag_buf_printf(detail, "the bus is unreachable: %s (the relay retries; nothing is lost)",
+                  h.message);
+    return AG_EUNAVAILABLE;
+}
+
+static struct ag_obs_series *gauge(struct ag_obs_registry *r, enum ag_obs_type t, const char *name,
+                                   const char *help)
+{
+    struct ag_obs_family *f;
+    struct ag_obs_series *s = NULL;
+    if (ag_obs_family_define(r, &(struct ag_obs_family_spec){t, name, help}, &f) == 0)
+        ag_obs_series_get(f, NULL, &s);
+    return s;
+}
+
+static void bus_collect(void *ud)
+{
+    struct ag_platform *p = ud;
+    if (!p->relay) return; /* stopped */
+    struct ag_relay_stats r;
+    ag_relay_stats(p->relay, &r);
+    struct ag_bus_health h;
+    ag_bus_health(p->bus, &h);
+    struct ag_obs_registry *m = p->metrics;
+    ag_obs_gauge_set(gauge(m, AG_OBS_GAUGE, "agora_relay_lag_events",
+                           "Events of $all the outbox relay has not handled yet."),
+                     (double)r.lag_events);
+    ag_obs_gauge_set(gauge(m, AG_OBS_GAUGE, "agora_relay_lag_seconds",
+                           "Age of the oldest event the relay could not publish yet."),
+                     r.lag_seconds);
+    ag_obs_gauge_set(gauge(m, AG_OBS_GAUGE, "agora_relay_published_messages",
+                           "Integration events the broker acknowledged since start."),
+                     (double)r.published);
+    ag_obs_gauge_set(gauge(m, AG_OBS_GAUGE, "agora_bus_connected",
+                           "1 while the bus's broker is reachable, else 0."),
+                     h.connected ? 1 : 0);
+}
+
+int svc_bus_start(struct ag_platform *p, struct ag_err *err)
+{
+    if (!p->cfg.bus_uri) return 0;
+    struct ag_bus_options o = {.store = p->store};
+    int rc = ag_bus_open(p->cfg.bus_uri, &o, &p->bus, err);
+    struct ag_relay_config rc_cfg = {
+        .store = p->store, .bus = p->bus, .name = "outbox", .map = svc_published_language};
+    if (!rc) rc = ag_relay_start(&rc_cfg, &p->relay, err);
+    if (rc) return rc;
+    for (size_t i = 0; i < SVC_MAX_CONTEXTS; i++)
+        p->envs[i].bus = p->bus, p->envs[i].relay = p->relay;
+    p->env.bus = p->bus;
+    p->env.relay = p->relay;
+    AG_INFO("bus.started", AG_LS("uri", p->cfg.bus_uri));
+    return 0;
+}
+
+void svc_bus_observe(struct ag_platform *p)
+{
+    ag_obs_health_add(p->health, AG_OBS_READY, "bus", ag_platform_bus_ready, p);
+    if (p->bus) ag_obs_registry_collector(p->metrics, bus_collect, p);
+}
+
+void svc_bus_stop(struct ag_platform *p)
+{
+    ag_relay_stop(p->relay);
+    p->relay = NULL;
+    ag_bus_close(p->bus);
+    p->bus = NULL;
+}

@@ -36,4 +36,9 @@ char *ag_cli_run_gateway_yaml(const char *listen, const char *secret, const char
 /* True for a loopback address (127.0.0.0/8, ::1, localhost). */
 bool ag_cli_loopback(const char *host);
 
+/* `agora store stats --by-type` (store_sizes.c): events and bytes per order, per
+ * event type, per stream kind and in the latest snapshots, as JSON lines. */
+struct ag_store;
+int ag_cli_store_sizes(struct ag_store *s, const char *dir);
+
 #endif

@@ -21,7 +21,7 @@
 #include "cli/cli.h"
 
 #define AG_SIZES_ORDER_PLACED "OrderPlaced" /* what counts as one order */
-#define SIZES_MAX 128 /* distinct types or kinds reported; the rest go under "other" */
+#define SIZES_MAX             128 /* distinct types or kinds reported; the rest go under "other" */
 
 struct tally {
     char name[64];
@@ -81,8 +81,8 @@ static int scan_all(struct sizes *z, struct ag_err *err)
         if (rc) return rc;
         for (size_t i = 0; i < p.count; i++) {
             const struct ag_event *e = &p.events[i];
-            uint64_t b = ag_store_log_record_bytes(e->stream_len, e->type_len, e->metadata_len,
-                                                   e->data_len);
+            uint64_t b =
+                ag_store_log_record_bytes(e->stream_len, e->type_len, e->metadata_len, e->data_len);
             tally_add(tally_of(&z->types, e->type, e->type_len), b, e->data_len, e->metadata_len);
             tally_add(tally_of(&z->kinds, e->stream, kind_len(e->stream, e->stream_len)), b,
                       e->data_len, e->metadata_len);

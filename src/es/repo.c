@@ -499,3 +499,151 @@ int ag_es_read(struct ag_es_repo *r, const struct ag_es_type *t, const char *str
     struct cmd c = {.view = view, .view_ud = ud};
     return submit(r, t, stream, &c, err);
 }
+
+/* ---- commands over several aggregates (ag_es_execute_multi) ----
+ *
+ * The command takes the leadership of every entry it touches, in stream name
+ * order (so two such commands never wait for each other in a cycle; a single
+ * aggregate's leader never waits for another entry), which keeps every other
+ * command on those aggregates queued until it is done. States are evolved only
+ * after the append succeeded, so a conflict or a failed append leaves them as
+ * the store has them. */
+
+struct mpart {
+    struct centry *e;
+    size_t idx;   /* index in the command's parts */
+    int64_t base; /* the version the decision saw */
+};
+
+static int mpart_cmp(const void *a, const void *b)
+{
+    return strcmp(((const struct mpart *)a)->e->stream, ((const struct mpart *)b)->e->stream);
+}
+
+static void take_lead(struct centry *e)
+{
+    pthread_mutex_lock(&e->lock);
+    while (e->leader) pthread_cond_wait(&e->done, &e->lock);
+    e->leader = true;
+    pthread_mutex_unlock(&e->lock);
+}
+
+static void give_lead(struct centry *e)
+{
+    pthread_mutex_lock(&e->lock);
+    e->leader = false;
+    pthread_cond_broadcast(&e->done); /* a queued command's caller leads now */
+    pthread_mutex_unlock(&e->lock);
+}
+
+/* Append every part that has events, each at its exact decided version. `by_idx`
+ * maps a part's index to its entry. */
+static int append_parts(struct ag_es_repo *r, const struct ag_es_multi_cmd *cmd,
+                        struct mpart *const *by_idx, const struct ag_es_batch *outs,
+                        struct ag_es_result *res, struct ag_err *err)
+{
+    size_t total = 0, np = 0, k = 0;
+    for (size_t i = 0; i < cmd->nparts; i++) total += outs[i].n;
+    struct ag_event_data *ev = ag_calloc(total, sizeof *ev);
+    char **texts = ag_calloc(total, sizeof *texts);
+    struct ag_append_part parts[AG_ES_MULTI_MAX];
+    struct ag_append_result ar[AG_ES_MULTI_MAX];
+    size_t mlen = cmd->metadata ? strlen(cmd->metadata) : 0;
+    int rc = ev && texts ? 0 : ag_err_set(err, AG_ENOMEM, "out of memory");
+    for (size_t i = 0; i < cmd->nparts && !rc; i++) {
+        if (!outs[i].n) continue;
+        const struct centry *e = by_idx[i]->e;
+        int64_t base = by_idx[i]->base;
+        parts[np++] = (struct ag_append_part){
+            e->stream, strlen(e->stream), base < 0 ? AG_STORE_NO_STREAM : base, ev + k, outs[i].n};
+        for (size_t j = 0; j < outs[i].n && !rc; j++, k++) {
+            texts[k] = json_dumps(outs[i].v[j].data, JSON_COMPACT | JSON_ENCODE_ANY);
+            if (!texts[k])
+                rc = ag_err_set(err, AG_ENOMEM, "out of memory");
+            else
+                ev[k] = (struct ag_event_data){.type = outs[i].v[j].type,
+                                               .type_len = strlen(outs[i].v[j].type),
+                                               .data = texts[k],
+                                               .data_len = strlen(texts[k]),
+                                               .metadata = cmd->metadata,
+                                               .metadata_len = mlen};
+        }
+    }
+    if (!rc) rc = ag_store_append_multi(r->cfg.store, parts, np, ar, err);
+    for (size_t i = 0; !rc && res && i < np; i++) {
+        res->appended += parts[i].count;
+        if (ar[i].last_position > res->position || i == 0) res->position = ar[i].last_position;
+    }
+    for (size_t i = 0; texts && i < total; i++) free(texts[i]); /* jansson's allocator */
+    ag_free(texts);
+    ag_free(ev);
+    return rc;
+}
+
+/* Decide and append until done, a real error, or too many conflicts. */
+static int run_multi(struct ag_es_repo *r, const struct ag_es_multi_cmd *cmd, struct mpart *p,
+                     struct ag_es_result *res, struct ag_err *err)
+{
+    size_t n = cmd->nparts;
+    struct mpart *by_idx[AG_ES_MULTI_MAX];
+    for (size_t i = 0; i < n; i++) by_idx[p[i].idx] = &p[i];
+    for (uint32_t attempt = 0;; attempt++) {
+        void *states[AG_ES_MULTI_MAX];
+        int64_t versions[AG_ES_MULTI_MAX];
+        struct ag_es_batch outs[AG_ES_MULTI_MAX];
+        memset(outs, 0, sizeof outs);
+        ag_err_clear(err);
+        int rc = 0;
+        for (size_t i = 0; i < n && !rc; i++) rc = catch_up(r, p[i].e, err);
+        if (rc) return rc;
+        for (size_t i = 0; i < n; i++) {
+            states[p[i].idx] = p[i].e->state;
+            versions[p[i].idx] = p[i].base = p[i].e->version;
+        }
+        size_t total = 0;
+        rc = cmd->decide(states, versions, cmd->ud, outs, err);
+        for (size_t i = 0; i < n; i++) total += outs[i].n;
+        if (!rc && total) rc = append_parts(r, cmd, by_idx, outs, res, err);
+        for (size_t i = 0; !rc && total && i < n; i++) {
+            evolve_events(p[i].e, outs[p[i].idx].v, outs[p[i].idx].n);
+            maybe_snapshot(r, p[i].e, p[i].base);
+        }
+        for (size_t i = 0; i < n; i++) ag_es_batch_free(&outs[i]);
+        if (rc != AG_ECONFLICT || attempt >= r->cfg.max_retries) return rc;
+        if (res) memset(res, 0, sizeof *res);
+    }
+}
+
+int ag_es_execute_multi(struct ag_es_repo *r, const struct ag_es_multi_cmd *cmd,
+                        struct ag_es_result *res, struct ag_err *err)
+{
+    struct ag_err local;
+    if (!err) err = &local;
+    if (res) memset(res, 0, sizeof *res);
+    size_t n = cmd->nparts;
+    if (n == 0 || n > AG_ES_MULTI_MAX || !cmd->decide)
+        return ag_err_set(err, AG_EINVAL, "a command over aggregates has 1..%d parts and a decide",
+                          AG_ES_MULTI_MAX);
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = i + 1; j < n; j++)
+            if (strcmp(cmd->parts[i].stream, cmd->parts[j].stream) == 0)
+                return ag_err_set(err, AG_EINVAL, "stream %s appears twice in one command",
+                                  cmd->parts[i].stream);
+    struct mpart p[AG_ES_MULTI_MAX];
+    memset(p, 0, sizeof p);
+    int rc = 0;
+    for (size_t i = 0; i < n; i++) {
+        p[i].idx = i;
+        p[i].e = acquire(r, cmd->parts[i].type, cmd->parts[i].stream);
+        if (!p[i].e) rc = ag_err_set(err, AG_ENOMEM, "out of memory");
+    }
+    if (!rc) {
+        qsort(p, n, sizeof *p, mpart_cmp);
+        for (size_t i = 0; i < n; i++) take_lead(p[i].e);
+        rc = run_multi(r, cmd, p, res, err);
+        for (size_t i = n; i-- > 0;) give_lead(p[i].e);
+    }
+    for (size_t i = 0; i < n; i++)
+        if (p[i].e) release(r, p[i].e);
+    return rc;
+}

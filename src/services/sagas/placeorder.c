@@ -2,12 +2,16 @@
  * The PlaceOrder saga's steps. Each participant call is a repository command on
  * the participant's aggregate, keyed by the order id, so a step re-run after a
  * crash finds its own earlier effect and does nothing:
- *   ReserveInventory  stock-<productId>   StockReserved per order (released on failure)
- *   ProcessPayment    account-<id>        PaymentCaptured per order (refunded)
+ *   ReserveInventory  stock-<productId> + reservation-<orderId>
+ *                     StockHeld + ReservationMade per line (released on failure)
+ *   ProcessPayment    account-<id> + payment-<orderId>
+ *                     AccountCharged + ChargeCaptured (refunded)
  *   ArrangeShipment   shipment-<orderId>  one shipment per order (cancelled)
  *   ConfirmOrder      order-<id>          OrderConfirmed
  * The first step, PlaceOrder, checks the order is still pending; its compensation
- * cancels the order with the failure as the reason.
+ * cancels the order with the failure as the reason. The two-stream steps append
+ * both streams in one multi-stream append (svc_exec2), so the account's and the
+ * stock item's states stay counters, whatever the number of orders.
  *
  * Fault injection: AGORA_FAULT_<STEP>="rate[,latency_ms[,compensation_rate]]",
  * e.g. AGORA_FAULT_PROCESSPAYMENT=0.3 fails 30% of payment attempts.
@@ -73,10 +77,16 @@ static int account_of(struct svc_env *p, const char *customer_id, char out[AG_DO
     {                                                                                              \
         return ag_##fn(st, cmd, out, err);                                                         \
     }
-DOM(stock_reserve, ag_stock)
-DOM(stock_release, ag_stock)
-DOM(account_charge, ag_account)
-DOM(account_refund, ag_account)
+#define DOM2(fn)                                                                                   \
+    static int d_##fn(const void *a, const void *b, const void *cmd, struct ag_dom_events *out_a,  \
+                      struct ag_dom_events *out_b, struct ag_err *err)                             \
+    {                                                                                              \
+        return ag_##fn(a, b, cmd, out_a, out_b, err);                                              \
+    }
+DOM2(reservation_hold)
+DOM2(reservation_release)
+DOM2(payment_charge)
+DOM2(payment_refund)
 DOM(shipment_arrange, ag_shipment)
 DOM(shipment_cancel, ag_shipment)
 DOM(order_confirm, ag_order)
@@ -84,13 +94,14 @@ DOM(order_cancel, ag_order)
 
 /* ---- steps ---- */
 
-/* The metadata of a step's events: the actor is the saga (a system principal);
- * the cause is the step whose idempotency key is `key` (<sagaId>:<step>). */
+/* The metadata of a step's events: the actor is the saga, a system principal
+ * named by its subject alone (the short form `"actor": "<sub>"`, which the audit
+ * view reads as {sub, roles: []}: 30 bytes less on each of an order's ~8
+ * participant events); the cause is the step whose idempotency key is `key`
+ * (<sagaId>:<step>). */
 static void step_meta(const char *key, char out[256])
 {
-    snprintf(out, 256,
-             "{\"actor\":{\"sub\":\"saga:PlaceOrder\",\"roles\":[\"system\"]},"
-             "\"causationId\":\"%.180s\"}",
+    snprintf(out, 256, "{\"actor\":\"saga:PlaceOrder\",\"causationId\":\"%.180s\"}",
              key ? key : "");
 }
 
@@ -126,11 +137,12 @@ static int release_lines(struct svc_env *p, const char *order_id, const struct o
 {
     int rc = 0;
     for (size_t i = 0; i < upto; i++) {
-        struct ag_stock_release r = {order_id, reason};
-        int r1 = svc_exec(p,
-                          &(struct svc_cmd){&svc_stock_type, v->lines[i].product_id,
-                                            d_stock_release, &r, meta, NULL, NULL},
-                          err);
+        struct ag_reservation_release r = {order_id, v->lines[i].product_id, reason};
+        int r1 = svc_exec2(p,
+                           &(struct svc_cmd2){&svc_stock_type, v->lines[i].product_id,
+                                              &svc_reservation_type, order_id,
+                                              d_reservation_release, &r, meta},
+                           err);
         if (r1 && !rc) rc = r1;
     }
     return rc;
@@ -146,11 +158,11 @@ static int reserve(void *ud, const json_t *data, const char *key, const char *re
     const char *id;
     int rc = load_order(ud, data, &v, &id, err);
     for (size_t i = 0; i < v.n && !rc; i++) {
-        struct ag_stock_reserve r = {id, v.lines[i].quantity, v.lines[i].product_id};
-        rc = svc_exec(ud,
-                      &(struct svc_cmd){&svc_stock_type, v.lines[i].product_id, d_stock_reserve, &r,
-                                        meta, NULL, NULL},
-                      err);
+        struct ag_reservation_hold r = {id, v.lines[i].product_id, v.lines[i].quantity};
+        rc = svc_exec2(ud,
+                       &(struct svc_cmd2){&svc_stock_type, v.lines[i].product_id,
+                                          &svc_reservation_type, id, d_reservation_hold, &r, meta},
+                       err);
         if (rc) { /* all or nothing: give back what this step took */
             struct ag_err e2;
             release_lines(ud, id, &v, i, "reservation incomplete", meta, &e2);
@@ -189,9 +201,11 @@ static int charge(void *ud, const json_t *data, const char *key, const char *rea
     char account[AG_DOM_ID_MAX];
     int rc = order_account(ud, data, &v, &id, account, err);
     if (rc || v.total.amount == 0) return rc;
-    struct ag_account_charge c = {id, v.total, svc_now_ms()};
-    return svc_exec(ud, &(struct svc_cmd){&svc_account_type, account, d_account_charge, &c, meta},
-                    err);
+    struct ag_payment_charge c = {id, v.total, svc_now_ms()};
+    return svc_exec2(ud,
+                     &(struct svc_cmd2){&svc_account_type, account, &svc_payment_type, id,
+                                        d_payment_charge, &c, meta},
+                     err);
 }
 
 static int refund(void *ud, const json_t *data, const char *key, const char *reason,
@@ -205,9 +219,11 @@ static int refund(void *ud, const json_t *data, const char *key, const char *rea
     char account[AG_DOM_ID_MAX];
     int rc = order_account(ud, data, &v, &id, account, err);
     if (rc) return rc;
-    struct ag_account_refund r = {id, svc_now_ms()};
-    return svc_exec(ud, &(struct svc_cmd){&svc_account_type, account, d_account_refund, &r, meta},
-                    err);
+    struct ag_payment_refund r = {id, svc_now_ms()};
+    return svc_exec2(ud,
+                     &(struct svc_cmd2){&svc_account_type, account, &svc_payment_type, id,
+                                        d_payment_refund, &r, meta},
+                     err);
 }
 
 static void tracking_number(const char *order_id, char out[32])

@@ -544,12 +544,18 @@ static int append_parts(struct ag_es_repo *r, const struct ag_es_multi_cmd *cmd,
 {
     size_t total = 0, np = 0, k = 0;
     for (size_t i = 0; i < cmd->nparts; i++) total += outs[i].n;
+    if (total == 0) return 0;
     struct ag_event_data *ev = ag_calloc(total, sizeof *ev);
     char **texts = ag_calloc(total, sizeof *texts);
     struct ag_append_part parts[AG_ES_MULTI_MAX];
     struct ag_append_result ar[AG_ES_MULTI_MAX];
     size_t mlen = cmd->metadata ? strlen(cmd->metadata) : 0;
-    int rc = ev && texts ? 0 : ag_err_set(err, AG_ENOMEM, "out of memory");
+    if (!ev || !texts) {
+        ag_free(texts);
+        ag_free(ev);
+        return ag_err_set(err, AG_ENOMEM, "out of memory");
+    }
+    int rc = 0;
     for (size_t i = 0; i < cmd->nparts && !rc; i++) {
         if (!outs[i].n) continue;
         const struct centry *e = by_idx[i]->e;
@@ -574,7 +580,7 @@ static int append_parts(struct ag_es_repo *r, const struct ag_es_multi_cmd *cmd,
         res->appended += parts[i].count;
         if (ar[i].last_position > res->position || i == 0) res->position = ar[i].last_position;
     }
-    for (size_t i = 0; texts && i < total; i++) free(texts[i]); /* jansson's allocator */
+    for (size_t i = 0; i < total; i++) free(texts[i]); /* jansson's allocator */
     ag_free(texts);
     ag_free(ev);
     return rc;

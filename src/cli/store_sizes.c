@@ -38,8 +38,8 @@ static struct tally *tally_of(struct tallies *t, const char *name, size_t len)
     if (len >= sizeof t->v[0].name) len = sizeof t->v[0].name - 1;
     for (size_t i = 0; i < t->n; i++)
         if (strlen(t->v[i].name) == len && memcmp(t->v[i].name, name, len) == 0) return &t->v[i];
-    if (t->n == SIZES_MAX) name = "other", len = 5;
-    if (t->n == SIZES_MAX) return tally_of(t, name, len); /* "other" is always found or last */
+    if (t->n == SIZES_MAX) return &t->v[SIZES_MAX - 1]; /* "other" gathers the rest */
+    if (t->n == SIZES_MAX - 1) name = "other", len = 5;
     struct tally *x = &t->v[t->n++];
     memset(x, 0, sizeof *x);
     memcpy(x->name, name, len);

@@ -45,6 +45,34 @@ static json_t *last_of(const char *prefix, const char *id, char type[64])
     return d;
 }
 
+/* The event of type `type` in $all and its neighbours, as "stream/type" words
+ * (stream names cut at their '-'), then "one commit" when the three carry the
+ * same commit time (one write batch of the log: a later append cannot share it
+ * with an earlier one that it waited for). */
+static void around(const char *type, char *out, size_t cap)
+{
+    struct ag_event_page p;
+    cr_assert_eq(ag_store_read_all(t_plat->env.store, 0, AG_READ_FORWARD, 1000, &p, NULL), 0);
+    size_t i = 0;
+    while (i < p.count && !(p.events[i].type_len == strlen(type) &&
+                            memcmp(p.events[i].type, type, p.events[i].type_len) == 0))
+        i++;
+    cr_assert(i > 0 && i + 1 < p.count, "%s is in $all with neighbours", type);
+    size_t n = 0;
+    out[0] = 0;
+    for (size_t k = i - 1; k <= i + 1; k++) {
+        const struct ag_event *e = &p.events[k];
+        const char *dash = memchr(e->stream, '-', e->stream_len);
+        int slen = dash ? (int)(dash - e->stream) : (int)e->stream_len;
+        n += (size_t)snprintf(out + n, cap - n, "%s%.*s/%.*s", k == i - 1 ? "" : " ", slen,
+                              e->stream, (int)e->type_len, e->type);
+    }
+    if (p.events[i - 1].time_ns == p.events[i].time_ns &&
+        p.events[i].time_ns == p.events[i + 1].time_ns)
+        snprintf(out + n, cap - n, " one commit");
+    ag_event_page_free(&p);
+}
+
 static long long stock_field(const char *prod, const char *field)
 {
     char path[128];
@@ -86,6 +114,16 @@ Test(per_order, an_order_leaves_its_payment_and_reservation_in_its_own_streams)
     cr_expect_str_eq(t, "StockHeld");
     cr_expect_eq(json_integer_value(json_object_get(d, "quantity")), 2);
     json_decref(d);
+    /* the asynchronous steps: the counter's event, the order's, then the saga's
+     * record, in one commit (svc_exec2_async with the record as its extra part;
+     * the unit's atomicity is tested in tests/unit/es/test_multi_async.c) */
+    char unit[256];
+    around("ReservationMade", unit, sizeof unit);
+    cr_expect_str_eq(unit,
+                     "stock/StockHeld reservation/ReservationMade saga/StepSucceeded one commit");
+    around("ChargeCaptured", unit, sizeof unit);
+    cr_expect_str_eq(unit,
+                     "account/AccountCharged payment/ChargeCaptured saga/StepSucceeded one commit");
 
     t_catch_up();
     snprintf(path, sizeof path, "/api/v1/accounts/%s", acc);

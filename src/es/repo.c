@@ -797,6 +797,8 @@ int ag_es_execute_async(struct ag_es_repo *r, const struct ag_es_cmd *cmd,
         ag_free(b);
         return 0;
     }
+    /* The head is no multi placeholder: those queue only behind a leader, and a
+     * leader hands the lead to one at the head instead of letting go. */
     e->leader = true;
     *b = (struct batch){.r = r, .e = e, .loop = a->loop, .list = take_batch(e)};
     pthread_mutex_unlock(&e->lock);
@@ -1054,9 +1056,9 @@ int ag_es_execute_multi(struct ag_es_repo *r, const struct ag_es_multi_cmd *cmd,
     struct ag_err local;
     if (!err) err = &local;
     if (res) memset(res, 0, sizeof *res);
-    struct multi *m;
+    struct multi *m = NULL;
     int rc = multi_new(r, cmd, &m, err);
-    if (rc) return rc;
+    if (rc || !m) return rc ? rc : AG_ENOMEM;
     multi_take_leads(m);
     do {
         rc = multi_prepare(m);
@@ -1124,10 +1126,10 @@ int ag_es_execute_multi_async(struct ag_es_repo *r, const struct ag_es_multi_cmd
                               const struct ag_es_async *a)
 {
     if (!a->done || !a->loop || cmd->nparts + a->nextra > AG_STORE_MULTI_MAX) return AG_EINVAL;
-    struct multi *m;
+    struct multi *m = NULL;
     struct ag_err err;
     int rc = multi_new(r, cmd, &m, &err);
-    if (rc) return rc;
+    if (rc || !m) return rc ? rc : AG_ENOMEM;
     m->async = true;
     m->as = *a;
     if (multi_take_leads(m)) multi_run_async(m);

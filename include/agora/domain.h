@@ -167,9 +167,22 @@ struct ag_dom_idmap {
 #define AG_EV_PAYMENT_CAPTURED      "PaymentCaptured"
 #define AG_EV_PAYMENT_REFUNDED      "PaymentRefunded"
 #define AG_EV_ACCOUNT_CLOSED        "AccountClosed"
-#define AG_EV_SHIPMENT_ARRANGED     "ShipmentArranged"
-#define AG_EV_SHIPMENT_CANCELLED    "ShipmentCancelled"
-#define AG_EV_SHIPMENT_DISPATCHED   "ShipmentDispatched"
+/* The per-order streams (issue 19): a charge is AccountCharged on the account with
+ * ChargeCaptured on payment-<orderId>; a reservation is StockHeld on the stock
+ * item with ReservationMade on reservation-<orderId>, each pair in one append. */
+#define AG_EV_ACCOUNT_CHARGED      "AccountCharged"
+#define AG_EV_ACCOUNT_REFUNDED     "AccountRefunded"
+#define AG_EV_CHARGE_CAPTURED      "ChargeCaptured"
+#define AG_EV_CHARGE_REFUNDED      "ChargeRefunded"
+#define AG_EV_STOCK_HELD           "StockHeld"
+#define AG_EV_STOCK_FREED          "StockFreed"
+#define AG_EV_STOCK_DISPATCHED     "StockDispatched"
+#define AG_EV_RESERVATION_MADE     "ReservationMade"
+#define AG_EV_RESERVATION_RELEASED "ReservationReleased"
+#define AG_EV_RESERVATION_SHIPPED  "ReservationShipped"
+#define AG_EV_SHIPMENT_ARRANGED    "ShipmentArranged"
+#define AG_EV_SHIPMENT_CANCELLED   "ShipmentCancelled"
+#define AG_EV_SHIPMENT_DISPATCHED  "ShipmentDispatched"
 
 /* ---- the aggregate table (what the event-sourcing kernel calls) ---- */
 
@@ -544,6 +557,108 @@ AG_EXTERN int ag_account_transfer(const struct ag_account *from, const struct ag
                                   struct ag_dom_events *out_from, struct ag_dom_events *out_to,
                                   struct ag_err *err);
 AG_EXTERN extern const struct ag_dom_aggregate ag_account_aggregate;
+
+/* ==== Payment (payment-<orderId>) ==== */
+
+/* One order's charge: taken once from one account, refunded at most once. Its
+ * state is a few fixed fields, so the Account no longer remembers its charges
+ * (the charges map of an Account only holds those recorded before the payment
+ * streams existed: PaymentCaptured/PaymentRefunded, which still replay). */
+struct ag_payment {
+    bool exists;                    /* ChargeCaptured seen */
+    bool refunded;                  /* ChargeRefunded seen */
+    char account_id[AG_DOM_ID_MAX]; /* the account charged */
+    struct ag_money amount;         /* the amount charged */
+};
+struct ag_payment_charge {
+    const char *order_id;   /* the payment's order (the stream's id) */
+    struct ag_money amount; /* > 0, account currency, ≤ balance */
+    int64_t now_ms;
+};
+struct ag_payment_refund {
+    const char *order_id;
+    int64_t now_ms;
+};
+AG_EXTERN void ag_payment_init(void *state);
+AG_EXTERN void ag_payment_free(void *state);
+AG_EXTERN int ag_payment_evolve(void *state, const char *type, const json_t *data);
+AG_EXTERN json_t *ag_payment_snapshot(const void *state);
+AG_EXTERN int ag_payment_restore(void *state, const json_t *snap);
+/* Charge an order to an account: AccountCharged {orderId, amount, at} into
+ * out_account and ChargeCaptured {accountId, amount, currency} into out_payment
+ * (amounts in minor units of the account's currency). Already charged (the
+ * payment exists, refunded or not, or the account's old charges map has the
+ * order) → no events. Otherwise the rules of ag_account_charge. */
+AG_EXTERN int ag_payment_charge(const struct ag_account *acct, const struct ag_payment *pay,
+                                const struct ag_payment_charge *cmd,
+                                struct ag_dom_events *out_account,
+                                struct ag_dom_events *out_payment, struct ag_err *err);
+/* Refund an order's charge: AccountRefunded {orderId, amount, at} + ChargeRefunded
+ * {}; already refunded → no events; no payment stream → the old model's refund
+ * (ag_account_refund, into out_account only: a charge made before the payment
+ * streams). AG_EDOMAIN when the payment was taken from another account. */
+AG_EXTERN int ag_payment_refund(const struct ag_account *acct, const struct ag_payment *pay,
+                                const struct ag_payment_refund *cmd,
+                                struct ag_dom_events *out_account,
+                                struct ag_dom_events *out_payment, struct ag_err *err);
+AG_EXTERN extern const struct ag_dom_aggregate ag_payment_aggregate;
+
+/* ==== Reservation (reservation-<orderId>) ==== */
+
+/* One order's stock reservations, a line per product: held (quantity > 0),
+ * released (0: reserving again holds anew, as a retried step must) or shipped
+ * (-1: over for good). The StockItem keeps only counters; its old reservations
+ * map holds only those recorded before (StockReserved, which still replays). */
+#define AG_RESERVATION_RELEASED 0
+#define AG_RESERVATION_SHIPPED  (-1)
+struct ag_reservation {
+    bool exists;
+    struct ag_dom_idmap lines; /* product id → held quantity, or the two values above */
+};
+struct ag_reservation_hold {
+    const char *order_id;
+    const char *product_id;
+    int64_t quantity; /* > 0 */
+};
+struct ag_reservation_release {
+    const char *order_id;
+    const char *product_id;
+    const char *reason; /* NULL → "released" */
+};
+struct ag_reservation_ship {
+    const char *order_id;
+    const char *product_id;
+};
+AG_EXTERN void ag_reservation_init(void *state);
+AG_EXTERN void ag_reservation_free(void *state);
+AG_EXTERN int ag_reservation_evolve(void *state, const char *type, const json_t *data);
+AG_EXTERN json_t *ag_reservation_snapshot(const void *state);
+AG_EXTERN int ag_reservation_restore(void *state, const json_t *snap);
+/* The line's value for product_id: held quantity, AG_RESERVATION_RELEASED (also
+ * when there is no line) or AG_RESERVATION_SHIPPED. */
+AG_EXTERN int64_t ag_reservation_line(const struct ag_reservation *r, const char *product_id);
+/* StockHeld {orderId, quantity} into out_stock + ReservationMade {productId,
+ * quantity} into out_res. Held or shipped already (or an old reservation in the
+ * stock item) → no events; else the rules of ag_stock_reserve. */
+AG_EXTERN int ag_reservation_hold(const struct ag_stock *stock, const struct ag_reservation *res,
+                                  const struct ag_reservation_hold *cmd,
+                                  struct ag_dom_events *out_stock, struct ag_dom_events *out_res,
+                                  struct ag_err *err);
+/* StockFreed {orderId, quantity} + ReservationReleased {productId, reason} for a
+ * held line; an old reservation → StockReleased (ag_stock_release) on the stock
+ * only; nothing held → no events. */
+AG_EXTERN int ag_reservation_release(const struct ag_stock *stock, const struct ag_reservation *res,
+                                     const struct ag_reservation_release *cmd,
+                                     struct ag_dom_events *out_stock, struct ag_dom_events *out_res,
+                                     struct ag_err *err);
+/* StockDispatched {orderId, quantity} + ReservationShipped {productId} for a held
+ * line (on hand and reserved go down); an old reservation → StockShipped; else
+ * no events. */
+AG_EXTERN int ag_reservation_ship(const struct ag_stock *stock, const struct ag_reservation *res,
+                                  const struct ag_reservation_ship *cmd,
+                                  struct ag_dom_events *out_stock, struct ag_dom_events *out_res,
+                                  struct ag_err *err);
+AG_EXTERN extern const struct ag_dom_aggregate ag_reservation_aggregate;
 
 /* ==== Shipment ==== */
 

@@ -135,6 +135,52 @@ AG_EXTERN int ag_es_stream_id(const struct ag_es_type *t, const char *stream, si
 AG_EXTERN int ag_es_read(struct ag_es_repo *r, const struct ag_es_type *t, const char *stream,
                          ag_es_view_fn view, void *ud, struct ag_err *err);
 
+/* A command over several aggregates, committed as one multi-stream append
+ * (ag_store_append_multi): every part's events or none, each part appended with
+ * the exact version its state was decided at. Use it when one decision must
+ * change two aggregates together (a charge: the account's balance and the
+ * order's payment). The repository takes the aggregates' leadership in stream
+ * name order (commands on one of them wait meanwhile), catches each state up,
+ * calls `decide` with the states, appends, and on a conflict re-decides on fresh
+ * states (bounded, as ag_es_execute). Only parts that get events are checked:
+ * a decision that relies on a part's state must write to it. */
+#define AG_ES_MULTI_MAX 8
+struct ag_es_part {
+    const struct ag_es_type *type;
+    const char *stream;
+};
+/* states[i] / versions[i] (-1: no stream) belong to parts[i]; push part i's
+ * events into outs[i]. Return 0 (no events anywhere = nothing to do) or an error. */
+typedef int (*ag_es_decide_multi_fn)(void *const *states, const int64_t *versions, void *ud,
+                                     struct ag_es_batch *outs, struct ag_err *err);
+struct ag_es_multi_cmd {
+    const struct ag_es_part *parts; /* distinct streams, 1..AG_ES_MULTI_MAX */
+    size_t nparts;
+    ag_es_decide_multi_fn decide;
+    void *ud;
+    const char *metadata; /* stored with every new event, or NULL */
+};
+/* res (optional): appended = events over all parts, position = the last one's,
+ * version = parts[0]'s stream version. Not on a store loop's thread (it waits for
+ * the aggregates' leadership). */
+AG_EXTERN int ag_es_execute_multi(struct ag_es_repo *r, const struct ag_es_multi_cmd *cmd,
+                                  struct ag_es_result *res, struct ag_err *err);
+/* ag_es_execute_multi without blocking, as ag_es_execute_async is to
+ * ag_es_execute: an aggregate led by another command is waited for in its queue
+ * (the command goes on in the thread that lets it go), the append is submitted
+ * with ag_store_append_multi_async, together with `a->extra` (a saga's step
+ * record: the aggregates' events and the extra parts commit in one unit, or the
+ * extra parts alone when nothing is decided). A conflict on an aggregate
+ * re-decides (bounded); on an extra part it fails with AG_ECONFLICT. `cmd->parts`
+ * (types and stream names), `cmd->ud`, `cmd->metadata` and `a->extra` are
+ * borrowed until `done`, which runs exactly once, after the aggregates are let
+ * go: on `a->loop`'s thread after an append, else on the thread that decided
+ * (the caller's, or the one that handed over the lead). nparts + nextra <=
+ * AG_STORE_MULTI_MAX. Returns 0, or AG_EINVAL / AG_ENOMEM before anything was
+ * queued (then no `done`). */
+AG_EXTERN int ag_es_execute_multi_async(struct ag_es_repo *r, const struct ag_es_multi_cmd *cmd,
+                                        const struct ag_es_async *a);
+
 /* ---- projections ---- */
 
 /* Called for each event, inside the page's transaction, with the projection's

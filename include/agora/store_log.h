@@ -108,6 +108,12 @@ AG_EXTERN int ag_store_log_inject_fault(struct ag_store *s, const struct ag_log_
 /* Parse the AGORA_STORE_FAULT syntax above. AG_EINVAL when malformed. */
 AG_EXTERN int ag_store_log_parse_fault(const char *spec, struct ag_log_fault *out);
 
+/* Bytes one event record takes in a segment: the fixed header, stream name, type,
+ * metadata, data and checksum, rounded up to the record alignment (for size
+ * reports such as `agora store stats --by-type`). */
+AG_EXTERN size_t ag_store_log_record_bytes(size_t stream_len, size_t type_len, size_t meta_len,
+                                           size_t data_len);
+
 /* Decode-and-recover arbitrary bytes as if they were segment 0 (fuzzing hook):
  * never crashes; returns the number of intact events found, or a negative code. */
 AG_EXTERN long ag__store_log_fuzz_segment(const uint8_t *bytes, size_t len);

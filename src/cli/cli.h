@@ -39,4 +39,9 @@ bool ag_cli_loopback(const char *host);
 /* "24h", "90m", "3600s", "7d", "500ms" or bare seconds in ms; 0 when malformed or zero. */
 uint64_t ag_cli_duration_ms(const char *s);
 
+/* `agora store stats --by-type` (store_sizes.c): events and bytes per order, per
+ * event type, per stream kind and in the latest snapshots, as JSON lines. */
+struct ag_store;
+int ag_cli_store_sizes(struct ag_store *s, const char *dir);
+
 #endif

@@ -37,6 +37,7 @@ struct store_args {
     bool repair;          /* --repair */
     const char *idem_ttl; /* --idempotency-ttl */
     const char *saga_ret; /* --saga-retention */
+    bool by_type;         /* stats --by-type */
 };
 
 static const char usage_text[] =
@@ -47,6 +48,8 @@ static const char usage_text[] =
     "\n"
     "commands:\n"
     "  stats                       events, streams, bytes, segments, index memory\n"
+    "  stats --by-type             events and bytes per order, per event type, per stream\n"
+    "                              kind, and the latest snapshots (one JSON object a line)\n"
     "  streams                     every stream with its version, one JSON object per line\n"
     "  read STREAM [--from V] [--limit N] [--backward]\n"
     "                              a stream's events, one JSON object per line\n"
@@ -105,6 +108,8 @@ static int parse_args(int argc, char **argv, struct store_args *a)
             a->follow = true;
         else if (strcmp(argv[i], "--repair") == 0)
             a->repair = true;
+        else if (strcmp(argv[i], "--by-type") == 0)
+            a->by_type = true;
         else if (argv[i][0] == '-')
             return ag_cli_usage_error("store: unknown option '%s'", argv[i]);
         else if (!a->sub)
@@ -456,7 +461,7 @@ static int run(int argc, char **argv)
     struct ag_store *s;
     if ((rc = open_store(&a, writable, &s))) return rc;
     if (strcmp(a.sub, "stats") == 0)
-        rc = cmd_stats(&a, s);
+        rc = a.by_type ? ag_cli_store_sizes(s, a.data) : cmd_stats(&a, s);
     else if (strcmp(a.sub, "streams") == 0)
         rc = cmd_streams(s);
     else if (strcmp(a.sub, "read") == 0)

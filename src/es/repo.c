@@ -27,6 +27,12 @@
  * its lock; only the leader touches the state. A conflict on an extra part is
  * not the aggregate's: that command fails, the rest of its batch is retried.
  *
+ * Commands over several aggregates (ag_es_execute_multi, _multi_async) take the
+ * lead of each entry in stream name order; a busy entry is waited for through
+ * its queue (a placeholder that the leader hands the lead to, see the section
+ * at the end), so sync, async and multi commands on the same aggregates share
+ * one order and never wait in a cycle. They are not batched.
+ *
  * Snapshots. After an append that crosses a multiple of `snapshot_every`, the
  * state is snapshotted. A cold load starts from the latest snapshot; a snapshot
  * that fails to restore is ignored (the events are the truth).
@@ -38,6 +44,7 @@
 #include "agora/es.h"
 
 struct cmd;
+struct multi;
 
 struct centry {
     struct centry *hnext;       /* hash chain */
@@ -328,6 +335,9 @@ struct cmd {
     bool async;
     bool lost; /* one of its extra parts conflicted: out of the batch for good */
     struct ag_es_async as;
+    /* a command over several aggregates waiting for this entry's lead (no decide:
+     * the leader that reaches it hands the lead over, see hand_over) */
+    struct multi *multi;
 };
 
 /* One batch of commands on one aggregate, from load to durable (or failed). */
@@ -347,6 +357,36 @@ struct batch {
     bool agg; /* parts[0] holds the aggregate's events */
     struct ag_append_req req;
     struct ag_append_multi_req mreq;
+    struct ag_err err;
+};
+
+/* A command over several aggregates (see ag_es_execute_multi below). */
+struct mpart {
+    struct centry *e;
+    size_t idx;   /* index in the command's parts */
+    int64_t base; /* the version the decision saw */
+};
+
+struct multi {
+    struct ag_es_repo *r;
+    struct ag_es_multi_cmd cmd;      /* parts, ud and metadata borrowed */
+    size_t n, held;                  /* parts; leads taken so far, in `p` order */
+    struct mpart p[AG_ES_MULTI_MAX]; /* in stream name order */
+    struct mpart *by_idx[AG_ES_MULTI_MAX];
+    struct cmd nodes[AG_ES_MULTI_MAX]; /* its place in p[i].e's queue */
+    bool async;
+    struct ag_es_async as;
+    uint32_t attempt;
+    struct ag_es_batch outs[AG_ES_MULTI_MAX];
+    size_t total; /* events over all aggregates */
+    struct ag_event_data *ev;
+    char **texts;
+    struct ag_append_part parts[AG_STORE_MULTI_MAX];
+    struct ag_append_result ar[AG_STORE_MULTI_MAX];
+    size_t np, nagg; /* parts to append, of which the aggregates' come first */
+    struct ag_append_multi_req mreq;
+    struct ag_es_result res;
+    int rc;
     struct ag_err err;
 };
 
@@ -560,6 +600,7 @@ static struct cmd *take_batch(struct centry *e)
     struct cmd *list = e->qhead, *last = list;
     size_t extras = last->async ? last->as.nextra : 0;
     for (int n = 1; last->next && n < BATCH_MAX_CMDS; n++) {
+        if (last->next->multi) break; /* it waits for the lead, not for a batch */
         size_t x = last->next->async ? last->next->as.nextra : 0;
         if (extras + x >= AG_STORE_MULTI_MAX) break;
         extras += x;
@@ -571,11 +612,38 @@ static struct cmd *take_batch(struct centry *e)
     return list;
 }
 
-/* Become the leader if nobody is, and run batches until the queue is empty. */
+static void multi_granted(struct multi *m);
+
+/* The queue's head is a multi command (e->lock held, the caller leads): it leads
+ * now. A synchronous one is woken; an asynchronous one is returned, to go on
+ * (multi_granted) once the lock is let go. */
+static struct multi *hand_over(struct centry *e)
+{
+    struct cmd *c = e->qhead;
+    e->qhead = c->next;
+    if (!e->qhead) e->qtail = NULL;
+    c->next = NULL;
+    if (c->multi->async) return c->multi;
+    c->done = true;
+    pthread_cond_broadcast(&e->done);
+    return NULL;
+}
+
+/* Become the leader if nobody is, and run batches until the queue is empty or a
+ * multi command takes the lead over (the caller then waits as any other). */
 static void lead(struct ag_es_repo *r, struct centry *e)
 {
     e->leader = true;
     while (e->qhead) {
+        if (e->qhead->multi) {
+            struct multi *m = hand_over(e);
+            if (m) {
+                pthread_mutex_unlock(&e->lock);
+                multi_granted(m);
+                pthread_mutex_lock(&e->lock);
+            }
+            return; /* e->leader stays: it is the multi command's now */
+        }
         struct batch b = {.r = r, .e = e, .list = take_batch(e)};
         pthread_mutex_unlock(&e->lock);
         run_batch(&b);
@@ -639,17 +707,23 @@ static bool next_batch(struct batch *b)
     struct centry *e = b->e;
     finish_cmds(b->r, e, b->list);
     pthread_mutex_lock(&e->lock);
-    if (e->qhead) {
+    if (e->qhead && !e->qhead->multi) {
         b->list = take_batch(e);
         b->attempt = 0;
         pthread_mutex_unlock(&e->lock);
         return true;
     }
-    e->leader = false;
-    pthread_cond_broadcast(&e->done); /* a synchronous waiter may have to lead now */
+    struct multi *m = NULL;
+    if (e->qhead) {
+        m = hand_over(e); /* e->leader stays: the multi command's now */
+    } else {
+        e->leader = false;
+        pthread_cond_broadcast(&e->done); /* a synchronous waiter may have to lead now */
+    }
     pthread_mutex_unlock(&e->lock);
     release(b->r, e); /* the batch's own hold on the entry */
     ag_free(b);
+    if (m) multi_granted(m);
     return false;
 }
 
@@ -723,6 +797,8 @@ int ag_es_execute_async(struct ag_es_repo *r, const struct ag_es_cmd *cmd,
         ag_free(b);
         return 0;
     }
+    /* The head is no multi placeholder: those queue only behind a leader, and a
+     * leader hands the lead to one at the head instead of letting go. */
     e->leader = true;
     *b = (struct batch){.r = r, .e = e, .loop = a->loop, .list = take_batch(e)};
     pthread_mutex_unlock(&e->lock);
@@ -753,4 +829,309 @@ int ag_es_read(struct ag_es_repo *r, const struct ag_es_type *t, const char *str
 {
     struct cmd c = {.view = view, .view_ud = ud};
     return submit(r, t, stream, &c, err);
+}
+
+/* ---- commands over several aggregates (ag_es_execute_multi[_async]) ----
+ *
+ * A multi command takes the lead of every entry it touches, one at a time in
+ * stream name order (so two of them never wait for each other in a cycle, and a
+ * single aggregate's leader never waits for another entry). An entry nobody
+ * leads is taken at once; otherwise the command queues a placeholder (struct
+ * cmd with `multi`) behind the entry's commands, and the leader that reaches it
+ * (synchronous, asynchronous batch or another multi command letting go) hands
+ * the lead over instead of batching it: a synchronous multi command's thread is
+ * woken, an asynchronous one goes on in the thread that handed over, without
+ * blocking. With every lead held it catches the states up, decides, and appends
+ * in one multi-stream append at the exact versions (the asynchronous form adds
+ * its extra parts to that append); a conflict re-decides on fresh states. States
+ * are evolved only after the append succeeded. Then it lets each entry go: the
+ * next placeholder gets it, or queued asynchronous commands get an asynchronous
+ * batch, or a queued synchronous caller is woken to lead. */
+
+static int mpart_cmp(const void *a, const void *b)
+{
+    return strcmp(((const struct mpart *)a)->e->stream, ((const struct mpart *)b)->e->stream);
+}
+
+static void multi_free(struct multi *m)
+{
+    for (size_t i = 0; i < m->n; i++)
+        if (m->p[i].e) release(m->r, m->p[i].e);
+    ag_free(m);
+}
+
+/* Check the command, hold its entries and order them. */
+static int multi_new(struct ag_es_repo *r, const struct ag_es_multi_cmd *cmd, struct multi **out,
+                     struct ag_err *err)
+{
+    size_t n = cmd->nparts;
+    if (n == 0 || n > AG_ES_MULTI_MAX || !cmd->decide)
+        return ag_err_set(err, AG_EINVAL, "a command over aggregates has 1..%d parts and a decide",
+                          AG_ES_MULTI_MAX);
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = i + 1; j < n; j++)
+            if (strcmp(cmd->parts[i].stream, cmd->parts[j].stream) == 0)
+                return ag_err_set(err, AG_EINVAL, "stream %s appears twice in one command",
+                                  cmd->parts[i].stream);
+    struct multi *m = ag_calloc(1, sizeof *m);
+    if (!m) return ag_err_set(err, AG_ENOMEM, "out of memory");
+    m->r = r;
+    m->cmd = *cmd;
+    m->n = n;
+    for (size_t i = 0; i < n; i++) {
+        m->p[i].idx = i;
+        if (!(m->p[i].e = acquire(r, cmd->parts[i].type, cmd->parts[i].stream))) {
+            multi_free(m);
+            return ag_err_set(err, AG_ENOMEM, "out of memory");
+        }
+    }
+    qsort(m->p, n, sizeof *m->p, mpart_cmp);
+    for (size_t i = 0; i < n; i++) m->by_idx[m->p[i].idx] = &m->p[i];
+    *out = m;
+    return 0;
+}
+
+/* Take the leads not held yet, in order. A synchronous command waits for each;
+ * an asynchronous one queues its placeholder and returns false (it goes on in
+ * multi_granted, maybe on another thread: `m` is not to be touched after). */
+static bool multi_take_leads(struct multi *m)
+{
+    while (m->held < m->n) {
+        struct centry *e = m->p[m->held].e;
+        struct cmd *node = &m->nodes[m->held];
+        pthread_mutex_lock(&e->lock);
+        if (!e->leader) {
+            e->leader = true;
+        } else {
+            *node = (struct cmd){.multi = m};
+            enqueue_cmd(e, node);
+            if (m->async) {
+                pthread_mutex_unlock(&e->lock);
+                return false;
+            }
+            while (!node->done) pthread_cond_wait(&e->done, &e->lock);
+        }
+        pthread_mutex_unlock(&e->lock);
+        m->held++;
+    }
+    return true;
+}
+
+/* Give up the lead of `e`: to the multi command queued first, to an
+ * asynchronous batch of the queued commands when one of them is asynchronous,
+ * else to a waiting synchronous caller (or nobody). */
+static void let_go(struct ag_es_repo *r, struct centry *e)
+{
+    struct multi *next = NULL;
+    struct batch *b = NULL;
+    struct ag_store_loop *loop = NULL;
+    pthread_mutex_lock(&e->lock);
+    for (struct cmd *c = e->qhead; c && !loop && !c->multi; c = c->next)
+        if (c->async) loop = c->as.loop;
+    if (e->qhead && e->qhead->multi) {
+        next = hand_over(e);
+    } else if (loop && (b = ag_calloc(1, sizeof *b))) {
+        *b = (struct batch){.r = r, .e = e, .loop = loop, .list = take_batch(e)};
+    } else if (loop) {
+        lead(r, e); /* no memory for an asynchronous batch: run the queue here */
+    } else {
+        e->leader = false;
+        pthread_cond_broadcast(&e->done); /* a queued synchronous caller leads */
+    }
+    pthread_mutex_unlock(&e->lock);
+    if (b) {
+        hold(r, e); /* the batch's own, released when it lets go */
+        async_run(b);
+    }
+    if (next) multi_granted(next);
+}
+
+static void multi_clear(struct multi *m)
+{
+    for (size_t i = 0; m->texts && i < m->total; i++) free(m->texts[i]); /* jansson's */
+    ag_free(m->texts);
+    ag_free(m->ev);
+    for (size_t i = 0; i < m->n; i++) ag_es_batch_free(&m->outs[i]);
+    m->texts = NULL, m->ev = NULL, m->total = 0, m->np = 0, m->nagg = 0;
+}
+
+/* Encode the decided events: one part per aggregate that got events (at its
+ * exact decided version), then the extra parts. */
+static int multi_encode(struct multi *m)
+{
+    for (size_t i = 0; i < m->n; i++) m->total += m->outs[i].n;
+    if (m->total) {
+        m->ev = ag_calloc(m->total, sizeof *m->ev);
+        m->texts = ag_calloc(m->total, sizeof *m->texts);
+        if (!m->ev || !m->texts) return ag_err_set(&m->err, AG_ENOMEM, "out of memory");
+    }
+    size_t mlen = m->cmd.metadata ? strlen(m->cmd.metadata) : 0, k = 0;
+    for (size_t i = 0; i < m->n; i++) {
+        const struct ag_es_batch *o = &m->outs[i];
+        if (!o->n) continue;
+        const struct mpart *p = m->by_idx[i];
+        m->parts[m->np++] =
+            (struct ag_append_part){p->e->stream, strlen(p->e->stream),
+                                    p->base < 0 ? AG_STORE_NO_STREAM : p->base, m->ev + k, o->n};
+        for (size_t j = 0; j < o->n; j++, k++) {
+            if (!(m->texts[k] = json_dumps(o->v[j].data, JSON_COMPACT | JSON_ENCODE_ANY)))
+                return ag_err_set(&m->err, AG_ENOMEM, "out of memory");
+            m->ev[k] = (struct ag_event_data){.type = o->v[j].type,
+                                              .type_len = strlen(o->v[j].type),
+                                              .data = m->texts[k],
+                                              .data_len = strlen(m->texts[k]),
+                                              .metadata = m->cmd.metadata,
+                                              .metadata_len = mlen};
+        }
+    }
+    m->nagg = m->np;
+    for (size_t i = 0; m->async && i < m->as.nextra; i++) m->parts[m->np++] = m->as.extra[i];
+    return 0;
+}
+
+/* Catch every state up, decide and encode one attempt (every lead held). */
+static int multi_prepare(struct multi *m)
+{
+    void *states[AG_ES_MULTI_MAX];
+    int64_t versions[AG_ES_MULTI_MAX];
+    ag_err_clear(&m->err);
+    int rc = 0;
+    for (size_t i = 0; i < m->n && !rc; i++) rc = catch_up(m->r, m->p[i].e, &m->err);
+    if (rc) return rc;
+    for (size_t i = 0; i < m->n; i++) {
+        states[m->p[i].idx] = m->p[i].e->state;
+        versions[m->p[i].idx] = m->p[i].base = m->p[i].e->version;
+    }
+    rc = m->cmd.decide(states, versions, m->cmd.ud, m->outs, &m->err);
+    return rc ? rc : multi_encode(m);
+}
+
+/* An extra part that conflicted is not the aggregates': no retry. */
+static bool extra_lost(struct multi *m)
+{
+    for (size_t i = m->nagg; i < m->np; i++) {
+        const struct ag_append_part *p = &m->parts[i];
+        int64_t v;
+        if (p->expected_version == AG_STORE_ANY ||
+            ag_store_stream_version(m->r->cfg.store, p->stream, p->stream_len, &v))
+            continue;
+        if (p->expected_version == AG_STORE_STREAM_EXISTS ? v >= 0 : v == p->expected_version)
+            continue;
+        ag_err_set(&m->err, AG_ECONFLICT, "%.*s is at version %lld, not %lld", (int)p->stream_len,
+                   p->stream, (long long)v, (long long)p->expected_version);
+        m->err.aux = v;
+        return true;
+    }
+    return false;
+}
+
+/* The outcome `rc` of an attempt. True when it is to be decided again. */
+static bool multi_conclude(struct multi *m, int rc)
+{
+    if (!rc) {
+        for (size_t i = 0; i < m->nagg; i++) {
+            m->res.appended += m->parts[i].count;
+            if (i == 0 || m->ar[i].last_position > m->res.position)
+                m->res.position = m->ar[i].last_position;
+        }
+        for (size_t i = 0; m->np && i < m->n; i++) {
+            struct mpart *p = &m->p[i];
+            evolve_events(p->e, m->outs[p->idx].v, m->outs[p->idx].n);
+            maybe_snapshot(m->r, p->e, p->base);
+        }
+        m->res.version = m->by_idx[0]->e->version;
+    }
+    bool appended = m->np > 0;
+    bool again =
+        rc == AG_ECONFLICT && appended && !extra_lost(m) && m->attempt++ < m->r->cfg.max_retries;
+    multi_clear(m);
+    if (again) memset(&m->res, 0, sizeof m->res);
+    m->rc = rc;
+    return again;
+}
+
+int ag_es_execute_multi(struct ag_es_repo *r, const struct ag_es_multi_cmd *cmd,
+                        struct ag_es_result *res, struct ag_err *err)
+{
+    struct ag_err local;
+    if (!err) err = &local;
+    if (res) memset(res, 0, sizeof *res);
+    struct multi *m = NULL;
+    int rc = multi_new(r, cmd, &m, err);
+    if (rc || !m) return rc ? rc : AG_ENOMEM;
+    multi_take_leads(m);
+    do {
+        rc = multi_prepare(m);
+        if (!rc && m->np) rc = ag_store_append_multi(r->cfg.store, m->parts, m->np, m->ar, &m->err);
+    } while (multi_conclude(m, rc));
+    for (size_t i = m->n; i-- > 0;) let_go(r, m->p[i].e);
+    if (res) *res = m->res;
+    if (rc) *err = m->err;
+    multi_free(m);
+    return rc;
+}
+
+/* ---- asynchronous ---- */
+
+/* Let every entry go, then report (so `done` may use the aggregates again). */
+static void multi_end(struct multi *m)
+{
+    for (size_t i = m->n; i-- > 0;) let_go(m->r, m->p[i].e);
+    m->as.done(m->as.ud, m->rc, &m->res, &m->err);
+    multi_free(m);
+}
+
+static void multi_run_async(struct multi *m);
+
+static void multi_appended(void *ud, int status, const struct ag_append_result *res,
+                           const struct ag_err *err)
+{
+    AG_UNUSED(res);
+    struct multi *m = ud;
+    if (status) m->err = *err;
+    if (multi_conclude(m, status))
+        multi_run_async(m);
+    else
+        multi_end(m);
+}
+
+/* Every lead held: decide and submit, until the store has it or it is over. */
+static void multi_run_async(struct multi *m)
+{
+    for (;;) {
+        int rc = multi_prepare(m);
+        if (!rc && m->np) {
+            m->mreq = (struct ag_append_multi_req){.parts = m->parts,
+                                                   .nparts = m->np,
+                                                   .results = m->ar,
+                                                   .cb = multi_appended,
+                                                   .ud = m};
+            rc = ag_store_append_multi_async(m->as.loop, &m->mreq);
+            if (!rc) return; /* multi_appended goes on */
+            rc = ag_err_set(&m->err, rc, "cannot queue the append: %s", ag_strerror(rc));
+        }
+        if (!multi_conclude(m, rc)) break;
+    }
+    multi_end(m);
+}
+
+/* A leader handed `m` the lead of its next entry. */
+static void multi_granted(struct multi *m)
+{
+    m->held++;
+    if (multi_take_leads(m)) multi_run_async(m);
+}
+
+int ag_es_execute_multi_async(struct ag_es_repo *r, const struct ag_es_multi_cmd *cmd,
+                              const struct ag_es_async *a)
+{
+    if (!a->done || !a->loop || cmd->nparts + a->nextra > AG_STORE_MULTI_MAX) return AG_EINVAL;
+    struct multi *m = NULL;
+    struct ag_err err;
+    int rc = multi_new(r, cmd, &m, &err);
+    if (rc || !m) return rc ? rc : AG_ENOMEM;
+    m->async = true;
+    m->as = *a;
+    if (multi_take_leads(m)) multi_run_async(m);
+    return 0;
 }

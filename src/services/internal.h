@@ -270,6 +270,29 @@ struct svc_async {
     void *ud;
 };
 int svc_exec_async(struct svc_env *p, const struct svc_cmd *c, const struct svc_async *a);
+/* A domain decision over two aggregates (pair.c): (state a, state b, cmd, out a,
+ * out b, err), the shape of ag_payment_charge and ag_reservation_hold. */
+typedef int (*svc_dom2_fn)(const void *a, const void *b, const void *cmd,
+                           struct ag_dom_events *out_a, struct ag_dom_events *out_b,
+                           struct ag_err *err);
+/* A command over aggregate `id_a` of `type_a` and `id_b` of `type_b`, whose new
+ * events are appended together in one multi-stream append (ag_es_execute_multi). */
+struct svc_cmd2 {
+    const struct ag_es_type *type_a;
+    const char *id_a;
+    const struct ag_es_type *type_b;
+    const char *id_b;
+    svc_dom2_fn decide;
+    const void *cmd;
+    const char *meta;
+};
+int svc_exec2(struct svc_env *p, const struct svc_cmd2 *c, struct ag_err *err);
+/* svc_exec2 without blocking (ag_es_execute_multi_async), as svc_exec_async is
+ * to svc_exec: `c->cmd` is borrowed until `done`, the rest is copied; `a->extra`
+ * commits in the same multi-stream append as both aggregates' events. */
+int svc_exec2_async(struct svc_env *p, const struct svc_cmd2 *c, const struct svc_async *a);
+/* The per-order aggregates beside Account and StockItem (pair.c). */
+extern const struct ag_es_type svc_payment_type, svc_reservation_type;
 /* The current state of aggregate `id` of type `t` through `view` (AG_ENOTFOUND when
  * it has no events). */
 int svc_read(struct svc_env *p, const struct ag_es_type *t, const char *id, ag_es_view_fn view,

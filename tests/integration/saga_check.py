@@ -39,7 +39,16 @@ def split_stream(stream):
 
 
 def amount(d, key="amount"):
-    return d[key]["amount"]
+    """Money {"amount", "currency"}, or minor units alone (AccountCharged/Refunded)."""
+    return d[key]["amount"] if isinstance(d[key], dict) else d[key]
+
+
+# Since issue 19 a charge is AccountCharged/AccountRefunded on the account (without
+# the balance after it) and a reservation StockHeld/StockFreed/StockDispatched on the
+# stock item; they count exactly as the older types.
+ACCOUNT_ALIASES = {"AccountCharged": "PaymentCaptured", "AccountRefunded": "PaymentRefunded"}
+STOCK_ALIASES = {"StockHeld": "StockReserved", "StockFreed": "StockReleased",
+                 "StockDispatched": "StockShipped"}
 
 
 class Log:
@@ -101,6 +110,8 @@ class Log:
             self.orders[oid] = "shipped"
 
     def apply_account(self, aid, t, d, chk):
+        compact = t in ACCOUNT_ALIASES
+        t = ACCOUNT_ALIASES.get(t, t)
         if t == "MoneyDeposited":
             self.deposits += amount(d)
             self.account_sum[aid] += amount(d)
@@ -115,14 +126,19 @@ class Log:
             self.refunded += amount(d)
             self.account_sum[aid] += amount(d)
             self.refunds[d["orderId"]].append(amount(d))
-        if "balance" in d:
-            self.balance[aid] = amount(d, "balance")
+        if compact:  # no balance recorded: the previous one moved by the amount
+            self.balance[aid] = self.balance.get(aid, 0) + (
+                amount(d) if t == "PaymentRefunded" else -amount(d))
+        if "balance" in d or compact:
+            if not compact:
+                self.balance[aid] = amount(d, "balance")
             if self.balance[aid] < 0:
                 chk.fail(f"account {aid}: negative balance {self.balance[aid]} after {t}")
         elif t == "AccountOpened":
             self.balance[aid] = 0
 
     def apply_stock(self, pid, t, d, pos, chk):
+        t = STOCK_ALIASES.get(t, t)
         q = d.get("quantity", 0)
         if t == "StockAdded":
             self.on_hand[pid] += q

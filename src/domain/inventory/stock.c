@@ -14,8 +14,18 @@
  * reserve that arrives after its release creates a new reservation, and callers
  * deduplicate late commands with their idempotency keys.
  *
+ * Since issue 19 the reservation of each order lives in its own stream
+ * (reservation-<orderId>, reservation.c) and the stock item keeps only counters:
+ * StockHeld / StockFreed {orderId, quantity} move `reserved`, StockDispatched
+ * {orderId, quantity} moves `reserved` and `on_hand`, each appended together
+ * with the order's reservation event. Their quantities are applied as recorded,
+ * so the state stays the same size whatever the number of orders. The map above
+ * is only filled by StockReserved (logs written before the reservation streams),
+ * and drains as those orders are released or shipped.
+ *
  * The snapshot is {"exists", "productId", "onHand", "reserved",
- * "reservations": {orderId: quantity}}; restore recomputes "reserved" and checks it.
+ * "reservations": {orderId: quantity}}; restore checks Σ reservations ≤ reserved
+ * ≤ onHand.
  */
 #include <string.h>
 
@@ -104,9 +114,26 @@ static int on_shipped(struct ag_stock *s, const json_t *d)
     return 0;
 }
 
+/* StockHeld (+1), StockFreed (-1), StockDispatched (-1, and on hand too). */
+static int on_counted(struct ag_stock *s, const json_t *d, int sign, bool leaves)
+{
+    char oid[AG_DOM_ID_MAX];
+    int64_t q, r, h = s->on_hand;
+    if (ag__dom_get_str(d, "orderId", oid, sizeof oid) || ag__dom_get_i64(d, "quantity", &q) ||
+        q <= 0 || __builtin_add_overflow(s->reserved, sign * q, &r) || r < 0 ||
+        (leaves && __builtin_sub_overflow(h, q, &h)))
+        return AG_EINVAL;
+    s->reserved = r;
+    s->on_hand = h;
+    return 0;
+}
+
 int ag_stock_evolve(void *state, const char *type, const json_t *data)
 {
     struct ag_stock *s = state;
+    if (strcmp(type, AG_EV_STOCK_HELD) == 0) return on_counted(s, data, +1, false);
+    if (strcmp(type, AG_EV_STOCK_FREED) == 0) return on_counted(s, data, -1, false);
+    if (strcmp(type, AG_EV_STOCK_DISPATCHED) == 0) return on_counted(s, data, -1, true);
     if (strcmp(type, AG_EV_STOCK_ADDED) == 0) return on_added(s, data);
     if (strcmp(type, AG_EV_STOCK_RESERVED) == 0) return on_reserved(s, data);
     if (strcmp(type, AG_EV_STOCK_RELEASED) == 0) return on_released(s, data);
@@ -137,7 +164,7 @@ static int restore_body(struct ag_stock *s, const json_t *snap)
 {
     json_t *res = json_object_get(snap, "reservations"), *v;
     const char *oid;
-    int64_t reserved;
+    int64_t reserved, legacy = 0;
     if (ag__dom_get_str(snap, "productId", s->product_id, sizeof s->product_id) ||
         ag__dom_get_i64(snap, "onHand", &s->on_hand) ||
         ag__dom_get_i64(snap, "reserved", &reserved) || !json_is_object(res))
@@ -147,10 +174,10 @@ static int restore_body(struct ag_stock *s, const json_t *snap)
         int rc;
         if (!json_is_integer(v) || json_integer_value(v) <= 0) return AG_EINVAL;
         if ((rc = ag__idmap_put(&s->reservations, oid, json_integer_value(v), false))) return rc;
-        if (__builtin_add_overflow(s->reserved, json_integer_value(v), &s->reserved))
-            return AG_EINVAL;
+        if (__builtin_add_overflow(legacy, json_integer_value(v), &legacy)) return AG_EINVAL;
     }
-    if (s->reserved != reserved || s->on_hand < 0) return AG_EINVAL;
+    if (legacy > reserved || reserved > s->on_hand || s->on_hand < 0) return AG_EINVAL;
+    s->reserved = reserved;
     s->exists = true;
     return 0;
 }

@@ -9,12 +9,19 @@
  *   PaymentCaptured {orderId, amount, balance, at}
  *   PaymentRefunded {orderId, amount, balance, at}
  *   AccountClosed {at}
+ *   AccountCharged {orderId, amount, at} / AccountRefunded {orderId, amount, at}:
+ *     a charge or refund whose record per order is the Payment aggregate
+ *     (payment-<orderId>, payment.c); amount in minor units of the account's
+ *     currency. These add nothing to the state but the balance.
  * `balance` is the balance after the event, for read models; evolve recomputes it
  * from `amount` and never trusts it.
  *
  * Invariants: balance ≥ 0 (no overdraft); one currency; a charge per order is
- * captured once and refunded at most once (charges are kept after refunding, so a
- * late duplicate charge is still recognised); no deposits, withdrawals or charges
+ * captured once and refunded at most once. The state stays the same size
+ * whatever the number of orders: charges are recorded per order in the payment
+ * streams. Only PaymentCaptured/PaymentRefunded (logs written before them) fill
+ * the `charges` map, kept after refunding so a late duplicate charge of such an
+ * order is still recognised; no deposits, withdrawals or charges
  * once closed; closing needs a zero balance. A refund is allowed on a closed
  * account: a compensation must always be able to return money.
  * tx_count counts deposits, withdrawals, captures and refunds.
@@ -85,8 +92,24 @@ static int on_charge(struct ag_account *a, const json_t *d, bool refund)
     return apply_amount(a, d, refund ? +1 : -1);
 }
 
+/* AccountCharged / AccountRefunded: an integer amount in the account's currency. */
+static int on_move(struct ag_account *a, const json_t *d, int sign)
+{
+    char oid[AG_DOM_ID_MAX];
+    struct ag_money m = a->balance;
+    if (!a->exists || ag__dom_get_str(d, "orderId", oid, sizeof oid) ||
+        ag__dom_get_i64(d, "amount", &m.amount) || m.amount <= 0)
+        return AG_EINVAL;
+    if ((sign > 0 ? ag_money_add : ag_money_sub)(&a->balance, &m, &a->balance, NULL))
+        return AG_EINVAL;
+    a->tx_count++;
+    return 0;
+}
+
 static int dispatch(struct ag_account *a, const char *type, const json_t *d)
 {
+    if (strcmp(type, AG_EV_ACCOUNT_CHARGED) == 0) return on_move(a, d, -1);
+    if (strcmp(type, AG_EV_ACCOUNT_REFUNDED) == 0) return on_move(a, d, +1);
     if (strcmp(type, AG_EV_ACCOUNT_OPENED) == 0) return on_opened(a, d);
     if (strcmp(type, AG_EV_MONEY_DEPOSITED) == 0) return apply_amount(a, d, +1);
     if (strcmp(type, AG_EV_MONEY_WITHDRAWN) == 0) return apply_amount(a, d, -1);
@@ -100,7 +123,8 @@ static bool known_type(const char *type)
 {
     static const char *const types[] = {AG_EV_ACCOUNT_OPENED,   AG_EV_MONEY_DEPOSITED,
                                         AG_EV_MONEY_WITHDRAWN,  AG_EV_PAYMENT_CAPTURED,
-                                        AG_EV_PAYMENT_REFUNDED, AG_EV_ACCOUNT_CLOSED};
+                                        AG_EV_PAYMENT_REFUNDED, AG_EV_ACCOUNT_CLOSED,
+                                        AG_EV_ACCOUNT_CHARGED,  AG_EV_ACCOUNT_REFUNDED};
     for (size_t i = 0; i < AG_ARRAY_SIZE(types); i++)
         if (strcmp(type, types[i]) == 0) return true;
     return false;

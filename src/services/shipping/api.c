@@ -64,22 +64,24 @@ static void view_order(const void *state, int64_t version, void *ud)
     for (size_t i = 0; i < v->n; i++) memcpy(v->product[i], o->lines[i].product_id, AG_DOM_ID_MAX);
 }
 
-static int d_stock_ship(const void *st, const void *cmd, struct ag_dom_events *out,
+static int d_stock_ship(const void *stock, const void *res, const void *cmd,
+                        struct ag_dom_events *out_stock, struct ag_dom_events *out_res,
                         struct ag_err *err)
 {
-    return ag_stock_ship(st, cmd, out, err);
+    return ag_reservation_ship(stock, res, cmd, out_stock, out_res, err);
 }
 
-/* The order's reserved units leave the warehouse (each stock item, idempotently). */
+/* The order's reserved units leave the warehouse (each stock item with the order's
+ * reservation line, in one append; idempotently). */
 static int ship_stock(struct svc_job *j, const struct order_lines *v, struct ag_err *err)
 {
     int rc = 0;
     for (size_t i = 0; i < v->n && !rc; i++) {
-        struct ag_stock_ship s = {j->param};
-        rc = svc_exec(j->env,
-                      &(struct svc_cmd){&svc_stock_type, v->product[i], d_stock_ship, &s, j->meta,
-                                        NULL, NULL},
-                      err);
+        struct ag_reservation_ship s = {j->param, v->product[i]};
+        rc = svc_exec2(j->env,
+                       &(struct svc_cmd2){&svc_stock_type, v->product[i], &svc_reservation_type,
+                                          j->param, d_stock_ship, &s, j->meta},
+                       err);
     }
     return rc;
 }

@@ -139,11 +139,14 @@ Test(stock, snapshot_round_trips_and_restore_checks)
     cr_assert_eq(copy.reserved, 5);
     cr_assert_eq(ag_stock_reservation(&copy, "o2"), 3);
     ag_stock_free(&copy);
-    json_t *bad = json_loads("{\"exists\":true,\"productId\":\"p1\",\"onHand\":10,\"reserved\":4,"
+    /* reserved also counts the reservations held in reservation streams (issue 19),
+     * so it may exceed the map's sum, never fall below it */
+    json_t *bad = json_loads("{\"exists\":true,\"productId\":\"p1\",\"onHand\":10,\"reserved\":1,"
                              "\"reservations\":{\"o1\":2}}",
                              0, NULL);
     ag_stock_init(&copy);
-    cr_assert_eq(ag_stock_restore(&copy, bad), AG_EINVAL, "reserved must equal the sum");
+    cr_assert_eq(ag_stock_restore(&copy, bad), AG_EINVAL,
+                 "reserved must cover the old reservations");
     cr_assert_not(copy.exists);
     json_decref(bad);
     ag_stock_free(&copy);

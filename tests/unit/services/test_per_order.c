@@ -1,0 +1,182 @@
+/* Issue 19 through the platform: a PlaceOrder saga leaves the order's charge in
+ * payment-<orderId> and its reservation in reservation-<orderId>, each written in
+ * the same append as the account's or stock item's counter event; the read
+ * models (balance, reserved) follow the compact events; dispatch ships the
+ * reservation once; the participants' events name the saga as their actor. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "services/internal.h"
+#include "svc_test.h"
+
+TestSuite(per_order, .init = t_start, .fini = t_stop, .timeout = 60);
+
+/* The types of a stream's events, space-separated, into out. */
+static void types_of(const char *prefix, const char *id, char *out, size_t cap)
+{
+    char stream[128];
+    snprintf(stream, sizeof stream, "%s-%s", prefix, id);
+    struct ag_event_page p;
+    cr_assert_eq(ag_store_read_stream(t_plat->env.store, stream, strlen(stream), 0, AG_READ_FORWARD,
+                                      100, &p, NULL),
+                 0);
+    size_t n = 0;
+    out[0] = 0;
+    for (size_t i = 0; i < p.count; i++)
+        n += (size_t)snprintf(out + n, cap - n, "%s%.*s", i ? " " : "", (int)p.events[i].type_len,
+                              p.events[i].type);
+    ag_event_page_free(&p);
+}
+
+/* The last event of a stream: its type into `type`, its data parsed (owned). */
+static json_t *last_of(const char *prefix, const char *id, char type[64])
+{
+    char stream[128];
+    snprintf(stream, sizeof stream, "%s-%s", prefix, id);
+    struct ag_event_page p;
+    cr_assert_eq(ag_store_read_stream(t_plat->env.store, stream, strlen(stream), -1,
+                                      AG_READ_BACKWARD, 1, &p, NULL),
+                 0);
+    cr_assert_eq(p.count, 1, "%s has events", stream);
+    snprintf(type, 64, "%.*s", (int)p.events[0].type_len, p.events[0].type);
+    json_t *d = json_loadb(p.events[0].data, p.events[0].data_len, 0, NULL);
+    ag_event_page_free(&p);
+    return d;
+}
+
+/* The event of type `type` in $all and its neighbours, as "stream/type" words
+ * (stream names cut at their '-'), then "one commit" when the three carry the
+ * same commit time (one write batch of the log: a later append cannot share it
+ * with an earlier one that it waited for). */
+static void around(const char *type, char *out, size_t cap)
+{
+    struct ag_event_page p;
+    cr_assert_eq(ag_store_read_all(t_plat->env.store, 0, AG_READ_FORWARD, 1000, &p, NULL), 0);
+    size_t i = 0;
+    while (i < p.count && !(p.events[i].type_len == strlen(type) &&
+                            memcmp(p.events[i].type, type, p.events[i].type_len) == 0))
+        i++;
+    cr_assert(i > 0 && i + 1 < p.count, "%s is in $all with neighbours", type);
+    size_t n = 0;
+    out[0] = 0;
+    for (size_t k = i - 1; k <= i + 1; k++) {
+        const struct ag_event *e = &p.events[k];
+        const char *dash = memchr(e->stream, '-', e->stream_len);
+        int slen = dash ? (int)(dash - e->stream) : (int)e->stream_len;
+        n += (size_t)snprintf(out + n, cap - n, "%s%.*s/%.*s", k == i - 1 ? "" : " ", slen,
+                              e->stream, (int)e->type_len, e->type);
+    }
+    if (p.events[i - 1].time_ns == p.events[i].time_ns &&
+        p.events[i].time_ns == p.events[i + 1].time_ns)
+        snprintf(out + n, cap - n, " one commit");
+    ag_event_page_free(&p);
+}
+
+static long long stock_field(const char *prod, const char *field)
+{
+    char path[128];
+    snprintf(path, sizeof path, "/api/v1/inventory/%s", prod);
+    struct t_resp r;
+    cr_assert_eq(t_call(&r, "GET", path, ANON, NULL, NULL), 200, "%s", r.text);
+    long long v = json_integer_value(json_object_get(r.body, field));
+    t_free(&r);
+    return v;
+}
+
+Test(per_order, an_order_leaves_its_payment_and_reservation_in_its_own_streams)
+{
+    char acc[40], prod[40], order[40], saga[40], st[32], types[256], t[64], path[160];
+    t_register(ALICE, "alice@test.example", NULL, acc);
+    t_deposit(ALICE, acc, 100000);
+    t_product(1, prod);
+    t_catch_up();
+    long long on_hand = stock_field(prod, "onHand"), reserved = stock_field(prod, "reserved");
+    t_order(ALICE, prod, 2, order, saga);
+    t_saga_wait(saga, st);
+    cr_assert_str_eq(st, "completed");
+
+    types_of("payment", order, types, sizeof types);
+    cr_expect_str_eq(types, "ChargeCaptured");
+    json_t *d = last_of("payment", order, t);
+    cr_expect_str_eq(json_string_value(json_object_get(d, "accountId")), acc);
+    long long total = json_integer_value(json_object_get(d, "amount"));
+    cr_expect_gt(total, 0);
+    json_decref(d);
+    d = last_of("account", acc, t);
+    cr_expect_str_eq(t, "AccountCharged");
+    cr_expect_str_eq(json_string_value(json_object_get(d, "orderId")), order);
+    cr_expect_eq(json_integer_value(json_object_get(d, "amount")), total);
+    json_decref(d);
+    types_of("reservation", order, types, sizeof types);
+    cr_expect_str_eq(types, "ReservationMade");
+    d = last_of("stock", prod, t);
+    cr_expect_str_eq(t, "StockHeld");
+    cr_expect_eq(json_integer_value(json_object_get(d, "quantity")), 2);
+    json_decref(d);
+    /* the asynchronous steps: the counter's event, the order's, then the saga's
+     * record, in one commit (svc_exec2_async with the record as its extra part;
+     * the unit's atomicity is tested in tests/unit/es/test_multi_async.c) */
+    char unit[256];
+    around("ReservationMade", unit, sizeof unit);
+    cr_expect_str_eq(unit,
+                     "stock/StockHeld reservation/ReservationMade saga/StepSucceeded one commit");
+    around("ChargeCaptured", unit, sizeof unit);
+    cr_expect_str_eq(unit,
+                     "account/AccountCharged payment/ChargeCaptured saga/StepSucceeded one commit");
+
+    t_catch_up();
+    snprintf(path, sizeof path, "/api/v1/accounts/%s", acc);
+    struct t_resp r;
+    cr_assert_eq(t_call(&r, "GET", path, ALICE, NULL, NULL), 200);
+    cr_expect_eq(json_integer_value(json_object_get(json_object_get(r.body, "balance"), "amount")),
+                 100000 - total, "the read model moved by the amount: %s", r.text);
+    cr_expect_eq(json_integer_value(json_object_get(r.body, "transactionCount")), 2);
+    t_free(&r);
+    cr_expect_eq(stock_field(prod, "reserved"), reserved + 2);
+
+    snprintf(path, sizeof path, "/api/v1/shipments/%s/dispatch", order);
+    for (int i = 0; i < 2; i++) { /* the second is a no-op */
+        cr_assert_eq(t_call(&r, "POST", path, ADMIN, NULL, NULL), 202, "%s", r.text);
+        t_free(&r);
+    }
+    types_of("reservation", order, types, sizeof types);
+    cr_expect_str_eq(types, "ReservationMade ReservationShipped");
+    d = last_of("stock", prod, t);
+    cr_expect_str_eq(t, "StockDispatched");
+    json_decref(d);
+    t_catch_up();
+    cr_expect_eq(stock_field(prod, "onHand"), on_hand - 2);
+    cr_expect_eq(stock_field(prod, "reserved"), reserved);
+
+    /* the participants' events name the saga (short actor form) */
+    char q[200];
+    snprintf(q, sizeof q, "/admin/audit?stream=payment-%s", order);
+    cr_assert_eq(t_call(&r, "GET", q, ADMIN, NULL, NULL), 200);
+    json_t *it = json_array_get(json_object_get(r.body, "items"), 0);
+    cr_expect_str_eq(json_string_value(json_object_get(json_object_get(it, "actor"), "sub")),
+                     "saga:PlaceOrder", "%s", r.text);
+    t_free(&r);
+}
+
+Test(per_order, an_unpaid_order_gives_its_stock_back_once)
+{
+    char acc[40], prod[40], order[40], saga[40], st[32], types[256];
+    t_register(ALICE, "alice@test.example", NULL, acc);
+    t_deposit(ALICE, acc, 1);
+    t_product(1, prod);
+    t_catch_up();
+    long long reserved = stock_field(prod, "reserved");
+    t_order(ALICE, prod, 3, order, saga);
+    t_saga_wait(saga, st);
+    cr_assert_str_eq(st, "compensated");
+    types_of("reservation", order, types, sizeof types);
+    cr_expect_str_eq(types, "ReservationMade ReservationReleased");
+    char stream[128];
+    snprintf(stream, sizeof stream, "payment-%s", order);
+    int64_t v;
+    ag_store_stream_version(t_plat->env.store, stream, strlen(stream), &v);
+    cr_expect_eq(v, -1, "nothing was charged");
+    t_catch_up();
+    cr_expect_eq(stock_field(prod, "reserved"), reserved);
+}

@@ -98,8 +98,8 @@ struct svc_env {
      * handlers), else NULL */
     struct svc_env *peers;
     size_t npeers;
-    struct ag_bus *bus;             /* the message bus (--bus), or NULL */
-    struct ag_relay *relay;         /* the outbox relay publishing to it, or NULL */
+    struct ag_bus *bus;     /* the message bus (--bus), or NULL */
+    struct ag_relay *relay; /* the outbox relay publishing to it, or NULL */
 };
 
 struct ag_platform {

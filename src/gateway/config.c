@@ -666,6 +666,36 @@ static int compile_jwt(struct cctx *x)
 
 /* ---- gateway, bff ---- */
 
+/* gateway.tls: certificate/key paths (loaded when the server starts, so a bad
+ * file is reported there with its path), HSTS max-age, the redirect listener. */
+static int compile_tls(struct cctx *x, const struct y_tls *t)
+{
+    struct gw_conf *c = x->conf;
+    if (t->certificates_count > AG_ARRAY_SIZE(c->tls))
+        return cerr(x, "gateway.tls.certificates", "at most %zu certificates",
+                    AG_ARRAY_SIZE(c->tls));
+    for (unsigned i = 0; i < t->certificates_count; i++) {
+        const struct y_cert *y = &t->certificates[i];
+        if (!y->cert || !y->key)
+            return cerr(x, "gateway.tls.certificates", "every entry needs cert and key");
+        if (strlen(y->cert) >= sizeof c->tls[0].cert || strlen(y->key) >= sizeof c->tls[0].key)
+            return cerr(x, "gateway.tls.certificates", "path too long");
+        snprintf(c->tls[i].cert, sizeof c->tls[i].cert, "%s", y->cert);
+        snprintf(c->tls[i].key, sizeof c->tls[i].key, "%s", y->key);
+    }
+    c->ntls = t->certificates_count;
+    c->hsts_max_age = t->hstsMaxAge;
+    if (t->httpRedirect) {
+        char host[64];
+        uint16_t port;
+        struct ag_err e;
+        if (ag_hostport_parse(t->httpRedirect, AG_HOSTPORT_NUMERIC, host, sizeof host, &port, &e))
+            return cerr(x, "gateway.tls.httpRedirect", "not a numeric HOST:PORT: %s", e.msg);
+        snprintf(c->http_redirect, sizeof c->http_redirect, "%s", t->httpRedirect);
+    }
+    return 0;
+}
+
 static int compile_gateway(struct cctx *x)
 {
     struct gw_conf *c = x->conf;
@@ -683,6 +713,7 @@ static int compile_gateway(struct cctx *x)
             return cerr(x, "gateway.listen", "not a numeric HOST:PORT: %s", e.msg);
         snprintf(c->listen, sizeof c->listen, "%s", g->listen);
     }
+    if (g->tls && compile_tls(x, g->tls)) return AG_ECONFIG;
     c->workers = (int)AG_MIN(g->workers, 256u);
     if (g->maxBodyBytes) c->max_body = g->maxBodyBytes;
     if (g->idempotencyMaxEntries) c->idem_max = g->idempotencyMaxEntries;

@@ -689,7 +689,8 @@ static int compile_tls(struct cctx *x, const struct y_tls *t)
         char host[64];
         uint16_t port;
         struct ag_err e;
-        if (ag_hostport_parse(t->httpRedirect, AG_HOSTPORT_NUMERIC, host, sizeof host, &port, &e))
+        if (ag_hostport_parse(t->httpRedirect, AG_HOSTPORT_NUMERIC | AG_HOSTPORT_PORT0, host,
+                              sizeof host, &port, &e))
             return cerr(x, "gateway.tls.httpRedirect", "not a numeric HOST:PORT: %s", e.msg);
         snprintf(c->http_redirect, sizeof c->http_redirect, "%s", t->httpRedirect);
     }

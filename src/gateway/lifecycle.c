@@ -267,7 +267,8 @@ static int start_redirect(struct ag_gateway *gw, struct ag_err *err)
     char host[64];
     uint16_t port;
     struct ag_err e;
-    if (ag_hostport_parse(addr, AG_HOSTPORT_NUMERIC, host, sizeof host, &port, &e))
+    if (ag_hostport_parse(addr, AG_HOSTPORT_NUMERIC | AG_HOSTPORT_PORT0, host, sizeof host, &port,
+                          &e))
         return ag_err_set(err, AG_EINVAL, "redirect address: %s", e.msg);
     gw->redirect_to = ag_http_server_port(gw->server);
     static const char *const methods[] = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"};

@@ -26,6 +26,8 @@ int ag_cli_print_help(void);
 extern const struct ag_cli_cmd ag_cli_cmd_version;
 extern const struct ag_cli_cmd ag_cli_cmd_store;
 extern const struct ag_cli_cmd ag_cli_cmd_run;
+extern const struct ag_cli_cmd ag_cli_cmd_backup;
+extern const struct ag_cli_cmd ag_cli_cmd_restore;
 extern const struct ag_cli_cmd ag_cli_cmd_projections;
 extern const struct ag_cli_cmd ag_cli_cmd_gateway, ag_cli_cmd_token;
 extern const struct ag_cli_cmd ag_cli_cmd_load;

@@ -65,6 +65,8 @@ struct ag_gateway_ready_check {
  * taken. On success *out is owned (ag_gateway_stop). */
 AG_EXTERN int ag_gateway_start(const struct ag_gateway_options *opts,
                                struct ag_gateway **out /* OUT */, struct ag_err *err);
+/* Whether the gateway serves HTTPS. */
+AG_EXTERN bool ag_gateway_https(const struct ag_gateway *gw);
 /* The plain-HTTP redirect listener's port; 0 when there is none. */
 AG_EXTERN uint16_t ag_gateway_redirect_port(const struct ag_gateway *gw);
 /* The bound port (useful with port 0). */

@@ -86,7 +86,7 @@ static int run(int argc, char **argv)
     }
     fprintf(stderr,
             "agora gateway: serving %s on port %u (config %s); SIGHUP reloads, Ctrl-C stops\n",
-            tls.ncert || ag_gateway_redirect_port(gw) ? "https" : "http", ag_gateway_port(gw), cfg);
+            ag_gateway_https(gw) ? "https" : "http", ag_gateway_port(gw), cfg);
     if (ag_gateway_redirect_port(gw))
         fprintf(stderr, "agora gateway: plain http on port %u redirects to https\n",
                 ag_gateway_redirect_port(gw));

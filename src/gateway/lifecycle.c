@@ -288,6 +288,11 @@ static int start_redirect(struct ag_gateway *gw, struct ag_err *err)
     return ag_http_server_start(gw->redirect, err);
 }
 
+bool ag_gateway_https(const struct ag_gateway *gw)
+{
+    return gw->tls != NULL;
+}
+
 uint16_t ag_gateway_redirect_port(const struct ag_gateway *gw)
 {
     return gw->redirect ? ag_http_server_port(gw->redirect) : 0;

@@ -148,3 +148,25 @@ kill -TERM "$SPID"
 wait "$SPID" || fail "agora run exited $? after SIGTERM"
 SPID=""
 pass "clean stop"
+
+# agora gateway with gateway.tls in its YAML
+cat >"$TMP/gw.yaml" <<YAML
+gateway:
+  listen: 127.0.0.1:0
+  tls:
+    certificates: [{cert: "$C/server.pem", key: "$C/server.key"}]
+    hstsMaxAge: 600
+destinationRules:
+  - host: svc
+    endpoints: [{address: 127.0.0.1:9}]
+YAML
+"$BIN" gateway --config "$TMP/gw.yaml" >"$TMP/gw.out" 2>"$TMP/server.log" &
+SPID=$!
+G=""
+for _ in $(seq 100); do G=$(awk '/^PORT/{print $2}' "$TMP/gw.out" 2>/dev/null || true); [ -n "$G" ] && break; sleep 0.05; done
+[ -n "$G" ] || fail "agora gateway did not start"
+h=$(curl -sS -D - -o /dev/null --cacert "$C/ca.pem" "https://127.0.0.1:$G/health/live") || fail "gateway over TLS"
+grep -qi '^strict-transport-security: max-age=600' <<<"$h" || fail "gateway.tls.hstsMaxAge: $h"
+grep -q 'serving https' "$TMP/server.log" || fail "the gateway does not say https"
+kill -TERM "$SPID"; wait "$SPID" || fail "agora gateway exit"; SPID=""
+pass "agora gateway serves HTTPS from gateway.tls in its YAML (HSTS max-age from hstsMaxAge)"

@@ -68,7 +68,13 @@ struct y_budget {
     float ratio;
     unsigned minRetriesPerSecond;
 };
+struct y_upstls { /* Istio ClientTLSSettings */
+    char *mode;   /* DISABLE, SIMPLE (verify the upstream), MUTUAL (and present ours) */
+    char *caCertificates, *clientCertificate, *privateKey, *sni;
+    bool insecureSkipVerify;
+};
 struct y_tp {
+    struct y_upstls *tls;
     struct y_pool *connectionPool;
     struct y_lb *loadBalancer;
     struct y_outlier *outlierDetection;
@@ -396,6 +402,8 @@ struct gw_conf {
     char **cluster_hosts;              /* their host names */
     char **cluster_hash_hdr; /* consistent-hash header per cluster; NULL = the user (or IP) */
     size_t nclusters;
+    struct ag_tls_client **tls_clients; /* trafficPolicy.tls contexts the pools borrow */
+    size_t ntls_clients;
     struct gw_route *routes; /* flattened, in order */
     size_t nroutes;
     struct gw_jwt jwt;        /* may have no issuers */

@@ -75,7 +75,16 @@ static const cyaml_schema_field_t cb_fields[] = {
 static const cyaml_schema_field_t budget_fields[] = {
     FLOAT("ratio", struct y_budget, ratio),
     UINT("minRetriesPerSecond", struct y_budget, minRetriesPerSecond), CYAML_FIELD_END};
+static const cyaml_schema_field_t upstls_fields[] = {
+    STR("mode", struct y_upstls, mode),
+    STR("caCertificates", struct y_upstls, caCertificates),
+    STR("clientCertificate", struct y_upstls, clientCertificate),
+    STR("privateKey", struct y_upstls, privateKey),
+    STR("sni", struct y_upstls, sni),
+    BOOL("insecureSkipVerify", struct y_upstls, insecureSkipVerify),
+    CYAML_FIELD_END};
 static const cyaml_schema_field_t tp_fields[] = {
+    MAP("tls", struct y_tp, tls, upstls_fields),
     MAP("connectionPool", struct y_tp, connectionPool, pool_fields),
     MAP("loadBalancer", struct y_tp, loadBalancer, lb_fields),
     MAP("outlierDetection", struct y_tp, outlierDetection, outlier_fields),

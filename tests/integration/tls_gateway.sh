@@ -15,8 +15,10 @@ C="$SRC/tests/data/tls"
 TMP=$(mktemp -d)
 SPID=""
 LPID=""
+GPID=""
 cleanup() {
     [ -n "$LPID" ] && kill "$LPID" 2>/dev/null
+    [ -n "$GPID" ] && kill "$GPID" 2>/dev/null
     [ -n "$SPID" ] && kill "$SPID" 2>/dev/null
     wait 2>/dev/null || true
     rm -rf "$TMP"
@@ -144,12 +146,8 @@ grep -q "reload refused: TLS certificate $TMP/cert.pem" "$TMP/server.log" || fai
 curl -sSf -o /dev/null -k "$U/health/live" || fail "stopped serving after a bad reload"
 pass "a bad certificate on reload is refused with its path; the running one serves"
 
-kill -TERM "$SPID"
-wait "$SPID" || fail "agora run exited $? after SIGTERM"
-SPID=""
-pass "clean stop"
-
-# agora gateway with gateway.tls in its YAML
+# agora gateway with gateway.tls in its YAML, proxying to agora run over TLS (which
+# serves the renewed, self-signed certificate now: trusted by "run", not by "rogue")
 cat >"$TMP/gw.yaml" <<YAML
 gateway:
   listen: 127.0.0.1:0
@@ -157,16 +155,41 @@ gateway:
     certificates: [{cert: "$C/server.pem", key: "$C/server.key"}]
     hstsMaxAge: 600
 destinationRules:
-  - host: svc
-    endpoints: [{address: 127.0.0.1:9}]
+  - host: run
+    endpoints: [{address: "127.0.0.1:$P"}]
+    trafficPolicy:
+      tls: {mode: MUTUAL, caCertificates: "$C/rogue.pem", sni: a.test, clientCertificate: "$C/client.pem", privateKey: "$C/client.key"}
+  - host: rogue
+    endpoints: [{address: "127.0.0.1:$P"}]
+    trafficPolicy:
+      tls: {mode: SIMPLE, caCertificates: "$C/ca.pem", sni: a.test}
+virtualServices:
+  - name: t
+    http:
+      - name: wrong-name
+        match: [{uri: {prefix: /rogue/}}]
+        rewrite: {uri: /}
+        route: [{destination: {host: rogue}}]
+      - name: run
+        route: [{destination: {host: run}}]
 YAML
-"$BIN" gateway --config "$TMP/gw.yaml" >"$TMP/gw.out" 2>"$TMP/server.log" &
-SPID=$!
+"$BIN" gateway --config "$TMP/gw.yaml" >"$TMP/gw.out" 2>"$TMP/gw.log" &
+GPID=$!
 G=""
 for _ in $(seq 100); do G=$(awk '/^PORT/{print $2}' "$TMP/gw.out" 2>/dev/null || true); [ -n "$G" ] && break; sleep 0.05; done
 [ -n "$G" ] || fail "agora gateway did not start"
 h=$(curl -sS -D - -o /dev/null --cacert "$C/ca.pem" "https://127.0.0.1:$G/health/live") || fail "gateway over TLS"
 grep -qi '^strict-transport-security: max-age=600' <<<"$h" || fail "gateway.tls.hstsMaxAge: $h"
-grep -q 'serving https' "$TMP/server.log" || fail "the gateway does not say https"
-kill -TERM "$SPID"; wait "$SPID" || fail "agora gateway exit"; SPID=""
-pass "agora gateway serves HTTPS from gateway.tls in its YAML (HSTS max-age from hstsMaxAge)"
+grep -q 'serving https' "$TMP/gw.log" || fail "the gateway does not say https"
+b=$(curl -sS --cacert "$C/ca.pem" "https://127.0.0.1:$G/api/v1/products?limit=1") || fail "through two TLS hops"
+grep -q '"items"' <<<"$b" || fail "gateway -> agora run over TLS: $b"
+code=$(curl -sS -o /dev/null -w '%{http_code}' --cacert "$C/ca.pem" "https://127.0.0.1:$G/rogue/api/v1/products")
+[ "$code" = 502 ] || fail "an upstream certificate from an untrusted issuer gave $code, not 502"
+kill -TERM "$GPID"; wait "$GPID" || fail "agora gateway exit"; GPID=""
+pass "agora gateway: HTTPS from gateway.tls (hstsMaxAge), upstream over TLS with trafficPolicy.tls (MUTUAL: verified + client certificate; an untrusted issuer is 502)"
+
+kill -TERM "$SPID"
+wait "$SPID" || fail "agora run exited $? after SIGTERM"
+SPID=""
+pass "clean stop"
+

@@ -29,6 +29,7 @@
 #include <stdint.h>
 
 #include "agora/base.h"
+#include "agora/http.h"
 #include "agora/obs.h"
 
 struct ag_gateway;
@@ -44,6 +45,13 @@ struct ag_gateway_options {
      * run: the in-process platform's event store); borrowed: must outlive the gateway. */
     const struct ag_gateway_ready_check *ready_checks;
     size_t nready_checks;
+    /* HTTPS: certificate/key pairs (the first is the default, SNI picks among them;
+     * borrowed for the start only). NULL = gateway.tls.certificates, none = plain HTTP.
+     * SIGHUP (ag_gateway_reload) re-reads the same files. */
+    const struct ag_tls_cert *tls_certs;
+    size_t ntls_certs;
+    const char *http_redirect; /* "HOST:PORT": plain HTTP there answers 308 to https;
+                                  NULL = gateway.tls.httpRedirect, else none */
 };
 
 struct ag_gateway_ready_check {
@@ -57,6 +65,10 @@ struct ag_gateway_ready_check {
  * taken. On success *out is owned (ag_gateway_stop). */
 AG_EXTERN int ag_gateway_start(const struct ag_gateway_options *opts,
                                struct ag_gateway **out /* OUT */, struct ag_err *err);
+/* Whether the gateway serves HTTPS. */
+AG_EXTERN bool ag_gateway_https(const struct ag_gateway *gw);
+/* The plain-HTTP redirect listener's port; 0 when there is none. */
+AG_EXTERN uint16_t ag_gateway_redirect_port(const struct ag_gateway *gw);
 /* The bound port (useful with port 0). */
 AG_EXTERN uint16_t ag_gateway_port(const struct ag_gateway *gw);
 /* Load a new configuration: `yaml` when not NULL, else the options' file again.

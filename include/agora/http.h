@@ -95,6 +95,47 @@ AG_EXTERN int ag_http_router_use(struct ag_http_router *r, const struct ag_http_
  * middleware. Call once, before serving; `o` is copied, its pointers borrowed. */
 AG_EXTERN int ag_http_router_observe(struct ag_http_router *r, const struct ag_http_observe *o);
 
+/* ---- TLS (OpenSSL 3; src/http/tls.c) ---- */
+
+struct ag_tls_cert {
+    const char *cert_file; /* PEM certificate chain */
+    const char *key_file;  /* PEM private key */
+};
+
+struct ag_tls_server_config {
+    const struct ag_tls_cert *certs; /* the first is the default; SNI picks the first whose
+                                        names match the name the client asks for */
+    size_t ncerts;                   /* at least one */
+};
+
+/* Server certificates for ag_http_server_config.tls: TLS 1.2 and 1.3 only, ECDHE with
+ * AES-GCM or ChaCha20-Poly1305, ALPN http/1.1. AG_ECONFIG naming the file when a
+ * certificate or key cannot be loaded or they do not match. Thread-safe. */
+struct ag_tls_server;
+AG_EXTERN int ag_tls_server_new(const struct ag_tls_server_config *cfg, struct ag_tls_server **out,
+                                struct ag_err *err);
+/* Re-read the same files (certificates renewed on disk): new handshakes use them,
+ * handshakes in progress and open connections are untouched. On error the
+ * running certificates stay. */
+AG_EXTERN int ag_tls_server_reload(struct ag_tls_server *t, struct ag_err *err);
+/* Successful reloads so far. */
+AG_EXTERN uint64_t ag_tls_server_reloads(const struct ag_tls_server *t);
+AG_EXTERN void ag_tls_server_free(struct ag_tls_server *t);
+
+struct ag_tls_client_config {
+    const char *ca_file;     /* PEM CAs to verify the upstream; NULL = the system store */
+    const char *cert_file;   /* present this certificate (mTLS); NULL = none */
+    const char *key_file;    /* its key */
+    const char *server_name; /* name (SNI + check) or IP address to verify; NULL = the host */
+    bool insecure;           /* do not verify the upstream (tests only) */
+};
+
+/* Client TLS for ag_http_upstream_config.tls: verifies the chain and the name. */
+struct ag_tls_client;
+AG_EXTERN int ag_tls_client_new(const struct ag_tls_client_config *cfg, struct ag_tls_client **out,
+                                struct ag_err *err);
+AG_EXTERN void ag_tls_client_free(struct ag_tls_client *t);
+
 /* ---- server ---- */
 
 struct ag_http_server_config {
@@ -114,6 +155,10 @@ struct ag_http_server_config {
                                        more are closed at accept */
     uint32_t max_pipeline;          /* requests queued per connection; 0 = 32 */
     int backlog;                    /* listen(2) backlog; 0 = 1024 */
+    struct ag_tls_server *tls;      /* serve HTTPS with these certificates (borrowed, outlives
+                                       the server); NULL = plain HTTP */
+    uint32_t hsts_max_age;          /* with tls: Strict-Transport-Security max-age in seconds;
+                                       0 = one year */
 };
 
 /* A server for `router` (borrowed). Not listening until ag_http_server_start.
@@ -230,6 +275,9 @@ struct ag_http_upstream_config {
     uint32_t pool_timeout_ms;       /* wait for a free connection; 0 = 1 s */
     uint32_t idle_timeout_ms;       /* keep an idle connection; 0 = 30 s */
     size_t max_response_bytes;      /* response body limit; 0 = 8 MiB (AG_ETOOBIG) */
+    struct ag_tls_client *tls;      /* speak TLS to the upstream (borrowed, outlives the pool);
+                                       NULL = plain. A failed handshake or verification is
+                                       AG_ECONNECT */
 };
 
 struct ag_http_header {

@@ -7,6 +7,7 @@
 #include <stdio.h>
 
 #include "agora/error.h"
+#include "agora/http.h"
 
 struct ag_cli_cmd {
     const char *name;                  /* "store", "version", ... */
@@ -25,6 +26,8 @@ int ag_cli_print_help(void);
 extern const struct ag_cli_cmd ag_cli_cmd_version;
 extern const struct ag_cli_cmd ag_cli_cmd_store;
 extern const struct ag_cli_cmd ag_cli_cmd_run;
+extern const struct ag_cli_cmd ag_cli_cmd_backup;
+extern const struct ag_cli_cmd ag_cli_cmd_restore;
 extern const struct ag_cli_cmd ag_cli_cmd_projections;
 extern const struct ag_cli_cmd ag_cli_cmd_gateway, ag_cli_cmd_token;
 extern const struct ag_cli_cmd ag_cli_cmd_load;
@@ -34,6 +37,20 @@ extern const struct ag_cli_cmd ag_cli_cmd_mcp;
 int ag_cli_jwt_secret(const char *data_dir, bool create, char out[65], struct ag_err *err);
 /* The gateway configuration agora run serves with (owned, ag_free). */
 char *ag_cli_run_gateway_yaml(const char *listen, const char *secret, const char *upstream);
+
+/* --tls-cert FILE / --tls-key FILE (paired in order, repeatable for SNI) and
+ * --http-redirect HOST:PORT, shared by `agora run` and `agora gateway`. */
+#define AG_CLI_TLS_MAX 8
+struct ag_cli_tls {
+    struct ag_tls_cert certs[AG_CLI_TLS_MAX]; /* pairs; borrowed from argv */
+    size_t ncert, nkey;                       /* --tls-cert and --tls-key seen */
+    const char *redirect;                     /* --http-redirect or NULL */
+};
+/* 1 when argv[*i] is one of those options (consumed, *i advanced), 0 when not,
+ * -1 after printing a usage error. */
+int ag_cli_tls_arg(int argc, char **argv, int *i, struct ag_cli_tls *t, const char *cmd);
+/* 0 when the pairs are complete, else -1 after printing a usage error. */
+int ag_cli_tls_check(const struct ag_cli_tls *t, const char *cmd);
 /* True for a loopback address (127.0.0.0/8, ::1, localhost). */
 bool ag_cli_loopback(const char *host);
 /* "24h", "90m", "3600s", "7d", "500ms" or bare seconds in ms; 0 when malformed or zero. */

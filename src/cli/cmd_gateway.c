@@ -8,6 +8,7 @@
 
 static const char usage_text[] =
     "usage: agora gateway --config FILE [--listen HOST:PORT] [--workers N] [--check]\n"
+    "                     [--tls-cert FILE --tls-key FILE]... [--http-redirect HOST:PORT]\n"
     "\n"
     "Run the API gateway: routes (VirtualService), upstream clusters (DestinationRule),\n"
     "JWT auth, rate limits, idempotency keys, BFF endpoints. SIGHUP reloads the\n"
@@ -18,7 +19,13 @@ static const char usage_text[] =
     "AGORA_GATEWAY_CONFIG)\n"
     "  --listen HOST:PORT  override gateway.listen (default 127.0.0.1:8080)\n"
     "  --workers N         worker loops (default gateway.workers, else the number of cores)\n"
-    "  --check             compile the configuration, report errors and exit\n";
+    "  --check             compile the configuration, report errors and exit\n"
+    "  --tls-cert FILE     serve HTTPS with this PEM certificate chain (with --tls-key;\n"
+    "                      repeat the pair for more names: SNI picks, the first is the\n"
+    "                      default; overrides gateway.tls.certificates). SIGHUP re-reads\n"
+    "                      the files. Answers carry Strict-Transport-Security\n"
+    "  --tls-key FILE      the certificate's PEM private key\n"
+    "  --http-redirect HOST:PORT  also listen for plain HTTP there and answer 308 to https\n";
 
 static int run(int argc, char **argv)
 {
@@ -31,7 +38,11 @@ static int run(int argc, char **argv)
     const char *listen = NULL;
     int workers = 0;
     bool check = false;
+    struct ag_cli_tls tls = {0};
     for (int i = 1; i < argc; i++) {
+        int t = ag_cli_tls_arg(argc, argv, &i, &tls, "gateway");
+        if (t < 0) return 2;
+        if (t > 0) continue;
         if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
             cfg = argv[++i];
         else if (strcmp(argv[i], "--listen") == 0 && i + 1 < argc)
@@ -50,7 +61,13 @@ static int run(int argc, char **argv)
     if (listen && ag_hostport_parse(listen, AG_HOSTPORT_PORT0, host, sizeof host, &port, &perr))
         return ag_cli_usage_error("gateway: --listen takes HOST:PORT: %s", perr.msg);
     if (workers < 0 || workers > 256) return ag_cli_usage_error("gateway: --workers takes 1..256");
-    struct ag_gateway_options o = {.config_path = cfg, .listen = listen, .workers = workers};
+    if (ag_cli_tls_check(&tls, "gateway")) return 2;
+    struct ag_gateway_options o = {.config_path = cfg,
+                                   .listen = listen,
+                                   .workers = workers,
+                                   .tls_certs = tls.ncert ? tls.certs : NULL,
+                                   .ntls_certs = tls.ncert,
+                                   .http_redirect = tls.redirect};
     struct ag_err err;
     ag_err_clear(&err);
     if (check) {
@@ -67,8 +84,12 @@ static int run(int argc, char **argv)
         fprintf(stderr, "agora gateway: %s\n", ag_err_msg(&err, rc));
         return 1;
     }
-    fprintf(stderr, "agora gateway: serving on port %u (config %s); SIGHUP reloads, Ctrl-C stops\n",
-            ag_gateway_port(gw), cfg);
+    fprintf(stderr,
+            "agora gateway: serving %s on port %u (config %s); SIGHUP reloads, Ctrl-C stops\n",
+            ag_gateway_https(gw) ? "https" : "http", ag_gateway_port(gw), cfg);
+    if (ag_gateway_redirect_port(gw))
+        fprintf(stderr, "agora gateway: plain http on port %u redirects to https\n",
+                ag_gateway_redirect_port(gw));
     printf("PORT %u\n", ag_gateway_port(gw));
     fflush(stdout);
     ag_gateway_run_until_signal(gw);

@@ -17,7 +17,8 @@
 static const char usage_text[] =
     "usage: agora run [--data DIR] [--store URI] [--readmodels URI] [--listen HOST:PORT]\n"
     "                 [--workers N] [--no-seed] [--no-gateway] [--idempotency-ttl DUR]\n"
-    "                 [--saga-retention DUR] [--bus URI]\n"
+    "                 [--saga-retention DUR] [--bus URI] [--tls-cert FILE --tls-key FILE]...\n"
+    "                 [--http-redirect HOST:PORT]\n"
     "\n"
     "Start the commerce platform in one process: customers, catalog, ordering,\n"
     "inventory, payments and shipping over the event store (--store), their read\n"
@@ -51,6 +52,12 @@ static const char usage_text[] =
     "                      env AGORA_IDEMPOTENCY_TTL; e.g. 90m, 3600s, 7d)\n"
     "  --saga-retention DUR   how long an ended saga's stream is kept before a scavenge\n"
     "                      removes it (default 7d, env AGORA_SAGA_RETENTION)\n"
+    "  --tls-cert FILE     serve HTTPS at the gateway with this PEM certificate chain\n"
+    "                      (env AGORA_TLS_CERT); repeat with --tls-key for more names\n"
+    "                      (SNI; the first is the default). TLS 1.2/1.3, HSTS; SIGHUP\n"
+    "                      re-reads the files without dropping connections\n"
+    "  --tls-key FILE      its PEM private key (env AGORA_TLS_KEY)\n"
+    "  --http-redirect HOST:PORT  plain HTTP there answers 308 to the https address\n"
     "\n"
     "The JWT secret is AGORA_JWT_SECRET when set, else a random one kept in DIR/jwt-secret.\n"
     "AGORA_SAGA_THREADS sets the saga workers (default: number of cores, at least 4).\n"
@@ -111,7 +118,7 @@ static int services_socket(const char *data, char out[1024], struct ag_err *err)
 }
 
 static int serve_gateway(struct ag_platform *p, const char *listen, const char *secret, int workers,
-                         const char *data)
+                         const char *data, const struct ag_cli_tls *tls)
 {
     char upstream[1100];
     snprintf(upstream, sizeof upstream, "unix:%s", ag_platform_socket(p));
@@ -128,7 +135,10 @@ static int serve_gateway(struct ag_platform *p, const char *listen, const char *
                                     .workers = workers,
                                     .metrics = ag_platform_metrics(p),
                                     .ready_checks = checks,
-                                    .nready_checks = AG_ARRAY_SIZE(checks)};
+                                    .nready_checks = AG_ARRAY_SIZE(checks),
+                                    .tls_certs = tls->ncert ? tls->certs : NULL,
+                                    .ntls_certs = tls->ncert,
+                                    .http_redirect = tls->redirect};
     struct ag_gateway *gw = NULL;
     struct ag_err err;
     ag_err_clear(&err);
@@ -145,11 +155,15 @@ static int serve_gateway(struct ag_platform *p, const char *listen, const char *
     ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1); /* the command to suggest */
     if (n > 0) self[n] = 0;
     fprintf(stderr,
-            "agora: serving http://%s:%u through the gateway (services on %s, data in %s)\n"
+            "agora: serving %s://%s:%u through the gateway (services on %s, data in %s)\n"
             "       the catalog is public; everything else needs a token:\n"
             "         %s token --data %s --sub <id> --role customer   (or --role admin)\n"
             "       Ctrl-C to stop\n",
-            host, ag_gateway_port(gw), ag_platform_socket(p), data, self, data);
+            tls->ncert ? "https" : "http", host, ag_gateway_port(gw), ag_platform_socket(p), data,
+            self, data);
+    if (ag_gateway_redirect_port(gw))
+        fprintf(stderr, "agora: plain http on port %u redirects to https\n",
+                ag_gateway_redirect_port(gw));
     ag_gateway_run_until_signal(gw);
     ag_gateway_stop(gw, 5000);
     ag_platform_stop(p);
@@ -189,7 +203,11 @@ static int run(int argc, char **argv)
     int workers = 0;
     const char *idem_ttl = getenv("AGORA_IDEMPOTENCY_TTL");
     const char *saga_ret = getenv("AGORA_SAGA_RETENTION");
+    struct ag_cli_tls tls = {0};
     for (int i = 1; i < argc; i++) {
+        int t = ag_cli_tls_arg(argc, argv, &i, &tls, "run");
+        if (t < 0) return 2;
+        if (t > 0) continue;
         if (strcmp(argv[i], "--data") == 0 && i + 1 < argc)
             data = argv[++i];
         else if (strcmp(argv[i], "--store") == 0 && i + 1 < argc)
@@ -214,6 +232,15 @@ static int run(int argc, char **argv)
             return ag_cli_usage_error(
                 "run: unknown or incomplete option '%s' (see 'agora run --help')", argv[i]);
     }
+    if (!tls.ncert && !tls.nkey && getenv("AGORA_TLS_CERT") && *getenv("AGORA_TLS_CERT")) {
+        tls.certs[0] = (struct ag_tls_cert){getenv("AGORA_TLS_CERT"), getenv("AGORA_TLS_KEY")};
+        tls.ncert = 1;
+        tls.nkey = getenv("AGORA_TLS_KEY") && *getenv("AGORA_TLS_KEY") ? 1 : 0;
+    }
+    if (ag_cli_tls_check(&tls, "run")) return 2;
+    if (tls.ncert && !gateway)
+        return ag_cli_usage_error(
+            "run: --tls-cert is served by the gateway, not with --no-gateway");
     char host[64];
     uint16_t port = 0;
     struct ag_err perr;
@@ -275,7 +302,7 @@ static int run(int argc, char **argv)
         fprintf(stderr, "agora: stopped\n");
         return 0;
     }
-    return serve_gateway(p, listen, secret, workers, data);
+    return serve_gateway(p, listen, secret, workers, data, &tls);
 }
 
 const struct ag_cli_cmd ag_cli_cmd_run = {"run",

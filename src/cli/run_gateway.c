@@ -174,6 +174,39 @@ static const char template_yaml[] =
     "  catalog: {host: platform, path: \"/api/v1/products?limit={limit}\", timeout: 300ms}\n"
     "  ordering: {host: platform, path: \"/api/v1/orders?limit={limit}\", timeout: 300ms}\n";
 
+int ag_cli_tls_arg(int argc, char **argv, int *i, struct ag_cli_tls *t, const char *cmd)
+{
+    const char *a = argv[*i];
+    bool cert = strcmp(a, "--tls-cert") == 0, key = strcmp(a, "--tls-key") == 0;
+    bool redir = strcmp(a, "--http-redirect") == 0;
+    if (!cert && !key && !redir) return 0;
+    if (*i + 1 >= argc) return ag_cli_usage_error("%s: %s needs a value", cmd, a), -1;
+    const char *v = argv[++*i];
+    if (redir) {
+        t->redirect = v;
+        return 1;
+    }
+    size_t *n = cert ? &t->ncert : &t->nkey;
+    if (*n >= AG_CLI_TLS_MAX)
+        return ag_cli_usage_error("%s: at most %d certificates", cmd, AG_CLI_TLS_MAX), -1;
+    if (cert)
+        t->certs[(*n)++].cert_file = v;
+    else
+        t->certs[(*n)++].key_file = v;
+    return 1;
+}
+
+int ag_cli_tls_check(const struct ag_cli_tls *t, const char *cmd)
+{
+    if (t->ncert != t->nkey)
+        return ag_cli_usage_error("%s: every --tls-cert needs a --tls-key (and the other way)",
+                                  cmd),
+               -1;
+    if (t->redirect && !t->ncert)
+        return ag_cli_usage_error("%s: --http-redirect needs --tls-cert and --tls-key", cmd), -1;
+    return 0;
+}
+
 char *ag_cli_run_gateway_yaml(const char *listen, const char *secret, const char *upstream)
 {
     struct ag_buf b;

@@ -184,6 +184,36 @@ static int compile_outlier(struct cctx *x, const char *base, const struct y_tp *
     return 0;
 }
 
+/* trafficPolicy.tls: a client TLS context for the cluster's pools, owned by the
+ * configuration (freed after its clusters). Files are loaded here, so a bad one
+ * refuses the configuration with its path. */
+static int compile_upstream_tls(struct cctx *x, const char *base, const struct y_upstls *t,
+                                struct ag_http_upstream_config *pool)
+{
+    char path[160];
+    snprintf(path, sizeof path, "%s.tls", base);
+    const char *mode = t->mode ? t->mode : "SIMPLE";
+    if (!strcmp(mode, "DISABLE")) return 0;
+    bool mutual = !strcmp(mode, "MUTUAL");
+    if (!mutual && strcmp(mode, "SIMPLE"))
+        return cerr(x, path, "mode must be DISABLE, SIMPLE or MUTUAL, not '%s'", mode);
+    if (mutual && (!t->clientCertificate || !t->privateKey))
+        return cerr(x, path, "MUTUAL needs clientCertificate and privateKey");
+    struct ag_tls_client_config tc = {.ca_file = t->caCertificates,
+                                      .cert_file = mutual ? t->clientCertificate : NULL,
+                                      .key_file = mutual ? t->privateKey : NULL,
+                                      .server_name = t->sni,
+                                      .insecure = t->insecureSkipVerify};
+    struct gw_conf *conf = x->conf;
+    struct ag_tls_client **v = ag_realloc(conf->tls_clients, (conf->ntls_clients + 1) * sizeof *v);
+    if (!v) return AG_ENOMEM;
+    conf->tls_clients = v;
+    struct ag_err e;
+    if (ag_tls_client_new(&tc, &pool->tls, &e)) return cerr(x, path, "%s", e.msg);
+    v[conf->ntls_clients++] = pool->tls;
+    return 0;
+}
+
 static int compile_policies(struct cctx *x, const char *base, const struct y_tp *tp,
                             struct ag_mesh_cluster_config *c)
 {
@@ -199,6 +229,7 @@ static int compile_policies(struct cctx *x, const char *base, const struct y_tp 
         c->retry_budget_min = tp->retryBudget->minRetriesPerSecond;
     }
     if (compile_pool(x, base, tp->connectionPool, &c->pool)) return AG_ECONFIG;
+    if (tp->tls && compile_upstream_tls(x, base, tp->tls, &c->pool)) return AG_ECONFIG;
     return compile_lb(x, base, tp->loadBalancer, c);
 }
 
@@ -666,6 +697,37 @@ static int compile_jwt(struct cctx *x)
 
 /* ---- gateway, bff ---- */
 
+/* gateway.tls: certificate/key paths (loaded when the server starts, so a bad
+ * file is reported there with its path), HSTS max-age, the redirect listener. */
+static int compile_tls(struct cctx *x, const struct y_tls *t)
+{
+    struct gw_conf *c = x->conf;
+    if (t->certificates_count > AG_ARRAY_SIZE(c->tls))
+        return cerr(x, "gateway.tls.certificates", "at most %zu certificates",
+                    AG_ARRAY_SIZE(c->tls));
+    for (unsigned i = 0; i < t->certificates_count; i++) {
+        const struct y_cert *y = &t->certificates[i];
+        if (!y->cert || !y->key)
+            return cerr(x, "gateway.tls.certificates", "every entry needs cert and key");
+        if (strlen(y->cert) >= sizeof c->tls[0].cert || strlen(y->key) >= sizeof c->tls[0].key)
+            return cerr(x, "gateway.tls.certificates", "path too long");
+        snprintf(c->tls[i].cert, sizeof c->tls[i].cert, "%s", y->cert);
+        snprintf(c->tls[i].key, sizeof c->tls[i].key, "%s", y->key);
+    }
+    c->ntls = t->certificates_count;
+    c->hsts_max_age = t->hstsMaxAge;
+    if (t->httpRedirect) {
+        char host[64];
+        uint16_t port;
+        struct ag_err e;
+        if (ag_hostport_parse(t->httpRedirect, AG_HOSTPORT_NUMERIC | AG_HOSTPORT_PORT0, host,
+                              sizeof host, &port, &e))
+            return cerr(x, "gateway.tls.httpRedirect", "not a numeric HOST:PORT: %s", e.msg);
+        snprintf(c->http_redirect, sizeof c->http_redirect, "%s", t->httpRedirect);
+    }
+    return 0;
+}
+
 static int compile_gateway(struct cctx *x)
 {
     struct gw_conf *c = x->conf;
@@ -683,6 +745,7 @@ static int compile_gateway(struct cctx *x)
             return cerr(x, "gateway.listen", "not a numeric HOST:PORT: %s", e.msg);
         snprintf(c->listen, sizeof c->listen, "%s", g->listen);
     }
+    if (g->tls && compile_tls(x, g->tls)) return AG_ECONFIG;
     c->workers = (int)AG_MIN(g->workers, 256u);
     if (g->maxBodyBytes) c->max_body = g->maxBodyBytes;
     if (g->idempotencyMaxEntries) c->idem_max = g->idempotencyMaxEntries;
@@ -885,6 +948,8 @@ void ag__gw_conf_unref(struct gw_conf *c)
         ag_free(c->cluster_hash_hdr[i]);
     }
     ag_free(c->clusters);
+    for (size_t i = 0; i < c->ntls_clients; i++) ag_tls_client_free(c->tls_clients[i]);
+    ag_free(c->tls_clients);
     ag_free(c->cluster_hosts);
     ag_free(c->cluster_hash_hdr);
     for (int i = 0; i < 3; i++) ag_free(c->bff[i].path);

@@ -68,7 +68,13 @@ struct y_budget {
     float ratio;
     unsigned minRetriesPerSecond;
 };
+struct y_upstls { /* Istio ClientTLSSettings */
+    char *mode;   /* DISABLE, SIMPLE (verify the upstream), MUTUAL (and present ours) */
+    char *caCertificates, *clientCertificate, *privateKey, *sni;
+    bool insecureSkipVerify;
+};
 struct y_tp {
+    struct y_upstls *tls;
     struct y_pool *connectionPool;
     struct y_lb *loadBalancer;
     struct y_outlier *outlierDetection;
@@ -177,7 +183,17 @@ struct y_jwt {
     char *clockSkew, *rolesClaim;
     char *maxTokenLifetime; /* longest exp - iat accepted (default 24h; 0s: no limit) */
 };
+struct y_cert {
+    char *cert, *key;
+};
+struct y_tls {
+    struct y_cert *certificates;
+    unsigned certificates_count;
+    unsigned hstsMaxAge;
+    char *httpRedirect; /* HOST:PORT serving 308 to https */
+};
 struct y_gw {
+    struct y_tls *tls;
     char *listen, *idempotencyTtl, *firstByteTimeout;
     unsigned workers, maxBodyBytes, idempotencyMaxEntries, maxConnectionsPerPeer;
     bool accessLog;
@@ -386,17 +402,25 @@ struct gw_conf {
     char **cluster_hosts;              /* their host names */
     char **cluster_hash_hdr; /* consistent-hash header per cluster; NULL = the user (or IP) */
     size_t nclusters;
+    struct ag_tls_client **tls_clients; /* trafficPolicy.tls contexts the pools borrow */
+    size_t ntls_clients;
     struct gw_route *routes; /* flattened, in order */
     size_t nroutes;
     struct gw_jwt jwt;        /* may have no issuers */
     struct gw_bffcall bff[3]; /* customers, catalog, ordering */
     char listen[80];          /* gateway.listen or "" */
-    int workers;              /* gateway.workers */
-    size_t max_body;          /* gateway.maxBodyBytes */
-    uint32_t max_per_peer;    /* gateway.maxConnectionsPerPeer; 0 = the server's 256 */
-    uint32_t first_byte_ms;   /* gateway.firstByteTimeout; 0 = the server's 5 s */
-    uint64_t idem_ttl_ns;     /* gateway.idempotencyTtl */
-    uint32_t idem_max;        /* gateway.idempotencyMaxEntries */
+    struct {
+        char cert[512], key[512];
+    } tls[8];               /* gateway.tls.certificates */
+    size_t ntls;            /* pairs in tls */
+    uint32_t hsts_max_age;  /* gateway.tls.hstsMaxAge; 0 = one year */
+    char http_redirect[80]; /* gateway.tls.httpRedirect or "" */
+    int workers;            /* gateway.workers */
+    size_t max_body;        /* gateway.maxBodyBytes */
+    uint32_t max_per_peer;  /* gateway.maxConnectionsPerPeer; 0 = the server's 256 */
+    uint32_t first_byte_ms; /* gateway.firstByteTimeout; 0 = the server's 5 s */
+    uint64_t idem_ttl_ns;   /* gateway.idempotencyTtl */
+    uint32_t idem_max;      /* gateway.idempotencyMaxEntries */
     bool access_log;
 };
 
@@ -464,7 +488,11 @@ struct ag_gateway {
     _Atomic uint64_t generation;    /* conf->generation, read lock-free */
     struct ag_http_router *router;
     struct ag_http_server *server;
-    struct ag_obs_registry *metrics; /* borrowed or owned */
+    struct ag_tls_server *tls;              /* certificates when serving HTTPS */
+    struct ag_http_router *redirect_router; /* plain HTTP -> 308 https */
+    struct ag_http_server *redirect;        /* its server; NULL = none */
+    uint16_t redirect_to;                   /* the HTTPS port it points at */
+    struct ag_obs_registry *metrics;        /* borrowed or owned */
     bool own_metrics;
     struct ag_obs_family *denied;   /* agora_authz_denied_total{reason} */
     struct ag_obs_health *health;   /* readiness checks */

@@ -9,6 +9,12 @@
  * parameters. Route selection proper happens in the handler against the
  * current snapshot (match.c), so a reload changes routing without touching the
  * router.
+ *
+ * HTTPS. With certificates (options or gateway.tls) the server speaks TLS
+ * (src/http/tls.c) and answers carry HSTS; a reload (SIGHUP) re-reads the same
+ * certificate files, so renewed certificates apply to new handshakes while open
+ * connections go on. An optional second, plain listener answers every request
+ * with 308 to the same path over https.
  */
 #include <errno.h>
 #include <signal.h>
@@ -198,6 +204,9 @@ static void gw_free(struct ag_gateway *gw)
 {
     if (gw->checker) ag_mesh_health_stop(gw->checker);
     if (gw->server) ag_http_server_free(gw->server);
+    if (gw->redirect) ag_http_server_free(gw->redirect);
+    if (gw->redirect_router) ag_http_router_free(gw->redirect_router);
+    ag_tls_server_free(gw->tls); /* after the servers: their connections hold sessions */
     if (gw->router) ag_http_router_free(gw->router);
     if (gw->health) ag_obs_health_free(gw->health);
     if (gw->conf) ag__gw_conf_unref(gw->conf);
@@ -223,13 +232,100 @@ static int listen_addr(const struct ag_gateway *gw, char host[64], uint16_t *por
     return 0;
 }
 
+/* ---- HTTPS ---- */
+
+/* The certificates from the options, else from gateway.tls; none = plain HTTP. */
+static int start_tls(struct ag_gateway *gw, struct ag_err *err)
+{
+    struct ag_tls_cert pairs[AG_ARRAY_SIZE(gw->conf->tls)];
+    struct ag_tls_server_config tc = {gw->opts.tls_certs, gw->opts.ntls_certs};
+    if (!tc.ncerts) {
+        for (size_t i = 0; i < gw->conf->ntls; i++)
+            pairs[i] = (struct ag_tls_cert){gw->conf->tls[i].cert, gw->conf->tls[i].key};
+        tc = (struct ag_tls_server_config){pairs, gw->conf->ntls};
+    }
+    if (!tc.ncerts) return 0;
+    return ag_tls_server_new(&tc, &gw->tls, err);
+}
+
+/* Plain HTTP on the redirect address: every request gets 308 to the same path
+ * over https on the gateway's port, at the host the client asked for. */
+static int redirect_handler(struct ag_http_req *req, void *ud)
+{
+    struct ag_gateway *gw = ud;
+    const char *h = ag_http_req_header(req, "host");
+    char host[256] = "127.0.0.1";
+    if (h && *h && strlen(h) < sizeof host &&
+        strspn(h, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLM"
+                  "NOPQRSTUVWXYZ0123456789.-:[]") == strlen(h)) {
+        snprintf(host, sizeof host, "%s", h);
+        char *colon = strrchr(host, ':'); /* drop the plain port (not inside [v6]) */
+        if (colon && !strchr(colon, ']')) *colon = 0;
+    }
+    const char *q = ag_http_req_query(req);
+    struct ag_buf loc;
+    ag_buf_init(&loc);
+    if (gw->redirect_to == 443)
+        ag_buf_printf(&loc, "https://%s%s%s%s", host, ag_http_req_path(req), *q ? "?" : "", q);
+    else
+        ag_buf_printf(&loc, "https://%s:%u%s%s%s", host, gw->redirect_to, ag_http_req_path(req),
+                      *q ? "?" : "", q);
+    int rc = loc.data ? ag_http_resp_header(req, "Location", loc.data) : AG_ENOMEM;
+    ag_buf_free(&loc);
+    return ag_http_respond(req, rc ? 500 : 308, "text/plain", "", 0);
+}
+
+static int start_redirect(struct ag_gateway *gw, struct ag_err *err)
+{
+    const char *addr = gw->opts.http_redirect       ? gw->opts.http_redirect
+                       : gw->conf->http_redirect[0] ? gw->conf->http_redirect
+                                                    : NULL;
+    if (!addr) return 0;
+    if (!gw->tls) return ag_err_set(err, AG_ECONFIG, "an HTTP redirect needs TLS certificates");
+    char host[64];
+    uint16_t port;
+    struct ag_err e;
+    if (ag_hostport_parse(addr, AG_HOSTPORT_NUMERIC | AG_HOSTPORT_PORT0, host, sizeof host, &port,
+                          &e))
+        return ag_err_set(err, AG_EINVAL, "redirect address: %s", e.msg);
+    gw->redirect_to = ag_http_server_port(gw->server);
+    static const char *const methods[] = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"};
+    char pat[CATCH_ALL_DEPTH * 6 + 2];
+    int rc = ag_http_router_new(&gw->redirect_router);
+    for (size_t m = 0; !rc && m < AG_ARRAY_SIZE(methods); m++) {
+        rc = ag_http_route(gw->redirect_router, methods[m], "/", redirect_handler, gw);
+        size_t o = 0;
+        for (int d = 0; !rc && d < CATCH_ALL_DEPTH; d++) {
+            o += (size_t)snprintf(pat + o, sizeof pat - o, "/{p%d}", d);
+            rc = ag_http_route(gw->redirect_router, methods[m], pat, redirect_handler, gw);
+        }
+    }
+    struct ag_http_server_config sc = {.host = host, .port = port, .workers = 1};
+    if (!rc) rc = ag_http_server_new(&sc, gw->redirect_router, &gw->redirect);
+    if (rc) return ag_err_set(err, rc, "cannot set up the HTTP redirect");
+    return ag_http_server_start(gw->redirect, err);
+}
+
+bool ag_gateway_https(const struct ag_gateway *gw)
+{
+    return gw->tls != NULL;
+}
+
+uint16_t ag_gateway_redirect_port(const struct ag_gateway *gw)
+{
+    return gw->redirect ? ag_http_server_port(gw->redirect) : 0;
+}
+
 static int start_server(struct ag_gateway *gw, struct ag_err *err)
 {
     char host[64];
     uint16_t port = 0;
     int rc = listen_addr(gw, host, &port, err);
     if (rc) return rc;
-    struct ag_http_server_config sc = {.host = host,
+    if ((rc = start_tls(gw, err))) return rc;
+    struct ag_http_server_config sc = {.tls = gw->tls,
+                                       .hsts_max_age = gw->conf->hsts_max_age,
+                                       .host = host,
                                        .port = port,
                                        .workers =
                                            gw->opts.workers ? gw->opts.workers : gw->conf->workers,
@@ -238,7 +334,8 @@ static int start_server(struct ag_gateway *gw, struct ag_err *err)
                                        .first_byte_timeout_ms = gw->conf->first_byte_ms};
     if ((rc = ag_http_server_new(&sc, gw->router, &gw->server)))
         return ag_err_set(err, rc, "cannot create the server");
-    return ag_http_server_start(gw->server, err);
+    if ((rc = ag_http_server_start(gw->server, err))) return rc;
+    return start_redirect(gw, err);
 }
 
 int ag_gateway_start(const struct ag_gateway_options *opts, struct ag_gateway **out,
@@ -282,6 +379,8 @@ int ag_gateway_reload(struct ag_gateway *gw, const char *yaml, struct ag_err *er
 {
     struct gw_conf *c;
     int rc = compile_opts(&gw->opts, yaml, gw, &c, err);
+    /* renewed certificates: the same files, read again; a bad one refuses the reload */
+    if (!rc && gw->tls && (rc = ag_tls_server_reload(gw->tls, err))) ag__gw_conf_unref(c);
     if (rc) {
         ag_log_write(AG_LOG_ERROR, "gateway: reload refused; the running configuration stays",
                      (struct ag_log_field[]){AG_LS("error", ag_err_msg(err, rc))}, 1);
@@ -307,12 +406,14 @@ void ag_gateway_stop(struct ag_gateway *gw, uint32_t drain_ms)
     if (!gw) return;
     ag__gw_jwks_stop(gw);
     ag_http_server_drain(gw->server, drain_ms);
+    if (gw->redirect) ag_http_server_drain(gw->redirect, 0);
     pthread_mutex_lock(&gw->loops_lock);
     atomic_store(&gw->stopping, true);
     size_t n = atomic_load(&gw->nloops);
     pthread_mutex_unlock(&gw->loops_lock);
     for (size_t i = 0; i < n; i++) ag__gw_loop_stop(gw->loops[i]);
     ag_http_server_wait(gw->server);
+    if (gw->redirect) ag_http_server_wait(gw->redirect);
     gw_free(gw);
 }
 

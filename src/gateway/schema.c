@@ -75,7 +75,16 @@ static const cyaml_schema_field_t cb_fields[] = {
 static const cyaml_schema_field_t budget_fields[] = {
     FLOAT("ratio", struct y_budget, ratio),
     UINT("minRetriesPerSecond", struct y_budget, minRetriesPerSecond), CYAML_FIELD_END};
+static const cyaml_schema_field_t upstls_fields[] = {
+    STR("mode", struct y_upstls, mode),
+    STR("caCertificates", struct y_upstls, caCertificates),
+    STR("clientCertificate", struct y_upstls, clientCertificate),
+    STR("privateKey", struct y_upstls, privateKey),
+    STR("sni", struct y_upstls, sni),
+    BOOL("insecureSkipVerify", struct y_upstls, insecureSkipVerify),
+    CYAML_FIELD_END};
 static const cyaml_schema_field_t tp_fields[] = {
+    MAP("tls", struct y_tp, tls, upstls_fields),
     MAP("connectionPool", struct y_tp, connectionPool, pool_fields),
     MAP("loadBalancer", struct y_tp, loadBalancer, lb_fields),
     MAP("outlierDetection", struct y_tp, outlierDetection, outlier_fields),
@@ -183,8 +192,16 @@ static const cyaml_schema_field_t jwt_fields[] = {
     SEQ("issuers", struct y_jwt, issuers, issuer_entry), STR("clockSkew", struct y_jwt, clockSkew),
     STR("rolesClaim", struct y_jwt, rolesClaim),
     STR("maxTokenLifetime", struct y_jwt, maxTokenLifetime), CYAML_FIELD_END};
+static const cyaml_schema_field_t cert_fields[] = {STR("cert", struct y_cert, cert),
+                                                   STR("key", struct y_cert, key), CYAML_FIELD_END};
+static const cyaml_schema_value_t cert_entry = ENTRY(struct y_cert, cert_fields);
+static const cyaml_schema_field_t tls_fields[] = {
+    SEQ("certificates", struct y_tls, certificates, cert_entry),
+    UINT("hstsMaxAge", struct y_tls, hstsMaxAge), STR("httpRedirect", struct y_tls, httpRedirect),
+    CYAML_FIELD_END};
 static const cyaml_schema_field_t gw_fields[] = {
     STR("listen", struct y_gw, listen),
+    MAP("tls", struct y_gw, tls, tls_fields),
     UINT("workers", struct y_gw, workers),
     UINT("maxBodyBytes", struct y_gw, maxBodyBytes),
     UINT("maxConnectionsPerPeer", struct y_gw, maxConnectionsPerPeer),

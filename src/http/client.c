@@ -37,7 +37,11 @@
  *
  * Transport. TCP to a numeric address, or a Unix-domain socket when the host is
  * "unix:/abs/path" (uv_pipe_connect; Host: localhost); everything above the
- * socket (pooling, deadlines, retries) is the same.
+ * socket (pooling, deadlines, retries) is the same. With cfg.tls a connection
+ * carries a TLS session (tls.c): the request is encrypted into the session's
+ * wire buffer (held until the handshake completes) and written from tls_out;
+ * reads are decrypted before the response parser. The handshake runs inside the
+ * request's deadline; a refused certificate is AG_ECONNECT.
  *
  * Lifetime. Connections and the pool are freed only in libuv close callbacks;
  * the pool goes once its timer and every connection are closed.
@@ -94,6 +98,9 @@ struct cconn {
     uint64_t idle_deadline_ms;    /* CS_IDLE: loop time the connection closes */
     uint64_t connect_deadline_ms; /* CS_CONNECTING: loop time the connect fails */
     bool writing;                 /* wreq queued: its callback has not run yet */
+    struct ag__tls *tls;          /* TLS session (cfg.tls); NULL = plain */
+    struct ag_buf tls_out;        /* ciphertext being written through wreq */
+    struct ag_buf plain;          /* plaintext of one TLS read */
 };
 
 struct ag_http_upstream {
@@ -293,6 +300,9 @@ static void conn_handle_closed(uv_handle_t *h)
     struct ag_http_upstream *u = c->u;
     ag_buf_free(&c->hdrs);
     ag_buf_free(&c->body);
+    ag__tls_free(c->tls);
+    ag_buf_free(&c->tls_out);
+    ag_buf_free(&c->plain);
     ag_free(c);
     u->open_handles--;
     maybe_free_upstream(u);
@@ -446,14 +456,62 @@ static void conn_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
     *b = uv_buf_init(conn_rbuf, sizeof conn_rbuf);
 }
 
+static void conn_write_cb(uv_write_t *w, int status);
+
+/* Write the ciphertext TLS has produced (handshake, records); one uv_write at a
+ * time, the write callback sends what piled up meanwhile. */
+static int conn_tls_flush(struct cconn *c)
+{
+    struct ag_buf *w = ag__tls_wire(c->tls);
+    if (c->writing || !w->len) return 0;
+    struct ag_buf tmp = c->tls_out;
+    c->tls_out = *w;
+    *w = tmp;
+    ag_buf_reset(w);
+    uv_buf_t b = uv_buf_init(c->tls_out.data, (unsigned)c->tls_out.len);
+    int n = uv_try_write(&c->sock.stream, &b, 1);
+    if (n == (int)b.len) {
+        ag_buf_reset(&c->tls_out);
+        return 0;
+    }
+    if (n < 0 && n != UV_EAGAIN) return n;
+    if (n > 0) b = uv_buf_init(b.base + n, b.len - (unsigned)n);
+    c->wreq.data = c;
+    int rc = uv_write(&c->wreq, &c->sock.stream, &b, 1, conn_write_cb);
+    if (!rc) c->writing = true;
+    return rc;
+}
+
+static void conn_input(struct cconn *c, ssize_t n, const char *base);
+
 static void conn_read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 {
     struct cconn *c = s->data;
+    if (!c->tls || n <= 0) {
+        conn_input(c, n, buf->base);
+        return;
+    }
+    /* TLS: decrypt, hand the plaintext on, send what the handshake owes. A failed
+     * handshake or verification before any answer is a connect failure. */
+    ag_buf_reset(&c->plain);
+    int rc = ag__tls_read(c->tls, buf->base, (size_t)n, &c->plain);
+    if (c->plain.len) conn_input(c, (ssize_t)c->plain.len, c->plain.data);
+    if (c->state == CS_CLOSING) return;
+    if (rc == AG_ECLOSED)
+        conn_input(c, UV_EOF, NULL);
+    else if (rc)
+        conn_fail(c, c->got_bytes || ag__tls_ready(c->tls) ? AG_ERESET : AG_ECONNECT);
+    else if (conn_tls_flush(c) != 0)
+        conn_fail(c, AG_ERESET);
+}
+
+static void conn_input(struct cconn *c, ssize_t n, const char *base)
+{
     if (c->state == CS_IDLE && n != 0) {
         conn_close(c); /* EOF, error or unsolicited bytes on an idle connection */
     } else if (c->state == CS_BUSY && n > 0) {
         c->got_bytes = true;
-        size_t used = http_parser_execute(&c->parser, &resp_settings, buf->base, (size_t)n);
+        size_t used = http_parser_execute(&c->parser, &resp_settings, base, (size_t)n);
         if (c->complete)
             conn_deliver(c);
         else if (c->fail || HTTP_PARSER_ERRNO(&c->parser) != HPE_OK || used != (size_t)n)
@@ -471,6 +529,10 @@ static void conn_write_cb(uv_write_t *w, int status)
 {
     struct cconn *c = w->data;
     c->writing = false;
+    if (c->tls) {
+        ag_buf_reset(&c->tls_out);
+        if (status >= 0 && c->state != CS_CLOSING && conn_tls_flush(c) != 0) status = UV_EPIPE;
+    }
     if (status < 0 && c->state == CS_BUSY) {
         conn_fail(c, AG_ERESET);
     } else if (c->state == CS_IDLE && c->u->wq_head && !c->u->closing) {
@@ -486,6 +548,12 @@ static void conn_send(struct cconn *c)
     reset_response(c);
     c->got_bytes = false;
     arm_conn_timer(c, r->deadline_ms);
+    if (c->tls) { /* encrypted into the session's wire buffer (held until the handshake ends) */
+        int rc = ag__tls_write(c->tls, r->wire.data, r->wire.len) ? UV_ENOMEM : conn_tls_flush(c);
+        if (!rc) rc = uv_read_start(&c->sock.stream, conn_alloc, conn_read_cb);
+        if (rc && rc != UV_EALREADY) conn_fail(c, AG_ERESET);
+        return;
+    }
     uv_buf_t b = uv_buf_init(r->wire.data, (unsigned)r->wire.len);
     /* Try the write ourselves first: when the socket takes it all (nearly always)
      * no uv_write_t is queued, so no write callback and no epoll_ctl re-arm. */
@@ -510,6 +578,10 @@ static void conn_connect_cb(uv_connect_t *cr, int status)
         return;
     }
     if (!c->u->unix_path) uv_tcp_nodelay(&c->sock.tcp, 1);
+    if (c->u->cfg.tls && ag__tls_client_conn(c->u->cfg.tls, c->u->host_copy, &c->tls) != 0) {
+        conn_fail(c, AG_ECONNECT);
+        return;
+    }
     conn_send(c);
 }
 

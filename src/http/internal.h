@@ -58,6 +58,7 @@ struct ag__http_ctx {
     struct ag__http_limits lim;    /* resolved limits */
     uv_loop_t *loop;               /* NULL for memory transports */
     struct ag_http_server *server; /* NULL for memory transports */
+    const char *hsts;              /* "Strict-Transport-Security: ...\r\n" over TLS, else NULL */
     long date_sec;                 /* second the cached Date line is for */
     char date[48];                 /* "Date: ...\r\n" */
 };
@@ -276,5 +277,28 @@ struct ag_obs_series *ag__http_observe_refused(struct ag__observe *ob, const cha
 
 /* The server's draining flag as seen by the ops routes (NULL server = false). */
 bool ag__http_ctx_draining(const struct ag__http_ctx *ctx);
+
+/* ---- TLS engine (tls.c): an SSL object between memory BIOs ---- */
+
+struct ag__tls;
+/* A server-side session on the current certificates. */
+int ag__tls_server_conn(struct ag_tls_server *srv, struct ag__tls **out);
+/* A client-side session to `host` (numeric); the ClientHello is in the wire buffer. */
+int ag__tls_client_conn(struct ag_tls_client *cli, const char *host, struct ag__tls **out);
+/* Ciphertext read from the peer in; plaintext appended to `plain`. 0, AG_ECLOSED
+ * (close_notify), AG_EPROTOCOL (handshake or record failure; an alert may be in
+ * the wire buffer), AG_ENOMEM. */
+int ag__tls_read(struct ag__tls *t, const char *data, size_t n, struct ag_buf *plain);
+/* Plaintext to send (held until the handshake completes). */
+int ag__tls_write(struct ag__tls *t, const char *p, size_t n);
+/* Queue close_notify. */
+void ag__tls_shutdown(struct ag__tls *t);
+/* Ciphertext waiting for the transport; the caller takes bytes out of it. */
+struct ag_buf *ag__tls_wire(struct ag__tls *t);
+int ag__tls_collect(struct ag__tls *t);
+bool ag__tls_ready(const struct ag__tls *t);
+/* The ALPN protocol agreed ("" when none) into buf. */
+const char *ag__tls_alpn(const struct ag__tls *t, char *buf, size_t n);
+void ag__tls_free(struct ag__tls *t);
 
 #endif

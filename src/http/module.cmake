@@ -1,1 +1,1 @@
-target_link_libraries(agora_http PUBLIC agora_obs)
+target_link_libraries(agora_http PUBLIC agora_obs ssl crypto)

@@ -35,6 +35,8 @@ const char *ag_http_reason(int status)
         return "Found";
     case 304:
         return "Not Modified";
+    case 308:
+        return "Permanent Redirect";
     case 400:
         return "Bad Request";
     case 401:
@@ -188,7 +190,7 @@ int ag__http_serialize(struct ag_http_req *req, const char *content_type, const 
     req->close_after = close;
     const char *reason = ag_http_reason(status);
     const char *date = date_line(c->ctx);
-    size_t need = 128 + strlen(reason) + strlen(date) + req->resp_hdrs.len +
+    size_t need = 192 + strlen(reason) + strlen(date) + req->resp_hdrs.len +
                   (content_type ? strlen(content_type) : 0);
     int rc = ag_buf_reserve(out, need + (req->head ? 0 : len));
     if (rc) return rc;
@@ -211,6 +213,7 @@ int ag__http_serialize(struct ag_http_req *req, const char *content_type, const 
         }
     }
     if (req->resp_hdrs.len) ag_buf_append(out, req->resp_hdrs.data, req->resp_hdrs.len);
+    if (c->ctx->hsts) ag_buf_puts(out, c->ctx->hsts);
     if (close)
         ag_buf_append(out, "Connection: close\r\n", 19);
     else if (req->http10)

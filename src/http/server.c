@@ -33,6 +33,11 @@
  * watching the listening socket until we accept again, so further clients wait
  * in the kernel backlog instead of being accepted and dropped.
  *
+ * TLS. With cfg.tls every connection gets a TLS session (tls.c) under the state
+ * machine: ciphertext read is decrypted into the worker's plaintext buffer and
+ * fed; conn->out is encrypted at flush time and the records are written like
+ * plain bytes. The state machine never knows. Answers carry HSTS.
+ *
  * Drain. ag_http_server_drain sets a flag and wakes every worker (uv_async). A
  * worker closes its listener, drains every connection, and arms a timer that
  * force-closes what is left; its loop ends when the last handle is closed.
@@ -74,6 +79,7 @@ struct uvconn {
     bool lingering;         /* FIN sent, discarding input until EOF or timeout */
     bool peer_counted;      /* counted in srv->peers under peer_key */
     uint8_t peer_key[16];   /* the client's address (peers.c key) */
+    struct ag__tls *tls;    /* TLS session under the connection; NULL = plain */
 };
 
 struct worker {
@@ -97,6 +103,7 @@ struct worker {
     bool listener_open;      /* listener not closed yet */
     bool loop_ready;         /* loop initialised */
     bool thread_started;     /* thread created */
+    struct ag_buf plain;     /* TLS: plaintext of one read, fed at once */
     char rbuf[64 * 1024];    /* read buffer */
 };
 
@@ -116,6 +123,7 @@ struct ag_http_server {
     struct ag__peers *peers;          /* open connections per client address */
     uint32_t per_peer_cap;            /* max_conns_per_peer resolved */
     struct ag_obs_series *refused;    /* refused{reason="per_peer"}; NULL = no metrics */
+    char hsts[96];                    /* the HSTS header line over TLS */
 };
 
 bool ag__http_ctx_draining(const struct ag__http_ctx *ctx)
@@ -220,22 +228,42 @@ static void uc_write_cb(uv_write_t *wr, int status)
     ag__http_conn_unref(&uc->conn); /* the write's reference */
 }
 
+/* The bytes to put on the socket: conn->out itself, or over TLS the records it
+ * became (plus handshake messages and, once the last answer is in, close_notify).
+ * NULL when TLS cannot take them. */
+static struct ag_buf *uc_wire(struct uvconn *uc)
+{
+    struct ag__http_conn *c = &uc->conn;
+    if (!uc->tls) return &c->out;
+    if (c->out.len) {
+        if (ag__tls_write(uc->tls, c->out.data, c->out.len) != 0) return NULL;
+        ag_buf_reset(&c->out);
+    }
+    if (c->close_after_flush) ag__tls_shutdown(uc->tls);
+    return ag__tls_wire(uc->tls);
+}
+
 static void uc_flush(struct ag__http_conn *c)
 {
     struct uvconn *uc = uc_of(c);
     if (uc->writing || uc->closing) return;
-    if (c->out.len == 0) {
+    struct ag_buf *src = uc_wire(uc);
+    if (!src) {
+        uc_close(c);
+        return;
+    }
+    if (src->len == 0) {
         if (c->close_after_flush) uc_linger(c);
         return;
     }
     struct ag_buf tmp = uc->wbuf;
-    uc->wbuf = c->out;
-    c->out = tmp;
+    uc->wbuf = *src;
+    *src = tmp;
     uv_buf_t b = uv_buf_init(uc->wbuf.data, (unsigned)uc->wbuf.len);
     int n = uv_try_write(&uc->sock.stream, &b, 1);
     if (n == (int)b.len) {
         ag_buf_reset(&uc->wbuf);
-        if (c->out.len || c->close_after_flush) uc_flush(c);
+        if (c->out.len || src->len || c->close_after_flush) uc_flush(c);
         return;
     }
     if (n < 0 && n != UV_EAGAIN) {
@@ -274,6 +302,27 @@ static void uc_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
     *buf = uv_buf_init(uc->w->rbuf, sizeof uc->w->rbuf);
 }
 
+/* Ciphertext in: decrypt, feed the plaintext, write what the handshake owes. A
+ * failed handshake (an old protocol, no shared cipher, a bad record) writes the
+ * alert, then closes. */
+static void uc_tls_in(struct uvconn *uc, const char *p, size_t n)
+{
+    struct ag_buf *plain = &uc->w->plain;
+    ag_buf_reset(plain);
+    int rc = ag__tls_read(uc->tls, p, n, plain);
+    if (plain->len) ag__http_conn_feed(&uc->conn, plain->data, plain->len);
+    if (uc->closing || uc->conn.closed) return;
+    if (rc == AG_ECLOSED) {
+        ag__http_conn_eof(&uc->conn);
+    } else if (rc) {
+        uc->conn.closing = uc->conn.close_after_flush = true;
+        uv_read_stop(&uc->sock.stream);
+        uc_flush(&uc->conn);
+        return;
+    }
+    uc_flush(&uc->conn);
+}
+
 static void uc_read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 {
     struct uvconn *uc = s->data;
@@ -281,7 +330,9 @@ static void uc_read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         if (n < 0) uc_close(&uc->conn);
         return;
     }
-    if (n > 0)
+    if (n > 0 && uc->tls)
+        uc_tls_in(uc, buf->base, (size_t)n);
+    else if (n > 0)
         ag__http_conn_feed(&uc->conn, buf->base, (size_t)n);
     else if (n == UV_EOF)
         ag__http_conn_eof(&uc->conn);
@@ -308,6 +359,7 @@ static void uc_release(struct ag__http_conn *c)
 {
     struct uvconn *uc = uc_of(c);
     ag_buf_free(&uc->wbuf);
+    ag__tls_free(uc->tls);
     ag_free(uc);
 }
 
@@ -398,6 +450,10 @@ static void accept_one(struct worker *w)
         uc_close(&uc->conn); /* over the per-peer cap: closed before reading a byte */
         return;
     }
+    if (w->srv->cfg.tls && ag__tls_server_conn(w->srv->cfg.tls, &uc->tls) != 0) {
+        uc_close(&uc->conn);
+        return;
+    }
     if (!is_unix) uv_tcp_nodelay(&uc->sock.tcp, 1);
     uc_set_timer(&uc->conn, w->ctx.lim.first_byte_timeout_ms);
     uc->conn.armed_ms = uc->conn.idle_deadline_ms;
@@ -486,6 +542,8 @@ int ag_http_server_new(const struct ag_http_server_config *cfg, struct ag_http_r
         return AG_ENOMEM;
     }
     s->per_peer_cap = cfg->max_conns_per_peer ? cfg->max_conns_per_peer : 256;
+    snprintf(s->hsts, sizeof s->hsts, "Strict-Transport-Security: max-age=%u\r\n",
+             cfg->hsts_max_age ? cfg->hsts_max_age : 31536000u);
     *out = s;
     return 0;
 }
@@ -628,6 +686,8 @@ static int worker_setup(struct ag_http_server *s, struct worker *w, int fd, stru
     w->ctx.lim = s->lim;
     w->ctx.loop = &w->loop;
     w->ctx.server = s;
+    w->ctx.hsts = s->cfg.tls ? s->hsts : NULL;
+    ag_buf_init(&w->plain);
     uint32_t maxc = s->cfg.max_connections ? s->cfg.max_connections : 10000;
     w->max_conns = (maxc + (uint32_t)s->nworkers - 1) / (uint32_t)s->nworkers;
     if (uv_loop_init(&w->loop) != 0) {
@@ -724,7 +784,10 @@ void ag_http_server_free(struct ag_http_server *s)
         ag_http_server_drain(s, 0);
         ag_http_server_wait(s);
     }
-    for (int i = 0; i < s->nworkers; i++) worker_abandon(&s->workers[i]);
+    for (int i = 0; i < s->nworkers; i++) {
+        worker_abandon(&s->workers[i]);
+        ag_buf_free(&s->workers[i].plain);
+    }
     if (s->unix_bound) unlink(s->unix_copy);
     ag__peers_free(s->peers);
     ag_free(s->workers);

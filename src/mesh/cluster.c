@@ -105,9 +105,10 @@ static int endpoint_init(struct ag_mesh_cluster *c, size_t i, struct ag_err *err
     if (rc) return rc;
     char key[256];
     const struct ag_http_upstream_config *p = &c->cfg.pool;
-    int n = snprintf(key, sizeof key, "%s|%s|%u|%u|%u|%u|%u|%u", c->name, e->host, e->cfg.port,
+    /* the TLS context too: a reload with other TLS settings gets new pools */
+    int n = snprintf(key, sizeof key, "%s|%s|%u|%u|%u|%u|%u|%u|%p", c->name, e->host, e->cfg.port,
                      p->max_connections, p->max_pending, p->max_requests_per_conn,
-                     p->connect_timeout_ms, p->idle_timeout_ms);
+                     p->connect_timeout_ms, p->idle_timeout_ms, (void *)p->tls);
     e->pool_key = ag_xxh3(key, (size_t)n) | 1; /* never 0: 0 marks a free slot */
     return 0;
 }

@@ -101,6 +101,32 @@ Test(gateway_config, connection_limits)
     cr_assert_eq(compile(zero, &c, &err), AG_ECONFIG);
 }
 
+Test(gateway_config, tls_section)
+{
+    static const char yaml[] = "gateway:\n"
+                               "  tls:\n"
+                               "    certificates:\n"
+                               "      - {cert: /c/a.pem, key: /c/a.key}\n"
+                               "      - {cert: /c/b.pem, key: /c/b.key}\n"
+                               "    hstsMaxAge: 600\n"
+                               "    httpRedirect: 127.0.0.1:8081\n";
+    struct gw_conf *c;
+    struct ag_err err;
+    cr_assert_eq(compile(yaml, &c, &err), 0, "%s", err.msg);
+    cr_expect_eq(c->ntls, 2);
+    cr_expect_str_eq(c->tls[1].cert, "/c/b.pem");
+    cr_expect_str_eq(c->tls[1].key, "/c/b.key");
+    cr_expect_eq(c->hsts_max_age, 600);
+    cr_expect_str_eq(c->http_redirect, "127.0.0.1:8081");
+    ag__gw_conf_unref(c);
+    static const char nokey[] = "gateway:\n  tls:\n    certificates: [{cert: /c/a.pem}]\n";
+    cr_assert_eq(compile(nokey, &c, &err), AG_ECONFIG);
+    cr_expect(strstr(err.msg, "gateway.tls.certificates"), "%s", err.msg);
+    static const char badaddr[] = "gateway:\n  tls:\n    httpRedirect: example.com:80\n";
+    cr_assert_eq(compile(badaddr, &c, &err), AG_ECONFIG);
+    cr_expect(strstr(err.msg, "gateway.tls.httpRedirect"), "%s", err.msg);
+}
+
 Test(gateway_config, limiter_admits_rate_times_time_plus_burst)
 {
     struct gw_conf *c;

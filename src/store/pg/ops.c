@@ -1,6 +1,7 @@
 /*
  * The PostgreSQL store's operations: appends (one round trip to the server's
- * `append` function, then `settle` until the events have their positions), reads
+ * `append_gp` function, then a wait for the process's sequencer thread to give the
+ * events their positions), reads
  * of streams and $all (numbered events only: joined with `positions`), snapshots and
  * stats. Each call borrows one pooled connection for its duration.
  */
@@ -10,8 +11,6 @@
 #include <string.h>
 
 #include "store/pg/internal.h"
-
-#define SETTLE_DEADLINE_NS (30ull * 1000000000ull)
 
 static struct pg_store *ps(struct ag_store *st)
 {
@@ -92,7 +91,7 @@ static int64_t col_i64(const PGresult *r, int row, int col)
 
 /* The append's verdict: 0 and the versions in out, or a conflict/idempotency error. */
 static int verdict(const PGresult *r, const struct ag_append_part *parts, size_t nparts,
-                   struct ag_append_result *out, struct ag_err *err)
+                   struct ag_append_result *out, int64_t (*gp)[2], struct ag_err *err)
 {
     int rows = PQntuples(r);
     for (int i = 0; i < rows; i++) {
@@ -121,84 +120,53 @@ static int verdict(const PGresult *r, const struct ag_append_part *parts, size_t
     for (size_t i = 0; i < nparts; i++) {
         out[i].first_version = col_i64(r, (int)i, 2);
         out[i].last_version = col_i64(r, (int)i, 3);
+        gp[i][0] = col_i64(r, (int)i, 5);
+        gp[i][1] = col_i64(r, (int)i, 6);
     }
     return 0;
 }
 
-/* The append path's two statements, prepared once per session (no parse and plan
- * per append). False when the connection failed (the next statement reports it). */
+/* The append statement, prepared once per session (no parse and plan per append).
+ * False when the connection failed (the next statement reports it). */
 static bool prepare(struct pg_conn *pc)
 {
     if (pc->prepared_for == pc->c) return true;
     PGresult *a = PQprepare(pc->c, "ag_append",
-                            "SELECT status, actual, first_version, last_version, note FROM "
-                            "append($1::text[], $2::bigint[], $3::int[], $4::uuid[], "
-                            "$5::text[], $6::json[], $7::json[])",
+                            "SELECT status, actual, first_version, last_version, note, first_gp,"
+                            " last_gp FROM append_gp($1::text[], $2::bigint[], $3::int[],"
+                            " $4::uuid[], $5::text[], $6::json[], $7::json[])",
                             A_N, NULL);
-    PGresult *b = PQprepare(pc->c, "ag_settle",
-                            "SELECT first_pos, last_pos, unordered, hd FROM "
-                            "settle($1::text[], $2::bigint[], $3::bigint[])",
-                            3, NULL);
-    bool ok = PQresultStatus(a) == PGRES_COMMAND_OK && PQresultStatus(b) == PGRES_COMMAND_OK;
+    bool ok = PQresultStatus(a) == PGRES_COMMAND_OK;
     PQclear(a);
-    PQclear(b);
     if (ok) pc->prepared_for = pc->c;
     return ok;
 }
 
-/* Wait until every part has its positions (the sequencer orders a transaction only
- * once every older one has finished), ordering them ourselves when nobody else is. */
-static int settle(struct pg_store *s, const struct ag_append_part *parts, size_t nparts,
-                  struct ag_append_result *out, struct ag_err *err)
+/* Wait until every part has its positions: the process's sequencer numbers what
+ * can be numbered (once every older transaction has finished) and looks up the
+ * first and last event of each part, for every waiting append at once. Holds no
+ * pooled connection while it waits. */
+static int positions(struct pg_store *s, const struct ag_append_part *parts, size_t nparts,
+                     const int64_t (*gp)[2], struct ag_append_result *out, struct ag_err *err)
 {
-    struct ag_buf a[3];
-    int rc = 0;
-    for (int k = 0; k < 3; k++) ag_buf_init(&a[k]), rc = rc ? rc : ag_buf_putc(&a[k], '{');
-    for (size_t i = 0; i < nparts && !rc; i++) {
-        rc = arr_elem(&a[0], parts[i].stream, parts[i].stream_len);
-        rc = rc ? rc : arr_i64(&a[1], out[i].first_version);
-        rc = rc ? rc : arr_i64(&a[2], out[i].last_version);
+    struct pg_wait w[2 * AG_STORE_MULTI_MAX];
+    size_t n = 0;
+    for (size_t i = 0; i < nparts; i++) {
+        if (gp[i][0] < 0 || gp[i][1] < 0)
+            return ag_err_set(err, AG_EFAILED, "postgresql: append returned no global position");
+        w[n++] = (struct pg_wait){.gp = gp[i][0]};
+        if (gp[i][1] != gp[i][0]) w[n++] = (struct pg_wait){.gp = gp[i][1]};
     }
-    for (int k = 0; k < 3 && !rc; k++) rc = ag_buf_puts(&a[k], "}");
-    const char *vals[3] = {a[0].data, a[1].data, a[2].data};
-    uint64_t start = ag_clock_mono(s->clock), pause_us = 500;
-    while (!rc) {
-        /* a connection per attempt: waiting for an older transaction holds none */
-        struct pg_conn *pc;
-        rc = ag__pg_borrow(s, &pc, err);
-        if (rc) break;
-        PGresult *r =
-            prepare(pc) ? PQexecPrepared(pc->c, "ag_settle", 3, vals, NULL, NULL, 0) : NULL;
-        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-            rc = ag__pg_fail(s, pc, r, "append (ordering)", err);
-            ag__pg_return(s, pc);
-            break;
-        }
-        ag__pg_return(s, pc);
-        bool done = (size_t)PQntuples(r) == nparts;
-        for (size_t i = 0; done && i < nparts; i++)
-            done = !PQgetisnull(r, (int)i, 0) && col_i64(r, (int)i, 2) == 0;
-        uint64_t seen = PQntuples(r) > 0 ? (uint64_t)col_i64(r, 0, 3) : 0;
-        ag__pg_head_advance(s, seen);
-        for (size_t i = 0; done && i < nparts; i++) {
-            out[i].first_position = (uint64_t)col_i64(r, (int)i, 0);
-            out[i].last_position = (uint64_t)col_i64(r, (int)i, 1);
-        }
-        PQclear(r);
-        if (done) break;
-        if (ag_clock_mono(s->clock) - start > SETTLE_DEADLINE_NS) {
-            rc = ag_err_set(err, AG_ETIMEDOUT,
-                            "the append committed but is not ordered yet: an older transaction "
-                            "is still open; retry it with the same event ids");
-            break;
-        }
-        /* until someone orders more (a local append or, via the listener, another
-         * process), or a short pause: then look again, ordering ourselves if free */
-        ag__pg_wait_head_for(s, seen, pause_us);
-        if (pause_us < 8000) pause_us *= 2;
+    int rc = ag__pg_wait_positions(s, w, n, err);
+    if (rc) return rc;
+    n = 0;
+    for (size_t i = 0; i < nparts; i++) {
+        out[i].first_position = (uint64_t)w[n].pos;
+        out[i].last_position = (uint64_t)(gp[i][1] != gp[i][0] ? w[n + 1].pos : w[n].pos);
+        n += gp[i][1] != gp[i][0] ? 2 : 1;
     }
-    for (int k = 0; k < 3; k++) ag_buf_free(&a[k]);
-    return rc;
+    (void)parts;
+    return 0;
 }
 
 int ag__pg_append_multi(struct ag_store *st, const struct ag_append_part *parts, size_t nparts,
@@ -218,6 +186,7 @@ int ag__pg_append_multi(struct ag_store *st, const struct ag_append_part *parts,
     const char *vals[A_N];
     for (int k = 0; k < A_N; k++) vals[k] = a[k].data;
     struct pg_conn *pc;
+    int64_t gp[AG_STORE_MULTI_MAX][2];
     rc = ag__pg_borrow(s, &pc, err);
     if (!rc) {
         PGresult *r =
@@ -225,12 +194,12 @@ int ag__pg_append_multi(struct ag_store *st, const struct ag_append_part *parts,
         if (PQresultStatus(r) != PGRES_TUPLES_OK) {
             rc = ag__pg_fail(s, pc, r, "append", err);
         } else {
-            rc = verdict(r, parts, nparts, out, err);
+            rc = verdict(r, parts, nparts, out, gp, err);
             PQclear(r);
             ag__pg_mark_ok(s);
         }
         ag__pg_return(s, pc);
-        if (!rc) rc = settle(s, parts, nparts, out, err);
+        if (!rc) rc = positions(s, parts, nparts, (const int64_t(*)[2])gp, out, err);
     }
     for (int k = 0; k < A_N; k++) ag_buf_free(&a[k]);
     if (!rc) {
@@ -505,7 +474,12 @@ static int stats(struct ag_store *st, struct ag_store_stats *out)
     memset(out, 0, sizeof *out);
     PGresult *r = NULL;
     int rc = query(s,
-                   "SELECT (SELECT next FROM head), (SELECT count(*) FROM streams),"
+                   /* streams: the identity's last value, not count(*) (a scan of
+                    * every stream): exact unless a stream-creating append failed
+                    * after taking its id, then an upper bound */
+                   "SELECT (SELECT next FROM head),"
+                   " coalesce(pg_sequence_last_value(pg_get_serial_sequence('streams',"
+                   " 'stream_id')::regclass), 0),"
                    " pg_total_relation_size('events'), pg_indexes_size('events')",
                    0, NULL, &r, NULL);
     pthread_mutex_lock(&s->lock);

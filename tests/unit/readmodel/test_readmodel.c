@@ -5,8 +5,8 @@
  * time.
  *
  * It runs against the SQLite adapter (a temporary directory) and, unchanged,
- * against PostgreSQL when AG_TEST_RM_URI names one (CTest's unit.readmodel.pg
- * starts a throwaway server with tests/lib/with_pg.sh and runs this binary with
+ * against PostgreSQL when AGORA_TEST_PG_URI names one (CTest's unit.readmodel.pg
+ * starts a throwaway server with tests/lib/pgtmp.sh and runs this binary with
  * --jobs=1: the tests share the schema of read model "t"). The few tests about
  * files (damage, paths) are skipped there, and the engine messages asserted are
  * the words both engines use.
@@ -19,9 +19,10 @@
 #include <unistd.h>
 
 #include "agora/readmodel.h"
+#include "lib/pgtest.h"
 
 static char dir[64];
-static const char *uri; /* the read models' URI: AG_TEST_RM_URI, else dir */
+static const char *uri; /* the read models' URI: AGORA_TEST_PG_URI, else dir */
 static bool on_pg;      /* uri is a PostgreSQL database */
 static struct ag_rm *rw;
 
@@ -34,8 +35,8 @@ static void setup(void)
 {
     strcpy(dir, "/tmp/agora-rm-XXXXXX");
     cr_assert_not_null(mkdtemp(dir));
-    const char *env = getenv("AG_TEST_RM_URI");
-    on_pg = env && *env;
+    const char *env = ag_test_pg_conninfo();
+    on_pg = env != NULL;
     uri = on_pg ? env : dir;
     struct ag_err err;
     ag_err_clear(&err);

@@ -37,7 +37,8 @@
  *   AG_BENCH_OPEN_EVENTS (10000000),
  *   AG_BENCH_BUILD_BUDGET (seconds allowed to build the open/read store, 60),
  *   AG_BENCH_STREAMS (1000000), AG_BENCH_ONLY (subset of "append,multi,open,memory"),
- *   AG_BENCH_IMPLS (subset of "agora,raw,postgres,agora-pg").
+ *   AG_BENCH_IMPLS (subset of "agora,raw,postgres,agora-pg"),
+ *   AG_BENCH_PG_POOL (agora-pg's pool_size; default: the writers, up to 64).
  *
  * Output: one JSON object per line on stdout (run.sh appends them to
  * bench/results/store.jsonl), a human-readable table on stderr. Never pass/fail.
@@ -753,8 +754,10 @@ static void bench_agora_pg(const char *uri, const char *conninfo, int writers, l
 {
     char full[2048], schema[48];
     snprintf(schema, sizeof schema, "bench_w%d_r%ld", writers, round);
-    snprintf(full, sizeof full, "%s%cschema=%s&pool_size=%d", uri, strchr(uri, '?') ? '&' : '?',
-             schema, writers < 64 ? writers : 64);
+    long pool = env_long("AG_BENCH_PG_POOL", 0); /* default: writers, up to 64 */
+    if (pool <= 0) pool = writers < 64 ? writers : 64;
+    snprintf(full, sizeof full, "%s%cschema=%s&pool_size=%ld", uri, strchr(uri, '?') ? '&' : '?',
+             schema, pool);
     struct ag_store *s;
     struct ag_err err;
     int rc = ag_store_open(full, NULL, &s, &err);

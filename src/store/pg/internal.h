@@ -45,6 +45,21 @@ struct pg_wait {
     struct pg_wait *next;
 };
 
+/* One caller's append, queued for group commit: whoever holds a connection next
+ * runs every queued append in one transaction (append_batch). */
+struct pg_req {
+    const struct ag_append_part *parts;
+    size_t nparts, nevents;
+    struct ag_append_result *out;
+    int64_t gp[AG_STORE_MULTI_MAX][2];  /* each part's first and last global_position */
+    int64_t pos[AG_STORE_MULTI_MAX][2]; /* their $all positions, when `positioned` */
+    bool positioned;
+    struct ag_err err; /* the verdict when rc != 0 */
+    int rc;
+    bool done;
+    struct pg_req *next;
+};
+
 struct pg_store {
     struct ag_store base;
     char *conninfo;   /* what libpq gets (agora's parameters removed) */
@@ -72,7 +87,8 @@ struct pg_store {
     struct pg_wait *waits;
     pthread_t sequencer;
     bool sequencer_started;
-    uint64_t resolves; /* round trips of the sequencer (stats: batching) */
+    uint64_t resolves;                     /* round trips of the sequencer (stats: batching) */
+    struct pg_req *pending, *pending_tail; /* appends waiting for a connection */
     /* health */
     struct ag_store_health health;
     uint64_t backoff_ns;
@@ -90,6 +106,10 @@ int ag__pg_migrate(PGconn *c, const char *schema, bool apply, int *from, int *to
 /* Borrow / return a pooled connection. Borrowing fails fast (AG_EUNAVAILABLE) while
  * the server is unreachable and the next retry is not due. */
 int ag__pg_borrow(struct pg_store *s, struct pg_conn **out, struct ag_err *err);
+/* The same, but gives up (0 and *out NULL) once *stop is true (read under the lock;
+ * whoever sets it broadcasts conn_free). */
+int ag__pg_borrow_unless(struct pg_store *s, struct pg_conn **out, const bool *stop,
+                         struct ag_err *err);
 void ag__pg_return(struct pg_store *s, struct pg_conn *pc);
 /* Map a failed result (or a NULL one) to an AG_E* code and message; marks the store
  * unavailable when the connection is gone. Clears `res`. */

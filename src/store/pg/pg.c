@@ -110,12 +110,23 @@ int ag__pg_fail(struct pg_store *s, struct pg_conn *pc, PGresult *res, const cha
 
 int ag__pg_borrow(struct pg_store *s, struct pg_conn **out, struct ag_err *err)
 {
+    return ag__pg_borrow_unless(s, out, NULL, err);
+}
+
+int ag__pg_borrow_unless(struct pg_store *s, struct pg_conn **out, const bool *stop,
+                         struct ag_err *err)
+{
     pthread_mutex_lock(&s->lock);
     struct pg_conn *pc = NULL;
     while (!s->closing) {
         for (size_t i = 0; i < s->pool_size && !pc; i++)
             if (!s->pool[i].busy) pc = &s->pool[i];
         if (pc) break;
+        if (stop && *stop) {
+            pthread_mutex_unlock(&s->lock);
+            *out = NULL;
+            return 0;
+        }
         pthread_cond_wait(&s->conn_free, &s->lock);
     }
     if (!pc) {
@@ -155,7 +166,9 @@ void ag__pg_return(struct pg_store *s, struct pg_conn *pc)
 {
     pthread_mutex_lock(&s->lock);
     pc->busy = false;
-    pthread_cond_signal(&s->conn_free);
+    /* broadcast: the waiters are of two kinds (callers that want a connection, callers
+     * whose append a leader is running); a signal could wake only the latter */
+    pthread_cond_broadcast(&s->conn_free);
     pthread_mutex_unlock(&s->lock);
 }
 

@@ -187,31 +187,46 @@ static const struct step steps[] = {
      "    LEFT JOIN positions q ON q.global_position = e.global_position\n"
      "   GROUP BY p.o ORDER BY p.o;\n"
      "END $f$;"},
-    /* 2: the append path of one round trip. append_gp is append plus the global
-     * positions of each part's first and last event (written, or the originals on a
-     * repeat); resolve runs the sequencer once and maps global positions to $all
-     * positions, for the process's one sequencer thread that settles every
-     * waiting append of the process at once (docs/internals/store.md). */
+    /* 2: group commit and one round trip per append. append_batch runs several
+     * callers' appends in one transaction: every stream of every append locked
+     * first in the one hash order (so two batches cannot deadlock, and the
+     * transaction id comes after every lock, as for one append), then each append
+     * as `append` does it, with the global positions of each part's first and last
+     * event (written, or the originals on a repeat). resolve runs the sequencer
+     * once and maps global positions to $all positions, for the process's one
+     * sequencer thread that settles every waiting append at once
+     * (docs/internals/store.md). */
     {2, true,
-     "CREATE FUNCTION append_gp(p_streams text[], p_expected bigint[], p_counts int[],"
-     "  p_ids uuid[], p_types text[], p_data json[], p_meta json[])"
-     " RETURNS TABLE(status int, actual bigint, first_version bigint, last_version bigint,"
-     "  note text, first_gp bigint, last_gp bigint) LANGUAGE plpgsql AS $f$\n"
-     "DECLARE r record; i int := 0;\n"
+     "CREATE FUNCTION append_batch(p_nparts int[], p_streams text[], p_expected bigint[],"
+     "  p_counts int[], p_ids uuid[], p_types text[], p_data json[], p_meta json[])"
+     " RETURNS TABLE(app int, status int, actual bigint, first_version bigint,"
+     "  last_version bigint, note text, first_gp bigint, last_gp bigint)"
+     " LANGUAGE plpgsql AS $f$\n"
+     "DECLARE r record; p0 int := 1; e0 int := 1; np int; ne int; i int;\n"
      "BEGIN\n"
-     "  FOR r IN SELECT * FROM append(p_streams, p_expected, p_counts, p_ids, p_types,\n"
-     "                                 p_data, p_meta) LOOP\n"
-     "    i := i + 1;\n"
-     "    status := r.status; actual := r.actual; first_version := r.first_version;\n"
-     "    last_version := r.last_version; note := r.note; first_gp := NULL;\n"
-     "    last_gp := NULL;\n"
-     "    IF r.status = 0 THEN\n"
-     "      SELECT min(e.global_position), max(e.global_position) INTO first_gp, last_gp\n"
-     "        FROM streams st JOIN events e ON e.stream_id = st.stream_id\n"
-     "         AND e.version IN (r.first_version, r.last_version)\n"
-     "       WHERE st.stream_name = p_streams[i];\n"
-     "    END IF;\n"
-     "    RETURN NEXT;\n"
+     "  PERFORM pg_advisory_xact_lock(l.h) FROM (SELECT DISTINCT\n"
+     "    hashtextextended(current_schema() || '.' || s, 0) AS h FROM unnest(p_streams) s\n"
+     "    ORDER BY 1) l;\n"
+     "  FOR a IN 1..array_length(p_nparts, 1) LOOP\n"
+     "    np := p_nparts[a];\n"
+     "    SELECT sum(c) INTO ne FROM unnest(p_counts[p0:p0 + np - 1]) c;\n"
+     "    i := 0;\n"
+     "    FOR r IN SELECT * FROM append(p_streams[p0:p0 + np - 1],\n"
+     "        p_expected[p0:p0 + np - 1], p_counts[p0:p0 + np - 1], p_ids[e0:e0 + ne - 1],\n"
+     "        p_types[e0:e0 + ne - 1], p_data[e0:e0 + ne - 1], p_meta[e0:e0 + ne - 1]) LOOP\n"
+     "      i := i + 1;\n"
+     "      app := a; status := r.status; actual := r.actual;\n"
+     "      first_version := r.first_version; last_version := r.last_version;\n"
+     "      note := r.note; first_gp := NULL; last_gp := NULL;\n"
+     "      IF r.status = 0 THEN\n"
+     "        SELECT min(e.global_position), max(e.global_position) INTO first_gp, last_gp\n"
+     "          FROM streams st JOIN events e ON e.stream_id = st.stream_id\n"
+     "           AND e.version IN (r.first_version, r.last_version)\n"
+     "         WHERE st.stream_name = p_streams[p0 + i - 1];\n"
+     "      END IF;\n"
+     "      RETURN NEXT;\n"
+     "    END LOOP;\n"
+     "    p0 := p0 + np; e0 := e0 + ne;\n"
      "  END LOOP;\n"
      "END $f$;"
      /* first row: (-1, head); then (global_position, position) of those numbered */

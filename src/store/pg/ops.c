@@ -633,12 +633,13 @@ static int stats(struct ag_store *st, struct ag_store_stats *out)
     memset(out, 0, sizeof *out);
     PGresult *r = NULL;
     int rc = query(s,
-                   /* streams: the identity's last value, not count(*) (a scan of
-                    * every stream): exact unless a stream-creating append failed
-                    * after taking its id, then an upper bound */
+                   /* streams: exact below 100K (count(*) is cheap there), above it
+                    * the planner's estimate from the last (auto)vacuum or ANALYZE:
+                    * no scan of every stream for a stats call */
                    "SELECT (SELECT next FROM head),"
-                   " coalesce(pg_sequence_last_value(pg_get_serial_sequence('streams',"
-                   " 'stream_id')::regclass), 0),"
+                   " (SELECT CASE WHEN c.reltuples < 100000 THEN (SELECT count(*) FROM streams)"
+                   " ELSE c.reltuples::bigint END FROM pg_class c"
+                   " WHERE c.oid = 'streams'::regclass),"
                    " pg_total_relation_size('events'), pg_indexes_size('events')",
                    0, NULL, &r, NULL);
     pthread_mutex_lock(&s->lock);

@@ -764,7 +764,7 @@ static int take_params(struct pg *g, const char *loc, char *out, size_t cap, str
         if (len > 10 && strncmp(p, "pool_size=", 10) == 0) {
             char tmp[8];
             snprintf(tmp, sizeof tmp, "%.*s", (int)(len - 10 < 7 ? len - 10 : 7), p + 10);
-            int v = atoi(tmp);
+            long v = strtol(tmp, NULL, 10);
             if (v < 1 || v > POOL_MAX || strspn(tmp, "0123456789") != strlen(tmp))
                 return ag_err_set(err, AG_EINVAL, "read models URI: pool_size must be 1..%d",
                                   POOL_MAX);

@@ -195,23 +195,44 @@ static int positions(struct pg_store *s, const struct pg_req *q, struct ag_err *
  * numbered and take the batch's positions. When nothing older is still running
  * (always so with one writer) the appends need no hand-off to the sequencer thread;
  * otherwise they wait for it (positions()). Failures are left to that path. */
+/* The batch's global positions as an array literal; the count written, 0 on error. */
+static size_t batch_gps(struct pg_req **reqs, size_t n, struct ag_buf *b)
+{
+    size_t want = 0;
+    int rc = ag_buf_putc(b, '{');
+    for (size_t q = 0; q < n && !rc; q++) {
+        if (reqs[q]->rc) continue;
+        for (size_t i = 0; i < reqs[q]->nparts && !rc; i++)
+            for (int k = 0; k < 2 && !rc; k++, want++) {
+                reqs[q]->pos[i][k] = -1;
+                char tmp[24];
+                int m = snprintf(tmp, sizeof tmp, "%s%lld", want ? "," : "",
+                                 (long long)reqs[q]->gp[i][k]);
+                rc = ag_buf_append(b, tmp, (size_t)m);
+            }
+    }
+    rc = rc ? rc : ag_buf_puts(b, "}");
+    return rc ? 0 : want;
+}
+
+/* Under no lock: the position `pos` of global position `gp` into every part it starts
+ * or ends. */
+static void batch_take(struct pg_req **reqs, size_t n, int64_t gp, int64_t pos)
+{
+    for (size_t q = 0; q < n; q++) {
+        if (reqs[q]->rc) continue;
+        for (size_t i = 0; i < reqs[q]->nparts; i++) {
+            if (reqs[q]->gp[i][0] == gp) reqs[q]->pos[i][0] = pos;
+            if (reqs[q]->gp[i][1] == gp) reqs[q]->pos[i][1] = pos;
+        }
+    }
+}
+
 static void resolve_inline(struct pg_store *s, struct pg_conn *pc, struct pg_req **reqs, size_t n)
 {
     struct ag_buf b;
     ag_buf_init(&b);
-    int rc = ag_buf_putc(&b, '{');
-    size_t want = 0;
-    for (size_t q = 0; q < n; q++)
-        for (size_t i = 0; !reqs[q]->rc && i < reqs[q]->nparts && !rc; i++)
-            for (int k = 0; k < 2 && !rc; k++, want++) {
-                reqs[q]->pos[i][k] = -1;
-                rc = b.len > 1 ? ag_buf_putc(&b, ',') : 0;
-                char tmp[24];
-                int m = snprintf(tmp, sizeof tmp, "%lld", (long long)reqs[q]->gp[i][k]);
-                rc = rc ? rc : ag_buf_append(&b, tmp, (size_t)m);
-            }
-    rc = rc ? rc : ag_buf_puts(&b, "}");
-    if (rc || !want) {
+    if (!batch_gps(reqs, n, &b)) {
         ag_buf_free(&b);
         return;
     }
@@ -223,11 +244,10 @@ static void resolve_inline(struct pg_store *s, struct pg_conn *pc, struct pg_req
     uint64_t head = 0;
     for (int row = 0; row < rows; row++) {
         int64_t gp = col_i64(r, row, 0), pos = col_i64(r, row, 1);
-        if (gp < 0) head = (uint64_t)pos;
-        for (size_t q = 0; gp >= 0 && q < n; q++)
-            for (size_t i = 0; !reqs[q]->rc && i < reqs[q]->nparts; i++)
-                for (int k = 0; k < 2; k++)
-                    if (reqs[q]->gp[i][k] == gp) reqs[q]->pos[i][k] = pos;
+        if (gp < 0)
+            head = (uint64_t)pos;
+        else
+            batch_take(reqs, n, gp, pos);
     }
     PQclear(r);
     if (head) ag__pg_head_advance(s, head);
@@ -268,7 +288,7 @@ static void run_batch(struct pg_store *s, struct pg_conn *pc, struct pg_req **re
         int row = 0, rows = PQntuples(r);
         for (size_t i = 0; i < n; i++) {
             int r0 = row;
-            while (row < rows && atoi(PQgetvalue(r, row, 0)) == (int)i + 1) row++;
+            while (row < rows && col_i64(r, row, 0) == (int64_t)i + 1) row++;
             reqs[i]->rc = verdict(r, r0, row, reqs[i], &reqs[i]->err);
         }
         PQclear(r);

@@ -361,7 +361,7 @@ static int take_param(struct pg_store *s, const char *k, size_t kn, const char *
         char *end;
         unsigned long long n = strtoull(tmp, &end, 10);
         uint64_t unit = strcmp(end, "s") == 0 ? 1000000000ull : 1000000ull;
-        if (end == tmp || (*end && strcmp(end, "s") && strcmp(end, "ms")) || n == 0 ||
+        if (end == tmp || (*end && strcmp(end, "s") != 0 && strcmp(end, "ms") != 0) || n == 0 ||
             n > 86400000ull)
             return ag_err_set(err, AG_EINVAL,
                               "store URI: append_timeout must be a duration like 30000, 30000ms or "

@@ -21,6 +21,10 @@
 #   AGORA_BIN  the agora binary (default build/release/agora)
 #   CLIENTS, PATHS, DURATION, CUSTOMERS (default 256), POLL_MS (default 100),
 #   WORKERS (default: cores)
+#   STORE=postgresql  the event store on a throwaway PostgreSQL (tests/lib/pgtmp.sh,
+#              fsync and synchronous_commit on, like the log's fsync; a schema per
+#              run); "impl":"agora-pg" in the JSON. READMODELS=postgresql puts the
+#              read models there too ("impl":"agora-pg-rm"). Default: the log.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 AGORA=${AGORA_BIN:-$ROOT/build/release/agora}
@@ -34,34 +38,60 @@ OUT=$ROOT/bench/results/e2e.jsonl
 mkdir -p "$ROOT/bench/results"
 TMP=$(mktemp -d /tmp/agora-bench-e2e-XXXXXX)
 SPID= SAMPLER=
+IMPL=agora
+PGSTARTED=
 cleanup() {
   [[ -n $SAMPLER ]] && kill "$SAMPLER" 2>/dev/null
   [[ -n $SPID ]] && kill "$SPID" 2>/dev/null && wait "$SPID" 2>/dev/null
+  [[ -n $PGSTARTED ]] && pgtmp_stop
   rm -rf "$TMP"
 }
 trap cleanup EXIT
+if [[ ${STORE:-} == postgresql ]]; then
+  source "$ROOT/tests/lib/pgtmp.sh"
+  PGTMP_CONF=$'fsync = on\nsynchronous_commit = on\nmax_connections = 300' pgtmp_start ||
+    { echo "bench-e2e: STORE=postgresql but no PostgreSQL here" >&2; exit 1; }
+  PGSTARTED=1
+  IMPL=agora-pg
+  [[ ${READMODELS:-} == postgresql ]] && IMPL=agora-pg-rm
+fi
+# store_args DATA RUN: where `agora store` and `agora run` find the store of one run
+store_args() {
+  if [[ -n $PGSTARTED ]]; then
+    echo "--store"
+    echo "$AGORA_TEST_PG_URI&schema=e2e_$2&pool_size=16"
+  else
+    echo "--data"
+    echo "$1"
+  fi
+}
 
 # A catalog with stock that no run exhausts (there is no HTTP call that adds stock;
 # the platform then runs with --no-seed). 20 products spread the reservations over
 # 20 stock streams, as a real catalog would.
-seed_catalog() { # data dir
-  python3 - "$1" "$AGORA" <<'PY'
+seed_catalog() { # data dir, run name
+  python3 - "$AGORA" $(store_args "$1" "$2") <<'PY'
 import json, subprocess, sys, uuid
-data, agora = sys.argv[1], sys.argv[2]
+agora, where = sys.argv[1], sys.argv[2:4]
 for i in range(20):
     pid = str(uuid.uuid4())
     product = {"productId": pid, "sku": f"BE-{i:02d}", "name": f"Bench item {i}",
                "price": {"amount": 499 + 250 * i, "currency": "USD"}}
     for stream, typ, payload in ((f"product-{pid}", "ProductAdded", product),
                                  (f"stock-{pid}", "StockAdded", {"productId": pid, "quantity": 1000000000})):
-        subprocess.run([agora, "store", "append", stream, "--data", data, "--type", typ,
+        subprocess.run([agora, "store", "append", stream, *where, "--type", typ,
                         "--expected-version", "no-stream", "--payload", json.dumps(payload)],
                        check=True, stdout=subprocess.DEVNULL)
 PY
 }
 
-start_server() { # data dir, path
+start_server() { # data dir, path, run name
   local args=(run --data "$1" --listen 127.0.0.1:0 --no-seed)
+  if [[ -n $PGSTARTED ]]; then
+    mapfile -t sa < <(store_args "$1" "$3")
+    args+=("${sa[@]}")
+    [[ ${READMODELS:-} == postgresql ]] && args+=(--readmodels "$AGORA_TEST_PG_URI")
+  fi
   [[ $2 == direct ]] && args+=(--no-gateway)
   [[ -n ${WORKERS:-} ]] && args+=(--workers "$WORKERS")
   # the gateway caps connections per client address; the load is one address
@@ -92,8 +122,12 @@ for P in $PATHS; do
 for N in $CLIENTS; do
   DATA=$TMP/data-$P-$N
   mkdir -p "$DATA"
-  seed_catalog "$DATA"
-  start_server "$DATA" "$P"
+  if [[ -n $PGSTARTED && ${READMODELS:-} == postgresql ]]; then # fresh read models per run
+    psql "$AGORA_TEST_PG_URI" -qAtc "SELECT string_agg(format('DROP SCHEMA %I CASCADE', nspname), ';')
+      FROM pg_namespace WHERE nspname LIKE 'rm\_%'" | psql "$AGORA_TEST_PG_URI" -q >/dev/null 2>&1 || true
+  fi
+  seed_catalog "$DATA" "${P}_$N"
+  start_server "$DATA" "$P" "${P}_$N"
   AUTH=() HDR=
   if [[ $P == gateway ]]; then
     TOKEN=$("$AGORA" token --data "$DATA" --sub bench --role admin)
@@ -109,12 +143,12 @@ for N in $CLIENTS; do
   SAMPLER=
   kill -TERM "$SPID"; wait "$SPID" || true
   SPID=
-  line=$(python3 - "$TMP/load.json" "$TMP/lag" "$N" "$DURATION" "$P" <<'PY'
+  line=$(python3 - "$TMP/load.json" "$TMP/lag" "$N" "$DURATION" "$P" "$IMPL" <<'PY'
 import json, sys
 s = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
 lags = sorted(float(x) for x in open(sys.argv[2]) if x.strip())
 p99 = lags[min(len(lags) - 1, int(0.99 * len(lags)))] * 1000 if lags else None
-print(json.dumps({"bench": "e2e.orders", "impl": "agora", "params": {"clients": int(sys.argv[3]), "path": sys.argv[5]},
+print(json.dumps({"bench": "e2e.orders", "impl": sys.argv[6], "params": {"clients": int(sys.argv[3]), "path": sys.argv[5]},
                   "ops_per_s": round(s["confirmedPerSec"]), "p50_us": s["postP50Us"], "p99_us": s["postP99Us"],
                   "confirm_p99_us": s["finalP99Us"], "confirm_p50_us": s["finalP50Us"],
                   "projection_lag_p99_ms": round(p99, 1) if p99 is not None else None,

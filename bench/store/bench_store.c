@@ -20,6 +20,9 @@
  *                  Every append is timed with CLOCK_MONOTONIC; p50/p99 over all of them.
  *   store.read_all $all in pages of 1000 from a freshly reopened (page-cached) store.
  *   store.open     open time of that store with its index checkpoint, then without it.
+ *   store.read_all (impl agora-pg) the same page loop on the PostgreSQL adapter over
+ *                  AG_BENCH_PG_READ_EVENTS (100000) events appended 1000 at a time
+ *                  (phase read_pg).
  *   store.append_multi  a saga step's write: W writers (AG_BENCH_MULTI_WRITERS, default
  *                  16,64) each commit one event to their own "order" stream and one to
  *                  their own "saga" stream, exact versions, fsync on, as
@@ -36,8 +39,9 @@
  *   AG_BENCH_SECONDS (per point, 3), AG_BENCH_ROUNDS (3), AG_BENCH_WRITERS,
  *   AG_BENCH_OPEN_EVENTS (10000000),
  *   AG_BENCH_BUILD_BUDGET (seconds allowed to build the open/read store, 60),
- *   AG_BENCH_STREAMS (1000000), AG_BENCH_ONLY (subset of "append,multi,open,memory"),
- *   AG_BENCH_IMPLS (subset of "agora,raw,postgres,agora-pg").
+ *   AG_BENCH_STREAMS (1000000), AG_BENCH_ONLY (subset of "append,multi,read_pg,open,memory"),
+ *   AG_BENCH_IMPLS (subset of "agora,raw,postgres,agora-pg"),
+ *   AG_BENCH_PG_POOL (agora-pg's pool_size; default: the writers, up to 64).
  *
  * Output: one JSON object per line on stdout (run.sh appends them to
  * bench/results/store.jsonl), a human-readable table on stderr. Never pass/fail.
@@ -753,8 +757,10 @@ static void bench_agora_pg(const char *uri, const char *conninfo, int writers, l
 {
     char full[2048], schema[48];
     snprintf(schema, sizeof schema, "bench_w%d_r%ld", writers, round);
-    snprintf(full, sizeof full, "%s%cschema=%s&pool_size=%d", uri, strchr(uri, '?') ? '&' : '?',
-             schema, writers < 64 ? writers : 64);
+    long pool = env_long("AG_BENCH_PG_POOL", 0); /* default: writers, up to 64 */
+    if (pool <= 0) pool = writers < 64 ? writers : 64;
+    snprintf(full, sizeof full, "%s%cschema=%s&pool_size=%ld", uri, strchr(uri, '?') ? '&' : '?',
+             schema, pool);
     struct ag_store *s;
     struct ag_err err;
     int rc = ag_store_open(full, NULL, &s, &err);
@@ -771,6 +777,60 @@ static void bench_agora_pg(const char *uri, const char *conninfo, int writers, l
     char sql[128];
     snprintf(sql, sizeof sql, "SET client_min_messages = warning; DROP SCHEMA %s CASCADE", schema);
     if (c && PQstatus(c) == CONNECTION_OK) PQclear(PQexec(c, sql));
+    PQfinish(c);
+#else
+    (void)conninfo;
+#endif
+}
+
+/* ---- store.read_all on agora-pg: $all in pages of 1000, as a subscription reads it ---- */
+
+static int build_store(struct ag_store *s, uint64_t streams, size_t per_stream, int threads,
+                       double budget_s);
+
+static void bench_read_pg(const char *uri, const char *conninfo)
+{
+    if (!uri || !*uri) return;
+    char full[2048];
+    snprintf(full, sizeof full, "%s%cschema=bench_read", uri, strchr(uri, '?') ? '&' : '?');
+    struct ag_store *s;
+    struct ag_err err;
+    int rc = ag_store_open(full, NULL, &s, &err);
+    if (rc) return (void)fprintf(stderr, "agora-pg open: %s\n", ag_err_msg(&err, rc));
+    uint64_t want = (uint64_t)env_long("AG_BENCH_PG_READ_EVENTS", 100000);
+    double t0 = now_s();
+    build_store(s, want / 1000, 1000, 2, (double)env_long("AG_BENCH_BUILD_BUDGET", 60));
+    struct ag_store_stats st = {0};
+    ag_store_stats(s, &st);
+    fprintf(stderr, "agora-pg: built %llu events in %.1f s\n", (unsigned long long)st.events,
+            now_s() - t0);
+    uint64_t from = 0, n = 0;
+    t0 = now_s();
+    for (;;) {
+        struct ag_event_page pg;
+        rc = ag_store_read_all(s, from, AG_READ_FORWARD, 1000, &pg, &err);
+        if (rc) {
+            fprintf(stderr, "read_all: %s\n", ag_err_msg(&err, rc));
+            break;
+        }
+        n += pg.count;
+        from = pg.next_position;
+        bool end = pg.end || pg.count == 0;
+        ag_event_page_free(&pg);
+        if (end) break;
+    }
+    double dt = now_s() - t0;
+    printf("{\"bench\":\"store.read_all\",\"impl\":\"agora-pg\",\"params\":{\"events\":%llu,"
+           "\"page\":1000},\"ops_per_s\":%.0f,\"seconds\":%.3f}\n",
+           (unsigned long long)n, (double)n / dt, dt);
+    fprintf(stderr,
+            "store.read_all agora-pg: %llu events in %.3f s = %.0f events/s (goal >= 100000)\n",
+            (unsigned long long)n, dt, (double)n / dt);
+    ag_store_close(s);
+#ifdef AG_HAVE_PQ
+    PGconn *c = conninfo ? PQconnectdb(conninfo) : NULL;
+    if (c && PQstatus(c) == CONNECTION_OK)
+        PQclear(PQexec(c, "SET client_min_messages = warning; DROP SCHEMA bench_read CASCADE"));
     PQfinish(c);
 #else
     (void)conninfo;
@@ -1051,6 +1111,7 @@ int main(void)
     ag_log_set_level(AG_LOG_WARN);
     if (phase_on("append")) bench_append(dir, getenv("AG_BENCH_PG"), getenv("AG_BENCH_PG_URI"));
     if (phase_on("multi")) bench_multi(dir);
+    if (phase_on("read_pg")) bench_read_pg(getenv("AG_BENCH_PG_URI"), getenv("AG_BENCH_PG"));
     if (phase_on("open")) bench_open_read(dir);
     if (phase_on("memory")) bench_index_memory(dir);
     return 0;

@@ -18,8 +18,9 @@ struct ag_platform_config {
     /* The read models (ag_rm_open): NULL = the SQLite files in <data_dir>/readmodels;
      * "postgresql://..." = a schema per read model in that database. */
     const char *readmodels_uri;
-    /* How long start waits for a read-model database that does not answer yet
-     * (retrying with backoff) before it gives up; 0 = 60 s. */
+    /* How long start waits for a database that does not answer yet (the read
+     * models' and a PostgreSQL event store's; retrying with backoff) before it gives
+     * up; 0 = 60 s. `agora run`: env AGORA_DB_WAIT (or AGORA_READMODELS_WAIT). */
     unsigned readmodels_wait_s;
     const char *host;      /* listen address; NULL = 127.0.0.1 */
     uint16_t port;         /* 0 = ephemeral */

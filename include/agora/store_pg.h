@@ -7,6 +7,11 @@
  *   statement_timeout=T                    per statement (PostgreSQL units, default 30s)
  *   idle_in_transaction_session_timeout=T  (default 10s; bounds how long a stuck
  *                                          transaction can hold $all back)
+ *   append_timeout=T                       how long an append that committed waits for its
+ *                                          $all position (ms, or 30s; default 30s): a
+ *                                          transaction older than it anywhere on the
+ *                                          cluster holds it back; then AG_ETIMEDOUT
+ *                                          although it committed (retry: same ids)
  *   schema=NAME                            where the tables live (default agora)
  * e.g. postgresql://agora@db.internal/shop?pool_size=8&statement_timeout=5s.
  *
@@ -21,7 +26,7 @@
 #include "agora/store.h"
 
 /* The schema version this binary writes and understands. */
-#define AG_STORE_PG_SCHEMA_VERSION 1
+#define AG_STORE_PG_SCHEMA_VERSION 2
 
 /* Open the store at `uri` (postgresql://... or postgres://...): connects, applies
  * the migrations that are safe at start and refuses a database whose schema is

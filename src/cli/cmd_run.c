@@ -32,12 +32,14 @@ static const char usage_text[] =
     "  --data DIR          read models, secrets, the services' socket and, by default,\n"
     "                      the event log (default ./data, env AGORA_DATA)\n"
     "  --store URI         the event store (default file:DIR, env AGORA_STORE): file:PATH\n"
-    "                      or a bare PATH is the embedded log in directory PATH\n"
+    "                      or a bare PATH is the embedded log in directory PATH;\n"
+    "                      postgresql://USER@HOST/DB?schema=S is the PostgreSQL store\n"
     "  --readmodels URI    where the read models live (default: SQLite files in\n"
     "                      DIR/readmodels, env AGORA_READMODELS): sqlite:PATH, or\n"
     "                      postgresql://USER@HOST/DB (a libpq URI; one schema rm_<name>\n"
     "                      per read model). A database that does not answer at start is\n"
-    "                      retried with backoff for AGORA_READMODELS_WAIT seconds (60)\n"
+    "                      retried with backoff for AGORA_DB_WAIT seconds (60; the store's\n"
+    "                      too when --store is postgresql://)\n"
     "  --listen HOST:PORT  where to serve (default 127.0.0.1:8080, env AGORA_LISTEN)\n"
     "  --workers N         HTTP worker loops (default: number of cores)\n"
     "  --bus URI           publish the integration events (docs/events.md) to a message\n"
@@ -267,7 +269,8 @@ static int run(int argc, char **argv)
         .bus_uri = bus};
     const char *st = getenv("AGORA_SAGA_THREADS");
     if (st && atoi(st) > 0 && atoi(st) <= 1024) cfg.saga_threads = (unsigned)atoi(st);
-    const char *rw = getenv("AGORA_READMODELS_WAIT");
+    const char *rw = getenv("AGORA_DB_WAIT"); /* the store's and the read models' */
+    if (!rw || atoi(rw) <= 0) rw = getenv("AGORA_READMODELS_WAIT"); /* its older name */
     if (rw && atoi(rw) > 0) cfg.readmodels_wait_s = (unsigned)atoi(rw);
     char sock[1024] = "";
     if (gateway) { /* the gateway is the only TCP listener; services sit on a Unix socket */

@@ -18,7 +18,8 @@
  * the undecided ones. Results come back as text: `ag_rm_int64` parses it.
  *
  * Connections. A read-write handle is one connection (one thread at a time, as the
- * port says); a read-only handle is a pool of up to POOL connections opened on
+ * port says); a read-only handle is a pool of up to `pool_size` connections (a URI
+ * parameter, 1..64, default 4) opened on
  * demand, shared by the query threads. A query's result is read whole before its
  * row callback runs and the connection goes back to the pool first, so a callback
  * may run another query on the same handle. Every connection sets its
@@ -29,7 +30,8 @@
  * threads and the HTTP worker pool, never from an event loop.
  *
  * Writers. `ag_rm_begin` is BEGIN plus a transaction-scoped advisory lock on the
- * schema's name (waiting up to lock_timeout, 5 s): one writer per read model, as
+ * schema's name (waiting up to `lock_timeout`, a URI parameter, default 5s): one
+ * writer per read model, as
  * SQLite's BEGIN IMMEDIATE gives, so two processes pointed at the same schema
  * serialise their pages instead of interleaving them.
  *
@@ -65,7 +67,8 @@
 
 #include "readmodel/internal.h"
 
-#define POOL     4   /* connections of a read-only handle */
+#define POOL     4 /* connections of a read-only handle, unless pool_size= says */
+#define POOL_MAX 64
 #define SLOTS    64  /* prepared statements per connection; more run unprepared */
 #define MAXARGS  32  /* highest placeholder */
 #define PIPELINE 256 /* statements in flight before their results are read */
@@ -100,8 +103,9 @@ struct pg {
     int64_t lock_key;     /* the advisory lock of the writer */
     pthread_mutex_t lock; /* the pool */
     pthread_cond_t freed;
-    size_t nconn; /* 1 (read-write) or POOL */
-    struct conn conn[POOL];
+    size_t nconn;          /* 1 (read-write) or the pool's size */
+    struct conn *conn;     /* nconn of them */
+    char lock_timeout[24]; /* SET lock_timeout (the writer's wait for the schema) */
 };
 
 struct pg_row {
@@ -272,7 +276,8 @@ static int conn_open(struct pg *g, struct conn *cn, struct ag_err *err)
     }
     PQsetNoticeProcessor(cn->c, quiet, NULL);
     char sql[256];
-    snprintf(sql, sizeof sql, "SET search_path TO \"%s\"; SET lock_timeout = '5s';%s", g->schema,
+    snprintf(sql, sizeof sql, "SET search_path TO \"%s\"; SET lock_timeout = '%s';%s", g->schema,
+             g->lock_timeout[0] ? g->lock_timeout : "5s",
              g->base.mode == AG_RM_READONLY ? " SET default_transaction_read_only = on;" : "");
     PGresult *res = PQexec(cn->c, sql);
     if (PQresultStatus(res) != PGRES_COMMAND_OK) {
@@ -743,12 +748,57 @@ static void pg_locate(const char *loc, const char *name, char *out, size_t n)
     snprintf(out, n, "%s schema %s", safe, schema);
 }
 
+/* agora's own URI parameters, taken out before libpq sees the URI (it refuses
+ * parameters it does not know): pool_size=N (the read-only pool, 1..64, default 4)
+ * and lock_timeout=T (how long a writer waits for the read model's lock, a
+ * PostgreSQL duration, default 5s). Writes "postgresql:" + loc without them to out. */
+static int take_params(struct pg *g, const char *loc, char *out, size_t cap, struct ag_err *err)
+{
+    const char *q = strchr(loc, '?');
+    size_t base = q ? (size_t)(q - loc) : strlen(loc);
+    int w = snprintf(out, cap, "postgresql:%.*s", (int)base, loc);
+    char sep = '?';
+    for (const char *p = q ? q + 1 : NULL; p && *p;) {
+        const char *end = strchr(p, '&');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        if (len > 10 && strncmp(p, "pool_size=", 10) == 0) {
+            char tmp[8];
+            snprintf(tmp, sizeof tmp, "%.*s", (int)(len - 10 < 7 ? len - 10 : 7), p + 10);
+            long v = strtol(tmp, NULL, 10);
+            if (v < 1 || v > POOL_MAX || strspn(tmp, "0123456789") != strlen(tmp))
+                return ag_err_set(err, AG_EINVAL, "read models URI: pool_size must be 1..%d",
+                                  POOL_MAX);
+            g->nconn = (size_t)v;
+        } else if (len > 13 && strncmp(p, "lock_timeout=", 13) == 0) {
+            size_t vn = len - 13;
+            const char *v = p + 13;
+            bool ok = vn < sizeof g->lock_timeout && v[0] >= '0' && v[0] <= '9';
+            for (size_t i = 0; ok && i < vn; i++)
+                ok = (v[i] >= '0' && v[i] <= '9') || (v[i] >= 'a' && v[i] <= 'z');
+            if (!ok)
+                return ag_err_set(
+                    err, AG_EINVAL,
+                    "read models URI: lock_timeout must be a duration like 5000 or 5s");
+            snprintf(g->lock_timeout, sizeof g->lock_timeout, "%.*s", (int)vn, v);
+        } else if (w >= 0 && (size_t)w < cap) {
+            w += snprintf(out + w, cap - (size_t)w, "%c%.*s", sep, (int)len, p);
+            sep = '&';
+        }
+        p = end ? end + 1 : NULL;
+    }
+    if (w < 0 || (size_t)w >= cap) return ag_err_set(err, AG_EINVAL, "read models URI too long");
+    return 0;
+}
+
 /* One statement on a connection of its own (drop, set aside). */
 static int admin(const char *loc, const char *sql, struct ag_err *err)
 {
-    struct pg g = {.base.mode = AG_RM_READWRITE, .nconn = 1};
+    static _Thread_local struct conn one; /* large (prepared slots): not on the stack */
+    memset(&one, 0, sizeof one);
+    struct pg g = {.base.mode = AG_RM_READWRITE, .nconn = 1, .conn = &one};
     char uri[2048];
-    snprintf(uri, sizeof uri, "postgresql:%s", loc);
+    struct ag_err e2;
+    if (take_params(&g, loc, uri, sizeof uri, err ? err : &e2)) return AG_EINVAL;
     g.uri = uri;
     snprintf(g.schema, sizeof g.schema, "public");
     pthread_mutex_init(&g.lock, NULL);
@@ -802,9 +852,10 @@ static int pg_ping(struct ag_rm *rm, struct ag_err *err)
 static void pg_close(struct ag_rm *rm)
 {
     struct pg *g = (struct pg *)rm;
-    for (size_t i = 0; i < POOL; i++) conn_close(&g->conn[i]);
+    for (size_t i = 0; g->conn && i < g->nconn; i++) conn_close(&g->conn[i]);
     pthread_cond_destroy(&g->freed);
     pthread_mutex_destroy(&g->lock);
+    ag_free(g->conn);
     ag_free(g->uri);
     ag_free(g);
 }
@@ -846,12 +897,15 @@ static int pg_open(const char *loc, const char *name, enum ag_rm_mode mode, stru
         ag_free(g);
         return ag_err_set(err, AG_ENOMEM, "out of memory");
     }
-    snprintf(g->uri, n, "postgresql:%s", loc);
     g->base.mode = mode;
-    g->nconn = mode == AG_RM_READWRITE ? 1 : POOL;
+    g->nconn = POOL;
     pthread_mutex_init(&g->lock, NULL);
     pthread_cond_init(&g->freed, NULL);
-    int rc = schema_of(name, g->schema, sizeof g->schema, err);
+    int rc = take_params(g, loc, g->uri, n, err);
+    if (mode == AG_RM_READWRITE) g->nconn = 1;
+    if (!rc && !(g->conn = ag_calloc(g->nconn, sizeof *g->conn)))
+        rc = ag_err_set(err, AG_ENOMEM, "out of memory");
+    if (!rc) rc = schema_of(name, g->schema, sizeof g->schema, err);
     g->lock_key = (int64_t)ag_xxh3(g->schema, strlen(g->schema));
     if (!rc) rc = setup(g, err);
     if (rc) {

@@ -305,29 +305,45 @@ static unsigned saga_threads_default(void)
     return n > 4 ? n : 4;
 }
 
-/* Start the projections; a read-model database that does not answer yet (a
- * PostgreSQL still starting) is waited for, with backoff from 250 ms doubling to
- * 5 s, for cfg.readmodels_wait_s, each attempt logged with why. */
-static int start_projections(struct ag_platform *p, struct ag_err *err)
+/* A database that does not answer at start (a PostgreSQL still starting: the
+ * event store's or the read models') is waited for, with backoff from 250 ms
+ * doubling to 5 s, for cfg.readmodels_wait_s (the one wait setting of both,
+ * AGORA_DB_WAIT), each attempt logged as `<what>.unreachable` with why. */
+static int wait_for_db(struct ag_platform *p, const char *what,
+                       int (*attempt)(struct ag_platform *, struct ag_err *), struct ag_err *err)
 {
     unsigned wait_s = p->cfg.readmodels_wait_s ? p->cfg.readmodels_wait_s : 60;
     struct timespec t0, now;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     for (long backoff_ms = 250;; backoff_ms = backoff_ms * 2 > 5000 ? 5000 : backoff_ms * 2) {
-        int rc =
-            ag_projector_start(p->store, p->rms.dir, p->projs, RM_COUNT + 1, &p->projector, err);
+        int rc = attempt(p, err);
         if (rc != AG_EUNAVAILABLE) return rc;
         clock_gettime(CLOCK_MONOTONIC, &now);
         double waited = (double)(now.tv_sec - t0.tv_sec) + (now.tv_nsec - t0.tv_nsec) / 1e9;
         if (waited + (double)backoff_ms / 1000 > wait_s)
-            return ag_err_set(err, AG_EUNAVAILABLE,
-                              "the read models' database did not answer in %u s: %s", wait_s,
+            return ag_err_set(err, AG_EUNAVAILABLE, "the %s database did not answer in %u s: %s",
+                              strcmp(what, "store") == 0 ? "event store's" : "read models'", wait_s,
                               err->msg);
-        AG_WARN("readmodels.unreachable", AG_LS("error", err->msg),
-                AG_LU("retry_in_ms", (unsigned long long)backoff_ms));
+        if (strcmp(what, "store") == 0)
+            AG_WARN("store.unreachable", AG_LS("error", err->msg),
+                    AG_LU("retry_in_ms", (unsigned long long)backoff_ms));
+        else
+            AG_WARN("readmodels.unreachable", AG_LS("error", err->msg),
+                    AG_LU("retry_in_ms", (unsigned long long)backoff_ms));
         struct timespec ts = {backoff_ms / 1000, (backoff_ms % 1000) * 1000000L};
         nanosleep(&ts, NULL);
     }
+}
+
+static int projections_attempt(struct ag_platform *p, struct ag_err *err)
+{
+    return ag_projector_start(p->store, p->rms.dir, p->projs, RM_COUNT + 1, &p->projector, err);
+}
+
+/* Start the projections, waiting for the read models' database (wait_for_db). */
+static int start_projections(struct ag_platform *p, struct ag_err *err)
+{
+    return wait_for_db(p, "readmodels", projections_attempt, err);
 }
 
 int ag_platform_start(const struct ag_platform_config *cfg, struct ag_platform **out,
@@ -336,7 +352,7 @@ int ag_platform_start(const struct ag_platform_config *cfg, struct ag_platform *
     struct ag_platform *p = ag_calloc(1, sizeof *p);
     if (!p) return ag_err_set(err, AG_ENOMEM, "out of memory");
     p->cfg = *cfg;
-    int rc = open_store(p, err);
+    int rc = wait_for_db(p, "store", open_store, err);
     struct ag_store_stats st = {0};
     if (!rc) ag_store_stats(p->store, &st);
     if (!rc) rc = svc_place_order_saga(p, err);

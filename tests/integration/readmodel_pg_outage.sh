@@ -17,19 +17,19 @@
 set -euo pipefail
 BIN="${AGORA_BIN:?AGORA_BIN not set}"
 here=$(cd "$(dirname "$0")" && pwd)
-source "$here/../lib/pg.sh"
+source "$here/../lib/pgtmp.sh"
 TMP=$(mktemp -d)
 SPID=""
 cleanup() {
     if [ -n "$SPID" ]; then kill "$SPID" 2>/dev/null || true; wait "$SPID" 2>/dev/null || true; fi
-    ag_pg_stop
+    pgtmp_stop
     rm -rf "$TMP"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 fail() { echo "FAIL: $*"; [ -f "$TMP/server.log" ] && tail -20 "$TMP/server.log"; exit 1; }
 pass() { echo "ok - $*"; }
-ag_pg_start || exit 77
+pgtmp_start || exit $?
 J='Content-Type: application/json'
 field() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1]))" "$1"; }
 code() { curl -s -o "$TMP/body" -D "$TMP/hdr" -w '%{http_code}' --max-time 10 "$@"; }
@@ -37,10 +37,10 @@ code() { curl -s -o "$TMP/body" -D "$TMP/hdr" -w '%{http_code}' --max-time 10 "$
 wait_for() { for _ in $(seq 300); do "$@" && return 0; sleep 0.1; done; return 1; }
 
 # ---- 1. unreachable, and not waited for: a clear error ----
-ag_pg_kill
+pgtmp_kill
 set +e
 AGORA_READMODELS_WAIT=1 "$BIN" run --data "$TMP/d1" --listen 127.0.0.1:0 --no-gateway \
-    --readmodels "$AG_PG_URI" >"$TMP/fail.log" 2>&1
+    --readmodels "$AGORA_TEST_PG_URI" >"$TMP/fail.log" 2>&1
 rc=$?
 set -e
 [ $rc -ne 0 ] || fail "agora run started without its read models' database"
@@ -49,12 +49,12 @@ grep -q "agora run: .*did not answer in 1 s: .*schema rm_" "$TMP/fail.log" ||
 pass "read models' database down, AGORA_READMODELS_WAIT=1: exit $rc, $(grep -o 'did not answer in 1 s' "$TMP/fail.log")"
 
 # ---- 2. unreachable at start: retried until it answers ----
-"$BIN" run --data "$TMP/data" --listen 127.0.0.1:0 --no-gateway --readmodels "$AG_PG_URI" \
+"$BIN" run --data "$TMP/data" --listen 127.0.0.1:0 --no-gateway --readmodels "$AGORA_TEST_PG_URI" \
     >"$TMP/server.log" 2>&1 &
 SPID=$!
 wait_for grep -q '"readmodels.unreachable"' "$TMP/server.log" || fail "no readmodels.unreachable"
 grep -q 'serving http' "$TMP/server.log" && fail "served without its read models"
-ag_pg_restart
+pgtmp_restart
 A=""
 for _ in $(seq 300); do
     A=$(grep -o 'serving http://127.0.0.1:[0-9]*' "$TMP/server.log" | head -1 | sed 's/serving //') || true
@@ -73,7 +73,7 @@ stock() { curl -sf "$A/api/v1/inventory/$PID" | field "d['onHand']"; }
 ON0=$(stock) || fail "stock"
 
 # ---- 3. lost mid-run ----
-ag_pg_kill
+pgtmp_kill
 down() { [ "$(code "$A/health/ready")" = 503 ]; }
 wait_for down || fail "/health/ready stayed up with PostgreSQL gone"
 field "[c for c in d['checks'] if c['name']=='projections'][0]['status']" <"$TMP/body" |
@@ -89,7 +89,7 @@ done
 pass "PostgreSQL lost: ready 503 (projections), a read 503 problem+json + Retry-After, 3 restocks accepted"
 
 # ---- 4. back: resumes by itself, each event projected once ----
-ag_pg_restart
+pgtmp_restart
 wait_for ready || fail "not ready again after PostgreSQL came back"
 want=$((ON0 + 21))
 caught_up() { [ "$(stock)" = "$want" ]; }
@@ -103,9 +103,9 @@ SPID=""
 pass "stopped cleanly"
 
 # ---- 5. rebuild: the schema is dropped and made again from the log ----
-psql "$AG_PG_URI" -qc "UPDATE rm_stock.stock SET on_hand = -1" || fail "psql"
-"$BIN" projections rebuild stock --data "$TMP/data" --readmodels "$AG_PG_URI" 2>"$TMP/rebuild.log" ||
+psql "$AGORA_TEST_PG_URI" -qc "UPDATE rm_stock.stock SET on_hand = -1" || fail "psql"
+"$BIN" projections rebuild stock --data "$TMP/data" --readmodels "$AGORA_TEST_PG_URI" 2>"$TMP/rebuild.log" ||
     { cat "$TMP/rebuild.log"; fail "agora projections rebuild stock"; }
-got=$(psql "$AG_PG_URI" -Atc "SELECT on_hand FROM rm_stock.stock WHERE product_id='$PID'")
+got=$(psql "$AGORA_TEST_PG_URI" -Atc "SELECT on_hand FROM rm_stock.stock WHERE product_id='$PID'")
 [ "$got" = "$want" ] || fail "rebuilt on hand $got, want $want"
 pass "agora projections rebuild stock --readmodels postgresql://: on hand $got again"

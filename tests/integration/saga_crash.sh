@@ -12,6 +12,11 @@
 #   ROUNDS (default 24)   kill/restart rounds
 #   KEEP=1                keep the work directory on success
 #   VERBOSE=1             print each round
+#   AGORA_STORE=URI       the event store (default: the log in the data directory),
+#                         e.g. postgresql://... (saga_crash_pg.sh); the read models stay
+#                         SQLite files in the data directory, which saga_check.py reads
+#   CHAOS=CMD             run CMD (a shell command) in every even round while the load
+#                         runs, before the kill (saga_crash_pg.sh: restart PostgreSQL)
 set -uo pipefail
 
 AGORA=${AGORA_BIN:-build/debug/agora}
@@ -26,6 +31,8 @@ export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 
 WORK=$(mktemp -d /tmp/agora-saga-crash-XXXXXX)
 DATA=$WORK/data
+# where the `agora store` commands find the store: the same as `agora run` (AGORA_STORE)
+if [[ -n ${AGORA_STORE:-} ]]; then STORE_ARGS=(--store "$AGORA_STORE"); else STORE_ARGS=(--data "$DATA"); fi
 SPID= LPID=
 cleanup() {
   [[ -n $LPID ]] && kill -9 "$LPID" 2>/dev/null
@@ -49,10 +56,10 @@ seed_catalog() {
   for i in 0 1 2 3 4 5 6 7; do
     id=$(python3 -c 'import uuid; print(uuid.uuid4())')
     price=${prices[$i]} stock=${stocks[$i]}
-    "$AGORA" store append "product-$id" --data "$DATA" --type ProductAdded --expected-version no-stream \
+    "$AGORA" store append "product-$id" "${STORE_ARGS[@]}" --type ProductAdded --expected-version no-stream \
       --payload "{\"productId\":\"$id\",\"sku\":\"CR-0$i\",\"name\":\"Crash item $i\",\"price\":{\"amount\":$price,\"currency\":\"USD\"}}" \
       >/dev/null || fail "cannot append the catalog"
-    "$AGORA" store append "stock-$id" --data "$DATA" --type StockAdded --expected-version no-stream \
+    "$AGORA" store append "stock-$id" "${STORE_ARGS[@]}" --type StockAdded --expected-version no-stream \
       --payload "{\"productId\":\"$id\",\"quantity\":$stock}" >/dev/null || fail "cannot append stock"
   done
 }
@@ -97,6 +104,10 @@ for ((r = 1; r <= ROUNDS; r++)); do
   LPID=$!
   ms=$((20 + RANDOM % 781))
   sleep "$(printf '%d.%03d' $((ms / 1000)) $((ms % 1000)))"
+  if [[ -n ${CHAOS:-} ]] && ((r % 2 == 0)); then
+    bash -c "$CHAOS" || fail "round $r: CHAOS failed"
+    say "round $r: chaos: $CHAOS"
+  fi
   kill -0 "$SPID" 2>/dev/null || fail "round $r: the server died by itself: $(tail -n 5 "$WORK/server.$r.log")"
   kill -9 "$SPID"
   wait "$SPID" 2>/dev/null
@@ -146,7 +157,7 @@ SPID=
 grep -q -e 'AddressSanitizer' -e 'runtime error:' -e 'LeakSanitizer' "$WORK/server.final.log" &&
   fail "sanitizer report: $(grep -m5 -e 'Sanitizer' -e 'runtime error:' "$WORK/server.final.log")"
 
-"$AGORA" store all --data "$DATA" --limit 100000000 >"$WORK/events.jsonl" || fail "cannot read the log"
+"$AGORA" store all "${STORE_ARGS[@]}" --limit 100000000 >"$WORK/events.jsonl" || fail "cannot read the log"
 out=$(python3 "$CHECK" "$WORK/events.jsonl" "$DATA/readmodels" 2>&1) || fail "invariants broken:
 $out"
 ms_total=$((($(date +%s%N) - start) / 1000000))

@@ -23,9 +23,9 @@ uri="$AGORA_TEST_PG_URI&schema=cli&pool_size=2"
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
 out=$("$bin" store migrate --store "$uri") || fail "migrate: $out"
-[[ $out == '{"migrated":true,"from":0,"to":1}' ]] || fail "first migrate said $out"
+[[ $out == '{"migrated":true,"from":0,"to":2}' ]] || fail "first migrate said $out"
 out=$("$bin" store migrate --store "$uri") || fail "migrate again"
-[[ $out == '{"migrated":false,"from":1,"to":1}' ]] || fail "second migrate said $out"
+[[ $out == '{"migrated":false,"from":2,"to":2}' ]] || fail "second migrate said $out"
 
 "$bin" store append order-1 --store "$uri" --type OrderPlaced --payload '{"total":5}' \
     --expected-version no-stream >/dev/null || fail "append"
@@ -49,10 +49,16 @@ out=$("$bin" store all --store "$uri") || fail "all"
 out=$("$bin" store stats --store "$uri")
 [[ $out == '{"store":"uri","events":3,"streams":1,'* ]] || fail "stats: $out"
 
-# the platform on PostgreSQL: ready, down with the server, back by itself
-"$bin" run --data "$work/data" --store "$AGORA_TEST_PG_URI&schema=run" --listen 127.0.0.1:0 \
-    >"$work/run.log" 2>&1 &
+# the platform on PostgreSQL: not there at start (waited for, with backoff), ready,
+# down with the server, back by itself
+pgtmp_kill
+AGORA_DB_WAIT=60 "$bin" run --data "$work/data" --store "$AGORA_TEST_PG_URI&schema=run" \
+    --listen 127.0.0.1:0 >"$work/run.log" 2>&1 &
 spid=$!
+for _ in $(seq 100); do grep -q 'store.unreachable' "$work/run.log" && break; sleep 0.1; done
+grep -q 'store.unreachable' "$work/run.log" || { cat "$work/run.log" >&2; fail "no store.unreachable"; }
+kill -0 "$spid" 2>/dev/null || fail "agora run gave up on a store that is not there yet"
+pgtmp_restart || fail "restart for agora run"
 base=""
 for _ in $(seq 600); do
     base=$(grep -o 'serving http://[0-9.]*:[0-9]*' "$work/run.log" | head -1 | sed 's/^serving //')

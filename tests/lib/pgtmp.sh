@@ -15,10 +15,16 @@
 # Environment it sets: AGORA_TEST_PG_URI (postgresql:///postgres?host=SOCKDIR&port=P&user=postgres,
 # a libpq URI; agora store/read-model URIs may add their own parameters such as
 # &schema=NAME), PGTMP_DIR (the cluster's directory). Input: PGBIN (default
-# /usr/lib/postgresql/15/bin), TMPDIR.
-# C tests read AGORA_TEST_PG_URI through tests/lib/pgtest.h.
+# /usr/lib/postgresql/15/bin, else the directory of `initdb` on PATH), TMPDIR,
+# PGTMP_CONF (extra postgresql.conf lines, e.g. "fsync = on" for a benchmark).
+# C tests read AGORA_TEST_PG_URI through tests/lib/pgtest.h. The one helper for
+# every test and benchmark that needs a PostgreSQL (unit.*_pg, unit.readmodel.pg,
+# the *_pg integration scripts, bench/readmodel, bench/e2e STORE=postgresql).
 
 PGTMP_BIN=${PGBIN:-/usr/lib/postgresql/15/bin}
+if [[ ! -x $PGTMP_BIN/initdb ]] && command -v initdb >/dev/null 2>&1; then
+    PGTMP_BIN=$(dirname "$(command -v initdb)")
+fi
 PGTMP_DIR=""
 PGTMP_STARTED=0
 
@@ -44,6 +50,7 @@ unix_socket_directories = '$PGTMP_DIR/sock'
 port = 5432
 fsync = off
 max_connections = 200
+${PGTMP_CONF:-}
 CONF
     pgtmp__as_pg "$PGTMP_BIN/pg_ctl" -D "$PGTMP_DIR/data" -l "$PGTMP_DIR/server.log" -w -t 60 \
         start >/dev/null || { cat "$PGTMP_DIR/server.log" >&2; return 1; }

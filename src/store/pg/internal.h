@@ -7,7 +7,10 @@
  * are run by `pool_size` worker threads and finished on the caller's loop through
  * ag__store_loop_complete; one listener thread LISTENs for appends, keeps `head`
  * (the number of ordered events) current for wait_head and orders events whose
- * appender went away. No libpq call ever runs on a caller's libuv loop.
+ * appender went away; one sequencer thread settles the appends of this process:
+ * an append, once committed, queues a `pg_wait` (its first global_position) and
+ * sleeps; the sequencer numbers and looks up every queued wait in one round trip
+ * (`resolve`) and wakes them. No libpq call ever runs on a caller's libuv loop.
  */
 #ifndef AGORA_STORE_PG_INTERNAL_H
 #define AGORA_STORE_PG_INTERNAL_H
@@ -33,6 +36,30 @@ struct pg_job {
     struct pg_job *next;
 };
 
+/* An append committed and waiting for its $all position (on the caller's stack). */
+struct pg_wait {
+    int64_t gp;  /* the global_position of its first event */
+    int64_t pos; /* its $all position once known */
+    int rc;      /* set with done: 0, or why it cannot be known (AG_EUNAVAILABLE) */
+    bool done;
+    struct pg_wait *next;
+};
+
+/* One caller's append, queued for group commit: whoever holds a connection next
+ * runs every queued append in one transaction (append_batch). */
+struct pg_req {
+    const struct ag_append_part *parts;
+    size_t nparts, nevents;
+    struct ag_append_result *out;
+    int64_t gp[AG_STORE_MULTI_MAX][2];  /* each part's first and last global_position */
+    int64_t pos[AG_STORE_MULTI_MAX][2]; /* their $all positions, when `positioned` */
+    bool positioned;
+    struct ag_err err; /* the verdict when rc != 0 */
+    int rc;
+    bool done;
+    struct pg_req *next;
+};
+
 struct pg_store {
     struct ag_store base;
     char *conninfo;   /* what libpq gets (agora's parameters removed) */
@@ -40,6 +67,7 @@ struct pg_store {
     char channel[80]; /* LISTEN/NOTIFY channel: <schema>_events */
     char stmt_timeout[32], idle_timeout[32];
     size_t pool_size;
+    uint64_t append_timeout_ns; /* an append waits this long for its position */
     const struct ag_clock *clock;
     const struct ag_rng *rng;
 
@@ -54,6 +82,13 @@ struct pg_store {
     size_t nworkers;
     pthread_t listener;
     bool listener_started;
+    /* the sequencer thread and the appends waiting for it */
+    pthread_cond_t seq_cond, resolved;
+    struct pg_wait *waits;
+    pthread_t sequencer;
+    bool sequencer_started;
+    uint64_t resolves;                     /* round trips of the sequencer (stats: batching) */
+    struct pg_req *pending, *pending_tail; /* appends waiting for a connection */
     /* health */
     struct ag_store_health health;
     uint64_t backoff_ns;
@@ -71,6 +106,10 @@ int ag__pg_migrate(PGconn *c, const char *schema, bool apply, int *from, int *to
 /* Borrow / return a pooled connection. Borrowing fails fast (AG_EUNAVAILABLE) while
  * the server is unreachable and the next retry is not due. */
 int ag__pg_borrow(struct pg_store *s, struct pg_conn **out, struct ag_err *err);
+/* The same, but gives up (0 and *out NULL) once *stop is true (read under the lock;
+ * whoever sets it broadcasts conn_free). */
+int ag__pg_borrow_unless(struct pg_store *s, struct pg_conn **out, const bool *stop,
+                         struct ag_err *err);
 void ag__pg_return(struct pg_store *s, struct pg_conn *pc);
 /* Map a failed result (or a NULL one) to an AG_E* code and message; marks the store
  * unavailable when the connection is gone. Clears `res`. */
@@ -86,6 +125,10 @@ void ag__pg_wait_head_for(struct pg_store *s, uint64_t after, uint64_t us);
 int ag__pg_append_multi(struct ag_store *st, const struct ag_append_part *parts, size_t nparts,
                         struct ag_append_result *out, struct ag_err *err);
 void *ag__pg_listener(void *arg);
+void *ag__pg_sequencer(void *arg);
+/* Queue w[0..n) for the sequencer and wait until all are resolved, or the append
+ * timeout (AG_ETIMEDOUT), or the sequencer lost the server (AG_EUNAVAILABLE). */
+int ag__pg_wait_positions(struct pg_store *s, struct pg_wait *w, size_t n, struct ag_err *err);
 void *ag__pg_worker(void *arg);
 int ag__pg_health(struct ag_store *st, struct ag_store_health *out);
 int ag__pg_wait_head(struct ag_store *st, uint64_t after, int timeout_ms);

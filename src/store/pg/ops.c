@@ -1,6 +1,8 @@
 /*
- * The PostgreSQL store's operations: appends (one round trip to the server's
- * `append` function, then `settle` until the events have their positions), reads
+ * The PostgreSQL store's operations: appends (group commit: the appends queued
+ * while the pool is busy run in one transaction, one round trip to the server's
+ * `append_batch`; then a wait for the process's sequencer thread to give the
+ * events their positions), reads
  * of streams and $all (numbered events only: joined with `positions`), snapshots and
  * stats. Each call borrows one pooled connection for its duration.
  */
@@ -10,8 +12,6 @@
 #include <string.h>
 
 #include "store/pg/internal.h"
-
-#define SETTLE_DEADLINE_NS (30ull * 1000000000ull)
 
 static struct pg_store *ps(struct ag_store *st)
 {
@@ -38,33 +38,40 @@ static int arr_i64(struct ag_buf *b, long long v)
     return arr_elem(b, tmp, (size_t)n);
 }
 
-enum { A_STREAM, A_EXP, A_COUNT, A_ID, A_TYPE, A_DATA, A_META, A_N };
+enum { A_NPARTS, A_STREAM, A_EXP, A_COUNT, A_ID, A_TYPE, A_DATA, A_META, A_N };
 
-static int build_arrays(struct pg_store *s, const struct ag_append_part *parts, size_t nparts,
-                        struct ag_buf *a)
+static int build_part(struct pg_store *s, const struct ag_append_part *p, struct ag_buf *a)
+{
+    int rc = arr_elem(&a[A_STREAM], p->stream, p->stream_len);
+    rc = rc ? rc : arr_i64(&a[A_EXP], p->expected_version);
+    rc = rc ? rc : arr_i64(&a[A_COUNT], (long long)p->count);
+    for (size_t j = 0; j < p->count && !rc; j++) {
+        const struct ag_event_data *e = &p->events[j];
+        struct ag_uuid id = e->id;
+        if (ag_uuid_is_nil(&id)) ag_uuid_v7(&id, s->clock, s->rng);
+        char ids[AG_UUID_STRLEN + 1];
+        ag_uuid_format(&id, ids);
+        rc = arr_elem(&a[A_ID], ids, strlen(ids));
+        rc = rc ? rc : arr_elem(&a[A_TYPE], e->type, e->type_len);
+        rc = rc ? rc
+                : (e->data_len ? arr_elem(&a[A_DATA], e->data, e->data_len)
+                               : arr_elem(&a[A_DATA], "{}", 2));
+        rc = rc ? rc
+                : (e->metadata_len ? arr_elem(&a[A_META], e->metadata, e->metadata_len)
+                                   : arr_elem(&a[A_META], "{}", 2));
+    }
+    return rc;
+}
+
+/* The array parameters of append_batch for reqs[0..n). */
+static int build_arrays(struct pg_store *s, struct pg_req *const *reqs, size_t n, struct ag_buf *a)
 {
     int rc = 0;
     for (int k = 0; k < A_N && !rc; k++) rc = ag_buf_putc(&a[k], '{');
-    for (size_t i = 0; i < nparts && !rc; i++) {
-        const struct ag_append_part *p = &parts[i];
-        rc = arr_elem(&a[A_STREAM], p->stream, p->stream_len);
-        rc = rc ? rc : arr_i64(&a[A_EXP], p->expected_version);
-        rc = rc ? rc : arr_i64(&a[A_COUNT], (long long)p->count);
-        for (size_t j = 0; j < p->count && !rc; j++) {
-            const struct ag_event_data *e = &p->events[j];
-            struct ag_uuid id = e->id;
-            if (ag_uuid_is_nil(&id)) ag_uuid_v7(&id, s->clock, s->rng);
-            char ids[AG_UUID_STRLEN + 1];
-            ag_uuid_format(&id, ids);
-            rc = arr_elem(&a[A_ID], ids, strlen(ids));
-            rc = rc ? rc : arr_elem(&a[A_TYPE], e->type, e->type_len);
-            rc = rc ? rc
-                    : (e->data_len ? arr_elem(&a[A_DATA], e->data, e->data_len)
-                                   : arr_elem(&a[A_DATA], "{}", 2));
-            rc = rc ? rc
-                    : (e->metadata_len ? arr_elem(&a[A_META], e->metadata, e->metadata_len)
-                                       : arr_elem(&a[A_META], "{}", 2));
-        }
+    for (size_t r = 0; r < n && !rc; r++) {
+        rc = arr_i64(&a[A_NPARTS], (long long)reqs[r]->nparts);
+        for (size_t i = 0; i < reqs[r]->nparts && !rc; i++)
+            rc = build_part(s, &reqs[r]->parts[i], a);
     }
     for (int k = 0; k < A_N && !rc; k++) {
         rc = ag_buf_putc(&a[k], '}');
@@ -90,19 +97,23 @@ static int64_t col_i64(const PGresult *r, int row, int col)
     return PQgetisnull(r, row, col) ? -1 : strtoll(PQgetvalue(r, row, col), NULL, 10);
 }
 
-/* The append's verdict: 0 and the versions in out, or a conflict/idempotency error. */
-static int verdict(const PGresult *r, const struct ag_append_part *parts, size_t nparts,
-                   struct ag_append_result *out, struct ag_err *err)
+/* One append's verdict from its rows [r0, r1) of append_batch (columns: app,
+ * status, actual, first_version, last_version, note, first_gp, last_gp): 0 with the
+ * versions in q->out and the global positions in q->gp, or a conflict/idempotency
+ * error. */
+static int verdict(const PGresult *r, int r0, int r1, struct pg_req *q, struct ag_err *err)
 {
-    int rows = PQntuples(r);
-    for (int i = 0; i < rows; i++) {
-        int status = atoi(PQgetvalue(r, i, 0));
-        int64_t actual = col_i64(r, i, 1);
+    const struct ag_append_part *parts = q->parts;
+    size_t nparts = q->nparts;
+    for (int i = r0; i < r1; i++) {
+        int status = atoi(PQgetvalue(r, i, 1));
+        int64_t actual = col_i64(r, i, 2);
+        const char *note = PQgetvalue(r, i, 5);
         if (status == 1) {
             const struct ag_append_part *p = parts;
             for (size_t k = 0; k < nparts; k++)
-                if (strlen(PQgetvalue(r, i, 4)) == parts[k].stream_len &&
-                    memcmp(PQgetvalue(r, i, 4), parts[k].stream, parts[k].stream_len) == 0)
+                if (strlen(note) == parts[k].stream_len &&
+                    memcmp(note, parts[k].stream, parts[k].stream_len) == 0)
                     p = &parts[k];
             char want[32];
             expected_str(p->expected_version, want);
@@ -113,130 +124,267 @@ static int verdict(const PGresult *r, const struct ag_append_part *parts, size_t
             if (err) err->aux = actual;
             return AG_ECONFLICT;
         }
-        if (status == 2) return ag_err_set(err, AG_EIDEMPOTENCY, "%s", PQgetvalue(r, i, 4));
+        if (status == 2) return ag_err_set(err, AG_EIDEMPOTENCY, "%s", note);
     }
-    if ((size_t)rows != nparts)
+    if ((size_t)(r1 - r0) != nparts)
         return ag_err_set(err, AG_EFAILED, "postgresql: append returned %d rows for %zu parts",
-                          rows, nparts);
+                          r1 - r0, nparts);
     for (size_t i = 0; i < nparts; i++) {
-        out[i].first_version = col_i64(r, (int)i, 2);
-        out[i].last_version = col_i64(r, (int)i, 3);
+        int row = r0 + (int)i;
+        q->out[i].first_version = col_i64(r, row, 3);
+        q->out[i].last_version = col_i64(r, row, 4);
+        q->gp[i][0] = col_i64(r, row, 6);
+        q->gp[i][1] = col_i64(r, row, 7);
     }
     return 0;
 }
 
-/* The append path's two statements, prepared once per session (no parse and plan
- * per append). False when the connection failed (the next statement reports it). */
+/* The append statement, prepared once per session (no parse and plan per append).
+ * False when the connection failed (the next statement reports it). */
 static bool prepare(struct pg_conn *pc)
 {
     if (pc->prepared_for == pc->c) return true;
     PGresult *a = PQprepare(pc->c, "ag_append",
-                            "SELECT status, actual, first_version, last_version, note FROM "
-                            "append($1::text[], $2::bigint[], $3::int[], $4::uuid[], "
-                            "$5::text[], $6::json[], $7::json[])",
+                            "SELECT app, status, actual, first_version, last_version, note,"
+                            " first_gp, last_gp FROM append_batch($1::int[], $2::text[],"
+                            " $3::bigint[], $4::int[], $5::uuid[], $6::text[], $7::json[],"
+                            " $8::json[])",
                             A_N, NULL);
-    PGresult *b = PQprepare(pc->c, "ag_settle",
-                            "SELECT first_pos, last_pos, unordered, hd FROM "
-                            "settle($1::text[], $2::bigint[], $3::bigint[])",
-                            3, NULL);
-    bool ok = PQresultStatus(a) == PGRES_COMMAND_OK && PQresultStatus(b) == PGRES_COMMAND_OK;
+    bool ok = PQresultStatus(a) == PGRES_COMMAND_OK;
     PQclear(a);
-    PQclear(b);
     if (ok) pc->prepared_for = pc->c;
     return ok;
 }
 
-/* Wait until every part has its positions (the sequencer orders a transaction only
- * once every older one has finished), ordering them ourselves when nobody else is. */
-static int settle(struct pg_store *s, const struct ag_append_part *parts, size_t nparts,
-                  struct ag_append_result *out, struct ag_err *err)
+/* Wait until every part has its positions: the process's sequencer numbers what
+ * can be numbered (once every older transaction has finished) and looks up the
+ * first and last event of each part, for every waiting append at once. Holds no
+ * pooled connection while it waits. */
+static int positions(struct pg_store *s, const struct pg_req *q, struct ag_err *err)
 {
-    struct ag_buf a[3];
-    int rc = 0;
-    for (int k = 0; k < 3; k++) ag_buf_init(&a[k]), rc = rc ? rc : ag_buf_putc(&a[k], '{');
-    for (size_t i = 0; i < nparts && !rc; i++) {
-        rc = arr_elem(&a[0], parts[i].stream, parts[i].stream_len);
-        rc = rc ? rc : arr_i64(&a[1], out[i].first_version);
-        rc = rc ? rc : arr_i64(&a[2], out[i].last_version);
+    size_t nparts = q->nparts;
+    const int64_t(*gp)[2] = q->gp;
+    struct ag_append_result *out = q->out;
+    if (q->positioned) { /* the batch's leader found them right after the commit */
+        for (size_t i = 0; i < nparts; i++) {
+            out[i].first_position = (uint64_t)q->pos[i][0];
+            out[i].last_position = (uint64_t)q->pos[i][1];
+        }
+        return 0;
     }
-    for (int k = 0; k < 3 && !rc; k++) rc = ag_buf_puts(&a[k], "}");
-    const char *vals[3] = {a[0].data, a[1].data, a[2].data};
-    uint64_t start = ag_clock_mono(s->clock), pause_us = 500;
-    while (!rc) {
-        /* a connection per attempt: waiting for an older transaction holds none */
-        struct pg_conn *pc;
-        rc = ag__pg_borrow(s, &pc, err);
-        if (rc) break;
-        PGresult *r =
-            prepare(pc) ? PQexecPrepared(pc->c, "ag_settle", 3, vals, NULL, NULL, 0) : NULL;
-        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-            rc = ag__pg_fail(s, pc, r, "append (ordering)", err);
-            ag__pg_return(s, pc);
-            break;
-        }
-        ag__pg_return(s, pc);
-        bool done = (size_t)PQntuples(r) == nparts;
-        for (size_t i = 0; done && i < nparts; i++)
-            done = !PQgetisnull(r, (int)i, 0) && col_i64(r, (int)i, 2) == 0;
-        uint64_t seen = PQntuples(r) > 0 ? (uint64_t)col_i64(r, 0, 3) : 0;
-        ag__pg_head_advance(s, seen);
-        for (size_t i = 0; done && i < nparts; i++) {
-            out[i].first_position = (uint64_t)col_i64(r, (int)i, 0);
-            out[i].last_position = (uint64_t)col_i64(r, (int)i, 1);
-        }
-        PQclear(r);
-        if (done) break;
-        if (ag_clock_mono(s->clock) - start > SETTLE_DEADLINE_NS) {
-            rc = ag_err_set(err, AG_ETIMEDOUT,
-                            "the append committed but is not ordered yet: an older transaction "
-                            "is still open; retry it with the same event ids");
-            break;
-        }
-        /* until someone orders more (a local append or, via the listener, another
-         * process), or a short pause: then look again, ordering ourselves if free */
-        ag__pg_wait_head_for(s, seen, pause_us);
-        if (pause_us < 8000) pause_us *= 2;
+    struct pg_wait w[2 * AG_STORE_MULTI_MAX];
+    size_t n = 0;
+    for (size_t i = 0; i < nparts; i++) {
+        if (gp[i][0] < 0 || gp[i][1] < 0)
+            return ag_err_set(err, AG_EFAILED, "postgresql: append returned no global position");
+        w[n++] = (struct pg_wait){.gp = gp[i][0]};
+        if (gp[i][1] != gp[i][0]) w[n++] = (struct pg_wait){.gp = gp[i][1]};
     }
-    for (int k = 0; k < 3; k++) ag_buf_free(&a[k]);
-    return rc;
+    int rc = ag__pg_wait_positions(s, w, n, err);
+    if (rc) return rc;
+    n = 0;
+    for (size_t i = 0; i < nparts; i++) {
+        out[i].first_position = (uint64_t)w[n].pos;
+        out[i].last_position = (uint64_t)(gp[i][1] != gp[i][0] ? w[n + 1].pos : w[n].pos);
+        n += gp[i][1] != gp[i][0] ? 2 : 1;
+    }
+    return 0;
 }
 
+/* Right after a batch committed, on the same connection: number what can be
+ * numbered and take the batch's positions. When nothing older is still running
+ * (always so with one writer) the appends need no hand-off to the sequencer thread;
+ * otherwise they wait for it (positions()). Failures are left to that path. */
+/* The batch's global positions as an array literal; the count written, 0 on error. */
+static size_t batch_gps(struct pg_req **reqs, size_t n, struct ag_buf *b)
+{
+    size_t want = 0;
+    int rc = ag_buf_putc(b, '{');
+    for (size_t q = 0; q < n && !rc; q++) {
+        if (reqs[q]->rc) continue;
+        for (size_t i = 0; i < reqs[q]->nparts && !rc; i++)
+            for (int k = 0; k < 2 && !rc; k++, want++) {
+                reqs[q]->pos[i][k] = -1;
+                char tmp[24];
+                int m = snprintf(tmp, sizeof tmp, "%s%lld", want ? "," : "",
+                                 (long long)reqs[q]->gp[i][k]);
+                rc = ag_buf_append(b, tmp, (size_t)m);
+            }
+    }
+    rc = rc ? rc : ag_buf_puts(b, "}");
+    return rc ? 0 : want;
+}
+
+/* Under no lock: the position `pos` of global position `gp` into every part it starts
+ * or ends. */
+static void batch_take(struct pg_req **reqs, size_t n, int64_t gp, int64_t pos)
+{
+    for (size_t q = 0; q < n; q++) {
+        if (reqs[q]->rc) continue;
+        for (size_t i = 0; i < reqs[q]->nparts; i++) {
+            if (reqs[q]->gp[i][0] == gp) reqs[q]->pos[i][0] = pos;
+            if (reqs[q]->gp[i][1] == gp) reqs[q]->pos[i][1] = pos;
+        }
+    }
+}
+
+static void resolve_inline(struct pg_store *s, struct pg_conn *pc, struct pg_req **reqs, size_t n)
+{
+    struct ag_buf b;
+    ag_buf_init(&b);
+    if (!batch_gps(reqs, n, &b)) {
+        ag_buf_free(&b);
+        return;
+    }
+    const char *vals[1] = {b.data};
+    PGresult *r = PQexecParams(pc->c, "SELECT gp, pos FROM resolve($1::bigint[])", 1, NULL, vals,
+                               NULL, NULL, 0);
+    ag_buf_free(&b);
+    int rows = PQresultStatus(r) == PGRES_TUPLES_OK ? PQntuples(r) : 0;
+    uint64_t head = 0;
+    for (int row = 0; row < rows; row++) {
+        int64_t gp = col_i64(r, row, 0), pos = col_i64(r, row, 1);
+        if (gp < 0)
+            head = (uint64_t)pos;
+        else
+            batch_take(reqs, n, gp, pos);
+    }
+    PQclear(r);
+    if (head) ag__pg_head_advance(s, head);
+    for (size_t q = 0; q < n; q++) {
+        bool all = !reqs[q]->rc;
+        for (size_t i = 0; all && i < reqs[q]->nparts; i++)
+            all = reqs[q]->pos[i][0] >= 0 && reqs[q]->pos[i][1] >= 0;
+        reqs[q]->positioned = all;
+    }
+}
+
+/* Run reqs[0..n) in one transaction on pc and mark them done. A batch that fails
+ * as a whole for a reason of one append's (an event id taken meanwhile, a
+ * deadlock) is run again one append at a time, so no append fails for another's. */
+static void run_batch(struct pg_store *s, struct pg_conn *pc, struct pg_req **reqs, size_t n)
+{
+    struct ag_buf a[A_N];
+    for (int k = 0; k < A_N; k++) ag_buf_init(&a[k]);
+    int rc = build_arrays(s, reqs, n, a);
+    struct ag_err e;
+    ag_err_clear(&e);
+    if (rc) rc = ag_err_set(&e, AG_ENOMEM, "out of memory");
+    const char *vals[A_N];
+    for (int k = 0; k < A_N; k++) vals[k] = a[k].data;
+    PGresult *r = NULL;
+    if (!rc) {
+        r = prepare(pc) ? PQexecPrepared(pc->c, "ag_append", A_N, vals, NULL, NULL, 0) : NULL;
+        if (PQresultStatus(r) != PGRES_TUPLES_OK)
+            rc = ag__pg_fail(s, pc, r, "append", &e), r = NULL;
+    }
+    for (int k = 0; k < A_N; k++) ag_buf_free(&a[k]);
+    if (rc && n > 1 && rc != AG_EUNAVAILABLE && rc != AG_ENOMEM) {
+        for (size_t i = 0; i < n; i++) run_batch(s, pc, &reqs[i], 1);
+        return;
+    }
+    if (r) {
+        ag__pg_mark_ok(s);
+        int row = 0, rows = PQntuples(r);
+        for (size_t i = 0; i < n; i++) {
+            int r0 = row;
+            while (row < rows && col_i64(r, row, 0) == (int64_t)i + 1) row++;
+            reqs[i]->rc = verdict(r, r0, row, reqs[i], &reqs[i]->err);
+        }
+        PQclear(r);
+        resolve_inline(s, pc, reqs, n);
+    } else {
+        for (size_t i = 0; i < n; i++) reqs[i]->rc = rc, reqs[i]->err = e;
+    }
+    pthread_mutex_lock(&s->lock);
+    for (size_t i = 0; i < n; i++) reqs[i]->done = true;
+    s->commits += r ? 1 : 0;
+    pthread_cond_broadcast(&s->conn_free); /* wakes the callers whose append this was */
+    pthread_mutex_unlock(&s->lock);
+}
+
+#define BATCH_APPENDS 64
+#define BATCH_EVENTS  4096
+
+/* Holding pc: run queued appends, oldest first, in batches until `me` is done. */
+static void lead(struct pg_store *s, struct pg_conn *pc, struct pg_req *me)
+{
+    struct pg_req *batch[BATCH_APPENDS];
+    for (;;) {
+        size_t n = 0, events = 0;
+        pthread_mutex_lock(&s->lock);
+        if (me->done) {
+            pthread_mutex_unlock(&s->lock);
+            return;
+        }
+        while (s->pending && n < BATCH_APPENDS &&
+               (n == 0 || events + s->pending->nevents <= BATCH_EVENTS)) {
+            struct pg_req *q = s->pending;
+            s->pending = q->next;
+            if (!s->pending) s->pending_tail = NULL;
+            events += q->nevents;
+            batch[n++] = q;
+        }
+        pthread_mutex_unlock(&s->lock);
+        if (n) run_batch(s, pc, batch, n);
+    }
+}
+
+/* Under s->lock: take `me` out of the queue; false when a leader has it already. */
+static bool dequeue(struct pg_store *s, struct pg_req *me)
+{
+    struct pg_req *prev = NULL;
+    for (struct pg_req *q = s->pending; q; prev = q, q = q->next)
+        if (q == me) {
+            if (prev)
+                prev->next = q->next;
+            else
+                s->pending = q->next;
+            if (s->pending_tail == q) s->pending_tail = prev;
+            return true;
+        }
+    return false;
+}
+
+/* Group commit: queue the append; whoever gets a pooled connection first runs
+ * every queued append in one transaction. Then wait for the positions. */
 int ag__pg_append_multi(struct ag_store *st, const struct ag_append_part *parts, size_t nparts,
                         struct ag_append_result *out, struct ag_err *err)
 {
     struct pg_store *s = ps(st);
     if (st->opts.read_only) return ag_err_set(err, AG_EINVAL, "store is open read-only");
     struct ag_append_result tmp[AG_STORE_MULTI_MAX];
-    if (!out) out = tmp;
-    struct ag_buf a[A_N];
-    for (int k = 0; k < A_N; k++) ag_buf_init(&a[k]);
-    int rc = build_arrays(s, parts, nparts, a);
-    if (rc) {
-        for (int k = 0; k < A_N; k++) ag_buf_free(&a[k]);
-        return ag_err_set(err, AG_ENOMEM, "out of memory");
-    }
-    const char *vals[A_N];
-    for (int k = 0; k < A_N; k++) vals[k] = a[k].data;
-    struct pg_conn *pc;
-    rc = ag__pg_borrow(s, &pc, err);
-    if (!rc) {
-        PGresult *r =
-            prepare(pc) ? PQexecPrepared(pc->c, "ag_append", A_N, vals, NULL, NULL, 0) : NULL;
-        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-            rc = ag__pg_fail(s, pc, r, "append", err);
-        } else {
-            rc = verdict(r, parts, nparts, out, err);
-            PQclear(r);
-            ag__pg_mark_ok(s);
-        }
+    struct pg_req me = {.parts = parts, .nparts = nparts, .out = out ? out : tmp};
+    for (size_t i = 0; i < nparts; i++) me.nevents += parts[i].count;
+    ag_err_clear(&me.err);
+    pthread_mutex_lock(&s->lock);
+    if (s->pending_tail)
+        s->pending_tail->next = &me;
+    else
+        s->pending = &me;
+    s->pending_tail = &me;
+    pthread_mutex_unlock(&s->lock);
+    struct pg_conn *pc = NULL;
+    int rc = ag__pg_borrow_unless(s, &pc, &me.done, err);
+    if (pc) {
+        lead(s, pc, &me);
         ag__pg_return(s, pc);
-        if (!rc) rc = settle(s, parts, nparts, out, err);
+    } else if (rc) {
+        pthread_mutex_lock(&s->lock);
+        bool queued = !me.done && dequeue(s, &me);
+        while (!queued && !me.done) /* in a leader's batch: its outcome is ours */
+            pthread_cond_wait(&s->conn_free, &s->lock);
+        pthread_mutex_unlock(&s->lock);
+        if (queued) return rc;
     }
-    for (int k = 0; k < A_N; k++) ag_buf_free(&a[k]);
+    if (me.rc) {
+        if (err) *err = me.err;
+        return me.rc;
+    }
+    rc = positions(s, &me, err);
     if (!rc) {
         pthread_mutex_lock(&s->lock);
         s->appends++;
-        s->commits++;
         pthread_mutex_unlock(&s->lock);
     }
     return rc;
@@ -505,7 +653,13 @@ static int stats(struct ag_store *st, struct ag_store_stats *out)
     memset(out, 0, sizeof *out);
     PGresult *r = NULL;
     int rc = query(s,
-                   "SELECT (SELECT next FROM head), (SELECT count(*) FROM streams),"
+                   /* streams: exact below 100K (count(*) is cheap there), above it
+                    * the planner's estimate from the last (auto)vacuum or ANALYZE:
+                    * no scan of every stream for a stats call */
+                   "SELECT (SELECT next FROM head),"
+                   " (SELECT CASE WHEN c.reltuples < 100000 THEN (SELECT count(*) FROM streams)"
+                   " ELSE c.reltuples::bigint END FROM pg_class c"
+                   " WHERE c.oid = 'streams'::regclass),"
                    " pg_total_relation_size('events'), pg_indexes_size('events')",
                    0, NULL, &r, NULL);
     pthread_mutex_lock(&s->lock);

@@ -1,7 +1,9 @@
 /*
  * The PostgreSQL store adapter: opening (URI, first connection, migrations), the
  * connection pool with its outage handling, health, the listener thread behind
- * wait_head, the async workers, and close.
+ * wait_head, the sequencer thread that gives committed appends their positions
+ * (all the waiting ones of the process in one round trip), the async workers, and
+ * close.
  *
  * Outages: a statement that fails because the connection is gone marks the store
  * unwritable (health: AG_EUNAVAILABLE, libpq's message) and the connection for a
@@ -14,7 +16,9 @@
  */
 #include <poll.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "store/pg/internal.h"
 
@@ -106,12 +110,23 @@ int ag__pg_fail(struct pg_store *s, struct pg_conn *pc, PGresult *res, const cha
 
 int ag__pg_borrow(struct pg_store *s, struct pg_conn **out, struct ag_err *err)
 {
+    return ag__pg_borrow_unless(s, out, NULL, err);
+}
+
+int ag__pg_borrow_unless(struct pg_store *s, struct pg_conn **out, const bool *stop,
+                         struct ag_err *err)
+{
     pthread_mutex_lock(&s->lock);
     struct pg_conn *pc = NULL;
     while (!s->closing) {
         for (size_t i = 0; i < s->pool_size && !pc; i++)
             if (!s->pool[i].busy) pc = &s->pool[i];
         if (pc) break;
+        if (stop && *stop) {
+            pthread_mutex_unlock(&s->lock);
+            *out = NULL;
+            return 0;
+        }
         pthread_cond_wait(&s->conn_free, &s->lock);
     }
     if (!pc) {
@@ -151,7 +166,9 @@ void ag__pg_return(struct pg_store *s, struct pg_conn *pc)
 {
     pthread_mutex_lock(&s->lock);
     pc->busy = false;
-    pthread_cond_signal(&s->conn_free);
+    /* broadcast: the waiters are of two kinds (callers that want a connection, callers
+     * whose append a leader is running); a signal could wake only the latter */
+    pthread_cond_broadcast(&s->conn_free);
     pthread_mutex_unlock(&s->lock);
 }
 
@@ -271,6 +288,183 @@ void *ag__pg_listener(void *arg)
     return NULL;
 }
 
+/* ---- the sequencer thread: every waiting append of the process in one round trip ---- */
+
+#define SEQ_BATCH        1024
+#define SEQ_PAUSE_MAX_US 2000
+
+static struct timespec deadline_in(uint64_t ns)
+{
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += (time_t)(ns / 1000000000ull);
+    dl.tv_nsec += (long)(ns % 1000000000ull);
+    if (dl.tv_nsec >= 1000000000L) dl.tv_sec++, dl.tv_nsec -= 1000000000L;
+    return dl;
+}
+
+static void unlink_wait(struct pg_store *s, struct pg_wait *w)
+{
+    for (struct pg_wait **pp = &s->waits; *pp; pp = &(*pp)->next)
+        if (*pp == w) {
+            *pp = w->next;
+            return;
+        }
+}
+
+int ag__pg_wait_positions(struct pg_store *s, struct pg_wait *w, size_t n, struct ag_err *err)
+{
+    struct timespec dl = deadline_in(s->append_timeout_ns);
+    pthread_mutex_lock(&s->lock);
+    for (size_t i = 0; i < n; i++) {
+        w[i].done = false;
+        w[i].next = s->waits;
+        s->waits = &w[i];
+    }
+    pthread_cond_signal(&s->seq_cond);
+    size_t left = n;
+    while (left && !s->closing) {
+        left = 0;
+        for (size_t i = 0; i < n; i++) left += !w[i].done;
+        if (left && pthread_cond_timedwait(&s->resolved, &s->lock, &dl) != 0) break;
+    }
+    int rc = 0;
+    left = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!w[i].done) unlink_wait(s, &w[i]), left++;
+        if (w[i].done && w[i].rc && !rc) rc = w[i].rc;
+    }
+    bool closing = s->closing;
+    pthread_mutex_unlock(&s->lock);
+    if (rc)
+        return ag_err_set(err, rc,
+                          "the append committed but its position is not known (postgresql "
+                          "unavailable): retry it with the same event ids");
+    if (!left) return 0;
+    if (closing) return ag_err_set(err, AG_ECLOSED, "store closed");
+    return ag_err_set(err, AG_ETIMEDOUT,
+                      "the append committed but is not ordered yet: a transaction older than it "
+                      "is still open on the cluster (append_timeout); retry it with the same "
+                      "event ids");
+}
+
+/* Under s->lock: take the rows of `resolve` (first: -1 and the head). */
+static size_t take_resolved(struct pg_store *s, const PGresult *r)
+{
+    size_t got = 0;
+    for (int i = 0; i < PQntuples(r); i++) {
+        int64_t gp = strtoll(PQgetvalue(r, i, 0), NULL, 10);
+        int64_t pos = strtoll(PQgetvalue(r, i, 1), NULL, 10);
+        if (gp < 0) {
+            if ((uint64_t)pos > s->head) {
+                s->head = (uint64_t)pos;
+                pthread_cond_broadcast(&s->head_moved);
+            }
+            continue;
+        }
+        for (struct pg_wait **pp = &s->waits; *pp; pp = &(*pp)->next)
+            if ((*pp)->gp == gp) {
+                struct pg_wait *w = *pp;
+                w->pos = pos, w->rc = 0, w->done = true;
+                *pp = w->next;
+                got++;
+                break;
+            }
+    }
+    return got;
+}
+
+/* Under s->lock: the connection is gone; the waits sent cannot learn their positions. */
+static void fail_waits(struct pg_store *s, const int64_t *gps, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        for (struct pg_wait **pp = &s->waits; *pp; pp = &(*pp)->next)
+            if ((*pp)->gp == gps[i]) {
+                struct pg_wait *w = *pp;
+                w->rc = AG_EUNAVAILABLE, w->done = true;
+                *pp = w->next;
+                break;
+            }
+}
+
+/* One round trip for the waits in gps[0..n). 1: some resolved, 0: none, -1: connection lost. */
+static int resolve_once(struct pg_store *s, PGconn **c, const int64_t *gps, size_t n,
+                        struct ag_buf *b)
+{
+    b->len = 0;
+    int rc = ag_buf_putc(b, '{');
+    for (size_t i = 0; i < n && !rc; i++) {
+        char tmp[24];
+        int k = snprintf(tmp, sizeof tmp, "%s%lld", i ? "," : "", (long long)gps[i]);
+        rc = ag_buf_append(b, tmp, (size_t)k);
+    }
+    rc = rc ? rc : ag_buf_puts(b, "}");
+    if (rc) return 0;
+    if (!*c || PQstatus(*c) != CONNECTION_OK) {
+        if (*c) PQfinish(*c);
+        *c = NULL;
+        struct ag_err e;
+        if (ag__pg_connect(s, c, &e)) {
+            mark_down(s, NULL, e.msg);
+            return -1;
+        }
+    }
+    const char *vals[1] = {b->data};
+    PGresult *r =
+        PQexecParams(*c, "SELECT gp, pos FROM resolve($1::bigint[])", 1, NULL, vals, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        bool lost = PQstatus(*c) != CONNECTION_OK;
+        if (lost) mark_down(s, NULL, PQerrorMessage(*c));
+        PQclear(r);
+        return lost ? -1 : 0;
+    }
+    pthread_mutex_lock(&s->lock);
+    s->resolves++;
+    size_t got = take_resolved(s, r);
+    pthread_cond_broadcast(&s->resolved);
+    pthread_mutex_unlock(&s->lock);
+    PQclear(r);
+    return got ? 1 : 0;
+}
+
+void *ag__pg_sequencer(void *arg)
+{
+    struct pg_store *s = arg;
+    PGconn *c = NULL;
+    int64_t *gps = ag_malloc(SEQ_BATCH * sizeof *gps);
+    struct ag_buf b;
+    ag_buf_init(&b);
+    uint64_t pause_us = 0;
+    pthread_mutex_lock(&s->lock);
+    while (gps && !s->closing) {
+        if (!s->waits) {
+            pthread_cond_wait(&s->seq_cond, &s->lock);
+            continue;
+        }
+        if (pause_us) { /* nothing numbered last time: until a new commit, or a pause */
+            struct timespec dl = deadline_in(pause_us * 1000u);
+            pthread_cond_timedwait(&s->seq_cond, &s->lock, &dl);
+            if (s->closing) break;
+        }
+        size_t n = 0;
+        for (struct pg_wait *w = s->waits; w && n < SEQ_BATCH; w = w->next) gps[n++] = w->gp;
+        pthread_mutex_unlock(&s->lock);
+        int got = n ? resolve_once(s, &c, gps, n, &b) : 0;
+        pthread_mutex_lock(&s->lock);
+        if (got < 0) {
+            fail_waits(s, gps, n);
+            pthread_cond_broadcast(&s->resolved);
+        }
+        pause_us = got > 0 ? 0 : pause_us ? pause_us * 2 : 50;
+        if (pause_us > SEQ_PAUSE_MAX_US) pause_us = SEQ_PAUSE_MAX_US;
+    }
+    pthread_mutex_unlock(&s->lock);
+    ag_buf_free(&b);
+    ag_free(gps);
+    if (c) PQfinish(c);
+    return NULL;
+}
+
 /* ---- async appends: worker threads ---- */
 
 static int enqueue(struct pg_store *s, struct ag_append_req *req, struct ag_append_multi_req *m)
@@ -352,9 +546,12 @@ static void destroy(struct pg_store *s)
     s->closing = true;
     pthread_cond_broadcast(&s->jobs_cond);
     pthread_cond_broadcast(&s->head_moved);
+    pthread_cond_broadcast(&s->seq_cond);
+    pthread_cond_broadcast(&s->resolved);
     pthread_mutex_unlock(&s->lock);
     for (size_t i = 0; i < s->nworkers; i++) pthread_join(s->workers[i], NULL);
     if (s->listener_started) pthread_join(s->listener, NULL);
+    if (s->sequencer_started) pthread_join(s->sequencer, NULL);
     pthread_mutex_lock(&s->lock);
     pthread_cond_broadcast(&s->conn_free);
     pthread_mutex_unlock(&s->lock);
@@ -364,6 +561,8 @@ static void destroy(struct pg_store *s)
     pthread_cond_destroy(&s->conn_free);
     pthread_cond_destroy(&s->head_moved);
     pthread_cond_destroy(&s->jobs_cond);
+    pthread_cond_destroy(&s->seq_cond);
+    pthread_cond_destroy(&s->resolved);
     ag_free(s->conninfo);
     ag_free(s);
 }
@@ -389,6 +588,8 @@ static int init(struct pg_store *s, const char *uri, const struct ag_store_optio
     pthread_cond_init(&s->conn_free, NULL);
     pthread_cond_init(&s->head_moved, NULL);
     pthread_cond_init(&s->jobs_cond, NULL);
+    pthread_cond_init(&s->seq_cond, NULL);
+    pthread_cond_init(&s->resolved, NULL);
     return ag__pg_parse_uri(s, uri, err);
 }
 
@@ -410,6 +611,10 @@ int ag_store_pg_open(const char *uri, const struct ag_store_options *opts, struc
         if (pthread_create(&s->workers[i], NULL, ag__pg_worker, s) == 0) s->nworkers++;
     if (!rc && pthread_create(&s->listener, NULL, ag__pg_listener, s) == 0)
         s->listener_started = true;
+    if (!rc && pthread_create(&s->sequencer, NULL, ag__pg_sequencer, s) == 0)
+        s->sequencer_started = true;
+    if (!rc && !s->sequencer_started)
+        rc = ag_err_set(err, AG_ENOMEM, "postgresql store: cannot start the sequencer thread");
     if (rc) {
         destroy(s);
         return rc;

@@ -187,6 +187,59 @@ static const struct step steps[] = {
      "    LEFT JOIN positions q ON q.global_position = e.global_position\n"
      "   GROUP BY p.o ORDER BY p.o;\n"
      "END $f$;"},
+    /* 2: group commit and one round trip per append. append_batch runs several
+     * callers' appends in one transaction: every stream of every append locked
+     * first in the one hash order (so two batches cannot deadlock, and the
+     * transaction id comes after every lock, as for one append), then each append
+     * as `append` does it, with the global positions of each part's first and last
+     * event (written, or the originals on a repeat). resolve runs the sequencer
+     * once and maps global positions to $all positions, for the process's one
+     * sequencer thread that settles every waiting append at once
+     * (docs/internals/store.md). */
+    {2, true,
+     "CREATE FUNCTION append_batch(p_nparts int[], p_streams text[], p_expected bigint[],"
+     "  p_counts int[], p_ids uuid[], p_types text[], p_data json[], p_meta json[])"
+     " RETURNS TABLE(app int, status int, actual bigint, first_version bigint,"
+     "  last_version bigint, note text, first_gp bigint, last_gp bigint)"
+     " LANGUAGE plpgsql AS $f$\n"
+     "DECLARE r record; p0 int := 1; e0 int := 1; np int; ne int; i int;\n"
+     "BEGIN\n"
+     "  PERFORM pg_advisory_xact_lock(l.h) FROM (SELECT DISTINCT\n"
+     "    hashtextextended(current_schema() || '.' || s, 0) AS h FROM unnest(p_streams) s\n"
+     "    ORDER BY 1) l;\n"
+     "  FOR a IN 1..array_length(p_nparts, 1) LOOP\n"
+     "    np := p_nparts[a];\n"
+     "    SELECT sum(c) INTO ne FROM unnest(p_counts[p0:p0 + np - 1]) c;\n"
+     "    i := 0;\n"
+     "    FOR r IN SELECT * FROM append(p_streams[p0:p0 + np - 1],\n"
+     "        p_expected[p0:p0 + np - 1], p_counts[p0:p0 + np - 1], p_ids[e0:e0 + ne - 1],\n"
+     "        p_types[e0:e0 + ne - 1], p_data[e0:e0 + ne - 1], p_meta[e0:e0 + ne - 1]) LOOP\n"
+     "      i := i + 1;\n"
+     "      app := a; status := r.status; actual := r.actual;\n"
+     "      first_version := r.first_version; last_version := r.last_version;\n"
+     "      note := r.note; first_gp := NULL; last_gp := NULL;\n"
+     "      IF r.status = 0 THEN\n"
+     "        SELECT min(e.global_position), max(e.global_position) INTO first_gp, last_gp\n"
+     "          FROM streams st JOIN events e ON e.stream_id = st.stream_id\n"
+     "           AND e.version IN (r.first_version, r.last_version)\n"
+     "         WHERE st.stream_name = p_streams[p0 + i - 1];\n"
+     "      END IF;\n"
+     "      RETURN NEXT;\n"
+     "    END LOOP;\n"
+     "    p0 := p0 + np; e0 := e0 + ne;\n"
+     "  END LOOP;\n"
+     "END $f$;"
+     /* first row: (-1, head); then (global_position, position) of those numbered */
+     "CREATE FUNCTION resolve(p_gps bigint[]) RETURNS TABLE(gp bigint, pos bigint)"
+     " LANGUAGE plpgsql AS $f$\n"
+     "DECLARE h bigint;\n"
+     "BEGIN\n"
+     "  h := sequence();\n"
+     "  IF h < 0 THEN SELECT next INTO h FROM head; END IF;\n"
+     "  RETURN QUERY SELECT -1::bigint, h;\n"
+     "  RETURN QUERY SELECT q.global_position, q.position FROM positions q\n"
+     "    WHERE q.global_position = ANY(p_gps);\n"
+     "END $f$;"},
 };
 
 #define KNOWN AG_STORE_PG_SCHEMA_VERSION
@@ -302,6 +355,18 @@ static int take_param(struct pg_store *s, const char *k, size_t kn, const char *
             return ag_err_set(err, AG_EINVAL,
                               "store URI: schema must be a lower-case identifier (a-z, 0-9, _)");
         snprintf(s->schema, sizeof s->schema, "%.*s", (int)vn, v);
+    } else if (IS("append_timeout")) {
+        char tmp[24];
+        snprintf(tmp, sizeof tmp, "%.*s", (int)(vn < 23 ? vn : 23), v);
+        char *end;
+        unsigned long long n = strtoull(tmp, &end, 10);
+        uint64_t unit = strcmp(end, "s") == 0 ? 1000000000ull : 1000000ull;
+        if (end == tmp || (*end && strcmp(end, "s") != 0 && strcmp(end, "ms") != 0) || n == 0 ||
+            n > 86400000ull)
+            return ag_err_set(err, AG_EINVAL,
+                              "store URI: append_timeout must be a duration like 30000, 30000ms or "
+                              "30s");
+        s->append_timeout_ns = n * unit;
     } else if (IS("statement_timeout") || IS("idle_in_transaction_session_timeout")) {
         if (!duration_ok(v, vn))
             return ag_err_set(err, AG_EINVAL, "store URI: %.*s must be a duration like 5000 or 5s",
@@ -321,6 +386,7 @@ int ag__pg_parse_uri(struct pg_store *s, const char *uri, struct ag_err *err)
     snprintf(s->stmt_timeout, sizeof s->stmt_timeout, "30s");
     snprintf(s->idle_timeout, sizeof s->idle_timeout, "10s");
     s->pool_size = 4;
+    s->append_timeout_ns = 30000000000ull;
     const char *q = strchr(uri, '?');
     size_t base = q ? (size_t)(q - uri) : strlen(uri);
     struct ag_buf b;

@@ -5,8 +5,8 @@
  * time.
  *
  * It runs against the SQLite adapter (a temporary directory) and, unchanged,
- * against PostgreSQL when AG_TEST_RM_URI names one (CTest's unit.readmodel.pg
- * starts a throwaway server with tests/lib/with_pg.sh and runs this binary with
+ * against PostgreSQL when AGORA_TEST_PG_URI names one (CTest's unit.readmodel.pg
+ * starts a throwaway server with tests/lib/pgtmp.sh and runs this binary with
  * --jobs=1: the tests share the schema of read model "t"). The few tests about
  * files (damage, paths) are skipped there, and the engine messages asserted are
  * the words both engines use.
@@ -16,12 +16,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "agora/readmodel.h"
+#include "lib/pgtest.h"
 
 static char dir[64];
-static const char *uri; /* the read models' URI: AG_TEST_RM_URI, else dir */
+static const char *uri; /* the read models' URI: AGORA_TEST_PG_URI, else dir */
 static bool on_pg;      /* uri is a PostgreSQL database */
 static struct ag_rm *rw;
 
@@ -34,8 +36,8 @@ static void setup(void)
 {
     strcpy(dir, "/tmp/agora-rm-XXXXXX");
     cr_assert_not_null(mkdtemp(dir));
-    const char *env = getenv("AG_TEST_RM_URI");
-    on_pg = env && *env;
+    const char *env = ag_test_pg_conninfo();
+    on_pg = env != NULL;
     uri = on_pg ? env : dir;
     struct ag_err err;
     ag_err_clear(&err);
@@ -453,6 +455,34 @@ Test(readmodel, a_lock_held_past_the_busy_timeout_is_ag_eunavailable)
     cr_assert_eq(ag_rm_begin(other, NULL), 0, "free again");
     ag_rm_rollback(other);
     ag_rm_close(other);
+}
+
+Test(readmodel, postgresql_takes_pool_size_and_lock_timeout_from_the_uri)
+{
+    if (!on_pg) cr_skip_test("PostgreSQL only: URI parameters");
+    char u[1200];
+    snprintf(u, sizeof u, "%s%clock_timeout=200ms&pool_size=2", uri, strchr(uri, '?') ? '&' : '?');
+    struct ag_rm *other, *ro;
+    struct ag_err err;
+    ag_err_clear(&err);
+    cr_assert_eq(ag_rm_open(u, "t", AG_RM_READWRITE, &other, &err), 0, "%s", err.msg);
+    cr_assert_eq(ag_rm_open(u, "t", AG_RM_READONLY, &ro, &err), 0, "%s", err.msg);
+    int n = 0;
+    cr_assert_eq(ag_rm_query(ro, "SELECT k FROM kv", NULL, 0, count_row, &n, &err), 0, "%s",
+                 err.msg);
+    ag_rm_close(ro);
+    cr_assert_eq(ag_rm_begin(rw, NULL), 0);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    cr_assert_eq(ag_rm_begin(other, &err), AG_EUNAVAILABLE, "%s", err.msg);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double waited = (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9;
+    cr_assert(waited < 3.0, "lock_timeout=200ms, not the default 5 s: waited %.2f s", waited);
+    ag_rm_rollback(rw);
+    ag_rm_close(other);
+    snprintf(u, sizeof u, "%s%cpool_size=0", uri, strchr(uri, '?') ? '&' : '?');
+    cr_assert_eq(ag_rm_open(u, "t", AG_RM_READONLY, &ro, &err), AG_EINVAL);
+    cr_assert(strstr(err.msg, "pool_size"), "%s", err.msg);
 }
 
 /* ---- what every adapter does alike ---- */

@@ -16,7 +16,7 @@
 
 static const char usage_text[] =
     "usage: agora run [--data DIR] [--store URI] [--listen HOST:PORT] [--workers N] [--no-seed]\n"
-    "                 [--no-gateway]\n"
+    "                 [--no-gateway] [--index-memory BYTES] [--cache-memory BYTES]\n"
     "\n"
     "Start the commerce platform in one process: customers, catalog, ordering,\n"
     "inventory, payments and shipping over the event store (--store), their read\n"
@@ -37,6 +37,10 @@ static const char usage_text[] =
     "  --no-gateway        serve the services directly on --listen, loopback only, with\n"
     "                      NO authentication (every caller is an admin) and no rate\n"
     "                      limits: for benchmarks and tests of the services alone\n"
+    "  --index-memory BYTES  memory for the log's stream index (default 64M, env\n"
+    "                      AGORA_INDEX_MEMORY; K/M/G suffixes): the rest is on disk\n"
+    "  --cache-memory BYTES  memory for cached aggregates (default 64M, env\n"
+    "                      AGORA_CACHE_MEMORY)\n"
     "\n"
     "The JWT secret is AGORA_JWT_SECRET when set, else a random one kept in DIR/jwt-secret.\n"
     "AGORA_SAGA_THREADS sets the saga workers (default 256).\n"
@@ -153,6 +157,8 @@ static int run(int argc, char **argv)
     if (store && !*store) store = NULL;
     bool seed = true, gateway = true;
     int workers = 0;
+    const char *index_mem = getenv("AGORA_INDEX_MEMORY");
+    const char *cache_mem = getenv("AGORA_CACHE_MEMORY");
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--data") == 0 && i + 1 < argc)
             data = argv[++i];
@@ -166,6 +172,10 @@ static int run(int argc, char **argv)
             seed = false;
         else if (strcmp(argv[i], "--no-gateway") == 0)
             gateway = false;
+        else if (strcmp(argv[i], "--index-memory") == 0 && i + 1 < argc)
+            index_mem = argv[++i];
+        else if (strcmp(argv[i], "--cache-memory") == 0 && i + 1 < argc)
+            cache_mem = argv[++i];
         else
             return ag_cli_usage_error(
                 "run: unknown or incomplete option '%s' (see 'agora run --help')", argv[i]);
@@ -177,6 +187,16 @@ static int run(int argc, char **argv)
         return ag_cli_usage_error("run: --listen takes HOST:PORT, e.g. 127.0.0.1:8080: %s",
                                   perr.msg);
     if (workers < 0 || workers > 256) return ag_cli_usage_error("run: --workers takes 1..256");
+    uint64_t index_bytes = 0, cache_bytes = 0;
+    if (index_mem && *index_mem &&
+        (ag_parse_size(index_mem, &index_bytes) || index_bytes < (1u << 20)))
+        return ag_cli_usage_error("run: --index-memory (AGORA_INDEX_MEMORY) takes a size of at "
+                                  "least 1M, e.g. 64M or 1G, not '%s'",
+                                  index_mem);
+    if (cache_mem && *cache_mem && (ag_parse_size(cache_mem, &cache_bytes) || cache_bytes == 0))
+        return ag_cli_usage_error("run: --cache-memory (AGORA_CACHE_MEMORY) takes a size, e.g. "
+                                  "64M, not '%s'",
+                                  cache_mem);
     /* commands wait on group commit in the threadpool: give it room before libuv starts it */
     setenv("UV_THREADPOOL_SIZE", "64", 0);
     struct ag_platform_config cfg = {.data_dir = data,
@@ -184,7 +204,9 @@ static int run(int argc, char **argv)
                                      .host = host,
                                      .port = port,
                                      .workers = workers,
-                                     .seed = seed};
+                                     .seed = seed,
+                                     .index_memory = index_bytes,
+                                     .cache_bytes = (size_t)cache_bytes};
     const char *st = getenv("AGORA_SAGA_THREADS");
     if (st && atoi(st) > 0 && atoi(st) <= 1024) cfg.saga_threads = (unsigned)atoi(st);
     char sock[1024] = "";

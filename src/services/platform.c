@@ -218,7 +218,7 @@ static int start_http(struct ag_platform *p, struct ag_err *err)
 
 static int open_store(struct ag_platform *p, struct ag_err *err)
 {
-    struct ag_store_options o = {.no_sync = p->cfg.no_sync};
+    struct ag_store_options o = {.no_sync = p->cfg.no_sync, .index_memory = p->cfg.index_memory};
     char uri[4096];
     if (!p->cfg.store_uri &&
         (size_t)snprintf(uri, sizeof uri, "file:%s", p->cfg.data_dir) >= sizeof uri)

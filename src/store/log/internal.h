@@ -170,7 +170,8 @@ struct lstore;
 
 #define LOG_INDEX_MEMORY_DEFAULT (64ull << 20)
 #define LOG_INDEX_MEMORY_MIN     (1ull << 20)
-#define LOG_TB_MERGE_AT          4 /* tables before a background merge */
+#define LOG_TB_MERGE_AT          4    /* tables before a background merge */
+#define LOG_TB_MIN_STREAMS       1024 /* no flush of a memtable with fewer streams */
 
 /* One block of a table, as the in-memory summary knows it. */
 struct ltb_sum {

@@ -9,9 +9,11 @@
  * - The writer flushes the memtable when it holds more than 3/4 of
  *   `index_memory` (the rest is left for the tables' summaries and bloom filters
  *   and the $all sparse index): only between groups, when no request holds a
- *   stream pointer. The table is written with no lock held; swapping it in for
- *   the memtable takes the write side of ix_lock for a moment. A checkpoint
- *   naming the new table (and an empty memtable) follows at once, so the files
+ *   stream pointer, and only when it holds at least LOG_TB_MIN_STREAMS streams
+ *   (a stream in use is held whole, 12 bytes an event: a few huge hot streams
+ *   can exceed the cap, and flushing them would only bring them straight back). The table is
+ * written with no lock held; swapping it in for the memtable takes the write side of ix_lock for a
+ * moment. A checkpoint naming the new table (and an empty memtable) follows at once, so the files
  *   on disk always describe the log up to the checkpoint.
  * - The merger thread merges the newest LOG_TB_MERGE_AT or more tables (extended
  *   to older ones while they are not much bigger: size tiers) into one, swaps it
@@ -145,6 +147,9 @@ int ag__lidx_maybe_flush(struct lstore *ls, bool save_ckpt, struct ag_err *err)
 {
     uint64_t budget = ls->index_memory / 4 * 3;
     if (!ls->tb_enabled || ls->ix.bytes < budget || ls->ix.bytes < ls->tb_retry_at) return 0;
+    /* a few streams with very many events: writing them out frees nothing (they are
+     * hot and would come straight back); their entries are the memory, not the count */
+    if (ls->ix.count < LOG_TB_MIN_STREAMS) return 0;
     size_t n;
     struct lstream **v = mem_sorted(&ls->ix, &n);
     if (!v) return ag_err_set(err, AG_ENOMEM, "out of memory writing the stream index");

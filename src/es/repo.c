@@ -6,7 +6,10 @@
  * at a time while different aggregates proceed in parallel. Before every use the
  * entry is caught up with the store (an in-memory version check, then the events
  * after the cached version), so another process writing the same store is seen.
- * Entries nobody holds are evicted in LRU order beyond `cache_capacity`.
+ * Entries nobody holds are evicted in LRU order while the cache is over its byte
+ * budget (`cache_bytes`: each entry counts its struct, name and state, plus what
+ * the type's `bytes` hook reports of the state's heap, measured by the leader
+ * after each batch) or, when set, over `cache_capacity` entries.
  *
  * Batching. Commands on one aggregate are combined: the first caller becomes the
  * aggregate's leader and runs every command queued meanwhile as one batch —
@@ -39,6 +42,8 @@ struct centry {
     uint64_t hash;
     unsigned refs;   /* users holding it (not evictable while > 0) */
     bool loaded;     /* state initialised */
+    size_t bytes;    /* what it counts in the repo's total (r->lock) */
+    size_t measured; /* its size as the leader last measured it (atomic) */
     int64_t version; /* version the state includes (-1: none) */
     void *state;
     char stream[]; /* NUL-terminated */
@@ -49,6 +54,8 @@ struct ag_es_repo {
     pthread_mutex_t lock; /* guards the table, LRU and refs */
     struct centry **buckets;
     size_t nbuckets, count;
+    size_t bytes;       /* sum of the entries' `bytes` */
+    uint64_t evictions; /* entries evicted */
     struct centry *lru_head, *lru_tail;
 };
 
@@ -82,9 +89,9 @@ int ag_es_repo_new(const struct ag_es_repo_config *cfg, struct ag_es_repo **out)
     r->cfg = *cfg;
     if (!r->cfg.snapshot_every) r->cfg.snapshot_every = 100;
     if (!r->cfg.max_retries) r->cfg.max_retries = 5;
-    if (!r->cfg.cache_capacity) r->cfg.cache_capacity = 100000;
+    if (!r->cfg.cache_bytes) r->cfg.cache_bytes = 64u << 20;
     r->nbuckets = 1024;
-    while (r->nbuckets < r->cfg.cache_capacity) r->nbuckets *= 2;
+    while (r->nbuckets < (r->cfg.cache_capacity ? r->cfg.cache_capacity : 100000)) r->nbuckets *= 2;
     r->buckets = ag_calloc(r->nbuckets, sizeof *r->buckets);
     if (!r->buckets) {
         ag_free(r);
@@ -141,9 +148,38 @@ static void lru_push(struct ag_es_repo *r, struct centry *e)
     if (!r->lru_tail) r->lru_tail = e;
 }
 
+static bool over_budget(const struct ag_es_repo *r)
+{
+    return r->bytes > r->cfg.cache_bytes ||
+           (r->cfg.cache_capacity && r->count > r->cfg.cache_capacity);
+}
+
+/* An entry's estimated bytes (its leader, or nobody, touches the state). */
+static size_t entry_bytes(const struct centry *e)
+{
+    size_t n = sizeof *e + strlen(e->stream) + 1 + e->type->state_size;
+    if (e->loaded && e->type->bytes) n += e->type->bytes(e->state);
+    return n;
+}
+
+/* The leader, after a batch: the state's size for the next accounting. */
+static void note_size(struct centry *e)
+{
+    __atomic_store_n(&e->measured, entry_bytes(e), __ATOMIC_RELAXED);
+}
+
+/* Bring the repo's total up to date with what the leader measured. */
+static void account(struct ag_es_repo *r, struct centry *e)
+{
+    size_t m = __atomic_load_n(&e->measured, __ATOMIC_RELAXED);
+    if (!m || m == e->bytes) return;
+    r->bytes += m - e->bytes; /* unsigned wrap-around cancels out */
+    e->bytes = m;
+}
+
 static void evict(struct ag_es_repo *r)
 {
-    for (struct centry *e = r->lru_tail; e && r->count > r->cfg.cache_capacity;) {
+    for (struct centry *e = r->lru_tail; e && over_budget(r);) {
         struct centry *prev = e->prev;
         if (e->refs == 0) {
             struct centry **pp = &r->buckets[e->hash & (r->nbuckets - 1)];
@@ -151,6 +187,8 @@ static void evict(struct ag_es_repo *r)
             *pp = e->hnext;
             lru_unlink(r, e);
             r->count--;
+            r->bytes -= e->bytes;
+            r->evictions++;
             entry_free(e);
         }
         e = prev;
@@ -177,6 +215,8 @@ static struct centry *acquire(struct ag_es_repo *r, const struct ag_es_type *t, 
         e->hnext = r->buckets[h & (r->nbuckets - 1)];
         r->buckets[h & (r->nbuckets - 1)] = e;
         r->count++;
+        e->bytes = entry_bytes(e);
+        r->bytes += e->bytes;
     } else {
         ag_free(e);
         e = NULL;
@@ -194,7 +234,18 @@ static void release(struct ag_es_repo *r, struct centry *e)
 {
     pthread_mutex_lock(&r->lock);
     e->refs--;
+    account(r, e);
     evict(r);
+    pthread_mutex_unlock(&r->lock);
+}
+
+void ag_es_repo_stats(struct ag_es_repo *r, struct ag_es_repo_stats *out)
+{
+    pthread_mutex_lock(&r->lock);
+    *out = (struct ag_es_repo_stats){.entries = r->count,
+                                     .bytes = r->bytes,
+                                     .budget = r->cfg.cache_bytes,
+                                     .evictions = r->evictions};
     pthread_mutex_unlock(&r->lock);
 }
 
@@ -408,6 +459,7 @@ static void run_batch(struct ag_es_repo *r, struct centry *e, struct cmd *list)
         ag_es_batch_free(&all);
         if (!rc) {
             maybe_snapshot(r, e, base);
+            note_size(e);
             return;
         }
         e->loaded = false; /* the tentative state is not in the store: rebuild */

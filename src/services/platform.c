@@ -225,7 +225,7 @@ static int open_store(struct ag_platform *p, struct ag_err *err)
         return ag_err_set(err, AG_EINVAL, "the data directory's path is too long");
     int rc = ag_store_open(p->cfg.store_uri ? p->cfg.store_uri : uri, &o, &p->store, err);
     if (rc) return rc;
-    struct ag_es_repo_config rc_cfg = {.store = p->store};
+    struct ag_es_repo_config rc_cfg = {.store = p->store, .cache_bytes = p->cfg.cache_bytes};
     if (ag_es_repo_new(&rc_cfg, &p->repo)) return ag_err_set(err, AG_ENOMEM, "out of memory");
     size_t n = strlen(p->cfg.data_dir) + 16;
     if (!(p->rms.dir = ag_malloc(n))) return ag_err_set(err, AG_ENOMEM, "out of memory");

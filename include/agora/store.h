@@ -128,6 +128,8 @@ struct ag_store_stats {
     uint64_t index_entries;     /* stream records in them, a stream counted once per table */
     uint64_t index_table_bytes; /* their bytes on disk */
     uint64_t index_mem_streams; /* streams in the in-memory part */
+    uint64_t index_flushes;     /* in-memory part written out as a table, since open */
+    uint64_t index_merges;      /* background merges of tables, since open */
 };
 
 /* Whether the store takes writes, for readiness checks, metrics and Retry-After. */

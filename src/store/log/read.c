@@ -325,6 +325,8 @@ int ag__log_stats(struct ag_store *s, struct ag_store_stats *out)
     out->index_bytes = ls->ix.bytes + ls->sparse_cap * sizeof(uint64_t) + ag__lidx_table_mem(ls);
     out->index_tables = ls->ntables;
     out->index_mem_streams = ls->ix.count;
+    out->index_flushes = ls->tb_flushes;
+    out->index_merges = ls->tb_merges;
     for (size_t i = 0; i < ls->ntables; i++) {
         out->index_entries += ls->tables[i]->streams;
         out->index_table_bytes += ls->tables[i]->file_bytes;

@@ -21,8 +21,11 @@
 
 #include "agora/store_log.h"
 
-#define NSTREAMS 30000
-#define NMULTI   20 /* streams appended to all along, so their records span tables */
+#define NSTREAMS 50000
+#define NMULTI   20
+#define LOG_TB_MERGE_AT_TEST                                                                       \
+    4 /* LOG_TB_MERGE_AT: tables before a merge */ /* streams appended to all along, so their      \
+                                                      records span tables */
 
 static char dir[64];
 
@@ -140,6 +143,14 @@ Test(store_index, lookups_across_memtable_and_tables)
     cr_assert_geq(st.index_entries, NSTREAMS / 2);
     cr_assert_lt(st.index_mem_streams, NSTREAMS);
     cr_assert_lt(st.index_bytes, 1u << 20, "index memory %llu", (unsigned long long)st.index_bytes);
+    cr_assert_geq(st.index_flushes, LOG_TB_MERGE_AT_TEST, "flushes: %llu",
+                  (unsigned long long)st.index_flushes);
+    for (int i = 0; i < 1000 && st.index_merges == 0; i++) { /* the merger runs in background */
+        usleep(10000);
+        ag_store_stats(s, &st);
+    }
+    cr_assert_geq(st.index_merges, 1, "the tables were merged");
+    cr_assert_lt(st.index_tables, st.index_flushes);
     check_all(s);
     ag_store_close(s);
     s = open_small();

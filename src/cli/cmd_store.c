@@ -262,10 +262,13 @@ static int cmd_stats(const struct store_args *a, struct ag_store *s)
     struct ag_store_stats st;
     ag_store_stats(s, &st);
     printf("{\"dir\":\"%s\",\"events\":%llu,\"streams\":%llu,\"bytes\":%llu,\"segments\":%llu,"
-           "\"indexBytes\":%llu}\n",
+           "\"indexBytes\":%llu,\"indexTables\":%llu,\"indexTableEntries\":%llu,"
+           "\"indexTableBytes\":%llu,\"indexMemoryStreams\":%llu}\n",
            a->data, (unsigned long long)st.events, (unsigned long long)st.streams,
            (unsigned long long)st.bytes, (unsigned long long)st.segments,
-           (unsigned long long)st.index_bytes);
+           (unsigned long long)st.index_bytes, (unsigned long long)st.index_tables,
+           (unsigned long long)st.index_entries, (unsigned long long)st.index_table_bytes,
+           (unsigned long long)st.index_mem_streams);
     return 0;
 }
 

@@ -170,6 +170,7 @@ int ag__lidx_maybe_flush(struct lstore *ls, bool save_ckpt, struct ag_err *err)
     }
     pthread_rwlock_wrlock(&ls->ix_lock);
     rc = tables_push(ls, t);
+    size_t ntables = ls->ntables; /* the merger changes it under the lock */
     if (!rc) {
         old = ls->ix;
         fresh.live = old.live;
@@ -189,7 +190,7 @@ int ag__lidx_maybe_flush(struct lstore *ls, bool save_ckpt, struct ag_err *err)
         rc = ag__log_ckpt_save(ls, err);
     else
         ls->tb_written = true;
-    if (ls->ntables >= LOG_TB_MERGE_AT) merger_kick(ls);
+    if (ntables >= LOG_TB_MERGE_AT) merger_kick(ls);
     return rc;
 }
 

@@ -161,6 +161,9 @@ void ag__lindex_free(struct lindex *ix);
 struct lstream *ag__lindex_find(const struct lindex *ix, const char *name, size_t len, uint64_t h);
 /* Insert a new, empty stream (must not exist). NULL on ENOMEM. */
 struct lstream *ag__lindex_add(struct lindex *ix, const char *name, size_t len, uint64_t h);
+/* Insert a stream allocated as ag__lindex_add does (a table's copy, sst.c), taking
+ * ownership; AG_ENOMEM leaves the index unchanged and `s` with the caller. */
+int ag__lindex_adopt(struct lindex *ix, struct lstream *s);
 /* Make room for `extra` more entries. */
 int ag__lindex_reserve(struct lindex *ix, struct lstream *s, size_t extra);
 

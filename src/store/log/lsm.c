@@ -75,18 +75,12 @@ int ag__lidx_fault(struct lstore *ls, const char *name, size_t len, uint64_t h,
     if (lock) pthread_rwlock_unlock(&ls->ix_lock);
     if (rc || !copy) return rc;
     if (lock) pthread_rwlock_wrlock(&ls->ix_lock);
-    struct lstream *st = ag__lindex_add(&ls->ix, name, len, h);
-    if (!st || ag__lindex_reserve(&ls->ix, st, copy->count)) {
-        rc = AG_ENOMEM; /* st stays with count 0: "no stream" to readers, refilled next time */
-    } else {
-        memcpy(lstream_entries(st), lstream_entries(copy),
-               (size_t)copy->count * sizeof(struct lentry));
-        st->count = copy->count;
-        st->snap_loc = copy->snap_loc;
-        *out = st;
-    }
+    rc = ag__lindex_adopt(&ls->ix, copy); /* fails before inserting: never half a stream */
     if (lock) pthread_rwlock_unlock(&ls->ix_lock);
-    ag__lstream_free(copy);
+    if (rc)
+        ag__lstream_free(copy);
+    else
+        *out = copy;
     return rc;
 }
 
@@ -155,6 +149,7 @@ int ag__lidx_maybe_flush(struct lstore *ls, bool save_ckpt, struct ag_err *err)
     if (!v) return ag_err_set(err, AG_ENOMEM, "out of memory writing the stream index");
     struct ltb_it it = {.mem = v, .mn = n};
     uint64_t id = __atomic_fetch_add(&ls->tb_next_id, 1, __ATOMIC_RELAXED);
+    uint64_t t0 = ag_clock_mono(ls->base.opts.clock);
     struct ltable *t = NULL;
     int rc = ag__ltb_write(ls, id, &it, 1, n, NULL, &t, err);
     ag__ltb_it_free(&it);
@@ -184,8 +179,10 @@ int ag__lidx_maybe_flush(struct lstore *ls, bool save_ckpt, struct ag_err *err)
         return ag_err_set(err, rc, "out of memory writing the stream index");
     }
     ag__lindex_free(&old);
-    AG_DEBUG("store.index_flushed", AG_LS("dir", ls->dir), AG_LU("table", id),
-             AG_LU("streams", t->streams), AG_LU("bytes", t->file_bytes));
+    /* info: rare (every few hundred thousand new streams) and it holds up appends */
+    AG_INFO("store.index_flushed", AG_LS("dir", ls->dir), AG_LU("table", id),
+            AG_LU("streams", t->streams), AG_LU("bytes", t->file_bytes),
+            AG_LU("ms", (ag_clock_mono(ls->base.opts.clock) - t0) / 1000000u));
     if (save_ckpt)
         rc = ag__log_ckpt_save(ls, err);
     else

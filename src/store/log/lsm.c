@@ -68,9 +68,9 @@ int ag__lidx_fault(struct lstore *ls, const char *name, size_t len, uint64_t h,
                    struct lstream **out, bool lock)
 {
     *out = ag__lindex_find(&ls->ix, name, len, h);
-    if (*out || !ls->ntables) return 0;
+    if (*out) return 0;
     struct lstream *copy;
-    if (lock) pthread_rwlock_rdlock(&ls->ix_lock);
+    if (lock) pthread_rwlock_rdlock(&ls->ix_lock); /* the merger swaps tables under it */
     int rc = table_find(ls, name, len, h, &copy);
     if (lock) pthread_rwlock_unlock(&ls->ix_lock);
     if (rc || !copy) return rc;

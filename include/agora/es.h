@@ -72,7 +72,7 @@ struct ag_es_repo_config {
     struct ag_store *store;  /* borrowed */
     uint32_t snapshot_every; /* 0 → 100 */
     uint32_t max_retries;    /* on conflict; 0 → 5 */
-    size_t cache_capacity;   /* at most this many aggregates cached; 0 → no count limit */
+    size_t cache_capacity;   /* at most this many aggregates cached; 0 → 100000 */
     size_t cache_bytes;      /* cache budget: entries' estimated bytes; 0 → 64 MiB */
 };
 

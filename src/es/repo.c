@@ -9,7 +9,9 @@
  * Entries nobody holds are evicted in LRU order while the cache is over its byte
  * budget (`cache_bytes`: each entry counts its struct, name and state, plus what
  * the type's `bytes` hook reports of the state's heap, measured by the leader
- * after each batch) or, when set, over `cache_capacity` entries.
+ * after each batch) or over `cache_capacity` entries (a safety net while the
+ * domain's types do not report their heap: without the hook a state counts only
+ * its struct).
  *
  * Batching. Commands on one aggregate are combined: the first caller becomes the
  * aggregate's leader and runs every command queued meanwhile as one batch —
@@ -90,8 +92,10 @@ int ag_es_repo_new(const struct ag_es_repo_config *cfg, struct ag_es_repo **out)
     if (!r->cfg.snapshot_every) r->cfg.snapshot_every = 100;
     if (!r->cfg.max_retries) r->cfg.max_retries = 5;
     if (!r->cfg.cache_bytes) r->cfg.cache_bytes = 64u << 20;
+    /* a safety net while not every type reports its state's heap (ag_es_type.bytes) */
+    if (!r->cfg.cache_capacity) r->cfg.cache_capacity = 100000;
     r->nbuckets = 1024;
-    while (r->nbuckets < (r->cfg.cache_capacity ? r->cfg.cache_capacity : 100000)) r->nbuckets *= 2;
+    while (r->nbuckets < r->cfg.cache_capacity) r->nbuckets *= 2;
     r->buckets = ag_calloc(r->nbuckets, sizeof *r->buckets);
     if (!r->buckets) {
         ag_free(r);
@@ -150,8 +154,7 @@ static void lru_push(struct ag_es_repo *r, struct centry *e)
 
 static bool over_budget(const struct ag_es_repo *r)
 {
-    return r->bytes > r->cfg.cache_bytes ||
-           (r->cfg.cache_capacity && r->count > r->cfg.cache_capacity);
+    return r->bytes > r->cfg.cache_bytes || r->count > r->cfg.cache_capacity;
 }
 
 /* An entry's estimated bytes (its leader, or nobody, touches the state). */

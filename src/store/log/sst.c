@@ -20,7 +20,7 @@
  *   end-64 trailer: u64 F, u64 blocks, u64 bloom words, u64 streams, 3 x u64 0,
  *       u64 XXH3 of [F, end-8) — the table's identity, named in index.ckpt
  *
- * The summary and the bloom filter live in memory (~2.5 bytes a stream); a lookup
+ * The summary and the bloom filter live in memory (~1.6 bytes a stream); a lookup
  * asks the bloom filter, then reads and checks one block: one disk read a table
  * at most, and tables are few (merge.c keeps them so). Tables are derived data:
  * only those index.ckpt names are trusted, a missing or corrupt one makes open

@@ -225,10 +225,10 @@ void ag__lidx_close_tables(struct lstore *ls)
 /* The id in "index-<id>.sst[.tmp]", or false. */
 static bool table_file(const char *name, uint64_t *id)
 {
-    unsigned long long v;
-    int end = 0;
-    if (sscanf(name, "index-%20llu.sst%n", &v, &end) != 1 || end == 0) return false;
-    if (name[end] && strcmp(name + end, ".tmp") != 0) return false;
+    if (strncmp(name, "index-", 6) != 0 || name[6] < '0' || name[6] > '9') return false;
+    char *end;
+    unsigned long long v = strtoull(name + 6, &end, 10);
+    if (strcmp(end, ".sst") != 0 && strcmp(end, ".sst.tmp") != 0) return false;
     *id = v;
     return true;
 }

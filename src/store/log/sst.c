@@ -469,7 +469,7 @@ int ag__ltb_open(struct lstore *ls, uint64_t id, uint64_t sum, struct ltable **o
     struct stat st;
     int rc = t->fd < 0 ? AG_ENOTFOUND : fstat(t->fd, &st) ? AG_EIO : 0;
     char magic[8];
-    if (!rc && (read_at(t->fd, magic, 8, 0) || memcmp(magic, TB_MAGIC, 8))) rc = AG_ECORRUPT;
+    if (!rc && (read_at(t->fd, magic, 8, 0) || memcmp(magic, TB_MAGIC, 8) != 0)) rc = AG_ECORRUPT;
     if (!rc) {
         t->file_bytes = (uint64_t)st.st_size;
         rc = load_footer(t, (uint64_t)st.st_size, sum);

@@ -373,6 +373,7 @@ struct lstore {
     bool mg_started, mg_quit, mg_kick;
     pthread_mutex_t mg_lock;
     pthread_cond_t mg_cond;
+    pthread_mutex_t mg_run; /* a merge, from picking its run to freeing the old tables */
 
     /* head waiters (subscriptions) */
     pthread_mutex_t head_lock;
@@ -518,6 +519,13 @@ int ag__lidx_merger_start(struct lstore *ls);
 void ag__lidx_merger_stop(struct lstore *ls);
 /* Every stream with events, each once, its newest record (ix_lock read held). */
 int ag__lidx_each(struct lstore *ls, int (*cb)(void *ud, const struct ltb_rec *r), void *ud);
+/* The same for a long walk, called with no lock: the memtable's streams are given
+ * to `cb` under the read side of ix_lock (*locked true), then the tables' as they
+ * were at that moment without it (*locked false; merges wait, appends go on),
+ * leaving out names the memtable held. A snapshot: `cb` takes the lock itself to
+ * read records. */
+int ag__lidx_each_online(struct lstore *ls, int (*cb)(void *ud, const struct ltb_rec *r), void *ud,
+                         bool *locked);
 
 /* recovery scan (scan.c) */
 /* An event of the batch being assembled by the scan. */

@@ -548,6 +548,7 @@ static void store_free(struct lstore *ls)
     pthread_cond_destroy(&ls->pa_cond);
     pthread_mutex_destroy(&ls->ckpt_lock);
     pthread_mutex_destroy(&ls->mg_lock);
+    pthread_mutex_destroy(&ls->mg_run);
     pthread_cond_destroy(&ls->mg_cond);
     ag_free(ls->dir);
     ag_free(ls);
@@ -585,6 +586,7 @@ static int store_alloc(const char *dir, const struct ag_store_options *opts, str
     pthread_cond_init(&ls->pa_cond, NULL);
     pthread_mutex_init(&ls->ckpt_lock, NULL);
     pthread_mutex_init(&ls->mg_lock, NULL);
+    pthread_mutex_init(&ls->mg_run, NULL);
     pthread_cond_init(&ls->mg_cond, NULL);
     ls->index_memory = o->index_memory ? o->index_memory : LOG_INDEX_MEMORY_DEFAULT;
     if (ls->index_memory < LOG_INDEX_MEMORY_MIN) ls->index_memory = LOG_INDEX_MEMORY_MIN;

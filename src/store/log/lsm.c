@@ -20,6 +20,11 @@
  *   in under the write lock, saves a checkpoint naming it and only then deletes
  *   the old files. A crash at any point leaves either the old set named by the
  *   checkpoint or the new one; files no checkpoint names are deleted at open.
+ * - Tombstones (count 0: a stream a scavenge deleted) are records like any other:
+ *   they stop a lookup and are written by a flush when older tables exist; a merge
+ *   whose run includes the oldest table drops them (nothing older to hide).
+ * - A scavenge's plan walks the tables without ix_lock (ag__lidx_each_online):
+ *   each merge holds mg_run from picking its run to freeing the old tables.
  */
 #include <dirent.h>
 #include <stdio.h>
@@ -281,7 +286,19 @@ static void swap_in(struct lstore *ls, size_t from, size_t k, struct ltable *mer
     pthread_rwlock_unlock(&ls->ix_lock);
 }
 
+static int merge_run(struct lstore *ls);
+
+/* One merge, if a run is due; 1 when none. Holds mg_run until the old tables are
+ * freed (ag__lidx_each_online reads tables without ix_lock meanwhile). */
 static int merge_once(struct lstore *ls)
+{
+    pthread_mutex_lock(&ls->mg_run);
+    int rc = merge_run(ls);
+    pthread_mutex_unlock(&ls->mg_run);
+    return rc;
+}
+
+static int merge_run(struct lstore *ls)
 {
     size_t from, k;
     struct ltable *run[64];
@@ -386,5 +403,54 @@ int ag__lidx_each(struct lstore *ls, int (*cb)(void *ud, const struct ltb_rec *r
     for (size_t i = 0; its && i < k; i++) ag__ltb_it_free(&its[i]);
     ag_free(its);
     ag_free(v);
+    return rc;
+}
+
+static int hash_cmp(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+int ag__lidx_each_online(struct lstore *ls, int (*cb)(void *ud, const struct ltb_rec *r), void *ud,
+                         bool *locked)
+{
+    pthread_mutex_lock(&ls->mg_run); /* the tables copied below stay open */
+    pthread_rwlock_rdlock(&ls->ix_lock);
+    *locked = true;
+    size_t k = ls->ntables, nh = 0;
+    struct ltb_it *its = ag_calloc(k ? k : 1, sizeof *its);
+    uint64_t *seen = ag_malloc((ls->ix.count ? ls->ix.count : 1) * sizeof *seen);
+    int rc = its && seen ? 0 : AG_ENOMEM;
+    for (size_t i = 0; !rc && i < k; i++) its[i].t = ls->tables[k - 1 - i]; /* newest first */
+    for (size_t i = 0; !rc && i <= ls->ix.mask; i++) {
+        struct lstream *st = ls->ix.slots[i];
+        if (!st) continue;
+        seen[nh++] = st->hash; /* a tombstone too: it hides the tables' record */
+        if (st->count)
+            rc = cb(ud, &(struct ltb_rec){.hash = st->hash,
+                                          .name = st->name,
+                                          .name_len = st->name_len,
+                                          .count = st->count,
+                                          .snap_loc = st->snap_loc,
+                                          .entries = (const uint8_t *)lstream_entries(st)});
+    }
+    pthread_rwlock_unlock(&ls->ix_lock);
+    *locked = false;
+    if (!rc) qsort(seen, nh, sizeof *seen, hash_cmp);
+    for (size_t i = 0; its && i < k; i++) ag_buf_init(&its[i].buf);
+    for (size_t i = 0; !rc && i < k; i++) rc = ag__ltb_it_next(&its[i]);
+    while (!rc) {
+        struct ltb_it *best;
+        if ((rc = ag__ltb_merge_step(its, k, &best)) || !best) break;
+        /* a name the memtable held was seen there (a hash collision only skips one) */
+        if (best->cur.count && !bsearch(&best->cur.hash, seen, nh, sizeof *seen, hash_cmp))
+            rc = cb(ud, &best->cur);
+        if (!rc) rc = ag__ltb_it_next(best);
+    }
+    for (size_t i = 0; its && i < k; i++) ag__ltb_it_free(&its[i]);
+    ag_free(its);
+    ag_free(seen);
+    pthread_mutex_unlock(&ls->mg_run);
     return rc;
 }

@@ -23,17 +23,24 @@
  *   and versions may skip forward. The file is fdatasynced, then handed over.
  *
  * PUTTING IT IN (the writer thread, between groups: ag__log_swap_run)
+ *   First every stream with a record in the old file is brought from the on-disk
+ *   tables into the memtable (lsm.c), so that the re-pointing below happens there
+ *   and the tables' records, which name old locations, are shadowed from then on.
+ *   Then, holding ckpt_lock (no checkpoint saved meanwhile, the merger's included),
  *   index.ckpt is removed (its locations name the old file), the new file is
  *   renamed over the old and the directory fsynced, mapped, and under the write
  *   lock every index entry that pointed into the old file is re-pointed (kept) or
  *   set to LOC_NONE (deleted), snapshots and sparse slots likewise; a stream left
- *   with no event leaves the index. Readers copy records out under the read lock,
- *   so the old mapping is unmapped right after.
+ *   with no event leaves the index, or, while tables exist, stays as a tombstone
+ *   (no events) that hides the tables' record and goes to the next table. Then a
+ *   flush (over the cap) or a checkpoint names the new file at once. Readers copy records out under
+ * the read lock, so the old mapping is unmapped right after.
  *
  * CRASH SAFETY
  *   Each segment is replaced by one rename of a complete, synced file: after a
  *   crash every segment is either the old one or the new one, and the old
- *   checkpoint is already gone, so open rebuilds the index by a full scan. A
+ *   checkpoint is already gone, so open rebuilds the index by a full scan (every
+ *   table too: none is named by a checkpoint) until the one saved after the swap. A
  *   leftover `.scavenge` file is removed by the next scavenge. Nothing that was not
  *   deleted is ever missing from both files.
  */
@@ -186,19 +193,16 @@ struct rule_ctx {
     const struct ag_log_retention *ret;
     uint64_t now;
     struct plan *p;
+    bool locked; /* ag__lidx_each_online holds the read lock for us */
 };
 
-/* The retention rules for one stream of the memtable or a table (read lock held). */
-static int rule(void *ud, const struct ltb_rec *s)
+/* (read lock held) */
+static int rule_locked(struct rule_ctx *cx, const struct ltb_rec *s, bool idem)
 {
-    struct rule_ctx *cx = ud;
     struct lstore *ls = cx->ls;
     const struct ag_log_retention *ret = cx->ret;
     uint64_t now = cx->now;
     struct plan *p = cx->p;
-    bool idem = ret->idempotency_ns && has_prefix(s, "idempotency-");
-    bool saga = ret->saga_ns && has_prefix(s, "saga-");
-    if ((!idem && !saga) || !s->count) return 0;
     uint64_t loc = rec_loc(s, s->count - 1);
     if (loc == LOC_NONE) return 0;
     struct log_rec r;
@@ -210,6 +214,21 @@ static int rule(void *ud, const struct ltb_rec *s)
     if (!gone) return 0;
     int64_t before = sealed_prefix(ls, s, (int64_t)s->count);
     return before ? plan_put(p, s->name, s->name_len, before) : 0;
+}
+
+/* The retention rules for one stream of the memtable or a table: the lock is
+ * taken (unless held) only for a stream the rules name, to read its last event. */
+static int rule(void *ud, const struct ltb_rec *s)
+{
+    struct rule_ctx *cx = ud;
+    bool idem = cx->ret->idempotency_ns && has_prefix(s, "idempotency-");
+    bool saga = cx->ret->saga_ns && has_prefix(s, "saga-");
+    if ((!idem && !saga) || !s->count) return 0;
+    if (cx->locked) return rule_locked(cx, s, idem);
+    pthread_rwlock_rdlock(&cx->ls->ix_lock); /* the segments (a roll may move the array) */
+    int rc = rule_locked(cx, s, idem);
+    pthread_rwlock_unlock(&cx->ls->ix_lock);
+    return rc;
 }
 
 static int plan_tombstones(struct lstore *ls, struct plan *p)
@@ -249,13 +268,14 @@ static int make_plan(struct lstore *ls, const struct ag_log_retention *ret, stru
     uint64_t now = ag_clock_now(ls->base.opts.clock);
     int rc = 0;
     pthread_rwlock_rdlock(&ls->ix_lock);
-    if (ls->nsegs > 1) {
-        /* every stream, the on-disk tables' too (a tombstone or newer record wins) */
-        struct rule_ctx cx = {ls, ret, now, p};
-        rc = plan_tombstones(ls, p);
-        if (!rc && (ret->idempotency_ns || ret->saga_ns)) rc = ag__lidx_each(ls, rule, &cx);
-    }
+    bool sealed = ls->nsegs > 1;
+    if (sealed) rc = plan_tombstones(ls, p);
     pthread_rwlock_unlock(&ls->ix_lock);
+    /* the rules look at every stream, the on-disk tables' too, without holding the
+     * lock over the tables' reads (appends go on) */
+    struct rule_ctx cx = {ls, ret, now, p, false};
+    if (!rc && sealed && (ret->idempotency_ns || ret->saga_ns))
+        rc = ag__lidx_each_online(ls, rule, &cx, &cx.locked);
     return rc;
 }
 
@@ -609,6 +629,16 @@ void ag__log_swap_run(struct lstore *ls, struct lswap *sw)
     ag_free(locs);
     munmap((void *)was.map, was.map_len);
     close(was.fd);
+    /* back under the cap at once (the faulting may have grown the memtable well past
+     * it), and a checkpoint naming the new file: a crash from now on costs no full
+     * rebuild of the index. A failure only leaves the rebuild to the next open. */
+    if (ls->tb_enabled && !ls->unavail) {
+        struct ag_err ferr;
+        ag_err_clear(&ferr);
+        uint64_t flushes = ls->tb_flushes;
+        (void)ag__lidx_maybe_flush(ls, true, &ferr);
+        if (ls->tb_flushes == flushes) (void)ag__log_ckpt_save(ls, &ferr);
+    }
 }
 
 /* Hand a rewritten segment to the writer thread and wait. */

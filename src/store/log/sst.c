@@ -14,7 +14,8 @@
  *       u64 XXH3 of the block's first 8 bytes and payload. Records of one hash
  *       never straddle two blocks; a block is ~4 KiB unless one record is bigger.
  *       A record: u64 hash, u16 name_len, u32 count, u64 snap_loc, name,
- *       count x {u64 loc, u32 idh}
+ *       count x {u64 loc, u32 idh}. count 0 is a tombstone: a stream a scavenge
+ *       deleted, hiding its records in older tables (scavenge.c)
  *   F   the summary: per block {u64 first hash, u64 offset, u32 bytes, u32 0},
  *       then the bloom filter (u64 words, 10 bits a stream, 7 probes)
  *   end-64 trailer: u64 F, u64 blocks, u64 bloom words, u64 streams, 3 x u64 0,

@@ -29,8 +29,12 @@
  *                  - multi:  one ag_store_append_multi (one atomic unit);
  *                  - 2x:     two ag_store_append calls in a row (not atomic: today's way).
  *                  ops_per_s counts steps (2 events each).
- *   store.index_memory  1M single-event streams: stats.index_bytes and the RSS delta,
+ *   store.index_memory  AG_BENCH_STREAMS (10M) single-event streams with index memory
+ *                  AG_BENCH_INDEX_MEMORY (default 64M): stats.index_bytes, the RSS delta,
+ *                  the on-disk tables, after building and again after a reopen,
  *                  measured in a forked child so earlier phases' heap does not blur it.
+ *   store.index_lookup  AG_BENCH_LOOKUPS (100000) stream_version calls on random present
+ *                  and missing streams of that store: p50/p99 (after build, after reopen).
  *
  * ENVIRONMENT
  *   AG_BENCH_DIR     scratch directory (same filesystem for all impls); required
@@ -39,7 +43,8 @@
  *   AG_BENCH_SECONDS (per point, 3), AG_BENCH_ROUNDS (3), AG_BENCH_WRITERS,
  *   AG_BENCH_OPEN_EVENTS (10000000),
  *   AG_BENCH_BUILD_BUDGET (seconds allowed to build the open/read store, 60),
- *   AG_BENCH_STREAMS (1000000), AG_BENCH_ONLY (subset of "append,multi,read_pg,open,memory"),
+ *   AG_BENCH_STREAMS (10000000), AG_BENCH_INDEX_MEMORY, AG_BENCH_LOOKUPS,
+ *   AG_BENCH_ONLY (subset of "append,multi,read_pg,open,memory"),
  *   AG_BENCH_IMPLS (subset of "agora,raw,postgres,agora-pg"),
  *   AG_BENCH_PG_POOL (agora-pg's pool_size; default: the writers, up to 64).
  *
@@ -970,12 +975,76 @@ static void bench_open_read(const char *dir)
 
 /* ---- store.index_memory (in a forked child: a clean heap to measure) ---- */
 
+/* `n` stream_version lookups of random streams order-<k> with k < `range` (present
+ * when range <= streams) or k >= streams (missing): sorted latencies. */
+static struct lat lookup_lat(struct ag_store *s, uint64_t streams, size_t n, bool present)
+{
+    struct lat l = {0};
+    uint64_t x = 0x9E3779B97F4A7C15ull;
+    for (size_t i = 0; i < n; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        uint64_t k = present ? x % streams : streams + x % (streams + 1);
+        char name[32];
+        int len = snprintf(name, sizeof name, "order-%010llu", (unsigned long long)k);
+        int64_t v = -2;
+        double t0 = now_s();
+        int rc = ag_store_stream_version(s, name, (size_t)len, &v);
+        lat_push(&l, (uint64_t)((now_s() - t0) * 1e9));
+        if (rc || (present ? v != 0 : v != -1))
+            fprintf(stderr, "lookup %s: rc %d version %lld\n", name, rc, (long long)v);
+    }
+    qsort(l.v, l.n, sizeof *l.v, cmp_u32);
+    return l;
+}
+
+static void print_lookups(struct ag_store *s, uint64_t streams, const char *when)
+{
+    size_t n = (size_t)env_long("AG_BENCH_LOOKUPS", 100000);
+    struct lat hit = lookup_lat(s, streams, n, true), miss = lookup_lat(s, streams, n, false);
+    printf("{\"bench\":\"store.index_lookup\",\"impl\":\"agora\",\"params\":{\"streams\":%llu,"
+           "\"lookups\":%zu,\"when\":\"%s\"},\"present_p50_us\":%.2f,\"present_p99_us\":%.2f,"
+           "\"missing_p50_us\":%.2f,\"missing_p99_us\":%.2f}\n",
+           (unsigned long long)streams, n, when, pct_us(hit.v, hit.n, 0.5),
+           pct_us(hit.v, hit.n, 0.99), pct_us(miss.v, miss.n, 0.5), pct_us(miss.v, miss.n, 0.99));
+    fprintf(stderr,
+            "lookups (%s): present p50 %.1f us p99 %.1f us; missing p50 %.1f us p99 %.1f us\n",
+            when, pct_us(hit.v, hit.n, 0.5), pct_us(hit.v, hit.n, 0.99),
+            pct_us(miss.v, miss.n, 0.5), pct_us(miss.v, miss.n, 0.99));
+    free(hit.v);
+    free(miss.v);
+}
+
+static void print_index_memory(struct ag_store *s, uint64_t cap, uint64_t rss0, const char *when,
+                               double secs)
+{
+    struct ag_store_stats st = {0};
+    ag_store_stats(s, &st);
+    uint64_t rss1 = rss_bytes();
+    printf("{\"bench\":\"store.index_memory\",\"impl\":\"agora\",\"params\":{\"streams\":%llu,"
+           "\"stream_name_bytes\":16,\"index_memory\":%llu,\"when\":\"%s\"},\"index_bytes\":%llu,"
+           "\"rss_bytes\":%llu,\"tables\":%llu,\"table_entries\":%llu,\"table_bytes\":%llu,"
+           "\"seconds\":%.1f}\n",
+           (unsigned long long)st.streams, (unsigned long long)cap, when,
+           (unsigned long long)st.index_bytes, (unsigned long long)(rss1 > rss0 ? rss1 - rss0 : 0),
+           (unsigned long long)st.index_tables, (unsigned long long)st.index_entries,
+           (unsigned long long)st.index_table_bytes, secs);
+    fprintf(stderr,
+            "index (%s): %llu streams, index %.1f MB, RSS delta %.1f MB, %llu tables (%.0f MB), "
+            "%.1f s\n",
+            when, (unsigned long long)st.streams, st.index_bytes / 1e6,
+            (rss1 > rss0 ? rss1 - rss0 : 0) / 1e6, (unsigned long long)st.index_tables,
+            st.index_table_bytes / 1e6, secs);
+}
+
 static void index_memory_child(const char *dir, uint64_t streams)
 {
     char path[4096];
     snprintf(path, sizeof path, "%s/agora-index", dir);
+    uint64_t cap = 0;
+    const char *cs = getenv("AG_BENCH_INDEX_MEMORY");
+    if (cs && *cs && ag_parse_size(cs, &cap)) cap = 0;
     uint64_t rss0 = rss_bytes();
-    struct ag_store_options o = {.no_sync = true};
+    struct ag_store_options o = {.no_sync = true, .index_memory = cap};
     struct ag_store *s;
     struct ag_err err;
     int rc = ag_store_log_open(path, &o, &s, &err);
@@ -983,23 +1052,33 @@ static void index_memory_child(const char *dir, uint64_t streams)
         fprintf(stderr, "open %s: %s\n", path, ag_err_msg(&err, rc));
         _exit(1);
     }
-    build_store(s, streams, 1, 16, 600);
-    struct ag_store_stats st = {0};
-    ag_store_stats(s, &st);
-    uint64_t rss1 = rss_bytes();
-    printf("{\"bench\":\"store.index_memory\",\"impl\":\"agora\",\"params\":{\"streams\":%llu,"
-           "\"stream_name_bytes\":16},\"index_bytes\":%llu,\"rss_bytes\":%llu}\n",
-           (unsigned long long)st.streams, (unsigned long long)st.index_bytes,
-           (unsigned long long)(rss1 > rss0 ? rss1 - rss0 : 0));
-    fflush(stdout);
+    double t0 = now_s();
+    build_store(s, streams, 1, 16, (double)env_long("AG_BENCH_BUILD_BUDGET", 3600));
+    print_index_memory(s, cap, rss0, "built", now_s() - t0);
+    print_lookups(s, streams, "built");
     ag_store_close(s);
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork(); /* the reopen in a fresh process: no heap left over from the build */
+    if (pid == 0) {
+        rss0 = rss_bytes();
+        t0 = now_s();
+        if (ag_store_log_open(path, &o, &s, &err) == 0) { /* checkpoint + tables */
+            print_index_memory(s, cap, rss0, "reopened", now_s() - t0);
+            print_lookups(s, streams, "reopened");
+            ag_store_close(s);
+        }
+        fflush(stdout);
+        _exit(0);
+    }
+    if (pid > 0) waitpid(pid, NULL, 0);
     rm_tree(path);
     _exit(0);
 }
 
 static void bench_index_memory(const char *dir)
 {
-    uint64_t streams = (uint64_t)env_long("AG_BENCH_STREAMS", 1000000);
+    uint64_t streams = (uint64_t)env_long("AG_BENCH_STREAMS", 10000000);
     fflush(stdout);
     fflush(stderr);
     pid_t pid = fork(); /* no other thread runs here: forking is safe */

@@ -79,6 +79,10 @@ AG_EXTERN bool ag_utf8_valid(const char *s, size_t n);
 /* Parse a decimal int64 from the whole of s; AG_EINVAL when not a number. */
 AG_EXTERN int ag_parse_i64(const char *s, int64_t *out);
 AG_EXTERN int ag_parse_u64(const char *s, uint64_t *out);
+/* Parse a byte size from the whole of s: digits with an optional binary suffix
+ * K, M, G or T (also KB/KiB..., case-insensitive letter): "65536", "64M", "1GiB".
+ * AG_EINVAL when malformed or out of range. */
+AG_EXTERN int ag_parse_size(const char *s, uint64_t *out);
 
 /* ---- network addresses ---- */
 

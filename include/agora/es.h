@@ -44,6 +44,9 @@ struct ag_es_type {
     int (*evolve)(void *state, const char *type, const json_t *data);
     json_t *(*snapshot)(const void *state); /* new reference */
     int (*restore)(void *state, const json_t *snap);
+    /* Optional: heap bytes the state holds beyond state_size (the aggregate cache's
+     * byte budget counts them); NULL counts state_size only. */
+    size_t (*bytes)(const void *state);
 };
 
 /* New events a decide function produces: type (static string) + data (owned). */
@@ -69,12 +72,22 @@ struct ag_es_repo_config {
     struct ag_store *store;  /* borrowed */
     uint32_t snapshot_every; /* 0 → 100 */
     uint32_t max_retries;    /* on conflict; 0 → 5 */
-    size_t cache_capacity;   /* aggregates kept in memory; 0 → 100000 */
+    size_t cache_capacity;   /* at most this many aggregates cached; 0 → 100000 */
+    size_t cache_bytes;      /* cache budget: entries' estimated bytes; 0 → 64 MiB */
+};
+
+/* What the aggregate cache holds now (for metrics). */
+struct ag_es_repo_stats {
+    size_t entries;     /* cached aggregates */
+    size_t bytes;       /* their estimated bytes (entry, name, state, ag_es_type.bytes) */
+    size_t budget;      /* cache_bytes in effect */
+    uint64_t evictions; /* since creation */
 };
 struct ag_es_repo;
 
 AG_EXTERN int ag_es_repo_new(const struct ag_es_repo_config *cfg, struct ag_es_repo **out);
 AG_EXTERN void ag_es_repo_free(struct ag_es_repo *r);
+AG_EXTERN void ag_es_repo_stats(struct ag_es_repo *r, struct ag_es_repo_stats *out);
 
 struct ag_es_result {
     int64_t version;   /* the stream's version after the command */

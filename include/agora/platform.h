@@ -28,6 +28,8 @@ struct ag_platform_config {
     bool seed;             /* demo catalog, stock and funded customers on first start */
     bool no_sync;          /* store without fdatasync (tests only: not durable) */
     unsigned saga_threads; /* 0 = cores, at least 4 (steps are async); env AGORA_SAGA_THREADS */
+    uint64_t index_memory; /* log store: cap on the stream index's memory; 0 = 64 MiB */
+    size_t cache_bytes;    /* aggregate cache budget in bytes; 0 = the repository's default */
     /* Identity comes from a gateway in front (x-user-id, x-user-roles); a request
      * without it is anonymous. false (no gateway): a request without identity
      * headers acts as the local operator, an admin — bind loopback only. */

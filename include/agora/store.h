@@ -117,13 +117,19 @@ struct ag_snapshot {
 AG_EXTERN void ag_snapshot_free(struct ag_snapshot *snap);
 
 struct ag_store_stats {
-    uint64_t events;      /* events in the store (= next position) */
-    uint64_t streams;     /* streams with at least one event */
-    uint64_t bytes;       /* bytes of log on disk */
-    uint64_t segments;    /* segment files */
-    uint64_t appends;     /* append calls acknowledged since open */
-    uint64_t commits;     /* group commits (fdatasync calls) since open */
-    uint64_t index_bytes; /* approximate memory of the in-memory index */
+    uint64_t events;            /* events in the store (= next position) */
+    uint64_t streams;           /* streams with at least one event */
+    uint64_t bytes;             /* bytes of log on disk */
+    uint64_t segments;          /* segment files */
+    uint64_t appends;           /* append calls acknowledged since open */
+    uint64_t commits;           /* group commits (fdatasync calls) since open */
+    uint64_t index_bytes;       /* approximate memory of the in-memory index */
+    uint64_t index_tables;      /* on-disk index tables (log) */
+    uint64_t index_entries;     /* stream records in them, a stream counted once per table */
+    uint64_t index_table_bytes; /* their bytes on disk */
+    uint64_t index_mem_streams; /* streams in the in-memory part */
+    uint64_t index_flushes;     /* in-memory part written out as a table, since open */
+    uint64_t index_merges;      /* background merges of tables, since open */
 };
 
 /* Whether the store takes writes, for readiness checks, metrics and Retry-After. */
@@ -149,6 +155,7 @@ struct ag_store_options {
     const struct ag_rng *rng;     /* NULL → system RNG */
     uint64_t retry_min_ns;        /* first retry after a write failure; 0 → 100 ms */
     uint64_t retry_max_ns;        /* retry backoff cap (doubling); 0 → 5 s */
+    uint64_t index_memory;        /* log: cap on the stream index's memory; 0 → 64 MiB */
 };
 
 struct ag_store;

@@ -218,3 +218,46 @@ int ag_parse_u64(const char *s, uint64_t *out)
     *out = v;
     return 0;
 }
+
+int ag_parse_size(const char *s, uint64_t *out)
+{
+    if (!s || !*s || *s < '0' || *s > '9') return AG_EINVAL;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s) return AG_EINVAL;
+    unsigned shift = 0;
+    switch (*end) {
+    case 0:
+        break;
+    case 'k':
+    case 'K':
+        shift = 10;
+        break;
+    case 'm':
+    case 'M':
+        shift = 20;
+        break;
+    case 'g':
+    case 'G':
+        shift = 30;
+        break;
+    case 't':
+    case 'T':
+        shift = 40;
+        break;
+    default:
+        return AG_EINVAL;
+    }
+    if (*end) {
+        end++;
+        if (*end == 'i' && end[1] == 'B')
+            end += 2; /* 64MiB */
+        else if (*end == 'B')
+            end++; /* 64MB */
+        if (*end) return AG_EINVAL;
+    }
+    if (shift && v > (UINT64_MAX >> shift)) return AG_EINVAL;
+    *out = (uint64_t)v << shift;
+    return 0;
+}

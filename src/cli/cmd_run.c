@@ -19,6 +19,7 @@ static const char usage_text[] =
     "                 [--workers N] [--no-seed] [--no-gateway] [--idempotency-ttl DUR]\n"
     "                 [--saga-retention DUR] [--bus URI] [--tls-cert FILE --tls-key FILE]...\n"
     "                 [--http-redirect HOST:PORT]\n"
+    "                 [--index-memory BYTES] [--cache-memory BYTES]\n"
     "\n"
     "Start the commerce platform in one process: customers, catalog, ordering,\n"
     "inventory, payments and shipping over the event store (--store), their read\n"
@@ -60,6 +61,10 @@ static const char usage_text[] =
     "                      re-reads the files without dropping connections\n"
     "  --tls-key FILE      its PEM private key (env AGORA_TLS_KEY)\n"
     "  --http-redirect HOST:PORT  plain HTTP there answers 308 to the https address\n"
+    "  --index-memory BYTES  memory for the log's stream index (default 64M, env\n"
+    "                      AGORA_INDEX_MEMORY; K/M/G suffixes): the rest is on disk\n"
+    "  --cache-memory BYTES  memory for cached aggregates (default 64M, env\n"
+    "                      AGORA_CACHE_MEMORY)\n"
     "\n"
     "The JWT secret is AGORA_JWT_SECRET when set, else a random one kept in DIR/jwt-secret.\n"
     "AGORA_SAGA_THREADS sets the saga workers (default: number of cores, at least 4).\n"
@@ -206,6 +211,8 @@ static int run(int argc, char **argv)
     const char *idem_ttl = getenv("AGORA_IDEMPOTENCY_TTL");
     const char *saga_ret = getenv("AGORA_SAGA_RETENTION");
     struct ag_cli_tls tls = {0};
+    const char *index_mem = getenv("AGORA_INDEX_MEMORY");
+    const char *cache_mem = getenv("AGORA_CACHE_MEMORY");
     for (int i = 1; i < argc; i++) {
         int t = ag_cli_tls_arg(argc, argv, &i, &tls, "run");
         if (t < 0) return 2;
@@ -230,6 +237,10 @@ static int run(int argc, char **argv)
             seed = false;
         else if (strcmp(argv[i], "--no-gateway") == 0)
             gateway = false;
+        else if (strcmp(argv[i], "--index-memory") == 0 && i + 1 < argc)
+            index_mem = argv[++i];
+        else if (strcmp(argv[i], "--cache-memory") == 0 && i + 1 < argc)
+            cache_mem = argv[++i];
         else
             return ag_cli_usage_error(
                 "run: unknown or incomplete option '%s' (see 'agora run --help')", argv[i]);
@@ -254,6 +265,16 @@ static int run(int argc, char **argv)
         return ag_cli_usage_error("run: --idempotency-ttl takes a duration such as 24h, 90m, 30s");
     if (saga_ret && *saga_ret && !ag_cli_duration_ms(saga_ret))
         return ag_cli_usage_error("run: --saga-retention takes a duration such as 7d, 24h, 90m");
+    uint64_t index_bytes = 0, cache_bytes = 0;
+    if (index_mem && *index_mem &&
+        (ag_parse_size(index_mem, &index_bytes) || index_bytes < (1u << 20)))
+        return ag_cli_usage_error("run: --index-memory (AGORA_INDEX_MEMORY) takes a size of at "
+                                  "least 1M, e.g. 64M or 1G, not '%s'",
+                                  index_mem);
+    if (cache_mem && *cache_mem && (ag_parse_size(cache_mem, &cache_bytes) || cache_bytes == 0))
+        return ag_cli_usage_error("run: --cache-memory (AGORA_CACHE_MEMORY) takes a size, e.g. "
+                                  "64M, not '%s'",
+                                  cache_mem);
     /* commands wait on group commit in the threadpool: give it room before libuv starts it */
     setenv("UV_THREADPOOL_SIZE", "64", 0);
     struct ag_platform_config cfg = {
@@ -266,7 +287,9 @@ static int run(int argc, char **argv)
         .seed = seed,
         .idempotency_ttl_ms = idem_ttl ? ag_cli_duration_ms(idem_ttl) : 0,
         .saga_retention_ms = saga_ret ? ag_cli_duration_ms(saga_ret) : 0,
-        .bus_uri = bus};
+        .bus_uri = bus,
+        .index_memory = index_bytes,
+        .cache_bytes = (size_t)cache_bytes};
     const char *st = getenv("AGORA_SAGA_THREADS");
     if (st && atoi(st) > 0 && atoi(st) <= 1024) cfg.saga_threads = (unsigned)atoi(st);
     const char *rw = getenv("AGORA_DB_WAIT"); /* the store's and the read models' */

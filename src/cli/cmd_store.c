@@ -296,10 +296,13 @@ static int cmd_stats(const struct store_args *a, struct ag_store *s)
     else
         ag_buf_puts(&where, "\"dir\":"), ag_buf_json_str(&where, a->data, strlen(a->data));
     printf("{%s,\"events\":%llu,\"streams\":%llu,\"bytes\":%llu,\"segments\":%llu,"
-           "\"indexBytes\":%llu}\n",
+           "\"indexBytes\":%llu,\"indexTables\":%llu,\"indexTableEntries\":%llu,"
+           "\"indexTableBytes\":%llu,\"indexMemoryStreams\":%llu}\n",
            where.data ? where.data : "", (unsigned long long)st.events,
            (unsigned long long)st.streams, (unsigned long long)st.bytes,
-           (unsigned long long)st.segments, (unsigned long long)st.index_bytes);
+           (unsigned long long)st.segments, (unsigned long long)st.index_bytes,
+           (unsigned long long)st.index_tables, (unsigned long long)st.index_entries,
+           (unsigned long long)st.index_table_bytes, (unsigned long long)st.index_mem_streams);
     ag_buf_free(&where);
     return 0;
 }

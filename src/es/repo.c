@@ -6,7 +6,12 @@
  * at a time while different aggregates proceed in parallel. Before every use the
  * entry is caught up with the store (an in-memory version check, then the events
  * after the cached version), so another process writing the same store is seen.
- * Entries nobody holds are evicted in LRU order beyond `cache_capacity`.
+ * Entries nobody holds are evicted in LRU order while the cache is over its byte
+ * budget (`cache_bytes`: each entry counts its struct, name and state, plus what
+ * the type's `bytes` hook reports of the state's heap, measured by the leader
+ * after each batch) or over `cache_capacity` entries (a safety net while the
+ * domain's types do not report their heap: without the hook a state counts only
+ * its struct).
  *
  * Batching. Commands on one aggregate are combined: the first caller becomes the
  * aggregate's leader and runs every command queued meanwhile as one batch —
@@ -57,6 +62,8 @@ struct centry {
     uint64_t hash;
     unsigned refs;   /* users holding it (not evictable while > 0) */
     bool loaded;     /* state initialised */
+    size_t bytes;    /* what it counts in the repo's total (r->lock) */
+    size_t measured; /* its size as the leader last measured it (atomic) */
     int64_t version; /* version the state includes (-1: none) */
     void *state;
     char stream[]; /* NUL-terminated */
@@ -67,6 +74,8 @@ struct ag_es_repo {
     pthread_mutex_t lock; /* guards the table, LRU and refs */
     struct centry **buckets;
     size_t nbuckets, count;
+    size_t bytes;       /* sum of the entries' `bytes` */
+    uint64_t evictions; /* entries evicted */
     struct centry *lru_head, *lru_tail;
 };
 
@@ -100,6 +109,8 @@ int ag_es_repo_new(const struct ag_es_repo_config *cfg, struct ag_es_repo **out)
     r->cfg = *cfg;
     if (!r->cfg.snapshot_every) r->cfg.snapshot_every = 100;
     if (!r->cfg.max_retries) r->cfg.max_retries = 5;
+    if (!r->cfg.cache_bytes) r->cfg.cache_bytes = 64u << 20;
+    /* a safety net while not every type reports its state's heap (ag_es_type.bytes) */
     if (!r->cfg.cache_capacity) r->cfg.cache_capacity = 100000;
     r->nbuckets = 1024;
     while (r->nbuckets < r->cfg.cache_capacity) r->nbuckets *= 2;
@@ -159,9 +170,37 @@ static void lru_push(struct ag_es_repo *r, struct centry *e)
     if (!r->lru_tail) r->lru_tail = e;
 }
 
+static bool over_budget(const struct ag_es_repo *r)
+{
+    return r->bytes > r->cfg.cache_bytes || r->count > r->cfg.cache_capacity;
+}
+
+/* An entry's estimated bytes (its leader, or nobody, touches the state). */
+static size_t entry_bytes(const struct centry *e)
+{
+    size_t n = sizeof *e + strlen(e->stream) + 1 + e->type->state_size;
+    if (e->loaded && e->type->bytes) n += e->type->bytes(e->state);
+    return n;
+}
+
+/* The leader, after a batch: the state's size for the next accounting. */
+static void note_size(struct centry *e)
+{
+    __atomic_store_n(&e->measured, entry_bytes(e), __ATOMIC_RELAXED);
+}
+
+/* Bring the repo's total up to date with what the leader measured. */
+static void account(struct ag_es_repo *r, struct centry *e)
+{
+    size_t m = __atomic_load_n(&e->measured, __ATOMIC_RELAXED);
+    if (!m || m == e->bytes) return;
+    r->bytes += m - e->bytes; /* unsigned wrap-around cancels out */
+    e->bytes = m;
+}
+
 static void evict(struct ag_es_repo *r)
 {
-    for (struct centry *e = r->lru_tail; e && r->count > r->cfg.cache_capacity;) {
+    for (struct centry *e = r->lru_tail; e && over_budget(r);) {
         struct centry *prev = e->prev;
         if (e->refs == 0) {
             struct centry **pp = &r->buckets[e->hash & (r->nbuckets - 1)];
@@ -169,6 +208,8 @@ static void evict(struct ag_es_repo *r)
             *pp = e->hnext;
             lru_unlink(r, e);
             r->count--;
+            r->bytes -= e->bytes;
+            r->evictions++;
             entry_free(e);
         }
         e = prev;
@@ -195,6 +236,8 @@ static struct centry *acquire(struct ag_es_repo *r, const struct ag_es_type *t, 
         e->hnext = r->buckets[h & (r->nbuckets - 1)];
         r->buckets[h & (r->nbuckets - 1)] = e;
         r->count++;
+        e->bytes = entry_bytes(e);
+        r->bytes += e->bytes;
     } else {
         ag_free(e);
         e = NULL;
@@ -212,6 +255,7 @@ static void release(struct ag_es_repo *r, struct centry *e)
 {
     pthread_mutex_lock(&r->lock);
     e->refs--;
+    account(r, e);
     evict(r);
     pthread_mutex_unlock(&r->lock);
 }
@@ -221,6 +265,16 @@ static void hold(struct ag_es_repo *r, struct centry *e)
 {
     pthread_mutex_lock(&r->lock);
     e->refs++;
+    pthread_mutex_unlock(&r->lock);
+}
+
+void ag_es_repo_stats(struct ag_es_repo *r, struct ag_es_repo_stats *out)
+{
+    pthread_mutex_lock(&r->lock);
+    *out = (struct ag_es_repo_stats){.entries = r->count,
+                                     .bytes = r->bytes,
+                                     .budget = r->cfg.cache_bytes,
+                                     .evictions = r->evictions};
     pthread_mutex_unlock(&r->lock);
 }
 
@@ -543,6 +597,7 @@ static bool conclude(struct batch *b, int rc)
                 c->res.position = b->results[0].first_position + (c->first + c->n - 1);
             }
         if (b->agg) maybe_snapshot(r, e, b->base);
+        note_size(e);
         batch_clear(b);
         return false;
     }

@@ -8,7 +8,8 @@
  *   agora_saga_sagas{outcome}                  started/completed/compensated/failed since start
  *   agora_saga_queued                          sagas waiting for a worker
  *   agora_store_events, agora_store_streams, agora_store_commits, agora_store_bytes
- *   agora_store_index_bytes                    memory of the store's stream index
+ *   agora_store_index_bytes, agora_store_index_tables   stream index memory, on-disk tables
+ *   agora_es_cache_bytes, agora_es_cache_entries        the aggregate cache
  */
 #include <stdio.h>
 #include <string.h>
@@ -21,7 +22,8 @@
 struct gauges {
     struct ag_obs_series *lag_events[MAX_PROJ], *lag_seconds[MAX_PROJ], *checkpoint[MAX_PROJ];
     struct ag_obs_series *sagas[4], *queued;
-    struct ag_obs_series *store[5];
+    struct ag_obs_series *store[4];
+    struct ag_obs_series *index[2], *cache[2];
 };
 
 static struct ag_obs_series *series(struct ag_obs_registry *r, const char *name, const char *help,
@@ -62,8 +64,11 @@ static void make_gauges(struct ag_platform *p, struct gauges *g)
     g->store[2] =
         series(r, "agora_store_commits", "Group commits (fdatasync) since open.", NULL, NULL);
     g->store[3] = series(r, "agora_store_bytes", "Bytes of event log.", NULL, NULL);
-    g->store[4] =
-        series(r, "agora_store_index_bytes", "Memory of the store's stream index.", NULL, NULL);
+    g->index[0] = series(r, "agora_store_index_bytes", "Memory of the stream index.", NULL, NULL);
+    g->index[1] = series(r, "agora_store_index_tables", "On-disk stream index tables.", NULL, NULL);
+    g->cache[0] =
+        series(r, "agora_es_cache_bytes", "Estimated bytes of cached aggregates.", NULL, NULL);
+    g->cache[1] = series(r, "agora_es_cache_entries", "Cached aggregates.", NULL, NULL);
 }
 
 static void publish(struct ag_platform *p, const struct gauges *g)
@@ -89,7 +94,12 @@ static void publish(struct ag_platform *p, const struct gauges *g)
     ag_obs_gauge_set(g->store[1], (double)st.streams);
     ag_obs_gauge_set(g->store[2], (double)st.commits);
     ag_obs_gauge_set(g->store[3], (double)st.bytes);
-    ag_obs_gauge_set(g->store[4], (double)st.index_bytes);
+    ag_obs_gauge_set(g->index[0], (double)st.index_bytes);
+    ag_obs_gauge_set(g->index[1], (double)st.index_tables);
+    struct ag_es_repo_stats cs;
+    ag_es_repo_stats(p->repo, &cs);
+    ag_obs_gauge_set(g->cache[0], (double)cs.bytes);
+    ag_obs_gauge_set(g->cache[1], (double)cs.entries);
 }
 
 static void *monitor_main(void *arg)

@@ -270,14 +270,14 @@ static int start_http(struct ag_platform *p, struct ag_err *err)
 
 static int open_store(struct ag_platform *p, struct ag_err *err)
 {
-    struct ag_store_options o = {.no_sync = p->cfg.no_sync};
+    struct ag_store_options o = {.no_sync = p->cfg.no_sync, .index_memory = p->cfg.index_memory};
     char uri[4096];
     if (!p->cfg.store_uri &&
         (size_t)snprintf(uri, sizeof uri, "file:%s", p->cfg.data_dir) >= sizeof uri)
         return ag_err_set(err, AG_EINVAL, "the data directory's path is too long");
     int rc = ag_store_open(p->cfg.store_uri ? p->cfg.store_uri : uri, &o, &p->store, err);
     if (rc) return rc;
-    struct ag_es_repo_config rc_cfg = {.store = p->store};
+    struct ag_es_repo_config rc_cfg = {.store = p->store, .cache_bytes = p->cfg.cache_bytes};
     if (ag_es_repo_new(&rc_cfg, &p->repo)) return ag_err_set(err, AG_ENOMEM, "out of memory");
     const char *rmu = p->cfg.readmodels_uri;
     size_t n = rmu ? strlen(rmu) + 1 : strlen(p->cfg.data_dir) + 16;

@@ -35,6 +35,7 @@ fail() {
 }
 
 start_server() {
+  : >"$WORK/server.log" # here, not in the background job: the loop below must not read the last run's port
   "$AGORA" run --data "$DATA" --listen 127.0.0.1:0 --workers 2 2>"$WORK/server.log" >/dev/null &
   SPID=$!
   PORT=

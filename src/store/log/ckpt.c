@@ -5,9 +5,17 @@
  * close. Any doubt on load (checksum, a segment shorter than the checkpoint says)
  * and the checkpoint is ignored: the log is the truth, the index is derived.
  *
+ * It holds only the in-memory part of the stream index (the memtable) and names
+ * the on-disk tables (sst.c) that hold the rest, in order, each with the checksum
+ * of its footer: a table is trusted only while a checkpoint names it. Saved
+ * under ckpt_lock and the read side of ix_lock, so the writer and the merger
+ * (lsm.c) may both save, and what is saved is one consistent state.
+ *
  * Layout (little-endian):
- *   "AGORAIX1" u32 version u32 0 | u64 nsegs | u64 head | u64 nstreams | u64 nsparse
+ *   "AGORAIX2" u32 version u32 0 | u64 nsegs | u64 head | u64 nstreams | u64 nsparse
+ *   | u64 ntables | u64 live streams
  *   nsegs   × { u64 segno, u64 end }
+ *   ntables × { u64 id, u64 footer checksum }
  *   nstreams× { u16 name_len, name, u32 count, u64 snap_loc, count × {u64 loc, u32 idh} }
  *   nsparse × u64 loc
  *   u64 XXH3 of everything before
@@ -20,7 +28,7 @@
 
 #include "store/log/internal.h"
 
-#define CKPT_MAGIC "AGORAIX1"
+#define CKPT_MAGIC "AGORAIX2"
 #define CKPT_NAME  "index.ckpt"
 
 static int put(struct ag_buf *b, const void *p, size_t n)
@@ -36,9 +44,12 @@ static int serialize(struct lstore *ls, struct ag_buf *b)
 {
     uint32_t ver = LOG_FORMAT_VERSION, zero = 0;
     int rc = put(b, CKPT_MAGIC, 8) || put(b, &ver, 4) || put(b, &zero, 4) || put64(b, ls->nsegs) ||
-             put64(b, ls->head) || put64(b, ls->ix.count) || put64(b, ls->sparse_len);
+             put64(b, ls->head) || put64(b, ls->ix.count) || put64(b, ls->sparse_len) ||
+             put64(b, ls->ntables) || put64(b, ls->ix.live);
     for (size_t i = 0; !rc && i < ls->nsegs; i++)
         rc = put64(b, ls->segs[i].segno) || put64(b, ls->segs[i].end);
+    for (size_t i = 0; !rc && i < ls->ntables; i++)
+        rc = put64(b, ls->tables[i]->id) || put64(b, ls->tables[i]->file_sum);
     for (size_t i = 0; !rc && i <= ls->ix.mask; i++) {
         struct lstream *st = ls->ix.slots[i];
         if (!st) continue;
@@ -67,7 +78,10 @@ int ag__log_ckpt_save(struct lstore *ls, struct ag_err *err)
 {
     struct ag_buf b;
     ag_buf_init(&b);
+    pthread_mutex_lock(&ls->ckpt_lock);
+    pthread_rwlock_rdlock(&ls->ix_lock);
     int rc = serialize(ls, &b);
+    pthread_rwlock_unlock(&ls->ix_lock);
     if (rc) goto out_free_buf;
     int fd = openat(ls->dir_fd, CKPT_NAME ".tmp", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
@@ -81,8 +95,17 @@ int ag__log_ckpt_save(struct lstore *ls, struct ag_err *err)
     if (!rc && !ls->base.opts.no_sync) fsync(ls->dir_fd);
     if (rc) rc = ag_err_set(err, AG_EIO, "%s/%s: %s", ls->dir, CKPT_NAME, strerror(-rc));
 out_free_buf:
+    pthread_mutex_unlock(&ls->ckpt_lock);
     ag_buf_free(&b);
     return rc;
+}
+
+void ag__log_ckpt_drop(struct lstore *ls)
+{
+    pthread_mutex_lock(&ls->ckpt_lock);
+    unlinkat(ls->dir_fd, CKPT_NAME, 0);
+    if (!ls->base.opts.no_sync) fsync(ls->dir_fd);
+    pthread_mutex_unlock(&ls->ckpt_lock);
 }
 
 /* ---- load ---- */
@@ -150,7 +173,6 @@ static int load_streams(struct lstore *ls, struct rd *r, uint64_t nstreams)
         memcpy(lstream_entries(st), r->p, bytes);
         r->p += bytes;
         st->count = count;
-        if (count) ls->ix.live++;
         st->snap_loc = snap;
     }
     return 0;
@@ -170,8 +192,20 @@ static int load_sparse(struct lstore *ls, struct rd *r, uint64_t nsparse, uint64
     return 0;
 }
 
+static int load_tables(struct lstore *ls, struct rd *r, uint64_t ntables)
+{
+    if (ntables > (uint64_t)(r->end - r->p) / 16) return 1;
+    uint64_t *v = ag_malloc((ntables ? ntables : 1) * 16);
+    if (!v) return AG_ENOMEM;
+    for (uint64_t i = 0; i < ntables; i++) take(r, &v[i], 8), take(r, &v[ntables + i], 8);
+    int rc = ag__lidx_open_tables(ls, v, v + ntables, (size_t)ntables);
+    ag_free(v);
+    return rc;
+}
+
 static int reset_index(struct lstore *ls)
 {
+    ag__lidx_close_tables(ls);
     ag__lindex_free(&ls->ix);
     int rc = ag__lindex_init(&ls->ix, 0);
     ag_free(ls->sparse);
@@ -190,12 +224,13 @@ int ag__log_ckpt_load(struct lstore *ls, bool *loaded, uint64_t *seg, uint64_t *
     int rc = read_file(ls->dir_fd, &b);
     if (rc) goto out_free_buf;
     rc = 0;
-    if (b.len < 56 + 8 || memcmp(b.data, CKPT_MAGIC, 8) != 0 ||
+    if (b.len < 72 + 8 || memcmp(b.data, CKPT_MAGIC, 8) != 0 ||
         ag__le64((uint8_t *)b.data + b.len - 8) != ag_xxh3(b.data, b.len - 8))
         goto out_ignore;
     struct rd r = {(const uint8_t *)b.data + 16, (const uint8_t *)b.data + b.len - 8};
-    uint64_t nsegs = 0, head = 0, nstreams = 0, nsparse = 0;
+    uint64_t nsegs = 0, head = 0, nstreams = 0, nsparse = 0, ntables = 0, live = 0;
     take(&r, &nsegs, 8), take(&r, &head, 8), take(&r, &nstreams, 8), take(&r, &nsparse, 8);
+    take(&r, &ntables, 8), take(&r, &live, 8);
     size_t idx_hint = nstreams < (1u << 24) ? (size_t)nstreams : 0;
     ag__lindex_free(&ls->ix);
     if (ag__lindex_init(&ls->ix, idx_hint)) {
@@ -203,7 +238,8 @@ int ag__log_ckpt_load(struct lstore *ls, bool *loaded, uint64_t *seg, uint64_t *
         goto out_reset;
     }
     /* each loader: 0 ok, 1 inconsistent (ignore the checkpoint), AG_ENOMEM */
-    if ((rc = load_segs(ls, &r, nsegs) ? 0 : 1) == 0) rc = load_streams(ls, &r, nstreams);
+    if ((rc = load_segs(ls, &r, nsegs) ? 0 : 1) == 0) rc = load_tables(ls, &r, ntables);
+    if (rc == 0) rc = load_streams(ls, &r, nstreams);
     if (rc == 0) rc = load_sparse(ls, &r, nsparse, head);
     if (rc == 1) {
         rc = 0;
@@ -211,6 +247,7 @@ int ag__log_ckpt_load(struct lstore *ls, bool *loaded, uint64_t *seg, uint64_t *
     }
     if (rc) goto out_reset;
     ls->head = head;
+    ls->ix.live = live;
     *seg = nsegs - 1;
     *off = ls->segs[nsegs - 1].end;
     *loaded = true;

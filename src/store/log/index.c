@@ -79,6 +79,18 @@ struct lstream *ag__lindex_add(struct lindex *ix, const char *name, size_t len, 
     return s;
 }
 
+int ag__lindex_adopt(struct lindex *ix, struct lstream *s)
+{
+    if ((ix->count + 1) * 2 > ix->mask + 1 && grow(ix)) return AG_ENOMEM;
+    size_t i = s->hash & ix->mask;
+    while (ix->slots[i]) i = (i + 1) & ix->mask;
+    ix->slots[i] = s;
+    ix->count++;
+    ix->bytes += ((LSTREAM_BYTES(s->name_len) + 8 + 15) & ~(size_t)15) +
+                 (s->cap > 1 ? (size_t)s->cap * sizeof(struct lentry) : 0);
+    return 0;
+}
+
 int ag__lindex_reserve(struct lindex *ix, struct lstream *s, size_t extra)
 {
     size_t need = (size_t)s->count + extra;

@@ -169,10 +169,90 @@ void ag__lindex_free(struct lindex *ix);
 struct lstream *ag__lindex_find(const struct lindex *ix, const char *name, size_t len, uint64_t h);
 /* Insert a new, empty stream (must not exist). NULL on ENOMEM. */
 struct lstream *ag__lindex_add(struct lindex *ix, const char *name, size_t len, uint64_t h);
+/* Insert a stream allocated as ag__lindex_add does (a table's copy, sst.c), taking
+ * ownership; AG_ENOMEM leaves the index unchanged and `s` with the caller. */
+int ag__lindex_adopt(struct lindex *ix, struct lstream *s);
 /* Make room for `extra` more entries. */
 int ag__lindex_reserve(struct lindex *ix, struct lstream *s, size_t extra);
 /* Take a stream out of the index and free it (scavenge: every event deleted). */
 void ag__lindex_remove(struct lindex *ix, struct lstream *s);
+
+/* ---- the on-disk part of the stream index (sst.c, lsm.c) ---- */
+
+struct lstore;
+
+#define LOG_INDEX_MEMORY_DEFAULT (64ull << 20)
+#define LOG_INDEX_MEMORY_MIN     (1ull << 20)
+#define LOG_TB_MERGE_AT          4    /* tables before a background merge */
+#define LOG_TB_MIN_STREAMS       1024 /* no flush of a memtable with fewer streams */
+
+/* One block of a table, as the in-memory summary knows it. */
+struct ltb_sum {
+    uint64_t first_hash; /* hash of its first record */
+    uint64_t off;        /* file offset */
+    uint32_t len;        /* bytes, checksum included */
+};
+
+/* An open, immutable stream table (sst.c). */
+struct ltable {
+    uint64_t id;       /* number in the file name */
+    uint64_t file_sum; /* XXH3 of its footer: its identity in index.ckpt */
+    int fd;
+    uint64_t file_bytes;
+    uint64_t streams; /* records */
+    struct ltb_sum *sum;
+    size_t nblocks;
+    uint64_t *bloom;
+    uint64_t bloom_words;
+    size_t mem; /* bytes this table holds in memory */
+};
+
+/* A stream record of a table or the memtable; pointers borrow. */
+struct ltb_rec {
+    uint64_t hash;
+    const char *name;
+    uint16_t name_len;
+    uint32_t count;
+    uint64_t snap_loc;
+    const uint8_t *entries; /* count x struct lentry, maybe unaligned */
+    size_t bytes;           /* encoded size (tables) */
+};
+
+/* A sorted source of records: a table (t) or a sorted array of memtable streams. */
+struct ltb_it {
+    const struct ltable *t;
+    size_t block; /* next block to read */
+    struct ag_buf buf;
+    const uint8_t *p; /* next record in buf */
+    uint32_t left;    /* records left in buf */
+    struct lstream *const *mem;
+    size_t mi, mn;
+    struct ltb_rec cur;
+    bool valid; /* cur holds a record */
+};
+
+void ag__ltb_name(char out[48], uint64_t id, bool tmp);
+int ag__ltb_open(struct lstore *ls, uint64_t id, uint64_t sum, struct ltable **out);
+void ag__ltb_free(struct ltable *t);
+/* Look a stream up in one table: 0 with *out an owned heap copy (free with
+ * ag__lstream_free), AG_ENOTFOUND, AG_ECORRUPT (a block's checksum), AG_EIO, AG_ENOMEM. */
+int ag__ltb_get(const struct ltable *t, const char *name, size_t len, uint64_t h,
+                struct lstream **out);
+void ag__lstream_free(struct lstream *st);
+int ag__ltb_it_next(struct ltb_it *it);
+void ag__ltb_it_free(struct ltb_it *it);
+int ag__ltb_merge_step(struct ltb_it *its, size_t n, struct ltb_it **out);
+/* How a table is written: `stop` (may be NULL) abandons the write when it becomes
+ * true; `keep_tombstones` keeps records of streams with no events (a scavenge's
+ * deletions, which must shadow older tables) — false only when nothing older than
+ * the sources exists (no tables at a flush, a merge that includes the oldest). */
+struct ltb_wopts {
+    const bool *stop;
+    bool keep_tombstones;
+};
+int ag__ltb_write(struct lstore *ls, uint64_t id, struct ltb_it *its, size_t n, uint64_t streams,
+                  const struct ltb_wopts *o, struct ltable **out, struct ag_err *err);
+
 static inline uint32_t ag__id_hash(const struct ag_uuid *id)
 {
     return (uint32_t)ag_xxh3(id->b, 16);
@@ -277,6 +357,23 @@ struct lstore {
     uint64_t pa_busy_from, pa_busy_to; /* the range the filler is writing (to = 0: none) */
     uint64_t pa_skip_below;            /* low free space: no filling until pa_hi gets here */
     bool pa_filling, pa_paused, pa_stopped, pa_quit;
+
+    /* the on-disk stream index (lsm.c); tables[] changes under the write side of ix_lock */
+    struct ltable **tables; /* oldest first; a stream's newest record wins */
+    size_t ntables, tables_cap;
+    uint64_t tb_next_id;   /* number of the next table file */
+    uint64_t index_memory; /* cap on the index's memory (opts.index_memory or default) */
+    bool tb_enabled;       /* tables are written (writable, not verify) */
+    bool tb_corrupt;       /* a table failed its check: drop index.ckpt at close */
+    bool tb_written;       /* open wrote tables the checkpoint does not name yet */
+    uint64_t tb_retry_at;  /* after a failed flush: memtable bytes before the next try */
+    uint64_t tb_flushes, tb_merges;
+    pthread_mutex_t ckpt_lock; /* one checkpoint save at a time (writer, merger) */
+    pthread_t mg_thread;
+    bool mg_started, mg_quit, mg_kick;
+    pthread_mutex_t mg_lock;
+    pthread_cond_t mg_cond;
+    pthread_mutex_t mg_run; /* a merge, from picking its run to freeing the old tables */
 
     /* head waiters (subscriptions) */
     pthread_mutex_t head_lock;
@@ -387,9 +484,48 @@ int ag__log_refresh(struct lstore *ls);
 
 /* checkpoint (ckpt.c) */
 int ag__log_ckpt_save(struct lstore *ls, struct ag_err *err);
+/* Delete index.ckpt (the next open rebuilds the index from the log). */
+void ag__log_ckpt_drop(struct lstore *ls);
 /* Loads the checkpoint if present and consistent with the segments; sets *loaded.
  * On return the index is either loaded (with `*seg`/`*off` where it ends) or empty. */
 int ag__log_ckpt_load(struct lstore *ls, bool *loaded, uint64_t *seg, uint64_t *off);
+
+/* lsm.c: the stream index across the memtable and the tables */
+/* Find a stream (caller holds ix_lock, either side, or is the writer). *out is
+ * the memtable's stream, or an owned copy read from a table (*owned true; release
+ * with ag__lidx_release), or NULL when the stream does not exist. 0, AG_ECORRUPT
+ * (a table failed its check; the next open rebuilds the index), AG_EIO, AG_ENOMEM. */
+int ag__lidx_find(struct lstore *ls, const char *name, size_t len, uint64_t h, struct lstream **out,
+                  bool *owned);
+void ag__lidx_release(struct lstream *st, bool owned);
+/* Writer or open: the stream in the memtable, brought in from a table if it is
+ * only there (*out NULL: no such stream). `lock`: take ix_lock (the writer);
+ * false when the caller holds its write side or no other thread runs. */
+int ag__lidx_fault(struct lstore *ls, const char *name, size_t len, uint64_t h,
+                   struct lstream **out, bool lock);
+/* Writer, between groups (no lstream pointer held anywhere): write the memtable
+ * out as a table when it is over its budget. `save_ckpt`: name it in index.ckpt. */
+int ag__lidx_maybe_flush(struct lstore *ls, bool save_ckpt, struct ag_err *err);
+/* Memory of the tables' summaries and bloom filters (ix_lock held). */
+size_t ag__lidx_table_mem(const struct lstore *ls);
+/* Open the tables index.ckpt names (oldest first): 0, 1 (one is missing or bad:
+ * rebuild), AG_ENOMEM. */
+int ag__lidx_open_tables(struct lstore *ls, const uint64_t *ids, const uint64_t *sums, size_t n);
+void ag__lidx_close_tables(struct lstore *ls);
+/* Delete table files the loaded state does not name (writable open). */
+void ag__lidx_remove_orphans(struct lstore *ls);
+/* The background merger (writable stores). */
+int ag__lidx_merger_start(struct lstore *ls);
+void ag__lidx_merger_stop(struct lstore *ls);
+/* Every stream with events, each once, its newest record (ix_lock read held). */
+int ag__lidx_each(struct lstore *ls, int (*cb)(void *ud, const struct ltb_rec *r), void *ud);
+/* The same for a long walk, called with no lock: the memtable's streams are given
+ * to `cb` under the read side of ix_lock (*locked true), then the tables' as they
+ * were at that moment without it (*locked false; merges wait, appends go on),
+ * leaving out names the memtable held. A snapshot: `cb` takes the lock itself to
+ * read records. */
+int ag__lidx_each_online(struct lstore *ls, int (*cb)(void *ud, const struct ltb_rec *r), void *ud,
+                         bool *locked);
 
 /* recovery scan (scan.c) */
 /* An event of the batch being assembled by the scan. */

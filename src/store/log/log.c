@@ -5,6 +5,8 @@
  *   seg-<20-digit number>.log   append-only segments, numbered from 0, rolled at
  *                               `segment_bytes` (256 MiB); a batch never spans two
  *   index.ckpt                  the index checkpoint (ckpt.c): derived, disposable
+ *   index-<20-digit id>.sst     on-disk stream index tables (sst.c, lsm.c): derived;
+ *                               only those index.ckpt names are used, others deleted
  *   LOCK                        flock(2)ed by the one writer process; holds its pid
  *   seg-<n>.log.tmp             a segment being created (header written, then renamed);
  *                               a leftover one is ignored
@@ -526,6 +528,8 @@ static void store_free(struct lstore *ls)
         close(ls->segs[i].fd);
     }
     ag_free(ls->segs);
+    ag__lidx_merger_stop(ls);
+    ag__lidx_close_tables(ls);
     ag__lindex_free(&ls->ix);
     ag_free(ls->sparse);
     ag_buf_free(&ls->group);
@@ -542,6 +546,10 @@ static void store_free(struct lstore *ls)
     pthread_mutex_destroy(&ls->scav_lock);
     pthread_mutex_destroy(&ls->pa_lock);
     pthread_cond_destroy(&ls->pa_cond);
+    pthread_mutex_destroy(&ls->ckpt_lock);
+    pthread_mutex_destroy(&ls->mg_lock);
+    pthread_mutex_destroy(&ls->mg_run);
+    pthread_cond_destroy(&ls->mg_cond);
     ag_free(ls->dir);
     ag_free(ls);
 }
@@ -576,6 +584,12 @@ static int store_alloc(const char *dir, const struct ag_store_options *opts, str
     pthread_mutex_init(&ls->scav_lock, NULL);
     pthread_mutex_init(&ls->pa_lock, NULL);
     pthread_cond_init(&ls->pa_cond, NULL);
+    pthread_mutex_init(&ls->ckpt_lock, NULL);
+    pthread_mutex_init(&ls->mg_lock, NULL);
+    pthread_mutex_init(&ls->mg_run, NULL);
+    pthread_cond_init(&ls->mg_cond, NULL);
+    ls->index_memory = o->index_memory ? o->index_memory : LOG_INDEX_MEMORY_DEFAULT;
+    if (ls->index_memory < LOG_INDEX_MEMORY_MIN) ls->index_memory = LOG_INDEX_MEMORY_MIN;
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -612,7 +626,20 @@ static int log_open(const char *dir, const struct ag_store_options *opts, bool u
     bool loaded = false;
     uint64_t seg = 0, off = LOG_SEG_HDR;
     if (!rc && use_ckpt && ls->nsegs) rc = ag__log_ckpt_load(ls, &loaded, &seg, &off);
+    if (ls) ls->tb_enabled = !ls->read_only && !rctx->report; /* verify: all in memory */
+    if (!rc && ls->tb_enabled) ag__lidx_remove_orphans(ls);
     if (!rc && ls->nsegs) rc = recover(ls, (size_t)seg, off, rctx, err);
+    if (rc && ls && ls->tb_corrupt && use_ckpt) { /* a table failed during the scan: rebuild */
+        store_free(ls);
+        ag_err_clear(err);
+        AG_WARN("store.index_rebuilt", AG_LS("dir", dir),
+                AG_LS("reason", "an index table failed its check during open"),
+                AG_LS("action", "rebuilding the stream index from the log"));
+        return log_open(dir, opts, false, rctx, out, err);
+    }
+    if (!rc && ls->tb_written && ag__log_ckpt_save(ls, err)) rc = AG_EIO;
+    if (!rc && ag__lidx_merger_start(ls))
+        rc = ag_err_set(err, AG_ENOMEM, "cannot start the index merger thread");
     /* verify (--repair) only checks or cuts: no filler */
     if (!rc && !rctx->report && ag__log_pa_start(ls))
         rc = ag_err_set(err, AG_ENOMEM, "cannot start the preallocation thread");
@@ -687,7 +714,10 @@ static void log_close(struct ag_store *s)
     ag_err_clear(&err);
     /* closing mid-outage: one last try to drop the unacknowledged tail */
     if (ls->unavail && ag__log_tail_restore(ls, &err) == 0) ls->unavail = false;
-    if (!ls->read_only && !ls->unavail && ag__log_ckpt_save(ls, &err))
+    ag__lidx_merger_stop(ls);
+    if (!ls->read_only && ls->tb_corrupt)
+        ag__log_ckpt_drop(ls); /* a table failed its check: the next open rebuilds */
+    else if (!ls->read_only && !ls->unavail && ag__log_ckpt_save(ls, &err))
         AG_WARN("store.checkpoint_failed", AG_LS("error", err.msg));
     store_free(ls);
 }

@@ -67,6 +67,16 @@ static int page_build(const uint8_t *const *recs, size_t n, struct ag_event_page
     return 0;
 }
 
+/* An error reading the on-disk stream index, as a reader reports it. */
+static int index_err(struct ag_err *err, int rc, const char *stream, size_t stream_len)
+{
+    if (rc == AG_ENOMEM) return ag_err_set(err, rc, "out of memory");
+    return ag_err_set(err, AG_EUNAVAILABLE,
+                      "stream '%.*s': the on-disk stream index cannot be read (restart to "
+                      "rebuild it from the log)",
+                      (int)stream_len, stream);
+}
+
 int ag__log_read_stream(struct ag_store *s, const char *stream, size_t stream_len, int64_t from,
                         enum ag_read_dir dir, size_t max, struct ag_event_page *out,
                         struct ag_err *err)
@@ -77,11 +87,15 @@ int ag__log_read_stream(struct ag_store *s, const char *stream, size_t stream_le
     const uint8_t **recs = max ? ag_malloc(max * sizeof *recs) : NULL;
     if (max && !recs) return ag_err_set(err, AG_ENOMEM, "out of memory");
     pthread_rwlock_rdlock(&ls->ix_lock);
-    struct lstream *st = ag__lindex_find(&ls->ix, stream, stream_len, ag_xxh3(stream, stream_len));
+    struct lstream *st;
+    bool owned;
+    int frc = ag__lidx_find(ls, stream, stream_len, ag_xxh3(stream, stream_len), &st, &owned);
     int64_t c = st ? st->count : 0;
-    if (c == 0) {
+    if (frc || c == 0) {
+        ag__lidx_release(st, owned);
         pthread_rwlock_unlock(&ls->ix_lock);
         ag_free(recs);
+        if (frc) return index_err(err, frc, stream, stream_len);
         return ag_err_set(err, AG_ENOTFOUND, "stream '%.*s' not found", (int)stream_len, stream);
     }
     struct lentry *e = lstream_entries(st);
@@ -101,6 +115,7 @@ int ag__log_read_stream(struct ag_store *s, const char *stream, size_t stream_le
         out->next_version = v;
         out->end = v < 0;
     }
+    ag__lidx_release(st, owned);
     /* copied before unlocking: a scavenge may unmap a segment once it holds the lock */
     if (!rc && (rc = page_build(recs, n, out)))
         ag_err_set(err, rc, "out of memory reading '%.*s'", (int)stream_len, stream);
@@ -213,10 +228,24 @@ int ag__log_stream_version(struct ag_store *s, const char *stream, size_t stream
     struct lstore *ls = (struct lstore *)s;
     if (ls->read_only) ag__log_refresh(ls);
     pthread_rwlock_rdlock(&ls->ix_lock);
-    struct lstream *st = ag__lindex_find(&ls->ix, stream, stream_len, ag_xxh3(stream, stream_len));
+    struct lstream *st;
+    bool owned;
+    int rc = ag__lidx_find(ls, stream, stream_len, ag_xxh3(stream, stream_len), &st, &owned);
     *version = st ? (int64_t)st->count - 1 : -1;
+    ag__lidx_release(st, owned);
     pthread_rwlock_unlock(&ls->ix_lock);
-    return 0;
+    return rc == AG_ENOMEM ? rc : rc ? AG_EUNAVAILABLE : 0;
+}
+
+struct list_ctx {
+    int (*cb)(void *ud, const char *name, size_t len, int64_t version);
+    void *ud;
+};
+
+static int list_one(void *ud, const struct ltb_rec *r)
+{
+    struct list_ctx *c = ud;
+    return c->cb(c->ud, r->name, r->name_len, (int64_t)r->count - 1);
 }
 
 int ag__log_list_streams(struct ag_store *s,
@@ -225,12 +254,9 @@ int ag__log_list_streams(struct ag_store *s,
 {
     struct lstore *ls = (struct lstore *)s;
     if (ls->read_only) ag__log_refresh(ls);
-    int rc = 0;
+    struct list_ctx c = {cb, ud};
     pthread_rwlock_rdlock(&ls->ix_lock);
-    for (size_t i = 0; i <= ls->ix.mask && !rc; i++) {
-        struct lstream *st = ls->ix.slots[i];
-        if (st && st->count) rc = cb(ud, st->name, st->name_len, (int64_t)st->count - 1);
-    }
+    int rc = ag__lidx_each(ls, list_one, &c);
     pthread_rwlock_unlock(&ls->ix_lock);
     return rc;
 }
@@ -276,9 +302,12 @@ int ag__log_load_snapshot(struct ag_store *s, const char *stream, size_t stream_
     struct lstore *ls = (struct lstore *)s;
     memset(out, 0, sizeof *out);
     pthread_rwlock_rdlock(&ls->ix_lock);
-    struct lstream *st = ag__lindex_find(&ls->ix, stream, stream_len, ag_xxh3(stream, stream_len));
-    int rc = 0;
-    if (!st || st->snap_loc == UINT64_MAX) {
+    struct lstream *st;
+    bool owned;
+    int rc = ag__lidx_find(ls, stream, stream_len, ag_xxh3(stream, stream_len), &st, &owned);
+    if (rc) {
+        rc = index_err(err, rc, stream, stream_len);
+    } else if (!st || st->snap_loc == UINT64_MAX) {
         rc =
             ag_err_set(err, AG_ENOTFOUND, "stream '%.*s' has no snapshot", (int)stream_len, stream);
     } else {
@@ -296,6 +325,7 @@ int ag__log_load_snapshot(struct ag_store *s, const char *stream, size_t stream_
             memcpy(out->state, r.data, r.data_len), out->state[r.data_len] = 0;
     }
 out_unlock:
+    ag__lidx_release(st, owned);
     pthread_rwlock_unlock(&ls->ix_lock);
     return rc;
 }
@@ -310,7 +340,15 @@ int ag__log_stats(struct ag_store *s, struct ag_store_stats *out)
     out->streams = ls->ix.live;
     for (size_t i = 0; i < ls->nsegs; i++) out->bytes += ls->segs[i].end;
     out->segments = ls->nsegs;
-    out->index_bytes = ls->ix.bytes + ls->sparse_cap * sizeof(uint64_t);
+    out->index_bytes = ls->ix.bytes + ls->sparse_cap * sizeof(uint64_t) + ag__lidx_table_mem(ls);
+    out->index_tables = ls->ntables;
+    out->index_mem_streams = ls->ix.count;
+    out->index_flushes = ls->tb_flushes;
+    out->index_merges = ls->tb_merges;
+    for (size_t i = 0; i < ls->ntables; i++) {
+        out->index_entries += ls->tables[i]->streams;
+        out->index_table_bytes += ls->tables[i]->file_bytes;
+    }
     pthread_rwlock_unlock(&ls->ix_lock);
     out->appends = __atomic_load_n(&ls->appends, __ATOMIC_RELAXED);
     out->commits = __atomic_load_n(&ls->commits, __ATOMIC_RELAXED);

@@ -26,7 +26,9 @@ int ag__log_index_event_at(struct lstore *ls, const char *stream, size_t stream_
                            uint64_t position, int64_t version, uint32_t idh)
 {
     uint64_t h = ag_xxh3(stream, stream_len);
-    struct lstream *st = ag__lindex_find(&ls->ix, stream, stream_len, h);
+    struct lstream *st;
+    int frc = ag__lidx_fault(ls, stream, stream_len, h, &st, false);
+    if (frc) return frc == AG_ENOMEM ? frc : AG_EIO; /* a table, not the log */
     if (!st && !(st = ag__lindex_add(&ls->ix, stream, stream_len, h))) return AG_ENOMEM;
     size_t skip = version > (int64_t)st->count ? (size_t)(version - (int64_t)st->count) : 0;
     if (ag__lindex_reserve(&ls->ix, st, 1 + skip)) return AG_ENOMEM;
@@ -89,6 +91,8 @@ static int batch_apply(struct log_scan *sc)
     }
     if (sc->batch_n) sc->next_position = sc->batch[sc->batch_n - 1].position + 1;
     sc->events += sc->batch_n;
+    if (!sc->verify_only && sc->batch_n)
+        (void)ag__lidx_maybe_flush(sc->ls, false, NULL); /* a failure keeps it in memory, logged */
     sc->batch_n = 0;
     sc->batch_left = 0;
     sc->batch_multi = false;
@@ -99,11 +103,21 @@ static int scan_snapshot(struct log_scan *sc, const struct log_rec *r, uint64_t 
 {
     if (sc->batch_left) return bad(sc, off, "snapshot record inside an event batch");
     uint64_t h = ag_xxh3(r->stream, r->stream_len);
-    struct lstream *st = ag__lindex_find(&sc->ls->ix, r->stream, r->stream_len, h);
-    if (!st || r->version >= (int64_t)st->count)
-        return bad(sc, off, "snapshot of a version its stream does not have");
-    st->snap_loc = loc;
-    return 0;
+    struct lstream *st;
+    bool owned = false;
+    int rc;
+    if (sc->verify_only) { /* the writer thread: the merger may be swapping tables */
+        pthread_rwlock_rdlock(&sc->ls->ix_lock);
+        rc = ag__lidx_find(sc->ls, r->stream, r->stream_len, h, &st, &owned);
+        pthread_rwlock_unlock(&sc->ls->ix_lock);
+    } else {
+        rc = ag__lidx_fault(sc->ls, r->stream, r->stream_len, h, &st, false);
+    }
+    if (rc) return rc == AG_ENOMEM ? rc : AG_EIO; /* a table, not the log: tb_corrupt is set */
+    bool ok = st && r->version < (int64_t)st->count;
+    if (ok && !sc->verify_only) st->snap_loc = loc;
+    ag__lidx_release(st, owned);
+    return ok ? 0 : bad(sc, off, "snapshot of a version its stream does not have");
 }
 
 /* A multi-stream batch header opens a batch of r->batch_left events in
@@ -136,7 +150,11 @@ static int part_start(struct log_scan *sc, const struct log_rec *r, uint64_t off
         if (is_stream(sc->batch[i].stream, sc->batch[i].stream_len, r->stream, r->stream_len))
             return bad(sc, off, "stream appears twice in one multi-stream batch");
     uint64_t h = ag_xxh3(r->stream, r->stream_len);
-    struct lstream *st = ag__lindex_find(&sc->ls->ix, r->stream, r->stream_len, h);
+    struct lstream *st = NULL;
+    if (!sc->verify_only) {
+        int rc = ag__lidx_fault(sc->ls, r->stream, r->stream_len, h, &st, false);
+        if (rc) return rc == AG_ENOMEM ? rc : AG_EIO; /* a table, not the log */
+    }
     sc->batch_stream = r->stream;
     sc->batch_stream_len = r->stream_len;
     sc->batch_next_version = sc->verify_only ? r->version : st ? st->count : 0;

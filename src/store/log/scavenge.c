@@ -23,17 +23,24 @@
  *   and versions may skip forward. The file is fdatasynced, then handed over.
  *
  * PUTTING IT IN (the writer thread, between groups: ag__log_swap_run)
+ *   First every stream with a record in the old file is brought from the on-disk
+ *   tables into the memtable (lsm.c), so that the re-pointing below happens there
+ *   and the tables' records, which name old locations, are shadowed from then on.
+ *   Then, holding ckpt_lock (no checkpoint saved meanwhile, the merger's included),
  *   index.ckpt is removed (its locations name the old file), the new file is
  *   renamed over the old and the directory fsynced, mapped, and under the write
  *   lock every index entry that pointed into the old file is re-pointed (kept) or
  *   set to LOC_NONE (deleted), snapshots and sparse slots likewise; a stream left
- *   with no event leaves the index. Readers copy records out under the read lock,
- *   so the old mapping is unmapped right after.
+ *   with no event leaves the index, or, while tables exist, stays as a tombstone
+ *   (no events) that hides the tables' record and goes to the next table. Then a
+ *   flush (over the cap) or a checkpoint names the new file at once. Readers copy records out under
+ * the read lock, so the old mapping is unmapped right after.
  *
  * CRASH SAFETY
  *   Each segment is replaced by one rename of a complete, synced file: after a
  *   crash every segment is either the old one or the new one, and the old
- *   checkpoint is already gone, so open rebuilds the index by a full scan. A
+ *   checkpoint is already gone, so open rebuilds the index by a full scan (every
+ *   table too: none is named by a checkpoint) until the one saved after the swap. A
  *   leftover `.scavenge` file is removed by the next scavenge. Nothing that was not
  *   deleted is ever missing from both files.
  */
@@ -142,10 +149,28 @@ static void plan_free(struct plan *p)
     ag_free(p->v);
 }
 
-static bool has_prefix(const struct lstream *s, const char *pfx)
+static bool has_prefix(const struct ltb_rec *s, const char *pfx)
 {
     size_t n = strlen(pfx);
     return s->name_len > n && memcmp(s->name, pfx, n) == 0;
+}
+
+/* A stream record (memtable or table: entries maybe unaligned) entry's location. */
+static uint64_t rec_loc(const struct ltb_rec *s, uint32_t v)
+{
+    struct lentry e;
+    memcpy(&e, s->entries + (size_t)v * sizeof e, sizeof e);
+    return e.loc;
+}
+
+static struct ltb_rec rec_of(struct lstream *st)
+{
+    return (struct ltb_rec){.hash = st->hash,
+                            .name = st->name,
+                            .name_len = st->name_len,
+                            .count = st->count,
+                            .snap_loc = st->snap_loc,
+                            .entries = (const uint8_t *)lstream_entries(st)};
 }
 
 static bool type_is(const struct log_rec *r, const char *t)
@@ -154,25 +179,31 @@ static bool type_is(const struct log_rec *r, const char *t)
 }
 
 /* versions of `s` in sealed segments (entries before the first in the last one) */
-static int64_t sealed_prefix(const struct lstore *ls, const struct lstream *s, int64_t before)
+static int64_t sealed_prefix(const struct lstore *ls, const struct ltb_rec *s, int64_t before)
 {
-    const struct lentry *e = lstream_entries((struct lstream *)s);
     uint64_t last = ls->segs[ls->nsegs - 1].segno;
     int64_t v = 0;
-    while (v < before && v < (int64_t)s->count &&
-           (e[v].loc == LOC_NONE || loc_seg(e[v].loc) < last))
-        v++;
+    for (uint64_t loc; v < before && v < (int64_t)s->count; v++)
+        if ((loc = rec_loc(s, (uint32_t)v)) != LOC_NONE && loc_seg(loc) >= last) break;
     return v;
 }
 
-/* The retention rules for one stream (read lock held). */
-static int rule(struct lstore *ls, const struct lstream *s, const struct ag_log_retention *ret,
-                uint64_t now, struct plan *p)
+struct rule_ctx {
+    struct lstore *ls;
+    const struct ag_log_retention *ret;
+    uint64_t now;
+    struct plan *p;
+    bool locked; /* ag__lidx_each_online holds the read lock for us */
+};
+
+/* (read lock held) */
+static int rule_locked(struct rule_ctx *cx, const struct ltb_rec *s, bool idem)
 {
-    bool idem = ret->idempotency_ns && has_prefix(s, "idempotency-");
-    bool saga = ret->saga_ns && has_prefix(s, "saga-");
-    if ((!idem && !saga) || !s->count) return 0;
-    uint64_t loc = lstream_entries((struct lstream *)s)[s->count - 1].loc;
+    struct lstore *ls = cx->ls;
+    const struct ag_log_retention *ret = cx->ret;
+    uint64_t now = cx->now;
+    struct plan *p = cx->p;
+    uint64_t loc = rec_loc(s, s->count - 1);
     if (loc == LOC_NONE) return 0;
     struct log_rec r;
     ag__log_rec_fields(ag__log_rec_at(ls, loc), &r);
@@ -185,11 +216,28 @@ static int rule(struct lstore *ls, const struct lstream *s, const struct ag_log_
     return before ? plan_put(p, s->name, s->name_len, before) : 0;
 }
 
+/* The retention rules for one stream of the memtable or a table: the lock is
+ * taken (unless held) only for a stream the rules name, to read its last event. */
+static int rule(void *ud, const struct ltb_rec *s)
+{
+    struct rule_ctx *cx = ud;
+    bool idem = cx->ret->idempotency_ns && has_prefix(s, "idempotency-");
+    bool saga = cx->ret->saga_ns && has_prefix(s, "saga-");
+    if ((!idem && !saga) || !s->count) return 0;
+    if (cx->locked) return rule_locked(cx, s, idem);
+    pthread_rwlock_rdlock(&cx->ls->ix_lock); /* the segments (a roll may move the array) */
+    int rc = rule_locked(cx, s, idem);
+    pthread_rwlock_unlock(&cx->ls->ix_lock);
+    return rc;
+}
+
 static int plan_tombstones(struct lstore *ls, struct plan *p)
 {
     const char *rs = RETENTION_STREAM;
-    struct lstream *t = ag__lindex_find(&ls->ix, rs, strlen(rs), ag_xxh3(rs, strlen(rs)));
-    for (uint32_t v = 0; t && v < t->count; v++) {
+    struct lstream *t;
+    bool town;
+    int rc = ag__lidx_find(ls, rs, strlen(rs), ag_xxh3(rs, strlen(rs)), &t, &town);
+    for (uint32_t v = 0; !rc && t && v < t->count; v++) {
         uint64_t loc = lstream_entries(t)[v].loc;
         if (loc == LOC_NONE) continue;
         struct log_rec r;
@@ -198,16 +246,19 @@ static int plan_tombstones(struct lstore *ls, struct plan *p)
         const char *name = json_string_value(json_object_get(j, "stream"));
         size_t len = name ? json_string_length(json_object_get(j, "stream")) : 0;
         int64_t before = json_integer_value(json_object_get(j, "before"));
-        int rc = 0;
-        struct lstream *s = name ? ag__lindex_find(&ls->ix, name, len, ag_xxh3(name, len)) : NULL;
-        if (s && before > 0) {
-            before = sealed_prefix(ls, s, before);
+        struct lstream *s = NULL;
+        bool own = false;
+        if (name) rc = ag__lidx_find(ls, name, len, ag_xxh3(name, len), &s, &own);
+        if (!rc && s && before > 0) {
+            struct ltb_rec sr = rec_of(s);
+            before = sealed_prefix(ls, &sr, before);
             if (before) rc = plan_put(p, name, len, before);
         }
+        ag__lidx_release(s, own);
         json_decref(j);
-        if (rc) return rc;
     }
-    return 0;
+    ag__lidx_release(t, town);
+    return rc;
 }
 
 static int make_plan(struct lstore *ls, const struct ag_log_retention *ret, struct plan *p)
@@ -217,12 +268,14 @@ static int make_plan(struct lstore *ls, const struct ag_log_retention *ret, stru
     uint64_t now = ag_clock_now(ls->base.opts.clock);
     int rc = 0;
     pthread_rwlock_rdlock(&ls->ix_lock);
-    if (ls->nsegs > 1) {
-        rc = plan_tombstones(ls, p);
-        for (size_t i = 0; i <= ls->ix.mask && !rc; i++)
-            if (ls->ix.slots[i]) rc = rule(ls, ls->ix.slots[i], ret, now, p);
-    }
+    bool sealed = ls->nsegs > 1;
+    if (sealed) rc = plan_tombstones(ls, p);
     pthread_rwlock_unlock(&ls->ix_lock);
+    /* the rules look at every stream, the on-disk tables' too, without holding the
+     * lock over the tables' reads (appends go on) */
+    struct rule_ctx cx = {ls, ret, now, p, false};
+    if (!rc && sealed && (ret->idempotency_ns || ret->saga_ns))
+        rc = ag__lidx_each_online(ls, rule, &cx, &cx.locked);
     return rc;
 }
 
@@ -420,6 +473,23 @@ static void reindex(struct lstore *ls, struct lseg *old, const uint8_t *map, uin
     }
 }
 
+/* A stream every event of which is gone, kept in the memtable with no events: it
+ * shadows the stream's records in the on-disk tables (a lookup stops at the first
+ * record it finds), is written into the next table as such and dropped by a merge
+ * that reaches the oldest table. Its entries are freed. */
+static void tombstone(struct lindex *ix, struct lstream *st)
+{
+    if (st->cap > 1) {
+        ix->bytes -= (size_t)(st->cap - 1) * sizeof(struct lentry);
+        ag_free(st->e.many);
+    }
+    st->cap = 1;
+    st->count = 0;
+    st->e.one = (struct lentry){.loc = LOC_NONE, .idh = 0};
+    st->snap_loc = UINT64_MAX;
+    ix->live--;
+}
+
 static void fix_snapshots_and_streams(struct lstore *ls, const struct lseg *old,
                                       struct ag_log_scavenge_report *rep)
 {
@@ -429,13 +499,16 @@ static void fix_snapshots_and_streams(struct lstore *ls, const struct lseg *old,
         if (r.kind == LOG_KIND_BATCH) continue;
         struct lstream *st =
             ag__lindex_find(&ls->ix, r.stream, r.stream_len, ag_xxh3(r.stream, r.stream_len));
-        if (!st) continue;
+        if (!st || !st->count) continue; /* (a tombstone left by an earlier record) */
         if (st->snap_loc == LOC_NONE - 1) st->snap_loc = UINT64_MAX;
         const struct lentry *e = lstream_entries(st);
         uint32_t v = 0;
         while (v < st->count && e[v].loc == LOC_NONE) v++;
         if (v == st->count && st->snap_loc == UINT64_MAX) {
-            ag__lindex_remove(&ls->ix, st);
+            if (ls->ntables)
+                tombstone(&ls->ix, st); /* older tables may hold it: shadow them */
+            else
+                ag__lindex_remove(&ls->ix, st);
             rep->streams_deleted++;
         }
     }
@@ -477,6 +550,24 @@ struct swap_ctx {
     struct ag_log_scavenge_report *rep;
 };
 
+/* Bring every stream with a record in the old file into the memtable (before
+ * anything changes), so that re-pointing happens there: the stream's records in
+ * the on-disk tables keep the old locations but are shadowed from now on. */
+static int fault_streams(struct lstore *ls, const struct lseg *old)
+{
+    if (!ls->ntables) return 0; /* only the writer adds tables: none can appear */
+    for (uint64_t o = LOG_SEG_HDR; o < old->end; o += ag__log_rec_len(old->map + o)) {
+        struct log_rec r;
+        ag__log_rec_fields(old->map + o, &r);
+        if (r.kind == LOG_KIND_BATCH) continue;
+        struct lstream *st;
+        int rc =
+            ag__lidx_fault(ls, r.stream, r.stream_len, ag_xxh3(r.stream, r.stream_len), &st, true);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
 void ag__log_swap_run(struct lstore *ls, struct lswap *sw)
 {
     struct swap_ctx *cx = (struct swap_ctx *)sw;
@@ -484,7 +575,18 @@ void ag__log_swap_run(struct lstore *ls, struct lswap *sw)
     char name[64];
     seg_file(old->segno, "", name);
     sw->status = 0;
-    /* the checkpoint names locations in the old file: it goes first */
+    int frc = fault_streams(ls, old);
+    if (frc) { /* nothing changed yet; the .scavenge file goes at the next scavenge */
+        sw->status = ag_err_set(&sw->err, frc == AG_ENOMEM ? AG_ENOMEM : AG_EUNAVAILABLE,
+                                frc == AG_ENOMEM ? "out of memory re-indexing %s/%s"
+                                                 : "%s/%s: the on-disk stream index cannot be "
+                                                   "read (restart to rebuild it from the log)",
+                                ls->dir, name);
+        return;
+    }
+    /* no checkpoint may be saved (the merger saves too) until the index names the new
+     * file: the checkpoint names locations in the old one, so it goes first */
+    pthread_mutex_lock(&ls->ckpt_lock);
     if (unlinkat(ls->dir_fd, "index.ckpt", 0) != 0 && errno != ENOENT) sw->status = -errno;
     if (!sw->status && renameat(ls->dir_fd, sw->tmp, ls->dir_fd, name) != 0) sw->status = -errno;
     if (!sw->status && !ls->base.opts.no_sync && fsync(ls->dir_fd) != 0) sw->status = -errno;
@@ -496,6 +598,7 @@ void ag__log_swap_run(struct lstore *ls, struct lswap *sw)
     if (map == MAP_FAILED) {
         int e = sw->status ? -sw->status : errno;
         if (fd >= 0) close(fd);
+        pthread_mutex_unlock(&ls->ckpt_lock);
         sw->status = ag_err_set(&sw->err, AG_EIO, "%s/%s: %s (reopen the store)", ls->dir, name,
                                 strerror(e));
         return;
@@ -507,6 +610,7 @@ void ag__log_swap_run(struct lstore *ls, struct lswap *sw)
     if (!locs) {
         munmap(map, (size_t)len);
         close(fd);
+        pthread_mutex_unlock(&ls->ckpt_lock);
         sw->status = ag_err_set(&sw->err, AG_ENOMEM, "out of memory (reopen the store)");
         return;
     }
@@ -521,9 +625,20 @@ void ag__log_swap_run(struct lstore *ls, struct lswap *sw)
     old->end = len;
     ls->gaps_ok = true;
     pthread_rwlock_unlock(&ls->ix_lock);
+    pthread_mutex_unlock(&ls->ckpt_lock);
     ag_free(locs);
     munmap((void *)was.map, was.map_len);
     close(was.fd);
+    /* back under the cap at once (the faulting may have grown the memtable well past
+     * it), and a checkpoint naming the new file: a crash from now on costs no full
+     * rebuild of the index. A failure only leaves the rebuild to the next open. */
+    if (ls->tb_enabled && !ls->unavail) {
+        struct ag_err ferr;
+        ag_err_clear(&ferr);
+        uint64_t flushes = ls->tb_flushes;
+        (void)ag__lidx_maybe_flush(ls, true, &ferr);
+        if (ls->tb_flushes == flushes) (void)ag__log_ckpt_save(ls, &ferr);
+    }
 }
 
 /* Hand a rewritten segment to the writer thread and wait. */
@@ -557,7 +672,12 @@ int ag_store_log_scavenge(struct ag_store *s, const struct ag_log_retention *ret
     struct ag_log_retention none = {0};
     struct plan p = {0};
     int rc = make_plan(ls, ret ? ret : &none, &p);
-    if (rc) ag_err_set(err, rc, "out of memory planning the scavenge");
+    if (rc == AG_ENOMEM)
+        ag_err_set(err, rc, "out of memory planning the scavenge");
+    else if (rc)
+        rc = ag_err_set(err, AG_EUNAVAILABLE,
+                        "the on-disk stream index cannot be read (restart to rebuild it from "
+                        "the log)");
     for (size_t i = 0; !rc; i++) {
         pthread_rwlock_rdlock(&ls->ix_lock);
         bool sealed = i + 1 < ls->nsegs; /* segs only grows at the end (roll) */

@@ -472,9 +472,25 @@ static int place(struct lstore *ls, struct lreq *r, uint64_t pos0, int64_t ver0,
     return ag_buf_append(&ls->group, r->enc.data, r->enc.len);
 }
 
+/* The writer's view of a stream: the memtable's, brought in from a table if
+ * needed. false (r->status set) when a table could not be read. */
+static bool writer_find(struct lstore *ls, struct lreq *r, struct lstream **st, struct ag_err *err,
+                        int *status)
+{
+    int rc = ag__lidx_fault(ls, r->stream, r->stream_len, r->hash, st, true);
+    if (!rc) return true;
+    *status = ag_err_set(err, rc == AG_ENOMEM ? AG_ENOMEM : AG_EUNAVAILABLE,
+                         rc == AG_ENOMEM ? "out of memory looking up stream '%.*s'"
+                                         : "stream '%.*s': the on-disk stream index cannot be "
+                                           "read (restart to rebuild it from the log)",
+                         (int)r->stream_len, r->stream);
+    return false;
+}
+
 static void plan_snapshot(struct lstore *ls, struct lreq *r)
 {
-    struct lstream *st = ag__lindex_find(&ls->ix, r->stream, r->stream_len, r->hash);
+    struct lstream *st;
+    if (!writer_find(ls, r, &st, &r->err, &r->status)) return;
     int64_t cur = current_version(ls, st);
     if (cur < 0) {
         r->status = ag_err_set(&r->err, AG_ENOTFOUND, "stream '%.*s' has no events to snapshot",
@@ -507,7 +523,8 @@ static int conflict(struct ag_err *err, const struct lreq *r, int64_t cur)
 
 static void plan_events(struct lstore *ls, struct lreq *r, uint64_t *group_events)
 {
-    struct lstream *st = ag__lindex_find(&ls->ix, r->stream, r->stream_len, r->hash);
+    struct lstream *st;
+    if (!writer_find(ls, r, &st, &r->err, &r->status)) return;
     int64_t cur = current_version(ls, st);
     bool ok = expected_ok(r->expected, cur);
     if (st && st->count &&
@@ -549,7 +566,7 @@ static void plan_multi(struct lstore *ls, struct lreq *r, uint64_t *group_events
     size_t events = 0, streams = 0;
     for (size_t i = 0; i < r->nparts; i++) {
         struct lreq *p = &r->parts[i];
-        p->st = ag__lindex_find(&ls->ix, p->stream, p->stream_len, p->hash);
+        if (!writer_find(ls, p, &p->st, &r->err, &r->status)) return;
         cur[i] = current_version(ls, p->st);
         bool ok = expected_ok(p->expected, cur[i]);
         if (p->st && p->st->count &&
@@ -834,6 +851,10 @@ static void commit(struct lstore *ls, struct lreq *from, struct lreq *stop, uint
     }
     ag_buf_reset(&ls->group);
     pend_clear(ls);
+    /* between groups no request holds a stream pointer: the memtable may go to disk */
+    struct ag_err err;
+    ag_err_clear(&err);
+    if (!ls->unavail) (void)ag__lidx_maybe_flush(ls, true, &err); /* failures are logged */
 }
 
 static void roll(struct lstore *ls)

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# --index-memory / AGORA_INDEX_MEMORY and --cache-memory: bad sizes are refused with a
+# message naming the option (exit 2, nothing started); good ones start the platform,
+# whose /metrics reports the stream index's and the aggregate cache's memory, and
+# `agora store stats` reports the index tables.
+# Env: AGORA_BIN (CTest).
+set -euo pipefail
+BIN="${AGORA_BIN:?AGORA_BIN not set}"
+TMP=$(mktemp -d)
+SPID=""
+cleanup() { [ -n "$SPID" ] && kill "$SPID" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$TMP"; }
+trap cleanup EXIT
+fail() { echo "FAIL: $*"; [ -f "$TMP/server.log" ] && tail -20 "$TMP/server.log"; exit 1; }
+D="$TMP/data"
+
+refused() { # expect exit 2 and a message naming $1; the rest of the args run agora
+    local want=$1; shift
+    set +e
+    "$@" >"$TMP/out.log" 2>&1
+    local rc=$?
+    set -e
+    [ "$rc" = 2 ] || fail "'$*' exited $rc, not 2"
+    grep -q -- "$want" "$TMP/out.log" || fail "'$*' did not name $want: $(cat "$TMP/out.log")"
+}
+refused --index-memory "$BIN" run --data "$D" --listen 127.0.0.1:0 --index-memory 12Q
+refused --index-memory "$BIN" run --data "$D" --listen 127.0.0.1:0 --index-memory 512K
+refused AGORA_INDEX_MEMORY env AGORA_INDEX_MEMORY=lots "$BIN" run --data "$D" --listen 127.0.0.1:0
+refused --cache-memory "$BIN" run --data "$D" --listen 127.0.0.1:0 --cache-memory -1
+[ ! -e "$D/seg-00000000000000000000.log" ] || fail "a refused start touched the data"
+
+AGORA_INDEX_MEMORY=2M "$BIN" run --data "$D" --listen 127.0.0.1:0 --no-gateway --cache-memory 8M \
+    >"$TMP/server.log" 2>&1 &
+SPID=$!
+A=""
+for _ in $(seq 300); do
+    A=$(grep -o 'serving http://127.0.0.1:[0-9]*' "$TMP/server.log" | head -1 | sed 's/serving //') || true
+    [ -n "$A" ] && break
+    kill -0 "$SPID" 2>/dev/null || fail "agora run exited"
+    sleep 0.1
+done
+[ -n "$A" ] || fail "agora run did not start"
+for _ in $(seq 50); do # the monitor publishes twice a second
+    curl -sf "$A/metrics" >"$TMP/metrics" || fail "/metrics"
+    grep -q '^agora_store_index_bytes [1-9]' "$TMP/metrics" && grep -q '^agora_es_cache_bytes [1-9]' "$TMP/metrics" && break
+    sleep 0.1
+done
+grep -q '^agora_store_index_bytes [1-9]' "$TMP/metrics" || fail "no agora_store_index_bytes"
+grep -q '^agora_store_index_tables ' "$TMP/metrics" || fail "no agora_store_index_tables"
+grep -q '^agora_es_cache_bytes [1-9]' "$TMP/metrics" || fail "no agora_es_cache_bytes"
+grep -q '^agora_es_cache_entries ' "$TMP/metrics" || fail "no agora_es_cache_entries"
+kill "$SPID"
+wait "$SPID" || true
+SPID=""
+"$BIN" store stats --data "$D" >"$TMP/stats.json" || fail "store stats"
+grep -q '"indexTables":' "$TMP/stats.json" || fail "store stats: $(cat "$TMP/stats.json")"
+echo "index_memory: ok"

@@ -60,11 +60,11 @@ struct dk {
 
 struct ag_vault {
     char *dir;
-    bool file_mode;        /* master keys from files (else the caller's) */
-    pthread_mutex_t lock;  /* masters and the cache */
-    struct master cur;     /* master.key or the caller's */
-    struct master next;    /* master.key.next, during a rotation */
-    struct dk **buckets;   /* unwrapped data keys by subject */
+    bool file_mode;       /* master keys from files (else the caller's) */
+    pthread_mutex_t lock; /* masters and the cache */
+    struct master cur;    /* master.key or the caller's */
+    struct master next;   /* master.key.next, during a rotation */
+    struct dk **buckets;  /* unwrapped data keys by subject */
 };
 
 /* ---- small helpers ---- */
@@ -365,11 +365,10 @@ static int make_key(struct ag_vault *v, const char *subject, unsigned char key[K
 }
 
 /* The subject's key into key; made when `create`. */
-static int get_key(struct ag_vault *v, const char *subject, bool create,
-                   unsigned char key[KEY_LEN], struct ag_err *err)
+static int get_key(struct ag_vault *v, const char *subject, bool create, unsigned char key[KEY_LEN],
+                   struct ag_err *err)
 {
-    if (!subject_ok(subject))
-        return ag_err_set(err, AG_EINVAL, "invalid data key subject");
+    if (!subject_ok(subject)) return ag_err_set(err, AG_EINVAL, "invalid data key subject");
     pthread_mutex_lock(&v->lock);
     struct dk *d = cache_find(v, subject);
     int rc = 0;
@@ -426,8 +425,8 @@ int ag_vault_unseal(struct ag_vault *v, const char *env, size_t n, char **out, s
                     struct ag_err *err)
 {
     size_t pn = sizeof AG_VAULT_PREFIX - 1;
-    const char *subj = env + pn, *colon = ag_vault_is_envelope(env, n) ? memchr(subj, ':', n - pn)
-                                                                      : NULL;
+    const char *subj = env + pn,
+               *colon = ag_vault_is_envelope(env, n) ? memchr(subj, ':', n - pn) : NULL;
     if (!colon || colon == subj || colon - subj > SUBJECT_MAX)
         return ag_err_set(err, AG_ECORRUPT, "not an envelope");
     char subject[SUBJECT_MAX + 1];
@@ -586,8 +585,7 @@ static int load_master(struct ag_vault *v, const char *master_hex, struct ag_err
         return ag_err_set(err, AG_ECONFIG, "%s must not be readable by others (chmod 600)", p);
     reload_masters(v);
     if (!v->cur.set)
-        return ag_err_set(err, AG_ECONFIG, "%s must hold 64 hexadecimal digits (a 256-bit key)",
-                          p);
+        return ag_err_set(err, AG_ECONFIG, "%s must hold 64 hexadecimal digits (a 256-bit key)", p);
     return check_kid(v, err);
 }
 

@@ -31,8 +31,8 @@ static int rotate(const char *data)
     struct ag_err err;
     ag_err_clear(&err);
     size_t n = 0;
-    int rc = ag_vault_rotate(dir, getenv("AGORA_MASTER_KEY"), getenv("AGORA_NEW_MASTER_KEY"), &n,
-                             &err);
+    int rc =
+        ag_vault_rotate(dir, getenv("AGORA_MASTER_KEY"), getenv("AGORA_NEW_MASTER_KEY"), &n, &err);
     if (rc) {
         fprintf(stderr, "agora keys rotate: %s\n", ag_err_msg(&err, rc));
         return 1;

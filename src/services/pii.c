@@ -242,9 +242,9 @@ static const char *const shipment_fields[] = {"address", NULL};
     {                                                                                              \
         return restore_open(ag_##dom##_restore, s, snap, fields);                                  \
     }                                                                                              \
-    const struct ag_es_type var = {#dom,          sizeof(struct ag_##dom), ag_##dom##_init,        \
-                                   ag_##dom##_free, dom##_evolve,          dom##_snapshot,         \
-                                   dom##_restore}
+    const struct ag_es_type var = {                                                                \
+        #dom,         sizeof(struct ag_##dom), ag_##dom##_init, ag_##dom##_free,                   \
+        dom##_evolve, dom##_snapshot,          dom##_restore}
 
 PII_TYPE(svc_customer_type, customer, customer_fields);
 PII_TYPE(svc_order_type, order, order_fields);

@@ -215,3 +215,62 @@ Test(customers, an_idempotency_key_replays_per_principal)
     cr_expect_str_eq(t_header(&r, "Idempotent-Replayed"), "");
     t_free(&r);
 }
+
+/* Personal data at rest (src/services/pii.c): the log holds envelopes, the API the
+ * values; erasure destroys the key and the events stay. */
+static bool log_holds(const char *needle)
+{
+    bool found = false, end = false;
+    for (uint64_t pos = 0; !found && !end;) {
+        struct ag_event_page pg;
+        cr_assert_eq(ag_store_read_all(t_plat->store, pos, AG_READ_FORWARD, 500, &pg, NULL), 0);
+        for (size_t i = 0; i < pg.count && !found; i++)
+            found = memmem(pg.events[i].data, pg.events[i].data_len, needle, strlen(needle));
+        end = pg.end || pg.count == 0;
+        pos = pg.next_position;
+        ag_event_page_free(&pg);
+    }
+    return found;
+}
+
+Test(customers, personal_data_sealed_then_erased)
+{
+    struct t_resp r;
+    cr_assert_eq(t_call(&r, "POST", "/api/v1/customers", ALICE,
+                        "{\"email\":\"sealed.alice@test.example\",\"name\":\"Alice Sealed\"}",
+                        "Idempotency-Key: k-sealed\r\n"),
+                 201, "%s", r.text);
+    char id[40], loc[128], erase[160];
+    snprintf(id, sizeof id, "%s", t_str(&r, "id"));
+    snprintf(loc, sizeof loc, "/api/v1/customers/%s", id);
+    snprintf(erase, sizeof erase, "%s/erase", loc);
+    t_free(&r);
+    cr_expect_not(log_holds("sealed.alice"), "the email is sealed in the log");
+    cr_expect_not(log_holds("Alice Sealed"), "the name too (and the idempotency record)");
+    cr_expect(log_holds("pii1:"), "as envelopes");
+    cr_assert_eq(t_call(&r, "GET", loc, ALICE, NULL, NULL), 200, "%s", r.text);
+    cr_expect_str_eq(t_str(&r, "email"), "sealed.alice@test.example");
+    cr_expect_str_eq(t_str(&r, "name"), "Alice Sealed");
+    t_free(&r);
+
+    cr_expect_eq(t_call(&r, "POST", erase, BOB, "{}", NULL), 404, "not bob's");
+    t_free(&r);
+    cr_expect_eq(t_call(&r, "POST", erase, ANON, "{}", NULL), 401);
+    t_free(&r);
+    cr_assert_eq(t_call(&r, "POST", erase, ALICE, "{}", NULL), 200, "%s", r.text);
+    cr_expect_str_eq(t_str(&r, "email"), AG_CUSTOMER_ERASED);
+    cr_expect(json_is_true(json_object_get(r.body, "erased")));
+    t_free(&r);
+    cr_assert_eq(t_call(&r, "GET", loc, ADMIN, NULL, NULL), 200, "%s", r.text);
+    cr_expect_str_eq(t_str(&r, "name"), AG_CUSTOMER_ERASED);
+    cr_expect(svc_uuid_ok(t_str(&r, "accountId")), "the account stays");
+    t_free(&r);
+    cr_assert_eq(t_call(&r, "POST", "/api/v1/customers", ALICE,
+                        "{\"email\":\"sealed.alice@test.example\",\"name\":\"Alice Sealed\"}",
+                        "Idempotency-Key: k-sealed\r\n"),
+                 201, "%s", r.text);
+    cr_expect_str_eq(t_str(&r, "email"), AG_CUSTOMER_ERASED, "the replay cannot read it either");
+    t_free(&r);
+    cr_expect_eq(t_call(&r, "POST", erase, ADMIN, "{}", NULL), 200, "erasing again: a no-op");
+    t_free(&r);
+}

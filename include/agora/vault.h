@@ -69,8 +69,9 @@ AG_EXTERN bool ag_vault_erased(struct ag_vault *v, const char *subject);
 /* Re-wrap every data key of the vault in `dir` under a new master key while a
  * server may be using it. `old_hex`: the current master key (NULL: master.key).
  * `new_hex`: the new one (NULL: generated and written to master.key, which
- * requires file mode). A rotation interrupted half-way is finished by running it
- * again. `*count` (OUT) data keys re-wrapped. */
+ * requires file mode; with the caller's keys no server may use the vault
+ * meanwhile). A rotation interrupted half-way is finished by running it again.
+ * AG_ENOTFOUND when `dir` holds no vault. `*count` (OUT) data keys re-wrapped. */
 AG_EXTERN int ag_vault_rotate(const char *dir, const char *old_hex, const char *new_hex,
                               size_t *count, struct ag_err *err);
 

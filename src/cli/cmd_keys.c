@@ -16,10 +16,10 @@ static const char usage_text[] =
     "\n"
     "Re-wrap every customer data key under a new master key, while agora run\n"
     "serves. With the key file (DIR/keys/master.key, the default) the new key is\n"
-    "generated and replaces the file. With AGORA_MASTER_KEY, give the new key in\n"
-    "AGORA_NEW_MASTER_KEY (64 hex digits) and restart agora run with it as\n"
-    "AGORA_MASTER_KEY afterwards (the server cannot learn a key kept out of the\n"
-    "data directory). An interrupted rotation is finished by running it again.\n"
+    "generated and replaces the file. With AGORA_MASTER_KEY, stop agora run first,\n"
+    "give the new key in AGORA_NEW_MASTER_KEY (64 hex digits) and start again with\n"
+    "it as AGORA_MASTER_KEY (a server cannot learn a key kept out of the data\n"
+    "directory). An interrupted rotation is finished by running it again.\n"
     "\n"
     "  --data DIR   agora run's data directory (default ./data, env AGORA_DATA)\n";
 

@@ -719,6 +719,10 @@ int ag_vault_rotate(const char *dir, const char *old_hex, const char *new_hex, s
     if (!old_hex != !new_hex)
         return ag_err_set(err, AG_ECONFIG,
                           "with AGORA_MASTER_KEY, give the new key too (AGORA_NEW_MASTER_KEY)");
+    char p[4200];
+    path_of(dir, "master.kid", NULL, p, sizeof p);
+    if (!exists(p)) /* never make a vault here: rotating nothing is a mistake */
+        return ag_err_set(err, AG_ENOTFOUND, "no vault in %s (no master.kid)", dir);
     int rc = ag_vault_open(dir, old_hex, &v, err);
     if (rc) return rc;
     if ((rc = start_rotation(v, new_hex, err))) goto out_close;

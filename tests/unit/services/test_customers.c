@@ -5,6 +5,7 @@
 #include <criterion/criterion.h>
 #include <string.h>
 
+#include "agora/vault.h"
 #include "svc_test.h"
 
 TestSuite(customers, .init = t_start, .fini = t_stop, .timeout = 60);
@@ -273,4 +274,40 @@ Test(customers, personal_data_sealed_then_erased)
     t_free(&r);
     cr_expect_eq(t_call(&r, "POST", erase, ADMIN, "{}", NULL), 200, "erasing again: a no-op");
     t_free(&r);
+}
+
+/* The customer type's snapshot seals the personal fields; restore opens them, and
+ * reads placeholders once the key is destroyed. */
+Test(customers, snapshots_are_sealed)
+{
+    struct ag_customer *c = ag_calloc(2, sizeof *c);
+    cr_assert(c);
+    snprintf(c[0].id, sizeof c[0].id, "snap-1");
+    snprintf(c[0].email, sizeof c[0].email, "snap@test.example");
+    snprintf(c[0].name, sizeof c[0].name, "Snap Shot");
+    snprintf(c[0].account_id, sizeof c[0].account_id, "acc-1");
+    snprintf(c[0].addresses[0].street, sizeof c[0].addresses[0].street, "7 Snap Road");
+    snprintf(c[0].addresses[0].city, sizeof c[0].addresses[0].city, "C");
+    snprintf(c[0].addresses[0].state, sizeof c[0].addresses[0].state, "S");
+    snprintf(c[0].addresses[0].zip_code, sizeof c[0].addresses[0].zip_code, "1");
+    snprintf(c[0].addresses[0].country, sizeof c[0].addresses[0].country, "US");
+    c[0].naddresses = 1;
+    c[0].exists = true;
+    json_t *snap = svc_customer_type.snapshot(&c[0]);
+    cr_assert(snap);
+    char *text = json_dumps(snap, JSON_COMPACT);
+    cr_expect_null(strstr(text, "snap@"), "%s", text);
+    cr_expect_null(strstr(text, "Snap Shot"), "%s", text);
+    cr_expect_null(strstr(text, "Snap Road"), "%s", text);
+    free(text);
+    cr_assert_eq(svc_customer_type.restore(&c[1], snap), 0);
+    cr_expect_str_eq(c[1].email, "snap@test.example");
+    cr_expect_str_eq(c[1].addresses[0].street, "7 Snap Road");
+    struct ag_err err;
+    cr_assert_eq(ag_vault_erase(svc_pii_vault(), "snap-1", &err), 0, "%s", err.msg);
+    cr_assert_eq(svc_customer_type.restore(&c[1], snap), 0);
+    cr_expect_str_eq(c[1].email, AG_CUSTOMER_ERASED);
+    cr_expect_eq(c[1].naddresses, 0);
+    json_decref(snap);
+    ag_free(c);
 }

@@ -150,3 +150,26 @@ Test(vault, rotate_file_mode_while_open)
     ag_free(e2);
     ag_free(e3);
 }
+
+Test(vault, rotate_with_the_callers_keys_and_no_vault)
+{
+    struct ag_vault *v;
+    struct ag_err err;
+    size_t n = 0;
+    const char *k1 = "1111111111111111111111111111111111111111111111111111111111111111";
+    const char *k2 = "2222222222222222222222222222222222222222222222222222222222222222";
+    cr_assert_eq(ag_vault_rotate(dir, k1, k2, &n, &err), AG_ENOTFOUND, "no vault: nothing made");
+    cr_assert_eq(ag_vault_open(dir, k1, &v, &err), 0, "%s", err.msg);
+    char *e = seal(v, "c8", "Hal");
+    ag_vault_close(v);
+    cr_assert_eq(ag_vault_rotate(dir, k1, NULL, &n, &err), AG_ECONFIG, "both keys or neither");
+    cr_assert_eq(ag_vault_rotate(dir, k1, k2, &n, &err), 0, "%s", err.msg);
+    cr_assert_eq(n, 1);
+    cr_assert_eq(ag_vault_rotate(dir, k2, k2, &n, &err), 0, "again: nothing to do");
+    cr_assert_eq(n, 0);
+    cr_assert_eq(ag_vault_open(dir, k1, &v, &err), AG_ECONFIG, "the old key is refused");
+    cr_assert_eq(ag_vault_open(dir, k2, &v, &err), 0, "%s", err.msg);
+    expect_open(v, e, "Hal");
+    ag_vault_close(v);
+    ag_free(e);
+}

@@ -201,26 +201,34 @@ static int lock_dir(const char *dir, int how)
 
 /* ---- AES-256-GCM ---- */
 
-static int gcm(bool enc, const unsigned char key[KEY_LEN], const unsigned char nonce[NONCE_LEN],
-               const void *aad, size_t aadn, const unsigned char *in, size_t n, unsigned char *out,
-               unsigned char tag[TAG_LEN])
+static int gcm_seal(const unsigned char key[KEY_LEN], const unsigned char nonce[NONCE_LEN],
+                    const void *aad, size_t aadn, const unsigned char *in, size_t n,
+                    unsigned char *out, unsigned char tag[TAG_LEN])
 {
     EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
-    int len = 0, ok = c != NULL;
-    if (n > (size_t)1 << 30) ok = 0;
-    ok = ok && (enc ? EVP_EncryptInit_ex(c, EVP_aes_256_gcm(), NULL, key, nonce)
-                    : EVP_DecryptInit_ex(c, EVP_aes_256_gcm(), NULL, key, nonce));
-    ok = ok && (enc ? EVP_EncryptUpdate(c, NULL, &len, aad, (int)aadn)
-                    : EVP_DecryptUpdate(c, NULL, &len, aad, (int)aadn));
-    ok = ok && (enc ? EVP_EncryptUpdate(c, out, &len, in, (int)n)
-                    : EVP_DecryptUpdate(c, out, &len, in, (int)n));
-    if (enc) {
-        ok = ok && EVP_EncryptFinal_ex(c, out + len, &len) &&
-             EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, TAG_LEN, tag);
-    } else {
-        ok = ok && EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, TAG_LEN, tag) &&
+    int len = 0;
+    int ok =
+        c && n <= (size_t)1 << 30 && EVP_EncryptInit_ex(c, EVP_aes_256_gcm(), NULL, key, nonce) &&
+        EVP_EncryptUpdate(c, NULL, &len, aad, (int)aadn) &&
+        EVP_EncryptUpdate(c, out, &len, in, (int)n) && EVP_EncryptFinal_ex(c, out + len, &len) &&
+        EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, TAG_LEN, tag);
+    EVP_CIPHER_CTX_free(c);
+    return ok ? 0 : AG_ECORRUPT;
+}
+
+/* Decrypt and authenticate; AG_ECORRUPT when the tag does not match. */
+static int gcm_open(const unsigned char key[KEY_LEN], const unsigned char nonce[NONCE_LEN],
+                    const void *aad, size_t aadn, const unsigned char *in, size_t n,
+                    unsigned char *out, unsigned char tag[TAG_LEN])
+{
+    EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
+    int len = 0;
+    int ok = c && n <= (size_t)1 << 30 &&
+             EVP_DecryptInit_ex(c, EVP_aes_256_gcm(), NULL, key, nonce) &&
+             EVP_DecryptUpdate(c, NULL, &len, aad, (int)aadn) &&
+             EVP_DecryptUpdate(c, out, &len, in, (int)n) &&
+             EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, TAG_LEN, tag) &&
              EVP_DecryptFinal_ex(c, out + len, &len) > 0;
-    }
     EVP_CIPHER_CTX_free(c);
     return ok ? 0 : AG_ECORRUPT;
 }
@@ -234,8 +242,8 @@ static void wrap(const struct master *m, const char *subject, const unsigned cha
     memcpy(f + MAGIC_LEN, m->kid, KID_LEN);
     unsigned char *nonce = f + MAGIC_LEN + KID_LEN;
     RAND_bytes(nonce, NONCE_LEN);
-    gcm(true, m->key, nonce, subject, strlen(subject), key, KEY_LEN, nonce + NONCE_LEN,
-        nonce + NONCE_LEN + KEY_LEN);
+    gcm_seal(m->key, nonce, subject, strlen(subject), key, KEY_LEN, nonce + NONCE_LEN,
+             nonce + NONCE_LEN + KEY_LEN);
 }
 
 static int unwrap(const struct master *m, const char *subject, const unsigned char f[DK_FILE_LEN],
@@ -244,8 +252,7 @@ static int unwrap(const struct master *m, const char *subject, const unsigned ch
     const unsigned char *nonce = f + MAGIC_LEN + KID_LEN;
     unsigned char tag[TAG_LEN];
     memcpy(tag, nonce + NONCE_LEN + KEY_LEN, TAG_LEN);
-    return gcm(false, m->key, nonce, subject, strlen(subject), nonce + NONCE_LEN, KEY_LEN, key,
-               tag);
+    return gcm_open(m->key, nonce, subject, strlen(subject), nonce + NONCE_LEN, KEY_LEN, key, tag);
 }
 
 static const struct master *master_for(const struct ag_vault *v, const unsigned char *kid)
@@ -406,7 +413,7 @@ int ag_vault_seal(struct ag_vault *v, const char *subject, const void *pt, size_
         goto out_free;
     }
     RAND_bytes(raw, NONCE_LEN);
-    if ((rc = gcm(true, key, raw, subject, sn, pt, n, raw + NONCE_LEN, raw + NONCE_LEN + n))) {
+    if ((rc = gcm_seal(key, raw, subject, sn, pt, n, raw + NONCE_LEN, raw + NONCE_LEN + n))) {
         ag_err_set(err, rc, "encryption failed");
         goto out_free;
     }
@@ -448,8 +455,8 @@ int ag_vault_unseal(struct ag_vault *v, const char *env, size_t n, char **out, s
         goto out_free;
     }
     size_t ctn = (size_t)rawn - NONCE_LEN - TAG_LEN;
-    if (gcm(false, key, raw, subject, strlen(subject), raw + NONCE_LEN, ctn, (unsigned char *)pt,
-            raw + NONCE_LEN + ctn)) {
+    if (gcm_open(key, raw, subject, strlen(subject), raw + NONCE_LEN, ctn, (unsigned char *)pt,
+                 raw + NONCE_LEN + ctn)) {
         rc = ag_err_set(err, AG_ECORRUPT, "envelope of %s does not authenticate", subject);
         goto out_free;
     }
@@ -521,7 +528,8 @@ static int create_master(struct ag_vault *v, struct ag_err *err)
     if (RAND_bytes(v->cur.key, KEY_LEN) != 1) return ag_err_set(err, AG_EIO, "no randomness");
     make_kid(&v->cur);
     to_hex(v->cur.key, KEY_LEN, hex);
-    strcat(hex, "\n");
+    hex[AG_VAULT_KEY_HEX] = '\n';
+    hex[AG_VAULT_KEY_HEX + 1] = '\0';
     path_of(v->dir, "master.key", NULL, p, sizeof p);
     int rc = write_atomic(v->dir, p, hex, strlen(hex));
     wipe(hex, sizeof hex);
@@ -532,7 +540,8 @@ static int write_kid(const char *dir, const struct master *m)
 {
     char p[4200], hex[2 * KID_LEN + 2];
     to_hex(m->kid, KID_LEN, hex);
-    strcat(hex, "\n");
+    hex[2 * KID_LEN] = '\n';
+    hex[2 * KID_LEN + 1] = '\0';
     path_of(dir, "master.kid", NULL, p, sizeof p);
     return write_atomic(dir, p, hex, strlen(hex));
 }
@@ -544,12 +553,12 @@ static int check_kid(struct ag_vault *v, struct ag_err *err)
     path_of(v->dir, "master.kid", NULL, p, sizeof p);
     ssize_t n = read_small(p, hex, sizeof hex - 1);
     if (n == -ENOENT) return write_kid(v->dir, &v->cur);
-    unsigned char kid[KID_LEN];
+    unsigned char kid[KID_LEN] = {0};
     bool ok = n >= 2 * KID_LEN;
     for (size_t i = 0; ok && i < KID_LEN; i++) {
         int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
         ok = hi >= 0 && lo >= 0;
-        kid[i] = (unsigned char)(hi << 4 | lo);
+        if (ok) kid[i] = (unsigned char)(hi << 4 | lo);
     }
     if (!ok) return ag_err_set(err, AG_ECORRUPT, "%s is damaged", p);
     if (master_for(v, kid)) return 0;
@@ -687,7 +696,8 @@ static int start_rotation(struct ag_vault *v, const char *new_hex, struct ag_err
     if (RAND_bytes(v->next.key, KEY_LEN) != 1) return ag_err_set(err, AG_EIO, "no randomness");
     make_kid(&v->next);
     to_hex(v->next.key, KEY_LEN, hex);
-    strcat(hex, "\n");
+    hex[AG_VAULT_KEY_HEX] = '\n';
+    hex[AG_VAULT_KEY_HEX + 1] = '\0';
     path_of(v->dir, "master.key.next", NULL, p, sizeof p);
     int lk = lock_dir(v->dir, LOCK_EX);
     int rc = lk < 0 ? AG_EIO : write_atomic(v->dir, p, hex, strlen(hex));

@@ -80,8 +80,8 @@ static json_t *customer_json(const char *id, const char *email, const char *name
                           "tier", tier, "accountId", account_id);
     svc_pii_open_field(c, "email"); /* from the read model: sealed */
     svc_pii_open_field(c, "name");
-    if (c && strcmp(json_string_value(json_object_get(c, "email")), AG_CUSTOMER_ERASED) == 0)
-        json_object_set_new(c, "erased", json_true());
+    const char *e = json_string_value(json_object_get(c, "email"));
+    if (e && strcmp(e, AG_CUSTOMER_ERASED) == 0) json_object_set_new(c, "erased", json_true());
     return c;
 }
 

@@ -147,6 +147,7 @@ struct ag_dom_idmap {
 #define AG_EV_CUSTOMER_REGISTERED   "CustomerRegistered"
 #define AG_EV_CUSTOMER_TIER_CHANGED "CustomerTierChanged"
 #define AG_EV_ADDRESS_ADDED         "AddressAdded"
+#define AG_EV_CUSTOMER_ERASED       "CustomerErased"
 #define AG_EV_PRODUCT_ADDED         "ProductAdded"
 #define AG_EV_PRODUCT_PRICE_CHANGED "ProductPriceChanged"
 #define AG_EV_PRODUCT_DISCONTINUED  "ProductDiscontinued"
@@ -243,10 +244,11 @@ AG_EXTERN int ag_pricing_quote(const struct ag_price_line *lines, size_t n, bool
 #define AG_CUSTOMER_MAX_ADDRESSES 8
 
 struct ag_customer {
-    bool exists;                                            /* CustomerRegistered seen */
-    char id[AG_DOM_ID_MAX];                                 /* customer id */
-    char email[256];                                        /* as registered (≤ 254 bytes) */
-    char name[256];                                         /* display name */
+    bool exists;            /* CustomerRegistered seen */
+    bool erased;            /* CustomerErased seen: personal data gone, no further commands */
+    char id[AG_DOM_ID_MAX]; /* customer id */
+    char email[256];        /* as registered (≤ 254 bytes) */
+    char name[256];         /* display name */
     char account_id[AG_DOM_ID_MAX];                         /* the customer's wallet account */
     bool premium;                                           /* tier: premium (true) or standard */
     size_t naddresses;                                      /* addresses used */
@@ -286,6 +288,13 @@ AG_EXTERN int ag_customer_change_tier(const struct ag_customer *st,
 AG_EXTERN int ag_customer_add_address(const struct ag_customer *st,
                                       const struct ag_customer_add_address *cmd,
                                       struct ag_dom_events *out, struct ag_err *err);
+/* CustomerErased {customerId} (no personal data): the customer's data key is
+ * destroyed by the service; the state keeps id, tier and account, and its
+ * personal fields read AG_CUSTOMER_ERASED. Erased already → no events. */
+AG_EXTERN int ag_customer_erase(const struct ag_customer *st, struct ag_dom_events *out,
+                                struct ag_err *err);
+/* What a personal field of an erased customer reads. */
+#define AG_CUSTOMER_ERASED "[erased]"
 AG_EXTERN extern const struct ag_dom_aggregate ag_customer_aggregate;
 
 /* ==== Product ==== */
@@ -669,13 +678,14 @@ enum ag_shipment_status {
 };
 
 struct ag_shipment {
-    bool exists;                    /* ShipmentArranged seen */
-    char id[AG_DOM_ID_MAX];         /* shipment id */
-    char order_id[AG_DOM_ID_MAX];   /* one shipment per order */
-    char tracking_number[64];       /* carrier tracking number */
-    enum ag_shipment_status status; /* lifecycle */
-    struct ag_address address;      /* destination */
-    char cancel_reason[256];        /* set by ShipmentCancelled */
+    bool exists;                     /* ShipmentArranged seen */
+    char id[AG_DOM_ID_MAX];          /* shipment id */
+    char order_id[AG_DOM_ID_MAX];    /* one shipment per order */
+    char customer_id[AG_DOM_ID_MAX]; /* whose address it is ("" in old events) */
+    char tracking_number[64];        /* carrier tracking number */
+    enum ag_shipment_status status;  /* lifecycle */
+    struct ag_address address;       /* destination */
+    char cancel_reason[256];         /* set by ShipmentCancelled */
 };
 
 struct ag_shipment_arrange {
@@ -683,6 +693,7 @@ struct ag_shipment_arrange {
     const char *order_id;             /* already arranged for this order → no events */
     const struct ag_address *address; /* required */
     const char *tracking_number;      /* required, ≤ 63 bytes */
+    const char *customer_id;          /* whose address (optional: NULL) */
 };
 struct ag_shipment_cancel {
     const char *reason; /* NULL → "cancelled" */
@@ -698,7 +709,7 @@ AG_EXTERN json_t *ag_shipment_snapshot(const void *state);
 AG_EXTERN int ag_shipment_restore(void *state, const json_t *snap);
 /* "arranged", "cancelled", "dispatched". */
 AG_EXTERN const char *ag_shipment_status_name(enum ag_shipment_status s);
-/* ShipmentArranged {shipmentId, orderId, address, trackingNumber}. */
+/* ShipmentArranged {shipmentId, orderId, address, trackingNumber, customerId?}. */
 AG_EXTERN int ag_shipment_arrange(const struct ag_shipment *st,
                                   const struct ag_shipment_arrange *cmd, struct ag_dom_events *out,
                                   struct ag_err *err);

@@ -5,7 +5,7 @@
  * Order is what makes the copy consistent. (1) The read models first, each with
  * SQLite's online backup API: one consistent snapshot per database, its
  * projection checkpoint (ag_checkpoint) inside it. (2) The keys and other small
- * files of the directory (jwt-secret, ...). (3) The log last, segment by segment:
+ * files of the directory (jwt-secret, ...). (3) The log, segment by segment:
  * segments are append-only and only the last one grows, so a copy of it is a
  * prefix of the log that may end in a torn record. (4) The copy is opened as a
  * store, whose recovery cuts a torn tail exactly as after a crash, and closed,
@@ -14,7 +14,9 @@
  * committed before the backup started (checked: its head is at least the head a
  * read-only open saw first) and possibly later complete ones, never a torn one;
  * and every read model is at or behind the log, so on start the projections
- * catch up from their checkpoints (no rebuild). A scavenge running meanwhile
+ * catch up from their checkpoints (no rebuild). (5) The vault's keys (DIR/keys)
+ * after the log, so every customer in the copy has its data key (or is erased).
+ * A scavenge running meanwhile
  * renames whole segment files: the copy reads either the old or the new file.
  *
  * The backup is written to PATH.partial and renamed to PATH when complete, with
@@ -284,6 +286,38 @@ static int backup_log(struct backup *b, uint64_t committed, struct ag_err *err)
     return 0;
 }
 
+/* The vault's key files (DIR/keys: the wrapped data key of each customer, the
+ * erasure tombstones, the master key file when there is one), after the log: keys
+ * are only ever added (a registration writes its key before its events) or
+ * destroyed (an erasure), so every customer in the copied log has its key here,
+ * or is erased. */
+static int backup_keys(struct backup *b, struct ag_err *err)
+{
+    char src[1200], dst[1200];
+    snprintf(src, sizeof src, "%s/keys", b->data);
+    snprintf(dst, sizeof dst, "%s/keys", b->part);
+    struct names ns;
+    int rc = list_dir(src, false, &ns, err);
+    if (!rc && ns.n && mkdir(dst, 0700) != 0)
+        rc = ag_err_set(err, AG_EIO, "%s: %s", dst, strerror(errno));
+    size_t k = 0;
+    for (size_t i = 0; i < ns.n && !rc; i++) {
+        if (has_suffix(ns.v[i], ".tmp")) continue;
+        char s[2400], d[2400];
+        snprintf(s, sizeof s, "%s/%s", src, ns.v[i]);
+        snprintf(d, sizeof d, "%s/%s", dst, ns.v[i]);
+        rc = copy_file(s, d, err);
+        if (rc == AG_EIO && access(s, F_OK) != 0)
+            rc = 0, ag_err_clear(err); /* erased meanwhile */
+        else if (!rc)
+            k++;
+    }
+    names_free(&ns);
+    if (!rc && k) fsync_path(dst);
+    if (!rc) ag_buf_printf(&b->manifest, ",\"keys\":%zu", k);
+    return rc;
+}
+
 /* The committed head of the live log (a read-only open works while agora run has it). */
 static int live_head(const char *data, uint64_t *out, struct ag_err *err)
 {
@@ -317,6 +351,7 @@ static int run_backup(struct backup *b, struct ag_err *err)
     rc = backup_readmodels(b, err);
     if (!rc) rc = backup_files(b, err);
     if (!rc) rc = backup_log(b, committed, err);
+    if (!rc) rc = backup_keys(b, err);
     if (!rc) rc = ag_buf_puts(&b->manifest, "}");
     char mp[1200];
     snprintf(mp, sizeof mp, "%s/" MANIFEST, b->part);

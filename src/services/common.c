@@ -22,12 +22,10 @@
                                    ag_##dom##_evolve,                                              \
                                    ag_##dom##_snapshot,                                            \
                                    ag_##dom##_restore}
-SVC_TYPE(svc_customer_type, customer);
 SVC_TYPE(svc_product_type, product);
-SVC_TYPE(svc_order_type, order);
 SVC_TYPE(svc_stock_type, stock);
 SVC_TYPE(svc_account_type, account);
-SVC_TYPE(svc_shipment_type, shipment);
+/* svc_customer_type, svc_order_type, svc_shipment_type hold personal data: pii.c */
 
 /* ---- ids and time ---- */
 
@@ -81,21 +79,24 @@ bool svc_stream_exists(struct svc_env *p, const char *prefix, const char *id)
 struct dom_call {
     svc_dom_fn fn;
     const void *cmd;
+    const struct ag_es_type *type; /* whose personal fields to seal */
 };
 
+/* The domain's decide, then the new events' personal fields sealed (pii.c). */
 static int run_dom(const void *state, int64_t version, void *ud, struct ag_es_batch *out,
                    struct ag_err *err)
 {
-    AG_UNUSED(version);
     struct dom_call *c = ud;
     struct ag_dom_events evs;
     ag_dom_events_init(&evs);
+    size_t from = out->n;
     int rc = c->fn(state, c->cmd, &evs, err);
     for (size_t i = 0; i < evs.n && !rc; i++) {
         rc = ag_es_batch_push(out, evs.v[i].type, evs.v[i].data);
         evs.v[i].data = NULL; /* moved (push releases it on failure) */
     }
     ag_dom_events_free(&evs);
+    if (!rc) rc = svc_pii_seal_events(c->type, version >= 0 ? state : NULL, out, from, err);
     return rc;
 }
 
@@ -104,7 +105,7 @@ int svc_exec(struct svc_env *p, const struct svc_cmd *c, struct ag_err *err)
     char stream[AG_STORE_STREAM_MAX + 1];
     if (ag_es_stream(c->type, c->id, stream, sizeof stream))
         return ag_err_set(err, AG_EINVAL, "%s id is too long", c->type->name);
-    struct dom_call dc = {c->decide, c->cmd};
+    struct dom_call dc = {c->decide, c->cmd, c->type};
     struct ag_es_cmd ec = {c->type, stream, run_dom, &dc, c->meta, c->view, c->view_ud};
     return ag_es_execute(p->repo, &ec, NULL, err);
 }
@@ -136,7 +137,7 @@ int svc_exec_async(struct svc_env *p, const struct svc_cmd *c, const struct svc_
         ag_free(x);
         return AG_EINVAL;
     }
-    x->dc = (struct dom_call){c->decide, c->cmd};
+    x->dc = (struct dom_call){c->decide, c->cmd, c->type};
     x->done = a->done;
     x->ud = a->ud;
     memcpy(x->meta, c->meta ? c->meta : "", mlen + 1);
@@ -449,6 +450,10 @@ static int replay(struct svc_job *j, const json_t *resp)
         j->errors = json_is_array(errors) ? json_incref(errors) : NULL;
     } else {
         j->resp = json_incref(body);
+        const char *k;
+        json_t *v;
+        void *it;
+        json_object_foreach_safe(j->resp, it, k, v) svc_pii_open_field(j->resp, k); /* sealed */
     }
     return 1;
 }
@@ -571,6 +576,20 @@ void svc_idem_end(struct svc_job *j, const char *scope)
     json_t *body = j->problem ? json_pack("{s:s, s:s, s:O?}", "title", j->title, "detail",
                                           j->detail, "errors", j->errors)
                               : json_incref(j->resp);
+    if (body && j->pii_fields && !j->problem) { /* never personal data in clear (pii.c) */
+        json_t *copy = json_copy(body);
+        json_decref(body);
+        body = copy;
+        struct ag_err perr;
+        for (size_t i = 0; body && j->pii_fields[i]; i++)
+            if (svc_pii_seal_field(body, j->pii_fields[i], j->pii_subject, &perr)) {
+                AG_WARN("api.idempotency_not_sealed", AG_LS("error", perr.msg));
+                json_decref(body);
+                body = NULL;
+                idem_release(j, stream); /* a retry runs the request again instead */
+                return;
+            }
+    }
     json_t *rec = json_pack("{s:i, s:o, s:b}", "status", j->status, "body",
                             body ? body : json_null(), "problem", j->problem);
     if (rec && j->location[0]) json_object_set_new(rec, "location", json_string(j->location));

@@ -104,6 +104,7 @@ struct svc_env {
 
 struct ag_platform {
     struct ag_platform_config cfg;
+    struct ag_vault *vault;       /* <data>/keys: the customers' data keys (pii.c) */
     struct svc_binding *bindings; /* registered routes, freed at stop */
     struct ag_store *store;
     struct ag_es_repo *repo;
@@ -184,6 +185,10 @@ struct svc_job {
     char replayed;        /* answered from the idempotency record */
     uint64_t rm_position; /* projection position the answer reflects (0: n/a) */
     void *ext;            /* the route's own state (svc_route.prepare), or NULL */
+    /* personal data in the answer: the customer whose data key seals the members
+     * `pii_fields` (NULL-terminated) of the body in its idempotency record */
+    char pii_subject[40];
+    const char *const *pii_fields;
     void (*finish)(struct svc_job *j, struct ag_http_req *req); /* svc_route.finish */
 };
 
@@ -394,6 +399,29 @@ void svc_shipping_projection(struct ag_projection *out);
 void svc_saga_starter_projection(struct ag_platform *p, struct ag_projection *out);
 /* The PlaceOrder saga definition (steps, policy, faults from the environment). */
 int svc_place_order_saga(struct ag_platform *p, struct ag_err *err);
+
+/* ---- personal data (pii.c) ---- */
+
+struct ag_vault;
+/* The vault the platform opened: one per process (the aggregate types' evolve,
+ * snapshot and restore have no context to carry it). NULL: none. */
+void svc_pii_set_vault(struct ag_vault *v);
+struct ag_vault *svc_pii_vault(void);
+/* Seal member `field` of `obj` (any JSON value; absent or null: nothing) with
+ * customer `subject`'s data key: replaced by an envelope string. AG_EDOMAIN when
+ * the customer was erased. */
+int svc_pii_seal_field(json_t *obj, const char *field, const char *subject, struct ag_err *err);
+/* Open member `field` when it is an envelope: replaced by its value, or by the
+ * field's "[erased]" placeholder when the key is gone. 1 opened, 0 not sealed. */
+int svc_pii_open_field(json_t *obj, const char *field);
+/* A read model's column for personal field `field` (an envelope, its JSON
+ * encoding, or a plain JSON value) as the value to answer: new reference, NULL
+ * for NULL. */
+json_t *svc_pii_open_text(const char *text, const char *field);
+/* Seal the personal fields of the new events b->v[from..] of a command on an
+ * aggregate of type `t` in `state` (before it; NULL for a new stream). */
+int svc_pii_seal_events(const struct ag_es_type *t, const void *state, struct ag_es_batch *b,
+                        size_t from, struct ag_err *err);
 
 /* Demo data on first start. */
 int svc_seed(struct svc_env *p, struct ag_err *err);

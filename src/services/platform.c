@@ -8,16 +8,19 @@
  * projection starts sagas), the projections before HTTP (queries need them).
  * Stop order is the reverse.
  */
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <uv.h>
 
 #include "agora/store.h"
 #include "agora/store_log.h"
+#include "agora/vault.h"
 #include "services/internal.h"
 
 const char *const svc_rm_names[RM_COUNT] = {"customers", "products",  "accounts", "stock",
@@ -346,13 +349,29 @@ static int start_projections(struct ag_platform *p, struct ag_err *err)
     return wait_for_db(p, "readmodels", projections_attempt, err);
 }
 
+/* The vault of personal data, first: a wrong or missing master key stops the
+ * start before anything is read (never a new key over existing data keys). The
+ * master key is AGORA_MASTER_KEY, or <data>/keys/master.key (made on first start). */
+static int open_vault(struct ag_platform *p, struct ag_err *err)
+{
+    char dir[4096];
+    if ((size_t)snprintf(dir, sizeof dir, "%s/keys", p->cfg.data_dir) >= sizeof dir)
+        return ag_err_set(err, AG_EINVAL, "the data directory's path is too long");
+    if (mkdir(p->cfg.data_dir, 0700) && errno != EEXIST)
+        return ag_err_set(err, AG_EIO, "cannot create %s: %s", p->cfg.data_dir, strerror(errno));
+    int rc = ag_vault_open(dir, getenv("AGORA_MASTER_KEY"), &p->vault, err);
+    if (!rc) svc_pii_set_vault(p->vault);
+    return rc;
+}
+
 int ag_platform_start(const struct ag_platform_config *cfg, struct ag_platform **out,
                       struct ag_err *err)
 {
     struct ag_platform *p = ag_calloc(1, sizeof *p);
     if (!p) return ag_err_set(err, AG_ENOMEM, "out of memory");
     p->cfg = *cfg;
-    int rc = wait_for_db(p, "store", open_store, err);
+    int rc = open_vault(p, err);
+    if (!rc) rc = wait_for_db(p, "store", open_store, err);
     struct ag_store_stats st = {0};
     if (!rc) ag_store_stats(p->store, &st);
     if (!rc) rc = svc_place_order_saga(p, err);
@@ -425,6 +444,8 @@ void ag_platform_stop(struct ag_platform *p)
     ag_obs_health_free(p->health);
     ag_obs_registry_free(p->metrics);
     ag_free(p->rms.dir);
+    if (p->vault && svc_pii_vault() == p->vault) svc_pii_set_vault(NULL);
+    ag_vault_close(p->vault);
     ag_free(p);
 }
 

@@ -237,6 +237,7 @@ function defaultParams(tpl) {
   const m = {
     '/api/v1/customers/{id}': { id: F.CID_A },
     '/api/v1/customers/{id}/tier': { id: F.CID_A },
+    '/api/v1/customers/{id}/erase': { id: F.CID_A },
     '/api/v1/accounts/{id}': { id: F.AID_A },
     '/api/v1/accounts/{id}/deposits': { id: F.AID_A },
     '/api/v1/products/{id}': { id: F.P },
@@ -286,6 +287,7 @@ function ops() {
           expect: '2xx',
           verify: async (b) => {
             if (b.email !== 'carol@matrix.example') return `registered ${JSON.stringify(b)}`;
+            F.CID_C = b.id; // erased by carol herself at the end
             const me = await call('GET', '/api/v1/customers/me', { token: T.carol });
             return (me.status === 200 && me.json.id === b.id) || `not bound to carol: /me → ${me.status} ${me.text}`;
           },
@@ -295,6 +297,7 @@ function ops() {
           expect: '2xx',
           verify: async (b) => {
             if (b.tier !== 'premium') return `an admin may set the tier: ${JSON.stringify(b)}`;
+            F.CID_D = b.id; // erased by the admin at the end
             const me = await call('GET', '/api/v1/customers/me', { token: T.dave });
             return (me.status === 200 && me.json.id === b.id) || `not bound to sub matrix-dave: /me → ${me.status}`;
           },
@@ -313,6 +316,26 @@ function ops() {
       phase: 2,
       body: { tier: 'premium' },
       verify: (b) => (b.id === F.CID_A && b.tier === 'premium') || `not alice, premium: ${JSON.stringify(b)}`,
+    },
+    'POST /api/v1/customers/{id}/erase': {
+      phase: 2,
+      body: {},
+      // refused callers aim at alice (who must stay as she is); the owner case is carol
+      // erasing herself, the admin's erases dave (both registered in phase 1)
+      cases: {
+        alice: {
+          caller: 'carol',
+          token: () => T.carol,
+          params: () => ({ id: F.CID_C }),
+          expect: '2xx',
+          verify: (b) => (b.id === F.CID_C && b.email === '[erased]' && b.erased === true) || `not carol, erased: ${JSON.stringify(b)}`,
+        },
+        admin: {
+          params: () => ({ id: F.CID_D }),
+          expect: '2xx',
+          verify: (b) => (b.id === F.CID_D && b.name === '[erased]') || `not dave, erased: ${JSON.stringify(b)}`,
+        },
+      },
     },
     'GET /api/v1/accounts': {
       query: '?limit=100',

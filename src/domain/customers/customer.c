@@ -2,17 +2,23 @@
  * The Customer aggregate.
  *
  * Events: CustomerRegistered {customerId, email, name, tier, accountId},
- * CustomerTierChanged {tier}, AddressAdded {address}. Tier is "standard" or
- * "premium" on the wire and a bool in the state.
+ * CustomerTierChanged {tier}, AddressAdded {address}, CustomerErased
+ * {customerId}. Tier is "standard" or "premium" on the wire and a bool in the
+ * state. Email, name and addresses are personal data: the services seal them
+ * with the customer's data key before they reach the log (src/services/pii.c),
+ * so the domain sees plain values. CustomerErased carries none: it marks the
+ * customer erased (its key destroyed) and the state's personal fields then read
+ * "[erased]"; an erased customer takes no further commands.
  *
  * Invariants: registered once; the email has one '@', a non-empty local part and a
  * dot inside the domain, at most 254 bytes; the name is non-empty; at most eight
  * addresses, without duplicates. Email uniqueness across customers needs a view of
  * all customers, so the service checks it before calling register.
  *
- * The snapshot is the CustomerRegistered shape plus "exists" and "addresses", so
- * restore reuses the event's reader.
+ * The snapshot is the CustomerRegistered shape plus "exists", "erased" and
+ * "addresses", so restore reuses the event's reader.
  */
+#include <stdio.h>
 #include <string.h>
 
 #include "domain/internal.h"
@@ -69,9 +75,23 @@ static int on_address(struct ag_customer *c, const json_t *d)
     return 0;
 }
 
+/* Personal fields → the erased marker; id, tier and account stay. */
+static void on_erased(struct ag_customer *c)
+{
+    snprintf(c->email, sizeof c->email, "%s", AG_CUSTOMER_ERASED);
+    snprintf(c->name, sizeof c->name, "%s", AG_CUSTOMER_ERASED);
+    memset(c->addresses, 0, sizeof c->addresses);
+    c->naddresses = 0;
+    c->erased = true;
+}
+
 int ag_customer_evolve(void *state, const char *type, const json_t *data)
 {
     struct ag_customer *c = state;
+    if (strcmp(type, AG_EV_CUSTOMER_ERASED) == 0) {
+        on_erased(c);
+        return 0;
+    }
     if (strcmp(type, AG_EV_CUSTOMER_REGISTERED) == 0) return on_registered(c, data);
     if (strcmp(type, AG_EV_CUSTOMER_TIER_CHANGED) == 0) return parse_tier(data, &c->premium);
     if (strcmp(type, AG_EV_ADDRESS_ADDED) == 0) return on_address(c, data);
@@ -91,9 +111,10 @@ json_t *ag_customer_snapshot(const void *state)
             addrs = NULL;
         }
     if (!addrs) return NULL;
-    return json_pack("{s:b,s:s,s:s,s:s,s:s,s:s,s:o}", "exists", 1, "customerId", c->id, "email",
-                     c->email, "name", c->name, "tier", ag_customer_tier_name(c->premium),
-                     "accountId", c->account_id, "addresses", addrs);
+    return json_pack("{s:b,s:b,s:s,s:s,s:s,s:s,s:s,s:o}", "exists", 1, "erased", c->erased,
+                     "customerId", c->id, "email", c->email, "name", c->name, "tier",
+                     ag_customer_tier_name(c->premium), "accountId", c->account_id, "addresses",
+                     addrs);
 }
 
 int ag_customer_restore(void *state, const json_t *snap)
@@ -111,6 +132,7 @@ int ag_customer_restore(void *state, const json_t *snap)
         if (ag_address_from_json(json_array_get(addrs, i), &c->addresses[i], "", NULL))
             goto out_invalid;
     c->naddresses = json_array_size(addrs);
+    if (json_is_true(json_object_get(snap, "erased"))) on_erased(c);
     return 0;
 out_invalid:
     ag_customer_init(c);
@@ -157,7 +179,15 @@ int ag_customer_register(const struct ag_customer *st, const struct ag_customer_
 static int need_customer(const struct ag_customer *st, struct ag_err *err)
 {
     if (!st->exists) return ag_err_set(err, AG_EDOMAIN, "customer is not registered");
+    if (st->erased) return ag_err_set(err, AG_EDOMAIN, "customer %s was erased", st->id);
     return 0;
+}
+
+int ag_customer_erase(const struct ag_customer *st, struct ag_dom_events *out, struct ag_err *err)
+{
+    if (!st->exists) return ag_err_set(err, AG_EDOMAIN, "customer is not registered");
+    if (st->erased) return 0;
+    return ag__dom_emit(out, AG_EV_CUSTOMER_ERASED, json_pack("{s:s}", "customerId", st->id), err);
 }
 
 int ag_customer_change_tier(const struct ag_customer *st, const struct ag_customer_change_tier *cmd,

@@ -1,7 +1,9 @@
 /*
  * The Shipment aggregate: one per order.
  *
- * Events: ShipmentArranged {shipmentId, orderId, address, trackingNumber};
+ * Events: ShipmentArranged {shipmentId, orderId, address, trackingNumber,
+ * customerId?} (the customer whose data key seals the address, see
+ * src/services/pii.c);
  * ShipmentCancelled {reason}; ShipmentDispatched {dispatchedAt}.
  *
  * Lifecycle: arranged → dispatched, or arranged → cancelled. Arranging again for
@@ -40,6 +42,7 @@ static int on_arranged(struct ag_shipment *s, const json_t *d)
     if (ag__dom_get_str(d, "shipmentId", s->id, sizeof s->id) ||
         ag__dom_get_str(d, "orderId", s->order_id, sizeof s->order_id) ||
         ag__dom_get_str(d, "trackingNumber", s->tracking_number, sizeof s->tracking_number) ||
+        ag__dom_get_str_opt(d, "customerId", s->customer_id, sizeof s->customer_id) ||
         ag__dom_get_address(d, "address", &s->address))
         return AG_EINVAL;
     s->exists = true;
@@ -67,10 +70,10 @@ json_t *ag_shipment_snapshot(const void *state)
 {
     const struct ag_shipment *s = state;
     if (!s->exists) return json_pack("{s:b}", "exists", 0);
-    return json_pack("{s:b,s:s,s:s,s:s,s:o,s:s,s:s}", "exists", 1, "shipmentId", s->id, "orderId",
-                     s->order_id, "trackingNumber", s->tracking_number, "address",
+    return json_pack("{s:b,s:s,s:s,s:s,s:o,s:s,s:s,s:s}", "exists", 1, "shipmentId", s->id,
+                     "orderId", s->order_id, "trackingNumber", s->tracking_number, "address",
                      ag_address_to_json(&s->address), "status", ag_shipment_status_name(s->status),
-                     "cancelReason", s->cancel_reason);
+                     "cancelReason", s->cancel_reason, "customerId", s->customer_id);
 }
 
 static int parse_status(const char *name, enum ag_shipment_status *out)
@@ -120,6 +123,11 @@ int ag_shipment_arrange(const struct ag_shipment *st, const struct ag_shipment_a
     if ((rc = ag__dom_address_check(cmd->address, "/address", err))) return rc;
     json_t *d = json_pack("{s:s,s:s,s:o,s:s}", "shipmentId", s.id, "orderId", s.order_id, "address",
                           ag_address_to_json(cmd->address), "trackingNumber", s.tracking_number);
+    if (d && cmd->customer_id && cmd->customer_id[0] &&
+        json_object_set_new(d, "customerId", json_string(cmd->customer_id))) {
+        json_decref(d);
+        d = NULL;
+    }
     return ag__dom_emit(out, AG_EV_SHIPMENT_ARRANGED, d, err);
 }
 

@@ -12,11 +12,19 @@
  * bound to its sub (access.c); a second registration is 409 naming the first.
  * Only an admin sets a tier, registers for someone else (optional "sub"), or
  * changes a tier later (CustomerTierChanged).
+ *
+ * Personal data (src/services/pii.c): the email and name reach the log, the read
+ * model and the idempotency record sealed with the customer's data key; answers
+ * open them. Erasure (POST /customers/{id}/erase, the customer or an admin)
+ * destroys the key first, then records CustomerErased: a crash in between is
+ * finished by the retry (both steps are idempotent). Error messages never echo
+ * an email (they are kept in idempotency records).
  */
 #include <ctype.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "agora/vault.h"
 #include "services/internal.h"
 
 static void email_stream(const char *email, char out[64])
@@ -34,8 +42,7 @@ static int claim_email(struct svc_env *p, const char *email, const char *id, str
     char stream[64];
     email_stream(email, stream);
     int rc = svc_claim(p, stream, id, "customer", NULL, err);
-    if (rc == AG_EEXISTS)
-        return ag_err_set(err, AG_EEXISTS, "email %s is already registered", email);
+    if (rc == AG_EEXISTS) return ag_err_set(err, AG_EEXISTS, "this email is already registered");
     return rc;
 }
 
@@ -69,9 +76,16 @@ int svc_register_customer(struct svc_env *p, const char *id, const char *email, 
 static json_t *customer_json(const char *id, const char *email, const char *name, const char *tier,
                              const char *account_id)
 {
-    return json_pack("{s:s, s:s, s:s, s:s, s:s}", "id", id, "email", email, "name", name, "tier",
-                     tier, "accountId", account_id);
+    json_t *c = json_pack("{s:s, s:s, s:s, s:s, s:s}", "id", id, "email", email, "name", name,
+                          "tier", tier, "accountId", account_id);
+    svc_pii_open_field(c, "email"); /* from the read model: sealed */
+    svc_pii_open_field(c, "name");
+    const char *e = json_string_value(json_object_get(c, "email"));
+    if (e && strcmp(e, AG_CUSTOMER_ERASED) == 0) json_object_set_new(c, "erased", json_true());
+    return c;
 }
+
+static const char *const personal[] = {"email", "name", NULL};
 
 /* Validate the registration body; the tier only an admin may set. */
 static void parse_registration(struct svc_job *j, const char **email, const char **name,
@@ -175,6 +189,8 @@ static int create(struct svc_job *j)
     } else {
         snprintf(j->location, sizeof j->location, "/api/v1/customers/%s", id);
         svc_ok(j, 201, customer_json(id, email, name, ag_customer_tier_name(premium), account));
+        snprintf(j->pii_subject, sizeof j->pii_subject, "%s", id);
+        j->pii_fields = personal;
     }
     svc_idem_end(j, "customers");
     return 0;
@@ -252,11 +268,44 @@ static int tier(struct svc_job *j)
     return 0;
 }
 
+static int dom_erase(const void *st, const void *cmd, struct ag_dom_events *out, struct ag_err *err)
+{
+    AG_UNUSED(cmd);
+    return ag_customer_erase(st, out, err);
+}
+
+/* POST /api/v1/customers/{id}/erase (the customer or an admin): crypto-shredding. */
+static int erase(struct svc_job *j)
+{
+    if (!svc_owns(j, j->param) || !svc_stream_exists(j->env, "customer", j->param))
+        return svc_problem(j, 404, "Customer not found", "no customer with id %s", j->param);
+    struct ag_err err;
+    ag_err_clear(&err);
+    struct ag_vault *v = svc_pii_vault();
+    int rc = v ? ag_vault_erase(v, j->param, &err)
+               : ag_err_set(&err, AG_ECONFIG, "no vault for personal data");
+    json_t *view = NULL;
+    if (!rc)
+        rc = svc_exec(j->env,
+                      &(struct svc_cmd){&svc_customer_type, j->param, dom_erase, NULL, j->meta,
+                                        view_customer, &view},
+                      &err);
+    if (rc) {
+        svc_error(j, rc, &err);
+    } else {
+        AG_INFO("customers.erased", AG_LS("customer", j->param), AG_LS("by", j->who.sub));
+        svc_ok(j, 200, view), view = NULL;
+    }
+    json_decref(view);
+    return 0;
+}
+
 static const struct svc_route routes[] = {
     {"POST", "/api/v1/customers", SVC_OWNER, create, NULL, NULL, {NULL}},
     {"GET", "/api/v1/customers/me", SVC_OWNER, me, NULL, NULL, {NULL}},
     {"GET", "/api/v1/customers/{id}", SVC_OWNER, get, "id", "customer", {NULL}},
     {"POST", "/api/v1/customers/{id}/tier", SVC_ADMIN, tier, "id", "customer", {NULL}},
+    {"POST", "/api/v1/customers/{id}/erase", SVC_OWNER, erase, "id", "customer", {NULL}},
 };
 
 const struct svc_context svc_customers_context = {

@@ -67,10 +67,12 @@ static int decide_place(const void *state, int64_t version, void *ud, struct ag_
     }
     struct ag_order_place p = {&pl->address, pl->quote, pl->saga_id};
     if (!rc) rc = step_dom(&o, &all, ag_order_place(&o, &p, &evs, err), &evs);
+    size_t from = out->n;
     for (size_t i = 0; i < all.n && !rc; i++) {
         rc = ag_es_batch_push(out, all.v[i].type, all.v[i].data);
         all.v[i].data = NULL;
     }
+    if (!rc) rc = svc_pii_seal_events(&svc_order_type, NULL, out, from, err); /* the address */
     ag_dom_events_free(&all);
     ag_dom_events_free(&evs);
     ag_order_free(&o);
@@ -238,7 +240,7 @@ static json_t *order_row(const struct ag_rm_row *st)
                           svc_money_json(ag_rm_int64(st, 6), cur), "sagaId", svc_col(st, 11),
                           "createdAt", svc_col(st, 12), "updatedAt", svc_col(st, 13));
     json_object_set_new(o, "items", json_loads(svc_col(st, 7), 0, NULL) ?: json_array());
-    json_t *addr = svc_col(st, 8) ? json_loads(svc_col(st, 8), 0, NULL) : NULL;
+    json_t *addr = svc_pii_open_text(svc_col(st, 8), "shippingAddress"); /* sealed */
     if (addr) json_object_set_new(o, "shippingAddress", addr);
     if (svc_col(st, 9)) json_object_set_new(o, "cancellationReason", json_string(svc_col(st, 9)));
     if (svc_col(st, 10)) json_object_set_new(o, "trackingNumber", json_string(svc_col(st, 10)));

@@ -98,7 +98,7 @@ static int apply_placed(struct ag_rm *db, const char *id, const json_t *d, const
         (long long)json_integer_value(json_object_get(json_object_get(d, "discount"), "amount")));
     snprintf(tot, sizeof tot, "%lld",
              (long long)json_integer_value(json_object_get(json_object_get(d, "total"), "amount")));
-    char *addr = json_dumps(json_object_get(d, "shippingAddress"), JSON_COMPACT);
+    char *addr = json_dumps(json_object_get(d, "shippingAddress"), JSON_COMPACT | JSON_ENCODE_ANY);
     struct ag_rm_arg v[] = {
         AG_RM_TEXT(id),   AG_RM_TEXT(sub),
         AG_RM_TEXT(disc), AG_RM_TEXT(tot),

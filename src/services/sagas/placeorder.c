@@ -253,7 +253,7 @@ static int arrange(void *ud, const json_t *data, const char *key, const char *re
     char ship_id[AG_UUID_STRLEN + 1], track[32];
     svc_new_id(ship_id, "shipments", id);
     tracking_number(id, track);
-    struct ag_shipment_arrange a = {ship_id, id, &v.address, track};
+    struct ag_shipment_arrange a = {ship_id, id, &v.address, track, v.customer_id};
     return svc_exec(
         ud, &(struct svc_cmd){&svc_shipment_type, id, d_shipment_arrange, &a, meta, NULL, NULL},
         err);
@@ -459,7 +459,8 @@ static void arrange_async(void *ud, const json_t *data, const char *key, const c
     }
     svc_new_id(x->ship_id, "shipments", x->id);
     tracking_number(x->id, x->track);
-    x->cmd.arrange = (struct ag_shipment_arrange){x->ship_id, x->id, &x->v.address, x->track};
+    x->cmd.arrange =
+        (struct ag_shipment_arrange){x->ship_id, x->id, &x->v.address, x->track, x->v.customer_id};
     acall_exec(x,
                &(struct svc_cmd){&svc_shipment_type, x->id, d_shipment_arrange, &x->cmd.arrange,
                                  x->meta, NULL, NULL},

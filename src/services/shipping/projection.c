@@ -22,7 +22,7 @@ static int apply_shipment(struct ag_rm *db, const struct ag_event *ev, const jso
     snprintf(type, sizeof type, "%.*s", (int)ev->type_len, ev->type);
     ag_time_rfc3339(ev->time_ns, ts);
     if (strcmp(type, AG_EV_SHIPMENT_ARRANGED) == 0) {
-        char *addr = json_dumps(json_object_get(d, "address"), JSON_COMPACT);
+        char *addr = json_dumps(json_object_get(d, "address"), JSON_COMPACT | JSON_ENCODE_ANY);
         int rc = svc_sql_run(
             db,
             "INSERT INTO shipments VALUES(?1, ?2, 'arranged', ?3, ?4, ?5) ON CONFLICT(order_id) DO"

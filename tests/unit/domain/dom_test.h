@@ -47,6 +47,8 @@ static inline void dt_prep(void)
 }
 
 #define D(fn, ...) (dt_prep(), fn(T.st, &(struct fn)__VA_ARGS__, &T.ev, &T.err))
+/* A decide without a command struct (ag_customer_erase). */
+#define D0(fn) (dt_prep(), fn(T.st, &T.ev, &T.err))
 
 /* The decide succeeded: evolve the state with its events; returns how many. */
 static inline size_t dt_ok(int rc)

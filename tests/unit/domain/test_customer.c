@@ -219,3 +219,28 @@ Test(product, evolve_malformed)
         AG_EINVAL);
     cr_assert_eq(dt_apply("ProductPriceChanged", "{\"price\":{\"amount\":1}}"), AG_EINVAL);
 }
+
+Test(customer, erase_keeps_id_tier_account_and_forgets_the_rest)
+{
+    struct ag_customer copy;
+    dt_fail(D0(ag_customer_erase), AG_EDOMAIN, "customer is not registered");
+    registered(true);
+    dt_ok(D(ag_customer_add_address, {&ADDR}));
+    cr_assert_eq(dt_ok(D0(ag_customer_erase)), 1);
+    json_t *d = dt_ev(0, "CustomerErased");
+    cr_assert_str_eq(jstr(d, "customerId"), "c1");
+    cr_assert_eq(json_object_size(d), 1, "no personal data in the event");
+    cr_assert(c.erased);
+    cr_assert_str_eq(c.email, AG_CUSTOMER_ERASED);
+    cr_assert_str_eq(c.name, AG_CUSTOMER_ERASED);
+    cr_assert_eq(c.naddresses, 0);
+    cr_assert(c.premium);
+    cr_assert_str_eq(c.account_id, "a1");
+    cr_assert_eq(dt_ok(D0(ag_customer_erase)), 0, "erased already: no events");
+    dt_fail(D(ag_customer_change_tier, {false}), AG_EDOMAIN, "was erased");
+    dt_fail(D(ag_customer_add_address, {&ADDR2}), AG_EDOMAIN, "was erased");
+    dt_roundtrip(&copy);
+    cr_assert(copy.erased);
+    cr_assert_str_eq(copy.email, AG_CUSTOMER_ERASED);
+    ag_customer_free(&copy);
+}

@@ -5,6 +5,7 @@
 #include <criterion/criterion.h>
 #include <string.h>
 
+#include "agora/vault.h"
 #include "svc_test.h"
 
 TestSuite(customers, .init = t_start, .fini = t_stop, .timeout = 60);
@@ -214,4 +215,99 @@ Test(customers, an_idempotency_key_replays_per_principal)
     cr_expect_str_neq(t_str(&r, "id"), id);
     cr_expect_str_eq(t_header(&r, "Idempotent-Replayed"), "");
     t_free(&r);
+}
+
+/* Personal data at rest (src/services/pii.c): the log holds envelopes, the API the
+ * values; erasure destroys the key and the events stay. */
+static bool log_holds(const char *needle)
+{
+    bool found = false, end = false;
+    for (uint64_t pos = 0; !found && !end;) {
+        struct ag_event_page pg;
+        cr_assert_eq(ag_store_read_all(t_plat->store, pos, AG_READ_FORWARD, 500, &pg, NULL), 0);
+        for (size_t i = 0; i < pg.count && !found; i++)
+            found = memmem(pg.events[i].data, pg.events[i].data_len, needle, strlen(needle));
+        end = pg.end || pg.count == 0;
+        pos = pg.next_position;
+        ag_event_page_free(&pg);
+    }
+    return found;
+}
+
+Test(customers, personal_data_sealed_then_erased)
+{
+    struct t_resp r;
+    cr_assert_eq(t_call(&r, "POST", "/api/v1/customers", ALICE,
+                        "{\"email\":\"sealed.alice@test.example\",\"name\":\"Alice Sealed\"}",
+                        "Idempotency-Key: k-sealed\r\n"),
+                 201, "%s", r.text);
+    char id[40], loc[128], erase[160];
+    snprintf(id, sizeof id, "%s", t_str(&r, "id"));
+    snprintf(loc, sizeof loc, "/api/v1/customers/%s", id);
+    snprintf(erase, sizeof erase, "%s/erase", loc);
+    t_free(&r);
+    cr_expect_not(log_holds("sealed.alice"), "the email is sealed in the log");
+    cr_expect_not(log_holds("Alice Sealed"), "the name too (and the idempotency record)");
+    cr_expect(log_holds("pii1:"), "as envelopes");
+    cr_assert_eq(t_call(&r, "GET", loc, ALICE, NULL, NULL), 200, "%s", r.text);
+    cr_expect_str_eq(t_str(&r, "email"), "sealed.alice@test.example");
+    cr_expect_str_eq(t_str(&r, "name"), "Alice Sealed");
+    t_free(&r);
+
+    cr_expect_eq(t_call(&r, "POST", erase, BOB, "{}", NULL), 404, "not bob's");
+    t_free(&r);
+    cr_expect_eq(t_call(&r, "POST", erase, ANON, "{}", NULL), 401);
+    t_free(&r);
+    cr_assert_eq(t_call(&r, "POST", erase, ALICE, "{}", NULL), 200, "%s", r.text);
+    cr_expect_str_eq(t_str(&r, "email"), AG_CUSTOMER_ERASED);
+    cr_expect(json_is_true(json_object_get(r.body, "erased")));
+    t_free(&r);
+    cr_assert_eq(t_call(&r, "GET", loc, ADMIN, NULL, NULL), 200, "%s", r.text);
+    cr_expect_str_eq(t_str(&r, "name"), AG_CUSTOMER_ERASED);
+    cr_expect(svc_uuid_ok(t_str(&r, "accountId")), "the account stays");
+    t_free(&r);
+    cr_assert_eq(t_call(&r, "POST", "/api/v1/customers", ALICE,
+                        "{\"email\":\"sealed.alice@test.example\",\"name\":\"Alice Sealed\"}",
+                        "Idempotency-Key: k-sealed\r\n"),
+                 201, "%s", r.text);
+    cr_expect_str_eq(t_str(&r, "email"), AG_CUSTOMER_ERASED, "the replay cannot read it either");
+    t_free(&r);
+    cr_expect_eq(t_call(&r, "POST", erase, ADMIN, "{}", NULL), 200, "erasing again: a no-op");
+    t_free(&r);
+}
+
+/* The customer type's snapshot seals the personal fields; restore opens them, and
+ * reads placeholders once the key is destroyed. */
+Test(customers, snapshots_are_sealed)
+{
+    struct ag_customer *c = ag_calloc(2, sizeof *c);
+    cr_assert(c);
+    snprintf(c[0].id, sizeof c[0].id, "snap-1");
+    snprintf(c[0].email, sizeof c[0].email, "snap@test.example");
+    snprintf(c[0].name, sizeof c[0].name, "Snap Shot");
+    snprintf(c[0].account_id, sizeof c[0].account_id, "acc-1");
+    snprintf(c[0].addresses[0].street, sizeof c[0].addresses[0].street, "7 Snap Road");
+    snprintf(c[0].addresses[0].city, sizeof c[0].addresses[0].city, "C");
+    snprintf(c[0].addresses[0].state, sizeof c[0].addresses[0].state, "S");
+    snprintf(c[0].addresses[0].zip_code, sizeof c[0].addresses[0].zip_code, "1");
+    snprintf(c[0].addresses[0].country, sizeof c[0].addresses[0].country, "US");
+    c[0].naddresses = 1;
+    c[0].exists = true;
+    json_t *snap = svc_customer_type.snapshot(&c[0]);
+    cr_assert(snap);
+    char *text = json_dumps(snap, JSON_COMPACT);
+    cr_expect_null(strstr(text, "snap@"), "%s", text);
+    cr_expect_null(strstr(text, "Snap Shot"), "%s", text);
+    cr_expect_null(strstr(text, "Snap Road"), "%s", text);
+    free(text);
+    cr_assert_eq(svc_customer_type.restore(&c[1], snap), 0);
+    cr_expect_str_eq(c[1].email, "snap@test.example");
+    cr_expect_str_eq(c[1].addresses[0].street, "7 Snap Road");
+    struct ag_err err;
+    cr_assert_eq(ag_vault_erase(svc_pii_vault(), "snap-1", &err), 0, "%s", err.msg);
+    cr_assert_eq(svc_customer_type.restore(&c[1], snap), 0);
+    cr_expect_str_eq(c[1].email, AG_CUSTOMER_ERASED);
+    cr_expect_eq(c[1].naddresses, 0);
+    json_decref(snap);
+    ag_free(c);
 }

@@ -197,11 +197,11 @@ static int park(struct ag_bus_worker *w, const struct ag_bus_delivery *d, const 
                 bool waiting, struct ag_err *err)
 {
     json_t *event = json_loadb(d->body, d->body_len, 0, NULL);
-    json_t *data = json_pack("{ss? ss? ss? ss? ss sI sb sI so?}", "aggregate", d->msg.subject,
-                             "topic", d->msg.topic, "msgId", d->msg.id, "type", d->msg.type,
-                             "error", error ? error : "", "deliveries", (json_int_t)d->deliveries,
-                             "waiting", waiting, "parkedAtNs",
-                             (json_int_t)ag_clock_now(w->bus->opts.clock), "event", event);
+    json_t *data =
+        json_pack("{ss? ss? ss? ss? ss sI sb sI so?}", "aggregate", d->msg.subject, "topic",
+                  d->msg.topic, "msgId", d->msg.id, "type", d->msg.type, "error",
+                  error ? error : "", "deliveries", (json_int_t)d->deliveries, "waiting", waiting,
+                  "parkedAtNs", (json_int_t)ag_clock_now(w->bus->opts.clock), "event", event);
     if (!data) return ag_err_set(err, AG_ENOMEM, "out of memory");
     int rc = record(w, "Parked", data, err);
     if (!rc)
@@ -249,10 +249,13 @@ int ag_bus_inbox_append(struct ag_store *s, const char *consumer, const char *ms
         return ag_err_set(err, AG_EINVAL, "inbox: at most %d parts", AG_STORE_MULTI_MAX - 1);
     struct ag_append_part all[AG_STORE_MULTI_MAX];
     for (size_t i = 0; i < nparts; i++) all[i] = parts[i];
-    struct ag_event_data rec = {.type = "MessageHandled", .type_len = 14, .data = "{}", .data_len = 2};
-    all[nparts] = (struct ag_append_part){
-        .stream = stream, .stream_len = strlen(stream), .expected_version = AG_STORE_NO_STREAM,
-        .events = &rec, .count = 1};
+    struct ag_event_data rec = {
+        .type = "MessageHandled", .type_len = 14, .data = "{}", .data_len = 2};
+    all[nparts] = (struct ag_append_part){.stream = stream,
+                                          .stream_len = strlen(stream),
+                                          .expected_version = AG_STORE_NO_STREAM,
+                                          .events = &rec,
+                                          .count = 1};
     struct ag_err e;
     ag_err_clear(&e);
     rc = ag_store_append_multi(s, all, nparts + 1, NULL, &e);
@@ -292,7 +295,6 @@ static void retry_clear(struct ag_bus_worker *w, const char *aggregate)
     ag_free(r->msg_id);
     ag_free(r);
 }
-
 
 static bool poison(int rc)
 {
@@ -390,16 +392,15 @@ static int release(struct ag_bus_worker *w, const char *aggregate, size_t *relea
         struct ag_err he;
         int rc = rehandle(w, e, &he);
         if (rc)
-            return record(w, "Failed", json_pack("{sIss}", "id", (json_int_t)e->id, "error", he.msg),
-                          err);
+            return record(w, "Failed",
+                          json_pack("{sIss}", "id", (json_int_t)e->id, "error", he.msg), err);
         if ((rc = resolve(w, e, "Replayed", err))) return rc;
         if (released) (*released)++;
     }
     return 0;
 }
 
-int ag_bus_worker_replay(struct ag_bus_worker *w, uint64_t id, size_t *released,
-                         struct ag_err *err)
+int ag_bus_worker_replay(struct ag_bus_worker *w, uint64_t id, size_t *released, struct ag_err *err)
 {
     if (released) *released = 0;
     pthread_mutex_lock(&w->lock);
@@ -458,12 +459,12 @@ static json_t *entry_json(struct ag_bus_worker *w, const struct entry *e, bool w
 {
     static const char *const states[] = {"parked", "replayed", "dropped"};
     const struct entry *h = e->waiting ? head_of(w, e->aggregate) : NULL;
-    json_t *o = json_pack("{sI ss ss? ss? ss? ss? ss sI sb ss sI}", "id", (json_int_t)e->id,
-                          "consumer", w->cfg.consumer.name, "aggregate", e->aggregate, "topic",
-                          e->topic, "msgId", e->msg_id, "type", e->type, "error",
-                          e->error ? e->error : "", "deliveries", (json_int_t)e->deliveries,
-                          "waiting", e->waiting && e->state == PARKED, "state", states[e->state],
-                          "parkedAtNs", (json_int_t)e->at_ns);
+    json_t *o =
+        json_pack("{sI ss ss? ss? ss? ss? ss sI sb ss sI}", "id", (json_int_t)e->id, "consumer",
+                  w->cfg.consumer.name, "aggregate", e->aggregate, "topic", e->topic, "msgId",
+                  e->msg_id, "type", e->type, "error", e->error ? e->error : "", "deliveries",
+                  (json_int_t)e->deliveries, "waiting", e->waiting && e->state == PARKED, "state",
+                  states[e->state], "parkedAtNs", (json_int_t)e->at_ns);
     if (o && h && h != e) json_object_set_new(o, "behind", json_integer((json_int_t)h->id));
     if (o && with_event && e->body) json_object_set_new(o, "event", json_loads(e->body, 0, NULL));
     return o;
@@ -488,8 +489,7 @@ int ag_bus_worker_list(struct ag_bus_worker *w, struct ag_buf *out, struct ag_er
     return dump(a, out, err);
 }
 
-int ag_bus_worker_show(struct ag_bus_worker *w, uint64_t id, struct ag_buf *out,
-                       struct ag_err *err)
+int ag_bus_worker_show(struct ag_bus_worker *w, uint64_t id, struct ag_buf *out, struct ag_err *err)
 {
     pthread_mutex_lock(&w->lock);
     struct entry *e = find(w, id);

@@ -71,8 +71,8 @@ static int ask(const char *data, const char *method, const char *path, struct ag
     ag_buf_putc(&b, 0);
     const char *text = b.data ? b.data : "";
     const char *sep = strstr(text, "\r\n\r\n");
-    int status = ok && sep && strncmp(text, "HTTP/1.1 ", 9) == 0 ? (int)strtol(text + 9, NULL, 10)
-                                                                 : 0;
+    int status =
+        ok && sep && strncmp(text, "HTTP/1.1 ", 9) == 0 ? (int)strtol(text + 9, NULL, 10) : 0;
     if (status) ag_buf_puts(body, sep + 4);
     ag_buf_free(&b);
     return status;
@@ -101,12 +101,12 @@ static int row(const struct ag_rm_row *r, void *ud)
     struct rows *c = ud;
     char id[320];
     snprintf(id, sizeof id, "projection:%s:%lld", c->name, (long long)ag_rm_int64(r, 0));
-    json_array_append_new(
-        c->items, json_pack("{s:s, s:s, s:s, s:I, s:s?, s:s?, s:s?, s:b, s:s?}", "id", id, "kind",
-                            "projection", "projection", c->name, "position",
-                            (json_int_t)ag_rm_int64(r, 0), "stream", ag_rm_text(r, 1), "type",
-                            ag_rm_text(r, 2), "error", ag_rm_text(r, 3), "waiting",
-                            ag_rm_int64(r, 4) != 0, "state", ag_rm_text(r, 5)));
+    json_array_append_new(c->items,
+                          json_pack("{s:s, s:s, s:s, s:I, s:s?, s:s?, s:s?, s:b, s:s?}", "id", id,
+                                    "kind", "projection", "projection", c->name, "position",
+                                    (json_int_t)ag_rm_int64(r, 0), "stream", ag_rm_text(r, 1),
+                                    "type", ag_rm_text(r, 2), "error", ag_rm_text(r, 3), "waiting",
+                                    ag_rm_int64(r, 4) != 0, "state", ag_rm_text(r, 5)));
     return 0;
 }
 
@@ -205,8 +205,7 @@ static int run(int argc, char **argv)
         items = local_list(rms && *rms ? rms : def);
     }
     if (!items) {
-        fprintf(stderr, "agora dlq %s: no agora runs on %s and it has no read models\n", sub,
-                data);
+        fprintf(stderr, "agora dlq %s: no agora runs on %s and it has no read models\n", sub, data);
         return 1;
     }
     int rc = 0;
@@ -215,8 +214,9 @@ static int run(int argc, char **argv)
     } else {
         json_t *found = NULL, *e;
         size_t k;
-        json_array_foreach(items, k, e) if (strcmp(json_string_value(json_object_get(e, "id")) ?: "",
-                                                   id) == 0) found = e;
+        json_array_foreach(
+            items, k, e) if (strcmp(json_string_value(json_object_get(e, "id")) ?: "", id) == 0)
+            found = e;
         if (found)
             rc = print_json(found);
         else

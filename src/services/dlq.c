@@ -67,7 +67,8 @@ int svc_dlq_list(struct svc_job *j)
             snprintf(id, sizeof id, "projection:%s:%lld",
                      json_string_value(json_object_get(e, "projection")),
                      (long long)json_integer_value(json_object_get(e, "id")));
-            json_object_set_new(e, "position", json_integer(json_integer_value(json_object_get(e, "id"))));
+            json_object_set_new(e, "position",
+                                json_integer(json_integer_value(json_object_get(e, "id"))));
             json_object_set_new(e, "id", json_string(id));
             json_object_set_new(e, "kind", json_string("projection"));
             json_array_append(items, e);
@@ -95,7 +96,8 @@ static int resolve(struct svc_job *j, bool drop)
     if (rc) return svc_problem(j, 409, "Conflict", "%s", err.msg);
     AG_INFO(drop ? "dlq.dropped" : "dlq.replayed", AG_LS("id", j->param),
             AG_LU("released", released));
-    return svc_ok(j, 200, json_pack("{s:s, s:I}", "id", j->param, "released", (json_int_t)released));
+    return svc_ok(j, 200,
+                  json_pack("{s:s, s:I}", "id", j->param, "released", (json_int_t)released));
 }
 
 int svc_dlq_replay(struct svc_job *j)

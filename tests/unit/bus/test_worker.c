@@ -87,12 +87,14 @@ static void publish(const char *id, const char *aggregate)
 
 static struct ag_bus_worker *worker(void)
 {
-    struct ag_bus_worker_config cfg = {
-        .consumer = {.name = "w", .max_deliver = 2, .ack_wait_ms = 1000, .backoff_ms = {100},
-                     .nbackoff = 1},
-        .store = store,
-        .handler = handler,
-        .ud = &fx};
+    struct ag_bus_worker_config cfg = {.consumer = {.name = "w",
+                                                    .max_deliver = 2,
+                                                    .ack_wait_ms = 1000,
+                                                    .backoff_ms = {100},
+                                                    .nbackoff = 1},
+                                       .store = store,
+                                       .handler = handler,
+                                       .ud = &fx};
     struct ag_bus_worker *w;
     struct ag_err err;
     cr_assert_eq(ag_bus_worker_open(bus, &cfg, &w, &err), 0, "%s", err.msg);
@@ -163,9 +165,10 @@ Test(worker, inbox_skips_a_redelivered_message)
     cr_assert_eq(fx.calls, 1);
     cr_assert_eq(version_of("handled-order-1"), 0);
     ag_bus_worker_close(w);
-    struct ag_event_data cp = {.type = "ConsumerCheckpoint", .type_len = 18, .data = "{\"next\":0}",
-                               .data_len = 10};
-    cr_assert_eq(ag_store_append(store, "_bus-consumer-w", 15, AG_STORE_ANY, &cp, 1, NULL, &err), 0);
+    struct ag_event_data cp = {
+        .type = "ConsumerCheckpoint", .type_len = 18, .data = "{\"next\":0}", .data_len = 10};
+    cr_assert_eq(ag_store_append(store, "_bus-consumer-w", 15, AG_STORE_ANY, &cp, 1, NULL, &err),
+                 0);
     w = worker();
     drain(w);
     cr_assert_eq(fx.calls, 1, "the inbox skipped it before the handler");

@@ -447,6 +447,7 @@ static int rebuild_in_place(struct runner *r, struct ag_store_sub **sub, const c
     }
     int rc = db_open(o->dir, r->proj, &r->db, NULL, err);
     if (rc) return rc;
+    reload_held(r); /* the new file parks from scratch */
     ag_store_sub_free(*sub);
     *sub = NULL;
     if ((rc = ag_store_subscribe(o->store, NULL, 0, 0, sub, err))) return rc;

@@ -228,6 +228,7 @@ struct ag_projection_stats {
     bool failed;         /* stopped on an error */
     bool unreachable;    /* its read model's database cannot be reached (it retries) */
     char error[512];     /* the error, when failed or unreachable */
+    uint64_t parked;     /* events parked (unresolved) in its dead-letter list */
 };
 
 /* Start one thread per projection. `dir` is the read models' URI ("sqlite:<dir>", or
@@ -245,6 +246,26 @@ AG_EXTERN void ag_projector_stats(struct ag_projector *p, size_t i,
 AG_EXTERN int ag_projector_wait(struct ag_projector *p, uint64_t position, int timeout_ms);
 /* Lowest checkpoint over all projections (what reads are consistent with). */
 AG_EXTERN uint64_t ag_projector_position(struct ag_projector *p);
+
+/* Parked events (src/es/projector.c). An event the projection fails on (not
+ * the read model: that is retried or rebuilt) is parked with its error; later
+ * events of its stream wait behind it; other streams flow. A parked event's id
+ * is its position in $all.
+ * ag_projector_parked appends to the JSON array `out` the parked events of
+ * projection `i` ({"id","projection","stream","type","error","waiting","state"};
+ * `all`: resolved ones too). Replay applies event `position` again and then the
+ * ones waiting behind it, in order, until one fails; drop resolves it without
+ * applying it (and releases the ones behind a head the same way). `*released`
+ * (optional) counts the waiting events then applied. AG_ENOTFOUND (no such
+ * parked event), AG_ECONFLICT (resolved already, or replaying one that waits
+ * behind another), the apply's error when it still fails (it stays parked with
+ * the new error), AG_ETIMEDOUT. Any thread; served by the runner between pages. */
+AG_EXTERN int ag_projector_parked(struct ag_projector *p, size_t i, bool all, json_t *out,
+                                  struct ag_err *err);
+AG_EXTERN int ag_projector_replay(struct ag_projector *p, size_t i, uint64_t position,
+                                  size_t *released, struct ag_err *err);
+AG_EXTERN int ag_projector_drop(struct ag_projector *p, size_t i, uint64_t position,
+                                size_t *released, struct ag_err *err);
 
 /* Rebuild one projection from position 0 synchronously (the runner must not be
  * running on that directory). `progress` (optional) is called with done/total. */

@@ -33,6 +33,7 @@ extern const struct ag_cli_cmd ag_cli_cmd_gateway, ag_cli_cmd_token;
 extern const struct ag_cli_cmd ag_cli_cmd_load;
 extern const struct ag_cli_cmd ag_cli_cmd_mcp;
 extern const struct ag_cli_cmd ag_cli_cmd_keys;
+extern const struct ag_cli_cmd ag_cli_cmd_dlq;
 /* The development JWT secret: AGORA_JWT_SECRET, else DATA/jwt-secret (created when
  * `create`). out holds 32..64 characters. */
 int ag_cli_jwt_secret(const char *data_dir, bool create, char out[65], struct ag_err *err);

@@ -11,12 +11,25 @@
  * sagas that could not be started), a timeout, memory — is rolled back
  * and retried from the checkpoint with backoff (100 ms doubling to 5 s), with one
  * warning when it starts and one info line when it recovers. Any other error
- * (malformed data, a bug) stops the projection: it is then reported as failed.
+ * (malformed data, a bug) does not stop the projection: the page is rolled back
+ * and applied again carefully, each event in its own savepoint, and the event that
+ * fails is *parked* (a row of ag_parked with its error, in the page's
+ * transaction); later events of the same stream are parked behind it as
+ * "waiting" without being applied, other streams flow. The streams held back
+ * are kept in memory (loaded from ag_parked at start). ag_projector_replay applies
+ * a parked event again (after the fault was fixed) and then the ones waiting
+ * behind it, in order, until one fails (it becomes the new head); ag_projector_drop
+ * resolves one without applying it (a head releases its line the same way). Both
+ * run on the runner's thread, between pages, in one transaction. Only a failure
+ * of the careful pass itself (or of a flush) stops the projection: it is then
+ * reported as failed.
  *
  * Tables every projection database has:
  *   ag_checkpoint(name TEXT PRIMARY KEY, position INTEGER)  next position to read
  *                                                          (the port's checkpoint)
  *   ag_inbox(consumer TEXT, event_id BLOB, PRIMARY KEY(consumer, event_id))
+ *   ag_parked(position INTEGER PRIMARY KEY, stream, type, error, waiting 0|1,
+ *             state 'parked'|'replayed'|'dropped')   the dead-letter list
  *
  * A read model on a server (PostgreSQL) that goes away: the page fails with
  * AG_EUNAVAILABLE and is retried as above, from the checkpoint stored in the read
@@ -65,6 +78,17 @@ struct runner {
     bool unreachable;    /* its database did not answer the last page or ping */
     char why[512];       /* what it said */
     double pinged;       /* when an idle runner last pinged it (now_s) */
+    uint64_t parked;     /* events parked (unresolved), as last counted */
+    /* a replay or drop asked by another thread (guarded by owner->lock) */
+    bool req, req_drop, req_done;
+    uint64_t req_pos;
+    int req_rc;
+    size_t req_released;
+    char req_err[512];
+    /* the runner thread's own: streams with parked events */
+    char **held;
+    size_t nheld;
+    size_t page_parks; /* events parked by the page being applied */
 };
 
 struct ag_projector {
@@ -80,7 +104,10 @@ struct ag_projector {
 /* What every projection database has besides the port's ag_checkpoint. */
 static const char base_schema[] =
     "CREATE TABLE IF NOT EXISTS ag_inbox(consumer TEXT NOT NULL, event_id BLOB NOT NULL,"
-    " PRIMARY KEY(consumer, event_id)) WITHOUT ROWID;";
+    " PRIMARY KEY(consumer, event_id)) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS ag_parked(position INTEGER PRIMARY KEY, stream TEXT NOT NULL,"
+    " type TEXT NOT NULL, error TEXT NOT NULL, waiting INTEGER NOT NULL,"
+    " state TEXT NOT NULL DEFAULT 'parked');";
 
 /* A read model is derived data: when it is damaged, keep it aside (nothing is
  * deleted) and let the projection rebuild it from the log. */
@@ -160,14 +187,139 @@ static int page_outcome(struct ag_rm *db, int rc, struct ag_err *err)
     return AG_EUNAVAILABLE;
 }
 
-/* Apply the page's events (and flush their side effects) inside the transaction. */
+/* ---- parked events ---- */
+
+static bool transient(int rc)
+{
+    return rc == AG_EUNAVAILABLE || rc == AG_ETIMEDOUT || rc == AG_ENOMEM;
+}
+
+/* A failure that parking the event can get past: not the read model's own. */
+static bool parkable(struct ag_rm *db, int rc)
+{
+    int last = ag_rm_last_error(db);
+    return rc && rc != AG_ECORRUPT && !transient(rc) && last != AG_ECORRUPT &&
+           last != AG_EUNAVAILABLE;
+}
+
+static bool is_held(const struct runner *r, const struct ag_event *ev)
+{
+    for (size_t i = 0; r && i < r->nheld; i++)
+        if (strlen(r->held[i]) == ev->stream_len &&
+            memcmp(r->held[i], ev->stream, ev->stream_len) == 0)
+            return true;
+    return false;
+}
+
+static void held_clear(struct runner *r)
+{
+    for (size_t i = 0; i < r->nheld; i++) ag_free(r->held[i]);
+    ag_free(r->held);
+    r->held = NULL;
+    r->nheld = 0;
+}
+
+static int hold(struct runner *r, const char *stream, size_t len)
+{
+    char **n = ag_realloc(r->held, (r->nheld + 1) * sizeof *n);
+    if (!n) return AG_ENOMEM;
+    r->held = n;
+    if (!(n[r->nheld] = ag_malloc(len + 1))) return AG_ENOMEM;
+    memcpy(n[r->nheld], stream, len);
+    n[r->nheld++][len] = 0;
+    return 0;
+}
+
+static int held_row(const struct ag_rm_row *row, void *ud)
+{
+    const char *st = ag_rm_text(row, 0);
+    return st ? hold(ud, st, strlen(st)) : 0;
+}
+
+static int count_row(const struct ag_rm_row *row, void *ud)
+{
+    *(uint64_t *)ud = (uint64_t)ag_rm_int64(row, 0);
+    return 0;
+}
+
+/* The held streams and the parked count, as the database has them. */
+static void reload_held(struct runner *r)
+{
+    held_clear(r);
+    uint64_t n = 0;
+    ag_rm_query(r->db, "SELECT DISTINCT stream FROM ag_parked WHERE state = 'parked'", NULL, 0,
+                held_row, r, NULL);
+    ag_rm_query(r->db, "SELECT count(*) FROM ag_parked WHERE state = 'parked'", NULL, 0, count_row,
+                &n, NULL);
+    pthread_mutex_lock(&r->owner->lock);
+    r->parked = n;
+    pthread_mutex_unlock(&r->owner->lock);
+}
+
+static int park_row(struct ag_rm *db, const struct ag_event *ev, const char *error, bool waiting,
+                    struct ag_err *err)
+{
+    char stream[AG_STORE_STREAM_MAX + 1], type[AG_STORE_TYPE_MAX + 1];
+    snprintf(stream, sizeof stream, "%.*s", (int)ev->stream_len, ev->stream);
+    snprintf(type, sizeof type, "%.*s", (int)ev->type_len, ev->type);
+    struct ag_rm_arg a[] = {AG_RM_INT(ev->position), AG_RM_TEXT(stream), AG_RM_TEXT(type),
+                            AG_RM_TEXT(error), AG_RM_INT(waiting)};
+    struct ag_err e;
+    if (ag_rm_exec(db,
+                   "INSERT INTO ag_parked(position, stream, type, error, waiting, state)"
+                   " VALUES(?1, ?2, ?3, ?4, ?5, 'parked') ON CONFLICT DO NOTHING",
+                   a, 5, &e))
+        return ag_err_set(err, AG_EIO, "parking position %llu: %s",
+                          (unsigned long long)ev->position, e.msg);
+    if (!waiting)
+        AG_WARN("projection.parked", AG_LS("stream", stream), AG_LU("position", ev->position),
+                AG_LS("error", error));
+    return 0;
+}
+
+/* Apply one event in a savepoint: on failure its writes are undone, `err` says why. */
+static int apply_one(struct ag_rm *db, const struct ag_projection *p, const struct ag_event *ev,
+                     struct ag_err *err)
+{
+    struct ag_err e;
+    if (ag_rm_script(db, "SAVEPOINT ag_event", &e))
+        return ag_err_set(err, AG_EIO, "savepoint: %s", e.msg);
+    json_t *data = json_loadb(ev->data, ev->data_len, JSON_DECODE_ANY, NULL);
+    int rc = data ? p->apply(db, ev, data, p->ud) : AG_EJSON;
+    json_decref(data);
+    if (rc)
+        ag_err_set(err, rc, "position %llu (%.*s): %s%s%s", (unsigned long long)ev->position,
+                   (int)ev->type_len, ev->type, ag_strerror(rc),
+                   ag_rm_last_error(db) ? "; sqlite: " : "", ag_rm_last_message(db));
+    if (rc) ag_rm_script(db, "ROLLBACK TO ag_event", NULL);
+    ag_rm_script(db, "RELEASE ag_event", NULL);
+    return rc;
+}
+
+/* Apply the page's events (and flush their side effects) inside the transaction.
+ * With a runner, events of held streams are parked as waiting; `careful` applies
+ * each event in a savepoint and parks the one that fails. */
 static int apply_events(struct ag_rm *db, const struct ag_projection *p,
-                        const struct ag_event_page *pg, struct ag_err *err)
+                        const struct ag_event_page *pg, struct runner *r, bool careful,
+                        struct ag_err *err)
 {
     int rc = 0;
     for (size_t i = 0; i < pg->count && !rc; i++) {
         const struct ag_event *ev = &pg->events[i];
         if (!wanted(p, ev)) continue;
+        if (is_held(r, ev)) {
+            rc = park_row(db, ev, "waiting behind a parked event of the same stream", true, err);
+            r->page_parks++;
+            continue;
+        }
+        if (careful) {
+            rc = apply_one(db, p, ev, err);
+            if (rc && parkable(db, rc) && (rc = park_row(db, ev, err->msg, false, err)) == 0) {
+                rc = hold(r, ev->stream, ev->stream_len);
+                r->page_parks++;
+            }
+            continue;
+        }
         json_error_t je;
         json_t *data = json_loadb(ev->data, ev->data_len, JSON_DECODE_ANY, &je);
         rc = data ? p->apply(db, ev, data, p->ud) : AG_EJSON;
@@ -183,8 +335,9 @@ static int apply_events(struct ag_rm *db, const struct ag_projection *p,
 }
 
 /* Apply one page and move the checkpoint, in one transaction. */
-static int apply_page(struct ag_rm *db, const struct ag_projection *p,
-                      const struct ag_event_page *pg, uint64_t next, struct ag_err *err)
+static int apply_page_once(struct ag_rm *db, const struct ag_projection *p,
+                           const struct ag_event_page *pg, uint64_t next, struct runner *r,
+                           bool careful, struct ag_err *err)
 {
     struct ag_err e;
     ag_err_clear(&e);
@@ -192,7 +345,7 @@ static int apply_page(struct ag_rm *db, const struct ag_projection *p,
         ag_err_set(err, AG_EIO, "begin: %s", e.msg);
         return page_outcome(db, AG_EIO, err);
     }
-    int rc = apply_events(db, p, pg, err);
+    int rc = apply_events(db, p, pg, r, careful, err);
     if (!rc && ag_rm_checkpoint_set(db, p->name, next, &e))
         rc = ag_err_set(err, AG_EIO, "checkpoint: %s", e.msg);
     if (rc || ag_rm_commit(db, &e)) {
@@ -202,6 +355,22 @@ static int apply_page(struct ag_rm *db, const struct ag_projection *p,
         return rc;
     }
     return 0;
+}
+
+/* A page that fails on an event (not on the read model) is applied again
+ * carefully, parking what fails (`r` NULL: no parking, as for a rebuild). */
+static int apply_page(struct ag_rm *db, const struct ag_projection *p,
+                      const struct ag_event_page *pg, uint64_t next, struct runner *r,
+                      struct ag_err *err)
+{
+    if (r) r->page_parks = 0;
+    int rc = apply_page_once(db, p, pg, next, r, false, err);
+    if (r && parkable(db, rc)) {
+        r->page_parks = 0;
+        rc = apply_page_once(db, p, pg, next, r, true, err);
+    }
+    if (r && r->page_parks) reload_held(r); /* the count, and the set if rolled back */
+    return rc;
 }
 
 static double now_s(void)
@@ -278,6 +447,7 @@ static int rebuild_in_place(struct runner *r, struct ag_store_sub **sub, const c
     }
     int rc = db_open(o->dir, r->proj, &r->db, NULL, err);
     if (rc) return rc;
+    reload_held(r); /* the new file parks from scratch */
     ag_store_sub_free(*sub);
     *sub = NULL;
     if ((rc = ag_store_subscribe(o->store, NULL, 0, 0, sub, err))) return rc;
@@ -285,11 +455,6 @@ static int rebuild_in_place(struct runner *r, struct ag_store_sub **sub, const c
     r->damaged = false;
     pthread_mutex_unlock(&o->lock);
     return 0;
-}
-
-static bool transient(int rc)
-{
-    return rc == AG_EUNAVAILABLE || rc == AG_ETIMEDOUT || rc == AG_ENOMEM;
 }
 
 /* Whether the read model answers (`err` NULL: it did), logged on each change. */
@@ -345,6 +510,155 @@ static bool retry_page(struct runner *r, struct ag_store_sub **sub, uint64_t *ba
     return ag_store_subscribe(r->owner->store, NULL, 0, from, sub, err) == 0;
 }
 
+/* ---- replay and drop (on the runner's thread) ---- */
+
+struct parked_row {
+    bool found;
+    bool waiting;
+    char stream[AG_STORE_STREAM_MAX + 1];
+    char state[16];
+};
+
+static int parked_row_cb(const struct ag_rm_row *row, void *ud)
+{
+    struct parked_row *pr = ud;
+    pr->found = true;
+    snprintf(pr->stream, sizeof pr->stream, "%s", ag_rm_text(row, 0) ? ag_rm_text(row, 0) : "");
+    pr->waiting = ag_rm_int64(row, 1) != 0;
+    snprintf(pr->state, sizeof pr->state, "%s", ag_rm_text(row, 2) ? ag_rm_text(row, 2) : "");
+    return 0;
+}
+
+struct positions {
+    uint64_t *v;
+    size_t n;
+};
+
+static int position_row(const struct ag_rm_row *row, void *ud)
+{
+    struct positions *ps = ud;
+    uint64_t *n = ag_realloc(ps->v, (ps->n + 1) * sizeof *n);
+    if (!n) return AG_ENOMEM;
+    ps->v = n;
+    ps->v[ps->n++] = (uint64_t)ag_rm_int64(row, 0);
+    return 0;
+}
+
+/* Apply the event at `pos` again (in a savepoint). */
+static int reapply(struct runner *r, uint64_t pos, struct ag_err *err)
+{
+    struct ag_event_page pg;
+    int rc = ag_store_read_all(r->owner->store, pos, AG_READ_FORWARD, 1, &pg, err);
+    if (rc) return rc;
+    if (pg.count != 1 || pg.events[0].position != pos)
+        rc = ag_err_set(err, AG_ENOTFOUND, "no event at position %llu", (unsigned long long)pos);
+    else
+        rc = apply_one(r->db, r->proj, &pg.events[0], err);
+    ag_event_page_free(&pg);
+    return rc;
+}
+
+static int set_state(struct ag_rm *db, uint64_t pos, const char *state, struct ag_err *err)
+{
+    struct ag_rm_arg a[] = {AG_RM_TEXT(state), AG_RM_INT(pos)};
+    return ag_rm_exec(db, "UPDATE ag_parked SET state = ?1 WHERE position = ?2", a, 2, err);
+}
+
+static int set_failed(struct ag_rm *db, uint64_t pos, const char *error, struct ag_err *err)
+{
+    struct ag_rm_arg a[] = {AG_RM_TEXT(error), AG_RM_INT(pos)};
+    return ag_rm_exec(db, "UPDATE ag_parked SET waiting = 0, error = ?1 WHERE position = ?2", a, 2,
+                      err);
+}
+
+/* The head of `stream` was resolved: apply the waiting ones in order until one
+ * fails (it becomes the head). */
+static int release_stream(struct runner *r, const char *stream, size_t *released,
+                          struct ag_err *err)
+{
+    struct positions ps = {0};
+    struct ag_rm_arg a[] = {AG_RM_TEXT(stream)};
+    int rc = ag_rm_query(r->db,
+                         "SELECT position FROM ag_parked WHERE stream = ?1 AND state = 'parked'"
+                         " ORDER BY position",
+                         a, 1, position_row, &ps, err);
+    for (size_t i = 0; !rc && i < ps.n; i++) {
+        struct ag_err e;
+        ag_err_clear(&e);
+        if (reapply(r, ps.v[i], &e)) {
+            rc = set_failed(r->db, ps.v[i], e.msg, err);
+            break;
+        }
+        if (!(rc = set_state(r->db, ps.v[i], "replayed", err))) (*released)++;
+    }
+    ag_free(ps.v);
+    return rc;
+}
+
+static int resolve_parked(struct runner *r, uint64_t pos, bool drop, size_t *released,
+                          struct ag_err *err)
+{
+    struct ag_rm *db = r->db;
+    struct parked_row pr = {0};
+    struct ag_rm_arg a[] = {AG_RM_INT(pos)};
+    int rc = ag_rm_begin(db, err);
+    if (rc) return rc;
+    rc = ag_rm_query(db, "SELECT stream, waiting, state FROM ag_parked WHERE position = ?1", a, 1,
+                     parked_row_cb, &pr, err);
+    if (!rc && !pr.found)
+        rc = ag_err_set(err, AG_ENOTFOUND, "no parked event at position %llu",
+                        (unsigned long long)pos);
+    else if (!rc && strcmp(pr.state, "parked"))
+        rc = ag_err_set(err, AG_ECONFLICT, "the event at %llu is %s already",
+                        (unsigned long long)pos, pr.state);
+    else if (!rc && !drop && pr.waiting)
+        rc = ag_err_set(err, AG_ECONFLICT,
+                        "the event at %llu waits behind an earlier one of %s: replay that",
+                        (unsigned long long)pos, pr.stream);
+    bool failed_again = false;
+    if (!rc && !drop && (rc = reapply(r, pos, err))) failed_again = true;
+    if (!rc) rc = set_state(db, pos, drop ? "dropped" : "replayed", err);
+    if (!rc && !pr.waiting) rc = release_stream(r, pr.stream, released, err);
+    if (!rc && r->proj->flush && (rc = r->proj->flush(r->proj->ud)))
+        ag_err_set(err, rc, "flushing side effects: %s", ag_strerror(rc));
+    if (rc || ag_rm_commit(db, err)) {
+        ag_rm_rollback(db);
+        if (failed_again) { /* keep the new error */
+            char why[sizeof err->msg];
+            snprintf(why, sizeof why, "%s", err->msg);
+            set_failed(db, pos, why, NULL);
+            ag_err_set(err, rc, "still failing: %s", why);
+        }
+        reload_held(r);
+        return rc ? rc : AG_EIO;
+    }
+    reload_held(r);
+    return 0;
+}
+
+/* Serve a pending replay/drop request, if any. */
+static void serve_request(struct runner *r)
+{
+    struct ag_projector *o = r->owner;
+    pthread_mutex_lock(&o->lock);
+    bool pending = r->req && !r->req_done;
+    uint64_t pos = r->req_pos;
+    bool drop = r->req_drop;
+    pthread_mutex_unlock(&o->lock);
+    if (!pending) return;
+    struct ag_err err;
+    ag_err_clear(&err);
+    size_t released = 0;
+    int rc = resolve_parked(r, pos, drop, &released, &err);
+    pthread_mutex_lock(&o->lock);
+    r->req_rc = rc;
+    r->req_released = released;
+    snprintf(r->req_err, sizeof r->req_err, "%s", err.msg);
+    r->req_done = true;
+    pthread_cond_broadcast(&o->moved);
+    pthread_mutex_unlock(&o->lock);
+}
+
 static void *runner_main(void *arg)
 {
     struct runner *r = arg;
@@ -356,7 +670,9 @@ static void *runner_main(void *arg)
         fail(r, &err);
         return NULL;
     }
+    reload_held(r);
     while (!stopping(r->owner)) {
+        serve_request(r);
         char why[256];
         if (take_damage(r, why, sizeof why)) {
             if (rebuild_in_place(r, &sub, why, &err)) {
@@ -375,7 +691,7 @@ static void *runner_main(void *arg)
         if (rc == AG_ECLOSED) break;
         if (rc == 0) {
             double lag = pg.count ? now_s() - (double)pg.events[0].time_ns / 1e9 : 0;
-            rc = apply_page(r->db, r->proj, &pg, ag_store_sub_checkpoint(sub), &err);
+            rc = apply_page(r->db, r->proj, &pg, ag_store_sub_checkpoint(sub), r, &err);
             if (!rc) publish(r, ag_store_sub_checkpoint(sub), pg.count, lag < 0 ? 0 : lag);
             ag_event_page_free(&pg);
         }
@@ -400,6 +716,7 @@ static void *runner_main(void *arg)
         if (r->unreachable) set_reachable(r, NULL); /* read by this thread only */
     }
     ag_store_sub_free(sub);
+    held_clear(r);
     return NULL;
 }
 
@@ -471,6 +788,7 @@ void ag_projector_stop(struct ag_projector *o)
     if (!o) return;
     pthread_mutex_lock(&o->lock);
     o->stopping = true;
+    pthread_cond_broadcast(&o->moved); /* replay/drop requests give up */
     pthread_mutex_unlock(&o->lock);
     for (size_t i = 0; i < o->n; i++) {
         if (o->r[i].started) pthread_join(o->r[i].thread, NULL);
@@ -502,6 +820,7 @@ void ag_projector_stats(struct ag_projector *o, size_t i, struct ag_projection_s
         .applied = r->applied,
         .failed = r->failed,
         .unreachable = r->unreachable && !r->failed,
+        .parked = r->parked,
     };
     snprintf(out->error, sizeof out->error, "%s", r->failed ? r->error : r->why);
     pthread_mutex_unlock(&o->lock);
@@ -537,6 +856,86 @@ int ag_projector_wait(struct ag_projector *o, uint64_t position, int timeout_ms)
     return rc;
 }
 
+static int request(struct ag_projector *o, size_t i, uint64_t pos, bool drop, size_t *released,
+                   struct ag_err *err)
+{
+    if (released) *released = 0;
+    if (!o || i >= o->n) return ag_err_set(err, AG_ENOTFOUND, "no such projection");
+    struct runner *r = &o->r[i];
+    struct timespec ts;
+    ag_deadline_mono_in_ms(&ts, 30000);
+    int rc = 0;
+    pthread_mutex_lock(&o->lock);
+    while (r->req && !o->stopping && !rc) /* one request at a time */
+        if (pthread_cond_timedwait(&o->moved, &o->lock, &ts) == ETIMEDOUT) rc = AG_ETIMEDOUT;
+    if (!rc && !r->failed && !o->stopping) {
+        r->req = true;
+        r->req_done = false;
+        r->req_pos = pos;
+        r->req_drop = drop;
+        while (!r->req_done && !o->stopping && !r->failed && !rc)
+            if (pthread_cond_timedwait(&o->moved, &o->lock, &ts) == ETIMEDOUT) rc = AG_ETIMEDOUT;
+        if (r->req_done) {
+            rc = r->req_rc;
+            if (rc) ag_err_set(err, rc, "%s", r->req_err);
+            if (released) *released = r->req_released;
+        }
+        r->req = false;
+        pthread_cond_broadcast(&o->moved);
+    } else if (!rc) {
+        rc = AG_ECLOSED;
+    }
+    pthread_mutex_unlock(&o->lock);
+    if (rc == AG_ETIMEDOUT) ag_err_set(err, rc, "the projection did not answer in time");
+    if (rc == AG_ECLOSED) ag_err_set(err, rc, "the projection is not running");
+    return rc;
+}
+
+int ag_projector_replay(struct ag_projector *o, size_t i, uint64_t position, size_t *released,
+                        struct ag_err *err)
+{
+    return request(o, i, position, false, released, err);
+}
+
+int ag_projector_drop(struct ag_projector *o, size_t i, uint64_t position, size_t *released,
+                      struct ag_err *err)
+{
+    return request(o, i, position, true, released, err);
+}
+
+struct list_ctx {
+    json_t *a;
+    const char *name;
+};
+
+static int list_row(const struct ag_rm_row *row, void *ud)
+{
+    struct list_ctx *c = ud;
+    json_array_append_new(c->a, json_pack("{s:I, s:s, s:s?, s:s?, s:s?, s:b, s:s?}", "id",
+                                          (json_int_t)ag_rm_int64(row, 0), "projection", c->name,
+                                          "stream", ag_rm_text(row, 1), "type", ag_rm_text(row, 2),
+                                          "error", ag_rm_text(row, 3), "waiting",
+                                          ag_rm_int64(row, 4) != 0, "state", ag_rm_text(row, 5)));
+    return 0;
+}
+
+int ag_projector_parked(struct ag_projector *o, size_t i, bool all, json_t *out, struct ag_err *err)
+{
+    if (!o || i >= o->n) return ag_err_set(err, AG_ENOTFOUND, "no such projection");
+    struct ag_rm *db;
+    int rc = ag_rm_open(o->dir, o->r[i].proj->name, AG_RM_READONLY, &db, err);
+    if (rc) return rc;
+    struct list_ctx c = {out, o->r[i].proj->name};
+    rc = ag_rm_query(db,
+                     all ? "SELECT position, stream, type, error, waiting, state FROM ag_parked"
+                           " ORDER BY position"
+                         : "SELECT position, stream, type, error, waiting, state FROM ag_parked"
+                           " WHERE state = 'parked' ORDER BY position",
+                     NULL, 0, list_row, &c, err);
+    ag_rm_close(db);
+    return rc;
+}
+
 int ag_projection_rebuild(struct ag_store *s, const char *dir, const struct ag_projection *proj,
                           void (*progress)(void *ud, uint64_t done, uint64_t total), void *ud,
                           struct ag_err *err)
@@ -551,7 +950,7 @@ int ag_projection_rebuild(struct ag_store *s, const char *dir, const struct ag_p
         struct ag_event_page pg;
         if ((rc = ag_store_read_all(s, from, AG_READ_FORWARD, 4096, &pg, err))) break;
         bool end = pg.end || pg.count == 0;
-        rc = apply_page(db, proj, &pg, pg.next_position, err);
+        rc = apply_page(db, proj, &pg, pg.next_position, NULL, err);
         from = pg.next_position;
         ag_event_page_free(&pg);
         if (progress) progress(ud, from, st.events > from ? st.events : from);

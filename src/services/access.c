@@ -23,7 +23,8 @@
  *
  * Ids. Every id agora mints is a UUID: a path parameter of another shape answers
  * 404 before any store lookup, so an internal stream (`customer-email-…`) can
- * never be reached as an aggregate.
+ * never be reached as an aggregate. (Dead letters' ids, `<kind>:<list>:<n>`, are
+ * checked by svc_dlq_id_ok instead: they name no stream.)
  */
 #include <stdio.h>
 #include <string.h>
@@ -126,7 +127,8 @@ static int dispatch(struct ag_http_req *req, void *ud)
         return deny(b->env, req, &who, 401, "anonymous");
     if (r->access == SVC_ADMIN && !who.admin) return deny(b->env, req, &who, 403, "not_admin");
     const char *id = r->param ? ag_http_req_param(req, r->param) : NULL;
-    if (id && !svc_uuid_ok(id)) {
+    bool dl = r->noun && strcmp(r->noun, "dead letter") == 0; /* not a UUID: svc_dlq_id_ok */
+    if (id && !(dl ? svc_dlq_id_ok(id) : svc_uuid_ok(id))) {
         char detail[256];
         snprintf(detail, sizeof detail, "no %s with id %.160s", r->noun ? r->noun : "resource", id);
         return ag_http_respond_problem(req, 404, NULL, "Not found", detail, NULL);

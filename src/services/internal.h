@@ -141,6 +141,12 @@ void svc_bus_observe(struct ag_platform *p);
 void svc_bus_stop(struct ag_platform *p);
 /* GET /admin/bus. */
 int svc_bus_admin(struct svc_job *j);
+/* Dead letters (src/services/dlq.c): GET /admin/dlq, POST /admin/dlq/{id}/replay,
+ * DELETE /admin/dlq/{id}; an id is "<kind>:<list>:<n>" (svc_dlq_id_ok). */
+int svc_dlq_list(struct svc_job *j);
+int svc_dlq_replay(struct svc_job *j);
+int svc_dlq_drop(struct svc_job *j);
+bool svc_dlq_id_ok(const char *s);
 struct ag_relay_msg;
 /* The relay's mapping: domain event → integration event (an ag_relay_map_fn). */
 int svc_published_language(void *ud, struct ag_store *s, const struct ag_event *ev,

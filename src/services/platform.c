@@ -43,11 +43,12 @@ static int projections(struct svc_job *j)
         struct ag_projection_stats s;
         ag_projector_stats(p->projector, i, &s);
         json_array_append_new(
-            items, json_pack("{s:s, s:I, s:I, s:I, s:f, s:I, s:s, s:s?}", "name", s.name,
-                             "checkpoint", (json_int_t)s.checkpoint, "head", (json_int_t)s.head,
-                             "lagEvents", (json_int_t)s.lag_events, "lagSeconds", s.lag_seconds,
-                             "applied", (json_int_t)s.applied, "status",
-                             s.failed ? "failed" : "running", "error", s.failed ? s.error : NULL));
+            items,
+            json_pack("{s:s, s:I, s:I, s:I, s:f, s:I, s:s, s:s?, s:I}", "name", s.name,
+                      "checkpoint", (json_int_t)s.checkpoint, "head", (json_int_t)s.head,
+                      "lagEvents", (json_int_t)s.lag_events, "lagSeconds", s.lag_seconds, "applied",
+                      (json_int_t)s.applied, "status", s.failed ? "failed" : "running", "error",
+                      s.failed ? s.error : NULL, "parked", (json_int_t)s.parked));
     }
     return svc_ok(j, 200, json_pack("{s:o}", "items", items));
 }
@@ -115,6 +116,9 @@ static const struct svc_route routes[] = {
     {"GET", "/admin/saga-breakers", SVC_ADMIN, breakers, NULL, NULL, {NULL}},
     {"POST", "/admin/store/scavenge", SVC_ADMIN, scavenge, NULL, NULL, {NULL}},
     {"GET", "/admin/bus", SVC_ADMIN, svc_bus_admin, NULL, NULL, {NULL}},
+    {"GET", "/admin/dlq", SVC_ADMIN, svc_dlq_list, NULL, NULL, {NULL}},
+    {"POST", "/admin/dlq/{id}/replay", SVC_ADMIN, svc_dlq_replay, "id", "dead letter", {NULL}},
+    {"DELETE", "/admin/dlq/{id}", SVC_ADMIN, svc_dlq_drop, "id", "dead letter", {NULL}},
 };
 
 static const struct svc_context ops_context = {"ops", routes, sizeof routes / sizeof routes[0],

@@ -249,6 +249,8 @@ function defaultParams(tpl) {
     '/api/v1/shipments/{orderId}/dispatch': { orderId: F.OD },
     '/api/v1/sagas/{id}': { id: F.S1 },
     '/admin/sagas/{id}/retry': { id: F.S1 },
+    '/admin/dlq/{id}': { id: 'projection:orders:999999' },
+    '/admin/dlq/{id}/replay': { id: 'projection:orders:999999' },
     '/bff/{client}/home': { client: 'web' },
   };
   return m[tpl] || {};
@@ -421,6 +423,9 @@ function ops() {
       // S1 completed: nothing to retry (409) — the admin is let through either way
       cases: { admin: { expect: ['2xx', 409], note: 'S1 has completed' } },
     },
+    // nothing is parked in the matrix's data: the admin is let through to a 404
+    'POST /admin/dlq/{id}/replay': { phase: 2, cases: { admin: { expect: [404], note: 'no such dead letter' } } },
+    'DELETE /admin/dlq/{id}': { phase: 2, cases: { admin: { expect: [404], note: 'no such dead letter' } } },
     'GET /bff/{client}/home': {
       list: true,
       verify: {

@@ -2,7 +2,9 @@
  * starts (loopback, a free port, a temporary store directory) and kills: dedup by
  * Nats-Msg-Id, CloudEvents through a durable pull consumer, nak → redelivery,
  * max-deliver and terminate → dead-letter records with their error, a broker that
- * is down → AG_EUNAVAILABLE at once and an unhealthy bus. */
+ * is down → AG_EUNAVAILABLE at once and an unhealthy bus; a bus worker's poison
+ * message parked with its error, its aggregate's next message waiting behind it,
+ * another aggregate flowing, and a replay after the fault is fixed. */
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <jansson.h>
@@ -18,6 +20,8 @@
 #include <unistd.h>
 
 #include "agora/bus.h"
+#include "agora/bus_worker.h"
+#include "agora/store_log.h"
 
 static char dir[64], url[64];
 static pid_t server;
@@ -263,4 +267,110 @@ Test(nats, unanswered_last_delivery_is_captured_from_the_advisory)
     cr_assert_eq(json_integer_value(json_object_get(adv, "stream_seq")), 1);
     json_decref(a);
     ag_bus_consumer_close(c);
+}
+
+/* ---- a bus worker on JetStream ---- */
+
+struct nfx {
+    bool fixed;
+    char order[16][32];
+    size_t n;
+};
+
+static int nhandler(void *ud, const struct ag_bus_delivery *d, struct ag_err *err)
+{
+    struct nfx *fx = ud;
+    if (!fx->fixed && strcmp(d->msg.id, "p1") == 0)
+        return ag_err_set(err, AG_EUNAVAILABLE, "downstream refuses %s", d->msg.id);
+    if (fx->n < 16) snprintf(fx->order[fx->n++], 32, "%s", d->msg.id);
+    return 0;
+}
+
+static void publish_to(const char *id, const char *aggregate)
+{
+    struct ag_bus_msg m = {.topic = "agora.ordering.OrderPlaced",
+                           .id = id,
+                           .source = "/agora/ordering",
+                           .type = "agora.ordering.OrderPlaced",
+                           .subject = aggregate,
+                           .data = "{}",
+                           .data_len = 2};
+    struct ag_err err;
+    cr_assert_eq(ag_bus_publish(bus, &m, 1, 5000, &err), 0, "%s", err.msg);
+}
+
+static size_t parked_count(struct ag_bus_worker *w, json_t **out)
+{
+    struct ag_buf b;
+    ag_buf_init(&b);
+    cr_assert_eq(ag_bus_worker_list(w, &b, NULL), 0);
+    json_t *a = json_loadb(b.data, b.len, 0, NULL);
+    ag_buf_free(&b);
+    size_t n = json_array_size(a);
+    if (out)
+        *out = a;
+    else
+        json_decref(a);
+    return n;
+}
+
+Test(nats, poison_is_parked_its_aggregate_waits_and_replays_after_the_fix)
+{
+    char sdir[96];
+    snprintf(sdir, sizeof sdir, "%s/store", dir);
+    struct ag_store_options so = {.no_sync = true};
+    struct ag_store *store;
+    cr_assert_eq(ag_store_log_open(sdir, &so, &store, NULL), 0);
+    struct nfx fx = {0};
+    struct ag_bus_worker_config cfg = {.consumer = {.name = "wk",
+                                                    .filter = "agora.ordering.>",
+                                                    .max_deliver = 2,
+                                                    .ack_wait_ms = 5000,
+                                                    .backoff_ms = {50},
+                                                    .nbackoff = 1},
+                                       .store = store,
+                                       .handler = nhandler,
+                                       .ud = &fx};
+    struct ag_bus_worker *w;
+    struct ag_err err;
+    cr_assert_eq(ag_bus_worker_open(bus, &cfg, &w, &err), 0, "%s", err.msg);
+    publish_to("p1", "order-A");
+    publish_to("p2", "order-A");
+    publish_to("q1", "order-B");
+    for (int i = 0; i < 100 && (parked_count(w, NULL) < 2 || fx.n < 1); i++)
+        cr_assert_eq(ag_bus_worker_poll(w, 10, 200, NULL, &err), 0, "%s", err.msg);
+    cr_assert_eq(fx.n, 1, "only the other aggregate went through");
+    cr_assert_str_eq(fx.order[0], "q1");
+    json_t *a;
+    cr_assert_eq(parked_count(w, &a), 2);
+    json_t *head = NULL, *waiting = NULL, *e;
+    size_t k;
+    json_array_foreach(a, k, e)
+    {
+        if (json_is_true(json_object_get(e, "waiting")))
+            waiting = e;
+        else
+            head = e;
+    }
+    cr_assert(head && waiting);
+    cr_assert_str_eq(json_string_value(json_object_get(head, "msgId")), "p1");
+    cr_assert_str_eq(json_string_value(json_object_get(head, "error")), "downstream refuses p1");
+    cr_assert_str_eq(json_string_value(json_object_get(waiting, "msgId")), "p2");
+    uint64_t hid = (uint64_t)json_integer_value(json_object_get(head, "id"));
+    json_decref(a);
+    /* nothing is redelivered meanwhile: both were acked on the broker */
+    cr_assert_eq(ag_bus_worker_poll(w, 10, 300, NULL, &err), 0);
+    cr_assert_eq(fx.n, 1);
+
+    size_t released = 0;
+    cr_assert_eq(ag_bus_worker_replay(w, hid, &released, &err), AG_EUNAVAILABLE);
+    fx.fixed = true;
+    cr_assert_eq(ag_bus_worker_replay(w, hid, &released, &err), 0, "%s", err.msg);
+    cr_assert_eq(released, 1);
+    cr_assert_eq(fx.n, 3);
+    cr_assert_str_eq(fx.order[1], "p1");
+    cr_assert_str_eq(fx.order[2], "p2");
+    cr_assert_eq(parked_count(w, NULL), 0);
+    ag_bus_worker_close(w);
+    ag_store_close(store);
 }

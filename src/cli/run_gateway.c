@@ -133,6 +133,7 @@ static const char template_yaml[] =
     "          - uri: {pattern: \"/api/v1/products/{id}/discontinue\"}\n"
     "          - uri: {exact: /api/v1/products}\n"
     "            method: {regex: \"POST\"}\n"
+    "          - uri: {prefix: /api/v1/promotions}\n"
     "        route: [{destination: {host: platform}}]\n"
     "        timeout: 15s\n"
     "        auth: {required: true, roles: [admin]}\n"

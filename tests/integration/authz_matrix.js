@@ -173,6 +173,10 @@ async function fixtures() {
     if (r.status !== 200) die(`deposit into ${aid}: ${r.status} ${r.text}`);
     if (aid === F.AID_A) F.deposits += amount;
   }
+  // a promotion for GET /api/v1/promotions/{id}
+  const pr = await call('POST', '/api/v1/promotions', { token: T.admin, body: { code: 'MATRIX10', kind: 'percent', value: 1000 } });
+  if (pr.status !== 201) die(`creating a promotion: ${pr.status} ${pr.text}`);
+  F.PROMO = pr.json.id;
   // bob has an order of his own (so his list is not trivially empty)
   F.OB = (await placeAndSettle(T.bob, order(F.CID_B, F.P, 1), 'confirmed')).id;
   // alice: O1 confirmed (reads, refused cancels), OD confirmed (dispatched by the admin
@@ -248,8 +252,12 @@ function defaultParams(tpl) {
     '/api/v1/customers/{id}/tier': { id: F.CID_A },
     '/api/v1/accounts/{id}': { id: F.AID_A },
     '/api/v1/accounts/{id}/deposits': { id: F.AID_A },
+    '/api/v1/accounts/{id}/withdrawals': { id: F.AID_A },
+    '/api/v1/accounts/{id}/transfers': { id: F.AID_A },
+    '/api/v1/accounts/{id}/close': { id: F.AID_A },
     '/api/v1/products/{id}': { id: F.P },
     '/api/v1/products/{id}/price': { id: F.H },
+    '/api/v1/promotions/{id}': { id: F.PROMO },
     '/api/v1/products/{id}/discontinue': { id: F.W },
     '/api/v1/inventory/{productId}': { productId: F.P },
     '/api/v1/inventory/{productId}/restock': { productId: F.R },
@@ -298,6 +306,7 @@ function ops() {
           expect: '2xx',
           verify: async (b) => {
             if (b.email !== 'carol@matrix.example') return `registered ${JSON.stringify(b)}`;
+            F.AID_C = b.accountId; // closed by carol later (an empty account)
             const me = await call('GET', '/api/v1/customers/me', { token: T.carol });
             return (me.status === 200 && me.json.id === b.id) || `not bound to carol: /me → ${me.status} ${me.text}`;
           },
@@ -307,6 +316,7 @@ function ops() {
           expect: '2xx',
           verify: async (b) => {
             if (b.tier !== 'premium') return `an admin may set the tier: ${JSON.stringify(b)}`;
+            F.AID_D = b.accountId; // closed by the admin later (an empty account)
             const me = await call('GET', '/api/v1/customers/me', { token: T.dave });
             return (me.status === 200 && me.json.id === b.id) || `not bound to sub matrix-dave: /me → ${me.status}`;
           },
@@ -346,12 +356,44 @@ function ops() {
       verify: (b) => b.id === F.AID_A || `another account: ${b.id}`,
       onAccepted: () => (F.deposits += 100),
     },
+    'POST /api/v1/accounts/{id}/withdrawals': {
+      phase: 1,
+      body: { amount: { amount: 100, currency: 'USD' } },
+      verify: (b) => b.id === F.AID_A || `another account: ${b.id}`,
+      onAccepted: () => (F.deposits -= 100),
+    },
+    'POST /api/v1/accounts/{id}/transfers': {
+      phase: 1,
+      body: () => ({ toAccountId: F.AID_B, amount: { amount: 200, currency: 'USD' } }),
+      verify: async (b) => {
+        if (b.id !== F.AID_A) return `another account: ${b.id}`;
+        return true;
+      },
+      onAccepted: () => (F.deposits -= 200),
+    },
+    'POST /api/v1/accounts/{id}/close': {
+      phase: 2,
+      body: {},
+      cases: {
+        // alice's account has money (409 when she tries: nothing closes); carol and the
+        // admin close empty ones
+        alice: { caller: 'carol', token: () => T.carol, params: () => ({ id: F.AID_C }), expect: '2xx',
+          verify: (b) => (b.id === F.AID_C && b.status === 'closed') || JSON.stringify(b) },
+        admin: { params: () => ({ id: F.AID_D }), expect: '2xx', verify: (b) => b.status === 'closed' || JSON.stringify(b) },
+      },
+      extra: [{ caller: 'alice', expect: [409], note: 'a positive balance' }],
+    },
     'GET /api/v1/products': { query: '?limit=100' },
     'POST /api/v1/products': {
       phase: 1,
       body: { sku: 'MX-01', name: 'Matrix product', price: { amount: 100, currency: 'USD' } },
       verify: (b) => (b.sku === 'MX-01' && b.active === true) || JSON.stringify(b),
     },
+    'POST /api/v1/promotions': {
+      phase: 1,
+      verify: (b) => (b.code === 'WELCOME15' && b.used === 0) || JSON.stringify(b),
+    },
+    'GET /api/v1/promotions/{id}': { verify: (b) => (b.id === F.PROMO && b.code === 'MATRIX10') || JSON.stringify(b) },
     'POST /api/v1/products/{id}/price': {
       phase: 1,
       body: { price: { amount: 18999, currency: 'USD' } },

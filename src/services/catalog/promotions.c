@@ -62,7 +62,7 @@ static json_t *promo_json(const struct ag_promo_code *p, const char *id)
     ag_time_rfc3339((uint64_t)p->valid_from_ms * 1000000ull, from);
     ag_time_rfc3339((uint64_t)p->valid_until_ms * 1000000ull, until);
     json_t *o =
-        json_pack("{s:s, s:s, s:s, s:I, s:s, s:s?, s:I?, s:I, s:b}", "id", id, "code",
+        json_pack("{s:s, s:s, s:s, s:I, s:s, s:s*, s:o*, s:I, s:b}", "id", id, "code",
                   p->promo.code, "kind", p->promo.kind == AG_PROMO_PERCENT ? "percent" : "fixed",
                   "value", (json_int_t)p->promo.value, "validFrom", from, "validUntil",
                   p->valid_until_ms ? until : NULL, "usageLimit",

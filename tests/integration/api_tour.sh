@@ -706,6 +706,15 @@ ABAL=$(j b.balance.amount)
 post "/api/v1/accounts/$AID/withdrawals" '{"amount": {"amount": 1000, "currency": "USD"}}'
 status 200
 check "b.balance.amount===$((ABAL - 1000))"
+post "/api/v1/accounts/$AID/deposits" '{"amount": {"amount": 300, "currency": "USD"}}' -H 'Idempotency-Key: tour-money-1'
+status 200
+post "/api/v1/accounts/$AID/withdrawals" '{"amount": {"amount": 300, "currency": "USD"}}' -H 'Idempotency-Key: tour-money-1'
+status 200
+[ -z "$(hdr Idempotent-Replayed)" ] || fail "a withdrawal replayed a deposit with the same key and body"
+check "b.balance.amount===$((ABAL - 1000))"
+post "/api/v1/accounts/$AID/withdrawals" '{"amount": {"amount": 300, "currency": "USD"}}' -H 'Idempotency-Key: tour-money-1'
+[ "$(hdr Idempotent-Replayed)" = true ] || fail "withdrawal retry not replayed"
+check "b.balance.amount===$((ABAL - 1000))"
 post "/api/v1/accounts/$AID/withdrawals" "{\"amount\": {\"amount\": $((ABAL * 10)), \"currency\": \"USD\"}}"
 problem 422 /amount/amount
 post "/api/v1/accounts/$AID/withdrawals" '{"amount": {"amount": 0, "currency": "USD"}, "note": 1}'

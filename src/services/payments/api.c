@@ -158,7 +158,9 @@ static int withdraw(struct svc_job *j)
     static const char *const fields[] = {"amount", NULL};
     struct ag_account_withdraw w = {.now_ms = svc_now_ms()};
     parse_amount(j, fields, &w.amount);
-    if (svc_fields_failed(j, 400) || own_account(j) || svc_idem_begin(j, j->param)) return 0;
+    char scope[160]; /* not the deposits' scope: the same key and body must not replay one */
+    snprintf(scope, sizeof scope, "withdrawals-%s", j->param);
+    if (svc_fields_failed(j, 400) || own_account(j) || svc_idem_begin(j, scope)) return 0;
     struct ag_err err;
     ag_err_clear(&err);
     json_t *view = NULL;
@@ -168,7 +170,7 @@ static int withdraw(struct svc_job *j)
                       &err);
     answer(j, rc, &err, &view);
     json_decref(view);
-    svc_idem_end(j, j->param);
+    svc_idem_end(j, scope);
     return 0;
 }
 
@@ -227,7 +229,9 @@ static int transfer(struct svc_job *j)
         svc_field_error(j, "/toAccountId", "cannot transfer from an account to itself");
         return svc_fields_failed(j, 422), 0;
     }
-    if (svc_idem_begin(j, j->param)) return 0;
+    char scope[160];
+    snprintf(scope, sizeof scope, "transfers-%s", j->param);
+    if (svc_idem_begin(j, scope)) return 0;
     struct ag_err err;
     ag_err_clear(&err);
     int rc = svc_exec2(j->env,
@@ -239,7 +243,7 @@ static int transfer(struct svc_job *j)
     if (!rc && !view) rc = AG_ENOMEM;
     answer(j, rc, &err, &view);
     json_decref(view);
-    svc_idem_end(j, j->param);
+    svc_idem_end(j, scope);
     return 0;
 }
 

@@ -151,6 +151,8 @@ struct ag_dom_idmap {
 #define AG_EV_PRODUCT_ADDED         "ProductAdded"
 #define AG_EV_PRODUCT_PRICE_CHANGED "ProductPriceChanged"
 #define AG_EV_PRODUCT_DISCONTINUED  "ProductDiscontinued"
+#define AG_EV_PROMOTION_CREATED     "PromotionCreated"
+#define AG_EV_PROMOTION_REDEEMED    "PromotionRedeemed"
 #define AG_EV_ORDER_CREATED         "OrderCreated"
 #define AG_EV_ITEM_ADDED            "ItemAdded"
 #define AG_EV_ITEM_REMOVED          "ItemRemoved"
@@ -158,6 +160,7 @@ struct ag_dom_idmap {
 #define AG_EV_ORDER_CONFIRMED       "OrderConfirmed"
 #define AG_EV_ORDER_CANCELLED       "OrderCancelled"
 #define AG_EV_ORDER_SHIPPED         "OrderShipped"
+#define AG_EV_ORDER_DELIVERED       "OrderDelivered"
 #define AG_EV_STOCK_ADDED           "StockAdded"
 #define AG_EV_STOCK_RESERVED        "StockReserved"
 #define AG_EV_STOCK_RELEASED        "StockReleased"
@@ -184,6 +187,7 @@ struct ag_dom_idmap {
 #define AG_EV_SHIPMENT_ARRANGED    "ShipmentArranged"
 #define AG_EV_SHIPMENT_CANCELLED   "ShipmentCancelled"
 #define AG_EV_SHIPMENT_DISPATCHED  "ShipmentDispatched"
+#define AG_EV_SHIPMENT_DELIVERED   "ShipmentDelivered"
 
 /* ---- the aggregate table (what the event-sourcing kernel calls) ---- */
 
@@ -238,6 +242,63 @@ struct ag_price_quote {
 AG_EXTERN int ag_pricing_quote(const struct ag_price_line *lines, size_t n, bool premium,
                                const struct ag_promotion *promos, size_t npromos,
                                struct ag_price_quote *out /* OUT */, struct ag_err *err);
+
+/* ==== Promotion (a code customers put in an order) ==== */
+
+#define AG_PROMO_CODE_MAX 32 /* bytes of a code buffer: 1..31 of A-Z 0-9 - _ */
+#define AG_PROMO_RECENT   8  /* the last orders redeemed, for idempotent retries */
+
+struct ag_promo_code {
+    bool exists;                                 /* PromotionCreated seen */
+    struct ag_promotion promo;                   /* kind, value, code: what pricing applies */
+    char currency[4];                            /* a fixed amount's currency; "" for percent */
+    int64_t valid_from_ms;                       /* usable from (Unix ms) */
+    int64_t valid_until_ms;                      /* usable before (Unix ms); 0 = no end */
+    int64_t usage_limit;                         /* redemptions allowed; 0 = unlimited */
+    int64_t used;                                /* redemptions so far */
+    bool stackable;                              /* may be combined with other codes */
+    char recent[AG_PROMO_RECENT][AG_DOM_ID_MAX]; /* ring of the last redeeming orders */
+    size_t nrecent;                              /* redemptions recorded in the ring */
+};
+
+struct ag_promo_create {
+    const char *code; /* 1..31 of A-Z 0-9 - _ */
+    enum ag_promo_kind kind;
+    int64_t value;          /* percent: 1..10000 bp; fixed: > 0 minor units */
+    const char *currency;   /* fixed: ISO 4217; percent: NULL */
+    int64_t valid_from_ms;  /* >= 0 */
+    int64_t valid_until_ms; /* 0 = no end; else > valid_from_ms */
+    int64_t usage_limit;    /* 0 = unlimited; else >= 1 */
+    bool stackable;
+};
+struct ag_promo_redeem {
+    const char *order_id; /* already redeemed by this order (recently) → no events */
+    const char *currency; /* the order's currency */
+    int64_t now_ms;
+};
+
+AG_EXTERN void ag_promo_init(void *state);
+AG_EXTERN void ag_promo_free(void *state);
+AG_EXTERN int ag_promo_evolve(void *state, const char *type, const json_t *data);
+AG_EXTERN json_t *ag_promo_snapshot(const void *state);
+AG_EXTERN int ag_promo_restore(void *state, const json_t *snap);
+/* True when `code` is a well-formed promotion code. */
+AG_EXTERN bool ag_promo_code_ok(const char *code);
+/* PromotionCreated {code, kind ("percent"|"fixed"), value, currency?, validFrom,
+ * validUntil?, usageLimit?, stackable}; exists → AG_EEXISTS; bad fields → AG_EINVAL
+ * naming the field ("validUntil: ..."). */
+AG_EXTERN int ag_promo_create(const struct ag_promo_code *st, const struct ag_promo_create *cmd,
+                              struct ag_dom_events *out, struct ag_err *err);
+/* Whether the code may be used now for an order in `currency`: AG_ENOTFOUND
+ * "unknown promotion code C", AG_EDOMAIN "promotion code C is not valid yet" /
+ * "... expired" / "... is exhausted" / "... is in EUR, the order in USD". */
+AG_EXTERN int ag_promo_usable(const struct ag_promo_code *st, const char *code,
+                              const char *currency, int64_t now_ms, struct ag_err *err);
+/* PromotionRedeemed {orderId, at}: ag_promo_usable first; an order among the recent
+ * redemptions → no events (a retried placement). */
+AG_EXTERN int ag_promo_redeem(const struct ag_promo_code *st, const struct ag_promo_redeem *cmd,
+                              struct ag_dom_events *out, struct ag_err *err);
+AG_EXTERN extern const struct ag_dom_aggregate ag_promo_aggregate;
 
 /* ==== Customer ==== */
 
@@ -347,6 +408,7 @@ enum ag_order_status {
     AG_ORDER_CONFIRMED, /* "confirmed": reserved, paid, shipment arranged */
     AG_ORDER_SHIPPED,   /* "shipped" */
     AG_ORDER_CANCELLED, /* "cancelled" (with a reason) */
+    AG_ORDER_DELIVERED, /* "delivered": the carrier handed it over (after shipped) */
 };
 
 struct ag_order {
@@ -396,13 +458,17 @@ struct ag_order_cancel {
 struct ag_order_ship {
     int64_t now_ms; /* recorded as shippedAt */
 };
+struct ag_order_deliver {
+    int64_t now_ms; /* recorded as deliveredAt */
+};
 
 AG_EXTERN void ag_order_init(void *state);
 AG_EXTERN void ag_order_free(void *state);
 AG_EXTERN int ag_order_evolve(void *state, const char *type, const json_t *data);
 AG_EXTERN json_t *ag_order_snapshot(const void *state);
 AG_EXTERN int ag_order_restore(void *state, const json_t *snap);
-/* "draft", "pending", "confirmed", "shipped", "cancelled" ("unknown" otherwise). */
+/* "draft", "pending", "confirmed", "shipped", "cancelled", "delivered" ("unknown"
+ * otherwise). */
 AG_EXTERN const char *ag_order_status_name(enum ag_order_status s);
 /* The status named `name`; AG_EINVAL when unknown. */
 AG_EXTERN int ag_order_status_parse(const char *name, enum ag_order_status *out /* OUT */);
@@ -431,6 +497,9 @@ AG_EXTERN int ag_order_cancel(const struct ag_order *st, const struct ag_order_c
 /* OrderShipped {shippedAt}; from confirmed; already shipped → no events. */
 AG_EXTERN int ag_order_ship(const struct ag_order *st, const struct ag_order_ship *cmd,
                             struct ag_dom_events *out, struct ag_err *err);
+/* OrderDelivered {deliveredAt}; from shipped; already delivered → no events. */
+AG_EXTERN int ag_order_deliver(const struct ag_order *st, const struct ag_order_deliver *cmd,
+                               struct ag_dom_events *out, struct ag_err *err);
 AG_EXTERN extern const struct ag_dom_aggregate ag_order_aggregate;
 
 /* ==== StockItem ==== */
@@ -675,6 +744,7 @@ enum ag_shipment_status {
     AG_SHIPMENT_ARRANGED,   /* "arranged" */
     AG_SHIPMENT_CANCELLED,  /* "cancelled" */
     AG_SHIPMENT_DISPATCHED, /* "dispatched" */
+    AG_SHIPMENT_DELIVERED,  /* "delivered": handed over to the customer */
 };
 
 struct ag_shipment {
@@ -701,13 +771,16 @@ struct ag_shipment_cancel {
 struct ag_shipment_dispatch {
     int64_t now_ms; /* recorded as dispatchedAt */
 };
+struct ag_shipment_deliver {
+    int64_t now_ms; /* recorded as deliveredAt */
+};
 
 AG_EXTERN void ag_shipment_init(void *state);
 AG_EXTERN void ag_shipment_free(void *state);
 AG_EXTERN int ag_shipment_evolve(void *state, const char *type, const json_t *data);
 AG_EXTERN json_t *ag_shipment_snapshot(const void *state);
 AG_EXTERN int ag_shipment_restore(void *state, const json_t *snap);
-/* "arranged", "cancelled", "dispatched". */
+/* "arranged", "cancelled", "dispatched", "delivered". */
 AG_EXTERN const char *ag_shipment_status_name(enum ag_shipment_status s);
 /* ShipmentArranged {shipmentId, orderId, address, trackingNumber, customerId?}. */
 AG_EXTERN int ag_shipment_arrange(const struct ag_shipment *st,
@@ -720,6 +793,10 @@ AG_EXTERN int ag_shipment_cancel(const struct ag_shipment *st, const struct ag_s
 AG_EXTERN int ag_shipment_dispatch(const struct ag_shipment *st,
                                    const struct ag_shipment_dispatch *cmd,
                                    struct ag_dom_events *out, struct ag_err *err);
+/* ShipmentDelivered {deliveredAt}; only when dispatched; delivered → no events. */
+AG_EXTERN int ag_shipment_deliver(const struct ag_shipment *st,
+                                  const struct ag_shipment_deliver *cmd, struct ag_dom_events *out,
+                                  struct ag_err *err);
 AG_EXTERN extern const struct ag_dom_aggregate ag_shipment_aggregate;
 
 #endif

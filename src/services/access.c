@@ -8,9 +8,11 @@
  * gateway (`agora run --no-gateway`, loopback only, announced loudly) a request
  * without identity headers is the local operator: an admin.
  *
- * Access. Every route is registered with its access (svc_route): public, owner or
- * admin; the check runs before the handler is queued. Anonymous callers of a
- * non-public route get 401, non-admins of an admin route 403; both are logged and
+ * Access. Every route is registered with its access (svc_route): public, owner,
+ * admin or carrier (admin or the carrier role: a delivery company reporting a
+ * delivery); the check runs before the handler is queued. Anonymous callers of a
+ * non-public route get 401, non-admins of an admin route 403 (and callers with
+ * neither admin nor carrier of a carrier route); both are logged and
  * counted in agora_authz_denied_total{reason}. Ownership is the handlers' part:
  * they filter reads to the caller's customer and answer 404 for someone else's
  * resource (not 403, so ids cannot be probed).
@@ -75,6 +77,7 @@ static void principal_of(const struct svc_env *p, struct ag_http_req *req,
         snprintf(who->sub, sizeof who->sub, "%s", sub);
         who->authenticated = true;
         who->admin = roles && has_role(roles, "admin");
+        who->carrier = roles && has_role(roles, "carrier");
     } else if (!p->behind_gateway) { /* --no-gateway: the local operator */
         snprintf(who->sub, sizeof who->sub, "local");
         who->authenticated = who->admin = true;
@@ -97,8 +100,10 @@ static int deny(struct svc_env *p, struct ag_http_req *req, const struct svc_pri
             AG_LS("method", ag_http_req_method(req)), AG_LS("path", ag_http_req_path(req)),
             AG_LS("reason", reason), AG_LI("status", status));
     if (status == 401) ag_http_resp_header(req, "WWW-Authenticate", "Bearer");
-    const char *detail =
-        status == 401 ? "a bearer token is required" : "this operation needs the admin role";
+    const char *detail = status == 401 ? "a bearer token is required"
+                         : strcmp(reason, "not_carrier") == 0
+                             ? "this operation needs the admin or carrier role"
+                             : "this operation needs the admin role";
     return ag_http_respond_problem(req, status, NULL, NULL, detail, NULL);
 }
 
@@ -126,6 +131,8 @@ static int dispatch(struct ag_http_req *req, void *ud)
     if (r->access != SVC_PUBLIC && !who.authenticated)
         return deny(b->env, req, &who, 401, "anonymous");
     if (r->access == SVC_ADMIN && !who.admin) return deny(b->env, req, &who, 403, "not_admin");
+    if (r->access == SVC_CARRIER && !who.admin && !who.carrier)
+        return deny(b->env, req, &who, 403, "not_carrier");
     const char *id = r->param ? ag_http_req_param(req, r->param) : NULL;
     bool dl = r->noun && strcmp(r->noun, "dead letter") == 0; /* not a UUID: svc_dlq_id_ok */
     if (id && !(dl ? svc_dlq_id_ok(id) : svc_uuid_ok(id))) {
@@ -189,7 +196,9 @@ int svc_claim(struct svc_env *p, const char *stream, const char *owner_id, const
     char data[160];
     snprintf(data, sizeof data, "{\"customerId\":\"%s\",\"at\":%lld}", owner_id,
              (long long)svc_now_ms());
-    const char *type = strncmp(stream, "principal-", 10) == 0 ? "PrincipalBound" : "EmailClaimed";
+    const char *type = strncmp(stream, "principal-", 10) == 0     ? "PrincipalBound"
+                       : strncmp(stream, "product-sku-", 12) == 0 ? "SkuClaimed"
+                                                                  : "EmailClaimed";
     struct ag_event_data ev = {
         .type = type, .type_len = strlen(type), .data = data, .data_len = strlen(data)};
     int64_t expected = AG_STORE_NO_STREAM;

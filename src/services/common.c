@@ -204,6 +204,62 @@ void svc_field_error(struct svc_job *j, const char *pointer, const char *fmt, ..
     ag_http_problem_error_add(&j->errors, pointer, detail);
 }
 
+int svc_body_object(struct svc_job *j, const char *const *allowed)
+{
+    if (!j->body) return 0; /* no body: every field is absent */
+    if (!json_is_object(j->body)) {
+        svc_field_error(j, "", "the body must be a JSON object");
+        return 1;
+    }
+    int n = 0;
+    const char *key;
+    json_t *v;
+    json_object_foreach(j->body, key, v)
+    {
+        AG_UNUSED(v);
+        bool known = false;
+        for (size_t i = 0; allowed && allowed[i] && !known; i++) known = !strcmp(key, allowed[i]);
+        if (!known) {
+            char ptr[128] = "/";
+            size_t o = 1;
+            for (const char *c = key; *c && o + 3 < sizeof ptr; c++) { /* RFC 6901 escapes */
+                if (*c == '~' || *c == '/')
+                    ptr[o++] = '~', ptr[o++] = *c == '~' ? '0' : '1';
+                else
+                    ptr[o++] = *c;
+            }
+            ptr[o] = '\0';
+            svc_field_error(j, ptr, "%.100s is not a field of this request", key);
+            n++;
+        }
+    }
+    return n;
+}
+
+int svc_money_field(struct svc_job *j, const char *name, bool required, struct ag_money *out)
+{
+    char ptr[64];
+    snprintf(ptr, sizeof ptr, "/%s", name);
+    json_t *m = json_is_object(j->body) ? json_object_get(j->body, name) : NULL;
+    struct ag_err err;
+    ag_err_clear(&err);
+    if (!m) {
+        if (required)
+            svc_field_error(j, ptr, "%s is required: {\"amount\": 1000, \"currency\": \"USD\"}",
+                            name);
+        return required ? 1 : -1;
+    }
+    if (ag_money_from_json(m, out, ptr, &err)) {
+        const char *colon = strstr(err.msg, ": ");
+        char at[96];
+        snprintf(at, sizeof at, "%.*s", colon ? (int)(colon - err.msg) : (int)strlen(ptr),
+                 colon ? err.msg : ptr);
+        svc_field_error(j, at, "%s", colon ? colon + 2 : err.msg);
+        return 1;
+    }
+    return 0;
+}
+
 int svc_fields_failed(struct svc_job *j, int status)
 {
     size_t n = json_array_size(j->errors);
@@ -317,6 +373,7 @@ static void copy_meta(struct svc_job *j, struct ag_http_req *req)
     ag_buf_json_str(&b, sub, strlen(sub));
     ag_buf_printf(&b, ",\"roles\":[%s]}",
                   j->who.admin           ? "\"admin\""
+                  : j->who.carrier       ? "\"carrier\""
                   : j->who.authenticated ? "\"customer\""
                                          : "");
     const char *rid = ag_http_req_id(req);

@@ -34,6 +34,7 @@ struct svc_principal {
     char sub[128];      /* the JWT's sub; "" when anonymous */
     bool authenticated; /* a principal (any role) */
     bool admin;         /* role admin: may do everything */
+    bool carrier;       /* role carrier: may report deliveries (SVC_CARRIER routes) */
 };
 
 /* Who may call a route (ARCHITECTURE §8). A new route is admin-only until decided. */
@@ -41,6 +42,7 @@ enum svc_access {
     SVC_ADMIN = 0, /* role admin */
     SVC_OWNER,     /* any principal; the handler lets it touch only its own resources */
     SVC_PUBLIC,    /* anyone, anonymous included */
+    SVC_CARRIER,   /* role admin or role carrier (the delivery company's principal) */
 };
 
 struct svc_job;
@@ -160,6 +162,29 @@ void svc_monitor_stop(struct ag_platform *p);
 extern const struct ag_es_type svc_customer_type, svc_product_type, svc_order_type, svc_stock_type,
     svc_account_type, svc_shipment_type;
 
+/* ---- promotions (catalog/promotions.c) ---- */
+
+extern const struct ag_es_type svc_promo_type;
+#define SVC_MAX_PROMOS 5 /* codes per order */
+/* The promotion id of `code` (a UUID derived from it). */
+void svc_promo_id(const char *code, char out[AG_UUID_STRLEN + 1]);
+struct svc_job;
+/* POST /api/v1/promotions, GET /api/v1/promotions/{id} (admin). */
+int svc_promo_create(struct svc_job *j);
+int svc_promo_get(struct svc_job *j);
+/* The order body's promotionCodes into codes[] (their count); bad ones recorded as
+ * field errors (400). */
+int svc_promos_parse(struct svc_job *j, char codes[][AG_PROMO_CODE_MAX], size_t max);
+/* Each code usable now for an order in `currency` (else a field error naming it at
+ * /promotionCodes/<i>: unknown, not valid yet, expired, exhausted, currency, not
+ * stackable); their pricing terms into out[]. The number refused (-1: no memory). */
+int svc_promos_check(struct svc_job *j, char codes[][AG_PROMO_CODE_MAX], size_t n,
+                     const char *currency, struct ag_promotion *out);
+/* Redeem every code for `order_id`; nonzero after answering (422 when a code ran out
+ * meanwhile). */
+int svc_promos_redeem(struct svc_job *j, char codes[][AG_PROMO_CODE_MAX], size_t n,
+                      const char *order_id, const char *currency);
+
 /* ---- work off the loop ---- */
 
 /* A request handled on the libuv threadpool. Everything the work needs is copied
@@ -246,6 +271,13 @@ int svc_error(struct svc_job *j, int code, const struct ag_err *err);
 /* Field validation: collect {pointer, detail} entries. */
 void svc_field_error(struct svc_job *j, const char *pointer, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* Record a field error for the body when it is not an object (pointer "") or for
+ * each member not in `allowed` (NULL-terminated; pointer "/<name>"); the count of
+ * errors recorded. A missing body passes (no fields). */
+int svc_body_object(struct svc_job *j, const char *const *allowed);
+/* Body member `name` as Money into out: 0; 1 after recording a field error (its
+ * pointer names the bad part: "/price/currency"); -1 when absent and optional. */
+int svc_money_field(struct svc_job *j, const char *name, bool required, struct ag_money *out);
 /* Answer 400 (or `status`) with the collected field errors; 0 when there are none. */
 int svc_fields_failed(struct svc_job *j, int status);
 

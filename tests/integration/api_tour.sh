@@ -136,6 +136,7 @@ pass "agora run is ready at $BASE"
 AUTH=$("$BIN" token --data "$TMP/data" --sub ada --role customer) || fail "agora token"
 ADMIN=$("$BIN" token --data "$TMP/data" --sub ops --role admin) || fail "agora token (admin)"
 BOB=$("$BIN" token --data "$TMP/data" --sub bob --role customer) || fail "agora token (bob)"
+CARRIER=$("$BIN" token --data "$TMP/data" --sub parcelco --role carrier) || fail "agora token (carrier)"
 NOAUTH=1 post /api/v1/customers '{"email": "nobody@example.com", "name": "No Token"}'
 problem 401
 [ "$(hdr WWW-Authenticate | cut -c1-6)" = Bearer ] || fail "a 401 without WWW-Authenticate: Bearer"
@@ -548,6 +549,203 @@ problem 404
 req GET /api/v1/shipments/no-such-order
 problem 404
 pass "shipping: the shipment is arranged; dispatch (admin) ships the order and takes its 2 units off the shelves, idempotently; a cancelled order cannot ship"
+
+# ---- 13b. delivery: the carrier reports the parcel handed over ----
+post "/api/v1/shipments/$O1/deliver" '{}'
+problem 403
+AUTH=$CARRIER post "/api/v1/shipments/$O4/deliver" '{}'
+problem 409
+check "b.detail.includes('confirmed')"
+AUTH=$CARRIER post "/api/v1/shipments/$O2/deliver" '{}'
+problem 409
+AUTH=$CARRIER post "/api/v1/shipments/$O1/deliver" '{"signedBy": "Ada"}'
+problem 400 /signedBy
+AUTH=$CARRIER post "/api/v1/shipments/$O1/deliver" '[1]'
+problem 400 ""
+AUTH=$CARRIER post /api/v1/shipments/no-such-order/deliver '{}'
+problem 404
+AUTH=$CARRIER post "/api/v1/shipments/$O1/deliver" '{}'
+status 202
+check "b.orderId==='$O1'" "b.status==='delivered'" "b.orderStatus==='delivered'"
+AUTH=$ADMIN post "/api/v1/shipments/$O1/deliver" ''
+status 202
+check "b.orderStatus==='delivered'"
+poll "/api/v1/orders/$O1" "b.status==='delivered'"
+poll "/api/v1/shipments/$O1" "b.status==='delivered'"
+req GET "/api/v1/orders?status=delivered"
+status 200
+check "b.items.length===1" "b.items[0].id==='$O1'"
+AUTH=$CARRIER post "/api/v1/shipments/$O4/dispatch" '{}'
+problem 403
+AUTH=$CARRIER req GET "/api/v1/orders/$O1"
+problem 404
+AUTH=$ADMIN req GET "/admin/audit?actor=parcelco&limit=100"
+status 200
+check "b.items.some(e=>e.type==='OrderDelivered' && e.actor.roles.includes('carrier'))"
+pass "delivery: the carrier (role carrier) delivers a shipped order (202, again 202), order and shipment delivered; a customer 403, a confirmed or cancelled order 409, an unknown field 400, the carrier cannot dispatch or read orders"
+
+# ---- 14. catalog admin: add a product, change its price, discontinue it ----
+HUB='{"sku": "HD-07", "name": "USB hub", "price": {"amount": 2499, "currency": "USD"}}'
+post /api/v1/products "$HUB"
+problem 403
+AUTH=$ADMIN post /api/v1/products "$HUB"
+status 201
+HD=$(j b.id)
+[ "$(hdr Location)" = "/api/v1/products/$HD" ] || fail "Location $(hdr Location)"
+check "b.sku==='HD-07'" "b.active===true" "b.price.amount===2499"
+AUTH=$ADMIN post /api/v1/products '{"sku": "HD-07", "name": "Another hub", "price": {"amount": 1, "currency": "USD"}}'
+problem 409 /sku
+AUTH=$ADMIN post /api/v1/products '{"sku": "", "name": "Hub", "price": {"amount": 1, "currency": "usd"}, "color": "red"}'
+problem 400 /sku /price/currency /color
+AUTH=$ADMIN post /api/v1/products '{"sku": "HD-08", "name": "Hub", "price": {"amount": -1, "currency": "USD"}}'
+problem 400 /price/amount
+NOAUTH=1 req GET "/api/v1/products/$HD"
+status 200
+check "b.name==='USB hub'"
+AUTH=$ADMIN post "/api/v1/products/$HD/price" '{"price": {"amount": 1999, "currency": "USD"}}'
+status 200
+check "b.id==='$HD'" "b.price.amount===1999"
+AUTH=$ADMIN post "/api/v1/products/$HD/price" '{"price": {"amount": 1999, "currency": "EUR"}}'
+problem 409
+AUTH=$ADMIN post "/api/v1/products/$HD/price" '{"price": 1999}'
+problem 400 /price
+post "/api/v1/products/$HD/price" '{"price": {"amount": 1, "currency": "USD"}}'
+problem 403
+AUTH=$ADMIN post "/api/v1/inventory/$HD/restock" '{"quantity": 10}'
+status 200
+post "/api/v1/accounts/$AID/deposits" '{"amount": {"amount": 10000, "currency": "USD"}}'
+status 200
+poll "/api/v1/products/$HD" "b.price.amount===1999"
+order "$HD" 1
+poll "/api/v1/orders/$OID" "b.status==='confirmed' || b.status==='cancelled'"
+check "b.status==='confirmed'" "b.items[0].unitPrice.amount===1999"
+AUTH=$ADMIN post "/api/v1/products/$HD/discontinue" '{"reason": "replaced by HD-08"}'
+status 200
+check "b.active===false"
+AUTH=$ADMIN post "/api/v1/products/$HD/discontinue" '{}'
+status 200
+AUTH=$ADMIN post "/api/v1/products/$HD/discontinue" '{"why": "x"}'
+problem 400 /why
+poll "/api/v1/products/$HD" "b.active===false"
+post /api/v1/orders "{\"customerId\": \"$CID\", \"items\": [{\"productId\": \"$CB\", \"quantity\": 1}, {\"productId\": \"$HD\", \"quantity\": 1}], $ADDR}"
+problem 422 /items/1/productId
+check "b.errors[0].detail.includes('discontinued')"
+AUTH=$ADMIN post "/api/v1/products/$HD/price" '{"price": {"amount": 999, "currency": "USD"}}'
+problem 409
+AUTH=$ADMIN post /api/v1/products/nope/discontinue '{}'
+problem 404
+pass "catalog admin: add HD-07 (201 + Location; a customer 403, its SKU again 409, bad fields 400 by pointer), reprice it (orders then pay 19.99; another currency 409), discontinue it (ordering it is a 422 on /items/1/productId; repricing 409)"
+
+# ---- 15. promotions: admin-managed codes, applied with the pricing service ----
+post /api/v1/promotions '{"code": "SAVE15", "kind": "percent", "value": 1500}'
+problem 403
+AUTH=$ADMIN post /api/v1/promotions '{"code": "SAVE15", "kind": "percent", "value": 1500}'
+status 201
+SAVE15=$(j b.id)
+[ "$(hdr Location)" = "/api/v1/promotions/$SAVE15" ] || fail "Location $(hdr Location)"
+check "b.code==='SAVE15'" "b.used===0" "b.stackable===true" "b.usageLimit===undefined"
+AUTH=$ADMIN post /api/v1/promotions '{"code": "FIVEOFF", "kind": "fixed", "value": 500, "currency": "USD", "usageLimit": 1}'
+status 201
+FIVEOFF=$(j b.id)
+AUTH=$ADMIN post /api/v1/promotions '{"code": "SOLO20", "kind": "percent", "value": 2000, "stackable": false}'
+status 201
+AUTH=$ADMIN post /api/v1/promotions '{"code": "OLD", "kind": "percent", "value": 500, "validFrom": "2020-01-01T00:00:00Z", "validUntil": "2021-01-01T00:00:00Z"}'
+status 201
+AUTH=$ADMIN post /api/v1/promotions '{"code": "LATER", "kind": "percent", "value": 500, "validFrom": "2099-01-01T00:00:00Z"}'
+status 201
+AUTH=$ADMIN post /api/v1/promotions '{"code": "SAVE15", "kind": "percent", "value": 100}'
+problem 409 /code
+AUTH=$ADMIN post /api/v1/promotions '{"code": "save 15", "kind": "half", "value": "15", "bonus": 1}'
+problem 400 /code /kind /value /bonus
+AUTH=$ADMIN post /api/v1/promotions '{"code": "TEN", "kind": "fixed", "value": 1000, "validUntil": "tomorrow"}'
+problem 400 /currency /validUntil
+promo_order() { # promo_order CODES-JSON: ada orders 1 × CB-05 with these codes
+    post /api/v1/orders "{\"items\": [{\"productId\": \"$CB\", \"quantity\": 1}], \"promotionCodes\": $1, $ADDR}"
+}
+promo_order '["SAVE15", "FIVEOFF"]'
+status 202
+OP=$(j b.orderId)
+poll "/api/v1/orders/$OP" "b.status==='confirmed' || b.status==='cancelled'"
+DISC=$(( (CB_PRICE * 1500 + 5000) / 10000 + 500 ))
+check "b.status==='confirmed'" "b.subtotal.amount===$CB_PRICE" "b.discount.amount===$DISC" "b.total.amount===$((CB_PRICE - DISC))"
+promo_order '["FIVEOFF"]'
+problem 422 /promotionCodes/0
+check "b.detail.includes('FIVEOFF') && b.detail.includes('exhausted')"
+promo_order '["SAVE15", "NOPE"]'
+problem 422 /promotionCodes/1
+check "b.detail.includes('unknown promotion code NOPE')"
+promo_order '["OLD"]'
+problem 422 /promotionCodes/0
+check "b.detail.includes('OLD expired')"
+promo_order '["LATER"]'
+problem 422 /promotionCodes/0
+check "b.detail.includes('not valid yet')"
+promo_order '["SOLO20", "SAVE15"]'
+problem 422 /promotionCodes/0
+check "b.detail.includes('cannot be combined')"
+promo_order '"SAVE15"'
+problem 400 /promotionCodes
+promo_order '["SAVE15", "SAVE15"]'
+problem 400 /promotionCodes/1
+post /api/v1/orders "{\"items\": [{\"productId\": \"$CB\", \"quantity\": 1}], \"coupon\": \"SAVE15\", $ADDR}"
+problem 400 /coupon
+AUTH=$ADMIN req GET "/api/v1/promotions/$FIVEOFF"
+status 200
+check "b.used===1" "b.usageLimit===1" "b.currency==='USD'"
+AUTH=$ADMIN req GET "/api/v1/promotions/$SAVE15"
+check "b.used===1"
+req GET "/api/v1/promotions/$SAVE15"
+problem 403
+pass "promotions: SAVE15 (15%) + FIVEOFF (5.00, once) take $DISC off a $CB_PRICE order; FIVEOFF again (exhausted), NOPE (unknown), OLD (expired), LATER (not yet), SOLO20 with others → 422 naming the code; a customer cannot create or read codes"
+
+# ---- 16. accounts: withdraw, transfer (one atomic append), close ----
+AUTH=$BOB req GET /api/v1/customers/me
+BAID=$(j b.accountId)
+req GET "/api/v1/accounts/$AID"
+ABAL=$(j b.balance.amount)
+post "/api/v1/accounts/$AID/withdrawals" '{"amount": {"amount": 1000, "currency": "USD"}}'
+status 200
+check "b.balance.amount===$((ABAL - 1000))"
+post "/api/v1/accounts/$AID/deposits" '{"amount": {"amount": 300, "currency": "USD"}}' -H 'Idempotency-Key: tour-money-1'
+status 200
+post "/api/v1/accounts/$AID/withdrawals" '{"amount": {"amount": 300, "currency": "USD"}}' -H 'Idempotency-Key: tour-money-1'
+status 200
+[ -z "$(hdr Idempotent-Replayed)" ] || fail "a withdrawal replayed a deposit with the same key and body"
+check "b.balance.amount===$((ABAL - 1000))"
+post "/api/v1/accounts/$AID/withdrawals" '{"amount": {"amount": 300, "currency": "USD"}}' -H 'Idempotency-Key: tour-money-1'
+[ "$(hdr Idempotent-Replayed)" = true ] || fail "withdrawal retry not replayed"
+check "b.balance.amount===$((ABAL - 1000))"
+post "/api/v1/accounts/$AID/withdrawals" "{\"amount\": {\"amount\": $((ABAL * 10)), \"currency\": \"USD\"}}"
+problem 422 /amount/amount
+post "/api/v1/accounts/$AID/withdrawals" '{"amount": {"amount": 0, "currency": "USD"}, "note": 1}'
+problem 400 /amount/amount /note
+post "/api/v1/accounts/$AID/transfers" "{\"toAccountId\": \"$BAID\", \"amount\": {\"amount\": 500, \"currency\": \"USD\"}}"
+status 200
+check "b.id==='$AID'" "b.balance.amount===$((ABAL - 1500))"
+AUTH=$BOB poll "/api/v1/accounts/$BAID" "b.balance.amount===500"
+post "/api/v1/accounts/$AID/transfers" "{\"toAccountId\": \"$AID\", \"amount\": {\"amount\": 1, \"currency\": \"USD\"}}"
+problem 422 /toAccountId
+post "/api/v1/accounts/$AID/transfers" '{"toAccountId": "no-such-account", "amount": {"amount": 1, "currency": "USD"}}'
+problem 422 /toAccountId
+post "/api/v1/accounts/$AID/transfers" "{\"toAccountId\": \"$BAID\", \"amount\": {\"amount\": $((ABAL * 10)), \"currency\": \"USD\"}}"
+problem 422 /amount/amount
+AUTH=$BOB post "/api/v1/accounts/$AID/transfers" "{\"toAccountId\": \"$BAID\", \"amount\": {\"amount\": 1, \"currency\": \"USD\"}}"
+problem 404
+AUTH=$BOB post "/api/v1/accounts/$AID/withdrawals" '{"amount": {"amount": 1, "currency": "USD"}}'
+problem 404
+post "/api/v1/accounts/$AID/close" '{}'
+problem 409
+check "b.detail.includes('positive balance')"
+AUTH=$BOB post "/api/v1/accounts/$BAID/withdrawals" '{"amount": {"amount": 500, "currency": "USD"}}'
+status 200
+AUTH=$BOB post "/api/v1/accounts/$BAID/close" ''
+status 200
+check "b.status==='closed'" "b.balance.amount===0"
+post "/api/v1/accounts/$AID/transfers" "{\"toAccountId\": \"$BAID\", \"amount\": {\"amount\": 1, \"currency\": \"USD\"}}"
+problem 409
+check "b.detail.includes('closed')"
+poll "/api/v1/accounts/$AID" "b.balance.amount===$((ABAL - 1500))"
+pass "accounts: withdraw 10.00, transfer 5.00 to bob (both legs in one append), overdraft 422, to itself or an unknown account 422, bob on ada's account 404; a funded account cannot close (409), bob's emptied one closes, and a transfer to it is a 409"
 
 # ---- every answer against docs/openapi.yaml ----
 node "$SRC/tests/integration/api_validate.js" "$SRC/docs/openapi.yaml" "$EX" || fail "answers do not match docs/openapi.yaml"

@@ -13,6 +13,8 @@
 //   owner          401        401     2xx     404 (id routes) /           2xx
 //                                             2xx without alice's items (lists)
 //   admin          401        401     403     403                         2xx
+//   carrier        401        401     403     403                         2xx (and a
+//                                             principal with the carrier role: 2xx)
 // A few operations refine this (registering, /customers/me, the BFF) — see OPS below;
 // each refinement is the access table's own rule. A refused request must change
 // nothing: around every refused write the matrix lets the event log settle and compares
@@ -82,6 +84,7 @@ const T = {
   carol: mint('matrix-carol', 'customer'), // registers herself during the walk
   dave: mint('matrix-dave', 'customer'), // the admin registers a customer for him
   admin: mint('matrix-admin', 'admin'),
+  carrier: mint('matrix-carrier', 'carrier'), // a delivery company: deliveries only
 };
 async function forgedToken() {
   // the claims `agora token` puts in, signed with a secret agora does not have
@@ -151,6 +154,8 @@ async function fixtures() {
   const bySku = Object.fromEntries(prods.json.items.map((p) => [p.sku, p.id]));
   F.P = bySku['CB-05']; // cheap, plenty of stock: the orders of the matrix
   F.R = bySku['MS-02']; // restocked by the admin
+  F.H = bySku['HP-04']; // repriced by the admin
+  F.W = bySku['WC-06']; // discontinued by the admin
   if (!F.P || !F.R) die('seeded products CB-05 / MS-02 missing');
 
   const a = await register(T.alice, 'alice@matrix.example', 'Alice Matrix');
@@ -168,6 +173,10 @@ async function fixtures() {
     if (r.status !== 200) die(`deposit into ${aid}: ${r.status} ${r.text}`);
     if (aid === F.AID_A) F.deposits += amount;
   }
+  // a promotion for GET /api/v1/promotions/{id}
+  const pr = await call('POST', '/api/v1/promotions', { token: T.admin, body: { code: 'MATRIX10', kind: 'percent', value: 1000 } });
+  if (pr.status !== 201) die(`creating a promotion: ${pr.status} ${pr.text}`);
+  F.PROMO = pr.json.id;
   // bob has an order of his own (so his list is not trivially empty)
   F.OB = (await placeAndSettle(T.bob, order(F.CID_B, F.P, 1), 'confirmed')).id;
   // alice: O1 confirmed (reads, refused cancels), OD confirmed (dispatched by the admin
@@ -210,6 +219,8 @@ async function snapshot() {
   const st = {};
   for (const o of [F.O1, F.OD, F.OC]) st[o] = (await get(`/api/v1/orders/${o}`)).status;
   const saga = (await get(`/api/v1/sagas/${F.S1}`)).status;
+  const hp = await get(`/api/v1/products/${F.H}`);
+  const wc = await get(`/api/v1/products/${F.W}`);
   const mine = await call('GET', '/api/v1/customers/me', { token: T.bob });
   return {
     "alice's balance": acct.balance && acct.balance.amount,
@@ -221,6 +232,8 @@ async function snapshot() {
     'order OD': st[F.OD],
     'order OC': st[F.OC],
     'saga S1': saga,
+    'price HP-04': hp.price && hp.price.amount,
+    'WC-06 active': wc.active,
     "bob's customer": mine.json && mine.json.id,
   };
 }
@@ -240,13 +253,20 @@ function defaultParams(tpl) {
     '/api/v1/customers/{id}/erase': { id: F.CID_A },
     '/api/v1/accounts/{id}': { id: F.AID_A },
     '/api/v1/accounts/{id}/deposits': { id: F.AID_A },
+    '/api/v1/accounts/{id}/withdrawals': { id: F.AID_A },
+    '/api/v1/accounts/{id}/transfers': { id: F.AID_A },
+    '/api/v1/accounts/{id}/close': { id: F.AID_A },
     '/api/v1/products/{id}': { id: F.P },
+    '/api/v1/products/{id}/price': { id: F.H },
+    '/api/v1/promotions/{id}': { id: F.PROMO },
+    '/api/v1/products/{id}/discontinue': { id: F.W },
     '/api/v1/inventory/{productId}': { productId: F.P },
     '/api/v1/inventory/{productId}/restock': { productId: F.R },
     '/api/v1/orders/{id}': { id: F.O1 },
     '/api/v1/orders/{id}/cancel': { id: F.O1 },
     '/api/v1/shipments/{orderId}': { orderId: F.O1 },
     '/api/v1/shipments/{orderId}/dispatch': { orderId: F.OD },
+    '/api/v1/shipments/{orderId}/deliver': { orderId: F.OD },
     '/api/v1/sagas/{id}': { id: F.S1 },
     '/admin/sagas/{id}/retry': { id: F.S1 },
     '/admin/dlq/{id}': { id: 'projection:orders:999999' },
@@ -290,6 +310,7 @@ function ops() {
           verify: async (b) => {
             if (b.email !== 'carol@matrix.example') return `registered ${JSON.stringify(b)}`;
             F.CID_C = b.id; // erased by carol herself at the end
+            F.AID_C = b.accountId; // closed by carol later (an empty account)
             const me = await call('GET', '/api/v1/customers/me', { token: T.carol });
             return (me.status === 200 && me.json.id === b.id) || `not bound to carol: /me → ${me.status} ${me.text}`;
           },
@@ -300,6 +321,7 @@ function ops() {
           verify: async (b) => {
             if (b.tier !== 'premium') return `an admin may set the tier: ${JSON.stringify(b)}`;
             F.CID_D = b.id; // erased by the admin at the end
+            F.AID_D = b.accountId; // closed by the admin later (an empty account)
             const me = await call('GET', '/api/v1/customers/me', { token: T.dave });
             return (me.status === 200 && me.json.id === b.id) || `not bound to sub matrix-dave: /me → ${me.status}`;
           },
@@ -359,7 +381,64 @@ function ops() {
       verify: (b) => b.id === F.AID_A || `another account: ${b.id}`,
       onAccepted: () => (F.deposits += 100),
     },
+    'POST /api/v1/accounts/{id}/withdrawals': {
+      phase: 1,
+      body: { amount: { amount: 100, currency: 'USD' } },
+      verify: (b) => b.id === F.AID_A || `another account: ${b.id}`,
+      onAccepted: () => (F.deposits -= 100),
+    },
+    'POST /api/v1/accounts/{id}/transfers': {
+      phase: 1,
+      body: () => ({ toAccountId: F.AID_B, amount: { amount: 200, currency: 'USD' } }),
+      verify: async (b) => {
+        if (b.id !== F.AID_A) return `another account: ${b.id}`;
+        return true;
+      },
+      onAccepted: () => (F.deposits -= 200),
+    },
+    'POST /api/v1/accounts/{id}/close': {
+      phase: 2,
+      body: {},
+      cases: {
+        // alice's account has money (409 when she tries: nothing closes); carol and the
+        // admin close empty ones
+        alice: { caller: 'carol', token: () => T.carol, params: () => ({ id: F.AID_C }), expect: '2xx',
+          verify: (b) => (b.id === F.AID_C && b.status === 'closed') || JSON.stringify(b) },
+        admin: { params: () => ({ id: F.AID_D }), expect: '2xx', verify: (b) => b.status === 'closed' || JSON.stringify(b) },
+      },
+      extra: [{ caller: 'alice', expect: [409], note: 'a positive balance' }],
+    },
     'GET /api/v1/products': { query: '?limit=100' },
+    'POST /api/v1/products': {
+      phase: 1,
+      body: { sku: 'MX-01', name: 'Matrix product', price: { amount: 100, currency: 'USD' } },
+      verify: (b) => (b.sku === 'MX-01' && b.active === true) || JSON.stringify(b),
+    },
+    'POST /api/v1/promotions': {
+      phase: 1,
+      verify: (b) => (b.code === 'WELCOME15' && b.used === 0) || JSON.stringify(b),
+    },
+    'GET /api/v1/promotions/{id}': { verify: (b) => (b.id === F.PROMO && b.code === 'MATRIX10') || JSON.stringify(b) },
+    'POST /api/v1/products/{id}/price': {
+      phase: 1,
+      body: { price: { amount: 18999, currency: 'USD' } },
+      verify: async (b) => {
+        if (b.id !== F.H || b.price.amount !== 18999) return JSON.stringify(b);
+        const p = await poll(`/api/v1/products/${F.H}`, T.admin, (x) => x.price.amount === 18999, 'repriced');
+        return p.price.amount === 18999 || 'not repriced';
+      },
+    },
+    'POST /api/v1/products/{id}/discontinue': {
+      phase: 1,
+      body: { reason: 'authz matrix' },
+      verify: async (b) => {
+        if (b.id !== F.W || b.active !== false) return JSON.stringify(b);
+        await poll(`/api/v1/products/${F.W}`, T.admin, (x) => x.active === false, 'discontinued');
+        const r = await call('POST', '/api/v1/orders', { token: T.alice, body: order(F.CID_A, F.W, 1) });
+        return (r.status === 422 && r.json.errors.some((e) => e.pointer === '/items/0/productId')) ||
+          `ordering a discontinued product: ${r.status} ${r.text}`;
+      },
+    },
     'POST /api/v1/inventory/{productId}/restock': { phase: 1, body: { quantity: 1 } },
     'POST /api/v1/orders': {
       phase: 1,
@@ -407,7 +486,30 @@ function ops() {
       },
     },
     'GET /api/v1/shipments/{orderId}': { verify: (b) => b.orderId === F.O1 || `another order's: ${b.orderId}` },
-    'POST /api/v1/shipments/{orderId}/dispatch': { phase: 2, body: {} },
+    'POST /api/v1/shipments/{orderId}/dispatch': {
+      phase: 2,
+      body: {},
+      extra: [{ caller: 'carrier', expect: [403], note: 'the carrier role reports deliveries only' }],
+    },
+    'POST /api/v1/shipments/{orderId}/deliver': {
+      phase: 3, // after the admin dispatched OD
+      body: {},
+      cases: {
+        // the carrier delivers (in the admin's slot, so before the admin); the admin's
+        // call is then the idempotent repeat
+        admin: {
+          caller: 'carrier',
+          token: () => T.carrier,
+          expect: '2xx',
+          verify: async (b) => {
+            if (b.orderStatus !== 'delivered') return JSON.stringify(b);
+            const o = await poll(`/api/v1/orders/${F.OD}`, T.admin, (x) => x.status === 'delivered', 'OD delivered');
+            return o.status === 'delivered' || `order OD is ${o.status}`;
+          },
+        },
+      },
+      extra: [{ caller: 'admin', expect: '2xx', note: 'delivered again: unchanged', verify: (b) => b.orderStatus === 'delivered' || JSON.stringify(b) }],
+    },
     'GET /api/v1/sagas/{id}': { verify: (b) => b.id === F.S1 || `another saga: ${b.id}` },
     'GET /admin/sagas': { query: '?limit=100' },
     'GET /admin/audit': {
@@ -524,6 +626,7 @@ function buildCases(method, tpl, op, conf, forged) {
       admin: ['2xx'],
     },
     admin: { anonymous: [401], forged: [401], bob: [403], alice: [403], admin: ['2xx'] },
+    carrier: { anonymous: [401], forged: [401], bob: [403], alice: [403], admin: ['2xx'] },
   }[access];
   const out = [];
   for (const caller of ['anonymous', 'forged', 'bob', 'alice', 'admin']) {
@@ -543,7 +646,7 @@ async function main() {
       const method = m.toUpperCase();
       const access = op['x-agora-access'];
       const name = `${method} ${tpl} (${op.operationId})`;
-      if (!['public', 'owner', 'admin'].includes(access)) {
+      if (!['public', 'owner', 'admin', 'carrier'].includes(access)) {
         report(false, `${name}: x-agora-access`, `missing or invalid x-agora-access: ${access}`);
         continue;
       }
@@ -580,7 +683,7 @@ async function main() {
     report(false, "alice's ledger", `account ${acct.status}, orders ${list.status}`);
   } else {
     const charged = list.json.items
-      .filter((o) => ['confirmed', 'shipped'].includes(o.status))
+      .filter((o) => ['confirmed', 'shipped', 'delivered'].includes(o.status))
       .reduce((s, o) => s + o.total.amount, 0);
     const want = F.deposits - charged;
     report(

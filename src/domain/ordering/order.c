@@ -2,12 +2,12 @@
  * The Order aggregate.
  *
  * Lifecycle: draft → pending (OrderPlaced; the PlaceOrder saga runs) → confirmed
- * → shipped, or draft/pending → cancelled. Only a draft changes its lines.
+ * → shipped → delivered, or draft/pending → cancelled. Only a draft changes its lines.
  *
  * Events: OrderCreated {orderId, customerId, currency}; ItemAdded {productId,
  * quantity, unitPrice}; ItemRemoved {productId}; OrderPlaced {shippingAddress,
  * subtotal, discount, total, sagaId}; OrderConfirmed {trackingNumber};
- * OrderCancelled {reason}; OrderShipped {shippedAt}.
+ * OrderCancelled {reason}; OrderShipped {shippedAt}; OrderDelivered {deliveredAt}.
  *
  * State: one line per product (adding a product again adds to its quantity at the
  * same unit price), kept in the order first added; `subtotal` tracks Σ lines while
@@ -23,7 +23,8 @@
 
 #include "domain/internal.h"
 
-static const char *const status_names[] = {"draft", "pending", "confirmed", "shipped", "cancelled"};
+static const char *const status_names[] = {"draft",   "pending",   "confirmed",
+                                           "shipped", "cancelled", "delivered"};
 
 const char *ag_order_status_name(enum ag_order_status s)
 {
@@ -180,6 +181,8 @@ int ag_order_evolve(void *state, const char *type, const json_t *data)
                          sizeof o->cancellation_reason);
     if (strcmp(type, AG_EV_ORDER_SHIPPED) == 0)
         return on_status(o, AG_ORDER_SHIPPED, data, NULL, NULL, 0);
+    if (strcmp(type, AG_EV_ORDER_DELIVERED) == 0)
+        return on_status(o, AG_ORDER_DELIVERED, data, NULL, NULL, 0);
     return 0;
 }
 
@@ -381,7 +384,9 @@ int ag_order_confirm(const struct ag_order *st, const struct ag_order_confirm *c
 {
     char tn[64];
     int rc = need_order(st, err);
-    if (rc || st->status == AG_ORDER_CONFIRMED || st->status == AG_ORDER_SHIPPED) return rc;
+    if (rc || st->status == AG_ORDER_CONFIRMED || st->status == AG_ORDER_SHIPPED ||
+        st->status == AG_ORDER_DELIVERED)
+        return rc;
     if (st->status != AG_ORDER_PENDING)
         return ag_err_set(err, AG_EDOMAIN, "cannot confirm a %s order",
                           ag_order_status_name(st->status));
@@ -409,12 +414,24 @@ int ag_order_ship(const struct ag_order *st, const struct ag_order_ship *cmd,
                   struct ag_dom_events *out, struct ag_err *err)
 {
     int rc = need_order(st, err);
-    if (rc || st->status == AG_ORDER_SHIPPED) return rc;
+    if (rc || st->status == AG_ORDER_SHIPPED || st->status == AG_ORDER_DELIVERED) return rc;
     if (st->status != AG_ORDER_CONFIRMED)
         return ag_err_set(err, AG_EDOMAIN, "cannot ship a %s order",
                           ag_order_status_name(st->status));
     json_t *d = json_pack("{s:I}", "shippedAt", (json_int_t)(cmd ? cmd->now_ms : 0));
     return ag__dom_emit(out, AG_EV_ORDER_SHIPPED, d, err);
+}
+
+int ag_order_deliver(const struct ag_order *st, const struct ag_order_deliver *cmd,
+                     struct ag_dom_events *out, struct ag_err *err)
+{
+    int rc = need_order(st, err);
+    if (rc || st->status == AG_ORDER_DELIVERED) return rc;
+    if (st->status != AG_ORDER_SHIPPED)
+        return ag_err_set(err, AG_EDOMAIN, "cannot deliver a %s order",
+                          ag_order_status_name(st->status));
+    json_t *d = json_pack("{s:I}", "deliveredAt", (json_int_t)(cmd ? cmd->now_ms : 0));
+    return ag__dom_emit(out, AG_EV_ORDER_DELIVERED, d, err);
 }
 
 const struct ag_dom_aggregate ag_order_aggregate = {

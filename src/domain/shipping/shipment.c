@@ -4,12 +4,13 @@
  * Events: ShipmentArranged {shipmentId, orderId, address, trackingNumber,
  * customerId?} (the customer whose data key seals the address, see
  * src/services/pii.c);
- * ShipmentCancelled {reason}; ShipmentDispatched {dispatchedAt}.
+ * ShipmentCancelled {reason}; ShipmentDispatched {dispatchedAt}; ShipmentDelivered
+ * {deliveredAt}.
  *
- * Lifecycle: arranged → dispatched, or arranged → cancelled. Arranging again for
+ * Lifecycle: arranged → dispatched → delivered, or arranged → cancelled. Arranging again for
  * the same order, cancelling a cancelled shipment and dispatching a dispatched one
- * are no-ops (saga retries); a dispatched shipment cannot be cancelled and a
- * cancelled one cannot be dispatched.
+ * are no-ops (saga retries), and so is delivering a delivered one; a dispatched shipment cannot be
+ * cancelled and a cancelled one cannot be dispatched.
  *
  * The snapshot is the ShipmentArranged shape plus "exists", "status" and
  * "cancelReason".
@@ -18,7 +19,7 @@
 
 #include "domain/internal.h"
 
-static const char *const status_names[] = {"arranged", "cancelled", "dispatched"};
+static const char *const status_names[] = {"arranged", "cancelled", "dispatched", "delivered"};
 
 const char *ag_shipment_status_name(enum ag_shipment_status s)
 {
@@ -60,6 +61,8 @@ int ag_shipment_evolve(void *state, const char *type, const json_t *data)
         s->status = AG_SHIPMENT_CANCELLED;
     } else if (strcmp(type, AG_EV_SHIPMENT_DISPATCHED) == 0) {
         s->status = AG_SHIPMENT_DISPATCHED;
+    } else if (strcmp(type, AG_EV_SHIPMENT_DELIVERED) == 0) {
+        s->status = AG_SHIPMENT_DELIVERED;
     }
     return 0;
 }
@@ -137,8 +140,9 @@ int ag_shipment_cancel(const struct ag_shipment *st, const struct ag_shipment_ca
     char reason[256];
     if (!st->exists) return ag_err_set(err, AG_EDOMAIN, "shipment does not exist");
     if (st->status == AG_SHIPMENT_CANCELLED) return 0;
-    if (st->status == AG_SHIPMENT_DISPATCHED)
-        return ag_err_set(err, AG_EDOMAIN, "cannot cancel shipment %s: already dispatched", st->id);
+    if (st->status == AG_SHIPMENT_DISPATCHED || st->status == AG_SHIPMENT_DELIVERED)
+        return ag_err_set(err, AG_EDOMAIN, "cannot cancel shipment %s: already %s", st->id,
+                          ag_shipment_status_name(st->status));
     ag__dom_reason(reason, sizeof reason, cmd ? cmd->reason : NULL, "cancelled");
     return ag__dom_emit(out, AG_EV_SHIPMENT_CANCELLED, json_pack("{s:s}", "reason", reason), err);
 }
@@ -147,11 +151,23 @@ int ag_shipment_dispatch(const struct ag_shipment *st, const struct ag_shipment_
                          struct ag_dom_events *out, struct ag_err *err)
 {
     if (!st->exists) return ag_err_set(err, AG_EDOMAIN, "shipment does not exist");
-    if (st->status == AG_SHIPMENT_DISPATCHED) return 0;
+    if (st->status == AG_SHIPMENT_DISPATCHED || st->status == AG_SHIPMENT_DELIVERED) return 0;
     if (st->status == AG_SHIPMENT_CANCELLED)
         return ag_err_set(err, AG_EDOMAIN, "cannot dispatch shipment %s: it was cancelled", st->id);
     json_t *d = json_pack("{s:I}", "dispatchedAt", (json_int_t)(cmd ? cmd->now_ms : 0));
     return ag__dom_emit(out, AG_EV_SHIPMENT_DISPATCHED, d, err);
+}
+
+int ag_shipment_deliver(const struct ag_shipment *st, const struct ag_shipment_deliver *cmd,
+                        struct ag_dom_events *out, struct ag_err *err)
+{
+    if (!st->exists) return ag_err_set(err, AG_EDOMAIN, "shipment does not exist");
+    if (st->status == AG_SHIPMENT_DELIVERED) return 0;
+    if (st->status != AG_SHIPMENT_DISPATCHED)
+        return ag_err_set(err, AG_EDOMAIN, "cannot deliver shipment %s: it is %s, not dispatched",
+                          st->id, ag_shipment_status_name(st->status));
+    json_t *d = json_pack("{s:I}", "deliveredAt", (json_int_t)(cmd ? cmd->now_ms : 0));
+    return ag__dom_emit(out, AG_EV_SHIPMENT_DELIVERED, d, err);
 }
 
 const struct ag_dom_aggregate ag_shipment_aggregate = {

@@ -32,7 +32,10 @@ struct place {
     bool premium;
     struct ag_address address;
     struct ag_price_quote quote;
-    char account_id[AG_DOM_ID_MAX]; /* the customer's wallet, which must exist */
+    char account_id[AG_DOM_ID_MAX];                /* the customer's wallet, which must exist */
+    char codes[SVC_MAX_PROMOS][AG_PROMO_CODE_MAX]; /* promotionCodes, checked */
+    size_t ncodes;
+    struct ag_promotion promos[SVC_MAX_PROMOS]; /* their pricing terms */
 };
 
 static int step_dom(struct ag_order *o, struct ag_dom_events *all, int rc,
@@ -99,7 +102,11 @@ static void view_product(const void *state, int64_t version, void *ud)
 /* Validate the body into `pl`, recording every bad field. */
 static void parse_order(struct svc_job *j, struct place *pl)
 {
+    static const char *const fields[] = {"customerId", "items", "shippingAddress", "promotionCodes",
+                                         NULL};
     json_t *b = j->body;
+    svc_body_object(j, fields);
+    pl->ncodes = (size_t)svc_promos_parse(j, pl->codes, SVC_MAX_PROMOS);
     json_t *cid = json_object_get(b, "customerId");
     pl->customer_id = json_string_value(cid);
     if (!cid && !j->who.admin) /* taken from the caller */
@@ -175,8 +182,13 @@ static int price_order(struct svc_job *j, struct place *pl)
             svc_field_error(j, ptr, "product %s is discontinued", pl->lines[i].product_id);
         }
     }
+    if (!json_array_size(j->errors) &&
+        svc_promos_check(j, pl->codes, pl->ncodes, pl->lines[0].unit_price.currency, pl->promos) <
+            0)
+        return svc_error(j, AG_ENOMEM, NULL), 1;
     if (svc_fields_failed(j, 422)) return 1;
-    int rc = ag_pricing_quote(pl->lines, pl->n, pl->premium, NULL, 0, &pl->quote, &err);
+    int rc =
+        ag_pricing_quote(pl->lines, pl->n, pl->premium, pl->promos, pl->ncodes, &pl->quote, &err);
     if (rc) return svc_error(j, rc, &err), 1;
     return 0;
 }
@@ -206,6 +218,12 @@ static int create(struct svc_job *j)
         svc_stream(stream, sizeof stream, "order", order_id);
         struct ag_err err;
         ag_err_clear(&err);
+        if (svc_promos_redeem(j, pl->codes, pl->ncodes, order_id,
+                              pl->lines[0].unit_price.currency)) {
+            svc_idem_end(j, "orders");
+            ag_free(pl);
+            return 0;
+        }
         int rc = ag_es_execute(
             j->env->repo, &(struct ag_es_cmd){&svc_order_type, stream, decide_place, pl, j->meta},
             NULL, &err);
@@ -262,8 +280,9 @@ static int list(struct svc_job *j)
     svc_limit(j, j->q[2], &limit);
     enum ag_order_status s;
     if (j->q[1] && ag_order_status_parse(j->q[1], &s))
-        svc_field_error(j, "/status",
-                        "status must be one of draft, pending, confirmed, shipped, cancelled");
+        svc_field_error(
+            j, "/status",
+            "status must be one of draft, pending, confirmed, shipped, delivered, cancelled");
     if (svc_fields_failed(j, 400)) return 0;
     char lim[16];
     snprintf(lim, sizeof lim, "%d", limit + 1);

@@ -17,8 +17,9 @@ static const char schema[] =
     "CREATE INDEX IF NOT EXISTS orders_status ON orders(status, id);";
 
 static const char *const types[] = {
-    AG_EV_ORDER_CREATED,   AG_EV_ITEM_ADDED,      AG_EV_ITEM_REMOVED,  AG_EV_ORDER_PLACED,
-    AG_EV_ORDER_CONFIRMED, AG_EV_ORDER_CANCELLED, AG_EV_ORDER_SHIPPED, NULL};
+    AG_EV_ORDER_CREATED, AG_EV_ITEM_ADDED,      AG_EV_ITEM_REMOVED,
+    AG_EV_ORDER_PLACED,  AG_EV_ORDER_CONFIRMED, AG_EV_ORDER_CANCELLED,
+    AG_EV_ORDER_SHIPPED, AG_EV_ORDER_DELIVERED, NULL};
 
 struct items_row {
     json_t *items;
@@ -143,6 +144,9 @@ static int apply(struct ag_rm *db, const struct ag_event *ev, const json_t *d, v
     if (strcmp(type, AG_EV_ORDER_SHIPPED) == 0)
         return svc_sql_run(db, "UPDATE orders SET status='shipped', updated_at=?5 WHERE id=?1", id,
                            NULL, NULL, NULL, ts);
+    if (strcmp(type, AG_EV_ORDER_DELIVERED) == 0)
+        return svc_sql_run(db, "UPDATE orders SET status='delivered', updated_at=?5 WHERE id=?1",
+                           id, NULL, NULL, NULL, ts);
     return 0;
 }
 

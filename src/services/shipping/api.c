@@ -3,7 +3,9 @@
  * the warehouse handing the parcel to the carrier, which moves the order from
  * confirmed to shipped and takes its reserved units off the shelves. Dispatch runs
  * idempotent commands in order (shipment, each stock item, order), so a retry after
- * a crash between them completes the rest.
+ * a crash between them completes the rest. Delivery — the carrier reporting the
+ * parcel handed over — moves a dispatched shipment and its shipped order to
+ * delivered the same way (shipment first, then order; both idempotent).
  */
 #include <stdio.h>
 #include <string.h>
@@ -123,12 +125,66 @@ static int dispatch(struct svc_job *j)
                             "orderStatus", "shipped"));
 }
 
+static int d_deliver(const void *st, const void *cmd, struct ag_dom_events *out, struct ag_err *err)
+{
+    return ag_shipment_deliver(st, cmd, out, err);
+}
+
+static int d_order_deliver(const void *st, const void *cmd, struct ag_dom_events *out,
+                           struct ag_err *err)
+{
+    return ag_order_deliver(st, cmd, out, err);
+}
+
+/* POST /api/v1/shipments/{orderId}/deliver (admin or carrier) */
+static int deliver(struct svc_job *j)
+{
+    struct ag_err err;
+    ag_err_clear(&err);
+    static const char *const none[] = {NULL};
+    if (svc_body_object(j, none)) return svc_fields_failed(j, 400), 0;
+    struct order_lines *v = ag_calloc(1, sizeof *v);
+    if (!v) return AG_ENOMEM;
+    if (!svc_stream_exists(j->env, "order", j->param)) {
+        ag_free(v);
+        return svc_problem(j, 404, "Order not found", "no order with id %s", j->param);
+    }
+    svc_read(j->env, &svc_order_type, j->param, view_order, v, NULL);
+    enum ag_order_status st = v->status;
+    ag_free(v);
+    if (st != AG_ORDER_SHIPPED && st != AG_ORDER_DELIVERED)
+        return svc_problem(j, 409, "Order cannot be delivered", "order %s is %s, not shipped",
+                           j->param, ag_order_status_name(st));
+    struct ag_shipment_deliver d = {svc_now_ms()};
+    int rc = svc_exec(
+        j->env, &(struct svc_cmd){&svc_shipment_type, j->param, d_deliver, &d, j->meta, NULL, NULL},
+        &err);
+    struct ag_order_deliver od = {svc_now_ms()};
+    if (!rc)
+        rc = svc_exec(
+            j->env,
+            &(struct svc_cmd){&svc_order_type, j->param, d_order_deliver, &od, j->meta, NULL, NULL},
+            &err);
+    if (rc == AG_EDOMAIN) return svc_problem(j, 409, "Shipment cannot be delivered", "%s", err.msg);
+    if (rc) return svc_error(j, rc, &err);
+    return svc_ok(j, 202,
+                  json_pack("{s:s, s:s, s:s}", "orderId", j->param, "status", "delivered",
+                            "orderStatus", "delivered"));
+}
+
 static const struct svc_route routes[] = {
     {"GET", "/api/v1/shipments/{orderId}", SVC_OWNER, get, "orderId", "order", {NULL}},
     {"POST",
      "/api/v1/shipments/{orderId}/dispatch",
      SVC_ADMIN,
      dispatch,
+     "orderId",
+     "order",
+     {NULL}},
+    {"POST",
+     "/api/v1/shipments/{orderId}/deliver",
+     SVC_CARRIER,
+     deliver,
      "orderId",
      "order",
      {NULL}},

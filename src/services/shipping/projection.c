@@ -1,6 +1,6 @@
 /*
  * The shipments read model (readmodels/shipments.db): one row per order's
- * shipment (arranged, cancelled, dispatched) with its tracking number.
+ * shipment (arranged, cancelled, dispatched, delivered) with its tracking number.
  */
 #include <stdio.h>
 #include <string.h>
@@ -11,7 +11,7 @@ static const char ship_schema[] =
     "CREATE TABLE IF NOT EXISTS shipments(order_id TEXT PRIMARY KEY, id TEXT NOT NULL,"
     " status TEXT NOT NULL, tracking_number TEXT, address TEXT, updated_at TEXT NOT NULL);";
 static const char *const ship_types[] = {AG_EV_SHIPMENT_ARRANGED, AG_EV_SHIPMENT_CANCELLED,
-                                         AG_EV_SHIPMENT_DISPATCHED, NULL};
+                                         AG_EV_SHIPMENT_DISPATCHED, AG_EV_SHIPMENT_DELIVERED, NULL};
 
 static int apply_shipment(struct ag_rm *db, const struct ag_event *ev, const json_t *d, void *ud)
 {
@@ -34,7 +34,9 @@ static int apply_shipment(struct ag_rm *db, const struct ag_event *ev, const jso
         free(addr);
         return rc;
     }
-    const char *status = strcmp(type, AG_EV_SHIPMENT_CANCELLED) == 0 ? "cancelled" : "dispatched";
+    const char *status = strcmp(type, AG_EV_SHIPMENT_CANCELLED) == 0   ? "cancelled"
+                         : strcmp(type, AG_EV_SHIPMENT_DELIVERED) == 0 ? "delivered"
+                                                                       : "dispatched";
     return svc_sql_run(db, "UPDATE shipments SET status=?2, updated_at=?5 WHERE order_id=?1", order,
                        status, NULL, NULL, ts);
 }

@@ -201,6 +201,26 @@ Test(order, confirm_and_ship)
     dt_fail(D(ag_order_cancel, {"late"}), AG_EDOMAIN, "cannot cancel a shipped order");
 }
 
+Test(order, deliver_only_after_ship)
+{
+    placed();
+    dt_fail(D(ag_order_deliver, {1}), AG_EDOMAIN, "cannot deliver a pending order");
+    dt_ok(D(ag_order_confirm, {"TRK-1"}));
+    dt_fail(D(ag_order_deliver, {1}), AG_EDOMAIN, "cannot deliver a confirmed order");
+    dt_ok(D(ag_order_ship, {1}));
+    cr_assert_eq(dt_ok(D(ag_order_deliver, {1700000000001})), 1);
+    cr_assert_eq(jint(dt_ev(0, "OrderDelivered"), "deliveredAt", NULL), 1700000000001);
+    cr_assert_eq(o.status, AG_ORDER_DELIVERED);
+    cr_assert_str_eq(ag_order_status_name(o.status), "delivered");
+    cr_assert_eq(dt_ok(D(ag_order_deliver, {2})), 0, "idempotent");
+    cr_assert_eq(dt_ok(D(ag_order_ship, {2})), 0, "delivered implies shipped");
+    cr_assert_eq(dt_ok(D(ag_order_confirm, {"TRK-1"})), 0, "delivered implies confirmed");
+    dt_fail(D(ag_order_cancel, {"late"}), AG_EDOMAIN, "cannot cancel a delivered order");
+    enum ag_order_status st;
+    cr_assert_eq(ag_order_status_parse("delivered", &st), 0);
+    cr_assert_eq(st, AG_ORDER_DELIVERED);
+}
+
 Test(order, cancel_from_draft_and_pending)
 {
     draft();

@@ -72,6 +72,26 @@ Test(shipment, dispatch)
     cr_assert_str_eq(ag_shipment_status_name(sh.status), "dispatched");
 }
 
+Test(shipment, deliver)
+{
+    dt_fail(D(ag_shipment_deliver, {1}), AG_EDOMAIN, "shipment does not exist");
+    arranged();
+    dt_fail(D(ag_shipment_deliver, {1}), AG_EDOMAIN,
+            "cannot deliver shipment sh1: it is arranged, not dispatched");
+    dt_ok(D(ag_shipment_dispatch, {1}));
+    cr_assert_eq(dt_ok(D(ag_shipment_deliver, {4321})), 1);
+    cr_assert_eq(jint(dt_ev(0, "ShipmentDelivered"), "deliveredAt", NULL), 4321);
+    cr_assert_eq(sh.status, AG_SHIPMENT_DELIVERED);
+    cr_assert_str_eq(ag_shipment_status_name(sh.status), "delivered");
+    cr_assert_eq(dt_ok(D(ag_shipment_deliver, {5})), 0, "idempotent");
+    cr_assert_eq(dt_ok(D(ag_shipment_dispatch, {5})), 0, "delivered implies dispatched");
+    dt_fail(D(ag_shipment_cancel, {NULL}), AG_EDOMAIN,
+            "cannot cancel shipment sh1: already delivered");
+    struct ag_shipment copy;
+    dt_roundtrip(&copy);
+    cr_assert_eq(copy.status, AG_SHIPMENT_DELIVERED);
+}
+
 Test(shipment, snapshot_round_trips)
 {
     struct ag_shipment copy;

@@ -3,6 +3,7 @@
  * gateway. */
 #include <errno.h>
 #include <ftw.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -192,109 +193,152 @@ uint64_t ag_cli_duration_ms(const char *s)
     return end == s || v > UINT64_MAX / 86400000 ? 0 : v * unit;
 }
 
+/* What `agora run` was asked for: flags over environment over defaults. */
+struct run_opts {
+    const char *data, *listen, *store, *readmodels, *bus;
+    const char *idem_ttl, *saga_ret, *index_mem, *cache_mem;
+    bool seed, gateway;
+    int workers;
+    struct ag_cli_tls tls;
+};
+
+static const char *env_or_null(const char *name)
+{
+    const char *v = getenv(name);
+    return v && *v ? v : NULL;
+}
+
+/* Flags into o (its environment defaults already set): 0, or the exit code. */
+static int parse_run_args(int argc, char **argv, struct run_opts *o)
+{
+    static const struct {
+        const char *flag;
+        size_t off;
+    } valued[] = {
+        {"--data", offsetof(struct run_opts, data)},
+        {"--store", offsetof(struct run_opts, store)},
+        {"--readmodels", offsetof(struct run_opts, readmodels)},
+        {"--listen", offsetof(struct run_opts, listen)},
+        {"--idempotency-ttl", offsetof(struct run_opts, idem_ttl)},
+        {"--saga-retention", offsetof(struct run_opts, saga_ret)},
+        {"--bus", offsetof(struct run_opts, bus)},
+        {"--index-memory", offsetof(struct run_opts, index_mem)},
+        {"--cache-memory", offsetof(struct run_opts, cache_mem)},
+    };
+    for (int i = 1; i < argc; i++) {
+        int t = ag_cli_tls_arg(argc, argv, &i, &o->tls, "run");
+        if (t < 0) return 2;
+        if (t > 0) continue;
+        bool known = false;
+        for (size_t k = 0; k < sizeof valued / sizeof valued[0] && !known; k++)
+            if (strcmp(argv[i], valued[k].flag) == 0 && i + 1 < argc) {
+                *(const char **)(void *)((char *)o + valued[k].off) = argv[++i];
+                known = true;
+            }
+        if (known) continue;
+        if (strcmp(argv[i], "--workers") == 0 && i + 1 < argc)
+            o->workers = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--no-seed") == 0)
+            o->seed = false;
+        else if (strcmp(argv[i], "--no-gateway") == 0)
+            o->gateway = false;
+        else
+            return ag_cli_usage_error(
+                "run: unknown or incomplete option '%s' (see 'agora run --help')", argv[i]);
+    }
+    struct ag_cli_tls *tls = &o->tls;
+    if (!tls->ncert && !tls->nkey && env_or_null("AGORA_TLS_CERT")) {
+        tls->certs[0] = (struct ag_tls_cert){getenv("AGORA_TLS_CERT"), getenv("AGORA_TLS_KEY")};
+        tls->ncert = 1;
+        tls->nkey = env_or_null("AGORA_TLS_KEY") ? 1 : 0;
+    }
+    if (ag_cli_tls_check(tls, "run")) return 2;
+    if (tls->ncert && !o->gateway)
+        return ag_cli_usage_error(
+            "run: --tls-cert is served by the gateway, not with --no-gateway");
+    return 0;
+}
+
+/* Check the options and fill cfg (host is cfg's storage): 0, or the exit code. */
+static int run_config(const struct run_opts *o, char host[64], struct ag_platform_config *cfg)
+{
+    uint16_t port = 0;
+    struct ag_err perr;
+    if (ag_hostport_parse(o->listen, AG_HOSTPORT_PORT0, host, 64, &port, &perr))
+        return ag_cli_usage_error("run: --listen takes HOST:PORT, e.g. 127.0.0.1:8080: %s",
+                                  perr.msg);
+    if (o->workers < 0 || o->workers > 256)
+        return ag_cli_usage_error("run: --workers takes 1..256");
+    if (o->idem_ttl && !ag_cli_duration_ms(o->idem_ttl))
+        return ag_cli_usage_error("run: --idempotency-ttl takes a duration such as 24h, 90m, 30s");
+    if (o->saga_ret && !ag_cli_duration_ms(o->saga_ret))
+        return ag_cli_usage_error("run: --saga-retention takes a duration such as 7d, 24h, 90m");
+    uint64_t index_bytes = 0, cache_bytes = 0;
+    if (o->index_mem && (ag_parse_size(o->index_mem, &index_bytes) || index_bytes < (1u << 20)))
+        return ag_cli_usage_error("run: --index-memory (AGORA_INDEX_MEMORY) takes a size of at "
+                                  "least 1M, e.g. 64M or 1G, not '%s'",
+                                  o->index_mem);
+    if (o->cache_mem && (ag_parse_size(o->cache_mem, &cache_bytes) || cache_bytes == 0))
+        return ag_cli_usage_error("run: --cache-memory (AGORA_CACHE_MEMORY) takes a size, e.g. "
+                                  "64M, not '%s'",
+                                  o->cache_mem);
+    *cfg = (struct ag_platform_config){
+        .data_dir = o->data,
+        .store_uri = o->store,
+        .readmodels_uri = o->readmodels,
+        .host = host,
+        .port = port,
+        .workers = o->workers,
+        .seed = o->seed,
+        .idempotency_ttl_ms = o->idem_ttl ? ag_cli_duration_ms(o->idem_ttl) : 0,
+        .saga_retention_ms = o->saga_ret ? ag_cli_duration_ms(o->saga_ret) : 0,
+        .bus_uri = o->bus,
+        .index_memory = index_bytes,
+        .cache_bytes = (size_t)cache_bytes};
+    const char *st = getenv("AGORA_SAGA_THREADS");
+    if (st && atoi(st) > 0 && atoi(st) <= 1024) cfg->saga_threads = (unsigned)atoi(st);
+    const char *rw = getenv("AGORA_DB_WAIT"); /* the store's and the read models' */
+    if (!rw || atoi(rw) <= 0) rw = getenv("AGORA_READMODELS_WAIT"); /* its older name */
+    if (rw && atoi(rw) > 0) cfg->readmodels_wait_s = (unsigned)atoi(rw);
+    return 0;
+}
+
 static int run(int argc, char **argv)
 {
     if (ag_cli_wants_help(argc, argv)) {
         fputs(usage_text, stdout);
         return 0;
     }
-    const char *data = getenv("AGORA_DATA") ? getenv("AGORA_DATA") : "./data";
-    const char *listen = getenv("AGORA_LISTEN") ? getenv("AGORA_LISTEN") : "127.0.0.1:8080";
-    const char *store = getenv("AGORA_STORE");
-    if (store && !*store) store = NULL;
-    const char *readmodels = getenv("AGORA_READMODELS");
-    if (readmodels && !*readmodels) readmodels = NULL;
-    const char *bus = getenv("AGORA_BUS");
-    if (bus && !*bus) bus = NULL;
-    bool seed = true, gateway = true;
-    int workers = 0;
-    const char *idem_ttl = getenv("AGORA_IDEMPOTENCY_TTL");
-    const char *saga_ret = getenv("AGORA_SAGA_RETENTION");
-    struct ag_cli_tls tls = {0};
-    const char *index_mem = getenv("AGORA_INDEX_MEMORY");
-    const char *cache_mem = getenv("AGORA_CACHE_MEMORY");
-    for (int i = 1; i < argc; i++) {
-        int t = ag_cli_tls_arg(argc, argv, &i, &tls, "run");
-        if (t < 0) return 2;
-        if (t > 0) continue;
-        if (strcmp(argv[i], "--data") == 0 && i + 1 < argc)
-            data = argv[++i];
-        else if (strcmp(argv[i], "--store") == 0 && i + 1 < argc)
-            store = argv[++i];
-        else if (strcmp(argv[i], "--readmodels") == 0 && i + 1 < argc)
-            readmodels = argv[++i];
-        else if (strcmp(argv[i], "--listen") == 0 && i + 1 < argc)
-            listen = argv[++i];
-        else if (strcmp(argv[i], "--workers") == 0 && i + 1 < argc)
-            workers = atoi(argv[++i]);
-        else if (strcmp(argv[i], "--idempotency-ttl") == 0 && i + 1 < argc)
-            idem_ttl = argv[++i];
-        else if (strcmp(argv[i], "--saga-retention") == 0 && i + 1 < argc)
-            saga_ret = argv[++i];
-        else if (strcmp(argv[i], "--bus") == 0 && i + 1 < argc)
-            bus = argv[++i];
-        else if (strcmp(argv[i], "--no-seed") == 0)
-            seed = false;
-        else if (strcmp(argv[i], "--no-gateway") == 0)
-            gateway = false;
-        else if (strcmp(argv[i], "--index-memory") == 0 && i + 1 < argc)
-            index_mem = argv[++i];
-        else if (strcmp(argv[i], "--cache-memory") == 0 && i + 1 < argc)
-            cache_mem = argv[++i];
-        else
-            return ag_cli_usage_error(
-                "run: unknown or incomplete option '%s' (see 'agora run --help')", argv[i]);
-    }
-    if (!tls.ncert && !tls.nkey && getenv("AGORA_TLS_CERT") && *getenv("AGORA_TLS_CERT")) {
-        tls.certs[0] = (struct ag_tls_cert){getenv("AGORA_TLS_CERT"), getenv("AGORA_TLS_KEY")};
-        tls.ncert = 1;
-        tls.nkey = getenv("AGORA_TLS_KEY") && *getenv("AGORA_TLS_KEY") ? 1 : 0;
-    }
-    if (ag_cli_tls_check(&tls, "run")) return 2;
-    if (tls.ncert && !gateway)
-        return ag_cli_usage_error(
-            "run: --tls-cert is served by the gateway, not with --no-gateway");
+    struct run_opts o = {.data = getenv("AGORA_DATA") ? getenv("AGORA_DATA") : "./data",
+                         .listen =
+                             getenv("AGORA_LISTEN") ? getenv("AGORA_LISTEN") : "127.0.0.1:8080",
+                         .store = env_or_null("AGORA_STORE"),
+                         .readmodels = env_or_null("AGORA_READMODELS"),
+                         .bus = env_or_null("AGORA_BUS"),
+                         .idem_ttl = env_or_null("AGORA_IDEMPOTENCY_TTL"),
+                         .saga_ret = env_or_null("AGORA_SAGA_RETENTION"),
+                         .index_mem = env_or_null("AGORA_INDEX_MEMORY"),
+                         .cache_mem = env_or_null("AGORA_CACHE_MEMORY"),
+                         .seed = true,
+                         .gateway = true};
+    int prc = parse_run_args(argc, argv, &o);
+    if (prc) return prc;
+    /* flags given empty mean "the default", as an empty environment variable does */
+    const char **opt[] = {&o.store,    &o.readmodels, &o.bus,      &o.idem_ttl,
+                          &o.saga_ret, &o.index_mem,  &o.cache_mem};
+    for (size_t k = 0; k < sizeof opt / sizeof opt[0]; k++)
+        if (*opt[k] && !**opt[k]) *opt[k] = NULL;
     char host[64];
-    uint16_t port = 0;
-    struct ag_err perr;
-    if (ag_hostport_parse(listen, AG_HOSTPORT_PORT0, host, sizeof host, &port, &perr))
-        return ag_cli_usage_error("run: --listen takes HOST:PORT, e.g. 127.0.0.1:8080: %s",
-                                  perr.msg);
-    if (workers < 0 || workers > 256) return ag_cli_usage_error("run: --workers takes 1..256");
-    if (idem_ttl && *idem_ttl && !ag_cli_duration_ms(idem_ttl))
-        return ag_cli_usage_error("run: --idempotency-ttl takes a duration such as 24h, 90m, 30s");
-    if (saga_ret && *saga_ret && !ag_cli_duration_ms(saga_ret))
-        return ag_cli_usage_error("run: --saga-retention takes a duration such as 7d, 24h, 90m");
-    uint64_t index_bytes = 0, cache_bytes = 0;
-    if (index_mem && *index_mem &&
-        (ag_parse_size(index_mem, &index_bytes) || index_bytes < (1u << 20)))
-        return ag_cli_usage_error("run: --index-memory (AGORA_INDEX_MEMORY) takes a size of at "
-                                  "least 1M, e.g. 64M or 1G, not '%s'",
-                                  index_mem);
-    if (cache_mem && *cache_mem && (ag_parse_size(cache_mem, &cache_bytes) || cache_bytes == 0))
-        return ag_cli_usage_error("run: --cache-memory (AGORA_CACHE_MEMORY) takes a size, e.g. "
-                                  "64M, not '%s'",
-                                  cache_mem);
+    struct ag_platform_config cfg;
+    if ((prc = run_config(&o, host, &cfg))) return prc;
     /* commands wait on group commit in the threadpool: give it room before libuv starts it */
     setenv("UV_THREADPOOL_SIZE", "64", 0);
-    struct ag_platform_config cfg = {
-        .data_dir = data,
-        .store_uri = store,
-        .readmodels_uri = readmodels,
-        .host = host,
-        .port = port,
-        .workers = workers,
-        .seed = seed,
-        .idempotency_ttl_ms = idem_ttl ? ag_cli_duration_ms(idem_ttl) : 0,
-        .saga_retention_ms = saga_ret ? ag_cli_duration_ms(saga_ret) : 0,
-        .bus_uri = bus,
-        .index_memory = index_bytes,
-        .cache_bytes = (size_t)cache_bytes};
-    const char *st = getenv("AGORA_SAGA_THREADS");
-    if (st && atoi(st) > 0 && atoi(st) <= 1024) cfg.saga_threads = (unsigned)atoi(st);
-    const char *rw = getenv("AGORA_DB_WAIT"); /* the store's and the read models' */
-    if (!rw || atoi(rw) <= 0) rw = getenv("AGORA_READMODELS_WAIT"); /* its older name */
-    if (rw && atoi(rw) > 0) cfg.readmodels_wait_s = (unsigned)atoi(rw);
+    const char *data = o.data;
+    bool gateway = o.gateway;
+    struct ag_cli_tls tls = o.tls;
+    const char *listen = o.listen;
+    uint16_t port = cfg.port;
+    int workers = o.workers;
     char sock[1024] = "";
     if (gateway) { /* the gateway is the only TCP listener; services sit on a Unix socket */
         cfg.unix_path = sock;

@@ -334,7 +334,7 @@ static void after_cb(uv_work_t *w, int status)
     /* a 5xx of the services' own making: the gateway's breaker and outlier
      * detection must not take it for a failing upstream (see include/agora/mesh.h) */
     if (j->problem && j->status >= 500) ag_http_resp_header(req, "X-Agora-Error", "service");
-    if (j->rm_position) {
+    if (j->rm_read) { /* 0 too: a projection has not committed its first page yet */
         char pos[32];
         snprintf(pos, sizeof pos, "%llu", (unsigned long long)j->rm_position);
         ag_http_resp_header(req, "X-Projection-Position", pos);
@@ -678,6 +678,7 @@ int svc_get_one(struct svc_job *j, const struct svc_one *one, const char *id, co
         return svc_problem(j, 404, one->title, "%s %s", one->missing, id);
     }
     j->rm_position = ag_projector_position(j->env->projector);
+    j->rm_read = true;
     svc_ok(j, 200, json_incref(json_array_get(rows, 0)));
     json_decref(rows);
     return 0;

@@ -214,7 +214,8 @@ struct svc_job {
     json_t *errors;       /* problem errors[] or NULL */
     char location[256];   /* Location header, "" for none */
     char replayed;        /* answered from the idempotency record */
-    uint64_t rm_position; /* projection position the answer reflects (0: n/a) */
+    uint64_t rm_position; /* projection position the answer reflects (with rm_read) */
+    bool rm_read;         /* the answer came from a read model: X-Projection-Position */
     void *ext;            /* the route's own state (svc_route.prepare), or NULL */
     /* personal data in the answer: the customer whose data key seals the members
      * `pii_fields` (NULL-terminated) of the body in its idempotency record */

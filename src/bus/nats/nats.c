@@ -27,11 +27,13 @@
  * call waits for every ack; a timeout takes the unacknowledged messages back from
  * libnats so none is sent later behind the caller's back.
  */
+#include <errno.h>
 #include <nats/nats.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "bus/internal.h"
 
@@ -51,6 +53,7 @@ struct nbus {
     char fail_msg[200];
     uint64_t published, duplicates, reconnects;
     char last_error[200]; /* the last setup/publish error, for health */
+    bool closed;          /* libnats called its last callback (ClosedCB); under `acks` */
 };
 
 struct nconsumer {
@@ -93,6 +96,17 @@ static void on_connected(natsConnection *nc, void *ud)
 {
     AG_UNUSED(nc);
     AG_INFO("bus.connected", AG_LS("uri", ((struct nbus *)ud)->base.uri));
+}
+
+/* The last callback libnats makes for a connection: after it, nb may be freed. */
+static void on_closed(natsConnection *nc, void *ud)
+{
+    AG_UNUSED(nc);
+    struct nbus *nb = ud;
+    pthread_mutex_lock(&nb->acks);
+    nb->closed = true;
+    pthread_cond_broadcast(&nb->acked);
+    pthread_mutex_unlock(&nb->acks);
 }
 
 static void on_disconnected(natsConnection *nc, void *ud)
@@ -456,6 +470,15 @@ static void nclose(struct ag_bus *b)
     if (nb->js) jsCtx_Destroy(nb->js);
     if (nb->nc) {
         natsConnection_Close(nb->nc);
+        /* libnats may still run a callback on its own thread (a disconnect racing the
+         * close): wait for ClosedCB, its last, before freeing what they use */
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until); /* `acked` waits on the monotonic clock */
+        until.tv_sec += 5;
+        pthread_mutex_lock(&nb->acks);
+        while (!nb->closed)
+            if (pthread_cond_timedwait(&nb->acked, &nb->acks, &until) == ETIMEDOUT) break;
+        pthread_mutex_unlock(&nb->acks);
         natsConnection_Destroy(nb->nc);
     }
     natsOptions_Destroy(nb->nopts);
@@ -502,6 +525,7 @@ static int connect_nats(struct nbus *nb, const char *url, struct ag_err *err)
     /* (with a callback, libnats connects in the background instead of blocking) */
     if (s == NATS_OK) s = natsOptions_SetReconnectedCB(nb->nopts, on_reconnected, nb);
     if (s == NATS_OK) s = natsOptions_SetDisconnectedCB(nb->nopts, on_disconnected, nb);
+    if (s == NATS_OK) s = natsOptions_SetClosedCB(nb->nopts, on_closed, nb);
     if (s == NATS_OK) s = natsOptions_SetName(nb->nopts, "agora");
     if (s != NATS_OK) return fail(err, AG_EINVAL, s, 0, url);
     s = natsConnection_Connect(&nb->nc, nb->nopts);

@@ -295,6 +295,7 @@ static int list(struct svc_job *j)
                                 args, 5, order_row);
     if (!rows) return AG_EIO;
     j->rm_position = ag_projector_position(j->env->projector);
+    j->rm_read = true;
     return svc_ok(j, 200, svc_page(rows, limit));
 }
 

@@ -81,19 +81,34 @@ function check(m) {
       await new Promise((r) => setTimeout(r, 500));
     }
   }
-  const c = await jetstream(nc).consumers.get('AGORA', durable);
+  // the new consumer's own leader may be elected a moment later: retry those calls too
+  const retry = async (fn) => {
+    for (let i = 0; ; i++) {
+      try {
+        return await fn();
+      } catch (e) {
+        if (i >= 30) throw e;
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    }
+  };
+  const c = await retry(() => jetstream(nc).consumers.get('AGORA', durable));
   let idle = Date.now();
   while (seen.size < expected.size && Date.now() - idle < 30000) {
     const before = seen.size;
-    const iter = await c.fetch({ max_messages: 500, expires: 1000 });
-    for await (const m of iter) {
-      check(m);
-      m.ack();
+    try { // a fetch cut by a leader change is simply fetched again (the idle clock bounds it)
+      const iter = await retry(() => c.fetch({ max_messages: 500, expires: 1000 }));
+      for await (const m of iter) {
+        check(m);
+        m.ack();
+      }
+    } catch (e) {
+      await new Promise((r) => setTimeout(r, 500));
     }
     if (seen.size > before) idle = Date.now();
   }
   // anything more (a duplicate) would come now
-  const tail = await c.fetch({ max_messages: 100, expires: 1500 });
+  const tail = await retry(() => c.fetch({ max_messages: 100, expires: 1500 }));
   for await (const m of tail) {
     check(m);
     m.ack();

@@ -203,5 +203,10 @@ AG_EXTERN void ag_saga_engine_stats(struct ag_saga_engine *e, struct ag_saga_eng
  * (borrowed). */
 AG_EXTERN void ag_saga_projection(const struct ag_saga_def *defs, size_t n,
                                   struct ag_projection *out);
+/* The sagas read model's `steps` column (compact: [[name, status, error,
+ * compensationError], ...], trailing nulls left out) as the API's array of
+ * {"name","status","error"?,"compensationError"?}. New reference; [] for NULL or
+ * text that is not such an array. */
+AG_EXTERN json_t *ag_saga_steps_json(const char *column);
 
 #endif

@@ -122,22 +122,76 @@ static bool set_aside(const char *uri, const char *name, const char *why)
 }
 
 static int db_open_once(const char *uri, const struct ag_projection *p, struct ag_rm **db,
-                        bool *retry, struct ag_err *err);
+                        bool *retry, bool *rebuilt, struct ag_err *err);
 
 /* Open (or create) a projection's database; `set_aside_out` (optional) tells
- * whether a damaged file was set aside, i.e. the projection starts from zero. */
+ * whether the projection starts from zero: a damaged file was set aside, or one
+ * made by another schema (a fingerprint that differs, see db_schema) dropped. */
 static int db_open(const char *uri, const struct ag_projection *p, struct ag_rm **db,
                    bool *set_aside_out, struct ag_err *err)
 {
-    bool retry = false;
-    int rc = db_open_once(uri, p, db, &retry, err);
-    if (retry) rc = db_open_once(uri, p, db, &retry, err);
-    if (set_aside_out) *set_aside_out = retry;
+    bool retry = false, rebuilt = false;
+    int rc = db_open_once(uri, p, db, &retry, &rebuilt, err);
+    if (retry) rc = db_open_once(uri, p, db, &retry, &rebuilt, err);
+    if (set_aside_out) *set_aside_out = retry || rebuilt;
+    return rc;
+}
+
+/* The fingerprint of a projection's tables: XXH3 of the SQL that makes them, in
+ * hex, kept in ag_schema (its own table: ag_checkpoint holds positions only). */
+static void schema_fingerprint(const struct ag_projection *p, char out[17])
+{
+    uint64_t h = ag_xxh3(base_schema, sizeof base_schema - 1);
+    if (p->schema) h ^= ag_xxh3(p->schema, strlen(p->schema)) * 0x9E3779B97F4A7C15ull;
+    snprintf(out, 17, "%016llx", (unsigned long long)h);
+}
+
+static const char schema_table[] =
+    "CREATE TABLE IF NOT EXISTS ag_schema(name TEXT PRIMARY KEY, fingerprint TEXT NOT NULL);";
+
+static int fingerprint_row(const struct ag_rm_row *row, void *ud)
+{
+    snprintf(ud, 17, "%s", ag_rm_text(row, 0) ?: "");
+    return 1;
+}
+
+/* 1: the database was made by this schema (or is new), 0: by another one (a
+ * database with a checkpoint and no or another fingerprint), < 0: it did not say. */
+static int schema_matches(struct ag_rm *db, const struct ag_projection *p, struct ag_err *err)
+{
+    char want[17], have[17] = "";
+    schema_fingerprint(p, want);
+    uint64_t pos = 0;
+    struct ag_rm_arg arg = AG_RM_TEXT(p->name);
+    int rc = ag_rm_script(db, schema_table, err);
+    if (!rc)
+        rc = ag_rm_query(db, "SELECT fingerprint FROM ag_schema WHERE name=?1", &arg, 1,
+                         fingerprint_row, have, err);
+    if (!rc && !have[0]) rc = ag_rm_checkpoint_get(db, p->name, &pos, err);
+    if (rc) return rc < 0 ? rc : -rc;
+    if (have[0]) return strcmp(have, want) == 0;
+    return pos == 0; /* empty: new, or made before fingerprints with nothing in it */
+}
+
+/* Create the tables and record their fingerprint. */
+static int db_schema(struct ag_rm *db, const struct ag_projection *p, struct ag_err *err)
+{
+    char fp[17];
+    schema_fingerprint(p, fp);
+    struct ag_rm_arg args[] = {AG_RM_TEXT(p->name), AG_RM_TEXT(fp)};
+    int rc = ag_rm_script(db, base_schema, err);
+    if (!rc) rc = ag_rm_script(db, schema_table, err);
+    if (!rc && p->schema) rc = ag_rm_script(db, p->schema, err);
+    if (!rc)
+        rc = ag_rm_exec(db,
+                        "INSERT INTO ag_schema(name, fingerprint) VALUES(?1, ?2)"
+                        " ON CONFLICT(name) DO UPDATE SET fingerprint=excluded.fingerprint",
+                        args, 2, err);
     return rc;
 }
 
 static int db_open_once(const char *uri, const struct ag_projection *p, struct ag_rm **db,
-                        bool *retry, struct ag_err *err)
+                        bool *retry, bool *rebuilt, struct ag_err *err)
 {
     struct ag_err e;
     ag_err_clear(&e);
@@ -147,9 +201,22 @@ static int db_open_once(const char *uri, const struct ag_projection *p, struct a
         *retry = !*retry && rc == AG_ECORRUPT && set_aside(uri, p->name, e.msg);
         return rc;
     }
-    if (ag_rm_script(*db, base_schema, &e) == 0 &&
-        (!p->schema || ag_rm_script(*db, p->schema, &e) == 0))
-        return 0;
+    int same = schema_matches(*db, p, &e);
+    if (same == 0) { /* another schema: drop it, replay the log into a new one */
+        ag_rm_close(*db);
+        *db = NULL;
+        *rebuilt = true;
+        char where[1100];
+        ag_rm_locate(uri, p->name, where, sizeof where);
+        AG_INFO("projection.schema_changed_rebuilding", AG_LS("readmodel", where));
+        if ((rc = ag_rm_drop(uri, p->name, err))) return rc;
+        if ((rc = ag_rm_open(uri, p->name, AG_RM_READWRITE, db, err))) return rc;
+        if (!(rc = db_schema(*db, p, err))) return 0;
+        ag_rm_close(*db);
+        *db = NULL;
+        return rc;
+    }
+    if (same >= 0 && db_schema(*db, p, &e) == 0) return 0;
     char where[1100];
     ag_rm_locate(uri, p->name, where, sizeof where);
     rc = ag_err_set(err, AG_EIO, "%s: schema: %s", where, e.msg);

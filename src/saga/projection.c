@@ -8,6 +8,12 @@
  * logs: it was "failed" before). A failed saga's reason is the failure followed
  * by the compensations that failed, so `/admin/sagas?status=failed` says what an
  * operator has to look at; SagaRetried makes the saga running again.
+ *
+ * Stored compact (issue 19): `steps` is [[name, status, error, compensationError],
+ * ...] without trailing nulls (ag_saga_steps_json gives the objects back), times
+ * are Unix nanoseconds (INTEGER), and only sagas not completed are indexed by
+ * status (`sagas_open`, a partial index: the sagas an operator lists are the
+ * failed and running ones, a few among millions of completed).
  */
 #include <stdio.h>
 #include <string.h>
@@ -23,8 +29,8 @@ struct defs_ud {
 static const char schema[] =
     "CREATE TABLE IF NOT EXISTS sagas("
     " id TEXT PRIMARY KEY, type TEXT NOT NULL, status TEXT NOT NULL, current_step TEXT,"
-    " reason TEXT, steps TEXT NOT NULL, started_at TEXT, updated_at TEXT NOT NULL);"
-    "CREATE INDEX IF NOT EXISTS sagas_status ON sagas(status, id);";
+    " reason TEXT, steps TEXT NOT NULL, started_at INTEGER, updated_at INTEGER NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS sagas_open ON sagas(status, id) WHERE status <> 'completed';";
 
 static const char *const types[] = {AG_SAGA_EV_STARTED,     AG_SAGA_EV_STEP_SUCCEEDED,
                                     AG_SAGA_EV_STEP_FAILED, AG_SAGA_EV_COMP_SUCCEEDED,
@@ -32,9 +38,50 @@ static const char *const types[] = {AG_SAGA_EV_STARTED,     AG_SAGA_EV_STEP_SUCC
                                     AG_SAGA_EV_COMPENSATED, AG_SAGA_EV_FAILED,
                                     AG_SAGA_EV_RETRIED,     NULL};
 
+static const char *const step_keys[] = {"name", "status", "error", "compensationError"};
+
+json_t *ag_saga_steps_json(const char *column)
+{
+    json_t *rows = column ? json_loads(column, 0, NULL) : NULL, *out = json_array(), *r;
+    size_t i;
+    json_array_foreach(rows, i, r)
+    {
+        json_t *o = json_object();
+        for (size_t k = 0; k < 4; k++) {
+            json_t *v = json_array_get(r, k);
+            if (json_is_string(v)) json_object_set(o, step_keys[k], v);
+        }
+        json_array_append_new(out, o);
+    }
+    json_decref(rows);
+    return out;
+}
+
+/* The objects as the column stores them. */
+static char *steps_text(const json_t *steps)
+{
+    json_t *rows = json_array(), *s;
+    size_t i;
+    json_array_foreach(steps, i, s)
+    {
+        json_t *r = json_array();
+        size_t last = 0;
+        for (size_t k = 0; k < 4; k++)
+            if (json_is_string(json_object_get(s, step_keys[k]))) last = k;
+        for (size_t k = 0; k <= last; k++) {
+            json_t *v = json_object_get(s, step_keys[k]);
+            json_array_append(r, json_is_string(v) ? v : json_null());
+        }
+        json_array_append_new(rows, r);
+    }
+    char *text = json_dumps(rows, JSON_COMPACT);
+    json_decref(rows);
+    return text;
+}
+
 static int steps_row(const struct ag_rm_row *row, void *ud)
 {
-    *(json_t **)ud = json_loads(ag_rm_text(row, 0), 0, NULL);
+    *(json_t **)ud = ag_saga_steps_json(ag_rm_text(row, 0));
     return 1;
 }
 
@@ -57,7 +104,7 @@ static int started(struct ag_rm *db, const struct defs_ud *u, const char *id, co
     for (size_t i = 0; def && i < def->nsteps; i++)
         json_array_append_new(
             steps, json_pack("{s:s, s:s}", "name", def->steps[i].name, "status", "pending"));
-    char *text = json_dumps(steps, JSON_COMPACT);
+    char *text = steps_text(steps);
     json_decref(steps);
     const char *first = def && def->nsteps ? def->steps[0].name : NULL;
     struct ag_rm_arg args[] = {AG_RM_TEXT(id), AG_RM_TEXT(type ? type : "?"), AG_RM_TEXT(first),
@@ -107,7 +154,7 @@ static int update(struct ag_rm *db, const char *id, const struct change *c, cons
     if (s && c->step_status) set_step(s, c);
     json_t *cur = c->next_is_current ? json_array_get(steps, (size_t)c->idx + 1) : s;
     const char *current = cur ? json_string_value(json_object_get(cur, "name")) : NULL;
-    char *text = json_dumps(steps, JSON_COMPACT);
+    char *text = steps_text(steps);
     struct ag_rm_arg args[] = {AG_RM_TEXT(text),      AG_RM_TEXT(c->status), AG_RM_TEXT(current),
                                AG_RM_TEXT(c->reason), AG_RM_TEXT(ts),        AG_RM_TEXT(id)};
     int rc = ag_rm_exec(db,
@@ -151,7 +198,7 @@ static int apply(struct ag_rm *db, const struct ag_event *ev, const json_t *d, v
     snprintf(id, sizeof id, "%.*s", (int)(ev->stream_len - SAGA_PREFIX_LEN),
              ev->stream + SAGA_PREFIX_LEN);
     snprintf(type, sizeof type, "%.*s", (int)ev->type_len, ev->type);
-    ag_time_rfc3339(ev->time_ns, ts);
+    snprintf(ts, sizeof ts, "%llu", (unsigned long long)ev->time_ns); /* Unix ns, INTEGER */
     struct change c = {.idx = (int)json_integer_value(json_object_get(d, "step"))};
     const char *reason = json_string_value(json_object_get(d, "reason"));
     const char *error = json_string_value(json_object_get(d, "error"));

@@ -793,6 +793,14 @@ const char *svc_col(const struct ag_rm_row *r, int i)
     return ag_rm_text(r, i);
 }
 
+json_t *svc_time_json(const struct ag_rm_row *r, int i)
+{
+    if (ag_rm_is_null(r, i)) return json_null();
+    char ts[32];
+    ag_time_rfc3339((uint64_t)ag_rm_int64(r, i), ts);
+    return json_string(ts);
+}
+
 int svc_sql_run(struct ag_rm *db, const char *sql, const char *id, const char *a, const char *b,
                 const char *c, const char *ts)
 {

@@ -408,6 +408,9 @@ int svc_limit(struct svc_job *j, const char *s, int *out);
 json_t *svc_money_json(json_int_t amount, const char *currency);
 /* Column i of a row as text (NULL for NULL). */
 const char *svc_col(const struct ag_rm_row *r, int i);
+/* A read model's time column (Unix nanoseconds, INTEGER) as an RFC 3339 string;
+ * JSON null when the column is NULL. */
+json_t *svc_time_json(const struct ag_rm_row *r, int i);
 /* Run `sql` on a projection's read model with up to five text parameters (?1 id,
  * ?2..?4 a, b, c, ?5 ts; as many as the statement has). Returns the port's code. */
 int svc_sql_run(struct ag_rm *db, const char *sql, const char *id, const char *a, const char *b,

@@ -248,16 +248,34 @@ static int create(struct svc_job *j)
     " shipping_address, cancellation_reason, tracking_number, saga_id, created_at, updated_at"     \
     " FROM orders"
 
+/* The read model's lines [[productId, quantity, unit price], ...] as the API's. */
+static json_t *items_json(const char *text, const char *cur)
+{
+    json_t *rows = json_loads(text ?: "[]", 0, NULL), *out = json_array(), *it;
+    size_t i;
+    json_array_foreach(rows, i, it)
+    {
+        json_int_t q = json_integer_value(json_array_get(it, 1));
+        json_int_t unit = json_integer_value(json_array_get(it, 2));
+        json_array_append_new(out, json_pack("{s:s, s:I, s:o, s:o}", "productId",
+                                             json_string_value(json_array_get(it, 0)) ?: "",
+                                             "quantity", q, "unitPrice", svc_money_json(unit, cur),
+                                             "subtotal", svc_money_json(q * unit, cur)));
+    }
+    json_decref(rows);
+    return out;
+}
+
 static json_t *order_row(const struct ag_rm_row *st)
 {
     const char *cur = svc_col(st, 3);
-    json_t *o = json_pack("{s:s, s:s, s:s, s:o, s:o, s:o, s:s?, s:s?, s:s?}", "id", svc_col(st, 0),
+    json_t *o = json_pack("{s:s, s:s, s:s, s:o, s:o, s:o, s:s?, s:o, s:o}", "id", svc_col(st, 0),
                           "customerId", svc_col(st, 1), "status", svc_col(st, 2), "subtotal",
                           svc_money_json(ag_rm_int64(st, 4), cur), "discount",
                           svc_money_json(ag_rm_int64(st, 5), cur), "total",
                           svc_money_json(ag_rm_int64(st, 6), cur), "sagaId", svc_col(st, 11),
-                          "createdAt", svc_col(st, 12), "updatedAt", svc_col(st, 13));
-    json_object_set_new(o, "items", json_loads(svc_col(st, 7), 0, NULL) ?: json_array());
+                          "createdAt", svc_time_json(st, 12), "updatedAt", svc_time_json(st, 13));
+    json_object_set_new(o, "items", items_json(svc_col(st, 7), cur));
     json_t *addr = svc_pii_open_text(svc_col(st, 8), "shippingAddress"); /* sealed */
     if (addr) json_object_set_new(o, "shippingAddress", addr);
     if (svc_col(st, 9)) json_object_set_new(o, "cancellationReason", json_string(svc_col(st, 9)));

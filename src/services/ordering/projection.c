@@ -1,6 +1,15 @@
 /*
  * The orders read model (readmodels/orders.db): one row per order with its lines,
- * totals, shipping address, status and saga, indexed by customer and by status.
+ * totals, shipping address, status and saga, indexed by customer (the owner's
+ * lists and the saga owner check).
+ *
+ * Compact on purpose (issue 19, ~1 KB of read models per order): `items` is
+ * [[productId, quantity, unit price], ...] (the currency is the row's, a line's
+ * subtotal is quantity × unit price: order_row in api.c gives the API's objects
+ * back); created_at/updated_at are the events' times in Unix nanoseconds
+ * (INTEGER), formatted RFC 3339 when read. No index on status: the list query
+ * walks the primary key in id order (the page cursor) and filters, which is what
+ * SQLite chose even when there was one.
  */
 #include <stdio.h>
 #include <string.h>
@@ -12,9 +21,9 @@ static const char schema[] =
     " status TEXT NOT NULL, currency TEXT NOT NULL, subtotal INTEGER NOT NULL DEFAULT 0,"
     " discount INTEGER NOT NULL DEFAULT 0, total INTEGER NOT NULL DEFAULT 0,"
     " items TEXT NOT NULL DEFAULT '[]', shipping_address TEXT, cancellation_reason TEXT,"
-    " tracking_number TEXT, saga_id TEXT, created_at TEXT NOT NULL, updated_at TEXT NOT NULL);"
-    "CREATE INDEX IF NOT EXISTS orders_customer ON orders(customer_id, id);"
-    "CREATE INDEX IF NOT EXISTS orders_status ON orders(status, id);";
+    " tracking_number TEXT, saga_id TEXT, created_at INTEGER NOT NULL,"
+    " updated_at INTEGER NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS orders_customer ON orders(customer_id, id);";
 
 static const char *const types[] = {
     AG_EV_ORDER_CREATED, AG_EV_ITEM_ADDED,      AG_EV_ITEM_REMOVED,
@@ -43,7 +52,8 @@ static json_t *load_items(struct ag_rm *db, const char *id, const char **currenc
     return o.items;
 }
 
-/* ItemAdded / ItemRemoved: rewrite the items array and the running subtotal. */
+/* ItemAdded / ItemRemoved: rewrite the lines [[productId, quantity, unit], ...]
+ * and the running subtotal. */
 static int apply_item(struct ag_rm *db, const char *id, const json_t *d, bool add, const char *ts)
 {
     const char *currency = NULL;
@@ -59,24 +69,20 @@ static int apply_item(struct ag_rm *db, const char *id, const json_t *d, bool ad
     bool found = false;
     json_array_foreach(items, i, it)
     {
-        if (!pid || strcmp(json_string_value(json_object_get(it, "productId")) ?: "", pid) != 0)
-            continue;
+        if (!pid || strcmp(json_string_value(json_array_get(it, 0)) ?: "", pid) != 0) continue;
         found = true;
         if (!add) {
             json_array_remove(items, i);
             break;
         }
-        q += json_integer_value(json_object_get(it, "quantity"));
-        json_object_set_new(it, "quantity", json_integer(q));
-        json_object_set_new(it, "subtotal", svc_money_json(q * unit, currency));
+        q += json_integer_value(json_array_get(it, 1));
+        json_array_set_new(it, 1, json_integer(q));
+        json_array_set_new(it, 2, json_integer(unit));
     }
-    if (add && !found)
-        json_array_append_new(items, json_pack("{s:s, s:I, s:o, s:o}", "productId", pid, "quantity",
-                                               q, "unitPrice", svc_money_json(unit, currency),
-                                               "subtotal", svc_money_json(q * unit, currency)));
+    if (add && !found) json_array_append_new(items, json_pack("[s, I, I]", pid ?: "", q, unit));
     json_int_t sub = 0;
     json_array_foreach(items, i, it) sub +=
-        json_integer_value(json_object_get(json_object_get(it, "subtotal"), "amount"));
+        json_integer_value(json_array_get(it, 1)) * json_integer_value(json_array_get(it, 2));
     char *text = json_dumps(items, JSON_COMPACT);
     char subs[32];
     snprintf(subs, sizeof subs, "%lld", (long long)sub);
@@ -120,7 +126,7 @@ static int apply(struct ag_rm *db, const struct ag_event *ev, const json_t *d, v
     if (ag_es_stream_id(&svc_order_type, ev->stream, ev->stream_len, id, sizeof id))
         return 0; /* not one of ours (the type owns its prefix) */
     snprintf(type, sizeof type, "%.*s", (int)ev->type_len, ev->type);
-    ag_time_rfc3339(ev->time_ns, ts);
+    snprintf(ts, sizeof ts, "%llu", (unsigned long long)ev->time_ns); /* INTEGER columns */
     if (strcmp(type, AG_EV_ORDER_CREATED) == 0)
         return svc_sql_run(
             db,

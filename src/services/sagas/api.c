@@ -18,10 +18,10 @@
 
 static json_t *saga_row(const struct ag_rm_row *st)
 {
-    json_t *s = json_pack("{s:s, s:s, s:s, s:s?, s:s?, s:s?}", "id", svc_col(st, 0), "type",
+    json_t *s = json_pack("{s:s, s:s, s:s, s:s?, s:s?, s:o}", "id", svc_col(st, 0), "type",
                           svc_col(st, 1), "status", svc_col(st, 2), "currentStep", svc_col(st, 3),
-                          "reason", svc_col(st, 4), "updatedAt", svc_col(st, 6));
-    json_object_set_new(s, "steps", json_loads(svc_col(st, 5), 0, NULL) ?: json_array());
+                          "reason", svc_col(st, 4), "updatedAt", svc_time_json(st, 6));
+    json_object_set_new(s, "steps", ag_saga_steps_json(svc_col(st, 5)));
     return s;
 }
 
@@ -71,11 +71,16 @@ static int list_sagas(struct svc_job *j)
     char lim[16];
     snprintf(lim, sizeof lim, "%d", limit + 1);
     const char *args[] = {j->q[0], j->q[2] ? j->q[2] : "", lim};
-    json_t *rows =
-        svc_rm_query(j->env, RM_SAGAS,
-                     "SELECT id, type, status, current_step, reason, steps, updated_at FROM sagas"
-                     " WHERE (?1 IS NULL OR status=?1) AND id > ?2 ORDER BY id LIMIT ?3",
-                     args, 3, saga_row);
+    /* a status other than completed: the partial index sagas_open (the literal
+     * `status <> 'completed'` is what lets the planner use it) */
+    bool open = j->q[0] && strcmp(j->q[0], "completed") != 0;
+    json_t *rows = svc_rm_query(
+        j->env, RM_SAGAS,
+        open ? "SELECT id, type, status, current_step, reason, steps, updated_at FROM sagas"
+               " WHERE status=?1 AND status <> 'completed' AND id > ?2 ORDER BY id LIMIT ?3"
+             : "SELECT id, type, status, current_step, reason, steps, updated_at FROM sagas"
+               " WHERE (?1 IS NULL OR status=?1) AND id > ?2 ORDER BY id LIMIT ?3",
+        args, 3, saga_row);
     if (!rows) return AG_EIO;
     return svc_ok(j, 200, svc_page(rows, limit));
 }

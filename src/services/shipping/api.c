@@ -15,9 +15,9 @@
 static json_t *shipment_row(const struct ag_rm_row *st)
 {
     const char *addr = ag_rm_text(st, 4);
-    json_t *s = json_pack("{s:s, s:s, s:s, s:s?, s:s}", "orderId", ag_rm_text(st, 0), "id",
+    json_t *s = json_pack("{s:s, s:s, s:s, s:s?, s:o}", "orderId", ag_rm_text(st, 0), "id",
                           ag_rm_text(st, 1), "status", ag_rm_text(st, 2), "trackingNumber",
-                          ag_rm_text(st, 3), "updatedAt", ag_rm_text(st, 5));
+                          ag_rm_text(st, 3), "updatedAt", svc_time_json(st, 5));
     json_t *a = svc_pii_open_text(addr, "address"); /* sealed (pii.c) */
     if (a) json_object_set_new(s, "address", a);
     return s;

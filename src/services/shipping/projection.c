@@ -1,6 +1,7 @@
 /*
  * The shipments read model (readmodels/shipments.db): one row per order's
- * shipment (arranged, cancelled, dispatched, delivered) with its tracking number.
+ * shipment (arranged, cancelled, dispatched, delivered) with its tracking number;
+ * updated_at is the event's time in Unix nanoseconds (formatted when read).
  */
 #include <stdio.h>
 #include <string.h>
@@ -9,7 +10,7 @@
 
 static const char ship_schema[] =
     "CREATE TABLE IF NOT EXISTS shipments(order_id TEXT PRIMARY KEY, id TEXT NOT NULL,"
-    " status TEXT NOT NULL, tracking_number TEXT, address TEXT, updated_at TEXT NOT NULL);";
+    " status TEXT NOT NULL, tracking_number TEXT, address TEXT, updated_at INTEGER NOT NULL);";
 static const char *const ship_types[] = {AG_EV_SHIPMENT_ARRANGED, AG_EV_SHIPMENT_CANCELLED,
                                          AG_EV_SHIPMENT_DISPATCHED, AG_EV_SHIPMENT_DELIVERED, NULL};
 
@@ -20,7 +21,7 @@ static int apply_shipment(struct ag_rm *db, const struct ag_event *ev, const jso
     if (ag_es_stream_id(&svc_shipment_type, ev->stream, ev->stream_len, order, sizeof order))
         return 0; /* not one of ours (the type owns its prefix) */
     snprintf(type, sizeof type, "%.*s", (int)ev->type_len, ev->type);
-    ag_time_rfc3339(ev->time_ns, ts);
+    snprintf(ts, sizeof ts, "%llu", (unsigned long long)ev->time_ns); /* Unix ns, INTEGER */
     if (strcmp(type, AG_EV_SHIPMENT_ARRANGED) == 0) {
         char *addr = json_dumps(json_object_get(d, "address"), JSON_COMPACT | JSON_ENCODE_ANY);
         int rc = svc_sql_run(

@@ -12,13 +12,24 @@
  * (lsm.c) may both save, and what is saved is one consistent state.
  *
  * Layout (little-endian):
- *   "AGORAIX2" u32 version u32 0 | u64 nsegs | u64 head | u64 nstreams | u64 nsparse
+ *   "AGORAIX3" u32 version u32 0 | u64 nsegs | u64 head | u64 nstreams | u64 nsparse
  *   | u64 ntables | u64 live streams
  *   nsegs   × { u64 segno, u64 end }
  *   ntables × { u64 id, u64 footer checksum }
- *   nstreams× { u16 name_len, name, u32 count, u64 snap_loc, count × {u64 loc, u32 idh} }
+ *   nstreams× { name, varint count, varint snap_loc + 1 (0: none),
+ *               count × {varint zigzag(loc - previous loc), u32 idh} }
  *   nsparse × u64 loc
  *   u64 XXH3 of everything before
+ * A name is varint (prefix id << 2 | kind), then — when the prefix id is the
+ * number of prefixes seen so far — the new prefix (varint length, bytes), then the
+ * rest by kind: 0 raw (varint length, bytes), 1 a lowercase canonical UUID (16
+ * bytes), 2 lowercase hex of even length (varint bytes, bytes). The prefix is the
+ * name up to its first '-' included (or empty: id 0, always known), so
+ * "order-<uuid>" costs 18 bytes instead of 42. Locations of a stream grow, so
+ * their deltas are short; LOC_NONE or any other value still round-trips (the
+ * arithmetic wraps). A stream costs ~40 bytes instead of ~95 (issue 19).
+ * "AGORAIX2" files (fixed-width: u16 name_len, name, u32 count, u64 snap_loc,
+ * count × {u64 loc, u32 idh}) are still read; the next save writes AGORAIX3.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -28,8 +39,11 @@
 
 #include "store/log/internal.h"
 
-#define CKPT_MAGIC "AGORAIX2"
-#define CKPT_NAME  "index.ckpt"
+#define CKPT_MAGIC    "AGORAIX3"
+#define CKPT_MAGIC_V2 "AGORAIX2"
+#define CKPT_NAME     "index.ckpt"
+#define MAX_PREFIXES  4096 /* distinct name prefixes remembered; more are raw */
+#define MAX_PREFIX    64
 
 static int put(struct ag_buf *b, const void *p, size_t n)
 {
@@ -38,6 +52,128 @@ static int put(struct ag_buf *b, const void *p, size_t n)
 static int put64(struct ag_buf *b, uint64_t v)
 {
     return put(b, &v, 8);
+}
+
+/* ---- compact encoding (varints, names) ---- */
+
+static int put_varint(struct ag_buf *b, uint64_t v)
+{
+    uint8_t t[10];
+    size_t n = 0;
+    while (v >= 0x80) t[n++] = (uint8_t)(v | 0x80), v >>= 7;
+    t[n++] = (uint8_t)v;
+    return put(b, t, n);
+}
+
+static uint64_t zigzag(uint64_t delta)
+{
+    return (delta << 1) ^ (uint64_t)((int64_t)delta >> 63);
+}
+
+static uint64_t unzigzag(uint64_t z)
+{
+    return (z >> 1) ^ (0 - (z & 1));
+}
+
+/* The name prefixes seen so far, in order of first use (id 0: the empty one). */
+struct prefixes {
+    size_t n;
+    uint8_t len[MAX_PREFIXES];
+    char text[MAX_PREFIXES][MAX_PREFIX];
+};
+
+static int hexval(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+static bool is_lower_hex(const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (hexval(p[i]) < 0) return false;
+    return true;
+}
+
+static bool is_uuid(const char *p, size_t n)
+{
+    if (n != 36 || p[8] != '-' || p[13] != '-' || p[18] != '-' || p[23] != '-') return false;
+    return is_lower_hex(p, 8) && is_lower_hex(p + 9, 4) && is_lower_hex(p + 14, 4) &&
+           is_lower_hex(p + 19, 4) && is_lower_hex(p + 24, 12);
+}
+
+/* `n` hex digits (even) to n/2 bytes. */
+static void unhex(const char *p, size_t n, uint8_t *out)
+{
+    for (size_t i = 0; i + 1 < n; i += 2)
+        out[i / 2] = (uint8_t)(hexval(p[i]) << 4 | hexval(p[i + 1]));
+}
+
+static void tohex(const uint8_t *p, size_t n, char *out)
+{
+    static const char d[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) out[2 * i] = d[p[i] >> 4], out[2 * i + 1] = d[p[i] & 15];
+}
+
+/* Id of the prefix `p` (length n), adding it when new; *fresh says so. MAX_PREFIXES
+ * when the table is full (the caller writes the name with the empty prefix). */
+static size_t prefix_id(struct prefixes *px, const char *p, size_t n, bool *fresh)
+{
+    *fresh = false;
+    if (n == 0) return 0;
+    if (px->n == 0) px->n = 1; /* id 0: the empty prefix */
+    for (size_t i = 1; i < px->n; i++)
+        if (px->len[i] == n && memcmp(px->text[i], p, n) == 0) return i;
+    if (px->n == MAX_PREFIXES) return MAX_PREFIXES;
+    px->len[px->n] = (uint8_t)n;
+    memcpy(px->text[px->n], p, n);
+    *fresh = true;
+    return px->n++;
+}
+
+static int put_name(struct ag_buf *b, struct prefixes *px, const char *name, size_t len)
+{
+    const char *dash = memchr(name, '-', len < MAX_PREFIX ? len : MAX_PREFIX);
+    size_t plen = dash ? (size_t)(dash - name) + 1 : 0;
+    bool fresh;
+    size_t id = prefix_id(px, name, plen, &fresh);
+    if (id == MAX_PREFIXES) id = 0, plen = 0;
+    const char *rest = name + plen;
+    size_t rlen = len - plen;
+    unsigned kind = is_uuid(rest, rlen)                                 ? 1
+                    : rlen && rlen % 2 == 0 && is_lower_hex(rest, rlen) ? 2
+                                                                        : 0;
+    int rc = put_varint(b, (uint64_t)id << 2 | kind);
+    if (!rc && fresh) rc = put_varint(b, plen) || put(b, name, plen);
+    if (rc) return rc;
+    uint8_t bin[AG_STORE_STREAM_MAX / 2 + 1];
+    if (kind == 1) {
+        char h[32];
+        memcpy(h, rest, 8), memcpy(h + 8, rest + 9, 4), memcpy(h + 12, rest + 14, 4);
+        memcpy(h + 16, rest + 19, 4), memcpy(h + 20, rest + 24, 12);
+        unhex(h, 32, bin);
+        return put(b, bin, 16);
+    }
+    if (kind == 2) {
+        unhex(rest, rlen, bin);
+        return put_varint(b, rlen / 2) || put(b, bin, rlen / 2);
+    }
+    return put_varint(b, rlen) || put(b, rest, rlen);
+}
+
+static int put_stream(struct ag_buf *b, struct prefixes *px, struct lstream *st)
+{
+    int rc = put_name(b, px, st->name, st->name_len) || put_varint(b, st->count) ||
+             put_varint(b, st->snap_loc + 1);
+    const struct lentry *e = lstream_entries(st);
+    uint64_t prev = 0;
+    for (uint32_t i = 0; !rc && i < st->count; i++) {
+        uint64_t loc;
+        uint32_t idh;
+        memcpy(&loc, &e[i].loc, 8), memcpy(&idh, &e[i].idh, 4);
+        rc = put_varint(b, zigzag(loc - prev)) || put(b, &idh, 4);
+        prev = loc;
+    }
+    return rc;
 }
 
 static int serialize(struct lstore *ls, struct ag_buf *b)
@@ -50,14 +186,13 @@ static int serialize(struct lstore *ls, struct ag_buf *b)
         rc = put64(b, ls->segs[i].segno) || put64(b, ls->segs[i].end);
     for (size_t i = 0; !rc && i < ls->ntables; i++)
         rc = put64(b, ls->tables[i]->id) || put64(b, ls->tables[i]->file_sum);
+    struct prefixes *px = rc ? NULL : ag_calloc(1, sizeof *px);
+    if (!px) rc = 1;
     for (size_t i = 0; !rc && i <= ls->ix.mask; i++) {
         struct lstream *st = ls->ix.slots[i];
-        if (!st) continue;
-        uint16_t nl = st->name_len;
-        rc = put(b, &nl, 2) || put(b, st->name, nl) || put(b, &st->count, 4) ||
-             put64(b, st->snap_loc) ||
-             put(b, lstream_entries(st), (size_t)st->count * sizeof(struct lentry));
+        if (st) rc = put_stream(b, px, st);
     }
+    ag_free(px);
     if (!rc) rc = put(b, ls->sparse, ls->sparse_len * 8);
     if (!rc) rc = put64(b, ag_xxh3(b->data, b->len));
     return rc ? AG_ENOMEM : 0;
@@ -154,28 +289,109 @@ static bool load_segs(struct lstore *ls, struct rd *r, uint64_t nsegs)
     return true;
 }
 
-static int load_streams(struct lstore *ls, struct rd *r, uint64_t nstreams)
+static bool take_varint(struct rd *r, uint64_t *v)
 {
-    for (uint64_t i = 0; i < nstreams; i++) {
-        uint16_t nl;
-        uint32_t count;
-        uint64_t snap;
-        char name[AG_STORE_STREAM_MAX];
-        if (!take(r, &nl, 2) || nl == 0 || nl > AG_STORE_STREAM_MAX || !take(r, name, nl) ||
-            !take(r, &count, 4) || !take(r, &snap, 8))
-            return 1;
-        size_t bytes = (size_t)count * sizeof(struct lentry);
-        if ((size_t)(r->end - r->p) < bytes) return 1;
-        uint64_t h = ag_xxh3(name, nl);
-        if (ag__lindex_find(&ls->ix, name, nl, h)) return 1;
-        struct lstream *st = ag__lindex_add(&ls->ix, name, nl, h);
-        if (!st || ag__lindex_reserve(&ls->ix, st, count)) return AG_ENOMEM;
-        memcpy(lstream_entries(st), r->p, bytes);
-        r->p += bytes;
-        st->count = count;
-        st->snap_loc = snap;
+    *v = 0;
+    for (unsigned shift = 0; shift < 64 && r->p < r->end; shift += 7) {
+        uint8_t c = *r->p++;
+        *v |= (uint64_t)(c & 0x7f) << shift;
+        if (!(c & 0x80)) return true;
     }
+    return false;
+}
+
+/* Decode a name (see the layout); false when it does not make sense. */
+static bool take_name(struct rd *r, struct prefixes *px, char *name, size_t *len)
+{
+    uint64_t hdr, n;
+    if (!take_varint(r, &hdr) || (hdr & 3) == 3 || (hdr >> 2) > MAX_PREFIXES) return false;
+    size_t id = (size_t)(hdr >> 2), plen = 0;
+    if (px->n == 0) px->n = 1;
+    if (id == px->n) { /* a new prefix */
+        if (id == MAX_PREFIXES || !take_varint(r, &n) || n == 0 || n > MAX_PREFIX ||
+            !take(r, px->text[id], (size_t)n))
+            return false;
+        px->len[px->n++] = (uint8_t)n;
+    } else if (id > px->n) {
+        return false;
+    }
+    if (id) memcpy(name, px->text[id], plen = px->len[id]);
+    unsigned kind = (unsigned)(hdr & 3);
+    uint8_t bin[AG_STORE_STREAM_MAX];
+    if (kind == 1) {
+        if (plen + 36 > AG_STORE_STREAM_MAX || !take(r, bin, 16)) return false;
+        char h[32], *o = name + plen;
+        tohex(bin, 16, h);
+        memcpy(o, h, 8), o[8] = '-', memcpy(o + 9, h + 8, 4), o[13] = '-';
+        memcpy(o + 14, h + 12, 4), o[18] = '-', memcpy(o + 19, h + 16, 4), o[23] = '-';
+        memcpy(o + 24, h + 20, 12);
+        *len = plen + 36;
+        return true;
+    }
+    if (!take_varint(r, &n) || n > AG_STORE_STREAM_MAX - plen ||
+        (kind == 2 && 2 * n > AG_STORE_STREAM_MAX - plen))
+        return false;
+    if (kind == 2) {
+        if (!take(r, bin, (size_t)n)) return false;
+        tohex(bin, (size_t)n, name + plen);
+        *len = plen + 2 * (size_t)n;
+    } else {
+        if (!take(r, name + plen, (size_t)n)) return false;
+        *len = plen + (size_t)n;
+    }
+    return *len > 0;
+}
+
+/* One stream of an AGORAIX2 (fixed-width) or AGORAIX3 (compact) checkpoint. */
+static int load_stream(struct lstore *ls, struct rd *r, struct prefixes *px)
+{
+    char name[AG_STORE_STREAM_MAX];
+    size_t nl = 0;
+    uint64_t count, snap;
+    if (!px) {
+        uint16_t nl16;
+        uint32_t c32;
+        if (!take(r, &nl16, 2) || nl16 == 0 || nl16 > AG_STORE_STREAM_MAX || !take(r, name, nl16) ||
+            !take(r, &c32, 4) || !take(r, &snap, 8))
+            return 1;
+        nl = nl16, count = c32;
+    } else {
+        if (!take_name(r, px, name, &nl) || !take_varint(r, &count) || !take_varint(r, &snap))
+            return 1;
+        snap -= 1; /* 0 was "none": UINT64_MAX */
+    }
+    /* each entry takes at least 5 bytes (compact) or 12 (fixed) */
+    if (count > UINT32_MAX || count > (uint64_t)(r->end - r->p) / (px ? 5 : 12)) return 1;
+    uint64_t h = ag_xxh3(name, nl);
+    if (ag__lindex_find(&ls->ix, name, nl, h)) return 1;
+    struct lstream *st = ag__lindex_add(&ls->ix, name, nl, h);
+    if (!st || ag__lindex_reserve(&ls->ix, st, (size_t)count)) return AG_ENOMEM;
+    struct lentry *e = lstream_entries(st);
+    if (!px) {
+        memcpy(e, r->p, (size_t)count * sizeof *e);
+        r->p += (size_t)count * sizeof *e;
+    }
+    uint64_t prev = 0;
+    for (uint64_t i = 0; px && i < count; i++) {
+        uint64_t z;
+        uint32_t idh;
+        if (!take_varint(r, &z) || !take(r, &idh, 4)) return 1;
+        prev += unzigzag(z);
+        memcpy(&e[i].loc, &prev, 8), memcpy(&e[i].idh, &idh, 4);
+    }
+    st->count = (uint32_t)count;
+    st->snap_loc = snap;
     return 0;
+}
+
+static int load_streams(struct lstore *ls, struct rd *r, uint64_t nstreams, bool compact)
+{
+    struct prefixes *px = compact ? ag_calloc(1, sizeof *px) : NULL;
+    if (compact && !px) return AG_ENOMEM;
+    int rc = 0;
+    for (uint64_t i = 0; i < nstreams && !rc; i++) rc = load_stream(ls, r, px);
+    ag_free(px);
+    return rc;
 }
 
 static int load_sparse(struct lstore *ls, struct rd *r, uint64_t nsparse, uint64_t head)
@@ -224,7 +440,8 @@ int ag__log_ckpt_load(struct lstore *ls, bool *loaded, uint64_t *seg, uint64_t *
     int rc = read_file(ls->dir_fd, &b);
     if (rc) goto out_free_buf;
     rc = 0;
-    if (b.len < 72 + 8 || memcmp(b.data, CKPT_MAGIC, 8) != 0 ||
+    bool compact = b.len >= 8 && memcmp(b.data, CKPT_MAGIC, 8) == 0;
+    if (b.len < 72 + 8 || (!compact && memcmp(b.data, CKPT_MAGIC_V2, 8) != 0) ||
         ag__le64((uint8_t *)b.data + b.len - 8) != ag_xxh3(b.data, b.len - 8))
         goto out_ignore;
     struct rd r = {(const uint8_t *)b.data + 16, (const uint8_t *)b.data + b.len - 8};
@@ -239,7 +456,7 @@ int ag__log_ckpt_load(struct lstore *ls, bool *loaded, uint64_t *seg, uint64_t *
     }
     /* each loader: 0 ok, 1 inconsistent (ignore the checkpoint), AG_ENOMEM */
     if ((rc = load_segs(ls, &r, nsegs) ? 0 : 1) == 0) rc = load_tables(ls, &r, ntables);
-    if (rc == 0) rc = load_streams(ls, &r, nstreams);
+    if (rc == 0) rc = load_streams(ls, &r, nstreams, compact);
     if (rc == 0) rc = load_sparse(ls, &r, nsparse, head);
     if (rc == 1) {
         rc = 0;

@@ -505,3 +505,74 @@ Test(repo, stream_names_come_from_the_type)
     cr_assert_eq(ag_es_stream_id(&counter_type, "counter-", 8, out, sizeof out), AG_EINVAL);
     cr_assert_eq(ag_es_stream_id(&counter_type, "other-01", 8, out, sizeof out), AG_EINVAL);
 }
+
+/* Put a row no event made into the sums read model (to see whether it survives). */
+static void plant(const char *rmdir, const char *sql)
+{
+    struct ag_rm *db;
+    cr_assert_eq(ag_rm_open(rmdir, "sums", AG_RM_READWRITE, &db, NULL), 0);
+    struct ag_err err;
+    cr_assert_eq(ag_rm_script(db, sql, &err), 0, "%s", err.msg);
+    ag_rm_close(db);
+}
+
+static void project_all(const char *rmdir, const struct ag_projection *proj, uint64_t head)
+{
+    struct ag_projector *p;
+    struct ag_err err;
+    cr_assert_eq(ag_projector_start(store, rmdir, proj, 1, &p, &err), 0, "%s", err.msg);
+    cr_assert_eq(ag_projector_wait(p, head, 5000), 0);
+    ag_projector_stop(p);
+}
+
+static int ok_row(const struct ag_rm_row *r, void *ud)
+{
+    AG_UNUSED(r);
+    *(bool *)ud = true;
+    return 1;
+}
+
+Test(projector, a_read_model_made_by_another_schema_is_rebuilt)
+{
+    char rm[128];
+    snprintf(rm, sizeof rm, "%s/readmodels", dir);
+    struct add a = {2, 0};
+    for (int i = 0; i < 5; i++)
+        ag_es_execute(repo,
+                      &(struct ag_es_cmd){&counter_type, "a", decide_add, &a, NULL, NULL, NULL},
+                      NULL, NULL);
+    project_all(rm, &sum_proj, 4);
+    plant(rm, "INSERT INTO sums(stream, total) VALUES('planted', 99);");
+    /* the same schema: opened as it is */
+    project_all(rm, &sum_proj, 4);
+    cr_assert_eq(query_total(rm, "planted"), 99, "same schema: not rebuilt");
+    /* another schema: dropped, made again, the log replayed into it */
+    struct ag_projection v2 = sum_proj;
+    v2.schema = "CREATE TABLE IF NOT EXISTS sums(stream TEXT PRIMARY KEY, total INTEGER,"
+                " note TEXT);";
+    FILE *cap = tmpfile();
+    int level = ag_log_get_level();
+    ag_log_set_level(AG_LOG_INFO);
+    ag_log_set_fd(fileno(cap));
+    project_all(rm, &v2, 4);
+    ag_log_set_fd(2);
+    ag_log_set_level(level);
+    char logged[8192] = "";
+    ssize_t n = pread(fileno(cap), logged, sizeof logged - 1, 0);
+    logged[n > 0 ? n : 0] = 0;
+    fclose(cap);
+    cr_assert(strstr(logged, "projection.schema_changed_rebuilding"), "said so: %s", logged);
+    cr_assert_eq(query_total(rm, "planted"), -1, "the old rows are gone");
+    cr_assert_eq(query_total(rm, "a"), 10, "rebuilt from the log");
+    struct ag_rm *db;
+    bool seen = false;
+    cr_assert_eq(ag_rm_open(rm, "sums", AG_RM_READONLY, &db, NULL), 0);
+    cr_assert_eq(ag_rm_query(db, "SELECT note FROM sums", NULL, 0, ok_row, &seen, NULL), 0);
+    ag_rm_close(db);
+    cr_assert(seen, "the new schema's column is there");
+    /* a file from before fingerprints (no ag_schema, a checkpoint past 0): rebuilt */
+    plant(rm, "DROP TABLE ag_schema; INSERT INTO sums(stream, total) VALUES('planted', 7);");
+    project_all(rm, &v2, 4);
+    cr_assert_eq(query_total(rm, "planted"), -1, "no fingerprint: rebuilt");
+    cr_assert_eq(query_total(rm, "a"), 10);
+}

@@ -326,7 +326,11 @@ static int saga_rec_row(const struct ag_rm_row *r, void *ud)
 {
     struct saga_rec *o = ud;
     snprintf(o->status, sizeof o->status, "%s", ag_rm_text(r, 0) ?: "");
-    snprintf(o->steps, sizeof o->steps, "%s", ag_rm_text(r, 1) ?: "");
+    json_t *steps = ag_saga_steps_json(ag_rm_text(r, 1)); /* the column is compact */
+    char *text = json_dumps(steps, JSON_COMPACT);
+    snprintf(o->steps, sizeof o->steps, "%s", text ?: "");
+    free(text);
+    json_decref(steps);
     snprintf(o->reason, sizeof o->reason, "%s", ag_rm_text(r, 2) ?: "");
     o->found = true;
     return 1;

@@ -582,3 +582,90 @@ Test(lock, released_when_the_holder_dies)
     assert_store_is(s, m, 1);
     ag_store_close(s);
 }
+
+/* ---- the compact checkpoint (AGORAIX3): every kind of name round-trips ---- */
+
+#define NAMED 4200 /* more distinct prefixes than the checkpoint remembers (4096) */
+
+static void named_stream(size_t i, char *out, size_t cap)
+{
+    static const char *const fixed[] = {
+        "order-0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b", /* prefix + UUID */
+        "order-0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5c", /* the same prefix again */
+        "idempotency-00ff10aa",                       /* prefix + even hex */
+        "idempotency-00ff10a",                        /* odd hex: raw */
+        "Order-0190A1B2-C3D4-7E5F-8A9B-0C1D2E3F4A5B", /* upper case: raw */
+        "nodash",                                     /* no prefix */
+        "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b",       /* prefix "0190a1b2-", raw rest */
+        "x-",                                         /* empty rest */
+        "-",                                          /* prefix only */
+        "a-b-c-d",                                    /* the first dash only */
+        "long-prefix-that-is-longer-than-sixty-four-bytes-so-it-is-not-a-prefix-at-all-x",
+    };
+    if (i < AG_ARRAY_SIZE(fixed))
+        snprintf(out, cap, "%s", fixed[i]);
+    else /* a new prefix each: overflows the table of prefixes */
+        snprintf(out, cap, "p%zu-%08zx", i, i * 2654435761u);
+}
+
+static void append_named(struct ag_store *s, const char *name, int64_t expect, size_t n)
+{
+    struct ag_event_data ev[4];
+    for (size_t i = 0; i < n; i++) {
+        ev[i] = (struct ag_event_data){.type = "T", .type_len = 1, .data = "{}", .data_len = 2};
+        ag_uuid_v7(&ev[i].id, NULL, NULL);
+    }
+    struct ag_err err;
+    struct ag_append_result res;
+    int rc = ag_store_append(s, name, strlen(name), expect, ev, n, &res, &err);
+    cr_assert_eq(rc, 0, "append %s: %s", name, err.msg);
+}
+
+Test(checkpoint, compact_names_round_trip)
+{
+    struct ag_store *s = open_ok(dir, 4096); /* small segments: locations cross them */
+    char name[128];
+    for (size_t i = 0; i < NAMED; i++) {
+        named_stream(i, name, sizeof name);
+        append_named(s, name, -1, 1 + i % 3);
+    }
+    named_stream(0, name, sizeof name);
+    cr_assert_eq(ag_store_save_snapshot(s, name, strlen(name), 0, "{\"s\":1}", 7, NULL), 0);
+    char *want = dump_store(s);
+    ag_store_close(s);
+    char ck[128];
+    path_in(ck, sizeof ck, dir, "index.ckpt");
+    size_t len;
+    uint8_t *raw = slurp(ck, &len);
+    cr_assert_eq(memcmp(raw, "AGORAIX3", 8), 0, "the compact format is written");
+    free(raw);
+    /* ~40 bytes a stream here (names ~12 bytes, 2 events), not ~70 as before */
+    cr_assert_lt(len, (size_t)NAMED * 40, "checkpoint %zu bytes for %d streams", len, NAMED);
+
+    log_capture_start();
+    s = open_ok(dir, 4096);
+    cr_assert_not(log_capture_has("checkpoint_ignored"), "the checkpoint is loaded, not rebuilt");
+    log_capture_stop();
+    char *got = dump_store(s);
+    cr_assert_str_eq(got, want, "same contents after reopen");
+    for (size_t i = 0; i < NAMED; i++) {
+        named_stream(i, name, sizeof name);
+        int64_t v = -2;
+        cr_assert_eq(ag_store_stream_version(s, name, strlen(name), &v), 0, "%s", name);
+        cr_assert_eq(v, (int64_t)(i % 3), "%s: version", name);
+        struct ag_event_page p;
+        cr_assert_eq(ag_store_read_stream(s, name, strlen(name), 0, AG_READ_FORWARD, 8, &p, NULL),
+                     0);
+        cr_assert_eq(p.count, 1 + i % 3, "%s: events read through the loaded locations", name);
+        ag_event_page_free(&p);
+    }
+    named_stream(0, name, sizeof name);
+    struct ag_snapshot snap;
+    cr_assert_eq(ag_store_load_snapshot(s, name, strlen(name), &snap, NULL), 0);
+    cr_assert_eq(snap.version, 0);
+    ag_snapshot_free(&snap);
+    append_named(s, name, 0, 1); /* and it takes appends at the right version */
+    ag_free(got);
+    ag_free(want);
+    ag_store_close(s);
+}

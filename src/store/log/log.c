@@ -7,6 +7,8 @@
  *   index.ckpt                  the index checkpoint (ckpt.c): derived, disposable
  *   index-<20-digit id>.sst     on-disk stream index tables (sst.c, lsm.c): derived;
  *                               only those index.ckpt names are used, others deleted
+ *   dict-<5-digit id>.zd        record compression dictionaries (dict.c): immutable,
+ *                               never deleted, durable before any record names one
  *   LOCK                        flock(2)ed by the one writer process; holds its pid
  *   seg-<n>.log.tmp             a segment being created (header written, then renamed);
  *                               a leftover one is ignored
@@ -14,7 +16,8 @@
  *   of the writer (PREALLOCATION below).
  *
  * SEGMENT HEADER (64 bytes, little-endian)
- *   0  "AGORALG1"   8  u32 format version (1)   12 u32 header size (64)
+ *   0  "AGORALG1"   8  u32 format version (2; 1 = written before compressed
+ *   records existed, still read)   12 u32 header size (64)
  *   16 u64 position of the segment's first event   24 u64 segment number
  *   32 u64 creation time (Unix ns)   40 u32 flags (1 = scavenged: rewritten without
  *   deleted events, see scavenge.c)   44..55 zero   56 u64 XXH3-64 of bytes 0..55
@@ -22,17 +25,24 @@
  * RECORD (8-byte aligned, little-endian; records follow the header back to back)
  *   0  u32 size         whole record incl. padding and checksum (multiple of 8)
  *   4  u8  kind         1 = event, 2 = snapshot, 3 = multi-stream batch header
- *   5  u8  flags        0
+ *   5  u8  flags        bit 0: body compressed; bits 1..3: padding bytes (compressed)
  *   6  u16 stream_len   1..255
  *   8  u64 position     global position (events; 0 for snapshots)
  *   16 u64 version      stream version (snapshot: the version its state includes)
  *   24 16B event id     UUID (zero for snapshots)
  *   40 u64 time         commit time, Unix ns
  *   48 u32 batch_left   events after this one in the same append (0 = last)
- *   52 u16 type_len     54 u16 zero
+ *   52 u16 type_len     54 u16 dictionary id (compressed; else zero)
  *   56 u32 meta_len     60 u32 data_len
  *   64 stream | type | metadata | data | zero padding
  *   size-8 u64 XXH3-64 of bytes [0, size-8)
+ *   A compressed event record (format 2 segments; flags bit 0) holds, after the
+ *   stream name, one magicless zstd frame of type|metadata|data compressed with
+ *   dictionary `dictionary id` (dict.c); the three lengths are the raw ones and the
+ *   frame's length is size - 64 - stream_len - padding - 8. Snapshots, batch
+ *   headers and records that would not shrink stay raw. The checksum covers the
+ *   stored bytes; a frame that does not decode to the raw lengths is corruption
+ *   (reads fail naming it, verify reports it).
  *
  * BATCHES
  *   A single-stream append is a run of event records of one stream whose

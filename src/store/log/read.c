@@ -74,6 +74,7 @@ static int page_build(const struct lstore *ls, const uint8_t *const *recs, size_
             .data_len = r.data_len,
             .metadata = r.meta,
             .metadata_len = r.meta_len,
+            .stored_bytes = ag__log_rec_len(recs[i]),
         };
         cp += size;
     }

@@ -132,8 +132,8 @@ static void print_tallies(struct tallies *t, const char *key, uint64_t orders)
                "\"perOrder\":%.2f,\"bytesPerOrder\":%.1f}\n",
                key, x->name, (unsigned long long)x->count, (unsigned long long)x->bytes,
                (unsigned long long)x->raw, per(x->bytes, x->count), per(x->raw, x->count),
-               per(x->data, x->count), per(x->meta, x->count),
-               (unsigned long long)x->max, per(x->count, orders), per(x->bytes, orders));
+               per(x->data, x->count), per(x->meta, x->count), (unsigned long long)x->max,
+               per(x->count, orders), per(x->bytes, orders));
     }
 }
 

@@ -160,8 +160,10 @@ static int read_file(int dir_fd, const char *name, struct ag_buf *b)
     if (!rc && ag_buf_reserve(b, (size_t)st.st_size + 1)) rc = -ENOMEM;
     while (!rc && b->len < (size_t)st.st_size) {
         ssize_t n = read(fd, b->data + b->len, (size_t)st.st_size - b->len);
-        if (n <= 0) rc = n < 0 ? -errno : -EIO;
-        else b->len += (size_t)n;
+        if (n <= 0)
+            rc = n < 0 ? -errno : -EIO;
+        else
+            b->len += (size_t)n;
     }
     close(fd);
     return rc;
@@ -191,7 +193,10 @@ static int dict_load(struct lstore *ls, uint16_t id, struct ag_err *err)
     if (!why && !d) why = "zstd refused it";
     ag_buf_free(&b);
     if (why)
-        return ag_err_set(err, rc == -ENOMEM ? AG_ENOMEM : rc ? AG_EIO : AG_ECORRUPT,
+        return ag_err_set(err,
+                          rc == -ENOMEM ? AG_ENOMEM
+                          : rc          ? AG_EIO
+                                        : AG_ECORRUPT,
                           "%s/%s: %s (records compressed with this dictionary cannot be read; "
                           "restore the file from a backup)",
                           ls->dir, name, why);
@@ -282,6 +287,7 @@ int ag__log_compress(struct lstore *ls, const struct log_rec *r, struct ag_buf *
     const struct ldict *d = dict_get(ls, id);
     if (!d || ls->dicts.off) return 0; /* nothing trained yet: stored raw */
     size_t raw = (size_t)r->type_len + r->meta_len + r->data_len;
+    if (raw > LOG_ZRAW_MAX) return 0;
     ZSTD_CCtx *c = thread_cctx();
     out->len = 0;
     if (!c || ag_buf_reserve(out, raw * 2 + ZSTD_compressBound(raw))) return 0;

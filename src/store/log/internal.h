@@ -20,11 +20,12 @@
 #define LOG_REC_ALIGN        8
 #define LOG_SEG_HDR          64
 #define LOG_SEG_MAGIC        "AGORALG1"
-#define LOG_FORMAT_VERSION   2u    /* 2: records may be compressed (LOG_REC_F_COMPRESSED) */
-#define LOG_FORMAT_V1        1u    /* still read: no compressed records */
-#define LOG_REC_F_COMPRESSED 1u    /* flags bit 0: type|metadata|data are one zstd frame */
-#define LOG_SPARSE_EVERY     32    /* one sparse-index entry per this many positions */
-#define LOG_ANY_DEDUP_WINDOW 10000 /* events scanned for an ANY re-append */
+#define LOG_FORMAT_VERSION   2u          /* 2: records may be compressed (LOG_REC_F_COMPRESSED) */
+#define LOG_FORMAT_V1        1u          /* still read: no compressed records */
+#define LOG_REC_F_COMPRESSED 1u          /* flags bit 0: type|metadata|data are one zstd frame */
+#define LOG_ZRAW_MAX         (64u << 20) /* raw body bytes a compressed record may expand to */
+#define LOG_SPARSE_EVERY     32          /* one sparse-index entry per this many positions */
+#define LOG_ANY_DEDUP_WINDOW 10000       /* events scanned for an ANY re-append */
 
 /* LOG_KIND_BATCH: the header of a multi-stream batch (log.c, RECORD). */
 enum log_kind { LOG_KIND_EVENT = 1, LOG_KIND_SNAPSHOT = 2, LOG_KIND_BATCH = 3 };

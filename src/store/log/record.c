@@ -199,7 +199,8 @@ int ag__log_rec_decode(const uint8_t *p, size_t avail, struct log_rec *r, const 
     if (fl & LOG_REC_F_COMPRESSED) {
         size_t pad = (fl & FLAG_PAD_MASK) >> FLAG_PAD_SHIFT;
         if ((uint64_t)LOG_REC_HDR + r->stream_len + LOG_REC_TRAILER + pad >= r->size ||
-            ag__log_rec_size_z(r->stream_len, r->zbody_len) != r->size)
+            ag__log_rec_size_z(r->stream_len, r->zbody_len) != r->size ||
+            (uint64_t)r->type_len + r->meta_len + r->data_len > LOG_ZRAW_MAX)
             return *why = "compressed record fields do not fit its size", AG_ECORRUPT;
         body = r->stream_len; /* the raw lengths are checked when the body is expanded */
     }

@@ -9,7 +9,7 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config clang clang-format clang-tidy
   libclang-rt-14-dev
   # libraries (ARCHITECTURE.md §3)
-  libuv1-dev libhttp-parser-dev libjansson-dev libxxhash-dev libsqlite3-dev
+  libuv1-dev libhttp-parser-dev libjansson-dev libxxhash-dev libsqlite3-dev libzstd-dev
   libpq-dev libjwt-dev libssl-dev libcyaml-dev libnats-dev
   # tests
   libcriterion-dev curl sqlite3 postgresql nats-server prometheus

@@ -77,6 +77,8 @@ struct ag_event {
     size_t data_len;
     const char *metadata;
     size_t metadata_len;
+    uint32_t stored_bytes; /* embedded log: bytes its record takes on disk (compressed or
+                              not); 0 when the adapter does not say */
 };
 
 /* A page of events returned by a read. Owned by the caller: ag_event_page_free. */

@@ -16,7 +16,9 @@
  * and every read model is at or behind the log, so on start the projections
  * catch up from their checkpoints (no rebuild). (5) The vault's keys (DIR/keys)
  * after the log, so every customer in the copy has its data key (or is erased).
- * A scavenge running meanwhile
+ * The log's compression dictionaries (dict-*.zd) are copied right after its
+ * segments: one is durable before any record names it and never deleted, so each
+ * compressed record copied finds its dictionary. A scavenge running meanwhile
  * renames whole segment files: the copy reads either the old or the new file.
  *
  * The backup is written to PATH.partial and renamed to PATH when complete, with
@@ -146,6 +148,12 @@ static bool is_segment(const char *name)
     return strncmp(name, "seg-", 4) == 0 && has_suffix(name, ".log");
 }
 
+/* A compression dictionary of the log (dict-<id>.zd, src/store/log/dict.c). */
+static bool is_dictionary(const char *name)
+{
+    return strncmp(name, "dict-", 5) == 0 && has_suffix(name, ".zd");
+}
+
 /* ---- read models: SQLite online backup ---- */
 
 static int sqlite_copy(const char *src, const char *dst, long long *position, struct ag_err *err)
@@ -238,7 +246,7 @@ static int backup_files(struct backup *b, struct ag_err *err)
     size_t k = 0;
     for (size_t i = 0; i < ns.n && !rc; i++) {
         const char *n = ns.v[i];
-        if (is_segment(n) || !strcmp(n, "index.ckpt") || !strcmp(n, "LOCK") ||
+        if (is_segment(n) || is_dictionary(n) || !strcmp(n, "index.ckpt") || !strcmp(n, "LOCK") ||
             has_suffix(n, ".tmp") || has_suffix(n, ".partial") || !strcmp(n, MANIFEST))
             continue;
         char s[2400], d[2400];
@@ -248,6 +256,24 @@ static int backup_files(struct backup *b, struct ag_err *err)
         if (!rc) ag_buf_printf(&b->manifest, "%s\"%s\"", k++ ? "," : "", n);
     }
     ag_buf_putc(&b->manifest, ']');
+    names_free(&ns);
+    return rc;
+}
+
+/* The log's compression dictionaries, after its segments: a dictionary is written
+ * (and synced) before any record names it and never deleted, so every compressed
+ * record copied has its dictionary here. */
+static int backup_dicts(struct backup *b, struct ag_err *err)
+{
+    struct names ns;
+    int rc = list_dir(b->data, false, &ns, err);
+    for (size_t i = 0; i < ns.n && !rc; i++) {
+        if (!is_dictionary(ns.v[i])) continue;
+        char s[2400], d[2400];
+        snprintf(s, sizeof s, "%s/%s", b->data, ns.v[i]);
+        snprintf(d, sizeof d, "%s/%s", b->part, ns.v[i]);
+        rc = copy_file(s, d, err);
+    }
     names_free(&ns);
     return rc;
 }
@@ -266,6 +292,7 @@ static int backup_log(struct backup *b, uint64_t committed, struct ag_err *err)
         segs++;
     }
     names_free(&ns);
+    if (!rc) rc = backup_dicts(b, err);
     if (rc) return rc;
     /* recover the copy (cuts a torn tail), then close: a fresh index checkpoint */
     struct ag_store *st;

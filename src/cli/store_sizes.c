@@ -4,8 +4,10 @@
  *
  * One pass over $all sums, per event type and per stream kind (the stream name up
  * to its first '-': "order", "stock", "saga"...), the events and the bytes their
- * records take in a segment (ag_store_log_record_bytes: header, stream name, type,
- * metadata, data, checksum, alignment), with the data and metadata parts apart.
+ * records take in a segment (ag_event.stored_bytes: header, stream name, the body
+ * — compressed when its record is — checksum, alignment), with the data and
+ * metadata parts apart (raw), and "raw": what the records would take uncompressed
+ * (ag_store_log_record_bytes), so the compression ratio shows per type.
  * A second pass over the streams loads each one's latest snapshot (snapshots are
  * records of the log too, and an aggregate that grows with history shows here
  * first). "Per order" divides by the OrderPlaced events seen.
@@ -25,7 +27,7 @@
 
 struct tally {
     char name[64];
-    uint64_t count, bytes, data, meta, max;
+    uint64_t count, bytes, raw, data, meta, max;
 };
 
 struct tallies {
@@ -46,10 +48,11 @@ static struct tally *tally_of(struct tallies *t, const char *name, size_t len)
     return x;
 }
 
-static void tally_add(struct tally *x, uint64_t bytes, uint64_t data, uint64_t meta)
+static void tally_add(struct tally *x, uint64_t bytes, uint64_t raw, uint64_t data, uint64_t meta)
 {
     x->count++;
     x->bytes += bytes;
+    x->raw += raw;
     x->data += data;
     x->meta += meta;
     if (bytes > x->max) x->max = bytes;
@@ -70,7 +73,7 @@ static int by_bytes(const void *a, const void *b)
 struct sizes {
     struct ag_store *s;
     struct tallies types, kinds, snaps;
-    uint64_t events, bytes, orders;
+    uint64_t events, bytes, raw, orders;
 };
 
 static int scan_all(struct sizes *z, struct ag_err *err)
@@ -81,13 +84,16 @@ static int scan_all(struct sizes *z, struct ag_err *err)
         if (rc) return rc;
         for (size_t i = 0; i < p.count; i++) {
             const struct ag_event *e = &p.events[i];
-            uint64_t b =
+            uint64_t raw =
                 ag_store_log_record_bytes(e->stream_len, e->type_len, e->metadata_len, e->data_len);
-            tally_add(tally_of(&z->types, e->type, e->type_len), b, e->data_len, e->metadata_len);
-            tally_add(tally_of(&z->kinds, e->stream, kind_len(e->stream, e->stream_len)), b,
+            uint64_t b = e->stored_bytes ? e->stored_bytes : raw;
+            tally_add(tally_of(&z->types, e->type, e->type_len), b, raw, e->data_len,
+                      e->metadata_len);
+            tally_add(tally_of(&z->kinds, e->stream, kind_len(e->stream, e->stream_len)), b, raw,
                       e->data_len, e->metadata_len);
             z->events++;
             z->bytes += b;
+            z->raw += raw;
             if (e->type_len == strlen(AG_SIZES_ORDER_PLACED) &&
                 memcmp(e->type, AG_SIZES_ORDER_PLACED, e->type_len) == 0)
                 z->orders++;
@@ -105,8 +111,8 @@ static int snap_one(void *ud, const char *name, size_t len, int64_t version)
     struct sizes *z = ud;
     struct ag_snapshot snap;
     if (ag_store_load_snapshot(z->s, name, len, &snap, NULL)) return 0;
-    tally_add(tally_of(&z->snaps, name, kind_len(name, len)),
-              ag_store_log_record_bytes(len, 0, 0, snap.state_len), snap.state_len, 0);
+    uint64_t b = ag_store_log_record_bytes(len, 0, 0, snap.state_len); /* stored raw */
+    tally_add(tally_of(&z->snaps, name, kind_len(name, len)), b, b, snap.state_len, 0);
     ag_snapshot_free(&snap);
     return 0;
 }
@@ -121,11 +127,13 @@ static void print_tallies(struct tallies *t, const char *key, uint64_t orders)
     qsort(t->v, t->n, sizeof t->v[0], by_bytes);
     for (size_t i = 0; i < t->n; i++) {
         const struct tally *x = &t->v[i];
-        printf("{\"%s\":\"%s\",\"count\":%llu,\"bytes\":%llu,\"avgBytes\":%.1f,\"avgData\":%.1f,"
-               "\"avgMetadata\":%.1f,\"maxBytes\":%llu,\"perOrder\":%.2f,\"bytesPerOrder\":%.1f}\n",
+        printf("{\"%s\":\"%s\",\"count\":%llu,\"bytes\":%llu,\"rawBytes\":%llu,\"avgBytes\":%.1f,"
+               "\"avgRawBytes\":%.1f,\"avgData\":%.1f,\"avgMetadata\":%.1f,\"maxBytes\":%llu,"
+               "\"perOrder\":%.2f,\"bytesPerOrder\":%.1f}\n",
                key, x->name, (unsigned long long)x->count, (unsigned long long)x->bytes,
-               per(x->bytes, x->count), per(x->data, x->count), per(x->meta, x->count),
-               (unsigned long long)x->max, per(x->count, orders), per(x->bytes, orders));
+               (unsigned long long)x->raw, per(x->bytes, x->count), per(x->raw, x->count),
+               per(x->data, x->count), per(x->meta, x->count), (unsigned long long)x->max,
+               per(x->count, orders), per(x->bytes, orders));
     }
 }
 
@@ -148,13 +156,15 @@ int ag_cli_store_sizes(struct ag_store *s, const char *dir)
     uint64_t snap_bytes = 0;
     for (size_t i = 0; i < z->snaps.n; i++) snap_bytes += z->snaps.v[i].bytes;
     printf("{\"dir\":\"%s\",\"orders\":%llu,\"events\":%llu,\"streams\":%llu,\"logBytes\":%llu,"
-           "\"eventBytes\":%llu,\"latestSnapshotBytes\":%llu,\"eventsPerOrder\":%.2f,"
-           "\"bytesPerEvent\":%.1f,\"eventBytesPerOrder\":%.1f,\"logBytesPerOrder\":%.1f,"
+           "\"eventBytes\":%llu,\"eventRawBytes\":%llu,\"compression\":%.2f,"
+           "\"latestSnapshotBytes\":%llu,\"eventsPerOrder\":%.2f,\"bytesPerEvent\":%.1f,"
+           "\"rawBytesPerEvent\":%.1f,\"eventBytesPerOrder\":%.1f,\"logBytesPerOrder\":%.1f,"
            "\"streamsPerOrder\":%.2f}\n",
            dir, (unsigned long long)z->orders, (unsigned long long)z->events,
            (unsigned long long)st.streams, (unsigned long long)st.bytes,
-           (unsigned long long)z->bytes, (unsigned long long)snap_bytes, per(z->events, z->orders),
-           per(z->bytes, z->events), per(z->bytes, z->orders), per(st.bytes, z->orders),
+           (unsigned long long)z->bytes, (unsigned long long)z->raw, per(z->raw, z->bytes),
+           (unsigned long long)snap_bytes, per(z->events, z->orders), per(z->bytes, z->events),
+           per(z->raw, z->events), per(z->bytes, z->orders), per(st.bytes, z->orders),
            per(st.streams, z->orders));
     print_tallies(&z->types, "type", z->orders);
     print_tallies(&z->kinds, "kind", z->orders);

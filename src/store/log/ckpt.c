@@ -12,7 +12,7 @@
  * (lsm.c) may both save, and what is saved is one consistent state.
  *
  * Layout (little-endian):
- *   "AGORAIX3" u32 version u32 0 | u64 nsegs | u64 head | u64 nstreams | u64 nsparse
+ *   "AGORAIX3" u32 version u32 dictionaries | u64 nsegs | u64 head | u64 nstreams | u64 nsparse
  *   | u64 ntables | u64 live streams
  *   nsegs   × { u64 segno, u64 end }
  *   ntables × { u64 id, u64 footer checksum }
@@ -30,6 +30,9 @@
  * arithmetic wraps). A stream costs ~40 bytes instead of ~95 (issue 19).
  * "AGORAIX2" files (fixed-width: u16 name_len, name, u32 count, u64 snap_loc,
  * count × {u64 loc, u32 idh}) are still read; the next save writes AGORAIX3.
+ * `dictionaries` is the number of compression dictionaries (dict.c) when it was
+ * saved: fewer dict-*.zd files at open make the checkpoint inconsistent, so the
+ * log is scanned and the scan names the record whose dictionary is missing.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -178,8 +181,8 @@ static int put_stream(struct ag_buf *b, struct prefixes *px, struct lstream *st)
 
 static int serialize(struct lstore *ls, struct ag_buf *b)
 {
-    uint32_t ver = LOG_FORMAT_VERSION, zero = 0;
-    int rc = put(b, CKPT_MAGIC, 8) || put(b, &ver, 4) || put(b, &zero, 4) || put64(b, ls->nsegs) ||
+    uint32_t ver = LOG_FORMAT_VERSION, dicts = __atomic_load_n(&ls->dicts.n, __ATOMIC_RELAXED);
+    int rc = put(b, CKPT_MAGIC, 8) || put(b, &ver, 4) || put(b, &dicts, 4) || put64(b, ls->nsegs) ||
              put64(b, ls->head) || put64(b, ls->ix.count) || put64(b, ls->sparse_len) ||
              put64(b, ls->ntables) || put64(b, ls->ix.live);
     for (size_t i = 0; !rc && i < ls->nsegs; i++)
@@ -442,7 +445,8 @@ int ag__log_ckpt_load(struct lstore *ls, bool *loaded, uint64_t *seg, uint64_t *
     rc = 0;
     bool compact = b.len >= 8 && memcmp(b.data, CKPT_MAGIC, 8) == 0;
     if (b.len < 72 + 8 || (!compact && memcmp(b.data, CKPT_MAGIC_V2, 8) != 0) ||
-        ag__le64((uint8_t *)b.data + b.len - 8) != ag_xxh3(b.data, b.len - 8))
+        ag__le64((uint8_t *)b.data + b.len - 8) != ag_xxh3(b.data, b.len - 8) ||
+        ag__le32((uint8_t *)b.data + 12) > ls->dicts.n)
         goto out_ignore;
     struct rd r = {(const uint8_t *)b.data + 16, (const uint8_t *)b.data + b.len - 8};
     uint64_t nsegs = 0, head = 0, nstreams = 0, nsparse = 0, ntables = 0, live = 0;

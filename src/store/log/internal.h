@@ -20,9 +20,12 @@
 #define LOG_REC_ALIGN        8
 #define LOG_SEG_HDR          64
 #define LOG_SEG_MAGIC        "AGORALG1"
-#define LOG_FORMAT_VERSION   1u
-#define LOG_SPARSE_EVERY     32    /* one sparse-index entry per this many positions */
-#define LOG_ANY_DEDUP_WINDOW 10000 /* events scanned for an ANY re-append */
+#define LOG_FORMAT_VERSION   2u          /* 2: records may be compressed (LOG_REC_F_COMPRESSED) */
+#define LOG_FORMAT_V1        1u          /* still read: no compressed records */
+#define LOG_REC_F_COMPRESSED 1u          /* flags bit 0: type|metadata|data are one zstd frame */
+#define LOG_ZRAW_MAX         (64u << 20) /* raw body bytes a compressed record may expand to */
+#define LOG_SPARSE_EVERY     32          /* one sparse-index entry per this many positions */
+#define LOG_ANY_DEDUP_WINDOW 10000       /* events scanned for an ANY re-append */
 
 /* LOG_KIND_BATCH: the header of a multi-stream batch (log.c, RECORD). */
 enum log_kind { LOG_KIND_EVENT = 1, LOG_KIND_SNAPSHOT = 2, LOG_KIND_BATCH = 3 };
@@ -44,11 +47,21 @@ struct log_rec {
     uint32_t meta_len;
     const char *data;
     uint32_t data_len;
+    /* compressed records (flags bit 0): the zstd frame holding type|meta|data (whose
+     * raw lengths the fields above give; type/meta/data are NULL until expanded with
+     * ag__log_rec_body) and the dictionary it was compressed with (0 = none) */
+    const uint8_t *zbody;
+    uint32_t zbody_len;
+    uint16_t dict;
 };
 
 /* Bytes a record with these field sizes occupies. */
 size_t ag__log_rec_size(size_t stream_len, size_t type_len, size_t meta_len, size_t data_len);
-/* Encode a record at `p` (which has ag__log_rec_size bytes); checksum left zero. */
+/* Bytes of a compressed record: stream name, then a zstd frame of `zbody_len`. */
+size_t ag__log_rec_size_z(size_t stream_len, size_t zbody_len);
+/* Encode a record at `p` (which has ag__log_rec_size bytes, or ag__log_rec_size_z
+ * when r->zbody is set: then the frame is written instead of type|meta|data, whose
+ * raw lengths the header keeps); checksum left zero. */
 void ag__log_rec_encode(uint8_t *p, const struct log_rec *r);
 /* Bytes of a multi-stream batch header record. */
 #define LOG_BATCH_REC_SIZE LOG_REC_MIN
@@ -73,6 +86,8 @@ void ag__log_rec_id(const uint8_t *p, struct ag_uuid *out);
 void ag__log_seg_header(uint8_t out[LOG_SEG_HDR], uint64_t segno, uint64_t base_position,
                         uint64_t now_ns);
 int ag__log_seg_header_check(const uint8_t *p, size_t avail, uint64_t segno, const char **why);
+/* Format version of a (checked) segment header: LOG_FORMAT_V1 or LOG_FORMAT_VERSION. */
+uint32_t ag__log_seg_format(const uint8_t *hdr);
 /* Position of the first event of the segment whose (checked) header is `hdr`. */
 uint64_t ag__log_seg_base_position(const uint8_t *hdr);
 /* Segment header flags (bytes 40..43). LOG_SEG_SCAVENGED: a scavenge rewrote the
@@ -269,6 +284,26 @@ struct lseg {
     uint64_t end; /* bytes of intact, durable records (incl. header) */
 };
 
+/* ---- compression dictionaries (dict.c) ---- */
+
+#define LOG_DICT_MAX 1024 /* dictionary ids 1..LOG_DICT_MAX */
+
+struct ldict;
+struct ldicts {
+    struct ldict *v[LOG_DICT_MAX]; /* by id - 1; set once (release), freed at close */
+    uint16_t n;                    /* highest id loaded or trained (trainer, open) */
+    uint16_t cur;                  /* atomic: the id new records are compressed with (0: none) */
+    bool off;                      /* AGORA_STORE_COMPRESS=0: records stored raw */
+    uint64_t raw, comp;            /* atomic: body bytes in / out since the last check */
+    double base_ratio;             /* trainer: the first window's ratio with `cur` */
+    uint64_t train_at;             /* log bytes before the first dictionary */
+    uint64_t failed_at_head;       /* trainer: no retry before the log grows */
+    pthread_t th;
+    bool started, quit;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+};
+
 /* ---- the store ---- */
 
 /* An append or snapshot request inside the log. */
@@ -382,6 +417,8 @@ struct lstore {
     /* counters */
     uint64_t appends, commits;
 
+    struct ldicts dicts; /* compression dictionaries (dict.c) */
+
     /* scavenge (scavenge.c) */
     bool gaps_ok;              /* a segment was scavenged: positions and versions may skip (scan) */
     pthread_mutex_t scav_lock; /* one scavenge at a time */
@@ -463,6 +500,35 @@ int ag__log_append_multi_async(struct ag_store *s, struct ag_append_multi_req *r
 int ag__log_save_snapshot(struct ag_store *s, const char *stream, size_t stream_len,
                           int64_t version, const void *state, size_t state_len, struct ag_err *err);
 int ag__log_health(struct ag_store *s, struct ag_store_health *out);
+
+/* dict.c */
+/* Open: load and check every dict-*.zd (a corrupt or missing one: AG_ECORRUPT). */
+int ag__log_dicts_load(struct lstore *ls, struct ag_err *err);
+void ag__log_dicts_free(struct lstore *ls);
+/* The trainer thread (writable stores); stop is idempotent. */
+int ag__log_dict_start(struct lstore *ls);
+void ag__log_dict_stop(struct lstore *ls);
+/* Train a dictionary from the newest records now, write it durably and make it
+ * the one new records use (the trainer; tests). */
+int ag__log_dict_train(struct lstore *ls, struct ag_err *err);
+/* True when records naming dictionary `id` can be read (0: no dictionary). */
+bool ag__log_dict_present(const struct lstore *ls, uint16_t id);
+/* Appending thread: compress r's type|meta|data with the current dictionary into
+ * `out`: 1 (out holds the frame, *dict its dictionary) when that saves bytes, 0
+ * when the record is to be stored raw. */
+int ag__log_compress(struct lstore *ls, const struct log_rec *r, struct ag_buf *out,
+                     uint16_t *dict);
+/* Decode an intact record with its body: type/meta/data point into the mapping,
+ * or into `scratch` for a compressed record. 0, AG_ECORRUPT (*why: a missing
+ * dictionary or a frame that does not decode), AG_ENOMEM. */
+int ag__log_rec_body(const struct lstore *ls, const uint8_t *p, struct log_rec *r,
+                     struct ag_buf *scratch, const char **why);
+/* Bytes of the intact record at `p` once expanded (its raw, uncompressed form). */
+size_t ag__log_rec_raw_size(const uint8_t *p);
+/* Write the raw form of the record at `p` to `dst` (ag__log_rec_raw_size bytes),
+ * sealed: what ag__log_rec_fields reads type/meta/data from. */
+int ag__log_rec_expand(const struct lstore *ls, const uint8_t *p, uint8_t *dst,
+                       struct ag_buf *scratch, const char **why);
 
 /* read.c */
 int ag__log_read_stream(struct ag_store *s, const char *stream, size_t stream_len, int64_t from,
@@ -557,6 +623,13 @@ struct log_scan {
     uint32_t batch_parts;      /* parts (streams) met in it so far */
     uint32_t batch_parts_want; /* parts its header announced */
     size_t part_start;         /* batch_n when the current part began */
+    /* compressed records: the first whose dictionary is not loaded (the open
+     * refuses), and with check_bodies (verify) the first whose frame does not decode */
+    bool check_bodies;
+    uint16_t dict_missing; /* 0: none met */
+    uint64_t dict_missing_loc;
+    const char *body_bad; /* NULL: none met */
+    uint64_t body_bad_loc;
     /* result of a scan */
     uint64_t good_end; /* offset after the last complete batch */
     uint64_t bad_off;  /* offset of the first bad record (if any) */

@@ -7,6 +7,8 @@
  *   index.ckpt                  the index checkpoint (ckpt.c): derived, disposable
  *   index-<20-digit id>.sst     on-disk stream index tables (sst.c, lsm.c): derived;
  *                               only those index.ckpt names are used, others deleted
+ *   dict-<5-digit id>.zd        record compression dictionaries (dict.c): immutable,
+ *                               never deleted, durable before any record names one
  *   LOCK                        flock(2)ed by the one writer process; holds its pid
  *   seg-<n>.log.tmp             a segment being created (header written, then renamed);
  *                               a leftover one is ignored
@@ -14,7 +16,8 @@
  *   of the writer (PREALLOCATION below).
  *
  * SEGMENT HEADER (64 bytes, little-endian)
- *   0  "AGORALG1"   8  u32 format version (1)   12 u32 header size (64)
+ *   0  "AGORALG1"   8  u32 format version (2; 1 = written before compressed
+ *   records existed, still read)   12 u32 header size (64)
  *   16 u64 position of the segment's first event   24 u64 segment number
  *   32 u64 creation time (Unix ns)   40 u32 flags (1 = scavenged: rewritten without
  *   deleted events, see scavenge.c)   44..55 zero   56 u64 XXH3-64 of bytes 0..55
@@ -22,17 +25,24 @@
  * RECORD (8-byte aligned, little-endian; records follow the header back to back)
  *   0  u32 size         whole record incl. padding and checksum (multiple of 8)
  *   4  u8  kind         1 = event, 2 = snapshot, 3 = multi-stream batch header
- *   5  u8  flags        0
+ *   5  u8  flags        bit 0: body compressed; bits 1..3: padding bytes (compressed)
  *   6  u16 stream_len   1..255
  *   8  u64 position     global position (events; 0 for snapshots)
  *   16 u64 version      stream version (snapshot: the version its state includes)
  *   24 16B event id     UUID (zero for snapshots)
  *   40 u64 time         commit time, Unix ns
  *   48 u32 batch_left   events after this one in the same append (0 = last)
- *   52 u16 type_len     54 u16 zero
+ *   52 u16 type_len     54 u16 dictionary id (compressed; else zero)
  *   56 u32 meta_len     60 u32 data_len
  *   64 stream | type | metadata | data | zero padding
  *   size-8 u64 XXH3-64 of bytes [0, size-8)
+ *   A compressed event record (format 2 segments; flags bit 0) holds, after the
+ *   stream name, one magicless zstd frame of type|metadata|data compressed with
+ *   dictionary `dictionary id` (dict.c); the three lengths are the raw ones and the
+ *   frame's length is size - 64 - stream_len - padding - 8. Snapshots, batch
+ *   headers and records that would not shrink stay raw. The checksum covers the
+ *   stored bytes; a frame that does not decode to the raw lengths is corruption
+ *   (reads fail naming it, verify reports it).
  *
  * BATCHES
  *   A single-stream append is a run of event records of one stream whose
@@ -413,10 +423,37 @@ static void note_tail(struct lstore *ls, size_t i, const struct log_scan *sc, ui
     ls->tail_pos = in ? sc->last_pos : from_pos;
 }
 
+/* After the scan: a compressed record whose dictionary file is missing, or (verify)
+ * whose frame does not decode, is an error naming the record — never a cut. */
+static int scan_dict_check(struct lstore *ls, const struct log_scan *sc,
+                           const struct recover_ctx *rctx, struct ag_err *err)
+{
+    char msg[320];
+    if (sc->dict_missing)
+        snprintf(msg, sizeof msg,
+                 "%s/seg-%020llu.log: offset %llu: record compressed with dictionary %u, but "
+                 "%s/dict-%05u.zd is missing (restore it from a backup)",
+                 ls->dir, (unsigned long long)loc_seg(sc->dict_missing_loc),
+                 (unsigned long long)loc_off(sc->dict_missing_loc), (unsigned)sc->dict_missing,
+                 ls->dir, (unsigned)sc->dict_missing);
+    else if (sc->body_bad)
+        snprintf(msg, sizeof msg, "%s/seg-%020llu.log: offset %llu: %s", ls->dir,
+                 (unsigned long long)loc_seg(sc->body_bad_loc),
+                 (unsigned long long)loc_off(sc->body_bad_loc), sc->body_bad);
+    else
+        return 0;
+    if (rctx->report) {
+        if (!rctx->report->problem[0])
+            snprintf(rctx->report->problem, sizeof rctx->report->problem, "%s", msg);
+        return 0;
+    }
+    return ag_err_set(err, AG_ECORRUPT, "%s", msg);
+}
+
 static int recover(struct lstore *ls, size_t from_seg, uint64_t from_off,
                    const struct recover_ctx *rctx, struct ag_err *err)
 {
-    struct log_scan sc = {.ls = ls, .next_position = ls->head};
+    struct log_scan sc = {.ls = ls, .next_position = ls->head, .check_bodies = rctx->report};
     int rc = 0;
     ls->tail_off = LOG_SEG_HDR; /* unless note_tail finds better: the last segment is empty */
     ls->tail_pos = UINT64_MAX;
@@ -451,6 +488,10 @@ static int recover(struct lstore *ls, size_t from_seg, uint64_t from_off,
     }
     ag__log_set_head(ls, sc.next_position);
     if (ls->tail_pos == UINT64_MAX) ls->tail_pos = sc.next_position;
+    if (rc >= 0) {
+        int drc = scan_dict_check(ls, &sc, rctx, err);
+        if (drc) rc = drc;
+    }
     ag__log_scan_free(&sc);
     return rc < 0 ? rc : 0;
 }
@@ -522,6 +563,7 @@ static int take_lock(struct lstore *ls, struct ag_err *err)
 
 static void store_free(struct lstore *ls)
 {
+    ag__log_dict_stop(ls);
     ag__log_pa_stop(ls);
     for (size_t i = 0; i < ls->nsegs; i++) {
         munmap((void *)ls->segs[i].map, ls->segs[i].map_len);
@@ -550,6 +592,7 @@ static void store_free(struct lstore *ls)
     pthread_mutex_destroy(&ls->mg_lock);
     pthread_mutex_destroy(&ls->mg_run);
     pthread_cond_destroy(&ls->mg_cond);
+    ag__log_dicts_free(ls);
     ag_free(ls->dir);
     ag_free(ls);
 }
@@ -614,6 +657,23 @@ static int open_dir(struct lstore *ls, struct ag_err *err)
     return ls->read_only ? 0 : take_lock(ls, err);
 }
 
+/* The last segment, written by a format-1 agora, is about to get records that
+ * may be compressed: its header says format 2 from now on (one 64-byte write,
+ * synced before any append), so an older agora refuses it instead of misreading. */
+static int seg_upgrade(struct lstore *ls, struct lseg *sg, struct ag_err *err)
+{
+    if (ag__log_seg_format(sg->map) != LOG_FORMAT_V1) return 0;
+    uint8_t hdr[LOG_SEG_HDR];
+    ag__log_seg_header_flags(hdr, sg->segno, ag__log_seg_base_position(sg->map),
+                             ag__le64(sg->map + 32), ag__log_seg_flags(sg->map));
+    int rc = ag__log_io_pwrite(ls, sg->fd, hdr, LOG_SEG_HDR, 0);
+    if (!rc) rc = ag__log_io_sync(ls, sg->fd);
+    if (rc)
+        return ag_err_set(err, AG_EIO, "%s/seg-%020llu.log: cannot upgrade its header: %s", ls->dir,
+                          (unsigned long long)sg->segno, strerror(-rc));
+    return 0;
+}
+
 static int log_open(const char *dir, const struct ag_store_options *opts, bool use_ckpt,
                     const struct recover_ctx *rctx, struct lstore **out, struct ag_err *err)
 {
@@ -621,6 +681,7 @@ static int log_open(const char *dir, const struct ag_store_options *opts, bool u
     int rc = store_alloc(dir, opts, &ls, err);
     if (!rc) rc = open_dir(ls, err);
     if (!rc) ag__log_io_faults_from_env(ls);
+    if (!rc) rc = ag__log_dicts_load(ls, err);
     if (!rc) rc = segs_load(ls, err);
     if (!rc && ls->nsegs == 0 && !ls->read_only) rc = ag__log_seg_create(ls, 0, 0, err);
     bool loaded = false;
@@ -637,6 +698,9 @@ static int log_open(const char *dir, const struct ag_store_options *opts, bool u
                 AG_LS("action", "rebuilding the stream index from the log"));
         return log_open(dir, opts, false, rctx, out, err);
     }
+    if (!rc && !ls->read_only && ls->nsegs) rc = seg_upgrade(ls, &ls->segs[ls->nsegs - 1], err);
+    if (!rc && !rctx->report && ag__log_dict_start(ls))
+        rc = ag_err_set(err, AG_ENOMEM, "cannot start the dictionary trainer thread");
     if (!rc && ls->tb_written && ag__log_ckpt_save(ls, err)) rc = AG_EIO;
     if (!rc && ag__lidx_merger_start(ls))
         rc = ag_err_set(err, AG_ENOMEM, "cannot start the index merger thread");
@@ -705,6 +769,7 @@ static void log_close(struct ag_store *s)
         pthread_mutex_unlock(&ls->q_lock);
         pthread_join(ls->writer, NULL);
     }
+    ag__log_dict_stop(ls);
     ag__log_pa_stop(ls);
     pthread_mutex_lock(&ls->head_lock);
     ls->closing = true;

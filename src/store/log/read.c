@@ -31,18 +31,34 @@ int ag__log_rec_checked(const struct lstore *ls, uint64_t loc, const uint8_t **o
                       ls->dir, (unsigned long long)loc_seg(loc), (unsigned long long)off, why);
 }
 
-/* Build a page from `n` record pointers (copies the records). */
-static int page_build(const uint8_t *const *recs, size_t n, struct ag_event_page *out)
+/* Build a page from `n` record pointers (copies the records, expanding compressed
+ * ones to their raw form, so the page's events point into one block). */
+static int page_build(const struct lstore *ls, const uint8_t *const *recs, size_t n,
+                      struct ag_event_page *out, struct ag_err *err)
 {
     size_t bytes = 0;
-    for (size_t i = 0; i < n; i++) bytes += ag__log_rec_len(recs[i]);
+    for (size_t i = 0; i < n; i++) bytes += ag__log_rec_raw_size(recs[i]);
     uint8_t *mem = ag_malloc(n * sizeof(struct ag_event) + bytes);
-    if (!mem) return AG_ENOMEM;
+    if (!mem) return ag_err_set(err, AG_ENOMEM, "out of memory");
     struct ag_event *ev = (struct ag_event *)mem;
     uint8_t *cp = mem + n * sizeof(struct ag_event);
+    struct ag_buf scratch;
+    ag_buf_init(&scratch);
     for (size_t i = 0; i < n; i++) {
-        uint32_t size = ag__log_rec_len(recs[i]);
-        memcpy(cp, recs[i], size);
+        const char *why;
+        int rc = ag__log_rec_expand(ls, recs[i], cp, &scratch, &why);
+        if (rc) {
+            struct log_rec f;
+            ag__log_rec_fields(recs[i], &f);
+            ag_buf_free(&scratch);
+            ag_free(mem);
+            return ag_err_set(err, rc,
+                              "stream '%.*s' position %llu (dictionary %u): %s (run 'agora store "
+                              "verify')",
+                              (int)f.stream_len, f.stream, (unsigned long long)f.position,
+                              (unsigned)f.dict, why);
+        }
+        uint32_t size = ag__log_rec_len(cp);
         struct log_rec r;
         ag__log_rec_fields(cp, &r); /* verified when written or recovered */
         ev[i] = (struct ag_event){
@@ -58,9 +74,11 @@ static int page_build(const uint8_t *const *recs, size_t n, struct ag_event_page
             .data_len = r.data_len,
             .metadata = r.meta,
             .metadata_len = r.meta_len,
+            .stored_bytes = ag__log_rec_len(recs[i]),
         };
         cp += size;
     }
+    ag_buf_free(&scratch);
     out->events = n ? ev : NULL;
     out->count = n;
     out->mem = mem;
@@ -117,8 +135,7 @@ int ag__log_read_stream(struct ag_store *s, const char *stream, size_t stream_le
     }
     ag__lidx_release(st, owned);
     /* copied before unlocking: a scavenge may unmap a segment once it holds the lock */
-    if (!rc && (rc = page_build(recs, n, out)))
-        ag_err_set(err, rc, "out of memory reading '%.*s'", (int)stream_len, stream);
+    if (!rc) rc = page_build(ls, recs, n, out, err);
     pthread_rwlock_unlock(&ls->ix_lock);
     ag_free(recs);
     if (rc) memset(out, 0, sizeof *out);
@@ -216,10 +233,11 @@ int ag__log_read_all(struct ag_store *s, uint64_t from, enum ag_read_dir dir, si
             recs[i] = recs[n - 1 - i];
             recs[n - 1 - i] = t;
         }
-    rc = page_build(recs, n, out); /* before unlocking: see read_stream */
+    rc = page_build(ls, recs, n, out, err); /* before unlocking: see read_stream */
     pthread_rwlock_unlock(&ls->ix_lock);
     ag_free(recs);
-    return rc ? ag_err_set(err, rc, "out of memory reading $all") : 0;
+    if (rc) memset(out, 0, sizeof *out);
+    return rc;
 }
 
 int ag__log_stream_version(struct ag_store *s, const char *stream, size_t stream_len,

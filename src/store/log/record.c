@@ -16,6 +16,7 @@ enum {
     REC_TIME = 40,
     REC_BATCH_LEFT = 48,
     REC_TYPE_LEN = 52,
+    REC_DICT = 54,
     REC_META_LEN = 56,
     REC_DATA_LEN = 60,
 };
@@ -50,12 +51,35 @@ size_t ag__log_rec_size(size_t stream_len, size_t type_len, size_t meta_len, siz
     return (raw + LOG_REC_ALIGN - 1) & ~(size_t)(LOG_REC_ALIGN - 1);
 }
 
+size_t ag__log_rec_size_z(size_t stream_len, size_t zbody_len)
+{
+    size_t raw = LOG_REC_HDR + stream_len + zbody_len + LOG_REC_TRAILER;
+    return (raw + LOG_REC_ALIGN - 1) & ~(size_t)(LOG_REC_ALIGN - 1);
+}
+
+/* Flags of a record: bit 0 = body compressed; bits 1..3 = padding bytes (compressed
+ * records only: the frame's exact length is size - header - stream - padding - trailer). */
+#define FLAG_PAD_SHIFT 1
+#define FLAG_PAD_MASK  (7u << FLAG_PAD_SHIFT)
+
+static size_t zbody_len(const uint8_t *p, uint32_t size, uint16_t stream_len)
+{
+    size_t pad = (p[REC_FLAGS] & FLAG_PAD_MASK) >> FLAG_PAD_SHIFT;
+    return size - LOG_REC_HDR - stream_len - LOG_REC_TRAILER - pad;
+}
+
 void ag__log_rec_encode(uint8_t *p, const struct log_rec *r)
 {
     memset(p, 0, LOG_REC_HDR);
     ag__put32(p + REC_SIZE, r->size);
     p[REC_KIND] = r->kind;
     p[REC_FLAGS] = 0;
+    if (r->zbody) {
+        size_t used = LOG_REC_HDR + r->stream_len + r->zbody_len + LOG_REC_TRAILER;
+        p[REC_FLAGS] =
+            (uint8_t)(LOG_REC_F_COMPRESSED | (uint8_t)((r->size - used) << FLAG_PAD_SHIFT));
+        put16(p + REC_DICT, r->dict);
+    }
     put16(p + REC_STREAM_LEN, r->stream_len);
     ag__put64(p + REC_POSITION, r->position);
     ag__put64(p + REC_VERSION, (uint64_t)r->version);
@@ -67,6 +91,11 @@ void ag__log_rec_encode(uint8_t *p, const struct log_rec *r)
     ag__put32(p + REC_DATA_LEN, r->data_len);
     uint8_t *b = p + LOG_REC_HDR;
     memcpy(b, r->stream, r->stream_len), b += r->stream_len;
+    if (r->zbody) {
+        memcpy(b, r->zbody, r->zbody_len), b += r->zbody_len;
+        memset(b, 0, (size_t)(p + r->size - b));
+        return;
+    }
     if (r->type_len) memcpy(b, r->type, r->type_len), b += r->type_len;
     if (r->meta_len) memcpy(b, r->meta, r->meta_len), b += r->meta_len;
     if (r->data_len) memcpy(b, r->data, r->data_len), b += r->data_len;
@@ -124,8 +153,17 @@ void ag__log_rec_fields(const uint8_t *p, struct log_rec *r)
     r->type_len = le16(p + REC_TYPE_LEN);
     r->meta_len = ag__le32(p + REC_META_LEN);
     r->data_len = ag__le32(p + REC_DATA_LEN);
+    r->dict = le16(p + REC_DICT);
     const char *b = (const char *)p + LOG_REC_HDR;
     r->stream = b, b += r->stream_len;
+    r->zbody = NULL, r->zbody_len = 0;
+    if (p[REC_FLAGS] & LOG_REC_F_COMPRESSED) {
+        /* type, metadata and data are inside the frame: ag__log_rec_body expands them */
+        r->zbody = (const uint8_t *)b;
+        r->zbody_len = (uint32_t)zbody_len(p, r->size, r->stream_len);
+        r->type = r->meta = r->data = NULL;
+        return;
+    }
     r->type = b, b += r->type_len;
     r->meta = b, b += r->meta_len;
     r->data = b;
@@ -152,7 +190,20 @@ int ag__log_rec_decode(const uint8_t *p, size_t avail, struct log_rec *r, const 
             return *why = "malformed multi-stream batch header", AG_ECORRUPT;
         return 0;
     }
+    uint8_t fl = p[REC_FLAGS];
+    if (fl & ~(LOG_REC_F_COMPRESSED | FLAG_PAD_MASK) ||
+        (!(fl & LOG_REC_F_COMPRESSED) && (fl || r->dict)) ||
+        (fl & LOG_REC_F_COMPRESSED && r->kind != LOG_KIND_EVENT))
+        return *why = "unknown record flags", AG_ECORRUPT;
     uint64_t body = (uint64_t)r->stream_len + r->type_len + r->meta_len + r->data_len;
+    if (fl & LOG_REC_F_COMPRESSED) {
+        size_t pad = (fl & FLAG_PAD_MASK) >> FLAG_PAD_SHIFT;
+        if ((uint64_t)LOG_REC_HDR + r->stream_len + LOG_REC_TRAILER + pad >= r->size ||
+            ag__log_rec_size_z(r->stream_len, r->zbody_len) != r->size ||
+            (uint64_t)r->type_len + r->meta_len + r->data_len > LOG_ZRAW_MAX)
+            return *why = "compressed record fields do not fit its size", AG_ECORRUPT;
+        body = r->stream_len; /* the raw lengths are checked when the body is expanded */
+    }
     if (ag__log_rec_size(0, 0, 0, 0) + body > r->size || r->stream_len == 0 ||
         r->stream_len > AG_STORE_STREAM_MAX || r->version < 0)
         return *why = "record fields do not fit its size", AG_ECORRUPT;
@@ -191,11 +242,17 @@ int ag__log_seg_header_check(const uint8_t *p, size_t avail, uint64_t segno, con
         return *why = "not an agora segment (bad magic)", AG_ECORRUPT;
     if (ag__le64(p + SEG_CHECKSUM) != ag_xxh3(p, SEG_CHECKSUM))
         return *why = "segment header checksum mismatch", AG_ECORRUPT;
-    if (ag__le32(p + SEG_VERSION) != LOG_FORMAT_VERSION)
+    uint32_t fv = ag__le32(p + SEG_VERSION);
+    if (fv != LOG_FORMAT_VERSION && fv != LOG_FORMAT_V1)
         return *why = "segment written by an unknown format version", AG_ECORRUPT;
     if (ag__le64(p + SEG_NUMBER) != segno)
         return *why = "segment number does not match its file name", AG_ECORRUPT;
     return 0;
+}
+
+uint32_t ag__log_seg_format(const uint8_t *hdr)
+{
+    return ag__le32(hdr + SEG_VERSION);
 }
 
 uint64_t ag__log_seg_base_position(const uint8_t *hdr)

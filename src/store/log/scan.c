@@ -212,6 +212,23 @@ static bool all_zero(const uint8_t *p, uint64_t n)
     return true;
 }
 
+/* A compressed record's dictionary must be loaded (and with check_bodies, its
+ * frame must decode): noted, not cut — the bytes are intact, a file is missing. */
+static void check_body(struct log_scan *sc, const uint8_t *p, const struct log_rec *r, uint64_t loc)
+{
+    if (!ag__log_dict_present(sc->ls, r->dict)) {
+        if (!sc->dict_missing) sc->dict_missing = r->dict, sc->dict_missing_loc = loc;
+        return;
+    }
+    if (!sc->check_bodies || sc->body_bad) return;
+    struct log_rec b;
+    struct ag_buf scratch;
+    const char *why;
+    ag_buf_init(&scratch);
+    if (ag__log_rec_body(sc->ls, p, &b, &scratch, &why)) sc->body_bad = why, sc->body_bad_loc = loc;
+    ag_buf_free(&scratch);
+}
+
 int ag__log_scan(struct log_scan *sc, const struct lseg *seg, const uint8_t *map, uint64_t off,
                  uint64_t len)
 {
@@ -226,6 +243,7 @@ int ag__log_scan(struct log_scan *sc, const struct lseg *seg, const uint8_t *map
         }
         uint64_t loc = loc_make(seg->segno, off);
         uint64_t pos = sc->next_position;
+        if (r.zbody) check_body(sc, map + off, &r, loc);
         int rc = r.kind == LOG_KIND_SNAPSHOT ? scan_snapshot(sc, &r, loc, off)
                  : r.kind == LOG_KIND_BATCH  ? scan_batch_header(sc, &r, off)
                                              : scan_event(sc, &r, loc, off);

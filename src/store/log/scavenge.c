@@ -206,11 +206,15 @@ static int rule_locked(struct rule_ctx *cx, const struct ltb_rec *s, bool idem)
     uint64_t loc = rec_loc(s, s->count - 1);
     if (loc == LOC_NONE) return 0;
     struct log_rec r;
-    ag__log_rec_fields(ag__log_rec_at(ls, loc), &r);
+    const char *why;
+    struct ag_buf body;
+    ag_buf_init(&body);
+    bool ok = ag__log_rec_body(ls, ag__log_rec_at(ls, loc), &r, &body, &why) == 0;
     uint64_t age = now > r.time_ns ? now - r.time_ns : 0;
-    bool gone = idem ? age >= ret->idempotency_ns
-                     : age >= ret->saga_ns &&
-                           (type_is(&r, "SagaCompleted") || type_is(&r, "SagaCompensated"));
+    bool gone = ok && (idem ? age >= ret->idempotency_ns
+                            : age >= ret->saga_ns &&
+                                  (type_is(&r, "SagaCompleted") || type_is(&r, "SagaCompensated")));
+    ag_buf_free(&body);
     if (!gone) return 0;
     int64_t before = sealed_prefix(ls, s, (int64_t)s->count);
     return before ? plan_put(p, s->name, s->name_len, before) : 0;
@@ -241,8 +245,13 @@ static int plan_tombstones(struct lstore *ls, struct plan *p)
         uint64_t loc = lstream_entries(t)[v].loc;
         if (loc == LOC_NONE) continue;
         struct log_rec r;
-        ag__log_rec_fields(ag__log_rec_at(ls, loc), &r);
-        json_t *j = json_loadb(r.data, r.data_len, 0, NULL);
+        const char *why;
+        struct ag_buf body;
+        ag_buf_init(&body);
+        json_t *j = ag__log_rec_body(ls, ag__log_rec_at(ls, loc), &r, &body, &why) == 0
+                        ? json_loadb(r.data, r.data_len, 0, NULL)
+                        : NULL;
+        ag_buf_free(&body);
         const char *name = json_string_value(json_object_get(j, "stream"));
         size_t len = name ? json_string_length(json_object_get(j, "stream")) : 0;
         int64_t before = json_integer_value(json_object_get(j, "before"));

@@ -37,10 +37,13 @@ static size_t encoded_size(size_t stream_len, const struct ag_event_data *ev, si
     return total;
 }
 
-/* Append the records of `n` events of `stream` to `enc` (room reserved). */
+/* Append the records of `n` events of `stream` to `enc` (room reserved for their
+ * raw form: a record is compressed only when that makes it shorter, dict.c). */
 static void encode_into(struct lstore *ls, struct ag_buf *enc, const char *stream,
                         size_t stream_len, const struct ag_event_data *ev, size_t n)
 {
+    struct ag_buf z;
+    ag_buf_init(&z);
     for (size_t i = 0; i < n; i++) {
         struct log_rec rec = {
             .kind = LOG_KIND_EVENT,
@@ -58,9 +61,15 @@ static void encode_into(struct lstore *ls, struct ag_buf *enc, const char *strea
         if (ag_uuid_is_nil(&rec.id)) ag_uuid_v7(&rec.id, ls->base.opts.clock, ls->base.opts.rng);
         rec.size =
             (uint32_t)ag__log_rec_size(rec.stream_len, rec.type_len, rec.meta_len, rec.data_len);
+        if (ag__log_compress(ls, &rec, &z, &rec.dict)) {
+            rec.zbody = (const uint8_t *)z.data;
+            rec.zbody_len = (uint32_t)z.len;
+            rec.size = (uint32_t)ag__log_rec_size_z(rec.stream_len, z.len);
+        }
         ag__log_rec_encode((uint8_t *)enc->data + enc->len, &rec);
         enc->len += rec.size;
     }
+    ag_buf_free(&z);
 }
 
 static int encode(struct lstore *ls, struct lreq *r, const struct ag_event_data *ev, size_t n)
@@ -370,6 +379,21 @@ static bool same_content(const struct log_rec *a, const struct log_rec *b)
            memcmp(a->meta, b->meta, a->meta_len) == 0 && memcmp(a->data, b->data, a->data_len) == 0;
 }
 
+/* The same for two intact records, either of them maybe compressed. */
+static bool same_content_of(const struct lstore *ls, const uint8_t *a, const uint8_t *b)
+{
+    struct log_rec ra, rb;
+    struct ag_buf sa, sb;
+    ag_buf_init(&sa);
+    ag_buf_init(&sb);
+    const char *why;
+    bool same = ag__log_rec_body(ls, a, &ra, &sa, &why) == 0 &&
+                ag__log_rec_body(ls, b, &rb, &sb, &why) == 0 && same_content(&ra, &rb);
+    ag_buf_free(&sa);
+    ag_buf_free(&sb);
+    return same;
+}
+
 static int64_t find_first_id(const struct lstore *ls, struct lstream *st, const struct lreq *r,
                              const struct ag_uuid *id)
 {
@@ -415,7 +439,7 @@ static int dedup(struct lstore *ls, struct lreq *r, struct lstream *st)
                                        "stream '%.*s': event %zu of the batch differs "
                                        "from the append it repeats",
                                        (int)r->stream_len, r->stream, k);
-        if (!same_content(&old, &mine)) {
+        if (!same_content_of(ls, stored, p)) {
             char ids[AG_UUID_STRLEN + 1];
             ag_uuid_format(&old.id, ids);
             return ag_err_set(&r->err, AG_EIDEMPOTENCY,

@@ -6,7 +6,6 @@
 
 #include "unit/domain/dom_test.h"
 
-
 Test(sizes, heap_block_counts_malloc_overhead)
 {
     cr_assert_eq(ag_dom_heap_block(0), 0);
@@ -43,7 +42,8 @@ Test(sizes, reservation_of_one_line_is_small)
     cr_assert_eq(ag_reservation_evolve(&r, AG_EV_RESERVATION_MADE, d), 0);
     json_decref(d);
     /* 4 slots, not 16: a line or two per order, thousands of orders cached */
-    cr_assert_leq(ag_reservation_bytes(&r), ag_dom_heap_block(4 * sizeof(struct ag_dom_idmap_slot)));
+    cr_assert_leq(ag_reservation_bytes(&r),
+                  ag_dom_heap_block(4 * sizeof(struct ag_dom_idmap_slot)));
     cr_assert_gt(ag_reservation_bytes(&r), 0);
     ag_reservation_free(&r);
 }

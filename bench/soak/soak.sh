@@ -11,13 +11,18 @@
 #   disk/order  bytes the data directory occupies (du, log + read models) / orders so far
 #   log/order   agora_store_bytes (record bytes) / orders so far
 #   index     agora_store_index_bytes (memory of the stream index), events, streams
+#   cache     agora_es_cache_bytes / _entries (the aggregate cache's estimate)
+#   malloc    agora_process_heap_bytes{state="in_use"} and {state="free"} (glibc's
+#             arenas: what is allocated, and what they hold free = fragmentation)
 # and prints a table (stdout) written also to bench/results/soak-<date>.md.
 # Goals (issue 19, reported, not asserted): last window's p99 ≤ 1.2× the first's,
 # heap flat (last ≤ 1.2× the first after warm-up), ≤ 4 KB on disk per order.
 #
 #   ORDERS (default 1000000), WINDOW (default 50000), RATE (default 500/s),
 #   CUSTOMERS (default 64 per window), AGORA_BIN (default build/release/agora),
-#   KEEP=1 keeps the data directory. Quick check: ORDERS=20000 WINDOW=5000.
+#   KEEP=1 keeps the data directory, AGORA_ARGS adds options to `agora run` (e.g.
+#   AGORA_ARGS="--index-memory 8M --cache-memory 8M" to check that the caps hold).
+#   Quick check: ORDERS=20000 WINDOW=5000.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 AGORA=${AGORA_BIN:-$ROOT/build/release/agora}
@@ -52,7 +57,8 @@ for i in range(20):
                        check=True, stdout=subprocess.DEVNULL)
 PY
 
-"$AGORA" run --data "$DATA" --listen 127.0.0.1:0 --no-seed --no-gateway 2>"$TMP/server.err" >/dev/null &
+# shellcheck disable=SC2086 # AGORA_ARGS is a list of options, split on purpose
+"$AGORA" run --data "$DATA" --listen 127.0.0.1:0 --no-seed --no-gateway ${AGORA_ARGS:-} 2>"$TMP/server.err" >/dev/null &
 SPID=$!
 PORT=
 for _ in $(seq 200); do
@@ -72,7 +78,7 @@ ROWS=$TMP/rows.jsonl
 : >"$ROWS"
 done_orders=0
 w=0
-echo "soak: $ORDERS orders at $RATE/s in windows of $WINDOW (pid $SPID, data $DATA)" >&2
+echo "soak: $ORDERS orders at $RATE/s in windows of $WINDOW (pid $SPID, data $DATA, options: ${AGORA_ARGS:-none})" >&2
 while (( done_orders < ORDERS )); do
   w=$((w + 1))
   n=$(( ORDERS - done_orders < WINDOW ? ORDERS - done_orders : WINDOW ))
@@ -84,34 +90,41 @@ while (( done_orders < ORDERS )); do
   disk=$(( $(du -sk "$DATA" | cut -f1) * 1024 ))
   python3 - "$TMP/load.json" "$w" "$done_orders" "$rss" "$disk" "$(metric agora_store_bytes)" \
     "$(metric agora_store_index_bytes)" "$(metric agora_store_events)" "$(metric agora_store_streams)" \
+    "$(metric agora_es_cache_bytes)" "$(metric agora_es_cache_entries)" \
+    "$(metric 'agora_process_heap_bytes{state="in_use"}')" "$(metric 'agora_process_heap_bytes{state="free"}')" \
     >>"$ROWS" <<'PY'
 import json, sys
 s = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
-w, orders, rss, disk, logb, ixb, events, streams = (int(x or 0) for x in sys.argv[2:])
+w, orders, rss, disk, logb, ixb, events, streams, cb, ce, inuse, free = (int(x or 0) for x in sys.argv[2:])
 print(json.dumps({"window": w, "orders": orders, "post_p99_ms": s["postP99Us"] / 1000,
                   "confirm_p99_ms": s["finalP99Us"] / 1000, "orders_per_s": s["ordersPerSec"],
                   "errors": s["errors"] + s["transportErrors"], "pending": s["pending"],
                   "heap_mb": rss / 2**20, "disk_per_order": disk / orders,
                   "log_per_order": logb / orders, "index_mb": ixb / 2**20,
-                  "events": events, "streams": streams}))
+                  "events": events, "streams": streams, "cache_mb": cb / 2**20, "cache_entries": ce,
+                  "malloc_in_use_mb": inuse / 2**20, "malloc_free_mb": free / 2**20}))
 PY
   tail -n 1 "$ROWS" >&2
 done
 
-python3 - "$ROWS" "$MD" "$ORDERS" "$WINDOW" "$RATE" "$CUSTOMERS" <<'PY'
+python3 - "$ROWS" "$MD" "$ORDERS" "$WINDOW" "$RATE" "$CUSTOMERS" "${AGORA_ARGS:-}" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
-md, orders, window, rate, customers = sys.argv[2], *sys.argv[3:]
+md, orders, window, rate, customers, args = sys.argv[2], *sys.argv[3:]
 head = ("| window | orders | POST p99 ms | confirm p99 ms | orders/s | errors | heap MB (RssAnon) "
-        "| disk B/order | log B/order | index MB | events | streams |")
+        "| disk B/order | log B/order | index MB | events | streams | cache MB (entries) "
+        "| malloc in use / free MB |")
 out = [f"# agora soak — {orders} orders at {rate}/s, windows of {window}", "",
-       f"`ORDERS={orders} WINDOW={window} RATE={rate} CUSTOMERS={customers} make bench-soak` "
+       f"`ORDERS={orders} WINDOW={window} RATE={rate} CUSTOMERS={customers}"
+       + (f" AGORA_ARGS='{args}'" if args else "") + " make bench-soak` "
        "(one `agora run`, fsync on, --no-gateway; one `agora load --rate` per window)", "",
-       head, "|" + "---|" * 12]
+       head, "|" + "---|" * 14]
 for r in rows:
     out.append(f"| {r['window']} | {r['orders']} | {r['post_p99_ms']:.1f} | {r['confirm_p99_ms']:.1f} "
                f"| {r['orders_per_s']:.0f} | {r['errors']} | {r['heap_mb']:.0f} | {r['disk_per_order']:.0f} "
-               f"| {r['log_per_order']:.0f} | {r['index_mb']:.1f} | {r['events']} | {r['streams']} |")
+               f"| {r['log_per_order']:.0f} | {r['index_mb']:.1f} | {r['events']} | {r['streams']} "
+               f"| {r['cache_mb']:.1f} ({r['cache_entries']}) "
+               f"| {r['malloc_in_use_mb']:.0f} / {r['malloc_free_mb']:.0f} |")
 f, l = rows[0], rows[-1]
 warm = rows[1] if len(rows) > 2 else f
 def ratio(a, b): return a / b if b else float("inf")

@@ -39,6 +39,30 @@ AG_EXTERN char *ag_strndup(const char *s, size_t n);
 AG_EXTERN void ag_alloc_fail_at(long n);
 /* Number of allocations attempted since the process started (for torture loops). */
 AG_EXTERN long ag_alloc_count(void);
+
+/* The process heap (glibc's malloc; elsewhere, and under a sanitizer's allocator,
+ * the figures are 0 and the calls do nothing). glibc keeps what a program frees in
+ * its arenas (one per thread that met contention, up to 8 per core) for reuse; a
+ * long-running server that frees as much as it allocates sees its RSS creep up
+ * with the arenas' high-water marks, not with what it holds. */
+struct ag_heap_stats {
+    size_t in_use; /* bytes allocated (mmap'd blocks included) */
+    size_t free;   /* bytes the arenas hold free: slack and fragmentation */
+};
+AG_EXTERN void ag_heap_stats(struct ag_heap_stats *out);
+/* Give the arenas' free pages back to the system (malloc_trim): RSS drops by about
+ * `free`, the free chunks stay usable. Takes each arena's lock in turn while it
+ * walks its free chunks (a few ms for tens of MB); returns 1 if memory was
+ * released. */
+AG_EXTERN int ag_heap_trim(void);
+/* Whether a process whose heap is `s`, last trimmed at `last_ms` (0 = never), should
+ * trim at `now_ms`: when the arenas hold more than `slack` bytes free and more
+ * than a quarter of what is in use, at most every `every_ms`. */
+AG_EXTERN bool ag_heap_trim_due(const struct ag_heap_stats *s, size_t slack, int64_t last_ms,
+                                int64_t now_ms, int64_t every_ms);
+/* Cap glibc's arenas at n (call before threads start); n <= 0 leaves the default.
+ * Fewer arenas: less slack, a little more lock contention between threads. */
+AG_EXTERN void ag_heap_limit_arenas(int n);
 /* Make jansson allocate through ag_malloc/ag_free, so failure injection reaches
  * JSON code too. Done by the base library at process start (a constructor, before
  * main); calling it again is harmless. ag_free is free(), so values jansson made

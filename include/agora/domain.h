@@ -136,12 +136,20 @@ struct ag_dom_idmap_slot {
 };
 
 /* Open addressing with linear probing (XXH3 of the key), backward-shift delete;
- * O(1) expected lookups. Treat as opaque; read it through the aggregates. */
+ * O(1) expected lookups; the table shrinks again when it empties (a burst of
+ * entries does not keep its high-water size). Treat as opaque; read it through
+ * the aggregates. */
 struct ag_dom_idmap {
     struct ag_dom_idmap_slot *slots; /* owned; cap slots, power of two (or NULL) */
     size_t n;                        /* occupied slots */
     size_t cap;                      /* slots allocated */
 };
+
+/* Heap bytes a map holds (its slot table, with malloc's per-block overhead). */
+AG_EXTERN size_t ag_dom_idmap_bytes(const struct ag_dom_idmap *m);
+/* What malloc uses for a block of n bytes (glibc: n + 8 rounded up to 16, at
+ * least 32; 0 for n == 0): how the size functions below count. */
+AG_EXTERN size_t ag_dom_heap_block(size_t n);
 
 /* Event type names. */
 #define AG_EV_CUSTOMER_REGISTERED   "CustomerRegistered"
@@ -464,6 +472,9 @@ struct ag_order_deliver {
 
 AG_EXTERN void ag_order_init(void *state);
 AG_EXTERN void ag_order_free(void *state);
+/* Heap bytes the state holds beyond sizeof(struct ag_order) (the aggregate cache's
+ * budget counts them). The other aggregates hold no heap. */
+AG_EXTERN size_t ag_order_bytes(const void *state);
 AG_EXTERN int ag_order_evolve(void *state, const char *type, const json_t *data);
 AG_EXTERN json_t *ag_order_snapshot(const void *state);
 AG_EXTERN int ag_order_restore(void *state, const json_t *snap);
@@ -528,6 +539,9 @@ struct ag_stock_release {
 
 AG_EXTERN void ag_stock_init(void *state);
 AG_EXTERN void ag_stock_free(void *state);
+/* Heap bytes the state holds beyond sizeof(struct ag_stock) (the aggregate cache's
+ * budget counts them). The other aggregates hold no heap. */
+AG_EXTERN size_t ag_stock_bytes(const void *state);
 AG_EXTERN int ag_stock_evolve(void *state, const char *type, const json_t *data);
 AG_EXTERN json_t *ag_stock_snapshot(const void *state);
 AG_EXTERN int ag_stock_restore(void *state, const json_t *snap);
@@ -599,6 +613,9 @@ struct ag_account_close {
 
 AG_EXTERN void ag_account_init(void *state);
 AG_EXTERN void ag_account_free(void *state);
+/* Heap bytes the state holds beyond sizeof(struct ag_account) (the aggregate cache's
+ * budget counts them). The other aggregates hold no heap. */
+AG_EXTERN size_t ag_account_bytes(const void *state);
 AG_EXTERN int ag_account_evolve(void *state, const char *type, const json_t *data);
 AG_EXTERN json_t *ag_account_snapshot(const void *state);
 AG_EXTERN int ag_account_restore(void *state, const json_t *snap);
@@ -709,6 +726,9 @@ struct ag_reservation_ship {
 };
 AG_EXTERN void ag_reservation_init(void *state);
 AG_EXTERN void ag_reservation_free(void *state);
+/* Heap bytes the state holds beyond sizeof(struct ag_reservation) (the aggregate cache's
+ * budget counts them). The other aggregates hold no heap. */
+AG_EXTERN size_t ag_reservation_bytes(const void *state);
 AG_EXTERN int ag_reservation_evolve(void *state, const char *type, const json_t *data);
 AG_EXTERN json_t *ag_reservation_snapshot(const void *state);
 AG_EXTERN int ag_reservation_restore(void *state, const json_t *snap);

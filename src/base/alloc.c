@@ -4,8 +4,14 @@
  * no path crashes or leaks when memory runs out. jansson's allocations too: a
  * constructor installs ag_malloc/ag_free as its allocator before main runs (and
  * before any JSON value exists), so those tests reach the JSON paths as well.
+ *
+ * The process heap: glibc's figures (mallinfo2), trimming (malloc_trim) and the
+ * arena cap (mallopt M_ARENA_MAX), for a long-running server whose RSS would
+ * otherwise follow the arenas' high-water marks (issue 19). Under ASan the
+ * sanitizer's allocator serves malloc: the figures are 0, trimming is a no-op.
  */
 #include <jansson.h>
+#include <malloc.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,4 +83,45 @@ char *ag_strndup(const char *s, size_t n)
 char *ag_strdup(const char *s)
 {
     return ag_strndup(s, strlen(s));
+}
+
+/* ---- the process heap ---- */
+
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 33)
+#define AG_GLIBC_HEAP 1
+#endif
+
+void ag_heap_stats(struct ag_heap_stats *out)
+{
+    memset(out, 0, sizeof *out);
+#ifdef AG_GLIBC_HEAP
+    struct mallinfo2 mi = mallinfo2();
+    out->in_use = mi.uordblks + mi.hblkhd;
+    out->free = mi.fordblks;
+#endif
+}
+
+int ag_heap_trim(void)
+{
+#ifdef AG_GLIBC_HEAP
+    return malloc_trim(0);
+#else
+    return 0;
+#endif
+}
+
+bool ag_heap_trim_due(const struct ag_heap_stats *s, size_t slack, int64_t last_ms, int64_t now_ms,
+                      int64_t every_ms)
+{
+    if (last_ms && now_ms - last_ms < every_ms) return false;
+    return s->free > slack && s->free > s->in_use / 4;
+}
+
+void ag_heap_limit_arenas(int n)
+{
+#ifdef AG_GLIBC_HEAP
+    if (n > 0) mallopt(M_ARENA_MAX, n);
+#else
+    (void)n;
+#endif
 }

@@ -5,6 +5,11 @@
  * Open addressing, linear probing, XXH3 of the key, capacity a power of two kept
  * at most 70% full; deletion shifts the following cluster back (no tombstones), so
  * lookups stay O(1) expected however many reservations come and go.
+ *
+ * Size. A table starts at 4 slots (a reservation holds a line or two: 16 slots
+ * cost 900 bytes where 4 cost 230, issue 19) and doubles past 70% full; a delete
+ * that leaves it under a quarter of 70% halves it (not below 4), and an empty
+ * map frees its table, so a burst does not keep its high-water size.
  */
 #include <string.h>
 
@@ -44,9 +49,23 @@ static void place(struct ag_dom_idmap *m, const struct ag_dom_idmap_slot *src)
     m->slots[i] = *src;
 }
 
-static int grow(struct ag_dom_idmap *m)
+#define IDMAP_MIN_CAP 4
+
+size_t ag_dom_heap_block(size_t n)
 {
-    size_t ncap = m->cap ? m->cap * 2 : 16;
+    if (!n) return 0;
+    size_t b = (n + 8 + 15) & ~(size_t)15;
+    return b < 32 ? 32 : b;
+}
+
+size_t ag_dom_idmap_bytes(const struct ag_dom_idmap *m)
+{
+    return ag_dom_heap_block(m->cap * sizeof *m->slots);
+}
+
+/* Rehash into ncap slots (a power of two that holds every entry). */
+static int resize(struct ag_dom_idmap *m, size_t ncap)
+{
     struct ag_dom_idmap_slot *old = m->slots;
     size_t ocap = m->cap;
     struct ag_dom_idmap_slot *ns = ag_calloc(ncap, sizeof *ns);
@@ -71,7 +90,7 @@ int ag__idmap_put(struct ag_dom_idmap *m, const char *key, int64_t value, bool f
         return 0;
     }
     if ((m->n + 1) * 10 > m->cap * 7) {
-        int rc = grow(m);
+        int rc = resize(m, m->cap ? m->cap * 2 : IDMAP_MIN_CAP);
         if (rc) return rc;
     }
     s.value = value;
@@ -97,5 +116,10 @@ void ag__idmap_del(struct ag_dom_idmap *m, const char *key)
         m->slots[hole] = m->slots[i];
         memset(&m->slots[i], 0, sizeof m->slots[i]);
         hole = i;
+    }
+    if (m->n == 0) {
+        ag__idmap_free(m);
+    } else if (m->cap > IDMAP_MIN_CAP && m->n * 40 < m->cap * 7) {
+        (void)resize(m, m->cap / 2); /* out of memory: keep the larger table */
     }
 }

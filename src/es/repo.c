@@ -7,11 +7,11 @@
  * entry is caught up with the store (an in-memory version check, then the events
  * after the cached version), so another process writing the same store is seen.
  * Entries nobody holds are evicted in LRU order while the cache is over its byte
- * budget (`cache_bytes`: each entry counts its struct, name and state, plus what
- * the type's `bytes` hook reports of the state's heap, measured by the leader
- * after each batch) or over `cache_capacity` entries (a safety net while the
- * domain's types do not report their heap: without the hook a state counts only
- * its struct).
+ * budget (`cache_bytes`: each entry counts its struct, name and state as malloc
+ * sizes those blocks, plus what the type's `bytes` hook reports of the state's
+ * heap, measured by the leader after each batch; every domain type that holds
+ * heap reports it) or over `cache_capacity` entries (a safety net: a type without
+ * the hook counts only its struct).
  *
  * Batching. Commands on one aggregate are combined: the first caller becomes the
  * aggregate's leader and runs every command queued meanwhile as one batch —
@@ -175,10 +175,18 @@ static bool over_budget(const struct ag_es_repo *r)
     return r->bytes > r->cfg.cache_bytes || r->count > r->cfg.cache_capacity;
 }
 
-/* An entry's estimated bytes (its leader, or nobody, touches the state). */
+/* What malloc uses for a block of n bytes (glibc: n + 8 rounded up to 16). */
+static size_t heap_block(size_t n)
+{
+    size_t b = (n + 8 + 15) & ~(size_t)15;
+    return b < 32 ? 32 : b;
+}
+
+/* An entry's estimated bytes (its leader, or nobody, touches the state): its two
+ * blocks (entry + name, state) as malloc sizes them, plus the state's heap. */
 static size_t entry_bytes(const struct centry *e)
 {
-    size_t n = sizeof *e + strlen(e->stream) + 1 + e->type->state_size;
+    size_t n = heap_block(sizeof *e + strlen(e->stream) + 1) + heap_block(e->type->state_size);
     if (e->loaded && e->type->bytes) n += e->type->bytes(e->state);
     return n;
 }

@@ -14,17 +14,19 @@
 
 /* ---- aggregate types ---- */
 
-#define SVC_TYPE(var, dom)                                                                         \
+/* `bytes`: the state's heap, for the aggregate cache's byte budget (NULL: none) */
+#define SVC_TYPE(var, dom, bytes)                                                                  \
     const struct ag_es_type var = {#dom,                                                           \
                                    sizeof(struct ag_##dom),                                        \
                                    ag_##dom##_init,                                                \
                                    ag_##dom##_free,                                                \
                                    ag_##dom##_evolve,                                              \
                                    ag_##dom##_snapshot,                                            \
-                                   ag_##dom##_restore}
-SVC_TYPE(svc_product_type, product);
-SVC_TYPE(svc_stock_type, stock);
-SVC_TYPE(svc_account_type, account);
+                                   ag_##dom##_restore,                                             \
+                                   bytes}
+SVC_TYPE(svc_product_type, product, NULL);
+SVC_TYPE(svc_stock_type, stock, ag_stock_bytes);
+SVC_TYPE(svc_account_type, account, ag_account_bytes);
 /* svc_customer_type, svc_order_type, svc_shipment_type hold personal data: pii.c */
 
 /* ---- ids and time ---- */

@@ -10,6 +10,17 @@
  *   agora_store_events, agora_store_streams, agora_store_commits, agora_store_bytes
  *   agora_store_index_bytes, agora_store_index_tables   stream index memory, on-disk tables
  *   agora_es_cache_bytes, agora_es_cache_entries        the aggregate cache
+ *   agora_process_heap_bytes{state}             malloc's heap (glibc mallinfo2): `in_use`
+ *       (allocated, mmap'd blocks included) and `free` (held by the arenas: the
+ *       slack of per-thread arenas and fragmentation)
+ *   agora_process_heap_trims_total              times the monitor gave free pages back
+ *
+ * Heap trimming (issue 19). What agora holds is bounded (the stream index, the
+ * aggregate cache, the read models' page caches all have caps), yet glibc keeps
+ * what is freed in its arenas, so RSS would follow each arena's high-water mark
+ * and creep up over a long run. When the arenas hold more than HEAP_SLACK free
+ * and more than a quarter of what is in use, the monitor trims (malloc_trim: the
+ * free pages go back to the system), at most every HEAP_TRIM_EVERY_MS.
  */
 #include <stdio.h>
 #include <string.h>
@@ -17,13 +28,17 @@
 
 #include "services/internal.h"
 
-#define MAX_PROJ 16
+#define MAX_PROJ           16
+#define HEAP_SLACK         ((size_t)8 << 20)
+#define HEAP_TRIM_EVERY_MS 2000
 
 struct gauges {
     struct ag_obs_series *lag_events[MAX_PROJ], *lag_seconds[MAX_PROJ], *checkpoint[MAX_PROJ];
     struct ag_obs_series *sagas[4], *queued;
     struct ag_obs_series *store[4];
     struct ag_obs_series *index[2], *cache[2];
+    struct ag_obs_series *heap[2], *trims;
+    int64_t trimmed_ms; /* monotonic ms of the last trim (0 = never) */
 };
 
 static struct ag_obs_series *series(struct ag_obs_registry *r, const char *name, const char *help,
@@ -69,9 +84,32 @@ static void make_gauges(struct ag_platform *p, struct gauges *g)
     g->cache[0] =
         series(r, "agora_es_cache_bytes", "Estimated bytes of cached aggregates.", NULL, NULL);
     g->cache[1] = series(r, "agora_es_cache_entries", "Cached aggregates.", NULL, NULL);
+    static const char *const heap_help = "Bytes of malloc's heap, allocated or free in its arenas.";
+    g->heap[0] = series(r, "agora_process_heap_bytes", heap_help, "state", "in_use");
+    g->heap[1] = series(r, "agora_process_heap_bytes", heap_help, "state", "free");
+    struct ag_obs_family *f;
+    struct ag_obs_family_spec trims = {AG_OBS_COUNTER, "agora_process_heap_trims_total",
+                                       "Times free heap pages were given back to the system.", 0,
+                                       NULL};
+    if (ag_obs_family_define(r, &trims, &f) == 0) ag_obs_series_get(f, NULL, &g->trims);
 }
 
-static void publish(struct ag_platform *p, const struct gauges *g)
+/* Trim the heap when the arenas hold too much free (see the top of the file). */
+static void heap_tick(struct gauges *g)
+{
+    struct ag_heap_stats hs;
+    ag_heap_stats(&hs);
+    int64_t now = (int64_t)(ag_clock_mono(ag_clock_system()) / 1000000);
+    if (ag_heap_trim_due(&hs, HEAP_SLACK, g->trimmed_ms, now, HEAP_TRIM_EVERY_MS)) {
+        ag_heap_trim();
+        g->trimmed_ms = now ? now : 1;
+        ag_obs_counter_inc(g->trims);
+    }
+    ag_obs_gauge_set(g->heap[0], (double)hs.in_use);
+    ag_obs_gauge_set(g->heap[1], (double)hs.free);
+}
+
+static void publish(struct ag_platform *p, struct gauges *g)
 {
     size_t n = ag_projector_count(p->projector);
     for (size_t i = 0; i < n && i < MAX_PROJ; i++) {
@@ -100,6 +138,7 @@ static void publish(struct ag_platform *p, const struct gauges *g)
     ag_es_repo_stats(p->repo, &cs);
     ag_obs_gauge_set(g->cache[0], (double)cs.bytes);
     ag_obs_gauge_set(g->cache[1], (double)cs.entries);
+    heap_tick(g);
 }
 
 static void *monitor_main(void *arg)

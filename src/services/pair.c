@@ -14,13 +14,13 @@
 
 const struct ag_es_type svc_payment_type = {
     "payment",         sizeof(struct ag_payment), ag_payment_init,    ag_payment_free,
-    ag_payment_evolve, ag_payment_snapshot,       ag_payment_restore,
+    ag_payment_evolve, ag_payment_snapshot,       ag_payment_restore, NULL, /* no heap */
 };
 
 const struct ag_es_type svc_reservation_type = {
     "reservation",          sizeof(struct ag_reservation), ag_reservation_init,
     ag_reservation_free,    ag_reservation_evolve,         ag_reservation_snapshot,
-    ag_reservation_restore,
+    ag_reservation_restore, ag_reservation_bytes,
 };
 
 struct pair_call {

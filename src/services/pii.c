@@ -229,7 +229,7 @@ static const char *const customer_fields[] = {"email", "name", "addresses", NULL
 static const char *const order_fields[] = {"shippingAddress", NULL};
 static const char *const shipment_fields[] = {"address", NULL};
 
-#define PII_TYPE(var, dom, fields)                                                                 \
+#define PII_TYPE(var, dom, fields, bytes)                                                          \
     static int dom##_evolve(void *s, const char *type, const json_t *d)                            \
     {                                                                                              \
         return evolve_open(ag_##dom##_evolve, s, type, d);                                         \
@@ -244,8 +244,8 @@ static const char *const shipment_fields[] = {"address", NULL};
     }                                                                                              \
     const struct ag_es_type var = {                                                                \
         #dom,         sizeof(struct ag_##dom), ag_##dom##_init, ag_##dom##_free,                   \
-        dom##_evolve, dom##_snapshot,          dom##_restore}
+        dom##_evolve, dom##_snapshot,          dom##_restore,   bytes}
 
-PII_TYPE(svc_customer_type, customer, customer_fields);
-PII_TYPE(svc_order_type, order, order_fields);
-PII_TYPE(svc_shipment_type, shipment, shipment_fields);
+PII_TYPE(svc_customer_type, customer, customer_fields, NULL);
+PII_TYPE(svc_order_type, order, order_fields, ag_order_bytes);
+PII_TYPE(svc_shipment_type, shipment, shipment_fields, NULL);

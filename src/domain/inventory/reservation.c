@@ -39,6 +39,12 @@ void ag_reservation_free(void *state)
     ag_reservation_init(r);
 }
 
+size_t ag_reservation_bytes(const void *state)
+{
+    const struct ag_reservation *r = state;
+    return ag_dom_idmap_bytes(&r->lines);
+}
+
 int64_t ag_reservation_line(const struct ag_reservation *r, const char *product_id)
 {
     const struct ag_dom_idmap_slot *s = ag__idmap_get(&r->lines, product_id);

@@ -45,6 +45,12 @@ void ag_stock_free(void *state)
     ag_stock_init(s);
 }
 
+size_t ag_stock_bytes(const void *state)
+{
+    const struct ag_stock *s = state;
+    return ag_dom_idmap_bytes(&s->reservations);
+}
+
 int64_t ag_stock_available(const struct ag_stock *st)
 {
     return st->on_hand - st->reserved;

@@ -53,6 +53,12 @@ void ag_order_free(void *state)
     ag_order_init(o);
 }
 
+size_t ag_order_bytes(const void *state)
+{
+    const struct ag_order *o = state;
+    return ag_dom_heap_block(o->cap * sizeof *o->lines);
+}
+
 static struct ag_price_line *find_line(const struct ag_order *o, const char *product_id)
 {
     for (size_t i = 0; product_id && i < o->nlines; i++)

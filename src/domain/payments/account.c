@@ -44,6 +44,12 @@ void ag_account_free(void *state)
     ag_account_init(a);
 }
 
+size_t ag_account_bytes(const void *state)
+{
+    const struct ag_account *a = state;
+    return ag_dom_idmap_bytes(&a->charges);
+}
+
 const char *ag_account_status_name(const struct ag_account *st)
 {
     return st->closed ? "closed" : "open";

@@ -22,6 +22,9 @@
 #include "store/internal.h"
 
 #define PG_POOL_MAX 64
+#ifndef PG_APPEND_LANES
+#define PG_APPEND_LANES 4 /* default append_lanes */
+#endif
 
 struct pg_conn {
     PGconn *c;
@@ -67,6 +70,7 @@ struct pg_store {
     char channel[80]; /* LISTEN/NOTIFY channel: <schema>_events */
     char stmt_timeout[32], idle_timeout[32];
     size_t pool_size;
+    size_t append_lanes;        /* at most this many append batches run at once (URI) */
     uint64_t append_timeout_ns; /* an append waits this long for its position */
     const struct ag_clock *clock;
     const struct ag_rng *rng;
@@ -89,6 +93,7 @@ struct pg_store {
     bool sequencer_started;
     uint64_t resolves;                     /* round trips of the sequencer (stats: batching) */
     struct pg_req *pending, *pending_tail; /* appends waiting for a connection */
+    size_t leaders;                        /* callers running batches (<= append_lanes) */
     /* health */
     struct ag_store_health health;
     uint64_t backoff_ns;

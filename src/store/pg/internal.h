@@ -3,7 +3,9 @@
  * the helpers the files of src/store/pg share.
  *
  * Threads: callers of the synchronous operations borrow a pooled connection
- * (blocking their own thread, as the embedded log's fdatasync does); async appends
+ * (blocking their own thread, as the embedded log's fdatasync does); at most
+ * `append_lanes` appending callers lead at once, the others' appends join their
+ * batches (group commit); async appends
  * are run by `pool_size` worker threads and finished on the caller's loop through
  * ag__store_loop_complete; one listener thread LISTENs for appends, keeps `head`
  * (the number of ordered events) current for wait_head and orders events whose

@@ -1,8 +1,9 @@
 /*
- * The PostgreSQL store's operations: appends (group commit: the appends queued
- * while the pool is busy run in one transaction, one round trip to the server's
- * `append_batch`; then a wait for the process's sequencer thread to give the
- * events their positions), reads
+ * The PostgreSQL store's operations: appends (group commit: at most append_lanes
+ * callers lead at once, each running the queued appends on disjoint streams in one
+ * transaction, one pipelined round trip to the server's `append3` and
+ * `resolve_ids`; an append not numbered by then waits for the process's sequencer
+ * thread), reads
  * of streams and $all (numbered events only: joined with `positions`), snapshots and
  * stats. Each call borrows one pooled connection for its duration.
  */

@@ -20,6 +20,9 @@
  *   stream in version order (a FOR UPDATE row lock would assign the id before the
  *   wait and break that for multi-stream appends). All checks (expected versions,
  *   repeated ids) precede all writes, so a refused append writes nothing.
+ * - `append3` (v3) does the same for a whole batch of appends on disjoint streams:
+ *   the locks, then one set-based statement that checks every part and writes the
+ *   parts of the appends that passed.
  * - `sequence` numbers committed events with dense positions (rows of `positions`)
  *   in (tx_id, global_position) order, from the last pair it numbered up to
  *   tx_id < pg_snapshot_xmin(current snapshot): every transaction below that is

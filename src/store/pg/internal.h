@@ -3,7 +3,9 @@
  * the helpers the files of src/store/pg share.
  *
  * Threads: callers of the synchronous operations borrow a pooled connection
- * (blocking their own thread, as the embedded log's fdatasync does); async appends
+ * (blocking their own thread, as the embedded log's fdatasync does); at most
+ * `append_lanes` appending callers lead at once, the others' appends join their
+ * batches (group commit); async appends
  * are run by `pool_size` worker threads and finished on the caller's loop through
  * ag__store_loop_complete; one listener thread LISTENs for appends, keeps `head`
  * (the number of ordered events) current for wait_head and orders events whose
@@ -22,6 +24,9 @@
 #include "store/internal.h"
 
 #define PG_POOL_MAX 64
+#ifndef PG_APPEND_LANES
+#define PG_APPEND_LANES 4 /* default append_lanes */
+#endif
 
 struct pg_conn {
     PGconn *c;
@@ -67,6 +72,7 @@ struct pg_store {
     char channel[80]; /* LISTEN/NOTIFY channel: <schema>_events */
     char stmt_timeout[32], idle_timeout[32];
     size_t pool_size;
+    size_t append_lanes;        /* at most this many append batches run at once (URI) */
     uint64_t append_timeout_ns; /* an append waits this long for its position */
     const struct ag_clock *clock;
     const struct ag_rng *rng;
@@ -89,6 +95,7 @@ struct pg_store {
     bool sequencer_started;
     uint64_t resolves;                     /* round trips of the sequencer (stats: batching) */
     struct pg_req *pending, *pending_tail; /* appends waiting for a connection */
+    size_t leaders;                        /* callers running batches (<= append_lanes) */
     /* health */
     struct ag_store_health health;
     uint64_t backoff_ns;

@@ -1,8 +1,9 @@
 /*
- * The PostgreSQL store's operations: appends (group commit: the appends queued
- * while the pool is busy run in one transaction, one round trip to the server's
- * `append_batch`; then a wait for the process's sequencer thread to give the
- * events their positions), reads
+ * The PostgreSQL store's operations: appends (group commit: at most append_lanes
+ * callers lead at once, each running the queued appends on disjoint streams in one
+ * transaction, one pipelined round trip to the server's `append3` and
+ * `resolve_ids`; an append not numbered by then waits for the process's sequencer
+ * thread), reads
  * of streams and $all (numbered events only: joined with `positions`), snapshots and
  * stats. Each call borrows one pooled connection for its duration.
  */
@@ -38,7 +39,8 @@ static int arr_i64(struct ag_buf *b, long long v)
     return arr_elem(b, tmp, (size_t)n);
 }
 
-enum { A_NPARTS, A_STREAM, A_EXP, A_COUNT, A_ID, A_TYPE, A_DATA, A_META, A_N };
+/* append3's parameters (A_N of them), then the ids resolve_ids looks up */
+enum { A_NPARTS, A_STREAM, A_EXP, A_COUNT, A_ID, A_TYPE, A_DATA, A_META, A_N, A_RIDS = A_N, A_ALL };
 
 static int build_part(struct pg_store *s, const struct ag_append_part *p, struct ag_buf *a)
 {
@@ -52,6 +54,8 @@ static int build_part(struct pg_store *s, const struct ag_append_part *p, struct
         char ids[AG_UUID_STRLEN + 1];
         ag_uuid_format(&id, ids);
         rc = arr_elem(&a[A_ID], ids, strlen(ids));
+        if (!rc && (j == 0 || j + 1 == p->count)) /* a part's first and last event */
+            rc = arr_elem(&a[A_RIDS], ids, strlen(ids));
         rc = rc ? rc : arr_elem(&a[A_TYPE], e->type, e->type_len);
         rc = rc ? rc
                 : (e->data_len ? arr_elem(&a[A_DATA], e->data, e->data_len)
@@ -67,13 +71,13 @@ static int build_part(struct pg_store *s, const struct ag_append_part *p, struct
 static int build_arrays(struct pg_store *s, struct pg_req *const *reqs, size_t n, struct ag_buf *a)
 {
     int rc = 0;
-    for (int k = 0; k < A_N && !rc; k++) rc = ag_buf_putc(&a[k], '{');
+    for (int k = 0; k < A_ALL && !rc; k++) rc = ag_buf_putc(&a[k], '{');
     for (size_t r = 0; r < n && !rc; r++) {
         rc = arr_i64(&a[A_NPARTS], (long long)reqs[r]->nparts);
         for (size_t i = 0; i < reqs[r]->nparts && !rc; i++)
             rc = build_part(s, &reqs[r]->parts[i], a);
     }
-    for (int k = 0; k < A_N && !rc; k++) {
+    for (int k = 0; k < A_ALL && !rc; k++) {
         rc = ag_buf_putc(&a[k], '}');
         rc = rc ? rc : ag_buf_putc(&a[k], 0);
     }
@@ -139,19 +143,24 @@ static int verdict(const PGresult *r, int r0, int r1, struct pg_req *q, struct a
     return 0;
 }
 
-/* The append statement, prepared once per session (no parse and plan per append).
+/* The append and resolve statements, prepared once per session (no parse and plan per append).
  * False when the connection failed (the next statement reports it). */
 static bool prepare(struct pg_conn *pc)
 {
     if (pc->prepared_for == pc->c) return true;
     PGresult *a = PQprepare(pc->c, "ag_append",
                             "SELECT app, status, actual, first_version, last_version, note,"
-                            " first_gp, last_gp FROM append_batch($1::int[], $2::text[],"
+                            " first_gp, last_gp FROM append3($1::int[], $2::text[],"
                             " $3::bigint[], $4::int[], $5::uuid[], $6::text[], $7::json[],"
                             " $8::json[])",
                             A_N, NULL);
     bool ok = PQresultStatus(a) == PGRES_COMMAND_OK;
     PQclear(a);
+    if (ok) {
+        a = PQprepare(pc->c, "ag_resolve", "SELECT gp, pos FROM resolve_ids($1::uuid[])", 1, NULL);
+        ok = PQresultStatus(a) == PGRES_COMMAND_OK;
+        PQclear(a);
+    }
     if (ok) pc->prepared_for = pc->c;
     return ok;
 }
@@ -191,30 +200,6 @@ static int positions(struct pg_store *s, const struct pg_req *q, struct ag_err *
     return 0;
 }
 
-/* Right after a batch committed, on the same connection: number what can be
- * numbered and take the batch's positions. When nothing older is still running
- * (always so with one writer) the appends need no hand-off to the sequencer thread;
- * otherwise they wait for it (positions()). Failures are left to that path. */
-/* The batch's global positions as an array literal; the count written, 0 on error. */
-static size_t batch_gps(struct pg_req **reqs, size_t n, struct ag_buf *b)
-{
-    size_t want = 0;
-    int rc = ag_buf_putc(b, '{');
-    for (size_t q = 0; q < n && !rc; q++) {
-        if (reqs[q]->rc) continue;
-        for (size_t i = 0; i < reqs[q]->nparts && !rc; i++)
-            for (int k = 0; k < 2 && !rc; k++, want++) {
-                reqs[q]->pos[i][k] = -1;
-                char tmp[24];
-                int m = snprintf(tmp, sizeof tmp, "%s%lld", want ? "," : "",
-                                 (long long)reqs[q]->gp[i][k]);
-                rc = ag_buf_append(b, tmp, (size_t)m);
-            }
-    }
-    rc = rc ? rc : ag_buf_puts(b, "}");
-    return rc ? 0 : want;
-}
-
 /* Under no lock: the position `pos` of global position `gp` into every part it starts
  * or ends. */
 static void batch_take(struct pg_req **reqs, size_t n, int64_t gp, int64_t pos)
@@ -228,18 +213,15 @@ static void batch_take(struct pg_req **reqs, size_t n, int64_t gp, int64_t pos)
     }
 }
 
-static void resolve_inline(struct pg_store *s, struct pg_conn *pc, struct pg_req **reqs, size_t n)
+/* The answer of resolve_ids, run right behind the batch's commit on the same
+ * connection: the sequencer ran once, and these are the positions of the batch's
+ * events numbered by now. When nothing older was still running (always so with
+ * one writer) every append has its positions and needs no hand-off to the
+ * sequencer thread; the others wait for it (positions()). */
+static void resolved_inline(struct pg_store *s, const PGresult *r, struct pg_req **reqs, size_t n)
 {
-    struct ag_buf b;
-    ag_buf_init(&b);
-    if (!batch_gps(reqs, n, &b)) {
-        ag_buf_free(&b);
-        return;
-    }
-    const char *vals[1] = {b.data};
-    PGresult *r = PQexecParams(pc->c, "SELECT gp, pos FROM resolve($1::bigint[])", 1, NULL, vals,
-                               NULL, NULL, 0);
-    ag_buf_free(&b);
+    for (size_t q = 0; q < n; q++)
+        for (size_t i = 0; i < reqs[q]->nparts; i++) reqs[q]->pos[i][0] = reqs[q]->pos[i][1] = -1;
     int rows = PQresultStatus(r) == PGRES_TUPLES_OK ? PQntuples(r) : 0;
     uint64_t head = 0;
     for (int row = 0; row < rows; row++) {
@@ -249,7 +231,6 @@ static void resolve_inline(struct pg_store *s, struct pg_conn *pc, struct pg_req
         else
             batch_take(reqs, n, gp, pos);
     }
-    PQclear(r);
     if (head) ag__pg_head_advance(s, head);
     for (size_t q = 0; q < n; q++) {
         bool all = !reqs[q]->rc;
@@ -259,26 +240,71 @@ static void resolve_inline(struct pg_store *s, struct pg_conn *pc, struct pg_req
     }
 }
 
+/* One pipeline, one round trip: append3 (autocommit: its own transaction, then a
+ * sync) and resolve_ids behind it (a second transaction, after the first
+ * committed). *app and *res get the two results (NULL when missing); false when the
+ * pipeline could not be used (the connection is then left for the caller to fail). */
+static bool pipeline(struct pg_conn *pc, const char *const *vals, PGresult **app, PGresult **res)
+{
+    PGconn *c = pc->c;
+    *app = *res = NULL;
+    if (!PQenterPipelineMode(c)) return false;
+    bool sent =
+        PQsendQueryPrepared(c, "ag_append", A_N, vals, NULL, NULL, 0) && PQpipelineSync(c) &&
+        PQsendQueryPrepared(c, "ag_resolve", 1, &vals[A_RIDS], NULL, NULL, 0) && PQpipelineSync(c);
+    int syncs = 0, nulls = 0;
+    while (sent && syncs < 2 && nulls < 4) {
+        PGresult *r = PQgetResult(c);
+        if (!r) {
+            if (PQstatus(c) != CONNECTION_OK) break;
+            nulls++; /* the end of one query's results */
+            continue;
+        }
+        nulls = 0;
+        ExecStatusType st = PQresultStatus(r);
+        if (st == PGRES_PIPELINE_SYNC) {
+            syncs++;
+            PQclear(r);
+        } else if (syncs == 0 && !*app) {
+            *app = r;
+        } else if (syncs == 1 && !*res) {
+            *res = r;
+        } else {
+            PQclear(r);
+        }
+    }
+    if (syncs < 2 || !PQexitPipelineMode(c)) {
+        /* a broken pipeline: this session is not reused (the next borrow reconnects) */
+        if (PQstatus(c) == CONNECTION_OK) PQfinish(c), pc->c = NULL, pc->prepared_for = NULL;
+        return *app != NULL;
+    }
+    return true;
+}
+
 /* Run reqs[0..n) in one transaction on pc and mark them done. A batch that fails
  * as a whole for a reason of one append's (an event id taken meanwhile, a
  * deadlock) is run again one append at a time, so no append fails for another's. */
 static void run_batch(struct pg_store *s, struct pg_conn *pc, struct pg_req **reqs, size_t n)
 {
-    struct ag_buf a[A_N];
-    for (int k = 0; k < A_N; k++) ag_buf_init(&a[k]);
+    struct ag_buf a[A_ALL];
+    for (int k = 0; k < A_ALL; k++) ag_buf_init(&a[k]);
     int rc = build_arrays(s, reqs, n, a);
     struct ag_err e;
     ag_err_clear(&e);
     if (rc) rc = ag_err_set(&e, AG_ENOMEM, "out of memory");
-    const char *vals[A_N];
-    for (int k = 0; k < A_N; k++) vals[k] = a[k].data;
-    PGresult *r = NULL;
+    const char *vals[A_ALL];
+    for (int k = 0; k < A_ALL; k++) vals[k] = a[k].data;
+    PGresult *r = NULL, *res = NULL;
     if (!rc) {
-        r = prepare(pc) ? PQexecPrepared(pc->c, "ag_append", A_N, vals, NULL, NULL, 0) : NULL;
-        if (PQresultStatus(r) != PGRES_TUPLES_OK)
-            rc = ag__pg_fail(s, pc, r, "append", &e), r = NULL;
+        if (prepare(pc)) pipeline(pc, vals, &r, &res);
+        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+            PQclear(res), res = NULL;
+            rc = pc->c ? ag__pg_fail(s, pc, r, "append", &e)
+                       : ag_err_set(&e, AG_EUNAVAILABLE, "postgresql: append: pipeline broken");
+            r = NULL;
+        }
     }
-    for (int k = 0; k < A_N; k++) ag_buf_free(&a[k]);
+    for (int k = 0; k < A_ALL; k++) ag_buf_free(&a[k]);
     if (rc && n > 1 && rc != AG_EUNAVAILABLE && rc != AG_ENOMEM) {
         for (size_t i = 0; i < n; i++) run_batch(s, pc, &reqs[i], 1);
         return;
@@ -292,7 +318,8 @@ static void run_batch(struct pg_store *s, struct pg_conn *pc, struct pg_req **re
             reqs[i]->rc = verdict(r, r0, row, reqs[i], &reqs[i]->err);
         }
         PQclear(r);
-        resolve_inline(s, pc, reqs, n);
+        resolved_inline(s, res, reqs, n);
+        PQclear(res);
     } else {
         for (size_t i = 0; i < n; i++) reqs[i]->rc = rc, reqs[i]->err = e;
     }
@@ -306,6 +333,22 @@ static void run_batch(struct pg_store *s, struct pg_conn *pc, struct pg_req **re
 #define BATCH_APPENDS 64
 #define BATCH_EVENTS  4096
 
+/* Whether q writes a stream that an append of batch[0..n) writes too (append3 wants
+ * the appends of one batch on disjoint streams: each is checked against the stream
+ * as it was before the batch). */
+static bool shares_stream(const struct pg_req *q, struct pg_req *const *batch, size_t n)
+{
+    for (size_t b = 0; b < n; b++)
+        for (size_t i = 0; i < batch[b]->nparts; i++)
+            for (size_t j = 0; j < q->nparts; j++) {
+                const struct ag_append_part *x = &batch[b]->parts[i], *y = &q->parts[j];
+                if (x->stream_len == y->stream_len &&
+                    memcmp(x->stream, y->stream, x->stream_len) == 0)
+                    return true;
+            }
+    return false;
+}
+
 /* Holding pc: run queued appends, oldest first, in batches until `me` is done. */
 static void lead(struct pg_store *s, struct pg_conn *pc, struct pg_req *me)
 {
@@ -317,16 +360,30 @@ static void lead(struct pg_store *s, struct pg_conn *pc, struct pg_req *me)
             pthread_mutex_unlock(&s->lock);
             return;
         }
-        while (s->pending && n < BATCH_APPENDS &&
-               (n == 0 || events + s->pending->nevents <= BATCH_EVENTS)) {
-            struct pg_req *q = s->pending;
-            s->pending = q->next;
-            if (!s->pending) s->pending_tail = NULL;
+        struct pg_req *prev = NULL;
+        for (struct pg_req *q = s->pending; q && n < BATCH_APPENDS;) {
+            struct pg_req *next = q->next;
+            if ((n && events + q->nevents > BATCH_EVENTS) || shares_stream(q, batch, n)) {
+                prev = q, q = next; /* for a later batch: one batch, disjoint streams */
+                continue;
+            }
+            if (prev)
+                prev->next = next;
+            else
+                s->pending = next;
+            if (s->pending_tail == q) s->pending_tail = prev;
+            q->next = NULL;
             events += q->nevents;
             batch[n++] = q;
+            q = next;
+        }
+        if (!n) { /* `me` is in another leader's batch */
+            while (!me->done && !s->pending) pthread_cond_wait(&s->conn_free, &s->lock);
+            pthread_mutex_unlock(&s->lock);
+            continue;
         }
         pthread_mutex_unlock(&s->lock);
-        if (n) run_batch(s, pc, batch, n);
+        run_batch(s, pc, batch, n);
     }
 }
 
@@ -363,13 +420,25 @@ int ag__pg_append_multi(struct ag_store *st, const struct ag_append_part *parts,
     else
         s->pending = &me;
     s->pending_tail = &me;
+    /* at most `append_lanes` leaders: the others' appends queue into their batches */
+    while (!me.done && s->leaders >= s->append_lanes && !s->closing)
+        pthread_cond_wait(&s->conn_free, &s->lock);
+    bool leading = !me.done;
+    s->leaders += leading;
     pthread_mutex_unlock(&s->lock);
     struct pg_conn *pc = NULL;
-    int rc = ag__pg_borrow_unless(s, &pc, &me.done, err);
+    int rc = leading ? ag__pg_borrow_unless(s, &pc, &me.done, err) : 0;
     if (pc) {
         lead(s, pc, &me);
         ag__pg_return(s, pc);
-    } else if (rc) {
+    }
+    if (leading) {
+        pthread_mutex_lock(&s->lock);
+        s->leaders--;
+        pthread_cond_broadcast(&s->conn_free);
+        pthread_mutex_unlock(&s->lock);
+    }
+    if (!pc && rc) {
         pthread_mutex_lock(&s->lock);
         bool queued = !me.done && dequeue(s, &me);
         while (!queued && !me.done) /* in a leader's batch: its outcome is ours */

@@ -20,6 +20,9 @@
  *   stream in version order (a FOR UPDATE row lock would assign the id before the
  *   wait and break that for multi-stream appends). All checks (expected versions,
  *   repeated ids) precede all writes, so a refused append writes nothing.
+ * - `append3` (v3) does the same for a whole batch of appends on disjoint streams:
+ *   the locks, then one set-based statement that checks every part and writes the
+ *   parts of the appends that passed.
  * - `sequence` numbers committed events with dense positions (rows of `positions`)
  *   in (tx_id, global_position) order, from the last pair it numbered up to
  *   tx_id < pg_snapshot_xmin(current snapshot): every transaction below that is
@@ -240,6 +243,102 @@ static const struct step steps[] = {
      "  RETURN QUERY SELECT q.global_position, q.position FROM positions q\n"
      "    WHERE q.global_position = ANY(p_gps);\n"
      "END $f$;"},
+    /* 3: the append in plain set-based SQL. append3 takes the same arrays as
+     * append_batch, whose appends must touch disjoint streams (the client's batcher
+     * guarantees it; a batch that breaks it fails as a whole and is run again one
+     * append at a time). After the advisory locks (in the one hash order, before the
+     * transaction id, as before) ONE statement checks every part (the stream row, the
+     * first event id: repeat, taken elsewhere or with other content, the expected
+     * version), writes the parts of the appends that passed (streams by one upsert,
+     * events by one INSERT ... SELECT in part order) and returns each part's verdict
+     * with its first and last global_position from RETURNING: no nested function,
+     * no per-part statements, no look-up of what was just written. The foreign keys
+     * to streams go: the stream row is written in the same statement as its events,
+     * under the stream's lock, and checking it cost a look-up per event. */
+    {3, true,
+     "ALTER TABLE events DROP CONSTRAINT IF EXISTS events_stream_id_fkey;"
+     "ALTER TABLE snapshots DROP CONSTRAINT IF EXISTS snapshots_stream_id_fkey;"
+     "CREATE FUNCTION append3(p_nparts int[], p_streams text[], p_expected bigint[],"
+     "  p_counts int[], p_ids uuid[], p_types text[], p_data json[], p_meta json[])"
+     " RETURNS TABLE(app int, status int, actual bigint, first_version bigint,"
+     "  last_version bigint, note text, first_gp bigint, last_gp bigint)"
+     /* one generic plan per session: planning this statement costs more than
+      * running it, and custom plans would be made for every call */
+     " LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $f$\n"
+     "#variable_conflict use_column\n"
+     "BEGIN\n"
+     "  PERFORM pg_advisory_xact_lock(l.h) FROM (SELECT DISTINCT\n"
+     "    hashtextextended(current_schema() || '.' || s, 0) AS h FROM unnest(p_streams) s\n"
+     "    ORDER BY 1) l;\n"
+     "  RETURN QUERY\n"
+     "  WITH a AS (SELECT v.o::int AS app, (sum(v.n) OVER (ORDER BY v.o) - v.n + 1)::int AS lo,\n"
+     "                    (sum(v.n) OVER (ORDER BY v.o))::int AS hi\n"
+     "               FROM unnest(p_nparts) WITH ORDINALITY AS v(n, o)),\n"
+     "  p AS (SELECT u.o::int AS part, u.s, u.x, u.c,\n"
+     "               (sum(u.c) OVER (ORDER BY u.o) - u.c)::int AS off\n"
+     "          FROM unnest(p_streams, p_expected, p_counts) WITH ORDINALITY AS u(s, x, c, o)),\n"
+     "  k AS (SELECT a.app, p.part, p.s, p.x, p.c, p.off, st.stream_id AS sid,\n"
+     "               coalesce(st.version, -1) AS cur, e.stream_id AS osid, e.version AS v0,\n"
+     "               e.event_id IS NOT NULL AS seen\n"
+     "          FROM p JOIN a ON p.part BETWEEN a.lo AND a.hi\n"
+     "          LEFT JOIN streams st ON st.stream_name = p.s\n"
+     "          LEFT JOIN events e ON e.event_id = p_ids[p.off + 1]),\n"
+     "  chk AS (SELECT k.*, CASE\n"
+     "      WHEN k.seen AND k.osid IS DISTINCT FROM k.sid THEN 2\n"
+     "      WHEN k.seen AND (SELECT count(*) FROM generate_series(0, k.c - 1) j\n"
+     "             JOIN events e ON e.stream_id = k.sid AND e.version = k.v0 + j\n"
+     "            WHERE e.event_id = p_ids[k.off + 1 + j] AND e.type = p_types[k.off + 1 + j]\n"
+     "              AND e.data::text = p_data[k.off + 1 + j]::text\n"
+     "              AND e.metadata::text = p_meta[k.off + 1 + j]::text) <> k.c THEN 3\n"
+     "      WHEN k.seen THEN 0\n"
+     "      WHEN (k.x = -1 AND k.cur <> -1) OR (k.x = -4 AND k.cur = -1)\n"
+     "        OR (k.x >= 0 AND k.cur <> k.x) THEN 1\n"
+     "      ELSE 0 END AS st\n"
+     "    FROM k),\n"
+     "  w AS (SELECT * FROM chk WHERE chk.st = 0 AND NOT chk.seen\n"
+     "          AND chk.app NOT IN (SELECT b.app FROM chk b WHERE b.st > 0)),\n"
+     "  up AS (INSERT INTO streams AS t (stream_name, version)\n"
+     "           SELECT w.s, w.cur + w.c FROM w ORDER BY w.part\n"
+     "         ON CONFLICT (stream_name) DO UPDATE SET version = EXCLUDED.version\n"
+     "         RETURNING t.stream_id, t.stream_name),\n"
+     "  ins AS (INSERT INTO events (stream_id, version, event_id, type, data, metadata)\n"
+     "           SELECT up.stream_id, w.cur + j, p_ids[w.off + j], p_types[w.off + j],\n"
+     "                  p_data[w.off + j], p_meta[w.off + j]\n"
+     "             FROM w JOIN up ON up.stream_name = w.s, generate_series(1, w.c) j\n"
+     "            ORDER BY w.part, j\n"
+     "          RETURNING events.stream_id, events.global_position),\n"
+     "  g AS (SELECT ins.stream_id, min(ins.global_position) AS lo,\n"
+     "               max(ins.global_position) AS hi FROM ins GROUP BY ins.stream_id)\n"
+     "  SELECT chk.app, CASE WHEN chk.st = 3 THEN 2 ELSE chk.st END, chk.cur,\n"
+     "    CASE WHEN chk.seen THEN chk.v0 ELSE chk.cur + 1 END,\n"
+     "    CASE WHEN chk.seen THEN chk.v0 + chk.c - 1 ELSE chk.cur + chk.c END,\n"
+     "    CASE chk.st WHEN 1 THEN chk.s\n"
+     "      WHEN 2 THEN format('event id %s is already in stream ''%s''', p_ids[chk.off + 1],\n"
+     "        (SELECT o.stream_name FROM streams o WHERE o.stream_id = chk.osid))\n"
+     "      WHEN 3 THEN format('event id %s is already in stream ''%s'' with different content',\n"
+     "        p_ids[chk.off + 1], chk.s)\n"
+     "      ELSE CASE WHEN chk.seen THEN 'repeat' END END,\n"
+     "    CASE WHEN NOT chk.seen THEN g.lo WHEN chk.st = 0 THEN (SELECT e.global_position\n"
+     "      FROM events e WHERE e.stream_id = chk.sid AND e.version = chk.v0) END,\n"
+     "    CASE WHEN NOT chk.seen THEN g.hi WHEN chk.st = 0 THEN (SELECT e.global_position\n"
+     "      FROM events e WHERE e.stream_id = chk.sid AND e.version = chk.v0 + chk.c - 1) END\n"
+     "  FROM chk LEFT JOIN up ON up.stream_name = chk.s AND NOT chk.seen\n"
+     "  LEFT JOIN g ON g.stream_id = up.stream_id\n"
+     "  ORDER BY chk.part;\n"
+     "END $f$;"
+     /* resolve by event ids: sent in the same pipeline as append3, right behind its
+      * commit, before the client knows the global positions. First row (-1, head). */
+     "CREATE FUNCTION resolve_ids(p_ids uuid[]) RETURNS TABLE(gp bigint, pos bigint)"
+     " LANGUAGE plpgsql AS $f$\n"
+     "DECLARE h bigint;\n"
+     "BEGIN\n"
+     "  h := sequence();\n"
+     "  IF h < 0 THEN SELECT next INTO h FROM head; END IF;\n"
+     "  RETURN QUERY SELECT -1::bigint, h;\n"
+     "  RETURN QUERY SELECT e.global_position, q.position FROM events e\n"
+     "    JOIN positions q ON q.global_position = e.global_position\n"
+     "   WHERE e.event_id = ANY(p_ids);\n"
+     "END $f$;"},
 };
 
 #define KNOWN AG_STORE_PG_SCHEMA_VERSION
@@ -350,6 +449,13 @@ static int take_param(struct pg_store *s, const char *k, size_t kn, const char *
         if (ag_parse_u64(tmp, &n) || n < 1 || n > PG_POOL_MAX)
             return ag_err_set(err, AG_EINVAL, "store URI: pool_size must be 1..%d", PG_POOL_MAX);
         s->pool_size = n;
+    } else if (IS("append_lanes")) {
+        char tmp[16];
+        uint64_t n;
+        snprintf(tmp, sizeof tmp, "%.*s", (int)(vn < 15 ? vn : 15), v);
+        if (ag_parse_u64(tmp, &n) || n < 1 || n > PG_POOL_MAX)
+            return ag_err_set(err, AG_EINVAL, "store URI: append_lanes must be 1..%d", PG_POOL_MAX);
+        s->append_lanes = n;
     } else if (IS("schema")) {
         if (!ident_ok(v, vn))
             return ag_err_set(err, AG_EINVAL,
@@ -386,6 +492,7 @@ int ag__pg_parse_uri(struct pg_store *s, const char *uri, struct ag_err *err)
     snprintf(s->stmt_timeout, sizeof s->stmt_timeout, "30s");
     snprintf(s->idle_timeout, sizeof s->idle_timeout, "10s");
     s->pool_size = 4;
+    s->append_lanes = 0; /* default: min(pool_size, PG_APPEND_LANES) */
     s->append_timeout_ns = 30000000000ull;
     const char *q = strchr(uri, '?');
     size_t base = q ? (size_t)(q - uri) : strlen(uri);
@@ -413,6 +520,9 @@ int ag__pg_parse_uri(struct pg_store *s, const char *uri, struct ag_err *err)
         ag_buf_free(&b);
         return rc;
     }
+    if (!s->append_lanes)
+        s->append_lanes = s->pool_size < PG_APPEND_LANES ? s->pool_size : PG_APPEND_LANES;
+    if (s->append_lanes > s->pool_size) s->append_lanes = s->pool_size;
     s->conninfo = ag_buf_steal(&b, NULL);
     snprintf(s->channel, sizeof s->channel, "%s_events", s->schema);
     return s->conninfo ? 0 : ag_err_set(err, AG_ENOMEM, "out of memory");

@@ -7,6 +7,7 @@
 #include <libpq-fe.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -240,4 +241,117 @@ Test(pg, losing_the_connections_mid_run_fails_fast_then_reconnects)
     ag_store_health(s, &h);
     cr_assert(h.writable, "%s", h.message);
     PQfinish(c);
+}
+
+/* ---- group commit: many callers, batches of appends on disjoint streams ---- */
+
+struct crowd {
+    int idx, n, failed;
+    int64_t last_shared; /* the version its last shared append got */
+    char why[512];
+};
+
+/* Each caller appends to its own stream (exact versions) and to one shared stream
+ * (ANY), alternately: batches hold appends of other callers, and appends to the
+ * shared stream must go to different batches. */
+static void *crowd_main(void *p)
+{
+    struct crowd *c = p;
+    char own[16];
+    snprintf(own, sizeof own, "own-%d", c->idx);
+    for (int i = 0; i < c->n; i++) {
+        struct ag_event_data e = {.type = "T", .type_len = 1, .data = "{}", .data_len = 2};
+        struct ag_append_result r;
+        struct ag_err err;
+        ag_err_clear(&err);
+        int rc = i % 2 ? ag_store_append(s, "shared", 6, AG_STORE_ANY, &e, 1, &r, &err)
+                       : ag_store_append(s, own, strlen(own),
+                                         i == 0 ? AG_STORE_NO_STREAM : i / 2 - 1, &e, 1, &r, &err);
+        if (rc) {
+            c->failed++;
+            snprintf(c->why, sizeof c->why, "%s", err.msg);
+        } else if (i % 2) {
+            c->last_shared = r.first_version;
+        }
+    }
+    return NULL;
+}
+
+Test(pg, concurrent_callers_share_batches_and_every_stream_stays_in_order)
+{
+    enum { CALLERS = 12, EACH = 20 };
+    struct crowd c[CALLERS];
+    pthread_t th[CALLERS];
+    for (int i = 0; i < CALLERS; i++) {
+        c[i] = (struct crowd){.idx = i, .n = EACH};
+        pthread_create(&th[i], NULL, crowd_main, &c[i]);
+    }
+    for (int i = 0; i < CALLERS; i++) pthread_join(th[i], NULL);
+    for (int i = 0; i < CALLERS; i++) cr_assert_eq(c[i].failed, 0, "caller %d: %s", i, c[i].why);
+    int64_t v = -2;
+    cr_assert_eq(ag_store_stream_version(s, "shared", 6, &v), 0);
+    cr_assert_eq(v, CALLERS * EACH / 2 - 1, "every shared append got its own version");
+    /* $all: dense, each event once, every stream in version order */
+    struct ag_event_page pg;
+    cr_assert_eq(ag_store_read_all(s, 0, AG_READ_FORWARD, 1000, &pg, NULL), 0);
+    cr_assert_eq(pg.count, CALLERS * EACH);
+    int64_t shared_next = 0, own_next[CALLERS] = {0};
+    for (size_t i = 0; i < pg.count; i++) {
+        const struct ag_event *e = &pg.events[i];
+        cr_assert_eq(e->position, i);
+        if (e->stream_len == 6 && memcmp(e->stream, "shared", 6) == 0) {
+            cr_assert_eq(e->version, shared_next++);
+        } else {
+            int k = atoi(e->stream + 4);
+            cr_assert_eq(e->version, own_next[k]++, "%.*s", (int)e->stream_len, e->stream);
+        }
+    }
+    ag_event_page_free(&pg);
+    struct ag_store_stats st;
+    ag_store_stats(s, &st);
+    cr_assert_lt(st.commits, st.appends, "some appends shared a transaction (%llu commits)",
+                 (unsigned long long)st.commits);
+}
+
+/* ---- migration 3 from a database written at version 2 ---- */
+
+Test(pg, a_version_2_database_is_migrated_at_open_and_its_events_stay)
+{
+    /* back to version 2 (what the step added goes, the foreign keys come back), then
+     * an append written the version-2 way */
+    ag_store_close(s);
+    s = NULL;
+    PGconn *c = raw();
+    exec_ok(c, "BEGIN; DROP FUNCTION append3, resolve_ids;"
+               " ALTER TABLE events ADD CONSTRAINT events_stream_id_fkey FOREIGN KEY (stream_id)"
+               " REFERENCES streams;"
+               " ALTER TABLE snapshots ADD CONSTRAINT snapshots_stream_id_fkey FOREIGN KEY"
+               " (stream_id) REFERENCES streams;"
+               " DELETE FROM schema_version WHERE version = 3; COMMIT");
+    exec_ok(c, "SELECT * FROM append_batch('{1}', '{old}', '{-1}', '{2}',"
+               " '{01890000-0000-7000-8000-000000000001,01890000-0000-7000-8000-000000000002}',"
+               " '{A,B}', '{\"{}\",\"{}\"}', '{\"{}\",\"{}\"}')");
+    exec_ok(c, "SELECT sequence()");
+    cr_assert_eq(scalar(c, "SELECT max(version) FROM schema_version"), 2);
+    s = open_store(); /* step 3 is safe: applied at open */
+    cr_assert_eq(scalar(c, "SELECT max(version) FROM schema_version"), 3);
+    cr_assert_eq(scalar(c, "SELECT count(*) FROM pg_constraint WHERE contype = 'f'"
+                           " AND connamespace = current_schema()::regnamespace"),
+                 0, "no foreign keys at version 3");
+    PQfinish(c);
+    /* the old append, repeated, answers as before; the stream goes on after it */
+    struct ag_event_data e[2] = {{.type = "A", .type_len = 1, .data = "{}", .data_len = 2},
+                                 {.type = "B", .type_len = 1, .data = "{}", .data_len = 2}};
+    ag_uuid_parse("01890000-0000-7000-8000-000000000001", 36, &e[0].id);
+    ag_uuid_parse("01890000-0000-7000-8000-000000000002", 36, &e[1].id);
+    struct ag_append_result r;
+    struct ag_err err;
+    ag_err_clear(&err);
+    cr_assert_eq(ag_store_append(s, "old", 3, AG_STORE_NO_STREAM, e, 2, &r, &err), 0, "%s",
+                 err.msg);
+    cr_assert_eq(r.first_version, 0);
+    cr_assert_eq(r.last_position, 1);
+    cr_assert_eq(append1("old", 1, &r), 0);
+    cr_assert_eq(r.first_version, 2);
+    cr_assert_eq(r.first_position, 2);
 }

@@ -101,8 +101,8 @@ static int inbox_restore(void *s, const json_t *snap)
     AG_UNUSED(s), AG_UNUSED(snap);
     return 0;
 }
-static const struct ag_es_type inbox_type = {"_inbox",      1,           inbox_init, inbox_init,
-                                             inbox_evolve, inbox_snapshot, inbox_restore};
+static const struct ag_es_type inbox_type = {
+    "_inbox", 1, inbox_init, inbox_init, inbox_evolve, inbox_snapshot, inbox_restore};
 
 /* One reaction's append: a domain command over one or two aggregates (or none),
  * outcome events on part `out`, and the inbox record, decided together. */
@@ -143,8 +143,10 @@ static int rx_decide(void *const *states, const int64_t *versions, void *ud,
     ag_dom_events_init(&a);
     ag_dom_events_init(&b);
     int rc = 0;
-    if (c->fn2) rc = c->fn2(states[0], states[1], c->cmd, &a, &b, err);
-    else if (c->fn1) rc = c->fn1(states[0], c->cmd, &a, err);
+    if (c->fn2)
+        rc = c->fn2(states[0], states[1], c->cmd, &a, &b, err);
+    else if (c->fn1)
+        rc = c->fn1(states[0], c->cmd, &a, err);
     if (!rc) rc = move(&a, &outs[0]);
     if (!rc && inbox > 1) rc = move(&b, &outs[1]);
     ag_dom_events_free(&a);
@@ -153,7 +155,8 @@ static int rx_decide(void *const *states, const int64_t *versions, void *ud,
     for (size_t i = 0; i < inbox && !rc; i++)
         rc = svc_pii_seal_events(types[i], versions[i] >= 0 ? states[i] : NULL, &outs[i], 0, err);
     for (int i = 0; i < 2 && !rc; i++)
-        if (c->type[i]) rc = ag_es_batch_push(&outs[c->out], c->type[i], json_deep_copy(c->data[i]));
+        if (c->type[i])
+            rc = ag_es_batch_push(&outs[c->out], c->type[i], json_deep_copy(c->data[i]));
     if (!rc) rc = ag_es_batch_push(&outs[inbox], "MessageHandled", json_object());
     if (rc == AG_ENOMEM && !err->msg[0]) ag_err_set(err, AG_ENOMEM, "out of memory");
     return rc;
@@ -170,8 +173,10 @@ static int rx_exec(struct reactor *x, const struct ag_bus_delivery *d, const str
     if (k < 0 || (size_t)k >= sizeof si) return ag_err_set(err, AG_EINVAL, "message id too long");
     struct ag_es_part parts[3] = {{c->ta, sa}, {c->tb, sb}, {&inbox_type, si}};
     size_t n = 2;
-    if (c->tb) n = 3;
-    else parts[1] = parts[2];
+    if (c->tb)
+        n = 3;
+    else
+        parts[1] = parts[2];
     char meta[300];
     snprintf(meta, sizeof meta, "{\"actor\":\"%s\",\"causationId\":\"%.200s\"}",
              consumer_names[x->which], d->msg.id);
@@ -259,7 +264,8 @@ static bool injected(struct reactor *x, int step, bool comp, char why[128])
 {
     const struct ag_saga_step *st = &x->chor->p->place_order_steps[step];
     if (!comp && st->fault.latency_ms) {
-        struct timespec ts = {st->fault.latency_ms / 1000, (st->fault.latency_ms % 1000) * 1000000L};
+        struct timespec ts = {st->fault.latency_ms / 1000,
+                              (st->fault.latency_ms % 1000) * 1000000L};
         nanosleep(&ts, NULL);
     }
     double rate = comp ? st->fault.comp_error_rate : st->fault.error_rate;
@@ -360,8 +366,7 @@ static int reserve(struct reactor *x, const struct ag_bus_delivery *d, const cha
             rc = release_lines(x, order, &v, i, "reservation incomplete", err);
             return rc ? rc
                       : rx_record(x, d, &svc_reservation_type, order, "StockReservationFailed",
-                                  json_pack("{s:s, s:s}", "orderId", order, "reason", reason),
-                                  err);
+                                  json_pack("{s:s, s:s}", "orderId", order, "reason", reason), err);
         }
         if (rc) {
             json_decref(items);
@@ -409,7 +414,8 @@ static int charge(struct reactor *x, const struct ag_bus_delivery *d, const char
                          json_pack("{s:s, s:s}", "orderId", order, "reason", why), err);
     json_t *ok = json_pack("{s:s, s:s, s:o}", "orderId", order, "accountId", account, "amount",
                            ag_money_to_json(&v.total));
-    if (v.total.amount == 0) return rx_record(x, d, &svc_payment_type, order, "OrderPaymentCaptured", ok, err);
+    if (v.total.amount == 0)
+        return rx_record(x, d, &svc_payment_type, order, "OrderPaymentCaptured", ok, err);
     struct ag_payment_charge c = {order, v.total, svc_now_ms()};
     struct rx_cmd rc_cmd = {.ta = &svc_account_type,
                             .ida = account,
@@ -448,7 +454,8 @@ static int refund(struct reactor *x, const struct ag_bus_delivery *d, const char
     if (rc) return rc;
     json_t *ok = json_pack("{s:s, s:s, s:o}", "orderId", order, "accountId", account, "amount",
                            ag_money_to_json(&v.total));
-    if (v.total.amount == 0) return rx_record(x, d, &svc_payment_type, order, "OrderPaymentRefunded", ok, err);
+    if (v.total.amount == 0)
+        return rx_record(x, d, &svc_payment_type, order, "OrderPaymentRefunded", ok, err);
     struct ag_payment_refund r = {order, svc_now_ms()};
     struct rx_cmd c = {.ta = &svc_account_type,
                        .ida = account,
@@ -481,7 +488,8 @@ static int arrange(struct reactor *x, const struct ag_bus_delivery *d, const cha
     svc_new_id(ship_id, "shipments", order);
     tracking_number(order, track);
     struct ag_shipment_arrange a = {ship_id, order, &v.address, track, v.customer_id};
-    struct rx_cmd c = {.ta = &svc_shipment_type, .ida = order, .fn1 = d_shipment_arrange, .cmd = &a};
+    struct rx_cmd c = {
+        .ta = &svc_shipment_type, .ida = order, .fn1 = d_shipment_arrange, .cmd = &a};
     rc = rx_exec(x, d, &c, err);
     if (rc && business(rc)) {
         char reason[sizeof err->msg];
@@ -504,7 +512,8 @@ static int unarrange(struct reactor *x, const struct ag_bus_delivery *d, const c
     if (injected(x, S_SHIP, true, why))
         return comp_failed(x, d, &svc_shipment_type, order, S_SHIP, why, err);
     struct ag_shipment_cancel sc = {reason};
-    struct rx_cmd c = {.ta = &svc_shipment_type, .ida = order, .fn1 = d_shipment_cancel, .cmd = &sc};
+    struct rx_cmd c = {
+        .ta = &svc_shipment_type, .ida = order, .fn1 = d_shipment_cancel, .cmd = &sc};
     return rx_exec(x, d, &c, err);
 }
 
@@ -580,8 +589,8 @@ static int handle(void *ud, const struct ag_bus_delivery *d, struct ag_err *err)
 {
     struct reactor *x = ud;
     const char *t = d->msg.type;
-    json_t *data = json_loadb(d->msg.data ? d->msg.data : "{}", d->msg.data ? d->msg.data_len : 2,
-                              0, NULL);
+    json_t *data =
+        json_loadb(d->msg.data ? d->msg.data : "{}", d->msg.data ? d->msg.data_len : 2, 0, NULL);
     const char *order = json_string_value(json_object_get(data, "orderId"));
     const char *reason = json_string_value(json_object_get(data, "reason"));
     if (!reason) reason = "cancelled";
@@ -590,17 +599,23 @@ static int handle(void *ud, const struct ag_bus_delivery *d, struct ag_err *err)
     if (!order) {
         rc = 0; /* not about an order: not for us */
     } else if (x->which == C_INVENTORY) {
-        if (is(t, AG_EV_ORDER_PLACED)) rc = reserve(x, d, order, err);
-        else if (failure || is(t, AG_EV_ORDER_CANCELLED)) rc = release(x, d, order, reason, err);
+        if (is(t, AG_EV_ORDER_PLACED))
+            rc = reserve(x, d, order, err);
+        else if (failure || is(t, AG_EV_ORDER_CANCELLED))
+            rc = release(x, d, order, reason, err);
     } else if (x->which == C_PAYMENTS) {
-        if (is(t, "OrderStockReserved")) rc = charge(x, d, order, err);
+        if (is(t, "OrderStockReserved"))
+            rc = charge(x, d, order, err);
         else if (is(t, "ShipmentFailed") || is(t, AG_EV_ORDER_CANCELLED))
             rc = refund(x, d, order, err);
     } else if (x->which == C_SHIPPING) {
-        if (is(t, "OrderPaymentCaptured")) rc = arrange(x, d, order, err);
-        else if (is(t, AG_EV_ORDER_CANCELLED)) rc = unarrange(x, d, order, reason, err);
+        if (is(t, "OrderPaymentCaptured"))
+            rc = arrange(x, d, order, err);
+        else if (is(t, AG_EV_ORDER_CANCELLED))
+            rc = unarrange(x, d, order, reason, err);
     } else {
-        if (is(t, AG_EV_SHIPMENT_ARRANGED)) rc = confirm(x, d, order, err);
+        if (is(t, AG_EV_SHIPMENT_ARRANGED))
+            rc = confirm(x, d, order, err);
         else if (failure || is(t, "StockReservationFailed"))
             rc = cancel(x, d, order, reason, NULL, err);
     }
@@ -637,16 +652,15 @@ int svc_chor_start(struct ag_platform *p, struct svc_chor **out, struct ag_err *
         x->chor = c;
         x->which = i;
         x->rng = 0x9E3779B97F4A7C15ull ^ ((uint64_t)time(NULL) << 8) ^ (uint64_t)(i + 1);
-        struct ag_bus_worker_config wc = {
-            .consumer = {.name = consumer_names[i],
-                         .filter = "agora.>",
-                         .max_deliver = 10,
-                         .ack_wait_ms = 30000,
-                         .backoff_ms = {50, 200, 500, 1000, 2000},
-                         .nbackoff = 5},
-            .store = p->store,
-            .handler = handle,
-            .ud = x};
+        struct ag_bus_worker_config wc = {.consumer = {.name = consumer_names[i],
+                                                       .filter = "agora.>",
+                                                       .max_deliver = 10,
+                                                       .ack_wait_ms = 30000,
+                                                       .backoff_ms = {50, 200, 500, 1000, 2000},
+                                                       .nbackoff = 5},
+                                          .store = p->store,
+                                          .handler = handle,
+                                          .ud = x};
         rc = ag_bus_worker_open(p->bus, &wc, &x->w, err);
         if (!rc && pthread_create(&x->th, NULL, reactor_main, x) != 0)
             rc = ag_err_set(err, AG_ENOMEM, "cannot start a choreography thread");

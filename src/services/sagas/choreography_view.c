@@ -26,14 +26,14 @@ static const char *const step_names[] = {"PlaceOrder", "ReserveInventory", "Proc
 #define NSTEPS 5
 
 static const char *const chor_types[] = {
-    AG_SAGA_EV_STARTED,     AG_SAGA_EV_STEP_SUCCEEDED, AG_SAGA_EV_STEP_FAILED,
-    AG_SAGA_EV_COMP_SUCCEEDED, AG_SAGA_EV_COMP_FAILED, AG_SAGA_EV_COMPLETED,
-    AG_SAGA_EV_COMPENSATED, AG_SAGA_EV_FAILED,         AG_SAGA_EV_RETRIED,
-    AG_EV_ORDER_PLACED,     AG_EV_ORDER_CONFIRMED,     AG_EV_ORDER_CANCELLED,
-    "OrderConfirmationFailed", "OrderStockReserved",   "StockReservationFailed",
-    "OrderStockReleased",   "OrderPaymentCaptured",    "PaymentFailed",
-    "OrderPaymentRefunded", AG_EV_SHIPMENT_ARRANGED,   "ShipmentFailed",
-    AG_EV_SHIPMENT_CANCELLED, "CompensationFailed",    NULL};
+    AG_SAGA_EV_STARTED,        AG_SAGA_EV_STEP_SUCCEEDED, AG_SAGA_EV_STEP_FAILED,
+    AG_SAGA_EV_COMP_SUCCEEDED, AG_SAGA_EV_COMP_FAILED,    AG_SAGA_EV_COMPLETED,
+    AG_SAGA_EV_COMPENSATED,    AG_SAGA_EV_FAILED,         AG_SAGA_EV_RETRIED,
+    AG_EV_ORDER_PLACED,        AG_EV_ORDER_CONFIRMED,     AG_EV_ORDER_CANCELLED,
+    "OrderConfirmationFailed", "OrderStockReserved",      "StockReservationFailed",
+    "OrderStockReleased",      "OrderPaymentCaptured",    "PaymentFailed",
+    "OrderPaymentRefunded",    AG_EV_SHIPMENT_ARRANGED,   "ShipmentFailed",
+    AG_EV_SHIPMENT_CANCELLED,  "CompensationFailed",      NULL};
 
 /* What an event says about a step. */
 static const struct {
@@ -41,12 +41,18 @@ static const struct {
     int step;
     const char *status;
 } moves[] = {
-    {"OrderStockReserved", 1, "succeeded"},       {"StockReservationFailed", 1, "failed"},
-    {"OrderStockReleased", 1, "compensated"},     {"OrderPaymentCaptured", 2, "succeeded"},
-    {"PaymentFailed", 2, "failed"},               {"OrderPaymentRefunded", 2, "compensated"},
-    {AG_EV_SHIPMENT_ARRANGED, 3, "succeeded"},    {"ShipmentFailed", 3, "failed"},
-    {AG_EV_SHIPMENT_CANCELLED, 3, "compensated"}, {AG_EV_ORDER_CONFIRMED, 4, "succeeded"},
-    {"OrderConfirmationFailed", 4, "failed"},     {AG_EV_ORDER_CANCELLED, 0, "compensated"},
+    {"OrderStockReserved", 1, "succeeded"},
+    {"StockReservationFailed", 1, "failed"},
+    {"OrderStockReleased", 1, "compensated"},
+    {"OrderPaymentCaptured", 2, "succeeded"},
+    {"PaymentFailed", 2, "failed"},
+    {"OrderPaymentRefunded", 2, "compensated"},
+    {AG_EV_SHIPMENT_ARRANGED, 3, "succeeded"},
+    {"ShipmentFailed", 3, "failed"},
+    {AG_EV_SHIPMENT_CANCELLED, 3, "compensated"},
+    {AG_EV_ORDER_CONFIRMED, 4, "succeeded"},
+    {"OrderConfirmationFailed", 4, "failed"},
+    {AG_EV_ORDER_CANCELLED, 0, "compensated"},
 };
 
 static struct ag_projection inner; /* the saga projection (one per process) */
@@ -76,8 +82,9 @@ static int placed(struct ag_rm *db, const char *order, const json_t *d, const ch
     char *text = json_dumps(steps, JSON_COMPACT);
     json_decref(steps);
     struct ag_rm_arg m[] = {AG_RM_TEXT(order), AG_RM_TEXT(saga)};
-    int rc = ag_rm_exec(db, "INSERT INTO chor_orders(order_id, saga_id) VALUES(?1, ?2)"
-                            " ON CONFLICT DO NOTHING",
+    int rc = ag_rm_exec(db,
+                        "INSERT INTO chor_orders(order_id, saga_id) VALUES(?1, ?2)"
+                        " ON CONFLICT DO NOTHING",
                         m, 2, NULL);
     struct ag_rm_arg a[] = {AG_RM_TEXT(saga), AG_RM_TEXT(step_names[1]), AG_RM_TEXT(text),
                             AG_RM_TEXT(ts)};
@@ -171,9 +178,9 @@ static int step_event(struct ag_rm *db, const char *order, const char *type, con
     ag_buf_init(&why);
     summarise(steps, &status, &current, &why);
     char *text = json_dumps(steps, JSON_COMPACT);
-    struct ag_rm_arg args[] = {AG_RM_TEXT(text), AG_RM_TEXT(status), AG_RM_TEXT(current),
-                               AG_RM_TEXT(why.len ? why.data : NULL), AG_RM_TEXT(ts),
-                               AG_RM_TEXT(saga)};
+    struct ag_rm_arg args[] = {AG_RM_TEXT(text),    AG_RM_TEXT(status),
+                               AG_RM_TEXT(current), AG_RM_TEXT(why.len ? why.data : NULL),
+                               AG_RM_TEXT(ts),      AG_RM_TEXT(saga)};
     rc = ag_rm_exec(db,
                     "UPDATE sagas SET steps=?1, status=?2, current_step=?3,"
                     " reason=COALESCE(?4, reason), updated_at=?5 WHERE id=?6",

@@ -152,7 +152,7 @@ static int rx_decide(void *const *states, const int64_t *versions, void *ud,
     ag_dom_events_free(&a);
     ag_dom_events_free(&b);
     const struct ag_es_type *types[2] = {c->ta, c->tb};
-    for (size_t i = 0; i < inbox && !rc; i++)
+    for (size_t i = 0; i < inbox && i < 2 && !rc; i++)
         rc = svc_pii_seal_events(types[i], versions[i] >= 0 ? states[i] : NULL, &outs[i], 0, err);
     for (int i = 0; i < 2 && !rc; i++)
         if (c->type[i])

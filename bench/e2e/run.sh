@@ -25,12 +25,16 @@
 #              fsync and synchronous_commit on, like the log's fsync; a schema per
 #              run); "impl":"agora-pg" in the JSON. READMODELS=postgresql puts the
 #              read models there too ("impl":"agora-pg-rm"). Default: the log.
+#   SAGA_MODE=choreography  PlaceOrder choreographed over the local: bus (agora run
+#              --saga-mode choreography) instead of orchestrated by the saga engine;
+#              "saga_mode":"choreography" in the JSON's params. Default orchestration.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 AGORA=${AGORA_BIN:-$ROOT/build/release/agora}
 CLIENTS=${CLIENTS:-16 64}
 PATHS=${PATHS:-direct gateway}
 DURATION=${DURATION:-10}
+SAGA_MODE=${SAGA_MODE:-orchestration}
 CUSTOMERS=${CUSTOMERS:-256}
 POLL_MS=${POLL_MS:-100}
 OUT=$ROOT/bench/results/e2e.jsonl
@@ -95,7 +99,7 @@ start_server() { # data dir, path, run name
   [[ $2 == direct ]] && args+=(--no-gateway)
   [[ -n ${WORKERS:-} ]] && args+=(--workers "$WORKERS")
   # the gateway caps connections per client address; the load is one address
-  AGORA_MAX_CONNS_PER_PEER=100000 "$AGORA" "${args[@]}" 2>"$TMP/server.err" >/dev/null &
+  AGORA_MAX_CONNS_PER_PEER=100000 AGORA_SAGA_MODE=$SAGA_MODE "$AGORA" "${args[@]}" 2>"$TMP/server.err" >/dev/null &
   SPID=$!
   PORT=
   for _ in $(seq 200); do
@@ -143,12 +147,15 @@ for N in $CLIENTS; do
   SAMPLER=
   kill -TERM "$SPID"; wait "$SPID" || true
   SPID=
-  line=$(python3 - "$TMP/load.json" "$TMP/lag" "$N" "$DURATION" "$P" "$IMPL" <<'PY'
+  line=$(python3 - "$TMP/load.json" "$TMP/lag" "$N" "$DURATION" "$P" "$IMPL" "$SAGA_MODE" <<'PY'
 import json, sys
 s = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
 lags = sorted(float(x) for x in open(sys.argv[2]) if x.strip())
 p99 = lags[min(len(lags) - 1, int(0.99 * len(lags)))] * 1000 if lags else None
-print(json.dumps({"bench": "e2e.orders", "impl": sys.argv[6], "params": {"clients": int(sys.argv[3]), "path": sys.argv[5]},
+params = {"clients": int(sys.argv[3]), "path": sys.argv[5]}
+if sys.argv[7] == "choreography":
+    params["saga_mode"] = "choreography"
+print(json.dumps({"bench": "e2e.orders", "impl": sys.argv[6], "params": params,
                   "ops_per_s": round(s["confirmedPerSec"]), "p50_us": s["postP50Us"], "p99_us": s["postP99Us"],
                   "confirm_p99_us": s["finalP99Us"], "confirm_p50_us": s["finalP50Us"],
                   "projection_lag_p99_ms": round(p99, 1) if p99 is not None else None,
@@ -166,14 +173,14 @@ done
 printf '%s\n' "${LINES[@]}" >"$TMP/lines"
 python3 - "$TMP/lines" >&2 <<'PY'
 import json, sys
-print("| path | clients | confirmed/s | POST→202 p50 / p99 | POST→confirmed p50 / p99 | projection lag p99 | errors |")
-print("|---|---|---|---|---|---|---|")
+print("| path | clients | saga | confirmed/s | POST→202 p50 / p99 | POST→confirmed p50 / p99 | projection lag p99 | errors |")
+print("|---|---|---|---|---|---|---|---|")
 ms = lambda us: "-" if us is None else f"{us / 1000:.1f} ms"
 for l in open(sys.argv[1]):
     r = json.loads(l)
     p = r["params"]
     lag = r["projection_lag_p99_ms"]
     lag = "-" if lag is None else f"{lag:.0f} ms"
-    print(f"| {p['path']} | {p['clients']} | {r['ops_per_s']:,} | {ms(r['p50_us'])} / {ms(r['p99_us'])} "
+    print(f"| {p['path']} | {p['clients']} | {p.get('saga_mode', 'orchestration')} | {r['ops_per_s']:,} | {ms(r['p50_us'])} / {ms(r['p99_us'])} "
           f"| {ms(r['confirm_p50_us'])} / {ms(r['confirm_p99_us'])} | {lag} | {r['errors']} |")
 PY

@@ -43,6 +43,10 @@ struct ag_platform_config {
     /* The message bus the outbox relay publishes the published language to
      * (ag_bus_open: "local:" or "nats://HOST:PORT"); NULL = no bus, no relay. */
     const char *bus_uri;
+    /* How PlaceOrder runs: false = orchestrated by the saga engine (default);
+     * true = choreographed, as reactions of the contexts over the bus (with no
+     * bus_uri, the local: bus). `agora run --saga-mode`, env AGORA_SAGA_MODE. */
+    bool choreography;
 };
 
 struct ag_platform;

@@ -19,7 +19,7 @@ static const char usage_text[] =
     "usage: agora run [--data DIR] [--store URI] [--readmodels URI] [--listen HOST:PORT]\n"
     "                 [--workers N] [--no-seed] [--no-gateway] [--idempotency-ttl DUR]\n"
     "                 [--saga-retention DUR] [--bus URI] [--tls-cert FILE --tls-key FILE]...\n"
-    "                 [--http-redirect HOST:PORT]\n"
+    "                 [--http-redirect HOST:PORT] [--saga-mode MODE]\n"
     "                 [--index-memory BYTES] [--cache-memory BYTES]\n"
     "\n"
     "Start the commerce platform in one process: customers, catalog, ordering,\n"
@@ -48,6 +48,10 @@ static const char usage_text[] =
     "                      bus through the outbox relay (env AGORA_BUS): local: (in the\n"
     "                      event store) or nats://HOST:PORT[,HOST:PORT...][?replicas=N]\n"
     "                      (JetStream; a cluster with N-replica streams); default none\n"
+    "  --saga-mode MODE    orchestration (default: the saga engine runs PlaceOrder) or\n"
+    "                      choreography (inventory, payments, shipping and ordering\n"
+    "                      react to each other's events on the bus; --bus defaults to\n"
+    "                      local:), env AGORA_SAGA_MODE\n"
     "  --no-seed           no demo catalog and customers on first start\n"
     "  --no-gateway        serve the services directly on --listen, loopback only, with\n"
     "                      NO authentication (every caller is an admin) and no rate\n"
@@ -195,7 +199,7 @@ uint64_t ag_cli_duration_ms(const char *s)
 
 /* What `agora run` was asked for: flags over environment over defaults. */
 struct run_opts {
-    const char *data, *listen, *store, *readmodels, *bus;
+    const char *data, *listen, *store, *readmodels, *bus, *saga_mode;
     const char *idem_ttl, *saga_ret, *index_mem, *cache_mem;
     bool seed, gateway;
     int workers;
@@ -222,6 +226,7 @@ static int parse_run_args(int argc, char **argv, struct run_opts *o)
         {"--idempotency-ttl", offsetof(struct run_opts, idem_ttl)},
         {"--saga-retention", offsetof(struct run_opts, saga_ret)},
         {"--bus", offsetof(struct run_opts, bus)},
+        {"--saga-mode", offsetof(struct run_opts, saga_mode)},
         {"--index-memory", offsetof(struct run_opts, index_mem)},
         {"--cache-memory", offsetof(struct run_opts, cache_mem)},
     };
@@ -273,6 +278,11 @@ static int run_config(const struct run_opts *o, char host[64], struct ag_platfor
         return ag_cli_usage_error("run: --idempotency-ttl takes a duration such as 24h, 90m, 30s");
     if (o->saga_ret && !ag_cli_duration_ms(o->saga_ret))
         return ag_cli_usage_error("run: --saga-retention takes a duration such as 7d, 24h, 90m");
+    bool chor = o->saga_mode && strcmp(o->saga_mode, "choreography") == 0;
+    if (o->saga_mode && !chor && strcmp(o->saga_mode, "orchestration") != 0)
+        return ag_cli_usage_error("run: --saga-mode (AGORA_SAGA_MODE) takes orchestration or "
+                                  "choreography, not '%s'",
+                                  o->saga_mode);
     uint64_t index_bytes = 0, cache_bytes = 0;
     if (o->index_mem && (ag_parse_size(o->index_mem, &index_bytes) || index_bytes < (1u << 20)))
         return ag_cli_usage_error("run: --index-memory (AGORA_INDEX_MEMORY) takes a size of at "
@@ -293,6 +303,7 @@ static int run_config(const struct run_opts *o, char host[64], struct ag_platfor
         .idempotency_ttl_ms = o->idem_ttl ? ag_cli_duration_ms(o->idem_ttl) : 0,
         .saga_retention_ms = o->saga_ret ? ag_cli_duration_ms(o->saga_ret) : 0,
         .bus_uri = o->bus,
+        .choreography = chor,
         .index_memory = index_bytes,
         .cache_bytes = (size_t)cache_bytes};
     const char *st = getenv("AGORA_SAGA_THREADS");
@@ -315,6 +326,7 @@ static int run(int argc, char **argv)
                          .store = env_or_null("AGORA_STORE"),
                          .readmodels = env_or_null("AGORA_READMODELS"),
                          .bus = env_or_null("AGORA_BUS"),
+                         .saga_mode = env_or_null("AGORA_SAGA_MODE"),
                          .idem_ttl = env_or_null("AGORA_IDEMPOTENCY_TTL"),
                          .saga_ret = env_or_null("AGORA_SAGA_RETENTION"),
                          .index_mem = env_or_null("AGORA_INDEX_MEMORY"),
@@ -324,8 +336,8 @@ static int run(int argc, char **argv)
     int prc = parse_run_args(argc, argv, &o);
     if (prc) return prc;
     /* flags given empty mean "the default", as an empty environment variable does */
-    const char **opt[] = {&o.store,    &o.readmodels, &o.bus,      &o.idem_ttl,
-                          &o.saga_ret, &o.index_mem,  &o.cache_mem};
+    const char **opt[] = {&o.store,    &o.readmodels, &o.bus,       &o.idem_ttl,
+                          &o.saga_ret, &o.index_mem,  &o.cache_mem, &o.saga_mode};
     for (size_t k = 0; k < sizeof opt / sizeof opt[0]; k++)
         if (*opt[k] && !**opt[k]) *opt[k] = NULL;
     char host[64];

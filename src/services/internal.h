@@ -132,7 +132,18 @@ struct ag_platform {
     bool monitor_stop;
     struct ag_bus *bus;     /* --bus: the message bus, or NULL (bus.c) */
     struct ag_relay *relay; /* the outbox relay onto it */
+    struct svc_chor *chor;  /* --saga-mode choreography: the reactions (choreography.c) */
 };
+
+/* ---- PlaceOrder as choreography (sagas/choreography.c, choreography_view.c) ---- */
+
+struct svc_chor;
+/* Open the four contexts' bus workers on p->bus and start their threads. */
+int svc_chor_start(struct ag_platform *p, struct svc_chor **out, struct ag_err *err);
+void svc_chor_stop(struct svc_chor *c);
+/* Turn the saga projection `sagas` into one that also folds the choreographed
+ * flow's events into the same rows. */
+void svc_chor_projection(struct ag_projection *sagas);
 
 /* ---- the bus: published language, relay, ops (bus.c) ---- */
 

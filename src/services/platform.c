@@ -135,6 +135,7 @@ static void fill_projections(struct ag_platform *p)
     for (size_t i = 0; i < AG_ARRAY_SIZE(contexts); i++)
         if (contexts[i]->projection) contexts[i]->projection(&p->projs[contexts[i]->rm]);
     ag_saga_projection(p->saga_defs, 1, &p->projs[RM_SAGAS]);
+    if (p->cfg.choreography) svc_chor_projection(&p->projs[RM_SAGAS]);
     svc_saga_starter_projection(p, &p->projs[RM_COUNT]);
 }
 
@@ -374,6 +375,7 @@ int ag_platform_start(const struct ag_platform_config *cfg, struct ag_platform *
     struct ag_platform *p = ag_calloc(1, sizeof *p);
     if (!p) return ag_err_set(err, AG_ENOMEM, "out of memory");
     p->cfg = *cfg;
+    if (cfg->choreography && !cfg->bus_uri) p->cfg.bus_uri = "local:";
     int rc = open_vault(p, err);
     if (!rc) rc = wait_for_db(p, "store", open_store, err);
     struct ag_store_stats st = {0};
@@ -394,6 +396,7 @@ int ag_platform_start(const struct ag_platform_config *cfg, struct ag_platform *
     if (!rc) rc = open_read_models(p, err);
     if (!rc && cfg->seed && st.events == 0) rc = svc_seed(&p->env, err);
     if (!rc) rc = svc_bus_start(p, err);
+    if (!rc && p->cfg.choreography) rc = svc_chor_start(p, &p->chor, err);
     if (!rc) rc = start_http(p, err);
     if (!rc && svc_monitor_start(p))
         rc = ag_err_set(err, AG_ENOMEM, "cannot start the monitor thread");
@@ -439,6 +442,8 @@ void ag_platform_stop(struct ag_platform *p)
     /* projections first: the saga starter projection calls into the saga engine */
     ag_projector_stop(p->projector);
     ag_saga_engine_stop(p->sagas);
+    svc_chor_stop(p->chor); /* its workers use the bus and the store */
+    p->chor = NULL;
     svc_bus_stop(p); /* the relay reads the store: before it closes */
     ag_es_repo_free(p->repo);
     ag_store_close(p->store);
@@ -469,6 +474,9 @@ int ag_platform_rebuild_projection_at(const char *data_dir, const char *readmode
     memset(&tmp, 0, sizeof tmp);
     tmp.cfg.data_dir = data_dir;
     tmp.cfg.readmodels_uri = readmodels_uri;
+    /* the sagas read model folds the choreographed flow too in that mode */
+    const char *mode = getenv("AGORA_SAGA_MODE");
+    tmp.cfg.choreography = mode && strcmp(mode, "choreography") == 0;
     /* the sagas read model needs the saga definitions (their step names) */
     int rc = svc_place_order_saga(&tmp, err);
     if (!rc) fill_projections(&tmp);

@@ -9,7 +9,8 @@
  * once SagaRetried is durable; the outcome (`compensated`, or `failed` again)
  * shows at GET /api/v1/sagas/{id}. 404 for an unknown saga, 409 for one that is
  * not failed (running, completed, compensated) or that another retry re-opened
- * first.
+ * first, and for a choreographed flow (--saga-mode choreography: a sagas row but
+ * no engine saga; its reactions retry on the bus).
  */
 #include <stdio.h>
 #include <string.h>
@@ -90,8 +91,19 @@ static int retry(struct svc_job *j)
     struct ag_err err;
     ag_err_clear(&err);
     int rc = ag_saga_retry(j->env->sagas, j->param, &err);
-    if (rc == AG_ENOTFOUND)
+    if (rc == AG_ENOTFOUND) { /* a choreographed flow has a row but no engine saga */
+        const char *args[] = {j->param};
+        json_t *rows = svc_rm_query(j->env, RM_SAGAS, "SELECT status FROM sagas WHERE id=?1", args,
+                                    1, one_col);
+        bool chor = json_array_size(rows) > 0;
+        json_decref(rows);
+        if (chor)
+            return svc_problem(j, 409, "Saga cannot be retried",
+                               "saga %s is choreographed: its reactions retry on the bus, and a "
+                               "compensation that kept failing is undone by hand",
+                               j->param);
         return svc_problem(j, 404, "Saga not found", "no saga with id %s", j->param);
+    }
     if (rc == AG_EREJECTED || rc == AG_ECONFLICT)
         return svc_problem(j, 409, "Saga cannot be retried", "%s", err.msg);
     if (rc) return svc_error(j, rc, &err);

@@ -642,6 +642,7 @@ static int start_saga(struct ag_rm *db, const struct ag_event *ev, const json_t 
 {
     AG_UNUSED(db);
     struct ag_platform *p = ud;
+    if (p->cfg.choreography) return 0; /* the contexts react on the bus (choreography.c) */
     const char *saga = json_string_value(json_object_get(d, "sagaId"));
     if (!saga || ev->stream_len <= 6) return 0;
     char order[128];

@@ -1,0 +1,5 @@
+#!/usr/bin/env bash
+# saga_faults.sh with PlaceOrder choreographed over the local: bus (--saga-mode
+# choreography): the same assertions as the orchestrated run.
+export AGORA_SAGA_MODE=choreography
+exec bash "$(dirname "$0")/saga_faults.sh" "$@"

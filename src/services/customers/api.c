@@ -352,8 +352,8 @@ static int parse_address(struct svc_job *j, struct ag_address *a)
     static const char *const fields[] = {"street", "city", "state", "zipCode", "country", NULL};
     struct ag_err err;
     ag_err_clear(&err);
-    if (svc_body_object(j, fields)) return 1;
-    if (ag_address_from_json(j->body, a, "", &err) == 0) return 0;
+    if (svc_body_object(j, fields) && !json_is_object(j->body)) return 1;
+    if (ag_address_from_json(j->body, a, "", &err) == 0) return json_array_size(j->errors) > 0;
     const char *colon = strstr(err.msg, ": ");
     char ptr[96];
     snprintf(ptr, sizeof ptr, "%.*s", colon ? (int)(colon - err.msg) : 0, colon ? err.msg : "");

@@ -69,7 +69,7 @@ static void view_draft(const void *state, int64_t version, void *ud)
     snprintf(d->customer_id, sizeof d->customer_id, "%s", o->customer_id);
     snprintf(d->currency, sizeof d->currency, "%s", o->currency);
     d->n = o->nlines < ORD_MAX_ITEMS ? o->nlines : ORD_MAX_ITEMS;
-    memcpy(d->lines, o->lines, d->n * sizeof *d->lines);
+    if (d->n) memcpy(d->lines, o->lines, d->n * sizeof *d->lines);
     if (d->want_json) {
         json_decref(d->json);
         d->json = order_json(o);

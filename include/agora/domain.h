@@ -418,23 +418,23 @@ enum ag_order_status {
 };
 
 struct ag_order {
-    bool exists;                        /* OrderCreated seen */
-    enum ag_order_status status;        /* lifecycle */
-    char id[AG_DOM_ID_MAX];             /* order id */
-    char customer_id[AG_DOM_ID_MAX];    /* who ordered */
-    char currency[4];                   /* every line and amount is in this currency */
-    struct ag_price_line *lines;        /* owned; one line per product, in the order added */
-    size_t nlines;                      /* lines used */
-    size_t cap;                         /* lines allocated */
-    bool has_address;                   /* shipping_address is set (at OrderPlaced) */
-    struct ag_address shipping_address; /* where to ship */
+    bool exists;                             /* OrderCreated seen */
+    enum ag_order_status status;             /* lifecycle */
+    char id[AG_DOM_ID_MAX];                  /* order id */
+    char customer_id[AG_DOM_ID_MAX];         /* who ordered */
+    char currency[4];                        /* every line and amount is in this currency */
+    struct ag_price_line *lines;             /* owned; one line per product, in the order added */
+    size_t nlines;                           /* lines used */
+    size_t cap;                              /* lines allocated */
+    bool has_address;                        /* shipping_address is set (at OrderPlaced) */
+    struct ag_address shipping_address;      /* where to ship */
     char shipping_address_id[AG_DOM_ID_MAX]; /* the customer's address it came from, or "" */
-    struct ag_money subtotal;           /* Σ lines (kept current while draft) */
-    struct ag_money discount;           /* set by OrderPlaced; 0 before */
-    struct ag_money total;              /* subtotal - discount */
-    char cancellation_reason[256];      /* set by OrderCancelled */
-    char tracking_number[64];           /* set by OrderConfirmed */
-    char saga_id[AG_DOM_ID_MAX];        /* the PlaceOrder saga, set by OrderPlaced */
+    struct ag_money subtotal;                /* Σ lines (kept current while draft) */
+    struct ag_money discount;                /* set by OrderPlaced; 0 before */
+    struct ag_money total;                   /* subtotal - discount */
+    char cancellation_reason[256];           /* set by OrderCancelled */
+    char tracking_number[64];                /* set by OrderConfirmed */
+    char saga_id[AG_DOM_ID_MAX];             /* the PlaceOrder saga, set by OrderPlaced */
 };
 
 struct ag_order_create {

@@ -1050,8 +1050,8 @@ static int multi_encode(struct multi *m)
                                               .data = m->texts[k],
                                               .data_len = strlen(m->texts[k]),
                                               .metadata = meta,
-                                              .metadata_len = meta == m->cmd.metadata ? mlen
-                                                                                      : strlen(meta)};
+                                              .metadata_len =
+                                                  meta == m->cmd.metadata ? mlen : strlen(meta)};
         }
     }
     m->nagg = m->np;

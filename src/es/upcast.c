@@ -63,8 +63,7 @@ int ag_es_event_version(const struct ag_event *ev)
         return 1;
     json_t *m = json_loadb(ev->metadata, ev->metadata_len, 0, NULL);
     json_t *v = json_object_get(m, META_KEY);
-    int version = json_is_integer(v) && json_integer_value(v) > 0 &&
-                          json_integer_value(v) < 1000
+    int version = json_is_integer(v) && json_integer_value(v) > 0 && json_integer_value(v) < 1000
                       ? (int)json_integer_value(v)
                       : 1;
     json_decref(m);
@@ -133,8 +132,7 @@ char *ag__es_meta_for(const char *meta, const char *type)
         return NULL;
     }
     char *out = NULL;
-    if (json_object_set_new(m, META_KEY, json_integer(v)) == 0)
-        out = json_dumps(m, JSON_COMPACT);
+    if (json_object_set_new(m, META_KEY, json_integer(v)) == 0) out = json_dumps(m, JSON_COMPACT);
     json_decref(m);
     return out;
 }

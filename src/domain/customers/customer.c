@@ -75,8 +75,7 @@ static int on_address(struct ag_customer *c, const json_t *d)
 {
     if (c->naddresses >= AG_CUSTOMER_MAX_ADDRESSES) return AG_EINVAL;
     if (ag__dom_get_address(d, "address", &c->addresses[c->naddresses]) ||
-        ag__dom_get_str(d, "addressId", c->address_ids[c->naddresses],
-                        sizeof c->address_ids[0]))
+        ag__dom_get_str(d, "addressId", c->address_ids[c->naddresses], sizeof c->address_ids[0]))
         return AG_EINVAL;
     c->naddresses++;
     return 0;
@@ -231,7 +230,8 @@ int ag_customer_add_address(const struct ag_customer *st, const struct ag_custom
     if (st->naddresses >= AG_CUSTOMER_MAX_ADDRESSES)
         return ag_err_set(err, AG_EDOMAIN, "customer %s already has the maximum of %d addresses",
                           st->id, AG_CUSTOMER_MAX_ADDRESSES);
-    json_t *d = json_pack("{s:s,s:o}", "addressId", id, "address", ag_address_to_json(cmd->address));
+    json_t *d =
+        json_pack("{s:s,s:o}", "addressId", id, "address", ag_address_to_json(cmd->address));
     return ag__dom_emit(out, AG_EV_ADDRESS_ADDED, d, err);
 }
 

@@ -7,8 +7,9 @@
  * Events: OrderCreated {orderId, customerId, currency}; ItemAdded {productId,
  * quantity, unitPrice}; ItemRemoved {productId}; OrderPlaced {shippingAddress,
  * shippingAddressId?, subtotal, discount, total, sagaId} (shippingAddressId: the
- * customer's saved address the shipping address was taken from, when it was); OrderConfirmed {trackingNumber};
- * OrderCancelled {reason}; OrderShipped {shippedAt}; OrderDelivered {deliveredAt}.
+ * customer's saved address the shipping address was taken from, when it was); OrderConfirmed
+ * {trackingNumber}; OrderCancelled {reason}; OrderShipped {shippedAt}; OrderDelivered
+ * {deliveredAt}.
  *
  * State: one line per product (adding a product again adds to its quantity at the
  * same unit price), kept in the order first added; `subtotal` tracks Σ lines while

@@ -334,7 +334,8 @@ static void view_addresses(const void *state, int64_t version, void *ud)
     for (size_t i = 0; i < c->naddresses; i++) {
         if (v->find && ag_address_eq(&c->addresses[i], v->find))
             snprintf(v->id, sizeof v->id, "%s", c->address_ids[i]);
-        if (v->items) json_array_append_new(v->items, address_json(c->address_ids[i], &c->addresses[i]));
+        if (v->items)
+            json_array_append_new(v->items, address_json(c->address_ids[i], &c->addresses[i]));
     }
 }
 
@@ -410,7 +411,8 @@ static int list_addresses(struct svc_job *j)
     struct ag_err err;
     ag_err_clear(&err);
     int rc = svc_read(j->env, &svc_customer_type, j->param, view_addresses, &v, &err);
-    if (rc == 0 && !v.exists) rc = ag_err_set(&err, AG_ENOTFOUND, "no customer with id %s", j->param);
+    if (rc == 0 && !v.exists)
+        rc = ag_err_set(&err, AG_ENOTFOUND, "no customer with id %s", j->param);
     if (rc) {
         json_decref(v.items);
         return rc == AG_ENOTFOUND
@@ -427,7 +429,13 @@ static const struct svc_route routes[] = {
     {"POST", "/api/v1/customers/{id}/tier", SVC_ADMIN, tier, "id", "customer", {NULL}},
     {"POST", "/api/v1/customers/{id}/erase", SVC_OWNER, erase, "id", "customer", {NULL}},
     {"POST", "/api/v1/customers/{id}/addresses", SVC_OWNER, add_address, "id", "customer", {NULL}},
-    {"GET", "/api/v1/customers/{id}/addresses", SVC_OWNER, list_addresses, "id", "customer", {NULL}},
+    {"GET",
+     "/api/v1/customers/{id}/addresses",
+     SVC_OWNER,
+     list_addresses,
+     "id",
+     "customer",
+     {NULL}},
 };
 
 const struct svc_context svc_customers_context = {

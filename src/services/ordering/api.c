@@ -210,8 +210,9 @@ size_t ord_parse_items(struct svc_job *j, bool required, struct ag_price_line *l
 /* Validate the body into `pl`, recording every bad field. */
 static void parse_order(struct svc_job *j, struct place *pl)
 {
-    static const char *const fields[] = {"customerId",     "items", "shippingAddress",
-                                         "shippingAddressId", "promotionCodes", "draft", NULL};
+    static const char *const fields[] = {
+        "customerId", "items", "shippingAddress", "shippingAddressId", "promotionCodes",
+        "draft",      NULL};
     svc_body_object(j, fields);
     pl->ncodes = (size_t)svc_promos_parse(j, pl->codes, SVC_MAX_PROMOS);
     pl->customer_id = ord_parse_customer(j);
@@ -240,8 +241,8 @@ static int price_order(struct svc_job *j, struct place *pl)
             0)
         return svc_error(j, AG_ENOMEM, NULL), 1;
     if (svc_fields_failed(j, 422)) return 1;
-    int rc =
-        ag_pricing_quote(pl->lines, pl->n, pl->cust.premium, pl->promos, pl->ncodes, &pl->quote, &err);
+    int rc = ag_pricing_quote(pl->lines, pl->n, pl->cust.premium, pl->promos, pl->ncodes,
+                              &pl->quote, &err);
     if (rc) return svc_error(j, rc, &err), 1;
     return 0;
 }

@@ -52,7 +52,8 @@ static json_t *line_json(const struct ag_price_line *l)
 static json_t *order_json(const struct ag_order *o)
 {
     json_t *items = json_array();
-    for (size_t i = 0; items && i < o->nlines; i++) json_array_append_new(items, line_json(&o->lines[i]));
+    for (size_t i = 0; items && i < o->nlines; i++)
+        json_array_append_new(items, line_json(&o->lines[i]));
     return json_pack("{s:s, s:s, s:s, s:o, s:o, s:o, s:o}", "id", o->id, "customerId",
                      o->customer_id, "status", ag_order_status_name(o->status), "items", items,
                      "subtotal", ag_money_to_json(&o->subtotal), "discount",
@@ -311,8 +312,7 @@ struct place_draft {
     char saga_id[AG_UUID_STRLEN + 1];
 };
 
-static int dom_place(const void *st, const void *cmd, struct ag_dom_events *out,
-                     struct ag_err *err)
+static int dom_place(const void *st, const void *cmd, struct ag_dom_events *out, struct ag_err *err)
 {
     return ag_order_place(st, cmd, out, err);
 }

@@ -44,8 +44,8 @@ static int n_restore(void *s, const json_t *j)
     AG_UNUSED(s), AG_UNUSED(j);
     return AG_EINVAL;
 }
-static const struct ag_es_type note_type = {"note",     sizeof(struct note), n_init,   n_free,
-                                            n_evolve,   n_snapshot,          n_restore};
+static const struct ag_es_type note_type = {"note",   sizeof(struct note), n_init,   n_free,
+                                            n_evolve, n_snapshot,          n_restore};
 
 /* v1 → v2: count the words of "text" */
 static int noted_v1(json_t *d, const struct ag_event *ev)
@@ -93,7 +93,8 @@ static int decide_note(const void *state, int64_t version, void *ud, struct ag_e
                        struct ag_err *err)
 {
     AG_UNUSED(state), AG_UNUSED(version), AG_UNUSED(err);
-    return ag_es_batch_push(out, "Noted", json_pack("{s:s, s:i}", "text", (const char *)ud, "words", 2));
+    return ag_es_batch_push(out, "Noted",
+                            json_pack("{s:s, s:i}", "text", (const char *)ud, "words", 2));
 }
 
 /* A stored event of the previous shape (as an older agora wrote it: no version). */
@@ -105,7 +106,8 @@ static void append_raw(const char *stream, const char *data, const char *meta)
                               .data_len = strlen(data),
                               .metadata = meta,
                               .metadata_len = meta ? strlen(meta) : 0};
-    cr_assert_eq(ag_store_append(store, stream, strlen(stream), AG_STORE_ANY, &e, 1, NULL, NULL), 0);
+    cr_assert_eq(ag_store_append(store, stream, strlen(stream), AG_STORE_ANY, &e, 1, NULL, NULL),
+                 0);
 }
 
 static void view_note(const void *state, int64_t version, void *ud)
@@ -128,7 +130,8 @@ Test(upcast, versions_are_written_in_the_metadata)
     cr_assert_eq(pg.count, 1);
     json_t *m = json_loadb(pg.events[0].metadata, pg.events[0].metadata_len, 0, NULL);
     cr_assert_eq(json_integer_value(json_object_get(m, "schemaVersion")), 2);
-    cr_assert_str_eq(json_string_value(json_object_get(m, "actor")), "x", "the command's metadata kept");
+    cr_assert_str_eq(json_string_value(json_object_get(m, "actor")), "x",
+                     "the command's metadata kept");
     cr_assert_eq(ag_es_event_version(&pg.events[0]), 2);
     json_decref(m);
     ag_event_page_free(&pg);
@@ -200,8 +203,8 @@ static int sum_row(const struct ag_rm_row *r, void *ud)
 Test(upcast, projections_see_old_events_in_the_current_shape)
 {
     static const char *const types[] = {"Noted", NULL};
-    const struct ag_projection proj = {"words", "CREATE TABLE IF NOT EXISTS w(n INTEGER);", types,
-                                       apply_words, NULL, NULL};
+    const struct ag_projection proj = {
+        "words", "CREATE TABLE IF NOT EXISTS w(n INTEGER);", types, apply_words, NULL, NULL};
     append_raw("note-5", "{\"text\":\"one two three\"}", NULL);
     cr_assert_eq(ag_es_execute(repo,
                                &(struct ag_es_cmd){&note_type, "note-5", decide_note, "x y", NULL,

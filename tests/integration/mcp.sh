@@ -4,7 +4,9 @@
 #   1. POST /mcp through `agora run`'s gateway (streamable HTTP): tools, schemas,
 #      ownership (a customer's agent cannot see or cancel another's orders), bearer,
 #      Origin, Mcp-Session-Id, malformed JSON-RPC;
-#   2. then, agora run stopped, `agora mcp --data DIR` over stdio on the same data:
+#   2. the conformance scenarios of @modelcontextprotocol/conformance that apply to a
+#      tools-only server (initialize, ping, tools/list, DNS-rebinding protection);
+#   3. then, agora run stopped, `agora mcp --data DIR` over stdio on the same data:
 #      the local operator, and a customer's --token.
 # Env: AGORA_BIN, AG_SOURCE_DIR, AG_BUILD_DIR (from CTest).
 # shellcheck source=tests/integration/authz_lib.bash
@@ -15,6 +17,8 @@ authz_node_tools
 authz_start
 export BASE DATA AGORA_BIN="$BIN" STATE="$TMP/state.json"
 node --test --test-reporter=tap "$SRC/tests/integration/mcp/mcp_http.test.mjs" || fail "MCP over HTTP"
+[ -x "$SRC/node_modules/.bin/conformance" ] || fail "@modelcontextprotocol/conformance is not installed (npm ci)"
+TOKEN=$(token conformance admin) SRC="$SRC" node "$SRC/tests/integration/mcp/conformance.mjs" || fail "MCP conformance scenarios"
 authz_stop
 node --test --test-reporter=tap "$SRC/tests/integration/mcp/mcp_stdio.test.mjs" || fail "MCP over stdio"
 echo "ok - MCP over streamable HTTP and stdio"

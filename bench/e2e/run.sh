@@ -74,19 +74,7 @@ store_args() {
 # the platform then runs with --no-seed). 20 products spread the reservations over
 # 20 stock streams, as a real catalog would.
 seed_catalog() { # data dir, run name
-  python3 - "$AGORA" $(store_args "$1" "$2") <<'PY'
-import json, subprocess, sys, uuid
-agora, where = sys.argv[1], sys.argv[2:4]
-for i in range(20):
-    pid = str(uuid.uuid4())
-    product = {"productId": pid, "sku": f"BE-{i:02d}", "name": f"Bench item {i}",
-               "price": {"amount": 499 + 250 * i, "currency": "USD"}}
-    for stream, typ, payload in ((f"product-{pid}", "ProductAdded", product),
-                                 (f"stock-{pid}", "StockAdded", {"productId": pid, "quantity": 1000000000})):
-        subprocess.run([agora, "store", "append", stream, *where, "--type", typ,
-                        "--expected-version", "no-stream", "--payload", json.dumps(payload)],
-                       check=True, stdout=subprocess.DEVNULL)
-PY
+  python3 "$ROOT/bench/lib/seed_catalog.py" "$AGORA" $(store_args "$1" "$2")
 }
 
 start_server() { # data dir, path, run name

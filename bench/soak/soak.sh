@@ -43,19 +43,7 @@ cleanup() {
 trap cleanup EXIT
 
 mkdir -p "$DATA"
-python3 - "$DATA" "$AGORA" <<'PY'
-import json, subprocess, sys, uuid
-data, agora = sys.argv[1], sys.argv[2]
-for i in range(20):
-    pid = str(uuid.uuid4())
-    product = {"productId": pid, "sku": f"SK-{i:02d}", "name": f"Soak item {i}",
-               "price": {"amount": 499 + 250 * i, "currency": "USD"}}
-    for stream, typ, payload in ((f"product-{pid}", "ProductAdded", product),
-                                 (f"stock-{pid}", "StockAdded", {"productId": pid, "quantity": 1000000000})):
-        subprocess.run([agora, "store", "append", stream, "--data", data, "--type", typ,
-                        "--expected-version", "no-stream", "--payload", json.dumps(payload)],
-                       check=True, stdout=subprocess.DEVNULL)
-PY
+python3 "$ROOT/bench/lib/seed_catalog.py" "$AGORA" --data "$DATA" SK
 
 # shellcheck disable=SC2086 # AGORA_ARGS is a list of options, split on purpose
 "$AGORA" run --data "$DATA" --listen 127.0.0.1:0 --no-seed --no-gateway ${AGORA_ARGS:-} 2>"$TMP/server.err" >/dev/null &

@@ -31,7 +31,8 @@
  *   raw bytes went through the current dictionary, the window's ratio is compared
  *   with the first window measured after it was made, and a ratio 15% worse (event
  *   shapes changed: new types, new fields) trains a new one. Old dictionaries stay
- *   for the records that use them.
+ *   for the records that use them. The thread runs at nice 10: training takes a
+ *   second or two of CPU, which should come from idle time, not from requests.
  *
  * CODEC CONTEXTS
  *   Compression happens in the appending thread as it encodes its records, with a
@@ -45,7 +46,10 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 #include <zdict.h>
@@ -61,6 +65,7 @@
 #define DICT_SAMPLE_BYTES (8u << 20)
 #define DICT_SAMPLE_MAX   30000
 #define DICT_DEGRADE      1.15
+#define TRAINER_NICE      10
 
 struct ldict {
     uint16_t id;
@@ -476,6 +481,10 @@ static void *trainer_main(void *arg)
 {
     struct lstore *ls = arg;
     struct ldicts *t = &ls->dicts;
+    /* Training costs a second or more of CPU: at a lower priority it takes idle
+     * time and does not hold up requests (Linux: a thread's nice value is its own). */
+    if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), TRAINER_NICE) != 0)
+        AG_DEBUG("store.dictionary_trainer_nice_failed", AG_LS("error", strerror(errno)));
     pthread_mutex_lock(&t->lock);
     while (!t->quit) {
         struct timespec ts;

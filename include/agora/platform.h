@@ -43,6 +43,9 @@ struct ag_platform_config {
     /* The message bus the outbox relay publishes the published language to
      * (ag_bus_open: "local:" or "nats://HOST:PORT"); NULL = no bus, no relay. */
     const char *bus_uri;
+    /* Blocking reads (GET an order with Prefer: wait=N) parked at once; more are
+     * answered 503 with Retry-After. 0 = 1024; env AGORA_MAX_WAITERS. */
+    uint32_t max_waiters;
 };
 
 struct ag_platform;

@@ -327,8 +327,28 @@ static void after_cb(uv_work_t *w, int status)
 {
     struct svc_job *j = w->data;
     AG_UNUSED(status);
+    if (j->park && j->park(j, j->req)) return; /* kept: answered later */
+    svc_job_answer(j);
+}
+
+int svc_job_requeue(struct svc_job *j)
+{
+    j->status = 0;
+    j->problem = false;
+    json_decref(j->resp);
+    json_decref(j->errors);
+    j->resp = j->errors = NULL;
+    j->title[0] = j->detail[0] = j->location[0] = j->etag[0] = '\0';
+    j->rm_read = false;
+    return uv_queue_work(ag_http_req_loop(j->req), &j->work, work_cb, after_cb) ? AG_ENOMEM : 0;
+}
+
+void svc_job_answer(struct svc_job *j)
+{
     struct ag_http_req *req = j->req;
     if (j->finish) j->finish(j, req);
+    if (j->etag[0]) ag_http_resp_header(req, "ETag", j->etag);
+    if (j->pref_applied[0]) ag_http_resp_header(req, "Preference-Applied", j->pref_applied);
     if (j->location[0]) ag_http_resp_header(req, "Location", j->location);
     if (j->replayed) ag_http_resp_header(req, "Idempotent-Replayed", "true");
     /* a 5xx of the services' own making: the gateway's breaker and outlier
@@ -417,6 +437,7 @@ int svc_job_start(struct svc_env *p, struct ag_http_req *req, const struct svc_r
     size_t blen = 0;
     ag_http_req_body(req, &blen);
     j->finish = r->finish;
+    j->park = r->park;
     if (r->prepare) { /* a route that reads the request itself (POST /mcp) */
         int answered = r->prepare(j, req);
         if (answered) {

@@ -134,6 +134,7 @@ static void fill_projections(struct ag_platform *p)
 {
     for (size_t i = 0; i < AG_ARRAY_SIZE(contexts); i++)
         if (contexts[i]->projection) contexts[i]->projection(&p->projs[contexts[i]->rm]);
+    p->projs[RM_ORDERS].ud = p->waiters; /* wakes parked GETs of an order (wait.c) */
     ag_saga_projection(p->saga_defs, 1, &p->projs[RM_SAGAS]);
     svc_saga_starter_projection(p, &p->projs[RM_COUNT]);
 }
@@ -388,6 +389,9 @@ int ag_platform_start(const struct ag_platform_config *cfg, struct ag_platform *
                                                                     : saga_threads_default(),
                                        .metrics = p->metrics};
     if (!rc) rc = ag_saga_engine_start(&sc, &p->sagas, err);
+    if (!rc && svc_waiters_new(cfg->max_waiters, &p->waiters))
+        rc = ag_err_set(err, AG_ENOMEM, "out of memory");
+    p->env.waiters = p->waiters;
     if (!rc) fill_projections(p);
     if (!rc) rc = start_projections(p, err);
     p->env.projector = p->projector;
@@ -438,6 +442,7 @@ void ag_platform_stop(struct ag_platform *p)
     close_read_models(p);
     /* projections first: the saga starter projection calls into the saga engine */
     ag_projector_stop(p->projector);
+    svc_waiters_free(p->waiters); /* no parked request is left: the server is gone */
     ag_saga_engine_stop(p->sagas);
     svc_bus_stop(p); /* the relay reads the store: before it closes */
     ag_es_repo_free(p->repo);

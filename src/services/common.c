@@ -802,6 +802,41 @@ json_t *svc_rm_query(struct svc_env *p, enum rm_id rm, const char *sql, const ch
     return c.rows;
 }
 
+json_t *svc_rm_query_fresh(struct svc_env *p, enum rm_id rm, const char *sql,
+                           const char *const *args, size_t nargs, svc_row_fn row)
+{
+    uint64_t gen = 0;
+    if (!ag_projector_usable(p->projector, rm, &gen)) {
+        rm_unavailable = (int)rm;
+        return NULL;
+    }
+    struct svc_readmodels *r = p->rms;
+    pthread_mutex_lock(&r->fresh_lock);
+    if (r->fresh[rm] && r->fresh_gen[rm] != gen) { /* a rebuild replaced the file */
+        ag_rm_close(r->fresh[rm]);
+        r->fresh[rm] = NULL;
+    }
+    if (!r->fresh[rm] && ag_rm_open(r->dir, svc_rm_names[rm], AG_RM_READONLY, &r->fresh[rm], NULL))
+        r->fresh[rm] = NULL;
+    r->fresh_gen[rm] = gen;
+    json_t *rows = NULL;
+    if (r->fresh[rm]) {
+        struct ag_rm_arg a[8];
+        for (size_t i = 0; i < nargs && i < 8; i++) a[i] = AG_RM_TEXT(args[i]);
+        struct rows c = {json_array(), row};
+        struct ag_err err;
+        ag_err_clear(&err);
+        if (ag_rm_query(r->fresh[rm], sql, a, nargs < 8 ? nargs : 8, add_row, &c, &err)) {
+            rm_failed(p, rm, &err, sql);
+            json_decref(c.rows);
+        } else {
+            rows = c.rows;
+        }
+    }
+    pthread_mutex_unlock(&r->fresh_lock);
+    return rows ? rows : svc_rm_query(p, rm, sql, args, nargs, row); /* no handle: the shared */
+}
+
 /* ---- small read-model helpers shared by the contexts ---- */
 
 json_t *svc_money_json(json_int_t amount, const char *currency)

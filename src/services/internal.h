@@ -81,6 +81,11 @@ struct svc_readmodels {
     pthread_rwlock_t lock[RM_COUNT]; /* queries read-lock; reopening write-locks */
     uint64_t gen[RM_COUNT];          /* the read model's generation rm[i] was opened on */
     bool locks_init;                 /* lock[] initialised */
+    /* One more read-only handle per read model for reads that must see the last
+     * commit (svc_rm_query_fresh), one query at a time: opened on first use. */
+    struct ag_rm *fresh[RM_COUNT];
+    uint64_t fresh_gen[RM_COUNT];
+    pthread_mutex_t fresh_lock;
 };
 
 /* What a context's handlers — and the saga's steps and the seed — may use: the
@@ -231,6 +236,7 @@ struct svc_job {
     int (*park)(struct svc_job *j, struct ag_http_req *req);    /* svc_route.park */
     char etag[80];                                              /* ETag header ("" none) */
     char pref_applied[32]; /* Preference-Applied header ("" none) */
+    bool wait_woken;       /* run again because its key changed (wait.c): read fresh */
 };
 
 /* ---- blocking reads (wait.c) ---- */
@@ -420,6 +426,12 @@ extern const char *const svc_rm_names[RM_COUNT];
 void svc_rm_catch_up(struct svc_env *p);
 /* A row of a read-model query as JSON (a new reference). */
 typedef json_t *(*svc_row_fn)(const struct ag_rm_row *r);
+/* svc_rm_query on a snapshot that includes every commit made before the call: the
+ * shared handle's snapshot lasts while any query thread has a statement open on
+ * it, so a read right after a commit can miss it there. Serialised (one handle):
+ * for reads woken by a commit (wait.c), not for every read. */
+json_t *svc_rm_query_fresh(struct svc_env *p, enum rm_id rm, const char *sql,
+                           const char *const *args, size_t nargs, svc_row_fn row);
 /* Bind text parameters (NULL binds NULL) and run a query returning one JSON value
  * per row through `row`; NULL when the query failed (damage is reported to the
  * projector and the job answers 503). */

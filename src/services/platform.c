@@ -212,6 +212,7 @@ static void store_health_register(struct ag_platform *p)
 static int open_read_models(struct ag_platform *p, struct ag_err *err)
 {
     for (int i = 0; i < RM_COUNT; i++) pthread_rwlock_init(&p->rms.lock[i], NULL);
+    pthread_mutex_init(&p->rms.fresh_lock, NULL);
     p->rms.locks_init = true;
     for (int i = 0; i < RM_COUNT; i++) {
         char where[1100];
@@ -230,8 +231,11 @@ static void close_read_models(struct ag_platform *p)
     for (int i = 0; i < RM_COUNT; i++) {
         ag_rm_close(p->rms.rm[i]);
         p->rms.rm[i] = NULL;
+        ag_rm_close(p->rms.fresh[i]);
+        p->rms.fresh[i] = NULL;
         if (p->rms.locks_init) pthread_rwlock_destroy(&p->rms.lock[i]);
     }
+    if (p->rms.locks_init) pthread_mutex_destroy(&p->rms.fresh_lock);
     p->rms.locks_init = false;
 }
 

@@ -25,6 +25,12 @@
  * compares, under the mutex: moved means re-run now, not park. Slots are
  * shared by hash, so a collision costs a re-read, never a missed change.
  *
+ * Stale snapshots. The shared read-only query handle is one SQLite connection,
+ * and its read snapshot lasts while any query thread has a statement open on it:
+ * under load a re-read right after the wake-up could still see the row before
+ * the commit, and park again for the whole wait. So a woken job is flagged
+ * (svc_job.wait_woken) and its handler reads with svc_rm_query_fresh.
+ *
  * Ending. Deadline or abort (EOF, close, drain; ag_http_req_on_abort): the job
  * is answered as its handler left it (304 with the ETag). Woken: the job runs
  * again (or, when the client went away meanwhile, is answered at once).
@@ -214,6 +220,7 @@ static void on_wake(uv_async_t *a)
     *x->seq = svc_waiters_seq(x->reg, x->key);
     bool gone = x->aborted;
     release(x);
+    j->wait_woken = true; /* its handler reads the committed row (svc_rm_query_fresh) */
     if (gone || svc_job_requeue(j) != 0) svc_job_answer(j); /* as it stands */
 }
 
@@ -253,7 +260,7 @@ int svc_wait_park(struct svc_waiters *w, struct svc_job *j, struct ag_http_req *
     }
     pthread_mutex_unlock(&w->lock);
     if (moved) {
-        uv_async_send(&x->async); /* on_wake runs the handler again */
+        uv_async_send(&x->async); /* on_wake runs the handler again, reading fresh */
         return 0;
     }
     if (full) {

@@ -379,10 +379,35 @@ static int get(struct svc_job *j)
         RM_ORDERS,         ORDER_COLS " WHERE id=?1 AND (?2 IS NULL OR customer_id=?2)",
         order_row,         "order",
         "Order not found", "no order with id"};
-    int rc = svc_get_one(j, &one, j->param, svc_owner_filter(j));
+    int rc;
+    if (j->wait_woken) { /* woken by the commit of a change: read past it */
+        const char *args[] = {j->param, svc_owner_filter(j)};
+        json_t *rows = svc_rm_query_fresh(j->env, one.rm, one.sql, args, 2, one.row);
+        if (!rows) return AG_EIO;
+        if (json_array_size(rows)) {
+            j->rm_position = ag_projector_position(j->env->projector);
+            j->rm_read = true;
+            svc_ok(j, 200, json_incref(json_array_get(rows, 0)));
+        } else {
+            svc_problem(j, 404, one.title, "%s %s", one.missing, j->param);
+        }
+        json_decref(rows);
+        rc = 0;
+    } else {
+        rc = svc_get_one(j, &one, j->param, svc_owner_filter(j));
+    }
     if (rc || j->status != 200 || !j->resp) return rc;
     order_etag(j->resp, j->etag);
     struct order_wait *w = j->ext;
+    if (w && w->wait_s && !j->wait_woken && inm_matches(w->inm, j->etag)) {
+        /* about to park: make sure of it on a snapshot past every commit so far
+         * (the shared handle's may be older than the change sequence read) */
+        j->wait_woken = true;
+        json_decref(j->resp);
+        j->resp = NULL;
+        j->status = 0;
+        return get(j);
+    }
     if (w && inm_matches(w->inm, j->etag)) { /* not modified */
         json_decref(j->resp);
         j->resp = NULL;

@@ -10,6 +10,7 @@
  *   agora_store_events, agora_store_streams, agora_store_commits, agora_store_bytes
  *   agora_store_index_bytes, agora_store_index_tables   stream index memory, on-disk tables
  *   agora_es_cache_bytes, agora_es_cache_entries        the aggregate cache
+ *   agora_waiting_requests                     GETs parked by Prefer: wait (wait.c)
  */
 #include <stdio.h>
 #include <string.h>
@@ -24,6 +25,7 @@ struct gauges {
     struct ag_obs_series *sagas[4], *queued;
     struct ag_obs_series *store[4];
     struct ag_obs_series *index[2], *cache[2];
+    struct ag_obs_series *waiting;
 };
 
 static struct ag_obs_series *series(struct ag_obs_registry *r, const char *name, const char *help,
@@ -69,6 +71,9 @@ static void make_gauges(struct ag_platform *p, struct gauges *g)
     g->cache[0] =
         series(r, "agora_es_cache_bytes", "Estimated bytes of cached aggregates.", NULL, NULL);
     g->cache[1] = series(r, "agora_es_cache_entries", "Cached aggregates.", NULL, NULL);
+    g->waiting =
+        series(r, "agora_waiting_requests",
+               "Requests parked by Prefer: wait until their resource changes.", NULL, NULL);
 }
 
 static void publish(struct ag_platform *p, const struct gauges *g)
@@ -100,6 +105,7 @@ static void publish(struct ag_platform *p, const struct gauges *g)
     ag_es_repo_stats(p->repo, &cs);
     ag_obs_gauge_set(g->cache[0], (double)cs.bytes);
     ag_obs_gauge_set(g->cache[1], (double)cs.entries);
+    ag_obs_gauge_set(g->waiting, (double)svc_waiters_count(p->waiters));
 }
 
 static void *monitor_main(void *arg)

@@ -95,7 +95,7 @@ void svc_waiters_free(struct svc_waiters *w)
 
 static uint64_t key_hash(const char *key)
 {
-    return ag_xxh3(key, strlen(key));
+    return key ? ag_xxh3(key, strlen(key)) : 0;
 }
 
 uint64_t svc_waiters_seq(struct svc_waiters *w, const char *key)
@@ -180,15 +180,15 @@ static void release(struct waiter *x)
 }
 
 /* Deadline or abort: answer the job as its handler left it, if still parked. */
-static void expire(struct waiter *x)
+static void expire(struct waiter *x, bool abort)
 {
     struct svc_waiters *w = x->reg;
     pthread_mutex_lock(&w->lock);
     bool parked = x->linked;
     if (parked) unlink_waiter(w, x);
     pthread_mutex_unlock(&w->lock);
-    if (!parked) { /* woken meanwhile: the async callback comes next */
-        x->aborted = true;
+    if (!parked) {                    /* woken meanwhile: the async callback comes next */
+        if (abort) x->aborted = true; /* ... and answers; a deadline lets it read */
         return;
     }
     struct svc_job *j = x->j;
@@ -200,13 +200,13 @@ static void expire(struct waiter *x)
 
 static void on_deadline(uv_timer_t *t)
 {
-    expire(t->data);
+    expire(t->data, false);
 }
 
 static void on_abort(struct ag_http_req *req, void *ud)
 {
     AG_UNUSED(req);
-    expire(ud);
+    expire(ud, true);
 }
 
 static void on_wake(uv_async_t *a)

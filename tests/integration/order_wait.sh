@@ -10,7 +10,8 @@
 #   it);
 # - another customer waiting on alice's order gets 404 at once, never a wait;
 # - the limit (AGORA_MAX_WAITERS=2): a third parked request is 503 with
-#   Retry-After; clients that disconnect free their places (a new wait parks);
+#   Retry-After; clients that disconnect free their places (the
+#   agora_waiting_requests gauge goes back to 0, and two new waits park);
 # - a drain answers parked requests at once; no sanitizer report, clean exit.
 # Env: AGORA_BIN (CTest).
 set -euo pipefail
@@ -170,13 +171,23 @@ etag=$(curl -s -D - -o /dev/null "$A/api/v1/orders/$o" | grep -i '^etag:' | sed 
 for i in 1 2; do
     curl -s -o /dev/null --max-time 0.5 "$A/api/v1/orders/$o" -H "If-None-Match: $etag" -H 'Prefer: wait=30' || true
 done
+# waiting_is N: the agora_waiting_requests gauge (published twice a second) reaches N
+waiting_is() {
+    for _ in $(seq 40); do
+        [ "$(curl -s "$A/metrics" | awk '$1=="agora_waiting_requests"{print $2+0}')" = "$1" ] && return
+        sleep 0.1
+    done
+    fail "agora_waiting_requests never became $1"
+}
+waiting_is 0
+echo "ok - direct: clients that disconnected left no parked request (agora_waiting_requests 0)"
 # two park (the limit), a third is refused with 503 + Retry-After
 for i in 1 2; do
     curl -s -o /dev/null -w '%{http_code}' "$A/api/v1/orders/$o" -H "If-None-Match: $etag" \
         -H 'Prefer: wait=30' >"$TMP/parked$i" &
     PIDS+=($!)
 done
-sleep 0.5
+waiting_is 2
 r=$(get "$o" "$TMP/f" -H "If-None-Match: $etag" -H 'Prefer: wait=30')
 [ "${r%% *}" = 503 ] || fail "a request over the limit of parked requests got $r (disconnected ones not freed?)"
 [ -n "$(hdr Retry-After "$TMP/f.h")" ] || fail "503 without Retry-After"

@@ -14,12 +14,16 @@
 # appended to bench/results/e2e.jsonl, and a table of them on stderr at the end:
 #   ops_per_s       orders confirmed per second (POST → confirmed, whole pipeline)
 #   p50_us, p99_us  POST /api/v1/orders → 202
-#   confirm_p99_us  POST → confirmed as seen by polling (resolution: POLL_MS)
+#   confirm_p99_us  POST → confirmed as seen by the client: with WAIT (default 10) its
+#                   polls are blocking reads (Prefer: wait + If-None-Match, issue 11)
+#                   answered when the order changes; "poll_mode" says whether the
+#                   server applied them ("wait") or the resolution is POLL_MS
+#                   ("interval"; WAIT=0 forces it)
 #   projection_lag_p99_ms  p99 over samples of the largest lagSeconds of any projection
 # Targets (reported, not asserted): ≥ 5,000 orders/s, p99 POST ≤ 10 ms, lag p99 ≤ 50 ms.
 #
 #   AGORA_BIN  the agora binary (default build/release/agora)
-#   CLIENTS, PATHS, DURATION, CUSTOMERS (default 256), POLL_MS (default 100),
+#   CLIENTS, PATHS, DURATION, CUSTOMERS (default 256), POLL_MS (default 100), WAIT,
 #   WORKERS (default: cores)
 #   STORE=postgresql  the event store on a throwaway PostgreSQL (tests/lib/pgtmp.sh,
 #              fsync and synchronous_commit on, like the log's fsync; a schema per
@@ -37,6 +41,7 @@ DURATION=${DURATION:-10}
 SAGA_MODE=${SAGA_MODE:-orchestration}
 CUSTOMERS=${CUSTOMERS:-256}
 POLL_MS=${POLL_MS:-100}
+WAIT=${WAIT:-10}
 OUT=$ROOT/bench/results/e2e.jsonl
 [[ -x $AGORA ]] || { echo "missing $AGORA: run 'make build' first" >&2; exit 1; }
 mkdir -p "$ROOT/bench/results"
@@ -130,7 +135,7 @@ for N in $CLIENTS; do
   sample_lag "$PORT" "$TMP/lag" "$HDR" &
   SAMPLER=$!
   "$AGORA" load --target "http://127.0.0.1:$PORT" --concurrency "$N" --duration "$DURATION" \
-    --customers "$CUSTOMERS" --poll-ms "$POLL_MS" "${AUTH[@]}" --quiet >"$TMP/load.json"
+    --customers "$CUSTOMERS" --poll-ms "$POLL_MS" --wait "$WAIT" "${AUTH[@]}" --quiet >"$TMP/load.json"
   kill "$SAMPLER" 2>/dev/null; wait "$SAMPLER" 2>/dev/null || true
   SAMPLER=
   kill -TERM "$SPID"; wait "$SPID" || true
@@ -149,6 +154,7 @@ print(json.dumps({"bench": "e2e.orders", "impl": sys.argv[6], "params": params,
                   "projection_lag_p99_ms": round(p99, 1) if p99 is not None else None,
                   "placed_per_s": round(s["ordersPerSec"]), "placed": s["placed"], "confirmed": s["confirmed"],
                   "cancelled": s["compensated"], "pending": s["pending"], "errors": s["errors"],
+                  "poll_mode": s.get("pollMode", "interval"),
                   "duration_s": int(sys.argv[4]), "fsync": True}, separators=(",", ":")))
 PY
 )
@@ -161,7 +167,7 @@ done
 printf '%s\n' "${LINES[@]}" >"$TMP/lines"
 python3 - "$TMP/lines" >&2 <<'PY'
 import json, sys
-print("| path | clients | saga | confirmed/s | POST→202 p50 / p99 | POST→confirmed p50 / p99 | projection lag p99 | errors |")
+print("| path | clients | saga | confirmed/s | POST→202 p50 / p99 | POST→confirmed p50 / p99 (polls) | projection lag p99 | errors |")
 print("|---|---|---|---|---|---|---|---|")
 ms = lambda us: "-" if us is None else f"{us / 1000:.1f} ms"
 for l in open(sys.argv[1]):
@@ -170,5 +176,5 @@ for l in open(sys.argv[1]):
     lag = r["projection_lag_p99_ms"]
     lag = "-" if lag is None else f"{lag:.0f} ms"
     print(f"| {p['path']} | {p['clients']} | {p.get('saga_mode', 'orchestration')} | {r['ops_per_s']:,} | {ms(r['p50_us'])} / {ms(r['p99_us'])} "
-          f"| {ms(r['confirm_p50_us'])} / {ms(r['confirm_p99_us'])} | {lag} | {r['errors']} |")
+          f"| {ms(r['confirm_p50_us'])} / {ms(r['confirm_p99_us'])} ({r.get('poll_mode', 'interval')}) | {lag} | {r['errors']} |")
 PY

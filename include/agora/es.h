@@ -253,6 +253,10 @@ struct ag_projection {
      * is committed; an error rolls the page back. For side effects that must be
      * durable before the projection may move past the events (starting sagas). */
     int (*flush)(void *ud);
+    /* Optional: called on the runner's thread after a transaction of this
+     * projection committed (a page, a parked event replayed or dropped): its rows
+     * are visible to queries now. For notifying readers waiting on a row. */
+    void (*committed)(void *ud);
 };
 
 struct ag_projector;

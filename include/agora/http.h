@@ -221,6 +221,15 @@ AG_EXTERN uint64_t ag_http_req_start_ns(const struct ag_http_req *req);
 /* User data carried from a middleware to a handler (borrowed). */
 AG_EXTERN void ag_http_req_set_data(struct ag_http_req *req, void *data);
 AG_EXTERN void *ag_http_req_data(const struct ag_http_req *req);
+/* A handler that keeps a request unanswered for long (a blocking read parked
+ * until something changes) asks to hear when waiting is pointless: `cb` runs
+ * once, on the request's loop, when the client closed its side of the
+ * connection or the connection closed, or the server began draining. `cb`
+ * should answer at once (an answer to a closed connection is dropped). Answering
+ * clears it; so does `cb` NULL. AG_ECLOSED (nothing registered) when that has
+ * happened already: answer now. */
+AG_EXTERN int ag_http_req_on_abort(struct ag_http_req *req,
+                                   void (*cb)(struct ag_http_req *req, void *ud), void *ud);
 /* Parse the body as JSON (object or array, duplicate keys rejected) into a new
  * reference the caller decrefs. AG_EJSON with the position in `err` when malformed. */
 AG_EXTERN int ag_http_req_json(const struct ag_http_req *req, json_t **out, struct ag_err *err);

@@ -47,6 +47,9 @@ struct ag_platform_config {
      * true = choreographed, as reactions of the contexts over the bus (with no
      * bus_uri, the local: bus). `agora run --saga-mode`, env AGORA_SAGA_MODE. */
     bool choreography;
+    /* Blocking reads (GET an order with Prefer: wait=N) parked at once; more are
+     * answered 503 with Retry-After. 0 = 1024; env AGORA_MAX_WAITERS. */
+    uint32_t max_waiters;
 };
 
 struct ag_platform;

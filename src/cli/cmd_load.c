@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -30,7 +31,7 @@ static const char usage_text[] =
     "usage: agora load [--target URL] [--rate N | --concurrency C] [--duration S | --orders N]\n"
     "                  [--customers K] [--seed-funds CENTS] [--poor-ratio R] [--poor-funds CENTS]\n"
     "                  [--connections N] [--poll-ms MS] [--order-timeout S] [--token JWT] "
-    "[--quiet]\n"
+    "[--wait S] [--quiet]\n"
     "\n"
     "Place orders against a running `agora run` and report what became of them.\n"
     "Sets up K customers (unique emails, funded wallets), reads the product list,\n"
@@ -56,13 +57,19 @@ static const char usage_text[] =
     "  --poll-ms MS         interval between polls of one pending order (default 50)\n"
     "  --order-timeout S    stop polling an order after S seconds; it counts as pending\n"
     "                       (default 30)\n"
+    "  --wait S             blocking polls (default 10; 0: plain polls every --poll-ms):\n"
+    "                       GET with `Prefer: wait=S` and If-None-Match: <last ETag>, which\n"
+    "                       the server answers the moment the order changes. When the\n"
+    "                       server does not apply it (no Preference-Applied), the run falls\n"
+    "                       back to --poll-ms\n"
     "  --quiet              no live progress line (it is shown only on a terminal anyway)\n"
     "\n"
     "Output: one JSON line on stdout: placed (accepted with 202), confirmed, compensated\n"
     "(cancelled), pending (no final state within the timeout), errors (non-2xx answers)\n"
     "and transportErrors, ordersPerSec (placed), confirmedPerSec, and post/final latency\n"
     "percentiles in microseconds (POST to 202; POST to the observed final state, whose\n"
-    "resolution is --poll-ms). In rate mode latency is measured from the submit, so a\n"
+    "resolution is the server's notification with --wait, else --poll-ms; pollMode says\n"
+    "which: \"wait\" or \"interval\"). In rate mode latency is measured from the submit, so a\n"
     "saturated client under-reports it (coordinated omission).\n"
     "Exit status: 0 done, 1 the target was unreachable (at start, or for 2 s during the\n"
     "run: the summary then says \"unreachable\": true), 2 usage.\n";
@@ -76,6 +83,7 @@ struct opts {
     double rate;
     unsigned concurrency, connections, customers, poll_ms;
     double duration_s, order_timeout_s, poor_ratio;
+    unsigned wait_s; /* Prefer: wait=S on polls; 0 = plain interval polls */
     uint64_t orders;
     int64_t funds, poor_funds;
     bool quiet;
@@ -93,6 +101,7 @@ struct order {
     uint64_t next_poll; /* due time of the next poll */
     bool polling;       /* a poll is in flight */
     bool done;          /* final state seen (freed by the next scan) */
+    char etag[80];      /* the last ETag seen ("" none yet) */
 };
 
 struct load {
@@ -114,6 +123,9 @@ struct load {
     uint64_t t_start, t_end_placing, t_last_final, last_ok, last_scan;
     char run_id[24];
     bool placing_done, unreachable, tty;
+    bool wait_applied;  /* the server answered Preference-Applied: wait */
+    bool wait_refused;  /* it answered a waiting poll without it: interval polls */
+    unsigned max_polls; /* polls in flight at once (a parked one holds a connection) */
 };
 
 static uint64_t mono_ns(void)
@@ -181,7 +193,7 @@ static int opt_value(struct opts *o, const char *name, const char *v)
         {"--rate", 0.001, 1e7},  {"--concurrency", 1, 100000},    {"--duration", 0.001, 1e6},
         {"--orders", 1, 1e12},   {"--customers", 1, 100000},      {"--seed-funds", 1, 1e15},
         {"--poor-ratio", 0, 1},  {"--poor-funds", 1, 1e15},       {"--connections", 1, 100000},
-        {"--poll-ms", 1, 60000}, {"--order-timeout", 0.001, 1e6},
+        {"--poll-ms", 1, 60000}, {"--order-timeout", 0.001, 1e6}, {"--wait", 0, 30},
     };
     if (strcmp(name, "--target") == 0) return parse_target(v, o);
     if (strcmp(name, "--token") == 0)
@@ -220,8 +232,13 @@ static int opt_value(struct opts *o, const char *name, const char *v)
         case 9:
             o->poll_ms = (unsigned)d;
             break;
-        default:
+        case 11:
+            o->wait_s = (unsigned)d;
+            break;
+        case 10:
             o->order_timeout_s = d;
+            break;
+        default:
             break;
         }
         return 0;
@@ -236,7 +253,8 @@ static int parse_opts(int argc, char **argv, struct opts *o)
                        .poor_funds = 1000,
                        .poll_ms = 50,
                        .duration_s = 10,
-                       .order_timeout_s = 30};
+                       .order_timeout_s = 30,
+                       .wait_s = 10};
     const char *t = getenv("AGORA_TARGET") ? getenv("AGORA_TARGET") : "http://127.0.0.1:8080";
     if (getenv("AGORA_TOKEN"))
         snprintf(o->auth, sizeof o->auth, "Bearer %s", getenv("AGORA_TOKEN"));
@@ -418,6 +436,12 @@ static void transport_failed(struct load *L)
     }
 }
 
+/* Blocking polls: asked for, and not refused by the server. */
+static bool waiting(const struct load *L)
+{
+    return L->o.wait_s && !L->wait_refused;
+}
+
 static int track(struct load *L, const char *id, uint64_t t0)
 {
     if (L->npending == L->cappending) {
@@ -430,7 +454,7 @@ static int track(struct load *L, const char *id, uint64_t t0)
     if (!o) return AG_ENOMEM;
     snprintf(o->id, sizeof o->id, "%s", id);
     o->t0 = t0;
-    o->next_poll = mono_ns() + (uint64_t)L->o.poll_ms * 1000000ull;
+    o->next_poll = mono_ns() + (waiting(L) ? 0 : (uint64_t)L->o.poll_ms * 1000000ull);
     L->pending[L->npending++] = o;
     return 0;
 }
@@ -524,7 +548,17 @@ static void place(struct load *L)
 struct poll_ctx {
     struct load *L;
     struct order *o;
+    bool waited; /* sent with Prefer: wait */
 };
+
+static const char *resp_header(const struct ag_http_client_resp *r, const char *name)
+{
+    for (size_t i = 0; i < r->nheaders; i++)
+        if (strcasecmp(r->headers[i].name, name) == 0) return r->headers[i].value;
+    return NULL;
+}
+
+static void poll_one(struct load *L, struct order *o);
 
 static void polled(int rc, const struct ag_http_client_resp *resp, void *ud)
 {
@@ -535,6 +569,15 @@ static void polled(int rc, const struct ag_http_client_resp *resp, void *ud)
     L->inflight_polls--;
     o->polling = false;
     o->next_poll = now + (uint64_t)L->o.poll_ms * 1000000ull;
+    if (!rc && (resp->status == 200 || resp->status == 304)) {
+        const char *etag = resp_header(resp, "ETag");
+        if (etag) snprintf(o->etag, sizeof o->etag, "%s", etag);
+        if (c->waited && resp_header(resp, "Preference-Applied"))
+            L->wait_applied = true;
+        else if (c->waited)
+            L->wait_refused = true;                       /* not applied: back to interval polls */
+        if (waiting(L) && o->etag[0]) o->next_poll = now; /* wait again at once */
+    }
     if (rc) {
         transport_failed(L);
     } else if ((L->last_ok = now), resp->status == 200) {
@@ -551,6 +594,9 @@ static void polled(int rc, const struct ag_http_client_resp *resp, void *ud)
         json_decref(b);
     }
     ag_free(c);
+    if (!o->done && o->next_poll <= now && !L->unreachable && L->inflight_polls < L->max_polls &&
+        now - o->t0 <= (uint64_t)(L->o.order_timeout_s * 1e9))
+        poll_one(L, o); /* the next blocking poll without waiting for a scan */
 }
 
 static void poll_one(struct load *L, struct order *o)
@@ -560,13 +606,22 @@ static void poll_one(struct load *L, struct order *o)
     char path[128];
     snprintf(path, sizeof path, "/api/v1/orders/%s", o->id);
     /* behind the gateway a poll is an authenticated read like any other */
-    struct ag_http_header h = {"Authorization", L->o.auth};
+    char prefer[32];
+    snprintf(prefer, sizeof prefer, "wait=%u", L->o.wait_s);
+    bool wait = waiting(L) && o->etag[0];
+    struct ag_http_header h[3];
+    size_t n = 0;
+    if (L->o.auth[0]) h[n++] = (struct ag_http_header){"Authorization", L->o.auth};
+    if (wait) {
+        h[n++] = (struct ag_http_header){"Prefer", prefer};
+        h[n++] = (struct ag_http_header){"If-None-Match", o->etag};
+    }
     struct ag_http_client_req r = {.method = "GET",
                                    .path = path,
-                                   .headers = &h,
-                                   .nheaders = L->o.auth[0] ? 1 : 0,
-                                   .timeout_ms = 10000};
-    *c = (struct poll_ctx){L, o};
+                                   .headers = h,
+                                   .nheaders = n,
+                                   .timeout_ms = wait ? L->o.wait_s * 1000 + 10000 : 10000};
+    *c = (struct poll_ctx){L, o, wait};
     if (ag_http_upstream_request(L->pollup, &r, polled, c) == 0) {
         o->polling = true;
         L->inflight_polls++;
@@ -579,7 +634,7 @@ static void poll_one(struct load *L, struct order *o)
 static void scan_pending(struct load *L, uint64_t now)
 {
     uint64_t timeout = (uint64_t)(L->o.order_timeout_s * 1e9);
-    unsigned max_polls = 256;
+    unsigned max_polls = L->max_polls;
     size_t keep = 0;
     for (size_t i = 0; i < L->npending; i++) {
         struct order *o = L->pending[i];
@@ -658,7 +713,7 @@ static json_t *summary(struct load *L)
     json_int_t pending = (json_int_t)(L->placed - L->confirmed - L->cancelled);
     return json_pack(
         "{s:s, s:s, s:f, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:f,"
-        " s:I, s:I, s:I, s:I, s:I, s:I, s:b}",
+        " s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:s, s:i}",
         "target", L->o.host, "mode", L->o.rate > 0 ? "rate" : "concurrency", "durationS", place_s,
         "customers", (json_int_t)L->ncustomers, "attempted", (json_int_t)L->attempted, "placed",
         (json_int_t)L->placed, "confirmed", (json_int_t)L->confirmed, "compensated",
@@ -669,7 +724,9 @@ static json_t *summary(struct load *L)
         "postP99Us", pct(&L->post, 0.99), "postMaxUs",
         L->post.n ? (json_int_t)L->post.v[L->post.n - 1] : 0, "finalP50Us", pct(&L->final, 0.50),
         "finalP99Us", pct(&L->final, 0.99), "finalMaxUs",
-        L->final.n ? (json_int_t)L->final.v[L->final.n - 1] : 0, "unreachable", L->unreachable);
+        L->final.n ? (json_int_t)L->final.v[L->final.n - 1] : 0, "unreachable", L->unreachable,
+        "pollMode", L->o.wait_s && L->wait_applied && !L->wait_refused ? "wait" : "interval",
+        "waitS", (int)(L->wait_refused ? 0 : L->o.wait_s));
 }
 
 static void run_orders(struct load *L)
@@ -697,6 +754,9 @@ static int open_pools(struct load *L)
                                         .pool_timeout_ms = 10000};
     if (ag_http_upstream_new(&L->loop, &c, &L->up)) return -1;
     c.max_connections = L->o.connections < 16 ? L->o.connections : 16;
+    if (L->o.wait_s) /* a parked poll holds its connection: one per pending order */
+        c.max_connections = L->o.connections > 64 ? L->o.connections : 64;
+    L->max_polls = L->o.wait_s ? c.max_connections : 256;
     return ag_http_upstream_new(&L->loop, &c, &L->pollup) ? -1 : 0;
 }
 

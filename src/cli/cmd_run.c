@@ -311,6 +311,8 @@ static int run_config(const struct run_opts *o, char host[64], struct ag_platfor
     const char *rw = getenv("AGORA_DB_WAIT"); /* the store's and the read models' */
     if (!rw || atoi(rw) <= 0) rw = getenv("AGORA_READMODELS_WAIT"); /* its older name */
     if (rw && atoi(rw) > 0) cfg->readmodels_wait_s = (unsigned)atoi(rw);
+    const char *mw = getenv("AGORA_MAX_WAITERS"); /* parked Prefer: wait GETs at once */
+    if (mw && atoi(mw) > 0) cfg->max_waiters = (uint32_t)atoi(mw);
     return 0;
 }
 

@@ -426,6 +426,7 @@ static int apply_page_once(struct ag_rm *db, const struct ag_projection *p,
         ag_rm_rollback(db);
         return rc;
     }
+    if (p->committed) p->committed(p->ud);
     return 0;
 }
 
@@ -705,6 +706,7 @@ static int resolve_parked(struct runner *r, uint64_t pos, bool drop, size_t *rel
         return rc ? rc : AG_EIO;
     }
     reload_held(r);
+    if (r->proj->committed) r->proj->committed(r->proj->ud);
     return 0;
 }
 

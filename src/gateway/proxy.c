@@ -316,6 +316,36 @@ static uint64_t hash_key(struct pctx *p, struct ag_mesh_cluster *c)
     return 0;
 }
 
+/* A blocking read (`Prefer: wait=N`, RFC 7240; the services park a GET of an
+ * order up to N seconds, issue 11) must not be cut by the route's timeout: its
+ * deadline, and each try's, becomes at least N s + GW_WAIT_SLACK_MS, up to
+ * GW_WAIT_MAX_MS. Other requests keep the route's. */
+#define GW_WAIT_SLACK_MS 5000
+#define GW_WAIT_MAX_MS   40000
+
+static uint32_t wait_ms(const struct ag_http_req *req)
+{
+    const char *h = ag_http_req_header(req, "Prefer");
+    for (const char *p = h; p && *p;) {
+        while (*p == ' ' || *p == '\t' || *p == ',') p++;
+        if (strncasecmp(p, "wait", 4) == 0) {
+            const char *q = p + 4;
+            while (*q == ' ') q++;
+            if (*q++ == '=') {
+                while (*q == ' ' || *q == '"') q++;
+                uint64_t v = 0;
+                int n = 0;
+                for (; *q >= '0' && *q <= '9' && n < 9; q++, n++) v = v * 10 + (uint64_t)(*q - '0');
+                if (!n || !v) return 0;
+                v = v * 1000 + GW_WAIT_SLACK_MS;
+                return (uint32_t)(v > GW_WAIT_MAX_MS ? GW_WAIT_MAX_MS : v);
+            }
+        }
+        p = strchr(p, ',');
+    }
+    return 0;
+}
+
 static void forward(struct pctx *p)
 {
     size_t prefix_len = p->prefix_len;
@@ -332,6 +362,10 @@ static void forward(struct pctx *p)
     c->req.nheaders = build_headers(p);
     c->req.body = ag_http_req_body(req, &c->req.body_len);
     c->req.timeout_ms = p->route->timeout_ms;
+    uint32_t wait = strcmp(c->req.method, "GET") == 0 ? wait_ms(req) : 0;
+    if (wait > c->req.timeout_ms) c->req.timeout_ms = wait;
+    if (wait && c->retry.per_try_timeout_ms && wait > c->retry.per_try_timeout_ms)
+        c->retry.per_try_timeout_ms = wait;
     ag_http_propagate(req, &c->req);
     if (!c->req.path) {
         refuse(p, 500, "out of memory");

@@ -24,6 +24,10 @@
  * armed for: a timer that fires early finds no deadline passed and arms the
  * real one, so a keep-alive connection costs no timer work per request.
  *
+ * Parked requests. A handler may keep a request for long and ask to hear when
+ * waiting is pointless (ag_http_req_on_abort): EOF from the client, the
+ * connection closed, or a drain run its callback, which answers.
+ *
  * Lifetime. The transport holds one reference and every live request one more;
  * io->release runs when the last goes, after the transport is closed.
  */
@@ -533,9 +537,31 @@ void ag__http_conn_feed(struct ag__http_conn *c, const char *data, size_t n)
     ag__http_conn_unref(c);
 }
 
+/* Tell every parked request (ag_http_req_on_abort) that waiting is over. Its
+ * callback answers, which may pop the queue: start over after each one. */
+static void abort_parked(struct ag__http_conn *c)
+{
+    c->refs++;
+    c->in_feed++; /* answers are moved to conn->out by the caller's advance */
+    for (bool again = true; again;) {
+        again = false;
+        for (struct ag_http_req *r = c->head; r; r = r->next) {
+            if (r->state != AG__RS_DISPATCHED || !r->abort_cb) continue;
+            void (*cb)(struct ag_http_req *, void *) = r->abort_cb;
+            r->abort_cb = NULL;
+            cb(r, r->abort_ud);
+            again = true;
+            break;
+        }
+    }
+    c->in_feed--;
+    ag__http_conn_unref(c);
+}
+
 void ag__http_conn_eof(struct ag__http_conn *c)
 {
     if (c->closed) return;
+    abort_parked(c);
     /* A partial request is abandoned; answers still owed are written first. */
     c->closing = true;
     c->io->read(c, false);
@@ -557,6 +583,7 @@ void ag__http_conn_drain(struct ag__http_conn *c)
 {
     if (c->closed || c->draining) return;
     c->draining = true;
+    abort_parked(c);
     if (ag__http_conn_idle(c)) {
         conn_close(c);
         return;
@@ -577,6 +604,7 @@ void ag__http_conn_closed(struct ag__http_conn *c)
     c->closed = true;
     c->closing = true;
     c->cur = NULL;
+    abort_parked(c);
     while (c->head) {
         struct ag_http_req *req = queue_pop(c);
         ag__http_req_unref(req); /* a dispatched one lives on until answered */

@@ -118,17 +118,19 @@ struct ag_http_req {
     uint64_t deadline_ms;    /* header or body deadline (transport ms) */
 
     /* routing and middleware */
-    struct ag__route *route;                      /* matched route, the router's
-                                                     "unmatched" pseudo-route, or NULL */
-    bool routed;                                  /* a real route matched */
-    struct ag__param params[AG__HTTP_MAX_PARAMS]; /* bound parameters */
-    size_t nparams;                               /* params in use */
-    bool mw_started;                              /* on_request chain ran */
-    char id[AG_OBS_REQUEST_ID_MAX + 1];           /* request id, "" when off */
-    struct ag_obs_trace trace;                    /* server span */
-    bool has_trace;                               /* trace valid */
-    void *data;                                   /* user data */
-    struct ag__arena arena;                       /* freed with the request */
+    struct ag__route *route;                        /* matched route, the router's
+                                                       "unmatched" pseudo-route, or NULL */
+    bool routed;                                    /* a real route matched */
+    struct ag__param params[AG__HTTP_MAX_PARAMS];   /* bound parameters */
+    size_t nparams;                                 /* params in use */
+    bool mw_started;                                /* on_request chain ran */
+    char id[AG_OBS_REQUEST_ID_MAX + 1];             /* request id, "" when off */
+    struct ag_obs_trace trace;                      /* server span */
+    bool has_trace;                                 /* trace valid */
+    void *data;                                     /* user data */
+    struct ag__arena arena;                         /* freed with the request */
+    void (*abort_cb)(struct ag_http_req *, void *); /* ag_http_req_on_abort, or NULL */
+    void *abort_ud;                                 /* its user data */
 
     /* answer */
     int status;              /* 0 until answered */

@@ -78,6 +78,18 @@ static void req_reset(struct ag_http_req *req)
     req->hdrs_cap = hdrs_cap;
 }
 
+int ag_http_req_on_abort(struct ag_http_req *req, void (*cb)(struct ag_http_req *req, void *ud),
+                         void *ud)
+{
+    if (!req || req->state != AG__RS_DISPATCHED) return AG_EINVAL;
+    req->abort_cb = NULL;
+    req->abort_ud = NULL;
+    if (cb && (req->conn->closed || req->conn->draining)) return AG_ECLOSED;
+    req->abort_cb = cb;
+    req->abort_ud = ud;
+    return 0;
+}
+
 struct ag_http_req *ag__http_req_new(struct ag__http_conn *c)
 {
     struct ag_http_req *req = c->spare;

@@ -245,6 +245,7 @@ static int problem_body(struct ag_buf *b, int status, const char *type, const ch
 static int finish(struct ag_http_req *req, const char *content_type, const void *body, size_t len)
 {
     struct ag__http_conn *c = req->conn;
+    req->abort_cb = NULL;
     req->resp_body_len = len;
     ag__http_run_on_response(req);
     if (!c->closed) {

@@ -329,8 +329,28 @@ static void after_cb(uv_work_t *w, int status)
 {
     struct svc_job *j = w->data;
     AG_UNUSED(status);
+    if (j->park && j->park(j, j->req)) return; /* kept: answered later */
+    svc_job_answer(j);
+}
+
+int svc_job_requeue(struct svc_job *j)
+{
+    j->status = 0;
+    j->problem = false;
+    json_decref(j->resp);
+    json_decref(j->errors);
+    j->resp = j->errors = NULL;
+    j->title[0] = j->detail[0] = j->location[0] = j->etag[0] = '\0';
+    j->rm_read = false;
+    return uv_queue_work(ag_http_req_loop(j->req), &j->work, work_cb, after_cb) ? AG_ENOMEM : 0;
+}
+
+void svc_job_answer(struct svc_job *j)
+{
     struct ag_http_req *req = j->req;
     if (j->finish) j->finish(j, req);
+    if (j->etag[0]) ag_http_resp_header(req, "ETag", j->etag);
+    if (j->pref_applied[0]) ag_http_resp_header(req, "Preference-Applied", j->pref_applied);
     if (j->location[0]) ag_http_resp_header(req, "Location", j->location);
     if (j->replayed) ag_http_resp_header(req, "Idempotent-Replayed", "true");
     /* a 5xx of the services' own making: the gateway's breaker and outlier
@@ -420,6 +440,7 @@ int svc_job_start(struct svc_env *p, struct ag_http_req *req, const struct svc_r
     size_t blen = 0;
     ag_http_req_body(req, &blen);
     j->finish = r->finish;
+    j->park = r->park;
     if (r->prepare) { /* a route that reads the request itself (POST /mcp) */
         int answered = r->prepare(j, req);
         if (answered) {
@@ -782,6 +803,41 @@ json_t *svc_rm_query(struct svc_env *p, enum rm_id rm, const char *sql, const ch
     }
     pthread_rwlock_unlock(&p->rms->lock[rm]);
     return c.rows;
+}
+
+json_t *svc_rm_query_fresh(struct svc_env *p, enum rm_id rm, const char *sql,
+                           const char *const *args, size_t nargs, svc_row_fn row)
+{
+    uint64_t gen = 0;
+    if (!ag_projector_usable(p->projector, rm, &gen)) {
+        rm_unavailable = (int)rm;
+        return NULL;
+    }
+    struct svc_readmodels *r = p->rms;
+    pthread_mutex_lock(&r->fresh_lock);
+    if (r->fresh[rm] && r->fresh_gen[rm] != gen) { /* a rebuild replaced the file */
+        ag_rm_close(r->fresh[rm]);
+        r->fresh[rm] = NULL;
+    }
+    if (!r->fresh[rm] && ag_rm_open(r->dir, svc_rm_names[rm], AG_RM_READONLY, &r->fresh[rm], NULL))
+        r->fresh[rm] = NULL;
+    r->fresh_gen[rm] = gen;
+    json_t *rows = NULL;
+    if (r->fresh[rm]) {
+        struct ag_rm_arg a[8];
+        for (size_t i = 0; i < nargs && i < 8; i++) a[i] = AG_RM_TEXT(args[i]);
+        struct rows c = {json_array(), row};
+        struct ag_err err;
+        ag_err_clear(&err);
+        if (ag_rm_query(r->fresh[rm], sql, a, nargs < 8 ? nargs : 8, add_row, &c, &err)) {
+            rm_failed(p, rm, &err, sql);
+            json_decref(c.rows);
+        } else {
+            rows = c.rows;
+        }
+    }
+    pthread_mutex_unlock(&r->fresh_lock);
+    return rows ? rows : svc_rm_query(p, rm, sql, args, nargs, row); /* no handle: the shared */
 }
 
 /* ---- small read-model helpers shared by the contexts ---- */

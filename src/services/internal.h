@@ -62,6 +62,10 @@ struct svc_route {
     int (*prepare)(struct svc_job *j, struct ag_http_req *req);
     /* Optional: on the loop thread before the answer (headers); frees j->ext. */
     void (*finish)(struct svc_job *j, struct ag_http_req *req);
+    /* Optional: on the loop thread after the handler ran, before `finish` and the
+     * answer: nonzero when it kept the job (parked it, svc_wait_park), which is
+     * then answered or run again later. */
+    int (*park)(struct svc_job *j, struct ag_http_req *req);
 };
 
 #define SVC_MAX_CONTEXTS 16
@@ -77,6 +81,11 @@ struct svc_readmodels {
     pthread_rwlock_t lock[RM_COUNT]; /* queries read-lock; reopening write-locks */
     uint64_t gen[RM_COUNT];          /* the read model's generation rm[i] was opened on */
     bool locks_init;                 /* lock[] initialised */
+    /* One more read-only handle per read model for reads that must see the last
+     * commit (svc_rm_query_fresh), one query at a time: opened on first use. */
+    struct ag_rm *fresh[RM_COUNT];
+    uint64_t fresh_gen[RM_COUNT];
+    pthread_mutex_t fresh_lock;
 };
 
 /* What a context's handlers — and the saga's steps and the seed — may use: the
@@ -100,8 +109,9 @@ struct svc_env {
      * handlers), else NULL */
     struct svc_env *peers;
     size_t npeers;
-    struct ag_bus *bus;     /* the message bus (--bus), or NULL */
-    struct ag_relay *relay; /* the outbox relay publishing to it, or NULL */
+    struct ag_bus *bus;          /* the message bus (--bus), or NULL */
+    struct ag_relay *relay;      /* the outbox relay publishing to it, or NULL */
+    struct svc_waiters *waiters; /* parked blocking reads (wait.c), or NULL */
 };
 
 struct ag_platform {
@@ -130,9 +140,12 @@ struct ag_platform {
     pthread_mutex_t monitor_lock;
     pthread_cond_t monitor_cond;
     bool monitor_stop;
-    struct ag_bus *bus;     /* --bus: the message bus, or NULL (bus.c) */
-    struct ag_relay *relay; /* the outbox relay onto it */
-    struct svc_chor *chor;  /* --saga-mode choreography: the reactions (choreography.c) */
+    struct ag_bus *bus;          /* --bus: the message bus, or NULL (bus.c) */
+    struct ag_relay *relay;      /* the outbox relay onto it */
+    struct svc_chor *chor;       /* --saga-mode choreography: the reactions (choreography.c) */
+    struct ag_bus *bus;          /* --bus: the message bus, or NULL (bus.c) */
+    struct ag_relay *relay;      /* the outbox relay onto it */
+    struct svc_waiters *waiters; /* parked blocking reads of orders (wait.c) */
 };
 
 /* ---- PlaceOrder as choreography (sagas/choreography.c, choreography_view.c) ---- */
@@ -233,7 +246,44 @@ struct svc_job {
     char pii_subject[40];
     const char *const *pii_fields;
     void (*finish)(struct svc_job *j, struct ag_http_req *req); /* svc_route.finish */
+    int (*park)(struct svc_job *j, struct ag_http_req *req);    /* svc_route.park */
+    char etag[80];                                              /* ETag header ("" none) */
+    char pref_applied[32]; /* Preference-Applied header ("" none) */
+    bool wait_woken;       /* run again because its key changed (wait.c): read fresh */
 };
+
+/* ---- blocking reads (wait.c) ---- */
+
+/* Requests parked until a keyed resource changes (`Prefer: wait=N` with
+ * If-None-Match). Keys are resource ids; the one notifier thread (the
+ * resource's projection) marks keys as it applies events and wakes their
+ * waiters once its transaction committed. */
+struct svc_waiters;
+#define SVC_WAIT_MAX_S      30   /* the longest wait a request gets */
+#define SVC_WAITERS_DEFAULT 1024 /* parked requests at once, over all loops */
+int svc_waiters_new(uint32_t max, struct svc_waiters **out);
+void svc_waiters_free(struct svc_waiters *w);
+/* The change sequence of `key` (any thread): read it before reading the resource,
+ * hand it to svc_wait_park, which re-runs the job at once when it moved. */
+uint64_t svc_waiters_seq(struct svc_waiters *w, const char *key);
+/* The notifier thread: `key` changed in the transaction being applied. */
+void svc_waiters_mark(struct svc_waiters *w, const char *key);
+/* The notifier thread, after the commit (an ag_projection.committed): wake the
+ * marked keys' waiters. */
+void svc_waiters_committed(void *w);
+/* Parked requests now (tests, metrics). */
+uint32_t svc_waiters_count(struct svc_waiters *w);
+/* Park job `j` (already answered 304 by its handler) on its loop until `key`
+ * changes (the job runs again: *seq is refreshed first), monotonic `deadline_ns`
+ * passes, the client goes away or the server drains (answered as it is). 0 when
+ * it kept the job; AG_EBULKHEAD_FULL over the limit, AG_ECLOSED when the client
+ * is gone, AG_ENOMEM: the caller answers. */
+int svc_wait_park(struct svc_waiters *w, struct svc_job *j, struct ag_http_req *req,
+                  const char *key, uint64_t *seq, uint64_t deadline_ns);
+/* Answer a job from the loop thread (what the threadpool's completion does). */
+void svc_job_answer(struct svc_job *j);
+/* Run a job's handler again on the threadpool (its answer reset first). */
+int svc_job_requeue(struct svc_job *j);
 
 /* Run a job's handler on this thread and map a bare error code to its answer
  * (what the threadpool does for a queued job; an MCP tool runs a route's handler
@@ -389,6 +439,12 @@ extern const char *const svc_rm_names[RM_COUNT];
 void svc_rm_catch_up(struct svc_env *p);
 /* A row of a read-model query as JSON (a new reference). */
 typedef json_t *(*svc_row_fn)(const struct ag_rm_row *r);
+/* svc_rm_query on a snapshot that includes every commit made before the call: the
+ * shared handle's snapshot lasts while any query thread has a statement open on
+ * it, so a read right after a commit can miss it there. Serialised (one handle):
+ * for reads woken by a commit (wait.c), not for every read. */
+json_t *svc_rm_query_fresh(struct svc_env *p, enum rm_id rm, const char *sql,
+                           const char *const *args, size_t nargs, svc_row_fn row);
 /* Bind text parameters (NULL binds NULL) and run a query returning one JSON value
  * per row through `row`; NULL when the query failed (damage is reported to the
  * projector and the job answers 503). */

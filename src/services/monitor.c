@@ -21,6 +21,7 @@
  * and creep up over a long run. When the arenas hold more than HEAP_SLACK free
  * and more than a quarter of what is in use, the monitor trims (malloc_trim: the
  * free pages go back to the system), at most every HEAP_TRIM_EVERY_MS.
+ *   agora_waiting_requests                     GETs parked by Prefer: wait (wait.c)
  */
 #include <stdio.h>
 #include <string.h>
@@ -39,6 +40,7 @@ struct gauges {
     struct ag_obs_series *index[2], *cache[2];
     struct ag_obs_series *heap[2], *trims;
     int64_t trimmed_ms; /* monotonic ms of the last trim (0 = never) */
+    struct ag_obs_series *waiting;
 };
 
 static struct ag_obs_series *series(struct ag_obs_registry *r, const char *name, const char *help,
@@ -92,6 +94,9 @@ static void make_gauges(struct ag_platform *p, struct gauges *g)
                                        "Times free heap pages were given back to the system.", 0,
                                        NULL};
     if (ag_obs_family_define(r, &trims, &f) == 0) ag_obs_series_get(f, NULL, &g->trims);
+    g->waiting =
+        series(r, "agora_waiting_requests",
+               "Requests parked by Prefer: wait until their resource changes.", NULL, NULL);
 }
 
 /* Trim the heap when the arenas hold too much free (see the top of the file). */
@@ -139,6 +144,7 @@ static void publish(struct ag_platform *p, struct gauges *g)
     ag_obs_gauge_set(g->cache[0], (double)cs.bytes);
     ag_obs_gauge_set(g->cache[1], (double)cs.entries);
     heap_tick(g);
+    ag_obs_gauge_set(g->waiting, (double)svc_waiters_count(p->waiters));
 }
 
 static void *monitor_main(void *arg)

@@ -135,6 +135,7 @@ static void fill_projections(struct ag_platform *p)
     svc_event_schemas_install(); /* before anything reads the log (schemas.c) */
     for (size_t i = 0; i < AG_ARRAY_SIZE(contexts); i++)
         if (contexts[i]->projection) contexts[i]->projection(&p->projs[contexts[i]->rm]);
+    p->projs[RM_ORDERS].ud = p->waiters; /* wakes parked GETs of an order (wait.c) */
     ag_saga_projection(p->saga_defs, 1, &p->projs[RM_SAGAS]);
     if (p->cfg.choreography) svc_chor_projection(&p->projs[RM_SAGAS]);
     svc_saga_starter_projection(p, &p->projs[RM_COUNT]);
@@ -213,6 +214,7 @@ static void store_health_register(struct ag_platform *p)
 static int open_read_models(struct ag_platform *p, struct ag_err *err)
 {
     for (int i = 0; i < RM_COUNT; i++) pthread_rwlock_init(&p->rms.lock[i], NULL);
+    pthread_mutex_init(&p->rms.fresh_lock, NULL);
     p->rms.locks_init = true;
     for (int i = 0; i < RM_COUNT; i++) {
         char where[1100];
@@ -231,8 +233,11 @@ static void close_read_models(struct ag_platform *p)
     for (int i = 0; i < RM_COUNT; i++) {
         ag_rm_close(p->rms.rm[i]);
         p->rms.rm[i] = NULL;
+        ag_rm_close(p->rms.fresh[i]);
+        p->rms.fresh[i] = NULL;
         if (p->rms.locks_init) pthread_rwlock_destroy(&p->rms.lock[i]);
     }
+    if (p->rms.locks_init) pthread_mutex_destroy(&p->rms.fresh_lock);
     p->rms.locks_init = false;
 }
 
@@ -392,6 +397,9 @@ int ag_platform_start(const struct ag_platform_config *cfg, struct ag_platform *
                                                                     : saga_threads_default(),
                                        .metrics = p->metrics};
     if (!rc) rc = ag_saga_engine_start(&sc, &p->sagas, err);
+    if (!rc && svc_waiters_new(cfg->max_waiters, &p->waiters))
+        rc = ag_err_set(err, AG_ENOMEM, "out of memory");
+    p->env.waiters = p->waiters;
     if (!rc) fill_projections(p);
     if (!rc) rc = start_projections(p, err);
     p->env.projector = p->projector;
@@ -443,6 +451,7 @@ void ag_platform_stop(struct ag_platform *p)
     close_read_models(p);
     /* projections first: the saga starter projection calls into the saga engine */
     ag_projector_stop(p->projector);
+    svc_waiters_free(p->waiters); /* no parked request is left: the server is gone */
     ag_saga_engine_stop(p->sagas);
     svc_chor_stop(p->chor); /* its workers use the bus and the store */
     p->chor = NULL;

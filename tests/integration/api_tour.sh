@@ -246,6 +246,14 @@ poll "/api/v1/accounts/$AID" "b.balance.amount===$BAL"
 check "b.transactionCount===2"
 poll "/api/v1/inventory/$KB" "b.reserved===$((KB_RES + 2)) && b.available===$((KB_AV - 2))"
 pass "order 2 × KB-01: 202 + Location, confirmed with a tracking number, saga completed, balance $BAL, 2 reserved"
+# a blocking read (issue 11): the ETag, then Prefer: wait=1 on the unchanged order → 304
+req GET "/api/v1/orders/$O1"
+ETAG=$(hdr ETag)
+[[ $ETAG == \"confirmed-* ]] || fail "ETag of a confirmed order: '$ETAG'"
+req GET "/api/v1/orders/$O1" -H "If-None-Match: $ETAG" -H 'Prefer: wait=1'
+status 304
+[ "$(hdr ETag)" = "$ETAG" ] && [ "$(hdr Preference-Applied)" = wait=1 ] || fail "304 headers: $(cat "$H")"
+pass "GET with If-None-Match + Prefer: wait=1 on the unchanged order: 304 after the wait, same ETag"
 
 # ---- 6. an order beyond the balance → cancelled, stock released ----
 stock "$MN"

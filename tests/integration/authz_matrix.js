@@ -491,7 +491,15 @@ function ops() {
         admin: (b) => (items(b) && items(b).some((o) => o.id === F.O1) && items(b).some((o) => o.id === F.OB)) || 'not every order',
       },
     },
-    'GET /api/v1/orders/{id}': { verify: (b) => b.id === F.O1 || `another order: ${b.id}` },
+    'GET /api/v1/orders/{id}': {
+      verify: (b) => b.id === F.O1 || `another order: ${b.id}`,
+      // a blocking read (Prefer: wait, issue 11) has the plain GET's access: bob gets
+      // the 404 at once, never a wait on alice's order; alice waits (1 s) and gets 304
+      extra: [
+        { caller: 'anonymous', expect: [401], headers: { prefer: 'wait=20', 'if-none-match': '*' }, note: 'Prefer: wait=20' },
+        { caller: 'bob', expect: [404], headers: { prefer: 'wait=20', 'if-none-match': '*' }, note: 'Prefer: wait=20' },
+        { caller: 'alice', expect: [304], headers: { prefer: 'wait=1', 'if-none-match': '*' }, note: 'Prefer: wait=1' },
+      ],
     // addresses: saving alice's address again answers its id (200)
     'POST /api/v1/customers/{id}/addresses': { phase: 1, body: ADDR, verify: (b) => b.id === F.ADR || JSON.stringify(b) },
     'GET /api/v1/customers/{id}/addresses': {
@@ -600,7 +608,7 @@ async function runCase(c, access) {
   const before = guard ? await snapshot() : null;
   let r;
   try {
-    r = await call(c.method, c.url, { token: c.token, body: c.body });
+    r = await call(c.method, c.url, { token: c.token, body: c.body, headers: c.headers });
   } catch (e) {
     report(false, `${line}: no answer`, e.message);
     return;
@@ -651,6 +659,7 @@ function buildCases(method, tpl, op, conf, forged) {
       body: isWrite(method) ? body : undefined,
       expect: over.expect ? [].concat(over.expect) : expect,
       note: over.note,
+      headers: over.headers,
       verify,
       onAccepted: conf.onAccepted,
     };

@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "services/ordering/ordering.h"
 
@@ -341,13 +342,160 @@ static json_t *order_row(const struct ag_rm_row *st)
     return o;
 }
 
+/* ---- reading one order; conditional and blocking reads (issue 11) ----
+ *
+ * The answer carries a strong ETag, "<status>-<hash>": the order's status and
+ * the xxHash of its representation (canonical JSON), so it changes exactly when
+ * the body does. If-None-Match with a matching tag answers 304. With `Prefer:
+ * wait=N` too (seconds, at most SVC_WAIT_MAX_S) a matching request is parked
+ * (wait.c) until the orders projection commits a change of the order, then
+ * answers 200 with the new state, or 304 with the same tag after N seconds;
+ * either way with `Preference-Applied: wait=N`. Ownership is the plain GET's:
+ * someone else's order is 404 before anything could wait. */
+
+struct order_wait {
+    unsigned wait_s; /* Prefer: wait=N, capped; 0 = no wait */
+    char inm[256];   /* If-None-Match as sent */
+    uint64_t seq;    /* the order's change sequence before the handler read */
+    bool parked;     /* parked once already */
+};
+
+/* The wait=N of a Prefer header (RFC 7240: comma-separated preferences, each
+ * token[=value][;params]); 0 when absent or malformed. */
+static unsigned prefer_wait(const char *h)
+{
+    for (const char *p = h; p && *p;) {
+        while (*p == ' ' || *p == '\t' || *p == ',') p++;
+        if (strncasecmp(p, "wait", 4) == 0) {
+            const char *q = p + 4;
+            while (*q == ' ') q++;
+            if (*q == '=') {
+                q++;
+                while (*q == ' ') q++;
+                if (*q == '"') q++;
+                unsigned long v = 0;
+                int digits = 0;
+                for (; *q >= '0' && *q <= '9' && digits < 9; q++, digits++)
+                    v = v * 10 + (unsigned long)(*q - '0');
+                if (digits) return v > SVC_WAIT_MAX_S ? SVC_WAIT_MAX_S : (unsigned)v;
+            }
+        }
+        p = strchr(p, ',');
+    }
+    return 0;
+}
+
+/* RFC 9110 §13.1.2: If-None-Match matches with the weak comparison: any listed
+ * tag (W/ ignored) equal to ours, or "*". */
+static bool inm_matches(const char *inm, const char *etag)
+{
+    size_t el = strlen(etag);
+    for (const char *p = inm; *p;) {
+        while (*p == ' ' || *p == '\t' || *p == ',') p++;
+        if (*p == '*') return true;
+        if (strncmp(p, "W/", 2) == 0) p += 2;
+        const char *end = *p == '"' ? strchr(p + 1, '"') : NULL;
+        if (!end) return false;
+        if ((size_t)(end + 1 - p) == el && memcmp(p, etag, el) == 0) return true;
+        p = end + 1;
+    }
+    return false;
+}
+
+static void order_etag(const json_t *o, char out[80])
+{
+    char *text = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+    uint64_t h = text ? ag_xxh3(text, strlen(text)) : 0;
+    free(text);
+    snprintf(out, 80, "\"%.16s-%016llx\"", json_string_value(json_object_get(o, "status")) ?: "",
+             (unsigned long long)h);
+}
+
+static int get_prepare(struct svc_job *j, struct ag_http_req *req)
+{
+    const char *inm = ag_http_req_header(req, "If-None-Match");
+    if (!inm) return 0;
+    struct order_wait *w = ag_calloc(1, sizeof *w);
+    if (!w) return AG_ENOMEM;
+    snprintf(w->inm, sizeof w->inm, "%s", inm);
+    w->wait_s = prefer_wait(ag_http_req_header(req, "Prefer"));
+    w->seq = svc_waiters_seq(j->env->waiters, j->param);
+    j->ext = w;
+    return 0;
+}
+
+static void get_finish(struct svc_job *j, struct ag_http_req *req)
+{
+    AG_UNUSED(req);
+    ag_free(j->ext);
+    j->ext = NULL;
+}
+
 static int get(struct svc_job *j)
 {
     static const struct svc_one one = {
         RM_ORDERS,         ORDER_COLS " WHERE id=?1 AND (?2 IS NULL OR customer_id=?2)",
         order_row,         "order",
         "Order not found", "no order with id"};
-    return svc_get_one(j, &one, j->param, svc_owner_filter(j));
+    int rc;
+    if (j->wait_woken) { /* woken by the commit of a change: read past it */
+        const char *args[] = {j->param, svc_owner_filter(j)};
+        json_t *rows = svc_rm_query_fresh(j->env, one.rm, one.sql, args, 2, one.row);
+        if (!rows) return AG_EIO;
+        if (json_array_size(rows)) {
+            j->rm_position = ag_projector_position(j->env->projector);
+            j->rm_read = true;
+            svc_ok(j, 200, json_incref(json_array_get(rows, 0)));
+        } else {
+            svc_problem(j, 404, one.title, "%s %s", one.missing, j->param);
+        }
+        json_decref(rows);
+        rc = 0;
+    } else {
+        rc = svc_get_one(j, &one, j->param, svc_owner_filter(j));
+    }
+    if (rc || j->status != 200 || !j->resp) return rc;
+    order_etag(j->resp, j->etag);
+    struct order_wait *w = j->ext;
+    if (w && w->wait_s && !j->wait_woken && inm_matches(w->inm, j->etag)) {
+        /* about to park: make sure of it on a snapshot past every commit so far
+         * (the shared handle's may be older than the change sequence read) */
+        j->wait_woken = true;
+        json_decref(j->resp);
+        j->resp = NULL;
+        j->status = 0;
+        return get(j);
+    }
+    if (w && inm_matches(w->inm, j->etag)) { /* not modified */
+        json_decref(j->resp);
+        j->resp = NULL;
+        j->status = 304;
+    }
+    return 0;
+}
+
+/* After the handler, on the loop: park a 304 that asked to wait. */
+static int get_park(struct svc_job *j, struct ag_http_req *req)
+{
+    struct order_wait *w = j->ext;
+    if (!w || !w->wait_s || (j->status != 200 && j->status != 304)) return 0;
+    snprintf(j->pref_applied, sizeof j->pref_applied, "wait=%u", w->wait_s);
+    if (j->status != 304) return 0;
+    uint64_t deadline = ag_http_req_start_ns(req) + (uint64_t)w->wait_s * 1000000000ull;
+    if (ag_clock_mono(ag_clock_system()) >= deadline) return 0; /* waited enough: 304 */
+    int rc = svc_wait_park(j->env->waiters, j, req, j->param, &w->seq, deadline);
+    if (rc == 0) {
+        w->parked = true;
+        return 1;
+    }
+    if (rc == AG_EBULKHEAD_FULL && !w->parked) {
+        j->pref_applied[0] = '\0';
+        j->etag[0] = '\0';
+        svc_problem(j, 503, "Too many waiting requests",
+                    "at most the configured number of requests may wait at once; retry"
+                    " shortly, or without Prefer: wait");
+    }
+    return 0; /* answered as it stands */
 }
 
 static int list(struct svc_job *j)
@@ -428,7 +576,16 @@ static const struct svc_route routes[] = {
      NULL,
      NULL,
      {"customerId", "status", "limit", "cursor"}},
-    {"GET", "/api/v1/orders/{id}", SVC_OWNER, get, "id", "order", {NULL}},
+    {"GET",
+     "/api/v1/orders/{id}",
+     SVC_OWNER,
+     get,
+     "id",
+     "order",
+     {NULL},
+     get_prepare,
+     get_finish,
+     get_park},
     {"POST", "/api/v1/orders/{id}/cancel", SVC_OWNER, cancel, "id", "order", {NULL}},
     {"POST", "/api/v1/orders/{id}/items", SVC_OWNER, ord_draft_add_item, "id", "order", {NULL}},
     {"DELETE",

@@ -10,6 +10,10 @@
  * (INTEGER), formatted RFC 3339 when read. No index on status: the list query
  * walks the primary key in id order (the page cursor) and filters, which is what
  * SQLite chose even when there was one.
+ *
+ * Its ud is the platform's waiter registry (wait.c; NULL for an offline rebuild):
+ * every order an event touches is marked, and GETs parked on it are woken once
+ * the page has committed.
  */
 #include <stdio.h>
 #include <string.h>
@@ -121,12 +125,12 @@ static int apply_placed(struct ag_rm *db, const char *id, const json_t *d, const
 
 static int apply(struct ag_rm *db, const struct ag_event *ev, const json_t *d, void *ud)
 {
-    AG_UNUSED(ud);
     char id[128], type[64], ts[32];
     if (ag_es_stream_id(&svc_order_type, ev->stream, ev->stream_len, id, sizeof id))
         return 0; /* not one of ours (the type owns its prefix) */
     snprintf(type, sizeof type, "%.*s", (int)ev->type_len, ev->type);
     snprintf(ts, sizeof ts, "%llu", (unsigned long long)ev->time_ns); /* INTEGER columns */
+    svc_waiters_mark(ud, id); /* parked GETs of this order wake after the commit */
     if (strcmp(type, AG_EV_ORDER_CREATED) == 0)
         return svc_sql_run(
             db,
@@ -158,6 +162,9 @@ static int apply(struct ag_rm *db, const struct ag_event *ev, const json_t *d, v
 
 void svc_ordering_projection(struct ag_projection *out)
 {
-    *out =
-        (struct ag_projection){.name = "orders", .schema = schema, .types = types, .apply = apply};
+    *out = (struct ag_projection){.name = "orders",
+                                  .schema = schema,
+                                  .types = types,
+                                  .apply = apply,
+                                  .committed = svc_waiters_committed};
 }

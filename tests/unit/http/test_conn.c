@@ -378,3 +378,68 @@ Test(conn, allocation_failures_never_crash_or_leak)
         ag_http_router_free(router);
     }
 }
+
+/* ---- parked requests (ag_http_req_on_abort, issue 11) ---- */
+
+static int aborts;
+static void abort_with_304(struct ag_http_req *req, void *ud)
+{
+    AG_UNUSED(ud);
+    aborts++;
+    ag_http_respond(req, 304, NULL, NULL, 0);
+}
+
+Test(conn, client_eof_aborts_a_parked_request_which_answers_at_once)
+{
+    setup_with(NULL);
+    aborts = 0;
+    feed("GET /later/1 HTTP/1.1\r\nHost: x\r\n\r\n");
+    cr_assert_eq(ag_http_req_on_abort(test_deferred[0], abort_with_304, NULL), 0);
+    ag__http_conn_eof(&m->conn);
+    cr_assert_eq(aborts, 1);
+    cr_assert(strstr(out(), "HTTP/1.1 304 "), "%s", out());
+    cr_assert(m->closed, "answered what was owed, then closed");
+    teardown();
+}
+
+Test(conn, transport_close_aborts_parked_requests_in_a_pipeline)
+{
+    setup_with(NULL);
+    aborts = 0;
+    feed("GET /later/1 HTTP/1.1\r\nHost: x\r\n\r\nGET /later/2 HTTP/1.1\r\nHost: x\r\n\r\n");
+    cr_assert_eq(test_ndeferred, 2);
+    cr_assert_eq(ag_http_req_on_abort(test_deferred[0], abort_with_304, NULL), 0);
+    cr_assert_eq(ag_http_req_on_abort(test_deferred[1], abort_with_304, NULL), 0);
+    m->conn.io->close(&m->conn); /* abrupt disconnect: both answered (dropped), none leaks */
+    cr_assert_eq(aborts, 2);
+    teardown();
+}
+
+Test(conn, drain_aborts_parked_requests_and_answering_clears_the_callback)
+{
+    setup_with(NULL);
+    aborts = 0;
+    feed("GET /later/1 HTTP/1.1\r\nHost: x\r\n\r\nGET /later/2 HTTP/1.1\r\nHost: x\r\n\r\n");
+    struct ag_http_req *a = test_deferred[0], *b = test_deferred[1];
+    cr_assert_eq(ag_http_req_on_abort(a, abort_with_304, NULL), 0);
+    cr_assert_eq(ag_http_req_on_abort(b, abort_with_304, NULL), 0);
+    cr_assert_eq(ag_http_respond(b, 200, "text/plain", "b", 1), 0); /* clears b's */
+    ag__http_conn_drain(&m->conn);
+    cr_assert_eq(aborts, 1, "only the request still parked");
+    cr_assert(strstr(out(), "HTTP/1.1 304 "), "%s", out());
+    cr_assert(m->closed);
+    teardown();
+}
+
+Test(conn, parking_after_the_client_left_is_refused)
+{
+    setup_with(NULL);
+    aborts = 0;
+    feed("GET /later/1 HTTP/1.1\r\nHost: x\r\n\r\n");
+    struct ag_http_req *req = test_deferred[0];
+    ag__http_conn_eof(&m->conn);
+    cr_assert_eq(ag_http_req_on_abort(req, abort_with_304, NULL), AG_ECLOSED);
+    cr_assert_eq(aborts, 0);
+    cr_assert_eq(ag_http_respond(req, 304, NULL, NULL, 0), 0);
+    teardown();
+}

@@ -143,8 +143,6 @@ struct ag_platform {
     struct ag_bus *bus;          /* --bus: the message bus, or NULL (bus.c) */
     struct ag_relay *relay;      /* the outbox relay onto it */
     struct svc_chor *chor;       /* --saga-mode choreography: the reactions (choreography.c) */
-    struct ag_bus *bus;          /* --bus: the message bus, or NULL (bus.c) */
-    struct ag_relay *relay;      /* the outbox relay onto it */
     struct svc_waiters *waiters; /* parked blocking reads of orders (wait.c) */
 };
 

@@ -500,6 +500,7 @@ function ops() {
         { caller: 'bob', expect: [404], headers: { prefer: 'wait=20', 'if-none-match': '*' }, note: 'Prefer: wait=20' },
         { caller: 'alice', expect: [304], headers: { prefer: 'wait=1', 'if-none-match': '*' }, note: 'Prefer: wait=1' },
       ],
+    },
     // addresses: saving alice's address again answers its id (200)
     'POST /api/v1/customers/{id}/addresses': { phase: 1, body: ADDR, verify: (b) => b.id === F.ADR || JSON.stringify(b) },
     'GET /api/v1/customers/{id}/addresses': {

@@ -16,13 +16,17 @@
  *   of the writer (PREALLOCATION below).
  *
  * SEGMENT HEADER (64 bytes, little-endian)
- *   0  "AGORALG1"   8  u32 format version (2; 1 = written before compressed
- *   records existed, still read)   12 u32 header size (64)
+ *   0  "AGORALG1"   8  u32 format version (3: compact records, see FORMAT 3 at
+ *   the top of record.c; 2 = fixed-header records, some compressed; 1 = written
+ *   before compressed records existed; 1 and 2 still read, a segment holds records
+ *   of its own format only)   12 u32 header size (64)
  *   16 u64 position of the segment's first event   24 u64 segment number
  *   32 u64 creation time (Unix ns)   40 u32 flags (1 = scavenged: rewritten without
  *   deleted events, see scavenge.c)   44..55 zero   56 u64 XXH3-64 of bytes 0..55
  *
- * RECORD (8-byte aligned, little-endian; records follow the header back to back)
+ * RECORD, formats 1 and 2 (8-byte aligned, little-endian; records follow the
+ * header back to back; also the in-memory form callers encode and reads expand
+ * every record to; format 3 keeps the same fields, compactly: record.c)
  *   0  u32 size         whole record incl. padding and checksum (multiple of 8)
  *   4  u8  kind         1 = event, 2 = snapshot, 3 = multi-stream batch header
  *   5  u8  flags        bit 0: body compressed; bits 1..3: padding bytes (compressed)

@@ -80,6 +80,8 @@ static inline bool ag__log_rec_is3(const uint8_t *p)
 {
     return p[0] & 1;
 }
+/* Is an intact format-3 record at `p` (fields checked before the checksum)? */
+bool ag__log_rec3_intact(const uint8_t *p, size_t avail);
 /* Most bytes the format-3 form of a record can take beyond its in-memory form. */
 #define LOG_REC3_SLACK 8
 /* Encode `r` (position, version and time set; zbody or raw body) as a sealed

@@ -180,11 +180,13 @@ static int bad3(const char **why, const char *what)
     return AG_ECORRUPT;
 }
 
-/* Decode a format-3 record; with `check`, verify the checksum and every field. */
-static int v3_parse(const uint8_t *p, size_t avail, struct log_rec *r, bool check, const char **why)
+/* Decode a format-3 record's fields; with `check`, verify every one. */
+static int v3_fields(const uint8_t *p, size_t avail, struct log_rec *r, bool check,
+                     const char **why)
 {
     const uint8_t *end = p + avail, *o = p + 1;
     uint64_t rest, v;
+    r->size = 0;
     size_t n = ag__log_varint_get(o, end, &rest);
     if (!n) return bad3(why, "truncated record header");
     o += n;
@@ -194,8 +196,6 @@ static int v3_parse(const uint8_t *p, size_t avail, struct log_rec *r, bool chec
     memset(r, 0, offsetof(struct log_rec, name_buf));
     r->size = (uint32_t)((size_t)(o - p) + rest);
     end = p + r->size - T3_TRAILER;
-    if (check && ag__le32(end) != (uint32_t)ag_xxh3(p, r->size - T3_TRAILER))
-        return bad3(why, "checksum mismatch");
     r->kind = (uint8_t)(tag >> T3_KIND_SHIFT & 3);
     if (check && (tag & ~T3_KNOWN || r->kind == 0 ||
                   (tag & (T3_COMPRESSED | T3_COMPACT_NAME) && r->kind == LOG_KIND_BATCH) ||
@@ -266,6 +266,30 @@ static int v3_parse(const uint8_t *p, size_t avail, struct log_rec *r, bool chec
     r->meta = r->type + tl;
     r->data = r->meta + ml;
     return 0;
+}
+
+static bool v3_sum_ok(const uint8_t *p, uint32_t size)
+{
+    return ag__le32(p + size - T3_TRAILER) == (uint32_t)ag_xxh3(p, size - T3_TRAILER);
+}
+
+/* With `check`: a record whose bytes changed is a checksum error even when the
+ * change also broke a field (the fields are read first only to learn the size). */
+static int v3_parse(const uint8_t *p, size_t avail, struct log_rec *r, bool check, const char **why)
+{
+    int rc = v3_fields(p, avail, r, check, why);
+    if (!check) return rc;
+    if (r->size && r->size <= avail && !v3_sum_ok(p, r->size))
+        return bad3(why, "checksum mismatch");
+    return rc;
+}
+
+bool ag__log_rec3_intact(const uint8_t *p, size_t avail)
+{
+    struct log_rec r;
+    const char *why;
+    /* the fields first: garbage rarely parses, and the caller tries every offset */
+    return v3_fields(p, avail, &r, true, &why) == 0 && v3_sum_ok(p, r.size);
 }
 
 size_t ag__log_rec_rebatch(const uint8_t *p, uint32_t batch_left, uint8_t *dst)

@@ -276,12 +276,8 @@ int ag__log_scan(struct log_scan *sc, const struct lseg *seg, const uint8_t *map
 bool ag__log_intact_after(const uint8_t *map, uint64_t off, uint64_t len)
 {
     if (ag__log_seg_format(map) >= LOG_FORMAT_VERSION) { /* records at any byte offset */
-        for (uint64_t o = off + 1; o < len; o++) {
-            struct log_rec r;
-            const char *why;
-            if (ag__log_rec_is3(map + o) && ag__log_rec_decode(map + o, len - o, &r, &why) == 0)
-                return true;
-        }
+        for (uint64_t o = off + 1; o < len; o++)
+            if (ag__log_rec_is3(map + o) && ag__log_rec3_intact(map + o, len - o)) return true;
         return false;
     }
     for (uint64_t o = (off + LOG_REC_ALIGN) & ~(uint64_t)(LOG_REC_ALIGN - 1);

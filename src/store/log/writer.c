@@ -608,6 +608,18 @@ static void plan_events(struct lstore *ls, struct lreq *r, uint64_t *group_event
     *group_events += r->n;
 }
 
+/* The batch header of a multi-stream unit, in the group (its location in r->locs[0]). */
+static int add_unit_header(struct lstore *ls, struct lreq *r, size_t events, size_t streams,
+                           uint64_t pos0, uint64_t now)
+{
+    const struct lseg *sg = &ls->segs[ls->nsegs - 1];
+    uint8_t hdr[LOG_BATCH_REC_SIZE];
+    size_t hn = ag__log_batch_encode_fmt(hdr, tail_format(ls), (uint32_t)events, (uint32_t)streams,
+                                         pos0, now);
+    r->locs[0] = loc_make(sg->segno, sg->end + ls->group.len);
+    return pend_grow(ls, streams) || ag_buf_append(&ls->group, hdr, hn) ? AG_ENOMEM : 0;
+}
+
 /* Check every part of a multi-stream append (r->parts), answer the parts that
  * repeat an earlier append from the log, then place the rest behind one batch
  * header: all of them or, on a conflict or an error, none. */
@@ -641,14 +653,9 @@ static void plan_multi(struct lstore *ls, struct lreq *r, uint64_t *group_events
         return;
     }
     uint64_t pos0 = ag__log_head(ls) + *group_events, pos = pos0;
-    const struct lseg *sg = &ls->segs[ls->nsegs - 1];
     size_t glen = ls->group.len;
-    uint8_t hdr[LOG_BATCH_REC_SIZE];
     uint64_t now = ag_clock_now(ls->base.opts.clock); /* one commit time for the unit */
-    size_t hn = ag__log_batch_encode_fmt(hdr, tail_format(ls), (uint32_t)events, (uint32_t)streams,
-                                         pos0, now);
-    r->locs[0] = loc_make(sg->segno, sg->end + glen);
-    int rc = pend_grow(ls, streams) || ag_buf_append(&ls->group, hdr, hn);
+    int rc = add_unit_header(ls, r, events, streams, pos0, now);
     uint32_t left = (uint32_t)events;
     for (size_t i = 0; i < r->nparts && !rc; i++) {
         struct lreq *p = &r->parts[i];

@@ -3,7 +3,8 @@
  * (fuzz/store_segment.c) into OUTDIR: small real segments made through the API
  * (deterministic: fake clock, seeded RNG), then damaged the ways the recovery
  * tests damage them. Regenerate with
- *   build/debug/crash_segseeds fuzz/corpus/store_segment
+ *   build/debug/crash_segseeds fuzz/corpus/store_segment          (format 3: v3_*)
+ *   AGORA_STORE_FORMAT=2 build/debug/crash_segseeds fuzz/corpus/store_segment
  */
 #include <fcntl.h>
 #include <stdio.h>
@@ -38,11 +39,31 @@ static uint8_t *seg_bytes(const char *dir, size_t *len)
 
 static void put(const char *out, const char *name, const uint8_t *p, size_t len)
 {
+    /* segment format 3 by default; AGORA_STORE_FORMAT=2 writes the unprefixed,
+     * format-2 seeds */
+    const char *fmt = getenv("AGORA_STORE_FORMAT");
     char path[512];
-    snprintf(path, sizeof path, "%s/%s", out, name);
+    snprintf(path, sizeof path, "%s/%s%s", out, fmt && !strcmp(fmt, "2") ? "" : "v3_", name);
     FILE *f = fopen(path, "wb");
     if (!f || fwrite(p, 1, len, f) != len || fclose(f)) die(path);
     printf("%s: %zu bytes\n", path, len);
+}
+
+/* A record's bytes: format 3 (first byte odd) is a tag and a varint of the rest;
+ * formats 1-2 start with a u32 size. Enough to walk a segment this tool wrote. */
+static size_t rec_size(const uint8_t *p)
+{
+    if (!(p[0] & 1)) {
+        uint32_t sz;
+        memcpy(&sz, p, 4);
+        return sz;
+    }
+    size_t rest = 0, i = 1;
+    for (unsigned shift = 0;; shift += 7, i++) {
+        rest |= (size_t)(p[i] & 0x7f) << shift;
+        if (!(p[i] & 0x80)) break;
+    }
+    return 1 + i + rest;
 }
 
 static void append(struct ag_store *s, const char *stream, size_t n, const char *data)
@@ -86,7 +107,7 @@ static size_t build(const char *dir, bool snapshots, bool last_batch3, bool unit
     if (ag_store_log_open(dir, &o, &s, &err)) die(err.msg);
     static const size_t sizes[] = {1, 2, 1, 1, 3, 1, 2, 1, 1, 1};
     for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
-        append(s, i % 3 ? "order-1" : "cart-7", sizes[i],
+        append(s, i % 3 ? "order-1" : "cart-0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b", sizes[i],
                i % 2 ? "{\"qty\":2,\"sku\":\"A-1\"}" : "[1,true,null]");
         ag_fake_clock_advance(&fc, 1000);
         if (snapshots && i % 4 == 3 &&
@@ -104,10 +125,8 @@ static size_t build(const char *dir, bool snapshots, bool last_batch3, bool unit
     uint8_t *b = seg_bytes(dir, &len);
     size_t off = 64, last = 64;
     while (off < len) {
-        uint32_t sz;
-        memcpy(&sz, b + off, 4);
         last = off;
-        off += sz;
+        off += rec_size(b + off);
     }
     free(b);
     return last;
@@ -161,8 +180,6 @@ int main(int argc, char **argv)
     scratch(dir);
     last = build(dir, false, true, false);
     b = seg_bytes(dir, &len);
-    uint32_t sz;
-    memcpy(&sz, b + last, 4);
     put(out, "incomplete_batch.seg", b, last); /* the 3-event batch without its 3rd record */
     free(b);
     clean(dir);

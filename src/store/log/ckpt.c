@@ -62,10 +62,7 @@ static int put64(struct ag_buf *b, uint64_t v)
 static int put_varint(struct ag_buf *b, uint64_t v)
 {
     uint8_t t[10];
-    size_t n = 0;
-    while (v >= 0x80) t[n++] = (uint8_t)(v | 0x80), v >>= 7;
-    t[n++] = (uint8_t)v;
-    return put(b, t, n);
+    return put(b, t, ag__log_varint_put(t, v));
 }
 
 static uint64_t zigzag(uint64_t delta)
@@ -117,6 +114,25 @@ static void tohex(const uint8_t *p, size_t n, char *out)
     for (size_t i = 0; i < n; i++) out[2 * i] = d[p[i] >> 4], out[2 * i + 1] = d[p[i] & 15];
 }
 
+bool ag__log_uuid_pack(const char *s, size_t n, uint8_t out[16])
+{
+    if (!is_uuid(s, n)) return false;
+    char h[32];
+    memcpy(h, s, 8), memcpy(h + 8, s + 9, 4), memcpy(h + 12, s + 14, 4);
+    memcpy(h + 16, s + 19, 4), memcpy(h + 20, s + 24, 12);
+    unhex(h, 32, out);
+    return true;
+}
+
+void ag__log_uuid_unpack(const uint8_t in[16], char out[36])
+{
+    char h[32], *o = out;
+    tohex(in, 16, h);
+    memcpy(o, h, 8), o[8] = '-', memcpy(o + 9, h + 8, 4), o[13] = '-';
+    memcpy(o + 14, h + 12, 4), o[18] = '-', memcpy(o + 19, h + 16, 4), o[23] = '-';
+    memcpy(o + 24, h + 20, 12);
+}
+
 /* Id of the prefix `p` (length n), adding it when new; *fresh says so. MAX_PREFIXES
  * when the table is full (the caller writes the name with the empty prefix). */
 static size_t prefix_id(struct prefixes *px, const char *p, size_t n, bool *fresh)
@@ -142,20 +158,14 @@ static int put_name(struct ag_buf *b, struct prefixes *px, const char *name, siz
     if (id == MAX_PREFIXES) id = 0, plen = 0;
     const char *rest = name + plen;
     size_t rlen = len - plen;
-    unsigned kind = is_uuid(rest, rlen)                                 ? 1
+    uint8_t bin[AG_STORE_STREAM_MAX / 2 + 1];
+    unsigned kind = ag__log_uuid_pack(rest, rlen, bin)                  ? 1
                     : rlen && rlen % 2 == 0 && is_lower_hex(rest, rlen) ? 2
                                                                         : 0;
     int rc = put_varint(b, (uint64_t)id << 2 | kind);
     if (!rc && fresh) rc = put_varint(b, plen) || put(b, name, plen);
     if (rc) return rc;
-    uint8_t bin[AG_STORE_STREAM_MAX / 2 + 1];
-    if (kind == 1) {
-        char h[32];
-        memcpy(h, rest, 8), memcpy(h + 8, rest + 9, 4), memcpy(h + 12, rest + 14, 4);
-        memcpy(h + 16, rest + 19, 4), memcpy(h + 20, rest + 24, 12);
-        unhex(h, 32, bin);
-        return put(b, bin, 16);
-    }
+    if (kind == 1) return put(b, bin, 16);
     if (kind == 2) {
         unhex(rest, rlen, bin);
         return put_varint(b, rlen / 2) || put(b, bin, rlen / 2);
@@ -294,13 +304,9 @@ static bool load_segs(struct lstore *ls, struct rd *r, uint64_t nsegs)
 
 static bool take_varint(struct rd *r, uint64_t *v)
 {
-    *v = 0;
-    for (unsigned shift = 0; shift < 64 && r->p < r->end; shift += 7) {
-        uint8_t c = *r->p++;
-        *v |= (uint64_t)(c & 0x7f) << shift;
-        if (!(c & 0x80)) return true;
-    }
-    return false;
+    size_t n = ag__log_varint_get(r->p, r->end, v);
+    r->p += n;
+    return n != 0;
 }
 
 /* Decode a name (see the layout); false when it does not make sense. */
@@ -323,11 +329,7 @@ static bool take_name(struct rd *r, struct prefixes *px, char *name, size_t *len
     uint8_t bin[AG_STORE_STREAM_MAX];
     if (kind == 1) {
         if (plen + 36 > AG_STORE_STREAM_MAX || !take(r, bin, 16)) return false;
-        char h[32], *o = name + plen;
-        tohex(bin, 16, h);
-        memcpy(o, h, 8), o[8] = '-', memcpy(o + 9, h + 8, 4), o[13] = '-';
-        memcpy(o + 14, h + 12, 4), o[18] = '-', memcpy(o + 19, h + 16, 4), o[23] = '-';
-        memcpy(o + 24, h + 20, 12);
+        ag__log_uuid_unpack(bin, name + plen);
         *len = plen + 36;
         return true;
     }

@@ -343,7 +343,7 @@ size_t ag__log_rec_raw_size(const uint8_t *p)
 {
     struct log_rec r;
     ag__log_rec_fields(p, &r);
-    if (!r.zbody) return r.size;
+    if (!r.zbody && !ag__log_rec_is3(p)) return r.size;
     return ag__log_rec_size(r.stream_len, r.type_len, r.meta_len, r.data_len);
 }
 
@@ -353,10 +353,11 @@ int ag__log_rec_expand(const struct lstore *ls, const uint8_t *p, uint8_t *dst,
     struct log_rec r;
     int rc = ag__log_rec_body(ls, p, &r, scratch, why);
     if (rc) return rc;
-    if (!r.zbody) {
+    if (!r.zbody && !ag__log_rec_is3(p)) {
         memcpy(dst, p, r.size);
         return 0;
     }
+    /* compressed, or compact (format 3): the raw, fixed-header form */
     r.zbody = NULL;
     r.size = (uint32_t)ag__log_rec_size(r.stream_len, r.type_len, r.meta_len, r.data_len);
     ag__log_rec_encode(dst, &r);

@@ -20,9 +20,10 @@
 #define LOG_REC_ALIGN        8
 #define LOG_SEG_HDR          64
 #define LOG_SEG_MAGIC        "AGORALG1"
-#define LOG_FORMAT_VERSION   2u          /* 2: records may be compressed (LOG_REC_F_COMPRESSED) */
-#define LOG_FORMAT_V1        1u          /* still read: no compressed records */
-#define LOG_REC_F_COMPRESSED 1u          /* flags bit 0: type|metadata|data are one zstd frame */
+#define LOG_FORMAT_VERSION   3u /* 3: compact records (record.c, FORMAT 3) */
+#define LOG_FORMAT_V2        2u /* still read: records may be compressed (LOG_REC_F_COMPRESSED) */
+#define LOG_FORMAT_V1        1u /* still read: no compressed records */
+#define LOG_REC_F_COMPRESSED 1u /* flags bit 0: type|metadata|data are one zstd frame */
 #define LOG_ZRAW_MAX         (64u << 20) /* raw body bytes a compressed record may expand to */
 #define LOG_SPARSE_EVERY     32          /* one sparse-index entry per this many positions */
 #define LOG_ANY_DEDUP_WINDOW 10000       /* events scanned for an ANY re-append */
@@ -53,6 +54,8 @@ struct log_rec {
     const uint8_t *zbody;
     uint32_t zbody_len;
     uint16_t dict;
+    /* format-3 records whose name is stored compactly: `stream` points here */
+    char name_buf[AG_STORE_STREAM_MAX];
 };
 
 /* Bytes a record with these field sizes occupies. */
@@ -69,6 +72,33 @@ void ag__log_rec_encode(uint8_t *p, const struct log_rec *r);
  * `events` event records of `streams` streams follow it, the first at `position`. */
 void ag__log_batch_encode(uint8_t *p, uint32_t events, uint32_t streams, uint64_t position,
                           uint64_t time_ns);
+/* The same in a segment of format `fmt`; returns its bytes (<= LOG_BATCH_REC_SIZE). */
+size_t ag__log_batch_encode_fmt(uint8_t *p, uint32_t fmt, uint32_t events, uint32_t streams,
+                                uint64_t position, uint64_t time_ns);
+/* Format 3 (compact records): is the record at `p` one (its first byte says so)? */
+static inline bool ag__log_rec_is3(const uint8_t *p)
+{
+    return p[0] & 1;
+}
+/* Is an intact format-3 record at `p` (fields checked before the checksum)? */
+bool ag__log_rec3_intact(const uint8_t *p, size_t avail);
+/* Most bytes the format-3 form of a record can take beyond its in-memory form. */
+#define LOG_REC3_SLACK 8
+/* Encode `r` (position, version and time set; zbody or raw body) as a sealed
+ * format-3 record at `p` (ag__log_rec_size(_z) + LOG_REC3_SLACK bytes of room);
+ * returns its bytes. */
+size_t ag__log_rec3_encode(uint8_t *p, const struct log_rec *r);
+/* Copy the record at `p` to `dst` (room: its size + LOG_REC3_SLACK) with another
+ * batch_left, in its own format, sealed; returns the copy's bytes (scavenge). */
+size_t ag__log_rec_rebatch(const uint8_t *p, uint32_t batch_left, uint8_t *dst);
+/* Varints (LEB128) shared by the record and checkpoint encodings. */
+size_t ag__log_varint_put(uint8_t *p, uint64_t v);
+/* Bytes read (0: runs past `end` or longer than 10 bytes). */
+size_t ag__log_varint_get(const uint8_t *p, const uint8_t *end, uint64_t *v);
+/* A lowercase UUID in text (36 chars) to 16 bytes; false when `s` is not one
+ * (ckpt.c; the record encoding shares it). */
+bool ag__log_uuid_pack(const char *s, size_t n, uint8_t out[16]);
+void ag__log_uuid_unpack(const uint8_t in[16], char out[36]);
 /* Patch the batch_left field of an encoded, not yet sealed record. */
 void ag__log_rec_set_batch_left(uint8_t *p, uint32_t batch_left);
 /* Patch position/version/time into an encoded record and seal its checksum. */
@@ -86,7 +116,7 @@ void ag__log_rec_id(const uint8_t *p, struct ag_uuid *out);
 void ag__log_seg_header(uint8_t out[LOG_SEG_HDR], uint64_t segno, uint64_t base_position,
                         uint64_t now_ns);
 int ag__log_seg_header_check(const uint8_t *p, size_t avail, uint64_t segno, const char **why);
-/* Format version of a (checked) segment header: LOG_FORMAT_V1 or LOG_FORMAT_VERSION. */
+/* Format version of a (checked) segment header: LOG_FORMAT_V1, _V2 or LOG_FORMAT_VERSION. */
 uint32_t ag__log_seg_format(const uint8_t *hdr);
 /* Position of the first event of the segment whose (checked) header is `hdr`. */
 uint64_t ag__log_seg_base_position(const uint8_t *hdr);
@@ -96,6 +126,9 @@ uint64_t ag__log_seg_base_position(const uint8_t *hdr);
 uint32_t ag__log_seg_flags(const uint8_t *hdr);
 void ag__log_seg_header_flags(uint8_t out[LOG_SEG_HDR], uint64_t segno, uint64_t base_position,
                               uint64_t now_ns, uint32_t flags);
+/* The same for a segment of format `fmt` (a scavenge keeps its segment's format). */
+void ag__log_seg_header_fmt(uint8_t out[LOG_SEG_HDR], uint64_t segno, uint64_t base_position,
+                            uint64_t now_ns, uint32_t flags, uint32_t fmt);
 
 static inline uint32_t ag__le32(const uint8_t *p)
 {
@@ -420,6 +453,7 @@ struct lstore {
     struct ldicts dicts; /* compression dictionaries (dict.c) */
 
     /* scavenge (scavenge.c) */
+    uint32_t write_format;     /* format of new segments: 3 (tests: AGORA_STORE_FORMAT=2) */
     bool gaps_ok;              /* a segment was scavenged: positions and versions may skip (scan) */
     pthread_mutex_t scav_lock; /* one scavenge at a time */
     struct lswap *swap;        /* q_lock: a rewritten segment for the writer to put in */
@@ -601,7 +635,8 @@ struct log_scan_ent {
     int64_t version;
     uint32_t idh;
     uint16_t stream_len;
-    const char *stream; /* borrowed from the mapped segment */
+    size_t stream_off; /* its name in log_scan.names (a format-3 record's name is
+                          decoded into a buffer, not borrowed from the segment) */
 };
 struct log_scan {
     struct lstore *ls;      /* the store (its index is filled unless verify_only) */
@@ -615,7 +650,8 @@ struct log_scan {
     size_t batch_n;
     struct log_scan_ent *batch; /* the open batch's events */
     size_t batch_cap;
-    const char *batch_stream; /* the stream of the part being read */
+    struct ag_buf names; /* the open batch's stream names, one per part */
+    size_t batch_stream; /* the stream of the part being read: offset in names */
     size_t batch_stream_len;
     int64_t batch_next_version; /* version of the part's first event */
     uint64_t batch_first_position;

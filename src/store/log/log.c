@@ -16,13 +16,17 @@
  *   of the writer (PREALLOCATION below).
  *
  * SEGMENT HEADER (64 bytes, little-endian)
- *   0  "AGORALG1"   8  u32 format version (2; 1 = written before compressed
- *   records existed, still read)   12 u32 header size (64)
+ *   0  "AGORALG1"   8  u32 format version (3: compact records, see FORMAT 3 at
+ *   the top of record.c; 2 = fixed-header records, some compressed; 1 = written
+ *   before compressed records existed; 1 and 2 still read, a segment holds records
+ *   of its own format only)   12 u32 header size (64)
  *   16 u64 position of the segment's first event   24 u64 segment number
  *   32 u64 creation time (Unix ns)   40 u32 flags (1 = scavenged: rewritten without
  *   deleted events, see scavenge.c)   44..55 zero   56 u64 XXH3-64 of bytes 0..55
  *
- * RECORD (8-byte aligned, little-endian; records follow the header back to back)
+ * RECORD, formats 1 and 2 (8-byte aligned, little-endian; records follow the
+ * header back to back; also the in-memory form callers encode and reads expand
+ * every record to; format 3 keeps the same fields, compactly: record.c)
  *   0  u32 size         whole record incl. padding and checksum (multiple of 8)
  *   4  u8  kind         1 = event, 2 = snapshot, 3 = multi-stream batch header
  *   5  u8  flags        bit 0: body compressed; bits 1..3: padding bytes (compressed)
@@ -295,7 +299,8 @@ int ag__log_seg_create(struct lstore *ls, uint64_t segno, uint64_t base_position
      * mid-creation never leaves a segment without its header (open would refuse it) */
     sg.fd = openat(ls->dir_fd, tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (sg.fd < 0) return ag_err_set(err, AG_EIO, "%s/%s: %s", ls->dir, tmp, strerror(errno));
-    ag__log_seg_header(hdr, segno, base_position, ag_clock_now(ls->base.opts.clock));
+    ag__log_seg_header_fmt(hdr, segno, base_position, ag_clock_now(ls->base.opts.clock), 0,
+                           ls->write_format);
     int rc = ag__log_io_pwrite(ls, sg.fd, hdr, sizeof hdr, 0);
     if (!rc) rc = ag__log_io_sync(ls, sg.fd);
     if (!rc && renameat(ls->dir_fd, tmp, ls->dir_fd, name) != 0) rc = -errno;
@@ -606,6 +611,9 @@ static int store_alloc(const char *dir, const struct ag_store_options *opts, str
     if (opts) ls->base.opts = *opts;
     struct ag_store_options *o = &ls->base.opts;
     if (!o->max_event_bytes) o->max_event_bytes = AG_STORE_EVENT_MAX_DEFAULT;
+    /* tests: AGORA_STORE_FORMAT=2 writes the previous format (an older log to open) */
+    const char *wf = getenv("AGORA_STORE_FORMAT");
+    ls->write_format = wf && strcmp(wf, "2") == 0 ? LOG_FORMAT_V2 : LOG_FORMAT_VERSION;
     const char *sb = getenv("AGORA_STORE_SEGMENT_BYTES"); /* tests and benchmarks */
     if (!o->segment_bytes && sb) o->segment_bytes = strtoull(sb, NULL, 10);
     if (!o->segment_bytes) o->segment_bytes = 256ull << 20;
@@ -657,15 +665,24 @@ static int open_dir(struct lstore *ls, struct ag_err *err)
     return ls->read_only ? 0 : take_lock(ls, err);
 }
 
-/* The last segment, written by a format-1 agora, is about to get records that
- * may be compressed: its header says format 2 from now on (one 64-byte write,
- * synced before any append), so an older agora refuses it instead of misreading. */
+/* The last segment was written by an older agora (format 1 or 2) and the writer
+ * is about to append compact (format-3) records. An empty one gets a format-3
+ * header (one 64-byte write, synced before any append); one holding records stays
+ * as it is and a new format-3 segment starts after it, so each segment holds
+ * records of one format and an older agora refuses the log (unknown format
+ * version) instead of misreading it. */
 static int seg_upgrade(struct lstore *ls, struct lseg *sg, struct ag_err *err)
 {
-    if (ag__log_seg_format(sg->map) != LOG_FORMAT_V1) return 0;
+    if (ag__log_seg_format(sg->map) >= ls->write_format) return 0;
+    if (sg->end > LOG_SEG_HDR) {
+        int rc = ag__log_seg_create(ls, sg->segno + 1, ag__log_head(ls), err);
+        ls->tail_off = LOG_SEG_HDR; /* the writer's tail check: the new, empty segment */
+        ls->tail_pos = ag__log_head(ls);
+        return rc;
+    }
     uint8_t hdr[LOG_SEG_HDR];
-    ag__log_seg_header_flags(hdr, sg->segno, ag__log_seg_base_position(sg->map),
-                             ag__le64(sg->map + 32), ag__log_seg_flags(sg->map));
+    ag__log_seg_header_fmt(hdr, sg->segno, ag__log_seg_base_position(sg->map),
+                           ag__le64(sg->map + 32), ag__log_seg_flags(sg->map), ls->write_format);
     int rc = ag__log_io_pwrite(ls, sg->fd, hdr, LOG_SEG_HDR, 0);
     if (!rc) rc = ag__log_io_sync(ls, sg->fd);
     if (rc)
@@ -698,7 +715,8 @@ static int log_open(const char *dir, const struct ag_store_options *opts, bool u
                 AG_LS("action", "rebuilding the stream index from the log"));
         return log_open(dir, opts, false, rctx, out, err);
     }
-    if (!rc && !ls->read_only && ls->nsegs) rc = seg_upgrade(ls, &ls->segs[ls->nsegs - 1], err);
+    if (!rc && !ls->read_only && !rctx->report && ls->nsegs)
+        rc = seg_upgrade(ls, &ls->segs[ls->nsegs - 1], err);
     if (!rc && !rctx->report && ag__log_dict_start(ls))
         rc = ag_err_set(err, AG_ENOMEM, "cannot start the dictionary trainer thread");
     if (!rc && ls->tb_written && ag__log_ckpt_save(ls, err)) rc = AG_EIO;

@@ -1,7 +1,31 @@
 /* Record and segment-header encoding for the embedded log. The layout is
  * documented at the top of log.c; this file is its only encoder and decoder:
  * the rest of the log reads records through the functions below and never
- * through byte offsets. */
+ * through byte offsets.
+ *
+ * FORMAT 3 (compact records, segments of format 3). A record is self-contained:
+ * it decodes from its own bytes, without the segment header or the record before
+ * it, so an index location pointing anywhere into a segment (and a scavenged
+ * segment with holes in its positions) needs nothing else. Its first byte tells
+ * it from a format-1/2 record (whose first byte is the low byte of a size that
+ * is a multiple of 8): bit 0 is always 1.
+ *   u8 tag          bit 0 = 1; bits 1..2 kind; bit 3 body compressed; bit 4
+ *                   name compact; bits 5..7 zero
+ *   varint rest     bytes after this varint, checksum included
+ *   varint position absolute (events; batch header: its first event; snapshot 0)
+ *   varint version  (batch header: streams)
+ *   16B id          events only
+ *   u64 time        commit time, Unix ns (a varint of a 2026 time takes 9 bytes)
+ *   varint batch_left
+ *   name            not in batch headers. Compact: u8 prefix length, the prefix
+ *                   (up to and with the first '-'), the lowercase UUID after it
+ *                   as 16 bytes. Else: u8 length (1..255), the name.
+ *   varint type_len, varint meta_len, varint data_len (raw lengths; not in batch
+ *                   headers), varint dictionary id (compressed only)
+ *   body            type|metadata|data, or the zstd frame up to the checksum
+ *   u32 checksum    low 32 bits of the XXH3-64 of every byte before it
+ * No padding: records follow each other back to back, at any byte offset (every
+ * reader goes through memcpy-based loads). */
 #include "store/log/internal.h"
 
 /* Record fields (log.c, RECORD). */
@@ -68,6 +92,220 @@ static size_t zbody_len(const uint8_t *p, uint32_t size, uint16_t stream_len)
     return size - LOG_REC_HDR - stream_len - LOG_REC_TRAILER - pad;
 }
 
+/* ---- format 3 ---- */
+
+enum {
+    T3_KIND_SHIFT = 1,
+    T3_COMPRESSED = 8,
+    T3_COMPACT_NAME = 16,
+    T3_KNOWN = 0x1f,
+    T3_TRAILER = 4,
+    T3_NAME_UUID = 16,
+};
+
+size_t ag__log_varint_put(uint8_t *p, uint64_t v)
+{
+    size_t n = 0;
+    while (v >= 0x80) p[n++] = (uint8_t)(v | 0x80), v >>= 7;
+    p[n++] = (uint8_t)v;
+    return n;
+}
+
+size_t ag__log_varint_get(const uint8_t *p, const uint8_t *end, uint64_t *v)
+{
+    *v = 0;
+    for (size_t i = 0; i < 10 && p + i < end; i++) {
+        if (i == 9 && p[i] > 1) return 0; /* more than 64 bits */
+        *v |= (uint64_t)(p[i] & 0x7f) << (7 * i);
+        if (!(p[i] & 0x80)) return i + 1;
+    }
+    return 0;
+}
+
+/* Everything between `rest` and the body (see FORMAT 3) into `h`; its bytes. */
+static size_t v3_head(uint8_t *h, const struct log_rec *r, uint8_t *tag)
+{
+    uint8_t *o = h;
+    o += ag__log_varint_put(o, r->position);
+    o += ag__log_varint_put(o, (uint64_t)r->version);
+    if (r->kind == LOG_KIND_EVENT) memcpy(o, r->id.b, 16), o += 16;
+    ag__put64(o, r->time_ns), o += 8;
+    o += ag__log_varint_put(o, r->batch_left);
+    if (r->kind == LOG_KIND_BATCH) return (size_t)(o - h);
+    const char *dash = memchr(r->stream, '-', r->stream_len);
+    size_t plen = dash ? (size_t)(dash - r->stream) + 1 : 0;
+    if (dash && ag__log_uuid_pack(r->stream + plen, r->stream_len - plen, o + 1 + plen)) {
+        *tag |= T3_COMPACT_NAME;
+        *o++ = (uint8_t)plen;
+        memcpy(o, r->stream, plen), o += plen + T3_NAME_UUID;
+    } else {
+        *o++ = (uint8_t)r->stream_len;
+        memcpy(o, r->stream, r->stream_len), o += r->stream_len;
+    }
+    o += ag__log_varint_put(o, r->type_len);
+    o += ag__log_varint_put(o, r->meta_len);
+    o += ag__log_varint_put(o, r->data_len);
+    if (r->zbody) o += ag__log_varint_put(o, r->dict);
+    return (size_t)(o - h);
+}
+
+size_t ag__log_rec3_encode(uint8_t *p, const struct log_rec *r)
+{
+    uint8_t h[64 + AG_STORE_STREAM_MAX];
+    uint8_t tag =
+        (uint8_t)(1u | (unsigned)r->kind << T3_KIND_SHIFT | (r->zbody ? T3_COMPRESSED : 0));
+    size_t hl = v3_head(h, r, &tag);
+    size_t body = r->kind == LOG_KIND_BATCH ? 0
+                  : r->zbody                ? r->zbody_len
+                                            : (size_t)r->type_len + r->meta_len + r->data_len;
+    uint8_t *o = p;
+    *o++ = tag;
+    o += ag__log_varint_put(o, hl + body + T3_TRAILER);
+    memcpy(o, h, hl), o += hl;
+    if (r->zbody) {
+        memcpy(o, r->zbody, r->zbody_len), o += r->zbody_len;
+    } else if (r->kind != LOG_KIND_BATCH) {
+        if (r->type_len) memcpy(o, r->type, r->type_len), o += r->type_len;
+        if (r->meta_len) memcpy(o, r->meta, r->meta_len), o += r->meta_len;
+        if (r->data_len) memcpy(o, r->data, r->data_len), o += r->data_len;
+    }
+    size_t n = (size_t)(o - p);
+    ag__put32(o, (uint32_t)ag_xxh3(p, n));
+    return n + T3_TRAILER;
+}
+
+static int bad3(const char **why, const char *what)
+{
+    *why = what;
+    return AG_ECORRUPT;
+}
+
+/* Decode a format-3 record's fields; with `check`, verify every one. */
+static int v3_fields(const uint8_t *p, size_t avail, struct log_rec *r, bool check,
+                     const char **why)
+{
+    const uint8_t *end = p + avail, *o = p + 1;
+    uint64_t rest, v;
+    r->size = 0;
+    size_t n = ag__log_varint_get(o, end, &rest);
+    if (!n) return bad3(why, "truncated record header");
+    o += n;
+    if (rest < T3_TRAILER || rest > (uint64_t)(end - o))
+        return bad3(why, "record runs past the end of the segment");
+    uint8_t tag = p[0];
+    memset(r, 0, offsetof(struct log_rec, name_buf));
+    r->size = (uint32_t)((size_t)(o - p) + rest);
+    end = p + r->size - T3_TRAILER;
+    r->kind = (uint8_t)(tag >> T3_KIND_SHIFT & 3);
+    if (check && (tag & ~T3_KNOWN || r->kind == 0 ||
+                  (tag & (T3_COMPRESSED | T3_COMPACT_NAME) && r->kind == LOG_KIND_BATCH) ||
+                  (tag & T3_COMPRESSED && r->kind != LOG_KIND_EVENT)))
+        return bad3(why, "unknown record kind or flags");
+#define TAKE(dst)                                                                                  \
+    do {                                                                                           \
+        if (!(n = ag__log_varint_get(o, end, &v)))                                                 \
+            return bad3(why, "record fields do not fit its size");                                 \
+        o += n, (dst) = v;                                                                         \
+    } while (0)
+    uint64_t ver, bl;
+    TAKE(r->position);
+    TAKE(ver);
+    if (r->kind == LOG_KIND_EVENT) {
+        if (end - o < 16) return bad3(why, "record fields do not fit its size");
+        memcpy(r->id.b, o, 16), o += 16;
+    }
+    if (end - o < 8) return bad3(why, "record fields do not fit its size");
+    r->time_ns = ag__le64(o), o += 8;
+    TAKE(bl);
+    r->version = (int64_t)ver;
+    r->batch_left = (uint32_t)bl;
+    if (check && (ver > INT64_MAX || bl > UINT32_MAX))
+        return bad3(why, "record fields out of range");
+    r->stream = r->name_buf;
+    if (r->kind == LOG_KIND_BATCH) {
+        if (check && (o != end || bl == 0 || ver < 1 || ver > bl))
+            return bad3(why, "malformed multi-stream batch header");
+        return 0;
+    }
+    if (o >= end) return bad3(why, "record fields do not fit its size");
+    size_t nl = *o++;
+    if (tag & T3_COMPACT_NAME) {
+        if (nl + T3_NAME_UUID > (size_t)(end - o) || nl + 36 > AG_STORE_STREAM_MAX)
+            return bad3(why, "record fields do not fit its size");
+        memcpy(r->name_buf, o, nl);
+        ag__log_uuid_unpack(o + nl, r->name_buf + nl);
+        o += nl + T3_NAME_UUID;
+        r->stream_len = (uint16_t)(nl + 36);
+        if (check && (nl == 0 || r->name_buf[nl - 1] != '-' ||
+                      memchr(r->name_buf, '-', nl) != r->name_buf + nl - 1))
+            return bad3(why, "malformed compact stream name");
+    } else {
+        if (nl == 0 || nl > (size_t)(end - o))
+            return bad3(why, "record fields do not fit its size");
+        r->stream = (const char *)o, r->stream_len = (uint16_t)nl, o += nl;
+    }
+    uint64_t tl, ml, dl, dict = 0;
+    TAKE(tl);
+    TAKE(ml);
+    TAKE(dl);
+    if (tag & T3_COMPRESSED) TAKE(dict);
+#undef TAKE
+    if (tl > UINT16_MAX || ml > UINT32_MAX || dl > UINT32_MAX || dict > UINT16_MAX)
+        return bad3(why, "record fields out of range");
+    r->type_len = (uint16_t)tl, r->meta_len = (uint32_t)ml, r->data_len = (uint32_t)dl;
+    r->dict = (uint16_t)dict;
+    size_t body = (size_t)(end - o);
+    if (tag & T3_COMPRESSED) {
+        if (check && (body == 0 || tl + ml + dl > LOG_ZRAW_MAX))
+            return bad3(why, "compressed record fields do not fit its size");
+        r->zbody = o, r->zbody_len = (uint32_t)body;
+        return 0;
+    }
+    if (tl + ml + dl != body) return bad3(why, "record fields do not fit its size");
+    r->type = (const char *)o;
+    r->meta = r->type + tl;
+    r->data = r->meta + ml;
+    return 0;
+}
+
+static bool v3_sum_ok(const uint8_t *p, uint32_t size)
+{
+    return ag__le32(p + size - T3_TRAILER) == (uint32_t)ag_xxh3(p, size - T3_TRAILER);
+}
+
+/* With `check`: a record whose bytes changed is a checksum error even when the
+ * change also broke a field (the fields are read first only to learn the size). */
+static int v3_parse(const uint8_t *p, size_t avail, struct log_rec *r, bool check, const char **why)
+{
+    int rc = v3_fields(p, avail, r, check, why);
+    if (!check) return rc;
+    if (r->size && r->size <= avail && !v3_sum_ok(p, r->size))
+        return bad3(why, "checksum mismatch");
+    return rc;
+}
+
+bool ag__log_rec3_intact(const uint8_t *p, size_t avail)
+{
+    struct log_rec r;
+    const char *why;
+    /* the fields first: garbage rarely parses, and the caller tries every offset */
+    return v3_fields(p, avail, &r, true, &why) == 0 && v3_sum_ok(p, r.size);
+}
+
+size_t ag__log_rec_rebatch(const uint8_t *p, uint32_t batch_left, uint8_t *dst)
+{
+    struct log_rec r;
+    ag__log_rec_fields(p, &r);
+    if (ag__log_rec_is3(p)) {
+        r.batch_left = batch_left;
+        return ag__log_rec3_encode(dst, &r);
+    }
+    memcpy(dst, p, r.size);
+    ag__log_rec_set_batch_left(dst, batch_left);
+    ag__log_rec_seal(dst, r.position, r.version, r.time_ns);
+    return r.size;
+}
+
 void ag__log_rec_encode(uint8_t *p, const struct log_rec *r)
 {
     memset(p, 0, LOG_REC_HDR);
@@ -120,6 +358,21 @@ void ag__log_batch_encode(uint8_t *p, uint32_t events, uint32_t streams, uint64_
     ag__log_rec_seal(p, position, (int64_t)streams, time_ns);
 }
 
+size_t ag__log_batch_encode_fmt(uint8_t *p, uint32_t fmt, uint32_t events, uint32_t streams,
+                                uint64_t position, uint64_t time_ns)
+{
+    if (fmt < LOG_FORMAT_VERSION) {
+        ag__log_batch_encode(p, events, streams, position, time_ns);
+        return LOG_BATCH_REC_SIZE;
+    }
+    struct log_rec r = {.kind = LOG_KIND_BATCH,
+                        .batch_left = events,
+                        .position = position,
+                        .version = (int64_t)streams,
+                        .time_ns = time_ns};
+    return ag__log_rec3_encode(p, &r);
+}
+
 void ag__log_rec_set_batch_left(uint8_t *p, uint32_t batch_left)
 {
     ag__put32(p + REC_BATCH_LEFT, batch_left);
@@ -127,21 +380,35 @@ void ag__log_rec_set_batch_left(uint8_t *p, uint32_t batch_left)
 
 uint32_t ag__log_rec_len(const uint8_t *p)
 {
-    return ag__le32(p + REC_SIZE);
+    if (!ag__log_rec_is3(p)) return ag__le32(p + REC_SIZE);
+    uint64_t rest;
+    size_t n = ag__log_varint_get(p + 1, p + 11, &rest);
+    return (uint32_t)(1 + n + rest);
 }
 
 uint8_t ag__log_rec_kind(const uint8_t *p)
 {
-    return p[REC_KIND];
+    return ag__log_rec_is3(p) ? (uint8_t)(p[0] >> T3_KIND_SHIFT & 3) : p[REC_KIND];
 }
 
 void ag__log_rec_id(const uint8_t *p, struct ag_uuid *out)
 {
-    memcpy(out->b, p + REC_ID, 16);
+    if (!ag__log_rec_is3(p)) {
+        memcpy(out->b, p + REC_ID, 16);
+        return;
+    }
+    struct log_rec r;
+    ag__log_rec_fields(p, &r);
+    *out = r.id;
 }
 
 void ag__log_rec_fields(const uint8_t *p, struct log_rec *r)
 {
+    if (ag__log_rec_is3(p)) {
+        const char *why;
+        (void)v3_parse(p, UINT32_MAX, r, false, &why); /* checked when written or recovered */
+        return;
+    }
     r->size = ag__le32(p + REC_SIZE);
     r->kind = p[REC_KIND];
     r->stream_len = le16(p + REC_STREAM_LEN);
@@ -171,6 +438,8 @@ void ag__log_rec_fields(const uint8_t *p, struct log_rec *r)
 
 int ag__log_rec_decode(const uint8_t *p, size_t avail, struct log_rec *r, const char **why)
 {
+    if (avail && ag__log_rec_is3(p))
+        return v3_parse(p, AG_MIN(avail, (size_t)UINT32_MAX), r, true, why);
     if (avail < LOG_REC_MIN) return *why = "truncated record header", AG_ECORRUPT;
     uint32_t size = ag__le32(p + REC_SIZE);
     if (size == 0) return *why = "zeroed bytes where a record should start", AG_ECORRUPT;
@@ -224,9 +493,15 @@ uint32_t ag__log_seg_flags(const uint8_t *hdr)
 void ag__log_seg_header_flags(uint8_t out[LOG_SEG_HDR], uint64_t segno, uint64_t base_position,
                               uint64_t now_ns, uint32_t flags)
 {
+    ag__log_seg_header_fmt(out, segno, base_position, now_ns, flags, LOG_FORMAT_VERSION);
+}
+
+void ag__log_seg_header_fmt(uint8_t out[LOG_SEG_HDR], uint64_t segno, uint64_t base_position,
+                            uint64_t now_ns, uint32_t flags, uint32_t fmt)
+{
     memset(out, 0, LOG_SEG_HDR);
     memcpy(out + SEG_MAGIC, LOG_SEG_MAGIC, 8);
-    ag__put32(out + SEG_VERSION, LOG_FORMAT_VERSION);
+    ag__put32(out + SEG_VERSION, fmt);
     ag__put32(out + SEG_HDR_SIZE, LOG_SEG_HDR);
     ag__put64(out + SEG_BASE_POSITION, base_position);
     ag__put64(out + SEG_NUMBER, segno);
@@ -243,7 +518,7 @@ int ag__log_seg_header_check(const uint8_t *p, size_t avail, uint64_t segno, con
     if (ag__le64(p + SEG_CHECKSUM) != ag_xxh3(p, SEG_CHECKSUM))
         return *why = "segment header checksum mismatch", AG_ECORRUPT;
     uint32_t fv = ag__le32(p + SEG_VERSION);
-    if (fv != LOG_FORMAT_VERSION && fv != LOG_FORMAT_V1)
+    if (fv != LOG_FORMAT_VERSION && fv != LOG_FORMAT_V2 && fv != LOG_FORMAT_V1)
         return *why = "segment written by an unknown format version", AG_ECORRUPT;
     if (ag__le64(p + SEG_NUMBER) != segno)
         return *why = "segment number does not match its file name", AG_ECORRUPT;

@@ -76,7 +76,7 @@ static int batch_push(struct log_scan *sc, uint64_t loc, const struct log_rec *r
                                                      .version = r->version,
                                                      .idh = ag__id_hash(&r->id),
                                                      .stream_len = r->stream_len,
-                                                     .stream = r->stream};
+                                                     .stream_off = sc->batch_stream};
     return 0;
 }
 
@@ -85,8 +85,8 @@ static int batch_apply(struct log_scan *sc)
 {
     for (size_t i = 0; i < sc->batch_n && !sc->verify_only; i++) {
         const struct log_scan_ent *e = &sc->batch[i];
-        int rc = ag__log_index_event_at(sc->ls, e->stream, e->stream_len, e->loc, e->position,
-                                        e->version, e->idh);
+        int rc = ag__log_index_event_at(sc->ls, sc->names.data + e->stream_off, e->stream_len,
+                                        e->loc, e->position, e->version, e->idh);
         if (rc) return rc;
     }
     if (sc->batch_n) sc->next_position = sc->batch[sc->batch_n - 1].position + 1;
@@ -94,6 +94,7 @@ static int batch_apply(struct log_scan *sc)
     if (!sc->verify_only && sc->batch_n)
         (void)ag__lidx_maybe_flush(sc->ls, false, NULL); /* a failure keeps it in memory, logged */
     sc->batch_n = 0;
+    sc->names.len = 0;
     sc->batch_left = 0;
     sc->batch_multi = false;
     return 0;
@@ -131,6 +132,7 @@ static int scan_batch_header(struct log_scan *sc, const struct log_rec *r, uint6
     sc->batch_start_off = off;
     sc->batch_first_position = r->position;
     sc->batch_n = 0;
+    sc->names.len = 0;
     sc->batch_parts = 0;
     sc->batch_parts_want = (uint32_t)r->version;
     sc->batch_left = r->batch_left;
@@ -147,7 +149,8 @@ static bool is_stream(const char *a, size_t alen, const char *b, size_t blen)
 static int part_start(struct log_scan *sc, const struct log_rec *r, uint64_t off)
 {
     for (size_t i = 0; i < sc->batch_n; i++)
-        if (is_stream(sc->batch[i].stream, sc->batch[i].stream_len, r->stream, r->stream_len))
+        if (is_stream(sc->names.data + sc->batch[i].stream_off, sc->batch[i].stream_len, r->stream,
+                      r->stream_len))
             return bad(sc, off, "stream appears twice in one multi-stream batch");
     uint64_t h = ag_xxh3(r->stream, r->stream_len);
     struct lstream *st = NULL;
@@ -155,8 +158,9 @@ static int part_start(struct log_scan *sc, const struct log_rec *r, uint64_t off
         int rc = ag__lidx_fault(sc->ls, r->stream, r->stream_len, h, &st, false);
         if (rc) return rc == AG_ENOMEM ? rc : AG_EIO; /* a table, not the log */
     }
-    sc->batch_stream = r->stream;
+    sc->batch_stream = sc->names.len;
     sc->batch_stream_len = r->stream_len;
+    if (ag_buf_append(&sc->names, r->stream, r->stream_len)) return AG_ENOMEM;
     sc->batch_next_version = sc->verify_only ? r->version : st ? st->count : 0;
     /* a scavenged log may have lost the stream's earlier events: never go back */
     if (sc->ls->gaps_ok && r->version > sc->batch_next_version) sc->batch_next_version = r->version;
@@ -175,12 +179,14 @@ static int scan_event(struct log_scan *sc, const struct log_rec *r, uint64_t loc
         if (sc->ls->gaps_ok && r->position > sc->next_position)
             sc->batch_first_position = r->position; /* the events before it were deleted */
         sc->batch_n = 0;
+        sc->names.len = 0;
         sc->batch_parts = 0;
         if ((rc = part_start(sc, r, off))) return rc;
     } else if (r->batch_left != sc->batch_left - 1) {
         return bad(sc, off, "event batch interrupted by another record");
     } else if (sc->batch_n == 0 ||
-               !is_stream(r->stream, r->stream_len, sc->batch_stream, sc->batch_stream_len)) {
+               !is_stream(r->stream, r->stream_len, sc->names.data + sc->batch_stream,
+                          sc->batch_stream_len)) {
         if (!sc->batch_multi) return bad(sc, off, "event batch interrupted by another record");
         if ((rc = part_start(sc, r, off))) return rc;
     }
@@ -234,6 +240,7 @@ int ag__log_scan(struct log_scan *sc, const struct lseg *seg, const uint8_t *map
 {
     sc->good_end = off;
     sc->have_last = false;
+    bool v3 = ag__log_seg_format(map) >= LOG_FORMAT_VERSION;
     while (off < len) {
         struct log_rec r;
         const char *why;
@@ -241,6 +248,8 @@ int ag__log_scan(struct log_scan *sc, const struct lseg *seg, const uint8_t *map
             if (sc->batch_left == 0 && all_zero(map + off, len - off)) break; /* preallocated */
             return bad(sc, off, why);
         }
+        if (ag__log_rec_is3(map + off) != v3)
+            return bad(sc, off, "record of another format than its segment");
         uint64_t loc = loc_make(seg->segno, off);
         uint64_t pos = sc->next_position;
         if (r.zbody) check_body(sc, map + off, &r, loc);
@@ -266,6 +275,11 @@ int ag__log_scan(struct log_scan *sc, const struct lseg *seg, const uint8_t *map
 
 bool ag__log_intact_after(const uint8_t *map, uint64_t off, uint64_t len)
 {
+    if (ag__log_seg_format(map) >= LOG_FORMAT_VERSION) { /* records at any byte offset */
+        for (uint64_t o = off + 1; o < len; o++)
+            if (ag__log_rec_is3(map + o) && ag__log_rec3_intact(map + o, len - o)) return true;
+        return false;
+    }
     for (uint64_t o = (off + LOG_REC_ALIGN) & ~(uint64_t)(LOG_REC_ALIGN - 1);
          o + LOG_REC_MIN <= len; o += LOG_REC_ALIGN) {
         struct log_rec r;
@@ -278,6 +292,7 @@ bool ag__log_intact_after(const uint8_t *map, uint64_t off, uint64_t len)
 void ag__log_scan_free(struct log_scan *sc)
 {
     ag_free(sc->batch);
+    ag_buf_free(&sc->names);
     sc->batch = NULL;
     sc->batch_cap = sc->batch_n = 0;
 }

@@ -341,13 +341,14 @@ static int copy_batch(struct wbuf *w, const struct plan *p, const uint8_t *map, 
         from += ag__log_rec_len(map + from);
     }
     uint32_t kept = 0, streams = 0;
-    const char *prev = NULL;
+    char prev[AG_STORE_STREAM_MAX]; /* a copy: a format-3 name lives in `r` */
     size_t prev_len = 0;
     for (uint64_t o = from; o < to; o += ag__log_rec_len(map + o)) {
         ag__log_rec_fields(map + o, &r);
         if (drops(p, &r)) continue;
-        if (!prev || prev_len != r.stream_len || memcmp(prev, r.stream, prev_len) != 0) streams++;
-        prev = r.stream, prev_len = r.stream_len;
+        if (!prev_len || prev_len != r.stream_len || memcmp(prev, r.stream, prev_len) != 0)
+            streams++;
+        memcpy(prev, r.stream, prev_len = r.stream_len);
         kept++;
     }
     uint32_t total = 0;
@@ -363,16 +364,16 @@ static int copy_batch(struct wbuf *w, const struct plan *p, const uint8_t *map, 
         if (drops(p, &r)) continue;
         if (first && multi) {
             uint8_t h[LOG_BATCH_REC_SIZE];
-            ag__log_batch_encode(h, kept, streams, r.position, hdr.time_ns);
-            if ((rc = wput(w, h, sizeof h))) break;
+            size_t hn = ag__log_batch_encode_fmt(h, ag__log_seg_format(map), kept, streams,
+                                                 r.position, hdr.time_ns);
+            if ((rc = wput(w, h, hn))) break;
         }
         first = false;
-        uint8_t *cp = ag_malloc(r.size); /* renumbered and resealed: a patched copy */
+        /* renumbered and resealed: a patched copy */
+        uint8_t *cp = ag_malloc(r.size + LOG_REC3_SLACK);
         if (!cp) return -ENOMEM;
-        memcpy(cp, map + o, r.size);
-        ag__log_rec_set_batch_left(cp, --left);
-        ag__log_rec_seal(cp, r.position, r.version, r.time_ns);
-        rc = wput(w, cp, r.size);
+        size_t n = ag__log_rec_rebatch(map + o, --left, cp);
+        rc = wput(w, cp, n);
         ag_free(cp);
     }
     return rc;
@@ -396,8 +397,8 @@ static int rewrite(struct lstore *ls, const struct lseg *sg, const struct plan *
     w.fd = openat(ls->dir_fd, tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (w.fd < 0) return ag_err_set(err, AG_EIO, "%s/%s: %s", ls->dir, tmp, strerror(errno));
     uint8_t hdr[LOG_SEG_HDR];
-    ag__log_seg_header_flags(hdr, sg->segno, sg->base_position, ag_clock_now(ls->base.opts.clock),
-                             LOG_SEG_SCAVENGED);
+    ag__log_seg_header_fmt(hdr, sg->segno, sg->base_position, ag_clock_now(ls->base.opts.clock),
+                           LOG_SEG_SCAVENGED, ag__log_seg_format(sg->map));
     int rc = wput(&w, hdr, sizeof hdr);
     uint64_t o = LOG_SEG_HDR;
     while (!rc && o < sg->end) {

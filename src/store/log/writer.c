@@ -478,9 +478,36 @@ static int reserve(struct lstore *ls, struct lreq *r, struct lstream **stp, int6
     return rc;
 }
 
+/* Add `r`'s records to the group in the compact form (format 3): callers encode
+ * the in-memory form (fixed header), the writer writes each record's fields once
+ * it knows its position, version and time. */
+static int place3(struct lstore *ls, struct lreq *r, uint64_t pos0, int64_t ver0, uint64_t now)
+{
+    const struct lseg *sg = &ls->segs[ls->nsegs - 1];
+    if (ag_buf_reserve(&ls->group, r->enc.len + r->n * LOG_REC3_SLACK)) return AG_ENOMEM;
+    const uint8_t *p = (const uint8_t *)r->enc.data;
+    for (size_t k = 0; k < r->n; k++, p += ag__log_rec_len(p)) {
+        struct log_rec rec;
+        ag__log_rec_fields(p, &rec);
+        bool ev = r->kind == LOG_KIND_EVENT;
+        rec.position = ev ? pos0 + k : 0;
+        rec.version = ev ? ver0 + (int64_t)k : r->expected;
+        rec.time_ns = now;
+        r->locs[k] = loc_make(sg->segno, sg->end + ls->group.len);
+        ls->group.len += ag__log_rec3_encode((uint8_t *)ls->group.data + ls->group.len, &rec);
+    }
+    return 0;
+}
+
+static uint32_t tail_format(const struct lstore *ls)
+{
+    return ag__log_seg_format(ls->segs[ls->nsegs - 1].map);
+}
+
 /* Seal `r`'s records and add them to the group. */
 static int place(struct lstore *ls, struct lreq *r, uint64_t pos0, int64_t ver0, uint64_t now)
 {
+    if (tail_format(ls) >= LOG_FORMAT_VERSION) return place3(ls, r, pos0, ver0, now);
     const struct lseg *sg = &ls->segs[ls->nsegs - 1];
     uint8_t *p = (uint8_t *)r->enc.data;
     for (size_t k = 0; k < r->n; k++) {
@@ -581,6 +608,18 @@ static void plan_events(struct lstore *ls, struct lreq *r, uint64_t *group_event
     *group_events += r->n;
 }
 
+/* The batch header of a multi-stream unit, in the group (its location in r->locs[0]). */
+static int add_unit_header(struct lstore *ls, struct lreq *r, size_t events, size_t streams,
+                           uint64_t pos0, uint64_t now)
+{
+    const struct lseg *sg = &ls->segs[ls->nsegs - 1];
+    uint8_t hdr[LOG_BATCH_REC_SIZE];
+    size_t hn = ag__log_batch_encode_fmt(hdr, tail_format(ls), (uint32_t)events, (uint32_t)streams,
+                                         pos0, now);
+    r->locs[0] = loc_make(sg->segno, sg->end + ls->group.len);
+    return pend_grow(ls, streams) || ag_buf_append(&ls->group, hdr, hn) ? AG_ENOMEM : 0;
+}
+
 /* Check every part of a multi-stream append (r->parts), answer the parts that
  * repeat an earlier append from the log, then place the rest behind one batch
  * header: all of them or, on a conflict or an error, none. */
@@ -614,13 +653,9 @@ static void plan_multi(struct lstore *ls, struct lreq *r, uint64_t *group_events
         return;
     }
     uint64_t pos0 = ag__log_head(ls) + *group_events, pos = pos0;
-    const struct lseg *sg = &ls->segs[ls->nsegs - 1];
     size_t glen = ls->group.len;
-    uint8_t hdr[LOG_BATCH_REC_SIZE];
     uint64_t now = ag_clock_now(ls->base.opts.clock); /* one commit time for the unit */
-    ag__log_batch_encode(hdr, (uint32_t)events, (uint32_t)streams, pos0, now);
-    r->locs[0] = loc_make(sg->segno, sg->end + glen);
-    int rc = pend_grow(ls, streams) || ag_buf_append(&ls->group, hdr, sizeof hdr);
+    int rc = add_unit_header(ls, r, events, streams, pos0, now);
     uint32_t left = (uint32_t)events;
     for (size_t i = 0; i < r->nparts && !rc; i++) {
         struct lreq *p = &r->parts[i];
@@ -907,13 +942,15 @@ static void run_group(struct lstore *ls, struct lreq *list)
             continue;
         }
         size_t bytes = r->enc.len + (r->kind == LOG_KIND_BATCH ? LOG_BATCH_REC_SIZE : 0);
-        if (bytes > max) {
+        if (bytes + bytes / 8 > max) {
             r->status =
                 ag_err_set(&r->err, AG_ETOOBIG, "batch of %zu bytes exceeds a segment", bytes);
             continue;
         }
         uint64_t end = ls->segs[ls->nsegs - 1].end;
-        if (end + ls->group.len + bytes > ls->base.opts.segment_bytes) {
+        /* a compact record may take a few bytes more than its in-memory form (at
+         * least 72 bytes): room for the larger of the two */
+        if (end + ls->group.len + bytes + bytes / 8 > ls->base.opts.segment_bytes) {
             commit(ls, from, r, events);
             from = r, events = 0;
             if (!ls->unavail) roll(ls);

@@ -55,6 +55,15 @@ static void teardown(void)
     cr_assert_eq(system(cmd), 0);
 }
 
+/* Remove what setup's open wrote (a format-3 segment), so the next open creates
+ * the log in the format the test asks for. */
+static void fresh_dir(void)
+{
+    char cmd[160];
+    snprintf(cmd, sizeof cmd, "rm -f %s/seg-* %s/index.ckpt", dir, dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
 /* The metadata and data of event i of saga k: shaped like the saga's events. */
 static void event_of(int k, int i, char *meta, size_t ml, char *data, size_t dl)
 {
@@ -260,11 +269,15 @@ static uint64_t damage(bool reseal, int64_t *position)
     struct lstore *ls = (struct lstore *)s;
     uint8_t rec[4096];
     memcpy(rec, ls->segs[0].map + off, r.size);
+    size_t frame = (size_t)(r.zbody - (ls->segs[0].map + off));
     *position = (int64_t)r.position;
     ag_store_close(s);
     s = NULL;
-    rec[LOG_REC_HDR + r.stream_len] |= 0x08; /* Frame_Header_Descriptor's reserved bit */
-    if (reseal) ag__put64(rec + r.size - LOG_REC_TRAILER, ag_xxh3(rec, r.size - LOG_REC_TRAILER));
+    rec[frame] |= 0x08;                 /* Frame_Header_Descriptor's reserved bit */
+    if (reseal && ag__log_rec_is3(rec)) /* format 3: 4-byte checksum */
+        ag__put32(rec + r.size - 4, (uint32_t)ag_xxh3(rec, r.size - 4));
+    else if (reseal)
+        ag__put64(rec + r.size - LOG_REC_TRAILER, ag_xxh3(rec, r.size - LOG_REC_TRAILER));
     char path[128];
     snprintf(path, sizeof path, "%s/seg-%020d.log", dir, 0);
     int fd = open(path, O_WRONLY);
@@ -355,13 +368,16 @@ Test(compress, missing_or_corrupt_dictionary_is_an_error_at_open)
 
 Test(compress, format_1_log_opens_reads_and_takes_compressed_appends)
 {
-    /* the old encoder path: every record raw, then the header says format 1 */
+    /* the previous encoder, every record raw, then the header says format 1 */
     ag_store_close(s);
+    fresh_dir();
     setenv("AGORA_STORE_COMPRESS", "0", 1);
+    setenv("AGORA_STORE_FORMAT", "2", 1);
     s = reopen();
     append_sagas(0, 200);
     ag_store_close(s);
     unsetenv("AGORA_STORE_COMPRESS");
+    unsetenv("AGORA_STORE_FORMAT");
     char path[128];
     snprintf(path, sizeof path, "%s/seg-%020d.log", dir, 0);
     int fd = open(path, O_RDWR);
@@ -374,8 +390,9 @@ Test(compress, format_1_log_opens_reads_and_takes_compressed_appends)
     s = reopen();
     check_sagas(0, 200);
     struct lstore *ls = (struct lstore *)s;
-    cr_assert_eq(ag__log_seg_format(ls->segs[0].map), LOG_FORMAT_VERSION,
-                 "the segment that takes compressed records says format 2");
+    cr_assert_eq(ls->nsegs, 2, "appends continue in a new segment");
+    cr_assert_eq(ag__log_seg_format(ls->segs[0].map), LOG_FORMAT_V1, "the old one is untouched");
+    cr_assert_eq(ag__log_seg_format(ls->segs[1].map), LOG_FORMAT_VERSION);
     train();
     append_sagas(200, 300);
     size_t n[4];
@@ -385,4 +402,35 @@ Test(compress, format_1_log_opens_reads_and_takes_compressed_appends)
     ag_store_close(s);
     s = reopen();
     check_sagas(0, 300);
+}
+
+/* A format-2 log (compressed, fixed-header records) opens, reads, continues in
+ * format 3, and both read back after a reopen without the checkpoint. */
+Test(compress, format_2_log_opens_and_continues_in_format_3)
+{
+    ag_store_close(s);
+    fresh_dir();
+    setenv("AGORA_STORE_FORMAT", "2", 1);
+    s = reopen();
+    append_sagas(0, 200);
+    train();
+    append_sagas(200, 300);
+    ag_store_close(s);
+    unsetenv("AGORA_STORE_FORMAT");
+    s = reopen();
+    struct lstore *ls = (struct lstore *)s;
+    cr_assert_eq(ls->nsegs, 2);
+    cr_assert_eq(ag__log_seg_format(ls->segs[0].map), LOG_FORMAT_V2);
+    cr_assert_eq(ag__log_seg_format(ls->segs[1].map), LOG_FORMAT_VERSION);
+    append_sagas(300, 600);
+    size_t n[4];
+    count_records(n);
+    cr_assert_eq(n[1], 400 + 1200, "format 3 compresses with the same dictionary");
+    check_sagas(0, 600);
+    ag_store_close(s);
+    char path[128];
+    snprintf(path, sizeof path, "%s/index.ckpt", dir);
+    unlink(path);
+    s = reopen();
+    check_sagas(0, 600);
 }

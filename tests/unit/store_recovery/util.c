@@ -1,6 +1,8 @@
 /* Helpers for the store's recovery tests (see util.h). */
 #include "util.h"
 
+#include "store/log/internal.h"
+
 #include <criterion/criterion.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -194,24 +196,20 @@ void clean_append(const char *dir, struct model *m, const size_t *sizes, size_t 
 
 /* ---- segment files ---- */
 
-static uint32_t le32(const uint8_t *p)
-{
-    uint32_t v;
-    memcpy(&v, p, 4);
-    return v;
-}
-
+/* Records through the log's own decoder (record.c): segments of format 3 hold
+ * compact records at any byte offset, older ones fixed-header records. */
 size_t walk_segment(const char *path, struct seg_rec *out, size_t max)
 {
     size_t len;
     uint8_t *p = slurp(path, &len);
     size_t n = 0;
-    for (uint64_t off = 64; off + 72 <= len && n < max;) {
-        uint32_t size = le32(p + off);
-        if (size < 72 || off + size > len) break;
+    for (uint64_t off = 64; off < len && n < max;) {
+        struct log_rec r;
+        const char *why;
+        if (ag__log_rec_decode(p + off, len - off, &r, &why)) break;
         out[n++] = (struct seg_rec){
-            .off = off, .size = size, .kind = p[off + 4], .batch_left = le32(p + off + 48)};
-        off += size;
+            .off = off, .size = r.size, .kind = r.kind, .batch_left = r.batch_left};
+        off += r.size;
     }
     free(p);
     return n;

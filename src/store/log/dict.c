@@ -478,14 +478,30 @@ static bool want_training(struct lstore *ls)
     return ratio > t->base_ratio * DICT_DEGRADE;
 }
 
+/* Training costs a second or more of CPU: at a lower priority it takes idle time
+ * and does not hold up requests (Linux: a thread's nice value is its own). */
+static void trainer_lower_priority(void)
+{
+    if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), TRAINER_NICE) != 0)
+        AG_DEBUG("store.dictionary_trainer_nice_failed", AG_LS("error", strerror(errno)));
+}
+
+static void train_if_wanted(struct lstore *ls)
+{
+    if (!want_training(ls)) return;
+    struct ag_err err;
+    ag_err_clear(&err);
+    if (ag__log_dict_train(ls, &err)) {
+        ls->dicts.failed_at_head = ag__log_head(ls);
+        AG_WARN("store.dictionary_training_failed", AG_LS("error", err.msg));
+    }
+}
+
 static void *trainer_main(void *arg)
 {
     struct lstore *ls = arg;
     struct ldicts *t = &ls->dicts;
-    /* Training costs a second or more of CPU: at a lower priority it takes idle
-     * time and does not hold up requests (Linux: a thread's nice value is its own). */
-    if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), TRAINER_NICE) != 0)
-        AG_DEBUG("store.dictionary_trainer_nice_failed", AG_LS("error", strerror(errno)));
+    trainer_lower_priority();
     pthread_mutex_lock(&t->lock);
     while (!t->quit) {
         struct timespec ts;
@@ -494,14 +510,7 @@ static void *trainer_main(void *arg)
         pthread_cond_timedwait(&t->cond, &t->lock, &ts);
         if (t->quit) break;
         pthread_mutex_unlock(&t->lock);
-        if (want_training(ls)) {
-            struct ag_err err;
-            ag_err_clear(&err);
-            if (ag__log_dict_train(ls, &err)) {
-                t->failed_at_head = ag__log_head(ls);
-                AG_WARN("store.dictionary_training_failed", AG_LS("error", err.msg));
-            }
-        }
+        train_if_wanted(ls);
         pthread_mutex_lock(&t->lock);
     }
     pthread_mutex_unlock(&t->lock);

@@ -30,11 +30,13 @@
  * elsewhere. The saga then ends Failed, naming every failed compensation, until
  * an operator retries it.
  *
- * Metadata. Every saga event carries {correlationId: the saga id, causationId,
+ * Metadata. Every saga event has {correlationId: the saga id, causationId,
  * actor: {sub: "saga:<type>", roles: ["system"], onBehalfOf: the actor of the
  * event that started the saga}, traceparent, requestId} (the last two when that
  * event had them). SagaStarted's causationId is the starting event's id, every
- * later event's the saga event before it.
+ * later event's the saga event before it. Stored compactly (issue 19): the
+ * saga-wide part on SagaStarted only, the correlation id nowhere (it is the
+ * stream's); readers get the whole of it from ag_saga_event_meta.
  *
  * Fault injection (for demos and chaos tests): per step, an error rate and an added
  * latency for the action and for the compensation.
@@ -185,6 +187,17 @@ AG_EXTERN int ag_saga_wait_starts(struct ag_saga_engine *e, int timeout_ms);
  * failed saga can be retried; `err` says its status) or AG_ECONFLICT (another
  * retry recorded first). */
 AG_EXTERN int ag_saga_retry(struct ag_saga_engine *e, const char *saga_id, struct ag_err *err);
+
+/* The whole metadata of event `ev` (see the top) as a new JSON object: its stored
+ * metadata completed, for an event of a saga stream, with the correlation id and
+ * the saga-wide part of `started` (the stream's SagaStarted; NULL when not at hand,
+ * or when `ev` is SagaStarted). Any other event's metadata is returned as stored
+ * ({} when none). NULL only when out of memory. */
+AG_EXTERN json_t *ag_saga_event_meta(const struct ag_event *ev, const struct ag_event *started);
+/* The same, reading SagaStarted from `store` when `ev` needs it (one read of
+ * version 0 of its stream). */
+AG_EXTERN int ag_saga_event_meta_read(struct ag_store *store, const struct ag_event *ev,
+                                      json_t **out, struct ag_err *err);
 
 struct ag_saga_engine_stats {
     uint64_t started, completed, compensated, failed; /* since start */

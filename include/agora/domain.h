@@ -322,6 +322,7 @@ struct ag_customer {
     bool premium;                                           /* tier: premium (true) or standard */
     size_t naddresses;                                      /* addresses used */
     struct ag_address addresses[AG_CUSTOMER_MAX_ADDRESSES]; /* in the order added */
+    char address_ids[AG_CUSTOMER_MAX_ADDRESSES][AG_DOM_ID_MAX]; /* addresses[i]'s id */
 };
 
 struct ag_customer_register {
@@ -335,6 +336,7 @@ struct ag_customer_change_tier {
     bool premium; /* the new tier; the current tier → no events */
 };
 struct ag_customer_add_address {
+    const char *id;                   /* the new address's id (a UUID the service mints) */
     const struct ag_address *address; /* an address equal to a known one → no events */
 };
 
@@ -353,7 +355,8 @@ AG_EXTERN int ag_customer_register(const struct ag_customer *st,
 AG_EXTERN int ag_customer_change_tier(const struct ag_customer *st,
                                       const struct ag_customer_change_tier *cmd,
                                       struct ag_dom_events *out, struct ag_err *err);
-/* AddressAdded {address}. */
+/* AddressAdded {addressId, address} (schema version 2; version 1 had no
+ * addressId: the services' upcaster derives it from the event's id). */
 AG_EXTERN int ag_customer_add_address(const struct ag_customer *st,
                                       const struct ag_customer_add_address *cmd,
                                       struct ag_dom_events *out, struct ag_err *err);
@@ -365,6 +368,9 @@ AG_EXTERN int ag_customer_erase(const struct ag_customer *st, struct ag_dom_even
 /* What a personal field of an erased customer reads. */
 #define AG_CUSTOMER_ERASED "[erased]"
 AG_EXTERN extern const struct ag_dom_aggregate ag_customer_aggregate;
+
+/* The index of customer `st`'s address `id`, or -1. */
+AG_EXTERN int ag_customer_address_index(const struct ag_customer *st, const char *id);
 
 /* ==== Product ==== */
 
@@ -420,22 +426,23 @@ enum ag_order_status {
 };
 
 struct ag_order {
-    bool exists;                        /* OrderCreated seen */
-    enum ag_order_status status;        /* lifecycle */
-    char id[AG_DOM_ID_MAX];             /* order id */
-    char customer_id[AG_DOM_ID_MAX];    /* who ordered */
-    char currency[4];                   /* every line and amount is in this currency */
-    struct ag_price_line *lines;        /* owned; one line per product, in the order added */
-    size_t nlines;                      /* lines used */
-    size_t cap;                         /* lines allocated */
-    bool has_address;                   /* shipping_address is set (at OrderPlaced) */
-    struct ag_address shipping_address; /* where to ship */
-    struct ag_money subtotal;           /* Σ lines (kept current while draft) */
-    struct ag_money discount;           /* set by OrderPlaced; 0 before */
-    struct ag_money total;              /* subtotal - discount */
-    char cancellation_reason[256];      /* set by OrderCancelled */
-    char tracking_number[64];           /* set by OrderConfirmed */
-    char saga_id[AG_DOM_ID_MAX];        /* the PlaceOrder saga, set by OrderPlaced */
+    bool exists;                             /* OrderCreated seen */
+    enum ag_order_status status;             /* lifecycle */
+    char id[AG_DOM_ID_MAX];                  /* order id */
+    char customer_id[AG_DOM_ID_MAX];         /* who ordered */
+    char currency[4];                        /* every line and amount is in this currency */
+    struct ag_price_line *lines;             /* owned; one line per product, in the order added */
+    size_t nlines;                           /* lines used */
+    size_t cap;                              /* lines allocated */
+    bool has_address;                        /* shipping_address is set (at OrderPlaced) */
+    struct ag_address shipping_address;      /* where to ship */
+    char shipping_address_id[AG_DOM_ID_MAX]; /* the customer's address it came from, or "" */
+    struct ag_money subtotal;                /* Σ lines (kept current while draft) */
+    struct ag_money discount;                /* set by OrderPlaced; 0 before */
+    struct ag_money total;                   /* subtotal - discount */
+    char cancellation_reason[256];           /* set by OrderCancelled */
+    char tracking_number[64];                /* set by OrderConfirmed */
+    char saga_id[AG_DOM_ID_MAX];             /* the PlaceOrder saga, set by OrderPlaced */
 };
 
 struct ag_order_create {
@@ -456,6 +463,7 @@ struct ag_order_place {
     const struct ag_address *shipping_address; /* required (NULL → AG_EDOMAIN) */
     struct ag_price_quote quote;               /* from ag_pricing_quote on the lines */
     const char *saga_id;                       /* the saga that will process the order */
+    const char *shipping_address_id; /* optional: the customer's address it is (NULL none) */
 };
 struct ag_order_confirm {
     const char *tracking_number; /* from the shipment; NULL or "" allowed */

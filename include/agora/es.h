@@ -194,6 +194,45 @@ AG_EXTERN int ag_es_execute_multi(struct ag_es_repo *r, const struct ag_es_multi
 AG_EXTERN int ag_es_execute_multi_async(struct ag_es_repo *r, const struct ag_es_multi_cmd *cmd,
                                         const struct ag_es_async *a);
 
+/* ---- event schema versions and upcasters (src/es/upcast.c) ---- */
+
+/* Every event type has a schema version: 1 unless the table below says more.
+ * The repository writes an event whose type's current version is above 1 with
+ * "schemaVersion": N in its metadata (absent = 1, so every event written before
+ * versioning is version 1). On read — the repository's fold, the projections'
+ * apply, ag_es_event_data for anyone else (the relay's mapping) — an older event
+ * is passed through its type's upcasters, version by version, so every reader
+ * sees the current shape only. An event newer than this binary knows is an
+ * error (AG_EINVAL), never silently misread. */
+struct ag_es_upcaster {
+    const char *type; /* the event type */
+    int from;         /* the version it reads; the data it leaves is version from + 1 */
+    /* Rewrite `data` (a JSON object, owned by the caller) in place; `ev` is the
+     * stored event (its id, stream, time are there to derive from). 0 or AG_E*. */
+    int (*fn)(json_t *data, const struct ag_event *ev);
+};
+struct ag_es_schema {
+    const char *type; /* the event type */
+    int version;      /* its current version (types not listed are at 1) */
+};
+struct ag_es_schemas {
+    const struct ag_es_schema *current;
+    size_t ncurrent;
+    const struct ag_es_upcaster *upcasters;
+    size_t nupcasters;
+};
+/* Install the process's table (borrowed; static storage). Set once at start,
+ * before any repository, projection or relay reads; NULL uninstalls. */
+AG_EXTERN void ag_es_schemas_set(const struct ag_es_schemas *s);
+/* The current version of event type `type` (`len` bytes): 1 when not listed. */
+AG_EXTERN int ag_es_schema_version(const char *type, size_t len);
+/* The version `ev` was written with: its metadata's schemaVersion, or 1. */
+AG_EXTERN int ag_es_event_version(const struct ag_event *ev);
+/* `ev`'s payload parsed and upcast to its type's current version: a new
+ * reference, or NULL with `err` set (AG_EJSON unparsable, AG_EINVAL a version
+ * this binary does not know, an upcaster's error). */
+AG_EXTERN json_t *ag_es_event_data(const struct ag_event *ev, struct ag_err *err);
+
 /* ---- projections ---- */
 
 /* Called for each event, inside the page's transaction, with the projection's

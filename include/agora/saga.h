@@ -222,4 +222,8 @@ AG_EXTERN void ag_saga_projection(const struct ag_saga_def *defs, size_t n,
  * text that is not such an array. */
 AG_EXTERN json_t *ag_saga_steps_json(const char *column);
 
+/* The other way: an array of step objects as the `steps` column stores them
+ * (malloc'd text; NULL when out of memory). */
+AG_EXTERN char *ag_saga_steps_text(const json_t *steps);
+
 #endif

@@ -351,10 +351,13 @@ static int apply_one(struct ag_rm *db, const struct ag_projection *p, const stru
     struct ag_err e;
     if (ag_rm_script(db, "SAVEPOINT ag_event", &e))
         return ag_err_set(err, AG_EIO, "savepoint: %s", e.msg);
-    json_t *data = json_loadb(ev->data, ev->data_len, JSON_DECODE_ANY, NULL);
-    int rc = data ? p->apply(db, ev, data, p->ud) : AG_EJSON;
+    struct ag_err ue;
+    json_t *data = ag_es_event_data(ev, &ue); /* upcast to the current shape */
+    int rc = data ? p->apply(db, ev, data, p->ud) : ue.code;
     json_decref(data);
-    if (rc)
+    if (rc && !data)
+        ag_err_set(err, rc, "%s", ue.msg);
+    else if (rc)
         ag_err_set(err, rc, "position %llu (%.*s): %s%s%s", (unsigned long long)ev->position,
                    (int)ev->type_len, ev->type, ag_strerror(rc),
                    ag_rm_last_error(db) ? "; sqlite: " : "", ag_rm_last_message(db));
@@ -387,10 +390,12 @@ static int apply_events(struct ag_rm *db, const struct ag_projection *p,
             }
             continue;
         }
-        json_error_t je;
-        json_t *data = json_loadb(ev->data, ev->data_len, JSON_DECODE_ANY, &je);
-        rc = data ? p->apply(db, ev, data, p->ud) : AG_EJSON;
-        if (rc)
+        struct ag_err ue;
+        json_t *data = ag_es_event_data(ev, &ue); /* upcast to the current shape */
+        rc = data ? p->apply(db, ev, data, p->ud) : ue.code;
+        if (rc && !data)
+            ag_err_set(err, rc, "%s", ue.msg);
+        else if (rc)
             ag_err_set(err, rc, "position %llu (%.*s): %s%s%s", (unsigned long long)ev->position,
                        (int)ev->type_len, ev->type, ag_strerror(rc),
                        ag_rm_last_error(db) ? "; sqlite: " : "", ag_rm_last_message(db));

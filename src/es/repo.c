@@ -47,6 +47,7 @@
 #include <string.h>
 
 #include "agora/es.h"
+#include "es/internal.h"
 
 struct cmd;
 struct multi;
@@ -316,12 +317,12 @@ static int apply_page(struct centry *e, const struct ag_event_page *p, struct ag
 {
     for (size_t i = 0; i < p->count; i++) {
         const struct ag_event *ev = &p->events[i];
-        json_error_t je;
-        json_t *data = json_loadb(ev->data, ev->data_len, JSON_DECODE_ANY, &je);
+        struct ag_err ue;
+        json_t *data = ag_es_event_data(ev, &ue); /* upcast to the current shape */
         char type[AG_STORE_TYPE_MAX + 1];
         memcpy(type, ev->type, ev->type_len);
         type[ev->type_len] = 0;
-        int rc = data ? e->type->evolve(e->state, type, data) : AG_EJSON;
+        int rc = data ? e->type->evolve(e->state, type, data) : ue.code;
         json_decref(data);
         if (rc)
             return ag_err_set(err, rc, "%s v%lld (%s): cannot apply: %s", e->stream,
@@ -504,11 +505,21 @@ static void decide_all(struct centry *e, struct cmd *list, struct ag_es_batch *a
 
 static void batch_clear(struct batch *b)
 {
-    for (size_t i = 0; b->texts && i < b->all.n; i++) free(b->texts[i]); /* jansson's allocator */
+    for (size_t i = 0; b->texts && i < 2 * b->all.n; i++) free(b->texts[i]); /* jansson's */
     ag_free(b->texts);
     ag_free(b->ev);
     ag_es_batch_free(&b->all);
     b->texts = NULL, b->ev = NULL, b->nparts = 0, b->agg = false;
+}
+
+/* Point *meta at the metadata for a new event of `type`: the command's, or a
+ * copy with its schema version (kept in *owned). Nonzero on out of memory. */
+static int versioned_meta(const char *type, const char **meta, char **owned)
+{
+    if (ag_es_schema_version(type, strlen(type)) <= 1) return 0;
+    if (!(*owned = ag__es_meta_for(*meta, type))) return AG_ENOMEM;
+    *meta = *owned;
+    return 0;
 }
 
 /* Encode the batch's events and gather the parts to append: the aggregate's
@@ -518,19 +529,20 @@ static int encode(struct batch *b)
 {
     struct ag_es_batch *all = &b->all;
     b->ev = ag_calloc(all->n + 1, sizeof *b->ev);
-    b->texts = ag_calloc(all->n + 1, sizeof *b->texts);
+    b->texts = ag_calloc(2 * all->n + 1, sizeof *b->texts); /* payloads, then metadata */
     if (!b->ev || !b->texts) return ag_err_set(&b->err, AG_ENOMEM, "out of memory");
     for (struct cmd *c = b->list; c; c = c->next)
         for (size_t i = c->first; i < c->first + c->n; i++) {
-            if (!(b->texts[i] = json_dumps(all->v[i].data, JSON_COMPACT | JSON_ENCODE_ANY)))
+            const char *meta = c->metadata;
+            if (!(b->texts[i] = json_dumps(all->v[i].data, JSON_COMPACT | JSON_ENCODE_ANY)) ||
+                versioned_meta(all->v[i].type, &meta, &b->texts[all->n + i]))
                 return ag_err_set(&b->err, AG_ENOMEM, "out of memory");
-            b->ev[i] =
-                (struct ag_event_data){.type = all->v[i].type,
-                                       .type_len = strlen(all->v[i].type),
-                                       .data = b->texts[i],
-                                       .data_len = strlen(b->texts[i]),
-                                       .metadata = c->metadata,
-                                       .metadata_len = c->metadata ? strlen(c->metadata) : 0};
+            b->ev[i] = (struct ag_event_data){.type = all->v[i].type,
+                                              .type_len = strlen(all->v[i].type),
+                                              .data = b->texts[i],
+                                              .data_len = strlen(b->texts[i]),
+                                              .metadata = meta,
+                                              .metadata_len = meta ? strlen(meta) : 0};
         }
     if (all->n) {
         b->parts[b->nparts++] =
@@ -1011,7 +1023,7 @@ static void let_go(struct ag_es_repo *r, struct centry *e)
 
 static void multi_clear(struct multi *m)
 {
-    for (size_t i = 0; m->texts && i < m->total; i++) free(m->texts[i]); /* jansson's */
+    for (size_t i = 0; m->texts && i < 2 * m->total; i++) free(m->texts[i]); /* jansson's */
     ag_free(m->texts);
     ag_free(m->ev);
     for (size_t i = 0; i < m->n; i++) ag_es_batch_free(&m->outs[i]);
@@ -1025,7 +1037,7 @@ static int multi_encode(struct multi *m)
     for (size_t i = 0; i < m->n; i++) m->total += m->outs[i].n;
     if (m->total) {
         m->ev = ag_calloc(m->total, sizeof *m->ev);
-        m->texts = ag_calloc(m->total, sizeof *m->texts);
+        m->texts = ag_calloc(2 * m->total, sizeof *m->texts); /* payloads, then metadata */
         if (!m->ev || !m->texts) return ag_err_set(&m->err, AG_ENOMEM, "out of memory");
     }
     size_t mlen = m->cmd.metadata ? strlen(m->cmd.metadata) : 0, k = 0;
@@ -1037,14 +1049,17 @@ static int multi_encode(struct multi *m)
             (struct ag_append_part){p->e->stream, strlen(p->e->stream),
                                     p->base < 0 ? AG_STORE_NO_STREAM : p->base, m->ev + k, o->n};
         for (size_t j = 0; j < o->n; j++, k++) {
-            if (!(m->texts[k] = json_dumps(o->v[j].data, JSON_COMPACT | JSON_ENCODE_ANY)))
+            const char *meta = m->cmd.metadata;
+            if (!(m->texts[k] = json_dumps(o->v[j].data, JSON_COMPACT | JSON_ENCODE_ANY)) ||
+                versioned_meta(o->v[j].type, &meta, &m->texts[m->total + k]))
                 return ag_err_set(&m->err, AG_ENOMEM, "out of memory");
             m->ev[k] = (struct ag_event_data){.type = o->v[j].type,
                                               .type_len = strlen(o->v[j].type),
                                               .data = m->texts[k],
                                               .data_len = strlen(m->texts[k]),
-                                              .metadata = m->cmd.metadata,
-                                              .metadata_len = mlen};
+                                              .metadata = meta,
+                                              .metadata_len =
+                                                  meta == m->cmd.metadata ? mlen : strlen(meta)};
         }
     }
     m->nagg = m->np;

@@ -57,8 +57,7 @@ json_t *ag_saga_steps_json(const char *column)
     return out;
 }
 
-/* The objects as the column stores them. */
-static char *steps_text(const json_t *steps)
+char *ag_saga_steps_text(const json_t *steps)
 {
     json_t *rows = json_array(), *s;
     size_t i;
@@ -104,7 +103,7 @@ static int started(struct ag_rm *db, const struct defs_ud *u, const char *id, co
     for (size_t i = 0; def && i < def->nsteps; i++)
         json_array_append_new(
             steps, json_pack("{s:s, s:s}", "name", def->steps[i].name, "status", "pending"));
-    char *text = steps_text(steps);
+    char *text = ag_saga_steps_text(steps);
     json_decref(steps);
     const char *first = def && def->nsteps ? def->steps[0].name : NULL;
     struct ag_rm_arg args[] = {AG_RM_TEXT(id), AG_RM_TEXT(type ? type : "?"), AG_RM_TEXT(first),
@@ -154,7 +153,7 @@ static int update(struct ag_rm *db, const char *id, const struct change *c, cons
     if (s && c->step_status) set_step(s, c);
     json_t *cur = c->next_is_current ? json_array_get(steps, (size_t)c->idx + 1) : s;
     const char *current = cur ? json_string_value(json_object_get(cur, "name")) : NULL;
-    char *text = steps_text(steps);
+    char *text = ag_saga_steps_text(steps);
     struct ag_rm_arg args[] = {AG_RM_TEXT(text),      AG_RM_TEXT(c->status), AG_RM_TEXT(current),
                                AG_RM_TEXT(c->reason), AG_RM_TEXT(ts),        AG_RM_TEXT(id)};
     int rc = ag_rm_exec(db,

@@ -107,7 +107,7 @@ static int order_lines(struct ag_store *s, const struct ag_event *ev, json_t *ou
     json_t *items = json_array();
     for (size_t i = 0; i < pg.count; i++) {
         const struct ag_event *e = &pg.events[i];
-        json_t *d = json_loadb(e->data, e->data_len, 0, NULL);
+        json_t *d = ag_es_event_data(e, NULL); /* upcast (es/upcast.c) */
 #define IS(t) (e->type_len == strlen(t) && memcmp(e->type, t, e->type_len) == 0)
         if (IS("OrderCreated"))
             json_object_set(out, "customerId", json_object_get(d, "customerId"));
@@ -167,8 +167,9 @@ int svc_published_language(void *ud, struct ag_store *s, const struct ag_event *
     const struct pl_event *e = lookup(ev, &id);
     if (!e) return 0;
     size_t id_len = ev->stream_len - (size_t)(id - ev->stream);
-    json_t *d = json_loadb(ev->data, ev->data_len, 0, NULL);
-    if (!d) return AG_EJSON;
+    struct ag_err ue;
+    json_t *d = ag_es_event_data(ev, &ue); /* the current shape, whatever version is stored */
+    if (!d) return ue.code;
     json_t *o = json_object();
     json_object_set_new(o, e->id_key, json_stringn(id, id_len));
     for (size_t i = 0; i < AG_ARRAY_SIZE(e->fields) && e->fields[i]; i++) {

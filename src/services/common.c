@@ -409,8 +409,9 @@ int svc_job_start(struct svc_env *p, struct ag_http_req *req, const struct svc_r
     j->work.data = j;
     const char *v = r->param ? ag_http_req_param(req, r->param) : NULL;
     if (v) snprintf(j->param, sizeof j->param, "%s", v);
-    for (int i = 0; i < 4 && r->query[i]; i++) {
-        const char *q = ag_http_req_query_param(req, r->query[i]);
+    for (int i = 0; i < 4 && r->query[i]; i++) { /* ":name": a second path parameter */
+        const char *q = r->query[i][0] == ':' ? ag_http_req_param(req, r->query[i] + 1)
+                                              : ag_http_req_query_param(req, r->query[i]);
         j->q[i] = q ? ag_strdup(q) : NULL;
     }
     const char *key = ag_http_req_header(req, "Idempotency-Key");

@@ -55,7 +55,7 @@ struct svc_route {
     int (*fn)(struct svc_job *j);
     const char *param;    /* the path parameter copied into j->param, or NULL */
     const char *noun;     /* what the parameter names, for 404s ("order") */
-    const char *query[4]; /* query parameters copied into j->q */
+    const char *query[4]; /* query parameters copied into j->q (":name": path parameter name) */
     /* Optional, for a route whose body is not a plain JSON document (POST /mcp):
      * runs on the loop thread instead of the JSON body parse and copies what the
      * handler needs into j->ext; nonzero when it answered the request itself. */
@@ -452,6 +452,11 @@ void svc_shipping_projection(struct ag_projection *out);
 void svc_saga_starter_projection(struct ag_platform *p, struct ag_projection *out);
 /* The PlaceOrder saga definition (steps, policy, faults from the environment). */
 int svc_place_order_saga(struct ag_platform *p, struct ag_err *err);
+
+/* ---- event schema versions (schemas.c) ---- */
+
+/* Install the commerce events' versions and upcasters (ag_es_schemas_set). */
+void svc_event_schemas_install(void);
 
 /* ---- personal data (pii.c) ---- */
 

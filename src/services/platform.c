@@ -132,6 +132,7 @@ static const struct svc_context *const contexts[] = {
 
 static void fill_projections(struct ag_platform *p)
 {
+    svc_event_schemas_install(); /* before anything reads the log (schemas.c) */
     for (size_t i = 0; i < AG_ARRAY_SIZE(contexts); i++)
         if (contexts[i]->projection) contexts[i]->projection(&p->projs[contexts[i]->rm]);
     ag_saga_projection(p->saga_defs, 1, &p->projs[RM_SAGAS]);
@@ -376,6 +377,7 @@ int ag_platform_start(const struct ag_platform_config *cfg, struct ag_platform *
     if (!p) return ag_err_set(err, AG_ENOMEM, "out of memory");
     p->cfg = *cfg;
     if (cfg->choreography && !cfg->bus_uri) p->cfg.bus_uri = "local:";
+    svc_event_schemas_install();
     int rc = open_vault(p, err);
     if (!rc) rc = wait_for_db(p, "store", open_store, err);
     struct ag_store_stats st = {0};

@@ -747,6 +747,90 @@ check "b.detail.includes('closed')"
 poll "/api/v1/accounts/$AID" "b.balance.amount===$((ABAL - 1500))"
 pass "accounts: withdraw 10.00, transfer 5.00 to bob (both legs in one append), overdraft 422, to itself or an unknown account 422, bob on ada's account 404; a funded account cannot close (409), bob's emptied one closes, and a transfer to it is a 409"
 
+# ---- 17. addresses: saved on the customer, named by an order ----
+post "/api/v1/customers/$CID/addresses" '{"street": "7 Elm St", "city": "Shelbyville", "state": "IL", "zipCode": "62565", "country": "US"}'
+status 201
+ADR=$(j b.id)
+check "b.street==='7 Elm St'" "b.country==='US'" "/^[0-9a-f-]{36}$/.test(b.id)"
+post "/api/v1/customers/$CID/addresses" '{"street": "7 Elm St", "city": "Shelbyville", "state": "IL", "zipCode": "62565", "country": "US"}'
+status 200
+check "b.id==='$ADR'"
+post "/api/v1/customers/$CID/addresses" '{"street": "", "city": "X", "state": "Y", "zipCode": "1", "country": "usa", "floor": 2}'
+problem 400 /street /floor
+req GET "/api/v1/customers/$CID/addresses"
+status 200
+check "b.items.length===1" "b.items[0].id==='$ADR'" "b.items[0].city==='Shelbyville'" "b.nextCursor===null"
+AUTH=$BOB req GET "/api/v1/customers/$CID/addresses"
+problem 404
+AUTH=$BOB post "/api/v1/customers/$CID/addresses" '{"street": "1 Bob Rd", "city": "B", "state": "B", "zipCode": "1", "country": "US"}'
+problem 404
+post "/api/v1/accounts/$AID/deposits" '{"amount": {"amount": 100000, "currency": "USD"}}'
+status 200
+post /api/v1/orders "{\"items\": [{\"productId\": \"$KB\", \"quantity\": 1}], \"shippingAddressId\": \"$ADR\"}"
+status 202
+OA=$(j b.orderId)
+poll "/api/v1/orders/$OA" "b.status==='confirmed' || b.status==='cancelled'"
+check "b.status==='confirmed'" "b.shippingAddress.street==='7 Elm St'"
+poll "/api/v1/shipments/$OA" "b.status!==undefined"
+check "b.address.street==='7 Elm St'" "b.address.city==='Shelbyville'"
+post /api/v1/orders "{\"items\": [{\"productId\": \"$KB\", \"quantity\": 1}], \"shippingAddressId\": \"00000000-0000-7000-8000-000000000000\"}"
+problem 422 /shippingAddressId
+post /api/v1/orders "{\"items\": [{\"productId\": \"$KB\", \"quantity\": 1}], \"shippingAddressId\": \"$ADR\", $ADDR}"
+problem 400 /shippingAddressId
+pass "addresses: add (201; the same again 200 with its id; bad fields 400 by pointer), list; bob 404 on both; an order with shippingAddressId ships to it (order and shipment), another id 422, both forms 400"
+
+# ---- 18. draft orders: create, add and remove items, then place ----
+post /api/v1/orders '{"draft": true}'
+status 201
+DR=$(j b.id)
+[ "$(hdr Location)" = "/api/v1/orders/$DR" ] || fail "Location $(hdr Location)"
+check "b.status==='draft'" "b.items.length===0" "b.customerId==='$CID'" "b.total.amount===0"
+post "/api/v1/orders/$DR/items" "{\"productId\": \"$KB\", \"quantity\": 2}"
+status 200
+check "b.items.length===1" "b.items[0].quantity===2" "b.total.amount===$((2 * KB_PRICE))"
+post "/api/v1/orders/$DR/items" "{\"productId\": \"$WC\", \"quantity\": 1}"
+status 200
+check "b.items.length===2"
+post "/api/v1/orders/$DR/items" "{\"productId\": \"$KB\", \"quantity\": 0}"
+problem 400 /quantity
+post "/api/v1/orders/$DR/items" '{"productId": "00000000-0000-7000-8000-000000000000", "quantity": 1}'
+problem 422 /productId
+req DELETE "/api/v1/orders/$DR/items/$WC"
+status 200
+check "b.items.length===1" "b.items[0].productId==='$KB'" "b.total.amount===$((2 * KB_PRICE))"
+req DELETE "/api/v1/orders/$DR/items/$WC"
+problem 404
+poll "/api/v1/orders/$DR" "b.status==='draft' && b.items.length===1"
+AUTH=$BOB post "/api/v1/orders/$DR/items" "{\"productId\": \"$KB\", \"quantity\": 1}"
+problem 404
+AUTH=$BOB post "/api/v1/orders/$DR/place" "{\"shippingAddressId\": \"$ADR\"}"
+problem 404
+post "/api/v1/orders/$DR/place" '{}'
+problem 400 /shippingAddress
+post "/api/v1/orders/$DR/place" "{\"shippingAddressId\": \"$ADR\"}" -H 'Idempotency-Key: tour-draft-1'
+status 202
+DS=$(j b.sagaId)
+check "b.orderId==='$DR'" "b.status==='pending'"
+post "/api/v1/orders/$DR/place" "{\"shippingAddressId\": \"$ADR\"}" -H 'Idempotency-Key: tour-draft-1'
+[ "$(hdr Idempotent-Replayed)" = true ] || fail "place retry not replayed"
+check "b.sagaId==='$DS'"
+poll "/api/v1/orders/$DR" "b.status==='confirmed' || b.status==='cancelled'"
+check "b.status==='confirmed'" "b.total.amount===$((2 * KB_PRICE))" "b.shippingAddress.city==='Shelbyville'"
+poll "/api/v1/sagas/$DS" "b.status!=='running'"
+check "b.status==='completed'"
+post "/api/v1/orders/$DR/items" "{\"productId\": \"$KB\", \"quantity\": 1}"
+problem 409
+req DELETE "/api/v1/orders/$DR/items/$KB"
+problem 409
+post "/api/v1/orders/$DR/place" "{\"shippingAddressId\": \"$ADR\"}"
+problem 409
+post /api/v1/orders '{"draft": true}'
+DE=$(j b.id)
+post "/api/v1/orders/$DE/place" "{\"shippingAddressId\": \"$ADR\"}"
+problem 409
+check "b.detail.includes('no items')"
+pass "draft orders: create (201), add 2 × KB-01 and a WC-06, remove it (again: 404), place with a saved address (202; the key replays the saga id), confirmed by the saga; bob 404; a placed order no longer changes (409); an empty draft cannot be placed (409)"
+
 # ---- every answer against docs/openapi.yaml ----
 node "$SRC/tests/integration/api_validate.js" "$SRC/docs/openapi.yaml" "$EX" || fail "answers do not match docs/openapi.yaml"
 pass "all $N answers match docs/openapi.yaml"

@@ -186,6 +186,19 @@ async function fixtures() {
   F.S1 = o1.saga;
   F.OD = (await placeAndSettle(T.alice, order(F.CID_A, F.P, 1), 'confirmed')).id;
   F.OC = (await placeAndSettle(T.alice, order(F.CID_A, F.P, 10000), 'cancelled')).id;
+  // alice's saved address; her drafts: DR (items added and removed), DP (placed by
+  // her), DP2 (placed by the admin)
+  const ad = await call('POST', `/api/v1/customers/${F.CID_A}/addresses`, { token: T.alice, body: ADDR });
+  if (ad.status !== 201) die(`saving an address: ${ad.status} ${ad.text}`);
+  F.ADR = ad.json.id;
+  const draft = async (lines) => {
+    const r = await call('POST', '/api/v1/orders', { token: T.alice, body: { draft: true, items: lines } });
+    if (r.status !== 201) die(`creating a draft: ${r.status} ${r.text}`);
+    return r.json.id;
+  };
+  F.DR = await draft([{ productId: F.P, quantity: 1 }, { productId: F.R, quantity: 1 }]);
+  F.DP = await draft([{ productId: F.P, quantity: 1 }]);
+  F.DP2 = await draft([{ productId: F.P, quantity: 1 }]);
   console.log(`ok - fixtures: alice ${F.CID_A} (account ${F.AID_A}, orders ${F.O1} ${F.OD} ${F.OC}), bob ${F.CID_B}`);
 }
 
@@ -251,6 +264,10 @@ function defaultParams(tpl) {
     '/api/v1/customers/{id}': { id: F.CID_A },
     '/api/v1/customers/{id}/tier': { id: F.CID_A },
     '/api/v1/customers/{id}/erase': { id: F.CID_A },
+    '/api/v1/customers/{id}/addresses': { id: F.CID_A },
+    '/api/v1/orders/{id}/items': { id: F.DR },
+    '/api/v1/orders/{id}/items/{productId}': { id: F.DR, productId: F.R },
+    '/api/v1/orders/{id}/place': { id: F.DP },
     '/api/v1/accounts/{id}': { id: F.AID_A },
     '/api/v1/accounts/{id}/deposits': { id: F.AID_A },
     '/api/v1/accounts/{id}/withdrawals': { id: F.AID_A },
@@ -282,7 +299,7 @@ const items = (b) => (b && Array.isArray(b.items) ? b.items : null);
 // (a list route: bob gets 2xx without alice's items), verify per caller (true or a
 // reason), and cases that replace a caller's default expectation.
 function ops() {
-  const aliceOrders = () => new Set([F.O1, F.OD, F.OC]);
+  const aliceOrders = () => new Set([F.O1, F.OD, F.OC, F.DR, F.DP, F.DP2]);
   const noSession = { expect: [400], note: 'no Mcp-Session-Id: a session is its own principal\'s (mcp.sh checks the rest)' };
   return {
     'POST /mcp': {
@@ -475,6 +492,29 @@ function ops() {
       },
     },
     'GET /api/v1/orders/{id}': { verify: (b) => b.id === F.O1 || `another order: ${b.id}` },
+    // addresses: saving alice's address again answers its id (200)
+    'POST /api/v1/customers/{id}/addresses': { phase: 1, body: ADDR, verify: (b) => b.id === F.ADR || JSON.stringify(b) },
+    'GET /api/v1/customers/{id}/addresses': {
+      verify: (b) => (items(b) && items(b).some((a) => a.id === F.ADR)) || JSON.stringify(b),
+    },
+    // drafts: items added to DR; alice removes MS-02 from it, the admin CB-05
+    'POST /api/v1/orders/{id}/items': {
+      phase: 1,
+      body: () => ({ productId: F.P, quantity: 1 }),
+      verify: (b) => (b.id === F.DR && b.status === 'draft') || JSON.stringify(b),
+    },
+    'DELETE /api/v1/orders/{id}/items/{productId}': {
+      phase: 2,
+      cases: { admin: { params: () => ({ id: F.DR, productId: F.P }) } },
+      verify: (b) => (b.id === F.DR && b.status === 'draft') || JSON.stringify(b),
+    },
+    // alice places DP, the admin DP2 (refused callers aim at DP while it is a draft)
+    'POST /api/v1/orders/{id}/place': {
+      phase: 2,
+      body: () => ({ shippingAddressId: F.ADR }),
+      cases: { admin: { params: () => ({ id: F.DP2 }) } },
+      verify: (b) => (b.status === 'pending' && typeof b.sagaId === 'string') || JSON.stringify(b),
+    },
     'POST /api/v1/orders/{id}/cancel': {
       phase: 1,
       body: { reason: 'authz matrix' },

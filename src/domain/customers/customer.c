@@ -2,7 +2,9 @@
  * The Customer aggregate.
  *
  * Events: CustomerRegistered {customerId, email, name, tier, accountId},
- * CustomerTierChanged {tier}, AddressAdded {address}, CustomerErased
+ * CustomerTierChanged {tier}, AddressAdded {addressId, address} (schema
+ * version 2: version 1 had no addressId; the services' upcaster derives one from
+ * the event's id, so the domain only sees version 2), CustomerErased
  * {customerId}. Tier is "standard" or "premium" on the wire and a bool in the
  * state. Email, name and addresses are personal data: the services seal them
  * with the customer's data key before they reach the log (src/services/pii.c),
@@ -15,8 +17,10 @@
  * addresses, without duplicates. Email uniqueness across customers needs a view of
  * all customers, so the service checks it before calling register.
  *
- * The snapshot is the CustomerRegistered shape plus "exists", "erased" and
- * "addresses", so restore reuses the event's reader.
+ * The snapshot is the CustomerRegistered shape plus "exists", "erased",
+ * "addresses" and "addressIds" (parallel to addresses; a snapshot without it, from
+ * before address ids, is refused so the repository folds the events instead), so
+ * restore reuses the event's reader.
  */
 #include <stdio.h>
 #include <string.h>
@@ -70,7 +74,9 @@ static int on_registered(struct ag_customer *c, const json_t *d)
 static int on_address(struct ag_customer *c, const json_t *d)
 {
     if (c->naddresses >= AG_CUSTOMER_MAX_ADDRESSES) return AG_EINVAL;
-    if (ag__dom_get_address(d, "address", &c->addresses[c->naddresses])) return AG_EINVAL;
+    if (ag__dom_get_address(d, "address", &c->addresses[c->naddresses]) ||
+        ag__dom_get_str(d, "addressId", c->address_ids[c->naddresses], sizeof c->address_ids[0]))
+        return AG_EINVAL;
     c->naddresses++;
     return 0;
 }
@@ -81,6 +87,7 @@ static void on_erased(struct ag_customer *c)
     snprintf(c->email, sizeof c->email, "%s", AG_CUSTOMER_ERASED);
     snprintf(c->name, sizeof c->name, "%s", AG_CUSTOMER_ERASED);
     memset(c->addresses, 0, sizeof c->addresses);
+    memset(c->address_ids, 0, sizeof c->address_ids);
     c->naddresses = 0;
     c->erased = true;
 }
@@ -104,17 +111,22 @@ json_t *ag_customer_snapshot(const void *state)
 {
     const struct ag_customer *c = state;
     if (!c->exists) return json_pack("{s:b}", "exists", 0);
-    json_t *addrs = json_array();
-    for (size_t i = 0; addrs && i < c->naddresses; i++)
-        if (json_array_append_new(addrs, ag_address_to_json(&c->addresses[i]))) {
+    json_t *addrs = json_array(), *ids = json_array();
+    for (size_t i = 0; addrs && ids && i < c->naddresses; i++)
+        if (json_array_append_new(addrs, ag_address_to_json(&c->addresses[i])) ||
+            json_array_append_new(ids, json_string(c->address_ids[i]))) {
             json_decref(addrs);
             addrs = NULL;
         }
-    if (!addrs) return NULL;
-    return json_pack("{s:b,s:b,s:s,s:s,s:s,s:s,s:s,s:o}", "exists", 1, "erased", c->erased,
+    if (!addrs || !ids) {
+        json_decref(addrs);
+        json_decref(ids);
+        return NULL;
+    }
+    return json_pack("{s:b,s:b,s:s,s:s,s:s,s:s,s:s,s:o,s:o}", "exists", 1, "erased", c->erased,
                      "customerId", c->id, "email", c->email, "name", c->name, "tier",
                      ag_customer_tier_name(c->premium), "accountId", c->account_id, "addresses",
-                     addrs);
+                     addrs, "addressIds", ids);
 }
 
 int ag_customer_restore(void *state, const json_t *snap)
@@ -124,13 +136,18 @@ int ag_customer_restore(void *state, const json_t *snap)
     ag_customer_free(c);
     if (ag__dom_get_bool(snap, "exists", &exists)) return AG_EINVAL;
     if (!exists) return 0;
-    json_t *addrs = json_object_get(snap, "addresses");
+    json_t *addrs = json_object_get(snap, "addresses"), *ids = json_object_get(snap, "addressIds");
     if (on_registered(c, snap) || !json_is_array(addrs) ||
-        json_array_size(addrs) > AG_CUSTOMER_MAX_ADDRESSES)
+        json_array_size(addrs) > AG_CUSTOMER_MAX_ADDRESSES ||
+        (json_array_size(addrs) && json_array_size(ids) != json_array_size(addrs)))
         goto out_invalid;
-    for (size_t i = 0; i < json_array_size(addrs); i++)
-        if (ag_address_from_json(json_array_get(addrs, i), &c->addresses[i], "", NULL))
+    for (size_t i = 0; i < json_array_size(addrs); i++) {
+        const char *id = json_string_value(json_array_get(ids, i));
+        if (ag_address_from_json(json_array_get(addrs, i), &c->addresses[i], "", NULL) || !id ||
+            !id[0] || strlen(id) >= sizeof c->address_ids[i])
             goto out_invalid;
+        snprintf(c->address_ids[i], sizeof c->address_ids[i], "%s", id);
+    }
     c->naddresses = json_array_size(addrs);
     if (json_is_true(json_object_get(snap, "erased"))) on_erased(c);
     return 0;
@@ -202,17 +219,27 @@ int ag_customer_change_tier(const struct ag_customer *st, const struct ag_custom
 int ag_customer_add_address(const struct ag_customer *st, const struct ag_customer_add_address *cmd,
                             struct ag_dom_events *out, struct ag_err *err)
 {
+    char id[AG_DOM_ID_MAX];
     int rc = need_customer(st, err);
     if (rc) return rc;
     if (!cmd->address) return ag_err_set(err, AG_EINVAL, "address is required");
+    if ((rc = ag__dom_need(id, sizeof id, cmd->id, "address id", err))) return rc;
     if ((rc = ag__dom_address_check(cmd->address, "/address", err))) return rc;
     for (size_t i = 0; i < st->naddresses; i++)
         if (ag_address_eq(&st->addresses[i], cmd->address)) return 0;
     if (st->naddresses >= AG_CUSTOMER_MAX_ADDRESSES)
         return ag_err_set(err, AG_EDOMAIN, "customer %s already has the maximum of %d addresses",
                           st->id, AG_CUSTOMER_MAX_ADDRESSES);
-    json_t *d = json_pack("{s:o}", "address", ag_address_to_json(cmd->address));
+    json_t *d =
+        json_pack("{s:s,s:o}", "addressId", id, "address", ag_address_to_json(cmd->address));
     return ag__dom_emit(out, AG_EV_ADDRESS_ADDED, d, err);
+}
+
+int ag_customer_address_index(const struct ag_customer *st, const char *id)
+{
+    for (size_t i = 0; id && i < st->naddresses; i++)
+        if (strcmp(st->address_ids[i], id) == 0) return (int)i;
+    return -1;
 }
 
 const struct ag_dom_aggregate ag_customer_aggregate = {

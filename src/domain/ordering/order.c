@@ -6,8 +6,10 @@
  *
  * Events: OrderCreated {orderId, customerId, currency}; ItemAdded {productId,
  * quantity, unitPrice}; ItemRemoved {productId}; OrderPlaced {shippingAddress,
- * subtotal, discount, total, sagaId}; OrderConfirmed {trackingNumber};
- * OrderCancelled {reason}; OrderShipped {shippedAt}; OrderDelivered {deliveredAt}.
+ * shippingAddressId?, subtotal, discount, total, sagaId} (shippingAddressId: the
+ * customer's saved address the shipping address was taken from, when it was); OrderConfirmed
+ * {trackingNumber}; OrderCancelled {reason}; OrderShipped {shippedAt}; OrderDelivered
+ * {deliveredAt}.
  *
  * State: one line per product (adding a product again adds to its quantity at the
  * same unit price), kept in the order first added; `subtotal` tracks Σ lines while
@@ -157,7 +159,9 @@ static int on_placed(struct ag_order *o, const json_t *d)
         ag__dom_get_money(d, "subtotal", &o->subtotal) ||
         ag__dom_get_money(d, "discount", &o->discount) ||
         ag__dom_get_money(d, "total", &o->total) ||
-        ag__dom_get_str_opt(d, "sagaId", o->saga_id, sizeof o->saga_id))
+        ag__dom_get_str_opt(d, "sagaId", o->saga_id, sizeof o->saga_id) ||
+        ag__dom_get_str_opt(d, "shippingAddressId", o->shipping_address_id,
+                            sizeof o->shipping_address_id))
         return AG_EINVAL;
     o->has_address = true;
     o->status = AG_ORDER_PENDING;
@@ -217,6 +221,11 @@ json_t *ag_order_snapshot(const void *state)
                           ag_money_to_json(&o->discount), "total", ag_money_to_json(&o->total),
                           "cancellationReason", o->cancellation_reason, "trackingNumber",
                           o->tracking_number, "sagaId", o->saga_id);
+    if (s && o->shipping_address_id[0] &&
+        json_object_set_new(s, "shippingAddressId", json_string(o->shipping_address_id))) {
+        json_decref(s);
+        return NULL;
+    }
     if (s && o->has_address &&
         json_object_set_new(s, "shippingAddress", ag_address_to_json(&o->shipping_address))) {
         json_decref(s);
@@ -241,7 +250,9 @@ static int restore_body(struct ag_order *o, const json_t *snap)
                             sizeof o->cancellation_reason) ||
         ag__dom_get_str_opt(snap, "trackingNumber", o->tracking_number,
                             sizeof o->tracking_number) ||
-        ag__dom_get_str_opt(snap, "sagaId", o->saga_id, sizeof o->saga_id))
+        ag__dom_get_str_opt(snap, "sagaId", o->saga_id, sizeof o->saga_id) ||
+        ag__dom_get_str_opt(snap, "shippingAddressId", o->shipping_address_id,
+                            sizeof o->shipping_address_id))
         return AG_EINVAL;
     if (json_object_get(snap, "shippingAddress")) {
         if (ag__dom_get_address(snap, "shippingAddress", &o->shipping_address)) return AG_EINVAL;
@@ -382,6 +393,11 @@ int ag_order_place(const struct ag_order *st, const struct ag_order_place *cmd,
                           ag_money_to_json(&cmd->quote.subtotal), "discount",
                           ag_money_to_json(&cmd->quote.discount), "total",
                           ag_money_to_json(&cmd->quote.total), "sagaId", saga);
+    if (d && cmd->shipping_address_id && cmd->shipping_address_id[0] &&
+        json_object_set_new(d, "shippingAddressId", json_string(cmd->shipping_address_id))) {
+        json_decref(d);
+        d = NULL;
+    }
     return ag__dom_emit(out, AG_EV_ORDER_PLACED, d, err);
 }
 

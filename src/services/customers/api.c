@@ -13,6 +13,13 @@
  * Only an admin sets a tier, registers for someone else (optional "sub"), or
  * changes a tier later (CustomerTierChanged).
  *
+ * Addresses: POST /customers/{id}/addresses adds one (the customer or an admin;
+ * AddressAdded {addressId, address}; an address equal to a saved one answers 200
+ * with that one's id instead of 201), GET lists them (at most eight, one page).
+ * They are read from the aggregate, not a read model: an address is personal data
+ * and the list is short. An order names one as its shippingAddressId
+ * (ordering/api.c).
+ *
  * Personal data (src/services/pii.c): the email and name reach the log, the read
  * model and the idempotency record sealed with the customer's data key; answers
  * open them. Erasure (POST /customers/{id}/erase, the customer or an admin)
@@ -300,12 +307,135 @@ static int erase(struct svc_job *j)
     return 0;
 }
 
+/* ---- addresses ---- */
+
+static const char *const address_personal[] = {"street", "city", "state", "zipCode", NULL};
+
+struct addr_view {
+    const struct ag_address *find; /* the address whose id to report, or NULL */
+    char id[AG_DOM_ID_MAX];        /* OUT: its id */
+    json_t *items;                 /* OUT (when non-NULL): every address with its id */
+    bool exists;                   /* OUT: the customer is registered */
+};
+
+static json_t *address_json(const char *id, const struct ag_address *a)
+{
+    json_t *o = ag_address_to_json(a);
+    if (o) json_object_set_new(o, "id", json_string(id));
+    return o;
+}
+
+static void view_addresses(const void *state, int64_t version, void *ud)
+{
+    AG_UNUSED(version);
+    const struct ag_customer *c = state;
+    struct addr_view *v = ud;
+    v->exists = c->exists;
+    for (size_t i = 0; i < c->naddresses; i++) {
+        if (v->find && ag_address_eq(&c->addresses[i], v->find))
+            snprintf(v->id, sizeof v->id, "%s", c->address_ids[i]);
+        if (v->items)
+            json_array_append_new(v->items, address_json(c->address_ids[i], &c->addresses[i]));
+    }
+}
+
+static int dom_address(const void *st, const void *cmd, struct ag_dom_events *out,
+                       struct ag_err *err)
+{
+    const struct ag_customer *c = st;
+    if (!c->exists) return ag_err_set(err, AG_ENOTFOUND, "no customer with id");
+    return ag_customer_add_address(st, cmd, out, err);
+}
+
+/* The body as an address, or a field error (its pointer from the parser). */
+static int parse_address(struct svc_job *j, struct ag_address *a)
+{
+    static const char *const fields[] = {"street", "city", "state", "zipCode", "country", NULL};
+    struct ag_err err;
+    ag_err_clear(&err);
+    if (svc_body_object(j, fields) && !json_is_object(j->body)) return 1;
+    if (ag_address_from_json(j->body, a, "", &err) == 0) return json_array_size(j->errors) > 0;
+    const char *colon = strstr(err.msg, ": ");
+    char ptr[96];
+    snprintf(ptr, sizeof ptr, "%.*s", colon ? (int)(colon - err.msg) : 0, colon ? err.msg : "");
+    svc_field_error(j, ptr, "%s", colon ? colon + 2 : err.msg);
+    return 1;
+}
+
+static void address_added(struct svc_job *j, const struct ag_address *a, const char *new_id)
+{
+    struct addr_view v = {a, "", NULL, false};
+    struct ag_err err;
+    ag_err_clear(&err);
+    struct ag_customer_add_address cmd = {new_id, a};
+    int rc = svc_exec(j->env,
+                      &(struct svc_cmd){&svc_customer_type, j->param, dom_address, &cmd, j->meta,
+                                        view_addresses, &v},
+                      &err);
+    if (rc == AG_EDOMAIN) {
+        svc_problem(j, 409, "Address not added", "%s", err.msg);
+    } else if (rc) {
+        svc_error(j, rc, &err);
+    } else {
+        bool added = strcmp(v.id, new_id) == 0;
+        snprintf(j->location, sizeof j->location, "/api/v1/customers/%s/addresses", j->param);
+        svc_ok(j, added ? 201 : 200, address_json(v.id, a));
+        snprintf(j->pii_subject, sizeof j->pii_subject, "%.36s", j->param); /* a UUID */
+        j->pii_fields = address_personal;
+    }
+}
+
+/* POST /api/v1/customers/{id}/addresses (the customer or an admin). */
+static int add_address(struct svc_job *j)
+{
+    struct ag_address a;
+    memset(&a, 0, sizeof a);
+    if (!svc_owns(j, j->param) || !svc_stream_exists(j->env, "customer", j->param))
+        return svc_problem(j, 404, "Customer not found", "no customer with id %s", j->param);
+    if (parse_address(j, &a)) return svc_fields_failed(j, 400), 0;
+    if (svc_idem_begin(j, "addresses")) return 0;
+    char id[AG_UUID_STRLEN + 1];
+    svc_job_id(j, "addresses", id);
+    address_added(j, &a, id);
+    svc_idem_end(j, "addresses");
+    return 0;
+}
+
+/* GET /api/v1/customers/{id}/addresses (the customer or an admin). */
+static int list_addresses(struct svc_job *j)
+{
+    if (!svc_owns(j, j->param) || !svc_stream_exists(j->env, "customer", j->param))
+        return svc_problem(j, 404, "Customer not found", "no customer with id %s", j->param);
+    struct addr_view v = {NULL, "", json_array(), false};
+    if (!v.items) return AG_ENOMEM;
+    struct ag_err err;
+    ag_err_clear(&err);
+    int rc = svc_read(j->env, &svc_customer_type, j->param, view_addresses, &v, &err);
+    if (rc == 0 && !v.exists)
+        rc = ag_err_set(&err, AG_ENOTFOUND, "no customer with id %s", j->param);
+    if (rc) {
+        json_decref(v.items);
+        return rc == AG_ENOTFOUND
+                   ? svc_problem(j, 404, "Customer not found", "no customer with id %s", j->param)
+                   : svc_error(j, rc, &err);
+    }
+    return svc_ok(j, 200, json_pack("{s:o, s:n}", "items", v.items, "nextCursor"));
+}
+
 static const struct svc_route routes[] = {
     {"POST", "/api/v1/customers", SVC_OWNER, create, NULL, NULL, {NULL}},
     {"GET", "/api/v1/customers/me", SVC_OWNER, me, NULL, NULL, {NULL}},
     {"GET", "/api/v1/customers/{id}", SVC_OWNER, get, "id", "customer", {NULL}},
     {"POST", "/api/v1/customers/{id}/tier", SVC_ADMIN, tier, "id", "customer", {NULL}},
     {"POST", "/api/v1/customers/{id}/erase", SVC_OWNER, erase, "id", "customer", {NULL}},
+    {"POST", "/api/v1/customers/{id}/addresses", SVC_OWNER, add_address, "id", "customer", {NULL}},
+    {"GET",
+     "/api/v1/customers/{id}/addresses",
+     SVC_OWNER,
+     list_addresses,
+     "id",
+     "customer",
+     {NULL}},
 };
 
 const struct svc_context svc_customers_context = {

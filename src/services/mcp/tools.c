@@ -330,6 +330,7 @@ static json_t *place_order(struct mcp_caller *c, json_t *args)
         return tool_error("idempotencyKey must be a string of 1 to 255 characters");
     json_t *body = json_deep_copy(args);
     json_object_del(body, "idempotencyKey");
+    json_object_del(body, "draft"); /* the tool places orders; drafts are HTTP's (drafts.c) */
     struct route_call rc = {
         &svc_ordering_context, "POST", "/api/v1/orders", NULL, {NULL}, body, key};
     struct svc_job j;

@@ -13,15 +13,21 @@
  * still gets its saga after the restart. Every step is idempotent per order: the
  * StockItem keys reservations by order, the Account keys charges by order, and a
  * shipment's stream is named after its order.
+ *
+ * The shipping address is given inline (shippingAddress) or as one of the
+ * customer's saved addresses (shippingAddressId, customers/api.c): the saved
+ * address is copied into OrderPlaced (sealed, like an inline one) together with
+ * its id, so the saga's shipment uses the address as it was when the order was
+ * placed. Draft orders (create, add/remove items, place) are in drafts.c.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "services/internal.h"
+#include "services/ordering/ordering.h"
 
-#define MAX_ITEMS 100
-#define MAX_QTY   10000
+#define MAX_ITEMS ORD_MAX_ITEMS
+#define MAX_QTY   ORD_MAX_QTY
 
 /* ---- placing an order ---- */
 
@@ -29,10 +35,9 @@ struct place {
     const char *order_id, *customer_id, *saga_id;
     struct ag_price_line lines[MAX_ITEMS];
     size_t n;
-    bool premium;
-    struct ag_address address;
+    struct ord_ship ship; /* where it ships */
+    struct ord_customer cust;
     struct ag_price_quote quote;
-    char account_id[AG_DOM_ID_MAX];                /* the customer's wallet, which must exist */
     char codes[SVC_MAX_PROMOS][AG_PROMO_CODE_MAX]; /* promotionCodes, checked */
     size_t ncodes;
     struct ag_promotion promos[SVC_MAX_PROMOS]; /* their pricing terms */
@@ -68,7 +73,7 @@ static int decide_place(const void *state, int64_t version, void *ud, struct ag_
                                       pl->lines[i].unit_price};
         rc = step_dom(&o, &all, ag_order_add_item(&o, &a, &evs, err), &evs);
     }
-    struct ag_order_place p = {&pl->address, pl->quote, pl->saga_id};
+    struct ag_order_place p = {&pl->ship.address, pl->quote, pl->saga_id, pl->ship.address_id};
     if (!rc) rc = step_dom(&o, &all, ag_order_place(&o, &p, &evs, err), &evs);
     size_t from = out->n;
     for (size_t i = 0; i < all.n && !rc; i++) {
@@ -86,9 +91,49 @@ static void view_customer(const void *state, int64_t version, void *ud)
 {
     AG_UNUSED(version);
     const struct ag_customer *c = state;
-    struct place *pl = ud;
-    pl->premium = c->premium;
-    snprintf(pl->account_id, sizeof pl->account_id, "%s", c->account_id);
+    struct ord_customer *oc = ud;
+    oc->premium = c->premium;
+    snprintf(oc->account_id, sizeof oc->account_id, "%s", c->account_id);
+    int i = oc->ship->address_id[0] ? ag_customer_address_index(c, oc->ship->address_id) : -1;
+    oc->address_found = i >= 0;
+    if (i >= 0) oc->ship->address = c->addresses[i]; /* opened: evolve sees plain values */
+}
+
+void ord_read_customer(struct svc_job *j, const char *id, struct ord_customer *c)
+{
+    svc_read(j->env, &svc_customer_type, id, view_customer, c, NULL);
+    if (!c->account_id[0] || !svc_stream_exists(j->env, "account", c->account_id))
+        svc_field_error(j, "/customerId", "customer %s has no payment account", id);
+    if (c->ship->address_id[0] && !c->address_found)
+        svc_field_error(j, "/shippingAddressId", "customer %s has no address %s", id,
+                        c->ship->address_id);
+}
+
+void ord_parse_ship(struct svc_job *j, struct ord_ship *s)
+{
+    json_t *addr = json_object_get(j->body, "shippingAddress");
+    json_t *aid = json_object_get(j->body, "shippingAddressId");
+    struct ag_err err;
+    ag_err_clear(&err);
+    if (addr && aid) {
+        svc_field_error(j, "/shippingAddressId",
+                        "give either shippingAddress or shippingAddressId, not both");
+    } else if (aid) {
+        const char *id = json_string_value(aid);
+        if (!id || !svc_uuid_ok(id))
+            svc_field_error(j, "/shippingAddressId", "shippingAddressId must be an address id");
+        else
+            snprintf(s->address_id, sizeof s->address_id, "%s", id);
+    } else if (!addr) {
+        svc_field_error(j, "/shippingAddress",
+                        "shippingAddress (or shippingAddressId, a saved address) is required");
+    } else if (ag_address_from_json(addr, &s->address, "/shippingAddress", &err)) {
+        const char *colon = strstr(err.msg, ": ");
+        char ptr[96];
+        snprintf(ptr, sizeof ptr, "%.*s", colon ? (int)(colon - err.msg) : 16,
+                 colon ? err.msg : "/shippingAddress");
+        svc_field_error(j, ptr, "%s", colon ? colon + 2 : err.msg);
+    }
 }
 
 static void view_product(const void *state, int64_t version, void *ud)
@@ -99,70 +144,80 @@ static void view_product(const void *state, int64_t version, void *ud)
     l->unit_price = pr->active ? pr->price : (struct ag_money){-1, ""};
 }
 
-/* Validate the body into `pl`, recording every bad field. */
-static void parse_order(struct svc_job *j, struct place *pl)
+const char *ord_parse_customer(struct svc_job *j)
 {
-    static const char *const fields[] = {"customerId", "items", "shippingAddress", "promotionCodes",
-                                         NULL};
-    json_t *b = j->body;
-    svc_body_object(j, fields);
-    pl->ncodes = (size_t)svc_promos_parse(j, pl->codes, SVC_MAX_PROMOS);
-    json_t *cid = json_object_get(b, "customerId");
-    pl->customer_id = json_string_value(cid);
+    json_t *cid = json_object_get(j->body, "customerId");
+    const char *id = json_string_value(cid);
     if (!cid && !j->who.admin) /* taken from the caller */
-        pl->customer_id = svc_caller_customer(j);
-    if (!pl->customer_id && cid)
+        id = svc_caller_customer(j);
+    if (!id && cid)
         svc_field_error(j, "/customerId", "customerId must be a string");
-    else if (!pl->customer_id && j->who.admin)
+    else if (!id && j->who.admin)
         svc_field_error(j, "/customerId", "customerId is required");
-    else if (!pl->customer_id)
+    else if (!id)
         svc_field_error(j, "/customerId",
                         "unknown customer: register one first (POST /api/v1/customers)");
-    else if (!svc_uuid_ok(pl->customer_id) || !svc_owns(j, pl->customer_id) ||
-             !svc_stream_exists(j->env, "customer", pl->customer_id))
-        svc_field_error(j, "/customerId", "unknown customer %s", pl->customer_id);
-    json_t *items = json_object_get(b, "items");
-    if (!json_is_array(items) || json_array_size(items) == 0)
-        svc_field_error(j, "/items", "items must be a non-empty array");
+    else if (!svc_uuid_ok(id) || !svc_owns(j, id) || !svc_stream_exists(j->env, "customer", id))
+        svc_field_error(j, "/customerId", "unknown customer %s", id);
+    else
+        return id;
+    return NULL;
+}
+
+bool ord_parse_item(struct svc_job *j, const json_t *it, const char *at, struct ag_price_line *out)
+{
+    char ptr[64];
+    const char *pid = json_string_value(json_object_get(it, "productId"));
+    json_t *q = json_object_get(it, "quantity");
+    snprintf(ptr, sizeof ptr, "%s/productId", at);
+    if (!pid)
+        svc_field_error(j, ptr, "productId is required and must be a string");
+    else if (strlen(pid) >= AG_DOM_ID_MAX || !svc_stream_exists(j->env, "product", pid))
+        svc_field_error(j, ptr, "unknown product %s", pid);
+    snprintf(ptr, sizeof ptr, "%s/quantity", at);
+    if (!json_is_integer(q))
+        svc_field_error(j, ptr, "quantity is required and must be an integer");
+    else if (json_integer_value(q) <= 0)
+        svc_field_error(j, ptr, "quantity must be greater than zero");
+    else if (json_integer_value(q) > MAX_QTY)
+        svc_field_error(j, ptr, "quantity must be at most %d", MAX_QTY);
+    if (!pid || strlen(pid) >= AG_DOM_ID_MAX || !json_is_integer(q)) return false;
+    snprintf(out->product_id, AG_DOM_ID_MAX, "%s", pid);
+    out->quantity = json_integer_value(q);
+    return true;
+}
+
+size_t ord_parse_items(struct svc_job *j, bool required, struct ag_price_line *lines)
+{
+    json_t *items = json_object_get(j->body, "items");
+    if (!items && !required) return 0;
+    if (!json_is_array(items) || (required && json_array_size(items) == 0))
+        svc_field_error(j, "/items", "items must be a%s array", required ? " non-empty" : "n");
     else if (json_array_size(items) > MAX_ITEMS)
         svc_field_error(j, "/items", "at most %d items per order", MAX_ITEMS);
-    size_t i;
+    size_t i, n = 0;
     json_t *it;
     json_array_foreach(items, i, it)
     {
         if (i >= MAX_ITEMS) break;
-        char ptr[64];
-        const char *pid = json_string_value(json_object_get(it, "productId"));
-        json_t *q = json_object_get(it, "quantity");
-        snprintf(ptr, sizeof ptr, "/items/%zu/productId", i);
-        if (!pid)
-            svc_field_error(j, ptr, "productId is required and must be a string");
-        else if (strlen(pid) >= AG_DOM_ID_MAX || !svc_stream_exists(j->env, "product", pid))
-            svc_field_error(j, ptr, "unknown product %s", pid);
-        snprintf(ptr, sizeof ptr, "/items/%zu/quantity", i);
-        if (!json_is_integer(q))
-            svc_field_error(j, ptr, "quantity is required and must be an integer");
-        else if (json_integer_value(q) <= 0)
-            svc_field_error(j, ptr, "quantity must be greater than zero");
-        else if (json_integer_value(q) > MAX_QTY)
-            svc_field_error(j, ptr, "quantity must be at most %d", MAX_QTY);
-        if (pid && strlen(pid) < AG_DOM_ID_MAX && json_is_integer(q)) {
-            snprintf(pl->lines[pl->n].product_id, AG_DOM_ID_MAX, "%s", pid);
-            pl->lines[pl->n++].quantity = json_integer_value(q);
-        }
+        char at[32];
+        snprintf(at, sizeof at, "/items/%zu", i);
+        if (ord_parse_item(j, it, at, &lines[n])) n++;
     }
-    json_t *addr = json_object_get(b, "shippingAddress");
-    struct ag_err err;
-    ag_err_clear(&err);
-    if (!addr)
-        svc_field_error(j, "/shippingAddress", "shippingAddress is required");
-    else if (ag_address_from_json(addr, &pl->address, "/shippingAddress", &err)) {
-        const char *colon = strstr(err.msg, ": ");
-        char ptr[96];
-        snprintf(ptr, sizeof ptr, "%.*s", colon ? (int)(colon - err.msg) : 16,
-                 colon ? err.msg : "/shippingAddress");
-        svc_field_error(j, ptr, "%s", colon ? colon + 2 : err.msg);
-    }
+    return n;
+}
+
+/* Validate the body into `pl`, recording every bad field. */
+static void parse_order(struct svc_job *j, struct place *pl)
+{
+    static const char *const fields[] = {
+        "customerId", "items", "shippingAddress", "shippingAddressId", "promotionCodes",
+        "draft",      NULL};
+    svc_body_object(j, fields);
+    pl->ncodes = (size_t)svc_promos_parse(j, pl->codes, SVC_MAX_PROMOS);
+    pl->customer_id = ord_parse_customer(j);
+    pl->n = ord_parse_items(j, true, pl->lines);
+    ord_parse_ship(j, &pl->ship);
 }
 
 /* Prices from the catalog, tier from the customer, then the quote. */
@@ -170,9 +225,8 @@ static int price_order(struct svc_job *j, struct place *pl)
 {
     struct ag_err err;
     ag_err_clear(&err);
-    svc_read(j->env, &svc_customer_type, pl->customer_id, view_customer, pl, NULL);
-    if (!pl->account_id[0] || !svc_stream_exists(j->env, "account", pl->account_id))
-        svc_field_error(j, "/customerId", "customer %s has no payment account", pl->customer_id);
+    pl->cust.ship = &pl->ship;
+    ord_read_customer(j, pl->customer_id, &pl->cust);
     for (size_t i = 0; i < pl->n; i++) {
         svc_read(j->env, &svc_product_type, pl->lines[i].product_id, view_product, &pl->lines[i],
                  NULL);
@@ -187,8 +241,8 @@ static int price_order(struct svc_job *j, struct place *pl)
             0)
         return svc_error(j, AG_ENOMEM, NULL), 1;
     if (svc_fields_failed(j, 422)) return 1;
-    int rc =
-        ag_pricing_quote(pl->lines, pl->n, pl->premium, pl->promos, pl->ncodes, &pl->quote, &err);
+    int rc = ag_pricing_quote(pl->lines, pl->n, pl->cust.premium, pl->promos, pl->ncodes,
+                              &pl->quote, &err);
     if (rc) return svc_error(j, rc, &err), 1;
     return 0;
 }
@@ -203,6 +257,10 @@ static int create(struct svc_job *j)
 {
     if (!json_is_object(j->body))
         return svc_problem(j, 400, "Invalid request", "the body must be a JSON object");
+    json_t *draft = json_object_get(j->body, "draft");
+    if (draft && !json_is_boolean(draft))
+        return svc_field_error(j, "/draft", "draft must be a boolean"), svc_fields_failed(j, 400);
+    if (json_is_true(draft)) return ord_draft_create(j);
     struct place *pl = ag_calloc(1, sizeof *pl);
     if (!pl) return AG_ENOMEM;
     parse_order(j, pl);
@@ -372,6 +430,15 @@ static const struct svc_route routes[] = {
      {"customerId", "status", "limit", "cursor"}},
     {"GET", "/api/v1/orders/{id}", SVC_OWNER, get, "id", "order", {NULL}},
     {"POST", "/api/v1/orders/{id}/cancel", SVC_OWNER, cancel, "id", "order", {NULL}},
+    {"POST", "/api/v1/orders/{id}/items", SVC_OWNER, ord_draft_add_item, "id", "order", {NULL}},
+    {"DELETE",
+     "/api/v1/orders/{id}/items/{productId}",
+     SVC_OWNER,
+     ord_draft_remove_item,
+     "id",
+     "order",
+     {":productId"}},
+    {"POST", "/api/v1/orders/{id}/place", SVC_OWNER, ord_draft_place, "id", "order", {NULL}},
 };
 
 const struct svc_context svc_ordering_context = {

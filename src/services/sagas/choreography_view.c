@@ -67,7 +67,7 @@ static int text_row(const struct ag_rm_row *row, void *ud)
 
 static int steps_row(const struct ag_rm_row *row, void *ud)
 {
-    *(json_t **)ud = json_loads(ag_rm_text(row, 0), 0, NULL);
+    *(json_t **)ud = ag_saga_steps_json(ag_rm_text(row, 0));
     return 1;
 }
 
@@ -79,7 +79,7 @@ static int placed(struct ag_rm *db, const char *order, const json_t *d, const ch
     for (int i = 0; i < NSTEPS; i++)
         json_array_append_new(steps, json_pack("{s:s, s:s}", "name", step_names[i], "status",
                                                i == 0 ? "succeeded" : "pending"));
-    char *text = json_dumps(steps, JSON_COMPACT);
+    char *text = ag_saga_steps_text(steps);
     json_decref(steps);
     struct ag_rm_arg m[] = {AG_RM_TEXT(order), AG_RM_TEXT(saga)};
     int rc = ag_rm_exec(db,
@@ -177,7 +177,7 @@ static int step_event(struct ag_rm *db, const char *order, const char *type, con
     struct ag_buf why;
     ag_buf_init(&why);
     summarise(steps, &status, &current, &why);
-    char *text = json_dumps(steps, JSON_COMPACT);
+    char *text = ag_saga_steps_text(steps);
     struct ag_rm_arg args[] = {AG_RM_TEXT(text),    AG_RM_TEXT(status),
                                AG_RM_TEXT(current), AG_RM_TEXT(why.len ? why.data : NULL),
                                AG_RM_TEXT(ts),      AG_RM_TEXT(saga)};
@@ -208,7 +208,8 @@ static int apply(struct ag_rm *db, const struct ag_event *ev, const json_t *d, v
     char id[128], type[64], ts[32];
     snprintf(id, sizeof id, "%.*s", (int)olen, order);
     snprintf(type, sizeof type, "%.*s", (int)ev->type_len, ev->type);
-    ag_time_rfc3339(ev->time_ns, ts);
+    snprintf(ts, sizeof ts, "%llu",
+             (unsigned long long)ev->time_ns); /* Unix ns, as the sagas fold */
     if (strcmp(type, AG_EV_ORDER_PLACED) == 0 && memcmp(ev->stream, "order-", 6) == 0)
         return placed(db, id, d, ts);
     return step_event(db, id, type, d, ts);

@@ -87,23 +87,27 @@ Test(customer, change_tier)
 Test(customer, addresses)
 {
     registered(false);
-    cr_assert_eq(dt_ok(D(ag_customer_add_address, {&ADDR})), 1);
+    cr_assert_eq(dt_ok(D(ag_customer_add_address, {"addr-1", &ADDR})), 1);
     cr_assert_str_eq(jstr(json_object_get(dt_ev(0, "AddressAdded"), "address"), "city"),
                      "Springfield");
     cr_assert_eq(c.naddresses, 1);
-    cr_assert_eq(dt_ok(D(ag_customer_add_address, {&ADDR})), 0, "duplicate: no events");
+    cr_assert_str_eq(jstr(dt_ev(0, "AddressAdded"), "addressId"), "addr-1");
+    cr_assert_eq(ag_customer_address_index(&c, "addr-1"), 0);
+    cr_assert_eq(ag_customer_address_index(&c, "addr-2"), -1);
+    cr_assert_eq(dt_ok(D(ag_customer_add_address, {"addr-1", &ADDR})), 0, "duplicate: no events");
+    dt_fail(D(ag_customer_add_address, {NULL, &ADDR2}), AG_EINVAL, "address id");
     struct ag_address a = ADDR;
     for (int i = 1; i < AG_CUSTOMER_MAX_ADDRESSES; i++) {
         snprintf(a.street, sizeof a.street, "%d Main St", i + 1);
-        cr_assert_eq(dt_ok(D(ag_customer_add_address, {&a})), 1);
+        cr_assert_eq(dt_ok(D(ag_customer_add_address, {"addr-1", &a})), 1);
     }
     cr_assert_eq(c.naddresses, 8);
-    dt_fail(D(ag_customer_add_address, {&ADDR2}), AG_EDOMAIN,
+    dt_fail(D(ag_customer_add_address, {"addr-1", &ADDR2}), AG_EDOMAIN,
             "customer c1 already has the maximum of 8 addresses");
     struct ag_address bad = ADDR2;
     strcpy(bad.country, "u");
-    dt_fail(D(ag_customer_add_address, {&bad}), AG_EINVAL, "/address/country");
-    dt_fail(D(ag_customer_add_address, {NULL}), AG_EINVAL, "address is required");
+    dt_fail(D(ag_customer_add_address, {"addr-1", &bad}), AG_EINVAL, "/address/country");
+    dt_fail(D(ag_customer_add_address, {"addr-1", NULL}), AG_EINVAL, "address is required");
     cr_assert_eq(dt_apply("AddressAdded", "{\"address\":{\"street\":\"s\",\"city\":\"c\",\"state\":"
                                           "\"s\",\"zipCode\":\"z\",\"country\":\"US\"}}"),
                  AG_EINVAL, "a ninth address cannot be applied");
@@ -115,14 +119,15 @@ Test(customer, snapshot_round_trips)
     dt_roundtrip(&copy);
     cr_assert_not(copy.exists);
     registered(true);
-    dt_ok(D(ag_customer_add_address, {&ADDR}));
-    dt_ok(D(ag_customer_add_address, {&ADDR2}));
+    dt_ok(D(ag_customer_add_address, {"addr-1", &ADDR}));
+    dt_ok(D(ag_customer_add_address, {"addr-1", &ADDR2}));
     dt_roundtrip(&copy);
     cr_assert(copy.exists);
     cr_assert(copy.premium);
     cr_assert_str_eq(copy.email, "ada@example.com");
     cr_assert_eq(copy.naddresses, 2);
     cr_assert(ag_address_eq(&copy.addresses[1], &ADDR2));
+    cr_assert_str_eq(copy.address_ids[1], "addr-1");
     ag_customer_free(&copy);
 }
 
@@ -225,7 +230,7 @@ Test(customer, erase_keeps_id_tier_account_and_forgets_the_rest)
     struct ag_customer copy;
     dt_fail(D0(ag_customer_erase), AG_EDOMAIN, "customer is not registered");
     registered(true);
-    dt_ok(D(ag_customer_add_address, {&ADDR}));
+    dt_ok(D(ag_customer_add_address, {"addr-1", &ADDR}));
     cr_assert_eq(dt_ok(D0(ag_customer_erase)), 1);
     json_t *d = dt_ev(0, "CustomerErased");
     cr_assert_str_eq(jstr(d, "customerId"), "c1");
@@ -238,7 +243,7 @@ Test(customer, erase_keeps_id_tier_account_and_forgets_the_rest)
     cr_assert_str_eq(c.account_id, "a1");
     cr_assert_eq(dt_ok(D0(ag_customer_erase)), 0, "erased already: no events");
     dt_fail(D(ag_customer_change_tier, {false}), AG_EDOMAIN, "was erased");
-    dt_fail(D(ag_customer_add_address, {&ADDR2}), AG_EDOMAIN, "was erased");
+    dt_fail(D(ag_customer_add_address, {"addr-1", &ADDR2}), AG_EDOMAIN, "was erased");
     dt_roundtrip(&copy);
     cr_assert(copy.erased);
     cr_assert_str_eq(copy.email, AG_CUSTOMER_ERASED);

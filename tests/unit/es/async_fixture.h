@@ -44,8 +44,8 @@ static int counter_restore(void *s, const json_t *j)
     return 0;
 }
 static const struct ag_es_type counter_type = {
-    "counter",      sizeof(struct counter), counter_init,   counter_free, counter_evolve,
-    counter_snapshot, counter_restore};
+    "counter",      sizeof(struct counter), counter_init,   counter_free,
+    counter_evolve, counter_snapshot,       counter_restore};
 
 /* The fixture: one per test (Criterion runs each test in its own process). */
 static struct {

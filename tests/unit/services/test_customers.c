@@ -291,6 +291,7 @@ Test(customers, snapshots_are_sealed)
     snprintf(c[0].addresses[0].state, sizeof c[0].addresses[0].state, "S");
     snprintf(c[0].addresses[0].zip_code, sizeof c[0].addresses[0].zip_code, "1");
     snprintf(c[0].addresses[0].country, sizeof c[0].addresses[0].country, "US");
+    snprintf(c[0].address_ids[0], sizeof c[0].address_ids[0], "addr-1");
     c[0].naddresses = 1;
     c[0].exists = true;
     json_t *snap = svc_customer_type.snapshot(&c[0]);

@@ -217,13 +217,15 @@ AG_EXTERN void ag_saga_engine_stats(struct ag_saga_engine *e, struct ag_saga_eng
 AG_EXTERN void ag_saga_projection(const struct ag_saga_def *defs, size_t n,
                                   struct ag_projection *out);
 /* The sagas read model's `steps` column (compact: [[name, status, error,
- * compensationError], ...], trailing nulls left out) as the API's array of
+ * compensationError], ...], trailing nulls left out, a succeeded step as its
+ * name alone) as the API's array of
  * {"name","status","error"?,"compensationError"?}. New reference; [] for NULL or
  * text that is not such an array. */
 AG_EXTERN json_t *ag_saga_steps_json(const char *column);
 
 /* The other way: an array of step objects as the `steps` column stores them
- * (malloc'd text; NULL when out of memory). */
+ * (malloc'd text; NULL when out of memory). A succeeded step without errors is
+ * stored as its name alone (a string instead of an array). */
 AG_EXTERN char *ag_saga_steps_text(const json_t *steps);
 
 #endif

@@ -9,7 +9,10 @@
  * back); created_at/updated_at are the events' times in Unix nanoseconds
  * (INTEGER), formatted RFC 3339 when read. No index on status: the list query
  * walks the primary key in id order (the page cursor) and filters, which is what
- * SQLite chose even when there was one.
+ * SQLite chose even when there was one. WITHOUT ROWID: the table is keyed by the
+ * order id itself, which is then not stored a second time in a primary-key index
+ * (the PostgreSQL adapter drops the words). The shipping address is stored here
+ * only: the shipments read model reads it from this table.
  */
 #include <stdio.h>
 #include <string.h>
@@ -22,7 +25,7 @@ static const char schema[] =
     " discount INTEGER NOT NULL DEFAULT 0, total INTEGER NOT NULL DEFAULT 0,"
     " items TEXT NOT NULL DEFAULT '[]', shipping_address TEXT, cancellation_reason TEXT,"
     " tracking_number TEXT, saga_id TEXT, created_at INTEGER NOT NULL,"
-    " updated_at INTEGER NOT NULL);"
+    " updated_at INTEGER NOT NULL) WITHOUT ROWID;"
     "CREATE INDEX IF NOT EXISTS orders_customer ON orders(customer_id, id);";
 
 static const char *const types[] = {

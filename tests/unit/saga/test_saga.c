@@ -849,3 +849,22 @@ Test(saga, step_durations_go_to_the_histogram)
     cr_assert_eq(n, 1);
     ag_obs_registry_free(r);
 }
+
+/* The `steps` column: a succeeded step is its name alone, any other a compact
+ * array; both read back as the API's objects (rows written before read too). */
+Test(saga, steps_column_round_trips_compactly)
+{
+    json_t *steps = json_pack("[{s:s, s:s}, {s:s, s:s, s:s}, {s:s, s:s}]", "name", "One", "status",
+                              "succeeded", "name", "Two", "status", "failed", "error", "no", "name",
+                              "Three", "status", "pending");
+    char *text = ag_saga_steps_text(steps);
+    cr_assert_str_eq(text, "[\"One\",[\"Two\",\"failed\",\"no\"],[\"Three\",\"pending\"]]");
+    json_t *back = ag_saga_steps_json(text);
+    cr_assert(json_equal(back, steps));
+    json_decref(back);
+    back = ag_saga_steps_json("[[\"One\",\"succeeded\"]]"); /* the form before */
+    cr_assert_str_eq(str_at(json_array_get(back, 0), "status", NULL), "succeeded");
+    json_decref(back);
+    free(text);
+    json_decref(steps);
+}

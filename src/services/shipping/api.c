@@ -21,7 +21,8 @@ static json_t *shipment_row(const struct ag_rm_row *st)
 
 static json_t *address_row(const struct ag_rm_row *r)
 {
-    return json_pack("{s:s?}", "a", ag_rm_text(r, 0));
+    json_t *a = svc_pii_open_column(ag_rm_text(r, 0), ag_rm_text(r, 1), "address"); /* sealed */
+    return json_pack("{s:o?}", "a", a);
 }
 
 /* The address a shipment goes to is its order's shipping address (the saga arranges
@@ -30,11 +31,11 @@ static json_t *address_row(const struct ag_rm_row *r)
 static void add_address(struct svc_env *env, json_t *shipment)
 {
     const char *args[] = {json_string_value(json_object_get(shipment, "orderId"))};
-    json_t *rows = svc_rm_query(env, RM_ORDERS, "SELECT shipping_address FROM orders WHERE id=?1",
-                                args, 1, address_row);
-    const char *text = json_string_value(json_object_get(json_array_get(rows, 0), "a"));
-    json_t *a = text ? svc_pii_open_text(text, "address") : NULL; /* sealed (pii.c) */
-    if (a) json_object_set_new(shipment, "address", a);
+    json_t *rows =
+        svc_rm_query(env, RM_ORDERS, "SELECT shipping_address, customer_id FROM orders WHERE id=?1",
+                     args, 1, address_row);
+    json_t *a = json_object_get(json_array_get(rows, 0), "a");
+    if (a) json_object_set(shipment, "address", a);
     json_decref(rows);
 }
 

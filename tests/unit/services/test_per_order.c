@@ -271,3 +271,42 @@ Test(per_order, the_per_order_events_publish_the_documented_integration_events)
     cr_expect_neq(str(d, "reason")[0], 0, "a reason");
     json_decref(d);
 }
+
+static json_t *text_row(const struct ag_rm_row *r)
+{
+    return json_string(ag_rm_text(r, 0) ?: "");
+}
+
+/* The shipping address is stored once, in the orders read model, sealed for the
+ * order's customer without the envelope's "pii1:<customer id>:" (the row's
+ * customer_id); the order and its shipment both answer it in clear. */
+Test(per_order, the_address_is_stored_once_and_read_by_order_and_shipment)
+{
+    char acc[40], prod[40], order[40], saga[40], st[32], path[160];
+    t_register(ALICE, "alice@test.example", NULL, acc);
+    t_deposit(ALICE, acc, 100000);
+    t_product(1, prod);
+    t_order(ALICE, prod, 1, order, saga);
+    t_saga_wait(saga, st);
+    cr_assert_str_eq(st, "completed");
+    t_catch_up();
+    const char *args[] = {order};
+    json_t *rows =
+        svc_rm_query(&t_plat->env, RM_ORDERS, "SELECT shipping_address FROM orders WHERE id=?1",
+                     args, 1, text_row);
+    const char *col = json_string_value(json_array_get(rows, 0));
+    cr_assert(col && col[0] == '~' && !strstr(col, "pii1:"), "packed: %s", col ? col : "-");
+    json_decref(rows);
+    struct t_resp r;
+    snprintf(path, sizeof path, "/api/v1/orders/%s", order);
+    cr_assert_eq(t_call(&r, "GET", path, ALICE, NULL, NULL), 200, "%s", r.text);
+    json_t *a1 = json_incref(json_object_get(r.body, "shippingAddress"));
+    t_free(&r);
+    snprintf(path, sizeof path, "/api/v1/shipments/%s", order);
+    cr_assert_eq(t_call(&r, "GET", path, ALICE, NULL, NULL), 200, "%s", r.text);
+    json_t *a2 = json_object_get(r.body, "address");
+    cr_expect_str_eq(json_string_value(json_object_get(a1, "street")), "1 Main St");
+    cr_expect(json_equal(a1, a2), "%s", r.text);
+    t_free(&r);
+    json_decref(a1);
+}

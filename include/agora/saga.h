@@ -30,11 +30,13 @@
  * elsewhere. The saga then ends Failed, naming every failed compensation, until
  * an operator retries it.
  *
- * Metadata. Every saga event carries {correlationId: the saga id, causationId,
+ * Metadata. Every saga event has {correlationId: the saga id, causationId,
  * actor: {sub: "saga:<type>", roles: ["system"], onBehalfOf: the actor of the
  * event that started the saga}, traceparent, requestId} (the last two when that
  * event had them). SagaStarted's causationId is the starting event's id, every
- * later event's the saga event before it.
+ * later event's the saga event before it. Stored compactly (issue 19): the
+ * saga-wide part on SagaStarted only, the correlation id nowhere (it is the
+ * stream's); readers get the whole of it from ag_saga_event_meta.
  *
  * Fault injection (for demos and chaos tests): per step, an error rate and an added
  * latency for the action and for the compensation.
@@ -186,6 +188,17 @@ AG_EXTERN int ag_saga_wait_starts(struct ag_saga_engine *e, int timeout_ms);
  * retry recorded first). */
 AG_EXTERN int ag_saga_retry(struct ag_saga_engine *e, const char *saga_id, struct ag_err *err);
 
+/* The whole metadata of event `ev` (see the top) as a new JSON object: its stored
+ * metadata completed, for an event of a saga stream, with the correlation id and
+ * the saga-wide part of `started` (the stream's SagaStarted; NULL when not at hand,
+ * or when `ev` is SagaStarted). Any other event's metadata is returned as stored
+ * ({} when none). NULL only when out of memory. */
+AG_EXTERN json_t *ag_saga_event_meta(const struct ag_event *ev, const struct ag_event *started);
+/* The same, reading SagaStarted from `store` when `ev` needs it (one read of
+ * version 0 of its stream). */
+AG_EXTERN int ag_saga_event_meta_read(struct ag_store *store, const struct ag_event *ev,
+                                      json_t **out, struct ag_err *err);
+
 struct ag_saga_engine_stats {
     uint64_t started, completed, compensated, failed; /* since start */
     uint64_t resumed;                                 /* unfinished sagas found at start */
@@ -204,13 +217,15 @@ AG_EXTERN void ag_saga_engine_stats(struct ag_saga_engine *e, struct ag_saga_eng
 AG_EXTERN void ag_saga_projection(const struct ag_saga_def *defs, size_t n,
                                   struct ag_projection *out);
 /* The sagas read model's `steps` column (compact: [[name, status, error,
- * compensationError], ...], trailing nulls left out) as the API's array of
+ * compensationError], ...], trailing nulls left out, a succeeded step as its
+ * name alone) as the API's array of
  * {"name","status","error"?,"compensationError"?}. New reference; [] for NULL or
  * text that is not such an array. */
 AG_EXTERN json_t *ag_saga_steps_json(const char *column);
 
 /* The other way: an array of step objects as the `steps` column stores them
- * (malloc'd text; NULL when out of memory). */
+ * (malloc'd text; NULL when out of memory). A succeeded step without errors is
+ * stored as its name alone (a string instead of an array). */
 AG_EXTERN char *ag_saga_steps_text(const json_t *steps);
 
 #endif

@@ -16,6 +16,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "agora/saga.h"
 #include "agora/store_log.h"
 #include "agora/store_pg.h"
 #include "cli/cli.h"
@@ -38,6 +39,7 @@ struct store_args {
     const char *idem_ttl; /* --idempotency-ttl */
     const char *saga_ret; /* --saga-retention */
     bool by_type;         /* stats --by-type */
+    bool raw;             /* read/all/tail --raw: metadata as stored */
 };
 
 static const char usage_text[] =
@@ -71,7 +73,9 @@ static const char usage_text[] =
     "                              applies its own retention settings\n"
     "\n"
     "Events print as "
-    "{\"stream\",\"version\",\"position\",\"id\",\"type\",\"time\",\"data\",\"metadata\"}.\n"
+    "{\"stream\",\"version\",\"position\",\"id\",\"type\",\"time\",\"data\",\"metadata\"};\n"
+    "a saga's events with their whole metadata (stored once, on SagaStarted), or as\n"
+    "stored with --raw.\n"
     "Exit status: 0 ok, 1 error or bad input, 2 usage, 3 wrong expected version.\n";
 
 static int take_value(int argc, char **argv, int *i, const char *name, const char **out)
@@ -110,6 +114,8 @@ static int parse_args(int argc, char **argv, struct store_args *a)
             a->repair = true;
         else if (strcmp(argv[i], "--by-type") == 0)
             a->by_type = true;
+        else if (strcmp(argv[i], "--raw") == 0)
+            a->raw = true;
         else if (argv[i][0] == '-')
             return ag_cli_usage_error("store: unknown option '%s'", argv[i]);
         else if (!a->sub)
@@ -144,14 +150,27 @@ static int open_store(const struct store_args *a, bool writable, struct ag_store
     return rc ? fail(a->sub, rc, &err) : 0;
 }
 
-static int print_page(const struct ag_event_page *p)
+/* One event as JSON; a saga event with its whole metadata unless `raw`. */
+static void print_event(struct ag_store *s, const struct ag_event *ev, bool raw, struct ag_buf *b)
+{
+    json_t *m = NULL;
+    char *text = NULL;
+    bool saga = ev->stream_len > 5 && memcmp(ev->stream, "saga-", 5) == 0;
+    if (!raw && saga && ag_saga_event_meta_read(s, ev, &m, NULL) == 0 && json_object_size(m))
+        text = json_dumps(m, JSON_COMPACT);
+    struct ag_event e = *ev;
+    if (text) e.metadata = text, e.metadata_len = strlen(text);
+    ag_event_to_json(&e, b);
+    ag_buf_putc(b, '\n');
+    ag_free(text);
+    json_decref(m);
+}
+
+static int print_page(struct ag_store *s, const struct ag_event_page *p, bool raw)
 {
     struct ag_buf b;
     ag_buf_init(&b);
-    for (size_t i = 0; i < p->count; i++) {
-        ag_event_to_json(&p->events[i], &b);
-        ag_buf_putc(&b, '\n');
-    }
+    for (size_t i = 0; i < p->count; i++) print_event(s, &p->events[i], raw, &b);
     if (b.len) fwrite(b.data, 1, b.len, stdout);
     ag_buf_free(&b);
     return ferror(stdout) ? 1 : 0;
@@ -182,7 +201,7 @@ static int cmd_read(const struct store_args *a, struct ag_store *s, bool all)
             all ? ag_store_read_all(s, from_u, dir, max, &p, &err)
                 : ag_store_read_stream(s, a->stream, strlen(a->stream), from_v, dir, max, &p, &err);
         if (rc) return fail(a->sub, rc, &err);
-        int prc = print_page(&p);
+        int prc = print_page(s, &p, a->raw);
         done += p.count;
         from_u = p.next_position, from_v = p.next_version;
         bool end = p.end || p.count == 0;
@@ -226,7 +245,7 @@ static int cmd_tail(const struct store_args *a, struct ag_store *s)
         rc = ag_store_sub_next(sub, 256, 200, &p, &err);
         if (rc == AG_ETIMEDOUT) continue;
         if (rc) break;
-        print_page(&p);
+        print_page(s, &p, a->raw);
         fflush(stdout);
         ag_event_page_free(&p);
     }

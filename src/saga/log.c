@@ -14,9 +14,12 @@
  * Appending (saga_record) uses the exact expected version, so two drivers of one
  * saga (two processes, or a retry racing a worker) cannot both write: the loser
  * gets AG_ECONFLICT. Each event gets its id here (UUIDv7 from the injected clock
- * and RNG), which the next event names as its causationId. The metadata of every
- * event but SagaStarted is SagaStarted's with the causation replaced; it is
- * prepared once per load (`meta_head`), so recording costs one string append.
+ * and RNG), which the next event names as its causationId. Since issue 19 the
+ * saga-wide metadata (actor, traceparent, requestId) is stored once, on
+ * SagaStarted; every later event stores only {causationId}, and no event stores
+ * the correlation id (the saga id, the stream's). ag_saga_event_meta gives every
+ * reader the whole metadata back, the same as when each event carried it all
+ * (logs written before keep their whole metadata and read unchanged).
  * Payloads and metadata are encoded into a buffer the state keeps (ag_malloc'd,
  * not jansson's), reused across the saga's events.
  */
@@ -202,14 +205,14 @@ static void copy_string(json_t *to, const json_t *from, const char *key)
     if (json_is_string(v)) json_object_set(to, key, v);
 }
 
-/* SagaStarted's metadata: see include/agora/saga.h. */
-static int start_meta(const char *type, const char *id, const struct ag_event *cause,
-                      struct ag_buf *b)
+/* SagaStarted's metadata: the saga-wide part (actor, traceparent, requestId) and
+ * the cause; the correlation id is the saga id, the stream's, so not stored. */
+static int start_meta(const char *type, const struct ag_event *cause, struct ag_buf *b)
 {
     json_t *cm = cause && cause->metadata_len
                      ? json_loadb(cause->metadata, cause->metadata_len, 0, NULL)
                      : NULL;
-    json_t *m = json_pack("{s:s}", "correlationId", id);
+    json_t *m = json_object();
     if (m && cause) {
         char cid[AG_UUID_STRLEN + 1];
         ag_uuid_format(&cause->id, cid);
@@ -224,25 +227,59 @@ static int start_meta(const char *type, const char *id, const struct ag_event *c
     return rc;
 }
 
-/* `meta_head` from SagaStarted's metadata: the same without its causationId, and
- * with a correlation id and an actor when the log predates them. */
-static void set_meta_head(struct saga_state *s, const char *type, const struct ag_event *ev)
+static bool is_saga_stream(const struct ag_event *ev)
+{
+    size_t n = sizeof SAGA_PREFIX - 1;
+    return ev->stream && ev->stream_len > n && memcmp(ev->stream, SAGA_PREFIX, n) == 0;
+}
+
+static bool is_started(const struct ag_event *ev)
+{
+    return ev && saga_ev_kind(ev->type, ev->type_len) == SAGA_EV_STARTED;
+}
+
+json_t *ag_saga_event_meta(const struct ag_event *ev, const struct ag_event *started)
 {
     json_t *m = ev->metadata_len ? json_loadb(ev->metadata, ev->metadata_len, 0, NULL) : NULL;
     if (!json_is_object(m)) json_decref(m), m = json_object();
-    json_object_del(m, "causationId");
-    if (!json_object_get(m, "correlationId"))
-        json_object_set_new(m, "correlationId", json_string(s->id));
-    if (!json_object_get(m, "actor")) json_object_set_new(m, "actor", saga_actor(type, NULL));
-    struct ag_buf b;
-    ag_buf_init(&b);
-    if (dump(m, &b) == 0 && b.len > 2) { /* "{...}": drop the '}' */
-        ag_free(s->meta_head);
-        b.data[b.len - 1] = 0;
-        s->meta_head = ag_buf_steal(&b, NULL);
+    if (!m || !is_saga_stream(ev)) return m;
+    if (is_started(ev)) started = ev;
+    if (!json_object_get(m, "correlationId")) {
+        size_t n = sizeof SAGA_PREFIX - 1;
+        json_object_set_new(m, "correlationId", json_stringn(ev->stream + n, ev->stream_len - n));
     }
-    ag_buf_free(&b);
-    json_decref(m);
+    if (json_object_get(m, "actor") || !is_started(started)) return m; /* whole, or unknown */
+    json_t *sm = started != ev && started->metadata_len
+                     ? json_loadb(started->metadata, started->metadata_len, 0, NULL)
+                     : NULL;
+    json_t *actor = json_object_get(sm, "actor");
+    if (json_is_object(actor)) {
+        json_object_set(m, "actor", actor);
+    } else { /* a log written before saga metadata: the saga acts on its own */
+        json_t *d = json_loadb(started->data, started->data_len, 0, NULL);
+        json_object_set_new(m, "actor",
+                            saga_actor(json_string_value(json_object_get(d, "type")) ?: "", NULL));
+        json_decref(d);
+    }
+    if (!json_object_get(m, "traceparent")) copy_string(m, sm, "traceparent");
+    if (!json_object_get(m, "requestId")) copy_string(m, sm, "requestId");
+    json_decref(sm);
+    return m;
+}
+
+int ag_saga_event_meta_read(struct ag_store *store, const struct ag_event *ev, json_t **out,
+                            struct ag_err *err)
+{
+    *out = NULL;
+    struct ag_event_page p = {0};
+    if (is_saga_stream(ev) && !is_started(ev)) {
+        int rc =
+            ag_store_read_stream(store, ev->stream, ev->stream_len, 0, AG_READ_FORWARD, 1, &p, err);
+        if (rc) return rc;
+    }
+    *out = ag_saga_event_meta(ev, p.count ? &p.events[0] : NULL);
+    ag_event_page_free(&p);
+    return *out ? 0 : AG_ENOMEM;
 }
 
 /* ---- loading and recording ---- */
@@ -262,8 +299,6 @@ void saga_state_free(struct saga_state *s)
     json_decref(s->data);
     json_decref(s->errors);
     s->data = s->errors = NULL;
-    ag_free(s->meta_head);
-    s->meta_head = NULL;
     ag_buf_free(&s->buf);
 }
 
@@ -272,8 +307,6 @@ static void apply_event(const struct saga_env *env, struct saga_state *s, const 
     enum saga_ev kind = saga_ev_kind(ev->type, ev->type_len);
     json_t *d = json_loadb(ev->data, ev->data_len, 0, NULL);
     evolve(env, s, kind, d);
-    if (kind == SAGA_EV_STARTED)
-        set_meta_head(s, json_string_value(json_object_get(d, "type")) ?: "", ev);
     json_decref(d);
     s->version = ev->version;
     s->last_id = ev->id;
@@ -297,19 +330,13 @@ int saga_load(const struct saga_env *env, const char *id, struct saga_state *s, 
     return 0;
 }
 
-/* The metadata of the next event, after the payload in `b`. */
+/* The metadata of the next event, after the payload in `b`: only its cause, the
+ * rest is SagaStarted's (ag_saga_event_meta). */
 static int next_meta(const struct saga_state *s, struct ag_buf *b)
 {
     char cid[AG_UUID_STRLEN + 1];
     ag_uuid_format(&s->last_id, cid);
-    int rc = 0;
-    if (s->meta_head) {
-        rc = ag_buf_puts(b, s->meta_head);
-    } else { /* SagaStarted's metadata could not be prepared (out of memory) */
-        rc = ag_buf_puts(b, "{\"correlationId\":");
-        if (!rc) rc = ag_buf_json_str(b, s->id, strlen(s->id));
-    }
-    return rc ? rc : ag_buf_printf(b, ",\"causationId\":\"%s\"}", cid);
+    return ag_buf_printf(b, "{\"causationId\":\"%s\"}", cid);
 }
 
 int saga_encode(const struct saga_env *env, struct saga_state *s, enum saga_ev kind,
@@ -377,6 +404,7 @@ json_t *saga_failed_list(const struct saga_state *s)
 int saga_start_encode(const char *type, const char *id, const json_t *data,
                       const struct ag_event *cause, struct saga_start *out)
 {
+    AG_UNUSED(id); /* the correlation id: the stream's */
     out->data = out->meta = NULL;
     json_t *d = json_pack("{s:s, s:O}", "type", type, "data", data);
     struct ag_buf b, m;
@@ -384,7 +412,7 @@ int saga_start_encode(const char *type, const char *id, const json_t *data,
     ag_buf_init(&m);
     int rc = dump(d, &b);
     json_decref(d);
-    if (!rc) rc = start_meta(type, id, cause, &m);
+    if (!rc) rc = start_meta(type, cause, &m);
     if (!rc) {
         out->data = ag_buf_steal(&b, NULL);
         out->meta = ag_buf_steal(&m, NULL);

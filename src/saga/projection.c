@@ -10,10 +10,12 @@
  * operator has to look at; SagaRetried makes the saga running again.
  *
  * Stored compact (issue 19): `steps` is [[name, status, error, compensationError],
- * ...] without trailing nulls (ag_saga_steps_json gives the objects back), times
+ * ...] without trailing nulls, a step that succeeded (without errors) being its
+ * name alone (ag_saga_steps_json gives the objects back), times
  * are Unix nanoseconds (INTEGER), and only sagas not completed are indexed by
  * status (`sagas_open`, a partial index: the sagas an operator lists are the
- * failed and running ones, a few among millions of completed).
+ * failed and running ones, a few among millions of completed). WITHOUT ROWID: the
+ * saga id is the table's key, not stored again in a primary-key index.
  */
 #include <stdio.h>
 #include <string.h>
@@ -29,7 +31,8 @@ struct defs_ud {
 static const char schema[] =
     "CREATE TABLE IF NOT EXISTS sagas("
     " id TEXT PRIMARY KEY, type TEXT NOT NULL, status TEXT NOT NULL, current_step TEXT,"
-    " reason TEXT, steps TEXT NOT NULL, started_at INTEGER, updated_at INTEGER NOT NULL);"
+    " reason TEXT, steps TEXT NOT NULL, started_at INTEGER, updated_at INTEGER NOT NULL)"
+    " WITHOUT ROWID;"
     "CREATE INDEX IF NOT EXISTS sagas_open ON sagas(status, id) WHERE status <> 'completed';";
 
 static const char *const types[] = {AG_SAGA_EV_STARTED,     AG_SAGA_EV_STEP_SUCCEEDED,
@@ -46,6 +49,10 @@ json_t *ag_saga_steps_json(const char *column)
     size_t i;
     json_array_foreach(rows, i, r)
     {
+        if (json_is_string(r)) { /* a step that succeeded: its name alone */
+            json_array_append_new(out, json_pack("{s:O, s:s}", "name", r, "status", "succeeded"));
+            continue;
+        }
         json_t *o = json_object();
         for (size_t k = 0; k < 4; k++) {
             json_t *v = json_array_get(r, k);
@@ -63,6 +70,13 @@ char *ag_saga_steps_text(const json_t *steps)
     size_t i;
     json_array_foreach(steps, i, s)
     {
+        json_t *name = json_object_get(s, "name");
+        const char *st = json_string_value(json_object_get(s, "status"));
+        if (json_is_string(name) && st && strcmp(st, "succeeded") == 0 &&
+            !json_object_get(s, "error") && !json_object_get(s, "compensationError")) {
+            json_array_append(rows, name); /* the commonest step, as its name alone */
+            continue;
+        }
         json_t *r = json_array();
         size_t last = 0;
         for (size_t k = 0; k < 4; k++)

@@ -2,15 +2,17 @@
  * GET /admin/audit?actor=&stream=&after=&limit= — who did what, read from the log.
  *
  * Every event's metadata names its actor (sub and roles), the request id and the
- * trace (common.c copies them from the request). The audit view scans `$all`
- * forward from the cursor `after` (a global position, exclusive), keeps the events
- * that match the filters, and stops at `limit` matches or after a bounded number of
- * scanned events, so one request never walks an unbounded log: `nextCursor` is
- * where the next page starts, null once the end of the log was reached.
+ * trace (common.c copies them from the request). A saga's events store theirs
+ * once, on SagaStarted: ag_saga_event_meta_read gives each its whole metadata. The audit view scans
+ * `$all` forward from the cursor `after` (a global position, exclusive), keeps the events that
+ * match the filters, and stops at `limit` matches or after a bounded number of scanned events, so
+ * one request never walks an unbounded log: `nextCursor` is where the next page starts, null once
+ * the end of the log was reached.
  */
 #include <stdio.h>
 #include <string.h>
 
+#include "agora/saga.h"
 #include "services/internal.h"
 
 #define SCAN_BUDGET 20000 /* events looked at per request */
@@ -59,8 +61,8 @@ static int scan(struct svc_env *p, const struct audit_query *q, json_t *items, u
         size_t i = 0;
         for (; i < pg.count && json_array_size(items) < (size_t)q->limit; i++) {
             const struct ag_event *ev = &pg.events[i];
-            json_t *meta = json_loadb(ev->metadata ? ev->metadata : "{}",
-                                      ev->metadata ? ev->metadata_len : 2, 0, NULL);
+            json_t *meta = NULL;
+            if (ag_saga_event_meta_read(p->store, ev, &meta, NULL)) meta = NULL;
             if (matches(q, ev, meta)) json_array_append_new(items, item(ev, meta));
             json_decref(meta);
             pos = ev->position + 1;

@@ -10,6 +10,15 @@
  * personal data (names, emails, addresses) is ever published. OrderPlaced is
  * enriched with the order's customer and lines, read from the order's stream up to
  * that event, so a consumer needs nothing else to react to it.
+ *
+ * Since issue 19's bounded aggregates a domain event and the integration event it
+ * publishes may differ in name: the stock item records StockHeld / StockFreed and
+ * the account AccountCharged / AccountRefunded, published as the documented
+ * StockReserved / StockReleased and PaymentCaptured / PaymentRefunded (`as`). The
+ * account's events carry the amount in minor units of the account's currency; the
+ * published amount is {amount, currency}, the currency read from the stream's
+ * AccountOpened (`money`). A StockFreed without a reason (written before it had
+ * one) is published with reason "released".
  */
 #include <stdio.h>
 #include <string.h>
@@ -23,6 +32,8 @@ struct pl_event {
     const char *context; /* subject token */
     const char *id_key;  /* the aggregate id's name in the data */
     const char *fields[6];
+    const char *as; /* the integration event's type; NULL → `type` */
+    bool money;     /* `amount` is minor units of the account's currency */
 };
 
 static const struct pl_event language[] = {
@@ -32,8 +43,29 @@ static const struct pl_event language[] = {
     {"order", "OrderShipped", "ordering", "orderId", {"shippedAt"}},
     {"stock", "StockReserved", "inventory", "productId", {"orderId", "quantity"}},
     {"stock", "StockReleased", "inventory", "productId", {"orderId", "quantity", "reason"}},
+    {"stock", "StockHeld", "inventory", "productId", {"orderId", "quantity"}, "StockReserved"},
+    {"stock",
+     "StockFreed",
+     "inventory",
+     "productId",
+     {"orderId", "quantity", "reason"},
+     "StockReleased"},
     {"account", "PaymentCaptured", "payments", "accountId", {"orderId", "amount"}},
     {"account", "PaymentRefunded", "payments", "accountId", {"orderId", "amount"}},
+    {"account",
+     "AccountCharged",
+     "payments",
+     "accountId",
+     {"orderId", "amount"},
+     "PaymentCaptured",
+     true},
+    {"account",
+     "AccountRefunded",
+     "payments",
+     "accountId",
+     {"orderId", "amount"},
+     "PaymentRefunded",
+     true},
     {"shipment", "ShipmentArranged", "shipping", "orderId", {"shipmentId", "trackingNumber"}},
     {"shipment", "ShipmentCancelled", "shipping", "orderId", {"reason"}},
     {"shipment", "ShipmentDispatched", "shipping", "orderId", {"dispatchedAt"}},
@@ -105,6 +137,28 @@ static int order_lines(struct ag_store *s, const struct ag_event *ev, json_t *ou
     return 0;
 }
 
+/* `amount` (minor units) → {amount, currency}, the currency from the account's
+ * AccountOpened (its stream's first event). 1: no currency found, so nothing valid
+ * to publish (the event is skipped rather than blocking the relay). */
+static int account_money(struct ag_store *s, const struct ag_event *ev, json_t *o)
+{
+    json_t *amount = json_object_get(o, "amount");
+    if (!json_is_integer(amount)) return 0;
+    struct ag_event_page pg;
+    int rc = ag_store_read_stream(s, ev->stream, ev->stream_len, 0, AG_READ_FORWARD, 1, &pg, NULL);
+    if (rc) return rc;
+    json_t *d = pg.count ? json_loadb(pg.events[0].data, pg.events[0].data_len, 0, NULL) : NULL;
+    json_t *cur = json_object_get(d, "currency");
+    if (json_is_string(cur))
+        json_object_set_new(o, "amount",
+                            json_pack("{s:O, s:O}", "amount", amount, "currency", cur));
+    else
+        rc = 1;
+    json_decref(d);
+    ag_event_page_free(&pg);
+    return rc;
+}
+
 int svc_published_language(void *ud, struct ag_store *s, const struct ag_event *ev,
                            struct ag_relay_msg *out)
 {
@@ -123,13 +177,17 @@ int svc_published_language(void *ud, struct ag_store *s, const struct ag_event *
         if (v) json_object_set(o, e->fields[i], v);
     }
     int rc = strcmp(e->type, "OrderPlaced") == 0 ? order_lines(s, ev, o) : 0;
+    if (!rc && e->money) rc = account_money(s, ev, o);
+    if (!rc && e->as && strcmp(e->as, "StockReleased") == 0 && !json_object_get(o, "reason"))
+        json_object_set_new(o, "reason", json_string("released"));
     json_decref(d);
     if (!rc) out->data = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(o);
-    if (rc) return rc;
+    if (rc) return rc > 0 ? 0 : rc;
     if (!out->data) return AG_ENOMEM;
-    snprintf(out->topic, sizeof out->topic, "agora.%s.%s", e->context, e->type);
-    snprintf(out->type, sizeof out->type, "agora.%s.%s", e->context, e->type);
+    const char *type = e->as ? e->as : e->type;
+    snprintf(out->topic, sizeof out->topic, "agora.%s.%s", e->context, type);
+    snprintf(out->type, sizeof out->type, "agora.%s.%s", e->context, type);
     snprintf(out->source, sizeof out->source, "/agora/%s", e->context);
     snprintf(out->subject, sizeof out->subject, "%.*s", (int)id_len, id);
     return 1; /* jansson allocates through ag_malloc: the relay frees with ag_free */

@@ -530,6 +530,13 @@ int svc_pii_open_field(json_t *obj, const char *field);
  * encoding, or a plain JSON value) as the value to answer: new reference, NULL
  * for NULL. */
 json_t *svc_pii_open_text(const char *text, const char *field);
+/* A read-model column holding the JSON text of an envelope sealed for `subject`,
+ * when the row names that subject anyway (issue 19: ~42 bytes a row): "~" and the
+ * envelope without its "pii1:<subject>:" and quotes; any other text as it is.
+ * ag_malloc'd (NULL for NULL). svc_pii_open_column reads either form back, given
+ * the row's subject. */
+char *svc_pii_column_pack(const char *text, const char *subject);
+json_t *svc_pii_open_column(const char *column, const char *subject, const char *field);
 /* Seal the personal fields of the new events b->v[from..] of a command on an
  * aggregate of type `t` in `state` (before it; NULL for a new stream). */
 int svc_pii_seal_events(const struct ag_es_type *t, const void *state, struct ag_es_batch *b,

@@ -92,6 +92,36 @@ static json_t *open_text(const char *s, const char *field)
     return v ? v : erased_value(field);
 }
 
+char *svc_pii_column_pack(const char *text, const char *subject)
+{
+    char head[AG_DOM_ID_MAX + 16];
+    int hn = snprintf(head, sizeof head, "\"%s%s:", AG_VAULT_PREFIX, subject ? subject : "");
+    size_t n = text ? strlen(text) : 0;
+    bool packable = subject && *subject && hn > 0 && (size_t)hn < sizeof head &&
+                    n > (size_t)hn + 1 && memcmp(text, head, (size_t)hn) == 0 &&
+                    text[n - 1] == '"' && !memchr(text, '\\', n);
+    if (!packable) return text ? ag_strdup(text) : NULL;
+    size_t body = n - (size_t)hn - 1; /* between the subject's ':' and the closing quote */
+    char *out = ag_malloc(body + 2);
+    if (!out) return NULL;
+    out[0] = '~';
+    memcpy(out + 1, text + hn, body);
+    out[body + 1] = 0;
+    return out;
+}
+
+json_t *svc_pii_open_column(const char *column, const char *subject, const char *field)
+{
+    if (!column || column[0] != '~' || !subject) return svc_pii_open_text(column, field);
+    struct ag_buf b;
+    ag_buf_init(&b);
+    json_t *v = NULL;
+    if (ag_buf_printf(&b, "%s%s:%s", AG_VAULT_PREFIX, subject, column + 1) == 0)
+        v = open_text(b.data, field);
+    ag_buf_free(&b);
+    return v;
+}
+
 int svc_pii_open_field(json_t *obj, const char *field)
 {
     json_t *v = open_text(json_string_value(json_object_get(obj, field)), field);

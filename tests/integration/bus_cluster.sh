@@ -101,10 +101,16 @@ language = {"OrderPlaced": "order", "OrderConfirmed": "order", "OrderCancelled":
             "ShipmentArranged": "shipment", "ShipmentCancelled": "shipment",
             "ShipmentDispatched": "shipment", "ProductAdded": "product",
             "ProductPriceChanged": "product", "ProductDiscontinued": "product"}
+# the per-order model's events (issue 19) publish the documented types
+renamed = {"StockHeld": ("stock", "StockReserved"), "StockFreed": ("stock", "StockReleased"),
+           "AccountCharged": ("account", "PaymentCaptured"),
+           "AccountRefunded": ("account", "PaymentRefunded")}
+for t, (prefix, published) in renamed.items():
+    language[t] = prefix
 for line in open(sys.argv[1]):
     e = json.loads(line)
     if language.get(e["type"]) == e["stream"].split("-", 1)[0]:
-        print(e["id"], e["type"])
+        print(e["id"], renamed.get(e["type"], (None, e["type"]))[1])
 PY
 for n in "${!NPID[@]}"; do SURVIVOR=nats://127.0.0.1:${PORT[$n]}; done
 out=$(cd "$SRC" && node tests/integration/bus_consumer.js "$SURVIVOR" docs/events.md "$WORK/expected.txt" 2>&1) ||

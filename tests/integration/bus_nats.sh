@@ -8,7 +8,8 @@
 #   4. when the relay has caught up, an outside consumer written with the npm
 #      JetStream client (bus_consumer.js) reads stream AGORA and checks that every
 #      integration event of the log arrived exactly once as a valid CloudEvent
-#      (docs/events.md's schemas), and nothing else did.
+#      (docs/events.md's schemas), and nothing else did — StockReserved and
+#      PaymentCaptured among them (published from StockHeld / AccountCharged).
 set -uo pipefail
 
 AGORA=${AGORA_BIN:-build/debug/agora}
@@ -122,13 +123,21 @@ language = {"OrderPlaced": "order", "OrderConfirmed": "order", "OrderCancelled":
             "ShipmentArranged": "shipment", "ShipmentCancelled": "shipment",
             "ShipmentDispatched": "shipment", "ProductAdded": "product",
             "ProductPriceChanged": "product", "ProductDiscontinued": "product"}
+# the per-order model's events (issue 19) publish the documented types
+renamed = {"StockHeld": ("stock", "StockReserved"), "StockFreed": ("stock", "StockReleased"),
+           "AccountCharged": ("account", "PaymentCaptured"),
+           "AccountRefunded": ("account", "PaymentRefunded")}
+for t, (prefix, published) in renamed.items():
+    language[t] = prefix
 for line in open(sys.argv[1]):
     e = json.loads(line)
     if language.get(e["type"]) == e["stream"].split("-", 1)[0]:
-        print(e["id"], e["type"])
+        print(e["id"], renamed.get(e["type"], (None, e["type"]))[1])
 PY
 n=$(wc -l <"$WORK/expected.txt")
-grep -q OrderPlaced "$WORK/expected.txt" || fail "no OrderPlaced in the log"
+for t in OrderPlaced StockReserved PaymentCaptured; do
+  grep -q " $t\$" "$WORK/expected.txt" || fail "no $t among the log's integration events"
+done
 out=$(cd "$SRC" && node tests/integration/bus_consumer.js "$NATS" docs/events.md "$WORK/expected.txt" 2>&1) ||
   fail "the outside consumer: $out"
 

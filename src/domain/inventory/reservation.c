@@ -6,7 +6,8 @@
  * Events: ReservationMade {productId, quantity}; ReservationReleased {productId,
  * reason}; ReservationShipped {productId}. Each is appended in one multi-stream
  * append with the stock item's counter event (StockHeld / StockFreed /
- * StockDispatched {orderId, quantity}) at both streams' exact expected
+ * StockDispatched {orderId, quantity}; StockFreed also carries the reason, as the
+ * published StockReleased does) at both streams' exact expected
  * versions, so the counters and the lines never disagree, after a crash or
  * under racing saga runs.
  *
@@ -158,7 +159,8 @@ int ag_reservation_release(const struct ag_stock *stock, const struct ag_reserva
     char reason[256];
     ag__dom_reason(reason, sizeof reason, cmd->reason, "released");
     return emit_pair(out_stock, AG_EV_STOCK_FREED,
-                     json_pack("{s:s,s:I}", "orderId", cmd->order_id, "quantity", (json_int_t)held),
+                     json_pack("{s:s,s:I,s:s}", "orderId", cmd->order_id, "quantity",
+                               (json_int_t)held, "reason", reason),
                      out_res, AG_EV_RESERVATION_RELEASED,
                      json_pack("{s:s,s:s}", "productId", pid, "reason", reason), err);
 }

@@ -335,7 +335,7 @@ static json_t *order_row(const struct ag_rm_row *st)
                           svc_money_json(ag_rm_int64(st, 6), cur), "sagaId", svc_col(st, 11),
                           "createdAt", svc_time_json(st, 12), "updatedAt", svc_time_json(st, 13));
     json_object_set_new(o, "items", items_json(svc_col(st, 7), cur));
-    json_t *addr = svc_pii_open_text(svc_col(st, 8), "shippingAddress"); /* sealed */
+    json_t *addr = svc_pii_open_column(svc_col(st, 8), svc_col(st, 1), "shippingAddress");
     if (addr) json_object_set_new(o, "shippingAddress", addr);
     if (svc_col(st, 9)) json_object_set_new(o, "cancellationReason", json_string(svc_col(st, 9)));
     if (svc_col(st, 10)) json_object_set_new(o, "trackingNumber", json_string(svc_col(st, 10)));

@@ -9,7 +9,12 @@
  * back); created_at/updated_at are the events' times in Unix nanoseconds
  * (INTEGER), formatted RFC 3339 when read. No index on status: the list query
  * walks the primary key in id order (the page cursor) and filters, which is what
- * SQLite chose even when there was one.
+ * SQLite chose even when there was one. WITHOUT ROWID: the table is keyed by the
+ * order id itself, which is then not stored a second time in a primary-key index
+ * (the PostgreSQL adapter drops the words). The shipping address is stored here
+ * only (the shipments read model reads it from this table), sealed for the
+ * order's customer, without the "pii1:<customer id>:" the row's customer_id
+ * already says (svc_pii_column_pack / svc_pii_open_column).
  *
  * Its ud is the platform's waiter registry (wait.c; NULL for an offline rebuild):
  * every order an event touches is marked, and GETs parked on it are woken once
@@ -26,7 +31,7 @@ static const char schema[] =
     " discount INTEGER NOT NULL DEFAULT 0, total INTEGER NOT NULL DEFAULT 0,"
     " items TEXT NOT NULL DEFAULT '[]', shipping_address TEXT, cancellation_reason TEXT,"
     " tracking_number TEXT, saga_id TEXT, created_at INTEGER NOT NULL,"
-    " updated_at INTEGER NOT NULL);"
+    " updated_at INTEGER NOT NULL) WITHOUT ROWID;"
     "CREATE INDEX IF NOT EXISTS orders_customer ON orders(customer_id, id);";
 
 static const char *const types[] = {
@@ -98,9 +103,24 @@ static int apply_item(struct ag_rm *db, const char *id, const json_t *d, bool ad
     return rc;
 }
 
+static int customer_row(const struct ag_rm_row *r, void *ud)
+{
+    snprintf(ud, AG_DOM_ID_MAX, "%s", ag_rm_text(r, 0) ?: "");
+    return 1;
+}
+
+/* The order's customer (the subject its address is sealed for), "" when unknown. */
+static const char *load_customer(struct ag_rm *db, const char *id, char out[AG_DOM_ID_MAX])
+{
+    struct ag_rm_arg arg = AG_RM_TEXT(id);
+    out[0] = 0;
+    ag_rm_query(db, "SELECT customer_id FROM orders WHERE id=?1", &arg, 1, customer_row, out, NULL);
+    return out;
+}
+
 static int apply_placed(struct ag_rm *db, const char *id, const json_t *d, const char *ts)
 {
-    char sub[32], disc[32], tot[32];
+    char sub[32], disc[32], tot[32], cust[AG_DOM_ID_MAX];
     snprintf(
         sub, sizeof sub, "%lld",
         (long long)json_integer_value(json_object_get(json_object_get(d, "subtotal"), "amount")));
@@ -109,7 +129,9 @@ static int apply_placed(struct ag_rm *db, const char *id, const json_t *d, const
         (long long)json_integer_value(json_object_get(json_object_get(d, "discount"), "amount")));
     snprintf(tot, sizeof tot, "%lld",
              (long long)json_integer_value(json_object_get(json_object_get(d, "total"), "amount")));
-    char *addr = json_dumps(json_object_get(d, "shippingAddress"), JSON_COMPACT | JSON_ENCODE_ANY);
+    char *text = json_dumps(json_object_get(d, "shippingAddress"), JSON_COMPACT | JSON_ENCODE_ANY);
+    char *addr = svc_pii_column_pack(text, load_customer(db, id, cust));
+    free(text);
     struct ag_rm_arg v[] = {
         AG_RM_TEXT(id),   AG_RM_TEXT(sub),
         AG_RM_TEXT(disc), AG_RM_TEXT(tot),
@@ -119,7 +141,7 @@ static int apply_placed(struct ag_rm *db, const char *id, const json_t *d, const
                         "UPDATE orders SET status='pending', subtotal=?2, discount=?3, total=?4,"
                         " shipping_address=?5, saga_id=?6, updated_at=?7 WHERE id=?1",
                         v, 7, NULL);
-    free(addr);
+    ag_free(addr);
     return rc;
 }
 

@@ -2,6 +2,9 @@
  * The shipments read model (readmodels/shipments.db): one row per order's
  * shipment (arranged, cancelled, dispatched, delivered) with its tracking number;
  * updated_at is the event's time in Unix nanoseconds (formatted when read).
+ * Not the address: it is the order's shipping address, which the orders read
+ * model keeps (api.c reads it there; issue 19 stores it once). WITHOUT ROWID: the
+ * order id is the table's key, not stored again in a primary-key index.
  */
 #include <stdio.h>
 #include <string.h>
@@ -10,7 +13,7 @@
 
 static const char ship_schema[] =
     "CREATE TABLE IF NOT EXISTS shipments(order_id TEXT PRIMARY KEY, id TEXT NOT NULL,"
-    " status TEXT NOT NULL, tracking_number TEXT, address TEXT, updated_at INTEGER NOT NULL);";
+    " status TEXT NOT NULL, tracking_number TEXT, updated_at INTEGER NOT NULL) WITHOUT ROWID;";
 static const char *const ship_types[] = {AG_EV_SHIPMENT_ARRANGED, AG_EV_SHIPMENT_CANCELLED,
                                          AG_EV_SHIPMENT_DISPATCHED, AG_EV_SHIPMENT_DELIVERED, NULL};
 
@@ -22,19 +25,14 @@ static int apply_shipment(struct ag_rm *db, const struct ag_event *ev, const jso
         return 0; /* not one of ours (the type owns its prefix) */
     snprintf(type, sizeof type, "%.*s", (int)ev->type_len, ev->type);
     snprintf(ts, sizeof ts, "%llu", (unsigned long long)ev->time_ns); /* Unix ns, INTEGER */
-    if (strcmp(type, AG_EV_SHIPMENT_ARRANGED) == 0) {
-        char *addr = json_dumps(json_object_get(d, "address"), JSON_COMPACT | JSON_ENCODE_ANY);
-        int rc = svc_sql_run(
+    if (strcmp(type, AG_EV_SHIPMENT_ARRANGED) == 0)
+        return svc_sql_run(
             db,
-            "INSERT INTO shipments VALUES(?1, ?2, 'arranged', ?3, ?4, ?5) ON CONFLICT(order_id) DO"
+            "INSERT INTO shipments VALUES(?1, ?2, 'arranged', ?3, ?5) ON CONFLICT(order_id) DO"
             " UPDATE SET id=excluded.id, status='arranged', "
-            "tracking_number=excluded.tracking_number,"
-            " address=excluded.address, updated_at=excluded.updated_at",
+            "tracking_number=excluded.tracking_number, updated_at=excluded.updated_at",
             order, json_string_value(json_object_get(d, "shipmentId")),
-            json_string_value(json_object_get(d, "trackingNumber")), addr, ts);
-        free(addr);
-        return rc;
-    }
+            json_string_value(json_object_get(d, "trackingNumber")), NULL, ts);
     const char *status = strcmp(type, AG_EV_SHIPMENT_CANCELLED) == 0   ? "cancelled"
                          : strcmp(type, AG_EV_SHIPMENT_DELIVERED) == 0 ? "delivered"
                                                                        : "dispatched";

@@ -574,10 +574,12 @@ Test(saga, the_read_model_names_the_failed_compensations_then_the_retry)
 
 /* ---- metadata ---- */
 
-static json_t *meta_of(const struct ag_event *ev)
+/* An event's whole metadata, as readers get it (stored compactly since issue 19:
+ * the saga-wide part on SagaStarted, `started`). */
+static json_t *meta_of(const struct ag_event *ev, const struct ag_event *started)
 {
-    json_t *m = json_loadb(ev->metadata, ev->metadata_len, 0, NULL);
-    cr_assert_not_null(m, "%.*s", (int)ev->metadata_len, ev->metadata);
+    json_t *m = ag_saga_event_meta(ev, started);
+    cr_assert(json_is_object(m), "%.*s", (int)ev->metadata_len, ev->metadata);
     return m;
 }
 
@@ -613,7 +615,7 @@ Test(saga, saga_events_carry_correlation_causation_trace_and_actor)
     cr_assert_eq(p.count, 6, "Started, Succeeded, Failed, 2 compensations, Compensated");
     char prev[AG_UUID_STRLEN + 1] = "0190a1b2-c3d4-7e5f-8a6b-7c8d9e0f1a2b";
     for (size_t i = 0; i < p.count; i++) {
-        json_t *m = meta_of(&p.events[i]);
+        json_t *m = meta_of(&p.events[i], &p.events[0]);
         cr_assert_str_eq(str_at(m, "correlationId", NULL), "md1");
         cr_assert_str_eq(str_at(m, "causationId", NULL), prev, "event %zu", i);
         cr_assert_str_eq(str_at(m, "traceparent", NULL), tp);
@@ -625,6 +627,43 @@ Test(saga, saga_events_carry_correlation_causation_trace_and_actor)
         cr_assert_str_eq(str_at(actor, "onBehalfOf", "sub"), "cust-1");
         ag_uuid_format(&p.events[i].id, prev);
         json_decref(m);
+    }
+    ag_event_page_free(&p);
+}
+
+/* What is stored: the saga-wide metadata once, on SagaStarted; each later event
+ * only its cause; the correlation id (the stream's) nowhere. Reading it back
+ * without SagaStarted at hand (ag_saga_event_meta_read) gives the whole of it. */
+Test(saga, saga_metadata_is_stored_once)
+{
+    char cause_meta[] = "{\"actor\":{\"sub\":\"cust-1\"},\"requestId\":\"r-1\"}";
+    struct ag_event cause = {.metadata = cause_meta, .metadata_len = strlen(cause_meta)};
+    struct ag_saga_engine *e = engine();
+    json_t *d = json_object();
+    cr_assert_eq(ag_saga_start(e, "Test", "md3", d, &cause, NULL), 0);
+    json_decref(d);
+    settle(e);
+    ag_saga_engine_stop(e);
+    struct ag_event_page p;
+    cr_assert_eq(ag_store_read_stream(store, "saga-md3", 8, 0, AG_READ_FORWARD, 100, &p, NULL), 0);
+    cr_assert_gt(p.count, 2);
+    json_t *m0 = json_loadb(p.events[0].metadata, p.events[0].metadata_len, 0, NULL);
+    cr_assert_str_eq(str_at(m0, "requestId", NULL), "r-1");
+    cr_assert_null(json_object_get(m0, "correlationId"));
+    json_decref(m0);
+    for (size_t i = 1; i < p.count; i++) {
+        json_t *m = json_loadb(p.events[i].metadata, p.events[i].metadata_len, 0, NULL);
+        cr_assert_eq(json_object_size(m), 1, "%.*s", (int)p.events[i].metadata_len,
+                     p.events[i].metadata);
+        cr_assert_not_null(json_object_get(m, "causationId"));
+        json_decref(m);
+        json_t *whole = NULL;
+        cr_assert_eq(ag_saga_event_meta_read(store, &p.events[i], &whole, NULL), 0);
+        cr_assert_str_eq(str_at(whole, "correlationId", NULL), "md3");
+        cr_assert_str_eq(str_at(whole, "requestId", NULL), "r-1");
+        cr_assert_str_eq(str_at(whole, "actor", "sub"), "saga:Test");
+        cr_assert_str_eq(str_at(json_object_get(whole, "actor"), "onBehalfOf", "sub"), "cust-1");
+        json_decref(whole);
     }
     ag_event_page_free(&p);
 }
@@ -644,7 +683,7 @@ Test(saga, a_resumed_saga_without_metadata_gets_it)
     cr_assert_eq(p.count, 5);
     char prev[AG_UUID_STRLEN + 1];
     ag_uuid_format(&p.events[1].id, prev);
-    json_t *m = meta_of(&p.events[2]);
+    json_t *m = meta_of(&p.events[2], &p.events[0]);
     cr_assert_str_eq(str_at(m, "correlationId", NULL), "md2");
     cr_assert_str_eq(str_at(m, "causationId", NULL), prev);
     cr_assert_str_eq(str_at(m, "actor", "sub"), "saga:Test");
@@ -809,4 +848,23 @@ Test(saga, step_durations_go_to_the_histogram)
     cr_assert_float_eq(step_hist(r, "A/compensate", &n), 0.003, 1e-9);
     cr_assert_eq(n, 1);
     ag_obs_registry_free(r);
+}
+
+/* The `steps` column: a succeeded step is its name alone, any other a compact
+ * array; both read back as the API's objects (rows written before read too). */
+Test(saga, steps_column_round_trips_compactly)
+{
+    json_t *steps = json_pack("[{s:s, s:s}, {s:s, s:s, s:s}, {s:s, s:s}]", "name", "One", "status",
+                              "succeeded", "name", "Two", "status", "failed", "error", "no", "name",
+                              "Three", "status", "pending");
+    char *text = ag_saga_steps_text(steps);
+    cr_assert_str_eq(text, "[\"One\",[\"Two\",\"failed\",\"no\"],[\"Three\",\"pending\"]]");
+    json_t *back = ag_saga_steps_json(text);
+    cr_assert(json_equal(back, steps));
+    json_decref(back);
+    back = ag_saga_steps_json("[[\"One\",\"succeeded\"]]"); /* the form before */
+    cr_assert_str_eq(str_at(json_array_get(back, 0), "status", NULL), "succeeded");
+    json_decref(back);
+    free(text);
+    json_decref(steps);
 }

@@ -180,3 +180,133 @@ Test(per_order, an_unpaid_order_gives_its_stock_back_once)
     t_catch_up();
     cr_expect_eq(stock_field(prod, "reserved"), reserved);
 }
+
+/* The integration event the relay would publish for the last event of type `type`
+ * in $all: its CloudEvent type into `ce_type`, its data parsed (owned). */
+static json_t *published(const char *type, char ce_type[300])
+{
+    struct ag_event_page p;
+    cr_assert_eq(ag_store_read_all(t_plat->env.store, 0, AG_READ_FORWARD, 1000, &p, NULL), 0);
+    const struct ag_event *ev = NULL;
+    for (size_t i = 0; i < p.count; i++)
+        if (p.events[i].type_len == strlen(type) &&
+            memcmp(p.events[i].type, type, p.events[i].type_len) == 0)
+            ev = &p.events[i];
+    cr_assert_not_null(ev, "%s is in $all", type);
+    struct ag_relay_msg m = {0};
+    cr_assert_eq(svc_published_language(NULL, t_plat->env.store, ev, &m), 1, "%s is published",
+                 type);
+    snprintf(ce_type, 300, "%s", m.type);
+    json_t *d = json_loads(m.data, 0, NULL);
+    ag_free(m.data);
+    ag_event_page_free(&p);
+    cr_assert_not_null(d);
+    return d;
+}
+
+static const char *str(json_t *o, const char *k)
+{
+    return json_string_value(json_object_get(o, k)) ?: "";
+}
+
+/* docs/events.md: StockReserved, PaymentCaptured, StockReleased and PaymentRefunded
+ * are published from the per-order model's StockHeld, AccountCharged, StockFreed and
+ * AccountRefunded, with their documented fields. */
+Test(per_order, the_per_order_events_publish_the_documented_integration_events)
+{
+    char acc[40], prod[40], order[40], saga[40], st[32], t[300];
+    t_register(ALICE, "alice@test.example", NULL, acc);
+    t_deposit(ALICE, acc, 100000);
+    t_product(1, prod);
+    t_order(ALICE, prod, 2, order, saga);
+    t_saga_wait(saga, st);
+    cr_assert_str_eq(st, "completed");
+
+    json_t *d = published("StockHeld", t);
+    cr_expect_str_eq(t, "agora.inventory.StockReserved");
+    cr_expect_str_eq(str(d, "productId"), prod);
+    cr_expect_str_eq(str(d, "orderId"), order);
+    cr_expect_eq(json_integer_value(json_object_get(d, "quantity")), 2);
+    cr_expect_eq(json_object_size(d), 3, "exactly the documented fields");
+    json_decref(d);
+    d = published("AccountCharged", t);
+    cr_expect_str_eq(t, "agora.payments.PaymentCaptured");
+    cr_expect_str_eq(str(d, "accountId"), acc);
+    cr_expect_str_eq(str(d, "orderId"), order);
+    json_t *amount = json_object_get(d, "amount");
+    cr_expect_gt(json_integer_value(json_object_get(amount, "amount")), 0);
+    cr_expect_eq(strlen(str(amount, "currency")), 3, "a currency code");
+    cr_expect_eq(json_object_size(d), 3);
+    json_decref(d);
+
+    /* a refund (as a compensation writes it), on the same account */
+    char stream[64], data[160];
+    snprintf(stream, sizeof stream, "account-%s", acc);
+    snprintf(data, sizeof data, "{\"orderId\":\"%s\",\"amount\":1999,\"at\":1}", order);
+    struct ag_event ev = {.stream = stream,
+                          .stream_len = strlen(stream),
+                          .type = "AccountRefunded",
+                          .type_len = 15,
+                          .data = data,
+                          .data_len = strlen(data)};
+    struct ag_relay_msg m = {0};
+    cr_assert_eq(svc_published_language(NULL, t_plat->env.store, &ev, &m), 1);
+    cr_expect_str_eq(m.type, "agora.payments.PaymentRefunded");
+    d = json_loads(m.data, 0, NULL);
+    ag_free(m.data);
+    cr_expect_str_eq(str(d, "accountId"), acc);
+    cr_expect_eq(json_integer_value(json_object_get(json_object_get(d, "amount"), "amount")), 1999);
+    cr_expect_eq(strlen(str(json_object_get(d, "amount"), "currency")), 3);
+    json_decref(d);
+
+    /* an unpaid order gives its stock back: StockFreed → StockReleased, with a reason */
+    char poor[40];
+    t_register(BOB, "bob@test.example", NULL, poor);
+    t_order(BOB, prod, 1, order, saga);
+    t_saga_wait(saga, st);
+    cr_assert_str_eq(st, "compensated");
+    d = published("StockFreed", t);
+    cr_expect_str_eq(t, "agora.inventory.StockReleased");
+    cr_expect_str_eq(str(d, "orderId"), order);
+    cr_expect_neq(str(d, "reason")[0], 0, "a reason");
+    json_decref(d);
+}
+
+static json_t *text_row(const struct ag_rm_row *r)
+{
+    return json_string(ag_rm_text(r, 0) ?: "");
+}
+
+/* The shipping address is stored once, in the orders read model, sealed for the
+ * order's customer without the envelope's "pii1:<customer id>:" (the row's
+ * customer_id); the order and its shipment both answer it in clear. */
+Test(per_order, the_address_is_stored_once_and_read_by_order_and_shipment)
+{
+    char acc[40], prod[40], order[40], saga[40], st[32], path[160];
+    t_register(ALICE, "alice@test.example", NULL, acc);
+    t_deposit(ALICE, acc, 100000);
+    t_product(1, prod);
+    t_order(ALICE, prod, 1, order, saga);
+    t_saga_wait(saga, st);
+    cr_assert_str_eq(st, "completed");
+    t_catch_up();
+    const char *args[] = {order};
+    json_t *rows =
+        svc_rm_query(&t_plat->env, RM_ORDERS, "SELECT shipping_address FROM orders WHERE id=?1",
+                     args, 1, text_row);
+    const char *col = json_string_value(json_array_get(rows, 0));
+    cr_assert(col && col[0] == '~' && !strstr(col, "pii1:"), "packed: %s", col ? col : "-");
+    json_decref(rows);
+    struct t_resp r;
+    snprintf(path, sizeof path, "/api/v1/orders/%s", order);
+    cr_assert_eq(t_call(&r, "GET", path, ALICE, NULL, NULL), 200, "%s", r.text);
+    json_t *a1 = json_incref(json_object_get(r.body, "shippingAddress"));
+    t_free(&r);
+    snprintf(path, sizeof path, "/api/v1/shipments/%s", order);
+    cr_assert_eq(t_call(&r, "GET", path, ALICE, NULL, NULL), 200, "%s", r.text);
+    json_t *a2 = json_object_get(r.body, "address");
+    cr_expect_str_eq(json_string_value(json_object_get(a1, "street")), "1 Main St");
+    cr_expect(json_equal(a1, a2), "%s", r.text);
+    t_free(&r);
+    json_decref(a1);
+}

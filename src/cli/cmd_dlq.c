@@ -9,6 +9,8 @@
  * /admin/dlq/{id}/replay, DELETE /admin/dlq/{id}. When nothing runs, `list` and
  * `show` read the projections' lists from the read models (DIR/readmodels, or
  * --readmodels URI) directly; `replay` and `drop` then say that agora must run.
+ * The bus workers' parked messages (`bus:<consumer>:<n>`, choreography's) come
+ * only from the running server: their lots are store streams it holds open.
  * Output is JSON on stdout; exit 0 on success, 1 on failure, 2 on bad usage.
  */
 #include <dirent.h>
@@ -29,8 +31,10 @@ static const char usage_text[] =
     "usage: agora dlq list|show ID|replay ID|drop ID [--data DIR] [--readmodels URI]\n"
     "\n"
     "Dead letters: events a projection failed on (id projection:<name>:<position>)\n"
-    "and bus messages a consumer parked (id bus:<consumer>:<n>). Later events of the\n"
-    "same stream (aggregate) wait behind a parked one; other streams flow.\n"
+    "and bus messages a bus worker parked (id bus:<consumer>:<n>: with --saga-mode\n"
+    "choreography, chor-inventory, chor-payments, chor-shipping, chor-ordering).\n"
+    "Later events of the same stream (aggregate) wait behind a parked one; other\n"
+    "streams flow.\n"
     "\n"
     "  list        the unresolved dead letters (JSON array)\n"
     "  show ID     one of them\n"
@@ -38,9 +42,10 @@ static const char usage_text[] =
     "              it follow in order until one fails\n"
     "  drop ID     resolve it without handling it; the ones behind it follow\n"
     "\n"
-    "With agora running on DIR this asks it over DIR/services.sock; without, list\n"
-    "and show read the read models (default DIR/readmodels), replay and drop need\n"
-    "agora run. DIR defaults to $AGORA_DATA, else ./data.\n";
+    "With agora running on DIR this asks it over DIR/services.sock (both kinds);\n"
+    "without, list and show read the projections' from the read models (default\n"
+    "DIR/readmodels), replay and drop need agora run. DIR defaults to $AGORA_DATA,\n"
+    "else ./data.\n";
 
 /* One request over DIR/services.sock: the status (0: nothing answers), the body. */
 static int ask(const char *data, const char *method, const char *path, struct ag_buf *body)

@@ -112,6 +112,7 @@ struct svc_env {
     struct ag_bus *bus;          /* the message bus (--bus), or NULL */
     struct ag_relay *relay;      /* the outbox relay publishing to it, or NULL */
     struct svc_waiters *waiters; /* parked blocking reads (wait.c), or NULL */
+    struct svc_chor *chor;       /* choreography's bus workers (their dead letters), or NULL */
 };
 
 struct ag_platform {
@@ -152,6 +153,9 @@ struct svc_chor;
 /* Open the four contexts' bus workers on p->bus and start their threads. */
 int svc_chor_start(struct ag_platform *p, struct svc_chor **out, struct ag_err *err);
 void svc_chor_stop(struct svc_chor *c);
+/* The i-th bus worker (0..3: chor-inventory, -payments, -shipping, -ordering),
+ * NULL past the last or when `c` is NULL: the dead letters' view (dlq.c). */
+struct ag_bus_worker *svc_chor_worker(const struct svc_chor *c, size_t i);
 /* Turn the saga projection `sagas` into one that also folds the choreographed
  * flow's events into the same rows. */
 void svc_chor_projection(struct ag_projection *sagas);

@@ -407,6 +407,7 @@ int ag_platform_start(const struct ag_platform_config *cfg, struct ag_platform *
     if (!rc && cfg->seed && st.events == 0) rc = svc_seed(&p->env, err);
     if (!rc) rc = svc_bus_start(p, err);
     if (!rc && p->cfg.choreography) rc = svc_chor_start(p, &p->chor, err);
+    p->env.chor = p->chor; /* before start_http copies the environment per context */
     if (!rc) rc = start_http(p, err);
     if (!rc && svc_monitor_start(p))
         rc = ag_err_set(err, AG_ENOMEM, "cannot start the monitor thread");

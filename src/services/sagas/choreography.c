@@ -675,6 +675,11 @@ int svc_chor_start(struct ag_platform *p, struct svc_chor **out, struct ag_err *
     return 0;
 }
 
+struct ag_bus_worker *svc_chor_worker(const struct svc_chor *c, size_t i)
+{
+    return c && i < C_COUNT ? c->r[i].w : NULL;
+}
+
 void svc_chor_stop(struct svc_chor *c)
 {
     if (!c) return;

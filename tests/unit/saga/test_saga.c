@@ -326,11 +326,11 @@ static int saga_rec_row(const struct ag_rm_row *r, void *ud)
 {
     struct saga_rec *o = ud;
     snprintf(o->status, sizeof o->status, "%s", ag_rm_text(r, 0) ?: "");
-    json_t *steps = ag_saga_steps_json(ag_rm_text(r, 1)); /* the column is compact */
-    char *text = json_dumps(steps, JSON_COMPACT);
+    json_t *objs = ag_saga_steps_json(ag_rm_text(r, 1)); /* the column is compact */
+    char *text = json_dumps(objs, JSON_COMPACT);
     snprintf(o->steps, sizeof o->steps, "%s", text ?: "");
     free(text);
-    json_decref(steps);
+    json_decref(objs);
     snprintf(o->reason, sizeof o->reason, "%s", ag_rm_text(r, 2) ?: "");
     o->found = true;
     return 1;
@@ -854,17 +854,17 @@ Test(saga, step_durations_go_to_the_histogram)
  * array; both read back as the API's objects (rows written before read too). */
 Test(saga, steps_column_round_trips_compactly)
 {
-    json_t *steps = json_pack("[{s:s, s:s}, {s:s, s:s, s:s}, {s:s, s:s}]", "name", "One", "status",
-                              "succeeded", "name", "Two", "status", "failed", "error", "no", "name",
-                              "Three", "status", "pending");
-    char *text = ag_saga_steps_text(steps);
+    json_t *objs = json_pack("[{s:s, s:s}, {s:s, s:s, s:s}, {s:s, s:s}]", "name", "One", "status",
+                             "succeeded", "name", "Two", "status", "failed", "error", "no", "name",
+                             "Three", "status", "pending");
+    char *text = ag_saga_steps_text(objs);
     cr_assert_str_eq(text, "[\"One\",[\"Two\",\"failed\",\"no\"],[\"Three\",\"pending\"]]");
     json_t *back = ag_saga_steps_json(text);
-    cr_assert(json_equal(back, steps));
+    cr_assert(json_equal(back, objs));
     json_decref(back);
     back = ag_saga_steps_json("[[\"One\",\"succeeded\"]]"); /* the form before */
     cr_assert_str_eq(str_at(json_array_get(back, 0), "status", NULL), "succeeded");
     json_decref(back);
     free(text);
-    json_decref(steps);
+    json_decref(objs);
 }

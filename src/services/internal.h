@@ -147,6 +147,23 @@ struct ag_platform {
     struct svc_waiters *waiters; /* parked blocking reads of orders (wait.c) */
 };
 
+/* ---- an order as the PlaceOrder steps need it (sagas/placeorder.c) ---- */
+
+/* What the orchestrated steps and the choreographed reactions read of an order:
+ * a copy taken under the repository's read, so it outlives the cached state. */
+struct svc_order_view {
+    bool exists;
+    enum ag_order_status status;
+    char customer_id[AG_DOM_ID_MAX];
+    struct ag_price_line lines[100];
+    size_t n;
+    struct ag_money total;
+    struct ag_address address;
+};
+
+/* ag_es_read's view callback filling a struct svc_order_view (ud). */
+void svc_view_order(const void *state, int64_t version, void *ud);
+
 /* ---- PlaceOrder as choreography (sagas/choreography.c, choreography_view.c) ---- */
 
 struct svc_chor;

@@ -212,39 +212,17 @@ static bool stream_has(struct svc_env *p, const char *prefix, const char *id, co
     return found;
 }
 
-struct oview {
-    enum ag_order_status status;
-    char customer_id[AG_DOM_ID_MAX];
-    struct ag_price_line lines[100];
-    size_t n;
-    struct ag_money total;
-    struct ag_address address;
-};
-
-static void view_order(const void *state, int64_t version, void *ud)
-{
-    AG_UNUSED(version);
-    const struct ag_order *o = state;
-    struct oview *v = ud;
-    v->status = o->status;
-    snprintf(v->customer_id, sizeof v->customer_id, "%s", o->customer_id);
-    v->n = o->nlines < 100 ? o->nlines : 100;
-    memcpy(v->lines, o->lines, v->n * sizeof *v->lines);
-    v->total = o->total;
-    v->address = o->shipping_address;
-}
-
 static void view_account(const void *state, int64_t version, void *ud)
 {
     AG_UNUSED(version);
     snprintf(ud, AG_DOM_ID_MAX, "%s", ((const struct ag_customer *)state)->account_id);
 }
 
-static int load(struct svc_env *p, const char *order, struct oview *v, char *account,
+static int load(struct svc_env *p, const char *order, struct svc_order_view *v, char *account,
                 struct ag_err *err)
 {
     memset(v, 0, sizeof *v);
-    int rc = svc_read(p, &svc_order_type, order, view_order, v, err);
+    int rc = svc_read(p, &svc_order_type, order, svc_view_order, v, err);
     if (!rc && account) {
         account[0] = '\0';
         rc = svc_read(p, &svc_customer_type, v->customer_id, view_account, account, err);
@@ -321,8 +299,8 @@ static void tracking_number(const char *order_id, char out[32])
 
 /* ---- inventory ---- */
 
-static int release_lines(struct reactor *x, const char *order, const struct oview *v, size_t upto,
-                         const char *reason, struct ag_err *err)
+static int release_lines(struct reactor *x, const char *order, const struct svc_order_view *v,
+                         size_t upto, const char *reason, struct ag_err *err)
 {
     char meta[128];
     snprintf(meta, sizeof meta, "{\"actor\":\"%s\"}", consumer_names[x->which]);
@@ -342,7 +320,7 @@ static int reserve(struct reactor *x, const struct ag_bus_delivery *d, const cha
                    struct ag_err *err)
 {
     struct svc_env *p = x->chor->env;
-    struct oview v;
+    struct svc_order_view v;
     int rc = load(p, order, &v, NULL, err);
     if (rc || v.status != AG_ORDER_PENDING) return rc; /* cancelled meanwhile: nothing to do */
     char why[128];
@@ -390,7 +368,7 @@ static int release(struct reactor *x, const struct ag_bus_delivery *d, const cha
     char why[128];
     if (injected(x, S_RESERVE, true, why))
         return comp_failed(x, d, &svc_reservation_type, order, S_RESERVE, why, err);
-    struct oview v;
+    struct svc_order_view v;
     int rc = load(p, order, &v, NULL, err);
     if (!rc) rc = release_lines(x, order, &v, v.n, reason, err);
     return rc ? rc
@@ -404,7 +382,7 @@ static int charge(struct reactor *x, const struct ag_bus_delivery *d, const char
                   struct ag_err *err)
 {
     struct svc_env *p = x->chor->env;
-    struct oview v;
+    struct svc_order_view v;
     char account[AG_DOM_ID_MAX];
     int rc = load(p, order, &v, account, err);
     if (rc || v.status != AG_ORDER_PENDING) return rc;
@@ -448,7 +426,7 @@ static int refund(struct reactor *x, const struct ag_bus_delivery *d, const char
     char why[128];
     if (injected(x, S_PAY, true, why))
         return comp_failed(x, d, &svc_payment_type, order, S_PAY, why, err);
-    struct oview v;
+    struct svc_order_view v;
     char account[AG_DOM_ID_MAX];
     int rc = load(p, order, &v, account, err);
     if (rc) return rc;
@@ -477,7 +455,7 @@ static int arrange(struct reactor *x, const struct ag_bus_delivery *d, const cha
                    struct ag_err *err)
 {
     struct svc_env *p = x->chor->env;
-    struct oview v;
+    struct svc_order_view v;
     int rc = load(p, order, &v, NULL, err);
     if (rc || v.status != AG_ORDER_PENDING) return rc;
     char why[128];
@@ -523,7 +501,7 @@ static int cancel(struct reactor *x, const struct ag_bus_delivery *d, const char
                   const char *reason, const char *why_type, struct ag_err *err)
 {
     struct svc_env *p = x->chor->env;
-    struct oview v;
+    struct svc_order_view v;
     int rc = load(p, order, &v, NULL, err);
     if (rc || v.status != AG_ORDER_PENDING) return rc;
     json_t *fail = why_type ? json_pack("{s:s, s:s}", "orderId", order, "reason", reason) : NULL;
@@ -558,7 +536,7 @@ static int confirm(struct reactor *x, const struct ag_bus_delivery *d, const cha
                    struct ag_err *err)
 {
     struct svc_env *p = x->chor->env;
-    struct oview v;
+    struct svc_order_view v;
     int rc = load(p, order, &v, NULL, err);
     if (rc || v.status != AG_ORDER_PENDING) return rc;
     char why[128];

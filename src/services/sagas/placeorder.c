@@ -32,21 +32,11 @@
 
 #include "services/internal.h"
 
-struct order_view {
-    bool exists;
-    enum ag_order_status status;
-    char customer_id[AG_DOM_ID_MAX];
-    struct ag_price_line lines[100];
-    size_t n;
-    struct ag_money total;
-    struct ag_address address;
-};
-
-static void view_order(const void *state, int64_t version, void *ud)
+void svc_view_order(const void *state, int64_t version, void *ud)
 {
     AG_UNUSED(version);
     const struct ag_order *o = state;
-    struct order_view *v = ud;
+    struct svc_order_view *v = ud;
     v->exists = o->exists;
     v->status = o->status;
     snprintf(v->customer_id, sizeof v->customer_id, "%s", o->customer_id);
@@ -56,13 +46,13 @@ static void view_order(const void *state, int64_t version, void *ud)
     v->address = o->shipping_address;
 }
 
-static int load_order(struct svc_env *p, const json_t *data, struct order_view *v, const char **id,
-                      struct ag_err *err)
+static int load_order(struct svc_env *p, const json_t *data, struct svc_order_view *v,
+                      const char **id, struct ag_err *err)
 {
     *id = json_string_value(json_object_get(data, "orderId"));
     if (!*id) return ag_err_set(err, AG_EINVAL, "saga data has no orderId");
     memset(v, 0, sizeof *v);
-    return svc_read(p, &svc_order_type, *id, view_order, v, err);
+    return svc_read(p, &svc_order_type, *id, svc_view_order, v, err);
 }
 
 static void view_account_id(const void *state, int64_t version, void *ud)
@@ -118,7 +108,7 @@ static int place_check(void *ud, const json_t *data, const char *key, const char
                        struct ag_err *err)
 {
     AG_UNUSED(key), AG_UNUSED(reason);
-    struct order_view v;
+    struct svc_order_view v;
     const char *id;
     int rc = load_order(ud, data, &v, &id, err);
     if (rc) return rc;
@@ -141,7 +131,7 @@ static int place_undo(void *ud, const json_t *data, const char *key, const char 
         err);
 }
 
-static int release_lines(struct svc_env *p, const char *order_id, const struct order_view *v,
+static int release_lines(struct svc_env *p, const char *order_id, const struct svc_order_view *v,
                          size_t upto, const char *reason, const char *meta, struct ag_err *err)
 {
     int rc = 0;
@@ -163,7 +153,7 @@ static int reserve(void *ud, const json_t *data, const char *key, const char *re
     AG_UNUSED(reason);
     char meta[256];
     step_meta(key, meta);
-    struct order_view v;
+    struct svc_order_view v;
     const char *id;
     int rc = load_order(ud, data, &v, &id, err);
     for (size_t i = 0; i < v.n && !rc; i++) {
@@ -185,14 +175,14 @@ static int release(void *ud, const json_t *data, const char *key, const char *re
 {
     char meta[256];
     step_meta(key, meta);
-    struct order_view v;
+    struct svc_order_view v;
     const char *id;
     int rc = load_order(ud, data, &v, &id, err);
     return rc ? rc : release_lines(ud, id, &v, v.n, reason, meta, err);
 }
 
 /* The order and its customer's account, for the payment step and its undo. */
-static int order_account(void *ud, const json_t *data, struct order_view *v, const char **id,
+static int order_account(void *ud, const json_t *data, struct svc_order_view *v, const char **id,
                          char account[AG_DOM_ID_MAX], struct ag_err *err)
 {
     int rc = load_order(ud, data, v, id, err);
@@ -205,7 +195,7 @@ static int charge(void *ud, const json_t *data, const char *key, const char *rea
     AG_UNUSED(reason);
     char meta[256];
     step_meta(key, meta);
-    struct order_view v;
+    struct svc_order_view v;
     const char *id;
     char account[AG_DOM_ID_MAX];
     int rc = order_account(ud, data, &v, &id, account, err);
@@ -223,7 +213,7 @@ static int refund(void *ud, const json_t *data, const char *key, const char *rea
     AG_UNUSED(reason);
     char meta[256];
     step_meta(key, meta);
-    struct order_view v;
+    struct svc_order_view v;
     const char *id;
     char account[AG_DOM_ID_MAX];
     int rc = order_account(ud, data, &v, &id, account, err);
@@ -246,7 +236,7 @@ static int arrange(void *ud, const json_t *data, const char *key, const char *re
     AG_UNUSED(reason);
     char meta[256];
     step_meta(key, meta);
-    struct order_view v;
+    struct svc_order_view v;
     const char *id;
     int rc = load_order(ud, data, &v, &id, err);
     if (rc) return rc;
@@ -296,7 +286,7 @@ static int unconfirm(void *ud, const json_t *data, const char *key, const char *
                      struct ag_err *err)
 {
     AG_UNUSED(key), AG_UNUSED(reason);
-    struct order_view v;
+    struct svc_order_view v;
     const char *id;
     int rc = load_order(ud, data, &v, &id, err);
     if (rc) return rc;
@@ -319,7 +309,7 @@ struct acall {
     struct ag_saga_call *call;
     struct svc_env *p;
     const char *id; /* the order id (in the saga's data, alive until done) */
-    struct order_view v;
+    struct svc_order_view v;
     size_t line;                   /* reserve, release: the next line */
     void (*more)(struct acall *x); /* reserve, release: run the next line */
     bool with_record;              /* the last command carries the step's record */

@@ -163,6 +163,9 @@ struct svc_order_view {
 
 /* ag_es_read's view callback filling a struct svc_order_view (ud). */
 void svc_view_order(const void *state, int64_t version, void *ud);
+/* The payment account of customer `customer_id` into `out` ("" when none). */
+int svc_account_of(struct svc_env *p, const char *customer_id, char out[AG_DOM_ID_MAX],
+                   struct ag_err *err);
 
 /* ---- PlaceOrder as choreography (sagas/choreography.c, choreography_view.c) ---- */
 
@@ -399,6 +402,21 @@ int svc_exec_async(struct svc_env *p, const struct svc_cmd *c, const struct svc_
 typedef int (*svc_dom2_fn)(const void *a, const void *b, const void *cmd,
                            struct ag_dom_events *out_a, struct ag_dom_events *out_b,
                            struct ag_err *err);
+/* Adapters from a domain function with typed arguments (ag_<fn>) to svc_dom_fn /
+ * svc_dom2_fn: SVC_DECIDE(fn) and SVC_DECIDE2(fn) define a static d_<fn>. One
+ * definition serves the orchestrated steps and the choreographed reactions. */
+#define SVC_DECIDE(fn)                                                                             \
+    static int d_##fn(const void *st, const void *cmd, struct ag_dom_events *out,                  \
+                      struct ag_err *err)                                                          \
+    {                                                                                              \
+        return ag_##fn(st, cmd, out, err);                                                         \
+    }
+#define SVC_DECIDE2(fn)                                                                            \
+    static int d_##fn(const void *a, const void *b, const void *cmd, struct ag_dom_events *out_a,  \
+                      struct ag_dom_events *out_b, struct ag_err *err)                             \
+    {                                                                                              \
+        return ag_##fn(a, b, cmd, out_a, out_b, err);                                              \
+    }
 /* A command over aggregate `id_a` of `type_a` and `id_b` of `type_b`, whose new
  * events are appended together in one multi-stream append (ag_es_execute_multi). */
 struct svc_cmd2 {

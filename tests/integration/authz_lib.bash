@@ -40,25 +40,10 @@ authz_node_tools() {
     ) 9>"${AG_BUILD_DIR:-$TMP}/.npm-ci.lock" || fail "npm ci failed"
 }
 
-# Port 0: the kernel picks a free port and agora prints it ("serving http://...").
+# shellcheck source=run_lib.bash
+source "$(dirname "${BASH_SOURCE[0]}")/run_lib.bash"
 authz_start() {
-    "$BIN" run --data "$DATA" --listen 127.0.0.1:0 >"$TMP/server.log" 2>&1 &
-    SPID=$!
-    BASE=""
-    for _ in $(seq 300); do
-        BASE=$(grep -o 'serving http://[0-9.]*:[0-9]*' "$TMP/server.log" | head -1 | sed 's/^serving //') || true
-        [ -n "$BASE" ] && break
-        kill -0 "$SPID" 2>/dev/null || fail "agora run exited"
-        sleep 0.1
-    done
-    [ -n "$BASE" ] || fail "agora run did not start"
-    local ok=""
-    for _ in $(seq 300); do
-        kill -0 "$SPID" 2>/dev/null || fail "agora run exited"
-        if [ "$(curl -s -o /dev/null -w '%{http_code}' "$BASE/health/ready")" = 200 ]; then ok=1 && break; fi
-        sleep 0.1
-    done
-    [ -n "$ok" ] || fail "agora run is not ready at $BASE"
+    agora_start "$DATA" ready
     echo "ok - agora run is ready at $BASE"
 }
 

@@ -24,26 +24,15 @@ TMP=$(mktemp -d)
 SPID=""
 cleanup() { [ -n "$SPID" ] && kill "$SPID" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$TMP"; }
 trap cleanup EXIT
-fail() { echo "FAIL: $*"; [ -f "$TMP/log" ] && tail -20 "$TMP/log"; exit 1; }
+fail() { echo "FAIL: $*"; [ -f "$TMP/server.log" ] && tail -20 "$TMP/server.log"; exit 1; }
 J='Content-Type: application/json'
 D="$TMP/d"
-f() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1]))" "$1"; }
+f() { json_field "$1"; }
 
-start() {
-    local from=1
-    [ -f "$TMP/log" ] && from=$(($(wc -l <"$TMP/log") + 1))
-    AGORA_SAGA_MODE=choreography "$BIN" run --data "$D" --listen 127.0.0.1:0 >>"$TMP/log" 2>&1 &
-    SPID=$!
-    A=""
-    for _ in $(seq 300); do
-        A=$(tail -n +"$from" "$TMP/log" | grep -o 'serving http://127.0.0.1:[0-9]*' | head -1 | sed 's/serving //') || true
-        [ -n "$A" ] && break
-        kill -0 "$SPID" 2>/dev/null || fail "agora run exited"
-        sleep 0.1
-    done
-    [ -n "$A" ] || fail "agora run did not start"
-}
-stop() { kill "$SPID"; wait "$SPID" || fail "agora run did not stop cleanly"; SPID=""; }
+# shellcheck source=run_lib.bash
+source "$(dirname "$0")/run_lib.bash"
+start() { agora_start "$D" live --saga-mode choreography; }
+stop() { agora_stop; }
 
 start
 ADMIN=$("$BIN" token --data "$D" --sub ops --role admin) || fail "agora token"

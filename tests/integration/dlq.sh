@@ -24,27 +24,11 @@ trap cleanup EXIT
 fail() { echo "FAIL: $*"; [ -f "$TMP/server.log" ] && tail -20 "$TMP/server.log"; exit 1; }
 D="$TMP/data"
 
-start() {
-    local from=1
-    [ -f "$TMP/server.log" ] && from=$(($(wc -l <"$TMP/server.log") + 1))
-    "$BIN" run --data "$D" --listen 127.0.0.1:0 >>"$TMP/server.log" 2>&1 &
-    SPID=$!
-    A=""
-    for _ in $(seq 300); do
-        A=$(tail -n +"$from" "$TMP/server.log" | grep -o 'serving http://127.0.0.1:[0-9]*' | head -1 | sed 's/serving //') || true
-        [ -n "$A" ] && break
-        kill -0 "$SPID" 2>/dev/null || fail "agora run exited"
-        sleep 0.1
-    done
-    [ -n "$A" ] || fail "agora run did not start"
-    for _ in $(seq 100); do
-        [ "$(curl -s -o /dev/null -w '%{http_code}' "$A/health/live")" = 200 ] && return
-        sleep 0.1
-    done
-    fail "agora run not live"
-}
-stop() { kill "$SPID"; wait "$SPID" || fail "agora run did not stop cleanly"; SPID=""; }
-field() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1]))" "$1"; }
+# shellcheck source=run_lib.bash
+source "$(dirname "$0")/run_lib.bash"
+start() { agora_start "$D" live; }
+stop() { agora_stop; }
+field() { json_field "$1"; }
 uuid() { python3 -c 'import uuid; print(uuid.uuid4())'; }
 
 start

@@ -25,24 +25,10 @@ trap cleanup EXIT
 fail() { echo "FAIL: $*" >&2; tail -20 "$TMP/server.log" >&2 || true; exit 1; }
 pass() { echo "ok - $*"; }
 DATA="$TMP/data"
-start() {
-    "$BIN" run --data "$DATA" --listen 127.0.0.1:0 >"$TMP/server.log" 2>&1 &
-    SPID=$!
-    BASE=""
-    for _ in $(seq 300); do
-        BASE=$(grep -o 'serving http://[0-9.]*:[0-9]*' "$TMP/server.log" | head -1 | sed 's/^serving //') || true
-        [ -n "$BASE" ] && break
-        kill -0 "$SPID" 2>/dev/null || fail "agora run exited"
-        sleep 0.1
-    done
-    [ -n "$BASE" ] || fail "agora run did not start"
-    for _ in $(seq 200); do
-        [ "$(curl -s -o /dev/null -w '%{http_code}' "$BASE/health/ready")" = 200 ] && return 0
-        sleep 0.1
-    done
-    fail "agora run is not ready"
-}
-stop() { kill "$SPID"; wait "$SPID" 2>/dev/null || true; SPID=""; }
+# shellcheck source=run_lib.bash
+source "$(dirname "$0")/run_lib.bash"
+start() { agora_start "$DATA" ready; }
+stop() { agora_stop; }
 # api METHOD PATH [BODY]: as the admin; sets ST and B (the body)
 api() {
     local args=(-sS --max-time 10 -X "$1" -H "Authorization: Bearer $ADMIN" -o "$TMP/body" -w '%{http_code}')

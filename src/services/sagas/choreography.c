@@ -212,12 +212,6 @@ static bool stream_has(struct svc_env *p, const char *prefix, const char *id, co
     return found;
 }
 
-static void view_account(const void *state, int64_t version, void *ud)
-{
-    AG_UNUSED(version);
-    snprintf(ud, AG_DOM_ID_MAX, "%s", ((const struct ag_customer *)state)->account_id);
-}
-
 static int load(struct svc_env *p, const char *order, struct svc_order_view *v, char *account,
                 struct ag_err *err)
 {
@@ -225,7 +219,7 @@ static int load(struct svc_env *p, const char *order, struct svc_order_view *v, 
     int rc = svc_read(p, &svc_order_type, order, svc_view_order, v, err);
     if (!rc && account) {
         account[0] = '\0';
-        rc = svc_read(p, &svc_customer_type, v->customer_id, view_account, account, err);
+        rc = svc_account_of(p, v->customer_id, account, err);
     }
     return rc;
 }
@@ -271,26 +265,14 @@ static bool business(int rc)
     return rc == AG_EDOMAIN || rc == AG_EINVAL || rc == AG_ENOTFOUND;
 }
 
-#define DOM1(fn)                                                                                   \
-    static int d_##fn(const void *st, const void *cmd, struct ag_dom_events *out,                  \
-                      struct ag_err *err)                                                          \
-    {                                                                                              \
-        return ag_##fn(st, cmd, out, err);                                                         \
-    }
-#define DOM2(fn)                                                                                   \
-    static int d_##fn(const void *a, const void *b, const void *cmd, struct ag_dom_events *out_a,  \
-                      struct ag_dom_events *out_b, struct ag_err *err)                             \
-    {                                                                                              \
-        return ag_##fn(a, b, cmd, out_a, out_b, err);                                              \
-    }
-DOM2(reservation_hold)
-DOM2(reservation_release)
-DOM2(payment_charge)
-DOM2(payment_refund)
-DOM1(shipment_arrange)
-DOM1(shipment_cancel)
-DOM1(order_confirm)
-DOM1(order_cancel)
+SVC_DECIDE2(reservation_hold)
+SVC_DECIDE2(reservation_release)
+SVC_DECIDE2(payment_charge)
+SVC_DECIDE2(payment_refund)
+SVC_DECIDE(shipment_arrange)
+SVC_DECIDE(shipment_cancel)
+SVC_DECIDE(order_confirm)
+SVC_DECIDE(order_cancel)
 
 static void tracking_number(const char *order_id, char out[32])
 {

@@ -61,8 +61,8 @@ static void view_account_id(const void *state, int64_t version, void *ud)
     snprintf(ud, AG_DOM_ID_MAX, "%s", ((const struct ag_customer *)state)->account_id);
 }
 
-static int account_of(struct svc_env *p, const char *customer_id, char out[AG_DOM_ID_MAX],
-                      struct ag_err *err)
+int svc_account_of(struct svc_env *p, const char *customer_id, char out[AG_DOM_ID_MAX],
+                   struct ag_err *err)
 {
     out[0] = '\0';
     return svc_read(p, &svc_customer_type, customer_id, view_account_id, out, err);
@@ -70,26 +70,14 @@ static int account_of(struct svc_env *p, const char *customer_id, char out[AG_DO
 
 /* ---- decide adapters ---- */
 
-#define DOM(fn, T)                                                                                 \
-    static int d_##fn(const void *st, const void *cmd, struct ag_dom_events *out,                  \
-                      struct ag_err *err)                                                          \
-    {                                                                                              \
-        return ag_##fn(st, cmd, out, err);                                                         \
-    }
-#define DOM2(fn)                                                                                   \
-    static int d_##fn(const void *a, const void *b, const void *cmd, struct ag_dom_events *out_a,  \
-                      struct ag_dom_events *out_b, struct ag_err *err)                             \
-    {                                                                                              \
-        return ag_##fn(a, b, cmd, out_a, out_b, err);                                              \
-    }
-DOM2(reservation_hold)
-DOM2(reservation_release)
-DOM2(payment_charge)
-DOM2(payment_refund)
-DOM(shipment_arrange, ag_shipment)
-DOM(shipment_cancel, ag_shipment)
-DOM(order_confirm, ag_order)
-DOM(order_cancel, ag_order)
+SVC_DECIDE2(reservation_hold)
+SVC_DECIDE2(reservation_release)
+SVC_DECIDE2(payment_charge)
+SVC_DECIDE2(payment_refund)
+SVC_DECIDE(shipment_arrange)
+SVC_DECIDE(shipment_cancel)
+SVC_DECIDE(order_confirm)
+SVC_DECIDE(order_cancel)
 
 /* ---- steps ---- */
 
@@ -186,7 +174,7 @@ static int order_account(void *ud, const json_t *data, struct svc_order_view *v,
                          char account[AG_DOM_ID_MAX], struct ag_err *err)
 {
     int rc = load_order(ud, data, v, id, err);
-    return rc ? rc : account_of(ud, v->customer_id, account, err);
+    return rc ? rc : svc_account_of(ud, v->customer_id, account, err);
 }
 
 static int charge(void *ud, const json_t *data, const char *key, const char *reason,

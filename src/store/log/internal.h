@@ -287,6 +287,8 @@ struct ltb_it {
     struct ag_buf ents;
 };
 
+/* The record format tables are written in: 2; tests set 1 to make old tables. */
+extern uint32_t ag__ltb_write_version;
 void ag__ltb_name(char out[48], uint64_t id, bool tmp);
 int ag__ltb_open(struct lstore *ls, uint64_t id, uint64_t sum, struct ltable **out);
 void ag__ltb_free(struct ltable *t);

@@ -58,6 +58,8 @@
 #define TB_VERSION    2   /* written; version 1 tables are read as they are */
 #define TB_NAME_ENC   520 /* most bytes an encoded name takes */
 
+uint32_t ag__ltb_write_version = TB_VERSION;
+
 void ag__ltb_name(char out[48], uint64_t id, bool tmp)
 {
     snprintf(out, 48, "index-%020llu.sst%s", (unsigned long long)id, tmp ? ".tmp" : "");
@@ -217,6 +219,21 @@ static int rec_decode2(const uint8_t *p, size_t avail, struct ltb_rec *r, char *
     r->hash = ag_xxh3(name_buf, nl);
     r->bytes = n + (size_t)body;
     return 0;
+}
+
+/* Append the version-1 form of r to b (tests of reading old tables). */
+static int rec_encode1(struct ag_buf *b, const struct ltb_rec *r)
+{
+    uint8_t hdr[TB_REC_HDR];
+    uint16_t nl = r->name_len;
+    ag__put64(hdr, r->hash);
+    memcpy(hdr + 8, &nl, 2);
+    ag__put32(hdr + 10, r->count);
+    ag__put64(hdr + 14, r->snap_loc);
+    return ag_buf_append(b, hdr, TB_REC_HDR) || ag_buf_append(b, r->name, nl) ||
+                   ag_buf_append(b, r->entries, (size_t)r->count * sizeof(struct lentry))
+               ? AG_ENOMEM
+               : 0;
 }
 
 /* Append the version-2 form of r to b. 0 or AG_ENOMEM. */
@@ -448,6 +465,7 @@ struct tb_writer {
     uint64_t *bloom;
     uint64_t bloom_words;
     uint64_t streams;
+    uint32_t version; /* record format written */
 };
 
 static int w_flush(struct tb_writer *w)
@@ -501,7 +519,7 @@ static int w_record(struct tb_writer *w, const struct ltb_rec *r)
     static const uint8_t zero[TB_BLOCK_HDR];
     if (!w->block.len && ag_buf_append(&w->block, zero, TB_BLOCK_HDR)) return AG_ENOMEM;
     if (!w->block_recs) w->block_first = r->hash;
-    if (rec_encode2(&w->block, r)) return AG_ENOMEM;
+    if (w->version == 1 ? rec_encode1(&w->block, r) : rec_encode2(&w->block, r)) return AG_ENOMEM;
     w->block_recs++;
     w->last_hash = r->hash;
     w->streams++;
@@ -549,7 +567,7 @@ int ag__ltb_write(struct lstore *ls, uint64_t id, struct ltb_it *its, size_t n, 
     char tmp[48], name[48];
     ag__ltb_name(tmp, id, true);
     ag__ltb_name(name, id, false);
-    struct tb_writer w = {.fd = -1};
+    struct tb_writer w = {.fd = -1, .version = ag__ltb_write_version == 1 ? 1 : TB_VERSION};
     ag_buf_init(&w.out);
     ag_buf_init(&w.block);
     w.bloom_words = (streams * TB_BLOOM_BITS + 63) / 64 + 1;
@@ -560,7 +578,7 @@ int ag__ltb_write(struct lstore *ls, uint64_t id, struct ltb_it *its, size_t n, 
     }
     uint8_t hdr[TB_HDR] = {0};
     memcpy(hdr, TB_MAGIC, 8);
-    ag__put32(hdr + 8, TB_VERSION);
+    ag__put32(hdr + 8, w.version);
     if (!rc) rc = w_put(&w, hdr, sizeof hdr);
     for (size_t i = 0; !rc && i < n; i++) rc = ag__ltb_it_next(&its[i]);
     while (!rc) {

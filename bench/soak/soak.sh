@@ -14,6 +14,9 @@
 #   cache     agora_es_cache_bytes / _entries (the aggregate cache's estimate)
 #   malloc    agora_process_heap_bytes{state="in_use"} and {state="free"} (glibc's
 #             arenas: what is allocated, and what they hold free = fragmentation)
+#   parts     bytes on disk (allocated blocks) per order of each piece of the data
+#             directory: log segments, stream tables (index-*.sst), index.ckpt,
+#             each read-model database (with its -wal), the rest (keys, dictionaries)
 # and prints a table (stdout) written also to bench/results/soak-<date>.md.
 # Goals (issue 19, reported, not asserted): last window's p99 ≤ 1.2× the first's,
 # heap flat (last ≤ 1.2× the first after warm-up), ≤ 4 KB on disk per order.
@@ -76,21 +79,40 @@ while (( done_orders < ORDERS )); do
   done_orders=$((done_orders + n))
   rss=$(awk '/^RssAnon:/ { print $2 * 1024 }' "/proc/$SPID/status")
   disk=$(( $(du -sk "$DATA" | cut -f1) * 1024 ))
+  parts=$(python3 - "$DATA" "$done_orders" <<'PY'
+import json, os, sys
+data, orders, parts = sys.argv[1], int(sys.argv[2]), {}
+for dirpath, _, files in os.walk(data):
+    for f in files:
+        try:
+            b = os.stat(os.path.join(dirpath, f)).st_blocks * 512
+        except FileNotFoundError:
+            continue
+        if f.startswith("seg-"): k = "log"
+        elif f.startswith("index-"): k = "tables"
+        elif f.startswith("index.ckpt"): k = "ckpt"
+        elif os.path.basename(dirpath) == "readmodels": k = "rm:" + f.split(".db")[0]
+        else: k = "other"
+        parts[k] = parts.get(k, 0) + b
+print(json.dumps({k: round(v / orders) for k, v in sorted(parts.items())}))
+PY
+)
   python3 - "$TMP/load.json" "$w" "$done_orders" "$rss" "$disk" "$(metric agora_store_bytes)" \
     "$(metric agora_store_index_bytes)" "$(metric agora_store_events)" "$(metric agora_store_streams)" \
     "$(metric agora_es_cache_bytes)" "$(metric agora_es_cache_entries)" \
     "$(metric 'agora_process_heap_bytes{state="in_use"}')" "$(metric 'agora_process_heap_bytes{state="free"}')" \
-    >>"$ROWS" <<'PY'
+    "$parts" >>"$ROWS" <<'PY'
 import json, sys
 s = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
-w, orders, rss, disk, logb, ixb, events, streams, cb, ce, inuse, free = (int(x or 0) for x in sys.argv[2:])
+w, orders, rss, disk, logb, ixb, events, streams, cb, ce, inuse, free = (int(x or 0) for x in sys.argv[2:14])
 print(json.dumps({"window": w, "orders": orders, "post_p99_ms": s["postP99Us"] / 1000,
                   "confirm_p99_ms": s["finalP99Us"] / 1000, "orders_per_s": s["ordersPerSec"],
                   "errors": s["errors"] + s["transportErrors"], "pending": s["pending"],
                   "heap_mb": rss / 2**20, "disk_per_order": disk / orders,
                   "log_per_order": logb / orders, "index_mb": ixb / 2**20,
                   "events": events, "streams": streams, "cache_mb": cb / 2**20, "cache_entries": ce,
-                  "malloc_in_use_mb": inuse / 2**20, "malloc_free_mb": free / 2**20}))
+                  "malloc_in_use_mb": inuse / 2**20, "malloc_free_mb": free / 2**20,
+                  "parts": json.loads(sys.argv[14])}))
 PY
   tail -n 1 "$ROWS" >&2
 done
@@ -127,6 +149,11 @@ out += ["", "Goals (issue 19): last/first window p99 ≤ 1.2, heap last/first �
         f"- heap last/first: {ratio(l['heap_mb'], f['heap_mb']):.2f}, "
         f"last/window {w0}: {ratio(l['heap_mb'], warm['heap_mb']):.2f}",
         f"- disk per order at the end: {l['disk_per_order']:.0f} B (log records: {l['log_per_order']:.0f} B)"]
+parts = l.get("parts", {})
+if parts:
+    out += ["", "Where the bytes are at the end (allocated bytes on disk per order):", "",
+            "| " + " | ".join(parts) + " |", "|" + "---|" * len(parts),
+            "| " + " | ".join(str(v) for v in parts.values()) + " |"]
 text = "\n".join(out) + "\n"
 open(md, "w").write(text)
 print(text)

@@ -114,6 +114,18 @@ static void tohex(const uint8_t *p, size_t n, char *out)
     for (size_t i = 0; i < n; i++) out[2 * i] = d[p[i] >> 4], out[2 * i + 1] = d[p[i] & 15];
 }
 
+bool ag__log_hex_pack(const char *s, size_t n, uint8_t *out)
+{
+    if (n == 0 || n % 2 || !is_lower_hex(s, n)) return false;
+    unhex(s, n, out);
+    return true;
+}
+
+void ag__log_hex_unpack(const uint8_t *in, size_t n, char *out)
+{
+    tohex(in, n, out);
+}
+
 bool ag__log_uuid_pack(const char *s, size_t n, uint8_t out[16])
 {
     if (!is_uuid(s, n)) return false;

@@ -99,6 +99,10 @@ size_t ag__log_varint_get(const uint8_t *p, const uint8_t *end, uint64_t *v);
  * (ckpt.c; the record encoding shares it). */
 bool ag__log_uuid_pack(const char *s, size_t n, uint8_t out[16]);
 void ag__log_uuid_unpack(const uint8_t in[16], char out[36]);
+/* Lowercase hex of even length (n chars, n > 0) to n/2 bytes; false when `s` is
+ * not that. Unpack writes 2n chars for n bytes. */
+bool ag__log_hex_pack(const char *s, size_t n, uint8_t *out);
+void ag__log_hex_unpack(const uint8_t *in, size_t n, char *out);
 /* Patch the batch_left field of an encoded, not yet sealed record. */
 void ag__log_rec_set_batch_left(uint8_t *p, uint32_t batch_left);
 /* Patch position/version/time into an encoded record and seal its checksum. */
@@ -252,7 +256,8 @@ struct ltable {
     size_t nblocks;
     uint64_t *bloom;
     uint64_t bloom_words;
-    size_t mem; /* bytes this table holds in memory */
+    size_t mem;       /* bytes this table holds in memory */
+    uint32_t version; /* record format: 1 fixed-width, 2 compact (sst.c) */
 };
 
 /* A stream record of a table or the memtable; pointers borrow. */
@@ -277,8 +282,13 @@ struct ltb_it {
     size_t mi, mn;
     struct ltb_rec cur;
     bool valid; /* cur holds a record */
+    /* A compact (version 2) record decoded: cur.name and cur.entries point here. */
+    char name_buf[AG_STORE_STREAM_MAX];
+    struct ag_buf ents;
 };
 
+/* The record format tables are written in: 2; tests set 1 to make old tables. */
+extern uint32_t ag__ltb_write_version;
 void ag__ltb_name(char out[48], uint64_t id, bool tmp);
 int ag__ltb_open(struct lstore *ls, uint64_t id, uint64_t sum, struct ltable **out);
 void ag__ltb_free(struct ltable *t);

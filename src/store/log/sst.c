@@ -9,13 +9,24 @@
  * whole into the next table, so no lookup ever combines two records.
  *
  * FILE  index-<20-digit id>.sst, written as .tmp, fdatasynced, renamed, dir fsynced
- *   0   "AGORAST1" u32 version (1) u32 0
+ *   0   "AGORAST1" u32 version (2; 1 is still read) u32 0
  *   16  blocks, back to back. A block: u32 payload bytes, u32 records, payload,
  *       u64 XXH3 of the block's first 8 bytes and payload. Records of one hash
  *       never straddle two blocks; a block is ~4 KiB unless one record is bigger.
- *       A record: u64 hash, u16 name_len, u32 count, u64 snap_loc, name,
- *       count x {u64 loc, u32 idh}. count 0 is a tombstone: a stream a scavenge
- *       deleted, hiding its records in older tables (scavenge.c)
+ *       count 0 is a tombstone: a stream a scavenge deleted, hiding its records in
+ *       older tables (scavenge.c). A record, version 2 (~45 bytes for a stream of
+ *       3 events named <category>-<uuid>, against ~100 in version 1):
+ *         varint body bytes, then the body:
+ *         name     varint (prefix length << 2 | kind), the prefix (up to and with
+ *                  the first '-'; empty when none), then the rest: kind 1 a
+ *                  lowercase UUID as 16 bytes; kind 2 lowercase hex of even length
+ *                  as varint n + n bytes; kind 0 varint n + n bytes as they are.
+ *                  One name has one encoding, so a lookup compares encoded bytes.
+ *         varint count, varint snap_loc + 1 (0: no snapshot)
+ *         count x {varint zigzag(loc - previous loc, the first from 0), u32 idh}
+ *       The hash is not stored: a reader computes it (XXH3 of the name) when it
+ *       needs the order. Version 1: u64 hash, u16 name_len, u32 count, u64
+ *       snap_loc, name, count x {u64 loc, u32 idh}.
  *   F   the summary: per block {u64 first hash, u64 offset, u32 bytes, u32 0},
  *       then the bloom filter (u64 words, 10 bits a stream, 7 probes)
  *   end-64 trailer: u64 F, u64 blocks, u64 bloom words, u64 streams, 3 x u64 0,
@@ -44,6 +55,10 @@
 #define TB_SUM_ENTRY  24
 #define TB_BLOOM_BITS 10
 #define TB_PROBES     7
+#define TB_VERSION    2   /* written; version 1 tables are read as they are */
+#define TB_NAME_ENC   520 /* most bytes an encoded name takes */
+
+uint32_t ag__ltb_write_version = TB_VERSION;
 
 void ag__ltb_name(char out[48], uint64_t id, bool tmp)
 {
@@ -83,8 +98,8 @@ static int rec_cmp(uint64_t ha, const char *na, size_t la, uint64_t hb, const ch
     return c ? c : la == lb ? 0 : la < lb ? -1 : 1;
 }
 
-/* Decode the record at p (avail bytes). false when it does not fit. */
-static bool rec_decode(const uint8_t *p, size_t avail, struct ltb_rec *r)
+/* Decode the version-1 record at p (avail bytes). false when it does not fit. */
+static bool rec_decode1(const uint8_t *p, size_t avail, struct ltb_rec *r)
 {
     if (avail < TB_REC_HDR) return false;
     r->hash = ag__le64(p);
@@ -99,6 +114,157 @@ static bool rec_decode(const uint8_t *p, size_t avail, struct ltb_rec *r)
     r->entries = p + TB_REC_HDR + nl;
     r->bytes = bytes;
     return true;
+}
+
+/* ---- compact names and records (version 2) ---- */
+
+/* The one encoding of `name` at `o` (TB_NAME_ENC bytes of room); its bytes. */
+static size_t name_encode(const char *name, size_t len, uint8_t *o)
+{
+    const char *dash = memchr(name, '-', len);
+    size_t plen = dash ? (size_t)(dash - name) + 1 : 0, rlen = len - plen;
+    const char *rest = name + plen;
+    uint8_t bin[AG_STORE_STREAM_MAX / 2 + 1];
+    unsigned kind = ag__log_uuid_pack(rest, rlen, bin)  ? 1
+                    : ag__log_hex_pack(rest, rlen, bin) ? 2
+                                                        : 0;
+    size_t n = ag__log_varint_put(o, (uint64_t)plen << 2 | kind);
+    memcpy(o + n, name, plen);
+    n += plen;
+    if (kind == 1) {
+        memcpy(o + n, bin, 16);
+        return n + 16;
+    }
+    size_t blen = kind == 2 ? rlen / 2 : rlen;
+    n += ag__log_varint_put(o + n, blen);
+    memcpy(o + n, kind == 2 ? (const void *)bin : (const void *)rest, blen);
+    return n + blen;
+}
+
+/* Decode the name at p into out (AG_STORE_STREAM_MAX bytes); its encoded bytes,
+ * 0 when malformed. */
+static size_t name_decode(const uint8_t *p, const uint8_t *end, char *out, uint16_t *len)
+{
+    uint64_t h, blen = 16;
+    size_t n = ag__log_varint_get(p, end, &h);
+    if (!n || (h & 3) == 3 || (h >> 2) > AG_STORE_STREAM_MAX ||
+        (h >> 2) > (uint64_t)(end - p - (ptrdiff_t)n))
+        return 0;
+    size_t plen = (size_t)(h >> 2);
+    unsigned kind = (unsigned)(h & 3);
+    memcpy(out, p + n, plen);
+    n += plen;
+    if (kind != 1) {
+        size_t m = ag__log_varint_get(p + n, end, &blen);
+        if (!m) return 0;
+        n += m;
+    }
+    if (blen > AG_STORE_STREAM_MAX || blen > (uint64_t)(end - p - (ptrdiff_t)n)) return 0;
+    size_t tlen = kind == 1 ? 36 : kind == 2 ? 2 * (size_t)blen : (size_t)blen;
+    if (plen + tlen == 0 || plen + tlen > AG_STORE_STREAM_MAX) return 0;
+    if (kind == 1)
+        ag__log_uuid_unpack(p + n, out + plen);
+    else if (kind == 2)
+        ag__log_hex_unpack(p + n, (size_t)blen, out + plen);
+    else
+        memcpy(out + plen, p + n, (size_t)blen);
+    *len = (uint16_t)(plen + tlen);
+    return n + (size_t)blen;
+}
+
+/* The body of a version-2 record (after its name) into r. 0, AG_ECORRUPT, AG_ENOMEM. */
+static int rec_body2(const uint8_t *q, const uint8_t *end, struct ltb_rec *r, struct ag_buf *ents)
+{
+    uint64_t count, snap1, prev = 0;
+    size_t m = ag__log_varint_get(q, end, &count);
+    if (!m || count > (uint64_t)(end - q) / 5) return AG_ECORRUPT;
+    q += m;
+    if (!(m = ag__log_varint_get(q, end, &snap1))) return AG_ECORRUPT;
+    q += m;
+    ag_buf_reset(ents);
+    if (ag_buf_reserve(ents, (size_t)count * sizeof(struct lentry))) return AG_ENOMEM;
+    for (uint64_t i = 0; i < count; i++) {
+        uint64_t z;
+        if (!(m = ag__log_varint_get(q, end, &z)) || end - q < (ptrdiff_t)(m + 4))
+            return AG_ECORRUPT;
+        struct lentry e = {.loc = prev + ((z >> 1) ^ (0 - (z & 1))), .idh = ag__le32(q + m)};
+        memcpy(ents->data + ents->len, &e, sizeof e);
+        ents->len += sizeof e;
+        prev = e.loc;
+        q += m + 4;
+    }
+    if (q != end) return AG_ECORRUPT;
+    r->count = (uint32_t)count;
+    r->snap_loc = snap1 - 1;
+    r->entries = (const uint8_t *)ents->data;
+    return 0;
+}
+
+/* Decode the version-2 record at p (avail bytes): its name into name_buf, its
+ * entries into ents. 0, AG_ECORRUPT, AG_ENOMEM. */
+static int rec_decode2(const uint8_t *p, size_t avail, struct ltb_rec *r, char *name_buf,
+                       struct ag_buf *ents)
+{
+    uint64_t body;
+    size_t n = ag__log_varint_get(p, p + avail, &body);
+    if (!n || body > avail - n) return AG_ECORRUPT;
+    const uint8_t *q = p + n, *end = q + body;
+    uint16_t nl;
+    size_t m = name_decode(q, end, name_buf, &nl);
+    if (!m) return AG_ECORRUPT;
+    int rc = rec_body2(q + m, end, r, ents);
+    if (rc) return rc;
+    r->name = name_buf;
+    r->name_len = nl;
+    r->hash = ag_xxh3(name_buf, nl);
+    r->bytes = n + (size_t)body;
+    return 0;
+}
+
+/* Append the version-1 form of r to b (tests of reading old tables). */
+static int rec_encode1(struct ag_buf *b, const struct ltb_rec *r)
+{
+    uint8_t hdr[TB_REC_HDR];
+    uint16_t nl = r->name_len;
+    ag__put64(hdr, r->hash);
+    memcpy(hdr + 8, &nl, 2);
+    ag__put32(hdr + 10, r->count);
+    ag__put64(hdr + 14, r->snap_loc);
+    return ag_buf_append(b, hdr, TB_REC_HDR) || ag_buf_append(b, r->name, nl) ||
+                   ag_buf_append(b, r->entries, (size_t)r->count * sizeof(struct lentry))
+               ? AG_ENOMEM
+               : 0;
+}
+
+/* Append the version-2 form of r to b. 0 or AG_ENOMEM. */
+static int rec_encode2(struct ag_buf *b, const struct ltb_rec *r)
+{
+    uint8_t body[TB_NAME_ENC + 32], t[16];
+    size_t n = name_encode(r->name, r->name_len, body);
+    n += ag__log_varint_put(body + n, r->count);
+    n += ag__log_varint_put(body + n, r->snap_loc + 1);
+    size_t total = n;
+    uint64_t prev = 0;
+    for (uint32_t i = 0; i < r->count; i++) {
+        struct lentry e;
+        memcpy(&e, r->entries + (size_t)i * sizeof e, sizeof e);
+        uint64_t d = e.loc - prev;
+        total += ag__log_varint_put(t, d << 1 ^ (uint64_t)((int64_t)d >> 63)) + 4;
+        prev = e.loc;
+    }
+    size_t h = ag__log_varint_put(t, total);
+    if (ag_buf_append(b, t, h) || ag_buf_append(b, body, n)) return AG_ENOMEM;
+    prev = 0;
+    for (uint32_t i = 0; i < r->count; i++) {
+        struct lentry e;
+        memcpy(&e, r->entries + (size_t)i * sizeof e, sizeof e);
+        uint64_t d = e.loc - prev;
+        size_t k = ag__log_varint_put(t, d << 1 ^ (uint64_t)((int64_t)d >> 63));
+        ag__put32(t + k, e.idh);
+        if (ag_buf_append(b, t, k + 4)) return AG_ENOMEM;
+        prev = e.loc;
+    }
+    return 0;
 }
 
 /* Read and check block `b` of `t` into buf. 0 or AG_ECORRUPT/AG_EIO/AG_ENOMEM. */
@@ -150,6 +316,46 @@ void ag__lstream_free(struct lstream *st)
     ag_free(st);
 }
 
+/* Find `name` in the version-1 block payload [p, end) (sorted by hash). */
+static int get1(const uint8_t *p, const uint8_t *end, const char *name, size_t len, uint64_t h,
+                struct lstream **out)
+{
+    struct ltb_rec r;
+    for (; p < end; p += r.bytes) {
+        if (!rec_decode1(p, (size_t)(end - p), &r)) return AG_ECORRUPT;
+        if (r.hash > h) break;
+        if (r.hash == h && r.name_len == len && memcmp(r.name, name, len) == 0)
+            return (*out = rec_copy(&r)) ? 0 : AG_ENOMEM;
+    }
+    return AG_ENOTFOUND;
+}
+
+/* Find `name` in the version-2 block payload [p, end): its encoded name against
+ * each record's, skipping records by their length; only the match is decoded. */
+static int get2(const uint8_t *p, const uint8_t *end, const char *name, size_t len,
+                struct lstream **out)
+{
+    uint8_t enc[TB_NAME_ENC];
+    size_t elen = name_encode(name, len, enc);
+    while (p < end) {
+        uint64_t body;
+        size_t n = ag__log_varint_get(p, end, &body);
+        if (!n || body > (uint64_t)(end - p) - n) return AG_ECORRUPT;
+        if (body >= elen && memcmp(p + n, enc, elen) == 0) {
+            struct ltb_rec r;
+            char nb[AG_STORE_STREAM_MAX];
+            struct ag_buf ents;
+            ag_buf_init(&ents);
+            int rc = rec_decode2(p, (size_t)(end - p), &r, nb, &ents);
+            if (!rc && !(*out = rec_copy(&r))) rc = AG_ENOMEM;
+            ag_buf_free(&ents);
+            return rc;
+        }
+        p += n + body;
+    }
+    return AG_ENOTFOUND;
+}
+
 int ag__ltb_get(const struct ltable *t, const char *name, size_t len, uint64_t h,
                 struct lstream **out)
 {
@@ -169,18 +375,7 @@ int ag__ltb_get(const struct ltable *t, const char *name, size_t len, uint64_t h
     int rc = block_read(t, lo, &buf);
     const uint8_t *p = (const uint8_t *)buf.data + TB_BLOCK_HDR;
     const uint8_t *end = (const uint8_t *)buf.data + buf.len - 8;
-    struct ltb_rec r;
-    if (!rc) rc = AG_ENOTFOUND;
-    while (rc == AG_ENOTFOUND && p < end) {
-        if (!rec_decode(p, (size_t)(end - p), &r)) {
-            rc = AG_ECORRUPT;
-            break;
-        }
-        if (r.hash > h) break;
-        if (r.hash == h && r.name_len == len && memcmp(r.name, name, len) == 0)
-            rc = (*out = rec_copy(&r)) ? 0 : AG_ENOMEM;
-        p += r.bytes;
-    }
+    if (!rc) rc = t->version == 1 ? get1(p, end, name, len, h, out) : get2(p, end, name, len, out);
     ag_buf_free(&buf);
     return rc;
 }
@@ -211,7 +406,13 @@ int ag__ltb_it_next(struct ltb_it *it)
         it->left = ag__le32((const uint8_t *)it->buf.data + 4);
     }
     const uint8_t *end = (const uint8_t *)it->buf.data + it->buf.len - 8;
-    if (!rec_decode(it->p, (size_t)(end - it->p), &it->cur)) return AG_ECORRUPT;
+    size_t avail = (size_t)(end - it->p);
+    if (it->t->version == 1) {
+        if (!rec_decode1(it->p, avail, &it->cur)) return AG_ECORRUPT;
+    } else {
+        int rc = rec_decode2(it->p, avail, &it->cur, it->name_buf, &it->ents);
+        if (rc) return rc;
+    }
     it->p += it->cur.bytes;
     it->left--;
     it->valid = true;
@@ -221,6 +422,7 @@ int ag__ltb_it_next(struct ltb_it *it)
 void ag__ltb_it_free(struct ltb_it *it)
 {
     ag_buf_free(&it->buf);
+    ag_buf_free(&it->ents);
 }
 
 /* Of n iterators (newest first, each positioned), the one holding the smallest
@@ -263,6 +465,7 @@ struct tb_writer {
     uint64_t *bloom;
     uint64_t bloom_words;
     uint64_t streams;
+    uint32_t version; /* record format written */
 };
 
 static int w_flush(struct tb_writer *w)
@@ -316,15 +519,7 @@ static int w_record(struct tb_writer *w, const struct ltb_rec *r)
     static const uint8_t zero[TB_BLOCK_HDR];
     if (!w->block.len && ag_buf_append(&w->block, zero, TB_BLOCK_HDR)) return AG_ENOMEM;
     if (!w->block_recs) w->block_first = r->hash;
-    uint8_t hdr[TB_REC_HDR];
-    uint16_t nl = r->name_len;
-    ag__put64(hdr, r->hash);
-    memcpy(hdr + 8, &nl, 2);
-    ag__put32(hdr + 10, r->count);
-    ag__put64(hdr + 14, r->snap_loc);
-    if (ag_buf_append(&w->block, hdr, TB_REC_HDR) || ag_buf_append(&w->block, r->name, nl) ||
-        ag_buf_append(&w->block, r->entries, (size_t)r->count * sizeof(struct lentry)))
-        return AG_ENOMEM;
+    if (w->version == 1 ? rec_encode1(&w->block, r) : rec_encode2(&w->block, r)) return AG_ENOMEM;
     w->block_recs++;
     w->last_hash = r->hash;
     w->streams++;
@@ -372,7 +567,7 @@ int ag__ltb_write(struct lstore *ls, uint64_t id, struct ltb_it *its, size_t n, 
     char tmp[48], name[48];
     ag__ltb_name(tmp, id, true);
     ag__ltb_name(name, id, false);
-    struct tb_writer w = {.fd = -1};
+    struct tb_writer w = {.fd = -1, .version = ag__ltb_write_version == 1 ? 1 : TB_VERSION};
     ag_buf_init(&w.out);
     ag_buf_init(&w.block);
     w.bloom_words = (streams * TB_BLOOM_BITS + 63) / 64 + 1;
@@ -383,7 +578,7 @@ int ag__ltb_write(struct lstore *ls, uint64_t id, struct ltb_it *its, size_t n, 
     }
     uint8_t hdr[TB_HDR] = {0};
     memcpy(hdr, TB_MAGIC, 8);
-    ag__put32(hdr + 8, 1);
+    ag__put32(hdr + 8, w.version);
     if (!rc) rc = w_put(&w, hdr, sizeof hdr);
     for (size_t i = 0; !rc && i < n; i++) rc = ag__ltb_it_next(&its[i]);
     while (!rc) {
@@ -470,8 +665,11 @@ int ag__ltb_open(struct lstore *ls, uint64_t id, uint64_t sum, struct ltable **o
     t->fd = openat(ls->dir_fd, name, O_RDONLY | O_CLOEXEC);
     struct stat st;
     int rc = t->fd < 0 ? AG_ENOTFOUND : fstat(t->fd, &st) ? AG_EIO : 0;
-    char magic[8];
-    if (!rc && (read_at(t->fd, magic, 8, 0) || memcmp(magic, TB_MAGIC, 8) != 0)) rc = AG_ECORRUPT;
+    uint8_t magic[TB_HDR];
+    if (!rc && (read_at(t->fd, magic, TB_HDR, 0) || memcmp(magic, TB_MAGIC, 8) != 0))
+        rc = AG_ECORRUPT;
+    if (!rc && (t->version = ag__le32(magic + 8)) != 1 && t->version != TB_VERSION)
+        rc = AG_ECORRUPT;
     if (!rc) {
         t->file_bytes = (uint64_t)st.st_size;
         rc = load_footer(t, (uint64_t)st.st_size, sum);

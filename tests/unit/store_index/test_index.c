@@ -4,7 +4,9 @@
  * streams fill several tables; every stream must still be found with its version,
  * events and snapshot — in the memtable, in one table, or rewritten into a newer
  * one — after merges, after a reopen, after a crash mid-write, and after a table
- * file was damaged or deleted (rebuilt from the log, with a log line).
+ * file was damaged or deleted (rebuilt from the log, with a log line). Tables of
+ * record format 1 (before the compact records) are still read, and merged into
+ * format 2; names of every encoding (UUID, hex, raw, no '-') round-trip.
  */
 #include <criterion/criterion.h>
 #include <dirent.h>
@@ -20,6 +22,7 @@
 #include <unistd.h>
 
 #include "agora/store_log.h"
+#include "store/log/internal.h" /* ag__ltb_write_version */
 
 #define NSTREAMS 50000
 #define NMULTI   20
@@ -103,6 +106,8 @@ static int count_cb(void *ud, const char *name, size_t len, int64_t version)
     return 0;
 }
 
+static size_t extra_streams; /* streams a test added beyond fill()'s */
+
 static void check_all(struct ag_store *s)
 {
     char name[32];
@@ -127,10 +132,10 @@ static void check_all(struct ag_store *s)
     cr_assert_eq(v, -1);
     size_t n = 0;
     cr_assert_eq(ag_store_list_streams(s, count_cb, &n), 0);
-    cr_assert_eq(n, NSTREAMS + NMULTI);
+    cr_assert_eq(n, NSTREAMS + NMULTI + extra_streams);
     struct ag_store_stats st;
     cr_assert_eq(ag_store_stats(s, &st), 0);
-    cr_assert_eq(st.streams, NSTREAMS + NMULTI);
+    cr_assert_eq(st.streams, NSTREAMS + NMULTI + extra_streams);
 }
 
 Test(store_index, lookups_across_memtable_and_tables)
@@ -326,4 +331,79 @@ Test(store_index, kill9_while_writing_tables_loses_nothing)
         ag_store_close(s);
     }
     munmap((void *)acked, 4096);
+}
+
+/* The record format of table file `path` (the u32 after the magic). */
+static uint32_t table_version(const char *path)
+{
+    uint8_t h[12];
+    int fd = open(path, O_RDONLY);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(pread(fd, h, sizeof h, 0), (ssize_t)sizeof h);
+    close(fd);
+    return (uint32_t)h[8] | (uint32_t)h[9] << 8 | (uint32_t)h[10] << 16 | (uint32_t)h[11] << 24;
+}
+
+/* Names of every encoding a table has: UUID, even hex, odd hex, uppercase, no
+ * '-', empty rest, a second '-', the longest. */
+static const char *const odd_names[] = {
+    "order-0190a2b3-c4d5-7e6f-8a9b-0c1d2e3f4a5b",
+    "idempotency-9f86d081884c7d659a2feaa0c55ad015",
+    "idempotency-abc",
+    "order-0190A2B3-C4D5-7E6F-8A9B-0C1D2E3F4A5B",
+    "nodash",
+    "empty-",
+    "two-parts-0190a2b3-c4d5-7e6f-8a9b-0c1d2e3f4a5b",
+    "-0190a2b3-c4d5-7e6f-8a9b-0c1d2e3f4a5b",
+};
+
+static void check_odd(struct ag_store *s)
+{
+    for (size_t i = 0; i < sizeof odd_names / sizeof odd_names[0]; i++) {
+        struct ag_event_page p;
+        struct ag_err err;
+        const char *n = odd_names[i];
+        cr_assert_eq(ag_store_read_stream(s, n, strlen(n), 0, AG_READ_FORWARD, 10, &p, &err), 0,
+                     "%s", err.msg);
+        cr_assert_eq(p.count, 2, "%s has %zu events", n, p.count);
+        cr_assert_eq(p.events[1].version, 1);
+        ag_event_page_free(&p);
+    }
+}
+
+Test(store_index, format1_tables_are_read_and_merged_into_format2)
+{
+    ag__ltb_write_version = 1;
+    struct ag_store *s = open_small();
+    struct ag_append_result r;
+    for (size_t i = 0; i < sizeof odd_names / sizeof odd_names[0]; i++)
+        for (uint32_t k = 0; k < 2; k++)
+            cr_assert_eq(append1(s, odd_names[i], AG_STORE_ANY, 3, (uint32_t)i * 2 + k, &r), 0);
+    fill(s);
+    extra_streams = sizeof odd_names / sizeof odd_names[0];
+    ag_store_close(s);
+    char names[64][400];
+    size_t n = tables(names);
+    cr_assert_gt(n, 0, "no table written");
+    for (size_t i = 0; i < n; i++) cr_assert_eq(table_version(names[i]), 1, "%s", names[i]);
+
+    ag__ltb_write_version = 2;
+    s = open_small();
+    check_all(s);
+    check_odd(s);
+    char name[32];
+    for (size_t i = 0; i < NSTREAMS; i++) { /* enough for new tables and a merge */
+        name_of(name, "t", i);
+        cr_assert_eq(append1(s, name, AG_STORE_NO_STREAM, 4, (uint32_t)i, &r), 0, "%s", name);
+    }
+    ag_store_close(s);
+    extra_streams += NSTREAMS;
+    s = open_small();
+    check_all(s);
+    check_odd(s);
+    size_t v2 = 0;
+    n = tables(names);
+    for (size_t i = 0; i < n; i++) v2 += table_version(names[i]) == 2;
+    cr_assert_gt(v2, 0, "no table of format 2 after more appends");
+    ag_store_close(s);
 }

@@ -81,9 +81,10 @@ ins = stat.get("instructions", 0.0)
 cs = stat.get("context-switches", 0.0)
 print(json.dumps({"confirmed": load["confirmed"], "compensated": load.get("compensated"),
                   "pending": load.get("pending"), "errors": load.get("errors"),
-                  "pollMode": load.get("pollMode"), "cpu_ms": round(ms),
+                  "pollMode": load.get("pollMode"),
+                  "confirmedPerSec": round(load.get("confirmedPerSec", 0)), "cpu_ms": round(ms),
                   "cpu_ms_per_order": round(ms / n, 3),
-                  "minstr_per_order": round(ins / n / 1e6, 2),
+                  "minstr_per_order": round(ins / n / 1e6, 2),  # 0: no hardware counters
                   "cs_per_order": round(cs / n, 2)}))
 PY
 }

@@ -15,8 +15,10 @@
  * position's event never changes in a log, but the id makes the check
  * independent of that). Only records within RC_SLOTS positions of the head are
  * stored, so an old aggregate's replay does not evict the tail the subscribers
- * are about to read. One mutex guards the slots, held for a lookup + copy or a
- * store, never while decompressing; two readers missing the same record at
+ * are about to read. Sixteen mutexes guard the slots (slot i: mutex i mod 16, so
+ * consecutive positions take different locks and readers woken by the same commit
+ * seldom wait for each other), each held for a lookup + copy or a store, never
+ * while decompressing; two readers missing the same record at
  * once both decompress it (harmless). Uncompressed records are not cached:
  * expanding them is a copy already.
  *
@@ -32,6 +34,7 @@
 
 #define RC_SLOTS   4096 /* a power of two */
 #define RC_MAX_RAW 4096
+#define RC_STRIPES 16 /* locks: the readers woken by one commit seldom wait */
 
 struct rc_slot {
     uint64_t position; /* UINT64_MAX: empty */
@@ -40,10 +43,15 @@ struct rc_slot {
     uint8_t *raw;
 };
 
+struct rc_stripe {
+    pthread_mutex_t m;
+    uint64_t hits, misses;
+    char pad[64 - (sizeof(pthread_mutex_t) + 16) % 64]; /* less false sharing */
+};
+
 struct lrcache {
-    pthread_mutex_t lock;
+    struct rc_stripe lock[RC_STRIPES]; /* slot i's: lock[i % RC_STRIPES] */
     struct rc_slot slots[RC_SLOTS];
-    uint64_t hits, misses; /* under lock */
 };
 
 void ag__log_rc_open(struct lstore *ls)
@@ -52,7 +60,7 @@ void ag__log_rc_open(struct lstore *ls)
     if (ls->read_only || (env && strcmp(env, "0") == 0)) return;
     struct lrcache *c = ag_calloc(1, sizeof *c);
     if (!c) return; /* no cache: every read decompresses */
-    pthread_mutex_init(&c->lock, NULL);
+    for (size_t i = 0; i < RC_STRIPES; i++) pthread_mutex_init(&c->lock[i].m, NULL);
     for (size_t i = 0; i < RC_SLOTS; i++) c->slots[i].position = UINT64_MAX;
     ls->rcache = c;
 }
@@ -62,7 +70,7 @@ void ag__log_rc_close(struct lstore *ls)
     struct lrcache *c = ls->rcache;
     if (!c) return;
     for (size_t i = 0; i < RC_SLOTS; i++) ag_free(c->slots[i].raw);
-    pthread_mutex_destroy(&c->lock);
+    for (size_t i = 0; i < RC_STRIPES; i++) pthread_mutex_destroy(&c->lock[i].m);
     ag_free(c);
     ls->rcache = NULL;
 }
@@ -72,37 +80,40 @@ void ag__log_rc_counts(const struct lstore *ls, uint64_t *hits, uint64_t *misses
     struct lrcache *c = ls->rcache;
     *hits = *misses = 0;
     if (!c) return;
-    pthread_mutex_lock(&c->lock);
-    *hits = c->hits;
-    *misses = c->misses;
-    pthread_mutex_unlock(&c->lock);
+    for (size_t i = 0; i < RC_STRIPES; i++) {
+        pthread_mutex_lock(&c->lock[i].m);
+        *hits += c->lock[i].hits;
+        *misses += c->lock[i].misses;
+        pthread_mutex_unlock(&c->lock[i].m);
+    }
 }
 
 /* Copy the cached expansion of `r` to `dst` (`len` bytes); false: not cached. */
 static bool rc_get(struct lrcache *c, const struct log_rec *r, uint8_t *dst, size_t len)
 {
-    struct rc_slot *s = &c->slots[r->position & (RC_SLOTS - 1)];
-    pthread_mutex_lock(&c->lock);
+    size_t i = (size_t)(r->position & (RC_SLOTS - 1));
+    struct rc_slot *s = &c->slots[i];
+    struct rc_stripe *l = &c->lock[i % RC_STRIPES];
+    pthread_mutex_lock(&l->m);
     bool hit = s->position == r->position && s->len == len &&
                memcmp(s->id.b, r->id.b, sizeof s->id.b) == 0;
     if (hit) memcpy(dst, s->raw, len);
-    if (hit)
-        c->hits++;
-    else
-        c->misses++;
-    pthread_mutex_unlock(&c->lock);
+    *(hit ? &l->hits : &l->misses) += 1;
+    pthread_mutex_unlock(&l->m);
     return hit;
 }
 
 static void rc_put(struct lrcache *c, const struct log_rec *r, const uint8_t *raw, size_t len)
 {
-    struct rc_slot *s = &c->slots[r->position & (RC_SLOTS - 1)];
-    pthread_mutex_lock(&c->lock);
+    size_t i = (size_t)(r->position & (RC_SLOTS - 1));
+    struct rc_slot *s = &c->slots[i];
+    pthread_mutex_t *m = &c->lock[i % RC_STRIPES].m;
+    pthread_mutex_lock(m);
     if (s->cap < len) {
         uint8_t *n = ag_realloc(s->raw, RC_MAX_RAW); /* one size: a slot grows once */
         if (!n) {
             s->position = UINT64_MAX;
-            pthread_mutex_unlock(&c->lock);
+            pthread_mutex_unlock(m);
             return;
         }
         s->raw = n;
@@ -112,7 +123,7 @@ static void rc_put(struct lrcache *c, const struct log_rec *r, const uint8_t *ra
     s->len = (uint32_t)len;
     s->id = r->id;
     s->position = r->position;
-    pthread_mutex_unlock(&c->lock);
+    pthread_mutex_unlock(m);
 }
 
 int ag__log_rec_expand_cached(const struct lstore *ls, const uint8_t *p, uint8_t *dst,

@@ -5,17 +5,20 @@
 # catalog; a warm-up `agora load --orders WARMUP` (customers registered, caches
 # and read models warm), then `perf stat -e task-clock,instructions,
 # context-switches -p <server>` around `agora load --orders ORDERS`, a fixed amount
-# of work. Prints one JSON line per run: the server's CPU ms, instructions and
-# context switches, each also per confirmed order.
+# of work. Prints one JSON line per run: the server's CPU ms, instructions (0
+# where the VM has no hardware counters) and context switches, each also per
+# confirmed order, and the load's confirmed/s (wall clock: noise on a busy host).
 #
 #   AGORA_BIN   the server (default build/release/agora)
 #   LOAD_BIN    the load client (default AGORA_BIN; point it at a newer build to
 #               drive an older server with the same client)
-#   ORDERS (default 6000), WARMUP (default 1500: past the first
-#               dictionary training at 4 MiB of log, a one-off second of CPU), CLIENTS (default 64),
+#   ORDERS (default 6000), WARMUP (default 1500: past the first dictionary
+#   training at 4 MiB of log, a one-off second of CPU), CLIENTS (default 64),
 #   CUSTOMERS (default 64), WAIT (default 10: blocking polls; 0 plain polls every
 #   POLL_MS, default 50), RUNS (default 3), AGORA_ARGS (extra `agora run` flags)
-#   PERF_DATA   a path: also `perf record -g` the measured load into it
+#   PERF_DATA   a path: also `perf record -g` the measured load into it (PERF_CG
+#               replaces -g, e.g. "--call-graph dwarf,16384 -F 499": the release
+#               build has no frame pointers)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 AGORA=${AGORA_BIN:-$ROOT/build/release/agora}
@@ -55,7 +58,9 @@ one_run() {
     --wait "$WAIT" --poll-ms "$POLL_MS" --quiet)
   "$LOAD" load "${common[@]}" --orders "$WARMUP" >/dev/null
   local rec=()
-  [[ -n ${PERF_DATA:-} ]] && rec=(perf record ${PERF_CG:--g} -o "$PERF_DATA" -p "$SPID")
+  local cg
+  read -r -a cg <<<"${PERF_CG:--g}" # e.g. PERF_CG="--call-graph dwarf,16384 -F 499"
+  [[ -n ${PERF_DATA:-} ]] && rec=(perf record "${cg[@]}" -o "$PERF_DATA" -p "$SPID")
   perf stat -x, -e task-clock,instructions,context-switches -p "$SPID" -o "$TMP/stat" &
   local ppid=$!
   local rpid=
@@ -65,7 +70,8 @@ one_run() {
   kill -INT "$ppid"
   wait "$ppid" || true
   if [[ -n $rpid ]]; then kill -INT "$rpid"; wait "$rpid" || true; fi
-  kill "$SPID" && wait "$SPID" 2>/dev/null || true
+  kill "$SPID"
+  wait "$SPID" 2>/dev/null || true
   SPID=
   python3 - "$TMP/stat" "$TMP/load.json" <<'PY'
 import json, sys

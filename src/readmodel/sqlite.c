@@ -19,8 +19,11 @@
  * addressed table keyed by the SQL text (hash + strcmp), reset and unbound after
  * each call. A statement in use (a query whose row callback runs the same SQL, or
  * another thread on a shared read-only handle) is not shared: the second caller
- * prepares a one-off statement. Parameters are bound SQLITE_STATIC: they are
- * borrowed for the call and unbound before it returns.
+ * takes another cached copy of the same SQL, or prepares one into a free slot
+ * (so N query threads end up with N copies, instead of preparing a one-off per
+ * call); only a full table means a one-off statement, finalized after the call.
+ * BEGIN IMMEDIATE and COMMIT are cached statements too. Parameters are bound SQLITE_STATIC: they
+ * are borrowed for the call and unbound before it returns.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -33,7 +36,7 @@
 
 #include "readmodel/internal.h"
 
-#define SLOTS 64 /* distinct statements cached per handle; more are prepared per call */
+#define SLOTS 128 /* statements cached per handle; more are prepared per call */
 
 struct slot {
     uint64_t hash;    /* of sql */
@@ -102,7 +105,7 @@ static int acquire(struct sq *s, const char *sql, int *slot, sqlite3_stmt **st)
             break;
         }
         if (e->hash == h && strcmp(e->sql, sql) == 0) {
-            if (e->busy) break; /* in use: a one-off */
+            if (e->busy) continue; /* in use: another copy, or a new one in a free slot */
             e->busy = true;
             *slot = (int)i;
             *st = e->st;
@@ -229,14 +232,16 @@ static int sq_ncols(const struct ag_rm_row *row)
 
 /* ---- transactions ---- */
 
+/* BEGIN and COMMIT are cached statements like any other: sqlite3_exec would parse
+ * them again for every page a projection applies. */
 static int sq_begin(struct ag_rm *rm, struct ag_err *err)
 {
-    return sq_script(rm, "BEGIN IMMEDIATE", err);
+    return sq_exec(rm, "BEGIN IMMEDIATE", NULL, 0, err);
 }
 
 static int sq_commit(struct ag_rm *rm, struct ag_err *err)
 {
-    return sq_script(rm, "COMMIT", err);
+    return sq_exec(rm, "COMMIT", NULL, 0, err);
 }
 
 static void sq_rollback(struct ag_rm *rm)

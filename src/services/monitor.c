@@ -20,7 +20,10 @@
  * what is freed in its arenas, so RSS would follow each arena's high-water mark
  * and creep up over a long run. When the arenas hold more than HEAP_SLACK free
  * and more than a quarter of what is in use, the monitor trims (malloc_trim: the
- * free pages go back to the system), at most every HEAP_TRIM_EVERY_MS.
+ * free pages go back to the system), at most every HEAP_TRIM_EVERY_MS. The heap
+ * is read (mallinfo2) every HEAP_READ_EVERY_MS only, not on every tick: it walks
+ * every arena's free lists under that arena's lock, and twice a second it was 1%
+ * of the server's CPU under load (issue 11's profile), stalling allocators too.
  *   agora_waiting_requests                     GETs parked by Prefer: wait (wait.c)
  */
 #include <stdio.h>
@@ -32,6 +35,7 @@
 #define MAX_PROJ           16
 #define HEAP_SLACK         ((size_t)8 << 20)
 #define HEAP_TRIM_EVERY_MS 2000
+#define HEAP_READ_EVERY_MS 5000 /* mallinfo2 walks every arena's bins under its lock */
 
 struct gauges {
     struct ag_obs_series *lag_events[MAX_PROJ], *lag_seconds[MAX_PROJ], *checkpoint[MAX_PROJ];
@@ -39,7 +43,8 @@ struct gauges {
     struct ag_obs_series *store[4];
     struct ag_obs_series *index[2], *cache[2];
     struct ag_obs_series *heap[2], *trims;
-    int64_t trimmed_ms; /* monotonic ms of the last trim (0 = never) */
+    int64_t trimmed_ms;   /* monotonic ms of the last trim (0 = never) */
+    int64_t heap_read_ms; /* of the last heap reading (0 = never) */
     struct ag_obs_series *waiting;
 };
 
@@ -102,9 +107,11 @@ static void make_gauges(struct ag_platform *p, struct gauges *g)
 /* Trim the heap when the arenas hold too much free (see the top of the file). */
 static void heap_tick(struct gauges *g)
 {
+    int64_t now = (int64_t)(ag_clock_mono(ag_clock_system()) / 1000000);
+    if (g->heap_read_ms && now - g->heap_read_ms < HEAP_READ_EVERY_MS) return;
+    g->heap_read_ms = now ? now : 1;
     struct ag_heap_stats hs;
     ag_heap_stats(&hs);
-    int64_t now = (int64_t)(ag_clock_mono(ag_clock_system()) / 1000000);
     if (ag_heap_trim_due(&hs, HEAP_SLACK, g->trimmed_ms, now, HEAP_TRIM_EVERY_MS)) {
         ag_heap_trim();
         g->trimmed_ms = now ? now : 1;

@@ -460,7 +460,8 @@ struct lstore {
     /* counters */
     uint64_t appends, commits;
 
-    struct ldicts dicts; /* compression dictionaries (dict.c) */
+    struct ldicts dicts;    /* compression dictionaries (dict.c) */
+    struct lrcache *rcache; /* decoded-record cache (rcache.c); NULL: off */
 
     /* scavenge (scavenge.c) */
     uint32_t write_format;     /* format of new segments: 3 (tests: AGORA_STORE_FORMAT=2) */
@@ -573,6 +574,19 @@ size_t ag__log_rec_raw_size(const uint8_t *p);
  * sealed: what ag__log_rec_fields reads type/meta/data from. */
 int ag__log_rec_expand(const struct lstore *ls, const uint8_t *p, uint8_t *dst,
                        struct ag_buf *scratch, const char **why);
+
+/* ---- the decoded-record cache (rcache.c) ---- */
+
+struct lrcache;
+/* Make the cache (not for a read-only store, nor with AGORA_STORE_READ_CACHE=0). */
+void ag__log_rc_open(struct lstore *ls);
+void ag__log_rc_close(struct lstore *ls);
+/* Lookups that found / did not find their record, since open. */
+void ag__log_rc_counts(const struct lstore *ls, uint64_t *hits, uint64_t *misses);
+/* ag__log_rec_expand, answered from the cache when it holds the record's expanded
+ * form (compressed records near the head), which it then stores. */
+int ag__log_rec_expand_cached(const struct lstore *ls, const uint8_t *p, uint8_t *dst,
+                              struct ag_buf *scratch, const char **why);
 
 /* read.c */
 int ag__log_read_stream(struct ag_store *s, const char *stream, size_t stream_len, int64_t from,

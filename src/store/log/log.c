@@ -598,6 +598,7 @@ static void store_free(struct lstore *ls)
     pthread_mutex_destroy(&ls->mg_run);
     pthread_cond_destroy(&ls->mg_cond);
     ag__log_dicts_free(ls);
+    ag__log_rc_close(ls);
     ag_free(ls->dir);
     ag_free(ls);
 }
@@ -698,6 +699,7 @@ static int log_open(const char *dir, const struct ag_store_options *opts, bool u
     int rc = store_alloc(dir, opts, &ls, err);
     if (!rc) rc = open_dir(ls, err);
     if (!rc) ag__log_io_faults_from_env(ls);
+    if (!rc) ag__log_rc_open(ls);
     if (!rc) rc = ag__log_dicts_load(ls, err);
     if (!rc) rc = segs_load(ls, err);
     if (!rc && ls->nsegs == 0 && !ls->read_only) rc = ag__log_seg_create(ls, 0, 0, err);

@@ -46,7 +46,7 @@ static int page_build(const struct lstore *ls, const uint8_t *const *recs, size_
     ag_buf_init(&scratch);
     for (size_t i = 0; i < n; i++) {
         const char *why;
-        int rc = ag__log_rec_expand(ls, recs[i], cp, &scratch, &why);
+        int rc = ag__log_rec_expand_cached(ls, recs[i], cp, &scratch, &why);
         if (rc) {
             struct log_rec f;
             ag__log_rec_fields(recs[i], &f);

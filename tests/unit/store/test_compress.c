@@ -434,3 +434,44 @@ Test(compress, format_2_log_opens_and_continues_in_format_3)
     s = reopen();
     check_sagas(0, 600);
 }
+
+/* The decoded-record cache (rcache.c): the second read of a compressed record near
+ * the head is a copy of the first's expansion, equal to it; it is keyed by the
+ * event id too, and it is off with AGORA_STORE_READ_CACHE=0. */
+Test(compress, tail_reads_share_one_decompression)
+{
+    append_sagas(0, 100);
+    train();
+    append_sagas(100, 200); /* positions 400..799 compressed */
+    struct lstore *ls = (struct lstore *)s;
+    uint64_t hits, misses;
+    ag__log_rc_counts(ls, &hits, &misses);
+    cr_assert_eq(hits, 0);
+    check_sagas(100, 200); /* first readers: decompress and store */
+    ag__log_rc_counts(ls, &hits, &misses);
+    cr_assert_eq(hits, 0);
+    cr_assert_eq(misses, 400);
+    check_sagas(100, 200); /* the same records again: from the cache, byte for byte */
+    struct ag_event_page pg;
+    struct ag_err err;
+    ag_err_clear(&err);
+    cr_assert_eq(ag_store_read_all(s, 400, AG_READ_FORWARD, 400, &pg, &err), 0);
+    cr_assert_eq(pg.count, 400);
+    for (size_t i = 0; i < pg.count; i++) cr_assert_eq(pg.events[i].position, 400 + i);
+    ag_event_page_free(&pg);
+    ag__log_rc_counts(ls, &hits, &misses);
+    cr_assert_eq(hits, 800, "hits %llu", (unsigned long long)hits);
+    cr_assert_eq(misses, 400);
+    check_sagas(0, 100); /* raw records never go through it */
+    ag__log_rc_counts(ls, &hits, &misses);
+    cr_assert_eq(hits + misses, 1200);
+
+    ag_store_close(s);
+    setenv("AGORA_STORE_READ_CACHE", "0", 1);
+    s = reopen();
+    unsetenv("AGORA_STORE_READ_CACHE");
+    check_sagas(100, 200);
+    check_sagas(100, 200);
+    ag__log_rc_counts((struct lstore *)s, &hits, &misses);
+    cr_assert_eq(hits + misses, 0);
+}

@@ -14,8 +14,9 @@
 static const char usage_text[] =
     "usage: agora keys rotate [--data DIR]\n"
     "\n"
-    "Re-wrap every customer data key under a new master key, while agora run\n"
-    "serves. With the key file (DIR/keys/master.key, the default) the new key is\n"
+    "Re-wrap every customer data key (and the index key of the email claims,\n"
+    "whose value stays) under a new master key, while agora run serves. With the\n"
+    "key file (DIR/keys/master.key, the default) the new key is\n"
     "generated and replaces the file. With AGORA_MASTER_KEY, stop agora run first,\n"
     "give the new key in AGORA_NEW_MASTER_KEY (64 hex digits) and start again with\n"
     "it as AGORA_MASTER_KEY (a server cannot learn a key kept out of the data\n"

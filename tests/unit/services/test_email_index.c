@@ -1,0 +1,168 @@
+/* The unique-email index (src/services/customers/email.c): claims named by a
+ * keyed MAC, released by erasure (the email is free again), and the migration of
+ * the unkeyed `customer-email-<xxh3>` claims an older data directory holds. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "agora/vault.h"
+#include "svc_test.h"
+
+TestSuite(email_index, .init = t_start, .fini = t_stop, .timeout = 60);
+
+/* Whether any event of the store sits in a stream named `name`. */
+static bool stream_seen(const char *name)
+{
+    bool found = false, end = false;
+    for (uint64_t pos = 0; !found && !end;) {
+        struct ag_event_page pg;
+        cr_assert_eq(ag_store_read_all(t_plat->store, pos, AG_READ_FORWARD, 500, &pg, NULL), 0);
+        for (size_t i = 0; i < pg.count && !found; i++)
+            found = pg.events[i].stream_len == strlen(name) &&
+                    memcmp(pg.events[i].stream, name, strlen(name)) == 0;
+        end = pg.end || pg.count == 0;
+        pos = pg.next_position;
+        ag_event_page_free(&pg);
+    }
+    return found;
+}
+
+/* The last event type of `stream` ("" when it has none). */
+static const char *last_type(const char *stream)
+{
+    static char t[64];
+    struct ag_event_page pg;
+    cr_assert_eq(ag_store_read_stream(t_plat->store, stream, strlen(stream), -1, AG_READ_BACKWARD,
+                                      1, &pg, NULL),
+                 0);
+    snprintf(t, sizeof t, "%.*s", pg.count ? (int)pg.events[0].type_len : 0,
+             pg.count ? pg.events[0].type : "");
+    ag_event_page_free(&pg);
+    return t;
+}
+
+static void old_stream(const char *email, char out[64])
+{
+    snprintf(out, 64, "customer-email-%016llx",
+             (unsigned long long)ag_xxh3(email, strlen(email))); /* lower-case already */
+}
+
+static void keyed_stream(const char *email, char out[SVC_EMAIL_STREAM_MAX])
+{
+    struct ag_err err;
+    cr_assert_eq(svc_email_stream(email, out, &err), 0, "%s", err.msg);
+}
+
+static int register_as(const char *who, const char *email, char id[40])
+{
+    struct t_resp r;
+    char body[256];
+    snprintf(body, sizeof body, "{\"email\":\"%s\",\"name\":\"Index Person\"}", email);
+    int st = t_call(&r, "POST", "/api/v1/customers", who, body, NULL);
+    if (id) snprintf(id, 40, "%s", t_str(&r, "id"));
+    t_free(&r);
+    return st;
+}
+
+static void erase(const char *who, const char *id)
+{
+    struct t_resp r;
+    char path[128];
+    snprintf(path, sizeof path, "/api/v1/customers/%s/erase", id);
+    cr_assert_eq(t_call(&r, "POST", path, who, "{}", NULL), 200, "%s", r.text);
+    t_free(&r);
+}
+
+Test(email_index, the_claim_is_named_by_a_keyed_mac)
+{
+    char id[40], keyed[SVC_EMAIL_STREAM_MAX], old[64];
+    cr_assert_eq(register_as(ALICE, "Keyed@Test.example", id), 201);
+    keyed_stream("KEYED@test.example", keyed);
+    cr_expect_eq(strlen(keyed), strlen("customer-email-") + 32, "128 bits: %s", keyed);
+    cr_expect(stream_seen(keyed), "the claim is %s", keyed);
+    old_stream("keyed@test.example", old);
+    cr_expect_not(stream_seen(old), "no unkeyed claim is made any more");
+    cr_expect_eq(register_as(BOB, "keyed@TEST.example", NULL), 409, "still unique, any case");
+}
+
+Test(email_index, erasure_frees_the_email)
+{
+    char id[40], id2[40], keyed[SVC_EMAIL_STREAM_MAX];
+    cr_assert_eq(register_as(ALICE, "again@test.example", id), 201);
+    erase(ALICE, id);
+    keyed_stream("again@test.example", keyed);
+    cr_expect_str_eq(last_type(keyed), SVC_CLAIM_RELEASED, "the claim names nobody now");
+    cr_assert_eq(register_as(BOB, "again@test.example", id2), 201, "the erased may re-register");
+    cr_expect_str_neq(id, id2, "as a new customer");
+    cr_expect_eq(register_as(ADMIN, "again@test.example", NULL), 409, "and it is unique again");
+    erase(ADMIN, id); /* erasing the first again touches nothing of the second */
+    cr_expect_str_eq(last_type(keyed), "EmailClaimed");
+}
+
+/* An older data directory: its claims carry the unkeyed name. Made here through
+ * the store, as the old code did, then migrated. */
+static void make_unkeyed(const char *email, const char *id)
+{
+    char old[64], keyed[SVC_EMAIL_STREAM_MAX], data[128];
+    struct ag_err err;
+    old_stream(email, old);
+    keyed_stream(email, keyed);
+    snprintf(data, sizeof data, "{\"customerId\":\"%s\",\"at\":1}", id);
+    struct ag_event_data ev = {.type = "EmailClaimed",
+                               .type_len = strlen("EmailClaimed"),
+                               .data = data,
+                               .data_len = strlen(data)};
+    cr_assert_eq(
+        ag_store_append(t_plat->store, old, strlen(old), AG_STORE_NO_STREAM, &ev, 1, NULL, &err), 0,
+        "%s", err.msg);
+    /* as if the keyed claim had never been made */
+    cr_assert_eq(svc_release_claim(&t_plat->env, keyed, id, &err), 0, "%s", err.msg);
+}
+
+static void migrate(size_t want_found, size_t want_rekeyed)
+{
+    char marker[4200];
+    snprintf(marker, sizeof marker, "%s/keys/email-index", t_plat->cfg.data_dir);
+    cr_assert_eq(access(marker, F_OK), 0, "the platform's start migrated (nothing) already");
+    cr_assert_eq(unlink(marker), 0);
+    size_t found = 0, rekeyed = 0;
+    struct ag_err err;
+    cr_assert_eq(svc_email_index_migrate(&t_plat->env, marker, &found, &rekeyed, &err), 0, "%s",
+                 err.msg);
+    cr_expect_eq(found, want_found);
+    cr_expect_eq(rekeyed, want_rekeyed);
+    cr_assert_eq(access(marker, F_OK), 0, "the marker is written");
+    cr_assert_eq(svc_email_index_migrate(&t_plat->env, marker, &found, &rekeyed, &err), 0);
+    cr_expect_eq(found, 0, "once");
+}
+
+Test(email_index, unkeyed_claims_are_migrated_once)
+{
+    char live[40], gone[40], old_live[64], old_gone[64], keyed[SVC_EMAIL_STREAM_MAX];
+    cr_assert_eq(register_as(ALICE, "live@test.example", live), 201);
+    cr_assert_eq(register_as(BOB, "gone@test.example", gone), 201);
+    make_unkeyed("live@test.example", live);
+    make_unkeyed("gone@test.example", gone);
+    erase(BOB, gone); /* its keyed claim is released already: only the unkeyed one is left */
+    migrate(2, 1);
+    old_stream("live@test.example", old_live);
+    old_stream("gone@test.example", old_gone);
+    cr_expect_str_eq(last_type(old_live), SVC_CLAIM_RELEASED, "every unkeyed claim is released");
+    cr_expect_str_eq(last_type(old_gone), SVC_CLAIM_RELEASED);
+    keyed_stream("gone@test.example", keyed);
+    cr_expect_str_eq(last_type(keyed), SVC_CLAIM_RELEASED, "an erased customer is not re-keyed");
+    cr_expect_eq(register_as(ADMIN, "gone@test.example", NULL), 201, "its email is free");
+}
+
+Test(email_index, a_migrated_claim_keeps_the_email_unique)
+{
+    char live[40];
+    cr_assert_eq(register_as(ALICE, "kept@test.example", live), 201);
+    make_unkeyed("kept@test.example", live);
+    migrate(1, 1);
+    cr_expect_eq(register_as(BOB, "kept@test.example", NULL), 409, "re-keyed for alice");
+    char keyed[SVC_EMAIL_STREAM_MAX];
+    keyed_stream("kept@test.example", keyed);
+    cr_expect_str_eq(last_type(keyed), "EmailClaimed");
+}

@@ -246,3 +246,22 @@ st=$(api GET "/api/v1/customers/$CID" "$ADMIN")
 st=$(api POST /api/v1/customers "$BOB" "{\"email\":\"$EMAIL\",\"name\":\"Bob\"}")
 [ "$st" = 409 ] || fail "after rotation the email index changed: $st $(cat "$TMP/body")"
 pass "restarted on the new master key: customers from before and during rotation read back; the re-wrapped index key still finds the email's claim"
+
+# ---- rotation with the caller's key (AGORA_MASTER_KEY): refused beside a server ----
+OLDK=$(tr -d '\n' <"$DATA/keys/master.key")
+NEWK=$(printf '%064d' 42)
+if AGORA_MASTER_KEY=$OLDK AGORA_NEW_MASTER_KEY=$NEWK "$BIN" keys rotate --data "$DATA" >"$TMP/rot-env.out" 2>&1; then
+    fail "a rotation with AGORA_MASTER_KEY ran beside the server"
+fi
+grep -q "stop it first" "$TMP/rot-env.out" || fail "no clear refusal: $(cat "$TMP/rot-env.out")"
+stop
+AGORA_MASTER_KEY=$OLDK AGORA_NEW_MASTER_KEY=$NEWK "$BIN" keys rotate --data "$DATA" >"$TMP/rot-env.out" 2>&1 ||
+    fail "rotation with the caller's keys: $(cat "$TMP/rot-env.out")"
+export AGORA_MASTER_KEY=$NEWK
+start
+st=$(api GET "/api/v1/customers/$CID2" "$ADMIN")
+[ "$st" = 200 ] && [ "$(js 'b["email"]')" = "$EMAIL" ] || fail "after the env rotation, customer $CID2: $st $(cat "$TMP/body")"
+st=$(api POST /api/v1/customers "$BOB" "{\"email\":\"$EMAIL\",\"name\":\"Bob\"}")
+[ "$st" = 409 ] || fail "after the env rotation the email index changed: $st"
+unset AGORA_MASTER_KEY
+pass "with AGORA_MASTER_KEY: rotate is refused while agora run serves; stopped, rotated, restarted on the new key: data and email index read back"

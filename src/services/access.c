@@ -206,7 +206,12 @@ int svc_claim(struct svc_env *p, const char *stream, const char *owner_id, const
         int rc = ag_store_append(p->store, stream, strlen(stream), expected, &ev, 1, NULL, err);
         if (rc != AG_ECONFLICT) return rc;
         struct claim c;
-        if (read_claim(p, stream, &c, err)) return AG_EIO;
+        int rrc = read_claim(p, stream, &c, err);
+        if (rrc == AG_ENOTFOUND) { /* a scavenge deleted a released claim meanwhile */
+            expected = AG_STORE_NO_STREAM;
+            continue;
+        }
+        if (rrc) return AG_EIO;
         if (strcmp(c.owner, owner_id) == 0) return 0;
         bool orphan = c.owner[0] && !svc_stream_exists(p, owner_prefix, c.owner) &&
                       svc_now_ms() - c.at > CLAIM_LEASE_MS;

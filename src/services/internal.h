@@ -344,7 +344,7 @@ bool svc_uuid_ok(const char *s);
 int svc_claim(struct svc_env *p, const char *stream, const char *owner_id, const char *owner_prefix,
               char holder[40], struct ag_err *err);
 /* The event that ends a claim: the claimed value is free again. */
-#define SVC_CLAIM_RELEASED "ClaimReleased"
+#define SVC_CLAIM_RELEASED AG_CLAIM_RELEASED
 /* Release `owner_id`'s claim on `stream` (ClaimReleased, which has no owner): a
  * later svc_claim takes it. 0 also when the claim is absent or someone else's. */
 int svc_release_claim(struct svc_env *p, const char *stream, const char *owner_id,

@@ -89,7 +89,9 @@ static int scavenge(struct svc_job *j)
     struct ag_log_retention ret = {
         .idempotency_ns = (p->idem_ttl_ms ? p->idem_ttl_ms : SVC_IDEM_TTL_DEFAULT_MS) * 1000000ull,
         .saga_ns = (p->saga_retention_ms ? p->saga_retention_ms : SVC_SAGA_RETENTION_DEFAULT_MS) *
-                   1000000ull};
+                   1000000ull,
+        .released_prefix = AG_EMAIL_CLAIM_PREFIX,
+        .released_type = AG_CLAIM_RELEASED};
     struct ag_log_scavenge_report r;
     struct ag_err err;
     ag_err_clear(&err);

@@ -10,9 +10,11 @@
  *
  * Erasure releases the claim (ClaimReleased, svc_release_claim) before the data
  * key goes: the erased person may register again with the same email, and the
- * claim names no customer any more. (Its name stays in the log until a scavenge
- * drops the released claim, see the README; only a master-key holder can link
- * the name to an email.)
+ * claim names no customer any more. Its name stays in the log until a scavenge
+ * deletes it: released claims (prefix customer-email-, last event ClaimReleased,
+ * AG_EMAIL_CLAIM_PREFIX / AG_CLAIM_RELEASED) are a retention rule of the log's
+ * scavenge (struct ag_log_retention), whatever their age; until then only a
+ * master-key holder can link the name to an email.
  *
  * Migration (svc_email_index_migrate, once per data directory, at start before
  * the API serves): every old unkeyed claim is found by one pass over $all; for a
@@ -34,7 +36,7 @@
 #include "agora/vault.h"
 #include "services/internal.h"
 
-#define PREFIX     "customer-email-"
+#define PREFIX     AG_EMAIL_CLAIM_PREFIX
 #define PREFIX_LEN (sizeof PREFIX - 1)
 #define OLD_LEN    (PREFIX_LEN + 16) /* customer-email-<xxh3 as 16 hex> */
 #define MAC_BYTES  16                /* of the 32: 128 bits in the name */

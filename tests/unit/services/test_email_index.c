@@ -3,6 +3,7 @@
  * the unkeyed `customer-email-<xxh3>` claims an older data directory holds. */
 #include <criterion/criterion.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -165,4 +166,62 @@ Test(email_index, a_migrated_claim_keeps_the_email_unique)
     char keyed[SVC_EMAIL_STREAM_MAX];
     keyed_stream("kept@test.example", keyed);
     cr_expect_str_eq(last_type(keyed), "EmailClaimed");
+}
+
+/* ---- released claims leave the log at the next scavenge ---- */
+
+static void start_small_segments(void)
+{
+    setenv("AGORA_STORE_SEGMENT_BYTES", "4194368", 1); /* the smallest: 4 MiB */
+    t_start();
+    unsetenv("AGORA_STORE_SEGMENT_BYTES");
+}
+
+TestSuite(email_scavenge, .init = start_small_segments, .fini = t_stop, .timeout = 120);
+
+/* Fill until the log rolls to a new segment: everything so far is sealed. */
+static void seal_log(void)
+{
+    struct ag_store_stats st0, st;
+    ag_store_stats(t_plat->store, &st0);
+    static char big[8192];
+    snprintf(big, sizeof big, "{\"pad\":\"%08000d\"}", 0);
+    struct ag_event_data e = {.type = "Fill", .type_len = 4, .data = big, .data_len = strlen(big)};
+    do {
+        cr_assert_eq(ag_store_append(t_plat->store, "filler", 6, AG_STORE_ANY, &e, 1, NULL, NULL),
+                     0);
+        ag_store_stats(t_plat->store, &st);
+    } while (st.segments == st0.segments);
+}
+
+/* Whether any file under the data directory holds `s`. */
+static bool on_disk(const char *s)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "grep -rlaF -- '%s' '%s' >/dev/null", s, t_plat->cfg.data_dir);
+    return system(cmd) == 0;
+}
+
+Test(email_scavenge, released_claims_leave_the_log)
+{
+    char gone[40], live[40], kgone[SVC_EMAIL_STREAM_MAX], klive[SVC_EMAIL_STREAM_MAX], old[64];
+    cr_assert_eq(register_as(ALICE, "leaves@test.example", gone), 201);
+    cr_assert_eq(register_as(BOB, "stays@test.example", live), 201);
+    make_unkeyed("stays@test.example", live); /* an older directory's claim */
+    migrate(1, 1);
+    erase(ALICE, gone);
+    keyed_stream("leaves@test.example", kgone);
+    keyed_stream("stays@test.example", klive);
+    old_stream("stays@test.example", old);
+    cr_assert(on_disk(kgone) && on_disk(old), "released, not yet gone");
+    seal_log();
+    struct t_resp r;
+    cr_assert_eq(t_call(&r, "POST", "/admin/store/scavenge", ADMIN, NULL, NULL), 200, "%s", r.text);
+    t_free(&r);
+    cr_expect_not(on_disk(kgone + strlen("customer-email-")),
+                  "the erased customer's claim name is in no file");
+    cr_expect_not(on_disk(old + strlen("customer-email-")), "nor the migrated unkeyed name");
+    cr_expect(on_disk(klive), "a live claim stays");
+    cr_expect_eq(register_as(ADMIN, "stays@test.example", NULL), 409);
+    cr_expect_eq(register_as(ADMIN, "leaves@test.example", NULL), 201, "free, from no stream");
 }

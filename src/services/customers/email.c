@@ -39,7 +39,7 @@
 #define PREFIX     AG_EMAIL_CLAIM_PREFIX
 #define PREFIX_LEN (sizeof PREFIX - 1)
 #define OLD_LEN    (PREFIX_LEN + 16) /* customer-email-<xxh3 as 16 hex> */
-#define MAC_BYTES  16                /* of the 32: 128 bits in the name */
+#define MAC_BYTES  ((size_t)16)      /* of the 32: 128 bits in the name */
 
 int svc_email_stream(const char *email, char out[SVC_EMAIL_STREAM_MAX], struct ag_err *err)
 {

@@ -202,7 +202,11 @@ if "$BIN" run --data "$DATA" --listen 127.0.0.1:0 >"$TMP/bad.log" 2>&1; then fai
 grep -q "refusing to make a new master key" "$TMP/bad.log" || fail "missing key: no clear error: $(cat "$TMP/bad.log")"
 [ ! -e "$DATA/keys/master.key" ] || fail "a new master key was made"
 mv "$TMP/master.key" "$DATA/keys/master.key"
-pass "a wrong or missing master key stops the start with a clear error; no new key"
+mv "$DATA/keys/index.key" "$TMP/index.key"
+if "$BIN" run --data "$DATA" --listen 127.0.0.1:0 >"$TMP/bad.log" 2>&1; then fail "started with another index key"; fi
+grep -q "restore keys/index.key" "$TMP/bad.log" || fail "lost index key: no clear error: $(cat "$TMP/bad.log")"
+mv "$TMP/index.key" "$DATA/keys/index.key"
+pass "a wrong or missing master key stops the start with a clear error; no new key; a lost index key too"
 
 # ---- rotation under load ----
 start

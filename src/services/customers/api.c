@@ -27,8 +27,8 @@
  * open them. Erasure (POST /customers/{id}/erase, the customer or an admin)
  * releases the email claim (reading the email needs the key), destroys the key,
  * then records CustomerErased: a crash in between is finished by the retry (each
- * step is idempotent). Error messages never echo
- * an email (they are kept in idempotency records).
+ * step is idempotent). Error messages never echo an email (they are kept in
+ * idempotency records).
  */
 #include <stdio.h>
 #include <string.h>

@@ -21,9 +21,11 @@
  * claim whose customer exists and is not erased, the email is read from the
  * customer (opened with its data key) and claimed under the keyed name; then the
  * old claim is released, whoever held it. A marker file in the vault directory
- * records that it ran; each step is idempotent, so a crash mid-way is finished
- * by the next start. Until the marker exists no request is served, so lookups
- * only ever use keyed names.
+ * records that it ran, and the id of the index key the claims are made with: a
+ * start whose vault holds another index key (index.key lost and made anew) is
+ * refused, since every claim would be orphaned. Each step is idempotent, so a
+ * crash mid-way is finished by the next start. Until the marker exists no request is served, so
+ * lookups only ever use keyed names.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -182,11 +184,23 @@ static int migrate_one(struct svc_env *p, const char *old, size_t *rekeyed, stru
     return rc ? rc : svc_release_claim(p, old, owner, err);
 }
 
-static int write_marker(const char *path, size_t found, size_t rekeyed)
+/* The index key's id: the MAC of a fixed label, 16 hex digits (names the key
+ * without revealing it; the marker records it). */
+static int index_kid(char out[17], struct ag_err *err)
 {
-    char tmp[4200], text[128];
+    static const char label[] = "agora index key id v1";
+    unsigned char mac[AG_VAULT_MAC_LEN];
+    int rc = ag_vault_index_mac(svc_pii_vault(), label, sizeof label - 1, mac, err);
+    for (size_t i = 0; !rc && i < 8; i++) snprintf(out + 2 * i, 3, "%02x", mac[i]);
+    return rc;
+}
+
+static int write_marker(const char *path, const char *kid, size_t found, size_t rekeyed)
+{
+    char tmp[4200], text[160];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    int n = snprintf(text, sizeof text, "keyed email claims v1: %zu unkeyed found, %zu re-keyed\n",
+    int n = snprintf(text, sizeof text,
+                     "keyed email claims v1, index key %s: %zu unkeyed found, %zu re-keyed\n", kid,
                      found, rekeyed);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0) return AG_EIO;
@@ -199,17 +213,39 @@ static int write_marker(const char *path, size_t found, size_t rekeyed)
     return 0;
 }
 
+/* The marker exists: it must name the index key the vault holds now, or every
+ * keyed claim would be lost (uniqueness silently gone): a refusal to start. */
+static int check_marker(const char *marker, const char *kid, struct ag_err *err)
+{
+    char text[256] = "";
+    FILE *f = fopen(marker, "r");
+    if (!f) return ag_err_set(err, AG_EIO, "cannot read %s: %s", marker, strerror(errno));
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[n] = '\0';
+    const char *at = strstr(text, "index key ");
+    if (at && strncmp(at + 10, kid, 16) == 0) return 0;
+    return ag_err_set(err, AG_ECONFIG,
+                      "the vault's index key (id %s) is not the one the email claims were made "
+                      "with (%s): restore keys/index.key from a backup, or every email could be "
+                      "registered twice; refusing to start",
+                      kid, marker);
+}
+
 int svc_email_index_migrate(struct svc_env *p, const char *marker, size_t *found, size_t *rekeyed,
                             struct ag_err *err)
 {
+    char kid[17];
     *found = *rekeyed = 0;
-    if (access(marker, F_OK) == 0) return 0;
+    int rc = index_kid(kid, err);
+    if (rc) return rc;
+    if (access(marker, F_OK) == 0) return check_marker(marker, kid, err);
     struct names ns = {0};
-    int rc = find_old_claims(p, &ns, err);
+    rc = find_old_claims(p, &ns, err);
     for (size_t i = 0; !rc && i < ns.n; i++) rc = migrate_one(p, ns.v[i], rekeyed, err);
     *found = ns.n;
     ag_free(ns.v);
-    if (!rc && write_marker(marker, *found, *rekeyed))
+    if (!rc && write_marker(marker, kid, *found, *rekeyed))
         rc = ag_err_set(err, AG_EIO, "cannot write %s: %s", marker, strerror(errno));
     if (!rc && *found)
         AG_INFO("customers.email_index.migrated", AG_LU("unkeyed", (unsigned long long)*found),

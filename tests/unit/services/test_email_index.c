@@ -225,3 +225,29 @@ Test(email_scavenge, released_claims_leave_the_log)
     cr_expect_eq(register_as(ADMIN, "stays@test.example", NULL), 409);
     cr_expect_eq(register_as(ADMIN, "leaves@test.example", NULL), 201, "free, from no stream");
 }
+
+/* The marker names the index key: a vault whose index key changed (index.key
+ * lost and made anew) would orphan every claim, so the start is refused. */
+Test(email_index, another_index_key_is_refused)
+{
+    char marker[4200];
+    snprintf(marker, sizeof marker, "%s/keys/email-index", t_plat->cfg.data_dir);
+    FILE *f = fopen(marker, "r");
+    cr_assert(f);
+    char text[256] = "";
+    cr_assert(fgets(text, sizeof text, f));
+    fclose(f);
+    cr_assert(strstr(text, "index key "), "%s", text);
+    f = fopen(marker, "w");
+    fputs("keyed email claims v1, index key 0000000000000000: 0 unkeyed found, 0 re-keyed\n", f);
+    fclose(f);
+    size_t found, rekeyed;
+    struct ag_err err;
+    cr_assert_eq(svc_email_index_migrate(&t_plat->env, marker, &found, &rekeyed, &err), AG_ECONFIG);
+    cr_expect(strstr(err.msg, "restore keys/index.key"), "%s", err.msg);
+    f = fopen(marker, "w");
+    fputs(text, f);
+    fclose(f);
+    cr_assert_eq(svc_email_index_migrate(&t_plat->env, marker, &found, &rekeyed, &err), 0, "%s",
+                 err.msg);
+}

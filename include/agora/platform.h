@@ -12,6 +12,12 @@
 
 #include "agora/base.h"
 
+/* The customers' unique-email claim streams and the event that releases one
+ * (erasure, migration): a scavenge deletes released claims, so their names leave
+ * the log (struct ag_log_retention's released_prefix and released_type). */
+#define AG_EMAIL_CLAIM_PREFIX "customer-email-"
+#define AG_CLAIM_RELEASED     "ClaimReleased"
+
 struct ag_platform_config {
     const char *data_dir;  /* readmodels/ (created) and, by default, the event log; required */
     const char *store_uri; /* the event store (ag_store_open); NULL = "file:<data_dir>" */

@@ -56,6 +56,11 @@ struct ag_log_retention {
     /* saga-* streams that ended (SagaCompleted, SagaCompensated) longer ago than this
      * are deleted; 0 = kept */
     uint64_t saga_ns;
+    /* streams named `released_prefix`* whose last event is of type `released_type`
+     * are deleted, whatever their age (a released claim: its name must go); NULL =
+     * no such rule */
+    const char *released_prefix;
+    const char *released_type;
 };
 
 struct ag_log_scavenge_report {

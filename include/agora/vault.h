@@ -15,6 +15,11 @@
  *   dk-<subject>     a wrapped data key: "AGDK1\0", master kid (8), nonce (12),
  *                    ciphertext (32), tag (16); the subject is the GCM AAD
  *   er-<subject>     a tombstone: the subject was erased (no key is ever made again)
+ *   index.key        the index key: 32 random bytes made with the vault (on the
+ *                    first open of a vault that has none), wrapped like a data key
+ *                    (AAD "$index"), re-wrapped by a rotation, never changed: the
+ *                    HMAC key of names that must not reveal what they index (the
+ *                    unique-email claims)
  *   lock             flock: shared while a data key is created, exclusive while a
  *                    rotation switches master keys
  *
@@ -36,6 +41,7 @@
 
 #define AG_VAULT_KEY_HEX 64 /* a master key as hex */
 #define AG_VAULT_PREFIX  "pii1:"
+#define AG_VAULT_MAC_LEN 32 /* HMAC-SHA256 */
 
 struct ag_vault;
 
@@ -66,7 +72,12 @@ AG_EXTERN int ag_vault_erase(struct ag_vault *v, const char *subject, struct ag_
 /* True when `subject` was erased. */
 AG_EXTERN bool ag_vault_erased(struct ag_vault *v, const char *subject);
 
-/* Re-wrap every data key of the vault in `dir` under a new master key while a
+/* HMAC-SHA256 of `n` bytes under the vault's index key into out: a name for
+ * an index entry that only a holder of the master key can link to its value. */
+AG_EXTERN int ag_vault_index_mac(struct ag_vault *v, const void *data, size_t n,
+                                 unsigned char out[AG_VAULT_MAC_LEN], struct ag_err *err);
+
+/* Re-wrap every data key (and the index key) of the vault in `dir` under a new master key while a
  * server may be using it. `old_hex`: the current master key (NULL: master.key).
  * `new_hex`: the new one (NULL: generated and written to master.key, which
  * requires file mode; with the caller's keys no server may use the vault

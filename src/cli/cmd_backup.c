@@ -314,7 +314,9 @@ static int backup_log(struct backup *b, uint64_t committed, struct ag_err *err)
 }
 
 /* The vault's key files (DIR/keys: the wrapped data key of each customer, the
- * erasure tombstones, the master key file when there is one), after the log: keys
+ * erasure tombstones, the wrapped index key that names the email claims and the
+ * marker of their migration, the master key file when there is one), after the
+ * log: the index key never changes, and data keys
  * are only ever added (a registration writes its key before its events) or
  * destroyed (an erasure), so every customer in the copied log has its key here,
  * or is erased. */

@@ -16,6 +16,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "agora/platform.h"
 #include "agora/saga.h"
 #include "agora/store_log.h"
 #include "agora/store_pg.h"
@@ -67,7 +68,8 @@ static const char usage_text[] =
     "  scavenge [--idempotency-ttl DUR] [--saga-retention DUR]\n"
     "                              rewrite sealed segments without deleted events (expired\n"
     "                              Idempotency-Key records, default 24h; ended sagas, default\n"
-    "                              7d; tombstoned streams): progress on stderr, a report on\n"
+    "                              7d; tombstoned streams; released email claims, whose\n"
+    "                              names must leave the log): progress on stderr, a report on\n"
     "                              stdout. While agora run serves DIR it asks the server\n"
     "                              (POST /admin/store/scavenge on DIR/services.sock), which\n"
     "                              applies its own retention settings\n"
@@ -447,7 +449,9 @@ static int cmd_scavenge(const struct store_args *a)
     if (rc == AG_ELOCKED) return scavenge_remote(a);
     if (rc) return fail("scavenge", rc, &err);
     struct ag_log_retention ret = {.idempotency_ns = it_ms * 1000000ull,
-                                   .saga_ns = sr_ms * 1000000ull};
+                                   .saga_ns = sr_ms * 1000000ull,
+                                   .released_prefix = AG_EMAIL_CLAIM_PREFIX,
+                                   .released_type = AG_CLAIM_RELEASED};
     struct ag_log_scavenge_report r;
     rc = ag_store_log_scavenge(s, &ret, scavenge_progress, NULL, &r, &err);
     ag_store_close(s);

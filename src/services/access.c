@@ -206,15 +206,39 @@ int svc_claim(struct svc_env *p, const char *stream, const char *owner_id, const
         int rc = ag_store_append(p->store, stream, strlen(stream), expected, &ev, 1, NULL, err);
         if (rc != AG_ECONFLICT) return rc;
         struct claim c;
-        if (read_claim(p, stream, &c, err)) return AG_EIO;
+        int rrc = read_claim(p, stream, &c, err);
+        if (rrc == AG_ENOTFOUND) { /* a scavenge deleted a released claim meanwhile */
+            expected = AG_STORE_NO_STREAM;
+            continue;
+        }
+        if (rrc) return AG_EIO;
         if (strcmp(c.owner, owner_id) == 0) return 0;
         bool orphan = c.owner[0] && !svc_stream_exists(p, owner_prefix, c.owner) &&
                       svc_now_ms() - c.at > CLAIM_LEASE_MS;
-        if (!orphan) {
+        if (c.owner[0] && !orphan) { /* no owner: released (svc_release_claim) */
             if (holder) snprintf(holder, 40, "%s", c.owner);
             return ag_err_set(err, AG_EEXISTS, "already claimed by %s", c.owner);
         }
         expected = c.version; /* take over the abandoned claim */
+    }
+    return ag_err_set(err, AG_ECONFLICT, "too many concurrent claims");
+}
+
+int svc_release_claim(struct svc_env *p, const char *stream, const char *owner_id,
+                      struct ag_err *err)
+{
+    char data[64];
+    snprintf(data, sizeof data, "{\"at\":%lld}", (long long)svc_now_ms());
+    static const char type[] = SVC_CLAIM_RELEASED;
+    struct ag_event_data ev = {
+        .type = type, .type_len = sizeof type - 1, .data = data, .data_len = strlen(data)};
+    for (int attempt = 0; attempt < 3; attempt++) { /* claimed or released meanwhile: again */
+        struct claim c;
+        int rc = read_claim(p, stream, &c, err);
+        if (rc == AG_ENOTFOUND || (!rc && strcmp(c.owner, owner_id) != 0)) return 0;
+        if (rc) return rc;
+        rc = ag_store_append(p->store, stream, strlen(stream), c.version, &ev, 1, NULL, err);
+        if (rc != AG_ECONFLICT) return rc;
     }
     return ag_err_set(err, AG_ECONFLICT, "too many concurrent claims");
 }

@@ -346,6 +346,24 @@ bool svc_uuid_ok(const char *s);
  * `holder` when another owner has it. */
 int svc_claim(struct svc_env *p, const char *stream, const char *owner_id, const char *owner_prefix,
               char holder[40], struct ag_err *err);
+/* The event that ends a claim: the claimed value is free again. */
+#define SVC_CLAIM_RELEASED AG_CLAIM_RELEASED
+/* Release `owner_id`'s claim on `stream` (ClaimReleased, which has no owner): a
+ * later svc_claim takes it. 0 also when the claim is absent or someone else's. */
+int svc_release_claim(struct svc_env *p, const char *stream, const char *owner_id,
+                      struct ag_err *err);
+/* The unique-email claim stream of `email` (customers/email.c): a keyed MAC of
+ * the lower-cased email under the vault's index key. */
+#define SVC_EMAIL_STREAM_MAX 64
+int svc_email_stream(const char *email, char out[SVC_EMAIL_STREAM_MAX], struct ag_err *err);
+/* Customer `id`'s email, opened, into email ("" when the customer does not exist
+ * or was erased). */
+int svc_customer_email(struct svc_env *p, const char *id, char email[256], struct ag_err *err);
+/* Re-key the unkeyed email claims of an older data directory once (`marker`, a
+ * file, records that it ran): *found unkeyed claims, *rekeyed of them claimed
+ * again under their keyed name; every unkeyed claim is released. */
+int svc_email_index_migrate(struct svc_env *p, const char *marker, size_t *found, size_t *rekeyed,
+                            struct ag_err *err);
 /* Answer helpers (on the worker thread, fill the job). */
 int svc_ok(struct svc_job *j, int status, json_t *body);
 int svc_problem(struct svc_job *j, int status, const char *title, const char *fmt, ...)

@@ -89,7 +89,9 @@ static int scavenge(struct svc_job *j)
     struct ag_log_retention ret = {
         .idempotency_ns = (p->idem_ttl_ms ? p->idem_ttl_ms : SVC_IDEM_TTL_DEFAULT_MS) * 1000000ull,
         .saga_ns = (p->saga_retention_ms ? p->saga_retention_ms : SVC_SAGA_RETENTION_DEFAULT_MS) *
-                   1000000ull};
+                   1000000ull,
+        .released_prefix = AG_EMAIL_CLAIM_PREFIX,
+        .released_type = AG_CLAIM_RELEASED};
     struct ag_log_scavenge_report r;
     struct ag_err err;
     ag_err_clear(&err);
@@ -375,6 +377,16 @@ static int open_vault(struct ag_platform *p, struct ag_err *err)
     return rc;
 }
 
+/* Unkeyed email claims of an older data directory re-keyed, once, before the
+ * API serves (customers/email.c); the marker sits with the index key. */
+static int migrate_email_index(struct ag_platform *p, struct ag_err *err)
+{
+    char marker[4200];
+    snprintf(marker, sizeof marker, "%s/keys/email-index", p->cfg.data_dir);
+    size_t found = 0, rekeyed = 0;
+    return svc_email_index_migrate(&p->env, marker, &found, &rekeyed, err);
+}
+
 int ag_platform_start(const struct ag_platform_config *cfg, struct ag_platform **out,
                       struct ag_err *err)
 {
@@ -404,6 +416,7 @@ int ag_platform_start(const struct ag_platform_config *cfg, struct ag_platform *
     if (!rc) rc = start_projections(p, err);
     p->env.projector = p->projector;
     if (!rc) rc = open_read_models(p, err);
+    if (!rc) rc = migrate_email_index(p, err);
     if (!rc && cfg->seed && st.events == 0) rc = svc_seed(&p->env, err);
     if (!rc) rc = svc_bus_start(p, err);
     if (!rc && p->cfg.choreography) rc = svc_chor_start(p, &p->chor, err);

@@ -25,7 +25,9 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <openssl/core_names.h>
 #include <openssl/evp.h>
+#include <openssl/params.h>
 #include <openssl/rand.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -45,6 +47,8 @@
 #define DK_FILE_LEN (MAGIC_LEN + KID_LEN + NONCE_LEN + KEY_LEN + TAG_LEN)
 #define SUBJECT_MAX 64
 #define BUCKETS     4096
+#define INDEX_FILE  "index.key"
+#define INDEX_AAD   "$index" /* no subject has a '$': never confused with a data key */
 
 struct master {
     bool set;
@@ -60,11 +64,13 @@ struct dk {
 
 struct ag_vault {
     char *dir;
-    bool file_mode;       /* master keys from files (else the caller's) */
-    pthread_mutex_t lock; /* masters and the cache */
-    struct master cur;    /* master.key or the caller's */
-    struct master next;   /* master.key.next, during a rotation */
-    struct dk **buckets;  /* unwrapped data keys by subject */
+    bool file_mode;            /* master keys from files (else the caller's) */
+    pthread_mutex_t lock;      /* masters and the cache */
+    struct master cur;         /* master.key or the caller's */
+    struct master next;        /* master.key.next, during a rotation */
+    struct dk **buckets;       /* unwrapped data keys by subject */
+    unsigned char ix[KEY_LEN]; /* the index key (index.key), set at open */
+    EVP_MAC *hmac;             /* HMAC, fetched once */
 };
 
 /* ---- small helpers ---- */
@@ -516,7 +522,8 @@ static bool has_data_keys(const char *dir)
     DIR *d = opendir(dir);
     bool any = false;
     for (struct dirent *e; d && !any && (e = readdir(d));)
-        any = strncmp(e->d_name, "dk-", 3) == 0 || strncmp(e->d_name, "er-", 3) == 0;
+        any = strncmp(e->d_name, "dk-", 3) == 0 || strncmp(e->d_name, "er-", 3) == 0 ||
+              strcmp(e->d_name, INDEX_FILE) == 0;
     if (d) closedir(d);
     return any;
 }
@@ -598,6 +605,73 @@ static int load_master(struct ag_vault *v, const char *master_hex, struct ag_err
     return check_kid(v, err);
 }
 
+/* ---- the index key ---- */
+
+/* Read index.key into v->ix: 0, AG_ENOTFOUND when there is none yet. */
+static int read_index(struct ag_vault *v, struct ag_err *err)
+{
+    char p[4200];
+    unsigned char f[DK_FILE_LEN + 1];
+    path_of(v->dir, INDEX_FILE, NULL, p, sizeof p);
+    ssize_t n = read_small(p, f, sizeof f);
+    if (n == -ENOENT) return AG_ENOTFOUND;
+    if (n != DK_FILE_LEN || memcmp(f, MAGIC, MAGIC_LEN) != 0)
+        return ag_err_set(err, AG_ECORRUPT, "the index key file %s is damaged", p);
+    const struct master *m = master_for(v, f + MAGIC_LEN);
+    if (!m) { /* wrapped by a rotation's next key meanwhile */
+        reload_masters(v);
+        m = master_for(v, f + MAGIC_LEN);
+    }
+    if (!m)
+        return ag_err_set(err, AG_ECONFIG, "the index key %s is wrapped by an unknown master key",
+                          p);
+    if (unwrap(m, INDEX_AAD, f, v->ix))
+        return ag_err_set(err, AG_ECORRUPT, "the index key %s does not authenticate", p);
+    return 0;
+}
+
+/* The index key: read, or made once for the vault (under the exclusive lock, so
+ * two processes opening a vault at once agree on one key). */
+static int load_index(struct ag_vault *v, struct ag_err *err)
+{
+    int rc = read_index(v, err);
+    if (rc != AG_ENOTFOUND) return rc;
+    int lk = lock_dir(v->dir, LOCK_EX);
+    if (lk < 0) return ag_err_set(err, AG_EIO, "cannot lock the vault in %s", v->dir);
+    rc = read_index(v, err); /* another process made it first */
+    if (rc == AG_ENOTFOUND) {
+        char p[4200];
+        unsigned char f[DK_FILE_LEN];
+        reload_masters(v); /* during a rotation: wrap with its next key */
+        const struct master *m = v->next.set ? &v->next : &v->cur;
+        path_of(v->dir, INDEX_FILE, NULL, p, sizeof p);
+        if (RAND_bytes(v->ix, KEY_LEN) != 1) {
+            rc = ag_err_set(err, AG_EIO, "no randomness for the index key");
+        } else {
+            wrap(m, INDEX_AAD, v->ix, f);
+            rc = write_atomic(v->dir, p, f, sizeof f)
+                     ? ag_err_set(err, AG_EIO, "cannot write %s: %s", p, strerror(errno))
+                     : 0;
+        }
+    }
+    close(lk);
+    return rc;
+}
+
+int ag_vault_index_mac(struct ag_vault *v, const void *data, size_t n,
+                       unsigned char out[AG_VAULT_MAC_LEN], struct ag_err *err)
+{
+    EVP_MAC_CTX *c = EVP_MAC_CTX_new(v->hmac);
+    char digest[] = "SHA256";
+    OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
+                           OSSL_PARAM_construct_end()};
+    size_t outn = 0;
+    int ok = c && EVP_MAC_init(c, v->ix, KEY_LEN, params) && EVP_MAC_update(c, data, n) &&
+             EVP_MAC_final(c, out, &outn, AG_VAULT_MAC_LEN) && outn == AG_VAULT_MAC_LEN;
+    EVP_MAC_CTX_free(c);
+    return ok ? 0 : ag_err_set(err, AG_EIO, "HMAC-SHA256 failed");
+}
+
 int ag_vault_open(const char *dir, const char *master_hex, struct ag_vault **out,
                   struct ag_err *err)
 {
@@ -609,8 +683,10 @@ int ag_vault_open(const char *dir, const char *master_hex, struct ag_vault **out
     v->buckets = ag_calloc(BUCKETS, sizeof *v->buckets);
     v->file_mode = master_hex == NULL;
     pthread_mutex_init(&v->lock, NULL);
-    int rc = v->dir && v->buckets ? load_master(v, master_hex, err)
-                                  : ag_err_set(err, AG_ENOMEM, "out of memory");
+    v->hmac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    int rc = v->dir && v->buckets && v->hmac ? load_master(v, master_hex, err)
+                                             : ag_err_set(err, AG_ENOMEM, "out of memory");
+    if (!rc) rc = load_index(v, err);
     if (rc) {
         ag_vault_close(v);
         return rc;
@@ -631,6 +707,8 @@ void ag_vault_close(struct ag_vault *v)
         }
     wipe(&v->cur, sizeof v->cur);
     wipe(&v->next, sizeof v->next);
+    wipe(v->ix, sizeof v->ix);
+    EVP_MAC_free(v->hmac);
     pthread_mutex_destroy(&v->lock);
     ag_free(v->buckets);
     ag_free(v->dir);
@@ -639,15 +717,14 @@ void ag_vault_close(struct ag_vault *v)
 
 /* ---- rotation ---- */
 
-/* Re-wrap one data key file from `old` to `nw` (a file already under `nw` is left). */
-static int rewrap(const char *dir, const char *name, const struct master *old,
-                  const struct master *nw, size_t *count, struct ag_err *err)
+/* Re-wrap the key file `name` (AAD `subject`) from `old` to `nw`: a file already
+ * under `nw` is left; *count grows by the files re-wrapped. */
+static int rewrap_file(const char *dir, const char *name, const char *subject,
+                       const struct master *old, const struct master *nw, size_t *count,
+                       struct ag_err *err)
 {
     char p[4200];
-    const char *subject = name + 3;
     unsigned char f[DK_FILE_LEN + 1], key[KEY_LEN];
-    path_of(dir, "er-", subject, p, sizeof p);
-    if (exists(p)) return 0; /* erased */
     path_of(dir, name, NULL, p, sizeof p);
     ssize_t n = read_small(p, f, sizeof f);
     if (n == -ENOENT) return 0; /* erased meanwhile */
@@ -663,6 +740,16 @@ static int rewrap(const char *dir, const char *name, const struct master *old,
         return ag_err_set(err, AG_EIO, "cannot write %s: %s", p, strerror(errno));
     (*count)++;
     return 0;
+}
+
+/* Re-wrap one data key file (an erased subject's is left to its erasure). */
+static int rewrap(const char *dir, const char *name, const struct master *old,
+                  const struct master *nw, size_t *count, struct ag_err *err)
+{
+    char p[4200];
+    path_of(dir, "er-", name + 3, p, sizeof p);
+    if (exists(p)) return 0; /* erased */
+    return rewrap_file(dir, name, name + 3, old, nw, count, err);
 }
 
 static int rewrap_all(const char *dir, const struct master *old, const struct master *nw,
@@ -738,7 +825,12 @@ int ag_vault_rotate(const char *dir, const char *old_hex, const char *new_hex, s
     if ((rc = start_rotation(v, new_hex, err))) goto out_close;
     /* a resumed rotation: master.kid may already name the next key */
     if ((rc = rewrap_all(dir, &v->cur, &v->next, count, err))) goto out_close;
-    rc = finish_rotation(v, err);
+    size_t ix = 0; /* the index key too (not counted: it is no customer's) */
+    int lk = lock_dir(dir, LOCK_EX);
+    rc = lk < 0 ? ag_err_set(err, AG_EIO, "cannot lock %s", dir)
+                : rewrap_file(dir, INDEX_FILE, INDEX_AAD, &v->cur, &v->next, &ix, err);
+    if (lk >= 0) close(lk);
+    if (!rc) rc = finish_rotation(v, err);
 out_close:
     ag_vault_close(v);
     return rc;

@@ -107,7 +107,9 @@ pass "an existing --to and a non-empty --data are refused"
 "$BIN" store all --data "$TMP/restored" --limit "$P" >"$TMP/restored.all"
 [ "$(wc -l <"$TMP/live.all")" = "$P" ] || fail "live \$all: $(wc -l <"$TMP/live.all") lines, want $P"
 cmp -s "$TMP/live.all" "$TMP/restored.all" || fail "the restored log differs from the live one before $P"
-pass "restored: store verify ok, $P events, identical to the live log's first $P"
+cmp -s "$TMP/data/keys/index.key" "$TMP/restored/keys/index.key" || fail "the index key was not restored as it was"
+[ -e "$TMP/restored/keys/email-index" ] || fail "the email index marker was not restored"
+pass "restored: store verify ok, $P events, identical to the live log's first $P; the index key came back"
 
 start "$TMP/restored" "$TMP/restored.log"; RPID=$PID_OUT; B=$ADDR
 for path in "${SETTLED[@]}"; do

@@ -9,6 +9,10 @@
 #   from scratch still show the customer erased; a wrong or missing master key stops
 #   the start with a clear error and makes no new key; `agora keys rotate` under load
 #   (registrations and reads) loses nothing, and a restart on the new key reads all.
+#   The unique-email claim is named by a keyed MAC: the unkeyed xxh3 of the email
+#   (the name older versions used) is nowhere either; after erasure the email is free
+#   and another principal registers with it; rotation re-wraps the index key and the
+#   email stays unique across it.
 #
 # Env: AGORA_BIN (from CTest).
 set -euo pipefail
@@ -64,6 +68,14 @@ api() {
 # js EXPR: evaluate a Python expression on the last body (b)
 js() { python3 -c 'import json,sys; b=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$TMP/body" "$1"; }
 # nowhere WHAT...: no file under the data directory holds any of them (binary-safe)
+# xxh3 TEXT: the 16 hex digits of XXH3-64 (libxxhash), the old unkeyed claim's name
+xxh3() {
+    python3 -c '
+import ctypes, ctypes.util, sys
+l = ctypes.CDLL(ctypes.util.find_library("xxhash") or "libxxhash.so.0")
+f = l.XXH3_64bits; f.restype = ctypes.c_uint64; f.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+b = sys.argv[1].lower().encode(); print("%016x" % f(b, len(b)))' "$1"
+}
 nowhere() {
     for s in "$@"; do
         if grep -rlaF -- "$s" "$DATA" >"$TMP/found" 2>/dev/null; then
@@ -150,7 +162,10 @@ st=$(api POST /api/v1/orders "$ERIN" "{\"customerId\":\"$CID\",\"items\":[{\"pro
 [ "${st:0:1}" = 4 ] || fail "an order for an erased customer: $st $(cat "$TMP/body")"
 pass "after erasure: orders, totals and the balance stay; personal fields read [erased] (replay too)"
 nowhere "$EMAIL" "$NAME" "$STREET" "$U"
-pass "after erasure: email, name and street are nowhere under the data directory"
+OLDHASH=$(xxh3 "$EMAIL")
+[ ${#OLDHASH} = 16 ] || fail "xxh3 of the email: '$OLDHASH'"
+nowhere "$OLDHASH"
+pass "after erasure: email, name, street and the unkeyed hash of the email ($OLDHASH) are nowhere under the data directory"
 
 stop
 for rm in customers orders shipments; do
@@ -162,8 +177,19 @@ st=$(api GET "/api/v1/customers/$CID" "$ADMIN")
 st=$(api GET "/api/v1/orders/${ORDERS[1]}" "$ADMIN")
 [ "$(js 'b["status"]+"|"+str(b["total"]["amount"])+"|"+b["shippingAddress"]["street"]')" = "confirmed|$TOTAL|[erased]" ] ||
     fail "rebuilt order: $(cat "$TMP/body")"
-nowhere "$EMAIL" "$NAME" "$STREET" "$U"
+nowhere "$EMAIL" "$NAME" "$STREET" "$U" "$OLDHASH"
 pass "read models rebuilt from scratch: still erased, orders intact"
+
+# ---- the email is free again (erasure released the claim) ----
+FRANK=$("$BIN" token --data "$DATA" --sub pii-frank --role customer)
+st=$(api POST /api/v1/customers "$FRANK" "{\"email\":\"$EMAIL\",\"name\":\"Frank Again\"}")
+[ "$st" = 201 ] || fail "re-registering the erased email: $st $(cat "$TMP/body")"
+CID2=$(js 'b["id"]')
+[ "$CID2" != "$CID" ] || fail "the same customer id again"
+st=$(api POST /api/v1/customers "$BOB" "{\"email\":\"$EMAIL\",\"name\":\"Bob\"}")
+[ "$st" = 409 ] || fail "the re-registered email is not unique: $st"
+nowhere "$EMAIL" "$OLDHASH"
+pass "after erasure the email is free: a new customer registers with it (and holds it: 409 for bob)"
 
 # ---- a wrong or missing master key ----
 stop
@@ -176,7 +202,11 @@ if "$BIN" run --data "$DATA" --listen 127.0.0.1:0 >"$TMP/bad.log" 2>&1; then fai
 grep -q "refusing to make a new master key" "$TMP/bad.log" || fail "missing key: no clear error: $(cat "$TMP/bad.log")"
 [ ! -e "$DATA/keys/master.key" ] || fail "a new master key was made"
 mv "$TMP/master.key" "$DATA/keys/master.key"
-pass "a wrong or missing master key stops the start with a clear error; no new key"
+mv "$DATA/keys/index.key" "$TMP/index.key"
+if "$BIN" run --data "$DATA" --listen 127.0.0.1:0 >"$TMP/bad.log" 2>&1; then fail "started with another index key"; fi
+grep -q "restore keys/index.key" "$TMP/bad.log" || fail "lost index key: no clear error: $(cat "$TMP/bad.log")"
+mv "$TMP/index.key" "$DATA/keys/index.key"
+pass "a wrong or missing master key stops the start with a clear error; no new key; a lost index key too"
 
 # ---- rotation under load ----
 start
@@ -197,7 +227,9 @@ bash "$TMP/load.sh" &
 LPID=$!
 lines() { wc -l <"$TMP/load.out"; }
 for _ in $(seq 300); do [ "$(lines)" -ge 5 ] && break; sleep 0.1; done
+cp "$DATA/keys/index.key" "$TMP/index.key.before"
 "$BIN" keys rotate --data "$DATA" >"$TMP/rotate.out" 2>&1 || fail "rotate: $(cat "$TMP/rotate.out")"
+! cmp -s "$DATA/keys/index.key" "$TMP/index.key.before" || fail "the index key was not re-wrapped"
 after=$(($(lines) + 5))
 for _ in $(seq 300); do [ "$(lines)" -ge "$after" ] && break; sleep 0.1; done
 kill "$LPID" && wait "$LPID" 2>/dev/null || true
@@ -215,4 +247,25 @@ while read -r code id; do
 done < <(awk '$1 == 201' "$TMP/load.out")
 st=$(api GET "/api/v1/customers/$CID" "$ADMIN")
 [ "$(js 'b["email"]')" = "[erased]" ] || fail "erased customer after rotation: $(cat "$TMP/body")"
-pass "restarted on the new master key: customers from before and during rotation read back"
+st=$(api POST /api/v1/customers "$BOB" "{\"email\":\"$EMAIL\",\"name\":\"Bob\"}")
+[ "$st" = 409 ] || fail "after rotation the email index changed: $st $(cat "$TMP/body")"
+pass "restarted on the new master key: customers from before and during rotation read back; the re-wrapped index key still finds the email's claim"
+
+# ---- rotation with the caller's key (AGORA_MASTER_KEY): refused beside a server ----
+OLDK=$(tr -d '\n' <"$DATA/keys/master.key")
+NEWK=$(printf '%064d' 42)
+if AGORA_MASTER_KEY=$OLDK AGORA_NEW_MASTER_KEY=$NEWK "$BIN" keys rotate --data "$DATA" >"$TMP/rot-env.out" 2>&1; then
+    fail "a rotation with AGORA_MASTER_KEY ran beside the server"
+fi
+grep -q "stop it first" "$TMP/rot-env.out" || fail "no clear refusal: $(cat "$TMP/rot-env.out")"
+stop
+AGORA_MASTER_KEY=$OLDK AGORA_NEW_MASTER_KEY=$NEWK "$BIN" keys rotate --data "$DATA" >"$TMP/rot-env.out" 2>&1 ||
+    fail "rotation with the caller's keys: $(cat "$TMP/rot-env.out")"
+export AGORA_MASTER_KEY=$NEWK
+start
+st=$(api GET "/api/v1/customers/$CID2" "$ADMIN")
+[ "$st" = 200 ] && [ "$(js 'b["email"]')" = "$EMAIL" ] || fail "after the env rotation, customer $CID2: $st $(cat "$TMP/body")"
+st=$(api POST /api/v1/customers "$BOB" "{\"email\":\"$EMAIL\",\"name\":\"Bob\"}")
+[ "$st" = 409 ] || fail "after the env rotation the email index changed: $st"
+unset AGORA_MASTER_KEY
+pass "with AGORA_MASTER_KEY: rotate is refused while agora run serves; stopped, rotated, restarted on the new key: data and email index read back"

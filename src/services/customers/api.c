@@ -3,10 +3,12 @@
  * account in payments), the caller's own customer, tiers. The read model is in
  * projection.c.
  *
- * Unique email: registering first claims the stream `customer-email-<hash>` with
- * no-stream; a second registration with the same email loses that race and gets
- * 409. A claim whose customer never got registered (a crash in between) is taken
- * over by a later registration (svc_claim).
+ * Unique email: registering first claims the stream `customer-email-<mac>` (a
+ * keyed MAC of the email, customers/email.c) with no-stream; a second
+ * registration with the same email loses that race and gets 409. A claim whose
+ * customer never got registered (a crash in between) is taken over by a later
+ * registration (svc_claim), and so is a released one: erasure releases the
+ * claim, so an erased person may register again with the same email.
  *
  * One customer per principal: a customer-role caller registers its own customer,
  * bound to its sub (access.c); a second registration is 409 naming the first.
@@ -23,34 +25,36 @@
  * Personal data (src/services/pii.c): the email and name reach the log, the read
  * model and the idempotency record sealed with the customer's data key; answers
  * open them. Erasure (POST /customers/{id}/erase, the customer or an admin)
- * destroys the key first, then records CustomerErased: a crash in between is
- * finished by the retry (both steps are idempotent). Error messages never echo
- * an email (they are kept in idempotency records).
+ * releases the email claim (reading the email needs the key), destroys the key,
+ * then records CustomerErased: a crash in between is finished by the retry (each
+ * step is idempotent). Error messages never echo an email (they are kept in
+ * idempotency records).
  */
-#include <ctype.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "agora/vault.h"
 #include "services/internal.h"
 
-static void email_stream(const char *email, char out[64])
-{
-    char low[256];
-    size_t n = strlen(email);
-    if (n >= sizeof low) n = sizeof low - 1;
-    for (size_t i = 0; i < n; i++) low[i] = (char)tolower((unsigned char)email[i]);
-    snprintf(out, 64, "customer-email-%016llx", (unsigned long long)ag_xxh3(low, n));
-}
-
 /* Claim `email` for `id`: 0, or AG_EEXISTS when another customer has it. */
 static int claim_email(struct svc_env *p, const char *email, const char *id, struct ag_err *err)
 {
-    char stream[64];
-    email_stream(email, stream);
-    int rc = svc_claim(p, stream, id, "customer", NULL, err);
+    char stream[SVC_EMAIL_STREAM_MAX];
+    int rc = svc_email_stream(email, stream, err);
+    if (!rc) rc = svc_claim(p, stream, id, "customer", NULL, err);
     if (rc == AG_EEXISTS) return ag_err_set(err, AG_EEXISTS, "this email is already registered");
     return rc;
+}
+
+/* Free customer `id`'s email for a new registration (before its key goes: the
+ * email must still be readable). A no-op once the customer is erased. */
+static int release_email(struct svc_env *p, const char *id, struct ag_err *err)
+{
+    char email[256], stream[SVC_EMAIL_STREAM_MAX];
+    int rc = svc_customer_email(p, id, email, err);
+    if (rc || !email[0]) return rc;
+    rc = svc_email_stream(email, stream, err);
+    return rc ? rc : svc_release_claim(p, stream, id, err);
 }
 
 static int dom_register(const void *st, const void *cmd, struct ag_dom_events *out,
@@ -289,8 +293,9 @@ static int erase(struct svc_job *j)
     struct ag_err err;
     ag_err_clear(&err);
     struct ag_vault *v = svc_pii_vault();
-    int rc = v ? ag_vault_erase(v, j->param, &err)
+    int rc = v ? release_email(j->env, j->param, &err)
                : ag_err_set(&err, AG_ECONFIG, "no vault for personal data");
+    if (!rc) rc = ag_vault_erase(v, j->param, &err);
     json_t *view = NULL;
     if (!rc)
         rc = svc_exec(j->env,

@@ -8,7 +8,8 @@
  *   - retention rules (ag_log_retention): an `idempotency-` stream whose last event
  *     is older than the idempotency TTL, a `saga-` stream whose last event is
  *     SagaCompleted or SagaCompensated and older than the saga retention, is
- *     deleted up to its last event.
+ *     deleted up to its last event; so is a stream named with the released prefix
+ *     whose last event has the released type, at any age (a released claim).
  *   Only events in sealed segments (all but the last) are removed: a stream's
  *   `before` is cut to its first event in the last segment. A stream that gets a
  *   new event after the plan keeps it (only versions < before go).
@@ -196,8 +197,10 @@ struct rule_ctx {
     bool locked; /* ag__lidx_each_online holds the read lock for us */
 };
 
+enum rule_kind { RULE_IDEM, RULE_SAGA, RULE_RELEASED };
+
 /* (read lock held) */
-static int rule_locked(struct rule_ctx *cx, const struct ltb_rec *s, bool idem)
+static int rule_locked(struct rule_ctx *cx, const struct ltb_rec *s, enum rule_kind kind)
 {
     struct lstore *ls = cx->ls;
     const struct ag_log_retention *ret = cx->ret;
@@ -211,9 +214,10 @@ static int rule_locked(struct rule_ctx *cx, const struct ltb_rec *s, bool idem)
     ag_buf_init(&body);
     bool ok = ag__log_rec_body(ls, ag__log_rec_at(ls, loc), &r, &body, &why) == 0;
     uint64_t age = now > r.time_ns ? now - r.time_ns : 0;
-    bool gone = ok && (idem ? age >= ret->idempotency_ns
-                            : age >= ret->saga_ns &&
-                                  (type_is(&r, "SagaCompleted") || type_is(&r, "SagaCompensated")));
+    bool gone = ok && (kind == RULE_IDEM   ? age >= ret->idempotency_ns
+                       : kind == RULE_SAGA ? age >= ret->saga_ns && (type_is(&r, "SagaCompleted") ||
+                                                                     type_is(&r, "SagaCompensated"))
+                                           : type_is(&r, ret->released_type));
     ag_buf_free(&body);
     if (!gone) return 0;
     int64_t before = sealed_prefix(ls, s, (int64_t)s->count);
@@ -225,12 +229,20 @@ static int rule_locked(struct rule_ctx *cx, const struct ltb_rec *s, bool idem)
 static int rule(void *ud, const struct ltb_rec *s)
 {
     struct rule_ctx *cx = ud;
-    bool idem = cx->ret->idempotency_ns && has_prefix(s, "idempotency-");
-    bool saga = cx->ret->saga_ns && has_prefix(s, "saga-");
-    if ((!idem && !saga) || !s->count) return 0;
-    if (cx->locked) return rule_locked(cx, s, idem);
+    const struct ag_log_retention *ret = cx->ret;
+    enum rule_kind kind;
+    if (ret->idempotency_ns && has_prefix(s, "idempotency-"))
+        kind = RULE_IDEM;
+    else if (ret->saga_ns && has_prefix(s, "saga-"))
+        kind = RULE_SAGA;
+    else if (ret->released_prefix && ret->released_type && has_prefix(s, ret->released_prefix))
+        kind = RULE_RELEASED;
+    else
+        return 0;
+    if (!s->count) return 0;
+    if (cx->locked) return rule_locked(cx, s, kind);
     pthread_rwlock_rdlock(&cx->ls->ix_lock); /* the segments (a roll may move the array) */
-    int rc = rule_locked(cx, s, idem);
+    int rc = rule_locked(cx, s, kind);
     pthread_rwlock_unlock(&cx->ls->ix_lock);
     return rc;
 }
@@ -283,7 +295,7 @@ static int make_plan(struct lstore *ls, const struct ag_log_retention *ret, stru
     /* the rules look at every stream, the on-disk tables' too, without holding the
      * lock over the tables' reads (appends go on) */
     struct rule_ctx cx = {ls, ret, now, p, false};
-    if (!rc && sealed && (ret->idempotency_ns || ret->saga_ns))
+    if (!rc && sealed && (ret->idempotency_ns || ret->saga_ns || ret->released_prefix))
         rc = ag__lidx_each_online(ls, rule, &cx, &cx.locked);
     return rc;
 }

@@ -318,3 +318,40 @@ Test(scavenge, deleting_many_streams_keeps_the_others_findable)
         s = reopen();
     }
 }
+
+/* A released claim (a stream with the released prefix whose last event has the
+ * released type) is deleted at any age, its name with it; a claim taken again
+ * stays, and so does a stream of another prefix. */
+Test(scavenge, released_claims_leave_the_log)
+{
+    put("claim-aaaa1111", 1, "Claimed");
+    put("claim-aaaa1111", 1, "Released");
+    put("claim-bbbb2222", 1, "Claimed");
+    put("claim-cccc3333", 1, "Claimed");
+    put("claim-cccc3333", 1, "Released");
+    put("claim-cccc3333", 1, "Claimed");
+    put("other-dddd4444", 1, "Released");
+    seal();
+    struct ag_log_retention ret = {.released_prefix = "claim-", .released_type = "Released"};
+    struct ag_log_scavenge_report rep = scavenge(&ret);
+    cr_assert_eq(rep.events_dropped, 2, "only claim-aaaa1111's two events");
+    int64_t v;
+    ag_store_stream_version(s, "claim-aaaa1111", 14, &v);
+    cr_assert_eq(v, -1, "released: gone");
+    ag_store_stream_version(s, "claim-bbbb2222", 14, &v);
+    cr_assert_eq(v, 0);
+    ag_store_stream_version(s, "claim-cccc3333", 14, &v);
+    cr_assert_eq(v, 2, "claimed again: stays");
+    ag_store_stream_version(s, "other-dddd4444", 14, &v);
+    cr_assert_eq(v, 0);
+    ag_store_close(s);
+    s = reopen(); /* the index checkpoint written after the swap */
+    char cmd[160];
+    snprintf(cmd, sizeof cmd, "grep -rlaF aaaa1111 %s >/dev/null", dir);
+    cr_assert_neq(system(cmd), 0, "the released claim's name is in no file of the log");
+    ag_store_stream_version(s, "claim-aaaa1111", 14, &v);
+    cr_assert_eq(v, -1);
+    struct ag_event_data e = {.type = "Claimed", .type_len = 7, .data = "{}", .data_len = 2};
+    cr_assert_eq(ag_store_append(s, "claim-aaaa1111", 14, AG_STORE_NO_STREAM, &e, 1, NULL, NULL), 0,
+                 "claimed anew from nothing");
+}

@@ -173,3 +173,90 @@ Test(vault, rotate_with_the_callers_keys_and_no_vault)
     ag_vault_close(v);
     ag_free(e);
 }
+
+static void mac_of(struct ag_vault *v, const char *text, unsigned char out[AG_VAULT_MAC_LEN])
+{
+    struct ag_err err;
+    cr_assert_eq(ag_vault_index_mac(v, text, strlen(text), out, &err), 0, "%s", err.msg);
+}
+
+static void index_kid(char out[17])
+{
+    char p[300];
+    unsigned char f[128];
+    snprintf(p, sizeof p, "%s/index.key", dir);
+    FILE *fp = fopen(p, "rb");
+    cr_assert(fp, "the index key is a file of the vault");
+    cr_assert_eq(fread(f, 1, sizeof f, fp), 6 + 8 + 12 + 32 + 16, "wrapped like a data key");
+    fclose(fp);
+    for (int i = 0; i < 8; i++) snprintf(out + 2 * i, 3, "%02x", f[6 + i]);
+}
+
+/* The index key: made with the vault, the same after a reopen and a rotation
+ * (only its wrapping changes), another vault's is another. */
+Test(vault, index_key_is_stable_and_rotated)
+{
+    struct ag_vault *v, *w;
+    struct ag_err err;
+    unsigned char a[AG_VAULT_MAC_LEN], b[AG_VAULT_MAC_LEN], c[AG_VAULT_MAC_LEN];
+    cr_assert_eq(ag_vault_open(dir, NULL, &v, &err), 0, "%s", err.msg);
+    mac_of(v, "email:alice@example.com", a);
+    mac_of(v, "email:bob@example.com", b);
+    cr_assert(memcmp(a, b, sizeof a) != 0);
+    char *e = seal(v, "c9", "Ivy");
+    ag_vault_close(v);
+    cr_assert_eq(ag_vault_open(dir, NULL, &v, &err), 0, "%s", err.msg);
+    mac_of(v, "email:alice@example.com", b);
+    cr_assert(memcmp(a, b, sizeof a) == 0, "the same key after a reopen");
+    char kid1[17], kid2[17];
+    index_kid(kid1);
+    size_t n = 0;
+    cr_assert_eq(ag_vault_rotate(dir, NULL, NULL, &n, &err), 0, "%s", err.msg);
+    cr_assert_eq(n, 1, "data keys counted, the index key not");
+    index_kid(kid2);
+    cr_assert_str_neq(kid1, kid2, "re-wrapped under the new master key");
+    mac_of(v, "email:alice@example.com", b); /* the running vault keeps its key */
+    cr_assert(memcmp(a, b, sizeof a) == 0);
+    cr_assert_eq(ag_vault_open(dir, NULL, &w, &err), 0, "%s", err.msg);
+    mac_of(w, "email:alice@example.com", c);
+    cr_assert(memcmp(a, c, sizeof a) == 0, "unwrapped with the new master key, unchanged");
+    expect_open(w, e, "Ivy");
+    ag_vault_close(w);
+    ag_vault_close(v);
+    /* the index key alone makes the vault a vault: no new master key over it */
+    char p[300];
+    snprintf(p, sizeof p, "%s/dk-c9", dir);
+    cr_assert_eq(unlink(p), 0);
+    snprintf(p, sizeof p, "%s/master.kid", dir);
+    cr_assert_eq(unlink(p), 0);
+    snprintf(p, sizeof p, "%s/master.key", dir);
+    cr_assert_eq(unlink(p), 0);
+    cr_assert_eq(ag_vault_open(dir, NULL, &v, &err), AG_ECONFIG);
+    ag_free(e);
+    /* another vault, another key */
+    char other[300];
+    snprintf(other, sizeof other, "%s/other", dir);
+    cr_assert_eq(ag_vault_open(other, NULL, &w, &err), 0, "%s", err.msg);
+    mac_of(w, "email:alice@example.com", c);
+    cr_assert(memcmp(a, c, sizeof a) != 0);
+    ag_vault_close(w);
+}
+
+/* With the caller's master keys too: rotation re-wraps the index key. */
+Test(vault, index_key_with_the_callers_keys)
+{
+    const char *k1 = "3333333333333333333333333333333333333333333333333333333333333333";
+    const char *k2 = "4444444444444444444444444444444444444444444444444444444444444444";
+    struct ag_vault *v;
+    struct ag_err err;
+    unsigned char a[AG_VAULT_MAC_LEN], b[AG_VAULT_MAC_LEN];
+    cr_assert_eq(ag_vault_open(dir, k1, &v, &err), 0, "%s", err.msg);
+    mac_of(v, "x", a);
+    ag_vault_close(v);
+    size_t n = 0;
+    cr_assert_eq(ag_vault_rotate(dir, k1, k2, &n, &err), 0, "%s", err.msg);
+    cr_assert_eq(ag_vault_open(dir, k2, &v, &err), 0, "%s", err.msg);
+    mac_of(v, "x", b);
+    cr_assert(memcmp(a, b, sizeof a) == 0);
+    ag_vault_close(v);
+}

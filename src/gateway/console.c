@@ -173,8 +173,8 @@ int ag_gateway_console_redeem(const char *dir, const char *code, const struct ag
 static int refuse_code(struct ag_gateway *gw, struct ag_http_req *req, const char *why)
 {
     ag__gw_count_denied(gw, "console_code");
-    AG_WARN("authz.denied", AG_LS("path", ag_http_req_path(req)),
-            AG_LS("reason", "console_code"), AG_LS("detail", why));
+    AG_WARN("authz.denied", AG_LS("path", ag_http_req_path(req)), AG_LS("reason", "console_code"),
+            AG_LS("detail", why));
     ag_http_resp_header(req, "Cache-Control", "no-store");
     ag_http_resp_header(req, "WWW-Authenticate", "Bearer");
     return ag__gw_problem(req, 401, "the console code is unknown, used or expired");

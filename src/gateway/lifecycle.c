@@ -168,8 +168,8 @@ static int build_router(struct ag_gateway *gw)
     if (!rc) rc = ag_http_route(gw->router, "GET", "/console", ag__gw_console_index, gw);
     if (!rc) rc = ag_http_route(gw->router, "GET", "/console/{file}", ag__gw_console_file, gw);
     if (!rc)
-        rc = ag_http_route(gw->router, "POST", "/admin/console/session", ag__gw_console_session,
-                           gw);
+        rc =
+            ag_http_route(gw->router, "POST", "/admin/console/session", ag__gw_console_session, gw);
     if (!rc) rc = register_catch_all(gw);
     return rc;
 }

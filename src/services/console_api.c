@@ -79,8 +79,8 @@ static int log_get(struct svc_job *j)
                                       (size_t)limit, &pg, &err);
     if (rc) return svc_error(j, rc, &err);
     json_t *items = page_json(&pg, tail);
-    json_int_t last = pg.count ? (json_int_t)pg.events[tail ? 0 : pg.count - 1].position
-                               : (json_int_t)after;
+    json_int_t last =
+        pg.count ? (json_int_t)pg.events[tail ? 0 : pg.count - 1].position : (json_int_t)after;
     ag_event_page_free(&pg);
     return svc_ok(j, 200, json_pack("{s:o, s:I}", "items", items, "last", last));
 }
@@ -96,8 +96,8 @@ static int list_one(void *ud, const char *name, size_t len, int64_t version)
     struct list_ctx *c = ud;
     if (++c->seen > LIST_SCAN_MAX) return 1;
     if (len < c->plen || memcmp(name, c->prefix, c->plen) != 0) return 0;
-    json_array_append_new(c->items, json_pack("{s:s%, s:I}", "name", name, len, "version",
-                                              (json_int_t)version));
+    json_array_append_new(
+        c->items, json_pack("{s:s%, s:I}", "name", name, len, "version", (json_int_t)version));
     return json_array_size(c->items) >= c->limit ? 1 : 0;
 }
 
@@ -125,15 +125,16 @@ static int stream_get(struct svc_job *j)
     struct ag_event_page pg = {0};
     struct ag_err err;
     ag_err_clear(&err);
-    int rc = ag_store_read_stream(j->env->store, j->param, strlen(j->param), from,
-                                  AG_READ_FORWARD, (size_t)limit, &pg, &err);
+    int rc = ag_store_read_stream(j->env->store, j->param, strlen(j->param), from, AG_READ_FORWARD,
+                                  (size_t)limit, &pg, &err);
     if (rc == AG_ENOTFOUND) return svc_problem(j, 404, "Not found", "no stream %.160s", j->param);
     if (rc) return svc_error(j, rc, &err);
     json_t *items = page_json(&pg, false);
     json_t *next = pg.end ? json_null() : json_integer((json_int_t)pg.next_version);
     ag_event_page_free(&pg);
-    return svc_ok(j, 200, json_pack("{s:s, s:o, s:o}", "stream", j->param, "items", items,
-                                    "nextVersion", next));
+    return svc_ok(
+        j, 200,
+        json_pack("{s:s, s:o, s:o}", "stream", j->param, "items", items, "nextVersion", next));
 }
 
 /* POST /admin/projections/{name}/rebuild */
@@ -152,8 +153,9 @@ static int rebuild(struct svc_job *j)
         ag_projector_report_damage(pr, i, "rebuild requested by an operator");
         AG_INFO("projection.rebuild_requested", AG_LS("projection", s.name),
                 AG_LS("sub", j->who.sub));
-        return svc_ok(j, 202, json_pack("{s:s, s:s, s:I}", "name", s.name, "status", "rebuilding",
-                                        "head", (json_int_t)s.head));
+        return svc_ok(j, 202,
+                      json_pack("{s:s, s:s, s:I}", "name", s.name, "status", "rebuilding", "head",
+                                (json_int_t)s.head));
     }
     return svc_problem(j, 404, "Not found", "no projection named %.100s", j->param);
 }
@@ -172,8 +174,7 @@ static const struct svc_route routes[] = {
     {"GET", "/admin/log", SVC_ADMIN, log_get, NULL, NULL, {"after", "limit"}},
     {"GET", "/admin/streams", SVC_ADMIN, streams_list, NULL, NULL, {"prefix", "limit"}},
     {"GET", "/admin/streams/{name}", SVC_ADMIN, stream_get, "name", "stream", {"from", "limit"}},
-    {"POST", "/admin/projections/{name}/rebuild", SVC_ADMIN, rebuild, "name", "projection",
-     {NULL}},
+    {"POST", "/admin/projections/{name}/rebuild", SVC_ADMIN, rebuild, "name", "projection", {NULL}},
 };
 
 const struct svc_context svc_console_context = {"console", routes, AG_ARRAY_SIZE(routes), NULL,

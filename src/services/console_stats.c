@@ -37,7 +37,8 @@ static struct ag_obs_series *gauge(struct ag_obs_registry *r, const char *name, 
     const char *labels[] = {label};
     const char *values[] = {value};
     struct ag_obs_family_spec spec = {AG_OBS_GAUGE, name, NULL, label ? 1 : 0, labels};
-    if (r && ag_obs_family_define(r, &spec, &f) == 0) ag_obs_series_get(f, label ? values : NULL, &s);
+    if (r && ag_obs_family_define(r, &spec, &f) == 0)
+        ag_obs_series_get(f, label ? values : NULL, &s);
     return s;
 }
 
@@ -87,8 +88,9 @@ static json_t *projections_json(struct ag_projector *pr, uint64_t *max_lag)
         struct ag_projection_stats s;
         ag_projector_stats(pr, i, &s);
         if (s.lag_events > *max_lag) *max_lag = s.lag_events;
-        const char *status = s.failed ? "failed" : ag_projector_usable(pr, i, NULL) ? "running"
-                                                                                    : "rebuilding";
+        const char *status = s.failed                           ? "failed"
+                             : ag_projector_usable(pr, i, NULL) ? "running"
+                                                                : "rebuilding";
         json_array_append_new(a, json_pack("{s:s, s:I, s:f, s:s}", "name", s.name, "lagEvents",
                                            (json_int_t)s.lag_events, "lagSeconds", s.lag_seconds,
                                            "status", status));
@@ -134,7 +136,8 @@ static json_t *log_tail_json(struct ag_store *st, uint64_t now_ns, json_t **late
             if (np < MAX_PLACED) pl[np++] = (struct placed){e->stream, e->stream_len, e->time_ns};
         } else if (type_is(e, AG_EV_ORDER_CONFIRMED) && nl < MAX_PLACED) {
             for (size_t k = np; k-- > 0;)
-                if (pl[k].len == e->stream_len && memcmp(pl[k].stream, e->stream, e->stream_len) == 0) {
+                if (pl[k].len == e->stream_len &&
+                    memcmp(pl[k].stream, e->stream, e->stream_len) == 0) {
                     lat[nl++] = e->time_ns > pl[k].time_ns ? e->time_ns - pl[k].time_ns : 0;
                     break;
                 }
@@ -144,10 +147,10 @@ static json_t *log_tail_json(struct ag_store *st, uint64_t now_ns, json_t **late
     if (nl) {
         qsort(lat, nl, sizeof *lat, cmp_u64);
         json_decref(*latency);
-        *latency = json_pack("{s:f, s:f, s:f, s:f, s:I}", "p50", lat[(nl - 1) * 50 / 100] / 1e6,
-                             "p90", lat[(nl - 1) * 90 / 100] / 1e6, "p99",
-                             lat[(nl - 1) * 99 / 100] / 1e6, "max", lat[nl - 1] / 1e6, "samples",
-                             (json_int_t)nl);
+        *latency =
+            json_pack("{s:f, s:f, s:f, s:f, s:I}", "p50", lat[(nl - 1) * 50 / 100] / 1e6, "p90",
+                      lat[(nl - 1) * 90 / 100] / 1e6, "p99", lat[(nl - 1) * 99 / 100] / 1e6, "max",
+                      lat[nl - 1] / 1e6, "samples", (json_int_t)nl);
     }
     ag_free(pl);
     ag_free(lat);

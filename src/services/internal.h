@@ -109,10 +109,10 @@ struct svc_env {
      * handlers), else NULL */
     struct svc_env *peers;
     size_t npeers;
-    struct ag_bus *bus;          /* the message bus (--bus), or NULL */
-    struct ag_relay *relay;      /* the outbox relay publishing to it, or NULL */
-    struct svc_waiters *waiters; /* parked blocking reads (wait.c), or NULL */
-    struct svc_chor *chor;       /* choreography's bus workers (their dead letters), or NULL */
+    struct ag_bus *bus;              /* the message bus (--bus), or NULL */
+    struct ag_relay *relay;          /* the outbox relay publishing to it, or NULL */
+    struct svc_waiters *waiters;     /* parked blocking reads (wait.c), or NULL */
+    struct svc_chor *chor;           /* choreography's bus workers (their dead letters), or NULL */
     struct ag_obs_registry *metrics; /* the process's registry (read by console_stats.c) */
 };
 

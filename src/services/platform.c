@@ -271,7 +271,7 @@ static int start_http(struct ag_platform *p, struct ag_err *err)
         p->envs[i].name = contexts[i]->name;
         p->envs[i].sagas = contexts[i] == &svc_sagas_context ? p->sagas : NULL;
         p->envs[i].breakers = contexts[i] == &ops_context ? p->breakers : NULL;
-        p->envs[i].metrics = p->metrics; /* the console's stats read it */
+        p->envs[i].metrics = p->metrics;       /* the console's stats read it */
         if (contexts[i] == &svc_mcp_context) { /* its tools call the other contexts */
             p->envs[i].peers = p->envs;
             p->envs[i].npeers = AG_ARRAY_SIZE(contexts);

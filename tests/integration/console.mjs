@@ -21,12 +21,13 @@ if (!LINK || !BASE || !TOKEN || !OUT) {
 }
 fs.mkdirSync(OUT, { recursive: true });
 const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'agora-chromium-'));
-const browser = await chromium.launch({
+// a fresh profile (--user-data-dir, which playwright passes for a persistent context)
+const context = await chromium.launchPersistentContext(profile, {
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
   headless: true,
+  viewport: { width: 1360, height: 900 },
   args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    `--user-data-dir=${profile}`],
+    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
 });
 let failures = 0;
 const ok = (what) => console.log(`ok - ${what}`);
@@ -35,8 +36,7 @@ const errors = [];
 let allow401 = false;
 const optional = /\/admin\/(stats|log)\/stream|\/admin\/orders\/[^/]+\/trace/;
 try {
-  const context = await browser.newContext({ viewport: { width: 1360, height: 900 } });
-  const page = await context.newPage();
+  const page = context.pages()[0] || (await context.newPage());
   page.on('pageerror', (e) => errors.push(`exception: ${e.message}`));
   page.on('console', (m) => {
     if (m.type() !== 'error') return;
@@ -152,7 +152,7 @@ try {
     if (errors.length) throw new Error(errors.slice(0, 5).join(' | '));
   });
 } finally {
-  await browser.close();
+  await context.close();
   fs.rmSync(profile, { recursive: true, force: true });
 }
 console.log(failures ? `${failures} failed` : 'all passed');

@@ -107,8 +107,8 @@ curl -s -H "Authorization: Bearer $ADMIN" "$A/admin/log?after=0&limit=3" >"$TMP/
 echo "ok - /admin/stats, /admin/log, /admin/streams: access and answers"
 
 # ---- 3. orders flowing, the browser ----
-LTOK=$("$BIN" token --data "$D" --sub load --role customer)
-"$BIN" load --target "$A" --token "$LTOK" --rate 15 --duration 600 --customers 8 --poor-ratio 0.25 --quiet \
+# (no --token: load mints its own admin token from the data directory's secret)
+AGORA_DATA="$D" "$BIN" load --target "$A" --rate 15 --duration 600 --customers 8 --poor-ratio 0.25 --quiet \
     >"$TMP/load.log" 2>&1 &
 LPID=$!
 LINK2=$("$BIN" console-url --data "$D" --listen "$LISTEN")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The operator console (issue 18): its files, its one-time sign-in, its new admin
 # routes, and the pages in headless Chromium against `agora run` with orders flowing.
+# 0. console/live.js's SSE reader and polling fallback (console_live.mjs, node only).
 # 1. HTTP: GET /console answers the page with a strict CSP and a strong ETag
 #    (If-None-Match → 304), an unknown file 404; the scripts are served as
 #    JavaScript. A code from `agora console-url` trades for an admin token once
@@ -20,6 +21,10 @@ BIN="${AGORA_BIN:?AGORA_BIN not set}"
 SRC="${AG_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}"
 OUT="${AG_BUILD_DIR:-/tmp}/console-screenshots"
 CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
+# 0. live() in console/live.js against a small SSE server: needs node only
+if command -v node >/dev/null; then
+    node --no-warnings "$SRC/tests/integration/console_live.mjs" "$SRC" || { echo "FAIL: live()"; exit 1; }
+fi
 if [ ! -x "$CHROMIUM" ] || [ ! -d "$SRC/node_modules/playwright-core" ] || ! command -v node >/dev/null; then
     if [ -n "${CI:-}" ]; then
         echo "FAIL: the console's browser test needs chromium ($CHROMIUM) and playwright-core (npm ci) in CI"

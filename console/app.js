@@ -256,7 +256,7 @@ pages.resilience = () => {
         { label: 'detail', get: (r) => h('span', { class: 'mono' }, JSON.stringify(r.e)) }], rows);
     });
     safe(out.routes, async () => table([{ label: 'route', get: (r) => r.name }, { label: 'timeout', get: (r) => `${num(r.timeoutMs)} ms` },
-      { label: 'auth', get: (r) => (r.auth ? 'required' : 'public') }, { label: 'rate limit', get: (r) => (r.rateLimit ? JSON.stringify(r.rateLimit) : '—') },
+      { label: 'auth', get: (r) => (r.auth ? 'required' : 'public') }, { label: 'rate limit', get: (r) => (r.rateLimit ? `${num(r.rateLimit.requests)} per ${num(r.rateLimit.perMs)} ms, burst ${num(r.rateLimit.burst)}` : '—') },
       { label: 'destinations', get: (r) => r.destinations.map((d) => `${d.host} (${d.weight})`).join(', ') }], (await api('/admin/config')).routes));
   });
 };
@@ -325,7 +325,11 @@ pages.events = async (stream) => {
     while (tailBody.childElementCount > 200) tailBody.lastChild.remove();
   };
   // start from the last 30 events, then follow
-  try { const t = await api('/admin/log?limit=30'); t.items.forEach(add); if (last == null) last = t.last; } catch (e) { detail.replaceChildren(errorBox(e)); }
+  try {
+    const t = await api('/admin/log?limit=30'); // newest first
+    t.items.slice().reverse().forEach(add);
+    if (last == null) last = t.last;
+  } catch (e) { detail.replaceChildren(errorBox(e)); }
   const from = last == null ? '' : `?from=${last + 1}`;
   onLeave(live(`/admin/log/stream${from}`, () => `/admin/log?after=${last == null ? -1 : last}&limit=200`,
     (d) => (d.items ? d.items : [d]).forEach(add),

@@ -91,7 +91,7 @@ static int sha256_hex(const char *s, size_t n, char out[65])
     unsigned char md[32];
     unsigned int mdlen = 0;
     if (!EVP_Digest(s, n, md, &mdlen, EVP_sha256(), NULL) || mdlen != 32) return AG_EIO;
-    for (int i = 0; i < 32; i++) snprintf(out + 2 * i, 3, "%02x", md[i]);
+    for (size_t i = 0; i < 32; i++) snprintf(out + 2 * i, 3, "%02x", md[i]);
     return 0;
 }
 
@@ -135,14 +135,14 @@ int ag_gateway_console_code(const char *dir, uint64_t ttl_s, const struct ag_clo
     unsigned char raw[32];
     if (getrandom(raw, sizeof raw, 0) != (ssize_t)sizeof raw)
         return ag_err_set(err, AG_EIO, "no randomness for a console code");
-    for (int i = 0; i < 32; i++) snprintf(code + 2 * i, 3, "%02x", raw[i]);
+    for (size_t i = 0; i < 32; i++) snprintf(code + 2 * i, 3, "%02x", raw[i]);
     char path[1200];
     if (code_path(dir, code, path, sizeof path))
         return ag_err_set(err, AG_EIO, "cannot hash the console code");
     int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0) return ag_err_set(err, AG_EIO, "cannot create %s: %s", path, strerror(errno));
     char line[32];
-    int len = snprintf(line, sizeof line, "%llu\n", (unsigned long long)(now + ttl_s));
+    int len = snprintf(line, sizeof line, "%llu\n", (unsigned long long)now + ttl_s);
     bool ok = write(fd, line, (size_t)len) == len;
     close(fd);
     if (!ok) {
@@ -212,7 +212,7 @@ int ag__gw_console_session(struct ag_http_req *req, void *ud)
     if (rc) return refuse_code(gw, req, err.msg);
     char *tok = NULL;
     uint64_t exp = 0;
-    if ((rc = mint(gw, &tok, &exp, &err))) {
+    if (mint(gw, &tok, &exp, &err)) {
         AG_WARN("console.session_failed", AG_LS("error", err.msg));
         return ag__gw_problem(req, 503, "this gateway cannot sign tokens");
     }

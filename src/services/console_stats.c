@@ -104,6 +104,13 @@ static int cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* The p-th percentile (nearest rank, p in 0..100) of sorted ns values, in ms. */
+static double pct_ms(const uint64_t *sorted, size_t n, size_t p)
+{
+    size_t i = (n - 1) * p / 100;
+    return (double)sorted[i] / 1e6;
+}
+
 struct placed {
     const char *stream; /* borrowed from the page */
     size_t len;
@@ -147,10 +154,9 @@ static json_t *log_tail_json(struct ag_store *st, uint64_t now_ns, json_t **late
     if (nl) {
         qsort(lat, nl, sizeof *lat, cmp_u64);
         json_decref(*latency);
-        *latency =
-            json_pack("{s:f, s:f, s:f, s:f, s:I}", "p50", lat[(nl - 1) * 50 / 100] / 1e6, "p90",
-                      lat[(nl - 1) * 90 / 100] / 1e6, "p99", lat[(nl - 1) * 99 / 100] / 1e6, "max",
-                      lat[nl - 1] / 1e6, "samples", (json_int_t)nl);
+        *latency = json_pack("{s:f, s:f, s:f, s:f, s:I}", "p50", pct_ms(lat, nl, 50), "p90",
+                             pct_ms(lat, nl, 90), "p99", pct_ms(lat, nl, 99), "max",
+                             pct_ms(lat, nl, 100), "samples", (json_int_t)nl);
     }
     ag_free(pl);
     ag_free(lat);

@@ -65,7 +65,8 @@ try {
     await page.waitForFunction(() => document.getElementById('confirm-latency').textContent.includes('/'), null, { timeout: 30000 });
     if ((await page.$$('svg.chart path')).length < 1) throw new Error('no line drawn');
     if (!(await number('#orders-placed') > 0)) throw new Error('no order accepted');
-    await page.waitForTimeout(3000); // a few more points on the charts for the screenshot
+    // a few more points on the charts for the screenshot (docs/img: CONSOLE_SETTLE_MS=60000)
+    await page.waitForTimeout(Number(process.env.CONSOLE_SETTLE_MS || 3000));
     await shot('overview');
   });
   let orderId = null;

@@ -13,7 +13,8 @@
  * as 64 hex digits, printed in the link's fragment (#code=…, never sent to a
  * server, so never in an access log). What is kept is only a file named by the
  * code's SHA-256 under DIR/console-codes/ (0700, files 0600) holding its expiry
- * (Unix seconds, AG_CONSOLE_CODE_TTL_S by default). POST /admin/console/session
+ * (Unix seconds, AG_CONSOLE_CODE_TTL_S by default; making a code sweeps the
+ * expired ones). POST /admin/console/session
  * {"code"} redeems it: the file is read and unlinked, and only the caller whose
  * unlink succeeded gets a token, so a code works once even when two requests race;
  * an expired one is removed and refused. The token is an ordinary admin JWT
@@ -23,6 +24,7 @@
  * "console_code"}. A gateway started without a console directory (agora gateway)
  * has no codes: 401 too.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
@@ -122,6 +124,23 @@ static uint64_t read_expiry(const char *path)
     return strtoull(buf, NULL, 10);
 }
 
+/* Remove the codes of `sub` that expired unused (each link that was never opened
+ * leaves one small file); best effort. */
+static void sweep_expired(const char *sub, uint64_t now)
+{
+    DIR *d = opendir(sub);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (strlen(e->d_name) != CODE_HEX) continue;
+        char path[1200];
+        if ((size_t)snprintf(path, sizeof path, "%s/%s", sub, e->d_name) >= sizeof path) continue;
+        uint64_t expires = read_expiry(path);
+        if (expires && expires <= now) unlink(path);
+    }
+    closedir(d);
+}
+
 int ag_gateway_console_code(const char *dir, uint64_t ttl_s, const struct ag_clock *clock,
                             char code[65], struct ag_err *err)
 {
@@ -132,6 +151,7 @@ int ag_gateway_console_code(const char *dir, uint64_t ttl_s, const struct ag_clo
         return ag_err_set(err, AG_EINVAL, "the data directory's path is too long");
     if (mkdir(sub, 0700) && errno != EEXIST)
         return ag_err_set(err, AG_EIO, "cannot create %s: %s", sub, strerror(errno));
+    sweep_expired(sub, now);
     unsigned char raw[32];
     if (getrandom(raw, sizeof raw, 0) != (ssize_t)sizeof raw)
         return ag_err_set(err, AG_EIO, "no randomness for a console code");

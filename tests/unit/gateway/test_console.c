@@ -2,7 +2,8 @@
  * clock: a code redeems once (the second try is refused, as is a concurrent one:
  * only the unlink winner gets through), it expires after its TTL (and is gone
  * then), only its SHA-256 is on disk (the code itself appears in no file name or
- * content), malformed or unknown codes are refused, and the embedded console files
+ * content), expired ones are swept when a new one is made, malformed or unknown
+ * codes are refused, and the embedded console files
  * carry a content type and a strong ETag. */
 #include <criterion/criterion.h>
 #include <dirent.h>
@@ -80,6 +81,19 @@ Test(gateway_console, a_code_expires)
     cr_assert_eq(ag_gateway_console_code(dir, 300, &fc.clock, code, &err), 0);
     ag_fake_clock_advance(&fc, 299 * SEC);
     cr_assert_eq(ag_gateway_console_redeem(dir, code, &fc.clock, &err), 0);
+}
+
+Test(gateway_console, making_a_code_sweeps_expired_ones)
+{
+    char a[65], b[65], c[65];
+    struct ag_err err;
+    cr_assert_eq(ag_gateway_console_code(dir, 60, &fc.clock, a, &err), 0);
+    cr_assert_eq(ag_gateway_console_code(dir, 600, &fc.clock, b, &err), 0);
+    ag_fake_clock_advance(&fc, 120 * SEC);
+    cr_assert_eq(ag_gateway_console_code(dir, 300, &fc.clock, c, &err), 0);
+    cr_assert_eq(files_in_codes_dir(NULL), 2); /* a was swept; b and c wait */
+    cr_assert_eq(ag_gateway_console_redeem(dir, b, &fc.clock, &err), 0);
+    cr_assert_eq(ag_gateway_console_redeem(dir, c, &fc.clock, &err), 0);
 }
 
 Test(gateway_console, unknown_and_malformed_codes_are_refused)

@@ -17,6 +17,8 @@ PACKAGES=(
   wrk nginx-light haproxy valgrind
   # npm-based tools (redocly, jose) run on node
   nodejs npm
+  # the operator console's browser tests (tests/integration/console.sh, playwright-core)
+  chromium
 )
 
 missing=()

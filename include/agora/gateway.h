@@ -52,6 +52,10 @@ struct ag_gateway_options {
     size_t ntls_certs;
     const char *http_redirect; /* "HOST:PORT": plain HTTP there answers 308 to https;
                                   NULL = gateway.tls.httpRedirect, else none */
+    /* The operator console's one-time codes live in <console_dir>/console-codes
+     * (agora run: the data directory); NULL = no codes (POST /admin/console/session
+     * answers 401). Borrowed: must outlive the gateway. */
+    const char *console_dir;
 };
 
 struct ag_gateway_ready_check {
@@ -102,6 +106,20 @@ struct ag_gateway_token_request {
 AG_EXTERN int ag_gateway_token(const struct ag_gateway_options *opts,
                                const struct ag_gateway_token_request *req, char **token /* OUT */,
                                struct ag_err *err);
+
+/* ---- the operator console's one-time sign-in (src/gateway/console.c) ---- */
+
+#define AG_CONSOLE_CODE_TTL_S  300 /* a code printed by agora console-url */
+#define AG_CONSOLE_TOKEN_TTL_S 900 /* the admin token it is exchanged for */
+
+/* Make a single-use code valid for `ttl_s` (clock NULL = system): 64 hex digits
+ * into `code`; only its SHA-256 is kept, as a file under <dir>/console-codes. */
+AG_EXTERN int ag_gateway_console_code(const char *dir, uint64_t ttl_s, const struct ag_clock *clock,
+                                      char code[65] /* OUT */, struct ag_err *err);
+/* Use up `code`: 0 once; AG_ENOTFOUND when unknown or used already, AG_ETIMEDOUT
+ * when it had expired (it is gone either way). */
+AG_EXTERN int ag_gateway_console_redeem(const char *dir, const char *code,
+                                        const struct ag_clock *clock, struct ag_err *err);
 
 /* Verify `token` as the gateway with this configuration would (signature, alg,
  * issuer, audience, times): its sub and roles (comma-separated) into the out

@@ -150,7 +150,8 @@ static int serve_gateway(struct ag_platform *p, const char *listen, const char *
                                     .nready_checks = AG_ARRAY_SIZE(checks),
                                     .tls_certs = tls->ncert ? tls->certs : NULL,
                                     .ntls_certs = tls->ncert,
-                                    .http_redirect = tls->redirect};
+                                    .http_redirect = tls->redirect,
+                                    .console_dir = data};
     struct ag_gateway *gw = NULL;
     struct ag_err err;
     ag_err_clear(&err);

@@ -1,6 +1,7 @@
 /* Admin endpoints: /admin/upstreams (every cluster with its endpoints' health,
  * ejections, in-flight counts and breaker), /admin/circuit-breakers (just the
- * breakers) and /admin/config (generation and routes of the running snapshot),
+ * breakers) and /admin/config (generation and routes of the running snapshot,
+ * with their timeouts and rate limits),
  * and who may read them and /metrics: a caller whose token has the admin role.
  * A gateway with no jwt section has no principals: its admin endpoints answer
  * loopback (and Unix-socket) peers only. Refusals are logged and counted in
@@ -127,9 +128,14 @@ int ag__gw_admin_config(struct ag_http_req *req, void *ud)
             json_array_append_new(d, json_pack("{s:s, s:i}", "host",
                                                ag_mesh_cluster_name(r->dests[k].cluster), "weight",
                                                (int)r->dests[k].weight));
-        json_array_append_new(routes, json_pack("{s:s, s:o, s:b, s:I}", "name", r->name,
-                                                "destinations", d, "auth", r->auth_required,
-                                                "timeoutMs", (json_int_t)r->timeout_ms));
+        json_t *route = json_pack("{s:s, s:o, s:b, s:I}", "name", r->name, "destinations", d,
+                                  "auth", r->auth_required, "timeoutMs", (json_int_t)r->timeout_ms);
+        if (r->limiter) /* the console's resilience page shows it */
+            json_object_set_new(route, "rateLimit",
+                                json_pack("{s:I, s:I, s:i}", "requests", (json_int_t)r->rate.limit,
+                                          "perMs", (json_int_t)(r->rate.period_ns / 1000000),
+                                          "burst", (int)r->rate.burst));
+        json_array_append_new(routes, route);
     }
     json_t *body =
         json_pack("{s:I, s:o}", "generation", (json_int_t)c->generation, "routes", routes);

@@ -545,5 +545,10 @@ int ag__gw_require_admin(struct ag_http_req *req, void *ud);
 void ag__gw_count_denied(struct ag_gateway *gw, const char *reason);
 /* Answer a problem+json with status, title, detail. */
 int ag__gw_problem(struct ag_http_req *req, int status, const char *detail);
+/* The operator console (console.c): its files (GET /console, /console/{file}) and
+ * the one-time code exchange (POST /admin/console/session). */
+int ag__gw_console_index(struct ag_http_req *req, void *ud);
+int ag__gw_console_file(struct ag_http_req *req, void *ud);
+int ag__gw_console_session(struct ag_http_req *req, void *ud);
 
 #endif

@@ -26,7 +26,17 @@
  * Ids. Every id agora mints is a UUID: a path parameter of another shape answers
  * 404 before any store lookup, so an internal stream (`customer-email-…`) can
  * never be reached as an aggregate. (Dead letters' ids, `<kind>:<list>:<n>`, are
- * checked by svc_dlq_id_ok instead: they name no stream.)
+ * checked by svc_dlq_id_ok instead: they name no stream. The console's
+ * /admin/streams/{name} and /admin/projections/{name}/rebuild take names, checked
+ * by svc_name_ok; both routes are admin-only, and a name reaches only the log's
+ * read or the projector's table.)
+ *
+ * The operator console (src/gateway/console.c) adds three routes at the gateway,
+ * outside this table: GET /console and GET /console/{file} are public (the page's
+ * files hold no data; every data call it makes carries an admin token), and POST
+ * /admin/console/session is public too but answers 401 unless its body carries an
+ * unused, unexpired one-time code from `agora console-url` (made on the machine,
+ * in the data directory), which it trades for a short-lived admin token.
  */
 #include <stdio.h>
 #include <string.h>
@@ -135,7 +145,9 @@ static int dispatch(struct ag_http_req *req, void *ud)
         return deny(b->env, req, &who, 403, "not_carrier");
     const char *id = r->param ? ag_http_req_param(req, r->param) : NULL;
     bool dl = r->noun && strcmp(r->noun, "dead letter") == 0; /* not a UUID: svc_dlq_id_ok */
-    if (id && !(dl ? svc_dlq_id_ok(id) : svc_uuid_ok(id))) {
+    /* streams and projections are named, not UUIDs (the console's routes) */
+    bool named = r->noun && (!strcmp(r->noun, "stream") || !strcmp(r->noun, "projection"));
+    if (id && !(dl ? svc_dlq_id_ok(id) : named ? svc_name_ok(id) : svc_uuid_ok(id))) {
         char detail[256];
         snprintf(detail, sizeof detail, "no %s with id %.160s", r->noun ? r->noun : "resource", id);
         return ag_http_respond_problem(req, 404, NULL, "Not found", detail, NULL);

@@ -109,10 +109,11 @@ struct svc_env {
      * handlers), else NULL */
     struct svc_env *peers;
     size_t npeers;
-    struct ag_bus *bus;          /* the message bus (--bus), or NULL */
-    struct ag_relay *relay;      /* the outbox relay publishing to it, or NULL */
-    struct svc_waiters *waiters; /* parked blocking reads (wait.c), or NULL */
-    struct svc_chor *chor;       /* choreography's bus workers (their dead letters), or NULL */
+    struct ag_bus *bus;              /* the message bus (--bus), or NULL */
+    struct ag_relay *relay;          /* the outbox relay publishing to it, or NULL */
+    struct svc_waiters *waiters;     /* parked blocking reads (wait.c), or NULL */
+    struct svc_chor *chor;           /* choreography's bus workers (their dead letters), or NULL */
+    struct ag_obs_registry *metrics; /* the process's registry (read by console_stats.c) */
 };
 
 struct ag_platform {
@@ -549,6 +550,21 @@ struct svc_context {
     void (*projection)(struct ag_projection *out); /* its read model's; NULL: none */
     enum rm_id rm;                                 /* that read model */
 };
+/* The operator console's reads (console_api.c): /admin/stats, /admin/log,
+ * /admin/streams, and rebuilding a projection. */
+extern const struct svc_context svc_console_context;
+/* One JSON snapshot of the console's overview numbers (console_stats.c): orders/s,
+ * confirm latency percentiles, saga outcomes, projection lag, store size. A new
+ * reference (NULL: no memory). Any thread; the stats SSE route reuses it. */
+json_t *svc_console_stats(struct svc_env *env);
+int svc_console_stats_get(struct svc_job *j);
+/* An event as the console and the log's SSE messages show it: {"position",
+ * "stream","type","version","time","data"}. */
+struct ag_event;
+json_t *svc_event_json(const struct ag_event *e);
+/* A path parameter naming a stream or a projection: 1..120 bytes, no control
+ * characters (dispatch checks it instead of the UUID shape). */
+bool svc_name_ok(const char *s);
 extern const struct svc_context svc_customers_context, svc_catalog_context, svc_payments_context,
     svc_inventory_context, svc_ordering_context, svc_shipping_context, svc_sagas_context,
     svc_audit_context, svc_mcp_context;

@@ -49,6 +49,11 @@ static int projections(struct svc_job *j)
                       "lagEvents", (json_int_t)s.lag_events, "lagSeconds", s.lag_seconds, "applied",
                       (json_int_t)s.applied, "status", s.failed ? "failed" : "running", "error",
                       s.failed ? s.error : NULL, "parked", (json_int_t)s.parked));
+        /* a rebuild (POST /admin/projections/{name}/rebuild, or damage) in progress:
+         * its progress is checkpoint against head */
+        if (!s.failed && !ag_projector_usable(p->projector, i, NULL))
+            json_object_set_new(json_array_get(items, json_array_size(items) - 1), "status",
+                                json_string("rebuilding"));
     }
     return svc_ok(j, 200, json_pack("{s:o}", "items", items));
 }
@@ -130,7 +135,7 @@ static const struct svc_context ops_context = {"ops", routes, sizeof routes / si
 static const struct svc_context *const contexts[] = {
     &svc_customers_context, &svc_catalog_context,  &svc_payments_context, &svc_inventory_context,
     &svc_ordering_context,  &svc_shipping_context, &svc_sagas_context,    &svc_audit_context,
-    &ops_context,           &svc_mcp_context};
+    &ops_context,           &svc_mcp_context,      &svc_console_context};
 
 static void fill_projections(struct ag_platform *p)
 {
@@ -268,6 +273,7 @@ static int start_http(struct ag_platform *p, struct ag_err *err)
         p->envs[i].name = contexts[i]->name;
         p->envs[i].sagas = contexts[i] == &svc_sagas_context ? p->sagas : NULL;
         p->envs[i].breakers = contexts[i] == &ops_context ? p->breakers : NULL;
+        p->envs[i].metrics = p->metrics;       /* the console's stats read it */
         if (contexts[i] == &svc_mcp_context) { /* its tools call the other contexts */
             p->envs[i].peers = p->envs;
             p->envs[i].npeers = AG_ARRAY_SIZE(contexts);

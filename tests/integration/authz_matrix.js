@@ -289,6 +289,9 @@ function defaultParams(tpl) {
     '/admin/dlq/{id}': { id: 'projection:orders:999999' },
     '/admin/dlq/{id}/replay': { id: 'projection:orders:999999' },
     '/bff/{client}/home': { client: 'web' },
+    '/admin/streams/{name}': { name: `order-${F.O1}` },
+    '/admin/projections/{name}/rebuild': { name: 'saga_starter' },
+    '/console/{file}': { file: 'app.js' },
   };
   return m[tpl] || {};
 }
@@ -577,6 +580,18 @@ function ops() {
     // nothing is parked in the matrix's data: the admin is let through to a 404
     'POST /admin/dlq/{id}/replay': { phase: 2, cases: { admin: { expect: [404], note: 'no such dead letter' } } },
     'DELETE /admin/dlq/{id}': { phase: 2, cases: { admin: { expect: [404], note: 'no such dead letter' } } },
+    // the operator console: its files hold no data and ignore credentials
+    'GET /console': { cases: { forged: { expect: ['2xx'], note: 'static files ignore tokens' } } },
+    'GET /console/{file}': { cases: { forged: { expect: ['2xx'], note: 'static files ignore tokens' } } },
+    // the code exchange is open to anyone, but only a real unused code gets a token
+    'POST /admin/console/session': {
+      cases: Object.fromEntries(['anonymous', 'forged', 'bob', 'alice', 'admin'].map((c) => [c, { expect: [401], note: 'no valid one-time code' }])),
+    },
+    // saga_starter is not a read model: the admin is let through to a 409 (a real
+    // rebuild would make a read model answer 503 for the rest of the matrix)
+    'POST /admin/projections/{name}/rebuild': { phase: 2, cases: { admin: { expect: [409], note: 'saga_starter is not a read model' } } },
+    'GET /admin/log': { query: '?limit=5' },
+    'GET /admin/streams': { query: '?prefix=order-&limit=5' },
     'GET /bff/{client}/home': {
       list: true,
       verify: {

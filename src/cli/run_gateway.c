@@ -113,6 +113,8 @@ static const char template_yaml[] =
     "          - uri: {prefix: /admin/audit}\n"
     "          - uri: {prefix: /admin/saga-breakers}\n"
     "          - uri: {prefix: /admin/bus}\n"
+    "          - uri: {prefix: /admin/traces}\n"
+    "          - uri: {pattern: \"/admin/orders/{id}/trace\"}\n"
     "        route: [{destination: {host: platform}}]\n"
     "        timeout: 10s\n"
     "        auth: {required: true, roles: [admin]}\n"

@@ -150,6 +150,7 @@ static int build_router(struct ag_gateway *gw)
                                  .health = gw->health,
                                  .request_id = true,
                                  .trace = true,
+                                 .span_server = "gateway",
                                  .access_log = gw->conf->access_log,
                                  .ops_routes = true,
                                  .metrics_guard = ag__gw_require_admin,

@@ -128,7 +128,7 @@ static const struct svc_context ops_context = {"ops", routes, sizeof routes / si
 static const struct svc_context *const contexts[] = {
     &svc_customers_context, &svc_catalog_context,  &svc_payments_context, &svc_inventory_context,
     &svc_ordering_context,  &svc_shipping_context, &svc_sagas_context,    &svc_audit_context,
-    &ops_context,           &svc_mcp_context};
+    &ops_context,           &svc_mcp_context,      &svc_traces_context};
 
 static void fill_projections(struct ag_platform *p)
 {
@@ -258,6 +258,7 @@ static int start_http(struct ag_platform *p, struct ag_err *err)
                                 .health = p->health,
                                 .request_id = true,
                                 .trace = true,
+                                .span_server = "services",
                                 .access_log = getenv("AGORA_ACCESS_LOG") != NULL,
                                 .ops_routes = true};
     ag_http_router_observe(p->router, &o);

@@ -402,14 +402,18 @@ static int post(const struct endpoint *ep, const struct ag_buf *body)
                       ep->path, ep->host, ep->port, body->len);
     int status = -1;
     if (send_all(fd, head, (size_t)hn) == 0 && send_all(fd, body->data, body->len) == 0) {
-        char resp[64];
-        size_t got = 0;
-        while (got < sizeof resp - 1 && !wait_fd(fd, POLLIN, IO_TIMEOUT_MS)) {
-            ssize_t r = recv(fd, resp + got, sizeof resp - 1 - got, 0);
+        /* the whole answer, up to the receiver's close (we asked for it): closing
+         * with unread bytes would reset the connection under the receiver */
+        char resp[64], sink[4096];
+        size_t got = 0, total = 0;
+        while (total < (1u << 20) && !wait_fd(fd, POLLIN, IO_TIMEOUT_MS)) {
+            ssize_t r = recv(fd, sink, sizeof sink, 0);
             if (r < 0 && (errno == EAGAIN || errno == EINTR)) continue;
             if (r <= 0) break;
-            got += (size_t)r;
-            if (memchr(resp, '\n', got)) break;
+            size_t keep = AG_MIN((size_t)r, sizeof resp - 1 - got);
+            memcpy(resp + got, sink, keep);
+            got += keep;
+            total += (size_t)r;
         }
         resp[got] = '\0';
         int code;

@@ -102,6 +102,15 @@ AG_EXTERN void ag_obs_histogram_value(const struct ag_obs_series *s, uint64_t *b
  * outlive every render. AG_ETOOBIG when full. */
 typedef void (*ag_obs_collect_fn)(void *ud);
 AG_EXTERN int ag_obs_registry_collector(struct ag_obs_registry *r, ag_obs_collect_fn fn, void *ud);
+/* Remove the collector (fn, ud) before `ud` goes away; no-op when not there. Waits
+ * for a render that is running collectors. */
+AG_EXTERN void ag_obs_registry_collector_remove(struct ag_obs_registry *r, ag_obs_collect_fn fn,
+                                                void *ud);
+/* agora_breaker_open{scope,name}: 1 open (or forced open), 0.5 half-open, 0 closed
+ * (or disabled), for a collector to set from a breaker's state (the enum
+ * ag_cb_state value: 0 closed, 1 open, 2 half-open, 3 disabled, 4 forced open). */
+AG_EXTERN void ag_obs_breaker_state(struct ag_obs_registry *r, const char *scope, const char *name,
+                                    int cb_state);
 
 /* Append every family in the Prometheus text exposition format 0.0.4
  * (content type AG_OBS_PROM_CONTENT_TYPE) to `out`. */

@@ -443,6 +443,7 @@ static int rate_limit(struct pctx *p)
     ag_http_resp_header(p->req, "Retry-After", v);
     snprintf(v, sizeof v, "\"route\";r=0;t=%llu", (unsigned long long)(secs ? secs : 1));
     ag_http_resp_header(p->req, "RateLimit", v);
+    ag_obs_counter_inc(r->m_limited);
     return refuse(p, 429, "rate limit exceeded"), 1;
 }
 

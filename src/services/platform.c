@@ -203,10 +203,21 @@ static void store_collect(void *ud)
     if (f && h.failures > seen) ag_obs_counter_add(f, h.failures - seen);
 }
 
+/* agora_breaker_open{scope="saga"}: the saga steps' breakers. */
+static void breakers_collect(void *ud)
+{
+    struct ag_platform *p = ud;
+    for (size_t i = 0; i < SVC_SAGA_STEPS; i++)
+        if (p->breakers[i])
+            ag_obs_breaker_state(p->metrics, "saga", ag_cb_name(p->breakers[i]),
+                                 (int)ag_cb_state(p->breakers[i]));
+}
+
 static void store_health_register(struct ag_platform *p)
 {
     ag_obs_health_add(p->health, AG_OBS_READY, "store", ag_platform_store_ready, p);
     ag_obs_registry_collector(p->metrics, store_collect, p);
+    ag_obs_registry_collector(p->metrics, breakers_collect, p);
 }
 
 /* ---- start / stop ---- */

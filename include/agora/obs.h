@@ -186,22 +186,22 @@ enum ag_span_kind { AG_SPAN_INTERNAL = 1, AG_SPAN_SERVER = 2, AG_SPAN_CLIENT = 3
 enum ag_span_status { AG_SPAN_UNSET = 0, AG_SPAN_OK = 1, AG_SPAN_ERROR = 2 };
 
 #define AG_SPAN_NAME_MAX  48
-#define AG_SPAN_STR_MAX   40
+#define AG_SPAN_STR_MAX   47 /* "shipment-<uuid>" fits */
 #define AG_SPAN_MAX_ATTRS 6
 
 struct ag_span_attr {
     const char *key; /* a string literal */
-    bool is_int;     /* i holds the value, else s */
-    int64_t i;
+    int64_t i;       /* the value when is_int */
     char s[AG_SPAN_STR_MAX];
+    bool is_int; /* i holds the value, else s */
 };
 
 struct ag_span {
-    struct ag_obs_trace ctx;   /* this span: trace id, span id, flags */
-    uint8_t parent[8];         /* the parent span id; all zero for a root */
-    uint8_t kind;              /* enum ag_span_kind; 0 = inactive (tracing off) */
-    uint8_t status;            /* enum ag_span_status */
-    uint8_t nattrs;            /* attrs in use */
+    struct ag_obs_trace ctx; /* this span: trace id, span id, flags */
+    uint8_t parent[8];       /* the parent span id; all zero for a root */
+    uint8_t kind;            /* enum ag_span_kind; 0 = inactive (tracing off) */
+    uint8_t status;          /* enum ag_span_status */
+    uint8_t nattrs;          /* attrs in use */
     char name[AG_SPAN_NAME_MAX];
     uint64_t start_ns, end_ns; /* Unix time, ns */
     struct ag_span_attr attrs[AG_SPAN_MAX_ATTRS];
@@ -209,11 +209,11 @@ struct ag_span {
 
 /* What ag_span_setup configures. */
 struct ag_span_config {
-    size_t capacity;             /* spans kept in the ring (rounded up to a power of 2); 0 = off */
-    const char *service_name;    /* OTLP resource service.name (copied); NULL = "agora" */
-    const char *otlp_endpoint;   /* http://HOST:PORT[/PATH]: POST PATH/v1/traces; NULL = none */
-    size_t batch_spans;          /* spans per export request; 0 = 512 */
-    unsigned batch_ms;           /* export at least this often when spans wait; 0 = 1000 */
+    size_t capacity;           /* spans kept in the ring (rounded up to a power of 2); 0 = off */
+    const char *service_name;  /* OTLP resource service.name (copied); NULL = "agora" */
+    const char *otlp_endpoint; /* http://HOST:PORT[/PATH]: POST PATH/v1/traces; NULL = none */
+    size_t batch_spans;        /* spans per export request; 0 = 512 */
+    unsigned batch_ms;         /* export at least this often when spans wait; 0 = 1000 */
     struct ag_obs_registry *metrics; /* agora_trace_spans_{recorded,exported,dropped}_total */
 };
 

@@ -80,7 +80,7 @@ static const char usage_text[] =
     "\n"
     "Tracing: every request at the gateway, call to a service, saga step and store\n"
     "append is a span, kept in a ring of the newest AGORA_TRACE_BUFFER spans (default\n"
-    "65536; 0 turns spans off) that GET /admin/traces/{traceId} and\n"
+    "32768, about 16 MB; 0 turns spans off) that GET /admin/traces/{traceId} and\n"
     "GET /admin/orders/{id}/trace read. AGORA_OTLP_ENDPOINT=http://HOST:PORT[/PATH]\n"
     "also exports them, batched (512 spans or 1 s), as OTLP/HTTP JSON to\n"
     "PATH/v1/traces from a thread of their own (service.name: OTEL_SERVICE_NAME, default\n"
@@ -331,7 +331,7 @@ static int trace_setup(struct ag_platform *p)
     const char *buf = getenv("AGORA_TRACE_BUFFER");
     const char *ep = getenv("AGORA_OTLP_ENDPOINT");
     char *end = NULL;
-    unsigned long long cap = buf && *buf ? strtoull(buf, &end, 10) : 65536;
+    unsigned long long cap = buf && *buf ? strtoull(buf, &end, 10) : 32768;
     if ((end && *end) || cap > (1u << 24)) {
         fprintf(stderr, "agora run: AGORA_TRACE_BUFFER takes a number of spans, 0..16777216\n");
         return 2;

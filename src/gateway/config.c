@@ -540,7 +540,8 @@ static int route_metrics(struct cctx *x, struct gw_route *r)
         "by route",
         1, lbl};
     struct ag_obs_family *l;
-    if (ag_obs_family_define(x->env->metrics, &limited, &l) || ag_obs_series_get(l, v, &r->m_limited))
+    if (ag_obs_family_define(x->env->metrics, &limited, &l) ||
+        ag_obs_series_get(l, v, &r->m_limited))
         return AG_ENOMEM;
     return ag_obs_series_get(h, v, &r->m_dur);
 }

@@ -382,11 +382,11 @@ struct gw_route {
     struct ag_ratelimit *limiter; /* NULL = no limit */
     struct ag_rate rate;          /* for the RateLimit headers */
     enum gw_key_kind key_kind;
-    char *key_header;               /* GW_KEY_HEADER / GW_KEY_API_KEY: header name */
-    bool idempotency;               /* Idempotency-Key handled on POST */
-    size_t max_body;                /* 0 = the gateway's */
-    struct ag_obs_series *m_req[6]; /* requests by class 1xx..5xx (index 1..5), 0 = other */
-    struct ag_obs_series *m_dur;    /* duration histogram */
+    char *key_header;                /* GW_KEY_HEADER / GW_KEY_API_KEY: header name */
+    bool idempotency;                /* Idempotency-Key handled on POST */
+    size_t max_body;                 /* 0 = the gateway's */
+    struct ag_obs_series *m_req[6];  /* requests by class 1xx..5xx (index 1..5), 0 = other */
+    struct ag_obs_series *m_dur;     /* duration histogram */
     struct ag_obs_series *m_limited; /* agora_gateway_ratelimited_total: 429s of the rate limit */
 };
 

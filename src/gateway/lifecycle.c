@@ -161,7 +161,8 @@ static int build_router(struct ag_gateway *gw)
                                                      1, reason};
     if (!rc) rc = ag_obs_family_define(gw->metrics, &denied, &gw->denied);
     if (!rc) rc = ag_http_router_observe(gw->router, &ob);
-    if (!rc && gw->metrics) rc = ag_obs_registry_collector(gw->metrics, ag__gw_breakers_collect, gw);
+    if (!rc && gw->metrics)
+        rc = ag_obs_registry_collector(gw->metrics, ag__gw_breakers_collect, gw);
     if (!rc) rc = ag_http_route(gw->router, "GET", "/admin/upstreams", ag__gw_admin_upstreams, gw);
     if (!rc)
         rc = ag_http_route(gw->router, "GET", "/admin/circuit-breakers", ag__gw_admin_breakers, gw);

@@ -199,7 +199,8 @@ static void on_upstream(const struct ag_mesh_result *res, void *ud)
     if (p->span.kind) {
         ag_span_attr_int(&p->span, "mesh.tries", res->tries);
         if (res->resp) ag_span_attr_int(&p->span, "http.response.status_code", res->resp->status);
-        p->span.status = res->rc || res->resp->status >= 500 ? AG_SPAN_ERROR : AG_SPAN_UNSET;
+        p->span.status =
+            res->rc || !res->resp || res->resp->status >= 500 ? AG_SPAN_ERROR : AG_SPAN_UNSET;
         ag_span_end(&p->span);
     }
     if (res->rc) {

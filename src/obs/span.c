@@ -36,8 +36,8 @@
 
 #include "agora/obs.h"
 
-#define POLL_MS      100
-#define TRIES        5
+#define POLL_MS       100
+#define TRIES         5
 #define IO_TIMEOUT_MS 5000
 
 struct slot {
@@ -52,8 +52,8 @@ struct endpoint {
 };
 
 static struct tracer {
-    struct slot *ring; /* capacity slots, or NULL: off */
-    uint64_t mask;     /* capacity - 1 */
+    struct slot *ring;     /* capacity slots, or NULL: off */
+    uint64_t mask;         /* capacity - 1 */
     _Atomic uint64_t head; /* next index to write */
     _Atomic bool on;       /* recording */
     char service[64];      /* resource service.name */
@@ -63,13 +63,13 @@ static struct tracer {
     unsigned batch_ms;
     pthread_t thread;
     pthread_mutex_t lock;
-    pthread_cond_t wake;
+    pthread_cond_t wake; /* on CLOCK_MONOTONIC (nap_locked's deadlines) */
     bool stopping;
     uint64_t cursor; /* the exporter's next index */
     _Atomic uint64_t exported, dropped;
     struct ag_obs_series *m_recorded, *m_exported, *m_dropped;
     uint64_t seen_recorded, seen_exported, seen_dropped; /* what the metrics already have */
-} T = {.lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER};
+} T = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 static _Thread_local struct ag_obs_trace cur;
 static _Thread_local bool has_cur;
@@ -215,15 +215,46 @@ static void put_hex(struct ag_buf *b, const uint8_t *p, size_t n)
     ag_buf_append(b, tmp, 2 * n);
 }
 
+/* Decimal digits of v (no printf: the exporter encodes many numbers). */
+static void put_u64(struct ag_buf *b, uint64_t v)
+{
+    char tmp[24], *t = tmp + sizeof tmp;
+    do *--t = (char)('0' + v % 10);
+    while ((v /= 10) != 0);
+    ag_buf_append(b, t, (size_t)(tmp + sizeof tmp - t));
+}
+
+static void put_i64(struct ag_buf *b, int64_t v)
+{
+    if (v < 0) ag_buf_putc(b, '-');
+    put_u64(b, v < 0 ? 0 - (uint64_t)v : (uint64_t)v);
+}
+
 static bool is_root(const struct ag_span *sp)
 {
     static const uint8_t zero[8];
     return memcmp(sp->parent, zero, 8) == 0;
 }
 
+/* A JSON string; most need no escaping (names, routes, ids): copy those whole. */
 static void put_str(struct ag_buf *b, const char *s)
 {
-    ag_buf_json_str(b, s, strlen(s));
+    size_t n = 0;
+    bool plain = true;
+    for (; s[n]; n++) {
+        unsigned char c = (unsigned char)s[n];
+        plain &= c >= 0x20 && c != '"' && c != '\\';
+    }
+    if (!plain) {
+        ag_buf_json_str(b, s, n);
+        return;
+    }
+    if (ag_buf_reserve(b, n + 2)) return;
+    b->data[b->len++] = '"';
+    memcpy(b->data + b->len, s, n);
+    b->len += n;
+    b->data[b->len++] = '"';
+    b->data[b->len] = '\0';
 }
 
 /* The admin form: {"spanId",...,"attributes":{k: v}}. */
@@ -295,22 +326,30 @@ static void otlp_span(struct ag_buf *b, const struct ag_span *sp)
     }
     ag_buf_puts(b, "\"name\":");
     put_str(b, sp->name);
-    ag_buf_printf(b, ",\"kind\":%d,\"startTimeUnixNano\":\"%llu\",\"endTimeUnixNano\":\"%llu\"",
-                  sp->kind, (unsigned long long)sp->start_ns, (unsigned long long)sp->end_ns);
-    ag_buf_puts(b, ",\"attributes\":[");
+    ag_buf_puts(b, ",\"kind\":");
+    put_u64(b, sp->kind);
+    ag_buf_puts(b, ",\"startTimeUnixNano\":\"");
+    put_u64(b, sp->start_ns);
+    ag_buf_puts(b, "\",\"endTimeUnixNano\":\"");
+    put_u64(b, sp->end_ns);
+    ag_buf_puts(b, "\",\"attributes\":[");
     for (size_t i = 0; i < sp->nattrs; i++) {
         const struct ag_span_attr *a = &sp->attrs[i];
         ag_buf_puts(b, i ? ",{\"key\":" : "{\"key\":");
         put_str(b, a->key);
         if (a->is_int) {
-            ag_buf_printf(b, ",\"value\":{\"intValue\":\"%lld\"}}", (long long)a->i);
+            ag_buf_puts(b, ",\"value\":{\"intValue\":\"");
+            put_i64(b, a->i);
+            ag_buf_puts(b, "\"}}");
         } else {
             ag_buf_puts(b, ",\"value\":{\"stringValue\":");
             put_str(b, a->s);
             ag_buf_puts(b, "}}");
         }
     }
-    ag_buf_printf(b, "],\"status\":{\"code\":%d}}", sp->status);
+    ag_buf_puts(b, "],\"status\":{\"code\":");
+    put_u64(b, sp->status);
+    ag_buf_puts(b, "}}");
 }
 
 static void otlp_begin(struct ag_buf *b)
@@ -416,8 +455,11 @@ static int post(const struct endpoint *ep, const struct ag_buf *body)
             total += (size_t)r;
         }
         resp[got] = '\0';
-        int code;
-        if (sscanf(resp, "HTTP/1.%*d %d", &code) == 1) status = code;
+        /* "HTTP/1.x NNN ..." */
+        if (got >= 12 && memcmp(resp, "HTTP/1.", 7) == 0 && resp[8] == ' ' && resp[9] >= '1' &&
+            resp[9] <= '5' && resp[10] >= '0' && resp[10] <= '9' && resp[11] >= '0' &&
+            resp[11] <= '9')
+            status = (resp[9] - '0') * 100 + (resp[10] - '0') * 10 + (resp[11] - '0');
     }
     close(fd);
     return status;
@@ -537,8 +579,8 @@ static int define_metrics(struct ag_obs_registry *r)
     int rc = counter(r, "agora_trace_spans_recorded_total",
                      "Spans recorded into the recent-span buffer.", &T.m_recorded);
     if (!rc)
-        rc = counter(r, "agora_trace_spans_exported_total",
-                     "Spans the OTLP receiver accepted.", &T.m_exported);
+        rc = counter(r, "agora_trace_spans_exported_total", "Spans the OTLP receiver accepted.",
+                     &T.m_exported);
     if (!rc)
         rc = counter(r, "agora_trace_spans_dropped_total",
                      "Spans never exported: overwritten before the exporter read them, or "
@@ -578,6 +620,11 @@ int ag_span_setup(const struct ag_span_config *cfg)
     T.stopping = false;
     atomic_store(&T.on, true);
     if (cfg->otlp_endpoint && *cfg->otlp_endpoint) {
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&T.wake, &ca);
+        pthread_condattr_destroy(&ca);
         if (pthread_create(&T.thread, NULL, exporter, NULL)) return AG_ENOMEM;
         T.exporting = true;
     }

@@ -75,8 +75,8 @@ struct saga_state {
     json_t *errors;         /* step name -> last compensation error (owned) */
     unsigned retries;       /* SagaRetried events so far */
     bool terminal;
-    enum saga_end end; /* the terminal event, when terminal */
-    char reason[512];  /* the failure being compensated */
+    enum saga_end end;         /* the terminal event, when terminal */
+    char reason[512];          /* the failure being compensated */
     struct ag_obs_trace trace; /* SagaStarted's traceparent: the steps' parent span */
     bool has_trace;            /* trace valid */
 };

@@ -69,9 +69,9 @@ static int order_trace_id(struct svc_job *j, uint8_t id[16])
                                   &page, NULL);
     if (rc) return rc;
     rc = AG_ENOTFOUND;
-    json_t *meta = page.count ? json_loadb(page.events[0].metadata, page.events[0].metadata_len,
-                                           0, NULL)
-                              : NULL;
+    json_t *meta = page.count
+                       ? json_loadb(page.events[0].metadata, page.events[0].metadata_len, 0, NULL)
+                       : NULL;
     const char *tp = json_string_value(json_object_get(meta, "traceparent"));
     struct ag_obs_trace t;
     if (tp && ag_obs_trace_parse(tp, strlen(tp), &t) == 0) {
@@ -89,8 +89,8 @@ static int get_order_trace(struct svc_job *j)
     uint8_t id[16];
     int rc = order_trace_id(j, id);
     if (rc == AG_ENOTFOUND)
-        return svc_problem(j, 404, "Trace not found",
-                           "no order %s, or its events name no trace", j->param);
+        return svc_problem(j, 404, "Trace not found", "no order %s, or its events name no trace",
+                           j->param);
     if (rc) return svc_error(j, rc, NULL);
     return answer_trace(j, id, "the trace that placed this order");
 }

@@ -136,8 +136,9 @@ Test(span, current_is_per_thread)
 
 Test(span, bad_endpoints_are_refused)
 {
-    cr_assert_eq(ag_span_setup(&(struct ag_span_config){.capacity = 8, .otlp_endpoint = "https://x"}),
-                 AG_EINVAL);
+    cr_assert_eq(
+        ag_span_setup(&(struct ag_span_config){.capacity = 8, .otlp_endpoint = "https://x"}),
+        AG_EINVAL);
     cr_assert_eq(ag_span_setup(&(struct ag_span_config){.capacity = 8, .otlp_endpoint = "http://"}),
                  AG_EINVAL);
 }
@@ -203,13 +204,14 @@ Test(span, exports_otlp_json)
     cr_assert(strncmp(r.req, "POST /base/v1/traces HTTP/1.1\r\n", 31) == 0, "%s", r.req);
     cr_assert(strcasestr(r.req, "content-type: application/json"), "%s", r.req);
     const char *body = strstr(r.req, "\r\n\r\n") + 4;
-    cr_assert(strstr(body, "{\"resourceSpans\":[{\"resource\":{\"attributes\":[{\"key\":\"service.name\","
-                           "\"value\":{\"stringValue\":\"svc\"}}]},\"scopeSpans\":[{\"scope\""),
+    cr_assert(strstr(body,
+                     "{\"resourceSpans\":[{\"resource\":{\"attributes\":[{\"key\":\"service.name\","
+                     "\"value\":{\"stringValue\":\"svc\"}}]},\"scopeSpans\":[{\"scope\""),
               "%s", body);
     char tp[AG_OBS_TRACEPARENT_LEN + 1], want[128];
     ag_obs_trace_format(&child.ctx, tp);
-    snprintf(want, sizeof want, "{\"traceId\":\"%.32s\",\"spanId\":\"%.16s\",\"parentSpanId\":\"", tp + 3,
-             tp + 36);
+    snprintf(want, sizeof want, "{\"traceId\":\"%.32s\",\"spanId\":\"%.16s\",\"parentSpanId\":\"",
+             tp + 3, tp + 36);
     cr_assert(strstr(body, want), "%s", body);
     cr_assert(strstr(body, "\"kind\":3,\"startTimeUnixNano\":\""), "%s", body);
     cr_assert(strstr(body, "{\"key\":\"n\",\"value\":{\"intValue\":\"7\"}}"), "%s", body);
@@ -244,8 +246,8 @@ Test(metrics, breaker_gauge_and_collector_removal)
     ag_buf_init(&b);
     ag_obs_registry_render(r, &b);
     cr_assert_eq(calls, 1);
-    cr_assert(strstr(b.data, "agora_breaker_open{scope=\"saga\",name=\"ProcessPayment\"} 1\n"), "%s",
-              b.data);
+    cr_assert(strstr(b.data, "agora_breaker_open{scope=\"saga\",name=\"ProcessPayment\"} 1\n"),
+              "%s", b.data);
     cr_assert(strstr(b.data, "agora_breaker_open{scope=\"gateway\",name=\"platform\"} 0.5\n"), "%s",
               b.data);
     ag_obs_registry_collector_remove(r, count_call, &calls);

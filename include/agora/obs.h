@@ -16,6 +16,10 @@
  *
  * Health. A set of named checks, each marked liveness or readiness. Checks run on
  * the caller's thread (an event loop), so they must not block: report a cached state.
+ *
+ * Spans. Fixed-size span records in a process-wide ring of recent spans, read by
+ * the admin trace routes and by an OTLP/HTTP JSON exporter thread (src/obs/span.c;
+ * see "spans" below).
  */
 #ifndef AGORA_OBS_H
 #define AGORA_OBS_H

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What tracing costs (issue 18): the instructions `agora run` (release build) executes
 # over a fixed load — `agora load --orders ORDERS --concurrency 4` through the
-# gateway — with spans off (AGORA_TRACE_BUFFER=0), recorded in the ring only (the
+# gateway, blocking polls (Prefer: wait) so the number of reads does not depend on
+# timing — with spans off (AGORA_TRACE_BUFFER=0), recorded in the ring only (the
 # default), and recorded and exported over OTLP/HTTP JSON to a local receiver
 # (tests/integration/otlp_receiver.py). Instructions, not time: repeatable on a busy
 # machine. The whole process is counted (start, seeding, the load, the stop), so
@@ -49,8 +50,8 @@ one() {
   done
   for _ in $(seq 600); do [[ $(curl -s -o /dev/null -w '%{http_code}' "$a/health/ready") == 200 ]] && break; sleep 0.2; done
   t=$("$AGORA" token --data "$d/data" --sub load --role admin)
-  "$AGORA" load --target "$a" --token "$t" --orders "$ORDERS" --concurrency 4 --customers 4 --wait 0 \
-    --poll-ms 200 --quiet >"$d/load" 2>&1
+  "$AGORA" load --target "$a" --token "$t" --orders "$ORDERS" --concurrency 4 --customers 4 \
+    --quiet >"$d/load" 2>&1
   kill -INT "$SPID"; wait "$SPID" 2>/dev/null || true
   SPID=
   if [[ $COUNTER == callgrind ]]; then grep -E '^(summary|totals):' "$d/cg" | head -1 | awk '{print $2}'

@@ -7,7 +7,7 @@
 # (tests/integration/otlp_receiver.py). Instructions, not time: repeatable on a busy
 # machine. The whole process is counted (start, seeding, the load, the stop), so
 # compare the modes with each other; RUNS repeats each mode (the load's random mix
-# of confirmed and compensated orders moves a run by about 1%).
+# of confirmed and compensated orders moves a run by about 2%).
 #
 #   COUNTER=callgrind (default: valgrind --tool=callgrind, slow but works anywhere)
 #   or COUNTER=perf (perf stat -e instructions: needs hardware counters), ORDERS

@@ -72,6 +72,9 @@ struct ag_http_observe {
     bool trace;                      /* parse or create traceparent; echo the server span */
     bool access_log;                 /* one JSON line per request via the base logger */
     bool ops_routes;                 /* mount GET /metrics, /health/live, /health/ready */
+    /* With `trace` and spans on (ag_span_setup): record one server span per request,
+     * named "<span_server> METHOD route" (NULL: "http"). */
+    const char *span_server;
     /* Who may read /metrics: called first; non-zero when it refused (and answered).
      * NULL = anyone (a server reachable only by trusted peers). */
     int (*metrics_guard)(struct ag_http_req *req, void *ud);
@@ -214,6 +217,9 @@ AG_EXTERN const char *ag_http_req_route(const struct ag_http_req *req);
 AG_EXTERN const char *ag_http_req_id(const struct ag_http_req *req);
 /* The server span's trace context when the trace middleware is on, else NULL. */
 AG_EXTERN const struct ag_obs_trace *ag_http_req_trace(const struct ag_http_req *req);
+/* Name the request's server span (copied, cut to AG_SPAN_NAME_MAX - 1 bytes);
+ * without it the span is "<span_server> METHOD route". */
+AG_EXTERN void ag_http_req_span_name(struct ag_http_req *req, const char *name);
 /* The loop the request lives on: answer from this loop only. */
 AG_EXTERN uv_loop_t *ag_http_req_loop(const struct ag_http_req *req);
 /* Monotonic ns when the request's first byte was parsed. */

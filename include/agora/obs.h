@@ -16,6 +16,10 @@
  *
  * Health. A set of named checks, each marked liveness or readiness. Checks run on
  * the caller's thread (an event loop), so they must not block: report a cached state.
+ *
+ * Spans. Fixed-size span records in a process-wide ring of recent spans, read by
+ * the admin trace routes and by an OTLP/HTTP JSON exporter thread (src/obs/span.c;
+ * see "spans" below).
  */
 #ifndef AGORA_OBS_H
 #define AGORA_OBS_H
@@ -102,6 +106,15 @@ AG_EXTERN void ag_obs_histogram_value(const struct ag_obs_series *s, uint64_t *b
  * outlive every render. AG_ETOOBIG when full. */
 typedef void (*ag_obs_collect_fn)(void *ud);
 AG_EXTERN int ag_obs_registry_collector(struct ag_obs_registry *r, ag_obs_collect_fn fn, void *ud);
+/* Remove the collector (fn, ud) before `ud` goes away; no-op when not there. Waits
+ * for a render that is running collectors. */
+AG_EXTERN void ag_obs_registry_collector_remove(struct ag_obs_registry *r, ag_obs_collect_fn fn,
+                                                void *ud);
+/* agora_breaker_open{scope,name}: 1 open (or forced open), 0.5 half-open, 0 closed
+ * (or disabled), for a collector to set from a breaker's state (the enum
+ * ag_cb_state value: 0 closed, 1 open, 2 half-open, 3 disabled, 4 forced open). */
+AG_EXTERN void ag_obs_breaker_state(struct ag_obs_registry *r, const char *scope, const char *name,
+                                    int cb_state);
 
 /* Append every family in the Prometheus text exposition format 0.0.4
  * (content type AG_OBS_PROM_CONTENT_TYPE) to `out`. */
@@ -161,5 +174,94 @@ AG_EXTERN int ag_obs_health_add(struct ag_obs_health *h, enum ag_obs_probe probe
  * Returns 1 when every check passed, 0 when one failed, negative on error. */
 AG_EXTERN int ag_obs_health_render(struct ag_obs_health *h, enum ag_obs_probe probe,
                                    struct ag_buf *out);
+
+/* ---- spans (a recent-span buffer and OTLP/HTTP JSON export) ----
+ *
+ * A span is a fixed-size record (struct ag_span) the caller fills on its own stack
+ * or in its request state: no allocation. ag_span_end (or ag_span_record, for a
+ * span whose times the caller set) copies it into a process-wide ring of recent
+ * spans (ag_span_setup: capacity, oldest overwritten), where the admin routes find
+ * a trace's spans and the exporter thread reads them for OTLP. Before ag_span_setup
+ * (or with capacity 0) every call here is a cheap no-op: ag_span_begin marks the
+ * span inactive. Attribute keys must be string literals (stored as pointers);
+ * string values are copied and cut at AG_SPAN_STR_MAX - 1 bytes. */
+
+enum ag_span_kind { AG_SPAN_INTERNAL = 1, AG_SPAN_SERVER = 2, AG_SPAN_CLIENT = 3 };
+enum ag_span_status { AG_SPAN_UNSET = 0, AG_SPAN_OK = 1, AG_SPAN_ERROR = 2 };
+
+#define AG_SPAN_NAME_MAX  48
+#define AG_SPAN_STR_MAX   47 /* "shipment-<uuid>" fits */
+#define AG_SPAN_MAX_ATTRS 6
+
+struct ag_span_attr {
+    const char *key; /* a string literal */
+    int64_t i;       /* the value when is_int */
+    char s[AG_SPAN_STR_MAX];
+    bool is_int; /* i holds the value, else s */
+};
+
+struct ag_span {
+    struct ag_obs_trace ctx; /* this span: trace id, span id, flags */
+    uint8_t parent[8];       /* the parent span id; all zero for a root */
+    uint8_t kind;            /* enum ag_span_kind; 0 = inactive (tracing off) */
+    uint8_t status;          /* enum ag_span_status */
+    uint8_t nattrs;          /* attrs in use */
+    char name[AG_SPAN_NAME_MAX];
+    uint64_t start_ns, end_ns; /* Unix time, ns */
+    struct ag_span_attr attrs[AG_SPAN_MAX_ATTRS];
+};
+
+/* What ag_span_setup configures. */
+struct ag_span_config {
+    size_t capacity;           /* spans kept in the ring (rounded up to a power of 2); 0 = off */
+    const char *service_name;  /* OTLP resource service.name (copied); NULL = "agora" */
+    const char *otlp_endpoint; /* http://HOST:PORT[/PATH]: POST PATH/v1/traces; NULL = none */
+    size_t batch_spans;        /* spans per export request; 0 = 512 */
+    unsigned batch_ms;         /* export at least this often when spans wait; 0 = 1000 */
+    struct ag_obs_registry *metrics; /* agora_trace_spans_{recorded,exported,dropped}_total */
+};
+
+/* Start recording (and exporting when otlp_endpoint is set: its own thread). Once
+ * per process; AG_EEXISTS when already set up, AG_EINVAL for a bad endpoint. */
+AG_EXTERN int ag_span_setup(const struct ag_span_config *cfg);
+/* Export what is left (one attempt), stop the exporter and stop recording (the
+ * ring itself stays until the process ends: a late thread may still read it). */
+AG_EXTERN void ag_span_shutdown(void);
+/* True when spans are being recorded. */
+AG_EXTERN bool ag_span_enabled(void);
+
+/* Begin a span named `name` (cut to fit): a child of `parent` (a new trace when
+ * NULL), start time now. Inactive (kind 0) when tracing is off. */
+AG_EXTERN void ag_span_begin(struct ag_span *sp, const char *name, enum ag_span_kind kind,
+                             const struct ag_obs_trace *parent);
+/* Begin a span whose own context is already chosen (`self`, e.g. a server span
+ * whose id went out in traceparent), with parent span id `parent` (NULL: root). */
+AG_EXTERN void ag_span_begin_as(struct ag_span *sp, const char *name, enum ag_span_kind kind,
+                                const struct ag_obs_trace *self, const uint8_t *parent);
+AG_EXTERN void ag_span_attr_str(struct ag_span *sp, const char *key, const char *value);
+AG_EXTERN void ag_span_attr_int(struct ag_span *sp, const char *key, int64_t value);
+/* Stamp the end time now and record the span (no-op for an inactive span). */
+AG_EXTERN void ag_span_end(struct ag_span *sp);
+/* Record the span as it is (start_ns and end_ns set by the caller). */
+AG_EXTERN void ag_span_record(const struct ag_span *sp);
+/* Unix time in ns (CLOCK_REALTIME), the clock spans use. */
+AG_EXTERN uint64_t ag_span_now(void);
+
+/* The calling thread's current span context, the implicit parent of spans made
+ * below it (the store's append span): set before calling down, cleared after.
+ * ag_span_current returns false when none is set. */
+AG_EXTERN void ag_span_set_current(const struct ag_obs_trace *t /* NULL clears */);
+AG_EXTERN bool ag_span_current(struct ag_obs_trace *out /* OUT */);
+
+/* Append {"traceId","spans":[{spanId,parentSpanId,name,kind,startUnixNano,
+ * endUnixNano,status,attributes}]} for every span of `trace_id` in the ring,
+ * oldest first. AG_ENOTFOUND when none is there. */
+AG_EXTERN int ag_span_trace_json(const uint8_t trace_id[16], struct ag_buf *out);
+
+/* Counters since setup (also exported as metrics). */
+struct ag_span_stats {
+    uint64_t recorded, exported, dropped;
+};
+AG_EXTERN void ag_span_stats(struct ag_span_stats *out /* OUT */);
 
 #endif

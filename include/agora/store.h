@@ -38,6 +38,7 @@
 #include <stdint.h>
 
 #include "agora/base.h"
+#include "agora/obs.h"
 
 struct uv_loop_s;
 
@@ -167,6 +168,14 @@ struct ag_store_loop;
 typedef void (*ag_append_cb)(void *ud, int status, const struct ag_append_result *res,
                              const struct ag_err *err);
 
+/* Private: an append's span while it is in flight (src/store/store.c). */
+struct ag__store_span {
+    struct ag_obs_trace parent; /* the span the append belongs to */
+    uint64_t t0;                /* start, Unix ns; 0 = no span */
+    uint32_t streams, events;   /* what is appended */
+    uint64_t bytes;             /* payload + metadata bytes */
+};
+
 /* An asynchronous append, owned by the caller and untouched by it until `cb` runs
  * on the loop the request was submitted to (like a uv_fs_t). */
 struct ag_append_req {
@@ -183,6 +192,7 @@ struct ag_append_req {
     int status;
     struct ag_append_req *next_done;
     struct ag_store_loop *loop;
+    struct ag__store_span span;
 };
 
 /* An asynchronous multi-stream append (see ag_store_append_multi), owned by the

@@ -76,7 +76,16 @@ static const char usage_text[] =
     "\n"
     "Fault injection for demos: AGORA_FAULT_<STEP>=rate[,latency_ms[,comp_rate]] with\n"
     "STEP one of PLACEORDER, RESERVEINVENTORY, PROCESSPAYMENT, ARRANGESHIPMENT,\n"
-    "CONFIRMORDER (e.g. AGORA_FAULT_PROCESSPAYMENT=0.5).\n";
+    "CONFIRMORDER (e.g. AGORA_FAULT_PROCESSPAYMENT=0.5).\n"
+    "\n"
+    "Tracing: every request at the gateway, call to a service, saga step and store\n"
+    "append is a span, kept in a ring of the newest AGORA_TRACE_BUFFER spans (default\n"
+    "32768, about 16 MB; 0 turns spans off) that GET /admin/traces/{traceId} and\n"
+    "GET /admin/orders/{id}/trace read. AGORA_OTLP_ENDPOINT=http://HOST:PORT[/PATH]\n"
+    "also exports them, batched (512 spans or 1 s), as OTLP/HTTP JSON to\n"
+    "PATH/v1/traces from a thread of their own (service.name: OTEL_SERVICE_NAME, default\n"
+    "agora); a receiver that is down or slow never slows requests: spans it misses\n"
+    "are counted in agora_trace_spans_dropped_total.\n";
 
 /* ---- the data directory: 0700, its files 0600 ---- */
 
@@ -317,6 +326,35 @@ static int run_config(const struct run_opts *o, char host[64], struct ag_platfor
     return 0;
 }
 
+/* Spans (ag_span_setup) from AGORA_TRACE_BUFFER and AGORA_OTLP_ENDPOINT. */
+static int trace_setup(struct ag_platform *p)
+{
+    const char *buf = getenv("AGORA_TRACE_BUFFER");
+    const char *ep = getenv("AGORA_OTLP_ENDPOINT");
+    char *end = NULL;
+    unsigned long long cap = buf && *buf ? strtoull(buf, &end, 10) : 32768;
+    if ((end && *end) || cap > (1u << 24)) {
+        fprintf(stderr, "agora run: AGORA_TRACE_BUFFER takes a number of spans, 0..16777216\n");
+        return 2;
+    }
+    struct ag_span_config sc = {.capacity = (size_t)cap,
+                                .service_name = getenv("OTEL_SERVICE_NAME"),
+                                .otlp_endpoint = ep && *ep ? ep : NULL,
+                                .metrics = ag_platform_metrics(p)};
+    if (sc.otlp_endpoint && !cap) {
+        fprintf(stderr, "agora run: AGORA_OTLP_ENDPOINT needs spans (AGORA_TRACE_BUFFER > 0)\n");
+        return 2;
+    }
+    int rc = ag_span_setup(&sc);
+    if (rc == AG_EINVAL)
+        fprintf(stderr, "agora run: AGORA_OTLP_ENDPOINT takes http://HOST:PORT[/PATH]: %s\n", ep);
+    else if (rc)
+        fprintf(stderr, "agora run: tracing: %s\n", ag_strerror(rc));
+    if (!rc && sc.otlp_endpoint)
+        fprintf(stderr, "agora: exporting spans to %s (OTLP/HTTP JSON)\n", sc.otlp_endpoint);
+    return rc ? 2 : 0;
+}
+
 static int run(int argc, char **argv)
 {
     if (ag_cli_wants_help(argc, argv)) {
@@ -376,6 +414,10 @@ static int run(int argc, char **argv)
         fprintf(stderr, "agora run: %s\n", ag_err_msg(&err, rc));
         return 1;
     }
+    if ((prc = trace_setup(p))) {
+        ag_platform_stop(p);
+        return prc;
+    }
     if (!gateway) {
         fprintf(stderr,
                 "agora: WARNING: serving http://%s:%u WITHOUT THE GATEWAY: no authentication,\n"
@@ -384,10 +426,13 @@ static int run(int argc, char **argv)
                 host, ag_platform_port(p), data);
         ag_platform_run_until_signal(p);
         ag_platform_stop(p);
+        ag_span_shutdown();
         fprintf(stderr, "agora: stopped\n");
         return 0;
     }
-    return serve_gateway(p, listen, secret, workers, data, &tls);
+    prc = serve_gateway(p, listen, secret, workers, data, &tls);
+    ag_span_shutdown(); /* the spans still waiting: one last export */
+    return prc;
 }
 
 const struct ag_cli_cmd ag_cli_cmd_run = {"run",

@@ -116,6 +116,8 @@ static const char template_yaml[] =
     "          - uri: {prefix: /admin/stats}\n"
     "          - uri: {prefix: /admin/log}\n"
     "          - uri: {prefix: /admin/streams}\n"
+    "          - uri: {prefix: /admin/traces}\n"
+    "          - uri: {pattern: \"/admin/orders/{id}/trace\"}\n"
     "        route: [{destination: {host: platform}}]\n"
     "        timeout: 10s\n"
     "        auth: {required: true, roles: [admin]}\n"

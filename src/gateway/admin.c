@@ -116,6 +116,19 @@ int ag__gw_admin_breakers(struct ag_http_req *req, void *ud)
     return ag_http_respond_json(req, 200, json_pack("{s:o}", "breakers", arr));
 }
 
+void ag__gw_breakers_collect(void *ud)
+{
+    struct ag_gateway *gw = ud;
+    struct gw_conf *c = conf_ref(gw);
+    for (size_t i = 0; i < c->nclusters; i++) {
+        struct ag_cb *cb = ag_mesh_cluster_breaker(c->clusters[i]);
+        if (cb)
+            ag_obs_breaker_state(gw->metrics, "gateway", ag_mesh_cluster_name(c->clusters[i]),
+                                 (int)ag_cb_state(cb));
+    }
+    ag__gw_conf_unref(c);
+}
+
 int ag__gw_admin_config(struct ag_http_req *req, void *ud)
 {
     if (ag__gw_require_admin(req, ud)) return 0;

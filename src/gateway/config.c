@@ -534,6 +534,15 @@ static int route_metrics(struct cctx *x, struct gw_route *r)
         if (ag_obs_series_get(f, v, &r->m_req[i])) return AG_ENOMEM;
     }
     const char *v[] = {r->name};
+    static const struct ag_obs_family_spec limited = {
+        AG_OBS_COUNTER, "agora_gateway_ratelimited_total",
+        "Requests the gateway refused with 429 because the route's rate limit was exceeded, "
+        "by route",
+        1, lbl};
+    struct ag_obs_family *l;
+    if (ag_obs_family_define(x->env->metrics, &limited, &l) ||
+        ag_obs_series_get(l, v, &r->m_limited))
+        return AG_ENOMEM;
     return ag_obs_series_get(h, v, &r->m_dur);
 }
 

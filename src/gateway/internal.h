@@ -382,11 +382,12 @@ struct gw_route {
     struct ag_ratelimit *limiter; /* NULL = no limit */
     struct ag_rate rate;          /* for the RateLimit headers */
     enum gw_key_kind key_kind;
-    char *key_header;               /* GW_KEY_HEADER / GW_KEY_API_KEY: header name */
-    bool idempotency;               /* Idempotency-Key handled on POST */
-    size_t max_body;                /* 0 = the gateway's */
-    struct ag_obs_series *m_req[6]; /* requests by class 1xx..5xx (index 1..5), 0 = other */
-    struct ag_obs_series *m_dur;    /* duration histogram */
+    char *key_header;                /* GW_KEY_HEADER / GW_KEY_API_KEY: header name */
+    bool idempotency;                /* Idempotency-Key handled on POST */
+    size_t max_body;                 /* 0 = the gateway's */
+    struct ag_obs_series *m_req[6];  /* requests by class 1xx..5xx (index 1..5), 0 = other */
+    struct ag_obs_series *m_dur;     /* duration histogram */
+    struct ag_obs_series *m_limited; /* agora_gateway_ratelimited_total: 429s of the rate limit */
 };
 
 struct gw_bffcall {
@@ -538,6 +539,8 @@ int ag__gw_admin_config(struct ag_http_req *req, void *ud);
  * *has = false), else answers 401 itself and returns 1. */
 int ag__gw_authenticate(struct ag_gateway *gw, struct gw_loop *l, const struct gw_conf *conf,
                         struct ag_http_req *req, struct gw_principal *p, bool *has);
+/* Collector: agora_breaker_open{scope="gateway"} of every cluster's breaker. */
+void ag__gw_breakers_collect(void *ud);
 /* Admin endpoints and /metrics: 0 for an admin (or, with no jwt section, a
  * loopback peer); else answers 401/403, logs, counts and returns 1. */
 int ag__gw_require_admin(struct ag_http_req *req, void *ud);

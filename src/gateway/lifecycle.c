@@ -150,6 +150,7 @@ static int build_router(struct ag_gateway *gw)
                                  .health = gw->health,
                                  .request_id = true,
                                  .trace = true,
+                                 .span_server = "gateway",
                                  .access_log = gw->conf->access_log,
                                  .ops_routes = true,
                                  .metrics_guard = ag__gw_require_admin,
@@ -160,6 +161,8 @@ static int build_router(struct ag_gateway *gw)
                                                      1, reason};
     if (!rc) rc = ag_obs_family_define(gw->metrics, &denied, &gw->denied);
     if (!rc) rc = ag_http_router_observe(gw->router, &ob);
+    if (!rc && gw->metrics)
+        rc = ag_obs_registry_collector(gw->metrics, ag__gw_breakers_collect, gw);
     if (!rc) rc = ag_http_route(gw->router, "GET", "/admin/upstreams", ag__gw_admin_upstreams, gw);
     if (!rc)
         rc = ag_http_route(gw->router, "GET", "/admin/circuit-breakers", ag__gw_admin_breakers, gw);
@@ -207,6 +210,7 @@ static int gw_alloc(const struct ag_gateway_options *o, struct ag_gateway **out)
 
 static void gw_free(struct ag_gateway *gw)
 {
+    if (gw->metrics) ag_obs_registry_collector_remove(gw->metrics, ag__gw_breakers_collect, gw);
     if (gw->checker) ag_mesh_health_stop(gw->checker);
     if (gw->server) ag_http_server_free(gw->server);
     if (gw->redirect) ag_http_server_free(gw->redirect);

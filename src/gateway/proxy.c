@@ -39,6 +39,7 @@ struct pctx {
     struct ag_http_header hdrs[MAX_FWD_HEADERS];
     uv_timer_t timer; /* fault delay */
     bool timer_used;
+    struct ag_span span; /* the forward's client span (inactive when tracing is off) */
 };
 
 static bool hop_by_hop(const char *n, const char *connection)
@@ -195,6 +196,13 @@ static void on_upstream(const struct ag_mesh_result *res, void *ud)
 {
     struct pctx *p = ud;
     struct ag_http_req *req = p->req;
+    if (p->span.kind) {
+        ag_span_attr_int(&p->span, "mesh.tries", res->tries);
+        if (res->resp) ag_span_attr_int(&p->span, "http.response.status_code", res->resp->status);
+        p->span.status =
+            res->rc || !res->resp || res->resp->status >= 500 ? AG_SPAN_ERROR : AG_SPAN_UNSET;
+        ag_span_end(&p->span);
+    }
     if (res->rc) {
         refuse(p, status_for(res->rc), detail_for(res->rc));
         return;
@@ -367,6 +375,14 @@ static void forward(struct pctx *p)
     if (wait && c->retry.per_try_timeout_ms && wait > c->retry.per_try_timeout_ms)
         c->retry.per_try_timeout_ms = wait;
     ag_http_propagate(req, &c->req);
+    if (ag_span_enabled() && ag_http_req_trace(req)) { /* the service's parent: this span */
+        char name[AG_SPAN_NAME_MAX];
+        snprintf(name, sizeof name, "call %s %s", ag_mesh_cluster_name(d->cluster), c->req.method);
+        ag_span_begin(&p->span, name, AG_SPAN_CLIENT, ag_http_req_trace(req));
+        ag_span_attr_str(&p->span, "peer.service", ag_mesh_cluster_name(d->cluster));
+        ag_span_attr_str(&p->span, "gateway.route", p->route->name);
+        ag_obs_trace_format(&p->span.ctx, c->req.traceparent);
+    }
     if (!c->req.path) {
         refuse(p, 500, "out of memory");
         return;
@@ -428,6 +444,7 @@ static int rate_limit(struct pctx *p)
     ag_http_resp_header(p->req, "Retry-After", v);
     snprintf(v, sizeof v, "\"route\";r=0;t=%llu", (unsigned long long)(secs ? secs : 1));
     ag_http_resp_header(p->req, "RateLimit", v);
+    ag_obs_counter_inc(r->m_limited);
     return refuse(p, 429, "rate limit exceeded"), 1;
 }
 
@@ -524,6 +541,11 @@ static int admit(struct pctx *p)
                                  &prefix_len);
     p->prefix_len = prefix_len;
     if (!p->route) return refuse(p, 404, "no route for this request");
+    if (ag_span_enabled()) {
+        char name[AG_SPAN_NAME_MAX];
+        snprintf(name, sizeof name, "gateway %s %s", ag_http_req_method(req), p->route->name);
+        ag_http_req_span_name(req, name);
+    }
     ag_http_req_body(req, &blen);
     size_t max = p->route->max_body ? p->route->max_body : p->conf->max_body;
     if (blen > max) return refuse(p, 413, "the request body is too large");

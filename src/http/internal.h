@@ -127,6 +127,8 @@ struct ag_http_req {
     char id[AG_OBS_REQUEST_ID_MAX + 1];             /* request id, "" when off */
     struct ag_obs_trace trace;                      /* server span */
     bool has_trace;                                 /* trace valid */
+    uint8_t trace_parent[8];                        /* the caller's span id, or zeros */
+    char span_name[AG_SPAN_NAME_MAX];               /* ag_http_req_span_name, or "" */
     void *data;                                     /* user data */
     struct ag__arena arena;                         /* freed with the request */
     void (*abort_cb)(struct ag_http_req *, void *); /* ag_http_req_on_abort, or NULL */

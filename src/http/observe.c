@@ -107,10 +107,12 @@ void ag__http_observe_request(struct ag__observe *ob, struct ag_http_req *req)
     if (ob->cfg.trace) {
         const char *h = ag_http_req_header(req, "traceparent");
         struct ag_obs_trace parent;
-        if (h && ag_obs_trace_parse(h, strlen(h), &parent) == 0)
+        if (h && ag_obs_trace_parse(h, strlen(h), &parent) == 0) {
             ag_obs_trace_child(&parent, &req->trace, NULL);
-        else
+            memcpy(req->trace_parent, parent.span_id, sizeof req->trace_parent);
+        } else {
             ag_obs_trace_new(&req->trace, NULL);
+        }
         req->has_trace = true;
     }
     if (ob->cfg.metrics) ag_obs_gauge_add(ob->in_flight, 1);
@@ -129,6 +131,29 @@ static void access_log(struct ag_http_req *req, double seconds)
             AG_LS("traceparent", tp[0] ? tp : NULL), AG_LS("peer", req->conn->peer));
 }
 
+/* The request's server span: its id is the one its traceparent answer names. */
+static void server_span(struct ag__observe *ob, struct ag_http_req *req, uint64_t now_mono)
+{
+    static const uint8_t zero[8];
+    const char *route = ag_http_req_route(req);
+    struct ag_span sp;
+    char name[AG_SPAN_NAME_MAX];
+    if (!req->span_name[0])
+        snprintf(name, sizeof name, "%s %s %s", ob->cfg.span_server ? ob->cfg.span_server : "http",
+                 req->method, route ? route : "unmatched");
+    bool root = memcmp(req->trace_parent, zero, sizeof zero) == 0;
+    ag_span_begin_as(&sp, req->span_name[0] ? req->span_name : name, AG_SPAN_SERVER, &req->trace,
+                     root ? NULL : req->trace_parent);
+    sp.end_ns = sp.start_ns;
+    sp.start_ns -= now_mono > req->start_ns ? now_mono - req->start_ns : 0;
+    ag_span_attr_str(&sp, "http.request.method", req->method);
+    if (route) ag_span_attr_str(&sp, "http.route", route);
+    ag_span_attr_str(&sp, "url.path", req->path);
+    ag_span_attr_int(&sp, "http.response.status_code", req->status);
+    sp.status = req->status >= 500 ? AG_SPAN_ERROR : AG_SPAN_UNSET;
+    ag_span_record(&sp);
+}
+
 void ag__http_observe_response(struct ag__observe *ob, struct ag_http_req *req)
 {
     if (req->id[0]) ag_http_resp_header(req, "X-Request-ID", req->id);
@@ -137,8 +162,11 @@ void ag__http_observe_response(struct ag__observe *ob, struct ag_http_req *req)
         ag_obs_trace_format(&req->trace, tp);
         ag_http_resp_header(req, "traceparent", tp);
     }
-    if (!ob->cfg.metrics && !ob->cfg.access_log) return;
-    double seconds = (double)(ag_clock_mono(ag_clock_system()) - req->start_ns) / 1e9;
+    bool span = req->has_trace && ag_span_enabled();
+    if (!ob->cfg.metrics && !ob->cfg.access_log && !span) return;
+    uint64_t now = ag_clock_mono(ag_clock_system());
+    if (span) server_span(ob, req, now);
+    double seconds = (double)(now - req->start_ns) / 1e9;
     if (ob->cfg.metrics) record_metrics(ob, req, seconds);
     if (ob->cfg.access_log) access_log(req, seconds);
 }

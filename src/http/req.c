@@ -8,6 +8,7 @@
  * an unanswered dispatched request holds one until ag_http_respond. The request
  * holds one reference on its connection.
  */
+#include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
@@ -151,6 +152,10 @@ const char *ag_http_req_id(const struct ag_http_req *req)
 const struct ag_obs_trace *ag_http_req_trace(const struct ag_http_req *req)
 {
     return req->has_trace ? &req->trace : NULL;
+}
+void ag_http_req_span_name(struct ag_http_req *req, const char *name)
+{
+    snprintf(req->span_name, sizeof req->span_name, "%s", name);
 }
 uv_loop_t *ag_http_req_loop(const struct ag_http_req *req)
 {

@@ -131,6 +131,35 @@ int ag_obs_registry_collector(struct ag_obs_registry *r, ag_obs_collect_fn fn, v
     return rc;
 }
 
+void ag_obs_registry_collector_remove(struct ag_obs_registry *r, ag_obs_collect_fn fn, void *ud)
+{
+    pthread_mutex_lock(&r->collect_lock);
+    for (size_t i = 0; i < r->ncollectors; i++) {
+        if (r->collectors[i].fn != fn || r->collectors[i].ud != ud) continue;
+        memmove(&r->collectors[i], &r->collectors[i + 1],
+                (r->ncollectors - i - 1) * sizeof r->collectors[0]);
+        r->ncollectors--;
+        break;
+    }
+    pthread_mutex_unlock(&r->collect_lock);
+}
+
+void ag_obs_breaker_state(struct ag_obs_registry *r, const char *scope, const char *name,
+                          int cb_state)
+{
+    static const char *const labels[] = {"scope", "name"};
+    static const struct ag_obs_family_spec spec = {
+        AG_OBS_GAUGE, "agora_breaker_open",
+        "Circuit breakers: 1 open (or forced open), 0.5 half-open, 0 closed, by scope "
+        "(gateway: an upstream cluster; saga: a step's participant) and name.",
+        2, labels};
+    struct ag_obs_family *f;
+    struct ag_obs_series *s;
+    const char *values[] = {scope, name};
+    if (ag_obs_family_define(r, &spec, &f) || ag_obs_series_get(f, values, &s)) return;
+    ag_obs_gauge_set(s, cb_state == 1 || cb_state == 4 ? 1.0 : cb_state == 2 ? 0.5 : 0.0);
+}
+
 static void series_free(struct ag_obs_series *s, size_t nlabels)
 {
     for (size_t i = 0; s->values && i < nlabels; i++) ag_free(s->values[i]);

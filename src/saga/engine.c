@@ -93,6 +93,7 @@ struct qitem {
     struct ag_saga_call call;       /* an asynchronous action in flight */
     bool force_sync;                /* the next move runs the step synchronously */
     char key[SAGA_STREAM_MAX + 80]; /* the action's idempotency key */
+    struct ag_span span;            /* the move in flight (inactive: tracing off, or no trace) */
 };
 
 struct ag_saga_engine {
@@ -349,6 +350,45 @@ static void let_go_locked(struct ag_saga_engine *e)
     if (!e->running) pthread_cond_broadcast(&e->drained);
 }
 
+static size_t next_compensation(const struct saga_state *s);
+
+/* ---- spans: one per move (a step's action or compensation, or the end) ---- */
+
+/* Begin q's move span, a child of the saga's trace, and make it the worker's
+ * current span (the participants' appends below become its children). */
+static void span_begin(struct qitem *q)
+{
+    const struct saga_state *s = q->st;
+    q->span.kind = 0;
+    if (!ag_span_enabled() || !s->has_trace) return;
+    size_t i = s->compensating ? next_compensation(s) : s->next;
+    const char *step = i < s->def->nsteps ? s->def->steps[i].name : "end";
+    char name[AG_SPAN_NAME_MAX];
+    snprintf(name, sizeof name, "saga %s%s", step, s->compensating ? " compensate" : "");
+    ag_span_begin(&q->span, name, AG_SPAN_INTERNAL, &s->trace);
+    ag_span_attr_str(&q->span, "saga.id", s->id);
+    ag_span_attr_str(&q->span, "saga.type", s->def->type);
+    ag_span_attr_str(&q->span, "saga.step", step);
+    ag_span_attr_int(&q->span, "saga.attempt", (int64_t)q->tries + 1);
+    ag_span_set_current(&q->span.ctx);
+}
+
+/* End q's move span with its outcome (the event recorded, or why none was). */
+static void span_end(struct qitem *q, const char *outcome, bool failed)
+{
+    ag_span_set_current(NULL);
+    if (!q->span.kind) return;
+    ag_span_attr_str(&q->span, "saga.outcome", outcome);
+    q->span.status = failed ? AG_SPAN_ERROR : AG_SPAN_OK;
+    ag_span_end(&q->span);
+    q->span.kind = 0;
+}
+
+static bool failed_outcome(const char *type)
+{
+    return strstr(type, "Failed") != NULL;
+}
+
 /* Done with `q` after a run that returned `rc` (or could not start: `dropped`). */
 static void finish(struct ag_saga_engine *e, struct qitem *q, int rc, bool dropped,
                    enum saga_end end)
@@ -425,6 +465,8 @@ static void recorded(void *ud, int status, const struct ag_append_result *res,
         start_recorded(e, q, status, why);
         return;
     }
+    span_end(q, status ? ag_strerror(status) : q->ev.type,
+             status || failed_outcome(q->ev.type ? q->ev.type : ""));
     if (status) { /* a conflict: another driver wrote first and goes on with it */
         if (status != AG_ECLOSED && status != AG_ECONFLICT)
             AG_WARN("saga.interrupted", AG_LS("saga", q->id), AG_LS("error", why));
@@ -556,6 +598,8 @@ void ag_saga_call_done(struct ag_saga_call *call, int rc, const struct ag_err *e
     struct saga_state *s = q->st;
     if (call->cb) ag_cb_record(call->cb, &call->permit, rc);
     if (rc) { /* the policy's retries and the failure's record: synchronously */
+        if (q->span.kind) ag_span_attr_str(&q->span, "error", ag_err_msg(err, rc));
+        span_end(q, "attempt failed", true);
         AG_DEBUG("saga.async_step_failed", AG_LS("saga", q->id),
                  AG_LS("error", ag_err_msg(err, rc)));
         json_decref(q->rec.data);
@@ -572,10 +616,13 @@ void ag_saga_call_done(struct ag_saga_call *call, int rc, const struct ag_err *e
         return;
     }
     if (encode_success(e, q)) {
+        span_end(q, ag_strerror(AG_ENOMEM), true);
         finish(e, q, AG_ENOMEM, false, SAGA_END_NONE);
         return;
     }
+    if (q->span.kind) ag_span_set_current(&q->span.ctx); /* the record: a child of the move */
     submit(e, q, s->stream, s->version);
+    ag_span_set_current(NULL);
 }
 
 /* One move of saga `q`: load it if needed, run its next step, submit the record. */
@@ -599,17 +646,23 @@ static void move(struct ag_saga_engine *e, struct qitem *q)
             return;
         }
     }
-    if (!rc && start_async(e, q)) return; /* ag_saga_call_done goes on */
+    if (!rc) span_begin(q);
+    if (!rc && start_async(e, q)) { /* ag_saga_call_done goes on */
+        ag_span_set_current(NULL);
+        return;
+    }
     if (!rc) rc = saga_next(&e->env, q->st, &q->rec, &err);
     if (!rc && saga_encode(&e->env, q->st, q->rec.kind, q->rec.data, &q->ev))
         rc = ag_err_set(&err, AG_ENOMEM, "out of memory");
     if (rc) {
         if (rc != AG_ECLOSED && rc != AG_ENOTFOUND)
             AG_WARN("saga.interrupted", AG_LS("saga", q->id), AG_LS("error", ag_err_msg(&err, rc)));
+        span_end(q, ag_strerror(rc), true);
         finish(e, q, rc == AG_ENOTFOUND || rc == AG_ECONFLICT ? 0 : rc, false, SAGA_END_NONE);
         return;
     }
     submit(e, q, q->st->stream, q->st->version);
+    ag_span_set_current(NULL); /* the recorder thread ends the span */
 }
 
 static void *worker(void *arg)

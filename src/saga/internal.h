@@ -17,6 +17,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "agora/obs.h"
 #include "agora/saga.h"
 
 #define SAGA_PREFIX     "saga-" /* a saga's stream is saga-<id> */
@@ -74,8 +75,10 @@ struct saga_state {
     json_t *errors;         /* step name -> last compensation error (owned) */
     unsigned retries;       /* SagaRetried events so far */
     bool terminal;
-    enum saga_end end; /* the terminal event, when terminal */
-    char reason[512];  /* the failure being compensated */
+    enum saga_end end;         /* the terminal event, when terminal */
+    char reason[512];          /* the failure being compensated */
+    struct ag_obs_trace trace; /* SagaStarted's traceparent: the steps' parent span */
+    bool has_trace;            /* trace valid */
 };
 
 static inline uint64_t saga_step_bit(size_t i)

@@ -305,6 +305,15 @@ void saga_state_free(struct saga_state *s)
 static void apply_event(const struct saga_env *env, struct saga_state *s, const struct ag_event *ev)
 {
     enum saga_ev kind = saga_ev_kind(ev->type, ev->type_len);
+    if (kind == SAGA_EV_STARTED) { /* the trace the saga's steps belong to */
+        static const char key[] = "\"traceparent\":\"";
+        const char *p =
+            ev->metadata_len ? memmem(ev->metadata, ev->metadata_len, key, sizeof key - 1) : NULL;
+        if (p) p += sizeof key - 1;
+        s->has_trace = p &&
+                       (size_t)(ev->metadata + ev->metadata_len - p) >= AG_OBS_TRACEPARENT_LEN &&
+                       ag_obs_trace_parse(p, AG_OBS_TRACEPARENT_LEN, &s->trace) == 0;
+    }
     json_t *d = json_loadb(ev->data, ev->data_len, 0, NULL);
     evolve(env, s, kind, d);
     json_decref(d);

@@ -427,6 +427,11 @@ int svc_job_start(struct svc_env *p, struct ag_http_req *req, const struct svc_r
     j->fn = r->fn;
     j->who = *who;
     j->work.data = j;
+    if (ag_span_enabled()) { /* the server span says which context answered */
+        char name[AG_SPAN_NAME_MAX];
+        snprintf(name, sizeof name, "%s %s %s", p->name, r->method, r->path);
+        ag_http_req_span_name(req, name);
+    }
     const char *v = r->param ? ag_http_req_param(req, r->param) : NULL;
     if (v) snprintf(j->param, sizeof j->param, "%s", v);
     for (int i = 0; i < 4 && r->query[i]; i++) { /* ":name": a second path parameter */

@@ -567,7 +567,7 @@ json_t *svc_event_json(const struct ag_event *e);
 bool svc_name_ok(const char *s);
 extern const struct svc_context svc_customers_context, svc_catalog_context, svc_payments_context,
     svc_inventory_context, svc_ordering_context, svc_shipping_context, svc_sagas_context,
-    svc_audit_context, svc_mcp_context;
+    svc_audit_context, svc_mcp_context, svc_traces_context;
 
 void svc_customers_projection(struct ag_projection *out);
 void svc_catalog_projection(struct ag_projection *out);

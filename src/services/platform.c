@@ -135,7 +135,7 @@ static const struct svc_context ops_context = {"ops", routes, sizeof routes / si
 static const struct svc_context *const contexts[] = {
     &svc_customers_context, &svc_catalog_context,  &svc_payments_context, &svc_inventory_context,
     &svc_ordering_context,  &svc_shipping_context, &svc_sagas_context,    &svc_audit_context,
-    &ops_context,           &svc_mcp_context,      &svc_console_context};
+    &ops_context,           &svc_mcp_context,      &svc_console_context,  &svc_traces_context};
 
 static void fill_projections(struct ag_platform *p)
 {
@@ -210,10 +210,21 @@ static void store_collect(void *ud)
     if (f && h.failures > seen) ag_obs_counter_add(f, h.failures - seen);
 }
 
+/* agora_breaker_open{scope="saga"}: the saga steps' breakers. */
+static void breakers_collect(void *ud)
+{
+    struct ag_platform *p = ud;
+    for (size_t i = 0; i < SVC_SAGA_STEPS; i++)
+        if (p->breakers[i])
+            ag_obs_breaker_state(p->metrics, "saga", ag_cb_name(p->breakers[i]),
+                                 (int)ag_cb_state(p->breakers[i]));
+}
+
 static void store_health_register(struct ag_platform *p)
 {
     ag_obs_health_add(p->health, AG_OBS_READY, "store", ag_platform_store_ready, p);
     ag_obs_registry_collector(p->metrics, store_collect, p);
+    ag_obs_registry_collector(p->metrics, breakers_collect, p);
 }
 
 /* ---- start / stop ---- */
@@ -265,6 +276,7 @@ static int start_http(struct ag_platform *p, struct ag_err *err)
                                 .health = p->health,
                                 .request_id = true,
                                 .trace = true,
+                                .span_server = "services",
                                 .access_log = getenv("AGORA_ACCESS_LOG") != NULL,
                                 .ops_routes = true};
     ag_http_router_observe(p->router, &o);

@@ -103,6 +103,69 @@ int ag_store_parse_expected(const char *s, int64_t *out)
     return 0;
 }
 
+/* ---- spans ----
+ *
+ * Each append is a span "store.append" (streams, events, bytes, the first
+ * stream), a child of the calling thread's current span (ag_span_set_current: a
+ * saga step) or else of the span its first event's metadata names in
+ * "traceparent" (a service request). An append that belongs to no trace makes
+ * no span. */
+
+static bool span_parent(const struct ag_event_data *ev, size_t n, struct ag_obs_trace *out)
+{
+    static const char key[] = "\"traceparent\":\"";
+    if (ag_span_current(out)) return true;
+    if (!n || !ev[0].metadata || ev[0].metadata_len < sizeof key) return false;
+    const char *m = ev[0].metadata, *p = memmem(m, ev[0].metadata_len, key, sizeof key - 1);
+    if (!p) return false;
+    p += sizeof key - 1;
+    if ((size_t)(m + ev[0].metadata_len - p) < AG_OBS_TRACEPARENT_LEN) return false;
+    return ag_obs_trace_parse(p, AG_OBS_TRACEPARENT_LEN, out) == 0;
+}
+
+static void span_count(struct ag__store_span *sp, const struct ag_event_data *ev, size_t n)
+{
+    sp->streams++;
+    sp->events += (uint32_t)n;
+    for (size_t i = 0; i < n; i++) sp->bytes += ev[i].data_len + ev[i].metadata_len;
+}
+
+/* Start the span of an append to one stream, or of a multi-stream one (`parts`). */
+static void span_start(struct ag__store_span *sp, const struct ag_event_data *ev, size_t n,
+                       const struct ag_append_part *parts, size_t nparts)
+{
+    memset(sp, 0, sizeof *sp);
+    if (!ag_span_enabled()) return;
+    if (parts ? !nparts || !span_parent(parts[0].events, parts[0].count, &sp->parent)
+              : !span_parent(ev, n, &sp->parent))
+        return;
+    if (parts)
+        for (size_t i = 0; i < nparts; i++) span_count(sp, parts[i].events, parts[i].count);
+    else
+        span_count(sp, ev, n);
+    sp->t0 = ag_span_now();
+}
+
+static void span_finish(const struct ag__store_span *st, const char *stream, size_t stream_len,
+                        int rc)
+{
+    if (!st->t0) return;
+    struct ag_span sp;
+    ag_span_begin(&sp, "store.append", AG_SPAN_INTERNAL, &st->parent);
+    sp.start_ns = st->t0;
+    char name[AG_SPAN_STR_MAX];
+    snprintf(name, sizeof name, "%.*s", (int)stream_len, stream ? stream : "");
+    ag_span_attr_str(&sp, "store.stream", name);
+    ag_span_attr_int(&sp, "store.streams", st->streams);
+    ag_span_attr_int(&sp, "store.events", st->events);
+    ag_span_attr_int(&sp, "store.bytes", (int64_t)st->bytes);
+    if (rc) {
+        ag_span_attr_str(&sp, "error", ag_strerror(rc));
+        sp.status = AG_SPAN_ERROR;
+    }
+    ag_span_end(&sp);
+}
+
 /* ---- dispatch ---- */
 
 int ag_store_append(struct ag_store *s, const char *stream, size_t stream_len,
@@ -111,7 +174,11 @@ int ag_store_append(struct ag_store *s, const char *stream, size_t stream_len,
 {
     int rc = check_append(s, stream, stream_len, expected_version, events, n, err);
     if (rc) return rc;
-    return s->ops->append(s, stream, stream_len, expected_version, events, n, out, err);
+    struct ag__store_span sp;
+    span_start(&sp, events, n, NULL, 0);
+    rc = s->ops->append(s, stream, stream_len, expected_version, events, n, out, err);
+    span_finish(&sp, stream, stream_len, rc);
+    return rc;
 }
 
 static bool same_stream(const struct ag_append_part *a, const struct ag_append_part *b)
@@ -173,7 +240,11 @@ int ag_store_append_multi(struct ag_store *s, const struct ag_append_part *parts
                           s->ops->name);
     int rc = check_multi(s, parts, nparts, err);
     if (rc) return rc;
-    return s->ops->append_multi(s, parts, nparts, out, err);
+    struct ag__store_span sp;
+    span_start(&sp, NULL, 0, parts, nparts);
+    rc = s->ops->append_multi(s, parts, nparts, out, err);
+    span_finish(&sp, parts[0].stream, parts[0].stream_len, rc);
+    return rc;
 }
 
 int ag_store_read_stream(struct ag_store *s, const char *stream, size_t stream_len, int64_t from,
@@ -339,6 +410,7 @@ static void on_async(uv_async_t *a)
     pthread_mutex_unlock(&l->lock);
     while (r) {
         struct ag_append_req *next = r->next_done;
+        span_finish(&r->span, r->stream, r->stream_len, r->status);
         r->cb(r->ud, r->status, r->status ? NULL : &r->result, r->status ? &r->err : NULL);
         r = next;
     }
@@ -401,9 +473,11 @@ int ag_store_append_async(struct ag_store_loop *l, struct ag_append_req *req)
     req->status = check_append(l->store, req->stream, req->stream_len, req->expected_version,
                                req->events, req->count, &req->err);
     if (req->status) {
+        req->span.t0 = 0;
         ag__store_loop_complete(req);
         return 0;
     }
+    span_start(&req->span, req->events, req->count, NULL, 0);
     return l->store->ops->append_async(l->store, req);
 }
 
@@ -424,6 +498,7 @@ int ag_store_append_multi_async(struct ag_store_loop *l, struct ag_append_multi_
         ag__store_loop_complete(req);
         return 0;
     }
+    span_start(&req->span, NULL, 0, mreq->parts, mreq->nparts);
     return l->store->ops->append_multi_async(l->store, mreq);
 }
 

@@ -286,6 +286,8 @@ function defaultParams(tpl) {
     '/api/v1/shipments/{orderId}/deliver': { orderId: F.OD },
     '/api/v1/sagas/{id}': { id: F.S1 },
     '/admin/sagas/{id}/retry': { id: F.S1 },
+    '/admin/traces/{traceId}': { traceId: '0123456789abcdef0123456789abcdef' },
+    '/admin/orders/{id}/trace': { id: F.O1 },
     '/admin/dlq/{id}': { id: 'projection:orders:999999' },
     '/admin/dlq/{id}/replay': { id: 'projection:orders:999999' },
     '/bff/{client}/home': { client: 'web' },
@@ -564,6 +566,15 @@ function ops() {
     },
     'GET /api/v1/sagas/{id}': { verify: (b) => b.id === F.S1 || `another saga: ${b.id}` },
     'GET /admin/sagas': { query: '?limit=100' },
+    // no such trace in the buffer: the admin is let through to a 404
+    'GET /admin/traces/{traceId}': { cases: { admin: { expect: [404], note: 'no such trace in the buffer' } } },
+    'GET /admin/orders/{id}/trace': {
+      verify: {
+        admin: (b) =>
+          (/^[0-9a-f]{32}$/.test(b.traceId) && Array.isArray(b.spans) && b.spans.length > 0) ||
+          `O1's trace: ${JSON.stringify(b).slice(0, 300)}`,
+      },
+    },
     'GET /admin/audit': {
       query: '?actor=matrix-alice&limit=100',
       verify: {

@@ -1,0 +1,1 @@
+target_link_libraries(agora_store PUBLIC agora_obs)

@@ -46,6 +46,7 @@ struct ag_http_server;
 struct ag_http_router;
 struct ag_http_req;
 struct ag_http_upstream;
+struct ag_http_upstream_stream;
 
 /* ---- router and middleware ---- */
 
@@ -344,6 +345,18 @@ struct ag_http_client_req {
     uint32_t timeout_ms;                          /* deadline from submit; 0 = 10 s */
     const char *request_id;                       /* sent as X-Request-ID when not NULL */
     char traceparent[AG_OBS_TRACEPARENT_LEN + 1]; /* sent when non-empty */
+    /* Streamed answers. A 2xx answer whose Content-Type starts with stream_type
+     * (e.g. "text/event-stream"; NULL = never) is delivered as it arrives: the
+     * completion runs once the headers are in (resp->streaming, no body), then
+     * on_data gets each piece of body and finally, once, (NULL, 0, rc): 0 at the
+     * end of the body, else AG_ERESET, AG_ETIMEDOUT (no byte for stream_idle_ms,
+     * which replaces the deadline from then on; 0 = 45 s), AG_ECANCELED. on_data
+     * returning non-zero stops the stream: the connection is closed and on_data
+     * is not called again. */
+    const char *stream_type;
+    uint32_t stream_idle_ms;
+    int (*on_data)(const char *data, size_t len, int rc, void *ud);
+    void *stream_ud;
 };
 
 struct ag_http_client_resp {
@@ -352,6 +365,8 @@ struct ag_http_client_resp {
     size_t nheaders;                      /* entries in headers */
     const char *body;                     /* decoded body, NUL-terminated; borrowed */
     size_t body_len;                      /* bytes of body */
+    bool streaming;                       /* the body follows through on_data */
+    struct ag_http_upstream_stream *stream; /* with streaming: the handle to cancel it */
 };
 
 /* Completion: rc is 0 with `resp`, or a negative code (see the top) with resp NULL. */
@@ -367,6 +382,11 @@ AG_EXTERN int ag_http_upstream_new(uv_loop_t *loop, const struct ag_http_upstrea
 AG_EXTERN int ag_http_upstream_request(struct ag_http_upstream *u,
                                        const struct ag_http_client_req *r, ag_http_client_cb cb,
                                        void *ud);
+/* Stop a streamed answer from the consumer's side (its client went away): the
+ * connection is closed and on_data is not called again. Only between the
+ * headers and the end (the handle is invalid once on_data saw the end). */
+struct ag_http_upstream_stream;
+AG_EXTERN void ag_http_upstream_stream_cancel(struct ag_http_upstream_stream *s);
 /* Fail waiting and in-flight requests with AG_ECANCELED, close the connections and
  * free the pool once libuv has closed every handle. */
 AG_EXTERN void ag_http_upstream_close(struct ag_http_upstream *u);

@@ -113,6 +113,7 @@ static const char template_yaml[] =
     "          - uri: {prefix: /admin/audit}\n"
     "          - uri: {prefix: /admin/saga-breakers}\n"
     "          - uri: {prefix: /admin/bus}\n"
+    "          - uri: {prefix: /admin/log/}\n"
     "        route: [{destination: {host: platform}}]\n"
     "        timeout: 10s\n"
     "        auth: {required: true, roles: [admin]}\n"

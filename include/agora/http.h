@@ -360,12 +360,12 @@ struct ag_http_client_req {
 };
 
 struct ag_http_client_resp {
-    int status;                           /* HTTP status */
-    const struct ag_http_header *headers; /* borrowed for the callback's duration */
-    size_t nheaders;                      /* entries in headers */
-    const char *body;                     /* decoded body, NUL-terminated; borrowed */
-    size_t body_len;                      /* bytes of body */
-    bool streaming;                       /* the body follows through on_data */
+    int status;                             /* HTTP status */
+    const struct ag_http_header *headers;   /* borrowed for the callback's duration */
+    size_t nheaders;                        /* entries in headers */
+    const char *body;                       /* decoded body, NUL-terminated; borrowed */
+    size_t body_len;                        /* bytes of body */
+    bool streaming;                         /* the body follows through on_data */
     struct ag_http_upstream_stream *stream; /* with streaming: the handle to cancel it */
 };
 

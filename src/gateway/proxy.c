@@ -39,9 +39,9 @@ struct pctx {
     struct ag_http_header hdrs[MAX_FWD_HEADERS];
     uv_timer_t timer; /* fault delay */
     bool timer_used;
-    bool streaming;   /* the answer is a stream passed through as it arrives */
-    bool ended;       /* ... and its downstream end was written (client gone, drain) */
-    bool released;    /* pctx_done is running for the stream: ignore its upstream's end */
+    bool streaming; /* the answer is a stream passed through as it arrives */
+    bool ended;     /* ... and its downstream end was written (client gone, drain) */
+    bool released;  /* pctx_done is running for the stream: ignore its upstream's end */
     struct ag_http_upstream_stream *up; /* the upstream stream while it runs */
 };
 
@@ -228,7 +228,7 @@ static int on_stream_data(const char *data, size_t len, int rc, void *ud)
     struct pctx *p = ud;
     if (p->released) return -1; /* releasing the loop closed the pool: we are ending already */
     if (data && !p->ended && ag_http_stream_write(p->req, data, len) == 0) return 0;
-    p->up = NULL; /* ended upstream, or about to be stopped by our answer */
+    p->up = NULL;    /* ended upstream, or about to be stopped by our answer */
     if (!p->ended) { /* the end upstream, or the client is gone */
         ag_http_req_on_abort(p->req, NULL, NULL);
         stream_stop(p->req, p);

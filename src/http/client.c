@@ -64,13 +64,13 @@ struct creq {
     bool head;                 /* HEAD: no response body */
     int attempts;              /* sends so far */
     /* streamed answer (ag_http_client_req.stream_type) */
-    char stream_type[64];                                 /* "" = never stream */
-    uint32_t stream_idle_ms;                              /* idle deadline once streaming */
-    int (*on_data)(const char *, size_t, int, void *);    /* body pieces, then the end */
-    void *stream_ud;                                      /* its user data */
-    bool streaming;                                       /* the headers said: stream */
-    bool started;                                         /* the completion ran */
-    bool cancelled;                                       /* on_data asked to stop */
+    char stream_type[64];                              /* "" = never stream */
+    uint32_t stream_idle_ms;                           /* idle deadline once streaming */
+    int (*on_data)(const char *, size_t, int, void *); /* body pieces, then the end */
+    void *stream_ud;                                   /* its user data */
+    bool streaming;                                    /* the headers said: stream */
+    bool started;                                      /* the completion ran */
+    bool cancelled;                                    /* on_data asked to stop */
 };
 
 enum cstate { CS_CONNECTING, CS_BUSY, CS_IDLE, CS_CLOSING };
@@ -440,8 +440,8 @@ static bool stream_pass(struct cconn *c)
             conn_fail(c, AG_ENOMEM);
             return false;
         }
-        struct ag_http_client_resp resp = {c->status, hv, c->nhdrs, "", 0, true,
-                                           (struct ag_http_upstream_stream *)c};
+        struct ag_http_client_resp resp = {
+            c->status, hv, c->nhdrs, "", 0, true, (struct ag_http_upstream_stream *)c};
         r->started = true;
         r->cb(0, &resp, r->ud);
         if (hv != few) ag_free(hv);

@@ -46,8 +46,8 @@ struct ag__http_limits {
     uint32_t idle_timeout_ms;       /* keep-alive idle */
     uint32_t first_byte_timeout_ms; /* accept to the first byte of the first request */
     uint32_t max_pipeline;          /* queued requests per connection */
-    size_t max_stream_unsent;       /* streamed answers: unsent bytes before the client is dropped */
-    uint32_t sse_heartbeat_ms;      /* SSE streams: ": ping" after this much silence */
+    size_t max_stream_unsent;  /* streamed answers: unsent bytes before the client is dropped */
+    uint32_t sse_heartbeat_ms; /* SSE streams: ": ping" after this much silence */
 };
 
 /* Resolve zeros in a server config to the defaults. */

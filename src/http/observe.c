@@ -54,7 +54,8 @@ static int define_metrics(struct ag__observe *ob)
     if (!rc) rc = ag_obs_family_define(reg, &refused, &ob->refused);
     static const struct ag_obs_family_spec
         sse_open = {AG_OBS_GAUGE, "agora_sse_streams",
-                    "Server-Sent Event streams open (ag_http_sse_begin; the gateway passes streams through uncounted)."},
+                    "Server-Sent Event streams open (ag_http_sse_begin; the gateway passes streams "
+                    "through uncounted)."},
         sse_drop = {AG_OBS_COUNTER, "agora_sse_dropped_total",
                     "Streaming clients dropped because they fell behind the unsent-bytes cap."};
     if (!rc) rc = ag_obs_family_define(reg, &sse_open, &fl);

@@ -40,9 +40,8 @@ size_t ag__http_stream_unsent(struct ag_http_req *req)
 
 size_t ag_http_stream_unsent(struct ag_http_req *req)
 {
-    return req && req->state == AG__RS_STREAMING && !req->conn->closed
-               ? ag__http_stream_unsent(req)
-               : 0;
+    return req && req->state == AG__RS_STREAMING && !req->conn->closed ? ag__http_stream_unsent(req)
+                                                                       : 0;
 }
 
 /* Close the connection of a stream whose client cannot keep up. */

@@ -196,7 +196,8 @@ static int format_page(struct tail *x, const struct ag_event_page *page)
     int rc = 0;
     for (size_t i = 0; i < page->count && !rc; i++) {
         const struct ag_event *ev = &page->events[i];
-        if (x->type[0] && (strlen(x->type) != ev->type_len || memcmp(x->type, ev->type, ev->type_len)))
+        if (x->type[0] &&
+            (strlen(x->type) != ev->type_len || memcmp(x->type, ev->type, ev->type_len)))
             continue;
         char id[24], type[256];
         snprintf(id, sizeof id, "%llu", (unsigned long long)ev->position);
@@ -335,7 +336,8 @@ static int log_park(struct svc_job *j, struct ag_http_req *req)
     ag_buf_init(&x->out);
     uint64_t last;
     x->next = LIVE;
-    if (j->q[0]) parse_pos(j->q[0], &x->next);
+    if (j->q[0])
+        parse_pos(j->q[0], &x->next);
     else if (parse_pos(ag_http_req_header(req, "Last-Event-ID"), &last))
         x->next = last + 1;
     if (j->q[1]) snprintf(x->type, sizeof x->type, "%s", j->q[1]);

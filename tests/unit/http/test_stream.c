@@ -83,7 +83,8 @@ static double metric(const char *name)
     cr_assert_eq(ag_obs_registry_render(reg, &b), 0);
     double v = -1;
     for (const char *p = b.data; p && (p = strstr(p, name)); p += strlen(name))
-        if ((p == b.data || p[-1] == '\n') && p[strlen(name)] == ' ') v = strtod(p + strlen(name), NULL);
+        if ((p == b.data || p[-1] == '\n') && p[strlen(name)] == ' ')
+            v = strtod(p + strlen(name), NULL);
     ag_buf_free(&b);
     return v;
 }
@@ -152,7 +153,8 @@ Test(sse_stream, http10_close_delimited, .init = setup, .fini = teardown)
     feed("GET /sse HTTP/1.0\r\n\r\n");
     cr_assert_null(strstr(out(), "Transfer-Encoding"));
     cr_assert_not_null(strstr(out(), "Connection: close\r\n"));
-    cr_assert_not_null(strstr(out(), "\r\n\r\nid: 1\nevent: status\n"), "raw bytes, no chunk sizes");
+    cr_assert_not_null(strstr(out(), "\r\n\r\nid: 1\nevent: status\n"),
+                       "raw bytes, no chunk sizes");
     ag_http_stream_end(streaming);
     streaming = NULL;
     cr_assert(m->closed, "the close ends an HTTP/1.0 stream");
@@ -165,7 +167,8 @@ Test(sse_stream, heartbeat_after_silence, .init = setup, .fini = teardown)
     ag__http_memconn_advance(m, 999);
     cr_assert_null(strstr(out(), ": ping"), "not before the interval");
     ag__http_memconn_advance(m, 2);
-    cr_assert_not_null(strstr(out(), "8\r\n: ping\n\n\r\n"), "a comment chunk after 1 s of silence");
+    cr_assert_not_null(strstr(out(), "8\r\n: ping\n\n\r\n"),
+                       "a comment chunk after 1 s of silence");
     ag__http_memconn_advance(m, 500);
     cr_assert_eq(ag_http_sse_send(streaming, "2", "status", "x"), 0);
     size_t n = m->output.len;

@@ -467,6 +467,7 @@ static void conn_deliver(struct cconn *c)
 {
     struct ag_http_upstream *u = c->u;
     struct creq *r = c->req;
+    if (!r) return;
     c->req = NULL;
     c->served++;
     struct ag_http_header few[32]; /* most answers: no allocation */

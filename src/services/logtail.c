@@ -9,11 +9,11 @@
  * (inclusive), `Last-Event-ID: <position>` right after it (EventSource's
  * reconnect); `?type=<event type>` keeps only that type.
  *
- * Waking. One notifier thread per platform holds a live subscription to `$all`
- * (ag_store_subscribe, pulled with a timeout) and, whenever events arrive,
- * wakes every open tail through its uv_async (tails are linked under a mutex;
- * a tail is unlinked under it before its handles close, so no send reaches a
- * closed handle). No thread per stream, no polling per stream.
+ * Waking. One notifier thread per platform holds, while any tail is open, a
+ * live subscription to `$all` (ag_store_subscribe, pulled with a timeout) and,
+ * whenever events arrive, wakes every open tail through its uv_async (tails are linked under a
+ * mutex; a tail is unlinked under it before its handles close, so no send reaches a closed handle).
+ * No thread per stream, no polling per stream.
  *
  * Reading. A woken tail reads the log from its next position on the threadpool
  * (one read in flight per tail, 256 events a page, formatted there) and writes
@@ -35,7 +35,7 @@
 #include "services/internal.h"
 
 #define PAGE           256
-#define CATCHUP_UNSENT (64 * 1024)
+#define CATCHUP_UNSENT ((size_t)64 * 1024)
 #define LIVE           UINT64_MAX /* next position: the end of the log, found at the first read */
 
 struct tail {
@@ -89,17 +89,47 @@ static uint64_t log_end(struct ag_store *s)
     return end;
 }
 
-static void *notifier(void *arg)
+static bool any_tail(struct svc_logtail *t)
 {
-    struct svc_logtail *t = arg;
+    pthread_mutex_lock(&t->lock);
+    bool any = t->tails != NULL;
+    pthread_mutex_unlock(&t->lock);
+    return any;
+}
+
+/* Subscribed only while a tail is open (no tail: the log is not read at all).
+ * After (re)subscribing it wakes every tail once, so an append between a tail's
+ * first read and the subscription is not missed. */
+/* (Re)subscribe from the end of the log and wake every tail once; NULL on failure. */
+static struct ag_store_sub *subscribe_now(struct svc_logtail *t)
+{
     struct ag_store_sub *sub = NULL;
     struct ag_err err;
     if (ag_store_subscribe(t->store, NULL, 0, log_end(t->store), &sub, &err) != 0) {
         AG_WARN("logtail.subscribe", AG_LS("error", err.msg));
         return NULL;
     }
+    wake_all(t);
+    return sub;
+}
+
+static void *notifier(void *arg)
+{
+    struct svc_logtail *t = arg;
+    struct ag_store_sub *sub = NULL;
     while (!t->stop) {
+        if (!any_tail(t)) { /* nobody tails: read nothing */
+            ag_store_sub_free(sub);
+            sub = NULL;
+            uv_sleep(100);
+            continue;
+        }
+        if (!sub && !(sub = subscribe_now(t))) {
+            uv_sleep(1000);
+            continue;
+        }
         struct ag_event_page page = {0};
+        struct ag_err err;
         int rc = ag_store_sub_next(sub, PAGE, 200, &page, &err);
         if (rc == 0 && page.count) wake_all(t);
         ag_event_page_free(&page);
@@ -197,7 +227,7 @@ static int format_page(struct tail *x, const struct ag_event_page *page)
     for (size_t i = 0; i < page->count && !rc; i++) {
         const struct ag_event *ev = &page->events[i];
         if (x->type[0] &&
-            (strlen(x->type) != ev->type_len || memcmp(x->type, ev->type, ev->type_len)))
+            (strlen(x->type) != ev->type_len || memcmp(x->type, ev->type, ev->type_len) != 0))
             continue;
         char id[24], type[256];
         snprintf(id, sizeof id, "%llu", (unsigned long long)ev->position);

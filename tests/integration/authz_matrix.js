@@ -62,7 +62,8 @@ async function call(method, url, { token, body, headers = {} } = {}) {
     // Server-Sent Events (issue 18): read the first event, then hang up; `json` is
     // its data (the order, or the log entry)
     text = await firstEvent(res);
-    const data = text.split('\n').filter((l) => l.startsWith('data: ')).map((l) => l.slice(6)).join('\n');
+    const first = text.split('\n\n').find((b) => /^data: /m.test(b)) || '';
+    const data = first.split('\n').filter((l) => l.startsWith('data: ')).map((l) => l.slice(6)).join('\n');
     try {
       json = JSON.parse(data);
     } catch {

@@ -376,6 +376,10 @@ static int log_park(struct svc_job *j, struct ag_http_req *req)
         return 0;
     }
     j->streamed = true;
+    if (!strcmp(ag_http_req_method(req), "HEAD")) { /* the headers only */
+        ag_free(x);
+        return 0;
+    }
     uv_loop_t *loop = ag_http_req_loop(req);
     uv_async_init(loop, &x->async, on_wake);
     uv_timer_init(loop, &x->timer);

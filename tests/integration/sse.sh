@@ -138,8 +138,8 @@ python3 "$READER" "$A/admin/log/stream" >"$TMP/log6"
 echo "ok - the log stream is admin only (403, 401 as problem+json)"
 
 m=$(curl -s "$A/metrics" -H "$ADH")
-echo "$m" | grep -q '^agora_sse_streams' || fail "no agora_sse_streams"
-echo "$m" | grep -q '^agora_sse_dropped_total' || fail "no agora_sse_dropped_total"
+grep -q '^agora_sse_streams' <<<"$m" || fail "no agora_sse_streams"
+grep -q '^agora_sse_dropped_total' <<<"$m" || fail "no agora_sse_dropped_total"
 echo "ok - metrics agora_sse_streams, agora_sse_dropped_total"
 
 kill -TERM "$SPID"

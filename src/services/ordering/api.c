@@ -577,12 +577,13 @@ static int events_park(struct svc_job *j, struct ag_http_req *req)
     if (!w->streaming) {
         if (ag_http_sse_begin(req) != 0) return 0;
         w->streaming = j->streamed = true;
+        if (!strcmp(ag_http_req_method(req), "HEAD")) return 0; /* the headers only */
     }
     const char *status = json_string_value(json_object_get(j->resp, "status"));
     unsigned id = status_id(status);
     if (id > w->sent) {
         char *data = json_dumps(j->resp, JSON_COMPACT);
-        char ids[8];
+        char ids[16];
         snprintf(ids, sizeof ids, "%u", id);
         int rc = data ? ag_http_sse_send(req, ids, "status", data) : AG_ENOMEM;
         free(data);

@@ -46,6 +46,7 @@ struct ag_http_server;
 struct ag_http_router;
 struct ag_http_req;
 struct ag_http_upstream;
+struct ag_http_upstream_stream;
 
 /* ---- router and middleware ---- */
 
@@ -162,6 +163,9 @@ struct ag_http_server_config {
                                        the server); NULL = plain HTTP */
     uint32_t hsts_max_age;          /* with tls: Strict-Transport-Security max-age in seconds;
                                        0 = one year */
+    size_t max_stream_unsent;       /* streamed answers: bytes written but not yet taken by the
+                                       client; over it the client is dropped; 0 = 256 KiB */
+    uint32_t sse_heartbeat_ms;      /* SSE streams: ": ping" after this much silence; 0 = 15 s */
 };
 
 /* A server for `router` (borrowed). Not listening until ag_http_server_start.
@@ -274,6 +278,43 @@ AG_EXTERN int ag_http_status_for(int code);
 /* The reason phrase for a status ("Not Found"), "Unknown" when unlisted. */
 AG_EXTERN const char *ag_http_reason(int status);
 
+/* ---- streamed answers (src/http/stream.c; on the request's loop) ----
+ *
+ * A handler answers with a body of unknown length written piece by piece:
+ * chunked transfer coding on HTTP/1.1, close-delimited on HTTP/1.0. The client
+ * may fall behind: bytes written but not yet taken by the socket are capped
+ * (ag_http_server_config.max_stream_unsent, 256 KiB); a write over the cap drops
+ * the client (connection closed, agora_sse_dropped_total) and frees what was
+ * queued. The producer hears of a dropped or vanished client and of a drain
+ * through ag_http_req_on_abort (may run from inside ag_http_stream_write: the
+ * write then returns AG_ECLOSED) and must then call ag_http_stream_end. */
+
+/* Send the status line and headers (those added with ag_http_resp_header, the
+ * framing ones by the server); the on_response middleware runs now. AG_EINVAL
+ * when the request was answered or is streaming already. */
+AG_EXTERN int ag_http_stream_begin(struct ag_http_req *req, int status, const char *content_type);
+/* Queue `len` bytes of body. AG_ECLOSED when the client is gone (closed, dropped
+ * now or before): stop producing and end the stream. */
+AG_EXTERN int ag_http_stream_write(struct ag_http_req *req, const void *data, size_t len);
+/* Finish the body (the last chunk); the request must not be used afterwards.
+ * Always call it once after a successful begin, even when the client is gone. */
+AG_EXTERN int ag_http_stream_end(struct ag_http_req *req);
+/* Bytes written to the stream that the client has not taken yet. */
+AG_EXTERN size_t ag_http_stream_unsent(struct ag_http_req *req);
+
+/* Server-Sent Events: begin a 200 text/event-stream answer with Cache-Control:
+ * no-cache and X-Accel-Buffering: no; while it is open, a ": ping" comment goes
+ * out after every sse_heartbeat_ms (15 s) without an event, so proxies keep it. */
+AG_EXTERN int ag_http_sse_begin(struct ag_http_req *req);
+/* Format one event into `out`: "id: ...", "event: ..." (each omitted when NULL)
+ * and one "data: " line per line of `data` (split at LF, CRLF or CR), then an
+ * empty line. AG_EINVAL when id or event holds CR, LF or NUL (or id is too long). */
+AG_EXTERN int ag_http_sse_format(struct ag_buf *out, const char *id, const char *event,
+                                 const char *data, size_t len);
+/* Send one event on an SSE stream (ag_http_sse_format + ag_http_stream_write). */
+AG_EXTERN int ag_http_sse_send(struct ag_http_req *req, const char *id, const char *event,
+                               const char *data);
+
 /* ---- client ---- */
 
 /* The longest upstream host: "unix:" and a Unix socket path (sun_path). */
@@ -310,14 +351,28 @@ struct ag_http_client_req {
     uint32_t timeout_ms;                          /* deadline from submit; 0 = 10 s */
     const char *request_id;                       /* sent as X-Request-ID when not NULL */
     char traceparent[AG_OBS_TRACEPARENT_LEN + 1]; /* sent when non-empty */
+    /* Streamed answers. A 2xx answer whose Content-Type starts with stream_type
+     * (e.g. "text/event-stream"; NULL = never) is delivered as it arrives: the
+     * completion runs once the headers are in (resp->streaming, no body), then
+     * on_data gets each piece of body and finally, once, (NULL, 0, rc): 0 at the
+     * end of the body, else AG_ERESET, AG_ETIMEDOUT (no byte for stream_idle_ms,
+     * which replaces the deadline from then on; 0 = 45 s), AG_ECANCELED. on_data
+     * returning non-zero stops the stream: the connection is closed and on_data
+     * is not called again. */
+    const char *stream_type;
+    uint32_t stream_idle_ms;
+    int (*on_data)(const char *data, size_t len, int rc, void *ud);
+    void *stream_ud;
 };
 
 struct ag_http_client_resp {
-    int status;                           /* HTTP status */
-    const struct ag_http_header *headers; /* borrowed for the callback's duration */
-    size_t nheaders;                      /* entries in headers */
-    const char *body;                     /* decoded body, NUL-terminated; borrowed */
-    size_t body_len;                      /* bytes of body */
+    int status;                             /* HTTP status */
+    const struct ag_http_header *headers;   /* borrowed for the callback's duration */
+    size_t nheaders;                        /* entries in headers */
+    const char *body;                       /* decoded body, NUL-terminated; borrowed */
+    size_t body_len;                        /* bytes of body */
+    bool streaming;                         /* the body follows through on_data */
+    struct ag_http_upstream_stream *stream; /* with streaming: the handle to cancel it */
 };
 
 /* Completion: rc is 0 with `resp`, or a negative code (see the top) with resp NULL. */
@@ -333,6 +388,11 @@ AG_EXTERN int ag_http_upstream_new(uv_loop_t *loop, const struct ag_http_upstrea
 AG_EXTERN int ag_http_upstream_request(struct ag_http_upstream *u,
                                        const struct ag_http_client_req *r, ag_http_client_cb cb,
                                        void *ud);
+/* Stop a streamed answer from the consumer's side (its client went away): the
+ * connection is closed and on_data is not called again. Only between the
+ * headers and the end (the handle is invalid once on_data saw the end). */
+struct ag_http_upstream_stream;
+AG_EXTERN void ag_http_upstream_stream_cancel(struct ag_http_upstream_stream *s);
 /* Fail waiting and in-flight requests with AG_ECANCELED, close the connections and
  * free the pool once libuv has closed every handle. */
 AG_EXTERN void ag_http_upstream_close(struct ag_http_upstream *u);

@@ -40,6 +40,10 @@ struct pctx {
     uv_timer_t timer; /* fault delay */
     bool timer_used;
     struct ag_span span; /* the forward's client span (inactive when tracing is off) */
+    bool streaming;      /* the answer is a stream passed through as it arrives */
+    bool ended;          /* ... and its downstream end was written (client gone, drain) */
+    bool released;       /* pctx_done is running for the stream: ignore its upstream's end */
+    struct ag_http_upstream_stream *up; /* the upstream stream while it runs */
 };
 
 static bool hop_by_hop(const char *n, const char *connection)
@@ -192,6 +196,60 @@ static void idem_store(struct pctx *p, const struct ag_http_client_resp *r, cons
     p->idem_key = NULL;
 }
 
+/* ---- streamed answers (Server-Sent Events) ----
+ *
+ * An upstream answer of type text/event-stream is passed through as it
+ * arrives: the headers when they come (ag_http_stream_begin), each piece of
+ * body as one chunk. The route's timeout stops at the headers; from then on
+ * the client's idle timeout (STREAM_IDLE_MS, three heartbeats) ends a silent
+ * stream. The downstream side has the server's unsent-bytes cap: a client that
+ * falls behind is dropped, like one that goes away; either (or a drain) ends
+ * the downstream stream and cancels the upstream one at once (its connection
+ * is closed, so the service sees its client go). The pctx lives until both
+ * sides ended. */
+#define STREAM_IDLE_MS 45000
+
+static void stream_stop(struct ag_http_req *req, void *ud)
+{
+    struct pctx *p = ud;
+    AG_UNUSED(req);
+    if (p->ended) return;
+    p->ended = true;
+    ag_http_stream_end(p->req);
+    if (p->up) { /* the client went away or the server drains: stop the upstream now */
+        ag_http_upstream_stream_cancel(p->up);
+        p->up = NULL;
+        p->released = true;
+        pctx_done(p);
+    }
+}
+
+static int on_stream_data(const char *data, size_t len, int rc, void *ud)
+{
+    struct pctx *p = ud;
+    if (p->released) return -1; /* releasing the loop closed the pool: we are ending already */
+    if (data && !p->ended && ag_http_stream_write(p->req, data, len) == 0) return 0;
+    p->up = NULL;    /* ended upstream, or about to be stopped by our answer */
+    if (!p->ended) { /* the end upstream, or the client is gone */
+        ag_http_req_on_abort(p->req, NULL, NULL);
+        stream_stop(p->req, p);
+    }
+    AG_UNUSED(rc);
+    p->released = true;
+    pctx_done(p);
+    return data ? -1 : 0; /* stop the upstream: nobody reads it any more */
+}
+
+static void stream_begin(struct pctx *p, const struct ag_http_client_resp *r, const char *ctype)
+{
+    metrics(p, r->status);
+    p->streaming = true;
+    p->up = r->stream;
+    if (ag_http_stream_begin(p->req, r->status, ctype) != 0 ||
+        ag_http_req_on_abort(p->req, stream_stop, p) != 0)
+        stream_stop(p->req, p);
+}
+
 static void on_upstream(const struct ag_mesh_result *res, void *ud)
 {
     struct pctx *p = ud;
@@ -222,6 +280,11 @@ static void on_upstream(const struct ag_mesh_result *res, void *ud)
             ag_http_resp_header(req, n, v);
             if (p->idem_key) ag_buf_printf(&saved, "%s: %s\n", n, v);
         }
+    }
+    if (r->streaming) {
+        ag_buf_free(&saved);
+        stream_begin(p, r, ctype);
+        return;
     }
     /* a 5xx is not the request's final answer: free the key for a retry */
     if (p->idem_key && r->status >= 500) idem_abandon(p);
@@ -382,6 +445,12 @@ static void forward(struct pctx *p)
         ag_span_attr_str(&p->span, "peer.service", ag_mesh_cluster_name(d->cluster));
         ag_span_attr_str(&p->span, "gateway.route", p->route->name);
         ag_obs_trace_format(&p->span.ctx, c->req.traceparent);
+    }
+    if (!strcmp(c->req.method, "GET")) { /* SSE passes through as it arrives */
+        c->req.stream_type = "text/event-stream";
+        c->req.stream_idle_ms = STREAM_IDLE_MS;
+        c->req.on_data = on_stream_data;
+        c->req.stream_ud = p;
     }
     if (!c->req.path) {
         refuse(p, 500, "out of memory");

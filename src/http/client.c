@@ -63,6 +63,14 @@ struct creq {
     bool idempotent;           /* safe to retry on a stale connection */
     bool head;                 /* HEAD: no response body */
     int attempts;              /* sends so far */
+    /* streamed answer (ag_http_client_req.stream_type) */
+    char stream_type[64];                              /* "" = never stream */
+    uint32_t stream_idle_ms;                           /* idle deadline once streaming */
+    int (*on_data)(const char *, size_t, int, void *); /* body pieces, then the end */
+    void *stream_ud;                                   /* its user data */
+    bool streaming;                                    /* the headers said: stream */
+    bool started;                                      /* the completion ran */
+    bool cancelled;                                    /* on_data asked to stop */
 };
 
 enum cstate { CS_CONNECTING, CS_BUSY, CS_IDLE, CS_CLOSING };
@@ -130,7 +138,10 @@ static void conn_start(struct cconn *c, struct creq *r);
 
 static void creq_finish(struct creq *r, int rc, const struct ag_http_client_resp *resp)
 {
-    r->cb(rc, resp, r->ud);
+    if (!r->started)
+        r->cb(rc, resp, r->ud);
+    else if (!r->cancelled) /* a stream: its end */
+        r->on_data(NULL, 0, rc ? rc : 0, r->stream_ud);
     ag_buf_free(&r->wire);
     ag_free(r);
 }
@@ -401,28 +412,71 @@ static void reset_response(struct cconn *c)
     c->status = 0;
 }
 
-/* Deliver the complete response, then reuse or close the connection. */
-static void conn_deliver(struct cconn *c)
+/* The response headers as an array: `few` when they fit, else allocated (NULL
+ * when that fails); the caller frees one that is not `few`. */
+static struct ag_http_header *headers_of(struct cconn *c, struct ag_http_header *few, size_t nfew)
 {
-    struct ag_http_upstream *u = c->u;
-    struct creq *r = c->req;
-    c->req = NULL;
-    c->served++;
-    struct ag_http_header few[32]; /* most answers: no allocation */
-    struct ag_http_header *hv =
-        c->nhdrs <= AG_ARRAY_SIZE(few) ? few : ag_calloc(c->nhdrs, sizeof *hv);
-    if (!hv) {
-        creq_finish(r, AG_ENOMEM, NULL);
-        conn_close(c);
-        if (!u->closing) service_queue(u);
-        return;
-    }
+    struct ag_http_header *hv = c->nhdrs <= nfew ? few : ag_calloc(c->nhdrs, sizeof *hv);
+    if (!hv) return NULL;
     const char *p = c->hdrs.data;
     for (size_t i = 0; i < c->nhdrs; i++) {
         hv[i].name = p;
         p += strlen(p) + 1;
         hv[i].value = p;
         p += strlen(p) + 1;
+    }
+    return hv;
+}
+
+/* A streamed answer: run the completion at the headers, then hand on the body
+ * read so far. false when the stream stopped (cancelled, closed, failed). */
+static bool stream_pass(struct cconn *c)
+{
+    struct creq *r = c->req;
+    if (!r->started) {
+        struct ag_http_header few[32];
+        struct ag_http_header *hv = headers_of(c, few, AG_ARRAY_SIZE(few));
+        if (!hv) {
+            conn_fail(c, AG_ENOMEM);
+            return false;
+        }
+        struct ag_http_client_resp resp = {
+            c->status, hv, c->nhdrs, "", 0, true, (struct ag_http_upstream_stream *)c};
+        r->started = true;
+        r->cb(0, &resp, r->ud);
+        if (hv != few) ag_free(hv);
+        if (c->state != CS_BUSY || c->req != r) return false;
+    }
+    if (c->body.len) {
+        int stop = r->on_data(c->body.data, c->body.len, 0, r->stream_ud);
+        ag_buf_reset(&c->body);
+        if (c->state != CS_BUSY || c->req != r) return false;
+        if (stop) {
+            r->cancelled = true;
+            conn_fail(c, AG_ECANCELED);
+            return false;
+        }
+    }
+    r->deadline_ms = uv_now(c->u->loop) + r->stream_idle_ms; /* idle, from now on */
+    arm_conn_timer(c, r->deadline_ms);
+    return true;
+}
+
+/* Deliver the complete response, then reuse or close the connection. */
+static void conn_deliver(struct cconn *c)
+{
+    struct ag_http_upstream *u = c->u;
+    struct creq *r = c->req;
+    if (!r) return;
+    c->req = NULL;
+    c->served++;
+    struct ag_http_header few[32]; /* most answers: no allocation */
+    struct ag_http_header *hv = r->started ? few : headers_of(c, few, AG_ARRAY_SIZE(few));
+    if (!hv) {
+        creq_finish(r, AG_ENOMEM, NULL);
+        conn_close(c);
+        if (!u->closing) service_queue(u);
+        return;
     }
     struct ag_http_client_resp resp = {c->status, hv, c->nhdrs, c->body.data ? c->body.data : "",
                                        c->body.len};
@@ -512,6 +566,7 @@ static void conn_input(struct cconn *c, ssize_t n, const char *base)
     } else if (c->state == CS_BUSY && n > 0) {
         c->got_bytes = true;
         size_t used = http_parser_execute(&c->parser, &resp_settings, base, (size_t)n);
+        if (c->req && c->req->streaming && !c->fail && !stream_pass(c)) return;
         if (c->complete)
             conn_deliver(c);
         else if (c->fail || HTTP_PARSER_ERRNO(&c->parser) != HPE_OK || used != (size_t)n)
@@ -677,7 +732,19 @@ static int on_rheaders_complete(http_parser *p)
         c->in_value = false;
         return 0;
     }
-    return on_status_done(p);
+    int rc = on_status_done(p);
+    struct creq *r = c->req;
+    if (r && r->stream_type[0] && p->status_code >= 200 && p->status_code < 300 && !r->head) {
+        const char *v = c->hdrs.data;
+        for (size_t i = 0; i < c->nhdrs; i++) { /* name NUL value NUL ... */
+            const char *val = v + strlen(v) + 1;
+            if (!strcasecmp(v, "content-type") &&
+                !strncasecmp(val, r->stream_type, strlen(r->stream_type)))
+                r->streaming = true;
+            v = val + strlen(val) + 1;
+        }
+    }
+    return rc;
 }
 
 static int on_rbody(http_parser *p, const char *at, size_t n)
@@ -786,9 +853,23 @@ int ag_http_upstream_request(struct ag_http_upstream *u, const struct ag_http_cl
     r->pool_deadline_ms = now + u->cfg.pool_timeout_ms;
     r->idempotent = idempotent(q->method);
     r->head = strcmp(q->method, "HEAD") == 0;
+    if (q->stream_type && q->on_data) {
+        snprintf(r->stream_type, sizeof r->stream_type, "%s", q->stream_type);
+        r->stream_idle_ms = q->stream_idle_ms ? q->stream_idle_ms : 45000;
+        r->on_data = q->on_data;
+        r->stream_ud = q->stream_ud;
+    }
     queue_push(u, r, false);
     service_queue(u);
     return 0;
+}
+
+void ag_http_upstream_stream_cancel(struct ag_http_upstream_stream *s)
+{
+    struct cconn *c = (struct cconn *)s;
+    if (!c || c->state != CS_BUSY || !c->req || !c->req->streaming) return;
+    c->req->cancelled = true;
+    conn_fail(c, AG_ECANCELED);
 }
 
 static void pool_timer_closed(uv_handle_t *h)

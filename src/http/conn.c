@@ -28,6 +28,12 @@
  * waiting is pointless (ag_http_req_on_abort): EOF from the client, the
  * connection closed, or a drain run its callback, which answers.
  *
+ * Streamed answers (stream.c). A request in AG__RS_STREAMING stays at its place
+ * in the queue while its body is written piece by piece: into conn->out when it
+ * is the head, else into req->out until it becomes the head (advance moves it).
+ * Its heartbeat deadline is the connection's timer while it is the head; abort
+ * callbacks reach it like a parked request.
+ *
  * Lifetime. The transport holds one reference and every live request one more;
  * io->release runs when the last goes, after the transport is closed.
  */
@@ -49,6 +55,8 @@ void ag__http_limits_from(const struct ag_http_server_config *cfg, struct ag__ht
     out->idle_timeout_ms = cfg->idle_timeout_ms ? cfg->idle_timeout_ms : 60000;
     out->first_byte_timeout_ms = cfg->first_byte_timeout_ms ? cfg->first_byte_timeout_ms : 5000;
     out->max_pipeline = cfg->max_pipeline ? cfg->max_pipeline : 32;
+    out->max_stream_unsent = cfg->max_stream_unsent ? cfg->max_stream_unsent : 256 * 1024;
+    out->sse_heartbeat_ms = cfg->sse_heartbeat_ms ? cfg->sse_heartbeat_ms : 15000;
 }
 
 void ag__http_conn_init(struct ag__http_conn *c, struct ag__http_ctx *ctx,
@@ -123,6 +131,8 @@ static void conn_rearm(struct ag__http_conn *c)
         dl = c->cur->deadline_ms;
     else if (!c->head)
         dl = c->idle_deadline_ms;
+    else if (c->head->state == AG__RS_STREAMING && c->head->sse)
+        dl = c->head->hb_deadline_ms; /* the next heartbeat of a streamed answer */
     /* Lazy: a timer already armed for an earlier time is left alone (a
      * keep-alive connection moves its idle deadline on every answer, and
      * re-arming per request is wasted work); when it fires,
@@ -154,6 +164,9 @@ void ag__http_conn_timeout(struct ag__http_conn *c)
     } else if (c->closing && c->close_after_flush && now >= c->idle_deadline_ms) {
         conn_close(c); /* the client does not read its answer */
         return;
+    } else if (c->head && c->head->state == AG__RS_STREAMING && !c->closing) {
+        ag__http_stream_timeout(c->head, now); /* may drop the client */
+        if (c->closed) return;
     }
     conn_rearm(c);
 }
@@ -174,6 +187,12 @@ void ag__http_conn_advance(struct ag__http_conn *c)
             c->closing = c->close_after_flush = true;
             break;
         }
+    }
+    struct ag_http_req *st = c->head;
+    if (st && st->state == AG__RS_STREAMING && st->out.len && !c->closed) {
+        /* a streamed answer that just became the head: its bytes so far go out now */
+        if (ag_buf_append(&c->out, st->out.data, st->out.len) == 0) ag_buf_reset(&st->out);
+        if (ag__http_stream_check(st)) return;
     }
     if (c->draining && ag__http_conn_idle(c)) c->closing = c->close_after_flush = true;
     /* The idle clock (or, when closing, the time the client gets to read its
@@ -546,7 +565,8 @@ static void abort_parked(struct ag__http_conn *c)
     for (bool again = true; again;) {
         again = false;
         for (struct ag_http_req *r = c->head; r; r = r->next) {
-            if (r->state != AG__RS_DISPATCHED || !r->abort_cb) continue;
+            bool live = r->state == AG__RS_DISPATCHED || r->state == AG__RS_STREAMING;
+            if (!live || !r->abort_cb) continue;
             void (*cb)(struct ag_http_req *, void *) = r->abort_cb;
             r->abort_cb = NULL;
             cb(r, r->abort_ud);

@@ -46,6 +46,8 @@ struct ag__http_limits {
     uint32_t idle_timeout_ms;       /* keep-alive idle */
     uint32_t first_byte_timeout_ms; /* accept to the first byte of the first request */
     uint32_t max_pipeline;          /* queued requests per connection */
+    size_t max_stream_unsent;  /* streamed answers: unsent bytes before the client is dropped */
+    uint32_t sse_heartbeat_ms; /* SSE streams: ": ping" after this much silence */
 };
 
 /* Resolve zeros in a server config to the defaults. */
@@ -82,6 +84,7 @@ enum ag__req_state {
     AG__RS_HEADERS,    /* reading the request line and headers */
     AG__RS_BODY,       /* reading the body */
     AG__RS_DISPATCHED, /* handed to the router, waiting for an answer */
+    AG__RS_STREAMING,  /* answer headers sent, body streamed (ag_http_stream_*) */
     AG__RS_DONE,       /* answered; bytes are in req->out or conn->out */
 };
 
@@ -140,6 +143,13 @@ struct ag_http_req {
     struct ag_buf resp_hdrs; /* "Name: value\r\n"... added by handlers */
     struct ag_buf out;       /* serialized answer when not at the head */
     size_t resp_body_len;    /* bytes of the body (for logs) */
+
+    /* streamed answer (stream.c) */
+    bool streaming;          /* ag_http_stream_begin called */
+    bool chunked;            /* body framed with chunked encoding (else close-delimited) */
+    bool sse;                /* text/event-stream: heartbeats, SSE metrics */
+    bool dropped;            /* the client fell behind and was dropped */
+    uint64_t hb_deadline_ms; /* when the next heartbeat is due (transport ms) */
 };
 
 /* ---- connections ---- */
@@ -151,6 +161,8 @@ struct ag__http_io {
     void (*read)(struct ag__http_conn *c, bool on);          /* pause/resume reading */
     uint64_t (*now_ms)(struct ag__http_conn *c);             /* transport clock */
     void (*release)(struct ag__http_conn *c);                /* last reference gone */
+    size_t (*pending)(struct ag__http_conn *c); /* bytes handed to the socket, not yet written;
+                                                   NULL = none */
 };
 
 struct ag__http_conn {
@@ -213,6 +225,16 @@ void ag__http_conn_advance(struct ag__http_conn *c);
 /* Answer a request the parser refused (no middleware, closes the connection). */
 void ag__http_conn_fail(struct ag__http_conn *c, int status, const char *detail);
 
+/* ---- streamed answers (stream.c) ---- */
+
+/* Bytes of `req`'s streamed answer not yet written to the client. */
+size_t ag__http_stream_unsent(struct ag_http_req *req);
+/* Drop the client of a streamed answer that fell behind the unsent cap (closes
+ * the connection, counts agora_sse_dropped_total); true when it did. */
+bool ag__http_stream_check(struct ag_http_req *req);
+/* The connection timer fired for a streaming head: send a heartbeat if due. */
+void ag__http_stream_timeout(struct ag_http_req *req, uint64_t now_ms);
+
 /* ---- router ---- */
 
 /* Route and run middleware + handler for a fully read request. */
@@ -226,6 +248,10 @@ int ag__http_observe_init(struct ag_http_router *r, const struct ag_http_observe
 void ag__http_observe_free(struct ag__observe *ob);
 void ag__http_observe_request(struct ag__observe *ob, struct ag_http_req *req);
 void ag__http_observe_response(struct ag__observe *ob, struct ag_http_req *req);
+
+/* SSE stream gauge (+1 / -1) and the drop counter of a router's built-in
+ * middleware (no-op without metrics). */
+void ag__http_observe_sse(struct ag__observe *ob, int streams_delta, bool dropped);
 
 /* The built-in middleware state of a router, or NULL. */
 struct ag__observe *ag__http_router_observer(struct ag_http_router *r);
@@ -247,6 +273,7 @@ struct ag__http_memconn {
     unsigned timer_arms;       /* times the timer was (re)armed */
     bool closed;               /* io->close was called */
     bool reading;              /* reading enabled */
+    bool stalled;              /* a client that does not read: flush leaves conn.out alone */
 };
 
 /* A connection over memory for `router` (borrowed) with `cfg` limits (NULL =

@@ -17,7 +17,7 @@ static struct ag__http_memconn *mem_of(struct ag__http_conn *c)
 static void mem_flush(struct ag__http_conn *c)
 {
     struct ag__http_memconn *m = mem_of(c);
-    if (m->closed) return;
+    if (m->closed || m->stalled) return;
     if (c->out.len) ag_buf_append(&m->output, c->out.data, c->out.len);
     ag_buf_reset(&c->out);
     if (c->close_after_flush) {

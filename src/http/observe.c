@@ -22,6 +22,8 @@ struct ag__observe {
     struct ag_obs_family *duration;  /* agora_http_request_duration_seconds */
     struct ag_obs_series *in_flight; /* agora_http_requests_in_flight */
     struct ag_obs_family *refused;   /* agora_http_connections_refused_total */
+    struct ag_obs_series *sse_open;  /* agora_sse_streams */
+    struct ag_obs_series *sse_drop;  /* agora_sse_dropped_total */
 };
 
 /* ---- metrics ---- */
@@ -50,6 +52,16 @@ static int define_metrics(struct ag__observe *ob)
     if (!rc) rc = ag_obs_family_define(reg, &in_flight, &fl);
     if (!rc) rc = ag_obs_series_get(fl, NULL, &ob->in_flight);
     if (!rc) rc = ag_obs_family_define(reg, &refused, &ob->refused);
+    static const struct ag_obs_family_spec
+        sse_open = {AG_OBS_GAUGE, "agora_sse_streams",
+                    "Server-Sent Event streams open (ag_http_sse_begin; the gateway passes streams "
+                    "through uncounted)."},
+        sse_drop = {AG_OBS_COUNTER, "agora_sse_dropped_total",
+                    "Streaming clients dropped because they fell behind the unsent-bytes cap."};
+    if (!rc) rc = ag_obs_family_define(reg, &sse_open, &fl);
+    if (!rc) rc = ag_obs_series_get(fl, NULL, &ob->sse_open);
+    if (!rc) rc = ag_obs_family_define(reg, &sse_drop, &fl);
+    if (!rc) rc = ag_obs_series_get(fl, NULL, &ob->sse_drop);
     return rc;
 }
 
@@ -236,6 +248,13 @@ struct ag_obs_series *ag__http_observe_refused(struct ag__observe *ob, const cha
     const char *values[] = {reason};
     if (!ob || !ob->refused || ag_obs_series_get(ob->refused, values, &s) != 0) return NULL;
     return s;
+}
+
+void ag__http_observe_sse(struct ag__observe *ob, int streams_delta, bool dropped)
+{
+    if (!ob) return;
+    if (streams_delta && ob->sse_open) ag_obs_gauge_add(ob->sse_open, streams_delta);
+    if (dropped && ob->sse_drop) ag_obs_counter_inc(ob->sse_drop);
 }
 
 void ag__http_observe_free(struct ag__observe *ob)

@@ -82,7 +82,8 @@ static void req_reset(struct ag_http_req *req)
 int ag_http_req_on_abort(struct ag_http_req *req, void (*cb)(struct ag_http_req *req, void *ud),
                          void *ud)
 {
-    if (!req || req->state != AG__RS_DISPATCHED) return AG_EINVAL;
+    if (!req || (req->state != AG__RS_DISPATCHED && req->state != AG__RS_STREAMING))
+        return AG_EINVAL;
     req->abort_cb = NULL;
     req->abort_ud = NULL;
     if (cb && (req->conn->closed || req->conn->draining)) return AG_ECLOSED;

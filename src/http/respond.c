@@ -137,7 +137,9 @@ static bool server_owned(const char *name)
 
 int ag_http_resp_header(struct ag_http_req *req, const char *name, const char *value)
 {
-    if (!req || !name || !value || !*name || req->state == AG__RS_DONE) return AG_EINVAL;
+    if (!req || !name || !value || !*name || req->state == AG__RS_DONE ||
+        req->state == AG__RS_STREAMING)
+        return AG_EINVAL;
     for (const char *p = name; *p; p++)
         if (!is_tchar((unsigned char)*p)) return AG_EINVAL;
     for (const char *p = value; *p; p++)
@@ -185,7 +187,9 @@ int ag__http_serialize(struct ag_http_req *req, const char *content_type, const 
 {
     struct ag__http_conn *c = req->conn;
     int status = req->status;
-    bool close = req->close_after || !req->keep_alive || c->draining;
+    /* a streamed answer to HTTP/1.0 has no chunked coding: its end is the close */
+    bool close = req->close_after || !req->keep_alive || c->draining ||
+                 (req->streaming && !req->chunked && !req->head);
     bool bodyless = status < 200 || status == 204 || status == 304;
     req->close_after = close;
     const char *reason = ag_http_reason(status);
@@ -203,9 +207,13 @@ int ag__http_serialize(struct ag_http_req *req, const char *content_type, const 
     ag_buf_append(out, "\r\n", 2);
     ag_buf_puts(out, date);
     if (!bodyless) {
-        ag_buf_append(out, "Content-Length: ", 16);
-        put_uint(out, len);
-        ag_buf_append(out, "\r\n", 2);
+        if (req->streaming && req->chunked)
+            ag_buf_append(out, "Transfer-Encoding: chunked\r\n", 28);
+        else if (!req->streaming) {
+            ag_buf_append(out, "Content-Length: ", 16);
+            put_uint(out, len);
+            ag_buf_append(out, "\r\n", 2);
+        }
         if (content_type && *content_type) {
             ag_buf_append(out, "Content-Type: ", 14);
             ag_buf_puts(out, content_type);

@@ -355,6 +355,14 @@ static uint64_t uc_now(struct ag__http_conn *c)
     return uv_now(&uc_of(c)->w->loop);
 }
 
+static size_t uc_pending(struct ag__http_conn *c)
+{
+    struct uvconn *uc = uc_of(c);
+    size_t n = uc->writing ? uc->wbuf.len : 0;
+    if (uc->tls) n += ag__tls_wire(uc->tls)->len;
+    return n;
+}
+
 static void uc_release(struct ag__http_conn *c)
 {
     struct uvconn *uc = uc_of(c);
@@ -365,6 +373,7 @@ static void uc_release(struct ag__http_conn *c)
 
 static const struct ag__http_io uv_io = {
     .flush = uc_flush,
+    .pending = uc_pending,
     .close = uc_close,
     .set_timer = uc_set_timer,
     .read = uc_read,

@@ -345,10 +345,8 @@ int svc_job_requeue(struct svc_job *j)
     return uv_queue_work(ag_http_req_loop(j->req), &j->work, work_cb, after_cb) ? AG_ENOMEM : 0;
 }
 
-void svc_job_answer(struct svc_job *j)
+static void job_respond(struct svc_job *j, struct ag_http_req *req)
 {
-    struct ag_http_req *req = j->req;
-    if (j->finish) j->finish(j, req);
     if (j->etag[0]) ag_http_resp_header(req, "ETag", j->etag);
     if (j->pref_applied[0]) ag_http_resp_header(req, "Preference-Applied", j->pref_applied);
     if (j->location[0]) ag_http_resp_header(req, "Location", j->location);
@@ -378,6 +376,12 @@ void svc_job_answer(struct svc_job *j)
     } else {
         ag_http_respond(req, j->status ? j->status : 204, NULL, NULL, 0);
     }
+}
+
+void svc_job_answer(struct svc_job *j)
+{
+    if (j->finish) j->finish(j, j->req);
+    if (!j->streamed) job_respond(j, j->req); /* a streamed answer: `finish` ended it */
     json_decref(j->body);
     json_decref(j->resp);
     json_decref(j->errors);

@@ -114,6 +114,7 @@ struct svc_env {
     struct svc_waiters *waiters;     /* parked blocking reads (wait.c), or NULL */
     struct svc_chor *chor;           /* choreography's bus workers (their dead letters), or NULL */
     struct ag_obs_registry *metrics; /* the process's registry (read by console_stats.c) */
+    struct svc_logtail *logtail;     /* live tails of $all (logtail.c), or NULL */
 };
 
 struct ag_platform {
@@ -146,6 +147,7 @@ struct ag_platform {
     struct ag_relay *relay;      /* the outbox relay onto it */
     struct svc_chor *chor;       /* --saga-mode choreography: the reactions (choreography.c) */
     struct svc_waiters *waiters; /* parked blocking reads of orders (wait.c) */
+    struct svc_logtail *logtail; /* GET /admin/log/stream's notifier (logtail.c) */
 };
 
 /* ---- an order as the PlaceOrder steps need it (sagas/placeorder.c) ---- */
@@ -273,7 +275,16 @@ struct svc_job {
     char etag[80];                                              /* ETag header ("" none) */
     char pref_applied[32]; /* Preference-Applied header ("" none) */
     bool wait_woken;       /* run again because its key changed (wait.c): read fresh */
+    bool streamed;         /* answered as a stream: `finish` ended it, nothing to respond */
 };
+
+/* ---- live tail of the log (logtail.c) ---- */
+
+struct svc_logtail;
+/* Start the notifier thread (a live subscription to $all that wakes open tails). */
+int svc_logtail_start(struct ag_store *store, struct svc_logtail **out);
+/* Stop it: after the HTTP server is gone (no tail left), before the store closes. */
+void svc_logtail_stop(struct svc_logtail *t);
 
 /* ---- blocking reads (wait.c) ---- */
 
@@ -568,6 +579,8 @@ bool svc_name_ok(const char *s);
 extern const struct svc_context svc_customers_context, svc_catalog_context, svc_payments_context,
     svc_inventory_context, svc_ordering_context, svc_shipping_context, svc_sagas_context,
     svc_audit_context, svc_mcp_context, svc_traces_context;
+/* GET /admin/log/stream (logtail.c) */
+extern const struct svc_context svc_logtail_context;
 
 void svc_customers_projection(struct ag_projection *out);
 void svc_catalog_projection(struct ag_projection *out);

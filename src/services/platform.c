@@ -135,7 +135,8 @@ static const struct svc_context ops_context = {"ops", routes, sizeof routes / si
 static const struct svc_context *const contexts[] = {
     &svc_customers_context, &svc_catalog_context,  &svc_payments_context, &svc_inventory_context,
     &svc_ordering_context,  &svc_shipping_context, &svc_sagas_context,    &svc_audit_context,
-    &ops_context,           &svc_mcp_context,      &svc_console_context,  &svc_traces_context};
+    &ops_context,           &svc_mcp_context,      &svc_console_context,  &svc_traces_context,
+    &svc_logtail_context};
 
 static void fill_projections(struct ag_platform *p)
 {
@@ -430,6 +431,9 @@ int ag_platform_start(const struct ag_platform_config *cfg, struct ag_platform *
     if (!rc && svc_waiters_new(cfg->max_waiters, &p->waiters))
         rc = ag_err_set(err, AG_ENOMEM, "out of memory");
     p->env.waiters = p->waiters;
+    if (!rc && svc_logtail_start(p->store, &p->logtail))
+        rc = ag_err_set(err, AG_ENOMEM, "cannot start the log tail thread");
+    p->env.logtail = p->logtail;
     if (!rc) fill_projections(p);
     if (!rc) rc = start_projections(p, err);
     p->env.projector = p->projector;
@@ -484,6 +488,7 @@ void ag_platform_stop(struct ag_platform *p)
     /* projections first: the saga starter projection calls into the saga engine */
     ag_projector_stop(p->projector);
     svc_waiters_free(p->waiters); /* no parked request is left: the server is gone */
+    svc_logtail_stop(p->logtail); /* no tail is left either; before the store closes */
     ag_saga_engine_stop(p->sagas);
     svc_chor_stop(p->chor); /* its workers use the bus and the store */
     p->chor = NULL;

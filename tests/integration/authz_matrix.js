@@ -57,12 +57,25 @@ async function call(method, url, { token, body, headers = {} } = {}) {
     data = typeof body === 'string' ? body : JSON.stringify(body);
   }
   const res = await fetch(BASE + url, { method, headers: h, body: data, signal: AbortSignal.timeout(15000) });
-  const text = await res.text();
-  let json;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    json = undefined;
+  let text, json;
+  if (/^text\/event-stream/.test(res.headers.get('content-type') || '')) {
+    // Server-Sent Events (issue 18): read the first event, then hang up; `json` is
+    // its data (the order, or the log entry)
+    text = await firstEvent(res);
+    const first = text.split('\n\n').find((b) => /^data: /m.test(b)) || '';
+    const data = first.split('\n').filter((l) => l.startsWith('data: ')).map((l) => l.slice(6)).join('\n');
+    try {
+      json = JSON.parse(data);
+    } catch {
+      json = undefined;
+    }
+  } else {
+    text = await res.text();
+    try {
+      json = JSON.parse(text);
+    } catch {
+      json = undefined;
+    }
   }
   if (EXDIR) {
     const id = String(++nex).padStart(4, '0');
@@ -73,6 +86,20 @@ async function call(method, url, { token, body, headers = {} } = {}) {
     fs.writeFileSync(path.join(EXDIR, `${id}.body`), text);
   }
   return { status: res.status, headers: res.headers, text, json };
+}
+
+// The first event of an event stream (at most 5 s), then the stream is cancelled.
+async function firstEvent(res) {
+  const reader = res.body.getReader();
+  const until = Date.now() + 5000;
+  let got = '';
+  while (!/\n\n/.test(got.replace(/^:[^\n]*\n\n/gm, '')) && Date.now() < until) {
+    const r = await Promise.race([reader.read(), sleep(until - Date.now()).then(() => ({ done: true }))]);
+    if (r.done) break;
+    got += Buffer.from(r.value).toString();
+  }
+  await reader.cancel().catch(() => {});
+  return got;
 }
 
 // ---- tokens ----
@@ -281,6 +308,7 @@ function defaultParams(tpl) {
     '/api/v1/inventory/{productId}/restock': { productId: F.R },
     '/api/v1/orders/{id}': { id: F.O1 },
     '/api/v1/orders/{id}/cancel': { id: F.O1 },
+    '/api/v1/orders/{id}/events': { id: F.O1 },
     '/api/v1/shipments/{orderId}': { orderId: F.O1 },
     '/api/v1/shipments/{orderId}/dispatch': { orderId: F.OD },
     '/api/v1/shipments/{orderId}/deliver': { orderId: F.OD },
@@ -505,6 +533,14 @@ function ops() {
         { caller: 'bob', expect: [404], headers: { prefer: 'wait=20', 'if-none-match': '*' }, note: 'Prefer: wait=20' },
         { caller: 'alice', expect: [304], headers: { prefer: 'wait=1', 'if-none-match': '*' }, note: 'Prefer: wait=1' },
       ],
+    },
+    // Server-Sent Events (issue 18): the GET's access; refusals are problem+json, not streams
+    'GET /api/v1/orders/{id}/events': {
+      verify: (b) => b.id === F.O1 || `another order: ${JSON.stringify(b)}`,
+    },
+    'GET /admin/log/stream': {
+      query: '?from=0',
+      verify: (b) => (typeof b.position === 'number' && b.stream && b.type && 'data' in b) || JSON.stringify(b),
     },
     // addresses: saving alice's address again answers its id (200)
     'POST /api/v1/customers/{id}/addresses': { phase: 1, body: ADDR, verify: (b) => b.id === F.ADR || JSON.stringify(b) },

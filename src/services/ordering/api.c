@@ -431,7 +431,8 @@ static void get_finish(struct svc_job *j, struct ag_http_req *req)
     j->ext = NULL;
 }
 
-static int get(struct svc_job *j)
+/* Read the order into the job's answer (200 or 404); past the last commit when woken. */
+static int read_order(struct svc_job *j)
 {
     static const struct svc_one one = {
         RM_ORDERS,         ORDER_COLS " WHERE id=?1 AND (?2 IS NULL OR customer_id=?2)",
@@ -454,6 +455,12 @@ static int get(struct svc_job *j)
     } else {
         rc = svc_get_one(j, &one, j->param, svc_owner_filter(j));
     }
+    return rc;
+}
+
+static int get(struct svc_job *j)
+{
+    int rc = read_order(j);
     if (rc || j->status != 200 || !j->resp) return rc;
     order_etag(j->resp, j->etag);
     struct order_wait *w = j->ext;
@@ -496,6 +503,96 @@ static int get_park(struct svc_job *j, struct ag_http_req *req)
                     " shortly, or without Prefer: wait");
     }
     return 0; /* answered as it stands */
+}
+
+/* ---- an order's status changes as Server-Sent Events (issue 18) ----
+ *
+ * GET /api/v1/orders/{id}/events reads the order as GET does (same owner
+ * filter: 404 for someone else's order, as a plain problem answer) and, when it
+ * exists, turns the answer into a text/event-stream: one `status` event with
+ * the order's JSON now, then one per status change, each woken by the orders
+ * projection's commit exactly like a blocking GET (wait.c: the job parks on the
+ * order's key with no thread and no polling, and runs its read again when the
+ * order changed). The stream ends after a final state for the stream
+ * (confirmed, shipped, delivered, cancelled), after SSE_MAX_S, when the client
+ * goes away or the server drains.
+ *
+ * Event ids. The id is the status's place in the order's life (draft 1,
+ * pending 2, confirmed 3, shipped 4, delivered 5, cancelled 6): every allowed
+ * transition raises it, so an event is sent only when the id grows and a client
+ * that reconnects with Last-Event-ID gets no repeat, and the order's newest
+ * status if it changed meanwhile. (The read model row keeps neither the
+ * order's stream version nor a projection position per row, and the version in
+ * the log may be ahead of the row being read.) */
+#define SSE_MAX_S 300 /* a stream lasts at most this long; the client reconnects */
+
+struct order_stream {
+    uint64_t seq;    /* the order's change sequence before the handler read */
+    unsigned sent;   /* the last status id sent (or Last-Event-ID) */
+    bool streaming;  /* the answer is a stream */
+    uint64_t end_ns; /* monotonic end of the stream */
+};
+
+static unsigned status_id(const char *s)
+{
+    static const char *const names[] = {"draft",   "pending",   "confirmed",
+                                        "shipped", "delivered", "cancelled"};
+    for (unsigned i = 0; s && i < AG_ARRAY_SIZE(names); i++)
+        if (strcmp(s, names[i]) == 0) return i + 1;
+    return 0;
+}
+
+static int events_prepare(struct svc_job *j, struct ag_http_req *req)
+{
+    struct order_stream *w = ag_calloc(1, sizeof *w);
+    if (!w) return AG_ENOMEM;
+    const char *last = ag_http_req_header(req, "Last-Event-ID");
+    char *end = NULL;
+    unsigned long v = last ? strtoul(last, &end, 10) : 0;
+    w->sent = (last && end != last && !*end && v <= 6) ? (unsigned)v : 0;
+    w->seq = svc_waiters_seq(j->env->waiters, j->param);
+    w->end_ns = ag_clock_mono(ag_clock_system()) + (uint64_t)SSE_MAX_S * 1000000000ull;
+    j->ext = w;
+    return 0;
+}
+
+static void events_finish(struct svc_job *j, struct ag_http_req *req)
+{
+    struct order_stream *w = j->ext;
+    if (w && w->streaming) ag_http_stream_end(req);
+    ag_free(w);
+    j->ext = NULL;
+}
+
+static int events(struct svc_job *j)
+{
+    return read_order(j);
+}
+
+/* On the loop after each read: send what changed, then park until the next change. */
+static int events_park(struct svc_job *j, struct ag_http_req *req)
+{
+    struct order_stream *w = j->ext;
+    if (j->status != 200 || !j->resp) return 0; /* 404...: a plain answer, or the stream ends */
+    if (!w->streaming) {
+        if (ag_http_sse_begin(req) != 0) return 0;
+        w->streaming = j->streamed = true;
+        if (!strcmp(ag_http_req_method(req), "HEAD")) return 0; /* the headers only */
+    }
+    const char *status = json_string_value(json_object_get(j->resp, "status"));
+    unsigned id = status_id(status);
+    if (id > w->sent) {
+        char *data = json_dumps(j->resp, JSON_COMPACT);
+        char ids[16];
+        snprintf(ids, sizeof ids, "%u", id);
+        int rc = data ? ag_http_sse_send(req, ids, "status", data) : AG_ENOMEM;
+        free(data);
+        if (rc) return 0; /* the client is gone: end */
+        w->sent = id;
+    }
+    if (id >= 3) return 0; /* a final state for the stream: end it */
+    if (ag_clock_mono(ag_clock_system()) >= w->end_ns) return 0;
+    return svc_wait_park(j->env->waiters, j, req, j->param, &w->seq, w->end_ns) == 0;
 }
 
 static int list(struct svc_job *j)
@@ -586,6 +683,16 @@ static const struct svc_route routes[] = {
      get_prepare,
      get_finish,
      get_park},
+    {"GET",
+     "/api/v1/orders/{id}/events",
+     SVC_OWNER,
+     events,
+     "id",
+     "order",
+     {NULL},
+     events_prepare,
+     events_finish,
+     events_park},
     {"POST", "/api/v1/orders/{id}/cancel", SVC_OWNER, cancel, "id", "order", {NULL}},
     {"POST", "/api/v1/orders/{id}/items", SVC_OWNER, ord_draft_add_item, "id", "order", {NULL}},
     {"DELETE",

@@ -581,6 +581,8 @@ extern const struct svc_context svc_customers_context, svc_catalog_context, svc_
     svc_audit_context, svc_mcp_context, svc_traces_context;
 /* GET /admin/log/stream (logtail.c) */
 extern const struct svc_context svc_logtail_context;
+/* GET /admin/stats/stream (statstream.c) */
+extern const struct svc_context svc_statstream_context;
 
 void svc_customers_projection(struct ag_projection *out);
 void svc_catalog_projection(struct ag_projection *out);

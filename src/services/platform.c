@@ -133,10 +133,10 @@ static const struct svc_context ops_context = {"ops", routes, sizeof routes / si
 
 /* Every context of the platform: its routes, and its read model's projection. */
 static const struct svc_context *const contexts[] = {
-    &svc_customers_context, &svc_catalog_context,  &svc_payments_context, &svc_inventory_context,
-    &svc_ordering_context,  &svc_shipping_context, &svc_sagas_context,    &svc_audit_context,
-    &ops_context,           &svc_mcp_context,      &svc_console_context,  &svc_traces_context,
-    &svc_logtail_context};
+    &svc_customers_context, &svc_catalog_context,   &svc_payments_context, &svc_inventory_context,
+    &svc_ordering_context,  &svc_shipping_context,  &svc_sagas_context,    &svc_audit_context,
+    &ops_context,           &svc_mcp_context,       &svc_console_context,  &svc_traces_context,
+    &svc_logtail_context,   &svc_statstream_context};
 
 static void fill_projections(struct ag_platform *p)
 {

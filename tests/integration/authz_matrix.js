@@ -538,6 +538,9 @@ function ops() {
     'GET /api/v1/orders/{id}/events': {
       verify: (b) => b.id === F.O1 || `another order: ${JSON.stringify(b)}`,
     },
+    'GET /admin/stats/stream': {
+      verify: (b) => (typeof b.timeUnixMs === 'number' && b.orders) || JSON.stringify(b),
+    },
     'GET /admin/log/stream': {
       query: '?from=0',
       verify: (b) => (typeof b.position === 'number' && b.stream && b.type && 'data' in b) || JSON.stringify(b),

@@ -539,7 +539,7 @@ function ops() {
       verify: (b) => b.id === F.O1 || `another order: ${JSON.stringify(b)}`,
     },
     'GET /admin/stats/stream': {
-      verify: (b) => (typeof b.timeUnixMs === 'number' && b.orders) || JSON.stringify(b),
+      verify: (b) => (typeof b.timeUnixMs === 'number' && typeof b.orders === 'object') || JSON.stringify(b),
     },
     'GET /admin/log/stream': {
       query: '?from=0',

@@ -15,7 +15,8 @@
  * are Unix nanoseconds (INTEGER), and only sagas not completed are indexed by
  * status (`sagas_open`, a partial index: the sagas an operator lists are the
  * failed and running ones, a few among millions of completed). WITHOUT ROWID: the
- * saga id is the table's key, not stored again in a primary-key index.
+ * saga id is the table's key, not stored again in a primary-key index; it is a
+ * 16-byte BLOB when it is a UUID (ag_rm_id_arg; the API reads it with ag_rm_id).
  */
 #include <stdio.h>
 #include <string.h>

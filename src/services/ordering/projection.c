@@ -14,7 +14,10 @@
  * (the PostgreSQL adapter drops the words). The shipping address is stored here
  * only (the shipments read model reads it from this table), sealed for the
  * order's customer, without the "pii1:<customer id>:" the row's customer_id
- * already says (svc_pii_column_pack / svc_pii_open_column).
+ * already says (svc_pii_column_pack / svc_pii_open_column), and stored as bytes
+ * (0x01 and the envelope's base64 decoded: svc_pii_column_bytes, read back by
+ * svc_pii_open_cell). Ids (id, customer_id, saga_id) are 16-byte BLOBs
+ * (ag_rm_id_arg / ag_rm_id: 20 bytes less each, in the row and in the index).
  *
  * Its ud is the platform's waiter registry (wait.c; NULL for an offline rebuild):
  * every order an event touches is marked, and GETs parked on it are woken once

@@ -4,7 +4,8 @@
  * updated_at is the event's time in Unix nanoseconds (formatted when read).
  * Not the address: it is the order's shipping address, which the orders read
  * model keeps (api.c reads it there; issue 19 stores it once). WITHOUT ROWID: the
- * order id is the table's key, not stored again in a primary-key index.
+ * order id is the table's key, not stored again in a primary-key index. Both ids
+ * are 16-byte BLOBs (ag_rm_id_arg / ag_rm_id).
  */
 #include <stdio.h>
 #include <string.h>

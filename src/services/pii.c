@@ -149,8 +149,8 @@ static void b64_encode(const uint8_t *in, size_t n, char *out)
                      (i + 2 < n ? in[i + 2] : 0);
         out[o++] = b64_alphabet[v >> 18 & 63];
         out[o++] = b64_alphabet[v >> 12 & 63];
-        out[o++] = i + 1 < n ? b64_alphabet[v >> 6 & 63] : '=';
-        out[o++] = i + 2 < n ? b64_alphabet[v & 63] : '=';
+        out[o++] = (char)(i + 1 < n ? b64_alphabet[v >> 6 & 63] : '=');
+        out[o++] = (char)(i + 2 < n ? b64_alphabet[v & 63] : '=');
     }
     out[o] = '\0';
 }

@@ -140,6 +140,21 @@ static void summarise(json_t *steps, const char **status, const char **current, 
     }
 }
 
+/* An id bound as an argument (ag_rm_id_arg) with the bytes it borrows. */
+struct id_arg {
+    uint8_t b[16];
+    struct ag_rm_arg a;
+};
+
+/* The saga of choreographed order `order` into saga ("" when none). */
+static int chor_saga_of(struct ag_rm *db, const char *order, char saga[256])
+{
+    struct id_arg o;
+    o.a = ag_rm_id_arg(order, o.b);
+    return ag_rm_query(db, "SELECT saga_id FROM chor_orders WHERE order_id=?1", &o.a, 1, text_row,
+                       saga, NULL);
+}
+
 static int step_event(struct ag_rm *db, const char *order, const char *type, const json_t *d,
                       const char *ts)
 {
@@ -157,14 +172,12 @@ static int step_event(struct ag_rm *db, const char *order, const char *type, con
     }
     if (idx < 0) return 0;
     char saga[256] = "";
-    uint8_t ob[16], sb[16];
-    struct ag_rm_arg a = ag_rm_id_arg(order, ob);
-    int rc = ag_rm_query(db, "SELECT saga_id FROM chor_orders WHERE order_id=?1", &a, 1, text_row,
-                         saga, NULL);
+    int rc = chor_saga_of(db, order, saga);
     if (rc || !saga[0]) return rc; /* not a choreographed order */
     json_t *steps = NULL;
-    struct ag_rm_arg sa = ag_rm_id_arg(saga, sb);
-    rc = ag_rm_query(db, "SELECT steps FROM sagas WHERE id=?1", &sa, 1, steps_row, &steps, NULL);
+    struct id_arg sa;
+    sa.a = ag_rm_id_arg(saga, sa.b);
+    rc = ag_rm_query(db, "SELECT steps FROM sagas WHERE id=?1", &sa.a, 1, steps_row, &steps, NULL);
     if (rc || !steps) return rc;
     json_t *s = json_array_get(steps, (size_t)idx);
     const char *was = status_of(s);
@@ -182,7 +195,7 @@ static int step_event(struct ag_rm *db, const char *order, const char *type, con
     char *text = ag_saga_steps_text(steps);
     struct ag_rm_arg args[] = {AG_RM_TEXT(text),    AG_RM_TEXT(status),
                                AG_RM_TEXT(current), AG_RM_TEXT(why.len ? why.data : NULL),
-                               AG_RM_TEXT(ts),      sa};
+                               AG_RM_TEXT(ts),      sa.a};
     rc = ag_rm_exec(db,
                     "UPDATE sagas SET steps=?1, status=?2, current_step=?3,"
                     " reason=COALESCE(?4, reason), updated_at=?5 WHERE id=?6",

@@ -130,6 +130,25 @@ AG_EXTERN const char *ag_rm_text(const struct ag_rm_row *row, int col);
 AG_EXTERN int64_t ag_rm_int64(const struct ag_rm_row *row, int col);
 AG_EXTERN bool ag_rm_is_null(const struct ag_rm_row *row, int col);
 AG_EXTERN int ag_rm_ncols(const struct ag_rm_row *row);
+/* Column `col` as bytes when it is a BLOB (PostgreSQL: bytea): copies up to `cap`
+ * bytes to `buf`, sets *len (OUT) to its whole length and returns true; false
+ * (nothing copied) for NULL, text or a number. */
+AG_EXTERN bool ag_rm_blob(const struct ag_rm_row *row, int col, void *buf, size_t cap, size_t *len);
+
+/* ---- ids ----
+ * Ids (orders, customers, sagas, shipments: UUIDs) are stored as 16-byte BLOBs, not
+ * as their 36 characters of text (issue 19: half the bytes, in the row and in
+ * every index holding it). `ag_rm_id_arg` binds an id: a canonical lower-case UUID
+ * as its 16 bytes (in `buf`, which must outlive the call), anything else as TEXT,
+ * so an id that is not a UUID is still stored and found as it was given (and an
+ * upper-case UUID, never stored, matches nothing, as before). `ag_rm_id` reads an
+ * id column back: a 16-byte BLOB as the canonical text formatted in `out`, any
+ * other value as ag_rm_text's (NULL for NULL). Ordering: SQLite sorts every TEXT
+ * before every BLOB and blobs bytewise, which for UUIDs is their text order; a
+ * page cursor bound with ag_rm_id_arg compares like with like. */
+#define AG_RM_ID_MAX 37 /* a UUID's text and its NUL */
+AG_EXTERN struct ag_rm_arg ag_rm_id_arg(const char *id, uint8_t buf[16]);
+AG_EXTERN const char *ag_rm_id(const struct ag_rm_row *row, int col, char out[AG_RM_ID_MAX]);
 
 /* ---- transactions and checkpoints ---- */
 

@@ -35,6 +35,8 @@ struct ag_rm_ops {
     int64_t (*int64)(const struct ag_rm_row *row, int col);
     bool (*is_null)(const struct ag_rm_row *row, int col);
     int (*ncols)(const struct ag_rm_row *row);
+    /* a BLOB column's bytes (see ag_rm_blob) */
+    bool (*blob)(const struct ag_rm_row *row, int col, void *buf, size_t cap, size_t *len);
 };
 
 /* The head of every adapter's handle. */

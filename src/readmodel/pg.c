@@ -654,6 +654,28 @@ static bool pg_is_null(const struct ag_rm_row *row, int col)
     return pg_text(row, col) == NULL;
 }
 
+static int hexdigit(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* bytea comes back as text in hex format ("\\x0a1b..."): decode it. */
+static bool pg_blob(const struct ag_rm_row *row, int col, void *buf, size_t cap, size_t *len)
+{
+    const struct pg_row *r = (const struct pg_row *)row;
+    const char *t = pg_text(row, col);
+    if (!t || PQftype(r->res, col) != OID_BYTEA || t[0] != '\\' || t[1] != 'x') return false;
+    size_t n = strlen(t + 2) / 2;
+    uint8_t *out = buf;
+    for (size_t i = 0; i < n && i < cap; i++) {
+        int hi = hexdigit(t[2 + 2 * i]), lo = hexdigit(t[3 + 2 * i]);
+        if (hi < 0 || lo < 0) return false;
+        out[i] = (uint8_t)(hi << 4 | lo);
+    }
+    *len = n;
+    return true;
+}
+
 static int pg_ncols(const struct ag_rm_row *row)
 {
     return PQnfields(((const struct pg_row *)row)->res);
@@ -939,5 +961,6 @@ const struct ag_rm_ops ag__rm_pg_ops = {
     .int64 = pq_int64,
     .is_null = pg_is_null,
     .ncols = pg_ncols,
+    .blob = pg_blob,
 };
 #endif

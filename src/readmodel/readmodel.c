@@ -152,6 +152,43 @@ int ag_rm_ncols(const struct ag_rm_row *row)
     return row->ops->ncols(row);
 }
 
+bool ag_rm_blob(const struct ag_rm_row *row, int col, void *buf, size_t cap, size_t *len)
+{
+    *len = 0;
+    return row->ops->blob(row, col, buf, cap, len);
+}
+
+/* ---- ids ---- */
+
+struct ag_rm_arg ag_rm_id_arg(const char *id, uint8_t buf[16])
+{
+    struct ag_uuid u;
+    char canon[AG_UUID_STRLEN + 1];
+    if (!id || ag_uuid_parse(id, strlen(id), &u)) return AG_RM_TEXT(id);
+    ag_uuid_format(&u, canon);
+    if (memcmp(canon, id, AG_UUID_STRLEN) != 0) return AG_RM_TEXT(id); /* not lower case */
+    memcpy(buf, u.b, 16);
+    return AG_RM_BLOB(buf, 16);
+}
+
+const char *ag_rm_id(const struct ag_rm_row *row, int col, char out[AG_RM_ID_MAX])
+{
+    uint8_t b[AG_RM_ID_MAX];
+    size_t n;
+    if (!ag_rm_blob(row, col, b, sizeof b, &n)) return ag_rm_text(row, col);
+    if (n == 16) {
+        struct ag_uuid u;
+        memcpy(u.b, b, 16);
+        ag_uuid_format(&u, out);
+        return out;
+    }
+    if (n >= AG_RM_ID_MAX || memchr(b, 0, n)) return NULL; /* not an id */
+    /* an id that is not a UUID, kept as bytes (PostgreSQL reads text into bytea) */
+    memcpy(out, b, n);
+    out[n] = '\0';
+    return out;
+}
+
 /* ---- transactions and checkpoints ---- */
 
 int ag_rm_begin(struct ag_rm *rm, struct ag_err *err)

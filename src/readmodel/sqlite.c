@@ -225,6 +225,16 @@ static bool sq_is_null(const struct ag_rm_row *row, int col)
     return sqlite3_column_type(((const struct sq_row *)row)->st, col) == SQLITE_NULL;
 }
 
+static bool sq_blob(const struct ag_rm_row *row, int col, void *buf, size_t cap, size_t *len)
+{
+    sqlite3_stmt *st = ((const struct sq_row *)row)->st;
+    if (sqlite3_column_type(st, col) != SQLITE_BLOB) return false;
+    const void *b = sqlite3_column_blob(st, col);
+    *len = (size_t)sqlite3_column_bytes(st, col);
+    if (b) memcpy(buf, b, *len < cap ? *len : cap);
+    return true;
+}
+
 static int sq_ncols(const struct ag_rm_row *row)
 {
     return sqlite3_column_count(((const struct sq_row *)row)->st);
@@ -401,4 +411,5 @@ const struct ag_rm_ops ag__rm_sqlite_ops = {
     .int64 = sq_int64,
     .is_null = sq_is_null,
     .ncols = sq_ncols,
+    .blob = sq_blob,
 };

@@ -15,7 +15,8 @@
  * are Unix nanoseconds (INTEGER), and only sagas not completed are indexed by
  * status (`sagas_open`, a partial index: the sagas an operator lists are the
  * failed and running ones, a few among millions of completed). WITHOUT ROWID: the
- * saga id is the table's key, not stored again in a primary-key index.
+ * saga id is the table's key, not stored again in a primary-key index; it is a
+ * 16-byte BLOB when it is a UUID (ag_rm_id_arg; the API reads it with ag_rm_id).
  */
 #include <stdio.h>
 #include <string.h>
@@ -30,7 +31,7 @@ struct defs_ud {
 
 static const char schema[] =
     "CREATE TABLE IF NOT EXISTS sagas("
-    " id TEXT PRIMARY KEY, type TEXT NOT NULL, status TEXT NOT NULL, current_step TEXT,"
+    " id BLOB PRIMARY KEY, type TEXT NOT NULL, status TEXT NOT NULL, current_step TEXT,"
     " reason TEXT, steps TEXT NOT NULL, started_at INTEGER, updated_at INTEGER NOT NULL)"
     " WITHOUT ROWID;"
     "CREATE INDEX IF NOT EXISTS sagas_open ON sagas(status, id) WHERE status <> 'completed';";
@@ -101,7 +102,8 @@ static int steps_row(const struct ag_rm_row *row, void *ud)
 static json_t *load_steps(struct ag_rm *db, const char *id)
 {
     json_t *steps = NULL;
-    struct ag_rm_arg arg = AG_RM_TEXT(id);
+    uint8_t idb[16];
+    struct ag_rm_arg arg = ag_rm_id_arg(id, idb);
     ag_rm_query(db, "SELECT steps FROM sagas WHERE id=?1", &arg, 1, steps_row, &steps, NULL);
     return steps;
 }
@@ -120,8 +122,9 @@ static int started(struct ag_rm *db, const struct defs_ud *u, const char *id, co
     char *text = ag_saga_steps_text(steps);
     json_decref(steps);
     const char *first = def && def->nsteps ? def->steps[0].name : NULL;
-    struct ag_rm_arg args[] = {AG_RM_TEXT(id), AG_RM_TEXT(type ? type : "?"), AG_RM_TEXT(first),
-                               AG_RM_TEXT(text), AG_RM_TEXT(ts)};
+    uint8_t idb[16];
+    struct ag_rm_arg args[] = {ag_rm_id_arg(id, idb), AG_RM_TEXT(type ? type : "?"),
+                               AG_RM_TEXT(first), AG_RM_TEXT(text), AG_RM_TEXT(ts)};
     int rc = ag_rm_exec(db,
                         "INSERT INTO sagas(id, type, status, current_step, steps, started_at,"
                         " updated_at) VALUES(?1, ?2, 'running', ?3, ?4, ?5, ?5)"
@@ -168,8 +171,9 @@ static int update(struct ag_rm *db, const char *id, const struct change *c, cons
     json_t *cur = c->next_is_current ? json_array_get(steps, (size_t)c->idx + 1) : s;
     const char *current = cur ? json_string_value(json_object_get(cur, "name")) : NULL;
     char *text = ag_saga_steps_text(steps);
+    uint8_t idb[16];
     struct ag_rm_arg args[] = {AG_RM_TEXT(text),      AG_RM_TEXT(c->status), AG_RM_TEXT(current),
-                               AG_RM_TEXT(c->reason), AG_RM_TEXT(ts),        AG_RM_TEXT(id)};
+                               AG_RM_TEXT(c->reason), AG_RM_TEXT(ts),        ag_rm_id_arg(id, idb)};
     int rc = ag_rm_exec(db,
                         "UPDATE sagas SET steps=?1, status=COALESCE(?2, status), current_step=?3,"
                         " reason=COALESCE(?4, reason), updated_at=?5 WHERE id=?6",

@@ -699,11 +699,11 @@ void svc_idem_end(struct svc_job *j, const char *scope)
 int svc_get_one(struct svc_job *j, const struct svc_one *one, const char *id, const char *owner)
 {
     const char *args[] = {id, owner};
-    json_t *rows = svc_rm_query(j->env, one->rm, one->sql, args, 2, one->row);
+    json_t *rows = svc_rm_query_ids(j->env, one->rm, one->sql, args, 2, one->ids, one->row);
     if (rows && !json_array_size(rows) && svc_stream_exists(j->env, one->prefix, id)) {
         svc_rm_catch_up(j->env); /* just written: wait for the read model */
         json_decref(rows);
-        rows = svc_rm_query(j->env, one->rm, one->sql, args, 2, one->row);
+        rows = svc_rm_query_ids(j->env, one->rm, one->sql, args, 2, one->ids, one->row);
     }
     if (!rows) return AG_EIO;
     if (!json_array_size(rows)) {
@@ -795,17 +795,37 @@ static int add_row(const struct ag_rm_row *r, void *ud)
     return 0;
 }
 
+/* The arguments of a query: text, or ids (bit i of `ids`) bound by ag_rm_id_arg. */
+struct rm_args {
+    struct ag_rm_arg a[8];
+    uint8_t idb[8][16];
+    size_t n;
+};
+
+static void rm_args_fill(struct rm_args *v, const char *const *args, size_t nargs, unsigned ids)
+{
+    v->n = nargs < 8 ? nargs : 8;
+    for (size_t i = 0; i < v->n; i++)
+        v->a[i] = ids >> i & 1u ? ag_rm_id_arg(args[i], v->idb[i]) : AG_RM_TEXT(args[i]);
+}
+
 json_t *svc_rm_query(struct svc_env *p, enum rm_id rm, const char *sql, const char *const *args,
                      size_t nargs, svc_row_fn row)
 {
+    return svc_rm_query_ids(p, rm, sql, args, nargs, 0, row);
+}
+
+json_t *svc_rm_query_ids(struct svc_env *p, enum rm_id rm, const char *sql, const char *const *args,
+                         size_t nargs, unsigned ids, svc_row_fn row)
+{
     struct ag_rm *db = rm_acquire(p, rm);
     if (!db) return NULL;
-    struct ag_rm_arg a[8];
-    for (size_t i = 0; i < nargs && i < 8; i++) a[i] = AG_RM_TEXT(args[i]);
+    struct rm_args v;
+    rm_args_fill(&v, args, nargs, ids);
     struct rows c = {json_array(), row};
     struct ag_err err;
     ag_err_clear(&err);
-    if (ag_rm_query(db, sql, a, nargs < 8 ? nargs : 8, add_row, &c, &err)) {
+    if (ag_rm_query(db, sql, v.a, v.n, add_row, &c, &err)) {
         rm_failed(p, rm, &err, sql);
         json_decref(c.rows);
         c.rows = NULL;
@@ -816,6 +836,12 @@ json_t *svc_rm_query(struct svc_env *p, enum rm_id rm, const char *sql, const ch
 
 json_t *svc_rm_query_fresh(struct svc_env *p, enum rm_id rm, const char *sql,
                            const char *const *args, size_t nargs, svc_row_fn row)
+{
+    return svc_rm_query_fresh_ids(p, rm, sql, args, nargs, 0, row);
+}
+
+json_t *svc_rm_query_fresh_ids(struct svc_env *p, enum rm_id rm, const char *sql,
+                               const char *const *args, size_t nargs, unsigned ids, svc_row_fn row)
 {
     uint64_t gen = 0;
     if (!ag_projector_usable(p->projector, rm, &gen)) {
@@ -833,12 +859,12 @@ json_t *svc_rm_query_fresh(struct svc_env *p, enum rm_id rm, const char *sql,
     r->fresh_gen[rm] = gen;
     json_t *rows = NULL;
     if (r->fresh[rm]) {
-        struct ag_rm_arg a[8];
-        for (size_t i = 0; i < nargs && i < 8; i++) a[i] = AG_RM_TEXT(args[i]);
+        struct rm_args v;
+        rm_args_fill(&v, args, nargs, ids);
         struct rows c = {json_array(), row};
         struct ag_err err;
         ag_err_clear(&err);
-        if (ag_rm_query(r->fresh[rm], sql, a, nargs < 8 ? nargs : 8, add_row, &c, &err)) {
+        if (ag_rm_query(r->fresh[rm], sql, v.a, v.n, add_row, &c, &err)) {
             rm_failed(p, rm, &err, sql);
             json_decref(c.rows);
         } else {
@@ -846,7 +872,8 @@ json_t *svc_rm_query_fresh(struct svc_env *p, enum rm_id rm, const char *sql,
         }
     }
     pthread_mutex_unlock(&r->fresh_lock);
-    return rows ? rows : svc_rm_query(p, rm, sql, args, nargs, row); /* no handle: the shared */
+    /* no handle: the shared one */
+    return rows ? rows : svc_rm_query_ids(p, rm, sql, args, nargs, ids, row);
 }
 
 /* ---- small read-model helpers shared by the contexts ---- */
@@ -861,6 +888,13 @@ const char *svc_col(const struct ag_rm_row *r, int i)
     return ag_rm_text(r, i);
 }
 
+json_t *svc_id_json(const struct ag_rm_row *r, int i)
+{
+    char buf[AG_RM_ID_MAX];
+    const char *id = ag_rm_id(r, i, buf);
+    return id ? json_string(id) : json_null();
+}
+
 json_t *svc_time_json(const struct ag_rm_row *r, int i)
 {
     if (ag_rm_is_null(r, i)) return json_null();
@@ -872,7 +906,14 @@ json_t *svc_time_json(const struct ag_rm_row *r, int i)
 int svc_sql_run(struct ag_rm *db, const char *sql, const char *id, const char *a, const char *b,
                 const char *c, const char *ts)
 {
-    struct ag_rm_arg v[] = {AG_RM_TEXT(id), AG_RM_TEXT(a), AG_RM_TEXT(b), AG_RM_TEXT(c),
-                            AG_RM_TEXT(ts)};
-    return ag_rm_exec(db, sql, v, 5, NULL);
+    return svc_sql_run_ids(db, sql, 0, id, a, b, c, ts);
+}
+
+int svc_sql_run_ids(struct ag_rm *db, const char *sql, unsigned ids, const char *id, const char *a,
+                    const char *b, const char *c, const char *ts)
+{
+    const char *args[] = {id, a, b, c, ts};
+    struct rm_args v;
+    rm_args_fill(&v, args, 5, ids);
+    return ag_rm_exec(db, sql, v.a, v.n, NULL);
 }

@@ -517,6 +517,13 @@ json_t *svc_rm_query_fresh(struct svc_env *p, enum rm_id rm, const char *sql,
  * projector and the job answers 503). */
 json_t *svc_rm_query(struct svc_env *p, enum rm_id rm, const char *sql, const char *const *args,
                      size_t nargs, svc_row_fn row);
+/* The same, with the arguments whose bit is set in `ids` (bit i: args[i]) bound as
+ * ids (ag_rm_id_arg: a UUID as its 16-byte BLOB), for the id columns (issue 19). */
+json_t *svc_rm_query_ids(struct svc_env *p, enum rm_id rm, const char *sql, const char *const *args,
+                         size_t nargs, unsigned ids, svc_row_fn row);
+json_t *svc_rm_query_fresh_ids(struct svc_env *p, enum rm_id rm, const char *sql,
+                               const char *const *args, size_t nargs, unsigned ids, svc_row_fn row);
+#define SVC_ID(i) (1u << (i)) /* an `ids` bit: argument i is an id */
 /* How to read one resource by id from a read model. `sql` has two parameters: the
  * id, and the owner filter (NULL: any owner), e.g. "... WHERE id=?1 AND (?2 IS NULL
  * OR customer_id=?2)". */
@@ -527,6 +534,7 @@ struct svc_one {
     const char *prefix;  /* the resource's stream prefix ("order") */
     const char *title;   /* 404 title */
     const char *missing; /* 404 detail: "<missing> <id>" */
+    unsigned ids;        /* which of the two parameters are ids (SVC_ID(0)...) */
 };
 /* GET one resource `id` (owned by `owner`, NULL for any). When the row is not there
  * but the stream `<prefix>-<id>` exists (just written), waits for the read model
@@ -545,10 +553,17 @@ const char *svc_col(const struct ag_rm_row *r, int i);
 /* A read model's time column (Unix nanoseconds, INTEGER) as an RFC 3339 string;
  * JSON null when the column is NULL. */
 json_t *svc_time_json(const struct ag_rm_row *r, int i);
+/* Id column `i` (ag_rm_id: a 16-byte BLOB as its UUID text) as a JSON string, null
+ * for NULL. */
+json_t *svc_id_json(const struct ag_rm_row *r, int i);
 /* Run `sql` on a projection's read model with up to five text parameters (?1 id,
  * ?2..?4 a, b, c, ?5 ts; as many as the statement has). Returns the port's code. */
 int svc_sql_run(struct ag_rm *db, const char *sql, const char *id, const char *a, const char *b,
                 const char *c, const char *ts);
+/* The same with the parameters whose bit is set in `ids` (SVC_ID(0) is ?1) bound as
+ * ids (ag_rm_id_arg). */
+int svc_sql_run_ids(struct ag_rm *db, const char *sql, unsigned ids, const char *id, const char *a,
+                    const char *b, const char *c, const char *ts);
 
 /* ---- the contexts ---- */
 
@@ -625,6 +640,13 @@ json_t *svc_pii_open_text(const char *text, const char *field);
  * the row's subject. */
 char *svc_pii_column_pack(const char *text, const char *subject);
 json_t *svc_pii_open_column(const char *column, const char *subject, const char *field);
+/* A packed column ("~<base64>") as 0x01 and the base64's bytes, a BLOB (issue 19:
+ * 3/4 of the text): ag_malloc'd, *n (OUT) bytes; NULL when `packed` is no such
+ * text (store it as text then). svc_pii_open_cell reads column `col` of a row
+ * either way (a BLOB encoded back to "~<base64>", text as svc_pii_open_column). */
+uint8_t *svc_pii_column_bytes(const char *packed, size_t *n);
+json_t *svc_pii_open_cell(const struct ag_rm_row *r, int col, const char *subject,
+                          const char *field);
 /* Seal the personal fields of the new events b->v[from..] of a command on an
  * aggregate of type `t` in `state` (before it; NULL for a new stream). */
 int svc_pii_seal_events(const struct ag_es_type *t, const void *state, struct ag_es_batch *b,

@@ -122,6 +122,99 @@ json_t *svc_pii_open_column(const char *column, const char *subject, const char 
     return v;
 }
 
+/* ---- the packed column as bytes (issue 19) ----
+ * "~<base64>" is stored as a BLOB: the byte 0x01, then the base64's bytes (3/4 of
+ * the text); read back, they are encoded again, so the envelope is the same text.
+ * Only a base64 that encodes back to itself (padding as the vault writes it) is
+ * packed. The leading 0x01 tells these bytes from a text column that PostgreSQL
+ * returns as bytea (a column declared BLOB holds both kinds there): text never
+ * starts with it. */
+#define PACKED_TAG 0x01
+
+static const char b64_alphabet[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+static int b64_value(char c)
+{
+    const char *p = c ? strchr(b64_alphabet, c) : NULL;
+    return p ? (int)(p - b64_alphabet) : -1;
+}
+
+/* Encode `n` bytes as base64 with padding into out (4 * ((n + 2) / 3) + 1 bytes). */
+static void b64_encode(const uint8_t *in, size_t n, char *out)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)in[i] << 16 | (i + 1 < n ? (uint32_t)in[i + 1] << 8 : 0) |
+                     (i + 2 < n ? in[i + 2] : 0);
+        out[o++] = b64_alphabet[v >> 18 & 63];
+        out[o++] = b64_alphabet[v >> 12 & 63];
+        out[o++] = (char)(i + 1 < n ? b64_alphabet[v >> 6 & 63] : '=');
+        out[o++] = (char)(i + 2 < n ? b64_alphabet[v & 63] : '=');
+    }
+    out[o] = '\0';
+}
+
+uint8_t *svc_pii_column_bytes(const char *packed, size_t *n)
+{
+    size_t tn = packed && packed[0] == '~' ? strlen(packed + 1) : 0;
+    if (!tn || tn % 4) return NULL;
+    const char *t = packed + 1;
+    uint8_t *out = ag_malloc(tn / 4 * 3 + 1);
+    if (!out) return NULL;
+    size_t o = 0;
+    out[o++] = PACKED_TAG;
+    for (size_t i = 0; i < tn; i += 4) {
+        int v[4];
+        for (int k = 0; k < 4; k++) v[k] = b64_value(t[i + (size_t)k]);
+        bool last = i + 4 == tn;
+        int pad = last && t[i + 3] == '=' ? (t[i + 2] == '=' ? 2 : 1) : 0;
+        if (v[0] < 0 || v[1] < 0 || (pad < 2 && v[2] < 0) || (pad < 1 && v[3] < 0)) {
+            ag_free(out);
+            return NULL;
+        }
+        uint32_t w = (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 |
+                     (pad < 2 ? (uint32_t)v[2] << 6 : 0) | (pad < 1 ? (uint32_t)v[3] : 0);
+        out[o++] = (uint8_t)(w >> 16);
+        if (pad < 2) out[o++] = (uint8_t)(w >> 8);
+        if (pad < 1) out[o++] = (uint8_t)w;
+    }
+    char *back = ag_malloc(tn + 1);
+    bool same = back && (b64_encode(out + 1, o - 1, back), strcmp(back, t) == 0);
+    ag_free(back);
+    if (!same) { /* not canonical: keep the text */
+        ag_free(out);
+        return NULL;
+    }
+    *n = o;
+    return out;
+}
+
+json_t *svc_pii_open_cell(const struct ag_rm_row *r, int col, const char *subject,
+                          const char *field)
+{
+    uint8_t small[256];
+    size_t n;
+    if (!ag_rm_blob(r, col, small, sizeof small, &n))
+        return svc_pii_open_column(ag_rm_text(r, col), subject, field);
+    uint8_t *bytes = n <= sizeof small ? small : ag_malloc(n + 1);
+    char *text = ag_malloc(2 + (n + 2) / 3 * 4);
+    json_t *v = NULL;
+    if (bytes && text && (bytes == small || ag_rm_blob(r, col, bytes, n, &n))) {
+        if (n && bytes[0] == PACKED_TAG) {
+            text[0] = '~';
+            b64_encode(bytes + 1, n - 1, text + 1);
+        } else { /* text kept as bytes (PostgreSQL bytea) */
+            memcpy(text, bytes, n);
+            text[n] = '\0';
+        }
+        v = svc_pii_open_column(text, subject, field);
+    }
+    if (bytes != small) ag_free(bytes);
+    ag_free(text);
+    return v;
+}
+
 int svc_pii_open_field(json_t *obj, const char *field)
 {
     json_t *v = open_text(json_string_value(json_object_get(obj, field)), field);

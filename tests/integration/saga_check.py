@@ -17,6 +17,7 @@ import json
 import os
 import sqlite3
 import sys
+import uuid
 
 TERMINAL = {"SagaCompleted": "completed", "SagaCompensated": "compensated", "SagaFailed": "failed"}
 MAX_REPORT = 30
@@ -244,9 +245,15 @@ def query(rm_dir, name, sql):
         db.close()
 
 
+def id_text(v):
+    """An id column: the read models store UUIDs as 16-byte BLOBs (issue 19)."""
+    return str(uuid.UUID(bytes=v)) if isinstance(v, bytes) and len(v) == 16 else v
+
+
 def check_read_models(log, rm_dir, chk):
     """The projections must agree with the log (they were caught up before the check)."""
     for oid, st in query(rm_dir, "orders", "SELECT id, status FROM orders"):
+        oid = id_text(oid)
         if oid in log.orders and log.orders[oid] != st:
             chk.fail(f"orders read model: {oid} is {st}, the log says {log.orders[oid]}")
     for aid, bal in query(rm_dir, "accounts", "SELECT id, balance FROM accounts"):
@@ -259,6 +266,7 @@ def check_read_models(log, rm_dir, chk):
     order_of_saga = {sid: oid for oid, sid in log.saga_of_order.items()}
     rows = 0
     for sid, st in query(rm_dir, "sagas", "SELECT id, status FROM sagas"):
+        sid = id_text(sid)
         if CHOREO and sid not in log.sagas and sid in order_of_saga:
             rows += 1
             want = ORDER_TO_SAGA.get(log.orders.get(order_of_saga[sid]), "running")

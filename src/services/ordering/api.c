@@ -328,14 +328,16 @@ static json_t *items_json(const char *text, const char *cur)
 static json_t *order_row(const struct ag_rm_row *st)
 {
     const char *cur = svc_col(st, 3);
-    json_t *o = json_pack("{s:s, s:s, s:s, s:o, s:o, s:o, s:s?, s:o, s:o}", "id", svc_col(st, 0),
-                          "customerId", svc_col(st, 1), "status", svc_col(st, 2), "subtotal",
-                          svc_money_json(ag_rm_int64(st, 4), cur), "discount",
-                          svc_money_json(ag_rm_int64(st, 5), cur), "total",
-                          svc_money_json(ag_rm_int64(st, 6), cur), "sagaId", svc_col(st, 11),
-                          "createdAt", svc_time_json(st, 12), "updatedAt", svc_time_json(st, 13));
+    char idb[AG_RM_ID_MAX], custb[AG_RM_ID_MAX], sagab[AG_RM_ID_MAX];
+    const char *cust = ag_rm_id(st, 1, custb);
+    json_t *o = json_pack(
+        "{s:s, s:s, s:s, s:o, s:o, s:o, s:s?, s:o, s:o}", "id", ag_rm_id(st, 0, idb), "customerId",
+        cust, "status", svc_col(st, 2), "subtotal", svc_money_json(ag_rm_int64(st, 4), cur),
+        "discount", svc_money_json(ag_rm_int64(st, 5), cur), "total",
+        svc_money_json(ag_rm_int64(st, 6), cur), "sagaId", ag_rm_id(st, 11, sagab), "createdAt",
+        svc_time_json(st, 12), "updatedAt", svc_time_json(st, 13));
     json_object_set_new(o, "items", items_json(svc_col(st, 7), cur));
-    json_t *addr = svc_pii_open_column(svc_col(st, 8), svc_col(st, 1), "shippingAddress");
+    json_t *addr = svc_pii_open_cell(st, 8, cust, "shippingAddress");
     if (addr) json_object_set_new(o, "shippingAddress", addr);
     if (svc_col(st, 9)) json_object_set_new(o, "cancellationReason", json_string(svc_col(st, 9)));
     if (svc_col(st, 10)) json_object_set_new(o, "trackingNumber", json_string(svc_col(st, 10)));
@@ -434,14 +436,17 @@ static void get_finish(struct svc_job *j, struct ag_http_req *req)
 /* Read the order into the job's answer (200 or 404); past the last commit when woken. */
 static int read_order(struct svc_job *j)
 {
-    static const struct svc_one one = {
-        RM_ORDERS,         ORDER_COLS " WHERE id=?1 AND (?2 IS NULL OR customer_id=?2)",
-        order_row,         "order",
-        "Order not found", "no order with id"};
+    static const struct svc_one one = {RM_ORDERS,
+                                       ORDER_COLS " WHERE id=?1 AND (?2 IS NULL OR customer_id=?2)",
+                                       order_row,
+                                       "order",
+                                       "Order not found",
+                                       "no order with id",
+                                       SVC_ID(0) | SVC_ID(1)};
     int rc;
     if (j->wait_woken) { /* woken by the commit of a change: read past it */
         const char *args[] = {j->param, svc_owner_filter(j)};
-        json_t *rows = svc_rm_query_fresh(j->env, one.rm, one.sql, args, 2, one.row);
+        json_t *rows = svc_rm_query_fresh_ids(j->env, one.rm, one.sql, args, 2, one.ids, one.row);
         if (!rows) return AG_EIO;
         if (json_array_size(rows)) {
             j->rm_position = ag_projector_position(j->env->projector);
@@ -609,11 +614,11 @@ static int list(struct svc_job *j)
     snprintf(lim, sizeof lim, "%d", limit + 1);
     /* a customer lists its own orders only (another customerId: an empty list) */
     const char *args[] = {j->q[0], j->q[1], j->q[3] ? j->q[3] : "", lim, svc_owner_filter(j)};
-    json_t *rows = svc_rm_query(j->env, RM_ORDERS,
-                                ORDER_COLS " WHERE (?1 IS NULL OR customer_id=?1) AND (?2 IS NULL"
-                                           " OR status=?2) AND (?5 IS NULL OR customer_id=?5)"
-                                           " AND id > ?3 ORDER BY id LIMIT ?4",
-                                args, 5, order_row);
+    json_t *rows = svc_rm_query_ids(j->env, RM_ORDERS,
+                                    ORDER_COLS " WHERE (?1 IS NULL OR customer_id=?1) AND (?2 IS"
+                                               " NULL OR status=?2) AND (?5 IS NULL OR"
+                                               " customer_id=?5) AND id > ?3 ORDER BY id LIMIT ?4",
+                                    args, 5, SVC_ID(0) | SVC_ID(2) | SVC_ID(4), order_row);
     if (!rows) return AG_EIO;
     j->rm_position = ag_projector_position(j->env->projector);
     j->rm_read = true;

@@ -14,7 +14,10 @@
  * (the PostgreSQL adapter drops the words). The shipping address is stored here
  * only (the shipments read model reads it from this table), sealed for the
  * order's customer, without the "pii1:<customer id>:" the row's customer_id
- * already says (svc_pii_column_pack / svc_pii_open_column).
+ * already says (svc_pii_column_pack / svc_pii_open_column), and stored as bytes
+ * (0x01 and the envelope's base64 decoded: svc_pii_column_bytes, read back by
+ * svc_pii_open_cell). Ids (id, customer_id, saga_id) are 16-byte BLOBs
+ * (ag_rm_id_arg / ag_rm_id: 20 bytes less each, in the row and in the index).
  *
  * Its ud is the platform's waiter registry (wait.c; NULL for an offline rebuild):
  * every order an event touches is marked, and GETs parked on it are woken once
@@ -26,11 +29,11 @@
 #include "services/internal.h"
 
 static const char schema[] =
-    "CREATE TABLE IF NOT EXISTS orders(id TEXT PRIMARY KEY, customer_id TEXT NOT NULL,"
+    "CREATE TABLE IF NOT EXISTS orders(id BLOB PRIMARY KEY, customer_id BLOB NOT NULL,"
     " status TEXT NOT NULL, currency TEXT NOT NULL, subtotal INTEGER NOT NULL DEFAULT 0,"
     " discount INTEGER NOT NULL DEFAULT 0, total INTEGER NOT NULL DEFAULT 0,"
-    " items TEXT NOT NULL DEFAULT '[]', shipping_address TEXT, cancellation_reason TEXT,"
-    " tracking_number TEXT, saga_id TEXT, created_at INTEGER NOT NULL,"
+    " items TEXT NOT NULL DEFAULT '[]', shipping_address BLOB, cancellation_reason TEXT,"
+    " tracking_number TEXT, saga_id BLOB, created_at INTEGER NOT NULL,"
     " updated_at INTEGER NOT NULL) WITHOUT ROWID;"
     "CREATE INDEX IF NOT EXISTS orders_customer ON orders(customer_id, id);";
 
@@ -55,7 +58,8 @@ static int items_row(const struct ag_rm_row *r, void *ud)
 static json_t *load_items(struct ag_rm *db, const char *id, const char **currency_out, char *cur)
 {
     struct items_row o = {NULL, cur};
-    struct ag_rm_arg arg = AG_RM_TEXT(id);
+    uint8_t idb[16];
+    struct ag_rm_arg arg = ag_rm_id_arg(id, idb);
     ag_rm_query(db, "SELECT items, currency FROM orders WHERE id=?1", &arg, 1, items_row, &o, NULL);
     if (o.items) *currency_out = cur;
     return o.items;
@@ -95,9 +99,9 @@ static int apply_item(struct ag_rm *db, const char *id, const json_t *d, bool ad
     char *text = json_dumps(items, JSON_COMPACT);
     char subs[32];
     snprintf(subs, sizeof subs, "%lld", (long long)sub);
-    int rc = svc_sql_run(
-        db, "UPDATE orders SET items=?2, subtotal=?3, total=?3, updated_at=?5 WHERE id=?1", id,
-        text, subs, NULL, ts);
+    int rc = svc_sql_run_ids(
+        db, "UPDATE orders SET items=?2, subtotal=?3, total=?3, updated_at=?5 WHERE id=?1",
+        SVC_ID(0), id, text, subs, NULL, ts);
     free(text);
     json_decref(items);
     return rc;
@@ -105,14 +109,16 @@ static int apply_item(struct ag_rm *db, const char *id, const json_t *d, bool ad
 
 static int customer_row(const struct ag_rm_row *r, void *ud)
 {
-    snprintf(ud, AG_DOM_ID_MAX, "%s", ag_rm_text(r, 0) ?: "");
+    char buf[AG_RM_ID_MAX];
+    snprintf(ud, AG_DOM_ID_MAX, "%s", ag_rm_id(r, 0, buf) ?: "");
     return 1;
 }
 
 /* The order's customer (the subject its address is sealed for), "" when unknown. */
 static const char *load_customer(struct ag_rm *db, const char *id, char out[AG_DOM_ID_MAX])
 {
-    struct ag_rm_arg arg = AG_RM_TEXT(id);
+    uint8_t idb[16];
+    struct ag_rm_arg arg = ag_rm_id_arg(id, idb);
     out[0] = 0;
     ag_rm_query(db, "SELECT customer_id FROM orders WHERE id=?1", &arg, 1, customer_row, out, NULL);
     return out;
@@ -132,15 +138,21 @@ static int apply_placed(struct ag_rm *db, const char *id, const json_t *d, const
     char *text = json_dumps(json_object_get(d, "shippingAddress"), JSON_COMPACT | JSON_ENCODE_ANY);
     char *addr = svc_pii_column_pack(text, load_customer(db, id, cust));
     free(text);
-    struct ag_rm_arg v[] = {
-        AG_RM_TEXT(id),   AG_RM_TEXT(sub),
-        AG_RM_TEXT(disc), AG_RM_TEXT(tot),
-        AG_RM_TEXT(addr), AG_RM_TEXT(json_string_value(json_object_get(d, "sagaId"))),
-        AG_RM_TEXT(ts)};
+    size_t an = 0;
+    uint8_t *abytes = svc_pii_column_bytes(addr, &an); /* stored as a BLOB when it can be */
+    uint8_t idb[16], sagab[16];
+    struct ag_rm_arg v[] = {ag_rm_id_arg(id, idb),
+                            AG_RM_TEXT(sub),
+                            AG_RM_TEXT(disc),
+                            AG_RM_TEXT(tot),
+                            abytes ? AG_RM_BLOB(abytes, an) : AG_RM_TEXT(addr),
+                            ag_rm_id_arg(json_string_value(json_object_get(d, "sagaId")), sagab),
+                            AG_RM_TEXT(ts)};
     int rc = ag_rm_exec(db,
                         "UPDATE orders SET status='pending', subtotal=?2, discount=?3, total=?4,"
                         " shipping_address=?5, saga_id=?6, updated_at=?7 WHERE id=?1",
                         v, 7, NULL);
+    ag_free(abytes);
     ag_free(addr);
     return rc;
 }
@@ -154,31 +166,33 @@ static int apply(struct ag_rm *db, const struct ag_event *ev, const json_t *d, v
     snprintf(ts, sizeof ts, "%llu", (unsigned long long)ev->time_ns); /* INTEGER columns */
     svc_waiters_mark(ud, id); /* parked GETs of this order wake after the commit */
     if (strcmp(type, AG_EV_ORDER_CREATED) == 0)
-        return svc_sql_run(
+        return svc_sql_run_ids(
             db,
             "INSERT INTO orders(id, customer_id, status, currency, created_at,"
             " updated_at) VALUES(?1, ?2, 'draft', ?3, ?5, ?5) ON CONFLICT DO NOTHING",
-            id, json_string_value(json_object_get(d, "customerId")),
+            SVC_ID(0) | SVC_ID(1), id, json_string_value(json_object_get(d, "customerId")),
             json_string_value(json_object_get(d, "currency")), NULL, ts);
     if (strcmp(type, AG_EV_ITEM_ADDED) == 0) return apply_item(db, id, d, true, ts);
     if (strcmp(type, AG_EV_ITEM_REMOVED) == 0) return apply_item(db, id, d, false, ts);
     if (strcmp(type, AG_EV_ORDER_PLACED) == 0) return apply_placed(db, id, d, ts);
     if (strcmp(type, AG_EV_ORDER_CONFIRMED) == 0)
-        return svc_sql_run(
+        return svc_sql_run_ids(
             db,
             "UPDATE orders SET status='confirmed', tracking_number=?2, updated_at=?5 WHERE id=?1",
-            id, json_string_value(json_object_get(d, "trackingNumber")), NULL, NULL, ts);
+            SVC_ID(0), id, json_string_value(json_object_get(d, "trackingNumber")), NULL, NULL, ts);
     if (strcmp(type, AG_EV_ORDER_CANCELLED) == 0)
-        return svc_sql_run(db,
-                           "UPDATE orders SET status='cancelled', cancellation_reason=?2, "
-                           "updated_at=?5 WHERE id=?1",
-                           id, json_string_value(json_object_get(d, "reason")), NULL, NULL, ts);
+        return svc_sql_run_ids(db,
+                               "UPDATE orders SET status='cancelled', cancellation_reason=?2, "
+                               "updated_at=?5 WHERE id=?1",
+                               SVC_ID(0), id, json_string_value(json_object_get(d, "reason")), NULL,
+                               NULL, ts);
     if (strcmp(type, AG_EV_ORDER_SHIPPED) == 0)
-        return svc_sql_run(db, "UPDATE orders SET status='shipped', updated_at=?5 WHERE id=?1", id,
-                           NULL, NULL, NULL, ts);
+        return svc_sql_run_ids(db, "UPDATE orders SET status='shipped', updated_at=?5 WHERE id=?1",
+                               SVC_ID(0), id, NULL, NULL, NULL, ts);
     if (strcmp(type, AG_EV_ORDER_DELIVERED) == 0)
-        return svc_sql_run(db, "UPDATE orders SET status='delivered', updated_at=?5 WHERE id=?1",
-                           id, NULL, NULL, NULL, ts);
+        return svc_sql_run_ids(db,
+                               "UPDATE orders SET status='delivered', updated_at=?5 WHERE id=?1",
+                               SVC_ID(0), id, NULL, NULL, NULL, ts);
     return 0;
 }
 

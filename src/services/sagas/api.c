@@ -19,7 +19,7 @@
 
 static json_t *saga_row(const struct ag_rm_row *st)
 {
-    json_t *s = json_pack("{s:s, s:s, s:s, s:s?, s:s?, s:o}", "id", svc_col(st, 0), "type",
+    json_t *s = json_pack("{s:o, s:s, s:s, s:s?, s:s?, s:o}", "id", svc_id_json(st, 0), "type",
                           svc_col(st, 1), "status", svc_col(st, 2), "currentStep", svc_col(st, 3),
                           "reason", svc_col(st, 4), "updatedAt", svc_time_json(st, 6));
     json_object_set_new(s, "steps", ag_saga_steps_json(svc_col(st, 5)));
@@ -28,7 +28,9 @@ static json_t *saga_row(const struct ag_rm_row *st)
 
 static json_t *one_col(const struct ag_rm_row *st)
 {
-    return json_string(svc_col(st, 0) ? svc_col(st, 0) : "");
+    char b[AG_RM_ID_MAX];
+    const char *v = ag_rm_id(st, 0, b); /* an id, or a status (text) */
+    return json_string(v ? v : "");
 }
 
 /* The saga belongs to the customer of the order it places. */
@@ -39,11 +41,12 @@ static bool owns_saga(struct svc_job *j)
     if (!mine) return false;
     const char *args[] = {j->param, mine};
     static const char sql[] = "SELECT id FROM orders WHERE saga_id=?1 AND customer_id=?2";
-    json_t *rows = svc_rm_query(j->env, RM_ORDERS, sql, args, 2, one_col);
+    const unsigned ids = SVC_ID(0) | SVC_ID(1);
+    json_t *rows = svc_rm_query_ids(j->env, RM_ORDERS, sql, args, 2, ids, one_col);
     if (rows && !json_array_size(rows) && svc_stream_exists(j->env, "saga", j->param)) {
         svc_rm_catch_up(j->env);
         json_decref(rows);
-        rows = svc_rm_query(j->env, RM_ORDERS, sql, args, 2, one_col);
+        rows = svc_rm_query_ids(j->env, RM_ORDERS, sql, args, 2, ids, one_col);
     }
     bool mine_too = json_array_size(rows) > 0;
     json_decref(rows);
@@ -58,7 +61,8 @@ static int get_saga(struct svc_job *j)
         saga_row,
         "saga",
         "Saga not found",
-        "no saga with id"};
+        "no saga with id",
+        SVC_ID(0)};
     if (!owns_saga(j)) return svc_problem(j, 404, "Saga not found", "no saga with id %s", j->param);
     return svc_get_one(j, &one, j->param, NULL);
 }
@@ -75,13 +79,13 @@ static int list_sagas(struct svc_job *j)
     /* a status other than completed: the partial index sagas_open (the literal
      * `status <> 'completed'` is what lets the planner use it) */
     bool open = j->q[0] && strcmp(j->q[0], "completed") != 0;
-    json_t *rows = svc_rm_query(
+    json_t *rows = svc_rm_query_ids(
         j->env, RM_SAGAS,
         open ? "SELECT id, type, status, current_step, reason, steps, updated_at FROM sagas"
                " WHERE status=?1 AND status <> 'completed' AND id > ?2 ORDER BY id LIMIT ?3"
              : "SELECT id, type, status, current_step, reason, steps, updated_at FROM sagas"
                " WHERE (?1 IS NULL OR status=?1) AND id > ?2 ORDER BY id LIMIT ?3",
-        args, 3, saga_row);
+        args, 3, SVC_ID(1), saga_row);
     if (!rows) return AG_EIO;
     return svc_ok(j, 200, svc_page(rows, limit));
 }
@@ -93,8 +97,8 @@ static int retry(struct svc_job *j)
     int rc = ag_saga_retry(j->env->sagas, j->param, &err);
     if (rc == AG_ENOTFOUND) { /* a choreographed flow has a row but no engine saga */
         const char *args[] = {j->param};
-        json_t *rows = svc_rm_query(j->env, RM_SAGAS, "SELECT status FROM sagas WHERE id=?1", args,
-                                    1, one_col);
+        json_t *rows = svc_rm_query_ids(j->env, RM_SAGAS, "SELECT status FROM sagas WHERE id=?1",
+                                        args, 1, SVC_ID(0), one_col);
         bool chor = json_array_size(rows) > 0;
         json_decref(rows);
         if (chor)

@@ -60,7 +60,8 @@ static char schema[2048];
 
 static int text_row(const struct ag_rm_row *row, void *ud)
 {
-    const char *t = ag_rm_text(row, 0);
+    char b[AG_RM_ID_MAX];
+    const char *t = ag_rm_id(row, 0, b);
     snprintf(ud, 256, "%s", t ? t : "");
     return 1;
 }
@@ -81,13 +82,13 @@ static int placed(struct ag_rm *db, const char *order, const json_t *d, const ch
                                                i == 0 ? "succeeded" : "pending"));
     char *text = ag_saga_steps_text(steps);
     json_decref(steps);
-    struct ag_rm_arg m[] = {AG_RM_TEXT(order), AG_RM_TEXT(saga)};
+    uint8_t ob[16], sb[16];
+    struct ag_rm_arg m[] = {ag_rm_id_arg(order, ob), ag_rm_id_arg(saga, sb)};
     int rc = ag_rm_exec(db,
                         "INSERT INTO chor_orders(order_id, saga_id) VALUES(?1, ?2)"
                         " ON CONFLICT DO NOTHING",
                         m, 2, NULL);
-    struct ag_rm_arg a[] = {AG_RM_TEXT(saga), AG_RM_TEXT(step_names[1]), AG_RM_TEXT(text),
-                            AG_RM_TEXT(ts)};
+    struct ag_rm_arg a[] = {m[1], AG_RM_TEXT(step_names[1]), AG_RM_TEXT(text), AG_RM_TEXT(ts)};
     if (!rc)
         rc = ag_rm_exec(db,
                         "INSERT INTO sagas(id, type, status, current_step, steps, started_at,"
@@ -139,6 +140,21 @@ static void summarise(json_t *steps, const char **status, const char **current, 
     }
 }
 
+/* An id bound as an argument (ag_rm_id_arg) with the bytes it borrows. */
+struct id_arg {
+    uint8_t b[16];
+    struct ag_rm_arg a;
+};
+
+/* The saga of choreographed order `order` into saga ("" when none). */
+static int chor_saga_of(struct ag_rm *db, const char *order, char saga[256])
+{
+    struct id_arg o;
+    o.a = ag_rm_id_arg(order, o.b);
+    return ag_rm_query(db, "SELECT saga_id FROM chor_orders WHERE order_id=?1", &o.a, 1, text_row,
+                       saga, NULL);
+}
+
 static int step_event(struct ag_rm *db, const char *order, const char *type, const json_t *d,
                       const char *ts)
 {
@@ -156,13 +172,12 @@ static int step_event(struct ag_rm *db, const char *order, const char *type, con
     }
     if (idx < 0) return 0;
     char saga[256] = "";
-    struct ag_rm_arg a = AG_RM_TEXT(order);
-    int rc = ag_rm_query(db, "SELECT saga_id FROM chor_orders WHERE order_id=?1", &a, 1, text_row,
-                         saga, NULL);
+    int rc = chor_saga_of(db, order, saga);
     if (rc || !saga[0]) return rc; /* not a choreographed order */
     json_t *steps = NULL;
-    struct ag_rm_arg sa = AG_RM_TEXT(saga);
-    rc = ag_rm_query(db, "SELECT steps FROM sagas WHERE id=?1", &sa, 1, steps_row, &steps, NULL);
+    struct id_arg sa;
+    sa.a = ag_rm_id_arg(saga, sa.b);
+    rc = ag_rm_query(db, "SELECT steps FROM sagas WHERE id=?1", &sa.a, 1, steps_row, &steps, NULL);
     if (rc || !steps) return rc;
     json_t *s = json_array_get(steps, (size_t)idx);
     const char *was = status_of(s);
@@ -180,7 +195,7 @@ static int step_event(struct ag_rm *db, const char *order, const char *type, con
     char *text = ag_saga_steps_text(steps);
     struct ag_rm_arg args[] = {AG_RM_TEXT(text),    AG_RM_TEXT(status),
                                AG_RM_TEXT(current), AG_RM_TEXT(why.len ? why.data : NULL),
-                               AG_RM_TEXT(ts),      AG_RM_TEXT(saga)};
+                               AG_RM_TEXT(ts),      sa.a};
     rc = ag_rm_exec(db,
                     "UPDATE sagas SET steps=?1, status=?2, current_step=?3,"
                     " reason=COALESCE(?4, reason), updated_at=?5 WHERE id=?6",
@@ -219,8 +234,8 @@ void svc_chor_projection(struct ag_projection *sagas)
 {
     inner = *sagas;
     snprintf(schema, sizeof schema,
-             "%s CREATE TABLE IF NOT EXISTS chor_orders(order_id TEXT PRIMARY KEY,"
-             " saga_id TEXT NOT NULL);",
+             "%s CREATE TABLE IF NOT EXISTS chor_orders(order_id BLOB PRIMARY KEY,"
+             " saga_id BLOB NOT NULL);",
              inner.schema ? inner.schema : "");
     sagas->schema = schema;
     sagas->types = chor_types;

@@ -14,14 +14,15 @@
 
 static json_t *shipment_row(const struct ag_rm_row *st)
 {
-    return json_pack("{s:s, s:s, s:s, s:s?, s:o}", "orderId", ag_rm_text(st, 0), "id",
-                     ag_rm_text(st, 1), "status", ag_rm_text(st, 2), "trackingNumber",
+    return json_pack("{s:o, s:o, s:s, s:s?, s:o}", "orderId", svc_id_json(st, 0), "id",
+                     svc_id_json(st, 1), "status", ag_rm_text(st, 2), "trackingNumber",
                      ag_rm_text(st, 3), "updatedAt", svc_time_json(st, 4));
 }
 
 static json_t *address_row(const struct ag_rm_row *r)
 {
-    json_t *a = svc_pii_open_column(ag_rm_text(r, 0), ag_rm_text(r, 1), "address"); /* sealed */
+    char cust[AG_RM_ID_MAX];
+    json_t *a = svc_pii_open_cell(r, 0, ag_rm_id(r, 1, cust), "address"); /* sealed */
     return json_pack("{s:o?}", "a", a);
 }
 
@@ -31,9 +32,9 @@ static json_t *address_row(const struct ag_rm_row *r)
 static void add_address(struct svc_env *env, json_t *shipment)
 {
     const char *args[] = {json_string_value(json_object_get(shipment, "orderId"))};
-    json_t *rows =
-        svc_rm_query(env, RM_ORDERS, "SELECT shipping_address, customer_id FROM orders WHERE id=?1",
-                     args, 1, address_row);
+    json_t *rows = svc_rm_query_ids(env, RM_ORDERS,
+                                    "SELECT shipping_address, customer_id FROM orders WHERE id=?1",
+                                    args, 1, SVC_ID(0), address_row);
     json_t *a = json_object_get(json_array_get(rows, 0), "a");
     if (a) json_object_set(shipment, "address", a);
     json_decref(rows);
@@ -47,11 +48,11 @@ static int get(struct svc_job *j)
     if (!svc_owns_order(j, j->param))
         return svc_problem(j, 404, "Shipment not found", "no shipment for order %s", j->param);
     const char *args[] = {j->param};
-    json_t *rows = svc_rm_query(j->env, RM_SHIPMENTS, sql, args, 1, shipment_row);
+    json_t *rows = svc_rm_query_ids(j->env, RM_SHIPMENTS, sql, args, 1, SVC_ID(0), shipment_row);
     if (rows && !json_array_size(rows) && svc_stream_exists(j->env, "shipment", j->param)) {
         svc_rm_catch_up(j->env); /* just written: wait for the read model */
         json_decref(rows);
-        rows = svc_rm_query(j->env, RM_SHIPMENTS, sql, args, 1, shipment_row);
+        rows = svc_rm_query_ids(j->env, RM_SHIPMENTS, sql, args, 1, SVC_ID(0), shipment_row);
     }
     if (!rows) return AG_EIO;
     json_t *s = json_incref(json_array_get(rows, 0));

@@ -4,7 +4,8 @@
  * updated_at is the event's time in Unix nanoseconds (formatted when read).
  * Not the address: it is the order's shipping address, which the orders read
  * model keeps (api.c reads it there; issue 19 stores it once). WITHOUT ROWID: the
- * order id is the table's key, not stored again in a primary-key index.
+ * order id is the table's key, not stored again in a primary-key index. Both ids
+ * are 16-byte BLOBs (ag_rm_id_arg / ag_rm_id).
  */
 #include <stdio.h>
 #include <string.h>
@@ -12,7 +13,7 @@
 #include "services/internal.h"
 
 static const char ship_schema[] =
-    "CREATE TABLE IF NOT EXISTS shipments(order_id TEXT PRIMARY KEY, id TEXT NOT NULL,"
+    "CREATE TABLE IF NOT EXISTS shipments(order_id BLOB PRIMARY KEY, id BLOB NOT NULL,"
     " status TEXT NOT NULL, tracking_number TEXT, updated_at INTEGER NOT NULL) WITHOUT ROWID;";
 static const char *const ship_types[] = {AG_EV_SHIPMENT_ARRANGED, AG_EV_SHIPMENT_CANCELLED,
                                          AG_EV_SHIPMENT_DISPATCHED, AG_EV_SHIPMENT_DELIVERED, NULL};
@@ -26,18 +27,18 @@ static int apply_shipment(struct ag_rm *db, const struct ag_event *ev, const jso
     snprintf(type, sizeof type, "%.*s", (int)ev->type_len, ev->type);
     snprintf(ts, sizeof ts, "%llu", (unsigned long long)ev->time_ns); /* Unix ns, INTEGER */
     if (strcmp(type, AG_EV_SHIPMENT_ARRANGED) == 0)
-        return svc_sql_run(
+        return svc_sql_run_ids(
             db,
             "INSERT INTO shipments VALUES(?1, ?2, 'arranged', ?3, ?5) ON CONFLICT(order_id) DO"
             " UPDATE SET id=excluded.id, status='arranged', "
             "tracking_number=excluded.tracking_number, updated_at=excluded.updated_at",
-            order, json_string_value(json_object_get(d, "shipmentId")),
+            SVC_ID(0) | SVC_ID(1), order, json_string_value(json_object_get(d, "shipmentId")),
             json_string_value(json_object_get(d, "trackingNumber")), NULL, ts);
     const char *status = strcmp(type, AG_EV_SHIPMENT_CANCELLED) == 0   ? "cancelled"
                          : strcmp(type, AG_EV_SHIPMENT_DELIVERED) == 0 ? "delivered"
                                                                        : "dispatched";
-    return svc_sql_run(db, "UPDATE shipments SET status=?2, updated_at=?5 WHERE order_id=?1", order,
-                       status, NULL, NULL, ts);
+    return svc_sql_run_ids(db, "UPDATE shipments SET status=?2, updated_at=?5 WHERE order_id=?1",
+                           SVC_ID(0), order, status, NULL, NULL, ts);
 }
 
 void svc_shipping_projection(struct ag_projection *out)

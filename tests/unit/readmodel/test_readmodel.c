@@ -163,6 +163,99 @@ Test(readmodel, blobs_bind_their_bytes)
     cr_assert_eq(n, 1, "found by the same 4 bytes (embedded NULs included)");
 }
 
+static int blob_row(const struct ag_rm_row *r, void *ud)
+{
+    unsigned char b[8] = {0};
+    size_t n = 99;
+    cr_assert(ag_rm_blob(r, 0, b, 2, &n), "the BLOB column is one");
+    cr_assert_eq(n, 4, "its whole length, whatever was copied");
+    cr_assert(b[1] == 1 && b[2] == 0, "two bytes copied, no more");
+    cr_assert(!ag_rm_blob(r, 1, b, sizeof b, &n), "an integer is no BLOB");
+    cr_assert(!ag_rm_blob(r, 2, b, sizeof b, &n), "text is no BLOB");
+    cr_assert(!ag_rm_blob(r, 3, b, sizeof b, &n), "NULL is no BLOB");
+    ++*(int *)ud;
+    return 0;
+}
+
+Test(readmodel, the_blob_accessor_reads_blobs_only)
+{
+    const unsigned char b[4] = {0, 1, 0, 2};
+    struct ag_rm_arg arg = AG_RM_BLOB(b, 4);
+    cr_assert_eq(ag_rm_exec(rw, "INSERT INTO blobs VALUES(?1)", &arg, 1, NULL), 0);
+    int n = 0;
+    cr_assert_eq(
+        ag_rm_query(rw, "SELECT b, 7, 'text', NULL FROM blobs", NULL, 0, blob_row, &n, NULL), 0);
+    cr_assert_eq(n, 1);
+}
+
+struct ids_seen {
+    char id[8][40];
+    int64_t len[8];
+    int n;
+};
+
+static int id_row(const struct ag_rm_row *r, void *ud)
+{
+    struct ids_seen *s = ud;
+    char buf[AG_RM_ID_MAX];
+    const char *id = ag_rm_id(r, 0, buf);
+    cr_assert_lt(s->n, 8);
+    snprintf(s->id[s->n], sizeof s->id[s->n], "%s", id ? id : "(null)");
+    s->len[s->n++] = ag_rm_int64(r, 1);
+    return 0;
+}
+
+static struct ids_seen ids_after(const char *cursor)
+{
+    struct ids_seen s = {.n = 0};
+    uint8_t cb[16];
+    struct ag_rm_arg arg = ag_rm_id_arg(cursor, cb);
+    cr_assert_eq(ag_rm_query(rw, "SELECT id, length(id) FROM ids WHERE id > ?1 ORDER BY id", &arg,
+                             1, id_row, &s, NULL),
+                 0);
+    return s;
+}
+
+/* Issue 19: UUIDs stored as 16 bytes, read back as their text; ordered, and paged
+ * by a cursor, as their text would be; any other id kept as it was given. */
+Test(readmodel, uuid_ids_are_16_byte_blobs_read_back_as_text)
+{
+    static const char *const ids[] = {"0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b",
+                                      "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5c",
+                                      "f190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"};
+    cr_assert_eq(ag_rm_script(rw, "CREATE TABLE ids(id BLOB PRIMARY KEY, note TEXT);", NULL), 0);
+    for (int i = 2; i >= 0; i--) {
+        uint8_t b[16];
+        struct ag_rm_arg a = ag_rm_id_arg(ids[i], b);
+        cr_assert_eq(a.kind, AG_RM_KIND_BLOB);
+        cr_assert_eq(ag_rm_exec(rw, "INSERT INTO ids(id) VALUES(?1)", &a, 1, NULL), 0);
+    }
+    struct ids_seen s = ids_after("");
+    cr_assert_eq(s.n, 3, "an empty cursor: every id");
+    for (int i = 0; i < 3; i++) {
+        cr_assert_str_eq(s.id[i], ids[i], "in the order of their text");
+        cr_assert_eq(s.len[i], 16, "16 bytes stored, not 36");
+    }
+    s = ids_after(ids[0]);
+    cr_assert_eq(s.n, 2, "a cursor compares bytes with bytes");
+    cr_assert_str_eq(s.id[0], ids[1]);
+    s = ids_after(ids[2]);
+    cr_assert_eq(s.n, 0);
+
+    uint8_t b[16];
+    cr_assert_eq(ag_rm_id_arg("0190A1B2-C3D4-7E5F-8A9B-0C1D2E3F4A5B", b).kind, AG_RM_KIND_TEXT,
+                 "upper case is not the stored form: text, which matches no BLOB");
+    cr_assert_eq(ag_rm_id_arg(NULL, b).kind, AG_RM_KIND_TEXT, "NULL binds NULL");
+    cr_assert_null(ag_rm_id_arg(NULL, b).p);
+    struct ag_rm_arg other = ag_rm_id_arg("order-1", b);
+    cr_assert_eq(other.kind, AG_RM_KIND_TEXT, "not a UUID: text");
+    cr_assert_eq(ag_rm_exec(rw, "DELETE FROM ids", NULL, 0, NULL), 0);
+    cr_assert_eq(ag_rm_exec(rw, "INSERT INTO ids(id) VALUES(?1)", &other, 1, NULL), 0);
+    s = ids_after("");
+    cr_assert_eq(s.n, 1);
+    cr_assert_str_eq(s.id[0], "order-1", "read back as it was given");
+}
+
 static int stop_at_first(const struct ag_rm_row *r, void *ud)
 {
     (void)r;

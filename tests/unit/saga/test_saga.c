@@ -346,7 +346,8 @@ static struct saga_rec saga_row(const char *id)
     struct ag_rm *db;
     cr_assert_eq(ag_rm_open(rm, "sagas", AG_RM_READONLY, &db, NULL), 0);
     struct saga_rec rec = {.found = false};
-    struct ag_rm_arg arg = AG_RM_TEXT(id);
+    uint8_t idb[16];
+    struct ag_rm_arg arg = ag_rm_id_arg(id, idb);
     cr_assert_eq(ag_rm_query(db, "SELECT status, steps, reason FROM sagas WHERE id=?1", &arg, 1,
                              saga_rec_row, &rec, NULL),
                  0);

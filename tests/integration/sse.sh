@@ -4,9 +4,10 @@
 # text/event-stream as it arrives):
 # - GET /api/v1/orders/{id}/events: the order's status at once (pending), then
 #   `confirmed` when the slowed ConfirmOrder step (8 s, so the stream opens before it under load) confirms it, later than
-#   the first event (streamed, not buffered by the gateway); then the stream ends;
-# - reconnecting with Last-Event-ID 2 gets only `confirmed`, with 3 nothing (no
-#   repeats) and the stream ends at once;
+#   the first event (streamed, not buffered by the gateway); the stream stays open
+#   through `shipped` (dispatch) and ends after `delivered`, a final state;
+# - reconnecting with Last-Event-ID 2 gets only the newest status (`delivered`),
+#   with 5 nothing (no repeats) and the stream ends at once;
 # - another customer gets 404 problem+json (not a stream), anonymous 401;
 # - GET /admin/log/stream: ?from=0&type=OrderPlaced shows this OrderPlaced with
 #   {position, stream, type, version, time, data}; Last-Event-ID resumes right
@@ -73,24 +74,36 @@ place() {
 }
 t0=$(date +%s.%N); o=$(place) || fail "order"; echo "# placed in $(python3 -c "import sys,time; print(round(time.time()-float(sys.argv[1]),3))" "$t0") s"
 
-# the order's events until the stream ends
-python3 "$READER" "$A/api/v1/orders/$o/events" --header "$AH" --timeout 20 >"$TMP/ev1" ||
-    fail "reader"
+# the order's events until the stream ends: pending, confirmed (the slowed step),
+# then shipped and delivered as the shipment is dispatched and delivered; delivered
+# is final, so the stream ends there
+python3 "$READER" "$A/api/v1/orders/$o/events" --header "$AH" --timeout 40 >"$TMP/ev1" &
+RPID=$!
+for _ in $(seq 300); do grep -q '"id": "3"' "$TMP/ev1" && break; sleep 0.1; done
+grep -q '"id": "3"' "$TMP/ev1" || fail "no confirmed event: $(cat "$TMP/ev1")"
+lines "$TMP/ev1" 'L[-1].get("end") is None or sys.exit(1)' >/dev/null ||
+    fail "the stream ended at confirmed: $(cat "$TMP/ev1")"
+r=$(curl -s -w " %{http_code}" -X POST "$A/api/v1/shipments/$o/dispatch" -H "Authorization: Bearer $ADMIN") && [ "${r##* }" = 202 ] || fail "dispatch: $r"
+for _ in $(seq 300); do grep -q '"id": "4"' "$TMP/ev1" && break; sleep 0.1; done
+r=$(curl -s -w " %{http_code}" -X POST "$A/api/v1/shipments/$o/deliver" -H "Authorization: Bearer $ADMIN") && [[ "${r##* }" == 20[02] ]] || fail "deliver: $r"
+wait "$RPID" || fail "reader"
 [ "$(lines "$TMP/ev1" 'L[-1]["end"]')" = True ] || fail "the stream did not end: $(cat "$TMP/ev1")"
 [ "$(lines "$TMP/ev1" 'L[-1]["contentType"]')" = text/event-stream ] || fail "content type: $(cat "$TMP/ev1")"
 seq=$(lines "$TMP/ev1" '",".join(json.loads(e["data"])["status"]+"/"+e["id"]+"/"+e["event"] for e in L[:-1])')
-[ "$seq" = "pending/2/status,confirmed/3/status" ] || fail "events: $seq ($(cat "$TMP/ev1"))"
+[ "$seq" = "pending/2/status,confirmed/3/status,shipped/4/status,delivered/5/status" ] ||
+    fail "events: $seq ($(cat "$TMP/ev1"))"
 [ "$(lines "$TMP/ev1" 'json.loads(L[1]["data"])["id"]')" = "$o" ] || fail "the data is not the order"
 lines "$TMP/ev1" 'L[1]["t"] - L[0]["t"] > 0.5 or sys.exit(1)' >/dev/null ||
     fail "confirmed did not come later than pending (buffered?): $(cat "$TMP/ev1")"
 echo "ok - order events through the gateway: $seq, streamed as they came, then the end"
 
-# resume: Last-Event-ID 2 -> only confirmed; 3 -> nothing, and the stream ends
+# resume: Last-Event-ID 2 -> only the newest status (delivered); 5 -> nothing, and
+# the stream ends at once
 python3 "$READER" "$A/api/v1/orders/$o/events" --header "$AH" --last-event-id 2 >"$TMP/ev2"
-[ "$(lines "$TMP/ev2" '",".join(e["id"] for e in L[:-1])')" = 3 ] || fail "resume from 2: $(cat "$TMP/ev2")"
-python3 "$READER" "$A/api/v1/orders/$o/events" --header "$AH" --last-event-id 3 >"$TMP/ev3"
-[ "$(lines "$TMP/ev3" 'len(L)')" = 1 ] || fail "resume from 3 repeated: $(cat "$TMP/ev3")"
-[ "$(lines "$TMP/ev3" 'L[-1]["end"]')" = True ] || fail "resume from 3 did not end"
+[ "$(lines "$TMP/ev2" '",".join(e["id"] for e in L[:-1])')" = 5 ] || fail "resume from 2: $(cat "$TMP/ev2")"
+python3 "$READER" "$A/api/v1/orders/$o/events" --header "$AH" --last-event-id 5 >"$TMP/ev3"
+[ "$(lines "$TMP/ev3" 'len(L)')" = 1 ] || fail "resume from 5 repeated: $(cat "$TMP/ev3")"
+[ "$(lines "$TMP/ev3" 'L[-1]["end"]')" = True ] || fail "resume from 5 did not end"
 echo "ok - Last-Event-ID resumes without repeats"
 
 # someone else's order: 404 problem+json; anonymous: 401

@@ -518,9 +518,9 @@ static int get_park(struct svc_job *j, struct ag_http_req *req)
  * the order's JSON now, then one per status change, each woken by the orders
  * projection's commit exactly like a blocking GET (wait.c: the job parks on the
  * order's key with no thread and no polling, and runs its read again when the
- * order changed). The stream ends after a final state for the stream
- * (confirmed, shipped, delivered, cancelled), after SSE_MAX_S, when the client
- * goes away or the server drains.
+ * order changed). The stream ends after a final state (delivered or
+ * cancelled: nothing follows them), after SSE_MAX_S (the client reconnects with
+ * Last-Event-ID), when the client goes away or the server drains.
  *
  * Event ids. The id is the status's place in the order's life (draft 1,
  * pending 2, confirmed 3, shipped 4, delivered 5, cancelled 6): every allowed
@@ -595,7 +595,7 @@ static int events_park(struct svc_job *j, struct ag_http_req *req)
         if (rc) return 0; /* the client is gone: end */
         w->sent = id;
     }
-    if (id >= 3) return 0; /* a final state for the stream: end it */
+    if (id >= 5) return 0; /* delivered or cancelled: a final state, end it */
     if (ag_clock_mono(ag_clock_system()) >= w->end_ns) return 0;
     return svc_wait_park(j->env->waiters, j, req, j->param, &w->seq, w->end_ns) == 0;
 }

@@ -65,7 +65,20 @@ function check(m) {
 
 (async () => {
   const nc = await connect({ servers: url, name: 'bus_consumer.js' });
-  const jsm = await jetstreamManager(nc);
+  // a cluster that just lost a node may still be electing its leaders (the meta
+  // leader answers account info, the stream's and the consumer's leaders the rest):
+  // every JetStream call is retried for a while
+  const retry = async (fn) => {
+    for (let i = 0; ; i++) {
+      try {
+        return await fn();
+      } catch (e) {
+        if (i >= 30) throw e;
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    }
+  };
+  const jsm = await retry(() => jetstreamManager(nc));
   // a cluster that just lost a node may still be electing its leaders: retry a while
   for (let i = 0; ; i++) {
     try {
@@ -81,17 +94,6 @@ function check(m) {
       await new Promise((r) => setTimeout(r, 500));
     }
   }
-  // the new consumer's own leader may be elected a moment later: retry those calls too
-  const retry = async (fn) => {
-    for (let i = 0; ; i++) {
-      try {
-        return await fn();
-      } catch (e) {
-        if (i >= 30) throw e;
-        await new Promise((r) => setTimeout(r, 500));
-      }
-    }
-  };
   const c = await retry(() => jetstream(nc).consumers.get('AGORA', durable));
   let idle = Date.now();
   while (seen.size < expected.size && Date.now() - idle < 30000) {

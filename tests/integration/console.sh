@@ -44,22 +44,11 @@ cleanup() {
 }
 trap cleanup EXIT
 fail() { echo "FAIL: $*"; [ -f "$TMP/server.log" ] && tail -20 "$TMP/server.log"; exit 1; }
+# shellcheck source=run_lib.bash
+source "$(dirname "$0")/run_lib.bash"
 D="$TMP/data"
 
-"$BIN" run --data "$D" --listen 127.0.0.1:0 >"$TMP/server.log" 2>&1 &
-SPID=$!
-A=""
-for _ in $(seq 300); do
-    A=$(grep -o 'serving http://127.0.0.1:[0-9]*' "$TMP/server.log" | head -1 | sed 's/serving //') || true
-    [ -n "$A" ] && break
-    kill -0 "$SPID" 2>/dev/null || fail "agora run exited"
-    sleep 0.1
-done
-[ -n "$A" ] || fail "agora run did not start"
-for _ in $(seq 100); do
-    [ "$(curl -s -o /dev/null -w '%{http_code}' "$A/health/ready")" = 200 ] && break
-    sleep 0.1
-done
+agora_start "$D" ready
 LISTEN=${A#http://}
 code() { curl -s -o /dev/null -w '%{http_code}' "$@"; }
 field() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1]))" "$1"; }

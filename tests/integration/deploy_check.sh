@@ -24,20 +24,13 @@ cleanup() {
 }
 trap cleanup EXIT
 fail() { echo "FAIL: $*"; [ -f "$TMP/server.log" ] && tail -20 "$TMP/server.log"; exit 1; }
+# shellcheck source=run_lib.bash
+source "$(dirname "$0")/run_lib.bash"
 
 (cd "$SRC/deploy/prometheus" && promtool check rules agora-alerts.yml) || fail "promtool check rules"
 (cd "$SRC/deploy/prometheus" && promtool test rules agora-alerts.test.yml) || fail "promtool test rules"
 
-"$BIN" run --data "$TMP/d" --listen 127.0.0.1:0 >"$TMP/server.log" 2>&1 &
-SPID=$!
-A=""
-for _ in $(seq 300); do
-    A=$(grep -o 'serving http://127.0.0.1:[0-9]*' "$TMP/server.log" | head -1 | sed 's/serving //') || true
-    [ -n "$A" ] && break
-    kill -0 "$SPID" 2>/dev/null || fail "agora run exited"
-    sleep 0.1
-done
-[ -n "$A" ] || fail "agora run did not start"
+agora_start "$TMP/d" live
 ADMIN="Authorization: Bearer $("$BIN" token --data "$TMP/d" --sub ops --role admin)"
 curl -sf "$A/api/v1/products?limit=1" >/dev/null || fail "GET products"
 curl -sf "$A/metrics" -H "$ADMIN" >"$TMP/metrics" || fail "GET /metrics"

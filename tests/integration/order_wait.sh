@@ -28,6 +28,8 @@ cleanup() {
 }
 trap cleanup EXIT
 fail() { echo "FAIL: $*"; [ -f "$TMP/server.log" ] && tail -20 "$TMP/server.log"; exit 1; }
+# shellcheck source=run_lib.bash
+source "$(dirname "$0")/run_lib.bash"
 J='Content-Type: application/json'
 field() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1]))" "$1"; }
 hdr() { grep -i "^$1:" "$2" | head -1 | sed 's/^[^:]*: *//' | tr -d '\r'; }
@@ -36,22 +38,7 @@ hdr() { grep -i "^$1:" "$2" | head -1 | sed 's/^[^:]*: *//' | tr -d '\r'; }
 start() {
     local dir=$1
     shift
-    AGORA_MAX_WAITERS=2 AGORA_FAULT_CONFIRMORDER=0,1500 "$BIN" run --data "$dir" \
-        --listen 127.0.0.1:0 "$@" >"$TMP/server.log" 2>&1 &
-    SPID=$!
-    A=""
-    for _ in $(seq 300); do
-        A=$(grep -o 'serving http://127.0.0.1:[0-9]*' "$TMP/server.log" | head -1 | sed 's/serving //') || true
-        [ -n "$A" ] && break
-        kill -0 "$SPID" 2>/dev/null || fail "agora run exited"
-        sleep 0.1
-    done
-    [ -n "$A" ] || fail "agora run did not start"
-    for _ in $(seq 300); do
-        [ "$(curl -s -o /dev/null -w '%{http_code}' "$A/health/ready")" = 200 ] && return
-        sleep 0.1
-    done
-    fail "agora run is not ready"
+    AGORA_MAX_WAITERS=2 AGORA_FAULT_CONFIRMORDER=0,1500 agora_start "$dir" ready "$@"
 }
 stop() {
     kill -TERM "$SPID"

@@ -32,26 +32,14 @@ cleanup() {
 }
 trap cleanup EXIT
 fail() { echo "FAIL: $*"; [ -f "$TMP/server.log" ] && tail -20 "$TMP/server.log"; exit 1; }
+# shellcheck source=run_lib.bash
+source "$(dirname "$0")/run_lib.bash"
 J='Content-Type: application/json'
 field() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1]))" "$1"; }
 # lines FILE EXPR: evaluate EXPR over the JSON lines of FILE (list `L`)
 lines() { python3 -c "import json,sys; L=[json.loads(l) for l in open(sys.argv[1])]; print(eval(sys.argv[2]))" "$1" "$2"; }
 
-AGORA_FAULT_CONFIRMORDER=0,8000 "$BIN" run --data "$TMP/gw" --listen 127.0.0.1:0 \
-    >"$TMP/server.log" 2>&1 &
-SPID=$!
-A=""
-for _ in $(seq 300); do
-    A=$(grep -o 'serving http://127.0.0.1:[0-9]*' "$TMP/server.log" | head -1 | sed 's/serving //') || true
-    [ -n "$A" ] && break
-    kill -0 "$SPID" 2>/dev/null || fail "agora run exited"
-    sleep 0.1
-done
-[ -n "$A" ] || fail "agora run did not start"
-for _ in $(seq 300); do
-    [ "$(curl -s -o /dev/null -w '%{http_code}' "$A/health/ready")" = 200 ] && break
-    sleep 0.1
-done
+AGORA_FAULT_CONFIRMORDER=0,8000 agora_start "$TMP/gw" ready
 ALICE=$("$BIN" token --data "$TMP/gw" --sub sse-alice --role customer)
 BOB=$("$BIN" token --data "$TMP/gw" --sub sse-bob --role customer)
 ADMIN=$("$BIN" token --data "$TMP/gw" --sub sse-ops --role admin)

@@ -29,6 +29,8 @@ cleanup() {
 }
 trap cleanup EXIT
 fail() { echo "FAIL: $*"; [ -f "$TMP/server.log" ] && tail -20 "$TMP/server.log"; exit 1; }
+# shellcheck source=run_lib.bash
+source "$(dirname "$0")/run_lib.bash"
 J='Content-Type: application/json'
 field() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1]))" "$1"; }
 
@@ -38,22 +40,8 @@ for _ in $(seq 100); do [ -f "$TMP/port" ] && break; sleep 0.05; done
 [ -f "$TMP/port" ] || fail "the receiver did not start"
 RPORT=$(cat "$TMP/port")
 
-AGORA_OTLP_ENDPOINT="http://127.0.0.1:$RPORT" "$BIN" run --data "$TMP/d" --listen 127.0.0.1:0 \
-    >"$TMP/server.log" 2>&1 &
-SPID=$!
-A=""
-for _ in $(seq 300); do
-    A=$(grep -o 'serving http://127.0.0.1:[0-9]*' "$TMP/server.log" | head -1 | sed 's/serving //') || true
-    [ -n "$A" ] && break
-    kill -0 "$SPID" 2>/dev/null || fail "agora run exited"
-    sleep 0.1
-done
-[ -n "$A" ] || fail "agora run did not start"
+AGORA_OTLP_ENDPOINT="http://127.0.0.1:$RPORT" agora_start "$TMP/d" ready
 grep -q "exporting spans to http://127.0.0.1:$RPORT" "$TMP/server.log" || fail "no export notice"
-for _ in $(seq 300); do
-    [ "$(curl -s -o /dev/null -w '%{http_code}' "$A/health/ready")" = 200 ] && break
-    sleep 0.1
-done
 ADMIN=(-H "Authorization: Bearer $("$BIN" token --data "$TMP/d" --sub ops --role admin)")
 ALICE=(-H "Authorization: Bearer $("$BIN" token --data "$TMP/d" --sub trace-alice --role customer)")
 

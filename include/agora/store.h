@@ -120,19 +120,22 @@ struct ag_snapshot {
 AG_EXTERN void ag_snapshot_free(struct ag_snapshot *snap);
 
 struct ag_store_stats {
-    uint64_t events;            /* events in the store (= next position) */
-    uint64_t streams;           /* streams with at least one event */
-    uint64_t bytes;             /* bytes of log on disk */
-    uint64_t segments;          /* segment files */
-    uint64_t appends;           /* append calls acknowledged since open */
-    uint64_t commits;           /* group commits (fdatasync calls) since open */
-    uint64_t index_bytes;       /* approximate memory of the in-memory index */
-    uint64_t index_tables;      /* on-disk index tables (log) */
-    uint64_t index_entries;     /* stream records in them, a stream counted once per table */
-    uint64_t index_table_bytes; /* their bytes on disk */
-    uint64_t index_mem_streams; /* streams in the in-memory part */
-    uint64_t index_flushes;     /* in-memory part written out as a table, since open */
-    uint64_t index_merges;      /* background merges of tables, since open */
+    uint64_t events;              /* events in the store (= next position) */
+    uint64_t streams;             /* streams with at least one event */
+    uint64_t bytes;               /* bytes of log on disk */
+    uint64_t segments;            /* segment files */
+    uint64_t appends;             /* append calls acknowledged since open */
+    uint64_t commits;             /* group commits (fdatasync calls) since open */
+    uint64_t index_bytes;         /* approximate memory of the in-memory index */
+    uint64_t index_tables;        /* on-disk index tables (log) */
+    uint64_t index_entries;       /* stream records in them, a stream counted once per table */
+    uint64_t index_table_bytes;   /* their bytes on disk */
+    uint64_t index_mem_streams;   /* streams in the in-memory part */
+    uint64_t index_flushes;       /* in-memory part written out as a table, since open */
+    uint64_t index_merges;        /* background merges of tables, since open */
+    uint64_t index_flush_waits;   /* commits held because the previous memtable was still being
+                                     written (back-pressure), since open */
+    uint64_t index_flush_wait_ns; /* time they were held */
 };
 
 /* Whether the store takes writes, for readiness checks, metrics and Retry-After. */

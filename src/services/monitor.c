@@ -9,6 +9,7 @@
  *   agora_saga_queued                          sagas waiting for a worker
  *   agora_store_events, agora_store_streams, agora_store_commits, agora_store_bytes
  *   agora_store_index_bytes, agora_store_index_tables   stream index memory, on-disk tables
+ *   agora_store_index_flush_waits               commits held by a memtable flush (back-pressure)
  *   agora_es_cache_bytes, agora_es_cache_entries        the aggregate cache
  *   agora_process_heap_bytes{state}             malloc's heap (glibc mallinfo2): `in_use`
  *       (allocated, mmap'd blocks included) and `free` (held by the arenas: the
@@ -41,7 +42,7 @@ struct gauges {
     struct ag_obs_series *lag_events[MAX_PROJ], *lag_seconds[MAX_PROJ], *checkpoint[MAX_PROJ];
     struct ag_obs_series *sagas[4], *queued;
     struct ag_obs_series *store[4];
-    struct ag_obs_series *index[2], *cache[2];
+    struct ag_obs_series *index[3], *cache[2];
     struct ag_obs_series *heap[2], *trims;
     int64_t trimmed_ms;   /* monotonic ms of the last trim (0 = never) */
     int64_t heap_read_ms; /* of the last heap reading (0 = never) */
@@ -88,6 +89,9 @@ static void make_gauges(struct ag_platform *p, struct gauges *g)
     g->store[3] = series(r, "agora_store_bytes", "Bytes of event log.", NULL, NULL);
     g->index[0] = series(r, "agora_store_index_bytes", "Memory of the stream index.", NULL, NULL);
     g->index[1] = series(r, "agora_store_index_tables", "On-disk stream index tables.", NULL, NULL);
+    g->index[2] =
+        series(r, "agora_store_index_flush_waits",
+               "Commits held while the previous memtable was still being written.", NULL, NULL);
     g->cache[0] =
         series(r, "agora_es_cache_bytes", "Estimated bytes of cached aggregates.", NULL, NULL);
     g->cache[1] = series(r, "agora_es_cache_entries", "Cached aggregates.", NULL, NULL);
@@ -146,6 +150,7 @@ static void publish(struct ag_platform *p, struct gauges *g)
     ag_obs_gauge_set(g->store[3], (double)st.bytes);
     ag_obs_gauge_set(g->index[0], (double)st.index_bytes);
     ag_obs_gauge_set(g->index[1], (double)st.index_tables);
+    ag_obs_gauge_set(g->index[2], (double)st.index_flush_waits);
     struct ag_es_repo_stats cs;
     ag_es_repo_stats(p->repo, &cs);
     ag_obs_gauge_set(g->cache[0], (double)cs.bytes);

@@ -5,7 +5,8 @@
  * close. Any doubt on load (checksum, a segment shorter than the checkpoint says)
  * and the checkpoint is ignored: the log is the truth, the index is derived.
  *
- * It holds only the in-memory part of the stream index (the memtable) and names
+ * It holds only the in-memory part of the stream index (the memtable, and a frozen
+ * memtable the flusher has not swapped into a table yet, lsm.c) and names
  * the on-disk tables (sst.c) that hold the rest, in order, each with the checksum
  * of its footer: a table is trusted only while a checkpoint names it. Saved
  * under ckpt_lock and the read side of ix_lock, so the writer and the merger
@@ -201,11 +202,22 @@ static int put_stream(struct ag_buf *b, struct prefixes *px, struct lstream *st)
     return rc;
 }
 
+/* A stream of the frozen memtable the active one does not shadow. */
+static bool frozen_only(const struct lstore *ls, const struct lstream *st)
+{
+    return st && !ag__lindex_find(&ls->ix, st->name, st->name_len, st->hash);
+}
+
 static int serialize(struct lstore *ls, struct ag_buf *b)
 {
+    /* a frozen memtable not yet in a table is saved with the memtable (its table is
+     * not named yet: a crash before the flush's checkpoint loses nothing) */
+    size_t nstreams = ls->ix.count;
+    for (size_t i = 0; ls->frozen.slots && i <= ls->frozen.mask; i++)
+        nstreams += frozen_only(ls, ls->frozen.slots[i]);
     uint32_t ver = LOG_FORMAT_VERSION, dicts = __atomic_load_n(&ls->dicts.n, __ATOMIC_RELAXED);
     int rc = put(b, CKPT_MAGIC, 8) || put(b, &ver, 4) || put(b, &dicts, 4) || put64(b, ls->nsegs) ||
-             put64(b, ls->head) || put64(b, ls->ix.count) || put64(b, ls->sparse_len) ||
+             put64(b, ls->head) || put64(b, nstreams) || put64(b, ls->sparse_len) ||
              put64(b, ls->ntables) || put64(b, ls->ix.live);
     for (size_t i = 0; !rc && i < ls->nsegs; i++)
         rc = put64(b, ls->segs[i].segno) || put64(b, ls->segs[i].end);
@@ -217,6 +229,8 @@ static int serialize(struct lstore *ls, struct ag_buf *b)
         struct lstream *st = ls->ix.slots[i];
         if (st) rc = put_stream(b, px, st);
     }
+    for (size_t i = 0; !rc && ls->frozen.slots && i <= ls->frozen.mask; i++)
+        if (frozen_only(ls, ls->frozen.slots[i])) rc = put_stream(b, px, ls->frozen.slots[i]);
     ag_free(px);
     if (!rc) rc = put(b, ls->sparse, ls->sparse_len * 8);
     if (!rc) rc = put64(b, ag_xxh3(b->data, b->len));

@@ -297,6 +297,8 @@ void ag__ltb_free(struct ltable *t);
 int ag__ltb_get(const struct ltable *t, const char *name, size_t len, uint64_t h,
                 struct lstream **out);
 void ag__lstream_free(struct lstream *st);
+/* A heap copy of a record in the memtable's shape (NULL on ENOMEM). */
+struct lstream *ag__lstream_copy(const struct ltb_rec *r);
 int ag__ltb_it_next(struct ltb_it *it);
 void ag__ltb_it_free(struct ltb_it *it);
 int ag__ltb_merge_step(struct ltb_it *its, size_t n, struct ltb_it **out);
@@ -452,6 +454,17 @@ struct lstore {
     pthread_mutex_t mg_lock;
     pthread_cond_t mg_cond;
     pthread_mutex_t mg_run; /* a merge, from picking its run to freeing the old tables */
+    /* the frozen memtable (lsm.c): the writer swaps a full memtable in here (write side
+     * of ix_lock) and the flusher thread writes it into a table, then empties it (write
+     * side again); slots NULL: none. Lookups search it between ix and the tables. */
+    struct lindex frozen;
+    pthread_t fl_thread;
+    bool fl_started;
+    bool fl_pending;        /* mg_lock: a frozen memtable waits for (or is in) its table */
+    bool fl_failed;         /* mg_lock: the last write of it failed; retried as ix grows */
+    pthread_cond_t fl_cond; /* mg_lock: the flusher's work and its end */
+    uint64_t fl_waits;      /* writer: groups that waited for a flush (back-pressure) */
+    uint64_t fl_wait_ns;    /* writer: time they waited */
 
     /* head waiters (subscriptions) */
     pthread_mutex_t head_lock;
@@ -630,6 +643,13 @@ int ag__lidx_fault(struct lstore *ls, const char *name, size_t len, uint64_t h,
 /* Writer, between groups (no lstream pointer held anywhere): write the memtable
  * out as a table when it is over its budget. `save_ckpt`: name it in index.ckpt. */
 int ag__lidx_maybe_flush(struct lstore *ls, bool save_ckpt, struct ag_err *err);
+/* The writer, between groups: over the cap, freeze the memtable for the flusher
+ * thread and start an empty one; waits only while the previous frozen one is still
+ * being written (counted in fl_waits). Without a flusher, flushes at once. */
+void ag__lidx_maybe_freeze(struct lstore *ls);
+/* Wait until no frozen memtable is pending (the writer, before a scavenge's swap);
+ * a failed flush is retried here on the caller's thread. 0 or an AG_E* code. */
+int ag__lidx_drain(struct lstore *ls, struct ag_err *err);
 /* Memory of the tables' summaries and bloom filters (ix_lock held). */
 size_t ag__lidx_table_mem(const struct lstore *ls);
 /* Open the tables index.ckpt names (oldest first): 0, 1 (one is missing or bad:

@@ -578,6 +578,7 @@ static void store_free(struct lstore *ls)
     ag__lidx_merger_stop(ls);
     ag__lidx_close_tables(ls);
     ag__lindex_free(&ls->ix);
+    ag__lindex_free(&ls->frozen);
     ag_free(ls->sparse);
     ag_buf_free(&ls->group);
     ag_free(ls->pend);
@@ -597,6 +598,7 @@ static void store_free(struct lstore *ls)
     pthread_mutex_destroy(&ls->mg_lock);
     pthread_mutex_destroy(&ls->mg_run);
     pthread_cond_destroy(&ls->mg_cond);
+    pthread_cond_destroy(&ls->fl_cond);
     ag__log_dicts_free(ls);
     ag__log_rc_close(ls);
     ag_free(ls->dir);
@@ -640,6 +642,7 @@ static int store_alloc(const char *dir, const struct ag_store_options *opts, str
     pthread_mutex_init(&ls->mg_lock, NULL);
     pthread_mutex_init(&ls->mg_run, NULL);
     pthread_cond_init(&ls->mg_cond, NULL);
+    pthread_cond_init(&ls->fl_cond, NULL);
     ls->index_memory = o->index_memory ? o->index_memory : LOG_INDEX_MEMORY_DEFAULT;
     if (ls->index_memory < LOG_INDEX_MEMORY_MIN) ls->index_memory = LOG_INDEX_MEMORY_MIN;
     pthread_condattr_t ca;

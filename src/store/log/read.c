@@ -358,9 +358,12 @@ int ag__log_stats(struct ag_store *s, struct ag_store_stats *out)
     out->streams = ls->ix.live;
     for (size_t i = 0; i < ls->nsegs; i++) out->bytes += ls->segs[i].end;
     out->segments = ls->nsegs;
-    out->index_bytes = ls->ix.bytes + ls->sparse_cap * sizeof(uint64_t) + ag__lidx_table_mem(ls);
+    out->index_bytes = ls->ix.bytes + ls->frozen.bytes + ls->sparse_cap * sizeof(uint64_t) +
+                       ag__lidx_table_mem(ls);
     out->index_tables = ls->ntables;
-    out->index_mem_streams = ls->ix.count;
+    out->index_mem_streams = ls->ix.count + ls->frozen.count;
+    out->index_flush_waits = __atomic_load_n(&ls->fl_waits, __ATOMIC_RELAXED);
+    out->index_flush_wait_ns = __atomic_load_n(&ls->fl_wait_ns, __ATOMIC_RELAXED);
     out->index_flushes = ls->tb_flushes;
     out->index_merges = ls->tb_merges;
     for (size_t i = 0; i < ls->ntables; i++) {

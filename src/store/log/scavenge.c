@@ -597,6 +597,12 @@ void ag__log_swap_run(struct lstore *ls, struct lswap *sw)
     char name[64];
     seg_file(old->segno, "", name);
     sw->status = 0;
+    /* a frozen memtable is written first: re-pointing changes only the active one */
+    int drc = ag__lidx_drain(ls, &sw->err);
+    if (drc) {
+        sw->status = drc;
+        return;
+    }
     int frc = fault_streams(ls, old);
     if (frc) { /* nothing changed yet; the .scavenge file goes at the next scavenge */
         sw->status = ag_err_set(&sw->err, frc == AG_ENOMEM ? AG_ENOMEM : AG_EUNAVAILABLE,

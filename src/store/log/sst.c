@@ -289,7 +289,7 @@ static int block_read(const struct ltable *t, size_t b, struct ag_buf *buf)
 }
 
 /* A heap copy of a record in the memtable's shape (cap == count, inline if <= 1). */
-static struct lstream *rec_copy(const struct ltb_rec *r)
+struct lstream *ag__lstream_copy(const struct ltb_rec *r)
 {
     size_t sz = LSTREAM_BYTES(r->name_len);
     struct lstream *st = ag_malloc(sz < sizeof *st ? sizeof *st : sz);
@@ -325,7 +325,7 @@ static int get1(const uint8_t *p, const uint8_t *end, const char *name, size_t l
         if (!rec_decode1(p, (size_t)(end - p), &r)) return AG_ECORRUPT;
         if (r.hash > h) break;
         if (r.hash == h && r.name_len == len && memcmp(r.name, name, len) == 0)
-            return (*out = rec_copy(&r)) ? 0 : AG_ENOMEM;
+            return (*out = ag__lstream_copy(&r)) ? 0 : AG_ENOMEM;
     }
     return AG_ENOTFOUND;
 }
@@ -347,7 +347,7 @@ static int get2(const uint8_t *p, const uint8_t *end, const char *name, size_t l
             struct ag_buf ents;
             ag_buf_init(&ents);
             int rc = rec_decode2(p, (size_t)(end - p), &r, nb, &ents);
-            if (!rc && !(*out = rec_copy(&r))) rc = AG_ENOMEM;
+            if (!rc && !(*out = ag__lstream_copy(&r))) rc = AG_ENOMEM;
             ag_buf_free(&ents);
             return rc;
         }

@@ -910,10 +910,9 @@ static void commit(struct lstore *ls, struct lreq *from, struct lreq *stop, uint
     }
     ag_buf_reset(&ls->group);
     pend_clear(ls);
-    /* between groups no request holds a stream pointer: the memtable may go to disk */
-    struct ag_err err;
-    ag_err_clear(&err);
-    if (!ls->unavail) (void)ag__lidx_maybe_flush(ls, true, &err); /* failures are logged */
+    /* between groups no request holds a stream pointer: the memtable may be frozen
+     * and go to disk on the flusher thread */
+    if (!ls->unavail) ag__lidx_maybe_freeze(ls);
 }
 
 static void roll(struct lstore *ls)

@@ -20,8 +20,8 @@ for m in "${mods[@]}"; do
   done
   clang -std=c11 -D_GNU_SOURCE -O1 -g -fsanitize=thread -I"$shim" -I"$root/include" -I"$root/src" \
     -I"$root/tests" "$root"/tests/unit/"$m"/test_*.c "$out/shim_main.c" "${libs[@]}" \
-    $(pkg-config --cflags --libs libuv libxxhash jansson sqlite3) -lpthread -lm \
+    $(pkg-config --cflags --libs libuv libxxhash jansson sqlite3 libzstd libpq) -lpthread -lm \
     -o "$out/test_${m}_tsan" 2>/dev/null
   echo "tsan: $m"
-  TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1} "$out/test_${m}_tsan"
+  AG_SOURCE_DIR=${AG_SOURCE_DIR:-$root} TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1} "$out/test_${m}_tsan"
 done

@@ -242,9 +242,9 @@ Test(scavenge, retention_rules_delete_expired_idempotency_records_and_ended_saga
 
 static void *writer(void *arg)
 {
-    volatile int *stop = arg;
+    int *stop = arg;
     int n = 0;
-    while (!*stop || n < 200) {
+    while (!__atomic_load_n(stop, __ATOMIC_ACQUIRE) || n < 200) {
         char name[32];
         snprintf(name, sizeof name, "live-%d", n % 7);
         put(name, 1, "L");
@@ -262,11 +262,11 @@ Test(scavenge, runs_while_appends_go_on)
         if (i % 2) cr_assert_eq(ag_store_log_truncate(s, name, strlen(name), -1, NULL), 0);
     }
     seal();
-    volatile int stop = 0;
+    int stop = 0;
     pthread_t t;
-    pthread_create(&t, NULL, writer, (void *)&stop);
+    pthread_create(&t, NULL, writer, &stop);
     struct ag_log_scavenge_report rep = scavenge(NULL);
-    stop = 1;
+    __atomic_store_n(&stop, 1, __ATOMIC_RELEASE);
     void *ret;
     pthread_join(t, &ret);
     int n = (int)(intptr_t)ret;

@@ -47,6 +47,7 @@ void shim_register(const char *name, void (*fn)(void), const struct shim_suite *
     } while (0)
 
 #define cr_assert(c, ...)        SHIM_CHECK((c), __VA_ARGS__)
+#define cr_assert_fail(...)      SHIM_FAIL(__VA_ARGS__)
 #define cr_assert_not(c, ...)    SHIM_CHECK(!(c), __VA_ARGS__)
 #define cr_assert_eq(a, b, ...)  SHIM_CHECK((a) == (b), __VA_ARGS__)
 #define cr_assert_neq(a, b, ...) SHIM_CHECK((a) != (b), __VA_ARGS__)

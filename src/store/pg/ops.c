@@ -2,8 +2,8 @@
  * The PostgreSQL store's operations: appends (group commit: at most append_lanes
  * callers lead at once, each running the queued appends on disjoint streams in one
  * transaction, one pipelined round trip to the server's `append3` and
- * `resolve_ids`; an append not numbered by then waits for the process's sequencer
- * thread), reads
+ * `resolve4`; an append not numbered by then is numbered by the commit of the
+ * older transaction that held it back), reads
  * of streams and $all (numbered events only: joined with `positions`), snapshots and
  * stats. Each call borrows one pooled connection for its duration.
  */
@@ -157,7 +157,7 @@ static bool prepare(struct pg_conn *pc)
     bool ok = PQresultStatus(a) == PGRES_COMMAND_OK;
     PQclear(a);
     if (ok) {
-        a = PQprepare(pc->c, "ag_resolve", "SELECT gp, pos FROM resolve_ids($1::uuid[])", 1, NULL);
+        a = PQprepare(pc->c, "ag_resolve", "SELECT gp, pos FROM resolve4($1::uuid[])", 1, NULL);
         ok = PQresultStatus(a) == PGRES_COMMAND_OK;
         PQclear(a);
     }
@@ -213,11 +213,13 @@ static void batch_take(struct pg_req **reqs, size_t n, int64_t gp, int64_t pos)
     }
 }
 
-/* The answer of resolve_ids, run right behind the batch's commit on the same
- * connection: the sequencer ran once, and these are the positions of the batch's
- * events numbered by now. When nothing older was still running (always so with
- * one writer) every append has its positions and needs no hand-off to the
- * sequencer thread; the others wait for it (positions()). */
+/* The answer of resolve4, run right behind the batch's commit on the same
+ * connection: the numbering ran once (after any other session's), and these are
+ * the positions of every event it numbered plus those of the batch's events
+ * numbered before. When nothing older was still running (always so with one
+ * writer) every append has its positions; the others wait (positions()) until the
+ * commit of the older transaction numbers them: an append of this process hands
+ * them over here, anything else through the sequencer thread. */
 static void resolved_inline(struct pg_store *s, const PGresult *r, struct pg_req **reqs, size_t n)
 {
     for (size_t q = 0; q < n; q++)
@@ -232,6 +234,7 @@ static void resolved_inline(struct pg_store *s, const PGresult *r, struct pg_req
             batch_take(reqs, n, gp, pos);
     }
     if (head) ag__pg_head_advance(s, head);
+    if (rows > 1) ag__pg_take_resolved(s, r); /* other appends' events it numbered */
     for (size_t q = 0; q < n; q++) {
         bool all = !reqs[q]->rc;
         for (size_t i = 0; all && i < reqs[q]->nparts; i++)
@@ -241,7 +244,7 @@ static void resolved_inline(struct pg_store *s, const PGresult *r, struct pg_req
 }
 
 /* One pipeline, one round trip: append3 (autocommit: its own transaction, then a
- * sync) and resolve_ids behind it (a second transaction, after the first
+ * sync) and resolve4 behind it (a second transaction, after the first
  * committed). *app and *res get the two results (NULL when missing); false when the
  * pipeline could not be used (the connection is then left for the caller to fail). */
 static bool pipeline(struct pg_conn *pc, const char *const *vals, PGresult **app, PGresult **res)
@@ -324,9 +327,14 @@ static void run_batch(struct pg_store *s, struct pg_conn *pc, struct pg_req **re
         for (size_t i = 0; i < n; i++) reqs[i]->rc = rc, reqs[i]->err = e;
     }
     pthread_mutex_lock(&s->lock);
-    for (size_t i = 0; i < n; i++) reqs[i]->done = true;
+    for (size_t i = 0; i < n; i++) { /* wakes exactly the callers whose append this was */
+        reqs[i]->done = true;
+        pthread_cond_signal(&reqs[i]->cv);
+    }
     s->commits += r ? 1 : 0;
-    pthread_cond_broadcast(&s->conn_free); /* wakes the callers whose append this was */
+    if (s->borrowers)
+        pthread_cond_broadcast(&s->conn_free); /* a leader may wait for a
+                                                  connection unless done */
     pthread_mutex_unlock(&s->lock);
 }
 
@@ -377,10 +385,9 @@ static void lead(struct pg_store *s, struct pg_conn *pc, struct pg_req *me)
             batch[n++] = q;
             q = next;
         }
-        if (!n) { /* `me` is in another leader's batch */
-            while (!me->done && !s->pending) pthread_cond_wait(&s->conn_free, &s->lock);
-            pthread_mutex_unlock(&s->lock);
-            continue;
+        if (!n) {                           /* `me` is in another leader's batch */
+            pthread_mutex_unlock(&s->lock); /* give the lane back; the caller waits */
+            return;
         }
         pthread_mutex_unlock(&s->lock);
         run_batch(s, pc, batch, n);
@@ -403,8 +410,22 @@ static bool dequeue(struct pg_store *s, struct pg_req *me)
     return false;
 }
 
+/* Under s->lock: a lane is free; the oldest queued caller that is not leading
+ * already takes it. */
+static void wake_next(struct pg_store *s)
+{
+    for (struct pg_req *q = s->pending; q; q = q->next)
+        if (!q->leader) {
+            pthread_cond_signal(&q->cv);
+            return;
+        }
+}
+
 /* Group commit: queue the append; whoever gets a pooled connection first runs
- * every queued append in one transaction. Then wait for the positions. */
+ * every queued append in one transaction. Then wait for the positions. Each caller
+ * sleeps on its own condition variable and is woken only when its append is done
+ * or a lane is free for it (64 callers woken per batch cost more CPU than the
+ * batch saved). */
 int ag__pg_append_multi(struct ag_store *st, const struct ag_append_part *parts, size_t nparts,
                         struct ag_append_result *out, struct ag_err *err)
 {
@@ -414,6 +435,7 @@ int ag__pg_append_multi(struct ag_store *st, const struct ag_append_part *parts,
     struct pg_req me = {.parts = parts, .nparts = nparts, .out = out ? out : tmp};
     for (size_t i = 0; i < nparts; i++) me.nevents += parts[i].count;
     ag_err_clear(&me.err);
+    pthread_cond_init(&me.cv, NULL);
     pthread_mutex_lock(&s->lock);
     if (s->pending_tail)
         s->pending_tail->next = &me;
@@ -422,30 +444,27 @@ int ag__pg_append_multi(struct ag_store *st, const struct ag_append_part *parts,
     s->pending_tail = &me;
     /* at most `append_lanes` leaders: the others' appends queue into their batches */
     while (!me.done && s->leaders >= s->append_lanes && !s->closing)
-        pthread_cond_wait(&s->conn_free, &s->lock);
-    bool leading = !me.done;
-    s->leaders += leading;
+        pthread_cond_wait(&me.cv, &s->lock);
+    me.leader = !me.done;
+    s->leaders += me.leader;
     pthread_mutex_unlock(&s->lock);
     struct pg_conn *pc = NULL;
-    int rc = leading ? ag__pg_borrow_unless(s, &pc, &me.done, err) : 0;
+    int rc = me.leader ? ag__pg_borrow_unless(s, &pc, &me.done, err) : 0;
     if (pc) {
         lead(s, pc, &me);
         ag__pg_return(s, pc);
     }
-    if (leading) {
-        pthread_mutex_lock(&s->lock);
+    pthread_mutex_lock(&s->lock);
+    if (me.leader) {
         s->leaders--;
-        pthread_cond_broadcast(&s->conn_free);
-        pthread_mutex_unlock(&s->lock);
+        wake_next(s);
     }
-    if (!pc && rc) {
-        pthread_mutex_lock(&s->lock);
-        bool queued = !me.done && dequeue(s, &me);
-        while (!queued && !me.done) /* in a leader's batch: its outcome is ours */
-            pthread_cond_wait(&s->conn_free, &s->lock);
-        pthread_mutex_unlock(&s->lock);
-        if (queued) return rc;
-    }
+    bool queued = !pc && rc && !me.done && dequeue(s, &me);
+    while (!queued && !me.done) /* in a leader's batch: its outcome is ours */
+        pthread_cond_wait(&me.cv, &s->lock);
+    pthread_mutex_unlock(&s->lock);
+    pthread_cond_destroy(&me.cv);
+    if (queued) return rc;
     if (me.rc) {
         if (err) *err = me.err;
         return me.rc;

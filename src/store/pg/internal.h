@@ -31,8 +31,9 @@
 struct pg_conn {
     PGconn *c;
     bool busy;
-    const PGconn *prepared_for; /* the session the append statements are prepared on */
-    uint64_t retry_at_ns;       /* monotonic: no reconnect attempt before this */
+    const PGconn *prepared_for;       /* the session the append statements are prepared on */
+    const PGconn *reads_prepared_for; /* the session the read statements are prepared on */
+    uint64_t retry_at_ns;             /* monotonic: no reconnect attempt before this */
 };
 
 struct pg_job {

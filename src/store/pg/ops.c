@@ -110,7 +110,7 @@ static int verdict(const PGresult *r, int r0, int r1, struct pg_req *q, struct a
     const struct ag_append_part *parts = q->parts;
     size_t nparts = q->nparts;
     for (int i = r0; i < r1; i++) {
-        int status = atoi(PQgetvalue(r, i, 1));
+        int status = (int)strtol(PQgetvalue(r, i, 1), NULL, 10);
         int64_t actual = col_i64(r, i, 2);
         const char *note = PQgetvalue(r, i, 5);
         if (status == 1) {
@@ -278,7 +278,8 @@ static bool pipeline(struct pg_conn *pc, const char *const *vals, PGresult **app
     }
     if (syncs < 2 || !PQexitPipelineMode(c)) {
         /* a broken pipeline: this session is not reused (the next borrow reconnects) */
-        if (PQstatus(c) == CONNECTION_OK) PQfinish(c), pc->c = NULL, pc->prepared_for = NULL;
+        if (PQstatus(c) == CONNECTION_OK)
+            PQfinish(c), pc->c = NULL, pc->prepared_for = NULL, pc->reads_prepared_for = NULL;
         return *app != NULL;
     }
     return true;
@@ -488,10 +489,39 @@ static int append(struct ag_store *st, const char *stream, size_t stream_len, in
 
 /* ---- reads ---- */
 
+/* The read statements, prepared once per session and answered in binary (no
+ * parse and plan per page, no text formatting of the numbers, uuids and times on
+ * the server nor parsing of them here). Columns: stream, version, position, id,
+ * type, created_at, data, metadata. */
 #define EVENT_COLS                                                                                 \
-    "SELECT s.stream_name, e.version, p.position, e.event_id, e.type,"                             \
-    " (extract(epoch FROM e.created_at) * 1000000)::bigint, e.data, e.metadata"                    \
-    " FROM positions p JOIN events e USING (global_position) JOIN streams s USING (stream_id) "
+    "SELECT s.stream_name, e.version, p.position, e.event_id, e.type, e.created_at, e.data,"       \
+    " e.metadata FROM positions p JOIN events e USING (global_position)"                           \
+    " JOIN streams s USING (stream_id) "
+
+enum { RQ_STREAM_ID, RQ_STREAM_FWD, RQ_STREAM_BACK, RQ_ALL_FWD, RQ_ALL_BACK, RQ_N };
+
+static const char *const read_sql[RQ_N] = {
+    "SELECT stream_id FROM streams WHERE stream_name = $1",
+    EVENT_COLS "WHERE s.stream_name = $1 AND e.version >= $2 ORDER BY e.version LIMIT $3",
+    EVENT_COLS "WHERE s.stream_name = $1 AND e.version <= $2 ORDER BY e.version DESC LIMIT $3",
+    EVENT_COLS "WHERE p.position >= $1 ORDER BY p.position LIMIT $2",
+    EVENT_COLS "WHERE p.position <= $1 ORDER BY p.position DESC LIMIT $2",
+};
+
+static bool prepare_reads(struct pg_conn *pc)
+{
+    if (pc->reads_prepared_for == pc->c) return true;
+    bool ok = true;
+    for (int i = 0; i < RQ_N && ok; i++) {
+        char name[24];
+        snprintf(name, sizeof name, "ag_read%d", i);
+        PGresult *r = PQprepare(pc->c, name, read_sql[i], 0, NULL);
+        ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+        PQclear(r);
+    }
+    if (ok) pc->reads_prepared_for = pc->c;
+    return ok;
+}
 
 static char *copy_str(char **p, const char *src, size_t n)
 {
@@ -501,6 +531,19 @@ static char *copy_str(char **p, const char *src, size_t n)
     *p += n + 1;
     return d;
 }
+
+/* A binary int8 (network order). */
+static int64_t bin_i64(const PGresult *r, int row, int col)
+{
+    uint32_t hi, lo;
+    const char *v = PQgetvalue(r, row, col);
+    memcpy(&hi, v, 4);
+    memcpy(&lo, v + 4, 4);
+    return (int64_t)(((uint64_t)ntohl(hi) << 32) | ntohl(lo));
+}
+
+/* PostgreSQL's epoch (2000-01-01) in Unix microseconds. */
+#define PG_EPOCH_US 946684800000000LL
 
 static int to_page(const PGresult *r, struct ag_event_page *out, struct ag_err *err)
 {
@@ -518,12 +561,12 @@ static int to_page(const PGresult *r, struct ag_event_page *out, struct ag_err *
         struct ag_event *e = &out->events[i];
         e->stream_len = (size_t)PQgetlength(r, i, 0);
         e->stream = copy_str(&p, PQgetvalue(r, i, 0), e->stream_len);
-        e->version = col_i64(r, i, 1);
-        e->position = (uint64_t)col_i64(r, i, 2);
-        ag_uuid_parse(PQgetvalue(r, i, 3), (size_t)PQgetlength(r, i, 3), &e->id);
+        e->version = bin_i64(r, i, 1);
+        e->position = (uint64_t)bin_i64(r, i, 2);
+        memcpy(e->id.b, PQgetvalue(r, i, 3), sizeof e->id.b);
         e->type_len = (size_t)PQgetlength(r, i, 4);
         e->type = copy_str(&p, PQgetvalue(r, i, 4), e->type_len);
-        e->time_ns = (uint64_t)col_i64(r, i, 5) * 1000u;
+        e->time_ns = (uint64_t)(bin_i64(r, i, 5) + PG_EPOCH_US) * 1000u;
         e->data_len = (size_t)PQgetlength(r, i, 6);
         e->data = copy_str(&p, PQgetvalue(r, i, 6), e->data_len);
         e->metadata_len = (size_t)PQgetlength(r, i, 7);
@@ -531,6 +574,27 @@ static int to_page(const PGresult *r, struct ag_event_page *out, struct ag_err *
     }
     out->count = (size_t)rows;
     return 0;
+}
+
+/* Run a prepared read (read_sql[which]) with text parameters on a pooled
+ * connection; *res (binary columns) on success. */
+static int read_query(struct pg_store *s, int which, int n, const char *const *vals, PGresult **res,
+                      struct ag_err *err)
+{
+    struct pg_conn *pc;
+    int rc = ag__pg_borrow(s, &pc, err);
+    if (rc) return rc;
+    char name[24];
+    snprintf(name, sizeof name, "ag_read%d", which);
+    PGresult *r = prepare_reads(pc) ? PQexecPrepared(pc->c, name, n, vals, NULL, NULL, 1) : NULL;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        rc = ag__pg_fail(s, pc, r, "read", err);
+    } else {
+        *res = r;
+        ag__pg_mark_ok(s);
+    }
+    ag__pg_return(s, pc);
+    return rc;
 }
 
 /* Run a read query with text parameters on a pooled connection; *res on success. */
@@ -563,18 +627,13 @@ static int read_stream(struct ag_store *st, const char *stream, size_t stream_le
     snprintf(m, sizeof m, "%zu", max > 100000 ? (size_t)100000 : max);
     const char *vals[3] = {name, f, m};
     PGresult *r = NULL;
-    int rc = query(s, "SELECT stream_id FROM streams WHERE stream_name = $1", 1, vals, &r, err);
+    int rc = read_query(s, RQ_STREAM_ID, 1, vals, &r, err);
     if (rc) return rc;
     bool exists = PQntuples(r) == 1;
     PQclear(r);
     if (!exists)
         return ag_err_set(err, AG_ENOTFOUND, "stream '%.*s' not found", (int)stream_len, stream);
-    rc = query(s,
-               back ? EVENT_COLS " WHERE s.stream_name = $1 AND e.version <= $2"
-                                 " ORDER BY e.version DESC LIMIT $3"
-                    : EVENT_COLS " WHERE s.stream_name = $1 AND e.version >= $2"
-                                 " ORDER BY e.version LIMIT $3",
-               3, vals, &r, err);
+    rc = read_query(s, back ? RQ_STREAM_BACK : RQ_STREAM_FWD, 3, vals, &r, err);
     if (rc) return rc;
     rc = to_page(r, out, err);
     PQclear(r);
@@ -602,10 +661,7 @@ static int read_all(struct ag_store *st, uint64_t from, enum ag_read_dir dir, si
     snprintf(m, sizeof m, "%zu", max > 100000 ? (size_t)100000 : max);
     const char *vals[2] = {f, m};
     PGresult *r = NULL;
-    int rc = query(s,
-                   back ? EVENT_COLS " WHERE p.position <= $1 ORDER BY p.position DESC LIMIT $2"
-                        : EVENT_COLS " WHERE p.position >= $1 ORDER BY p.position LIMIT $2",
-                   2, vals, &r, err);
+    int rc = read_query(s, back ? RQ_ALL_BACK : RQ_ALL_FWD, 2, vals, &r, err);
     if (rc) return rc;
     rc = to_page(r, out, err);
     PQclear(r);
@@ -679,7 +735,7 @@ static int save_snapshot(struct ag_store *st, const char *stream, size_t stream_
         rc = ag__pg_fail(s, pc, r, "save snapshot", err);
     } else {
         int64_t cur = col_i64(r, 0, 0);
-        bool saved = atoi(PQgetvalue(r, 0, 1)) == 1;
+        bool saved = strtol(PQgetvalue(r, 0, 1), NULL, 10) == 1;
         PQclear(r);
         if (cur < 0)
             rc = ag_err_set(err, AG_ENOTFOUND, "stream '%.*s' has no events to snapshot",

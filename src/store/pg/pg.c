@@ -150,6 +150,7 @@ int ag__pg_borrow_unless(struct pg_store *s, struct pg_conn **out, const bool *s
         if (pc->c) PQfinish(pc->c);
         pc->c = NULL;
         pc->prepared_for = NULL;
+        pc->reads_prepared_for = NULL;
         struct ag_err e2;
         ag_err_clear(&e2);
         int rc = ag__pg_connect(s, &pc->c, &e2);

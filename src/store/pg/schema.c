@@ -421,7 +421,7 @@ static int current_version(PGconn *c, int *v, struct ag_err *err)
         PQclear(r);
         return rc;
     }
-    *v = atoi(PQgetvalue(r, 0, 0));
+    *v = (int)strtol(PQgetvalue(r, 0, 0), NULL, 10);
     PQclear(r);
     return 0;
 }

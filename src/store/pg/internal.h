@@ -31,8 +31,9 @@
 struct pg_conn {
     PGconn *c;
     bool busy;
-    const PGconn *prepared_for; /* the session the append statements are prepared on */
-    uint64_t retry_at_ns;       /* monotonic: no reconnect attempt before this */
+    const PGconn *prepared_for;       /* the session the append statements are prepared on */
+    const PGconn *reads_prepared_for; /* the session the read statements are prepared on */
+    uint64_t retry_at_ns;             /* monotonic: no reconnect attempt before this */
 };
 
 struct pg_job {
@@ -62,6 +63,8 @@ struct pg_req {
     struct ag_err err; /* the verdict when rc != 0 */
     int rc;
     bool done;
+    bool leader;       /* its caller holds a lane */
+    pthread_cond_t cv; /* its caller sleeps here (s->lock) */
     struct pg_req *next;
 };
 
@@ -96,6 +99,7 @@ struct pg_store {
     uint64_t resolves;                     /* round trips of the sequencer (stats: batching) */
     struct pg_req *pending, *pending_tail; /* appends waiting for a connection */
     size_t leaders;                        /* callers running batches (<= append_lanes) */
+    size_t borrowers;                      /* callers waiting in ag__pg_borrow_unless */
     /* health */
     struct ag_store_health health;
     uint64_t backoff_ns;
@@ -136,6 +140,8 @@ void *ag__pg_sequencer(void *arg);
 /* Queue w[0..n) for the sequencer and wait until all are resolved, or the append
  * timeout (AG_ETIMEDOUT), or the sequencer lost the server (AG_EUNAVAILABLE). */
 int ag__pg_wait_positions(struct pg_store *s, struct pg_wait *w, size_t n, struct ag_err *err);
+/* Hand the (gp, pos) rows of a resolve result to the waiting appends they settle. */
+void ag__pg_take_resolved(struct pg_store *s, const PGresult *r);
 void *ag__pg_worker(void *arg);
 int ag__pg_health(struct ag_store *st, struct ag_store_health *out);
 int ag__pg_wait_head(struct ag_store *st, uint64_t after, int timeout_ms);

@@ -2,8 +2,8 @@
  * The PostgreSQL store's operations: appends (group commit: at most append_lanes
  * callers lead at once, each running the queued appends on disjoint streams in one
  * transaction, one pipelined round trip to the server's `append3` and
- * `resolve_ids`; an append not numbered by then waits for the process's sequencer
- * thread), reads
+ * `resolve4`; an append not numbered by then is numbered by the commit of the
+ * older transaction that held it back), reads
  * of streams and $all (numbered events only: joined with `positions`), snapshots and
  * stats. Each call borrows one pooled connection for its duration.
  */
@@ -110,7 +110,7 @@ static int verdict(const PGresult *r, int r0, int r1, struct pg_req *q, struct a
     const struct ag_append_part *parts = q->parts;
     size_t nparts = q->nparts;
     for (int i = r0; i < r1; i++) {
-        int status = atoi(PQgetvalue(r, i, 1));
+        int status = (int)strtol(PQgetvalue(r, i, 1), NULL, 10);
         int64_t actual = col_i64(r, i, 2);
         const char *note = PQgetvalue(r, i, 5);
         if (status == 1) {
@@ -157,7 +157,7 @@ static bool prepare(struct pg_conn *pc)
     bool ok = PQresultStatus(a) == PGRES_COMMAND_OK;
     PQclear(a);
     if (ok) {
-        a = PQprepare(pc->c, "ag_resolve", "SELECT gp, pos FROM resolve_ids($1::uuid[])", 1, NULL);
+        a = PQprepare(pc->c, "ag_resolve", "SELECT gp, pos FROM resolve4($1::uuid[])", 1, NULL);
         ok = PQresultStatus(a) == PGRES_COMMAND_OK;
         PQclear(a);
     }
@@ -213,11 +213,13 @@ static void batch_take(struct pg_req **reqs, size_t n, int64_t gp, int64_t pos)
     }
 }
 
-/* The answer of resolve_ids, run right behind the batch's commit on the same
- * connection: the sequencer ran once, and these are the positions of the batch's
- * events numbered by now. When nothing older was still running (always so with
- * one writer) every append has its positions and needs no hand-off to the
- * sequencer thread; the others wait for it (positions()). */
+/* The answer of resolve4, run right behind the batch's commit on the same
+ * connection: the numbering ran once (after any other session's), and these are
+ * the positions of every event it numbered plus those of the batch's events
+ * numbered before. When nothing older was still running (always so with one
+ * writer) every append has its positions; the others wait (positions()) until the
+ * commit of the older transaction numbers them: an append of this process hands
+ * them over here, anything else through the sequencer thread. */
 static void resolved_inline(struct pg_store *s, const PGresult *r, struct pg_req **reqs, size_t n)
 {
     for (size_t q = 0; q < n; q++)
@@ -232,6 +234,7 @@ static void resolved_inline(struct pg_store *s, const PGresult *r, struct pg_req
             batch_take(reqs, n, gp, pos);
     }
     if (head) ag__pg_head_advance(s, head);
+    if (rows > 1) ag__pg_take_resolved(s, r); /* other appends' events it numbered */
     for (size_t q = 0; q < n; q++) {
         bool all = !reqs[q]->rc;
         for (size_t i = 0; all && i < reqs[q]->nparts; i++)
@@ -241,7 +244,7 @@ static void resolved_inline(struct pg_store *s, const PGresult *r, struct pg_req
 }
 
 /* One pipeline, one round trip: append3 (autocommit: its own transaction, then a
- * sync) and resolve_ids behind it (a second transaction, after the first
+ * sync) and resolve4 behind it (a second transaction, after the first
  * committed). *app and *res get the two results (NULL when missing); false when the
  * pipeline could not be used (the connection is then left for the caller to fail). */
 static bool pipeline(struct pg_conn *pc, const char *const *vals, PGresult **app, PGresult **res)
@@ -275,7 +278,8 @@ static bool pipeline(struct pg_conn *pc, const char *const *vals, PGresult **app
     }
     if (syncs < 2 || !PQexitPipelineMode(c)) {
         /* a broken pipeline: this session is not reused (the next borrow reconnects) */
-        if (PQstatus(c) == CONNECTION_OK) PQfinish(c), pc->c = NULL, pc->prepared_for = NULL;
+        if (PQstatus(c) == CONNECTION_OK)
+            PQfinish(c), pc->c = NULL, pc->prepared_for = NULL, pc->reads_prepared_for = NULL;
         return *app != NULL;
     }
     return true;
@@ -324,9 +328,14 @@ static void run_batch(struct pg_store *s, struct pg_conn *pc, struct pg_req **re
         for (size_t i = 0; i < n; i++) reqs[i]->rc = rc, reqs[i]->err = e;
     }
     pthread_mutex_lock(&s->lock);
-    for (size_t i = 0; i < n; i++) reqs[i]->done = true;
+    for (size_t i = 0; i < n; i++) { /* wakes exactly the callers whose append this was */
+        reqs[i]->done = true;
+        pthread_cond_signal(&reqs[i]->cv);
+    }
     s->commits += r ? 1 : 0;
-    pthread_cond_broadcast(&s->conn_free); /* wakes the callers whose append this was */
+    if (s->borrowers)
+        pthread_cond_broadcast(&s->conn_free); /* a leader may wait for a
+                                                  connection unless done */
     pthread_mutex_unlock(&s->lock);
 }
 
@@ -377,10 +386,9 @@ static void lead(struct pg_store *s, struct pg_conn *pc, struct pg_req *me)
             batch[n++] = q;
             q = next;
         }
-        if (!n) { /* `me` is in another leader's batch */
-            while (!me->done && !s->pending) pthread_cond_wait(&s->conn_free, &s->lock);
-            pthread_mutex_unlock(&s->lock);
-            continue;
+        if (!n) {                           /* `me` is in another leader's batch */
+            pthread_mutex_unlock(&s->lock); /* give the lane back; the caller waits */
+            return;
         }
         pthread_mutex_unlock(&s->lock);
         run_batch(s, pc, batch, n);
@@ -403,8 +411,22 @@ static bool dequeue(struct pg_store *s, struct pg_req *me)
     return false;
 }
 
+/* Under s->lock: a lane is free; the oldest queued caller that is not leading
+ * already takes it. */
+static void wake_next(struct pg_store *s)
+{
+    for (struct pg_req *q = s->pending; q; q = q->next)
+        if (!q->leader) {
+            pthread_cond_signal(&q->cv);
+            return;
+        }
+}
+
 /* Group commit: queue the append; whoever gets a pooled connection first runs
- * every queued append in one transaction. Then wait for the positions. */
+ * every queued append in one transaction. Then wait for the positions. Each caller
+ * sleeps on its own condition variable and is woken only when its append is done
+ * or a lane is free for it (64 callers woken per batch cost more CPU than the
+ * batch saved). */
 int ag__pg_append_multi(struct ag_store *st, const struct ag_append_part *parts, size_t nparts,
                         struct ag_append_result *out, struct ag_err *err)
 {
@@ -414,6 +436,7 @@ int ag__pg_append_multi(struct ag_store *st, const struct ag_append_part *parts,
     struct pg_req me = {.parts = parts, .nparts = nparts, .out = out ? out : tmp};
     for (size_t i = 0; i < nparts; i++) me.nevents += parts[i].count;
     ag_err_clear(&me.err);
+    pthread_cond_init(&me.cv, NULL);
     pthread_mutex_lock(&s->lock);
     if (s->pending_tail)
         s->pending_tail->next = &me;
@@ -422,30 +445,27 @@ int ag__pg_append_multi(struct ag_store *st, const struct ag_append_part *parts,
     s->pending_tail = &me;
     /* at most `append_lanes` leaders: the others' appends queue into their batches */
     while (!me.done && s->leaders >= s->append_lanes && !s->closing)
-        pthread_cond_wait(&s->conn_free, &s->lock);
-    bool leading = !me.done;
-    s->leaders += leading;
+        pthread_cond_wait(&me.cv, &s->lock);
+    me.leader = !me.done;
+    s->leaders += me.leader;
     pthread_mutex_unlock(&s->lock);
     struct pg_conn *pc = NULL;
-    int rc = leading ? ag__pg_borrow_unless(s, &pc, &me.done, err) : 0;
+    int rc = me.leader ? ag__pg_borrow_unless(s, &pc, &me.done, err) : 0;
     if (pc) {
         lead(s, pc, &me);
         ag__pg_return(s, pc);
     }
-    if (leading) {
-        pthread_mutex_lock(&s->lock);
+    pthread_mutex_lock(&s->lock);
+    if (me.leader) {
         s->leaders--;
-        pthread_cond_broadcast(&s->conn_free);
-        pthread_mutex_unlock(&s->lock);
+        wake_next(s);
     }
-    if (!pc && rc) {
-        pthread_mutex_lock(&s->lock);
-        bool queued = !me.done && dequeue(s, &me);
-        while (!queued && !me.done) /* in a leader's batch: its outcome is ours */
-            pthread_cond_wait(&s->conn_free, &s->lock);
-        pthread_mutex_unlock(&s->lock);
-        if (queued) return rc;
-    }
+    bool queued = !pc && rc && !me.done && dequeue(s, &me);
+    while (!queued && !me.done) /* in a leader's batch: its outcome is ours */
+        pthread_cond_wait(&me.cv, &s->lock);
+    pthread_mutex_unlock(&s->lock);
+    pthread_cond_destroy(&me.cv);
+    if (queued) return rc;
     if (me.rc) {
         if (err) *err = me.err;
         return me.rc;
@@ -469,10 +489,39 @@ static int append(struct ag_store *st, const char *stream, size_t stream_len, in
 
 /* ---- reads ---- */
 
+/* The read statements, prepared once per session and answered in binary (no
+ * parse and plan per page, no text formatting of the numbers, uuids and times on
+ * the server nor parsing of them here). Columns: stream, version, position, id,
+ * type, created_at, data, metadata. */
 #define EVENT_COLS                                                                                 \
-    "SELECT s.stream_name, e.version, p.position, e.event_id, e.type,"                             \
-    " (extract(epoch FROM e.created_at) * 1000000)::bigint, e.data, e.metadata"                    \
-    " FROM positions p JOIN events e USING (global_position) JOIN streams s USING (stream_id) "
+    "SELECT s.stream_name, e.version, p.position, e.event_id, e.type, e.created_at, e.data,"       \
+    " e.metadata FROM positions p JOIN events e USING (global_position)"                           \
+    " JOIN streams s USING (stream_id) "
+
+enum { RQ_STREAM_ID, RQ_STREAM_FWD, RQ_STREAM_BACK, RQ_ALL_FWD, RQ_ALL_BACK, RQ_N };
+
+static const char *const read_sql[RQ_N] = {
+    "SELECT stream_id FROM streams WHERE stream_name = $1",
+    EVENT_COLS "WHERE s.stream_name = $1 AND e.version >= $2 ORDER BY e.version LIMIT $3",
+    EVENT_COLS "WHERE s.stream_name = $1 AND e.version <= $2 ORDER BY e.version DESC LIMIT $3",
+    EVENT_COLS "WHERE p.position >= $1 ORDER BY p.position LIMIT $2",
+    EVENT_COLS "WHERE p.position <= $1 ORDER BY p.position DESC LIMIT $2",
+};
+
+static bool prepare_reads(struct pg_conn *pc)
+{
+    if (pc->reads_prepared_for == pc->c) return true;
+    bool ok = true;
+    for (int i = 0; i < RQ_N && ok; i++) {
+        char name[24];
+        snprintf(name, sizeof name, "ag_read%d", i);
+        PGresult *r = PQprepare(pc->c, name, read_sql[i], 0, NULL);
+        ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+        PQclear(r);
+    }
+    if (ok) pc->reads_prepared_for = pc->c;
+    return ok;
+}
 
 static char *copy_str(char **p, const char *src, size_t n)
 {
@@ -482,6 +531,19 @@ static char *copy_str(char **p, const char *src, size_t n)
     *p += n + 1;
     return d;
 }
+
+/* A binary int8 (network order). */
+static int64_t bin_i64(const PGresult *r, int row, int col)
+{
+    uint32_t hi, lo;
+    const char *v = PQgetvalue(r, row, col);
+    memcpy(&hi, v, 4);
+    memcpy(&lo, v + 4, 4);
+    return (int64_t)(((uint64_t)ntohl(hi) << 32) | ntohl(lo));
+}
+
+/* PostgreSQL's epoch (2000-01-01) in Unix microseconds. */
+#define PG_EPOCH_US 946684800000000LL
 
 static int to_page(const PGresult *r, struct ag_event_page *out, struct ag_err *err)
 {
@@ -499,12 +561,12 @@ static int to_page(const PGresult *r, struct ag_event_page *out, struct ag_err *
         struct ag_event *e = &out->events[i];
         e->stream_len = (size_t)PQgetlength(r, i, 0);
         e->stream = copy_str(&p, PQgetvalue(r, i, 0), e->stream_len);
-        e->version = col_i64(r, i, 1);
-        e->position = (uint64_t)col_i64(r, i, 2);
-        ag_uuid_parse(PQgetvalue(r, i, 3), (size_t)PQgetlength(r, i, 3), &e->id);
+        e->version = bin_i64(r, i, 1);
+        e->position = (uint64_t)bin_i64(r, i, 2);
+        memcpy(e->id.b, PQgetvalue(r, i, 3), sizeof e->id.b);
         e->type_len = (size_t)PQgetlength(r, i, 4);
         e->type = copy_str(&p, PQgetvalue(r, i, 4), e->type_len);
-        e->time_ns = (uint64_t)col_i64(r, i, 5) * 1000u;
+        e->time_ns = (uint64_t)(bin_i64(r, i, 5) + PG_EPOCH_US) * 1000u;
         e->data_len = (size_t)PQgetlength(r, i, 6);
         e->data = copy_str(&p, PQgetvalue(r, i, 6), e->data_len);
         e->metadata_len = (size_t)PQgetlength(r, i, 7);
@@ -512,6 +574,27 @@ static int to_page(const PGresult *r, struct ag_event_page *out, struct ag_err *
     }
     out->count = (size_t)rows;
     return 0;
+}
+
+/* Run a prepared read (read_sql[which]) with text parameters on a pooled
+ * connection; *res (binary columns) on success. */
+static int read_query(struct pg_store *s, int which, int n, const char *const *vals, PGresult **res,
+                      struct ag_err *err)
+{
+    struct pg_conn *pc;
+    int rc = ag__pg_borrow(s, &pc, err);
+    if (rc) return rc;
+    char name[24];
+    snprintf(name, sizeof name, "ag_read%d", which);
+    PGresult *r = prepare_reads(pc) ? PQexecPrepared(pc->c, name, n, vals, NULL, NULL, 1) : NULL;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        rc = ag__pg_fail(s, pc, r, "read", err);
+    } else {
+        *res = r;
+        ag__pg_mark_ok(s);
+    }
+    ag__pg_return(s, pc);
+    return rc;
 }
 
 /* Run a read query with text parameters on a pooled connection; *res on success. */
@@ -544,18 +627,13 @@ static int read_stream(struct ag_store *st, const char *stream, size_t stream_le
     snprintf(m, sizeof m, "%zu", max > 100000 ? (size_t)100000 : max);
     const char *vals[3] = {name, f, m};
     PGresult *r = NULL;
-    int rc = query(s, "SELECT stream_id FROM streams WHERE stream_name = $1", 1, vals, &r, err);
+    int rc = read_query(s, RQ_STREAM_ID, 1, vals, &r, err);
     if (rc) return rc;
     bool exists = PQntuples(r) == 1;
     PQclear(r);
     if (!exists)
         return ag_err_set(err, AG_ENOTFOUND, "stream '%.*s' not found", (int)stream_len, stream);
-    rc = query(s,
-               back ? EVENT_COLS " WHERE s.stream_name = $1 AND e.version <= $2"
-                                 " ORDER BY e.version DESC LIMIT $3"
-                    : EVENT_COLS " WHERE s.stream_name = $1 AND e.version >= $2"
-                                 " ORDER BY e.version LIMIT $3",
-               3, vals, &r, err);
+    rc = read_query(s, back ? RQ_STREAM_BACK : RQ_STREAM_FWD, 3, vals, &r, err);
     if (rc) return rc;
     rc = to_page(r, out, err);
     PQclear(r);
@@ -583,10 +661,7 @@ static int read_all(struct ag_store *st, uint64_t from, enum ag_read_dir dir, si
     snprintf(m, sizeof m, "%zu", max > 100000 ? (size_t)100000 : max);
     const char *vals[2] = {f, m};
     PGresult *r = NULL;
-    int rc = query(s,
-                   back ? EVENT_COLS " WHERE p.position <= $1 ORDER BY p.position DESC LIMIT $2"
-                        : EVENT_COLS " WHERE p.position >= $1 ORDER BY p.position LIMIT $2",
-                   2, vals, &r, err);
+    int rc = read_query(s, back ? RQ_ALL_BACK : RQ_ALL_FWD, 2, vals, &r, err);
     if (rc) return rc;
     rc = to_page(r, out, err);
     PQclear(r);
@@ -660,7 +735,7 @@ static int save_snapshot(struct ag_store *st, const char *stream, size_t stream_
         rc = ag__pg_fail(s, pc, r, "save snapshot", err);
     } else {
         int64_t cur = col_i64(r, 0, 0);
-        bool saved = atoi(PQgetvalue(r, 0, 1)) == 1;
+        bool saved = strtol(PQgetvalue(r, 0, 1), NULL, 10) == 1;
         PQclear(r);
         if (cur < 0)
             rc = ag_err_set(err, AG_ENOTFOUND, "stream '%.*s' has no events to snapshot",

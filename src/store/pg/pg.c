@@ -127,7 +127,9 @@ int ag__pg_borrow_unless(struct pg_store *s, struct pg_conn **out, const bool *s
             *out = NULL;
             return 0;
         }
+        s->borrowers++;
         pthread_cond_wait(&s->conn_free, &s->lock);
+        s->borrowers--;
     }
     if (!pc) {
         pthread_mutex_unlock(&s->lock);
@@ -148,6 +150,7 @@ int ag__pg_borrow_unless(struct pg_store *s, struct pg_conn **out, const bool *s
         if (pc->c) PQfinish(pc->c);
         pc->c = NULL;
         pc->prepared_for = NULL;
+        pc->reads_prepared_for = NULL;
         struct ag_err e2;
         ag_err_clear(&e2);
         int rc = ag__pg_connect(s, &pc->c, &e2);
@@ -291,6 +294,7 @@ void *ag__pg_listener(void *arg)
 /* ---- the sequencer thread: every waiting append of the process in one round trip ---- */
 
 #define SEQ_BATCH        1024
+#define SEQ_PAUSE_MIN_US 250
 #define SEQ_PAUSE_MAX_US 2000
 
 static struct timespec deadline_in(uint64_t ns)
@@ -374,6 +378,13 @@ static size_t take_resolved(struct pg_store *s, const PGresult *r)
     return got;
 }
 
+void ag__pg_take_resolved(struct pg_store *s, const PGresult *r)
+{
+    pthread_mutex_lock(&s->lock);
+    if (s->waits && take_resolved(s, r)) pthread_cond_broadcast(&s->resolved);
+    pthread_mutex_unlock(&s->lock);
+}
+
 /* Under s->lock: the connection is gone; the waits sent cannot learn their positions. */
 static void fail_waits(struct pg_store *s, const int64_t *gps, size_t n)
 {
@@ -438,13 +449,17 @@ void *ag__pg_sequencer(void *arg)
     pthread_mutex_lock(&s->lock);
     while (gps && !s->closing) {
         if (!s->waits) {
+            pause_us = 0; /* a fresh wait is looked up at once */
             pthread_cond_wait(&s->seq_cond, &s->lock);
             continue;
         }
-        if (pause_us) { /* nothing numbered last time: until a new commit, or a pause */
+        if (pause_us) { /* waits left: the whole pause (appends settle each other) */
             struct timespec dl = deadline_in(pause_us * 1000u);
-            pthread_cond_timedwait(&s->seq_cond, &s->lock, &dl);
+            while (s->waits && !s->closing &&
+                   pthread_cond_timedwait(&s->seq_cond, &s->lock, &dl) == 0) {
+            }
             if (s->closing) break;
+            if (!s->waits) continue;
         }
         size_t n = 0;
         for (struct pg_wait *w = s->waits; w && n < SEQ_BATCH; w = w->next) gps[n++] = w->gp;
@@ -455,7 +470,7 @@ void *ag__pg_sequencer(void *arg)
             fail_waits(s, gps, n);
             pthread_cond_broadcast(&s->resolved);
         }
-        pause_us = got > 0 ? 0 : pause_us ? pause_us * 2 : 50;
+        pause_us = pause_us ? pause_us * 2 : SEQ_PAUSE_MIN_US;
         if (pause_us > SEQ_PAUSE_MAX_US) pause_us = SEQ_PAUSE_MAX_US;
     }
     pthread_mutex_unlock(&s->lock);
@@ -544,6 +559,7 @@ static void destroy(struct pg_store *s)
     while (s->nworkers && (s->jobs || s->running)) /* pending appends finish first */
         pthread_cond_wait(&s->jobs_cond, &s->lock);
     s->closing = true;
+    for (struct pg_req *q = s->pending; q; q = q->next) pthread_cond_signal(&q->cv);
     pthread_cond_broadcast(&s->jobs_cond);
     pthread_cond_broadcast(&s->head_moved);
     pthread_cond_broadcast(&s->seq_cond);

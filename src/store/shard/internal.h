@@ -3,6 +3,7 @@
 #define AGORA_STORE_SHARD_INTERNAL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 
 #include "agora/store_shard.h"
 #include "store/internal.h"
@@ -22,6 +23,8 @@ struct shard_store {
     struct ag_store *sh[AG_STORE_SHARDS_MAX];
     char *uri[AG_STORE_SHARDS_MAX];
     struct shard_pins pins;
+    _Atomic bool unlaid; /* a new store: the layout is written before the first append */
+    pthread_mutex_t layout_lock;
     pthread_mutex_t lock; /* guards everything below */
     pthread_cond_t moved; /* a head moved, or closing */
     uint64_t head[AG_STORE_SHARDS_MAX]; /* each shard's head as its watcher last saw it */
@@ -66,6 +69,9 @@ void ag__shard_xs_settle(struct shard_store *ss);
 /* The layout (layout.c): each shard's `_shards` snapshot says its index, the
  * shard count and (shard 0) the pinned keys. Checked at open, written when new. */
 int ag__shard_layout_load(struct shard_store *ss, bool allow_new, struct ag_err *err);
+/* Before an append: a new store's layout is written (once), so that a store
+ * nothing was appended to stays empty (`agora run` seeds an empty store). */
+int ag__shard_layout_ensure(struct shard_store *ss, struct ag_err *err);
 
 /* The members of `list`, opened, without layout checks or threads (add-shard). */
 int ag__shard_open_raw(const char *list, const struct ag_store_options *opts,

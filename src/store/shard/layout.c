@@ -8,7 +8,8 @@
  * Open checks that member k says index k and count N, so a URI that lists the
  * shards in another order, leaves one out or adds an empty store without
  * ag_store_shard_add is refused instead of silently routing streams elsewhere.
- * A set of members none of which has a layout is new: each gets its own.
+ * A set of members none of which has a layout is new: each gets its own before
+ * the first append (so a store nothing was appended to stays empty).
  *
  * Adding shard N (ag_store_shard_add, offline). Jump hash moves a key only to
  * the new bucket, and ~1/(N+1) of them. Every key that has a stream and would
@@ -172,8 +173,20 @@ int ag__shard_layout_load(struct shard_store *ss, bool allow_new, struct ag_err 
     for (size_t k = 0; k < ss->n && !rc; k++)
         if (!(rc = layout_read(ss, k, k == 0, &l[k], err)) && l[k].have) have++;
     for (size_t k = 0; have && k < ss->n && !rc; k++) rc = layout_check(ss, k, ss->n, &l[k], err);
-    for (size_t k = 0; !have && allow_new && k < ss->n && !rc; k++)
-        rc = layout_write(ss, k, ss->n, NULL, err);
+    if (!rc && !have && allow_new) ss->unlaid = true;
+    return rc;
+}
+
+int ag__shard_layout_ensure(struct shard_store *ss, struct ag_err *err)
+{
+    if (!ss->unlaid) return 0;
+    pthread_mutex_lock(&ss->layout_lock);
+    int rc = 0;
+    if (ss->unlaid) {
+        for (size_t k = 0; k < ss->n && !rc; k++) rc = layout_write(ss, k, ss->n, NULL, err);
+        if (!rc) ss->unlaid = false;
+    }
+    pthread_mutex_unlock(&ss->layout_lock);
     return rc;
 }
 
@@ -252,7 +265,7 @@ int ag_store_shard_add(const char *list, const char *new_uri, const struct ag_st
     all->n = n + 1;
     for (size_t k = 0; k <= n && !rc; k++) rc = layout_write(all, k, n + 1, k ? NULL : pins, err);
     if (!rc)
-        AG_INFO("store.shard_added", AG_LS("shard", new_uri), AG_LU("shards", n + 1),
+        AG_INFO("store.shard_added", AG_LU("shard", n), AG_LU("shards", n + 1),
                 AG_LU("pinned", scan.added));
     json_decref(pins);
     if (!rc && pinned) *pinned = scan.added;

@@ -170,7 +170,8 @@ static int sh_append(struct ag_store *s, const char *stream, size_t stream_len, 
     size_t k;
     struct ag_store *m = member(s, stream, stream_len, &k);
     struct ag_append_result r;
-    int rc = m->ops->append(m, stream, stream_len, expected, ev, n, &r, err);
+    int rc = ag__shard_layout_ensure(ss_of(s), err);
+    if (!rc) rc = m->ops->append(m, stream, stream_len, expected, ev, n, &r, err);
     if (!rc && out) {
         *out = r;
         ag__shard_encode_result(out, k);
@@ -182,6 +183,8 @@ static int sh_append_async(struct ag_store *s, struct ag_append_req *req)
 {
     size_t k;
     struct ag_store *m = member(s, req->stream, req->stream_len, &k);
+    int rc = ag__shard_layout_ensure(ss_of(s), &req->err);
+    if (rc) return rc;
     req->pos_base = ag_store_pos_make(k, 0);
     return m->ops->append_async(m, req);
 }
@@ -487,6 +490,7 @@ static void shard_free(struct shard_store *ss)
     pthread_cond_destroy(&ss->moved);
     pthread_cond_destroy(&ss->xs_cond);
     pthread_mutex_destroy(&ss->lock);
+    pthread_mutex_destroy(&ss->layout_lock);
     ag_free(ss);
 }
 
@@ -595,6 +599,7 @@ static struct shard_store *shard_new(const struct ag_store_options *opts)
     ss->base.ops = &shard_ops;
     if (opts) ss->base.opts = *opts;
     pthread_mutex_init(&ss->lock, NULL);
+    pthread_mutex_init(&ss->layout_lock, NULL);
     ag_cond_init_mono(&ss->moved);
     ag_cond_init_mono(&ss->xs_cond);
     return ss;

@@ -233,6 +233,8 @@ int ag__shard_append_multi(struct ag_store *s, const struct ag_append_part *part
         one = one && u.shard[i] == u.shard[0];
     }
     struct ag_store *m = ss->sh[u.shard[0]];
+    int lrc = ag__shard_layout_ensure(ss, err);
+    if (lrc) return lrc;
     if (!m->ops->append_multi)
         return ag_err_set(err, AG_EUNSUPPORTED,
                           "the '%s' store cannot append to several streams atomically",
@@ -259,6 +261,8 @@ int ag__shard_append_multi_async(struct ag_store *s, struct ag_append_multi_req 
     for (size_t i = 1; i < req->nparts && one; i++)
         one = ag__shard_route(ss, req->parts[i].stream, req->parts[i].stream_len) == k0;
     struct ag_store *m = ss->sh[k0];
+    int lrc = ag__shard_layout_ensure(ss, &req->req.err);
+    if (lrc) return lrc;
     if (one) {
         if (!m->ops->append_multi_async) return AG_EUNSUPPORTED;
         req->req.pos_base = ag_store_pos_make(k0, 0);

@@ -105,9 +105,9 @@ static int parse_args(int argc, char **argv, struct store_args *a)
                                         "--metadata",       "--id",    "--expected-version",
                                         "--from",           "--limit", "--idempotency-ttl",
                                         "--saga-retention", "--store", "--new"};
-    const char **slots[] = {&a->data,     &a->type,     &a->payload,  &a->metadata,
-                            &a->id,       &a->expected, &a->from,     &a->limit,
-                            &a->idem_ttl, &a->saga_ret, &a->store,    &a->shard};
+    const char **slots[] = {&a->data,     &a->type,     &a->payload, &a->metadata,
+                            &a->id,       &a->expected, &a->from,    &a->limit,
+                            &a->idem_ttl, &a->saga_ret, &a->store,   &a->shard};
     for (int i = 1; i < argc; i++) {
         int hit = 0;
         for (size_t k = 0; k < sizeof names / sizeof names[0] && !hit; k++) {
@@ -520,8 +520,9 @@ static int run(int argc, char **argv)
     if (rc) return rc;
     if (a.store && strncmp(a.store, "shards:", 7) == 0 &&
         (strcmp(a.sub, "verify") == 0 || strcmp(a.sub, "scavenge") == 0)) {
-        fprintf(stderr, "agora store %s: a sharded store is checked shard by shard: run it with "
-                        "--data on each shard's directory (or --store on each shard's URI)\n",
+        fprintf(stderr,
+                "agora store %s: a sharded store is checked shard by shard: run it with "
+                "--data on each shard's directory (or --store on each shard's URI)\n",
                 a.sub);
         return 1;
     }

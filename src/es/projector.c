@@ -65,8 +65,8 @@ struct runner {
     pthread_t thread;
     bool started;
     /* guarded by owner->lock */
-    uint64_t checkpoint;         /* events before `cur` in all (= the position, one shard) */
-    struct ag_store_cursor cur;  /* next position per shard of the store */
+    uint64_t checkpoint;        /* events before `cur` in all (= the position, one shard) */
+    struct ag_store_cursor cur; /* next position per shard of the store */
     uint64_t applied;
     double lag_seconds;
     bool failed;
@@ -475,8 +475,7 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static void publish(struct runner *r, const struct ag_store_cursor *cur, size_t applied,
-                    double lag)
+static void publish(struct runner *r, const struct ag_store_cursor *cur, size_t applied, double lag)
 {
     struct ag_projector *o = r->owner;
     uint64_t next = ag_store_cursor_sum(cur);

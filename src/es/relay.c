@@ -29,7 +29,7 @@ struct ag_relay {
     bool stopping;
     uint64_t checkpoint, position, published, failures;
     struct ag_store_cursor start; /* where the thread starts (its checkpoint per shard) */
-    uint64_t oldest_ns; /* commit time of the first unpublished event (0: none) */
+    uint64_t oldest_ns;           /* commit time of the first unpublished event (0: none) */
     bool failing;
     char error[256];
 };
@@ -253,7 +253,8 @@ static void *relay_main(void *arg)
         backoff = backoff ? (backoff * 2 > 5000 ? 5000 : backoff * 2) : 100;
         if (!pause_ms(r, backoff)) break;
     }
-    if (unsaved && save_checkpoint(r, &acked, &err) == 0) note_saved(r, ag_store_cursor_sum(&acked));
+    if (unsaved && save_checkpoint(r, &acked, &err) == 0)
+        note_saved(r, ag_store_cursor_sum(&acked));
     ag_store_sub_free(sub);
     return NULL;
 }

@@ -402,10 +402,10 @@ struct ag_store_sub {
     struct ag_store *store;
     char *stream; /* NULL: $all */
     size_t stream_len;
-    uint64_t next;                 /* next position ($all) or version (stream) */
-    bool sharded;                  /* $all of a sharded store: `cur` instead of `next` */
-    uint32_t turn;                 /* shard to read first next time (fairness) */
-    struct ag_store_cursor cur;    /* sharded: next local position per shard */
+    uint64_t next;              /* next position ($all) or version (stream) */
+    bool sharded;               /* $all of a sharded store: `cur` instead of `next` */
+    uint32_t turn;              /* shard to read first next time (fairness) */
+    struct ag_store_cursor cur; /* sharded: next local position per shard */
 };
 
 static int sub_new(struct ag_store *s, const char *stream, size_t stream_len,
@@ -434,7 +434,8 @@ int ag_store_subscribe_cursor(struct ag_store *s, const struct ag_store_cursor *
     if (rc) return rc;
     struct ag_store_sub *sub = *out;
     ag_store_cursor_init(s, &sub->cur);
-    for (uint32_t k = 0; from && k < from->n && k < sub->cur.n; k++) sub->cur.next[k] = from->next[k];
+    for (uint32_t k = 0; from && k < from->n && k < sub->cur.n; k++)
+        sub->cur.next[k] = from->next[k];
     if (!sub->sharded) sub->next = sub->cur.next[0];
     return 0;
 }

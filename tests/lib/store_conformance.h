@@ -30,10 +30,10 @@ static inline int conformance_open(const char *dir, const struct ag_store_option
     strncat(uri, "&pool_size=2", sizeof uri - strlen(uri) - 1);
     return ag_store_open(uri, o, out, err);
 }
-#define LOG_ONLY()   cr_skip_test("the embedded log only")
-#define ONE_ALL()    ((void)0)
-#define POS_EQ(a, b) cr_assert_eq(a, b)
-#define CONF_SHARDED 0
+#define LOG_ONLY()                cr_skip_test("the embedded log only")
+#define ONE_ALL()                 ((void)0)
+#define POS_EQ(a, b)              cr_assert_eq(a, b)
+#define CONF_SHARDED              0
 #define conformance_events(st, n) ((void)(st), (n))
 #elif defined AG_TEST_STORE_SHARDS
 #include <criterion/criterion.h>
@@ -48,10 +48,10 @@ static inline int conformance_open(const char *dir, const struct ag_store_option
     snprintf(uri, sizeof uri, "shards:file:%s/s0,file:%s/s1", dir, dir);
     return ag_store_open(uri, o, out, err);
 }
-#define LOG_ONLY()    cr_skip_test("the embedded log only")
-#define ONE_ALL()     cr_skip_test("one gapless $all: a sharded store orders $all per shard")
-#define POS_EQ(a, b)  ((void)(a), (void)(b)) /* positions are per shard */
-#define CONF_SHARDED  1
+#define LOG_ONLY()   cr_skip_test("the embedded log only")
+#define ONE_ALL()    cr_skip_test("one gapless $all: a sharded store orders $all per shard")
+#define POS_EQ(a, b) ((void)(a), (void)(b)) /* positions are per shard */
+#define CONF_SHARDED 1
 
 /* Events the test wrote: $all without the router's own streams (`_shards`, the
  * layout, and `_xshard-<k>`, the intents of cross-shard units). */
@@ -72,11 +72,11 @@ static inline uint64_t conformance_events(struct ag_store *st, uint64_t stats_ev
     return n;
 }
 #else
-#define conformance_open ag_store_log_open
-#define LOG_ONLY()       ((void)0)
-#define ONE_ALL()        ((void)0)
-#define POS_EQ(a, b)     cr_assert_eq(a, b)
-#define CONF_SHARDED     0
+#define conformance_open          ag_store_log_open
+#define LOG_ONLY()                ((void)0)
+#define ONE_ALL()                 ((void)0)
+#define POS_EQ(a, b)              cr_assert_eq(a, b)
+#define CONF_SHARDED              0
 #define conformance_events(st, n) ((void)(st), (n))
 #endif
 

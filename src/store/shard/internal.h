@@ -17,6 +17,8 @@ struct shard_pins {
     size_t cap, count;
 };
 
+#define SHARD_XS_WORKERS 8 /* cross-shard async units run at once (their appends group-commit) */
+
 struct shard_store {
     struct ag_store base;
     size_t n;
@@ -25,8 +27,8 @@ struct shard_store {
     struct shard_pins pins;
     _Atomic bool unlaid; /* a new store: the layout is written before the first append */
     pthread_mutex_t layout_lock;
-    pthread_mutex_t lock; /* guards everything below */
-    pthread_cond_t moved; /* a head moved, or closing */
+    pthread_mutex_t lock;               /* guards everything below */
+    pthread_cond_t moved;               /* a head moved, or closing */
     uint64_t head[AG_STORE_SHARDS_MAX]; /* each shard's head as its watcher last saw it */
     bool closing;
     pthread_t watcher[AG_STORE_SHARDS_MAX];
@@ -34,7 +36,8 @@ struct shard_store {
     /* cross-shard units (xs.c) */
     pthread_cond_t xs_cond;
     struct ag_append_multi_req *xs_head, *xs_tail; /* linked by req.next_done */
-    pthread_t xs_thread;
+    pthread_t xs_thread[SHARD_XS_WORKERS];
+    size_t xs_threads;
     bool xs_started;
     uint64_t xs_inflight; /* units whose coordinator committed and others not yet */
     uint64_t xs_units;    /* cross-shard units committed since open */

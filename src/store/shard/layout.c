@@ -19,6 +19,7 @@
  */
 #include <jansson.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "store/shard/internal.h"
@@ -41,8 +42,9 @@ static int pins_load(struct shard_store *ss, json_t *pins, struct ag_err *err)
     json_t *v;
     json_object_foreach(pins, key, v)
     {
-        unsigned long long h;
-        if (sscanf(key, "%llx", &h) != 1 || !json_is_integer(v) || json_integer_value(v) < 0 ||
+        char *end;
+        unsigned long long h = strtoull(key, &end, 16);
+        if (end == key || *end || !json_is_integer(v) || json_integer_value(v) < 0 ||
             json_integer_value(v) >= AG_STORE_SHARDS_MAX)
             return ag_err_set(err, AG_ECORRUPT, "shard 0 (%s): a pinned key is malformed",
                               ss->uri[0]);

@@ -377,8 +377,9 @@ static void stop_watchers(struct shard_store *ss)
 }
 
 /* Wait until `ready` says so (under the lock), a timeout or close. */
-static int wait_until(struct shard_store *ss, bool (*ready)(const struct shard_store *, const void *),
-                      const void *ud, int timeout_ms)
+static int wait_until(struct shard_store *ss,
+                      bool (*ready)(const struct shard_store *, const void *), const void *ud,
+                      int timeout_ms)
 {
     struct timespec ts;
     if (timeout_ms >= 0) ag_deadline_mono_in_ms(&ts, timeout_ms);
@@ -542,7 +543,8 @@ static size_t scheme_of(const char *uri, char *out, size_t n)
 static int parse_list(struct shard_store *ss, const char *list, struct ag_err *err)
 {
     if (!list || !*list)
-        return ag_err_set(err, AG_EINVAL, "store URI 'shards:' names no shard (shards:URI,URI,...)");
+        return ag_err_set(err, AG_EINVAL,
+                          "store URI 'shards:' names no shard (shards:URI,URI,...)");
     char first[32] = "";
     for (const char *p = list;;) {
         const char *c = strchr(p, ',');
@@ -553,7 +555,8 @@ static int parse_list(struct shard_store *ss, const char *list, struct ag_err *e
         if (ss->n == AG_STORE_SHARDS_MAX)
             return ag_err_set(err, AG_EINVAL, "store URI 'shards:': more than %d shards",
                               AG_STORE_SHARDS_MAX);
-        if (!(ss->uri[ss->n] = ag_strndup(p, len))) return ag_err_set(err, AG_ENOMEM, "out of memory");
+        if (!(ss->uri[ss->n] = ag_strndup(p, len)))
+            return ag_err_set(err, AG_ENOMEM, "out of memory");
         const char *u = ss->uri[ss->n];
         char sch[32];
         scheme_of(u, sch, sizeof sch);
@@ -568,8 +571,8 @@ static int parse_list(struct shard_store *ss, const char *list, struct ag_err *e
         for (size_t j = 0; j < ss->n; j++)
             if (strcmp(ss->uri[j], u) == 0)
                 return ag_err_set(err, AG_EINVAL,
-                                  "store URI 'shards:': '%s' is both shard %zu and shard %zu", u,
-                                  j, ss->n);
+                                  "store URI 'shards:': '%s' is both shard %zu and shard %zu", u, j,
+                                  ss->n);
         ss->n++;
         if (!c) break;
         p = c + 1;
@@ -629,9 +632,9 @@ void ag__shard_close_raw(struct shard_store *ss)
 int ag_store_shard_open(const char *list, const struct ag_store_options *opts,
                         struct ag_store **out, struct ag_err *err)
 {
-    struct shard_store *ss;
+    struct shard_store *ss = NULL;
     int rc = ag__shard_open_raw(list, opts, &ss, err);
-    if (rc) return rc;
+    if (rc || !ss) return rc ? rc : AG_ENOMEM;
     bool ro = opts && opts->read_only;
     if (!rc) rc = ag__shard_layout_load(ss, !ro, err);
     if (!rc && !ro) rc = ag__shard_xs_recover(ss, err);

@@ -127,8 +127,9 @@ static int unit_check(struct unit *u, struct ag_err *err)
         int64_t v = -1;
         int rc = m->ops->stream_version(m, p->stream, p->stream_len, &v);
         if (rc == AG_ENOTFOUND) v = -1, rc = 0;
-        if (rc) return ag_err_set(err, rc, "stream '%.*s': %s", (int)p->stream_len, p->stream,
-                                  ag_strerror(rc));
+        if (rc)
+            return ag_err_set(err, rc, "stream '%.*s': %s", (int)p->stream_len, p->stream,
+                              ag_strerror(rc));
         if (version_ok(p->expected_version, v) ||
             part_written(m, p, !ag_uuid_is_nil(&u->in[i].events[0].id)))
             continue; /* a repeated part is answered by its shard's idempotency */
@@ -154,7 +155,7 @@ static int unit_intent(struct unit *u, size_t c, struct ag_err *err)
     rc = rc ? rc : ag_buf_puts(&u->intent, "]}");
     if (rc) return ag_err_set(err, rc, "out of memory encoding a cross-shard unit");
     size_t max = u->ss->base.opts.max_event_bytes ? u->ss->base.opts.max_event_bytes
-                                                   : AG_STORE_EVENT_MAX_DEFAULT;
+                                                  : AG_STORE_EVENT_MAX_DEFAULT;
     if (u->intent.len + 32 > max)
         return ag_err_set(err, AG_ETOOBIG,
                           "a multi-stream append over shards is %zu bytes; the limit is %zu",
@@ -251,7 +252,7 @@ int ag__shard_append_multi(struct ag_store *s, const struct ag_append_part *part
     return rc;
 }
 
-/* ---- asynchronous: one shard is its member's; a unit runs on the worker ---- */
+/* ---- asynchronous: one shard is its member's; a unit runs on a worker ---- */
 
 int ag__shard_append_multi_async(struct ag_store *s, struct ag_append_multi_req *req)
 {
@@ -328,9 +329,12 @@ int ag__shard_xs_start(struct shard_store *ss, struct ag_err *err)
     pthread_mutex_lock(&ss->lock);
     ss->xs_started = true;
     pthread_mutex_unlock(&ss->lock);
-    if (pthread_create(&ss->xs_thread, NULL, xs_main, ss) != 0) {
-        ss->xs_started = false;
-        return ag_err_set(err, AG_ENOMEM, "cannot start the cross-shard worker");
+    for (size_t i = 0; i < SHARD_XS_WORKERS; i++) {
+        if (pthread_create(&ss->xs_thread[i], NULL, xs_main, ss) != 0) {
+            ag__shard_xs_stop(ss);
+            return ag_err_set(err, AG_ENOMEM, "cannot start the cross-shard workers");
+        }
+        ss->xs_threads++;
     }
     return 0;
 }
@@ -338,11 +342,11 @@ int ag__shard_xs_start(struct shard_store *ss, struct ag_err *err)
 void ag__shard_xs_stop(struct shard_store *ss)
 {
     pthread_mutex_lock(&ss->lock);
-    bool was = ss->xs_started;
     ss->xs_started = false;
-    pthread_cond_signal(&ss->xs_cond);
+    pthread_cond_broadcast(&ss->xs_cond);
     pthread_mutex_unlock(&ss->lock);
-    if (was) pthread_join(ss->xs_thread, NULL);
+    for (size_t i = 0; i < ss->xs_threads; i++) pthread_join(ss->xs_thread[i], NULL);
+    ss->xs_threads = 0;
 }
 
 /* ---- recovery ---- */

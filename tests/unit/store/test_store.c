@@ -356,7 +356,7 @@ Test(store, snapshot_roundtrip_and_errors)
     struct ag_event_page p;
     cr_assert_eq(ag_store_read_all(s, 0, AG_READ_FORWARD, 100, &p, NULL), 0);
     if (!CONF_SHARDED) cr_assert_eq(p.count, 6); /* a sharded read: shard 0's page */
-    POS_EQ(p.events[5].position, 5); /* snapshot records take no position */
+    POS_EQ(p.events[5].position, 5);             /* snapshot records take no position */
     ag_event_page_free(&p);
 }
 

@@ -60,8 +60,7 @@ static void append(struct ag_store *s, const char *stream, int n)
 }
 
 /* A stream name whose aggregate id lands on shard `k` of `s`. */
-static void name_on(struct ag_store *s, const char *prefix, size_t k, int from, char *out,
-                    size_t n)
+static void name_on(struct ag_store *s, const char *prefix, size_t k, int from, char *out, size_t n)
 {
     for (int i = from;; i++) {
         snprintf(out, n, "%s-%d", prefix, i);
@@ -120,7 +119,8 @@ Test(shards, positions_name_the_shard_and_reads_go_there)
     cr_assert_eq(ag_store_read_stream(s, b, strlen(b), 0, AG_READ_FORWARD, 10, &p, NULL), 0);
     cr_assert_eq(p.count, 2);
     cr_assert_eq(ag_store_pos_shard(p.events[0].position), 1);
-    cr_assert_eq(ag_store_pos_local(p.events[1].position), ag_store_pos_local(p.events[0].position) + 1);
+    cr_assert_eq(ag_store_pos_local(p.events[1].position),
+                 ag_store_pos_local(p.events[0].position) + 1);
     ag_event_page_free(&p);
     /* a one-off scan of $all: shard 0 to its end, then shard 1 */
     size_t seen[2] = {0};
@@ -244,15 +244,14 @@ Test(shards, an_interrupted_unit_is_completed_at_open)
     snprintf(u0, sizeof u0, "file:%s/s0", dir);
     struct ag_store *m = open_uri(u0);
     char intent[512];
-    snprintf(intent, sizeof intent,
-             "{\"parts\":[{\"shard\":1,\"expected\":-1,\"stream\":\"%s\",\"events\":[{\"id\":"
-             "\"01000000-0000-7000-8000-000000000009\",\"type\":\"Made\",\"data\":\"{\\\"q\\\":1}\","
-             "\"metadata\":\"\"}]}]}",
-             far);
-    struct ag_event_data ev = {.type = "CrossShardUnit",
-                               .type_len = 14,
-                               .data = intent,
-                               .data_len = strlen(intent)};
+    snprintf(
+        intent, sizeof intent,
+        "{\"parts\":[{\"shard\":1,\"expected\":-1,\"stream\":\"%s\",\"events\":[{\"id\":"
+        "\"01000000-0000-7000-8000-000000000009\",\"type\":\"Made\",\"data\":\"{\\\"q\\\":1}\","
+        "\"metadata\":\"\"}]}]}",
+        far);
+    struct ag_event_data ev = {
+        .type = "CrossShardUnit", .type_len = 14, .data = intent, .data_len = strlen(intent)};
     cr_assert_eq(ag_store_append(m, "_xshard-0", 9, AG_STORE_ANY, &ev, 1, NULL, NULL), 0);
     ag_store_close(m);
     s = open_uri(uri2);
@@ -305,12 +304,14 @@ Test(shards, async_units_complete_on_the_loop_one_shard_or_two)
                                     {b, strlen(b), 0, &e4, 1}};
     struct ag_append_result r1[2], r2[2];
     struct actx c1 = {0}, c2 = {0};
-    struct ag_append_multi_req m1 = {.parts = two, .nparts = 2, .results = r1, .cb = on_multi, .ud = &c1};
+    struct ag_append_multi_req m1 = {
+        .parts = two, .nparts = 2, .results = r1, .cb = on_multi, .ud = &c1};
     cr_assert_eq(ag_store_append_multi_async(l, &m1), 0);
     while (!c1.done) uv_run(&loop, UV_RUN_ONCE);
     cr_assert_eq(c1.status, 0);
     cr_assert_eq(ag_store_pos_shard(r1[1].first_position), 1);
-    struct ag_append_multi_req m2 = {.parts = one, .nparts = 2, .results = r2, .cb = on_multi, .ud = &c2};
+    struct ag_append_multi_req m2 = {
+        .parts = one, .nparts = 2, .results = r2, .cb = on_multi, .ud = &c2};
     cr_assert_eq(ag_store_append_multi_async(l, &m2), 0);
     while (!c2.done) uv_run(&loop, UV_RUN_ONCE);
     cr_assert_eq(c2.status, 0);

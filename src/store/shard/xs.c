@@ -177,7 +177,7 @@ static int unit_intent(struct unit *u, size_t c, struct ag_err *err)
 static int append_on(struct unit *u, size_t k, const struct ag_append_part *extra,
                      struct ag_append_result *out, struct ag_err *err)
 {
-    struct ag_append_part p[AG_STORE_MULTI_MAX + 1];
+    struct ag_append_part p[AG_STORE_MULTI_MAX + 1] = {0};
     size_t idx[AG_STORE_MULTI_MAX + 1], np = 0;
     for (size_t i = 0; i < u->n; i++)
         if (u->shard[i] == k) idx[np] = i, p[np++] = u->parts[i];

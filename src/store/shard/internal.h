@@ -17,7 +17,7 @@ struct shard_pins {
     size_t cap, count;
 };
 
-#define SHARD_XS_WORKERS 8 /* cross-shard async units run at once (their appends group-commit) */
+#define SHARD_XS_WORKERS 64 /* cross-shard async units run at once (their appends group-commit) */
 
 struct shard_store {
     struct ag_store base;

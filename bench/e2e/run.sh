@@ -29,6 +29,9 @@
 #              fsync and synchronous_commit on, like the log's fsync; a schema per
 #              run); "impl":"agora-pg" in the JSON. READMODELS=postgresql puts the
 #              read models there too ("impl":"agora-pg-rm"). Default: the log.
+#   SHARDS=N   the log spread over N shards (shards:file:DATA/shard0,...: the shard
+#              router, README "Sharding"); "impl":"agora-shardsN" in the JSON. Default 1
+#              (the plain log). Not combined with STORE=postgresql.
 #   SAGA_MODE=choreography  PlaceOrder choreographed over the local: bus (agora run
 #              --saga-mode choreography) instead of orchestrated by the saga engine;
 #              "saga_mode":"choreography" in the JSON's params. Default orchestration.
@@ -49,6 +52,8 @@ TMP=$(mktemp -d /tmp/agora-bench-e2e-XXXXXX)
 SPID= SAMPLER=
 IMPL=agora
 PGSTARTED=
+SHARDS=${SHARDS:-1}
+[[ $SHARDS -gt 1 ]] && IMPL=agora-shards$SHARDS
 cleanup() {
   [[ -n $SAMPLER ]] && kill "$SAMPLER" 2>/dev/null
   [[ -n $SPID ]] && kill "$SPID" 2>/dev/null && wait "$SPID" 2>/dev/null
@@ -69,6 +74,14 @@ store_args() {
   if [[ -n $PGSTARTED ]]; then
     echo "--store"
     echo "$AGORA_TEST_PG_URI&schema=e2e_$2&pool_size=16"
+  elif [[ $SHARDS -gt 1 ]]; then
+    local uri="shards:" k
+    for ((k = 0; k < SHARDS; k++)); do
+      [[ $k -gt 0 ]] && uri+=","
+      uri+="file:$1/shard$k"
+    done
+    echo "--store"
+    echo "$uri"
   else
     echo "--data"
     echo "$1"
@@ -84,7 +97,7 @@ seed_catalog() { # data dir, run name
 
 start_server() { # data dir, path, run name
   local args=(run --data "$1" --listen 127.0.0.1:0 --no-seed)
-  if [[ -n $PGSTARTED ]]; then
+  if [[ -n $PGSTARTED || $SHARDS -gt 1 ]]; then
     mapfile -t sa < <(store_args "$1" "$3")
     args+=("${sa[@]}")
     [[ ${READMODELS:-} == postgresql ]] && args+=(--readmodels "$AGORA_TEST_PG_URI")

@@ -284,6 +284,10 @@ AG_EXTERN void ag_projector_stop(struct ag_projector *p);
 AG_EXTERN size_t ag_projector_count(const struct ag_projector *p);
 AG_EXTERN void ag_projector_stats(struct ag_projector *p, size_t i,
                                   struct ag_projection_stats *out);
+/* Wait until every projection has consumed everything the store holds now
+ * (every shard's head): a read-your-writes barrier that works on sharded stores.
+ * AG_ETIMEDOUT after `timeout_ms`. */
+AG_EXTERN int ag_projector_wait_head(struct ag_projector *o, int timeout_ms);
 /* Wait until every projection has passed `position` (i.e. checkpoint > position)
  * or `timeout_ms` ran out (AG_ETIMEDOUT). */
 AG_EXTERN int ag_projector_wait(struct ag_projector *p, uint64_t position, int timeout_ms);

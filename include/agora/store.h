@@ -196,6 +196,9 @@ struct ag_append_req {
     struct ag_append_req *next_done;
     struct ag_store_loop *loop;
     struct ag__store_span span;
+    uint64_t pos_base;                    /* a shard's position bits, added on completion */
+    struct ag_append_result *pos_results; /* and to these `pos_n` results (multi) */
+    size_t pos_n;
 };
 
 /* An asynchronous multi-stream append (see ag_store_append_multi), owned by the
@@ -245,6 +248,14 @@ struct ag_store_ops {
     void (*close)(struct ag_store *s);
     /* Optional (NULL: always writable). Must not block on I/O. */
     int (*health)(struct ag_store *s, struct ag_store_health *out);
+    /* Optional, a store spread over shards (src/store/shard; NULL: one shard). */
+    size_t (*shards)(struct ag_store *s);
+    /* Forward read of shard `shard`'s own $all from its local position `from`:
+     * events carry encoded positions, next_position is local. */
+    int (*read_shard)(struct ag_store *s, size_t shard, uint64_t from, size_t max,
+                      struct ag_event_page *out, struct ag_err *err);
+    /* Block until some shard k's head > after[k] (0), timeout or close. */
+    int (*wait_shards)(struct ag_store *s, const uint64_t *after, size_t n, int timeout_ms);
 };
 
 /* Every adapter's handle starts with this. */
@@ -253,11 +264,65 @@ struct ag_store {
     struct ag_store_options opts; /* as given, defaults filled in */
 };
 
+/* ---- sharded stores ----
+ *
+ * A `shards:` store (src/store/shard, README "Sharding") keeps one $all per shard.
+ * A position carries its shard in the top 16 bits and the shard's own position
+ * below, so positions are unique but $all is gapless and ordered only per shard;
+ * a one-shard store's positions are the plain ones. ag_store_read_all over shards
+ * reads shard 0 to its end, then shard 1, ... (backward: the reverse): a complete
+ * one-off scan. A live $all subscription keeps a cursor, one next position per
+ * shard: ag_store_subscribe_cursor / ag_store_sub_cursor. */
+#define AG_STORE_SHARD_SHIFT 48
+#define AG_STORE_SHARDS_MAX  64
+#define AG_STORE_LOCAL_MASK  ((UINT64_C(1) << AG_STORE_SHARD_SHIFT) - 1)
+
+static inline uint32_t ag_store_pos_shard(uint64_t pos)
+{
+    return (uint32_t)(pos >> AG_STORE_SHARD_SHIFT);
+}
+static inline uint64_t ag_store_pos_local(uint64_t pos)
+{
+    return pos & AG_STORE_LOCAL_MASK;
+}
+static inline uint64_t ag_store_pos_make(size_t shard, uint64_t local)
+{
+    return ((uint64_t)shard << AG_STORE_SHARD_SHIFT) | (local & AG_STORE_LOCAL_MASK);
+}
+
+/* Where a $all consumer is: the next local position of each of `n` shards. */
+struct ag_store_cursor {
+    uint32_t n;
+    uint64_t next[AG_STORE_SHARDS_MAX];
+};
+
+/* Number of shards (1 for an unsharded store). */
+AG_EXTERN size_t ag_store_shards(struct ag_store *s);
+/* A cursor at the start of every shard (n = the store's shards). */
+AG_EXTERN void ag_store_cursor_init(struct ag_store *s, struct ag_store_cursor *c);
+/* A cursor at every shard's head now (what a consumer has to reach). */
+AG_EXTERN void ag_store_cursor_head(struct ag_store *s, struct ag_store_cursor *c);
+/* Whether the event at `position` is before the cursor (consumed). */
+AG_EXTERN bool ag_store_cursor_covers(const struct ag_store_cursor *c, uint64_t position);
+/* Events before the cursor in all (for lag figures). */
+AG_EXTERN uint64_t ag_store_cursor_sum(const struct ag_store_cursor *c);
+/* "12" or "12,40,7": the text form consumers persist; parse accepts fewer shards
+ * than the store has (the others start at 0: a shard added later). */
+AG_EXTERN void ag_store_cursor_format(const struct ag_store_cursor *c, char *out, size_t n);
+AG_EXTERN int ag_store_cursor_parse(const char *text, struct ag_store_cursor *c);
+
+/* A live $all subscription from `from` (NULL: the start of every shard). */
+AG_EXTERN int ag_store_subscribe_cursor(struct ag_store *s, const struct ag_store_cursor *from,
+                                        struct ag_store_sub **out, struct ag_err *err);
+/* The subscription's checkpoint as a cursor ($all subscriptions). */
+AG_EXTERN void ag_store_sub_cursor(const struct ag_store_sub *sub, struct ag_store_cursor *out);
+
 /* ---- opening a store by URI ---- */
 
 /* Open the store `uri` names with the adapter registered for its scheme:
  *   file:PATH, file://PATH or a bare PATH: the embedded log in directory PATH
- *   (see store_log.h; created if needed).
+ *   (see store_log.h; created if needed);
+ *   shards:URI,URI,...: the streams spread over those stores (store_shard.h).
  * `opts` may be NULL. On success `*out` is owned: close with ag_store_close.
  * AG_EUNSUPPORTED for a scheme no adapter serves ("no store adapter for scheme
  * 'x' (known: file)"), AG_EINVAL for an empty URI, else the adapter's errors. */
@@ -333,7 +398,10 @@ AG_EXTERN int ag_store_subscribe(struct ag_store *s, const char *stream, size_t 
  * the subscription was closed. */
 AG_EXTERN int ag_store_sub_next(struct ag_store_sub *sub, size_t max, int timeout_ms,
                                 struct ag_event_page *out, struct ag_err *err);
-/* Position (or version) the next page starts at: a subscriber's checkpoint. */
+/* Position (or version) the next page starts at: a subscriber's checkpoint. On a
+ * sharded store an $all subscription's is the sum of its cursor (a count of
+ * events consumed, for lag), and a scalar `from` other than 0 starts every shard
+ * at its head (live from now): keep a cursor instead (ag_store_sub_cursor). */
 AG_EXTERN uint64_t ag_store_sub_checkpoint(const struct ag_store_sub *sub);
 AG_EXTERN void ag_store_sub_free(struct ag_store_sub *sub);
 

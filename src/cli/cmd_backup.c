@@ -410,6 +410,14 @@ static int backup_cmd(int argc, char **argv)
             return ag_cli_usage_error("backup: unknown or incomplete option '%s'", argv[i]);
     }
     if (!b.to) return ag_cli_usage_error("backup: --to PATH is required");
+    const char *store = getenv("AGORA_STORE");
+    if (store && strncmp(store, "shards:", 7) == 0) { /* README "Sharding" */
+        fprintf(stderr, "agora backup: AGORA_STORE is a sharded store: back up each shard's "
+                        "directory (agora backup --data SHARD_DIR --to PATH_k) and the read "
+                        "models of DIR; a restored set completes its cross-shard units at "
+                        "its first open\n");
+        return 1;
+    }
     umask(077);
     ag_buf_init(&b.manifest);
     struct ag_err err;

@@ -20,6 +20,7 @@
 #include "agora/saga.h"
 #include "agora/store_log.h"
 #include "agora/store_pg.h"
+#include "agora/store_shard.h"
 #include "cli/cli.h"
 
 struct store_args {
@@ -39,6 +40,7 @@ struct store_args {
     bool repair;          /* --repair */
     const char *idem_ttl; /* --idempotency-ttl */
     const char *saga_ret; /* --saga-retention */
+    const char *shard;    /* add-shard --new URI */
     bool by_type;         /* stats --by-type */
     bool raw;             /* read/all/tail --raw: metadata as stored */
 };
@@ -63,6 +65,10 @@ static const char usage_text[] =
     "         [--expected-version V]\n"
     "                              append one event; V is a number, any, no-stream or exists\n"
     "  migrate --store URI         bring a PostgreSQL store's schema to this agora's version\n"
+    "                              (each shard's, for shards:URI,URI,...)\n"
+    "  add-shard --store shards:URI,... --new URI\n"
+    "                              add the empty store URI as the next shard (offline: stop\n"
+    "                              every agora first); existing streams stay where they are\n"
     "  verify [--repair]           check every record; --repair cuts the log at the first\n"
     "                              bad record, keeping the cut bytes beside the segment\n"
     "  scavenge [--idempotency-ttl DUR] [--saga-retention DUR]\n"
@@ -98,9 +104,10 @@ static int parse_args(int argc, char **argv, struct store_args *a)
     static const char *const names[] = {"--data",           "--type",  "--payload",
                                         "--metadata",       "--id",    "--expected-version",
                                         "--from",           "--limit", "--idempotency-ttl",
-                                        "--saga-retention", "--store"};
-    const char **slots[] = {&a->data, &a->type,  &a->payload,  &a->metadata, &a->id,   &a->expected,
-                            &a->from, &a->limit, &a->idem_ttl, &a->saga_ret, &a->store};
+                                        "--saga-retention", "--store", "--new"};
+    const char **slots[] = {&a->data,     &a->type,     &a->payload, &a->metadata,
+                            &a->id,       &a->expected, &a->from,    &a->limit,
+                            &a->idem_ttl, &a->saga_ret, &a->store,   &a->shard};
     for (int i = 1; i < argc; i++) {
         int hit = 0;
         for (size_t k = 0; k < sizeof names / sizeof names[0] && !hit; k++) {
@@ -356,8 +363,26 @@ static int cmd_verify(const struct store_args *a)
     return r.ok || r.repaired ? 0 : 1;
 }
 
+static int cmd_migrate(const struct store_args *a);
+
+static int migrate_shards(const char *list)
+{
+    int rc = 0;
+    for (const char *p = list; *p && !rc;) {
+        const char *c = strchr(p, ',');
+        size_t n = c ? (size_t)(c - p) : strlen(p);
+        char *uri = ag_strndup(p, n);
+        struct store_args one = {.store = uri};
+        rc = uri ? cmd_migrate(&one) : 1;
+        ag_free(uri);
+        p = c ? c + 1 : p + n;
+    }
+    return rc;
+}
+
 static int cmd_migrate(const struct store_args *a)
 {
+    if (a->store && strncmp(a->store, "shards:", 7) == 0) return migrate_shards(a->store + 7);
     if (!a->store ||
         (strncmp(a->store, "postgresql:", 11) != 0 && strncmp(a->store, "postgres:", 9) != 0)) {
         printf("{\"migrated\":false,\"why\":\"only PostgreSQL stores have a schema\"}\n");
@@ -369,6 +394,24 @@ static int cmd_migrate(const struct store_args *a)
     int rc = ag_store_pg_migrate(a->store, &from, &to, &err);
     if (rc) return fail("migrate", rc, &err);
     printf("{\"migrated\":%s,\"from\":%d,\"to\":%d}\n", from != to ? "true" : "false", from, to);
+    return 0;
+}
+
+/* ---- add-shard ---- */
+
+static int cmd_add_shard(const struct store_args *a)
+{
+    if (!a->store || strncmp(a->store, "shards:", 7) != 0 || !a->shard)
+        return ag_cli_usage_error("store add-shard: needs --store shards:URI,... and --new URI");
+    struct ag_store_options o = {0};
+    struct ag_err err;
+    ag_err_clear(&err);
+    size_t pinned = 0;
+    int rc = ag_store_shard_add(a->store + 7, a->shard, &o, &pinned, &err);
+    if (rc) return fail("add-shard", rc, &err);
+    printf("{\"added\":true,\"pinned\":%zu}\n", pinned);
+    fprintf(stderr, "agora store add-shard: done; from now on list the new shard last in "
+                    "--store (no URI echoed: it may carry a password)\n");
     return 0;
 }
 
@@ -475,6 +518,15 @@ static int run(int argc, char **argv)
     struct store_args a = {0};
     int rc = parse_args(argc, argv, &a);
     if (rc) return rc;
+    if (a.store && strncmp(a.store, "shards:", 7) == 0 &&
+        (strcmp(a.sub, "verify") == 0 || strcmp(a.sub, "scavenge") == 0)) {
+        fprintf(stderr,
+                "agora store %s: a sharded store is checked shard by shard: run it with "
+                "--data on each shard's directory (or --store on each shard's URI)\n",
+                a.sub);
+        return 1;
+    }
+    if (strcmp(a.sub, "add-shard") == 0) return cmd_add_shard(&a);
     if (strcmp(a.sub, "verify") == 0) return cmd_verify(&a);
     if (strcmp(a.sub, "migrate") == 0) return cmd_migrate(&a);
     if (strcmp(a.sub, "scavenge") == 0) return cmd_scavenge(&a);

@@ -65,7 +65,8 @@ struct runner {
     pthread_t thread;
     bool started;
     /* guarded by owner->lock */
-    uint64_t checkpoint;
+    uint64_t checkpoint;        /* events before `cur` in all (= the position, one shard) */
+    struct ag_store_cursor cur; /* next position per shard of the store */
     uint64_t applied;
     double lag_seconds;
     bool failed;
@@ -227,10 +228,31 @@ static int db_open_once(const char *uri, const struct ag_projection *p, struct a
     return rc;
 }
 
-static uint64_t load_checkpoint(struct ag_rm *db, const char *name)
+/* The checkpoint of each shard: row `name` for shard 0 (the only one of an
+ * unsharded store, as before), `name#k` for shard k (0 when missing: a shard
+ * added since). */
+static void load_cursor(struct ag_store *s, struct ag_rm *db, const char *name,
+                        struct ag_store_cursor *c)
 {
-    uint64_t pos = 0;
-    return ag_rm_checkpoint_get(db, name, &pos, NULL) ? 0 : pos;
+    ag_store_cursor_init(s, c);
+    for (uint32_t k = 0; k < c->n; k++) {
+        char key[160];
+        snprintf(key, sizeof key, k ? "%s#%u" : "%s", name, k);
+        uint64_t pos = 0;
+        c->next[k] = ag_rm_checkpoint_get(db, key, &pos, NULL) ? 0 : pos;
+    }
+}
+
+static int save_cursor(struct ag_rm *db, const char *name, const struct ag_store_cursor *c,
+                       struct ag_err *err)
+{
+    int rc = 0;
+    for (uint32_t k = 0; k < c->n && !rc; k++) {
+        char key[160];
+        snprintf(key, sizeof key, k ? "%s#%u" : "%s", name, k);
+        rc = ag_rm_checkpoint_set(db, key, c->next[k], err);
+    }
+    return rc;
 }
 
 static bool wanted(const struct ag_projection *p, const struct ag_event *ev)
@@ -408,8 +430,8 @@ static int apply_events(struct ag_rm *db, const struct ag_projection *p,
 
 /* Apply one page and move the checkpoint, in one transaction. */
 static int apply_page_once(struct ag_rm *db, const struct ag_projection *p,
-                           const struct ag_event_page *pg, uint64_t next, struct runner *r,
-                           bool careful, struct ag_err *err)
+                           const struct ag_event_page *pg, const struct ag_store_cursor *next,
+                           struct runner *r, bool careful, struct ag_err *err)
 {
     struct ag_err e;
     ag_err_clear(&e);
@@ -418,7 +440,7 @@ static int apply_page_once(struct ag_rm *db, const struct ag_projection *p,
         return page_outcome(db, AG_EIO, err);
     }
     int rc = apply_events(db, p, pg, r, careful, err);
-    if (!rc && ag_rm_checkpoint_set(db, p->name, next, &e))
+    if (!rc && save_cursor(db, p->name, next, &e))
         rc = ag_err_set(err, AG_EIO, "checkpoint: %s", e.msg);
     if (rc || ag_rm_commit(db, &e)) {
         if (!rc) rc = ag_err_set(err, AG_EIO, "commit: %s", e.msg);
@@ -433,8 +455,8 @@ static int apply_page_once(struct ag_rm *db, const struct ag_projection *p,
 /* A page that fails on an event (not on the read model) is applied again
  * carefully, parking what fails (`r` NULL: no parking, as for a rebuild). */
 static int apply_page(struct ag_rm *db, const struct ag_projection *p,
-                      const struct ag_event_page *pg, uint64_t next, struct runner *r,
-                      struct ag_err *err)
+                      const struct ag_event_page *pg, const struct ag_store_cursor *next,
+                      struct runner *r, struct ag_err *err)
 {
     if (r) r->page_parks = 0;
     int rc = apply_page_once(db, p, pg, next, r, false, err);
@@ -453,11 +475,13 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static void publish(struct runner *r, uint64_t next, size_t applied, double lag)
+static void publish(struct runner *r, const struct ag_store_cursor *cur, size_t applied, double lag)
 {
     struct ag_projector *o = r->owner;
+    uint64_t next = ag_store_cursor_sum(cur);
     pthread_mutex_lock(&o->lock);
     r->checkpoint = next;
+    r->cur = *cur;
     r->applied += applied;
     r->lag_seconds = lag;
     if (r->rebuilding && next >= r->target) {
@@ -512,6 +536,7 @@ static int rebuild_in_place(struct runner *r, struct ag_store_sub **sub, const c
     r->target = st.events;
     r->generation++;
     r->checkpoint = 0;
+    ag_store_cursor_init(o->store, &r->cur);
     pthread_mutex_unlock(&o->lock);
     if (!set_aside(o->dir, r->proj->name, why)) {
         char where[1100];
@@ -523,7 +548,7 @@ static int rebuild_in_place(struct runner *r, struct ag_store_sub **sub, const c
     reload_held(r); /* the new file parks from scratch */
     ag_store_sub_free(*sub);
     *sub = NULL;
-    if ((rc = ag_store_subscribe(o->store, NULL, 0, 0, sub, err))) return rc;
+    if ((rc = ag_store_subscribe_cursor(o->store, NULL, sub, err))) return rc;
     pthread_mutex_lock(&o->lock);
     r->damaged = false;
     pthread_mutex_unlock(&o->lock);
@@ -574,13 +599,15 @@ static bool retry_page(struct runner *r, struct ag_store_sub **sub, uint64_t *ba
     }
     uint64_t stored = 0;
     bool known = ag_rm_checkpoint_get(r->db, r->proj->name, &stored, NULL) == 0;
+    struct ag_store_cursor from;
+    if (known) load_cursor(r->owner->store, r->db, r->proj->name, &from);
     pthread_mutex_lock(&r->owner->lock);
-    if (known) r->checkpoint = stored;
-    uint64_t from = r->checkpoint;
+    if (known) r->cur = from, r->checkpoint = ag_store_cursor_sum(&from);
+    from = r->cur;
     pthread_mutex_unlock(&r->owner->lock);
     ag_store_sub_free(*sub);
     *sub = NULL;
-    return ag_store_subscribe(r->owner->store, NULL, 0, from, sub, err) == 0;
+    return ag_store_subscribe_cursor(r->owner->store, &from, sub, err) == 0;
 }
 
 /* ---- replay and drop (on the runner's thread) ---- */
@@ -740,7 +767,10 @@ static void *runner_main(void *arg)
     struct ag_err err;
     uint64_t backoff_ms = 0; /* > 0 while retrying a failed page */
     ag_err_clear(&err);
-    if (ag_store_subscribe(r->owner->store, NULL, 0, r->checkpoint, &sub, &err)) {
+    pthread_mutex_lock(&r->owner->lock);
+    struct ag_store_cursor cur = r->cur;
+    pthread_mutex_unlock(&r->owner->lock);
+    if (ag_store_subscribe_cursor(r->owner->store, &cur, &sub, &err)) {
         fail(r, &err);
         return NULL;
     }
@@ -757,16 +787,17 @@ static void *runner_main(void *arg)
         }
         struct ag_event_page pg;
         int rc = ag_store_sub_next(sub, PAGE, 200, &pg, &err);
+        ag_store_sub_cursor(sub, &cur);
         if (rc == AG_ETIMEDOUT) {
-            publish(r, ag_store_sub_checkpoint(sub), 0, 0);
+            publish(r, &cur, 0, 0);
             ping_when_idle(r);
             continue;
         }
         if (rc == AG_ECLOSED) break;
         if (rc == 0) {
             double lag = pg.count ? now_s() - (double)pg.events[0].time_ns / 1e9 : 0;
-            rc = apply_page(r->db, r->proj, &pg, ag_store_sub_checkpoint(sub), r, &err);
-            if (!rc) publish(r, ag_store_sub_checkpoint(sub), pg.count, lag < 0 ? 0 : lag);
+            rc = apply_page(r->db, r->proj, &pg, &cur, r, &err);
+            if (!rc) publish(r, &cur, pg.count, lag < 0 ? 0 : lag);
             ag_event_page_free(&pg);
         }
         if (rc == AG_ECORRUPT) { /* the page was rolled back; replay it into a new file */
@@ -839,7 +870,8 @@ int ag_projector_start(struct ag_store *s, const char *dir, const struct ag_proj
         r->proj = &projs[i];
         bool fresh = false;
         if ((rc = db_open(dir, r->proj, &r->db, &fresh, err))) break;
-        r->checkpoint = load_checkpoint(r->db, r->proj->name);
+        load_cursor(s, r->db, r->proj->name, &r->cur);
+        r->checkpoint = ag_store_cursor_sum(&r->cur);
         r->rebuilding = fresh && st.events > 0; /* replaying the log into a new file */
         r->target = st.events;
     }
@@ -910,6 +942,29 @@ uint64_t ag_projector_position(struct ag_projector *o)
     return o->n ? min : 0;
 }
 
+int ag_projector_wait_head(struct ag_projector *o, int timeout_ms)
+{
+    struct ag_store_cursor head;
+    ag_store_cursor_head(o->store, &head);
+    struct timespec ts;
+    ag_deadline_mono_in_ms(&ts, timeout_ms);
+    int rc = 0;
+    pthread_mutex_lock(&o->lock);
+    for (;;) {
+        bool done = true;
+        for (size_t i = 0; i < o->n; i++)
+            for (uint32_t k = 0; k < head.n && !o->r[i].failed; k++)
+                if (o->r[i].cur.next[k] < head.next[k]) done = false;
+        if (done) break;
+        if (pthread_cond_timedwait(&o->moved, &o->lock, &ts) == ETIMEDOUT) {
+            rc = AG_ETIMEDOUT;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&o->lock);
+    return rc;
+}
+
 int ag_projector_wait(struct ag_projector *o, uint64_t position, int timeout_ms)
 {
     struct timespec ts;
@@ -919,7 +974,7 @@ int ag_projector_wait(struct ag_projector *o, uint64_t position, int timeout_ms)
     for (;;) {
         bool done = true;
         for (size_t i = 0; i < o->n; i++)
-            if (o->r[i].checkpoint <= position && !o->r[i].failed) done = false;
+            if (!ag_store_cursor_covers(&o->r[i].cur, position) && !o->r[i].failed) done = false;
         if (done) break;
         if (pthread_cond_timedwait(&o->moved, &o->lock, &ts) == ETIMEDOUT) {
             rc = AG_ETIMEDOUT;
@@ -1020,14 +1075,21 @@ int ag_projection_rebuild(struct ag_store *s, const char *dir, const struct ag_p
     struct ag_store_stats st;
     ag_store_stats(s, &st);
     uint64_t from = 0;
+    struct ag_store_cursor cur; /* the scan reads each shard in order */
+    ag_store_cursor_init(s, &cur);
     while (!rc) {
         struct ag_event_page pg;
         if ((rc = ag_store_read_all(s, from, AG_READ_FORWARD, 4096, &pg, err))) break;
         bool end = pg.end || pg.count == 0;
-        rc = apply_page(db, proj, &pg, pg.next_position, NULL, err);
+        for (size_t i = 0; i < pg.count; i++) {
+            uint32_t k = ag_store_pos_shard(pg.events[i].position);
+            if (k < cur.n) cur.next[k] = ag_store_pos_local(pg.events[i].position) + 1;
+        }
+        rc = apply_page(db, proj, &pg, &cur, NULL, err);
         from = pg.next_position;
         ag_event_page_free(&pg);
-        if (progress) progress(ud, from, st.events > from ? st.events : from);
+        uint64_t done = ag_store_cursor_sum(&cur);
+        if (progress) progress(ud, done, st.events > done ? st.events : done);
         if (end) break;
     }
     ag_rm_close(db);

@@ -28,13 +28,17 @@ struct ag_relay {
     /* guarded by lock */
     bool stopping;
     uint64_t checkpoint, position, published, failures;
-    uint64_t oldest_ns; /* commit time of the first unpublished event (0: none) */
+    struct ag_store_cursor start; /* where the thread starts (its checkpoint per shard) */
+    uint64_t oldest_ns;           /* commit time of the first unpublished event (0: none) */
     bool failing;
     char error[256];
 };
 
+/* {"next":N} (one shard), or with "cursor":"n0,n1,..." on a sharded store
+ * ("next" is then the cursor's sum). */
 static uint64_t load_checkpoint(struct ag_relay *r)
 {
+    ag_store_cursor_init(r->cfg.store, &r->start);
     struct ag_event_page pg;
     if (ag_store_read_stream(r->cfg.store, r->stream, strlen(r->stream), -1, AG_READ_BACKWARD, 1,
                              &pg, NULL))
@@ -43,16 +47,28 @@ static uint64_t load_checkpoint(struct ag_relay *r)
     if (pg.count) {
         json_t *d = json_loadb(pg.events[0].data, pg.events[0].data_len, 0, NULL);
         next = (uint64_t)json_integer_value(json_object_get(d, "next"));
+        const char *cur = json_string_value(json_object_get(d, "cursor"));
+        struct ag_store_cursor c;
+        if (cur && ag_store_cursor_parse(cur, &c) == 0)
+            for (uint32_t k = 0; k < c.n && k < r->start.n; k++) r->start.next[k] = c.next[k];
+        else
+            r->start.next[0] = next;
         json_decref(d);
     }
     ag_event_page_free(&pg);
     return next;
 }
 
-static int save_checkpoint(struct ag_relay *r, uint64_t next, struct ag_err *err)
+static int save_checkpoint(struct ag_relay *r, const struct ag_store_cursor *next,
+                           struct ag_err *err)
 {
-    char data[64];
-    snprintf(data, sizeof data, "{\"next\":%llu}", (unsigned long long)next);
+    char data[64 + 24 * AG_STORE_SHARDS_MAX], cur[24 * AG_STORE_SHARDS_MAX];
+    ag_store_cursor_format(next, cur, sizeof cur);
+    if (next->n > 1)
+        snprintf(data, sizeof data, "{\"next\":%llu,\"cursor\":\"%s\"}",
+                 (unsigned long long)ag_store_cursor_sum(next), cur);
+    else
+        snprintf(data, sizeof data, "{\"next\":%llu}", (unsigned long long)next->next[0]);
     struct ag_event_data ev = {
         .type = "RelayCheckpoint", .type_len = 15, .data = data, .data_len = strlen(data)};
     return ag_store_append(r->cfg.store, r->stream, strlen(r->stream), AG_STORE_ANY, &ev, 1, NULL,
@@ -188,11 +204,12 @@ static void *relay_main(void *arg)
     struct ag_relay *r = arg;
     struct ag_store_sub *sub = NULL;
     struct ag_err err;
-    uint64_t backoff = 0, from = r->checkpoint;
-    uint64_t acked = from, unsaved = 0, saved_at = 0; /* acknowledged, not yet recorded */
+    uint64_t backoff = 0;
+    struct ag_store_cursor from = r->start, acked = from, cur;
+    uint64_t unsaved = 0, saved_at = 0; /* acknowledged, not yet recorded */
     while (!stopping(r)) {
         ag_err_clear(&err);
-        if (!sub && ag_store_subscribe(r->cfg.store, NULL, 0, from, &sub, &err)) {
+        if (!sub && ag_store_subscribe_cursor(r->cfg.store, &from, &sub, &err)) {
             failed(r, &err, 0);
             if (!pause_ms(r, 1000)) break;
             continue;
@@ -202,8 +219,10 @@ static void *relay_main(void *arg)
         if (rc == AG_ECLOSED) break;
         size_t npub = 0;
         uint64_t next = ag_store_sub_checkpoint(sub);
+        ag_store_sub_cursor(sub, &cur);
         if (rc == AG_ETIMEDOUT) { /* idle: record what was acknowledged */
-            if (unsaved && save_checkpoint(r, acked, &err) == 0) note_saved(r, acked), unsaved = 0;
+            if (unsaved && save_checkpoint(r, &acked, &err) == 0)
+                note_saved(r, ag_store_cursor_sum(&acked)), unsaved = 0;
             continue;
         }
         if (!rc) {
@@ -214,15 +233,15 @@ static void *relay_main(void *arg)
         }
         if (!rc) {
             note(r, next, npub, false);
-            from = next;
+            from = cur;
             backoff = 0;
-            if (npub) acked = next, unsaved += npub;
+            if (npub) acked = cur, unsaved += npub;
             /* the checkpoint is written at most every CHECKPOINT_MS while busy (and
              * when idle): a crash republishes at most that much, which the broker's
              * dedup window drops */
             if (unsaved && mono_ms() - saved_at >= CHECKPOINT_MS &&
-                save_checkpoint(r, acked, &err) == 0) {
-                note_saved(r, acked);
+                save_checkpoint(r, &acked, &err) == 0) {
+                note_saved(r, ag_store_cursor_sum(&acked));
                 unsaved = 0;
                 saved_at = mono_ms();
             }
@@ -234,7 +253,8 @@ static void *relay_main(void *arg)
         backoff = backoff ? (backoff * 2 > 5000 ? 5000 : backoff * 2) : 100;
         if (!pause_ms(r, backoff)) break;
     }
-    if (unsaved && save_checkpoint(r, acked, &err) == 0) note_saved(r, acked);
+    if (unsaved && save_checkpoint(r, &acked, &err) == 0)
+        note_saved(r, ag_store_cursor_sum(&acked));
     ag_store_sub_free(sub);
     return NULL;
 }
@@ -281,7 +301,7 @@ void ag_relay_stats(struct ag_relay *r, struct ag_relay_stats *out)
     snprintf(out->error, sizeof out->error, "%s", r->error);
     pthread_mutex_unlock(&r->lock);
     struct ag_event_page pg; /* the first event not handled yet: its age */
-    if (!oldest && out->lag_events &&
+    if (!oldest && out->lag_events && ag_store_shards(r->cfg.store) == 1 &&
         ag_store_read_all(r->cfg.store, out->position, AG_READ_FORWARD, 1, &pg, NULL) == 0) {
         if (pg.count) oldest = pg.events[0].time_ns;
         ag_event_page_free(&pg);

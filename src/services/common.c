@@ -729,9 +729,7 @@ json_t *svc_page(json_t *rows, int limit)
 
 void svc_rm_catch_up(struct svc_env *p)
 {
-    struct ag_store_stats st;
-    ag_store_stats(p->store, &st);
-    if (st.events) ag_projector_wait(p->projector, st.events - 1, 2000);
+    ag_projector_wait_head(p->projector, 2000);
 }
 
 /* Called with lock[rm] write-locked: the file was replaced by a rebuild. */

@@ -3,10 +3,10 @@
  *
  * The port (store.c) knows no adapter; this table is the one place that names
  * them, so a new backend is one more row and one more folder under src/store/
- * (file: the embedded log, postgresql:/postgres: src/store/pg). A URI is `scheme:rest`; a value
- * without a scheme (a path such as `./data`, `/var/lib/agora` or `data`) means `file:` and is the
- * whole path. A scheme is a letter then letters, digits, '+', '-' or '.' (RFC 3986), at least two
- * characters, so a path never reads as one unless it has such a prefix.
+ * (file: the embedded log, postgresql:/postgres: src/store/pg, shards: src/store/shard). A URI is
+ * `scheme:rest`; a value without a scheme (a path such as `./data`, `/var/lib/agora` or `data`)
+ * means `file:` and is the whole path. A scheme is a letter then letters, digits, '+', '-' or '.'
+ * (RFC 3986), at least two characters, so a path never reads as one unless it has such a prefix.
  */
 #include <stdio.h>
 #include <string.h>
@@ -14,6 +14,7 @@
 
 #include "agora/store_log.h"
 #include "agora/store_pg.h"
+#include "agora/store_shard.h"
 #include "store/internal.h"
 
 typedef int (*open_fn)(const char *rest, const struct ag_store_options *opts, struct ag_store **out,
@@ -59,10 +60,18 @@ static int open_postgres(const char *rest, const struct ag_store_options *opts,
     return open_pg("postgres", rest, opts, out, err);
 }
 
+/* shards:URI,URI,...: the shard router over those stores (src/store/shard). */
+static int open_shards(const char *rest, const struct ag_store_options *opts, struct ag_store **out,
+                       struct ag_err *err)
+{
+    return ag_store_shard_open(rest, opts, out, err);
+}
+
 static const struct adapter adapters[] = {
     {"file", open_file},
     {"postgresql", open_postgresql},
     {"postgres", open_postgres},
+    {"shards", open_shards},
 };
 
 /* Length of the scheme `uri` starts with, or 0 when it has none (a bare path). */

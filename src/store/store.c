@@ -5,6 +5,7 @@
  * an event used by the CLI and the HTTP layer.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <uv.h>
 
@@ -325,17 +326,90 @@ void ag_snapshot_free(struct ag_snapshot *snap)
     memset(snap, 0, sizeof *snap);
 }
 
+/* ---- sharded stores: cursors ---- */
+
+size_t ag_store_shards(struct ag_store *s)
+{
+    return s->ops->shards ? s->ops->shards(s) : 1;
+}
+
+void ag_store_cursor_init(struct ag_store *s, struct ag_store_cursor *c)
+{
+    memset(c, 0, sizeof *c);
+    c->n = (uint32_t)ag_store_shards(s);
+}
+
+void ag_store_cursor_head(struct ag_store *s, struct ag_store_cursor *c)
+{
+    ag_store_cursor_init(s, c);
+    if (c->n == 1 || !s->ops->read_shard) {
+        struct ag_store_stats st = {0};
+        s->ops->stats(s, &st);
+        c->next[0] = st.events;
+        return;
+    }
+    for (uint32_t k = 0; k < c->n; k++) {
+        struct ag_event_page pg;
+        if (s->ops->read_shard(s, k, UINT64_MAX, 0, &pg, NULL) == 0) {
+            c->next[k] = pg.next_position;
+            ag_event_page_free(&pg);
+        }
+    }
+}
+
+bool ag_store_cursor_covers(const struct ag_store_cursor *c, uint64_t position)
+{
+    uint32_t k = ag_store_pos_shard(position);
+    return k < c->n && c->next[k] > ag_store_pos_local(position);
+}
+
+uint64_t ag_store_cursor_sum(const struct ag_store_cursor *c)
+{
+    uint64_t sum = 0;
+    for (uint32_t k = 0; k < c->n; k++) sum += c->next[k];
+    return sum;
+}
+
+void ag_store_cursor_format(const struct ag_store_cursor *c, char *out, size_t n)
+{
+    size_t at = 0;
+    out[0] = 0;
+    for (uint32_t k = 0; k < c->n && at < n; k++) {
+        int w = snprintf(out + at, n - at, "%s%llu", k ? "," : "", (unsigned long long)c->next[k]);
+        if (w < 0) break;
+        at += (size_t)w;
+    }
+}
+
+int ag_store_cursor_parse(const char *text, struct ag_store_cursor *c)
+{
+    memset(c, 0, sizeof *c);
+    const char *p = text;
+    while (*p) {
+        if (c->n == AG_STORE_SHARDS_MAX) return AG_EINVAL;
+        char *end;
+        unsigned long long v = strtoull(p, &end, 10);
+        if (end == p || (*end && *end != ',')) return AG_EINVAL;
+        c->next[c->n++] = v;
+        p = *end ? end + 1 : end;
+    }
+    return c->n ? 0 : AG_EINVAL;
+}
+
 /* ---- subscriptions ---- */
 
 struct ag_store_sub {
     struct ag_store *store;
     char *stream; /* NULL: $all */
     size_t stream_len;
-    uint64_t next; /* next position ($all) or version (stream) */
+    uint64_t next;              /* next position ($all) or version (stream) */
+    bool sharded;               /* $all of a sharded store: `cur` instead of `next` */
+    uint32_t turn;              /* shard to read first next time (fairness) */
+    struct ag_store_cursor cur; /* sharded: next local position per shard */
 };
 
-int ag_store_subscribe(struct ag_store *s, const char *stream, size_t stream_len, uint64_t from,
-                       struct ag_store_sub **out, struct ag_err *err)
+static int sub_new(struct ag_store *s, const char *stream, size_t stream_len,
+                   struct ag_store_sub **out, struct ag_err *err)
 {
     if (stream) {
         int rc = ag_store_check_stream(stream, stream_len, err);
@@ -348,8 +422,37 @@ int ag_store_subscribe(struct ag_store *s, const char *stream, size_t stream_len
     }
     sub->store = s;
     sub->stream_len = stream_len;
-    sub->next = from;
+    sub->sharded = !stream && s->ops->read_shard && ag_store_shards(s) > 1;
     *out = sub;
+    return 0;
+}
+
+int ag_store_subscribe_cursor(struct ag_store *s, const struct ag_store_cursor *from,
+                              struct ag_store_sub **out, struct ag_err *err)
+{
+    int rc = sub_new(s, NULL, 0, out, err);
+    if (rc) return rc;
+    struct ag_store_sub *sub = *out;
+    ag_store_cursor_init(s, &sub->cur);
+    for (uint32_t k = 0; from && k < from->n && k < sub->cur.n; k++)
+        sub->cur.next[k] = from->next[k];
+    if (!sub->sharded) sub->next = sub->cur.next[0];
+    return 0;
+}
+
+int ag_store_subscribe(struct ag_store *s, const char *stream, size_t stream_len, uint64_t from,
+                       struct ag_store_sub **out, struct ag_err *err)
+{
+    int rc = sub_new(s, stream, stream_len, out, err);
+    if (rc) return rc;
+    struct ag_store_sub *sub = *out;
+    sub->next = from;
+    if (sub->sharded) { /* 0: every shard from its start; else from now */
+        if (from)
+            ag_store_cursor_head(s, &sub->cur);
+        else
+            ag_store_cursor_init(s, &sub->cur);
+    }
     return 0;
 }
 
@@ -368,9 +471,34 @@ static int sub_read(struct ag_store_sub *sub, size_t max, struct ag_event_page *
     return rc;
 }
 
+/* A page from the first shard, from `turn` on, that has events (each shard its
+ * own order; shards take turns so a busy one cannot starve the others). */
+static int sub_next_sharded(struct ag_store_sub *sub, size_t max, int timeout_ms,
+                            struct ag_event_page *out, struct ag_err *err)
+{
+    struct ag_store *s = sub->store;
+    for (;;) {
+        for (uint32_t i = 0; i < sub->cur.n; i++) {
+            uint32_t k = (sub->turn + i) % sub->cur.n;
+            int rc = s->ops->read_shard(s, k, sub->cur.next[k], max, out, err);
+            if (rc) return rc;
+            if (out->count) {
+                sub->cur.next[k] = out->next_position;
+                sub->turn = (k + 1) % sub->cur.n;
+                sub->next = ag_store_cursor_sum(&sub->cur);
+                return 0;
+            }
+            ag_event_page_free(out);
+        }
+        int rc = s->ops->wait_shards(s, sub->cur.next, sub->cur.n, timeout_ms);
+        if (rc) return ag_err_set(err, rc, rc == AG_ETIMEDOUT ? "no new events" : "store closed");
+    }
+}
+
 int ag_store_sub_next(struct ag_store_sub *sub, size_t max, int timeout_ms,
                       struct ag_event_page *out, struct ag_err *err)
 {
+    if (sub->sharded) return sub_next_sharded(sub, max, timeout_ms, out, err);
     for (;;) {
         struct ag_store_stats st = {0};
         if (sub->stream) sub->store->ops->stats(sub->store, &st); /* head before the read */
@@ -390,6 +518,17 @@ int ag_store_sub_next(struct ag_store_sub *sub, size_t max, int timeout_ms,
 uint64_t ag_store_sub_checkpoint(const struct ag_store_sub *sub)
 {
     return sub->next;
+}
+
+void ag_store_sub_cursor(const struct ag_store_sub *sub, struct ag_store_cursor *out)
+{
+    if (sub->sharded) {
+        *out = sub->cur;
+        return;
+    }
+    memset(out, 0, sizeof *out);
+    out->n = 1;
+    out->next[0] = sub->next;
 }
 
 void ag_store_sub_free(struct ag_store_sub *sub)
@@ -455,6 +594,14 @@ void ag__store_loop_complete(struct ag_append_req *req)
 {
     struct ag_store_loop *l = req->loop;
     req->next_done = NULL;
+    if (req->pos_base && !req->status) { /* a shard's append: its positions as the router's */
+        req->result.first_position += req->pos_base;
+        req->result.last_position += req->pos_base;
+        for (size_t i = 0; req->pos_results && i < req->pos_n; i++) {
+            req->pos_results[i].first_position += req->pos_base;
+            req->pos_results[i].last_position += req->pos_base;
+        }
+    }
     pthread_mutex_lock(&l->lock);
     if (l->tail)
         l->tail->next_done = req;
@@ -468,6 +615,8 @@ void ag__store_loop_complete(struct ag_append_req *req)
 int ag_store_append_async(struct ag_store_loop *l, struct ag_append_req *req)
 {
     req->loop = l;
+    req->pos_base = 0;
+    req->pos_results = NULL;
     ag_err_clear(&req->err);
     memset(&req->result, 0, sizeof req->result);
     req->status = check_append(l->store, req->stream, req->stream_len, req->expected_version,

@@ -71,7 +71,7 @@ static uint64_t events_in_store(void)
 {
     struct ag_store_stats st;
     ag_store_stats(s, &st);
-    return st.events;
+    return conformance_events(s, st.events);
 }
 
 Test(multi, parts_get_versions_and_consecutive_positions)
@@ -90,15 +90,15 @@ Test(multi, parts_get_versions_and_consecutive_positions)
     cr_assert_eq(ag_store_append_multi(s, p, 3, r, &err), 0, "%s", err.msg);
     cr_assert_eq(r[0].first_version, 1);
     cr_assert_eq(r[0].last_version, 2);
-    cr_assert_eq(r[0].first_position, 2);
-    cr_assert_eq(r[0].last_position, 3);
+    POS_EQ(r[0].first_position, 2);
+    POS_EQ(r[0].last_position, 3);
     cr_assert_eq(r[1].first_version, 0);
-    cr_assert_eq(r[1].first_position, 4);
-    cr_assert_eq(r[1].last_position, 4);
+    POS_EQ(r[1].first_position, 4);
+    POS_EQ(r[1].last_position, 4);
     cr_assert_eq(r[2].first_version, 0);
     cr_assert_eq(r[2].last_version, 2);
-    cr_assert_eq(r[2].first_position, 5);
-    cr_assert_eq(r[2].last_position, 7);
+    POS_EQ(r[2].first_position, 5);
+    POS_EQ(r[2].last_position, 7);
     int64_t v;
     ag_store_stream_version(s, "order-1", 7, &v);
     cr_assert_eq(v, 2);
@@ -172,9 +172,11 @@ Test(multi, reappend_after_a_timeout_is_idempotent_per_part)
     cr_assert_eq(ag_store_append_multi(s, q, 2, r3, NULL), 0);
     cr_assert_eq(memcmp(&r3[0], &r1[0], sizeof r1[0]), 0);
     cr_assert_eq(r3[1].first_version, 0);
-    cr_assert_eq(r3[1].first_position, 5);
+    POS_EQ(r3[1].first_position, 5);
     cr_assert_eq(events_in_store(), 6);
-    /* the same id with other content fails the whole call */
+    /* the same id with other content fails the whole call (over shards only
+     * when found before anything is written: see src/store/shard/xs.c) */
+    if (CONF_SHARDED) return;
     struct ag_event_data a2[2] = {ev("A1", "{\"x\":1}", 1), ev("A2", "{}", 2)};
     struct ag_event_data d[1] = {ev("D", "{}", 5)};
     struct ag_append_part w[2] = {part("d", AG_STORE_NO_STREAM, d, 1),
@@ -186,6 +188,7 @@ Test(multi, reappend_after_a_timeout_is_idempotent_per_part)
 
 Test(multi, reads_and_all_see_the_unit_in_one_commit_order)
 {
+    ONE_ALL();
     append1("x", AG_STORE_NO_STREAM);
     struct ag_event_data a[2] = {ev("A1", "{\"i\":1}", 0), ev("A2", "{\"i\":2}", 0)};
     struct ag_event_data b[2] = {ev("B1", "{\"i\":3}", 0), ev("B2", "{\"i\":4}", 0)};
@@ -232,6 +235,7 @@ Test(multi, reads_and_all_see_the_unit_in_one_commit_order)
 
 Test(multi, subscriptions_see_every_part)
 {
+    ONE_ALL();
     struct ag_store_sub *all, *one;
     cr_assert_eq(ag_store_subscribe(s, NULL, 0, 0, &all, NULL), 0);
     cr_assert_eq(ag_store_subscribe(s, "sb", 2, 0, &one, NULL), 0);
@@ -357,7 +361,7 @@ Test(multi, async_twin_completes_on_the_loop_with_every_part)
     cr_assert_eq(c.first[0].first_version, 1);
     cr_assert_eq(res[0].last_version, 2);
     cr_assert_eq(res[1].first_version, 0);
-    cr_assert_eq(res[1].first_position, 3);
+    POS_EQ(res[1].first_position, 3);
     /* a conflict (the same unit again with new events) comes through the callback */
     struct ag_event_data b2[1] = {ev("B2", "{}", 0)};
     struct ag_append_part q[2] = {part("y", 2, a, 1), part("z", AG_STORE_NO_STREAM, b2, 1)};

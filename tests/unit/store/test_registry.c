@@ -73,8 +73,8 @@ Test(store_registry, unknown_scheme_is_unsupported_and_lists_the_known)
     struct ag_err err;
     ag_err_clear(&err);
     cr_assert_eq(ag_store_open("mysql://localhost/agora", NULL, &s, &err), AG_EUNSUPPORTED);
-    cr_assert_str_eq(err.msg,
-                     "no store adapter for scheme 'mysql' (known: file, postgresql, postgres)");
+    cr_assert_str_eq(
+        err.msg, "no store adapter for scheme 'mysql' (known: file, postgresql, postgres, shards)");
     cr_assert_null(s);
     cr_assert_eq(ag_store_open("", NULL, &s, &err), AG_EINVAL);
     cr_assert_eq(ag_store_open("file:", NULL, &s, &err), AG_EINVAL);

@@ -1,0 +1,4 @@
+/* The multi-stream append conformance suite (tests/unit/store/test_multi.c) on a
+ * 2-shard store. */
+#define AG_TEST_STORE_SHARDS 1
+#include "unit/store/test_multi.c"

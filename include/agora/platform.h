@@ -65,6 +65,10 @@ struct ag_platform_config {
     /* The confirm latency target in ms: 0 = 250, < 0 = no adaptation (the
      * ceiling is a static limit); `--admission-target`, env AGORA_ADMISSION_TARGET. */
     int64_t admission_target_ms;
+    /* How long such a command waits for a slot before the 503 (parked, no
+     * thread): 0 = 1000 ms, < 0 = refused at once; `--admission-queue`, env
+     * AGORA_ADMISSION_QUEUE. */
+    int64_t admission_queue_ms;
 };
 
 struct ag_platform;

@@ -121,6 +121,7 @@ struct load {
     struct lat post, final;
     uint64_t attempted, placed, confirmed, cancelled, errors, transport, dropped;
     uint64_t rejected; /* 503 with Retry-After: the server's admission control */
+    uint64_t keys;     /* Idempotency-Keys used: a retried order gets a new one */
     unsigned deferred; /* closed-loop clients waiting out a Retry-After */
     unsigned inflight_posts, inflight_polls;
     unsigned resting; /* closed-loop clients pausing after a transport error */
@@ -505,7 +506,11 @@ static bool retry_later(struct load *L, const struct ag_http_client_resp *resp)
     uint64_t ms = (uint64_t)(s * 1000 * (1 + (double)ag_rng_below(&L->rng.rng, 200) / 1000));
     struct retry_ctx *r = ag_calloc(1, sizeof *r);
     if (!r) return false;
-    L->attempted--;
+    L->attempted--; /* placed again: --orders counts it once */
+    if (L->o.orders && L->placing_done && !L->unreachable) { /* the count was reached early */
+        L->placing_done = false;
+        L->t_end_placing = 0;
+    }
     r->L = L;
     r->timer.data = r;
     uv_timer_init(&L->loop, &r->timer);
@@ -570,7 +575,7 @@ static void place(struct load *L)
     struct post_ctx *c = ag_malloc(sizeof *c);
     char key[64];
     /* a unique Idempotency-Key per order, so the server could dedup a retried POST */
-    snprintf(key, sizeof key, "load-%s-%llu", L->run_id, (unsigned long long)L->attempted);
+    snprintf(key, sizeof key, "load-%s-%llu", L->run_id, (unsigned long long)L->keys++);
     struct ag_http_header h[3] = {{"Content-Type", "application/json"},
                                   {"Idempotency-Key", key},
                                   {"Authorization", L->o.auth}};

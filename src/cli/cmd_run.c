@@ -22,6 +22,7 @@ static const char usage_text[] =
     "                 [--http-redirect HOST:PORT] [--saga-mode MODE]\n"
     "                 [--index-memory BYTES] [--cache-memory BYTES]\n"
     "                 [--max-sagas-in-flight N] [--admission-target DUR|off]\n"
+    "                 [--admission-queue DUR|off]\n"
     "\n"
     "Start the commerce platform in one process: customers, catalog, ordering,\n"
     "inventory, payments and shipping over the event store (--store), their read\n"
@@ -77,6 +78,8 @@ static const char usage_text[] =
     "  --admission-target DUR  the limit adapts (AIMD, at most N) to keep the p90 of POST\n"
     "                      to confirmed under DUR (default 250ms, env\n"
     "                      AGORA_ADMISSION_TARGET); off: N is a static limit\n"
+    "  --admission-queue DUR  over the limit an order waits up to DUR for a slot before\n"
+    "                      the 503 (default 1s, env AGORA_ADMISSION_QUEUE; off: at once)\n"
     "\n"
     "The JWT secret is AGORA_JWT_SECRET when set, else a random one kept in DIR/jwt-secret.\n"
     "AGORA_SAGA_THREADS sets the saga workers (default: number of cores, at least 4).\n"
@@ -218,7 +221,7 @@ uint64_t ag_cli_duration_ms(const char *s)
 struct run_opts {
     const char *data, *listen, *store, *readmodels, *bus, *saga_mode;
     const char *idem_ttl, *saga_ret, *index_mem, *cache_mem;
-    const char *max_sagas, *adm_target; /* admission control */
+    const char *max_sagas, *adm_target, *adm_queue; /* admission control */
     bool seed, gateway;
     int workers;
     struct ag_cli_tls tls;
@@ -249,6 +252,7 @@ static int parse_run_args(int argc, char **argv, struct run_opts *o)
         {"--cache-memory", offsetof(struct run_opts, cache_mem)},
         {"--max-sagas-in-flight", offsetof(struct run_opts, max_sagas)},
         {"--admission-target", offsetof(struct run_opts, adm_target)},
+        {"--admission-queue", offsetof(struct run_opts, adm_queue)},
     };
     for (int i = 1; i < argc; i++) {
         int t = ag_cli_tls_arg(argc, argv, &i, &o->tls, "run");
@@ -323,6 +327,11 @@ static int run_config(const struct run_opts *o, char host[64], struct ag_platfor
         return ag_cli_usage_error("run: --admission-target (AGORA_ADMISSION_TARGET) takes a "
                                   "duration such as 250ms or 1s, or off, not '%s'",
                                   o->adm_target);
+    bool adm_noq = o->adm_queue && strcmp(o->adm_queue, "off") == 0;
+    if (o->adm_queue && !adm_noq && !ag_cli_duration_ms(o->adm_queue))
+        return ag_cli_usage_error("run: --admission-queue (AGORA_ADMISSION_QUEUE) takes a "
+                                  "duration such as 500ms or 2s, or off, not '%s'",
+                                  o->adm_queue);
     *cfg = (struct ag_platform_config){
         .data_dir = o->data,
         .store_uri = o->store,
@@ -340,7 +349,10 @@ static int run_config(const struct run_opts *o, char host[64], struct ag_platfor
         .max_sagas_in_flight = (uint32_t)max_sagas,
         .admission_target_ms = adm_static      ? -1
                                : o->adm_target ? (int64_t)ag_cli_duration_ms(o->adm_target)
-                                               : 0};
+                                               : 0,
+        .admission_queue_ms = adm_noq        ? -1
+                              : o->adm_queue ? (int64_t)ag_cli_duration_ms(o->adm_queue)
+                                             : 0};
     const char *st = getenv("AGORA_SAGA_THREADS");
     if (st && atoi(st) > 0 && atoi(st) <= 1024) cfg->saga_threads = (unsigned)atoi(st);
     const char *rw = getenv("AGORA_DB_WAIT"); /* the store's and the read models' */
@@ -399,6 +411,7 @@ static int run(int argc, char **argv)
                          .cache_mem = env_or_null("AGORA_CACHE_MEMORY"),
                          .max_sagas = env_or_null("AGORA_MAX_SAGAS_IN_FLIGHT"),
                          .adm_target = env_or_null("AGORA_ADMISSION_TARGET"),
+                         .adm_queue = env_or_null("AGORA_ADMISSION_QUEUE"),
                          .seed = true,
                          .gateway = true};
     int prc = parse_run_args(argc, argv, &o);

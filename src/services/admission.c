@@ -13,6 +13,15 @@
  * any parsing beyond the body, any read or any append: a refused command leaves
  * nothing behind (no order, no saga, no reservation, no idempotency record).
  *
+ * A short queue first. Over the limit a command waits up to --admission-queue
+ * (1 s by default) for a slot before the 503: it is parked without a thread on
+ * the waiter registry (wait.c, key ADM_KEY, within its bound of parked requests)
+ * and every slot freed wakes the oldest parked command, whose handler tries
+ * again (svc_admission_check). A burst is absorbed instead of refused, and a few
+ * closed-loop clients (each waiting out Retry-After: 1 after a 503) cannot
+ * starve a server that frees hundreds of slots a second; only a sustained excess
+ * gets 503s. The queue wait is part of POST→202, not of the confirm latency.
+ *
  * The bound is adaptive: AIMD on the confirm latency, under a ceiling
  * (--max-sagas-in-flight, 256 by default: ~900 confirmed/s on 2 cores times a
  * ~250 ms confirm target, Little's law). Time is cut in windows of the target's
@@ -32,7 +41,7 @@
  * it into a tracked order once the order is accepted (svc_admission_placed),
  * else the route's finish gives it back. The orders projection calls
  * svc_admission_done when it applies OrderConfirmed or OrderCancelled: the
- * order's time since its POST arrived is observed in agora_order_confirm_seconds
+ * order's time since it was accepted is observed in agora_order_confirm_seconds
  * {outcome} (what a client polling the read model sees, projection lag
  * included) and its slot is freed. Tracked orders sit in a hash (by id) and a
  * FIFO (by admission); one that never ends in ADM_STALE_S (a stuck saga) is
@@ -50,6 +59,7 @@
 #define ADM_STALE_S   60
 #define ADM_MIN_LIMIT 8
 #define ADM_CUT       0.9
+#define ADM_KEY       "@admission" /* parked commands' waiter key (not an order id) */
 
 struct adm_order {
     struct adm_order *hnext;       /* hash bucket chain */
@@ -64,18 +74,23 @@ struct svc_admission {
     struct adm_order *buckets[ADM_BUCKETS];
     struct adm_order *head, *tail;
     uint32_t tracked, reserved;
-    uint32_t max;       /* the ceiling (configured) */
-    double limit;       /* the current limit, ADM_MIN_LIMIT..max */
-    uint64_t target_ns; /* confirm latency target; 0 = static limit */
-    uint64_t win_start; /* the AIMD window */
+    uint32_t max;                /* the ceiling (configured) */
+    double limit;                /* the current limit, ADM_MIN_LIMIT..max */
+    uint64_t target_ns;          /* confirm latency target; 0 = static limit */
+    uint64_t queue_ns;           /* how long a command may wait for a slot; 0 = refuse at once */
+    struct svc_waiters *waiters; /* where waiting commands park */
+    uint64_t win_start;          /* the AIMD window */
     uint64_t win_samples, win_slow;
     uint32_t win_peak; /* the most orders in flight during the window */
     struct ag_obs_series *rejected, *expired, *limit_g, *inflight_g, *confirm[2];
 };
 
-/* An admission held by a job (j->ext) between prepare and placed/finish. */
-static char held_tag;
-#define HELD ((void *)&held_tag)
+/* A saga-starting job's admission (j->ext) from prepare to finish. */
+enum adm_state { ADM_NONE, ADM_HELD, ADM_WAITING };
+struct adm_job {
+    enum adm_state state;
+    uint64_t seq; /* ADM_KEY's change sequence before the last try */
+};
 
 static uint64_t now_ns(void)
 {
@@ -134,6 +149,8 @@ int svc_admission_new(const struct svc_admission_config *cfg, struct svc_admissi
     if (a->max < ADM_MIN_LIMIT && cfg->target_ms) a->max = ADM_MIN_LIMIT;
     a->limit = a->max;
     a->target_ns = cfg->target_ms * 1000000ull;
+    a->queue_ns = cfg->waiters ? cfg->queue_ms * 1000000ull : 0;
+    a->waiters = cfg->waiters;
     a->win_start = now_ns();
     define_metrics(a, cfg->metrics);
     if (a->limit_g) ag_obs_gauge_set(a->limit_g, a->limit);
@@ -177,12 +194,15 @@ static void unlink_order(struct svc_admission *a, struct adm_order **at)
     ag_free(o);
 }
 
-static void expire(struct svc_admission *a, uint64_t now)
+static uint32_t expire(struct svc_admission *a, uint64_t now)
 {
+    uint32_t n = 0;
     while (a->head && now - a->head->t0 > (uint64_t)ADM_STALE_S * 1000000000ull) {
         unlink_order(a, find(a, a->head->h, a->head->id));
         if (a->expired) ag_obs_counter_inc(a->expired);
+        n++;
     }
+    return n;
 }
 
 static void publish(struct svc_admission *a)
@@ -214,7 +234,7 @@ bool svc_admission_enter(struct svc_admission *a)
     if (!a) return true;
     uint64_t now = now_ns();
     pthread_mutex_lock(&a->lock);
-    expire(a, now);
+    uint32_t freed = expire(a, now);
     adapt(a, now);
     uint32_t n = a->tracked + a->reserved;
     bool ok = n < (uint32_t)a->limit;
@@ -224,7 +244,7 @@ bool svc_admission_enter(struct svc_admission *a)
         publish(a);
     }
     pthread_mutex_unlock(&a->lock);
-    if (!ok && a->rejected) ag_obs_counter_inc(a->rejected);
+    svc_waiters_wake(a->waiters, ADM_KEY, freed);
     return ok;
 }
 
@@ -235,10 +255,12 @@ void svc_admission_leave(struct svc_admission *a)
     if (a->reserved) a->reserved--;
     publish(a);
     pthread_mutex_unlock(&a->lock);
+    svc_waiters_wake(a->waiters, ADM_KEY, 1); /* a waiting command may take it */
 }
 
-void svc_admission_track(struct svc_admission *a, const char *id, uint64_t t0)
+void svc_admission_track(struct svc_admission *a, const char *id)
 {
+    uint64_t t0 = now_ns();
     if (!a) return;
     uint64_t h = ag_xxh3(id, strlen(id));
     pthread_mutex_lock(&a->lock);
@@ -268,6 +290,7 @@ void svc_admission_done(struct svc_admission *a, const char *id, bool confirmed)
     uint64_t h = ag_xxh3(id, strlen(id)), now = now_ns();
     pthread_mutex_lock(&a->lock);
     struct adm_order **at = find(a, h, id);
+    bool freed = *at != NULL;
     if (*at) {
         uint64_t took = now > (*at)->t0 ? now - (*at)->t0 : 0;
         unlink_order(a, at);
@@ -279,6 +302,7 @@ void svc_admission_done(struct svc_admission *a, const char *id, bool confirmed)
         publish(a);
     }
     pthread_mutex_unlock(&a->lock);
+    if (freed) svc_waiters_wake(a->waiters, ADM_KEY, 1);
 }
 
 uint32_t svc_admission_limit(struct svc_admission *a)
@@ -299,6 +323,14 @@ static bool starts_saga(const struct svc_job *j, struct ag_http_req *req)
     return !json_is_true(json_object_get(j->body, "draft"));
 }
 
+static void refuse_detail(struct svc_admission *a, char *out, size_t n)
+{
+    snprintf(out, n,
+             "at most %u orders may be in flight (placed, not yet confirmed or cancelled); "
+             "nothing was done: retry after Retry-After seconds",
+             svc_admission_limit(a));
+}
+
 int svc_admission_prepare(struct svc_job *j, struct ag_http_req *req)
 {
     size_t blen = 0;
@@ -313,33 +345,72 @@ int svc_admission_prepare(struct svc_job *j, struct ag_http_req *req)
     }
     struct svc_admission *a = j->env->admission;
     if (!a || !starts_saga(j, req)) return 0;
+    struct adm_job *st = ag_calloc(1, sizeof *st);
+    if (!st) return -AG_ENOMEM;
+    st->seq = svc_waiters_seq(a->waiters, ADM_KEY); /* before the try: no lost wake-up */
     if (svc_admission_enter(a)) {
-        j->ext = HELD;
-        return 0;
+        st->state = ADM_HELD;
+    } else if (a->queue_ns) {
+        st->state = ADM_WAITING; /* the handler tries again, then it parks (below) */
+    } else {
+        ag_free(st);
+        json_decref(j->body);
+        j->body = NULL;
+        if (a->rejected) ag_obs_counter_inc(a->rejected);
+        char detail[200];
+        refuse_detail(a, detail, sizeof detail);
+        ag_http_resp_header(req, "Retry-After", "1");
+        ag_http_resp_header(req, "X-Agora-Error", "service");
+        ag_http_respond_problem(req, 503, NULL, "Too many orders in flight", detail, NULL);
+        return 1;
     }
-    json_decref(j->body);
-    j->body = NULL;
+    j->ext = st;
+    return 0;
+}
+
+bool svc_admission_check(struct svc_job *j)
+{
+    struct adm_job *st = j->ext;
+    if (!st || st->state != ADM_WAITING) return false;
+    struct svc_admission *a = j->env->admission;
+    st->seq = svc_waiters_seq(a->waiters, ADM_KEY);
+    if (svc_admission_enter(a)) {
+        st->state = ADM_HELD;
+        return false;
+    }
     char detail[200];
-    snprintf(detail, sizeof detail,
-             "at most %u orders may be in flight (placed, not yet confirmed or cancelled); "
-             "nothing was done: retry after Retry-After seconds",
-             svc_admission_limit(a));
-    ag_http_resp_header(req, "Retry-After", "1");
-    ag_http_resp_header(req, "X-Agora-Error", "service");
-    ag_http_respond_problem(req, 503, NULL, "Too many orders in flight", detail, NULL);
-    return 1;
+    refuse_detail(a, detail, sizeof detail);
+    svc_problem(j, 503, "Too many orders in flight", "%s", detail);
+    return true;
+}
+
+int svc_admission_park(struct svc_job *j, struct ag_http_req *req)
+{
+    struct adm_job *st = j->ext;
+    if (!st || st->state != ADM_WAITING || j->status != 503) return 0;
+    struct svc_admission *a = j->env->admission;
+    uint64_t deadline = ag_http_req_start_ns(req) + a->queue_ns;
+    if (now_ns() < deadline && svc_wait_park(a->waiters, j, req, ADM_KEY, &st->seq, deadline) == 0)
+        return 1; /* woken when a slot is freed: the handler tries again */
+    return 0;     /* waited long enough: the 503 */
 }
 
 void svc_admission_placed(struct svc_job *j, const char *order_id)
 {
-    if (j->ext != HELD) return;
-    j->ext = NULL;
-    svc_admission_track(j->env->admission, order_id, ag_http_req_start_ns(j->req));
+    struct adm_job *st = j->ext;
+    if (!st || st->state != ADM_HELD) return;
+    st->state = ADM_NONE;
+    svc_admission_track(j->env->admission, order_id);
 }
 
 void svc_admission_finish(struct svc_job *j, struct ag_http_req *req)
 {
     AG_UNUSED(req);
-    if (j->ext == HELD) svc_admission_leave(j->env->admission);
+    struct adm_job *st = j->ext;
+    struct svc_admission *a = j->env->admission;
+    if (st && st->state == ADM_HELD) svc_admission_leave(a);
+    if (st && st->state == ADM_WAITING && j->status == 503 && a->rejected)
+        ag_obs_counter_inc(a->rejected); /* refused after its wait */
+    ag_free(st);
     j->ext = NULL;
 }

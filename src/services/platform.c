@@ -431,12 +431,16 @@ int ag_platform_start(const struct ag_platform_config *cfg, struct ag_platform *
     if (!rc && svc_waiters_new(cfg->max_waiters, &p->waiters))
         rc = ag_err_set(err, AG_ENOMEM, "out of memory");
     p->env.waiters = p->waiters;
-    struct svc_admission_config ac = {.max_in_flight = cfg->max_sagas_in_flight,
-                                      .target_ms = cfg->admission_target_ms < 0 ? 0
-                                                   : cfg->admission_target_ms > 0
-                                                       ? (uint64_t)cfg->admission_target_ms
-                                                       : SVC_ADMISSION_TARGET_MS,
-                                      .metrics = p->metrics};
+    struct svc_admission_config ac = {
+        .max_in_flight = cfg->max_sagas_in_flight,
+        .target_ms = cfg->admission_target_ms < 0   ? 0
+                     : cfg->admission_target_ms > 0 ? (uint64_t)cfg->admission_target_ms
+                                                    : SVC_ADMISSION_TARGET_MS,
+        .queue_ms = cfg->admission_queue_ms < 0   ? 0
+                    : cfg->admission_queue_ms > 0 ? (uint64_t)cfg->admission_queue_ms
+                                                  : SVC_ADMISSION_QUEUE_MS,
+        .waiters = p->waiters,
+        .metrics = p->metrics};
     if (!rc && svc_admission_new(&ac, &p->admission))
         rc = ag_err_set(err, AG_ENOMEM, "out of memory");
     p->env.admission = p->admission;

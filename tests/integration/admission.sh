@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Admission control of saga-starting commands (issue 11, src/services/admission.c):
-# `agora run --max-sagas-in-flight 1 --admission-target off` with the shipment step
+# `agora run --max-sagas-in-flight 1 --admission-target off --admission-queue off`
+# (a static limit of 1, refusals at once) with the shipment step
 # slowed (AGORA_FAULT_ARRANGESHIPMENT=0,4000: no failure, 4 s latency), so one
 # accepted order stays in flight for 4 s (the refusals are tried first, with no
 # python in between: it can take a second to start on a busy machine). Then:
@@ -11,7 +12,9 @@
 #   placing it (POST /api/v1/orders/{id}/place) is refused the same way;
 # - once the first order is confirmed its slot is free: the refused order, retried
 #   with the same Idempotency-Key, is accepted; agora_order_confirm_seconds counts
-#   the confirmation; a POST refused for bad fields (422) gives its slot back.
+#   the confirmation; a POST refused for bad fields (422) gives its slot back;
+# - restarted with --admission-queue 10s: an order over the limit waits (parked)
+#   for the slot instead, and is accepted once the order holding it is confirmed.
 set -euo pipefail
 BIN="${AGORA_BIN:?AGORA_BIN not set}"
 TMP=$(mktemp -d)
@@ -33,7 +36,8 @@ J='Content-Type: application/json'
 ADDR='"shippingAddress":{"street":"1 Main St","city":"X","state":"Y","zipCode":"1","country":"US"}'
 
 export AGORA_FAULT_ARRANGESHIPMENT=0,4000
-agora_start "$TMP/data" ready --no-gateway --max-sagas-in-flight 1 --admission-target off
+agora_start "$TMP/data" ready --no-gateway --max-sagas-in-flight 1 --admission-target off \
+    --admission-queue off
 
 metric() { # metric NAME_WITH_LABELS: its value in /metrics ("" when absent)
     curl -s "$A/metrics" | awk -v n="$1" '$1 == n { print $2 }'
@@ -128,4 +132,25 @@ post /api/v1/orders "{\"customerId\":\"$CID\",\"items\":[{\"productId\":\"$P\",\
 [ "$CODE" = 202 ] || fail "the refused order retried: HTTP $CODE $(cat "$TMP/b")"
 [ "$(hdr Idempotent-Replayed)" = "" ] || fail "the retry was a replay of the 503"
 echo "ok - after a 422 and the confirmation the refused order, retried with its Idempotency-Key, is accepted"
+agora_stop
+
+# ---- with a queue: over the limit a POST waits for the slot ----
+agora_start "$TMP/data" ready --no-gateway --max-sagas-in-flight 1 --admission-target off \
+    --admission-queue 10s
+post /api/v1/orders "{\"customerId\":\"$CID\",\"items\":[{\"productId\":\"$P\",\"quantity\":1}],$ADDR}"
+[ "$CODE" = 202 ] || fail "queue: first order: HTTP $CODE $(cat "$TMP/b")"
+O3=$(json_field 'd["orderId"]' <"$TMP/b")
+post /api/v1/orders "{\"customerId\":\"$CID\",\"items\":[{\"productId\":\"$P\",\"quantity\":1}],$ADDR}"
+[ "$CODE" = 202 ] || fail "queue: the waiting order: HTTP $CODE $(cat "$TMP/b")"
+# the slot frees as the orders projection applies OrderConfirmed, just before it commits
+st=$(curl -s "$A/api/v1/orders/$O3" -H 'Prefer: wait=5' -H 'If-None-Match: "pending-x"' |
+    json_field 'd.get("status")')
+for _ in $(seq 40); do
+    [ "$st" = confirmed ] && break
+    sleep 0.05
+    st=$(curl -s "$A/api/v1/orders/$O3" | json_field 'd.get("status")')
+done
+[ "$st" = confirmed ] || fail "queue: the second order was accepted while the first was $st"
+[ "$(metric agora_admission_rejected_total)" = 0 ] || fail "queue: rejected $(metric agora_admission_rejected_total)"
+echo "ok - with --admission-queue a POST over the limit waits and is accepted once the slot frees"
 agora_stop

@@ -256,6 +256,7 @@ static json_t *placed_json(const char *order_id, const char *saga_id)
 
 static int create(struct svc_job *j)
 {
+    if (svc_admission_check(j)) return 0; /* no slot yet: 503, or parked until one frees */
     if (!json_is_object(j->body))
         return svc_problem(j, 400, "Invalid request", "the body must be a JSON object");
     json_t *draft = json_object_get(j->body, "draft");
@@ -715,7 +716,8 @@ static const struct svc_route routes[] = {
      NULL,
      {NULL},
      svc_admission_prepare,
-     svc_admission_finish},
+     svc_admission_finish,
+     svc_admission_park},
     {"GET",
      "/api/v1/orders",
      SVC_OWNER,
@@ -760,7 +762,8 @@ static const struct svc_route routes[] = {
      "order",
      {NULL},
      svc_admission_prepare,
-     svc_admission_finish},
+     svc_admission_finish,
+     svc_admission_park},
 };
 
 const struct svc_context svc_ordering_context = {

@@ -388,6 +388,7 @@ static void place(struct svc_job *j, struct place_draft *p)
 
 int ord_draft_place(struct svc_job *j)
 {
+    if (svc_admission_check(j)) return 0; /* no slot yet: 503, or parked until one frees */
     struct place_draft *p = ag_calloc(1, sizeof *p);
     if (!p) return AG_ENOMEM;
     char scope[160];

@@ -62,7 +62,7 @@ struct ag_platform_config {
      * latency's p90 under admission_target_ms. 0 = 256; `agora run
      * --max-sagas-in-flight`, env AGORA_MAX_SAGAS_IN_FLIGHT. */
     uint32_t max_sagas_in_flight;
-    /* The confirm latency target in ms: 0 = 250, < 0 = no adaptation (the
+    /* The confirm latency target in ms: 0 = 500, < 0 = no adaptation (the
      * ceiling is a static limit); `--admission-target`, env AGORA_ADMISSION_TARGET. */
     int64_t admission_target_ms;
     /* How long such a command waits for a slot before the 503 (parked, no

@@ -76,7 +76,7 @@ static const char usage_text[] =
     "                      at most (default 256, env AGORA_MAX_SAGAS_IN_FLIGHT): more\n"
     "                      POST /api/v1/orders are answered 503 with Retry-After: 1\n"
     "  --admission-target DUR  the limit adapts (AIMD, at most N) to keep the p90 of POST\n"
-    "                      to confirmed under DUR (default 250ms, env\n"
+    "                      to confirmed under DUR (default 500ms, env\n"
     "                      AGORA_ADMISSION_TARGET); off: N is a static limit\n"
     "  --admission-queue DUR  over the limit an order waits up to DUR for a slot before\n"
     "                      the 503 (default 1s, env AGORA_ADMISSION_QUEUE; off: at once)\n"

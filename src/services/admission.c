@@ -23,8 +23,12 @@
  * gets 503s. The queue wait is part of POST→202, not of the confirm latency.
  *
  * The bound is adaptive: AIMD on the confirm latency, under a ceiling
- * (--max-sagas-in-flight, 256 by default: ~900 confirmed/s on 2 cores times a
- * ~250 ms confirm target, Little's law). Time is cut in windows of the target's
+ * (--max-sagas-in-flight, 256 by default: ~900 confirmed/s on 2 cores times
+ * ~280 ms in flight, Little's law) aiming at a p90 confirm latency under the
+ * target (--admission-target, 500 ms by default: the quiet machine confirms in
+ * less at the ceiling, so the limit is cut only when the host is slower than
+ * that, e.g. shared; a lower limit costs CPU per order, since the store, the
+ * saga engine and the projections batch less). Time is cut in windows of the target's
  * length; at the end of a window in which more than a tenth of the confirmed
  * orders took longer than the target (its p90 over the target), the limit is
  * multiplied by 0.9 (not below ADM_MIN_LIMIT); otherwise, if the window used at

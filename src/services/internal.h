@@ -294,8 +294,8 @@ void svc_logtail_stop(struct svc_logtail *t);
  * AIMD limit on the confirm latency under a ceiling; over it the command is
  * answered 503 with Retry-After before anything is done. */
 struct svc_admission;
-#define SVC_ADMISSION_DEFAULT   256  /* the ceiling: ~900 orders/s x ~250 ms */
-#define SVC_ADMISSION_TARGET_MS 250  /* the confirm latency (p90) the limit aims at */
+#define SVC_ADMISSION_DEFAULT   256  /* the ceiling: ~900 orders/s x ~280 ms */
+#define SVC_ADMISSION_TARGET_MS 500  /* the confirm latency (p90) the limit aims at */
 #define SVC_ADMISSION_QUEUE_MS  1000 /* how long a command may wait for a slot */
 struct svc_admission_config {
     uint32_t max_in_flight;      /* the ceiling; 0 = SVC_ADMISSION_DEFAULT */

@@ -350,7 +350,11 @@ int svc_admission_prepare(struct svc_job *j, struct ag_http_req *req)
     struct svc_admission *a = j->env->admission;
     if (!a || !starts_saga(j, req)) return 0;
     struct adm_job *st = ag_calloc(1, sizeof *st);
-    if (!st) return -AG_ENOMEM;
+    if (!st) { /* negative: svc_job_start answers it (500) */
+        json_decref(j->body);
+        j->body = NULL;
+        return AG_ENOMEM;
+    }
     st->seq = svc_waiters_seq(a->waiters, ADM_KEY); /* before the try: no lost wake-up */
     if (svc_admission_enter(a)) {
         st->state = ADM_HELD;

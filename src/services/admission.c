@@ -68,7 +68,7 @@
 struct adm_order {
     struct adm_order *hnext;       /* hash bucket chain */
     struct adm_order *prev, *next; /* FIFO by admission */
-    uint64_t t0;                   /* its POST's arrival, monotonic ns */
+    uint64_t t0;                   /* when it was accepted, monotonic ns */
     uint64_t h;
     char id[AG_DOM_ID_MAX];
 };
@@ -133,8 +133,8 @@ static void define_metrics(struct svc_admission *a, struct ag_obs_registry *r)
     a->inflight_g = series(r, &s, NULL);
     s = (struct ag_obs_family_spec){AG_OBS_HISTOGRAM,
                                     "agora_order_confirm_seconds",
-                                    "Time from an order's POST to its confirmation or "
-                                    "cancellation in the orders read model",
+                                    "Time from an order's acceptance (202) to its "
+                                    "confirmation or cancellation in the orders read model",
                                     1,
                                     outcome,
                                     bounds,

@@ -87,6 +87,7 @@ ins = stat.get("instructions", 0.0)
 cs = stat.get("context-switches", 0.0)
 print(json.dumps({"confirmed": load["confirmed"], "compensated": load.get("compensated"),
                   "pending": load.get("pending"), "errors": load.get("errors"),
+                  "rejected": load.get("rejected"),
                   "pollMode": load.get("pollMode"),
                   "confirmedPerSec": round(load.get("confirmedPerSec", 0)), "cpu_ms": round(ms),
                   "cpu_ms_per_order": round(ms / n, 3),

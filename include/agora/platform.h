@@ -56,6 +56,19 @@ struct ag_platform_config {
     /* Blocking reads (GET an order with Prefer: wait=N) parked at once; more are
      * answered 503 with Retry-After. 0 = 1024; env AGORA_MAX_WAITERS. */
     uint32_t max_waiters;
+    /* Admission control (issue 11): orders in flight (placed, not yet confirmed or
+     * cancelled) at most; more POST /api/v1/orders (and .../place) are answered
+     * 503 with Retry-After. The ceiling of an AIMD limit that keeps the confirm
+     * latency's p90 under admission_target_ms. 0 = 256; `agora run
+     * --max-sagas-in-flight`, env AGORA_MAX_SAGAS_IN_FLIGHT. */
+    uint32_t max_sagas_in_flight;
+    /* The confirm latency target in ms: 0 = 500, < 0 = no adaptation (the
+     * ceiling is a static limit); `--admission-target`, env AGORA_ADMISSION_TARGET. */
+    int64_t admission_target_ms;
+    /* How long such a command waits for a slot before the 503 (parked, no
+     * thread): 0 = 1000 ms, < 0 = refused at once; `--admission-queue`, env
+     * AGORA_ADMISSION_QUEUE. */
+    int64_t admission_queue_ms;
 };
 
 struct ag_platform;

@@ -65,8 +65,10 @@ static const char usage_text[] =
     "  --quiet              no live progress line (it is shown only on a terminal anyway)\n"
     "\n"
     "Output: one JSON line on stdout: placed (accepted with 202), confirmed, compensated\n"
-    "(cancelled), pending (no final state within the timeout), errors (non-2xx answers)\n"
-    "and transportErrors, ordersPerSec (placed), confirmedPerSec, and post/final latency\n"
+    "(cancelled), pending (no final state within the timeout), errors (non-2xx answers),\n"
+    "rejected (503 with Retry-After: the server's admission control; in a closed loop the\n"
+    "client places the order again after the delay) and transportErrors, ordersPerSec (placed), "
+    "confirmedPerSec, and post/final latency\n"
     "percentiles in microseconds (POST to 202; POST to the observed final state, whose\n"
     "resolution is the server's notification with --wait, else --poll-ms; pollMode says\n"
     "which: \"wait\" or \"interval\"). In rate mode latency is measured from the submit, so a\n"
@@ -118,6 +120,9 @@ struct load {
     size_t npending, cappending;
     struct lat post, final;
     uint64_t attempted, placed, confirmed, cancelled, errors, transport, dropped;
+    uint64_t rejected; /* 503 with Retry-After: the server's admission control */
+    uint64_t keys;     /* Idempotency-Keys used: a retried order gets a new one */
+    unsigned deferred; /* closed-loop clients waiting out a Retry-After */
     unsigned inflight_posts, inflight_polls;
     unsigned resting; /* closed-loop clients pausing after a transport error */
     uint64_t t_start, t_end_placing, t_last_final, last_ok, last_scan;
@@ -464,15 +469,66 @@ struct post_ctx {
     uint64_t t0;
 };
 
+static const char *resp_header(const struct ag_http_client_resp *r, const char *name);
+
+struct retry_ctx {
+    uv_timer_t timer;
+    struct load *L;
+};
+
+static void retry_closed(uv_handle_t *h)
+{
+    ag_free(h->data);
+}
+
+static void retry_due(uv_timer_t *t)
+{
+    struct retry_ctx *r = t->data;
+    struct load *L = r->L;
+    L->deferred--;
+    uv_close((uv_handle_t *)&r->timer, retry_closed);
+    if (placing_open(L, mono_ns())) place(L);
+}
+
+/* A 503 with Retry-After (admission control): counted apart from the errors; in
+ * a closed loop the client places its order again after the delay (plus up to
+ * 20% jitter, so the refused clients do not come back in one burst), and it
+ * does not count as attempted. Open loop: counted only (the schedule goes on).
+ * False when the answer is something else. */
+static bool retry_later(struct load *L, const struct ag_http_client_resp *resp)
+{
+    const char *after = resp->status == 503 ? resp_header(resp, "Retry-After") : NULL;
+    if (!after) return false;
+    L->rejected++;
+    if (!L->o.concurrency) return true;
+    double s = strtod(after, NULL);
+    s = s > 0 && s < 30 ? s : 1;
+    uint64_t ms = (uint64_t)(s * 1000 * (1 + (double)ag_rng_below(&L->rng.rng, 200) / 1000));
+    struct retry_ctx *r = ag_calloc(1, sizeof *r);
+    if (!r) return false;
+    L->attempted--; /* placed again: --orders counts it once */
+    if (L->o.orders && L->placing_done && !L->unreachable) { /* the count was reached early */
+        L->placing_done = false;
+        L->t_end_placing = 0;
+    }
+    r->L = L;
+    r->timer.data = r;
+    uv_timer_init(&L->loop, &r->timer);
+    uv_timer_start(&r->timer, retry_due, ms, 0);
+    L->deferred++;
+    return true;
+}
+
 static void posted(int rc, const struct ag_http_client_resp *resp, void *ud)
 {
     struct post_ctx *c = ud;
     struct load *L = c->L;
     uint64_t now = mono_ns();
     L->inflight_posts--;
+    bool deferred = !rc && retry_later(L, resp); /* comes back after the delay */
     if (rc) {
         transport_failed(L);
-    } else {
+    } else if (!deferred) {
         L->last_ok = now;
         json_t *b = resp->status == 202 ? json_loadb(resp->body, resp->body_len, 0, NULL) : NULL;
         const char *id = json_string_value(json_object_get(b, "orderId"));
@@ -483,13 +539,15 @@ static void posted(int rc, const struct ag_http_client_resp *resp, void *ud)
             L->errors++;
         }
         json_decref(b);
+    } else {
+        L->last_ok = now;
     }
     ag_free(c);
-    /* after a transport error a client rests until the next tick, not spinning on a refused connect
-     */
+    /* after a transport error a client rests until the next tick, not spinning on a refused
+     * connect; a refused order's client waits for its retry timer */
     if (L->o.concurrency && rc)
         L->resting++;
-    else if (L->o.concurrency && placing_open(L, now))
+    else if (L->o.concurrency && !deferred && placing_open(L, now))
         place(L);
 }
 
@@ -517,7 +575,7 @@ static void place(struct load *L)
     struct post_ctx *c = ag_malloc(sizeof *c);
     char key[64];
     /* a unique Idempotency-Key per order, so the server could dedup a retried POST */
-    snprintf(key, sizeof key, "load-%s-%llu", L->run_id, (unsigned long long)L->attempted);
+    snprintf(key, sizeof key, "load-%s-%llu", L->run_id, (unsigned long long)L->keys++);
     struct ag_http_header h[3] = {{"Content-Type", "application/json"},
                                   {"Idempotency-Key", key},
                                   {"Authorization", L->o.auth}};
@@ -699,7 +757,8 @@ static void on_tick(uv_timer_t *t)
         L->last_scan = now;
         scan_pending(L, now);
     }
-    if (L->placing_done && !L->inflight_posts && !L->npending && !L->inflight_polls) stop_run(L);
+    if (L->placing_done && !L->inflight_posts && !L->npending && !L->inflight_polls && !L->deferred)
+        stop_run(L);
 }
 
 static json_t *summary(struct load *L)
@@ -712,14 +771,14 @@ static json_t *summary(struct load *L)
     if (L->final.n) qsort(L->final.v, L->final.n, sizeof *L->final.v, cmp_u32);
     json_int_t pending = (json_int_t)(L->placed - L->confirmed - L->cancelled);
     return json_pack(
-        "{s:s, s:s, s:f, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:f,"
+        "{s:s, s:s, s:f, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:f,"
         " s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:s, s:i}",
         "target", L->o.host, "mode", L->o.rate > 0 ? "rate" : "concurrency", "durationS", place_s,
         "customers", (json_int_t)L->ncustomers, "attempted", (json_int_t)L->attempted, "placed",
         (json_int_t)L->placed, "confirmed", (json_int_t)L->confirmed, "compensated",
-        (json_int_t)L->cancelled, "pending", pending, "errors", (json_int_t)L->errors,
-        "transportErrors", (json_int_t)(L->transport + L->dropped), "confirmedPerSec",
-        final_s > 0 ? (double)L->confirmed / final_s : 0.0, "ordersPerSec",
+        (json_int_t)L->cancelled, "pending", pending, "errors", (json_int_t)L->errors, "rejected",
+        (json_int_t)L->rejected, "transportErrors", (json_int_t)(L->transport + L->dropped),
+        "confirmedPerSec", final_s > 0 ? (double)L->confirmed / final_s : 0.0, "ordersPerSec",
         place_s > 0 ? (double)L->placed / place_s : 0.0, "postP50Us", pct(&L->post, 0.50),
         "postP99Us", pct(&L->post, 0.99), "postMaxUs",
         L->post.n ? (json_int_t)L->post.v[L->post.n - 1] : 0, "finalP50Us", pct(&L->final, 0.50),

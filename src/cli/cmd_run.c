@@ -21,6 +21,8 @@ static const char usage_text[] =
     "                 [--saga-retention DUR] [--bus URI] [--tls-cert FILE --tls-key FILE]...\n"
     "                 [--http-redirect HOST:PORT] [--saga-mode MODE]\n"
     "                 [--index-memory BYTES] [--cache-memory BYTES]\n"
+    "                 [--max-sagas-in-flight N] [--admission-target DUR|off]\n"
+    "                 [--admission-queue DUR|off]\n"
     "\n"
     "Start the commerce platform in one process: customers, catalog, ordering,\n"
     "inventory, payments and shipping over the event store (--store), their read\n"
@@ -70,6 +72,14 @@ static const char usage_text[] =
     "                      AGORA_INDEX_MEMORY; K/M/G suffixes): the rest is on disk\n"
     "  --cache-memory BYTES  memory for cached aggregates (default 64M, env\n"
     "                      AGORA_CACHE_MEMORY)\n"
+    "  --max-sagas-in-flight N  orders in flight (placed, not yet confirmed or cancelled)\n"
+    "                      at most (default 256, env AGORA_MAX_SAGAS_IN_FLIGHT): more\n"
+    "                      POST /api/v1/orders are answered 503 with Retry-After: 1\n"
+    "  --admission-target DUR  the limit adapts (AIMD, at most N) to keep the p90 of POST\n"
+    "                      to confirmed under DUR (default 500ms, env\n"
+    "                      AGORA_ADMISSION_TARGET); off: N is a static limit\n"
+    "  --admission-queue DUR  over the limit an order waits up to DUR for a slot before\n"
+    "                      the 503 (default 1s, env AGORA_ADMISSION_QUEUE; off: at once)\n"
     "\n"
     "The JWT secret is AGORA_JWT_SECRET when set, else a random one kept in DIR/jwt-secret.\n"
     "AGORA_SAGA_THREADS sets the saga workers (default: number of cores, at least 4).\n"
@@ -211,6 +221,7 @@ uint64_t ag_cli_duration_ms(const char *s)
 struct run_opts {
     const char *data, *listen, *store, *readmodels, *bus, *saga_mode;
     const char *idem_ttl, *saga_ret, *index_mem, *cache_mem;
+    const char *max_sagas, *adm_target, *adm_queue; /* admission control */
     bool seed, gateway;
     int workers;
     struct ag_cli_tls tls;
@@ -239,6 +250,9 @@ static int parse_run_args(int argc, char **argv, struct run_opts *o)
         {"--saga-mode", offsetof(struct run_opts, saga_mode)},
         {"--index-memory", offsetof(struct run_opts, index_mem)},
         {"--cache-memory", offsetof(struct run_opts, cache_mem)},
+        {"--max-sagas-in-flight", offsetof(struct run_opts, max_sagas)},
+        {"--admission-target", offsetof(struct run_opts, adm_target)},
+        {"--admission-queue", offsetof(struct run_opts, adm_queue)},
     };
     for (int i = 1; i < argc; i++) {
         int t = ag_cli_tls_arg(argc, argv, &i, &o->tls, "run");
@@ -302,6 +316,22 @@ static int run_config(const struct run_opts *o, char host[64], struct ag_platfor
         return ag_cli_usage_error("run: --cache-memory (AGORA_CACHE_MEMORY) takes a size, e.g. "
                                   "64M, not '%s'",
                                   o->cache_mem);
+    char *mend = NULL;
+    long max_sagas = o->max_sagas ? strtol(o->max_sagas, &mend, 10) : 0;
+    if (o->max_sagas && (mend == o->max_sagas || *mend || max_sagas < 1 || max_sagas > 1000000))
+        return ag_cli_usage_error("run: --max-sagas-in-flight (AGORA_MAX_SAGAS_IN_FLIGHT) takes "
+                                  "1..1000000, not '%s'",
+                                  o->max_sagas);
+    bool adm_static = o->adm_target && strcmp(o->adm_target, "off") == 0;
+    if (o->adm_target && !adm_static && !ag_cli_duration_ms(o->adm_target))
+        return ag_cli_usage_error("run: --admission-target (AGORA_ADMISSION_TARGET) takes a "
+                                  "duration such as 250ms or 1s, or off, not '%s'",
+                                  o->adm_target);
+    bool adm_noq = o->adm_queue && strcmp(o->adm_queue, "off") == 0;
+    if (o->adm_queue && !adm_noq && !ag_cli_duration_ms(o->adm_queue))
+        return ag_cli_usage_error("run: --admission-queue (AGORA_ADMISSION_QUEUE) takes a "
+                                  "duration such as 500ms or 2s, or off, not '%s'",
+                                  o->adm_queue);
     *cfg = (struct ag_platform_config){
         .data_dir = o->data,
         .store_uri = o->store,
@@ -315,7 +345,14 @@ static int run_config(const struct run_opts *o, char host[64], struct ag_platfor
         .bus_uri = o->bus,
         .choreography = chor,
         .index_memory = index_bytes,
-        .cache_bytes = (size_t)cache_bytes};
+        .cache_bytes = (size_t)cache_bytes,
+        .max_sagas_in_flight = (uint32_t)max_sagas,
+        .admission_target_ms = adm_static      ? -1
+                               : o->adm_target ? (int64_t)ag_cli_duration_ms(o->adm_target)
+                                               : 0,
+        .admission_queue_ms = adm_noq        ? -1
+                              : o->adm_queue ? (int64_t)ag_cli_duration_ms(o->adm_queue)
+                                             : 0};
     const char *st = getenv("AGORA_SAGA_THREADS");
     if (st && atoi(st) > 0 && atoi(st) <= 1024) cfg->saga_threads = (unsigned)atoi(st);
     const char *rw = getenv("AGORA_DB_WAIT"); /* the store's and the read models' */
@@ -372,6 +409,9 @@ static int run(int argc, char **argv)
                          .saga_ret = env_or_null("AGORA_SAGA_RETENTION"),
                          .index_mem = env_or_null("AGORA_INDEX_MEMORY"),
                          .cache_mem = env_or_null("AGORA_CACHE_MEMORY"),
+                         .max_sagas = env_or_null("AGORA_MAX_SAGAS_IN_FLIGHT"),
+                         .adm_target = env_or_null("AGORA_ADMISSION_TARGET"),
+                         .adm_queue = env_or_null("AGORA_ADMISSION_QUEUE"),
                          .seed = true,
                          .gateway = true};
     int prc = parse_run_args(argc, argv, &o);

@@ -115,6 +115,7 @@ struct svc_env {
     struct svc_chor *chor;           /* choreography's bus workers (their dead letters), or NULL */
     struct ag_obs_registry *metrics; /* the process's registry (read by console_stats.c) */
     struct svc_logtail *logtail;     /* live tails of $all (logtail.c), or NULL */
+    struct svc_admission *admission; /* orders in flight (admission.c), or NULL: unbounded */
 };
 
 struct ag_platform {
@@ -143,11 +144,12 @@ struct ag_platform {
     pthread_mutex_t monitor_lock;
     pthread_cond_t monitor_cond;
     bool monitor_stop;
-    struct ag_bus *bus;          /* --bus: the message bus, or NULL (bus.c) */
-    struct ag_relay *relay;      /* the outbox relay onto it */
-    struct svc_chor *chor;       /* --saga-mode choreography: the reactions (choreography.c) */
-    struct svc_waiters *waiters; /* parked blocking reads of orders (wait.c) */
-    struct svc_logtail *logtail; /* GET /admin/log/stream's notifier (logtail.c) */
+    struct ag_bus *bus;              /* --bus: the message bus, or NULL (bus.c) */
+    struct ag_relay *relay;          /* the outbox relay onto it */
+    struct svc_chor *chor;           /* --saga-mode choreography: the reactions (choreography.c) */
+    struct svc_waiters *waiters;     /* parked blocking reads of orders (wait.c) */
+    struct svc_logtail *logtail;     /* GET /admin/log/stream's notifier (logtail.c) */
+    struct svc_admission *admission; /* orders in flight (admission.c) */
 };
 
 /* ---- an order as the PlaceOrder steps need it (sagas/placeorder.c) ---- */
@@ -286,6 +288,45 @@ int svc_logtail_start(struct ag_store *store, struct svc_logtail **out);
 /* Stop it: after the HTTP server is gone (no tail left), before the store closes. */
 void svc_logtail_stop(struct svc_logtail *t);
 
+/* ---- admission control of saga-starting commands (admission.c) ---- */
+
+/* Orders in flight (accepted, not yet confirmed or cancelled) are bounded by an
+ * AIMD limit on the confirm latency under a ceiling; over it the command is
+ * answered 503 with Retry-After before anything is done. */
+struct svc_admission;
+#define SVC_ADMISSION_DEFAULT   256  /* the ceiling: ~900 orders/s x ~280 ms */
+#define SVC_ADMISSION_TARGET_MS 500  /* the confirm latency (p90) the limit aims at */
+#define SVC_ADMISSION_QUEUE_MS  1000 /* how long a command may wait for a slot */
+struct svc_admission_config {
+    uint32_t max_in_flight;      /* the ceiling; 0 = SVC_ADMISSION_DEFAULT */
+    uint64_t target_ms;          /* confirm latency target; 0 = a static limit */
+    uint64_t queue_ms;           /* a command waits this long for a slot; 0 = 503 at once */
+    struct svc_waiters *waiters; /* where waiting commands park (NULL: no queue) */
+    struct ag_obs_registry *metrics;
+};
+int svc_admission_new(const struct svc_admission_config *cfg, struct svc_admission **out);
+void svc_admission_free(struct svc_admission *a);
+/* Take a slot (any thread): false when the limit is reached. */
+bool svc_admission_enter(struct svc_admission *a);
+/* Give back a slot taken by svc_admission_enter (the command did not place an order). */
+void svc_admission_leave(struct svc_admission *a);
+/* The slot becomes order `id`'s, accepted now. */
+void svc_admission_track(struct svc_admission *a, const char *id);
+/* The orders projection applied the order's OrderConfirmed (true) or OrderCancelled. */
+void svc_admission_done(struct svc_admission *a, const char *id, bool confirmed);
+uint32_t svc_admission_limit(struct svc_admission *a);
+/* Route hooks (svc_route.prepare / .finish / .park) of the saga-starting
+ * commands: parse the body, take a slot (or, over the limit, wait for one up to
+ * the queue time, else answer 503); give back a slot the handler did not use. */
+int svc_admission_prepare(struct svc_job *j, struct ag_http_req *req);
+void svc_admission_finish(struct svc_job *j, struct ag_http_req *req);
+int svc_admission_park(struct svc_job *j, struct ag_http_req *req);
+/* First thing in the handler: true when the job is still waiting for a slot
+ * and has been answered 503 (its park hook then parks it until a slot frees). */
+bool svc_admission_check(struct svc_job *j);
+/* In the handler, once the order is accepted (202): the job's slot is the order's. */
+void svc_admission_placed(struct svc_job *j, const char *order_id);
+
 /* ---- blocking reads (wait.c) ---- */
 
 /* Requests parked until a keyed resource changes (`Prefer: wait=N` with
@@ -305,6 +346,8 @@ void svc_waiters_mark(struct svc_waiters *w, const char *key);
 /* The notifier thread, after the commit (an ag_projection.committed): wake the
  * marked keys' waiters. */
 void svc_waiters_committed(void *w);
+/* Any thread: bump `key`'s sequence and wake at most n of its waiters, oldest first. */
+void svc_waiters_wake(struct svc_waiters *w, const char *key, uint32_t n);
 /* Parked requests now (tests, metrics). */
 uint32_t svc_waiters_count(struct svc_waiters *w);
 /* Park job `j` (already answered 304 by its handler) on its loop until `key`

@@ -143,7 +143,7 @@ static void fill_projections(struct ag_platform *p)
     svc_event_schemas_install(); /* before anything reads the log (schemas.c) */
     for (size_t i = 0; i < AG_ARRAY_SIZE(contexts); i++)
         if (contexts[i]->projection) contexts[i]->projection(&p->projs[contexts[i]->rm]);
-    p->projs[RM_ORDERS].ud = p->waiters; /* wakes parked GETs of an order (wait.c) */
+    p->projs[RM_ORDERS].ud = &p->env; /* its waiters (wait.c) and admission (admission.c) */
     ag_saga_projection(p->saga_defs, 1, &p->projs[RM_SAGAS]);
     if (p->cfg.choreography) svc_chor_projection(&p->projs[RM_SAGAS]);
     svc_saga_starter_projection(p, &p->projs[RM_COUNT]);
@@ -431,6 +431,19 @@ int ag_platform_start(const struct ag_platform_config *cfg, struct ag_platform *
     if (!rc && svc_waiters_new(cfg->max_waiters, &p->waiters))
         rc = ag_err_set(err, AG_ENOMEM, "out of memory");
     p->env.waiters = p->waiters;
+    struct svc_admission_config ac = {
+        .max_in_flight = cfg->max_sagas_in_flight,
+        .target_ms = cfg->admission_target_ms < 0   ? 0
+                     : cfg->admission_target_ms > 0 ? (uint64_t)cfg->admission_target_ms
+                                                    : SVC_ADMISSION_TARGET_MS,
+        .queue_ms = cfg->admission_queue_ms < 0   ? 0
+                    : cfg->admission_queue_ms > 0 ? (uint64_t)cfg->admission_queue_ms
+                                                  : SVC_ADMISSION_QUEUE_MS,
+        .waiters = p->waiters,
+        .metrics = p->metrics};
+    if (!rc && svc_admission_new(&ac, &p->admission))
+        rc = ag_err_set(err, AG_ENOMEM, "out of memory");
+    p->env.admission = p->admission;
     if (!rc && svc_logtail_start(p->store, &p->logtail))
         rc = ag_err_set(err, AG_ENOMEM, "cannot start the log tail thread");
     p->env.logtail = p->logtail;
@@ -487,8 +500,9 @@ void ag_platform_stop(struct ag_platform *p)
     close_read_models(p);
     /* projections first: the saga starter projection calls into the saga engine */
     ag_projector_stop(p->projector);
-    svc_waiters_free(p->waiters); /* no parked request is left: the server is gone */
-    svc_logtail_stop(p->logtail); /* no tail is left either; before the store closes */
+    svc_waiters_free(p->waiters);     /* no parked request is left: the server is gone */
+    svc_admission_free(p->admission); /* the orders projection was its last user */
+    svc_logtail_stop(p->logtail);     /* no tail is left either; before the store closes */
     ag_saga_engine_stop(p->sagas);
     svc_chor_stop(p->chor); /* its workers use the bus and the store */
     p->chor = NULL;

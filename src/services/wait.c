@@ -31,6 +31,10 @@
  * the commit, and park again for the whole wait. So a woken job is flagged
  * (svc_job.wait_woken) and its handler reads with svc_rm_query_fresh.
  *
+ * Counted wake-ups. svc_waiters_wake (any thread) bumps a key's sequence and
+ * wakes at most n of its waiters, the oldest first: admission.c parks POSTs that
+ * wait for a free slot on one key and wakes one per slot freed.
+ *
  * Ending. Deadline or abort (EOF, close, drain; ag_http_req_on_abort): the job
  * is answered as its handler left it (304 with the ETag). Woken: the job runs
  * again (or, when the client went away meanwhile, is answered at once).
@@ -163,6 +167,26 @@ void svc_waiters_committed(void *ud)
     pthread_mutex_unlock(&w->lock);
     w->nmarks = 0;
     w->overflow = false;
+}
+
+void svc_waiters_wake(struct svc_waiters *w, const char *key, uint32_t n)
+{
+    if (!w || !n) return;
+    uint64_t h = key_hash(key);
+    uint32_t b = (uint32_t)(h % BUCKETS), m = 0;
+    pthread_mutex_lock(&w->lock);
+    atomic_fetch_add(&w->seq[h % SEQ_SLOTS], 1);
+    for (struct waiter *x = w->buckets[b]; x; x = x->next) m += strcmp(x->key, key) == 0;
+    /* the list is newest first: skip the m - n newest, wake the n oldest */
+    for (struct waiter *x = w->buckets[b], *nx; x && n; x = nx) {
+        nx = x->next;
+        if (strcmp(x->key, key) != 0) continue;
+        if (m-- > n) continue;
+        unlink_waiter(w, x);
+        uv_async_send(&x->async);
+        n--;
+    }
+    pthread_mutex_unlock(&w->lock);
 }
 
 /* ---- a waiter on its loop ---- */

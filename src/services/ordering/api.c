@@ -256,6 +256,7 @@ static json_t *placed_json(const char *order_id, const char *saga_id)
 
 static int create(struct svc_job *j)
 {
+    if (svc_admission_check(j)) return 0; /* no slot yet: 503, or parked until one frees */
     if (!json_is_object(j->body))
         return svc_problem(j, 400, "Invalid request", "the body must be a JSON object");
     json_t *draft = json_object_get(j->body, "draft");
@@ -290,6 +291,7 @@ static int create(struct svc_job *j)
             svc_error(j, rc, &err);
         } else {
             snprintf(j->location, sizeof j->location, "/api/v1/orders/%s", order_id);
+            svc_admission_placed(j, order_id); /* in flight until confirmed or cancelled */
             svc_ok(j, 202, placed_json(order_id, saga_id));
         }
         svc_idem_end(j, "orders");
@@ -347,13 +349,12 @@ static json_t *order_row(const struct ag_rm_row *st)
 /* ---- reading one order; conditional and blocking reads (issue 11) ----
  *
  * The answer carries a strong ETag, "<status>-<hash>": the order's status and
- * the xxHash of its representation (canonical JSON), so it changes exactly when
- * the body does. If-None-Match with a matching tag answers 304. With `Prefer:
- * wait=N` too (seconds, at most SVC_WAIT_MAX_S) a matching request is parked
- * (wait.c) until the orders projection commits a change of the order, then
- * answers 200 with the new state, or 304 with the same tag after N seconds;
- * either way with `Preference-Applied: wait=N`. Ownership is the plain GET's:
- * someone else's order is 404 before anything could wait. */
+ * the xxHash of its representation (json_hash: the JSON value walked in place,
+ * no text dump), so it changes exactly when the body does. If-None-Match with a matching tag
+ * answers 304. With `Prefer: wait=N` too (seconds, at most SVC_WAIT_MAX_S) a matching request is
+ * parked (wait.c) until the orders projection commits a change of the order, then answers 200 with
+ * the new state, or 304 with the same tag after N seconds; either way with `Preference-Applied:
+ * wait=N`. Ownership is the plain GET's: someone else's order is 404 before anything could wait. */
 
 struct order_wait {
     unsigned wait_s; /* Prefer: wait=N, capped; 0 = no wait */
@@ -404,13 +405,50 @@ static bool inm_matches(const char *inm, const char *etag)
     return false;
 }
 
+/* xxHash of a JSON value, walked in place: members in their order (order_row
+ * builds them in one order), each value tagged with its type, so two bodies
+ * hash alike exactly when their JSON texts are equal. No text is dumped nor
+ * keys sorted (this runs on every GET of an order, polls included). */
+static uint64_t json_hash(const json_t *v, uint64_t h)
+{
+    char tag = (char)('0' + json_typeof(v));
+    h = ag_xxh3_seed(&tag, 1, h);
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: {
+        const char *k;
+        json_t *m;
+        json_object_foreach((json_t *)v, k, m)
+        {
+            h = ag_xxh3_seed(k, strlen(k) + 1, h);
+            h = json_hash(m, h);
+        }
+        return ag_xxh3_seed("}", 1, h);
+    }
+    case JSON_ARRAY: {
+        size_t i;
+        json_t *m;
+        json_array_foreach(v, i, m) h = json_hash(m, h);
+        return ag_xxh3_seed("]", 1, h);
+    }
+    case JSON_STRING:
+        return ag_xxh3_seed(json_string_value(v), json_string_length(v) + 1, h);
+    case JSON_INTEGER: {
+        json_int_t x = json_integer_value(v);
+        return ag_xxh3_seed(&x, sizeof x, h);
+    }
+    case JSON_REAL: {
+        double x = json_real_value(v);
+        return ag_xxh3_seed(&x, sizeof x, h);
+    }
+    default: /* true, false, null: the tag says it */
+        return h;
+    }
+}
+
 static void order_etag(const json_t *o, char out[80])
 {
-    char *text = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
-    uint64_t h = text ? ag_xxh3(text, strlen(text)) : 0;
-    free(text);
     snprintf(out, 80, "\"%.16s-%016llx\"", json_string_value(json_object_get(o, "status")) ?: "",
-             (unsigned long long)h);
+             (unsigned long long)json_hash(o, 0));
 }
 
 static int get_prepare(struct svc_job *j, struct ag_http_req *req)
@@ -670,7 +708,16 @@ static int cancel(struct svc_job *j)
 }
 
 static const struct svc_route routes[] = {
-    {"POST", "/api/v1/orders", SVC_OWNER, create, NULL, NULL, {NULL}},
+    {"POST",
+     "/api/v1/orders",
+     SVC_OWNER,
+     create,
+     NULL,
+     NULL,
+     {NULL},
+     svc_admission_prepare,
+     svc_admission_finish,
+     svc_admission_park},
     {"GET",
      "/api/v1/orders",
      SVC_OWNER,
@@ -707,7 +754,16 @@ static const struct svc_route routes[] = {
      "id",
      "order",
      {":productId"}},
-    {"POST", "/api/v1/orders/{id}/place", SVC_OWNER, ord_draft_place, "id", "order", {NULL}},
+    {"POST",
+     "/api/v1/orders/{id}/place",
+     SVC_OWNER,
+     ord_draft_place,
+     "id",
+     "order",
+     {NULL},
+     svc_admission_prepare,
+     svc_admission_finish,
+     svc_admission_park},
 };
 
 const struct svc_context svc_ordering_context = {

@@ -379,6 +379,7 @@ static void place(struct svc_job *j, struct place_draft *p)
         svc_error(j, rc, &err);
     } else {
         snprintf(j->location, sizeof j->location, "/api/v1/orders/%s", j->param);
+        svc_admission_placed(j, j->param); /* in flight until confirmed or cancelled */
         svc_ok(j, 202,
                json_pack("{s:s, s:s, s:s}", "orderId", j->param, "sagaId", p->saga_id, "status",
                          "pending"));
@@ -387,6 +388,7 @@ static void place(struct svc_job *j, struct place_draft *p)
 
 int ord_draft_place(struct svc_job *j)
 {
+    if (svc_admission_check(j)) return 0; /* no slot yet: 503, or parked until one frees */
     struct place_draft *p = ag_calloc(1, sizeof *p);
     if (!p) return AG_ENOMEM;
     char scope[160];

@@ -19,9 +19,11 @@
  * svc_pii_open_cell). Ids (id, customer_id, saga_id) are 16-byte BLOBs
  * (ag_rm_id_arg / ag_rm_id: 20 bytes less each, in the row and in the index).
  *
- * Its ud is the platform's waiter registry (wait.c; NULL for an offline rebuild):
- * every order an event touches is marked, and GETs parked on it are woken once
- * the page has committed.
+ * Its ud is the platform's environment (NULL for an offline rebuild): every
+ * order an event touches is marked in its waiter registry (wait.c), and GETs
+ * parked on it are woken once the page has committed; OrderConfirmed and
+ * OrderCancelled end the order's admission (admission.c: its slot is freed and
+ * agora_order_confirm_seconds observes it).
  */
 #include <stdio.h>
 #include <string.h>
@@ -164,7 +166,8 @@ static int apply(struct ag_rm *db, const struct ag_event *ev, const json_t *d, v
         return 0; /* not one of ours (the type owns its prefix) */
     snprintf(type, sizeof type, "%.*s", (int)ev->type_len, ev->type);
     snprintf(ts, sizeof ts, "%llu", (unsigned long long)ev->time_ns); /* INTEGER columns */
-    svc_waiters_mark(ud, id); /* parked GETs of this order wake after the commit */
+    struct svc_env *env = ud;
+    svc_waiters_mark(env ? env->waiters : NULL, id); /* parked GETs wake after the commit */
     if (strcmp(type, AG_EV_ORDER_CREATED) == 0)
         return svc_sql_run_ids(
             db,
@@ -175,7 +178,10 @@ static int apply(struct ag_rm *db, const struct ag_event *ev, const json_t *d, v
     if (strcmp(type, AG_EV_ITEM_ADDED) == 0) return apply_item(db, id, d, true, ts);
     if (strcmp(type, AG_EV_ITEM_REMOVED) == 0) return apply_item(db, id, d, false, ts);
     if (strcmp(type, AG_EV_ORDER_PLACED) == 0) return apply_placed(db, id, d, ts);
-    if (strcmp(type, AG_EV_ORDER_CONFIRMED) == 0)
+    bool confirmed = strcmp(type, AG_EV_ORDER_CONFIRMED) == 0;
+    if (env && (confirmed || strcmp(type, AG_EV_ORDER_CANCELLED) == 0))
+        svc_admission_done(env->admission, id, confirmed);
+    if (confirmed)
         return svc_sql_run_ids(
             db,
             "UPDATE orders SET status='confirmed', tracking_number=?2, updated_at=?5 WHERE id=?1",
@@ -196,11 +202,14 @@ static int apply(struct ag_rm *db, const struct ag_event *ev, const json_t *d, v
     return 0;
 }
 
+static void committed(void *ud)
+{
+    struct svc_env *env = ud;
+    if (env) svc_waiters_committed(env->waiters);
+}
+
 void svc_ordering_projection(struct ag_projection *out)
 {
-    *out = (struct ag_projection){.name = "orders",
-                                  .schema = schema,
-                                  .types = types,
-                                  .apply = apply,
-                                  .committed = svc_waiters_committed};
+    *out = (struct ag_projection){
+        .name = "orders", .schema = schema, .types = types, .apply = apply, .committed = committed};
 }

@@ -56,6 +56,14 @@ struct ag_platform_config {
     /* Blocking reads (GET an order with Prefer: wait=N) parked at once; more are
      * answered 503 with Retry-After. 0 = 1024; env AGORA_MAX_WAITERS. */
     uint32_t max_waiters;
+    /* The read caches (src/services/readcache.c): NULL or "local" = in-process LRU
+     * caches, "off" = none, "redis://HOST:PORT[/DB]" = Redis for the catalog (the
+     * cache shared by every instance; stock written through, views written
+     * behind). `agora run --cache`, env AGORA_CACHE. */
+    const char *read_cache;
+    size_t read_cache_bytes;    /* per in-process cache; 0 = 16 MiB; env AGORA_CACHE_BYTES */
+    uint64_t read_cache_ttl_ms; /* entries live at most this; 0 = 60 s; env AGORA_CACHE_TTL */
+    uint64_t views_flush_ms;    /* product views flushed to the log; 0 = 5 s */
 };
 
 struct ag_platform;

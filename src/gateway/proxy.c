@@ -397,11 +397,8 @@ static int cache_answer(struct pctx *p)
         else ag_http_resp_header(p->req, line, colon + 2);
     }
     char age[24];
-    uint64_t left_s = (expires - now) / 1000000000ull;
-    snprintf(age, sizeof age, "%llu",
-             (unsigned long long)(p->route->cache_max_age_s > left_s
-                                      ? p->route->cache_max_age_s - left_s
-                                      : 0));
+    uint64_t life = (uint64_t)p->route->cache_max_age_s * 1000000000ull, left = expires - now;
+    snprintf(age, sizeof age, "%llu", (unsigned long long)((life > left ? life - left : 0) / 1000000000ull));
     ag_http_resp_header(p->req, "Age", age);
     answer_cached(p, ctype, etag, sep + 2, n - (size_t)(sep + 2 - v));
     ag_free(v);

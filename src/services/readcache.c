@@ -73,6 +73,7 @@ struct view_slot {
 
 struct svc_cache {
     struct svc_env *env;               /* the platform's: projector, read models, store */
+    struct ag_obs_registry *metrics;   /* the process's registry */
     struct ag_lru *lru[SVC_CACHE_KINDS]; /* in-process caches (NULL: not for this kind) */
     struct ag_redis *redis;            /* NULL: no Redis */
     bool via_redis[SVC_CACHE_KINDS];   /* the kind is cached in Redis */
@@ -521,7 +522,7 @@ static void collect(void *ud)
     for (int k = 0; k < SVC_CACHE_KINDS; k++)
         if (c->lru[k]) ag_lru_publish(c->lru[k]);
     if (c->redis)
-        ag_obs_breaker_state(c->env->metrics, "cache", "redis", ag_redis_state(c->redis));
+        ag_obs_breaker_state(c->metrics, "cache", "redis", ag_redis_state(c->redis));
 }
 
 static int make_lrus(struct ag_platform *p, struct svc_cache *c)
@@ -570,6 +571,7 @@ static int cache_new(struct ag_platform *p, struct svc_cache **out, struct ag_er
     pthread_mutex_init(&c->stop_lock, NULL);
     ag_cond_init_mono(&c->stop_cond);
     c->env = &p->env;
+    c->metrics = p->metrics;
     c->ttl_ms = p->cfg.read_cache_ttl_ms ? p->cfg.read_cache_ttl_ms : 60000;
     c->flush_ms = p->cfg.views_flush_ms ? p->cfg.views_flush_ms : 5000;
     c->views = ag_calloc(VIEWS_SLOTS, sizeof *c->views);

@@ -46,7 +46,8 @@ static int apply(struct ag_rm *db, const struct ag_event *ev, const json_t *d, v
     json_t *price = json_object_get(d, "price");
     const char *sql =
         strcmp(type, AG_EV_PRODUCT_ADDED) == 0
-            ? "INSERT INTO products VALUES(?1, ?2, ?3, ?4, ?5, 1) ON CONFLICT(id) DO UPDATE"
+            ? "INSERT INTO products(id, sku, name, price_amount, price_currency, active)"
+              " VALUES(?1, ?2, ?3, ?4, ?5, 1) ON CONFLICT(id) DO UPDATE"
               " SET sku=excluded.sku, name=excluded.name,"
               " price_amount=excluded.price_amount,"
               " price_currency=excluded.price_currency, active=1"

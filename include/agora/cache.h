@@ -43,11 +43,11 @@ struct ag_obs_registry;
 struct ag_lru;
 
 struct ag_lru_config {
-    const char *name;                 /* the `cache` label ("products") */
-    size_t max_bytes;                 /* keys + values + per-entry overhead; 0: 8 MiB */
-    uint64_t ttl_ms;                  /* 0: entries never expire */
-    const struct ag_clock *clock;     /* NULL: the system's */
-    struct ag_obs_registry *metrics;  /* NULL: no metrics */
+    const char *name;                /* the `cache` label ("products") */
+    size_t max_bytes;                /* keys + values + per-entry overhead; 0: 8 MiB */
+    uint64_t ttl_ms;                 /* 0: entries never expire */
+    const struct ag_clock *clock;    /* NULL: the system's */
+    struct ag_obs_registry *metrics; /* NULL: no metrics */
 };
 
 struct ag_lru_stats {

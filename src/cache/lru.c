@@ -20,11 +20,11 @@
 #include "agora/obs.h"
 
 struct ent {
-    struct ent *next;             /* bucket chain */
+    struct ent *next; /* bucket chain */
     struct ent *prev_lru, *next_lru;
     uint64_t hash, meta, expires; /* expires: monotonic ns, 0 = never */
     size_t klen, vlen, cost;
-    char data[];                  /* key, value, NUL */
+    char data[]; /* key, value, NUL */
 };
 
 struct ag_lru {
@@ -41,8 +41,8 @@ struct ag_lru {
 
 #define ENT_OVERHEAD (sizeof(struct ent) + 1 + 2 * sizeof(void *))
 
-static struct ag_obs_series *series(struct ag_obs_registry *r, enum ag_obs_type t,
-                                    const char *name, const char *help, const char *cache)
+static struct ag_obs_series *series(struct ag_obs_registry *r, enum ag_obs_type t, const char *name,
+                                    const char *help, const char *cache)
 {
     static const char *const labels[] = {"cache"};
     struct ag_obs_family *f;
@@ -70,7 +70,7 @@ int ag_lru_new(const struct ag_lru_config *cfg, struct ag_lru **out)
     struct ag_lru *c = ag_calloc(1, sizeof *c);
     if (!c) return AG_ENOMEM;
     c->nbuckets = 64;
-    c->buckets = ag_calloc(c->nbuckets, sizeof *c->buckets);
+    c->buckets = ag_calloc(c->nbuckets, sizeof(struct ent *));
     if (!c->buckets) {
         ag_free(c);
         return AG_ENOMEM;
@@ -79,7 +79,7 @@ int ag_lru_new(const struct ag_lru_config *cfg, struct ag_lru **out)
     c->max_bytes = cfg->max_bytes ? cfg->max_bytes : 8u << 20;
     c->ttl_ns = cfg->ttl_ms * 1000000ull;
     c->clock = cfg->clock ? cfg->clock : ag_clock_system();
-    c->bytes = c->nbuckets * sizeof *c->buckets;
+    c->bytes = c->nbuckets * sizeof(struct ent *);
     atomic_init(&c->gen, 1);
     lru_metrics(c, cfg->metrics, cfg->name ? cfg->name : "lru");
     *out = c;
@@ -105,10 +105,14 @@ uint64_t ag_lru_gen(struct ag_lru *c)
 
 static void lru_unlink(struct ag_lru *c, struct ent *e)
 {
-    if (e->prev_lru) e->prev_lru->next_lru = e->next_lru;
-    else c->head = e->next_lru;
-    if (e->next_lru) e->next_lru->prev_lru = e->prev_lru;
-    else c->tail = e->prev_lru;
+    if (e->prev_lru)
+        e->prev_lru->next_lru = e->next_lru;
+    else
+        c->head = e->next_lru;
+    if (e->next_lru)
+        e->next_lru->prev_lru = e->prev_lru;
+    else
+        c->tail = e->prev_lru;
     e->prev_lru = e->next_lru = NULL;
 }
 
@@ -170,8 +174,10 @@ int ag_lru_get(struct ag_lru *c, const void *key, size_t klen, char **val, size_
             rc = AG_ENOMEM;
         }
     }
-    if (rc == 0) c->st.hits++;
-    else c->st.misses++;
+    if (rc == 0)
+        c->st.hits++;
+    else
+        c->st.misses++;
     pthread_mutex_unlock(&c->lock);
     if (rc == 0 && c->m_hit) ag_obs_counter_inc(c->m_hit);
     if (rc && c->m_miss) ag_obs_counter_inc(c->m_miss);
@@ -182,7 +188,7 @@ int ag_lru_get(struct ag_lru *c, const void *key, size_t klen, char **val, size_
 static void grow(struct ag_lru *c)
 {
     size_t n = c->nbuckets * 2;
-    struct ent **b = ag_calloc(n, sizeof *b);
+    struct ent **b = ag_calloc(n, sizeof(struct ent *));
     if (!b) return;
     for (size_t i = 0; i < c->nbuckets; i++)
         for (struct ent *e = c->buckets[i], *next; e; e = next) {
@@ -191,7 +197,7 @@ static void grow(struct ag_lru *c)
             b[e->hash & (n - 1)] = e;
         }
     ag_free(c->buckets);
-    c->bytes += (n - c->nbuckets) * sizeof *b;
+    c->bytes += (n - c->nbuckets) * sizeof(struct ent *);
     c->buckets = b;
     c->nbuckets = n;
 }
@@ -202,8 +208,10 @@ static uint64_t make_room(struct ag_lru *c, size_t need)
     uint64_t n = 0;
     while (c->tail && c->bytes + need > c->max_bytes) {
         struct ent *e = c->tail;
-        if (expired(c, e)) c->st.expired++;
-        else c->st.evictions++, n++;
+        if (expired(c, e))
+            c->st.expired++;
+        else
+            c->st.evictions++, n++;
         remove_ent(c, e);
     }
     return n;

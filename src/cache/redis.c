@@ -45,7 +45,7 @@ struct ag_redis {
     uint32_t npool;
     char *dirty[DIRTY_MAX];
     size_t ndirty;
-    bool dirty_all;        /* more keys than DIRTY_MAX: delete every agora:c: key */
+    bool dirty_all; /* more keys than DIRTY_MAX: delete every agora:c: key */
     _Atomic bool has_dirty;
     struct ag_obs_series *m_errors;
 };
@@ -61,7 +61,7 @@ static int parse_uri(struct ag_redis *r, const char *uri, struct ag_err *err)
     r->db = 0;
     if (slash) {
         *slash = '\0';
-        r->db = slash[1] ? atoi(slash + 1) : 0;
+        r->db = slash[1] ? (int)strtol(slash + 1, NULL, 10) : 0;
     }
     return ag_hostport_parse(hp, 0, r->host, sizeof r->host, &r->port, err);
 }
@@ -247,8 +247,7 @@ static int dirty_flush(struct call *c)
     pthread_mutex_unlock(&r->lock);
     redisContext *ctx = r->conns[c->slot];
     int rc = 0;
-    redisReply *rep =
-        all ? redisCommand(ctx, "EVAL %s 0 %s", del_all_script, "agora:c:*") : NULL;
+    redisReply *rep = all ? redisCommand(ctx, "EVAL %s 0 %s", del_all_script, "agora:c:*") : NULL;
     if (all && (!rep || rep->type == REDIS_REPLY_ERROR)) rc = AG_EUNAVAILABLE;
     if (rep) freeReplyObject(rep);
     for (size_t i = 0; i < n && !rc; i++) {
@@ -293,8 +292,10 @@ int ag_redis_get(struct ag_redis *r, const char *key, char **val, size_t *vlen)
     size_t lens[] = {3, strlen(key)};
     int rc = command(r, 2, argv, lens, &rep);
     if (rc) return rc;
-    if (rep->type != REDIS_REPLY_STRING) rc = AG_ENOTFOUND;
-    else if (!(*val = ag_malloc(rep->len + 1))) rc = AG_ENOMEM;
+    if (rep->type != REDIS_REPLY_STRING)
+        rc = AG_ENOTFOUND;
+    else if (!(*val = ag_malloc(rep->len + 1)))
+        rc = AG_ENOMEM;
     else {
         memcpy(*val, rep->str, rep->len);
         (*val)[rep->len] = '\0';
@@ -304,8 +305,8 @@ int ag_redis_get(struct ag_redis *r, const char *key, char **val, size_t *vlen)
     return rc;
 }
 
-int ag_redis_set(struct ag_redis *r, const char *key, const char *val, size_t vlen,
-                 uint64_t ttl_ms, bool nx)
+int ag_redis_set(struct ag_redis *r, const char *key, const char *val, size_t vlen, uint64_t ttl_ms,
+                 bool nx)
 {
     char ms[24];
     snprintf(ms, sizeof ms, "%llu", (unsigned long long)ttl_ms);

@@ -410,8 +410,8 @@ static int run(int argc, char **argv)
     int prc = parse_run_args(argc, argv, &o);
     if (prc) return prc;
     /* flags given empty mean "the default", as an empty environment variable does */
-    const char **opt[] = {&o.store,    &o.readmodels, &o.bus,       &o.idem_ttl,     &o.saga_ret,
-                          &o.index_mem, &o.cache_mem, &o.saga_mode, &o.read_cache};
+    const char **opt[] = {&o.store,     &o.readmodels, &o.bus,       &o.idem_ttl,  &o.saga_ret,
+                          &o.index_mem, &o.cache_mem,  &o.saga_mode, &o.read_cache};
     for (size_t k = 0; k < sizeof opt / sizeof opt[0]; k++)
         if (*opt[k] && !**opt[k]) *opt[k] = NULL;
     char host[64];

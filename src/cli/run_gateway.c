@@ -244,17 +244,18 @@ static char *with_catalog_cache(struct ag_buf *b)
     struct ag_buf o;
     ag_buf_init(&o);
     ag_buf_append(&o, yaml, (size_t)(at - yaml));
-    ag_buf_printf(&o,
-                  "      - name: catalog\n"
-                  "        match:\n"
-                  "          - uri: {prefix: /api/v1/products}\n"
-                  "            method: {regex: \"GET|HEAD\"}\n"
-                  "        route: [{destination: {host: platform}}]\n"
-                  "        timeout: 10s\n"
-                  "        retries: {attempts: 2, perTryTimeout: 5s, retryOn: \"connect-failure,reset\"}\n"
-                  "        rateLimit: {requests: 5000, per: 1s, burst: 10000, key: ip}\n"
-                  "        cache: {maxAge: %s}\n",
-                  age);
+    ag_buf_printf(
+        &o,
+        "      - name: catalog\n"
+        "        match:\n"
+        "          - uri: {prefix: /api/v1/products}\n"
+        "            method: {regex: \"GET|HEAD\"}\n"
+        "        route: [{destination: {host: platform}}]\n"
+        "        timeout: 10s\n"
+        "        retries: {attempts: 2, perTryTimeout: 5s, retryOn: \"connect-failure,reset\"}\n"
+        "        rateLimit: {requests: 5000, per: 1s, burst: 10000, key: ip}\n"
+        "        cache: {maxAge: %s}\n",
+        age);
     int rc = ag_buf_puts(&o, at);
     ag_free(yaml);
     if (rc) {

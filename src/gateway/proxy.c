@@ -392,13 +392,17 @@ static int cache_answer(struct pctx *p)
         char *colon = strstr(line, ": ");
         if (!colon) continue;
         *colon = '\0';
-        if (!strcasecmp(line, "content-type")) ctype = colon + 2;
-        else if (!strcasecmp(line, "etag")) etag = colon + 2, ag_http_resp_header(p->req, line, etag);
-        else ag_http_resp_header(p->req, line, colon + 2);
+        if (!strcasecmp(line, "content-type"))
+            ctype = colon + 2;
+        else if (!strcasecmp(line, "etag"))
+            etag = colon + 2, ag_http_resp_header(p->req, line, etag);
+        else
+            ag_http_resp_header(p->req, line, colon + 2);
     }
     char age[24];
     uint64_t life = (uint64_t)p->route->cache_max_age_s * 1000000000ull, left = expires - now;
-    snprintf(age, sizeof age, "%llu", (unsigned long long)((life > left ? life - left : 0) / 1000000000ull));
+    snprintf(age, sizeof age, "%llu",
+             (unsigned long long)((life > left ? life - left : 0) / 1000000000ull));
     ag_http_resp_header(p->req, "Age", age);
     answer_cached(p, ctype, etag, sep + 2, n - (size_t)(sep + 2 - v));
     ag_free(v);
@@ -412,8 +416,8 @@ static void cache_store(struct pctx *p, const struct ag_http_client_resp *r, con
 {
     for (size_t i = 0; i < r->nheaders; i++) {
         const char *n = r->headers[i].name, *v = r->headers[i].value;
-        if (!strcasecmp(n, "set-cookie") ||
-            (!strcasecmp(n, "cache-control") && (strstr(v, "private") || strstr(v, "no-store"))))
+        if (!strcasecmp(n, "set-cookie") || (!strcasecmp(n, "cache-control") && v &&
+                                             (strstr(v, "private") || strstr(v, "no-store"))))
             return;
     }
     struct ag_buf k, v;

@@ -707,9 +707,9 @@ int svc_get_one(struct svc_job *j, const struct svc_one *one, const char *id, co
     /* for the read cache: past the last commit, and the position from before the read */
     bool fresh = j->rm_fresh;
     uint64_t pos = fresh ? ag_projector_position(j->env->projector) : 0;
-    json_t *rows = fresh ? svc_rm_query_fresh_ids(j->env, one->rm, one->sql, args, 2, one->ids,
-                                                  one->row)
-                         : svc_rm_query_ids(j->env, one->rm, one->sql, args, 2, one->ids, one->row);
+    json_t *rows =
+        fresh ? svc_rm_query_fresh_ids(j->env, one->rm, one->sql, args, 2, one->ids, one->row)
+              : svc_rm_query_ids(j->env, one->rm, one->sql, args, 2, one->ids, one->row);
     if (rows && !json_array_size(rows) && svc_stream_exists(j->env, one->prefix, id)) {
         svc_rm_catch_up(j->env); /* just written: wait for the read model */
         json_decref(rows);

@@ -302,11 +302,11 @@ struct svc_cache_read {
     struct svc_cache *c;
     enum svc_cache_kind kind;
     char key[192];
-    bool on;          /* this read may be answered from and stored into the cache */
-    bool fresh;       /* read the source past the last commit (svc_rm_query_fresh) */
-    uint64_t gen;     /* the cache's generation before the source was read */
-    uint64_t pos;     /* the projection position before the source was read */
-    long long epoch;  /* Redis lists: the list epoch seen before the read */
+    bool on;         /* this read may be answered from and stored into the cache */
+    bool fresh;      /* read the source past the last commit (svc_rm_query_fresh) */
+    uint64_t gen;    /* the cache's generation before the source was read */
+    uint64_t pos;    /* the projection position before the source was read */
+    long long epoch; /* Redis lists: the list epoch seen before the read */
 };
 /* 1 when the job was answered from the cache (raw body, ETag, position); 0 to read
  * the source into j->resp and then call svc_cache_fill. */

@@ -51,11 +51,11 @@
 #include "agora/obs.h"
 #include "services/internal.h"
 
-#define PEND_MAX   4096 /* ids touched in one transaction before "everything" */
+#define PEND_MAX    4096 /* ids touched in one transaction before "everything" */
 #define VIEWS_SLOTS 4096
 
 static const char *const kind_name[SVC_CACHE_KINDS] = {"products", "product_pages", "customers",
-                                                        "stock"};
+                                                       "stock"};
 
 /* The ids a projection's transaction touched (its runner thread only). */
 struct pend {
@@ -72,11 +72,11 @@ struct view_slot {
 };
 
 struct svc_cache {
-    struct svc_env *env;               /* the platform's: projector, read models, store */
-    struct ag_obs_registry *metrics;   /* the process's registry */
+    struct svc_env *env;                 /* the platform's: projector, read models, store */
+    struct ag_obs_registry *metrics;     /* the process's registry */
     struct ag_lru *lru[SVC_CACHE_KINDS]; /* in-process caches (NULL: not for this kind) */
-    struct ag_redis *redis;            /* NULL: no Redis */
-    bool via_redis[SVC_CACHE_KINDS];   /* the kind is cached in Redis */
+    struct ag_redis *redis;              /* NULL: no Redis */
+    bool via_redis[SVC_CACHE_KINDS];     /* the kind is cached in Redis */
     _Atomic uint64_t rgen[SVC_CACHE_KINDS];
     uint64_t ttl_ms;
     struct pend pend[SVC_CACHE_KINDS];
@@ -370,13 +370,15 @@ static void write_through(struct svc_cache *c, struct pend *p)
             args, 1, stock_row);
         char key[160];
         snprintf(key, sizeof key, "agora:c:s:%s", p->ids[i]);
-        char *text = json_array_size(rows) ? json_dumps(json_array_get(rows, 0), JSON_COMPACT)
-                                           : NULL;
+        char *text =
+            json_array_size(rows) ? json_dumps(json_array_get(rows, 0), JSON_COMPACT) : NULL;
         struct ag_buf v;
         ag_buf_init(&v);
         if (text) ag_buf_printf(&v, "%llu\n%s", (unsigned long long)pos, text);
-        if (text && v.data) ag_redis_set(c->redis, key, v.data, v.len, 0, false);
-        else ag_redis_del(c->redis, key);
+        if (text && v.data)
+            ag_redis_set(c->redis, key, v.data, v.len, 0, false);
+        else
+            ag_redis_del(c->redis, key);
         ag_buf_free(&v);
         free(text);
         json_decref(rows);
@@ -388,8 +390,10 @@ static void committed(void *ud)
 {
     struct pend *p = ud;
     if (!p->n && !p->all) return;
-    if (p->kind == SVC_CACHE_STOCK) write_through(p->c, p);
-    else invalidate(p->c, p);
+    if (p->kind == SVC_CACHE_STOCK)
+        write_through(p->c, p);
+    else
+        invalidate(p->c, p);
     p->n = 0;
     p->all = false;
 }
@@ -447,8 +451,7 @@ static void views_flush(struct svc_cache *c)
     json_t *counts = json_object();
     for (size_t i = 0; i < VIEWS_SLOTS; i++) {
         if (!taken[i].id[0]) continue;
-        if (!c->redis ||
-            ag_redis_hincr(c->redis, "agora:views", taken[i].id, (int64_t)taken[i].n))
+        if (!c->redis || ag_redis_hincr(c->redis, "agora:views", taken[i].id, (int64_t)taken[i].n))
             add_count(counts, taken[i].id, (int64_t)taken[i].n); /* no Redis: straight on */
     }
     ag_free(taken);
@@ -461,8 +464,8 @@ static void views_flush(struct svc_cache *c)
                                    .data = text,
                                    .data_len = text ? strlen(text) : 0};
         struct ag_err err;
-        if (text && ag_store_append(c->env->store, "catalog-views", 13, AG_STORE_ANY, &ev, 1,
-                                    NULL, &err))
+        if (text &&
+            ag_store_append(c->env->store, "catalog-views", 13, AG_STORE_ANY, &ev, 1, NULL, &err))
             AG_WARN("cache.views_flush_failed", AG_LS("error", err.msg));
         free(text);
         json_decref(d);
@@ -521,8 +524,7 @@ static void collect(void *ud)
     struct svc_cache *c = ud;
     for (int k = 0; k < SVC_CACHE_KINDS; k++)
         if (c->lru[k]) ag_lru_publish(c->lru[k]);
-    if (c->redis)
-        ag_obs_breaker_state(c->metrics, "cache", "redis", ag_redis_state(c->redis));
+    if (c->redis) ag_obs_breaker_state(c->metrics, "cache", "redis", ag_redis_state(c->redis));
 }
 
 static int make_lrus(struct ag_platform *p, struct svc_cache *c)
@@ -563,8 +565,8 @@ static int cache_new(struct ag_platform *p, struct svc_cache **out, struct ag_er
     const char *mode = p->cfg.read_cache ? p->cfg.read_cache : "local";
     bool redis = strncmp(mode, "redis://", 8) == 0;
     if (!redis && strcmp(mode, "local") != 0)
-        return ag_err_set(err, AG_EINVAL,
-                          "--cache takes local, off or redis://HOST:PORT, not '%s'", mode);
+        return ag_err_set(err, AG_EINVAL, "--cache takes local, off or redis://HOST:PORT, not '%s'",
+                          mode);
     struct svc_cache *c = ag_calloc(1, sizeof *c);
     if (!c) return ag_err_set(err, AG_ENOMEM, "out of memory");
     pthread_mutex_init(&c->views_lock, NULL);
@@ -595,7 +597,7 @@ static int cache_new(struct ag_platform *p, struct svc_cache **out, struct ag_er
 int svc_cache_start(struct ag_platform *p, struct ag_err *err)
 {
     if (p->cfg.read_cache && strcmp(p->cfg.read_cache, "off") == 0) return 0;
-    struct svc_cache *c;
+    struct svc_cache *c = NULL;
     int rc = cache_new(p, &c, err);
     if (rc) return rc;
     p->cache = p->env.cache = c;

@@ -28,7 +28,8 @@ static json_t *product_row(const struct ag_rm_row *st)
                      (int)ag_rm_int64(st, 5), "views", (json_int_t)ag_rm_int64(st, 6));
 }
 
-#define PRODUCT_COLUMNS "SELECT id, sku, name, price_amount, price_currency, active, views FROM products"
+#define PRODUCT_COLUMNS                                                                            \
+    "SELECT id, sku, name, price_amount, price_currency, active, views FROM products"
 
 /* GET /api/v1/products: a page, through the read cache (readcache.c). */
 static int list(struct svc_job *j)
@@ -42,8 +43,9 @@ static int list(struct svc_job *j)
     if (svc_cache_lookup(j, SVC_CACHE_LIST, key, &r)) return 0;
     const char *args[] = {j->q[1] ? j->q[1] : "", lim};
     uint64_t pos = ag_projector_position(j->env->projector); /* before the read: a lower bound */
-    json_t *rows = svc_cache_query(j, &r, RM_PRODUCTS, PRODUCT_COLUMNS " WHERE id > ? ORDER BY id LIMIT ?",
-                                   args, 2, product_row);
+    json_t *rows =
+        svc_cache_query(j, &r, RM_PRODUCTS, PRODUCT_COLUMNS " WHERE id > ? ORDER BY id LIMIT ?",
+                        args, 2, product_row);
     if (!rows) return AG_EIO;
     j->rm_position = pos;
     j->rm_read = true;

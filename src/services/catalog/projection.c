@@ -27,7 +27,8 @@ static int apply_views(struct ag_rm *db, const json_t *d, void *ud)
     json_object_foreach((json_t *)json_object_get(d, "counts"), id, n)
     {
         struct ag_rm_arg args[] = {AG_RM_TEXT(id), AG_RM_INT(json_integer_value(n))};
-        int rc = ag_rm_exec(db, "UPDATE products SET views = views + ?2 WHERE id=?1", args, 2, NULL);
+        int rc =
+            ag_rm_exec(db, "UPDATE products SET views = views + ?2 WHERE id=?1", args, 2, NULL);
         if (rc) return rc;
         svc_cache_touch(ud, id);
     }

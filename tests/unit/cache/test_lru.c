@@ -103,7 +103,7 @@ Test(lru, stale_fill_refused_after_invalidation)
     struct ag_lru *c;
     cr_assert_eq(ag_lru_new(&(struct ag_lru_config){0}, &c), 0);
     uint64_t g = ag_lru_gen(c); /* a reader misses, takes the generation, reads the source */
-    ag_lru_del(c, "p1", 2);      /* meanwhile the source changed and invalidated */
+    ag_lru_del(c, "p1", 2);     /* meanwhile the source changed and invalidated */
     struct ag_lru_item it = {"p1", 2, "old", 3, 1};
     cr_assert_eq(ag_lru_put(c, &it, g), AG_ECONFLICT);
     cr_assert_not(has(c, "p1", NULL));

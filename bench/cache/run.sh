@@ -8,7 +8,9 @@
 #            by the gateway's response cache without reaching the services
 #   redis    --cache redis://: the catalog cached in a redis-server started here
 # wrk, CONNECTIONS connections (default 50), DURATION seconds per run (default 5)
-# after a 1 s warm-up; REPEAT rounds (default 1) alternate the modes. One JSON
+# after a 1 s warm-up; REPEAT rounds (default 1) alternate the modes. The CPU time
+# the services' and the gateway's processes spent per request (utime + stime from
+# /proc) is meaningful even on a busy machine, unlike req/s and p99. One JSON
 # line per run on stdout, appended to bench/results/cache.jsonl, then a table.
 # AG_BENCH_BUILD: the build directory (default build/release).
 set -euo pipefail
@@ -27,6 +29,8 @@ TMP=$(mktemp -d)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$TMP"; }
 trap cleanup EXIT
+HZ=$(getconf CLK_TCK)
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # utime + stime of a process
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 to_us() { awk -v v="$1" 'BEGIN { n = v + 0; u = v; sub(/^[0-9.]+/, "", u);
     f = u == "us" ? 1 : u == "ms" ? 1000 : u == "s" ? 1000000 : 1; printf "%.0f", n * f }'; }
@@ -72,15 +76,23 @@ YAML
     local id
     id=$(curl -s "$base/api/v1/products?limit=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["items"][0]["id"])')
     wrk -t2 -c"$CONNECTIONS" -d1s "$base/api/v1/products/$id" >/dev/null 2>&1 || true
+    local s0 g0 s1 g1
+    s0=$(cpu_ticks "$spid")
+    g0=$(cpu_ticks "$gpid")
     wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency "$base/api/v1/products/$id" >"$TMP/wrk-$mode.txt" 2>&1
+    s1=$(cpu_ticks "$spid")
+    g1=$(cpu_ticks "$gpid")
     local rps p99 errs
     rps=$(awk '/^Requests\/sec/{print $2}' "$TMP/wrk-$mode.txt")
     p99=$(to_us "$(awk '$1 == "99%" {print $2}' "$TMP/wrk-$mode.txt")")
     errs=$(awk '/Non-2xx/{print $4}' "$TMP/wrk-$mode.txt")
-    local hits
+    local hits reqs svc_us gw_us
+    reqs=$(awk '/requests in/{print $1}' "$TMP/wrk-$mode.txt")
+    svc_us=$(awk -v a="$s0" -v b="$s1" -v n="$reqs" -v hz="$HZ" 'BEGIN { printf "%.1f", n ? (b - a) * 1e6 / hz / n : 0 }')
+    gw_us=$(awk -v a="$g0" -v b="$g1" -v n="$reqs" -v hz="$HZ" 'BEGIN { printf "%.1f", n ? (b - a) * 1e6 / hz / n : 0 }')
     hits=$(curl -s "http://127.0.0.1:$sport/metrics" | awk '/^agora_cache_hits_total\{cache="(products|redis_products)"\}/{s += $2} END {print s + 0}')
-    printf '{"bench":"cache","mode":"%s","round":%s,"connections":%s,"seconds":%s,"rps":%s,"p99_us":%s,"non2xx":%s,"service_cache_hits":%s,"time":"%s"}\n' \
-        "$mode" "$2" "$CONNECTIONS" "$DURATION" "${rps:-0}" "${p99:-0}" "${errs:-0}" "$hits" "$(date -u +%FT%TZ)" | tee -a "$OUT" >>"$TMP/all.jsonl"
+    printf '{"bench":"cache","mode":"%s","round":%s,"connections":%s,"seconds":%s,"rps":%s,"p99_us":%s,"non2xx":%s,"service_cache_hits":%s,"services_cpu_us_per_req":%s,"gateway_cpu_us_per_req":%s,"time":"%s"}\n' \
+        "$mode" "$2" "$CONNECTIONS" "$DURATION" "${rps:-0}" "${p99:-0}" "${errs:-0}" "$hits" "$svc_us" "$gw_us" "$(date -u +%FT%TZ)" | tee -a "$OUT" >>"$TMP/all.jsonl"
     kill "$gpid" "$spid" 2>/dev/null || true
     wait "$gpid" "$spid" 2>/dev/null || true
 }
@@ -94,8 +106,8 @@ import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 base = [r["rps"] for r in rows if r["mode"] == "none"]
 b = sum(base) / len(base) if base else 0
-print("%-8s %10s %10s %8s" % ("mode", "req/s", "p99 ms", "x none"))
+print("%-8s %10s %10s %8s %14s %14s" % ("mode", "req/s", "p99 ms", "x none", "svc CPU us/req", "gw CPU us/req"))
 for r in rows:
-    print("%-8s %10.0f %10.2f %8s" % (r["mode"], r["rps"], r["p99_us"] / 1000,
-          "%.2f" % (r["rps"] / b) if b else "-"))
+    print("%-8s %10.0f %10.2f %8s %14.1f %14.1f" % (r["mode"], r["rps"], r["p99_us"] / 1000,
+          "%.2f" % (r["rps"] / b) if b else "-", r["services_cpu_us_per_req"], r["gateway_cpu_us_per_req"]))
 PY

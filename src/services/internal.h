@@ -324,8 +324,10 @@ json_t *svc_cache_query(struct svc_job *j, const struct svc_cache_read *r, enum 
 struct svc_one;
 int svc_cache_get_one(struct svc_job *j, enum svc_cache_kind kind, const struct svc_one *one,
                       const char *id, const char *owner);
-/* The route hooks of a cached GET: keep If-None-Match, answer 304 when it matches. */
-int svc_cache_prepare(struct svc_job *j, struct ag_http_req *req);
+/* The route hooks of a cached GET: `prepare` answers an in-process hit on the loop
+ * thread at once, else keeps If-None-Match; `finish` answers 304 when it matches. */
+int svc_cache_prepare_product(struct svc_job *j, struct ag_http_req *req);
+int svc_cache_prepare_list(struct svc_job *j, struct ag_http_req *req);
 void svc_cache_finish(struct svc_job *j, struct ag_http_req *req);
 /* Drop entry `id` of `kind` now (a customer's erasure: before the event is projected). */
 void svc_cache_forget(struct svc_cache *c, enum svc_cache_kind kind, const char *id);

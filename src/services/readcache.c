@@ -260,13 +260,6 @@ void svc_cache_fill(struct svc_job *j, struct svc_cache_read *r)
     free(text);
 }
 
-int svc_cache_prepare(struct svc_job *j, struct ag_http_req *req)
-{
-    const char *inm = ag_http_req_header(req, "If-None-Match");
-    if (inm) j->ext = ag_strdup(inm);
-    return 0;
-}
-
 /* RFC 9110 §13.1.2: any listed tag (weak comparison) equal to ours, or "*". */
 static bool inm_matches(const char *inm, const char *etag)
 {
@@ -296,6 +289,59 @@ void svc_cache_finish(struct svc_job *j, struct ag_http_req *req)
         j->resp = NULL;
     }
     ag_free(inm);
+}
+
+/* A hit of the in-process cache answered on the loop thread, before any
+ * threadpool hop: the lookup takes two short mutexes and copies the bytes, cheaper
+ * than queueing the job. Redis is never called here (it may block): those reads,
+ * and every miss, run on the threadpool. 1 when answered. */
+static int answer_on_loop(struct svc_job *j, struct ag_http_req *req, enum svc_cache_kind kind,
+                          const char *key)
+{
+    struct svc_cache *c = j->env->cache;
+    if (!c || !c->lru[kind]) return 0;
+    uint64_t pos = ag_projector_position(j->env->projector);
+    char *v;
+    size_t len;
+    if (ag_lru_get(c->lru[kind], key, strlen(key), &v, &len, NULL)) return 0;
+    char etag[24], position[24];
+    snprintf(etag, sizeof etag, "\"%016llx\"", (unsigned long long)ag_xxh3(v, len));
+    snprintf(position, sizeof position, "%llu", (unsigned long long)pos);
+    const char *inm = ag_http_req_header(req, "If-None-Match");
+    bool same = inm && inm_matches(inm, etag);
+    ag_http_resp_header(req, "ETag", etag);
+    ag_http_resp_header(req, "X-Projection-Position", position);
+    ag_http_respond(req, same ? 304 : 200, same ? NULL : "application/json", same ? NULL : v,
+                    same ? 0 : len);
+    ag_free(v);
+    if (kind == SVC_CACHE_PRODUCT) svc_cache_view(c, j->param);
+    return 1;
+}
+
+/* Keep If-None-Match for svc_cache_finish (the answer from the threadpool). */
+static int keep_inm(struct svc_job *j, struct ag_http_req *req)
+{
+    const char *inm = ag_http_req_header(req, "If-None-Match");
+    if (inm && !(j->ext = ag_strdup(inm))) return AG_ENOMEM;
+    return 0;
+}
+
+int svc_cache_prepare_product(struct svc_job *j, struct ag_http_req *req)
+{
+    char key[192];
+    snprintf(key, sizeof key, "p:%s", j->param);
+    return answer_on_loop(j, req, SVC_CACHE_PRODUCT, key) ? 1 : keep_inm(j, req);
+}
+
+int svc_cache_prepare_list(struct svc_job *j, struct ag_http_req *req)
+{
+    int64_t limit = 20;
+    char key[192];
+    if (!j->q[0] || (ag_parse_i64(j->q[0], &limit) == 0 && limit >= 1 && limit <= 100)) {
+        snprintf(key, sizeof key, "l:%d:%.160s", (int)limit, j->q[1] ? j->q[1] : "");
+        if (answer_on_loop(j, req, SVC_CACHE_LIST, key)) return 1;
+    }
+    return keep_inm(j, req);
 }
 
 /* ---- invalidation (the projections' runner threads) ---- */

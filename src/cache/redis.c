@@ -133,6 +133,7 @@ int ag_redis_state(struct ag_redis *r)
 struct call {
     struct ag_redis *r;
     int slot;
+    bool admitted; /* the breaker gave a permit, not recorded yet */
     struct ag_cb_permit permit;
 };
 
@@ -142,7 +143,9 @@ static int call_begin(struct ag_redis *r, struct call *c)
 {
     c->r = r;
     c->slot = -1;
+    c->admitted = false;
     if (ag_cb_allow(r->breaker, &c->permit, NULL, NULL)) return AG_EUNAVAILABLE;
+    c->admitted = true;
     struct timespec until;
     ag_deadline_mono_in_ms(&until, (int)(r->tv.tv_sec * 1000 + r->tv.tv_usec / 1000));
     pthread_mutex_lock(&r->lock);
@@ -153,8 +156,9 @@ static int call_begin(struct ag_redis *r, struct call *c)
     }
     if (c->slot >= 0) r->busy[c->slot] = true;
     pthread_mutex_unlock(&r->lock);
-    if (c->slot < 0) { /* our own pool is the bottleneck, not Redis */
+    if (c->slot < 0) { /* our own pool is the bottleneck, not Redis: no failure */
         ag_cb_record(r->breaker, &c->permit, 0);
+        c->admitted = false;
         return AG_EUNAVAILABLE;
     }
     if (r->conns[c->slot]) return 0;
@@ -183,8 +187,10 @@ static int call_begin(struct ag_redis *r, struct call *c)
 static void call_end(struct call *c, int rc)
 {
     struct ag_redis *r = c->r;
+    if (!c->admitted) return; /* refused by the breaker or the pool: nothing was tried */
     if (rc == AG_EUNAVAILABLE && r->m_errors) ag_obs_counter_inc(r->m_errors);
     ag_cb_record(r->breaker, &c->permit, rc == AG_EUNAVAILABLE ? AG_EIO : 0);
+    c->admitted = false;
     if (c->slot < 0) return;
     pthread_mutex_lock(&r->lock);
     if (rc == AG_EUNAVAILABLE && r->conns[c->slot]) {

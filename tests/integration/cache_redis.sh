@@ -180,10 +180,13 @@ done
 pass "product views written behind (views=$v)"
 
 hdrs="$TMP/h"
-curl -s -D "$hdrs" -o /dev/null "$BASE/api/v1/products/$P"
-etag=$(grep -i '^etag:' "$hdrs" | sed 's/^[^:]*: *//' | tr -d '\r')
-[ -n "$etag" ] || fail "no ETag"
-code=$(curl -s -o /dev/null -w '%{http_code}' -H "If-None-Match: $etag" "$BASE/api/v1/products/$P")
+for _ in 1 2 3 4 5; do # a view flush (every 1 s here) changes the body, and so the tag
+    curl -s -D "$hdrs" -o /dev/null "$BASE/api/v1/products/$P"
+    etag=$(grep -i '^etag:' "$hdrs" | sed 's/^[^:]*: *//' | tr -d '\r')
+    [ -n "$etag" ] || fail "no ETag"
+    code=$(curl -s -o /dev/null -w '%{http_code}' -H "If-None-Match: $etag" "$BASE/api/v1/products/$P")
+    [ "$code" = 304 ] && break
+done
 [ "$code" = 304 ] || fail "If-None-Match through the gateway: $code"
 code=$(curl -s -o /dev/null -w '%{http_code}' -H 'If-None-Match: "other"' "$BASE/api/v1/products/$P")
 [ "$code" = 200 ] || fail "If-None-Match with another tag: $code"
@@ -199,9 +202,11 @@ read -r n codes <"$TMP/load.out"
 [ "$n" -gt 20 ] || fail "too few reads during the outage: $n"
 e=$(metric agora_cache_redis_errors_total)
 [ "$e" -gt 0 ] || fail "no Redis errors counted"
-curl -s "$BASE/metrics" -H "Authorization: Bearer $ADMIN" |
-    grep -q 'agora_breaker_open{scope="cache",name="redis"} 1' || fail "the Redis breaker is not open"
-pass "Redis killed mid-load: $n reads, all 200 from the read models; breaker open"
+# open (1), or half-open (0.5) when its open time ran out as the load ended
+m=$(curl -s "$BASE/metrics" -H "Authorization: Bearer $ADMIN")
+grep -qE '^agora_breaker_open\{scope="cache",name="redis"\} (1|0\.5)$' <<<"$m" ||
+    fail "the Redis breaker did not trip: $(grep 'scope="cache"' <<<"$m")"
+pass "Redis killed mid-load: $n reads, all 200 from the read models; the breaker tripped"
 
 redis_start
 sleep 1.5 # the breaker's open time (1 s): then one probe closes it

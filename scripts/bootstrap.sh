@@ -10,9 +10,9 @@ PACKAGES=(
   libclang-rt-14-dev
   # libraries (ARCHITECTURE.md §3)
   libuv1-dev libhttp-parser-dev libjansson-dev libxxhash-dev libsqlite3-dev libzstd-dev
-  libpq-dev libjwt-dev libssl-dev libcyaml-dev libnats-dev
+  libpq-dev libjwt-dev libssl-dev libcyaml-dev libnats-dev libhiredis-dev
   # tests
-  libcriterion-dev curl sqlite3 postgresql nats-server prometheus
+  libcriterion-dev curl sqlite3 postgresql nats-server prometheus redis-server
   # benchmarks: peers measured in the same run
   wrk nginx-light haproxy valgrind
   # npm-based tools (redocly, jose) run on node

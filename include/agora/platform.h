@@ -69,6 +69,14 @@ struct ag_platform_config {
      * thread): 0 = 1000 ms, < 0 = refused at once; `--admission-queue`, env
      * AGORA_ADMISSION_QUEUE. */
     int64_t admission_queue_ms;
+    /* The read caches (src/services/readcache.c): NULL or "local" = in-process LRU
+     * caches, "off" = none, "redis://HOST:PORT[/DB]" = Redis for the catalog (the
+     * cache shared by every instance; stock written through, views written
+     * behind). `agora run --cache`, env AGORA_CACHE. */
+    const char *read_cache;
+    size_t read_cache_bytes;    /* per in-process cache; 0 = 16 MiB; env AGORA_CACHE_BYTES */
+    uint64_t read_cache_ttl_ms; /* entries live at most this; 0 = 60 s; env AGORA_CACHE_TTL */
+    uint64_t views_flush_ms;    /* product views flushed to the log; 0 = 5 s */
 };
 
 struct ag_platform;

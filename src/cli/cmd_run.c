@@ -20,7 +20,7 @@ static const char usage_text[] =
     "                 [--workers N] [--no-seed] [--no-gateway] [--idempotency-ttl DUR]\n"
     "                 [--saga-retention DUR] [--bus URI] [--tls-cert FILE --tls-key FILE]...\n"
     "                 [--http-redirect HOST:PORT] [--saga-mode MODE]\n"
-    "                 [--index-memory BYTES] [--cache-memory BYTES]\n"
+    "                 [--index-memory BYTES] [--cache-memory BYTES] [--cache MODE]\n"
     "                 [--max-sagas-in-flight N] [--admission-target DUR|off]\n"
     "                 [--admission-queue DUR|off]\n"
     "\n"
@@ -80,6 +80,13 @@ static const char usage_text[] =
     "                      AGORA_ADMISSION_TARGET); off: N is a static limit\n"
     "  --admission-queue DUR  over the limit an order waits up to DUR for a slot before\n"
     "                      the 503 (default 1s, env AGORA_ADMISSION_QUEUE; off: at once)\n"
+    "  --cache MODE        the read caches (env AGORA_CACHE): local (default: in-process\n"
+    "                      LRU caches of catalog and customer reads), off, or\n"
+    "                      redis://HOST:PORT[/DB] (the catalog cached in Redis, shared by\n"
+    "                      every instance; a Redis outage falls back to the read models).\n"
+    "                      AGORA_CACHE_BYTES sizes each in-process cache (16M),\n"
+    "                      AGORA_CACHE_TTL bounds an entry's life (60s), AGORA_VIEWS_FLUSH\n"
+    "                      how often product views are written to the log (5s)\n"
     "\n"
     "The JWT secret is AGORA_JWT_SECRET when set, else a random one kept in DIR/jwt-secret.\n"
     "AGORA_SAGA_THREADS sets the saga workers (default: number of cores, at least 4).\n"
@@ -220,7 +227,7 @@ uint64_t ag_cli_duration_ms(const char *s)
 /* What `agora run` was asked for: flags over environment over defaults. */
 struct run_opts {
     const char *data, *listen, *store, *readmodels, *bus, *saga_mode;
-    const char *idem_ttl, *saga_ret, *index_mem, *cache_mem;
+    const char *idem_ttl, *saga_ret, *index_mem, *cache_mem, *read_cache;
     const char *max_sagas, *adm_target, *adm_queue; /* admission control */
     bool seed, gateway;
     int workers;
@@ -253,6 +260,7 @@ static int parse_run_args(int argc, char **argv, struct run_opts *o)
         {"--max-sagas-in-flight", offsetof(struct run_opts, max_sagas)},
         {"--admission-target", offsetof(struct run_opts, adm_target)},
         {"--admission-queue", offsetof(struct run_opts, adm_queue)},
+        {"--cache", offsetof(struct run_opts, read_cache)},
     };
     for (int i = 1; i < argc; i++) {
         int t = ag_cli_tls_arg(argc, argv, &i, &o->tls, "run");
@@ -285,6 +293,30 @@ static int parse_run_args(int argc, char **argv, struct run_opts *o)
     if (tls->ncert && !o->gateway)
         return ag_cli_usage_error(
             "run: --tls-cert is served by the gateway, not with --no-gateway");
+    return 0;
+}
+
+/* The read caches: --cache / AGORA_CACHE, AGORA_CACHE_BYTES, AGORA_CACHE_TTL,
+ * AGORA_VIEWS_FLUSH. 0, or the exit code. */
+static int read_cache_config(const struct run_opts *o, struct ag_platform_config *cfg)
+{
+    const char *m = o->read_cache;
+    if (m && strcmp(m, "local") && strcmp(m, "off") && strncmp(m, "redis://", 8))
+        return ag_cli_usage_error(
+            "run: --cache (AGORA_CACHE) takes local, off or redis://HOST:PORT, not '%s'", m);
+    cfg->read_cache = m;
+    uint64_t bytes = 0;
+    const char *b = env_or_null("AGORA_CACHE_BYTES");
+    if (b && (ag_parse_size(b, &bytes) || bytes < 4096))
+        return ag_cli_usage_error("run: AGORA_CACHE_BYTES takes a size of at least 4K, not '%s'",
+                                  b);
+    cfg->read_cache_bytes = (size_t)bytes;
+    const char *t = env_or_null("AGORA_CACHE_TTL"), *f = env_or_null("AGORA_VIEWS_FLUSH");
+    if ((t && !ag_cli_duration_ms(t)) || (f && !ag_cli_duration_ms(f)))
+        return ag_cli_usage_error(
+            "run: AGORA_CACHE_TTL and AGORA_VIEWS_FLUSH take a duration such as 30s or 500ms");
+    cfg->read_cache_ttl_ms = t ? ag_cli_duration_ms(t) : 0;
+    cfg->views_flush_ms = f ? ag_cli_duration_ms(f) : 0;
     return 0;
 }
 
@@ -360,7 +392,7 @@ static int run_config(const struct run_opts *o, char host[64], struct ag_platfor
     if (rw && atoi(rw) > 0) cfg->readmodels_wait_s = (unsigned)atoi(rw);
     const char *mw = getenv("AGORA_MAX_WAITERS"); /* parked Prefer: wait GETs at once */
     if (mw && atoi(mw) > 0) cfg->max_waiters = (uint32_t)atoi(mw);
-    return 0;
+    return read_cache_config(o, cfg);
 }
 
 /* Spans (ag_span_setup) from AGORA_TRACE_BUFFER and AGORA_OTLP_ENDPOINT. */
@@ -412,13 +444,14 @@ static int run(int argc, char **argv)
                          .max_sagas = env_or_null("AGORA_MAX_SAGAS_IN_FLIGHT"),
                          .adm_target = env_or_null("AGORA_ADMISSION_TARGET"),
                          .adm_queue = env_or_null("AGORA_ADMISSION_QUEUE"),
+                         .read_cache = env_or_null("AGORA_CACHE"),
                          .seed = true,
                          .gateway = true};
     int prc = parse_run_args(argc, argv, &o);
     if (prc) return prc;
     /* flags given empty mean "the default", as an empty environment variable does */
-    const char **opt[] = {&o.store,    &o.readmodels, &o.bus,       &o.idem_ttl,
-                          &o.saga_ret, &o.index_mem,  &o.cache_mem, &o.saga_mode};
+    const char **opt[] = {&o.store,     &o.readmodels, &o.bus,       &o.idem_ttl,  &o.saga_ret,
+                          &o.index_mem, &o.cache_mem,  &o.saga_mode, &o.read_cache};
     for (size_t k = 0; k < sizeof opt / sizeof opt[0]; k++)
         if (*opt[k] && !**opt[k]) *opt[k] = NULL;
     char host[64];

@@ -231,6 +231,40 @@ int ag_cli_tls_check(const struct ag_cli_tls *t, const char *cmd)
     return 0;
 }
 
+/* AGORA_HTTP_CACHE=DURATION (e.g. 5s): the catalog's anonymous GETs are cached at
+ * the gateway for that long and answered with Cache-Control: public, max-age (a
+ * route of their own before public-reads). Off by default: a price change is then
+ * seen at once through the gateway, as the services' caches are invalidated. */
+static char *with_catalog_cache(struct ag_buf *b)
+{
+    const char *age = getenv("AGORA_HTTP_CACHE");
+    char *yaml = ag_buf_steal(b, NULL);
+    const char *at = yaml && age && *age ? strstr(yaml, "      - name: public-reads\n") : NULL;
+    if (!at || strspn(age, "0123456789.smh") != strlen(age)) return yaml;
+    struct ag_buf o;
+    ag_buf_init(&o);
+    ag_buf_append(&o, yaml, (size_t)(at - yaml));
+    ag_buf_printf(
+        &o,
+        "      - name: catalog\n"
+        "        match:\n"
+        "          - uri: {prefix: /api/v1/products}\n"
+        "            method: {regex: \"GET|HEAD\"}\n"
+        "        route: [{destination: {host: platform}}]\n"
+        "        timeout: 10s\n"
+        "        retries: {attempts: 2, perTryTimeout: 5s, retryOn: \"connect-failure,reset\"}\n"
+        "        rateLimit: {requests: 5000, per: 1s, burst: 10000, key: ip}\n"
+        "        cache: {maxAge: %s}\n",
+        age);
+    int rc = ag_buf_puts(&o, at);
+    ag_free(yaml);
+    if (rc) {
+        ag_buf_free(&o);
+        return NULL;
+    }
+    return ag_buf_steal(&o, NULL);
+}
+
 char *ag_cli_run_gateway_yaml(const char *listen, const char *secret, const char *upstream)
 {
     struct ag_buf b;
@@ -244,5 +278,5 @@ char *ag_cli_run_gateway_yaml(const char *listen, const char *secret, const char
         ag_buf_free(&b);
         return NULL;
     }
-    return ag_buf_steal(&b, NULL);
+    return with_catalog_cache(&b);
 }

@@ -559,6 +559,15 @@ static int compile_route(struct cctx *x, unsigned vi, unsigned hi)
     r->idempotency = h->idempotency ? *h->idempotency : true;
     r->max_body = h->maxBodyBytes;
     int rc;
+    if (h->cache) { /* HTTP caching of the route's anonymous GETs (proxy.c) */
+        uint32_t ms = 0;
+        char path[128];
+        snprintf(path, sizeof path, "%s.cache.maxAge", base);
+        if (dur_ms(x, path, h->cache->maxAge, &ms)) return AG_ECONFIG;
+        if (!h->cache->maxAge || ms < 1000)
+            return cerr(x, path, "must be a duration of at least 1s");
+        r->cache_max_age_s = ms / 1000;
+    }
     if ((rc = compile_matches(x, base, h, r)) || (rc = compile_dests(x, base, h, r)) ||
         (rc = compile_retries_fault(x, base, h, r)) ||
         (rc = compile_limit(x, base, h->rateLimit, r)))
@@ -759,6 +768,7 @@ static int compile_gateway(struct cctx *x)
     if (g->maxBodyBytes) c->max_body = g->maxBodyBytes;
     if (g->idempotencyMaxEntries) c->idem_max = g->idempotencyMaxEntries;
     c->access_log = g->accessLog;
+    c->resp_cache_bytes = g->responseCacheBytes;
     c->max_per_peer = g->maxConnectionsPerPeer;
     if (dur_ms(x, "gateway.firstByteTimeout", g->firstByteTimeout, &c->first_byte_ms))
         return AG_ECONFIG;

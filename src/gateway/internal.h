@@ -13,6 +13,7 @@
 #include <regex.h>
 #include <stdatomic.h>
 
+#include "agora/cache.h"
 #include "agora/gateway.h"
 #include "agora/http.h"
 #include "agora/mesh.h"
@@ -142,7 +143,11 @@ struct y_rl {
     unsigned requests, burst, maxKeys;
     char *per, *key;
 };
+struct y_cache {
+    char *maxAge; /* public GETs cached for this long (Cache-Control: public, max-age) */
+};
 struct y_http {
+    struct y_cache *cache;
     char *name;
     struct y_match *match;
     unsigned match_count;
@@ -197,6 +202,7 @@ struct y_gw {
     char *listen, *idempotencyTtl, *firstByteTimeout;
     unsigned workers, maxBodyBytes, idempotencyMaxEntries, maxConnectionsPerPeer;
     bool accessLog;
+    unsigned responseCacheBytes; /* the response cache's budget (default 16 MiB) */
 };
 struct y_bffcall {
     char *host, *path, *timeout;
@@ -388,6 +394,7 @@ struct gw_route {
     struct ag_obs_series *m_req[6];  /* requests by class 1xx..5xx (index 1..5), 0 = other */
     struct ag_obs_series *m_dur;     /* duration histogram */
     struct ag_obs_series *m_limited; /* agora_gateway_ratelimited_total: 429s of the rate limit */
+    uint32_t cache_max_age_s;        /* cache.maxAge: anonymous GETs cached and public; 0 = no */
 };
 
 struct gw_bffcall {
@@ -423,6 +430,7 @@ struct gw_conf {
     uint64_t idem_ttl_ns;   /* gateway.idempotencyTtl */
     uint32_t idem_max;      /* gateway.idempotencyMaxEntries */
     bool access_log;
+    size_t resp_cache_bytes; /* gateway.responseCacheBytes */
 };
 
 struct gw_compile_env {
@@ -506,6 +514,7 @@ struct ag_gateway {
     _Atomic bool stopping;
     struct ag_obs_family *f_route_req, *f_route_dur, *f_up_req;
     struct gw_jwks_cache *jwks; /* the last good JWKS document per jwksUri (owned) */
+    struct ag_lru *resp_cache;  /* public GET answers (proxy.c), sized at start */
     pthread_t jwks_thread;      /* the JWKS fetcher (when an issuer has a jwksUri) */
     bool jwks_started;
     pthread_mutex_t jwks_lock;

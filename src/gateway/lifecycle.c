@@ -220,6 +220,7 @@ static void gw_free(struct ag_gateway *gw)
     if (gw->health) ag_obs_health_free(gw->health);
     if (gw->conf) ag__gw_conf_unref(gw->conf);
     if (gw->idem) ag__gw_idem_free(gw->idem);
+    ag_lru_free(gw->resp_cache);
     ag__gw_jwks_cache_free(gw->jwks); /* the fetcher has stopped */
     if (gw->own_metrics) ag_obs_registry_free(gw->metrics);
     pthread_mutex_destroy(&gw->conf_lock);
@@ -357,8 +358,11 @@ int ag_gateway_start(const struct ag_gateway_options *opts, struct ag_gateway **
     if (rc) goto out_free;
     gw->conf->generation = 1;
     atomic_store(&gw->generation, 1);
+    struct ag_lru_config lc = {"gateway",
+                               gw->conf->resp_cache_bytes ? gw->conf->resp_cache_bytes : 16u << 20,
+                               0, gw->clock, gw->metrics};
     if ((rc = ag__gw_idem_new(gw->conf->idem_max, gw->conf->idem_ttl_ns, gw->clock, &gw->idem)) ||
-        (rc = build_router(gw))) {
+        (rc = ag_lru_new(&lc, &gw->resp_cache)) || (rc = build_router(gw))) {
         ag_err_set(err, rc, "cannot set up the gateway: %s", ag_strerror(rc));
         goto out_free;
     }

@@ -11,6 +11,15 @@
  * verified identity, X-Forwarded-For/Proto/Host, X-Request-ID and a child
  * traceparent.
  *
+ * HTTP caching (routes with cache.maxAge): an anonymous GET (no Authorization,
+ * no verified identity) is answered from the gateway's response cache (keyed by
+ * route, path and query; bounded in bytes; entries live maxAge) when it holds a
+ * fresh 200, else forwarded and its 200 stored, with `Cache-Control: public,
+ * max-age=N`. Every 200 of such a route carries a strong ETag (the upstream's, or
+ * the body's XXH3) and If-None-Match with a matching tag answers 304. A request
+ * with a token is never served from nor stored in the cache: its answer may be
+ * the caller's own.
+ *
  * The per-request state (struct pctx) is heap-allocated because a fault delay
  * needs a timer whose memory must outlive uv_close; everything else it points
  * at lives in the request's arena, valid until the answer.
@@ -250,6 +259,9 @@ static void stream_begin(struct pctx *p, const struct ag_http_client_resp *r, co
         stream_stop(p->req, p);
 }
 
+static int cache_upstream(struct pctx *p, const struct ag_http_client_resp *r, const char *ctype,
+                          const struct ag_buf *saved);
+
 static void on_upstream(const struct ag_mesh_result *res, void *ud)
 {
     struct pctx *p = ud;
@@ -278,12 +290,17 @@ static void on_upstream(const struct ag_mesh_result *res, void *ud)
         else if (!hop_by_hop(n, conn) && strcasecmp(n, "x-request-id") &&
                  strcasecmp(n, "traceparent")) {
             ag_http_resp_header(req, n, v);
-            if (p->idem_key) ag_buf_printf(&saved, "%s: %s\n", n, v);
+            bool keep = p->idem_key || (p->route->cache_max_age_s && strcasecmp(n, "etag"));
+            if (keep) ag_buf_printf(&saved, "%s: %s\n", n, v);
         }
     }
     if (r->streaming) {
         ag_buf_free(&saved);
         stream_begin(p, r, ctype);
+        return;
+    }
+    if (!p->idem_key && cache_upstream(p, r, ctype, &saved)) {
+        ag_buf_free(&saved);
         return;
     }
     /* a 5xx is not the request's final answer: free the key for a retry */
@@ -293,6 +310,156 @@ static void on_upstream(const struct ag_mesh_result *res, void *ud)
     metrics(p, r->status);
     ag_http_respond(req, r->status, ctype, r->body, r->body_len);
     pctx_done(p);
+}
+
+/* ---- HTTP caching ---- */
+
+/* An anonymous GET of a route with cache.maxAge: may be answered from, and stored
+ * into, the response cache. */
+static bool cacheable(const struct pctx *p)
+{
+    return p->route->cache_max_age_s && p->gw->resp_cache && !p->authed &&
+           !ag_http_req_header(p->req, "authorization") &&
+           strcmp(ag_http_req_method(p->req), "GET") == 0;
+}
+
+static void cache_key(const struct pctx *p, struct ag_buf *k)
+{
+    const char *q = ag_http_req_query(p->req);
+    ag_buf_printf(k, "%s\n%s%s%s", p->route->name, ag_http_req_path(p->req), *q ? "?" : "", q);
+}
+
+/* RFC 9110 §13.1.2: any listed tag (weak comparison) equal to ours, or "*". */
+static bool inm_matches(const char *inm, const char *etag)
+{
+    size_t el = strlen(etag);
+    for (const char *s = inm; s && *s;) {
+        while (*s == ' ' || *s == '\t' || *s == ',') s++;
+        if (*s == '*') return true;
+        if (strncmp(s, "W/", 2) == 0) s += 2;
+        const char *end = *s == '"' ? strchr(s + 1, '"') : NULL;
+        if (!end) return false;
+        if ((size_t)(end + 1 - s) == el && memcmp(s, etag, el) == 0) return true;
+        s = end + 1;
+    }
+    return false;
+}
+
+/* Answer 200 (or 304 for a matching If-None-Match) with `etag` and the route's
+ * Cache-Control; the other headers are set already. */
+static void answer_cached(struct pctx *p, const char *ctype, const char *etag, const char *body,
+                          size_t len)
+{
+    if (p->route->cache_max_age_s && cacheable(p)) {
+        char cc[48];
+        snprintf(cc, sizeof cc, "public, max-age=%u", p->route->cache_max_age_s);
+        ag_http_resp_header(p->req, "Cache-Control", cc);
+    }
+    bool same = etag && inm_matches(ag_http_req_header(p->req, "if-none-match"), etag);
+    metrics(p, same ? 304 : 200);
+    ag_http_respond(p->req, same ? 304 : 200, same ? NULL : ctype, same ? NULL : body,
+                    same ? 0 : len);
+    pctx_done(p);
+}
+
+/* A stored answer: "<expires mono ns>" in meta; value = header lines ("Name: value\n",
+ * the first "content-type", the second "etag"), an empty line, the body. 1 answered. */
+static int cache_answer(struct pctx *p)
+{
+    if (!cacheable(p)) return 0;
+    struct ag_buf k;
+    ag_buf_init(&k);
+    cache_key(p, &k);
+    char *v = NULL;
+    size_t n = 0;
+    uint64_t expires = 0, now = ag_clock_mono(p->gw->clock ? p->gw->clock : ag_clock_system());
+    int rc = k.data ? ag_lru_get(p->gw->resp_cache, k.data, k.len, &v, &n, &expires) : AG_ENOMEM;
+    if (!rc && expires <= now) { /* stale: forget it, ask the upstream */
+        ag_lru_del(p->gw->resp_cache, k.data, k.len);
+        rc = AG_ENOTFOUND;
+    }
+    ag_buf_free(&k);
+    char *sep = rc ? NULL : strstr(v, "\n\n");
+    if (!sep) {
+        ag_free(v);
+        return 0;
+    }
+    *sep = '\0';
+    const char *ctype = NULL, *etag = NULL;
+    for (char *line = v, *nl; line && *line; line = nl ? nl + 1 : NULL) {
+        nl = strchr(line, '\n');
+        if (nl) *nl = '\0';
+        char *colon = strstr(line, ": ");
+        if (!colon) continue;
+        *colon = '\0';
+        if (!strcasecmp(line, "content-type"))
+            ctype = colon + 2;
+        else if (!strcasecmp(line, "etag"))
+            etag = colon + 2, ag_http_resp_header(p->req, line, etag);
+        else
+            ag_http_resp_header(p->req, line, colon + 2);
+    }
+    char age[24];
+    uint64_t life = (uint64_t)p->route->cache_max_age_s * 1000000000ull, left = expires - now;
+    snprintf(age, sizeof age, "%llu",
+             (unsigned long long)((life > left ? life - left : 0) / 1000000000ull));
+    ag_http_resp_header(p->req, "Age", age);
+    answer_cached(p, ctype, etag, sep + 2, n - (size_t)(sep + 2 - v));
+    ag_free(v);
+    return 1;
+}
+
+/* Keep a 200 for later anonymous GETs (not when the upstream said private or
+ * no-store, or set a cookie). `saved` holds its passed-through header lines. */
+static void cache_store(struct pctx *p, const struct ag_http_client_resp *r, const char *ctype,
+                        const char *etag, const struct ag_buf *saved)
+{
+    for (size_t i = 0; i < r->nheaders; i++) {
+        const char *n = r->headers[i].name, *v = r->headers[i].value;
+        if (!strcasecmp(n, "set-cookie") || (!strcasecmp(n, "cache-control") && v &&
+                                             (strstr(v, "private") || strstr(v, "no-store"))))
+            return;
+    }
+    struct ag_buf k, v;
+    ag_buf_init(&k);
+    ag_buf_init(&v);
+    cache_key(p, &k);
+    ag_buf_printf(&v, "content-type: %s\netag: %s\n", ctype ? ctype : "application/json", etag);
+    if (saved->len) ag_buf_append(&v, saved->data, saved->len);
+    ag_buf_puts(&v, "\n");
+    ag_buf_append(&v, r->body, r->body_len);
+    uint64_t now = ag_clock_mono(p->gw->clock ? p->gw->clock : ag_clock_system());
+    uint64_t expires = now + (uint64_t)p->route->cache_max_age_s * 1000000000ull;
+    if (k.data && v.data) {
+        struct ag_lru_item it = {k.data, k.len, v.data, v.len, expires};
+        ag_lru_put(p->gw->resp_cache, &it, ag_lru_gen(p->gw->resp_cache));
+    }
+    ag_buf_free(&k);
+    ag_buf_free(&v);
+}
+
+/* A 200 of a caching route: ETag (the upstream's or the body's), store when
+ * anonymous, 304 when the client has it. 1 answered. */
+static int cache_upstream(struct pctx *p, const struct ag_http_client_resp *r, const char *ctype,
+                          const struct ag_buf *saved)
+{
+    if (!p->route->cache_max_age_s || r->status != 200 ||
+        strcmp(ag_http_req_method(p->req), "GET") != 0)
+        return 0;
+    const char *up = NULL;
+    for (size_t i = 0; i < r->nheaders && !up; i++)
+        if (!strcasecmp(r->headers[i].name, "etag")) up = r->headers[i].value;
+    char etag[40];
+    if (up && up[0] == '"') { /* strong: passed through (set with the other headers) */
+        snprintf(etag, sizeof etag, "%.38s", up);
+    } else {
+        snprintf(etag, sizeof etag, "\"%016llx\"",
+                 (unsigned long long)ag_xxh3(r->body, r->body_len));
+        ag_http_resp_header(p->req, "ETag", etag);
+    }
+    if (cacheable(p)) cache_store(p, r, ctype, etag, saved);
+    answer_cached(p, ctype, etag, r->body, r->body_len);
+    return 1;
 }
 
 /* ---- forwarding ---- */
@@ -627,7 +794,7 @@ static int admit(struct pctx *p)
         return 0;
     }
     p->authed = has;
-    if (authorise(p) || rate_limit(p) || idempotency(p)) return 0;
+    if (authorise(p) || rate_limit(p) || idempotency(p) || cache_answer(p)) return 0;
     if (chance(p->route->delay_pct) && p->route->delay_ms) {
         uv_timer_init(ag_http_req_loop(req), &p->timer);
         p->timer.data = p;

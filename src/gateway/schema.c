@@ -148,8 +148,11 @@ static const cyaml_schema_field_t rl_fields[] = {
     UINT("requests", struct y_rl, requests), STR("per", struct y_rl, per),
     UINT("burst", struct y_rl, burst),       STR("key", struct y_rl, key),
     UINT("maxKeys", struct y_rl, maxKeys),   CYAML_FIELD_END};
+static const cyaml_schema_field_t cache_fields[] = {STR("maxAge", struct y_cache, maxAge),
+                                                    CYAML_FIELD_END};
 static const cyaml_schema_field_t http_fields[] = {
     STR("name", struct y_http, name),
+    MAP("cache", struct y_http, cache, cache_fields),
     SEQ("match", struct y_http, match, match_entry),
     MAP("rewrite", struct y_http, rewrite, rewrite_fields),
     SEQ("route", struct y_http, route, rdest_entry),
@@ -209,6 +212,7 @@ static const cyaml_schema_field_t gw_fields[] = {
     STR("idempotencyTtl", struct y_gw, idempotencyTtl),
     UINT("idempotencyMaxEntries", struct y_gw, idempotencyMaxEntries),
     BOOL("accessLog", struct y_gw, accessLog),
+    UINT("responseCacheBytes", struct y_gw, responseCacheBytes),
     CYAML_FIELD_END};
 static const cyaml_schema_field_t call_fields[] = {
     STR("host", struct y_bffcall, host), STR("path", struct y_bffcall, path),

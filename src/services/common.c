@@ -340,6 +340,8 @@ int svc_job_requeue(struct svc_job *j)
     json_decref(j->resp);
     json_decref(j->errors);
     j->resp = j->errors = NULL;
+    ag_free(j->raw);
+    j->raw = NULL;
     j->title[0] = j->detail[0] = j->location[0] = j->etag[0] = '\0';
     j->rm_read = false;
     return uv_queue_work(ag_http_req_loop(j->req), &j->work, work_cb, after_cb) ? AG_ENOMEM : 0;
@@ -370,6 +372,8 @@ static void job_respond(struct svc_job *j, struct ag_http_req *req)
     if (j->problem) {
         ag_http_respond_problem(req, j->status, NULL, j->title, j->detail, j->errors);
         j->errors = NULL;
+    } else if (j->raw) { /* bytes from the read cache (readcache.c) */
+        ag_http_respond(req, j->status ? j->status : 200, "application/json", j->raw, j->raw_len);
     } else if (j->resp) {
         ag_http_respond_json(req, j->status ? j->status : 200, j->resp);
         j->resp = NULL;
@@ -382,6 +386,7 @@ void svc_job_answer(struct svc_job *j)
 {
     if (j->finish) j->finish(j, j->req);
     if (!j->streamed) job_respond(j, j->req); /* a streamed answer: `finish` ended it */
+    ag_free(j->raw);
     json_decref(j->body);
     json_decref(j->resp);
     json_decref(j->errors);
@@ -699,7 +704,12 @@ void svc_idem_end(struct svc_job *j, const char *scope)
 int svc_get_one(struct svc_job *j, const struct svc_one *one, const char *id, const char *owner)
 {
     const char *args[] = {id, owner};
-    json_t *rows = svc_rm_query_ids(j->env, one->rm, one->sql, args, 2, one->ids, one->row);
+    /* for the read cache: past the last commit, and the position from before the read */
+    bool fresh = j->rm_fresh;
+    uint64_t pos = fresh ? ag_projector_position(j->env->projector) : 0;
+    json_t *rows =
+        fresh ? svc_rm_query_fresh_ids(j->env, one->rm, one->sql, args, 2, one->ids, one->row)
+              : svc_rm_query_ids(j->env, one->rm, one->sql, args, 2, one->ids, one->row);
     if (rows && !json_array_size(rows) && svc_stream_exists(j->env, one->prefix, id)) {
         svc_rm_catch_up(j->env); /* just written: wait for the read model */
         json_decref(rows);
@@ -710,7 +720,7 @@ int svc_get_one(struct svc_job *j, const struct svc_one *one, const char *id, co
         json_decref(rows);
         return svc_problem(j, 404, one->title, "%s %s", one->missing, id);
     }
-    j->rm_position = ag_projector_position(j->env->projector);
+    j->rm_position = fresh ? pos : ag_projector_position(j->env->projector);
     j->rm_read = true;
     svc_ok(j, 200, json_incref(json_array_get(rows, 0)));
     json_decref(rows);

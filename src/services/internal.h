@@ -116,6 +116,7 @@ struct svc_env {
     struct ag_obs_registry *metrics; /* the process's registry (read by console_stats.c) */
     struct svc_logtail *logtail;     /* live tails of $all (logtail.c), or NULL */
     struct svc_admission *admission; /* orders in flight (admission.c), or NULL: unbounded */
+    struct svc_cache *cache;         /* the read caches (readcache.c), or NULL: none */
 };
 
 struct ag_platform {
@@ -150,6 +151,7 @@ struct ag_platform {
     struct svc_waiters *waiters;     /* parked blocking reads of orders (wait.c) */
     struct svc_logtail *logtail;     /* GET /admin/log/stream's notifier (logtail.c) */
     struct svc_admission *admission; /* orders in flight (admission.c) */
+    struct svc_cache *cache;         /* the read caches (readcache.c), or NULL */
 };
 
 /* ---- an order as the PlaceOrder steps need it (sagas/placeorder.c) ---- */
@@ -278,7 +280,70 @@ struct svc_job {
     char pref_applied[32]; /* Preference-Applied header ("" none) */
     bool wait_woken;       /* run again because its key changed (wait.c): read fresh */
     bool streamed;         /* answered as a stream: `finish` ended it, nothing to respond */
+    bool rm_fresh;         /* svc_get_one reads past the last commit (a cache fill) */
+    char *raw;             /* a JSON body as bytes (the read caches' answers), or NULL */
+    size_t raw_len;
 };
+
+/* ---- read caches (readcache.c) ----
+ *
+ * Cache-aside for the catalog's and the customers' reads: an in-process LRU + TTL
+ * per kind (src/cache), or Redis for the catalog when the platform runs with
+ * --cache redis://...; invalidated by the projections after they commit. See
+ * readcache.c for why a cached answer never claims a newer position than its data. */
+struct svc_cache;
+enum svc_cache_kind {
+    SVC_CACHE_PRODUCT,  /* GET /products/{id}: "p:<id>" */
+    SVC_CACHE_LIST,     /* GET /products: "l:<limit>:<cursor>" */
+    SVC_CACHE_CUSTOMER, /* GET /customers/{id}, /me: "c:<id>" (in-process only) */
+    SVC_CACHE_STOCK,    /* GET /inventory/{id}: "s:<id>" (Redis only: write-through) */
+    SVC_CACHE_KINDS
+};
+/* One read through the cache (svc_cache_lookup fills it, svc_cache_fill uses it). */
+struct svc_cache_read {
+    struct svc_cache *c;
+    enum svc_cache_kind kind;
+    char key[192];
+    bool on;         /* this read may be answered from and stored into the cache */
+    bool fresh;      /* read the source past the last commit (svc_rm_query_fresh) */
+    uint64_t gen;    /* the cache's generation before the source was read */
+    uint64_t pos;    /* the projection position before the source was read */
+    long long epoch; /* Redis lists: the list epoch seen before the read */
+};
+/* 1 when the job was answered from the cache (raw body, ETag, position); 0 to read
+ * the source into j->resp and then call svc_cache_fill. */
+int svc_cache_lookup(struct svc_job *j, enum svc_cache_kind kind, const char *key,
+                     struct svc_cache_read *r);
+/* After the source read (j->resp, status 200): answer with its bytes and a strong
+ * ETag, the position taken before the read, and store it (a no-op for others). */
+void svc_cache_fill(struct svc_job *j, struct svc_cache_read *r);
+/* A query of the source for this read: fresh when the answer will be cached. */
+typedef json_t *(*svc_row_fn)(const struct ag_rm_row *r); /* as below (C11 allows repeating) */
+json_t *svc_cache_query(struct svc_job *j, const struct svc_cache_read *r, enum rm_id rm,
+                        const char *sql, const char *const *args, size_t nargs, svc_row_fn row);
+/* svc_get_one through the cache of `kind` (key "<prefix><id>"); only when the
+ * caller may see any owner's resource or `owner` is `id` itself. */
+struct svc_one;
+int svc_cache_get_one(struct svc_job *j, enum svc_cache_kind kind, const struct svc_one *one,
+                      const char *id, const char *owner);
+/* The route hooks of a cached GET: `prepare` answers an in-process hit on the loop
+ * thread at once, else keeps If-None-Match; `finish` answers 304 when it matches. */
+int svc_cache_prepare_product(struct svc_job *j, struct ag_http_req *req);
+int svc_cache_prepare_list(struct svc_job *j, struct ag_http_req *req);
+void svc_cache_finish(struct svc_job *j, struct ag_http_req *req);
+/* Drop entry `id` of `kind` now (a customer's erasure: before the event is projected). */
+void svc_cache_forget(struct svc_cache *c, enum svc_cache_kind kind, const char *id);
+/* Count a view of product `id` (write-behind: aggregated, flushed to the log). */
+void svc_cache_view(struct svc_cache *c, const char *id);
+/* A projection's runner, inside its transaction: entry `id` of `kind` changes. */
+void svc_cache_touch(void *ud, const char *id);
+/* Build the caches from the platform's configuration (none: *out NULL), wire the
+ * projections' hooks (before the projector starts), start the view flusher. */
+int svc_cache_start(struct ag_platform *p, struct ag_err *err);
+/* The read models are open: write-through may read them (until then it deletes). */
+void svc_cache_ready(struct ag_platform *p);
+void svc_cache_stop(struct ag_platform *p);
+#define SVC_EV_PRODUCT_VIEWS "ProductViewsCounted" /* {"counts": {"<productId>": n}} */
 
 /* ---- live tail of the log (logtail.c) ---- */
 

@@ -448,9 +448,11 @@ int ag_platform_start(const struct ag_platform_config *cfg, struct ag_platform *
         rc = ag_err_set(err, AG_ENOMEM, "cannot start the log tail thread");
     p->env.logtail = p->logtail;
     if (!rc) fill_projections(p);
+    if (!rc) rc = svc_cache_start(p, err); /* hooks the projections: before they start */
     if (!rc) rc = start_projections(p, err);
     p->env.projector = p->projector;
     if (!rc) rc = open_read_models(p, err);
+    if (!rc) svc_cache_ready(p);
     if (!rc) rc = migrate_email_index(p, err);
     if (!rc && cfg->seed && st.events == 0) rc = svc_seed(&p->env, err);
     if (!rc) rc = svc_bus_start(p, err);
@@ -500,6 +502,7 @@ void ag_platform_stop(struct ag_platform *p)
     close_read_models(p);
     /* projections first: the saga starter projection calls into the saga engine */
     ag_projector_stop(p->projector);
+    svc_cache_stop(p); /* after the projections (its hooks), before the store (view counts) */
     svc_waiters_free(p->waiters);     /* no parked request is left: the server is gone */
     svc_admission_free(p->admission); /* the orders projection was its last user */
     svc_logtail_stop(p->logtail);     /* no tail is left either; before the store closes */

@@ -6,6 +6,10 @@
  * readable (active false) and cannot be ordered (ordering answers 422 pointing at
  * the item).
  *
+ * Reads go through the read cache (src/services/readcache.c): a hit answers the
+ * bytes stored, with a strong ETag (If-None-Match answers 304); a product read
+ * counts a view, flushed to the log in batches (the `views` field).
+ *
  * Unique SKU: adding first claims the stream `product-sku-<hash>` (svc_claim, as
  * emails are claimed), so two products never share a SKU, and a claim whose product
  * never got added (a crash in between) is taken over later.
@@ -19,43 +23,62 @@ static json_t *product_row(const struct ag_rm_row *st)
 {
     json_t *price = json_pack("{s:I, s:s}", "amount", (json_int_t)ag_rm_int64(st, 3), "currency",
                               ag_rm_text(st, 4));
-    return json_pack("{s:s, s:s, s:s, s:o, s:b}", "id", ag_rm_text(st, 0), "sku", ag_rm_text(st, 1),
-                     "name", ag_rm_text(st, 2), "price", price, "active", (int)ag_rm_int64(st, 5));
+    return json_pack("{s:s, s:s, s:s, s:o, s:b, s:I}", "id", ag_rm_text(st, 0), "sku",
+                     ag_rm_text(st, 1), "name", ag_rm_text(st, 2), "price", price, "active",
+                     (int)ag_rm_int64(st, 5), "views", (json_int_t)ag_rm_int64(st, 6));
 }
 
+#define PRODUCT_COLUMNS                                                                            \
+    "SELECT id, sku, name, price_amount, price_currency, active, views FROM products"
+
+/* GET /api/v1/products: a page, through the read cache (readcache.c). */
 static int list(struct svc_job *j)
 {
     int limit;
     if (svc_limit(j, j->q[0], &limit)) return svc_fields_failed(j, 400), 0;
-    char lim[16];
+    char lim[16], key[192];
     snprintf(lim, sizeof lim, "%d", limit + 1);
+    snprintf(key, sizeof key, "l:%d:%.160s", limit, j->q[1] ? j->q[1] : "");
+    struct svc_cache_read r;
+    if (svc_cache_lookup(j, SVC_CACHE_LIST, key, &r)) return 0;
     const char *args[] = {j->q[1] ? j->q[1] : "", lim};
+    uint64_t pos = ag_projector_position(j->env->projector); /* before the read: a lower bound */
     json_t *rows =
-        svc_rm_query(j->env, RM_PRODUCTS,
-                     "SELECT id, sku, name, price_amount, price_currency, active FROM products"
-                     " WHERE id > ? ORDER BY id LIMIT ?",
-                     args, 2, product_row);
+        svc_cache_query(j, &r, RM_PRODUCTS, PRODUCT_COLUMNS " WHERE id > ? ORDER BY id LIMIT ?",
+                        args, 2, product_row);
     if (!rows) return AG_EIO;
-    j->rm_position = ag_projector_position(j->env->projector);
+    j->rm_position = pos;
     j->rm_read = true;
-    return svc_ok(j, 200, svc_page(rows, limit));
+    svc_ok(j, 200, svc_page(rows, limit));
+    svc_cache_fill(j, &r);
+    return 0;
 }
 
+/* GET /api/v1/products/{id}: through the read cache; counts a view (write-behind). */
 static int get(struct svc_job *j)
 {
+    char key[192];
+    snprintf(key, sizeof key, "p:%s", j->param);
+    struct svc_cache_read r;
+    if (svc_cache_lookup(j, SVC_CACHE_PRODUCT, key, &r)) {
+        svc_cache_view(j->env->cache, j->param);
+        return 0;
+    }
     const char *args[] = {j->param};
+    uint64_t pos = ag_projector_position(j->env->projector);
     json_t *rows =
-        svc_rm_query(j->env, RM_PRODUCTS,
-                     "SELECT id, sku, name, price_amount, price_currency, active FROM products"
-                     " WHERE id = ?",
-                     args, 1, product_row);
+        svc_cache_query(j, &r, RM_PRODUCTS, PRODUCT_COLUMNS " WHERE id = ?", args, 1, product_row);
     if (!rows) return AG_EIO;
     if (!json_array_size(rows)) {
         json_decref(rows);
         return svc_problem(j, 404, "Product not found", "no product with id %s", j->param);
     }
+    j->rm_position = pos;
+    j->rm_read = true;
     svc_ok(j, 200, json_incref(json_array_get(rows, 0)));
     json_decref(rows);
+    svc_cache_fill(j, &r);
+    svc_cache_view(j->env->cache, j->param);
     return 0;
 }
 
@@ -195,8 +218,24 @@ static int discontinue(struct svc_job *j)
 }
 
 static const struct svc_route routes[] = {
-    {"GET", "/api/v1/products", SVC_PUBLIC, list, NULL, NULL, {"limit", "cursor"}},
-    {"GET", "/api/v1/products/{id}", SVC_PUBLIC, get, "id", "product", {NULL}},
+    {"GET",
+     "/api/v1/products",
+     SVC_PUBLIC,
+     list,
+     NULL,
+     NULL,
+     {"limit", "cursor"},
+     svc_cache_prepare_list,
+     svc_cache_finish},
+    {"GET",
+     "/api/v1/products/{id}",
+     SVC_PUBLIC,
+     get,
+     "id",
+     "product",
+     {NULL},
+     svc_cache_prepare_product,
+     svc_cache_finish},
     {"POST", "/api/v1/products", SVC_ADMIN, add, NULL, NULL, {NULL}},
     {"POST", "/api/v1/products/{id}/price", SVC_ADMIN, change_price, "id", "product", {NULL}},
     {"POST", "/api/v1/products/{id}/discontinue", SVC_ADMIN, discontinue, "id", "product", {NULL}},

@@ -222,9 +222,10 @@ static const struct svc_one one = {
     "Customer not found",
     "no customer with id"};
 
+/* Through the in-process read cache (readcache.c; personal data never goes to Redis). */
 static int get(struct svc_job *j)
 {
-    return svc_get_one(j, &one, j->param, svc_owner_filter(j));
+    return svc_cache_get_one(j, SVC_CACHE_CUSTOMER, &one, j->param, svc_owner_filter(j));
 }
 
 /* GET /api/v1/customers/me: the caller's own customer. */
@@ -235,7 +236,7 @@ static int me(struct svc_job *j)
         return svc_problem(j, 404, "Customer not found",
                            "no customer is registered for principal %s: POST /api/v1/customers",
                            j->who.sub);
-    return svc_get_one(j, &one, mine, NULL);
+    return svc_cache_get_one(j, SVC_CACHE_CUSTOMER, &one, mine, NULL);
 }
 
 static int dom_tier(const void *st, const void *cmd, struct ag_dom_events *out, struct ag_err *err)
@@ -296,6 +297,7 @@ static int erase(struct svc_job *j)
     int rc = v ? release_email(j->env, j->param, &err)
                : ag_err_set(&err, AG_ECONFIG, "no vault for personal data");
     if (!rc) rc = ag_vault_erase(v, j->param, &err);
+    if (!rc) svc_cache_forget(j->env->cache, SVC_CACHE_CUSTOMER, j->param); /* no clear copy left */
     json_t *view = NULL;
     if (!rc)
         rc = svc_exec(j->env,

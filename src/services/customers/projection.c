@@ -24,11 +24,11 @@ static const char *const types[] = {AG_EV_CUSTOMER_REGISTERED, AG_EV_CUSTOMER_TI
 
 static int apply(struct ag_rm *db, const struct ag_event *ev, const json_t *d, void *ud)
 {
-    AG_UNUSED(ud);
     char ts[32], id[128];
     ag_time_rfc3339(ev->time_ns, ts);
     if (ag_es_stream_id(&svc_customer_type, ev->stream, ev->stream_len, id, sizeof id))
-        return 0; /* not one of ours (the type owns its prefix) */
+        return 0;            /* not one of ours (the type owns its prefix) */
+    svc_cache_touch(ud, id); /* the read cache drops it after the commit */
     if (ev->type_len == strlen(AG_EV_CUSTOMER_ERASED) &&
         memcmp(ev->type, AG_EV_CUSTOMER_ERASED, ev->type_len) == 0) {
         struct ag_rm_arg args[] = {AG_RM_TEXT(id), AG_RM_TEXT(AG_CUSTOMER_ERASED)};

@@ -22,7 +22,7 @@ static int get(struct svc_job *j)
         RM_STOCK,   "SELECT product_id, on_hand, reserved FROM stock WHERE product_id=?1",
         row,        "stock",
         "No stock", "no stock is recorded for product"};
-    return svc_get_one(j, &one, j->param, NULL);
+    return svc_cache_get_one(j, SVC_CACHE_STOCK, &one, j->param, NULL); /* Redis: written through */
 }
 
 static int d_stock_add(const void *st, const void *cmd, struct ag_dom_events *out,

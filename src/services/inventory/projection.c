@@ -18,7 +18,6 @@ static const char *const types[] = {
 
 static int apply(struct ag_rm *db, const struct ag_event *ev, const json_t *d, void *ud)
 {
-    AG_UNUSED(ud);
     char id[128], type[64];
     if (ag_es_stream_id(&svc_stock_type, ev->stream, ev->stream_len, id, sizeof id))
         return 0; /* not one of ours (the type owns its prefix) */
@@ -35,7 +34,9 @@ static int apply(struct ag_rm *db, const struct ag_event *ev, const json_t *d, v
               "WHERE product_id=?1"
             : "UPDATE stock SET reserved = reserved - ?2 WHERE product_id=?1";
     struct ag_rm_arg args[] = {AG_RM_TEXT(id), AG_RM_INT(q)};
-    return ag_rm_exec(db, sql, args, 2, NULL);
+    int rc = ag_rm_exec(db, sql, args, 2, NULL);
+    if (!rc) svc_cache_touch(ud, id); /* written through to Redis after the commit */
+    return rc;
 }
 
 void svc_inventory_projection(struct ag_projection *out)

@@ -148,6 +148,8 @@ struct ag_platform {
     struct svc_chor *chor;       /* --saga-mode choreography: the reactions (choreography.c) */
     struct svc_waiters *waiters; /* parked blocking reads of orders (wait.c) */
     struct svc_logtail *logtail; /* GET /admin/log/stream's notifier (logtail.c) */
+    struct ag_rm *lease_rm;      /* cfg.shared: the relay's lease (rm_leases; bus.c) */
+    double lease_pinged;         /* when the relay's lease handle was last pinged */
 };
 
 /* ---- an order as the PlaceOrder steps need it (sagas/placeorder.c) ---- */

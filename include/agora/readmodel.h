@@ -120,7 +120,8 @@ AG_EXTERN int ag_rm_ping(struct ag_rm *rm, struct ag_err *err);
  * asking again while held costs no round trip (a lost connection is noticed by
  * the next statement or ag_rm_ping). *taken (OUT, optional) is true when this
  * call took it (it was not held before: anything read under an earlier hold may
- * be stale). SQLite (one process per file): always held, never taken. */
+ * be stale). One key per handle (another while one is held: AG_EINVAL). SQLite
+ * (one process per file): always held, never taken. */
 AG_EXTERN int ag_rm_lease(struct ag_rm *rm, const char *key, bool *held, bool *taken,
                           struct ag_err *err);
 

@@ -91,6 +91,7 @@ struct conn {
     bool busy;              /* read-only pool: handed out */
     bool piped;             /* in pipeline mode: statements sent, results not read yet */
     bool leased;            /* holds the ag_rm_lease advisory lock (session: lost with it) */
+    char lease_key[64];     /* ... of this key (one per handle) */
     int queued;             /* statements in the pipeline */
     int deferred;           /* the transaction's first failure found in the pipeline */
     char deferred_msg[512]; /* its message */
@@ -885,6 +886,9 @@ static int pg_lease(struct ag_rm *rm, const char *key, bool *held, bool *taken, 
     struct conn *cn = &g->conn[0];
     *held = *taken = false;
     if (g->nconn != 1) return ag_err_set(err, AG_EINVAL, "a lease needs a read-write handle");
+    if (cn->leased && strcmp(cn->lease_key, key) != 0)
+        return ag_err_set(err, AG_EINVAL, "this handle holds the lease '%s' already",
+                          cn->lease_key);
     if (cn->leased && cn->c && !cn->broken && PQstatus(cn->c) == CONNECTION_OK) {
         *held = true;
         return 0;
@@ -896,6 +900,7 @@ static int pg_lease(struct ag_rm *rm, const char *key, bool *held, bool *taken, 
                       "?1::text, 0))",
                       &arg, 1, lease_row, &got, err);
     if (!rc) cn->leased = got; /* on the connection pg_query used (reopened or not) */
+    if (got) snprintf(cn->lease_key, sizeof cn->lease_key, "%s", key);
     *held = *taken = cn->leased;
     return rc;
 }

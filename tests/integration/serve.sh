@@ -12,7 +12,11 @@
 #   - an order load through the gateway while the instance holding the saga starter's
 #     lease (the sagas' owner) is SIGKILLed: the other takes its leases over, every
 #     order the load saw accepted reaches a final state, and saga_check.py (money and
-#     stock conserved, read models equal to the log: no page applied twice) passes.
+#     stock conserved, read models equal to the log: no page applied twice) passes;
+#   - then the split shape, --saga-mode choreography on a new store: C serves
+#     customers, catalog, ordering and sagas, D inventory, payments and shipping (the
+#     gateway's clusters each list one of them): each answers only its contexts'
+#     routes, the tour's core and a small load go through, and saga_check.py passes.
 # Skips (77) without PostgreSQL; needs nats-server (scripts/bootstrap.sh).
 set -uo pipefail
 BIN=${AGORA_BIN:?AGORA_BIN not set}
@@ -200,3 +204,96 @@ wait "$SPID" || fail "the surviving instance exited with $? on SIGTERM"
 PA="" PB=""
 grep -l -e 'AddressSanitizer' -e 'runtime error:' -e 'LeakSanitizer' "$TMP"/*.log && fail "sanitizer report"
 pass "the survivor and the gateway stop cleanly"
+
+# ---- the split shape: choreography, C = customers catalog ordering sagas, D = the rest ----
+psql "$AGORA_TEST_PG_URI" -qX -c 'CREATE DATABASE split' >/dev/null || fail "CREATE DATABASE split"
+RM=${AGORA_TEST_PG_URI/\/\/\/postgres?/\/\/\/split?} # a database of its own: new read models
+STORE="$RM&schema=es"
+PORTA=$(free_port) PORTB=$(free_port) PORTG=$(free_port)
+common=(--store "$STORE" --readmodels "$RM" --bus "nats://127.0.0.1:$NPORT" --data "$TMP/data"
+    --workers 2 --saga-mode choreography)
+serve_start c customers catalog ordering sagas --listen "127.0.0.1:$PORTA" "${common[@]}" --seed
+PA=$SERVE_PID A=$SERVE_BASE
+serve_start d inventory payments shipping --listen "127.0.0.1:$PORTB" "${common[@]}"
+PB=$SERVE_PID B=$SERVE_BASE
+# the gateway: customers, catalog, ordering, sagas at C only; inventory, payments,
+# shipping at D only; ops at both
+python3 - "$SRC/deploy/serve/gateway.yaml" "$PORTA" "$PORTB" "$PORTG" >"$TMP/gateway.yaml" <<'PY'
+import sys
+src, a, b, g = sys.argv[1:]
+host = None
+for line in open(src):
+    if line.startswith("  - host: "):
+        host = line.split()[-1]
+    line = line.replace("listen: 127.0.0.1:8080", "listen: 127.0.0.1:" + g)
+    if "{address: 127.0.0.1:8091}" in line:
+        if host in ("inventory", "payments", "shipping"):
+            continue
+        line = line.replace("8091", a)
+    if "{address: 127.0.0.1:8092}" in line:
+        if host in ("customers", "catalog", "ordering", "sagas"):
+            continue
+        line = line.replace("8092", b)
+    sys.stdout.write(line)
+PY
+"$BIN" gateway --config "$TMP/gateway.yaml" --workers 2 >>"$TMP/gateway2.log" 2>&1 &
+GW=$!
+G=http://127.0.0.1:$PORTG
+for _ in $(seq 200); do [ "$(curl -s -o /dev/null -w '%{http_code}' "$G/health/ready")" = 200 ] && break; sleep 0.1; done
+code() { curl -s -o /dev/null -w '%{http_code}' -H 'x-user-id: ops' -H 'x-user-roles: admin' "$1"; }
+[ "$(code "$A/api/v1/inventory/00000000-0000-4000-8000-000000000000")" = 404 ] &&
+    [ "$(code "$B/api/v1/orders/00000000-0000-4000-8000-000000000000")" = 404 ] &&
+    [ "$(code "$B/api/v1/products")" = 404 ] && [ "$(code "$A/api/v1/products")" = 200 ] ||
+    fail "an instance answers routes of a context it does not serve"
+[[ $(statuses "$A") == *"stock=standby"* && $(statuses "$B") == *"orders=standby"* ]] ||
+    fail "projections of contexts served elsewhere run: C: $(statuses "$A"); D: $(statuses "$B")"
+pass "split: C ($A) serves customers, catalog, ordering, sagas; D ($B) the rest; each only its own"
+
+req "$ADA" POST /api/v1/customers '{"email": "ada@example.com", "name": "Ada Lovelace"}'
+[ "$ST" = 201 ] || fail "split: register: $ST $BODY"
+CID=$(field 'd["id"]') AID=$(field 'd["accountId"]')
+req "$ADA" POST "/api/v1/accounts/$AID/deposits" '{"amount": {"amount": 50000, "currency": "USD"}}'
+[ "$ST" = 200 ] || fail "split: deposit: $ST $BODY"
+req "$ADA" GET "/api/v1/products?limit=50"
+KB=$(field '[p["id"] for p in d["items"] if p["sku"] == "KB-01"][0]')
+req "$ADA" POST /api/v1/orders "{\"customerId\": \"$CID\", \"items\": [{\"productId\": \"$KB\", \"quantity\": 1}], $ADDR}"
+[ "$ST" = 202 ] || fail "split: order: $ST $BODY"
+OID=$(field 'd["orderId"]')
+for _ in $(seq 300); do
+    req "$ADA" GET "/api/v1/orders/$OID"
+    [ "$ST" = 200 ] && [[ $(field 'd["status"]') =~ ^(confirmed|cancelled)$ ]] && break
+    sleep 0.1
+done
+[ "$(field 'd["status"]')" = confirmed ] || fail "split: order $OID: $ST $BODY"
+req "$ADA" GET "/api/v1/inventory/$KB"
+[ "$ST" = 200 ] || fail "split: inventory through the gateway: $ST"
+pass "split, choreography: register, deposit, order $OID confirmed across the two instances"
+
+"$BIN" load --target "$G" --token "$ADMIN" --concurrency 4 --orders 40 --customers 3 \
+    --poor-ratio 0.34 --order-timeout 40 --quiet >"$TMP/load2.json" 2>"$TMP/load2.err" ||
+    fail "split: load: $(tail -3 "$TMP/load2.err")"
+python3 - "$TMP/load2.json" <<'PY' || fail "split: the load: $(cat "$TMP/load2.json")"
+import json, sys
+s = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
+print(f"# load: placed {s['placed']}, confirmed {s['confirmed']}, compensated {s['compensated']},"
+      f" pending {s['pending']}, errors {s['errors']}")
+sys.exit(0 if s["placed"] == 40 and s["pending"] == 0 and s["errors"] == 0 else 1)
+PY
+for _ in $(seq 300); do # every projection caught up (each at its instance)
+    lag=$(for x in "$A" "$B"; do curl -sf -H 'x-user-id: ops' -H 'x-user-roles: admin' "$x/admin/projections"; done |
+        python3 -c 'import json,sys; print(sum(p["lagEvents"] for l in sys.stdin for p in json.loads(l)["items"]))' 2>/dev/null)
+    [[ $lag == 0 ]] && break
+    sleep 0.1
+done
+"$BIN" store all --store "$STORE" --limit 100000000 >"$TMP/events2.jsonl" || fail "cannot read the split log"
+out=$(AGORA_SAGA_MODE=choreography python3 "$SRC/tests/integration/saga_check.py" "$TMP/events2.jsonl" "$RM" 2>&1) ||
+    fail "split invariants: $out"
+pass "split: $out"
+kill -TERM "$GW" && wait "$GW" || fail "the gateway exited with $? on SIGTERM"
+GW=""
+kill -TERM "$PA" && wait "$PA" || fail "C exited with $? on SIGTERM"
+PA=""
+kill -TERM "$PB" && wait "$PB" || fail "D exited with $? on SIGTERM"
+PB=""
+grep -l -e 'AddressSanitizer' -e 'runtime error:' -e 'LeakSanitizer' "$TMP"/*.log && fail "sanitizer report"
+pass "split: both instances and the gateway stop cleanly"

@@ -90,7 +90,7 @@ static int parse(int argc, char **argv, struct serve_opts *o)
         if (val && i + 1 < argc) {
             *val = argv[++i];
         } else if (strcmp(a, "--workers") == 0 && i + 1 < argc) {
-            o->workers = atoi(argv[++i]);
+            o->workers = (int)strtol(argv[++i], NULL, 10);
         } else if (strcmp(a, "--seed") == 0) {
             o->seed = true;
         } else if (a[0] != '-') {
@@ -182,10 +182,10 @@ static int serve(int argc, char **argv)
                                          o.saga_mode && strcmp(o.saga_mode, "choreography") == 0,
                                      .contexts = o.contexts,
                                      .shared = true};
-    const char *rw = getenv("AGORA_DB_WAIT");
-    if (rw && atoi(rw) > 0) cfg.readmodels_wait_s = (unsigned)atoi(rw);
-    const char *st = getenv("AGORA_SAGA_THREADS");
-    if (st && atoi(st) > 0 && atoi(st) <= 1024) cfg.saga_threads = (unsigned)atoi(st);
+    long rw = getenv("AGORA_DB_WAIT") ? strtol(getenv("AGORA_DB_WAIT"), NULL, 10) : 0;
+    if (rw > 0 && rw <= 86400) cfg.readmodels_wait_s = (unsigned)rw;
+    long st = getenv("AGORA_SAGA_THREADS") ? strtol(getenv("AGORA_SAGA_THREADS"), NULL, 10) : 0;
+    if (st > 0 && st <= 1024) cfg.saga_threads = (unsigned)st;
     setenv("UV_THREADPOOL_SIZE", "64", 0); /* before libuv starts its pool */
     umask(077);
     if (!ag_cli_loopback(host))

@@ -73,6 +73,7 @@ struct runner {
     bool damaged;        /* damage reported; the runner sets the file aside */
     char damage[256];    /* what was seen, for the log */
     bool rebuilding;     /* replaying into a new file: not usable for queries */
+    bool leader;         /* proj->lease or proj->off: holds the lease, applies pages */
     uint64_t target;     /* rebuilt once checkpoint >= target (the head at set-aside) */
     uint64_t generation; /* bumped on each set-aside: query handles reopen */
     bool unreachable;    /* its database did not answer the last page or ping */
@@ -89,9 +90,8 @@ struct runner {
     char **held;
     size_t nheld;
     size_t page_parks; /* events parked by the page being applied */
-    /* proj->lease or proj->off (guarded by owner->lock: leader, read by stats) */
-    bool leader;        /* holds the lease: applies pages */
-    double lease_asked; /* when a standby last asked for the lease (now_s) */
+    /* proj->lease or proj->off: when a standby last asked for the lease (now_s) */
+    double lease_asked;
 };
 
 struct ag_projector {

@@ -257,6 +257,21 @@ struct ag_projection {
      * projection committed (a page, a parked event replayed or dropped): its rows
      * are visible to queries now. For notifying readers waiting on a row. */
     void (*committed)(void *ud);
+    /* Several processes over one read-model database (`agora serve`, issue 14):
+     * the projection runs only while its runner holds the read model's lease
+     * (ag_rm_lease "projection"), asked again every second while another process
+     * holds it; meanwhile (standby) the runner follows the stored checkpoint every
+     * 100 ms (stats, ag_projector_wait and `committed` see the holder's progress).
+     * Taking the lease resumes from the stored checkpoint, so a holder that dies
+     * (its connection with it) is replaced within about a second, and no page is
+     * applied twice. */
+    bool lease;
+    /* Never run here (its context is served by other processes): only follow
+     * the stored checkpoint, as a standby does. */
+    bool off;
+    /* Optional: called on the runner's thread when it takes the lease, before its
+     * first page (the saga starter resumes the sagas it now owns). */
+    void (*leased)(void *ud);
 };
 
 struct ag_projector;
@@ -272,6 +287,7 @@ struct ag_projection_stats {
     bool unreachable;    /* its read model's database cannot be reached (it retries) */
     char error[512];     /* the error, when failed or unreachable */
     uint64_t parked;     /* events parked (unresolved) in its dead-letter list */
+    bool standby;        /* lease or off: another process runs it now */
 };
 
 /* Start one thread per projection. `dir` is the read models' URI ("sqlite:<dir>", or

@@ -77,7 +77,25 @@ struct ag_platform_config {
     size_t read_cache_bytes;    /* per in-process cache; 0 = 16 MiB; env AGORA_CACHE_BYTES */
     uint64_t read_cache_ttl_ms; /* entries live at most this; 0 = 60 s; env AGORA_CACHE_TTL */
     uint64_t views_flush_ms;    /* product views flushed to the log; 0 = 5 s */
+    /* `agora serve` (issue 14): the business contexts served here, a mask of
+     * ag_platform_context_bit()s; 0 = all. Only their routes are registered, their
+     * read models projected (the others are followed: standby) and, in
+     * choreography, their bus reactions run; the ops routes are always there. */
+    unsigned contexts;
+    /* Several processes share the store, the read models and the bus: every
+     * projection and the outbox relay run under a lease on the read models'
+     * database (one process at a time; another takes over within about a second
+     * when the holder dies), and the saga engine resumes unfinished sagas only
+     * when this process takes the saga starter's lease (the sagas are then its
+     * own). Needs PostgreSQL read models to mean anything (SQLite: always held). */
+    bool shared;
 };
+
+/* The business contexts `agora serve` can serve, NULL-terminated: customers,
+ * catalog, ordering, inventory, payments, shipping, sagas. */
+AG_EXTERN const char *const *ag_platform_context_names(void);
+/* The ag_platform_config.contexts bit of context `name`; 0 when there is none. */
+AG_EXTERN unsigned ag_platform_context_bit(const char *name);
 
 struct ag_platform;
 

@@ -111,6 +111,20 @@ AG_EXTERN int ag_rm_check(struct ag_rm *rm, struct ag_err *err);
  * projection that is idle, to notice a lost server before its next page. */
 AG_EXTERN int ag_rm_ping(struct ag_rm *rm, struct ag_err *err);
 
+/* A lease on this read-write handle's database (issue 14: several `agora serve`
+ * instances over one database, one of them doing a projection's or the relay's
+ * work): *held (OUT) says whether this handle holds the lease `key` now, taking
+ * it when free. PostgreSQL: a session advisory lock on hash(schema ':' key)
+ * (pg_try_advisory_lock) on the handle's one connection, so it is released when
+ * the holder closes or its connection dies, and a reconnection starts without it;
+ * asking again while held costs no round trip (a lost connection is noticed by
+ * the next statement or ag_rm_ping). *taken (OUT, optional) is true when this
+ * call took it (it was not held before: anything read under an earlier hold may
+ * be stale). One key per handle (another while one is held: AG_EINVAL). SQLite
+ * (one process per file): always held, never taken. */
+AG_EXTERN int ag_rm_lease(struct ag_rm *rm, const char *key, bool *held, bool *taken,
+                          struct ag_err *err);
+
 /* ---- statements ---- */
 
 /* Run one statement (rows it returns are discarded). */

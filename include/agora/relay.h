@@ -51,6 +51,12 @@ struct ag_relay_config {
     void *ud;
     size_t batch;           /* events read per page; 0 → 4096 (AG_BUS_PUBLISH_MAX) */
     int publish_timeout_ms; /* wait for the broker's acks; 0 → 5000 */
+    /* Optional (several processes over one store, `agora serve`): the relay works
+     * only while lease(lease_ud, &held, &taken) says held (0 and *held true), asked
+     * before every page and every second while standing by; when taken it starts
+     * again from the checkpoint in the store (the one before may have moved it). */
+    int (*lease)(void *ud, bool *held, bool *taken);
+    void *lease_ud;
 };
 
 struct ag_relay_stats {
@@ -62,6 +68,7 @@ struct ag_relay_stats {
     uint64_t published;  /* messages acknowledged by the broker since start */
     uint64_t failures;   /* failed publish attempts since start */
     bool failing;        /* the last attempt failed */
+    bool standby;        /* cfg.lease: another process holds it */
     char error[256];     /* its error */
 };
 

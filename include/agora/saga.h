@@ -148,11 +148,18 @@ struct ag_saga_engine_config {
      * must outlive the engine): one series per action and per compensation
      * ("<Step>/compensate"), the time the participant call took. */
     struct ag_obs_registry *metrics;
+    /* Do not resume unfinished sagas at start: another process may be driving
+     * them (`agora serve`); ag_saga_engine_resume does it once this one owns them. */
+    bool defer_resume;
 };
 
 /* Start the workers and resume every unfinished saga found in the store. */
 AG_EXTERN int ag_saga_engine_start(const struct ag_saga_engine_config *cfg,
                                    struct ag_saga_engine **out, struct ag_err *err);
+/* Queue every unfinished saga found in the store (those queued or running
+ * already are left as they are); returns how many were queued. For a process
+ * that has just become the owner of the sagas (cfg.defer_resume). */
+AG_EXTERN size_t ag_saga_engine_resume(struct ag_saga_engine *e);
 /* Stop: workers finish the step they are in; unfinished sagas resume next start. */
 AG_EXTERN void ag_saga_engine_stop(struct ag_saga_engine *e);
 /* Wait until the engine has nothing to do now: no saga queued or running, and

@@ -74,6 +74,7 @@ struct runner {
     bool damaged;        /* damage reported; the runner sets the file aside */
     char damage[256];    /* what was seen, for the log */
     bool rebuilding;     /* replaying into a new file: not usable for queries */
+    bool leader;         /* proj->lease or proj->off: holds the lease, applies pages */
     uint64_t target;     /* rebuilt once checkpoint >= target (the head at set-aside) */
     uint64_t generation; /* bumped on each set-aside: query handles reopen */
     bool unreachable;    /* its database did not answer the last page or ping */
@@ -90,6 +91,8 @@ struct runner {
     char **held;
     size_t nheld;
     size_t page_parks; /* events parked by the page being applied */
+    /* proj->lease or proj->off: when a standby last asked for the lease (now_s) */
+    double lease_asked;
 };
 
 struct ag_projector {
@@ -760,6 +763,78 @@ static void serve_request(struct runner *r)
     pthread_mutex_unlock(&o->lock);
 }
 
+/* ---- leases (several processes over one read-model database) ---- */
+
+static void set_leader(struct runner *r, bool leader)
+{
+    pthread_mutex_lock(&r->owner->lock);
+    r->leader = leader;
+    pthread_mutex_unlock(&r->owner->lock);
+}
+
+/* A standby follows the checkpoint the holder stores, so waits and readers see
+ * its progress; then naps 100 ms (interruptibly). */
+static void follow(struct runner *r)
+{
+    uint64_t stored = 0;
+    struct ag_err e;
+    ag_err_clear(&e);
+    if (ag_rm_checkpoint_get(r->db, r->proj->name, &stored, &e) == 0) {
+        set_reachable(r, NULL);
+        pthread_mutex_lock(&r->owner->lock);
+        bool moved = stored > r->checkpoint;
+        pthread_mutex_unlock(&r->owner->lock);
+        if (moved) {
+            publish(r, stored, 0, 0);
+            if (r->proj->committed) r->proj->committed(r->proj->ud);
+        }
+    } else {
+        set_reachable(r, &e);
+    }
+    for (int t = 0; t < 2 && !stopping(r->owner); t++) {
+        struct timespec ts = {0, 50000000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* Whether this runner may apply pages now (no lease needed, or it holds it).
+ * Taking the lease resumes from the stored checkpoint (the subscription is
+ * made again); a standby follows the holder and asks again every second. */
+static bool may_run(struct runner *r, struct ag_store_sub **sub, struct ag_err *err)
+{
+    const struct ag_projection *p = r->proj;
+    if (!p->lease && !p->off) return true;
+    double now = now_s();
+    bool held = false, taken = false;
+    if (!p->off && (r->leader || now - r->lease_asked >= 1.0)) {
+        r->lease_asked = now;
+        struct ag_err e;
+        ag_err_clear(&e);
+        if (ag_rm_lease(r->db, "projection", &held, &taken, &e)) set_reachable(r, &e);
+    }
+    if (held && r->leader && !taken) return true;
+    if (!held) {
+        if (r->leader) AG_WARN("projection.lease_lost", AG_LS("projection", p->name));
+        set_leader(r, false);
+        follow(r);
+        return false;
+    }
+    uint64_t stored = 0;
+    if (ag_rm_checkpoint_get(r->db, p->name, &stored, err)) return false; /* asked again */
+    pthread_mutex_lock(&r->owner->lock);
+    r->checkpoint = stored;
+    pthread_mutex_unlock(&r->owner->lock);
+    ag_store_sub_free(*sub);
+    *sub = NULL;
+    if (ag_store_subscribe(r->owner->store, NULL, 0, stored, sub, err)) return false;
+    reload_held(r); /* the holder before may have parked events */
+    set_leader(r, true);
+    AG_INFO("projection.lease_taken", AG_LS("projection", p->name),
+            AG_LU("from", (unsigned long long)stored));
+    if (p->leased) p->leased(p->ud);
+    return true;
+}
+
 static void *runner_main(void *arg)
 {
     struct runner *r = arg;
@@ -776,6 +851,13 @@ static void *runner_main(void *arg)
     }
     reload_held(r);
     while (!stopping(r->owner)) {
+        if (!may_run(r, &sub, &err)) {
+            if (!sub) { /* the subscription could not be made again */
+                fail(r, &err);
+                break;
+            }
+            continue;
+        }
         serve_request(r);
         char why[256];
         if (take_damage(r, why, sizeof why)) {
@@ -927,6 +1009,7 @@ void ag_projector_stats(struct ag_projector *o, size_t i, struct ag_projection_s
         .failed = r->failed,
         .unreachable = r->unreachable && !r->failed,
         .parked = r->parked,
+        .standby = (r->proj->lease || r->proj->off) && !r->leader,
     };
     snprintf(out->error, sizeof out->error, "%s", r->failed ? r->error : r->why);
     pthread_mutex_unlock(&o->lock);

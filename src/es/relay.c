@@ -31,6 +31,7 @@ struct ag_relay {
     struct ag_store_cursor start; /* where the thread starts (its checkpoint per shard) */
     uint64_t oldest_ns;           /* commit time of the first unpublished event (0: none) */
     bool failing;
+    bool standby; /* cfg.lease not held */
     char error[256];
 };
 
@@ -199,6 +200,45 @@ static bool pause_ms(struct ag_relay *r, uint64_t ms)
     return go;
 }
 
+static void set_standby(struct ag_relay *r, bool standby)
+{
+    pthread_mutex_lock(&r->lock);
+    if (r->standby != standby)
+        AG_INFO(standby ? "relay.standby" : "relay.lease_taken", AG_LS("relay", r->cfg.name));
+    r->standby = standby;
+    pthread_mutex_unlock(&r->lock);
+}
+
+/* cfg.lease: true when the relay may publish now. Taken anew: *from and *acked
+ * start again from the checkpoint in the store (the subscription is remade). */
+static bool leased(struct ag_relay *r, struct ag_store_sub **sub, struct ag_store_cursor *from,
+                   struct ag_store_cursor *acked, uint64_t *unsaved)
+{
+    if (!r->cfg.lease) return true;
+    bool held = false, taken = false;
+    if (r->cfg.lease(r->cfg.lease_ud, &held, &taken) || !held) {
+        ag_store_sub_free(*sub);
+        *sub = NULL;
+        *unsaved = 0; /* the next holder publishes them again; the broker drops twins */
+        set_standby(r, true);
+        return false;
+    }
+    pthread_mutex_lock(&r->lock);
+    bool was_standby = r->standby;
+    pthread_mutex_unlock(&r->lock);
+    if (taken || was_standby) {
+        uint64_t next = load_checkpoint(r); /* also sets r->start, the cursor */
+        *from = *acked = r->start;
+        pthread_mutex_lock(&r->lock);
+        r->checkpoint = r->position = next;
+        pthread_mutex_unlock(&r->lock);
+        ag_store_sub_free(*sub);
+        *sub = NULL;
+        set_standby(r, false);
+    }
+    return true;
+}
+
 static void *relay_main(void *arg)
 {
     struct ag_relay *r = arg;
@@ -209,6 +249,10 @@ static void *relay_main(void *arg)
     uint64_t unsaved = 0, saved_at = 0; /* acknowledged, not yet recorded */
     while (!stopping(r)) {
         ag_err_clear(&err);
+        if (!leased(r, &sub, &from, &acked, &unsaved)) {
+            if (!pause_ms(r, 1000)) break;
+            continue;
+        }
         if (!sub && ag_store_subscribe_cursor(r->cfg.store, &from, &sub, &err)) {
             failed(r, &err, 0);
             if (!pause_ms(r, 1000)) break;
@@ -253,7 +297,7 @@ static void *relay_main(void *arg)
         backoff = backoff ? (backoff * 2 > 5000 ? 5000 : backoff * 2) : 100;
         if (!pause_ms(r, backoff)) break;
     }
-    if (unsaved && save_checkpoint(r, &acked, &err) == 0)
+    if (unsaved && !r->standby && save_checkpoint(r, &acked, &err) == 0)
         note_saved(r, ag_store_cursor_sum(&acked));
     ag_store_sub_free(sub);
     return NULL;
@@ -273,6 +317,7 @@ int ag_relay_start(const struct ag_relay_config *cfg, struct ag_relay **out, str
     pthread_mutex_init(&r->lock, NULL);
     ag_cond_init_mono(&r->moved);
     r->checkpoint = r->position = load_checkpoint(r);
+    r->standby = r->cfg.lease != NULL; /* until the lease is taken */
     if (pthread_create(&r->thread, NULL, relay_main, r) != 0) {
         ag_relay_stop(r);
         return ag_err_set(err, AG_ENOMEM, "cannot start the relay thread");
@@ -295,8 +340,9 @@ void ag_relay_stats(struct ag_relay *r, struct ag_relay_stats *out)
                                    .head = st.events,
                                    .published = r->published,
                                    .failures = r->failures,
-                                   .failing = r->failing};
-    out->lag_events = st.events > r->position ? st.events - r->position : 0;
+                                   .failing = r->failing,
+                                   .standby = r->standby};
+    out->lag_events = st.events > r->position && !r->standby ? st.events - r->position : 0;
     uint64_t oldest = r->oldest_ns;
     snprintf(out->error, sizeof out->error, "%s", r->error);
     pthread_mutex_unlock(&r->lock);

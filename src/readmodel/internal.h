@@ -22,6 +22,8 @@ struct ag_rm_ops {
     int (*check)(struct ag_rm *rm, struct ag_err *err);
     /* can the database be reached (NULL: always, as a local file) */
     int (*ping)(struct ag_rm *rm, struct ag_err *err);
+    /* ag_rm_lease (NULL: always held, as a file only one process writes) */
+    int (*lease)(struct ag_rm *rm, const char *key, bool *held, bool *taken, struct ag_err *err);
     int (*exec)(struct ag_rm *rm, const char *sql, const struct ag_rm_arg *args, size_t nargs,
                 struct ag_err *err);
     int (*query)(struct ag_rm *rm, const char *sql, const struct ag_rm_arg *args, size_t nargs,

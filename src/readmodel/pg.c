@@ -90,6 +90,8 @@ struct conn {
     bool in_tx;             /* BEGIN sent, no COMMIT/ROLLBACK yet */
     bool busy;              /* read-only pool: handed out */
     bool piped;             /* in pipeline mode: statements sent, results not read yet */
+    bool leased;            /* holds the ag_rm_lease advisory lock (session: lost with it) */
+    char lease_key[64];     /* ... of this key (one per handle) */
     int queued;             /* statements in the pipeline */
     int deferred;           /* the transaction's first failure found in the pipeline */
     char deferred_msg[512]; /* its message */
@@ -256,7 +258,7 @@ static void conn_close(struct conn *cn)
     memset(cn->slots, 0, sizeof cn->slots);
     if (cn->c) PQfinish(cn->c);
     cn->c = NULL;
-    cn->broken = cn->in_tx = cn->piped = false;
+    cn->broken = cn->in_tx = cn->piped = cn->leased = false;
     cn->queued = cn->deferred = 0;
 }
 
@@ -869,6 +871,40 @@ static int pg_ping(struct ag_rm *rm, struct ag_err *err)
     return exec_plain(g, "SELECT 1", err);
 }
 
+static int lease_row(const struct ag_rm_row *row, void *ud)
+{
+    const char *t = ag_rm_text(row, 0);
+    *(bool *)ud = t && t[0] == 't';
+    return 1;
+}
+
+/* ag_rm_lease: a session advisory lock on hash(schema ':' key) on the writer's
+ * one connection; conn_close forgets it, so a reconnection asks again. */
+static int pg_lease(struct ag_rm *rm, const char *key, bool *held, bool *taken, struct ag_err *err)
+{
+    struct pg *g = (struct pg *)rm;
+    struct conn *cn = &g->conn[0];
+    *held = *taken = false;
+    if (g->nconn != 1) return ag_err_set(err, AG_EINVAL, "a lease needs a read-write handle");
+    if (cn->leased && strcmp(cn->lease_key, key) != 0)
+        return ag_err_set(err, AG_EINVAL, "this handle holds the lease '%s' already",
+                          cn->lease_key);
+    if (cn->leased && cn->c && !cn->broken && PQstatus(cn->c) == CONNECTION_OK) {
+        *held = true;
+        return 0;
+    }
+    bool got = false;
+    struct ag_rm_arg arg = AG_RM_TEXT(key);
+    int rc = pg_query(rm,
+                      "SELECT pg_try_advisory_lock(hashtextextended(current_schema() || ':' || "
+                      "?1::text, 0))",
+                      &arg, 1, lease_row, &got, err);
+    if (!rc) cn->leased = got; /* on the connection pg_query used (reopened or not) */
+    if (got) snprintf(cn->lease_key, sizeof cn->lease_key, "%s", key);
+    *held = *taken = cn->leased;
+    return rc;
+}
+
 /* ---- open / close ---- */
 
 static void pg_close(struct ag_rm *rm)
@@ -951,6 +987,7 @@ const struct ag_rm_ops ag__rm_pg_ops = {
     .drop = pg_drop,
     .check = pg_check,
     .ping = pg_ping,
+    .lease = pg_lease,
     .exec = pg_exec,
     .query = pg_query,
     .script = pg_script,

@@ -113,6 +113,15 @@ int ag_rm_ping(struct ag_rm *rm, struct ag_err *err)
     return rm->ops->ping ? rm->ops->ping(rm, err) : 0;
 }
 
+int ag_rm_lease(struct ag_rm *rm, const char *key, bool *held, bool *taken, struct ag_err *err)
+{
+    bool t = false;
+    *held = true;
+    int rc = rm->ops->lease ? rm->ops->lease(rm, key, held, &t, err) : 0;
+    if (taken) *taken = t;
+    return rc;
+}
+
 /* ---- statements ---- */
 
 int ag_rm_exec(struct ag_rm *rm, const char *sql, const struct ag_rm_arg *args, size_t nargs,

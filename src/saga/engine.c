@@ -742,6 +742,29 @@ static void resume_one(void *ud, const char *id)
     e->stats.resumed++;
 }
 
+struct resume_count {
+    struct ag_saga_engine *e;
+    size_t n;
+};
+
+static void resume_counted(void *ud, const char *id)
+{
+    struct resume_count *c = ud;
+    enqueue(c->e, id);
+    c->n++;
+}
+
+size_t ag_saga_engine_resume(struct ag_saga_engine *e)
+{
+    struct resume_count c = {e, 0};
+    saga_each_unfinished(&e->env, resume_counted, &c);
+    pthread_mutex_lock(&e->lock);
+    e->stats.resumed += c.n;
+    pthread_mutex_unlock(&e->lock);
+    AG_INFO("saga.resumed", AG_LU("sagas", (unsigned long long)c.n));
+    return c.n;
+}
+
 static int check_defs(const struct ag_saga_engine_config *cfg, struct ag_err *err)
 {
     for (size_t i = 0; i < cfg->ndefs; i++)
@@ -837,7 +860,7 @@ int ag_saga_engine_start(const struct ag_saga_engine_config *cfg, struct ag_saga
     ag_cond_init_mono(&e->starts); /* timed waits: monotonic, immune to clock jumps */
     ag_cond_init_mono(&e->tick);
     ag_cond_init_mono(&e->idle);
-    saga_each_unfinished(&e->env, resume_one, e);
+    if (!cfg->defer_resume) saga_each_unfinished(&e->env, resume_one, e);
     if (e->stats.resumed) AG_INFO("saga.resumed", AG_LU("sagas", e->stats.resumed));
     define_metrics(e, cfg->metrics);
     start_loop(e);

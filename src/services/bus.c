@@ -22,6 +22,7 @@
  */
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "agora/relay.h"
 #include "services/internal.h"
@@ -214,7 +215,10 @@ int svc_bus_admin(struct svc_job *j)
                   "position", (json_int_t)r.position, "head", (json_int_t)r.head, "lagEvents",
                   (json_int_t)r.lag_events, "lagSeconds", r.lag_seconds, "published",
                   (json_int_t)r.published, "failures", (json_int_t)r.failures, "status",
-                  r.failing ? "retrying" : "running", "error", r.failing ? r.error : NULL));
+                  r.standby   ? "standby"
+                  : r.failing ? "retrying"
+                              : "running",
+                  "error", r.failing ? r.error : NULL));
 }
 
 int ag_platform_bus_ready(void *ud, struct ag_buf *detail)
@@ -262,6 +266,22 @@ static void bus_collect(void *ud)
                      h.connected ? 1 : 0);
 }
 
+/* cfg.shared: the relay's lease, on a read-write handle of its own (the read
+ * model "leases", on the relay's thread only), pinged once a second so a lost
+ * connection (and with it the lease) is noticed. */
+static int relay_lease(void *ud, bool *held, bool *taken)
+{
+    struct ag_platform *p = ud;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    double now = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    if (now - p->lease_pinged >= 1.0) {
+        p->lease_pinged = now;
+        ag_rm_ping(p->lease_rm, NULL);
+    }
+    return ag_rm_lease(p->lease_rm, "relay:outbox", held, taken, NULL);
+}
+
 int svc_bus_start(struct ag_platform *p, struct ag_err *err)
 {
     if (!p->cfg.bus_uri) return 0;
@@ -269,6 +289,11 @@ int svc_bus_start(struct ag_platform *p, struct ag_err *err)
     int rc = ag_bus_open(p->cfg.bus_uri, &o, &p->bus, err);
     struct ag_relay_config rc_cfg = {
         .store = p->store, .bus = p->bus, .name = "outbox", .map = svc_published_language};
+    if (!rc && p->cfg.shared) {
+        rc = ag_rm_open(p->rms.dir, "leases", AG_RM_READWRITE, &p->lease_rm, err);
+        rc_cfg.lease = relay_lease;
+        rc_cfg.lease_ud = p;
+    }
     if (!rc) rc = ag_relay_start(&rc_cfg, &p->relay, err);
     if (rc) return rc;
     for (size_t i = 0; i < SVC_MAX_CONTEXTS; i++)
@@ -289,6 +314,8 @@ void svc_bus_stop(struct ag_platform *p)
 {
     ag_relay_stop(p->relay);
     p->relay = NULL;
+    ag_rm_close(p->lease_rm); /* after its one user, the relay's thread */
+    p->lease_rm = NULL;
     ag_bus_close(p->bus);
     p->bus = NULL;
 }

@@ -152,6 +152,8 @@ struct ag_platform {
     struct svc_logtail *logtail;     /* GET /admin/log/stream's notifier (logtail.c) */
     struct svc_admission *admission; /* orders in flight (admission.c) */
     struct svc_cache *cache;         /* the read caches (readcache.c), or NULL */
+    struct ag_rm *lease_rm;          /* cfg.shared: the relay's lease (rm_leases; bus.c) */
+    double lease_pinged;             /* when the relay's lease handle was last pinged */
 };
 
 /* ---- an order as the PlaceOrder steps need it (sagas/placeorder.c) ---- */

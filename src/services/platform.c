@@ -54,6 +54,9 @@ static int projections(struct svc_job *j)
         if (!s.failed && !ag_projector_usable(p->projector, i, NULL))
             json_object_set_new(json_array_get(items, json_array_size(items) - 1), "status",
                                 json_string("rebuilding"));
+        else if (!s.failed && s.standby) /* another process holds its lease (agora serve) */
+            json_object_set_new(json_array_get(items, json_array_size(items) - 1), "status",
+                                json_string("standby"));
     }
     return svc_ok(j, 200, json_pack("{s:o}", "items", items));
 }
@@ -138,6 +141,55 @@ static const struct svc_context *const contexts[] = {
     &ops_context,           &svc_mcp_context,       &svc_console_context,  &svc_traces_context,
     &svc_logtail_context,   &svc_statstream_context};
 
+/* ---- which contexts this process serves (`agora serve`) ---- */
+
+const char *const *ag_platform_context_names(void)
+{
+    static const char *const names[] = {"customers", "catalog",  "ordering", "inventory",
+                                        "payments",  "shipping", "sagas",    NULL};
+    return names;
+}
+
+unsigned ag_platform_context_bit(const char *name)
+{
+    const char *const *n = ag_platform_context_names();
+    for (unsigned i = 0; n[i]; i++)
+        if (strcmp(n[i], name) == 0) return 1u << i;
+    return 0;
+}
+
+/* Whether context `c` is served here: every one when the mask is 0, and the
+ * platform's own (ops, audit, console...) always. */
+static bool served(const struct ag_platform *p, const struct svc_context *c)
+{
+    unsigned bit = ag_platform_context_bit(c->name);
+    return !p->cfg.contexts || !bit || (p->cfg.contexts & bit);
+}
+
+/* The saga starter's lease taken: the unfinished sagas are this process's now. */
+static void sagas_owned(void *ud)
+{
+    struct ag_platform *p = ud;
+    if (p->sagas && !p->cfg.choreography) ag_saga_engine_resume(p->sagas);
+}
+
+/* cfg.shared: every projection under a lease; those of contexts served elsewhere
+ * only followed (off). The saga starter goes with the sagas context. */
+static void share_projections(struct ag_platform *p)
+{
+    if (!p->cfg.shared && !p->cfg.contexts) return;
+    for (int rm = 0; rm <= RM_COUNT; rm++) {
+        const char *owner = rm == RM_COUNT ? "sagas" : NULL;
+        for (size_t i = 0; i < AG_ARRAY_SIZE(contexts) && !owner; i++)
+            if (contexts[i]->rm == (enum rm_id)rm && ag_platform_context_bit(contexts[i]->name))
+                owner = contexts[i]->name;
+        unsigned bit = owner ? ag_platform_context_bit(owner) : 0;
+        p->projs[rm].lease = p->cfg.shared;
+        p->projs[rm].off = p->cfg.contexts && bit && !(p->cfg.contexts & bit);
+    }
+    p->projs[RM_COUNT].leased = sagas_owned;
+}
+
 static void fill_projections(struct ag_platform *p)
 {
     svc_event_schemas_install(); /* before anything reads the log (schemas.c) */
@@ -147,6 +199,7 @@ static void fill_projections(struct ag_platform *p)
     ag_saga_projection(p->saga_defs, 1, &p->projs[RM_SAGAS]);
     if (p->cfg.choreography) svc_chor_projection(&p->projs[RM_SAGAS]);
     svc_saga_starter_projection(p, &p->projs[RM_COUNT]);
+    share_projections(p);
 }
 
 int ag_platform_projections_ready(void *ud, struct ag_buf *detail)
@@ -291,7 +344,8 @@ static int start_http(struct ag_platform *p, struct ag_err *err)
             p->envs[i].peers = p->envs;
             p->envs[i].npeers = AG_ARRAY_SIZE(contexts);
         }
-        rc = svc_routes(p, &p->envs[i], contexts[i]->routes, contexts[i]->nroutes);
+        if (served(p, contexts[i]))
+            rc = svc_routes(p, &p->envs[i], contexts[i]->routes, contexts[i]->nroutes);
     }
     if (rc) return ag_err_set(err, rc, "cannot register the routes");
     struct ag_http_server_config hc = {.host = p->cfg.host,
@@ -426,7 +480,9 @@ int ag_platform_start(const struct ag_platform_config *cfg, struct ag_platform *
                                        .ndefs = 1,
                                        .threads = cfg->saga_threads ? cfg->saga_threads
                                                                     : saga_threads_default(),
-                                       .metrics = p->metrics};
+                                       .metrics = p->metrics,
+                                       /* shared: resumed when the starter's lease is taken */
+                                       .defer_resume = cfg->shared};
     if (!rc) rc = ag_saga_engine_start(&sc, &p->sagas, err);
     if (!rc && svc_waiters_new(cfg->max_waiters, &p->waiters))
         rc = ag_err_set(err, AG_ENOMEM, "out of memory");

@@ -45,3 +45,30 @@ agora_stop() {
 
 # json_field EXPR: evaluate a Python expression over the JSON on stdin (as `d`).
 json_field() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1]))" "$1"; }
+
+# serve_start NAME ARGS...: `agora serve ARGS...` (which include --listen), output in
+# $TMP/NAME.log; waits until it prints "serving ... on http://" and /health/ready
+# answers 200. Sets SERVE_PID (the caller keeps it) and SERVE_BASE.
+serve_start() {
+    local name=$1
+    shift
+    "$BIN" serve "$@" >>"$TMP/$name.log" 2>&1 &
+    SERVE_PID=$!
+    SERVE_BASE=""
+    for _ in $(seq 600); do
+        SERVE_BASE=$(grep -o 'on http://[0-9.]*:[0-9]*' "$TMP/$name.log" | head -1 | sed 's/^on //') || true
+        [ -n "$SERVE_BASE" ] && break
+        kill -0 "$SERVE_PID" 2>/dev/null || fail "agora serve ($name) exited: $(tail -5 "$TMP/$name.log")"
+        sleep 0.1
+    done
+    [ -n "$SERVE_BASE" ] || fail "agora serve ($name) did not start"
+    for _ in $(seq 300); do
+        [ "$(curl -s -o /dev/null -w '%{http_code}' "$SERVE_BASE/health/ready")" = 200 ] && return 0
+        kill -0 "$SERVE_PID" 2>/dev/null || fail "agora serve ($name) exited"
+        sleep 0.1
+    done
+    fail "agora serve ($name) is not ready at $SERVE_BASE"
+}
+
+# free_port: a port the kernel has free now (for addresses a configuration names).
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }

@@ -3,6 +3,9 @@
 
 usage: saga_check.py EVENTS.jsonl READMODELS_DIR
 
+READMODELS_DIR may be a postgresql:// URI (the read models' schemas rm_<name> in
+that database, read with psql: serve.sh).
+
 EVENTS.jsonl is `agora store all` (one event per line, in commit order). The log is
 the truth; the read models must agree with it. Prints one summary line and exits 0,
 or prints every violation found (up to a limit) and exits 1.
@@ -237,7 +240,22 @@ def check_stock(log, chk):
             chk.fail(f"cancelled order {oid} still has an arranged shipment")
 
 
+def query_pg(uri, name, sql):
+    """The read model's schema rm_<name> through psql; numbers as ints, bytea as bytes."""
+    import subprocess
+    out = subprocess.run(["psql", uri, "-AtqX", "-F", "\t", "-c",
+                          f"SET search_path TO rm_{name}", "-c", sql],
+                         check=True, capture_output=True, text=True).stdout
+    def cell(v):
+        if v.startswith("\\x"):
+            return bytes.fromhex(v[2:])
+        return int(v) if v.lstrip("-").isdigit() else v
+    return [tuple(cell(v) for v in line.split("\t")) for line in out.splitlines() if line]
+
+
 def query(rm_dir, name, sql):
+    if rm_dir.startswith("postgresql://"):
+        return query_pg(rm_dir, name, sql)
     db = sqlite3.connect(f"file:{os.path.join(rm_dir, name + '.db')}?mode=ro", uri=True)
     try:
         return db.execute(sql).fetchall()

@@ -471,11 +471,13 @@ static void get_finish(struct svc_job *j, struct ag_http_req *req)
     j->ext = NULL;
 }
 
-/* Read the order into the job's answer (200 or 404); past the last commit when woken. */
+/* Read the order into the job's answer (200 or 404); past the last commit when woken.
+ * The owner filter compares customer_id first: PostgreSQL types a placeholder where
+ * it first sees it, and customer_id is bytea (an admin's NULL filter included). */
 static int read_order(struct svc_job *j)
 {
     static const struct svc_one one = {RM_ORDERS,
-                                       ORDER_COLS " WHERE id=?1 AND (?2 IS NULL OR customer_id=?2)",
+                                       ORDER_COLS " WHERE id=?1 AND (customer_id=?2 OR ?2 IS NULL)",
                                        order_row,
                                        "order",
                                        "Order not found",
@@ -653,9 +655,9 @@ static int list(struct svc_job *j)
     /* a customer lists its own orders only (another customerId: an empty list) */
     const char *args[] = {j->q[0], j->q[1], j->q[3] ? j->q[3] : "", lim, svc_owner_filter(j)};
     json_t *rows = svc_rm_query_ids(j->env, RM_ORDERS,
-                                    ORDER_COLS " WHERE (?1 IS NULL OR customer_id=?1) AND (?2 IS"
-                                               " NULL OR status=?2) AND (?5 IS NULL OR"
-                                               " customer_id=?5) AND id > ?3 ORDER BY id LIMIT ?4",
+                                    ORDER_COLS " WHERE (customer_id=?1 OR ?1 IS NULL) AND (?2 IS"
+                                               " NULL OR status=?2) AND (customer_id=?5 OR"
+                                               " ?5 IS NULL) AND id > ?3 ORDER BY id LIMIT ?4",
                                     args, 5, SVC_ID(0) | SVC_ID(2) | SVC_ID(4), order_row);
     if (!rows) return AG_EIO;
     j->rm_position = ag_projector_position(j->env->projector);

@@ -607,8 +607,13 @@ int svc_chor_start(struct ag_platform *p, struct svc_chor **out, struct ag_err *
     c->p = p;
     c->env = &p->env;
     int rc = 0;
+    /* agora serve: a context's reactions run where the context is served */
+    static const char *const context_of[C_COUNT] = {"inventory", "payments", "shipping",
+                                                    "ordering"};
     for (int i = 0; i < C_COUNT && !rc; i++) {
         struct reactor *x = &c->r[i];
+        if (p->cfg.contexts && !(p->cfg.contexts & ag_platform_context_bit(context_of[i])))
+            continue;
         x->chor = c;
         x->which = i;
         x->rng = 0x9E3779B97F4A7C15ull ^ ((uint64_t)time(NULL) << 8) ^ (uint64_t)(i + 1);
@@ -637,7 +642,9 @@ int svc_chor_start(struct ag_platform *p, struct svc_chor **out, struct ag_err *
 
 struct ag_bus_worker *svc_chor_worker(const struct svc_chor *c, size_t i)
 {
-    return c && i < C_COUNT ? c->r[i].w : NULL;
+    for (size_t k = 0; c && k < C_COUNT; k++) /* the i-th of those running here */
+        if (c->r[k].w && i-- == 0) return c->r[k].w;
+    return NULL;
 }
 
 void svc_chor_stop(struct svc_chor *c)

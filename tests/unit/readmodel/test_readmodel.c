@@ -733,3 +733,37 @@ Test(readmodel, a_transaction_reads_its_own_writes_and_holds_many)
     cr_assert_eq(count(rw), 1001, "nothing of it stayed");
     cr_assert_eq(put(rw, "after", 1, NULL), 0, "the handle works again");
 }
+
+/* ---- leases (agora serve: one instance per projection) ---- */
+
+Test(readmodel, a_lease_is_held_by_one_writer_and_passes_on_when_it_closes)
+{
+    struct ag_err err;
+    ag_err_clear(&err);
+    bool held = false, taken = false;
+    cr_assert_eq(ag_rm_lease(rw, "projection", &held, &taken, &err), 0, "%s", err.msg);
+    cr_assert(held);
+    cr_assert_eq(taken, on_pg, "taken by this call on PostgreSQL; SQLite: always held");
+    cr_assert_eq(ag_rm_lease(rw, "projection", &held, &taken, &err), 0, "%s", err.msg);
+    cr_assert(held && !taken, "asked again: still held, not taken anew");
+    if (!on_pg) return;
+    struct ag_rm *other;
+    cr_assert_eq(ag_rm_open(uri, "t", AG_RM_READWRITE, &other, &err), 0, "%s", err.msg);
+    cr_assert_eq(ag_rm_lease(other, "projection", &held, &taken, &err), 0, "%s", err.msg);
+    cr_assert(!held && !taken, "another writer of the same read model waits");
+    struct ag_rm *third;
+    cr_assert_eq(ag_rm_open(uri, "t", AG_RM_READWRITE, &third, &err), 0, "%s", err.msg);
+    cr_assert_eq(ag_rm_lease(third, "relay", &held, &taken, &err), 0, "%s", err.msg);
+    cr_assert(held && taken, "another key is another lease");
+    cr_assert_eq(ag_rm_lease(third, "projection", &held, &taken, &err), AG_EINVAL,
+                 "one lease per handle");
+    ag_rm_close(third);
+    ag_rm_close(rw); /* the holder goes, its session with it (the server ends it soon after) */
+    rw = other;      /* teardown closes it */
+    held = false;
+    for (int i = 0; i < 250 && !held; i++) {
+        cr_assert_eq(ag_rm_lease(other, "projection", &held, &taken, &err), 0, "%s", err.msg);
+        if (!held) nanosleep(&(struct timespec){0, 20000000}, NULL);
+    }
+    cr_assert(held && taken, "taken over once the holder's connection closed");
+}

@@ -1,0 +1,217 @@
+/* agora serve: some of the platform's contexts in one process, as one of several
+ * instances over a shared PostgreSQL store and read models and a NATS bus, on a
+ * network address behind `agora gateway` (issue 14). The work the instances share
+ * is split by leases (ag_platform_config.shared); the contexts not named here are
+ * served by other instances. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "agora/http.h"
+#include "agora/platform.h"
+#include "cli/cli.h"
+
+static const char usage_text[] =
+    "usage: agora serve <context>... --store URI --readmodels URI [--bus URI]\n"
+    "                   [--listen HOST:PORT] [--data DIR] [--saga-mode MODE] [--workers N]\n"
+    "                   [--seed]\n"
+    "\n"
+    "Serve some contexts of the platform as one of several instances (agora run is the\n"
+    "one-process shape). Contexts: customers, catalog, ordering, inventory, payments,\n"
+    "shipping, sagas, or all. Any number of instances of a context may run at once over\n"
+    "the same store, read models and bus: commands are checked by expected versions,\n"
+    "each projection and the outbox relay run in one instance at a time under a lease\n"
+    "(a PostgreSQL advisory lock on the read models' database: when its holder dies,\n"
+    "another instance takes it over within about a second), the orchestrated sagas\n"
+    "belong to the instance holding the saga starter's lease and are resumed by the\n"
+    "next one, and the choreography's bus consumers are shared JetStream consumers.\n"
+    "Put `agora gateway` in front (deploy/serve/gateway.yaml): the instances trust its\n"
+    "x-user-id / x-user-roles headers and authenticate nobody themselves.\n"
+    "\n"
+    "  --store URI         postgresql://USER@HOST/DB?schema=S (env AGORA_STORE)\n"
+    "  --readmodels URI    postgresql://USER@HOST/DB (env AGORA_READMODELS)\n"
+    "  --bus URI           nats://HOST:PORT[,...] (env AGORA_BUS); needed for\n"
+    "                      --saga-mode choreography and for publishing integration events\n"
+    "  --listen HOST:PORT  where to serve HTTP (default 127.0.0.1:8081, env AGORA_LISTEN)\n"
+    "  --data DIR          the personal data's keys (DIR/keys), shared by the instances\n"
+    "                      of one machine (default ./data, env AGORA_DATA)\n"
+    "  --saga-mode MODE    orchestration (default) or choreography (env AGORA_SAGA_MODE)\n"
+    "  --workers N         HTTP worker loops (default: number of cores)\n"
+    "  --seed              the demo catalog and customers when the store is empty (start\n"
+    "                      one instance with it, alone, before the others)\n"
+    "\n"
+    "file: stores, sqlite: read models and the local: bus belong to one process and\n"
+    "are refused here: use agora run for them.\n";
+
+struct serve_opts {
+    const char *listen, *store, *readmodels, *bus, *data, *saga_mode;
+    unsigned contexts;
+    int workers;
+    bool seed;
+};
+
+static const char *env_or(const char *name, const char *dflt)
+{
+    const char *v = getenv(name);
+    return v && *v ? v : dflt;
+}
+
+static int context_arg(const char *a, unsigned *mask)
+{
+    unsigned bit = ag_platform_context_bit(a);
+    if (strcmp(a, "all") == 0) {
+        for (const char *const *n = ag_platform_context_names(); *n; n++)
+            *mask |= ag_platform_context_bit(*n);
+        return 0;
+    }
+    if (bit) {
+        *mask |= bit;
+        return 0;
+    }
+    return ag_cli_usage_error("serve: unknown context '%s': one of customers, catalog, ordering, "
+                              "inventory, payments, shipping, sagas or all",
+                              a);
+}
+
+static int parse(int argc, char **argv, struct serve_opts *o)
+{
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char **val = strcmp(a, "--listen") == 0       ? &o->listen
+                           : strcmp(a, "--store") == 0      ? &o->store
+                           : strcmp(a, "--readmodels") == 0 ? &o->readmodels
+                           : strcmp(a, "--bus") == 0        ? &o->bus
+                           : strcmp(a, "--data") == 0       ? &o->data
+                           : strcmp(a, "--saga-mode") == 0  ? &o->saga_mode
+                                                            : NULL;
+        if (val && i + 1 < argc) {
+            *val = argv[++i];
+        } else if (strcmp(a, "--workers") == 0 && i + 1 < argc) {
+            o->workers = (int)strtol(argv[++i], NULL, 10);
+        } else if (strcmp(a, "--seed") == 0) {
+            o->seed = true;
+        } else if (a[0] != '-') {
+            if (context_arg(a, &o->contexts)) return 2;
+        } else {
+            return ag_cli_usage_error(
+                "serve: unknown or incomplete option '%s' (see 'agora serve --help')", a);
+        }
+    }
+    return 0;
+}
+
+/* The shared adapters only: one process's log, files or in-store bus would make
+ * a second instance see other data, or double its work. */
+static int check_shared(const struct serve_opts *o)
+{
+    if (!o->contexts)
+        return ag_cli_usage_error("serve: name the contexts to serve, e.g. 'agora serve "
+                                  "customers catalog ...' or 'agora serve all'");
+    if (!o->store || strncmp(o->store, "postgresql://", 13) != 0)
+        return ag_cli_usage_error(
+            "serve: --store (AGORA_STORE) must be postgresql://...: the instances share the "
+            "event store, and %s is one process's (use 'agora run' for it)",
+            o->store ? o->store : "the default file: log");
+    if (!o->readmodels || strncmp(o->readmodels, "postgresql://", 13) != 0)
+        return ag_cli_usage_error(
+            "serve: --readmodels (AGORA_READMODELS) must be postgresql://...: the instances "
+            "share the read models and their leases, and %s is one process's files (use "
+            "'agora run' for them)",
+            o->readmodels ? o->readmodels : "the default sqlite:");
+    if (o->bus && strncmp(o->bus, "nats://", 7) != 0)
+        return ag_cli_usage_error("serve: --bus (AGORA_BUS) must be nats://...: '%s' is one "
+                                  "process's bus (use 'agora run' for it)",
+                                  o->bus);
+    bool chor = o->saga_mode && strcmp(o->saga_mode, "choreography") == 0;
+    if (o->saga_mode && !chor && strcmp(o->saga_mode, "orchestration") != 0)
+        return ag_cli_usage_error(
+            "serve: --saga-mode takes orchestration or choreography, not '%s'", o->saga_mode);
+    if (chor && !o->bus)
+        return ag_cli_usage_error(
+            "serve: --saga-mode choreography needs --bus nats://...: the contexts react to "
+            "each other's events there");
+    if (o->workers < 0 || o->workers > 256)
+        return ag_cli_usage_error("serve: --workers takes 1..256");
+    return 0;
+}
+
+static void contexts_text(unsigned mask, char *out, size_t n)
+{
+    size_t len = 0;
+    out[0] = 0;
+    for (const char *const *c = ag_platform_context_names(); *c; c++)
+        if ((mask & ag_platform_context_bit(*c)) && len < n)
+            len += (size_t)snprintf(out + len, n - len, "%s%s", len ? " " : "", *c);
+}
+
+static int serve(int argc, char **argv)
+{
+    if (ag_cli_wants_help(argc, argv)) {
+        fputs(usage_text, stdout);
+        return 0;
+    }
+    struct serve_opts o = {.listen = env_or("AGORA_LISTEN", "127.0.0.1:8081"),
+                           .store = env_or("AGORA_STORE", NULL),
+                           .readmodels = env_or("AGORA_READMODELS", NULL),
+                           .bus = env_or("AGORA_BUS", NULL),
+                           .data = env_or("AGORA_DATA", "./data"),
+                           .saga_mode = env_or("AGORA_SAGA_MODE", NULL)};
+    int prc = parse(argc, argv, &o);
+    if (!prc) prc = check_shared(&o);
+    if (prc) return prc;
+    char host[64];
+    uint16_t port = 0;
+    struct ag_err err;
+    ag_err_clear(&err);
+    if (ag_hostport_parse(o.listen, AG_HOSTPORT_PORT0, host, sizeof host, &port, &err))
+        return ag_cli_usage_error("serve: --listen takes HOST:PORT, e.g. 127.0.0.1:8081: %s",
+                                  err.msg);
+    struct ag_platform_config cfg = {.data_dir = o.data,
+                                     .store_uri = o.store,
+                                     .readmodels_uri = o.readmodels,
+                                     .host = host,
+                                     .port = port,
+                                     .workers = o.workers,
+                                     .seed = o.seed,
+                                     .behind_gateway = true,
+                                     .bus_uri = o.bus,
+                                     .choreography =
+                                         o.saga_mode && strcmp(o.saga_mode, "choreography") == 0,
+                                     .contexts = o.contexts,
+                                     .shared = true};
+    long rw = getenv("AGORA_DB_WAIT") ? strtol(getenv("AGORA_DB_WAIT"), NULL, 10) : 0;
+    if (rw > 0 && rw <= 86400) cfg.readmodels_wait_s = (unsigned)rw;
+    long st = getenv("AGORA_SAGA_THREADS") ? strtol(getenv("AGORA_SAGA_THREADS"), NULL, 10) : 0;
+    if (st > 0 && st <= 1024) cfg.saga_threads = (unsigned)st;
+    setenv("UV_THREADPOOL_SIZE", "64", 0); /* before libuv starts its pool */
+    umask(077);
+    if (!ag_cli_loopback(host))
+        fprintf(stderr,
+                "agora serve: warning: %s is not loopback: the instance trusts the "
+                "identity headers of whoever reaches it (no mTLS yet): let only the "
+                "gateway reach it\n",
+                host);
+    struct ag_platform *p = NULL;
+    int rc = ag_http_listen_check(host, port, &err);
+    if (!rc && mkdir(o.data, 0700) != 0 && errno != EEXIST)
+        rc = ag_err_set(&err, AG_EIO, "%s: %s", o.data, strerror(errno));
+    if (!rc) rc = ag_platform_start(&cfg, &p, &err);
+    if (rc) {
+        fprintf(stderr, "agora serve: %s\n", ag_err_msg(&err, rc));
+        return 1;
+    }
+    char names[128];
+    contexts_text(o.contexts, names, sizeof names);
+    fprintf(stderr, "agora: serving %s on http://%s:%u (instance pid %ld); Ctrl-C to stop\n", names,
+            host, ag_platform_port(p), (long)getpid());
+    ag_platform_run_until_signal(p);
+    ag_platform_stop(p);
+    fprintf(stderr, "agora: stopped\n");
+    return 0;
+}
+
+const struct ag_cli_cmd ag_cli_cmd_serve = {
+    "serve", "serve some contexts as one of several instances (shared PostgreSQL + NATS)", serve};

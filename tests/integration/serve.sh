@@ -1,0 +1,299 @@
+#!/usr/bin/env bash
+# `agora serve` (issue 14): two instances, A and B, each serving every context over
+# one PostgreSQL (store and read models, tests/lib/pgtmp.sh) and one NATS JetStream
+# (nats-server -js on loopback), behind `agora gateway` configured by
+# deploy/serve/gateway.yaml (its two endpoints moved to the test's ports). Checks:
+#   - the CLI: --help, no context / an unknown one / file: / sqlite: / local: refused
+#     with exit 2 and a clear message;
+#   - leases: every projection and the relay run in exactly one instance, standby in
+#     the other;
+#   - the API tour's core, through the gateway only (tokens from `agora token
+#     --config`): register, deposit, order confirmed, another customer cannot read it;
+#   - an order load through the gateway while the instance holding the saga starter's
+#     lease (the sagas' owner) is SIGKILLed: the other takes its leases over, every
+#     order the load saw accepted reaches a final state, and saga_check.py (money and
+#     stock conserved, read models equal to the log: no page applied twice) passes;
+#   - then the split shape, --saga-mode choreography on a new store: C serves
+#     customers, catalog, ordering and sagas, D inventory, payments and shipping (the
+#     gateway's clusters each list one of them): each answers only its contexts'
+#     routes, the tour's core and a small load go through, and saga_check.py passes.
+# Skips (77) without PostgreSQL; needs nats-server (scripts/bootstrap.sh).
+set -uo pipefail
+BIN=${AGORA_BIN:?AGORA_BIN not set}
+SRC=${AG_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
+source "$SRC/tests/lib/pgtmp.sh"
+source "$SRC/tests/integration/run_lib.bash"
+command -v nats-server >/dev/null || { echo "serve: nats-server is not installed" >&2; exit 1; }
+TMP=$(mktemp -d /tmp/agora-serve-XXXXXX)
+PA="" PB="" GW="" NPID="" LPID=""
+cleanup() {
+    for p in $LPID $GW $PA $PB $NPID; do kill -9 "$p" 2>/dev/null; done
+    wait 2>/dev/null
+    pgtmp_stop
+    [ -n "${KEEP:-}" ] || rm -rf "$TMP"
+}
+trap cleanup EXIT
+fail() {
+    echo "serve: FAIL: $*" >&2
+    for f in "$TMP"/*.log; do echo "--- $f" >&2; tail -15 "$f" >&2; done
+    exit 1
+}
+pass() { echo "ok - $*"; }
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
+
+# ---- the command line ----
+"$BIN" serve --help | grep -q 'usage: agora serve <context>' || fail "serve --help"
+expect2() { # expect2 WORDS ARGS...: exit 2, stderr mentions WORDS
+    local want=$1 out rc
+    shift
+    out=$("$BIN" serve "$@" 2>&1 >/dev/null)
+    rc=$?
+    [ "$rc" = 2 ] || fail "agora serve $* exited $rc, not 2"
+    [[ $out == *"$want"* ]] || fail "agora serve $*: '$out' does not say '$want'"
+}
+PGX=postgresql:///x
+expect2 "name the contexts" --store $PGX --readmodels $PGX
+expect2 "unknown context 'billing'" customers billing --store $PGX --readmodels $PGX
+expect2 "--store (AGORA_STORE) must be postgresql://" all --store "file:$TMP/d" --readmodels $PGX
+expect2 "--readmodels (AGORA_READMODELS) must be postgresql://" all --store $PGX --readmodels "sqlite:$TMP/r"
+expect2 "--bus (AGORA_BUS) must be nats://" all --store $PGX --readmodels $PGX --bus local:
+expect2 "needs --bus nats://" all --store $PGX --readmodels $PGX --saga-mode choreography
+pass "agora serve --help; no context, an unknown one, file:, sqlite:, local: refused (exit 2)"
+
+# ---- PostgreSQL, NATS ----
+pgtmp_start || exit $?
+NPORT=$(free_port)
+nats-server -js -a 127.0.0.1 -p "$NPORT" -sd "$TMP/js" -l "$TMP/nats.log" &
+NPID=$!
+for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$NPORT") 2>/dev/null && break; sleep 0.1; done
+STORE="$AGORA_TEST_PG_URI&schema=serve"
+RM=$AGORA_TEST_PG_URI
+export AGORA_JWT_SECRET
+AGORA_JWT_SECRET=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
+PORTA=$(free_port) PORTB=$(free_port) PORTG=$(free_port)
+common=(--store "$STORE" --readmodels "$RM" --bus "nats://127.0.0.1:$NPORT" --data "$TMP/data" --workers 2)
+
+# A first and alone with --seed (the demo catalog), then B
+serve_start a all --listen "127.0.0.1:$PORTA" "${common[@]}" --seed
+PA=$SERVE_PID A=$SERVE_BASE
+serve_start b all --listen "127.0.0.1:$PORTB" "${common[@]}"
+PB=$SERVE_PID B=$SERVE_BASE
+
+sed -e "s/127.0.0.1:8091/127.0.0.1:$PORTA/; s/127.0.0.1:8092/127.0.0.1:$PORTB/" \
+    -e "s/listen: 127.0.0.1:8080/listen: 127.0.0.1:$PORTG/" "$SRC/deploy/serve/gateway.yaml" >"$TMP/gateway.yaml"
+"$BIN" gateway --config "$TMP/gateway.yaml" --check >/dev/null 2>"$TMP/check.log" ||
+    fail "deploy/serve/gateway.yaml does not compile: $(cat "$TMP/check.log")"
+"$BIN" gateway --config "$TMP/gateway.yaml" --workers 2 >>"$TMP/gateway.log" 2>&1 &
+GW=$!
+G=http://127.0.0.1:$PORTG
+for _ in $(seq 200); do [ "$(curl -s -o /dev/null -w '%{http_code}' "$G/health/ready")" = 200 ] && break; sleep 0.1; done
+pass "PostgreSQL, NATS, instances A ($A) and B ($B), the gateway ($G)"
+
+tok() { "$BIN" token --config "$TMP/gateway.yaml" --sub "$1" --role "$2"; }
+ADMIN=$(tok ops admin) ADA=$(tok ada customer) BOB=$(tok bob customer)
+
+# ---- leases: each projection and the relay run in one instance ----
+# status of every projection at an instance (straight to it, as the gateway would:
+# the instances trust its identity headers)
+statuses() {
+    curl -sf -H 'x-user-id: ops' -H 'x-user-roles: admin' "$1/admin/projections" |
+        python3 -c 'import json,sys; print(" ".join(p["name"]+"="+p["status"] for p in json.load(sys.stdin)["items"]))'
+}
+relay_status() {
+    curl -sf -H 'x-user-id: ops' -H 'x-user-roles: admin' "$1/admin/bus" | json_field 'd["relay"]["status"]'
+}
+leases_split() { # every projection running in exactly one of A, B; the relay too
+    local sa sb
+    sa=$(statuses "$A") && sb=$(statuses "$B") || return 1
+    python3 - "$sa" "$sb" <<'PY' || return 1
+import sys
+a = dict(x.split("=") for x in sys.argv[1].split())
+b = dict(x.split("=") for x in sys.argv[2].split())
+ok = all(sorted([a[n], b[n]]) == ["running", "standby"] for n in a)
+sys.exit(0 if ok and a.keys() == b.keys() else 1)
+PY
+    [[ "$(relay_status "$A") $(relay_status "$B")" =~ ^(running\ standby|standby\ running)$ ]]
+}
+for _ in $(seq 100); do leases_split && break; sleep 0.1; done
+leases_split || fail "leases not split: A: $(statuses "$A") relay $(relay_status "$A"); B: $(statuses "$B") relay $(relay_status "$B")"
+pass "each projection and the relay run in one instance, standby in the other"
+
+# ---- the API tour's core, through the gateway ----
+req() { # req TOKEN METHOD PATH [BODY]: sets ST and BODY
+    local t=$1 m=$2 p=$3 d=${4:-}
+    local args=(-s -o "$TMP/body" -w '%{http_code}' -X "$m" -H "Authorization: Bearer $t")
+    [ -n "$d" ] && args+=(-H 'Content-Type: application/json' --data-binary "$d")
+    ST=$(curl "${args[@]}" "$G$p")
+    BODY=$(cat "$TMP/body")
+}
+field() { json_field "$1" <<<"$BODY"; }
+req "$ADA" POST /api/v1/customers '{"email": "ada@example.com", "name": "Ada Lovelace"}'
+[ "$ST" = 201 ] || fail "register: $ST $BODY"
+CID=$(field 'd["id"]') AID=$(field 'd["accountId"]')
+req "$ADA" POST "/api/v1/accounts/$AID/deposits" '{"amount": {"amount": 50000, "currency": "USD"}}'
+[ "$ST" = 200 ] || fail "deposit: $ST $BODY"
+req "$ADA" GET "/api/v1/products?limit=50"
+[ "$ST" = 200 ] || fail "products: $ST"
+KB=$(field '[p["id"] for p in d["items"] if p["sku"] == "KB-01"][0]')
+ADDR='"shippingAddress": {"street": "1 Main St", "city": "Springfield", "state": "IL", "zipCode": "62701", "country": "US"}'
+req "$ADA" POST /api/v1/orders "{\"customerId\": \"$CID\", \"items\": [{\"productId\": \"$KB\", \"quantity\": 1}], $ADDR}"
+[ "$ST" = 202 ] || fail "order: $ST $BODY"
+OID=$(field 'd["orderId"]')
+for _ in $(seq 200); do
+    req "$ADA" GET "/api/v1/orders/$OID"
+    [ "$ST" = 200 ] && [[ $(field 'd["status"]') =~ ^(confirmed|cancelled)$ ]] && break
+    sleep 0.1
+done
+[ "$(field 'd["status"]')" = confirmed ] || fail "order $OID: $ST $BODY"
+req "$BOB" GET "/api/v1/orders/$OID"
+[ "$ST" = 404 ] || fail "bob reads ada's order: $ST"
+req "$BOB" GET "/api/v1/customers/$CID"
+[ "$ST" = 404 ] || fail "bob reads ada: $ST"
+pass "through the gateway: register, deposit, order $OID confirmed; another customer gets 404"
+
+# ---- kill -9 the sagas' owner during a load ----
+owner_of_sagas() { # A or B: where saga_starter runs
+    if [[ $(statuses "$A") == *saga_starter=running* ]]; then echo A; else echo B; fi
+}
+OWNER=$(owner_of_sagas)
+"$BIN" load --target "$G" --token "$ADMIN" --concurrency 4 --duration 6 --customers 4 \
+    --poor-ratio 0.25 --order-timeout 40 --quiet >"$TMP/load.json" 2>"$TMP/load.err" &
+LPID=$!
+sleep 2.5
+if [ "$OWNER" = A ]; then kill -9 "$PA"; wait "$PA" 2>/dev/null; PA="" SURV=$B SPID=$PB; else
+    kill -9 "$PB"; wait "$PB" 2>/dev/null; PB="" SURV=$A SPID=$PA; fi
+wait "$LPID"
+LPID=""
+kill -0 "$SPID" 2>/dev/null || fail "the surviving instance died"
+python3 - "$TMP/load.json" <<'PY' || fail "the load: $(cat "$TMP/load.json") $(tail -3 "$TMP/load.err")"
+import json, sys
+s = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
+print(f"# load: placed {s['placed']}, confirmed {s['confirmed']}, compensated {s['compensated']},"
+      f" pending {s['pending']}, errors {s['errors']}, transport errors {s.get('transportErrors')}")
+sys.exit(0 if s["placed"] > 0 and s["pending"] == 0 else 1)
+PY
+grep -q '"projection.lease_taken".*saga_starter\|saga_starter.*projection.lease_taken' "$TMP/$([ "$OWNER" = A ] && echo b || echo a).log" ||
+    fail "the survivor did not take the saga starter's lease"
+settled=0
+for _ in $(seq 600); do
+    running=$(curl -sf -H 'x-user-id: ops' -H 'x-user-roles: admin' "$SURV/admin/sagas?status=running&limit=1" |
+        json_field 'len(d["items"])' 2>/dev/null)
+    st=$(statuses "$SURV")
+    lag=$(curl -sf -H 'x-user-id: ops' -H 'x-user-roles: admin' "$SURV/admin/projections" |
+        json_field 'sum(p["lagEvents"] for p in d["items"])' 2>/dev/null)
+    if [[ $running == 0 && $lag == 0 && $st != *standby* ]]; then
+        settled=$((settled + 1))
+        ((settled >= 3)) && break
+    else
+        settled=0
+    fi
+    sleep 0.1
+done
+((settled >= 3)) || fail "not settled after the kill: running=$running lag=$lag $st"
+pass "killed the sagas' owner ($OWNER) under load: the other took every lease over, every accepted order is final"
+
+"$BIN" store all --store "$STORE" --limit 100000000 >"$TMP/events.jsonl" || fail "cannot read the log"
+out=$(python3 "$SRC/tests/integration/saga_check.py" "$TMP/events.jsonl" "$RM" 2>&1) || fail "invariants: $out"
+pass "$out"
+
+kill -TERM "$GW"
+wait "$GW" || fail "the gateway exited with $? on SIGTERM"
+GW=""
+kill -TERM "$SPID"
+wait "$SPID" || fail "the surviving instance exited with $? on SIGTERM"
+PA="" PB=""
+grep -l -e 'AddressSanitizer' -e 'runtime error:' -e 'LeakSanitizer' "$TMP"/*.log && fail "sanitizer report"
+pass "the survivor and the gateway stop cleanly"
+
+# ---- the split shape: choreography, C = customers catalog ordering sagas, D = the rest ----
+psql "$AGORA_TEST_PG_URI" -qX -c 'CREATE DATABASE split' >/dev/null || fail "CREATE DATABASE split"
+RM=${AGORA_TEST_PG_URI/\/\/\/postgres?/\/\/\/split?} # a database of its own: new read models
+STORE="$RM&schema=es"
+PORTA=$(free_port) PORTB=$(free_port) PORTG=$(free_port)
+common=(--store "$STORE" --readmodels "$RM" --bus "nats://127.0.0.1:$NPORT" --data "$TMP/data"
+    --workers 2 --saga-mode choreography)
+serve_start c customers catalog ordering sagas --listen "127.0.0.1:$PORTA" "${common[@]}" --seed
+PA=$SERVE_PID A=$SERVE_BASE
+serve_start d inventory payments shipping --listen "127.0.0.1:$PORTB" "${common[@]}"
+PB=$SERVE_PID B=$SERVE_BASE
+# the gateway: customers, catalog, ordering, sagas at C only; inventory, payments,
+# shipping at D only; ops at both
+python3 - "$SRC/deploy/serve/gateway.yaml" "$PORTA" "$PORTB" "$PORTG" >"$TMP/gateway.yaml" <<'PY'
+import sys
+src, a, b, g = sys.argv[1:]
+host = None
+for line in open(src):
+    if line.startswith("  - host: "):
+        host = line.split()[-1]
+    line = line.replace("listen: 127.0.0.1:8080", "listen: 127.0.0.1:" + g)
+    if "{address: 127.0.0.1:8091}" in line:
+        if host in ("inventory", "payments", "shipping"):
+            continue
+        line = line.replace("8091", a)
+    if "{address: 127.0.0.1:8092}" in line:
+        if host in ("customers", "catalog", "ordering", "sagas"):
+            continue
+        line = line.replace("8092", b)
+    sys.stdout.write(line)
+PY
+"$BIN" gateway --config "$TMP/gateway.yaml" --workers 2 >>"$TMP/gateway2.log" 2>&1 &
+GW=$!
+G=http://127.0.0.1:$PORTG
+for _ in $(seq 200); do [ "$(curl -s -o /dev/null -w '%{http_code}' "$G/health/ready")" = 200 ] && break; sleep 0.1; done
+code() { curl -s -o /dev/null -w '%{http_code}' -H 'x-user-id: ops' -H 'x-user-roles: admin' "$1"; }
+[ "$(code "$A/api/v1/inventory/00000000-0000-4000-8000-000000000000")" = 404 ] &&
+    [ "$(code "$B/api/v1/orders/00000000-0000-4000-8000-000000000000")" = 404 ] &&
+    [ "$(code "$B/api/v1/products")" = 404 ] && [ "$(code "$A/api/v1/products")" = 200 ] ||
+    fail "an instance answers routes of a context it does not serve"
+[[ $(statuses "$A") == *"stock=standby"* && $(statuses "$B") == *"orders=standby"* ]] ||
+    fail "projections of contexts served elsewhere run: C: $(statuses "$A"); D: $(statuses "$B")"
+pass "split: C ($A) serves customers, catalog, ordering, sagas; D ($B) the rest; each only its own"
+
+req "$ADA" POST /api/v1/customers '{"email": "ada@example.com", "name": "Ada Lovelace"}'
+[ "$ST" = 201 ] || fail "split: register: $ST $BODY"
+CID=$(field 'd["id"]') AID=$(field 'd["accountId"]')
+req "$ADA" POST "/api/v1/accounts/$AID/deposits" '{"amount": {"amount": 50000, "currency": "USD"}}'
+[ "$ST" = 200 ] || fail "split: deposit: $ST $BODY"
+req "$ADA" GET "/api/v1/products?limit=50"
+KB=$(field '[p["id"] for p in d["items"] if p["sku"] == "KB-01"][0]')
+req "$ADA" POST /api/v1/orders "{\"customerId\": \"$CID\", \"items\": [{\"productId\": \"$KB\", \"quantity\": 1}], $ADDR}"
+[ "$ST" = 202 ] || fail "split: order: $ST $BODY"
+OID=$(field 'd["orderId"]')
+for _ in $(seq 300); do
+    req "$ADA" GET "/api/v1/orders/$OID"
+    [ "$ST" = 200 ] && [[ $(field 'd["status"]') =~ ^(confirmed|cancelled)$ ]] && break
+    sleep 0.1
+done
+[ "$(field 'd["status"]')" = confirmed ] || fail "split: order $OID: $ST $BODY"
+req "$ADA" GET "/api/v1/inventory/$KB"
+[ "$ST" = 200 ] || fail "split: inventory through the gateway: $ST"
+pass "split, choreography: register, deposit, order $OID confirmed across the two instances"
+
+"$BIN" load --target "$G" --token "$ADMIN" --concurrency 4 --orders 40 --customers 3 \
+    --poor-ratio 0.34 --order-timeout 40 --quiet >"$TMP/load2.json" 2>"$TMP/load2.err" ||
+    fail "split: load: $(tail -3 "$TMP/load2.err")"
+python3 - "$TMP/load2.json" <<'PY' || fail "split: the load: $(cat "$TMP/load2.json")"
+import json, sys
+s = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
+print(f"# load: placed {s['placed']}, confirmed {s['confirmed']}, compensated {s['compensated']},"
+      f" pending {s['pending']}, errors {s['errors']}")
+sys.exit(0 if s["placed"] == 40 and s["pending"] == 0 and s["errors"] == 0 else 1)
+PY
+for _ in $(seq 300); do # every projection caught up (each at its instance)
+    lag=$(for x in "$A" "$B"; do curl -sf -H 'x-user-id: ops' -H 'x-user-roles: admin' "$x/admin/projections"; done |
+        python3 -c 'import json,sys; print(sum(p["lagEvents"] for l in sys.stdin for p in json.loads(l)["items"]))' 2>/dev/null)
+    [[ $lag == 0 ]] && break
+    sleep 0.1
+done
+"$BIN" store all --store "$STORE" --limit 100000000 >"$TMP/events2.jsonl" || fail "cannot read the split log"
+out=$(AGORA_SAGA_MODE=choreography python3 "$SRC/tests/integration/saga_check.py" "$TMP/events2.jsonl" "$RM" 2>&1) ||
+    fail "split invariants: $out"
+pass "split: $out"
+kill -TERM "$GW" && wait "$GW" || fail "the gateway exited with $? on SIGTERM"
+GW=""
+kill -TERM "$PA" && wait "$PA" || fail "C exited with $? on SIGTERM"
+PA=""
+kill -TERM "$PB" && wait "$PB" || fail "D exited with $? on SIGTERM"
+PB=""
+grep -l -e 'AddressSanitizer' -e 'runtime error:' -e 'LeakSanitizer' "$TMP"/*.log && fail "sanitizer report"
+pass "split: both instances and the gateway stop cleanly"

@@ -781,11 +781,13 @@ static void follow(struct runner *r)
     ag_err_clear(&e);
     if (ag_rm_checkpoint_get(r->db, r->proj->name, &stored, &e) == 0) {
         set_reachable(r, NULL);
+        struct ag_store_cursor c; /* the holder's checkpoint of every shard */
+        load_cursor(r->owner->store, r->db, r->proj->name, &c);
         pthread_mutex_lock(&r->owner->lock);
-        bool moved = stored > r->checkpoint;
+        bool moved = ag_store_cursor_sum(&c) > r->checkpoint;
         pthread_mutex_unlock(&r->owner->lock);
         if (moved) {
-            publish(r, stored, 0, 0);
+            publish(r, &c, 0, 0);
             if (r->proj->committed) r->proj->committed(r->proj->ud);
         }
     } else {
@@ -821,12 +823,15 @@ static bool may_run(struct runner *r, struct ag_store_sub **sub, struct ag_err *
     }
     uint64_t stored = 0;
     if (ag_rm_checkpoint_get(r->db, p->name, &stored, err)) return false; /* asked again */
+    struct ag_store_cursor c;
+    load_cursor(r->owner->store, r->db, p->name, &c);
     pthread_mutex_lock(&r->owner->lock);
-    r->checkpoint = stored;
+    r->cur = c;
+    r->checkpoint = ag_store_cursor_sum(&c);
     pthread_mutex_unlock(&r->owner->lock);
     ag_store_sub_free(*sub);
     *sub = NULL;
-    if (ag_store_subscribe(r->owner->store, NULL, 0, stored, sub, err)) return false;
+    if (ag_store_subscribe_cursor(r->owner->store, &c, sub, err)) return false;
     reload_held(r); /* the holder before may have parked events */
     set_leader(r, true);
     AG_INFO("projection.lease_taken", AG_LS("projection", p->name),

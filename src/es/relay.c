@@ -3,10 +3,17 @@
  * the published language to the bus, checkpointing after the broker's acks.
  *
  * Invariant: `checkpoint` (durable, in `_relay-<name>`) never passes an event that
- * should be published and was not acknowledged. Every page is published whole or
- * retried whole from the page's first position (the subscription is remade), and
- * the bus drops what the broker already had (dedup by event id), so a retry after
- * an ack that was lost publishes nothing twice.
+ * should be published and was not acknowledged. Pages go down the bus's pipe
+ * (ag_bus_pipe_send) without waiting for the broker, each marked with the position
+ * after it; the relay's position and checkpoint only follow the acknowledged
+ * prefix the pipe reports (ag_bus_pipe_acked). A failed or lost publish resets the
+ * pipe and publishes again from that prefix (the subscription is remade), and the
+ * bus drops what the broker already had (dedup by event id), so a retry after an
+ * ack that was lost publishes nothing twice.
+ *
+ * Latency: the thread sleeps in the store's wait_head (woken by the append), sends
+ * at once, and never waits for an fsync: the checkpoint is written by a second
+ * thread (the saver), which records the latest prefix it was given.
  */
 #include <jansson.h>
 #include <pthread.h>
@@ -25,8 +32,12 @@ struct ag_relay {
     bool started;
     pthread_mutex_t lock;
     pthread_cond_t moved; /* position advanced, or stop asked (monotonic waits) */
+    pthread_t saver;      /* writes the checkpoint, off the publish path */
+    bool saver_started;
+    pthread_cond_t save; /* save_want moved, or the saver is to finish */
     /* guarded by lock */
-    bool stopping;
+    bool stopping, saver_exit;
+    uint64_t save_want; /* the acknowledged prefix to record (> checkpoint: to do) */
     uint64_t checkpoint, position, published, failures;
     uint64_t oldest_ns; /* commit time of the first unpublished event (0: none) */
     bool failing;
@@ -72,10 +83,13 @@ static void prefill(const struct ag_event *ev, struct ag_relay_msg *m)
 {
     memset(m, 0, sizeof *m);
     ag_uuid_format(&ev->id, m->id);
-    json_t *meta = json_loadb(ev->metadata, ev->metadata_len, 0, NULL);
-    const char *tp = json_string_value(json_object_get(meta, "traceparent"));
-    if (tp) snprintf(m->traceparent, sizeof m->traceparent, "%s", tp);
-    json_decref(meta);
+    /* most events carry no trace context: parse the metadata only when it might */
+    if (ev->metadata_len && memmem(ev->metadata, ev->metadata_len, "traceparent", 11)) {
+        json_t *meta = json_loadb(ev->metadata, ev->metadata_len, 0, NULL);
+        const char *tp = json_string_value(json_object_get(meta, "traceparent"));
+        if (tp) snprintf(m->traceparent, sizeof m->traceparent, "%s", tp);
+        json_decref(meta);
+    }
     m->msg.time_ns = ev->time_ns;
 }
 
@@ -91,13 +105,13 @@ static void link_msg(struct ag_relay_msg *m)
     m->msg.data_len = m->data ? strlen(m->data) : 0;
 }
 
-/* Map the page's events and publish those of the published language. */
-static int publish_page(struct ag_relay *r, const struct ag_event_page *pg, size_t *npub,
+/* Map the page's events and send those of the published language down the bus's
+ * pipe, marked with `next` (the position after the page). */
+static int publish_page(struct ag_relay *r, const struct ag_event_page *pg, uint64_t next,
                         struct ag_err *err)
 {
     struct ag_relay_msg *rm = ag_calloc(pg->count ? pg->count : 1, sizeof *rm);
     struct ag_bus_msg *msgs = ag_calloc(pg->count ? pg->count : 1, sizeof *msgs);
-    *npub = 0;
     if (!rm || !msgs) {
         ag_free(rm);
         ag_free(msgs);
@@ -122,11 +136,10 @@ static int publish_page(struct ag_relay *r, const struct ag_event_page *pg, size
             ag_free(rm[n].data);
         }
     }
-    if (!rc && n) rc = ag_bus_publish(r->cfg.bus, msgs, n, r->cfg.publish_timeout_ms, err);
+    if (!rc) rc = ag_bus_pipe_send(r->cfg.bus, msgs, n, next, r->cfg.publish_timeout_ms, err);
     for (size_t i = 0; i < n; i++) ag_free(rm[i].data);
     ag_free(rm);
     ag_free(msgs);
-    *npub = n;
     return rc;
 }
 
@@ -144,10 +157,39 @@ static void note(struct ag_relay *r, uint64_t next, size_t published, bool durab
     pthread_mutex_unlock(&r->lock);
 }
 
-static void note_saved(struct ag_relay *r, uint64_t checkpoint)
+/* The saver thread: records the latest acknowledged prefix it is given (a newer
+ * one given meanwhile replaces it), so the relay never waits for the fsync. */
+static void *saver_main(void *arg)
+{
+    struct ag_relay *r = arg;
+    pthread_mutex_lock(&r->lock);
+    for (;;) {
+        if (r->save_want > r->checkpoint) {
+            uint64_t want = r->save_want;
+            pthread_mutex_unlock(&r->lock);
+            struct ag_err err;
+            int rc = save_checkpoint(r, want, &err);
+            pthread_mutex_lock(&r->lock);
+            if (!rc && want > r->checkpoint) r->checkpoint = want;
+            if (!rc) continue;
+            if (r->saver_exit) break; /* given up: a restart republishes more (dedup) */
+            struct timespec ts;
+            ag_deadline_mono_in_ms(&ts, 100);
+            pthread_cond_timedwait(&r->save, &r->lock, &ts);
+            continue;
+        }
+        if (r->saver_exit) break;
+        pthread_cond_wait(&r->save, &r->lock);
+    }
+    pthread_mutex_unlock(&r->lock);
+    return NULL;
+}
+
+static void save_async(struct ag_relay *r, uint64_t next)
 {
     pthread_mutex_lock(&r->lock);
-    r->checkpoint = checkpoint;
+    if (next > r->save_want) r->save_want = next;
+    pthread_cond_signal(&r->save);
     pthread_mutex_unlock(&r->lock);
 }
 
@@ -183,59 +225,91 @@ static bool pause_ms(struct ag_relay *r, uint64_t ms)
     return go;
 }
 
+/* The relay thread's own state. */
+struct loop {
+    struct ag_store_sub *sub;
+    uint64_t from;     /* where `sub` reads from (after a failure: `acked`) */
+    uint64_t acked;    /* the acknowledged prefix: everything below is handled */
+    uint64_t seen;     /* the pipe's `acked` count already added to `published` */
+    uint64_t unsaved;  /* messages acknowledged since the last checkpoint */
+    uint64_t saved_at; /* when the last checkpoint was written (monotonic ms) */
+};
+
+/* Take what the broker acknowledged: the position moves; the checkpoint is written
+ * at most every CHECKPOINT_MS while busy (and when idle): a crash republishes at
+ * most that much, which the broker's dedup window drops. */
+static void advance(struct ag_relay *r, struct loop *l, const struct ag_bus_pipe_stat *ps,
+                    bool idle)
+{
+    uint64_t delta = ps->acked - l->seen;
+    l->seen = ps->acked;
+    l->unsaved += delta;
+    if (ps->marked && ps->mark > l->acked) {
+        l->acked = ps->mark;
+        note(r, l->acked, delta, false);
+    } else if (delta) {
+        note(r, l->acked, delta, false);
+    }
+    if (l->unsaved && (idle || mono_ms() - l->saved_at >= CHECKPOINT_MS)) {
+        save_async(r, l->acked);
+        l->unsaved = 0;
+        l->saved_at = mono_ms();
+    }
+}
+
+/* One step: the acks so far, then the next page into the pipe; when nothing is
+ * new, wait for the acks in flight or (with none) for the next event. */
+static int step(struct ag_relay *r, struct loop *l, struct ag_err *err)
+{
+    struct ag_bus_pipe_stat ps;
+    int lost = r->cfg.publish_timeout_ms;
+    int rc = ag_bus_pipe_acked(r->cfg.bus, 0, lost, &ps, err);
+    if (rc) return rc;
+    advance(r, l, &ps, false);
+    struct ag_event_page pg;
+    rc = ag_store_sub_next(l->sub, r->cfg.batch, ps.inflight ? 0 : 100, &pg, err);
+    if (rc == AG_ETIMEDOUT) { /* nothing new: the acks, or the idle checkpoint */
+        ag_err_clear(err);
+        rc = ps.inflight ? ag_bus_pipe_acked(r->cfg.bus, 100, lost, &ps, err) : 0;
+        if (!rc) advance(r, l, &ps, ps.inflight == 0);
+        return rc;
+    }
+    if (rc) return rc;
+    rc = publish_page(r, &pg, ag_store_sub_checkpoint(l->sub), err);
+    ag_event_page_free(&pg);
+    return rc;
+}
+
 static void *relay_main(void *arg)
 {
     struct ag_relay *r = arg;
-    struct ag_store_sub *sub = NULL;
     struct ag_err err;
-    uint64_t backoff = 0, from = r->checkpoint;
-    uint64_t acked = from, unsaved = 0, saved_at = 0; /* acknowledged, not yet recorded */
+    struct loop l = {.from = r->checkpoint, .acked = r->checkpoint};
+    uint64_t backoff = 0;
     while (!stopping(r)) {
         ag_err_clear(&err);
-        if (!sub && ag_store_subscribe(r->cfg.store, NULL, 0, from, &sub, &err)) {
-            failed(r, &err, 0);
-            if (!pause_ms(r, 1000)) break;
-            continue;
-        }
-        struct ag_event_page pg;
-        int rc = ag_store_sub_next(sub, r->cfg.batch, 100, &pg, &err);
+        int rc = l.sub ? 0 : ag_store_subscribe(r->cfg.store, NULL, 0, l.from, &l.sub, &err);
+        if (!rc) rc = step(r, &l, &err);
         if (rc == AG_ECLOSED) break;
-        size_t npub = 0;
-        uint64_t next = ag_store_sub_checkpoint(sub);
-        if (rc == AG_ETIMEDOUT) { /* idle: record what was acknowledged */
-            if (unsaved && save_checkpoint(r, acked, &err) == 0) note_saved(r, acked), unsaved = 0;
-            continue;
-        }
         if (!rc) {
-            uint64_t oldest = pg.count ? pg.events[0].time_ns : 0;
-            rc = publish_page(r, &pg, &npub, &err);
-            if (rc) failed(r, &err, oldest);
-            ag_event_page_free(&pg);
-        }
-        if (!rc) {
-            note(r, next, npub, false);
-            from = next;
             backoff = 0;
-            if (npub) acked = next, unsaved += npub;
-            /* the checkpoint is written at most every CHECKPOINT_MS while busy (and
-             * when idle): a crash republishes at most that much, which the broker's
-             * dedup window drops */
-            if (unsaved && mono_ms() - saved_at >= CHECKPOINT_MS &&
-                save_checkpoint(r, acked, &err) == 0) {
-                note_saved(r, acked);
-                unsaved = 0;
-                saved_at = mono_ms();
-            }
             continue;
         }
-        /* publish again from the page's start (the broker drops what it had) */
-        ag_store_sub_free(sub);
-        sub = NULL;
+        /* publish again from the acknowledged prefix (the broker drops what it had) */
+        failed(r, &err, 0);
+        ag_bus_pipe_reset(r->cfg.bus);
+        l.seen = 0;
+        ag_store_sub_free(l.sub);
+        l.sub = NULL;
+        l.from = l.acked;
         backoff = backoff ? (backoff * 2 > 5000 ? 5000 : backoff * 2) : 100;
         if (!pause_ms(r, backoff)) break;
     }
-    if (unsaved && save_checkpoint(r, acked, &err) == 0) note_saved(r, acked);
-    ag_store_sub_free(sub);
+    struct ag_bus_pipe_stat ps; /* stopping: what is in flight, then the checkpoint */
+    if (ag_bus_pipe_acked(r->cfg.bus, r->cfg.publish_timeout_ms, 0, &ps, &err) == 0)
+        advance(r, &l, &ps, true);
+    ag_bus_pipe_reset(r->cfg.bus);
+    ag_store_sub_free(l.sub);
     return NULL;
 }
 
@@ -252,8 +326,10 @@ int ag_relay_start(const struct ag_relay_config *cfg, struct ag_relay **out, str
     snprintf(r->stream, sizeof r->stream, "_relay-%s", r->cfg.name);
     pthread_mutex_init(&r->lock, NULL);
     ag_cond_init_mono(&r->moved);
-    r->checkpoint = r->position = load_checkpoint(r);
-    if (pthread_create(&r->thread, NULL, relay_main, r) != 0) {
+    ag_cond_init_mono(&r->save);
+    r->checkpoint = r->position = r->save_want = load_checkpoint(r);
+    r->saver_started = pthread_create(&r->saver, NULL, saver_main, r) == 0;
+    if (!r->saver_started || pthread_create(&r->thread, NULL, relay_main, r) != 0) {
         ag_relay_stop(r);
         return ag_err_set(err, AG_ENOMEM, "cannot start the relay thread");
     }
@@ -308,7 +384,13 @@ void ag_relay_stop(struct ag_relay *r)
     r->stopping = true;
     pthread_cond_broadcast(&r->moved);
     pthread_mutex_unlock(&r->lock);
-    if (r->started) pthread_join(r->thread, NULL);
+    if (r->started) pthread_join(r->thread, NULL); /* its last word: save_want */
+    pthread_mutex_lock(&r->lock);
+    r->saver_exit = true; /* the saver records what is left, then ends */
+    pthread_cond_signal(&r->save);
+    pthread_mutex_unlock(&r->lock);
+    if (r->saver_started) pthread_join(r->saver, NULL);
+    pthread_cond_destroy(&r->save);
     pthread_cond_destroy(&r->moved);
     pthread_mutex_destroy(&r->lock);
     ag_free(r);

@@ -159,6 +159,21 @@ static int account_money(struct ag_store *s, const struct ag_event *ev, json_t *
     return rc;
 }
 
+/* a b c d into out (truncated to `size`): the relay maps every event, no printf. */
+static void concat4(char *out, size_t size, const char *a, const char *b, const char *c,
+                    const char *d)
+{
+    const char *parts[] = {a, b, c, d};
+    size_t o = 0;
+    for (int i = 0; i < 4; i++) {
+        size_t n = strlen(parts[i]);
+        if (n > size - 1 - o) n = size - 1 - o;
+        memcpy(out + o, parts[i], n);
+        o += n;
+    }
+    out[o] = 0;
+}
+
 int svc_published_language(void *ud, struct ag_store *s, const struct ag_event *ev,
                            struct ag_relay_msg *out)
 {
@@ -186,10 +201,12 @@ int svc_published_language(void *ud, struct ag_store *s, const struct ag_event *
     if (rc) return rc > 0 ? 0 : rc;
     if (!out->data) return AG_ENOMEM;
     const char *type = e->as ? e->as : e->type;
-    snprintf(out->topic, sizeof out->topic, "agora.%s.%s", e->context, type);
-    snprintf(out->type, sizeof out->type, "agora.%s.%s", e->context, type);
-    snprintf(out->source, sizeof out->source, "/agora/%s", e->context);
-    snprintf(out->subject, sizeof out->subject, "%.*s", (int)id_len, id);
+    concat4(out->topic, sizeof out->topic, "agora.", e->context, ".", type);
+    concat4(out->type, sizeof out->type, "agora.", e->context, ".", type);
+    concat4(out->source, sizeof out->source, "/agora/", e->context, "", "");
+    if (id_len >= sizeof out->subject) id_len = sizeof out->subject - 1;
+    memcpy(out->subject, id, id_len);
+    out->subject[id_len] = 0;
     return 1; /* jansson allocates through ag_malloc: the relay frees with ag_free */
 }
 

@@ -275,19 +275,16 @@ static void put_str(struct ag_buf *b, const char *key, const char *v)
     size_t kn = strlen(key), vn = strlen(v), i = 0;
     while (i < vn && (unsigned char)v[i] >= 0x20 && v[i] != '"' && v[i] != '\\') i++;
     if (ag_buf_reserve(b, kn + vn + 6)) return;
-    char *o = b->data + b->len;
-    *o++ = ',', *o++ = '"';
-    memcpy(o, key, kn), o += kn;
-    *o++ = '"', *o++ = ':';
+    ag_buf_append(b, ",\"", 2);
+    ag_buf_append(b, key, kn);
     if (i < vn) { /* something to escape */
-        b->len = (size_t)(o - b->data);
+        ag_buf_append(b, "\":", 2);
         ag_buf_json_str(b, v, vn);
         return;
     }
-    *o++ = '"';
-    memcpy(o, v, vn), o += vn;
-    *o++ = '"';
-    b->len = (size_t)(o - b->data);
+    ag_buf_append(b, "\":\"", 3);
+    ag_buf_append(b, v, vn);
+    ag_buf_putc(b, '"');
 }
 
 /* RFC 3339 UTC with microseconds, as ag_time_rfc3339, without printf. */

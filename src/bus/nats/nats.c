@@ -76,6 +76,8 @@ struct nbus {
     char pipe_msg[200];
     size_t pipe_want;   /* a waiter wants ring_count <= this (SIZE_MAX: none waits) */
     struct ag_buf body; /* the CloudEvent being sent; under `lock` */
+    bool sent_async;    /* libnats has had an async publish (its pending list exists:
+                           asking for it before crashes libnats 3.4); under `lock` */
 };
 
 /* One pipelined message: acked (or failed) by on_ack, found by its natsMsg (the
@@ -198,21 +200,22 @@ static void on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void
     AG_UNUSED(js);
     struct nbus *nb = ud;
     char why[200] = "";
-    if (pae || !pa)
+    bool ok = !pae && pa;
+    if (!ok)
         snprintf(why, sizeof why, "%s (%d)",
                  pae && pae->ErrText ? pae->ErrText
                  : pae               ? nstatus(pae->Err)
                                      : "no ack",
                  pae ? (int)pae->ErrCode : 0);
     pthread_mutex_lock(&nb->acks);
-    if (!why[0]) {
+    if (ok) {
         nb->published++;
         if (pa->Duplicate) nb->duplicates++;
     }
-    if (!pipe_ack(nb, msg, why[0] ? why : NULL) && nb->waiting) { /* a synchronous publish */
-        if (why[0]) nb->failed++, snprintf(nb->fail_msg, sizeof nb->fail_msg, "%s", why);
+    if (!pipe_ack(nb, msg, ok ? NULL : why) && nb->waiting) { /* a synchronous publish */
+        if (!ok) nb->failed++, snprintf(nb->fail_msg, sizeof nb->fail_msg, "%s", why);
         nb->waiting--;
-        if (!nb->waiting || why[0]) pthread_cond_broadcast(&nb->acked);
+        if (!nb->waiting || !ok) pthread_cond_broadcast(&nb->acked);
     }
     pthread_mutex_unlock(&nb->acks);
     natsMsg_Destroy(msg);
@@ -305,6 +308,7 @@ static int npublish(struct ag_bus *b, const struct ag_bus_msg *msgs, size_t n, i
     pthread_mutex_unlock(&nb->acks);
     size_t sent = 0;
     for (; !rc && sent < n; sent++) rc = send_one(nb, &msgs[sent], &nb->body, err);
+    if (sent) nb->sent_async = true;
     struct timespec until;
     ag_deadline_mono_in_ms(&until, timeout_ms > 0 ? timeout_ms : 5000);
     pthread_mutex_lock(&nb->acks);
@@ -379,6 +383,7 @@ static int npipe_send(struct ag_bus *b, const struct ag_bus_msg *msgs, size_t n,
         po.MsgId = msgs[i].id;
         natsMsg *sent = msg;
         if (!rc) s = js_PublishMsgAsync(nb->js, &msg, &po);
+        if (!rc) nb->sent_async = true;
         if (!rc && s != NATS_OK) { /* not sent: its slot is the last one */
             pthread_mutex_lock(&nb->acks);
             if (nb->ring_count && slot_at(nb, nb->ring_count - 1)->msg == sent) nb->ring_count--;
@@ -421,7 +426,8 @@ static void npipe_reset(struct ag_bus *b)
     struct nbus *nb = (struct nbus *)b;
     pthread_mutex_lock(&nb->lock);
     natsMsgList pending = {0}; /* what libnats still holds is never sent now */
-    if (js_PublishAsyncGetPendingList(&pending, nb->js) == NATS_OK) natsMsgList_Destroy(&pending);
+    if (nb->sent_async && js_PublishAsyncGetPendingList(&pending, nb->js) == NATS_OK)
+        natsMsgList_Destroy(&pending);
     pthread_mutex_lock(&nb->acks);
     nb->ring_head = nb->ring_count = 0;
     memset(&nb->pst, 0, sizeof nb->pst);

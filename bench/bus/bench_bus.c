@@ -16,7 +16,9 @@
  *                            time − the event's commit time in the log (the CloudEvent
  *                            `time`, wall clock, same host), p50/p99.
  *
- * Usage: bench_bus NATS_URL [EVENTS] [E2E_EVENTS]  (defaults 20000 and 2000).
+ * Usage: bench_bus NATS_URL [EVENTS] [E2E_EVENTS] [ROUNDS]  (defaults 20000, 2000, 3):
+ * ROUNDS alternating raw/relay rounds (the order swapped each round), a ratio per
+ * round and their median.
  * One JSON object per line on stdout.
  */
 #include <jansson.h>
@@ -39,7 +41,15 @@ static uint64_t mono_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-static int raw_publish(const char *url, int n)
+/* CPU time of this process (every thread: the publisher's and libnats's), ns. */
+static uint64_t cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static int raw_publish(const char *url, int n, int round)
 {
     natsConnection *nc = NULL;
     jsCtx *js = NULL;
@@ -56,7 +66,7 @@ static int raw_publish(const char *url, int n)
     char body[420];
     memset(body, 'x', sizeof body - 1);
     body[sizeof body - 1] = 0;
-    uint64_t t0 = mono_ns();
+    uint64_t t0 = mono_ns(), c0 = cpu_ns();
     for (int i = 0; i < n; i++) {
         char id[40];
         snprintf(id, sizeof id, "raw-%d-%llu", i, (unsigned long long)t0);
@@ -70,10 +80,10 @@ static int raw_publish(const char *url, int n)
     jsPubOptions_Init(&po);
     po.MaxWait = 60000;
     js_PublishAsyncComplete(js, &po);
-    double s = (double)(mono_ns() - t0) / 1e9;
-    printf("{\"bench\":\"bus.publish\",\"impl\":\"raw\",\"params\":{\"events\":%d},\"ops_per_s\":%."
-           "0f}\n",
-           n, n / s);
+    double s = (double)(mono_ns() - t0) / 1e9, cpu = (double)(cpu_ns() - c0) / 1e3 / n;
+    printf("{\"bench\":\"bus.publish\",\"impl\":\"raw\",\"params\":{\"events\":%d,\"round\":%d},"
+           "\"ops_per_s\":%.0f,\"client_cpu_us_per_event\":%.2f}\n",
+           n, round, n / s, cpu);
     jsCtx_Destroy(js);
     natsConnection_Destroy(nc);
     return (int)(n / s);
@@ -89,8 +99,10 @@ static int append_confirmed(struct ag_store *st, int i, const char *tag)
     return ag_store_append(st, stream, strlen(stream), AG_STORE_ANY, &ev, 1, NULL, NULL);
 }
 
-/* N events in the log (appended in batches), then the relay: events/s. */
-static double relay_publish(struct ag_store *st, struct ag_bus *bus, int n)
+/* N more events in the log (appended in batches), then the relay from its
+ * checkpoint: events/s. */
+static double relay_publish(struct ag_store *st, struct ag_bus *bus, int n, int round,
+                            double *cpu_us)
 {
     struct ag_event_data *ev = ag_calloc(1000, sizeof *ev);
     char(*streams)[64] = ag_calloc(1000, 64);
@@ -102,7 +114,7 @@ static double relay_publish(struct ag_store *st, struct ag_bus *bus, int n)
                                            .data = "{\"trackingNumber\":\"TRK\"}",
                                            .data_len = 24};
         }
-        snprintf(streams[0], 64, "order-bench-%08d", i);
+        snprintf(streams[0], 64, "order-bench%d-%08d", round, i);
         ag_store_append(st, streams[0], strlen(streams[0]), AG_STORE_ANY, ev, (size_t)k, NULL,
                         NULL);
     }
@@ -113,10 +125,11 @@ static double relay_publish(struct ag_store *st, struct ag_bus *bus, int n)
     struct ag_relay_config rc = {
         .store = st, .bus = bus, .name = "bench", .map = svc_published_language};
     struct ag_relay *r;
-    uint64_t t0 = mono_ns();
+    uint64_t t0 = mono_ns(), c0 = cpu_ns();
     if (ag_relay_start(&rc, &r, NULL)) return 0;
     int w = ag_relay_wait(r, ss.events, 120000);
     double s = (double)(mono_ns() - t0) / 1e9;
+    *cpu_us = (double)(cpu_ns() - c0) / 1e3 / n;
     ag_relay_stop(r);
     return w ? 0 : n / s;
 }
@@ -216,12 +229,45 @@ static void e2e_latency(struct ag_store *st, struct ag_bus *bus, int n)
     ag_free(e.lat);
 }
 
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* ROUNDS rounds of (raw, relay), the order swapped every round so a load change on
+ * a shared machine hits both alike; one ratio per round, then their median. */
+static void publish_rounds(const char *url, struct ag_store *st, struct ag_bus *bus, int n,
+                           int rounds)
+{
+    double ratio[16];
+    for (int k = 0; k < rounds; k++) {
+        int raw = 0;
+        double rel, cpu = 0;
+        if (k % 2 == 0) raw = raw_publish(url, n, k);
+        rel = relay_publish(st, bus, n, k, &cpu);
+        if (k % 2 == 1) raw = raw_publish(url, n, k);
+        ratio[k] = raw > 0 ? rel / raw : 0;
+        printf("{\"bench\":\"bus.publish\",\"impl\":\"agora\",\"params\":{\"events\":%d,"
+               "\"round\":%d},\"ops_per_s\":%.0f,\"client_cpu_us_per_event\":%.2f,\"ratio_vs_raw\":"
+               "%.2f}\n",
+               n, k, rel, cpu, ratio[k]);
+        fflush(stdout);
+    }
+    qsort(ratio, (size_t)rounds, sizeof *ratio, cmp_double);
+    printf("{\"bench\":\"bus.publish\",\"impl\":\"ratio\",\"params\":{\"events\":%d,\"rounds\":%"
+           "d},\"median_ratio_vs_raw\":%.2f,\"min\":%.2f,\"max\":%.2f}\n",
+           n, rounds, ratio[rounds / 2], ratio[0], ratio[rounds - 1]);
+}
+
 int main(int argc, char **argv)
 {
-    if (argc < 2) return fprintf(stderr, "usage: bench_bus NATS_URL [EVENTS] [E2E_EVENTS]\n"), 2;
+    if (argc < 2)
+        return fprintf(stderr, "usage: bench_bus NATS_URL [EVENTS] [E2E_EVENTS] [ROUNDS]\n"), 2;
     int n = argc > 2 ? atoi(argv[2]) : 20000, n2 = argc > 3 ? atoi(argv[3]) : 2000;
+    int rounds = argc > 4 ? atoi(argv[4]) : 3;
+    if (rounds < 1 || rounds > 16) rounds = 3;
     ag_log_set_level(AG_LOG_ERROR);
-    int raw = raw_publish(argv[1], n);
     char dir[] = "/tmp/agora-bench-bus-XXXXXX";
     struct ag_store *st;
     struct ag_bus *bus;
@@ -234,10 +280,7 @@ int main(int argc, char **argv)
         struct timespec ts = {0, 100000000};
         nanosleep(&ts, NULL);
     }
-    double rel = relay_publish(st, bus, n);
-    printf("{\"bench\":\"bus.publish\",\"impl\":\"agora\",\"params\":{\"events\":%d},"
-           "\"ops_per_s\":%.0f,\"ratio_vs_raw\":%.2f}\n",
-           n, rel, raw > 0 ? rel / raw : 0);
+    publish_rounds(argv[1], st, bus, n, rounds);
     e2e_latency(st, bus, n2);
     ag_bus_close(bus);
     ag_store_close(st);

@@ -7,7 +7,7 @@
 # bench/results/bus.jsonl and always stops the broker and removes the scratch data.
 #
 # Environment: BUILD_DIR (default build/release), EVENTS (default 20000),
-# E2E_EVENTS (default 2000), TMPDIR.
+# E2E_EVENTS (default 2000), ROUNDS (default 3: raw and relay alternate), TMPDIR.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -32,4 +32,4 @@ for _ in $(seq 100); do
     (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
     sleep 0.1
 done
-"$bin" "nats://127.0.0.1:$port" "${EVENTS:-20000}" "${E2E_EVENTS:-2000}" | tee -a "$results"
+"$bin" "nats://127.0.0.1:$port" "${EVENTS:-20000}" "${E2E_EVENTS:-2000}" "${ROUNDS:-3}" | tee -a "$results"

@@ -127,6 +127,15 @@ struct ag_bus;
 struct ag_bus_consumer;
 
 /* The operations an adapter provides; the port validates arguments first. */
+/* The state of a bus's pipelined publishing (ag_bus_pipe_acked). */
+struct ag_bus_pipe_stat {
+    uint64_t mark;   /* the mark of the latest ag_bus_pipe_send whose messages, and every
+                        earlier call's, are all acknowledged */
+    bool marked;     /* `mark` is set: some call got that far since the last reset */
+    uint64_t acked;  /* messages acknowledged since the last reset */
+    size_t inflight; /* messages sent and not acknowledged yet */
+};
+
 struct ag_bus_ops {
     const char *name;
     int (*publish)(struct ag_bus *b, const struct ag_bus_msg *msgs, size_t n, int timeout_ms,
@@ -148,13 +157,21 @@ struct ag_bus_ops {
                     struct ag_err *err);
     void (*health)(struct ag_bus *b, struct ag_bus_health *out);
     void (*close)(struct ag_bus *b);
+    /* Pipelined publishing (optional: without it ag_bus_pipe_* publish through
+     * `publish`, synchronously). */
+    int (*pipe_send)(struct ag_bus *b, const struct ag_bus_msg *msgs, size_t n, uint64_t mark,
+                     int timeout_ms, struct ag_err *err);
+    int (*pipe_acked)(struct ag_bus *b, int wait_ms, int lost_ms, struct ag_bus_pipe_stat *out,
+                      struct ag_err *err);
+    void (*pipe_reset)(struct ag_bus *b);
 };
 
 /* Every adapter's handle starts with this. */
 struct ag_bus {
     const struct ag_bus_ops *ops;
-    struct ag_bus_options opts; /* as given, defaults filled in */
-    char uri[512];              /* as opened (for /admin/bus) */
+    struct ag_bus_options opts;   /* as given, defaults filled in */
+    char uri[512];                /* as opened (for /admin/bus) */
+    struct ag_bus_pipe_stat pipe; /* the synchronous ag_bus_pipe_* (no pipe ops) */
 };
 
 /* Every adapter's consumer starts with this. */
@@ -183,6 +200,29 @@ AG_EXTERN void ag_bus_close(struct ag_bus *b);
  * not come: then some may have been stored — publish them again (dedup). */
 AG_EXTERN int ag_bus_publish(struct ag_bus *b, const struct ag_bus_msg *msgs, size_t n,
                              int timeout_ms, struct ag_err *err);
+
+/* Pipelined publishing, for one publisher per bus (the outbox relay): messages
+ * go out at once and the broker's acks are collected in the background, so the
+ * publisher prepares the next messages while the broker stores these. Each call
+ * carries a `mark` (the caller's position after its messages); ag_bus_pipe_acked
+ * reports the latest mark whose messages and all earlier ones are acknowledged —
+ * the prefix a checkpoint may cover, never past an unacknowledged message.
+ *
+ * ag_bus_pipe_send blocks (up to `timeout_ms`) while AG_BUS_PIPE_WINDOW messages
+ * are in flight; AG_EUNAVAILABLE when the broker is unreachable or an earlier
+ * message of the pipe failed (sticky until ag_bus_pipe_reset). n may be 0 (the
+ * mark is reached once everything before it is). ag_bus_pipe_acked waits up to
+ * `wait_ms` for everything in flight (0: just look), fills `out`, and fails
+ * (AG_EUNAVAILABLE / AG_ETIMEDOUT) when a message failed or its ack is older than
+ * `lost_ms`: then ag_bus_pipe_reset (takes back what is in flight; nothing of it
+ * is sent later) and publish again from `out->mark` (the broker's dedup drops
+ * what it already had). An adapter without pipelining publishes synchronously. */
+#define AG_BUS_PIPE_WINDOW 8192
+AG_EXTERN int ag_bus_pipe_send(struct ag_bus *b, const struct ag_bus_msg *msgs, size_t n,
+                               uint64_t mark, int timeout_ms, struct ag_err *err);
+AG_EXTERN int ag_bus_pipe_acked(struct ag_bus *b, int wait_ms, int lost_ms,
+                                struct ag_bus_pipe_stat *out, struct ag_err *err);
+AG_EXTERN void ag_bus_pipe_reset(struct ag_bus *b);
 
 /* Open (creating if missing) the durable consumer `cfg->name`. Owned: close with
  * ag_bus_consumer_close. */

@@ -35,9 +35,17 @@
  * ones behind it the same way. Replaying a waiting message is AG_ECONFLICT (it
  * would overtake the head).
  *
+ * Lanes. With `lanes` > 1, a fetched batch is split by aggregate (a hash of the
+ * subject; messages without one share lane 0) and the lanes are handled at once,
+ * each in order, so an aggregate's messages keep their order and never overlap
+ * while different aggregates' handlers (and their store appends) run in parallel;
+ * the next fetch waits for every lane. The handler must then be thread-safe.
+ *
  * Threads: a worker is polled by one thread; replay, drop and the listings may be
- * called from any thread (a mutex serialises them with the handling of
- * deliveries, so the handler never runs twice at once).
+ * called from any thread. A mutex serialises them with the worker's decisions
+ * (held or not, park, retry); the handler runs outside it, so a replay's handler
+ * may run while a delivery of another aggregate is handled — never two messages
+ * of the same aggregate at once.
  */
 #ifndef AGORA_BUS_WORKER_H
 #define AGORA_BUS_WORKER_H
@@ -57,6 +65,10 @@ struct ag_bus_worker_config {
     ag_bus_handler_fn handler;              /* required */
     void *ud;
     int64_t retry_delay_ms; /* nak delay after a failure; < 0 or 0: the consumer's backoff */
+    size_t lanes;           /* aggregates handled at once per batch; 0, 1: one at a time */
+    /* false: the message is not for this handler — acknowledged without the inbox
+     * check or the handler (when its aggregate is not held back). NULL: all are. */
+    bool (*wants)(void *ud, const struct ag_bus_delivery *d);
 };
 
 struct ag_bus_worker;

@@ -5,11 +5,15 @@
  * the event id as the message id, and records its checkpoint in the store
  * (stream `_relay-<name>`, RelayCheckpoint {"next": position}) only after the
  * broker acknowledged every message before that position — at most every 200 ms
- * while busy and once idle, so the log's fsyncs stay off the publish path (a crash
- * republishes at most those last 200 ms, which the broker's dedup drops). A failed publish (broker
- * down, no ack) keeps the checkpoint, waits (100 ms doubling to 5 s) and publishes the same events
- * again: the broker's dedup window drops what it already had, so nothing is lost and consumers see
- * no duplicate. Streams whose name starts with
+ * while busy and once idle, written by a second thread so the log's fsyncs stay
+ * off the publish path (a crash republishes at most those last 200 ms, which the
+ * broker's dedup drops). Publishing is pipelined (ag_bus_pipe_send): the relay
+ * maps and sends the next page while the broker acknowledges the previous ones, up
+ * to AG_BUS_PIPE_WINDOW messages in flight. A failed publish (broker down, an ack
+ * that does not come within publish_timeout_ms) keeps the checkpoint, waits (100
+ * ms doubling to 5 s) and publishes again from the acknowledged prefix: the
+ * broker's dedup window drops what it already had, so nothing is lost and
+ * consumers see no duplicate. Streams whose name starts with
  * '_' (the bus's and the relay's own) are never published.
  *
  * A page with nothing to publish moves the relay's position in memory but writes
@@ -61,7 +65,8 @@ struct ag_relay_config {
 
 struct ag_relay_stats {
     uint64_t checkpoint; /* next $all position to publish from (acknowledged) */
-    uint64_t position;   /* next position to read (scanned, in memory) */
+    uint64_t position;   /* next position not handled: everything below is published
+                            and acknowledged, or not part of the published language */
     uint64_t head;       /* events in the store */
     uint64_t lag_events; /* head - position */
     double lag_seconds;  /* age of the oldest event not yet published (0: caught up) */

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "bus/internal.h"
 
@@ -99,8 +100,7 @@ static int check_msg(const struct ag_bus_msg *m, size_t i, struct ag_err *err)
     return 0;
 }
 
-int ag_bus_publish(struct ag_bus *b, const struct ag_bus_msg *msgs, size_t n, int timeout_ms,
-                   struct ag_err *err)
+static int check_msgs(const struct ag_bus_msg *msgs, size_t n, struct ag_err *err)
 {
     if (n > AG_BUS_PUBLISH_MAX)
         return ag_err_set(err, AG_EINVAL, "at most %d messages per publish", AG_BUS_PUBLISH_MAX);
@@ -108,7 +108,46 @@ int ag_bus_publish(struct ag_bus *b, const struct ag_bus_msg *msgs, size_t n, in
         int rc = check_msg(&msgs[i], i, err);
         if (rc) return rc;
     }
+    return 0;
+}
+
+int ag_bus_publish(struct ag_bus *b, const struct ag_bus_msg *msgs, size_t n, int timeout_ms,
+                   struct ag_err *err)
+{
+    int rc = check_msgs(msgs, n, err);
+    if (rc) return rc;
     return n ? b->ops->publish(b, msgs, n, timeout_ms, err) : 0;
+}
+
+/* Without the adapter's pipe ops: publish now, the mark is reached on return. */
+int ag_bus_pipe_send(struct ag_bus *b, const struct ag_bus_msg *msgs, size_t n, uint64_t mark,
+                     int timeout_ms, struct ag_err *err)
+{
+    int rc = check_msgs(msgs, n, err);
+    if (rc) return rc;
+    if (b->ops->pipe_send) return b->ops->pipe_send(b, msgs, n, mark, timeout_ms, err);
+    rc = n ? b->ops->publish(b, msgs, n, timeout_ms, err) : 0;
+    if (rc) return rc;
+    b->pipe.mark = mark;
+    b->pipe.marked = true;
+    b->pipe.acked += n;
+    return 0;
+}
+
+int ag_bus_pipe_acked(struct ag_bus *b, int wait_ms, int lost_ms, struct ag_bus_pipe_stat *out,
+                      struct ag_err *err)
+{
+    if (b->ops->pipe_acked) return b->ops->pipe_acked(b, wait_ms, lost_ms, out, err);
+    *out = b->pipe;
+    return 0;
+}
+
+void ag_bus_pipe_reset(struct ag_bus *b)
+{
+    if (b->ops->pipe_reset)
+        b->ops->pipe_reset(b);
+    else
+        memset(&b->pipe, 0, sizeof b->pipe);
 }
 
 static int check_name(const char *s, struct ag_err *err)
@@ -229,16 +268,58 @@ bool ag_bus_subject_match(const char *filter, const char *topic)
 
 /* ---- CloudEvents ---- */
 
+/* ,"key":"value" — the common value (ids, names, no character to escape) is
+ * copied as it is: this runs for every message the relay publishes. */
 static void put_str(struct ag_buf *b, const char *key, const char *v)
 {
-    ag_buf_printf(b, ",\"%s\":", key);
-    ag_buf_json_str(b, v, strlen(v));
+    size_t kn = strlen(key), vn = strlen(v), i = 0;
+    while (i < vn && (unsigned char)v[i] >= 0x20 && v[i] != '"' && v[i] != '\\') i++;
+    if (ag_buf_reserve(b, kn + vn + 6)) return;
+    ag_buf_append(b, ",\"", 2);
+    ag_buf_append(b, key, kn);
+    if (i < vn) { /* something to escape */
+        ag_buf_append(b, "\":", 2);
+        ag_buf_json_str(b, v, vn);
+        return;
+    }
+    ag_buf_append(b, "\":\"", 3);
+    ag_buf_append(b, v, vn);
+    ag_buf_putc(b, '"');
+}
+
+/* RFC 3339 UTC with microseconds, as ag_time_rfc3339, without printf. */
+static void rfc3339_us(uint64_t unix_ns, char out[32])
+{
+    time_t secs = (time_t)(unix_ns / 1000000000ull);
+    unsigned us = (unsigned)((unix_ns % 1000000000ull) / 1000);
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    unsigned v[] = {(unsigned)tm.tm_year + 1900,
+                    (unsigned)tm.tm_mon + 1,
+                    (unsigned)tm.tm_mday,
+                    (unsigned)tm.tm_hour,
+                    (unsigned)tm.tm_min,
+                    (unsigned)tm.tm_sec,
+                    us};
+    static const int width[] = {4, 2, 2, 2, 2, 2, 6};
+    static const char after[] = "--T::.Z";
+    char *o = out;
+    for (int f = 0; f < 7; f++) {
+        if (v[f] >= 10000 && f == 0) { /* beyond 9999: not a time we write */
+            ag_time_rfc3339(unix_ns, out);
+            return;
+        }
+        for (int d = width[f] - 1; d >= 0; d--, v[f] /= 10) o[d] = (char)('0' + v[f] % 10);
+        o += width[f];
+        *o++ = after[f];
+    }
+    *o = 0;
 }
 
 int ag_bus_cloudevent_json(const struct ag_bus_msg *m, struct ag_buf *b)
 {
     char ts[32];
-    ag_time_rfc3339(m->time_ns ? m->time_ns : ag_clock_now(ag_clock_system()), ts);
+    rfc3339_us(m->time_ns ? m->time_ns : ag_clock_now(ag_clock_system()), ts);
     size_t start = b->len;
     ag_buf_puts(b, "{\"specversion\":\"1.0\"");
     put_str(b, "id", m->id);

@@ -316,23 +316,31 @@ static int call(struct ag_bus_worker *w, const struct ag_bus_delivery *d, struct
 static int release(struct ag_bus_worker *w, const char *aggregate, size_t *released,
                    struct ag_err *err);
 
+/* Called without `lock`: the handler runs unlocked (lanes of other aggregates
+ * run theirs at the same time); the lot is looked at and changed under `lock`. */
 static int handle(struct ag_bus_worker *w, struct ag_bus_delivery *d, size_t *handled)
 {
     struct ag_err e, he;
     ag_err_clear(&e);
     const char *agg = d->msg.subject;
+    pthread_mutex_lock(&w->lock);
     struct retrying *r = agg ? *retrying_of(w, agg) : NULL;
     bool is_retry = r && d->msg.id && strcmp(r->msg_id, d->msg.id) == 0;
     int rc = 0;
     if (!is_retry && (r || head_of(w, agg))) {
         rc = park(w, d, "waiting behind a failed message of the same aggregate", true, &e);
+    } else if (w->cfg.wants && !w->cfg.wants(w->cfg.ud, d)) {
+        /* not for this consumer: acknowledged without the inbox or the handler */
     } else {
+        pthread_mutex_unlock(&w->lock);
         int hrc = call(w, d, &he);
+        pthread_mutex_lock(&w->lock);
         if (hrc && (d->last || poison(hrc))) {
             rc = park(w, d, he.msg, false, &e);
             if (!rc) retry_clear(w, agg);
         } else if (hrc) {
             retry_set(w, agg, d->msg.id);
+            pthread_mutex_unlock(&w->lock);
             return ag_bus_nak(w->consumer, d,
                               w->cfg.retry_delay_ms > 0 ? w->cfg.retry_delay_ms : -1, he.msg, &e);
         } else if (is_retry) { /* it went through: what queued up behind it follows */
@@ -342,10 +350,69 @@ static int handle(struct ag_bus_worker *w, struct ag_bus_delivery *d, size_t *ha
                         AG_LS("error", e.msg));
         }
     }
+    pthread_mutex_unlock(&w->lock);
     if (rc) /* not parked: let the bus deliver it again */
         return ag_bus_nak(w->consumer, d, -1, e.msg, NULL), rc;
-    if ((rc = ag_bus_ack(w->consumer, d, &e)) == 0 && handled) (*handled)++;
+    if ((rc = ag_bus_ack(w->consumer, d, &e)) == 0 && handled)
+        __atomic_add_fetch(handled, 1, __ATOMIC_RELAXED);
     return rc;
+}
+
+/* One lane of a fetched batch: deliveries of the same aggregates, in order. */
+struct lane {
+    struct ag_bus_worker *w;
+    struct ag_bus_delivery **d;
+    size_t n;
+    size_t *handled;
+    pthread_t th;
+    bool threaded;
+};
+
+static void *lane_run(void *arg)
+{
+    struct lane *l = arg;
+    for (size_t i = 0; i < l->n; i++) {
+        handle(l->w, l->d[i], l->handled);
+        ag_bus_delivery_free(l->w->consumer, l->d[i]);
+    }
+    return NULL;
+}
+
+static size_t lane_of(const struct ag_bus_delivery *d, size_t lanes)
+{
+    const char *s = d->msg.subject;
+    return s ? (size_t)(ag_xxh3(s, strlen(s)) % lanes) : 0;
+}
+
+/* Split `ds` into lanes by aggregate (a message without one: lane 0) and handle
+ * them at once, lane 0 on this thread; back when every lane is done. */
+static void run_lanes(struct ag_bus_worker *w, struct ag_bus_delivery **ds, size_t n,
+                      size_t *handled)
+{
+    size_t k = w->cfg.lanes < n ? w->cfg.lanes : n;
+    struct lane *ls = ag_calloc(k, sizeof *ls);
+    struct ag_bus_delivery **byl = ag_calloc(n, sizeof(struct ag_bus_delivery *));
+    size_t *lane = ag_calloc(n, sizeof *lane);
+    if (!ls || !byl || !lane) { /* one lane, then */
+        ag_free(ls), ag_free(byl), ag_free(lane);
+        struct lane one = {w, ds, n, handled, 0, false};
+        lane_run(&one);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) ls[lane[i] = lane_of(ds[i], k)].n++;
+    for (size_t j = 0, at = 0; j < k; j++) { /* counting sort: stable, in order */
+        size_t len = ls[j].n;
+        ls[j] = (struct lane){w, byl + at, 0, handled, 0, false};
+        at += len;
+    }
+    for (size_t i = 0; i < n; i++) ls[lane[i]].d[ls[lane[i]].n++] = ds[i];
+    for (size_t j = 1; j < k; j++)
+        ls[j].threaded = ls[j].n && pthread_create(&ls[j].th, NULL, lane_run, &ls[j]) == 0;
+    for (size_t j = 0; j < k; j++)
+        if (!ls[j].threaded) lane_run(&ls[j]); /* lane 0, or no thread could start */
+    for (size_t j = 1; j < k; j++)
+        if (ls[j].threaded) pthread_join(ls[j].th, NULL);
+    ag_free(ls), ag_free(byl), ag_free(lane);
 }
 
 int ag_bus_worker_poll(struct ag_bus_worker *w, size_t max, int timeout_ms, size_t *handled,
@@ -355,12 +422,12 @@ int ag_bus_worker_poll(struct ag_bus_worker *w, size_t max, int timeout_ms, size
     size_t n = 0;
     int rc = ag_bus_fetch(w->consumer, max, timeout_ms, &ds, &n, err);
     if (rc) return rc;
-    pthread_mutex_lock(&w->lock);
-    for (size_t i = 0; i < n; i++) {
-        handle(w, ds[i], handled);
-        ag_bus_delivery_free(w->consumer, ds[i]);
+    if (w->cfg.lanes > 1 && n > 1) {
+        run_lanes(w, ds, n, handled);
+    } else {
+        struct lane one = {w, ds, n, handled, 0, false};
+        lane_run(&one);
     }
-    pthread_mutex_unlock(&w->lock);
     ag_free(ds);
     return 0;
 }

@@ -26,9 +26,22 @@
  * health() says why. Publishes of a call are pipelined (async publish) and the
  * call waits for every ack; a timeout takes the unacknowledged messages back from
  * libnats so none is sent later behind the caller's back.
+ *
+ * The pipe (ag_bus_pipe_*, the relay's): messages are sent without waiting and
+ * kept, in send order, in a ring of AG_BUS_PIPE_WINDOW slots (the natsMsg pointer
+ * libnats hands back to the ack handler finds a slot; acks come in order, so it is
+ * the first unacknowledged one). The acknowledged prefix is popped and its last
+ * mark reported; a failed ack is sticky until reset, and a slot whose ack is older
+ * than the caller's `lost_ms` is reported lost (a disconnect may swallow acks).
+ * The ack handler wakes a waiter only when what it waits for happened (a free
+ * quarter of the ring, everything acknowledged, a failure), not per ack. A
+ * synchronous publish while pipe messages are in flight is supported but a
+ * timeout in it takes the pipe's messages back too (the pipe then reports them
+ * lost and its publisher sends them again).
  */
 #include <errno.h>
 #include <nats/nats.h>
+#include <stdint.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,6 +67,28 @@ struct nbus {
     uint64_t published, duplicates, reconnects;
     char last_error[200]; /* the last setup/publish error, for health */
     bool closed;          /* libnats called its last callback (ClosedCB); under `acks` */
+    /* the pipe (ag_bus_pipe_*), guarded by `acks`: its messages in flight, in send
+     * order, in a ring of AG_BUS_PIPE_WINDOW slots */
+    struct pipe_slot *ring;
+    size_t ring_head, ring_count;
+    struct ag_bus_pipe_stat pst; /* inflight = ring_count */
+    bool pipe_failed;
+    char pipe_msg[200];
+    size_t pipe_want;   /* a waiter wants ring_count <= this (SIZE_MAX: none waits) */
+    struct ag_buf body; /* the CloudEvent being sent; under `lock` */
+    bool sent_async;    /* libnats has had an async publish (its pending list exists:
+                           asking for it before crashes libnats 3.4); under `lock` */
+};
+
+/* One pipelined message: acked (or failed) by on_ack, found by its natsMsg (the
+ * pointer libnats hands back), popped in order once acked. */
+enum slot_state { SLOT_SENT, SLOT_ACKED, SLOT_FAILED };
+struct pipe_slot {
+    natsMsg *msg;     /* NULL: a mark without a message (an empty send) */
+    uint64_t mark;    /* the call's mark, on its last slot */
+    uint64_t sent_ms; /* monotonic */
+    uint8_t state;    /* enum slot_state */
+    bool marks;       /* the call's last slot */
 };
 
 struct nconsumer {
@@ -117,24 +152,71 @@ static void on_disconnected(natsConnection *nc, void *ud)
     AG_WARN("bus.disconnected", AG_LS("uri", nb->base.uri));
 }
 
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static struct pipe_slot *slot_at(struct nbus *nb, size_t k)
+{
+    return &nb->ring[(nb->ring_head + k) % AG_BUS_PIPE_WINDOW];
+}
+
+/* Pop the acknowledged prefix; wake a waiter that got what it wants. Under `acks`. */
+static void pipe_advance(struct nbus *nb)
+{
+    while (nb->ring_count && slot_at(nb, 0)->state == SLOT_ACKED) {
+        struct pipe_slot *s = slot_at(nb, 0);
+        if (s->msg) nb->pst.acked++;
+        if (s->marks) nb->pst.mark = s->mark, nb->pst.marked = true;
+        nb->ring_head = (nb->ring_head + 1) % AG_BUS_PIPE_WINDOW;
+        nb->ring_count--;
+    }
+    if (nb->pipe_want != SIZE_MAX && (nb->pipe_failed || nb->ring_count <= nb->pipe_want))
+        pthread_cond_broadcast(&nb->acked);
+}
+
+/* The ack of a pipelined message: true when `msg` is one (acks come in order, so
+ * it is found at the front). Under `acks`. */
+static bool pipe_ack(struct nbus *nb, natsMsg *msg, const char *failure)
+{
+    for (size_t k = 0; k < nb->ring_count; k++) {
+        struct pipe_slot *s = slot_at(nb, k);
+        if (s->msg != msg || s->state != SLOT_SENT) continue;
+        s->state = failure ? SLOT_FAILED : SLOT_ACKED;
+        if (failure && !nb->pipe_failed)
+            snprintf(nb->pipe_msg, sizeof nb->pipe_msg, "%.190s", failure);
+        nb->pipe_failed |= failure != NULL;
+        pipe_advance(nb);
+        return true;
+    }
+    return false;
+}
+
 static void on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *ud)
 {
     AG_UNUSED(js);
     struct nbus *nb = ud;
-    pthread_mutex_lock(&nb->acks);
-    if (pae || !pa) {
-        nb->failed++;
-        snprintf(nb->fail_msg, sizeof nb->fail_msg, "%s (%d)",
+    char why[200] = "";
+    bool ok = !pae && pa;
+    if (!ok)
+        snprintf(why, sizeof why, "%s (%d)",
                  pae && pae->ErrText ? pae->ErrText
                  : pae               ? nstatus(pae->Err)
                                      : "no ack",
                  pae ? (int)pae->ErrCode : 0);
-    } else {
+    pthread_mutex_lock(&nb->acks);
+    if (ok) {
         nb->published++;
         if (pa->Duplicate) nb->duplicates++;
     }
-    if (nb->waiting) nb->waiting--;
-    pthread_cond_broadcast(&nb->acked);
+    if (!pipe_ack(nb, msg, ok ? NULL : why) && nb->waiting) { /* a synchronous publish */
+        if (!ok) nb->failed++, snprintf(nb->fail_msg, sizeof nb->fail_msg, "%s", why);
+        nb->waiting--;
+        if (!nb->waiting || !ok) pthread_cond_broadcast(&nb->acked);
+    }
     pthread_mutex_unlock(&nb->acks);
     natsMsg_Destroy(msg);
 }
@@ -191,14 +273,21 @@ static void drop_pending(struct nbus *nb)
     pthread_mutex_unlock(&nb->acks);
 }
 
+/* The message of `m`: its CloudEvent in structured mode. */
+static natsStatus make_msg(const struct ag_bus_msg *m, struct ag_buf *body, natsMsg **out)
+{
+    ag_buf_reset(body);
+    if (ag_bus_cloudevent_json(m, body)) return NATS_NO_MEMORY;
+    natsStatus s = natsMsg_Create(out, m->topic, NULL, body->data, (int)body->len);
+    if (s == NATS_OK) s = natsMsgHeader_Set(*out, "Content-Type", "application/cloudevents+json");
+    return s;
+}
+
 static int send_one(struct nbus *nb, const struct ag_bus_msg *m, struct ag_buf *body,
                     struct ag_err *err)
 {
-    ag_buf_reset(body);
-    if (ag_bus_cloudevent_json(m, body)) return ag_err_set(err, AG_ENOMEM, "out of memory");
     natsMsg *msg = NULL;
-    natsStatus s = natsMsg_Create(&msg, m->topic, NULL, body->data, (int)body->len);
-    if (s == NATS_OK) s = natsMsgHeader_Set(msg, "Content-Type", "application/cloudevents+json");
+    natsStatus s = make_msg(m, body, &msg);
     jsPubOptions po;
     jsPubOptions_Init(&po);
     po.MsgId = m->id;
@@ -217,11 +306,9 @@ static int npublish(struct ag_bus *b, const struct ag_bus_msg *msgs, size_t n, i
     nb->waiting = n;
     nb->failed = 0;
     pthread_mutex_unlock(&nb->acks);
-    struct ag_buf body;
-    ag_buf_init(&body);
     size_t sent = 0;
-    for (; !rc && sent < n; sent++) rc = send_one(nb, &msgs[sent], &body, err);
-    ag_buf_free(&body);
+    for (; !rc && sent < n; sent++) rc = send_one(nb, &msgs[sent], &nb->body, err);
+    if (sent) nb->sent_async = true;
     struct timespec until;
     ag_deadline_mono_in_ms(&until, timeout_ms > 0 ? timeout_ms : 5000);
     pthread_mutex_lock(&nb->acks);
@@ -241,6 +328,113 @@ static int npublish(struct ag_bus *b, const struct ag_bus_msg *msgs, size_t n, i
     if (rc) snprintf(nb->last_error, sizeof nb->last_error, "%.190s", err ? err->msg : "");
     pthread_mutex_unlock(&nb->lock);
     return rc;
+}
+
+/* ---- pipelined publishing ---- */
+
+/* Wait (up to `until`) for ring_count <= want or a failure. Under `acks`. */
+static void pipe_wait(struct nbus *nb, size_t want, const struct timespec *until)
+{
+    nb->pipe_want = want;
+    while (nb->ring_count > want && !nb->pipe_failed &&
+           pthread_cond_timedwait(&nb->acked, &nb->acks, until) == 0) {
+    }
+    nb->pipe_want = SIZE_MAX;
+}
+
+/* Room in the ring for one more slot (waiting up to `until`), then claim it. */
+static int pipe_push(struct nbus *nb, natsMsg *msg, uint64_t mark, bool marks,
+                     const struct timespec *until, struct ag_err *err)
+{
+    pthread_mutex_lock(&nb->acks);
+    if (nb->ring_count == AG_BUS_PIPE_WINDOW)
+        pipe_wait(nb, AG_BUS_PIPE_WINDOW - AG_BUS_PIPE_WINDOW / 4, until);
+    int rc = 0;
+    if (nb->pipe_failed)
+        rc = ag_err_set(err, AG_EUNAVAILABLE, "nats: a publish failed: %s", nb->pipe_msg);
+    else if (nb->ring_count == AG_BUS_PIPE_WINDOW)
+        rc = ag_err_set(err, AG_ETIMEDOUT, "nats: %d publishes not acknowledged",
+                        AG_BUS_PIPE_WINDOW);
+    else if (!msg && !nb->ring_count)
+        nb->pst.mark = mark, nb->pst.marked = true; /* nothing before it in flight */
+    else
+        *slot_at(nb, nb->ring_count++) =
+            (struct pipe_slot){msg, mark, mono_ms(), msg ? SLOT_SENT : SLOT_ACKED, marks};
+    pthread_mutex_unlock(&nb->acks);
+    return rc;
+}
+
+static int npipe_send(struct ag_bus *b, const struct ag_bus_msg *msgs, size_t n, uint64_t mark,
+                      int timeout_ms, struct ag_err *err)
+{
+    struct nbus *nb = (struct nbus *)b;
+    struct timespec until;
+    ag_deadline_mono_in_ms(&until, timeout_ms > 0 ? timeout_ms : 5000);
+    pthread_mutex_lock(&nb->lock);
+    int rc = ensure(nb, err);
+    for (size_t i = 0; !rc && i < n; i++) {
+        natsMsg *msg = NULL;
+        natsStatus s = make_msg(&msgs[i], &nb->body, &msg);
+        /* in the ring before libnats has it: its ack may come at once */
+        rc = s != NATS_OK ? fail(err, AG_ENOMEM, s, 0, "message")
+                          : pipe_push(nb, msg, mark, i + 1 == n, &until, err);
+        jsPubOptions po;
+        jsPubOptions_Init(&po);
+        po.MsgId = msgs[i].id;
+        natsMsg *sent = msg;
+        if (!rc) s = js_PublishMsgAsync(nb->js, &msg, &po);
+        if (!rc) nb->sent_async = true;
+        if (!rc && s != NATS_OK) { /* not sent: its slot is the last one */
+            pthread_mutex_lock(&nb->acks);
+            if (nb->ring_count && slot_at(nb, nb->ring_count - 1)->msg == sent) nb->ring_count--;
+            nb->pipe_failed = true;
+            snprintf(nb->pipe_msg, sizeof nb->pipe_msg, "%s", nstatus(s));
+            pthread_mutex_unlock(&nb->acks);
+            rc = fail(err, AG_EUNAVAILABLE, s, 0, "publish");
+        }
+        natsMsg_Destroy(msg); /* NULL once libnats took it */
+    }
+    if (!rc && n == 0) rc = pipe_push(nb, NULL, mark, true, &until, err);
+    if (rc) snprintf(nb->last_error, sizeof nb->last_error, "%.190s", err ? err->msg : "");
+    pthread_mutex_unlock(&nb->lock);
+    return rc;
+}
+
+static int npipe_acked(struct ag_bus *b, int wait_ms, int lost_ms, struct ag_bus_pipe_stat *out,
+                       struct ag_err *err)
+{
+    struct nbus *nb = (struct nbus *)b;
+    struct timespec until;
+    ag_deadline_mono_in_ms(&until, wait_ms);
+    pthread_mutex_lock(&nb->acks);
+    if (wait_ms > 0) pipe_wait(nb, 0, &until);
+    *out = nb->pst;
+    out->inflight = nb->ring_count;
+    uint64_t age = nb->ring_count ? mono_ms() - slot_at(nb, 0)->sent_ms : 0;
+    int rc = 0;
+    if (nb->pipe_failed)
+        rc = ag_err_set(err, AG_EUNAVAILABLE, "nats: a publish failed: %s", nb->pipe_msg);
+    else if (lost_ms > 0 && age > (uint64_t)lost_ms)
+        rc = ag_err_set(err, AG_ETIMEDOUT, "nats: %zu publishes not acknowledged after %d ms",
+                        nb->ring_count, lost_ms);
+    pthread_mutex_unlock(&nb->acks);
+    return rc;
+}
+
+static void npipe_reset(struct ag_bus *b)
+{
+    struct nbus *nb = (struct nbus *)b;
+    pthread_mutex_lock(&nb->lock);
+    natsMsgList pending = {0}; /* what libnats still holds is never sent now */
+    if (nb->sent_async && js_PublishAsyncGetPendingList(&pending, nb->js) == NATS_OK)
+        natsMsgList_Destroy(&pending);
+    pthread_mutex_lock(&nb->acks);
+    nb->ring_head = nb->ring_count = 0;
+    memset(&nb->pst, 0, sizeof nb->pst);
+    nb->pipe_failed = false;
+    nb->waiting = 0;
+    pthread_mutex_unlock(&nb->acks);
+    pthread_mutex_unlock(&nb->lock);
 }
 
 /* ---- consumers ---- */
@@ -482,6 +676,8 @@ static void nclose(struct ag_bus *b)
         natsConnection_Destroy(nb->nc);
     }
     natsOptions_Destroy(nb->nopts);
+    ag_buf_free(&nb->body);
+    ag_free(nb->ring);
     pthread_cond_destroy(&nb->acked);
     pthread_mutex_destroy(&nb->acks);
     pthread_mutex_destroy(&nb->lock);
@@ -501,6 +697,9 @@ static const struct ag_bus_ops nats_ops = {
     .dlq_read = ndlq_read,
     .health = nhealth,
     .close = nclose,
+    .pipe_send = npipe_send,
+    .pipe_acked = npipe_acked,
+    .pipe_reset = npipe_reset,
 };
 
 static int connect_nats(struct nbus *nb, const char *url, struct ag_err *err)
@@ -557,6 +756,13 @@ int ag__bus_nats_open(const char *rest, const struct ag_bus_options *opts, struc
     pthread_mutex_init(&nb->lock, NULL);
     pthread_mutex_init(&nb->acks, NULL);
     ag_cond_init_mono(&nb->acked);
+    ag_buf_init(&nb->body);
+    nb->pipe_want = SIZE_MAX;
+    nb->ring = ag_calloc(AG_BUS_PIPE_WINDOW, sizeof *nb->ring);
+    if (!nb->ring) {
+        nclose(&nb->base);
+        return ag_err_set(err, AG_ENOMEM, "out of memory");
+    }
     char url[600];
     snprintf(url, sizeof url, "nats:%s", rest);
     nb->replicas = 1;

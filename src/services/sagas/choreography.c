@@ -61,6 +61,12 @@
 enum { S_PLACE, S_RESERVE, S_PAY, S_SHIP, S_CONFIRM };
 enum { C_INVENTORY, C_PAYMENTS, C_SHIPPING, C_ORDERING, C_COUNT };
 
+/* Orders each context handles at once (bus worker lanes): a reaction waits for its
+ * store append (group commit), so one at a time would make the flow as slow as
+ * that wait; the repository serialises reactions on a shared aggregate (stock,
+ * account), and an order's messages stay in order in their lane. */
+#define CHOR_LANES 16
+
 static const char *const consumer_names[C_COUNT] = {"chor-inventory", "chor-payments",
                                                     "chor-shipping", "chor-ordering"};
 
@@ -70,7 +76,7 @@ struct reactor {
     struct ag_bus_worker *w;
     pthread_t th;
     bool started;
-    uint64_t rng; /* faults: xorshift state, this worker's thread only */
+    uint64_t rng; /* faults: xorshift state (atomic: the worker's lanes share it) */
 };
 
 struct svc_chor {
@@ -224,10 +230,15 @@ static int load(struct svc_env *p, const char *order, struct svc_order_view *v, 
     return rc;
 }
 
-static double rnd(struct reactor *x)
+static double rnd(struct reactor *x) /* the worker's lanes draw at once: atomic */
 {
-    x->rng ^= x->rng << 13, x->rng ^= x->rng >> 7, x->rng ^= x->rng << 17;
-    return (double)(x->rng >> 11) / 9007199254740992.0;
+    uint64_t old = __atomic_load_n(&x->rng, __ATOMIC_RELAXED), v;
+    do {
+        v = old;
+        v ^= v << 13, v ^= v >> 7, v ^= v << 17;
+    } while (
+        !__atomic_compare_exchange_n(&x->rng, &old, v, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED));
+    return (double)(v >> 11) / 9007199254740992.0;
 }
 
 /* The injected fault of `step` (its action, or its compensation): 3 failed
@@ -545,6 +556,24 @@ static bool is(const char *type, const char *name)
     return dot && strcmp(dot + 1, name) == 0;
 }
 
+/* The integration events each context reacts to (handle() below): the others are
+ * acknowledged without reading the inbox or parsing them. */
+static const char *const reacts_to[C_COUNT][5] = {
+    [C_INVENTORY] = {AG_EV_ORDER_PLACED, "PaymentFailed", "ShipmentFailed", AG_EV_ORDER_CANCELLED},
+    [C_PAYMENTS] = {"OrderStockReserved", "ShipmentFailed", AG_EV_ORDER_CANCELLED},
+    [C_SHIPPING] = {"OrderPaymentCaptured", AG_EV_ORDER_CANCELLED},
+    [C_ORDERING] = {AG_EV_SHIPMENT_ARRANGED, "PaymentFailed", "ShipmentFailed",
+                    "StockReservationFailed"},
+};
+
+static bool wants(void *ud, const struct ag_bus_delivery *d)
+{
+    const struct reactor *x = ud;
+    for (size_t i = 0; i < AG_ARRAY_SIZE(reacts_to[0]) && reacts_to[x->which][i]; i++)
+        if (is(d->msg.type, reacts_to[x->which][i])) return true;
+    return false;
+}
+
 static int handle(void *ud, const struct ag_bus_delivery *d, struct ag_err *err)
 {
     struct reactor *x = ud;
@@ -625,7 +654,9 @@ int svc_chor_start(struct ag_platform *p, struct svc_chor **out, struct ag_err *
                                                        .nbackoff = 5},
                                           .store = p->store,
                                           .handler = handle,
-                                          .ud = x};
+                                          .ud = x,
+                                          .lanes = CHOR_LANES,
+                                          .wants = wants};
         rc = ag_bus_worker_open(p->bus, &wc, &x->w, err);
         if (!rc && pthread_create(&x->th, NULL, reactor_main, x) != 0)
             rc = ag_err_set(err, AG_ENOMEM, "cannot start a choreography thread");

@@ -239,6 +239,8 @@ Test(nats, broker_down_fails_fast_and_recovers)
                            .type = "agora.ordering.OrderPlaced"};
     struct ag_err err;
     cr_assert_eq(ag_bus_publish(bus, &m, 1, 5000, &err), AG_EUNAVAILABLE);
+    cr_assert_eq(ag_bus_pipe_send(bus, &m, 1, 1, 5000, &err), AG_EUNAVAILABLE);
+    ag_bus_pipe_reset(bus); /* nothing was ever sent (libnats 3.4 has no pending list yet) */
     start_server(atoi(strrchr(url, ':') + 1)); /* same port, same store */
     wait_connected();
     publish("0190f0f0-0000-7000-8000-000000000001", "agora.ordering.OrderPlaced");
@@ -373,4 +375,55 @@ Test(nats, poison_is_parked_its_aggregate_waits_and_replays_after_the_fix)
     cr_assert_eq(parked_count(w, NULL), 0);
     ag_bus_worker_close(w);
     ag_store_close(store);
+}
+
+/* The pipe: batches go out without waiting; the acknowledged prefix's mark and
+ * count come back (an empty batch's mark once everything before it is acked); a
+ * resend of the same ids is acknowledged as duplicates; with the broker gone the
+ * pipe reports the failure or the lost acks, and a reset empties it. */
+Test(nats, pipe_reports_the_acknowledged_prefix_and_fails_without_the_broker)
+{
+    static struct ag_bus_msg m[1500];
+    static char ids[1500][40];
+    for (int i = 0; i < 1500; i++) {
+        snprintf(ids[i], sizeof ids[i], "0190f0f0-0000-7000-8000-%012d", i);
+        m[i] = (struct ag_bus_msg){.topic = "agora.ordering.OrderPlaced",
+                                   .id = ids[i],
+                                   .source = "/agora/ordering",
+                                   .type = "agora.ordering.OrderPlaced",
+                                   .subject = "order-1",
+                                   .data = "{\"orderId\":\"o1\"}",
+                                   .data_len = 16};
+    }
+    struct ag_err err;
+    cr_assert_eq(ag_bus_pipe_send(bus, m, 1000, 10, 5000, &err), 0, "%s", err.msg);
+    cr_assert_eq(ag_bus_pipe_send(bus, m, 0, 11, 5000, &err), 0, "%s", err.msg);
+    cr_assert_eq(ag_bus_pipe_send(bus, m + 1000, 500, 20, 5000, &err), 0, "%s", err.msg);
+    struct ag_bus_pipe_stat ps;
+    cr_assert_eq(ag_bus_pipe_acked(bus, 10000, 10000, &ps, &err), 0, "%s", err.msg);
+    cr_assert(ps.marked);
+    cr_assert_eq(ps.mark, 20);
+    cr_assert_eq(ps.acked, 1500);
+    cr_assert_eq(ps.inflight, 0);
+    cr_assert_eq(ag_bus_pipe_send(bus, m, 100, 30, 5000, &err), 0, "%s", err.msg); /* again */
+    cr_assert_eq(ag_bus_pipe_acked(bus, 10000, 10000, &ps, &err), 0, "%s", err.msg);
+    cr_assert_eq(ps.mark, 30);
+    struct ag_bus_health h;
+    ag_bus_health(bus, &h);
+    cr_assert_eq(h.published, 1600);
+    cr_assert_eq(h.duplicates, 100, "the broker dropped the resend");
+    kill(server, SIGKILL);
+    waitpid(server, NULL, 0);
+    server = 0;
+    int rc = 0;
+    for (int i = 0; i < 40 && !rc; i++) { /* sent into a dead connection, or refused */
+        rc = ag_bus_pipe_send(bus, m + 1000, 10, 40, 1000, &err);
+        if (!rc) rc = ag_bus_pipe_acked(bus, 100, 500, &ps, &err);
+    }
+    cr_assert(rc == AG_EUNAVAILABLE || rc == AG_ETIMEDOUT, "%d %s", rc, err.msg);
+    cr_assert_eq(ps.mark, 30, "never past what was acknowledged");
+    ag_bus_pipe_reset(bus);
+    cr_assert_eq(ag_bus_pipe_acked(bus, 0, 0, &ps, &err), 0);
+    cr_assert_eq(ps.inflight, 0);
+    cr_assert_not(ps.marked);
 }

@@ -2,10 +2,13 @@
  * acknowledged and skipped; the effect and the inbox record commit together),
  * sequenced dead letters (a failing message is parked, later messages of its
  * aggregate wait behind it, other aggregates flow), replay after the fault is
- * fixed releases the line in order, drop, and the lot survives a reopen. The
- * handler's faults are switched by the test; time is a fake clock. */
+ * fixed releases the line in order, drop, and the lot survives a reopen; lanes
+ * handle aggregates at once, each in order, and unwanted messages are acked
+ * without the handler. The handler's faults are switched by the test; time is a
+ * fake clock. */
 #include <criterion/criterion.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -335,5 +338,63 @@ Test(worker, poison_is_parked_at_once_and_release_stops_at_the_next_failure)
     a = list(w);
     cr_assert_eq(json_array_size(a), 0);
     json_decref(a);
+    ag_bus_worker_close(w);
+}
+
+/* ---- lanes and `wants` ---- */
+
+/* Records, per aggregate, the sequence numbers handled (the message id's number),
+ * and how many handlers ran at once at most (under a mutex: lanes are threads). */
+static pthread_mutex_t lane_mu = PTHREAD_MUTEX_INITIALIZER;
+static int lane_seen[4][32], lane_n[4], lane_now, lane_max, lane_calls;
+
+static int lane_handler(void *ud, const struct ag_bus_delivery *d, struct ag_err *err)
+{
+    AG_UNUSED(ud), AG_UNUSED(err);
+    int agg = d->msg.subject[1] - '0', seq = atoi(strrchr(d->msg.id, '-') + 1);
+    pthread_mutex_lock(&lane_mu);
+    lane_calls++;
+    if (++lane_now > lane_max) lane_max = lane_now;
+    pthread_mutex_unlock(&lane_mu);
+    struct timespec ts = {0, 2000000}; /* a store append's wait, for the overlap */
+    nanosleep(&ts, NULL);
+    pthread_mutex_lock(&lane_mu);
+    lane_now--;
+    if (lane_n[agg] < 32) lane_seen[agg][lane_n[agg]++] = seq;
+    pthread_mutex_unlock(&lane_mu);
+    return 0;
+}
+
+static bool lane_wants(void *ud, const struct ag_bus_delivery *d)
+{
+    AG_UNUSED(ud);
+    return strstr(d->msg.id, "skip") == NULL;
+}
+
+Test(worker, lanes_run_aggregates_at_once_each_in_order_and_unwanted_are_acked)
+{
+    char id[64], agg[8];
+    for (int i = 0; i < 40; i++) { /* 4 aggregates, 10 messages each, interleaved */
+        snprintf(agg, sizeof agg, "a%d", i % 4);
+        snprintf(id, sizeof id, "msg-%s-%s-%d", i % 10 == 9 ? "skip" : "keep", agg, i / 4);
+        publish(id, agg);
+    }
+    struct ag_bus_worker_config cfg = {.consumer = {.name = "lanes", .max_deliver = 2},
+                                       .store = store,
+                                       .handler = lane_handler,
+                                       .lanes = 4,
+                                       .wants = lane_wants};
+    struct ag_bus_worker *w;
+    struct ag_err err;
+    cr_assert_eq(ag_bus_worker_open(bus, &cfg, &w, &err), 0, "%s", err.msg);
+    size_t handled = 0;
+    for (int i = 0; i < 5 && handled < 40; i++)
+        cr_assert_eq(ag_bus_worker_poll(w, 100, 0, &handled, &err), 0, "%s", err.msg);
+    cr_assert_eq(handled, 40, "every message acknowledged (the unwanted too): %zu, %d calls",
+                 handled, lane_calls);
+    cr_assert_eq(lane_calls, 36, "the 4 unwanted ones never reached the handler");
+    cr_assert_gt(lane_max, 1, "aggregates were handled at once");
+    for (int a = 0; a < 4; a++) /* each aggregate's messages in publish order */
+        for (int k = 1; k < lane_n[a]; k++) cr_assert_lt(lane_seen[a][k - 1], lane_seen[a][k]);
     ag_bus_worker_close(w);
 }

@@ -75,9 +75,10 @@ static void prefill(struct ag_relay *r, const struct ag_event_page *pg, const st
 {
     memset(m, 0, sizeof *m);
     ag_uuid_format(&ev->id, m->id);
-    json_t *meta = ag_es_meta_is_next(ev)
-                       ? ag_es_event_meta(r->cfg.store, ev, pg->events, pg->count)
-                       : json_loadb(ev->metadata, ev->metadata_len, 0, NULL);
+    json_t *meta =
+        ag_es_meta_is_next(ev)
+            ? ag_es_event_meta(r->cfg.store, ev, ev + 1, pg->count - (size_t)(ev + 1 - pg->events))
+            : json_loadb(ev->metadata, ev->metadata_len, 0, NULL);
     const char *tp = json_string_value(json_object_get(meta, "traceparent"));
     if (tp) snprintf(m->traceparent, sizeof m->traceparent, "%s", tp);
     json_decref(meta);

@@ -655,8 +655,10 @@ Test(saga, saga_metadata_is_stored_once)
     cr_assert_null(json_object_get(m0, "correlationId"));
     json_decref(m0);
     for (size_t i = 1; i < p.count; i++) {
-        cr_assert_eq(p.events[i].metadata_len, 0, "%.*s", (int)p.events[i].metadata_len,
-                     p.events[i].metadata);
+        const struct ag_event *ev = &p.events[i]; /* none: the store reads it as {} */
+        cr_assert(ev->metadata_len == 0 ||
+                      (ev->metadata_len == 2 && memcmp(ev->metadata, "{}", 2) == 0),
+                  "%.*s", (int)ev->metadata_len, ev->metadata);
         json_t *whole = NULL;
         cr_assert_eq(ag_saga_event_meta_read(store, &p.events[i], &whole, NULL), 0);
         char prev[AG_UUID_STRLEN + 1];

@@ -233,6 +233,21 @@ AG_EXTERN int ag_es_event_version(const struct ag_event *ev);
  * this binary does not know, an upcaster's error). */
 AG_EXTERN json_t *ag_es_event_data(const struct ag_event *ev, struct ag_err *err);
 
+/* ---- metadata stored once per command and stream (src/es/meta.c) ---- */
+
+/* The metadata an event stores when it is byte-for-byte the next event's of its
+ * stream in the same append (the repository writes it; readers never see it
+ * through ag_es_event_meta). */
+#define AG_ES_META_NEXT "{\"sameAsNext\":1}"
+/* True when `ev` stores the marker above. */
+AG_EXTERN bool ag_es_meta_is_next(const struct ag_event *ev);
+/* `ev`'s whole metadata as a JSON object (a new reference; {} when it has none
+ * or it is not an object): the marker resolved to the metadata of the first later
+ * event of the stream that stores its own, found among `near` (`nnear` events the
+ * caller holds, e.g. the page `ev` came from; may be NULL) or read from `s`. */
+AG_EXTERN json_t *ag_es_event_meta(struct ag_store *s, const struct ag_event *ev,
+                                   const struct ag_event *near, size_t nnear);
+
 /* ---- projections ---- */
 
 /* Called for each event, inside the page's transaction, with the projection's

@@ -35,8 +35,10 @@
  * event that started the saga}, traceparent, requestId} (the last two when that
  * event had them). SagaStarted's causationId is the starting event's id, every
  * later event's the saga event before it. Stored compactly (issue 19): the
- * saga-wide part on SagaStarted only, the correlation id nowhere (it is the
- * stream's); readers get the whole of it from ag_saga_event_meta.
+ * saga-wide part and the cause on SagaStarted only; the correlation id nowhere
+ * (it is the stream's) and no later event's causationId (the id of the event
+ * before it in the stream), so a later event stores no metadata at all; readers
+ * get the whole of it from ag_saga_event_meta_at / ag_saga_event_meta_read.
  *
  * Fault injection (for demos and chaos tests): per step, an error rate and an added
  * latency for the action and for the compensation.
@@ -201,8 +203,14 @@ AG_EXTERN int ag_saga_retry(struct ag_saga_engine *e, const char *saga_id, struc
  * or when `ev` is SagaStarted). Any other event's metadata is returned as stored
  * ({} when none). NULL only when out of memory. */
 AG_EXTERN json_t *ag_saga_event_meta(const struct ag_event *ev, const struct ag_event *started);
-/* The same, reading SagaStarted from `store` when `ev` needs it (one read of
- * version 0 of its stream). */
+/* The same, and the causationId of an event that does not store it (every saga
+ * event after SagaStarted since issue 19): the id of `prev`, the event before
+ * `ev` in its stream (ignored unless it is that one; NULL: not at hand). */
+AG_EXTERN json_t *ag_saga_event_meta_at(const struct ag_event *ev, const struct ag_event *started,
+                                        const struct ag_event *prev);
+/* The same, reading SagaStarted and the event before `ev` from `store` when `ev`
+ * needs them (one or two reads of one event); any other event's metadata through
+ * ag_es_event_meta (a command's events stored once per stream). */
 AG_EXTERN int ag_saga_event_meta_read(struct ag_store *store, const struct ag_event *ev,
                                       json_t **out, struct ag_err *err);
 

@@ -159,13 +159,15 @@ static int open_store(const struct store_args *a, bool writable, struct ag_store
     return rc ? fail(a->sub, rc, &err) : 0;
 }
 
-/* One event as JSON; a saga event with its whole metadata unless `raw`. */
+/* One event as JSON; a saga event, or one that stores its metadata as the next
+ * event's (src/es/meta.c), with its whole metadata unless `raw`. */
 static void print_event(struct ag_store *s, const struct ag_event *ev, bool raw, struct ag_buf *b)
 {
     json_t *m = NULL;
     char *text = NULL;
-    bool saga = ev->stream_len > 5 && memcmp(ev->stream, "saga-", 5) == 0;
-    if (!raw && saga && ag_saga_event_meta_read(s, ev, &m, NULL) == 0 && json_object_size(m))
+    bool whole =
+        (ev->stream_len > 5 && memcmp(ev->stream, "saga-", 5) == 0) || ag_es_meta_is_next(ev);
+    if (!raw && whole && ag_saga_event_meta_read(s, ev, &m, NULL) == 0 && json_object_size(m))
         text = json_dumps(m, JSON_COMPACT);
     struct ag_event e = *ev;
     if (text) e.metadata = text, e.metadata_len = strlen(text);

@@ -8,4 +8,9 @@
  * or on out of memory: check ag_es_schema_version(type) > 1 to tell. */
 char *ag__es_meta_for(const char *meta, const char *type);
 
+struct ag_event_data;
+/* Of `n` events appended to one stream in order, store AG_ES_META_NEXT in place
+ * of each one's metadata that is byte-for-byte the next one's (meta.c). */
+void ag__es_meta_share(struct ag_event_data *ev, size_t n);
+
 #endif

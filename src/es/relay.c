@@ -14,6 +14,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "agora/es.h"
 #include "agora/relay.h"
 
 #define CHECKPOINT_MS 200 /* the checkpoint is written at most this often while busy */
@@ -84,12 +85,17 @@ static bool stopping(struct ag_relay *r)
     return s;
 }
 
-/* The relay's own part of a message: id, time, traceparent (from the metadata). */
-static void prefill(const struct ag_event *ev, struct ag_relay_msg *m)
+/* The relay's own part of a message: id, time, traceparent (from the metadata,
+ * the next event's when it stores a marker for it: es/meta.c, looked up in `pg`). */
+static void prefill(struct ag_relay *r, const struct ag_event_page *pg, const struct ag_event *ev,
+                    struct ag_relay_msg *m)
 {
     memset(m, 0, sizeof *m);
     ag_uuid_format(&ev->id, m->id);
-    json_t *meta = json_loadb(ev->metadata, ev->metadata_len, 0, NULL);
+    json_t *meta =
+        ag_es_meta_is_next(ev)
+            ? ag_es_event_meta(r->cfg.store, ev, ev + 1, pg->count - (size_t)(ev + 1 - pg->events))
+            : json_loadb(ev->metadata, ev->metadata_len, 0, NULL);
     const char *tp = json_string_value(json_object_get(meta, "traceparent"));
     if (tp) snprintf(m->traceparent, sizeof m->traceparent, "%s", tp);
     json_decref(meta);
@@ -125,7 +131,7 @@ static int publish_page(struct ag_relay *r, const struct ag_event_page *pg, size
     for (size_t i = 0; !rc && i < pg->count; i++) {
         const struct ag_event *ev = &pg->events[i];
         if (ev->stream_len && ev->stream[0] == '_') continue;
-        prefill(ev, &rm[n]);
+        prefill(r, pg, ev, &rm[n]);
         int m = r->cfg.map(r->cfg.ud, r->cfg.store, ev, &rm[n]);
         if (m < 0) {
             rc = ag_err_set(err, m, "mapping event %llu (%.*s): %s",

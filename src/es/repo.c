@@ -545,6 +545,7 @@ static int encode(struct batch *b)
                                               .metadata_len = meta ? strlen(meta) : 0};
         }
     if (all->n) {
+        ag__es_meta_share(b->ev, all->n);
         b->parts[b->nparts++] =
             (struct ag_append_part){b->e->stream, strlen(b->e->stream),
                                     b->base < 0 ? AG_STORE_NO_STREAM : b->base, b->ev, all->n};
@@ -1061,6 +1062,7 @@ static int multi_encode(struct multi *m)
                                               .metadata_len =
                                                   meta == m->cmd.metadata ? mlen : strlen(meta)};
         }
+        ag__es_meta_share(m->ev + k - o->n, o->n);
     }
     m->nagg = m->np;
     for (size_t i = 0; m->async && i < m->as.nextra; i++) m->parts[m->np++] = m->as.extra[i];

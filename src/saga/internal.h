@@ -65,7 +65,7 @@ struct saga_state {
     char stream[SAGA_STREAM_MAX + 8];
     json_t *data;           /* from SagaStarted (owned) */
     int64_t version;        /* stream version */
-    struct ag_uuid last_id; /* the last event: the cause of the next one */
+    struct ag_uuid last_id; /* the last event: the cause of the next one (not stored) */
     struct ag_buf buf;      /* encoding scratch for the next event */
     size_t next;            /* next step to run forward; while compensating, the failed step */
     bool compensating;      /* a step failed: running compensations */

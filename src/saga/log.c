@@ -16,10 +16,12 @@
  * gets AG_ECONFLICT. Each event gets its id here (UUIDv7 from the injected clock
  * and RNG), which the next event names as its causationId. Since issue 19 the
  * saga-wide metadata (actor, traceparent, requestId) is stored once, on
- * SagaStarted; every later event stores only {causationId}, and no event stores
- * the correlation id (the saga id, the stream's). ag_saga_event_meta gives every
- * reader the whole metadata back, the same as when each event carried it all
- * (logs written before keep their whole metadata and read unchanged).
+ * SagaStarted with its cause; a later event stores no metadata at all: its
+ * causationId is the id of the event before it in the stream (exact expected
+ * versions make that so), and no event stores the correlation id (the saga id,
+ * the stream's). ag_saga_event_meta_at gives every reader the whole metadata
+ * back, the same as when each event carried it all (logs written before keep
+ * their stored metadata, {causationId} or whole, and read unchanged).
  * Payloads and metadata are encoded into a buffer the state keeps (ag_malloc'd,
  * not jansson's), reused across the saga's events.
  */
@@ -238,12 +240,35 @@ static bool is_started(const struct ag_event *ev)
     return ev && saga_ev_kind(ev->type, ev->type_len) == SAGA_EV_STARTED;
 }
 
+static bool same_stream(const struct ag_event *a, const struct ag_event *b)
+{
+    return a->stream_len == b->stream_len && memcmp(a->stream, b->stream, a->stream_len) == 0;
+}
+
+/* The causationId a later event does not store: the id of the event before it. */
+static void prev_cause(json_t *m, const struct ag_event *ev, const struct ag_event *prev)
+{
+    if (ev->version <= 0 || !prev || prev->version != ev->version - 1 || !same_stream(ev, prev) ||
+        json_object_get(m, "causationId"))
+        return;
+    char cid[AG_UUID_STRLEN + 1];
+    ag_uuid_format(&prev->id, cid);
+    json_object_set_new(m, "causationId", json_string(cid));
+}
+
 json_t *ag_saga_event_meta(const struct ag_event *ev, const struct ag_event *started)
+{
+    return ag_saga_event_meta_at(ev, started, NULL);
+}
+
+json_t *ag_saga_event_meta_at(const struct ag_event *ev, const struct ag_event *started,
+                              const struct ag_event *prev)
 {
     json_t *m = ev->metadata_len ? json_loadb(ev->metadata, ev->metadata_len, 0, NULL) : NULL;
     if (!json_is_object(m)) json_decref(m), m = json_object();
     if (!m || !is_saga_stream(ev)) return m;
     if (is_started(ev)) started = ev;
+    if (!is_started(ev)) prev_cause(m, ev, prev);
     if (!json_object_get(m, "correlationId")) {
         size_t n = sizeof SAGA_PREFIX - 1;
         json_object_set_new(m, "correlationId", json_stringn(ev->stream + n, ev->stream_len - n));
@@ -271,15 +296,24 @@ int ag_saga_event_meta_read(struct ag_store *store, const struct ag_event *ev, j
                             struct ag_err *err)
 {
     *out = NULL;
-    struct ag_event_page p = {0};
-    if (is_saga_stream(ev) && !is_started(ev)) {
-        int rc =
-            ag_store_read_stream(store, ev->stream, ev->stream_len, 0, AG_READ_FORWARD, 1, &p, err);
-        if (rc) return rc;
+    if (!is_saga_stream(ev)) {
+        *out = ag_es_event_meta(store, ev, NULL, 0);
+        return *out ? 0 : AG_ENOMEM;
     }
-    *out = ag_saga_event_meta(ev, p.count ? &p.events[0] : NULL);
+    struct ag_event_page p = {0}, q = {0};
+    int rc = 0;
+    if (!is_started(ev))
+        rc =
+            ag_store_read_stream(store, ev->stream, ev->stream_len, 0, AG_READ_FORWARD, 1, &p, err);
+    if (!rc && ev->version > 1 &&
+        !(ev->metadata_len && memmem(ev->metadata, ev->metadata_len, "\"causationId\"", 13)))
+        rc = ag_store_read_stream(store, ev->stream, ev->stream_len, ev->version - 1,
+                                  AG_READ_FORWARD, 1, &q, err);
+    const struct ag_event *started = p.count ? &p.events[0] : NULL;
+    if (!rc) *out = ag_saga_event_meta_at(ev, started, q.count ? &q.events[0] : started);
     ag_event_page_free(&p);
-    return *out ? 0 : AG_ENOMEM;
+    ag_event_page_free(&q);
+    return rc ? rc : *out ? 0 : AG_ENOMEM;
 }
 
 /* ---- loading and recording ---- */
@@ -339,29 +373,18 @@ int saga_load(const struct saga_env *env, const char *id, struct saga_state *s, 
     return 0;
 }
 
-/* The metadata of the next event, after the payload in `b`: only its cause, the
- * rest is SagaStarted's (ag_saga_event_meta). */
-static int next_meta(const struct saga_state *s, struct ag_buf *b)
-{
-    char cid[AG_UUID_STRLEN + 1];
-    ag_uuid_format(&s->last_id, cid);
-    return ag_buf_printf(b, "{\"causationId\":\"%s\"}", cid);
-}
-
+/* A later event stores no metadata: its cause is the event before it (s->last_id,
+ * at version s->version, which the exact expected version of its append checks),
+ * the rest is SagaStarted's (ag_saga_event_meta_at). */
 int saga_encode(const struct saga_env *env, struct saga_state *s, enum saga_ev kind,
                 const json_t *data, struct ag_event_data *ev)
 {
     ag_buf_reset(&s->buf);
-    int rc = dump(data, &s->buf);
-    size_t dlen = s->buf.len;
-    if (!rc) rc = next_meta(s, &s->buf);
-    if (rc) return AG_ENOMEM;
+    if (dump(data, &s->buf)) return AG_ENOMEM;
     *ev = (struct ag_event_data){.type = ev_names[kind].name,
                                  .type_len = ev_names[kind].len,
                                  .data = s->buf.data,
-                                 .data_len = dlen,
-                                 .metadata = s->buf.data + dlen,
-                                 .metadata_len = s->buf.len - dlen};
+                                 .data_len = s->buf.len};
     ag_uuid_v7(&ev->id, env->clock, env->rng);
     return 0;
 }

@@ -3,7 +3,9 @@
  *
  * Every event's metadata names its actor (sub and roles), the request id and the
  * trace (common.c copies them from the request). A saga's events store theirs
- * once, on SagaStarted: ag_saga_event_meta_read gives each its whole metadata. The audit view scans
+ * once, on SagaStarted: ag_saga_event_meta_read gives each its whole metadata; a
+ * command's events on one stream store it on the last (src/es/meta.c):
+ * ag_es_event_meta finds it among the page's next events. The audit view scans
  * `$all` forward from the cursor `after` (a global position, exclusive), keeps the events that
  * match the filters, and stops at `limit` matches or after a bounded number of scanned events, so
  * one request never walks an unbounded log: `nextCursor` is where the next page starts, null once
@@ -48,6 +50,18 @@ static json_t *item(const struct ag_event *ev, json_t *meta)
                      json_object_get(meta, "traceparent"));
 }
 
+/* The whole metadata of the page's event `i` (NULL when unreadable): a saga's
+ * completed from its stream, a command's stored once per stream resolved from
+ * the events after it in the page (or the store). */
+static json_t *meta_of(struct ag_store *s, const struct ag_event_page *pg, size_t i)
+{
+    const struct ag_event *ev = &pg->events[i];
+    if (ag_es_meta_is_next(ev))
+        return ag_es_event_meta(s, ev, pg->events + i + 1, pg->count - i - 1);
+    json_t *m = NULL;
+    return ag_saga_event_meta_read(s, ev, &m, NULL) ? NULL : m;
+}
+
 /* Scan from q->from into items; *next is the cursor to continue from, or 0 at the end. */
 static int scan(struct svc_env *p, const struct audit_query *q, json_t *items, uint64_t *next)
 {
@@ -61,8 +75,7 @@ static int scan(struct svc_env *p, const struct audit_query *q, json_t *items, u
         size_t i = 0;
         for (; i < pg.count && json_array_size(items) < (size_t)q->limit; i++) {
             const struct ag_event *ev = &pg.events[i];
-            json_t *meta = NULL;
-            if (ag_saga_event_meta_read(p->store, ev, &meta, NULL)) meta = NULL;
+            json_t *meta = meta_of(p->store, &pg, i);
             if (matches(q, ev, meta)) json_array_append_new(items, item(ev, meta));
             json_decref(meta);
             pos = ev->position + 1;

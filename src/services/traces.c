@@ -65,12 +65,13 @@ static int order_trace_id(struct svc_job *j, uint8_t id[16])
     svc_stream(stream, sizeof stream, "order", j->param);
     if (ag_store_check_stream(stream, strlen(stream), NULL)) return AG_ENOTFOUND;
     struct ag_event_page page;
-    int rc = ag_store_read_stream(j->env->store, stream, strlen(stream), 0, AG_READ_FORWARD, 1,
+    int rc = ag_store_read_stream(j->env->store, stream, strlen(stream), 0, AG_READ_FORWARD, 8,
                                   &page, NULL);
     if (rc) return rc;
     rc = AG_ENOTFOUND;
+    /* stored once per command: OrderCreated may name the next event's (es/meta.c) */
     json_t *meta = page.count
-                       ? json_loadb(page.events[0].metadata, page.events[0].metadata_len, 0, NULL)
+                       ? ag_es_event_meta(j->env->store, &page.events[0], page.events, page.count)
                        : NULL;
     const char *tp = json_string_value(json_object_get(meta, "traceparent"));
     struct ag_obs_trace t;

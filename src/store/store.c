@@ -108,20 +108,26 @@ int ag_store_parse_expected(const char *s, int64_t *out)
  *
  * Each append is a span "store.append" (streams, events, bytes, the first
  * stream), a child of the calling thread's current span (ag_span_set_current: a
- * saga step) or else of the span its first event's metadata names in
- * "traceparent" (a service request). An append that belongs to no trace makes
+ * saga step) or else of the span the first of its events' metadata that names one
+ * names in "traceparent" (a service request). An append that belongs to no trace makes
  * no span. */
 
 static bool span_parent(const struct ag_event_data *ev, size_t n, struct ag_obs_trace *out)
 {
     static const char key[] = "\"traceparent\":\"";
     if (ag_span_current(out)) return true;
-    if (!n || !ev[0].metadata || ev[0].metadata_len < sizeof key) return false;
-    const char *m = ev[0].metadata, *p = memmem(m, ev[0].metadata_len, key, sizeof key - 1);
-    if (!p) return false;
-    p += sizeof key - 1;
-    if ((size_t)(m + ev[0].metadata_len - p) < AG_OBS_TRACEPARENT_LEN) return false;
-    return ag_obs_trace_parse(p, AG_OBS_TRACEPARENT_LEN, out) == 0;
+    /* the first event that names one: a command's events before its last may
+     * store a marker for "the next event's metadata" (src/es/meta.c) */
+    for (size_t i = 0; i < n; i++) {
+        const char *m = ev[i].metadata;
+        if (!m || ev[i].metadata_len < sizeof key) continue;
+        const char *p = memmem(m, ev[i].metadata_len, key, sizeof key - 1);
+        if (!p) continue;
+        p += sizeof key - 1;
+        if ((size_t)(m + ev[i].metadata_len - p) < AG_OBS_TRACEPARENT_LEN) return false;
+        return ag_obs_trace_parse(p, AG_OBS_TRACEPARENT_LEN, out) == 0;
+    }
+    return false;
 }
 
 static void span_count(struct ag__store_span *sp, const struct ag_event_data *ev, size_t n)

@@ -629,7 +629,16 @@ static int start_saga(struct ag_rm *db, const struct ag_event *ev, const json_t 
     json_t *data = json_pack("{s:s}", "orderId", order);
     struct ag_err err;
     ag_err_clear(&err);
-    int rc = ag_saga_start_async(p->sagas, "PlaceOrder", saga, data, ev, &err);
+    struct ag_event cause = *ev; /* its whole metadata: it may name the next event's */
+    char *meta = NULL;
+    if (ag_es_meta_is_next(ev)) {
+        json_t *m = ag_es_event_meta(p->store, ev, NULL, 0);
+        if ((meta = m ? json_dumps(m, JSON_COMPACT) : NULL))
+            cause.metadata = meta, cause.metadata_len = strlen(meta);
+        json_decref(m);
+    }
+    int rc = ag_saga_start_async(p->sagas, "PlaceOrder", saga, data, &cause, &err);
+    free(meta);
     json_decref(data);
     if (rc) AG_ERROR("saga.start_failed", AG_LS("saga", saga), AG_LS("error", err.msg));
     return rc;

@@ -10,12 +10,20 @@
  * it from a format-1/2 record (whose first byte is the low byte of a size that
  * is a multiple of 8): bit 0 is always 1.
  *   u8 tag          bit 0 = 1; bits 1..2 kind; bit 3 body compressed; bit 4
- *                   name compact; bits 5..7 zero
+ *                   name compact; bit 5 time from the id; bits 6..7 zero
  *   varint rest     bytes after this varint, checksum included
  *   varint position absolute (events; batch header: its first event; snapshot 0)
  *   varint version  (batch header: streams)
  *   16B id          events only
- *   u64 time        commit time, Unix ns (a varint of a 2026 time takes 9 bytes)
+ *   u64 time        commit time, Unix ns (a varint of a 2026 time takes 9 bytes);
+ *                   with tag bit 5 (events whose id is a UUIDv7, RFC 9562, made
+ *                   at most ~6.5 days before the commit: every id agora makes),
+ *                   a varint of the commit time minus the id's Unix ms × 10^6
+ *                   instead — 3 or 4 bytes for a commit milliseconds after the id
+ *                   was made. Still self-contained: the id is in the record.
+ *                   Added in issue 19 (compact events) without a format number:
+ *                   a log is written and read by the same binary, and an older
+ *                   one refuses the bit ("unknown record kind or flags").
  *   varint batch_left
  *   name            not in batch headers. Compact: u8 prefix length, the prefix
  *                   (up to and with the first '-'), the lowercase UUID after it
@@ -98,7 +106,8 @@ enum {
     T3_KIND_SHIFT = 1,
     T3_COMPRESSED = 8,
     T3_COMPACT_NAME = 16,
-    T3_KNOWN = 0x1f,
+    T3_TIME_ID = 32,
+    T3_KNOWN = 0x3f,
     T3_TRAILER = 4,
     T3_NAME_UUID = 16,
 };
@@ -122,6 +131,27 @@ size_t ag__log_varint_get(const uint8_t *p, const uint8_t *end, uint64_t *v)
     return 0;
 }
 
+#define T3_TIME_DELTA_MAX (1ull << 49) /* ~6.5 days in ns: a varint of at most 7 bytes */
+#define T3_ID_MS_MAX      (UINT64_MAX / 1000000u)
+
+/* The Unix ms of a UUIDv7 (its first 48 bits), or UINT64_MAX when `id` is not one. */
+static uint64_t id_ms(const struct ag_uuid *id)
+{
+    if (id->b[6] >> 4 != 7) return UINT64_MAX;
+    uint64_t ms = 0;
+    for (int i = 0; i < 6; i++) ms = ms << 8 | id->b[i];
+    return ms;
+}
+
+/* The commit time as a delta from the event's id (tag bit 5), when that fits. */
+static bool time_from_id(const struct log_rec *r, uint64_t *delta)
+{
+    uint64_t ms = r->kind == LOG_KIND_EVENT ? id_ms(&r->id) : UINT64_MAX;
+    if (ms > T3_ID_MS_MAX || r->time_ns < ms * 1000000u) return false;
+    *delta = r->time_ns - ms * 1000000u;
+    return *delta < T3_TIME_DELTA_MAX;
+}
+
 /* Everything between `rest` and the body (see FORMAT 3) into `h`; its bytes. */
 static size_t v3_head(uint8_t *h, const struct log_rec *r, uint8_t *tag)
 {
@@ -129,7 +159,13 @@ static size_t v3_head(uint8_t *h, const struct log_rec *r, uint8_t *tag)
     o += ag__log_varint_put(o, r->position);
     o += ag__log_varint_put(o, (uint64_t)r->version);
     if (r->kind == LOG_KIND_EVENT) memcpy(o, r->id.b, 16), o += 16;
-    ag__put64(o, r->time_ns), o += 8;
+    uint64_t delta;
+    if (time_from_id(r, &delta)) {
+        *tag |= T3_TIME_ID;
+        o += ag__log_varint_put(o, delta);
+    } else {
+        ag__put64(o, r->time_ns), o += 8;
+    }
     o += ag__log_varint_put(o, r->batch_left);
     if (r->kind == LOG_KIND_BATCH) return (size_t)(o - h);
     const char *dash = memchr(r->stream, '-', r->stream_len);
@@ -199,7 +235,7 @@ static int v3_fields(const uint8_t *p, size_t avail, struct log_rec *r, bool che
     r->kind = (uint8_t)(tag >> T3_KIND_SHIFT & 3);
     if (check && (tag & ~T3_KNOWN || r->kind == 0 ||
                   (tag & (T3_COMPRESSED | T3_COMPACT_NAME) && r->kind == LOG_KIND_BATCH) ||
-                  (tag & T3_COMPRESSED && r->kind != LOG_KIND_EVENT)))
+                  (tag & (T3_COMPRESSED | T3_TIME_ID) && r->kind != LOG_KIND_EVENT)))
         return bad3(why, "unknown record kind or flags");
 #define TAKE(dst)                                                                                  \
     do {                                                                                           \
@@ -214,8 +250,17 @@ static int v3_fields(const uint8_t *p, size_t avail, struct log_rec *r, bool che
         if (end - o < 16) return bad3(why, "record fields do not fit its size");
         memcpy(r->id.b, o, 16), o += 16;
     }
-    if (end - o < 8) return bad3(why, "record fields do not fit its size");
-    r->time_ns = ag__le64(o), o += 8;
+    if (tag & T3_TIME_ID) {
+        uint64_t delta, ms = id_ms(&r->id);
+        TAKE(delta);
+        if (ms > T3_ID_MS_MAX || delta >= T3_TIME_DELTA_MAX || r->kind != LOG_KIND_EVENT ||
+            ms * 1000000u > UINT64_MAX - delta)
+            return bad3(why, "record time out of range");
+        r->time_ns = ms * 1000000u + delta;
+    } else {
+        if (end - o < 8) return bad3(why, "record fields do not fit its size");
+        r->time_ns = ag__le64(o), o += 8;
+    }
     TAKE(bl);
     r->version = (int64_t)ver;
     r->batch_left = (uint32_t)bl;

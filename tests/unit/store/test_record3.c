@@ -246,6 +246,51 @@ Test(record3, framing_of_a_typical_event)
     cr_assert_geq(old - n, 45, "format 2: %zu, format 3: %zu", old, n);
 }
 
+/* An event whose id is a UUIDv7 stores its commit time as a delta from the id's
+ * Unix ms (tag bit 5): 4 bytes less for a commit 2.3 ms after the id, and the same
+ * time back; any other id version, a commit before the id's ms, or one more than
+ * ~6.5 days after it keep the 8-byte time. Every flipped byte is still refused. */
+Test(record3, time_as_a_delta_from_a_uuidv7_id)
+{
+    const uint64_t ms = 1795000000123ull;
+    struct log_rec r = {.kind = LOG_KIND_EVENT,
+                        .position = 400000,
+                        .version = 3,
+                        .time_ns = ms * 1000000u + 2345678u,
+                        .stream = UUID_NAME,
+                        .stream_len = sizeof UUID_NAME - 1,
+                        .type = "OrderPlaced",
+                        .type_len = 11,
+                        .meta = "",
+                        .data = "{}",
+                        .data_len = 2};
+    for (int i = 0; i < 6; i++) r.id.b[i] = (uint8_t)(ms >> (40 - 8 * i));
+    r.id.b[6] = 0x71, r.id.b[8] = 0x80, r.id.b[15] = 0x5a;
+    size_t n = round_trip(&r, true);
+    struct log_rec v4 = r;
+    v4.id.b[6] = 0x41;
+    size_t n8 = round_trip(&v4, true);
+    cr_assert_eq(n8 - n, 4, "u64 time: %zu bytes, delta: %zu", n8, n);
+    struct log_rec t = r;
+    t.time_ns = ms * 1000000u; /* the id's own millisecond */
+    cr_assert_lt(round_trip(&t, true), n8);
+    t.time_ns = ms * 1000000u - 1; /* before the id was made (another clock) */
+    cr_assert_eq(round_trip(&t, true), n8);
+    t.time_ns = ms * 1000000u + 7ull * 86400 * 1000000000; /* a week later */
+    cr_assert_eq(round_trip(&t, true), n8);
+    size_t len;
+    uint8_t *p = encode(&r, &len);
+    for (size_t i = 0; i < len; i++)
+        for (int bit = 0; bit < 8; bit++) {
+            p[i] ^= (uint8_t)(1 << bit);
+            struct log_rec d;
+            const char *why;
+            cr_assert_neq(ag__log_rec_decode(p, len, &d, &why), 0, "byte %zu bit %d", i, bit);
+            p[i] ^= (uint8_t)(1 << bit);
+        }
+    free(p);
+}
+
 /* The segment fuzzer's seed corpus (both formats: v3_* are format 3) goes through
  * the fuzzer's entry point: open (with repair when refused) and read back, no
  * crash; the clean seeds read back whole. */

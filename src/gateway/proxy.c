@@ -96,9 +96,9 @@ static bool identity_header(const char *n)
     char c0 = (char)(*n | 0x20); /* every name below starts with x, t or f */
     if (c0 != 'x' && c0 != 't' && c0 != 'f') return false;
     return !strcasecmp(n, "x-user-id") || !strcasecmp(n, "x-user-roles") ||
-           !strcasecmp(n, "x-user-sig") ||
-           !strncasecmp(n, "x-forwarded-", 12) || !strcasecmp(n, "x-request-id") ||
-           !strcasecmp(n, "traceparent") || !strcasecmp(n, "forwarded");
+           !strcasecmp(n, "x-user-sig") || !strncasecmp(n, "x-forwarded-", 12) ||
+           !strcasecmp(n, "x-request-id") || !strcasecmp(n, "traceparent") ||
+           !strcasecmp(n, "forwarded");
 }
 
 int ag__gw_problem(struct ag_http_req *req, int status, const char *detail)

@@ -26,7 +26,7 @@
 
 #include "agora/http.h"
 
-#define MAC_LEN 32
+#define MAC_LEN ((size_t)32)
 
 static int mac_hex(const char *key, int64_t ts, const char *sub, const char *roles,
                    const char *method, const char *target, char hex[2 * MAC_LEN + 1])

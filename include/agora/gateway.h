@@ -56,6 +56,11 @@ struct ag_gateway_options {
      * (agora run: the data directory); NULL = no codes (POST /admin/console/session
      * answers 401). Borrowed: must outlive the gateway. */
     const char *console_dir;
+    /* The mesh key (AGORA_MESH_KEY, at least AG_MESH_KEY_MIN characters): every
+     * forwarded request that carries identity headers carries x-user-sig too
+     * (include/agora/http.h), which `agora serve` instances require. NULL = none.
+     * Borrowed: must outlive the gateway. */
+    const char *mesh_key;
 };
 
 struct ag_gateway_ready_check {

@@ -416,4 +416,23 @@ AG_EXTERN void ag_http_propagate(const struct ag_http_req *in, struct ag_http_cl
  * NULL for memory transports. For X-Forwarded-For and per-IP rate limits. */
 AG_EXTERN const char *ag_http_req_peer(const struct ag_http_req *req);
 
+/* ---- the mesh key (src/http/usersig.c) ---- */
+
+/* The gateway signs the identity headers it passes (x-user-id, x-user-roles)
+ * with a key shared with the services (AGORA_MESH_KEY): x-user-sig is
+ * "<unix seconds>.<hex HMAC-SHA256(key, ts\nsub\nroles\nMETHOD\ntarget)>",
+ * target being the path with its query ("/a/b?x=1") as the service receives it. */
+#define AG_MESH_KEY_MIN    32 /* characters of a mesh key at least */
+#define AG_USER_SIG_MAX    96 /* room for an x-user-sig value with its NUL */
+#define AG_USER_SIG_SKEW_S 60 /* a signature's time may be this far off now */
+/* The x-user-sig value for these headers at `ts` into `out`: 0, AG_EINVAL (no
+ * key), AG_ENOMEM or AG_EIO. NULL sub/roles/method/target sign as "". */
+AG_EXTERN int ag_http_user_sig(const char *key, int64_t ts, const char *sub, const char *roles,
+                               const char *method, const char *target,
+                               char out[AG_USER_SIG_MAX] /* OUT */);
+/* Whether `sig` is a valid x-user-sig for these headers, made within
+ * AG_USER_SIG_SKEW_S seconds of `now` (Unix seconds); constant-time compare. */
+AG_EXTERN bool ag_http_user_sig_ok(const char *key, const char *sig, int64_t now, const char *sub,
+                                   const char *roles, const char *method, const char *target);
+
 #endif

@@ -89,6 +89,11 @@ struct ag_platform_config {
      * when this process takes the saga starter's lease (the sagas are then its
      * own). Needs PostgreSQL read models to mean anything (SQLite: always held). */
     bool shared;
+    /* The mesh key (`agora serve`: AGORA_MESH_KEY, required there): identity
+     * headers count only with the gateway's valid x-user-sig made with it
+     * (include/agora/http.h); without one the caller is anonymous. NULL = the
+     * headers are believed as they come (agora run: a 0600 Unix socket). */
+    const char *mesh_key;
 };
 
 /* The business contexts `agora serve` can serve, NULL-terminated: customers,

@@ -57,6 +57,8 @@ int ag_cli_tls_arg(int argc, char **argv, int *i, struct ag_cli_tls *t, const ch
 int ag_cli_tls_check(const struct ag_cli_tls *t, const char *cmd);
 /* True for a loopback address (127.0.0.0/8, ::1, localhost). */
 bool ag_cli_loopback(const char *host);
+/* The mesh key from env AGORA_MESH_KEY (cmd_serve.c), or NULL when unset or empty. */
+const char *ag_cli_mesh_key(void);
 /* "24h", "90m", "3600s", "7d", "500ms" or bare seconds in ms; 0 when malformed or zero. */
 uint64_t ag_cli_duration_ms(const char *s);
 

@@ -25,7 +25,10 @@ static const char usage_text[] =
     "                      default; overrides gateway.tls.certificates). SIGHUP re-reads\n"
     "                      the files. Answers carry Strict-Transport-Security\n"
     "  --tls-key FILE      the certificate's PEM private key\n"
-    "  --http-redirect HOST:PORT  also listen for plain HTTP there and answer 308 to https\n";
+    "  --http-redirect HOST:PORT  also listen for plain HTTP there and answer 308 to https\n"
+    "\n"
+    "env AGORA_MESH_KEY (32+ characters): sign the identity headers passed upstream\n"
+    "(x-user-sig); `agora serve` instances require it, with the same key.\n";
 
 static int run(int argc, char **argv)
 {
@@ -67,7 +70,8 @@ static int run(int argc, char **argv)
                                    .workers = workers,
                                    .tls_certs = tls.ncert ? tls.certs : NULL,
                                    .ntls_certs = tls.ncert,
-                                   .http_redirect = tls.redirect};
+                                   .http_redirect = tls.redirect,
+                                   .mesh_key = ag_cli_mesh_key()};
     struct ag_err err;
     ag_err_clear(&err);
     if (check) {

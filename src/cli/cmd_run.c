@@ -177,7 +177,8 @@ static int serve_gateway(struct ag_platform *p, const char *listen, const char *
                                     .tls_certs = tls->ncert ? tls->certs : NULL,
                                     .ntls_certs = tls->ncert,
                                     .http_redirect = tls->redirect,
-                                    .console_dir = data};
+                                    .console_dir = data,
+                                    .mesh_key = ag_cli_mesh_key()};
     struct ag_gateway *gw = NULL;
     struct ag_err err;
     ag_err_clear(&err);

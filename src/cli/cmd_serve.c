@@ -28,8 +28,10 @@ static const char usage_text[] =
     "another instance takes it over within about a second), the orchestrated sagas\n"
     "belong to the instance holding the saga starter's lease and are resumed by the\n"
     "next one, and the choreography's bus consumers are shared JetStream consumers.\n"
-    "Put `agora gateway` in front (deploy/serve/gateway.yaml): the instances trust its\n"
-    "x-user-id / x-user-roles headers and authenticate nobody themselves.\n"
+    "Put `agora gateway` in front (deploy/serve/gateway.yaml): the instances believe its\n"
+    "x-user-id / x-user-roles headers only with its signature (x-user-sig, HMAC-SHA256\n"
+    "under AGORA_MESH_KEY, at most 60 s old): set env AGORA_MESH_KEY, 32+ characters,\n"
+    "to the same secret in every instance and in `agora gateway` (required here).\n"
     "\n"
     "  --store URI         postgresql://USER@HOST/DB?schema=S (env AGORA_STORE)\n"
     "  --readmodels URI    postgresql://USER@HOST/DB (env AGORA_READMODELS)\n"
@@ -57,6 +59,27 @@ static const char *env_or(const char *name, const char *dflt)
 {
     const char *v = getenv(name);
     return v && *v ? v : dflt;
+}
+
+const char *ag_cli_mesh_key(void)
+{
+    return env_or("AGORA_MESH_KEY", NULL);
+}
+
+/* The instances listen on TCP: identity headers count only signed with the key. */
+static int check_mesh_key(const char **key)
+{
+    *key = ag_cli_mesh_key();
+    if (!*key)
+        return ag_cli_usage_error(
+            "serve: set AGORA_MESH_KEY (a secret of %d+ characters, e.g. `openssl rand -hex "
+            "32`) here and the same key in `agora gateway`: the instances believe identity "
+            "headers only when the gateway signed them with it",
+            AG_MESH_KEY_MIN);
+    if (strlen(*key) < AG_MESH_KEY_MIN)
+        return ag_cli_usage_error("serve: AGORA_MESH_KEY is %zu characters: it needs %d at least",
+                                  strlen(*key), AG_MESH_KEY_MIN);
+    return 0;
 }
 
 static int context_arg(const char *a, unsigned *mask)
@@ -159,8 +182,10 @@ static int serve(int argc, char **argv)
                            .bus = env_or("AGORA_BUS", NULL),
                            .data = env_or("AGORA_DATA", "./data"),
                            .saga_mode = env_or("AGORA_SAGA_MODE", NULL)};
+    const char *mesh_key = NULL;
     int prc = parse(argc, argv, &o);
     if (!prc) prc = check_shared(&o);
+    if (!prc) prc = check_mesh_key(&mesh_key);
     if (prc) return prc;
     char host[64];
     uint16_t port = 0;
@@ -181,7 +206,8 @@ static int serve(int argc, char **argv)
                                      .choreography =
                                          o.saga_mode && strcmp(o.saga_mode, "choreography") == 0,
                                      .contexts = o.contexts,
-                                     .shared = true};
+                                     .shared = true,
+                                     .mesh_key = mesh_key};
     long rw = getenv("AGORA_DB_WAIT") ? strtol(getenv("AGORA_DB_WAIT"), NULL, 10) : 0;
     if (rw > 0 && rw <= 86400) cfg.readmodels_wait_s = (unsigned)rw;
     long st = getenv("AGORA_SAGA_THREADS") ? strtol(getenv("AGORA_SAGA_THREADS"), NULL, 10) : 0;
@@ -190,9 +216,8 @@ static int serve(int argc, char **argv)
     umask(077);
     if (!ag_cli_loopback(host))
         fprintf(stderr,
-                "agora serve: warning: %s is not loopback: the instance trusts the "
-                "identity headers of whoever reaches it (no mTLS yet): let only the "
-                "gateway reach it\n",
+                "agora serve: warning: %s is not loopback: the traffic from the gateway "
+                "is plain HTTP (no TLS between them yet): keep it on a private network\n",
                 host);
     struct ag_platform *p = NULL;
     int rc = ag_http_listen_check(host, port, &err);

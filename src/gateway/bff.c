@@ -148,13 +148,19 @@ static void start_calls(struct bctx *b, const struct gw_conf *conf, const struct
         c->req.timeout_ms = bc->timeout_ms;
         ag_http_propagate(b->req, &c->req);
         /* the verified identity, as the proxy passes it: the services filter by it */
-        struct ag_http_header *h = ag_http_req_alloc(b->req, 2 * sizeof *h);
+        struct ag_http_header *h = ag_http_req_alloc(b->req, 3 * sizeof *h);
+        char *sig = b->gw->opts.mesh_key ? ag_http_req_alloc(b->req, AG_USER_SIG_MAX) : NULL;
         if (h) {
             h[0] = (struct ag_http_header){"x-user-id", who->sub};
             h[1] = (struct ag_http_header){"x-user-roles", who->roles_csv};
             c->req.headers = h;
             c->req.nheaders = 2;
         }
+        int64_t now = (int64_t)(ag_clock_now(b->gw->clock) / 1000000000u);
+        if (h && sig &&
+            !ag_http_user_sig(b->gw->opts.mesh_key, now, who->sub, who->roles_csv, "GET",
+                              b->paths[i], sig))
+            h[c->req.nheaders++] = (struct ag_http_header){"x-user-sig", sig};
         b->pending++;
         if (ag_mesh_call_start(ag__gw_loop_pools(b->loop), c, on_part, s)) b->pending--;
     }

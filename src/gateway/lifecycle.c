@@ -352,6 +352,10 @@ int ag_gateway_start(const struct ag_gateway_options *opts, struct ag_gateway **
                      struct ag_err *err)
 {
     struct ag_gateway *gw;
+    if (opts && opts->mesh_key && strlen(opts->mesh_key) < AG_MESH_KEY_MIN)
+        return ag_err_set(err, AG_EINVAL,
+                          "the mesh key (AGORA_MESH_KEY) needs %d characters at least",
+                          AG_MESH_KEY_MIN);
     if (!opts || gw_alloc(opts, &gw))
         return ag_err_set(err, opts ? AG_ENOMEM : AG_EINVAL, "cannot start the gateway");
     int rc = compile_opts(&gw->opts, NULL, gw, &gw->conf, err);

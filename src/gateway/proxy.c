@@ -96,8 +96,9 @@ static bool identity_header(const char *n)
     char c0 = (char)(*n | 0x20); /* every name below starts with x, t or f */
     if (c0 != 'x' && c0 != 't' && c0 != 'f') return false;
     return !strcasecmp(n, "x-user-id") || !strcasecmp(n, "x-user-roles") ||
-           !strncasecmp(n, "x-forwarded-", 12) || !strcasecmp(n, "x-request-id") ||
-           !strcasecmp(n, "traceparent") || !strcasecmp(n, "forwarded");
+           !strcasecmp(n, "x-user-sig") || !strncasecmp(n, "x-forwarded-", 12) ||
+           !strcasecmp(n, "x-request-id") || !strcasecmp(n, "traceparent") ||
+           !strcasecmp(n, "forwarded");
 }
 
 int ag__gw_problem(struct ag_http_req *req, int status, const char *detail)
@@ -491,7 +492,18 @@ static char *xff(struct pctx *p)
     return s;
 }
 
-static size_t build_headers(struct pctx *p)
+/* x-user-sig for the identity headers on `method target`, when a mesh key is set. */
+static const char *user_sig(struct pctx *p, const char *method, const char *target)
+{
+    const char *key = p->gw->opts.mesh_key;
+    char *sig = key && target ? ag_http_req_alloc(p->req, AG_USER_SIG_MAX) : NULL;
+    int64_t now = (int64_t)(ag_clock_now(p->gw->clock) / 1000000000u);
+    if (sig && ag_http_user_sig(key, now, p->who.sub, p->who.roles_csv, method, target, sig))
+        return NULL;
+    return sig;
+}
+
+static size_t build_headers(struct pctx *p, const char *target)
 {
     struct ag_http_req *req = p->req;
     const char *conn = ag_http_req_header(req, "connection");
@@ -510,6 +522,7 @@ static size_t build_headers(struct pctx *p)
     if (p->authed) {
         add_hdr(p, &n, "x-user-id", p->who.sub);
         add_hdr(p, &n, "x-user-roles", p->who.roles_csv);
+        add_hdr(p, &n, "x-user-sig", user_sig(p, ag_http_req_method(req), target));
     }
     return n;
 }
@@ -597,7 +610,7 @@ static void forward(struct pctx *p)
     c->req.method = ag_http_req_method(req);
     c->req.path = upstream_path(p, prefix_len);
     c->req.headers = p->hdrs;
-    c->req.nheaders = build_headers(p);
+    c->req.nheaders = build_headers(p, c->req.path);
     c->req.body = ag_http_req_body(req, &c->req.body_len);
     c->req.timeout_ms = p->route->timeout_ms;
     uint32_t wait = strcmp(c->req.method, "GET") == 0 ? wait_ms(req) : 0;

@@ -4,7 +4,12 @@
  * Identity. The gateway verifies the caller's JWT, strips every identity header
  * the client sent, and passes its own: x-user-id (the token's sub) and
  * x-user-roles. The services listen only on a Unix socket inside the data
- * directory (0600), so those headers can only come from the gateway. Without a
+ * directory (0600), so those headers can only come from the gateway. An `agora
+ * serve` instance listens on TCP instead, so there the platform has a mesh key
+ * and the headers count only with the gateway's x-user-sig (an HMAC of them, the
+ * method and the target under that key, at most 60 s off: src/http/usersig.c);
+ * without a valid one the caller is anonymous, logged and counted as
+ * bad_signature. Without a
  * gateway (`agora run --no-gateway`, loopback only, announced loudly) a request
  * without identity headers is the local operator: an admin.
  *
@@ -77,12 +82,39 @@ static bool has_role(const char *csv, const char *role)
     return false;
 }
 
-static void principal_of(const struct svc_env *p, struct ag_http_req *req,
-                         struct svc_principal *who)
+static void count_denial(struct svc_env *p, const char *reason);
+
+/* With a mesh key: whether x-user-sig signs these identity headers on this
+ * request, made within AG_USER_SIG_SKEW_S of now. */
+static bool signed_ok(const struct svc_env *p, struct ag_http_req *req, const char *sub,
+                      const char *roles)
+{
+    const char *path = ag_http_req_path(req), *q = ag_http_req_query(req);
+    size_t pl = strlen(path), ql = strlen(q);
+    char *target = ag_http_req_alloc(req, pl + ql + 2);
+    if (!target) return false;
+    memcpy(target, path, pl);
+    if (ql) target[pl++] = '?', memcpy(target + pl, q, ql), pl += ql;
+    target[pl] = '\0';
+    const struct ag_clock *c = p->clock ? p->clock : ag_clock_system();
+    int64_t now = (int64_t)(ag_clock_now(c) / 1000000000u);
+    return ag_http_user_sig_ok(p->mesh_key, ag_http_req_header(req, "x-user-sig"), now, sub, roles,
+                               ag_http_req_method(req), target);
+}
+
+static void principal_of(struct svc_env *p, struct ag_http_req *req, struct svc_principal *who)
 {
     memset(who, 0, sizeof *who);
     const char *sub = ag_http_req_header(req, "x-user-id");
     const char *roles = ag_http_req_header(req, "x-user-roles");
+    if (p->mesh_key && (sub || roles) && !signed_ok(p, req, sub, roles)) {
+        /* not the gateway's (or too old): anonymous, and said so */
+        count_denial(p, "bad_signature");
+        AG_WARN("authz.denied", AG_LS("sub", sub ? sub : ""),
+                AG_LS("method", ag_http_req_method(req)), AG_LS("path", ag_http_req_path(req)),
+                AG_LS("reason", "bad_signature"));
+        return;
+    }
     if (sub && *sub && strlen(sub) < sizeof who->sub) {
         snprintf(who->sub, sizeof who->sub, "%s", sub);
         who->authenticated = true;

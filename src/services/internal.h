@@ -102,6 +102,7 @@ struct svc_env {
     struct ag_cb *const *breakers;  /* the ops context's only: the saga steps' breakers */
     struct ag_obs_family *denied;   /* agora_authz_denied_total{reason} */
     bool behind_gateway;            /* identity from the gateway's x-user-* headers */
+    const char *mesh_key;           /* ... signed with this (x-user-sig), or NULL: unsigned */
     const struct ag_clock *clock;   /* idempotency times; NULL = system */
     uint64_t idem_ttl_ms;           /* Idempotency-Key records expire after; 0 = 24 h */
     uint64_t saga_retention_ms;     /* ended sagas are scavenged after; 0 = 7 days */

@@ -380,6 +380,7 @@ static int open_store(struct ag_platform *p, struct ag_err *err)
                               .repo = p->repo,
                               .rms = &p->rms,
                               .behind_gateway = p->cfg.behind_gateway,
+                              .mesh_key = p->cfg.mesh_key,
                               .idem_ttl_ms = p->cfg.idempotency_ttl_ms,
                               .saga_retention_ms = p->cfg.saga_retention_ms};
     return 0;

@@ -7,6 +7,11 @@
 #     with exit 2 and a clear message;
 #   - leases: every projection and the relay run in exactly one instance, standby in
 #     the other;
+#   - the mesh key: serve refuses to start without AGORA_MESH_KEY or with a short
+#     one; a request straight to an instance with forged x-user-id/x-user-roles
+#     (no x-user-sig, a bad one, a stale one, one made for another request) is
+#     anonymous there (401 on an admin and on an owner route, counted as
+#     bad_signature) while the same through the gateway (which signs) works;
 #   - the API tour's core, through the gateway only (tokens from `agora token
 #     --config`): register, deposit, order confirmed, another customer cannot read it;
 #   - an order load through the gateway while the instance holding the saga starter's
@@ -58,7 +63,11 @@ expect2 "--store (AGORA_STORE) must be postgresql://" all --store "file:$TMP/d" 
 expect2 "--readmodels (AGORA_READMODELS) must be postgresql://" all --store $PGX --readmodels "sqlite:$TMP/r"
 expect2 "--bus (AGORA_BUS) must be nats://" all --store $PGX --readmodels $PGX --bus local:
 expect2 "needs --bus nats://" all --store $PGX --readmodels $PGX --saga-mode choreography
-pass "agora serve --help; no context, an unknown one, file:, sqlite:, local: refused (exit 2)"
+unset AGORA_MESH_KEY
+expect2 "set AGORA_MESH_KEY" all --store $PGX --readmodels $PGX
+AGORA_MESH_KEY=short expect2 "needs 32 at least" all --store $PGX --readmodels $PGX
+"$BIN" serve --help | grep -q 'AGORA_MESH_KEY' || fail "serve --help does not name AGORA_MESH_KEY"
+pass "agora serve --help; no context, an unknown one, file:, sqlite:, local:, no or a short mesh key refused (exit 2)"
 
 # ---- PostgreSQL, NATS ----
 pgtmp_start || exit $?
@@ -68,8 +77,24 @@ NPID=$!
 for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$NPORT") 2>/dev/null && break; sleep 0.1; done
 STORE="$AGORA_TEST_PG_URI&schema=serve"
 RM=$AGORA_TEST_PG_URI
-export AGORA_JWT_SECRET
+export AGORA_JWT_SECRET AGORA_MESH_KEY # the gateway's and the instances' (the same)
 AGORA_JWT_SECRET=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
+AGORA_MESH_KEY=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
+# mesh_sig TS SUB ROLES METHOD TARGET: the x-user-sig the gateway would send
+mesh_sig() {
+    python3 -c 'import hashlib, hmac, os, sys
+ts, sub, roles, m, t = sys.argv[1:]
+mac = hmac.new(os.environ["AGORA_MESH_KEY"].encode(), "\n".join([ts, sub, roles, m, t]).encode(), hashlib.sha256)
+print(ts + "." + mac.hexdigest())' "$@"
+}
+# icurl URL CURL-ARGS...: a GET straight to an instance as the gateway sends it
+# (identity ops/admin, signed with the mesh key)
+icurl() {
+    local url=$1
+    shift
+    curl -H 'x-user-id: ops' -H 'x-user-roles: admin' \
+        -H "x-user-sig: $(mesh_sig "$(date +%s)" ops admin GET "/${url#http://*/}")" "$@" "$url"
+}
 PORTA=$(free_port) PORTB=$(free_port) PORTG=$(free_port)
 common=(--store "$STORE" --readmodels "$RM" --bus "nats://127.0.0.1:$NPORT" --data "$TMP/data" --workers 2)
 
@@ -94,13 +119,13 @@ ADMIN=$(tok ops admin) ADA=$(tok ada customer) BOB=$(tok bob customer)
 
 # ---- leases: each projection and the relay run in one instance ----
 # status of every projection at an instance (straight to it, as the gateway would:
-# the instances trust its identity headers)
+# the instances believe its signed identity headers)
 statuses() {
-    curl -sf -H 'x-user-id: ops' -H 'x-user-roles: admin' "$1/admin/projections" |
+    icurl "$1/admin/projections" -sf |
         python3 -c 'import json,sys; print(" ".join(p["name"]+"="+p["status"] for p in json.load(sys.stdin)["items"]))'
 }
 relay_status() {
-    curl -sf -H 'x-user-id: ops' -H 'x-user-roles: admin' "$1/admin/bus" | json_field 'd["relay"]["status"]'
+    icurl "$1/admin/bus" -sf | json_field 'd["relay"]["status"]'
 }
 leases_split() { # every projection running in exactly one of A, B; the relay too
     local sa sb
@@ -151,6 +176,33 @@ req "$BOB" GET "/api/v1/customers/$CID"
 [ "$ST" = 404 ] || fail "bob reads ada: $ST"
 pass "through the gateway: register, deposit, order $OID confirmed; another customer gets 404"
 
+# ---- the mesh key: forged identity straight to an instance is anonymous ----
+forged() { # forged SIG-or-"" PATH: status of a GET to A as ops/admin with that x-user-sig
+    local h=()
+    [ -n "$1" ] && h=(-H "x-user-sig: $1")
+    curl -s -o /dev/null -w '%{http_code}' -H 'x-user-id: ops' -H 'x-user-roles: admin' "${h[@]}" "$A$2"
+}
+denied_sig() { curl -s "$A/metrics" | awk '/^agora_authz_denied_total\{reason="bad_signature"\}/ {print $2}'; }
+before=$(denied_sig)
+NOW=$(date +%s)
+for p in /admin/projections "/api/v1/orders/$OID"; do
+    [ "$(forged "" "$p")" = 401 ] || fail "forged admin, no x-user-sig, $p: not 401"
+    [ "$(forged "$NOW.$(printf '0%.0s' {1..64})" "$p")" = 401 ] || fail "forged admin, a bad x-user-sig, $p: not 401"
+    [ "$(forged "$(mesh_sig $((NOW - 120)) ops admin GET "$p")" "$p")" = 401 ] ||
+        fail "forged admin, a stale x-user-sig, $p: not 401"
+    [ "$(forged "$(mesh_sig "$NOW" ops admin GET /admin/bus)" "$p")" = 401 ] ||
+        fail "forged admin, another request's x-user-sig, $p: not 401"
+    [ "$(forged "$(mesh_sig "$NOW" ops admin GET "$p")" "$p")" = 200 ] || fail "a signed request, $p: not 200"
+done
+after=$(denied_sig)
+[ -n "$after" ] && [ "${after%.*}" -ge $((${before:-0} + 8)) ] 2>/dev/null ||
+    fail "bad_signature denials not counted: before '$before', after '$after'"
+req "$ADMIN" GET /admin/projections
+[ "$ST" = 200 ] || fail "admin through the gateway: $ST"
+ST=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $ADA" -H 'x-user-sig: 1.00' "$G/api/v1/orders/$OID")
+[ "$ST" = 200 ] || fail "the owner through the gateway (with a client's own x-user-sig): $ST"
+pass "straight to an instance, forged admin with no, a bad, a stale or another request's x-user-sig: 401 (admin and owner routes, counted); through the gateway: 200"
+
 # ---- kill -9 the sagas' owner during a load ----
 owner_of_sagas() { # A or B: where saga_starter runs
     if [[ $(statuses "$A") == *saga_starter=running* ]]; then echo A; else echo B; fi
@@ -176,10 +228,10 @@ grep -q '"projection.lease_taken".*saga_starter\|saga_starter.*projection.lease_
     fail "the survivor did not take the saga starter's lease"
 settled=0
 for _ in $(seq 600); do
-    running=$(curl -sf -H 'x-user-id: ops' -H 'x-user-roles: admin' "$SURV/admin/sagas?status=running&limit=1" |
+    running=$(icurl "$SURV/admin/sagas?status=running&limit=1" -sf |
         json_field 'len(d["items"])' 2>/dev/null)
     st=$(statuses "$SURV")
-    lag=$(curl -sf -H 'x-user-id: ops' -H 'x-user-roles: admin' "$SURV/admin/projections" |
+    lag=$(icurl "$SURV/admin/projections" -sf |
         json_field 'sum(p["lagEvents"] for p in d["items"])' 2>/dev/null)
     if [[ $running == 0 && $lag == 0 && $st != *standby* ]]; then
         settled=$((settled + 1))
@@ -240,7 +292,7 @@ PY
 GW=$!
 G=http://127.0.0.1:$PORTG
 for _ in $(seq 200); do [ "$(curl -s -o /dev/null -w '%{http_code}' "$G/health/ready")" = 200 ] && break; sleep 0.1; done
-code() { curl -s -o /dev/null -w '%{http_code}' -H 'x-user-id: ops' -H 'x-user-roles: admin' "$1"; }
+code() { icurl "$1" -s -o /dev/null -w '%{http_code}'; }
 [ "$(code "$A/api/v1/inventory/00000000-0000-4000-8000-000000000000")" = 404 ] &&
     [ "$(code "$B/api/v1/orders/00000000-0000-4000-8000-000000000000")" = 404 ] &&
     [ "$(code "$B/api/v1/products")" = 404 ] && [ "$(code "$A/api/v1/products")" = 200 ] ||
@@ -280,7 +332,7 @@ print(f"# load: placed {s['placed']}, confirmed {s['confirmed']}, compensated {s
 sys.exit(0 if s["placed"] == 40 and s["pending"] == 0 and s["errors"] == 0 else 1)
 PY
 for _ in $(seq 300); do # every projection caught up (each at its instance)
-    lag=$(for x in "$A" "$B"; do curl -sf -H 'x-user-id: ops' -H 'x-user-roles: admin' "$x/admin/projections"; done |
+    lag=$(for x in "$A" "$B"; do icurl "$x/admin/projections" -sf; done |
         python3 -c 'import json,sys; print(sum(p["lagEvents"] for l in sys.stdin for p in json.loads(l)["items"]))' 2>/dev/null)
     [[ $lag == 0 ]] && break
     sleep 0.1

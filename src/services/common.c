@@ -925,3 +925,20 @@ int svc_sql_run_ids(struct ag_rm *db, const char *sql, unsigned ids, const char 
     rm_args_fill(&v, args, 5, ids);
     return ag_rm_exec(db, sql, v.a, v.n, NULL);
 }
+
+/* RFC 9110 §13.1.2: If-None-Match matches with the weak comparison: any listed
+ * tag (W/ ignored) equal to ours, or "*". */
+bool svc_inm_matches(const char *inm, const char *etag)
+{
+    size_t el = strlen(etag);
+    for (const char *p = inm; *p;) {
+        while (*p == ' ' || *p == '\t' || *p == ',') p++;
+        if (*p == '*') return true;
+        if (strncmp(p, "W/", 2) == 0) p += 2;
+        const char *end = *p == '"' ? strchr(p + 1, '"') : NULL;
+        if (!end) return false;
+        if ((size_t)(end + 1 - p) == el && memcmp(p, etag, el) == 0) return true;
+        p = end + 1;
+    }
+    return false;
+}

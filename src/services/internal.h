@@ -772,4 +772,7 @@ int svc_register_customer(struct svc_env *p, const char *id, const char *email, 
 int svc_deposit(struct svc_env *p, const char *account_id, const struct ag_money *amount,
                 const char *meta, struct ag_err *err);
 
+/* If-None-Match (RFC 9110 §13.1.2, weak comparison) lists `etag` or "*". */
+bool svc_inm_matches(const char *inm, const char *etag);
+
 #endif

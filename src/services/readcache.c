@@ -260,28 +260,12 @@ void svc_cache_fill(struct svc_job *j, struct svc_cache_read *r)
     free(text);
 }
 
-/* RFC 9110 §13.1.2: any listed tag (weak comparison) equal to ours, or "*". */
-static bool inm_matches(const char *inm, const char *etag)
-{
-    size_t el = strlen(etag);
-    for (const char *p = inm; *p;) {
-        while (*p == ' ' || *p == '\t' || *p == ',') p++;
-        if (*p == '*') return true;
-        if (strncmp(p, "W/", 2) == 0) p += 2;
-        const char *end = *p == '"' ? strchr(p + 1, '"') : NULL;
-        if (!end) return false;
-        if ((size_t)(end + 1 - p) == el && memcmp(p, etag, el) == 0) return true;
-        p = end + 1;
-    }
-    return false;
-}
-
 void svc_cache_finish(struct svc_job *j, struct ag_http_req *req)
 {
     AG_UNUSED(req);
     char *inm = j->ext;
     j->ext = NULL;
-    if (inm && j->status == 200 && !j->problem && j->etag[0] && inm_matches(inm, j->etag)) {
+    if (inm && j->status == 200 && !j->problem && j->etag[0] && svc_inm_matches(inm, j->etag)) {
         j->status = 304; /* the client's copy is current: headers only */
         ag_free(j->raw);
         j->raw = NULL;
@@ -308,7 +292,7 @@ static int answer_on_loop(struct svc_job *j, struct ag_http_req *req, enum svc_c
     snprintf(etag, sizeof etag, "\"%016llx\"", (unsigned long long)ag_xxh3(v, len));
     snprintf(position, sizeof position, "%llu", (unsigned long long)pos);
     const char *inm = ag_http_req_header(req, "If-None-Match");
-    bool same = inm && inm_matches(inm, etag);
+    bool same = inm && svc_inm_matches(inm, etag);
     ag_http_resp_header(req, "ETag", etag);
     ag_http_resp_header(req, "X-Projection-Position", position);
     ag_http_respond(req, same ? 304 : 200, same ? NULL : "application/json", same ? NULL : v,

@@ -388,23 +388,6 @@ static unsigned prefer_wait(const char *h)
     return 0;
 }
 
-/* RFC 9110 §13.1.2: If-None-Match matches with the weak comparison: any listed
- * tag (W/ ignored) equal to ours, or "*". */
-static bool inm_matches(const char *inm, const char *etag)
-{
-    size_t el = strlen(etag);
-    for (const char *p = inm; *p;) {
-        while (*p == ' ' || *p == '\t' || *p == ',') p++;
-        if (*p == '*') return true;
-        if (strncmp(p, "W/", 2) == 0) p += 2;
-        const char *end = *p == '"' ? strchr(p + 1, '"') : NULL;
-        if (!end) return false;
-        if ((size_t)(end + 1 - p) == el && memcmp(p, etag, el) == 0) return true;
-        p = end + 1;
-    }
-    return false;
-}
-
 /* xxHash of a JSON value, walked in place: members in their order (order_row
  * builds them in one order), each value tagged with its type, so two bodies
  * hash alike exactly when their JSON texts are equal. No text is dumped nor
@@ -509,7 +492,7 @@ static int get(struct svc_job *j)
     if (rc || j->status != 200 || !j->resp) return rc;
     order_etag(j->resp, j->etag);
     struct order_wait *w = j->ext;
-    if (w && w->wait_s && !j->wait_woken && inm_matches(w->inm, j->etag)) {
+    if (w && w->wait_s && !j->wait_woken && svc_inm_matches(w->inm, j->etag)) {
         /* about to park: make sure of it on a snapshot past every commit so far
          * (the shared handle's may be older than the change sequence read) */
         j->wait_woken = true;
@@ -518,7 +501,7 @@ static int get(struct svc_job *j)
         j->status = 0;
         return get(j);
     }
-    if (w && inm_matches(w->inm, j->etag)) { /* not modified */
+    if (w && svc_inm_matches(w->inm, j->etag)) { /* not modified */
         json_decref(j->resp);
         j->resp = NULL;
         j->status = 304;

@@ -478,14 +478,6 @@ static bool want_training(struct lstore *ls)
     return ratio > t->base_ratio * DICT_DEGRADE;
 }
 
-/* Training costs a second or more of CPU: at a lower priority it takes idle time
- * and does not hold up requests (Linux: a thread's nice value is its own). */
-static void trainer_lower_priority(void)
-{
-    if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), TRAINER_NICE) != 0)
-        AG_DEBUG("store.dictionary_trainer_nice_failed", AG_LS("error", strerror(errno)));
-}
-
 static void train_if_wanted(struct lstore *ls)
 {
     if (!want_training(ls)) return;
@@ -501,7 +493,7 @@ static void *trainer_main(void *arg)
 {
     struct lstore *ls = arg;
     struct ldicts *t = &ls->dicts;
-    trainer_lower_priority();
+    ag_thread_background("store.dictionary_trainer", TRAINER_NICE, true);
     pthread_mutex_lock(&t->lock);
     while (!t->quit) {
         struct timespec ts;

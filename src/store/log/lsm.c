@@ -37,6 +37,10 @@
  *   whose run includes the oldest table drops them (nothing older to hide).
  * - A scavenge's plan walks the tables without ix_lock (ag__lidx_each_online):
  *   each merge holds mg_run from picking its run to freeing the old tables.
+ * - Both threads run below the request threads (ag_thread_background): the
+ *   flusher at nice FLUSHER_NICE (it must keep up, or appends wait for it), the
+ *   merger at nice MERGER_NICE with idle-class I/O (nothing waits for a merge;
+ *   merging competing at equal weight showed as append stalls in the soak).
  */
 #include <dirent.h>
 #include <stdio.h>
@@ -44,6 +48,9 @@
 #include <unistd.h>
 
 #include "store/log/internal.h"
+
+#define FLUSHER_NICE 5
+#define MERGER_NICE  10
 
 /* ---- lookups ---- */
 
@@ -306,6 +313,7 @@ static int flush_frozen(struct lstore *ls)
 static void *flusher_main(void *arg)
 {
     struct lstore *ls = arg;
+    ag_thread_background("store.index_flusher", FLUSHER_NICE, false);
     pthread_mutex_lock(&ls->mg_lock);
     for (;;) {
         while ((!ls->fl_pending || ls->fl_failed) && !ls->mg_quit)
@@ -530,6 +538,7 @@ static int merge_run(struct lstore *ls)
 static void *merger_main(void *arg)
 {
     struct lstore *ls = arg;
+    ag_thread_background("store.index_merger", MERGER_NICE, true);
     for (;;) {
         pthread_mutex_lock(&ls->mg_lock);
         while (!ls->mg_kick && !ls->mg_quit) pthread_cond_wait(&ls->mg_cond, &ls->mg_lock);

@@ -26,6 +26,8 @@
  * at the next segment and after a write outage ends. During an outage it is paused (the writer cuts
  * the tail back to `end`; see WRITE FAILURES in log.c). Recovery at open treats zeros after the
  * last record as a clean end (scan.c). Nothing of this runs under opts.no_sync or read-only.
+ * The filler runs at nice PREALLOC_NICE (ag_thread_background): its 16 MiB lead
+ * leaves it time, and its CPU should not come from requests.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -35,6 +37,8 @@
 #include <unistd.h>
 
 #include "store/log/internal.h"
+
+#define PREALLOC_NICE 5
 
 #define LOG_PA_STEP  (1u << 20)  /* bytes per zero write (+ fdatasync) */
 #define LOG_PA_AHEAD (16u << 20) /* how far ahead of the writer the file is filled */
@@ -102,6 +106,7 @@ static int pa_fill(int fd, uint64_t from, uint64_t to, uint64_t *done)
 static void *pa_main(void *arg)
 {
     struct lstore *ls = arg;
+    ag_thread_background("store.preallocator", PREALLOC_NICE, false);
     pthread_mutex_lock(&ls->pa_lock);
     for (;;) {
         uint64_t from, to;

@@ -162,6 +162,9 @@ struct ag_store_options {
     uint64_t retry_min_ns;        /* first retry after a write failure; 0 → 100 ms */
     uint64_t retry_max_ns;        /* retry backoff cap (doubling); 0 → 5 s */
     uint64_t index_memory;        /* log: cap on the stream index's memory; 0 → 64 MiB */
+    /* log: a histogram observing each group commit's write + fdatasync in seconds
+     * (agora_store_commit_seconds); borrowed, must outlive the store; NULL = none */
+    struct ag_obs_series *commit_seconds;
 };
 
 struct ag_store;

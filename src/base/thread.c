@@ -19,9 +19,9 @@
 
 #include "agora/base.h"
 
-#define IOPRIO_WHO_THREAD   1 /* IOPRIO_WHO_PROCESS: a tid names one thread */
-#define IOPRIO_CLASS_SHIFT  13
-#define IOPRIO_CLASS_IDLE   3
+#define IOPRIO_WHO_THREAD  1 /* IOPRIO_WHO_PROCESS: a tid names one thread */
+#define IOPRIO_CLASS_SHIFT 13
+#define IOPRIO_CLASS_IDLE  3
 
 void ag_thread_background(const char *name, int nice_value, bool idle_io)
 {

@@ -15,6 +15,7 @@
  *       (allocated, mmap'd blocks included) and `free` (held by the arenas: the
  *       slack of per-thread arenas and fragmentation)
  *   agora_process_heap_trims_total              times the monitor gave free pages back
+ *   agora_process_heap_pause_seconds{op}        how long each heap read / trim took
  *
  * Heap trimming (issue 19). What agora holds is bounded (the stream index, the
  * aggregate cache, the read models' page caches all have caps), yet glibc keeps
@@ -24,7 +25,8 @@
  * free pages go back to the system), at most every HEAP_TRIM_EVERY_MS. The heap
  * is read (mallinfo2) every HEAP_READ_EVERY_MS only, not on every tick: it walks
  * every arena's free lists under that arena's lock, and twice a second it was 1%
- * of the server's CPU under load (issue 11's profile), stalling allocators too.
+ * of the server's CPU under load (issue 11's profile), stalling allocators too;
+ * how long each read and trim took is exported.
  *   agora_waiting_requests                     GETs parked by Prefer: wait (wait.c)
  */
 #include <stdio.h>
@@ -35,15 +37,19 @@
 
 #define MAX_PROJ           16
 #define HEAP_SLACK         ((size_t)8 << 20)
-#define HEAP_TRIM_EVERY_MS 2000
-#define HEAP_READ_EVERY_MS 5000 /* mallinfo2 walks every arena's bins under its lock */
+#define HEAP_TRIM_EVERY_MS 30000
+/* mallinfo2 walks every arena's bins under its lock: 10-50 ms with ~100 MB free
+ * in the arenas in the soak (agora_process_heap_pause_seconds{op="read"}), which
+ * every 5 s held ~1% of the orders behind it, right at the p99; every 30 s it is
+ * ~0.15% */
+#define HEAP_READ_EVERY_MS 30000
 
 struct gauges {
     struct ag_obs_series *lag_events[MAX_PROJ], *lag_seconds[MAX_PROJ], *checkpoint[MAX_PROJ];
     struct ag_obs_series *sagas[4], *queued;
     struct ag_obs_series *store[4];
     struct ag_obs_series *index[3], *cache[2];
-    struct ag_obs_series *heap[2], *trims;
+    struct ag_obs_series *heap[2], *trims, *pause[2];
     int64_t trimmed_ms;   /* monotonic ms of the last trim (0 = never) */
     int64_t heap_read_ms; /* of the last heap reading (0 = never) */
     struct ag_obs_series *waiting;
@@ -103,6 +109,15 @@ static void make_gauges(struct ag_platform *p, struct gauges *g)
                                        "Times free heap pages were given back to the system.", 0,
                                        NULL};
     if (ag_obs_family_define(r, &trims, &f) == 0) ag_obs_series_get(f, NULL, &g->trims);
+    static const char *const op_label[] = {"op"}, *const ops[] = {"read", "trim"};
+    struct ag_obs_family_spec pause = {
+        AG_OBS_HISTOGRAM, "agora_process_heap_pause_seconds",
+        "How long reading (mallinfo2) or trimming (malloc_trim) the heap took: both hold "
+        "each malloc arena's lock while they walk it.",
+        1, op_label};
+    for (int i = 0; i < 2; i++)
+        if (ag_obs_family_define(r, &pause, &f) == 0)
+            ag_obs_series_get(f, (const char *const[]){ops[i]}, &g->pause[i]);
     g->waiting =
         series(r, "agora_waiting_requests",
                "Requests parked by Prefer: wait until their resource changes.", NULL, NULL);
@@ -115,9 +130,14 @@ static void heap_tick(struct gauges *g)
     if (g->heap_read_ms && now - g->heap_read_ms < HEAP_READ_EVERY_MS) return;
     g->heap_read_ms = now ? now : 1;
     struct ag_heap_stats hs;
+    uint64_t t0 = ag_clock_mono(ag_clock_system());
     ag_heap_stats(&hs);
+    uint64_t t1 = ag_clock_mono(ag_clock_system());
+    ag_obs_histogram_observe(g->pause[0], (double)(t1 - t0) / 1e9);
     if (ag_heap_trim_due(&hs, HEAP_SLACK, g->trimmed_ms, now, HEAP_TRIM_EVERY_MS)) {
         ag_heap_trim();
+        ag_obs_histogram_observe(g->pause[1],
+                                 (double)(ag_clock_mono(ag_clock_system()) - t1) / 1e9);
         g->trimmed_ms = now ? now : 1;
         ag_obs_counter_inc(g->trims);
     }

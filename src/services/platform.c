@@ -359,7 +359,12 @@ static int start_http(struct ag_platform *p, struct ag_err *err)
 
 static int open_store(struct ag_platform *p, struct ag_err *err)
 {
-    struct ag_store_options o = {.no_sync = p->cfg.no_sync, .index_memory = p->cfg.index_memory};
+    struct ag_store_options o = {
+        .no_sync = p->cfg.no_sync,
+        .index_memory = p->cfg.index_memory,
+        .commit_seconds =
+            store_series(p->metrics, AG_OBS_HISTOGRAM, "agora_store_commit_seconds",
+                         "Group commits of the event log: write + fdatasync, in seconds.")};
     char uri[4096];
     if (!p->cfg.store_uri &&
         (size_t)snprintf(uri, sizeof uri, "file:%s", p->cfg.data_dir) >= sizeof uri)
@@ -469,13 +474,14 @@ int ag_platform_start(const struct ag_platform_config *cfg, struct ag_platform *
     p->cfg = *cfg;
     if (cfg->choreography && !cfg->bus_uri) p->cfg.bus_uri = "local:";
     svc_event_schemas_install();
-    int rc = open_vault(p, err);
+    /* the registry exists before the store (commit durations) and the saga engine
+     * (step durations) */
+    int rc = ag_obs_registry_new(&p->metrics) ? ag_err_set(err, AG_ENOMEM, "out of memory") : 0;
+    if (!rc) rc = open_vault(p, err);
     if (!rc) rc = wait_for_db(p, "store", open_store, err);
     struct ag_store_stats st = {0};
     if (!rc) ag_store_stats(p->store, &st);
     if (!rc) rc = svc_place_order_saga(p, err);
-    /* the registry exists before the engine: it records the saga step durations */
-    if (!rc && ag_obs_registry_new(&p->metrics)) rc = ag_err_set(err, AG_ENOMEM, "out of memory");
     struct ag_saga_engine_config sc = {.store = p->store,
                                        .defs = p->saga_defs,
                                        .ndefs = 1,

@@ -890,7 +890,10 @@ static void commit(struct lstore *ls, struct lreq *from, struct lreq *stop, uint
     int wrc = 0;
     if (ls->group.len) {
         const char *op;
+        uint64_t t0 = ls->base.opts.commit_seconds ? mono_ns() : 0;
         wrc = write_group(ls, &op);
+        if (t0)
+            ag_obs_histogram_observe(ls->base.opts.commit_seconds, (double)(mono_ns() - t0) / 1e9);
         if (wrc) {
             note_failure(ls, -wrc, op, NULL);
             cut_now(ls); /* nothing of the group was acknowledged: drop it before saying so */

@@ -48,6 +48,13 @@ grep -q '^agora_store_index_bytes [1-9]' "$TMP/metrics" || fail "no agora_store_
 grep -q '^agora_store_index_tables ' "$TMP/metrics" || fail "no agora_store_index_tables"
 grep -q '^agora_es_cache_bytes [1-9]' "$TMP/metrics" || fail "no agora_es_cache_bytes"
 grep -q '^agora_es_cache_entries ' "$TMP/metrics" || fail "no agora_es_cache_entries"
+# the seed's appends were group commits, each observed once: count > 0 and +Inf == count
+commits=$(awk '$1 == "agora_store_commit_seconds_count" { print $2 }' "$TMP/metrics")
+inf=$(awk '$1 == "agora_store_commit_seconds_bucket{le=\"+Inf\"}" { print $2 }' "$TMP/metrics")
+[ "${commits:-0}" -gt 0 ] || fail "no group commit observed in agora_store_commit_seconds"
+[ "$inf" = "$commits" ] || fail "agora_store_commit_seconds: +Inf bucket $inf != count $commits"
+grep -q '^agora_process_heap_pause_seconds_count{op="read"} [1-9]' "$TMP/metrics" ||
+    fail "the monitor's first heap read was not timed (agora_process_heap_pause_seconds)"
 kill "$SPID"
 wait "$SPID" || true
 SPID=""

@@ -378,11 +378,20 @@ static size_t take_resolved(struct pg_store *s, const PGresult *r)
     return got;
 }
 
-void ag__pg_take_resolved(struct pg_store *s, const PGresult *r)
+void ag__pg_take_resolved(struct pg_store *s, const PGresult *r, bool covered)
 {
+    uint64_t now = covered ? ag__pg_now_ns() : 0;
     pthread_mutex_lock(&s->lock);
     if (s->waits && take_resolved(s, r)) pthread_cond_broadcast(&s->resolved);
+    if (now > s->resolved_ns) s->resolved_ns = now;
     pthread_mutex_unlock(&s->lock);
+}
+
+uint64_t ag__pg_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 /* Under s->lock: the connection is gone; the waits sent cannot learn their positions. */
@@ -438,6 +447,13 @@ static int resolve_once(struct pg_store *s, PGconn **c, const int64_t *gps, size
     return got ? 1 : 0;
 }
 
+/* Polls only while waits remain and no resolve has ended for a pause (250 µs
+ * doubling to 2 ms while they remain). Under load every batch's resolve, right
+ * behind its commit, numbers what the waits' holders left and looks up every wait
+ * queued when the batch was formed (resolve5), so this thread stays out of the
+ * way: a wait queued after every batch in flight was formed is looked up by the
+ * next batch, or here once the batches stop (a holder that is not an append:
+ * another application's transaction, an appender that died). */
 void *ag__pg_sequencer(void *arg)
 {
     struct pg_store *s = arg;
@@ -445,24 +461,24 @@ void *ag__pg_sequencer(void *arg)
     int64_t *gps = ag_malloc(SEQ_BATCH * sizeof *gps);
     struct ag_buf b;
     ag_buf_init(&b);
-    uint64_t pause_us = 0;
+    uint64_t pause_us = SEQ_PAUSE_MIN_US;
     pthread_mutex_lock(&s->lock);
     while (gps && !s->closing) {
         if (!s->waits) {
-            pause_us = 0; /* a fresh wait is looked up at once */
+            pause_us = SEQ_PAUSE_MIN_US;
             pthread_cond_wait(&s->seq_cond, &s->lock);
             continue;
         }
-        if (pause_us) { /* waits left: the whole pause (appends settle each other) */
-            struct timespec dl = deadline_in(pause_us * 1000u);
-            while (s->waits && !s->closing &&
-                   pthread_cond_timedwait(&s->seq_cond, &s->lock, &dl) == 0) {
-            }
-            if (s->closing) break;
-            if (!s->waits) continue;
+        uint64_t now = ag__pg_now_ns(), due = s->resolved_ns + pause_us * 1000u;
+        if (now < due) { /* a resolve ended less than a pause ago */
+            struct timespec dl = deadline_in(due - now);
+            pthread_cond_timedwait(&s->seq_cond, &s->lock, &dl);
+            continue;
         }
         size_t n = 0;
-        for (struct pg_wait *w = s->waits; w && n < SEQ_BATCH; w = w->next) gps[n++] = w->gp;
+        const struct pg_wait *w = s->waits;
+        for (; w && n < SEQ_BATCH; w = w->next) gps[n++] = w->gp;
+        s->resolved_ns = w ? now - pause_us * 1000u : now; /* more than a batch: again soon */
         pthread_mutex_unlock(&s->lock);
         int got = n ? resolve_once(s, &c, gps, n, &b) : 0;
         pthread_mutex_lock(&s->lock);
@@ -470,8 +486,7 @@ void *ag__pg_sequencer(void *arg)
             fail_waits(s, gps, n);
             pthread_cond_broadcast(&s->resolved);
         }
-        pause_us = pause_us ? pause_us * 2 : SEQ_PAUSE_MIN_US;
-        if (pause_us > SEQ_PAUSE_MAX_US) pause_us = SEQ_PAUSE_MAX_US;
+        pause_us = pause_us * 2 > SEQ_PAUSE_MAX_US ? SEQ_PAUSE_MAX_US : pause_us * 2;
     }
     pthread_mutex_unlock(&s->lock);
     ag_buf_free(&b);
@@ -573,6 +588,8 @@ static void destroy(struct pg_store *s)
     pthread_mutex_unlock(&s->lock);
     for (size_t i = 0; i < PG_POOL_MAX; i++)
         if (s->pool[i].c) PQfinish(s->pool[i].c);
+    ag__pg_ra_free(s);
+    pthread_mutex_destroy(&s->ra_lock);
     pthread_mutex_destroy(&s->lock);
     pthread_cond_destroy(&s->conn_free);
     pthread_cond_destroy(&s->head_moved);
@@ -601,6 +618,7 @@ static int init(struct pg_store *s, const char *uri, const struct ag_store_optio
     s->health.writable = true;
     s->backoff_ns = o->retry_min_ns;
     pthread_mutex_init(&s->lock, NULL);
+    pthread_mutex_init(&s->ra_lock, NULL);
     pthread_cond_init(&s->conn_free, NULL);
     pthread_cond_init(&s->head_moved, NULL);
     pthread_cond_init(&s->jobs_cond, NULL);

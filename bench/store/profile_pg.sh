@@ -15,7 +15,8 @@
 # machine (they count CPU time, not wall time); rates are not.
 #
 # Environment: BUILD_DIR (build/release), AG_BENCH_WRITERS (64), AG_BENCH_SECONDS (8),
-# PROFILE_ONLY (append,read: both).
+# PROFILE_ONLY (append,read: both), PROFILE_IMPLS ("agora-pg postgres"),
+# PROFILE_URI_EXTRA (appended to agora-pg's URI, e.g. "&append_lanes=2").
 set -uo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -70,7 +71,8 @@ append_one() {
     lsn0=$(q "SELECT pg_current_wal_lsn()")
     t0=$(server_ticks)
     out=$( { /usr/bin/time -f "client %U %S" env AG_BENCH_DIR="$work" AG_BENCH_PG="$conninfo" \
-        AG_BENCH_PG_URI="$AGORA_TEST_PG_URI" AG_BENCH_ONLY=append AG_BENCH_IMPLS="$impl" \
+        AG_BENCH_PG_URI="$AGORA_TEST_PG_URI${PROFILE_URI_EXTRA:-}" AG_BENCH_ONLY=append \
+        AG_BENCH_IMPLS="$impl" \
         AG_BENCH_WRITERS="$writers" AG_BENCH_SECONDS="$secs" AG_BENCH_ROUNDS=1 \
         "$bin"; } 2>&1)
     local t1 wal
@@ -97,8 +99,7 @@ for l in sys.stdin:
 
 if [[ $only == *append* ]]; then
     echo "== appends: $writers writers, $secs s, load $(cut -d' ' -f1-3 /proc/loadavg)"
-    append_one agora-pg
-    append_one postgres
+    for impl in ${PROFILE_IMPLS:-agora-pg postgres}; do append_one "$impl"; done
 fi
 
 if [[ $only == *read* ]]; then

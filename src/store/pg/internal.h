@@ -53,6 +53,15 @@ struct pg_wait {
     struct pg_wait *next;
 };
 
+/* A (global_position, position) pair a resolve returned, kept in a direct-mapped
+ * table (PG_RECENT, by gp) for the append that waits for it only after it came: of
+ * overlapping batches the last to commit numbers the others' events, often before
+ * their callers have queued their waits. */
+#define PG_RECENT 4096
+struct pg_recent {
+    int64_t gp, pos; /* gp 0: empty (global positions start at 1) */
+};
+
 /* $all read ahead (ops.c): a sequential forward reader's next position, and rows
  * read past its page (positions first .. first + rows - 1), kept to cut its next
  * pages from without a round trip. */
@@ -110,6 +119,7 @@ struct pg_store {
     /* the sequencer thread and the appends waiting for it */
     pthread_cond_t seq_cond, resolved;
     struct pg_wait *waits;
+    struct pg_recent recent[PG_RECENT]; /* pairs resolves returned lately */
     pthread_t sequencer;
     bool sequencer_started;
     uint64_t resolves;                     /* round trips of the sequencer (stats: batching) */

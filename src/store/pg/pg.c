@@ -320,13 +320,18 @@ int ag__pg_wait_positions(struct pg_store *s, struct pg_wait *w, size_t n, struc
 {
     struct timespec dl = deadline_in(s->append_timeout_ns);
     pthread_mutex_lock(&s->lock);
+    size_t queued = 0;
     for (size_t i = 0; i < n; i++) {
-        w[i].done = false;
+        const struct pg_recent *k = &s->recent[(uint64_t)w[i].gp % PG_RECENT];
+        w[i].done = k->gp == w[i].gp && w[i].gp > 0; /* numbered before we came */
+        w[i].pos = w[i].done ? k->pos : 0, w[i].rc = 0;
+        if (w[i].done) continue;
         w[i].next = s->waits;
         s->waits = &w[i];
+        queued++;
     }
-    pthread_cond_signal(&s->seq_cond);
-    size_t left = n;
+    if (queued) pthread_cond_signal(&s->seq_cond);
+    size_t left = queued;
     while (left && !s->closing) {
         left = 0;
         for (size_t i = 0; i < n; i++) left += !w[i].done;
@@ -352,7 +357,8 @@ int ag__pg_wait_positions(struct pg_store *s, struct pg_wait *w, size_t n, struc
                       "event ids");
 }
 
-/* Under s->lock: take the rows of `resolve` (first: -1 and the head). */
+/* Under s->lock: take the rows of `resolve` (first: -1 and the head); each row is
+ * also remembered in s->recent for a wait queued after it came. */
 static size_t take_resolved(struct pg_store *s, const PGresult *r)
 {
     size_t got = 0;
@@ -366,6 +372,7 @@ static size_t take_resolved(struct pg_store *s, const PGresult *r)
             }
             continue;
         }
+        s->recent[(uint64_t)gp % PG_RECENT] = (struct pg_recent){gp, pos};
         for (struct pg_wait **pp = &s->waits; *pp; pp = &(*pp)->next)
             if ((*pp)->gp == gp) {
                 struct pg_wait *w = *pp;
@@ -382,7 +389,7 @@ void ag__pg_take_resolved(struct pg_store *s, const PGresult *r, bool covered)
 {
     uint64_t now = covered ? ag__pg_now_ns() : 0;
     pthread_mutex_lock(&s->lock);
-    if (s->waits && take_resolved(s, r)) pthread_cond_broadcast(&s->resolved);
+    if (take_resolved(s, r)) pthread_cond_broadcast(&s->resolved);
     if (now > s->resolved_ns) s->resolved_ns = now;
     pthread_mutex_unlock(&s->lock);
 }

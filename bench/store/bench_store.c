@@ -820,10 +820,11 @@ static void read_pg_pages(struct ag_store *s, size_t page)
     printf("{\"bench\":\"store.read_all\",\"impl\":\"agora-pg\",\"params\":{\"events\":%llu,"
            "\"page\":%zu},\"ops_per_s\":%.0f,\"seconds\":%.3f}\n",
            (unsigned long long)n, page, (double)n / dt, dt);
-    fprintf(stderr,
-            "store.read_all agora-pg: %llu events in pages of %zu in %.3f s = %.0f events/s (goal >= "
-            "100000)\n",
-            (unsigned long long)n, page, dt, (double)n / dt);
+    fprintf(
+        stderr,
+        "store.read_all agora-pg: %llu events in pages of %zu in %.3f s = %.0f events/s (goal >= "
+        "100000)\n",
+        (unsigned long long)n, page, dt, (double)n / dt);
 }
 
 static void bench_read_pg(const char *uri, const char *conninfo)

@@ -122,7 +122,7 @@ struct pg_store {
     struct pg_recent recent[PG_RECENT]; /* pairs resolves returned lately */
     pthread_t sequencer;
     bool sequencer_started;
-    uint64_t resolves;                     /* round trips of the sequencer (stats: batching) */
+    uint64_t resolves;    /* round trips of the sequencer (stats: batching) */
     uint64_t resolved_ns; /* ag__pg_now_ns when the last resolve covering every wait ended */
     struct pg_req *pending, *pending_tail; /* appends waiting for a connection */
     size_t leaders;                        /* callers running batches (<= append_lanes) */

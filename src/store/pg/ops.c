@@ -167,8 +167,8 @@ static bool prepare(struct pg_conn *pc)
     bool ok = PQresultStatus(a) == PGRES_COMMAND_OK;
     PQclear(a);
     if (ok) {
-        a = PQprepare(pc->c, "ag_resolve",
-                      "SELECT gp, pos FROM resolve5($1::uuid[], $2::bigint[])", 2, NULL);
+        a = PQprepare(pc->c, "ag_resolve", "SELECT gp, pos FROM resolve5($1::uuid[], $2::bigint[])",
+                      2, NULL);
         ok = PQresultStatus(a) == PGRES_COMMAND_OK;
         PQclear(a);
     }

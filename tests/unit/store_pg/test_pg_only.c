@@ -402,8 +402,7 @@ static size_t read_pages(size_t page, uint64_t *pos, struct ag_uuid *ids, size_t
         struct ag_event_page p;
         struct ag_err err;
         ag_err_clear(&err);
-        cr_assert_eq(ag_store_read_all(s, from, AG_READ_FORWARD, page, &p, &err), 0, "%s",
-                     err.msg);
+        cr_assert_eq(ag_store_read_all(s, from, AG_READ_FORWARD, page, &p, &err), 0, "%s", err.msg);
         for (size_t i = 0; i < p.count && n < cap; i++, n++) {
             pos[n] = p.events[i].position;
             ids[n] = p.events[i].id;

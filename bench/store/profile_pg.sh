@@ -16,7 +16,10 @@
 #
 # Environment: BUILD_DIR (build/release), AG_BENCH_WRITERS (64), AG_BENCH_SECONDS (8),
 # PROFILE_ONLY (append,read: both), PROFILE_IMPLS ("agora-pg postgres"),
-# PROFILE_URI_EXTRA (appended to agora-pg's URI, e.g. "&append_lanes=2").
+# PROFILE_URI_EXTRA (appended to agora-pg's URI, e.g. "&append_lanes=2"),
+# PROFILE_EXPLAIN (set: auto_explain logs the plans, with timings, of 1% of the
+# statements, those inside the server functions too, copied to PROFILE_EXPLAIN's
+# value as a file name).
 set -uo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -40,8 +43,16 @@ trap 'exit 130' INT TERM
 export PGTMP_CONF="fsync = on
 synchronous_commit = on
 max_connections = 300
-shared_preload_libraries = 'pg_stat_statements'
+shared_preload_libraries = 'pg_stat_statements,auto_explain'
 pg_stat_statements.track = all"
+if [[ -n ${PROFILE_EXPLAIN:-} ]]; then # plans with timings of 1% of the statements, nested too
+    PGTMP_CONF+="
+auto_explain.log_min_duration = 0
+auto_explain.log_analyze = on
+auto_explain.log_buffers = on
+auto_explain.log_nested_statements = on
+auto_explain.sample_rate = 0.01"
+fi
 pgtmp_start || exit $?
 work=$(mktemp -d "${TMPDIR:-/tmp}/agora-profile-pg.XXXXXX")
 sock=$PGTMP_DIR/sock
@@ -100,6 +111,10 @@ for l in sys.stdin:
 if [[ $only == *append* ]]; then
     echo "== appends: $writers writers, $secs s, load $(cut -d' ' -f1-3 /proc/loadavg)"
     for impl in ${PROFILE_IMPLS:-agora-pg postgres}; do append_one "$impl"; done
+fi
+
+if [[ -n ${PROFILE_EXPLAIN:-} ]]; then
+    cp "$PGTMP_DIR/server.log" "$PROFILE_EXPLAIN"
 fi
 
 if [[ $only == *read* ]]; then

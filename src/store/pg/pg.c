@@ -455,12 +455,13 @@ static int resolve_once(struct pg_store *s, PGconn **c, const int64_t *gps, size
 }
 
 /* Polls only while waits remain and no resolve has ended for a pause (250 µs
- * doubling to 2 ms while they remain). Under load every batch's resolve, right
- * behind its commit, numbers what the waits' holders left and looks up every wait
- * queued when the batch was formed (resolve5), so this thread stays out of the
- * way: a wait queued after every batch in flight was formed is looked up by the
- * next batch, or here once the batches stop (a holder that is not an append:
- * another application's transaction, an appender that died). */
+ * doubling to 2 ms while they remain; 2 ms while batches are in flight). Under
+ * load every batch's resolve, right behind its commit, numbers what the waits'
+ * holders left and looks up every wait queued when the batch was formed
+ * (resolve5), so this thread stays out of the way: a wait queued after every
+ * batch in flight was formed is looked up by the next batch, or here once the
+ * batches stop (a holder that is not an append: another application's
+ * transaction, an appender that died). */
 void *ag__pg_sequencer(void *arg)
 {
     struct pg_store *s = arg;
@@ -476,7 +477,10 @@ void *ag__pg_sequencer(void *arg)
             pthread_cond_wait(&s->seq_cond, &s->lock);
             continue;
         }
-        uint64_t now = ag__pg_now_ns(), due = s->resolved_ns + pause_us * 1000u;
+        /* batches in flight will resolve (and look the waits up) behind their
+         * commits: give them the longest pause */
+        uint64_t p_us = s->leaders ? SEQ_PAUSE_MAX_US : pause_us;
+        uint64_t now = ag__pg_now_ns(), due = s->resolved_ns + p_us * 1000u;
         if (now < due) { /* a resolve ended less than a pause ago */
             struct timespec dl = deadline_in(due - now);
             pthread_cond_timedwait(&s->seq_cond, &s->lock, &dl);

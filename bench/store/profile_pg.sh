@@ -19,7 +19,8 @@
 # PROFILE_URI_EXTRA (appended to agora-pg's URI, e.g. "&append_lanes=2"),
 # PROFILE_EXPLAIN (set: auto_explain logs the plans, with timings, of 1% of the
 # statements, those inside the server functions too, copied to PROFILE_EXPLAIN's
-# value as a file name).
+# value as a file name), PROFILE_READ_SQL (a psql script run on the $all data, e.g.
+# variants of the page statement under EXPLAIN).
 set -uo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -122,7 +123,7 @@ if [[ $only == *read* ]]; then
     q "SELECT pg_stat_statements_reset()" >/dev/null
     env AG_BENCH_DIR="$work" AG_BENCH_PG="$conninfo" AG_BENCH_PG_URI="$AGORA_TEST_PG_URI" \
         AG_BENCH_ONLY=read_pg AG_BENCH_PG_KEEP=1 "$bin" 2>&1 | grep -E 'read_all|built' | sed 's/^/  /'
-    q "SET search_path = bench_read; VACUUM ANALYZE" >/dev/null
+    q "VACUUM ANALYZE bench_read.events, bench_read.positions, bench_read.streams" >/dev/null
     mid=$(q "SELECT next / 2 FROM bench_read.head")
     q "SET search_path = bench_read; SET plan_cache_mode = force_generic_plan;
        PREPARE p(bigint, bigint) AS SELECT s.stream_name, e.version, p.position, e.event_id,
@@ -131,6 +132,10 @@ if [[ $only == *read* ]]; then
          ORDER BY p.position LIMIT \$2;
        EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) EXECUTE p($mid, 1000);
        EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) EXECUTE p($mid, 1000);" | sed 's/^/    /'
+    if [[ -n ${PROFILE_READ_SQL:-} ]]; then # more statements to try on the same data
+        psql -X -h "$sock" -p 5432 -U postgres -d postgres -f "$PROFILE_READ_SQL" 2>&1 |
+            sed 's/^/    /'
+    fi
     q "SELECT rpad(left(regexp_replace(query, '\s+', ' ', 'g'), 70), 70) || ' calls ' || calls ||
        ' mean_ms ' || round(mean_exec_time::numeric, 3) || ' rows ' || rows
        FROM pg_stat_statements WHERE query LIKE '%positions p%' ORDER BY total_exec_time DESC

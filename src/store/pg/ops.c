@@ -746,7 +746,6 @@ static int ra_take(struct pg_store *s, uint64_t from, size_t max, struct ag_even
  * sequential reader is there (up to PG_RA_ROWS rows), else the page. */
 static size_t ra_want(struct pg_store *s, uint64_t from, size_t max)
 {
-    if (max * 2 > PG_RA_ROWS) return max;
     pthread_mutex_lock(&s->ra_lock);
     bool seq = ra_expected(s, from) != NULL;
     pthread_mutex_unlock(&s->ra_lock);
@@ -786,11 +785,12 @@ static int read_all_forward(struct pg_store *s, uint64_t from, size_t max,
                             struct ag_event_page *out, struct ag_err *err)
 {
     int rc = 0;
-    if (ra_take(s, from, max, out, &rc, err)) {
+    bool ra = max * 2 <= PG_RA_ROWS; /* a bigger page is read as asked */
+    if (ra && ra_take(s, from, max, out, &rc, err)) {
         if (!rc) out->next_position = from + max; /* a whole page: not the end */
         return rc;
     }
-    size_t want = ra_want(s, from, max);
+    size_t want = ra ? ra_want(s, from, max) : max;
     char f[24], m[24];
     snprintf(f, sizeof f, "%lld",
              from > (uint64_t)INT64_MAX ? (long long)INT64_MAX : (long long)from);
@@ -801,7 +801,7 @@ static int read_all_forward(struct pg_store *s, uint64_t from, size_t max,
     if (rc) return rc;
     int rows = PQntuples(r);
     rc = to_page_rows(r, 0, rows < (int)max ? rows : (int)max, out, err);
-    if (rc || !ra_keep(s, from, max, r)) PQclear(r);
+    if (rc || !ra || !ra_keep(s, from, max, r)) PQclear(r);
     if (rc) return rc;
     size_t c = out->count;
     out->next_position = c ? out->events[c - 1].position + 1 : from;

@@ -688,7 +688,7 @@ static int read_stream(struct ag_store *st, const char *stream, size_t stream_le
  * up, a projector rebuilding) pays one round trip per page: on a loaded machine
  * the wake-ups of each round trip, not the rows, set its pace. When a forward read
  * starts where a full page of an earlier one ended (a sequential reader), it asks
- * for RA_PAGES pages at once and keeps the result (a slot); the next pages are cut
+ * for PG_RA_PAGES pages at once and keeps the result (a slot); the next pages are cut
  * from it without a round trip. Sound because a numbered position never changes:
  * a page served from a slot is exactly what the query would return, and only
  * whole pages are served (the end of $all is always read fresh). */
@@ -742,7 +742,7 @@ static int ra_take(struct pg_store *s, uint64_t from, size_t max, struct ag_even
     return a != NULL;
 }
 
-/* How many rows to ask for a forward page of `max` at `from`: RA_PAGES pages when a
+/* How many rows to ask for a forward page of `max` at `from`: PG_RA_PAGES pages when a
  * sequential reader is there (up to PG_RA_ROWS rows), else the page. */
 static size_t ra_want(struct pg_store *s, uint64_t from, size_t max)
 {

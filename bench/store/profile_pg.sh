@@ -17,6 +17,7 @@
 # Environment: BUILD_DIR (build/release), AG_BENCH_WRITERS (64), AG_BENCH_SECONDS (8),
 # PROFILE_ONLY (append,read: both), PROFILE_IMPLS ("agora-pg postgres"),
 # PROFILE_URI_EXTRA (appended to agora-pg's URI, e.g. "&append_lanes=2"),
+# PROFILE_CONF (more postgresql.conf lines, e.g. "autovacuum = off"),
 # PROFILE_EXPLAIN (set: auto_explain logs the plans, with timings, of 1% of the
 # statements, those inside the server functions too, copied to PROFILE_EXPLAIN's
 # value as a file name), PROFILE_READ_SQL (a psql script run on the $all data, e.g.
@@ -45,7 +46,8 @@ export PGTMP_CONF="fsync = on
 synchronous_commit = on
 max_connections = 300
 shared_preload_libraries = 'pg_stat_statements,auto_explain'
-pg_stat_statements.track = all"
+pg_stat_statements.track = all
+${PROFILE_CONF:-}"
 if [[ -n ${PROFILE_EXPLAIN:-} ]]; then # plans with timings of 1% of the statements, nested too
     PGTMP_CONF+="
 auto_explain.log_min_duration = 0

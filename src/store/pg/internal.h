@@ -27,7 +27,10 @@
 
 #define PG_POOL_MAX 64
 #ifndef PG_APPEND_LANES
-#define PG_APPEND_LANES 4 /* default append_lanes */
+/* default append_lanes: each batch costs the server ~1.6 ms of CPU whatever its size
+ * (two transactions, a commit's flush); 4 lanes split 64 waiting writers into
+ * batches of ~10 events, 2 into ~19 (docs/internals/store.md, Performance) */
+#define PG_APPEND_LANES 2
 #endif
 
 struct pg_conn {

@@ -293,9 +293,10 @@ void *ag__pg_listener(void *arg)
 
 /* ---- the sequencer thread: every waiting append of the process in one round trip ---- */
 
-#define SEQ_BATCH        1024
-#define SEQ_PAUSE_MIN_US 250
-#define SEQ_PAUSE_MAX_US 2000
+#define SEQ_BATCH         1024
+#define SEQ_PAUSE_MIN_US  250
+#define SEQ_PAUSE_MAX_US  2000
+#define SEQ_PAUSE_BUSY_US 10000
 
 static struct timespec deadline_in(uint64_t ns)
 {
@@ -455,7 +456,7 @@ static int resolve_once(struct pg_store *s, PGconn **c, const int64_t *gps, size
 }
 
 /* Polls only while waits remain and no resolve has ended for a pause (250 µs
- * doubling to 2 ms while they remain; 2 ms while batches are in flight). Under
+ * doubling to 2 ms while they remain; 10 ms while batches are in flight). Under
  * load every batch's resolve, right behind its commit, numbers what the waits'
  * holders left and looks up every wait queued when the batch was formed
  * (resolve5), so this thread stays out of the way: a wait queued after every
@@ -478,8 +479,8 @@ void *ag__pg_sequencer(void *arg)
             continue;
         }
         /* batches in flight will resolve (and look the waits up) behind their
-         * commits: give them the longest pause */
-        uint64_t p_us = s->leaders ? SEQ_PAUSE_MAX_US : pause_us;
+         * commits: poll only if none has for SEQ_PAUSE_BUSY_US (a stuck batch) */
+        uint64_t p_us = s->leaders ? SEQ_PAUSE_BUSY_US : pause_us;
         uint64_t now = ag__pg_now_ns(), due = s->resolved_ns + p_us * 1000u;
         if (now < due) { /* a resolve ended less than a pause ago */
             struct timespec dl = deadline_in(due - now);

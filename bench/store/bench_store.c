@@ -47,6 +47,8 @@
  *   AG_BENCH_ONLY (subset of "append,multi,read_pg,open,memory"),
  *   AG_BENCH_IMPLS (subset of "agora,raw,postgres,agora-pg"),
  *   AG_BENCH_PG_POOL (agora-pg's pool_size; default: the writers, up to 64),
+ *   AG_BENCH_PG_URI_EXTRA (appended to agora-pg's URI in the append phase, e.g.
+ *   "&append_lanes=4"),
  *   AG_BENCH_PG_KEEP (set: read_pg keeps its schema bench_read, for EXPLAIN; see
  *   bench/store/profile_pg.sh).
  *
@@ -766,8 +768,9 @@ static void bench_agora_pg(const char *uri, const char *conninfo, int writers, l
     snprintf(schema, sizeof schema, "bench_w%d_r%ld", writers, round);
     long pool = env_long("AG_BENCH_PG_POOL", 0); /* default: writers, up to 64 */
     if (pool <= 0) pool = writers < 64 ? writers : 64;
-    snprintf(full, sizeof full, "%s%cschema=%s&pool_size=%ld", uri, strchr(uri, '?') ? '&' : '?',
-             schema, pool);
+    const char *extra = getenv("AG_BENCH_PG_URI_EXTRA"); /* e.g. "&append_lanes=4" */
+    snprintf(full, sizeof full, "%s%cschema=%s&pool_size=%ld%s", uri, strchr(uri, '?') ? '&' : '?',
+             schema, pool, extra ? extra : "");
     struct ag_store *s;
     struct ag_err err;
     int rc = ag_store_open(full, NULL, &s, &err);

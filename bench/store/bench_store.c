@@ -46,7 +46,11 @@
  *   AG_BENCH_STREAMS (10000000), AG_BENCH_INDEX_MEMORY, AG_BENCH_LOOKUPS,
  *   AG_BENCH_ONLY (subset of "append,multi,read_pg,open,memory"),
  *   AG_BENCH_IMPLS (subset of "agora,raw,postgres,agora-pg"),
- *   AG_BENCH_PG_POOL (agora-pg's pool_size; default: the writers, up to 64).
+ *   AG_BENCH_PG_POOL (agora-pg's pool_size; default: the writers, up to 64),
+ *   AG_BENCH_PG_URI_EXTRA (appended to agora-pg's URI in the append phase, e.g.
+ *   "&append_lanes=4"),
+ *   AG_BENCH_PG_KEEP (set: read_pg keeps its schema bench_read, for EXPLAIN; see
+ *   bench/store/profile_pg.sh).
  *
  * Output: one JSON object per line on stdout (run.sh appends them to
  * bench/results/store.jsonl), a human-readable table on stderr. Never pass/fail.
@@ -764,8 +768,9 @@ static void bench_agora_pg(const char *uri, const char *conninfo, int writers, l
     snprintf(schema, sizeof schema, "bench_w%d_r%ld", writers, round);
     long pool = env_long("AG_BENCH_PG_POOL", 0); /* default: writers, up to 64 */
     if (pool <= 0) pool = writers < 64 ? writers : 64;
-    snprintf(full, sizeof full, "%s%cschema=%s&pool_size=%ld", uri, strchr(uri, '?') ? '&' : '?',
-             schema, pool);
+    const char *extra = getenv("AG_BENCH_PG_URI_EXTRA"); /* e.g. "&append_lanes=4" */
+    snprintf(full, sizeof full, "%s%cschema=%s&pool_size=%ld%s", uri, strchr(uri, '?') ? '&' : '?',
+             schema, pool, extra ? extra : "");
     struct ag_store *s;
     struct ag_err err;
     int rc = ag_store_open(full, NULL, &s, &err);
@@ -776,6 +781,8 @@ static void bench_agora_pg(const char *uri, const char *conninfo, int writers, l
     }
     struct impl im = {"agora-pg", s, agora_open_t, agora_append, agora_close_t};
     run_point(&im, writers, seconds, a);
+    struct ag_store_stats st = {0};
+    if (ag_store_stats(s, &st) == 0) a->commits += st.commits; /* batches: events_per_commit */
     ag_store_close(s);
 #ifdef AG_HAVE_PQ
     PGconn *c = conninfo ? PQconnectdb(conninfo) : NULL;
@@ -793,6 +800,36 @@ static void bench_agora_pg(const char *uri, const char *conninfo, int writers, l
 static int build_store(struct ag_store *s, uint64_t streams, size_t per_stream, int threads,
                        double budget_s);
 
+/* Read all of $all in pages of `page`; one JSON line. */
+static void read_pg_pages(struct ag_store *s, size_t page)
+{
+    uint64_t from = 0, n = 0;
+    struct ag_err err;
+    double t0 = now_s();
+    for (;;) {
+        struct ag_event_page pg;
+        int rc = ag_store_read_all(s, from, AG_READ_FORWARD, page, &pg, &err);
+        if (rc) {
+            fprintf(stderr, "read_all: %s\n", ag_err_msg(&err, rc));
+            break;
+        }
+        n += pg.count;
+        from = pg.next_position;
+        bool end = pg.end || pg.count == 0;
+        ag_event_page_free(&pg);
+        if (end) break;
+    }
+    double dt = now_s() - t0;
+    printf("{\"bench\":\"store.read_all\",\"impl\":\"agora-pg\",\"params\":{\"events\":%llu,"
+           "\"page\":%zu},\"ops_per_s\":%.0f,\"seconds\":%.3f}\n",
+           (unsigned long long)n, page, (double)n / dt, dt);
+    fprintf(
+        stderr,
+        "store.read_all agora-pg: %llu events in pages of %zu in %.3f s = %.0f events/s (goal >= "
+        "100000)\n",
+        (unsigned long long)n, page, dt, (double)n / dt);
+}
+
 static void bench_read_pg(const char *uri, const char *conninfo)
 {
     if (!uri || !*uri) return;
@@ -809,31 +846,11 @@ static void bench_read_pg(const char *uri, const char *conninfo)
     ag_store_stats(s, &st);
     fprintf(stderr, "agora-pg: built %llu events in %.1f s\n", (unsigned long long)st.events,
             now_s() - t0);
-    uint64_t from = 0, n = 0;
-    t0 = now_s();
-    for (;;) {
-        struct ag_event_page pg;
-        rc = ag_store_read_all(s, from, AG_READ_FORWARD, 1000, &pg, &err);
-        if (rc) {
-            fprintf(stderr, "read_all: %s\n", ag_err_msg(&err, rc));
-            break;
-        }
-        n += pg.count;
-        from = pg.next_position;
-        bool end = pg.end || pg.count == 0;
-        ag_event_page_free(&pg);
-        if (end) break;
-    }
-    double dt = now_s() - t0;
-    printf("{\"bench\":\"store.read_all\",\"impl\":\"agora-pg\",\"params\":{\"events\":%llu,"
-           "\"page\":1000},\"ops_per_s\":%.0f,\"seconds\":%.3f}\n",
-           (unsigned long long)n, (double)n / dt, dt);
-    fprintf(stderr,
-            "store.read_all agora-pg: %llu events in %.3f s = %.0f events/s (goal >= 100000)\n",
-            (unsigned long long)n, dt, (double)n / dt);
+    read_pg_pages(s, 1000);
+    read_pg_pages(s, 4096); /* the projectors' page */
     ag_store_close(s);
 #ifdef AG_HAVE_PQ
-    PGconn *c = conninfo ? PQconnectdb(conninfo) : NULL;
+    PGconn *c = conninfo && !getenv("AG_BENCH_PG_KEEP") ? PQconnectdb(conninfo) : NULL;
     if (c && PQstatus(c) == CONNECTION_OK)
         PQclear(PQexec(c, "SET client_min_messages = warning; DROP SCHEMA bench_read CASCADE"));
     PQfinish(c);

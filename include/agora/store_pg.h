@@ -26,7 +26,7 @@
 #include "agora/store.h"
 
 /* The schema version this binary writes and understands. */
-#define AG_STORE_PG_SCHEMA_VERSION 4
+#define AG_STORE_PG_SCHEMA_VERSION 5
 
 /* Open the store at `uri` (postgresql://... or postgres://...): connects, applies
  * the migrations that are safe at start and refuses a database whose schema is

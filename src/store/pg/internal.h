@@ -11,8 +11,10 @@
  * (the number of ordered events) current for wait_head and orders events whose
  * appender went away; one sequencer thread settles the appends of this process:
  * an append, once committed, queues a `pg_wait` (its first global_position) and
- * sleeps; the sequencer numbers and looks up every queued wait in one round trip
- * (`resolve`) and wakes them. No libpq call ever runs on a caller's libuv loop.
+ * sleeps; every batch's resolve right behind its commit looks up the queued waits,
+ * and when none has ended for a pause (250 µs doubling to 2 ms) the sequencer
+ * numbers and looks up every queued wait in one round trip (`resolve`) and wakes
+ * them. No libpq call ever runs on a caller's libuv loop.
  */
 #ifndef AGORA_STORE_PG_INTERNAL_H
 #define AGORA_STORE_PG_INTERNAL_H
@@ -25,7 +27,10 @@
 
 #define PG_POOL_MAX 64
 #ifndef PG_APPEND_LANES
-#define PG_APPEND_LANES 4 /* default append_lanes */
+/* default append_lanes: each batch costs the server ~1.6 ms of CPU whatever its size
+ * (two transactions, a commit's flush); 4 lanes split 64 waiting writers into
+ * batches of ~10 events, 2 into ~19 (docs/internals/store.md, Performance) */
+#define PG_APPEND_LANES 2
 #endif
 
 struct pg_conn {
@@ -49,6 +54,29 @@ struct pg_wait {
     int rc;      /* set with done: 0, or why it cannot be known (AG_EUNAVAILABLE) */
     bool done;
     struct pg_wait *next;
+};
+
+/* A (global_position, position) pair a resolve returned, kept in a direct-mapped
+ * table (PG_RECENT, by gp) for the append that waits for it only after it came: of
+ * overlapping batches the last to commit numbers the others' events, often before
+ * their callers have queued their waits. */
+#define PG_RECENT 4096
+struct pg_recent {
+    int64_t gp, pos; /* gp 0: empty (global positions start at 1) */
+};
+
+/* $all read ahead (ops.c): a sequential forward reader's next position, and rows
+ * read past its page (positions first .. first + rows - 1), kept to cut its next
+ * pages from without a round trip. */
+#define PG_RA_SLOTS 4
+#define PG_RA_ROWS  8192 /* at most this many rows asked at once (and kept per slot) */
+#define PG_RA_PAGES 4    /* pages asked at once by a sequential reader */
+struct pg_ra {
+    uint64_t expect; /* where its reader reads next */
+    uint64_t used;   /* ra_tick of its last use; 0: free */
+    PGresult *r;     /* NULL: nothing kept */
+    uint64_t first;
+    int rows;
 };
 
 /* One caller's append, queued for group commit: whoever holds a connection next
@@ -94,12 +122,18 @@ struct pg_store {
     /* the sequencer thread and the appends waiting for it */
     pthread_cond_t seq_cond, resolved;
     struct pg_wait *waits;
+    struct pg_recent recent[PG_RECENT]; /* pairs resolves returned lately */
     pthread_t sequencer;
     bool sequencer_started;
-    uint64_t resolves;                     /* round trips of the sequencer (stats: batching) */
+    uint64_t resolves;    /* round trips of the sequencer (stats: batching) */
+    uint64_t resolved_ns; /* ag__pg_now_ns when the last resolve covering every wait ended */
     struct pg_req *pending, *pending_tail; /* appends waiting for a connection */
     size_t leaders;                        /* callers running batches (<= append_lanes) */
     size_t borrowers;                      /* callers waiting in ag__pg_borrow_unless */
+    /* $all read ahead: its own lock (reads never wait for appends) */
+    pthread_mutex_t ra_lock;
+    struct pg_ra ra[PG_RA_SLOTS];
+    uint64_t ra_tick;
     /* health */
     struct ag_store_health health;
     uint64_t backoff_ns;
@@ -140,14 +174,21 @@ void *ag__pg_sequencer(void *arg);
 /* Queue w[0..n) for the sequencer and wait until all are resolved, or the append
  * timeout (AG_ETIMEDOUT), or the sequencer lost the server (AG_EUNAVAILABLE). */
 int ag__pg_wait_positions(struct pg_store *s, struct pg_wait *w, size_t n, struct ag_err *err);
-/* Hand the (gp, pos) rows of a resolve result to the waiting appends they settle. */
-void ag__pg_take_resolved(struct pg_store *s, const PGresult *r);
+/* Hand the (gp, pos) rows of a resolve result to the waiting appends they settle.
+ * `covered`: the resolve looked up every wait queued when its batch was formed, so
+ * the sequencer thread waits a pause from now before it polls. */
+void ag__pg_take_resolved(struct pg_store *s, const PGresult *r, bool covered);
+/* CLOCK_MONOTONIC in ns (pacing of the sequencer thread: real time, not the
+ * store's injectable clock). */
+uint64_t ag__pg_now_ns(void);
 void *ag__pg_worker(void *arg);
 int ag__pg_health(struct ag_store *st, struct ag_store_health *out);
 int ag__pg_wait_head(struct ag_store *st, uint64_t after, int timeout_ms);
 int ag__pg_append_async(struct ag_store *st, struct ag_append_req *req);
 int ag__pg_append_multi_async(struct ag_store *st, struct ag_append_multi_req *m);
 void ag__pg_close(struct ag_store *st);
+/* Free what the read-ahead slots keep (close). */
+void ag__pg_ra_free(struct pg_store *s);
 extern const struct ag_store_ops ag__pg_ops;
 
 #endif

@@ -2,7 +2,7 @@
  * The PostgreSQL store's operations: appends (group commit: at most append_lanes
  * callers lead at once, each running the queued appends on disjoint streams in one
  * transaction, one pipelined round trip to the server's `append3` and
- * `resolve4`; an append not numbered by then is numbered by the commit of the
+ * `resolve5`; an append not numbered by then is numbered by the commit of the
  * older transaction that held it back), reads
  * of streams and $all (numbered events only: joined with `positions`), snapshots and
  * stats. Each call borrows one pooled connection for its duration.
@@ -39,8 +39,18 @@ static int arr_i64(struct ag_buf *b, long long v)
     return arr_elem(b, tmp, (size_t)n);
 }
 
-/* append3's parameters (A_N of them), then the ids resolve_ids looks up */
+/* append3's parameters (A_N of them), then the ids resolve5 looks up (and, in
+ * vals[A_ALL], the global positions the process's other appends wait for) */
 enum { A_NPARTS, A_STREAM, A_EXP, A_COUNT, A_ID, A_TYPE, A_DATA, A_META, A_N, A_RIDS = A_N, A_ALL };
+
+/* The waits a batch's resolve looks up too: up to WAITS_MAX global positions of
+ * s->waits, taken when the batch was formed; `all` when that was every wait. */
+#define WAITS_MAX 512
+struct batch_waits {
+    int64_t gp[WAITS_MAX];
+    size_t n;
+    bool all;
+};
 
 static int build_part(struct pg_store *s, const struct ag_append_part *p, struct ag_buf *a)
 {
@@ -157,7 +167,8 @@ static bool prepare(struct pg_conn *pc)
     bool ok = PQresultStatus(a) == PGRES_COMMAND_OK;
     PQclear(a);
     if (ok) {
-        a = PQprepare(pc->c, "ag_resolve", "SELECT gp, pos FROM resolve4($1::uuid[])", 1, NULL);
+        a = PQprepare(pc->c, "ag_resolve", "SELECT gp, pos FROM resolve5($1::uuid[], $2::bigint[])",
+                      2, NULL);
         ok = PQresultStatus(a) == PGRES_COMMAND_OK;
         PQclear(a);
     }
@@ -213,14 +224,15 @@ static void batch_take(struct pg_req **reqs, size_t n, int64_t gp, int64_t pos)
     }
 }
 
-/* The answer of resolve4, run right behind the batch's commit on the same
+/* The answer of resolve5, run right behind the batch's commit on the same
  * connection: the numbering ran once (after any other session's), and these are
  * the positions of every event it numbered plus those of the batch's events
  * numbered before. When nothing older was still running (always so with one
  * writer) every append has its positions; the others wait (positions()) until the
  * commit of the older transaction numbers them: an append of this process hands
  * them over here, anything else through the sequencer thread. */
-static void resolved_inline(struct pg_store *s, const PGresult *r, struct pg_req **reqs, size_t n)
+static void resolved_inline(struct pg_store *s, const PGresult *r, struct pg_req **reqs, size_t n,
+                            const struct batch_waits *bw)
 {
     for (size_t q = 0; q < n; q++)
         for (size_t i = 0; i < reqs[q]->nparts; i++) reqs[q]->pos[i][0] = reqs[q]->pos[i][1] = -1;
@@ -234,7 +246,8 @@ static void resolved_inline(struct pg_store *s, const PGresult *r, struct pg_req
             batch_take(reqs, n, gp, pos);
     }
     if (head) ag__pg_head_advance(s, head);
-    if (rows > 1) ag__pg_take_resolved(s, r); /* other appends' events it numbered */
+    /* other appends' events it numbered, and the waits it looked up */
+    if (rows) ag__pg_take_resolved(s, r, bw->all);
     for (size_t q = 0; q < n; q++) {
         bool all = !reqs[q]->rc;
         for (size_t i = 0; all && i < reqs[q]->nparts; i++)
@@ -244,7 +257,7 @@ static void resolved_inline(struct pg_store *s, const PGresult *r, struct pg_req
 }
 
 /* One pipeline, one round trip: append3 (autocommit: its own transaction, then a
- * sync) and resolve4 behind it (a second transaction, after the first
+ * sync) and resolve5 behind it (a second transaction, after the first
  * committed). *app and *res get the two results (NULL when missing); false when the
  * pipeline could not be used (the connection is then left for the caller to fail). */
 static bool pipeline(struct pg_conn *pc, const char *const *vals, PGresult **app, PGresult **res)
@@ -254,7 +267,7 @@ static bool pipeline(struct pg_conn *pc, const char *const *vals, PGresult **app
     if (!PQenterPipelineMode(c)) return false;
     bool sent =
         PQsendQueryPrepared(c, "ag_append", A_N, vals, NULL, NULL, 0) && PQpipelineSync(c) &&
-        PQsendQueryPrepared(c, "ag_resolve", 1, &vals[A_RIDS], NULL, NULL, 0) && PQpipelineSync(c);
+        PQsendQueryPrepared(c, "ag_resolve", 2, &vals[A_RIDS], NULL, NULL, 0) && PQpipelineSync(c);
     int syncs = 0, nulls = 0;
     while (sent && syncs < 2 && nulls < 4) {
         PGresult *r = PQgetResult(c);
@@ -288,16 +301,24 @@ static bool pipeline(struct pg_conn *pc, const char *const *vals, PGresult **app
 /* Run reqs[0..n) in one transaction on pc and mark them done. A batch that fails
  * as a whole for a reason of one append's (an event id taken meanwhile, a
  * deadlock) is run again one append at a time, so no append fails for another's. */
-static void run_batch(struct pg_store *s, struct pg_conn *pc, struct pg_req **reqs, size_t n)
+static void run_batch(struct pg_store *s, struct pg_conn *pc, struct pg_req **reqs, size_t n,
+                      const struct batch_waits *bw)
 {
-    struct ag_buf a[A_ALL];
-    for (int k = 0; k < A_ALL; k++) ag_buf_init(&a[k]);
+    struct ag_buf a[A_ALL + 1];
+    for (int k = 0; k <= A_ALL; k++) ag_buf_init(&a[k]);
     int rc = build_arrays(s, reqs, n, a);
+    rc = rc ? rc : ag_buf_putc(&a[A_ALL], '{');
+    for (size_t i = 0; i < bw->n && !rc; i++) {
+        char tmp[24];
+        int k = snprintf(tmp, sizeof tmp, "%s%lld", i ? "," : "", (long long)bw->gp[i]);
+        rc = ag_buf_append(&a[A_ALL], tmp, (size_t)k);
+    }
+    rc = rc ? rc : ag_buf_puts(&a[A_ALL], "}");
     struct ag_err e;
     ag_err_clear(&e);
     if (rc) rc = ag_err_set(&e, AG_ENOMEM, "out of memory");
-    const char *vals[A_ALL];
-    for (int k = 0; k < A_ALL; k++) vals[k] = a[k].data;
+    const char *vals[A_ALL + 1];
+    for (int k = 0; k <= A_ALL; k++) vals[k] = a[k].data;
     PGresult *r = NULL, *res = NULL;
     if (!rc) {
         if (prepare(pc)) pipeline(pc, vals, &r, &res);
@@ -308,9 +329,9 @@ static void run_batch(struct pg_store *s, struct pg_conn *pc, struct pg_req **re
             r = NULL;
         }
     }
-    for (int k = 0; k < A_ALL; k++) ag_buf_free(&a[k]);
+    for (int k = 0; k <= A_ALL; k++) ag_buf_free(&a[k]);
     if (rc && n > 1 && rc != AG_EUNAVAILABLE && rc != AG_ENOMEM) {
-        for (size_t i = 0; i < n; i++) run_batch(s, pc, &reqs[i], 1);
+        for (size_t i = 0; i < n; i++) run_batch(s, pc, &reqs[i], 1, bw);
         return;
     }
     if (r) {
@@ -322,7 +343,7 @@ static void run_batch(struct pg_store *s, struct pg_conn *pc, struct pg_req **re
             reqs[i]->rc = verdict(r, r0, row, reqs[i], &reqs[i]->err);
         }
         PQclear(r);
-        resolved_inline(s, res, reqs, n);
+        resolved_inline(s, res, reqs, n, bw);
         PQclear(res);
     } else {
         for (size_t i = 0; i < n; i++) reqs[i]->rc = rc, reqs[i]->err = e;
@@ -362,6 +383,7 @@ static bool shares_stream(const struct pg_req *q, struct pg_req *const *batch, s
 static void lead(struct pg_store *s, struct pg_conn *pc, struct pg_req *me)
 {
     struct pg_req *batch[BATCH_APPENDS];
+    struct batch_waits bw;
     for (;;) {
         size_t n = 0, events = 0;
         pthread_mutex_lock(&s->lock);
@@ -390,8 +412,11 @@ static void lead(struct pg_store *s, struct pg_conn *pc, struct pg_req *me)
             pthread_mutex_unlock(&s->lock); /* give the lane back; the caller waits */
             return;
         }
+        const struct pg_wait *w = s->waits;
+        for (bw.n = 0; w && bw.n < WAITS_MAX; w = w->next) bw.gp[bw.n++] = w->gp;
+        bw.all = !w;
         pthread_mutex_unlock(&s->lock);
-        run_batch(s, pc, batch, n);
+        run_batch(s, pc, batch, n, &bw);
     }
 }
 
@@ -545,20 +570,23 @@ static int64_t bin_i64(const PGresult *r, int row, int col)
 /* PostgreSQL's epoch (2000-01-01) in Unix microseconds. */
 #define PG_EPOCH_US 946684800000000LL
 
-static int to_page(const PGresult *r, struct ag_event_page *out, struct ag_err *err)
+/* Rows [row0, row0 + rows) of a read result as a page: one allocation for the
+ * events and their bytes. */
+static int to_page_rows(const PGresult *r, int row0, int rows, struct ag_event_page *out,
+                        struct ag_err *err)
 {
     memset(out, 0, sizeof *out);
-    int rows = PQntuples(r);
     size_t bytes = sizeof(struct ag_event) * (size_t)rows;
-    for (int i = 0; i < rows; i++)
+    for (int i = row0; i < row0 + rows; i++)
         bytes += (size_t)PQgetlength(r, i, 0) + (size_t)PQgetlength(r, i, 4) +
                  (size_t)PQgetlength(r, i, 6) + (size_t)PQgetlength(r, i, 7) + 4;
     out->mem = ag_malloc(bytes ? bytes : 1);
     if (!out->mem) return ag_err_set(err, AG_ENOMEM, "out of memory");
     out->events = out->mem;
     char *p = (char *)(out->events + rows);
-    for (int i = 0; i < rows; i++) {
-        struct ag_event *e = &out->events[i];
+    for (int k = 0; k < rows; k++) {
+        int i = row0 + k;
+        struct ag_event *e = &out->events[k];
         e->stream_len = (size_t)PQgetlength(r, i, 0);
         e->stream = copy_str(&p, PQgetvalue(r, i, 0), e->stream_len);
         e->version = bin_i64(r, i, 1);
@@ -574,6 +602,11 @@ static int to_page(const PGresult *r, struct ag_event_page *out, struct ag_err *
     }
     out->count = (size_t)rows;
     return 0;
+}
+
+static int to_page(const PGresult *r, struct ag_event_page *out, struct ag_err *err)
+{
+    return to_page_rows(r, 0, PQntuples(r), out, err);
 }
 
 /* Run a prepared read (read_sql[which]) with text parameters on a pooled
@@ -650,11 +683,138 @@ static int read_stream(struct ag_store *st, const char *stream, size_t stream_le
     return 0;
 }
 
+/* ---- $all read ahead ----
+ * A reader that goes through $all forward page after page (a subscription catching
+ * up, a projector rebuilding) pays one round trip per page: on a loaded machine
+ * the wake-ups of each round trip, not the rows, set its pace. When a forward read
+ * starts where a full page of an earlier one ended (a sequential reader), it asks
+ * for PG_RA_PAGES pages at once and keeps the result (a slot); the next pages are cut
+ * from it without a round trip. Sound because a numbered position never changes:
+ * a page served from a slot is exactly what the query would return, and only
+ * whole pages are served (the end of $all is always read fresh). */
+
+static struct pg_ra *ra_find(struct pg_store *s, uint64_t from, size_t max)
+{
+    for (int i = 0; i < PG_RA_SLOTS; i++) {
+        struct pg_ra *a = &s->ra[i];
+        if (a->r && from >= a->first && from - a->first + max <= (uint64_t)a->rows) return a;
+    }
+    return NULL;
+}
+
+/* Under ra_lock: the slot a sequential reader at `from` left (its next position),
+ * or NULL. */
+static struct pg_ra *ra_expected(struct pg_store *s, uint64_t from)
+{
+    for (int i = 0; i < PG_RA_SLOTS; i++)
+        if (s->ra[i].used && s->ra[i].expect == from) return &s->ra[i];
+    return NULL;
+}
+
+/* Under ra_lock: the slot to record a reader in (least recently used). */
+static struct pg_ra *ra_victim(struct pg_store *s)
+{
+    struct pg_ra *v = &s->ra[0];
+    for (int i = 1; i < PG_RA_SLOTS; i++)
+        if (s->ra[i].used < v->used) v = &s->ra[i];
+    return v;
+}
+
+static void ra_drop(struct pg_ra *a)
+{
+    PQclear(a->r);
+    a->r = NULL, a->rows = 0;
+}
+
+/* A forward page served from a slot: 1 when served, 0 when the caller must read. */
+static int ra_take(struct pg_store *s, uint64_t from, size_t max, struct ag_event_page *out,
+                   int *rc, struct ag_err *err)
+{
+    pthread_mutex_lock(&s->ra_lock);
+    struct pg_ra *a = ra_find(s, from, max);
+    if (a) {
+        *rc = to_page_rows(a->r, (int)(from - a->first), (int)max, out, err);
+        a->expect = from + max;
+        a->used = ++s->ra_tick;
+        if (a->expect == a->first + (uint64_t)a->rows) ra_drop(a); /* used up */
+    }
+    pthread_mutex_unlock(&s->ra_lock);
+    return a != NULL;
+}
+
+/* How many rows to ask for a forward page of `max` at `from`: PG_RA_PAGES pages when a
+ * sequential reader is there (up to PG_RA_ROWS rows), else the page. */
+static size_t ra_want(struct pg_store *s, uint64_t from, size_t max)
+{
+    pthread_mutex_lock(&s->ra_lock);
+    bool seq = ra_expected(s, from) != NULL;
+    pthread_mutex_unlock(&s->ra_lock);
+    size_t pages = PG_RA_ROWS / max < PG_RA_PAGES ? PG_RA_ROWS / max : PG_RA_PAGES;
+    return seq ? max * pages : max;
+}
+
+/* After a forward read of `max` at `from` that returned `r` (`want` rows asked):
+ * remember the reader when its page was full, and keep the rows past the page. r
+ * is kept (ownership taken) when it returns true. */
+static bool ra_keep(struct pg_store *s, uint64_t from, size_t max, PGresult *r)
+{
+    int rows = PQntuples(r);
+    pthread_mutex_lock(&s->ra_lock);
+    struct pg_ra *a = ra_expected(s, from);
+    if ((size_t)rows < max) { /* the end of $all: this reader is no longer sequential */
+        if (a) ra_drop(a), a->used = 0;
+        pthread_mutex_unlock(&s->ra_lock);
+        return false;
+    }
+    if (!a) a = ra_victim(s);
+    ra_drop(a);
+    a->expect = from + max;
+    a->used = ++s->ra_tick;
+    bool keep = (size_t)rows > max;
+    if (keep) a->r = r, a->first = from, a->rows = rows;
+    pthread_mutex_unlock(&s->ra_lock);
+    return keep;
+}
+
+void ag__pg_ra_free(struct pg_store *s)
+{
+    for (int i = 0; i < PG_RA_SLOTS; i++) ra_drop(&s->ra[i]);
+}
+
+static int read_all_forward(struct pg_store *s, uint64_t from, size_t max,
+                            struct ag_event_page *out, struct ag_err *err)
+{
+    int rc = 0;
+    bool ra = max * 2 <= PG_RA_ROWS; /* a bigger page is read as asked */
+    if (ra && ra_take(s, from, max, out, &rc, err)) {
+        if (!rc) out->next_position = from + max; /* a whole page: not the end */
+        return rc;
+    }
+    size_t want = ra ? ra_want(s, from, max) : max;
+    char f[24], m[24];
+    snprintf(f, sizeof f, "%lld",
+             from > (uint64_t)INT64_MAX ? (long long)INT64_MAX : (long long)from);
+    snprintf(m, sizeof m, "%zu", want);
+    const char *vals[2] = {f, m};
+    PGresult *r = NULL;
+    rc = read_query(s, RQ_ALL_FWD, 2, vals, &r, err);
+    if (rc) return rc;
+    int rows = PQntuples(r);
+    rc = to_page_rows(r, 0, rows < (int)max ? rows : (int)max, out, err);
+    if (rc || !ra || !ra_keep(s, from, max, r)) PQclear(r);
+    if (rc) return rc;
+    size_t c = out->count;
+    out->next_position = c ? out->events[c - 1].position + 1 : from;
+    out->end = c < max;
+    return 0;
+}
+
 static int read_all(struct ag_store *st, uint64_t from, enum ag_read_dir dir, size_t max,
                     struct ag_event_page *out, struct ag_err *err)
 {
     struct pg_store *s = ps(st);
     bool back = dir == AG_READ_BACKWARD;
+    if (!back && max && max <= 100000) return read_all_forward(s, from, max, out, err);
     char f[24], m[24];
     snprintf(f, sizeof f, "%lld",
              from > (uint64_t)INT64_MAX ? (long long)INT64_MAX : (long long)from);

@@ -293,9 +293,10 @@ void *ag__pg_listener(void *arg)
 
 /* ---- the sequencer thread: every waiting append of the process in one round trip ---- */
 
-#define SEQ_BATCH        1024
-#define SEQ_PAUSE_MIN_US 250
-#define SEQ_PAUSE_MAX_US 2000
+#define SEQ_BATCH         1024
+#define SEQ_PAUSE_MIN_US  250
+#define SEQ_PAUSE_MAX_US  2000
+#define SEQ_PAUSE_BUSY_US 10000
 
 static struct timespec deadline_in(uint64_t ns)
 {
@@ -320,13 +321,18 @@ int ag__pg_wait_positions(struct pg_store *s, struct pg_wait *w, size_t n, struc
 {
     struct timespec dl = deadline_in(s->append_timeout_ns);
     pthread_mutex_lock(&s->lock);
+    size_t queued = 0;
     for (size_t i = 0; i < n; i++) {
-        w[i].done = false;
+        const struct pg_recent *k = &s->recent[(uint64_t)w[i].gp % PG_RECENT];
+        w[i].done = k->gp == w[i].gp && w[i].gp > 0; /* numbered before we came */
+        w[i].pos = w[i].done ? k->pos : 0, w[i].rc = 0;
+        if (w[i].done) continue;
         w[i].next = s->waits;
         s->waits = &w[i];
+        queued++;
     }
-    pthread_cond_signal(&s->seq_cond);
-    size_t left = n;
+    if (queued) pthread_cond_signal(&s->seq_cond);
+    size_t left = queued;
     while (left && !s->closing) {
         left = 0;
         for (size_t i = 0; i < n; i++) left += !w[i].done;
@@ -352,7 +358,8 @@ int ag__pg_wait_positions(struct pg_store *s, struct pg_wait *w, size_t n, struc
                       "event ids");
 }
 
-/* Under s->lock: take the rows of `resolve` (first: -1 and the head). */
+/* Under s->lock: take the rows of `resolve` (first: -1 and the head); each row is
+ * also remembered in s->recent for a wait queued after it came. */
 static size_t take_resolved(struct pg_store *s, const PGresult *r)
 {
     size_t got = 0;
@@ -366,6 +373,7 @@ static size_t take_resolved(struct pg_store *s, const PGresult *r)
             }
             continue;
         }
+        s->recent[(uint64_t)gp % PG_RECENT] = (struct pg_recent){gp, pos};
         for (struct pg_wait **pp = &s->waits; *pp; pp = &(*pp)->next)
             if ((*pp)->gp == gp) {
                 struct pg_wait *w = *pp;
@@ -378,11 +386,20 @@ static size_t take_resolved(struct pg_store *s, const PGresult *r)
     return got;
 }
 
-void ag__pg_take_resolved(struct pg_store *s, const PGresult *r)
+void ag__pg_take_resolved(struct pg_store *s, const PGresult *r, bool covered)
 {
+    uint64_t now = covered ? ag__pg_now_ns() : 0;
     pthread_mutex_lock(&s->lock);
-    if (s->waits && take_resolved(s, r)) pthread_cond_broadcast(&s->resolved);
+    if (take_resolved(s, r)) pthread_cond_broadcast(&s->resolved);
+    if (now > s->resolved_ns) s->resolved_ns = now;
     pthread_mutex_unlock(&s->lock);
+}
+
+uint64_t ag__pg_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 /* Under s->lock: the connection is gone; the waits sent cannot learn their positions. */
@@ -438,6 +455,14 @@ static int resolve_once(struct pg_store *s, PGconn **c, const int64_t *gps, size
     return got ? 1 : 0;
 }
 
+/* Polls only while waits remain and no resolve has ended for a pause (250 µs
+ * doubling to 2 ms while they remain; 10 ms while batches are in flight). Under
+ * load every batch's resolve, right behind its commit, numbers what the waits'
+ * holders left and looks up every wait queued when the batch was formed
+ * (resolve5), so this thread stays out of the way: a wait queued after every
+ * batch in flight was formed is looked up by the next batch, or here once the
+ * batches stop (a holder that is not an append: another application's
+ * transaction, an appender that died). */
 void *ag__pg_sequencer(void *arg)
 {
     struct pg_store *s = arg;
@@ -445,24 +470,27 @@ void *ag__pg_sequencer(void *arg)
     int64_t *gps = ag_malloc(SEQ_BATCH * sizeof *gps);
     struct ag_buf b;
     ag_buf_init(&b);
-    uint64_t pause_us = 0;
+    uint64_t pause_us = SEQ_PAUSE_MIN_US;
     pthread_mutex_lock(&s->lock);
     while (gps && !s->closing) {
         if (!s->waits) {
-            pause_us = 0; /* a fresh wait is looked up at once */
+            pause_us = SEQ_PAUSE_MIN_US;
             pthread_cond_wait(&s->seq_cond, &s->lock);
             continue;
         }
-        if (pause_us) { /* waits left: the whole pause (appends settle each other) */
-            struct timespec dl = deadline_in(pause_us * 1000u);
-            while (s->waits && !s->closing &&
-                   pthread_cond_timedwait(&s->seq_cond, &s->lock, &dl) == 0) {
-            }
-            if (s->closing) break;
-            if (!s->waits) continue;
+        /* batches in flight will resolve (and look the waits up) behind their
+         * commits: poll only if none has for SEQ_PAUSE_BUSY_US (a stuck batch) */
+        uint64_t p_us = s->leaders ? SEQ_PAUSE_BUSY_US : pause_us;
+        uint64_t now = ag__pg_now_ns(), due = s->resolved_ns + p_us * 1000u;
+        if (now < due) { /* a resolve ended less than a pause ago */
+            struct timespec dl = deadline_in(due - now);
+            pthread_cond_timedwait(&s->seq_cond, &s->lock, &dl);
+            continue;
         }
         size_t n = 0;
-        for (struct pg_wait *w = s->waits; w && n < SEQ_BATCH; w = w->next) gps[n++] = w->gp;
+        const struct pg_wait *w = s->waits;
+        for (; w && n < SEQ_BATCH; w = w->next) gps[n++] = w->gp;
+        s->resolved_ns = w ? now - pause_us * 1000u : now; /* more than a batch: again soon */
         pthread_mutex_unlock(&s->lock);
         int got = n ? resolve_once(s, &c, gps, n, &b) : 0;
         pthread_mutex_lock(&s->lock);
@@ -470,8 +498,7 @@ void *ag__pg_sequencer(void *arg)
             fail_waits(s, gps, n);
             pthread_cond_broadcast(&s->resolved);
         }
-        pause_us = pause_us ? pause_us * 2 : SEQ_PAUSE_MIN_US;
-        if (pause_us > SEQ_PAUSE_MAX_US) pause_us = SEQ_PAUSE_MAX_US;
+        pause_us = pause_us * 2 > SEQ_PAUSE_MAX_US ? SEQ_PAUSE_MAX_US : pause_us * 2;
     }
     pthread_mutex_unlock(&s->lock);
     ag_buf_free(&b);
@@ -573,6 +600,8 @@ static void destroy(struct pg_store *s)
     pthread_mutex_unlock(&s->lock);
     for (size_t i = 0; i < PG_POOL_MAX; i++)
         if (s->pool[i].c) PQfinish(s->pool[i].c);
+    ag__pg_ra_free(s);
+    pthread_mutex_destroy(&s->ra_lock);
     pthread_mutex_destroy(&s->lock);
     pthread_cond_destroy(&s->conn_free);
     pthread_cond_destroy(&s->head_moved);
@@ -601,6 +630,7 @@ static int init(struct pg_store *s, const char *uri, const struct ag_store_optio
     s->health.writable = true;
     s->backoff_ns = o->retry_min_ns;
     pthread_mutex_init(&s->lock, NULL);
+    pthread_mutex_init(&s->ra_lock, NULL);
     pthread_cond_init(&s->conn_free, NULL);
     pthread_cond_init(&s->head_moved, NULL);
     pthread_cond_init(&s->jobs_cond, NULL);

@@ -29,7 +29,8 @@
  *   finished, so nothing can later commit below an event already numbered. One sequencer at a time
  * (a try-lock: a busy sequencer is waited for by polling, never queued behind).
  * - `resolve4` (v4) is the same numbering run by every append right behind its commit,
- *   queued on the lock instead of giving up, returning all it numbered.
+ *   queued on the lock instead of giving up, returning all it numbered; `resolve5`
+ *   (v5) also looks up the positions the process's other appends wait for.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -392,6 +393,42 @@ static const struct step steps[] = {
      "  UNION ALL SELECT e.global_position, q.position FROM events e\n"
      "    JOIN positions q ON q.global_position = e.global_position\n"
      "   WHERE e.event_id = ANY(p_ids);\n"
+     "  SELECT head.next INTO nh FROM head;\n"
+     "  IF nh > h THEN PERFORM pg_notify(current_schema() || '_events', nh::text); END IF;\n"
+     "END $f$;"},
+    /* 5: resolve5 is resolve4 plus the look-up of the global positions the process's
+     * other appends are still waiting for (p_gps): every batch's resolve, right
+     * behind its commit, also settles the waits another process's numbering (or an
+     * earlier one) has settled meanwhile, so the sequencer thread no longer polls
+     * while the process's batches keep resolving (it stays the fallback when they
+     * stop). resolve4 stays for an older binary. */
+    {5, true,
+     "CREATE FUNCTION resolve5(p_ids uuid[], p_gps bigint[]) RETURNS TABLE(gp bigint, pos bigint)"
+     " LANGUAGE plpgsql SET enable_seqscan = off SET jit = off"
+     " SET plan_cache_mode = force_generic_plan AS $f$\n"
+     "#variable_conflict use_column\n"
+     "DECLARE h bigint; ltx xid8; lgp bigint; nh bigint;\n"
+     "BEGIN\n"
+     "  PERFORM pg_advisory_xact_lock(hashtextextended(current_schema() || '$seq', 0));\n"
+     "  PERFORM set_config('synchronous_commit', 'off', true);\n"
+     "  SELECT head.next, head.last_tx, head.last_gp INTO h, ltx, lgp FROM head;\n"
+     "  RETURN QUERY\n"
+     "  WITH t AS (SELECT u.tx_id, u.global_position AS g,\n"
+     "                    h + row_number() OVER (ORDER BY u.tx_id, u.global_position) - 1 AS p\n"
+     "               FROM (SELECT e.tx_id, e.global_position FROM events e\n"
+     "                      WHERE (e.tx_id, e.global_position) > (ltx, lgp)\n"
+     "                        AND e.tx_id < pg_snapshot_xmin(pg_current_snapshot())\n"
+     "                      ORDER BY e.tx_id, e.global_position LIMIT 100000) u),\n"
+     "  ins AS (INSERT INTO positions (position, global_position) SELECT t.p, t.g FROM t),\n"
+     "  up AS (UPDATE head SET next = l.p + 1, last_tx = l.tx_id, last_gp = l.g\n"
+     "           FROM (SELECT * FROM t ORDER BY t.p DESC LIMIT 1) l RETURNING head.next)\n"
+     "  SELECT -1::bigint, coalesce((SELECT up.next FROM up), h)\n"
+     "  UNION ALL SELECT t.g, t.p FROM t\n"
+     "  UNION ALL SELECT e.global_position, q.position FROM events e\n"
+     "    JOIN positions q ON q.global_position = e.global_position\n"
+     "   WHERE e.event_id = ANY(p_ids)\n"
+     "  UNION ALL SELECT q.global_position, q.position FROM positions q\n"
+     "   WHERE q.global_position = ANY(p_gps);\n"
      "  SELECT head.next INTO nh FROM head;\n"
      "  IF nh > h THEN PERFORM pg_notify(current_schema() || '_events', nh::text); END IF;\n"
      "END $f$;"},

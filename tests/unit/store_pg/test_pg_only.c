@@ -1,7 +1,8 @@
 /*
  * What only the PostgreSQL adapter has: gap-safe $all under a transaction held
- * open below later commits, the versioned schema (a newer database is refused),
- * and losing the server's connections mid-run (AG_EUNAVAILABLE, health, reconnect).
+ * open below later commits, the versioned schema (a newer database is refused, an
+ * older one migrated at open), losing the server's connections mid-run
+ * (AG_EUNAVAILABLE, health, reconnect), and $all read ahead for sequential readers.
  */
 #include <criterion/criterion.h>
 #include <libpq-fe.h>
@@ -322,7 +323,7 @@ Test(pg, a_version_2_database_is_migrated_at_open_and_its_events_stay)
     ag_store_close(s);
     s = NULL;
     PGconn *c = raw();
-    exec_ok(c, "BEGIN; DROP FUNCTION append3, resolve_ids, resolve4;"
+    exec_ok(c, "BEGIN; DROP FUNCTION append3, resolve_ids, resolve4, resolve5;"
                " ALTER TABLE events ADD CONSTRAINT events_stream_id_fkey FOREIGN KEY (stream_id)"
                " REFERENCES streams;"
                " ALTER TABLE snapshots ADD CONSTRAINT snapshots_stream_id_fkey FOREIGN KEY"
@@ -333,7 +334,7 @@ Test(pg, a_version_2_database_is_migrated_at_open_and_its_events_stay)
                " '{A,B}', '{\"{}\",\"{}\"}', '{\"{}\",\"{}\"}')");
     exec_ok(c, "SELECT sequence()");
     cr_assert_eq(scalar(c, "SELECT max(version) FROM schema_version"), 2);
-    s = open_store(); /* steps 3 and 4 are safe: applied at open */
+    s = open_store(); /* steps 3 to 5 are safe: applied at open */
     cr_assert_eq(scalar(c, "SELECT max(version) FROM schema_version"), AG_STORE_PG_SCHEMA_VERSION);
     cr_assert_eq(scalar(c, "SELECT count(*) FROM pg_constraint WHERE contype = 'f'"
                            " AND connamespace = current_schema()::regnamespace"),
@@ -354,4 +355,107 @@ Test(pg, a_version_2_database_is_migrated_at_open_and_its_events_stay)
     cr_assert_eq(append1("old", 1, &r), 0);
     cr_assert_eq(r.first_version, 2);
     cr_assert_eq(r.first_position, 2);
+}
+
+/* ---- migration 5 from a database at version 4 ---- */
+
+Test(pg, a_version_4_database_is_migrated_at_open_and_appends_go_on)
+{
+    struct ag_append_result r;
+    cr_assert_eq(append1("v4", AG_STORE_NO_STREAM, &r), 0);
+    ag_store_close(s);
+    s = NULL;
+    PGconn *c = raw();
+    exec_ok(c, "BEGIN; DROP FUNCTION resolve5; DELETE FROM schema_version WHERE version >= 5;"
+               " COMMIT");
+    cr_assert_eq(scalar(c, "SELECT max(version) FROM schema_version"), 4);
+    /* written the version-4 way meanwhile (an older binary still running) */
+    exec_ok(c, "SELECT * FROM append3('{1}', '{v4}', '{0}', '{1}',"
+               " '{01890000-0000-7000-8000-0000000000a1}', '{Old}', '{\"{}\"}', '{\"{}\"}')");
+    exec_ok(c, "SELECT * FROM resolve4('{01890000-0000-7000-8000-0000000000a1}')");
+    s = open_store(); /* step 5 is safe: applied at open */
+    cr_assert_eq(scalar(c, "SELECT max(version) FROM schema_version"), 5);
+    cr_assert_eq(scalar(c, "SELECT count(*) FROM pg_proc WHERE proname = 'resolve5'"
+                           " AND pronamespace = current_schema()::regnamespace"),
+                 1);
+    PQfinish(c);
+    cr_assert_eq(append1("v4", 1, &r), 0);
+    cr_assert_eq(r.first_version, 2);
+    cr_assert_eq(r.first_position, 2, "after the event numbered by the version-4 resolve");
+    struct ag_event_page p;
+    cr_assert_eq(ag_store_read_all(s, 0, AG_READ_FORWARD, 10, &p, NULL), 0);
+    cr_assert_eq(p.count, 3);
+    cr_assert_eq(p.events[1].type_len, 3);
+    cr_assert(memcmp(p.events[1].type, "Old", 3) == 0);
+    ag_event_page_free(&p);
+}
+
+/* ---- $all read ahead ---- */
+
+/* $all in pages of `page` from 0 to its end: positions and ids into pos[]/ids[]. */
+static size_t read_pages(size_t page, uint64_t *pos, struct ag_uuid *ids, size_t cap,
+                         size_t append_after, int *appended)
+{
+    size_t n = 0, pages = 0;
+    uint64_t from = 0;
+    for (;;) {
+        struct ag_event_page p;
+        struct ag_err err;
+        ag_err_clear(&err);
+        cr_assert_eq(ag_store_read_all(s, from, AG_READ_FORWARD, page, &p, &err), 0, "%s", err.msg);
+        for (size_t i = 0; i < p.count && n < cap; i++, n++) {
+            pos[n] = p.events[i].position;
+            ids[n] = p.events[i].id;
+        }
+        bool end = p.end;
+        from = p.next_position;
+        ag_event_page_free(&p);
+        if (++pages == append_after) /* events appended while the reader is mid-way */
+            for (int i = 0; i < 7; i++) {
+                cr_assert_eq(append1("late", AG_STORE_ANY, NULL), 0);
+                ++*appended;
+            }
+        if (end) return n;
+    }
+}
+
+Test(pg, all_read_sequentially_in_pages_is_what_one_read_returns)
+{
+    for (int i = 0; i < 45; i++) {
+        char name[8];
+        snprintf(name, sizeof name, "ra%d", i % 4);
+        cr_assert_eq(append1(name, AG_STORE_ANY, NULL), 0);
+    }
+    static uint64_t pos[2][128];
+    static struct ag_uuid ids[2][128];
+    int appended = 0;
+    /* pages of 4: the reader is sequential from its second page on, so pages come
+     * from rows read ahead, across appends made while it reads */
+    size_t n = read_pages(4, pos[0], ids[0], 128, 3, &appended);
+    cr_assert_eq(appended, 7);
+    cr_assert_eq(n, 52, "every event once, the late ones too");
+    size_t m = read_pages(1000, pos[1], ids[1], 128, 0, &appended);
+    cr_assert_eq(m, n);
+    for (size_t i = 0; i < n; i++) {
+        cr_assert_eq(pos[0][i], i, "dense");
+        cr_assert_eq(pos[1][i], i);
+        cr_assert(memcmp(&ids[0][i], &ids[1][i], sizeof ids[0][i]) == 0, "event %zu", i);
+    }
+    /* two readers interleaved, each sequential: the same pages as one alone */
+    uint64_t from[2] = {0, 10};
+    for (int round = 0; round < 6; round++)
+        for (int k = 0; k < 2; k++) {
+            struct ag_event_page p;
+            cr_assert_eq(ag_store_read_all(s, from[k], AG_READ_FORWARD, 3, &p, NULL), 0);
+            cr_assert_eq(p.count, 3);
+            for (size_t i = 0; i < p.count; i++) {
+                cr_assert_eq(p.events[i].position, from[k] + i);
+                cr_assert(memcmp(&p.events[i].id, &ids[1][from[k] + i], sizeof p.events[i].id) ==
+                          0);
+            }
+            from[k] = p.next_position;
+            ag_event_page_free(&p);
+        }
+    cr_assert_eq(from[0], 18);
+    cr_assert_eq(from[1], 28);
 }

@@ -132,7 +132,7 @@ static int add_group(struct cl_cluster *c, char *g, unsigned instances, struct a
         n = (unsigned)v;
         *eq = 0;
     }
-    unsigned mask;
+    unsigned mask = 0;
     int rc = group_mask(g, &mask, err);
     for (unsigned k = 1; !rc && k <= n; k++) {
         char name[96];
@@ -414,7 +414,7 @@ static int mesh_key(struct cl_cluster *c, struct ag_err *err)
     uint8_t raw[32];
     if (errno != ENOENT || getrandom(raw, sizeof raw, 0) != (ssize_t)sizeof raw)
         return ag_err_set(err, AG_EIO, "%s: %s", path, strerror(errno));
-    for (int i = 0; i < 32; i++) snprintf(c->mesh + 2 * i, 3, "%02x", raw[i]);
+    for (int i = 0; i < 32; i++) snprintf(c->mesh + (size_t)2 * i, 3, "%02x", raw[i]);
     if (cl_write_file(c, "mesh-key", c->mesh, 64))
         return ag_err_set(err, AG_EIO, "cannot write %s", path);
     return 0;
@@ -500,7 +500,7 @@ static int find_pgbin(struct cl_cluster *c, struct ag_err *err)
     DIR *d = opendir("/usr/lib/postgresql");
     for (struct dirent *e; d && (e = readdir(d));) {
         char bin[PATH_MAX];
-        int v = atoi(e->d_name);
+        int v = (int)strtol(e->d_name, NULL, 10);
         if (v > best && fmt(bin, sizeof bin, "/usr/lib/postgresql/%s/bin", e->d_name) &&
             has_initdb(bin))
             best = v, fmt(c->pgbin, sizeof c->pgbin, "%s", bin);

@@ -132,6 +132,9 @@ static void child(const struct cl_cluster *c, char *const argv[], const char *lo
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
+    signal(SIGPIPE, SIG_DFL); /* not the supervisor's (ignored), nor a shell's */
+    signal(SIGQUIT, SIG_DFL);
+    if (chdir("/") != 0) _exit(126); /* PostgreSQL's user may not read our directory */
     if (as_pg && c->pg_other &&
         (setgroups(0, NULL) != 0 || setgid(c->pg_gid) != 0 || setuid(c->pg_uid) != 0)) {
         dprintf(2, "agora cluster: cannot become the postgres user: %s\n", strerror(errno));
@@ -139,7 +142,7 @@ static void child(const struct cl_cluster *c, char *const argv[], const char *lo
     }
     prctl(PR_SET_PDEATHSIG, deathsig); /* after setuid, which clears it */
     if (getppid() != parent) _exit(1);
-    setenv("AGORA_MESH_KEY", c->mesh, 1);
+    if (!as_pg) setenv("AGORA_MESH_KEY", c->mesh, 1); /* the instances and the gateway */
     execvp(argv[0], argv);
     dprintf(2, "agora cluster: cannot run %s: %s\n", argv[0], strerror(errno));
     _exit(127);
@@ -210,7 +213,7 @@ static int http_status(const char *host, uint16_t port, const char *path)
             if (r <= 0) break;
             got += (size_t)r;
         }
-        if (got >= 12 && strncmp(resp, "HTTP/1.", 7) == 0) status = atoi(resp + 9);
+        if (got >= 12 && strncmp(resp, "HTTP/1.", 7) == 0) status = (int)strtol(resp + 9, NULL, 10);
     }
     if (fd >= 0) close(fd);
     return status;
@@ -227,7 +230,7 @@ static bool pg_ready(const struct cl_cluster *c, pid_t pid)
     close(fd);
     if (n <= 0) return false;
     buf[n] = 0;
-    if (atol(buf) != (long)pid) return false;
+    if (strtol(buf, NULL, 10) != (long)pid) return false;
     const char *line = buf;
     for (int k = 1; k < 8 && line; k++) {
         line = strchr(line, '\n');

@@ -97,6 +97,7 @@ static void sleep_ms(unsigned ms)
 static int abs_dir(const char *d, struct cl_cluster *c)
 {
     char cwd[PATH_MAX];
+    if (!d || !*d) return -1;
     if (d[0] == '/') return snprintf(c->dir, sizeof c->dir, "%s", d) < (int)sizeof c->dir ? 0 : -1;
     if (!getcwd(cwd, sizeof cwd)) return -1;
     return snprintf(c->dir, sizeof c->dir, "%s/%s", cwd, d) < (int)sizeof c->dir ? 0 : -1;
@@ -155,7 +156,7 @@ static long supervisor_pid(const struct cl_cluster *c)
     long pid = 0;
     if (flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK) {
         ssize_t n = read(fd, buf, sizeof buf - 1);
-        pid = n > 0 ? atol(buf) : -1;
+        pid = n > 0 ? strtol(buf, NULL, 10) : -1;
     }
     close(fd);
     return pid;
@@ -237,9 +238,9 @@ static int prepare(struct cl_cluster *c, const struct up_opts *o, int *lock, str
     }
     if (!rc) rc = cl_ports_free(c, err);
     if (!rc) rc = make_dirs(c, err);
-    if (!rc) rc = cl_pg_prepare(c, err);
     if (!rc) rc = cl_secrets(c, err);
     if (!rc) rc = cl_write_configs(c, err);
+    if (!rc) rc = cl_pg_prepare(c, err);
     if (!rc && readlink("/proc/self/exe", c->agora, sizeof c->agora - 1) <= 0)
         rc = ag_err_set(err, AG_EIO, "cannot find this program (/proc/self/exe)");
     return rc;
@@ -257,7 +258,7 @@ static void describe_exit(int st, char out[48])
         snprintf(out, 48, "status %d", st);
 }
 
-static void exited(struct cl_cluster *c, struct cl_member *m, int st, bool stopping)
+static void exited(struct cl_member *m, int st, bool stopping)
 {
     uint64_t now = cl_now_ms();
     pid_t pid = m->pid;
@@ -281,7 +282,6 @@ static void exited(struct cl_cluster *c, struct cl_member *m, int st, bool stopp
     AG_WARN("cluster.member_exited", AG_LS("member", m->name), AG_LS("role", cl_role_name(m->role)),
             AG_LI("pid", pid), AG_LS("exit", m->last_exit), AG_LU("failures", m->failures),
             AG_LU("restartInMs", m->backoff_ms));
-    (void)c;
 }
 
 static void reap(struct cl_cluster *c, bool stopping)
@@ -290,7 +290,7 @@ static void reap(struct cl_cluster *c, bool stopping)
     pid_t pid;
     while ((pid = waitpid(-1, &st, WNOHANG)) > 0)
         for (size_t i = 0; i < c->n; i++)
-            if (c->m[i].pid == pid) exited(c, &c->m[i], st, stopping);
+            if (c->m[i].pid == pid) exited(&c->m[i], st, stopping);
 }
 
 static bool deps_ready(const struct cl_cluster *c, const struct cl_member *m)

@@ -15,7 +15,9 @@
 #     their exits (with the backoff) and starts them again (new pids, restarts 1 in
 #     status), every order the load saw accepted is final and orders confirm;
 #   - SIGINT: the supervisor stops the members in order (gateway, instances, NATS,
-#     PostgreSQL), exits 0, and none of the pids it ran is left.
+#     PostgreSQL), exits 0, and none of the pids it ran is left;
+#   - a second start on DIR reuses cluster.json (its ports) and the data (no initdb;
+#     the order is still there), and stops again the same way.
 # Skips (77) without PostgreSQL; needs nats-server (scripts/bootstrap.sh).
 set -uo pipefail
 BIN=${AGORA_BIN:?AGORA_BIN not set}
@@ -195,18 +197,39 @@ order_confirms
 pass "killed $VICTIM and nats-2 (-9) under load: every accepted order final, both restarted (logged, restarts 1, new pids), order $OID confirmed after"
 
 # ---- SIGINT stops everything, in order ----
-PIDS=$(member_pids)
-kill -INT "$SUP"
-rc=0
-wait "$SUP" || rc=$?
-SUP=""
-[ "$rc" = 0 ] || fail "the supervisor exited $rc on SIGINT"
-for p in $PIDS; do kill -0 "$p" 2>/dev/null && fail "pid $p is still alive after the supervisor stopped"; done
-order=$(grep -o '"cluster.stopping".*"role":"[a-z]*"' "$TMP/supervisor.log" | grep -o '"role":"[a-z]*"' | tr -d '"' | sed 's/role://' | tr '\n' ' ')
-[ "$order" = "gateway instance nats postgresql " ] || fail "stop order: '$order'"
-[ "$(cstatus | json_field 'd["state"]')" = stopped ] || fail "status.json does not say stopped"
-"$BIN" cluster status --dir "$D" >/dev/null
-[ $? = 3 ] || fail "cluster status of a stopped cluster does not exit 3"
-grep -l -e 'AddressSanitizer' -e 'runtime error:' -e 'LeakSanitizer' "$D"/logs/*.log "$TMP/supervisor.log" &&
+stop_cluster() { # SIGINT the supervisor: exit 0, stopped in order, no member pid left; sets ORDER
+    local pids rc=0 log=$1
+    pids=$(member_pids)
+    kill -INT "$SUP"
+    wait "$SUP" || rc=$?
+    SUP=""
+    [ "$rc" = 0 ] || fail "the supervisor exited $rc on SIGINT"
+    for p in $pids; do kill -0 "$p" 2>/dev/null && fail "pid $p is still alive after the supervisor stopped"; done
+    ORDER=$(grep -o '"cluster.stopping".*"role":"[a-z]*"' "$log" | grep -o '"role":"[a-z]*"' | tr -d '"' | sed 's/role://' | tr '\n' ' ')
+    [ "$ORDER" = "gateway instance nats postgresql " ] || fail "stop order: '$ORDER'"
+    [ "$(cstatus | json_field 'd["state"]')" = stopped ] || fail "status.json does not say stopped"
+    "$BIN" cluster status --dir "$D" >/dev/null
+    [ $? = 3 ] || fail "cluster status of a stopped cluster does not exit 3"
+    NPIDS=$(wc -w <<<"$pids")
+}
+stop_cluster "$TMP/supervisor.log"
+pass "SIGINT: stopped in order ($ORDER), exit 0, none of the $NPIDS member pids left"
+
+# ---- a second start: the same ports, the same data, no initdb ----
+SUM=$(md5sum <"$D/cluster.json")
+"$BIN" cluster up --dir "$D" --listen "127.0.0.1:$PORTG" 2>"$TMP/supervisor2.log" &
+SUP=$!
+for _ in $(seq 900); do
+    [ "$(cstatus | json_field 'd["state"]' 2>/dev/null)" = running ] && break
+    kill -0 "$SUP" 2>/dev/null || fail "the supervisor exited at its second start"
+    sleep 0.1
+done
+[ "$(cstatus | json_field 'd["state"]')" = running ] || fail "not running again: $("$BIN" cluster status --dir "$D")"
+[ "$(md5sum <"$D/cluster.json")" = "$SUM" ] || fail "cluster.json changed at the second start"
+grep -q '"cluster.initdb"' "$TMP/supervisor2.log" && fail "initdb ran again"
+req "$ADA" GET "/api/v1/orders/$OID"
+[ "$ST" = 200 ] && [ "$(field 'd["status"]')" = confirmed ] || fail "order $OID after the restart: $ST $BODY"
+stop_cluster "$TMP/supervisor2.log"
+grep -l -e 'AddressSanitizer' -e 'runtime error:' -e 'LeakSanitizer' "$D"/logs/*.log "$TMP"/supervisor*.log &&
     fail "sanitizer report"
-pass "SIGINT: stopped in order ($order), exit 0, none of the $(wc -w <<<"$PIDS") member pids left"
+pass "a second start on DIR: the same cluster.json (ports), no initdb, order $OID still confirmed; stopped again ($NPIDS pids gone)"

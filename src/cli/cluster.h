@@ -27,6 +27,7 @@
 #include "agora/base.h"
 
 #define CL_MAX_MEMBERS 64
+#define CL_MAX_GROUPS  16
 #define CL_NATS_NODES  3
 #define CL_PG_PORT     5432 /* names the socket only: PostgreSQL listens on no TCP port */
 
@@ -44,6 +45,7 @@ struct cl_member {
     uint16_t mport;    /* nats: monitoring port (/healthz) */
     bool seed;         /* instance: started with --seed (the first one) */
     uint64_t deps;     /* members (bits by index) that must have been ready once first */
+    unsigned gi;       /* instance: its group (c->g) */
     /* ---- the run (status.json) ---- */
     pid_t pid;              /* 0 when not running */
     enum cl_state state;    /* down (waiting or backing off), up, stopped (at the end) */
@@ -56,6 +58,20 @@ struct cl_member {
     uint64_t next_start_ms; /* a down member starts at this time (backoff) */
     uint64_t backoff_ms;    /* the delay chosen at its last exit */
     char last_exit[48];     /* "exit 1", "signal 9" or "" */
+    /* ---- autoscaling (cluster_scale.c) ---- */
+    bool parked;       /* an instance slot not in use (the group is at fewer than max) */
+    bool draining;     /* out of the gateway's endpoints, stopped at drain_ms */
+    uint64_t drain_ms; /* when a draining instance gets SIGTERM */
+};
+
+/* A group of the --contexts spec: its instances scale between min and max. */
+struct cl_group {
+    char name[80];       /* "customers+catalog" */
+    unsigned min, max;   /* instances; min == max: a fixed count */
+    double load;         /* in-flight requests on its instances, smoothed (EWMA 1/2 per s) */
+    uint64_t changed_ms; /* its last scale decision (the cooldown counts from it) */
+    unsigned ups, downs; /* decisions taken since the supervisor started */
+    char last[200];      /* the last decision, for status.json */
 };
 
 struct cl_cluster {
@@ -64,7 +80,11 @@ struct cl_cluster {
     char spec[512];          /* the --contexts spec, as recorded */
     unsigned instances;      /* --instances, as recorded */
     struct cl_member m[CL_MAX_MEMBERS];
-    size_t n;                  /* members in m */
+    size_t n; /* members in m */
+    struct cl_group g[CL_MAX_GROUPS];
+    size_t ng;                 /* groups in g */
+    double target;             /* autoscaling: in-flight requests per instance wanted */
+    uint64_t cooldown_ms;      /* autoscaling: at least this long between a group's decisions */
     char jwt[65], mesh[65];    /* the secrets */
     char agora[PATH_MAX];      /* this binary */
     char pgbin[PATH_MAX - 32]; /* PostgreSQL's bin directory */
@@ -105,6 +125,16 @@ int cl_write_file(const struct cl_cluster *c, const char *rel, const char *text,
 /* The role's name in status.json. */
 const char *cl_role_name(enum cl_role r);
 
+/* ---- cluster_scale.c: autoscaling ---- */
+
+/* Once a second: each autoscaled group's load from its instances' /metrics, and a
+ * decision (start a parked instance, or drain one) when it is due. */
+void cl_autoscale(struct cl_cluster *c, uint64_t now_ms);
+/* Draining instances whose time has come get SIGTERM. */
+void cl_drain_due(struct cl_cluster *c, uint64_t now_ms);
+/* Rewrite DIR/gateway.yaml from the endpoints in rotation and SIGHUP the gateway. */
+void cl_gateway_reload(struct cl_cluster *c);
+
 /* ---- cluster_proc.c: processes and health ---- */
 
 /* Start member i now (fork + exec, its output appended to DIR/logs/<name>.log). */
@@ -116,6 +146,11 @@ bool cl_healthy(const struct cl_cluster *c, size_t i);
 int cl_run(const struct cl_cluster *c, char *const argv[], const char *log, bool as_pg);
 /* status.json's text for the cluster now (owned, ag_free). */
 char *cl_status_json(const struct cl_cluster *c, uint64_t now_ms);
+/* GET path from 127.0.0.1:port with `headers` ("Name: value\r\n"..., or NULL): the
+ * status (0: no answer) and up to cap - 1 bytes of the answer (head and body) in
+ * out, NUL-terminated. Blocking, short timeouts (see cluster_proc.c). */
+int cl_http_get(const char *host, uint16_t port, const char *path, const char *headers, char *out,
+                size_t cap);
 /* Milliseconds since the epoch. */
 uint64_t cl_now_ms(void);
 

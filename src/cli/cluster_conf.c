@@ -118,30 +118,52 @@ static int group_mask(const char *g, unsigned *mask, struct ag_err *err)
     return *mask ? 0 : ag_err_set(err, AG_EINVAL, "--contexts: group '%s' names no context", g);
 }
 
-/* one group "a+b[=N]": its instances */
+/* "=N" or "=MIN..MAX" (autoscaled) after a group's contexts */
+static int group_count(const char *g, const char *v, unsigned *min, unsigned *max,
+                       struct ag_err *err)
+{
+    char *end;
+    long lo = strtol(v, &end, 10), hi = lo;
+    if (end != v && strncmp(end, "..", 2) == 0) {
+        const char *h = end + 2;
+        hi = strtol(h, &end, 10);
+        if (end == h) hi = 0;
+    }
+    if (*end || end == v || lo < 1 || hi < lo || hi > MAX_INSTANCES)
+        return ag_err_set(err, AG_EINVAL,
+                          "--contexts: '%s': after '=' a count 1..%d, or MIN..MAX to autoscale", g,
+                          MAX_INSTANCES);
+    *min = (unsigned)lo;
+    *max = (unsigned)hi;
+    return 0;
+}
+
+/* one group "a+b[=N|=MIN..MAX]": its instances (those past MIN parked) */
 static int add_group(struct cl_cluster *c, char *g, unsigned instances, struct ag_err *err)
 {
     char *eq = strchr(g, '=');
-    unsigned n = instances;
-    if (eq) {
-        char *end;
-        long v = strtol(eq + 1, &end, 10);
-        if (*end || end == eq + 1 || v < 1 || v > MAX_INSTANCES)
-            return ag_err_set(err, AG_EINVAL, "--contexts: '%s': the count after '=' is 1..%d", g,
-                              MAX_INSTANCES);
-        n = (unsigned)v;
-        *eq = 0;
-    }
-    unsigned mask = 0;
-    int rc = group_mask(g, &mask, err);
-    for (unsigned k = 1; !rc && k <= n; k++) {
+    unsigned min = instances, max = instances, mask = 0;
+    if (c->ng >= CL_MAX_GROUPS)
+        return ag_err_set(err, AG_EINVAL, "--contexts: at most %d groups", CL_MAX_GROUPS);
+    int rc = eq ? group_count(g, eq + 1, &min, &max, err) : 0;
+    if (eq) *eq = 0;
+    if (!rc) rc = group_mask(g, &mask, err);
+    struct cl_group *grp = &c->g[c->ng];
+    memset(grp, 0, sizeof *grp);
+    fmt(grp->name, sizeof grp->name, "%s", g);
+    grp->min = min;
+    grp->max = max;
+    for (unsigned k = 1; !rc && k <= max; k++) {
         char name[96];
         struct cl_member *m =
             fmt(name, sizeof name, "%s-%u", g, k) ? add(c, name, CL_INSTANCE) : NULL;
         if (!m) return ag_err_set(err, AG_EINVAL, "--contexts: too many instances or names");
         m->contexts = mask;
+        m->gi = (unsigned)c->ng;
+        m->parked = k > min;
         fmt(m->group, sizeof m->group, "%s", g);
     }
+    if (!rc) c->ng++;
     return rc;
 }
 
@@ -168,6 +190,7 @@ int cl_layout(struct cl_cluster *c, const char *spec, unsigned instances, struct
     if (!fmt(buf, sizeof buf, "%s", spec) || !*spec)
         return ag_err_set(err, AG_EINVAL, "--contexts: empty or too long");
     c->n = 0;
+    c->ng = 0;
     add(c, "postgresql", CL_PG);
     for (int k = 1; k <= CL_NATS_NODES; k++) {
         char name[16];

@@ -243,13 +243,14 @@ static const char routes_yaml[] =
     "        idempotency: false\n";
 
 /* The endpoints of the cluster for the contexts in `mask` (0: `ops`, every
- * instance). The one place that says where a context is served. */
+ * instance), those in rotation (not parked nor draining: autoscaling). The one
+ * place that says where a context is served. */
 static int endpoints_yaml(const struct cl_cluster *c, unsigned mask, struct ag_buf *b)
 {
     int rc = ag_buf_puts(b, "    endpoints:\n");
     for (size_t i = 0; i < c->n && !rc; i++) {
         const struct cl_member *m = &c->m[i];
-        if (m->role == CL_INSTANCE && (!mask || (m->contexts & mask)))
+        if (m->role == CL_INSTANCE && !m->parked && !m->draining && (!mask || (m->contexts & mask)))
             rc = ag_buf_printf(b, "      - {address: 127.0.0.1:%u}\n", m->port);
     }
     return rc;

@@ -187,36 +187,53 @@ int cl_spawn(struct cl_cluster *c, size_t i, uint64_t now_ms)
 
 /* ---- health ---- */
 
-/* The status of GET path at host:port (numeric), or 0 when there is no answer. */
-static int http_status(const char *host, uint16_t port, const char *path)
+/* A connected socket to host:port (numeric), or -1: connect within 250 ms. */
+static int dial(const char *host, uint16_t port)
 {
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICHOST}, *ai = NULL;
     char ps[8];
     snprintf(ps, sizeof ps, "%u", port);
-    if (getaddrinfo(host, ps, &hints, &ai) != 0) return 0;
-    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), status = 0;
+    if (getaddrinfo(host, ps, &hints, &ai) != 0) return -1;
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     struct pollfd p = {.fd = fd, .events = POLLOUT};
     bool conn = fd >= 0 && (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0 ||
                             (errno == EINPROGRESS && poll(&p, 1, 250) == 1));
     freeaddrinfo(ai);
     int soerr = 0;
     socklen_t sl = sizeof soerr;
-    char req[256], resp[64] = {0};
-    int n = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n",
-                     path, host);
-    if (conn && getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) == 0 && !soerr &&
-        send(fd, req, (size_t)n, MSG_NOSIGNAL) == n) {
-        p.events = POLLIN;
+    if (conn && getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) == 0 && !soerr) return fd;
+    if (fd >= 0) close(fd);
+    return -1;
+}
+
+int cl_http_get(const char *host, uint16_t port, const char *path, const char *headers, char *out,
+                size_t cap)
+{
+    int fd = dial(host, port), status = 0;
+    char req[1024];
+    int n = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: %s\r\n%sConnection: close\r\n\r\n",
+                     path, host, headers ? headers : "");
+    out[0] = 0;
+    if (fd < 0) return 0;
+    if (n > 0 && n < (int)sizeof req && send(fd, req, (size_t)n, MSG_NOSIGNAL) == n) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
         size_t got = 0;
-        while (got < 12 && poll(&p, 1, 500) == 1) {
-            ssize_t r = recv(fd, resp + got, sizeof resp - 1 - got, 0);
+        while (got + 1 < cap && poll(&p, 1, 500) == 1) {
+            ssize_t r = recv(fd, out + got, cap - 1 - got, 0);
             if (r <= 0) break;
             got += (size_t)r;
         }
-        if (got >= 12 && strncmp(resp, "HTTP/1.", 7) == 0) status = (int)strtol(resp + 9, NULL, 10);
+        out[got] = 0;
+        if (got >= 12 && strncmp(out, "HTTP/1.", 7) == 0) status = (int)strtol(out + 9, NULL, 10);
     }
-    if (fd >= 0) close(fd);
+    close(fd);
     return status;
+}
+
+static int http_status(const char *host, uint16_t port, const char *path)
+{
+    char head[512];
+    return cl_http_get(host, port, path, NULL, head, sizeof head);
 }
 
 /* postmaster.pid: line 1 the pid, line 8 the state */
@@ -279,9 +296,10 @@ static json_t *member_json(const struct cl_cluster *c, const struct cl_member *m
     else
         snprintf(addr, sizeof addr, "127.0.0.1:%u", m->port);
     static const char *const states[] = {"down", "up", "stopped"};
+    const char *state = m->parked && !m->pid ? "parked" : states[m->state];
     json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:s}", "name", m->name, "role",
-                          cl_role_name(m->role), "address", addr, "state", states[m->state],
-                          "health", m->pid ? (m->ready ? "ready" : "unready") : "down", "restarts",
+                          cl_role_name(m->role), "address", addr, "state", state, "health",
+                          m->pid ? (m->ready ? "ready" : "unready") : "down", "restarts",
                           (int)m->restarts, "lastExit", m->last_exit);
     json_object_set_new(j, "pid", m->pid ? json_integer(m->pid) : json_null());
     json_object_set_new(j, "uptimeMs",
@@ -299,8 +317,28 @@ static json_t *member_json(const struct cl_cluster *c, const struct cl_member *m
                 json_array_append_new(ctx, json_string(*n));
         json_object_set_new(j, "contexts", ctx);
         json_object_set_new(j, "seed", json_boolean(m->seed));
+        json_object_set_new(j, "group", json_string(m->group));
+        json_object_set_new(j, "draining", json_boolean(m->draining));
     }
     return j;
+}
+
+/* the groups and the autoscaler's decisions */
+static json_t *groups_json(const struct cl_cluster *c)
+{
+    json_t *a = json_array();
+    for (size_t gi = 0; gi < c->ng; gi++) {
+        const struct cl_group *g = &c->g[gi];
+        unsigned n = 0;
+        for (size_t i = 0; i < c->n; i++)
+            n += c->m[i].role == CL_INSTANCE && c->m[i].gi == gi && !c->m[i].parked;
+        json_array_append_new(a, json_pack("{s:s, s:i, s:i, s:i, s:b, s:f, s:i, s:i, s:s}", "name",
+                                           g->name, "min", (int)g->min, "max", (int)g->max,
+                                           "instances", (int)n, "autoscaled", g->min < g->max,
+                                           "load", g->load, "scaleUps", (int)g->ups, "scaleDowns",
+                                           (int)g->downs, "lastDecision", g->last));
+    }
+    return a;
 }
 
 char *cl_status_json(const struct cl_cluster *c, uint64_t now_ms)
@@ -311,9 +349,11 @@ char *cl_status_json(const struct cl_cluster *c, uint64_t now_ms)
     char at[32], since[32];
     ag_time_rfc3339(now_ms * 1000000u, at);
     ag_time_rfc3339(c->started_ms * 1000000u, since);
-    json_t *j = json_pack("{s:s, s:s, s:{s:i, s:s}, s:s, s:I, s:o}", "dir", c->dir, "state",
-                          c->state, "supervisor", "pid", (int)getpid(), "startedAt", since,
-                          "updatedAt", at, "updatedAtMs", (json_int_t)now_ms, "members", members);
+    json_t *j = json_pack("{s:s, s:s, s:{s:i, s:s}, s:s, s:I, s:o, s:o, s:{s:f, s:I}}", "dir",
+                          c->dir, "state", c->state, "supervisor", "pid", (int)getpid(),
+                          "startedAt", since, "updatedAt", at, "updatedAtMs", (json_int_t)now_ms,
+                          "members", members, "groups", groups_json(c), "autoscaling",
+                          "targetInflight", c->target, "cooldownMs", (json_int_t)c->cooldown_ms);
     char *text = j ? json_dumps(j, JSON_INDENT(2)) : NULL; /* ag_malloc'd (ag_json_init) */
     json_decref(j);
     return text;

@@ -51,6 +51,7 @@
 
 static const char usage_text[] =
     "usage: agora cluster up --dir DIR --listen HOST:PORT [--instances N] [--contexts SPEC]\n"
+    "                        [--target-inflight X] [--cooldown DURATION]\n"
     "       agora cluster status --dir DIR [--json]\n"
     "\n"
     "up: run the distributed shape on this machine under a supervisor: PostgreSQL (initdb\n"
@@ -68,10 +69,15 @@ static const char usage_text[] =
     "  --instances N      instances per group of contexts (default 2; first start only)\n"
     "  --contexts SPEC    groups of contexts, each its own processes: groups separated by\n"
     "                     ',', contexts in a group by '+', `all` for every context, `=N`\n"
-    "                     for a group's own count; e.g. 'customers+catalog+ordering+sagas,\n"
-    "                     inventory+payments+shipping=1'. Default (every context alone):\n"
+    "                     for a group's own count, `=MIN..MAX` to autoscale it; e.g.\n"
+    "                     'customers+catalog+ordering+sagas=1..3,inventory+payments+shipping'.\n"
+    "                     Default (every context alone):\n"
     "                     " DEFAULT_SPEC "\n"
     "                     (first start only)\n"
+    "  --target-inflight X  autoscaling: in-flight requests per instance wanted (default 4):\n"
+    "                     a group over it gets an instance more (up to MAX), one that fits\n"
+    "                     in one fewer at 70 %% or less loses one (down to MIN)\n"
+    "  --cooldown DURATION  autoscaling: at least this between a group's decisions (30s)\n"
     "\n"
     "status: the members (role, pid, address, up/down, health from /health/ready,\n"
     "restarts) from DIR/status.json, which the supervisor rewrites every second, as a\n"
@@ -204,6 +210,8 @@ static int make_dirs(const struct cl_cluster *c, struct ag_err *err)
 struct up_opts {
     const char *dir, *listen, *contexts;
     unsigned instances;
+    double target;        /* --target-inflight */
+    uint64_t cooldown_ms; /* --cooldown */
     bool contexts_set, instances_set;
 };
 
@@ -265,6 +273,13 @@ static void exited(struct cl_member *m, int st, bool stopping)
     describe_exit(st, m->last_exit);
     m->pid = 0;
     m->ready = false;
+    if (m->parked) { /* drained by the autoscaler */
+        m->draining = false;
+        m->state = CL_DOWN;
+        AG_INFO("cluster.member_parked", AG_LS("member", m->name), AG_LI("pid", pid),
+                AG_LS("exit", m->last_exit));
+        return;
+    }
     if (stopping) {
         m->state = CL_STOPPED;
         AG_INFO("cluster.member_stopped", AG_LS("member", m->name), AG_LI("pid", pid),
@@ -304,7 +319,8 @@ static void start_due(struct cl_cluster *c, uint64_t now)
 {
     for (size_t i = 0; i < c->n; i++) {
         struct cl_member *m = &c->m[i];
-        if (m->state != CL_DOWN || now < m->next_start_ms || !deps_ready(c, m)) continue;
+        if (m->state != CL_DOWN || m->parked || now < m->next_start_ms || !deps_ready(c, m))
+            continue;
         bool again = m->started_ms != 0;
         if (cl_spawn(c, i, now)) {
             AG_WARN("cluster.member_not_started", AG_LS("member", m->name),
@@ -330,12 +346,14 @@ static void check_health(struct cl_cluster *c, uint64_t now)
             m->ever_ready = true;
             AG_INFO("cluster.member_ready", AG_LS("member", m->name), AG_LI("pid", m->pid),
                     AG_LU("afterMs", now - m->started_ms));
+            if (m->role == CL_INSTANCE && c->g[m->gi].min < c->g[m->gi].max)
+                cl_gateway_reload(c); /* a scaled-up instance joins the endpoints */
         } else if (!ok && m->ready && m->pid) {
             m->ready_since = 0;
             AG_WARN("cluster.member_unready", AG_LS("member", m->name), AG_LI("pid", m->pid));
         }
         m->ready = ok;
-        all = all && m->ever_ready;
+        all = all && (m->ever_ready || m->parked);
     }
     if (all && strcmp(c->state, "starting") == 0) {
         c->state = "running";
@@ -359,8 +377,10 @@ static void supervise(struct cl_cluster *c)
         uint64_t now = cl_now_ms();
         reap(c, false);
         start_due(c, now);
+        cl_drain_due(c, now);
         if (now >= next_check) {
             check_health(c, now);
+            if (strcmp(c->state, "running") == 0) cl_autoscale(c, now);
             write_status(c, now);
             next_check = now + 1000;
         }
@@ -432,6 +452,15 @@ static int parse_up(int argc, char **argv, struct up_opts *o)
         } else if (strcmp(a, "--contexts") == 0 && val) {
             o->contexts = argv[++i];
             o->contexts_set = true;
+        } else if (strcmp(a, "--target-inflight") == 0 && val) {
+            char *end;
+            o->target = strtod(argv[++i], &end);
+            if (*end || !(o->target > 0 && o->target <= 100000))
+                return ag_cli_usage_error("cluster up: --target-inflight takes a number > 0");
+        } else if (strcmp(a, "--cooldown") == 0 && val) {
+            o->cooldown_ms = ag_cli_duration_ms(argv[++i]);
+            if (!o->cooldown_ms)
+                return ag_cli_usage_error("cluster up: --cooldown takes a duration (30s, 2m)");
         } else if (strcmp(a, "--instances") == 0 && val) {
             char *end;
             long n = strtol(argv[++i], &end, 10);
@@ -470,7 +499,8 @@ static void install_signals(void)
 
 static int up(int argc, char **argv)
 {
-    struct up_opts o = {.contexts = DEFAULT_SPEC, .instances = 2};
+    struct up_opts o = {
+        .contexts = DEFAULT_SPEC, .instances = 2, .target = 4, .cooldown_ms = 30000};
     int rc = parse_up(argc, argv, &o);
     if (rc) return rc;
     struct cl_cluster *c = ag_calloc(1, sizeof *c);
@@ -481,6 +511,8 @@ static int up(int argc, char **argv)
     install_signals(); /* before the first child: a Ctrl-C during initdb stops cleanly */
     umask(077);
     snprintf(c->listen, sizeof c->listen, "%s", o.listen);
+    c->target = o.target;
+    c->cooldown_ms = o.cooldown_ms;
     c->state = "starting";
     c->started_ms = cl_now_ms();
     rc = abs_dir(o.dir, c) ? ag_err_set(&err, AG_EINVAL, "--dir: too long a path") : 0;

@@ -1,0 +1,144 @@
+/*
+ * `agora cluster`: autoscaling (the seeds' AutoScaler). A group of the --contexts
+ * spec written `=MIN..MAX` has MAX instance slots (their ports in cluster.json);
+ * MIN run at the start, the others are parked.
+ *
+ * The signal. Once a second the supervisor reads agora_http_requests_in_flight from
+ * /metrics of each ready instance of the group (signed as the gateway signs,
+ * x-user-sig under the mesh key; the scrape itself counts as one and is taken
+ * off), adds them up and smooths the sum (load = (load + sum) / 2). The
+ * utilisation is load / (instances * target), target being --target-inflight.
+ *
+ * The decisions, at most one per group per --cooldown: utilisation over 1 with
+ * fewer than MAX instances starts a parked one (the gateway's endpoints are
+ * rewritten and the gateway reloaded, SIGHUP, when it is ready); the load fitting
+ * in one instance fewer at 70 % or less, with more than MIN, drains the last one:
+ * it leaves the gateway's endpoints first (rewrite + SIGHUP: the gateway finishes
+ * the requests it has with it), gets SIGTERM 2 s later (it drains what it still
+ * has) and is parked when it exits. Decisions are JSON log lines (cluster.scale
+ * with the group, from, to and why) and counted in status.json (groups[]: ups,
+ * downs, load, the last decision), which GET /admin/cluster exports.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agora/http.h"
+#include "cli/cluster.h"
+
+#define DRAIN_MS      2000u
+#define DOWN_HEADROOM 0.7
+#define METRICS_MAX   (512u * 1024u)
+#define INFLIGHT_NAME "\nagora_http_requests_in_flight "
+
+void cl_gateway_reload(struct cl_cluster *c)
+{
+    char *yaml = cl_gateway_yaml(c);
+    int rc = yaml ? cl_write_file(c, "gateway.yaml", yaml, strlen(yaml)) : AG_ENOMEM;
+    ag_free(yaml);
+    for (size_t i = 0; i < c->n && !rc; i++)
+        if (c->m[i].role == CL_GATEWAY && c->m[i].pid) kill(c->m[i].pid, SIGHUP);
+    if (rc) AG_WARN("cluster.gateway_not_reloaded", AG_LS("error", ag_strerror(rc)));
+}
+
+/* in-flight requests at instance m (without the scrape), or -1 */
+static double inflight(const struct cl_cluster *c, const struct cl_member *m, char *buf)
+{
+    char sig[AG_USER_SIG_MAX], headers[256];
+    if (ag_http_user_sig(c->mesh, (int64_t)(cl_now_ms() / 1000u), "agora-cluster", "admin", "GET",
+                         "/metrics", sig))
+        return -1;
+    snprintf(headers, sizeof headers,
+             "x-user-id: agora-cluster\r\nx-user-roles: admin\r\nx-user-sig: %s\r\n", sig);
+    if (cl_http_get("127.0.0.1", m->port, "/metrics", headers, buf, METRICS_MAX) != 200) return -1;
+    const char *at = strstr(buf, INFLIGHT_NAME);
+    if (!at) return -1;
+    double v = strtod(at + strlen(INFLIGHT_NAME), NULL) - 1; /* the scrape itself */
+    return v > 0 ? v : 0;
+}
+
+static unsigned active(const struct cl_cluster *c, size_t gi)
+{
+    unsigned n = 0;
+    for (size_t i = 0; i < c->n; i++)
+        n +=
+            c->m[i].role == CL_INSTANCE && c->m[i].gi == gi && !c->m[i].parked && !c->m[i].draining;
+    return n;
+}
+
+/* the group's load now: the sum over its ready instances, or -1 when none answered */
+static double group_sum(const struct cl_cluster *c, size_t gi, char *buf)
+{
+    double sum = -1;
+    for (size_t i = 0; i < c->n; i++) {
+        const struct cl_member *m = &c->m[i];
+        if (m->role != CL_INSTANCE || m->gi != gi || !m->ready || m->draining) continue;
+        double v = inflight(c, m, buf);
+        if (v >= 0) sum = (sum < 0 ? 0 : sum) + v;
+    }
+    return sum;
+}
+
+static void decide(struct cl_cluster *c, size_t gi, int dir, unsigned n, uint64_t now)
+{
+    struct cl_group *g = &c->g[gi];
+    struct cl_member *pick = NULL;
+    for (size_t i = 0; i < c->n; i++) { /* up: the first parked slot; down: the last active */
+        struct cl_member *m = &c->m[i];
+        if (m->role != CL_INSTANCE || m->gi != gi) continue;
+        if (dir > 0 && m->parked && !m->pid && !pick) pick = m;
+        if (dir < 0 && !m->parked && !m->draining && !m->seed) pick = m;
+    }
+    if (!pick) return;
+    snprintf(g->last, sizeof g->last, "%s %s: %u -> %u instances (load %.1f, target %.1f each)",
+             dir > 0 ? "up" : "down", pick->name, n, dir > 0 ? n + 1 : n - 1, g->load, c->target);
+    AG_INFO("cluster.scale", AG_LS("group", g->name), AG_LS("direction", dir > 0 ? "up" : "down"),
+            AG_LS("member", pick->name), AG_LU("from", n), AG_LU("to", dir > 0 ? n + 1 : n - 1),
+            AG_LD("load", g->load), AG_LD("target", c->target));
+    g->changed_ms = now;
+    if (dir > 0) {
+        pick->parked = false; /* start_due starts it; it joins the gateway when ready */
+        pick->next_start_ms = now;
+        g->ups++;
+    } else {
+        pick->draining = true;
+        pick->drain_ms = now + DRAIN_MS;
+        g->downs++;
+        cl_gateway_reload(c);
+    }
+}
+
+void cl_autoscale(struct cl_cluster *c, uint64_t now)
+{
+    char *buf = NULL;
+    for (size_t gi = 0; gi < c->ng; gi++) {
+        struct cl_group *g = &c->g[gi];
+        if (g->min == g->max) continue;
+        if (!buf && !(buf = ag_malloc(METRICS_MAX))) return;
+        double sum = group_sum(c, gi, buf);
+        if (sum < 0) continue;
+        g->load = (g->load + sum) / 2;
+        unsigned n = active(c, gi);
+        if (!n || now - g->changed_ms < c->cooldown_ms) continue;
+        if (g->load > n * c->target && n < g->max)
+            decide(c, gi, +1, n, now);
+        else if (n > g->min && g->load <= (n - 1) * c->target * DOWN_HEADROOM)
+            decide(c, gi, -1, n, now);
+    }
+    ag_free(buf);
+}
+
+void cl_drain_due(struct cl_cluster *c, uint64_t now)
+{
+    for (size_t i = 0; i < c->n; i++) {
+        struct cl_member *m = &c->m[i];
+        if (!m->draining || !m->drain_ms || now < m->drain_ms) continue;
+        m->drain_ms = 0;
+        m->parked = true; /* not started again when it exits */
+        if (m->pid)
+            kill(m->pid, SIGTERM);
+        else
+            m->draining = false;
+    }
+}

@@ -85,6 +85,7 @@ struct cl_cluster {
     size_t ng;                 /* groups in g */
     double target;             /* autoscaling: in-flight requests per instance wanted */
     uint64_t cooldown_ms;      /* autoscaling: at least this long between a group's decisions */
+    bool gw_reload;            /* gateway.yaml changed while the gateway was not ready */
     char jwt[65], mesh[65];    /* the secrets */
     char agora[PATH_MAX];      /* this binary */
     char pgbin[PATH_MAX - 32]; /* PostgreSQL's bin directory */

@@ -29,7 +29,7 @@
 
 #define DRAIN_MS      2000u
 #define DOWN_HEADROOM 0.7
-#define METRICS_MAX   (512u * 1024u)
+#define METRICS_MAX   ((size_t)512 * 1024)
 #define INFLIGHT_NAME "\nagora_http_requests_in_flight "
 
 void cl_gateway_reload(struct cl_cluster *c)
@@ -37,8 +37,13 @@ void cl_gateway_reload(struct cl_cluster *c)
     char *yaml = cl_gateway_yaml(c);
     int rc = yaml ? cl_write_file(c, "gateway.yaml", yaml, strlen(yaml)) : AG_ENOMEM;
     ag_free(yaml);
-    for (size_t i = 0; i < c->n && !rc; i++)
-        if (c->m[i].role == CL_GATEWAY && c->m[i].pid) kill(c->m[i].pid, SIGHUP);
+    for (size_t i = 0; i < c->n && !rc; i++) {
+        struct cl_member *m = &c->m[i];
+        if (m->role != CL_GATEWAY) continue;
+        /* SIGHUP only once it serves (its handler is in place); else when it is ready */
+        c->gw_reload = m->pid && !m->ready;
+        if (m->pid && m->ready) kill(m->pid, SIGHUP);
+    }
     if (rc) AG_WARN("cluster.gateway_not_reloaded", AG_LS("error", ag_strerror(rc)));
 }
 
@@ -100,6 +105,7 @@ static void decide(struct cl_cluster *c, size_t gi, int dir, unsigned n, uint64_
     if (dir > 0) {
         pick->parked = false; /* start_due starts it; it joins the gateway when ready */
         pick->next_start_ms = now;
+        pick->started_ms = 0; /* a first start, not a restart */
         g->ups++;
     } else {
         pick->draining = true;

@@ -348,6 +348,8 @@ static void check_health(struct cl_cluster *c, uint64_t now)
                     AG_LU("afterMs", now - m->started_ms));
             if (m->role == CL_INSTANCE && c->g[m->gi].min < c->g[m->gi].max)
                 cl_gateway_reload(c); /* a scaled-up instance joins the endpoints */
+            if (m->role == CL_GATEWAY && c->gw_reload && kill(m->pid, SIGHUP) == 0)
+                c->gw_reload = false;
         } else if (!ok && m->ready && m->pid) {
             m->ready_since = 0;
             AG_WARN("cluster.member_unready", AG_LS("member", m->name), AG_LI("pid", m->pid));

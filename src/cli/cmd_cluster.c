@@ -539,17 +539,25 @@ static int up(int argc, char **argv)
 
 /* ---- status ---- */
 
+/* a string field of o, "" when missing */
+static const char *str(json_t *o, const char *key)
+{
+    const char *v = json_string_value(json_object_get(o, key));
+    return v ? v : "";
+}
+
 static void print_table(const struct cl_cluster *c, json_t *st, long pid)
 {
     uint64_t at = (uint64_t)json_integer_value(json_object_get(st, "updatedAtMs"));
     uint64_t now = cl_now_ms();
-    printf(
-        "cluster %s: %s (supervisor %s%ld), gateway http://%s, status %.1f s old\n", c->dir,
-        pid ? json_string_value(json_object_get(st, "state")) : "not running",
-        pid ? "pid " : "last pid ",
-        pid ? pid
-            : (long)json_integer_value(json_object_get(json_object_get(st, "supervisor"), "pid")),
-        c->listen, at && now > at ? (double)(now - at) / 1000.0 : 0.0);
+    long last = (long)json_integer_value(json_object_get(json_object_get(st, "supervisor"), "pid"));
+    if (pid)
+        printf("cluster %s: %s (supervisor pid %ld), gateway http://%s, status %.1f s old\n",
+               c->dir, str(st, "state"), pid, c->listen,
+               at && now > at ? (double)(now - at) / 1000.0 : 0.0);
+    else
+        printf("cluster %s: the supervisor is not running (last: pid %ld, %s)\n", c->dir, last,
+               str(st, "state"));
     printf("%-40s %-10s %-8s %-22s %-7s %-8s %-8s %s\n", "MEMBER", "ROLE", "PID", "ADDRESS",
            "STATE", "HEALTH", "RESTARTS", "LAST EXIT");
     size_t i;
@@ -560,15 +568,11 @@ static void print_table(const struct cl_cluster *c, json_t *st, long pid)
         char pids[16] = "-";
         if (json_is_integer(p))
             snprintf(pids, sizeof pids, "%lld", (long long)json_integer_value(p));
-        const char *addr = json_string_value(json_object_get(m, "address"));
-        printf("%-40s %-10s %-8s %-22s %-7s %-8s %-8lld %s\n",
-               json_string_value(json_object_get(m, "name")),
-               json_string_value(json_object_get(m, "role")), pids,
-               addr && strlen(addr) > 22 && !strncmp(addr, "unix:", 5) ? "unix:DIR/pg" : addr,
-               json_string_value(json_object_get(m, "state")),
-               json_string_value(json_object_get(m, "health")),
-               (long long)json_integer_value(json_object_get(m, "restarts")),
-               json_string_value(json_object_get(m, "lastExit")));
+        const char *addr = str(m, "address");
+        printf("%-40s %-10s %-8s %-22s %-7s %-8s %-8lld %s\n", str(m, "name"), str(m, "role"), pids,
+               strlen(addr) > 22 && !strncmp(addr, "unix:", 5) ? "unix:DIR/pg" : addr,
+               str(m, "state"), str(m, "health"),
+               (long long)json_integer_value(json_object_get(m, "restarts")), str(m, "lastExit"));
     }
 }
 

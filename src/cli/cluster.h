@@ -62,6 +62,7 @@ struct cl_member {
     bool parked;       /* an instance slot not in use (the group is at fewer than max) */
     bool draining;     /* out of the gateway's endpoints, stopped at drain_ms */
     uint64_t drain_ms; /* when a draining instance gets SIGTERM */
+    double inflight;   /* instance: requests in flight at the last scrape; -1 unknown */
 };
 
 /* A group of the --contexts spec: its instances scale between min and max. */
@@ -128,8 +129,9 @@ const char *cl_role_name(enum cl_role r);
 
 /* ---- cluster_scale.c: autoscaling ---- */
 
-/* Once a second: each autoscaled group's load from its instances' /metrics, and a
- * decision (start a parked instance, or drain one) when it is due. */
+/* Once a second: every group's load from its instances' /metrics (in status.json),
+ * and for an autoscaled group a decision (start a parked instance, or drain one)
+ * when it is due. */
 void cl_autoscale(struct cl_cluster *c, uint64_t now_ms);
 /* Draining instances whose time has come get SIGTERM. */
 void cl_drain_due(struct cl_cluster *c, uint64_t now_ms);

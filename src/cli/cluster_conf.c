@@ -88,6 +88,7 @@ static struct cl_member *add(struct cl_cluster *c, const char *name, enum cl_rol
     memset(m, 0, sizeof *m);
     if (!fmt(m->name, sizeof m->name, "%s", name)) return c->n--, NULL;
     m->role = role;
+    m->inflight = -1;
     return m;
 }
 

@@ -319,6 +319,7 @@ static json_t *member_json(const struct cl_cluster *c, const struct cl_member *m
         json_object_set_new(j, "seed", json_boolean(m->seed));
         json_object_set_new(j, "group", json_string(m->group));
         json_object_set_new(j, "draining", json_boolean(m->draining));
+        if (m->pid && m->inflight >= 0) json_object_set_new(j, "inflight", json_real(m->inflight));
     }
     return j;
 }

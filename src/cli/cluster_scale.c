@@ -4,7 +4,8 @@
  * MIN run at the start, the others are parked.
  *
  * The signal. Once a second the supervisor reads agora_http_requests_in_flight from
- * /metrics of each ready instance of the group (signed as the gateway signs,
+ * /metrics of each ready instance (of every group: status.json shows it as the
+ * members' and groups' load) (signed as the gateway signs,
  * x-user-sig under the mesh key; the scrape itself counts as one and is taken
  * off), adds them up and smooths the sum (load = (load + sum) / 2). The
  * utilisation is load / (instances * target), target being --target-inflight.
@@ -73,14 +74,14 @@ static unsigned active(const struct cl_cluster *c, size_t gi)
 }
 
 /* the group's load now: the sum over its ready instances, or -1 when none answered */
-static double group_sum(const struct cl_cluster *c, size_t gi, char *buf)
+static double group_sum(struct cl_cluster *c, size_t gi, char *buf)
 {
     double sum = -1;
     for (size_t i = 0; i < c->n; i++) {
-        const struct cl_member *m = &c->m[i];
-        if (m->role != CL_INSTANCE || m->gi != gi || !m->ready || m->draining) continue;
-        double v = inflight(c, m, buf);
-        if (v >= 0) sum = (sum < 0 ? 0 : sum) + v;
+        struct cl_member *m = &c->m[i];
+        if (m->role != CL_INSTANCE || m->gi != gi) continue;
+        m->inflight = m->ready ? inflight(c, m, buf) : -1;
+        if (m->inflight >= 0 && !m->draining) sum = (sum < 0 ? 0 : sum) + m->inflight;
     }
     return sum;
 }
@@ -120,11 +121,11 @@ void cl_autoscale(struct cl_cluster *c, uint64_t now)
     char *buf = NULL;
     for (size_t gi = 0; gi < c->ng; gi++) {
         struct cl_group *g = &c->g[gi];
-        if (g->min == g->max) continue;
         if (!buf && !(buf = ag_malloc(METRICS_MAX))) return;
-        double sum = group_sum(c, gi, buf);
+        double sum = group_sum(c, gi, buf); /* every group's: status.json shows the load */
         if (sum < 0) continue;
         g->load = (g->load + sum) / 2;
+        if (g->min == g->max) continue;
         unsigned n = active(c, gi);
         if (!n || now - g->changed_ms < c->cooldown_ms) continue;
         if (g->load > n * c->target && n < g->max)

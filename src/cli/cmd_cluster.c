@@ -382,7 +382,7 @@ static void supervise(struct cl_cluster *c)
         cl_drain_due(c, now);
         if (now >= next_check) {
             check_health(c, now);
-            if (strcmp(c->state, "running") == 0) cl_autoscale(c, now);
+            if (strcmp(c->state, "running") == 0) cl_autoscale(c, now); /* and the load */
             write_status(c, now);
             next_check = now + 1000;
         }
@@ -558,20 +558,22 @@ static void print_table(const struct cl_cluster *c, json_t *st, long pid)
     else
         printf("cluster %s: the supervisor is not running (last: pid %ld, %s)\n", c->dir, last,
                str(st, "state"));
-    printf("%-40s %-10s %-8s %-22s %-7s %-8s %-8s %s\n", "MEMBER", "ROLE", "PID", "ADDRESS",
-           "STATE", "HEALTH", "RESTARTS", "LAST EXIT");
+    printf("%-40s %-10s %-8s %-22s %-7s %-8s %-8s %-8s %s\n", "MEMBER", "ROLE", "PID", "ADDRESS",
+           "STATE", "HEALTH", "INFLIGHT", "RESTARTS", "LAST EXIT");
     size_t i;
     json_t *m;
     json_array_foreach(json_object_get(st, "members"), i, m)
     {
         json_t *p = json_object_get(m, "pid");
-        char pids[16] = "-";
+        char pids[16] = "-", load[16] = "-";
         if (json_is_integer(p))
             snprintf(pids, sizeof pids, "%lld", (long long)json_integer_value(p));
+        if (json_is_number(json_object_get(m, "inflight")))
+            snprintf(load, sizeof load, "%.0f", json_number_value(json_object_get(m, "inflight")));
         const char *addr = str(m, "address");
-        printf("%-40s %-10s %-8s %-22s %-7s %-8s %-8lld %s\n", str(m, "name"), str(m, "role"), pids,
-               strlen(addr) > 22 && !strncmp(addr, "unix:", 5) ? "unix:DIR/pg" : addr,
-               str(m, "state"), str(m, "health"),
+        printf("%-40s %-10s %-8s %-22s %-7s %-8s %-8s %-8lld %s\n", str(m, "name"), str(m, "role"),
+               pids, strlen(addr) > 22 && !strncmp(addr, "unix:", 5) ? "unix:DIR/pg" : addr,
+               str(m, "state"), str(m, "health"), load,
                (long long)json_integer_value(json_object_get(m, "restarts")), str(m, "lastExit"));
     }
 }

@@ -16,7 +16,7 @@
 
 static const char head_yaml[] = "# written by `agora cluster up` at every start: edits are lost\n"
                                 "gateway:\n"
-                                "  listen: %s\n"
+                                "  listen: \"%s\"\n"
                                 "  maxBodyBytes: 1048576\n"
                                 "jwt:\n"
                                 "  clockSkew: 30s\n"

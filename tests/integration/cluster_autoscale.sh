@@ -4,7 +4,7 @@
 # cooldown. Checks:
 #   - at the start one instance runs and the second slot is parked (status, and the
 #     gateway's /admin/upstreams lists one endpoint);
-#   - a load step (8 concurrent clients through the gateway): the group scales up to 2
+#   - a load step (12 concurrent clients through the gateway): the group scales up to 2
 #     (cluster.scale logged, all-2 started and ready, the gateway lists 2 endpoints);
 #   - a light load after it (1 client): the group scales back down to 1 after the
 #     cooldown (all-2 drained: out of the endpoints, SIGTERM, parked), and the light
@@ -66,7 +66,7 @@ ADMIN=$("$BIN" token --data "$D" --sub ops --role admin)
 pass "all=1..2: one instance, the second slot parked, one endpoint at the gateway"
 
 # ---- a load step: up to 2 ----
-"$BIN" load --target "$G" --token "$ADMIN" --concurrency 8 --duration 12 --customers 4 \
+"$BIN" load --target "$G" --token "$ADMIN" --concurrency 12 --duration 12 --customers 4 \
     --order-timeout 40 --quiet >"$TMP/load.json" 2>"$TMP/load.err" &
 LPID=$!
 up2() { [ "$(member all-2 health)" = ready ] && [ "$(endpoints)" = 2 ]; }
@@ -74,7 +74,7 @@ waitfor 30 "not scaled up to 2 under the load" up2
 wait "$LPID"
 LPID=""
 grep -q '"cluster.scale".*"direction":"up".*"member":"all-2"' "$TMP/supervisor.log" || fail "no cluster.scale up logged"
-pass "a load step (8 clients): scaled up to 2 (logged; all-2 ready, 2 endpoints at the gateway)"
+pass "a load step (12 clients): scaled up to 2 (logged; all-2 ready, 2 endpoints at the gateway)"
 
 # ---- a light load: back down to 1, no request dropped ----
 "$BIN" load --target "$G" --token "$ADMIN" --concurrency 1 --duration 14 --customers 1 \

@@ -3,12 +3,14 @@
  * spec written `=MIN..MAX` has MAX instance slots (their ports in cluster.json);
  * MIN run at the start, the others are parked.
  *
- * The signal. Once a second the supervisor reads agora_http_requests_in_flight from
- * /metrics of each ready instance (of every group: status.json shows it as the
- * members' and groups' load) (signed as the gateway signs,
- * x-user-sig under the mesh key; the scrape itself counts as one and is taken
- * off), adds them up and smooths the sum (load = (load + sum) / 2). The
- * utilisation is load / (instances * target), target being --target-inflight.
+ * The signal. Once a second the supervisor reads /metrics of each ready instance
+ * (of every group: status.json shows the members' and groups' load), signed as the
+ * gateway signs (x-user-sig under the mesh key): the requests being worked on are
+ * agora_http_requests_in_flight less the scrape itself, the requests parked by
+ * Prefer: wait (agora_waiting_requests: a long poll waits, it does not work) and
+ * the event streams open (agora_sse_streams). It adds them up per group and
+ * smooths the sum (load = (load + sum) / 2). The utilisation is load / (instances
+ * * target), target being --target-inflight.
  *
  * The decisions, at most one per group per --cooldown: utilisation over 1 with
  * fewer than MAX instances starts a parked one (the gateway's endpoints are
@@ -31,7 +33,6 @@
 #define DRAIN_MS      2000u
 #define DOWN_HEADROOM 0.7
 #define METRICS_MAX   ((size_t)512 * 1024)
-#define INFLIGHT_NAME "\nagora_http_requests_in_flight "
 
 void cl_gateway_reload(struct cl_cluster *c)
 {
@@ -48,7 +49,17 @@ void cl_gateway_reload(struct cl_cluster *c)
     if (rc) AG_WARN("cluster.gateway_not_reloaded", AG_LS("error", ag_strerror(rc)));
 }
 
-/* in-flight requests at instance m (without the scrape), or -1 */
+/* the value of an unlabelled series in a Prometheus text page, or -1 */
+static double series(const char *page, const char *name)
+{
+    size_t n = strlen(name);
+    for (const char *at = strstr(page, name); at; at = strstr(at + 1, name))
+        if (at > page && at[-1] == '\n' && at[n] == ' ') return strtod(at + n + 1, NULL);
+    return -1;
+}
+
+/* requests being worked on at instance m, or -1: in flight, less the scrape itself,
+ * the requests parked by Prefer: wait (long polls) and the event streams open */
 static double inflight(const struct cl_cluster *c, const struct cl_member *m, char *buf)
 {
     char sig[AG_USER_SIG_MAX], headers[256];
@@ -58,9 +69,10 @@ static double inflight(const struct cl_cluster *c, const struct cl_member *m, ch
     snprintf(headers, sizeof headers,
              "x-user-id: agora-cluster\r\nx-user-roles: admin\r\nx-user-sig: %s\r\n", sig);
     if (cl_http_get("127.0.0.1", m->port, "/metrics", headers, buf, METRICS_MAX) != 200) return -1;
-    const char *at = strstr(buf, INFLIGHT_NAME);
-    if (!at) return -1;
-    double v = strtod(at + strlen(INFLIGHT_NAME), NULL) - 1; /* the scrape itself */
+    double v = series(buf, "agora_http_requests_in_flight");
+    if (v < 0) return -1;
+    double waiting = series(buf, "agora_waiting_requests"), sse = series(buf, "agora_sse_streams");
+    v -= 1 + (waiting > 0 ? waiting : 0) + (sse > 0 ? sse : 0);
     return v > 0 ? v : 0;
 }
 

@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # `agora cluster up` autoscaling (issue 14 item 5; README "Running distributed"): one
-# group of every context, `all=1..2`, target 2 in-flight requests per instance, a 3 s
+# group of every context, `all=1..2`, target 3 in-flight requests per instance, a 3 s
 # cooldown. Checks:
 #   - at the start one instance runs and the second slot is parked (status, and the
 #     gateway's /admin/upstreams lists one endpoint);
 #   - a load step (12 concurrent clients through the gateway): the group scales up to 2
 #     (cluster.scale logged, all-2 started and ready, the gateway lists 2 endpoints);
-#   - a light load after it (1 client): the group scales back down to 1 after the
+#   - a light load after it (2 orders/s, polled every 0.5 s): the group scales back down to 1 after the
 #     cooldown (all-2 drained: out of the endpoints, SIGTERM, parked), and the light
 #     load meanwhile sees no error and no transport error (no request dropped);
-#   - the decisions in status.json (scaleUps 1, scaleDowns 1) and GET /admin/cluster.
+#   - the decisions in status.json (as many downs as ups) and GET /admin/cluster.
 # Skips (77) without PostgreSQL; needs nats-server (scripts/bootstrap.sh).
 set -uo pipefail
 BIN=${AGORA_BIN:?AGORA_BIN not set}
@@ -55,7 +55,7 @@ waitfor() { # waitfor SECONDS WHAT CMD...: until CMD succeeds
 PORTG=$(free_port)
 G=http://127.0.0.1:$PORTG
 "$BIN" cluster up --dir "$D" --listen "127.0.0.1:$PORTG" --contexts 'all=1..2' \
-    --target-inflight 2 --cooldown 3s 2>"$TMP/supervisor.log" &
+    --target-inflight 3 --cooldown 3s 2>"$TMP/supervisor.log" &
 SUP=$!
 running() { [ "$(cstatus | json_field 'd["state"]' 2>/dev/null)" = running ]; }
 waitfor 90 "not running" running
@@ -77,11 +77,12 @@ grep -q '"cluster.scale".*"direction":"up".*"member":"all-2"' "$TMP/supervisor.l
 pass "a load step (12 clients): scaled up to 2 (logged; all-2 ready, 2 endpoints at the gateway)"
 
 # ---- a light load: back down to 1, no request dropped ----
-"$BIN" load --target "$G" --token "$ADMIN" --concurrency 1 --duration 14 --customers 1 \
+"$BIN" load --target "$G" --token "$ADMIN" --rate 2 --poll-ms 500 --duration 20 --customers 1 \
     --order-timeout 40 --quiet >"$TMP/light.json" 2>"$TMP/light.err" &
 LPID=$!
 down1() { [ "$(member all-2 state)" = parked ] && [ "$(endpoints)" = 1 ]; }
 waitfor 40 "not scaled down to 1 with a light load" down1
+kill -0 "$LPID" 2>/dev/null || fail "scaled down only after the light load had ended: the drain was not under load"
 grep -q '"cluster.scale".*"direction":"down".*"member":"all-2"' "$TMP/supervisor.log" || fail "no cluster.scale down logged"
 grep -q '"cluster.member_parked".*"member":"all-2"' "$TMP/supervisor.log" || fail "all-2 not parked in the log"
 wait "$LPID"
@@ -93,10 +94,13 @@ print(f"# light load: placed {s['placed']}, confirmed {s['confirmed']}, pending 
       f" errors {s['errors']}, transport errors {s['transportErrors']}")
 sys.exit(0 if s["placed"] > 0 and s["pending"] == 0 and s["errors"] == 0 and s["transportErrors"] == 0 else 1)
 PY
-[ "$(group scaleUps)/$(group scaleDowns)/$(group instances)" = 1/1/1 ] || fail "decisions: $(cstatus | json_field 'd["groups"]')"
-curl -s -H "Authorization: Bearer $ADMIN" "$G/admin/cluster" | json_field 'd["groups"][0]["scaleDowns"]' | grep -qx 1 ||
+# (a loaded machine may see the group go up and down more than once: 3 s cooldown)
+ups=$(group scaleUps) downs=$(group scaleDowns)
+[ "$ups" -ge 1 ] && [ "$downs" = "$ups" ] && [ "$(group instances)" = 1 ] ||
+    fail "decisions: $(cstatus | json_field 'd["groups"]')"
+[ "$(curl -s -H "Authorization: Bearer $ADMIN" "$G/admin/cluster" | json_field 'd["groups"][0]["scaleDowns"]')" = "$downs" ] ||
     fail "GET /admin/cluster does not export the decisions"
-pass "a light load: scaled down to 1 after the cooldown (drained, parked); no error, no transport error; decisions in status.json and /admin/cluster"
+pass "a light load (2 orders/s): scaled down to 1 after the cooldown (drained, parked); no error, no transport error; decisions in status.json and /admin/cluster"
 
 pids=$(member_pids)
 kill -INT "$SUP"

@@ -7,7 +7,7 @@
  * forwards through the mesh (include/agora/mesh.h): load balancing, outlier
  * detection, health checks, breakers, retries and timeouts. It also serves the
  * BFF endpoints /bff/web/home and /bff/mobile/home, /admin/upstreams,
- * /admin/circuit-breakers, /metrics and /health/{live,ready}.
+ * /admin/circuit-breakers, /admin/cluster, /metrics and /health/{live,ready}.
  *
  * Configuration is an immutable snapshot: a reload compiles a new one and swaps
  * it in; requests in flight finish on the snapshot they started with, open
@@ -61,6 +61,9 @@ struct ag_gateway_options {
      * (include/agora/http.h), which `agora serve` instances require. NULL = none.
      * Borrowed: must outlive the gateway. */
     const char *mesh_key;
+    /* `agora cluster up`'s DIR/status.json: GET /admin/cluster (admin) answers it
+     * (src/gateway/admin.c); NULL = not a cluster's gateway (404). Borrowed. */
+    const char *cluster_status;
 };
 
 struct ag_gateway_ready_check {

@@ -27,6 +27,7 @@ extern const struct ag_cli_cmd ag_cli_cmd_version;
 extern const struct ag_cli_cmd ag_cli_cmd_store;
 extern const struct ag_cli_cmd ag_cli_cmd_run;
 extern const struct ag_cli_cmd ag_cli_cmd_serve;
+extern const struct ag_cli_cmd ag_cli_cmd_cluster;
 extern const struct ag_cli_cmd ag_cli_cmd_backup;
 extern const struct ag_cli_cmd ag_cli_cmd_restore;
 extern const struct ag_cli_cmd ag_cli_cmd_projections;

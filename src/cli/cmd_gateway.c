@@ -26,6 +26,8 @@ static const char usage_text[] =
     "                      the files. Answers carry Strict-Transport-Security\n"
     "  --tls-key FILE      the certificate's PEM private key\n"
     "  --http-redirect HOST:PORT  also listen for plain HTTP there and answer 308 to https\n"
+    "  --cluster-status FILE  serve GET /admin/cluster (admin) from this `agora cluster`\n"
+    "                      status file (agora cluster up passes DIR/status.json)\n"
     "\n"
     "env AGORA_MESH_KEY (32+ characters): sign the identity headers passed upstream\n"
     "(x-user-sig); `agora serve` instances require it, with the same key.\n";
@@ -38,7 +40,7 @@ static int run(int argc, char **argv)
     }
     const char *cfg =
         getenv("AGORA_GATEWAY_CONFIG") ? getenv("AGORA_GATEWAY_CONFIG") : "config/gateway.yaml";
-    const char *listen = NULL;
+    const char *listen = NULL, *cluster_status = NULL;
     int workers = 0;
     bool check = false;
     struct ag_cli_tls tls = {0};
@@ -52,6 +54,8 @@ static int run(int argc, char **argv)
             listen = argv[++i];
         else if (strcmp(argv[i], "--workers") == 0 && i + 1 < argc)
             workers = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--cluster-status") == 0 && i + 1 < argc)
+            cluster_status = argv[++i];
         else if (strcmp(argv[i], "--check") == 0)
             check = true;
         else
@@ -71,7 +75,8 @@ static int run(int argc, char **argv)
                                    .tls_certs = tls.ncert ? tls.certs : NULL,
                                    .ntls_certs = tls.ncert,
                                    .http_redirect = tls.redirect,
-                                   .mesh_key = ag_cli_mesh_key()};
+                                   .mesh_key = ag_cli_mesh_key(),
+                                   .cluster_status = cluster_status};
     struct ag_err err;
     ag_err_clear(&err);
     if (check) {

@@ -1,12 +1,19 @@
 /* Admin endpoints: /admin/upstreams (every cluster with its endpoints' health,
  * ejections, in-flight counts and breaker), /admin/circuit-breakers (just the
- * breakers) and /admin/config (generation and routes of the running snapshot,
- * with their timeouts and rate limits),
+ * breakers), /admin/config (generation and routes of the running snapshot,
+ * with their timeouts and rate limits), /admin/cluster (the members of the
+ * `agora cluster up` this gateway fronts: the supervisor's DIR/status.json, which
+ * it rewrites every second; read here per request, a few KB from the page cache,
+ * with its age added, so a hung supervisor shows as stale),
  * and who may read them and /metrics: a caller whose token has the admin role.
  * A gateway with no jwt section has no principals: its admin endpoints answer
  * loopback (and Unix-socket) peers only. Refusals are logged and counted in
  * agora_authz_denied_total{reason}. */
+#include <errno.h>
+#include <fcntl.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "gateway/internal.h"
 
@@ -154,4 +161,55 @@ int ag__gw_admin_config(struct ag_http_req *req, void *ud)
         json_pack("{s:I, s:o}", "generation", (json_int_t)c->generation, "routes", routes);
     ag__gw_conf_unref(c);
     return ag_http_respond_json(req, 200, body);
+}
+
+#define CLUSTER_STATUS_MAX (1u << 20)
+#define CLUSTER_STALE_MS   5000
+
+/* The status file's JSON, or NULL with *status / detail saying why. */
+static json_t *read_cluster_status(const char *path, uint64_t now_ns, int *status, char *why,
+                                   size_t n)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0 || st.st_size > (off_t)CLUSTER_STATUS_MAX) {
+        snprintf(why, n, "the cluster's status (%s) cannot be read: %s", path,
+                 fd < 0 ? strerror(errno) : "too large");
+        if (fd >= 0) close(fd);
+        *status = 503;
+        return NULL;
+    }
+    char *buf = ag_malloc((size_t)st.st_size + 1);
+    ssize_t got = buf ? read(fd, buf, (size_t)st.st_size) : -1;
+    close(fd);
+    json_t *j = got >= 0 ? json_loadb(buf, (size_t)got, 0, NULL) : NULL;
+    ag_free(buf);
+    if (!json_is_object(j)) {
+        json_decref(j);
+        snprintf(why, n, "the cluster's status (%s) is being written or damaged", path);
+        *status = 503;
+        return NULL;
+    }
+    uint64_t mtime_ms =
+        (uint64_t)st.st_mtim.tv_sec * 1000u + (uint64_t)st.st_mtim.tv_nsec / 1000000u;
+    uint64_t now_ms = now_ns / 1000000u, age = now_ms > mtime_ms ? now_ms - mtime_ms : 0;
+    json_object_set_new(j, "ageMs", json_integer((json_int_t)age));
+    json_object_set_new(j, "stale", json_boolean(age > CLUSTER_STALE_MS));
+    return j;
+}
+
+int ag__gw_admin_cluster(struct ag_http_req *req, void *ud)
+{
+    struct ag_gateway *gw = ud;
+    if (ag__gw_require_admin(req, ud)) return 0;
+    if (!gw->opts.cluster_status)
+        return ag__gw_problem(req, 404,
+                              "this gateway does not front an `agora cluster` (agora cluster up "
+                              "starts its gateway with --cluster-status)");
+    int status = 0;
+    char why[1200];
+    json_t *j = read_cluster_status(gw->opts.cluster_status, ag_clock_now(gw->clock), &status, why,
+                                    sizeof why);
+    if (!j) return ag__gw_problem(req, status, why);
+    return ag_http_respond_json(req, 200, j);
 }

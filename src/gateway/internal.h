@@ -544,6 +544,8 @@ int ag__gw_bff(struct ag_http_req *req, void *ud);
 int ag__gw_admin_upstreams(struct ag_http_req *req, void *ud);
 int ag__gw_admin_breakers(struct ag_http_req *req, void *ud);
 int ag__gw_admin_config(struct ag_http_req *req, void *ud);
+/* GET /admin/cluster: `agora cluster up`'s status file (opts.cluster_status). */
+int ag__gw_admin_cluster(struct ag_http_req *req, void *ud);
 /* Authenticate the request against conf's issuers: 0 with *p (or no token and
  * *has = false), else answers 401 itself and returns 1. */
 int ag__gw_authenticate(struct ag_gateway *gw, struct gw_loop *l, const struct gw_conf *conf,

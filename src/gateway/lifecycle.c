@@ -167,6 +167,7 @@ static int build_router(struct ag_gateway *gw)
     if (!rc)
         rc = ag_http_route(gw->router, "GET", "/admin/circuit-breakers", ag__gw_admin_breakers, gw);
     if (!rc) rc = ag_http_route(gw->router, "GET", "/admin/config", ag__gw_admin_config, gw);
+    if (!rc) rc = ag_http_route(gw->router, "GET", "/admin/cluster", ag__gw_admin_cluster, gw);
     if (!rc) rc = ag_http_route(gw->router, "GET", "/bff/{client}/home", ag__gw_bff, gw);
     if (!rc) rc = ag_http_route(gw->router, "GET", "/console", ag__gw_console_index, gw);
     if (!rc) rc = ag_http_route(gw->router, "GET", "/console/{file}", ag__gw_console_file, gw);

@@ -36,6 +36,9 @@
  * by svc_name_ok; both routes are admin-only, and a name reaches only the log's
  * read or the projector's table.)
  *
+ * The gateway answers GET /admin/cluster itself (src/gateway/admin.c, outside this
+ * table): admin-only, checked there (`agora cluster`'s members; 404 elsewhere).
+ *
  * The operator console (src/gateway/console.c) adds three routes at the gateway,
  * outside this table: GET /console and GET /console/{file} are public (the page's
  * files hold no data; every data call it makes carries an admin token), and POST

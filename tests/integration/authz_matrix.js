@@ -640,6 +640,8 @@ function ops() {
     // saga_starter is not a read model: the admin is let through to a 409 (a real
     // rebuild would make a read model answer 503 for the rest of the matrix)
     'POST /admin/projections/{name}/rebuild': { phase: 2, cases: { admin: { expect: [409], note: 'saga_starter is not a read model' } } },
+    // agora run's gateway fronts no `agora cluster`: the admin is let through to a 404
+    'GET /admin/cluster': { cases: { admin: { expect: [404], note: 'agora run is not a cluster' } } },
     'GET /admin/log': { query: '?limit=5' },
     'GET /admin/streams': { query: '?prefix=order-&limit=5' },
     'GET /bff/{client}/home': {

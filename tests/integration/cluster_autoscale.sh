@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# `agora cluster up` autoscaling (issue 14 item 5; README "Running distributed"): one
+# group of every context, `all=1..2`, target 3 in-flight requests per instance, a 3 s
+# cooldown. Checks:
+#   - at the start one instance runs and the second slot is parked (status, and the
+#     gateway's /admin/upstreams lists one endpoint);
+#   - a load step (12 concurrent clients through the gateway): the group scales up to 2
+#     (cluster.scale logged, all-2 started and ready, the gateway lists 2 endpoints);
+#   - a light load after it (2 orders/s, polled every 0.5 s): the group scales back down to 1 after the
+#     cooldown (all-2 drained: out of the endpoints, SIGTERM, parked), and the light
+#     load meanwhile sees no error and no transport error (no request dropped);
+#   - the decisions in status.json (as many downs as ups) and GET /admin/cluster.
+# Skips (77) without PostgreSQL; needs nats-server (scripts/bootstrap.sh).
+set -uo pipefail
+BIN=${AGORA_BIN:?AGORA_BIN not set}
+SRC=${AG_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
+source "$SRC/tests/integration/run_lib.bash"
+command -v nats-server >/dev/null || { echo "cluster_autoscale: nats-server is not installed" >&2; exit 1; }
+PGB=${PGBIN:-/usr/lib/postgresql/15/bin}
+[[ -x $PGB/initdb ]] || command -v initdb >/dev/null || { echo "cluster_autoscale: no PostgreSQL" >&2; exit 77; }
+if [[ $(id -u) -eq 0 ]] && ! id postgres >/dev/null 2>&1; then echo "cluster_autoscale: root without a postgres user" >&2; exit 77; fi
+TMP=$(mktemp -d /tmp/agora-cla-XXXXXX)
+chmod 755 "$TMP"
+D=$TMP/c
+SUP="" LPID=""
+cstatus() { "$BIN" cluster status --dir "$D" --json 2>/dev/null; }
+member_pids() { cstatus | json_field '" ".join(str(m["pid"]) for m in d["members"] if m["pid"])' 2>/dev/null; }
+cleanup() {
+    [ -n "$LPID" ] && kill -9 "$LPID" 2>/dev/null
+    if [ -n "$SUP" ]; then for p in $(member_pids) $SUP; do kill -9 "$p" 2>/dev/null; done; fi
+    wait 2>/dev/null
+    [ -n "${KEEP:-}" ] || rm -rf "$TMP"
+}
+trap cleanup EXIT
+fail() {
+    echo "cluster_autoscale: FAIL: $*" >&2
+    for f in "$TMP"/supervisor.log "$D"/logs/all-*.log "$D"/logs/gateway.log; do [ -f "$f" ] && { echo "--- $f" >&2; tail -12 "$f" >&2; }; done
+    exit 1
+}
+pass() { echo "ok - $*"; }
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
+member() { cstatus | json_field "[m for m in d['members'] if m['name'] == '$1'][0]['$2']"; }
+group() { cstatus | json_field "d['groups'][0]['$1']"; }
+endpoints() { # the gateway's endpoints for the ordering cluster
+    curl -s -H "Authorization: Bearer $ADMIN" "$G/admin/upstreams" |
+        json_field 'len([u for u in d["upstreams"] if u["name"] == "ordering"][0]["endpoints"])'
+}
+waitfor() { # waitfor SECONDS WHAT CMD...: until CMD succeeds
+    local s=$1 what=$2
+    shift 2
+    for _ in $(seq $((s * 10))); do "$@" && return 0; sleep 0.1; done
+    fail "$what (after $s s): $("$BIN" cluster status --dir "$D")"
+}
+
+PORTG=$(free_port)
+G=http://127.0.0.1:$PORTG
+"$BIN" cluster up --dir "$D" --listen "127.0.0.1:$PORTG" --contexts 'all=1..2' \
+    --target-inflight 3 --cooldown 3s 2>"$TMP/supervisor.log" &
+SUP=$!
+running() { [ "$(cstatus | json_field 'd["state"]' 2>/dev/null)" = running ]; }
+waitfor 90 "not running" running
+ADMIN=$("$BIN" token --data "$D" --sub ops --role admin)
+[ "$(member all-2 state)" = parked ] || fail "all-2 is $(member all-2 state), not parked"
+[ "$(group instances)/$(group min)/$(group max)" = 1/1/2 ] || fail "group: $(cstatus)"
+[ "$(endpoints)" = 1 ] || fail "the gateway lists $(endpoints) ordering endpoints, not 1"
+pass "all=1..2: one instance, the second slot parked, one endpoint at the gateway"
+
+# ---- a load step: up to 2 ----
+"$BIN" load --target "$G" --token "$ADMIN" --concurrency 12 --duration 12 --customers 4 \
+    --order-timeout 40 --quiet >"$TMP/load.json" 2>"$TMP/load.err" &
+LPID=$!
+up2() { [ "$(member all-2 health)" = ready ] && [ "$(endpoints)" = 2 ]; }
+waitfor 30 "not scaled up to 2 under the load" up2
+wait "$LPID"
+LPID=""
+grep -q '"cluster.scale".*"direction":"up".*"member":"all-2"' "$TMP/supervisor.log" || fail "no cluster.scale up logged"
+pass "a load step (12 clients): scaled up to 2 (logged; all-2 ready, 2 endpoints at the gateway)"
+
+# ---- a light load: back down to 1, no request dropped ----
+"$BIN" load --target "$G" --token "$ADMIN" --rate 2 --poll-ms 500 --duration 20 --customers 1 \
+    --order-timeout 40 --quiet >"$TMP/light.json" 2>"$TMP/light.err" &
+LPID=$!
+down1() { [ "$(member all-2 state)" = parked ] && [ "$(endpoints)" = 1 ]; }
+waitfor 40 "not scaled down to 1 with a light load" down1
+kill -0 "$LPID" 2>/dev/null || fail "scaled down only after the light load had ended: the drain was not under load"
+grep -q '"cluster.scale".*"direction":"down".*"member":"all-2"' "$TMP/supervisor.log" || fail "no cluster.scale down logged"
+grep -q '"cluster.member_parked".*"member":"all-2"' "$TMP/supervisor.log" || fail "all-2 not parked in the log"
+wait "$LPID"
+LPID=""
+python3 - "$TMP/light.json" <<'PY' || fail "the light load: $(cat "$TMP/light.json") $(tail -3 "$TMP/light.err")"
+import json, sys
+s = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
+print(f"# light load: placed {s['placed']}, confirmed {s['confirmed']}, pending {s['pending']},"
+      f" errors {s['errors']}, transport errors {s['transportErrors']}")
+sys.exit(0 if s["placed"] > 0 and s["pending"] == 0 and s["errors"] == 0 and s["transportErrors"] == 0 else 1)
+PY
+# (a loaded machine may see the group go up and down more than once: 3 s cooldown)
+ups=$(group scaleUps) downs=$(group scaleDowns)
+[ "$ups" -ge 1 ] && [ "$downs" = "$ups" ] && [ "$(group instances)" = 1 ] ||
+    fail "decisions: $(cstatus | json_field 'd["groups"]')"
+[ "$(curl -s -H "Authorization: Bearer $ADMIN" "$G/admin/cluster" | json_field 'd["groups"][0]["scaleDowns"]')" = "$downs" ] ||
+    fail "GET /admin/cluster does not export the decisions"
+pass "a light load (2 orders/s): scaled down to 1 after the cooldown (drained, parked); no error, no transport error; decisions in status.json and /admin/cluster"
+
+pids=$(member_pids)
+kill -INT "$SUP"
+rc=0
+wait "$SUP" || rc=$?
+SUP=""
+[ "$rc" = 0 ] || fail "the supervisor exited $rc on SIGINT"
+for p in $pids; do kill -0 "$p" 2>/dev/null && fail "pid $p is still alive"; done
+grep -l -e 'AddressSanitizer' -e 'runtime error:' -e 'LeakSanitizer' "$D"/logs/*.log "$TMP/supervisor.log" &&
+    fail "sanitizer report"
+pass "stopped (SIGINT), no member left"

@@ -1,0 +1,234 @@
+#!/usr/bin/env bash
+# `agora cluster up|status` (issue 14 item 4; README "Running distributed"): the
+# supervisor in a temporary directory, clients talking to its gateway only. Checks:
+#   - bad input, before anything starts: no --listen, an unknown context, a
+#     directory that is not a cluster's, a cluster.json with a syntax error (its line)
+#     or a bad field (its name), --listen on a port in use: a clear message, exit != 0;
+#   - the first start: PostgreSQL (initdb), 3 NATS nodes, two groups of contexts in
+#     two instances each, the gateway; DIR 0700 (0710 root:postgres as root), the
+#     secrets 0600; `cluster status` (table and --json) shows every member up and
+#     ready; a second `cluster up` on DIR is refused;
+#   - the API tour's core through the gateway, with tokens from `agora token --data
+#     DIR`: register, deposit, an order confirmed; GET /admin/cluster: 200 for the
+#     admin with the same members, 403 for a customer, 401 anonymous;
+#   - kill -9 an instance and a NATS node during an order load: the supervisor logs
+#     their exits (with the backoff) and starts them again (new pids, restarts 1 in
+#     status), every order the load saw accepted is final and orders confirm;
+#   - SIGINT: the supervisor stops the members in order (gateway, instances, NATS,
+#     PostgreSQL), exits 0, and none of the pids it ran is left;
+#   - a second start on DIR reuses cluster.json (its ports) and the data (no initdb;
+#     the order is still there), and stops again the same way.
+# Skips (77) without PostgreSQL; needs nats-server (scripts/bootstrap.sh).
+set -uo pipefail
+BIN=${AGORA_BIN:?AGORA_BIN not set}
+SRC=${AG_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
+source "$SRC/tests/integration/run_lib.bash"
+command -v nats-server >/dev/null || { echo "cluster_up: nats-server is not installed" >&2; exit 1; }
+PGB=${PGBIN:-/usr/lib/postgresql/15/bin}
+[[ -x $PGB/initdb ]] || command -v initdb >/dev/null || { echo "cluster_up: no PostgreSQL" >&2; exit 77; }
+if [[ $(id -u) -eq 0 ]] && ! id postgres >/dev/null 2>&1; then echo "cluster_up: root without a postgres user" >&2; exit 77; fi
+TMP=$(mktemp -d /tmp/agora-cl-XXXXXX) # short: PostgreSQL's socket path is at most 107 bytes
+chmod 755 "$TMP"
+D=$TMP/c
+SUP="" LPID="" HOLD=""
+cleanup() {
+    [ -n "$LPID" ] && kill -9 "$LPID" 2>/dev/null
+    [ -n "$HOLD" ] && kill -9 "$HOLD" 2>/dev/null
+    if [ -n "$SUP" ]; then # the members die with it (their parent-death signal); be sure
+        for p in $(member_pids) $SUP; do kill -9 "$p" 2>/dev/null; done
+    fi
+    wait 2>/dev/null
+    [ -n "${KEEP:-}" ] || rm -rf "$TMP"
+}
+trap cleanup EXIT
+fail() {
+    echo "cluster_up: FAIL: $*" >&2
+    for f in "$TMP"/supervisor.log "$D"/logs/*.log; do [ -f "$f" ] && { echo "--- $f" >&2; tail -12 "$f" >&2; }; done
+    exit 1
+}
+pass() { echo "ok - $*"; }
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
+cstatus() { "$BIN" cluster status --dir "$D" --json 2>/dev/null; }
+member_pids() { cstatus | json_field '" ".join(str(m["pid"]) for m in d["members"] if m["pid"])' 2>/dev/null; }
+# member NAME FIELD: a field of that member in status.json
+member() { cstatus | json_field "[m for m in d['members'] if m['name'] == '$1'][0]['$2']"; }
+
+# ---- bad input ----
+expect_err() { # expect_err RC WORDS ARGS...: `agora cluster ARGS` exits RC and says WORDS
+    local want_rc=$1 want=$2 out rc
+    shift 2
+    out=$("$BIN" cluster "$@" 2>&1 >/dev/null)
+    rc=$?
+    [ "$rc" = "$want_rc" ] || fail "agora cluster $* exited $rc, not $want_rc ($out)"
+    [[ $out == *"$want"* ]] || fail "agora cluster $*: '$out' does not say '$want'"
+}
+expect_err 2 "--listen HOST:PORT is required" up --dir "$D"
+expect_err 2 "'billing' is not a context" up --dir "$D" --listen 127.0.0.1:1 --contexts customers,billing
+expect_err 2 "no group serves 'shipping'" up --dir "$D" --listen 127.0.0.1:1 --contexts customers+catalog+ordering+inventory+payments+sagas
+mkdir -p "$TMP/other" && echo x >"$TMP/other/notes.txt"
+expect_err 1 "is not an agora cluster directory" up --dir "$TMP/other" --listen 127.0.0.1:1
+expect_err 1 "is not an agora cluster directory" status --dir "$TMP/other"
+mkdir -p "$TMP/broken"
+printf '{"agoraCluster": 1,\n "contexts": "all",\n "instances": 2,,\n}\n' >"$TMP/broken/cluster.json"
+expect_err 1 "cluster.json:3:17" up --dir "$TMP/broken" --listen 127.0.0.1:1
+printf '{"agoraCluster": 1, "contexts": "all", "instances": 1, "nats": [{"name": "nats-1", "port": 1, "clusterPort": 2, "monitorPort": 3}, {"name": "nats-2", "port": 4, "clusterPort": 5, "monitorPort": 6}, {"name": "nats-3", "port": 7, "clusterPort": 99999, "monitorPort": 9}], "members": [{"name": "all-1", "port": 10}]}\n' >"$TMP/broken/cluster.json"
+expect_err 1 "nats[2].clusterPort: a port number" up --dir "$TMP/broken" --listen 127.0.0.1:1
+expect_err 1 "nats[2].clusterPort" status --dir "$TMP/broken"
+BUSY=$(free_port)
+python3 -c 'import socket, sys, time
+s = socket.socket(); s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(1); time.sleep(60)' "$BUSY" &
+HOLD=$!
+for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$BUSY") 2>/dev/null && break; sleep 0.1; done
+expect_err 1 "--listen 127.0.0.1:$BUSY: in use" up --dir "$TMP/busy" --listen "127.0.0.1:$BUSY" --instances 1
+kill -9 "$HOLD"
+wait "$HOLD" 2>/dev/null
+HOLD=""
+pass "bad input refused with a clear message: no --listen, unknown or missing contexts, not a cluster directory, cluster.json:LINE, nats[2].clusterPort, --listen in use"
+
+# ---- the first start ----
+PORTG=$(free_port)
+G=http://127.0.0.1:$PORTG
+START=$(date +%s)
+"$BIN" cluster up --dir "$D" --listen "127.0.0.1:$PORTG" --instances 2 \
+    --contexts 'customers+catalog+ordering+sagas,inventory+payments+shipping' 2>"$TMP/supervisor.log" &
+SUP=$!
+for _ in $(seq 900); do
+    [ "$(cstatus | json_field 'd["state"]' 2>/dev/null)" = running ] && break
+    kill -0 "$SUP" 2>/dev/null || fail "the supervisor exited"
+    sleep 0.1
+done
+[ "$(cstatus | json_field 'd["state"]')" = running ] || fail "not running after 90 s: $("$BIN" cluster status --dir "$D")"
+"$BIN" cluster status --dir "$D" >"$TMP/status.txt" || fail "cluster status exited $? while running"
+for m in postgresql nats-1 nats-2 nats-3 customers+catalog+ordering+sagas-1 customers+catalog+ordering+sagas-2 \
+    inventory+payments+shipping-1 inventory+payments+shipping-2 gateway; do
+    grep -q "^$m .* up .* ready " "$TMP/status.txt" || fail "status: $m is not up and ready: $(cat "$TMP/status.txt")"
+done
+[ "$(member gateway address)" = "127.0.0.1:$PORTG" ] || fail "the gateway's address"
+mode=$(stat -c %a "$D")
+[[ $mode == 700 || ($mode == 710 && $(id -u) == 0) ]] || fail "DIR is $mode"
+for f in jwt-secret mesh-key cluster.json gateway.yaml status.json; do
+    [ "$(stat -c %a "$D/$f")" = 600 ] || fail "$f is $(stat -c %a "$D/$f"), not 600"
+done
+expect_err 1 "is in use: the supervisor pid $SUP" up --dir "$D" --listen "127.0.0.1:$(free_port)"
+pass "cluster up: every member up and ready in $(($(date +%s) - START)) s; DIR $mode, secrets 0600; a second supervisor refused"
+
+# ---- the API tour's core through the gateway ----
+tok() { "$BIN" token --data "$D" --sub "$1" --role "$2"; }
+ADMIN=$(tok ops admin) ADA=$(tok ada customer)
+req() { # req TOKEN METHOD PATH [BODY]: sets ST and BODY
+    local t=$1 m=$2 p=$3 d=${4:-}
+    local args=(-s -o "$TMP/body" -w '%{http_code}' -X "$m")
+    [ -n "$t" ] && args+=(-H "Authorization: Bearer $t")
+    [ -n "$d" ] && args+=(-H 'Content-Type: application/json' --data-binary "$d")
+    ST=$(curl "${args[@]}" "$G$p")
+    BODY=$(cat "$TMP/body")
+}
+field() { json_field "$1" <<<"$BODY"; }
+ADDR='"shippingAddress": {"street": "1 Main St", "city": "Springfield", "state": "IL", "zipCode": "62701", "country": "US"}'
+order_confirms() { # order_confirms: one order by ada reaches confirmed
+    req "$ADA" POST /api/v1/orders "{\"customerId\": \"$CID\", \"items\": [{\"productId\": \"$KB\", \"quantity\": 1}], $ADDR}"
+    [ "$ST" = 202 ] || fail "order: $ST $BODY"
+    local oid
+    oid=$(field 'd["orderId"]')
+    for _ in $(seq 300); do
+        req "$ADA" GET "/api/v1/orders/$oid"
+        [ "$ST" = 200 ] && [[ $(field 'd["status"]') =~ ^(confirmed|cancelled)$ ]] && break
+        sleep 0.1
+    done
+    [ "$(field 'd["status"]')" = confirmed ] || fail "order $oid: $ST $BODY"
+    OID=$oid
+}
+req "$ADA" POST /api/v1/customers '{"email": "ada@example.com", "name": "Ada Lovelace"}'
+[ "$ST" = 201 ] || fail "register: $ST $BODY"
+CID=$(field 'd["id"]') AID=$(field 'd["accountId"]')
+req "$ADA" POST "/api/v1/accounts/$AID/deposits" '{"amount": {"amount": 500000, "currency": "USD"}}'
+[ "$ST" = 200 ] || fail "deposit: $ST $BODY"
+req "" GET "/api/v1/products?limit=50"
+[ "$ST" = 200 ] || fail "products: $ST"
+KB=$(field '[p["id"] for p in d["items"] if p["sku"] == "KB-01"][0]')
+order_confirms
+pass "through the gateway (tokens from agora token --data DIR): register, deposit, order $OID confirmed"
+
+req "$ADMIN" GET /admin/cluster
+[ "$ST" = 200 ] || fail "GET /admin/cluster as the admin: $ST $BODY"
+[ "$(field '" ".join(sorted(m["name"] for m in d["members"] if m["health"] == "ready"))')" = \
+    "$(cstatus | json_field '" ".join(sorted(m["name"] for m in d["members"]))')" ] ||
+    fail "/admin/cluster does not list every member ready: $BODY"
+[ "$(field 'd["stale"]')" = False ] || fail "/admin/cluster is stale: $BODY"
+req "$ADA" GET /admin/cluster
+[ "$ST" = 403 ] || fail "GET /admin/cluster as a customer: $ST"
+req "" GET /admin/cluster
+[ "$ST" = 401 ] || fail "GET /admin/cluster anonymous: $ST"
+pass "GET /admin/cluster: the admin sees every member ready (not stale); a customer 403, anonymous 401"
+
+# ---- kill -9 an instance and a NATS node under load ----
+VICTIM=inventory+payments+shipping-1
+VPID=$(member "$VICTIM" pid) NPID=$(member nats-2 pid)
+"$BIN" load --target "$G" --token "$ADMIN" --concurrency 2 --duration 6 --customers 2 \
+    --order-timeout 40 --quiet >"$TMP/load.json" 2>"$TMP/load.err" &
+LPID=$!
+sleep 1.5
+kill -9 "$VPID" "$NPID"
+wait "$LPID"
+LPID=""
+python3 - "$TMP/load.json" <<'PY' || fail "the load: $(cat "$TMP/load.json") $(tail -3 "$TMP/load.err")"
+import json, sys
+s = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
+print(f"# load: placed {s['placed']}, confirmed {s['confirmed']}, compensated {s['compensated']},"
+      f" pending {s['pending']}, errors {s['errors']}")
+sys.exit(0 if s["confirmed"] > 0 and s["pending"] == 0 else 1)
+PY
+for _ in $(seq 300); do
+    [ "$(member "$VICTIM" health)/$(member nats-2 health)" = ready/ready ] && break
+    sleep 0.1
+done
+for m in "$VICTIM" nats-2; do
+    [ "$(member "$m" health)" = ready ] || fail "$m was not restarted: $("$BIN" cluster status --dir "$D")"
+    [ "$(member "$m" restarts)" = 1 ] || fail "$m: restarts $(member "$m" restarts), not 1"
+    [ "$(member "$m" lastExit)" = "signal 9" ] || fail "$m: lastExit $(member "$m" lastExit)"
+done
+[ "$(member "$VICTIM" pid)" != "$VPID" ] && [ "$(member nats-2 pid)" != "$NPID" ] || fail "the same pids"
+for m in "$VICTIM" nats-2; do
+    grep -q "\"cluster.member_exited\".*\"member\":\"$m\".*\"restartInMs\"" "$TMP/supervisor.log" ||
+        fail "no cluster.member_exited for $m in the supervisor's log"
+done
+order_confirms
+pass "killed $VICTIM and nats-2 (-9) under load: every accepted order final, both restarted (logged, restarts 1, new pids), order $OID confirmed after"
+
+# ---- SIGINT stops everything, in order ----
+stop_cluster() { # SIGINT the supervisor: exit 0, stopped in order, no member pid left; sets ORDER
+    local pids rc=0 log=$1
+    pids=$(member_pids)
+    kill -INT "$SUP"
+    wait "$SUP" || rc=$?
+    SUP=""
+    [ "$rc" = 0 ] || fail "the supervisor exited $rc on SIGINT"
+    for p in $pids; do kill -0 "$p" 2>/dev/null && fail "pid $p is still alive after the supervisor stopped"; done
+    ORDER=$(grep -o '"cluster.stopping".*"role":"[a-z]*"' "$log" | grep -o '"role":"[a-z]*"' | tr -d '"' | sed 's/role://' | tr '\n' ' ')
+    [ "$ORDER" = "gateway instance nats postgresql " ] || fail "stop order: '$ORDER'"
+    [ "$(cstatus | json_field 'd["state"]')" = stopped ] || fail "status.json does not say stopped"
+    "$BIN" cluster status --dir "$D" >/dev/null
+    [ $? = 3 ] || fail "cluster status of a stopped cluster does not exit 3"
+    NPIDS=$(wc -w <<<"$pids")
+}
+stop_cluster "$TMP/supervisor.log"
+pass "SIGINT: stopped in order ($ORDER), exit 0, none of the $NPIDS member pids left"
+
+# ---- a second start: the same ports, the same data, no initdb ----
+SUM=$(md5sum <"$D/cluster.json")
+"$BIN" cluster up --dir "$D" --listen "127.0.0.1:$PORTG" 2>"$TMP/supervisor2.log" &
+SUP=$!
+for _ in $(seq 900); do
+    [ "$(cstatus | json_field 'd["state"]' 2>/dev/null)" = running ] && break
+    kill -0 "$SUP" 2>/dev/null || fail "the supervisor exited at its second start"
+    sleep 0.1
+done
+[ "$(cstatus | json_field 'd["state"]')" = running ] || fail "not running again: $("$BIN" cluster status --dir "$D")"
+[ "$(md5sum <"$D/cluster.json")" = "$SUM" ] || fail "cluster.json changed at the second start"
+grep -q '"cluster.initdb"' "$TMP/supervisor2.log" && fail "initdb ran again"
+req "$ADA" GET "/api/v1/orders/$OID"
+[ "$ST" = 200 ] && [ "$(field 'd["status"]')" = confirmed ] || fail "order $OID after the restart: $ST $BODY"
+stop_cluster "$TMP/supervisor2.log"
+grep -l -e 'AddressSanitizer' -e 'runtime error:' -e 'LeakSanitizer' "$D"/logs/*.log "$TMP"/supervisor*.log &&
+    fail "sanitizer report"
+pass "a second start on DIR: the same cluster.json (ports), no initdb, order $OID still confirmed; stopped again ($NPIDS pids gone)"

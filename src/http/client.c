@@ -5,7 +5,10 @@
  * are free on return) and either given to an idle connection, to a new
  * connection when fewer than max_connections are open, or queued (at most
  * max_pending). One request at a time per connection (no client pipelining:
- * a failed pipelined request cannot be retried safely).
+ * a failed pipelined request cannot be retried safely). Idle connections are
+ * a stack (most recently used first, like nginx's keep-alive cache): taking
+ * one costs no walk over the busy ones, and the least used go idle long
+ * enough for the idle timeout to close them.
  *
  * Deadlines. A request's deadline runs from submit. While queued, the pool timer
  * watches min(deadline, pool timeout): the first to pass fails the request with
@@ -78,6 +81,7 @@ enum cstate { CS_CONNECTING, CS_BUSY, CS_IDLE, CS_CLOSING };
 struct cconn {
     struct ag_http_upstream *u; /* owner */
     struct cconn *next;         /* pool list */
+    struct cconn *idle_next;    /* the pool's idle stack (while CS_IDLE) */
     union {
         uv_tcp_t tcp;             /* TCP */
         uv_pipe_t pipe;           /* Unix-domain socket */
@@ -120,6 +124,7 @@ struct ag_http_upstream {
     struct sockaddr_storage addr;       /* resolved address */
     struct cconn *conns;                /* open connections */
     uint32_t nconns;                    /* in the list */
+    struct cconn *idle;                 /* idle connections, most recently used first */
     struct creq *wq_head;               /* waiting requests, oldest first */
     struct creq *wq_tail;               /* newest */
     uint32_t nwaiting;                  /* in the queue */
@@ -149,10 +154,8 @@ static void creq_finish(struct creq *r, int rc, const struct ag_http_client_resp
 static bool token_ok(const char *s)
 {
     if (!s || !*s) return false;
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c <= 32 || c >= 127 || strchr("\"(),/:;<=>?@[\\]{}", c)) return false;
-    }
+    for (; *s; s++)
+        if (!ag__http_tchar((unsigned char)*s)) return false;
     return true;
 }
 
@@ -319,10 +322,33 @@ static void conn_handle_closed(uv_handle_t *h)
     maybe_free_upstream(u);
 }
 
+static void idle_remove(struct ag_http_upstream *u, struct cconn *c)
+{
+    for (struct cconn **pp = &u->idle; *pp; pp = &(*pp)->idle_next) {
+        if (*pp == c) {
+            *pp = c->idle_next;
+            break;
+        }
+    }
+    c->idle_next = NULL;
+}
+
+/* The most recently used idle connection whose last write has completed (see
+ * Writes above), taken off the idle stack; NULL when none. */
+static struct cconn *idle_pop(struct ag_http_upstream *u)
+{
+    struct cconn **pp = &u->idle;
+    while (*pp && (*pp)->writing) pp = &(*pp)->idle_next;
+    struct cconn *c = *pp;
+    if (c) *pp = c->idle_next, c->idle_next = NULL;
+    return c;
+}
+
 static void conn_close(struct cconn *c)
 {
     if (c->state == CS_CLOSING) return;
     struct ag_http_upstream *u = c->u;
+    if (c->state == CS_IDLE) idle_remove(u, c);
     for (struct cconn **pp = &u->conns; *pp; pp = &(*pp)->next) {
         if (*pp == c) {
             *pp = c->next;
@@ -492,6 +518,8 @@ static void conn_deliver(struct cconn *c)
         conn_close(c);
     } else {
         c->state = CS_IDLE;
+        c->idle_next = u->idle;
+        u->idle = c;
         reset_response(c);
         c->idle_deadline_ms = uv_now(u->loop) + u->cfg.idle_timeout_ms;
         arm_conn_timer(c, c->idle_deadline_ms);
@@ -672,9 +700,7 @@ static void conn_start(struct cconn *c, struct creq *r)
 static void service_queue(struct ag_http_upstream *u)
 {
     while (u->wq_head && !u->closing) {
-        struct cconn *idle = NULL;
-        for (struct cconn *c = u->conns; c && !idle; c = c->next)
-            if (c->state == CS_IDLE && !c->writing) idle = c; /* see Writes above */
+        struct cconn *idle = idle_pop(u);
         if (idle) {
             idle->req = queue_pop(u);
             idle->reused = true;

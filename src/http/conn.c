@@ -276,11 +276,8 @@ static int fail_why(http_parser *p, int status, const char *detail)
 static bool is_token(const char *s)
 {
     if (!*s) return false;
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
-        if (!alnum && !strchr("!#$%&'*+-.^_`|~", c)) return false;
-    }
+    for (; *s; s++)
+        if (!ag__http_tchar((unsigned char)*s)) return false;
     return true;
 }
 

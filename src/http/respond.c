@@ -123,12 +123,6 @@ int ag_http_status_for(int code)
 
 /* ---- headers ---- */
 
-static bool is_tchar(unsigned char c)
-{
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
-    return c && strchr("!#$%&'*+-.^_`|~", c) != NULL;
-}
-
 static bool server_owned(const char *name)
 {
     return strcasecmp(name, "content-length") == 0 || strcasecmp(name, "transfer-encoding") == 0 ||
@@ -141,7 +135,7 @@ int ag_http_resp_header(struct ag_http_req *req, const char *name, const char *v
         req->state == AG__RS_STREAMING)
         return AG_EINVAL;
     for (const char *p = name; *p; p++)
-        if (!is_tchar((unsigned char)*p)) return AG_EINVAL;
+        if (!ag__http_tchar((unsigned char)*p)) return AG_EINVAL;
     for (const char *p = value; *p; p++)
         if (*p == '\r' || *p == '\n') return AG_EINVAL;
     if (server_owned(name)) return AG_EINVAL;

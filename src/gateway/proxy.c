@@ -62,6 +62,10 @@ struct pctx {
     struct ag_http_header hdrs[MAX_FWD_HEADERS];
 };
 
+/* Whether header name n is `lit` (lower case), ignoring case: the first letter
+ * first, so most names cost no call. */
+#define AG__GW_NAME_IS(n, lit) (((n)[0] | 0x20) == (lit)[0] && strcasecmp((n), (lit)) == 0)
+
 static bool hop_by_hop(const char *n, const char *connection)
 {
 #define NAME(s)                                                                                    \
@@ -303,15 +307,15 @@ static void on_upstream(const struct ag_mesh_result *res, void *ud)
     const struct ag_http_client_resp *r = res->resp;
     const char *ctype = NULL, *conn = NULL;
     for (size_t i = 0; i < r->nheaders; i++)
-        if (!strcasecmp(r->headers[i].name, "connection")) conn = r->headers[i].value;
+        if (AG__GW_NAME_IS(r->headers[i].name, "connection")) conn = r->headers[i].value;
     struct ag_buf saved;
     ag_buf_init(&saved);
     for (size_t i = 0; i < r->nheaders; i++) {
         const char *n = r->headers[i].name, *v = r->headers[i].value;
-        if (!strcasecmp(n, "content-type")) ctype = v;
+        if (AG__GW_NAME_IS(n, "content-type")) ctype = v;
         /* the gateway answers with its own X-Request-ID and traceparent (its span) */
-        else if (!hop_by_hop(n, conn) && strcasecmp(n, "x-request-id") &&
-                 strcasecmp(n, "traceparent")) {
+        else if (!hop_by_hop(n, conn) && !AG__GW_NAME_IS(n, "x-request-id") &&
+                 !AG__GW_NAME_IS(n, "traceparent")) {
             ag_http_resp_header(req, n, v);
             bool keep = p->idem_key || (p->route->cache_max_age_s && strcasecmp(n, "etag"));
             if (keep) ag_buf_printf(&saved, "%s: %s\n", n, v);

@@ -13,6 +13,7 @@
 
 #include <http_parser.h>
 #include <stdatomic.h>
+#include <strings.h>
 
 #include "agora/http.h"
 
@@ -28,6 +29,11 @@ static inline bool ag__http_tchar(unsigned char c)
     static const uint64_t set[2] = {0x03ff6cfa00000000ull, 0x57ffffffc7fffffeull};
     return c < 128 && (set[c >> 6] >> (c & 63) & 1);
 }
+
+/* Whether the header name a (alen bytes) is `lit` (a string literal), ignoring
+ * ASCII case: lengths first, so most names cost no comparison at all. */
+#define AG__HTTP_NAME_IS(a, alen, lit)                                                             \
+    ((alen) == sizeof(lit) - 1 && strncasecmp((a), (lit), sizeof(lit) - 1) == 0)
 
 /* ---- arena: bump allocation freed with the request ---- */
 

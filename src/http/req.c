@@ -201,8 +201,9 @@ void *ag_http_req_alloc(struct ag_http_req *req, size_t n)
 
 const char *ag_http_req_header(const struct ag_http_req *req, const char *name)
 {
-    for (size_t i = 0; i < req->nhdrs; i++)
-        if (strcasecmp(req->raw.data + req->hdrs[i].name, name) == 0)
+    size_t n = strlen(name);
+    for (size_t i = 0; i < req->nhdrs; i++) /* lengths first: most names differ in length */
+        if (req->hdrs[i].name_len == n && strcasecmp(req->raw.data + req->hdrs[i].name, name) == 0)
             return req->raw.data + req->hdrs[i].value;
     return NULL;
 }

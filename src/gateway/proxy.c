@@ -317,7 +317,7 @@ static void on_upstream(const struct ag_mesh_result *res, void *ud)
         else if (!hop_by_hop(n, conn) && !AG__GW_NAME_IS(n, "x-request-id") &&
                  !AG__GW_NAME_IS(n, "traceparent")) {
             ag_http_resp_header(req, n, v);
-            bool keep = p->idem_key || (p->route->cache_max_age_s && strcasecmp(n, "etag"));
+            bool keep = p->idem_key || (p->route->cache_max_age_s && !AG__GW_NAME_IS(n, "etag"));
             if (keep) ag_buf_printf(&saved, "%s: %s\n", n, v);
         }
     }

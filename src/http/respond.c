@@ -144,9 +144,10 @@ int ag_http_resp_header(struct ag_http_req *req, const char *name, const char *v
     if (rc) return rc;
     char *o = b->data + b->len; /* one reserve, then plain copies */
     memcpy(o, name, nl), o += nl;
-    memcpy(o, ": ", 2), o += 2;
+    *o++ = ':';
+    *o++ = ' ';
     memcpy(o, value, vl), o += vl;
-    memcpy(o, "\r\n", 3); /* with the NUL the buffer keeps */
+    memcpy(o, "\r\n", 3); /* CR LF and the NUL the buffer keeps */
     b->len += nl + vl + 4;
     return 0;
 }

@@ -12,7 +12,8 @@
  *
  * Loops. The HTTP server owns the worker loops; the gateway attaches a
  * `struct gw_loop` to a loop the first time a request runs on it: mesh
- * connection pools, a verified-token cache and a uv_async used at stop. Stop
+ * connection pools, a verified-token cache (tokcache.c), a few recycled proxy
+ * request states (ag__gw_loop_pctx_get/put) and a uv_async used at stop. Stop
  * drains the server, then wakes every gw_loop, which closes its pools once its
  * requests have finished, so the worker loops can end.
  */
@@ -22,19 +23,12 @@
 #include "gateway/internal.h"
 
 #define TOKEN_CACHE 256
+#define PCTX_SPARE  64
 
 struct lconf {
     struct lconf *next;   /* loop's list */
     struct gw_conf *conf; /* holds a shared reference */
     uint32_t inflight;    /* requests using it on this loop */
-};
-
-struct tcache {
-    uint64_t hash; /* of the token; 0 = empty */
-    char *token;   /* owned copy */
-    size_t len;
-    struct gw_principal who; /* verified identity */
-    uint64_t gen;            /* configuration generation it was verified under */
 };
 
 struct gw_loop {
@@ -48,7 +42,9 @@ struct gw_loop {
     uint32_t inflight;           /* requests in flight on this loop */
     bool stopping;               /* stop seen: close when idle */
     bool closed;                 /* pools closed */
-    struct tcache cache[TOKEN_CACHE];
+    struct gw_tokcache *tokens;  /* verified tokens (tokcache.c) */
+    void *spare[PCTX_SPARE];     /* recycled proxy request states (ag__gw_loop_pctx_get) */
+    size_t nspare;               /* in spare */
 };
 
 /* ---- per-loop state ---- */
@@ -61,7 +57,8 @@ static void loop_free(uv_handle_t *h)
         ag__gw_conf_unref(c->conf);
         ag_free(c);
     }
-    for (size_t i = 0; i < TOKEN_CACHE; i++) ag_free(l->cache[i].token);
+    ag__gw_tokcache_free(l->tokens);
+    for (size_t i = 0; i < l->nspare; i++) ag_free(l->spare[i]);
     ag_free(l);
 }
 
@@ -93,7 +90,8 @@ struct gw_loop *ag__gw_loop_get(struct ag_gateway *gw, struct ag_http_req *req)
         if (gw->loops[i]->loop == loop) return gw->loops[i]->stopping ? NULL : gw->loops[i];
     struct gw_loop *l = ag_calloc(1, sizeof *l);
     if (!l) return NULL;
-    if (ag_mesh_pools_new(loop, &l->pools)) {
+    if (ag__gw_tokcache_new(TOKEN_CACHE, &l->tokens) || ag_mesh_pools_new(loop, &l->pools)) {
+        ag__gw_tokcache_free(l->tokens);
         ag_free(l);
         return NULL;
     }
@@ -161,31 +159,19 @@ void ag__gw_loop_release(struct gw_loop *l, void *token)
     if (l->stopping && !l->inflight) loop_close(l);
 }
 
-/* ---- token cache ---- */
+/* ---- recycled request states ---- */
 
-bool ag__gw_loop_token_cached(struct gw_loop *l, const char *tok, size_t len, uint64_t now_s,
-                              struct gw_principal *p)
+void *ag__gw_loop_pctx_get(struct gw_loop *l, size_t size)
 {
-    uint64_t h = ag_xxh3(tok, len) | 1;
-    struct tcache *e = &l->cache[h % TOKEN_CACHE];
-    /* a reload may have changed the keys: only trust what this generation verified */
-    if (e->hash != h || e->gen != l->gen || e->len != len || memcmp(e->token, tok, len) ||
-        e->who.exp + 0 <= now_s)
-        return false;
-    *p = e->who;
-    return true;
+    return l->nspare ? l->spare[--l->nspare] : ag_malloc(size);
 }
 
-void ag__gw_loop_token_store(struct gw_loop *l, const char *tok, size_t len,
-                             const struct gw_principal *p)
+void ag__gw_loop_pctx_put(struct gw_loop *l, void *p)
 {
-    uint64_t h = ag_xxh3(tok, len) | 1;
-    struct tcache *e = &l->cache[h % TOKEN_CACHE];
-    char *copy = ag_malloc(len);
-    if (!copy) return;
-    memcpy(copy, tok, len);
-    ag_free(e->token);
-    *e = (struct tcache){h, copy, len, *p, l->gen};
+    if (l->nspare < PCTX_SPARE && !l->closed)
+        l->spare[l->nspare++] = p;
+    else
+        ag_free(p);
 }
 
 int ag__gw_authenticate(struct ag_gateway *gw, struct gw_loop *l, const struct gw_conf *conf,
@@ -199,13 +185,12 @@ int ag__gw_authenticate(struct ag_gateway *gw, struct gw_loop *l, const struct g
     size_t len = strlen(tok);
     uint64_t now = ag_clock_now(gw->clock) / 1000000000ull;
     /* the cache is per snapshot generation: a reload may change keys */
-    if (l->gen == conf->generation && ag__gw_loop_token_cached(l, tok, len, now, p))
+    if (l->gen == conf->generation && ag__gw_tokcache_get(l->tokens, tok, len, l->gen, now, p))
         return *has = true, 0;
     enum gw_jwt_fail f = ag__gw_jwt_verify(&conf->jwt, tok, len, now, p);
     if (f == GW_JWT_OK) {
-        /* a cached identity must still expire on time: cache only within exp - skew */
-        struct gw_principal c = *p;
-        if (l->gen == conf->generation) ag__gw_loop_token_store(l, tok, len, &c);
+        /* served from the cache only while now < exp (tokcache.c) */
+        if (l->gen == conf->generation) ag__gw_tokcache_put(l->tokens, tok, len, l->gen, p);
         return *has = true, 0;
     }
     ag_log_write(AG_LOG_INFO, "gateway: token refused",

@@ -532,11 +532,25 @@ void ag__gw_loop_release(struct gw_loop *l, void *token);
 struct ag_mesh_pools *ag__gw_loop_pools(struct gw_loop *l);
 /* Ask the loop to close its pools once its requests are done (any thread). */
 void ag__gw_loop_stop(struct gw_loop *l);
-/* A verified-token cache on the loop (no locks). */
-bool ag__gw_loop_token_cached(struct gw_loop *l, const char *tok, size_t len, uint64_t now_s,
-                              struct gw_principal *p);
-void ag__gw_loop_token_store(struct gw_loop *l, const char *tok, size_t len,
-                             const struct gw_principal *p);
+/* The proxy's per-request state, recycled on the loop: a spare one (its contents
+ * left over: the caller initialises what it uses), else malloc(size); put back
+ * (or freed when the loop keeps enough, or is closed) at the request's end. */
+void *ag__gw_loop_pctx_get(struct gw_loop *l, size_t size);
+void ag__gw_loop_pctx_put(struct gw_loop *l, void *p);
+
+/* The verified-token cache (tokcache.c): `nslots` direct-mapped slots keyed by
+ * the token's hash, holding a copy of the token. A get is a hit only for the same
+ * token, verified under the same configuration generation `gen`, while now_s <
+ * exp; it copies the identity into *p. No locks: one cache per loop. */
+struct gw_tokcache;
+int ag__gw_tokcache_new(size_t nslots, struct gw_tokcache **out);
+void ag__gw_tokcache_free(struct gw_tokcache *c);
+bool ag__gw_tokcache_get(struct gw_tokcache *c, const char *tok, size_t len, uint64_t gen,
+                         uint64_t now_s, struct gw_principal *p /* OUT */);
+void ag__gw_tokcache_put(struct gw_tokcache *c, const char *tok, size_t len, uint64_t gen,
+                         const struct gw_principal *p);
+/* Copy an identity by its used parts (sub, roles, scopes, roles_csv, exp). */
+void ag__gw_principal_copy(struct gw_principal *dst, const struct gw_principal *src);
 
 /* Handlers (proxy.c, bff.c, admin.c). */
 int ag__gw_proxy(struct ag_http_req *req, void *ud);

@@ -22,8 +22,12 @@
  *
  * The per-request state (struct pctx) is heap-allocated because a fault delay
  * needs a timer whose memory must outlive uv_close; everything else it points
- * at lives in the request's arena, valid until the answer.
+ * at lives in the request's arena, valid until the answer. It is ~6 KB (the
+ * identity, the forwarded header array): the loop recycles a few
+ * (ag__gw_loop_pctx_get/put) rather than calloc and free one per request, and
+ * only its first part is zeroed (pctx_new).
  */
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -33,6 +37,7 @@
 #define MAX_FWD_HEADERS 110
 
 struct pctx {
+    /* zeroed for every request (pctx_new) */
     struct ag_gateway *gw;
     struct gw_loop *loop;
     void *conf_token; /* ag__gw_loop_release */
@@ -40,20 +45,26 @@ struct pctx {
     const struct gw_route *route;
     size_t prefix_len; /* of the route's matched uri prefix (rewrite) */
     struct ag_http_req *req;
-    struct gw_principal who; /* valid when authed */
-    bool authed;
+    bool authed;              /* who is valid */
     const char *idem_key;     /* reserved idempotency key, or NULL */
-    char idem_user[160];      /* its user part */
     struct ag_mesh_call call; /* the forward */
-    struct ag_http_header hdrs[MAX_FWD_HEADERS];
-    uv_timer_t timer; /* fault delay */
     bool timer_used;
-    struct ag_span span; /* the forward's client span (inactive when tracing is off) */
-    bool streaming;      /* the answer is a stream passed through as it arrives */
-    bool ended;          /* ... and its downstream end was written (client gone, drain) */
-    bool released;       /* pctx_done is running for the stream: ignore its upstream's end */
+    bool streaming; /* the answer is a stream passed through as it arrives */
+    bool ended;     /* ... and its downstream end was written (client gone, drain) */
+    bool released;  /* pctx_done is running for the stream: ignore its upstream's end */
     struct ag_http_upstream_stream *up; /* the upstream stream while it runs */
+    /* written before being read: left over from the recycled state (pctx_new
+     * resets the counts and first bytes that are read before being written) */
+    struct ag_span span;     /* the forward's client span (kind 0: inactive, tracing off) */
+    char idem_user[160];     /* the idempotency key's user part */
+    uv_timer_t timer;        /* fault delay */
+    struct gw_principal who; /* valid when authed */
+    struct ag_http_header hdrs[MAX_FWD_HEADERS];
 };
+
+/* Whether header name n is `lit` (lower case), ignoring case: the first letter
+ * first, so most names cost no call. */
+#define AG__GW_NAME_IS(n, lit) (((n)[0] | 0x20) == (lit)[0] && strcasecmp((n), (lit)) == 0)
 
 static bool hop_by_hop(const char *n, const char *connection)
 {
@@ -123,14 +134,29 @@ static void pctx_closed(uv_handle_t *h)
     ag_free(h->data);
 }
 
+static struct pctx *pctx_new(struct gw_loop *l)
+{
+    struct pctx *p = ag__gw_loop_pctx_get(l, sizeof *p);
+    if (!p) return NULL;
+    memset(p, 0, offsetof(struct pctx, span));
+    p->span.kind = 0;
+    p->who.sub[0] = p->who.roles_csv[0] = '\0';
+    p->who.nroles = p->who.nscopes = 0;
+    p->loop = l;
+    return p;
+}
+
 /* Release everything but the answer (already sent or about to be). */
 static void pctx_done(struct pctx *p)
 {
+    /* Release first: closing the loop's pools (at stop) ends a stream in flight,
+     * whose callback still reads p (p->released). The loop itself is freed only
+     * in a later close callback. */
     ag__gw_loop_release(p->loop, p->conf_token);
-    if (p->timer_used)
+    if (p->timer_used) /* its memory lives until the close callback: not recycled */
         uv_close((uv_handle_t *)&p->timer, pctx_closed);
     else
-        ag_free(p);
+        ag__gw_loop_pctx_put(p->loop, p);
 }
 
 static void idem_abandon(struct pctx *p)
@@ -281,17 +307,17 @@ static void on_upstream(const struct ag_mesh_result *res, void *ud)
     const struct ag_http_client_resp *r = res->resp;
     const char *ctype = NULL, *conn = NULL;
     for (size_t i = 0; i < r->nheaders; i++)
-        if (!strcasecmp(r->headers[i].name, "connection")) conn = r->headers[i].value;
+        if (AG__GW_NAME_IS(r->headers[i].name, "connection")) conn = r->headers[i].value;
     struct ag_buf saved;
     ag_buf_init(&saved);
     for (size_t i = 0; i < r->nheaders; i++) {
         const char *n = r->headers[i].name, *v = r->headers[i].value;
-        if (!strcasecmp(n, "content-type")) ctype = v;
+        if (AG__GW_NAME_IS(n, "content-type")) ctype = v;
         /* the gateway answers with its own X-Request-ID and traceparent (its span) */
-        else if (!hop_by_hop(n, conn) && strcasecmp(n, "x-request-id") &&
-                 strcasecmp(n, "traceparent")) {
+        else if (!hop_by_hop(n, conn) && !AG__GW_NAME_IS(n, "x-request-id") &&
+                 !AG__GW_NAME_IS(n, "traceparent")) {
             ag_http_resp_header(req, n, v);
-            bool keep = p->idem_key || (p->route->cache_max_age_s && strcasecmp(n, "etag"));
+            bool keep = p->idem_key || (p->route->cache_max_age_s && !AG__GW_NAME_IS(n, "etag"));
             if (keep) ag_buf_printf(&saved, "%s: %s\n", n, v);
         }
     }
@@ -824,14 +850,13 @@ int ag__gw_proxy(struct ag_http_req *req, void *ud)
     struct ag_gateway *gw = ud;
     struct gw_loop *l = ag__gw_loop_get(gw, req);
     if (!l) return ag__gw_problem(req, 503, "the gateway is shutting down");
-    struct pctx *p = ag_calloc(1, sizeof *p);
+    struct pctx *p = pctx_new(l);
     if (!p) return ag__gw_problem(req, 503, "out of memory");
     p->gw = gw;
-    p->loop = l;
     p->req = req;
     p->conf = ag__gw_loop_acquire(l, &p->conf_token);
     if (!p->conf) {
-        ag_free(p);
+        ag__gw_loop_pctx_put(l, p);
         return ag__gw_problem(req, 503, "out of memory");
     }
     return admit(p);

@@ -5,7 +5,10 @@
  * are free on return) and either given to an idle connection, to a new
  * connection when fewer than max_connections are open, or queued (at most
  * max_pending). One request at a time per connection (no client pipelining:
- * a failed pipelined request cannot be retried safely).
+ * a failed pipelined request cannot be retried safely). Idle connections are
+ * a stack (most recently used first, like nginx's keep-alive cache): taking
+ * one costs no walk over the busy ones, and the least used go idle long
+ * enough for the idle timeout to close them.
  *
  * Deadlines. A request's deadline runs from submit. While queued, the pool timer
  * watches min(deadline, pool timeout): the first to pass fails the request with
@@ -78,6 +81,7 @@ enum cstate { CS_CONNECTING, CS_BUSY, CS_IDLE, CS_CLOSING };
 struct cconn {
     struct ag_http_upstream *u; /* owner */
     struct cconn *next;         /* pool list */
+    struct cconn *idle_next;    /* the pool's idle stack (while CS_IDLE) */
     union {
         uv_tcp_t tcp;             /* TCP */
         uv_pipe_t pipe;           /* Unix-domain socket */
@@ -120,6 +124,7 @@ struct ag_http_upstream {
     struct sockaddr_storage addr;       /* resolved address */
     struct cconn *conns;                /* open connections */
     uint32_t nconns;                    /* in the list */
+    struct cconn *idle;                 /* idle connections, most recently used first */
     struct creq *wq_head;               /* waiting requests, oldest first */
     struct creq *wq_tail;               /* newest */
     uint32_t nwaiting;                  /* in the queue */
@@ -149,10 +154,8 @@ static void creq_finish(struct creq *r, int rc, const struct ag_http_client_resp
 static bool token_ok(const char *s)
 {
     if (!s || !*s) return false;
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c <= 32 || c >= 127 || strchr("\"(),/:;<=>?@[\\]{}", c)) return false;
-    }
+    for (; *s; s++)
+        if (!ag__http_tchar((unsigned char)*s)) return false;
     return true;
 }
 
@@ -169,17 +172,24 @@ static bool path_ok(const char *s)
     return true;
 }
 
-/* "name: value\r\n" into w, which has room (serialize reserved it). */
-static void put_header(struct ag_buf *w, const char *name, const char *value)
+/* Copy s to *o and move *o past it (the room was reserved). */
+static void put(char **o, const char *s, size_t n)
 {
-    ag_buf_puts(w, name);
-    ag_buf_append(w, ": ", 2);
-    ag_buf_puts(w, value);
-    ag_buf_append(w, "\r\n", 2);
+    memcpy(*o, s, n);
+    *o += n;
 }
 
-/* The request on the wire. Sized first and reserved once, then appended
- * without formatting (no printf on the proxy's hot path). */
+/* "name: value\r\n" at *o (serialize reserved the room). */
+static void put_header(char **o, const char *name, const char *value)
+{
+    put(o, name, strlen(name));
+    put(o, ": ", 2);
+    put(o, value, strlen(value));
+    put(o, "\r\n", 2);
+}
+
+/* The request on the wire. Sized first and reserved once, then copied in
+ * without formatting or per-piece buffer calls (the proxy's hot path). */
 static int serialize(struct ag_http_upstream *u, const struct ag_http_client_req *q,
                      struct ag_buf *w)
 {
@@ -192,24 +202,28 @@ static int serialize(struct ag_http_upstream *u, const struct ag_http_client_req
         need += strlen(q->headers[i].name) + strlen(q->headers[i].value) + 4;
     int rc = ag_buf_reserve(w, need);
     if (rc) return rc;
-    ag_buf_puts(w, q->method);
-    ag_buf_putc(w, ' ');
-    ag_buf_puts(w, q->path);
-    ag_buf_append(w, " HTTP/1.1\r\n", 11);
-    put_header(w, "Host", u->host_header);
-    for (size_t i = 0; i < q->nheaders; i++) put_header(w, q->headers[i].name, q->headers[i].value);
-    if (q->request_id) put_header(w, "X-Request-ID", q->request_id);
-    if (q->traceparent[0]) put_header(w, "traceparent", q->traceparent);
+    char *o = w->data + w->len;
+    put(&o, q->method, strlen(q->method));
+    put(&o, " ", 1);
+    put(&o, q->path, strlen(q->path));
+    put(&o, " HTTP/1.1\r\n", 11);
+    put_header(&o, "Host", u->host_header);
+    for (size_t i = 0; i < q->nheaders; i++)
+        put_header(&o, q->headers[i].name, q->headers[i].value);
+    if (q->request_id) put_header(&o, "X-Request-ID", q->request_id);
+    if (q->traceparent[0]) put_header(&o, "traceparent", q->traceparent);
     if (has_body) {
         char len[24], *p = len + sizeof len;
         size_t v = q->body_len;
         *--p = '\0';
         do *--p = (char)('0' + v % 10);
         while ((v /= 10) != 0);
-        put_header(w, "Content-Length", p);
+        put_header(&o, "Content-Length", p);
     }
-    ag_buf_append(w, "\r\n", 2);
-    if (q->body_len) ag_buf_append(w, q->body, q->body_len);
+    put(&o, "\r\n", 2);
+    if (q->body_len) put(&o, q->body, q->body_len);
+    w->len = (size_t)(o - w->data);
+    w->data[w->len] = '\0';
     return 0;
 }
 
@@ -222,8 +236,9 @@ static int validate(const struct ag_http_client_req *q)
     for (size_t i = 0; i < q->nheaders; i++) {
         const char *n = q->headers[i].name;
         if (!token_ok(n) || !value_ok(q->headers[i].value)) return AG_EINVAL;
-        if (strcasecmp(n, "content-length") == 0 || strcasecmp(n, "transfer-encoding") == 0 ||
-            strcasecmp(n, "host") == 0)
+        size_t nl = strlen(n);
+        if (AG__HTTP_NAME_IS(n, nl, "content-length") ||
+            AG__HTTP_NAME_IS(n, nl, "transfer-encoding") || AG__HTTP_NAME_IS(n, nl, "host"))
             return AG_EINVAL;
     }
     return 0;
@@ -319,10 +334,33 @@ static void conn_handle_closed(uv_handle_t *h)
     maybe_free_upstream(u);
 }
 
+static void idle_remove(struct ag_http_upstream *u, struct cconn *c)
+{
+    for (struct cconn **pp = &u->idle; *pp; pp = &(*pp)->idle_next) {
+        if (*pp == c) {
+            *pp = c->idle_next;
+            break;
+        }
+    }
+    c->idle_next = NULL;
+}
+
+/* The most recently used idle connection whose last write has completed (see
+ * Writes above), taken off the idle stack; NULL when none. */
+static struct cconn *idle_pop(struct ag_http_upstream *u)
+{
+    struct cconn **pp = &u->idle;
+    while (*pp && (*pp)->writing) pp = &(*pp)->idle_next;
+    struct cconn *c = *pp;
+    if (c) *pp = c->idle_next, c->idle_next = NULL;
+    return c;
+}
+
 static void conn_close(struct cconn *c)
 {
     if (c->state == CS_CLOSING) return;
     struct ag_http_upstream *u = c->u;
+    if (c->state == CS_IDLE) idle_remove(u, c);
     for (struct cconn **pp = &u->conns; *pp; pp = &(*pp)->next) {
         if (*pp == c) {
             *pp = c->next;
@@ -492,6 +530,8 @@ static void conn_deliver(struct cconn *c)
         conn_close(c);
     } else {
         c->state = CS_IDLE;
+        c->idle_next = u->idle;
+        u->idle = c;
         reset_response(c);
         c->idle_deadline_ms = uv_now(u->loop) + u->cfg.idle_timeout_ms;
         arm_conn_timer(c, c->idle_deadline_ms);
@@ -672,9 +712,7 @@ static void conn_start(struct cconn *c, struct creq *r)
 static void service_queue(struct ag_http_upstream *u)
 {
     while (u->wq_head && !u->closing) {
-        struct cconn *idle = NULL;
-        for (struct cconn *c = u->conns; c && !idle; c = c->next)
-            if (c->state == CS_IDLE && !c->writing) idle = c; /* see Writes above */
+        struct cconn *idle = idle_pop(u);
         if (idle) {
             idle->req = queue_pop(u);
             idle->reused = true;
@@ -854,7 +892,9 @@ int ag_http_upstream_request(struct ag_http_upstream *u, const struct ag_http_cl
     r->idempotent = idempotent(q->method);
     r->head = strcmp(q->method, "HEAD") == 0;
     if (q->stream_type && q->on_data) {
-        snprintf(r->stream_type, sizeof r->stream_type, "%s", q->stream_type);
+        size_t tl = strnlen(q->stream_type, sizeof r->stream_type - 1);
+        memcpy(r->stream_type, q->stream_type, tl);
+        r->stream_type[tl] = '\0';
         r->stream_idle_ms = q->stream_idle_ms ? q->stream_idle_ms : 45000;
         r->on_data = q->on_data;
         r->stream_ud = q->stream_ud;

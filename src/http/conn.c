@@ -276,11 +276,8 @@ static int fail_why(http_parser *p, int status, const char *detail)
 static bool is_token(const char *s)
 {
     if (!*s) return false;
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
-        if (!alnum && !strchr("!#$%&'*+-.^_`|~", c)) return false;
-    }
+    for (; *s; s++)
+        if (!ag__http_tchar((unsigned char)*s)) return false;
     return true;
 }
 
@@ -388,18 +385,19 @@ static int check_framing(struct ag_http_req *req, bool *expect_continue, const c
     for (size_t i = 0; i < req->nhdrs; i++) {
         const char *name = req->raw.data + req->hdrs[i].name;
         const char *value = req->raw.data + req->hdrs[i].value;
+        size_t nl = req->hdrs[i].name_len;
         if (!is_token(name)) {
             *why = "invalid header name";
             return 400;
         }
-        if (strcasecmp(name, "content-length") == 0)
+        if (AG__HTTP_NAME_IS(name, nl, "content-length"))
             req->n_content_length++;
-        else if (strcasecmp(name, "transfer-encoding") == 0) {
+        else if (AG__HTTP_NAME_IS(name, nl, "transfer-encoding")) {
             req->n_transfer_encoding++;
             if (strcasecmp(value, "chunked") != 0) return 400;
-        } else if (strcasecmp(name, "host") == 0)
+        } else if (AG__HTTP_NAME_IS(name, nl, "host"))
             host = true;
-        else if (strcasecmp(name, "expect") == 0) {
+        else if (AG__HTTP_NAME_IS(name, nl, "expect")) {
             *why = "only Expect: 100-continue is supported";
             if (strcasecmp(value, "100-continue") != 0) return 417;
             *expect_continue = true;

@@ -13,11 +13,27 @@
 
 #include <http_parser.h>
 #include <stdatomic.h>
+#include <strings.h>
 
 #include "agora/http.h"
 
 #define AG__HTTP_MAX_PARAMS  8   /* path parameters per route */
 #define AG__HTTP_MAX_HEADERS 100 /* request headers (else 431) */
+
+/* ---- tokens ---- */
+
+/* An RFC 9110 tchar (header names, methods): ALPHA, DIGIT and !#$%&'*+-.^_`|~ —
+ * one table lookup instead of a strchr per character. */
+static inline bool ag__http_tchar(unsigned char c)
+{
+    static const uint64_t set[2] = {0x03ff6cfa00000000ull, 0x57ffffffc7fffffeull};
+    return c < 128 && (set[c >> 6] >> (c & 63) & 1);
+}
+
+/* Whether the header name a (alen bytes) is `lit` (a string literal), ignoring
+ * ASCII case: lengths first, so most names cost no comparison at all. */
+#define AG__HTTP_NAME_IS(a, alen, lit)                                                             \
+    ((alen) == sizeof(lit) - 1 && strncasecmp((a), (lit), sizeof(lit) - 1) == 0)
 
 /* ---- arena: bump allocation freed with the request ---- */
 
@@ -35,6 +51,8 @@ struct ag__arena {
 void *ag__arena_alloc(struct ag__arena *a, size_t n);
 char *ag__arena_strndup(struct ag__arena *a, const char *s, size_t n);
 void ag__arena_free(struct ag__arena *a);
+/* Empty the arena for the next request, keeping one default-sized chunk. */
+void ag__arena_reset(struct ag__arena *a);
 
 /* ---- limits and per-loop context ---- */
 

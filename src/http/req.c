@@ -1,7 +1,7 @@
 /*
  * Request objects: allocation with one recycled request per connection (so a
- * keep-alive connection reuses its buffers), reference counting, the per-request
- * arena, and the read accessors handlers use.
+ * keep-alive connection reuses its buffers and one arena chunk), reference
+ * counting, the per-request arena, and the read accessors handlers use.
  *
  * References. The connection's queue holds one from the first byte until the
  * answer is written; dispatch holds one while middleware and the handler run;
@@ -16,12 +16,14 @@
 
 /* ---- arena ---- */
 
+#define ARENA_CHUNK 2048 /* a chunk's size unless one allocation needs more */
+
 void *ag__arena_alloc(struct ag__arena *a, size_t n)
 {
     n = (n + 15) & ~(size_t)15;
     struct ag__arena_chunk *ch = a->head;
     if (!ch || ch->cap - ch->used < n) {
-        size_t cap = n > 2048 ? n : 2048;
+        size_t cap = n > ARENA_CHUNK ? n : ARENA_CHUNK;
         ch = ag_malloc(sizeof *ch + cap);
         if (!ch) return NULL;
         ch->next = a->head;
@@ -41,6 +43,22 @@ char *ag__arena_strndup(struct ag__arena *a, const char *s, size_t n)
     memcpy(p, s, n);
     p[n] = '\0';
     return p;
+}
+
+void ag__arena_reset(struct ag__arena *a)
+{
+    struct ag__arena_chunk *keep = NULL;
+    while (a->head) {
+        struct ag__arena_chunk *n = a->head->next;
+        if (!keep && a->head->cap == ARENA_CHUNK) {
+            keep = a->head;
+        } else {
+            ag_free(a->head);
+        }
+        a->head = n;
+    }
+    if (keep) keep->next = NULL, keep->used = 0;
+    a->head = keep;
 }
 
 void ag__arena_free(struct ag__arena *a)
@@ -71,12 +89,14 @@ static void req_reset(struct ag_http_req *req)
     struct ag_buf raw = req->raw, body = req->body, rh = req->resp_hdrs, out = req->out;
     struct ag__hdr *hdrs = req->hdrs;
     size_t hdrs_cap = req->hdrs_cap;
-    ag__arena_free(&req->arena);
+    ag__arena_reset(&req->arena); /* keeps one chunk: no malloc per request */
+    struct ag__arena arena = req->arena;
     memset(req, 0, sizeof *req);
     ag_buf_reset(&raw), ag_buf_reset(&body), ag_buf_reset(&rh), ag_buf_reset(&out);
     req->raw = raw, req->body = body, req->resp_hdrs = rh, req->out = out;
     req->hdrs = hdrs;
     req->hdrs_cap = hdrs_cap;
+    req->arena = arena;
 }
 
 int ag_http_req_on_abort(struct ag_http_req *req, void (*cb)(struct ag_http_req *req, void *ud),
@@ -181,8 +201,9 @@ void *ag_http_req_alloc(struct ag_http_req *req, size_t n)
 
 const char *ag_http_req_header(const struct ag_http_req *req, const char *name)
 {
-    for (size_t i = 0; i < req->nhdrs; i++)
-        if (strcasecmp(req->raw.data + req->hdrs[i].name, name) == 0)
+    size_t n = strlen(name);
+    for (size_t i = 0; i < req->nhdrs; i++) /* lengths first: most names differ in length */
+        if (req->hdrs[i].name_len == n && strcasecmp(req->raw.data + req->hdrs[i].name, name) == 0)
             return req->raw.data + req->hdrs[i].value;
     return NULL;
 }

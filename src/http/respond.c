@@ -123,16 +123,11 @@ int ag_http_status_for(int code)
 
 /* ---- headers ---- */
 
-static bool is_tchar(unsigned char c)
+static bool server_owned(const char *name, size_t nl)
 {
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
-    return c && strchr("!#$%&'*+-.^_`|~", c) != NULL;
-}
-
-static bool server_owned(const char *name)
-{
-    return strcasecmp(name, "content-length") == 0 || strcasecmp(name, "transfer-encoding") == 0 ||
-           strcasecmp(name, "connection") == 0 || strcasecmp(name, "date") == 0;
+    return AG__HTTP_NAME_IS(name, nl, "content-length") ||
+           AG__HTTP_NAME_IS(name, nl, "transfer-encoding") ||
+           AG__HTTP_NAME_IS(name, nl, "connection") || AG__HTTP_NAME_IS(name, nl, "date");
 }
 
 int ag_http_resp_header(struct ag_http_req *req, const char *name, const char *value)
@@ -140,18 +135,21 @@ int ag_http_resp_header(struct ag_http_req *req, const char *name, const char *v
     if (!req || !name || !value || !*name || req->state == AG__RS_DONE ||
         req->state == AG__RS_STREAMING)
         return AG_EINVAL;
-    for (const char *p = name; *p; p++)
-        if (!is_tchar((unsigned char)*p)) return AG_EINVAL;
-    for (const char *p = value; *p; p++)
-        if (*p == '\r' || *p == '\n') return AG_EINVAL;
-    if (server_owned(name)) return AG_EINVAL;
-    size_t nl = strlen(name), vl = strlen(value);
-    int rc = ag_buf_reserve(&req->resp_hdrs, nl + vl + 4);
+    size_t nl = 0, vl = strcspn(value, "\r\n");
+    for (; name[nl]; nl++)
+        if (!ag__http_tchar((unsigned char)name[nl])) return AG_EINVAL;
+    if (value[vl] || server_owned(name, nl)) return AG_EINVAL;
+    struct ag_buf *b = &req->resp_hdrs;
+    int rc = ag_buf_reserve(b, nl + vl + 4);
     if (rc) return rc;
-    ag_buf_append(&req->resp_hdrs, name, nl);
-    ag_buf_append(&req->resp_hdrs, ": ", 2);
-    ag_buf_append(&req->resp_hdrs, value, vl);
-    return ag_buf_append(&req->resp_hdrs, "\r\n", 2);
+    char *o = b->data + b->len; /* one reserve, then plain copies */
+    memcpy(o, name, nl), o += nl;
+    *o++ = ':';
+    *o++ = ' ';
+    memcpy(o, value, vl), o += vl;
+    memcpy(o, "\r\n", 3); /* CR LF and the NUL the buffer keeps */
+    b->len += nl + vl + 4;
+    return 0;
 }
 
 int ag_http_resp_status(const struct ag_http_req *req)

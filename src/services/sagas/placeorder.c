@@ -19,8 +19,9 @@
  * the step's StepSucceeded or CompensationSucceeded (see the section below); the
  * two-stream steps through svc_exec2_async, so that append holds the stock item
  * or account, the reservation or payment, and the saga's record.
- * ConfirmOrder's compensation (a read that may answer AG_EEXISTS) stays
- * synchronous.
+ * PlaceOrder's check is a read answered at once (its StepSucceeded is the
+ * engine's own append). ConfirmOrder's compensation (a read that may answer
+ * AG_EEXISTS) stays synchronous.
  *
  * Fault injection: AGORA_FAULT_<STEP>="rate[,latency_ms[,compensation_rate]]",
  * e.g. AGORA_FAULT_PROCESSPAYMENT=0.3 fails 30% of payment attempts.
@@ -445,6 +446,17 @@ static void arrange_async(void *ud, const json_t *data, const char *key, const c
                true);
 }
 
+/* PlaceOrder's check: a local read, answered before returning (its record is
+ * the engine's own append: there is no participant event to commit with it). */
+static void place_check_async(void *ud, const json_t *data, const char *key, const char *reason,
+                              struct ag_saga_call *call)
+{
+    struct ag_err err;
+    ag_err_clear(&err);
+    int rc = place_check(ud, data, key, reason, &err);
+    ag_saga_call_done(call, rc, rc ? &err : NULL, false);
+}
+
 static void confirm_async(void *ud, const json_t *data, const char *key, const char *reason,
                           struct ag_saga_call *call)
 {
@@ -578,7 +590,7 @@ static enum ag_resil_outcome classify_step(void *ctx, int rc)
 int svc_place_order_saga(struct ag_platform *p, struct ag_err *err)
 {
     static const struct ag_saga_step steps[SVC_SAGA_STEPS] = {
-        {"PlaceOrder", place_check, place_undo, {0}, NULL, NULL, place_undo_async},
+        {"PlaceOrder", place_check, place_undo, {0}, NULL, place_check_async, place_undo_async},
         {"ReserveInventory", reserve, release, {0}, NULL, reserve_async, release_async},
         {"ProcessPayment", charge, refund, {0}, NULL, charge_async, refund_async},
         {"ArrangeShipment", arrange, unarrange, {0}, NULL, arrange_async, unarrange_async},

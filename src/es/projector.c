@@ -65,6 +65,8 @@ struct runner {
     struct ag_rm *db; /* read-write */
     pthread_t thread;
     bool started;
+    bool unsaved;   /* runner's own: pages skipped (no event wanted) since the cursor was stored */
+    bool last_full; /* runner's own: the last page was full (behind: read on at once) */
     /* guarded by owner->lock */
     uint64_t checkpoint;        /* events before `cur` in all (= the position, one shard) */
     struct ag_store_cursor cur; /* next position per shard of the store */
@@ -94,12 +96,9 @@ struct runner {
     size_t page_parks; /* events parked by the page being applied */
     /* proj->lease or proj->off: when a standby last asked for the lease (now_s) */
     double lease_asked;
-    /* the runner thread's own: pages skipped without a transaction (no event the
-     * projection wants) since the last one that saved the cursor */
-    bool unsaved;
-    double unsaved_since;  /* now_s of the first of them */
+    /* the runner thread's own: pacing and skipped pages (see pace, take_page) */
+    double unsaved_since;  /* now_s of the first page skipped since the cursor was stored */
     uint64_t last_page_ns; /* mono_ns when the last page was done with */
-    bool last_full;        /* ... and it was a full one (behind: read on at once) */
 };
 
 struct ag_projector {

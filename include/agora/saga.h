@@ -65,7 +65,8 @@ typedef int (*ag_saga_fn)(void *ud, const json_t *data, const char *key, const c
 /* An action or compensation that completes later: start the participant call and
  * return; finish it exactly once with ag_saga_call_done, from any thread (before
  * returning too). `reason` as for ag_saga_fn; it and `data` stay valid until then.
- * See struct ag_saga_step's `action_async`. */
+ * Runs on a worker, or on the recorder thread (cfg.inline_moves): it must not
+ * block beyond a local read. See struct ag_saga_step's `action_async`. */
 struct ag_saga_call;
 typedef void (*ag_saga_async_fn)(void *ud, const json_t *data, const char *key, const char *reason,
                                  struct ag_saga_call *call);
@@ -153,6 +154,12 @@ struct ag_saga_engine_config {
     /* Do not resume unfinished sagas at start: another process may be driving
      * them (`agora serve`); ag_saga_engine_resume does it once this one owns them. */
     bool defer_resume;
+    /* Run a saga's next move on the recorder thread (where the store completes its
+     * last append) when that move cannot block: starting an asynchronous action or
+     * compensation, or recording the terminal event. Saves a hand-off to a worker
+     * per step; meant for a store whose reads do not wait on a network (the
+     * asynchronous actions read their aggregates on the thread that starts them). */
+    bool inline_moves;
 };
 
 /* Start the workers and resume every unfinished saga found in the store. */

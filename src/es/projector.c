@@ -51,6 +51,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -64,6 +65,8 @@ struct runner {
     struct ag_rm *db; /* read-write */
     pthread_t thread;
     bool started;
+    bool unsaved;   /* runner's own: pages skipped (no event wanted) since the cursor was stored */
+    bool last_full; /* runner's own: the last page was full (behind: read on at once) */
     /* guarded by owner->lock */
     uint64_t checkpoint;        /* events before `cur` in all (= the position, one shard) */
     struct ag_store_cursor cur; /* next position per shard of the store */
@@ -93,6 +96,9 @@ struct runner {
     size_t page_parks; /* events parked by the page being applied */
     /* proj->lease or proj->off: when a standby last asked for the lease (now_s) */
     double lease_asked;
+    /* the runner thread's own: pacing and skipped pages (see pace, take_page) */
+    double unsaved_since;  /* now_s of the first page skipped since the cursor was stored */
+    uint64_t last_page_ns; /* mono_ns when the last page was done with */
 };
 
 struct ag_projector {
@@ -102,7 +108,8 @@ struct ag_projector {
     bool stopping;
     size_t n;
     struct runner *r;
-    char dir[1024]; /* the read models' URI */
+    char dir[1024];    /* the read models' URI */
+    uint64_t batch_ns; /* the least time between two pages' transactions (see pace) */
 };
 
 /* What every projection database has besides the port's ag_checkpoint. */
@@ -263,6 +270,14 @@ static bool wanted(const struct ag_projection *p, const struct ag_event *ev)
     if (!p->types) return true;
     for (const char *const *t = p->types; *t; t++)
         if (strlen(*t) == ev->type_len && memcmp(*t, ev->type, ev->type_len) == 0) return true;
+    return false;
+}
+
+/* Whether any event of the page is one the projection applies. */
+static bool page_wanted(const struct ag_projection *p, const struct ag_event_page *pg)
+{
+    for (size_t i = 0; i < pg->count; i++)
+        if (wanted(p, &pg->events[i])) return true;
     return false;
 }
 
@@ -840,6 +855,79 @@ static bool may_run(struct runner *r, struct ag_store_sub **sub, struct ag_err *
     return true;
 }
 
+/* ---- fewer, larger transactions (issue 11) ----
+ *
+ * A page without any event the projection wants (the products projection during
+ * an order rush) is not applied in a transaction of its own: the cursor moves in
+ * memory (published, so waits see it) and is stored with the next page that is
+ * applied, or within a second, or when the runner idles or stops. A crash in
+ * between only makes the runner read those pages again, and skip them again:
+ * exactly-once holds. Projections under a lease store every page, since a
+ * standby follows the stored checkpoint.
+ *
+ * Pacing: a runner reads its next page no sooner than `batch_ns` (AGORA_
+ * PROJECTION_BATCH_MS, default 10 ms) after the last one, unless that one was
+ * full (it is behind). Under load each wake-up then takes the events of several
+ * store commits in one transaction instead of one transaction (and one wake-up,
+ * one COMMIT) per group commit; an idle runner still takes the first event at
+ * once. */
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void pace(struct runner *r)
+{
+    uint64_t w = r->owner->batch_ns, now = mono_ns();
+    if (!w || r->last_full || !r->last_page_ns || now - r->last_page_ns >= w) return;
+    uint64_t ns = r->last_page_ns + w - now;
+    struct timespec ts = {(time_t)(ns / 1000000000ull), (long)(ns % 1000000000ull)};
+    nanosleep(&ts, NULL);
+}
+
+/* Whether the page can be skipped without a transaction (see above). */
+static bool skippable(const struct runner *r, const struct ag_event_page *pg)
+{
+    return !r->proj->lease && !r->proj->off && !page_wanted(r->proj, pg);
+}
+
+/* Store the cursor moved by skipped pages (idle, stopping, or a second old). */
+static void save_skipped(struct runner *r, const struct ag_store_cursor *cur)
+{
+    if (!r->unsaved) return;
+    struct ag_err e;
+    ag_err_clear(&e);
+    if (ag_rm_begin(r->db, &e)) return;
+    if (save_cursor(r->db, r->proj->name, cur, &e) || ag_rm_commit(r->db, &e)) {
+        ag_rm_rollback(r->db);
+        return;
+    }
+    r->unsaved = false;
+}
+
+/* Apply (or skip) page `pg` that moved the cursor to `cur`. */
+static int take_page(struct runner *r, struct ag_event_page *pg, const struct ag_store_cursor *cur,
+                     struct ag_err *err)
+{
+    double lag = pg->count ? now_s() - (double)pg->events[0].time_ns / 1e9 : 0;
+    int rc = 0;
+    r->last_full = pg->count >= PAGE;
+    if (skippable(r, pg)) {
+        if (!r->unsaved) r->unsaved_since = now_s();
+        r->unsaved = true;
+        if (now_s() - r->unsaved_since >= 1.0) save_skipped(r, cur);
+    } else if (!(rc = apply_page(r->db, r->proj, pg, cur, r, err))) {
+        r->unsaved = false; /* the page's transaction stored the cursor */
+    }
+    if (!rc) publish(r, cur, pg->count, lag < 0 ? 0 : lag);
+    r->last_page_ns = mono_ns();
+    ag_event_page_free(pg);
+    return rc;
+}
+
 static void *runner_main(void *arg)
 {
     struct runner *r = arg;
@@ -866,6 +954,7 @@ static void *runner_main(void *arg)
         serve_request(r);
         char why[256];
         if (take_damage(r, why, sizeof why)) {
+            r->unsaved = false;
             if (rebuild_in_place(r, &sub, why, &err)) {
                 fail(r, &err);
                 break;
@@ -873,20 +962,17 @@ static void *runner_main(void *arg)
             continue;
         }
         struct ag_event_page pg;
+        pace(r);
         int rc = ag_store_sub_next(sub, PAGE, 200, &pg, &err);
         ag_store_sub_cursor(sub, &cur);
         if (rc == AG_ETIMEDOUT) {
+            save_skipped(r, &cur);
             publish(r, &cur, 0, 0);
             ping_when_idle(r);
             continue;
         }
         if (rc == AG_ECLOSED) break;
-        if (rc == 0) {
-            double lag = pg.count ? now_s() - (double)pg.events[0].time_ns / 1e9 : 0;
-            rc = apply_page(r->db, r->proj, &pg, &cur, r, &err);
-            if (!rc) publish(r, &cur, pg.count, lag < 0 ? 0 : lag);
-            ag_event_page_free(&pg);
-        }
+        if (rc == 0) rc = take_page(r, &pg, &cur, &err);
         if (rc == AG_ECORRUPT) { /* the page was rolled back; replay it into a new file */
             ag_projector_report_damage(r->owner, (size_t)(r - r->owner->r), err.msg);
             continue;
@@ -907,6 +993,7 @@ static void *runner_main(void *arg)
         }
         if (r->unreachable) set_reachable(r, NULL); /* read by this thread only */
     }
+    if (r->db) save_skipped(r, &cur);
     ag_store_sub_free(sub);
     held_clear(r);
     return NULL;
@@ -947,6 +1034,8 @@ int ag_projector_start(struct ag_store *s, const char *dir, const struct ag_proj
     o->store = s;
     o->n = n;
     snprintf(o->dir, sizeof o->dir, "%s", dir);
+    const char *bm = getenv("AGORA_PROJECTION_BATCH_MS"); /* 0: a page per wake-up */
+    o->batch_ns = (bm && *bm ? (uint64_t)strtoull(bm, NULL, 10) : 10) * 1000000ull;
     pthread_mutex_init(&o->lock, NULL);
     ag_cond_init_mono(&o->moved); /* waits are durations: monotonic */
     struct ag_store_stats st;

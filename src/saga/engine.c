@@ -34,6 +34,14 @@
  * expected version (log.c) also guards against another process driving the same
  * saga: the loser stops and leaves it to the winner.
  *
+ * Inline moves (cfg.inline_moves). When the record of a move completes on the
+ * recorder thread and the next move cannot block — an asynchronous call to start,
+ * or only the terminal event to record — the recorder runs it right there
+ * (go_on) instead of queueing the saga for a worker: a saga whose steps are all
+ * asynchronous goes from SagaStarted to SagaCompleted without a worker, one
+ * thread hop (store writer -> recorder) per step instead of two. Synchronous
+ * steps, retries and compensation backoffs still go to the workers.
+ *
  * Starts. ag_saga_start records SagaStarted and queues the id; ag_saga_start_async
  * submits the encoded SagaStarted right away (asynchronously, no worker involved;
  * with a synchronous store a worker records it first), and its completion queues
@@ -116,6 +124,7 @@ struct ag_saga_engine {
     struct ag_store_loop *sloop; /* NULL: appends are synchronous, on the worker */
     pthread_t loop_thread;
     bool loop_started;
+    bool inline_moves; /* cfg.inline_moves: short moves run on the recorder thread */
     /* agora_saga_step_duration_seconds per definition: 2 * nsteps series (actions,
      * then compensations), or NULL */
     struct ag_obs_series ***step_series;
@@ -431,6 +440,8 @@ static void requeue(struct ag_saga_engine *e, struct qitem *q, bool front)
     pthread_mutex_unlock(&e->lock);
 }
 
+static void go_on(struct ag_saga_engine *e, struct qitem *q, bool front);
+
 /* SagaStarted of an async start is durable (or not): wake whoever waits for
  * starts, and run the saga. */
 static void start_recorded(struct ag_saga_engine *e, struct qitem *q, int rc, const char *why)
@@ -450,7 +461,7 @@ static void start_recorded(struct ag_saga_engine *e, struct qitem *q, int rc, co
         finish(e, q, AG_EIO, true, SAGA_END_NONE);
         return;
     }
-    requeue(e, q, false);
+    go_on(e, q, false);
 }
 
 /* The append of `q`'s event completed (on the recorder thread, or inline). */
@@ -479,7 +490,7 @@ static void recorded(void *ud, int status, const struct ag_append_result *res,
     if (q->st->terminal)
         finish(e, q, 0, false, q->st->end);
     else
-        requeue(e, q, true);
+        go_on(e, q, true);
 }
 
 /* Append q->ev to `stream` at `expected`: asynchronously when the store can. */
@@ -518,6 +529,24 @@ static size_t next_compensation(const struct saga_state *s)
     return i < s->def->nsteps ? i : SIZE_MAX;
 }
 
+/* Whether step `i`'s action (or compensation, `back`) may run asynchronously:
+ * it has an async form, no injected fault, and a policy without limiter,
+ * bulkhead or fallback whose breaker (`*cb`, or NULL) is closed. */
+static bool async_ok(const struct saga_state *s, size_t i, bool back, struct ag_cb **cb)
+{
+    const struct ag_saga_step *st = &s->def->steps[i];
+    *cb = NULL;
+    if (back) /* compensations run without the policy (run.c) */
+        return st->compensate_async && st->fault.comp_error_rate <= 0;
+    const struct ag_pipeline *policy = st->policy ? st->policy : s->def->policy;
+    if (!st->action_async || st->fault.error_rate > 0 || st->fault.latency_ms) return false;
+    if (policy && (policy->limiter || policy->bulkhead || policy->fallback.on)) return false;
+    *cb = policy ? policy->breaker : NULL;
+    if (!*cb) return true;
+    enum ag_cb_state cs = ag_cb_state(*cb);
+    return cs == AG_CB_CLOSED || cs == AG_CB_DISABLED;
+}
+
 /* Start the saga's next action or compensation asynchronously when it can be
  * (see ag_saga_step.action_async); false: run the move synchronously. */
 static bool start_async(struct ag_saga_engine *e, struct qitem *q)
@@ -532,28 +561,35 @@ static bool start_async(struct ag_saga_engine *e, struct qitem *q)
     const struct ag_saga_step *st = &s->def->steps[i];
     struct ag_saga_call *c = &q->call;
     *c = (struct ag_saga_call){.q = q, .back = s->compensating, .step = i};
-    if (c->back) { /* compensations run without the policy (run.c) */
-        if (!st->compensate_async || st->fault.comp_error_rate > 0) return false;
+    if (!async_ok(s, i, c->back, &c->cb)) return false;
+    struct ag_err err;
+    if (c->cb && ag_cb_allow(c->cb, &c->permit, NULL, &err)) return false;
+    if (c->back)
         snprintf(q->key, sizeof q->key, "%s:%s:compensate", s->id, st->name);
-        c->t0 = ag_clock_mono(e->env.clock);
-        st->compensate_async(s->def->ud, s->data, q->key, s->reason, c);
-        return true;
-    }
-    const struct ag_pipeline *policy = st->policy ? st->policy : s->def->policy;
-    if (!st->action_async || st->fault.error_rate > 0 || st->fault.latency_ms) return false;
-    if (policy && (policy->limiter || policy->bulkhead || policy->fallback.on)) return false;
-    c->cb = policy ? policy->breaker : NULL;
-    if (c->cb) {
-        enum ag_cb_state cs = ag_cb_state(c->cb);
-        struct ag_err err;
-        if ((cs != AG_CB_CLOSED && cs != AG_CB_DISABLED) ||
-            ag_cb_allow(c->cb, &c->permit, NULL, &err))
-            return false;
-    }
-    snprintf(q->key, sizeof q->key, "%s:%s", s->id, st->name);
+    else
+        snprintf(q->key, sizeof q->key, "%s:%s", s->id, st->name);
     c->t0 = ag_clock_mono(e->env.clock);
-    st->action_async(s->def->ud, s->data, q->key, NULL, c);
+    if (c->back)
+        st->compensate_async(s->def->ud, s->data, q->key, s->reason, c);
+    else
+        st->action_async(s->def->ud, s->data, q->key, NULL, c);
     return true;
+}
+
+/* What the saga's next move needs: an asynchronous participant call, only the
+ * terminal event (no participant), or a synchronous step (a worker: it may
+ * block in the participant, its retries or its compensation backoff). */
+enum move_kind { MOVE_ASYNC, MOVE_END, MOVE_SYNC };
+
+static enum move_kind move_kind(const struct ag_saga_engine *e, const struct qitem *q)
+{
+    const struct saga_state *s = q->st;
+    if (q->force_sync || !e->sloop) return MOVE_SYNC;
+    if (!s->compensating && s->next >= s->def->nsteps) return MOVE_END;
+    if (s->compensating && !s->to_undo) return MOVE_END;
+    size_t i = s->compensating ? next_compensation(s) : s->next;
+    struct ag_cb *cb;
+    return i < s->def->nsteps && async_ok(s, i, s->compensating, &cb) ? MOVE_ASYNC : MOVE_SYNC;
 }
 
 struct ag_store_loop *ag_saga_call_loop(struct ag_saga_call *call)
@@ -625,33 +661,31 @@ void ag_saga_call_done(struct ag_saga_call *call, int rc, const struct ag_err *e
     ag_span_set_current(NULL);
 }
 
-/* One move of saga `q`: load it if needed, run its next step, submit the record. */
-static void move(struct ag_saga_engine *e, struct qitem *q)
+/* Load q's state from the log the first time it moves in this run; false when
+ * there is nothing to move (it had ended, or could not be loaded: let go). */
+static bool load(struct ag_saga_engine *e, struct qitem *q)
 {
-    if (q->start.data) {
-        submit_start(e, q);
-        return;
-    }
+    if (q->st) return true;
     struct ag_err err;
     ag_err_clear(&err);
-    int rc = 0;
-    if (!q->st) {
-        if (!(q->st = ag_malloc(sizeof *q->st))) {
-            finish(e, q, AG_ENOMEM, false, SAGA_END_NONE);
-            return;
-        }
-        rc = saga_load(&e->env, q->id, q->st, &err);
-        if (!rc && q->st->terminal) { /* it had ended before */
-            finish(e, q, 0, false, SAGA_END_NONE);
-            return;
-        }
+    if (!(q->st = ag_malloc(sizeof *q->st))) {
+        finish(e, q, AG_ENOMEM, false, SAGA_END_NONE);
+        return false;
     }
-    if (!rc) span_begin(q);
-    if (!rc && start_async(e, q)) { /* ag_saga_call_done goes on */
-        ag_span_set_current(NULL);
-        return;
-    }
-    if (!rc) rc = saga_next(&e->env, q->st, &q->rec, &err);
+    int rc = saga_load(&e->env, q->id, q->st, &err);
+    if (!rc && !q->st->terminal) return true;
+    if (rc && rc != AG_ECLOSED && rc != AG_ENOTFOUND)
+        AG_WARN("saga.interrupted", AG_LS("saga", q->id), AG_LS("error", ag_err_msg(&err, rc)));
+    finish(e, q, rc == AG_ENOTFOUND || rc == AG_ECONFLICT ? 0 : rc, false, SAGA_END_NONE);
+    return false;
+}
+
+/* Run the next step synchronously (or the terminal event) and submit its record. */
+static void move_sync(struct ag_saga_engine *e, struct qitem *q)
+{
+    struct ag_err err;
+    ag_err_clear(&err);
+    int rc = saga_next(&e->env, q->st, &q->rec, &err);
     if (!rc && saga_encode(&e->env, q->st, q->rec.kind, q->rec.data, &q->ev))
         rc = ag_err_set(&err, AG_ENOMEM, "out of memory");
     if (rc) {
@@ -663,6 +697,69 @@ static void move(struct ag_saga_engine *e, struct qitem *q)
     }
     submit(e, q, q->st->stream, q->st->version);
     ag_span_set_current(NULL); /* the recorder thread ends the span */
+}
+
+/* One move of saga `q` (on a worker): load it if needed, run its next step,
+ * submit the record. */
+static void move(struct ag_saga_engine *e, struct qitem *q)
+{
+    if (q->start.data) {
+        submit_start(e, q);
+        return;
+    }
+    if (!load(e, q)) return;
+    span_begin(q);
+    if (start_async(e, q)) { /* ag_saga_call_done goes on */
+        ag_span_set_current(NULL);
+        return;
+    }
+    move_sync(e, q);
+}
+
+/* Whether the move after a durable one may run right here, on the recorder
+ * thread (see go_on). */
+static bool inline_ok(struct ag_saga_engine *e)
+{
+    if (!e->inline_moves || !e->loop_started || !pthread_equal(pthread_self(), e->loop_thread))
+        return false;
+    pthread_mutex_lock(&e->lock);
+    bool stopping = e->stopping;
+    pthread_mutex_unlock(&e->lock);
+    return !stopping;
+}
+
+/* The move of `q` that follows a durable one (its start or a step's record).
+ * With inline moves (cfg.inline_moves) and on the recorder thread, a move that
+ * cannot block — starting an asynchronous participant call, or recording the
+ * terminal event — runs right here: no hand-off to a worker (a futex wake and two
+ * context switches per step), the saga stays `running`. Anything else (a
+ * synchronous step, a retry through the policy, a compensation's backoff) goes
+ * back to the queue for a worker: at the head when the saga made progress, at
+ * the tail when it just started. */
+static void go_on(struct ag_saga_engine *e, struct qitem *q, bool front)
+{
+    if (!inline_ok(e)) {
+        requeue(e, q, front);
+        return;
+    }
+    if (!load(e, q)) return;
+    enum move_kind k = move_kind(e, q);
+    if (k == MOVE_SYNC) {
+        requeue(e, q, front);
+        return;
+    }
+    span_begin(q);
+    if (k == MOVE_END) {
+        move_sync(e, q);
+        return;
+    }
+    if (start_async(e, q)) {
+        ag_span_set_current(NULL);
+        return;
+    }
+    ag_span_set_current(NULL); /* the breaker refused it since: a worker runs it */
+    q->span.kind = 0;
+    requeue(e, q, front);
 }
 
 static void *worker(void *arg)
@@ -854,6 +951,7 @@ int ag_saga_engine_start(const struct ag_saga_engine_config *cfg, struct ag_saga
         return ag_err_set(err, AG_ENOMEM, "out of memory");
     }
     env_from(&e->env, cfg);
+    e->inline_moves = cfg->inline_moves;
     pthread_mutex_init(&e->lock, NULL);
     pthread_cond_init(&e->work, NULL);
     pthread_cond_init(&e->drained, NULL);

@@ -108,6 +108,142 @@ static json_t *load_steps(struct ag_rm *db, const char *id)
     return steps;
 }
 
+/* ---- the common events without a JSON round trip of `steps` (issue 11) ----
+ *
+ * A saga that succeeds writes its row seven times; each StepSucceeded used to
+ * parse the compact `steps`, expand it to objects, change one, compact and dump
+ * it again. The compact form is the canonical output of ag_saga_steps_text, so
+ * the common changes are made on the text itself, exactly as that function
+ * would write them: SagaStarted's all-pending list, a pending step that
+ * succeeds (`["Name","pending"]` becomes `"Name"`), and SagaCompleted (no step
+ * changes). Anything else — a name that JSON would escape, a step with an error,
+ * a row in another shape — takes the general path. */
+
+static bool plain(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (s[i] == '"' || s[i] == '\\' || (unsigned char)s[i] < 0x20) return false;
+    return true;
+}
+
+/* [["A","pending"],["B","pending"],...] for `def`; NULL: take the general path. */
+static char *pending_text(const struct ag_saga_def *def)
+{
+    struct ag_buf b;
+    ag_buf_init(&b);
+    int rc = ag_buf_putc(&b, '[');
+    for (size_t i = 0; i < def->nsteps && !rc; i++) {
+        const char *n = def->steps[i].name;
+        if (!plain(n, strlen(n))) rc = AG_EINVAL;
+        if (!rc) rc = ag_buf_printf(&b, "%s[\"%s\",\"pending\"]", i ? "," : "", n);
+    }
+    if (!rc) rc = ag_buf_putc(&b, ']');
+    if (rc) {
+        ag_buf_free(&b);
+        return NULL;
+    }
+    return ag_buf_steal(&b, NULL);
+}
+
+/* The end of the top-level element of a compact array starting at s[i] (a
+ * string or an array), or 0. */
+static size_t elem_end(const char *s, size_t i)
+{
+    if (s[i] != '"' && s[i] != '[') return 0;
+    int depth = 0;
+    bool str = false;
+    for (; s[i]; i++) {
+        char c = s[i];
+        if (str && c == '\\' && s[i + 1]) {
+            i++;
+        } else if (str) {
+            str = c != '"';
+            if (!str && depth == 0) return i + 1;
+        } else {
+            str = c == '"';
+            if (c == '[' || c == '{') depth++;
+            if ((c == ']' || c == '}') && --depth == 0) return i + 1;
+        }
+    }
+    return 0;
+}
+
+/* Element `k` of the compact array `s`: [*a, *b). False when there is none. */
+static bool elem_at(const char *s, size_t k, size_t *a, size_t *b)
+{
+    if (s[0] != '[') return false;
+    size_t i = 1;
+    for (size_t n = 0; s[i] && s[i] != ']'; n++) {
+        size_t e = elem_end(s, i);
+        if (!e) return false;
+        if (n == k) {
+            *a = i, *b = e;
+            return true;
+        }
+        i = s[e] == ',' ? e + 1 : e;
+    }
+    return false;
+}
+
+/* The step name an element starts with ("Name" or ["Name",...]), plain; 0: none. */
+static size_t elem_name(const char *s, size_t a, size_t b, size_t *at)
+{
+    size_t i = a + (s[a] == '[');
+    if (i >= b || s[i] != '"') return 0;
+    const char *q = memchr(s + i + 1, '"', b - i - 1);
+    if (!q || !plain(s + i + 1, (size_t)(q - s - i - 1))) return 0;
+    *at = i + 1;
+    return (size_t)(q - s - i - 1);
+}
+
+static int text_row(const struct ag_rm_row *row, void *ud)
+{
+    const char *t = ag_rm_text(row, 0);
+    *(char **)ud = t ? ag_strdup(t) : NULL;
+    return 1;
+}
+
+/* StepSucceeded of pending step `idx` on the text: 1 done, 0 take the general
+ * path, < 0 an error. */
+static int step_succeeded_fast(struct ag_rm *db, const char *id, int idx, const char *ts)
+{
+    char *text = NULL;
+    uint8_t idb[16];
+    struct ag_rm_arg key = ag_rm_id_arg(id, idb);
+    int rc = ag_rm_query(db, "SELECT steps FROM sagas WHERE id=?1", &key, 1, text_row, &text, NULL);
+    if (rc || !text) {
+        ag_free(text);
+        return rc ? 0 : 1; /* no row: SagaStarted not seen, as the general path */
+    }
+    static const char pend[] = "\",\"pending\"]";
+    size_t a = 0, b = 0, na = 0, nn = 0, ca = 0, cn = 0;
+    bool ok = idx >= 0 && elem_at(text, (size_t)idx, &a, &b) && text[a] == '[' &&
+              (nn = elem_name(text, a, b, &na)) && b - a == nn + 2 + sizeof pend - 1 &&
+              memcmp(text + na + nn, pend, sizeof pend - 1) == 0;
+    size_t c1, c2;
+    if (ok && elem_at(text, (size_t)idx + 1, &c1, &c2)) {
+        cn = elem_name(text, c1, c2, &ca);
+        ok = cn > 0 && cn < 128;
+    }
+    struct ag_buf nb;
+    ag_buf_init(&nb);
+    if (ok &&
+        (ag_buf_append(&nb, text, a) || ag_buf_putc(&nb, '"') ||
+         ag_buf_append(&nb, text + na, nn) || ag_buf_putc(&nb, '"') || ag_buf_puts(&nb, text + b)))
+        rc = AG_ENOMEM;
+    char current[128] = "";
+    if (ok && cn) snprintf(current, sizeof current, "%.*s", (int)cn, text + ca);
+    if (ok && !rc) {
+        struct ag_rm_arg args[] = {AG_RM_TEXT(nb.data), AG_RM_TEXT(cn ? current : NULL),
+                                   AG_RM_TEXT(ts), key};
+        rc = ag_rm_exec(db, "UPDATE sagas SET steps=?1, current_step=?2, updated_at=?3 WHERE id=?4",
+                        args, 4, NULL);
+    }
+    ag_buf_free(&nb);
+    ag_free(text);
+    return rc ? rc : ok;
+}
+
 static int started(struct ag_rm *db, const struct defs_ud *u, const char *id, const json_t *d,
                    const char *ts)
 {
@@ -115,12 +251,15 @@ static int started(struct ag_rm *db, const struct defs_ud *u, const char *id, co
     const struct ag_saga_def *def = NULL;
     for (size_t i = 0; type && i < u->n; i++)
         if (strcmp(u->defs[i].type, type) == 0) def = &u->defs[i];
-    json_t *steps = json_array();
-    for (size_t i = 0; def && i < def->nsteps; i++)
-        json_array_append_new(
-            steps, json_pack("{s:s, s:s}", "name", def->steps[i].name, "status", "pending"));
-    char *text = ag_saga_steps_text(steps);
-    json_decref(steps);
+    char *text = def ? pending_text(def) : NULL;
+    if (!text) {
+        json_t *steps = json_array();
+        for (size_t i = 0; def && i < def->nsteps; i++)
+            json_array_append_new(
+                steps, json_pack("{s:s, s:s}", "name", def->steps[i].name, "status", "pending"));
+        text = ag_saga_steps_text(steps);
+        json_decref(steps);
+    }
     const char *first = def && def->nsteps ? def->steps[0].name : NULL;
     uint8_t idb[16];
     struct ag_rm_arg args[] = {ag_rm_id_arg(id, idb), AG_RM_TEXT(type ? type : "?"),
@@ -222,6 +361,8 @@ static int apply(struct ag_rm *db, const struct ag_event *ev, const json_t *d, v
     c.failed_step = json_is_true(json_object_get(d, "failedStep"));
     if (strcmp(type, AG_SAGA_EV_STARTED) == 0) return started(db, ud, id, d, ts);
     if (strcmp(type, AG_SAGA_EV_STEP_SUCCEEDED) == 0) {
+        int fast = step_succeeded_fast(db, id, c.idx, ts);
+        if (fast) return fast < 0 ? fast : 0;
         c.step_status = "succeeded", c.next_is_current = true;
     } else if (strcmp(type, AG_SAGA_EV_STEP_FAILED) == 0) {
         c.step_status = "failed", c.step_error = error, c.reason = error;
@@ -235,8 +376,13 @@ static int apply(struct ag_rm *db, const struct ag_event *ev, const json_t *d, v
         c.status = "running";
     } else if (strcmp(type, AG_SAGA_EV_FAILED) == 0) {
         return saga_failed(db, id, d, ts);
-    } else if (strcmp(type, AG_SAGA_EV_COMPLETED) == 0) {
-        c.idx = -1, c.status = "completed";
+    } else if (strcmp(type, AG_SAGA_EV_COMPLETED) == 0) { /* no step changes */
+        uint8_t idb[16];
+        struct ag_rm_arg args[] = {AG_RM_TEXT(ts), ag_rm_id_arg(id, idb)};
+        return ag_rm_exec(db,
+                          "UPDATE sagas SET status='completed', current_step=NULL, updated_at=?1"
+                          " WHERE id=?2",
+                          args, 2, NULL);
     } else if (strcmp(type, AG_SAGA_EV_COMPENSATED) == 0) {
         c.idx = -1, c.status = "compensated", c.reason = reason;
     } else {

@@ -5,6 +5,7 @@
  * functions through the repository, Idempotency-Key records, and read-model
  * queries.
  */
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -382,6 +383,35 @@ static void job_respond(struct svc_job *j, struct ag_http_req *req)
     }
 }
 
+/* Jobs are recycled: each is ~2.4 KB, and glibc consolidates its fast bins before
+ * every allocation of that size; an order costs a POST and a blocking GET or
+ * more (issue 11). A few are kept. */
+enum { JOB_KEEP = 64 };
+static pthread_mutex_t job_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct svc_job *job_spare[JOB_KEEP];
+static size_t job_nspare;
+
+static struct svc_job *job_alloc(void)
+{
+    pthread_mutex_lock(&job_mu);
+    struct svc_job *j = job_nspare ? job_spare[--job_nspare] : NULL;
+    pthread_mutex_unlock(&job_mu);
+    if (!j && !(j = ag_malloc(sizeof *j))) return NULL;
+    memset(j, 0, sizeof *j);
+    return j;
+}
+
+static void job_release(struct svc_job *j)
+{
+    pthread_mutex_lock(&job_mu);
+    if (job_nspare < JOB_KEEP) {
+        job_spare[job_nspare++] = j;
+        j = NULL;
+    }
+    pthread_mutex_unlock(&job_mu);
+    ag_free(j);
+}
+
 void svc_job_answer(struct svc_job *j)
 {
     if (j->finish) j->finish(j, j->req);
@@ -391,7 +421,7 @@ void svc_job_answer(struct svc_job *j)
     json_decref(j->resp);
     json_decref(j->errors);
     for (int i = 0; i < 4; i++) ag_free((void *)j->q[i]);
-    ag_free(j);
+    job_release(j);
 }
 
 /* Event metadata: who (the actor's sub and roles), the request id and the trace. */
@@ -429,7 +459,7 @@ static void copy_meta(struct svc_job *j, struct ag_http_req *req)
 int svc_job_start(struct svc_env *p, struct ag_http_req *req, const struct svc_route *r,
                   const struct svc_principal *who)
 {
-    struct svc_job *j = ag_calloc(1, sizeof *j);
+    struct svc_job *j = job_alloc();
     if (!j) return AG_ENOMEM;
     j->req = req;
     j->env = p;
@@ -459,14 +489,15 @@ int svc_job_start(struct svc_env *p, struct ag_http_req *req, const struct svc_r
         int answered = r->prepare(j, req);
         if (answered) {
             for (int i = 0; i < 4; i++) ag_free((void *)j->q[i]);
-            ag_free(j);
+            job_release(j);
             return answered < 0 ? answered : 0;
         }
     } else if (strcmp(ag_http_req_method(req), "POST") == 0 && blen) {
         struct ag_err err;
         ag_err_clear(&err);
         if (ag_http_req_json(req, &j->body, &err)) {
-            ag_free(j);
+            for (int i = 0; i < 4; i++) ag_free((void *)j->q[i]);
+            job_release(j);
             return ag_http_respond_problem(req, 400, NULL, "Malformed JSON", err.msg, NULL);
         }
     }
@@ -474,7 +505,7 @@ int svc_job_start(struct svc_env *p, struct ag_http_req *req, const struct svc_r
         if (j->finish) j->finish(j, req); /* frees j->ext */
         json_decref(j->body);
         for (int i = 0; i < 4; i++) ag_free((void *)j->q[i]);
-        ag_free(j);
+        job_release(j);
         return AG_ENOMEM;
     }
     return 0;

@@ -400,6 +400,15 @@ static unsigned saga_threads_default(void)
     return n > 4 ? n : 4;
 }
 
+/* Short saga moves on the recorder thread (issue 11) when the store's reads are
+ * local (the log); AGORA_SAGA_INLINE=0 turns it off, e.g. to measure it. */
+static bool saga_inline(const struct ag_store *s)
+{
+    const char *v = getenv("AGORA_SAGA_INLINE");
+    if (v && strcmp(v, "0") == 0) return false;
+    return s && strcmp(s->ops->name, "log") == 0;
+}
+
 /* A database that does not answer at start (a PostgreSQL still starting: the
  * event store's or the read models') is waited for, with backoff from 250 ms
  * doubling to 5 s, for cfg.readmodels_wait_s (the one wait setting of both,
@@ -489,7 +498,8 @@ int ag_platform_start(const struct ag_platform_config *cfg, struct ag_platform *
                                                                     : saga_threads_default(),
                                        .metrics = p->metrics,
                                        /* shared: resumed when the starter's lease is taken */
-                                       .defer_resume = cfg->shared};
+                                       .defer_resume = cfg->shared,
+                                       .inline_moves = saga_inline(p->store)};
     if (!rc) rc = ag_saga_engine_start(&sc, &p->sagas, err);
     if (!rc && svc_waiters_new(cfg->max_waiters, &p->waiters))
         rc = ag_err_set(err, AG_ENOMEM, "out of memory");

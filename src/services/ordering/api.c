@@ -20,6 +20,7 @@
  * its id, so the saga's shipment uses the address as it was when the order was
  * placed. Draft orders (create, add/remove items, place) are in drafts.c.
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +44,35 @@ struct place {
     size_t ncodes;
     struct ag_promotion promos[SVC_MAX_PROMOS]; /* their pricing terms */
 };
+
+/* Recycled, like the saga's participant calls: ~7 KB each (100 lines and the
+ * promotions), and glibc consolidates its fast bins before every allocation of
+ * that size (issue 11). */
+enum { PLACE_KEEP = 16 };
+static pthread_mutex_t place_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct place *place_spare[PLACE_KEEP];
+static size_t place_nspare;
+
+static struct place *place_alloc(void)
+{
+    pthread_mutex_lock(&place_mu);
+    struct place *pl = place_nspare ? place_spare[--place_nspare] : NULL;
+    pthread_mutex_unlock(&place_mu);
+    if (!pl && !(pl = ag_malloc(sizeof *pl))) return NULL;
+    memset(pl, 0, sizeof *pl);
+    return pl;
+}
+
+static void place_free(struct place *pl)
+{
+    pthread_mutex_lock(&place_mu);
+    if (place_nspare < PLACE_KEEP) {
+        place_spare[place_nspare++] = pl;
+        pl = NULL;
+    }
+    pthread_mutex_unlock(&place_mu);
+    ag_free(pl);
+}
 
 static int step_dom(struct ag_order *o, struct ag_dom_events *all, int rc,
                     struct ag_dom_events *evs)
@@ -263,7 +293,7 @@ static int create(struct svc_job *j)
     if (draft && !json_is_boolean(draft))
         return svc_field_error(j, "/draft", "draft must be a boolean"), svc_fields_failed(j, 400);
     if (json_is_true(draft)) return ord_draft_create(j);
-    struct place *pl = ag_calloc(1, sizeof *pl);
+    struct place *pl = place_alloc();
     if (!pl) return AG_ENOMEM;
     parse_order(j, pl);
     const char *first = json_string_value(json_object_get(json_array_get(j->errors, 0), "detail"));
@@ -281,7 +311,7 @@ static int create(struct svc_job *j)
         if (svc_promos_redeem(j, pl->codes, pl->ncodes, order_id,
                               pl->lines[0].unit_price.currency)) {
             svc_idem_end(j, "orders");
-            ag_free(pl);
+            place_free(pl);
             return 0;
         }
         int rc = ag_es_execute(
@@ -298,7 +328,7 @@ static int create(struct svc_job *j)
     } else if (!done) {
         svc_idem_end(j, "orders");
     }
-    ag_free(pl);
+    place_free(pl);
     return 0;
 }
 

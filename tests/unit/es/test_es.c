@@ -576,3 +576,56 @@ Test(projector, a_read_model_made_by_another_schema_is_rebuilt)
     cr_assert_eq(query_total(rm, "planted"), -1, "no fingerprint: rebuilt");
     cr_assert_eq(query_total(rm, "a"), 10);
 }
+
+static int commits;
+static void count_commit(void *ud)
+{
+    AG_UNUSED(ud);
+    __atomic_add_fetch(&commits, 1, __ATOMIC_SEQ_CST);
+}
+
+static uint64_t stored_checkpoint(const char *rmdir)
+{
+    struct ag_rm *db;
+    uint64_t pos = 0;
+    cr_assert_eq(ag_rm_open(rmdir, "sums", AG_RM_READONLY, &db, NULL), 0);
+    cr_assert_eq(ag_rm_checkpoint_get(db, "sums", &pos, NULL), 0);
+    ag_rm_close(db);
+    return pos;
+}
+
+/* Pages with no event the projection wants take no transaction of their own: the
+ * cursor moves in memory (waits see it) and is stored when the runner idles or
+ * stops, or with the next page it applies; after a restart nothing is applied
+ * twice. */
+Test(projector, pages_without_a_wanted_event_take_no_transaction)
+{
+    char rm[128];
+    snprintf(rm, sizeof rm, "%s/readmodels", dir);
+    struct ag_projection proj = sum_proj;
+    proj.committed = count_commit;
+    commits = 0;
+    struct ag_projector *p;
+    cr_assert_eq(ag_projector_start(store, rm, &proj, 1, &p, NULL), 0);
+    struct ag_event_data other = {.type = "Ignored", .type_len = 7, .data = "{}", .data_len = 2};
+    for (int i = 0; i < 30; i++)
+        cr_assert_eq(ag_store_append(store, "z", 1, AG_STORE_ANY, &other, 1, NULL, NULL), 0);
+    cr_assert_eq(ag_projector_wait(p, 29, 5000), 0);
+    cr_assert_eq(__atomic_load_n(&commits, __ATOMIC_SEQ_CST), 0, "no page was applied");
+    add_to("a"); /* position 30: applied, the cursor stored with it */
+    cr_assert_eq(ag_projector_wait(p, 30, 5000), 0);
+    cr_assert_eq(__atomic_load_n(&commits, __ATOMIC_SEQ_CST), 1);
+    cr_assert_eq(stored_checkpoint(rm), 31);
+    for (int i = 0; i < 5; i++)
+        cr_assert_eq(ag_store_append(store, "z", 1, AG_STORE_ANY, &other, 1, NULL, NULL), 0);
+    cr_assert_eq(ag_projector_wait(p, 35, 5000), 0);
+    ag_projector_stop(p);
+    cr_assert_eq(stored_checkpoint(rm), 36, "stored when the runner stopped");
+    cr_assert_eq(__atomic_load_n(&commits, __ATOMIC_SEQ_CST), 1);
+    cr_assert_eq(query_total(rm, "a"), 1);
+    cr_assert_eq(ag_projector_start(store, rm, &proj, 1, &p, NULL), 0);
+    add_to("a");
+    cr_assert_eq(ag_projector_wait(p, 36, 5000), 0);
+    ag_projector_stop(p);
+    cr_assert_eq(query_total(rm, "a"), 2, "nothing applied twice");
+}

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "agora/saga.h"
 #include "agora/store_log.h"
@@ -30,6 +31,7 @@ static int nheld;
 static int sync_runs, async_runs;
 static int async_fail = 0; /* the async attempt answers AG_EUPSTREAM */
 static bool commit_effect; /* the participant appends effect-<saga> with the record */
+static bool inline_on;     /* the engine's inline_moves */
 
 static int sync_act(void *ud, const json_t *d, const char *key, const char *reason,
                     struct ag_err *err)
@@ -70,6 +72,7 @@ static void asetup(void)
     ag_fake_clock_init(&aclock, 1800000000000000000ull);
     nheld = sync_runs = async_runs = async_fail = 0;
     commit_effect = false;
+    inline_on = false;
 }
 
 static void ateardown(void)
@@ -83,8 +86,12 @@ static void ateardown(void)
 
 static struct ag_saga_engine *one_worker(const struct ag_saga_def *d)
 {
-    struct ag_saga_engine_config cfg = {
-        .store = astore, .defs = d, .ndefs = 1, .threads = 1, .clock = &aclock.clock};
+    struct ag_saga_engine_config cfg = {.store = astore,
+                                        .defs = d,
+                                        .ndefs = 1,
+                                        .threads = 1,
+                                        .clock = &aclock.clock,
+                                        .inline_moves = inline_on};
     struct ag_saga_engine *e;
     cr_assert_eq(ag_saga_engine_start(&cfg, &e, NULL), 0);
     return e;
@@ -200,7 +207,7 @@ Test(saga_async, one_worker_keeps_hundreds_of_sagas_inside_a_step)
 }
 
 /* The effect and StepSucceeded are one unit: adjacent in $all, both or neither. */
-Test(saga_async, the_effect_and_the_step_record_commit_together)
+static void the_effect_and_the_step_record_commit_together(void)
 {
     commit_effect = true;
     struct ag_saga_engine *e = one_worker(&adef);
@@ -223,10 +230,19 @@ Test(saga_async, the_effect_and_the_step_record_commit_together)
                   "event %zu is on %.*s", i, (int)p.events[i].stream_len, p.events[i].stream);
     ag_event_page_free(&p);
 }
+Test(saga_async, the_effect_and_the_step_record_commit_together)
+{
+    the_effect_and_the_step_record_commit_together();
+}
+Test(saga_async, the_effect_and_the_step_record_commit_together_inline)
+{
+    inline_on = true;
+    the_effect_and_the_step_record_commit_together();
+}
 
 /* A failed async attempt is not recorded as such: the action runs again
  * synchronously (through the policy), and that outcome is what counts. */
-Test(saga_async, a_failed_async_attempt_runs_the_action_synchronously)
+static void a_failed_async_attempt_runs_the_action_synchronously(void)
 {
     async_fail = 1;
     struct ag_saga_engine *e = one_worker(&adef);
@@ -239,6 +255,15 @@ Test(saga_async, a_failed_async_attempt_runs_the_action_synchronously)
     ag_saga_engine_stop(e);
     cr_assert_eq(sync_runs, 2);
     cr_assert_str_eq(types_of("saga-s0"), "SagaStarted StepSucceeded StepSucceeded SagaCompleted ");
+}
+Test(saga_async, a_failed_async_attempt_runs_the_action_synchronously)
+{
+    a_failed_async_attempt_runs_the_action_synchronously();
+}
+Test(saga_async, a_failed_async_attempt_runs_the_action_synchronously_inline)
+{
+    inline_on = true;
+    a_failed_async_attempt_runs_the_action_synchronously();
 }
 
 /* A store without async multi-stream appends: no record part to carry, the engine
@@ -263,7 +288,7 @@ Test(saga_async, without_multi_stream_appends_the_engine_records_the_step)
 
 /* The step's breaker admits and records the async calls; once open, the engine
  * goes the synchronous way, where the policy rejects. */
-Test(saga_async, an_open_breaker_sends_the_step_the_synchronous_way)
+static void an_open_breaker_sends_the_step_the_synchronous_way(void)
 {
     struct ag_cb *cb;
     struct ag_cb_config cc = {.name = "Reserve", .failure_threshold = 1, .clock = &aclock.clock};
@@ -288,6 +313,15 @@ Test(saga_async, an_open_breaker_sends_the_step_the_synchronous_way)
                      "SagaStarted StepFailed CompensationSucceeded SagaCompensated ");
     ag_cb_free(cb);
 }
+Test(saga_async, an_open_breaker_sends_the_step_the_synchronous_way)
+{
+    an_open_breaker_sends_the_step_the_synchronous_way();
+}
+Test(saga_async, an_open_breaker_sends_the_step_the_synchronous_way_inline)
+{
+    inline_on = true;
+    an_open_breaker_sends_the_step_the_synchronous_way();
+}
 
 static int sync_no(void *ud, const json_t *d, const char *key, const char *reason,
                    struct ag_err *err)
@@ -298,7 +332,7 @@ static int sync_no(void *ud, const json_t *d, const char *key, const char *reaso
 
 /* Compensations go the same way: each one's effect commits with its
  * CompensationSucceeded, the failed step's own marked failedStep. */
-Test(saga_async, compensations_commit_with_their_records)
+static void compensations_commit_with_their_records(void)
 {
     commit_effect = true;
     static const struct ag_saga_step st[] = {
@@ -331,4 +365,83 @@ Test(saga_async, compensations_commit_with_their_records)
     cr_assert_null(json_object_get(j1, "failedStep"));
     json_decref(j0), json_decref(j1);
     ag_event_page_free(&p);
+}
+Test(saga_async, compensations_commit_with_their_records)
+{
+    compensations_commit_with_their_records();
+}
+Test(saga_async, compensations_commit_with_their_records_inline)
+{
+    inline_on = true;
+    compensations_commit_with_their_records();
+}
+
+/* ---- inline moves: the recorder thread runs the moves that cannot block ---- */
+
+static pthread_mutex_t block_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t block_cv = PTHREAD_COND_INITIALIZER;
+static bool blocked, released;
+
+/* A synchronous step that holds its worker until the test releases it. */
+static int block_act(void *ud, const json_t *d, const char *key, const char *reason,
+                     struct ag_err *err)
+{
+    AG_UNUSED(ud), AG_UNUSED(d), AG_UNUSED(key), AG_UNUSED(reason), AG_UNUSED(err);
+    pthread_mutex_lock(&block_mu);
+    blocked = true;
+    pthread_cond_broadcast(&block_cv);
+    while (!released) pthread_cond_wait(&block_cv, &block_mu);
+    pthread_mutex_unlock(&block_mu);
+    return 0;
+}
+
+static uint64_t completed(struct ag_saga_engine *e)
+{
+    struct ag_saga_engine_stats st;
+    ag_saga_engine_stats(e, &st);
+    return st.completed;
+}
+
+/* With the only worker held inside a synchronous step, sagas whose steps are all
+ * asynchronous still go from SagaStarted to SagaCompleted: every move after a
+ * durable record runs on the recorder thread, none waits for the worker. */
+Test(saga_async, inline_moves_need_no_worker)
+{
+    enum { N = 50 };
+    static const struct ag_saga_step bsteps[] = {{"Hold", block_act}};
+    struct ag_saga_def defs[2] = {adef, {.type = "Block", .steps = bsteps, .nsteps = 1}};
+    struct ag_saga_engine_config cfg = {.store = astore,
+                                        .defs = defs,
+                                        .ndefs = 2,
+                                        .threads = 1,
+                                        .clock = &aclock.clock,
+                                        .inline_moves = true};
+    struct ag_saga_engine *e;
+    cr_assert_eq(ag_saga_engine_start(&cfg, &e, NULL), 0);
+    json_t *d = json_object();
+    cr_assert_eq(ag_saga_start(e, "Block", "b0", d, NULL, NULL), 0); /* queued for the worker */
+    json_decref(d);
+    pthread_mutex_lock(&block_mu);
+    while (!blocked) pthread_cond_wait(&block_cv, &block_mu);
+    pthread_mutex_unlock(&block_mu);
+    start_n(e, N);
+    wait_held(N);
+    for (int i = 0; i < N; i++) answer(i);
+    wait_held(2 * N);
+    for (int i = N; i < 2 * N; i++) answer(i);
+    for (int t = 0; t < 10000 && completed(e) < N; t++) { /* at most 10 s */
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    cr_assert_eq(completed(e), N, "completed while the worker was held");
+    pthread_mutex_lock(&block_mu);
+    released = true;
+    pthread_cond_broadcast(&block_cv);
+    pthread_mutex_unlock(&block_mu);
+    cr_assert_eq(ag_saga_engine_wait_idle(e, 10000), 0);
+    cr_assert_eq(completed(e), N + 1);
+    ag_saga_engine_stop(e);
+    cr_assert_eq(sync_runs, 0);
+    cr_assert_str_eq(types_of("saga-s3"), "SagaStarted StepSucceeded StepSucceeded SagaCompleted ");
+    cr_assert_str_eq(types_of("saga-b0"), "SagaStarted StepSucceeded SagaCompleted ");
 }

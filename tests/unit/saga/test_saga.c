@@ -916,3 +916,62 @@ Test(saga, steps_column_round_trips_compactly)
     free(text);
     json_decref(objs);
 }
+
+struct raw_row {
+    char status[32], steps[256], current[32];
+};
+
+static int raw_row_cb(const struct ag_rm_row *r, void *ud)
+{
+    struct raw_row *o = ud;
+    snprintf(o->status, sizeof o->status, "%s", ag_rm_text(r, 0) ?: "");
+    snprintf(o->steps, sizeof o->steps, "%s", ag_rm_text(r, 1) ?: "");
+    snprintf(o->current, sizeof o->current, "%s", ag_rm_text(r, 2) ?: "(null)");
+    return 1;
+}
+
+/* The sagas projection writes a saga's common events (SagaStarted, a pending
+ * step that succeeds, SagaCompleted) on the compact text itself: the column reads
+ * exactly as ag_saga_steps_text writes it, after every event. */
+Test(saga, the_common_events_write_the_compact_steps_directly)
+{
+    struct ag_saga_engine *e = engine();
+    json_t *d = json_object();
+    cr_assert_eq(ag_saga_start(e, "Test", "c1", d, NULL, NULL), 0);
+    json_decref(d);
+    settle(e);
+    ag_saga_engine_stop(e);
+    static const char *const want[][3] = {
+        {"running", "[[\"One\",\"pending\"],[\"Two\",\"pending\"],[\"Three\",\"pending\"]]", "One"},
+        {"running", "[\"One\",[\"Two\",\"pending\"],[\"Three\",\"pending\"]]", "Two"},
+        {"running", "[\"One\",\"Two\",[\"Three\",\"pending\"]]", "Three"},
+        {"running", "[\"One\",\"Two\",\"Three\"]", "(null)"},
+        {"completed", "[\"One\",\"Two\",\"Three\"]", "(null)"},
+    };
+    char rm[128];
+    snprintf(rm, sizeof rm, "%s/rm", dir);
+    struct ag_projection proj;
+    ag_saga_projection(&def, 1, &proj);
+    struct ag_event_page pg;
+    cr_assert_eq(ag_store_read_stream(store, "saga-c1", 7, 0, AG_READ_FORWARD, 10, &pg, NULL), 0);
+    cr_assert_eq(pg.count, 5);
+    for (size_t i = 0; i < pg.count; i++) {
+        struct ag_rm *db;
+        cr_assert_eq(ag_rm_open(rm, "sagas", AG_RM_READWRITE, &db, NULL), 0);
+        if (i == 0) cr_assert_eq(ag_rm_script(db, proj.schema, NULL), 0);
+        json_t *data = json_loadb(pg.events[i].data, pg.events[i].data_len, 0, NULL);
+        cr_assert_eq(proj.apply(db, &pg.events[i], data, proj.ud), 0);
+        json_decref(data);
+        struct raw_row row = {""};
+        uint8_t idb[16];
+        struct ag_rm_arg arg = ag_rm_id_arg("c1", idb);
+        cr_assert_eq(ag_rm_query(db, "SELECT status, steps, current_step FROM sagas WHERE id=?1",
+                                 &arg, 1, raw_row_cb, &row, NULL),
+                     0);
+        ag_rm_close(db);
+        cr_assert_str_eq(row.status, want[i][0], "after event %zu", i);
+        cr_assert_str_eq(row.steps, want[i][1], "after event %zu", i);
+        cr_assert_str_eq(row.current, want[i][2], "after event %zu", i);
+    }
+    ag_event_page_free(&pg);
+}

@@ -67,8 +67,8 @@ struct ag_disc;
  * database does not answer), AG_EIO. */
 AG_EXTERN int ag_disc_start(const struct ag_disc_config *cfg, struct ag_disc **out /* OUT */,
                             struct ag_err *err);
-/* Keep cluster `c` (dynamic) at the live members serving `context`; applied at
- * once from the last poll. AG_ENOMEM. */
+/* Keep cluster `c` (dynamic) at the live members serving `context` ("*": every
+ * live member); applied at once from the last poll. AG_ENOMEM. */
 AG_EXTERN int ag_disc_watch(struct ag_disc *d, const char *context, struct ag_mesh_cluster *c);
 /* Stop updating `c`; once this returns the resolver does not touch it. */
 AG_EXTERN void ag_disc_unwatch(struct ag_disc *d, struct ag_mesh_cluster *c);

@@ -1,7 +1,8 @@
 /* Admin endpoints: /admin/upstreams (every cluster with its endpoints' health,
  * ejections, in-flight counts and breaker), /admin/circuit-breakers (just the
- * breakers) and /admin/config (generation and routes of the running snapshot,
- * with their timeouts and rate limits),
+ * breakers), /admin/config (generation and routes of the running snapshot,
+ * with their timeouts and rate limits), /admin/cluster (the registry's members
+ * when a destinationRule uses discovery),
  * and who may read them and /metrics: a caller whose token has the admin role.
  * A gateway with no jwt section has no principals: its admin endpoints answer
  * loopback (and Unix-socket) peers only. Refusals are logged and counted in
@@ -127,6 +128,17 @@ void ag__gw_breakers_collect(void *ud)
                                  (int)ag_cb_state(cb));
     }
     ag__gw_conf_unref(c);
+}
+
+int ag__gw_admin_cluster(struct ag_http_req *req, void *ud)
+{
+    if (ag__gw_require_admin(req, ud)) return 0;
+    struct ag_gateway *gw = ud;
+    if (!gw->disc)
+        return ag__gw_problem(req, 404,
+                              "no destinationRule uses discovery: this gateway reads no registry"),
+               0;
+    return ag_http_respond_json(req, 200, ag_disc_members_json(gw->disc));
 }
 
 int ag__gw_admin_config(struct ag_http_req *req, void *ud)

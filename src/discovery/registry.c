@@ -295,8 +295,16 @@ static int open_db(struct ag_disc *d, struct ag_err *err)
         return ag_err_set(err, AG_EINVAL,
                           "the registry is a PostgreSQL database (postgresql://...), not '%s'",
                           d->registry ? d->registry : "");
-    int rc = ag_rm_open(d->registry, "registry", AG_RM_READWRITE, &d->db, err);
-    if (!rc) rc = ag_rm_script(d->db, schema_sql, err);
+    int rc = 0;
+    /* instances starting together race to create the schema: a loser tries again */
+    for (int attempt = 0; attempt < 5; attempt++) {
+        if (attempt) nanosleep(&(struct timespec){0, 200000000L}, NULL);
+        ag_rm_close(d->db);
+        d->db = NULL;
+        rc = ag_rm_open(d->registry, "registry", AG_RM_READWRITE, &d->db, err);
+        if (!rc) rc = ag_rm_script(d->db, schema_sql, err);
+        if (!rc) break;
+    }
     return rc;
 }
 

@@ -152,6 +152,7 @@ static const struct svc_context *const contexts[] = {
     &svc_ordering_context,  &svc_shipping_context,   &svc_sagas_context,    &svc_audit_context,
     &ops_context,           &svc_mcp_context,        &svc_console_context,  &svc_traces_context,
     &svc_logtail_context,   &svc_statstream_context, &svc_internal_context};
+_Static_assert(AG_ARRAY_SIZE(contexts) <= SVC_MAX_CONTEXTS, "raise SVC_MAX_CONTEXTS");
 
 /* ---- which contexts this process serves (`agora serve`) ---- */
 

@@ -59,12 +59,12 @@ struct ag_mesh_cluster {
     _Atomic uint64_t live;
     uint64_t removed_at[AG_MESH_MAX_ENDPOINTS]; /* mono ns (under the lock) */
     _Atomic(struct ag__mesh_ring *) ring;       /* sorted (AG_MESH_LB_HASH) */
-    _Atomic uint64_t rr;            /* round-robin counter */
-    pthread_mutex_t lock;           /* ejection decisions */
-    struct ag_cb *breaker;          /* NULL when off */
-    struct ag_retry_budget *budget; /* always set */
-    const struct ag_clock *clock;   /* borrowed */
-    const struct ag_rng *rng;       /* borrowed */
+    _Atomic uint64_t rr;                        /* round-robin counter */
+    pthread_mutex_t lock;                       /* ejection decisions */
+    struct ag_cb *breaker;                      /* NULL when off */
+    struct ag_retry_budget *budget;             /* always set */
+    const struct ag_clock *clock;               /* borrowed */
+    const struct ag_rng *rng;                   /* borrowed */
 };
 
 #define AG__MESH_SLOT_GRACE_NS 30000000000ull /* 30 s */

@@ -155,7 +155,9 @@ static size_t endpoints_of(const struct ag_disc *d, const char *ctx,
         const struct member *m = &d->members[i];
         if (m->heartbeat_ms > (int64_t)d->ttl_ms || !serves(m->contexts, ctx)) continue;
         uint16_t port = 0;
-        if (ag_hostport_parse(m->address, 0, hosts[n], AG_HTTP_HOST_MAX, &port, NULL)) continue;
+        if (ag_hostport_parse(m->address, AG_HOSTPORT_NUMERIC, hosts[n], AG_HTTP_HOST_MAX, &port,
+                              NULL))
+            continue; /* the mesh dials numeric addresses only */
         eps[n] = (struct ag_mesh_endpoint_config){.host = hosts[n], .port = port};
         n++;
     }

@@ -119,10 +119,10 @@ static int discover(struct ag_gateway *gw, struct gw_conf *c, struct ag_err *err
         if (rc) return rc;
         snprintf(gw->disc_registry, sizeof gw->disc_registry, "%s", c->registry);
     }
+    c->disc = gw->disc; /* before watching: the unref of a refused one unwatches */
     for (size_t i = 0; i < c->nclusters; i++)
         if (c->cluster_ctx[i] && ag_disc_watch(gw->disc, c->cluster_ctx[i], c->clusters[i]))
             return ag_err_set(err, AG_ENOMEM, "out of memory");
-    c->disc = gw->disc;
     return 0;
 }
 

@@ -102,7 +102,10 @@ struct ag_mesh_health_config {
 struct ag_mesh_cluster_config {
     const char *name; /* copied */
     struct ag_mesh_endpoint_config endpoints[AG_MESH_MAX_ENDPOINTS];
-    size_t nendpoints; /* 1..AG_MESH_MAX_ENDPOINTS */
+    size_t nendpoints; /* 1..AG_MESH_MAX_ENDPOINTS (0.. when dynamic) */
+    /* The endpoints change while calls run (service discovery: the registry's
+     * resolver calls ag_mesh_cluster_set_endpoints): may start empty; no subsets. */
+    bool dynamic;
     struct ag_mesh_subset_config subsets[AG_MESH_MAX_SUBSETS];
     size_t nsubsets;
     struct ag_http_upstream_config pool; /* limits per endpoint per loop (host/port ignored) */
@@ -129,6 +132,16 @@ AG_EXTERN const char *ag_mesh_cluster_name(const struct ag_mesh_cluster *c); /* 
 /* Index of subset `name`, or -1. */
 AG_EXTERN int ag_mesh_cluster_subset(const struct ag_mesh_cluster *c, const char *name);
 AG_EXTERN size_t ag_mesh_cluster_size(const struct ag_mesh_cluster *c);
+
+/* Replace a dynamic cluster's endpoints with `eps` (matched by host and port):
+ * new ones are added (a free slot of the fixed array), missing ones removed —
+ * drained: no new try picks them, the tries in flight on them finish. A removed
+ * slot is reused only after 30 s without a try in flight. `*changed` (OUT,
+ * optional): whether anything was added or removed. AG_EINVAL (not dynamic, a
+ * bad address) or AG_ETOOBIG (no free slot: the rest are still applied). */
+AG_EXTERN int ag_mesh_cluster_set_endpoints(struct ag_mesh_cluster *c,
+                                            const struct ag_mesh_endpoint_config *eps, size_t n,
+                                            bool *changed, struct ag_err *err);
 
 /* Pick an endpoint of `subset` (-1 = every endpoint) by the cluster's policy.
  * `hash` is the key for AG_MESH_LB_HASH; endpoints whose bit is set in `avoid`

@@ -94,6 +94,13 @@ struct ag_platform_config {
      * (include/agora/http.h); without one the caller is anonymous. NULL = the
      * headers are believed as they come (agora run: a 0600 Unix socket). */
     const char *mesh_key;
+    /* Service discovery (issue 14, `agora serve --advertise`): register this
+     * instance at HOST:PORT in the registry (rm_registry.members in the read
+     * models' PostgreSQL database, include/agora/discovery.h), heartbeat every
+     * second, deregister at stop; with the sagas context, the PlaceOrder steps of
+     * contexts not served here become calls through the mesh to instances found
+     * there. NULL = no registry ("" = the listen address). */
+    const char *advertise;
 };
 
 /* The business contexts `agora serve` can serve, NULL-terminated: customers,

@@ -17,7 +17,7 @@
 static const char usage_text[] =
     "usage: agora serve <context>... --store URI --readmodels URI [--bus URI]\n"
     "                   [--listen HOST:PORT] [--data DIR] [--saga-mode MODE] [--workers N]\n"
-    "                   [--seed]\n"
+    "                   [--seed] [--advertise HOST:PORT]\n"
     "\n"
     "Serve some contexts of the platform as one of several instances (agora run is the\n"
     "one-process shape). Contexts: customers, catalog, ordering, inventory, payments,\n"
@@ -42,6 +42,9 @@ static const char usage_text[] =
     "                      of one machine (default ./data, env AGORA_DATA)\n"
     "  --saga-mode MODE    orchestration (default) or choreography (env AGORA_SAGA_MODE)\n"
     "  --workers N         HTTP worker loops (default: number of cores)\n"
+    "  --advertise HOST:PORT  the address the others reach this instance at, as it\n"
+    "                      registers in the registry (rm_registry.members in the read\n"
+    "                      models' database; default the listen address)\n"
     "  --seed              the demo catalog and customers when the store is empty (start\n"
     "                      one instance with it, alone, before the others)\n"
     "\n"
@@ -49,7 +52,7 @@ static const char usage_text[] =
     "are refused here: use agora run for them.\n";
 
 struct serve_opts {
-    const char *listen, *store, *readmodels, *bus, *data, *saga_mode;
+    const char *listen, *store, *readmodels, *bus, *data, *saga_mode, *advertise;
     unsigned contexts;
     int workers;
     bool seed;
@@ -109,6 +112,7 @@ static int parse(int argc, char **argv, struct serve_opts *o)
                            : strcmp(a, "--bus") == 0        ? &o->bus
                            : strcmp(a, "--data") == 0       ? &o->data
                            : strcmp(a, "--saga-mode") == 0  ? &o->saga_mode
+                           : strcmp(a, "--advertise") == 0  ? &o->advertise
                                                             : NULL;
         if (val && i + 1 < argc) {
             *val = argv[++i];
@@ -194,6 +198,11 @@ static int serve(int argc, char **argv)
     if (ag_hostport_parse(o.listen, AG_HOSTPORT_PORT0, host, sizeof host, &port, &err))
         return ag_cli_usage_error("serve: --listen takes HOST:PORT, e.g. 127.0.0.1:8081: %s",
                                   err.msg);
+    char ahost[64];
+    uint16_t aport = 0;
+    if (o.advertise && ag_hostport_parse(o.advertise, 0, ahost, sizeof ahost, &aport, &err))
+        return ag_cli_usage_error("serve: --advertise takes HOST:PORT (a numeric address): %s",
+                                  err.msg);
     struct ag_platform_config cfg = {.data_dir = o.data,
                                      .store_uri = o.store,
                                      .readmodels_uri = o.readmodels,
@@ -207,7 +216,9 @@ static int serve(int argc, char **argv)
                                          o.saga_mode && strcmp(o.saga_mode, "choreography") == 0,
                                      .contexts = o.contexts,
                                      .shared = true,
-                                     .mesh_key = mesh_key};
+                                     .mesh_key = mesh_key,
+                                     /* every instance is in the registry (discovery) */
+                                     .advertise = o.advertise ? o.advertise : ""};
     long rw = getenv("AGORA_DB_WAIT") ? strtol(getenv("AGORA_DB_WAIT"), NULL, 10) : 0;
     if (rw > 0 && rw <= 86400) cfg.readmodels_wait_s = (unsigned)rw;
     long st = getenv("AGORA_SAGA_THREADS") ? strtol(getenv("AGORA_SAGA_THREADS"), NULL, 10) : 0;

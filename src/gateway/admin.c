@@ -4,7 +4,9 @@
  * with their timeouts and rate limits), /admin/cluster (the members of the
  * `agora cluster up` this gateway fronts: the supervisor's DIR/status.json, which
  * it rewrites every second; read here per request, a few KB from the page cache,
- * with its age added, so a hung supervisor shows as stale),
+ * with its age added, so a hung supervisor shows as stale; with a discovery
+ * registry also its members under "registry"; without a supervisor the registry's
+ * members alone),
  * and who may read them and /metrics: a caller whose token has the admin role.
  * A gateway with no jwt section has no principals: its admin endpoints answer
  * loopback (and Unix-socket) peers only. Refusals are logged and counted in
@@ -202,14 +204,18 @@ int ag__gw_admin_cluster(struct ag_http_req *req, void *ud)
 {
     struct ag_gateway *gw = ud;
     if (ag__gw_require_admin(req, ud)) return 0;
-    if (!gw->opts.cluster_status)
+    if (!gw->opts.cluster_status && !gw->disc)
         return ag__gw_problem(req, 404,
-                              "this gateway does not front an `agora cluster` (agora cluster up "
-                              "starts its gateway with --cluster-status)");
+                              "this gateway fronts no `agora cluster` (agora cluster up starts "
+                              "its gateway with --cluster-status) and no destinationRule uses "
+                              "discovery");
+    if (!gw->opts.cluster_status) /* the registry's members alone */
+        return ag_http_respond_json(req, 200, ag_disc_members_json(gw->disc));
     int status = 0;
     char why[1200];
     json_t *j = read_cluster_status(gw->opts.cluster_status, ag_clock_now(gw->clock), &status, why,
                                     sizeof why);
     if (!j) return ag__gw_problem(req, status, why);
+    if (gw->disc) json_object_set_new(j, "registry", ag_disc_members_json(gw->disc));
     return ag_http_respond_json(req, 200, j);
 }

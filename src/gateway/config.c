@@ -233,11 +233,43 @@ static int compile_policies(struct cctx *x, const char *base, const struct y_tp 
     return compile_lb(x, base, tp->loadBalancer, c);
 }
 
+/* `discovery: {registry, context}` instead of endpoints: a dynamic cluster the
+ * registry's resolver keeps at the live members serving the context ("*": any
+ * member). One registry per configuration. */
+static int compile_discovery(struct cctx *x, const char *base, const struct y_dr *d,
+                             struct ag_mesh_cluster_config *c)
+{
+    char path[160];
+    const struct y_discovery *y = d->discovery;
+    snprintf(path, sizeof path, "%s.discovery", base);
+    if (d->endpoints_count) return cerr(x, path, "give endpoints or discovery, not both");
+    if (d->subsets_count)
+        return cerr(x, path, "discovered endpoints have no labels: subsets need endpoints");
+    snprintf(path, sizeof path, "%s.discovery.registry", base);
+    if (!y->registry || strncmp(y->registry, "postgresql://", 13) != 0)
+        return cerr(x, path, "the registry is a postgresql:// URI (the read models' database)");
+    if (x->conf->registry && strcmp(x->conf->registry, y->registry) != 0)
+        return cerr(x, path, "one registry per gateway: every discovery names the same URI");
+    snprintf(path, sizeof path, "%s.discovery.context", base);
+    bool ok = y->context && *y->context && strlen(y->context) < 32;
+    for (const char *p = y->context; ok && *p; p++)
+        ok = (*p >= 'a' && *p <= 'z') || (*p == '*' && p == y->context && !p[1]);
+    if (!ok)
+        return cerr(x, path,
+                    "a context name (customers, catalog, ordering, inventory, payments, "
+                    "shipping, sagas) or \"*\" (any member)");
+    if (!x->conf->registry && !(x->conf->registry = ag_strdup(y->registry))) return AG_ENOMEM;
+    c->dynamic = true;
+    c->nendpoints = 0;
+    return 0;
+}
+
 static int compile_endpoints(struct cctx *x, const char *base, const struct y_dr *d,
                              struct ag_mesh_cluster_config *c, char (*hosts)[AG_HTTP_HOST_MAX],
                              char (*labels)[4][80])
 {
     char path[160];
+    if (d->discovery) return compile_discovery(x, base, d, c);
     if (!d->endpoints_count || d->endpoints_count > AG_MESH_MAX_ENDPOINTS) {
         snprintf(path, sizeof path, "%s.endpoints", base);
         return cerr(x, path, "a destination needs 1..%d endpoints", AG_MESH_MAX_ENDPOINTS);
@@ -308,6 +340,8 @@ static int compile_cluster(struct cctx *x, unsigned i)
         const char *hh = lb && lb->consistentHash ? lb->consistentHash->httpHeaderName : NULL;
         if (!(x->conf->cluster_hosts[i] = ag_strdup(d->host))) rc = AG_ENOMEM;
         if (hh && !(x->conf->cluster_hash_hdr[i] = ag_strdup(hh))) rc = AG_ENOMEM;
+        if (d->discovery && !(x->conf->cluster_ctx[i] = ag_strdup(d->discovery->context)))
+            rc = AG_ENOMEM;
     }
 out_free:
     ag_free(labels);
@@ -888,7 +922,9 @@ static int compile_all(struct cctx *x)
         c->clusters = ag_calloc(r->destinationRules_count, sizeof *c->clusters);
         c->cluster_hosts = ag_calloc(r->destinationRules_count, sizeof *c->cluster_hosts);
         c->cluster_hash_hdr = ag_calloc(r->destinationRules_count, sizeof *c->cluster_hash_hdr);
-        if (!c->clusters || !c->cluster_hosts || !c->cluster_hash_hdr) return AG_ENOMEM;
+        c->cluster_ctx = ag_calloc(r->destinationRules_count, sizeof *c->cluster_ctx);
+        if (!c->clusters || !c->cluster_hosts || !c->cluster_hash_hdr || !c->cluster_ctx)
+            return AG_ENOMEM;
     }
     for (unsigned i = 0; i < r->destinationRules_count; i++)
         if ((rc = compile_cluster(x, i)) != 0) return rc;
@@ -961,7 +997,10 @@ void ag__gw_conf_unref(struct gw_conf *c)
     if (!c || atomic_fetch_sub(&c->refs, 1) != 1) return;
     for (size_t i = 0; i < c->nroutes; i++) route_free(&c->routes[i]);
     ag_free(c->routes);
+    for (size_t i = 0; i < c->nclusters && c->disc; i++)
+        if (c->cluster_ctx[i]) ag_disc_unwatch(c->disc, c->clusters[i]);
     for (size_t i = 0; i < c->nclusters; i++) {
+        if (c->cluster_ctx) ag_free(c->cluster_ctx[i]);
         ag_mesh_cluster_free(c->clusters[i]);
         ag_free(c->cluster_hosts[i]);
         ag_free(c->cluster_hash_hdr[i]);
@@ -971,6 +1010,8 @@ void ag__gw_conf_unref(struct gw_conf *c)
     ag_free(c->tls_clients);
     ag_free(c->cluster_hosts);
     ag_free(c->cluster_hash_hdr);
+    ag_free(c->cluster_ctx);
+    ag_free(c->registry);
     for (int i = 0; i < 3; i++) ag_free(c->bff[i].path);
     ag__gw_jwt_free(&c->jwt);
     ag_free(c);

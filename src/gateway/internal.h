@@ -13,6 +13,7 @@
 #include <regex.h>
 #include <stdatomic.h>
 
+#include "agora/discovery.h"
 #include "agora/cache.h"
 #include "agora/gateway.h"
 #include "agora/http.h"
@@ -83,10 +84,14 @@ struct y_tp {
     struct y_cb *circuitBreaker;
     struct y_budget *retryBudget;
 };
+struct y_discovery {
+    char *registry, *context; /* postgresql:// URI; the context its members serve */
+};
 struct y_dr {
     char *name, *host;
     struct y_endpoint *endpoints;
     unsigned endpoints_count;
+    struct y_discovery *discovery; /* instead of endpoints (issue 14) */
     struct y_tp *trafficPolicy;
     struct y_subset *subsets;
     unsigned subsets_count;
@@ -410,6 +415,13 @@ struct gw_conf {
     char **cluster_hosts;              /* their host names */
     char **cluster_hash_hdr; /* consistent-hash header per cluster; NULL = the user (or IP) */
     size_t nclusters;
+    /* discovery: per cluster the registry's context its endpoints come from (NULL:
+     * static endpoints), the one registry URI (NULL: none) and, once the
+     * configuration is applied, the gateway's resolver watching them (borrowed;
+     * the last unref unwatches before freeing the clusters) */
+    char **cluster_ctx;
+    char *registry;
+    struct ag_disc *disc;
     struct ag_tls_client **tls_clients; /* trafficPolicy.tls contexts the pools borrow */
     size_t ntls_clients;
     struct gw_route *routes; /* flattened, in order */
@@ -506,6 +518,8 @@ struct ag_gateway {
     struct ag_obs_family *denied;   /* agora_authz_denied_total{reason} */
     struct ag_obs_health *health;   /* readiness checks */
     struct ag_mesh_health *checker; /* active health checks */
+    struct ag_disc *disc;           /* the registry's resolver (discovery:), or NULL */
+    char disc_registry[512];        /* its URI */
     struct gw_idem *idem;           /* idempotency store */
     const struct ag_clock *clock;
     pthread_mutex_t loops_lock; /* guards loops[] growth */
@@ -558,7 +572,8 @@ int ag__gw_bff(struct ag_http_req *req, void *ud);
 int ag__gw_admin_upstreams(struct ag_http_req *req, void *ud);
 int ag__gw_admin_breakers(struct ag_http_req *req, void *ud);
 int ag__gw_admin_config(struct ag_http_req *req, void *ud);
-/* GET /admin/cluster: `agora cluster up`'s status file (opts.cluster_status). */
+/* GET /admin/cluster, admin only: `agora cluster up`'s status file
+ * (opts.cluster_status) and/or the discovery registry's members. */
 int ag__gw_admin_cluster(struct ag_http_req *req, void *ud);
 /* Authenticate the request against conf's issuers: 0 with *p (or no token and
  * *has = false), else answers 401 itself and returns 1. */

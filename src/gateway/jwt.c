@@ -239,7 +239,10 @@ static enum gw_jwt_fail check_claims(const struct gw_jwt *j, const struct gw_iss
     p->roles_csv[0] = '\0';
     for (size_t i = 0; i < p->nroles; i++) {
         if (!valid_header_value(p->roles[i])) return GW_JWT_CLAIMS;
-        o += (size_t)snprintf(p->roles_csv + o, sizeof p->roles_csv - o, "%s%s", i ? "," : "",
+        /* the mesh's own role (the orchestrator's calls between instances, signed
+         * with the mesh key): never passed on from a token */
+        if (strcmp(p->roles[i], "service") == 0) continue;
+        o += (size_t)snprintf(p->roles_csv + o, sizeof p->roles_csv - o, "%s%s", o ? "," : "",
                               p->roles[i]);
     }
     return GW_JWT_OK;

@@ -106,6 +106,26 @@ static void conf_release(void *ctx)
     ag__gw_conf_unref(ctx);
 }
 
+/* Discovery: the registry's resolver (started with the first configuration that
+ * has a `discovery:`) watches this configuration's discovered clusters. */
+static int discover(struct ag_gateway *gw, struct gw_conf *c, struct ag_err *err)
+{
+    if (!c->registry) return 0;
+    if (gw->disc && strcmp(gw->disc_registry, c->registry) != 0)
+        return ag_err_set(err, AG_ECONFIG, "the discovery registry cannot change on a reload");
+    if (!gw->disc) {
+        struct ag_disc_config dc = {.registry = c->registry};
+        int rc = ag_disc_start(&dc, &gw->disc, err);
+        if (rc) return rc;
+        snprintf(gw->disc_registry, sizeof gw->disc_registry, "%s", c->registry);
+    }
+    c->disc = gw->disc; /* before watching: the unref of a refused one unwatches */
+    for (size_t i = 0; i < c->nclusters; i++)
+        if (c->cluster_ctx[i] && ag_disc_watch(gw->disc, c->cluster_ctx[i], c->clusters[i]))
+            return ag_err_set(err, AG_ENOMEM, "out of memory");
+    return 0;
+}
+
 static void check_clusters(struct ag_gateway *gw, struct gw_conf *c)
 {
     ag_mesh_health_set(gw->checker, c->clusters, c->nclusters, conf_retain, conf_release, c);
@@ -220,6 +240,7 @@ static void gw_free(struct ag_gateway *gw)
     if (gw->router) ag_http_router_free(gw->router);
     if (gw->health) ag_obs_health_free(gw->health);
     if (gw->conf) ag__gw_conf_unref(gw->conf);
+    ag_disc_stop(gw->disc); /* after the last configuration unwatched its clusters */
     if (gw->idem) ag__gw_idem_free(gw->idem);
     ag_lru_free(gw->resp_cache);
     ag__gw_jwks_cache_free(gw->jwks); /* the fetcher has stopped */
@@ -372,6 +393,7 @@ int ag_gateway_start(const struct ag_gateway_options *opts, struct ag_gateway **
         goto out_free;
     }
     if ((rc = ag_mesh_health_start(&gw->checker, err))) goto out_free;
+    if ((rc = discover(gw, gw->conf, err))) goto out_free;
     check_clusters(gw, gw->conf);
     if ((rc = start_server(gw, err))) goto out_free;
     if (ag__gw_jwks_start(gw))
@@ -399,6 +421,7 @@ int ag_gateway_reload(struct ag_gateway *gw, const char *yaml, struct ag_err *er
     int rc = compile_opts(&gw->opts, yaml, gw, &c, err);
     /* renewed certificates: the same files, read again; a bad one refuses the reload */
     if (!rc && gw->tls && (rc = ag_tls_server_reload(gw->tls, err))) ag__gw_conf_unref(c);
+    if (!rc && (rc = discover(gw, c, err))) ag__gw_conf_unref(c);
     if (rc) {
         ag_log_write(AG_LOG_ERROR, "gateway: reload refused; the running configuration stays",
                      (struct ag_log_field[]){AG_LS("error", ag_err_msg(err, rc))}, 1);

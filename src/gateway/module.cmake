@@ -1,4 +1,4 @@
-target_link_libraries(agora_gateway PUBLIC agora_cache agora_mesh agora_http agora_resil agora_obs jwt cyaml yaml ssl crypto)
+target_link_libraries(agora_gateway PUBLIC agora_cache agora_mesh agora_discovery agora_http agora_resil agora_obs jwt cyaml yaml ssl crypto)
 # The operator console (console/*): built into the binary as byte arrays
 # (cmake/embed_console.cmake), served at /console by src/gateway/console.c.
 file(GLOB AG_CONSOLE_FILES CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/console/*)

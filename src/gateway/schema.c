@@ -92,10 +92,14 @@ static const cyaml_schema_field_t tp_fields[] = {
     MAP("circuitBreaker", struct y_tp, circuitBreaker, cb_fields),
     MAP("retryBudget", struct y_tp, retryBudget, budget_fields),
     CYAML_FIELD_END};
+static const cyaml_schema_field_t discovery_fields[] = {
+    STR("registry", struct y_discovery, registry), STR("context", struct y_discovery, context),
+    CYAML_FIELD_END};
 static const cyaml_schema_field_t dr_fields[] = {
     STR("name", struct y_dr, name),
     STR("host", struct y_dr, host),
     SEQ("endpoints", struct y_dr, endpoints, endpoint_entry),
+    MAP("discovery", struct y_dr, discovery, discovery_fields),
     MAP("trafficPolicy", struct y_dr, trafficPolicy, tp_fields),
     SEQ("subsets", struct y_dr, subsets, subset_entry),
     CYAML_FIELD_END};

@@ -15,6 +15,17 @@
  * members' in-flight counts; the hash policy walks a ring of virtual nodes from
  * the key's position to the first allowed endpoint, so removing one endpoint
  * only moves the keys that were on it.
+ *
+ * Dynamic endpoints (service discovery). The array of 64 slots stays; a mask of
+ * live slots says which are in use. ag_mesh_cluster_set_endpoints (one writer at
+ * a time, under the lock) initialises a free slot before setting its bit
+ * (release; picks load the mask with acquire), and removes an endpoint by
+ * clearing its bit: no pick chooses it any more, while a try already on it keeps
+ * its index and finishes (its slot, address and counters stay as they are). A
+ * slot is reinitialised for another address only when its bit has been clear for
+ * 30 s and it has no try in flight, so a pick that read the old mask has long
+ * since begun its try. The hash ring is rebuilt over the live slots and swapped;
+ * old rings are freed with the cluster.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -84,9 +95,9 @@ static void resolve_defaults(struct ag_mesh_cluster_config *c)
     if (!c->retry_budget_min) c->retry_budget_min = 10;
 }
 
-static int endpoint_init(struct ag_mesh_cluster *c, size_t i, struct ag_err *err)
+static int endpoint_init(struct ag_mesh_cluster *c, size_t i,
+                         const struct ag_mesh_endpoint_config *src, struct ag_err *err)
 {
-    const struct ag_mesh_endpoint_config *src = &c->cfg.endpoints[i];
     struct ag__mesh_ep *e = &c->eps[i];
     bool is_unix = src->host && strncmp(src->host, "unix:/", 6) == 0;
     if (!src->host || !*src->host || strlen(src->host) >= sizeof e->host ||
@@ -144,20 +155,24 @@ static int ring_cmp(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* Build the ring over the live endpoints and swap it in (the old one retired). */
 static int ring_build(struct ag_mesh_cluster *c)
 {
-    c->nring = c->neps * RING_VNODES;
-    c->ring = ag_calloc(c->nring, sizeof *c->ring);
-    if (!c->ring) return AG_ENOMEM;
-    for (size_t i = 0; i < c->neps; i++) {
+    uint64_t live = atomic_load(&c->live);
+    size_t n = (size_t)popcount64(live) * RING_VNODES, k = 0;
+    struct ag__mesh_ring *r = ag_calloc(1, sizeof *r + (n ? n : 1) * sizeof r->nodes[0]);
+    if (!r) return AG_ENOMEM;
+    for (uint64_t m = live; m; m &= m - 1) {
+        size_t i = (size_t)__builtin_ctzll(m);
         for (uint32_t v = 0; v < RING_VNODES; v++) {
             char key[AG_HTTP_HOST_MAX + 32];
-            int n = snprintf(key, sizeof key, "%s:%u#%u", c->eps[i].host, c->eps[i].cfg.port, v);
-            c->ring[i * RING_VNODES + v] =
-                (struct ag__mesh_ring_node){ag_xxh3(key, (size_t)n), (uint32_t)i};
+            int len = snprintf(key, sizeof key, "%s:%u#%u", c->eps[i].host, c->eps[i].cfg.port, v);
+            r->nodes[k++] = (struct ag__mesh_ring_node){ag_xxh3(key, (size_t)len), (uint32_t)i};
         }
     }
-    qsort(c->ring, c->nring, sizeof *c->ring, ring_cmp);
+    r->n = k;
+    qsort(r->nodes, r->n, sizeof r->nodes[0], ring_cmp);
+    r->older = atomic_exchange(&c->ring, r);
     return 0;
 }
 
@@ -185,9 +200,12 @@ int ag_mesh_cluster_new(const struct ag_mesh_cluster_config *cfg, struct ag_mesh
 {
     if (!cfg || !cfg->name || !*cfg->name)
         return ag_err_set(err, AG_EINVAL, "a cluster needs a name");
-    if (cfg->nendpoints < 1 || cfg->nendpoints > AG_MESH_MAX_ENDPOINTS)
+    if ((cfg->nendpoints < 1 && !cfg->dynamic) || cfg->nendpoints > AG_MESH_MAX_ENDPOINTS)
         return ag_err_set(err, AG_EINVAL, "cluster %s: 1..%d endpoints", cfg->name,
                           AG_MESH_MAX_ENDPOINTS);
+    if (cfg->dynamic && cfg->nsubsets)
+        return ag_err_set(err, AG_EINVAL,
+                          "cluster %s: discovered endpoints have no labels: no subsets", cfg->name);
     if (cfg->nsubsets > AG_MESH_MAX_SUBSETS)
         return ag_err_set(err, AG_EINVAL, "cluster %s: too many subsets", cfg->name);
     struct ag_mesh_cluster *c = ag_calloc(1, sizeof *c);
@@ -204,10 +222,14 @@ int ag_mesh_cluster_new(const struct ag_mesh_cluster_config *cfg, struct ag_mesh
     c->cfg.health.path = NULL;
     if (cfg->health.path && !(c->cfg.health.path = ag_strdup(cfg->health.path))) goto out_free;
     c->neps = cfg->nendpoints;
+    uint64_t live = 0;
     for (size_t i = 0; i < c->neps; i++) {
-        if ((rc = endpoint_init(c, i, err)) != 0) goto out_free;
-        c->all_mask |= 1ull << i;
+        if ((rc = endpoint_init(c, i, &cfg->endpoints[i], err)) != 0) goto out_free;
+        live |= 1ull << i;
     }
+    atomic_store(&c->live, live);
+    /* the caller's endpoint pointers are not kept: the slots hold copies */
+    memset(c->cfg.endpoints, 0, sizeof c->cfg.endpoints);
     c->nsubsets = cfg->nsubsets;
     for (size_t s = 0; s < c->nsubsets; s++)
         if ((rc = subset_init(c, s, err)) != 0) goto out_free;
@@ -227,7 +249,10 @@ void ag_mesh_cluster_free(struct ag_mesh_cluster *c)
         for (size_t l = 0; l < AG_MESH_MAX_LABELS; l++) ag_free(c->eps[i].labels_mem[l]);
     for (size_t s = 0; s < AG_MESH_MAX_SUBSETS; s++) ag_free(c->subset_names[s]);
     ag_free((char *)c->cfg.health.path);
-    ag_free(c->ring);
+    for (struct ag__mesh_ring *r = atomic_load(&c->ring), *o; r; r = o) {
+        o = r->older;
+        ag_free(r);
+    }
     if (c->breaker) ag_cb_free(c->breaker);
     if (c->budget) ag_retry_budget_free(c->budget);
     pthread_mutex_destroy(&c->lock);
@@ -241,7 +266,8 @@ const char *ag_mesh_cluster_name(const struct ag_mesh_cluster *c)
 }
 size_t ag_mesh_cluster_size(const struct ag_mesh_cluster *c)
 {
-    return c->neps;
+    return popcount64(
+        atomic_load_explicit(&((struct ag_mesh_cluster *)c)->live, memory_order_relaxed));
 }
 struct ag_cb *ag_mesh_cluster_breaker(struct ag_mesh_cluster *c)
 {
@@ -283,16 +309,17 @@ static uint64_t candidates(struct ag_mesh_cluster *c, uint64_t members, uint64_t
 
 static size_t pick_hash(struct ag_mesh_cluster *c, uint64_t allowed, uint64_t hash)
 {
-    size_t lo = 0, hi = c->nring;
+    const struct ag__mesh_ring *r = atomic_load_explicit(&c->ring, memory_order_acquire);
+    size_t lo = 0, hi = r ? r->n : 0;
     while (lo < hi) { /* first node with ring hash >= key */
         size_t mid = lo + (hi - lo) / 2;
-        if (c->ring[mid].hash < hash)
+        if (r->nodes[mid].hash < hash)
             lo = mid + 1;
         else
             hi = mid;
     }
-    for (size_t k = 0; k < c->nring; k++) {
-        const struct ag__mesh_ring_node *n = &c->ring[(lo + k) % c->nring];
+    for (size_t k = 0; r && k < r->n; k++) {
+        const struct ag__mesh_ring_node *n = &r->nodes[(lo + k) % r->n];
         if (allowed & (1ull << n->ep)) return n->ep;
     }
     return nth_bit(allowed, 0);
@@ -313,7 +340,8 @@ int ag_mesh_cluster_pick(struct ag_mesh_cluster *c, int subset, uint64_t hash, u
                          size_t *idx)
 {
     if (subset >= (int)c->nsubsets) return AG_EINVAL;
-    uint64_t members = subset < 0 ? c->all_mask : c->subset_mask[subset];
+    uint64_t live = ag__mesh_live(c);
+    uint64_t members = live & (subset < 0 ? UINT64_MAX : c->subset_mask[subset]);
     if (!members) return AG_EUPSTREAM;
     uint64_t allowed = candidates(c, members, ag_clock_mono(c->clock));
     if (!allowed) return AG_EUPSTREAM;
@@ -350,8 +378,10 @@ static void eject(struct ag_mesh_cluster *c, size_t idx, uint64_t now)
     pthread_mutex_lock(&c->lock);
     if (atomic_load(&e->ejected_until) > now) goto out_unlock;
     size_t ejected = 0;
-    for (size_t i = 0; i < c->neps; i++) ejected += atomic_load(&c->eps[i].ejected_until) > now;
-    size_t max = c->neps * o->max_ejection_pct / 100;
+    uint64_t live = atomic_load(&c->live);
+    for (uint64_t m = live; m; m &= m - 1)
+        ejected += atomic_load(&c->eps[__builtin_ctzll(m)].ejected_until) > now;
+    size_t max = popcount64(live) * o->max_ejection_pct / 100;
     if (max == 0) max = 1; /* like Envoy: at least one endpoint may be ejected */
     if (ejected >= max) goto out_unlock;
     if (e->ejections && now > e->last_eject_end) { /* the multiplier decays while healthy */
@@ -459,17 +489,133 @@ json_t *ag_mesh_cluster_json(struct ag_mesh_cluster *c)
     static const char *const lbs[] = {"ROUND_ROBIN", "LEAST_REQUEST", "RANDOM", "CONSISTENT_HASH"};
     uint64_t now = ag_clock_mono(c->clock);
     json_t *eps = json_array();
-    for (size_t i = 0; i < c->neps; i++) json_array_append_new(eps, endpoint_json(c, i, now));
+    uint64_t live = ag__mesh_live(c);
+    for (size_t i = 0; i < c->neps; i++) {
+        bool on = live & (1ull << i);
+        if (!on && !atomic_load(&c->eps[i].active)) continue; /* removed and drained */
+        json_t *e = endpoint_json(c, i, now);
+        if (!on) json_object_set_new(e, "draining", json_true());
+        json_array_append_new(eps, e);
+    }
     json_t *subs = json_object();
     for (size_t s = 0; s < c->nsubsets; s++) {
         json_t *m = json_array();
         for (size_t i = 0; i < c->neps; i++)
-            if (c->subset_mask[s] & (1ull << i))
+            if (c->subset_mask[s] & live & (1ull << i))
                 json_array_append_new(m, json_integer((json_int_t)i));
         json_object_set_new(subs, c->subset_names[s], m);
     }
-    return json_pack(
+    json_t *j = json_pack(
         "{s:s, s:s, s:s, s:I, s:o, s:o}", "name", c->name, "loadBalancer", lbs[c->cfg.lb],
         "breaker", c->breaker ? ag_cb_state_name(ag_cb_state(c->breaker)) : "off", "retryBudget",
         (json_int_t)ag_retry_budget_balance(c->budget), "subsets", subs, "endpoints", eps);
+    if (j && c->cfg.dynamic) json_object_set_new(j, "discovered", json_true());
+    return j;
+}
+
+/* ---- dynamic endpoints ---- */
+
+static int find_live(struct ag_mesh_cluster *c, uint64_t live, const char *host, uint16_t port)
+{
+    for (uint64_t m = live; m; m &= m - 1) {
+        int i = __builtin_ctzll(m);
+        if (c->eps[i].cfg.port == port && strcmp(c->eps[i].host, host) == 0) return i;
+    }
+    return -1;
+}
+
+/* A slot for a new endpoint: one never used, else one removed long enough ago
+ * with nothing in flight; -1 when none (lock held). */
+static int free_slot(struct ag_mesh_cluster *c, uint64_t live, uint64_t now)
+{
+    for (size_t i = 0; i < c->neps; i++)
+        if (!(live & (1ull << i)) && !atomic_load(&c->eps[i].active) &&
+            now - c->removed_at[i] >= AG__MESH_SLOT_GRACE_NS)
+            return (int)i;
+    return c->neps < AG_MESH_MAX_ENDPOINTS ? (int)c->neps : -1;
+}
+
+static void slot_reset(struct ag__mesh_ep *e)
+{
+    for (size_t l = 0; l < AG_MESH_MAX_LABELS; l++) ag_free(e->labels_mem[l]);
+    memset(e->labels_mem, 0, sizeof e->labels_mem);
+    atomic_store(&e->cons_5xx, 0);
+    atomic_store(&e->cons_gw, 0);
+    atomic_store(&e->ejected_until, 0);
+    atomic_store(&e->hc_down, false);
+    atomic_store(&e->requests, 0);
+    atomic_store(&e->failures, 0);
+    e->ejections = 0;
+    e->last_eject_end = e->total_ejections = 0;
+    e->hc_next_ns = 0;
+    e->hc_ok_streak = e->hc_fail_streak = 0;
+}
+
+static void log_endpoint(const struct ag_mesh_cluster *c, const char *what,
+                         const struct ag__mesh_ep *e)
+{
+    ag_log_write(AG_LOG_INFO, what,
+                 (struct ag_log_field[]){AG_LS("cluster", c->name), AG_LS("host", e->host),
+                                         AG_LU("port", e->cfg.port)},
+                 3);
+}
+
+/* Remove the live endpoints that are not in eps[] (lock held). */
+static bool remove_missing(struct ag_mesh_cluster *c, const struct ag_mesh_endpoint_config *eps,
+                           size_t n, uint64_t now)
+{
+    bool changed = false;
+    for (uint64_t m = atomic_load(&c->live); m; m &= m - 1) {
+        int i = __builtin_ctzll(m);
+        bool keep = false;
+        for (size_t k = 0; k < n && !keep; k++)
+            keep = eps[k].host && eps[k].port == c->eps[i].cfg.port &&
+                   strcmp(eps[k].host, c->eps[i].host) == 0;
+        if (keep) continue;
+        atomic_fetch_and(&c->live, ~(1ull << i));
+        c->removed_at[i] = now;
+        changed = true;
+        log_endpoint(c, "mesh: endpoint removed (draining)", &c->eps[i]);
+    }
+    return changed;
+}
+
+int ag_mesh_cluster_set_endpoints(struct ag_mesh_cluster *c,
+                                  const struct ag_mesh_endpoint_config *eps, size_t n,
+                                  bool *changed, struct ag_err *err)
+{
+    if (changed) *changed = false;
+    if (!c->cfg.dynamic)
+        return ag_err_set(err, AG_EINVAL, "cluster %s has a static endpoint list", c->name);
+    int rc = 0;
+    uint64_t now = ag_clock_mono(c->clock);
+    pthread_mutex_lock(&c->lock);
+    bool any = remove_missing(c, eps, n, now);
+    for (size_t k = 0; k < n; k++) {
+        uint64_t live = atomic_load(&c->live);
+        if (!eps[k].host || find_live(c, live, eps[k].host, eps[k].port) >= 0) continue;
+        int i = free_slot(c, live, now);
+        if (i < 0) {
+            rc = ag_err_set(err, AG_ETOOBIG, "cluster %s: more than %d endpoints", c->name,
+                            AG_MESH_MAX_ENDPOINTS);
+            continue;
+        }
+        slot_reset(&c->eps[i]);
+        struct ag_mesh_endpoint_config one = eps[k];
+        one.nlabels = 0; /* discovered endpoints carry no labels */
+        int r = endpoint_init(c, (size_t)i, &one, err);
+        if (r) {
+            rc = r;
+            continue;
+        }
+        if ((size_t)i == c->neps) c->neps = (size_t)i + 1;
+        atomic_fetch_or_explicit(&c->live, 1ull << i, memory_order_release);
+        any = true;
+        log_endpoint(c, "mesh: endpoint added", &c->eps[i]);
+    }
+    if (any && c->cfg.lb == AG_MESH_LB_HASH && ring_build(c))
+        rc = ag_err_set(err, AG_ENOMEM, "out of memory");
+    pthread_mutex_unlock(&c->lock);
+    if (changed) *changed = any;
+    return rc;
 }

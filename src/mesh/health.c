@@ -94,8 +94,10 @@ static void tick_cb(uv_timer_t *t)
         struct ag_mesh_cluster *c = h->cur->clusters[k];
         if (!c->cfg.health.path) continue;
         uint64_t now = ag_clock_mono(c->clock);
+        uint64_t live = ag__mesh_live(c);
         for (size_t i = 0; i < c->neps; i++) {
             struct ag__mesh_ep *e = &c->eps[i];
+            if (!(live & (1ull << i))) continue; /* removed (discovery) */
             if (e->hc_inflight || e->hc_next_ns > now) continue;
             e->hc_next_ns = now + c->cfg.health.interval_ns;
             start_check(h, c, i);

@@ -35,24 +35,45 @@ struct ag__mesh_ring_node {
     uint32_t ep;   /* endpoint index */
 };
 
+/* A consistent-hash ring: swapped whole when the endpoints change (dynamic
+ * clusters); an old one is kept until the cluster is freed (a pick may still be
+ * walking it). */
+struct ag__mesh_ring {
+    struct ag__mesh_ring *older; /* retired rings */
+    size_t n;
+    struct ag__mesh_ring_node nodes[];
+};
+
 struct ag_mesh_cluster {
     char *name;                        /* owned */
     struct ag_mesh_cluster_config cfg; /* copy with defaults resolved */
     struct ag__mesh_ep eps[AG_MESH_MAX_ENDPOINTS];
-    size_t neps;
+    _Atomic size_t neps; /* slots ever used (only grows); the live ones are in `live` */
     char *subset_names[AG_MESH_MAX_SUBSETS];   /* owned */
     uint64_t subset_mask[AG_MESH_MAX_SUBSETS]; /* member endpoints per subset */
     size_t nsubsets;
-    uint64_t all_mask;               /* every endpoint */
-    struct ag__mesh_ring_node *ring; /* sorted (AG_MESH_LB_HASH) */
-    size_t nring;
-    _Atomic uint64_t rr;            /* round-robin counter */
-    pthread_mutex_t lock;           /* ejection decisions */
-    struct ag_cb *breaker;          /* NULL when off */
-    struct ag_retry_budget *budget; /* always set */
-    const struct ag_clock *clock;   /* borrowed */
-    const struct ag_rng *rng;       /* borrowed */
+    /* The endpoints in use: a slot's bit is set once it is initialised, and cleared
+     * when ag_mesh_cluster_set_endpoints removes it (drain: no new pick; its
+     * in-flight tries finish). A removed slot is reused only when it has been out
+     * for AG__MESH_SLOT_GRACE_NS and has no try in flight. */
+    _Atomic uint64_t live;
+    uint64_t removed_at[AG_MESH_MAX_ENDPOINTS]; /* mono ns (under the lock) */
+    _Atomic(struct ag__mesh_ring *) ring;       /* sorted (AG_MESH_LB_HASH) */
+    _Atomic uint64_t rr;                        /* round-robin counter */
+    pthread_mutex_t lock;                       /* ejection decisions */
+    struct ag_cb *breaker;                      /* NULL when off */
+    struct ag_retry_budget *budget;             /* always set */
+    const struct ag_clock *clock;               /* borrowed */
+    const struct ag_rng *rng;                   /* borrowed */
 };
+
+#define AG__MESH_SLOT_GRACE_NS 30000000000ull /* 30 s */
+
+/* The live endpoints' mask (acquire: their slots are initialised). */
+static inline uint64_t ag__mesh_live(struct ag_mesh_cluster *c)
+{
+    return atomic_load_explicit(&c->live, memory_order_acquire);
+}
 
 /* The pool for endpoint idx of cluster c on this loop (created on first use). */
 struct ag_http_upstream *ag__mesh_pools_get(struct ag_mesh_pools *p, struct ag_mesh_cluster *c,

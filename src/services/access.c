@@ -18,7 +18,11 @@
  * delivery); the check runs before the handler is queued. Anonymous callers of a
  * non-public route get 401, non-admins of an admin route 403 (and callers with
  * neither admin nor carrier of a carrier route); both are logged and
- * counted in agora_authz_denied_total{reason}. Ownership is the handlers' part:
+ * counted in agora_authz_denied_total{reason}. A service route (issue 14: POST
+ * /internal/v1/steps, the orchestrator's calls to participants in another
+ * instance) takes only a principal "service:..." with role service signed with
+ * the mesh key: the gateway never passes that role from a token, and an instance
+ * without a mesh key believes no service. Ownership is the handlers' part:
  * they filter reads to the caller's customer and answer 404 for someone else's
  * resource (not 403, so ids cannot be probed).
  *
@@ -123,6 +127,10 @@ static void principal_of(struct svc_env *p, struct ag_http_req *req, struct svc_
         who->authenticated = true;
         who->admin = roles && has_role(roles, "admin");
         who->carrier = roles && has_role(roles, "carrier");
+        /* only another instance has the key: a token's `service` role never gets
+         * here signed (the gateway drops it), and without a key nothing is signed */
+        who->service =
+            p->mesh_key && roles && has_role(roles, "service") && strncmp(sub, "service:", 8) == 0;
     } else if (!p->behind_gateway) { /* --no-gateway: the local operator */
         snprintf(who->sub, sizeof who->sub, "local");
         who->authenticated = who->admin = true;
@@ -145,10 +153,11 @@ static int deny(struct svc_env *p, struct ag_http_req *req, const struct svc_pri
             AG_LS("method", ag_http_req_method(req)), AG_LS("path", ag_http_req_path(req)),
             AG_LS("reason", reason), AG_LI("status", status));
     if (status == 401) ag_http_resp_header(req, "WWW-Authenticate", "Bearer");
-    const char *detail = status == 401 ? "a bearer token is required"
-                         : strcmp(reason, "not_carrier") == 0
-                             ? "this operation needs the admin or carrier role"
-                             : "this operation needs the admin role";
+    const char *detail =
+        status == 401                        ? "a bearer token is required"
+        : strcmp(reason, "not_service") == 0 ? "only the mesh's services may call this"
+        : strcmp(reason, "not_carrier") == 0 ? "this operation needs the admin or carrier role"
+                                             : "this operation needs the admin role";
     return ag_http_respond_problem(req, status, NULL, NULL, detail, NULL);
 }
 
@@ -178,6 +187,8 @@ static int dispatch(struct ag_http_req *req, void *ud)
     if (r->access == SVC_ADMIN && !who.admin) return deny(b->env, req, &who, 403, "not_admin");
     if (r->access == SVC_CARRIER && !who.admin && !who.carrier)
         return deny(b->env, req, &who, 403, "not_carrier");
+    if (r->access == SVC_SERVICE && !who.service)
+        return deny(b->env, req, &who, 403, "not_service");
     const char *id = r->param ? ag_http_req_param(req, r->param) : NULL;
     bool dl = r->noun && strcmp(r->noun, "dead letter") == 0; /* not a UUID: svc_dlq_id_ok */
     /* streams and projections are named, not UUIDs (the console's routes) */

@@ -35,6 +35,8 @@ struct svc_principal {
     bool authenticated; /* a principal (any role) */
     bool admin;         /* role admin: may do everything */
     bool carrier;       /* role carrier: may report deliveries (SVC_CARRIER routes) */
+    bool service;       /* another instance over the mesh (SVC_SERVICE routes): role
+                           service, sub "service:...", signed with the mesh key */
 };
 
 /* Who may call a route (ARCHITECTURE §8). A new route is admin-only until decided. */
@@ -43,6 +45,7 @@ enum svc_access {
     SVC_OWNER,     /* any principal; the handler lets it touch only its own resources */
     SVC_PUBLIC,    /* anyone, anonymous included */
     SVC_CARRIER,   /* role admin or role carrier (the delivery company's principal) */
+    SVC_SERVICE,   /* another agora serve instance only (mesh-signed role service) */
 };
 
 struct svc_job;
@@ -118,6 +121,12 @@ struct svc_env {
     struct svc_logtail *logtail;     /* live tails of $all (logtail.c), or NULL */
     struct svc_admission *admission; /* orders in flight (admission.c), or NULL: unbounded */
     struct svc_cache *cache;         /* the read caches (readcache.c), or NULL: none */
+    /* issue 14: the contexts served here (ag_platform_config.contexts; 0 = all), the
+     * registry (GET /admin/cluster; &platform->disc, set once it runs) and the
+     * orchestrator's calls to participants served elsewhere (sagas/remote.c) */
+    unsigned contexts;
+    struct ag_disc *const *disc;
+    struct svc_remote *remote;
 };
 
 struct ag_platform {
@@ -154,6 +163,8 @@ struct ag_platform {
     struct svc_admission *admission; /* orders in flight (admission.c) */
     struct svc_cache *cache;         /* the read caches (readcache.c), or NULL */
     struct ag_rm *lease_rm;          /* cfg.shared: the relay's lease (rm_leases; bus.c) */
+    struct ag_disc *disc;            /* cfg.advertise: this instance in the registry */
+    struct svc_remote *remote;       /* participants reached over the mesh, or NULL */
     double lease_pinged;             /* when the relay's lease handle was last pinged */
 };
 
@@ -720,6 +731,38 @@ void svc_shipping_projection(struct ag_projection *out);
 void svc_saga_starter_projection(struct ag_platform *p, struct ag_projection *out);
 /* The PlaceOrder saga definition (steps, policy, faults from the environment). */
 int svc_place_order_saga(struct ag_platform *p, struct ag_err *err);
+
+/* ---- the orchestrator over the mesh (issue 14; sagas/remote.c) ---- */
+
+/* One participant call: PlaceOrder's step `step` (its action, or its compensation)
+ * at an instance serving `context`. Everything borrowed for the call. */
+struct svc_rstep {
+    const char *context; /* "inventory" */
+    const char *step;    /* "ReserveInventory" */
+    bool compensate;     /* the compensation instead of the action */
+    const json_t *data;  /* the saga's data */
+    const char *key;     /* the engine's idempotency key (<sagaId>:<step>[:compensate]) */
+    const char *reason;  /* the failure compensated, or NULL */
+};
+struct svc_remote;
+/* The participants' clusters (dynamic; one per context not served here) and the
+ * thread whose loop runs their calls. */
+int svc_remote_start(struct ag_platform *p, struct svc_remote **out, struct ag_err *err);
+/* Keep the clusters at the registry's live members (ag_disc_watch). */
+int svc_remote_watch(struct svc_remote *r, struct ag_disc *d);
+/* Stop the thread (calls in flight end with AG_ECANCELED) and free. */
+void svc_remote_stop(struct svc_remote *r);
+/* Run the call and wait: 0, the participant's AG_E* answer, or AG_EUNAVAILABLE
+ * when no instance answered (the engine then resumes the saga later). */
+int svc_remote_step(struct svc_remote *r, const struct svc_rstep *s, struct ag_err *err);
+/* The same without waiting: finishes `call` (ag_saga_call_done, not recorded). */
+void svc_remote_step_async(struct svc_remote *r, const struct svc_rstep *s,
+                           struct ag_saga_call *call);
+/* Swap the steps owned by contexts not served here for remote ones (placeorder.c). */
+void svc_place_order_remote(struct ag_platform *p);
+/* POST /internal/v1/steps {context, step, key, data, compensate, reason}: a
+ * participant runs a step for an orchestrator elsewhere (placeorder.c); SVC_SERVICE. */
+extern const struct svc_context svc_internal_context;
 
 /* ---- event schema versions (schemas.c) ---- */
 

@@ -1,1 +1,1 @@
-target_link_libraries(agora_services PUBLIC agora_cache agora_vault agora_domain agora_es agora_saga agora_http agora_obs agora_resil agora_store)
+target_link_libraries(agora_services PUBLIC agora_cache agora_vault agora_domain agora_es agora_saga agora_http agora_obs agora_resil agora_store agora_discovery)

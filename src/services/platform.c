@@ -18,6 +18,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "agora/discovery.h"
 #include "agora/store.h"
 #include "agora/store_log.h"
 #include "agora/vault.h"
@@ -121,6 +122,16 @@ static int scavenge(struct svc_job *j)
                             "bytesReclaimed", (json_int_t)(r.bytes_before - r.bytes_after)));
 }
 
+/* GET /admin/cluster: the registry's members (issue 14; agora serve --advertise). */
+static int cluster_members(struct svc_job *j)
+{
+    struct ag_disc *d = j->env->disc ? *j->env->disc : NULL;
+    if (!d)
+        return svc_problem(j, 404, "No registry",
+                           "this instance is not in a registry (agora serve registers itself)");
+    return svc_ok(j, 200, ag_disc_members_json(d));
+}
+
 static const struct svc_route routes[] = {
     {"GET", "/admin/projections", SVC_ADMIN, projections, NULL, NULL, {NULL}},
     {"GET", "/admin/saga-breakers", SVC_ADMIN, breakers, NULL, NULL, {NULL}},
@@ -129,6 +140,7 @@ static const struct svc_route routes[] = {
     {"GET", "/admin/dlq", SVC_ADMIN, svc_dlq_list, NULL, NULL, {NULL}},
     {"POST", "/admin/dlq/{id}/replay", SVC_ADMIN, svc_dlq_replay, "id", "dead letter", {NULL}},
     {"DELETE", "/admin/dlq/{id}", SVC_ADMIN, svc_dlq_drop, "id", "dead letter", {NULL}},
+    {"GET", "/admin/cluster", SVC_ADMIN, cluster_members, NULL, NULL, {NULL}},
 };
 
 static const struct svc_context ops_context = {"ops", routes, sizeof routes / sizeof routes[0],
@@ -136,10 +148,11 @@ static const struct svc_context ops_context = {"ops", routes, sizeof routes / si
 
 /* Every context of the platform: its routes, and its read model's projection. */
 static const struct svc_context *const contexts[] = {
-    &svc_customers_context, &svc_catalog_context,   &svc_payments_context, &svc_inventory_context,
-    &svc_ordering_context,  &svc_shipping_context,  &svc_sagas_context,    &svc_audit_context,
-    &ops_context,           &svc_mcp_context,       &svc_console_context,  &svc_traces_context,
-    &svc_logtail_context,   &svc_statstream_context};
+    &svc_customers_context, &svc_catalog_context,    &svc_payments_context, &svc_inventory_context,
+    &svc_ordering_context,  &svc_shipping_context,   &svc_sagas_context,    &svc_audit_context,
+    &ops_context,           &svc_mcp_context,        &svc_console_context,  &svc_traces_context,
+    &svc_logtail_context,   &svc_statstream_context, &svc_internal_context};
+_Static_assert(AG_ARRAY_SIZE(contexts) <= SVC_MAX_CONTEXTS, "raise SVC_MAX_CONTEXTS");
 
 /* ---- which contexts this process serves (`agora serve`) ---- */
 
@@ -475,6 +488,60 @@ static int migrate_email_index(struct ag_platform *p, struct ag_err *err)
     return svc_email_index_migrate(&p->env, marker, &found, &rekeyed, err);
 }
 
+/* ---- service discovery (issue 14) ---- */
+
+/* With the sagas context, the registry and no participant context here: the
+ * steps of the contexts served elsewhere go through the mesh (sagas/remote.c). */
+static int remote_start(struct ag_platform *p, struct ag_err *err)
+{
+    p->env.contexts = p->cfg.contexts;
+    p->env.disc = &p->disc;
+    unsigned sagas = ag_platform_context_bit("sagas"), all = 0;
+    for (const char *const *n = ag_platform_context_names(); *n; n++)
+        all |= ag_platform_context_bit(*n);
+    if (!p->cfg.advertise || !p->cfg.shared || p->cfg.choreography || !p->cfg.contexts ||
+        !(p->cfg.contexts & sagas) || (p->cfg.contexts & all) == all)
+        return 0;
+    int rc = svc_remote_start(p, &p->remote, err);
+    p->env.remote = p->remote;
+    return rc;
+}
+
+/* This instance's load for its heartbeat: the HTTP requests in flight. */
+static void member_load(void *ud, struct ag_disc_load *out)
+{
+    struct ag_platform *p = ud;
+    struct ag_obs_family_spec spec = {AG_OBS_GAUGE, "agora_http_requests_in_flight",
+                                      "HTTP requests being handled."};
+    struct ag_obs_family *f = NULL;
+    struct ag_obs_series *s = NULL;
+    if (!ag_obs_family_define(p->metrics, &spec, &f) && !ag_obs_series_get(f, NULL, &s))
+        out->in_flight = (int64_t)ag_obs_gauge_value(s);
+    out->loop_util = -1; /* the server's loops do not report it (yet) */
+}
+
+static int registry_start(struct ag_platform *p, struct ag_err *err)
+{
+    if (!p->cfg.advertise) return 0;
+    char addr[AG_HTTP_HOST_MAX + 8], names[128] = "";
+    if (*p->cfg.advertise)
+        snprintf(addr, sizeof addr, "%s", p->cfg.advertise);
+    else
+        snprintf(addr, sizeof addr, "%s:%u", p->cfg.host ? p->cfg.host : "127.0.0.1",
+                 ag_platform_port(p));
+    size_t len = 0;
+    for (const char *const *n = ag_platform_context_names(); *n; n++)
+        if ((!p->cfg.contexts || (p->cfg.contexts & ag_platform_context_bit(*n))) &&
+            len < sizeof names)
+            len += (size_t)snprintf(names + len, sizeof names - len, "%s%s", len ? " " : "", *n);
+    struct ag_disc_self self = {
+        .contexts = names, .address = addr, .load = member_load, .load_ud = p};
+    struct ag_disc_config dc = {.registry = p->cfg.readmodels_uri, .self = &self};
+    int rc = ag_disc_start(&dc, &p->disc, err);
+    if (!rc && p->remote) rc = svc_remote_watch(p->remote, p->disc);
+    return rc;
+}
+
 int ag_platform_start(const struct ag_platform_config *cfg, struct ag_platform **out,
                       struct ag_err *err)
 {
@@ -488,6 +555,7 @@ int ag_platform_start(const struct ag_platform_config *cfg, struct ag_platform *
     int rc = ag_obs_registry_new(&p->metrics) ? ag_err_set(err, AG_ENOMEM, "out of memory") : 0;
     if (!rc) rc = open_vault(p, err);
     if (!rc) rc = wait_for_db(p, "store", open_store, err);
+    if (!rc) rc = remote_start(p, err);
     struct ag_store_stats st = {0};
     if (!rc) ag_store_stats(p->store, &st);
     if (!rc) rc = svc_place_order_saga(p, err);
@@ -532,6 +600,7 @@ int ag_platform_start(const struct ag_platform_config *cfg, struct ag_platform *
     if (!rc && p->cfg.choreography) rc = svc_chor_start(p, &p->chor, err);
     p->env.chor = p->chor; /* before start_http copies the environment per context */
     if (!rc) rc = start_http(p, err);
+    if (!rc) rc = registry_start(p, err);
     if (!rc && svc_monitor_start(p))
         rc = ag_err_set(err, AG_ENOMEM, "cannot start the monitor thread");
     if (rc) {
@@ -565,6 +634,8 @@ int ag_platform_run_until_signal(struct ag_platform *p)
 void ag_platform_stop(struct ag_platform *p)
 {
     if (!p) return;
+    ag_disc_stop(p->disc); /* out of the registry first: no new calls come here */
+    p->disc = NULL;
     svc_monitor_stop(p);
     if (p->server) {
         if (!ag_http_server_draining(p->server)) ag_http_server_drain(p->server, 2000);
@@ -580,7 +651,8 @@ void ag_platform_stop(struct ag_platform *p)
     svc_admission_free(p->admission); /* the orders projection was its last user */
     svc_logtail_stop(p->logtail);     /* no tail is left either; before the store closes */
     ag_saga_engine_stop(p->sagas);
-    svc_chor_stop(p->chor); /* its workers use the bus and the store */
+    svc_remote_stop(p->remote); /* after the engine: its steps used it */
+    svc_chor_stop(p->chor);     /* its workers use the bus and the store */
     p->chor = NULL;
     svc_bus_stop(p); /* the relay reads the store: before it closes */
     ag_es_repo_free(p->repo);

@@ -334,7 +334,22 @@ const items = (b) => (b && Array.isArray(b.items) ? b.items : null);
 function ops() {
   const aliceOrders = () => new Set([F.O1, F.OD, F.OC, F.DR, F.DP, F.DP2]);
   const noSession = { expect: [400], note: 'no Mcp-Session-Id: a session is its own principal\'s (mcp.sh checks the rest)' };
+  const refused = [401, 403, 404];
   return {
+    // issue 14: answered by a gateway with discovery or an agora serve instance;
+    // agora run has no registry
+    'GET /admin/cluster': { cases: { admin: { expect: [404], note: 'agora run: no registry' } } },
+    // the mesh's own: no token is a service (agora run's gateway has no route there;
+    // serve_mesh.sh calls it signed and unsigned)
+    'POST /internal/v1/steps': {
+      cases: {
+        anonymous: { expect: refused },
+        forged: { expect: refused },
+        bob: { expect: refused },
+        alice: { expect: refused },
+        admin: { expect: refused, note: 'an admin is not a service' },
+      },
+    },
     'POST /mcp': {
       verify: (b) => (b.result && b.result.protocolVersion === '2025-11-25') || `not an initialize result: ${JSON.stringify(b)}`,
     },
@@ -744,6 +759,7 @@ function buildCases(method, tpl, op, conf, forged) {
     },
     admin: { anonymous: [401], forged: [401], bob: [403], alice: [403], admin: ['2xx'] },
     carrier: { anonymous: [401], forged: [401], bob: [403], alice: [403], admin: ['2xx'] },
+    service: { anonymous: [401], forged: [401], bob: [403], alice: [403], admin: [403] },
   }[access];
   const out = [];
   for (const caller of ['anonymous', 'forged', 'bob', 'alice', 'admin']) {
@@ -763,12 +779,12 @@ async function main() {
       const method = m.toUpperCase();
       const access = op['x-agora-access'];
       const name = `${method} ${tpl} (${op.operationId})`;
-      if (!['public', 'owner', 'admin', 'carrier'].includes(access)) {
+      if (!['public', 'owner', 'admin', 'carrier', 'service'].includes(access)) {
         report(false, `${name}: x-agora-access`, `missing or invalid x-agora-access: ${access}`);
         continue;
       }
       const sec = JSON.stringify(op.security);
-      const wantSec = access === 'public' ? '[]' : '[{"bearer":[]}]';
+      const wantSec = access === 'public' ? '[]' : access === 'service' ? '[{"mesh":[]}]' : '[{"bearer":[]}]';
       if (sec !== wantSec) report(false, `${name}: security`, `security ${sec} for ${access} (wants ${wantSec})`);
       all.push({ method, tpl, op, access });
     }

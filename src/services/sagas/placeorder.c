@@ -586,6 +586,118 @@ static void place_undo_async(void *ud, const json_t *data, const char *key, cons
                true);
 }
 
+/* ---- participants in another instance (issue 14; sagas/remote.c) ---- */
+
+/* The context owning each step (SVC_SAGA_STEPS, in order). */
+static const char *const step_context[SVC_SAGA_STEPS] = {"ordering", "inventory", "payments",
+                                                         "shipping", "ordering"};
+
+static const struct ag_saga_step local_steps[SVC_SAGA_STEPS] = {
+    {"PlaceOrder", place_check, place_undo, {0}, NULL, place_check_async, place_undo_async},
+    {"ReserveInventory", reserve, release, {0}, NULL, reserve_async, release_async},
+    {"ProcessPayment", charge, refund, {0}, NULL, charge_async, refund_async},
+    {"ArrangeShipment", arrange, unarrange, {0}, NULL, arrange_async, unarrange_async},
+    {"ConfirmOrder", confirm, unconfirm, {0}, NULL, confirm_async, NULL},
+};
+
+static int remote_sync(void *ud, size_t i, bool comp, const json_t *data, const char *key,
+                       const char *reason, struct ag_err *err)
+{
+    struct svc_rstep s = {step_context[i], local_steps[i].name, comp, data, key, reason};
+    return svc_remote_step(((struct svc_env *)ud)->remote, &s, err);
+}
+
+static void remote_async(void *ud, size_t i, bool comp, const json_t *data, const char *key,
+                         const char *reason, struct ag_saga_call *call)
+{
+    struct svc_rstep s = {step_context[i], local_steps[i].name, comp, data, key, reason};
+    svc_remote_step_async(((struct svc_env *)ud)->remote, &s, call);
+}
+
+#define REMOTE_STEP(i)                                                                             \
+    static int r_act##i(void *ud, const json_t *d, const char *k, const char *why,                 \
+                        struct ag_err *e)                                                          \
+    {                                                                                              \
+        return remote_sync(ud, i, false, d, k, why, e);                                            \
+    }                                                                                              \
+    static int r_comp##i(void *ud, const json_t *d, const char *k, const char *why,                \
+                         struct ag_err *e)                                                         \
+    {                                                                                              \
+        return remote_sync(ud, i, true, d, k, why, e);                                             \
+    }                                                                                              \
+    static void r_act_async##i(void *ud, const json_t *d, const char *k, const char *why,          \
+                               struct ag_saga_call *c)                                             \
+    {                                                                                              \
+        remote_async(ud, i, false, d, k, why, c);                                                  \
+    }                                                                                              \
+    static void r_comp_async##i(void *ud, const json_t *d, const char *k, const char *why,         \
+                                struct ag_saga_call *c)                                            \
+    {                                                                                              \
+        remote_async(ud, i, true, d, k, why, c);                                                   \
+    }
+REMOTE_STEP(0)
+REMOTE_STEP(1)
+REMOTE_STEP(2)
+REMOTE_STEP(3)
+REMOTE_STEP(4)
+
+void svc_place_order_remote(struct ag_platform *p)
+{
+    static const struct ag_saga_step remote[SVC_SAGA_STEPS] = {
+        {NULL, r_act0, r_comp0, {0}, NULL, r_act_async0, r_comp_async0},
+        {NULL, r_act1, r_comp1, {0}, NULL, r_act_async1, r_comp_async1},
+        {NULL, r_act2, r_comp2, {0}, NULL, r_act_async2, r_comp_async2},
+        {NULL, r_act3, r_comp3, {0}, NULL, r_act_async3, r_comp_async3},
+        {NULL, r_act4, r_comp4, {0}, NULL, r_act_async4, r_comp_async4},
+    };
+    for (size_t i = 0; i < SVC_SAGA_STEPS; i++) {
+        if (p->cfg.contexts & ag_platform_context_bit(step_context[i])) continue;
+        struct ag_saga_step *st = &p->place_order_steps[i];
+        st->action = remote[i].action;
+        st->compensate = remote[i].compensate;
+        st->action_async = remote[i].action_async;
+        st->compensate_async = remote[i].compensate_async;
+        AG_INFO("saga.remote_step", AG_LS("step", st->name), AG_LS("context", step_context[i]));
+    }
+}
+
+/* POST /internal/v1/steps: run a step here for an orchestrator elsewhere. Answers
+ * 200, or the step's AG_E* code in {"code", "detail"} (422; 503 when the store
+ * cannot write or the context is not served here: another instance may). */
+static int internal_step(struct svc_job *j)
+{
+    const char *ctx = json_string_value(json_object_get(j->body, "context"));
+    const char *name = json_string_value(json_object_get(j->body, "step"));
+    const char *key = json_string_value(json_object_get(j->body, "key"));
+    const char *reason = json_string_value(json_object_get(j->body, "reason"));
+    const json_t *data = json_object_get(j->body, "data");
+    bool comp = json_is_true(json_object_get(j->body, "compensate"));
+    size_t i = 0;
+    while (i < SVC_SAGA_STEPS && !(name && strcmp(local_steps[i].name, name) == 0)) i++;
+    if (!ctx || !key || !json_is_object(data) || i == SVC_SAGA_STEPS ||
+        strcmp(step_context[i], ctx) != 0)
+        return svc_problem(j, 400, "Invalid request",
+                           "needs context, a PlaceOrder step of it, key and data");
+    if (j->env->contexts && !(j->env->contexts & ag_platform_context_bit(ctx)))
+        return svc_ok(j, 503,
+                      json_pack("{s:i, s:s}", "code", AG_EUNAVAILABLE, "detail",
+                                "this instance does not serve that context"));
+    ag_saga_fn fn = comp ? local_steps[i].compensate : local_steps[i].action;
+    struct ag_err err;
+    ag_err_clear(&err);
+    int rc = fn ? fn(j->env, data, key, reason, &err) : 0;
+    if (!rc) return svc_ok(j, 200, json_pack("{s:b}", "ok", true));
+    return svc_ok(j, rc == AG_EUNAVAILABLE ? 503 : 422,
+                  json_pack("{s:i, s:s, s:s}", "code", rc, "error", ag_errname(rc), "detail",
+                            ag_err_msg(&err, rc)));
+}
+
+static const struct svc_route internal_routes[] = {
+    {"POST", "/internal/v1/steps", SVC_SERVICE, internal_step, NULL, NULL, {NULL}},
+};
+
+const struct svc_context svc_internal_context = {"internal", internal_routes, 1, NULL, RM_COUNT};
+
 /* ---- the definition ---- */
 
 static void fault_from_env(struct ag_saga_step *st)
@@ -621,14 +733,8 @@ static enum ag_resil_outcome classify_step(void *ctx, int rc)
 
 int svc_place_order_saga(struct ag_platform *p, struct ag_err *err)
 {
-    static const struct ag_saga_step steps[SVC_SAGA_STEPS] = {
-        {"PlaceOrder", place_check, place_undo, {0}, NULL, place_check_async, place_undo_async},
-        {"ReserveInventory", reserve, release, {0}, NULL, reserve_async, release_async},
-        {"ProcessPayment", charge, refund, {0}, NULL, charge_async, refund_async},
-        {"ArrangeShipment", arrange, unarrange, {0}, NULL, arrange_async, unarrange_async},
-        {"ConfirmOrder", confirm, unconfirm, {0}, NULL, confirm_async, NULL},
-    };
-    memcpy(p->place_order_steps, steps, sizeof steps);
+    memcpy(p->place_order_steps, local_steps, sizeof local_steps);
+    if (p->remote) svc_place_order_remote(p); /* participants served elsewhere */
     for (size_t i = 0; i < SVC_SAGA_STEPS; i++) {
         struct ag_saga_step *st = &p->place_order_steps[i];
         fault_from_env(st);

@@ -308,3 +308,53 @@ Test(gateway_jwt, lifetime_configured_and_off)
     cr_expect_eq(compile(yaml, &bad, &err), AG_ECONFIG);
     cr_expect_not_null(strstr(err.msg, "jwt.maxTokenLifetime"), "%s", err.msg);
 }
+
+/* discovery: instead of endpoints (issue 14): a dynamic cluster with its context;
+ * bad input named by line and path. */
+Test(gateway_config, discovery)
+{
+    static const char ok[] =
+        "destinationRules:\n"
+        "  - host: inventory\n"
+        "    discovery: {registry: \"postgresql:///agora\", context: inventory}\n"
+        "  - host: ops\n"
+        "    discovery: {registry: \"postgresql:///agora\", context: \"*\"}\n"
+        "virtualServices:\n"
+        "  - http:\n"
+        "      - route: [{destination: {host: inventory}}]\n";
+    struct gw_conf *c;
+    struct ag_err err;
+    cr_assert_eq(compile(ok, &c, &err), 0, "%s", err.msg);
+    cr_expect_str_eq(c->registry, "postgresql:///agora");
+    cr_expect_str_eq(c->cluster_ctx[0], "inventory");
+    cr_expect_str_eq(c->cluster_ctx[1], "*");
+    cr_expect_eq(ag_mesh_cluster_size(c->clusters[0]), 0); /* filled by the resolver */
+    ag__gw_conf_unref(c);
+    static const char both[] =
+        "destinationRules:\n"
+        "  - host: svc\n"
+        "    endpoints: [{address: 127.0.0.1:9}]\n"
+        "    discovery: {registry: \"postgresql:///a\", context: inventory}\n";
+    cr_assert_eq(compile(both, &c, &err), AG_ECONFIG);
+    cr_expect(strstr(err.msg, "destinationRules[0].discovery"), "%s", err.msg);
+    cr_expect(strstr(err.msg, "not both"), "%s", err.msg);
+    static const char notpg[] = "destinationRules:\n"
+                                "  - host: svc\n"
+                                "    discovery: {registry: \"sqlite:/tmp\", context: inventory}\n";
+    cr_assert_eq(compile(notpg, &c, &err), AG_ECONFIG);
+    cr_expect(strstr(err.msg, "test.yaml:3: destinationRules[0].discovery.registry"), "%s",
+              err.msg);
+    static const char badctx[] =
+        "destinationRules:\n"
+        "  - host: svc\n"
+        "    discovery: {registry: \"postgresql:///a\", context: \"In v\"}\n";
+    cr_assert_eq(compile(badctx, &c, &err), AG_ECONFIG);
+    cr_expect(strstr(err.msg, "discovery.context"), "%s", err.msg);
+    static const char two[] = "destinationRules:\n"
+                              "  - host: a\n"
+                              "    discovery: {registry: \"postgresql:///a\", context: inventory}\n"
+                              "  - host: b\n"
+                              "    discovery: {registry: \"postgresql:///b\", context: payments}\n";
+    cr_assert_eq(compile(two, &c, &err), AG_ECONFIG);
+    cr_expect(strstr(err.msg, "one registry"), "%s", err.msg);
+}

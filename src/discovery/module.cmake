@@ -1,0 +1,1 @@
+target_link_libraries(agora_discovery PUBLIC agora_mesh agora_readmodel)

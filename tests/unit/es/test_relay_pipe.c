@@ -275,13 +275,23 @@ Test(relay_pipe, two_shards_relayed_exactly_once_across_a_pipe_reset)
         append(stream, "Weighed", 1000 + i); /* private */
         append(stream, "Shipped", 2 * i + 1);
     }
-    struct ag_event_page pg; /* both shards hold some */
-    cr_assert_eq(ag_store_read_all(pstore, 0, AG_READ_FORWARD, 1000, &pg, NULL), 0);
-    cr_assert_eq(pg.count, 120);
-    size_t on1 = 0;
-    for (size_t i = 0; i < pg.count; i++) on1 += ag_store_pos_shard(pg.events[i].position) == 1;
-    cr_assert(on1 > 0 && on1 < pg.count, "%zu of 120 on shard 1", on1);
-    ag_event_page_free(&pg);
+    size_t all = 0, on1 = 0; /* both shards hold some */
+    for (uint64_t from = 0;;) {
+        struct ag_event_page pg;
+        cr_assert_eq(ag_store_read_all(pstore, from, AG_READ_FORWARD, 1000, &pg, NULL), 0);
+        size_t n = pg.count;
+        for (size_t i = 0; i < n; i++) {
+            const struct ag_event *ev = &pg.events[i];
+            if (ev->stream[0] == '_') continue; /* the router's own */
+            all++;
+            on1 += ag_store_pos_shard(ev->position) == 1;
+        }
+        if (n) from = pg.events[n - 1].position + 1;
+        ag_event_page_free(&pg);
+        if (!n) break;
+    }
+    cr_assert_eq(all, 120);
+    cr_assert(on1 > 0 && on1 < all, "%zu of 120 on shard 1", on1);
     fp.fail_after = 37; /* mid-page, with pages in flight behind it */
     struct ag_relay_config cfg = {.store = pstore, .bus = &fake, .map = map, .batch = 5};
     struct ag_relay *r;

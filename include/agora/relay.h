@@ -3,13 +3,15 @@
  * checkpoint, asks a mapping function which events are part of the published
  * language (and what their message looks like), publishes those to the bus with
  * the event id as the message id, and records its checkpoint in the store
- * (stream `_relay-<name>`, RelayCheckpoint {"next": position}) only after the
- * broker acknowledged every message before that position — at most every 200 ms
+ * (stream `_relay-<name>`, RelayCheckpoint {"next": position}; on a sharded store
+ * {"next": sum, "cursor": "n0,n1,..."}, one next position per shard) only after
+ * the broker acknowledged every message before that position — at most every 200 ms
  * while busy and once idle, written by a second thread so the log's fsyncs stay
  * off the publish path (a crash republishes at most those last 200 ms, which the
  * broker's dedup drops). Publishing is pipelined (ag_bus_pipe_send): the relay
  * maps and sends the next page while the broker acknowledges the previous ones, up
- * to AG_BUS_PIPE_WINDOW messages in flight. A failed publish (broker down, an ack
+ * to AG_BUS_PIPE_WINDOW messages in flight; each page's mark is mapped back to the
+ * cursor after it, so the acknowledged prefix is a cursor. A failed publish (broker down, an ack
  * that does not come within publish_timeout_ms) keeps the checkpoint, waits (100
  * ms doubling to 5 s) and publishes again from the acknowledged prefix: the
  * broker's dedup window drops what it already had, so nothing is lost and
@@ -57,8 +59,10 @@ struct ag_relay_config {
     int publish_timeout_ms; /* wait for the broker's acks; 0 → 5000 */
     /* Optional (several processes over one store, `agora serve`): the relay works
      * only while lease(lease_ud, &held, &taken) says held (0 and *held true), asked
-     * before every page and every second while standing by; when taken it starts
-     * again from the checkpoint in the store (the one before may have moved it). */
+     * before every page and every second while standing by; when lost, what is in
+     * flight is taken back (ag_bus_pipe_reset) and no checkpoint of this relay is
+     * written after; when taken it starts again from the checkpoint in the store
+     * (the one before may have moved it). */
     int (*lease)(void *ud, bool *held, bool *taken);
     void *lease_ud;
 };

@@ -3,10 +3,28 @@
  * the published language to the bus, checkpointing after the broker's acks.
  *
  * Invariant: `checkpoint` (durable, in `_relay-<name>`) never passes an event that
- * should be published and was not acknowledged. Every page is published whole or
- * retried whole from the page's first position (the subscription is remade), and
- * the bus drops what the broker already had (dedup by event id), so a retry after
- * an ack that was lost publishes nothing twice.
+ * should be published and was not acknowledged. Pages go down the bus's pipe
+ * (ag_bus_pipe_send) without waiting for the broker. A position on a sharded store
+ * is a cursor (one next position per shard), too wide for the pipe's one-number
+ * mark, so every page with messages gets a sequence number as its mark and an
+ * entry (mark → the cursor after the page) in the relay's in-flight ring; a page
+ * with nothing to publish sends nothing and moves the newest entry's cursor (it is
+ * reached when that entry is), or the acknowledged cursor itself when nothing is
+ * in flight. As the pipe reports its acknowledged prefix (ag_bus_pipe_acked), the
+ * entries up to that mark are popped and the last one's cursor becomes `acked`:
+ * the only cursor the position and the checkpoint ever follow. A failed or lost
+ * publish resets the pipe, drops the ring and publishes again from `acked` (the
+ * subscription is remade); the bus drops what the broker already had (dedup by
+ * event id), so a retry after an ack that was lost publishes nothing twice.
+ *
+ * Lease (cfg.lease, `agora serve`): losing it resets the pipe (what is in flight
+ * is taken back, never sent later), drops the ring and any checkpoint not yet
+ * written (waiting for one being written), and stands by; taking it loads the
+ * stored checkpoint, which the previous holder may have moved.
+ *
+ * Latency: the thread sleeps in the store's wait_head (woken by the append), sends
+ * at once, and never waits for an fsync: the checkpoint is written by a second
+ * thread (the saver), which records the latest acknowledged cursor it was given.
  */
 #include <jansson.h>
 #include <pthread.h>
@@ -26,8 +44,15 @@ struct ag_relay {
     bool started;
     pthread_mutex_t lock;
     pthread_cond_t moved; /* position advanced, or stop asked (monotonic waits) */
+    pthread_t saver;      /* writes the checkpoint, off the publish path */
+    bool saver_started;
+    pthread_cond_t save; /* a save was asked or ended, or the saver is to finish */
     /* guarded by lock */
-    bool stopping;
+    bool stopping, saver_exit;
+    bool save_pending;               /* save_cur is to be recorded */
+    bool saving;                     /* the saver is writing one */
+    uint64_t save_epoch;             /* bumped when pending saves are dropped (lease lost) */
+    struct ag_store_cursor save_cur; /* the acknowledged cursor to record */
     uint64_t checkpoint, position, published, failures;
     struct ag_store_cursor start; /* where the thread starts (its checkpoint per shard) */
     uint64_t oldest_ns;           /* commit time of the first unpublished event (0: none) */
@@ -86,20 +111,24 @@ static bool stopping(struct ag_relay *r)
 }
 
 /* The relay's own part of a message: id, time, traceparent (from the metadata,
- * the next event's when it stores a marker for it: es/meta.c, looked up in `pg`). */
+ * the next event's when it stores a marker for it: es/meta.c, looked up in `pg`).
+ * Most events carry no trace context: their metadata is parsed only when it
+ * might. */
 static void prefill(struct ag_relay *r, const struct ag_event_page *pg, const struct ag_event *ev,
                     struct ag_relay_msg *m)
 {
     memset(m, 0, sizeof *m);
     ag_uuid_format(&ev->id, m->id);
-    json_t *meta =
-        ag_es_meta_is_next(ev)
-            ? ag_es_event_meta(r->cfg.store, ev, ev + 1, pg->count - (size_t)(ev + 1 - pg->events))
-            : json_loadb(ev->metadata, ev->metadata_len, 0, NULL);
+    m->msg.time_ns = ev->time_ns;
+    json_t *meta = NULL;
+    if (ag_es_meta_is_next(ev))
+        meta =
+            ag_es_event_meta(r->cfg.store, ev, ev + 1, pg->count - (size_t)(ev + 1 - pg->events));
+    else if (ev->metadata_len && memmem(ev->metadata, ev->metadata_len, "traceparent", 11))
+        meta = json_loadb(ev->metadata, ev->metadata_len, 0, NULL);
     const char *tp = json_string_value(json_object_get(meta, "traceparent"));
     if (tp) snprintf(m->traceparent, sizeof m->traceparent, "%s", tp);
     json_decref(meta);
-    m->msg.time_ns = ev->time_ns;
 }
 
 static void link_msg(struct ag_relay_msg *m)
@@ -114,50 +143,52 @@ static void link_msg(struct ag_relay_msg *m)
     m->msg.data_len = m->data ? strlen(m->data) : 0;
 }
 
-/* Map the page's events and publish those of the published language. */
-static int publish_page(struct ag_relay *r, const struct ag_event_page *pg, size_t *npub,
-                        struct ag_err *err)
+/* Map the page's events and send those of the published language (*n of them)
+ * down the bus's pipe, marked with `mark`; nothing is sent when *n is 0. */
+static int publish_page(struct ag_relay *r, const struct ag_event_page *pg, uint64_t mark,
+                        size_t *n, struct ag_err *err)
 {
+    *n = 0;
     struct ag_relay_msg *rm = ag_calloc(pg->count ? pg->count : 1, sizeof *rm);
     struct ag_bus_msg *msgs = ag_calloc(pg->count ? pg->count : 1, sizeof *msgs);
-    *npub = 0;
     if (!rm || !msgs) {
         ag_free(rm);
         ag_free(msgs);
         return ag_err_set(err, AG_ENOMEM, "out of memory");
     }
     int rc = 0;
-    size_t n = 0;
+    size_t k = 0;
     for (size_t i = 0; !rc && i < pg->count; i++) {
         const struct ag_event *ev = &pg->events[i];
         if (ev->stream_len && ev->stream[0] == '_') continue;
-        prefill(r, pg, ev, &rm[n]);
-        int m = r->cfg.map(r->cfg.ud, r->cfg.store, ev, &rm[n]);
+        prefill(r, pg, ev, &rm[k]);
+        int m = r->cfg.map(r->cfg.ud, r->cfg.store, ev, &rm[k]);
         if (m < 0) {
             rc = ag_err_set(err, m, "mapping event %llu (%.*s): %s",
                             (unsigned long long)ev->position, (int)ev->type_len, ev->type,
                             ag_strerror(m));
         } else if (m > 0) {
-            link_msg(&rm[n]);
-            msgs[n] = rm[n].msg;
-            n++;
+            link_msg(&rm[k]);
+            msgs[k] = rm[k].msg;
+            k++;
         } else {
-            ag_free(rm[n].data);
+            ag_free(rm[k].data);
         }
     }
-    if (!rc && n) rc = ag_bus_publish(r->cfg.bus, msgs, n, r->cfg.publish_timeout_ms, err);
-    for (size_t i = 0; i < n; i++) ag_free(rm[i].data);
+    if (!rc && k) rc = ag_bus_pipe_send(r->cfg.bus, msgs, k, mark, r->cfg.publish_timeout_ms, err);
+    for (size_t i = 0; i < k; i++) ag_free(rm[i].data);
     ag_free(rm);
     ag_free(msgs);
-    *npub = n;
+    *n = k;
     return rc;
 }
 
-static void note(struct ag_relay *r, uint64_t next, size_t published, bool durable)
+/* The acknowledged prefix moved to `position` (a cursor's sum), `published` more
+ * messages acknowledged. */
+static void note(struct ag_relay *r, uint64_t position, uint64_t published)
 {
     pthread_mutex_lock(&r->lock);
-    r->position = next;
-    if (durable) r->checkpoint = next;
+    r->position = position;
     r->published += published;
     r->oldest_ns = 0;
     if (r->failing) AG_INFO("relay.recovered", AG_LS("relay", r->cfg.name));
@@ -167,10 +198,64 @@ static void note(struct ag_relay *r, uint64_t next, size_t published, bool durab
     pthread_mutex_unlock(&r->lock);
 }
 
-static void note_saved(struct ag_relay *r, uint64_t checkpoint)
+/* The saver thread: records the latest acknowledged cursor it is given (a newer
+ * one given meanwhile replaces it), so the relay never waits for the fsync. A
+ * failed write is retried every 100 ms unless a newer cursor came or the pending
+ * saves were dropped. */
+static void *saver_main(void *arg)
+{
+    struct ag_relay *r = arg;
+    pthread_mutex_lock(&r->lock);
+    for (;;) {
+        if (r->save_pending) {
+            struct ag_store_cursor want = r->save_cur;
+            uint64_t epoch = r->save_epoch;
+            r->save_pending = false;
+            r->saving = true;
+            pthread_mutex_unlock(&r->lock);
+            struct ag_err err;
+            int rc = save_checkpoint(r, &want, &err);
+            pthread_mutex_lock(&r->lock);
+            r->saving = false;
+            pthread_cond_broadcast(&r->save); /* a relay dropping the saves waits for this */
+            if (!rc) {
+                r->checkpoint = ag_store_cursor_sum(&want);
+                continue;
+            }
+            if (r->saver_exit) break; /* given up: a restart republishes more (dedup) */
+            if (!r->save_pending && r->save_epoch == epoch) {
+                r->save_cur = want;
+                r->save_pending = true;
+            }
+            struct timespec ts;
+            ag_deadline_mono_in_ms(&ts, 100);
+            pthread_cond_timedwait(&r->save, &r->lock, &ts);
+            continue;
+        }
+        if (r->saver_exit) break;
+        pthread_cond_wait(&r->save, &r->lock);
+    }
+    pthread_mutex_unlock(&r->lock);
+    return NULL;
+}
+
+static void save_async(struct ag_relay *r, const struct ag_store_cursor *next)
 {
     pthread_mutex_lock(&r->lock);
-    r->checkpoint = checkpoint;
+    r->save_cur = *next;
+    r->save_pending = true;
+    pthread_cond_broadcast(&r->save);
+    pthread_mutex_unlock(&r->lock);
+}
+
+/* The lease is lost: no checkpoint of ours is written from now on (one being
+ * written is waited for). */
+static void save_drop(struct ag_relay *r)
+{
+    pthread_mutex_lock(&r->lock);
+    r->save_pending = false;
+    r->save_epoch++;
+    while (r->saving) pthread_cond_wait(&r->save, &r->lock);
     pthread_mutex_unlock(&r->lock);
 }
 
@@ -215,97 +300,201 @@ static void set_standby(struct ag_relay *r, bool standby)
     pthread_mutex_unlock(&r->lock);
 }
 
-/* cfg.lease: true when the relay may publish now. Taken anew: *from and *acked
- * start again from the checkpoint in the store (the subscription is remade). */
-static bool leased(struct ag_relay *r, struct ag_store_sub **sub, struct ag_store_cursor *from,
-                   struct ag_store_cursor *acked, uint64_t *unsaved)
+/* A page in flight: its mark in the pipe and the cursor after it. */
+struct inflight {
+    uint64_t mark;
+    struct ag_store_cursor after;
+};
+
+/* The relay thread's own state. */
+struct loop {
+    struct ag_store_sub *sub;
+    struct ag_store_cursor from;  /* where `sub` reads from (after a failure: `acked`) */
+    struct ag_store_cursor acked; /* the acknowledged prefix: everything below is handled */
+    struct inflight *ring;        /* pages in flight, oldest at ring[first] */
+    size_t first, count, cap;
+    uint64_t marks;    /* the last mark handed to the pipe */
+    uint64_t seen;     /* the pipe's `acked` count already added to `published` */
+    uint64_t unsaved;  /* messages acknowledged since the last checkpoint */
+    uint64_t saved_at; /* when the last checkpoint was asked for (monotonic ms) */
+};
+
+static int ring_push(struct loop *l, uint64_t mark, const struct ag_store_cursor *after,
+                     struct ag_err *err)
+{
+    if (l->first + l->count == l->cap) {
+        if (l->first) {
+            memmove(l->ring, l->ring + l->first, l->count * sizeof *l->ring);
+            l->first = 0;
+        } else {
+            size_t cap = l->cap ? l->cap * 2 : 16;
+            struct inflight *ring = ag_realloc(l->ring, cap * sizeof *ring);
+            if (!ring) return ag_err_set(err, AG_ENOMEM, "out of memory");
+            l->ring = ring;
+            l->cap = cap;
+        }
+    }
+    struct inflight *e = &l->ring[l->first + l->count++];
+    e->mark = mark;
+    e->after = *after;
+    return 0;
+}
+
+/* Nothing in flight counts any more (a reset pipe, a lost lease). */
+static void ring_drop(struct ag_relay *r, struct loop *l)
+{
+    ag_bus_pipe_reset(r->cfg.bus);
+    l->first = l->count = 0;
+    l->seen = 0;
+    ag_store_sub_free(l->sub);
+    l->sub = NULL;
+    l->from = l->acked;
+}
+
+/* Take what the broker acknowledged: the entries up to the pipe's mark leave the
+ * ring and the last one's cursor is the new acknowledged prefix; the checkpoint
+ * is asked for at most every CHECKPOINT_MS while busy (and when idle): a crash
+ * republishes at most that much, which the broker's dedup window drops. */
+static void advance(struct ag_relay *r, struct loop *l, const struct ag_bus_pipe_stat *ps,
+                    bool idle)
+{
+    uint64_t delta = ps->acked - l->seen;
+    l->seen = ps->acked;
+    l->unsaved += delta;
+    bool moved = false;
+    while (ps->marked && l->count && l->ring[l->first].mark <= ps->mark) {
+        l->acked = l->ring[l->first].after;
+        l->first++;
+        l->count--;
+        moved = true;
+    }
+    if (!l->count) l->first = 0;
+    if (moved || delta) note(r, ag_store_cursor_sum(&l->acked), delta);
+    if (l->unsaved && (idle || mono_ms() - l->saved_at >= CHECKPOINT_MS)) {
+        save_async(r, &l->acked);
+        l->unsaved = 0;
+        l->saved_at = mono_ms();
+    }
+}
+
+/* A page was sent (n messages, under mark `mark`) or had nothing to send: record
+ * where it ends. */
+static int sent(struct ag_relay *r, struct loop *l, uint64_t mark, size_t n, struct ag_err *err)
+{
+    struct ag_store_cursor after;
+    ag_store_sub_cursor(l->sub, &after);
+    l->from = after;
+    if (n) return ring_push(l, mark, &after, err);
+    if (l->count) { /* reached when the newest page in flight is */
+        l->ring[l->first + l->count - 1].after = after;
+    } else {
+        l->acked = after;
+        note(r, ag_store_cursor_sum(&after), 0);
+    }
+    return 0;
+}
+
+/* One step: the acks so far, then the next page into the pipe; when nothing is
+ * new, wait for the acks in flight or (with none) for the next event. */
+static int step(struct ag_relay *r, struct loop *l, struct ag_err *err)
+{
+    struct ag_bus_pipe_stat ps;
+    int lost = r->cfg.publish_timeout_ms;
+    int rc = ag_bus_pipe_acked(r->cfg.bus, 0, lost, &ps, err);
+    if (rc) return rc;
+    advance(r, l, &ps, false);
+    struct ag_event_page pg;
+    rc = ag_store_sub_next(l->sub, r->cfg.batch, ps.inflight ? 0 : 100, &pg, err);
+    if (rc == AG_ETIMEDOUT) { /* nothing new: the acks, or the idle checkpoint */
+        ag_err_clear(err);
+        rc = ps.inflight ? ag_bus_pipe_acked(r->cfg.bus, 100, lost, &ps, err) : 0;
+        if (!rc) advance(r, l, &ps, ps.inflight == 0);
+        return rc;
+    }
+    if (rc) return rc;
+    size_t n = 0;
+    uint64_t mark = l->marks + 1;
+    rc = publish_page(r, &pg, mark, &n, err);
+    ag_event_page_free(&pg);
+    if (!rc && n) l->marks = mark;
+    return rc ? rc : sent(r, l, mark, n, err);
+}
+
+/* cfg.lease: true when the relay may publish now. Lost: what is in flight and
+ * any checkpoint not yet written are dropped (the next holder publishes them
+ * again; the broker drops twins). Taken anew: the relay starts again from the
+ * checkpoint in the store. */
+static bool leased(struct ag_relay *r, struct loop *l)
 {
     if (!r->cfg.lease) return true;
     bool held = false, taken = false;
-    if (r->cfg.lease(r->cfg.lease_ud, &held, &taken) || !held) {
-        ag_store_sub_free(*sub);
-        *sub = NULL;
-        *unsaved = 0; /* the next holder publishes them again; the broker drops twins */
-        set_standby(r, true);
-        return false;
-    }
     pthread_mutex_lock(&r->lock);
     bool was_standby = r->standby;
     pthread_mutex_unlock(&r->lock);
+    if (r->cfg.lease(r->cfg.lease_ud, &held, &taken) || !held) {
+        if (!was_standby) {
+            ring_drop(r, l);
+            save_drop(r);
+            l->unsaved = 0;
+        }
+        set_standby(r, true);
+        return false;
+    }
     if (taken || was_standby) {
+        ring_drop(r, l);
+        save_drop(r);
+        l->unsaved = 0;
         uint64_t next = load_checkpoint(r); /* also sets r->start, the cursor */
-        *from = *acked = r->start;
+        l->from = l->acked = r->start;
         pthread_mutex_lock(&r->lock);
         r->checkpoint = r->position = next;
         pthread_mutex_unlock(&r->lock);
-        ag_store_sub_free(*sub);
-        *sub = NULL;
         set_standby(r, false);
     }
     return true;
 }
 
+/* Stopping: what is in flight (unless standing by), then the last checkpoint. */
+static void finish(struct ag_relay *r, struct loop *l)
+{
+    struct ag_err err;
+    struct ag_bus_pipe_stat ps;
+    pthread_mutex_lock(&r->lock);
+    bool standby = r->standby;
+    pthread_mutex_unlock(&r->lock);
+    if (!standby && ag_bus_pipe_acked(r->cfg.bus, r->cfg.publish_timeout_ms, 0, &ps, &err) == 0)
+        advance(r, l, &ps, true);
+    ag_bus_pipe_reset(r->cfg.bus);
+    ag_store_sub_free(l->sub);
+    ag_free(l->ring);
+}
+
 static void *relay_main(void *arg)
 {
     struct ag_relay *r = arg;
-    struct ag_store_sub *sub = NULL;
     struct ag_err err;
+    struct loop l = {.from = r->start, .acked = r->start};
     uint64_t backoff = 0;
-    struct ag_store_cursor from = r->start, acked = from, cur;
-    uint64_t unsaved = 0, saved_at = 0; /* acknowledged, not yet recorded */
     while (!stopping(r)) {
         ag_err_clear(&err);
-        if (!leased(r, &sub, &from, &acked, &unsaved)) {
+        if (!leased(r, &l)) {
             if (!pause_ms(r, 1000)) break;
             continue;
         }
-        if (!sub && ag_store_subscribe_cursor(r->cfg.store, &from, &sub, &err)) {
-            failed(r, &err, 0);
-            if (!pause_ms(r, 1000)) break;
-            continue;
-        }
-        struct ag_event_page pg;
-        int rc = ag_store_sub_next(sub, r->cfg.batch, 100, &pg, &err);
+        int rc = l.sub ? 0 : ag_store_subscribe_cursor(r->cfg.store, &l.from, &l.sub, &err);
+        if (!rc) rc = step(r, &l, &err);
         if (rc == AG_ECLOSED) break;
-        size_t npub = 0;
-        uint64_t next = ag_store_sub_checkpoint(sub);
-        ag_store_sub_cursor(sub, &cur);
-        if (rc == AG_ETIMEDOUT) { /* idle: record what was acknowledged */
-            if (unsaved && save_checkpoint(r, &acked, &err) == 0)
-                note_saved(r, ag_store_cursor_sum(&acked)), unsaved = 0;
-            continue;
-        }
         if (!rc) {
-            uint64_t oldest = pg.count ? pg.events[0].time_ns : 0;
-            rc = publish_page(r, &pg, &npub, &err);
-            if (rc) failed(r, &err, oldest);
-            ag_event_page_free(&pg);
-        }
-        if (!rc) {
-            note(r, next, npub, false);
-            from = cur;
             backoff = 0;
-            if (npub) acked = cur, unsaved += npub;
-            /* the checkpoint is written at most every CHECKPOINT_MS while busy (and
-             * when idle): a crash republishes at most that much, which the broker's
-             * dedup window drops */
-            if (unsaved && mono_ms() - saved_at >= CHECKPOINT_MS &&
-                save_checkpoint(r, &acked, &err) == 0) {
-                note_saved(r, ag_store_cursor_sum(&acked));
-                unsaved = 0;
-                saved_at = mono_ms();
-            }
             continue;
         }
-        /* publish again from the page's start (the broker drops what it had) */
-        ag_store_sub_free(sub);
-        sub = NULL;
+        /* publish again from the acknowledged prefix (the broker drops what it had) */
+        failed(r, &err, 0);
+        ring_drop(r, &l);
         backoff = backoff ? (backoff * 2 > 5000 ? 5000 : backoff * 2) : 100;
         if (!pause_ms(r, backoff)) break;
     }
-    if (unsaved && !r->standby && save_checkpoint(r, &acked, &err) == 0)
-        note_saved(r, ag_store_cursor_sum(&acked));
-    ag_store_sub_free(sub);
+    finish(r, &l);
     return NULL;
 }
 
@@ -322,9 +511,11 @@ int ag_relay_start(const struct ag_relay_config *cfg, struct ag_relay **out, str
     snprintf(r->stream, sizeof r->stream, "_relay-%s", r->cfg.name);
     pthread_mutex_init(&r->lock, NULL);
     ag_cond_init_mono(&r->moved);
+    ag_cond_init_mono(&r->save);
     r->checkpoint = r->position = load_checkpoint(r);
     r->standby = r->cfg.lease != NULL; /* until the lease is taken */
-    if (pthread_create(&r->thread, NULL, relay_main, r) != 0) {
+    r->saver_started = pthread_create(&r->saver, NULL, saver_main, r) == 0;
+    if (!r->saver_started || pthread_create(&r->thread, NULL, relay_main, r) != 0) {
         ag_relay_stop(r);
         return ag_err_set(err, AG_ENOMEM, "cannot start the relay thread");
     }
@@ -380,7 +571,13 @@ void ag_relay_stop(struct ag_relay *r)
     r->stopping = true;
     pthread_cond_broadcast(&r->moved);
     pthread_mutex_unlock(&r->lock);
-    if (r->started) pthread_join(r->thread, NULL);
+    if (r->started) pthread_join(r->thread, NULL); /* its last word: save_cur */
+    pthread_mutex_lock(&r->lock);
+    r->saver_exit = true; /* the saver records what is left, then ends */
+    pthread_cond_broadcast(&r->save);
+    pthread_mutex_unlock(&r->lock);
+    if (r->saver_started) pthread_join(r->saver, NULL);
+    pthread_cond_destroy(&r->save);
     pthread_cond_destroy(&r->moved);
     pthread_mutex_destroy(&r->lock);
     ag_free(r);

@@ -325,7 +325,7 @@ static int member_san(const struct ag_certs_member *m, char *san, size_t n, stru
     }
     for (size_t i = 0; i < m->ndns; i++) {
         const char *d = m->dns[i];
-        if (!name_ok(d, 253, ".-*") || (strchr(d, '*') && strncmp(d, "*.", 2)))
+        if (!name_ok(d, 253, ".-*") || (strchr(d, '*') && strncmp(d, "*.", 2) != 0))
             return ag_err_set(err, AG_EINVAL, "'%s' is not a DNS name", d ? d : "");
         if (san_add(san, n, "DNS", d)) return ag_err_set(err, AG_EINVAL, "too many names");
     }
@@ -376,9 +376,9 @@ int ag_certs_issue(const char *ca_dir, const struct ag_certs_member *m, char *ce
                    char *key_out, size_t n, struct ag_err *err)
 {
     char cert_path[PATH_LEN], key_path[PATH_LEN], san[4096];
+    if (!m) return ag_err_set(err, AG_EINVAL, "no member");
     struct ca c;
     int rc = ca_paths(&c, ca_dir, err);
-    if (!rc && !m) rc = ag_err_set(err, AG_EINVAL, "no member");
     if (!rc) rc = member_paths(ca_dir, m, cert_path, key_path, err);
     if (!rc) rc = member_san(m, san, sizeof san, err);
     if (!rc && m->days > 36500) rc = ag_err_set(err, AG_EINVAL, "days: at most 36500");

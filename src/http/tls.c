@@ -308,14 +308,17 @@ int ag_tls_server_new(const struct ag_tls_server_config *cfg, struct ag_tls_serv
 static int server_reload(struct ag_tls_server *t, const struct stamp *now, struct ag_err *err)
 {
     struct stamp st[WATCH_FILES];
-    if (!now) watch_stat(&t->watch, st);
-    struct tls_set *s;
+    if (now)
+        memcpy(st, now, sizeof st);
+    else
+        watch_stat(&t->watch, st);
+    struct tls_set *s = NULL;
     int rc = set_build(t->certs, t->ncerts, t->client_ca, &s, err);
     if (rc) return rc;
     pthread_mutex_lock(&t->lock);
     struct tls_set *old = t->set;
     t->set = s;
-    memcpy(t->watch.seen, now ? now : st, sizeof t->watch.seen);
+    memcpy(t->watch.seen, st, sizeof t->watch.seen);
     pthread_mutex_unlock(&t->lock);
     set_unref(old);
     atomic_fetch_add(&t->reloads, 1);
@@ -438,14 +441,17 @@ int ag_tls_client_new(const struct ag_tls_client_config *cfg, struct ag_tls_clie
 static int client_reload(struct ag_tls_client *t, const struct stamp *now, struct ag_err *err)
 {
     struct stamp st[WATCH_FILES];
-    if (!now) watch_stat(&t->watch, st);
-    SSL_CTX *ctx;
+    if (now)
+        memcpy(st, now, sizeof st);
+    else
+        watch_stat(&t->watch, st);
+    SSL_CTX *ctx = NULL;
     int rc = client_ctx_build(t, &ctx, err);
     if (rc) return rc;
     pthread_mutex_lock(&t->lock);
     SSL_CTX *old = t->ctx;
     t->ctx = ctx;
-    memcpy(t->watch.seen, now ? now : st, sizeof t->watch.seen);
+    memcpy(t->watch.seen, st, sizeof t->watch.seen);
     pthread_mutex_unlock(&t->lock);
     SSL_CTX_free(old); /* connections made with it hold their own references */
     atomic_fetch_add(&t->reloads, 1);

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "agora/certs.h"
 #include "cli/cli.h"
@@ -136,8 +137,15 @@ static int do_issue(const struct certs_opts *o)
     char cert[4096], key[4096];
     struct ag_err err;
     int rc = ag_certs_issue(o->dir, &m, cert, key, sizeof cert, &err);
-    if (rc) return fail("issue", &err, rc);
-    printf("issued %s (key %s, 0600), valid %u days\n", cert, key, m.days ? m.days : AG_CERTS_DAYS);
+    if (rc) {
+        snprintf(key, sizeof key, "%s/ca.pem", o->dir);
+        if (access(key, F_OK) != 0)
+            fprintf(stderr, "agora certs issue: no CA in %s: run 'agora certs init --dir %s'\n",
+                    o->dir, o->dir);
+        return fail("issue", &err, rc);
+    }
+    unsigned days = m.days ? m.days : AG_CERTS_DAYS;
+    printf("issued %s (key %s, 0600), valid for %u day%s\n", cert, key, days, days == 1 ? "" : "s");
     return 0;
 }
 

@@ -10,7 +10,8 @@
 #     serve refuses half the TLS options and a non-loopback address without TLS
 #     material (exit 2), and a wrong key (exit 1);
 #   - through the gateway (plain HTTP on its side): the catalog, an admin route and
-#     a registered customer work over mTLS to the instance;
+#     a registered customer work over mTLS to the instance; the instance's HSTS
+#     header is not forwarded (the gateway's own listener decides HSTS);
 #   - straight to the instance: curl with the gateway's certificate gets 200; with
 #     no certificate, with a self-signed certificate from another CA, with an
 #     expired certificate from the right CA, and in plain HTTP: refused;
@@ -122,7 +123,9 @@ st=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $ADMIN" "$
 st=$(curl -s -o "$TMP/reg" -w '%{http_code}' -H "Authorization: Bearer $ADA" -H 'Content-Type: application/json' \
     --data-binary '{"email": "ada@example.com", "name": "Ada Lovelace"}' "$G/api/v1/customers")
 [ "$st" = 201 ] || fail "register through the gateway: $st $(cat "$TMP/reg")"
-pass "through the gateway over mTLS: the catalog, an admin route, a registration"
+curl -s -D "$TMP/h.gw" -o /dev/null "$G/api/v1/products?limit=1"
+grep -qi '^strict-transport-security' "$TMP/h.gw" && fail "the gateway (plain HTTP) forwards the instance's HSTS"
+pass "through the gateway over mTLS: the catalog, an admin route, a registration (no HSTS forwarded)"
 
 # ---- straight to the instance ----
 direct() { curl -s -o /dev/null -w '%{http_code}' --max-time 5 --cacert "$C/ca.pem" "$@" "$A/health/live"; }

@@ -289,8 +289,9 @@ static void on_upstream(const struct ag_mesh_result *res, void *ud)
         if (!strcasecmp(n, "content-type")) ctype = v;
         /* the gateway answers with its own X-Request-ID and traceparent (its span),
          * and HSTS only from its own listener (an mTLS instance sends one too) */
-        else if (!hop_by_hop(n, conn) && strcasecmp(n, "x-request-id") &&
-                 strcasecmp(n, "traceparent") && strcasecmp(n, "strict-transport-security")) {
+        else if (!hop_by_hop(n, conn) && strcasecmp(n, "x-request-id") != 0 &&
+                 strcasecmp(n, "traceparent") != 0 &&
+                 strcasecmp(n, "strict-transport-security") != 0) {
             ag_http_resp_header(req, n, v);
             bool keep = p->idem_key || (p->route->cache_max_age_s && strcasecmp(n, "etag"));
             if (keep) ag_buf_printf(&saved, "%s: %s\n", n, v);

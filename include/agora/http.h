@@ -110,11 +110,17 @@ struct ag_tls_server_config {
     const struct ag_tls_cert *certs; /* the first is the default; SNI picks the first whose
                                         names match the name the client asks for */
     size_t ncerts;                   /* at least one */
+    const char *client_ca_file;      /* mTLS: PEM CAs; every client must present a certificate
+                                        that chains to one (else the handshake is refused);
+                                        NULL = no client certificates asked */
 };
 
 /* Server certificates for ag_http_server_config.tls: TLS 1.2 and 1.3 only, ECDHE with
  * AES-GCM or ChaCha20-Poly1305, ALPN http/1.1. AG_ECONFIG naming the file when a
- * certificate or key cannot be loaded or they do not match. Thread-safe. */
+ * certificate or key cannot be loaded or they do not match. Thread-safe. The files
+ * of the first pair and client_ca_file are also watched: a new connection reloads
+ * them (as ag_tls_server_reload) when one changed on disk, looking at most once a
+ * second; files that do not load leave the running certificates. */
 struct ag_tls_server;
 AG_EXTERN int ag_tls_server_new(const struct ag_tls_server_config *cfg, struct ag_tls_server **out,
                                 struct ag_err *err);
@@ -134,10 +140,17 @@ struct ag_tls_client_config {
     bool insecure;           /* do not verify the upstream (tests only) */
 };
 
-/* Client TLS for ag_http_upstream_config.tls: verifies the chain and the name. */
+/* Client TLS for ag_http_upstream_config.tls: verifies the chain and the name.
+ * Thread-safe; the paths are copied. Like a server, it re-reads its files when one
+ * changed on disk (checked by a new connection, at most once a second). */
 struct ag_tls_client;
 AG_EXTERN int ag_tls_client_new(const struct ag_tls_client_config *cfg, struct ag_tls_client **out,
                                 struct ag_err *err);
+/* Re-read the same files (a renewed client certificate or CA): new connections use
+ * them, open ones keep theirs. On error the running context stays. */
+AG_EXTERN int ag_tls_client_reload(struct ag_tls_client *t, struct ag_err *err);
+/* Successful reloads so far (explicit or on a file change). */
+AG_EXTERN uint64_t ag_tls_client_reloads(const struct ag_tls_client *t);
 AG_EXTERN void ag_tls_client_free(struct ag_tls_client *t);
 
 /* ---- server ---- */
@@ -192,7 +205,8 @@ AG_EXTERN bool ag_http_server_draining(const struct ag_http_server *s);
 AG_EXTERN int ag_http_server_wait(struct ag_http_server *s);
 AG_EXTERN void ag_http_server_free(struct ag_http_server *s);
 /* Block the calling thread until SIGINT or SIGTERM, then drain with `drain_ms`
- * and wait. The helper a CLI's main calls after ag_http_server_start. */
+ * and wait. The helper a CLI's main calls after ag_http_server_start. Meanwhile
+ * with TLS, SIGHUP re-reads the server's certificates (ag_tls_server_reload). */
 AG_EXTERN int ag_http_server_run_until_signal(struct ag_http_server *s, uint32_t drain_ms);
 
 /* ---- requests ---- */

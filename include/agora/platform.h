@@ -12,6 +12,9 @@
 
 #include "agora/base.h"
 
+struct ag_tls_server;
+struct ag_tls_client;
+
 /* The customers' unique-email claim streams and the event that releases one
  * (erasure, migration): a scavenge deletes released claims, so their names leave
  * the log (struct ag_log_retention's released_prefix and released_type). */
@@ -101,6 +104,14 @@ struct ag_platform_config {
      * contexts not served here become calls through the mesh to instances found
      * there. NULL = no registry ("" = the listen address). */
     const char *advertise;
+    /* mTLS (`agora serve --tls-cert/--tls-key/--tls-ca`): serve HTTPS with these
+     * certificates, requiring a client certificate from the cluster CA (borrowed,
+     * outlives the platform; SIGHUP and changed files reload it). NULL = plain HTTP. */
+    struct ag_tls_server *tls;
+    /* The client side for calls to other instances (the mesh's upstream pools,
+     * ag_http_upstream_config.tls): presents this member's certificate and verifies
+     * theirs against the cluster CA (borrowed). NULL = plain HTTP. */
+    struct ag_tls_client *mesh_tls;
 };
 
 /* The business contexts `agora serve` can serve, NULL-terminated: customers,

@@ -37,6 +37,7 @@ extern const struct ag_cli_cmd ag_cli_cmd_mcp;
 extern const struct ag_cli_cmd ag_cli_cmd_keys;
 extern const struct ag_cli_cmd ag_cli_cmd_dlq;
 extern const struct ag_cli_cmd ag_cli_cmd_console_url;
+extern const struct ag_cli_cmd ag_cli_cmd_certs;
 /* The development JWT secret: AGORA_JWT_SECRET, else DATA/jwt-secret (created when
  * `create`). out holds 32..64 characters. */
 int ag_cli_jwt_secret(const char *data_dir, bool create, char out[65], struct ag_err *err);

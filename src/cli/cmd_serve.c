@@ -18,6 +18,8 @@ static const char usage_text[] =
     "usage: agora serve <context>... --store URI --readmodels URI [--bus URI]\n"
     "                   [--listen HOST:PORT] [--data DIR] [--saga-mode MODE] [--workers N]\n"
     "                   [--seed] [--advertise HOST:PORT]\n"
+    "                   [--tls-cert FILE --tls-key FILE --tls-ca FILE]\n"
+    "                   [--insecure-plaintext]\n"
     "\n"
     "Serve some contexts of the platform as one of several instances (agora run is the\n"
     "one-process shape). Contexts: customers, catalog, ordering, inventory, payments,\n"
@@ -47,15 +49,28 @@ static const char usage_text[] =
     "                      models' database; default the listen address)\n"
     "  --seed              the demo catalog and customers when the store is empty (start\n"
     "                      one instance with it, alone, before the others)\n"
+    "  --tls-cert FILE     mTLS: serve HTTPS with this member certificate (agora certs\n"
+    "                      issue; env AGORA_TLS_CERT) and\n"
+    "  --tls-key FILE      its key (env AGORA_TLS_KEY), and require every client (the\n"
+    "  --tls-ca FILE       gateway, other instances) to present a certificate from this\n"
+    "                      CA (the cluster's ca.pem; env AGORA_TLS_CA): a handshake\n"
+    "                      without one is refused. The three go together. The files are\n"
+    "                      re-read at SIGHUP and when they change on disk (rotation:\n"
+    "                      open connections keep the old certificate)\n"
+    "  --insecure-plaintext  serve plain HTTP on a non-loopback address. Without TLS\n"
+    "                      material agora serve refuses such an address (anyone on the\n"
+    "                      network could call it); loopback stays plain HTTP\n"
     "\n"
     "file: stores, sqlite: read models and the local: bus belong to one process and\n"
     "are refused here: use agora run for them.\n";
 
 struct serve_opts {
     const char *listen, *store, *readmodels, *bus, *data, *saga_mode, *advertise;
+    const char *tls_cert, *tls_key, *tls_ca; /* mTLS material, or NULL */
     unsigned contexts;
     int workers;
     bool seed;
+    bool insecure_plaintext; /* plain HTTP on a non-loopback address, on purpose */
 };
 
 static const char *env_or(const char *name, const char *dflt)
@@ -113,6 +128,9 @@ static int parse(int argc, char **argv, struct serve_opts *o)
                            : strcmp(a, "--data") == 0       ? &o->data
                            : strcmp(a, "--saga-mode") == 0  ? &o->saga_mode
                            : strcmp(a, "--advertise") == 0  ? &o->advertise
+                           : strcmp(a, "--tls-cert") == 0   ? &o->tls_cert
+                           : strcmp(a, "--tls-key") == 0    ? &o->tls_key
+                           : strcmp(a, "--tls-ca") == 0     ? &o->tls_ca
                                                             : NULL;
         if (val && i + 1 < argc) {
             *val = argv[++i];
@@ -120,6 +138,8 @@ static int parse(int argc, char **argv, struct serve_opts *o)
             o->workers = (int)strtol(argv[++i], NULL, 10);
         } else if (strcmp(a, "--seed") == 0) {
             o->seed = true;
+        } else if (strcmp(a, "--insecure-plaintext") == 0) {
+            o->insecure_plaintext = true;
         } else if (a[0] != '-') {
             if (context_arg(a, &o->contexts)) return 2;
         } else {
@@ -165,6 +185,39 @@ static int check_shared(const struct serve_opts *o)
     return 0;
 }
 
+/* mTLS material complete or absent; plain HTTP off loopback only when asked. */
+static int check_tls(const struct serve_opts *o, const char *host)
+{
+    int n = !!o->tls_cert + !!o->tls_key + !!o->tls_ca;
+    if (n && n < 3)
+        return ag_cli_usage_error("serve: --tls-cert, --tls-key and --tls-ca go together (env "
+                                  "AGORA_TLS_CERT, AGORA_TLS_KEY, AGORA_TLS_CA): the instance "
+                                  "serves with its certificate and requires the gateway's, "
+                                  "from the cluster CA (see 'agora certs --help')");
+    if (!n && !o->insecure_plaintext && !ag_cli_loopback(host))
+        return ag_cli_usage_error(
+            "serve: %s is not loopback and there is no TLS material: give --tls-cert, --tls-key "
+            "and --tls-ca (mTLS with the cluster CA, 'agora certs'), or --insecure-plaintext to "
+            "serve plain HTTP there on purpose",
+            host);
+    return 0;
+}
+
+/* The server side (client certificates required) and the client side (the
+ * mesh's calls to other instances) from the same member files. */
+static int open_tls(const struct serve_opts *o, struct ag_tls_server **srv,
+                    struct ag_tls_client **cli, struct ag_err *err)
+{
+    if (!o->tls_cert) return 0;
+    struct ag_tls_cert pair = {o->tls_cert, o->tls_key};
+    struct ag_tls_server_config sc = {&pair, 1, o->tls_ca};
+    int rc = ag_tls_server_new(&sc, srv, err);
+    struct ag_tls_client_config cc = {
+        .ca_file = o->tls_ca, .cert_file = o->tls_cert, .key_file = o->tls_key};
+    if (!rc) rc = ag_tls_client_new(&cc, cli, err);
+    return rc;
+}
+
 static void contexts_text(unsigned mask, char *out, size_t n)
 {
     size_t len = 0;
@@ -185,7 +238,10 @@ static int serve(int argc, char **argv)
                            .readmodels = env_or("AGORA_READMODELS", NULL),
                            .bus = env_or("AGORA_BUS", NULL),
                            .data = env_or("AGORA_DATA", "./data"),
-                           .saga_mode = env_or("AGORA_SAGA_MODE", NULL)};
+                           .saga_mode = env_or("AGORA_SAGA_MODE", NULL),
+                           .tls_cert = env_or("AGORA_TLS_CERT", NULL),
+                           .tls_key = env_or("AGORA_TLS_KEY", NULL),
+                           .tls_ca = env_or("AGORA_TLS_CA", NULL)};
     const char *mesh_key = NULL;
     int prc = parse(argc, argv, &o);
     if (!prc) prc = check_shared(&o);
@@ -203,6 +259,14 @@ static int serve(int argc, char **argv)
     if (o.advertise && ag_hostport_parse(o.advertise, 0, ahost, sizeof ahost, &aport, &err))
         return ag_cli_usage_error("serve: --advertise takes HOST:PORT (a numeric address): %s",
                                   err.msg);
+    if (check_tls(&o, host)) return 2;
+    struct ag_tls_server *tls = NULL;
+    struct ag_tls_client *mesh_tls = NULL;
+    if (open_tls(&o, &tls, &mesh_tls, &err)) {
+        fprintf(stderr, "agora serve: %s\n", err.msg);
+        ag_tls_server_free(tls);
+        return 1;
+    }
     struct ag_platform_config cfg = {.data_dir = o.data,
                                      .store_uri = o.store,
                                      .readmodels_uri = o.readmodels,
@@ -218,17 +282,19 @@ static int serve(int argc, char **argv)
                                      .shared = true,
                                      .mesh_key = mesh_key,
                                      /* every instance is in the registry (discovery) */
-                                     .advertise = o.advertise ? o.advertise : ""};
+                                     .advertise = o.advertise ? o.advertise : "",
+                                     .tls = tls,
+                                     .mesh_tls = mesh_tls};
     long rw = getenv("AGORA_DB_WAIT") ? strtol(getenv("AGORA_DB_WAIT"), NULL, 10) : 0;
     if (rw > 0 && rw <= 86400) cfg.readmodels_wait_s = (unsigned)rw;
     long st = getenv("AGORA_SAGA_THREADS") ? strtol(getenv("AGORA_SAGA_THREADS"), NULL, 10) : 0;
     if (st > 0 && st <= 1024) cfg.saga_threads = (unsigned)st;
     setenv("UV_THREADPOOL_SIZE", "64", 0); /* before libuv starts its pool */
     umask(077);
-    if (!ag_cli_loopback(host))
+    if (!tls && !ag_cli_loopback(host))
         fprintf(stderr,
-                "agora serve: warning: %s is not loopback: the traffic from the gateway "
-                "is plain HTTP (no TLS between them yet): keep it on a private network\n",
+                "agora serve: warning: %s is not loopback and --insecure-plaintext serves "
+                "plain HTTP there: keep it on a private network\n",
                 host);
     struct ag_platform *p = NULL;
     int rc = ag_http_listen_check(host, port, &err);
@@ -237,14 +303,19 @@ static int serve(int argc, char **argv)
     if (!rc) rc = ag_platform_start(&cfg, &p, &err);
     if (rc) {
         fprintf(stderr, "agora serve: %s\n", ag_err_msg(&err, rc));
+        ag_tls_client_free(mesh_tls);
+        ag_tls_server_free(tls);
         return 1;
     }
     char names[128];
     contexts_text(o.contexts, names, sizeof names);
-    fprintf(stderr, "agora: serving %s on http://%s:%u (instance pid %ld); Ctrl-C to stop\n", names,
-            host, ag_platform_port(p), (long)getpid());
+    fprintf(stderr, "agora: serving %s on %s://%s:%u (instance pid %ld%s); Ctrl-C to stop\n", names,
+            tls ? "https" : "http", host, ag_platform_port(p), (long)getpid(),
+            tls ? ", mTLS: client certificates required, SIGHUP re-reads them" : "");
     ag_platform_run_until_signal(p);
     ag_platform_stop(p);
+    ag_tls_client_free(mesh_tls);
+    ag_tls_server_free(tls);
     fprintf(stderr, "agora: stopped\n");
     return 0;
 }

@@ -11,7 +11,7 @@ static const struct ag_cli_cmd *const commands[] = {
     &ag_cli_cmd_run,         &ag_cli_cmd_projections, &ag_cli_cmd_store,   &ag_cli_cmd_version,
     &ag_cli_cmd_load,        &ag_cli_cmd_gateway,     &ag_cli_cmd_token,   &ag_cli_cmd_mcp,
     &ag_cli_cmd_backup,      &ag_cli_cmd_restore,     &ag_cli_cmd_keys,    &ag_cli_cmd_dlq,
-    &ag_cli_cmd_console_url, &ag_cli_cmd_serve,       &ag_cli_cmd_cluster,
+    &ag_cli_cmd_console_url, &ag_cli_cmd_serve,       &ag_cli_cmd_cluster, &ag_cli_cmd_certs,
 };
 
 bool ag_cli_wants_help(int argc, char **argv)

@@ -313,9 +313,11 @@ static void on_upstream(const struct ag_mesh_result *res, void *ud)
     for (size_t i = 0; i < r->nheaders; i++) {
         const char *n = r->headers[i].name, *v = r->headers[i].value;
         if (AG__GW_NAME_IS(n, "content-type")) ctype = v;
-        /* the gateway answers with its own X-Request-ID and traceparent (its span) */
+        /* the gateway answers with its own X-Request-ID and traceparent (its span),
+         * and HSTS only from its own listener (an mTLS instance sends one too) */
         else if (!hop_by_hop(n, conn) && !AG__GW_NAME_IS(n, "x-request-id") &&
-                 !AG__GW_NAME_IS(n, "traceparent")) {
+                 !AG__GW_NAME_IS(n, "traceparent") &&
+                 !AG__GW_NAME_IS(n, "strict-transport-security")) {
             ag_http_resp_header(req, n, v);
             bool keep = p->idem_key || (p->route->cache_max_age_s && !AG__GW_NAME_IS(n, "etag"));
             if (keep) ag_buf_printf(&saved, "%s: %s\n", n, v);

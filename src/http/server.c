@@ -810,6 +810,7 @@ struct sigwait {
     uint32_t drain_ms;          /* drain timeout */
     uv_signal_t sigint;         /* SIGINT */
     uv_signal_t sigterm;        /* SIGTERM */
+    uv_signal_t sighup;         /* SIGHUP: re-read the TLS certificates */
     uv_timer_t poll;            /* notices a drain started elsewhere */
 };
 
@@ -817,6 +818,7 @@ static void sigwait_stop(struct sigwait *sw)
 {
     uv_close((uv_handle_t *)&sw->sigint, NULL);
     uv_close((uv_handle_t *)&sw->sigterm, NULL);
+    uv_close((uv_handle_t *)&sw->sighup, NULL);
     uv_close((uv_handle_t *)&sw->poll, NULL);
 }
 
@@ -826,6 +828,19 @@ static void on_signal(uv_signal_t *h, int signum)
     AG_INFO("http server draining", AG_LI("signal", signum), AG_LU("drain_ms", sw->drain_ms));
     ag_http_server_drain(sw->srv, sw->drain_ms);
     sigwait_stop(sw);
+}
+
+static void on_sighup(uv_signal_t *h, int signum)
+{
+    AG_UNUSED(signum);
+    struct sigwait *sw = h->data;
+    struct ag_err err;
+    if (ag_tls_server_reload(sw->srv->cfg.tls, &err))
+        AG_WARN("SIGHUP: the certificates do not load; the running ones stay",
+                AG_LS("error", err.msg));
+    else
+        AG_INFO("SIGHUP: certificates reloaded",
+                AG_LU("reloads", ag_tls_server_reloads(sw->srv->cfg.tls)));
 }
 
 static void on_poll(uv_timer_t *t)
@@ -841,10 +856,12 @@ int ag_http_server_run_until_signal(struct ag_http_server *s, uint32_t drain_ms)
     struct sigwait sw = {.srv = s, .drain_ms = drain_ms};
     uv_signal_init(&loop, &sw.sigint);
     uv_signal_init(&loop, &sw.sigterm);
+    uv_signal_init(&loop, &sw.sighup);
     uv_timer_init(&loop, &sw.poll);
-    sw.sigint.data = sw.sigterm.data = sw.poll.data = &sw;
+    sw.sigint.data = sw.sigterm.data = sw.sighup.data = sw.poll.data = &sw;
     uv_signal_start(&sw.sigint, on_signal, SIGINT);
     uv_signal_start(&sw.sigterm, on_signal, SIGTERM);
+    if (s->cfg.tls) uv_signal_start(&sw.sighup, on_sighup, SIGHUP); /* else the default */
     uv_timer_start(&sw.poll, on_poll, 100, 100);
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);

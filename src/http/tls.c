@@ -22,8 +22,22 @@
  * with, so handshakes in progress finish with the old certificates and
  * established connections are never touched. A bad file leaves the old set.
  *
+ * Client certificates (mTLS). With client_ca_file a server context asks every
+ * client for a certificate and refuses the handshake without one that chains to
+ * those CAs (expired, another CA's, self-signed: all refused).
+ *
  * Client contexts verify the server (CA file, or the system store) unless told
  * not to, check its name or IP address, and can present a certificate (mTLS).
+ * The SSL_CTX sits under a mutex: ag_tls_client_reload swaps in one built from
+ * the same files; a connection's SSL holds its own reference on the context it
+ * started with, so open connections keep working with the old certificate.
+ *
+ * Rotation by file. Both sides also re-read their files when one of them
+ * changed on disk (device, inode, size or mtime differ): a new connection
+ * looks at most once a second (one stat per file, by whichever thread wins the
+ * slot). Renaming new files into place is enough; a check that catches the
+ * certificate and the key half-replaced fails to load them, keeps the running
+ * ones and tries again a second later.
  */
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -32,6 +46,8 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 
 #include "http/internal.h"
 
@@ -52,6 +68,66 @@ static const char *ssl_reason(char *buf, size_t n)
     return buf;
 }
 
+/* ---- file watch: rotation without a signal ---- */
+
+#define WATCH_FILES    3
+#define WATCH_EVERY_NS 1000000000LL
+
+struct stamp {
+    dev_t dev;       /* device */
+    ino_t ino;       /* inode: a file renamed into place is another one */
+    off_t size;      /* bytes */
+    int64_t mtim_ns; /* modification time */
+};
+
+struct watch {
+    const char *files[WATCH_FILES]; /* borrowed from the owner; NULL = unused */
+    struct stamp seen[WATCH_FILES]; /* as loaded last (guarded by the owner's lock) */
+    _Atomic int64_t next_ns;        /* monotonic time of the next look */
+};
+
+static int64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* The files' stamps now, into st[] (a missing file: all zero). */
+static void watch_stat(const struct watch *w, struct stamp st[WATCH_FILES])
+{
+    memset(st, 0, WATCH_FILES * sizeof *st);
+    for (int i = 0; i < WATCH_FILES; i++) {
+        struct stat sb;
+        if (!w->files[i] || stat(w->files[i], &sb) != 0) continue;
+        st[i] = (struct stamp){sb.st_dev, sb.st_ino, sb.st_size,
+                               (int64_t)sb.st_mtim.tv_sec * 1000000000LL + sb.st_mtim.tv_nsec};
+    }
+}
+
+/* True when this caller won the once-a-second slot and a file differs from what
+ * was loaded; the new stamps are in now[] (commit them after a good reload). */
+static bool watch_due(struct watch *w, pthread_mutex_t *lock, struct stamp now[WATCH_FILES])
+{
+    int64_t t = mono_ns(), next = atomic_load_explicit(&w->next_ns, memory_order_relaxed);
+    if (t < next || !atomic_compare_exchange_strong(&w->next_ns, &next, t + WATCH_EVERY_NS))
+        return false;
+    watch_stat(w, now);
+    pthread_mutex_lock(lock);
+    bool changed = memcmp(now, w->seen, sizeof w->seen) != 0;
+    pthread_mutex_unlock(lock);
+    return changed;
+}
+
+static void watch_init(struct watch *w, const char *a, const char *b, const char *c)
+{
+    w->files[0] = a;
+    w->files[1] = b;
+    w->files[2] = c;
+    watch_stat(w, w->seen);
+    atomic_init(&w->next_ns, mono_ns() + WATCH_EVERY_NS);
+}
+
 /* ---- server contexts ---- */
 
 struct tls_set {
@@ -61,10 +137,12 @@ struct tls_set {
 };
 
 struct ag_tls_server {
-    pthread_mutex_t lock;      /* guards set */
+    pthread_mutex_t lock;      /* guards set and watch.seen */
     struct tls_set *set;       /* current contexts */
     struct ag_tls_cert *certs; /* copied paths */
     size_t ncerts;             /* pairs */
+    char *client_ca;           /* require client certificates from these CAs; NULL = none */
+    struct watch watch;        /* the default pair and client_ca */
     _Atomic uint64_t reloads;  /* successful reloads */
     _Atomic uint64_t failures; /* handshakes that failed */
 };
@@ -138,8 +216,23 @@ static int load_pair(SSL_CTX *ctx, const char *cert, const char *key, struct ag_
     return 0;
 }
 
-static int set_build(const struct ag_tls_cert *certs, size_t n, struct tls_set **out,
-                     struct ag_err *err)
+/* Ask every client for a certificate and accept only one from the CAs in ca. */
+static int require_client_certs(SSL_CTX *ctx, const char *ca, struct ag_err *err)
+{
+    char why[256];
+    STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(ca);
+    if (!names || SSL_CTX_load_verify_locations(ctx, ca, NULL) != 1) {
+        sk_X509_NAME_pop_free(names, X509_NAME_free);
+        return ag_err_set(err, AG_ECONFIG, "TLS client CA file %s: cannot load it: %s", ca,
+                          ssl_reason(why, sizeof why));
+    }
+    SSL_CTX_set_client_CA_list(ctx, names); /* takes names */
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+    return 0;
+}
+
+static int set_build(const struct ag_tls_cert *certs, size_t n, const char *client_ca,
+                     struct tls_set **out, struct ag_err *err)
 {
     struct tls_set *s = ag_calloc(1, sizeof *s);
     if (!s || !(s->ctx = ag_calloc(n, sizeof *s->ctx))) {
@@ -158,6 +251,7 @@ static int set_build(const struct ag_tls_cert *certs, size_t n, struct tls_set *
         if (common_ctx(ctx))
             rc = ag_err_set(err, AG_ECONFIG, "OpenSSL refuses the TLS protocol settings");
         if (!rc) rc = load_pair(ctx, certs[i].cert_file, certs[i].key_file, err);
+        if (!rc && client_ca) rc = require_client_certs(ctx, client_ca, err);
         if (rc) break;
         SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"agora", 5);
         SSL_CTX_set_tlsext_servername_callback(ctx, sni_cb);
@@ -195,7 +289,12 @@ int ag_tls_server_new(const struct ag_tls_server_config *cfg, struct ag_tls_serv
         if (!t->certs[i].cert_file || !t->certs[i].key_file)
             rc = ag_err_set(err, AG_ENOMEM, "out of memory");
     }
-    if (!rc) rc = set_build(t->certs, t->ncerts, &t->set, err);
+    if (!rc && cfg->client_ca_file && !(t->client_ca = ag_strdup(cfg->client_ca_file)))
+        rc = ag_err_set(err, AG_ENOMEM, "out of memory");
+    if (!rc) {
+        watch_init(&t->watch, t->certs[0].cert_file, t->certs[0].key_file, t->client_ca);
+        rc = set_build(t->certs, t->ncerts, t->client_ca, &t->set, err);
+    }
     if (rc) {
         ag_tls_server_free(t);
         return rc;
@@ -204,18 +303,45 @@ int ag_tls_server_new(const struct ag_tls_server_config *cfg, struct ag_tls_serv
     return 0;
 }
 
-int ag_tls_server_reload(struct ag_tls_server *t, struct ag_err *err)
+/* Build from the files and swap in; `now` (the files' stamps before reading them,
+ * or NULL to take them here) becomes what the watch compares against. */
+static int server_reload(struct ag_tls_server *t, const struct stamp *now, struct ag_err *err)
 {
-    struct tls_set *s;
-    int rc = set_build(t->certs, t->ncerts, &s, err);
+    struct stamp st[WATCH_FILES];
+    if (now)
+        memcpy(st, now, sizeof st);
+    else
+        watch_stat(&t->watch, st);
+    struct tls_set *s = NULL;
+    int rc = set_build(t->certs, t->ncerts, t->client_ca, &s, err);
     if (rc) return rc;
     pthread_mutex_lock(&t->lock);
     struct tls_set *old = t->set;
     t->set = s;
+    memcpy(t->watch.seen, st, sizeof t->watch.seen);
     pthread_mutex_unlock(&t->lock);
     set_unref(old);
     atomic_fetch_add(&t->reloads, 1);
     return 0;
+}
+
+int ag_tls_server_reload(struct ag_tls_server *t, struct ag_err *err)
+{
+    return server_reload(t, NULL, err);
+}
+
+/* A new connection: reload first when the files changed on disk. */
+static void server_watch(struct ag_tls_server *t)
+{
+    struct stamp now[WATCH_FILES];
+    if (!watch_due(&t->watch, &t->lock, now)) return;
+    struct ag_err e;
+    if (server_reload(t, now, &e))
+        AG_WARN("tls: the changed certificate files do not load; the running ones stay",
+                AG_LS("error", e.msg));
+    else
+        AG_INFO("tls: certificate files changed on disk: reloaded",
+                AG_LS("cert", t->certs[0].cert_file));
 }
 
 uint64_t ag_tls_server_reloads(const struct ag_tls_server *t)
@@ -232,6 +358,7 @@ void ag_tls_server_free(struct ag_tls_server *t)
         ag_free((char *)t->certs[i].key_file);
     }
     ag_free(t->certs);
+    ag_free(t->client_ca);
     pthread_mutex_destroy(&t->lock);
     ag_free(t);
 }
@@ -239,41 +366,70 @@ void ag_tls_server_free(struct ag_tls_server *t)
 /* ---- client contexts ---- */
 
 struct ag_tls_client {
-    SSL_CTX *ctx;          /* shared by every connection */
-    char server_name[256]; /* name or IP checked and sent as SNI ("" = the host) */
-    bool verify;           /* check the chain and the name */
+    pthread_mutex_t lock;     /* guards ctx and watch.seen */
+    SSL_CTX *ctx;             /* for new connections (each SSL holds its own reference) */
+    char *ca_file;            /* copied paths; NULL = the system store / no certificate */
+    char *cert_file;          /* presented (mTLS) */
+    char *key_file;           /* its key */
+    char server_name[256];    /* name or IP checked and sent as SNI ("" = the host) */
+    bool verify;              /* check the chain and the name */
+    struct watch watch;       /* the three files */
+    _Atomic uint64_t reloads; /* successful reloads */
 };
+
+/* A client SSL_CTX from t's files. */
+static int client_ctx_build(const struct ag_tls_client *t, SSL_CTX **out, struct ag_err *err)
+{
+    char why[256];
+    int rc = 0;
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (!ctx) return ag_err_set(err, AG_ENOMEM, "SSL_CTX_new failed");
+    if (common_ctx(ctx))
+        rc = ag_err_set(err, AG_ECONFIG, "OpenSSL refuses the TLS protocol settings");
+    if (!rc && t->verify) {
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+        if (t->ca_file ? SSL_CTX_load_verify_locations(ctx, t->ca_file, NULL) != 1
+                       : SSL_CTX_set_default_verify_paths(ctx) != 1)
+            rc =
+                ag_err_set(err, AG_ECONFIG, "TLS CA file %s: cannot load it: %s",
+                           t->ca_file ? t->ca_file : "(system store)", ssl_reason(why, sizeof why));
+    }
+    if (!rc && t->cert_file) rc = load_pair(ctx, t->cert_file, t->key_file, err);
+    if (!rc) SSL_CTX_set_alpn_protos(ctx, alpn_http11, sizeof alpn_http11 - 1);
+    if (rc) {
+        SSL_CTX_free(ctx);
+        return rc;
+    }
+    *out = ctx;
+    return 0;
+}
+
+static int dup_opt(const char *s, char **out)
+{
+    *out = NULL;
+    return s && !(*out = ag_strdup(s)) ? AG_ENOMEM : 0;
+}
 
 int ag_tls_client_new(const struct ag_tls_client_config *cfg, struct ag_tls_client **out,
                       struct ag_err *err)
 {
     static const struct ag_tls_client_config none;
     if (!cfg) cfg = &none;
+    if (!cfg->cert_file != !cfg->key_file)
+        return ag_err_set(err, AG_EINVAL, "a client certificate needs both a cert and a key");
     struct ag_tls_client *t = ag_calloc(1, sizeof *t);
     if (!t) return ag_err_set(err, AG_ENOMEM, "out of memory");
+    pthread_mutex_init(&t->lock, NULL);
     t->verify = !cfg->insecure;
     snprintf(t->server_name, sizeof t->server_name, "%s", cfg->server_name ? cfg->server_name : "");
-    char why[256];
-    int rc = 0;
-    if (!(t->ctx = SSL_CTX_new(TLS_client_method())))
-        rc = ag_err_set(err, AG_ENOMEM, "SSL_CTX_new failed");
-    else if (common_ctx(t->ctx))
-        rc = ag_err_set(err, AG_ECONFIG, "OpenSSL refuses the TLS protocol settings");
-    if (!rc && t->verify) {
-        SSL_CTX_set_verify(t->ctx, SSL_VERIFY_PEER, NULL);
-        if (cfg->ca_file ? SSL_CTX_load_verify_locations(t->ctx, cfg->ca_file, NULL) != 1
-                         : SSL_CTX_set_default_verify_paths(t->ctx) != 1)
-            rc = ag_err_set(err, AG_ECONFIG, "TLS CA file %s: cannot load it: %s",
-                            cfg->ca_file ? cfg->ca_file : "(system store)",
-                            ssl_reason(why, sizeof why));
+    int rc = dup_opt(cfg->ca_file, &t->ca_file) || dup_opt(cfg->cert_file, &t->cert_file) ||
+                     dup_opt(cfg->key_file, &t->key_file)
+                 ? ag_err_set(err, AG_ENOMEM, "out of memory")
+                 : 0;
+    if (!rc) {
+        watch_init(&t->watch, t->verify ? t->ca_file : NULL, t->cert_file, t->key_file);
+        rc = client_ctx_build(t, &t->ctx, err);
     }
-    if (!rc && (cfg->cert_file || cfg->key_file)) {
-        if (!cfg->cert_file || !cfg->key_file)
-            rc = ag_err_set(err, AG_EINVAL, "a client certificate needs both a cert and a key");
-        else
-            rc = load_pair(t->ctx, cfg->cert_file, cfg->key_file, err);
-    }
-    if (!rc) SSL_CTX_set_alpn_protos(t->ctx, alpn_http11, sizeof alpn_http11 - 1);
     if (rc) {
         ag_tls_client_free(t);
         return rc;
@@ -282,10 +438,58 @@ int ag_tls_client_new(const struct ag_tls_client_config *cfg, struct ag_tls_clie
     return 0;
 }
 
+static int client_reload(struct ag_tls_client *t, const struct stamp *now, struct ag_err *err)
+{
+    struct stamp st[WATCH_FILES];
+    if (now)
+        memcpy(st, now, sizeof st);
+    else
+        watch_stat(&t->watch, st);
+    SSL_CTX *ctx = NULL;
+    int rc = client_ctx_build(t, &ctx, err);
+    if (rc) return rc;
+    pthread_mutex_lock(&t->lock);
+    SSL_CTX *old = t->ctx;
+    t->ctx = ctx;
+    memcpy(t->watch.seen, st, sizeof t->watch.seen);
+    pthread_mutex_unlock(&t->lock);
+    SSL_CTX_free(old); /* connections made with it hold their own references */
+    atomic_fetch_add(&t->reloads, 1);
+    return 0;
+}
+
+int ag_tls_client_reload(struct ag_tls_client *t, struct ag_err *err)
+{
+    return client_reload(t, NULL, err);
+}
+
+uint64_t ag_tls_client_reloads(const struct ag_tls_client *t)
+{
+    return atomic_load(&t->reloads);
+}
+
+/* A new connection: reload first when the files changed on disk. */
+static void client_watch(struct ag_tls_client *t)
+{
+    struct stamp now[WATCH_FILES];
+    if (!watch_due(&t->watch, &t->lock, now)) return;
+    struct ag_err e;
+    if (client_reload(t, now, &e))
+        AG_WARN("tls: the changed client certificate files do not load; the running ones stay",
+                AG_LS("error", e.msg));
+    else
+        AG_INFO("tls: client certificate files changed on disk: reloaded",
+                AG_LS("cert", t->cert_file ? t->cert_file : ""));
+}
+
 void ag_tls_client_free(struct ag_tls_client *t)
 {
     if (!t) return;
     SSL_CTX_free(t->ctx);
+    ag_free(t->ca_file);
+    ag_free(t->cert_file);
+    ag_free(t->key_file);
+    pthread_mutex_destroy(&t->lock);
     ag_free(t);
 }
 
@@ -326,6 +530,7 @@ static int engine_new(SSL_CTX *ctx, struct ag__tls **out)
 
 int ag__tls_server_conn(struct ag_tls_server *srv, struct ag__tls **out)
 {
+    server_watch(srv);
     pthread_mutex_lock(&srv->lock);
     struct tls_set *s = srv->set;
     atomic_fetch_add(&s->refs, 1);
@@ -343,7 +548,10 @@ int ag__tls_server_conn(struct ag_tls_server *srv, struct ag__tls **out)
 
 int ag__tls_client_conn(struct ag_tls_client *cli, const char *host, struct ag__tls **out)
 {
-    int rc = engine_new(cli->ctx, out);
+    client_watch(cli);
+    pthread_mutex_lock(&cli->lock);
+    int rc = engine_new(cli->ctx, out); /* SSL_new takes a reference on the context */
+    pthread_mutex_unlock(&cli->lock);
     if (rc) return rc;
     struct ag__tls *t = *out;
     const char *name = cli->server_name[0] ? cli->server_name : host;

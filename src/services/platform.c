@@ -364,7 +364,8 @@ static int start_http(struct ag_platform *p, struct ag_err *err)
     struct ag_http_server_config hc = {.host = p->cfg.host,
                                        .port = p->cfg.port,
                                        .workers = p->cfg.workers,
-                                       .unix_path = p->cfg.unix_path};
+                                       .unix_path = p->cfg.unix_path,
+                                       .tls = p->cfg.tls};
     rc = ag_http_server_new(&hc, p->router, &p->server);
     if (rc) return ag_err_set(err, rc, "cannot create the HTTP server");
     return ag_http_server_start(p->server, err);

@@ -47,8 +47,10 @@ agora_stop() {
 json_field() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1]))" "$1"; }
 
 # serve_start NAME ARGS...: `agora serve ARGS...` (which include --listen), output in
-# $TMP/NAME.log; waits until it prints "serving ... on http://" and /health/ready
-# answers 200. Sets SERVE_PID (the caller keeps it) and SERVE_BASE.
+# $TMP/NAME.log; waits until it prints "serving ... on http(s)://" and /health/ready
+# answers 200. Sets SERVE_PID (the caller keeps it) and SERVE_BASE. With mTLS, set
+# the array SERVE_CURL to the curl options the readiness check needs (--cacert,
+# --cert, --key).
 serve_start() {
     local name=$1
     shift
@@ -56,14 +58,14 @@ serve_start() {
     SERVE_PID=$!
     SERVE_BASE=""
     for _ in $(seq 600); do
-        SERVE_BASE=$(grep -o 'on http://[0-9.]*:[0-9]*' "$TMP/$name.log" | head -1 | sed 's/^on //') || true
+        SERVE_BASE=$(grep -Eo 'on https?://[0-9.]*:[0-9]*' "$TMP/$name.log" | head -1 | sed 's/^on //') || true
         [ -n "$SERVE_BASE" ] && break
         kill -0 "$SERVE_PID" 2>/dev/null || fail "agora serve ($name) exited: $(tail -5 "$TMP/$name.log")"
         sleep 0.1
     done
     [ -n "$SERVE_BASE" ] || fail "agora serve ($name) did not start"
     for _ in $(seq 300); do
-        [ "$(curl -s -o /dev/null -w '%{http_code}' "$SERVE_BASE/health/ready")" = 200 ] && return 0
+        [ "$(curl -s ${SERVE_CURL[@]+"${SERVE_CURL[@]}"} -o /dev/null -w '%{http_code}' "$SERVE_BASE/health/ready")" = 200 ] && return 0
         kill -0 "$SERVE_PID" 2>/dev/null || fail "agora serve ($name) exited"
         sleep 0.1
     done

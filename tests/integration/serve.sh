@@ -332,7 +332,7 @@ print(f"# load: placed {s['placed']}, confirmed {s['confirmed']}, compensated {s
 sys.exit(0 if s["placed"] == 40 and s["pending"] == 0 and s["errors"] == 0 else 1)
 PY
 for _ in $(seq 300); do # every projection caught up (each at its instance)
-    lag=$(for x in "$A" "$B"; do icurl "$x/admin/projections" -sf; done |
+    lag=$(for x in "$A" "$B"; do icurl "$x/admin/projections" -sf && echo; done |
         python3 -c 'import json,sys; print(sum(p["lagEvents"] for l in sys.stdin for p in json.loads(l)["items"]))' 2>/dev/null)
     [[ $lag == 0 ]] && break
     sleep 0.1

@@ -256,23 +256,28 @@ void svc_remote_step_async(struct svc_remote *r, const struct svc_rstep *s,
 
 /* ---- lifetime ---- */
 
-static int cluster_new(struct rcluster *rc, const char *ctx, struct ag_err *err)
+/* With mTLS (agora serve --tls-*) the calls present this member's certificate and
+ * verify the participant's against the cluster CA (cfg.mesh_tls). */
+static int cluster_new(struct rcluster *rc, const char *ctx, struct ag_tls_client *tls,
+                       struct ag_err *err)
 {
     snprintf(rc->context, sizeof rc->context, "%s", ctx);
     char name[40];
     snprintf(name, sizeof name, "participant-%s", ctx);
-    struct ag_mesh_cluster_config cc = {
-        .name = name,
-        .dynamic = true,
-        .pool = {.max_connections = 64, .max_pending = 4096, .connect_timeout_ms = 1000},
-        .lb = AG_MESH_LB_LEAST_REQUEST,
-        .outlier = {.consecutive_gateway = 2,
-                    .interval_ns = 2000000000ull,
-                    .base_ejection_ns = 5000000000ull,
-                    .max_ejection_pct = 50,
-                    .panic_threshold_pct = 50},
-        .cb_failures = 50,
-        .cb_open_ns = 2000000000ull};
+    struct ag_mesh_cluster_config cc = {.name = name,
+                                        .dynamic = true,
+                                        .pool = {.max_connections = 64,
+                                                 .max_pending = 4096,
+                                                 .connect_timeout_ms = 1000,
+                                                 .tls = tls},
+                                        .lb = AG_MESH_LB_LEAST_REQUEST,
+                                        .outlier = {.consecutive_gateway = 2,
+                                                    .interval_ns = 2000000000ull,
+                                                    .base_ejection_ns = 5000000000ull,
+                                                    .max_ejection_pct = 50,
+                                                    .panic_threshold_pct = 50},
+                                        .cb_failures = 50,
+                                        .cb_open_ns = 2000000000ull};
     return ag_mesh_cluster_new(&cc, &rc->c, err);
 }
 
@@ -281,7 +286,7 @@ static int remote_init(struct svc_remote *r, struct ag_err *err)
     static const char *const ctxs[] = {"ordering", "inventory", "payments", "shipping"};
     for (size_t i = 0; i < AG_ARRAY_SIZE(ctxs); i++) {
         if (r->p->cfg.contexts & ag_platform_context_bit(ctxs[i])) continue;
-        int rc = cluster_new(&r->cl[r->ncl], ctxs[i], err);
+        int rc = cluster_new(&r->cl[r->ncl], ctxs[i], r->p->cfg.mesh_tls, err);
         if (rc) return rc;
         r->ncl++;
     }

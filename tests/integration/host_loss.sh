@@ -16,7 +16,10 @@
 #   - every order the load saw accepted reaches a final state, no saga is left
 #     running, and saga_check.py passes (money and stock conserved, read models
 #     equal to the log);
-#   - the survivor and the gateway stop cleanly, no sanitizer report.
+#   - a partitioned holder that comes back does not go on: a new instance C on the
+#     lost host's namespace (link back up), the survivor partitioned (link down, not
+#     killed): C takes every lease; the survivor, back, stands by everywhere;
+#   - the instances and the gateway stop cleanly, no sanitizer report.
 # HOST_LOSS_RM_PARAMS (e.g. "?lease_timeout=0": the system's TCP defaults) shows the
 # failure the timeout fixes. Skips (77) when `ip netns add` is not permitted (not
 # root) or without PostgreSQL; needs nats-server and ip (iproute2).
@@ -126,9 +129,9 @@ pass "PostgreSQL and NATS at $SVC, A ($A) in $NS1, B ($B) in $NS2, the gateway (
 
 statuses() { # every projection's status at an instance: name=status ...
     icurl "$1/admin/projections" -sf |
-        python3 -c 'import json,sys; print(" ".join(p["name"]+"="+p["status"] for p in json.load(sys.stdin)["items"]))'
+        python3 -c 'import json,sys; print(" ".join(p["name"]+"="+p["status"] for p in json.load(sys.stdin)["items"]))' 2>/dev/null
 }
-relay_status() { icurl "$1/admin/bus" -sf | json_field 'd["relay"]["status"]'; }
+relay_status() { icurl "$1/admin/bus" -sf | json_field 'd["relay"]["status"]' 2>/dev/null; }
 for _ in $(seq 100); do [[ $(statuses "$A") == *saga_starter=running* || $(statuses "$B") == *saga_starter=running* ]] && break; sleep 0.1; done
 if [[ $(statuses "$A") == *saga_starter=running* ]]; then
     OWNER=A ONS=$NS1 OROOT=$VA OIN=${VA%a}A OADDR=$P.2 SURV=$B SNAME=b
@@ -222,11 +225,40 @@ out=$(python3 "$SRC/tests/integration/saga_check.py" "$TMP/events.jsonl" "$AGORA
     fail "invariants: $out"
 pass "$out"
 
+# ---- a partitioned holder that comes back does not go on ----
+# the lost host back (its link up, a new instance C there: standby), then the
+# survivor, now the holder of everything, partitioned without being killed: C
+# takes every lease; when the survivor's link comes back it stands by everywhere.
+ip link set "$OROOT" up && ip -n "$ONS" link set "$OIN" up &&
+    ip -n "$ONS" route replace "$SVC/32" via "${OADDR%.*}.$((${OADDR##*.} - 1))" ||
+    fail "cannot bring host $OWNER's link back"
+SERVE_NETNS=$ONS serve_start c all --listen "$OADDR:8092" "${common[@]}"
+CPID=$SERVE_PID C=$SERVE_BASE
+if [ "$OWNER" = A ]; then PA=$CPID; SROOT=$VB SNS=$NS2 SIN=${VB%b}B; else PB=$CPID; SROOT=$VA SNS=$NS1 SIN=${VA%a}A; fi
+ip link set "$SROOT" down && ip -n "$SNS" link set "$SIN" down || fail "cannot partition the survivor"
+SURV_WAS=$SURV SURV=$C
+for _ in $(seq 150); do all_leases && break; sleep 0.2; done
+all_leases || fail "C does not hold every lease with the survivor partitioned: $(statuses "$C")"
+ip link set "$SROOT" up && ip -n "$SNS" link set "$SIN" up &&
+    ip -n "$SNS" route replace "$SVC/32" via "$( [ "$SNS" = "$NS1" ] && echo "$P.1" || echo "$P.5")" ||
+    fail "cannot bring the survivor's link back"
+back=""
+for _ in $(seq 100); do
+    back=$(statuses "$SURV_WAS") && [[ -n $back && $back != *running* ]] &&
+        [ "$(relay_status "$SURV_WAS")" = standby ] && break
+    sleep 0.2
+done
+[[ -n $back && $back != *running* ]] || fail "the partitioned holder came back still running: $back"
+all_leases || fail "C lost a lease when the old holder came back: $(statuses "$C")"
+grep -q 'projection.lease_lost' "$TMP/$SNAME.log" || fail "the partitioned holder did not log losing its leases"
+pass "a partitioned holder: C took every lease; back on the network it stands by everywhere ($back)"
+
 kill -TERM "$GW"
 wait "$GW" || fail "the gateway exited with $? on SIGTERM"
 GW=""
-kill -TERM "$SPID"
+kill -TERM "$SPID" "$CPID"
 wait "$SPID" || fail "the surviving instance exited with $? on SIGTERM"
+wait "$CPID" || fail "instance C exited with $? on SIGTERM"
 PA="" PB=""
 grep -l -e 'AddressSanitizer' -e 'runtime error:' -e 'LeakSanitizer' "$TMP"/*.log && fail "sanitizer report"
-pass "the survivor and the gateway stop cleanly"
+pass "the instances and the gateway stop cleanly"

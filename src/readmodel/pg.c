@@ -29,6 +29,19 @@
  * pass through to libpq. libpq blocks: the port is only called from projection
  * threads and the HTTP worker pool, never from an event loop.
  *
+ * Host loss. `lease_timeout` (a URI parameter, seconds, default 10, 0 = the
+ * system's TCP defaults) bounds how long a connection whose peer vanished without
+ * a FIN or RST (host down, link down, partition) lives, on both sides: libpq's
+ * keepalives_* and tcp_user_timeout for the client, `SET tcp_keepalives_*` and
+ * `SET tcp_user_timeout` for the server's backend. The server thus ends a lost
+ * holder's session, and with it the session advisory locks of ag_rm_lease, within
+ * about that time, so another instance takes the lease; the lost holder's own
+ * calls fail (AG_EUNAVAILABLE, the connection broken) after 2/3 of it instead of
+ * hanging. ag_rm_lease proves a held lease's session with a round trip at most
+ * once a second, so a holder whose session ended (or went silent) reads the lease
+ * as not held and stops its leased work before, or as soon as it is back. Both
+ * only apply over TCP (a Unix socket's peer cannot vanish).
+ *
  * Writers. `ag_rm_begin` is BEGIN plus a transaction-scoped advisory lock on the
  * schema's name (waiting up to `lock_timeout`, a URI parameter, default 5s): one
  * writer per read model, as
@@ -67,11 +80,12 @@
 
 #include "readmodel/internal.h"
 
-#define POOL     4 /* connections of a read-only handle, unless pool_size= says */
-#define POOL_MAX 64
-#define SLOTS    64  /* prepared statements per connection; more run unprepared */
-#define MAXARGS  32  /* highest placeholder */
-#define PIPELINE 256 /* statements in flight before their results are read */
+#define POOL          4 /* connections of a read-only handle, unless pool_size= says */
+#define POOL_MAX      64
+#define SLOTS         64  /* prepared statements per connection; more run unprepared */
+#define MAXARGS       32  /* highest placeholder */
+#define PIPELINE      256 /* statements in flight before their results are read */
+#define LEASE_TIMEOUT 10  /* s: lease_timeout unless the URI says */
 
 #define OID_INT8  20
 #define OID_BYTEA 17
@@ -92,6 +106,7 @@ struct conn {
     bool piped;             /* in pipeline mode: statements sent, results not read yet */
     bool leased;            /* holds the ag_rm_lease advisory lock (session: lost with it) */
     char lease_key[64];     /* ... of this key (one per handle) */
+    double lease_checked;   /* monotonic s: the lease's session last proved alive */
     int queued;             /* statements in the pipeline */
     int deferred;           /* the transaction's first failure found in the pipeline */
     char deferred_msg[512]; /* its message */
@@ -108,6 +123,7 @@ struct pg {
     size_t nconn;          /* 1 (read-write) or the pool's size */
     struct conn *conn;     /* nconn of them */
     char lock_timeout[24]; /* SET lock_timeout (the writer's wait for the schema) */
+    int lease_timeout;     /* s: a silent peer's connection dropped after it (0: off) */
 };
 
 struct pg_row {
@@ -262,12 +278,50 @@ static void conn_close(struct conn *cn)
     cn->queued = cn->deferred = 0;
 }
 
+/* TCP liveness for a `lease_timeout` of t seconds, so a peer that vanished
+ * without a FIN or RST (its host lost, its link down) is noticed instead of after
+ * the kernel's defaults (hours idle, ~15 min writing): the server's side gives a
+ * silent client up after t (unacknowledged data, or idle t/2 then 3 probes t/6
+ * apart, at least 1 s) and ends its backend, releasing its session advisory locks
+ * (the leases); the client's side after 2t/3, so a lost holder stops its leased
+ * work before the server frees the lease for another. t = 0: the system's
+ * defaults (the strings stay empty: libpq ignores empty values). */
+struct alive {
+    char on[2], idle[12], interval[12], count[4], user_ms[16];
+};
+
+static void alive_of(int t, bool client, struct alive *a)
+{
+    memset(a, 0, sizeof *a);
+    if (t <= 0) return;
+    long long ms = client ? (long long)t * 2000 / 3 : (long long)t * 1000;
+    int idle = (int)(ms / 2000), every = (int)(ms / 6000);
+    snprintf(a->on, sizeof a->on, "1");
+    snprintf(a->idle, sizeof a->idle, "%d", idle > 0 ? idle : 1);
+    snprintf(a->interval, sizeof a->interval, "%d", every > 0 ? every : 1);
+    snprintf(a->count, sizeof a->count, "3");
+    snprintf(a->user_ms, sizeof a->user_ms, "%lld", ms);
+}
+
 /* Connect `cn` and set its session up; AG_EUNAVAILABLE when the server cannot be
  * reached, AG_EIO when it refuses the setup. */
 static int conn_open(struct pg *g, struct conn *cn, struct ag_err *err)
 {
-    const char *keys[] = {"connect_timeout", "application_name", "dbname", NULL};
-    const char *vals[] = {"5", "agora-readmodels", g->uri, NULL};
+    struct alive a, srv;
+    alive_of(g->lease_timeout, true, &a);
+    alive_of(g->lease_timeout, false, &srv);
+    /* before dbname: the URI's own keepalives_* / tcp_user_timeout win */
+    const char *keys[] = {"connect_timeout",
+                          "application_name",
+                          "keepalives",
+                          "keepalives_idle",
+                          "keepalives_interval",
+                          "keepalives_count",
+                          "tcp_user_timeout",
+                          "dbname",
+                          NULL};
+    const char *vals[] = {"5",     "agora-readmodels", a.on,   a.idle, a.interval,
+                          a.count, a.user_ms,          g->uri, NULL};
     conn_close(cn);
     cn->c = PQconnectdbParams(keys, vals, 1);
     if (!cn->c || PQstatus(cn->c) != CONNECTION_OK) {
@@ -277,9 +331,14 @@ static int conn_open(struct pg *g, struct conn *cn, struct ag_err *err)
         return ag__rm_outcome(&g->base, AG_EUNAVAILABLE, msg, err);
     }
     PQsetNoticeProcessor(cn->c, quiet, NULL);
-    char sql[256];
-    snprintf(sql, sizeof sql, "SET search_path TO \"%s\"; SET lock_timeout = '%s';%s", g->schema,
-             g->lock_timeout[0] ? g->lock_timeout : "5s",
+    char sql[512], server[200] = "";
+    if (g->lease_timeout) /* the server's side: a vanished client's backend (and locks) ends */
+        snprintf(server, sizeof server,
+                 " SET tcp_keepalives_idle = %s; SET tcp_keepalives_interval = %s;"
+                 " SET tcp_keepalives_count = %s; SET tcp_user_timeout = %s;",
+                 srv.idle, srv.interval, srv.count, srv.user_ms);
+    snprintf(sql, sizeof sql, "SET search_path TO \"%s\"; SET lock_timeout = '%s';%s%s", g->schema,
+             g->lock_timeout[0] ? g->lock_timeout : "5s", server,
              g->base.mode == AG_RM_READONLY ? " SET default_transaction_read_only = on;" : "");
     PGresult *res = PQexec(cn->c, sql);
     if (PQresultStatus(res) != PGRES_COMMAND_OK) {
@@ -772,10 +831,25 @@ static void pg_locate(const char *loc, const char *name, char *out, size_t n)
     snprintf(out, n, "%s schema %s", safe, schema);
 }
 
+/* lease_timeout=N or Ns, 0..3600 (the value `v`, `n` bytes). */
+static int take_lease_timeout(struct pg *g, const char *v, size_t n, struct ag_err *err)
+{
+    char tmp[16], *e = NULL;
+    snprintf(tmp, sizeof tmp, "%.*s", (int)(n < 15 ? n : 15), v);
+    long t = strtol(tmp, &e, 10);
+    if (e == tmp || tmp[0] == '-' || t > 3600 || n > 15 || (*e && strcmp(e, "s") != 0))
+        return ag_err_set(err, AG_EINVAL,
+                          "read models URI: lease_timeout must be 0..3600 seconds, like 10s "
+                          "(0: the system's TCP defaults)");
+    g->lease_timeout = (int)t;
+    return 0;
+}
+
 /* agora's own URI parameters, taken out before libpq sees the URI (it refuses
- * parameters it does not know): pool_size=N (the read-only pool, 1..64, default 4)
- * and lock_timeout=T (how long a writer waits for the read model's lock, a
- * PostgreSQL duration, default 5s). Writes "postgresql:" + loc without them to out. */
+ * parameters it does not know): pool_size=N (the read-only pool, 1..64, default 4),
+ * lock_timeout=T (how long a writer waits for the read model's lock, a
+ * PostgreSQL duration, default 5s) and lease_timeout=N[s] (host loss, above; 0..3600,
+ * default 10). Writes "postgresql:" + loc without them to out. */
 static int take_params(struct pg *g, const char *loc, char *out, size_t cap, struct ag_err *err)
 {
     const char *q = strchr(loc, '?');
@@ -804,6 +878,8 @@ static int take_params(struct pg *g, const char *loc, char *out, size_t cap, str
                     err, AG_EINVAL,
                     "read models URI: lock_timeout must be a duration like 5000 or 5s");
             snprintf(g->lock_timeout, sizeof g->lock_timeout, "%.*s", (int)vn, v);
+        } else if (len > 14 && strncmp(p, "lease_timeout=", 14) == 0) {
+            if (take_lease_timeout(g, p + 14, len - 14, err)) return AG_EINVAL;
         } else if (w >= 0 && (size_t)w < cap) {
             w += snprintf(out + w, cap - (size_t)w, "%c%.*s", sep, (int)len, p);
             sep = '&';
@@ -819,7 +895,8 @@ static int admin(const char *loc, const char *sql, struct ag_err *err)
 {
     static _Thread_local struct conn one; /* large (prepared slots): not on the stack */
     memset(&one, 0, sizeof one);
-    struct pg g = {.base.mode = AG_RM_READWRITE, .nconn = 1, .conn = &one};
+    struct pg g = {
+        .base.mode = AG_RM_READWRITE, .nconn = 1, .conn = &one, .lease_timeout = LEASE_TIMEOUT};
     char uri[2048];
     struct ag_err e2;
     if (take_params(&g, loc, uri, sizeof uri, err ? err : &e2)) return AG_EINVAL;
@@ -890,8 +967,22 @@ static int pg_lease(struct ag_rm *rm, const char *key, bool *held, bool *taken, 
         return ag_err_set(err, AG_EINVAL, "this handle holds the lease '%s' already",
                           cn->lease_key);
     if (cn->leased && cn->c && !cn->broken && PQstatus(cn->c) == CONNECTION_OK) {
-        *held = true;
-        return 0;
+        /* held while the session lives: a round trip at most once a second proves it
+         * (a server that ended it answers with an error, a lost one times out) */
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        double now = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+        struct ag_err e;
+        if (cn->in_tx || now - cn->lease_checked < 1.0) {
+            *held = true;
+            return 0;
+        }
+        cn->lease_checked = now;
+        if (exec_plain(g, "SELECT 1", &e) == 0) {
+            *held = true;
+            return 0;
+        }
+        /* the session is gone, the lock with it: asked for again below (reconnecting) */
     }
     bool got = false;
     struct ag_rm_arg arg = AG_RM_TEXT(key);
@@ -900,6 +991,7 @@ static int pg_lease(struct ag_rm *rm, const char *key, bool *held, bool *taken, 
                       "?1::text, 0))",
                       &arg, 1, lease_row, &got, err);
     if (!rc) cn->leased = got; /* on the connection pg_query used (reopened or not) */
+    if (got) cn->lease_checked = 0;
     if (got) snprintf(cn->lease_key, sizeof cn->lease_key, "%s", key);
     *held = *taken = cn->leased;
     return rc;
@@ -957,6 +1049,7 @@ static int pg_open(const char *loc, const char *name, enum ag_rm_mode mode, stru
     }
     g->base.mode = mode;
     g->nconn = POOL;
+    g->lease_timeout = LEASE_TIMEOUT;
     pthread_mutex_init(&g->lock, NULL);
     pthread_cond_init(&g->freed, NULL);
     int rc = take_params(g, loc, g->uri, n, err);

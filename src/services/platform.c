@@ -255,7 +255,7 @@ static struct ag_obs_series *store_series(struct ag_obs_registry *r, enum ag_obs
 {
     struct ag_obs_family *f;
     struct ag_obs_series *s = NULL;
-    if (ag_obs_family_define(r, &(struct ag_obs_family_spec){t, name, help}, &f) == 0)
+    if (r && ag_obs_family_define(r, &(struct ag_obs_family_spec){t, name, help}, &f) == 0)
         ag_obs_series_get(f, NULL, &s);
     return s;
 }
@@ -376,7 +376,7 @@ static int open_store(struct ag_platform *p, struct ag_err *err)
     struct ag_store_options o = {
         .no_sync = p->cfg.no_sync,
         .index_memory = p->cfg.index_memory,
-        .commit_seconds =
+        .commit_seconds = /* no registry in `agora projections rebuild` */
             store_series(p->metrics, AG_OBS_HISTOGRAM, "agora_store_commit_seconds",
                          "Group commits of the event log: write + fdatasync, in seconds.")};
     char uri[4096];

@@ -50,11 +50,13 @@ json_field() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval(s
 # $TMP/NAME.log; waits until it prints "serving ... on http(s)://" and /health/ready
 # answers 200. Sets SERVE_PID (the caller keeps it) and SERVE_BASE. With mTLS, set
 # the array SERVE_CURL to the curl options the readiness check needs (--cacert,
-# --cert, --key).
+# --cert, --key). With SERVE_NETNS set, runs it in that network namespace (`ip netns
+# exec`, which execs: the pid is agora's).
 serve_start() {
-    local name=$1
+    local name=$1 wrap=()
     shift
-    "$BIN" serve "$@" >>"$TMP/$name.log" 2>&1 &
+    [ -n "${SERVE_NETNS:-}" ] && wrap=(ip netns exec "$SERVE_NETNS")
+    "${wrap[@]}" "$BIN" serve "$@" >>"$TMP/$name.log" 2>&1 &
     SERVE_PID=$!
     SERVE_BASE=""
     for _ in $(seq 600); do

@@ -16,7 +16,9 @@
 # a libpq URI; agora store/read-model URIs may add their own parameters such as
 # &schema=NAME), PGTMP_DIR (the cluster's directory). Input: PGBIN (default
 # /usr/lib/postgresql/15/bin, else the directory of `initdb` on PATH), TMPDIR,
-# PGTMP_CONF (extra postgresql.conf lines, e.g. "fsync = on" for a benchmark).
+# PGTMP_CONF (extra postgresql.conf lines, e.g. "fsync = on" for a benchmark; a
+# later line wins, so "listen_addresses = '10.213.7.9'" adds TCP), PGTMP_HBA (extra
+# pg_hba.conf lines, e.g. "host all all 10.213.7.0/29 trust" for such addresses).
 # C tests read AGORA_TEST_PG_URI through tests/lib/pgtest.h. The one helper for
 # every test and benchmark that needs a PostgreSQL (unit.*_pg, unit.readmodel.pg,
 # the *_pg integration scripts, bench/readmodel, bench/e2e STORE=postgresql).
@@ -52,6 +54,8 @@ fsync = off
 max_connections = 200
 ${PGTMP_CONF:-}
 CONF
+    [[ -z ${PGTMP_HBA:-} ]] ||
+        printf '%s\n' "$PGTMP_HBA" | pgtmp__as_pg tee -a "$PGTMP_DIR/data/pg_hba.conf" >/dev/null
     pgtmp__as_pg "$PGTMP_BIN/pg_ctl" -D "$PGTMP_DIR/data" -l "$PGTMP_DIR/server.log" -w -t 60 \
         start >/dev/null || { cat "$PGTMP_DIR/server.log" >&2; return 1; }
     PGTMP_STARTED=1

@@ -550,6 +550,74 @@ Test(readmodel, a_lock_held_past_the_busy_timeout_is_ag_eunavailable)
     ag_rm_close(other);
 }
 
+static int pid_row(const struct ag_rm_row *r, void *ud)
+{
+    *(int64_t *)ud = ag_rm_int64(r, 0);
+    return 0;
+}
+
+/* Host loss, as the holder sees it: the server ended its session (what it does to
+ * a silent client after lease_timeout) while another instance took the lease. The
+ * old holder must read the lease as lost at its next check (within a second), not
+ * go on, and take it again normally once it is free. */
+Test(readmodel, a_holder_whose_session_ended_loses_the_lease_and_takes_it_again_later)
+{
+    if (!on_pg) cr_skip_test("PostgreSQL only: session advisory locks");
+    struct ag_err err;
+    ag_err_clear(&err);
+    bool held = false, taken = false;
+    cr_assert_eq(ag_rm_lease(rw, "projection", &held, &taken, &err), 0, "%s", err.msg);
+    cr_assert(held && taken);
+    int64_t pid = 0; /* the holder's backend */
+    cr_assert_eq(ag_rm_query(rw, "SELECT pg_backend_pid()", NULL, 0, pid_row, &pid, &err), 0, "%s",
+                 err.msg);
+    struct ag_rm *killer, *other;
+    cr_assert_eq(ag_rm_open(uri, "t", AG_RM_READWRITE, &killer, &err), 0, "%s", err.msg);
+    struct ag_rm_arg a = AG_RM_INT(pid);
+    cr_assert_eq(ag_rm_exec(killer, "SELECT pg_terminate_backend(?1::int)", &a, 1, &err), 0, "%s",
+                 err.msg);
+    ag_rm_close(killer);
+    cr_assert_eq(ag_rm_open(uri, "t", AG_RM_READWRITE, &other, &err), 0, "%s", err.msg);
+    held = false;
+    for (int i = 0; i < 250 && !held; i++) {
+        cr_assert_eq(ag_rm_lease(other, "projection", &held, &taken, &err), 0, "%s", err.msg);
+        if (!held) nanosleep(&(struct timespec){0, 20000000}, NULL);
+    }
+    cr_assert(held && taken, "the other writer takes the freed lease");
+    nanosleep(&(struct timespec){1, 100000000}, NULL); /* past the holder's 1 s re-check */
+    ag_rm_lease(rw, "projection", &held, &taken, &err);
+    cr_assert(!held && !taken, "the old holder's session ended: the lease is not held there");
+    ag_rm_close(other);
+    held = false;
+    for (int i = 0; i < 250 && !held; i++) {
+        ag_rm_lease(rw, "projection", &held, &taken, &err);
+        if (!held) nanosleep(&(struct timespec){0, 20000000}, NULL);
+    }
+    cr_assert(held && taken, "taken again, anew, once free");
+}
+
+Test(readmodel, postgresql_takes_lease_timeout_from_the_uri)
+{
+    if (!on_pg) cr_skip_test("PostgreSQL only: URI parameters");
+    char u[1200];
+    struct ag_rm *h;
+    struct ag_err err;
+    ag_err_clear(&err);
+    const char *good[] = {"lease_timeout=5s", "lease_timeout=30", "lease_timeout=0"};
+    for (size_t i = 0; i < 3; i++) {
+        snprintf(u, sizeof u, "%s%c%s", uri, strchr(uri, '?') ? '&' : '?', good[i]);
+        cr_assert_eq(ag_rm_open(u, "t", AG_RM_READWRITE, &h, &err), 0, "%s: %s", good[i], err.msg);
+        ag_rm_close(h);
+    }
+    const char *bad[] = {"lease_timeout=soon", "lease_timeout=-1", "lease_timeout=10m",
+                         "lease_timeout=99999"};
+    for (size_t i = 0; i < 4; i++) {
+        snprintf(u, sizeof u, "%s%c%s", uri, strchr(uri, '?') ? '&' : '?', bad[i]);
+        cr_assert_eq(ag_rm_open(u, "t", AG_RM_READWRITE, &h, &err), AG_EINVAL, "%s", bad[i]);
+        cr_assert(strstr(err.msg, "lease_timeout"), "%s", err.msg);
+    }
+}
+
 Test(readmodel, postgresql_takes_pool_size_and_lock_timeout_from_the_uri)
 {
     if (!on_pg) cr_skip_test("PostgreSQL only: URI parameters");

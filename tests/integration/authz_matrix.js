@@ -336,9 +336,10 @@ function ops() {
   const noSession = { expect: [400], note: 'no Mcp-Session-Id: a session is its own principal\'s (mcp.sh checks the rest)' };
   const refused = [401, 403, 404];
   return {
-    // issue 14: answered by a gateway with discovery or an agora serve instance;
-    // agora run has no registry
-    'GET /admin/cluster': { cases: { admin: { expect: [404], note: 'agora run: no registry' } } },
+    // issue 14: answered by a gateway fronting `agora cluster up` or using discovery,
+    // and by an agora serve instance; agora run's gateway is neither: the admin is let
+    // through to a 404 (cluster_up.sh and serve_mesh.sh check the 200s)
+    'GET /admin/cluster': { cases: { admin: { expect: [404], note: 'agora run: no cluster, no registry' } } },
     // the mesh's own: no token is a service (agora run's gateway has no route there;
     // serve_mesh.sh calls it signed and unsigned)
     'POST /internal/v1/steps': {
@@ -655,8 +656,6 @@ function ops() {
     // saga_starter is not a read model: the admin is let through to a 409 (a real
     // rebuild would make a read model answer 503 for the rest of the matrix)
     'POST /admin/projections/{name}/rebuild': { phase: 2, cases: { admin: { expect: [409], note: 'saga_starter is not a read model' } } },
-    // agora run's gateway fronts no `agora cluster`: the admin is let through to a 404
-    'GET /admin/cluster': { cases: { admin: { expect: [404], note: 'agora run is not a cluster' } } },
     'GET /admin/log': { query: '?limit=5' },
     'GET /admin/streams': { query: '?prefix=order-&limit=5' },
     'GET /bff/{client}/home': {

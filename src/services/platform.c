@@ -377,8 +377,8 @@ static int open_store(struct ag_platform *p, struct ag_err *err)
         .no_sync = p->cfg.no_sync,
         .index_memory = p->cfg.index_memory,
         .commit_seconds = /* no registry in `agora projections rebuild` */
-            store_series(p->metrics, AG_OBS_HISTOGRAM, "agora_store_commit_seconds",
-                         "Group commits of the event log: write + fdatasync, in seconds.")};
+        store_series(p->metrics, AG_OBS_HISTOGRAM, "agora_store_commit_seconds",
+                     "Group commits of the event log: write + fdatasync, in seconds.")};
     char uri[4096];
     if (!p->cfg.store_uri &&
         (size_t)snprintf(uri, sizeof uri, "file:%s", p->cfg.data_dir) >= sizeof uri)

@@ -113,7 +113,10 @@ icurl() { # URL CURL-ARGS...: a GET straight to an instance as the gateway sends
     curl --max-time 3 -H 'x-user-id: ops' -H 'x-user-roles: admin' \
         -H "x-user-sig: $(mesh_sig "$(date +%s)" ops admin GET "/${url#http://*/}")" "$@" "$url"
 }
-common=(--store "$STORE" --readmodels "$RM" --bus "nats://$SVC:$NPORT" --data "$TMP/data" --workers 2)
+# the instances listen on the namespaces' private addresses: plain HTTP there is a
+# choice (mtls.sh covers the certificates)
+common=(--store "$STORE" --readmodels "$RM" --bus "nats://$SVC:$NPORT" --data "$TMP/data" --workers 2
+    --insecure-plaintext)
 SERVE_NETNS=$NS1 serve_start a all --listen "$P.2:8091" "${common[@]}" --seed
 PA=$SERVE_PID A=$SERVE_BASE
 SERVE_NETNS=$NS2 serve_start b all --listen "$P.6:8091" "${common[@]}"

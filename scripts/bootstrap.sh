@@ -12,7 +12,7 @@ PACKAGES=(
   libuv1-dev libhttp-parser-dev libjansson-dev libxxhash-dev libsqlite3-dev libzstd-dev
   libpq-dev libjwt-dev libssl-dev libcyaml-dev libnats-dev libhiredis-dev
   # tests
-  libcriterion-dev curl sqlite3 postgresql nats-server prometheus redis-server
+  libcriterion-dev curl sqlite3 postgresql nats-server prometheus redis-server iproute2
   # benchmarks: peers measured in the same run
   wrk nginx-light haproxy valgrind
   # npm-based tools (redocly, jose) run on node

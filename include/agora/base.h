@@ -262,9 +262,12 @@ AG_EXTERN int ag_json_check(const char *s, size_t n, bool object_only, char *msg
 AG_EXTERN uint64_t ag_xxh3(const void *p, size_t n);
 AG_EXTERN uint64_t ag_xxh3_seed(const void *p, size_t n, uint64_t seed);
 
-/* Lowers the calling thread's CPU priority to nice_value (> 0) and, with
- * idle_io, its I/O priority to the idle class: for housekeeping threads that
- * must not delay requests (src/base/thread.c). Best effort. */
+/* Names the calling thread `name` (ag_thread_name) and lowers its CPU priority
+ * to nice_value (> 0) and, with idle_io, its I/O priority to the idle class: for
+ * housekeeping threads that must not delay requests (src/base/thread.c). Best
+ * effort. */
 AG_EXTERN void ag_thread_background(const char *name, int nice_value, bool idle_io);
+/* Names the calling thread (what top -H and perf show; cut to 15 bytes). */
+AG_EXTERN void ag_thread_name(const char *name);
 
 #endif

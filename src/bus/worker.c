@@ -371,6 +371,7 @@ struct lane {
 static void *lane_run(void *arg)
 {
     struct lane *l = arg;
+    ag_thread_name("ag-bus-lane");
     for (size_t i = 0; i < l->n; i++) {
         handle(l->w, l->d[i], l->handled);
         ag_bus_delivery_free(l->w->consumer, l->d[i]);

@@ -931,6 +931,7 @@ static int take_page(struct runner *r, struct ag_event_page *pg, const struct ag
 static void *runner_main(void *arg)
 {
     struct runner *r = arg;
+    ag_thread_name("ag-projector");
     struct ag_store_sub *sub;
     struct ag_err err;
     uint64_t backoff_ms = 0; /* > 0 while retrying a failed page */

@@ -472,6 +472,7 @@ static void finish(struct ag_relay *r, struct loop *l)
 static void *relay_main(void *arg)
 {
     struct ag_relay *r = arg;
+    ag_thread_name("ag-relay");
     struct ag_err err;
     struct loop l = {.from = r->start, .acked = r->start};
     uint64_t backoff = 0;

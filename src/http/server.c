@@ -725,6 +725,7 @@ static int worker_setup(struct ag_http_server *s, struct worker *w, int fd, stru
 static void worker_main(void *arg)
 {
     struct worker *w = arg;
+    ag_thread_name("ag-http");
     uv_run(&w->loop, UV_RUN_DEFAULT);
 }
 

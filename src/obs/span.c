@@ -529,6 +529,7 @@ static void ship(const struct ag_buf *b, size_t n, bool final)
 static void *exporter(void *arg)
 {
     AG_UNUSED(arg);
+    ag_thread_name("ag-span-export");
     struct ag_buf b;
     ag_buf_init(&b);
     uint64_t waited_ms = 0;

@@ -322,6 +322,7 @@ static void delay_locked(struct ag_saga_engine *e, struct qitem *q, int rc)
 static void *retry_main(void *arg)
 {
     struct ag_saga_engine *e = arg;
+    ag_thread_name("ag-saga-retry");
     pthread_mutex_lock(&e->lock);
     while (!e->stopping) {
         struct timespec ts;
@@ -765,6 +766,7 @@ static void go_on(struct ag_saga_engine *e, struct qitem *q, bool front)
 static void *worker(void *arg)
 {
     struct ag_saga_engine *e = arg;
+    ag_thread_name("ag-saga-worker");
     for (;;) {
         pthread_mutex_lock(&e->lock);
         while (!e->head && !e->stopping) pthread_cond_wait(&e->work, &e->lock);
@@ -790,6 +792,7 @@ static void loop_stop_cb(uv_async_t *a)
 static void *loop_main(void *arg)
 {
     struct ag_saga_engine *e = arg;
+    ag_thread_name("ag-saga-loop");
     uv_run(&e->loop, UV_RUN_DEFAULT);
     return NULL;
 }

@@ -116,6 +116,7 @@ static struct ag_store_sub *subscribe_now(struct svc_logtail *t)
 static void *notifier(void *arg)
 {
     struct svc_logtail *t = arg;
+    ag_thread_name("ag-logtail");
     struct ag_store_sub *sub = NULL;
     while (!t->stop) {
         if (!any_tail(t)) { /* nobody tails: read nothing */

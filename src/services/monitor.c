@@ -182,6 +182,7 @@ static void publish(struct ag_platform *p, struct gauges *g)
 static void *monitor_main(void *arg)
 {
     struct ag_platform *p = arg;
+    ag_thread_name("ag-monitor");
     struct gauges g;
     make_gauges(p, &g);
     pthread_mutex_lock(&p->monitor_lock);

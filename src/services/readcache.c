@@ -507,6 +507,7 @@ static void views_flush(struct svc_cache *c)
 static void *flusher_main(void *arg)
 {
     struct svc_cache *c = arg;
+    ag_thread_name("ag-cache-flush");
     pthread_mutex_lock(&c->stop_lock);
     while (!c->stop) {
         struct timespec ts;

@@ -615,6 +615,7 @@ static int handle(void *ud, const struct ag_bus_delivery *d, struct ag_err *err)
 static void *reactor_main(void *arg)
 {
     struct reactor *x = arg;
+    ag_thread_name("ag-chor-react");
     while (!atomic_load(&x->chor->stop)) {
         struct ag_err err;
         ag_err_clear(&err);

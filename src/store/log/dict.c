@@ -493,7 +493,7 @@ static void *trainer_main(void *arg)
 {
     struct lstore *ls = arg;
     struct ldicts *t = &ls->dicts;
-    ag_thread_background("store.dictionary_trainer", TRAINER_NICE, true);
+    ag_thread_background("ag-dict-trainer", TRAINER_NICE, true);
     pthread_mutex_lock(&t->lock);
     while (!t->quit) {
         struct timespec ts;

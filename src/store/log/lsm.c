@@ -313,7 +313,7 @@ static int flush_frozen(struct lstore *ls)
 static void *flusher_main(void *arg)
 {
     struct lstore *ls = arg;
-    ag_thread_background("store.index_flusher", FLUSHER_NICE, false);
+    ag_thread_background("ag-ix-flusher", FLUSHER_NICE, false);
     pthread_mutex_lock(&ls->mg_lock);
     for (;;) {
         while ((!ls->fl_pending || ls->fl_failed) && !ls->mg_quit)
@@ -538,7 +538,7 @@ static int merge_run(struct lstore *ls)
 static void *merger_main(void *arg)
 {
     struct lstore *ls = arg;
-    ag_thread_background("store.index_merger", MERGER_NICE, true);
+    ag_thread_background("ag-ix-merger", MERGER_NICE, true);
     for (;;) {
         pthread_mutex_lock(&ls->mg_lock);
         while (!ls->mg_kick && !ls->mg_quit) pthread_cond_wait(&ls->mg_cond, &ls->mg_lock);

@@ -106,7 +106,7 @@ static int pa_fill(int fd, uint64_t from, uint64_t to, uint64_t *done)
 static void *pa_main(void *arg)
 {
     struct lstore *ls = arg;
-    ag_thread_background("store.preallocator", PREALLOC_NICE, false);
+    ag_thread_background("ag-prealloc", PREALLOC_NICE, false);
     pthread_mutex_lock(&ls->pa_lock);
     for (;;) {
         uint64_t from, to;

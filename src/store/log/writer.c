@@ -991,6 +991,7 @@ static void wait_work(struct lstore *ls)
 void *ag__log_writer_main(void *arg)
 {
     struct lstore *ls = arg;
+    ag_thread_name("ag-store-writer");
     for (;;) {
         pthread_mutex_lock(&ls->q_lock);
         while (!ls->q_head && !ls->closing && !retry_due(ls) && !ls->swap) wait_work(ls);

@@ -560,6 +560,7 @@ static void run_job(struct pg_store *s, struct pg_job *j)
 void *ag__pg_worker(void *arg)
 {
     struct pg_store *s = arg;
+    ag_thread_name("ag-pg-worker");
     pthread_mutex_lock(&s->lock);
     for (;;) {
         while (!s->jobs && !s->closing) pthread_cond_wait(&s->jobs_cond, &s->lock);

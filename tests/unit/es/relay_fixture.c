@@ -11,6 +11,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* A store at uri (no fsync), asserted. */
+static struct ag_store *open_store(const char *uri)
+{
+    struct ag_store_options o = {.no_sync = true};
+    struct ag_store *s = NULL;
+    cr_assert_eq(ag_store_open(uri, &o, &s, NULL), 0, "cannot open %s", uri);
+    return s;
+}
+
 void relay_fx_open(struct relay_fx *fx, const char *name, unsigned shards, bool own_bus_store)
 {
     memset(fx, 0, sizeof *fx);
@@ -21,15 +30,12 @@ void relay_fx_open(struct relay_fx *fx, const char *name, unsigned shards, bool 
         size_t at = strlen(uri);
         snprintf(uri + at, sizeof uri - at, "%sfile:%s/s%u", i ? "," : "", fx->dir, i);
     }
-    struct ag_store_options o = {.no_sync = true};
-    cr_assert_eq(ag_store_open(uri, &o, &fx->store, NULL), 0, "cannot open %s", uri);
-    struct ag_bus_options bo = {.store = fx->store};
+    fx->store = open_store(uri);
     if (own_bus_store) {
-        char bdir[128];
-        snprintf(bdir, sizeof bdir, "%s/broker", fx->dir);
-        cr_assert_eq(ag_store_open(bdir, &o, &fx->bus_store, NULL), 0);
-        bo.store = fx->bus_store;
+        snprintf(uri, sizeof uri, "%s/broker", fx->dir);
+        fx->bus_store = open_store(uri);
     }
+    struct ag_bus_options bo = {.store = fx->bus_store ? fx->bus_store : fx->store};
     cr_assert_eq(ag_bus_open("local:", &bo, &fx->bus, NULL), 0);
 }
 
@@ -58,20 +64,25 @@ uint64_t relay_fx_head(const struct relay_fx *fx)
     return st.events;
 }
 
+/* The next page of what consumer c has now (n 0: none left). */
+static struct ag_bus_delivery **next_page(struct ag_bus_consumer *c, size_t *n)
+{
+    struct ag_bus_delivery **ds = NULL;
+    cr_assert_eq(ag_bus_fetch(c, 64, 0, &ds, n, NULL), 0);
+    return ds;
+}
+
 size_t relay_fx_drain(const struct relay_fx *fx, const char *name, int *ns, size_t cap)
 {
     struct ag_bus_consumer_config cfg = {.name = name};
     struct ag_bus_consumer *c;
     cr_assert_eq(ag_bus_consumer_open(fx->bus, &cfg, &c, NULL), 0);
-    size_t got = 0;
-    for (;;) {
-        struct ag_bus_delivery **ds;
-        size_t n;
-        cr_assert_eq(ag_bus_fetch(c, 64, 0, &ds, &n, NULL), 0);
-        if (!n) break;
+    size_t got = 0, n;
+    struct ag_bus_delivery **ds;
+    while ((ds = next_page(c, &n)) && n) {
         for (size_t i = 0; i < n; i++) {
             const char *p = strstr(ds[i]->msg.data, "\"n\":");
-            if (got < cap) ns[got] = p ? atoi(p + 4) : -1;
+            if (got < cap) ns[got] = p ? (int)strtol(p + 4, NULL, 10) : -1;
             got++;
             ag_bus_ack(c, ds[i], NULL);
             ag_bus_delivery_free(c, ds[i]);

@@ -1,27 +1,40 @@
-# Shared by the integration tests that start and restart `agora run` on one data
-# directory (dlq.sh, readmodel_corrupt.sh, chor_dlq.sh, events_upcast.sh,
-# clean_shutdown.sh, index_memory.sh, saga_faults.sh, saga_retry.sh,
-# authz_lib.bash) and by those around `agora serve` behind `agora gateway`
-# (serve.sh, serve_mesh.sh, mtls.sh, host_loss.sh: the second half of this file);
-# sourced, not a test itself (CTest registers *.sh only).
+# Shared by the integration tests that start and restart `agora run` (the first
+# half of this file: run_frame, agora_start, agora_stop, json_field, free_port;
+# `grep -l run_lib.bash tests/integration/*` lists them) and by those around
+# `agora serve` behind `agora gateway` (serve.sh, serve_mesh.sh, mtls.sh,
+# host_loss.sh: the second half); sourced, not a test itself (CTest registers *.sh
+# only). A test defines its own function of the same name after sourcing this to
+# replace one.
 #
 # The caller defines BIN (the agora binary), TMP (its scratch directory, removed by
 # its own trap, or by run_cleanup or serve_cleanup) and `fail MSG` (or has
-# run_frame or serve_frame define them).
-# The server's output goes to $TMP/server.log, appended across restarts, so a
-# failure shows the whole history.
+# run_frame or serve_frame define them). agora_start appends the server's output
+# to $TMP/server.log across restarts, so a failure shows the whole history.
 
-# run_frame: the frame of a test around `agora run` (set -e or not): TMP (a new
-# scratch directory), SPID (empty), `fail MSG` (says "FAIL: MSG" and the last 20
-# lines of $TMP/server.log, exits 1) and `trap run_cleanup EXIT` (SIGTERM to SPID,
-# wait, TMP removed).
+# run_frame [PIDVAR...]: the frame of a test around `agora run` (set -e or not):
+# TMP (a new scratch directory), SPID and the pid variables named (empty), PIDS
+# (an empty array the caller may add pids to), `fail MSG` (says "FAIL: MSG" and
+# the last 20 lines of $TMP/server.log, exits 1) and `trap run_cleanup EXIT`
+# (SIGTERM to every pid in PIDS, SPID and the named variables, wait, TMP removed).
 run_frame() {
     TMP=$(mktemp -d)
     SPID=""
+    PIDS=()
+    RUN_PIDVARS=(SPID "$@")
+    local v
+    for v in "$@"; do printf -v "$v" '%s' ""; done
     fail() { echo "FAIL: $*"; [ -f "$TMP/server.log" ] && tail -20 "$TMP/server.log"; exit 1; }
     trap run_cleanup EXIT
 }
-run_cleanup() { [ -n "$SPID" ] && kill "$SPID" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$TMP"; }
+run_cleanup() {
+    local v p
+    for p in ${PIDS[@]+"${PIDS[@]}"}; do kill "$p" 2>/dev/null || true; done
+    for v in "${RUN_PIDVARS[@]}"; do
+        [ -n "${!v:-}" ] && kill "${!v}" 2>/dev/null || true
+    done
+    wait 2>/dev/null || true
+    rm -rf "$TMP"
+}
 
 # agora_start DATA [live|ready] [ARGS...]: `agora run --data DATA` on a free
 # 127.0.0.1 port (port 0: agora prints "serving http://..."), then wait until

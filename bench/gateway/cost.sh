@@ -12,62 +12,19 @@
 # minute; valgrind must be installed. AG_BENCH_BUILD as in run.sh.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+source "$ROOT/bench/lib/gateway.bash"
 BUILD="${AG_BENCH_BUILD:-$ROOT/build/release}"
 SECONDS_CG="${CG_SECONDS:-8}"
 for t in valgrind callgrind_control callgrind_annotate strace wrk; do
     command -v "$t" >/dev/null || { echo "cost.sh needs $t" >&2; exit 1; }
 done
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-TMP=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$TMP"; }
-trap cleanup EXIT
-wait_port() { for _ in $(seq 600); do p=$(awk '/^PORT/{print $2}' "$1" 2>/dev/null || true); [ -n "$p" ] && { echo "$p"; return 0; }; sleep 0.1; done; return 1; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+procs_frame
 wait_http() { for _ in $(seq 600); do curl -sf -o /dev/null -H "Authorization: Bearer $TOKEN" "$1" && return 0; sleep 0.1; done; return 1; }
 
-"$BUILD/gw_upstream" --name bench --workers 1 >"$TMP/up.out" 2>"$TMP/up.err" &
-PIDS+=($!)
-UP=$(wait_port "$TMP/up.out")
-cat >"$TMP/gw.yaml" <<YAML
-gateway: {listen: 127.0.0.1:0, workers: 1}
-jwt:
-  issuers:
-    - issuer: bench
-      audiences: [agora]
-      keys: [{kid: b, alg: HS256, secret: "bench-secret-0123456789abcdef0123456789"}]
-destinationRules:
-  - host: up
-    endpoints: [{address: 127.0.0.1:$UP}]
-    trafficPolicy:
-      connectionPool: {tcp: {maxConnections: 64}, http: {http1MaxPendingRequests: 4096}}
-virtualServices:
-  - name: bench
-    http:
-      - name: api
-        match: [{uri: {prefix: /api/}}]
-        route: [{destination: {host: up}}]
-        auth: {required: true, roles: [customer]}
-        rateLimit: {requests: 100000000, per: 1s, burst: 1000000, key: user}
-YAML
-TOKEN=$("$BUILD/agora" token --sub bench-user --role customer --ttl 3600 --config "$TMP/gw.yaml")
-NG=$(free_port)
-mkdir -p "$TMP/nginx/logs"
-cat >"$TMP/nginx/nginx.conf" <<CONF
-worker_processes 1;
-master_process off;
-pid $TMP/nginx/nginx.pid;
-error_log $TMP/nginx/logs/error.log warn;
-events { worker_connections 20000; }
-http {
-    access_log off;
-    upstream up { server 127.0.0.1:$UP; keepalive 64; }
-    server {
-        listen 127.0.0.1:$NG reuseport;
-        location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; }
-    }
-}
-CONF
+upstream_start 1 1200 # up to 60 s: the machine may be busy
+gateway_config 1
+nginx_config 1 "master_process off;"
 
 start() { # impl [wrapper...] -> PID, URL
     local impl=$1
@@ -75,7 +32,7 @@ start() { # impl [wrapper...] -> PID, URL
     if [ "$impl" = agora ]; then
         "$@" "$BUILD/agora" gateway --config "$TMP/gw.yaml" >"$TMP/gw.out" 2>"$TMP/gw.err" &
         PID=$!
-        URL="http://127.0.0.1:$(wait_port "$TMP/gw.out")/api/bench"
+        URL="http://127.0.0.1:$(wait_port "$TMP/gw.out" 1200)/api/bench"
     else
         "$@" "$NGINX" -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -g 'daemon off;' 2>"$TMP/nginx.err" &
         PID=$!

@@ -17,6 +17,7 @@
 # the JSON lines (bench gateway.https).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+source "$ROOT/bench/lib/gateway.bash"
 BUILD="${AG_BENCH_BUILD:-$ROOT/build/release}"
 DURATION="${DURATION:-5}"
 CONNECTIONS="${CONNECTIONS:-50}"
@@ -28,63 +29,19 @@ command -v wrk >/dev/null || { echo "wrk not installed" >&2; exit 1; }
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
 mkdir -p "$ROOT/bench/results"
-TMP=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$TMP"; }
-trap cleanup EXIT
+procs_frame
 
 to_us() { awk -v v="$1" 'BEGIN { n = v + 0; u = v; sub(/^[0-9.]+/, "", u);
     f = u == "us" ? 1 : u == "ms" ? 1000 : u == "s" ? 1000000 : 1; printf "%.0f", n * f }'; }
-wait_port() { for _ in $(seq 100); do p=$(awk '/^PORT/{print $2}' "$1" 2>/dev/null || true); [ -n "$p" ] && { echo "$p"; return 0; }; sleep 0.05; done; return 1; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-"$BUILD/gw_upstream" --name bench --workers 2 >"$TMP/up.out" 2>"$TMP/up.err" &
-PIDS+=($!)
-UP=$(wait_port "$TMP/up.out") || { echo "upstream did not start" >&2; exit 1; }
-
-SECRET="bench-secret-0123456789abcdef0123456789"
-cat >"$TMP/gw.yaml" <<YAML
-gateway: {listen: 127.0.0.1:0, workers: 2}
-jwt:
-  issuers:
-    - issuer: bench
-      audiences: [agora]
-      keys: [{kid: b, alg: HS256, secret: "$SECRET"}]
-destinationRules:
-  - host: up
-    endpoints: [{address: 127.0.0.1:$UP}]
-    trafficPolicy:
-      connectionPool: {tcp: {maxConnections: 64}, http: {http1MaxPendingRequests: 4096}}
-virtualServices:
-  - name: bench
-    http:
-      - name: api
-        match: [{uri: {prefix: /api/}}]
-        route: [{destination: {host: up}}]
-        auth: {required: true, roles: [customer]}
-        rateLimit: {requests: 100000000, per: 1s, burst: 1000000, key: user}
-YAML
-TOKEN=$("$BUILD/agora" token --sub bench-user --role customer --ttl 3600 --config "$TMP/gw.yaml")
+upstream_start 2
+gateway_config 2
 "$BUILD/agora" gateway --config "$TMP/gw.yaml" >"$TMP/gw.out" 2>"$TMP/gw.err" &
 PIDS+=($!)
 GW=$(wait_port "$TMP/gw.out") || { echo "gateway did not start: $(cat "$TMP/gw.err")" >&2; exit 1; }
 
-NG=$(free_port)
-mkdir -p "$TMP/nginx/logs"
-cat >"$TMP/nginx/nginx.conf" <<CONF
-worker_processes 2;
-pid $TMP/nginx/nginx.pid;
-error_log $TMP/nginx/logs/error.log warn;
-events { worker_connections 20000; }
-http {
-    access_log off;
-    upstream up { server 127.0.0.1:$UP; keepalive 64; }
-    server {
-        listen 127.0.0.1:$NG reuseport;
-        location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; }
-    }
-}
-CONF
+nginx_config 2
+
 if [ "${HTTPS:-0}" = 1 ]; then # the same certificate, protocols and ciphers as agora
     CIPHERS="ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$TMP/tls.key" \

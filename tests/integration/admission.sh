@@ -17,21 +17,9 @@
 #   for the slot instead, and is accepted once the order holding it is confirmed.
 set -euo pipefail
 BIN="${AGORA_BIN:?AGORA_BIN not set}"
-TMP=$(mktemp -d)
-SPID=""
-cleanup() {
-    [ -n "$SPID" ] && kill "$SPID" 2>/dev/null
-    wait 2>/dev/null || true
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-fail() {
-    echo "FAIL: $*"
-    [ -f "$TMP/server.log" ] && tail -20 "$TMP/server.log"
-    exit 1
-}
 # shellcheck source=tests/integration/run_lib.bash
 . "$(dirname "$0")/run_lib.bash"
+run_frame
 J='Content-Type: application/json'
 ADDR='"shippingAddress":{"street":"1 Main St","city":"X","state":"Y","zipCode":"1","country":"US"}'
 

@@ -19,24 +19,10 @@ set -euo pipefail
 BIN="${AGORA_BIN:?AGORA_BIN not set}"
 command -v redis-server >/dev/null || { echo "SKIP: redis-server is not installed"; exit 77; }
 command -v curl >/dev/null || { echo "FAIL: curl is needed"; exit 1; }
-TMP=$(mktemp -d)
-SPID=""
-RPID=""
-cleanup() {
-    [ -n "$SPID" ] && kill "$SPID" 2>/dev/null
-    [ -n "$RPID" ] && kill "$RPID" 2>/dev/null
-    wait 2>/dev/null || true
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-fail() {
-    echo "FAIL: $*"
-    [ -f "$TMP/server.log" ] && tail -20 "$TMP/server.log"
-    exit 1
-}
-pass() { echo "ok - $*"; }
 # shellcheck source=run_lib.bash
 source "$(dirname "$0")/run_lib.bash"
+run_frame RPID
+pass() { echo "ok - $*"; }
 J='Content-Type: application/json'
 
 RPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')

@@ -20,17 +20,13 @@
 # Env: AGORA_BIN (CTest).
 set -euo pipefail
 BIN="${AGORA_BIN:?AGORA_BIN not set}"
-TMP=$(mktemp -d)
-SPID=""
-cleanup() { [ -n "$SPID" ] && kill "$SPID" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$TMP"; }
-trap cleanup EXIT
-fail() { echo "FAIL: $*"; [ -f "$TMP/server.log" ] && tail -20 "$TMP/server.log"; exit 1; }
+# shellcheck source=run_lib.bash
+source "$(dirname "$0")/run_lib.bash"
+run_frame
 J='Content-Type: application/json'
 D="$TMP/d"
 f() { json_field "$1"; }
 
-# shellcheck source=run_lib.bash
-source "$(dirname "$0")/run_lib.bash"
 start() { agora_start "$D" live --saga-mode choreography; }
 stop() { agora_stop; }
 

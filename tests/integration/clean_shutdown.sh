@@ -6,27 +6,14 @@
 # Env: AGORA_BIN (CTest).
 set -euo pipefail
 BIN="${AGORA_BIN:?AGORA_BIN not set}"
-TMP=$(mktemp -d)
-SPID=""
-cleanup() { [ -n "$SPID" ] && kill "$SPID" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$TMP"; }
-trap cleanup EXIT
-fail() { echo "FAIL: $*"; [ -f "$TMP/server.log" ] && tail -20 "$TMP/server.log"; exit 1; }
+# shellcheck source=run_lib.bash
+source "$(dirname "$0")/run_lib.bash"
+run_frame
 J='Content-Type: application/json'
 D="$TMP/data"
 
-start() {
-    "$BIN" run --data "$D" --listen 127.0.0.1:0 --no-gateway >"$TMP/server.log" 2>&1 &
-    SPID=$!
-    A=""
-    for _ in $(seq 300); do
-        A=$(grep -o 'serving http://127.0.0.1:[0-9]*' "$TMP/server.log" | head -1 | sed 's/serving //') || true
-        [ -n "$A" ] && break
-        kill -0 "$SPID" 2>/dev/null || fail "agora run exited"
-        sleep 0.1
-    done
-    [ -n "$A" ] || fail "agora run did not start"
-}
-field() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1]))" "$1"; }
+start() { agora_start "$D" live --no-gateway; }
+field() { json_field "$1"; }
 # stop with SIGNAL, wait for the exit, assert no -wal/-shm is left
 stop_clean() {
     kill -"$1" "$SPID"

@@ -15,17 +15,9 @@ BIN="${AGORA_BIN:?AGORA_BIN not set}"
 SRC="${AG_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}"
 command -v promtool >/dev/null || { echo "SKIP: promtool is not installed (apt-get install prometheus)"; exit 77; }
 command -v curl >/dev/null || { echo "FAIL: curl is needed"; exit 1; }
-TMP=$(mktemp -d)
-SPID=""
-cleanup() {
-    [ -n "$SPID" ] && kill "$SPID" 2>/dev/null
-    wait 2>/dev/null || true
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-fail() { echo "FAIL: $*"; [ -f "$TMP/server.log" ] && tail -20 "$TMP/server.log"; exit 1; }
 # shellcheck source=run_lib.bash
 source "$(dirname "$0")/run_lib.bash"
+run_frame
 
 (cd "$SRC/deploy/prometheus" && promtool check rules agora-alerts.yml) || fail "promtool check rules"
 (cd "$SRC/deploy/prometheus" && promtool test rules agora-alerts.test.yml) || fail "promtool test rules"

@@ -17,15 +17,11 @@
 # Env: AGORA_BIN (CTest).
 set -euo pipefail
 BIN="${AGORA_BIN:?AGORA_BIN not set}"
-TMP=$(mktemp -d)
-SPID=""
-cleanup() { [ -n "$SPID" ] && kill "$SPID" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$TMP"; }
-trap cleanup EXIT
-fail() { echo "FAIL: $*"; [ -f "$TMP/server.log" ] && tail -20 "$TMP/server.log"; exit 1; }
-D="$TMP/data"
-
 # shellcheck source=run_lib.bash
 source "$(dirname "$0")/run_lib.bash"
+run_frame
+D="$TMP/data"
+
 start() { agora_start "$D" live; }
 stop() { agora_stop; }
 field() { json_field "$1"; }

@@ -7,34 +7,12 @@
 # upstream ejected and coming back, SIGHUP reload under load dropping nothing,
 # a bad config refused with a line number while the old one keeps serving.
 set -euo pipefail
-B="${AG_BUILD_DIR:?AG_BUILD_DIR not set}"
 SRC="${AG_SOURCE_DIR:?AG_SOURCE_DIR not set}"
-AGORA="${AGORA_BIN:-$B/agora}"
-UP="$B/gw_upstream"
-[ -x "$UP" ] || { echo "missing $UP"; exit 1; }
-TMP=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$TMP"; }
-trap cleanup EXIT
-fail() { echo "FAIL: $*" >&2; [ -f "$TMP/gw.log" ] && tail -20 "$TMP/gw.log" >&2; exit 1; }
-pass() { echo "ok - $*"; }
+source "$(dirname "$0")/gw_lib.bash"
+gw_frame gw_upstream
 
-wait_port() { # file -> prints port
-    for _ in $(seq 100); do
-        p=$(awk '/^PORT/{print $2}' "$1" 2>/dev/null || true)
-        [ -n "$p" ] && { echo "$p"; return 0; }
-        sleep 0.05
-    done
-    return 1
-}
-# name -> sets UP_PORT; not in a $(...) subshell, so PIDS keeps the pid for cleanup
-start_up() {
-    "$UP" --name "$1" >"$TMP/$1.out" 2>"$TMP/$1.log" &
-    PIDS+=($!)
-    UP_PORT=$(wait_port "$TMP/$1.out") || fail "upstream $1 did not start"
-}
-start_up v1; P1=$UP_PORT
-start_up v2; P2=$UP_PORT
+upstream_start v1; P1=$UP_PORT
+upstream_start v2; P2=$UP_PORT
 
 SECRET="integration-test-secret-0123456789abcdef"
 NODE_PATH="$SRC/node_modules" node "$SRC/tests/data/gateway/mint.js" "$TMP" "$SECRET" || fail "jose could not mint tokens (npm install?)"
@@ -84,10 +62,7 @@ YAML
 CANARY="          - {destination: {host: svc, subset: v1}, weight: 90}
           - {destination: {host: svc, subset: v2}, weight: 10}"
 write_config "$CANARY"
-"$AGORA" gateway --config "$TMP/gw.yaml" >"$TMP/gw.out" 2>"$TMP/gw.log" &
-GWPID=$!
-PIDS+=($GWPID)
-GP=$(wait_port "$TMP/gw.out") || fail "gateway did not start"
+gateway_start
 U="http://127.0.0.1:$GP"
 
 # ---- JWT interop ----

@@ -7,27 +7,10 @@
 # (and a bare 502) still counts: the breaker opens and the endpoint is ejected.
 # Also: every upstream process this script starts is killed at exit.
 set -euo pipefail
-B="${AG_BUILD_DIR:?AG_BUILD_DIR not set}"
-AGORA="${AGORA_BIN:-$B/agora}"
-UP="$B/gw_upstream"
-[ -x "$UP" ] || { echo "missing $UP"; exit 1; }
-TMP=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$TMP"; }
-trap cleanup EXIT
-fail() { echo "FAIL: $*" >&2; [ -f "$TMP/gw.log" ] && tail -20 "$TMP/gw.log" >&2; exit 1; }
-pass() { echo "ok - $*"; }
-wait_port() {
-    for _ in $(seq 100); do
-        p=$(awk '/^PORT/{print $2}' "$1" 2>/dev/null || true)
-        [ -n "$p" ] && { echo "$p"; return 0; }
-        sleep 0.05
-    done
-    return 1
-}
-"$UP" --name v1 >"$TMP/up.out" 2>"$TMP/up.log" &
-PIDS+=($!)
-UPP=$(wait_port "$TMP/up.out") || fail "upstream did not start"
+source "$(dirname "$0")/gw_lib.bash"
+gw_frame gw_upstream
+upstream_start v1 up
+UPP=$UP_PORT
 cat >"$TMP/gw.yaml" <<YAML
 gateway: {listen: 127.0.0.1:0, workers: 1}
 destinationRules:
@@ -43,9 +26,7 @@ virtualServices:
         route: [{destination: {host: svc}}]
         idempotency: false
 YAML
-"$AGORA" gateway --config "$TMP/gw.yaml" >"$TMP/gw.out" 2>"$TMP/gw.log" &
-PIDS+=($!)
-GP=$(wait_port "$TMP/gw.out") || fail "gateway did not start: $(cat "$TMP/gw.log")"
+gateway_start
 U="http://127.0.0.1:$GP"
 code() { curl -s -o /dev/null -w '%{http_code}' "$@"; }
 breaker() { curl -s "$U/admin/circuit-breakers" | python3 -c 'import json,sys; print(json.load(sys.stdin)["breakers"][0]["state"])'; }

@@ -14,27 +14,10 @@
 # - agora_cache_hits_total{cache="gateway"} counts.
 # Env: AGORA_BIN, AG_BUILD_DIR (CTest).
 set -euo pipefail
-B="${AG_BUILD_DIR:?AG_BUILD_DIR not set}"
-AGORA="${AGORA_BIN:-$B/agora}"
-UP="$B/gw_upstream"
-[ -x "$UP" ] || { echo "missing $UP"; exit 1; }
-TMP=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$TMP"; }
-trap cleanup EXIT
-fail() { echo "FAIL: $*" >&2; [ -f "$TMP/gw.log" ] && tail -20 "$TMP/gw.log" >&2; exit 1; }
-pass() { echo "ok - $*"; }
-wait_port() {
-    for _ in $(seq 100); do
-        p=$(awk '/^PORT/{print $2}' "$1" 2>/dev/null || true)
-        [ -n "$p" ] && { echo "$p"; return 0; }
-        sleep 0.05
-    done
-    return 1
-}
-"$UP" --name v1 >"$TMP/up.out" 2>"$TMP/up.log" &
-PIDS+=($!)
-UPORT=$(wait_port "$TMP/up.out") || fail "upstream did not start"
+source "$(dirname "$0")/gw_lib.bash"
+gw_frame gw_upstream
+upstream_start v1 up
+UPORT=$UP_PORT
 SECRET="gateway-cache-test-secret-0123456789abcdef"
 write_config() { # maxAge of the public route
     cat >"$TMP/gw.yaml" <<YAML
@@ -63,9 +46,7 @@ virtualServices:
 YAML
 }
 write_config 3s
-"$AGORA" gateway --config "$TMP/gw.yaml" >"$TMP/gw.out" 2>"$TMP/gw.log" &
-PIDS+=($!)
-GP=$(wait_port "$TMP/gw.out") || fail "gateway did not start"
+gateway_start
 U="http://127.0.0.1:$GP"
 tok() { "$AGORA" token --sub "$1" --role "${2:-customer}" --config "$TMP/gw.yaml" --issuer t; }
 n_of() { python3 -c 'import json,sys; print(json.load(sys.stdin)["n"])'; }

@@ -5,28 +5,11 @@
 # refused, new ones accepted); when the JWKS URL stops answering, the gateway keeps
 # serving with the last good keys (and logs the failed refresh).
 set -euo pipefail
-B="${AG_BUILD_DIR:?AG_BUILD_DIR not set}"
-AGORA="${AGORA_BIN:-$B/agora}"
-UP="$B/gw_upstream"
-[ -x "$UP" ] || { echo "missing $UP"; exit 1; }
-TMP=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$TMP"; }
-trap cleanup EXIT
-fail() { echo "FAIL: $*" >&2; [ -f "$TMP/gw.log" ] && tail -20 "$TMP/gw.log" >&2; exit 1; }
-pass() { echo "ok - $*"; }
-wait_port() {
-    for _ in $(seq 100); do
-        p=$(awk '/^PORT/{print $2}' "$1" 2>/dev/null || true)
-        [ -n "$p" ] && { echo "$p"; return 0; }
-        sleep 0.05
-    done
-    return 1
-}
+source "$(dirname "$0")/gw_lib.bash"
+gw_frame gw_upstream
 
-"$UP" --name v1 >"$TMP/up.out" 2>"$TMP/up.log" &
-PIDS+=($!)
-UPP=$(wait_port "$TMP/up.out") || fail "upstream did not start"
+upstream_start v1 up
+UPP=$UP_PORT
 
 # the identity provider: a static file server on loopback
 jwks() { # kid secret -> a JWKS with one HS256 oct key
@@ -60,10 +43,8 @@ virtualServices:
         route: [{destination: {host: svc}}]
         auth: {required: true}
 YAML
-"$AGORA" gateway --config "$TMP/gw.yaml" >"$TMP/gw.out" 2>"$TMP/gw.log" &
-PIDS+=($!)
-GW=$(wait_port "$TMP/gw.out") || fail "gateway did not start: $(cat "$TMP/gw.log")"
-code() { curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $1" "http://127.0.0.1:$GW/x"; }
+gateway_start
+code() { curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $1" "http://127.0.0.1:$GP/x"; }
 
 T1=$("$AGORA" token --config "$TMP/gw.yaml" --sub u1) || fail "agora token"
 [ "$(code "$T1")" = 200 ] || fail "a token signed with the published key: $(code "$T1")"

@@ -6,16 +6,9 @@
 # killed -9 (leaving a stale socket file) a new one replaces the file and the
 # gateway reaches it again.
 set -euo pipefail
-B="${AG_BUILD_DIR:?AG_BUILD_DIR not set}"
-AGORA="${AGORA_BIN:-$B/agora}"
-SRV="$B/http_test_server"
-[ -x "$SRV" ] || { echo "missing $SRV"; exit 1; }
-TMP=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$TMP"; }
-trap cleanup EXIT
-fail() { echo "FAIL: $*" >&2; [ -f "$TMP/gw.log" ] && tail -20 "$TMP/gw.log" >&2; exit 1; }
-pass() { echo "ok - $*"; }
+source "$(dirname "$0")/gw_lib.bash"
+gw_frame http_test_server
+SRV=$UP
 SOCK="$TMP/up.sock"
 
 start_up() {
@@ -53,11 +46,7 @@ virtualServices:
         route: [{destination: {host: svc}}]
         retries: {attempts: 2, retryOn: "connect-failure,reset"}
 YAML
-"$AGORA" gateway --config "$TMP/gw.yaml" >"$TMP/gw.out" 2>"$TMP/gw.log" &
-PIDS+=("$!")
-GP=""
-for _ in $(seq 100); do GP=$(awk '/^PORT/{print $2}' "$TMP/gw.out" 2>/dev/null || true); [ -n "$GP" ] && break; sleep 0.05; done
-[ -n "$GP" ] || fail "gateway did not start"
+gateway_start
 U="http://127.0.0.1:$GP"
 out=$(curl -s "$U/hello")
 [ "$out" = '{"message":"hello"}' ] || fail "through the gateway: $out"

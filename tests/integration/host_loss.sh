@@ -39,29 +39,20 @@ if ! out=$(ip netns add "$NS1" 2>&1); then
     exit 77
 fi
 TMP=$(mktemp -d /tmp/agora-hostloss-XXXXXX)
-PA="" PB="" GW="" NPID="" LPID="" SVC=""
-cleanup() {
-    for p in $LPID $GW $PA $PB $NPID; do kill -9 "$p" 2>/dev/null; done
+serve_frame host_loss LPID GW PA PB NPID
+SVC=""
+cleanup() { # the frame's, and the namespaces, their links and the service address
     for ns in "$NS1" "$NS2"; do
         for p in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
     done
-    wait 2>/dev/null
-    pgtmp_stop
+    serve_cleanup
     ip link del "$VA" 2>/dev/null
     ip link del "$VB" 2>/dev/null
     ip netns del "$NS1" 2>/dev/null
     ip netns del "$NS2" 2>/dev/null
     [ -n "$SVC" ] && ip addr del "$SVC/32" dev lo 2>/dev/null
-    [ -n "${KEEP:-}" ] || rm -rf "$TMP"
 }
 trap cleanup EXIT
-fail() {
-    echo "host_loss: FAIL: $*" >&2
-    for f in "$TMP"/*.log; do echo "--- $f" >&2; tail -15 "$f" >&2; done
-    exit 1
-}
-pass() { echo "ok - $*"; }
-export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 
 # ---- the hosts: a free 10.213.N.0/29, a veth pair and a /30 each ----
 N=""
@@ -90,29 +81,13 @@ pass "hosts A ($NS1, $P.2) and B ($NS2, $P.6), the service address $SVC"
 # ---- PostgreSQL and NATS on the service address ----
 PGTMP_CONF="listen_addresses = '$SVC'" PGTMP_HBA="host all all $P.0/30 trust
 host all all $P.4/30 trust" pgtmp_start || exit $?
-NPORT=$(free_port)
-nats-server -js -a "$SVC" -p "$NPORT" -sd "$TMP/js" -l "$TMP/nats.log" &
-NPID=$!
-for _ in $(seq 100); do (exec 3<>"/dev/tcp/$SVC/$NPORT") 2>/dev/null && break; sleep 0.1; done
+nats_start "$SVC"
 PGU="postgresql://postgres@$SVC:5432/postgres"
 STORE="$PGU?schema=hostloss" RM="$PGU${HOST_LOSS_RM_PARAMS:-}"
 ip netns exec "$NS1" psql "$PGU" -qAtX -c 'SELECT 1' >/dev/null 2>"$TMP/psql.log" ||
     fail "host A cannot reach PostgreSQL at $SVC: $(cat "$TMP/psql.log")"
-export AGORA_JWT_SECRET AGORA_MESH_KEY
-AGORA_JWT_SECRET=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
-AGORA_MESH_KEY=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
-mesh_sig() { # TS SUB ROLES METHOD TARGET: the x-user-sig the gateway would send
-    python3 -c 'import hashlib, hmac, os, sys
-ts, sub, roles, m, t = sys.argv[1:]
-mac = hmac.new(os.environ["AGORA_MESH_KEY"].encode(), "\n".join([ts, sub, roles, m, t]).encode(), hashlib.sha256)
-print(ts + "." + mac.hexdigest())' "$@"
-}
-icurl() { # URL CURL-ARGS...: a GET straight to an instance as the gateway sends it
-    local url=$1
-    shift
-    curl --max-time 3 -H 'x-user-id: ops' -H 'x-user-roles: admin' \
-        -H "x-user-sig: $(mesh_sig "$(date +%s)" ops admin GET "/${url#http://*/}")" "$@" "$url"
-}
+mesh_keys
+ICURL_OPTS=(--max-time 3) # an instance may be on a lost host
 # the instances listen on the namespaces' private addresses: plain HTTP there is a
 # choice (mtls.sh covers the certificates)
 common=(--store "$STORE" --readmodels "$RM" --bus "nats://$SVC:$NPORT" --data "$TMP/data" --workers 2
@@ -124,17 +99,9 @@ PB=$SERVE_PID B=$SERVE_BASE
 PORTG=$(free_port)
 sed -e "s/127.0.0.1:8091/$P.2:8091/; s/127.0.0.1:8092/$P.6:8091/" \
     -e "s/listen: 127.0.0.1:8080/listen: 127.0.0.1:$PORTG/" "$SRC/deploy/serve/gateway.yaml" >"$TMP/gateway.yaml"
-"$BIN" gateway --config "$TMP/gateway.yaml" --workers 2 >>"$TMP/gateway.log" 2>&1 &
-GW=$!
-G=http://127.0.0.1:$PORTG
-for _ in $(seq 200); do [ "$(curl -s -o /dev/null -w '%{http_code}' "$G/health/ready")" = 200 ] && break; sleep 0.1; done
+gateway_start "$TMP/gateway.yaml" "$PORTG"
 pass "PostgreSQL and NATS at $SVC, A ($A) in $NS1, B ($B) in $NS2, the gateway ($G)"
 
-statuses() { # every projection's status at an instance: name=status ...
-    icurl "$1/admin/projections" -sf |
-        python3 -c 'import json,sys; print(" ".join(p["name"]+"="+p["status"] for p in json.load(sys.stdin)["items"]))' 2>/dev/null
-}
-relay_status() { icurl "$1/admin/bus" -sf | json_field 'd["relay"]["status"]' 2>/dev/null; }
 for _ in $(seq 100); do [[ $(statuses "$A") == *saga_starter=running* || $(statuses "$B") == *saga_starter=running* ]] && break; sleep 0.1; done
 if [[ $(statuses "$A") == *saga_starter=running* ]]; then
     OWNER=A ONS=$NS1 OROOT=$VA OIN=${VA%a}A OADDR=$P.2 SURV=$B SNAME=b
@@ -143,7 +110,7 @@ else
 fi
 
 # ---- an order load; the sagas' owner's host is lost in the middle of it ----
-ADMIN=$("$BIN" token --config "$TMP/gateway.yaml" --sub ops --role admin)
+ADMIN=$(tok ops admin)
 "$BIN" load --target "$G" --token "$ADMIN" --concurrency 4 --duration 10 --customers 4 \
     --poor-ratio 0.25 --order-timeout 45 --quiet >"$TMP/load.json" 2>"$TMP/load.err" &
 LPID=$!
@@ -201,16 +168,11 @@ pass "host $OWNER lost: the survivor holds every lease after $took s (bound $BOU
 wait "$LPID"
 LPID=""
 kill -0 "$SPID" 2>/dev/null || fail "the surviving instance died"
-python3 - "$TMP/load.json" <<'PY' || fail "the load: $(cat "$TMP/load.json") $(tail -3 "$TMP/load.err")"
-import json, sys
-s = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
-print(f"# load: placed {s['placed']}, confirmed {s['confirmed']}, compensated {s['compensated']},"
-      f" pending {s['pending']}, errors {s['errors']}, transport errors {s.get('transportErrors')}")
 # an order whose polls hit the lost host through the gateway (a transport error)
 # may be left unpolled by the load: that it did end is what the settle check below
 # and saga_check.py prove from the store
-sys.exit(0 if s["placed"] > 0 and s["pending"] <= s.get("transportErrors", 0) else 1)
-PY
+load_check "$TMP/load.json" 's["placed"] > 0 and s["pending"] <= s.get("transportErrors", 0)' ||
+    fail "the load: $(cat "$TMP/load.json") $(tail -3 "$TMP/load.err")"
 settled=0
 for _ in $(seq 300); do
     running=$(icurl "$SURV/admin/sagas?status=running&limit=1" -sf | json_field 'len(d["items"])' 2>/dev/null)
@@ -266,5 +228,5 @@ kill -TERM "$SPID" "$CPID"
 wait "$SPID" || fail "the surviving instance exited with $? on SIGTERM"
 wait "$CPID" || fail "instance C exited with $? on SIGTERM"
 PA="" PB=""
-grep -l -e 'AddressSanitizer' -e 'runtime error:' -e 'LeakSanitizer' "$TMP"/*.log && fail "sanitizer report"
+no_sanitizer_report
 pass "the instances and the gateway stop cleanly"

@@ -6,11 +6,9 @@
 # Env: AGORA_BIN (CTest).
 set -euo pipefail
 BIN="${AGORA_BIN:?AGORA_BIN not set}"
-TMP=$(mktemp -d)
-SPID=""
-cleanup() { [ -n "$SPID" ] && kill "$SPID" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$TMP"; }
-trap cleanup EXIT
-fail() { echo "FAIL: $*"; [ -f "$TMP/server.log" ] && tail -20 "$TMP/server.log"; exit 1; }
+# shellcheck source=run_lib.bash
+source "$(dirname "$0")/run_lib.bash"
+run_frame
 D="$TMP/data"
 
 refused() { # expect exit 2 and a message naming $1; the rest of the args run agora
@@ -28,17 +26,7 @@ refused AGORA_INDEX_MEMORY env AGORA_INDEX_MEMORY=lots "$BIN" run --data "$D" --
 refused --cache-memory "$BIN" run --data "$D" --listen 127.0.0.1:0 --cache-memory -1
 [ ! -e "$D/seg-00000000000000000000.log" ] || fail "a refused start touched the data"
 
-AGORA_INDEX_MEMORY=2M "$BIN" run --data "$D" --listen 127.0.0.1:0 --no-gateway --cache-memory 8M \
-    >"$TMP/server.log" 2>&1 &
-SPID=$!
-A=""
-for _ in $(seq 300); do
-    A=$(grep -o 'serving http://127.0.0.1:[0-9]*' "$TMP/server.log" | head -1 | sed 's/serving //') || true
-    [ -n "$A" ] && break
-    kill -0 "$SPID" 2>/dev/null || fail "agora run exited"
-    sleep 0.1
-done
-[ -n "$A" ] || fail "agora run did not start"
+AGORA_INDEX_MEMORY=2M agora_start "$D" live --no-gateway --cache-memory 8M
 for _ in $(seq 50); do # the monitor publishes twice a second
     curl -sf "$A/metrics" >"$TMP/metrics" || fail "/metrics"
     grep -q '^agora_store_index_bytes [1-9]' "$TMP/metrics" && grep -q '^agora_es_cache_bytes [1-9]' "$TMP/metrics" && break

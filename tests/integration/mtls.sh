@@ -27,21 +27,7 @@ SRC=${AG_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 source "$SRC/tests/lib/pgtmp.sh"
 source "$SRC/tests/integration/run_lib.bash"
 TMP=$(mktemp -d /tmp/agora-mtls-XXXXXX)
-PA="" GW="" L1="" L2=""
-cleanup() {
-    for p in $L1 $L2 $GW $PA; do kill -9 "$p" 2>/dev/null; done
-    wait 2>/dev/null
-    pgtmp_stop
-    [ -n "${KEEP:-}" ] || rm -rf "$TMP"
-}
-trap cleanup EXIT
-fail() {
-    echo "mtls: FAIL: $*" >&2
-    for f in "$TMP"/*.log; do echo "--- $f" >&2; tail -15 "$f" >&2; done
-    exit 1
-}
-pass() { echo "ok - $*"; }
-export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
+serve_frame mtls L1 L2 GW PA
 C=$TMP/certs
 
 # ---- agora certs ----
@@ -69,17 +55,7 @@ out=$("$BIN" certs issue --dir "$C" --name x --ip 10.0.0.300 2>&1)
 pass "agora certs: init (0600 key, kept), issue, verify (expired refused); no CA, a wrong CA key, a bad IP refused"
 
 # ---- agora serve's TLS options ----
-export AGORA_MESH_KEY AGORA_JWT_SECRET
-AGORA_MESH_KEY=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
-AGORA_JWT_SECRET=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
-expect2() { # expect2 WORDS ARGS...: exit 2, stderr mentions WORDS
-    local want=$1 out rc
-    shift
-    out=$("$BIN" serve "$@" 2>&1 >/dev/null)
-    rc=$?
-    [ "$rc" = 2 ] || fail "agora serve $* exited $rc, not 2"
-    [[ $out == *"$want"* ]] || fail "agora serve $*: '$out' does not say '$want'"
-}
+mesh_keys
 PGX=postgresql:///x
 expect2 "go together" all --store $PGX --readmodels $PGX --tls-cert "$C/inst-a.pem"
 expect2 "is not loopback and there is no TLS material" all --store $PGX --readmodels $PGX --listen 0.0.0.0:0
@@ -103,13 +79,8 @@ sed -e "s/127.0.0.1:8091/127.0.0.1:$PORTA/" -e '/127.0.0.1:8092/d' \
     -e "s/listen: 127.0.0.1:8080/listen: 127.0.0.1:$PORTG/" \
     -e 's/# tls: {/tls: {/' -e "s|certs/|$C/|g" "$SRC/deploy/serve/gateway.yaml" >"$TMP/gateway.yaml"
 [ "$(grep -c 'tls: {mode: MUTUAL' "$TMP/gateway.yaml")" -ge 8 ] || fail "no tls lines to enable in deploy/serve/gateway.yaml"
-"$BIN" gateway --config "$TMP/gateway.yaml" --check >/dev/null 2>"$TMP/check.log" ||
-    fail "the gateway configuration with mTLS does not compile: $(cat "$TMP/check.log")"
-"$BIN" gateway --config "$TMP/gateway.yaml" --workers 2 >>"$TMP/gateway.log" 2>&1 &
-GW=$!
-G=http://127.0.0.1:$PORTG
-for _ in $(seq 200); do [ "$(curl -s -o /dev/null -w '%{http_code}' "$G/health/ready")" = 200 ] && break; sleep 0.1; done
-tok() { "$BIN" token --config "$TMP/gateway.yaml" --sub "$1" --role "$2"; }
+gateway_check "$TMP/gateway.yaml" "the gateway configuration with mTLS"
+gateway_start "$TMP/gateway.yaml" "$PORTG"
 ADMIN=$(tok ops admin) ADA=$(tok ada customer)
 st=""
 for _ in $(seq 100); do # until the health check has seen the instance

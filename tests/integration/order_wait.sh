@@ -19,21 +19,11 @@
 set -euo pipefail
 BIN="${AGORA_BIN:?AGORA_BIN not set}"
 command -v curl >/dev/null || { echo "FAIL: curl is needed"; exit 1; }
-TMP=$(mktemp -d)
-SPID=""
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    [ -n "$SPID" ] && kill "$SPID" 2>/dev/null
-    wait 2>/dev/null || true
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-fail() { echo "FAIL: $*"; [ -f "$TMP/server.log" ] && tail -20 "$TMP/server.log"; exit 1; }
 # shellcheck source=run_lib.bash
 source "$(dirname "$0")/run_lib.bash"
+run_frame
 J='Content-Type: application/json'
-field() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1]))" "$1"; }
+field() { json_field "$1"; }
 hdr() { grep -i "^$1:" "$2" | head -1 | sed 's/^[^:]*: *//' | tr -d '\r'; }
 
 # start DIR [ARGS...]: agora run on a free port with the slow ConfirmOrder; sets A

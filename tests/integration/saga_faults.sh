@@ -10,30 +10,23 @@
 # there PlaceOrder is the HTTP command, with no reaction to fail.
 set -euo pipefail
 BIN="${AGORA_BIN:?AGORA_BIN not set}"
-TMP=$(mktemp -d)
-SPID=""
-cleanup() { [ -n "$SPID" ] && kill "$SPID" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$TMP"; }
-trap cleanup EXIT
-fail() { echo "FAIL: $*"; [ -f "$TMP/server.log" ] && tail -20 "$TMP/server.log"; exit 1; }
+# shellcheck source=run_lib.bash
+source "$(dirname "$0")/run_lib.bash"
+run_frame
 J='Content-Type: application/json'
 
-# start DIR [ENV...]: agora run without the gateway on a free port; sets A
+# start DIR [NAME=VALUE...]: agora run without the gateway on a free port, with
+# those variables in its environment; sets A. $TMP/server.log holds this run only
+# (the checks grep it).
 start() {
-    local dir=$1
+    local dir=$1 kv
     shift
-    env "$@" "$BIN" run --data "$dir" --listen 127.0.0.1:0 --no-gateway >"$TMP/server.log" 2>&1 &
-    SPID=$!
-    A=""
-    for _ in $(seq 300); do
-        A=$(grep -o 'serving http://127.0.0.1:[0-9]*' "$TMP/server.log" | head -1 | sed 's/serving //') || true
-        [ -n "$A" ] && break
-        kill -0 "$SPID" 2>/dev/null || fail "agora run exited"
-        sleep 0.1
-    done
-    [ -n "$A" ] || fail "agora run did not start"
+    for kv in "$@"; do local -x "$kv"; done
+    : >"$TMP/server.log"
+    agora_start "$dir" live --no-gateway
 }
 stop() { kill "$SPID"; wait "$SPID" || fail "agora run did not stop cleanly"; SPID=""; }
-field() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1]))" "$1"; }
+field() { json_field "$1"; }
 
 # one order by a funded customer; prints "order_id saga_id product_id account_id"
 place() {

@@ -15,28 +15,21 @@
 set -euo pipefail
 BIN="${AGORA_BIN:?AGORA_BIN not set}"
 SRC=${AG_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
-TMP=$(mktemp -d)
+# shellcheck source=run_lib.bash
+source "$(dirname "$0")/run_lib.bash"
+run_frame
 DATA=$TMP/data
-SPID=""
-cleanup() { [ -n "$SPID" ] && kill "$SPID" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$TMP"; }
-trap cleanup EXIT
-fail() { echo "FAIL: $*"; [ -f "$TMP/server.log" ] && tail -20 "$TMP/server.log"; exit 1; }
 J='Content-Type: application/json'
 N=0
 ok() { N=$((N + 1)); echo "ok - $*"; }
 
-# start [ENV...]: agora run without the gateway on a free port; sets A
+# start [NAME=VALUE...]: agora run without the gateway on a free port, with those
+# variables in its environment; sets A. $TMP/server.log holds this run only.
 start() {
-    env "$@" "$BIN" run --data "$DATA" --listen 127.0.0.1:0 --no-gateway --workers 2 >"$TMP/server.log" 2>&1 &
-    SPID=$!
-    A=""
-    for _ in $(seq 300); do
-        A=$(grep -o 'serving http://127.0.0.1:[0-9]*' "$TMP/server.log" | head -1 | sed 's/serving //') || true
-        [ -n "$A" ] && break
-        kill -0 "$SPID" 2>/dev/null || fail "agora run exited"
-        sleep 0.1
-    done
-    [ -n "$A" ] || fail "agora run did not start"
+    local kv
+    for kv in "$@"; do local -x "$kv"; done
+    : >"$TMP/server.log"
+    agora_start "$DATA" live --no-gateway --workers 2
 }
 # until every projection has caught up with the log
 caught_up() {
@@ -56,7 +49,7 @@ stop() {
     SPID=""
     ! grep -q -e 'AddressSanitizer' -e 'runtime error:' "$TMP/server.log" || fail "sanitizer report"
 }
-field() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1]))" "$1"; }
+field() { json_field "$1"; }
 
 PRODUCT="" CUSTOMER="" ACCOUNT=""
 # one funded customer (100000) and the first product

@@ -30,32 +30,10 @@ source "$SRC/tests/lib/pgtmp.sh"
 source "$SRC/tests/integration/run_lib.bash"
 command -v nats-server >/dev/null || { echo "serve: nats-server is not installed" >&2; exit 1; }
 TMP=$(mktemp -d /tmp/agora-serve-XXXXXX)
-PA="" PB="" GW="" NPID="" LPID=""
-cleanup() {
-    for p in $LPID $GW $PA $PB $NPID; do kill -9 "$p" 2>/dev/null; done
-    wait 2>/dev/null
-    pgtmp_stop
-    [ -n "${KEEP:-}" ] || rm -rf "$TMP"
-}
-trap cleanup EXIT
-fail() {
-    echo "serve: FAIL: $*" >&2
-    for f in "$TMP"/*.log; do echo "--- $f" >&2; tail -15 "$f" >&2; done
-    exit 1
-}
-pass() { echo "ok - $*"; }
-export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
+serve_frame serve LPID GW PA PB NPID
 
 # ---- the command line ----
 "$BIN" serve --help | grep -q 'usage: agora serve <context>' || fail "serve --help"
-expect2() { # expect2 WORDS ARGS...: exit 2, stderr mentions WORDS
-    local want=$1 out rc
-    shift
-    out=$("$BIN" serve "$@" 2>&1 >/dev/null)
-    rc=$?
-    [ "$rc" = 2 ] || fail "agora serve $* exited $rc, not 2"
-    [[ $out == *"$want"* ]] || fail "agora serve $*: '$out' does not say '$want'"
-}
 PGX=postgresql:///x
 expect2 "name the contexts" --store $PGX --readmodels $PGX
 expect2 "unknown context 'billing'" customers billing --store $PGX --readmodels $PGX
@@ -71,30 +49,10 @@ pass "agora serve --help; no context, an unknown one, file:, sqlite:, local:, no
 
 # ---- PostgreSQL, NATS ----
 pgtmp_start || exit $?
-NPORT=$(free_port)
-nats-server -js -a 127.0.0.1 -p "$NPORT" -sd "$TMP/js" -l "$TMP/nats.log" &
-NPID=$!
-for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$NPORT") 2>/dev/null && break; sleep 0.1; done
+nats_start
 STORE="$AGORA_TEST_PG_URI&schema=serve"
 RM=$AGORA_TEST_PG_URI
-export AGORA_JWT_SECRET AGORA_MESH_KEY # the gateway's and the instances' (the same)
-AGORA_JWT_SECRET=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
-AGORA_MESH_KEY=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
-# mesh_sig TS SUB ROLES METHOD TARGET: the x-user-sig the gateway would send
-mesh_sig() {
-    python3 -c 'import hashlib, hmac, os, sys
-ts, sub, roles, m, t = sys.argv[1:]
-mac = hmac.new(os.environ["AGORA_MESH_KEY"].encode(), "\n".join([ts, sub, roles, m, t]).encode(), hashlib.sha256)
-print(ts + "." + mac.hexdigest())' "$@"
-}
-# icurl URL CURL-ARGS...: a GET straight to an instance as the gateway sends it
-# (identity ops/admin, signed with the mesh key)
-icurl() {
-    local url=$1
-    shift
-    curl -H 'x-user-id: ops' -H 'x-user-roles: admin' \
-        -H "x-user-sig: $(mesh_sig "$(date +%s)" ops admin GET "/${url#http://*/}")" "$@" "$url"
-}
+mesh_keys # the gateway's and the instances' (the same)
 PORTA=$(free_port) PORTB=$(free_port) PORTG=$(free_port)
 common=(--store "$STORE" --readmodels "$RM" --bus "nats://127.0.0.1:$NPORT" --data "$TMP/data" --workers 2)
 
@@ -106,27 +64,15 @@ PB=$SERVE_PID B=$SERVE_BASE
 
 sed -e "s/127.0.0.1:8091/127.0.0.1:$PORTA/; s/127.0.0.1:8092/127.0.0.1:$PORTB/" \
     -e "s/listen: 127.0.0.1:8080/listen: 127.0.0.1:$PORTG/" "$SRC/deploy/serve/gateway.yaml" >"$TMP/gateway.yaml"
-"$BIN" gateway --config "$TMP/gateway.yaml" --check >/dev/null 2>"$TMP/check.log" ||
-    fail "deploy/serve/gateway.yaml does not compile: $(cat "$TMP/check.log")"
-"$BIN" gateway --config "$TMP/gateway.yaml" --workers 2 >>"$TMP/gateway.log" 2>&1 &
-GW=$!
-G=http://127.0.0.1:$PORTG
-for _ in $(seq 200); do [ "$(curl -s -o /dev/null -w '%{http_code}' "$G/health/ready")" = 200 ] && break; sleep 0.1; done
+gateway_check "$TMP/gateway.yaml" deploy/serve/gateway.yaml
+gateway_start "$TMP/gateway.yaml" "$PORTG"
 pass "PostgreSQL, NATS, instances A ($A) and B ($B), the gateway ($G)"
 
-tok() { "$BIN" token --config "$TMP/gateway.yaml" --sub "$1" --role "$2"; }
 ADMIN=$(tok ops admin) ADA=$(tok ada customer) BOB=$(tok bob customer)
 
 # ---- leases: each projection and the relay run in one instance ----
-# status of every projection at an instance (straight to it, as the gateway would:
-# the instances believe its signed identity headers)
-statuses() {
-    icurl "$1/admin/projections" -sf |
-        python3 -c 'import json,sys; print(" ".join(p["name"]+"="+p["status"] for p in json.load(sys.stdin)["items"]))'
-}
-relay_status() {
-    icurl "$1/admin/bus" -sf | json_field 'd["relay"]["status"]'
-}
+# (statuses and relay_status ask an instance straight, as the gateway would: the
+# instances believe its signed identity headers)
 leases_split() { # every projection running in exactly one of A, B; the relay too
     local sa sb
     sa=$(statuses "$A") && sb=$(statuses "$B") || return 1
@@ -144,32 +90,9 @@ leases_split || fail "leases not split: A: $(statuses "$A") relay $(relay_status
 pass "each projection and the relay run in one instance, standby in the other"
 
 # ---- the API tour's core, through the gateway ----
-req() { # req TOKEN METHOD PATH [BODY]: sets ST and BODY
-    local t=$1 m=$2 p=$3 d=${4:-}
-    local args=(-s -o "$TMP/body" -w '%{http_code}' -X "$m" -H "Authorization: Bearer $t")
-    [ -n "$d" ] && args+=(-H 'Content-Type: application/json' --data-binary "$d")
-    ST=$(curl "${args[@]}" "$G$p")
-    BODY=$(cat "$TMP/body")
-}
-field() { json_field "$1" <<<"$BODY"; }
-req "$ADA" POST /api/v1/customers '{"email": "ada@example.com", "name": "Ada Lovelace"}'
-[ "$ST" = 201 ] || fail "register: $ST $BODY"
-CID=$(field 'd["id"]') AID=$(field 'd["accountId"]')
-req "$ADA" POST "/api/v1/accounts/$AID/deposits" '{"amount": {"amount": 50000, "currency": "USD"}}'
-[ "$ST" = 200 ] || fail "deposit: $ST $BODY"
-req "$ADA" GET "/api/v1/products?limit=50"
-[ "$ST" = 200 ] || fail "products: $ST"
-KB=$(field '[p["id"] for p in d["items"] if p["sku"] == "KB-01"][0]')
-ADDR='"shippingAddress": {"street": "1 Main St", "city": "Springfield", "state": "IL", "zipCode": "62701", "country": "US"}'
-req "$ADA" POST /api/v1/orders "{\"customerId\": \"$CID\", \"items\": [{\"productId\": \"$KB\", \"quantity\": 1}], $ADDR}"
-[ "$ST" = 202 ] || fail "order: $ST $BODY"
-OID=$(field 'd["orderId"]')
-for _ in $(seq 200); do
-    req "$ADA" GET "/api/v1/orders/$OID"
-    [ "$ST" = 200 ] && [[ $(field 'd["status"]') =~ ^(confirmed|cancelled)$ ]] && break
-    sleep 0.1
-done
-[ "$(field 'd["status"]')" = confirmed ] || fail "order $OID: $ST $BODY"
+shopper "$ADA" tour
+order "$ADA" "$CID" "$KB" 200
+[ "$FINAL" = confirmed ] || fail "order $OID: $ST $BODY"
 req "$BOB" GET "/api/v1/orders/$OID"
 [ "$ST" = 404 ] || fail "bob reads ada's order: $ST"
 req "$BOB" GET "/api/v1/customers/$CID"
@@ -217,13 +140,8 @@ if [ "$OWNER" = A ]; then kill -9 "$PA"; wait "$PA" 2>/dev/null; PA="" SURV=$B S
 wait "$LPID"
 LPID=""
 kill -0 "$SPID" 2>/dev/null || fail "the surviving instance died"
-python3 - "$TMP/load.json" <<'PY' || fail "the load: $(cat "$TMP/load.json") $(tail -3 "$TMP/load.err")"
-import json, sys
-s = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
-print(f"# load: placed {s['placed']}, confirmed {s['confirmed']}, compensated {s['compensated']},"
-      f" pending {s['pending']}, errors {s['errors']}, transport errors {s.get('transportErrors')}")
-sys.exit(0 if s["placed"] > 0 and s["pending"] == 0 else 1)
-PY
+load_check "$TMP/load.json" 's["placed"] > 0 and s["pending"] == 0' ||
+    fail "the load: $(cat "$TMP/load.json") $(tail -3 "$TMP/load.err")"
 grep -q '"projection.lease_taken".*saga_starter\|saga_starter.*projection.lease_taken' "$TMP/$([ "$OWNER" = A ] && echo b || echo a).log" ||
     fail "the survivor did not take the saga starter's lease"
 settled=0
@@ -254,7 +172,7 @@ GW=""
 kill -TERM "$SPID"
 wait "$SPID" || fail "the surviving instance exited with $? on SIGTERM"
 PA="" PB=""
-grep -l -e 'AddressSanitizer' -e 'runtime error:' -e 'LeakSanitizer' "$TMP"/*.log && fail "sanitizer report"
+no_sanitizer_report
 pass "the survivor and the gateway stop cleanly"
 
 # ---- the split shape: choreography, C = customers catalog ordering sagas, D = the rest ----
@@ -288,10 +206,7 @@ for line in open(src):
         line = line.replace("8092", b)
     sys.stdout.write(line)
 PY
-"$BIN" gateway --config "$TMP/gateway.yaml" --workers 2 >>"$TMP/gateway2.log" 2>&1 &
-GW=$!
-G=http://127.0.0.1:$PORTG
-for _ in $(seq 200); do [ "$(curl -s -o /dev/null -w '%{http_code}' "$G/health/ready")" = 200 ] && break; sleep 0.1; done
+gateway_start "$TMP/gateway.yaml" "$PORTG" gateway2.log
 code() { icurl "$1" -s -o /dev/null -w '%{http_code}'; }
 [ "$(code "$A/api/v1/inventory/00000000-0000-4000-8000-000000000000")" = 404 ] &&
     [ "$(code "$B/api/v1/orders/00000000-0000-4000-8000-000000000000")" = 404 ] &&
@@ -301,22 +216,9 @@ code() { icurl "$1" -s -o /dev/null -w '%{http_code}'; }
     fail "projections of contexts served elsewhere run: C: $(statuses "$A"); D: $(statuses "$B")"
 pass "split: C ($A) serves customers, catalog, ordering, sagas; D ($B) the rest; each only its own"
 
-req "$ADA" POST /api/v1/customers '{"email": "ada@example.com", "name": "Ada Lovelace"}'
-[ "$ST" = 201 ] || fail "split: register: $ST $BODY"
-CID=$(field 'd["id"]') AID=$(field 'd["accountId"]')
-req "$ADA" POST "/api/v1/accounts/$AID/deposits" '{"amount": {"amount": 50000, "currency": "USD"}}'
-[ "$ST" = 200 ] || fail "split: deposit: $ST $BODY"
-req "$ADA" GET "/api/v1/products?limit=50"
-KB=$(field '[p["id"] for p in d["items"] if p["sku"] == "KB-01"][0]')
-req "$ADA" POST /api/v1/orders "{\"customerId\": \"$CID\", \"items\": [{\"productId\": \"$KB\", \"quantity\": 1}], $ADDR}"
-[ "$ST" = 202 ] || fail "split: order: $ST $BODY"
-OID=$(field 'd["orderId"]')
-for _ in $(seq 300); do
-    req "$ADA" GET "/api/v1/orders/$OID"
-    [ "$ST" = 200 ] && [[ $(field 'd["status"]') =~ ^(confirmed|cancelled)$ ]] && break
-    sleep 0.1
-done
-[ "$(field 'd["status"]')" = confirmed ] || fail "split: order $OID: $ST $BODY"
+shopper "$ADA" split
+order "$ADA" "$CID" "$KB"
+[ "$FINAL" = confirmed ] || fail "split: order $OID: $ST $BODY"
 req "$ADA" GET "/api/v1/inventory/$KB"
 [ "$ST" = 200 ] || fail "split: inventory through the gateway: $ST"
 pass "split, choreography: register, deposit, order $OID confirmed across the two instances"
@@ -324,13 +226,8 @@ pass "split, choreography: register, deposit, order $OID confirmed across the tw
 "$BIN" load --target "$G" --token "$ADMIN" --concurrency 4 --orders 40 --customers 3 \
     --poor-ratio 0.34 --order-timeout 40 --quiet >"$TMP/load2.json" 2>"$TMP/load2.err" ||
     fail "split: load: $(tail -3 "$TMP/load2.err")"
-python3 - "$TMP/load2.json" <<'PY' || fail "split: the load: $(cat "$TMP/load2.json")"
-import json, sys
-s = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
-print(f"# load: placed {s['placed']}, confirmed {s['confirmed']}, compensated {s['compensated']},"
-      f" pending {s['pending']}, errors {s['errors']}")
-sys.exit(0 if s["placed"] == 40 and s["pending"] == 0 and s["errors"] == 0 else 1)
-PY
+load_check "$TMP/load2.json" 's["placed"] == 40 and s["pending"] == 0 and s["errors"] == 0' ||
+    fail "split: the load: $(cat "$TMP/load2.json")"
 for _ in $(seq 300); do # every projection caught up (each at its instance)
     lag=$(for x in "$A" "$B"; do icurl "$x/admin/projections" -sf && echo; done |
         python3 -c 'import json,sys; print(sum(p["lagEvents"] for l in sys.stdin for p in json.loads(l)["items"]))' 2>/dev/null)
@@ -347,5 +244,5 @@ kill -TERM "$PA" && wait "$PA" || fail "C exited with $? on SIGTERM"
 PA=""
 kill -TERM "$PB" && wait "$PB" || fail "D exited with $? on SIGTERM"
 PB=""
-grep -l -e 'AddressSanitizer' -e 'runtime error:' -e 'LeakSanitizer' "$TMP"/*.log && fail "sanitizer report"
+no_sanitizer_report
 pass "split: both instances and the gateway stop cleanly"

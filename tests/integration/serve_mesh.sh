@@ -24,44 +24,14 @@ source "$SRC/tests/lib/pgtmp.sh"
 source "$SRC/tests/integration/run_lib.bash"
 command -v nats-server >/dev/null || { echo "serve_mesh: nats-server is not installed" >&2; exit 1; }
 TMP=$(mktemp -d /tmp/agora-mesh-XXXXXX)
-PA="" PB="" GW="" NPID="" LPID=""
-cleanup() {
-    for p in $LPID $GW $PA $PB $NPID; do kill -9 "$p" 2>/dev/null; done
-    wait 2>/dev/null
-    pgtmp_stop
-    [ -n "${KEEP:-}" ] || rm -rf "$TMP"
-}
-trap cleanup EXIT
-fail() {
-    echo "serve_mesh: FAIL: $*" >&2
-    for f in "$TMP"/*.log; do echo "--- $f" >&2; tail -20 "$f" >&2; done
-    exit 1
-}
-pass() { echo "ok - $*"; }
-export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
+serve_frame serve_mesh LPID GW PA PB NPID
+FAIL_TAIL=20
 
 pgtmp_start || exit $?
-NPORT=$(free_port)
-nats-server -js -a 127.0.0.1 -p "$NPORT" -sd "$TMP/js" -l "$TMP/nats.log" &
-NPID=$!
-for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$NPORT") 2>/dev/null && break; sleep 0.1; done
+nats_start
 STORE="$AGORA_TEST_PG_URI&schema=mesh"
 RM=$AGORA_TEST_PG_URI
-export AGORA_JWT_SECRET AGORA_MESH_KEY
-AGORA_JWT_SECRET=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
-AGORA_MESH_KEY=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
-mesh_sig() { # TS SUB ROLES METHOD TARGET
-    python3 -c 'import hashlib, hmac, os, sys
-ts, sub, roles, m, t = sys.argv[1:]
-mac = hmac.new(os.environ["AGORA_MESH_KEY"].encode(), "\n".join([ts, sub, roles, m, t]).encode(), hashlib.sha256)
-print(ts + "." + mac.hexdigest())' "$@"
-}
-icurl() { # GET straight to an instance as the gateway would send it (ops, admin)
-    local url=$1
-    shift
-    curl -H 'x-user-id: ops' -H 'x-user-roles: admin' \
-        -H "x-user-sig: $(mesh_sig "$(date +%s)" ops admin GET "/${url#http://*/}")" "$@" "$url"
-}
+mesh_keys
 PORTA=$(free_port) PORTB=$(free_port) PORTB2=$(free_port) PORTG=$(free_port)
 common=(--store "$STORE" --readmodels "$RM" --bus "nats://127.0.0.1:$NPORT" --data "$TMP/data" --workers 2)
 serve_start a customers catalog ordering sagas --listen "127.0.0.1:$PORTA" "${common[@]}" --seed
@@ -74,14 +44,9 @@ src, rm, g = sys.argv[1:]
 text = open(src).read().replace("postgresql:///agora?host=/run/postgresql", rm)
 sys.stdout.write(text.replace("listen: 127.0.0.1:8080", "listen: 127.0.0.1:" + g))
 PY
-"$BIN" gateway --config "$TMP/gateway.yaml" --check >/dev/null 2>"$TMP/check.log" ||
-    fail "deploy/serve/gateway-discovery.yaml does not compile: $(cat "$TMP/check.log")"
-"$BIN" gateway --config "$TMP/gateway.yaml" --workers 2 >>"$TMP/gateway.log" 2>&1 &
-GW=$!
-G=http://127.0.0.1:$PORTG
-for _ in $(seq 200); do [ "$(curl -s -o /dev/null -w '%{http_code}' "$G/health/ready")" = 200 ] && break; sleep 0.1; done
+gateway_check "$TMP/gateway.yaml" deploy/serve/gateway-discovery.yaml
+gateway_start "$TMP/gateway.yaml" "$PORTG"
 grep -q '"saga.remote_step".*ReserveInventory' "$TMP/a.log" || fail "A's ReserveInventory is not remote"
-tok() { "$BIN" token --config "$TMP/gateway.yaml" --sub "$1" --role "$2"; }
 ADMIN=$(tok ops admin) ADA=$(tok ada customer) POOR=$(tok poor customer)
 pass "PostgreSQL, NATS, A ($A: customers catalog ordering sagas), B ($B: the participants), the gateway ($G)"
 
@@ -135,34 +100,7 @@ done
 pass "$STEP: unsigned 401, a signed admin 403, a signed service 400 (reached); tokens through the gateway refused"
 
 # ---- orders across the two instances ----
-req() { # req TOKEN METHOD PATH [BODY]: sets ST and BODY
-    local t=$1 m=$2 p=$3 d=${4:-}
-    local args=(-s -o "$TMP/body" -w '%{http_code}' -X "$m" -H "Authorization: Bearer $t")
-    [ -n "$d" ] && args+=(-H 'Content-Type: application/json' --data-binary "$d")
-    ST=$(curl "${args[@]}" "$G$p")
-    BODY=$(cat "$TMP/body")
-}
-field() { json_field "$1" <<<"$BODY"; }
-ADDR='"shippingAddress": {"street": "1 Main St", "city": "Springfield", "state": "IL", "zipCode": "62701", "country": "US"}'
-order() { # order TOKEN CID PRODUCT: waits for the order's final status into FINAL
-    req "$1" POST /api/v1/orders "{\"customerId\": \"$2\", \"items\": [{\"productId\": \"$3\", \"quantity\": 1}], $ADDR}"
-    [ "$ST" = 202 ] || fail "order: $ST $BODY"
-    local oid
-    oid=$(field 'd["orderId"]')
-    for _ in $(seq 300); do
-        req "$1" GET "/api/v1/orders/$oid"
-        [ "$ST" = 200 ] && [[ $(field 'd["status"]') =~ ^(confirmed|cancelled)$ ]] && break
-        sleep 0.1
-    done
-    FINAL=$(field 'd["status"]')
-}
-req "$ADA" POST /api/v1/customers '{"email": "ada@example.com", "name": "Ada Lovelace"}'
-[ "$ST" = 201 ] || fail "register: $ST $BODY"
-CID=$(field 'd["id"]') AID=$(field 'd["accountId"]')
-req "$ADA" POST "/api/v1/accounts/$AID/deposits" '{"amount": {"amount": 50000, "currency": "USD"}}'
-[ "$ST" = 200 ] || fail "deposit (payments, at B): $ST $BODY"
-req "$ADA" GET "/api/v1/products?limit=50"
-KB=$(field '[p["id"] for p in d["items"] if p["sku"] == "KB-01"][0]')
+shopper "$ADA" "ada (the deposit: payments, at B)"
 req "$ADA" GET "/api/v1/inventory/$KB"
 before=$(field 'd["reserved"]')
 order "$ADA" "$CID" "$KB"
@@ -194,13 +132,8 @@ serve_start b2 inventory payments shipping --listen "127.0.0.1:$PORTB2" "${commo
 PB=$SERVE_PID B2=$SERVE_BASE
 wait "$LPID"
 LPID=""
-python3 - "$TMP/load.json" <<'PY' || fail "the load: $(cat "$TMP/load.json") $(tail -3 "$TMP/load.err")"
-import json, sys
-s = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
-print(f"# load: placed {s['placed']}, confirmed {s['confirmed']}, compensated {s['compensated']},"
-      f" pending {s['pending']}, errors {s['errors']}, transport errors {s.get('transportErrors')}")
-sys.exit(0 if s["placed"] > 0 and s["pending"] == 0 else 1)
-PY
+load_check "$TMP/load.json" 's["placed"] > 0 and s["pending"] == 0' ||
+    fail "the load: $(cat "$TMP/load.json") $(tail -3 "$TMP/load.err")"
 want_b2="127.0.0.1:$PORTB2=true/inventory,payments,shipping"
 for _ in $(seq 100); do
     m=$(curl -sf -H "Authorization: Bearer $ADMIN" "$G/admin/cluster" | members)
@@ -243,5 +176,5 @@ kill -TERM "$GW" && wait "$GW" || fail "the gateway exited with $? on SIGTERM"
 GW=""
 kill -TERM "$PA" && wait "$PA" || fail "A exited with $? on SIGTERM"
 PA=""
-grep -l -e 'AddressSanitizer' -e 'runtime error:' -e 'LeakSanitizer' "$TMP"/*.log && fail "sanitizer report"
+no_sanitizer_report
 pass "B2 deregistered on its clean stop; A and the gateway stop cleanly"

@@ -18,21 +18,11 @@ set -euo pipefail
 BIN="${AGORA_BIN:?AGORA_BIN not set}"
 HERE="${AG_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}/tests/integration"
 command -v curl >/dev/null || { echo "FAIL: curl is needed"; exit 1; }
-TMP=$(mktemp -d)
-SPID=""
-RPID=""
-cleanup() {
-    [ -n "$SPID" ] && kill "$SPID" 2>/dev/null
-    [ -n "$RPID" ] && kill "$RPID" 2>/dev/null
-    wait 2>/dev/null || true
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-fail() { echo "FAIL: $*"; [ -f "$TMP/server.log" ] && tail -20 "$TMP/server.log"; exit 1; }
 # shellcheck source=run_lib.bash
 source "$(dirname "$0")/run_lib.bash"
+run_frame RPID
 J='Content-Type: application/json'
-field() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1]))" "$1"; }
+field() { json_field "$1"; }
 
 python3 "$HERE/otlp_receiver.py" "$TMP/port" "$TMP/spans.jsonl" --fail-first 1 &
 RPID=$!

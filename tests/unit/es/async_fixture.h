@@ -2,8 +2,8 @@
  * a counter aggregate ("Added" events with an "n"), a log store in a temporary
  * directory with a repository over it, a store loop running on its own thread
  * (where asynchronous completions are called), and an `outcome` that records
- * what a completion saw so a test can wait for it. Header-only: each test file
- * is its own executable. */
+ * what a completion saw so a test can wait for it. Header-only (static), over
+ * es_fixture.h's directory, store and repository. */
 #ifndef AG_TEST_ES_ASYNC_FIXTURE_H
 #define AG_TEST_ES_ASYNC_FIXTURE_H
 
@@ -16,6 +16,7 @@
 
 #include "agora/es.h"
 #include "agora/store_log.h"
+#include "es_fixture.h"
 
 struct counter {
     long long total;
@@ -49,9 +50,7 @@ static const struct ag_es_type counter_type = {
 
 /* The fixture: one per test (Criterion runs each test in its own process). */
 static struct {
-    char dir[64];
-    struct ag_store *store;
-    struct ag_es_repo *repo;
+    struct es_fx es; /* the directory, the log store and the repository */
     uv_loop_t loop;
     uv_async_t stopper;
     pthread_t thread;
@@ -74,15 +73,10 @@ static void *fx_loop_main(void *arg)
  * and start the store loop's thread. */
 static void fx_open(int snapshot_every)
 {
-    strcpy(fx.dir, "/tmp/agora-esa-XXXXXX");
-    cr_assert_not_null(mkdtemp(fx.dir));
-    struct ag_store_options o = {.no_sync = true};
-    cr_assert_eq(ag_store_log_open(fx.dir, &o, &fx.store, NULL), 0);
-    struct ag_es_repo_config rc = {.store = fx.store, .snapshot_every = snapshot_every};
-    cr_assert_eq(ag_es_repo_new(&rc, &fx.repo), 0);
+    es_fx_open(&fx.es, "esa", (struct ag_es_repo_config){.snapshot_every = snapshot_every});
     cr_assert_eq(uv_loop_init(&fx.loop), 0);
     cr_assert_eq(uv_async_init(&fx.loop, &fx.stopper, fx_stop_cb), 0);
-    cr_assert_eq(ag_store_loop_init(fx.store, &fx.loop, &fx.sloop), 0);
+    cr_assert_eq(ag_store_loop_init(fx.es.store, &fx.loop, &fx.sloop), 0);
     cr_assert_eq(pthread_create(&fx.thread, NULL, fx_loop_main, NULL), 0);
 }
 
@@ -93,12 +87,8 @@ static void fx_close(const struct ag_store_ops *ops)
     uv_async_send(&fx.stopper);
     pthread_join(fx.thread, NULL);
     uv_loop_close(&fx.loop);
-    ag_es_repo_free(fx.repo);
-    if (ops) fx.store->ops = ops;
-    ag_store_close(fx.store);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", fx.dir);
-    cr_assert_eq(system(cmd), 0);
+    if (ops) fx.es.store->ops = ops;
+    es_fx_close(&fx.es);
 }
 
 /* What `done` saw. */

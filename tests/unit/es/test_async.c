@@ -13,7 +13,7 @@ static struct ag_store_ops broken_ops; /* append_async answers AG_EUNAVAILABLE *
 static void asetup(void)
 {
     fx_open(0);
-    real_ops = fx.store->ops;
+    real_ops = fx.es.store->ops;
 }
 
 static void ateardown(void)
@@ -42,7 +42,8 @@ static int decide_add(const void *state, int64_t version, void *ud, struct ag_es
         a->meddle--;
         struct ag_event_data ev = {
             .type = "Added", .type_len = 5, .data = "{\"n\":100}", .data_len = 9};
-        cr_assert_eq(ag_store_append(fx.store, "tally-k", 7, AG_STORE_ANY, &ev, 1, NULL, NULL), 0);
+        cr_assert_eq(ag_store_append(fx.es.store, "tally-k", 7, AG_STORE_ANY, &ev, 1, NULL, NULL),
+                     0);
     }
     return a->n ? ag_es_batch_push(out, "Added", json_pack("{s:i}", "n", a->n)) : 0;
 }
@@ -56,14 +57,14 @@ static void view_total(const void *state, int64_t version, void *ud)
 static long long total_of(const char *stream)
 {
     long long t = -1;
-    cr_assert_eq(ag_es_read(fx.repo, &counter_type, stream, view_total, &t, NULL), 0);
+    cr_assert_eq(ag_es_read(fx.es.repo, &counter_type, stream, view_total, &t, NULL), 0);
     return t;
 }
 
 static int64_t version_of(const char *stream)
 {
     int64_t v;
-    ag_store_stream_version(fx.store, stream, strlen(stream), &v);
+    ag_store_stream_version(fx.es.store, stream, strlen(stream), &v);
     return v;
 }
 
@@ -72,7 +73,7 @@ static void exec_async(struct add *a, struct outcome *o, const struct ag_append_
 {
     struct ag_es_cmd cmd = {&counter_type, "tally-k", decide_add, a, NULL, NULL, NULL};
     struct ag_es_async as = {fx.sloop, extra, nextra, on_done, o};
-    cr_assert_eq(ag_es_execute_async(fx.repo, &cmd, &as), 0);
+    cr_assert_eq(ag_es_execute_async(fx.es.repo, &cmd, &as), 0);
 }
 
 TestSuite(repo_async, .init = asetup, .fini = ateardown);
@@ -148,11 +149,11 @@ Test(repo_async, a_store_that_cannot_write_fails_the_command_and_keeps_nothing)
     wait_calls(&o, 1);
     broken_ops = *real_ops;
     broken_ops.append_async = unavailable_append;
-    fx.store->ops = &broken_ops;
+    fx.es.store->ops = &broken_ops;
     struct add b = {9, 0, 0, 0};
     exec_async(&b, &o, NULL, 0);
     wait_calls(&o, 2);
-    fx.store->ops = real_ops;
+    fx.es.store->ops = real_ops;
     cr_assert_eq(o.last_rc, AG_EUNAVAILABLE);
     cr_assert_eq(b.decides, 1, "an outage is not retried here");
     cr_assert_eq(total_of("tally-k"), 5, "the tentative state was dropped");
@@ -188,7 +189,7 @@ Test(repo_async, extra_parts_commit_with_the_events_or_not_at_all)
     cr_assert_eq(version_of("saga-x"), 0);
     cr_assert_eq(version_of("tally-k"), 0);
     struct ag_event_page p;
-    cr_assert_eq(ag_store_read_all(fx.store, 0, AG_READ_FORWARD, 10, &p, NULL), 0);
+    cr_assert_eq(ag_store_read_all(fx.es.store, 0, AG_READ_FORWARD, 10, &p, NULL), 0);
     cr_assert_eq(p.count, 2, "one unit: the aggregate's event, then the saga's");
     cr_assert_eq(p.events[1].stream_len, 6);
     ag_event_page_free(&p);

@@ -10,6 +10,8 @@
 #include "agora/es.h"
 #include "agora/store_log.h"
 
+#include "es_fixture.h"
+
 /* A state that holds `size` heap bytes (as a growing aggregate would). */
 struct blob {
     char *p;
@@ -52,27 +54,17 @@ static size_t b_bytes(const void *s)
 static const struct ag_es_type blob_type = {"blob",   sizeof(struct blob), b_init,    b_free,
                                             b_evolve, b_snapshot,          b_restore, b_bytes};
 
-static char dir[64];
-static struct ag_store *store;
-static struct ag_es_repo *repo;
+static struct es_fx fx; /* a temporary log store and a repository over it */
 
 static void setup(void)
 {
-    strcpy(dir, "/tmp/agora-cache-XXXXXX");
-    cr_assert_not_null(mkdtemp(dir));
-    struct ag_store_options o = {.no_sync = true};
-    cr_assert_eq(ag_store_log_open(dir, &o, &store, NULL), 0);
-    struct ag_es_repo_config rc = {.store = store, .snapshot_every = 1000, .cache_bytes = 64 << 10};
-    cr_assert_eq(ag_es_repo_new(&rc, &repo), 0);
+    es_fx_open(&fx, "cache",
+               (struct ag_es_repo_config){.snapshot_every = 1000, .cache_bytes = 64 << 10});
 }
 
 static void teardown(void)
 {
-    ag_es_repo_free(repo);
-    ag_store_close(store);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    cr_assert_eq(system(cmd), 0);
+    es_fx_close(&fx);
 }
 
 TestSuite(cache, .init = setup, .fini = teardown);
@@ -93,7 +85,7 @@ static void view_size(const void *state, int64_t version, void *ud)
 static void grow(const char *stream, int n)
 {
     struct ag_es_cmd cmd = {&blob_type, stream, decide_grow, &n, NULL, NULL, NULL};
-    cr_assert_eq(ag_es_execute(repo, &cmd, NULL, NULL), 0);
+    cr_assert_eq(ag_es_execute(fx.repo, &cmd, NULL, NULL), 0);
 }
 
 Test(cache, bounded_in_bytes_not_entries)
@@ -104,18 +96,18 @@ Test(cache, bounded_in_bytes_not_entries)
         grow(name, 4096);
         grow(name, 4096);
         struct ag_es_repo_stats st;
-        ag_es_repo_stats(repo, &st);
+        ag_es_repo_stats(fx.repo, &st);
         cr_assert_leq(st.bytes, st.budget, "after %d: %zu bytes cached", i, st.bytes);
     }
     struct ag_es_repo_stats st;
-    ag_es_repo_stats(repo, &st);
+    ag_es_repo_stats(fx.repo, &st);
     cr_assert_eq(st.budget, 64 << 10);
     cr_assert_gt(st.evictions, 0);
     cr_assert_lt(st.entries, 10, "8 KiB aggregates: fewer than 8 fit (%zu)", st.entries);
     cr_assert_gt(st.bytes, 4 * 8192, "the hook's bytes are counted (%zu)", st.bytes);
     /* the first one was evicted: it loads again from the store, whole */
     size_t size = 0;
-    cr_assert_eq(ag_es_read(repo, &blob_type, "blob-0", view_size, &size, NULL), 0);
+    cr_assert_eq(ag_es_read(fx.repo, &blob_type, "blob-0", view_size, &size, NULL), 0);
     cr_assert_eq(size, 8192);
 }
 
@@ -127,7 +119,7 @@ Test(cache, many_small_aggregates_fit)
         grow(name, 16);
     }
     struct ag_es_repo_stats st;
-    ag_es_repo_stats(repo, &st);
+    ag_es_repo_stats(fx.repo, &st);
     cr_assert_eq(st.entries, 100, "small entries are not evicted (%zu)", st.entries);
     cr_assert_eq(st.evictions, 0);
 }
@@ -156,15 +148,15 @@ Test(cache, tiny_states_count_their_blocks)
     char name[32];
     for (int i = 0; i < 2000; i++) {
         snprintf(name, sizeof name, "tiny-%d", i);
-        int rc = ag_es_read(repo, &tiny_type, name, NULL, NULL, NULL);
+        int rc = ag_es_read(fx.repo, &tiny_type, name, NULL, NULL, NULL);
         cr_assert(rc == 0 || rc == AG_ENOTFOUND, "%s",
                   ag_errname(rc)); /* no events: cached empty */
         struct ag_es_repo_stats st;
-        ag_es_repo_stats(repo, &st);
+        ag_es_repo_stats(fx.repo, &st);
         cr_assert_leq(st.bytes, st.budget);
     }
     struct ag_es_repo_stats st;
-    ag_es_repo_stats(repo, &st);
+    ag_es_repo_stats(fx.repo, &st);
     cr_assert_gt(st.evictions, 0);
     cr_assert_geq(st.bytes / st.entries, 2 * 32, "two malloc blocks per entry at least (%zu)",
                   st.bytes / st.entries);

@@ -11,6 +11,8 @@
 #include "agora/es.h"
 #include "agora/store_log.h"
 
+#include "es_fixture.h"
+
 struct counter {
     long long total;
     int adds;
@@ -48,27 +50,16 @@ static int c_restore(void *s, const json_t *j)
 static const struct ag_es_type counter_type = {
     "counter", sizeof(struct counter), c_init, c_free, c_evolve, c_snapshot, c_restore};
 
-static char dir[64];
-static struct ag_store *store;
-static struct ag_es_repo *repo;
+static struct es_fx fx; /* a temporary log store and a repository over it */
 
 static void setup(void)
 {
-    strcpy(dir, "/tmp/agora-es-XXXXXX");
-    cr_assert_not_null(mkdtemp(dir));
-    struct ag_store_options o = {.no_sync = true};
-    cr_assert_eq(ag_store_log_open(dir, &o, &store, NULL), 0);
-    struct ag_es_repo_config rc = {.store = store, .snapshot_every = 10};
-    cr_assert_eq(ag_es_repo_new(&rc, &repo), 0);
+    es_fx_open(&fx, "es", (struct ag_es_repo_config){.snapshot_every = 10});
 }
 
 static void teardown(void)
 {
-    ag_es_repo_free(repo);
-    ag_store_close(store);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    cr_assert_eq(system(cmd), 0);
+    es_fx_close(&fx);
 }
 
 /* decide: add n unless the total would pass `limit` (a business rule) */
@@ -104,17 +95,18 @@ Test(repo, execute_appends_and_state_follows)
         struct add a = {i, 0};
         struct ag_es_cmd cmd = {&counter_type,       "counter-1", decide_add, &a,
                                 "{\"actor\":\"t\"}", view_total,  &total};
-        cr_assert_eq(ag_es_execute(repo, &cmd, &res, NULL), 0);
+        cr_assert_eq(ag_es_execute(fx.repo, &cmd, &res, NULL), 0);
         cr_assert_eq(res.version, i - 1);
         cr_assert_eq(res.appended, 1);
     }
     cr_assert_eq(total, 325);
     struct ag_event_page p;
-    cr_assert_eq(ag_store_read_stream(store, "counter-1", 9, 24, AG_READ_FORWARD, 1, &p, NULL), 0);
+    cr_assert_eq(ag_store_read_stream(fx.store, "counter-1", 9, 24, AG_READ_FORWARD, 1, &p, NULL),
+                 0);
     cr_assert_eq(memcmp(p.events[0].metadata, "{\"actor\":\"t\"}", p.events[0].metadata_len), 0);
     ag_event_page_free(&p);
     struct ag_snapshot snap;
-    cr_assert_eq(ag_store_load_snapshot(store, "counter-1", 9, &snap, NULL), 0,
+    cr_assert_eq(ag_store_load_snapshot(fx.store, "counter-1", 9, &snap, NULL), 0,
                  "snapshot every 10");
     cr_assert_eq(snap.version, 19);
     ag_snapshot_free(&snap);
@@ -124,20 +116,20 @@ Test(repo, business_errors_store_nothing)
 {
     struct add a = {5, 7};
     cr_assert_eq(
-        ag_es_execute(repo,
+        ag_es_execute(fx.repo,
                       &(struct ag_es_cmd){&counter_type, "c", decide_add, &a, NULL, NULL, NULL},
                       NULL, NULL),
         0);
     struct ag_err err;
     ag_err_clear(&err);
     cr_assert_eq(
-        ag_es_execute(repo,
+        ag_es_execute(fx.repo,
                       &(struct ag_es_cmd){&counter_type, "c", decide_add, &a, NULL, NULL, NULL},
                       NULL, &err),
         AG_EDOMAIN);
     cr_assert_str_eq(err.msg, "limit 7 reached");
     int64_t v;
-    ag_store_stream_version(store, "c", 1, &v);
+    ag_store_stream_version(fx.store, "c", 1, &v);
     cr_assert_eq(v, 0);
 }
 
@@ -147,15 +139,15 @@ Test(repo, read_sees_writes_from_another_process_view)
     long long total = 0;
     struct add a = {1, 0};
     cr_assert_eq(
-        ag_es_execute(repo,
+        ag_es_execute(fx.repo,
                       &(struct ag_es_cmd){&counter_type, "x", decide_add, &a, NULL, NULL, NULL},
                       NULL, NULL),
         0);
     struct ag_event_data ev = {.type = "Added", .type_len = 5, .data = "{\"n\":41}", .data_len = 8};
-    cr_assert_eq(ag_store_append(store, "x", 1, 0, &ev, 1, NULL, NULL), 0);
-    cr_assert_eq(ag_es_read(repo, &counter_type, "x", view_total, &total, NULL), 0);
+    cr_assert_eq(ag_store_append(fx.store, "x", 1, 0, &ev, 1, NULL, NULL), 0);
+    cr_assert_eq(ag_es_read(fx.repo, &counter_type, "x", view_total, &total, NULL), 0);
     cr_assert_eq(total, 42);
-    cr_assert_eq(ag_es_read(repo, &counter_type, "nothing", view_total, &total, NULL),
+    cr_assert_eq(ag_es_read(fx.repo, &counter_type, "nothing", view_total, &total, NULL),
                  AG_ENOTFOUND);
 }
 
@@ -164,13 +156,13 @@ Test(repo, cold_load_uses_the_snapshot)
     struct add a = {2, 0};
     for (int i = 0; i < 15; i++)
         cr_assert_eq(
-            ag_es_execute(repo,
+            ag_es_execute(fx.repo,
                           &(struct ag_es_cmd){&counter_type, "s", decide_add, &a, NULL, NULL, NULL},
                           NULL, NULL),
             0);
     /* a second repository starts cold: snapshot at v9 + 5 events */
     struct ag_es_repo *r2;
-    struct ag_es_repo_config rc = {.store = store};
+    struct ag_es_repo_config rc = {.store = fx.store};
     cr_assert_eq(ag_es_repo_new(&rc, &r2), 0);
     long long total = 0;
     cr_assert_eq(ag_es_read(r2, &counter_type, "s", view_total, &total, NULL), 0);
@@ -181,12 +173,12 @@ Test(repo, cold_load_uses_the_snapshot)
 Test(repo, conflict_from_a_second_repository_is_retried)
 {
     struct ag_es_repo *r2;
-    struct ag_es_repo_config rc = {.store = store};
+    struct ag_es_repo_config rc = {.store = fx.store};
     cr_assert_eq(ag_es_repo_new(&rc, &r2), 0);
     struct add a = {1, 0};
     long long t1 = 0, t2 = 0;
     cr_assert_eq(ag_es_execute(
-                     repo,
+                     fx.repo,
                      &(struct ag_es_cmd){&counter_type, "k", decide_add, &a, NULL, view_total, &t1},
                      NULL, NULL),
                  0);
@@ -197,7 +189,7 @@ Test(repo, conflict_from_a_second_repository_is_retried)
                  0);
     /* repo's cache is stale (version 0); it catches up before deciding */
     cr_assert_eq(ag_es_execute(
-                     repo,
+                     fx.repo,
                      &(struct ag_es_cmd){&counter_type, "k", decide_add, &a, NULL, view_total, &t1},
                      NULL, NULL),
                  0);
@@ -216,8 +208,9 @@ static void *hammer(void *arg)
     for (int i = 0; i < h->adds; i++) {
         struct add a = {1, 0};
         if (ag_es_execute(
-                repo, &(struct ag_es_cmd){&counter_type, "hot", decide_add, &a, NULL, NULL, NULL},
-                NULL, NULL))
+                fx.repo,
+                &(struct ag_es_cmd){&counter_type, "hot", decide_add, &a, NULL, NULL, NULL}, NULL,
+                NULL))
             h->failures++;
     }
     return NULL;
@@ -236,13 +229,13 @@ Test(repo, concurrent_commands_on_one_aggregate_are_batched_and_none_lost)
         cr_assert_eq(h[i].failures, 0);
     }
     long long total = 0;
-    cr_assert_eq(ag_es_read(repo, &counter_type, "hot", view_total, &total, NULL), 0);
+    cr_assert_eq(ag_es_read(fx.repo, &counter_type, "hot", view_total, &total, NULL), 0);
     cr_assert_eq(total, 1600);
     int64_t v;
-    ag_store_stream_version(store, "hot", 3, &v);
+    ag_store_stream_version(fx.store, "hot", 3, &v);
     cr_assert_eq(v, 1599, "one event per command, versions gapless");
     struct ag_store_stats st;
-    ag_store_stats(store, &st);
+    ag_store_stats(fx.store, &st);
     cr_assert_lt(st.appends, 1600 + 200, "commands were combined into fewer appends (%llu)",
                  (unsigned long long)st.appends);
 }
@@ -291,17 +284,17 @@ TestSuite(projector, .init = setup, .fini = teardown);
 Test(projector, projects_exactly_once_across_restarts_and_rebuilds)
 {
     char rm[128];
-    snprintf(rm, sizeof rm, "%s/readmodels", dir);
+    snprintf(rm, sizeof rm, "%s/readmodels", fx.dir);
     struct add a = {3, 0};
     for (int i = 0; i < 50; i++)
         ag_es_execute(
-            repo,
+            fx.repo,
             &(struct ag_es_cmd){&counter_type, i % 2 ? "a" : "b", decide_add, &a, NULL, NULL, NULL},
             NULL, NULL);
     struct ag_event_data other = {.type = "Ignored", .type_len = 7, .data = "{}", .data_len = 2};
-    ag_store_append(store, "z", 1, AG_STORE_ANY, &other, 1, NULL, NULL);
+    ag_store_append(fx.store, "z", 1, AG_STORE_ANY, &other, 1, NULL, NULL);
     struct ag_projector *p;
-    cr_assert_eq(ag_projector_start(store, rm, &sum_proj, 1, &p, NULL), 0);
+    cr_assert_eq(ag_projector_start(fx.store, rm, &sum_proj, 1, &p, NULL), 0);
     cr_assert_eq(ag_projector_wait(p, 50, 5000), 0);
     struct ag_projection_stats s;
     ag_projector_stats(p, 0, &s);
@@ -311,16 +304,16 @@ Test(projector, projects_exactly_once_across_restarts_and_rebuilds)
     cr_assert_eq(query_total(rm, "a"), 75);
     /* restart: resumes from its checkpoint, nothing applied twice */
     for (int i = 0; i < 10; i++)
-        ag_es_execute(repo,
+        ag_es_execute(fx.repo,
                       &(struct ag_es_cmd){&counter_type, "a", decide_add, &a, NULL, NULL, NULL},
                       NULL, NULL);
-    cr_assert_eq(ag_projector_start(store, rm, &sum_proj, 1, &p, NULL), 0);
+    cr_assert_eq(ag_projector_start(fx.store, rm, &sum_proj, 1, &p, NULL), 0);
     cr_assert_eq(ag_projector_wait(p, 60, 5000), 0);
     ag_projector_stop(p);
     cr_assert_eq(query_total(rm, "a"), 105);
     cr_assert_eq(query_total(rm, "b"), 75);
     /* rebuild from zero gives the same rows */
-    cr_assert_eq(ag_projection_rebuild(store, rm, &sum_proj, NULL, NULL, NULL), 0);
+    cr_assert_eq(ag_projection_rebuild(fx.store, rm, &sum_proj, NULL, NULL, NULL), 0);
     cr_assert_eq(query_total(rm, "a"), 105);
 }
 
@@ -340,10 +333,11 @@ static int apply_poisoned(struct ag_rm *db, const struct ag_event *ev, const jso
 static void add_to(const char *id)
 {
     struct add a = {1, 0};
-    cr_assert_eq(ag_es_execute(
-                     repo, &(struct ag_es_cmd){&counter_type, id, decide_add, &a, NULL, NULL, NULL},
-                     NULL, NULL),
-                 0);
+    cr_assert_eq(
+        ag_es_execute(fx.repo,
+                      &(struct ag_es_cmd){&counter_type, id, decide_add, &a, NULL, NULL, NULL},
+                      NULL, NULL),
+        0);
 }
 
 static json_t *parked(struct ag_projector *p)
@@ -360,7 +354,7 @@ static json_t *parked(struct ag_projector *p)
 Test(projector, a_failing_event_is_parked_and_its_stream_waits)
 {
     char rm[128];
-    snprintf(rm, sizeof rm, "%s/readmodels", dir);
+    snprintf(rm, sizeof rm, "%s/readmodels", fx.dir);
     poison_pos = 2;
     fixed = false;
     add_to("f"); /* 0 */
@@ -371,7 +365,7 @@ Test(projector, a_failing_event_is_parked_and_its_stream_waits)
     struct ag_projection proj = sum_proj;
     proj.apply = apply_poisoned;
     struct ag_projector *p;
-    cr_assert_eq(ag_projector_start(store, rm, &proj, 1, &p, NULL), 0);
+    cr_assert_eq(ag_projector_start(fx.store, rm, &proj, 1, &p, NULL), 0);
     cr_assert_eq(ag_projector_wait(p, 4, 5000), 0);
     struct ag_projection_stats s;
     ag_projector_stats(p, 0, &s);
@@ -394,7 +388,7 @@ Test(projector, a_failing_event_is_parked_and_its_stream_waits)
 
     /* restart: the stream is still held */
     add_to("f"); /* 5: waits */
-    cr_assert_eq(ag_projector_start(store, rm, &proj, 1, &p, NULL), 0);
+    cr_assert_eq(ag_projector_start(fx.store, rm, &proj, 1, &p, NULL), 0);
     cr_assert_eq(ag_projector_wait(p, 5, 5000), 0);
     ag_projector_stats(p, 0, &s);
     cr_assert_eq(s.parked, 3);
@@ -443,16 +437,16 @@ static int apply_flaky(struct ag_rm *db, const struct ag_event *ev, const json_t
 Test(projector, a_page_failing_for_a_passing_reason_is_retried)
 {
     char rm[128];
-    snprintf(rm, sizeof rm, "%s/readmodels", dir);
+    snprintf(rm, sizeof rm, "%s/readmodels", fx.dir);
     struct add a = {1, 0};
     for (int i = 0; i < 6; i++)
-        ag_es_execute(repo,
+        ag_es_execute(fx.repo,
                       &(struct ag_es_cmd){&counter_type, "f", decide_add, &a, NULL, NULL, NULL},
                       NULL, NULL);
     flaky_left = 2; /* e.g. a full disk under the read model, then space freed */
     struct ag_projection flaky = {"flaky", NULL, NULL, apply_flaky, NULL};
     struct ag_projector *p;
-    cr_assert_eq(ag_projector_start(store, rm, &flaky, 1, &p, NULL), 0);
+    cr_assert_eq(ag_projector_start(fx.store, rm, &flaky, 1, &p, NULL), 0);
     cr_assert_eq(ag_projector_wait(p, 5, 5000), 0, "caught up after the retries");
     struct ag_projection_stats s;
     ag_projector_stats(p, 0, &s);
@@ -465,14 +459,14 @@ Test(projector, a_page_failing_for_a_passing_reason_is_retried)
 Test(projector, a_corrupt_read_model_is_set_aside_and_rebuilt)
 {
     char rm[128], path[192];
-    snprintf(rm, sizeof rm, "%s/readmodels", dir);
+    snprintf(rm, sizeof rm, "%s/readmodels", fx.dir);
     struct add a = {2, 0};
     for (int i = 0; i < 5; i++)
-        ag_es_execute(repo,
+        ag_es_execute(fx.repo,
                       &(struct ag_es_cmd){&counter_type, "a", decide_add, &a, NULL, NULL, NULL},
                       NULL, NULL);
     struct ag_projector *p;
-    cr_assert_eq(ag_projector_start(store, rm, &sum_proj, 1, &p, NULL), 0);
+    cr_assert_eq(ag_projector_start(fx.store, rm, &sum_proj, 1, &p, NULL), 0);
     cr_assert_eq(ag_projector_wait(p, 4, 5000), 0);
     ag_projector_stop(p);
     snprintf(path, sizeof path, "%s/sums.db", rm);
@@ -484,7 +478,7 @@ Test(projector, a_corrupt_read_model_is_set_aside_and_rebuilt)
     remove(path);
     struct ag_err err;
     ag_err_clear(&err);
-    cr_assert_eq(ag_projector_start(store, rm, &sum_proj, 1, &p, &err), 0, "%s", err.msg);
+    cr_assert_eq(ag_projector_start(fx.store, rm, &sum_proj, 1, &p, &err), 0, "%s", err.msg);
     cr_assert_eq(ag_projector_wait(p, 4, 5000), 0);
     ag_projector_stop(p);
     cr_assert_eq(query_total(rm, "a"), 10, "rebuilt from the log");
@@ -520,7 +514,7 @@ static void project_all(const char *rmdir, const struct ag_projection *proj, uin
 {
     struct ag_projector *p;
     struct ag_err err;
-    cr_assert_eq(ag_projector_start(store, rmdir, proj, 1, &p, &err), 0, "%s", err.msg);
+    cr_assert_eq(ag_projector_start(fx.store, rmdir, proj, 1, &p, &err), 0, "%s", err.msg);
     cr_assert_eq(ag_projector_wait(p, head, 5000), 0);
     ag_projector_stop(p);
 }
@@ -535,10 +529,10 @@ static int ok_row(const struct ag_rm_row *r, void *ud)
 Test(projector, a_read_model_made_by_another_schema_is_rebuilt)
 {
     char rm[128];
-    snprintf(rm, sizeof rm, "%s/readmodels", dir);
+    snprintf(rm, sizeof rm, "%s/readmodels", fx.dir);
     struct add a = {2, 0};
     for (int i = 0; i < 5; i++)
-        ag_es_execute(repo,
+        ag_es_execute(fx.repo,
                       &(struct ag_es_cmd){&counter_type, "a", decide_add, &a, NULL, NULL, NULL},
                       NULL, NULL);
     project_all(rm, &sum_proj, 4);
@@ -601,15 +595,15 @@ static uint64_t stored_checkpoint(const char *rmdir)
 Test(projector, pages_without_a_wanted_event_take_no_transaction)
 {
     char rm[128];
-    snprintf(rm, sizeof rm, "%s/readmodels", dir);
+    snprintf(rm, sizeof rm, "%s/readmodels", fx.dir);
     struct ag_projection proj = sum_proj;
     proj.committed = count_commit;
     commits = 0;
     struct ag_projector *p;
-    cr_assert_eq(ag_projector_start(store, rm, &proj, 1, &p, NULL), 0);
+    cr_assert_eq(ag_projector_start(fx.store, rm, &proj, 1, &p, NULL), 0);
     struct ag_event_data other = {.type = "Ignored", .type_len = 7, .data = "{}", .data_len = 2};
     for (int i = 0; i < 30; i++)
-        cr_assert_eq(ag_store_append(store, "z", 1, AG_STORE_ANY, &other, 1, NULL, NULL), 0);
+        cr_assert_eq(ag_store_append(fx.store, "z", 1, AG_STORE_ANY, &other, 1, NULL, NULL), 0);
     cr_assert_eq(ag_projector_wait(p, 29, 5000), 0);
     cr_assert_eq(__atomic_load_n(&commits, __ATOMIC_SEQ_CST), 0, "no page was applied");
     add_to("a"); /* position 30: applied, the cursor stored with it */
@@ -617,13 +611,13 @@ Test(projector, pages_without_a_wanted_event_take_no_transaction)
     cr_assert_eq(__atomic_load_n(&commits, __ATOMIC_SEQ_CST), 1);
     cr_assert_eq(stored_checkpoint(rm), 31);
     for (int i = 0; i < 5; i++)
-        cr_assert_eq(ag_store_append(store, "z", 1, AG_STORE_ANY, &other, 1, NULL, NULL), 0);
+        cr_assert_eq(ag_store_append(fx.store, "z", 1, AG_STORE_ANY, &other, 1, NULL, NULL), 0);
     cr_assert_eq(ag_projector_wait(p, 35, 5000), 0);
     ag_projector_stop(p);
     cr_assert_eq(stored_checkpoint(rm), 36, "stored when the runner stopped");
     cr_assert_eq(__atomic_load_n(&commits, __ATOMIC_SEQ_CST), 1);
     cr_assert_eq(query_total(rm, "a"), 1);
-    cr_assert_eq(ag_projector_start(store, rm, &proj, 1, &p, NULL), 0);
+    cr_assert_eq(ag_projector_start(fx.store, rm, &proj, 1, &p, NULL), 0);
     add_to("a");
     cr_assert_eq(ag_projector_wait(p, 36, 5000), 0);
     ag_projector_stop(p);

@@ -15,6 +15,8 @@
 
 #include "es/internal.h" /* ag__es_meta_share */
 
+#include "es_fixture.h"
+
 static void t_init(void *s)
 {
     memset(s, 0, sizeof(int));
@@ -45,29 +47,18 @@ static const struct ag_es_type tag_type = {"tag",    sizeof(int), t_init,   t_fr
 static const struct ag_es_schema current[] = {{"Noted", 2}};
 static const struct ag_es_schemas schemas = {current, 1, NULL, 0};
 
-static char dir[64];
-static struct ag_store *store;
-static struct ag_es_repo *repo;
+static struct es_fx fx; /* a temporary log store and a repository over it */
 
 static void setup(void)
 {
-    strcpy(dir, "/tmp/agora-esmeta-XXXXXX");
-    cr_assert_not_null(mkdtemp(dir));
-    struct ag_store_options o = {.no_sync = true};
-    cr_assert_eq(ag_store_log_open(dir, &o, &store, NULL), 0);
-    struct ag_es_repo_config rc = {.store = store, .snapshot_every = 1000};
-    cr_assert_eq(ag_es_repo_new(&rc, &repo), 0);
+    es_fx_open(&fx, "esmeta", (struct ag_es_repo_config){.snapshot_every = 1000});
     ag_es_schemas_set(&schemas);
 }
 
 static void teardown(void)
 {
     ag_es_schemas_set(NULL);
-    ag_es_repo_free(repo);
-    ag_store_close(store);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    cr_assert_eq(system(cmd), 0);
+    es_fx_close(&fx);
 }
 
 TestSuite(es_meta, .init = setup, .fini = teardown);
@@ -88,7 +79,7 @@ static const char META[] = "{\"actor\":{\"sub\":\"c-1\",\"roles\":[\"customer\"]
 
 static void run(const char *stream, const char *type)
 {
-    cr_assert_eq(ag_es_execute(repo,
+    cr_assert_eq(ag_es_execute(fx.repo,
                                &(struct ag_es_cmd){&tag_type, stream, decide_three, (void *)type,
                                                    META, NULL, NULL},
                                NULL, NULL),
@@ -98,7 +89,8 @@ static void run(const char *stream, const char *type)
 static void read_all(const char *stream, struct ag_event_page *pg)
 {
     cr_assert_eq(
-        ag_store_read_stream(store, stream, strlen(stream), 0, AG_READ_FORWARD, 10, pg, NULL), 0);
+        ag_store_read_stream(fx.store, stream, strlen(stream), 0, AG_READ_FORWARD, 10, pg, NULL),
+        0);
     cr_assert_eq(pg->count, 3);
 }
 
@@ -123,8 +115,9 @@ Test(es_meta, a_commands_events_store_its_metadata_once_per_stream)
     cr_assert_eq(pg.events[2].metadata_len, strlen(META));
     cr_assert_eq(memcmp(pg.events[2].metadata, META, strlen(META)), 0, "the last stores it whole");
     for (size_t i = 0; i < 3; i++) {
-        assert_meta_is(ag_es_event_meta(store, &pg.events[i], pg.events, pg.count), META);
-        assert_meta_is(ag_es_event_meta(store, &pg.events[i], NULL, 0), META); /* from the store */
+        assert_meta_is(ag_es_event_meta(fx.store, &pg.events[i], pg.events, pg.count), META);
+        assert_meta_is(ag_es_event_meta(fx.store, &pg.events[i], NULL, 0),
+                       META); /* from the store */
         assert_meta_is(ag_es_event_meta(NULL, &pg.events[i], pg.events + i, pg.count - i), META);
     }
     ag_event_page_free(&pg);
@@ -156,12 +149,12 @@ Test(es_meta, events_written_before_read_unchanged)
                                       .data_len = 2,
                                       .metadata = i < 2 ? META : NULL,
                                       .metadata_len = i < 2 ? strlen(META) : 0};
-    cr_assert_eq(ag_store_append(store, "tag-3", 5, AG_STORE_NO_STREAM, e, 3, NULL, NULL), 0);
+    cr_assert_eq(ag_store_append(fx.store, "tag-3", 5, AG_STORE_NO_STREAM, e, 3, NULL, NULL), 0);
     struct ag_event_page pg;
     read_all("tag-3", &pg);
-    assert_meta_is(ag_es_event_meta(store, &pg.events[0], NULL, 0), META);
-    assert_meta_is(ag_es_event_meta(store, &pg.events[1], NULL, 0), META);
-    assert_meta_is(ag_es_event_meta(store, &pg.events[2], NULL, 0), "{}");
+    assert_meta_is(ag_es_event_meta(fx.store, &pg.events[0], NULL, 0), META);
+    assert_meta_is(ag_es_event_meta(fx.store, &pg.events[1], NULL, 0), META);
+    assert_meta_is(ag_es_event_meta(fx.store, &pg.events[2], NULL, 0), "{}");
     ag_event_page_free(&pg);
 }
 

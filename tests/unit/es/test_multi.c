@@ -11,6 +11,8 @@
 #include "agora/es.h"
 #include "agora/store_log.h"
 
+#include "es_fixture.h"
+
 struct mcount {
     long long total;
 };
@@ -41,27 +43,16 @@ static int m_restore(void *s, const json_t *j)
 static const struct ag_es_type mcount_type = {
     "mc", sizeof(struct mcount), m_init, m_free, m_evolve, m_snapshot, m_restore};
 
-static char dir[64];
-static struct ag_store *store;
-static struct ag_es_repo *repo;
+static struct es_fx fx; /* a temporary log store and a repository over it */
 
 static void setup(void)
 {
-    strcpy(dir, "/tmp/agora-esm-XXXXXX");
-    cr_assert_not_null(mkdtemp(dir));
-    struct ag_store_options o = {.no_sync = true};
-    cr_assert_eq(ag_store_log_open(dir, &o, &store, NULL), 0);
-    struct ag_es_repo_config rc = {.store = store, .snapshot_every = 10};
-    cr_assert_eq(ag_es_repo_new(&rc, &repo), 0);
+    es_fx_open(&fx, "esm", (struct ag_es_repo_config){.snapshot_every = 10});
 }
 
 static void teardown(void)
 {
-    ag_es_repo_free(repo);
-    ag_store_close(store);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    cr_assert_eq(system(cmd), 0);
+    es_fx_close(&fx);
 }
 
 TestSuite(multi, .init = setup, .fini = teardown);
@@ -83,7 +74,7 @@ static int decide_madd(void *const *states, const int64_t *versions, void *ud,
     if (a->sneak) {
         struct ag_event_data ev = {
             .type = "Added", .type_len = 5, .data = "{\"n\":100}", .data_len = 9};
-        cr_assert_eq(ag_store_append(store, "mc-a", 4, AG_STORE_ANY, &ev, 1, NULL, NULL), 0);
+        cr_assert_eq(ag_store_append(fx.store, "mc-a", 4, AG_STORE_ANY, &ev, 1, NULL, NULL), 0);
         a->sneak = 0;
     }
     const struct mcount *c0 = states[0];
@@ -98,7 +89,7 @@ static int decide_madd(void *const *states, const int64_t *versions, void *ud,
 static int64_t version_of(const char *s)
 {
     int64_t v;
-    ag_store_stream_version(store, s, strlen(s), &v);
+    ag_store_stream_version(fx.store, s, strlen(s), &v);
     return v;
 }
 
@@ -111,7 +102,7 @@ static void view_total(const void *state, int64_t version, void *ud)
 static long long total_of(const char *s)
 {
     long long t = -1;
-    cr_assert_eq(ag_es_read(repo, &mcount_type, s, view_total, &t, NULL), 0);
+    cr_assert_eq(ag_es_read(fx.repo, &mcount_type, s, view_total, &t, NULL), 0);
     return t;
 }
 
@@ -121,7 +112,7 @@ Test(multi, appends_every_part_together)
     struct madd a = {{2, 3}, 0, 0, 0};
     struct ag_es_multi_cmd c = {parts, 2, decide_madd, &a, "{\"actor\":\"t\"}"};
     struct ag_es_result res;
-    for (int i = 0; i < 12; i++) cr_assert_eq(ag_es_execute_multi(repo, &c, &res, NULL), 0);
+    for (int i = 0; i < 12; i++) cr_assert_eq(ag_es_execute_multi(fx.repo, &c, &res, NULL), 0);
     cr_assert_eq(res.appended, 2);
     cr_assert_eq(version_of("mc-b"), 11);
     cr_assert_eq(version_of("mc-a"), 11);
@@ -129,14 +120,14 @@ Test(multi, appends_every_part_together)
     cr_assert_eq(total_of("mc-a"), 36);
     /* the two events of a command are consecutive in $all, in part order */
     struct ag_event_page p;
-    cr_assert_eq(ag_store_read_all(store, 0, AG_READ_FORWARD, 2, &p, NULL), 0);
+    cr_assert_eq(ag_store_read_all(fx.store, 0, AG_READ_FORWARD, 2, &p, NULL), 0);
     cr_assert_eq(p.count, 2);
     cr_assert_eq(memcmp(p.events[0].stream, "mc-b", 4), 0);
     cr_assert_eq(memcmp(p.events[1].stream, "mc-a", 4), 0);
     cr_assert_eq(memcmp(p.events[1].metadata, "{\"actor\":\"t\"}", p.events[1].metadata_len), 0);
     ag_event_page_free(&p);
     struct ag_snapshot snap;
-    cr_assert_eq(ag_store_load_snapshot(store, "mc-a", 4, &snap, NULL), 0, "snapshot every 10");
+    cr_assert_eq(ag_store_load_snapshot(fx.store, "mc-a", 4, &snap, NULL), 0, "snapshot every 10");
     ag_snapshot_free(&snap);
 }
 
@@ -145,23 +136,23 @@ Test(multi, nothing_or_a_refusal_appends_nothing)
     const struct ag_es_part parts[] = {{&mcount_type, "mc-a"}, {&mcount_type, "mc-b"}};
     struct madd none = {{0, 0}, 0, 0, 0};
     struct ag_es_multi_cmd c = {parts, 2, decide_madd, &none, NULL};
-    cr_assert_eq(ag_es_execute_multi(repo, &c, NULL, NULL), 0);
+    cr_assert_eq(ag_es_execute_multi(fx.repo, &c, NULL, NULL), 0);
     struct madd refused = {{5, 1}, 4, 0, 0};
     c.ud = &refused;
     struct ag_err err;
-    cr_assert_eq(ag_es_execute_multi(repo, &c, NULL, &err), AG_EDOMAIN);
+    cr_assert_eq(ag_es_execute_multi(fx.repo, &c, NULL, &err), AG_EDOMAIN);
     cr_assert(strstr(err.msg, "limit 4"));
     cr_assert_eq(version_of("mc-a"), -1);
     cr_assert_eq(version_of("mc-b"), -1);
     /* one part with events: only it is appended */
     struct madd one = {{0, 7}, 0, 0, 0};
     c.ud = &one;
-    cr_assert_eq(ag_es_execute_multi(repo, &c, NULL, NULL), 0);
+    cr_assert_eq(ag_es_execute_multi(fx.repo, &c, NULL, NULL), 0);
     cr_assert_eq(version_of("mc-a"), -1);
     cr_assert_eq(total_of("mc-b"), 7);
     const struct ag_es_part twice[] = {{&mcount_type, "mc-a"}, {&mcount_type, "mc-a"}};
     c.parts = twice;
-    cr_assert_eq(ag_es_execute_multi(repo, &c, NULL, &err), AG_EINVAL);
+    cr_assert_eq(ag_es_execute_multi(fx.repo, &c, NULL, &err), AG_EINVAL);
 }
 
 Test(multi, conflict_is_decided_again_on_fresh_state)
@@ -169,19 +160,19 @@ Test(multi, conflict_is_decided_again_on_fresh_state)
     const struct ag_es_part parts[] = {{&mcount_type, "mc-a"}, {&mcount_type, "mc-b"}};
     struct madd a = {{1, 1}, 0, 0, 0};
     struct ag_es_multi_cmd c = {parts, 2, decide_madd, &a, NULL};
-    cr_assert_eq(ag_es_execute_multi(repo, &c, NULL, NULL), 0); /* loads both */
+    cr_assert_eq(ag_es_execute_multi(fx.repo, &c, NULL, NULL), 0); /* loads both */
     /* another writer appends to mc-a after the state was read: the first append
      * conflicts and nothing of it lands; the second decision sees 101 */
     struct madd b = {{1, 1}, 101, 0, 1};
     c.ud = &b;
     struct ag_err err;
-    cr_assert_eq(ag_es_execute_multi(repo, &c, NULL, &err), AG_EDOMAIN, "%s", err.msg);
+    cr_assert_eq(ag_es_execute_multi(fx.repo, &c, NULL, &err), AG_EDOMAIN, "%s", err.msg);
     cr_assert_eq(b.calls, 2);
     cr_assert_eq(total_of("mc-a"), 101);
     cr_assert_eq(total_of("mc-b"), 1, "mc-b got nothing from the conflicted command");
     struct madd d = {{1, 1}, 0, 0, 1};
     c.ud = &d;
-    cr_assert_eq(ag_es_execute_multi(repo, &c, NULL, NULL), 0);
+    cr_assert_eq(ag_es_execute_multi(fx.repo, &c, NULL, NULL), 0);
     cr_assert_eq(d.calls, 2);
     cr_assert_eq(total_of("mc-a"), 202);
     cr_assert_eq(total_of("mc-b"), 2);
@@ -203,21 +194,21 @@ static void *racer(void *arg)
     for (int i = 0; i < ROUNDS; i++) {
         if (kind == 2 && i % 2) {
             struct ag_es_cmd c = {&mcount_type, "mc-a", decide_one, NULL, NULL, NULL, NULL};
-            cr_assert_eq(ag_es_execute(repo, &c, NULL, NULL), 0);
+            cr_assert_eq(ag_es_execute(fx.repo, &c, NULL, NULL), 0);
             continue;
         }
         if (kind == 2) {
             struct ag_es_part one[] = {{&mcount_type, "mc-a"}};
             struct madd a = {{1}, 0, 0, 0};
             struct ag_es_multi_cmd c = {one, 1, decide_madd, &a, NULL};
-            cr_assert_eq(ag_es_execute_multi(repo, &c, NULL, NULL), 0);
+            cr_assert_eq(ag_es_execute_multi(fx.repo, &c, NULL, NULL), 0);
             continue;
         }
         struct ag_es_part ab[] = {{&mcount_type, kind ? "mc-b" : "mc-a"},
                                   {&mcount_type, kind ? "mc-a" : "mc-b"}};
         struct madd a = {{kind ? 10 : 1, kind ? 1 : 10}, 0, 0, 0};
         struct ag_es_multi_cmd c = {ab, 2, decide_madd, &a, NULL};
-        cr_assert_eq(ag_es_execute_multi(repo, &c, NULL, NULL), 0);
+        cr_assert_eq(ag_es_execute_multi(fx.repo, &c, NULL, NULL), 0);
     }
     return NULL;
 }

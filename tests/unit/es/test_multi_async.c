@@ -44,7 +44,7 @@ static int decide_madd(void *const *states, const int64_t *versions, void *ud,
         a->sneak--;
         struct ag_event_data ev = {
             .type = "Added", .type_len = 5, .data = "{\"n\":100}", .data_len = 9};
-        cr_assert_eq(ag_store_append(fx.store, "cnt-a", 5, AG_STORE_ANY, &ev, 1, NULL, NULL), 0);
+        cr_assert_eq(ag_store_append(fx.es.store, "cnt-a", 5, AG_STORE_ANY, &ev, 1, NULL, NULL), 0);
     }
     if (a->limit && ((const struct counter *)states[0])->total + a->n[0] > a->limit)
         return ag_err_set(err, AG_EDOMAIN, "limit %lld reached", a->limit);
@@ -69,7 +69,7 @@ static void multi_async(const struct ag_es_part *parts, size_t n, struct madd *a
 {
     struct ag_es_multi_cmd c = {parts, n, decide_madd, a, NULL};
     struct ag_es_async as = {fx.sloop, extra, nextra, on_done, o};
-    cr_assert_eq(ag_es_execute_multi_async(fx.repo, &c, &as), 0);
+    cr_assert_eq(ag_es_execute_multi_async(fx.es.repo, &c, &as), 0);
 }
 
 static void view_total(const void *state, int64_t version, void *ud)
@@ -81,14 +81,14 @@ static void view_total(const void *state, int64_t version, void *ud)
 static long long total_of(const char *s)
 {
     long long t = -1;
-    cr_assert_eq(ag_es_read(fx.repo, &counter_type, s, view_total, &t, NULL), 0);
+    cr_assert_eq(ag_es_read(fx.es.repo, &counter_type, s, view_total, &t, NULL), 0);
     return t;
 }
 
 static int64_t version_of(const char *s)
 {
     int64_t v;
-    ag_store_stream_version(fx.store, s, strlen(s), &v);
+    ag_store_stream_version(fx.es.store, s, strlen(s), &v);
     return v;
 }
 
@@ -106,7 +106,7 @@ Test(multi_async, every_part_and_the_extra_commit_in_one_unit)
     cr_assert(pthread_equal(o.thread, fx.thread), "done after the append, on the loop");
     cr_assert_eq(o.res.appended, 2);
     struct ag_event_page p;
-    cr_assert_eq(ag_store_read_all(fx.store, 0, AG_READ_FORWARD, 10, &p, NULL), 0);
+    cr_assert_eq(ag_store_read_all(fx.es.store, 0, AG_READ_FORWARD, 10, &p, NULL), 0);
     cr_assert_eq(p.count, 3, "one unit: both aggregates' events and the saga's");
     cr_assert_eq(p.events[0].stream_len, 5);
     cr_assert(memcmp(p.events[2].stream, "saga-x", 6) == 0);
@@ -132,7 +132,8 @@ Test(multi_async, an_aggregate_conflict_is_decided_again_with_the_extra_once)
 Test(multi_async, an_extra_part_conflict_fails_without_retry_and_writes_nothing)
 {
     struct ag_append_part saga = {"saga-z", 6, AG_STORE_NO_STREAM, &step_ev, 1};
-    cr_assert_eq(ag_store_append(fx.store, "saga-z", 6, AG_STORE_ANY, &step_ev, 1, NULL, NULL), 0);
+    cr_assert_eq(ag_store_append(fx.es.store, "saga-z", 6, AG_STORE_ANY, &step_ev, 1, NULL, NULL),
+                 0);
     struct madd a = {{1, 1}, 0, 0, 0, NULL};
     struct outcome o = OUTCOME;
     multi_async(AB, 2, &a, &o, &saga, 1);
@@ -165,7 +166,7 @@ Test(multi_async, a_decide_error_completes_before_the_call_returns)
     struct ag_es_part twice[] = {{&counter_type, "cnt-a"}, {&counter_type, "cnt-a"}};
     struct ag_es_multi_cmd c = {twice, 2, decide_madd, &a, NULL};
     struct ag_es_async as = {fx.sloop, NULL, 0, on_done, &o};
-    cr_assert_eq(ag_es_execute_multi_async(fx.repo, &c, &as), AG_EINVAL);
+    cr_assert_eq(ag_es_execute_multi_async(fx.es.repo, &c, &as), AG_EINVAL);
     cr_assert_eq(o.calls, 1, "no done for a refused command");
 }
 
@@ -178,7 +179,7 @@ static void queue_behind(void)
 {
     struct ag_es_cmd c = {&counter_type, "cnt-a", decide_one, NULL, NULL, NULL, NULL};
     struct ag_es_async as = {fx.sloop, NULL, 0, on_done, &queued};
-    cr_assert_eq(ag_es_execute_async(fx.repo, &c, &as), 0);
+    cr_assert_eq(ag_es_execute_async(fx.es.repo, &c, &as), 0);
     static const struct ag_es_part ac[] = {{&counter_type, "cnt-a"}, {&counter_type, "cnt-c"}};
     multi_async(ac, 2, &q_ac, &queued, NULL, 0);
     multi_async(BA, 2, &q_ba, &queued, NULL, 0);
@@ -190,7 +191,7 @@ Test(multi_async, commands_queued_behind_a_multi_command_run_when_it_lets_go)
     struct madd a = {{1, 1}, 0, 0, 0, queue_behind};
     struct ag_err err;
     struct ag_es_multi_cmd c = {AB, 2, decide_madd, &a, NULL};
-    cr_assert_eq(ag_es_execute_multi(fx.repo, &c, NULL, &err), 0, "%s", err.msg);
+    cr_assert_eq(ag_es_execute_multi(fx.es.repo, &c, NULL, &err), 0, "%s", err.msg);
     wait_calls(&queued, 3);
     cr_assert_eq(queued.failures, 0, "%s", queued.msg);
     cr_assert_eq(total_of("cnt-a"), 1 + 1 + 10 + 1000);
@@ -212,20 +213,20 @@ static void *racer(void *arg)
         switch ((kind + i) % 5) {
         case 0: { /* synchronous, cnt-a alone */
             struct ag_es_cmd c = {&counter_type, "cnt-a", decide_one, NULL, NULL, NULL, NULL};
-            cr_assert_eq(ag_es_execute(fx.repo, &c, NULL, NULL), 0);
+            cr_assert_eq(ag_es_execute(fx.es.repo, &c, NULL, NULL), 0);
             on_done(&raced, 0, NULL, NULL);
             break;
         }
         case 1: { /* asynchronous, cnt-a alone */
             struct ag_es_cmd c = {&counter_type, "cnt-a", decide_one, NULL, NULL, NULL, NULL};
             struct ag_es_async as = {fx.sloop, NULL, 0, on_done, &raced};
-            cr_assert_eq(ag_es_execute_async(fx.repo, &c, &as), 0);
+            cr_assert_eq(ag_es_execute_async(fx.es.repo, &c, &as), 0);
             break;
         }
         case 2: { /* synchronous multi, (b, a) */
             *a = (struct madd){{10, 1}, 0, 0, 0, NULL};
             struct ag_es_multi_cmd c = {BA, 2, decide_madd, a, NULL};
-            cr_assert_eq(ag_es_execute_multi(fx.repo, &c, NULL, NULL), 0);
+            cr_assert_eq(ag_es_execute_multi(fx.es.repo, &c, NULL, NULL), 0);
             on_done(&raced, 0, NULL, NULL);
             break;
         }

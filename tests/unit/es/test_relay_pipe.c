@@ -13,12 +13,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "agora/relay.h"
+#include "relay_fixture.h"
 
-static char pdir[64];
-static struct ag_store *pstore; /* the events: two shards */
-static struct ag_store *bstore; /* the local "broker"'s own store */
-static struct ag_bus *broker;
+/* the events (two shards), and the local "broker" over a store of its own */
+static struct relay_fx fx;
 
 /* ---- the fake pipe ---- */
 
@@ -52,7 +50,7 @@ static void fmsg_free(struct fmsg *f)
 static void deliver_first(bool ack)
 {
     struct fmsg *f = &fp.q[0];
-    cr_assert_eq(ag_bus_publish(broker, &f->m, 1, 5000, NULL), 0);
+    cr_assert_eq(ag_bus_publish(fx.bus, &f->m, 1, 5000, NULL), 0);
     if (ack) {
         fp.acked++;
         fp.total_acked++;
@@ -143,18 +141,9 @@ static struct ag_bus fake;
 
 static void psetup(void)
 {
-    strcpy(pdir, "/tmp/agora-relaypipe-XXXXXX");
-    cr_assert_not_null(mkdtemp(pdir));
-    char uri[256], bdir[128];
-    snprintf(uri, sizeof uri, "shards:file:%s/s0,file:%s/s1", pdir, pdir);
-    snprintf(bdir, sizeof bdir, "%s/broker", pdir);
-    struct ag_store_options o = {.no_sync = true};
-    cr_assert_eq(ag_store_open(uri, &o, &pstore, NULL), 0);
-    cr_assert_eq(ag_store_shards(pstore), 2);
-    cr_assert_eq(ag_store_open(bdir, &o, &bstore, NULL), 0);
-    struct ag_bus_options bo = {.store = bstore};
-    cr_assert_eq(ag_bus_open("local:", &bo, &broker, NULL), 0);
-    fake_ops = *broker->ops;
+    relay_fx_open(&fx, "relaypipe", 2, true);
+    cr_assert_eq(ag_store_shards(fx.store), 2);
+    fake_ops = *fx.bus->ops;
     fake_ops.pipe_send = fake_send;
     fake_ops.pipe_acked = fake_acked;
     fake_ops.pipe_reset = fake_reset;
@@ -172,73 +161,10 @@ static void pteardown(void)
     free(fp.q);
     fp.q = NULL;
     fp.cap = 0;
-    ag_bus_close(broker);
-    ag_store_close(bstore);
-    ag_store_close(pstore);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", pdir);
-    cr_assert_eq(system(cmd), 0);
+    relay_fx_close(&fx);
 }
 
 TestSuite(relay_pipe, .init = psetup, .fini = pteardown, .timeout = 60);
-
-/* "Shipped" events are the published language; the subject is the stream. */
-static int map(void *ud, struct ag_store *s, const struct ag_event *ev, struct ag_relay_msg *out)
-{
-    AG_UNUSED(ud);
-    AG_UNUSED(s);
-    if (ev->type_len != 7 || memcmp(ev->type, "Shipped", 7) != 0) return 0;
-    snprintf(out->topic, sizeof out->topic, "agora.shipping.Shipped");
-    snprintf(out->type, sizeof out->type, "agora.shipping.Shipped");
-    snprintf(out->source, sizeof out->source, "/agora/shipping");
-    snprintf(out->subject, sizeof out->subject, "%.*s", (int)ev->stream_len, ev->stream);
-    out->data = ag_malloc(ev->data_len + 1);
-    memcpy(out->data, ev->data, ev->data_len);
-    out->data[ev->data_len] = 0;
-    return 1;
-}
-
-static void append(const char *stream, const char *type, int n)
-{
-    char data[32];
-    snprintf(data, sizeof data, "{\"n\":%d}", n);
-    struct ag_event_data ev = {
-        .type = type, .type_len = strlen(type), .data = data, .data_len = strlen(data)};
-    cr_assert_eq(ag_store_append(pstore, stream, strlen(stream), AG_STORE_ANY, &ev, 1, NULL, NULL),
-                 0);
-}
-
-static uint64_t head(void)
-{
-    struct ag_store_stats st;
-    ag_store_stats(pstore, &st);
-    return st.events;
-}
-
-/* Every message the consumer `name` gets now: their data's "n", in order. */
-static size_t drain(const char *name, int *ns, size_t cap)
-{
-    struct ag_bus_consumer_config cfg = {.name = name};
-    struct ag_bus_consumer *c;
-    cr_assert_eq(ag_bus_consumer_open(broker, &cfg, &c, NULL), 0);
-    size_t got = 0;
-    for (;;) {
-        struct ag_bus_delivery **ds;
-        size_t n;
-        cr_assert_eq(ag_bus_fetch(c, 64, 0, &ds, &n, NULL), 0);
-        if (!n) break;
-        for (size_t i = 0; i < n; i++) {
-            const char *p = strstr(ds[i]->msg.data, "\"n\":");
-            if (got < cap) ns[got] = p ? atoi(p + 4) : -1;
-            got++;
-            ag_bus_ack(c, ds[i], NULL);
-            ag_bus_delivery_free(c, ds[i]);
-        }
-        ag_free(ds);
-    }
-    ag_bus_consumer_close(c);
-    return got;
-}
 
 /* Each of base..base+count-1 exactly once, and 2k before 2k+1 (one stream's two
  * events; the shards' events interleave). */
@@ -260,7 +186,7 @@ static json_t *stored_checkpoint(void)
 {
     struct ag_event_page pg;
     cr_assert_eq(
-        ag_store_read_stream(pstore, "_relay-outbox", 13, -1, AG_READ_BACKWARD, 1, &pg, NULL), 0);
+        ag_store_read_stream(fx.store, "_relay-outbox", 13, -1, AG_READ_BACKWARD, 1, &pg, NULL), 0);
     json_t *d = pg.count ? json_loadb(pg.events[0].data, pg.events[0].data_len, 0, NULL) : NULL;
     ag_event_page_free(&pg);
     return d;
@@ -271,14 +197,14 @@ Test(relay_pipe, two_shards_relayed_exactly_once_across_a_pipe_reset)
     char stream[32];
     for (int i = 0; i < 40; i++) {
         snprintf(stream, sizeof stream, "parcel-%d", i);
-        append(stream, "Shipped", 2 * i);
-        append(stream, "Weighed", 1000 + i); /* private */
-        append(stream, "Shipped", 2 * i + 1);
+        relay_fx_append(&fx, stream, "Shipped", 2 * i);
+        relay_fx_append(&fx, stream, "Weighed", 1000 + i); /* private */
+        relay_fx_append(&fx, stream, "Shipped", 2 * i + 1);
     }
     size_t all = 0, on1 = 0; /* both shards hold some */
     for (uint64_t from = 0;;) {
         struct ag_event_page pg;
-        cr_assert_eq(ag_store_read_all(pstore, from, AG_READ_FORWARD, 1000, &pg, NULL), 0);
+        cr_assert_eq(ag_store_read_all(fx.store, from, AG_READ_FORWARD, 1000, &pg, NULL), 0);
         size_t n = pg.count;
         for (size_t i = 0; i < n; i++) {
             const struct ag_event *ev = &pg.events[i];
@@ -293,10 +219,10 @@ Test(relay_pipe, two_shards_relayed_exactly_once_across_a_pipe_reset)
     cr_assert_eq(all, 120);
     cr_assert(on1 > 0 && on1 < all, "%zu of 120 on shard 1", on1);
     fp.fail_after = 37; /* mid-page, with pages in flight behind it */
-    struct ag_relay_config cfg = {.store = pstore, .bus = &fake, .map = map, .batch = 5};
+    struct ag_relay_config cfg = {.store = fx.store, .bus = &fake, .map = relay_fx_map, .batch = 5};
     struct ag_relay *r;
     cr_assert_eq(ag_relay_start(&cfg, &r, NULL), 0);
-    cr_assert_eq(ag_relay_wait(r, head(), 20000), 0);
+    cr_assert_eq(ag_relay_wait(r, relay_fx_head(&fx), 20000), 0);
     struct ag_relay_stats st;
     ag_relay_stats(r, &st);
     cr_assert_geq(st.failures, 1);
@@ -304,9 +230,9 @@ Test(relay_pipe, two_shards_relayed_exactly_once_across_a_pipe_reset)
     cr_assert_geq(fp.resets, 1);
     ag_relay_stop(r); /* records the checkpoint */
     int ns[256];
-    assert_once_in_order(ns, drain("c1", ns, 256), 0, 80);
+    assert_once_in_order(ns, relay_fx_drain(&fx, "c1", ns, 256), 0, 80);
     struct ag_bus_health h;
-    ag_bus_health(broker, &h);
+    ag_bus_health(fx.bus, &h);
     cr_assert_gt(h.duplicates, 0, "the republished half was dropped by dedup");
     json_t *cp = stored_checkpoint();
     cr_assert_not_null(cp);
@@ -318,13 +244,13 @@ Test(relay_pipe, two_shards_relayed_exactly_once_across_a_pipe_reset)
     cr_assert(c.next[0] > 0 && c.next[1] > 0);
     json_decref(cp);
     /* restarted: resumes from the cursor, publishes only what is new */
-    append("parcel-new", "Shipped", 80);
+    relay_fx_append(&fx, "parcel-new", "Shipped", 80);
     cr_assert_eq(ag_relay_start(&cfg, &r, NULL), 0);
-    cr_assert_eq(ag_relay_wait(r, head(), 20000), 0);
+    cr_assert_eq(ag_relay_wait(r, relay_fx_head(&fx), 20000), 0);
     ag_relay_stats(r, &st);
     cr_assert_eq(st.published, 1, "only the new event");
     ag_relay_stop(r);
-    cr_assert_eq(drain("c1", ns, 256), 1);
+    cr_assert_eq(relay_fx_drain(&fx, "c1", ns, 256), 1);
     cr_assert_eq(ns[0], 80);
 }
 
@@ -368,27 +294,27 @@ Test(relay_pipe, a_lost_lease_takes_back_what_is_in_flight)
     char stream[32];
     for (int i = 0; i < 5; i++) {
         snprintf(stream, sizeof stream, "parcel-%d", i);
-        append(stream, "Shipped", 2 * i);
-        append(stream, "Shipped", 2 * i + 1);
+        relay_fx_append(&fx, stream, "Shipped", 2 * i);
+        relay_fx_append(&fx, stream, "Shipped", 2 * i + 1);
     }
     holder = a;
-    struct ag_relay_config cfg = {.store = pstore,
+    struct ag_relay_config cfg = {.store = fx.store,
                                   .bus = &fake,
-                                  .map = map,
+                                  .map = relay_fx_map,
                                   .batch = 4,
                                   .lease = lease,
                                   .lease_ud = (void *)a};
     struct ag_relay *ra;
     cr_assert_eq(ag_relay_start(&cfg, &ra, NULL), 0);
-    cr_assert_eq(ag_relay_wait(ra, head(), 20000), 0);
+    cr_assert_eq(ag_relay_wait(ra, relay_fx_head(&fx), 20000), 0);
     /* the broker stops acking; ten more go in flight */
     pthread_mutex_lock(&fp.lock);
     fp.hold = true;
     pthread_mutex_unlock(&fp.lock);
     for (int i = 5; i < 10; i++) {
         snprintf(stream, sizeof stream, "parcel-%d", i);
-        append(stream, "Shipped", 2 * i);
-        append(stream, "Shipped", 2 * i + 1);
+        relay_fx_append(&fx, stream, "Shipped", 2 * i);
+        relay_fx_append(&fx, stream, "Shipped", 2 * i + 1);
     }
     EVENTUALLY(inflight() == 10);
     holder = NULL;
@@ -402,15 +328,16 @@ Test(relay_pipe, a_lost_lease_takes_back_what_is_in_flight)
     pthread_mutex_unlock(&fp.lock);
     ag_relay_stop(ra);
     int ns[256];
-    assert_once_in_order(ns, drain("c2", ns, 256), 0, 10); /* only what was acked */
+    assert_once_in_order(ns, relay_fx_drain(&fx, "c2", ns, 256), 0, 10); /* only what was acked */
     /* the next holder starts from the stored checkpoint and publishes the rest */
     holder = b;
     cfg.lease_ud = (void *)b;
     struct ag_relay *rb;
     cr_assert_eq(ag_relay_start(&cfg, &rb, NULL), 0);
-    cr_assert_eq(ag_relay_wait(rb, head(), 20000), 0);
+    cr_assert_eq(ag_relay_wait(rb, relay_fx_head(&fx), 20000), 0);
     ag_relay_stats(rb, &st);
     cr_assert_not(st.standby);
     ag_relay_stop(rb);
-    assert_once_in_order(ns, drain("c2", ns, 256), 10, 10); /* the ten taken back, once */
+    assert_once_in_order(ns, relay_fx_drain(&fx, "c2", ns, 256), 10,
+                         10); /* the ten taken back, once */
 }

@@ -12,6 +12,8 @@
 #include "agora/es.h"
 #include "agora/store_log.h"
 
+#include "es_fixture.h"
+
 struct note {
     int notes;
     long long words; /* Σ words: only v2 events carry them */
@@ -62,29 +64,18 @@ static const struct ag_es_schema current[] = {{"Noted", 2}};
 static const struct ag_es_upcaster ups[] = {{"Noted", 1, noted_v1}};
 static const struct ag_es_schemas schemas = {current, 1, ups, 1};
 
-static char dir[64];
-static struct ag_store *store;
-static struct ag_es_repo *repo;
+static struct es_fx fx; /* a temporary log store and a repository over it */
 
 static void setup(void)
 {
-    strcpy(dir, "/tmp/agora-upcast-XXXXXX");
-    cr_assert_not_null(mkdtemp(dir));
-    struct ag_store_options o = {.no_sync = true};
-    cr_assert_eq(ag_store_log_open(dir, &o, &store, NULL), 0);
-    struct ag_es_repo_config rc = {.store = store, .snapshot_every = 1000};
-    cr_assert_eq(ag_es_repo_new(&rc, &repo), 0);
+    es_fx_open(&fx, "upcast", (struct ag_es_repo_config){.snapshot_every = 1000});
     ag_es_schemas_set(&schemas);
 }
 
 static void teardown(void)
 {
     ag_es_schemas_set(NULL);
-    ag_es_repo_free(repo);
-    ag_store_close(store);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    cr_assert_eq(system(cmd), 0);
+    es_fx_close(&fx);
 }
 
 TestSuite(upcast, .init = setup, .fini = teardown);
@@ -106,7 +97,7 @@ static void append_raw(const char *stream, const char *data, const char *meta)
                               .data_len = strlen(data),
                               .metadata = meta,
                               .metadata_len = meta ? strlen(meta) : 0};
-    cr_assert_eq(ag_store_append(store, stream, strlen(stream), AG_STORE_ANY, &e, 1, NULL, NULL),
+    cr_assert_eq(ag_store_append(fx.store, stream, strlen(stream), AG_STORE_ANY, &e, 1, NULL, NULL),
                  0);
 }
 
@@ -120,13 +111,13 @@ Test(upcast, versions_are_written_in_the_metadata)
 {
     cr_assert_eq(ag_es_schema_version("Noted", 5), 2);
     cr_assert_eq(ag_es_schema_version("Other", 5), 1);
-    cr_assert_eq(ag_es_execute(repo,
+    cr_assert_eq(ag_es_execute(fx.repo,
                                &(struct ag_es_cmd){&note_type, "note-1", decide_note, "two words",
                                                    "{\"actor\":\"x\"}", NULL, NULL},
                                NULL, NULL),
                  0);
     struct ag_event_page pg;
-    cr_assert_eq(ag_store_read_stream(store, "note-1", 6, 0, AG_READ_FORWARD, 10, &pg, NULL), 0);
+    cr_assert_eq(ag_store_read_stream(fx.store, "note-1", 6, 0, AG_READ_FORWARD, 10, &pg, NULL), 0);
     cr_assert_eq(pg.count, 1);
     json_t *m = json_loadb(pg.events[0].metadata, pg.events[0].metadata_len, 0, NULL);
     cr_assert_eq(json_integer_value(json_object_get(m, "schemaVersion")), 2);
@@ -141,13 +132,13 @@ Test(upcast, the_repository_folds_old_events_in_the_current_shape)
 {
     append_raw("note-2", "{\"text\":\"an old three-word note\"}", NULL); /* v1: 4 words */
     append_raw("note-2", "{\"text\":\"x\",\"words\":7}", "{\"schemaVersion\":2}");
-    cr_assert_eq(ag_es_execute(repo,
+    cr_assert_eq(ag_es_execute(fx.repo,
                                &(struct ag_es_cmd){&note_type, "note-2", decide_note, "new one",
                                                    NULL, NULL, NULL},
                                NULL, NULL),
                  0);
     struct note n;
-    cr_assert_eq(ag_es_read(repo, &note_type, "note-2", view_note, &n, NULL), 0);
+    cr_assert_eq(ag_es_read(fx.repo, &note_type, "note-2", view_note, &n, NULL), 0);
     cr_assert_eq(n.notes, 3);
     cr_assert_eq(n.words, 4 + 7 + 2);
 }
@@ -157,14 +148,14 @@ Test(upcast, a_newer_version_is_refused)
     append_raw("note-3", "{\"text\":\"from the future\",\"words\":3,\"mood\":1}",
                "{\"schemaVersion\":3}");
     struct ag_event_page pg;
-    cr_assert_eq(ag_store_read_stream(store, "note-3", 6, 0, AG_READ_FORWARD, 10, &pg, NULL), 0);
+    cr_assert_eq(ag_store_read_stream(fx.store, "note-3", 6, 0, AG_READ_FORWARD, 10, &pg, NULL), 0);
     struct ag_err err;
     cr_assert_null(ag_es_event_data(&pg.events[0], &err));
     cr_assert_eq(err.code, AG_EINVAL);
     cr_assert(strstr(err.msg, "version 3"), "%s", err.msg);
     ag_event_page_free(&pg);
     struct note n;
-    cr_assert_neq(ag_es_read(repo, &note_type, "note-3", view_note, &n, NULL), 0);
+    cr_assert_neq(ag_es_read(fx.repo, &note_type, "note-3", view_note, &n, NULL), 0);
 }
 
 Test(upcast, without_a_table_events_pass_through)
@@ -172,7 +163,7 @@ Test(upcast, without_a_table_events_pass_through)
     append_raw("note-4", "{\"text\":\"a b\"}", NULL);
     ag_es_schemas_set(NULL);
     struct ag_event_page pg;
-    cr_assert_eq(ag_store_read_stream(store, "note-4", 6, 0, AG_READ_FORWARD, 10, &pg, NULL), 0);
+    cr_assert_eq(ag_store_read_stream(fx.store, "note-4", 6, 0, AG_READ_FORWARD, 10, &pg, NULL), 0);
     json_t *d = ag_es_event_data(&pg.events[0], NULL);
     cr_assert_null(json_object_get(d, "words"));
     json_decref(d);
@@ -206,14 +197,14 @@ Test(upcast, projections_see_old_events_in_the_current_shape)
     const struct ag_projection proj = {
         "words", "CREATE TABLE IF NOT EXISTS w(n INTEGER);", types, apply_words, NULL, NULL};
     append_raw("note-5", "{\"text\":\"one two three\"}", NULL);
-    cr_assert_eq(ag_es_execute(repo,
+    cr_assert_eq(ag_es_execute(fx.repo,
                                &(struct ag_es_cmd){&note_type, "note-5", decide_note, "x y", NULL,
                                                    NULL, NULL},
                                NULL, NULL),
                  0);
     char rm[128];
-    snprintf(rm, sizeof rm, "%s/readmodels", dir);
-    cr_assert_eq(ag_projection_rebuild(store, rm, &proj, NULL, NULL, NULL), 0);
+    snprintf(rm, sizeof rm, "%s/readmodels", fx.dir);
+    cr_assert_eq(ag_projection_rebuild(fx.store, rm, &proj, NULL, NULL, NULL), 0);
     struct ag_rm *db;
     cr_assert_eq(ag_rm_open(rm, "words", AG_RM_READONLY, &db, NULL), 0);
     long long total = -1;

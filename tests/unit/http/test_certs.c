@@ -211,22 +211,14 @@ static void serve_mtls(void)
     struct ag_tls_server_config tc = {&pair, 1, path("ca/ca.pem")};
     struct ag_err err;
     cr_assert_eq(ag_tls_server_new(&tc, &srv_tls, &err), 0, "%s", err.msg);
-    cr_assert_not_null(router = test_router_new());
-    struct ag_http_server_config cfg = {.workers = 1, .tls = srv_tls};
-    cr_assert_eq(ag_http_server_new(&cfg, router, &server), 0);
-    cr_assert_eq(ag_http_server_start(server, NULL), 0);
-    uv_loop_init(&loop);
+    test_server_start((struct ag_http_server_config){.workers = 1, .tls = srv_tls}, &router,
+                      &server, &loop);
 }
 
 static void stop_mtls(void)
 {
-    uv_run(&loop, UV_RUN_DEFAULT);
-    uv_loop_close(&loop);
-    ag_http_server_drain(server, 100);
-    ag_http_server_wait(server);
-    ag_http_server_free(server);
+    test_server_stop(&router, &server, &loop);
     ag_tls_server_free(srv_tls);
-    ag_http_router_free(router);
 }
 
 static struct ag_tls_client *member_client(const char *name)

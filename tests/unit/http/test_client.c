@@ -15,25 +15,13 @@ static uv_loop_t loop;
 
 static void start_server(uint32_t idle_ms)
 {
-    cr_assert_not_null(router = test_router_new());
     struct ag_http_server_config cfg = {.workers = 1, .idle_timeout_ms = idle_ms};
-    cr_assert_eq(ag_http_server_new(&cfg, router, &server), 0);
-    cr_assert_eq(ag_http_server_start(server, NULL), 0);
-    uv_loop_init(&loop);
+    test_server_start(cfg, &router, &server, &loop);
 }
 
 static void stop_all(void)
 {
-    uv_run(&loop, UV_RUN_DEFAULT); /* lets closed handles finish */
-    uv_loop_close(&loop);
-    if (server) {
-        ag_http_server_drain(server, 100);
-        ag_http_server_wait(server);
-        ag_http_server_free(server);
-        server = NULL;
-    }
-    ag_http_router_free(router);
-    router = NULL;
+    test_server_stop(&router, &server, &loop);
 }
 
 struct result {

@@ -33,27 +33,15 @@ static void start(const char *cert, const char *key)
     struct ag_tls_server_config tc = {certs, 2};
     struct ag_err err;
     cr_assert_eq(ag_tls_server_new(&tc, &tls, &err), 0, "%s", err.msg);
-    cr_assert_not_null(router = test_router_new());
-    struct ag_http_server_config cfg = {.workers = 1, .tls = tls};
-    cr_assert_eq(ag_http_server_new(&cfg, router, &server), 0);
-    cr_assert_eq(ag_http_server_start(server, NULL), 0);
-    uv_loop_init(&loop);
+    test_server_start((struct ag_http_server_config){.workers = 1, .tls = tls}, &router, &server,
+                      &loop);
 }
 
 static void stop(void)
 {
-    uv_run(&loop, UV_RUN_DEFAULT);
-    uv_loop_close(&loop);
-    if (server) {
-        ag_http_server_drain(server, 100);
-        ag_http_server_wait(server);
-        ag_http_server_free(server);
-        server = NULL;
-    }
+    test_server_stop(&router, &server, &loop);
     ag_tls_server_free(tls);
     tls = NULL;
-    ag_http_router_free(router);
-    router = NULL;
 }
 
 struct result {

@@ -1,3 +1,9 @@
+/* The router the HTTP unit tests drive (testrouter.h): text, echo, path
+ * parameters, errors, problem+json, a refused response header, requests answered
+ * later (from the test, or from a timer on the request's loop), headers echoed;
+ * and the server around it that test_client.c, test_tls.c and test_certs.c start
+ * and stop the same way. Linked into test_http; defines no test. */
+#include <criterion/criterion.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -130,4 +136,28 @@ struct ag_http_router *test_router_new(void)
     ag_http_route(r, "GET", "/headers", headers, NULL);
     test_ndeferred = 0;
     return r;
+}
+
+void test_server_start(struct ag_http_server_config cfg, struct ag_http_router **router,
+                       struct ag_http_server **server, uv_loop_t *loop)
+{
+    cr_assert_not_null(*router = test_router_new());
+    cr_assert_eq(ag_http_server_new(&cfg, *router, server), 0);
+    cr_assert_eq(ag_http_server_start(*server, NULL), 0);
+    uv_loop_init(loop);
+}
+
+void test_server_stop(struct ag_http_router **router, struct ag_http_server **server,
+                      uv_loop_t *loop)
+{
+    uv_run(loop, UV_RUN_DEFAULT);
+    uv_loop_close(loop);
+    if (*server) {
+        ag_http_server_drain(*server, 100);
+        ag_http_server_wait(*server);
+        ag_http_server_free(*server);
+        *server = NULL;
+    }
+    ag_http_router_free(*router);
+    *router = NULL;
 }

@@ -515,12 +515,13 @@ struct ag_gateway {
     uint16_t redirect_to;                   /* the HTTPS port it points at */
     struct ag_obs_registry *metrics;        /* borrowed or owned */
     bool own_metrics;
-    struct ag_obs_family *denied;   /* agora_authz_denied_total{reason} */
-    struct ag_obs_health *health;   /* readiness checks */
-    struct ag_mesh_health *checker; /* active health checks */
-    struct ag_disc *disc;           /* the registry's resolver (discovery:), or NULL */
-    char disc_registry[512];        /* its URI */
-    struct gw_idem *idem;           /* idempotency store */
+    struct ag_obs_family *denied;               /* agora_authz_denied_total{reason} */
+    struct gw_cluster_metrics *cluster_metrics; /* agora_cluster_* (cluster_metrics.c) */
+    struct ag_obs_health *health;               /* readiness checks */
+    struct ag_mesh_health *checker;             /* active health checks */
+    struct ag_disc *disc;                       /* the registry's resolver (discovery:), or NULL */
+    char disc_registry[512];                    /* its URI */
+    struct gw_idem *idem;                       /* idempotency store */
     const struct ag_clock *clock;
     pthread_mutex_t loops_lock; /* guards loops[] growth */
     struct gw_loop *loops[256]; /* per worker loop state */
@@ -579,6 +580,10 @@ int ag__gw_admin_cluster(struct ag_http_req *req, void *ud);
  * *has = false), else answers 401 itself and returns 1. */
 int ag__gw_authenticate(struct ag_gateway *gw, struct gw_loop *l, const struct gw_conf *conf,
                         struct ag_http_req *req, struct gw_principal *p, bool *has);
+/* An `agora cluster up` gateway (opts.cluster_status): the agora_cluster_* series
+ * on /metrics from the supervisor's status file (cluster_metrics.c). */
+int ag__gw_cluster_metrics_start(struct ag_gateway *gw);
+void ag__gw_cluster_metrics_stop(struct ag_gateway *gw);
 /* Collector: agora_breaker_open{scope="gateway"} of every cluster's breaker. */
 void ag__gw_breakers_collect(void *ud);
 /* Admin endpoints and /metrics: 0 for an admin (or, with no jwt section, a

@@ -515,13 +515,14 @@ struct ag_gateway {
     uint16_t redirect_to;                   /* the HTTPS port it points at */
     struct ag_obs_registry *metrics;        /* borrowed or owned */
     bool own_metrics;
-    struct ag_obs_family *denied;               /* agora_authz_denied_total{reason} */
-    struct gw_cluster_metrics *cluster_metrics; /* agora_cluster_* (cluster_metrics.c) */
-    struct ag_obs_health *health;               /* readiness checks */
-    struct ag_mesh_health *checker;             /* active health checks */
-    struct ag_disc *disc;                       /* the registry's resolver (discovery:), or NULL */
-    char disc_registry[512];                    /* its URI */
-    struct gw_idem *idem;                       /* idempotency store */
+    /* agora_cluster_* on /metrics (cluster_metrics.c) */
+    struct gw_cluster_metrics *cluster_metrics;
+    struct ag_obs_family *denied;   /* agora_authz_denied_total{reason} */
+    struct ag_obs_health *health;   /* readiness checks */
+    struct ag_mesh_health *checker; /* active health checks */
+    struct ag_disc *disc;           /* the registry's resolver (discovery:), or NULL */
+    char disc_registry[512];        /* its URI */
+    struct gw_idem *idem;           /* idempotency store */
     const struct ag_clock *clock;
     pthread_mutex_t loops_lock; /* guards loops[] growth */
     struct gw_loop *loops[256]; /* per worker loop state */

@@ -62,8 +62,13 @@ static void exe_name(long pid, char *out, size_t cap)
     out[0] = 0;
     if (n <= 0) return;
     target[n] = 0;
+    char *gone = strstr(target, " (deleted)"); /* the binary was replaced since it started */
+    if (gone && gone[10] == 0) *gone = 0;
     const char *base = strrchr(target, '/');
-    snprintf(out, cap, "%s", base ? base + 1 : target);
+    base = base ? base + 1 : target;
+    size_t len = strnlen(base, cap - 1);
+    memcpy(out, base, len);
+    out[len] = 0;
 }
 
 static bool under(const char *arg, const char *dir)
@@ -150,6 +155,33 @@ static void stale_pidfile(const struct cl_cluster *c)
                 AG_LS("process", exe));
 }
 
+static bool any_running(const pid_t *pids, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (running(pids[i])) return true;
+    return false;
+}
+
+static void kill_left(const pid_t *pids, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!running(pids[i])) continue;
+        AG_WARN("cluster.orphan_killed", AG_LI("pid", pids[i]));
+        kill(pids[i], SIGKILL);
+    }
+}
+
+/* wait for the signalled orphans; SIGKILL those left at ORPHAN_WAIT_MS */
+static void wait_orphans(const pid_t *pids, size_t n)
+{
+    uint64_t deadline = cl_now_ms() + ORPHAN_WAIT_MS, give_up = deadline + KILL_WAIT_MS;
+    bool killed = false;
+    while (n && cl_now_ms() < give_up && any_running(pids, n)) {
+        if (!killed && cl_now_ms() >= deadline) kill_left(pids, n), killed = true;
+        pause_ms(50);
+    }
+}
+
 void cl_stale_reap(const struct cl_cluster *c)
 {
     pid_t pids[ORPHAN_MAX];
@@ -160,21 +192,6 @@ void cl_stale_reap(const struct cl_cluster *c)
                 AG_LS("signal", pg[i] ? "SIGINT" : "SIGTERM"));
         kill(pids[i], pg[i] ? SIGINT : SIGTERM);
     }
-    uint64_t deadline = cl_now_ms() + ORPHAN_WAIT_MS, give_up = deadline + KILL_WAIT_MS;
-    bool killed = false;
-    while (n && cl_now_ms() < give_up) {
-        bool left = false;
-        for (size_t i = 0; i < n; i++) left = left || running(pids[i]);
-        if (!left) break;
-        if (!killed && cl_now_ms() >= deadline) {
-            for (size_t i = 0; i < n; i++)
-                if (running(pids[i])) {
-                    AG_WARN("cluster.orphan_killed", AG_LI("pid", pids[i]));
-                    kill(pids[i], SIGKILL);
-                }
-            killed = true;
-        }
-        pause_ms(50);
-    }
+    wait_orphans(pids, n);
     stale_pidfile(c);
 }

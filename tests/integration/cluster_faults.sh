@@ -59,7 +59,7 @@ ADMIN=$(cl_token ops admin)
 restock_all
 pass "cluster up in $((SECONDS - START)) s (2 x 2 instances); every product restocked"
 
-LOAD_S=50
+LOAD_S=40
 "$BIN" load --target "$G" --token "$ADMIN" --concurrency 4 --duration "$LOAD_S" --customers 4 \
     --order-timeout 90 --quiet >"$TMP/load.json" 2>"$TMP/load.err" &
 LPID=$!

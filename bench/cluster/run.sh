@@ -41,12 +41,12 @@ trap cleanup EXIT
 fail() { echo "bench-cluster: $*" >&2; exit 1; }
 STAMP=$(date -u +%Y-%m-%dT%H%MZ)
 COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
-LOADAVG=$(cut -d' ' -f1 /proc/loadavg)
 
 # measure SHAPE: restock, then the load through $G with $ADMIN; appends the JSON line
 measure() {
     local shape=$1
     restock_all
+    LOADAVG=$(cut -d' ' -f1 /proc/loadavg) # the machine's, as this shape's load starts
     "$BIN" load --target "$G" --token "$ADMIN" --concurrency "$CONCURRENCY" --duration "$DURATION" \
         --customers 16 --order-timeout 60 --quiet >"$TMP/$shape.json" 2>"$TMP/$shape.err" ||
         fail "$shape: the load failed: $(tail -3 "$TMP/$shape.err")"
@@ -87,12 +87,13 @@ import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 rows = {r["shape"]: r for r in rows if r.get("bench") == "cluster" and r.get("at") == sys.argv[2]}
 base = rows["run"]
-print(f"\nbench-cluster {sys.argv[2]} (load avg {base['loadavg1']} on {base['cores']} cores at the start)")
-print(f"{'shape':<10} {'confirmed/s':>12} {'x run':>6} {'POST p99 ms':>12} {'confirm p99 ms':>15} {'placed':>7} {'errors':>7}")
+print(f"\nbench-cluster {sys.argv[2]} on {base['cores']} cores (load avg: the machine's as each load started)")
+print(f"{'shape':<10} {'confirmed/s':>12} {'x run':>6} {'POST p99 ms':>12} {'confirm p99 ms':>15} {'placed':>7} {'pending':>8} {'rejected':>9} {'load avg':>9}")
 for k in ("run", "cluster-1", "cluster-2"):
     r = rows[k]
     print(f"{k:<10} {r['confirmedPerSec']:>12.1f} {r['confirmedPerSec'] / max(base['confirmedPerSec'], 1e-9):>6.2f}"
-          f" {r['postP99Us'] / 1000:>12.1f} {r['finalP99Us'] / 1000:>15.1f} {r['placed']:>7} {r['errors']:>7}")
+          f" {r['postP99Us'] / 1000:>12.1f} {r['finalP99Us'] / 1000:>15.1f} {r['placed']:>7}"
+          f" {r['pending']:>8} {r['rejected']:>9} {r['loadavg1']:>9.1f}")
 c1, c2 = rows["cluster-1"], rows["cluster-2"]
 print(f"cluster-2 / cluster-1: {c2['confirmedPerSec'] / max(c1['confirmedPerSec'], 1e-9):.2f}x confirmed/s")
 PY

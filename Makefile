@@ -44,6 +44,8 @@ bench: build
 bench-soak: build
 	@bash bench/soak/soak.sh
 
+# bench-<name>: bench/<name>/run.sh, e.g. bench-cluster (agora run vs agora cluster up
+# with 1 and 2 instances per context, through the gateway)
 bench-%: build
 	@bash bench/$*/run.sh
 

@@ -72,6 +72,7 @@ struct cl_group {
     double load;         /* in-flight requests on its instances, smoothed (EWMA 1/2 per s) */
     uint64_t changed_ms; /* its last scale decision (the cooldown counts from it) */
     unsigned ups, downs; /* decisions taken since the supervisor started */
+    double util;         /* load / (active instances * target), at the last scrape */
     char last[200];      /* the last decision, for status.json */
 };
 
@@ -137,6 +138,13 @@ void cl_autoscale(struct cl_cluster *c, uint64_t now_ms);
 void cl_drain_due(struct cl_cluster *c, uint64_t now_ms);
 /* Rewrite DIR/gateway.yaml from the endpoints in rotation and SIGHUP the gateway. */
 void cl_gateway_reload(struct cl_cluster *c);
+
+/* ---- cluster_stale.c: a previous supervisor's leftovers ---- */
+
+/* With DIR locked: stop the members of DIR a dead supervisor left running (found in
+ * /proc by their command lines; SIGTERM / PostgreSQL SIGINT, SIGKILL after 15 s) and
+ * remove a postmaster.pid whose pid now belongs to another program. */
+void cl_stale_reap(const struct cl_cluster *c);
 
 /* ---- cluster_proc.c: processes and health ---- */
 

@@ -338,6 +338,7 @@ static json_t *groups_json(const struct cl_cluster *c)
                                            "instances", (int)n, "autoscaled", g->min < g->max,
                                            "load", g->load, "scaleUps", (int)g->ups, "scaleDowns",
                                            (int)g->downs, "lastDecision", g->last));
+        json_object_set_new(json_array_get(a, gi), "utilisation", json_real(g->util));
     }
     return a;
 }

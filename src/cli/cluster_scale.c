@@ -20,7 +20,10 @@
  * the requests it has with it), gets SIGTERM 2 s later (it drains what it still
  * has) and is parked when it exits. Decisions are JSON log lines (cluster.scale
  * with the group, from, to and why) and counted in status.json (groups[]: ups,
- * downs, load, the last decision), which GET /admin/cluster exports.
+ * downs, load, utilisation, the last decision), which GET /admin/cluster exports
+ * and the gateway turns into Prometheus series on its /metrics
+ * (src/gateway/cluster_metrics.c: agora_cluster_instances, _utilisation,
+ * _scale_decisions_total, _member_restarts_total).
  */
 #include <signal.h>
 #include <stdio.h>
@@ -137,8 +140,9 @@ void cl_autoscale(struct cl_cluster *c, uint64_t now)
         double sum = group_sum(c, gi, buf); /* every group's: status.json shows the load */
         if (sum < 0) continue;
         g->load = (g->load + sum) / 2;
-        if (g->min == g->max) continue;
         unsigned n = active(c, gi);
+        g->util = n ? g->load / (n * c->target) : 0; /* agora_cluster_utilisation */
+        if (g->min == g->max) continue;
         if (!n || now - g->changed_ms < c->cooldown_ms) continue;
         if (g->load > n * c->target && n < g->max)
             decide(c, gi, +1, n, now);

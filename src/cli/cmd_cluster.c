@@ -244,6 +244,7 @@ static int prepare(struct cl_cluster *c, const struct up_opts *o, int *lock, str
     } else {
         rc = load_existing(c, o, err);
     }
+    if (!rc) cl_stale_reap(c); /* a crashed supervisor's members (cluster_stale.c) */
     if (!rc) rc = cl_ports_free(c, err);
     if (!rc) rc = make_dirs(c, err);
     if (!rc) rc = cl_secrets(c, err);

@@ -515,6 +515,8 @@ struct ag_gateway {
     uint16_t redirect_to;                   /* the HTTPS port it points at */
     struct ag_obs_registry *metrics;        /* borrowed or owned */
     bool own_metrics;
+    /* agora_cluster_* on /metrics (cluster_metrics.c) */
+    struct gw_cluster_metrics *cluster_metrics;
     struct ag_obs_family *denied;   /* agora_authz_denied_total{reason} */
     struct ag_obs_health *health;   /* readiness checks */
     struct ag_mesh_health *checker; /* active health checks */
@@ -579,6 +581,10 @@ int ag__gw_admin_cluster(struct ag_http_req *req, void *ud);
  * *has = false), else answers 401 itself and returns 1. */
 int ag__gw_authenticate(struct ag_gateway *gw, struct gw_loop *l, const struct gw_conf *conf,
                         struct ag_http_req *req, struct gw_principal *p, bool *has);
+/* An `agora cluster up` gateway (opts.cluster_status): the agora_cluster_* series
+ * on /metrics from the supervisor's status file (cluster_metrics.c). */
+int ag__gw_cluster_metrics_start(struct ag_gateway *gw);
+void ag__gw_cluster_metrics_stop(struct ag_gateway *gw);
 /* Collector: agora_breaker_open{scope="gateway"} of every cluster's breaker. */
 void ag__gw_breakers_collect(void *ud);
 /* Admin endpoints and /metrics: 0 for an admin (or, with no jwt section, a

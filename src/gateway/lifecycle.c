@@ -183,6 +183,7 @@ static int build_router(struct ag_gateway *gw)
     if (!rc) rc = ag_http_router_observe(gw->router, &ob);
     if (!rc && gw->metrics)
         rc = ag_obs_registry_collector(gw->metrics, ag__gw_breakers_collect, gw);
+    if (!rc) rc = ag__gw_cluster_metrics_start(gw);
     if (!rc) rc = ag_http_route(gw->router, "GET", "/admin/upstreams", ag__gw_admin_upstreams, gw);
     if (!rc)
         rc = ag_http_route(gw->router, "GET", "/admin/circuit-breakers", ag__gw_admin_breakers, gw);
@@ -232,6 +233,7 @@ static int gw_alloc(const struct ag_gateway_options *o, struct ag_gateway **out)
 static void gw_free(struct ag_gateway *gw)
 {
     if (gw->metrics) ag_obs_registry_collector_remove(gw->metrics, ag__gw_breakers_collect, gw);
+    ag__gw_cluster_metrics_stop(gw);
     if (gw->checker) ag_mesh_health_stop(gw->checker);
     if (gw->server) ag_http_server_free(gw->server);
     if (gw->redirect) ag_http_server_free(gw->redirect);

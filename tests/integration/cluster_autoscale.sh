@@ -9,7 +9,11 @@
 #   - a light load after it (2 orders/s, polled every 0.5 s): the group scales back down to 1 after the
 #     cooldown (all-2 drained: out of the endpoints, SIGTERM, parked), and the light
 #     load meanwhile sees no error and no transport error (no request dropped);
-#   - the decisions in status.json (as many downs as ups) and GET /admin/cluster.
+#   - the decisions in status.json (as many downs as ups) and GET /admin/cluster;
+#   - the gateway's /metrics: agora_cluster_scale_decisions_total{context="all",
+#     direction} 0 at the start, then the ups and downs (the counter moved),
+#     agora_cluster_instances 1 -> 2 -> 1, agora_cluster_utilisation,
+#     agora_cluster_member_restarts_total{member="all-2"} 0 (a scale-up is no restart).
 # Skips (77) without PostgreSQL; needs nats-server (scripts/bootstrap.sh).
 set -uo pipefail
 BIN=${AGORA_BIN:?AGORA_BIN not set}
@@ -45,6 +49,9 @@ endpoints() { # the gateway's endpoints for the ordering cluster
     curl -s -H "Authorization: Bearer $ADMIN" "$G/admin/upstreams" |
         json_field 'len([u for u in d["upstreams"] if u["name"] == "ordering"][0]["endpoints"])'
 }
+metric() { # metric 'NAME{LABELS}': its value on the gateway's /metrics (admin)
+    curl -s -H "Authorization: Bearer $ADMIN" "$G/metrics" | awk -v k="$1" '$1 == k {print $2}'
+}
 waitfor() { # waitfor SECONDS WHAT CMD...: until CMD succeeds
     local s=$1 what=$2
     shift 2
@@ -63,7 +70,11 @@ ADMIN=$("$BIN" token --data "$D" --sub ops --role admin)
 [ "$(member all-2 state)" = parked ] || fail "all-2 is $(member all-2 state), not parked"
 [ "$(group instances)/$(group min)/$(group max)" = 1/1/2 ] || fail "group: $(cstatus)"
 [ "$(endpoints)" = 1 ] || fail "the gateway lists $(endpoints) ordering endpoints, not 1"
-pass "all=1..2: one instance, the second slot parked, one endpoint at the gateway"
+UPS='agora_cluster_scale_decisions_total{context="all",direction="up"}'
+DOWNS='agora_cluster_scale_decisions_total{context="all",direction="down"}'
+[ "$(metric "$UPS")/$(metric "$DOWNS")/$(metric 'agora_cluster_instances{context="all"}')" = 0/0/1 ] ||
+    fail "/metrics at the start: $(curl -s -H "Authorization: Bearer $ADMIN" "$G/metrics" | grep agora_cluster_)"
+pass "all=1..2: one instance, the second slot parked, one endpoint at the gateway; /metrics: 0 decisions, 1 instance"
 
 # ---- a load step: up to 2 ----
 "$BIN" load --target "$G" --token "$ADMIN" --concurrency 12 --duration 12 --customers 4 \
@@ -74,6 +85,7 @@ waitfor 30 "not scaled up to 2 under the load" up2
 wait "$LPID"
 LPID=""
 grep -q '"cluster.scale".*"direction":"up".*"member":"all-2"' "$TMP/supervisor.log" || fail "no cluster.scale up logged"
+[ "$(metric "$UPS")" -ge 1 ] || fail "the decision counter did not move: $UPS $(metric "$UPS")"
 pass "a load step (12 clients): scaled up to 2 (logged; all-2 ready, 2 endpoints at the gateway)"
 
 # ---- a light load: back down to 1, no request dropped ----
@@ -100,7 +112,12 @@ ups=$(group scaleUps) downs=$(group scaleDowns)
     fail "decisions: $(cstatus | json_field 'd["groups"]')"
 [ "$(curl -s -H "Authorization: Bearer $ADMIN" "$G/admin/cluster" | json_field 'd["groups"][0]["scaleDowns"]')" = "$downs" ] ||
     fail "GET /admin/cluster does not export the decisions"
-pass "a light load (2 orders/s): scaled down to 1 after the cooldown (drained, parked); no error, no transport error; decisions in status.json and /admin/cluster"
+mets=$(curl -s -H "Authorization: Bearer $ADMIN" "$G/metrics" | grep agora_cluster_)
+[ "$(metric "$UPS")/$(metric "$DOWNS")" = "$ups/$downs" ] || fail "/metrics decisions, not $ups/$downs: $mets"
+[ "$(metric 'agora_cluster_instances{context="all"}')" = 1 ] || fail "/metrics instances: $mets"
+[ -n "$(metric 'agora_cluster_utilisation{context="all"}')" ] || fail "/metrics utilisation: $mets"
+[ "$(metric 'agora_cluster_member_restarts_total{member="all-2"}')" = 0 ] || fail "/metrics restarts: $mets"
+pass "a light load (2 orders/s): scaled down to 1 after the cooldown (drained, parked); no error, no transport error; decisions in status.json, /admin/cluster and /metrics (agora_cluster_scale_decisions_total up $ups, down $downs)"
 
 pids=$(member_pids)
 kill -INT "$SUP"

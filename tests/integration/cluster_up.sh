@@ -13,7 +13,9 @@
 #     admin with the same members, 403 for a customer, 401 anonymous;
 #   - kill -9 an instance and a NATS node during an order load: the supervisor logs
 #     their exits (with the backoff) and starts them again (new pids, restarts 1 in
-#     status), every order the load saw accepted is final and orders confirm;
+#     status), every order the load saw accepted is final and orders confirm; no
+#     saga left running and saga_check.py passes on PostgreSQL (every saga ended,
+#     money and stock conserved, nothing applied twice, read models = the log);
 #   - SIGINT: the supervisor stops the members in order (gateway, instances, NATS,
 #     PostgreSQL), exits 0, and none of the pids it ran is left;
 #   - a second start on DIR reuses cluster.json (its ports) and the data (no initdb;
@@ -23,6 +25,7 @@ set -uo pipefail
 BIN=${AGORA_BIN:?AGORA_BIN not set}
 SRC=${AG_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 source "$SRC/tests/integration/run_lib.bash"
+source "$SRC/tests/integration/cluster_lib.bash" # cluster_settle, cluster_saga_check
 command -v nats-server >/dev/null || { echo "cluster_up: nats-server is not installed" >&2; exit 1; }
 PGB=${PGBIN:-/usr/lib/postgresql/15/bin}
 [[ -x $PGB/initdb ]] || command -v initdb >/dev/null || { echo "cluster_up: no PostgreSQL" >&2; exit 77; }
@@ -194,6 +197,9 @@ for m in "$VICTIM" nats-2; do
 done
 order_confirms
 pass "killed $VICTIM and nats-2 (-9) under load: every accepted order final, both restarted (logged, restarts 1, new pids), order $OID confirmed after"
+cluster_settle 60
+cluster_saga_check
+pass "after the kills: no saga running; $CHECK_OUT"
 
 # ---- SIGINT stops everything, in order ----
 stop_cluster() { # SIGINT the supervisor: exit 0, stopped in order, no member pid left; sets ORDER

@@ -1,0 +1,160 @@
+# Helpers for the `agora cluster up` fault tests (cluster_faults.sh, cluster_crash.sh,
+# cluster_up.sh) and bench/cluster/run.sh; sourced after run_lib.bash. The caller
+# sets BIN, SRC, D (the cluster's directory), TMP and defines fail.
+#   cluster_start PORT LOG [ARGS]  `agora cluster up` in the background (SUP), until
+#                                  status.json says running with this supervisor
+#   cstatus / member NAME FIELD / member_pids   status.json, as cluster_up.sh reads it
+#   cl_token SUB ROLE              a token from `agora token --data D`
+#   stream_leader                  the NATS member leading the AGORA stream (/jsz)
+#   restock_all                    every product's stock +1000000 (the admin, ADMIN)
+#   probe_confirms WHAT            one order by a fresh customer reaches confirmed
+#   cluster_settle SECONDS         no saga running, the projections caught up (gateway)
+#   cluster_saga_check             `agora store all` + saga_check.py on PostgreSQL
+cstatus() { "$BIN" cluster status --dir "$D" --json 2>/dev/null; }
+member_pids() { cstatus | json_field '" ".join(str(m["pid"]) for m in d["members"] if m["pid"])' 2>/dev/null; }
+member() { cstatus | json_field "[m for m in d['members'] if m['name'] == '$1'][0]['$2']" 2>/dev/null; }
+cl_token() { "$BIN" token --data "$D" --sub "$1" --role "$2"; }
+cl_pg_uri() { echo "postgresql:///postgres?host=$D/pg&port=5432&user=postgres"; }
+
+cluster_start() { # cluster_start PORT LOG [ARGS...]
+    local port=$1 log=$2
+    shift 2
+    "$BIN" cluster up --dir "$D" --listen "127.0.0.1:$port" "$@" 2>>"$log" &
+    SUP=$!
+    G=http://127.0.0.1:$port
+    for _ in $(seq 1200); do
+        [ "$(cstatus | json_field '"%s %s" % (d["state"], d["supervisor"]["pid"])' 2>/dev/null)" = "running $SUP" ] && return 0
+        kill -0 "$SUP" 2>/dev/null || fail "the supervisor exited: $(tail -5 "$log")"
+        sleep 0.1
+    done
+    fail "not running after 120 s: $("$BIN" cluster status --dir "$D")"
+}
+
+# the name of the NATS member leading the AGORA stream (asked of every node: the
+# first that knows)
+stream_leader() {
+    local mp
+    for mp in $(cstatus | json_field '" ".join(str(m["monitorPort"]) for m in d["members"] if m["role"] == "nats" and m["health"] == "ready")'); do
+        curl -s --max-time 2 "http://127.0.0.1:$mp/jsz?accounts=true&streams=true" | json_field \
+            '[s["cluster"]["leader"] for a in d.get("account_details", []) for s in a.get("stream_detail", []) if s["name"] == "AGORA"][0]' 2>/dev/null &&
+            return 0
+    done
+    return 1
+}
+
+# GET/POST through the gateway: sets ST and BODY
+cl_req() { # cl_req TOKEN METHOD PATH [BODY]
+    local t=$1 m=$2 p=$3 d=${4:-}
+    local args=(-s --max-time 15 -o "$TMP/body" -w '%{http_code}' -X "$m")
+    [ -n "$t" ] && args+=(-H "Authorization: Bearer $t")
+    [ -n "$d" ] && args+=(-H 'Content-Type: application/json' --data-binary "$d")
+    ST=$(curl "${args[@]}" "$G$p")
+    BODY=$(cat "$TMP/body" 2>/dev/null)
+}
+
+restock_all() {
+    local ids p
+    cl_req "" GET "/api/v1/products?limit=100"
+    [ "$ST" = 200 ] || fail "products: $ST $BODY"
+    ids=$(json_field '" ".join(p["id"] for p in d["items"])' <<<"$BODY")
+    for p in $ids; do
+        cl_req "$ADMIN" POST "/api/v1/inventory/$p/restock" '{"quantity": 1000000}'
+        [[ $ST == 20? ]] || fail "restock $p: $ST $BODY"
+    done
+    PROBE_PRODUCT=${ids%% *}
+}
+
+PROBES=0
+probe_confirms() { # probe_confirms WHAT: a new customer's order is confirmed within 60 s
+    local what=$1 tok cid aid oid st="" deadline=$((SECONDS + 60))
+    PROBES=$((PROBES + 1))
+    tok=$(cl_token "probe-$PROBES" customer)
+    local addr='"shippingAddress": {"street": "1 Main St", "city": "Springfield", "state": "IL", "zipCode": "62701", "country": "US"}'
+    while [ $SECONDS -lt $deadline ]; do # the first calls after a fault may fail: retried
+        cl_req "$tok" POST /api/v1/customers "{\"email\": \"probe$PROBES@example.com\", \"name\": \"Probe $PROBES\"}"
+        [[ $ST == 201 || $ST == 409 ]] && break
+        sleep 0.5
+    done
+    [ "$ST" = 201 ] || fail "$what: register: $ST $BODY"
+    cid=$(json_field 'd["id"]' <<<"$BODY") aid=$(json_field 'd["accountId"]' <<<"$BODY")
+    while [ $SECONDS -lt $deadline ]; do
+        cl_req "$tok" POST "/api/v1/accounts/$aid/deposits" '{"amount": {"amount": 100000000, "currency": "USD"}}'
+        [ "$ST" = 200 ] && break
+        sleep 0.5
+    done
+    [ "$ST" = 200 ] || fail "$what: deposit: $ST $BODY"
+    while [ $SECONDS -lt $deadline ]; do
+        cl_req "$tok" POST /api/v1/orders "{\"customerId\": \"$cid\", \"items\": [{\"productId\": \"$PROBE_PRODUCT\", \"quantity\": 1}], $addr}"
+        [ "$ST" = 202 ] && break
+        sleep 0.5
+    done
+    [ "$ST" = 202 ] || fail "$what: order: $ST $BODY"
+    oid=$(json_field 'd["orderId"]' <<<"$BODY")
+    while [ $SECONDS -lt $deadline ]; do
+        cl_req "$tok" GET "/api/v1/orders/$oid"
+        st=$( [ "$ST" = 200 ] && json_field 'd["status"]' <<<"$BODY")
+        [[ $st == confirmed || $st == cancelled ]] && break
+        sleep 0.2
+    done
+    [ "$st" = confirmed ] || fail "$what: order $oid: $ST $BODY"
+    PROBE_OID=$oid
+}
+
+cluster_settle() { # cluster_settle SECONDS: no saga running and no projection lag, twice in a row
+    local running lag settled=0 deadline=$((SECONDS + $1))
+    while [ $SECONDS -lt $deadline ]; do
+        cl_req "$ADMIN" GET "/admin/sagas?status=running&limit=1"
+        running=$( [ "$ST" = 200 ] && json_field 'len(d["items"])' <<<"$BODY")
+        cl_req "$ADMIN" GET /admin/projections
+        lag=$( [ "$ST" = 200 ] && json_field 'sum(p["lagEvents"] for p in d["items"])' <<<"$BODY")
+        if [[ $running == 0 && $lag == 0 ]]; then
+            settled=$((settled + 1))
+            [ $settled -ge 2 ] && return 0
+        else
+            settled=0
+        fi
+        sleep 0.5
+    done
+    fail "not settled after $1 s: sagas running '$running', projection lag '$lag'"
+}
+
+# the invariants from the store (sets CHECK_OUT, PLACED_IN_LOG)
+cluster_saga_check() {
+    local uri
+    uri=$(cl_pg_uri)
+    "$BIN" store all --store "$uri&schema=es" --limit 100000000 >"$TMP/events.jsonl" ||
+        fail "cannot read the log"
+    CHECK_OUT=$(python3 "$SRC/tests/integration/saga_check.py" "$TMP/events.jsonl" "$uri" 2>&1) ||
+        fail "invariants: $CHECK_OUT"
+    PLACED_IN_LOG=$(python3 -c 'import json, sys
+print(sum(1 for l in open(sys.argv[1]) if l.strip() and json.loads(l)["type"] == "OrderPlaced"))' "$TMP/events.jsonl")
+}
+
+# load_summary FILE: the last JSON line of an `agora load` output, as shell variables
+# L_placed L_confirmed L_compensated L_pending L_errors L_transport L_unreachable
+load_summary() {
+    eval "$(python3 - "$1" <<'PY'
+import json, sys
+s = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
+for k, v in [("placed", s["placed"]), ("confirmed", s["confirmed"]), ("compensated", s["compensated"]),
+             ("pending", s["pending"]), ("errors", s["errors"]), ("transport", s.get("transportErrors", 0)),
+             ("unreachable", int(bool(s.get("unreachable"))))]:
+    print(f"L_{k}={int(v)}")
+PY
+)"
+}
+
+# make_customers K FILE: K registered, funded customers, "TOKEN CUSTOMER_ID" per line
+make_customers() {
+    local k tok cid aid
+    : >"$2"
+    for k in $(seq "$1"); do
+        tok=$(cl_token "buyer-$k" customer)
+        cl_req "$tok" POST /api/v1/customers "{\"email\": \"buyer$k@example.com\", \"name\": \"Buyer $k\"}"
+        [ "$ST" = 201 ] || fail "register buyer $k: $ST $BODY"
+        cid=$(json_field 'd["id"]' <<<"$BODY") aid=$(json_field 'd["accountId"]' <<<"$BODY")
+        cl_req "$tok" POST "/api/v1/accounts/$aid/deposits" '{"amount": {"amount": 100000000000, "currency": "USD"}}'
+        [ "$ST" = 200 ] || fail "deposit buyer $k: $ST $BODY"
+        echo "$tok $cid" >>"$2"
+    done
+}

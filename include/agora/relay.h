@@ -41,7 +41,8 @@ struct ag_relay_msg {
     char subject[128]; /* "" → no CloudEvent subject */
     char id[AG_UUID_STRLEN + 1];
     char traceparent[64];
-    char *data; /* JSON text, ag_malloc'd: the relay frees it */
+    char *data;        /* JSON text, ag_malloc'd: the relay frees it */
+    bool data_checked; /* the mapping wrote `data` from checked JSON (ag_bus_msg) */
 };
 
 /* 1: publish `out`; 0: not part of the published language; < 0: an AG_E* error

@@ -64,28 +64,27 @@ const char *ag_bus_name(const struct ag_bus *b)
 
 /* ---- checks ---- */
 
-static bool token_ok(const char *s, size_t n, bool wild)
-{
-    if (n == 0) return false;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c <= ' ' || c == 0x7f || (!wild && (c == '*' || c == '>'))) return false;
-    }
-    return true;
-}
-
-/* Dot-separated tokens, no spaces or control characters; wildcards only in filters. */
+/* Dot-separated tokens, no spaces or control characters; wildcards only in filters.
+ * One pass (every message the relay publishes is checked). */
 static int check_subject(const char *s, bool wild, struct ag_err *err)
 {
-    size_t n = s ? strlen(s) : 0;
+    size_t n = 0, token = 0;
+    bool ok = s != NULL;
+    for (; ok && s[n]; n++) {
+        unsigned char c = (unsigned char)s[n];
+        if (c == '.') {
+            ok = token > 0;
+            token = 0;
+            continue;
+        }
+        ok = c > ' ' && c != 0x7f && (wild || (c != '*' && c != '>'));
+        token++;
+    }
+    if (ok && token && n <= AG_BUS_SUBJECT_MAX) return 0;
+    n = s ? strlen(s) : 0;
     if (n == 0 || n > AG_BUS_SUBJECT_MAX)
         return ag_err_set(err, AG_EINVAL, "a bus subject has 1..%d bytes", AG_BUS_SUBJECT_MAX);
-    for (const char *p = s;;) {
-        size_t l = strcspn(p, ".");
-        if (!token_ok(p, l, wild)) return ag_err_set(err, AG_EINVAL, "bad bus subject '%.80s'", s);
-        if (!p[l]) return 0;
-        p += l + 1;
-    }
+    return ag_err_set(err, AG_EINVAL, "bad bus subject '%.80s'", s);
 }
 
 static int check_msg(const struct ag_bus_msg *m, size_t i, struct ag_err *err)

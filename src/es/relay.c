@@ -179,6 +179,7 @@ static int publish_page(struct ag_relay *r, struct page_buf *b, const struct ag_
     if (rc) return rc;
     struct ag_relay_msg *rm = b->rm;
     struct ag_bus_msg *msgs = b->msgs;
+    if (!rm || !msgs) return ag_err_set(err, AG_ENOMEM, "out of memory");
     size_t k = 0;
     for (size_t i = 0; !rc && i < pg->count; i++) {
         const struct ag_event *ev = &pg->events[i];

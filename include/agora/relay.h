@@ -31,8 +31,9 @@
 #include "agora/bus.h"
 #include "agora/store.h"
 
-/* What the mapping fills for one event (the relay sets id, time and traceparent
- * from the event and its metadata beforehand). */
+/* What the mapping fills for one event (the relay sets id and time from the event
+ * beforehand, and after a mapping that publishes it without a traceparent, the
+ * one in the event's metadata). */
 struct ag_relay_msg {
     struct ag_bus_msg msg; /* pointers into the fields below, set by the relay */
     char topic[AG_BUS_SUBJECT_MAX + 1];

@@ -110,12 +110,23 @@ static bool stopping(struct ag_relay *r)
     return s;
 }
 
-/* The relay's own part of a message: id, time, traceparent (from the metadata,
- * the next event's when it stores a marker for it: es/meta.c, looked up in `pg`).
- * Most events carry no trace context: their metadata is parsed only when it
- * might. */
-static void prefill(struct ag_relay *r, const struct ag_event_page *pg, const struct ag_event *ev,
-                    struct ag_relay_msg *m)
+/* The metadata's top-level "traceparent" into tp (left "" when absent) without a
+ * tree (the store keeps checked JSON; every event of a command carries it): true
+ * when found so, false when the text needs the parser (escapes, too long). */
+static bool traceparent_of(const char *meta, size_t len, char *tp, size_t size)
+{
+    static const char *const key[] = {"traceparent"};
+    struct ag_json_span v;
+    if (ag_json_members(meta, len, key, 1, &v)) return false;
+    if (!v.p) return true;
+    if (v.kind != AG_JSON_STRING || v.escapes || v.n - 2 >= size) return v.kind != AG_JSON_STRING;
+    memcpy(tp, v.p + 1, v.n - 2);
+    tp[v.n - 2] = 0;
+    return true;
+}
+
+/* The relay's own part of a message before the mapping: id and time. */
+static void prefill(const struct ag_event *ev, struct ag_relay_msg *m)
 {
     /* not the whole struct (nearly 1 KB per event): the strings the mapping may
      * leave unset, and the message */
@@ -125,11 +136,21 @@ static void prefill(struct ag_relay *r, const struct ag_event_page *pg, const st
     m->data_checked = false;
     ag_uuid_format(&ev->id, m->id);
     m->msg.time_ns = ev->time_ns;
+}
+
+/* After the mapping, for a message it publishes and left without one: the
+ * traceparent of the event's metadata (the next event's when it stores a marker
+ * for it: es/meta.c, looked up in `pg`). Events not published never have their
+ * metadata looked at. */
+static void trace(struct ag_relay *r, const struct ag_event_page *pg, const struct ag_event *ev,
+                  struct ag_relay_msg *m)
+{
     json_t *meta = NULL;
     if (ag_es_meta_is_next(ev))
         meta =
             ag_es_event_meta(r->cfg.store, ev, ev + 1, pg->count - (size_t)(ev + 1 - pg->events));
-    else if (ev->metadata_len && memmem(ev->metadata, ev->metadata_len, "traceparent", 11))
+    else if (ev->metadata_len && memmem(ev->metadata, ev->metadata_len, "traceparent", 11) &&
+             !traceparent_of(ev->metadata, ev->metadata_len, m->traceparent, sizeof m->traceparent))
         meta = json_loadb(ev->metadata, ev->metadata_len, 0, NULL);
     const char *tp = json_string_value(json_object_get(meta, "traceparent"));
     if (tp) snprintf(m->traceparent, sizeof m->traceparent, "%s", tp);
@@ -184,13 +205,14 @@ static int publish_page(struct ag_relay *r, struct page_buf *b, const struct ag_
     for (size_t i = 0; !rc && i < pg->count; i++) {
         const struct ag_event *ev = &pg->events[i];
         if (ev->stream_len && ev->stream[0] == '_') continue;
-        prefill(r, pg, ev, &rm[k]);
+        prefill(ev, &rm[k]);
         int m = r->cfg.map(r->cfg.ud, r->cfg.store, ev, &rm[k]);
         if (m < 0) {
             rc = ag_err_set(err, m, "mapping event %llu (%.*s): %s",
                             (unsigned long long)ev->position, (int)ev->type_len, ev->type,
                             ag_strerror(m));
         } else if (m > 0) {
+            if (!rm[k].traceparent[0]) trace(r, pg, ev, &rm[k]);
             link_msg(&rm[k]);
             msgs[k] = rm[k].msg;
             k++;

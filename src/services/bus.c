@@ -289,89 +289,22 @@ struct member {
     const char *v;   /* the value's stored text (NULL: `lit`) */
     size_t n;
     bool raw;        /* the stored text is written as is */
-    const char *lit; /* a literal JSON value instead (the aggregate id is not one) */
+    const char *lit; /* a literal JSON value instead ("": the aggregate id) */
 };
 
-static const char *ws(const char *p, const char *e)
+/* dump_sorted writes the stored text of this value unchanged: a string without
+ * escapes, true/false/null, an integer -?(0|[1-9][0-9]*) of up to 18 digits. */
+static bool as_stored(const struct ag_json_span *v)
 {
-    while (p < e && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')) p++;
-    return p;
-}
-
-/* Past the string at p ('"'); *plain: no escapes and no control bytes. */
-static const char *skip_str(const char *p, const char *e, bool *plain)
-{
-    for (p++; p < e; p++) {
-        unsigned char c = (unsigned char)*p;
-        if (c == '"') return p + 1;
-        if (c == '\\')
-            *plain = false, p++;
-        else if (c < 0x20)
-            *plain = false;
-    }
-    return NULL;
-}
-
-/* Past the value at p; *raw: it is written as stored. NULL when not understood. */
-static const char *skip_value(const char *p, const char *e, bool *raw)
-{
-    *raw = true;
-    if (p >= e) return NULL;
-    if (*p == '"') return skip_str(p, e, raw);
-    if (*p == '{' || *p == '[') {
-        *raw = false;
-        bool plain = true;
-        for (int depth = 0; p < e; p++) {
-            if (*p == '"') {
-                if (!(p = skip_str(p, e, &plain))) return NULL;
-                p--;
-            } else if (*p == '{' || *p == '[') {
-                depth++;
-            } else if ((*p == '}' || *p == ']') && --depth == 0) {
-                return p + 1;
-            }
-        }
-        return NULL;
-    }
-    const char *s = p;
-    while (p < e && *p != ',' && *p != '}' && *p != ' ' && *p != '\t' && *p != '\n' && *p != '\r')
-        p++;
-    size_t n = (size_t)(p - s);
-    if ((n == 4 && (!memcmp(s, "true", 4) || !memcmp(s, "null", 4))) ||
-        (n == 5 && !memcmp(s, "false", 5)))
-        return p;
-    /* an integer as dump_sorted writes it: -?(0|[1-9][0-9]*), up to 18 digits */
-    size_t d = n && *s == '-' ? 1 : 0;
-    *raw = n > d && n - d <= 18 && (s[d] != '0' || n - d == 1) && !(d && s[d] == '0');
-    for (size_t i = d; *raw && i < n; i++) *raw = s[i] >= '0' && s[i] <= '9';
-    return n ? p : NULL; /* not raw: a real, parsed alone */
-}
-
-/* The published members' values in the stored object (the last of a key wins,
- * as in jansson). 0, or 1: not understood (the tree path decides). */
-static int scan_members(const char *p, size_t len, struct member *m, size_t nm)
-{
-    const char *e = p + len;
-    p = ws(p, e);
-    if (p >= e || *p != '{') return 1;
-    p = ws(p + 1, e);
-    if (p < e && *p == '}') return 0;
-    for (;;) {
-        bool plain = true, raw;
-        const char *k = p, *ke = p < e && *p == '"' ? skip_str(p, e, &plain) : NULL;
-        if (!ke || !plain) return 1;
-        p = ws(ke, e);
-        if (p >= e || *p != ':') return 1;
-        const char *v = ws(p + 1, e), *ve = skip_value(v, e, &raw);
-        if (!ve) return 1;
-        size_t kn = (size_t)(ke - k) - 2;
-        for (size_t i = 0; i < nm; i++)
-            if (same(m[i].key, k + 1, kn)) m[i].v = v, m[i].n = (size_t)(ve - v), m[i].raw = raw;
-        p = ws(ve, e);
-        if (p < e && *p == '}') return 0;
-        if (p >= e || *p != ',') return 1;
-        p = ws(p + 1, e);
-    }
+    if (v->kind == AG_JSON_STRING) return !v->escapes;
+    if (v->kind == AG_JSON_LITERAL) return true;
+    if (v->kind != AG_JSON_NUMBER) return false;
+    const char *s = v->p;
+    size_t n = v->n, d = *s == '-' ? 1 : 0;
+    if (n <= d || n - d > 18 || (s[d] == '0' && (n - d > 1 || d))) return false;
+    for (size_t i = d; i < n; i++)
+        if (s[i] < '0' || s[i] > '9') return false;
+    return true;
 }
 
 static int member_cmp(const void *a, const void *b)
@@ -401,14 +334,14 @@ static int data_fast(const struct pl_event *e, const struct ag_event *ev, const 
     for (size_t i = 0; i < id_len; i++)
         if ((unsigned char)id[i] >= 0x80) return 0; /* json_stringn's check is the tree's */
     struct member m[AG_ARRAY_SIZE(e->fields) + 2];
+    struct ag_json_span v[AG_ARRAY_SIZE(e->fields)];
     size_t nm = 0;
-    bool has_id = false;
-    for (size_t i = 0; i < AG_ARRAY_SIZE(e->fields) && e->fields[i]; i++) {
-        m[nm++] = (struct member){.key = e->fields[i]};
-        has_id |= strcmp(e->fields[i], e->id_key) == 0;
-    }
-    if (has_id) return 0; /* the data's member would replace the id: not a case we have */
-    if (scan_members(ev->data, ev->data_len, m, nm)) return 0;
+    for (; nm < AG_ARRAY_SIZE(e->fields) && e->fields[nm]; nm++)
+        if (strcmp(e->fields[nm], e->id_key) == 0) return 0; /* would replace the id */
+    if (ag_json_members(ev->data, ev->data_len, e->fields, nm, v)) return 0;
+    for (size_t i = 0; i < nm; i++)
+        m[i] =
+            (struct member){.key = e->fields[i], .v = v[i].p, .n = v[i].n, .raw = as_stored(&v[i])};
     size_t k = 0; /* the members present, the id, the default reason */
     bool reason = false;
     for (size_t i = 0; i < nm; i++)

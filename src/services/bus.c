@@ -188,8 +188,20 @@ static int put_jstr(struct ag_buf *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789ABCDEF";
     size_t i = 0;
+    while (i < n && (unsigned char)s[i] >= 0x20 && s[i] != '"' && s[i] != '\\') i++;
+    if (i == n) { /* the usual case: nothing to escape, one copy */
+        int rc = ag_buf_reserve(b, n + 2);
+        if (rc) return rc;
+        b->data[b->len++] = '"';
+        memcpy(b->data + b->len, s, n);
+        b->len += n;
+        b->data[b->len++] = '"';
+        b->data[b->len] = 0;
+        return 0;
+    }
+    i = 0;
     while (i < n && ((unsigned char)s[i] >= 0x20 || s[i] == '\n' || s[i] == '\t')) i++;
-    if (i == n) return ag_buf_json_str(b, s, n); /* the usual case */
+    if (i == n) return ag_buf_json_str(b, s, n); /* short escapes only */
     int rc = ag_buf_putc(b, '"');
     for (i = 0; !rc && i < n; i++) {
         unsigned char c = (unsigned char)s[i];

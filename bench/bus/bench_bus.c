@@ -18,7 +18,8 @@
  *
  * Usage: bench_bus NATS_URL [EVENTS] [E2E_EVENTS] [ROUNDS]  (defaults 20000, 2000, 3):
  * ROUNDS alternating raw/relay rounds (the order swapped each round), a ratio per
- * round and their median.
+ * round and their median. BENCH_BUS_ONLY=relay|raw runs one side only (no ratio,
+ * no e2e): for a profiler or callgrind (`--separate-threads=yes`) on that side.
  * One JSON object per line on stdout.
  */
 #include <jansson.h>
@@ -241,6 +242,17 @@ static void publish_rounds(const char *url, struct ag_store *st, struct ag_bus *
                            int rounds)
 {
     double ratio[16];
+    const char *only = getenv("BENCH_BUS_ONLY");
+    for (int k = 0; only && k < rounds; k++) {
+        double cpu = 0, rel = strcmp(only, "raw") ? relay_publish(st, bus, n, k, &cpu) : 0;
+        if (strcmp(only, "raw") == 0)
+            raw_publish(url, n, k);
+        else
+            printf("{\"bench\":\"bus.publish\",\"impl\":\"agora\",\"params\":{\"events\":%d,"
+                   "\"round\":%d},\"ops_per_s\":%.0f,\"client_cpu_us_per_event\":%.2f}\n",
+                   n, k, rel, cpu);
+    }
+    if (only) return;
     for (int k = 0; k < rounds; k++) {
         int raw = 0;
         double rel, cpu = 0;
@@ -281,7 +293,7 @@ int main(int argc, char **argv)
         nanosleep(&ts, NULL);
     }
     publish_rounds(argv[1], st, bus, n, rounds);
-    e2e_latency(st, bus, n2);
+    if (!getenv("BENCH_BUS_ONLY")) e2e_latency(st, bus, n2);
     ag_bus_close(bus);
     ag_store_close(st);
     char cmd[128];

@@ -257,6 +257,32 @@ AG_EXTERN int ag_log_level_parse(const char *s);
  * nothing unless an object has more than 64 keys open at once. */
 AG_EXTERN int ag_json_check(const char *s, size_t n, bool object_only, char *msg, size_t msg_len);
 
+/* ---- JSON members without a tree (base/json_scan.c) ---- */
+
+enum ag_json_kind {
+    AG_JSON_ABSENT,
+    AG_JSON_STRING,
+    AG_JSON_NUMBER,
+    AG_JSON_LITERAL,
+    AG_JSON_NESTED
+};
+
+/* A member's value as it is written in the text. */
+struct ag_json_span {
+    const char *p; /* the value's first byte (a string's is its '"'); NULL: absent */
+    size_t n;      /* its length, quotes and brackets included */
+    enum ag_json_kind kind;
+    bool escapes; /* a string with an escape or a control byte */
+};
+
+/* For the object in s[0..n) — text already well-formed (ag_json_check): the scan
+ * finds its way, it does not validate — the values of its top-level members
+ * keys[0..nkeys) into out[] (the last one when a key repeats). 0, or AG_EJSON
+ * when the text is not an object or holds what the scan does not handle (a key
+ * with an escape): then use a parser. */
+AG_EXTERN int ag_json_members(const char *s, size_t n, const char *const *keys, size_t nkeys,
+                              struct ag_json_span *out);
+
 /* ---- hashing ---- */
 
 AG_EXTERN uint64_t ag_xxh3(const void *p, size_t n);

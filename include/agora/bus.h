@@ -66,6 +66,8 @@ struct ag_bus_msg {
     const char *traceparent; /* W3C traceparent extension (NULL: none) */
     const char *data;        /* JSON text of `data` (NULL: {}) */
     size_t data_len;
+    bool data_checked; /* the sender wrote `data` from JSON already checked (the relay's
+                          mapping): the bus does not check it again */
 };
 
 /* A received message. Strings point into the delivery; free the delivery with

@@ -226,6 +226,9 @@ struct ag_es_schemas {
 AG_EXTERN void ag_es_schemas_set(const struct ag_es_schemas *s);
 /* The current version of event type `type` (`len` bytes): 1 when not listed. */
 AG_EXTERN int ag_es_schema_version(const char *type, size_t len);
+/* True when `type` has upcasters: ag_es_event_data may then rewrite its payload
+ * (without, the payload is the stored JSON as it is). */
+AG_EXTERN bool ag_es_has_upcasters(const char *type, size_t len);
 /* The version `ev` was written with: its metadata's schemaVersion, or 1. */
 AG_EXTERN int ag_es_event_version(const struct ag_event *ev);
 /* `ev`'s payload parsed and upcast to its type's current version: a new

@@ -31,8 +31,9 @@
 #include "agora/bus.h"
 #include "agora/store.h"
 
-/* What the mapping fills for one event (the relay sets id, time and traceparent
- * from the event and its metadata beforehand). */
+/* What the mapping fills for one event (the relay sets id and time from the event
+ * beforehand, and after a mapping that publishes it without a traceparent, the
+ * one in the event's metadata). */
 struct ag_relay_msg {
     struct ag_bus_msg msg; /* pointers into the fields below, set by the relay */
     char topic[AG_BUS_SUBJECT_MAX + 1];
@@ -41,7 +42,8 @@ struct ag_relay_msg {
     char subject[128]; /* "" → no CloudEvent subject */
     char id[AG_UUID_STRLEN + 1];
     char traceparent[64];
-    char *data; /* JSON text, ag_malloc'd: the relay frees it */
+    char *data;        /* JSON text, ag_malloc'd: the relay frees it */
+    bool data_checked; /* the mapping wrote `data` from checked JSON (ag_bus_msg) */
 };
 
 /* 1: publish `out`; 0: not part of the published language; < 0: an AG_E* error

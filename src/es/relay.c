@@ -110,21 +110,47 @@ static bool stopping(struct ag_relay *r)
     return s;
 }
 
-/* The relay's own part of a message: id, time, traceparent (from the metadata,
- * the next event's when it stores a marker for it: es/meta.c, looked up in `pg`).
- * Most events carry no trace context: their metadata is parsed only when it
- * might. */
-static void prefill(struct ag_relay *r, const struct ag_event_page *pg, const struct ag_event *ev,
-                    struct ag_relay_msg *m)
+/* The metadata's top-level "traceparent" into tp (left "" when absent) without a
+ * tree (the store keeps checked JSON; every event of a command carries it): true
+ * when found so, false when the text needs the parser (escapes, too long). */
+static bool traceparent_of(const char *meta, size_t len, char *tp, size_t size)
 {
-    memset(m, 0, sizeof *m);
+    static const char *const key[] = {"traceparent"};
+    struct ag_json_span v;
+    if (ag_json_members(meta, len, key, 1, &v)) return false;
+    if (!v.p) return true;
+    if (v.kind != AG_JSON_STRING || v.escapes || v.n - 2 >= size) return v.kind != AG_JSON_STRING;
+    memcpy(tp, v.p + 1, v.n - 2);
+    tp[v.n - 2] = 0;
+    return true;
+}
+
+/* The relay's own part of a message before the mapping: id and time. */
+static void prefill(const struct ag_event *ev, struct ag_relay_msg *m)
+{
+    /* not the whole struct (nearly 1 KB per event): the strings the mapping may
+     * leave unset, and the message */
+    m->msg = (struct ag_bus_msg){0};
+    m->topic[0] = m->source[0] = m->type[0] = m->subject[0] = m->traceparent[0] = 0;
+    m->data = NULL;
+    m->data_checked = false;
     ag_uuid_format(&ev->id, m->id);
     m->msg.time_ns = ev->time_ns;
+}
+
+/* After the mapping, for a message it publishes and left without one: the
+ * traceparent of the event's metadata (the next event's when it stores a marker
+ * for it: es/meta.c, looked up in `pg`). Events not published never have their
+ * metadata looked at. */
+static void trace(struct ag_relay *r, const struct ag_event_page *pg, const struct ag_event *ev,
+                  struct ag_relay_msg *m)
+{
     json_t *meta = NULL;
     if (ag_es_meta_is_next(ev))
         meta =
             ag_es_event_meta(r->cfg.store, ev, ev + 1, pg->count - (size_t)(ev + 1 - pg->events));
-    else if (ev->metadata_len && memmem(ev->metadata, ev->metadata_len, "traceparent", 11))
+    else if (ev->metadata_len && memmem(ev->metadata, ev->metadata_len, "traceparent", 11) &&
+             !traceparent_of(ev->metadata, ev->metadata_len, m->traceparent, sizeof m->traceparent))
         meta = json_loadb(ev->metadata, ev->metadata_len, 0, NULL);
     const char *tp = json_string_value(json_object_get(meta, "traceparent"));
     if (tp) snprintf(m->traceparent, sizeof m->traceparent, "%s", tp);
@@ -141,33 +167,52 @@ static void link_msg(struct ag_relay_msg *m)
     m->msg.traceparent = m->traceparent[0] ? m->traceparent : NULL;
     m->msg.data = m->data;
     m->msg.data_len = m->data ? strlen(m->data) : 0;
+    m->msg.data_checked = m->data_checked;
+}
+
+/* The page's messages, reused from page to page (a page of 4096 events took 4 MB
+ * of fresh, zeroed memory per page: page faults and munmap on every page). */
+struct page_buf {
+    struct ag_relay_msg *rm;
+    struct ag_bus_msg *msgs;
+    size_t cap;
+};
+
+static int page_buf_fit(struct page_buf *b, size_t n, struct ag_err *err)
+{
+    if (n <= b->cap) return 0;
+    struct ag_relay_msg *rm = ag_realloc(b->rm, n * sizeof *rm);
+    if (rm) b->rm = rm;
+    struct ag_bus_msg *msgs = rm ? ag_realloc(b->msgs, n * sizeof *msgs) : NULL;
+    if (msgs) b->msgs = msgs;
+    if (!rm || !msgs) return ag_err_set(err, AG_ENOMEM, "out of memory");
+    b->cap = n;
+    return 0;
 }
 
 /* Map the page's events and send those of the published language (*n of them)
  * down the bus's pipe, marked with `mark`; nothing is sent when *n is 0. */
-static int publish_page(struct ag_relay *r, const struct ag_event_page *pg, uint64_t mark,
-                        size_t *n, struct ag_err *err)
+static int publish_page(struct ag_relay *r, struct page_buf *b, const struct ag_event_page *pg,
+                        uint64_t mark, size_t *n, struct ag_err *err)
 {
     *n = 0;
-    struct ag_relay_msg *rm = ag_calloc(pg->count ? pg->count : 1, sizeof *rm);
-    struct ag_bus_msg *msgs = ag_calloc(pg->count ? pg->count : 1, sizeof *msgs);
-    if (!rm || !msgs) {
-        ag_free(rm);
-        ag_free(msgs);
-        return ag_err_set(err, AG_ENOMEM, "out of memory");
-    }
-    int rc = 0;
+    int rc = page_buf_fit(b, pg->count ? pg->count : 1, err);
+    if (rc) return rc;
+    struct ag_relay_msg *rm = b->rm;
+    struct ag_bus_msg *msgs = b->msgs;
+    if (!rm || !msgs) return ag_err_set(err, AG_ENOMEM, "out of memory");
     size_t k = 0;
     for (size_t i = 0; !rc && i < pg->count; i++) {
         const struct ag_event *ev = &pg->events[i];
         if (ev->stream_len && ev->stream[0] == '_') continue;
-        prefill(r, pg, ev, &rm[k]);
+        prefill(ev, &rm[k]);
         int m = r->cfg.map(r->cfg.ud, r->cfg.store, ev, &rm[k]);
         if (m < 0) {
             rc = ag_err_set(err, m, "mapping event %llu (%.*s): %s",
                             (unsigned long long)ev->position, (int)ev->type_len, ev->type,
                             ag_strerror(m));
         } else if (m > 0) {
+            if (!rm[k].traceparent[0]) trace(r, pg, ev, &rm[k]);
             link_msg(&rm[k]);
             msgs[k] = rm[k].msg;
             k++;
@@ -177,8 +222,6 @@ static int publish_page(struct ag_relay *r, const struct ag_event_page *pg, uint
     }
     if (!rc && k) rc = ag_bus_pipe_send(r->cfg.bus, msgs, k, mark, r->cfg.publish_timeout_ms, err);
     for (size_t i = 0; i < k; i++) ag_free(rm[i].data);
-    ag_free(rm);
-    ag_free(msgs);
     *n = k;
     return rc;
 }
@@ -313,10 +356,11 @@ struct loop {
     struct ag_store_cursor acked; /* the acknowledged prefix: everything below is handled */
     struct inflight *ring;        /* pages in flight, oldest at ring[first] */
     size_t first, count, cap;
-    uint64_t marks;    /* the last mark handed to the pipe */
-    uint64_t seen;     /* the pipe's `acked` count already added to `published` */
-    uint64_t unsaved;  /* messages acknowledged since the last checkpoint */
-    uint64_t saved_at; /* when the last checkpoint was asked for (monotonic ms) */
+    uint64_t marks;       /* the last mark handed to the pipe */
+    uint64_t seen;        /* the pipe's `acked` count already added to `published` */
+    uint64_t unsaved;     /* messages acknowledged since the last checkpoint */
+    uint64_t saved_at;    /* when the last checkpoint was asked for (monotonic ms) */
+    struct page_buf page; /* publish_page's arrays */
 };
 
 static int ring_push(struct loop *l, uint64_t mark, const struct ag_store_cursor *after,
@@ -414,7 +458,7 @@ static int step(struct ag_relay *r, struct loop *l, struct ag_err *err)
     if (rc) return rc;
     size_t n = 0;
     uint64_t mark = l->marks + 1;
-    rc = publish_page(r, &pg, mark, &n, err);
+    rc = publish_page(r, &l->page, &pg, mark, &n, err);
     ag_event_page_free(&pg);
     if (!rc && n) l->marks = mark;
     return rc ? rc : sent(r, l, mark, n, err);
@@ -467,6 +511,8 @@ static void finish(struct ag_relay *r, struct loop *l)
     ag_bus_pipe_reset(r->cfg.bus);
     ag_store_sub_free(l->sub);
     ag_free(l->ring);
+    ag_free(l->page.rm);
+    ag_free(l->page.msgs);
 }
 
 static void *relay_main(void *arg)

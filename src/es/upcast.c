@@ -55,6 +55,11 @@ static bool has_upcasters(const char *type, size_t len)
     return false;
 }
 
+bool ag_es_has_upcasters(const char *type, size_t len)
+{
+    return has_upcasters(type, len);
+}
+
 int ag_es_event_version(const struct ag_event *ev)
 {
     static const char key[] = "\"" META_KEY "\"";

@@ -84,15 +84,30 @@ static const struct pl_event language[] = {
     {"product", "ProductDiscontinued", "catalog", "productId", {NULL}},
 };
 
+/* `s` (NUL-terminated) is the `n` bytes at `p`: bounded by both, no strlen (the
+ * relay looks up every event of $all in the whole table). */
+static bool same(const char *s, const char *p, size_t n)
+{
+    size_t i = 0;
+    while (i < n && s[i] && s[i] == p[i]) i++;
+    return i == n && !s[i];
+}
+
+/* The stream is "<prefix>-<id>". */
+static bool prefixed(const char *prefix, const char *stream, size_t len)
+{
+    size_t i = 0;
+    while (prefix[i] && i < len && stream[i] == prefix[i]) i++;
+    return !prefix[i] && i + 1 < len && stream[i] == '-';
+}
+
 static const struct pl_event *lookup(const struct ag_event *ev, const char **id)
 {
     for (size_t i = 0; i < AG_ARRAY_SIZE(language); i++) {
         const struct pl_event *e = &language[i];
-        size_t pl = strlen(e->prefix);
-        if (strlen(e->type) == ev->type_len && memcmp(e->type, ev->type, ev->type_len) == 0 &&
-            ev->stream_len > pl + 1 && memcmp(ev->stream, e->prefix, pl) == 0 &&
-            ev->stream[pl] == '-') {
-            *id = ev->stream + pl + 1;
+        if (same(e->type, ev->type, ev->type_len) &&
+            prefixed(e->prefix, ev->stream, ev->stream_len)) {
+            *id = ev->stream + strlen(e->prefix) + 1;
             return e;
         }
     }
@@ -166,6 +181,48 @@ static int key_cmp(const void *a, const void *b)
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
+/* A JSON string as jansson writes it: ag_buf_json_str's escapes, but a control
+ * character without a short escape as \u00XX in upper case (jansson's), not
+ * ag_buf_json_str's lower case. */
+static int put_jstr(struct ag_buf *b, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t i = 0;
+    while (i < n && (unsigned char)s[i] >= 0x20 && s[i] != '"' && s[i] != '\\') i++;
+    if (i == n) { /* the usual case: nothing to escape, one copy */
+        int rc = ag_buf_reserve(b, n + 2);
+        if (rc) return rc;
+        b->data[b->len++] = '"';
+        memcpy(b->data + b->len, s, n);
+        b->len += n;
+        b->data[b->len++] = '"';
+        b->data[b->len] = 0;
+        return 0;
+    }
+    i = 0;
+    while (i < n && ((unsigned char)s[i] >= 0x20 || s[i] == '\n' || s[i] == '\t')) i++;
+    if (i == n) return ag_buf_json_str(b, s, n); /* short escapes only */
+    int rc = ag_buf_putc(b, '"');
+    for (i = 0; !rc && i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        char u[7] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15], 0};
+        if (c >= 0x20 && c != '"' && c != '\\') {
+            rc = ag_buf_putc(b, (char)c);
+            continue;
+        }
+        const char *e = c == '"'    ? "\\\""
+                        : c == '\\' ? "\\\\"
+                        : c == '\n' ? "\\n"
+                        : c == '\r' ? "\\r"
+                        : c == '\t' ? "\\t"
+                        : c == '\b' ? "\\b"
+                        : c == '\f' ? "\\f"
+                                    : u;
+        rc = ag_buf_puts(b, e);
+    }
+    return rc ? rc : ag_buf_putc(b, '"');
+}
+
 /* `v` as json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS) writes it (same bytes), into
  * `b`: the relay encodes every event, and jansson's dump (a callback per piece,
  * the keys sorted through an allocated array) was a fifth of its CPU. Reals, rare
@@ -183,7 +240,7 @@ static int dump_sorted(const json_t *v, struct ag_buf *b)
         int rc = ag_buf_putc(b, '{');
         for (i = 0; !rc && i < n; i++) {
             if (i) ag_buf_putc(b, ',');
-            ag_buf_json_str(b, keys[i], strlen(keys[i]));
+            put_jstr(b, keys[i], strlen(keys[i]));
             ag_buf_putc(b, ':');
             rc = dump_sorted(json_object_get(v, keys[i]), b);
         }
@@ -198,7 +255,7 @@ static int dump_sorted(const json_t *v, struct ag_buf *b)
         }
         return rc ? rc : ag_buf_putc(b, ']');
     }
-    if (json_is_string(v)) return ag_buf_json_str(b, json_string_value(v), json_string_length(v));
+    if (json_is_string(v)) return put_jstr(b, json_string_value(v), json_string_length(v));
     if (json_is_integer(v)) return ag_buf_printf(b, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
     if (json_is_true(v)) return ag_buf_puts(b, "true");
     if (json_is_false(v)) return ag_buf_puts(b, "false");
@@ -224,14 +281,115 @@ static void concat4(char *out, size_t size, const char *a, const char *b, const 
     out[o] = 0;
 }
 
-int svc_published_language(void *ud, struct ag_store *s, const struct ag_event *ev,
-                           struct ag_relay_msg *out)
+/* ---- the data, straight from the stored text ----
+ *
+ * The relay maps every event of the published language, and parsing the stored
+ * payload into a jansson tree only to copy two or three members out of it was
+ * most of the mapping's cost. The fast path scans the stored object's top level
+ * (the store keeps only checked JSON: ag_json_check on append, so UTF-8, no
+ * duplicate keys, numbers that fit) and writes the published members in sorted
+ * order, each value copied as stored when that is how dump_sorted would write it
+ * (a string without escapes, a canonical integer, true/false/null) and otherwise
+ * parsed alone and written by dump_sorted: the bytes are the tree path's
+ * (tests/unit/services/test_pl_encode.c checks every event type; debug builds
+ * compare the two on every event). OrderPlaced (reads the order's stream), the
+ * account's money (reads its currency), types with upcasters, and anything the
+ * scan does not expect take the tree path. */
+
+struct member {
+    const char *key; /* the published name (static, or the entry's id key) */
+    const char *v;   /* the value's stored text (NULL: `lit`) */
+    size_t n;
+    bool raw;        /* the stored text is written as is */
+    const char *lit; /* a literal JSON value instead ("": the aggregate id) */
+};
+
+/* dump_sorted writes the stored text of this value unchanged: a string without
+ * escapes, true/false/null, an integer -?(0|[1-9][0-9]*) of up to 18 digits. */
+static bool as_stored(const struct ag_json_span *v)
 {
-    AG_UNUSED(ud);
-    const char *id;
-    const struct pl_event *e = lookup(ev, &id);
-    if (!e) return 0;
-    size_t id_len = ev->stream_len - (size_t)(id - ev->stream);
+    if (v->kind == AG_JSON_STRING) return !v->escapes;
+    if (v->kind == AG_JSON_LITERAL) return true;
+    if (v->kind != AG_JSON_NUMBER) return false;
+    const char *s = v->p;
+    size_t n = v->n, d = *s == '-' ? 1 : 0;
+    if (n <= d || n - d > 18 || (s[d] == '0' && (n - d > 1 || d))) return false;
+    for (size_t i = d; i < n; i++)
+        if (s[i] < '0' || s[i] > '9') return false;
+    return true;
+}
+
+static int member_cmp(const void *a, const void *b)
+{
+    return strcmp(((const struct member *)a)->key, ((const struct member *)b)->key);
+}
+
+/* One member's value into `b`; 1: a value the tree path must decide. */
+static int put_value(struct ag_buf *b, const struct member *m)
+{
+    if (m->raw) return ag_buf_append(b, m->v, m->n);
+    json_t *v = json_loadb(m->v, m->n, JSON_DECODE_ANY, NULL);
+    if (!v) return 1;
+    int rc = dump_sorted(v, b);
+    json_decref(v);
+    return rc;
+}
+
+/* The data of `e` from the stored text into out->data: 1 done, 0 not here (the
+ * tree path), < 0 an AG_E* error. */
+static int data_fast(const struct pl_event *e, const struct ag_event *ev, const char *id,
+                     size_t id_len, char **out)
+{
+    if (e->money || strcmp(e->type, "OrderPlaced") == 0 ||
+        ag_es_has_upcasters(ev->type, ev->type_len))
+        return 0;
+    for (size_t i = 0; i < id_len; i++)
+        if ((unsigned char)id[i] >= 0x80) return 0; /* json_stringn's check is the tree's */
+    struct member m[AG_ARRAY_SIZE(e->fields) + 2];
+    struct ag_json_span v[AG_ARRAY_SIZE(e->fields)];
+    size_t nm = 0;
+    for (; nm < AG_ARRAY_SIZE(e->fields) && e->fields[nm]; nm++)
+        if (strcmp(e->fields[nm], e->id_key) == 0) return 0; /* would replace the id */
+    if (ag_json_members(ev->data, ev->data_len, e->fields, nm, v)) return 0;
+    for (size_t i = 0; i < nm; i++)
+        m[i] =
+            (struct member){.key = e->fields[i], .v = v[i].p, .n = v[i].n, .raw = as_stored(&v[i])};
+    size_t k = 0; /* the members present, the id, the default reason */
+    bool reason = false;
+    for (size_t i = 0; i < nm; i++)
+        if (m[i].v) m[k++] = m[i], reason |= strcmp(m[i].key, "reason") == 0;
+    m[k++] = (struct member){.key = e->id_key, .lit = ""};
+    if (e->as && strcmp(e->as, "StockReleased") == 0 && !reason)
+        m[k++] = (struct member){.key = "reason", .lit = "\"released\""};
+    qsort(m, k, sizeof *m, member_cmp);
+    struct ag_buf b;
+    ag_buf_init(&b);
+    int rc = ag_buf_reserve(&b, ev->data_len + id_len + 64);
+    for (size_t i = 0; !rc && i < k; i++) {
+        rc = ag_buf_putc(&b, i ? ',' : '{');
+        if (!rc) rc = put_jstr(&b, m[i].key, strlen(m[i].key));
+        if (!rc) rc = ag_buf_putc(&b, ':');
+        if (!rc && m[i].lit && m[i].lit[0])
+            rc = ag_buf_puts(&b, m[i].lit);
+        else if (!rc && m[i].lit)
+            rc = put_jstr(&b, id, id_len);
+        else if (!rc)
+            rc = put_value(&b, &m[i]);
+    }
+    if (!rc) rc = ag_buf_putc(&b, '}');
+    if (rc) {
+        ag_buf_free(&b);
+        return rc > 0 ? 0 : rc;
+    }
+    *out = ag_buf_steal(&b, NULL);
+    return *out ? 1 : AG_ENOMEM;
+}
+
+/* The data of `e` through a jansson tree (upcast, enriched): 1 done, 0 skip the
+ * event, < 0 an AG_E* error. */
+static int data_tree(struct ag_store *s, const struct pl_event *e, const struct ag_event *ev,
+                     const char *id, size_t id_len, char **out)
+{
     struct ag_err ue;
     json_t *d = ag_es_event_data(ev, &ue); /* the current shape, whatever version is stored */
     if (!d) return ue.code;
@@ -250,13 +408,13 @@ int svc_published_language(void *ud, struct ag_store *s, const struct ag_event *
         struct ag_buf b;
         ag_buf_init(&b);
         if (dump_sorted(o, &b) == 0)
-            out->data = ag_buf_steal(&b, NULL);
+            *out = ag_buf_steal(&b, NULL);
         else
             ag_buf_free(&b);
 #ifndef NDEBUG /* debug builds (every test run): the same bytes as jansson's */
         char *j = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
-        if (out->data && j && strcmp(j, out->data) != 0) {
-            AG_ERROR("bus.encoding_differs", AG_LS("ours", out->data), AG_LS("jansson", j));
+        if (*out && j && strcmp(j, *out) != 0) {
+            AG_ERROR("bus.encoding_differs", AG_LS("ours", *out), AG_LS("jansson", j));
             abort();
         }
         ag_free(j);
@@ -264,7 +422,37 @@ int svc_published_language(void *ud, struct ag_store *s, const struct ag_event *
     }
     json_decref(o);
     if (rc) return rc > 0 ? 0 : rc;
-    if (!out->data) return AG_ENOMEM;
+    return *out ? 1 : AG_ENOMEM;
+}
+
+int svc_published_language_tree(const struct ag_event *ev, char **data)
+{
+    const char *id;
+    const struct pl_event *e = lookup(ev, &id);
+    *data = NULL;
+    if (e && (e->money || strcmp(e->type, "OrderPlaced") == 0)) return AG_EINVAL; /* the store's */
+    return e ? data_tree(NULL, e, ev, id, ev->stream_len - (size_t)(id - ev->stream), data) : 0;
+}
+
+int svc_published_language(void *ud, struct ag_store *s, const struct ag_event *ev,
+                           struct ag_relay_msg *out)
+{
+    AG_UNUSED(ud);
+    const char *id;
+    const struct pl_event *e = lookup(ev, &id);
+    if (!e) return 0;
+    size_t id_len = ev->stream_len - (size_t)(id - ev->stream);
+    int rc = data_fast(e, ev, id, id_len, &out->data);
+#ifndef NDEBUG /* debug builds (every test run): the fast path writes the tree's bytes */
+    char *t = NULL;
+    if (rc == 1 && data_tree(s, e, ev, id, id_len, &t) == 1 && strcmp(t, out->data) != 0) {
+        AG_ERROR("bus.fast_encoding_differs", AG_LS("fast", out->data), AG_LS("tree", t));
+        abort();
+    }
+    ag_free(t);
+#endif
+    if (rc == 0) rc = data_tree(s, e, ev, id, id_len, &out->data);
+    if (rc <= 0) return rc;
     const char *type = e->as ? e->as : e->type;
     concat4(out->topic, sizeof out->topic, "agora.", e->context, ".", type);
     concat4(out->type, sizeof out->type, "agora.", e->context, ".", type);
@@ -272,6 +460,7 @@ int svc_published_language(void *ud, struct ag_store *s, const struct ag_event *
     if (id_len >= sizeof out->subject) id_len = sizeof out->subject - 1;
     memcpy(out->subject, id, id_len);
     out->subject[id_len] = 0;
+    out->data_checked = true; /* our writer's, from JSON the store checked on append */
     return 1; /* jansson allocates through ag_malloc: the relay frees with ag_free */
 }
 

@@ -220,6 +220,10 @@ struct ag_relay_msg;
 /* The relay's mapping: domain event → integration event (an ag_relay_map_fn). */
 int svc_published_language(void *ud, struct ag_store *s, const struct ag_event *ev,
                            struct ag_relay_msg *out);
+/* The same data through the jansson tree only (the mapping's reference, for its
+ * tests; events that need the store — OrderPlaced, the account's money — are not
+ * for it): 1 and *data (ag_free), 0 not published, < 0 an AG_E* error. */
+int svc_published_language_tree(const struct ag_event *ev, char **data);
 
 /* Start/stop the metrics monitor (platform.c). */
 int svc_monitor_start(struct ag_platform *p);

@@ -264,9 +264,24 @@ Test(local, bad_arguments)
     struct ag_err err;
     struct ag_bus_msg m = msg("x", "agora.bad subject");
     cr_assert_eq(ag_bus_publish(bus, &m, 1, 100, &err), AG_EINVAL);
+    char long_topic[AG_BUS_SUBJECT_MAX + 2];
+    memset(long_topic, 'a', sizeof long_topic - 1);
+    long_topic[sizeof long_topic - 1] = 0;
+    const char *bad[] = {"",    "a..b", ".a",    "a.",    "a.*",
+                         "a.>", "a.b>", "a\x7f", "a.\tb", long_topic};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        m = msg("x", bad[i]);
+        cr_assert_eq(ag_bus_publish(bus, &m, 1, 100, &err), AG_EINVAL, "topic #%zu", i);
+        cr_assert(strstr(err.msg, i == 0 || i == 9 ? "bytes" : "bad bus subject"), "%s", err.msg);
+    }
+    long_topic[AG_BUS_SUBJECT_MAX] = 0; /* 255 bytes: the longest */
+    m = msg("x", long_topic);
+    cr_assert_eq(ag_bus_publish(bus, &m, 1, 100, &err), 0, "%s", err.msg);
     struct ag_bus_consumer_config cfg = {.name = "bad name"};
     struct ag_bus_consumer *c;
     cr_assert_eq(ag_bus_consumer_open(bus, &cfg, &c, &err), AG_EINVAL);
+    struct ag_bus_consumer_config badf = {.name = "okname", .filter = "agora..x"};
+    cr_assert_eq(ag_bus_consumer_open(bus, &badf, &c, &err), AG_EINVAL);
     struct ag_bus *b2;
     cr_assert_eq(ag_bus_open("kafka://x", NULL, &b2, &err), AG_EUNSUPPORTED);
     cr_assert_eq(ag_bus_open("nats:x", NULL, &b2, &err), AG_EINVAL);

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "agora/es.h"
 #include "relay_fixture.h"
 
 /* the events (two shards), and the local "broker" over a store of its own */
@@ -340,4 +341,62 @@ Test(relay_pipe, a_lost_lease_takes_back_what_is_in_flight)
     ag_relay_stop(rb);
     assert_once_in_order(ns, relay_fx_drain(&fx, "c2", ns, 256), 10,
                          10); /* the ten taken back, once */
+}
+
+/* The CloudEvent's traceparent is the event's metadata's (top-level member, read
+ * without a parser when plain, with one when escaped), the next event's when the
+ * metadata is the marker for it, and none when absent, nested or not a string;
+ * one too long for the message is cut to 63 bytes. */
+Test(relay_pipe, the_traceparent_comes_from_the_metadata)
+{
+    static const char *const metas[] = {
+        "{\"requestId\":\"r-1\",\"traceparent\":\"00-aaaa-01\"}",
+        "{ \"traceparent\" : \"00-\\u0062\\u0062-01\", \"actor\":\"x\\\"y\" }",
+        AG_ES_META_NEXT,
+        "{\"traceparent\":\"00-cccc-01\"}", /* event 3 (private): event 2's */
+        NULL,
+        "{\"x\":{\"traceparent\":\"nested\"},\"y\":[\"traceparent\"]}",
+        "{\"traceparent\":5}",
+        "{\"traceparent\":\"00-0123456789abcdef0123456789abcdef-0123456789abcdef-01-and-more-"
+        "than-63-bytes\"}", /* the parser's, cut as before */
+    };
+    static const char *const want[] = {
+        "00-aaaa-01", "00-bb-01",
+        "00-cccc-01", NULL,
+        "",           "",
+        "",           "00-0123456789abcdef0123456789abcdef-0123456789abcdef-01-and-mor"};
+    struct ag_event_data evs[8];
+    char data[8][24];
+    for (int i = 0; i < 8; i++) {
+        snprintf(data[i], sizeof data[i], "{\"n\":%d}", i);
+        const char *type = i == 3 ? "Weighed" : "Shipped";
+        evs[i] = (struct ag_event_data){.type = type,
+                                        .type_len = strlen(type),
+                                        .data = data[i],
+                                        .data_len = strlen(data[i]),
+                                        .metadata = metas[i],
+                                        .metadata_len = metas[i] ? strlen(metas[i]) : 0};
+    }
+    cr_assert_eq(ag_store_append(fx.store, "parcel-t", 8, AG_STORE_ANY, evs, 8, NULL, NULL), 0);
+    struct ag_relay_config cfg = {.store = fx.store, .bus = &fake, .map = relay_fx_map};
+    struct ag_relay *r;
+    cr_assert_eq(ag_relay_start(&cfg, &r, NULL), 0);
+    cr_assert_eq(ag_relay_wait(r, relay_fx_head(&fx), 20000), 0);
+    ag_relay_stop(r);
+    struct ag_bus_consumer_config cc = {.name = "tp"};
+    struct ag_bus_consumer *c;
+    cr_assert_eq(ag_bus_consumer_open(fx.bus, &cc, &c, NULL), 0);
+    struct ag_bus_delivery **ds;
+    size_t n;
+    cr_assert_eq(ag_bus_fetch(c, 64, 0, &ds, &n, NULL), 0);
+    cr_assert_eq(n, 7, "the private event is not published");
+    for (size_t i = 0; i < n; i++) {
+        int k = atoi(strstr(ds[i]->msg.data, "\"n\":") + 4);
+        const char *tp = ds[i]->msg.traceparent ? ds[i]->msg.traceparent : "";
+        cr_expect_str_eq(tp, want[k], "event %d", k);
+        ag_bus_ack(c, ds[i], NULL);
+        ag_bus_delivery_free(c, ds[i]);
+    }
+    ag_free(ds);
+    ag_bus_consumer_close(c);
 }

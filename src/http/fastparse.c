@@ -41,7 +41,7 @@
 
 #include "http/internal.h"
 
-#define FP_MAX_HEAD (80 * 1024) /* http-parser's HTTP_MAX_HEADER_SIZE */
+#define FP_MAX_HEAD ((size_t)80 * 1024) /* http-parser's HTTP_MAX_HEADER_SIZE */
 
 /* A value byte taken here: printable ASCII, SP and HTAB. */
 static inline bool value_byte(unsigned char c)

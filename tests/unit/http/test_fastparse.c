@@ -250,8 +250,8 @@ Test(fastparse, mutations_answer_the_same_both_ways, .timeout = 300)
         same_both_ways(b.data ? b.data : "", b.len);
         taken += b.data && fast_takes(b.data);
     }
-    cr_assert_gt(taken, 6000, "the mutations must exercise the fast path (took %d)", taken);
     ag_buf_free(&b);
+    cr_assert_gt(taken, 3000, "the mutations must exercise the fast path (took %d)", taken);
 }
 
 /* ---- responses: differential against http-parser's callbacks ---- */

@@ -180,36 +180,46 @@ static void put(char **o, const char *s, size_t n)
 }
 
 /* "name: value\r\n" at *o (serialize reserved the room). */
-static void put_header(char **o, const char *name, const char *value)
+static void put_header_n(char **o, const char *name, size_t nl, const char *value, size_t vl)
 {
-    put(o, name, strlen(name));
+    put(o, name, nl);
     put(o, ": ", 2);
-    put(o, value, strlen(value));
+    put(o, value, vl);
     put(o, "\r\n", 2);
 }
 
-/* The request on the wire. Sized first and reserved once, then copied in
- * without formatting or per-piece buffer calls (the proxy's hot path). */
+static void put_header(char **o, const char *name, const char *value)
+{
+    put_header_n(o, name, strlen(name), value, strlen(value));
+}
+
+/* The lengths of one request header's name and value (validate measures them). */
+struct hlen {
+    size_t name, value;
+};
+
+/* The request on the wire. Sized first (validate measured the headers: hl,
+ * *need) and reserved once, then copied in without formatting or per-piece
+ * buffer calls (the proxy's hot path). */
 static int serialize(struct ag_http_upstream *u, const struct ag_http_client_req *q,
-                     struct ag_buf *w)
+                     const struct hlen *hl, size_t need, struct ag_buf *w)
 {
     bool has_body = q->body_len || strcmp(q->method, "POST") == 0 ||
                     strcmp(q->method, "PUT") == 0 || strcmp(q->method, "PATCH") == 0;
-    size_t need = strlen(q->method) + strlen(q->path) + strlen(u->host_header) + 64 +
-                  (q->request_id ? strlen(q->request_id) + 16 : 0) + strlen(q->traceparent) + 16 +
-                  q->body_len;
-    for (size_t i = 0; i < q->nheaders; i++)
-        need += strlen(q->headers[i].name) + strlen(q->headers[i].value) + 4;
+    size_t ml = strlen(q->method), pl = strlen(q->path);
+    need += ml + pl + strlen(u->host_header) + 64 +
+            (q->request_id ? strlen(q->request_id) + 16 : 0) + strlen(q->traceparent) + 16 +
+            q->body_len;
     int rc = ag_buf_reserve(w, need);
     if (rc) return rc;
     char *o = w->data + w->len;
-    put(&o, q->method, strlen(q->method));
+    put(&o, q->method, ml);
     put(&o, " ", 1);
-    put(&o, q->path, strlen(q->path));
+    put(&o, q->path, pl);
     put(&o, " HTTP/1.1\r\n", 11);
     put_header(&o, "Host", u->host_header);
     for (size_t i = 0; i < q->nheaders; i++)
-        put_header(&o, q->headers[i].name, q->headers[i].value);
+        put_header_n(&o, q->headers[i].name, hl[i].name, q->headers[i].value, hl[i].value);
     if (q->request_id) put_header(&o, "X-Request-ID", q->request_id);
     if (q->traceparent[0]) put_header(&o, "traceparent", q->traceparent);
     if (has_body) {
@@ -227,19 +237,28 @@ static int serialize(struct ag_http_upstream *u, const struct ag_http_client_req
     return 0;
 }
 
-static int validate(const struct ag_http_client_req *q)
+/* Check q; measure each header into hl[] and their wire bytes into *need (one
+ * pass: serialize does not measure them again). */
+static int validate(const struct ag_http_client_req *q, struct hlen *hl, size_t *need)
 {
     if (!token_ok(q->method) || !path_ok(q->path) || (q->body_len && !q->body)) return AG_EINVAL;
     if (q->request_id && !ag_obs_request_id_valid(q->request_id, strlen(q->request_id)))
         return AG_EINVAL;
     if (!value_ok(q->traceparent)) return AG_EINVAL;
+    *need = 0;
     for (size_t i = 0; i < q->nheaders; i++) {
-        const char *n = q->headers[i].name;
-        if (!token_ok(n) || !value_ok(q->headers[i].value)) return AG_EINVAL;
-        size_t nl = strlen(n);
+        const char *n = q->headers[i].name, *v = q->headers[i].value;
+        size_t nl = 0;
+        if (!n || !v || !*n) return AG_EINVAL;
+        for (; n[nl]; nl++)
+            if (!ag__http_tchar((unsigned char)n[nl])) return AG_EINVAL;
+        size_t vl = strcspn(v, "\r\n");
+        if (v[vl]) return AG_EINVAL;
         if (AG__HTTP_NAME_IS(n, nl, "content-length") ||
             AG__HTTP_NAME_IS(n, nl, "transfer-encoding") || AG__HTTP_NAME_IS(n, nl, "host"))
             return AG_EINVAL;
+        hl[i] = (struct hlen){nl, vl};
+        *need += nl + vl + 4;
     }
     return 0;
 }
@@ -500,8 +519,9 @@ static bool stream_pass(struct cconn *c)
     return true;
 }
 
-/* Deliver the complete response, then reuse or close the connection. */
-static void conn_deliver(struct cconn *c)
+/* Deliver the complete response (`given` by the fast path, else the parsed
+ * one), then reuse or close the connection. */
+static void conn_deliver(struct cconn *c, const struct ag_http_client_resp *given)
 {
     struct ag_http_upstream *u = c->u;
     struct creq *r = c->req;
@@ -509,7 +529,7 @@ static void conn_deliver(struct cconn *c)
     c->req = NULL;
     c->served++;
     struct ag_http_header few[32]; /* most answers: no allocation */
-    struct ag_http_header *hv = r->started ? few : headers_of(c, few, AG_ARRAY_SIZE(few));
+    struct ag_http_header *hv = r->started || given ? few : headers_of(c, few, AG_ARRAY_SIZE(few));
     if (!hv) {
         creq_finish(r, AG_ENOMEM, NULL);
         conn_close(c);
@@ -523,7 +543,7 @@ static void conn_deliver(struct cconn *c)
     /* Answered before the whole request left (an early answer to a large body):
      * libuv still reads r->wire, freed below, so the connection cannot live on. */
     if (c->writing && uv_stream_get_write_queue_size(&c->sock.stream) > 0) keep = false;
-    creq_finish(r, 0, &resp);
+    creq_finish(r, 0, given ? given : &resp);
     if (hv != few) ag_free(hv);
     if (c->state == CS_CLOSING) return; /* the callback closed the pool */
     if (!keep || u->closing) {
@@ -576,45 +596,91 @@ static int conn_tls_flush(struct cconn *c)
     return rc;
 }
 
-static void conn_input(struct cconn *c, ssize_t n, const char *base);
+static void conn_input(struct cconn *c, ssize_t n, char *base, size_t cap);
 
 static void conn_read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 {
     struct cconn *c = s->data;
     if (!c->tls || n <= 0) {
-        conn_input(c, n, buf->base);
+        conn_input(c, n, buf->base, buf->len);
         return;
     }
     /* TLS: decrypt, hand the plaintext on, send what the handshake owes. A failed
      * handshake or verification before any answer is a connect failure. */
     ag_buf_reset(&c->plain);
     int rc = ag__tls_read(c->tls, buf->base, (size_t)n, &c->plain);
-    if (c->plain.len) conn_input(c, (ssize_t)c->plain.len, c->plain.data);
+    if (c->plain.len) conn_input(c, (ssize_t)c->plain.len, c->plain.data, c->plain.cap);
     if (c->state == CS_CLOSING) return;
     if (rc == AG_ECLOSED)
-        conn_input(c, UV_EOF, NULL);
+        conn_input(c, UV_EOF, NULL, 0);
     else if (rc)
         conn_fail(c, c->got_bytes || ag__tls_ready(c->tls) ? AG_ERESET : AG_ECONNECT);
     else if (conn_tls_flush(c) != 0)
         conn_fail(c, AG_ERESET);
 }
 
-static void conn_input(struct cconn *c, ssize_t n, const char *base)
+/* Whether a response to r is streamed (on_rheaders_complete's rule): a 2xx
+ * whose Content-Type starts with the stream type the request asked for. */
+static bool streams(const struct creq *r, int status, const char *b, const struct ag__hdr *h,
+                    size_t n)
+{
+    if (!r->stream_type[0] || status < 200 || status >= 300) return false;
+    size_t tl = strlen(r->stream_type);
+    for (size_t i = 0; i < n; i++)
+        if (h[i].name_len == 12 && !strncasecmp(b + h[i].name, "content-type", 12) &&
+            h[i].value_len >= tl && !strncasecmp(b + h[i].value, r->stream_type, tl))
+            return true;
+    return false;
+}
+
+/* The fast path (fastparse.c): a whole response in this one read, framed by
+ * Content-Length, to a request that is not HEAD, and not streamed. Its
+ * headers and body are handed on from the read buffer itself, with NULs
+ * written over each colon and CR and after the body (cap > n leaves room),
+ * valid during the completion like the parsed ones. false: http-parser parses
+ * the read (declined, incomplete, more than the response, too big). */
+static bool fast_response(struct cconn *c, char *b, size_t n, size_t cap)
+{
+    struct creq *r = c->req;
+    struct ag__hdr h[32];
+    struct ag__fp m;
+    if (!r || r->head || cap <= n || !ag__fp_response(b, n, &m, h, AG_ARRAY_SIZE(h)) ||
+        (uint64_t)m.content_length != n - m.head_len ||
+        (uint64_t)m.content_length > c->u->cfg.max_response_bytes ||
+        streams(r, m.status, b, h, m.nhdrs))
+        return false;
+    struct ag_http_header hv[AG_ARRAY_SIZE(h)];
+    for (size_t i = 0; i < m.nhdrs; i++) {
+        b[h[i].name + h[i].name_len] = '\0';
+        b[h[i].value + h[i].value_len] = '\0';
+        hv[i] = (struct ag_http_header){b + h[i].name, b + h[i].value};
+    }
+    b[n] = '\0';
+    c->got_bytes = c->complete = true;
+    c->status = m.status;
+    c->keep = !m.close;
+    struct ag_http_client_resp resp = {m.status, hv, m.nhdrs, b + m.head_len, n - m.head_len};
+    conn_deliver(c, &resp);
+    return true;
+}
+
+static void conn_input(struct cconn *c, ssize_t n, char *base, size_t cap)
 {
     if (c->state == CS_IDLE && n != 0) {
         conn_close(c); /* EOF, error or unsolicited bytes on an idle connection */
     } else if (c->state == CS_BUSY && n > 0) {
+        if (!c->got_bytes && fast_response(c, base, (size_t)n, cap)) return;
         c->got_bytes = true;
         size_t used = http_parser_execute(&c->parser, &resp_settings, base, (size_t)n);
         if (c->req && c->req->streaming && !c->fail && !stream_pass(c)) return;
         if (c->complete)
-            conn_deliver(c);
+            conn_deliver(c, NULL);
         else if (c->fail || HTTP_PARSER_ERRNO(&c->parser) != HPE_OK || used != (size_t)n)
             conn_fail(c, c->fail ? c->fail : AG_EPROTOCOL);
     } else if (c->state == CS_BUSY && n < 0) {
         if (n == UV_EOF && c->got_bytes) http_parser_execute(&c->parser, &resp_settings, NULL, 0);
         if (c->complete)
-            conn_deliver(c);
+            conn_deliver(c, NULL);
         else
             conn_fail(c, AG_ERESET);
     }
@@ -873,14 +939,21 @@ int ag_http_upstream_request(struct ag_http_upstream *u, const struct ag_http_cl
 {
     if (!u || !q || !cb) return AG_EINVAL;
     if (u->closing) return AG_ECLOSED;
-    int rc = validate(q);
-    if (rc) return rc;
-    if (u->nwaiting >= u->cfg.max_pending) return AG_EAGAIN;
-    struct creq *r = ag_calloc(1, sizeof *r);
-    if (!r) return AG_ENOMEM;
-    ag_buf_init(&r->wire);
-    if ((rc = serialize(u, q, &r->wire)) != 0) {
-        ag_buf_free(&r->wire);
+    struct hlen few[64]; /* most requests: no allocation */
+    struct hlen *hl = q->nheaders <= AG_ARRAY_SIZE(few) ? few : ag_malloc(q->nheaders * sizeof *hl);
+    if (!hl) return AG_ENOMEM;
+    size_t need;
+    int rc = validate(q, hl, &need);
+    struct creq *r = NULL;
+    if (!rc && u->nwaiting >= u->cfg.max_pending) rc = AG_EAGAIN;
+    if (!rc && !(r = ag_calloc(1, sizeof *r))) rc = AG_ENOMEM;
+    if (r) {
+        ag_buf_init(&r->wire);
+        rc = serialize(u, q, hl, need, &r->wire);
+    }
+    if (hl != few) ag_free(hl);
+    if (rc) {
+        if (r) ag_buf_free(&r->wire);
         ag_free(r);
         return rc;
     }

@@ -429,6 +429,7 @@ static int on_headers_complete(http_parser *p)
     req->method = http_method_str(p->method);
     req->head = p->method == HTTP_HEAD;
     req->keep_alive = http_should_keep_alive(p);
+    if (!req->keep_alive) c->no_fast = true; /* http-parser refuses what follows */
     if (p->http_major != 1 || p->http_minor > 1)
         return fail_why(p, 505, "only HTTP/1.0 and HTTP/1.1 are served");
     bool expect = false;
@@ -505,6 +506,60 @@ static void dispatch_ready(struct ag__http_conn *c)
     ag__http_dispatch(req);
 }
 
+/* The fast path (fastparse.c): a whole request, head and body, at data[0..n)
+ * that the scanner takes and the limits allow, made into a request and
+ * dispatched exactly as the callbacks above would. The head is copied into
+ * req->raw from the target on, with NULs written over the separators (the
+ * space before the version, each colon, each CR), so the layout is the
+ * callbacks' (offsets into raw). Returns the bytes taken; 0: http-parser
+ * parses them (declined, incomplete, over a limit, out of memory). */
+static size_t fast_request(struct ag__http_conn *c, const char *data, size_t n)
+{
+    struct ag__hdr h[AG__HTTP_MAX_HEADERS];
+    struct ag__fp m;
+    if (c->no_fast || !ag__fp_request(data, n, &m, h, AG_ARRAY_SIZE(h)) || !m.host) return 0;
+    size_t body = m.content_length > 0 ? (size_t)m.content_length : 0;
+    size_t hb = m.url_len; /* the header bytes as the callbacks count them */
+    for (size_t i = 0; i < m.nhdrs; i++) hb += h[i].name_len + 4 + h[i].value_len;
+    if (hb > c->ctx->lim.max_header_bytes || body > c->ctx->lim.max_body_bytes ||
+        body > n - m.head_len)
+        return 0;
+    struct ag_http_req *req = ag__http_req_new(c);
+    if (!req) return 0;
+    size_t cap = req->hdrs_cap;
+    if (cap < m.nhdrs) cap = m.nhdrs < 16 ? 16 : m.nhdrs;
+    struct ag__hdr *hv = cap == req->hdrs_cap ? req->hdrs : ag_realloc(req->hdrs, cap * sizeof *hv);
+    if (hv) req->hdrs = hv, req->hdrs_cap = cap;
+    if (!hv || ag_buf_append(&req->raw, data + m.url, m.head_len - m.url) ||
+        (body && ag_buf_append(&req->body, data + m.head_len, body))) {
+        ag__http_req_unref(req);
+        return 0;
+    }
+    char *raw = req->raw.data;
+    raw[m.url_len] = '\0';
+    for (size_t i = 0; i < m.nhdrs; i++) {
+        struct ag__hdr *d = &req->hdrs[i];
+        *d = (struct ag__hdr){h[i].name - m.url, h[i].name_len, h[i].value - m.url, h[i].value_len};
+        raw[d->name + d->name_len] = '\0';
+        raw[d->value + d->value_len] = '\0';
+    }
+    req->nhdrs = m.nhdrs;
+    req->url_len = m.url_len;
+    req->url_done = true;
+    req->header_bytes = hb;
+    req->n_content_length = m.content_length >= 0;
+    req->method = http_method_str((enum http_method)m.method);
+    req->head = m.method == HTTP_HEAD;
+    req->keep_alive = true;
+    split_url(req); /* cannot fail: the target starts with '/' */
+    queue_push(c, req);
+    req->start_ns = ag_clock_mono(ag_clock_system());
+    req->state = AG__RS_DISPATCHED;
+    c->ready = req;
+    dispatch_ready(c);
+    return m.head_len + body;
+}
+
 /* Parse as much of data as allowed; returns the bytes consumed. */
 static size_t feed_some(struct ag__http_conn *c, const char *data, size_t n)
 {
@@ -514,6 +569,13 @@ static size_t feed_some(struct ag__http_conn *c, const char *data, size_t n)
             c->paused = true;
             c->io->read(c, false);
             break;
+        }
+        if (!c->cur) {
+            size_t took = fast_request(c, data + done, n - done);
+            if (took) {
+                done += took;
+                continue;
+            }
         }
         c->feed_start = data + done;
         c->feed_end = data + n;

@@ -93,6 +93,28 @@ struct ag__hdr {
     uint32_t value_len; /* bytes of value */
 };
 
+/* ---- the fast path in front of http-parser (fastparse.c) ---- */
+
+/* A message head the fast path took: offsets into the scanned buffer. */
+struct ag__fp {
+    size_t head_len;        /* bytes through the blank line */
+    int method;             /* requests: enum http_method */
+    uint32_t url, url_len;  /* requests: the target */
+    int status;             /* responses: the status */
+    size_t nhdrs;           /* headers recorded in the caller's array */
+    int64_t content_length; /* -1: none */
+    bool host;              /* a Host header */
+    bool close;             /* responses: Connection: close */
+};
+
+/* Scan a request (response) head at b[0..n) into *m and h[0..cap): true when
+ * the fast path takes it, false when http-parser must (declined, or not all
+ * there yet). Reads b only. */
+bool ag__fp_request(const char *b, size_t n, struct ag__fp *m /* OUT */,
+                    struct ag__hdr *h /* OUT */, size_t cap);
+bool ag__fp_response(const char *b, size_t n, struct ag__fp *m /* OUT */,
+                     struct ag__hdr *h /* OUT */, size_t cap);
+
 struct ag__param {
     const char *name;  /* borrowed from the route */
     const char *value; /* decoded copy in the arena */
@@ -208,6 +230,7 @@ struct ag__http_conn {
     bool close_after_flush;       /* close once out is written */
     bool closed;                  /* transport closed */
     bool draining;                /* server drain: finish what is queued, then close */
+    bool no_fast;                 /* a request without keep-alive was read: http-parser only */
     char peer[64];                /* "ip:port" of the client */
 };
 

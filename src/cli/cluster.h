@@ -154,7 +154,7 @@ void cl_gateway_reload(struct cl_cluster *c);
 int cl_certs_prepare(struct cl_cluster *c, struct ag_err *err);
 /* While running: the same check every CL_CERT_CHECK_MS; a renewed certificate is
  * picked up by its process from the file (no restart). */
-#define CL_CERT_CHECK_MS 10000u
+#define CL_CERT_CHECK_MS 5000u
 void cl_certs_check(struct cl_cluster *c, uint64_t now_ms);
 /* The supervisor's client context's end. */
 void cl_certs_close(struct cl_cluster *c);

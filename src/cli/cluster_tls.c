@@ -56,7 +56,8 @@ static void stem(const struct cl_member *m, char out[AG_CERTS_NAME_MAX])
         char ch = m->name[i];
         bool ok = !ch || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
                   (ch >= '0' && ch <= '9') || ch == '.' || ch == '_' || ch == '-';
-        out[i] = ok ? ch : '_';
+        out[i] = ch;
+        if (!ok) out[i] = '_';
     }
 }
 

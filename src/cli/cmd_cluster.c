@@ -25,6 +25,11 @@
  * instances, the NATS nodes (SIGTERM each), PostgreSQL (SIGINT: its fast shutdown),
  * each kind waited for (10 s, 20 s, 10 s, 30 s, then SIGKILL; a third signal kills
  * at once). DIR/supervisor.lock (flock) keeps a second supervisor out of DIR.
+ *
+ * mTLS (cluster_tls.c), unless --insecure-plaintext: before anything starts, the
+ * CA and every member's certificate are made or renewed in DIR/certs; the
+ * instances get --tls-*, the gateway's configuration names its certificate
+ * (cluster_gateway.c), and every 5 s the loop renews what is close to expiry.
  */
 #include <errno.h>
 #include <fcntl.h>

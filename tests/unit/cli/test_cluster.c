@@ -239,9 +239,8 @@ Test(cluster, certificates_made_kept_and_renewed_near_expiry)
 {
     struct cl_cluster *c = new_cluster();
     struct ag_err err;
-    cr_assert_eq(cl_layout(c, "customers+catalog+ordering+sagas,inventory+payments+shipping", 1,
-                           &err),
-                 0);
+    cr_assert_eq(
+        cl_layout(c, "customers+catalog+ordering+sagas,inventory+payments+shipping", 1, &err), 0);
     for (size_t i = 0; i < c->n; i++) c->m[i].port = (uint16_t)(21000 + i);
     c->tls = true;
     cr_assert_eq(cl_certs_prepare(c, &err), 0, "%s", err.msg);
@@ -256,7 +255,9 @@ Test(cluster, certificates_made_kept_and_renewed_near_expiry)
         cr_assert_eq(mode_of(c, rel), 0600, "%s", rel);
         before[i] = pem_text(c, names[i]);
         snprintf(pem, sizeof pem, "%s/certs/%s.pem", c->dir, names[i]);
-        cr_assert_eq(ag_certs_verify(ca, pem, 0, NULL, 0, &err), 0, "%s: %s", names[i], err.msg);
+        if (i) /* a member's, not the CA's own */
+            cr_assert_eq(ag_certs_verify(ca, pem, 0, NULL, 0, &err), 0, "%s: %s", names[i],
+                         err.msg);
     }
     char path[PATH_MAX + 64];
     cr_assert(cl_cert_path(c, &c->m[4], "pem", path, sizeof path)); /* the first instance */

@@ -9,6 +9,10 @@
  *                        socket (no TCP)
  *   DIR/nats/            nats-N.conf and nats-N/ (JetStream), a 3-node cluster
  *   DIR/data/            the instances' --data (the personal data's keys)
+ *   DIR/certs/           mTLS (cluster_tls.c): the cluster CA (ca.pem, ca.key), a
+ *                        certificate per member (NAME.pem + NAME.key, 0600): each
+ *                        instance (serves and calls), the gateway and the
+ *                        supervisor (clients); none with --insecure-plaintext
  *   DIR/gateway.yaml     the gateway's configuration (written at every start)
  *   DIR/logs/            one log per member (stdout and stderr, appended)
  *   DIR/status.json      the members as the supervisor sees them, each second
@@ -88,6 +92,9 @@ struct cl_cluster {
     double target;             /* autoscaling: in-flight requests per instance wanted */
     uint64_t cooldown_ms;      /* autoscaling: at least this long between a group's decisions */
     bool gw_reload;            /* gateway.yaml changed while the gateway was not ready */
+    bool tls;                  /* mTLS between the members (not --insecure-plaintext) */
+    void *tls_ctx;             /* the supervisor's client SSL_CTX (cluster_tls.c), or NULL */
+    uint64_t certs_checked_ms; /* the certificates' last expiry check */
     char jwt[65], mesh[65];    /* the secrets */
     char agora[PATH_MAX];      /* this binary */
     char pgbin[PATH_MAX - 32]; /* PostgreSQL's bin directory */
@@ -146,6 +153,26 @@ void cl_gateway_reload(struct cl_cluster *c);
  * remove a postmaster.pid whose pid now belongs to another program. */
 void cl_stale_reap(const struct cl_cluster *c);
 
+/* ---- cluster_tls.c: the certificates (mTLS) ---- */
+
+/* The CA in DIR/certs (made at the first start) and every member's certificate:
+ * issued when missing, not valid, or expiring within CL_CERT_RENEW_DAYS (logged
+ * cluster.cert_issued with the reason); the supervisor's client context. */
+#define CL_CERT_RENEW_DAYS 10
+int cl_certs_prepare(struct cl_cluster *c, struct ag_err *err);
+/* While running: the same check every CL_CERT_CHECK_MS; a renewed certificate is
+ * picked up by its process from the file (no restart). */
+#define CL_CERT_CHECK_MS 5000u
+void cl_certs_check(struct cl_cluster *c, uint64_t now_ms);
+/* The supervisor's client context's end. */
+void cl_certs_close(struct cl_cluster *c);
+/* DIR/certs/<stem of member m (NULL: the CA)>.<ext> ("pem", "key") into out. */
+bool cl_cert_path(const struct cl_cluster *c, const struct cl_member *m, const char *ext, char *out,
+                  size_t n);
+/* GET path from instance m over mTLS as cl_http_get does over plain HTTP. */
+int cl_tls_get(const struct cl_cluster *c, const struct cl_member *m, const char *path,
+               const char *headers, char *out, size_t cap);
+
 /* ---- cluster_proc.c: processes and health ---- */
 
 /* Start member i now (fork + exec, its output appended to DIR/logs/<name>.log). */
@@ -162,6 +189,15 @@ char *cl_status_json(const struct cl_cluster *c, uint64_t now_ms);
  * out, NUL-terminated. Blocking, short timeouts (see cluster_proc.c). */
 int cl_http_get(const char *host, uint16_t port, const char *path, const char *headers, char *out,
                 size_t cap);
+/* GET path from instance or gateway m as cl_http_get, over mTLS to an instance of a
+ * cluster with TLS. */
+int cl_member_get(const struct cl_cluster *c, const struct cl_member *m, const char *path,
+                  const char *headers, char *out, size_t cap);
+/* The request's exchange on a connected socket (plain), as cl_http_get. */
+int cl_http_exchange(int fd, void *ssl, const char *host, const char *path, const char *headers,
+                     char *out, size_t cap);
+/* A connected socket to host:port (numeric) within 250 ms, or -1. */
+int cl_dial(const char *host, uint16_t port);
 /* Milliseconds since the epoch. */
 uint64_t cl_now_ms(void);
 

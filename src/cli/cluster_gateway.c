@@ -2,13 +2,15 @@
  * `agora cluster`: the gateway's configuration, written to DIR/gateway.yaml at every
  * start. The same shape as deploy/serve/gateway.yaml (README "Running
  * distributed"): one upstream cluster per context (destinationRules host = the
- * context's name) listing the instances that serve it, `ops` listing them all; the
+ * context's name) kept at the instances that serve it, `ops` at them all; the
  * routes are that file's; the JWT issuer is `agora run`'s (agora-dev, audience
  * agora, HS256 with DIR/jwt-secret), so `agora token --data DIR` mints tokens it
- * accepts. The endpoints come from one function, endpoints_yaml: a static list
- * from the layout today; switching to the service-discovery registry is changing
- * that function to emit the cluster's `discovery:` instead.
+ * accepts. Where each cluster's endpoints come from and how the gateway talks to
+ * them is one function, upstream_yaml: the service-discovery registry
+ * (`discovery:`), and mTLS with the gateway's certificate unless the cluster runs
+ * with --insecure-plaintext.
  */
+#include <limits.h>
 #include <string.h>
 
 #include "agora/platform.h"
@@ -242,18 +244,34 @@ static const char routes_yaml[] =
     "        rateLimit: {requests: 5000, per: 1s, burst: 10000, key: user}\n"
     "        idempotency: false\n";
 
-/* The endpoints of the cluster for the contexts in `mask` (0: `ops`, every
- * instance), those in rotation (not parked nor draining: autoscaling). The one
- * place that says where a context is served. */
-static int endpoints_yaml(const struct cl_cluster *c, unsigned mask, struct ag_buf *b)
+/* Where the gateway finds the instances serving `context` ("*": `ops`, any
+ * instance), and how it talks to them: the one place that says so. The
+ * service-discovery registry (rm_registry.members in the cluster's PostgreSQL,
+ * which every instance heartbeats into): an instance the autoscaler starts joins
+ * when it registers, one it drains or that dies leaves when its row goes (a clean
+ * stop deletes it; a dead one's heartbeat ages out in 5 s; health checks and
+ * outlier detection judge it meanwhile). With mTLS the gateway presents its own
+ * certificate and verifies the instance's against the cluster CA (and that it
+ * names the endpoint's IP). */
+static int upstream_yaml(const struct cl_cluster *c, const char *context, struct ag_buf *b)
 {
-    int rc = ag_buf_puts(b, "    endpoints:\n");
-    for (size_t i = 0; i < c->n && !rc; i++) {
-        const struct cl_member *m = &c->m[i];
-        if (m->role == CL_INSTANCE && !m->parked && !m->draining && (!mask || (m->contexts & mask)))
-            rc = ag_buf_printf(b, "      - {address: 127.0.0.1:%u}\n", m->port);
-    }
-    return rc;
+    char pg[PATH_MAX];
+    cl_pg_uri(c, pg, sizeof pg);
+    int rc = ag_buf_printf(b, "    discovery: {registry: \"%s\", context: \"%s\"}\n", pg, context);
+    if (!rc) rc = ag_buf_puts(b, policy_yaml);
+    if (rc || !c->tls) return rc;
+    char ca[PATH_MAX], pem[PATH_MAX], key[PATH_MAX];
+    const struct cl_member *gw = NULL;
+    for (size_t i = 0; i < c->n; i++)
+        if (c->m[i].role == CL_GATEWAY) gw = &c->m[i];
+    if (!gw || !cl_cert_path(c, NULL, "pem", ca, sizeof ca) ||
+        !cl_cert_path(c, gw, "pem", pem, sizeof pem) ||
+        !cl_cert_path(c, gw, "key", key, sizeof key))
+        return AG_EINVAL;
+    return ag_buf_printf(b,
+                         "      tls: {mode: MUTUAL, caCertificates: \"%s\", clientCertificate: "
+                         "\"%s\", privateKey: \"%s\"}\n",
+                         ca, pem, key);
 }
 
 char *cl_gateway_yaml(const struct cl_cluster *c)
@@ -263,12 +281,10 @@ char *cl_gateway_yaml(const struct cl_cluster *c)
     int rc = ag_buf_printf(&b, head_yaml, c->listen, c->jwt);
     for (const char *const *n = ag_platform_context_names(); *n && !rc; n++) {
         rc = ag_buf_printf(&b, "  - host: %s\n", *n);
-        if (!rc) rc = endpoints_yaml(c, ag_platform_context_bit(*n), &b);
-        if (!rc) rc = ag_buf_puts(&b, policy_yaml);
+        if (!rc) rc = upstream_yaml(c, *n, &b);
     }
     if (!rc) rc = ag_buf_puts(&b, "  - host: ops\n");
-    if (!rc) rc = endpoints_yaml(c, 0, &b);
-    if (!rc) rc = ag_buf_puts(&b, policy_yaml);
+    if (!rc) rc = upstream_yaml(c, "*", &b);
     if (!rc) rc = ag_buf_puts(&b, routes_yaml);
     if (rc) {
         ag_buf_free(&b);

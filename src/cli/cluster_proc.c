@@ -10,7 +10,8 @@
  * appended. A root supervisor runs PostgreSQL as its own user (it refuses root).
  *
  * Health. Once a second per running member, blocking and short (connect 250 ms,
- * answer 500 ms): an instance and the gateway answer GET /health/ready 200, a NATS
+ * answer 500 ms): an instance (over mTLS with the supervisor's certificate unless
+ * --insecure-plaintext, cluster_tls.c) and the gateway answer GET /health/ready 200, a NATS
  * node GET /healthz 200 on its monitoring port (JetStream current), PostgreSQL
  * says `ready` in its postmaster.pid (PostgreSQL 10+ writes its state there; a
  * probe connection would fill its log with "incomplete startup packet").
@@ -20,7 +21,9 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <jansson.h>
+#include <limits.h>
 #include <netdb.h>
+#include <openssl/ssl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -50,7 +53,7 @@ uint64_t cl_now_ms(void)
 struct cmdline {
     char *argv[ARGV_MAX];
     int argc;
-    char text[4096]; /* the strings argv points into */
+    char text[8192]; /* the strings argv points into */
     size_t used;
 };
 
@@ -88,6 +91,17 @@ static void instance_cmd(const struct cl_cluster *c, const struct cl_member *m, 
     arg(l, "--data");
     arg(l, "%s/data", c->dir);
     if (m->seed) arg(l, "--seed");
+    if (!c->tls) return;
+    char pem[PATH_MAX], key[PATH_MAX], ca[PATH_MAX];
+    if (!cl_cert_path(c, m, "pem", pem, sizeof pem) ||
+        !cl_cert_path(c, m, "key", key, sizeof key) || !cl_cert_path(c, NULL, "pem", ca, sizeof ca))
+        return;
+    arg(l, "--tls-cert");
+    arg(l, "%s", pem);
+    arg(l, "--tls-key");
+    arg(l, "%s", key);
+    arg(l, "--tls-ca");
+    arg(l, "%s", ca);
 }
 
 static void command(const struct cl_cluster *c, const struct cl_member *m, struct cmdline *l)
@@ -188,7 +202,7 @@ int cl_spawn(struct cl_cluster *c, size_t i, uint64_t now_ms)
 /* ---- health ---- */
 
 /* A connected socket to host:port (numeric), or -1: connect within 250 ms. */
-static int dial(const char *host, uint16_t port)
+int cl_dial(const char *host, uint16_t port)
 {
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICHOST}, *ai = NULL;
     char ps[8];
@@ -206,28 +220,49 @@ static int dial(const char *host, uint16_t port)
     return -1;
 }
 
-int cl_http_get(const char *host, uint16_t port, const char *path, const char *headers, char *out,
-                size_t cap)
+/* ssl (an SSL *, cluster_tls.c) on a blocking socket with 500 ms timeouts, or NULL:
+ * plain on the non-blocking one */
+int cl_http_exchange(int fd, void *ssl, const char *host, const char *path, const char *headers,
+                     char *out, size_t cap)
 {
-    int fd = dial(host, port), status = 0;
     char req[1024];
     int n = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: %s\r\n%sConnection: close\r\n\r\n",
                      path, host, headers ? headers : "");
     out[0] = 0;
-    if (fd < 0) return 0;
-    if (n > 0 && n < (int)sizeof req && send(fd, req, (size_t)n, MSG_NOSIGNAL) == n) {
-        struct pollfd p = {.fd = fd, .events = POLLIN};
-        size_t got = 0;
-        while (got + 1 < cap && poll(&p, 1, 500) == 1) {
-            ssize_t r = recv(fd, out + got, cap - 1 - got, 0);
-            if (r <= 0) break;
-            got += (size_t)r;
-        }
-        out[got] = 0;
-        if (got >= 12 && strncmp(out, "HTTP/1.", 7) == 0) status = (int)strtol(out + 9, NULL, 10);
+    if (n <= 0 || n >= (int)sizeof req) return 0;
+    if (ssl ? SSL_write(ssl, req, n) != n : send(fd, req, (size_t)n, MSG_NOSIGNAL) != n) return 0;
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    size_t got = 0;
+    while (got + 1 < cap) {
+        ssize_t r;
+        size_t room = cap - 1 - got;
+        if (ssl)
+            r = SSL_read(ssl, out + got, room > INT_MAX ? INT_MAX : (int)room);
+        else
+            r = poll(&p, 1, 500) == 1 ? recv(fd, out + got, room, 0) : 0;
+        if (r <= 0) break;
+        got += (size_t)r;
     }
+    out[got] = 0;
+    return got >= 12 && strncmp(out, "HTTP/1.", 7) == 0 ? (int)strtol(out + 9, NULL, 10) : 0;
+}
+
+int cl_http_get(const char *host, uint16_t port, const char *path, const char *headers, char *out,
+                size_t cap)
+{
+    int fd = cl_dial(host, port);
+    out[0] = 0;
+    if (fd < 0) return 0;
+    int status = cl_http_exchange(fd, NULL, host, path, headers, out, cap);
     close(fd);
     return status;
+}
+
+int cl_member_get(const struct cl_cluster *c, const struct cl_member *m, const char *path,
+                  const char *headers, char *out, size_t cap)
+{
+    if (m->role == CL_INSTANCE && c->tls) return cl_tls_get(c, m, path, headers, out, cap);
+    return cl_http_get("127.0.0.1", m->port, path, headers, out, cap);
 }
 
 static int http_status(const char *host, uint16_t port, const char *path)
@@ -275,8 +310,10 @@ bool cl_healthy(const struct cl_cluster *c, size_t i)
         return pg_ready(c, m->pid);
     case CL_NATS:
         return http_status("127.0.0.1", m->mport, "/healthz") == 200;
-    case CL_INSTANCE:
-        return http_status("127.0.0.1", m->port, "/health/ready") == 200;
+    case CL_INSTANCE: {
+        char head[512];
+        return cl_member_get(c, m, "/health/ready", NULL, head, sizeof head) == 200;
+    }
     case CL_GATEWAY:
         gateway_addr(c, host, &port);
         return host[0] && http_status(host, port, "/health/ready") == 200;
@@ -302,6 +339,7 @@ static json_t *member_json(const struct cl_cluster *c, const struct cl_member *m
                           m->pid ? (m->ready ? "ready" : "unready") : "down", "restarts",
                           (int)m->restarts, "lastExit", m->last_exit);
     json_object_set_new(j, "pid", m->pid ? json_integer(m->pid) : json_null());
+    if (m->role == CL_INSTANCE) json_object_set_new(j, "tls", json_boolean(c->tls));
     json_object_set_new(j, "uptimeMs",
                         json_integer(m->pid ? (json_int_t)(now - m->started_ms) : 0));
     if (m->state == CL_DOWN && m->next_start_ms > now)

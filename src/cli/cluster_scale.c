@@ -71,7 +71,7 @@ static double inflight(const struct cl_cluster *c, const struct cl_member *m, ch
         return -1;
     snprintf(headers, sizeof headers,
              "x-user-id: agora-cluster\r\nx-user-roles: admin\r\nx-user-sig: %s\r\n", sig);
-    if (cl_http_get("127.0.0.1", m->port, "/metrics", headers, buf, METRICS_MAX) != 200) return -1;
+    if (cl_member_get(c, m, "/metrics", headers, buf, METRICS_MAX) != 200) return -1; /* mTLS */
     double v = series(buf, "agora_http_requests_in_flight");
     if (v < 0) return -1;
     double waiting = series(buf, "agora_waiting_requests"), sse = series(buf, "agora_sse_streams");

@@ -25,6 +25,11 @@
  * instances, the NATS nodes (SIGTERM each), PostgreSQL (SIGINT: its fast shutdown),
  * each kind waited for (10 s, 20 s, 10 s, 30 s, then SIGKILL; a third signal kills
  * at once). DIR/supervisor.lock (flock) keeps a second supervisor out of DIR.
+ *
+ * mTLS (cluster_tls.c), unless --insecure-plaintext: before anything starts, the
+ * CA and every member's certificate are made or renewed in DIR/certs; the
+ * instances get --tls-*, the gateway's configuration names its certificate
+ * (cluster_gateway.c), and every 5 s the loop renews what is close to expiry.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -51,7 +56,7 @@
 
 static const char usage_text[] =
     "usage: agora cluster up --dir DIR --listen HOST:PORT [--instances N] [--contexts SPEC]\n"
-    "                        [--target-inflight X] [--cooldown DURATION]\n"
+    "                        [--target-inflight X] [--cooldown DURATION] [--insecure-plaintext]\n"
     "       agora cluster status --dir DIR [--json]\n"
     "\n"
     "up: run the distributed shape on this machine under a supervisor: PostgreSQL (initdb\n"
@@ -63,6 +68,8 @@ static const char usage_text[] =
     "doubling to 30 s), logged as JSON lines on stderr; each member's own output is in\n"
     "DIR/logs/. SIGINT/SIGTERM stop them all in order (gateway, instances, NATS,\n"
     "PostgreSQL). One supervisor per DIR. Tokens: agora token --data DIR --sub ID --role R.\n"
+    "The members speak mTLS: a cluster CA made in DIR/certs at the first start and a\n"
+    "certificate per member (30 days, renewed 10 days before it expires, no restart).\n"
     "\n"
     "  --dir DIR          the cluster's directory (new or empty the first time)\n"
     "  --listen HOST:PORT the gateway's address\n"
@@ -78,6 +85,8 @@ static const char usage_text[] =
     "                     a group over it gets an instance more (up to MAX), one that fits\n"
     "                     in one fewer at 70 %% or less loses one (down to MIN)\n"
     "  --cooldown DURATION  autoscaling: at least this between a group's decisions (30s)\n"
+    "  --insecure-plaintext  plain HTTP between the gateway and the instances and among\n"
+    "                     the instances (debugging; this start only): no certificates\n"
     "\n"
     "status: the members (role, pid, address, up/down, health from /health/ready,\n"
     "restarts) from DIR/status.json, which the supervisor rewrites every second, as a\n"
@@ -213,6 +222,7 @@ struct up_opts {
     double target;        /* --target-inflight */
     uint64_t cooldown_ms; /* --cooldown */
     bool contexts_set, instances_set;
+    bool plaintext; /* --insecure-plaintext */
 };
 
 /* an existing cluster: its layout is fixed */
@@ -248,6 +258,7 @@ static int prepare(struct cl_cluster *c, const struct up_opts *o, int *lock, str
     if (!rc) rc = cl_ports_free(c, err);
     if (!rc) rc = make_dirs(c, err);
     if (!rc) rc = cl_secrets(c, err);
+    if (!rc && c->tls) rc = cl_certs_prepare(c, err); /* before gateway.yaml names them */
     if (!rc) rc = cl_write_configs(c, err);
     if (!rc) rc = cl_pg_prepare(c, err);
     if (!rc && readlink("/proc/self/exe", c->agora, sizeof c->agora - 1) <= 0)
@@ -384,6 +395,7 @@ static void supervise(struct cl_cluster *c)
         if (now >= next_check) {
             check_health(c, now);
             if (strcmp(c->state, "running") == 0) cl_autoscale(c, now); /* and the load */
+            cl_certs_check(c, now);
             write_status(c, now);
             next_check = now + 1000;
         }
@@ -464,6 +476,8 @@ static int parse_up(int argc, char **argv, struct up_opts *o)
             o->cooldown_ms = ag_cli_duration_ms(argv[++i]);
             if (!o->cooldown_ms)
                 return ag_cli_usage_error("cluster up: --cooldown takes a duration (30s, 2m)");
+        } else if (strcmp(a, "--insecure-plaintext") == 0) {
+            o->plaintext = true;
         } else if (strcmp(a, "--instances") == 0 && val) {
             char *end;
             long n = strtol(argv[++i], &end, 10);
@@ -516,6 +530,7 @@ static int up(int argc, char **argv)
     snprintf(c->listen, sizeof c->listen, "%s", o.listen);
     c->target = o.target;
     c->cooldown_ms = o.cooldown_ms;
+    c->tls = !o.plaintext;
     c->state = "starting";
     c->started_ms = cl_now_ms();
     rc = abs_dir(o.dir, c) ? ag_err_set(&err, AG_EINVAL, "--dir: too long a path") : 0;
@@ -523,17 +538,21 @@ static int up(int argc, char **argv)
     if (rc) {
         fprintf(stderr, "agora cluster: %s\n", ag_err_msg(&err, rc));
         if (lock >= 0) close(lock);
+        cl_certs_close(c);
         ag_free(c);
         return 1;
     }
     fprintf(stderr,
             "agora cluster: %s: %zu members, the gateway on http://%s (members' logs in "
-            "%s/logs; `agora cluster status --dir %s`); Ctrl-C stops\n",
-            c->dir, c->n, c->listen, c->dir, c->dir);
+            "%s/logs; `agora cluster status --dir %s`); %s; Ctrl-C stops\n",
+            c->dir, c->n, c->listen, c->dir, c->dir,
+            c->tls ? "mTLS among the members (DIR/certs)"
+                   : "PLAIN HTTP among the members (--insecure-plaintext)");
     if (!stop_signals) supervise(c);
     stop_all(c);
     fprintf(stderr, "agora cluster: stopped\n");
     close(lock);
+    cl_certs_close(c);
     ag_free(c);
     return 0;
 }

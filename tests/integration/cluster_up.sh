@@ -18,8 +18,11 @@
 #     money and stock conserved, nothing applied twice, read models = the log);
 #   - SIGINT: the supervisor stops the members in order (gateway, instances, NATS,
 #     PostgreSQL), exits 0, and none of the pids it ran is left;
-#   - a second start on DIR reuses cluster.json (its ports) and the data (no initdb;
+#   - a second start on DIR, with --insecure-plaintext (the members on plain HTTP, no
+#     tls in gateway.yaml), reuses cluster.json (its ports) and the data (no initdb;
 #     the order is still there), and stops again the same way.
+# The first start runs with mTLS (the default; tests/integration/cluster_mtls.sh
+# checks the certificates), so the tour and the kill test cross it.
 # Skips (77) without PostgreSQL; needs nats-server (scripts/bootstrap.sh).
 set -uo pipefail
 BIN=${AGORA_BIN:?AGORA_BIN not set}
@@ -222,7 +225,7 @@ pass "SIGINT: stopped in order ($ORDER), exit 0, none of the $NPIDS member pids 
 
 # ---- a second start: the same ports, the same data, no initdb ----
 SUM=$(md5sum <"$D/cluster.json")
-"$BIN" cluster up --dir "$D" --listen "127.0.0.1:$PORTG" 2>"$TMP/supervisor2.log" &
+"$BIN" cluster up --dir "$D" --listen "127.0.0.1:$PORTG" --insecure-plaintext 2>"$TMP/supervisor2.log" &
 SUP=$!
 for _ in $(seq 900); do
     [ "$(cstatus | json_field 'd["state"]' 2>/dev/null)" = running ] && break
@@ -232,9 +235,13 @@ done
 [ "$(cstatus | json_field 'd["state"]')" = running ] || fail "not running again: $("$BIN" cluster status --dir "$D")"
 [ "$(md5sum <"$D/cluster.json")" = "$SUM" ] || fail "cluster.json changed at the second start"
 grep -q '"cluster.initdb"' "$TMP/supervisor2.log" && fail "initdb ran again"
+IPORT=$(member "$VICTIM" address | cut -d: -f2)
+[ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://127.0.0.1:$IPORT/health/live")" = 200 ] ||
+    fail "--insecure-plaintext: $VICTIM does not answer plain HTTP"
+grep -q 'tls: {mode: MUTUAL' "$D/gateway.yaml" && fail "--insecure-plaintext: gateway.yaml has tls"
 req "$ADA" GET "/api/v1/orders/$OID"
 [ "$ST" = 200 ] && [ "$(field 'd["status"]')" = confirmed ] || fail "order $OID after the restart: $ST $BODY"
 stop_cluster "$TMP/supervisor2.log"
 grep -l -e 'AddressSanitizer' -e 'runtime error:' -e 'LeakSanitizer' "$D"/logs/*.log "$TMP"/supervisor*.log &&
     fail "sanitizer report"
-pass "a second start on DIR: the same cluster.json (ports), no initdb, order $OID still confirmed; stopped again ($NPIDS pids gone)"
+pass "a second start on DIR with --insecure-plaintext: the same cluster.json (ports), no initdb, instances on plain HTTP, order $OID still confirmed; stopped again ($NPIDS pids gone)"

@@ -1,14 +1,17 @@
 /* `agora cluster` without processes: the --contexts layout (groups, counts,
  * MIN..MAX slots, every context served), cluster.json written and read back (and
  * its errors: the line of a syntax error, the name of a bad field), the gateway
- * configuration it generates (valid, endpoints in rotation only), the URIs and
- * status.json. The cli sources are compiled in (cli is the binary, not a library). */
+ * configuration it generates (valid, every cluster on the discovery registry, with
+ * mTLS unless plaintext), the certificates (made, kept, renewed near expiry), the
+ * URIs and status.json. The cli sources are compiled in (cli is the binary, not a library). */
 #include <criterion/criterion.h>
 #include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "agora/gateway.h"
@@ -16,6 +19,7 @@
 #include "cli/cluster_gateway.c"
 #include "cli/cluster_proc.c"
 #include "cli/cluster_scale.c"
+#include "cli/cluster_tls.c"
 #include "cli/run_gateway.c"
 
 int ag_cli_usage_error(const char *f, ...) /* run_gateway.c's, from main.c */
@@ -162,7 +166,31 @@ Test(cluster, cluster_json_round_trip_and_errors)
     drop(c);
 }
 
-Test(cluster, gateway_yaml_is_valid_and_lists_the_endpoints_in_rotation)
+/* the text of DIR/certs/<name>.pem */
+static char *pem_text(const struct cl_cluster *c, const char *name)
+{
+    char p[PATH_MAX + 64];
+    snprintf(p, sizeof p, "%s/certs/%s.pem", c->dir, name);
+    FILE *f = fopen(p, "r");
+    cr_assert(f, "%s", p);
+    char *t = calloc(1, 8192);
+    cr_assert(t);
+    size_t n = fread(t, 1, 8191, f);
+    fclose(f);
+    cr_assert(n > 0);
+    return t;
+}
+
+static mode_t mode_of(const struct cl_cluster *c, const char *rel)
+{
+    char p[PATH_MAX + 64];
+    struct stat st;
+    snprintf(p, sizeof p, "%s/%s", c->dir, rel);
+    cr_assert_eq(stat(p, &st), 0, "%s", p);
+    return st.st_mode & 0777;
+}
+
+Test(cluster, gateway_yaml_every_cluster_on_discovery_with_mtls)
 {
     struct cl_cluster *c = new_cluster();
     struct ag_err err;
@@ -171,23 +199,100 @@ Test(cluster, gateway_yaml_is_valid_and_lists_the_endpoints_in_rotation)
                  0);
     uint16_t port = 20000;
     for (size_t i = 0; i < c->n; i++) c->m[i].port = port++;
-    c->m[6].draining = true; /* inventory+payments+shipping-1 */
+    c->tls = true;
+    cr_assert_eq(cl_certs_prepare(c, &err), 0, "%s", err.msg);
     char *yaml = cl_gateway_yaml(c);
     cr_assert(yaml);
     struct ag_gateway_options o = {.config_yaml = yaml};
     cr_assert_eq(ag_gateway_config_check(&o, &err), 0, "%s\n%s", err.msg, yaml);
-    cr_assert(strstr(yaml,
-                     "  - host: ordering\n    endpoints:\n      - {address: 127.0.0.1:20004}\n"
-                     "    trafficPolicy"),
-              "ordering: the first instance only (the second is parked)\n%s", yaml);
-    cr_assert(!strstr(yaml, "127.0.0.1:20005"), "a parked slot is not an endpoint");
-    cr_assert(!strstr(yaml, "127.0.0.1:20006"), "a draining instance is not an endpoint");
-    cr_assert(strstr(yaml,
-                     "  - host: shipping\n    endpoints:\n      - {address: 127.0.0.1:20007}\n"
-                     "    trafficPolicy"),
-              "shipping: the other instance\n%s", yaml);
+    char pg[PATH_MAX + 64], want[3 * PATH_MAX];
+    cl_pg_uri(c, pg, sizeof pg);
+    snprintf(want, sizeof want,
+             "  - host: ordering\n    discovery: {registry: \"%s\", context: \"ordering\"}\n"
+             "    trafficPolicy:\n",
+             pg);
+    cr_assert(strstr(yaml, want), "ordering from the registry\n%s", yaml);
+    snprintf(want, sizeof want,
+             "  - host: ops\n    discovery: {registry: \"%s\", context: \"*\"}\n", pg);
+    cr_assert(strstr(yaml, want), "ops: any member\n%s", yaml);
+    cr_assert(!strstr(yaml, "endpoints:"), "no static endpoint list\n%s", yaml);
+    snprintf(want, sizeof want,
+             "      tls: {mode: MUTUAL, caCertificates: \"%s/certs/ca.pem\", clientCertificate: "
+             "\"%s/certs/gateway.pem\", privateKey: \"%s/certs/gateway.key\"}\n",
+             c->dir, c->dir, c->dir);
+    size_t n = 0;
+    for (const char *at = strstr(yaml, want); at; at = strstr(at + 1, want)) n++;
+    cr_assert_eq(n, 8, "every cluster (7 contexts and ops) on mTLS: %zu\n%s", n, yaml);
     cr_assert(strstr(yaml, "secret: \"0123456789abcdef0123456789abcdef\""), "agora run's issuer");
     ag_free(yaml);
+    c->tls = false; /* --insecure-plaintext */
+    yaml = cl_gateway_yaml(c);
+    o.config_yaml = yaml;
+    cr_assert_eq(ag_gateway_config_check(&o, &err), 0, "%s\n%s", err.msg, yaml);
+    cr_assert(!strstr(yaml, "tls:"), "plaintext: no tls\n%s", yaml);
+    ag_free(yaml);
+    cl_certs_close(c);
+    drop(c);
+}
+
+Test(cluster, certificates_made_kept_and_renewed_near_expiry)
+{
+    struct cl_cluster *c = new_cluster();
+    struct ag_err err;
+    cr_assert_eq(
+        cl_layout(c, "customers+catalog+ordering+sagas,inventory+payments+shipping", 1, &err), 0);
+    for (size_t i = 0; i < c->n; i++) c->m[i].port = (uint16_t)(21000 + i);
+    c->tls = true;
+    cr_assert_eq(cl_certs_prepare(c, &err), 0, "%s", err.msg);
+    cr_assert_eq(mode_of(c, "certs"), 0700);
+    static const char *const names[] = {"ca", "supervisor", "gateway",
+                                        "customers_catalog_ordering_sagas-1",
+                                        "inventory_payments_shipping-1"};
+    char *before[5], rel[128], ca[PATH_MAX + 64], pem[PATH_MAX + 64];
+    snprintf(ca, sizeof ca, "%s/certs/ca.pem", c->dir);
+    for (size_t i = 0; i < 5; i++) {
+        snprintf(rel, sizeof rel, "certs/%s.key", names[i]);
+        cr_assert_eq(mode_of(c, rel), 0600, "%s", rel);
+        before[i] = pem_text(c, names[i]);
+        snprintf(pem, sizeof pem, "%s/certs/%s.pem", c->dir, names[i]);
+        if (i) /* a member's, not the CA's own */
+            cr_assert_eq(ag_certs_verify(ca, pem, 0, NULL, 0, &err), 0, "%s: %s", names[i],
+                         err.msg);
+    }
+    char path[PATH_MAX + 64];
+    cr_assert(cl_cert_path(c, &c->m[4], "pem", path, sizeof path)); /* the first instance */
+    snprintf(pem, sizeof pem, "%s/certs/customers_catalog_ordering_sagas-1.pem", c->dir);
+    cr_assert_str_eq(path, pem);
+    /* a second start keeps everything */
+    cl_certs_close(c);
+    cr_assert_eq(cl_certs_prepare(c, &err), 0, "%s", err.msg);
+    for (size_t i = 0; i < 5; i++) {
+        char *now = pem_text(c, names[i]);
+        cr_assert_str_eq(now, before[i], "%s issued again at a restart", names[i]);
+        free(now);
+    }
+    /* a member certificate expiring in 5 days is renewed at the next check */
+    char dir[PATH_MAX + 64];
+    snprintf(dir, sizeof dir, "%s/certs", c->dir);
+    static const char *const ips[] = {"127.0.0.1"};
+    struct ag_certs_member m = {
+        .name = "inventory_payments_shipping-1", .ips = ips, .nips = 1, .days = 5};
+    cr_assert_eq(ag_certs_issue(dir, &m, NULL, NULL, 0, &err), 0, "%s", err.msg);
+    char *shortlived = pem_text(c, "inventory_payments_shipping-1");
+    cl_certs_check(c, c->certs_checked_ms + 1); /* not due yet */
+    char *same = pem_text(c, "inventory_payments_shipping-1");
+    cr_assert_str_eq(same, shortlived);
+    cl_certs_check(c, c->certs_checked_ms + CL_CERT_CHECK_MS);
+    char *renewed = pem_text(c, "inventory_payments_shipping-1");
+    cr_assert_str_neq(renewed, shortlived, "not renewed");
+    snprintf(pem, sizeof pem, "%s/certs/inventory_payments_shipping-1.pem", c->dir);
+    cr_assert_eq(ag_certs_verify(ca, pem, (int64_t)time(NULL) + 20 * 86400, NULL, 0, &err), 0,
+                 "the renewed certificate is good for 20 days more: %s", err.msg);
+    for (size_t i = 0; i < 5; i++) free(before[i]);
+    free(shortlived);
+    free(same);
+    free(renewed);
+    cl_certs_close(c);
     drop(c);
 }
 

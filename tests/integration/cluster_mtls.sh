@@ -1,0 +1,234 @@
+#!/usr/bin/env bash
+# `agora cluster up` with mTLS among its members and the gateway on the discovery
+# registry (issue 14 items 2+3; README "Running distributed"). One instance of
+# 'customers+catalog+ordering+sagas' and one of 'inventory+payments+shipping', so an
+# order's saga crosses processes. Checks:
+#   - the first start makes the cluster CA in DIR/certs (0700, keys 0600) and a
+#     certificate per member (logged cluster.cert_issued); gateway.yaml keeps every
+#     cluster on `discovery:` (no endpoint list) with tls MUTUAL;
+#   - the API tour's core through the gateway: register, deposit, an order confirmed,
+#     its inventory, payment and shipping steps run by the other instance over the
+#     mesh (its agora_http_requests_total for POST /internal/v1/steps grows);
+#   - straight to an instance: plain HTTP, no client certificate, a certificate from
+#     another CA: refused in the handshake (no HTTP status); the cluster's
+#     supervisor certificate: 200;
+#   - rotation without downtime: during an order load, the participant's certificate
+#     is issued again and the instance SIGHUPed: every order final, none failed, and
+#     openssl s_client sees the new serial;
+#   - renewal: a certificate that expires within 10 days is issued again by the
+#     running supervisor (logged with the reason) and served without a signal;
+#   - a restart reuses the CA and the certificates (none issued, files unchanged).
+# Skips (77) without PostgreSQL; needs nats-server and openssl.
+set -uo pipefail
+BIN=${AGORA_BIN:?AGORA_BIN not set}
+SRC=${AG_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
+source "$SRC/tests/integration/run_lib.bash"
+command -v nats-server >/dev/null || { echo "cluster_mtls: nats-server is not installed" >&2; exit 1; }
+command -v openssl >/dev/null || { echo "cluster_mtls: openssl is not installed" >&2; exit 1; }
+PGB=${PGBIN:-/usr/lib/postgresql/15/bin}
+[[ -x $PGB/initdb ]] || command -v initdb >/dev/null || { echo "cluster_mtls: no PostgreSQL" >&2; exit 77; }
+if [[ $(id -u) -eq 0 ]] && ! id postgres >/dev/null 2>&1; then echo "cluster_mtls: root without a postgres user" >&2; exit 77; fi
+TMP=$(mktemp -d /tmp/agora-ct-XXXXXX) # short: PostgreSQL's socket path is at most 107 bytes
+chmod 755 "$TMP"
+D=$TMP/c C=$TMP/c/certs
+SUP="" LPID=""
+cleanup() {
+    [ -n "$LPID" ] && kill -9 "$LPID" 2>/dev/null
+    if [ -n "$SUP" ]; then # the members die with it (their parent-death signal); be sure
+        for p in $(member_pids) $SUP; do kill -9 "$p" 2>/dev/null; done
+    fi
+    wait 2>/dev/null
+    [ -n "${KEEP:-}" ] || rm -rf "$TMP"
+}
+trap cleanup EXIT
+fail() {
+    echo "cluster_mtls: FAIL: $*" >&2
+    for f in "$TMP"/supervisor.log "$D"/logs/*.log; do [ -f "$f" ] && { echo "--- $f" >&2; tail -12 "$f" >&2; }; done
+    exit 1
+}
+pass() { echo "ok - $*"; }
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
+cstatus() { "$BIN" cluster status --dir "$D" --json 2>/dev/null; }
+member_pids() { cstatus | json_field '" ".join(str(m["pid"]) for m in d["members"] if m["pid"])' 2>/dev/null; }
+member() { cstatus | json_field "[m for m in d['members'] if m['name'] == '$1'][0]['$2']"; }
+
+# ---- the first start ----
+PORTG=$(free_port)
+G=http://127.0.0.1:$PORTG
+START=$(date +%s)
+"$BIN" cluster up --dir "$D" --listen "127.0.0.1:$PORTG" --instances 1 \
+    --contexts 'customers+catalog+ordering+sagas,inventory+payments+shipping' 2>"$TMP/supervisor.log" &
+SUP=$!
+for _ in $(seq 900); do
+    grep -qs '^  "state": "running"' "$D/status.json" && break # cheaper than cluster status under load
+    kill -0 "$SUP" 2>/dev/null || fail "the supervisor exited"
+    sleep 0.1
+done
+[ "$(cstatus | json_field 'd["state"]')" = running ] || fail "not running after 90 s: $("$BIN" cluster status --dir "$D")"
+ORCH=customers+catalog+ordering+sagas-1 PART=inventory+payments+shipping-1
+OPORT=$(member "$ORCH" address | cut -d: -f2) PPORT=$(member "$PART" address | cut -d: -f2)
+[ "$(stat -c %a "$C")" = 700 ] || fail "DIR/certs is $(stat -c %a "$C")"
+for n in ca supervisor gateway customers_catalog_ordering_sagas-1 inventory_payments_shipping-1; do
+    [ -f "$C/$n.pem" ] || fail "no $n.pem"
+    [ "$(stat -c %a "$C/$n.key")" = 600 ] || fail "$n.key is $(stat -c %a "$C/$n.key")"
+    [ $n = ca ] && continue
+    grep -q "\"cluster.cert_issued\".*\"member\":\"$n\".*\"reason\":\"none yet\"" "$TMP/supervisor.log" ||
+        fail "no cluster.cert_issued for $n"
+    openssl verify -CAfile "$C/ca.pem" "$C/$n.pem" >/dev/null || fail "$n.pem does not verify"
+done
+openssl x509 -in "$C/inventory_payments_shipping-1.pem" -noout -ext subjectAltName | grep -q 'IP Address:127.0.0.1' ||
+    fail "the instance's certificate does not name 127.0.0.1"
+grep -q '"cluster.ca_created"' "$TMP/supervisor.log" || fail "no cluster.ca_created"
+grep -q 'endpoints:' "$D/gateway.yaml" && fail "gateway.yaml lists endpoints"
+[ "$(grep -c 'discovery: {registry: "postgresql://' "$D/gateway.yaml")" = 8 ] ||
+    fail "gateway.yaml: not every cluster (7 contexts and ops) on discovery"
+[ "$(grep -c 'tls: {mode: MUTUAL' "$D/gateway.yaml")" = 8 ] || fail "gateway.yaml: not every cluster on mTLS"
+pass "cluster up with mTLS in $(($(date +%s) - START)) s: CA and 4 member certificates (0600 keys, DIR/certs 0700), gateway.yaml on discovery + tls MUTUAL"
+
+# ---- straight to an instance ----
+direct() { # direct PORT CURL-ARGS...: "<http status> <curl exit>" of GET /health/live
+    local port=$1 code rc
+    shift
+    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$@" "https://127.0.0.1:$port/health/live")
+    rc=$?
+    echo "$code $rc"
+}
+"$BIN" certs init --dir "$TMP/other" >/dev/null && "$BIN" certs issue --dir "$TMP/other" --name intruder --ip 127.0.0.1 >/dev/null ||
+    fail "another CA"
+for port in "$OPORT" "$PPORT"; do
+    r=$(direct "$port" --cacert "$C/ca.pem")
+    [[ $r == "000 35" || $r == "000 56" ]] || fail "no client certificate to :$port: $r"
+    r=$(direct "$port" --cacert "$C/ca.pem" --cert "$TMP/other/intruder.pem" --key "$TMP/other/intruder.key")
+    [[ $r == "000 35" || $r == "000 56" ]] || fail "another CA's certificate to :$port: $r"
+    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://127.0.0.1:$port/health/live")
+    [ "$code" = 000 ] || fail "plain HTTP to :$port answered $code"
+    r=$(direct "$port" --cacert "$C/ca.pem" --cert "$C/supervisor.pem" --key "$C/supervisor.key")
+    [ "$r" = "200 0" ] || fail "the supervisor's certificate to :$port: $r"
+done
+pass "straight to both instances: no client certificate, another CA's, plain HTTP refused in the handshake; the cluster's certificate 200"
+
+# ---- the API tour's core through the gateway, the saga across processes ----
+tok() { "$BIN" token --data "$D" --sub "$1" --role "$2"; }
+ADMIN=$(tok ops admin) ADA=$(tok ada customer)
+req() { # req TOKEN METHOD PATH [BODY]: sets ST and BODY
+    local t=$1 m=$2 p=$3 d=${4:-}
+    local args=(-s -o "$TMP/body" -w '%{http_code}' -X "$m")
+    [ -n "$t" ] && args+=(-H "Authorization: Bearer $t")
+    [ -n "$d" ] && args+=(-H 'Content-Type: application/json' --data-binary "$d")
+    ST=$(curl "${args[@]}" "$G$p")
+    BODY=$(cat "$TMP/body")
+}
+field() { json_field "$1" <<<"$BODY"; }
+MESH_KEY=$(cat "$D/mesh-key")
+steps_served() { # POST /internal/v1/steps answered by the participant, from its /metrics
+    local sig
+    sig=$(python3 -c 'import hashlib, hmac, sys, time
+ts = str(int(time.time()))
+mac = hmac.new(sys.argv[1].encode(), "\n".join([ts, "ops", "admin", "GET", "/metrics"]).encode(), hashlib.sha256)
+print(ts + "." + mac.hexdigest())' "$MESH_KEY")
+    curl -s --max-time 5 --cacert "$C/ca.pem" --cert "$C/supervisor.pem" --key "$C/supervisor.key" \
+        -H 'x-user-id: ops' -H 'x-user-roles: admin' -H "x-user-sig: $sig" "https://127.0.0.1:$PPORT/metrics" |
+        awk '/^agora_http_requests_total\{/ && /route="\/internal\/v1\/steps"/ { n += $NF } END { print n + 0 }'
+}
+ADDR='"shippingAddress": {"street": "1 Main St", "city": "Springfield", "state": "IL", "zipCode": "62701", "country": "US"}'
+order_confirms() { # one order by ada reaches confirmed
+    req "$ADA" POST /api/v1/orders "{\"customerId\": \"$CID\", \"items\": [{\"productId\": \"$KB\", \"quantity\": 1}], $ADDR}"
+    [ "$ST" = 202 ] || fail "order: $ST $BODY"
+    local oid
+    oid=$(field 'd["orderId"]')
+    for _ in $(seq 300); do
+        req "$ADA" GET "/api/v1/orders/$oid"
+        [ "$ST" = 200 ] && [[ $(field 'd["status"]') =~ ^(confirmed|cancelled)$ ]] && break
+        sleep 0.1
+    done
+    [ "$(field 'd["status"]')" = confirmed ] || fail "order $oid: $ST $BODY"
+    OID=$oid
+}
+req "$ADA" POST /api/v1/customers '{"email": "ada@example.com", "name": "Ada Lovelace"}'
+[ "$ST" = 201 ] || fail "register: $ST $BODY"
+CID=$(field 'd["id"]') AID=$(field 'd["accountId"]')
+req "$ADA" POST "/api/v1/accounts/$AID/deposits" '{"amount": {"amount": 500000, "currency": "USD"}}'
+[ "$ST" = 200 ] || fail "deposit (payments, the second instance): $ST $BODY"
+req "" GET "/api/v1/products?limit=50"
+[ "$ST" = 200 ] || fail "products: $ST"
+KB=$(field '[p["id"] for p in d["items"] if p["sku"] == "KB-01"][0]')
+before=$(steps_served)
+order_confirms
+after=$(steps_served)
+((after >= before + 3)) || fail "the participant served $((after - before)) step calls for order $OID (want >= 3: reserve, pay, ship)"
+grep -q '"saga.remote_step"' "$D/logs/$ORCH.log" || fail "the orchestrator does not call its steps remotely"
+pass "through the gateway over mTLS: register, deposit, order $OID confirmed; its steps ran at $PART over the mesh ($((after - before)) POST /internal/v1/steps)"
+
+# ---- rotation without downtime ----
+serial_served() { # the serial the instance at port $1 presents now
+    openssl s_client -connect "127.0.0.1:$1" -CAfile "$C/ca.pem" -cert "$C/supervisor.pem" \
+        -key "$C/supervisor.key" </dev/null 2>/dev/null | openssl x509 -noout -serial
+}
+serial_file() { openssl x509 -in "$C/$1.pem" -noout -serial; }
+OLD=$(serial_served "$PPORT")
+[ "$OLD" = "$(serial_file inventory_payments_shipping-1)" ] || fail "served $OLD, not the file's serial"
+"$BIN" load --target "$G" --token "$ADMIN" --concurrency 2 --duration 4 --customers 2 \
+    --order-timeout 40 --quiet >"$TMP/load.json" 2>"$TMP/load.err" &
+LPID=$!
+sleep 2
+"$BIN" certs issue --dir "$C" --name inventory_payments_shipping-1 --ip 127.0.0.1 >/dev/null || fail "certs issue"
+kill -HUP "$(member "$PART" pid)"
+NEW=$(serial_file inventory_payments_shipping-1)
+[ "$NEW" != "$OLD" ] || fail "the same serial after issuing again"
+for _ in $(seq 50); do [ "$(serial_served "$PPORT")" = "$NEW" ] && break; sleep 0.1; done
+[ "$(serial_served "$PPORT")" = "$NEW" ] || fail "after SIGHUP the instance serves $(serial_served "$PPORT"), not $NEW"
+wait "$LPID"
+LPID=""
+python3 - "$TMP/load.json" <<'PY' || fail "the load: $(cat "$TMP/load.json") $(tail -3 "$TMP/load.err")"
+import json, sys
+s = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
+print(f"# load: placed {s['placed']}, confirmed {s['confirmed']}, compensated {s['compensated']},"
+      f" pending {s['pending']}, errors {s['errors']}, transport errors {s.get('transportErrors')}")
+sys.exit(0 if s["confirmed"] > 0 and s["pending"] == 0 and s["errors"] == 0 and not s.get("transportErrors") else 1)
+PY
+[ "$(member "$PART" restarts)" = 0 ] || fail "$PART restarted"
+order_confirms
+pass "rotation under load: $PART issued again and SIGHUPed, serves ${NEW#serial=} (was ${OLD#serial=}), every order final, none failed; order $OID confirmed after"
+
+# ---- renewal by the supervisor: a certificate near its end ----
+"$BIN" certs issue --dir "$C" --name customers_catalog_ordering_sagas-1 --ip 127.0.0.1 --days 5 >/dev/null || fail "certs issue --days 5"
+SHORT=$(serial_file customers_catalog_ordering_sagas-1)
+for _ in $(seq 150); do
+    grep -q '"cluster.cert_issued".*"member":"customers_catalog_ordering_sagas-1".*"reason":"expires within 10 days' "$TMP/supervisor.log" && break
+    sleep 0.1
+done
+grep -q '"cluster.cert_issued".*"member":"customers_catalog_ordering_sagas-1".*"reason":"expires within 10 days' "$TMP/supervisor.log" ||
+    fail "the supervisor did not renew a certificate expiring in 5 days"
+RENEWED=$(serial_file customers_catalog_ordering_sagas-1)
+[ "$RENEWED" != "$SHORT" ] || fail "the same serial after the renewal"
+for _ in $(seq 30); do [ "$(serial_served "$OPORT")" = "$RENEWED" ] && break; sleep 0.1; done
+[ "$(serial_served "$OPORT")" = "$RENEWED" ] || fail "the renewed certificate is not served: $(serial_served "$OPORT")"
+order_confirms
+pass "renewal: a certificate expiring in 5 days issued again by the supervisor (logged), served without a signal; order $OID confirmed"
+
+# ---- a restart reuses the CA and the certificates ----
+SUMS=$(md5sum "$C"/*.pem "$C"/*.key)
+kill -INT "$SUP"
+wait "$SUP" || fail "the supervisor exited $? on SIGINT"
+SUP=""
+"$BIN" cluster up --dir "$D" --listen "127.0.0.1:$PORTG" 2>"$TMP/supervisor2.log" &
+SUP=$!
+for _ in $(seq 900); do
+    grep -qs '^  "state": "running"' "$D/status.json" && break
+    kill -0 "$SUP" 2>/dev/null || fail "the supervisor exited at its second start"
+    sleep 0.1
+done
+[ "$(cstatus | json_field 'd["state"]')" = running ] || fail "not running again: $("$BIN" cluster status --dir "$D")"
+grep -q '"cluster.cert_issued"\|"cluster.ca_created"' "$TMP/supervisor2.log" && fail "certificates issued again at the restart"
+[ "$(md5sum "$C"/*.pem "$C"/*.key)" = "$SUMS" ] || fail "DIR/certs changed at the restart"
+[ "$(serial_served "$PPORT")" = "$NEW" ] || fail "after the restart $PART serves $(serial_served "$PPORT"), not $NEW"
+order_confirms
+pass "a restart reuses the CA and every certificate (none issued, files unchanged); order $OID confirmed"
+
+# ---- stop ----
+kill -INT "$SUP"
+wait "$SUP" || fail "the supervisor exited $? on SIGINT"
+SUP=""
+grep -l -e 'AddressSanitizer' -e 'runtime error:' -e 'LeakSanitizer' "$D"/logs/*.log "$TMP"/supervisor*.log &&
+    fail "sanitizer report"
+pass "stopped; no sanitizer report"

@@ -110,6 +110,15 @@ struct ag_es_cmd {
 };
 AG_EXTERN int ag_es_execute(struct ag_es_repo *r, const struct ag_es_cmd *cmd,
                             struct ag_es_result *res, struct ag_err *err);
+/* ag_es_execute with parts of other streams (each with its expected version)
+ * committed in ONE multi-stream append with the command's events, or alone when
+ * the command decides nothing; rc 0 <=> they are durable. A conflict on one of
+ * them fails the command with AG_ECONFLICT, without retry (it is not the
+ * aggregate's); a command that fails (AG_EEXISTS...) appends nothing. `extra` is
+ * borrowed for the call; nextra < AG_STORE_MULTI_MAX. */
+AG_EXTERN int ag_es_execute_extra(struct ag_es_repo *r, const struct ag_es_cmd *cmd,
+                                  const struct ag_append_part *extra, size_t nextra,
+                                  struct ag_es_result *res, struct ag_err *err);
 /* Asynchronous commands. `done` gets the outcome exactly once: `rc` 0 or an AG_E*
  * code with `err`, `res` as for ag_es_execute. */
 typedef void (*ag_es_done_fn)(void *ud, int rc, const struct ag_es_result *res,
@@ -290,6 +299,10 @@ struct ag_projection {
     /* Optional: called on the runner's thread when it takes the lease, before its
      * first page (the saga starter resumes the sagas it now owns). */
     void (*leased)(void *ud);
+    /* No answer waits for this read model's lag (only later reads see it): its
+     * pages are paced at AGORA_PROJECTION_BACKGROUND_MS (default 25 ms) instead of
+     * AGORA_PROJECTION_BATCH_MS (10 ms), fewer transactions below full load. */
+    bool background;
 };
 
 struct ag_projector;
@@ -322,6 +335,8 @@ AG_EXTERN void ag_projector_stats(struct ag_projector *p, size_t i,
  * (every shard's head): a read-your-writes barrier that works on sharded stores.
  * AG_ETIMEDOUT after `timeout_ms`. */
 AG_EXTERN int ag_projector_wait_head(struct ag_projector *o, int timeout_ms);
+/* The same for projection `i` alone (the read model a read missed a row in). */
+AG_EXTERN int ag_projector_wait_head_of(struct ag_projector *o, size_t i, int timeout_ms);
 /* Wait until every projection has passed `position` (i.e. checkpoint > position)
  * or `timeout_ms` ran out (AG_ETIMEDOUT). */
 AG_EXTERN int ag_projector_wait(struct ag_projector *p, uint64_t position, int timeout_ms);

@@ -68,6 +68,7 @@ struct runner {
     bool unsaved;   /* runner's own: pages skipped (no event wanted) since the cursor was stored */
     bool last_full; /* runner's own: the last page was full (behind: read on at once) */
     /* guarded by owner->lock */
+    pthread_cond_t moved;       /* this runner's checkpoint advanced (or it failed, or stop) */
     uint64_t checkpoint;        /* events before `cur` in all (= the position, one shard) */
     struct ag_store_cursor cur; /* next position per shard of the store */
     uint64_t applied;
@@ -99,17 +100,19 @@ struct runner {
     /* the runner thread's own: pacing and skipped pages (see pace, take_page) */
     double unsaved_since;  /* now_s of the first page skipped since the cursor was stored */
     uint64_t last_page_ns; /* mono_ns when the last page was done with */
+    uint64_t pace_ns;      /* the least time between two pages (see pace) */
 };
 
 struct ag_projector {
     struct ag_store *store;
     pthread_mutex_t lock;
-    pthread_cond_t moved; /* a checkpoint advanced */
+    pthread_cond_t moved; /* a replay/drop request was answered, a runner failed, stop */
     bool stopping;
     size_t n;
     struct runner *r;
-    char dir[1024];    /* the read models' URI */
-    uint64_t batch_ns; /* the least time between two pages' transactions (see pace) */
+    char dir[1024];         /* the read models' URI */
+    uint64_t batch_ns;      /* the least time between two pages' transactions (see pace) */
+    uint64_t background_ns; /* the same for a background projection */
 };
 
 /* What every projection database has besides the port's ag_checkpoint. */
@@ -507,7 +510,7 @@ static void publish(struct runner *r, const struct ag_store_cursor *cur, size_t 
         AG_INFO("projection.rebuilt", AG_LS("projection", r->proj->name),
                 AG_LU("events", (unsigned long long)next));
     }
-    pthread_cond_broadcast(&o->moved);
+    pthread_cond_broadcast(&r->moved); /* only this runner's waiters re-check */
     pthread_mutex_unlock(&o->lock);
 }
 
@@ -525,6 +528,7 @@ static void fail(struct runner *r, const struct ag_err *err)
     r->failed = true;
     snprintf(r->error, sizeof r->error, "%s", err->msg);
     pthread_cond_broadcast(&r->owner->moved);
+    pthread_cond_broadcast(&r->moved);
     pthread_mutex_unlock(&r->owner->lock);
     AG_ERROR("projection.failed", AG_LS("projection", r->proj->name), AG_LS("error", err->msg));
 }
@@ -870,7 +874,21 @@ static bool may_run(struct runner *r, struct ag_store_sub **sub, struct ag_err *
  * full (it is behind). Under load each wake-up then takes the events of several
  * store commits in one transaction instead of one transaction (and one wake-up,
  * one COMMIT) per group commit; an idle runner still takes the first event at
- * once. */
+ * once.
+ *
+ * Background projections (ag_projection.background: no answer waits for them)
+ * are paced at AGORA_PROJECTION_BACKGROUND_MS (default 25 ms) instead. Below
+ * full load a runner commits once per pace whatever the rate, so at a few
+ * hundred orders a second (an open-loop load) these fixed per-transaction costs
+ * (the wake-up, the log read, BEGIN/COMMIT, WAL frames, checkpoints) are most
+ * of a projection's CPU per order (issue 19); the read models whose lag a
+ * client sees (the orders a poll waits on, the saga starter) keep the short
+ * pace. A full page is still read on at once.
+ *
+ * Waiting for a projection (ag_projector_wait*, the read-your-writes barrier of
+ * a GET that missed a just-written row) waits on the runner's own condition
+ * variable: a waiter is woken by the progress of the projections it waits for,
+ * not by every page of all of them. */
 
 static uint64_t mono_ns(void)
 {
@@ -881,7 +899,7 @@ static uint64_t mono_ns(void)
 
 static void pace(struct runner *r)
 {
-    uint64_t w = r->owner->batch_ns, now = mono_ns();
+    uint64_t w = r->pace_ns, now = mono_ns();
     if (!w || r->last_full || !r->last_page_ns || now - r->last_page_ns >= w) return;
     uint64_t ns = r->last_page_ns + w - now;
     struct timespec ts = {(time_t)(ns / 1000000000ull), (long)(ns % 1000000000ull)};
@@ -1037,14 +1055,18 @@ int ag_projector_start(struct ag_store *s, const char *dir, const struct ag_proj
     snprintf(o->dir, sizeof o->dir, "%s", dir);
     const char *bm = getenv("AGORA_PROJECTION_BATCH_MS"); /* 0: a page per wake-up */
     o->batch_ns = (bm && *bm ? (uint64_t)strtoull(bm, NULL, 10) : 10) * 1000000ull;
+    const char *bg = getenv("AGORA_PROJECTION_BACKGROUND_MS");
+    o->background_ns = (bg && *bg ? (uint64_t)strtoull(bg, NULL, 10) : 25) * 1000000ull;
     pthread_mutex_init(&o->lock, NULL);
     ag_cond_init_mono(&o->moved); /* waits are durations: monotonic */
+    for (size_t i = 0; i < n; i++) ag_cond_init_mono(&o->r[i].moved);
     struct ag_store_stats st;
     ag_store_stats(s, &st);
     for (size_t i = 0; i < n && !rc; i++) {
         struct runner *r = &o->r[i];
         r->owner = o;
         r->proj = &projs[i];
+        r->pace_ns = r->proj->background ? o->background_ns : o->batch_ns;
         bool fresh = false;
         if ((rc = db_open(dir, r->proj, &r->db, &fresh, err))) break;
         load_cursor(s, r->db, r->proj->name, &r->cur);
@@ -1072,11 +1094,13 @@ void ag_projector_stop(struct ag_projector *o)
     pthread_mutex_lock(&o->lock);
     o->stopping = true;
     pthread_cond_broadcast(&o->moved); /* replay/drop requests give up */
+    for (size_t i = 0; i < o->n; i++) pthread_cond_broadcast(&o->r[i].moved); /* waits too */
     pthread_mutex_unlock(&o->lock);
     for (size_t i = 0; i < o->n; i++) {
         if (o->r[i].started) pthread_join(o->r[i].thread, NULL);
         ag_rm_close(o->r[i].db);
     }
+    for (size_t i = 0; i < o->n; i++) pthread_cond_destroy(&o->r[i].moved);
     pthread_cond_destroy(&o->moved);
     pthread_mutex_destroy(&o->lock);
     ag_free(o->r);
@@ -1120,47 +1144,56 @@ uint64_t ag_projector_position(struct ag_projector *o)
     return o->n ? min : 0;
 }
 
-int ag_projector_wait_head(struct ag_projector *o, int timeout_ms)
+/* Whether runner `r` has consumed everything up to `head` (every shard), or
+ * `position` when `head` is NULL; a failed runner counts as done (lock held). */
+static bool covers(const struct runner *r, const struct ag_store_cursor *head, uint64_t position)
 {
-    struct ag_store_cursor head;
-    ag_store_cursor_head(o->store, &head);
+    if (r->failed) return true;
+    if (!head) return ag_store_cursor_covers(&r->cur, position);
+    for (uint32_t k = 0; k < head->n; k++)
+        if (r->cur.next[k] < head->next[k]) return false;
+    return true;
+}
+
+/* Wait for runners [from, to) in turn, each on its own condition variable. */
+static int wait_runners(struct ag_projector *o, size_t from, size_t to,
+                        const struct ag_store_cursor *head, uint64_t position, int timeout_ms)
+{
     struct timespec ts;
     ag_deadline_mono_in_ms(&ts, timeout_ms);
     int rc = 0;
     pthread_mutex_lock(&o->lock);
-    for (;;) {
-        bool done = true;
-        for (size_t i = 0; i < o->n; i++)
-            for (uint32_t k = 0; k < head.n && !o->r[i].failed; k++)
-                if (o->r[i].cur.next[k] < head.next[k]) done = false;
-        if (done) break;
-        if (pthread_cond_timedwait(&o->moved, &o->lock, &ts) == ETIMEDOUT) {
-            rc = AG_ETIMEDOUT;
-            break;
-        }
-    }
+    for (size_t i = from; i < to && !rc; i++)
+        while (!covers(&o->r[i], head, position) && !o->stopping)
+            if (pthread_cond_timedwait(&o->r[i].moved, &o->lock, &ts) == ETIMEDOUT) {
+                rc = covers(&o->r[i], head, position) ? 0 : AG_ETIMEDOUT;
+                break;
+            }
+    if (!rc && o->stopping) /* the rest will not move: done only if they are there */
+        for (size_t i = from; i < to && !rc; i++)
+            if (!covers(&o->r[i], head, position)) rc = AG_ETIMEDOUT;
     pthread_mutex_unlock(&o->lock);
     return rc;
 }
 
+int ag_projector_wait_head(struct ag_projector *o, int timeout_ms)
+{
+    struct ag_store_cursor head;
+    ag_store_cursor_head(o->store, &head);
+    return wait_runners(o, 0, o->n, &head, 0, timeout_ms);
+}
+
+int ag_projector_wait_head_of(struct ag_projector *o, size_t i, int timeout_ms)
+{
+    if (i >= o->n) return ag_projector_wait_head(o, timeout_ms);
+    struct ag_store_cursor head;
+    ag_store_cursor_head(o->store, &head);
+    return wait_runners(o, i, i + 1, &head, 0, timeout_ms);
+}
+
 int ag_projector_wait(struct ag_projector *o, uint64_t position, int timeout_ms)
 {
-    struct timespec ts;
-    ag_deadline_mono_in_ms(&ts, timeout_ms);
-    int rc = 0;
-    pthread_mutex_lock(&o->lock);
-    for (;;) {
-        bool done = true;
-        for (size_t i = 0; i < o->n; i++)
-            if (!ag_store_cursor_covers(&o->r[i].cur, position) && !o->r[i].failed) done = false;
-        if (done) break;
-        if (pthread_cond_timedwait(&o->moved, &o->lock, &ts) == ETIMEDOUT) {
-            rc = AG_ETIMEDOUT;
-            break;
-        }
-    }
-    pthread_mutex_unlock(&o->lock);
-    return rc;
+    return wait_runners(o, 0, o->n, NULL, position, timeout_ms);
 }
 
 static int request(struct ag_projector *o, size_t i, uint64_t pos, bool drop, size_t *released,

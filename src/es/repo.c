@@ -31,6 +31,8 @@
  * `done` itself. So leadership of an entry passes between threads, always under
  * its lock; only the leader touches the state. A conflict on an extra part is
  * not the aggregate's: that command fails, the rest of its batch is retried.
+ * Synchronous commands may bring extra parts too (ag_es_execute_extra: an
+ * Idempotency-Key's record committed with the command's events).
  *
  * Commands over several aggregates (ag_es_execute_multi, _multi_async) take the
  * lead of each entry in stream name order; a busy entry is waited for through
@@ -552,7 +554,7 @@ static int encode(struct batch *b)
         b->agg = true;
     }
     for (struct cmd *c = b->list; c; c = c->next)
-        for (size_t i = 0; c->async && c->rc == 0 && i < c->as.nextra; i++)
+        for (size_t i = 0; c->rc == 0 && i < c->as.nextra; i++)
             b->parts[b->nparts++] = c->as.extra[i];
     return 0;
 }
@@ -587,7 +589,7 @@ static int append_sync(struct batch *b)
 static void drop_lost(struct batch *b)
 {
     for (struct cmd *c = b->list; c; c = c->next)
-        for (size_t i = 0; c->async && !c->lost && i < c->as.nextra; i++) {
+        for (size_t i = 0; !c->lost && i < c->as.nextra; i++) {
             const struct ag_append_part *p = &c->as.extra[i];
             int64_t v;
             if (p->expected_version == AG_STORE_ANY ||
@@ -674,10 +676,10 @@ static void finish_cmds(struct ag_es_repo *r, struct centry *e, struct cmd *list
 static struct cmd *take_batch(struct centry *e)
 {
     struct cmd *list = e->qhead, *last = list;
-    size_t extras = last->async ? last->as.nextra : 0;
+    size_t extras = last->as.nextra;
     for (int n = 1; last->next && n < BATCH_MAX_CMDS; n++) {
         if (last->next->multi) break; /* it waits for the lead, not for a batch */
-        size_t x = last->next->async ? last->next->as.nextra : 0;
+        size_t x = last->next->as.nextra;
         if (extras + x >= AG_STORE_MULTI_MAX) break;
         extras += x;
         last = last->next;
@@ -767,6 +769,23 @@ int ag_es_execute(struct ag_es_repo *r, const struct ag_es_cmd *cmd, struct ag_e
                     .metadata = cmd->metadata,
                     .view = cmd->view,
                     .view_ud = cmd->view_ud};
+    int rc = submit(r, cmd->type, cmd->stream, &c, err);
+    if (res) *res = c.res;
+    return rc;
+}
+
+int ag_es_execute_extra(struct ag_es_repo *r, const struct ag_es_cmd *cmd,
+                        const struct ag_append_part *extra, size_t nextra, struct ag_es_result *res,
+                        struct ag_err *err)
+{
+    if (nextra >= AG_STORE_MULTI_MAX)
+        return ag_err_set(err, AG_EINVAL, "at most %d extra parts", AG_STORE_MULTI_MAX - 1);
+    struct cmd c = {.decide = cmd->decide,
+                    .ud = cmd->ud,
+                    .metadata = cmd->metadata,
+                    .view = cmd->view,
+                    .view_ud = cmd->view_ud,
+                    .as = {.extra = extra, .nextra = nextra}};
     int rc = submit(r, cmd->type, cmd->stream, &c, err);
     if (res) *res = c.res;
     return rc;

@@ -685,6 +685,35 @@ static void idem_release(struct svc_job *j, const char *stream)
         AG_WARN("api.idempotency_release_failed", AG_LS("error", err.msg));
 }
 
+/* The IdempotentResponse record of the answer `j` holds (malloc'd JSON text), or
+ * NULL: no memory, or a personal field that could not be sealed (*unsealed). */
+static char *idem_response_text(struct svc_job *j, bool *unsealed)
+{
+    *unsealed = false;
+    json_t *body = j->problem ? json_pack("{s:s, s:s, s:O?}", "title", j->title, "detail",
+                                          j->detail, "errors", j->errors)
+                              : json_incref(j->resp);
+    if (body && j->pii_fields && !j->problem) { /* never personal data in clear (pii.c) */
+        json_t *copy = json_copy(body);
+        json_decref(body);
+        body = copy;
+        struct ag_err perr;
+        for (size_t i = 0; body && j->pii_fields[i]; i++)
+            if (svc_pii_seal_field(body, j->pii_fields[i], j->pii_subject, &perr)) {
+                AG_WARN("api.idempotency_not_sealed", AG_LS("error", perr.msg));
+                json_decref(body);
+                *unsealed = true;
+                return NULL;
+            }
+    }
+    json_t *rec = json_pack("{s:i, s:o, s:b}", "status", j->status, "body",
+                            body ? body : json_null(), "problem", j->problem);
+    if (rec && j->location[0]) json_object_set_new(rec, "location", json_string(j->location));
+    char *text = rec ? json_dumps(rec, JSON_COMPACT) : NULL;
+    json_decref(rec);
+    return text;
+}
+
 void svc_idem_end(struct svc_job *j, const char *scope)
 {
     if (!j->idem_key[0] || j->replayed || !j->idem_claimed) return;
@@ -699,28 +728,9 @@ void svc_idem_end(struct svc_job *j, const char *scope)
         idem_release(j, stream);
         return;
     }
-    json_t *body = j->problem ? json_pack("{s:s, s:s, s:O?}", "title", j->title, "detail",
-                                          j->detail, "errors", j->errors)
-                              : json_incref(j->resp);
-    if (body && j->pii_fields && !j->problem) { /* never personal data in clear (pii.c) */
-        json_t *copy = json_copy(body);
-        json_decref(body);
-        body = copy;
-        struct ag_err perr;
-        for (size_t i = 0; body && j->pii_fields[i]; i++)
-            if (svc_pii_seal_field(body, j->pii_fields[i], j->pii_subject, &perr)) {
-                AG_WARN("api.idempotency_not_sealed", AG_LS("error", perr.msg));
-                json_decref(body);
-                body = NULL;
-                idem_release(j, stream); /* a retry runs the request again instead */
-                return;
-            }
-    }
-    json_t *rec = json_pack("{s:i, s:o, s:b}", "status", j->status, "body",
-                            body ? body : json_null(), "problem", j->problem);
-    if (rec && j->location[0]) json_object_set_new(rec, "location", json_string(j->location));
-    char *text = rec ? json_dumps(rec, JSON_COMPACT) : NULL;
-    json_decref(rec);
+    bool unsealed;
+    char *text = idem_response_text(j, &unsealed);
+    if (unsealed) idem_release(j, stream); /* a retry runs the request again instead */
     if (!text) return;
     struct ag_event_data ev = {
         .type = "IdempotentResponse", .type_len = 18, .data = text, .data_len = strlen(text)};
@@ -728,6 +738,82 @@ void svc_idem_end(struct svc_job *j, const char *scope)
     if (ag_store_append(j->env->store, stream, strlen(stream), j->idem_version, &ev, 1, NULL, &err))
         AG_WARN("api.idempotency_record_failed", AG_LS("error", err.msg));
     free(text);
+}
+
+/* ---- the key's record committed with the command (issue 19) ----
+ *
+ * A first request with a key costs three appends above, each its own group
+ * commit and fdatasync when the load is light: the claim, the command, the
+ * answer. A handler whose command is idempotent by itself (its ids derive from
+ * the key, svc_job_id: a retry decides AG_EEXISTS) may defer the claim
+ * (svc_idem_begin_defer) when the key has no record yet, and commit the record,
+ * claim and answer together, in the multi-stream append of the command's events
+ * (svc_idem_rec_make + ag_es_execute_extra: expected "no stream", so of two
+ * concurrent first requests one writes the record, the other decides AG_EEXISTS
+ * or conflicts on the record). Either both are durable or neither: no claim is
+ * ever left behind. Any other outcome goes the usual way (svc_idem_settle):
+ * claim now, then record the final answer or release the key, so every replay
+ * answers exactly as before. */
+int svc_idem_begin_defer(struct svc_job *j, const char *scope, bool defer)
+{
+    j->idem_deferred = false;
+    if (!defer || !j->idem_key[0] || strlen(j->idem_key) > 200) return svc_idem_begin(j, scope);
+    char stream[64];
+    svc_idem_stream(j, scope, stream);
+    int64_t v = -1;
+    if (ag_store_stream_version(j->env->store, stream, strlen(stream), &v) == 0 && v < 0) {
+        j->idem_deferred = true; /* no record: it commits with the command */
+        return 0;
+    }
+    return svc_idem_begin(j, scope);
+}
+
+int svc_idem_rec_make(struct svc_job *j, const char *scope, struct svc_idem_rec *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!j->idem_deferred) return AG_EINVAL;
+    bool unsealed;
+    if (!(out->answer = idem_response_text(j, &unsealed))) return AG_ENOMEM;
+    svc_idem_stream(j, scope, out->stream);
+    snprintf(out->claim, sizeof out->claim, "{\"requestHash\":\"%016llx\",\"at\":%lld}",
+             (unsigned long long)body_hash(j), (long long)svc_env_now_ms(j->env));
+    out->ev[0] = (struct ag_event_data){.type = "IdempotencyKeyClaimed",
+                                        .type_len = 21,
+                                        .data = out->claim,
+                                        .data_len = strlen(out->claim)};
+    out->ev[1] = (struct ag_event_data){.type = "IdempotentResponse",
+                                        .type_len = 18,
+                                        .data = out->answer,
+                                        .data_len = strlen(out->answer)};
+    out->part =
+        (struct ag_append_part){out->stream, strlen(out->stream), AG_STORE_NO_STREAM, out->ev, 2};
+    return 0;
+}
+
+void svc_idem_rec_free(struct svc_idem_rec *r)
+{
+    free(r->answer); /* jansson's */
+    r->answer = NULL;
+}
+
+void svc_idem_settle(struct svc_job *j, const char *scope)
+{
+    if (!j->idem_deferred) {
+        svc_idem_end(j, scope);
+        return;
+    }
+    j->idem_deferred = false;
+    /* a claim now, then the answer as usual; or the record another request wrote
+     * meanwhile, whose answer then wins, exactly as if this one had come second */
+    json_t *resp = j->resp, *errors = j->errors;
+    j->resp = j->errors = NULL;     /* a replay sets them */
+    if (svc_idem_begin(j, scope)) { /* j answers from the record (or 409/422) */
+        json_decref(resp);
+        json_decref(errors);
+        return;
+    }
+    j->resp = resp, j->errors = errors;
+    svc_idem_end(j, scope);
 }
 
 /* ---- read models ---- */
@@ -742,7 +828,7 @@ int svc_get_one(struct svc_job *j, const struct svc_one *one, const char *id, co
         fresh ? svc_rm_query_fresh_ids(j->env, one->rm, one->sql, args, 2, one->ids, one->row)
               : svc_rm_query_ids(j->env, one->rm, one->sql, args, 2, one->ids, one->row);
     if (rows && !json_array_size(rows) && svc_stream_exists(j->env, one->prefix, id)) {
-        svc_rm_catch_up(j->env); /* just written: wait for the read model */
+        svc_rm_catch_up_rm(j->env, one->rm); /* just written: wait for its read model */
         json_decref(rows);
         rows = svc_rm_query_ids(j->env, one->rm, one->sql, args, 2, one->ids, one->row);
     }
@@ -771,6 +857,11 @@ json_t *svc_page(json_t *rows, int limit)
 void svc_rm_catch_up(struct svc_env *p)
 {
     ag_projector_wait_head(p->projector, 2000);
+}
+
+void svc_rm_catch_up_rm(struct svc_env *p, enum rm_id rm)
+{
+    ag_projector_wait_head_of(p->projector, (size_t)rm, 2000);
 }
 
 /* Called with lock[rm] write-locked: the file was replaced by a rebuild. */

@@ -274,8 +274,9 @@ struct svc_job {
     const char *q[4];         /* selected query parameters (copied) */
     char idem_key[256];       /* Idempotency-Key header, "" when none */
     bool idem_claimed;        /* svc_idem_begin claimed the key for this request */
-    int64_t idem_version;     /* the version of that claim in the key's stream */
-    char meta[512];           /* event metadata JSON (actor, request id, traceparent) */
+    bool idem_deferred;   /* no record yet: it commits with the command (svc_idem_begin_defer) */
+    int64_t idem_version; /* the version of that claim in the key's stream */
+    char meta[512];       /* event metadata JSON (actor, request id, traceparent) */
     /* answer */
     int status;   /* HTTP status */
     json_t *resp; /* JSON body (success) */
@@ -616,6 +617,27 @@ void svc_idem_stream(const struct svc_job *j, const char *scope, char out[64]);
 /* Record the job's answer for its key (after the work); after a 5xx, or a 409 from
  * a lost concurrency race, release the key instead so a retry proceeds as new. */
 void svc_idem_end(struct svc_job *j, const char *scope);
+/* svc_idem_begin, except that with `defer` and no record of the key yet nothing
+ * is appended: j->idem_deferred, and the record is to commit with the command
+ * (see common.c "the key's record committed with the command"). Only for a
+ * command that is idempotent by itself (ids from svc_job_id). */
+int svc_idem_begin_defer(struct svc_job *j, const char *scope, bool defer);
+/* A deferred key's record for the answer j holds now (set it first): claim and
+ * answer, one part of the command's multi-stream append, expected "no stream".
+ * Free with svc_idem_rec_free. */
+struct svc_idem_rec {
+    char stream[64];
+    char claim[96];
+    char *answer;
+    struct ag_event_data ev[2];
+    struct ag_append_part part;
+};
+int svc_idem_rec_make(struct svc_job *j, const char *scope, struct svc_idem_rec *out);
+void svc_idem_rec_free(struct svc_idem_rec *r);
+/* After the work, whatever happened: a deferred key whose record did not commit
+ * with the command is claimed now and then recorded (or released) as
+ * svc_idem_end does; else svc_idem_end. Clears j->idem_deferred. */
+void svc_idem_settle(struct svc_job *j, const char *scope);
 /* Wall-clock Unix ms of the environment's clock (the system's when none). */
 int64_t svc_env_now_ms(const struct svc_env *env);
 #define SVC_IDEM_TTL_DEFAULT_MS       (24ull * 3600 * 1000)
@@ -630,6 +652,9 @@ extern const char *const svc_rm_names[RM_COUNT];
 /* Wait (bounded) until the read models include everything up to the store's head:
  * used when a just-written resource is not in the read model yet. */
 void svc_rm_catch_up(struct svc_env *p);
+/* The same for read model `rm` alone (its projection's runner: the one a read
+ * missed a just-written row in), woken by that projection's progress only. */
+void svc_rm_catch_up_rm(struct svc_env *p, enum rm_id rm);
 /* A row of a read-model query as JSON (a new reference). */
 typedef json_t *(*svc_row_fn)(const struct ag_rm_row *r);
 /* svc_rm_query on a snapshot that includes every commit made before the call: the

@@ -212,6 +212,9 @@ static void fill_projections(struct ag_platform *p)
     ag_saga_projection(p->saga_defs, 1, &p->projs[RM_SAGAS]);
     if (p->cfg.choreography) svc_chor_projection(&p->projs[RM_SAGAS]);
     svc_saga_starter_projection(p, &p->projs[RM_COUNT]);
+    /* Only the orders (polls wait on them; admission) and the saga starter are
+     * on an order's path: the others take the background pace (projector.c). */
+    for (int rm = 0; rm < RM_COUNT; rm++) p->projs[rm].background = rm != RM_ORDERS;
     share_projections(p);
 }
 

@@ -284,6 +284,27 @@ static json_t *placed_json(const char *order_id, const char *saga_id)
                      "pending");
 }
 
+/* The order's events and its key's record in one append (svc_idem_begin_defer):
+ * 0 when that committed and j holds the 202, else nothing was written and the
+ * caller goes the usual way (j's answer is left to it). */
+static int place_with_record(struct svc_job *j, const struct ag_es_cmd *cmd, const char *order_id,
+                             const char *saga_id)
+{
+    snprintf(j->location, sizeof j->location, "/api/v1/orders/%s", order_id);
+    svc_ok(j, 202, placed_json(order_id, saga_id)); /* the answer the record replays */
+    struct svc_idem_rec rec;
+    int rc = svc_idem_rec_make(j, "orders", &rec);
+    if (!rc) rc = ag_es_execute_extra(j->env->repo, cmd, &rec.part, 1, NULL, NULL);
+    svc_idem_rec_free(&rec);
+    if (!rc) {
+        j->idem_deferred = false;
+        return 0;
+    }
+    j->location[0] = '\0';
+    svc_ok(j, 0, NULL);
+    return rc;
+}
+
 static int create(struct svc_job *j)
 {
     if (svc_admission_check(j)) return 0; /* no slot yet: 503, or parked until one frees */
@@ -298,7 +319,9 @@ static int create(struct svc_job *j)
     parse_order(j, pl);
     const char *first = json_string_value(json_object_get(json_array_get(j->errors, 0), "detail"));
     int done = svc_fields_failed(j, first && strstr(first, "unknown") ? 422 : 400);
-    if (!done) done = svc_idem_begin(j, "orders");
+    /* the order's ids derive from the key: without promotions to redeem first, the
+     * key's record can commit with the order's events (one append, not three) */
+    if (!done) done = svc_idem_begin_defer(j, "orders", pl->ncodes == 0);
     if (!done && !price_order(j, pl)) {
         char order_id[AG_UUID_STRLEN + 1], saga_id[AG_UUID_STRLEN + 1], stream[128];
         svc_job_id(j, "orders", order_id);
@@ -308,15 +331,26 @@ static int create(struct svc_job *j)
         svc_stream(stream, sizeof stream, "order", order_id);
         struct ag_err err;
         ag_err_clear(&err);
+        const struct ag_es_cmd cmd = {&svc_order_type, stream, decide_place, pl, j->meta};
+        if (j->idem_deferred && place_with_record(j, &cmd, order_id, saga_id) == 0) {
+            svc_admission_placed(j, order_id); /* in flight until confirmed or cancelled */
+            place_free(pl);
+            return 0;
+        }
+        if (j->idem_deferred) { /* nothing committed: claim the key now, as usual */
+            j->idem_deferred = false;
+            if (svc_idem_begin(j, "orders")) { /* answered from its record (or 409/422) */
+                place_free(pl);
+                return 0;
+            }
+        }
         if (svc_promos_redeem(j, pl->codes, pl->ncodes, order_id,
                               pl->lines[0].unit_price.currency)) {
             svc_idem_end(j, "orders");
             place_free(pl);
             return 0;
         }
-        int rc = ag_es_execute(
-            j->env->repo, &(struct ag_es_cmd){&svc_order_type, stream, decide_place, pl, j->meta},
-            NULL, &err);
+        int rc = ag_es_execute(j->env->repo, &cmd, NULL, &err);
         if (rc && rc != AG_EEXISTS) {
             svc_error(j, rc, &err);
         } else {
@@ -326,7 +360,7 @@ static int create(struct svc_job *j)
         }
         svc_idem_end(j, "orders");
     } else if (!done) {
-        svc_idem_end(j, "orders");
+        svc_idem_settle(j, "orders");
     }
     place_free(pl);
     return 0;

@@ -44,7 +44,7 @@ static bool owns_saga(struct svc_job *j)
     const unsigned ids = SVC_ID(0) | SVC_ID(1);
     json_t *rows = svc_rm_query_ids(j->env, RM_ORDERS, sql, args, 2, ids, one_col);
     if (rows && !json_array_size(rows) && svc_stream_exists(j->env, "saga", j->param)) {
-        svc_rm_catch_up(j->env);
+        svc_rm_catch_up_rm(j->env, RM_ORDERS);
         json_decref(rows);
         rows = svc_rm_query_ids(j->env, RM_ORDERS, sql, args, 2, ids, one_col);
     }

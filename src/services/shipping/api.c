@@ -50,7 +50,7 @@ static int get(struct svc_job *j)
     const char *args[] = {j->param};
     json_t *rows = svc_rm_query_ids(j->env, RM_SHIPMENTS, sql, args, 1, SVC_ID(0), shipment_row);
     if (rows && !json_array_size(rows) && svc_stream_exists(j->env, "shipment", j->param)) {
-        svc_rm_catch_up(j->env); /* just written: wait for the read model */
+        svc_rm_catch_up_rm(j->env, RM_SHIPMENTS); /* just written: wait for it */
         json_decref(rows);
         rows = svc_rm_query_ids(j->env, RM_SHIPMENTS, sql, args, 1, SVC_ID(0), shipment_row);
     }

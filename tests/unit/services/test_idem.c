@@ -257,3 +257,59 @@ Test(idem, the_default_ttl_is_24h)
     cr_assert_eq(run("e2", "{}", 201, &st), 0, "gone after 24 h");
     plat.clock = NULL;
 }
+
+/* A deferred key (svc_idem_begin_defer): nothing is appended until its record,
+ * claim and answer, commits with the command's events in one multi-stream append;
+ * replays then answer from it exactly as from a claim + answer written apart. */
+Test(idem, a_deferred_record_commits_with_the_command)
+{
+    struct svc_job *j = job("kd", "{}");
+    cr_assert_eq(svc_idem_begin_defer(j, "t", true), 0);
+    cr_assert(j->idem_deferred, "no record yet: deferred");
+    char stream[64];
+    svc_idem_stream(j, "t", stream);
+    int64_t v = 0;
+    cr_assert_eq(ag_store_stream_version(plat.store, stream, strlen(stream), &v), 0);
+    cr_expect_eq(v, -1, "nothing appended before the command");
+    svc_ok(j, 202, json_pack("{s:s}", "id", "o1"));
+    snprintf(j->location, sizeof j->location, "/o/o1");
+    struct svc_idem_rec rec;
+    cr_assert_eq(svc_idem_rec_make(j, "t", &rec), 0);
+    struct ag_event_data ev = {.type = "Thing", .type_len = 5, .data = "{}", .data_len = 2};
+    struct ag_append_part parts[2] = {{"thing-o1", 8, AG_STORE_NO_STREAM, &ev, 1}, rec.part};
+    struct ag_append_result res[2];
+    struct ag_err err;
+    cr_assert_eq(ag_store_append_multi(plat.store, parts, 2, res, &err), 0, "%s", err.msg);
+    svc_idem_rec_free(&rec);
+    job_free(j);
+    cr_assert_eq(ag_store_stream_version(plat.store, stream, strlen(stream), &v), 0);
+    cr_expect_eq(v, 1, "claim and answer");
+    int st;
+    cr_assert_eq(run("kd", "{}", 201, &st), 1, "replayed");
+    cr_expect_eq(st, 202, "the recorded answer");
+    cr_assert_eq(run("kd", "{\"a\":1}", 201, &st), 1);
+    cr_expect_eq(st, 422, "another body");
+    struct svc_job *again = job("kd", "{}");
+    cr_expect_eq(svc_idem_begin_defer(again, "t", true), 1, "a key with a record is not deferred");
+    cr_expect(!again->idem_deferred);
+    job_free(again);
+}
+
+Test(idem, a_deferred_key_settles_as_usual_when_the_command_did_not_commit)
+{
+    struct svc_job *j = job("ks", "{}");
+    cr_assert_eq(svc_idem_begin_defer(j, "t", true), 0);
+    svc_problem(j, 422, NULL, "refused"); /* a final answer without the command */
+    svc_idem_settle(j, "t");
+    cr_expect(!j->idem_deferred);
+    job_free(j);
+    int st;
+    cr_assert_eq(run("ks", "{}", 201, &st), 1, "the 422 was recorded");
+    cr_expect_eq(st, 422);
+    j = job("k5s", "{}"); /* a 5xx leaves the key free */
+    cr_assert_eq(svc_idem_begin_defer(j, "t", true), 0);
+    svc_problem(j, 503, NULL, "later");
+    svc_idem_settle(j, "t");
+    job_free(j);
+    cr_assert_eq(run("k5s", "{}", 201, &st), 0, "proceeds as new");
+}

@@ -154,6 +154,33 @@ Test(ordering, validation_errors_name_each_field)
     t_free(&r);
 }
 
+/* Where the key's record sits in the log: true when its claim and answer follow
+ * the last event of `stream` directly (one append with the order's events). */
+static bool record_follows(const char *stream)
+{
+    bool found = false, end = false;
+    char prev[160] = "";
+    for (uint64_t pos = 0; !found && !end;) {
+        struct ag_event_page pg;
+        cr_assert_eq(ag_store_read_all(t_plat->store, pos, AG_READ_FORWARD, 500, &pg, NULL), 0);
+        for (size_t i = 0; i < pg.count && !found; i++) {
+            const struct ag_event *e = &pg.events[i];
+            if (e->type_len == 21 && memcmp(e->type, "IdempotencyKeyClaimed", 21) == 0) {
+                found = true;
+                cr_expect_str_eq(prev, stream, "the claim follows the order's events");
+                cr_assert_lt(i + 1, pg.count);
+                cr_expect_eq(pg.events[i + 1].type_len, 18, "then the answer");
+                cr_expect_eq(pg.events[i + 1].stream_len, e->stream_len);
+            }
+            snprintf(prev, sizeof prev, "%.*s", (int)e->stream_len, e->stream);
+        }
+        end = pg.end || pg.count == 0;
+        pos = pg.next_position;
+        ag_event_page_free(&pg);
+    }
+    return found;
+}
+
 Test(ordering, an_idempotency_key_places_one_order)
 {
     char prod[40];
@@ -165,12 +192,21 @@ Test(ordering, an_idempotency_key_places_one_order)
     const char *key = "Idempotency-Key: order-1\r\n";
     struct t_resp r;
     cr_assert_eq(t_call(&r, "POST", "/api/v1/orders", ALICE, body, key), 202, "%s", r.text);
-    char order[40];
+    char order[40], stream[64];
     snprintf(order, sizeof order, "%s", t_str(&r, "orderId"));
+    cr_expect_str_eq(t_header(&r, "Idempotent-Replayed"), "");
     t_free(&r);
+    /* the key's record committed with the order (one append, issue 19) */
+    snprintf(stream, sizeof stream, "order-%s", order);
+    cr_expect(record_follows(stream), "the key has a record");
     cr_assert_eq(t_call(&r, "POST", "/api/v1/orders", ALICE, body, key), 202, "%s", r.text);
     cr_expect_str_eq(t_str(&r, "orderId"), order);
     cr_expect_str_eq(t_header(&r, "Idempotent-Replayed"), "true");
+    t_free(&r);
+    char other[512];
+    snprintf(other, sizeof other, "{\"items\":[{\"productId\":\"%s\",\"quantity\":2}]," ADDR "}",
+             prod);
+    cr_assert_eq(t_call(&r, "POST", "/api/v1/orders", ALICE, other, key), 422, "%s", r.text);
     t_free(&r);
     t_catch_up();
     cr_assert_eq(t_call(&r, "GET", "/api/v1/orders", ALICE, NULL, NULL), 200);

@@ -109,13 +109,5 @@ cluster_saga_check
     fail "the log has $PLACED_IN_LOG OrderPlaced, $L_placed + $PROBES were acknowledged"
 pass "no saga running; $PLACED_IN_LOG orders in the log for $((L_placed + PROBES)) acknowledged; $CHECK_OUT"
 
-pids=$(member_pids)
-kill -INT "$SUP"
-rc=0
-wait "$SUP" || rc=$?
-SUP=""
-[ "$rc" = 0 ] || fail "the supervisor exited $rc on SIGINT"
-for p in $pids; do kill -0 "$p" 2>/dev/null && fail "pid $p is still alive"; done
-grep -l -e 'AddressSanitizer' -e 'runtime error:' -e 'LeakSanitizer' "$D"/logs/*.log "$TMP/supervisor.log" &&
-    fail "sanitizer report"
+cluster_stop_clean
 pass "stopped (SIGINT), no member left, no sanitizer report ($((SECONDS - START)) s)"

@@ -158,3 +158,16 @@ make_customers() {
         echo "$tok $cid" >>"$2"
     done
 }
+
+cluster_stop_clean() { # cluster_stop_clean: SIGINT the supervisor; it exits 0, no member is left, no sanitizer report
+    local pids rc=0 p
+    pids=$(member_pids)
+    kill -INT "$SUP"
+    wait "$SUP" || rc=$?
+    SUP=""
+    [ "$rc" = 0 ] || fail "the supervisor exited $rc on SIGINT"
+    for p in $pids; do kill -0 "$p" 2>/dev/null && fail "pid $p is still alive"; done
+    grep -l -e 'AddressSanitizer' -e 'runtime error:' -e 'LeakSanitizer' "$D"/logs/*.log "$TMP/supervisor.log" &&
+        fail "sanitizer report"
+    return 0
+}

@@ -1,4 +1,4 @@
-# Helpers for the `agora cluster up` fault tests (cluster_faults.sh, cluster_crash.sh,
+# Helpers for the `agora cluster up` fault tests (cluster_faults.sh, cluster_crash.sh, cluster_mtls.sh,
 # cluster_up.sh) and bench/cluster/run.sh; sourced after run_lib.bash. The caller
 # sets BIN, SRC, D (the cluster's directory), TMP and defines fail.
 #   cluster_start PORT LOG [ARGS]  `agora cluster up` in the background (SUP), until
@@ -10,6 +10,7 @@
 #   probe_confirms WHAT            one order by a fresh customer reaches confirmed
 #   cluster_settle SECONDS         no saga running, the projections caught up (gateway)
 #   cluster_saga_check             `agora store all` + saga_check.py on PostgreSQL
+#   field / ADDR / order_confirms  the API tour over cl_req (ADA, CID, KB; sets OID)
 cstatus() { "$BIN" cluster status --dir "$D" --json 2>/dev/null; }
 member_pids() { cstatus | json_field '" ".join(str(m["pid"]) for m in d["members"] if m["pid"])' 2>/dev/null; }
 member() { cstatus | json_field "[m for m in d['members'] if m['name'] == '$1'][0]['$2']" 2>/dev/null; }
@@ -170,4 +171,22 @@ cluster_stop_clean() { # cluster_stop_clean: SIGINT the supervisor; it exits 0, 
     grep -l -e 'AddressSanitizer' -e 'runtime error:' -e 'LeakSanitizer' "$D"/logs/*.log "$TMP/supervisor.log" &&
         fail "sanitizer report"
     return 0
+}
+
+# The API tour's helpers over cl_req: the answer's field, and one order by the customer
+# CID (token ADA) of product KB reaching confirmed (sets OID).
+field() { json_field "$1" <<<"$BODY"; }
+ADDR='"shippingAddress": {"street": "1 Main St", "city": "Springfield", "state": "IL", "zipCode": "62701", "country": "US"}'
+order_confirms() {
+    cl_req "$ADA" POST /api/v1/orders "{\"customerId\": \"$CID\", \"items\": [{\"productId\": \"$KB\", \"quantity\": 1}], $ADDR}"
+    [ "$ST" = 202 ] || fail "order: $ST $BODY"
+    local oid
+    oid=$(field 'd["orderId"]')
+    for _ in $(seq 300); do
+        cl_req "$ADA" GET "/api/v1/orders/$oid"
+        [ "$ST" = 200 ] && [[ $(field 'd["status"]') =~ ^(confirmed|cancelled)$ ]] && break
+        sleep 0.1
+    done
+    [ "$(field 'd["status"]')" = confirmed ] || fail "order $oid: $ST $BODY"
+    OID=$oid
 }

@@ -23,6 +23,7 @@ set -uo pipefail
 BIN=${AGORA_BIN:?AGORA_BIN not set}
 SRC=${AG_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 source "$SRC/tests/integration/run_lib.bash"
+source "$SRC/tests/integration/cluster_lib.bash" # cl_req, order_confirms, cstatus, member
 command -v nats-server >/dev/null || { echo "cluster_mtls: nats-server is not installed" >&2; exit 1; }
 command -v openssl >/dev/null || { echo "cluster_mtls: openssl is not installed" >&2; exit 1; }
 PGB=${PGBIN:-/usr/lib/postgresql/15/bin}
@@ -48,9 +49,6 @@ fail() {
 }
 pass() { echo "ok - $*"; }
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
-cstatus() { "$BIN" cluster status --dir "$D" --json 2>/dev/null; }
-member_pids() { cstatus | json_field '" ".join(str(m["pid"]) for m in d["members"] if m["pid"])' 2>/dev/null; }
-member() { cstatus | json_field "[m for m in d['members'] if m['name'] == '$1'][0]['$2']"; }
 
 # ---- the first start ----
 PORTG=$(free_port)
@@ -108,17 +106,9 @@ done
 pass "straight to both instances: no client certificate, another CA's, plain HTTP refused in the handshake; the cluster's certificate 200"
 
 # ---- the API tour's core through the gateway, the saga across processes ----
-tok() { "$BIN" token --data "$D" --sub "$1" --role "$2"; }
+tok() { cl_token "$@"; }
 ADMIN=$(tok ops admin) ADA=$(tok ada customer)
-req() { # req TOKEN METHOD PATH [BODY]: sets ST and BODY
-    local t=$1 m=$2 p=$3 d=${4:-}
-    local args=(-s -o "$TMP/body" -w '%{http_code}' -X "$m")
-    [ -n "$t" ] && args+=(-H "Authorization: Bearer $t")
-    [ -n "$d" ] && args+=(-H 'Content-Type: application/json' --data-binary "$d")
-    ST=$(curl "${args[@]}" "$G$p")
-    BODY=$(cat "$TMP/body")
-}
-field() { json_field "$1" <<<"$BODY"; }
+req() { cl_req "$@"; }
 MESH_KEY=$(cat "$D/mesh-key")
 steps_served() { # POST /internal/v1/steps answered by the participant, from its /metrics
     local sig
@@ -129,20 +119,6 @@ print(ts + "." + mac.hexdigest())' "$MESH_KEY")
     curl -s --max-time 5 --cacert "$C/ca.pem" --cert "$C/supervisor.pem" --key "$C/supervisor.key" \
         -H 'x-user-id: ops' -H 'x-user-roles: admin' -H "x-user-sig: $sig" "https://127.0.0.1:$PPORT/metrics" |
         awk '/^agora_http_requests_total\{/ && /route="\/internal\/v1\/steps"/ { n += $NF } END { print n + 0 }'
-}
-ADDR='"shippingAddress": {"street": "1 Main St", "city": "Springfield", "state": "IL", "zipCode": "62701", "country": "US"}'
-order_confirms() { # one order by ada reaches confirmed
-    req "$ADA" POST /api/v1/orders "{\"customerId\": \"$CID\", \"items\": [{\"productId\": \"$KB\", \"quantity\": 1}], $ADDR}"
-    [ "$ST" = 202 ] || fail "order: $ST $BODY"
-    local oid
-    oid=$(field 'd["orderId"]')
-    for _ in $(seq 300); do
-        req "$ADA" GET "/api/v1/orders/$oid"
-        [ "$ST" = 200 ] && [[ $(field 'd["status"]') =~ ^(confirmed|cancelled)$ ]] && break
-        sleep 0.1
-    done
-    [ "$(field 'd["status"]')" = confirmed ] || fail "order $oid: $ST $BODY"
-    OID=$oid
 }
 req "$ADA" POST /api/v1/customers '{"email": "ada@example.com", "name": "Ada Lovelace"}'
 [ "$ST" = 201 ] || fail "register: $ST $BODY"

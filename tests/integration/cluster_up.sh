@@ -54,10 +54,7 @@ fail() {
 }
 pass() { echo "ok - $*"; }
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
-cstatus() { "$BIN" cluster status --dir "$D" --json 2>/dev/null; }
-member_pids() { cstatus | json_field '" ".join(str(m["pid"]) for m in d["members"] if m["pid"])' 2>/dev/null; }
 # member NAME FIELD: a field of that member in status.json
-member() { cstatus | json_field "[m for m in d['members'] if m['name'] == '$1'][0]['$2']"; }
 
 # ---- bad input ----
 expect_err() { # expect_err RC WORDS ARGS...: `agora cluster ARGS` exits RC and says WORDS
@@ -119,31 +116,9 @@ expect_err 1 "is in use: the supervisor pid $SUP" up --dir "$D" --listen "127.0.
 pass "cluster up: every member up and ready in $(($(date +%s) - START)) s; DIR $mode, secrets 0600; a second supervisor refused"
 
 # ---- the API tour's core through the gateway ----
-tok() { "$BIN" token --data "$D" --sub "$1" --role "$2"; }
+tok() { cl_token "$@"; }
 ADMIN=$(tok ops admin) ADA=$(tok ada customer)
-req() { # req TOKEN METHOD PATH [BODY]: sets ST and BODY
-    local t=$1 m=$2 p=$3 d=${4:-}
-    local args=(-s -o "$TMP/body" -w '%{http_code}' -X "$m")
-    [ -n "$t" ] && args+=(-H "Authorization: Bearer $t")
-    [ -n "$d" ] && args+=(-H 'Content-Type: application/json' --data-binary "$d")
-    ST=$(curl "${args[@]}" "$G$p")
-    BODY=$(cat "$TMP/body")
-}
-field() { json_field "$1" <<<"$BODY"; }
-ADDR='"shippingAddress": {"street": "1 Main St", "city": "Springfield", "state": "IL", "zipCode": "62701", "country": "US"}'
-order_confirms() { # order_confirms: one order by ada reaches confirmed
-    req "$ADA" POST /api/v1/orders "{\"customerId\": \"$CID\", \"items\": [{\"productId\": \"$KB\", \"quantity\": 1}], $ADDR}"
-    [ "$ST" = 202 ] || fail "order: $ST $BODY"
-    local oid
-    oid=$(field 'd["orderId"]')
-    for _ in $(seq 300); do
-        req "$ADA" GET "/api/v1/orders/$oid"
-        [ "$ST" = 200 ] && [[ $(field 'd["status"]') =~ ^(confirmed|cancelled)$ ]] && break
-        sleep 0.1
-    done
-    [ "$(field 'd["status"]')" = confirmed ] || fail "order $oid: $ST $BODY"
-    OID=$oid
-}
+req() { cl_req "$@"; }
 req "$ADA" POST /api/v1/customers '{"email": "ada@example.com", "name": "Ada Lovelace"}'
 [ "$ST" = 201 ] || fail "register: $ST $BODY"
 CID=$(field 'd["id"]') AID=$(field 'd["accountId"]')

@@ -403,6 +403,21 @@ int svc_admission_park(struct svc_job *j, struct ag_http_req *req)
     return 0;     /* waited long enough: the 503 */
 }
 
+/* A caller without an HTTP request (the MCP tools): the job takes a slot now, or
+ * is marked waiting so that its handler's svc_admission_check tries once more and
+ * answers 503 — no parking (the caller holds no request to park). */
+int svc_admission_attach(struct svc_job *j)
+{
+    struct svc_admission *a = j->env->admission;
+    if (!a) return 0;
+    struct adm_job *st = ag_calloc(1, sizeof *st);
+    if (!st) return AG_ENOMEM;
+    st->seq = svc_waiters_seq(a->waiters, ADM_KEY);
+    st->state = svc_admission_enter(a) ? ADM_HELD : ADM_WAITING;
+    j->ext = st;
+    return 0;
+}
+
 void svc_admission_placed(struct svc_job *j, const char *order_id)
 {
     struct adm_job *st = j->ext;

@@ -404,6 +404,7 @@ uint32_t svc_admission_limit(struct svc_admission *a);
  * the queue time, else answer 503); give back a slot the handler did not use. */
 int svc_admission_prepare(struct svc_job *j, struct ag_http_req *req);
 void svc_admission_finish(struct svc_job *j, struct ag_http_req *req);
+int svc_admission_attach(struct svc_job *j); /* no request: MCP tools */
 int svc_admission_park(struct svc_job *j, struct ag_http_req *req);
 /* First thing in the handler: true when the job is still waiting for a slot
  * and has been answered 503 (its park hook then parks it until a slot frees). */

@@ -10,6 +10,7 @@
 #   nothing behind: no order, no saga, no stock reserved, its Idempotency-Key free;
 # - a draft (POST /api/v1/orders with "draft": true) starts no saga and is admitted;
 #   placing it (POST /api/v1/orders/{id}/place) is refused the same way;
+#   an AI agent's MCP place_order over the limit is an isError result (503), counted;
 # - once the first order is confirmed its slot is free: the refused order, retried
 #   with the same Idempotency-Key, is accepted; agora_order_confirm_seconds counts
 #   the confirmation; a POST refused for bad fields (422) gives its slot back;
@@ -67,6 +68,14 @@ post "/api/v1/orders/$DR/items" "{\"productId\":\"$P\",\"quantity\":3}"
 post "/api/v1/orders/$DR/place" "{$ADDR}"
 [ "$CODE" = 503 ] || fail "placing the draft: HTTP $CODE, want 503 $(cat "$TMP/b")"
 [ "$(hdr Retry-After)" = 1 ] || fail "place: Retry-After '$(hdr Retry-After)'"
+# an AI agent's place_order (MCP) goes through the same admission: refused, nothing left
+MH=(-H 'Accept: application/json, text/event-stream')
+post /mcp '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"adm","version":"1"}}}' "${MH[@]}"
+MCPS=$(hdr Mcp-Session-Id)
+[ "$CODE" = 200 ] && [ -n "$MCPS" ] || fail "MCP initialize: HTTP $CODE $(cat "$TMP/b")"
+post /mcp "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"tools/call\",\"params\":{\"name\":\"place_order\",\"arguments\":{\"customerId\":\"$CID\",\"items\":[{\"productId\":\"$P\",\"quantity\":4}],$ADDR,\"idempotencyKey\":\"adm-mcp\"}}}" \
+    "${MH[@]}" -H "Mcp-Session-Id: $MCPS"
+cp "$TMP/b" "$TMP/mcp.b"
 
 cp "$TMP/second.h" "$TMP/h"
 [ "$CODE2" = 503 ] || fail "second order: HTTP $CODE2, want 503 $(cat "$TMP/second.b")"
@@ -77,9 +86,16 @@ O1=$(json_field 'd["orderId"]' <"$TMP/first")
 S1=$(json_field 'd["sagaId"]' <"$TMP/first")
 json_field 'd["title"]' <"$TMP/second.b" | grep -qx 'Too many orders in flight' || fail "title $(cat "$TMP/second.b")"
 json_field 'd["status"]' <"$TMP/second.b" | grep -qx 503 || fail "problem status $(cat "$TMP/second.b")"
-[ "$(metric agora_admission_rejected_total)" = 2 ] || fail "rejected_total $(metric agora_admission_rejected_total), want 2"
+python3 -c "
+import json, sys
+r = json.load(open('$TMP/mcp.b'))['result']
+assert r['isError'] is True, r
+assert r['content'][0]['text'].startswith('503 Too many orders in flight'), r
+" || fail "MCP place_order over the limit: $(cat "$TMP/mcp.b")"
+[ "$(metric agora_admission_rejected_total)" = 3 ] || fail "rejected_total $(metric agora_admission_rejected_total), want 3"
 echo "ok - over the limit: 503 problem+json, Retry-After: 1, X-Agora-Error: service, counted"
 echo "ok - a draft is admitted (no saga); placing it over the limit is 503"
+echo "ok - MCP place_order over the limit: an isError result (503), counted, nothing placed"
 
 # the first order confirms; nothing of the refused ones exists
 for _ in $(seq 200); do

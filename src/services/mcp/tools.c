@@ -114,6 +114,7 @@ struct route_call {
     const char *q[4];     /* query parameters in the route's order, NULL when absent */
     json_t *body;         /* borrowed, or NULL */
     const char *idem_key; /* or NULL */
+    bool admit;           /* starts a saga: through admission control, as over HTTP */
 };
 
 static struct svc_env *env_of(struct mcp_caller *c, const struct svc_context *ctx)
@@ -164,6 +165,10 @@ static void run_route(struct mcp_caller *c, const struct route_call *rc, struct 
     if (rc->idem_key) snprintf(j->idem_key, sizeof j->idem_key, "%s", rc->idem_key);
     memcpy(j->meta, c->meta, sizeof j->meta);
     j->body = json_incref(rc->body);
+    if (rc->admit && svc_admission_attach(j)) {
+        svc_problem(j, 500, NULL, "out of memory");
+        return;
+    }
     svc_job_run(j);
 }
 
@@ -332,9 +337,10 @@ static json_t *place_order(struct mcp_caller *c, json_t *args)
     json_object_del(body, "idempotencyKey");
     json_object_del(body, "draft"); /* the tool places orders; drafts are HTTP's (drafts.c) */
     struct route_call rc = {
-        &svc_ordering_context, "POST", "/api/v1/orders", NULL, {NULL}, body, key};
+        &svc_ordering_context, "POST", "/api/v1/orders", NULL, {NULL}, body, key, true};
     struct svc_job j;
     run_route(c, &rc, &j);
+    if (j.ext) svc_admission_finish(&j, NULL); /* gives back the slot if no order took it */
     json_t *r = job_result(&j, NULL);
     job_done(&j);
     json_decref(body);

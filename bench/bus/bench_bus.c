@@ -160,12 +160,39 @@ static uint64_t ce_time_ns(const char *body)
     return ns;
 }
 
+/* Per event i of the live phase (wall clock, ns; 0: not seen): its commit time in
+ * the log (the CloudEvent time), when its append returned (durable: after the
+ * store's fdatasync), when a plain NATS subscriber on the subject saw it (the
+ * relay published it, before JetStream's ack), when the durable consumer got it. */
+struct e2e_stage {
+    uint64_t commit, durable, broker, consumer;
+};
+
 struct e2e {
     struct ag_bus *bus;
     int n, got;
     uint64_t *lat;
     int drained; /* the backlog of the publish phase is consumed (atomic) */
+    struct e2e_stage *st;
 };
+
+/* The live event's index from its CloudEvent data ({"orderId":"e2e-NNNNNNNN",...}). */
+static int e2e_index(const char *data, int n)
+{
+    const char *p = data ? strstr(data, "\"e2e-") : NULL;
+    int i = p ? atoi(p + 5) : -1;
+    return i >= 0 && i < n ? i : -1;
+}
+
+/* The plain subscriber (its own connection): when the broker routed each message. */
+static void on_core(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *ud)
+{
+    (void)nc, (void)sub;
+    struct e2e *e = ud;
+    int i = e2e_index(natsMsg_GetData(msg), e->n);
+    if (i >= 0 && !e->st[i].broker) __atomic_store_n(&e->st[i].broker, wall_ns(), __ATOMIC_RELAXED);
+    natsMsg_Destroy(msg);
+}
 
 static void *consume(void *arg)
 {
@@ -183,8 +210,12 @@ static void *consume(void *arg)
             json_t *d = json_loads(ds[i]->msg.data, 0, NULL);
             const char *tn = json_string_value(json_object_get(d, "trackingNumber"));
             const char *oid = json_string_value(json_object_get(d, "orderId"));
-            if (tn && oid && strncmp(oid, "e2e-", 4) == 0 && e->got < e->n)
-                e->lat[e->got++] = wall_ns() - ce_time_ns(ds[i]->body);
+            if (tn && oid && strncmp(oid, "e2e-", 4) == 0 && e->got < e->n) {
+                uint64_t now = wall_ns(), t = ce_time_ns(ds[i]->body);
+                int k = e2e_index(ds[i]->msg.data, e->n);
+                if (k >= 0) e->st[k].commit = t, e->st[k].consumer = now;
+                e->lat[e->got++] = now - t;
+            }
             json_decref(d);
             ag_bus_ack(c, ds[i], NULL);
             ag_bus_delivery_free(c, ds[i]);
@@ -201,13 +232,57 @@ static int cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-static void e2e_latency(struct ag_store *st, struct ag_bus *bus, int n)
+/* p50 and p99 (µs) of the n values v (sorted in place) as "name":{"p50":..,"p99":..}. */
+static void stage_json(const char *name, uint64_t *v, int n, const char *sep)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_u64);
+    printf("\"%s\":{\"p50\":%.0f,\"p99\":%.0f}%s", name, n ? (double)v[n / 2] / 1e3 : 0,
+           n ? (double)v[(size_t)(n * 0.99)] / 1e3 : 0, sep);
+}
+
+/* The latency split by stage, over the events every stage saw: commit → durable
+ * (the store's group commit: fdatasync), durable → broker (the relay woken, read,
+ * mapped, published), broker → consumer (JetStream stored it, the pull delivered). */
+static void e2e_stages(const struct e2e *e)
+{
+    uint64_t *v = ag_calloc((size_t)e->n * 3, sizeof *v);
+    int m = 0;
+    for (int i = 0; v && i < e->n; i++) {
+        struct e2e_stage s = e->st[i];
+        s.broker = __atomic_load_n(&e->st[i].broker, __ATOMIC_RELAXED);
+        if (!s.commit || !s.durable || !s.broker || !s.consumer) continue;
+        /* the appender may record `durable` after the relay already published (it
+         * was not scheduled): a stage that ends before it starts counts as 0 */
+        v[m] = s.durable > s.commit ? s.durable - s.commit : 0;
+        v[e->n + m] = s.broker > s.durable ? s.broker - s.durable : 0;
+        v[2 * e->n + m] = s.consumer > s.broker ? s.consumer - s.broker : 0;
+        m++;
+    }
+    printf("{\"bench\":\"bus.e2e.stages\",\"impl\":\"agora\",\"params\":{\"events\":%d},"
+           "\"complete\":%d,\"us\":{",
+           e->n, m);
+    if (v) {
+        stage_json("commit_to_durable", v, m, ",");
+        stage_json("durable_to_broker", v + e->n, m, ",");
+        stage_json("broker_to_consumer", v + 2 * e->n, m, "");
+    }
+    printf("}}\n");
+    ag_free(v);
+}
+
+static void e2e_latency(const char *url, struct ag_store *st, struct ag_bus *bus, int n)
 {
     struct ag_relay_config rc = {
         .store = st, .bus = bus, .name = "bench", .map = svc_published_language};
     struct ag_relay *r;
     if (ag_relay_start(&rc, &r, NULL)) return;
-    struct e2e e = {bus, n, 0, ag_calloc((size_t)n, sizeof(uint64_t)), 0};
+    struct e2e e = {bus, n,
+                    0,   ag_calloc((size_t)n, sizeof(uint64_t)),
+                    0,   ag_calloc((size_t)n, sizeof(struct e2e_stage))};
+    natsConnection *nc = NULL;
+    natsSubscription *sub = NULL;
+    if (natsConnection_ConnectTo(&nc, url) == NATS_OK)
+        natsConnection_Subscribe(&sub, nc, "agora.ordering.>", on_core, &e);
     pthread_t t;
     pthread_create(&t, NULL, consume, &e);
     while (!__atomic_load_n(&e.drained, __ATOMIC_ACQUIRE)) { /* measure live events only */
@@ -217,16 +292,21 @@ static void e2e_latency(struct ag_store *st, struct ag_bus *bus, int n)
     struct timespec gap = {0, 2000000}; /* 500 events/s */
     for (int i = 0; i < n; i++) {
         append_confirmed(st, i, "e2e");
+        e.st[i].durable = wall_ns();
         nanosleep(&gap, NULL);
     }
     pthread_join(t, NULL);
     ag_relay_stop(r);
+    natsSubscription_Destroy(sub);
+    natsConnection_Destroy(nc);
     qsort(e.lat, (size_t)e.got, sizeof *e.lat, cmp_u64);
     if (e.got)
         printf("{\"bench\":\"bus.e2e\",\"impl\":\"agora\",\"params\":{\"events\":%d,\"rate\":500},"
                "\"received\":%d,\"p50_us\":%.0f,\"p99_us\":%.0f}\n",
                n, e.got, (double)e.lat[e.got / 2] / 1e3,
                (double)e.lat[(size_t)(e.got * 0.99)] / 1e3);
+    e2e_stages(&e);
+    ag_free(e.st);
     ag_free(e.lat);
 }
 
@@ -292,8 +372,8 @@ int main(int argc, char **argv)
         struct timespec ts = {0, 100000000};
         nanosleep(&ts, NULL);
     }
-    publish_rounds(argv[1], st, bus, n, rounds);
-    if (!getenv("BENCH_BUS_ONLY")) e2e_latency(st, bus, n2);
+    if (n > 0) publish_rounds(argv[1], st, bus, n, rounds); /* EVENTS=0: the latency only */
+    if (!getenv("BENCH_BUS_ONLY")) e2e_latency(argv[1], st, bus, n2);
     ag_bus_close(bus);
     ag_store_close(st);
     char cmd[128];

@@ -38,6 +38,13 @@
  * synchronous publish while pipe messages are in flight is supported but a
  * timeout in it takes the pipe's messages back too (the pipe then reports them
  * lost and its publisher sends them again).
+ *
+ * Latency: libnats's flusher thread waits 1 ms for more before it writes a
+ * publish, so a small pipe send (a relay caught up with the log) is written in
+ * the caller's thread (flush_now); a large one is left to libnats's buffering.
+ * A fetch asks for more than the first message only when that message's
+ * NumPending says the consumer has more: a caught-up consumer does not wait for a
+ * second (flusher-delayed) pull before it returns what it got.
  */
 #include <errno.h>
 #include <nats/nats.h>
@@ -332,6 +339,24 @@ static int npublish(struct ag_bus *b, const struct ag_bus_msg *msgs, size_t n, i
 
 /* ---- pipelined publishing ---- */
 
+/* A send of at most this many messages is written to the socket before the call
+ * returns (flush_now); a larger one is left to libnats's buffer. */
+#define PIPE_FLUSH_MAX 64
+
+/* Write what libnats buffered now, in this thread. libnats hands a publish to its
+ * flusher thread, which waits 1 ms for more before it writes: on a relay caught up
+ * with the log (a page of one event) that millisecond was most of the store →
+ * consumer latency. The only public in-place write is a flush (PING written with
+ * the buffer, then PONG awaited): the wait is about one round trip, which the
+ * relay spends waiting for the broker's ack anyway. Not for a large send: the
+ * PONG would wait for the broker to store the whole page, and the relay could
+ * not prepare the next one meanwhile. A timeout here loses nothing (the buffer
+ * was written); the pipe's own ack timeouts judge the publishes. */
+static void flush_now(struct nbus *nb)
+{
+    (void)natsConnection_FlushTimeout(nb->nc, 100);
+}
+
 /* Wait (up to `until`) for ring_count <= want or a failure. Under `acks`. */
 static void pipe_wait(struct nbus *nb, size_t want, const struct timespec *until)
 {
@@ -395,6 +420,7 @@ static int npipe_send(struct ag_bus *b, const struct ag_bus_msg *msgs, size_t n,
         natsMsg_Destroy(msg); /* NULL once libnats took it */
     }
     if (!rc && n == 0) rc = pipe_push(nb, NULL, mark, true, &until, err);
+    if (!rc && n > 0 && n <= PIPE_FLUSH_MAX) flush_now(nb);
     if (rc) snprintf(nb->last_error, sizeof nb->last_error, "%.190s", err ? err->msg : "");
     pthread_mutex_unlock(&nb->lock);
     return rc;
@@ -476,7 +502,7 @@ static int nconsumer_open(struct ag_bus *b, const struct ag_bus_consumer_config 
     return 0;
 }
 
-static struct ndelivery *wrap(natsMsg *msg, uint32_t max_deliver)
+static struct ndelivery *wrap(natsMsg *msg, uint32_t max_deliver, uint64_t *pending)
 {
     struct ndelivery *nd = ag_calloc(1, sizeof *nd);
     if (!nd) return NULL;
@@ -491,18 +517,21 @@ static struct ndelivery *wrap(natsMsg *msg, uint32_t max_deliver)
     nd->d.deliveries = (uint32_t)md->NumDelivered;
     nd->d.seq = md->Sequence.Stream;
     nd->d.last = nd->d.deliveries >= max_deliver;
+    *pending = md->NumPending;
     nd->d.impl = nd;
     nd->msg = msg;
     jsMsgMetaData_Destroy(md);
     return nd;
 }
 
-/* Wrap fetched messages (a non-CloudEvent is poison: terminated) and empty `list`. */
+/* Wrap fetched messages (a non-CloudEvent is poison: terminated) and empty `list`;
+ * *pending: how many more the consumer had after the last one (its metadata's
+ * NumPending; left alone when no message could be read). */
 static void take(struct ag_bus_consumer *bc, natsMsgList *list, struct ag_bus_delivery **out,
-                 size_t *n)
+                 size_t *n, uint64_t *pending)
 {
     for (int i = 0; i < list->Count; i++) {
-        struct ndelivery *nd = wrap(list->Msgs[i], bc->cfg.max_deliver);
+        struct ndelivery *nd = wrap(list->Msgs[i], bc->cfg.max_deliver, pending);
         if (!nd) {
             natsMsg_Term(list->Msgs[i], NULL);
             natsMsg_Destroy(list->Msgs[i]);
@@ -522,18 +551,22 @@ static int nfetch(struct ag_bus_consumer *bc, size_t max, int timeout_ms,
     natsMsgList list = {0};
     jsErrCode je = 0;
     /* A long poll for one message returns as soon as it comes (a pull for a batch
-     * waits for the whole batch or the timeout); then whatever else is ready. */
+     * waits for the whole batch or the timeout); then whatever else is ready, only
+     * when the consumer has more (the message's NumPending): a caught-up consumer
+     * never pays a second round trip before it sees the message it got. */
     natsStatus s = natsSubscription_Fetch(&list, c->sub, 1, timeout_ms > 0 ? timeout_ms : 1, &je);
     if (s == NATS_TIMEOUT) return 0;
     if (s != NATS_OK) return fail(err, AG_EUNAVAILABLE, s, je, "fetch");
-    take(bc, &list, out, n);
-    if (max > 1) {
+    uint64_t pending = UINT64_MAX; /* unknown: ask */
+    take(bc, &list, out, n, &pending);
+    if (max > 1 && pending > 0) {
         jsFetchRequest fr;
         jsFetchRequest_Init(&fr);
-        fr.Batch = (int)max - 1;
+        fr.Batch = pending < max - 1 ? (int)pending : (int)max - 1;
         fr.NoWait = true;
         fr.Expires = 1000000000;
-        if (natsSubscription_FetchRequest(&list, c->sub, &fr) == NATS_OK) take(bc, &list, out, n);
+        if (natsSubscription_FetchRequest(&list, c->sub, &fr) == NATS_OK)
+            take(bc, &list, out, n, &pending);
     }
     return 0;
 }

@@ -156,6 +156,41 @@ Test(nats, dedup_and_cloudevents)
     ag_bus_consumer_close(c);
 }
 
+/* A fetch takes what the consumer has in one call (the follow-up pull sized by the
+ * first message's NumPending), and a caught-up consumer gets a lone message alone. */
+static size_t fetch_acked(struct ag_bus_consumer *c, size_t max, int timeout_ms, uint64_t *first)
+{
+    struct ag_bus_delivery **ds;
+    size_t n;
+    struct ag_err err;
+    cr_assert_eq(ag_bus_fetch(c, max, timeout_ms, &ds, &n, &err), 0, "%s", err.msg);
+    for (size_t i = 0; i < n; i++) {
+        if (i == 0 && first) *first = ds[i]->seq;
+        cr_assert_eq(ag_bus_ack(c, ds[i], NULL), 0);
+        ag_bus_delivery_free(c, ds[i]);
+    }
+    ag_free(ds);
+    return n;
+}
+
+Test(nats, fetch_takes_the_backlog_in_one_call_and_a_lone_message_alone)
+{
+    char id[40];
+    for (int i = 1; i <= 5; i++) {
+        snprintf(id, sizeof id, "0190f0f0-0000-7000-8000-%012d", i);
+        publish(id, "agora.ordering.OrderPlaced");
+    }
+    struct ag_bus_consumer *c = consumer("batch", 3);
+    uint64_t first = 0;
+    cr_assert_eq(fetch_acked(c, 64, 2000, &first), 5, "the backlog in one fetch");
+    cr_assert_eq(first, 1);
+    cr_assert_eq(fetch_acked(c, 64, 200, NULL), 0);
+    publish("0190f0f0-0000-7000-8000-000000000006", "agora.ordering.OrderPlaced");
+    cr_assert_eq(fetch_acked(c, 64, 2000, &first), 1);
+    cr_assert_eq(first, 6);
+    ag_bus_consumer_close(c);
+}
+
 static json_t *dead_letters(size_t want)
 {
     for (int i = 0; i < 50; i++) {

@@ -24,6 +24,7 @@ struct shim_test {
     const struct shim_suite *suite;
 };
 void shim_register(const char *name, void (*fn)(void), const struct shim_suite *suite);
+extern int shim_expect_failures; /* failed cr_expect_*: the run fails at its end */
 
 #define TestSuite(s, ...) static const struct shim_suite s##_shim_suite = {__VA_ARGS__}
 #define Test(s, n, ...)                                                                            \
@@ -46,6 +47,17 @@ void shim_register(const char *name, void (*fn)(void), const struct shim_suite *
         if (!(cond)) SHIM_FAIL(#cond " " __VA_ARGS__);                                             \
     } while (0)
 
+/* A failed expectation is reported and the test goes on, as in Criterion. */
+#define SHIM_EXPECT(cond, ...)                                                                     \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "%s:%d: expectation failed: " #cond " ", __FILE__, __LINE__);          \
+            fprintf(stderr, "" __VA_ARGS__);                                                       \
+            fprintf(stderr, "\n");                                                                 \
+            shim_expect_failures++;                                                                \
+        }                                                                                          \
+    } while (0)
+
 #define cr_assert(c, ...)        SHIM_CHECK((c), __VA_ARGS__)
 #define cr_assert_fail(...)      SHIM_FAIL(__VA_ARGS__)
 #define cr_assert_not(c, ...)    SHIM_CHECK(!(c), __VA_ARGS__)
@@ -60,5 +72,7 @@ void shim_register(const char *name, void (*fn)(void), const struct shim_suite *
 #define cr_assert_null(a, ...)      SHIM_CHECK((a) == NULL, __VA_ARGS__)
 #define cr_assert_not_null(a, ...)  SHIM_CHECK((a) != NULL, __VA_ARGS__)
 #define cr_assert_str_eq(a, b, ...) SHIM_CHECK(strcmp((a), (b)) == 0, __VA_ARGS__)
+
+#define cr_expect_str_eq(a, b, ...) SHIM_EXPECT(strcmp((a), (b)) == 0, __VA_ARGS__)
 
 #endif

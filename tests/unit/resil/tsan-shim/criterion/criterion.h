@@ -1,5 +1,6 @@
 /*
- * A minimal stand-in for Criterion, used only by tests/unit/resil/run_tsan.sh.
+ * A minimal stand-in for Criterion, used only by scripts/tsan.sh (make tsan) and
+ * tests/unit/resil/run_tsan.sh.
  * Criterion itself cannot start under ThreadSanitizer on this platform (its
  * BoxFort arena mapping collides with TSan's shadow memory: Snaipe/Criterion#274),
  * so the resil tests are compiled against this shim instead and run in one

@@ -12,16 +12,20 @@ cmake -S "$root" -B "$out" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=
   -DAG_TSAN=ON -DAG_TESTS=OFF -DCMAKE_C_FLAGS="-O1 -g" >/dev/null
 shim=$root/tests/unit/resil/tsan-shim
 cp "$shim/shim_main.c.in" "$out/shim_main.c"
-ninja -C "$out" agora_base agora_store agora_resil agora_readmodel agora_obs agora_es agora_saga >/dev/null
+# -j2 by default: the machine is shared (AG_TSAN_JOBS to change it)
+ninja -C "$out" -j"${AG_TSAN_JOBS:-2}" agora_base agora_store agora_resil agora_readmodel agora_obs \
+  agora_bus agora_es agora_saga >/dev/null
 for m in "${mods[@]}"; do
-  libs=("$out/libagora_$m.a")
-  for dep in saga es readmodel obs resil store base; do # dependency order; the module's own first
-    [ "$dep" != "$m" ] && [ -f "$out/libagora_$dep.a" ] && libs+=("$out/libagora_$dep.a")
+  libs=()
+  for dep in saga es bus readmodel resil store obs base; do # the module's own and what it needs
+    [ -f "$out/libagora_$dep.a" ] && libs+=("$out/libagora_$dep.a")
   done
+  # every C file of the folder, as CMake builds test_<module> (fixtures included)
+  mapfile -t srcs < <(find "$root/tests/unit/$m" -name '*.c' | sort)
   clang -std=c11 -D_GNU_SOURCE -O1 -g -fsanitize=thread -I"$shim" -I"$root/include" -I"$root/src" \
-    -I"$root/tests" "$root"/tests/unit/"$m"/test_*.c "$out/shim_main.c" "${libs[@]}" \
-    $(pkg-config --cflags --libs libuv libxxhash jansson sqlite3 libzstd libpq) -lpthread -lm \
-    -o "$out/test_${m}_tsan" 2>/dev/null
+    -I"$root/tests" "${srcs[@]}" "$out/shim_main.c" -Wl,--start-group "${libs[@]}" -Wl,--end-group \
+    $(pkg-config --cflags --libs libuv libxxhash jansson sqlite3 libzstd libpq libnats) -lpthread -lm \
+    -o "$out/test_${m}_tsan"
   echo "tsan: $m"
   AG_SOURCE_DIR=${AG_SOURCE_DIR:-$root} TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1} "$out/test_${m}_tsan"
 done

@@ -83,13 +83,6 @@ bool ag__http_conn_idle(const struct ag__http_conn *c)
 void ag__http_conn_unref(struct ag__http_conn *c)
 {
     if (--c->refs > 0) return;
-    if (c->spare) {
-        struct ag_http_req *s = c->spare;
-        c->spare = NULL;
-        s->refs = 1;
-        s->conn = NULL;
-        ag__http_req_unref(s);
-    }
     ag_buf_free(&c->out);
     ag_buf_free(&c->inbuf);
     c->io->release(c);

@@ -81,7 +81,17 @@ struct ag__http_ctx {
     const char *hsts;              /* "Strict-Transport-Security: ...\r\n" over TLS, else NULL */
     long date_sec;                 /* second the cached Date line is for */
     char date[48];                 /* "Date: ...\r\n" */
+    /* Finished requests kept for the next one on ANY connection of this loop
+     * (LIFO, linked by `next`): the request, its buffers and arena chunk stay hot
+     * in cache however many connections take turns, instead of one idle set per
+     * connection. At most free_cap (0: none, every request is freed). */
+    struct ag_http_req *free_reqs;
+    uint32_t nfree;
+    uint32_t free_cap;
 };
+
+/* Free the requests kept for reuse (when the loop's connections are gone). */
+void ag__http_ctx_release(struct ag__http_ctx *ctx);
 
 /* ---- requests ---- */
 
@@ -214,7 +224,6 @@ struct ag__http_conn {
     struct ag_http_req *tail;     /* newest queued request */
     struct ag_http_req *cur;      /* request being parsed, or NULL */
     struct ag_http_req *ready;    /* parsed, to dispatch after the parser pauses */
-    struct ag_http_req *spare;    /* a recycled request */
     size_t queued;                /* requests in the queue */
     struct ag_buf out;            /* bytes ready for the transport */
     struct ag_buf inbuf;          /* input held back while the pipeline is full */

@@ -70,6 +70,7 @@ int ag__http_memconn_new(struct ag_http_router *router, const struct ag_http_ser
     if (!m) return AG_ENOMEM;
     m->ctx.router = router;
     ag__http_limits_from(cfg, &m->ctx.lim);
+    m->ctx.free_cap = 4; /* reuse finished requests, as a server loop does */
     m->now_ms = 1000;
     m->reading = true;
     ag__http_conn_init(&m->conn, &m->ctx, &mem_io);
@@ -98,5 +99,6 @@ void ag__http_memconn_free(struct ag__http_memconn *m)
     if (!m) return;
     if (!m->closed) mem_close(&m->conn); /* releases the transport's reference */
     ag_buf_free(&m->output);
+    ag__http_ctx_release(&m->ctx);
     ag_free(m);
 }

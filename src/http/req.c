@@ -1,7 +1,9 @@
 /*
- * Request objects: allocation with one recycled request per connection (so a
- * keep-alive connection reuses its buffers and one arena chunk), reference
- * counting, the per-request arena, and the read accessors handlers use.
+ * Request objects: allocation from the loop's pool of finished requests
+ * (ag__http_ctx.free_reqs: the next request on any connection reuses the last
+ * one's buffers and arena chunk while they are still in cache; with hundreds of
+ * keep-alive connections a per-connection spare kept hundreds of cold copies),
+ * reference counting, the per-request arena, and the read accessors handlers use.
  *
  * References. The connection's queue holds one from the first byte until the
  * answer is written; dispatch holds one while middleware and the handler run;
@@ -112,13 +114,27 @@ int ag_http_req_on_abort(struct ag_http_req *req, void (*cb)(struct ag_http_req 
     return 0;
 }
 
+void ag__http_ctx_release(struct ag__http_ctx *ctx)
+{
+    while (ctx->free_reqs) {
+        struct ag_http_req *req = ctx->free_reqs;
+        ctx->free_reqs = req->next;
+        req_destroy(req);
+    }
+    ctx->nfree = 0;
+}
+
 struct ag_http_req *ag__http_req_new(struct ag__http_conn *c)
 {
-    struct ag_http_req *req = c->spare;
-    if (req)
-        c->spare = NULL;
-    else if (!(req = ag_calloc(1, sizeof *req)))
+    struct ag__http_ctx *ctx = c->ctx;
+    struct ag_http_req *req = ctx->free_reqs;
+    if (req) {
+        ctx->free_reqs = req->next;
+        ctx->nfree--;
+        req->next = NULL;
+    } else if (!(req = ag_calloc(1, sizeof *req))) {
         return NULL;
+    }
     req->conn = c;
     req->refs = 1;
     req->state = AG__RS_HEADERS;
@@ -135,9 +151,13 @@ void ag__http_req_unref(struct ag_http_req *req)
         req_destroy(req);
         return;
     }
-    if (!c->closed && !c->spare && req->raw.cap < 64 * 1024 && req->body.cap < 64 * 1024) {
+    struct ag__http_ctx *ctx = c->ctx;
+    if (ctx->nfree < ctx->free_cap && req->raw.cap < (size_t)64 * 1024 &&
+        req->body.cap < (size_t)64 * 1024) {
         req_reset(req);
-        c->spare = req;
+        req->next = ctx->free_reqs;
+        ctx->free_reqs = req;
+        ctx->nfree++;
     } else {
         req_destroy(req);
     }

@@ -696,6 +696,7 @@ static int worker_setup(struct ag_http_server *s, struct worker *w, int fd, stru
     w->ctx.loop = &w->loop;
     w->ctx.server = s;
     w->ctx.hsts = s->cfg.tls ? s->hsts : NULL;
+    w->ctx.free_cap = 64; /* finished requests kept hot for the next on any connection */
     ag_buf_init(&w->plain);
     uint32_t maxc = s->cfg.max_connections ? s->cfg.max_connections : 10000;
     w->max_conns = (maxc + (uint32_t)s->nworkers - 1) / (uint32_t)s->nworkers;
@@ -727,6 +728,7 @@ static void worker_main(void *arg)
     struct worker *w = arg;
     ag_thread_name("ag-http");
     uv_run(&w->loop, UV_RUN_DEFAULT);
+    ag__http_ctx_release(&w->ctx);
 }
 
 static void close_walk(uv_handle_t *h, void *arg)
@@ -796,6 +798,7 @@ void ag_http_server_free(struct ag_http_server *s)
     }
     for (int i = 0; i < s->nworkers; i++) {
         worker_abandon(&s->workers[i]);
+        ag__http_ctx_release(&s->workers[i].ctx); /* requests finished after the loop ended */
         ag_buf_free(&s->workers[i].plain);
     }
     if (s->unix_bound) unlink(s->unix_copy);

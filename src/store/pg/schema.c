@@ -44,6 +44,41 @@ struct step {
     const char *sql;
 };
 
+/* resolve4 (v4) and resolve5 (v5), written once so the two cannot drift apart:
+ * their settings; their body up to the look-up of the caller's own events by id
+ * (take the sequencer lock, number what is numberable, return it), which
+ * resolve5 follows with its look-up by global position; their end (notify when
+ * the head moved). The text is what those steps always ran. */
+#define RESOLVE_SETTINGS                                                                           \
+    " LANGUAGE plpgsql SET enable_seqscan = off SET jit = off"                                     \
+    " SET plan_cache_mode = force_generic_plan AS $f$\n"
+#define RESOLVE_NUMBERING                                                                          \
+    "#variable_conflict use_column\n"                                                              \
+    "DECLARE h bigint; ltx xid8; lgp bigint; nh bigint;\n"                                         \
+    "BEGIN\n"                                                                                      \
+    "  PERFORM pg_advisory_xact_lock(hashtextextended(current_schema() || '$seq', 0));\n"          \
+    "  PERFORM set_config('synchronous_commit', 'off', true);\n"                                   \
+    "  SELECT head.next, head.last_tx, head.last_gp INTO h, ltx, lgp FROM head;\n"                 \
+    "  RETURN QUERY\n"                                                                             \
+    "  WITH t AS (SELECT u.tx_id, u.global_position AS g,\n"                                       \
+    "                    h + row_number() OVER (ORDER BY u.tx_id, u.global_position) - 1 AS p\n"   \
+    "               FROM (SELECT e.tx_id, e.global_position FROM events e\n"                       \
+    "                      WHERE (e.tx_id, e.global_position) > (ltx, lgp)\n"                      \
+    "                        AND e.tx_id < pg_snapshot_xmin(pg_current_snapshot())\n"              \
+    "                      ORDER BY e.tx_id, e.global_position LIMIT 100000) u),\n"                \
+    "  ins AS (INSERT INTO positions (position, global_position) SELECT t.p, t.g FROM t),\n"       \
+    "  up AS (UPDATE head SET next = l.p + 1, last_tx = l.tx_id, last_gp = l.g\n"                  \
+    "           FROM (SELECT * FROM t ORDER BY t.p DESC LIMIT 1) l RETURNING head.next)\n"         \
+    "  SELECT -1::bigint, coalesce((SELECT up.next FROM up), h)\n"                                 \
+    "  UNION ALL SELECT t.g, t.p FROM t\n"                                                         \
+    "  UNION ALL SELECT e.global_position, q.position FROM events e\n"                             \
+    "    JOIN positions q ON q.global_position = e.global_position\n"                              \
+    "   WHERE e.event_id = ANY(p_ids)"
+#define RESOLVE_NOTIFY                                                                             \
+    "  SELECT head.next INTO nh FROM head;\n"                                                      \
+    "  IF nh > h THEN PERFORM pg_notify(current_schema() || '_events', nh::text); END IF;\n"       \
+    "END $f$;"
+
 static const struct step steps[] = {
     {1, true,
      "CREATE TABLE streams ("
@@ -369,33 +404,8 @@ static const struct step steps[] = {
      "  SET plan_cache_mode = force_generic_plan;"
      "ALTER FUNCTION resolve(bigint[]) SET enable_seqscan = off SET jit = off"
      "  SET plan_cache_mode = force_generic_plan;"
-     "CREATE FUNCTION resolve4(p_ids uuid[]) RETURNS TABLE(gp bigint, pos bigint)"
-     " LANGUAGE plpgsql SET enable_seqscan = off SET jit = off"
-     " SET plan_cache_mode = force_generic_plan AS $f$\n"
-     "#variable_conflict use_column\n"
-     "DECLARE h bigint; ltx xid8; lgp bigint; nh bigint;\n"
-     "BEGIN\n"
-     "  PERFORM pg_advisory_xact_lock(hashtextextended(current_schema() || '$seq', 0));\n"
-     "  PERFORM set_config('synchronous_commit', 'off', true);\n"
-     "  SELECT head.next, head.last_tx, head.last_gp INTO h, ltx, lgp FROM head;\n"
-     "  RETURN QUERY\n"
-     "  WITH t AS (SELECT u.tx_id, u.global_position AS g,\n"
-     "                    h + row_number() OVER (ORDER BY u.tx_id, u.global_position) - 1 AS p\n"
-     "               FROM (SELECT e.tx_id, e.global_position FROM events e\n"
-     "                      WHERE (e.tx_id, e.global_position) > (ltx, lgp)\n"
-     "                        AND e.tx_id < pg_snapshot_xmin(pg_current_snapshot())\n"
-     "                      ORDER BY e.tx_id, e.global_position LIMIT 100000) u),\n"
-     "  ins AS (INSERT INTO positions (position, global_position) SELECT t.p, t.g FROM t),\n"
-     "  up AS (UPDATE head SET next = l.p + 1, last_tx = l.tx_id, last_gp = l.g\n"
-     "           FROM (SELECT * FROM t ORDER BY t.p DESC LIMIT 1) l RETURNING head.next)\n"
-     "  SELECT -1::bigint, coalesce((SELECT up.next FROM up), h)\n"
-     "  UNION ALL SELECT t.g, t.p FROM t\n"
-     "  UNION ALL SELECT e.global_position, q.position FROM events e\n"
-     "    JOIN positions q ON q.global_position = e.global_position\n"
-     "   WHERE e.event_id = ANY(p_ids);\n"
-     "  SELECT head.next INTO nh FROM head;\n"
-     "  IF nh > h THEN PERFORM pg_notify(current_schema() || '_events', nh::text); END IF;\n"
-     "END $f$;"},
+     "CREATE FUNCTION resolve4(p_ids uuid[]) RETURNS TABLE(gp bigint, pos bigint)" RESOLVE_SETTINGS
+         RESOLVE_NUMBERING ";\n" RESOLVE_NOTIFY},
     /* 5: resolve5 is resolve4 plus the look-up of the global positions the process's
      * other appends are still waiting for (p_gps): every batch's resolve, right
      * behind its commit, also settles the waits another process's numbering (or an
@@ -403,35 +413,10 @@ static const struct step steps[] = {
      * while the process's batches keep resolving (it stays the fallback when they
      * stop). resolve4 stays for an older binary. */
     {5, true,
-     "CREATE FUNCTION resolve5(p_ids uuid[], p_gps bigint[]) RETURNS TABLE(gp bigint, pos bigint)"
-     " LANGUAGE plpgsql SET enable_seqscan = off SET jit = off"
-     " SET plan_cache_mode = force_generic_plan AS $f$\n"
-     "#variable_conflict use_column\n"
-     "DECLARE h bigint; ltx xid8; lgp bigint; nh bigint;\n"
-     "BEGIN\n"
-     "  PERFORM pg_advisory_xact_lock(hashtextextended(current_schema() || '$seq', 0));\n"
-     "  PERFORM set_config('synchronous_commit', 'off', true);\n"
-     "  SELECT head.next, head.last_tx, head.last_gp INTO h, ltx, lgp FROM head;\n"
-     "  RETURN QUERY\n"
-     "  WITH t AS (SELECT u.tx_id, u.global_position AS g,\n"
-     "                    h + row_number() OVER (ORDER BY u.tx_id, u.global_position) - 1 AS p\n"
-     "               FROM (SELECT e.tx_id, e.global_position FROM events e\n"
-     "                      WHERE (e.tx_id, e.global_position) > (ltx, lgp)\n"
-     "                        AND e.tx_id < pg_snapshot_xmin(pg_current_snapshot())\n"
-     "                      ORDER BY e.tx_id, e.global_position LIMIT 100000) u),\n"
-     "  ins AS (INSERT INTO positions (position, global_position) SELECT t.p, t.g FROM t),\n"
-     "  up AS (UPDATE head SET next = l.p + 1, last_tx = l.tx_id, last_gp = l.g\n"
-     "           FROM (SELECT * FROM t ORDER BY t.p DESC LIMIT 1) l RETURNING head.next)\n"
-     "  SELECT -1::bigint, coalesce((SELECT up.next FROM up), h)\n"
-     "  UNION ALL SELECT t.g, t.p FROM t\n"
-     "  UNION ALL SELECT e.global_position, q.position FROM events e\n"
-     "    JOIN positions q ON q.global_position = e.global_position\n"
-     "   WHERE e.event_id = ANY(p_ids)\n"
+     "CREATE FUNCTION resolve5(p_ids uuid[], p_gps bigint[]) RETURNS TABLE(gp bigint, pos "
+     "bigint)" RESOLVE_SETTINGS RESOLVE_NUMBERING "\n"
      "  UNION ALL SELECT q.global_position, q.position FROM positions q\n"
-     "   WHERE q.global_position = ANY(p_gps);\n"
-     "  SELECT head.next INTO nh FROM head;\n"
-     "  IF nh > h THEN PERFORM pg_notify(current_schema() || '_events', nh::text); END IF;\n"
-     "END $f$;"},
+     "   WHERE q.global_position = ANY(p_gps);\n" RESOLVE_NOTIFY},
 };
 
 #define KNOWN AG_STORE_PG_SCHEMA_VERSION

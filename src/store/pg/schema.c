@@ -520,20 +520,14 @@ static int take_param(struct pg_store *s, const char *k, size_t kn, const char *
                       struct ag_err *err)
 {
 #define IS(name) (kn == strlen(name) && memcmp(k, name, kn) == 0)
-    if (IS("pool_size")) {
+    if (IS("pool_size") || IS("append_lanes")) {
         char tmp[16];
         uint64_t n;
         snprintf(tmp, sizeof tmp, "%.*s", (int)(vn < 15 ? vn : 15), v);
         if (ag_parse_u64(tmp, &n) || n < 1 || n > PG_POOL_MAX)
-            return ag_err_set(err, AG_EINVAL, "store URI: pool_size must be 1..%d", PG_POOL_MAX);
-        s->pool_size = n;
-    } else if (IS("append_lanes")) {
-        char tmp[16];
-        uint64_t n;
-        snprintf(tmp, sizeof tmp, "%.*s", (int)(vn < 15 ? vn : 15), v);
-        if (ag_parse_u64(tmp, &n) || n < 1 || n > PG_POOL_MAX)
-            return ag_err_set(err, AG_EINVAL, "store URI: append_lanes must be 1..%d", PG_POOL_MAX);
-        s->append_lanes = n;
+            return ag_err_set(err, AG_EINVAL, "store URI: %.*s must be 1..%d", (int)kn, k,
+                              PG_POOL_MAX);
+        *(IS("pool_size") ? &s->pool_size : &s->append_lanes) = n;
     } else if (IS("schema")) {
         if (!ident_ok(v, vn))
             return ag_err_set(err, AG_EINVAL,

@@ -44,6 +44,14 @@ struct step {
     const char *sql;
 };
 
+/* the start of settle (v1), resolve (v2) and resolve_ids (v3): h is the head after
+ * numbering what can be numbered, or the current head while another sequencer runs */
+#define SEQUENCE_OR_HEAD                                                                           \
+    "DECLARE h bigint;\n"                                                                          \
+    "BEGIN\n"                                                                                      \
+    "  h := sequence();\n"                                                                         \
+    "  IF h < 0 THEN SELECT next INTO h FROM head; END IF;\n"
+
 /* resolve4 (v4) and resolve5 (v5), written once so the two cannot drift apart:
  * their settings; their body up to the look-up of the caller's own events by id
  * (take the sequencer lock, number what is numberable, return it), which
@@ -216,11 +224,7 @@ static const struct step steps[] = {
       * an older transaction is still running) */
      "CREATE FUNCTION settle(p_streams text[], p_first bigint[], p_last bigint[])"
      " RETURNS TABLE(first_pos bigint, last_pos bigint, unordered bigint, hd bigint)"
-     " LANGUAGE plpgsql AS $f$\n"
-     "DECLARE h bigint;\n"
-     "BEGIN\n"
-     "  h := sequence();\n"
-     "  IF h < 0 THEN SELECT next INTO h FROM head; END IF;\n"
+     " LANGUAGE plpgsql AS $f$\n" SEQUENCE_OR_HEAD
      "  RETURN QUERY SELECT min(q.position), max(q.position), count(*) - count(q.position), h\n"
      "    FROM unnest(p_streams, p_first, p_last) WITH ORDINALITY AS p(s, f, l, o)\n"
      "    JOIN streams st ON st.stream_name = p.s\n"
@@ -272,12 +276,7 @@ static const struct step steps[] = {
      "END $f$;"
      /* first row: (-1, head); then (global_position, position) of those numbered */
      "CREATE FUNCTION resolve(p_gps bigint[]) RETURNS TABLE(gp bigint, pos bigint)"
-     " LANGUAGE plpgsql AS $f$\n"
-     "DECLARE h bigint;\n"
-     "BEGIN\n"
-     "  h := sequence();\n"
-     "  IF h < 0 THEN SELECT next INTO h FROM head; END IF;\n"
-     "  RETURN QUERY SELECT -1::bigint, h;\n"
+     " LANGUAGE plpgsql AS $f$\n" SEQUENCE_OR_HEAD "  RETURN QUERY SELECT -1::bigint, h;\n"
      "  RETURN QUERY SELECT q.global_position, q.position FROM positions q\n"
      "    WHERE q.global_position = ANY(p_gps);\n"
      "END $f$;"},
@@ -367,12 +366,7 @@ static const struct step steps[] = {
      /* resolve by event ids: sent in the same pipeline as append3, right behind its
       * commit, before the client knows the global positions. First row (-1, head). */
      "CREATE FUNCTION resolve_ids(p_ids uuid[]) RETURNS TABLE(gp bigint, pos bigint)"
-     " LANGUAGE plpgsql AS $f$\n"
-     "DECLARE h bigint;\n"
-     "BEGIN\n"
-     "  h := sequence();\n"
-     "  IF h < 0 THEN SELECT next INTO h FROM head; END IF;\n"
-     "  RETURN QUERY SELECT -1::bigint, h;\n"
+     " LANGUAGE plpgsql AS $f$\n" SEQUENCE_OR_HEAD "  RETURN QUERY SELECT -1::bigint, h;\n"
      "  RETURN QUERY SELECT e.global_position, q.position FROM events e\n"
      "    JOIN positions q ON q.global_position = e.global_position\n"
      "   WHERE e.event_id = ANY(p_ids);\n"

@@ -20,21 +20,9 @@ BIN=${AGORA_BIN:?AGORA_BIN not set}
 SRC=${AG_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 source "$SRC/tests/integration/run_lib.bash"
 source "$SRC/tests/integration/cluster_lib.bash" # cluster_start, member, cl_token, load_summary, cluster_stop_clean
-command -v nats-server >/dev/null || { echo "cluster_autoscale: nats-server is not installed" >&2; exit 1; }
-PGB=${PGBIN:-/usr/lib/postgresql/15/bin}
-[[ -x $PGB/initdb ]] || command -v initdb >/dev/null || { echo "cluster_autoscale: no PostgreSQL" >&2; exit 77; }
-if [[ $(id -u) -eq 0 ]] && ! id postgres >/dev/null 2>&1; then echo "cluster_autoscale: root without a postgres user" >&2; exit 77; fi
-TMP=$(mktemp -d /tmp/agora-cla-XXXXXX)
-chmod 755 "$TMP"
-D=$TMP/c
+cluster_test_init cluster_autoscale cla
 SUP="" LPID=""
-cleanup() {
-    [ -n "$LPID" ] && kill -9 "$LPID" 2>/dev/null
-    if [ -n "$SUP" ]; then for p in $(member_pids) $SUP; do kill -9 "$p" 2>/dev/null; done; fi
-    wait 2>/dev/null
-    [ -n "${KEEP:-}" ] || rm -rf "$TMP"
-}
-trap cleanup EXIT
+trap cluster_cleanup EXIT
 fail() {
     echo "cluster_autoscale: FAIL: $*" >&2
     for f in "$TMP"/supervisor.log "$D"/logs/all-*.log "$D"/logs/gateway.log; do [ -f "$f" ] && { echo "--- $f" >&2; tail -12 "$f" >&2; }; done

@@ -21,13 +21,7 @@ BIN=${AGORA_BIN:?AGORA_BIN not set}
 SRC=${AG_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 source "$SRC/tests/integration/run_lib.bash"
 source "$SRC/tests/integration/cluster_lib.bash"
-command -v nats-server >/dev/null || { echo "cluster_crash: nats-server is not installed" >&2; exit 1; }
-PGB=${PGBIN:-/usr/lib/postgresql/15/bin}
-[[ -x $PGB/initdb ]] || command -v initdb >/dev/null || { echo "cluster_crash: no PostgreSQL" >&2; exit 77; }
-if [[ $(id -u) -eq 0 ]] && ! id postgres >/dev/null 2>&1; then echo "cluster_crash: root without a postgres user" >&2; exit 77; fi
-TMP=$(mktemp -d /tmp/agora-clc-XXXXXX) # short: PostgreSQL's socket path is at most 107 bytes
-chmod 755 "$TMP"
-D=$TMP/c
+cluster_test_init cluster_crash clc
 SUP="" LPID="" PPID_="" OLD=""
 cleanup() {
     for p in $LPID $PPID_; do kill -9 "$p" 2>/dev/null; done

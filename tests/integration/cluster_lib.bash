@@ -1,6 +1,8 @@
 # Helpers for the `agora cluster up` fault tests (cluster_faults.sh, cluster_crash.sh, cluster_mtls.sh,
 # cluster_up.sh) and bench/cluster/run.sh; sourced after run_lib.bash. The caller
 # sets BIN, SRC, D (the cluster's directory), TMP and defines fail.
+#   cluster_test_init NAME TAG     the prerequisites (exit 1 / skip 77), TMP and D
+#   cluster_cleanup [PID...]       the EXIT trap: the PIDs, LPID, SUP and its members
 #   cluster_start PORT LOG [ARGS]  `agora cluster up` in the background (SUP), until
 #                                  status.json says running with this supervisor
 #   cstatus / member NAME FIELD / member_pids   status.json, as cluster_up.sh reads it
@@ -11,6 +13,31 @@
 #   cluster_settle SECONDS         no saga running, the projections caught up (gateway)
 #   cluster_saga_check             `agora store all` + saga_check.py on PostgreSQL
 #   field / ADDR / order_confirms  the API tour over cl_req (ADA, CID, KB; sets OID)
+# cluster_test_init NAME TAG: what a cluster test needs (nats-server, else exit 1;
+# PostgreSQL and, as root, a postgres user, else skip: exit 77), then its TMP
+# (/tmp/agora-TAG-XXXXXX: short, PostgreSQL's socket path is at most 107 bytes)
+# and the cluster's directory D=$TMP/c
+cluster_test_init() {
+    local name=$1 pgb=${PGBIN:-/usr/lib/postgresql/15/bin}
+    command -v nats-server >/dev/null || { echo "$name: nats-server is not installed" >&2; exit 1; }
+    [[ -x $pgb/initdb ]] || command -v initdb >/dev/null || { echo "$name: no PostgreSQL" >&2; exit 77; }
+    if [[ $(id -u) -eq 0 ]] && ! id postgres >/dev/null 2>&1; then echo "$name: root without a postgres user" >&2; exit 77; fi
+    TMP=$(mktemp -d "/tmp/agora-$2-XXXXXX")
+    chmod 755 "$TMP"
+    D=$TMP/c
+}
+
+# cluster_cleanup [PID...]: a cluster test's EXIT trap: kill -9 the PIDs, the load
+# (LPID) and, with the supervisor (SUP), its members (they die with it, by their
+# parent-death signal; be sure); TMP removed unless KEEP is set
+cluster_cleanup() {
+    local p
+    for p in "$@" ${LPID:-}; do [ -n "$p" ] && kill -9 "$p" 2>/dev/null; done
+    if [ -n "${SUP:-}" ]; then for p in $(member_pids) $SUP; do kill -9 "$p" 2>/dev/null; done; fi
+    wait 2>/dev/null
+    [ -n "${KEEP:-}" ] || rm -rf "$TMP"
+}
+
 cstatus() { "$BIN" cluster status --dir "$D" --json 2>/dev/null; }
 member_pids() { cstatus | json_field '" ".join(str(m["pid"]) for m in d["members"] if m["pid"])' 2>/dev/null; }
 member() { cstatus | json_field "[m for m in d['members'] if m['name'] == '$1'][0]['$2']" 2>/dev/null; }

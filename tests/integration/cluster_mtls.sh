@@ -24,24 +24,11 @@ BIN=${AGORA_BIN:?AGORA_BIN not set}
 SRC=${AG_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 source "$SRC/tests/integration/run_lib.bash"
 source "$SRC/tests/integration/cluster_lib.bash" # cl_req, order_confirms, cstatus, member
-command -v nats-server >/dev/null || { echo "cluster_mtls: nats-server is not installed" >&2; exit 1; }
 command -v openssl >/dev/null || { echo "cluster_mtls: openssl is not installed" >&2; exit 1; }
-PGB=${PGBIN:-/usr/lib/postgresql/15/bin}
-[[ -x $PGB/initdb ]] || command -v initdb >/dev/null || { echo "cluster_mtls: no PostgreSQL" >&2; exit 77; }
-if [[ $(id -u) -eq 0 ]] && ! id postgres >/dev/null 2>&1; then echo "cluster_mtls: root without a postgres user" >&2; exit 77; fi
-TMP=$(mktemp -d /tmp/agora-ct-XXXXXX) # short: PostgreSQL's socket path is at most 107 bytes
-chmod 755 "$TMP"
-D=$TMP/c C=$TMP/c/certs
+cluster_test_init cluster_mtls ct
+C=$TMP/c/certs
 SUP="" LPID=""
-cleanup() {
-    [ -n "$LPID" ] && kill -9 "$LPID" 2>/dev/null
-    if [ -n "$SUP" ]; then # the members die with it (their parent-death signal); be sure
-        for p in $(member_pids) $SUP; do kill -9 "$p" 2>/dev/null; done
-    fi
-    wait 2>/dev/null
-    [ -n "${KEEP:-}" ] || rm -rf "$TMP"
-}
-trap cleanup EXIT
+trap cluster_cleanup EXIT
 fail() {
     echo "cluster_mtls: FAIL: $*" >&2
     for f in "$TMP"/supervisor.log "$D"/logs/*.log; do [ -f "$f" ] && { echo "--- $f" >&2; tail -12 "$f" >&2; }; done

@@ -29,24 +29,9 @@ BIN=${AGORA_BIN:?AGORA_BIN not set}
 SRC=${AG_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 source "$SRC/tests/integration/run_lib.bash"
 source "$SRC/tests/integration/cluster_lib.bash" # cluster_settle, cluster_saga_check
-command -v nats-server >/dev/null || { echo "cluster_up: nats-server is not installed" >&2; exit 1; }
-PGB=${PGBIN:-/usr/lib/postgresql/15/bin}
-[[ -x $PGB/initdb ]] || command -v initdb >/dev/null || { echo "cluster_up: no PostgreSQL" >&2; exit 77; }
-if [[ $(id -u) -eq 0 ]] && ! id postgres >/dev/null 2>&1; then echo "cluster_up: root without a postgres user" >&2; exit 77; fi
-TMP=$(mktemp -d /tmp/agora-cl-XXXXXX) # short: PostgreSQL's socket path is at most 107 bytes
-chmod 755 "$TMP"
-D=$TMP/c
+cluster_test_init cluster_up cl
 SUP="" LPID="" HOLD=""
-cleanup() {
-    [ -n "$LPID" ] && kill -9 "$LPID" 2>/dev/null
-    [ -n "$HOLD" ] && kill -9 "$HOLD" 2>/dev/null
-    if [ -n "$SUP" ]; then # the members die with it (their parent-death signal); be sure
-        for p in $(member_pids) $SUP; do kill -9 "$p" 2>/dev/null; done
-    fi
-    wait 2>/dev/null
-    [ -n "${KEEP:-}" ] || rm -rf "$TMP"
-}
-trap cleanup EXIT
+trap 'cluster_cleanup "$HOLD"' EXIT
 fail() {
     echo "cluster_up: FAIL: $*" >&2
     for f in "$TMP"/supervisor.log "$D"/logs/*.log; do [ -f "$f" ] && { echo "--- $f" >&2; tail -12 "$f" >&2; }; done

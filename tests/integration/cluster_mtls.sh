@@ -41,15 +41,8 @@ export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 PORTG=$(free_port)
 G=http://127.0.0.1:$PORTG
 START=$(date +%s)
-"$BIN" cluster up --dir "$D" --listen "127.0.0.1:$PORTG" --instances 1 \
-    --contexts 'customers+catalog+ordering+sagas,inventory+payments+shipping' 2>"$TMP/supervisor.log" &
-SUP=$!
-for _ in $(seq 900); do
-    grep -qs '^  "state": "running"' "$D/status.json" && break # cheaper than cluster status under load
-    kill -0 "$SUP" 2>/dev/null || fail "the supervisor exited"
-    sleep 0.1
-done
-[ "$(cstatus | json_field 'd["state"]')" = running ] || fail "not running after 90 s: $("$BIN" cluster status --dir "$D")"
+cluster_start "$PORTG" "$TMP/supervisor.log" --instances 1 \
+    --contexts 'customers+catalog+ordering+sagas,inventory+payments+shipping'
 ORCH=customers+catalog+ordering+sagas-1 PART=inventory+payments+shipping-1
 OPORT=$(member "$ORCH" address | cut -d: -f2) PPORT=$(member "$PART" address | cut -d: -f2)
 [ "$(stat -c %a "$C")" = 700 ] || fail "DIR/certs is $(stat -c %a "$C")"
@@ -93,8 +86,6 @@ done
 pass "straight to both instances: no client certificate, another CA's, plain HTTP refused in the handshake; the cluster's certificate 200"
 
 # ---- the API tour's core through the gateway, the saga across processes ----
-tok() { cl_token "$@"; }
-ADMIN=$(tok ops admin) ADA=$(tok ada customer)
 req() { cl_req "$@"; }
 MESH_KEY=$(cat "$D/mesh-key")
 steps_served() { # POST /internal/v1/steps answered by the participant, from its /metrics
@@ -107,14 +98,7 @@ print(ts + "." + mac.hexdigest())' "$MESH_KEY")
         -H 'x-user-id: ops' -H 'x-user-roles: admin' -H "x-user-sig: $sig" "https://127.0.0.1:$PPORT/metrics" |
         awk '/^agora_http_requests_total\{/ && /route="\/internal\/v1\/steps"/ { n += $NF } END { print n + 0 }'
 }
-req "$ADA" POST /api/v1/customers '{"email": "ada@example.com", "name": "Ada Lovelace"}'
-[ "$ST" = 201 ] || fail "register: $ST $BODY"
-CID=$(field 'd["id"]') AID=$(field 'd["accountId"]')
-req "$ADA" POST "/api/v1/accounts/$AID/deposits" '{"amount": {"amount": 500000, "currency": "USD"}}'
-[ "$ST" = 200 ] || fail "deposit (payments, the second instance): $ST $BODY"
-req "" GET "/api/v1/products?limit=50"
-[ "$ST" = 200 ] || fail "products: $ST"
-KB=$(field '[p["id"] for p in d["items"] if p["sku"] == "KB-01"][0]')
+tour_customer
 before=$(steps_served)
 order_confirms
 after=$(steps_served)
@@ -174,14 +158,7 @@ SUMS=$(md5sum "$C"/*.pem "$C"/*.key)
 kill -INT "$SUP"
 wait "$SUP" || fail "the supervisor exited $? on SIGINT"
 SUP=""
-"$BIN" cluster up --dir "$D" --listen "127.0.0.1:$PORTG" 2>"$TMP/supervisor2.log" &
-SUP=$!
-for _ in $(seq 900); do
-    grep -qs '^  "state": "running"' "$D/status.json" && break
-    kill -0 "$SUP" 2>/dev/null || fail "the supervisor exited at its second start"
-    sleep 0.1
-done
-[ "$(cstatus | json_field 'd["state"]')" = running ] || fail "not running again: $("$BIN" cluster status --dir "$D")"
+cluster_start "$PORTG" "$TMP/supervisor2.log"
 grep -q '"cluster.cert_issued"\|"cluster.ca_created"' "$TMP/supervisor2.log" && fail "certificates issued again at the restart"
 [ "$(md5sum "$C"/*.pem "$C"/*.key)" = "$SUMS" ] || fail "DIR/certs changed at the restart"
 [ "$(serial_served "$PPORT")" = "$NEW" ] || fail "after the restart $PART serves $(serial_served "$PPORT"), not $NEW"

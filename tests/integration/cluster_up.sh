@@ -77,15 +77,8 @@ pass "bad input refused with a clear message: no --listen, unknown or missing co
 PORTG=$(free_port)
 G=http://127.0.0.1:$PORTG
 START=$(date +%s)
-"$BIN" cluster up --dir "$D" --listen "127.0.0.1:$PORTG" --instances 2 \
-    --contexts 'customers+catalog+ordering+sagas,inventory+payments+shipping' 2>"$TMP/supervisor.log" &
-SUP=$!
-for _ in $(seq 900); do
-    [ "$(cstatus | json_field 'd["state"]' 2>/dev/null)" = running ] && break
-    kill -0 "$SUP" 2>/dev/null || fail "the supervisor exited"
-    sleep 0.1
-done
-[ "$(cstatus | json_field 'd["state"]')" = running ] || fail "not running after 90 s: $("$BIN" cluster status --dir "$D")"
+cluster_start "$PORTG" "$TMP/supervisor.log" --instances 2 \
+    --contexts 'customers+catalog+ordering+sagas,inventory+payments+shipping'
 "$BIN" cluster status --dir "$D" >"$TMP/status.txt" || fail "cluster status exited $? while running"
 for m in postgresql nats-1 nats-2 nats-3 customers+catalog+ordering+sagas-1 customers+catalog+ordering+sagas-2 \
     inventory+payments+shipping-1 inventory+payments+shipping-2 gateway; do
@@ -101,17 +94,8 @@ expect_err 1 "is in use: the supervisor pid $SUP" up --dir "$D" --listen "127.0.
 pass "cluster up: every member up and ready in $(($(date +%s) - START)) s; DIR $mode, secrets 0600; a second supervisor refused"
 
 # ---- the API tour's core through the gateway ----
-tok() { cl_token "$@"; }
-ADMIN=$(tok ops admin) ADA=$(tok ada customer)
 req() { cl_req "$@"; }
-req "$ADA" POST /api/v1/customers '{"email": "ada@example.com", "name": "Ada Lovelace"}'
-[ "$ST" = 201 ] || fail "register: $ST $BODY"
-CID=$(field 'd["id"]') AID=$(field 'd["accountId"]')
-req "$ADA" POST "/api/v1/accounts/$AID/deposits" '{"amount": {"amount": 500000, "currency": "USD"}}'
-[ "$ST" = 200 ] || fail "deposit: $ST $BODY"
-req "" GET "/api/v1/products?limit=50"
-[ "$ST" = 200 ] || fail "products: $ST"
-KB=$(field '[p["id"] for p in d["items"] if p["sku"] == "KB-01"][0]')
+tour_customer
 order_confirms
 pass "through the gateway (tokens from agora token --data DIR): register, deposit, order $OID confirmed"
 
@@ -185,14 +169,7 @@ pass "SIGINT: stopped in order ($ORDER), exit 0, none of the $NPIDS member pids 
 
 # ---- a second start: the same ports, the same data, no initdb ----
 SUM=$(md5sum <"$D/cluster.json")
-"$BIN" cluster up --dir "$D" --listen "127.0.0.1:$PORTG" --insecure-plaintext 2>"$TMP/supervisor2.log" &
-SUP=$!
-for _ in $(seq 900); do
-    [ "$(cstatus | json_field 'd["state"]' 2>/dev/null)" = running ] && break
-    kill -0 "$SUP" 2>/dev/null || fail "the supervisor exited at its second start"
-    sleep 0.1
-done
-[ "$(cstatus | json_field 'd["state"]')" = running ] || fail "not running again: $("$BIN" cluster status --dir "$D")"
+cluster_start "$PORTG" "$TMP/supervisor2.log" --insecure-plaintext
 [ "$(md5sum <"$D/cluster.json")" = "$SUM" ] || fail "cluster.json changed at the second start"
 grep -q '"cluster.initdb"' "$TMP/supervisor2.log" && fail "initdb ran again"
 IPORT=$(member "$VICTIM" address | cut -d: -f2)

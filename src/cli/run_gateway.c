@@ -41,7 +41,7 @@ static int create_secret(const char *path, char out[65])
 {
     uint8_t raw[32];
     if (getrandom(raw, sizeof raw, 0) != (ssize_t)sizeof raw) return -EIO;
-    for (int i = 0; i < 32; i++) snprintf(out + 2 * i, 3, "%02x", raw[i]);
+    for (size_t i = 0; i < 32; i++) snprintf(out + 2 * i, 3, "%02x", raw[i]);
     char tmp[1100];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);

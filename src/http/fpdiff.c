@@ -121,9 +121,11 @@ static bool same_headers(const struct seen *s, const char *in, const struct ag__
 {
     const char *q = s->hdrs.data ? s->hdrs.data : "";
     for (size_t i = 0; i < m->nhdrs; i++) {
-        if (strlen(q) != h[i].name_len || memcmp(q, in + h[i].name, h[i].name_len)) return false;
+        if (strlen(q) != h[i].name_len || memcmp(q, in + h[i].name, h[i].name_len) != 0)
+            return false;
         q += strlen(q) + 1;
-        if (strlen(q) != h[i].value_len || memcmp(q, in + h[i].value, h[i].value_len)) return false;
+        if (strlen(q) != h[i].value_len || memcmp(q, in + h[i].value, h[i].value_len) != 0)
+            return false;
         q += strlen(q) + 1;
     }
     return true;

@@ -12,7 +12,6 @@
 #   probe_confirms WHAT            one order by a fresh customer reaches confirmed
 #   cluster_settle SECONDS         no saga running, the projections caught up (gateway)
 #   cluster_saga_check             `agora store all` + saga_check.py on PostgreSQL
-#   tour_customer                  ADMIN, ADA; Ada registered and funded (CID, AID); KB
 #   field / ADDR / order_confirms  the API tour over cl_req (ADA, CID, KB; sets OID)
 # cluster_test_init NAME TAG: what a cluster test needs (nats-server, else exit 1;
 # PostgreSQL and, as root, a postgres user, else skip: exit 77), then its TMP
@@ -205,20 +204,6 @@ cluster_stop_clean() { # cluster_stop_clean: SIGINT the supervisor; it exits 0, 
     grep -l -e 'AddressSanitizer' -e 'runtime error:' -e 'LeakSanitizer' "$D"/logs/*.log "$TMP/supervisor.log" &&
         fail "sanitizer report"
     return 0
-}
-
-# tour_customer: the API tour's start over cl_req: tokens ADMIN and ADA, Ada registered
-# (CID) with 5000.00 USD deposited (AID), KB the product KB-01
-tour_customer() {
-    ADMIN=$(cl_token ops admin) ADA=$(cl_token ada customer)
-    cl_req "$ADA" POST /api/v1/customers '{"email": "ada@example.com", "name": "Ada Lovelace"}'
-    [ "$ST" = 201 ] || fail "register: $ST $BODY"
-    CID=$(field 'd["id"]') AID=$(field 'd["accountId"]')
-    cl_req "$ADA" POST "/api/v1/accounts/$AID/deposits" '{"amount": {"amount": 500000, "currency": "USD"}}'
-    [ "$ST" = 200 ] || fail "deposit: $ST $BODY"
-    cl_req "" GET "/api/v1/products?limit=50"
-    [ "$ST" = 200 ] || fail "products: $ST"
-    KB=$(field '[p["id"] for p in d["items"] if p["sku"] == "KB-01"][0]')
 }
 
 # The API tour's helpers over cl_req: the answer's field, and one order by the customer

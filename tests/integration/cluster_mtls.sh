@@ -98,7 +98,8 @@ print(ts + "." + mac.hexdigest())' "$MESH_KEY")
         -H 'x-user-id: ops' -H 'x-user-roles: admin' -H "x-user-sig: $sig" "https://127.0.0.1:$PPORT/metrics" |
         awk '/^agora_http_requests_total\{/ && /route="\/internal\/v1\/steps"/ { n += $NF } END { print n + 0 }'
 }
-tour_customer
+ADMIN=$(cl_token ops admin) ADA=$(cl_token ada customer)
+shopper "$ADA" tour 500000
 before=$(steps_served)
 order_confirms
 after=$(steps_served)

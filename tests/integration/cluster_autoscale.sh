@@ -21,15 +21,7 @@ SRC=${AG_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 source "$SRC/tests/integration/run_lib.bash"
 source "$SRC/tests/integration/cluster_lib.bash" # cluster_start, member, cl_token, load_summary, cluster_stop_clean
 cluster_test_init cluster_autoscale cla
-SUP="" LPID=""
 trap cluster_cleanup EXIT
-fail() {
-    echo "cluster_autoscale: FAIL: $*" >&2
-    for f in "$TMP"/supervisor.log "$D"/logs/all-*.log "$D"/logs/gateway.log; do [ -f "$f" ] && { echo "--- $f" >&2; tail -12 "$f" >&2; }; done
-    exit 1
-}
-pass() { echo "ok - $*"; }
-export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 group() { cstatus | json_field "d['groups'][0]['$1']"; }
 endpoints() { # the gateway's endpoints for the ordering cluster
     curl -s -H "Authorization: Bearer $ADMIN" "$G/admin/upstreams" |

@@ -22,21 +22,14 @@ SRC=${AG_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 source "$SRC/tests/integration/run_lib.bash"
 source "$SRC/tests/integration/cluster_lib.bash"
 cluster_test_init cluster_crash clc
-SUP="" LPID="" PPID_="" OLD=""
-cleanup() {
-    for p in $LPID $PPID_; do kill -9 "$p" 2>/dev/null; done
-    for p in $(member_pids) $SUP $OLD; do kill -9 "$p" 2>/dev/null; done
-    wait 2>/dev/null
-    [ -n "${KEEP:-}" ] || rm -rf "$TMP"
+PPID_="" OLD=""
+cleanup() { # the members also when the supervisor was killed alone, and the old one
+    local p
+    for p in $(member_pids) $OLD; do kill -9 "$p" 2>/dev/null; done
+    cluster_cleanup "$PPID_"
 }
 trap cleanup EXIT
-fail() {
-    echo "cluster_crash: FAIL: $*" >&2
-    for f in "$TMP"/supervisor.log "$TMP"/load*.err "$D"/logs/*.log; do [ -f "$f" ] && { echo "--- $f" >&2; tail -8 "$f" >&2; }; done
-    exit 1
-}
-pass() { echo "ok - $*"; }
-export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
+FAIL_TAIL=8
 CONTEXTS='customers+catalog+ordering+sagas,inventory+payments+shipping'
 
 START=$SECONDS

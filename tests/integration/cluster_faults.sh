@@ -20,15 +20,8 @@ SRC=${AG_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 source "$SRC/tests/integration/run_lib.bash"
 source "$SRC/tests/integration/cluster_lib.bash"
 cluster_test_init cluster_faults clf
-SUP="" LPID=""
 trap cluster_cleanup EXIT
-fail() {
-    echo "cluster_faults: FAIL: $*" >&2
-    for f in "$TMP"/supervisor.log "$TMP"/load.err "$D"/logs/*.log; do [ -f "$f" ] && { echo "--- $f" >&2; tail -8 "$f" >&2; }; done
-    exit 1
-}
-pass() { echo "ok - $*"; }
-export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
+FAIL_TAIL=8
 
 # back_up NAME OLDPID: the supervisor started NAME again (another pid, ready)
 back_up() {

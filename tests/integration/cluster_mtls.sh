@@ -27,15 +27,7 @@ source "$SRC/tests/integration/cluster_lib.bash" # cl_req, order_confirms, cstat
 command -v openssl >/dev/null || { echo "cluster_mtls: openssl is not installed" >&2; exit 1; }
 cluster_test_init cluster_mtls ct
 C=$TMP/c/certs
-SUP="" LPID=""
 trap cluster_cleanup EXIT
-fail() {
-    echo "cluster_mtls: FAIL: $*" >&2
-    for f in "$TMP"/supervisor.log "$D"/logs/*.log; do [ -f "$f" ] && { echo "--- $f" >&2; tail -12 "$f" >&2; }; done
-    exit 1
-}
-pass() { echo "ok - $*"; }
-export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 
 # ---- the first start ----
 PORTG=$(free_port)

@@ -30,15 +30,8 @@ SRC=${AG_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 source "$SRC/tests/integration/run_lib.bash"
 source "$SRC/tests/integration/cluster_lib.bash" # cluster_settle, cluster_saga_check
 cluster_test_init cluster_up cl
-SUP="" LPID="" HOLD=""
+HOLD=""
 trap 'cluster_cleanup "$HOLD"' EXIT
-fail() {
-    echo "cluster_up: FAIL: $*" >&2
-    for f in "$TMP"/supervisor.log "$D"/logs/*.log; do [ -f "$f" ] && { echo "--- $f" >&2; tail -12 "$f" >&2; }; done
-    exit 1
-}
-pass() { echo "ok - $*"; }
-export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 # member NAME FIELD: a field of that member in status.json
 
 # ---- bad input ----

@@ -119,13 +119,8 @@ for _ in $(seq 50); do [ "$(serial_served "$PPORT")" = "$NEW" ] && break; sleep 
 [ "$(serial_served "$PPORT")" = "$NEW" ] || fail "after SIGHUP the instance serves $(serial_served "$PPORT"), not $NEW"
 wait "$LPID"
 LPID=""
-python3 - "$TMP/load.json" <<'PY' || fail "the load: $(cat "$TMP/load.json") $(tail -3 "$TMP/load.err")"
-import json, sys
-s = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
-print(f"# load: placed {s['placed']}, confirmed {s['confirmed']}, compensated {s['compensated']},"
-      f" pending {s['pending']}, errors {s['errors']}, transport errors {s.get('transportErrors')}")
-sys.exit(0 if s["confirmed"] > 0 and s["pending"] == 0 and s["errors"] == 0 and not s.get("transportErrors") else 1)
-PY
+load_check "$TMP/load.json" 's["confirmed"] > 0 and s["pending"] == 0 and s["errors"] == 0 and not s.get("transportErrors")' ||
+    fail "the load: $(cat "$TMP/load.json") $(tail -3 "$TMP/load.err")"
 [ "$(member "$PART" restarts)" = 0 ] || fail "$PART restarted"
 order_confirms
 pass "rotation under load: $PART issued again and SIGHUPed, serves ${NEW#serial=} (was ${OLD#serial=}), every order final, none failed; order $OID confirmed after"

@@ -115,13 +115,8 @@ sleep 1.5
 kill -9 "$VPID" "$NPID"
 wait "$LPID"
 LPID=""
-python3 - "$TMP/load.json" <<'PY' || fail "the load: $(cat "$TMP/load.json") $(tail -3 "$TMP/load.err")"
-import json, sys
-s = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
-print(f"# load: placed {s['placed']}, confirmed {s['confirmed']}, compensated {s['compensated']},"
-      f" pending {s['pending']}, errors {s['errors']}")
-sys.exit(0 if s["confirmed"] > 0 and s["pending"] == 0 else 1)
-PY
+load_check "$TMP/load.json" 's["confirmed"] > 0 and s["pending"] == 0' ||
+    fail "the load: $(cat "$TMP/load.json") $(tail -3 "$TMP/load.err")"
 for _ in $(seq 300); do
     [ "$(member "$VICTIM" health)/$(member nats-2 health)" = ready/ready ] && break
     sleep 0.1

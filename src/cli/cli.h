@@ -43,6 +43,9 @@ extern const struct ag_cli_cmd ag_cli_cmd_certs;
 int ag_cli_jwt_secret(const char *data_dir, bool create, char out[65], struct ag_err *err);
 /* The gateway configuration agora run serves with (owned, ag_free). */
 char *ag_cli_run_gateway_yaml(const char *listen, const char *secret, const char *upstream);
+/* Its `jwt:` section (issuer agora-dev, audience agora, HS256 with `secret`), so
+ * `agora token --data DIR` mints tokens it accepts; `agora cluster up`'s too. */
+int ag_cli_jwt_yaml(struct ag_buf *b, const char *secret);
 
 /* --tls-cert FILE / --tls-key FILE (paired in order, repeatable for SNI) and
  * --http-redirect HOST:PORT, shared by `agora run` and `agora gateway`. */

@@ -14,20 +14,13 @@
 #include <string.h>
 
 #include "agora/platform.h"
+#include "cli/cli.h"
 #include "cli/cluster.h"
 
 static const char head_yaml[] = "# written by `agora cluster up` at every start: edits are lost\n"
                                 "gateway:\n"
                                 "  listen: \"%s\"\n"
-                                "  maxBodyBytes: 1048576\n"
-                                "jwt:\n"
-                                "  clockSkew: 30s\n"
-                                "  issuers:\n"
-                                "    - issuer: agora-dev\n"
-                                "      audiences: [agora]\n"
-                                "      keys:\n"
-                                "        - {kid: dev, alg: HS256, secret: \"%s\"}\n"
-                                "destinationRules:\n";
+                                "  maxBodyBytes: 1048576\n";
 
 static const char policy_yaml[] =
     "    trafficPolicy:\n"
@@ -40,209 +33,99 @@ static const char policy_yaml[] =
     "      healthCheck: {path: /health/ready, interval: 1s, timeout: 500ms, healthyThreshold: 1, "
     "unhealthyThreshold: 1}\n";
 
-/* deploy/serve/gateway.yaml's routes */
-static const char routes_yaml[] =
-    "virtualServices:\n"
-    "  - name: agora\n"
-    "    http:\n"
-    "      - name: sagas-admin\n"
-    "        match:\n"
-    "          - uri: {prefix: /admin/sagas}\n"
-    "        route: [{destination: {host: sagas}}]\n"
-    "        timeout: 10s\n"
-    "        auth: {required: true, roles: [admin]}\n"
-    "        retries: {attempts: 2, perTryTimeout: 5s, retryOn: "
-    "\"connect-failure,reset,gateway-error\"}\n"
-    "        rateLimit: {requests: 5000, per: 1s, burst: 10000, key: user}\n"
-    "        idempotency: false\n"
-    "      - name: ops\n"
-    "        match:\n"
-    "          - uri: {prefix: /admin/projections}\n"
-    "          - uri: {prefix: /admin/audit}\n"
-    "          - uri: {prefix: /admin/saga-breakers}\n"
-    "          - uri: {prefix: /admin/bus}\n"
-    "          - uri: {prefix: /admin/stats}\n"
-    "          - uri: {prefix: /admin/log}\n"
-    "          - uri: {prefix: /admin/streams}\n"
-    "          - uri: {prefix: /admin/traces}\n"
-    "          - uri: {pattern: \"/admin/orders/{id}/trace\"}\n"
-    "          - uri: {prefix: /admin/dlq}\n"
-    "        route: [{destination: {host: ops}}]\n"
-    "        timeout: 60s\n"
-    "        auth: {required: true, roles: [admin]}\n"
-    "        retries: {attempts: 2, perTryTimeout: 5s, retryOn: "
-    "\"connect-failure,reset,gateway-error\"}\n"
-    "        rateLimit: {requests: 5000, per: 1s, burst: 10000, key: user}\n"
-    "        idempotency: false\n"
-    "      - name: restock\n"
-    "        match:\n"
-    "          - uri: {pattern: \"/api/v1/inventory/{id}/restock\"}\n"
-    "        route: [{destination: {host: inventory}}]\n"
-    "        timeout: 15s\n"
-    "        auth: {required: true, roles: [admin]}\n"
-    "        retries: {attempts: 2, perTryTimeout: 15s, retryOn: connect-failure}\n"
-    "        rateLimit: {requests: 5000, per: 1s, burst: 10000, key: user}\n"
-    "        idempotency: false\n"
-    "      - name: dispatch\n"
-    "        match:\n"
-    "          - uri: {pattern: \"/api/v1/shipments/{id}/dispatch\"}\n"
-    "        route: [{destination: {host: shipping}}]\n"
-    "        timeout: 15s\n"
-    "        auth: {required: true, roles: [admin]}\n"
-    "        retries: {attempts: 2, perTryTimeout: 15s, retryOn: connect-failure}\n"
-    "        rateLimit: {requests: 5000, per: 1s, burst: 10000, key: user}\n"
-    "        idempotency: false\n"
-    "      - name: deliver\n"
-    "        match:\n"
-    "          - uri: {pattern: \"/api/v1/shipments/{id}/deliver\"}\n"
-    "        route: [{destination: {host: shipping}}]\n"
-    "        timeout: 15s\n"
-    "        auth: {required: true, roles: [admin, carrier]}\n"
-    "        retries: {attempts: 2, perTryTimeout: 15s, retryOn: connect-failure}\n"
-    "        rateLimit: {requests: 5000, per: 1s, burst: 10000, key: user}\n"
-    "        idempotency: false\n"
-    "      - name: tier\n"
-    "        match:\n"
-    "          - uri: {pattern: \"/api/v1/customers/{id}/tier\"}\n"
-    "        route: [{destination: {host: customers}}]\n"
-    "        timeout: 15s\n"
-    "        auth: {required: true, roles: [admin]}\n"
-    "        retries: {attempts: 2, perTryTimeout: 15s, retryOn: connect-failure}\n"
-    "        rateLimit: {requests: 5000, per: 1s, burst: 10000, key: user}\n"
-    "        idempotency: false\n"
-    "      - name: catalog-admin\n"
-    "        match:\n"
-    "          - uri: {pattern: \"/api/v1/products/{id}/price\"}\n"
-    "          - uri: {pattern: \"/api/v1/products/{id}/discontinue\"}\n"
-    "          - uri: {exact: /api/v1/products}\n"
-    "            method: {regex: \"POST\"}\n"
-    "          - uri: {prefix: /api/v1/promotions}\n"
-    "        route: [{destination: {host: catalog}}]\n"
-    "        timeout: 15s\n"
-    "        auth: {required: true, roles: [admin]}\n"
-    "        retries: {attempts: 2, perTryTimeout: 15s, retryOn: connect-failure}\n"
-    "        rateLimit: {requests: 5000, per: 1s, burst: 10000, key: user}\n"
-    "        idempotency: false\n"
-    "      - name: catalog-public\n"
-    "        match:\n"
-    "          - uri: {prefix: /api/v1/products}\n"
-    "            method: {regex: \"GET|HEAD\"}\n"
-    "        route: [{destination: {host: catalog}}]\n"
-    "        timeout: 10s\n"
-    "        retries: {attempts: 2, perTryTimeout: 5s, retryOn: "
-    "\"connect-failure,reset,gateway-error\"}\n"
-    "        rateLimit: {requests: 5000, per: 1s, burst: 10000, key: ip}\n"
-    "        idempotency: false\n"
-    "      - name: inventory-public\n"
-    "        match:\n"
-    "          - uri: {prefix: /api/v1/inventory/}\n"
-    "            method: {regex: \"GET|HEAD\"}\n"
-    "        route: [{destination: {host: inventory}}]\n"
-    "        timeout: 10s\n"
-    "        retries: {attempts: 2, perTryTimeout: 5s, retryOn: "
-    "\"connect-failure,reset,gateway-error\"}\n"
-    "        rateLimit: {requests: 5000, per: 1s, burst: 10000, key: ip}\n"
-    "        idempotency: false\n"
-    "      - name: customers-reads\n"
-    "        match:\n"
-    "          - uri: {prefix: /api/v1/customers}\n"
-    "            method: {regex: \"GET|HEAD\"}\n"
-    "        route: [{destination: {host: customers}}]\n"
-    "        timeout: 15s\n"
-    "        auth: {required: true}\n"
-    "        retries: {attempts: 2, perTryTimeout: 5s, retryOn: "
-    "\"connect-failure,reset,gateway-error\"}\n"
-    "        rateLimit: {requests: 5000, per: 1s, burst: 10000, key: user}\n"
-    "        idempotency: false\n"
-    "      - name: customers-writes\n"
-    "        match:\n"
-    "          - uri: {prefix: /api/v1/customers}\n"
-    "        route: [{destination: {host: customers}}]\n"
-    "        timeout: 15s\n"
-    "        auth: {required: true}\n"
-    "        retries: {attempts: 2, perTryTimeout: 15s, retryOn: connect-failure}\n"
-    "        rateLimit: {requests: 5000, per: 1s, burst: 10000, key: user}\n"
-    "        idempotency: false\n"
-    "      - name: ordering-reads\n"
-    "        match:\n"
-    "          - uri: {prefix: /api/v1/orders}\n"
-    "            method: {regex: \"GET|HEAD\"}\n"
-    "        route: [{destination: {host: ordering}}]\n"
-    "        timeout: 15s\n"
-    "        auth: {required: true}\n"
-    "        retries: {attempts: 2, perTryTimeout: 5s, retryOn: "
-    "\"connect-failure,reset,gateway-error\"}\n"
-    "        rateLimit: {requests: 5000, per: 1s, burst: 10000, key: user}\n"
-    "        idempotency: false\n"
-    "      - name: ordering-writes\n"
-    "        match:\n"
-    "          - uri: {prefix: /api/v1/orders}\n"
-    "        route: [{destination: {host: ordering}}]\n"
-    "        timeout: 15s\n"
-    "        auth: {required: true}\n"
-    "        retries: {attempts: 2, perTryTimeout: 15s, retryOn: connect-failure}\n"
-    "        rateLimit: {requests: 5000, per: 1s, burst: 10000, key: user}\n"
-    "        idempotency: false\n"
-    "      - name: payments-reads\n"
-    "        match:\n"
-    "          - uri: {prefix: /api/v1/accounts}\n"
-    "            method: {regex: \"GET|HEAD\"}\n"
-    "        route: [{destination: {host: payments}}]\n"
-    "        timeout: 15s\n"
-    "        auth: {required: true}\n"
-    "        retries: {attempts: 2, perTryTimeout: 5s, retryOn: "
-    "\"connect-failure,reset,gateway-error\"}\n"
-    "        rateLimit: {requests: 5000, per: 1s, burst: 10000, key: user}\n"
-    "        idempotency: false\n"
-    "      - name: payments-writes\n"
-    "        match:\n"
-    "          - uri: {prefix: /api/v1/accounts}\n"
-    "        route: [{destination: {host: payments}}]\n"
-    "        timeout: 15s\n"
-    "        auth: {required: true}\n"
-    "        retries: {attempts: 2, perTryTimeout: 15s, retryOn: connect-failure}\n"
-    "        rateLimit: {requests: 5000, per: 1s, burst: 10000, key: user}\n"
-    "        idempotency: false\n"
-    "      - name: shipping-reads\n"
-    "        match:\n"
-    "          - uri: {prefix: /api/v1/shipments}\n"
-    "            method: {regex: \"GET|HEAD\"}\n"
-    "        route: [{destination: {host: shipping}}]\n"
-    "        timeout: 15s\n"
-    "        auth: {required: true}\n"
-    "        retries: {attempts: 2, perTryTimeout: 5s, retryOn: "
-    "\"connect-failure,reset,gateway-error\"}\n"
-    "        rateLimit: {requests: 5000, per: 1s, burst: 10000, key: user}\n"
-    "        idempotency: false\n"
-    "      - name: shipping-writes\n"
-    "        match:\n"
-    "          - uri: {prefix: /api/v1/shipments}\n"
-    "        route: [{destination: {host: shipping}}]\n"
-    "        timeout: 15s\n"
-    "        auth: {required: true}\n"
-    "        retries: {attempts: 2, perTryTimeout: 15s, retryOn: connect-failure}\n"
-    "        rateLimit: {requests: 5000, per: 1s, burst: 10000, key: user}\n"
-    "        idempotency: false\n"
-    "      - name: sagas-reads\n"
-    "        match:\n"
-    "          - uri: {prefix: /api/v1/sagas}\n"
-    "            method: {regex: \"GET|HEAD\"}\n"
-    "        route: [{destination: {host: sagas}}]\n"
-    "        timeout: 15s\n"
-    "        auth: {required: true}\n"
-    "        retries: {attempts: 2, perTryTimeout: 5s, retryOn: "
-    "\"connect-failure,reset,gateway-error\"}\n"
-    "        rateLimit: {requests: 5000, per: 1s, burst: 10000, key: user}\n"
-    "        idempotency: false\n"
-    "      - name: sagas-writes\n"
-    "        match:\n"
-    "          - uri: {prefix: /api/v1/sagas}\n"
-    "        route: [{destination: {host: sagas}}]\n"
-    "        timeout: 15s\n"
-    "        auth: {required: true}\n"
-    "        retries: {attempts: 2, perTryTimeout: 15s, retryOn: connect-failure}\n"
-    "        rateLimit: {requests: 5000, per: 1s, burst: 10000, key: user}\n"
-    "        idempotency: false\n";
+/* One route of deploy/serve/gateway.yaml's virtualServices. Every route is rate
+ * limited (5000/s, burst 10000) and takes no Idempotency-Key at the gateway (the
+ * services dedupe); a route is retried twice, on connect failures only (15 s a
+ * try) unless `idempotent`, then also on resets and gateway errors (5 s a try). */
+struct gw_route {
+    const char *name;
+    const char *match;   /* a line per `match:` entry, its uri; "method: ..." the one before's */
+    const char *host;    /* the destination cluster */
+    const char *timeout; /* the whole request's */
+    const char *auth;    /* the `auth:` value; NULL: public */
+    bool idempotent;     /* retried on resets and gateway errors too */
+    bool per_ip;         /* rate limited per client address (public), else per user */
+};
+
+#define AUTH_ADMIN "{required: true, roles: [admin]}"
+#define AUTH_USER  "{required: true}"
+#define GET_HEAD   "method: {regex: \"GET|HEAD\"}\n"
+/* a context's collection: its reads (GET, HEAD; retried), then every other method */
+#define READS(ctx, prefix)                                                                         \
+    {                                                                                              \
+        ctx "-reads", "{prefix: " prefix "}\n" GET_HEAD, ctx, "15s", AUTH_USER, true, false        \
+    }
+#define WRITES(ctx, prefix)                                                                        \
+    {                                                                                              \
+        ctx "-writes", "{prefix: " prefix "}\n", ctx, "15s", AUTH_USER, false, false               \
+    }
+
+/* in order: the first that matches a request takes it */
+static const struct gw_route routes[] = {
+    {"sagas-admin", "{prefix: /admin/sagas}\n", "sagas", "10s", AUTH_ADMIN, true, false},
+    {"ops",
+     "{prefix: /admin/projections}\n"
+     "{prefix: /admin/audit}\n"
+     "{prefix: /admin/saga-breakers}\n"
+     "{prefix: /admin/bus}\n"
+     "{prefix: /admin/stats}\n"
+     "{prefix: /admin/log}\n"
+     "{prefix: /admin/streams}\n"
+     "{prefix: /admin/traces}\n"
+     "{pattern: \"/admin/orders/{id}/trace\"}\n"
+     "{prefix: /admin/dlq}\n",
+     "ops", "60s", AUTH_ADMIN, true, false},
+    {"restock", "{pattern: \"/api/v1/inventory/{id}/restock\"}\n", "inventory", "15s", AUTH_ADMIN,
+     false, false},
+    {"dispatch", "{pattern: \"/api/v1/shipments/{id}/dispatch\"}\n", "shipping", "15s", AUTH_ADMIN,
+     false, false},
+    {"deliver", "{pattern: \"/api/v1/shipments/{id}/deliver\"}\n", "shipping", "15s",
+     "{required: true, roles: [admin, carrier]}", false, false},
+    {"tier", "{pattern: \"/api/v1/customers/{id}/tier\"}\n", "customers", "15s", AUTH_ADMIN, false,
+     false},
+    {"catalog-admin",
+     "{pattern: \"/api/v1/products/{id}/price\"}\n"
+     "{pattern: \"/api/v1/products/{id}/discontinue\"}\n"
+     "{exact: /api/v1/products}\n"
+     "method: {regex: \"POST\"}\n"
+     "{prefix: /api/v1/promotions}\n",
+     "catalog", "15s", AUTH_ADMIN, false, false},
+    {"catalog-public", "{prefix: /api/v1/products}\n" GET_HEAD, "catalog", "10s", NULL, true, true},
+    {"inventory-public", "{prefix: /api/v1/inventory/}\n" GET_HEAD, "inventory", "10s", NULL, true,
+     true},
+    READS("customers", "/api/v1/customers"),
+    WRITES("customers", "/api/v1/customers"),
+    READS("ordering", "/api/v1/orders"),
+    WRITES("ordering", "/api/v1/orders"),
+    READS("payments", "/api/v1/accounts"),
+    WRITES("payments", "/api/v1/accounts"),
+    READS("shipping", "/api/v1/shipments"),
+    WRITES("shipping", "/api/v1/shipments"),
+    READS("sagas", "/api/v1/sagas"),
+    WRITES("sagas", "/api/v1/sagas"),
+};
+
+static int route_yaml(const struct gw_route *r, struct ag_buf *b)
+{
+    int rc = ag_buf_printf(b, "      - name: %s\n        match:\n", r->name);
+    for (const char *l = r->match, *nl; !rc && (nl = strchr(l, '\n')); l = nl + 1)
+        rc = ag_buf_printf(
+            b, strncmp(l, "method:", 7) ? "          - uri: %.*s\n" : "            %.*s\n",
+            (int)(nl - l), l);
+    if (rc) return rc;
+    return ag_buf_printf(b,
+                         "        route: [{destination: {host: %s}}]\n"
+                         "        timeout: %s\n"
+                         "%s%s%s"
+                         "        retries: {attempts: 2, perTryTimeout: %s}\n"
+                         "        rateLimit: {requests: 5000, per: 1s, burst: 10000, key: %s}\n"
+                         "        idempotency: false\n",
+                         r->host, r->timeout, r->auth ? "        auth: " : "",
+                         r->auth ? r->auth : "", r->auth ? "\n" : "",
+                         r->idempotent ? "5s, retryOn: \"connect-failure,reset,gateway-error\""
+                                       : "15s, retryOn: connect-failure",
+                         r->per_ip ? "ip" : "user");
+}
 
 /* Where the gateway finds the instances serving `context` ("*": `ops`, any
  * instance), and how it talks to them: the one place that says so. The
@@ -278,14 +161,17 @@ char *cl_gateway_yaml(const struct cl_cluster *c)
 {
     struct ag_buf b;
     ag_buf_init(&b);
-    int rc = ag_buf_printf(&b, head_yaml, c->listen, c->jwt);
+    int rc = ag_buf_printf(&b, head_yaml, c->listen);
+    if (!rc) rc = ag_cli_jwt_yaml(&b, c->jwt);
+    if (!rc) rc = ag_buf_puts(&b, "destinationRules:\n");
     for (const char *const *n = ag_platform_context_names(); *n && !rc; n++) {
         rc = ag_buf_printf(&b, "  - host: %s\n", *n);
         if (!rc) rc = upstream_yaml(c, *n, &b);
     }
     if (!rc) rc = ag_buf_puts(&b, "  - host: ops\n");
     if (!rc) rc = upstream_yaml(c, "*", &b);
-    if (!rc) rc = ag_buf_puts(&b, routes_yaml);
+    if (!rc) rc = ag_buf_puts(&b, "virtualServices:\n  - name: agora\n    http:\n");
+    for (size_t i = 0; i < AG_ARRAY_SIZE(routes) && !rc; i++) rc = route_yaml(&routes[i], &b);
     if (rc) {
         ag_buf_free(&b);
         return NULL;

@@ -41,7 +41,7 @@ static int create_secret(const char *path, char out[65])
 {
     uint8_t raw[32];
     if (getrandom(raw, sizeof raw, 0) != (ssize_t)sizeof raw) return -EIO;
-    for (int i = 0; i < 32; i++) snprintf(out + 2 * i, 3, "%02x", raw[i]);
+    for (size_t i = 0; i < 32; i++) snprintf(out + 2 * i, 3, "%02x", raw[i]);
     char tmp[1100];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -81,18 +81,26 @@ int ag_cli_jwt_secret(const char *data_dir, bool create, char out[65], struct ag
     return 0;
 }
 
+int ag_cli_jwt_yaml(struct ag_buf *b, const char *secret)
+{
+    return ag_buf_printf(b,
+                         "jwt:\n"
+                         "  clockSkew: 30s\n"
+                         "  issuers:\n"
+                         "    - issuer: agora-dev\n"
+                         "      audiences: [agora]\n"
+                         "      keys:\n"
+                         "        - {kid: dev, alg: HS256, secret: \"%s\"}\n",
+                         secret);
+}
+
+static const char run_head_yaml[] = "gateway:\n"
+                                    "  listen: %s\n"
+                                    "  maxBodyBytes: 1048576\n"
+                                    "  maxConnectionsPerPeer: %ld\n";
+
+/* after the jwt section */
 static const char template_yaml[] =
-    "gateway:\n"
-    "  listen: %s\n"
-    "  maxBodyBytes: 1048576\n"
-    "  maxConnectionsPerPeer: %ld\n"
-    "jwt:\n"
-    "  clockSkew: 30s\n"
-    "  issuers:\n"
-    "    - issuer: agora-dev\n"
-    "      audiences: [agora]\n"
-    "      keys:\n"
-    "        - {kid: dev, alg: HS256, secret: \"%s\"}\n"
     "destinationRules:\n"
     "  - host: platform\n"
     "    endpoints:\n"
@@ -274,7 +282,10 @@ char *ag_cli_run_gateway_yaml(const char *listen, const char *secret, const char
     const char *env = getenv("AGORA_MAX_CONNS_PER_PEER");
     long per_peer = env ? strtol(env, NULL, 10) : 256;
     if (per_peer < 1 || per_peer > 1000000) per_peer = 256;
-    if (ag_buf_printf(&b, template_yaml, listen, per_peer, secret, upstream)) {
+    int rc = ag_buf_printf(&b, run_head_yaml, listen, per_peer);
+    if (!rc) rc = ag_cli_jwt_yaml(&b, secret);
+    if (!rc) rc = ag_buf_printf(&b, template_yaml, upstream);
+    if (rc) {
         ag_buf_free(&b);
         return NULL;
     }

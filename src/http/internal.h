@@ -335,6 +335,23 @@ void ag__http_memconn_feed(struct ag__http_memconn *m, const char *data, size_t 
 void ag__http_memconn_advance(struct ag__http_memconn *m, uint64_t ms);
 void ag__http_memconn_free(struct ag__http_memconn *m);
 
+/* ---- the fast path against http-parser (fpdiff.c; tests and fuzzing) ---- */
+
+/* Middleware that answers 200 text/plain echoing the request whole: method,
+ * path, query, each header, body. */
+int ag__http_echo_whole(struct ag_http_req *req, void *ud);
+/* Feeds `in` to a memory connection of router r (cfg limits) with the fast path
+ * on, and to one with it off; fast/slow get what each wrote ('C' closed or 'O',
+ * then the output without Date lines). 1 when they differ, 0 when the same,
+ * else an AG_E* code. */
+int ag__fp_request_differs(struct ag_http_router *r, const struct ag_http_server_config *cfg,
+                           const char *in, size_t n, struct ag_buf *fast /* OUT */,
+                           struct ag_buf *slow /* OUT */);
+/* True when ag__fp_response takes in[0..n) whole (head + Content-Length body)
+ * and http-parser parses it to another status, header list, body length or
+ * keep-alive. */
+bool ag__fp_response_differs(const char *in, size_t n);
+
 /* ---- open connections per peer address (peers.c) ---- */
 
 #define AG__PEER_SHARDS 64

@@ -19,31 +19,9 @@ set -uo pipefail
 BIN=${AGORA_BIN:?AGORA_BIN not set}
 SRC=${AG_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 source "$SRC/tests/integration/run_lib.bash"
-command -v nats-server >/dev/null || { echo "cluster_autoscale: nats-server is not installed" >&2; exit 1; }
-PGB=${PGBIN:-/usr/lib/postgresql/15/bin}
-[[ -x $PGB/initdb ]] || command -v initdb >/dev/null || { echo "cluster_autoscale: no PostgreSQL" >&2; exit 77; }
-if [[ $(id -u) -eq 0 ]] && ! id postgres >/dev/null 2>&1; then echo "cluster_autoscale: root without a postgres user" >&2; exit 77; fi
-TMP=$(mktemp -d /tmp/agora-cla-XXXXXX)
-chmod 755 "$TMP"
-D=$TMP/c
-SUP="" LPID=""
-cstatus() { "$BIN" cluster status --dir "$D" --json 2>/dev/null; }
-member_pids() { cstatus | json_field '" ".join(str(m["pid"]) for m in d["members"] if m["pid"])' 2>/dev/null; }
-cleanup() {
-    [ -n "$LPID" ] && kill -9 "$LPID" 2>/dev/null
-    if [ -n "$SUP" ]; then for p in $(member_pids) $SUP; do kill -9 "$p" 2>/dev/null; done; fi
-    wait 2>/dev/null
-    [ -n "${KEEP:-}" ] || rm -rf "$TMP"
-}
-trap cleanup EXIT
-fail() {
-    echo "cluster_autoscale: FAIL: $*" >&2
-    for f in "$TMP"/supervisor.log "$D"/logs/all-*.log "$D"/logs/gateway.log; do [ -f "$f" ] && { echo "--- $f" >&2; tail -12 "$f" >&2; }; done
-    exit 1
-}
-pass() { echo "ok - $*"; }
-export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
-member() { cstatus | json_field "[m for m in d['members'] if m['name'] == '$1'][0]['$2']"; }
+source "$SRC/tests/integration/cluster_lib.bash" # cluster_start, member, cl_token, cluster_stop_clean
+cluster_test_init cluster_autoscale cla
+trap cluster_cleanup EXIT
 group() { cstatus | json_field "d['groups'][0]['$1']"; }
 endpoints() { # the gateway's endpoints for the ordering cluster
     curl -s -H "Authorization: Bearer $ADMIN" "$G/admin/upstreams" |
@@ -59,14 +37,8 @@ waitfor() { # waitfor SECONDS WHAT CMD...: until CMD succeeds
     fail "$what (after $s s): $("$BIN" cluster status --dir "$D")"
 }
 
-PORTG=$(free_port)
-G=http://127.0.0.1:$PORTG
-"$BIN" cluster up --dir "$D" --listen "127.0.0.1:$PORTG" --contexts 'all=1..2' \
-    --target-inflight 3 --cooldown 3s 2>"$TMP/supervisor.log" &
-SUP=$!
-running() { [ "$(cstatus | json_field 'd["state"]' 2>/dev/null)" = running ]; }
-waitfor 90 "not running" running
-ADMIN=$("$BIN" token --data "$D" --sub ops --role admin)
+cluster_start "$(free_port)" "$TMP/supervisor.log" --contexts 'all=1..2' --target-inflight 3 --cooldown 3s
+ADMIN=$(cl_token ops admin)
 [ "$(member all-2 state)" = parked ] || fail "all-2 is $(member all-2 state), not parked"
 [ "$(group instances)/$(group min)/$(group max)" = 1/1/2 ] || fail "group: $(cstatus)"
 [ "$(endpoints)" = 1 ] || fail "the gateway lists $(endpoints) ordering endpoints, not 1"
@@ -99,13 +71,8 @@ grep -q '"cluster.scale".*"direction":"down".*"member":"all-2"' "$TMP/supervisor
 grep -q '"cluster.member_parked".*"member":"all-2"' "$TMP/supervisor.log" || fail "all-2 not parked in the log"
 wait "$LPID"
 LPID=""
-python3 - "$TMP/light.json" <<'PY' || fail "the light load: $(cat "$TMP/light.json") $(tail -3 "$TMP/light.err")"
-import json, sys
-s = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
-print(f"# light load: placed {s['placed']}, confirmed {s['confirmed']}, pending {s['pending']},"
-      f" errors {s['errors']}, transport errors {s['transportErrors']}")
-sys.exit(0 if s["placed"] > 0 and s["pending"] == 0 and s["errors"] == 0 and s["transportErrors"] == 0 else 1)
-PY
+load_check "$TMP/light.json" 's["placed"] > 0 and s["pending"] == 0 and s["errors"] == 0 and s["transportErrors"] == 0' ||
+    fail "the light load: $(cat "$TMP/light.json") $(tail -3 "$TMP/light.err")"
 # (a loaded machine may see the group go up and down more than once: 3 s cooldown)
 ups=$(group scaleUps) downs=$(group scaleDowns)
 [ "$ups" -ge 1 ] && [ "$downs" = "$ups" ] && [ "$(group instances)" = 1 ] ||
@@ -119,13 +86,5 @@ mets=$(curl -s -H "Authorization: Bearer $ADMIN" "$G/metrics" | grep agora_clust
 [ "$(metric 'agora_cluster_member_restarts_total{member="all-2"}')" = 0 ] || fail "/metrics restarts: $mets"
 pass "a light load (2 orders/s): scaled down to 1 after the cooldown (drained, parked); no error, no transport error; decisions in status.json, /admin/cluster and /metrics (agora_cluster_scale_decisions_total up $ups, down $downs)"
 
-pids=$(member_pids)
-kill -INT "$SUP"
-rc=0
-wait "$SUP" || rc=$?
-SUP=""
-[ "$rc" = 0 ] || fail "the supervisor exited $rc on SIGINT"
-for p in $pids; do kill -0 "$p" 2>/dev/null && fail "pid $p is still alive"; done
-grep -l -e 'AddressSanitizer' -e 'runtime error:' -e 'LeakSanitizer' "$D"/logs/*.log "$TMP/supervisor.log" &&
-    fail "sanitizer report"
+cluster_stop_clean
 pass "stopped (SIGINT), no member left"

@@ -21,28 +21,15 @@ BIN=${AGORA_BIN:?AGORA_BIN not set}
 SRC=${AG_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 source "$SRC/tests/integration/run_lib.bash"
 source "$SRC/tests/integration/cluster_lib.bash"
-command -v nats-server >/dev/null || { echo "cluster_crash: nats-server is not installed" >&2; exit 1; }
-PGB=${PGBIN:-/usr/lib/postgresql/15/bin}
-[[ -x $PGB/initdb ]] || command -v initdb >/dev/null || { echo "cluster_crash: no PostgreSQL" >&2; exit 77; }
-if [[ $(id -u) -eq 0 ]] && ! id postgres >/dev/null 2>&1; then echo "cluster_crash: root without a postgres user" >&2; exit 77; fi
-TMP=$(mktemp -d /tmp/agora-clc-XXXXXX) # short: PostgreSQL's socket path is at most 107 bytes
-chmod 755 "$TMP"
-D=$TMP/c
-SUP="" LPID="" PPID_="" OLD=""
-cleanup() {
-    for p in $LPID $PPID_; do kill -9 "$p" 2>/dev/null; done
-    for p in $(member_pids) $SUP $OLD; do kill -9 "$p" 2>/dev/null; done
-    wait 2>/dev/null
-    [ -n "${KEEP:-}" ] || rm -rf "$TMP"
+cluster_test_init cluster_crash clc
+PPID_="" OLD=""
+cleanup() { # the members also when the supervisor was killed alone, and the old one
+    local p
+    for p in $(member_pids) $OLD; do kill -9 "$p" 2>/dev/null; done
+    cluster_cleanup "$PPID_"
 }
 trap cleanup EXIT
-fail() {
-    echo "cluster_crash: FAIL: $*" >&2
-    for f in "$TMP"/supervisor.log "$TMP"/load*.err "$D"/logs/*.log; do [ -f "$f" ] && { echo "--- $f" >&2; tail -8 "$f" >&2; }; done
-    exit 1
-}
-pass() { echo "ok - $*"; }
-export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
+FAIL_TAIL=8
 CONTEXTS='customers+catalog+ordering+sagas,inventory+payments+shipping'
 
 START=$SECONDS

@@ -19,28 +19,9 @@ BIN=${AGORA_BIN:?AGORA_BIN not set}
 SRC=${AG_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 source "$SRC/tests/integration/run_lib.bash"
 source "$SRC/tests/integration/cluster_lib.bash"
-command -v nats-server >/dev/null || { echo "cluster_faults: nats-server is not installed" >&2; exit 1; }
-PGB=${PGBIN:-/usr/lib/postgresql/15/bin}
-[[ -x $PGB/initdb ]] || command -v initdb >/dev/null || { echo "cluster_faults: no PostgreSQL" >&2; exit 77; }
-if [[ $(id -u) -eq 0 ]] && ! id postgres >/dev/null 2>&1; then echo "cluster_faults: root without a postgres user" >&2; exit 77; fi
-TMP=$(mktemp -d /tmp/agora-clf-XXXXXX) # short: PostgreSQL's socket path is at most 107 bytes
-chmod 755 "$TMP"
-D=$TMP/c
-SUP="" LPID=""
-cleanup() {
-    [ -n "$LPID" ] && kill -9 "$LPID" 2>/dev/null
-    if [ -n "$SUP" ]; then for p in $(member_pids) $SUP; do kill -9 "$p" 2>/dev/null; done; fi
-    wait 2>/dev/null
-    [ -n "${KEEP:-}" ] || rm -rf "$TMP"
-}
-trap cleanup EXIT
-fail() {
-    echo "cluster_faults: FAIL: $*" >&2
-    for f in "$TMP"/supervisor.log "$TMP"/load.err "$D"/logs/*.log; do [ -f "$f" ] && { echo "--- $f" >&2; tail -8 "$f" >&2; }; done
-    exit 1
-}
-pass() { echo "ok - $*"; }
-export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
+cluster_test_init cluster_faults clf
+trap cluster_cleanup EXIT
+FAIL_TAIL=8
 
 # back_up NAME OLDPID: the supervisor started NAME again (another pid, ready)
 back_up() {

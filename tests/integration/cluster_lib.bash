@@ -1,6 +1,8 @@
 # Helpers for the `agora cluster up` fault tests (cluster_faults.sh, cluster_crash.sh, cluster_mtls.sh,
 # cluster_up.sh) and bench/cluster/run.sh; sourced after run_lib.bash. The caller
-# sets BIN, SRC, D (the cluster's directory), TMP and defines fail.
+# sets BIN, SRC, D (the cluster's directory), TMP and defines fail (a test: cluster_test_init).
+#   cluster_test_init NAME TAG     the prerequisites (exit 1 / skip 77), TMP, D, fail, pass
+#   cluster_cleanup [PID...]       the EXIT trap: the PIDs, LPID, SUP and its members
 #   cluster_start PORT LOG [ARGS]  `agora cluster up` in the background (SUP), until
 #                                  status.json says running with this supervisor
 #   cstatus / member NAME FIELD / member_pids   status.json, as cluster_up.sh reads it
@@ -11,6 +13,45 @@
 #   cluster_settle SECONDS         no saga running, the projections caught up (gateway)
 #   cluster_saga_check             `agora store all` + saga_check.py on PostgreSQL
 #   field / ADDR / order_confirms  the API tour over cl_req (ADA, CID, KB; sets OID)
+# cluster_test_init NAME TAG: the frame of a cluster test. What it needs (nats-server,
+# else exit 1; PostgreSQL and, as root, a postgres user, else skip: exit 77), its TMP
+# (/tmp/agora-TAG-XXXXXX: short, PostgreSQL's socket path is at most 107 bytes), the
+# cluster's directory D=$TMP/c, SUP and LPID empty, `fail MSG` (says "NAME: FAIL: MSG"
+# and the last FAIL_TAIL (12) lines of the supervisor's logs, the loads' stderr and
+# every member's log, exits 1), `pass MSG` and ASAN_OPTIONS's default (leaks checked,
+# abort on error). The caller traps its cleanup (cluster_cleanup).
+cluster_test_init() {
+    local pgb=${PGBIN:-/usr/lib/postgresql/15/bin}
+    CLUSTER_TEST=$1
+    command -v nats-server >/dev/null || { echo "$1: nats-server is not installed" >&2; exit 1; }
+    [[ -x $pgb/initdb ]] || command -v initdb >/dev/null || { echo "$1: no PostgreSQL" >&2; exit 77; }
+    if [[ $(id -u) -eq 0 ]] && ! id postgres >/dev/null 2>&1; then echo "$1: root without a postgres user" >&2; exit 77; fi
+    TMP=$(mktemp -d "/tmp/agora-$2-XXXXXX")
+    chmod 755 "$TMP"
+    D=$TMP/c SUP="" LPID=""
+    fail() {
+        echo "$CLUSTER_TEST: FAIL: $*" >&2
+        local f
+        for f in "$TMP"/supervisor*.log "$TMP"/load*.err "$D"/logs/*.log; do
+            [ -f "$f" ] && { echo "--- $f" >&2; tail -"${FAIL_TAIL:-12}" "$f" >&2; }
+        done
+        exit 1
+    }
+    pass() { echo "ok - $*"; }
+    export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
+}
+
+# cluster_cleanup [PID...]: a cluster test's EXIT trap: kill -9 the PIDs, the load
+# (LPID) and, with the supervisor (SUP), its members (they die with it, by their
+# parent-death signal; be sure); TMP removed unless KEEP is set
+cluster_cleanup() {
+    local p
+    for p in "$@" ${LPID:-}; do [ -n "$p" ] && kill -9 "$p" 2>/dev/null; done
+    if [ -n "${SUP:-}" ]; then for p in $(member_pids) $SUP; do kill -9 "$p" 2>/dev/null; done; fi
+    wait 2>/dev/null
+    [ -n "${KEEP:-}" ] || rm -rf "$TMP"
+}
+
 cstatus() { "$BIN" cluster status --dir "$D" --json 2>/dev/null; }
 member_pids() { cstatus | json_field '" ".join(str(m["pid"]) for m in d["members"] if m["pid"])' 2>/dev/null; }
 member() { cstatus | json_field "[m for m in d['members'] if m['name'] == '$1'][0]['$2']" 2>/dev/null; }
@@ -24,7 +65,9 @@ cluster_start() { # cluster_start PORT LOG [ARGS...]
     SUP=$!
     G=http://127.0.0.1:$port
     for _ in $(seq 1200); do
-        [ "$(cstatus | json_field '"%s %s" % (d["state"], d["supervisor"]["pid"])' 2>/dev/null)" = "running $SUP" ] && return 0
+        # (the grep first: cheaper than `cluster status` under load)
+        grep -qs '^  "state": "running"' "$D/status.json" &&
+            [ "$(cstatus | json_field '"%s %s" % (d["state"], d["supervisor"]["pid"])' 2>/dev/null)" = "running $SUP" ] && return 0
         kill -0 "$SUP" 2>/dev/null || fail "the supervisor exited: $(tail -5 "$log")"
         sleep 0.1
     done

@@ -24,45 +24,17 @@ BIN=${AGORA_BIN:?AGORA_BIN not set}
 SRC=${AG_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 source "$SRC/tests/integration/run_lib.bash"
 source "$SRC/tests/integration/cluster_lib.bash" # cl_req, order_confirms, cstatus, member
-command -v nats-server >/dev/null || { echo "cluster_mtls: nats-server is not installed" >&2; exit 1; }
 command -v openssl >/dev/null || { echo "cluster_mtls: openssl is not installed" >&2; exit 1; }
-PGB=${PGBIN:-/usr/lib/postgresql/15/bin}
-[[ -x $PGB/initdb ]] || command -v initdb >/dev/null || { echo "cluster_mtls: no PostgreSQL" >&2; exit 77; }
-if [[ $(id -u) -eq 0 ]] && ! id postgres >/dev/null 2>&1; then echo "cluster_mtls: root without a postgres user" >&2; exit 77; fi
-TMP=$(mktemp -d /tmp/agora-ct-XXXXXX) # short: PostgreSQL's socket path is at most 107 bytes
-chmod 755 "$TMP"
-D=$TMP/c C=$TMP/c/certs
-SUP="" LPID=""
-cleanup() {
-    [ -n "$LPID" ] && kill -9 "$LPID" 2>/dev/null
-    if [ -n "$SUP" ]; then # the members die with it (their parent-death signal); be sure
-        for p in $(member_pids) $SUP; do kill -9 "$p" 2>/dev/null; done
-    fi
-    wait 2>/dev/null
-    [ -n "${KEEP:-}" ] || rm -rf "$TMP"
-}
-trap cleanup EXIT
-fail() {
-    echo "cluster_mtls: FAIL: $*" >&2
-    for f in "$TMP"/supervisor.log "$D"/logs/*.log; do [ -f "$f" ] && { echo "--- $f" >&2; tail -12 "$f" >&2; }; done
-    exit 1
-}
-pass() { echo "ok - $*"; }
-export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
+cluster_test_init cluster_mtls ct
+C=$TMP/c/certs
+trap cluster_cleanup EXIT
 
 # ---- the first start ----
 PORTG=$(free_port)
 G=http://127.0.0.1:$PORTG
 START=$(date +%s)
-"$BIN" cluster up --dir "$D" --listen "127.0.0.1:$PORTG" --instances 1 \
-    --contexts 'customers+catalog+ordering+sagas,inventory+payments+shipping' 2>"$TMP/supervisor.log" &
-SUP=$!
-for _ in $(seq 900); do
-    grep -qs '^  "state": "running"' "$D/status.json" && break # cheaper than cluster status under load
-    kill -0 "$SUP" 2>/dev/null || fail "the supervisor exited"
-    sleep 0.1
-done
-[ "$(cstatus | json_field 'd["state"]')" = running ] || fail "not running after 90 s: $("$BIN" cluster status --dir "$D")"
+cluster_start "$PORTG" "$TMP/supervisor.log" --instances 1 \
+    --contexts 'customers+catalog+ordering+sagas,inventory+payments+shipping'
 ORCH=customers+catalog+ordering+sagas-1 PART=inventory+payments+shipping-1
 OPORT=$(member "$ORCH" address | cut -d: -f2) PPORT=$(member "$PART" address | cut -d: -f2)
 [ "$(stat -c %a "$C")" = 700 ] || fail "DIR/certs is $(stat -c %a "$C")"
@@ -106,8 +78,6 @@ done
 pass "straight to both instances: no client certificate, another CA's, plain HTTP refused in the handshake; the cluster's certificate 200"
 
 # ---- the API tour's core through the gateway, the saga across processes ----
-tok() { cl_token "$@"; }
-ADMIN=$(tok ops admin) ADA=$(tok ada customer)
 req() { cl_req "$@"; }
 MESH_KEY=$(cat "$D/mesh-key")
 steps_served() { # POST /internal/v1/steps answered by the participant, from its /metrics
@@ -120,14 +90,8 @@ print(ts + "." + mac.hexdigest())' "$MESH_KEY")
         -H 'x-user-id: ops' -H 'x-user-roles: admin' -H "x-user-sig: $sig" "https://127.0.0.1:$PPORT/metrics" |
         awk '/^agora_http_requests_total\{/ && /route="\/internal\/v1\/steps"/ { n += $NF } END { print n + 0 }'
 }
-req "$ADA" POST /api/v1/customers '{"email": "ada@example.com", "name": "Ada Lovelace"}'
-[ "$ST" = 201 ] || fail "register: $ST $BODY"
-CID=$(field 'd["id"]') AID=$(field 'd["accountId"]')
-req "$ADA" POST "/api/v1/accounts/$AID/deposits" '{"amount": {"amount": 500000, "currency": "USD"}}'
-[ "$ST" = 200 ] || fail "deposit (payments, the second instance): $ST $BODY"
-req "" GET "/api/v1/products?limit=50"
-[ "$ST" = 200 ] || fail "products: $ST"
-KB=$(field '[p["id"] for p in d["items"] if p["sku"] == "KB-01"][0]')
+ADMIN=$(cl_token ops admin) ADA=$(cl_token ada customer)
+shopper "$ADA" tour 500000
 before=$(steps_served)
 order_confirms
 after=$(steps_served)
@@ -155,13 +119,8 @@ for _ in $(seq 50); do [ "$(serial_served "$PPORT")" = "$NEW" ] && break; sleep 
 [ "$(serial_served "$PPORT")" = "$NEW" ] || fail "after SIGHUP the instance serves $(serial_served "$PPORT"), not $NEW"
 wait "$LPID"
 LPID=""
-python3 - "$TMP/load.json" <<'PY' || fail "the load: $(cat "$TMP/load.json") $(tail -3 "$TMP/load.err")"
-import json, sys
-s = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
-print(f"# load: placed {s['placed']}, confirmed {s['confirmed']}, compensated {s['compensated']},"
-      f" pending {s['pending']}, errors {s['errors']}, transport errors {s.get('transportErrors')}")
-sys.exit(0 if s["confirmed"] > 0 and s["pending"] == 0 and s["errors"] == 0 and not s.get("transportErrors") else 1)
-PY
+load_check "$TMP/load.json" 's["confirmed"] > 0 and s["pending"] == 0 and s["errors"] == 0 and not s.get("transportErrors")' ||
+    fail "the load: $(cat "$TMP/load.json") $(tail -3 "$TMP/load.err")"
 [ "$(member "$PART" restarts)" = 0 ] || fail "$PART restarted"
 order_confirms
 pass "rotation under load: $PART issued again and SIGHUPed, serves ${NEW#serial=} (was ${OLD#serial=}), every order final, none failed; order $OID confirmed after"
@@ -187,14 +146,7 @@ SUMS=$(md5sum "$C"/*.pem "$C"/*.key)
 kill -INT "$SUP"
 wait "$SUP" || fail "the supervisor exited $? on SIGINT"
 SUP=""
-"$BIN" cluster up --dir "$D" --listen "127.0.0.1:$PORTG" 2>"$TMP/supervisor2.log" &
-SUP=$!
-for _ in $(seq 900); do
-    grep -qs '^  "state": "running"' "$D/status.json" && break
-    kill -0 "$SUP" 2>/dev/null || fail "the supervisor exited at its second start"
-    sleep 0.1
-done
-[ "$(cstatus | json_field 'd["state"]')" = running ] || fail "not running again: $("$BIN" cluster status --dir "$D")"
+cluster_start "$PORTG" "$TMP/supervisor2.log"
 grep -q '"cluster.cert_issued"\|"cluster.ca_created"' "$TMP/supervisor2.log" && fail "certificates issued again at the restart"
 [ "$(md5sum "$C"/*.pem "$C"/*.key)" = "$SUMS" ] || fail "DIR/certs changed at the restart"
 [ "$(serial_served "$PPORT")" = "$NEW" ] || fail "after the restart $PART serves $(serial_served "$PPORT"), not $NEW"

@@ -29,31 +29,9 @@ BIN=${AGORA_BIN:?AGORA_BIN not set}
 SRC=${AG_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 source "$SRC/tests/integration/run_lib.bash"
 source "$SRC/tests/integration/cluster_lib.bash" # cluster_settle, cluster_saga_check
-command -v nats-server >/dev/null || { echo "cluster_up: nats-server is not installed" >&2; exit 1; }
-PGB=${PGBIN:-/usr/lib/postgresql/15/bin}
-[[ -x $PGB/initdb ]] || command -v initdb >/dev/null || { echo "cluster_up: no PostgreSQL" >&2; exit 77; }
-if [[ $(id -u) -eq 0 ]] && ! id postgres >/dev/null 2>&1; then echo "cluster_up: root without a postgres user" >&2; exit 77; fi
-TMP=$(mktemp -d /tmp/agora-cl-XXXXXX) # short: PostgreSQL's socket path is at most 107 bytes
-chmod 755 "$TMP"
-D=$TMP/c
-SUP="" LPID="" HOLD=""
-cleanup() {
-    [ -n "$LPID" ] && kill -9 "$LPID" 2>/dev/null
-    [ -n "$HOLD" ] && kill -9 "$HOLD" 2>/dev/null
-    if [ -n "$SUP" ]; then # the members die with it (their parent-death signal); be sure
-        for p in $(member_pids) $SUP; do kill -9 "$p" 2>/dev/null; done
-    fi
-    wait 2>/dev/null
-    [ -n "${KEEP:-}" ] || rm -rf "$TMP"
-}
-trap cleanup EXIT
-fail() {
-    echo "cluster_up: FAIL: $*" >&2
-    for f in "$TMP"/supervisor.log "$D"/logs/*.log; do [ -f "$f" ] && { echo "--- $f" >&2; tail -12 "$f" >&2; }; done
-    exit 1
-}
-pass() { echo "ok - $*"; }
-export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
+cluster_test_init cluster_up cl
+HOLD=""
+trap 'cluster_cleanup "$HOLD"' EXIT
 # member NAME FIELD: a field of that member in status.json
 
 # ---- bad input ----
@@ -92,15 +70,8 @@ pass "bad input refused with a clear message: no --listen, unknown or missing co
 PORTG=$(free_port)
 G=http://127.0.0.1:$PORTG
 START=$(date +%s)
-"$BIN" cluster up --dir "$D" --listen "127.0.0.1:$PORTG" --instances 2 \
-    --contexts 'customers+catalog+ordering+sagas,inventory+payments+shipping' 2>"$TMP/supervisor.log" &
-SUP=$!
-for _ in $(seq 900); do
-    [ "$(cstatus | json_field 'd["state"]' 2>/dev/null)" = running ] && break
-    kill -0 "$SUP" 2>/dev/null || fail "the supervisor exited"
-    sleep 0.1
-done
-[ "$(cstatus | json_field 'd["state"]')" = running ] || fail "not running after 90 s: $("$BIN" cluster status --dir "$D")"
+cluster_start "$PORTG" "$TMP/supervisor.log" --instances 2 \
+    --contexts 'customers+catalog+ordering+sagas,inventory+payments+shipping'
 "$BIN" cluster status --dir "$D" >"$TMP/status.txt" || fail "cluster status exited $? while running"
 for m in postgresql nats-1 nats-2 nats-3 customers+catalog+ordering+sagas-1 customers+catalog+ordering+sagas-2 \
     inventory+payments+shipping-1 inventory+payments+shipping-2 gateway; do
@@ -116,17 +87,9 @@ expect_err 1 "is in use: the supervisor pid $SUP" up --dir "$D" --listen "127.0.
 pass "cluster up: every member up and ready in $(($(date +%s) - START)) s; DIR $mode, secrets 0600; a second supervisor refused"
 
 # ---- the API tour's core through the gateway ----
-tok() { cl_token "$@"; }
-ADMIN=$(tok ops admin) ADA=$(tok ada customer)
 req() { cl_req "$@"; }
-req "$ADA" POST /api/v1/customers '{"email": "ada@example.com", "name": "Ada Lovelace"}'
-[ "$ST" = 201 ] || fail "register: $ST $BODY"
-CID=$(field 'd["id"]') AID=$(field 'd["accountId"]')
-req "$ADA" POST "/api/v1/accounts/$AID/deposits" '{"amount": {"amount": 500000, "currency": "USD"}}'
-[ "$ST" = 200 ] || fail "deposit: $ST $BODY"
-req "" GET "/api/v1/products?limit=50"
-[ "$ST" = 200 ] || fail "products: $ST"
-KB=$(field '[p["id"] for p in d["items"] if p["sku"] == "KB-01"][0]')
+ADMIN=$(cl_token ops admin) ADA=$(cl_token ada customer)
+shopper "$ADA" tour 500000
 order_confirms
 pass "through the gateway (tokens from agora token --data DIR): register, deposit, order $OID confirmed"
 
@@ -152,13 +115,8 @@ sleep 1.5
 kill -9 "$VPID" "$NPID"
 wait "$LPID"
 LPID=""
-python3 - "$TMP/load.json" <<'PY' || fail "the load: $(cat "$TMP/load.json") $(tail -3 "$TMP/load.err")"
-import json, sys
-s = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
-print(f"# load: placed {s['placed']}, confirmed {s['confirmed']}, compensated {s['compensated']},"
-      f" pending {s['pending']}, errors {s['errors']}")
-sys.exit(0 if s["confirmed"] > 0 and s["pending"] == 0 else 1)
-PY
+load_check "$TMP/load.json" 's["confirmed"] > 0 and s["pending"] == 0' ||
+    fail "the load: $(cat "$TMP/load.json") $(tail -3 "$TMP/load.err")"
 for _ in $(seq 300); do
     [ "$(member "$VICTIM" health)/$(member nats-2 health)" = ready/ready ] && break
     sleep 0.1
@@ -180,34 +138,22 @@ cluster_saga_check
 pass "after the kills: no saga running; $CHECK_OUT"
 
 # ---- SIGINT stops everything, in order ----
-stop_cluster() { # SIGINT the supervisor: exit 0, stopped in order, no member pid left; sets ORDER
-    local pids rc=0 log=$1
-    pids=$(member_pids)
-    kill -INT "$SUP"
-    wait "$SUP" || rc=$?
-    SUP=""
-    [ "$rc" = 0 ] || fail "the supervisor exited $rc on SIGINT"
-    for p in $pids; do kill -0 "$p" 2>/dev/null && fail "pid $p is still alive after the supervisor stopped"; done
+stop_cluster() { # cluster_stop_clean, and stopped in order (LOG), status.json says so; sets ORDER, NPIDS
+    local log=$1
+    NPIDS=$(member_pids | wc -w)
+    cluster_stop_clean
     ORDER=$(grep -o '"cluster.stopping".*"role":"[a-z]*"' "$log" | grep -o '"role":"[a-z]*"' | tr -d '"' | sed 's/role://' | tr '\n' ' ')
     [ "$ORDER" = "gateway instance nats postgresql " ] || fail "stop order: '$ORDER'"
     [ "$(cstatus | json_field 'd["state"]')" = stopped ] || fail "status.json does not say stopped"
     "$BIN" cluster status --dir "$D" >/dev/null
     [ $? = 3 ] || fail "cluster status of a stopped cluster does not exit 3"
-    NPIDS=$(wc -w <<<"$pids")
 }
 stop_cluster "$TMP/supervisor.log"
 pass "SIGINT: stopped in order ($ORDER), exit 0, none of the $NPIDS member pids left"
 
 # ---- a second start: the same ports, the same data, no initdb ----
 SUM=$(md5sum <"$D/cluster.json")
-"$BIN" cluster up --dir "$D" --listen "127.0.0.1:$PORTG" --insecure-plaintext 2>"$TMP/supervisor2.log" &
-SUP=$!
-for _ in $(seq 900); do
-    [ "$(cstatus | json_field 'd["state"]' 2>/dev/null)" = running ] && break
-    kill -0 "$SUP" 2>/dev/null || fail "the supervisor exited at its second start"
-    sleep 0.1
-done
-[ "$(cstatus | json_field 'd["state"]')" = running ] || fail "not running again: $("$BIN" cluster status --dir "$D")"
+cluster_start "$PORTG" "$TMP/supervisor2.log" --insecure-plaintext
 [ "$(md5sum <"$D/cluster.json")" = "$SUM" ] || fail "cluster.json changed at the second start"
 grep -q '"cluster.initdb"' "$TMP/supervisor2.log" && fail "initdb ran again"
 IPORT=$(member "$VICTIM" address | cut -d: -f2)

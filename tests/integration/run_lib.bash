@@ -262,14 +262,14 @@ sys.exit(0 if eval(sys.argv[2]) else 1)
 PY
 }
 
-# shopper TOKEN WHAT: through the gateway, registers the customer Ada Lovelace with
-# TOKEN, deposits 500.00 USD into her account and finds the demo catalog's KB-01;
-# sets CID, AID and KB (fails "WHAT: register: ..." and so on).
+# shopper TOKEN WHAT [CENTS]: through the gateway, registers the customer Ada Lovelace
+# with TOKEN, deposits CENTS (50000: 500.00 USD) into her account and finds the demo
+# catalog's KB-01; sets CID, AID and KB (fails "WHAT: register: ..." and so on).
 shopper() {
     req "$1" POST /api/v1/customers '{"email": "ada@example.com", "name": "Ada Lovelace"}'
     [ "$ST" = 201 ] || fail "$2: register: $ST $BODY"
     CID=$(field 'd["id"]') AID=$(field 'd["accountId"]')
-    req "$1" POST "/api/v1/accounts/$AID/deposits" '{"amount": {"amount": 50000, "currency": "USD"}}'
+    req "$1" POST "/api/v1/accounts/$AID/deposits" "{\"amount\": {\"amount\": ${3:-50000}, \"currency\": \"USD\"}}"
     [ "$ST" = 200 ] || fail "$2: deposit: $ST $BODY"
     req "$1" GET "/api/v1/products?limit=50"
     [ "$ST" = 200 ] || fail "$2: products: $ST"

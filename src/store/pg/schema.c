@@ -44,6 +44,49 @@ struct step {
     const char *sql;
 };
 
+/* the start of settle (v1), resolve (v2) and resolve_ids (v3): h is the head after
+ * numbering what can be numbered, or the current head while another sequencer runs */
+#define SEQUENCE_OR_HEAD                                                                           \
+    "DECLARE h bigint;\n"                                                                          \
+    "BEGIN\n"                                                                                      \
+    "  h := sequence();\n"                                                                         \
+    "  IF h < 0 THEN SELECT next INTO h FROM head; END IF;\n"
+
+/* resolve4 (v4) and resolve5 (v5), written once so the two cannot drift apart:
+ * their settings; their body up to the look-up of the caller's own events by id
+ * (take the sequencer lock, number what is numberable, return it), which
+ * resolve5 follows with its look-up by global position; their end (notify when
+ * the head moved). The text is what those steps always ran. */
+#define RESOLVE_SETTINGS                                                                           \
+    " LANGUAGE plpgsql SET enable_seqscan = off SET jit = off"                                     \
+    " SET plan_cache_mode = force_generic_plan AS $f$\n"
+#define RESOLVE_NUMBERING                                                                          \
+    "#variable_conflict use_column\n"                                                              \
+    "DECLARE h bigint; ltx xid8; lgp bigint; nh bigint;\n"                                         \
+    "BEGIN\n"                                                                                      \
+    "  PERFORM pg_advisory_xact_lock(hashtextextended(current_schema() || '$seq', 0));\n"          \
+    "  PERFORM set_config('synchronous_commit', 'off', true);\n"                                   \
+    "  SELECT head.next, head.last_tx, head.last_gp INTO h, ltx, lgp FROM head;\n"                 \
+    "  RETURN QUERY\n"                                                                             \
+    "  WITH t AS (SELECT u.tx_id, u.global_position AS g,\n"                                       \
+    "                    h + row_number() OVER (ORDER BY u.tx_id, u.global_position) - 1 AS p\n"   \
+    "               FROM (SELECT e.tx_id, e.global_position FROM events e\n"                       \
+    "                      WHERE (e.tx_id, e.global_position) > (ltx, lgp)\n"                      \
+    "                        AND e.tx_id < pg_snapshot_xmin(pg_current_snapshot())\n"              \
+    "                      ORDER BY e.tx_id, e.global_position LIMIT 100000) u),\n"                \
+    "  ins AS (INSERT INTO positions (position, global_position) SELECT t.p, t.g FROM t),\n"       \
+    "  up AS (UPDATE head SET next = l.p + 1, last_tx = l.tx_id, last_gp = l.g\n"                  \
+    "           FROM (SELECT * FROM t ORDER BY t.p DESC LIMIT 1) l RETURNING head.next)\n"         \
+    "  SELECT -1::bigint, coalesce((SELECT up.next FROM up), h)\n"                                 \
+    "  UNION ALL SELECT t.g, t.p FROM t\n"                                                         \
+    "  UNION ALL SELECT e.global_position, q.position FROM events e\n"                             \
+    "    JOIN positions q ON q.global_position = e.global_position\n"                              \
+    "   WHERE e.event_id = ANY(p_ids)"
+#define RESOLVE_NOTIFY                                                                             \
+    "  SELECT head.next INTO nh FROM head;\n"                                                      \
+    "  IF nh > h THEN PERFORM pg_notify(current_schema() || '_events', nh::text); END IF;\n"       \
+    "END $f$;"
+
 static const struct step steps[] = {
     {1, true,
      "CREATE TABLE streams ("
@@ -181,11 +224,7 @@ static const struct step steps[] = {
       * an older transaction is still running) */
      "CREATE FUNCTION settle(p_streams text[], p_first bigint[], p_last bigint[])"
      " RETURNS TABLE(first_pos bigint, last_pos bigint, unordered bigint, hd bigint)"
-     " LANGUAGE plpgsql AS $f$\n"
-     "DECLARE h bigint;\n"
-     "BEGIN\n"
-     "  h := sequence();\n"
-     "  IF h < 0 THEN SELECT next INTO h FROM head; END IF;\n"
+     " LANGUAGE plpgsql AS $f$\n" SEQUENCE_OR_HEAD
      "  RETURN QUERY SELECT min(q.position), max(q.position), count(*) - count(q.position), h\n"
      "    FROM unnest(p_streams, p_first, p_last) WITH ORDINALITY AS p(s, f, l, o)\n"
      "    JOIN streams st ON st.stream_name = p.s\n"
@@ -237,12 +276,7 @@ static const struct step steps[] = {
      "END $f$;"
      /* first row: (-1, head); then (global_position, position) of those numbered */
      "CREATE FUNCTION resolve(p_gps bigint[]) RETURNS TABLE(gp bigint, pos bigint)"
-     " LANGUAGE plpgsql AS $f$\n"
-     "DECLARE h bigint;\n"
-     "BEGIN\n"
-     "  h := sequence();\n"
-     "  IF h < 0 THEN SELECT next INTO h FROM head; END IF;\n"
-     "  RETURN QUERY SELECT -1::bigint, h;\n"
+     " LANGUAGE plpgsql AS $f$\n" SEQUENCE_OR_HEAD "  RETURN QUERY SELECT -1::bigint, h;\n"
      "  RETURN QUERY SELECT q.global_position, q.position FROM positions q\n"
      "    WHERE q.global_position = ANY(p_gps);\n"
      "END $f$;"},
@@ -332,12 +366,7 @@ static const struct step steps[] = {
      /* resolve by event ids: sent in the same pipeline as append3, right behind its
       * commit, before the client knows the global positions. First row (-1, head). */
      "CREATE FUNCTION resolve_ids(p_ids uuid[]) RETURNS TABLE(gp bigint, pos bigint)"
-     " LANGUAGE plpgsql AS $f$\n"
-     "DECLARE h bigint;\n"
-     "BEGIN\n"
-     "  h := sequence();\n"
-     "  IF h < 0 THEN SELECT next INTO h FROM head; END IF;\n"
-     "  RETURN QUERY SELECT -1::bigint, h;\n"
+     " LANGUAGE plpgsql AS $f$\n" SEQUENCE_OR_HEAD "  RETURN QUERY SELECT -1::bigint, h;\n"
      "  RETURN QUERY SELECT e.global_position, q.position FROM events e\n"
      "    JOIN positions q ON q.global_position = e.global_position\n"
      "   WHERE e.event_id = ANY(p_ids);\n"
@@ -369,33 +398,8 @@ static const struct step steps[] = {
      "  SET plan_cache_mode = force_generic_plan;"
      "ALTER FUNCTION resolve(bigint[]) SET enable_seqscan = off SET jit = off"
      "  SET plan_cache_mode = force_generic_plan;"
-     "CREATE FUNCTION resolve4(p_ids uuid[]) RETURNS TABLE(gp bigint, pos bigint)"
-     " LANGUAGE plpgsql SET enable_seqscan = off SET jit = off"
-     " SET plan_cache_mode = force_generic_plan AS $f$\n"
-     "#variable_conflict use_column\n"
-     "DECLARE h bigint; ltx xid8; lgp bigint; nh bigint;\n"
-     "BEGIN\n"
-     "  PERFORM pg_advisory_xact_lock(hashtextextended(current_schema() || '$seq', 0));\n"
-     "  PERFORM set_config('synchronous_commit', 'off', true);\n"
-     "  SELECT head.next, head.last_tx, head.last_gp INTO h, ltx, lgp FROM head;\n"
-     "  RETURN QUERY\n"
-     "  WITH t AS (SELECT u.tx_id, u.global_position AS g,\n"
-     "                    h + row_number() OVER (ORDER BY u.tx_id, u.global_position) - 1 AS p\n"
-     "               FROM (SELECT e.tx_id, e.global_position FROM events e\n"
-     "                      WHERE (e.tx_id, e.global_position) > (ltx, lgp)\n"
-     "                        AND e.tx_id < pg_snapshot_xmin(pg_current_snapshot())\n"
-     "                      ORDER BY e.tx_id, e.global_position LIMIT 100000) u),\n"
-     "  ins AS (INSERT INTO positions (position, global_position) SELECT t.p, t.g FROM t),\n"
-     "  up AS (UPDATE head SET next = l.p + 1, last_tx = l.tx_id, last_gp = l.g\n"
-     "           FROM (SELECT * FROM t ORDER BY t.p DESC LIMIT 1) l RETURNING head.next)\n"
-     "  SELECT -1::bigint, coalesce((SELECT up.next FROM up), h)\n"
-     "  UNION ALL SELECT t.g, t.p FROM t\n"
-     "  UNION ALL SELECT e.global_position, q.position FROM events e\n"
-     "    JOIN positions q ON q.global_position = e.global_position\n"
-     "   WHERE e.event_id = ANY(p_ids);\n"
-     "  SELECT head.next INTO nh FROM head;\n"
-     "  IF nh > h THEN PERFORM pg_notify(current_schema() || '_events', nh::text); END IF;\n"
-     "END $f$;"},
+     "CREATE FUNCTION resolve4(p_ids uuid[]) RETURNS TABLE(gp bigint, pos bigint)" RESOLVE_SETTINGS
+         RESOLVE_NUMBERING ";\n" RESOLVE_NOTIFY},
     /* 5: resolve5 is resolve4 plus the look-up of the global positions the process's
      * other appends are still waiting for (p_gps): every batch's resolve, right
      * behind its commit, also settles the waits another process's numbering (or an
@@ -403,35 +407,10 @@ static const struct step steps[] = {
      * while the process's batches keep resolving (it stays the fallback when they
      * stop). resolve4 stays for an older binary. */
     {5, true,
-     "CREATE FUNCTION resolve5(p_ids uuid[], p_gps bigint[]) RETURNS TABLE(gp bigint, pos bigint)"
-     " LANGUAGE plpgsql SET enable_seqscan = off SET jit = off"
-     " SET plan_cache_mode = force_generic_plan AS $f$\n"
-     "#variable_conflict use_column\n"
-     "DECLARE h bigint; ltx xid8; lgp bigint; nh bigint;\n"
-     "BEGIN\n"
-     "  PERFORM pg_advisory_xact_lock(hashtextextended(current_schema() || '$seq', 0));\n"
-     "  PERFORM set_config('synchronous_commit', 'off', true);\n"
-     "  SELECT head.next, head.last_tx, head.last_gp INTO h, ltx, lgp FROM head;\n"
-     "  RETURN QUERY\n"
-     "  WITH t AS (SELECT u.tx_id, u.global_position AS g,\n"
-     "                    h + row_number() OVER (ORDER BY u.tx_id, u.global_position) - 1 AS p\n"
-     "               FROM (SELECT e.tx_id, e.global_position FROM events e\n"
-     "                      WHERE (e.tx_id, e.global_position) > (ltx, lgp)\n"
-     "                        AND e.tx_id < pg_snapshot_xmin(pg_current_snapshot())\n"
-     "                      ORDER BY e.tx_id, e.global_position LIMIT 100000) u),\n"
-     "  ins AS (INSERT INTO positions (position, global_position) SELECT t.p, t.g FROM t),\n"
-     "  up AS (UPDATE head SET next = l.p + 1, last_tx = l.tx_id, last_gp = l.g\n"
-     "           FROM (SELECT * FROM t ORDER BY t.p DESC LIMIT 1) l RETURNING head.next)\n"
-     "  SELECT -1::bigint, coalesce((SELECT up.next FROM up), h)\n"
-     "  UNION ALL SELECT t.g, t.p FROM t\n"
-     "  UNION ALL SELECT e.global_position, q.position FROM events e\n"
-     "    JOIN positions q ON q.global_position = e.global_position\n"
-     "   WHERE e.event_id = ANY(p_ids)\n"
+     "CREATE FUNCTION resolve5(p_ids uuid[], p_gps bigint[]) RETURNS TABLE(gp bigint, pos "
+     "bigint)" RESOLVE_SETTINGS RESOLVE_NUMBERING "\n"
      "  UNION ALL SELECT q.global_position, q.position FROM positions q\n"
-     "   WHERE q.global_position = ANY(p_gps);\n"
-     "  SELECT head.next INTO nh FROM head;\n"
-     "  IF nh > h THEN PERFORM pg_notify(current_schema() || '_events', nh::text); END IF;\n"
-     "END $f$;"},
+     "   WHERE q.global_position = ANY(p_gps);\n" RESOLVE_NOTIFY},
 };
 
 #define KNOWN AG_STORE_PG_SCHEMA_VERSION
@@ -535,20 +514,14 @@ static int take_param(struct pg_store *s, const char *k, size_t kn, const char *
                       struct ag_err *err)
 {
 #define IS(name) (kn == strlen(name) && memcmp(k, name, kn) == 0)
-    if (IS("pool_size")) {
+    if (IS("pool_size") || IS("append_lanes")) {
         char tmp[16];
         uint64_t n;
         snprintf(tmp, sizeof tmp, "%.*s", (int)(vn < 15 ? vn : 15), v);
         if (ag_parse_u64(tmp, &n) || n < 1 || n > PG_POOL_MAX)
-            return ag_err_set(err, AG_EINVAL, "store URI: pool_size must be 1..%d", PG_POOL_MAX);
-        s->pool_size = n;
-    } else if (IS("append_lanes")) {
-        char tmp[16];
-        uint64_t n;
-        snprintf(tmp, sizeof tmp, "%.*s", (int)(vn < 15 ? vn : 15), v);
-        if (ag_parse_u64(tmp, &n) || n < 1 || n > PG_POOL_MAX)
-            return ag_err_set(err, AG_EINVAL, "store URI: append_lanes must be 1..%d", PG_POOL_MAX);
-        s->append_lanes = n;
+            return ag_err_set(err, AG_EINVAL, "store URI: %.*s must be 1..%d", (int)kn, k,
+                              PG_POOL_MAX);
+        *(IS("pool_size") ? &s->pool_size : &s->append_lanes) = n;
     } else if (IS("schema")) {
         if (!ident_ok(v, vn))
             return ag_err_set(err, AG_EINVAL,

@@ -15,29 +15,7 @@
 
 #include "http/internal.h"
 
-/* ---- requests: differential over the connection ---- */
-
-static int dump(struct ag_http_req *req, void *ud)
-{
-    (void)ud;
-    struct ag_buf b;
-    ag_buf_init(&b);
-    ag_buf_printf(&b, "%s|%s|%s\n", ag_http_req_method(req), ag_http_req_path(req),
-                  ag_http_req_query(req));
-    for (size_t i = 0;; i++) {
-        const char *n, *v;
-        ag_http_req_header_at(req, i, &n, &v);
-        if (!n) break;
-        ag_buf_printf(&b, "[%s]=[%s]\n", n, v);
-    }
-    size_t len;
-    const char *body = ag_http_req_body(req, &len);
-    ag_buf_printf(&b, "body %zu:", len);
-    ag_buf_append(&b, body, len);
-    int rc = ag_http_respond(req, 200, "text/plain", b.data, b.len);
-    ag_buf_free(&b);
-    return rc ? rc : 1;
-}
+/* ---- requests: differential over the connection (src/http/fpdiff.c) ---- */
 
 static struct ag_http_router *router;
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
@@ -47,7 +25,7 @@ static void setup(void)
     const char *seed = getenv("AG_FASTPARSE_SEED"); /* another run of the mutations */
     if (seed && *seed) rng ^= strtoull(seed, NULL, 10) * 0x2545f4914f6cdd1dull;
     cr_assert_eq(ag_http_router_new(&router), 0);
-    struct ag_http_middleware mw = {.name = "dump", .on_request = dump};
+    struct ag_http_middleware mw = {.name = "dump", .on_request = ag__http_echo_whole};
     cr_assert_eq(ag_http_router_use(router, &mw), 0);
 }
 
@@ -56,40 +34,26 @@ static void teardown(void)
     ag_http_router_free(router);
 }
 
-/* What the server writes for `in`, Date lines removed; *closed: it closed. */
-static void serve(const char *in, size_t n, bool fast, struct ag_buf *out, bool *closed)
+static const struct ag_http_server_config cfg = {.max_header_bytes = 1024, .max_body_bytes = 64};
+
+/* What the server writes for `in` with the fast path on ('C' closed or 'O', then
+ * the output, Date lines removed); asserts it is what http-parser alone writes. */
+static void same_both_ways_into(const char *in, size_t n, struct ag_buf *fast)
 {
-    struct ag_http_server_config cfg = {.max_header_bytes = 1024, .max_body_bytes = 64};
-    struct ag__http_memconn *m;
-    cr_assert_eq(ag__http_memconn_new(router, &cfg, &m), 0);
-    m->conn.no_fast = !fast;
-    ag__http_memconn_feed(m, in, n);
-    *closed = m->closed;
-    ag_buf_reset(out);
-    const char *p = m->output.data ? m->output.data : "";
-    const char *end = p + m->output.len;
-    while (p < end) {
-        const char *nl = memchr(p, '\n', (size_t)(end - p));
-        const char *e = nl ? nl + 1 : end;
-        if (strncmp(p, "Date: ", 6) != 0) ag_buf_append(out, p, (size_t)(e - p));
-        p = e;
-    }
-    ag__http_memconn_free(m);
+    struct ag_buf slow;
+    ag_buf_init(&slow);
+    int rc = ag__fp_request_differs(router, &cfg, in, n, fast, &slow);
+    cr_assert(rc == 0, "input:\n%.*s\nfast:\n%s\nhttp-parser:\n%s", (int)n, in,
+              fast->data ? fast->data : "", slow.data ? slow.data : "");
+    ag_buf_free(&slow);
 }
 
 static void same_both_ways(const char *in, size_t n)
 {
-    struct ag_buf a, b;
-    ag_buf_init(&a);
-    ag_buf_init(&b);
-    bool ca, cb;
-    serve(in, n, true, &a, &ca);
-    serve(in, n, false, &b, &cb);
-    cr_assert(a.len == b.len && (a.len == 0 || memcmp(a.data, b.data, a.len) == 0) && ca == cb,
-              "input:\n%.*s\nfast:\n%s\nhttp-parser:\n%s", (int)n, in, a.data ? a.data : "",
-              b.data ? b.data : "");
-    ag_buf_free(&a);
-    ag_buf_free(&b);
+    struct ag_buf fast;
+    ag_buf_init(&fast);
+    same_both_ways_into(in, n, &fast);
+    ag_buf_free(&fast);
 }
 
 static bool fast_takes(const char *in)
@@ -230,11 +194,9 @@ Test(fastparse, declines_what_smuggling_needs)
     ag_buf_puts(&big, "GET /a HTTP/1.1\r\nHost: a\r\nX-Big: ");
     for (int i = 0; i < 2000; i++) ag_buf_putc(&big, 'x');
     ag_buf_puts(&big, "\r\n\r\n");
-    same_both_ways(big.data, big.len);
     struct ag_buf o;
     ag_buf_init(&o);
-    bool closed;
-    serve(big.data, big.len, true, &o, &closed);
+    same_both_ways_into(big.data, big.len, &o);
     cr_assert(strstr(o.data, " 431 "), "%s", o.data);
     ag_buf_free(&o);
     ag_buf_free(&big);
@@ -256,79 +218,10 @@ Test(fastparse, mutations_answer_the_same_both_ways, .timeout = 300)
 
 /* ---- responses: differential against http-parser's callbacks ---- */
 
-struct seen {
-    struct ag_buf hdrs; /* name NUL value NUL ... */
-    bool in_value;
-    size_t nhdrs;
-    size_t body;
-    bool done;
-};
-
-static int r_field(http_parser *p, const char *at, size_t n)
-{
-    struct seen *s = p->data;
-    if (s->in_value || !s->nhdrs) {
-        if (s->nhdrs) ag_buf_putc(&s->hdrs, '\0');
-        s->nhdrs++;
-        s->in_value = false;
-    }
-    ag_buf_append(&s->hdrs, at, n);
-    return 0;
-}
-
-static int r_value(http_parser *p, const char *at, size_t n)
-{
-    struct seen *s = p->data;
-    if (!s->in_value) ag_buf_putc(&s->hdrs, '\0');
-    s->in_value = true;
-    ag_buf_append(&s->hdrs, at, n);
-    return 0;
-}
-
-static int r_body(http_parser *p, const char *at, size_t n)
-{
-    (void)at;
-    ((struct seen *)p->data)->body += n;
-    return 0;
-}
-
-static int r_done(http_parser *p)
-{
-    ((struct seen *)p->data)->done = true;
-    http_parser_pause(p, 1);
-    return 0;
-}
-
-static const http_parser_settings rs = {
-    .on_header_field = r_field,
-    .on_header_value = r_value,
-    .on_body = r_body,
-    .on_message_complete = r_done,
-};
-
 static void response_agrees(const char *in, size_t n)
 {
-    struct ag__hdr h[32];
-    struct ag__fp m;
-    if (!ag__fp_response(in, n, &m, h, 32) || (size_t)m.content_length != n - m.head_len) return;
-    http_parser p;
-    http_parser_init(&p, HTTP_RESPONSE);
-    struct seen s = {0};
-    ag_buf_init(&s.hdrs);
-    p.data = &s;
-    http_parser_execute(&p, &rs, in, n);
-    cr_assert(s.done && p.status_code == m.status && s.body == (size_t)m.content_length &&
-                  s.nhdrs == m.nhdrs && http_should_keep_alive(&p) == !m.close,
-              "fast path and http-parser differ on:\n%.*s", (int)n, in);
-    const char *q = s.hdrs.data;
-    for (size_t i = 0; i < m.nhdrs; i++) {
-        cr_assert(strlen(q) == h[i].name_len && !memcmp(q, in + h[i].name, h[i].name_len));
-        q += strlen(q) + 1;
-        cr_assert(strlen(q) == h[i].value_len && !memcmp(q, in + h[i].value, h[i].value_len),
-                  "value %zu of:\n%.*s", i, (int)n, in);
-        q += strlen(q) + 1;
-    }
-    ag_buf_free(&s.hdrs);
+    cr_assert_not(ag__fp_response_differs(in, n), "fast path and http-parser differ on:\n%.*s",
+                  (int)n, in);
 }
 
 Test(fastparse, responses_agree_with_http_parser, .timeout = 300)

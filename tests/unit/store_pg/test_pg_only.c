@@ -459,3 +459,23 @@ Test(pg, all_read_sequentially_in_pages_is_what_one_read_returns)
     cr_assert_eq(from[0], 18);
     cr_assert_eq(from[1], 28);
 }
+
+/* The URI's counts are checked before any connection is made, each by its name. */
+Test(pg_uri, pool_size_and_append_lanes_out_of_range_are_refused_by_name)
+{
+    static const char *const bad[][2] = {
+        {"postgresql:///x?pool_size=0", "store URI: pool_size must be 1.."},
+        {"postgresql:///x?append_lanes=0", "store URI: append_lanes must be 1.."},
+        {"postgresql:///x?append_lanes=1000000", "store URI: append_lanes must be 1.."},
+        {"postgresql:///x?pool_size=x", "store URI: pool_size must be 1.."},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        struct ag_store *st = NULL;
+        struct ag_err err;
+        ag_err_clear(&err);
+        int rc = ag_store_pg_open(bad[i][0], NULL, &st, &err);
+        cr_assert_eq(rc, AG_EINVAL, "%s: %d", bad[i][0], rc);
+        cr_assert(strstr(err.msg, bad[i][1]), "%s: %s", bad[i][0], err.msg);
+        cr_assert_null(st);
+    }
+}

@@ -329,14 +329,6 @@ static void principal_stream(const char *sub, char out[64])
     snprintf(out, 64, "principal-%016llx%016llx", (unsigned long long)a, (unsigned long long)b);
 }
 
-int svc_bind_principal(struct svc_env *p, const char *sub, const char *id, char existing[40],
-                       struct ag_err *err)
-{
-    char stream[64];
-    principal_stream(sub, stream);
-    return svc_claim(p, stream, id, "customer", existing, err);
-}
-
 int svc_bind_principal_prepare(struct svc_env *p, const char *sub, const char *id,
                                char existing[40], struct svc_claim_part *out, struct ag_err *err)
 {

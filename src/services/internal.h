@@ -471,10 +471,6 @@ const char *svc_owner_filter(struct svc_job *j);
 bool svc_owns_order(struct svc_job *j, const char *order_id);
 /* Answer 401/403 (logged and counted) unless the caller is an admin; 1 if refused. */
 int svc_require_admin(struct svc_job *j);
-/* Bind principal `sub` to customer `id` (one customer per principal). AG_EEXISTS
- * with the bound id in `existing` when `sub` already has another customer. */
-int svc_bind_principal(struct svc_env *p, const char *sub, const char *id, char existing[40],
-                       struct ag_err *err);
 /* The customer bound to `sub` into out (AG_ENOTFOUND when none). */
 int svc_principal_customer(struct svc_env *p, const char *sub, char out[40]);
 /* A UUID in its canonical 36-character form (every id agora mints). */
@@ -503,7 +499,9 @@ struct svc_claim_part {
 int svc_claim_prepare(struct svc_env *p, const char *stream, const char *owner_id,
                       const char *owner_prefix, char holder[40], struct svc_claim_part *out,
                       struct ag_err *err);
-/* svc_claim_prepare for the binding of principal `sub` to customer `id`. */
+/* svc_claim_prepare for the binding of principal `sub` to customer `id` (one
+ * customer per principal): AG_EEXISTS with the bound id in `existing` when `sub`
+ * already has another customer. */
 int svc_bind_principal_prepare(struct svc_env *p, const char *sub, const char *id,
                                char existing[40], struct svc_claim_part *out, struct ag_err *err);
 /* The event that ends a claim: the claimed value is free again. */

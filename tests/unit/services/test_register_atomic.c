@@ -15,7 +15,7 @@
 #include "agora/store_log.h"
 #include "svc_test.h"
 
-TestSuite(register_atomic, .init = t_start, .fini = t_stop, .timeout = 120);
+/* in the customers suite (test_customers.c): its platform per test */
 
 static void fault(enum ag_log_fault_op op, int error, uint64_t after, bool torn)
 {
@@ -110,19 +110,19 @@ static void register_through_fault(int n, enum ag_log_fault_op op, int error, ui
     t_deposit(who, account, 500); /* the account exists: never a customer without one */
 }
 
-Test(register_atomic, a_failed_write_leaves_all_or_nothing)
+Test(customers, a_failed_write_leaves_all_or_nothing)
 {
     /* the Nth write from now fails: the registration's own, or one after it */
     for (int n = 0; n < 4; n++) register_through_fault(n, AG_LOG_FAULT_WRITE, ENOSPC, n, false);
     register_through_fault(4, AG_LOG_FAULT_WRITE, ENOSPC, 0, true); /* half its bytes written */
 }
 
-Test(register_atomic, a_failed_sync_leaves_nothing)
+Test(customers, a_failed_sync_leaves_nothing)
 {
     for (int n = 0; n < 3; n++) register_through_fault(10 + n, AG_LOG_FAULT_SYNC, EIO, n, false);
 }
 
-Test(register_atomic, a_retry_after_a_lost_answer_is_200_with_the_customer)
+Test(customers, a_retry_after_a_lost_answer_is_200_with_the_customer)
 {
     char id[40], account[40];
     t_register(ALICE, "alice@test.example", id, account);
@@ -149,7 +149,7 @@ Test(register_atomic, a_retry_after_a_lost_answer_is_200_with_the_customer)
     t_free(&r);
 }
 
-Test(register_atomic, a_product_and_its_sku_claim_commit_together)
+Test(customers, a_product_and_its_sku_claim_commit_together)
 {
     const char *body = "{\"sku\":\"ATOM-1\",\"name\":\"Atom\",\"price\":{\"amount\":100,"
                        "\"currency\":\"USD\"}}";

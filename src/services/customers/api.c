@@ -251,17 +251,33 @@ static void view_same(const void *state, int64_t version, void *ud)
         customer_json(c->id, c->email, c->name, ag_customer_tier_name(c->premium), c->account_id);
 }
 
-/* The principal's customer `existing` as an answer when it was registered with
- * this email (the claim's case-insensitive match), name and tier: a retry of a
- * registration that committed though its answer was lost. NULL otherwise. */
-static json_t *registered_before(struct svc_job *j, const char *existing,
-                                 const struct svc_registration *reg)
+SVC_DECIDE(account_open)
+
+/* The principal's customer `existing` as *out when it was registered with this
+ * email (the claim's case-insensitive match), name and tier: a retry of a
+ * registration that committed though its answer was lost (*out NULL: another
+ * registration). A customer without its account, left by a binary that wrote
+ * them in separate appends, gets it now: the error when that fails. */
+static int registered_before(struct svc_job *j, const char *existing,
+                             const struct svc_registration *reg, json_t **out, struct ag_err *err)
 {
     struct same_view v = {reg, NULL};
-    struct ag_err err;
-    ag_err_clear(&err);
-    if (svc_read(j->env, &svc_customer_type, existing, view_same, &v, &err)) return NULL;
-    return v.found;
+    *out = NULL;
+    if (svc_read(j->env, &svc_customer_type, existing, view_same, &v, err) || !v.found) return 0;
+    const char *acc = json_string_value(json_object_get(v.found, "accountId"));
+    if (acc && !svc_stream_exists(j->env, "account", acc)) {
+        struct ag_account_open open = {acc, existing, "USD", svc_now_ms()};
+        int rc = svc_exec(
+            j->env,
+            &(struct svc_cmd){&svc_account_type, acc, d_account_open, &open, j->meta, NULL, NULL},
+            err);
+        if (rc && rc != AG_EDOMAIN) { /* EDOMAIN: opened meanwhile */
+            json_decref(v.found);
+            return rc;
+        }
+    }
+    *out = v.found;
+    return 0;
 }
 
 static int create(struct svc_job *j)
@@ -281,7 +297,11 @@ static int create(struct svc_job *j)
     ag_err_clear(&err);
     const struct svc_registration reg = {id, sub, email, name, premium, j->meta};
     int rc = svc_register_customer(j->env, &reg, account, existing, &err);
-    json_t *again = rc == AG_EEXISTS && existing[0] ? registered_before(j, existing, &reg) : NULL;
+    json_t *again = NULL;
+    if (rc == AG_EEXISTS && existing[0]) {
+        int brc = registered_before(j, existing, &reg, &again, &err);
+        if (brc) rc = brc, existing[0] = '\0';
+    }
     if (again) { /* this very registration, committed before: its answer was lost */
         snprintf(j->location, sizeof j->location, "/api/v1/customers/%s", existing);
         svc_ok(j, 200, again);

@@ -5,7 +5,8 @@
  * registration — the principal finds its customer, whose account takes a deposit —
  * or nothing, and then the retry registers anew (201). A retry of a registration
  * that did commit answers 200 with that customer. A product's SKU claim commits
- * with its ProductAdded the same way. */
+ * with its ProductAdded the same way. A customer left without its account by an
+ * older binary gets it when the same registration is retried. */
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <stdio.h>
@@ -164,4 +165,45 @@ Test(customers, a_product_and_its_sku_claim_commit_together)
     t_free(&r);
     cr_assert_eq(t_call(&r, "POST", "/api/v1/products", ADMIN, body, NULL), 409, "%s", r.text);
     t_free(&r);
+}
+
+static int d_register(const void *st, const void *cmd, struct ag_dom_events *out,
+                      struct ag_err *err)
+{
+    return ag_customer_register(st, cmd, out, err);
+}
+
+Test(customers, a_customer_left_without_its_account_gets_it_on_retry)
+{
+    /* what a binary that registered in separate appends left when it died before
+     * AccountOpened: the binding, the email claim and the customer */
+    struct svc_env *env = &t_plat->env;
+    char id[40], account[40], stream[SVC_EMAIL_STREAM_MAX], existing[40] = "";
+    svc_new_id(id, NULL, NULL);
+    svc_new_id(account, "account", id);
+    struct ag_err err;
+    ag_err_clear(&err);
+    struct svc_claim_part c;
+    cr_assert_eq(svc_bind_principal_prepare(env, "alice", id, existing, &c, &err), 0, "%s",
+                 err.msg);
+    cr_assert_eq(ag_store_append(env->store, c.part.stream, c.part.stream_len,
+                                 c.part.expected_version, &c.ev, 1, NULL, &err),
+                 0, "%s", err.msg);
+    cr_assert_eq(svc_email_stream("half@test.example", stream, &err), 0, "%s", err.msg);
+    cr_assert_eq(svc_claim(env, stream, id, "customer", NULL, &err), 0, "%s", err.msg);
+    struct ag_customer_register reg = {id, "half@test.example", "Half Done", false, account};
+    cr_assert_eq(
+        svc_exec(env, &(struct svc_cmd){&svc_customer_type, id, d_register, &reg, NULL, NULL, NULL},
+                 &err),
+        0, "%s", err.msg);
+    cr_assert_not(svc_stream_exists(env, "account", account));
+
+    struct t_resp r;
+    cr_assert_eq(t_call(&r, "POST", "/api/v1/customers", ALICE,
+                        "{\"email\":\"half@test.example\",\"name\":\"Half Done\"}", NULL),
+                 200, "the same registration again: %s", r.text);
+    cr_expect_str_eq(t_str(&r, "id"), id);
+    cr_expect_str_eq(t_str(&r, "accountId"), account);
+    t_free(&r);
+    t_deposit(ALICE, account, 100); /* its account was opened by the retry */
 }

@@ -3,17 +3,23 @@
  * account in payments), the caller's own customer, tiers. The read model is in
  * projection.c.
  *
- * Unique email: registering first claims the stream `customer-email-<mac>` (a
- * keyed MAC of the email, customers/email.c) with no-stream; a second
- * registration with the same email loses that race and gets 409. A claim whose
- * customer never got registered (a crash in between) is taken over by a later
- * registration (svc_claim), and so is a released one: erasure releases the
- * claim, so an erased person may register again with the same email.
+ * Unique email: registering claims the stream `customer-email-<mac>` (a keyed
+ * MAC of the email, customers/email.c) with no-stream; a second registration
+ * with the same email loses that race and gets 409. A released claim is taken
+ * over (erasure releases it, so an erased person may register again with the
+ * same email), and so is one whose customer does not exist after the lease
+ * (svc_claim_prepare: left by an older binary).
  *
  * One customer per principal: a customer-role caller registers its own customer,
- * bound to its sub (access.c); a second registration is 409 naming the first.
- * Only an admin sets a tier, registers for someone else (optional "sub"), or
- * changes a tier later (CustomerTierChanged).
+ * bound to its sub (access.c); a second registration is 409 naming the first,
+ * the same registration again (email, name, tier) 200 with it: the retry of one
+ * whose answer was lost. Only an admin sets a tier, registers for someone else
+ * (optional "sub"), or changes a tier later (CustomerTierChanged).
+ *
+ * Atomic: the principal's binding, the email claim, CustomerRegistered and the
+ * account's AccountOpened (both decided by the domain) are ONE multi-stream
+ * append (ag_es_execute_multi_extra): a fault leaves all of it or nothing. A
+ * claim that moved meanwhile (a conflict) is read and decided again (3 tries).
  *
  * Addresses: POST /customers/{id}/addresses adds one (the customer or an admin;
  * AddressAdded {addressId, address}; an address equal to a saved one answers 200

@@ -187,6 +187,15 @@ struct ag_es_multi_cmd {
  * the aggregates' leadership). */
 AG_EXTERN int ag_es_execute_multi(struct ag_es_repo *r, const struct ag_es_multi_cmd *cmd,
                                   struct ag_es_result *res, struct ag_err *err);
+/* ag_es_execute_multi with parts of other streams (each with its expected
+ * version) committed in the SAME multi-stream append as the aggregates' events,
+ * or alone when nothing is decided; rc 0 <=> all of it is durable. A conflict on
+ * an extra part fails the command with AG_ECONFLICT, without retry (it is not
+ * the aggregates'): the caller re-reads what it based that part on. `extra` is
+ * borrowed for the call; nparts + nextra <= AG_STORE_MULTI_MAX. */
+AG_EXTERN int ag_es_execute_multi_extra(struct ag_es_repo *r, const struct ag_es_multi_cmd *cmd,
+                                        const struct ag_append_part *extra, size_t nextra,
+                                        struct ag_es_result *res, struct ag_err *err);
 /* ag_es_execute_multi without blocking, as ag_es_execute_async is to
  * ag_es_execute: an aggregate led by another command is waited for in its queue
  * (the command goes on in the thread that lets it go), the append is submitted

@@ -1084,7 +1084,7 @@ static int multi_encode(struct multi *m)
         ag__es_meta_share(m->ev + k - o->n, o->n);
     }
     m->nagg = m->np;
-    for (size_t i = 0; m->async && i < m->as.nextra; i++) m->parts[m->np++] = m->as.extra[i];
+    for (size_t i = 0; i < m->as.nextra; i++) m->parts[m->np++] = m->as.extra[i];
     return 0;
 }
 
@@ -1152,12 +1152,23 @@ static bool multi_conclude(struct multi *m, int rc)
 int ag_es_execute_multi(struct ag_es_repo *r, const struct ag_es_multi_cmd *cmd,
                         struct ag_es_result *res, struct ag_err *err)
 {
+    return ag_es_execute_multi_extra(r, cmd, NULL, 0, res, err);
+}
+
+int ag_es_execute_multi_extra(struct ag_es_repo *r, const struct ag_es_multi_cmd *cmd,
+                              const struct ag_append_part *extra, size_t nextra,
+                              struct ag_es_result *res, struct ag_err *err)
+{
     struct ag_err local;
     if (!err) err = &local;
     if (res) memset(res, 0, sizeof *res);
+    if (cmd->nparts + nextra > AG_STORE_MULTI_MAX)
+        return ag_err_set(err, AG_EINVAL, "at most %d parts in all", AG_STORE_MULTI_MAX);
     struct multi *m = NULL;
     int rc = multi_new(r, cmd, &m, err);
     if (rc || !m) return rc ? rc : AG_ENOMEM;
+    m->as.extra = extra;
+    m->as.nextra = nextra;
     multi_take_leads(m);
     do {
         rc = multi_prepare(m);

@@ -28,9 +28,12 @@
  *
  * Principals and customers. A principal registers one customer; the binding is
  * the stream `principal-<128-bit hash of sub>` holding PrincipalBound {sub,
- * customerId}. Claims (this binding, unique emails) share one helper: a claim
- * whose owner never got registered (a crash in between) is taken over once its
- * lease has passed.
+ * customerId}. Claims (this binding, unique emails, SKUs) share one helper: a
+ * claim whose owner never got registered (a store that crashed between the claim
+ * and the owner's events, before registration became one append) is taken over
+ * once its lease has passed. svc_claim_prepare decides a claim without writing
+ * it, so the claim commits in the same multi-stream append as its owner's events
+ * (registration, product creation): both or neither.
  *
  * Ids. Every id agora mints is a UUID: a path parameter of another shape answers
  * 404 before any store lookup, so an internal stream (`customer-email-…`) can
@@ -248,36 +251,54 @@ static int read_claim(struct svc_env *p, const char *stream, struct claim *c, st
     return 0;
 }
 
-int svc_claim(struct svc_env *p, const char *stream, const char *owner_id, const char *owner_prefix,
-              char holder[40], struct ag_err *err)
+static const char *claim_type(const char *stream)
 {
-    char data[160];
-    snprintf(data, sizeof data, "{\"customerId\":\"%s\",\"at\":%lld}", owner_id,
+    return strncmp(stream, "principal-", 10) == 0     ? "PrincipalBound"
+           : strncmp(stream, "product-sku-", 12) == 0 ? "SkuClaimed"
+                                                      : "EmailClaimed";
+}
+
+int svc_claim_prepare(struct svc_env *p, const char *stream, const char *owner_id,
+                      const char *owner_prefix, char holder[40], struct svc_claim_part *out,
+                      struct ag_err *err)
+{
+    memset(out, 0, sizeof *out);
+    if (strlen(stream) >= sizeof out->stream || strlen(owner_id) >= 40)
+        return ag_err_set(err, AG_EINVAL, "claim %.64s: name or owner too long", stream);
+    snprintf(out->stream, sizeof out->stream, "%s", stream);
+    snprintf(out->data, sizeof out->data, "{\"customerId\":\"%s\",\"at\":%lld}", owner_id,
              (long long)svc_now_ms());
-    const char *type = strncmp(stream, "principal-", 10) == 0     ? "PrincipalBound"
-                       : strncmp(stream, "product-sku-", 12) == 0 ? "SkuClaimed"
-                                                                  : "EmailClaimed";
-    struct ag_event_data ev = {
-        .type = type, .type_len = strlen(type), .data = data, .data_len = strlen(data)};
+    const char *type = claim_type(stream);
+    out->ev = (struct ag_event_data){
+        .type = type, .type_len = strlen(type), .data = out->data, .data_len = strlen(out->data)};
     int64_t expected = AG_STORE_NO_STREAM;
-    for (int attempt = 0; attempt < 3; attempt++) {
-        int rc = ag_store_append(p->store, stream, strlen(stream), expected, &ev, 1, NULL, err);
-        if (rc != AG_ECONFLICT) return rc;
-        struct claim c;
-        int rrc = read_claim(p, stream, &c, err);
-        if (rrc == AG_ENOTFOUND) { /* a scavenge deleted a released claim meanwhile */
-            expected = AG_STORE_NO_STREAM;
-            continue;
-        }
-        if (rrc) return AG_EIO;
-        if (strcmp(c.owner, owner_id) == 0) return 0;
+    struct claim c;
+    int rc = read_claim(p, stream, &c, err);
+    if (rc && rc != AG_ENOTFOUND) return AG_EIO;
+    if (!rc) {
+        if (strcmp(c.owner, owner_id) == 0) return out->held = true, 0;
         bool orphan = c.owner[0] && !svc_stream_exists(p, owner_prefix, c.owner) &&
                       svc_now_ms() - c.at > CLAIM_LEASE_MS;
         if (c.owner[0] && !orphan) { /* no owner: released (svc_release_claim) */
             if (holder) snprintf(holder, 40, "%s", c.owner);
             return ag_err_set(err, AG_EEXISTS, "already claimed by %s", c.owner);
         }
-        expected = c.version; /* take over the abandoned claim */
+        expected = c.version; /* take over the released or abandoned claim */
+    }
+    out->part = (struct ag_append_part){out->stream, strlen(out->stream), expected, &out->ev, 1};
+    return 0;
+}
+
+int svc_claim(struct svc_env *p, const char *stream, const char *owner_id, const char *owner_prefix,
+              char holder[40], struct ag_err *err)
+{
+    struct svc_claim_part c;
+    for (int attempt = 0; attempt < 3; attempt++) { /* claimed or released meanwhile: again */
+        int rc = svc_claim_prepare(p, stream, owner_id, owner_prefix, holder, &c, err);
+        if (rc || c.held) return rc;
+        rc = ag_store_append(p->store, c.part.stream, c.part.stream_len, c.part.expected_version,
+                             &c.ev, 1, NULL, err);
+        if (rc != AG_ECONFLICT) return rc;
     }
     return ag_err_set(err, AG_ECONFLICT, "too many concurrent claims");
 }
@@ -308,12 +329,12 @@ static void principal_stream(const char *sub, char out[64])
     snprintf(out, 64, "principal-%016llx%016llx", (unsigned long long)a, (unsigned long long)b);
 }
 
-int svc_bind_principal(struct svc_env *p, const char *sub, const char *id, char existing[40],
-                       struct ag_err *err)
+int svc_bind_principal_prepare(struct svc_env *p, const char *sub, const char *id,
+                               char existing[40], struct svc_claim_part *out, struct ag_err *err)
 {
     char stream[64];
     principal_stream(sub, stream);
-    return svc_claim(p, stream, id, "customer", existing, err);
+    return svc_claim_prepare(p, stream, id, "customer", existing, out, err);
 }
 
 int svc_principal_customer(struct svc_env *p, const char *sub, char out[40])

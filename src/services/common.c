@@ -105,12 +105,19 @@ static int run_dom(const void *state, int64_t version, void *ud, struct ag_es_ba
 
 int svc_exec(struct svc_env *p, const struct svc_cmd *c, struct ag_err *err)
 {
+    return svc_exec_extra(p, c, NULL, 0, err);
+}
+
+int svc_exec_extra(struct svc_env *p, const struct svc_cmd *c, const struct ag_append_part *extra,
+                   size_t nextra, struct ag_err *err)
+{
     char stream[AG_STORE_STREAM_MAX + 1];
     if (ag_es_stream(c->type, c->id, stream, sizeof stream))
         return ag_err_set(err, AG_EINVAL, "%s id is too long", c->type->name);
     struct dom_call dc = {c->decide, c->cmd, c->type};
     struct ag_es_cmd ec = {c->type, stream, run_dom, &dc, c->meta, c->view, c->view_ud};
-    return ag_es_execute(p->repo, &ec, NULL, err);
+    return nextra ? ag_es_execute_extra(p->repo, &ec, extra, nextra, NULL, err)
+                  : ag_es_execute(p->repo, &ec, NULL, err);
 }
 
 /* An svc_exec in flight: what the repository borrows until it is done. */

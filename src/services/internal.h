@@ -472,10 +472,6 @@ const char *svc_owner_filter(struct svc_job *j);
 bool svc_owns_order(struct svc_job *j, const char *order_id);
 /* Answer 401/403 (logged and counted) unless the caller is an admin; 1 if refused. */
 int svc_require_admin(struct svc_job *j);
-/* Bind principal `sub` to customer `id` (one customer per principal). AG_EEXISTS
- * with the bound id in `existing` when `sub` already has another customer. */
-int svc_bind_principal(struct svc_env *p, const char *sub, const char *id, char existing[40],
-                       struct ag_err *err);
 /* The customer bound to `sub` into out (AG_ENOTFOUND when none). */
 int svc_principal_customer(struct svc_env *p, const char *sub, char out[40]);
 /* A UUID in its canonical 36-character form (every id agora mints). */
@@ -486,6 +482,29 @@ bool svc_uuid_ok(const char *s);
  * `holder` when another owner has it. */
 int svc_claim(struct svc_env *p, const char *stream, const char *owner_id, const char *owner_prefix,
               char holder[40], struct ag_err *err);
+/* A claim to commit as one part of a multi-stream append with its owner's
+ * events (svc_claim_prepare). The part points into the struct: do not copy it. */
+struct svc_claim_part {
+    char stream[96];
+    char data[160];
+    struct ag_event_data ev;
+    struct ag_append_part part; /* the claim event at the expected version */
+    bool held;                  /* already owner_id's: nothing to append */
+};
+/* Decide how `owner_id` takes claim `stream` now, by svc_claim's rules, without
+ * writing: 0 with out->part (expected "no stream", or the version of a released
+ * or abandoned claim being taken over) or with out->held; AG_EEXISTS with the
+ * holder in `holder` (optional) when a live other owner has it; AG_EIO when it
+ * cannot be read. A conflict on the part when appended means the claim moved
+ * meanwhile: prepare again (bounded). */
+int svc_claim_prepare(struct svc_env *p, const char *stream, const char *owner_id,
+                      const char *owner_prefix, char holder[40], struct svc_claim_part *out,
+                      struct ag_err *err);
+/* svc_claim_prepare for the binding of principal `sub` to customer `id` (one
+ * customer per principal): AG_EEXISTS with the bound id in `existing` when `sub`
+ * already has another customer. */
+int svc_bind_principal_prepare(struct svc_env *p, const char *sub, const char *id,
+                               char existing[40], struct svc_claim_part *out, struct ag_err *err);
 /* The event that ends a claim: the claimed value is free again. */
 #define SVC_CLAIM_RELEASED AG_CLAIM_RELEASED
 /* Release `owner_id`'s claim on `stream` (ClaimReleased, which has no owner): a
@@ -542,6 +561,10 @@ struct svc_cmd {
     void *view_ud;
 };
 int svc_exec(struct svc_env *p, const struct svc_cmd *c, struct ag_err *err);
+/* svc_exec with `nextra` parts of other streams (a claim: svc_claim_prepare)
+ * committed in the same multi-stream append (ag_es_execute_extra). */
+int svc_exec_extra(struct svc_env *p, const struct svc_cmd *c, const struct ag_append_part *extra,
+                   size_t nextra, struct ag_err *err);
 /* svc_exec without blocking on the append (ag_es_execute_async): `c->cmd` and
  * `c->view_ud` are borrowed until `done`, the rest is copied. `extra` (NULL: none)
  * is one part of another stream committed with the command's events (a saga's
@@ -840,8 +863,18 @@ int svc_pii_seal_events(const struct ag_es_type *t, const void *state, struct ag
 int svc_seed(struct svc_env *p, struct ag_err *err);
 
 /* Commands used by the seed and by the saga. */
-int svc_register_customer(struct svc_env *p, const char *id, const char *email, const char *name,
-                          bool premium, const char *meta, char account_id[40], struct ag_err *err);
+/* A registration (customers/api.c): customer `id`, bound to principal `sub`
+ * (NULL or "": none), with its email claimed and its wallet account opened, all
+ * in ONE multi-stream append (a fault leaves all of it or nothing). */
+struct svc_registration {
+    const char *id, *sub, *email, *name;
+    bool premium;
+    const char *meta;
+};
+/* The account id into account_id. AG_EEXISTS: `existing` names the customer the
+ * principal has already (else the email is someone else's). */
+int svc_register_customer(struct svc_env *p, const struct svc_registration *r, char account_id[40],
+                          char existing[40], struct ag_err *err);
 int svc_deposit(struct svc_env *p, const char *account_id, const struct ag_money *amount,
                 const char *meta, struct ag_err *err);
 

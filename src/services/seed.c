@@ -65,10 +65,11 @@ static int seed_product(struct svc_env *p, const struct seed_product *sp, struct
 
 static int seed_customer(struct svc_env *p, const struct seed_customer *sc, struct ag_err *err)
 {
-    char id[AG_UUID_STRLEN + 1], account[40];
+    char id[AG_UUID_STRLEN + 1], account[40], existing[40];
     svc_new_id(id, NULL, NULL);
-    int rc = svc_register_customer(p, id, sc->email, sc->name, sc->premium, "{\"actor\":\"seed\"}",
-                                   account, err);
+    const struct svc_registration reg = {id,       NULL,        sc->email,
+                                         sc->name, sc->premium, "{\"actor\":\"seed\"}"};
+    int rc = svc_register_customer(p, &reg, account, existing, err);
     struct ag_money m = {sc->cents, "USD"};
     if (!rc) rc = svc_deposit(p, account, &m, "{\"actor\":\"seed\"}", err);
     if (!rc)

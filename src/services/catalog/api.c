@@ -10,9 +10,10 @@
  * bytes stored, with a strong ETag (If-None-Match answers 304); a product read
  * counts a view, flushed to the log in batches (the `views` field).
  *
- * Unique SKU: adding first claims the stream `product-sku-<hash>` (svc_claim, as
- * emails are claimed), so two products never share a SKU, and a claim whose product
- * never got added (a crash in between) is taken over later.
+ * Unique SKU: adding claims the stream `product-sku-<hash>` (svc_claim_prepare,
+ * as emails are claimed) in the same multi-stream append as ProductAdded, so two
+ * products never share a SKU and a fault never leaves a claim without its
+ * product; a claim left so by an older binary is taken over after its lease.
  */
 #include <stdio.h>
 #include <string.h>
@@ -144,13 +145,17 @@ static int add(struct svc_job *j)
     struct ag_err err;
     ag_err_clear(&err);
     json_t *view = NULL;
-    int rc = svc_claim(j->env, stream, id, "product", NULL, &err);
     struct ag_product_add a = {id, sku, name, price};
-    if (!rc)
-        rc = svc_exec(
-            j->env,
-            &(struct svc_cmd){&svc_product_type, id, d_add, &a, j->meta, view_product, &view},
-            &err);
+    int rc = AG_ECONFLICT;
+    for (int attempt = 0; attempt < 3 && rc == AG_ECONFLICT; attempt++) { /* claim moved: again */
+        struct svc_claim_part claim;
+        rc = svc_claim_prepare(j->env, stream, id, "product", NULL, &claim, &err);
+        if (!rc)
+            rc = svc_exec_extra(
+                j->env,
+                &(struct svc_cmd){&svc_product_type, id, d_add, &a, j->meta, view_product, &view},
+                &claim.part, claim.held ? 0 : 1, &err);
+    }
     if (rc == AG_EEXISTS) {
         svc_field_error(j, "/sku", "sku %s is already in the catalog", sku);
         svc_fields_failed(j, 409);

@@ -3,17 +3,23 @@
  * account in payments), the caller's own customer, tiers. The read model is in
  * projection.c.
  *
- * Unique email: registering first claims the stream `customer-email-<mac>` (a
- * keyed MAC of the email, customers/email.c) with no-stream; a second
- * registration with the same email loses that race and gets 409. A claim whose
- * customer never got registered (a crash in between) is taken over by a later
- * registration (svc_claim), and so is a released one: erasure releases the
- * claim, so an erased person may register again with the same email.
+ * Unique email: registering claims the stream `customer-email-<mac>` (a keyed
+ * MAC of the email, customers/email.c) with no-stream; a second registration
+ * with the same email loses that race and gets 409. A released claim is taken
+ * over (erasure releases it, so an erased person may register again with the
+ * same email), and so is one whose customer does not exist after the lease
+ * (svc_claim_prepare: left by an older binary).
  *
  * One customer per principal: a customer-role caller registers its own customer,
- * bound to its sub (access.c); a second registration is 409 naming the first.
- * Only an admin sets a tier, registers for someone else (optional "sub"), or
- * changes a tier later (CustomerTierChanged).
+ * bound to its sub (access.c); a second registration is 409 naming the first,
+ * the same registration again (email, name, tier) 200 with it: the retry of one
+ * whose answer was lost. Only an admin sets a tier, registers for someone else
+ * (optional "sub"), or changes a tier later (CustomerTierChanged).
+ *
+ * Atomic: the principal's binding, the email claim, CustomerRegistered and the
+ * account's AccountOpened (both decided by the domain) are ONE multi-stream
+ * append (ag_es_execute_multi_extra): a fault leaves all of it or nothing. A
+ * claim that moved meanwhile (a conflict) is read and decided again (3 tries).
  *
  * Addresses: POST /customers/{id}/addresses adds one (the customer or an admin;
  * AddressAdded {addressId, address}; an address equal to a saved one answers 200
@@ -32,19 +38,10 @@
  */
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "agora/vault.h"
 #include "services/internal.h"
-
-/* Claim `email` for `id`: 0, or AG_EEXISTS when another customer has it. */
-static int claim_email(struct svc_env *p, const char *email, const char *id, struct ag_err *err)
-{
-    char stream[SVC_EMAIL_STREAM_MAX];
-    int rc = svc_email_stream(email, stream, err);
-    if (!rc) rc = svc_claim(p, stream, id, "customer", NULL, err);
-    if (rc == AG_EEXISTS) return ag_err_set(err, AG_EEXISTS, "this email is already registered");
-    return rc;
-}
 
 /* Free customer `id`'s email for a new registration (before its key goes: the
  * email must still be readable). A no-op once the customer is erased. */
@@ -57,31 +54,96 @@ static int release_email(struct svc_env *p, const char *id, struct ag_err *err)
     return rc ? rc : svc_release_claim(p, stream, id, err);
 }
 
-static int dom_register(const void *st, const void *cmd, struct ag_dom_events *out,
-                        struct ag_err *err)
+/* What a registration decides: the customer and its account, as the domain
+ * makes them (ag_customer_register, ag_account_open). What exists already is left
+ * as it is (a retry with the same id: an Idempotency-Key's, after its record was
+ * released), so a half left by an older binary is completed. */
+struct reg_call {
+    const struct ag_customer_register *reg;
+    const struct ag_account_open *open;
+};
+
+/* A domain call's outcome `rc`: its events moved to `out` when it succeeded. */
+static int take_events(int rc, struct ag_dom_events *evs, struct ag_es_batch *out)
 {
-    return ag_customer_register(st, cmd, out, err);
+    for (size_t i = 0; i < evs->n && !rc; i++) {
+        rc = ag_es_batch_push(out, evs->v[i].type, evs->v[i].data);
+        evs->v[i].data = NULL; /* moved (push releases it on failure) */
+    }
+    ag_dom_events_free(evs);
+    return rc;
 }
 
-static int dom_open(const void *st, const void *cmd, struct ag_dom_events *out, struct ag_err *err)
+static int decide_registration(void *const *states, const int64_t *versions, void *ud,
+                               struct ag_es_batch *outs, struct ag_err *err)
 {
-    return ag_account_open(st, cmd, out, err);
+    AG_UNUSED(versions);
+    const struct reg_call *c = ud;
+    const struct ag_customer *cu = states[0];
+    const struct ag_account *ac = states[1];
+    struct ag_dom_events evs;
+    int rc = 0;
+    if (!cu->exists) {
+        ag_dom_events_init(&evs);
+        rc = take_events(ag_customer_register(cu, c->reg, &evs, err), &evs, &outs[0]);
+        /* personal data sealed with the new customer's key (pii.c) */
+        if (!rc) rc = svc_pii_seal_events(&svc_customer_type, NULL, &outs[0], 0, err);
+    }
+    if (!rc && !ac->exists) {
+        ag_dom_events_init(&evs);
+        rc = take_events(ag_account_open(ac, c->open, &evs, err), &evs, &outs[1]);
+    }
+    if (rc == AG_ENOMEM && !err->msg[0]) ag_err_set(err, AG_ENOMEM, "out of memory");
+    return rc;
 }
 
-int svc_register_customer(struct svc_env *p, const char *id, const char *email, const char *name,
-                          bool premium, const char *meta, char account_id[40], struct ag_err *err)
+/* The claims a registration commits with its events: the principal's binding
+ * (when `sub`) and the email; one already the customer's is not appended again. */
+static int prepare_claims(struct svc_env *p, const struct svc_registration *r,
+                          const char *email_stream, struct svc_claim_part claims[2],
+                          struct ag_append_part extra[2], size_t *n, char existing[40],
+                          struct ag_err *err)
 {
-    int rc = claim_email(p, email, id, err);
+    *n = 0;
+    if (r->sub && *r->sub) {
+        int rc = svc_bind_principal_prepare(p, r->sub, r->id, existing, &claims[0], err);
+        if (rc) return rc;
+        if (!claims[0].held) extra[(*n)++] = claims[0].part;
+    }
+    int rc = svc_claim_prepare(p, email_stream, r->id, "customer", NULL, &claims[1], err);
+    if (rc == AG_EEXISTS) return ag_err_set(err, AG_EEXISTS, "this email is already registered");
     if (rc) return rc;
-    svc_new_id(account_id, "account", id); /* one account per customer, derived from it */
-    struct ag_customer_register reg = {id, email, name, premium, account_id};
-    rc = svc_exec(
-        p, &(struct svc_cmd){&svc_customer_type, id, dom_register, &reg, meta, NULL, NULL}, err);
+    if (!claims[1].held) extra[(*n)++] = claims[1].part;
+    return 0;
+}
+
+int svc_register_customer(struct svc_env *p, const struct svc_registration *r, char account_id[40],
+                          char existing[40], struct ag_err *err)
+{
+    char email_stream[SVC_EMAIL_STREAM_MAX], cs[AG_STORE_STREAM_MAX + 1],
+        as[AG_STORE_STREAM_MAX + 1];
+    existing[0] = '\0';
+    int rc = svc_email_stream(r->email, email_stream, err);
     if (rc) return rc;
-    struct ag_account_open open = {account_id, id, "USD", svc_now_ms()};
-    return svc_exec(
-        p, &(struct svc_cmd){&svc_account_type, account_id, dom_open, &open, meta, NULL, NULL},
-        err);
+    svc_new_id(account_id, "account", r->id); /* one account per customer, derived from it */
+    if (ag_es_stream(&svc_customer_type, r->id, cs, sizeof cs) ||
+        ag_es_stream(&svc_account_type, account_id, as, sizeof as))
+        return ag_err_set(err, AG_EINVAL, "customer id is too long");
+    struct ag_customer_register reg = {r->id, r->email, r->name, r->premium, account_id};
+    struct ag_account_open open = {account_id, r->id, "USD", svc_now_ms()};
+    struct reg_call call = {&reg, &open};
+    /* the customer first: on a sharded store its shard coordinates the unit */
+    const struct ag_es_part parts[2] = {{&svc_customer_type, cs}, {&svc_account_type, as}};
+    const struct ag_es_multi_cmd mc = {parts, 2, decide_registration, &call, r->meta};
+    for (int attempt = 0; attempt < 3; attempt++) { /* a claim moved meanwhile: decide again */
+        struct svc_claim_part claims[2];
+        struct ag_append_part extra[2];
+        size_t n;
+        rc = prepare_claims(p, r, email_stream, claims, extra, &n, existing, err);
+        if (!rc) rc = ag_es_execute_multi_extra(p->repo, &mc, extra, n, NULL, err);
+        if (rc != AG_ECONFLICT) return rc;
+    }
+    return ag_err_set(err, AG_ECONFLICT, "too many concurrent registrations");
 }
 
 static json_t *customer_json(const char *id, const char *email, const char *name, const char *tier,
@@ -178,6 +240,52 @@ static int check_registration(struct svc_job *j, const char *email, const char *
     return 0;
 }
 
+struct same_view {
+    const struct svc_registration *reg;
+    json_t *found; /* OUT: the customer, when it is the same registration */
+};
+
+static void view_same(const void *state, int64_t version, void *ud)
+{
+    AG_UNUSED(version);
+    const struct ag_customer *c = state;
+    struct same_view *v = ud;
+    if (!c->exists || c->erased || strcasecmp(c->email, v->reg->email) != 0 ||
+        strcmp(c->name, v->reg->name) != 0 || c->premium != v->reg->premium)
+        return;
+    v->found =
+        customer_json(c->id, c->email, c->name, ag_customer_tier_name(c->premium), c->account_id);
+}
+
+SVC_DECIDE(account_open)
+
+/* The principal's customer `existing` as *out when it was registered with this
+ * email (the claim's case-insensitive match), name and tier: a retry of a
+ * registration that committed though its answer was lost (*out NULL: another
+ * registration). A customer without its account, left by a binary that wrote
+ * them in separate appends, gets it now: the error when that fails. */
+static int registered_before(struct svc_job *j, const char *existing,
+                             const struct svc_registration *reg, json_t **out, struct ag_err *err)
+{
+    struct same_view v = {reg, NULL};
+    *out = NULL;
+    if (svc_read(j->env, &svc_customer_type, existing, view_same, &v, err) || !v.found) return 0;
+    const char *acc = json_string_value(json_object_get(v.found, "accountId"));
+    if (acc && !svc_stream_exists(j->env, "account", acc)) {
+        struct ag_account_open open = {acc, existing, "USD", svc_now_ms()};
+        int rc = svc_exec(
+            j->env,
+            &(struct svc_cmd){&svc_account_type, acc, d_account_open, &open, j->meta, NULL, NULL},
+            err);
+        if (rc && rc != AG_EDOMAIN) { /* EDOMAIN: opened meanwhile */
+            json_decref(v.found);
+            return rc;
+        }
+    }
+    *out = v.found;
+    return 0;
+}
+
 static int create(struct svc_job *j)
 {
     if (!json_is_object(j->body))
@@ -193,9 +301,19 @@ static int create(struct svc_job *j)
     svc_job_id(j, "customers", id);
     struct ag_err err;
     ag_err_clear(&err);
-    int rc = sub && *sub ? svc_bind_principal(j->env, sub, id, existing, &err) : 0;
-    if (!rc) rc = svc_register_customer(j->env, id, email, name, premium, j->meta, account, &err);
-    if (rc) {
+    const struct svc_registration reg = {id, sub, email, name, premium, j->meta};
+    int rc = svc_register_customer(j->env, &reg, account, existing, &err);
+    json_t *again = NULL;
+    if (rc == AG_EEXISTS && existing[0]) {
+        int brc = registered_before(j, existing, &reg, &again, &err);
+        if (brc) rc = brc, existing[0] = '\0';
+    }
+    if (again) { /* this very registration, committed before: its answer was lost */
+        snprintf(j->location, sizeof j->location, "/api/v1/customers/%s", existing);
+        svc_ok(j, 200, again);
+        snprintf(j->pii_subject, sizeof j->pii_subject, "%s", existing);
+        j->pii_fields = personal;
+    } else if (rc) {
         registered(j, rc, &err, existing);
     } else {
         snprintf(j->location, sizeof j->location, "/api/v1/customers/%s", id);

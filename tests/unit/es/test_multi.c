@@ -1,7 +1,8 @@
 /* ag_es_execute_multi: one decision over several aggregates, appended whole with
  * each stream's exact version; conflicts re-decided on fresh state; racing with
  * single-aggregate commands and with multi commands in the other order (no
- * deadlock, exact totals). A tiny counter aggregate stands in for the domain. */
+ * deadlock, exact totals); extra parts (ag_es_execute_multi_extra) in the same
+ * append. A tiny counter aggregate stands in for the domain. */
 #include <criterion/criterion.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -222,4 +223,40 @@ Test(multi, racing_commands_neither_deadlock_nor_lose_updates)
     cr_assert_eq(total_of("mc-a"), 2LL * ROUNDS * 3);
     cr_assert_eq(total_of("mc-b"), 2LL * ROUNDS * 20);
     cr_assert_eq(version_of("mc-a"), 2 * ROUNDS * 3 - 1);
+}
+
+Test(multi, extra_parts_commit_in_the_same_append)
+{
+    const struct ag_es_part parts[] = {{&mcount_type, "mc-a"}, {&mcount_type, "mc-b"}};
+    struct madd a = {{1, 2}, 0, 0, 0};
+    struct ag_es_multi_cmd c = {parts, 2, decide_madd, &a, NULL};
+    struct ag_event_data ev = {.type = "Claimed", .type_len = 7, .data = "{}", .data_len = 2};
+    struct ag_append_part claim = {"claim-x", 7, AG_STORE_NO_STREAM, &ev, 1};
+    struct ag_es_result res;
+    cr_assert_eq(ag_es_execute_multi_extra(fx.repo, &c, &claim, 1, &res, NULL), 0);
+    cr_assert_eq(res.appended, 2, "the aggregates' events");
+    cr_assert_eq(version_of("claim-x"), 0);
+    /* the three parts are one unit: consecutive in $all, in part order */
+    struct ag_event_page p;
+    cr_assert_eq(ag_store_read_all(fx.store, 0, AG_READ_FORWARD, 3, &p, NULL), 0);
+    cr_assert_eq(p.count, 3);
+    cr_assert_eq(memcmp(p.events[0].stream, "mc-a", 4), 0);
+    cr_assert_eq(memcmp(p.events[2].stream, "claim-x", 7), 0);
+    ag_event_page_free(&p);
+    /* a conflict on the extra part: AG_ECONFLICT, decided once, nothing written */
+    a.calls = 0;
+    struct ag_err err;
+    cr_assert_eq(ag_es_execute_multi_extra(fx.repo, &c, &claim, 1, NULL, &err), AG_ECONFLICT);
+    cr_assert_eq(a.calls, 1, "not retried: the part is not the aggregates'");
+    cr_assert(strstr(err.msg, "claim-x"), "%s", err.msg);
+    cr_assert_eq(version_of("mc-a"), 0);
+    cr_assert_eq(version_of("mc-b"), 0);
+    cr_assert_eq(total_of("mc-b"), 2);
+    /* nothing decided: the extra part alone */
+    struct madd none = {{0, 0}, 0, 0, 0};
+    c.ud = &none;
+    claim.expected_version = 0;
+    cr_assert_eq(ag_es_execute_multi_extra(fx.repo, &c, &claim, 1, NULL, NULL), 0);
+    cr_assert_eq(version_of("claim-x"), 1);
+    cr_assert_eq(version_of("mc-a"), 0);
 }

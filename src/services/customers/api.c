@@ -11,10 +11,11 @@
  * (svc_claim_prepare: left by an older binary).
  *
  * One customer per principal: a customer-role caller registers its own customer,
- * bound to its sub (access.c); a second registration is 409 naming the first,
- * the same registration again (email, name, tier) 200 with it: the retry of one
- * whose answer was lost. Only an admin sets a tier, registers for someone else
- * (optional "sub"), or changes a tier later (CustomerTierChanged).
+ * bound to its sub (access.c); a second registration is 409 naming the first
+ * (Location: it), the retry of one whose answer was lost as well — the client
+ * follows Location or GET /customers/me; an Idempotency-Key replays the 201
+ * instead. Only an admin sets a tier, registers for someone else (optional
+ * "sub"), or changes a tier later (CustomerTierChanged).
  *
  * Atomic: the principal's binding, the email claim, CustomerRegistered and the
  * account's AccountOpened (both decided by the domain) are ONE multi-stream
@@ -303,17 +304,13 @@ static int create(struct svc_job *j)
     ag_err_clear(&err);
     const struct svc_registration reg = {id, sub, email, name, premium, j->meta};
     int rc = svc_register_customer(j->env, &reg, account, existing, &err);
-    json_t *again = NULL;
-    if (rc == AG_EEXISTS && existing[0]) {
+    if (rc == AG_EEXISTS && existing[0]) { /* 409 naming it, its account made whole */
+        json_t *again = NULL;
         int brc = registered_before(j, existing, &reg, &again, &err);
+        json_decref(again);
         if (brc) rc = brc, existing[0] = '\0';
     }
-    if (again) { /* this very registration, committed before: its answer was lost */
-        snprintf(j->location, sizeof j->location, "/api/v1/customers/%s", existing);
-        svc_ok(j, 200, again);
-        snprintf(j->pii_subject, sizeof j->pii_subject, "%s", existing);
-        j->pii_fields = personal;
-    } else if (rc) {
+    if (rc) {
         registered(j, rc, &err, existing);
     } else {
         snprintf(j->location, sizeof j->location, "/api/v1/customers/%s", id);

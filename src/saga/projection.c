@@ -29,12 +29,24 @@ struct defs_ud {
     size_t n;
 };
 
-static const char schema[] =
-    "CREATE TABLE IF NOT EXISTS sagas("
-    " id BLOB PRIMARY KEY, type TEXT NOT NULL, status TEXT NOT NULL, current_step TEXT,"
+#define SAGAS_COLUMNS                                                                              \
+    "("                                                                                            \
+    " id BLOB PRIMARY KEY, type TEXT NOT NULL, status TEXT NOT NULL, current_step TEXT,"           \
     " reason TEXT, steps TEXT NOT NULL, started_at INTEGER, updated_at INTEGER NOT NULL)"
-    " WITHOUT ROWID;"
-    "CREATE INDEX IF NOT EXISTS sagas_open ON sagas(status, id) WHERE status <> 'completed';";
+#define SAGAS_INDEX                                                                                \
+    "CREATE INDEX IF NOT EXISTS sagas_open ON sagas(status, id) WHERE status <> 'completed';"
+
+static const char schema[] = "CREATE TABLE IF NOT EXISTS sagas" SAGAS_COLUMNS ";" SAGAS_INDEX;
+
+/* The schema before issue 19's rowid tables, and its conversion (rows in the
+ * order the sagas started). */
+static const char prev_schema[] =
+    "CREATE TABLE IF NOT EXISTS sagas" SAGAS_COLUMNS " WITHOUT ROWID;" SAGAS_INDEX;
+static const char migrate[] =
+    "CREATE TABLE sagas_v2" SAGAS_COLUMNS ";"
+    "INSERT INTO sagas_v2 SELECT * FROM sagas ORDER BY COALESCE(started_at, updated_at);"
+    "DROP TABLE sagas;"
+    "ALTER TABLE sagas_v2 RENAME TO sagas;";
 
 static const char *const types[] = {AG_SAGA_EV_STARTED,     AG_SAGA_EV_STEP_SUCCEEDED,
                                     AG_SAGA_EV_STEP_FAILED, AG_SAGA_EV_COMP_SUCCEEDED,
@@ -396,6 +408,11 @@ void ag_saga_projection(const struct ag_saga_def *defs, size_t n, struct ag_proj
     static struct defs_ud u; /* one saga projection per process */
     u.defs = defs;
     u.n = n;
-    *out = (struct ag_projection){
-        .name = "sagas", .schema = schema, .types = types, .apply = apply, .ud = &u};
+    *out = (struct ag_projection){.name = "sagas",
+                                  .schema = schema,
+                                  .types = types,
+                                  .apply = apply,
+                                  .ud = &u,
+                                  .prev_schema = prev_schema,
+                                  .migrate = migrate};
 }

@@ -30,14 +30,25 @@
 
 #include "services/internal.h"
 
-static const char schema[] =
-    "CREATE TABLE IF NOT EXISTS orders(id BLOB PRIMARY KEY, customer_id BLOB NOT NULL,"
-    " status TEXT NOT NULL, currency TEXT NOT NULL, subtotal INTEGER NOT NULL DEFAULT 0,"
-    " discount INTEGER NOT NULL DEFAULT 0, total INTEGER NOT NULL DEFAULT 0,"
-    " items TEXT NOT NULL DEFAULT '[]', shipping_address BLOB, cancellation_reason TEXT,"
-    " tracking_number TEXT, saga_id BLOB, created_at INTEGER NOT NULL,"
-    " updated_at INTEGER NOT NULL) WITHOUT ROWID;"
-    "CREATE INDEX IF NOT EXISTS orders_customer ON orders(customer_id, id);";
+#define ORDERS_COLUMNS                                                                             \
+    "(id BLOB PRIMARY KEY, customer_id BLOB NOT NULL,"                                             \
+    " status TEXT NOT NULL, currency TEXT NOT NULL, subtotal INTEGER NOT NULL DEFAULT 0,"          \
+    " discount INTEGER NOT NULL DEFAULT 0, total INTEGER NOT NULL DEFAULT 0,"                      \
+    " items TEXT NOT NULL DEFAULT '[]', shipping_address BLOB, cancellation_reason TEXT,"          \
+    " tracking_number TEXT, saga_id BLOB, created_at INTEGER NOT NULL,"                            \
+    " updated_at INTEGER NOT NULL)"
+#define ORDERS_INDEX "CREATE INDEX IF NOT EXISTS orders_customer ON orders(customer_id, id);"
+
+static const char schema[] = "CREATE TABLE IF NOT EXISTS orders" ORDERS_COLUMNS ";" ORDERS_INDEX;
+
+/* The schema before issue 19's rowid tables, and its conversion: the rows copied
+ * in the order they were created, so the table is in time order from then on. */
+static const char prev_schema[] =
+    "CREATE TABLE IF NOT EXISTS orders" ORDERS_COLUMNS " WITHOUT ROWID;" ORDERS_INDEX;
+static const char migrate[] = "CREATE TABLE orders_v2" ORDERS_COLUMNS ";"
+                              "INSERT INTO orders_v2 SELECT * FROM orders ORDER BY created_at;"
+                              "DROP TABLE orders;"
+                              "ALTER TABLE orders_v2 RENAME TO orders;";
 
 static const char *const types[] = {
     AG_EV_ORDER_CREATED, AG_EV_ITEM_ADDED,      AG_EV_ITEM_REMOVED,
@@ -210,6 +221,11 @@ static void committed(void *ud)
 
 void svc_ordering_projection(struct ag_projection *out)
 {
-    *out = (struct ag_projection){
-        .name = "orders", .schema = schema, .types = types, .apply = apply, .committed = committed};
+    *out = (struct ag_projection){.name = "orders",
+                                  .schema = schema,
+                                  .types = types,
+                                  .apply = apply,
+                                  .committed = committed,
+                                  .prev_schema = prev_schema,
+                                  .migrate = migrate};
 }

@@ -768,7 +768,7 @@ static int resolve_parked(struct runner *r, uint64_t pos, bool drop, size_t *rel
     if (!rc && !pr.found)
         rc = ag_err_set(err, AG_ENOTFOUND, "no parked event at position %llu",
                         (unsigned long long)pos);
-    else if (!rc && strcmp(pr.state, "parked"))
+    else if (!rc && strcmp(pr.state, "parked") != 0)
         rc = ag_err_set(err, AG_ECONFLICT, "the event at %llu is %s already",
                         (unsigned long long)pos, pr.state);
     else if (!rc && !drop && pr.waiting)

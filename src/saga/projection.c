@@ -14,9 +14,11 @@
  * name alone (ag_saga_steps_json gives the objects back), times
  * are Unix nanoseconds (INTEGER), and only sagas not completed are indexed by
  * status (`sagas_open`, a partial index: the sagas an operator lists are the
- * failed and running ones, a few among millions of completed). WITHOUT ROWID: the
- * saga id is the table's key, not stored again in a primary-key index; it is a
- * 16-byte BLOB when it is a UUID (ag_rm_id_arg; the API reads it with ag_rm_id).
+ * failed and running ones, a few among millions of completed). A rowid table
+ * (issue 19): sagas are appended as they start, so the step updates of running
+ * sagas hit the table's tail, not a random leaf each (a converted `WITHOUT ROWID`
+ * read model: prev_schema, migrate); the saga id, the primary key's unique index,
+ * is a 16-byte BLOB when it is a UUID (ag_rm_id_arg; the API reads it with ag_rm_id).
  */
 #include <stdio.h>
 #include <string.h>

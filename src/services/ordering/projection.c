@@ -9,9 +9,12 @@
  * back); created_at/updated_at are the events' times in Unix nanoseconds
  * (INTEGER), formatted RFC 3339 when read. No index on status: the list query
  * walks the primary key in id order (the page cursor) and filters, which is what
- * SQLite chose even when there was one. WITHOUT ROWID: the table is keyed by the
- * order id itself, which is then not stored a second time in a primary-key index
- * (the PostgreSQL adapter drops the words). The shipping address is stored here
+ * SQLite chose even when there was one. A rowid table (issue 19): rows are
+ * appended in the order the orders are created, so the updates of recent orders
+ * (items, placed, confirmed, shipped) hit the pages at the table's tail instead of
+ * a random leaf each (the order id is random: a hash of the idempotency key); the
+ * id is the primary key's unique index. Read models made `WITHOUT ROWID` are
+ * converted in place at open (prev_schema, migrate). The shipping address is stored here
  * only (the shipments read model reads it from this table), sealed for the
  * order's customer, without the "pii1:<customer id>:" the row's customer_id
  * already says (svc_pii_column_pack / svc_pii_open_column), and stored as bytes

@@ -3,8 +3,10 @@
  * shipment (arranged, cancelled, dispatched, delivered) with its tracking number;
  * updated_at is the event's time in Unix nanoseconds (formatted when read).
  * Not the address: it is the order's shipping address, which the orders read
- * model keeps (api.c reads it there; issue 19 stores it once). WITHOUT ROWID: the
- * order id is the table's key, not stored again in a primary-key index. Both ids
+ * model keeps (api.c reads it there; issue 19 stores it once). A rowid table
+ * (issue 19): rows in the order shipments are arranged, so later updates of recent
+ * ones hit the table's tail (a `WITHOUT ROWID` read model is converted in place:
+ * prev_schema, migrate); the order id is the primary key's unique index. Both ids
  * are 16-byte BLOBs (ag_rm_id_arg / ag_rm_id).
  */
 #include <stdio.h>

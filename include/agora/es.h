@@ -312,6 +312,14 @@ struct ag_projection {
      * pages are paced at AGORA_PROJECTION_BACKGROUND_MS (default 25 ms) instead of
      * AGORA_PROJECTION_BATCH_MS (10 ms), fewer transactions below full load. */
     bool background;
+    /* Optional, with `migrate`: the schema this one replaced. A read model made by
+     * it (its fingerprint in ag_schema) is converted in place by the SQL script
+     * `migrate`, run in one transaction before `schema` (CREATE ... IF NOT EXISTS),
+     * so an upgrade keeps the rows and the checkpoint instead of replaying the log
+     * into a new file (which answers 503 until it has caught up). Any other schema,
+     * or a migration that fails, is dropped and rebuilt from the log as before. */
+    const char *prev_schema;
+    const char *migrate;
 };
 
 struct ag_projector;

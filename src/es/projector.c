@@ -153,11 +153,16 @@ static int db_open(const char *uri, const struct ag_projection *p, struct ag_rm 
 
 /* The fingerprint of a projection's tables: XXH3 of the SQL that makes them, in
  * hex, kept in ag_schema (its own table: ag_checkpoint holds positions only). */
-static void schema_fingerprint(const struct ag_projection *p, char out[17])
+static void fingerprint_of(const char *schema, char out[17])
 {
     uint64_t h = ag_xxh3(base_schema, sizeof base_schema - 1);
-    if (p->schema) h ^= ag_xxh3(p->schema, strlen(p->schema)) * 0x9E3779B97F4A7C15ull;
+    if (schema) h ^= ag_xxh3(schema, strlen(schema)) * 0x9E3779B97F4A7C15ull;
     snprintf(out, 17, "%016llx", (unsigned long long)h);
+}
+
+static void schema_fingerprint(const struct ag_projection *p, char out[17])
+{
+    fingerprint_of(p->schema, out);
 }
 
 static const char schema_table[] =
@@ -171,9 +176,11 @@ static int fingerprint_row(const struct ag_rm_row *row, void *ud)
 
 /* 1: the database was made by this schema (or is new), 0: by another one (a
  * database with a checkpoint and no or another fingerprint), < 0: it did not say. */
-static int schema_matches(struct ag_rm *db, const struct ag_projection *p, struct ag_err *err)
+static int schema_matches(struct ag_rm *db, const struct ag_projection *p, char have[17],
+                          struct ag_err *err)
 {
-    char want[17], have[17] = "";
+    char want[17];
+    have[0] = 0;
     schema_fingerprint(p, want);
     uint64_t pos = 0;
     struct ag_rm_arg arg = AG_RM_TEXT(p->name);
@@ -204,6 +211,31 @@ static int db_schema(struct ag_rm *db, const struct ag_projection *p, struct ag_
     return rc;
 }
 
+static double now_s(void);
+
+/* A read model made by p->prev_schema converted by p->migrate, then given the
+ * new schema and fingerprint, in one transaction: 1 done, 0 not applicable
+ * (another schema, or no migration), < 0 it failed (rolled back). */
+static int db_migrate(struct ag_rm *db, const struct ag_projection *p, const char *have,
+                      const char *where)
+{
+    char prev[17];
+    if (!p->migrate || !p->prev_schema) return 0;
+    fingerprint_of(p->prev_schema, prev);
+    if (strcmp(have, prev) != 0) return 0;
+    struct ag_err e;
+    ag_err_clear(&e);
+    double t0 = now_s();
+    if (ag_rm_begin(db, &e) || ag_rm_script(db, p->migrate, &e) || db_schema(db, p, &e) ||
+        ag_rm_commit(db, &e)) {
+        ag_rm_rollback(db);
+        AG_WARN("projection.migrate_failed", AG_LS("readmodel", where), AG_LS("error", e.msg));
+        return -1;
+    }
+    AG_INFO("projection.migrated", AG_LS("readmodel", where), AG_LD("seconds", now_s() - t0));
+    return 1;
+}
+
 static int db_open_once(const char *uri, const struct ag_projection *p, struct ag_rm **db,
                         bool *retry, bool *rebuilt, struct ag_err *err)
 {
@@ -215,7 +247,13 @@ static int db_open_once(const char *uri, const struct ag_projection *p, struct a
         *retry = !*retry && rc == AG_ECORRUPT && set_aside(uri, p->name, e.msg);
         return rc;
     }
-    int same = schema_matches(*db, p, &e);
+    char have[17];
+    int same = schema_matches(*db, p, have, &e);
+    if (same == 0) {
+        char at[1100];
+        ag_rm_locate(uri, p->name, at, sizeof at);
+        if (db_migrate(*db, p, have, at) > 0) return 0;
+    }
     if (same == 0) { /* another schema: drop it, replay the log into a new one */
         ag_rm_close(*db);
         *db = NULL;
@@ -730,7 +768,7 @@ static int resolve_parked(struct runner *r, uint64_t pos, bool drop, size_t *rel
     if (!rc && !pr.found)
         rc = ag_err_set(err, AG_ENOTFOUND, "no parked event at position %llu",
                         (unsigned long long)pos);
-    else if (!rc && strcmp(pr.state, "parked"))
+    else if (!rc && strcmp(pr.state, "parked") != 0)
         rc = ag_err_set(err, AG_ECONFLICT, "the event at %llu is %s already",
                         (unsigned long long)pos, pr.state);
     else if (!rc && !drop && pr.waiting)

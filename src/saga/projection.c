@@ -14,9 +14,11 @@
  * name alone (ag_saga_steps_json gives the objects back), times
  * are Unix nanoseconds (INTEGER), and only sagas not completed are indexed by
  * status (`sagas_open`, a partial index: the sagas an operator lists are the
- * failed and running ones, a few among millions of completed). WITHOUT ROWID: the
- * saga id is the table's key, not stored again in a primary-key index; it is a
- * 16-byte BLOB when it is a UUID (ag_rm_id_arg; the API reads it with ag_rm_id).
+ * failed and running ones, a few among millions of completed). A rowid table
+ * (issue 19): sagas are appended as they start, so the step updates of running
+ * sagas hit the table's tail, not a random leaf each (a converted `WITHOUT ROWID`
+ * read model: prev_schema, migrate); the saga id, the primary key's unique index,
+ * is a 16-byte BLOB when it is a UUID (ag_rm_id_arg; the API reads it with ag_rm_id).
  */
 #include <stdio.h>
 #include <string.h>
@@ -29,12 +31,24 @@ struct defs_ud {
     size_t n;
 };
 
-static const char schema[] =
-    "CREATE TABLE IF NOT EXISTS sagas("
-    " id BLOB PRIMARY KEY, type TEXT NOT NULL, status TEXT NOT NULL, current_step TEXT,"
+#define SAGAS_COLUMNS                                                                              \
+    "("                                                                                            \
+    " id BLOB PRIMARY KEY, type TEXT NOT NULL, status TEXT NOT NULL, current_step TEXT,"           \
     " reason TEXT, steps TEXT NOT NULL, started_at INTEGER, updated_at INTEGER NOT NULL)"
-    " WITHOUT ROWID;"
-    "CREATE INDEX IF NOT EXISTS sagas_open ON sagas(status, id) WHERE status <> 'completed';";
+#define SAGAS_INDEX                                                                                \
+    "CREATE INDEX IF NOT EXISTS sagas_open ON sagas(status, id) WHERE status <> 'completed';"
+
+static const char schema[] = "CREATE TABLE IF NOT EXISTS sagas" SAGAS_COLUMNS ";" SAGAS_INDEX;
+
+/* The schema before issue 19's rowid tables, and its conversion (rows in the
+ * order the sagas started). */
+static const char prev_schema[] =
+    "CREATE TABLE IF NOT EXISTS sagas" SAGAS_COLUMNS " WITHOUT ROWID;" SAGAS_INDEX;
+static const char migrate[] =
+    "CREATE TABLE sagas_v2" SAGAS_COLUMNS ";"
+    "INSERT INTO sagas_v2 SELECT * FROM sagas ORDER BY COALESCE(started_at, updated_at);"
+    "DROP TABLE sagas;"
+    "ALTER TABLE sagas_v2 RENAME TO sagas;";
 
 static const char *const types[] = {AG_SAGA_EV_STARTED,     AG_SAGA_EV_STEP_SUCCEEDED,
                                     AG_SAGA_EV_STEP_FAILED, AG_SAGA_EV_COMP_SUCCEEDED,
@@ -396,6 +410,11 @@ void ag_saga_projection(const struct ag_saga_def *defs, size_t n, struct ag_proj
     static struct defs_ud u; /* one saga projection per process */
     u.defs = defs;
     u.n = n;
-    *out = (struct ag_projection){
-        .name = "sagas", .schema = schema, .types = types, .apply = apply, .ud = &u};
+    *out = (struct ag_projection){.name = "sagas",
+                                  .schema = schema,
+                                  .types = types,
+                                  .apply = apply,
+                                  .ud = &u,
+                                  .prev_schema = prev_schema,
+                                  .migrate = migrate};
 }

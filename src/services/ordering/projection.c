@@ -9,9 +9,12 @@
  * back); created_at/updated_at are the events' times in Unix nanoseconds
  * (INTEGER), formatted RFC 3339 when read. No index on status: the list query
  * walks the primary key in id order (the page cursor) and filters, which is what
- * SQLite chose even when there was one. WITHOUT ROWID: the table is keyed by the
- * order id itself, which is then not stored a second time in a primary-key index
- * (the PostgreSQL adapter drops the words). The shipping address is stored here
+ * SQLite chose even when there was one. A rowid table (issue 19): rows are
+ * appended in the order the orders are created, so the updates of recent orders
+ * (items, placed, confirmed, shipped) hit the pages at the table's tail instead of
+ * a random leaf each (the order id is random: a hash of the idempotency key); the
+ * id is the primary key's unique index. Read models made `WITHOUT ROWID` are
+ * converted in place at open (prev_schema, migrate). The shipping address is stored here
  * only (the shipments read model reads it from this table), sealed for the
  * order's customer, without the "pii1:<customer id>:" the row's customer_id
  * already says (svc_pii_column_pack / svc_pii_open_column), and stored as bytes
@@ -30,14 +33,25 @@
 
 #include "services/internal.h"
 
-static const char schema[] =
-    "CREATE TABLE IF NOT EXISTS orders(id BLOB PRIMARY KEY, customer_id BLOB NOT NULL,"
-    " status TEXT NOT NULL, currency TEXT NOT NULL, subtotal INTEGER NOT NULL DEFAULT 0,"
-    " discount INTEGER NOT NULL DEFAULT 0, total INTEGER NOT NULL DEFAULT 0,"
-    " items TEXT NOT NULL DEFAULT '[]', shipping_address BLOB, cancellation_reason TEXT,"
-    " tracking_number TEXT, saga_id BLOB, created_at INTEGER NOT NULL,"
-    " updated_at INTEGER NOT NULL) WITHOUT ROWID;"
-    "CREATE INDEX IF NOT EXISTS orders_customer ON orders(customer_id, id);";
+#define ORDERS_COLUMNS                                                                             \
+    "(id BLOB PRIMARY KEY, customer_id BLOB NOT NULL,"                                             \
+    " status TEXT NOT NULL, currency TEXT NOT NULL, subtotal INTEGER NOT NULL DEFAULT 0,"          \
+    " discount INTEGER NOT NULL DEFAULT 0, total INTEGER NOT NULL DEFAULT 0,"                      \
+    " items TEXT NOT NULL DEFAULT '[]', shipping_address BLOB, cancellation_reason TEXT,"          \
+    " tracking_number TEXT, saga_id BLOB, created_at INTEGER NOT NULL,"                            \
+    " updated_at INTEGER NOT NULL)"
+#define ORDERS_INDEX "CREATE INDEX IF NOT EXISTS orders_customer ON orders(customer_id, id);"
+
+static const char schema[] = "CREATE TABLE IF NOT EXISTS orders" ORDERS_COLUMNS ";" ORDERS_INDEX;
+
+/* The schema before issue 19's rowid tables, and its conversion: the rows copied
+ * in the order they were created, so the table is in time order from then on. */
+static const char prev_schema[] =
+    "CREATE TABLE IF NOT EXISTS orders" ORDERS_COLUMNS " WITHOUT ROWID;" ORDERS_INDEX;
+static const char migrate[] = "CREATE TABLE orders_v2" ORDERS_COLUMNS ";"
+                              "INSERT INTO orders_v2 SELECT * FROM orders ORDER BY created_at;"
+                              "DROP TABLE orders;"
+                              "ALTER TABLE orders_v2 RENAME TO orders;";
 
 static const char *const types[] = {
     AG_EV_ORDER_CREATED, AG_EV_ITEM_ADDED,      AG_EV_ITEM_REMOVED,
@@ -210,6 +224,11 @@ static void committed(void *ud)
 
 void svc_ordering_projection(struct ag_projection *out)
 {
-    *out = (struct ag_projection){
-        .name = "orders", .schema = schema, .types = types, .apply = apply, .committed = committed};
+    *out = (struct ag_projection){.name = "orders",
+                                  .schema = schema,
+                                  .types = types,
+                                  .apply = apply,
+                                  .committed = committed,
+                                  .prev_schema = prev_schema,
+                                  .migrate = migrate};
 }

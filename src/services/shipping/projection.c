@@ -3,8 +3,10 @@
  * shipment (arranged, cancelled, dispatched, delivered) with its tracking number;
  * updated_at is the event's time in Unix nanoseconds (formatted when read).
  * Not the address: it is the order's shipping address, which the orders read
- * model keeps (api.c reads it there; issue 19 stores it once). WITHOUT ROWID: the
- * order id is the table's key, not stored again in a primary-key index. Both ids
+ * model keeps (api.c reads it there; issue 19 stores it once). A rowid table
+ * (issue 19): rows in the order shipments are arranged, so later updates of recent
+ * ones hit the table's tail (a `WITHOUT ROWID` read model is converted in place:
+ * prev_schema, migrate); the order id is the primary key's unique index. Both ids
  * are 16-byte BLOBs (ag_rm_id_arg / ag_rm_id).
  */
 #include <stdio.h>
@@ -12,9 +14,21 @@
 
 #include "services/internal.h"
 
-static const char ship_schema[] =
-    "CREATE TABLE IF NOT EXISTS shipments(order_id BLOB PRIMARY KEY, id BLOB NOT NULL,"
-    " status TEXT NOT NULL, tracking_number TEXT, updated_at INTEGER NOT NULL) WITHOUT ROWID;";
+#define SHIP_COLUMNS                                                                               \
+    "(order_id BLOB PRIMARY KEY, id BLOB NOT NULL,"                                                \
+    " status TEXT NOT NULL, tracking_number TEXT, updated_at INTEGER NOT NULL)"
+
+static const char ship_schema[] = "CREATE TABLE IF NOT EXISTS shipments" SHIP_COLUMNS ";";
+
+/* The schema before issue 19's rowid tables, and its conversion (rows in the
+ * order they were last updated). */
+static const char ship_prev_schema[] =
+    "CREATE TABLE IF NOT EXISTS shipments" SHIP_COLUMNS " WITHOUT ROWID;";
+static const char ship_migrate[] = "CREATE TABLE shipments_v2" SHIP_COLUMNS ";"
+                                   "INSERT INTO shipments_v2 SELECT * FROM shipments"
+                                   " ORDER BY updated_at;"
+                                   "DROP TABLE shipments;"
+                                   "ALTER TABLE shipments_v2 RENAME TO shipments;";
 static const char *const ship_types[] = {AG_EV_SHIPMENT_ARRANGED, AG_EV_SHIPMENT_CANCELLED,
                                          AG_EV_SHIPMENT_DISPATCHED, AG_EV_SHIPMENT_DELIVERED, NULL};
 
@@ -43,6 +57,10 @@ static int apply_shipment(struct ag_rm *db, const struct ag_event *ev, const jso
 
 void svc_shipping_projection(struct ag_projection *out)
 {
-    *out = (struct ag_projection){
-        .name = "shipments", .schema = ship_schema, .types = ship_types, .apply = apply_shipment};
+    *out = (struct ag_projection){.name = "shipments",
+                                  .schema = ship_schema,
+                                  .types = ship_types,
+                                  .apply = apply_shipment,
+                                  .prev_schema = ship_prev_schema,
+                                  .migrate = ship_migrate};
 }

@@ -571,6 +571,77 @@ Test(projector, a_read_model_made_by_another_schema_is_rebuilt)
     cr_assert_eq(query_total(rm, "a"), 10);
 }
 
+/* The log lines `fn` wrote at level info and above. */
+static void logged_by(void (*fn)(const char *), const char *rm, char *out, size_t n)
+{
+    FILE *cap = tmpfile();
+    int level = ag_log_get_level();
+    ag_log_set_level(AG_LOG_INFO);
+    ag_log_set_fd(fileno(cap));
+    fn(rm);
+    ag_log_set_fd(2);
+    ag_log_set_level(level);
+    ssize_t got = pread(fileno(cap), out, n - 1, 0);
+    out[got > 0 ? got : 0] = 0;
+    fclose(cap);
+}
+
+static struct ag_projection v2_proj;
+static void project_v2(const char *rm)
+{
+    project_all(rm, &v2_proj, 4);
+}
+
+/* A read model made by the schema a projection declares as its previous one
+ * (prev_schema) is converted in place by its `migrate` script: its rows (even one
+ * no event made) and checkpoint are kept, nothing is replayed; a migration that
+ * fails is rolled back and the read model rebuilt from the log as for any other
+ * schema. */
+Test(projector, a_read_model_made_by_the_previous_schema_is_migrated_in_place)
+{
+    char rm[128], logged[8192];
+    snprintf(rm, sizeof rm, "%s/readmodels", fx.dir);
+    struct add a = {2, 0};
+    for (int i = 0; i < 5; i++)
+        ag_es_execute(fx.repo,
+                      &(struct ag_es_cmd){&counter_type, "a", decide_add, &a, NULL, NULL, NULL},
+                      NULL, NULL);
+    project_all(rm, &sum_proj, 4);
+    plant(rm, "INSERT INTO sums(stream, total) VALUES('planted', 99);");
+    v2_proj = sum_proj;
+    v2_proj.schema = "CREATE TABLE IF NOT EXISTS sums(stream TEXT PRIMARY KEY, total INTEGER,"
+                     " note TEXT);";
+    v2_proj.prev_schema = sum_proj.schema;
+    v2_proj.migrate = "ALTER TABLE sums ADD COLUMN note TEXT; UPDATE sums SET note='moved';";
+    logged_by(project_v2, rm, logged, sizeof logged);
+    cr_assert(strstr(logged, "projection.migrated"), "said so: %s", logged);
+    cr_assert_null(strstr(logged, "schema_changed_rebuilding"), "%s", logged);
+    cr_assert_eq(query_total(rm, "planted"), 99, "kept: not rebuilt");
+    cr_assert_eq(query_total(rm, "a"), 10);
+    struct ag_rm *db;
+    bool seen = false;
+    cr_assert_eq(ag_rm_open(rm, "sums", AG_RM_READONLY, &db, NULL), 0);
+    cr_assert_eq(
+        ag_rm_query(db, "SELECT note FROM sums WHERE note='moved'", NULL, 0, ok_row, &seen, NULL),
+        0);
+    ag_rm_close(db);
+    cr_assert(seen, "the migration ran");
+    /* opened again by the same schema: as it is */
+    logged_by(project_v2, rm, logged, sizeof logged);
+    cr_assert_null(strstr(logged, "projection.migrated"), "%s", logged);
+    cr_assert_eq(query_total(rm, "planted"), 99);
+    /* from the previous schema again, with a migration that fails: rebuilt */
+    cr_assert_eq(ag_rm_drop(rm, "sums", NULL), 0);
+    project_all(rm, &sum_proj, 4);
+    plant(rm, "INSERT INTO sums(stream, total) VALUES('planted', 99);");
+    v2_proj.migrate = "ALTER TABLE sums ADD COLUMN note TEXT; SELECT * FROM no_such_table;";
+    logged_by(project_v2, rm, logged, sizeof logged);
+    cr_assert(strstr(logged, "projection.migrate_failed"), "%s", logged);
+    cr_assert(strstr(logged, "projection.schema_changed_rebuilding"), "%s", logged);
+    cr_assert_eq(query_total(rm, "planted"), -1, "rebuilt from the log");
+    cr_assert_eq(query_total(rm, "a"), 10);
+}
+
 static int commits;
 static void count_commit(void *ud)
 {

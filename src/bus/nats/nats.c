@@ -62,6 +62,11 @@
 
 #include "bus/internal.h"
 
+/* libnats frees a message on its garbage-collector thread and wakes that thread
+ * when it sleeps: destroyed one by one as they come, every message (sent or ack)
+ * cost a futex wake and a context switch; destroyed GC_BURST at a time, one. */
+#define GC_BURST 256
+
 struct nbus {
     struct ag_bus base;
     natsOptions *nopts;
@@ -97,6 +102,10 @@ struct nbus {
     natsSubscription *ack_sub; /* created under `lock` */
     char ack_prefix[64];
     bool ack_sub_done; /* its handler returned for the last time; under `acks` */
+    /* messages to destroy in a burst (gc_burst): sent ones under `lock`, acks
+     * under `acks` */
+    natsMsg *sent_gc[GC_BURST], *ack_gc[GC_BURST];
+    size_t nsent_gc, nack_gc;
 };
 
 /* One pipelined message: acked (or failed) by on_pipe_ack, found by its send
@@ -210,6 +219,13 @@ static bool has(const char *data, size_t len, const char *needle)
  * {"stream":..,"seq":N[,"duplicate": true]} acknowledges; {"error":{..}} or an empty
  * message (the status "no responders": no stream takes the subject) fails it. A
  * number outside the ring is an ack of a message a reset gave up: ignored. */
+/* Destroy a burst of messages (libnats's GC thread is woken about once). */
+static void gc_burst(natsMsg **msgs, size_t *n)
+{
+    for (size_t i = 0; i < *n; i++) natsMsg_Destroy(msgs[i]);
+    *n = 0;
+}
+
 static void on_pipe_ack(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *ud)
 {
     AG_UNUSED(nc), AG_UNUSED(sub);
@@ -225,14 +241,24 @@ static void on_pipe_ack(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
         s->state = ok ? SLOT_ACKED : SLOT_FAILED;
         if (ok)
             nb->published++, nb->duplicates += has(data, len, "\"duplicate\""); /* only when true */
-        if (!ok && !nb->pipe_failed)
-            snprintf(nb->pipe_msg, sizeof nb->pipe_msg, "%.190s",
-                     len ? data : "no responders (no stream for the subject)");
+        if (!ok && !nb->pipe_failed && len) /* the error ack, as the broker wrote it */
+            snprintf(nb->pipe_msg, sizeof nb->pipe_msg, "%.*s", (int)(len < 190 ? len : 190), data);
+        else if (!ok && !nb->pipe_failed)
+            snprintf(nb->pipe_msg, sizeof nb->pipe_msg, "no responders (no stream takes it)");
         nb->pipe_failed |= !ok;
         pipe_advance(nb);
     }
+    /* kept for a burst; the burst goes when full or the pipe is idle */
+    natsMsg *burst[GC_BURST];
+    size_t nburst = 0;
+    nb->ack_gc[nb->nack_gc++] = msg;
+    if (nb->nack_gc == GC_BURST || !nb->ring_count) {
+        nburst = nb->nack_gc;
+        memcpy(burst, nb->ack_gc, nburst * sizeof *burst);
+        nb->nack_gc = 0;
+    }
     pthread_mutex_unlock(&nb->acks);
-    natsMsg_Destroy(msg);
+    gc_burst(burst, &nburst);
 }
 
 static void on_ack_sub_done(void *ud)
@@ -475,8 +501,12 @@ static int pipe_one(struct nbus *nb, const struct ag_bus_msg *m, uint64_t mark, 
     if (s == NATS_OK) s = natsMsgHeader_Set(msg, "Content-Type", "application/cloudevents+json");
     if (s == NATS_OK) s = natsMsgHeader_Set(msg, "Nats-Msg-Id", m->id);
     if (s == NATS_OK) s = natsConnection_PublishMsg(nb->nc, msg);
+    if (s == NATS_OK) {
+        nb->sent_gc[nb->nsent_gc++] = msg;
+        if (nb->nsent_gc == GC_BURST) gc_burst(nb->sent_gc, &nb->nsent_gc);
+        return 0;
+    }
     natsMsg_Destroy(msg);
-    if (s == NATS_OK) return 0;
     pthread_mutex_lock(&nb->acks); /* not sent: its slot is the last one */
     if (nb->ring_count && slot_at(nb, nb->ring_count - 1)->seq == q) nb->ring_count--;
     nb->pipe_failed = true;
@@ -499,6 +529,7 @@ static int npipe_send(struct ag_bus *b, const struct ag_bus_msg *msgs, size_t n,
     uint64_t q = 0;
     if (!rc && n == 0) rc = pipe_push(nb, false, mark, true, &until, &q, err);
     if (!rc && n > 0 && n <= PIPE_FLUSH_MAX) flush_now(nb);
+    gc_burst(nb->sent_gc, &nb->nsent_gc);
     if (rc) snprintf(nb->last_error, sizeof nb->last_error, "%.190s", err ? err->msg : "");
     pthread_mutex_unlock(&nb->lock);
     return rc;
@@ -787,6 +818,7 @@ static void nclose(struct ag_bus *b)
             if (pthread_cond_timedwait(&nb->acked, &nb->acks, &until) == ETIMEDOUT) break;
         pthread_mutex_unlock(&nb->acks);
         natsSubscription_Destroy(nb->ack_sub);
+        gc_burst(nb->ack_gc, &nb->nack_gc);
         natsConnection_Destroy(nb->nc);
     }
     natsOptions_Destroy(nb->nopts);

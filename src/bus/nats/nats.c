@@ -254,7 +254,7 @@ static void on_pipe_ack(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
     nb->ack_gc[nb->nack_gc++] = msg;
     if (nb->nack_gc == GC_BURST || !nb->ring_count) {
         nburst = nb->nack_gc;
-        memcpy(burst, nb->ack_gc, nburst * sizeof *burst);
+        memcpy(burst, nb->ack_gc, nburst * sizeof(natsMsg *));
         nb->nack_gc = 0;
     }
     pthread_mutex_unlock(&nb->acks);

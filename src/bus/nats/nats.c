@@ -28,16 +28,21 @@
  * libnats so none is sent later behind the caller's back.
  *
  * The pipe (ag_bus_pipe_*, the relay's): messages are sent without waiting and
- * kept, in send order, in a ring of AG_BUS_PIPE_WINDOW slots (the natsMsg pointer
- * libnats hands back to the ack handler finds a slot; acks come in order, so it is
- * the first unacknowledged one). The acknowledged prefix is popped and its last
- * mark reported; a failed ack is sticky until reset, and a slot whose ack is older
- * than the caller's `lost_ms` is reported lost (a disconnect may swallow acks).
- * The ack handler wakes a waiter only when what it waits for happened (a free
- * quarter of the ring, everything acknowledged, a failure), not per ack. A
- * synchronous publish while pipe messages are in flight is supported but a
- * timeout in it takes the pipe's messages back too (the pipe then reports them
- * lost and its publisher sends them again).
+ * kept, in send order, in a ring of AG_BUS_PIPE_WINDOW slots. It takes the PubAcks
+ * itself rather than through libnats's JetStream async publish (its pending hash
+ * table, per-message reply inbox and timers, a full JSON parse of every PubAck):
+ * a pipe message is a core publish with its headers (Content-Type, Nats-Msg-Id =
+ * the event id: the broker's dedup) and reply subject "<inbox>.<send number>" on
+ * one wildcard subscription of the adapter, so an ack finds its slot in O(1) by
+ * that number, and its check is a scan: {"error":..} or an empty status message
+ * (no responders) fails the slot, anything else acknowledges it. The ack of a
+ * slot a reset dropped finds no slot (send numbers only grow) and is ignored. The
+ * synchronous publish keeps libnats's async publish (and a timeout in it takes
+ * back only its own messages). The acknowledged prefix is popped and its last
+ * mark reported; a failed ack is sticky until reset, and a slot whose ack is
+ * older than the caller's `lost_ms` is reported lost (a disconnect may swallow
+ * acks). The ack handler wakes a waiter only when what it waits for happened (a
+ * free quarter of the ring, everything acknowledged, a failure), not per ack.
  *
  * Latency: libnats's flusher thread waits 1 ms for more before it writes a
  * publish, so a small pipe send (a relay caught up with the log) is written in
@@ -56,6 +61,11 @@
 #include <time.h>
 
 #include "bus/internal.h"
+
+/* libnats frees a message on its garbage-collector thread and wakes that thread
+ * when it sleeps: destroyed one by one as they come, every message (sent or ack)
+ * cost a futex wake and a context switch; destroyed GC_BURST at a time, one. */
+#define GC_BURST 256
 
 struct nbus {
     struct ag_bus base;
@@ -77,7 +87,9 @@ struct nbus {
     /* the pipe (ag_bus_pipe_*), guarded by `acks`: its messages in flight, in send
      * order, in a ring of AG_BUS_PIPE_WINDOW slots */
     struct pipe_slot *ring;
-    size_t ring_head, ring_count;
+    uint64_t ring_abs; /* the send number of the ring's first slot (slot of send number
+                          q: ring[q % AG_BUS_PIPE_WINDOW]); only grows */
+    size_t ring_count;
     struct ag_bus_pipe_stat pst; /* inflight = ring_count */
     bool pipe_failed;
     char pipe_msg[200];
@@ -85,13 +97,23 @@ struct nbus {
     struct ag_buf body; /* the CloudEvent being sent; under `lock` */
     bool sent_async;    /* libnats has had an async publish (its pending list exists:
                            asking for it before crashes libnats 3.4); under `lock` */
+    /* the pipe's ack inbox: a pipe message's reply subject is ack_prefix + its send
+     * number; ack_sub (ack_prefix + "*") receives the broker's PubAcks */
+    natsSubscription *ack_sub; /* created under `lock` */
+    char ack_prefix[64];
+    bool ack_sub_done; /* its handler returned for the last time; under `acks` */
+    /* messages to destroy in a burst (gc_burst): sent ones under `lock`, acks
+     * under `acks` */
+    natsMsg *sent_gc[GC_BURST], *ack_gc[GC_BURST];
+    size_t nsent_gc, nack_gc;
 };
 
-/* One pipelined message: acked (or failed) by on_ack, found by its natsMsg (the
- * pointer libnats hands back), popped in order once acked. */
+/* One pipelined message: acked (or failed) by on_pipe_ack, found by its send
+ * number (the last token of the ack's subject), popped in order once acked. */
 enum slot_state { SLOT_SENT, SLOT_ACKED, SLOT_FAILED };
 struct pipe_slot {
-    natsMsg *msg;     /* NULL: a mark without a message (an empty send) */
+    uint64_t seq;     /* its send number (ring_abs + its index when pushed) */
+    bool msg;         /* false: a mark without a message (an empty send) */
     uint64_t mark;    /* the call's mark, on its last slot */
     uint64_t sent_ms; /* monotonic */
     uint8_t state;    /* enum slot_state */
@@ -168,7 +190,7 @@ static uint64_t mono_ms(void)
 
 static struct pipe_slot *slot_at(struct nbus *nb, size_t k)
 {
-    return &nb->ring[(nb->ring_head + k) % AG_BUS_PIPE_WINDOW];
+    return &nb->ring[(nb->ring_abs + k) % AG_BUS_PIPE_WINDOW];
 }
 
 /* Pop the acknowledged prefix; wake a waiter that got what it wants. Under `acks`. */
@@ -178,28 +200,74 @@ static void pipe_advance(struct nbus *nb)
         struct pipe_slot *s = slot_at(nb, 0);
         if (s->msg) nb->pst.acked++;
         if (s->marks) nb->pst.mark = s->mark, nb->pst.marked = true;
-        nb->ring_head = (nb->ring_head + 1) % AG_BUS_PIPE_WINDOW;
+        nb->ring_abs++;
         nb->ring_count--;
     }
     if (nb->pipe_want != SIZE_MAX && (nb->pipe_failed || nb->ring_count <= nb->pipe_want))
         pthread_cond_broadcast(&nb->acked);
 }
 
-/* The ack of a pipelined message: true when `msg` is one (acks come in order, so
- * it is found at the front). Under `acks`. */
-static bool pipe_ack(struct nbus *nb, natsMsg *msg, const char *failure)
+static bool has(const char *data, size_t len, const char *needle)
 {
-    for (size_t k = 0; k < nb->ring_count; k++) {
-        struct pipe_slot *s = slot_at(nb, k);
-        if (s->msg != msg || s->state != SLOT_SENT) continue;
-        s->state = failure ? SLOT_FAILED : SLOT_ACKED;
-        if (failure && !nb->pipe_failed)
-            snprintf(nb->pipe_msg, sizeof nb->pipe_msg, "%.190s", failure);
-        nb->pipe_failed |= failure != NULL;
-        pipe_advance(nb);
-        return true;
-    }
+    size_t n = strlen(needle);
+    for (size_t i = 0; i + n <= len; i++)
+        if (data[i] == needle[0] && memcmp(data + i, needle, n) == 0) return true;
     return false;
+}
+
+/* A PubAck on the pipe's inbox (its subject ends in the message's send number):
+ * {"stream":..,"seq":N[,"duplicate": true]} acknowledges; {"error":{..}} or an empty
+ * message (the status "no responders": no stream takes the subject) fails it. A
+ * number outside the ring is an ack of a message a reset gave up: ignored. */
+/* Destroy a burst of messages (libnats's GC thread is woken about once). */
+static void gc_burst(natsMsg **msgs, size_t *n)
+{
+    for (size_t i = 0; i < *n; i++) natsMsg_Destroy(msgs[i]);
+    *n = 0;
+}
+
+static void on_pipe_ack(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *ud)
+{
+    AG_UNUSED(nc), AG_UNUSED(sub);
+    struct nbus *nb = ud;
+    const char *subj = natsMsg_GetSubject(msg), *dot = strrchr(subj, '.');
+    uint64_t q = dot ? strtoull(dot + 1, NULL, 10) : 0;
+    const char *data = natsMsg_GetData(msg);
+    size_t len = data ? (size_t)natsMsg_GetDataLength(msg) : 0;
+    bool ok = len > 0 && data[0] == '{' && !has(data, len, "\"error\"");
+    pthread_mutex_lock(&nb->acks);
+    struct pipe_slot *s = q - nb->ring_abs < nb->ring_count ? slot_at(nb, q - nb->ring_abs) : NULL;
+    if (s && s->seq == q && s->msg && s->state == SLOT_SENT) {
+        s->state = ok ? SLOT_ACKED : SLOT_FAILED;
+        if (ok)
+            nb->published++, nb->duplicates += has(data, len, "\"duplicate\""); /* only when true */
+        if (!ok && !nb->pipe_failed && len) /* the error ack, as the broker wrote it */
+            snprintf(nb->pipe_msg, sizeof nb->pipe_msg, "%.*s", (int)(len < 190 ? len : 190), data);
+        else if (!ok && !nb->pipe_failed)
+            snprintf(nb->pipe_msg, sizeof nb->pipe_msg, "no responders (no stream takes it)");
+        nb->pipe_failed |= !ok;
+        pipe_advance(nb);
+    }
+    /* kept for a burst; the burst goes when full or the pipe is idle */
+    natsMsg *burst[GC_BURST];
+    size_t nburst = 0;
+    nb->ack_gc[nb->nack_gc++] = msg;
+    if (nb->nack_gc == GC_BURST || !nb->ring_count) {
+        nburst = nb->nack_gc;
+        memcpy(burst, nb->ack_gc, nburst * sizeof(natsMsg *));
+        nb->nack_gc = 0;
+    }
+    pthread_mutex_unlock(&nb->acks);
+    gc_burst(burst, &nburst);
+}
+
+static void on_ack_sub_done(void *ud)
+{
+    struct nbus *nb = ud;
+    pthread_mutex_lock(&nb->acks);
+    nb->ack_sub_done = true;
+    pthread_cond_broadcast(&nb->acked);
+    pthread_mutex_unlock(&nb->acks);
 }
 
 static void on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *ud)
@@ -219,7 +287,7 @@ static void on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void
         nb->published++;
         if (pa->Duplicate) nb->duplicates++;
     }
-    if (!pipe_ack(nb, msg, ok ? NULL : why) && nb->waiting) { /* a synchronous publish */
+    if (nb->waiting) { /* a synchronous publish (the pipe's acks come to on_pipe_ack) */
         if (!ok) nb->failed++, snprintf(nb->fail_msg, sizeof nb->fail_msg, "%s", why);
         nb->waiting--;
         if (!nb->waiting || !ok) pthread_cond_broadcast(&nb->acked);
@@ -367,9 +435,10 @@ static void pipe_wait(struct nbus *nb, size_t want, const struct timespec *until
     nb->pipe_want = SIZE_MAX;
 }
 
-/* Room in the ring for one more slot (waiting up to `until`), then claim it. */
-static int pipe_push(struct nbus *nb, natsMsg *msg, uint64_t mark, bool marks,
-                     const struct timespec *until, struct ag_err *err)
+/* Room in the ring for one more slot (waiting up to `until`), then claim it:
+ * *q its send number. */
+static int pipe_push(struct nbus *nb, bool msg, uint64_t mark, bool marks,
+                     const struct timespec *until, uint64_t *q, struct ag_err *err)
 {
     pthread_mutex_lock(&nb->acks);
     if (nb->ring_count == AG_BUS_PIPE_WINDOW)
@@ -382,11 +451,68 @@ static int pipe_push(struct nbus *nb, natsMsg *msg, uint64_t mark, bool marks,
                         AG_BUS_PIPE_WINDOW);
     else if (!msg && !nb->ring_count)
         nb->pst.mark = mark, nb->pst.marked = true; /* nothing before it in flight */
-    else
+    else {
+        *q = nb->ring_abs + nb->ring_count;
         *slot_at(nb, nb->ring_count++) =
-            (struct pipe_slot){msg, mark, mono_ms(), msg ? SLOT_SENT : SLOT_ACKED, marks};
+            (struct pipe_slot){*q, msg, mark, mono_ms(), msg ? SLOT_SENT : SLOT_ACKED, marks};
+    }
     pthread_mutex_unlock(&nb->acks);
     return rc;
+}
+
+/* The pipe's ack inbox, subscribed once (libnats subscribes it again after a
+ * reconnect, before it writes what it buffered). Under `lock`. */
+static int ack_inbox(struct nbus *nb, struct ag_err *err)
+{
+    if (nb->ack_sub) return 0;
+    natsInbox *ib = NULL;
+    natsStatus s = natsInbox_Create(&ib);
+    if (s != NATS_OK) return fail(err, AG_ENOMEM, s, 0, "inbox");
+    char subj[80];
+    snprintf(nb->ack_prefix, sizeof nb->ack_prefix, "%.50s.", (const char *)ib);
+    snprintf(subj, sizeof subj, "%s*", nb->ack_prefix);
+    natsInbox_Destroy(ib);
+    s = natsConnection_Subscribe(&nb->ack_sub, nb->nc, subj, on_pipe_ack, nb);
+    if (s == NATS_OK) s = natsSubscription_SetPendingLimits(nb->ack_sub, -1, -1);
+    if (s == NATS_OK) s = natsSubscription_SetOnCompleteCB(nb->ack_sub, on_ack_sub_done, nb);
+    if (s == NATS_OK) return 0;
+    natsSubscription_Destroy(nb->ack_sub); /* no message can have come: nothing sent */
+    nb->ack_sub = NULL;
+    return fail(err, AG_EUNAVAILABLE, s, 0, "ack inbox");
+}
+
+/* One pipe message: its slot first (its ack may come at once), then the message
+ * — the CloudEvent, Content-Type and Nats-Msg-Id headers, reply = the inbox +
+ * its send number — written by a core publish (no libnats JetStream bookkeeping:
+ * the ring is the pending table). Under `lock`. */
+static int pipe_one(struct nbus *nb, const struct ag_bus_msg *m, uint64_t mark, bool marks,
+                    const struct timespec *until, struct ag_err *err)
+{
+    uint64_t q = 0;
+    int rc = pipe_push(nb, true, mark, marks, until, &q, err);
+    if (rc) return rc;
+    char reply[96];
+    snprintf(reply, sizeof reply, "%s%llu", nb->ack_prefix, (unsigned long long)q);
+    natsMsg *msg = NULL;
+    ag_buf_reset(&nb->body);
+    natsStatus s = ag_bus_cloudevent_json(m, &nb->body)
+                       ? NATS_NO_MEMORY
+                       : natsMsg_Create(&msg, m->topic, reply, nb->body.data, (int)nb->body.len);
+    if (s == NATS_OK) s = natsMsgHeader_Set(msg, "Content-Type", "application/cloudevents+json");
+    if (s == NATS_OK) s = natsMsgHeader_Set(msg, "Nats-Msg-Id", m->id);
+    if (s == NATS_OK) s = natsConnection_PublishMsg(nb->nc, msg);
+    if (s == NATS_OK) {
+        nb->sent_gc[nb->nsent_gc++] = msg;
+        if (nb->nsent_gc == GC_BURST) gc_burst(nb->sent_gc, &nb->nsent_gc);
+        return 0;
+    }
+    natsMsg_Destroy(msg);
+    pthread_mutex_lock(&nb->acks); /* not sent: its slot is the last one */
+    if (nb->ring_count && slot_at(nb, nb->ring_count - 1)->seq == q) nb->ring_count--;
+    nb->pipe_failed = true;
+    snprintf(nb->pipe_msg, sizeof nb->pipe_msg, "%s", nstatus(s));
+    pthread_mutex_unlock(&nb->acks);
+    return fail(err, AG_EUNAVAILABLE, s, 0, "publish");
 }
 
 static int npipe_send(struct ag_bus *b, const struct ag_bus_msg *msgs, size_t n, uint64_t mark,
@@ -397,30 +523,13 @@ static int npipe_send(struct ag_bus *b, const struct ag_bus_msg *msgs, size_t n,
     ag_deadline_mono_in_ms(&until, timeout_ms > 0 ? timeout_ms : 5000);
     pthread_mutex_lock(&nb->lock);
     int rc = ensure(nb, err);
-    for (size_t i = 0; !rc && i < n; i++) {
-        natsMsg *msg = NULL;
-        natsStatus s = make_msg(&msgs[i], &nb->body, &msg);
-        /* in the ring before libnats has it: its ack may come at once */
-        rc = s != NATS_OK ? fail(err, AG_ENOMEM, s, 0, "message")
-                          : pipe_push(nb, msg, mark, i + 1 == n, &until, err);
-        jsPubOptions po;
-        jsPubOptions_Init(&po);
-        po.MsgId = msgs[i].id;
-        natsMsg *sent = msg;
-        if (!rc) s = js_PublishMsgAsync(nb->js, &msg, &po);
-        if (!rc) nb->sent_async = true;
-        if (!rc && s != NATS_OK) { /* not sent: its slot is the last one */
-            pthread_mutex_lock(&nb->acks);
-            if (nb->ring_count && slot_at(nb, nb->ring_count - 1)->msg == sent) nb->ring_count--;
-            nb->pipe_failed = true;
-            snprintf(nb->pipe_msg, sizeof nb->pipe_msg, "%s", nstatus(s));
-            pthread_mutex_unlock(&nb->acks);
-            rc = fail(err, AG_EUNAVAILABLE, s, 0, "publish");
-        }
-        natsMsg_Destroy(msg); /* NULL once libnats took it */
-    }
-    if (!rc && n == 0) rc = pipe_push(nb, NULL, mark, true, &until, err);
+    if (!rc) rc = ack_inbox(nb, err);
+    for (size_t i = 0; !rc && i < n; i++)
+        rc = pipe_one(nb, &msgs[i], mark, i + 1 == n, &until, err);
+    uint64_t q = 0;
+    if (!rc && n == 0) rc = pipe_push(nb, false, mark, true, &until, &q, err);
     if (!rc && n > 0 && n <= PIPE_FLUSH_MAX) flush_now(nb);
+    gc_burst(nb->sent_gc, &nb->nsent_gc);
     if (rc) snprintf(nb->last_error, sizeof nb->last_error, "%.190s", err ? err->msg : "");
     pthread_mutex_unlock(&nb->lock);
     return rc;
@@ -455,7 +564,8 @@ static void npipe_reset(struct ag_bus *b)
     if (nb->sent_async && js_PublishAsyncGetPendingList(&pending, nb->js) == NATS_OK)
         natsMsgList_Destroy(&pending);
     pthread_mutex_lock(&nb->acks);
-    nb->ring_head = nb->ring_count = 0;
+    nb->ring_abs += nb->ring_count; /* a late ack of a dropped slot finds no slot */
+    nb->ring_count = 0;
     memset(&nb->pst, 0, sizeof nb->pst);
     nb->pipe_failed = false;
     nb->waiting = 0;
@@ -695,6 +805,7 @@ static void nclose(struct ag_bus *b)
 {
     struct nbus *nb = (struct nbus *)b;
     if (nb->js) jsCtx_Destroy(nb->js);
+    if (nb->ack_sub) natsSubscription_Unsubscribe(nb->ack_sub);
     if (nb->nc) {
         natsConnection_Close(nb->nc);
         /* libnats may still run a callback on its own thread (a disconnect racing the
@@ -703,9 +814,11 @@ static void nclose(struct ag_bus *b)
         clock_gettime(CLOCK_MONOTONIC, &until); /* `acked` waits on the monotonic clock */
         until.tv_sec += 5;
         pthread_mutex_lock(&nb->acks);
-        while (!nb->closed)
+        while (!nb->closed || (nb->ack_sub && !nb->ack_sub_done))
             if (pthread_cond_timedwait(&nb->acked, &nb->acks, &until) == ETIMEDOUT) break;
         pthread_mutex_unlock(&nb->acks);
+        natsSubscription_Destroy(nb->ack_sub);
+        gc_burst(nb->ack_gc, &nb->nack_gc);
         natsConnection_Destroy(nb->nc);
     }
     natsOptions_Destroy(nb->nopts);

@@ -462,3 +462,37 @@ Test(nats, pipe_reports_the_acknowledged_prefix_and_fails_without_the_broker)
     cr_assert_eq(ps.inflight, 0);
     cr_assert_not(ps.marked);
 }
+
+/* A pipe message the broker refuses (no stream takes its subject: the broker
+ * answers its reply subject with a "no responders" status, not a PubAck) fails
+ * the pipe at once, its mark is never reported, the messages sent with it stay
+ * unacknowledged; after a reset the pipe publishes again and is acknowledged. */
+Test(nats, pipe_detects_a_refused_message_and_resumes_after_reset)
+{
+    struct ag_bus_msg m[3];
+    const char *topics[] = {"agora.ordering.OrderPlaced", "nostream.ordering.OrderPlaced",
+                            "agora.ordering.OrderPlaced"};
+    const char *ids[] = {"0190f0f0-0000-7000-8000-00000000a001",
+                         "0190f0f0-0000-7000-8000-00000000a002",
+                         "0190f0f0-0000-7000-8000-00000000a003"};
+    for (int i = 0; i < 3; i++)
+        m[i] = (struct ag_bus_msg){.topic = topics[i],
+                                   .id = ids[i],
+                                   .source = "/agora/ordering",
+                                   .type = "agora.ordering.OrderPlaced",
+                                   .subject = "order-1",
+                                   .data = "{\"orderId\":\"o1\"}",
+                                   .data_len = 16};
+    struct ag_err err;
+    struct ag_bus_pipe_stat ps;
+    cr_assert_eq(ag_bus_pipe_send(bus, m, 1, 5, 5000, &err), 0, "%s", err.msg);
+    cr_assert_eq(ag_bus_pipe_send(bus, m + 1, 2, 6, 5000, &err), 0, "%s", err.msg);
+    int rc = ag_bus_pipe_acked(bus, 5000, 0, &ps, &err);
+    cr_assert_eq(rc, AG_EUNAVAILABLE, "the refused message is detected: %d %s", rc, err.msg);
+    cr_assert_eq(ps.mark, 5, "never past the refused message");
+    ag_bus_pipe_reset(bus);
+    cr_assert_eq(ag_bus_pipe_send(bus, m + 2, 1, 7, 5000, &err), 0, "%s", err.msg);
+    cr_assert_eq(ag_bus_pipe_acked(bus, 5000, 5000, &ps, &err), 0, "%s", err.msg);
+    cr_assert_eq(ps.mark, 7);
+    cr_assert_eq(ps.inflight, 0);
+}

@@ -304,16 +304,17 @@ static void sync_cb(int rc, const struct ag_http_client_resp *resp, void *ud)
     c->body = json_loadb(resp->body, resp->body_len, 0, NULL);
 }
 
-/* Send `body` (decref'd here; NULL for none); *out gets the parsed JSON answer. */
-static int call(struct load *L, const char *method, const char *path, json_t *body, int *status,
-                json_t **out)
+/* Send `body` (decref'd here; NULL for none) with Idempotency-Key `key` (or NULL);
+ * *out gets the parsed JSON answer. */
+static int call_key(struct load *L, const char *method, const char *path, json_t *body,
+                    const char *key, int *status, json_t **out)
 {
     char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
     json_decref(body);
-    struct ag_http_header h[2] = {{"Content-Type", "application/json"},
-                                  {"Authorization", L->o.auth}};
+    struct ag_http_header h[3] = {{"Content-Type", "application/json"}};
     size_t nh = text ? 1 : 0;
     if (L->o.auth[0]) h[nh++] = (struct ag_http_header){"Authorization", L->o.auth};
+    if (key) h[nh++] = (struct ag_http_header){"Idempotency-Key", key};
     struct ag_http_client_req r = {.method = method,
                                    .path = path,
                                    .headers = h,
@@ -332,6 +333,30 @@ static int call(struct load *L, const char *method, const char *path, json_t *bo
     else
         json_decref(c.body);
     return c.rc;
+}
+
+static int call(struct load *L, const char *method, const char *path, json_t *body, int *status,
+                json_t **out)
+{
+    return call_key(L, method, path, body, NULL, status, out);
+}
+
+/* A setup write: with an Idempotency-Key, so that a transport error or a 5xx (an
+ * instance draining or restarting behind a gateway, say) is retried safely — a
+ * replay answers as the first try did — for up to ~5 s. */
+static int setup_call(struct load *L, const char *path, json_t *body, const char *key, int *status,
+                      json_t **out)
+{
+    int rc = 0;
+    for (int attempt = 0;; attempt++) {
+        *out = NULL;
+        rc = call_key(L, "POST", path, json_incref(body), key, status, out);
+        if (attempt == 20 || (!rc && *status < 500)) break;
+        json_decref(*out);
+        uv_sleep(250);
+    }
+    json_decref(body);
+    return rc;
 }
 
 static int setup_fail(struct load *L, const char *what, int rc, int status, json_t *body)
@@ -383,8 +408,11 @@ static int add_customer(struct load *L, size_t i, int64_t funds)
     snprintf(email, sizeof email, "load-%s-%zu@load.example", L->run_id, i);
     int status = 0;
     json_t *b = NULL;
-    int rc = call(L, "POST", "/api/v1/customers",
-                  json_pack("{s:s, s:s}", "email", email, "name", "Load Tester"), &status, &b);
+    char key[160];
+    snprintf(key, sizeof key, "load-%s-%zu-register", L->run_id, i);
+    int rc = setup_call(L, "/api/v1/customers",
+                        json_pack("{s:s, s:s}", "email", email, "name", "Load Tester"), key,
+                        &status, &b);
     const char *id = json_string_value(json_object_get(b, "id"));
     const char *acct = json_string_value(json_object_get(b, "accountId"));
     if (rc || status != 201 || !id || !acct || strlen(id) >= ID_MAX)
@@ -393,9 +421,11 @@ static int add_customer(struct load *L, size_t i, int64_t funds)
     snprintf(path, sizeof path, "/api/v1/accounts/%s/deposits", acct);
     json_decref(b);
     b = NULL;
-    rc = call(L, "POST", path,
-              json_pack("{s:{s:I, s:s}}", "amount", "amount", (json_int_t)funds, "currency", "USD"),
-              &status, &b);
+    snprintf(key, sizeof key, "load-%s-%zu-deposit", L->run_id, i);
+    rc = setup_call(
+        L, path,
+        json_pack("{s:{s:I, s:s}}", "amount", "amount", (json_int_t)funds, "currency", "USD"), key,
+        &status, &b);
     if (rc || status != 200) return setup_fail(L, "depositing", rc, status, b);
     json_decref(b);
     return 0;

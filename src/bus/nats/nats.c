@@ -215,10 +215,6 @@ static bool has(const char *data, size_t len, const char *needle)
     return false;
 }
 
-/* A PubAck on the pipe's inbox (its subject ends in the message's send number):
- * {"stream":..,"seq":N[,"duplicate": true]} acknowledges; {"error":{..}} or an empty
- * message (the status "no responders": no stream takes the subject) fails it. A
- * number outside the ring is an ack of a message a reset gave up: ignored. */
 /* Destroy a burst of messages (libnats's GC thread is woken about once). */
 static void gc_burst(natsMsg **msgs, size_t *n)
 {
@@ -226,6 +222,10 @@ static void gc_burst(natsMsg **msgs, size_t *n)
     *n = 0;
 }
 
+/* A PubAck on the pipe's inbox (its subject ends in the message's send number):
+ * {"stream":..,"seq":N[,"duplicate": true]} acknowledges; {"error":{..}} or an empty
+ * message (the status "no responders": no stream takes the subject) fails it. A
+ * number outside the ring is an ack of a message a reset gave up: ignored. */
 static void on_pipe_ack(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *ud)
 {
     AG_UNUSED(nc), AG_UNUSED(sub);
